@@ -1,0 +1,76 @@
+# SPDX-License-Identifier: Apache-2.0
+#
+# A thin wrapper over CMake. `make run` and `make test` are the quick start;
+# both install missing Debian packages first when run as root.
+
+BUILD	?= build
+ASAN_BUILD ?= build-asan
+CONFIG	?= config/tollgate.yaml
+JOBS	?= $(shell nproc 2>/dev/null || echo 2)
+WERROR	?= $(if $(CI),ON,OFF)
+CMAKE_FLAGS ?=
+
+DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
+	sqlite3 libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
+	libsqlite3-dev libyaml-dev libcmocka-dev
+
+.PHONY: all deps build asan run test test-plain test-asan check format \
+	check-format clean
+
+all: build
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+		grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" -eq 0 ]; then \
+			echo "installing:" $$missing; \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			    --no-install-recommends $$missing >/dev/null || exit 1; \
+		else \
+			echo "missing Debian packages:" $$missing; \
+			echo "run: sudo apt-get install" $$missing; exit 1; \
+		fi; \
+	fi
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DTG_WERROR=$(WERROR) $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug \
+	    -DTG_WERROR=$(WERROR) -DTG_SANITIZE="address;undefined" $(CMAKE_FLAGS)
+
+asan: deps $(ASAN_BUILD)/CMakeCache.txt
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+run: build
+	./$(BUILD)/tollgate -d -c $(CONFIG)
+
+# The whole suite runs twice: on the plain build and on the ASan+UBSan one.
+test: test-plain test-asan
+
+test-plain: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: asan
+	cd $(ASAN_BUILD) && \
+	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    ctest --output-on-failure -j $(JOBS)
+
+check: build
+	./$(BUILD)/tollgate check -c $(CONFIG)
+
+format:
+	clang-format -i src/*.c src/*/*.c include/tollgate/*.h tests/*/*.c 2>/dev/null || true
+
+check-format:
+	tools/checksrc.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Small helpers every module uses: allocation that cannot fail (out of
+ * memory is fatal, which is acceptable because every buffer in tollgate has
+ * a hard cap), string duplication and formatting, and wiping secrets.
+ */
+#ifndef TOLLGATE_UTIL_H
+#define TOLLGATE_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#define nitems(a) (sizeof(a) / sizeof((a)[0]))
+
+/* util.c */
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xreallocarray(void *, size_t, size_t);
+char *xstrdup(const char *);
+char *xstrndup(const char *, size_t);
+int xasprintf(char **, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+int xvasprintf(char **, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+void freezero(void *, size_t);
+int strcaseprefix(const char *, const char *);
+long long monotime_us(void);
+
+#endif

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Logging in the style of relayd's log.c: to stderr in the foreground, to
+ * syslog as a daemon. Every line is one event; untrusted bytes are escaped
+ * with log_escape before they reach a line.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include "tollgate/log.h"
+
+static int log_debug_stderr = 1;
+static int log_verbose;
+
+static void vlog(int, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+static void logit(int, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Set where lines go (stderr if foreground) and how much is said. */
+void
+log_init(int foreground, int verbose)
+{
+	log_debug_stderr = foreground;
+	log_verbose = verbose;
+	if (!foreground)
+		openlog("tollgate", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+	tzset();
+}
+
+/* Change the verbosity at run time. */
+void
+log_setverbose(int v)
+{
+	log_verbose = v;
+}
+
+/* The current verbosity. */
+int
+log_getverbose(void)
+{
+	return (log_verbose);
+}
+
+static void
+vlog(int pri, const char *fmt, va_list ap)
+{
+	char tbuf[32];
+	const char *level;
+	struct timespec ts;
+	struct tm tm;
+	int saved_errno = errno;
+
+	if (log_debug_stderr) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
+		switch (pri) {
+		case LOG_CRIT:
+			level = "fatal";
+			break;
+		case LOG_ERR:
+		case LOG_WARNING:
+			level = "warn";
+			break;
+		case LOG_DEBUG:
+			level = "debug";
+			break;
+		default:
+			level = "info";
+			break;
+		}
+		flockfile(stderr);
+		fprintf(stderr, "%s.%03ldZ %s: ", tbuf, ts.tv_nsec / 1000000,
+		    level);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+		funlockfile(stderr);
+		fflush(stderr);
+	} else
+		vsyslog(pri, fmt, ap);
+	errno = saved_errno;
+}
+
+static void
+logit(int pri, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vlog(pri, fmt, ap);
+	va_end(ap);
+}
+
+/* Log a warning with strerror(errno) appended. */
+void
+log_warn(const char *emsg, ...)
+{
+	char *nfmt;
+	va_list ap;
+	int saved_errno = errno;
+
+	va_start(ap, emsg);
+	if (emsg == NULL)
+		logit(LOG_ERR, "%s", strerror(saved_errno));
+	else if (asprintf(&nfmt, "%s: %s", emsg, strerror(saved_errno)) ==
+	    -1) {
+		vlog(LOG_ERR, emsg, ap);
+		logit(LOG_ERR, "%s", strerror(saved_errno));
+	} else {
+		vlog(LOG_ERR, nfmt, ap);
+		free(nfmt);
+	}
+	va_end(ap);
+	errno = saved_errno;
+}
+
+/* Log a warning. */
+void
+log_warnx(const char *emsg, ...)
+{
+	va_list ap;
+
+	va_start(ap, emsg);
+	vlog(LOG_WARNING, emsg, ap);
+	va_end(ap);
+}
+
+/* Log an informational line. */
+void
+log_info(const char *emsg, ...)
+{
+	va_list ap;
+
+	va_start(ap, emsg);
+	vlog(LOG_INFO, emsg, ap);
+	va_end(ap);
+}
+
+/* Log a line only shown with -v. */
+void
+log_debug(const char *emsg, ...)
+{
+	va_list ap;
+
+	if (log_verbose < 1)
+		return;
+	va_start(ap, emsg);
+	vlog(LOG_DEBUG, emsg, ap);
+	va_end(ap);
+}
+
+static void __attribute__((noreturn))
+vfatalc(int code, const char *emsg, va_list ap)
+{
+	static char s[BUFSIZ];
+	const char *sep;
+
+	if (emsg != NULL) {
+		(void)vsnprintf(s, sizeof(s), emsg, ap);
+		sep = ": ";
+	} else {
+		s[0] = '\0';
+		sep = "";
+	}
+	if (code)
+		logit(LOG_CRIT, "%s%s%s", s, sep, strerror(code));
+	else
+		logit(LOG_CRIT, "%s", s);
+	exit(1);
+}
+
+/* Log and exit, with strerror(errno). Only at startup or on a broken
+ * invariant. */
+void
+fatal(const char *emsg, ...)
+{
+	va_list ap;
+
+	va_start(ap, emsg);
+	vfatalc(errno, emsg, ap);
+}
+
+/* Log and exit. */
+void
+fatalx(const char *emsg, ...)
+{
+	va_list ap;
+
+	va_start(ap, emsg);
+	vfatalc(0, emsg, ap);
+}
+
+/*
+ * Copy len untrusted bytes from src into dst (size dsize) with every byte
+ * outside printable ASCII written as \xHH, always NUL-terminated. Returns the
+ * length written. Truncates with "..." when dst is too small.
+ */
+size_t
+log_escape(char *dst, size_t dsize, const char *src, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, o = 0;
+	unsigned char c;
+
+	if (dsize == 0)
+		return (0);
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)src[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\') {
+			if (o + 1 >= dsize)
+				goto trunc;
+			dst[o++] = (char)c;
+		} else {
+			if (o + 4 >= dsize)
+				goto trunc;
+			dst[o++] = '\\';
+			dst[o++] = 'x';
+			dst[o++] = hex[c >> 4];
+			dst[o++] = hex[c & 0xf];
+		}
+	}
+	dst[o] = '\0';
+	return (o);
+trunc:
+	if (dsize >= 4) {
+		o = dsize - 4;
+		memcpy(dst + o, "...", 3);
+		o += 3;
+	}
+	dst[o] = '\0';
+	return (o);
+}
