@@ -18,8 +18,7 @@ static int log_verbose;
 
 static void vlog(int, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
-static void logit(int, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
+static void logit(int, const char *, ...) __attribute__((format(printf, 2, 3)));
 
 /* Set where lines go (stderr if foreground) and how much is said. */
 void
@@ -107,8 +106,7 @@ log_warn(const char *emsg, ...)
 	va_start(ap, emsg);
 	if (emsg == NULL)
 		logit(LOG_ERR, "%s", strerror(saved_errno));
-	else if (asprintf(&nfmt, "%s: %s", emsg, strerror(saved_errno)) ==
-	    -1) {
+	else if (asprintf(&nfmt, "%s: %s", emsg, strerror(saved_errno)) == -1) {
 		vlog(LOG_ERR, emsg, ap);
 		logit(LOG_ERR, "%s", strerror(saved_errno));
 	} else {

@@ -1,0 +1,18 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Error bodies tollgate writes itself, in the provider's own shape so that
+ * each SDK raises its usual typed error: OpenAI {"error":{...}}, Anthropic
+ * {"type":"error","error":{...}}, Gemini {"error":{"code","message",
+ * "status"}} (PROTOCOLS.md §12).
+ */
+#ifndef TOLLGATE_REPLY_H
+#define TOLLGATE_REPLY_H
+
+#include "tollgate/route.h"
+
+/* reply.c */
+char *reply_error_body(
+    enum api_family, int, const char *, const char *, const char *);
+const char *http_reason(int);
+
+#endif

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A session is one proxied call: routed when its head arrives, forwarded
+ * when its body is complete, relayed until the provider finishes, and
+ * closed through session_close, which writes the call's one log line and
+ * releases everything.
+ */
+#ifndef TOLLGATE_SESSION_H
+#define TOLLGATE_SESSION_H
+
+#include <stddef.h>
+
+struct config;
+struct event_base;
+struct conn;
+struct http_request;
+struct session;
+
+/* session.c */
+void session_setup(struct event_base *);
+struct session *session_new(struct conn *, struct http_request *);
+void session_start(struct session *);
+void session_client_gone(struct session *);
+void session_drained(struct session *);
+size_t session_count(void);
+
+/* server.c */
+struct config *server_config(void);
+void server_set_config(struct config *);
+unsigned long long server_generation(void);
+
+#endif

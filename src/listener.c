@@ -1,0 +1,929 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The proxy's HTTP/1.1 front end. tollgate reads requests itself on top of
+ * libevent bufferevents instead of using evhttp: evhttp 2.1.12 (Debian 12)
+ * has no header-count limit, merges chunked trailers into the request
+ * headers and accepts ambiguous Transfer-Encoding framing, and it answers
+ * limit violations with HTML pages no SDK can parse. This parser is strict
+ * and small:
+ *
+ *  - lines end in CRLF only; a bare CR or LF, NUL, obs-fold, whitespace
+ *    before a colon or a non-token header name is a 400;
+ *  - the request line and headers together are capped (431), and so is the
+ *    header count (431);
+ *  - a request with Transfer-Encoding is refused (411 without a body
+ *    length, and the connection is closed), so chunked smuggling and
+ *    trailer injection cannot happen; Content-Length must be a single
+ *    plain decimal number, and a body over the limit is refused (413)
+ *    before any of it is read;
+ *  - a whole request must arrive within request_timeout (slowloris);
+ *  - one request is served at a time per connection; pipelined bytes wait
+ *    in the input buffer, which is capped.
+ *
+ * Responses are written as they are produced: chunked to HTTP/1.1
+ * clients, close-delimited to HTTP/1.0 ones. TCP_NODELAY is set on every
+ * client socket so small SSE events are not held back by Nagle. The output
+ * buffer's length is exposed so the session can pause the upstream when a
+ * client reads slowly; the write callback fires when it has drained.
+ *
+ * A connection ends in one place, conn_free, which tells an attached
+ * session that its client is gone. A connection that must close after a
+ * response shuts down its write side and discards input for a moment
+ * first (lingering close), so a client still sending a refused body reads
+ * the refusal instead of a reset.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "tollgate/config.h"
+#include "tollgate/listener.h"
+#include "tollgate/log.h"
+#include "tollgate/reply.h"
+#include "tollgate/route.h"
+#include "tollgate/session.h"
+#include "tollgate/util.h"
+
+#define LINGER_MS 2000
+#define PIPELINE_INPUT_MAX (64 * 1024)
+#define LEADING_CRLF_MAX 4
+
+enum conn_state {
+	CONN_IDLE, /* between requests, keep-alive timer running */
+	CONN_HEAD, /* reading the request line and headers */
+	CONN_BODY, /* reading a Content-Length body */
+	CONN_BUSY, /* the request belongs to a session */
+	CONN_FLUSH, /* response complete, waiting for it to drain */
+	CONN_LINGER, /* write side shut, discarding input before close */
+};
+
+/* One client connection; owned by the listener's list. */
+struct conn {
+	unsigned long long co_id;
+	struct bufferevent *co_bev;
+	evutil_socket_t co_fd;
+	enum conn_state co_state;
+	struct event *co_timer; /* request, keep-alive or linger timer */
+	struct event *co_defer; /* runs conn_flushed without a write */
+	char co_peer[64];
+
+	struct http_request *co_req; /* being read; owned until handed over */
+	size_t co_head_bytes;
+	int co_crlf_skipped;
+	size_t co_body_need;
+
+	struct session *co_session; /* borrowed; set while CONN_BUSY */
+	int co_chunked; /* response body is chunked */
+	int co_reply_started;
+	int co_close_after; /* close once the response has drained */
+	int co_keepalive; /* the current request allows reuse */
+	int co_minor; /* the current request's HTTP/1.x */
+
+	struct conn *co_prev, *co_next;
+};
+
+static struct event_base *ls_base;
+static struct evconnlistener *ls_listener;
+static struct event *ls_accept_timer;
+static struct conn *ls_conns;
+static size_t ls_nconns;
+static unsigned long long ls_next_id;
+static int ls_draining;
+static int ls_accept_paused;
+
+static void conn_read_cb(struct bufferevent *, void *);
+static void conn_write_cb(struct bufferevent *, void *);
+static void conn_event_cb(struct bufferevent *, short, void *);
+static void conn_process(struct conn *);
+static void conn_free(struct conn *, const char *);
+
+static void
+set_timer(struct conn *co, long ms)
+{
+	struct timeval tv;
+
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	evtimer_add(co->co_timer, &tv);
+}
+
+/* Free a request and everything it owns. */
+void
+http_request_free(struct http_request *req)
+{
+	if (req == NULL)
+		return;
+	free(req->hr_method);
+	free(req->hr_target);
+	hdrs_clear(&req->hr_headers);
+	if (req->hr_body != NULL)
+		evbuffer_free(req->hr_body);
+	free(req);
+}
+
+/* The connection's id, for log lines. */
+unsigned long long
+conn_id(const struct conn *co)
+{
+	return (co->co_id);
+}
+
+/* The peer address as text. */
+const char *
+conn_peer(const struct conn *co)
+{
+	return (co->co_peer);
+}
+
+/* Bytes written to the client but not yet sent. */
+size_t
+conn_output_pending(const struct conn *co)
+{
+	return (evbuffer_get_length(bufferevent_get_output(co->co_bev)));
+}
+
+static void
+conn_unlink(struct conn *co)
+{
+	if (co->co_prev != NULL)
+		co->co_prev->co_next = co->co_next;
+	else
+		ls_conns = co->co_next;
+	if (co->co_next != NULL)
+		co->co_next->co_prev = co->co_prev;
+	co->co_prev = co->co_next = NULL;
+}
+
+static void
+accept_resume(void)
+{
+	const struct config *cf = server_config();
+
+	if (ls_accept_paused && !ls_draining && ls_listener != NULL &&
+	    ls_nconns < (size_t)cf->cf_max_connections) {
+		evconnlistener_enable(ls_listener);
+		ls_accept_paused = 0;
+	}
+}
+
+/*
+ * The single end of a connection. An attached session is told first, so it
+ * can abort its upstream transfer and log the call.
+ */
+static void
+conn_free(struct conn *co, const char *reason)
+{
+	struct session *se;
+
+	if ((se = co->co_session) != NULL) {
+		co->co_session = NULL;
+		session_client_gone(se);
+	}
+	log_debug("%s: conn %llu: %s", __func__, co->co_id, reason);
+	conn_unlink(co);
+	ls_nconns--;
+	http_request_free(co->co_req);
+	event_free(co->co_timer);
+	event_free(co->co_defer);
+	bufferevent_free(co->co_bev);
+	free(co);
+	accept_resume();
+}
+
+/* Shut the write side and discard input for a while, then close. */
+static void
+conn_linger(struct conn *co)
+{
+	co->co_state = CONN_LINGER;
+	shutdown(co->co_fd, SHUT_WR);
+	evbuffer_drain(bufferevent_get_input(co->co_bev),
+	    evbuffer_get_length(bufferevent_get_input(co->co_bev)));
+	bufferevent_enable(co->co_bev, EV_READ);
+	set_timer(co, LINGER_MS);
+}
+
+static void
+write_head(
+    struct conn *co, int status, const struct hdrs *hs, const char *extra)
+{
+	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+	size_t i;
+
+	evbuffer_add_printf(
+	    out, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+	if (hs != NULL) {
+		for (i = 0; i < hs->hs_n; i++)
+			evbuffer_add_printf(out, "%s: %s\r\n",
+			    hs->hs_v[i].h_name, hs->hs_v[i].h_value);
+	}
+	if (extra != NULL)
+		evbuffer_add(out, extra, strlen(extra));
+	if (co->co_close_after)
+		evbuffer_add(out, "Connection: close\r\n", 19);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * Answer with a complete response (refusals and tollgate's own errors).
+ * The connection closes afterwards if the request asked for it, if its
+ * body was not read, or if the server is draining.
+ */
+void
+conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
+    const char *ctype, const char *body, size_t len)
+{
+	char extra[128];
+
+	if (co->co_reply_started)
+		fatalx("%s: conn %llu: reply already started", __func__,
+		    co->co_id);
+	co->co_reply_started = 1;
+	if (co->co_state == CONN_HEAD || co->co_state == CONN_BODY ||
+	    !co->co_keepalive || ls_draining)
+		co->co_close_after = 1;
+	snprintf(extra, sizeof(extra),
+	    "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, len);
+	write_head(co, status, hs, extra);
+	evbuffer_add(bufferevent_get_output(co->co_bev), body, len);
+	co->co_session = NULL;
+	co->co_state = CONN_FLUSH;
+	evtimer_del(co->co_timer);
+}
+
+/* Start a streamed response: status and headers, then chunks. */
+void
+conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
+{
+	if (co->co_reply_started)
+		fatalx("%s: conn %llu: reply already started", __func__,
+		    co->co_id);
+	co->co_reply_started = 1;
+	if (!co->co_keepalive || ls_draining)
+		co->co_close_after = 1;
+	/* HTTP/1.0 has no chunked encoding: the body ends at close. */
+	co->co_chunked = co->co_minor >= 1;
+	if (!co->co_chunked)
+		co->co_close_after = 1;
+	write_head(co, status, hs,
+	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
+}
+
+/* Relay body bytes to the client as they are. */
+void
+conn_reply_data(struct conn *co, const void *data, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+
+	if (len == 0)
+		return;
+	if (co->co_chunked) {
+		evbuffer_add_printf(out, "%zx\r\n", len);
+		evbuffer_add(out, data, len);
+		evbuffer_add(out, "\r\n", 2);
+	} else
+		evbuffer_add(out, data, len);
+}
+
+/* The response is complete; the session lets go of the connection. */
+void
+conn_reply_end(struct conn *co)
+{
+	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+
+	if (co->co_chunked)
+		evbuffer_add(out, "0\r\n\r\n", 5);
+	co->co_session = NULL;
+	co->co_state = CONN_FLUSH;
+	if (evbuffer_get_length(out) == 0)
+		event_active(co->co_defer, EV_TIMEOUT, 0);
+}
+
+/*
+ * The response cannot be completed (the provider failed mid-body): send
+ * what is buffered, then close without the final chunk so the client sees
+ * a truncated message rather than a complete one.
+ */
+void
+conn_reply_abort(struct conn *co)
+{
+	co->co_session = NULL;
+	co->co_close_after = 1;
+	co->co_state = CONN_FLUSH;
+	if (conn_output_pending(co) == 0)
+		event_active(co->co_defer, EV_TIMEOUT, 0);
+}
+
+/* Refuse a request before a session exists, in the guessed shape. */
+static void
+conn_refuse(struct conn *co, int status, const char *code, const char *msg)
+{
+	enum api_family fam = FAMILY_OPENAI;
+	char *body, path[128];
+
+	if (co->co_req != NULL && co->co_req->hr_target != NULL)
+		fam = route_guess_family(co->co_req->hr_target);
+	body = reply_error_body(fam, status, code, msg, NULL);
+	if (co->co_req != NULL && co->co_req->hr_target != NULL) {
+		/* Never log a query string: it may hold ?key=. */
+		size_t n = strcspn(co->co_req->hr_target, "?");
+
+		log_escape(path, sizeof(path), co->co_req->hr_target, n);
+	} else
+		strcpy(path, "-");
+	log_info("conn %llu: %s %s refused status=%d reason=%s peer=%s",
+	    co->co_id,
+	    co->co_req != NULL && co->co_req->hr_method != NULL
+		? co->co_req->hr_method
+		: "-",
+	    path, status, code, co->co_peer);
+	co->co_close_after = 1;
+	conn_reply_full(
+	    co, status, NULL, "application/json", body, strlen(body));
+	free(body);
+}
+
+static int
+tokenchar(int c)
+{
+	return (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Parse "METHOD SP target SP HTTP/1.x". */
+static int
+parse_request_line(struct conn *co, const char *line)
+{
+	struct http_request *req = co->co_req;
+	const char *sp1, *sp2, *p;
+
+	if ((sp1 = strchr(line, ' ')) == NULL ||
+	    (sp2 = strchr(sp1 + 1, ' ')) == NULL || strchr(sp2 + 1, ' '))
+		return (-1);
+	for (p = line; p < sp1; p++) {
+		if (!tokenchar((unsigned char)*p))
+			return (-1);
+	}
+	if (sp1 == line || sp2 == sp1 + 1)
+		return (-1);
+	for (p = sp1 + 1; p < sp2; p++) {
+		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+			return (-1);
+	}
+	if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
+		req->hr_minor = 1;
+	else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
+		req->hr_minor = 0;
+	else
+		return (-2);
+	req->hr_method = xstrndup(line, (size_t)(sp1 - line));
+	req->hr_target = xstrndup(sp1 + 1, (size_t)(sp2 - sp1 - 1));
+	return (0);
+}
+
+static int
+parse_header_line(struct conn *co, const char *line, size_t len)
+{
+	const char *colon, *v, *end, *p;
+
+	if (line[0] == ' ' || line[0] == '\t')
+		return (-1); /* obs-fold */
+	if ((colon = memchr(line, ':', len)) == NULL || colon == line)
+		return (-1);
+	for (p = line; p < colon; p++) {
+		if (!tokenchar((unsigned char)*p))
+			return (-1);
+	}
+	v = colon + 1;
+	end = line + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	for (p = v; p < end; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return (-1);
+	}
+	hdrs_add(&co->co_req->hr_headers, line, (size_t)(colon - line), v,
+	    (size_t)(end - v));
+	return (0);
+}
+
+/*
+ * Check the framing of a complete head. Returns 0 when the body length is
+ * known and acceptable, or -1 after answering.
+ */
+static int
+check_framing(struct conn *co, const struct config *cf)
+{
+	struct http_request *req = co->co_req;
+	const char *cl, *conn, *expect, *p;
+	unsigned long long n = 0;
+
+	if (hdrs_get(&req->hr_headers, "Transfer-Encoding") != NULL) {
+		/* The Debian libevent's chunked handling is where the
+		 * smuggling bugs live; tollgate needs no chunked uploads. */
+		conn_refuse(co, 411, "transfer_encoding_refused",
+		    "Transfer-Encoding is not accepted; send Content-Length");
+		return (-1);
+	}
+	if (hdrs_count(&req->hr_headers, "Content-Length") > 1) {
+		conn_refuse(co, 400, "bad_content_length",
+		    "more than one Content-Length");
+		return (-1);
+	}
+	if ((cl = hdrs_get(&req->hr_headers, "Content-Length")) != NULL) {
+		if (cl[0] == '\0' || strlen(cl) > 19)
+			goto badcl;
+		for (p = cl; *p != '\0'; p++) {
+			if (*p < '0' || *p > '9')
+				goto badcl;
+			n = n * 10 + (unsigned long long)(*p - '0');
+		}
+	}
+	if (req->hr_minor >= 1 && hdrs_count(&req->hr_headers, "Host") != 1) {
+		conn_refuse(
+		    co, 400, "bad_host", "exactly one Host is required");
+		return (-1);
+	}
+	if (n > cf->cf_max_body_bytes) {
+		conn_refuse(co, 413, "request_too_large",
+		    "request body is larger than the configured limit");
+		return (-1);
+	}
+	req->hr_content_length = (size_t)n;
+
+	conn = hdrs_get(&req->hr_headers, "Connection");
+	if (req->hr_minor == 0)
+		req->hr_keepalive = 0;
+	else
+		req->hr_keepalive =
+		    conn == NULL || !http_token_has(conn, "close");
+
+	if ((expect = hdrs_get(&req->hr_headers, "Expect")) != NULL) {
+		if (strcasecmp(expect, "100-continue") != 0) {
+			conn_refuse(co, 417, "bad_expect",
+			    "only Expect: 100-continue is supported");
+			return (-1);
+		}
+	}
+	return (0);
+badcl:
+	conn_refuse(co, 400, "bad_content_length",
+	    "Content-Length is not a plain decimal number");
+	return (-1);
+}
+
+/* Hand a complete request to its session. */
+static void
+conn_dispatch(struct conn *co)
+{
+	struct session *se = co->co_session;
+
+	evtimer_del(co->co_timer);
+	co->co_state = CONN_BUSY;
+	co->co_req = NULL; /* the session owns it now */
+	session_start(se);
+	/* co may have changed state; it is still alive. */
+}
+
+/*
+ * Read the head. Returns 1 when the head is complete and accepted, 0 when
+ * more bytes are needed, -1 when the request was refused.
+ */
+static int
+read_head(struct conn *co, const struct config *cf)
+{
+	struct evbuffer *in = bufferevent_get_input(co->co_bev);
+	struct evbuffer_ptr pos;
+	char *line;
+	size_t len;
+	int rc;
+
+	for (;;) {
+		/* Refuse an over-long head before buffering it. */
+		pos = evbuffer_search_eol(
+		    in, NULL, &len, EVBUFFER_EOL_CRLF_STRICT);
+		if (pos.pos == -1) {
+			if (co->co_head_bytes + evbuffer_get_length(in) >
+			    cf->cf_max_header_bytes) {
+				conn_refuse(co, 431, "headers_too_large",
+				    "request line and headers are too large");
+				return (-1);
+			}
+			return (0);
+		}
+		if (co->co_head_bytes + (size_t)pos.pos + 2 >
+		    cf->cf_max_header_bytes) {
+			conn_refuse(co, 431, "headers_too_large",
+			    "request line and headers are too large");
+			return (-1);
+		}
+		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT);
+		co->co_head_bytes += len + 2;
+		if (memchr(line, '\0', len) != NULL ||
+		    memchr(line, '\r', len) != NULL ||
+		    memchr(line, '\n', len) != NULL) {
+			free(line);
+			conn_refuse(co, 400, "bad_request",
+			    "bare CR, LF or NUL in the request head");
+			return (-1);
+		}
+		if (co->co_req->hr_method == NULL) {
+			if (len == 0 &&
+			    co->co_crlf_skipped++ < LEADING_CRLF_MAX) {
+				free(line);
+				continue;
+			}
+			rc = parse_request_line(co, line);
+			free(line);
+			if (rc == -2) {
+				conn_refuse(co, 505, "bad_version",
+				    "only HTTP/1.0 and HTTP/1.1 are served");
+				return (-1);
+			}
+			if (rc == -1) {
+				conn_refuse(co, 400, "bad_request",
+				    "malformed request line");
+				return (-1);
+			}
+			continue;
+		}
+		if (len == 0) {
+			free(line);
+			return (check_framing(co, cf) == 0 ? 1 : -1);
+		}
+		if (co->co_req->hr_headers.hs_n >= (size_t)cf->cf_max_headers) {
+			free(line);
+			conn_refuse(co, 431, "too_many_headers",
+			    "too many request headers");
+			return (-1);
+		}
+		rc = parse_header_line(co, line, len);
+		free(line);
+		if (rc == -1) {
+			conn_refuse(
+			    co, 400, "bad_request", "malformed header line");
+			return (-1);
+		}
+	}
+}
+
+/* Drive the connection's state machine with what is in the input. */
+static void
+conn_process(struct conn *co)
+{
+	struct evbuffer *in = bufferevent_get_input(co->co_bev);
+	const struct config *cf = server_config();
+	struct session *se;
+	size_t n;
+	int rc;
+
+	switch (co->co_state) {
+	case CONN_IDLE:
+		if (evbuffer_get_length(in) == 0)
+			return;
+		co->co_state = CONN_HEAD;
+		co->co_req = xcalloc(1, sizeof(*co->co_req));
+		co->co_head_bytes = 0;
+		co->co_crlf_skipped = 0;
+		co->co_reply_started = 0;
+		co->co_close_after = 0;
+		co->co_chunked = 0;
+		co->co_keepalive = 0;
+		co->co_minor = 0;
+		set_timer(co, cf->cf_request_timeout_ms);
+		/* FALLTHROUGH */
+	case CONN_HEAD:
+		if ((rc = read_head(co, cf)) != 1)
+			return;
+		co->co_keepalive = co->co_req->hr_keepalive;
+		co->co_minor = co->co_req->hr_minor;
+		if ((se = session_new(co, co->co_req)) == NULL)
+			return; /* refused and answered */
+		co->co_session = se;
+		co->co_body_need = co->co_req->hr_content_length;
+		co->co_req->hr_body = evbuffer_new();
+		if (co->co_body_need == 0) {
+			conn_dispatch(co);
+			return;
+		}
+		co->co_state = CONN_BODY;
+		if (co->co_req->hr_minor >= 1 &&
+		    hdrs_get(&co->co_req->hr_headers, "Expect") != NULL)
+			evbuffer_add(bufferevent_get_output(co->co_bev),
+			    "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		/* FALLTHROUGH */
+	case CONN_BODY:
+		n = evbuffer_get_length(in);
+		if (n > co->co_body_need)
+			n = co->co_body_need;
+		evbuffer_remove_buffer(in, co->co_req->hr_body, n);
+		co->co_body_need -= n;
+		if (co->co_body_need == 0)
+			conn_dispatch(co);
+		return;
+	case CONN_BUSY:
+	case CONN_FLUSH:
+		/* Pipelined bytes wait; stop reading if they pile up. */
+		if (evbuffer_get_length(in) > PIPELINE_INPUT_MAX)
+			bufferevent_disable(co->co_bev, EV_READ);
+		return;
+	case CONN_LINGER:
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+}
+
+/* The response has drained: next request, or close. */
+static void
+conn_flushed(struct conn *co)
+{
+	const struct config *cf = server_config();
+
+	if (co->co_close_after || ls_draining) {
+		conn_linger(co);
+		return;
+	}
+	co->co_state = CONN_IDLE;
+	http_request_free(co->co_req);
+	co->co_req = NULL;
+	bufferevent_enable(co->co_bev, EV_READ);
+	set_timer(co, cf->cf_keepalive_timeout_ms);
+	conn_process(co);
+}
+
+static void
+conn_defer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *co = arg;
+
+	(void)fd;
+	(void)ev;
+	if (co->co_state == CONN_FLUSH && conn_output_pending(co) == 0)
+		conn_flushed(co);
+}
+
+static void
+conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_process(arg);
+}
+
+/* The output buffer has drained (the write low watermark is 0). */
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *co = arg;
+
+	(void)bev;
+	switch (co->co_state) {
+	case CONN_BUSY:
+		if (co->co_session != NULL)
+			session_drained(co->co_session);
+		break;
+	case CONN_FLUSH:
+		conn_flushed(co);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *co = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_EOF)
+		conn_free(co, "client closed");
+	else if (what & BEV_EVENT_ERROR)
+		conn_free(co, "client error");
+}
+
+static void
+conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *co = arg;
+
+	(void)fd;
+	(void)ev;
+	switch (co->co_state) {
+	case CONN_HEAD:
+	case CONN_BODY:
+		if (co->co_state == CONN_BODY) {
+			/* The session exists but never started. */
+			struct session *se = co->co_session;
+
+			co->co_session = NULL;
+			if (se != NULL)
+				session_client_gone(se);
+		}
+		conn_refuse(co, 408, "request_timeout",
+		    "the request did not arrive in time");
+		break;
+	case CONN_IDLE:
+		conn_free(co, "keep-alive timeout");
+		break;
+	case CONN_LINGER:
+		conn_free(co, "linger done");
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	const struct config *cf = server_config();
+	struct conn *co;
+	char host[INET6_ADDRSTRLEN] = "?";
+	int one = 1, port = 0;
+
+	(void)l;
+	(void)salen;
+	(void)arg;
+	if (ls_draining) {
+		close(fd);
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	co = xcalloc(1, sizeof(*co));
+	co->co_id = ++ls_next_id;
+	co->co_fd = fd;
+	if (sa->sa_family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)sa;
+
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		port = ntohs(sin6->sin6_port);
+	}
+	snprintf(co->co_peer, sizeof(co->co_peer), "%s:%d", host, port);
+	co->co_bev = bufferevent_socket_new(ls_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (co->co_bev == NULL)
+		fatalx("%s: bufferevent_socket_new", __func__);
+	co->co_timer = evtimer_new(ls_base, conn_timer_cb, co);
+	co->co_defer = event_new(ls_base, -1, 0, conn_defer_cb, co);
+	bufferevent_setcb(
+	    co->co_bev, conn_read_cb, conn_write_cb, conn_event_cb, co);
+	bufferevent_setwatermark(co->co_bev, EV_WRITE, 0, 0);
+	bufferevent_enable(co->co_bev, EV_READ | EV_WRITE);
+	co->co_state = CONN_IDLE;
+	set_timer(co, cf->cf_request_timeout_ms);
+
+	co->co_next = ls_conns;
+	if (ls_conns != NULL)
+		ls_conns->co_prev = co;
+	ls_conns = co;
+	ls_nconns++;
+	if (ls_nconns >= (size_t)cf->cf_max_connections) {
+		evconnlistener_disable(ls_listener);
+		ls_accept_paused = 1;
+	}
+}
+
+static void
+accept_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	accept_resume();
+}
+
+/* accept() failed (EMFILE, ENFILE...): back off for a second (tmux). */
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	struct timeval tv = {1, 0};
+
+	(void)arg;
+	log_warn("%s: accept", __func__);
+	evconnlistener_disable(l);
+	ls_accept_paused = 1;
+	evtimer_add(ls_accept_timer, &tv);
+}
+
+/* Bind the proxy listener and log the address it got. */
+int
+listener_init(struct event_base *base, const struct config *cf)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t sslen;
+	char host[INET6_ADDRSTRLEN];
+	const char *h = cf->cf_listen_host;
+
+	ls_base = base;
+	memset(&ss, 0, sizeof(ss));
+	if (strcmp(h, "localhost") == 0)
+		h = "127.0.0.1";
+	if (inet_pton(AF_INET, h, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)cf->cf_listen_port);
+		sslen = sizeof(*sin);
+	} else if (inet_pton(AF_INET6, h, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)cf->cf_listen_port);
+		sslen = sizeof(*sin6);
+	} else {
+		log_warnx("%s: bad listen address %s", __func__, h);
+		return (-1);
+	}
+	ls_listener = evconnlistener_new_bind(base, accept_cb, NULL,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+	    1024, (struct sockaddr *)&ss, (int)sslen);
+	if (ls_listener == NULL) {
+		log_warn("proxy: cannot listen on %s:%d", cf->cf_listen_host,
+		    cf->cf_listen_port);
+		return (-1);
+	}
+	evconnlistener_set_error_cb(ls_listener, accept_error_cb);
+	ls_accept_timer = evtimer_new(base, accept_timer_cb, NULL);
+
+	sslen = sizeof(ss);
+	getsockname(
+	    evconnlistener_get_fd(ls_listener), (struct sockaddr *)&ss, &sslen);
+	if (ss.ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
+		log_info(
+		    "proxy listening on [%s]:%d", host, ntohs(sin6->sin6_port));
+	} else {
+		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		log_info(
+		    "proxy listening on %s:%d", host, ntohs(sin->sin_port));
+	}
+	return (0);
+}
+
+/*
+ * Stop accepting and let connections finish: idle ones close now, busy
+ * ones close after their current response.
+ */
+void
+listener_drain(void)
+{
+	struct conn *co, *next;
+
+	ls_draining = 1;
+	if (ls_listener != NULL)
+		evconnlistener_disable(ls_listener);
+	for (co = ls_conns; co != NULL; co = next) {
+		next = co->co_next;
+		if (co->co_state == CONN_IDLE)
+			conn_free(co, "draining");
+	}
+}
+
+/* Open client connections. */
+size_t
+listener_nconns(void)
+{
+	return (ls_nconns);
+}
+
+/* Close every connection now (end of a drain that ran out of time). */
+void
+listener_close_all(void)
+{
+	while (ls_conns != NULL)
+		conn_free(ls_conns, "shutting down");
+}
+
+/* Close the listening socket. */
+void
+listener_free(void)
+{
+	listener_close_all();
+	if (ls_listener != NULL)
+		evconnlistener_free(ls_listener);
+	ls_listener = NULL;
+	if (ls_accept_timer != NULL)
+		event_free(ls_accept_timer);
+	ls_accept_timer = NULL;
+}

@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * tollgate: command line, signals and wiring.
+ *
+ *   tollgate [-dv] [-c file] [serve]   run the proxy
+ *   tollgate check [-c file]            validate a config and exit
+ *   tollgate -n [-c file]               the same, relayd-style
+ *
+ * SIGHUP reloads the configuration (a bad file keeps the old one and logs
+ * every error); SIGTERM and SIGINT stop accepting, let calls in flight
+ * finish for up to drain_timeout, then exit 0.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "tollgate/config.h"
+#include "tollgate/listener.h"
+#include "tollgate/log.h"
+#include "tollgate/session.h"
+#include "tollgate/upstream.h"
+#include "tollgate/util.h"
+
+#define DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
+
+static struct event_base *base;
+static char *config_path;
+static struct event *drain_timer;
+static long long drain_deadline_us;
+
+static void __attribute__((noreturn)) usage(void)
+{
+	fprintf(stderr,
+	    "usage: tollgate [-dnv] [-c file] [serve]\n"
+	    "       tollgate check [-c file]\n"
+	    "  -c file  configuration (default " DEFAULT_CONFIG ")\n"
+	    "  -d       stay in the foreground and log to stderr\n"
+	    "  -n       check the configuration and exit\n"
+	    "  -v       verbose (debug) logging\n"
+	    "  -V       print the version and exit\n");
+	exit(2);
+}
+
+static struct config *
+load_or_report(const char *path, int reload)
+{
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	size_t i;
+
+	if ((cf = config_load(path, &errs)) != NULL)
+		return (cf);
+	for (i = 0; i < errs.ce_n; i++) {
+		if (reload)
+			log_warnx("reload: %s", errs.ce_msgs[i]);
+		else
+			fprintf(stderr, "%s\n", errs.ce_msgs[i]);
+	}
+	if (errs.ce_n == 0 && !reload)
+		fprintf(stderr, "%s: cannot load configuration\n", path);
+	cfgerrs_free(&errs);
+	return (NULL);
+}
+
+static int
+cmd_check(const char *path)
+{
+	struct config *cf;
+
+	if ((cf = load_or_report(path, 0)) == NULL)
+		return (1);
+	config_unref(cf);
+	printf("configuration OK\n");
+	return (0);
+}
+
+static void
+reload(void)
+{
+	struct config *cf, *old = server_config();
+
+	log_info("reloading %s", config_path);
+	if ((cf = load_or_report(config_path, 1)) == NULL) {
+		log_warnx("reload failed; keeping configuration generation "
+			  "%llu",
+		    server_generation());
+		return;
+	}
+	if (strcmp(cf->cf_listen_host, old->cf_listen_host) != 0 ||
+	    cf->cf_listen_port != old->cf_listen_port)
+		log_warnx("reload: a new listen address needs a restart; "
+			  "still listening on %s:%d",
+		    old->cf_listen_host, old->cf_listen_port);
+	server_set_config(cf);
+	log_info(
+	    "configuration reloaded: generation %llu", server_generation());
+}
+
+static void
+drain_check_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct timeval tv = {0, 100 * 1000};
+
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	if (listener_nconns() == 0) {
+		log_info("drained; exiting");
+		event_base_loopexit(base, NULL);
+		return;
+	}
+	if (monotime_us() >= drain_deadline_us) {
+		log_warnx("drain_timeout reached: closing %zu connections "
+			  "(%zu calls in flight)",
+		    listener_nconns(), session_count());
+		listener_close_all();
+		event_base_loopexit(base, NULL);
+		return;
+	}
+	evtimer_add(drain_timer, &tv);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	(void)ev;
+	(void)arg;
+	switch (sig) {
+	case SIGHUP:
+		reload();
+		break;
+	case SIGTERM:
+	case SIGINT:
+		if (drain_timer != NULL)
+			return; /* already draining */
+		log_info("received %s: draining %zu calls in flight",
+		    sig == SIGTERM ? "SIGTERM" : "SIGINT", session_count());
+		drain_deadline_us = monotime_us() +
+		    server_config()->cf_drain_timeout_ms * 1000LL;
+		listener_drain();
+		drain_timer = evtimer_new(base, drain_check_cb, NULL);
+		drain_check_cb(-1, 0, NULL);
+		break;
+	}
+}
+
+static int
+cmd_serve(int foreground)
+{
+	struct event *sigs[4];
+	int signos[] = {SIGHUP, SIGTERM, SIGINT};
+	struct config *cf;
+	size_t i;
+
+	if ((cf = load_or_report(config_path, 0)) == NULL)
+		return (1);
+	if (!foreground && daemon(0, 0) == -1)
+		fatal("daemon");
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((base = event_base_new()) == NULL)
+		fatalx("event_base_new");
+	if (upstream_init(base) == -1)
+		fatalx("cannot initialise libcurl");
+	session_setup(base);
+	server_set_config(cf);
+	if (listener_init(base, cf) == -1)
+		return (1);
+	for (i = 0; i < nitems(signos); i++) {
+		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
+		evsignal_add(sigs[i], NULL);
+	}
+	log_info("tollgate %s started (configuration %s, generation %llu)",
+	    TOLLGATE_VERSION, config_path, server_generation());
+
+	event_base_dispatch(base);
+
+	listener_free();
+	upstream_shutdown();
+	for (i = 0; i < nitems(signos); i++)
+		event_free(sigs[i]);
+	if (drain_timer != NULL)
+		event_free(drain_timer);
+	server_set_config(NULL);
+	event_base_free(base);
+	log_info("exited");
+	return (0);
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char *path = DEFAULT_CONFIG;
+	char resolved[PATH_MAX];
+	int ch, foreground = 0, verbose = 0, checkonly = 0, rc;
+
+	while ((ch = getopt(argc, argv, "c:dnvVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'd':
+			foreground = 1;
+			break;
+		case 'n':
+			checkonly = 1;
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'V':
+			printf("tollgate %s\n", TOLLGATE_VERSION);
+			return (0);
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc > 0) {
+		if (strcmp(argv[0], "check") == 0)
+			checkonly = 1;
+		else if (strcmp(argv[0], "serve") != 0)
+			usage();
+		/* Options may also follow the sub-command. */
+		optind = 1;
+		while ((ch = getopt(argc, argv, "c:dvh")) != -1) {
+			switch (ch) {
+			case 'c':
+				path = optarg;
+				break;
+			case 'd':
+				foreground = 1;
+				break;
+			case 'v':
+				verbose++;
+				break;
+			default:
+				usage();
+			}
+		}
+		if (optind < argc)
+			usage();
+	}
+
+	log_init(checkonly || foreground, verbose);
+	if (checkonly)
+		return (cmd_check(path));
+
+	/* Resolve now: daemon() changes the working directory. */
+	if (realpath(path, resolved) == NULL) {
+		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+		return (1);
+	}
+	config_path = xstrdup(resolved);
+	rc = cmd_serve(foreground);
+	free(config_path);
+	return (rc);
+}

@@ -1,0 +1,459 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * libcurl multi glued to libevent, after curl's docs/examples/hiperfifo.c:
+ * curl tells us which sockets to watch (sock_cb) and when to wake it
+ * (multi_timer_cb); libevent tells curl when a socket is ready. Connections
+ * are reused across calls and HTTP/2 is negotiated when the provider offers
+ * it.
+ *
+ * Every transfer is locked down the same way: the URL comes from the
+ * config, redirects are never followed, only the configured scheme is
+ * allowed, TLS peers and host names are verified, and environment proxies
+ * are ignored. Transfers must not be removed from the multi handle inside
+ * one of curl's own callbacks, so xfer_free defers that until curl has
+ * returned.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "tollgate/config.h"
+#include "tollgate/http.h"
+#include "tollgate/log.h"
+#include "tollgate/upstream.h"
+#include "tollgate/util.h"
+
+/* One upstream transfer; owned by the session that started it. */
+struct xfer {
+	CURL *xf_easy;
+	struct curl_slist *xf_headers;
+	const struct xfer_cbs *xf_cbs;
+	void *xf_arg;
+	struct hdrs xf_resp; /* response headers being collected */
+	int xf_headers_done; /* xc_headers has been called */
+	int xf_finished; /* xc_done has been called */
+	int xf_dead; /* freed while inside curl; reap later */
+	int xf_paused;
+	struct xfer *xf_reap_next;
+	char xf_errbuf[CURL_ERROR_SIZE];
+};
+
+/* Per-socket watcher that curl asked for. */
+struct sockinfo {
+	curl_socket_t si_fd;
+	struct event *si_ev;
+};
+
+static struct event_base *up_base;
+static CURLM *up_multi;
+static struct event *up_timer;
+static int up_running;
+static int up_depth; /* >0 while inside curl_multi_* calls */
+static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
+static size_t up_active;
+
+static void check_multi_info(void);
+
+static void
+reap(void)
+{
+	struct xfer *x;
+
+	while ((x = up_reap) != NULL) {
+		up_reap = x->xf_reap_next;
+		xfer_free(x);
+	}
+}
+
+static void
+socket_action(curl_socket_t fd, int action)
+{
+	CURLMcode rc;
+
+	up_depth++;
+	rc = curl_multi_socket_action(up_multi, fd, action, &up_running);
+	if (rc != CURLM_OK)
+		log_warnx("%s: %s", __func__, curl_multi_strerror(rc));
+	check_multi_info();
+	up_depth--;
+	if (up_depth == 0)
+		reap();
+}
+
+static void
+event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	int action;
+
+	(void)arg;
+	action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) |
+	    ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+	socket_action(fd, action);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	(void)arg;
+	socket_action(CURL_SOCKET_TIMEOUT, 0);
+}
+
+static int
+multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct timeval tv;
+
+	(void)multi;
+	(void)arg;
+	if (timeout_ms < 0) {
+		evtimer_del(up_timer);
+		return (0);
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(up_timer, &tv);
+	return (0);
+}
+
+static int
+sock_cb(CURL *e, curl_socket_t s, int what, void *cbp, void *sockp)
+{
+	struct sockinfo *si = sockp;
+	short kind;
+
+	(void)e;
+	(void)cbp;
+	if (what == CURL_POLL_REMOVE) {
+		if (si != NULL) {
+			event_free(si->si_ev);
+			free(si);
+			curl_multi_assign(up_multi, s, NULL);
+		}
+		return (0);
+	}
+	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+	    ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (si == NULL) {
+		si = xcalloc(1, sizeof(*si));
+		si->si_fd = s;
+		curl_multi_assign(up_multi, s, si);
+	} else
+		event_free(si->si_ev);
+	si->si_ev = event_new(up_base, s, kind, event_cb, NULL);
+	if (si->si_ev == NULL)
+		fatalx("%s: event_new", __func__);
+	event_add(si->si_ev, NULL);
+	return (0);
+}
+
+static enum xfer_result
+classify(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_OK:
+		return (XFER_OK);
+	case CURLE_OPERATION_TIMEDOUT:
+		return (XFER_TIMEOUT);
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+		return (XFER_CONNECT);
+	default:
+		return (XFER_FAILED);
+	}
+}
+
+static void
+check_multi_info(void)
+{
+	struct xfer *x;
+	CURLMsg *msg;
+	char *priv;
+	int left;
+	enum xfer_result res;
+	const char *why;
+
+	while ((msg = curl_multi_info_read(up_multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+		x = (struct xfer *)priv;
+		if (x->xf_dead || x->xf_finished)
+			continue;
+		x->xf_finished = 1;
+		res = classify(msg->data.result);
+		why = x->xf_errbuf[0] != '\0'
+		    ? x->xf_errbuf
+		    : curl_easy_strerror(msg->data.result);
+		x->xf_cbs->xc_done(x->xf_arg, res, why);
+		/* x may be gone now. */
+	}
+}
+
+static size_t
+header_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * nitems, n = len, nlen;
+	const char *colon, *v, *end;
+	long code = 0;
+
+	if (x->xf_dead)
+		return (0);
+	if (x->xf_headers_done)
+		return (len); /* trailers: ignored */
+	while (n > 0 && (buf[n - 1] == '\r' || buf[n - 1] == '\n'))
+		n--;
+	if (n == 0) {
+		/* End of one header block. */
+		curl_easy_getinfo(x->xf_easy, CURLINFO_RESPONSE_CODE, &code);
+		if (code >= 100 && code < 200) {
+			hdrs_clear(&x->xf_resp);
+			return (len);
+		}
+		x->xf_headers_done = 1;
+		x->xf_cbs->xc_headers(x->xf_arg, code, &x->xf_resp);
+		return (x->xf_dead ? 0 : len);
+	}
+	if (strncmp(buf, "HTTP/", 5) == 0) {
+		hdrs_clear(&x->xf_resp); /* a new status line */
+		return (len);
+	}
+	if ((colon = memchr(buf, ':', n)) == NULL)
+		return (len);
+	nlen = (size_t)(colon - buf);
+	v = colon + 1;
+	end = buf + n;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (x->xf_resp.hs_n < 256 && x->xf_resp.hs_bytes < 256 * 1024)
+		hdrs_add(&x->xf_resp, buf, nlen, v, (size_t)(end - v));
+	return (len);
+}
+
+static size_t
+write_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * nitems, rc;
+
+	if (x->xf_dead)
+		return (0);
+	if (!x->xf_headers_done)
+		return (0); /* cannot happen with HTTP; refuse */
+	rc = x->xf_cbs->xc_data(x->xf_arg, buf, len);
+	if (rc == XFER_PAUSE) {
+		x->xf_paused = 1;
+		return (CURL_WRITEFUNC_PAUSE);
+	}
+	return (rc);
+}
+
+/* Set up the multi handle on base. */
+int
+upstream_init(struct event_base *base)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return (-1);
+	up_base = base;
+	if ((up_multi = curl_multi_init()) == NULL)
+		return (-1);
+	up_timer = evtimer_new(base, timer_cb, NULL);
+	curl_multi_setopt(up_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(up_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	curl_multi_setopt(up_multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	return (0);
+}
+
+/* Free the multi handle; every transfer must be gone. */
+void
+upstream_shutdown(void)
+{
+	if (up_multi == NULL)
+		return;
+	curl_multi_cleanup(up_multi);
+	up_multi = NULL;
+	event_free(up_timer);
+	up_timer = NULL;
+	curl_global_cleanup();
+}
+
+static void
+add_header(struct xfer *x, const char *line)
+{
+	struct curl_slist *l;
+
+	if ((l = curl_slist_append(x->xf_headers, line)) == NULL)
+		fatalx("%s: curl_slist_append", __func__);
+	x->xf_headers = l;
+}
+
+/*
+ * Start a transfer to uc: method GET or POST, url already built from the
+ * config's base_url and the routed path, headers already filtered by the
+ * caller, body borrowed (it must outlive the transfer). Returns NULL if
+ * curl refuses the transfer.
+ */
+struct xfer *
+xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
+    const struct hdrs *hs, const char *body, size_t bodylen,
+    const struct xfer_cbs *cbs, void *arg)
+{
+	struct xfer *x;
+	CURL *e;
+	char *line;
+	size_t i;
+	int is_post = strcmp(method, "POST") == 0;
+	int have_ct = 0, have_accept = 0;
+
+	x = xcalloc(1, sizeof(*x));
+	x->xf_cbs = cbs;
+	x->xf_arg = arg;
+	if ((e = x->xf_easy = curl_easy_init()) == NULL)
+		fatalx("%s: curl_easy_init", __func__);
+
+	for (i = 0; i < hs->hs_n; i++) {
+		const struct hdr *h = &hs->hs_v[i];
+
+		if (strcasecmp(h->h_name, "Content-Type") == 0)
+			have_ct = 1;
+		if (strcasecmp(h->h_name, "Accept") == 0)
+			have_accept = 1;
+		if (h->h_value[0] == '\0')
+			xasprintf(&line, "%s;", h->h_name);
+		else
+			xasprintf(&line, "%s: %s", h->h_name, h->h_value);
+		add_header(x, line);
+		freezero(line, strlen(line));
+	}
+	/* Headers curl would add on its own are removed unless the client
+	 * sent them, so the provider sees what the client sent. */
+	if (!have_ct)
+		add_header(x, "Content-Type:");
+	if (!have_accept)
+		add_header(x, "Accept:");
+	add_header(x, "Expect:");
+	/* Bodies must stay readable for metering. */
+	add_header(x, "Accept-Encoding: identity");
+
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->xf_errbuf);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->xf_headers);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
+	    strncmp(uc->uc_base_url, "https:", 6) == 0 ? "https" : "http");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(
+	    e, CURLOPT_CONNECTTIMEOUT_MS, uc->uc_connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (uc->uc_ca_file != NULL)
+		curl_easy_setopt(e, CURLOPT_CAINFO, uc->uc_ca_file);
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	if (is_post) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(
+		    e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)bodylen);
+		curl_easy_setopt(
+		    e, CURLOPT_POSTFIELDS, bodylen > 0 ? body : "");
+	} else
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+
+	if (curl_multi_add_handle(up_multi, e) != CURLM_OK) {
+		curl_easy_cleanup(e);
+		curl_slist_free_all(x->xf_headers);
+		free(x);
+		return (NULL);
+	}
+	up_active++;
+	return (x);
+}
+
+/* Stop receiving until xfer_resume. */
+void
+xfer_pause(struct xfer *x)
+{
+	if (x->xf_dead || x->xf_paused)
+		return;
+	x->xf_paused = 1;
+	curl_easy_pause(x->xf_easy, CURLPAUSE_RECV);
+}
+
+/* Continue a paused transfer; curl may deliver data from inside this. */
+void
+xfer_resume(struct xfer *x)
+{
+	if (x->xf_dead || !x->xf_paused)
+		return;
+	x->xf_paused = 0;
+	up_depth++;
+	curl_easy_pause(x->xf_easy, CURLPAUSE_CONT);
+	up_depth--;
+	if (up_depth == 0)
+		reap();
+}
+
+/* The HTTP version the transfer used (CURL_HTTP_VERSION_*). */
+int
+xfer_http_version(struct xfer *x)
+{
+	long v = 0;
+
+	curl_easy_getinfo(x->xf_easy, CURLINFO_HTTP_VERSION, &v);
+	return ((int)v);
+}
+
+/*
+ * End a transfer and free it. An unfinished transfer is aborted, which
+ * closes its connection so the provider sees the call end. No callback
+ * fires after this.
+ */
+void
+xfer_free(struct xfer *x)
+{
+	if (x == NULL)
+		return;
+	if (up_depth > 0) {
+		if (!x->xf_dead) {
+			x->xf_dead = 1;
+			x->xf_reap_next = up_reap;
+			up_reap = x;
+		}
+		return;
+	}
+	curl_multi_remove_handle(up_multi, x->xf_easy);
+	curl_easy_cleanup(x->xf_easy);
+	curl_slist_free_all(x->xf_headers);
+	hdrs_clear(&x->xf_resp);
+	free(x);
+	up_active--;
+}
+
+/* Transfers in progress. */
+size_t
+upstream_active(void)
+{
+	return (up_active);
+}
