@@ -1,0 +1,854 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Unit tests for config.c: a table of named cases (memcached testapp.c,
+ * Redis redisTests[]). Each case is a YAML text written to tollgate.yaml in
+ * a fresh temporary directory and either loads, and then has its fields
+ * checked, or fails with exactly the listed errors, in order. Expected
+ * errors are written "line:col: message"; the test puts the file name in
+ * front and replaces @DIR@ with the temporary directory. A few API tests
+ * and the shipped config/tollgate.yaml follow the table.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tollgate/config.h"
+#include "tollgate/util.h"
+
+#define MAX_ERRORS 16
+
+struct cfgcase {
+	const char *name;
+	const char *yaml;
+	const char *file; /* created empty next to the config, or NULL */
+	void (*check)(const struct config *, const char *);
+	const char *errors[MAX_ERRORS]; /* none: the file must load */
+};
+
+static void
+check_defaults(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_refs, 1);
+	assert_int_equal(cf->cf_generation, 0);
+	assert_string_equal(cf->cf_listen_host, "127.0.0.1");
+	assert_int_equal(cf->cf_listen_port, 8787);
+	assert_int_equal(cf->cf_max_body_bytes, 32 * 1024 * 1024);
+	assert_int_equal(cf->cf_max_header_bytes, 64 * 1024);
+	assert_int_equal(cf->cf_max_headers, 100);
+	assert_int_equal(cf->cf_max_connections, 1024);
+	assert_int_equal(cf->cf_request_timeout_ms, 30000);
+	assert_int_equal(cf->cf_keepalive_timeout_ms, 60000);
+	assert_int_equal(cf->cf_drain_timeout_ms, 30000);
+	assert_int_equal(cf->cf_stream_high_watermark, 256 * 1024);
+	assert_int_equal(cf->cf_nupstreams, 0);
+	assert_null(cf->cf_upstreams);
+}
+
+static void
+check_full(const struct config *cf, const char *dir)
+{
+	const struct upstream_conf *uc;
+
+	(void)dir;
+	assert_string_equal(cf->cf_listen_host, "0.0.0.0");
+	assert_int_equal(cf->cf_listen_port, 9000);
+	assert_int_equal(cf->cf_max_body_bytes, 1024 * 1024 * 1024);
+	assert_int_equal(cf->cf_max_header_bytes, 1024);
+	assert_int_equal(cf->cf_max_headers, 10000);
+	assert_int_equal(cf->cf_max_connections, 1000000);
+	assert_int_equal(cf->cf_request_timeout_ms, 500);
+	assert_int_equal(cf->cf_keepalive_timeout_ms, 5 * 60 * 1000);
+	assert_int_equal(cf->cf_drain_timeout_ms, 3600 * 1000);
+	assert_int_equal(cf->cf_stream_high_watermark, 4096);
+	assert_int_equal(cf->cf_nupstreams, 2);
+
+	uc = &cf->cf_upstreams[0];
+	assert_string_equal(uc->uc_name, "openai");
+	assert_int_equal(uc->uc_type, UPSTREAM_OPENAI);
+	assert_string_equal(uc->uc_base_url, "https://api.openai.com");
+	assert_string_equal(uc->uc_host, "api.openai.com");
+	assert_null(uc->uc_ca_file);
+	assert_int_equal(uc->uc_connect_timeout_ms, 10000);
+	assert_int_equal(uc->uc_header_timeout_ms, 600000);
+	assert_int_equal(uc->uc_idle_timeout_ms, 300000);
+
+	uc = &cf->cf_upstreams[1];
+	assert_string_equal(uc->uc_name, "my-azure_2");
+	assert_int_equal(uc->uc_type, UPSTREAM_AZURE_OPENAI);
+	assert_string_equal(
+	    uc->uc_base_url, "https://example.openai.azure.com:8443/prefix");
+	assert_string_equal(uc->uc_host, "example.openai.azure.com");
+	assert_int_equal(uc->uc_connect_timeout_ms, 250);
+	assert_int_equal(uc->uc_header_timeout_ms, 7000);
+	assert_int_equal(uc->uc_idle_timeout_ms, 2 * 60 * 1000);
+}
+
+static void
+check_plain_numbers(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_max_body_bytes, 1);
+	assert_int_equal(cf->cf_max_header_bytes, 2048);
+	assert_int_equal(cf->cf_request_timeout_ms, 7000);
+	assert_int_equal(cf->cf_keepalive_timeout_ms, 1);
+	assert_int_equal(cf->cf_stream_high_watermark, 3 * 1024 * 1024);
+}
+
+static void
+check_listen_v6(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_string_equal(cf->cf_listen_host, "::1");
+	assert_int_equal(cf->cf_listen_port, 0);
+}
+
+static void
+check_listen_localhost(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_string_equal(cf->cf_listen_host, "127.0.0.1");
+	assert_int_equal(cf->cf_listen_port, 65535);
+}
+
+static void
+check_loopback(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_nupstreams, 4);
+	assert_string_equal(
+	    cf->cf_upstreams[0].uc_base_url, "http://127.0.0.1:8000/proxy");
+	assert_string_equal(cf->cf_upstreams[0].uc_host, "127.0.0.1");
+	assert_int_equal(
+	    cf->cf_upstreams[0].uc_type, UPSTREAM_OPENAI_COMPATIBLE);
+	assert_string_equal(
+	    cf->cf_upstreams[1].uc_base_url, "http://[::1]:11434");
+	assert_string_equal(cf->cf_upstreams[1].uc_host, "::1");
+	assert_string_equal(
+	    cf->cf_upstreams[2].uc_base_url, "http://localhost:8080");
+	assert_string_equal(
+	    cf->cf_upstreams[3].uc_base_url, "http://127.5.6.7");
+}
+
+static void
+check_ca_file(const struct config *cf, const char *dir)
+{
+	char *want, *real;
+
+	assert_int_equal(cf->cf_nupstreams, 1);
+	assert_non_null(cf->cf_upstreams[0].uc_ca_file);
+	real = realpath(dir, NULL);
+	assert_non_null(real);
+	xasprintf(&want, "%s/ca.pem", real);
+	assert_string_equal(cf->cf_upstreams[0].uc_ca_file, want);
+	free(want);
+	free(real);
+}
+
+static void
+check_empty_sections(const struct config *cf, const char *dir)
+{
+	check_defaults(cf, dir);
+}
+
+#define TEN_BRACKETS "[[[[[[[[[["
+
+static const struct cfgcase cases[] = {
+    /* Files that load. */
+    {.name = "empty_file", .yaml = "", .check = check_defaults},
+    {.name = "comments_only",
+	.yaml = "# nothing here\n\n# at all\n",
+	.check = check_defaults},
+    {.name = "empty_document", .yaml = "---\n", .check = check_defaults},
+    {.name = "empty_sections",
+	.yaml = "limits:\nupstreams: {}\n",
+	.check = check_empty_sections},
+    {.name = "full",
+	.yaml =
+	    "listen: 0.0.0.0:9000\n"
+	    "limits:\n"
+	    "  max_body_bytes: 1GiB\n"
+	    "  max_header_bytes: 1KiB\n"
+	    "  max_headers: 10000\n"
+	    "  max_connections: 1000000\n"
+	    "  request_timeout: 500ms\n"
+	    "  keepalive_timeout: 5m\n"
+	    "  drain_timeout: 1h\n"
+	    "  stream_high_watermark: 4KiB\n"
+	    "upstreams:\n"
+	    "  openai:\n"
+	    "    type: openai\n"
+	    "    base_url: https://api.openai.com/\n"
+	    "  my-azure_2:\n"
+	    "    type: azure_openai\n"
+	    "    base_url: \"https://example.openai.azure.com:8443/prefix//\"\n"
+	    "    connect_timeout: 250ms\n"
+	    "    header_timeout: 7\n"
+	    "    idle_timeout: 2m\n",
+	.check = check_full},
+    {.name = "plain_numbers",
+	.yaml = "limits:\n"
+		"  max_body_bytes: 1\n"
+		"  max_header_bytes: 2048\n"
+		"  request_timeout: 7\n"
+		"  keepalive_timeout: 1ms\n"
+		"  stream_high_watermark: \"3MiB\"\n",
+	.check = check_plain_numbers},
+    {.name = "listen_ipv6",
+	.yaml = "listen: \"[::1]:0\"\n",
+	.check = check_listen_v6},
+    {.name = "listen_localhost",
+	.yaml = "listen: localhost:65535\n",
+	.check = check_listen_localhost},
+    {.name = "http_loopback_allowed",
+	.yaml = "upstreams:\n"
+		"  local:\n"
+		"    type: openai_compatible\n"
+		"    base_url: http://127.0.0.1:8000/proxy/\n"
+		"  ollama: { type: openai_compatible, "
+		"base_url: \"http://[::1]:11434\" }\n"
+		"  lh: { type: openai, base_url: \"http://localhost:8080\" }\n"
+		"  net8: { type: openai, base_url: \"http://127.5.6.7\" }\n",
+	.check = check_loopback},
+    {.name = "ca_file_relative",
+	.yaml = "upstreams:\n"
+		"  corp:\n"
+		"    type: openai_compatible\n"
+		"    base_url: https://llm.corp.example\n"
+		"    ca_file: ca.pem\n",
+	.file = "ca.pem",
+	.check = check_ca_file},
+
+    /* Unknown keys, and the sections that are not implemented yet. */
+    {.name = "unknown_key_top",
+	.yaml = "listen: 127.0.0.1:1\nfoo: 1\n",
+	.errors = {"2:1: unknown key 'foo' at top level"}},
+    {.name = "unknown_key_nested",
+	.yaml = "limits:\n  max_headers: 5\n  max_header: 5\n",
+	.errors = {"3:3: unknown key 'max_header' in limits"}},
+    {.name = "unknown_key_upstream",
+	.yaml = "upstreams:\n"
+		"  openai:\n"
+		"    type: openai\n"
+		"    base_url: https://api.openai.com\n"
+		"    api_key: sk-nope\n",
+	.errors = {"5:5: unknown key 'api_key' in upstreams.openai"}},
+    {.name = "future_sections_unknown",
+	.yaml = "admin:\n  listen: 127.0.0.1:8788\n"
+		"ledger: {path: x.db}\nprices: prices.yaml\n"
+		"attribution: {}\npolicies: []\nalerts: {}\n",
+	.errors = {"1:1: unknown key 'admin' at top level",
+	    "3:1: unknown key 'ledger' at top level",
+	    "4:1: unknown key 'prices' at top level",
+	    "5:1: unknown key 'attribution' at top level",
+	    "6:1: unknown key 'policies' at top level",
+	    "7:1: unknown key 'alerts' at top level"}},
+    {.name = "unknown_key_escaped",
+	.yaml = "\"a\\tb\": 1\n",
+	.errors = {"1:1: unknown key 'a\\x09b' at top level"}},
+
+    /* Wrong types. */
+    {.name = "wrong_type_int",
+	.yaml = "limits:\n  max_headers: lots\n",
+	.errors = {"2:16: limits.max_headers: expected an integer"}},
+    {.name = "wrong_type_quoted_int",
+	.yaml = "limits:\n  max_headers: \"100\"\n",
+	.errors = {"2:16: limits.max_headers: expected an integer"}},
+    {.name = "wrong_type_list_for_int",
+	.yaml = "limits:\n  max_connections: [1, 2]\n",
+	.errors = {"2:20: limits.max_connections: expected an integer"}},
+    {.name = "wrong_type_section",
+	.yaml = "limits: 5\nupstreams: [a, b]\n",
+	.errors = {"1:9: limits: expected a mapping",
+	    "2:12: upstreams: expected a mapping of name: upstream"}},
+    {.name = "wrong_type_listen",
+	.yaml = "listen: {host: x}\n",
+	.errors = {"1:9: listen: expected HOST:PORT"}},
+    {.name = "int_range",
+	.yaml = "limits:\n  max_headers: 0\n  max_connections: 1000001\n",
+	.errors = {"2:16: limits.max_headers: must be between 1 and 10000",
+	    "3:20: limits.max_connections: must be between 1 and "
+	    "1000000"}},
+    {.name = "int_overflow",
+	.yaml = "limits:\n  max_headers: 99999999999999999999999\n",
+	.errors = {"2:16: limits.max_headers: must be between 1 and "
+		   "10000"}},
+
+    /* Durations and sizes. */
+    {.name = "bad_duration",
+	.yaml = "limits:\n"
+		"  request_timeout: 1.5s\n"
+		"  keepalive_timeout: 5x\n"
+		"  drain_timeout: -1\n",
+	.errors = {"2:20: limits.request_timeout: expected a duration "
+		   "(seconds, or a number with ms, s, m or h)",
+	    "3:22: limits.keepalive_timeout: expected a duration "
+	    "(seconds, or a number with ms, s, m or h)",
+	    "4:18: limits.drain_timeout: expected a duration (seconds, "
+	    "or a number with ms, s, m or h)"}},
+    {.name = "zero_duration",
+	.yaml = "limits:\n  request_timeout: 0ms\nupstreams:\n"
+		"  o: {type: openai, base_url: \"https://a.b\", "
+		"idle_timeout: 0}\n",
+	.errors = {"2:20: limits.request_timeout: must be greater than 0",
+	    "4:60: upstreams.o.idle_timeout: must be greater than 0"}},
+    {.name = "duration_overflow",
+	.yaml = "limits:\n  drain_timeout: 99999999999999999h\n",
+	.errors = {"2:18: limits.drain_timeout: duration out of "
+		   "range"}},
+    {.name = "bad_size",
+	.yaml = "limits:\n"
+		"  max_body_bytes: 32MB\n"
+		"  max_header_bytes: 64 KiB\n"
+		"  stream_high_watermark: 256k\n",
+	.errors = {"2:19: limits.max_body_bytes: expected a size "
+		   "(bytes, or a number with KiB, MiB or GiB)",
+	    "3:21: limits.max_header_bytes: expected a size (bytes, or a "
+	    "number with KiB, MiB or GiB)",
+	    "4:26: limits.stream_high_watermark: expected a size (bytes, "
+	    "or a number with KiB, MiB or GiB)"}},
+    {.name = "size_minimum",
+	.yaml = "limits:\n"
+		"  max_body_bytes: 0\n"
+		"  max_header_bytes: 1023\n"
+		"  stream_high_watermark: 4095\n",
+	.errors = {"2:19: limits.max_body_bytes: must be greater than 0",
+	    "3:21: limits.max_header_bytes: must be at least 1KiB",
+	    "4:26: limits.stream_high_watermark: must be at least 4KiB"}},
+    {.name = "size_overflow",
+	.yaml = "limits:\n  max_body_bytes: 99999999999999999999GiB\n",
+	.errors = {"2:19: limits.max_body_bytes: size out of range"}},
+
+    /* listen. */
+    {.name = "bad_port",
+	.yaml = "listen: 127.0.0.1:65536\n",
+	.errors = {"1:9: listen: bad port '65536' (expected 0-65535)"}},
+    {.name = "bad_port_name",
+	.yaml = "listen: \"127.0.0.1:http\"\n",
+	.errors = {"1:9: listen: bad port 'http' (expected 0-65535)"}},
+    {.name = "empty_port",
+	.yaml = "listen: \"127.0.0.1:\"\n",
+	.errors = {"1:9: listen: bad port '' (expected 0-65535)"}},
+    {.name = "listen_no_port",
+	.yaml = "listen: 8787\n",
+	.errors = {"1:9: listen: expected HOST:PORT, e.g. "
+		   "127.0.0.1:8787"}},
+    {.name = "listen_hostname",
+	.yaml = "listen: example.com:80\n",
+	.errors = {"1:9: listen: host 'example.com' is not an IP "
+		   "address or localhost"}},
+    {.name = "listen_ipv6_unbracketed",
+	.yaml = "listen: \"::1:80\"\n",
+	.errors = {"1:9: listen: an IPv6 address goes in brackets, e.g. "
+		   "\"[::1]:8787\""}},
+    {.name = "listen_ipv6_unquoted",
+	.yaml = "listen: [::1]:8787\n",
+	.errors = {"1:10: did not find expected node content (while "
+		   "parsing a flow node at 1:10)"}},
+
+    /* base_url. */
+    {.name = "https_only",
+	.yaml = "upstreams:\n"
+		"  openai:\n"
+		"    type: openai\n"
+		"    base_url: http://api.openai.com\n",
+	.errors = {"4:15: upstreams.openai.base_url: http is only "
+		   "allowed for loopback hosts (127.0.0.0/8, ::1, "
+		   "localhost); use https"}},
+    {.name = "https_only_private_net",
+	.yaml = "upstreams:\n"
+		"  vllm: {type: openai_compatible, "
+		"base_url: \"http://10.0.0.1:8000\"}\n",
+	.errors = {"2:45: upstreams.vllm.base_url: http is only allowed "
+		   "for loopback hosts (127.0.0.0/8, ::1, localhost); "
+		   "use https"}},
+    {.name = "userinfo",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, base_url: \"https://u:p@x.example\"}\n"
+		"  b: {type: openai, base_url: \"https://@x.example\"}\n",
+	.errors = {"2:31: upstreams.a.base_url: userinfo (user@) is not "
+		   "allowed",
+	    "3:31: upstreams.b.base_url: userinfo (user@) is not "
+	    "allowed"}},
+    {.name = "query_and_fragment",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, base_url: \"https://x.example/?k=1\"}\n"
+		"  b: {type: openai, base_url: \"https://x.example#top\"}\n"
+		"  c: {type: openai, base_url: \"https://x.example?\"}\n",
+	.errors = {"2:31: upstreams.a.base_url: a query (?...) is not "
+		   "allowed",
+	    "3:31: upstreams.b.base_url: a fragment (#...) is not "
+	    "allowed",
+	    "4:31: upstreams.c.base_url: a query (?...) is not "
+	    "allowed"}},
+    {.name = "bad_scheme",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, base_url: \"ftp://x.example\"}\n"
+		"  b: {type: openai, base_url: \"file:///etc/passwd\"}\n"
+		"  c: {type: openai, base_url: \"x.example\"}\n",
+	.errors = {"2:31: upstreams.a.base_url: scheme 'ftp' is not "
+		   "allowed (use https)",
+	    "3:31: upstreams.b.base_url: scheme 'file' is not allowed "
+	    "(use https)",
+	    "4:31: upstreams.c.base_url: bad URL: Bad "
+	    "scheme"}},
+    {.name = "missing_host",
+	.yaml = "upstreams:\n  a: {type: openai, base_url: \"https://\"}\n",
+	.errors = {"2:31: upstreams.a.base_url: bad URL: No "
+		   "host part in the URL"}},
+
+    /* Upstream entries. */
+    {.name = "missing_type",
+	.yaml = "upstreams:\n  openai:\n    base_url: https://a.example\n",
+	.errors = {"2:3: upstreams.openai: missing required key "
+		   "'type'"}},
+    {.name = "missing_base_url",
+	.yaml = "upstreams:\n  openai:\n    type: openai\n",
+	.errors = {"2:3: upstreams.openai: missing required key "
+		   "'base_url'"}},
+    {.name = "bad_type",
+	.yaml = "upstreams:\n"
+		"  openai:\n"
+		"    type: mistral\n"
+		"    base_url: https://a.example\n",
+	.errors = {"3:11: upstreams.openai.type: unknown type 'mistral' "
+		   "(expected openai, anthropic, gemini, azure_openai or "
+		   "openai_compatible)"}},
+    {.name = "reserved_name",
+	.yaml = "upstreams:\n"
+		"  v1: {type: openai, base_url: \"https://a.example\"}\n"
+		"  v1beta: {type: gemini, base_url: \"https://b.example\"}\n",
+	.errors = {"2:3: upstreams: the name 'v1' is reserved (it would "
+		   "collide with the /v1/ routes)",
+	    "3:3: upstreams: the name 'v1beta' is reserved (it would "
+	    "collide with the /v1beta/ routes)"}},
+    {.name = "bad_name",
+	.yaml = "upstreams:\n"
+		"  OpenAI: {type: openai, base_url: \"https://a.example\"}\n"
+		"  -x: {type: openai, base_url: \"https://a.example\"}\n"
+		"  "
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaaa: {type: openai, base_url: \"https://a.example\"}\n"
+		"  "
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		"aaa: {type: openai, base_url: \"https://a.example\"}\n",
+	.errors = {"2:3: upstreams: bad upstream name 'OpenAI' (use "
+		   "[a-z0-9][a-z0-9_-]*, at most 64 characters)",
+	    "3:3: upstreams: bad upstream name '-x' (use "
+	    "[a-z0-9][a-z0-9_-]*, at most 64 characters)",
+	    "4:3: upstreams: bad upstream name "
+	    "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaa' (use [a-z0-9][a-z0-9_-]*, at most 64 characters)"}},
+    {.name = "upstream_not_mapping",
+	.yaml = "upstreams:\n  openai: https://api.openai.com\n  gemini:\n",
+	.errors = {"2:11: upstreams.openai: expected a mapping",
+	    "3:10: upstreams.gemini: expected a mapping"}},
+    {.name = "missing_ca_file",
+	.yaml = "upstreams:\n"
+		"  a:\n"
+		"    type: openai\n"
+		"    base_url: https://a.example\n"
+		"    ca_file: certs/ca.pem\n"
+		"  b:\n"
+		"    type: openai\n"
+		"    base_url: https://b.example\n"
+		"    ca_file: /nonexistent/tollgate/ca.pem\n",
+	.errors = {"5:14: upstreams.a.ca_file: cannot read "
+		   "'@DIR@/certs/ca.pem': No such file or directory",
+	    "9:14: upstreams.b.ca_file: cannot read "
+	    "'/nonexistent/tollgate/ca.pem': No such file or "
+	    "directory"}},
+    {.name = "ca_file_directory",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, base_url: \"https://a.example\", "
+		"ca_file: .}\n",
+	.errors = {"2:61: upstreams.a.ca_file: '@DIR@/.' is not a "
+		   "regular file"}},
+
+    /* Pure data: no anchors, aliases, tags or second documents. */
+    {.name = "alias_rejected",
+	.yaml = "upstreams:\n"
+		"  openai: &o\n"
+		"    type: openai\n"
+		"    base_url: https://api.openai.com\n"
+		"  second: *o\n",
+	.errors = {"2:11: YAML anchors are not allowed (the config is "
+		   "plain data)",
+	    "5:11: YAML aliases are not allowed (the config is plain "
+	    "data)"}},
+    {.name = "merge_key_rejected",
+	.yaml = "limits: &l {max_headers: 5}\n"
+		"upstreams:\n  a:\n    <<: *l\n",
+	.errors = {"1:9: YAML anchors are not allowed (the config is "
+		   "plain data)",
+	    "4:9: YAML aliases are not allowed (the config is plain "
+	    "data)",
+	    "4:5: unknown key '<<' in upstreams.a",
+	    "3:3: upstreams.a: missing required key 'type'",
+	    "3:3: upstreams.a: missing required key 'base_url'"}},
+    {.name = "tag_rejected",
+	.yaml = "limits:\n  max_headers: !!int 5\n",
+	.errors = {"2:16: YAML tags are not allowed (the config is plain "
+		   "data)"}},
+    {.name = "multiple_documents",
+	.yaml = "listen: 127.0.0.1:1\n---\nlisten: 127.0.0.1:2\n",
+	.errors = {"2:1: more than one YAML document"}},
+    {.name = "top_level_list",
+	.yaml = "- listen\n- limits\n",
+	.errors = {"1:1: the top level must be a mapping"}},
+    {.name = "top_level_scalar",
+	.yaml = "hello\n",
+	.errors = {"1:1: the top level must be a mapping"}},
+
+    /* YAML syntax. */
+    {.name = "syntax_indent",
+	.yaml = "limits:\n  max_headers: 1\n max_connections: 2\n",
+	.errors = {"3:2: did not find expected key (while parsing a "
+		   "block mapping at 1:1)"}},
+    {.name = "syntax_tab",
+	.yaml = "listen: 127.0.0.1:1\nlimits:\n\tmax_headers: 1\n",
+	.errors = {"3:1: found character that cannot start any token "
+		   "(while scanning for the next token at 3:1)"}},
+    {.name = "syntax_unclosed_quote",
+	.yaml = "listen: \"127.0.0.1:1\nlimits: {}\n",
+	.errors = {"3:1: found unexpected end of stream (while scanning "
+		   "a quoted scalar at 1:9)"}},
+    {.name = "too_deep",
+	.yaml = "x: " TEN_BRACKETS TEN_BRACKETS TEN_BRACKETS TEN_BRACKETS
+	    TEN_BRACKETS TEN_BRACKETS TEN_BRACKETS "\n",
+	.errors = {"1:67: nesting deeper than 64 levels"}},
+    {.name = "syntax_bad_utf8",
+	.yaml = "listen: \"\xff\"\n",
+	.errors = {"1:10: invalid leading UTF-8 octet (byte 0xff)"}},
+
+    /* Duplicates. */
+    {.name = "duplicate_key_top",
+	.yaml = "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
+	.errors = {"2:1: duplicate key 'listen' at top level (first at "
+		   "line 1)"}},
+    {.name = "duplicate_key_nested",
+	.yaml = "limits:\n  max_headers: 1\n  max_headers: 2\n",
+	.errors = {"3:3: duplicate key 'max_headers' in limits (first "
+		   "at line 2)"}},
+    {.name = "duplicate_upstream",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, base_url: \"https://a.example\"}\n"
+		"  a: {type: openai, base_url: \"https://b.example\"}\n",
+	.errors = {"3:3: duplicate key 'a' in upstreams (first at line "
+		   "2)"}},
+    {.name = "duplicate_upstream_field",
+	.yaml = "upstreams:\n"
+		"  a: {type: openai, type: gemini, "
+		"base_url: \"https://a.example\"}\n",
+	.errors = {"2:21: duplicate key 'type' in upstreams.a (first at "
+		   "line 2)"}},
+
+    /* Every error is reported, not just the first. */
+    {.name = "several_errors",
+	.yaml = "listen: 127.0.0.1:99999\n"
+		"limits:\n"
+		"  max_headers: many\n"
+		"  request_timeout: 10y\n"
+		"  colour: blue\n"
+		"upstreams:\n"
+		"  openai:\n"
+		"    type: openai\n"
+		"    base_url: http://api.openai.com\n"
+		"  anthropic:\n"
+		"    base_url: https://api.anthropic.com\n"
+		"  v1:\n"
+		"    type: gemini\n"
+		"    base_url: ftp://x.example\n"
+		"admin: {}\n",
+	.errors = {"1:9: listen: bad port '99999' (expected 0-65535)",
+	    "3:16: limits.max_headers: expected an integer",
+	    "4:20: limits.request_timeout: expected a duration (seconds, "
+	    "or a number with ms, s, m or h)",
+	    "5:3: unknown key 'colour' in limits",
+	    "9:15: upstreams.openai.base_url: http is only allowed for "
+	    "loopback hosts (127.0.0.0/8, ::1, localhost); use https",
+	    "10:3: upstreams.anthropic: missing required key 'type'",
+	    "12:3: upstreams: the name 'v1' is reserved (it would collide "
+	    "with the /v1/ routes)",
+	    "14:15: upstreams.v1.base_url: scheme 'ftp' is not allowed "
+	    "(use https)",
+	    "15:1: unknown key 'admin' at top level"}},
+};
+
+/* Replace every @DIR@ in s with dir. */
+static char *
+expand(const char *s, const char *dir)
+{
+	const char *at;
+	char *out, *tmp;
+
+	out = xstrdup("");
+	while ((at = strstr(s, "@DIR@")) != NULL) {
+		xasprintf(&tmp, "%s%.*s%s", out, (int)(at - s), s, dir);
+		free(out);
+		out = tmp;
+		s = at + 5;
+	}
+	xasprintf(&tmp, "%s%s", out, s);
+	free(out);
+	return (tmp);
+}
+
+static void
+write_file(const char *path, const char *text)
+{
+	FILE *f;
+
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+	assert_int_equal(fclose(f), 0);
+}
+
+static void
+run_case(void **state)
+{
+	const struct cfgcase *tc = *state;
+	struct cfgerrs errs = {NULL, 0};
+	struct config *cf;
+	char dir[] = "/tmp/tg-test-config.XXXXXX";
+	char *path, *extra = NULL, *want;
+	size_t i, nwant = 0;
+	int same;
+
+	assert_non_null(mkdtemp(dir));
+	xasprintf(&path, "%s/tollgate.yaml", dir);
+	write_file(path, tc->yaml);
+	if (tc->file != NULL) {
+		xasprintf(&extra, "%s/%s", dir, tc->file);
+		write_file(extra, "");
+	}
+
+	cf = config_load(path, &errs);
+
+	while (nwant < MAX_ERRORS && tc->errors[nwant] != NULL)
+		nwant++;
+	same = errs.ce_n == nwant;
+	for (i = 0; same && i < nwant; i++) {
+		want = expand(tc->errors[i], dir);
+		same = strncmp(errs.ce_msgs[i], path, strlen(path)) == 0 &&
+		    errs.ce_msgs[i][strlen(path)] == ':' &&
+		    strcmp(errs.ce_msgs[i] + strlen(path) + 1, want) == 0;
+		free(want);
+	}
+	if (!same) {
+		for (i = 0; i < nwant; i++)
+			print_error("want: %s:%s\n", path, tc->errors[i]);
+		for (i = 0; i < errs.ce_n; i++)
+			print_error("got:  %s\n", errs.ce_msgs[i]);
+	}
+	cfgerrs_free(&errs);
+
+	if (nwant == 0) {
+		assert_non_null(cf);
+		assert_string_equal(cf->cf_path, path);
+		if (tc->check != NULL)
+			tc->check(cf, dir);
+	} else
+		assert_null(cf);
+	assert_true(same);
+
+	config_unref(cf);
+	if (extra != NULL) {
+		unlink(extra);
+		free(extra);
+	}
+	unlink(path);
+	free(path);
+	rmdir(dir);
+}
+
+/* The shipped, annotated config must load as it is. */
+static void
+test_shipped_config(void **state)
+{
+	struct cfgerrs errs = {NULL, 0};
+	const struct upstream_conf *uc;
+	struct config *cf;
+	size_t i;
+
+	(void)state;
+	cf = config_load(TG_SOURCE_DIR "/config/tollgate.yaml", &errs);
+	for (i = 0; i < errs.ce_n; i++)
+		print_error("%s\n", errs.ce_msgs[i]);
+	assert_int_equal(errs.ce_n, 0);
+	assert_non_null(cf);
+	assert_string_equal(cf->cf_listen_host, "127.0.0.1");
+	assert_int_equal(cf->cf_listen_port, 8787);
+
+	uc = config_find_upstream(cf, "openai", 6);
+	assert_non_null(uc);
+	assert_int_equal(uc->uc_type, UPSTREAM_OPENAI);
+	assert_string_equal(uc->uc_base_url, "https://api.openai.com");
+	uc = config_find_upstream(cf, "anthropic", 9);
+	assert_non_null(uc);
+	assert_int_equal(uc->uc_type, UPSTREAM_ANTHROPIC);
+	assert_string_equal(uc->uc_base_url, "https://api.anthropic.com");
+	uc = config_find_upstream(cf, "gemini", 6);
+	assert_non_null(uc);
+	assert_int_equal(uc->uc_type, UPSTREAM_GEMINI);
+	assert_string_equal(
+	    uc->uc_base_url, "https://generativelanguage.googleapis.com");
+	config_unref(cf);
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct cfgerrs errs = {NULL, 0};
+
+	(void)state;
+	assert_null(config_load("/nonexistent/tollgate.yaml", &errs));
+	assert_int_equal(errs.ce_n, 1);
+	assert_string_equal(errs.ce_msgs[0],
+	    "/nonexistent/tollgate.yaml: No such file or directory");
+	cfgerrs_free(&errs);
+	assert_null(errs.ce_msgs);
+	assert_int_equal(errs.ce_n, 0);
+	/* No errs to fill in is allowed too. */
+	assert_null(config_load("/nonexistent/tollgate.yaml", NULL));
+}
+
+/* Errors are appended, so two loads can share one list. */
+static void
+test_errors_append(void **state)
+{
+	struct cfgerrs errs = {NULL, 0};
+
+	(void)state;
+	assert_null(config_load("/nonexistent/a.yaml", &errs));
+	assert_null(config_load("/nonexistent/b.yaml", &errs));
+	assert_int_equal(errs.ce_n, 2);
+	assert_string_equal(
+	    errs.ce_msgs[1], "/nonexistent/b.yaml: No such file or directory");
+	cfgerrs_free(&errs);
+	cfgerrs_free(&errs);
+}
+
+static struct config *
+load_text(const char *text, char *dir, char **pathp)
+{
+	struct cfgerrs errs = {NULL, 0};
+	struct config *cf;
+	size_t i;
+
+	assert_non_null(mkdtemp(dir));
+	xasprintf(pathp, "%s/tollgate.yaml", dir);
+	write_file(*pathp, text);
+	cf = config_load(*pathp, &errs);
+	for (i = 0; i < errs.ce_n; i++)
+		print_error("%s\n", errs.ce_msgs[i]);
+	cfgerrs_free(&errs);
+	assert_non_null(cf);
+	return (cf);
+}
+
+static void
+unload_text(char *dir, char *path)
+{
+	unlink(path);
+	free(path);
+	rmdir(dir);
+}
+
+static void
+test_find_upstream(void **state)
+{
+	char dir[] = "/tmp/tg-test-config.XXXXXX", *path;
+	const char *route = "/local/v1/chat/completions";
+	struct config *cf;
+
+	(void)state;
+	cf = load_text("upstreams:\n"
+		       "  openai: {type: openai, base_url: "
+		       "\"https://api.openai.com\"}\n"
+		       "  local: {type: openai_compatible, base_url: "
+		       "\"http://127.0.0.1:11434\"}\n"
+		       "  loc: {type: openai_compatible, base_url: "
+		       "\"http://127.0.0.1:11435\"}\n",
+	    dir, &path);
+	/* The name is not NUL-terminated: it is a slice of the path. */
+	assert_ptr_equal(
+	    config_find_upstream(cf, route + 1, 5), &cf->cf_upstreams[1]);
+	assert_ptr_equal(
+	    config_find_upstream(cf, route + 1, 3), &cf->cf_upstreams[2]);
+	assert_null(config_find_upstream(cf, route + 1, 4));
+	assert_null(config_find_upstream(cf, route + 1, 0));
+	assert_null(config_find_upstream(cf, "OPENAI", 6));
+	assert_ptr_equal(
+	    config_find_upstream(cf, "openai", 6), &cf->cf_upstreams[0]);
+	config_unref(cf);
+	unload_text(dir, path);
+}
+
+static void
+test_type_names(void **state)
+{
+	(void)state;
+	assert_string_equal(
+	    config_upstream_type_name(UPSTREAM_OPENAI), "openai");
+	assert_string_equal(
+	    config_upstream_type_name(UPSTREAM_ANTHROPIC), "anthropic");
+	assert_string_equal(
+	    config_upstream_type_name(UPSTREAM_GEMINI), "gemini");
+	assert_string_equal(
+	    config_upstream_type_name(UPSTREAM_AZURE_OPENAI), "azure_openai");
+	assert_string_equal(
+	    config_upstream_type_name(UPSTREAM_OPENAI_COMPATIBLE),
+	    "openai_compatible");
+}
+
+/* The config lives until its last reference is dropped (ASan checks). */
+static void
+test_refcount(void **state)
+{
+	char dir[] = "/tmp/tg-test-config.XXXXXX", *path;
+	struct config *cf;
+
+	(void)state;
+	cf = load_text("upstreams:\n  gemini: {type: gemini, base_url: "
+		       "\"https://generativelanguage.googleapis.com\"}\n",
+	    dir, &path);
+	assert_int_equal(cf->cf_refs, 1);
+	assert_ptr_equal(config_ref(cf), cf);
+	assert_int_equal(cf->cf_refs, 2);
+	config_unref(cf);
+	assert_int_equal(cf->cf_refs, 1);
+	assert_string_equal(cf->cf_upstreams[0].uc_name, "gemini");
+	config_unref(cf);
+	config_unref(NULL);
+	unload_text(dir, path);
+}
+
+int
+main(void)
+{
+	static struct CMUnitTest tests[nitems(cases) + 6];
+	size_t i, n = 0;
+
+	for (i = 0; i < nitems(cases); i++) {
+		tests[n].name = cases[i].name;
+		tests[n].test_func = run_case;
+		tests[n].initial_state = (void *)(uintptr_t)&cases[i];
+		n++;
+	}
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_shipped_config);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_missing_file);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_errors_append);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_find_upstream);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_type_names);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_refcount);
+	return (cmocka_run_group_tests_name("config", tests, NULL, NULL));
+}
