@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`tollgate check -c FILE`: every error in a broken config is printed as
+file:line:col: message and the exit code is 1; a good config prints
+`configuration OK` and exits 0. Each kind of error is also checked alone, so
+one error cannot hide behind another."""
+
+import os
+import re
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+import tglib  # noqa: E402
+
+GOOD = """\
+# A complete, valid configuration.
+listen: 127.0.0.1:0
+limits:
+  max_body_bytes: 32MiB
+  max_header_bytes: 64KiB
+  max_headers: 100
+  max_connections: 1024
+  request_timeout: 30s
+  keepalive_timeout: 60s
+  drain_timeout: 30s
+  stream_high_watermark: 256KiB
+upstreams:
+  openai:    { type: openai,    base_url: "https://api.openai.com" }
+  anthropic: { type: anthropic, base_url: "https://api.anthropic.com" }
+  gemini:    { type: gemini,    base_url: "https://generativelanguage.googleapis.com" }
+  azure:     { type: azure_openai, base_url: "https://x.openai.azure.com" }
+  local:     { type: openai_compatible, base_url: "http://127.0.0.1:11434" }
+  slow:
+    type: openai
+    base_url: https://api.openai.com
+    connect_timeout: 2s
+    header_timeout: 500ms
+    idle_timeout: 1m
+"""
+
+# Four errors on known lines (1-based): unknown key (2), bad type (4),
+# bad duration (5), http to a non-loopback host (8).
+BROKEN = """\
+listen: 127.0.0.1:0
+bogus_key: 1
+limits:
+  max_headers: lots
+  request_timeout: 10 parsecs
+upstreams:
+  anthropic: { type: anthropic, base_url: "https://api.anthropic.com" }
+  openai: { type: openai, base_url: "http://api.openai.com" }
+"""
+BROKEN_LINES = {2: "unknown key", 4: "bad type", 5: "bad duration",
+                8: "http to a non-loopback host"}
+
+# Each alone: (config text, line of the error, words one of which the
+# message should contain).
+SINGLE = {
+    "unknown top-level key": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+frobnicate: yes
+""", 4, ("frobnicate", "unknown")),
+    "unknown upstream key": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai:
+    type: openai
+    base_url: "https://api.openai.com"
+    colour: blue
+""", 6, ("colour", "unknown")),
+    "bad type (int)": ("""\
+listen: 127.0.0.1:0
+limits:
+  max_connections: [1, 2]
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+""", 3, ("max_connections",)),
+    "bad size": ("""\
+listen: 127.0.0.1:0
+limits:
+  max_body_bytes: 12 parsecs
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+""", 3, ("max_body_bytes", "size")),
+    "bad duration": ("""\
+listen: 127.0.0.1:0
+limits:
+  drain_timeout: soon
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+""", 3, ("drain_timeout", "duration")),
+    "bad upstream duration": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai:
+    type: openai
+    base_url: "https://api.openai.com"
+    header_timeout: -5s
+""", 6, ("header_timeout", "duration")),
+    "http to non-loopback": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai:
+    type: openai
+    base_url: "http://api.openai.com"
+""", 5, ("http", "loopback")),
+    "unknown upstream type": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openia, base_url: "https://api.openai.com" }
+""", 3, ("openia", "type")),
+    "file: scheme": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "file:///etc/passwd" }
+""", 3, ("file", "scheme", "base_url")),
+    "userinfo in url": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "https://user:pw@api.openai.com" }
+""", 3, ("userinfo", "@", "user")),
+    "bad listen": ("""\
+listen: 127.0.0.1:99999
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+""", 1, ("listen", "port")),
+    "duplicate key": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com" }
+  openai: { type: openai, base_url: "https://api.openai.com" }
+""", 4, ("duplicate", "openai")),
+    "yaml syntax error": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com"
+limits: {}
+""", None, ()),
+}
+
+
+class CheckTest(tglib.TGTestCase):
+
+    def errors(self, out, path):
+        """[(line, col, message)] from lines 'path:line:col: message'."""
+        rx = re.compile(r"^(?:%s|%s):(\d+):(\d+): (.+)$" %
+                        (re.escape(path), re.escape(os.path.basename(path))),
+                        re.M)
+        return [(int(a), int(b), c) for a, b, c in rx.findall(out)]
+
+    def test_good_config_ok(self):
+        rc, out, err, path = tglib.run_check(GOOD, self.tmp)
+        self.assertEqual(rc, 0, "good config refused:\n" + out + err)
+        self.assertIn("configuration OK", out + err)
+        self.assertEqual(self.errors(out + err, path), [])
+
+    def test_broken_config_reports_every_error(self):
+        rc, out, err, path = tglib.run_check(BROKEN, self.tmp)
+        self.assertEqual(rc, 1, "exit code %d\n%s%s" % (rc, out, err))
+        self.assertNotIn("configuration OK", out + err)
+        errs = self.errors(err, path)
+        self.assertTrue(errs, "no file:line:col: lines on stderr:\n" + err)
+        lines = {l for l, _, _ in errs}
+        for line, what in BROKEN_LINES.items():
+            self.assertIn(line, lines, "the %s on line %d was not reported "
+                          "as %s:%d:col:\nstderr:\n%s" %
+                          (what, line, path, line, err))
+        for l, c, msg in errs:
+            self.assertGreaterEqual(c, 1, "column must be 1-based")
+            self.assertTrue(msg.strip())
+
+    def test_each_error_alone(self):
+        for what, (text, line, words) in SINGLE.items():
+            with self.subTest(what):
+                rc, out, err, path = tglib.run_check(text, self.tmp)
+                self.assertEqual(rc, 1, "%s: exit %d\n%s%s" %
+                                 (what, rc, out, err))
+                errs = self.errors(err, path)
+                self.assertTrue(errs, "%s: no file:line:col: line on "
+                                "stderr:\n%s" % (what, err))
+                if line is not None:
+                    at = [e for e in errs if e[0] == line]
+                    self.assertTrue(at, "%s: expected an error on line %d, "
+                                    "got:\n%s" % (what, line, err))
+                    if words:
+                        msg = " ".join(m for _, _, m in at).lower()
+                        self.assertTrue(any(w.lower() in msg for w in words),
+                                        "%s: message %r names none of %r" %
+                                        (what, msg, words))
+
+    def test_missing_file(self):
+        path = os.path.join(self.tmp, "does-not-exist.yaml")
+        import subprocess
+        r = subprocess.run([tglib.TOLLGATE_BIN, "check", "-c", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=20)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(b"does-not-exist.yaml", r.stderr)
+
+    def test_daemon_refuses_broken_config(self):
+        """The daemon itself does not start on a broken config and says
+        why."""
+        path = os.path.join(self.tmp, "broken.yaml")
+        with open(path, "w") as f:
+            f.write(BROKEN)
+        import subprocess
+        try:
+            r = subprocess.run([tglib.TOLLGATE_BIN, "-d", "-c", path],
+                               stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=20,
+                               preexec_fn=tglib._child_setup)
+        except subprocess.TimeoutExpired:
+            self.fail("tollgate kept running on a broken config")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr.decode(), r"broken\.yaml:2:\d+: ")
+
+
+if __name__ == "__main__":
+    tglib.main()
