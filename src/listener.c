@@ -93,6 +93,7 @@ struct conn {
 	int co_reply_started;
 	int co_close_after; /* close once the response has drained */
 	int co_keepalive; /* the current request allows reuse */
+	int co_must_linger; /* refused before the body was read */
 	int co_minor; /* the current request's HTTP/1.x */
 
 	struct conn *co_prev, *co_next;
@@ -345,7 +346,7 @@ conn_refuse(struct conn *co, int status, const char *code, const char *msg)
 
 		log_escape(path, sizeof(path), co->co_req->hr_target, n);
 	} else
-		strcpy(path, "-");
+		snprintf(path, sizeof(path), "-");
 	log_info("conn %llu: %s %s refused status=%d reason=%s peer=%s",
 	    co->co_id,
 	    co->co_req != NULL && co->co_req->hr_method != NULL
@@ -353,6 +354,7 @@ conn_refuse(struct conn *co, int status, const char *code, const char *msg)
 		: "-",
 	    path, status, code, co->co_peer);
 	co->co_close_after = 1;
+	co->co_must_linger = 1;
 	conn_reply_full(
 	    co, status, NULL, "application/json", body, strlen(body));
 	free(body);
@@ -521,6 +523,12 @@ read_head(struct conn *co, const struct config *cf)
 		pos = evbuffer_search_eol(
 		    in, NULL, &len, EVBUFFER_EOL_CRLF_STRICT);
 		if (pos.pos == -1) {
+			/* No CRLF yet; a lone LF means bare-LF framing. */
+			if (evbuffer_search(in, "\n", 1, NULL).pos != -1) {
+				conn_refuse(co, 400, "bad_request",
+				    "bare LF in the request head");
+				return (-1);
+			}
 			if (co->co_head_bytes + evbuffer_get_length(in) >
 			    cf->cf_max_header_bytes) {
 				conn_refuse(co, 431, "headers_too_large",
@@ -605,6 +613,7 @@ conn_process(struct conn *co)
 		co->co_crlf_skipped = 0;
 		co->co_reply_started = 0;
 		co->co_close_after = 0;
+		co->co_must_linger = 0;
 		co->co_chunked = 0;
 		co->co_keepalive = 0;
 		co->co_minor = 0;
@@ -658,7 +667,12 @@ conn_flushed(struct conn *co)
 	const struct config *cf = server_config();
 
 	if (co->co_close_after || ls_draining) {
-		conn_linger(co);
+		/* Linger only when the client may still be sending a body
+		 * tollgate refused to read; otherwise close now. */
+		if (co->co_must_linger)
+			conn_linger(co);
+		else
+			conn_free(co, "closed after response");
 		return;
 	}
 	co->co_state = CONN_IDLE;
