@@ -255,9 +255,12 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 		fatalx("%s: conn %llu: reply already started", __func__,
 		    co->co_id);
 	co->co_reply_started = 1;
-	if (co->co_state == CONN_HEAD || co->co_state == CONN_BODY ||
-	    !co->co_keepalive || ls_draining)
+	if (!co->co_keepalive || ls_draining)
 		co->co_close_after = 1;
+	/* Answered before the body was read: the client may still be
+	 * sending it, so close with a linger. */
+	if (co->co_state == CONN_HEAD || co->co_state == CONN_BODY)
+		co->co_close_after = co->co_must_linger = 1;
 	snprintf(extra, sizeof(extra),
 	    "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, len);
 	write_head(co, status, hs, extra);
