@@ -51,14 +51,11 @@ class TLSTest(tglib.TGTestCase):
                 r = self.call(tg.port, "POST", path, b, hdrs)
                 self.assertEqual(r.status, 200, r)
                 self.assertTrue(r.complete, r)
-                self.assertEqual(r.body, d.body,
-                                 "body differs from a direct TLS call")
-                rec = tglib.wait_until(
-                    lambda: len(self.fp.find_requests(marker)) >= 2 and
-                    self.fp.find_requests(marker), 10)
-                self.assertTrue(rec, "proxied request not recorded")
-                self.assertEqual(sorted(rec, key=lambda x: x["seq"])[1][
-                    "path"], up_path)
+                dseq, pseq = self.direct_and_proxied_seqs(self.fp, marker)
+                self.assertSameBody(r, d, dseq, pseq, "TLS relay")
+                rec = [x for x in self.fp.find_requests(marker)
+                       if x["seq"] == pseq]
+                self.assertEqual(rec[0]["path"], up_path)
 
     def test_wrong_ca_502_nothing_sent(self):
         tg = self.tollgate(upstreams=self.upstreams(self.pki["other_ca"]))

@@ -47,8 +47,9 @@ def _find_bin(env, name):
         return path
     for d in (os.environ.get("TG_BUILD_DIR"), os.path.join(SOURCE_DIR, "build"),
               "/tmp/it-build"):
-        if d and os.access(os.path.join(d, name), os.X_OK):
-            return os.path.join(d, name)
+        for sub in ("", "tests"):
+            if d and os.access(os.path.join(d, sub, name), os.X_OK):
+                return os.path.join(d, sub, name)
     return None
 
 
@@ -110,9 +111,15 @@ class Proc:
         self.err_path = os.path.join(tmpdir, name + ".stderr")
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
-        self.popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-            preexec_fn=_child_setup, env=env, cwd=tmpdir)
+        try:
+            self.popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                stderr=self._err, preexec_fn=_child_setup, env=env,
+                cwd=tmpdir)
+        except OSError as e:
+            self._out.close()
+            self._err.close()
+            raise AssertionError("cannot start %s: %s" % (name, e))
         with _live_lock:
             _live.add(self.popen)
         self.pid = self.popen.pid
@@ -1007,6 +1014,34 @@ class TGTestCase(unittest.TestCase):
                           (r.get("method"), r.get("path"), r.get("body_len"),
                            len(r.get("headers", []))) for r in others]))
 
+    def direct_and_proxied_seqs(self, fp, marker, direct_first=True):
+        """(direct seq, proxied seq) of the two requests carrying marker."""
+        recs = wait_until(lambda: len(fp.find_requests(marker)) >= 2 and
+                          fp.find_requests(marker), 10) or \
+            fp.find_requests(marker)
+        self.assertEqual(len(recs), 2, "expected a direct and a proxied "
+                         "request with marker %s in fakeprov's record, got %d"
+                         % (marker, len(recs)))
+        a, b = sorted(r["seq"] for r in recs)
+        return (a, b) if direct_first else (b, a)
+
+    def assertSameBody(self, proxied, direct, dseq, pseq, msg="",
+                       strip_timestamps=False):
+        """Proxied body == direct body, byte for byte, apart from
+        fakeprov's per-request seq (and ': t=' stamps if asked)."""
+        p, d = proxied.body, direct.body
+        if strip_timestamps:
+            p, d = strip_sse_timestamps(p), strip_sse_timestamps(d)
+        p, d = seq_normalised(p, pseq), seq_normalised(d, dseq)
+        if p != d:
+            i = next((i for i in range(min(len(p), len(d)))
+                      if p[i] != d[i]), min(len(p), len(d)))
+            self.fail("%s: body differs from a direct call at byte %d "
+                      "(proxied %d bytes, direct %d bytes):\n proxied: %r\n"
+                      " direct:  %r" % (msg or "relay", i, len(p), len(d),
+                                        p[max(0, i - 60):i + 60],
+                                        d[max(0, i - 60):i + 60]))
+
     def assertErrorShape(self, resp, family, status=None):
         """Body is JSON in the provider family's error shape."""
         if status is not None:
@@ -1037,6 +1072,13 @@ class TGTestCase(unittest.TestCase):
         else:
             raise ValueError(family)
         return doc
+
+
+def seq_normalised(body, seq):
+    """fakeprov puts its request seq in ids ("chatcmpl-fake12", "msg_fake12",
+    "responseId":"fake12"); blank exactly that number so two replies to the
+    same request can be compared byte for byte."""
+    return re.sub(rb"fake%d(?!\d)" % seq, b"fake<seq>", body)
 
 
 def strip_sse_timestamps(data):
