@@ -20,6 +20,21 @@ FAMILIES = [
     ("gemini", GEMINI_STREAM, tglib.gemini_generate),
 ]
 
+# More stream shapes, checked byte-exact only.
+MORE_STREAMS = [
+    ("openai-responses", "/v1/responses",
+     lambda m: ('{"model":"gpt-4o-mini","input":"hi %s","stream":true}'
+                % m).encode()),
+    ("openai-completions", "/v1/completions",
+     lambda m: ('{"model":"gpt-3.5-turbo-instruct","prompt":"hi %s",'
+                '"stream":true,"stream_options":{"include_usage":true}}'
+                % m).encode()),
+    ("azure", "/openai/deployments/dep1/chat/completions"
+     "?api-version=2024-10-21", lambda m: tglib.openai_chat(m, stream=True)),
+    ("local", "/local/v1/chat/completions",
+     lambda m: tglib.openai_chat(m, stream=True)),
+]
+
 TS_RE = re.compile(rb"(?m)^: t=(\d+)\r?\n")
 
 
@@ -134,6 +149,23 @@ class StreamTest(tglib.TGTestCase):
                     if family == "openai":
                         self.assertTrue(p.body.rstrip().endswith(
                             b"data: [DONE]"), p.body[-200:])
+
+    def test_more_stream_shapes_byte_exact(self):
+        knobs = [("x-fake-events", "7"), ("x-fake-event-bytes", "50")]
+        for name, path, body in MORE_STREAMS:
+            with self.subTest(name=name):
+                marker = new_marker()
+                b = body(marker)
+                hdrs = [JSON_CT] + knobs
+                up_path = path[len("/local"):] if name == "local" else path
+                d = self.call(self.fp.port, "POST", up_path, b, hdrs)
+                p = self.call(self.tg.port, "POST", path, b, hdrs)
+                dseq, pseq = self.direct_and_proxied_seqs(self.fp, marker)
+                self.assertEqual(d.status, 200, d)
+                self.assertEqual(p.status, 200, p)
+                self.assertTrue(p.complete, "stream incomplete: %r" % p)
+                self.assertIn(b"data:", d.body)
+                self.assertSameBody(p, d, dseq, pseq, name)
 
     def test_stream_upstream_request(self):
         """The streaming request reaches fakeprov with its query intact."""

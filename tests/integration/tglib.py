@@ -915,6 +915,20 @@ class TGTestCase(unittest.TestCase):
                 out.append(p.describe())
             except Exception as e:  # pragma: no cover
                 out.append("(cannot read logs of %s: %s)" % (p.name, e))
+            if isinstance(p, Fakeprov):
+                try:
+                    with open(p.record_path, "rb") as f:
+                        lines = f.read().decode("utf-8", "replace")
+                    lines = lines.splitlines()
+                    cut = len(lines) - 40 if len(lines) > 40 else 0
+                    out.append("--- %s record (%d lines%s):\n%s" % (
+                        p.name, len(lines),
+                        ", first %d cut" % cut if cut else "",
+                        "\n".join(l if len(l) <= 400 else
+                                  l[:400] + "...[%d chars]" % len(l)
+                                  for l in lines[cut:])))
+                except OSError:
+                    pass
             if isinstance(p, Tollgate):
                 try:
                     with open(p.config_path) as f:
