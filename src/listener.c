@@ -4,8 +4,8 @@
  * libevent bufferevents instead of using evhttp: evhttp 2.1.12 (Debian 12)
  * has no header-count limit, merges chunked trailers into the request
  * headers and accepts ambiguous Transfer-Encoding framing, and it answers
- * limit violations with HTML pages no SDK can parse. This parser is strict
- * and small:
+ * limit violations with HTML pages no SDK can parse. The head parser
+ * (http_head_parse in http.c) is strict and small:
  *
  *  - lines end in CRLF only; a bare CR or LF, NUL, obs-fold, whitespace
  *    before a colon or a non-token header name is a 400;
@@ -62,7 +62,6 @@
 
 #define LINGER_MS 2000
 #define PIPELINE_INPUT_MAX (64 * 1024)
-#define LEADING_CRLF_MAX 4
 
 enum conn_state {
 	CONN_IDLE, /* between requests, keep-alive timer running */
@@ -84,8 +83,7 @@ struct conn {
 	char co_peer[64];
 
 	struct http_request *co_req; /* being read; owned until handed over */
-	size_t co_head_bytes;
-	int co_crlf_skipped;
+	struct head_parser co_hp;
 	size_t co_body_need;
 
 	struct session *co_session; /* borrowed; set while CONN_BUSY */
@@ -122,20 +120,6 @@ set_timer(struct conn *co, long ms)
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (ms % 1000) * 1000;
 	evtimer_add(co->co_timer, &tv);
-}
-
-/* Free a request and everything it owns. */
-void
-http_request_free(struct http_request *req)
-{
-	if (req == NULL)
-		return;
-	free(req->hr_method);
-	free(req->hr_target);
-	hdrs_clear(&req->hr_headers);
-	if (req->hr_body != NULL)
-		evbuffer_free(req->hr_body);
-	free(req);
 }
 
 /* The connection's id, for log lines. */
@@ -363,138 +347,6 @@ conn_refuse(struct conn *co, int status, const char *code, const char *msg)
 	free(body);
 }
 
-static int
-tokenchar(int c)
-{
-	return (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* Parse "METHOD SP target SP HTTP/1.x". */
-static int
-parse_request_line(struct conn *co, const char *line)
-{
-	struct http_request *req = co->co_req;
-	const char *sp1, *sp2, *p;
-
-	if ((sp1 = strchr(line, ' ')) == NULL ||
-	    (sp2 = strchr(sp1 + 1, ' ')) == NULL || strchr(sp2 + 1, ' '))
-		return (-1);
-	for (p = line; p < sp1; p++) {
-		if (!tokenchar((unsigned char)*p))
-			return (-1);
-	}
-	if (sp1 == line || sp2 == sp1 + 1)
-		return (-1);
-	for (p = sp1 + 1; p < sp2; p++) {
-		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
-			return (-1);
-	}
-	if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
-		req->hr_minor = 1;
-	else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
-		req->hr_minor = 0;
-	else
-		return (-2);
-	req->hr_method = xstrndup(line, (size_t)(sp1 - line));
-	req->hr_target = xstrndup(sp1 + 1, (size_t)(sp2 - sp1 - 1));
-	return (0);
-}
-
-static int
-parse_header_line(struct conn *co, const char *line, size_t len)
-{
-	const char *colon, *v, *end, *p;
-
-	if (line[0] == ' ' || line[0] == '\t')
-		return (-1); /* obs-fold */
-	if ((colon = memchr(line, ':', len)) == NULL || colon == line)
-		return (-1);
-	for (p = line; p < colon; p++) {
-		if (!tokenchar((unsigned char)*p))
-			return (-1);
-	}
-	v = colon + 1;
-	end = line + len;
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
-		end--;
-	for (p = v; p < end; p++) {
-		unsigned char c = (unsigned char)*p;
-
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return (-1);
-	}
-	hdrs_add(&co->co_req->hr_headers, line, (size_t)(colon - line), v,
-	    (size_t)(end - v));
-	return (0);
-}
-
-/*
- * Check the framing of a complete head. Returns 0 when the body length is
- * known and acceptable, or -1 after answering.
- */
-static int
-check_framing(struct conn *co, const struct config *cf)
-{
-	struct http_request *req = co->co_req;
-	const char *cl, *conn, *expect, *p;
-	unsigned long long n = 0;
-
-	if (hdrs_get(&req->hr_headers, "Transfer-Encoding") != NULL) {
-		/* The Debian libevent's chunked handling is where the
-		 * smuggling bugs live; tollgate needs no chunked uploads. */
-		conn_refuse(co, 411, "transfer_encoding_refused",
-		    "Transfer-Encoding is not accepted; send Content-Length");
-		return (-1);
-	}
-	if (hdrs_count(&req->hr_headers, "Content-Length") > 1) {
-		conn_refuse(co, 400, "bad_content_length",
-		    "more than one Content-Length");
-		return (-1);
-	}
-	if ((cl = hdrs_get(&req->hr_headers, "Content-Length")) != NULL) {
-		if (cl[0] == '\0' || strlen(cl) > 19)
-			goto badcl;
-		for (p = cl; *p != '\0'; p++) {
-			if (*p < '0' || *p > '9')
-				goto badcl;
-			n = n * 10 + (unsigned long long)(*p - '0');
-		}
-	}
-	if (req->hr_minor >= 1 && hdrs_count(&req->hr_headers, "Host") != 1) {
-		conn_refuse(
-		    co, 400, "bad_host", "exactly one Host is required");
-		return (-1);
-	}
-	if (n > cf->cf_max_body_bytes) {
-		conn_refuse(co, 413, "request_too_large",
-		    "request body is larger than the configured limit");
-		return (-1);
-	}
-	req->hr_content_length = (size_t)n;
-
-	conn = hdrs_get(&req->hr_headers, "Connection");
-	if (req->hr_minor == 0)
-		req->hr_keepalive = 0;
-	else
-		req->hr_keepalive =
-		    conn == NULL || !http_token_has(conn, "close");
-
-	if ((expect = hdrs_get(&req->hr_headers, "Expect")) != NULL) {
-		if (strcasecmp(expect, "100-continue") != 0) {
-			conn_refuse(co, 417, "bad_expect",
-			    "only Expect: 100-continue is supported");
-			return (-1);
-		}
-	}
-	return (0);
-badcl:
-	conn_refuse(co, 400, "bad_content_length",
-	    "Content-Length is not a plain decimal number");
-	return (-1);
-}
-
 /* Hand a complete request to its session. */
 static void
 conn_dispatch(struct conn *co)
@@ -508,103 +360,15 @@ conn_dispatch(struct conn *co)
 	/* co may have changed state; it is still alive. */
 }
 
-/*
- * Read the head. Returns 1 when the head is complete and accepted, 0 when
- * more bytes are needed, -1 when the request was refused.
- */
-static int
-read_head(struct conn *co, const struct config *cf)
-{
-	struct evbuffer *in = bufferevent_get_input(co->co_bev);
-	struct evbuffer_ptr pos;
-	char *line;
-	size_t len;
-	int rc;
-
-	for (;;) {
-		/* Refuse an over-long head before buffering it. */
-		pos = evbuffer_search_eol(
-		    in, NULL, &len, EVBUFFER_EOL_CRLF_STRICT);
-		if (pos.pos == -1) {
-			/* No CRLF yet; a lone LF means bare-LF framing. */
-			if (evbuffer_search(in, "\n", 1, NULL).pos != -1) {
-				conn_refuse(co, 400, "bad_request",
-				    "bare LF in the request head");
-				return (-1);
-			}
-			if (co->co_head_bytes + evbuffer_get_length(in) >
-			    cf->cf_max_header_bytes) {
-				conn_refuse(co, 431, "headers_too_large",
-				    "request line and headers are too large");
-				return (-1);
-			}
-			return (0);
-		}
-		if (co->co_head_bytes + (size_t)pos.pos + 2 >
-		    cf->cf_max_header_bytes) {
-			conn_refuse(co, 431, "headers_too_large",
-			    "request line and headers are too large");
-			return (-1);
-		}
-		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT);
-		co->co_head_bytes += len + 2;
-		if (memchr(line, '\0', len) != NULL ||
-		    memchr(line, '\r', len) != NULL ||
-		    memchr(line, '\n', len) != NULL) {
-			free(line);
-			conn_refuse(co, 400, "bad_request",
-			    "bare CR, LF or NUL in the request head");
-			return (-1);
-		}
-		if (co->co_req->hr_method == NULL) {
-			if (len == 0 &&
-			    co->co_crlf_skipped++ < LEADING_CRLF_MAX) {
-				free(line);
-				continue;
-			}
-			rc = parse_request_line(co, line);
-			free(line);
-			if (rc == -2) {
-				conn_refuse(co, 505, "bad_version",
-				    "only HTTP/1.0 and HTTP/1.1 are served");
-				return (-1);
-			}
-			if (rc == -1) {
-				conn_refuse(co, 400, "bad_request",
-				    "malformed request line");
-				return (-1);
-			}
-			continue;
-		}
-		if (len == 0) {
-			free(line);
-			return (check_framing(co, cf) == 0 ? 1 : -1);
-		}
-		if (co->co_req->hr_headers.hs_n >= (size_t)cf->cf_max_headers) {
-			free(line);
-			conn_refuse(co, 431, "too_many_headers",
-			    "too many request headers");
-			return (-1);
-		}
-		rc = parse_header_line(co, line, len);
-		free(line);
-		if (rc == -1) {
-			conn_refuse(
-			    co, 400, "bad_request", "malformed header line");
-			return (-1);
-		}
-	}
-}
-
 /* Drive the connection's state machine with what is in the input. */
 static void
 conn_process(struct conn *co)
 {
 	struct evbuffer *in = bufferevent_get_input(co->co_bev);
 	const struct config *cf = server_config();
+	struct head_limits hl;
 	struct session *se;
 	size_t n;
-	int rc;
 
 	switch (co->co_state) {
 	case CONN_IDLE:
@@ -612,8 +376,7 @@ conn_process(struct conn *co)
 			return;
 		co->co_state = CONN_HEAD;
 		co->co_req = xcalloc(1, sizeof(*co->co_req));
-		co->co_head_bytes = 0;
-		co->co_crlf_skipped = 0;
+		memset(&co->co_hp, 0, sizeof(co->co_hp));
 		co->co_reply_started = 0;
 		co->co_close_after = 0;
 		co->co_must_linger = 0;
@@ -623,8 +386,19 @@ conn_process(struct conn *co)
 		set_timer(co, cf->cf_request_timeout_ms);
 		/* FALLTHROUGH */
 	case CONN_HEAD:
-		if ((rc = read_head(co, cf)) != 1)
+		hl.hl_max_header_bytes = cf->cf_max_header_bytes;
+		hl.hl_max_headers = (size_t)cf->cf_max_headers;
+		hl.hl_max_body_bytes = cf->cf_max_body_bytes;
+		switch (http_head_parse(&co->co_hp, in, &hl, co->co_req)) {
+		case HEAD_NEED_MORE:
 			return;
+		case HEAD_ERROR:
+			conn_refuse(co, co->co_hp.hp_status, co->co_hp.hp_code,
+			    co->co_hp.hp_msg);
+			return;
+		case HEAD_DONE:
+			break;
+		}
 		co->co_keepalive = co->co_req->hr_keepalive;
 		co->co_minor = co->co_req->hr_minor;
 		if ((se = session_new(co, co->co_req)) == NULL)
@@ -637,8 +411,7 @@ conn_process(struct conn *co)
 			return;
 		}
 		co->co_state = CONN_BODY;
-		if (co->co_req->hr_minor >= 1 &&
-		    hdrs_get(&co->co_req->hr_headers, "Expect") != NULL)
+		if (co->co_req->hr_expect_continue)
 			evbuffer_add(bufferevent_get_output(co->co_bev),
 			    "HTTP/1.1 100 Continue\r\n\r\n", 25);
 		/* FALLTHROUGH */

@@ -19,24 +19,12 @@ struct config;
 struct conn;
 struct session;
 
-/* One request as received; owned by the connection, then the session. */
-struct http_request {
-	char *hr_method;
-	char *hr_target; /* raw request-target */
-	int hr_minor; /* HTTP/1.hr_minor */
-	struct hdrs hr_headers;
-	struct evbuffer *hr_body;
-	size_t hr_content_length;
-	int hr_keepalive; /* the client allows another request */
-};
-
 /* listener.c */
 int listener_init(struct event_base *, const struct config *);
 void listener_drain(void);
 size_t listener_nconns(void);
 void listener_close_all(void);
 void listener_free(void);
-void http_request_free(struct http_request *);
 unsigned long long conn_id(const struct conn *);
 const char *conn_peer(const struct conn *);
 void conn_reply_start(struct conn *, int, const struct hdrs *);
