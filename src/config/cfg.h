@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The config loader's private header, shared by the three files under
+ * src/config/ and by nothing else: the YAML tree (struct ynode, built by
+ * cfgyaml.c), the state of one load (struct cfgctx), the key tables that
+ * drive the walk (struct cfgkey and the KEY_* initialisers, walked by
+ * cfgparse.c) and the prototypes config.c builds tollgate's schema from.
+ * The public contract is include/tollgate/config.h.
+ */
+#ifndef TOLLGATE_CFG_H
+#define TOLLGATE_CFG_H
+
+#include <stddef.h>
+
+struct cfgerrs;
+
+/* Room for a dotted key path such as "upstreams.NAME.connect_timeout". */
+#define CONFIG_PATH_MAX 192
+
+/* One node of the parsed YAML; strings are our own copies. */
+enum ynode_type {
+	YN_SCALAR,
+	YN_MAP,
+	YN_SEQ,
+	YN_ALIAS, /* refused; kept only so the walk can skip it quietly */
+};
+
+/* Owned by its parent; the root by the caller of cfg_parse_yaml. */
+struct ynode {
+	enum ynode_type yn_type;
+	size_t yn_line; /* 1-based */
+	size_t yn_col; /* 1-based */
+	char *yn_str; /* scalar: NUL-terminated copy of the value */
+	size_t yn_len;
+	int yn_plain; /* scalar was unquoted */
+	/* Map: key, value, key, value ...; sequence: the items. */
+	struct ynode **yn_kids;
+	size_t yn_nkids;
+	size_t yn_cap;
+};
+
+/* State of one config_load call. */
+struct cfgctx {
+	const char *cx_file; /* path as the caller gave it, for messages */
+	char *cx_dir; /* its directory, for relative paths */
+	struct cfgerrs *cx_errs; /* borrowed; may be NULL */
+	size_t cx_nerr; /* errors found by this load */
+	const char *cx_buf; /* file contents, for reader error positions */
+	size_t cx_len;
+};
+
+/*
+ * One key of a section: the parser gets the key's dotted path (for
+ * messages), the value node and a pointer k_off bytes into the section's
+ * base struct.
+ */
+struct cfgkey {
+	const char *k_name;
+	void (*k_parse)(struct cfgctx *, const struct cfgkey *, const char *,
+	    const struct ynode *, void *);
+	size_t k_off;
+	long long k_min; /* integers, sizes and durations */
+	long long k_max; /* integers only */
+	int k_flags;
+	const struct cfgkey *k_sub; /* keys of a nested section */
+};
+#define CFGKEY_REQUIRED 0x1
+
+/* Table entries: key name, field, and the smallest value allowed. */
+#define KEY_INT(n, off, min, max)                                              \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_int, .k_off = (off),            \
+		.k_min = (min), .k_max = (max)                                 \
+	}
+#define KEY_SIZE(n, off, min)                                                  \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_size, .k_off = (off),           \
+		.k_min = (min)                                                 \
+	}
+#define KEY_DURATION(n, off)                                                   \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_duration, .k_off = (off),       \
+		.k_min = 1                                                     \
+	}
+#define KEY_CALL(n, fn, off, flags)                                            \
+	{                                                                      \
+		.k_name = (n), .k_parse = (fn), .k_off = (off),                \
+		.k_flags = (flags)                                             \
+	}
+#define KEY_SECTION(n, keys)                                                   \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_section, .k_sub = (keys)        \
+	}
+#define KEY_END                                                                \
+	{                                                                      \
+		.k_name = NULL                                                 \
+	}
+
+/* cfgyaml.c */
+void ynode_free(struct ynode *);
+int ynode_is_null(const struct ynode *);
+int cfg_parse_yaml(struct cfgctx *, struct ynode **);
+char *cfg_read_file(struct cfgctx *, const char *, size_t *);
+
+/* cfgparse.c */
+void cfg_error(struct cfgctx *, const struct ynode *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+void cfg_error_at(struct cfgctx *, size_t, size_t, const char *, ...)
+    __attribute__((format(printf, 4, 5)));
+const char *cfg_esc(char *, size_t, const char *, size_t);
+const char *cfg_string(
+    struct cfgctx *, const char *, const struct ynode *, const char *);
+int cfg_duplicate(struct cfgctx *, const char *, const struct ynode *, size_t);
+void cfg_apply(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, const struct ynode *, void *);
+void cfgp_section(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_int(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_size(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_duration(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_file(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+
+#endif

@@ -1,0 +1,400 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The generic, table-driven half of the config loader. A section is a table
+ * of struct cfgkey; cfg_apply walks a mapping node against it, refuses
+ * unknown and duplicate keys, reports missing required ones, and hands each
+ * value to the key's parser, which checks it and stores it at an offset in
+ * the section's struct. The reusable parsers live here: integers, sizes,
+ * durations, strings, file paths and nested sections. So does the error
+ * collection: nothing stops at the first mistake, every error is kept as
+ * "file:line:col: message" (tmux cfg_add_cause, relayd file->errors) so a
+ * user fixes the whole file in one pass. Nothing here knows tollgate's
+ * schema; that is config.c.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tollgate/config.h"
+#include "tollgate/log.h"
+#include "tollgate/util.h"
+
+#include "cfg.h"
+
+/* A unit suffix and what it multiplies by. */
+struct cfgunit {
+	const char *u_suffix;
+	unsigned long long u_mult;
+};
+
+static const struct cfgunit size_units[] = {
+    {"", 1},
+    {"KiB", 1024ULL},
+    {"MiB", 1024ULL * 1024},
+    {"GiB", 1024ULL * 1024 * 1024},
+    {NULL, 0},
+};
+
+/* Durations are kept in milliseconds; a bare number means seconds. */
+static const struct cfgunit duration_units[] = {
+    {"", 1000},
+    {"ms", 1},
+    {"s", 1000},
+    {"m", 60ULL * 1000},
+    {"h", 3600ULL * 1000},
+    {NULL, 0},
+};
+
+static void cfg_verror(struct cfgctx *, size_t, size_t, const char *, va_list)
+    __attribute__((format(printf, 4, 0)));
+
+static void
+cfg_verror(
+    struct cfgctx *cx, size_t line, size_t col, const char *fmt, va_list ap)
+{
+	struct cfgerrs *ce = cx->cx_errs;
+	char *msg, *full;
+
+	cx->cx_nerr++;
+	if (ce == NULL)
+		return;
+	xvasprintf(&msg, fmt, ap);
+	if (line == 0)
+		xasprintf(&full, "%s: %s", cx->cx_file, msg);
+	else
+		xasprintf(&full, "%s:%zu:%zu: %s", cx->cx_file, line, col, msg);
+	free(msg);
+	ce->ce_msgs =
+	    xreallocarray(ce->ce_msgs, ce->ce_n + 1, sizeof(*ce->ce_msgs));
+	ce->ce_msgs[ce->ce_n++] = full;
+}
+
+/* Record an error at node n, or with no position when n is NULL. */
+void
+cfg_error(struct cfgctx *cx, const struct ynode *n, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (n == NULL)
+		cfg_verror(cx, 0, 0, fmt, ap);
+	else
+		cfg_verror(cx, n->yn_line, n->yn_col, fmt, ap);
+	va_end(ap);
+}
+
+/* Record an error at line and col, for positions that have no node. */
+void
+cfg_error_at(struct cfgctx *cx, size_t line, size_t col, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cfg_verror(cx, line, col, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Escape bytes from the file for a message, so a key holding control
+ * characters cannot forge log lines. The result lives in buf.
+ */
+const char *
+cfg_esc(char *buf, size_t size, const char *s, size_t len)
+{
+	log_escape(buf, size, s, len);
+	return (buf);
+}
+
+/* The scalar string of n, or NULL after saying what was expected. */
+const char *
+cfg_string(struct cfgctx *cx, const char *path, const struct ynode *n,
+    const char *what)
+{
+	if (n->yn_type != YN_SCALAR || ynode_is_null(n)) {
+		cfg_error(cx, n, "%s: expected %s", path, what);
+		return (NULL);
+	}
+	return (n->yn_str);
+}
+
+/* Has the key at index i of map appeared before it? Say so if it has. */
+int
+cfg_duplicate(
+    struct cfgctx *cx, const char *where, const struct ynode *map, size_t i)
+{
+	const struct ynode *key = map->yn_kids[i], *prev;
+	char buf[80];
+	size_t j;
+
+	for (j = 0; j < i; j += 2) {
+		prev = map->yn_kids[j];
+		if (prev->yn_type == YN_SCALAR && prev->yn_len == key->yn_len &&
+		    memcmp(prev->yn_str, key->yn_str, key->yn_len) == 0) {
+			cfg_error(cx, key,
+			    "duplicate key '%s' %s%s (first at line %zu)",
+			    cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len),
+			    where == NULL ? "at top level" : "in ",
+			    where == NULL ? "" : where, prev->yn_line);
+			return (1);
+		}
+	}
+	return (0);
+}
+
+/*
+ * Apply a table of keys to mapping n, storing into base. where names the
+ * section for messages (NULL at top level); at is where a missing required
+ * key is reported.
+ */
+void
+cfg_apply(struct cfgctx *cx, const struct cfgkey *keys, const char *where,
+    const struct ynode *at, const struct ynode *n, void *base)
+{
+	const struct cfgkey *k;
+	const struct ynode *key, *val;
+	char path[CONFIG_PATH_MAX], buf[80];
+	unsigned long long seen = 0;
+	size_t i, ki;
+
+	if (ynode_is_null(n))
+		n = NULL; /* "limits:" with nothing under it */
+	else if (n->yn_type == YN_ALIAS)
+		return;
+	else if (n->yn_type != YN_MAP) {
+		if (where == NULL)
+			cfg_error(cx, n, "the top level must be a mapping");
+		else
+			cfg_error(cx, n, "%s: expected a mapping", where);
+		return;
+	}
+
+	for (i = 0; n != NULL && i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (key->yn_type == YN_ALIAS)
+			continue;
+		if (key->yn_type != YN_SCALAR) {
+			cfg_error(cx, key, "%s: keys must be strings",
+			    where == NULL ? "top level" : where);
+			continue;
+		}
+		if (cfg_duplicate(cx, where, n, i))
+			continue;
+		for (k = keys, ki = 0; k->k_name != NULL; k++, ki++)
+			if (strcmp(k->k_name, key->yn_str) == 0)
+				break;
+		if (k->k_name == NULL) {
+			cfg_error(cx, key, "unknown key '%s' %s%s",
+			    cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len),
+			    where == NULL ? "at top level" : "in ",
+			    where == NULL ? "" : where);
+			continue;
+		}
+		if (ki >= 64)
+			fatalx("%s: key table too long", __func__);
+		seen |= 1ULL << ki;
+		if (val->yn_type == YN_ALIAS)
+			continue;
+		if (where == NULL)
+			snprintf(path, sizeof(path), "%s", k->k_name);
+		else
+			snprintf(path, sizeof(path), "%s.%s", where, k->k_name);
+		k->k_parse(cx, k, path, val, (char *)base + k->k_off);
+	}
+
+	for (k = keys, ki = 0; k->k_name != NULL; k++, ki++) {
+		if ((k->k_flags & CFGKEY_REQUIRED) && !(seen & (1ULL << ki)))
+			cfg_error(cx, at, "%s: missing required key '%s'",
+			    where, k->k_name);
+	}
+}
+
+/* A nested section: apply the key's sub-table to the mapping n. */
+void
+cfgp_section(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	cfg_apply(cx, k->k_sub, path, n, n, dst);
+}
+
+/* A decimal integer: plain (unquoted), optional minus, digits. */
+void
+cfgp_int(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	const char *s;
+	long long v = 0;
+	int neg = 0, big = 0;
+
+	if (n->yn_type != YN_SCALAR || !n->yn_plain || n->yn_len == 0)
+		goto bad;
+	s = n->yn_str;
+	if (*s == '-') {
+		neg = 1;
+		s++;
+	}
+	if (*s == '\0')
+		goto bad;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			goto bad;
+		if (v > (LLONG_MAX - (*s - '0')) / 10)
+			big = 1;
+		else
+			v = v * 10 + (*s - '0');
+	}
+	if (neg)
+		v = -v;
+	if (big || v < k->k_min || v > k->k_max) {
+		cfg_error(cx, n, "%s: must be between %lld and %lld", path,
+		    k->k_min, k->k_max);
+		return;
+	}
+	*(int *)dst = (int)v;
+	return;
+bad:
+	cfg_error(cx, n, "%s: expected an integer", path);
+}
+
+/*
+ * Digits followed by one of the suffixes in units. Returns 0 and the
+ * scaled value, -1 when the text does not match, -2 on overflow.
+ */
+static int
+cfg_scaled(const char *s, const struct cfgunit *units, unsigned long long *out)
+{
+	const struct cfgunit *u;
+	unsigned long long v = 0;
+	const char *p;
+
+	for (p = s; *p >= '0' && *p <= '9'; p++) {
+		if (v > (ULLONG_MAX - (unsigned)(*p - '0')) / 10)
+			return (-2);
+		v = v * 10 + (unsigned)(*p - '0');
+	}
+	if (p == s)
+		return (-1);
+	for (u = units; u->u_suffix != NULL; u++) {
+		if (strcmp(p, u->u_suffix) != 0)
+			continue;
+		if (v > ULLONG_MAX / u->u_mult)
+			return (-2);
+		*out = v * u->u_mult;
+		return (0);
+	}
+	return (-1);
+}
+
+/* A byte count: 1048576, or 1024KiB, 1MiB, 1GiB. */
+void
+cfgp_size(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	unsigned long long v;
+	int rc = -1;
+
+	if (n->yn_type == YN_SCALAR)
+		rc = cfg_scaled(n->yn_str, size_units, &v);
+	if (rc == -1) {
+		cfg_error(cx, n,
+		    "%s: expected a size (bytes, or a number with KiB, MiB "
+		    "or GiB)",
+		    path);
+		return;
+	}
+	if (rc == -2 || v > SIZE_MAX) {
+		cfg_error(cx, n, "%s: size out of range", path);
+		return;
+	}
+	if (v < (unsigned long long)k->k_min) {
+		if (k->k_min == 1)
+			cfg_error(cx, n, "%s: must be greater than 0", path);
+		else if (k->k_min % 1024 == 0)
+			cfg_error(cx, n, "%s: must be at least %lldKiB", path,
+			    k->k_min / 1024);
+		else
+			cfg_error(cx, n, "%s: must be at least %lld bytes",
+			    path, k->k_min);
+		return;
+	}
+	*(size_t *)dst = (size_t)v;
+}
+
+/* A duration: 30 (seconds), or 500ms, 30s, 5m, 1h; kept in ms. */
+void
+cfgp_duration(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	unsigned long long v;
+	int rc = -1;
+
+	if (n->yn_type == YN_SCALAR)
+		rc = cfg_scaled(n->yn_str, duration_units, &v);
+	if (rc == -1) {
+		cfg_error(cx, n,
+		    "%s: expected a duration (seconds, or a number with ms, "
+		    "s, m or h)",
+		    path);
+		return;
+	}
+	if (rc == -2 || v > LONG_MAX) {
+		cfg_error(cx, n, "%s: duration out of range", path);
+		return;
+	}
+	if (v < (unsigned long long)k->k_min) {
+		cfg_error(cx, n, "%s: must be greater than 0", path);
+		return;
+	}
+	*(long *)dst = (long)v;
+}
+
+/*
+ * A file that must exist and be readable now; relative to the directory of
+ * the config file, kept as an absolute path.
+ */
+void
+cfgp_file(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst;
+	char *joined = NULL, *abs = NULL, buf[160];
+	const char *s;
+	struct stat st;
+	int fd = -1;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a file path")) == NULL)
+		return;
+	if (s[0] == '/')
+		joined = xstrdup(s);
+	else
+		xasprintf(&joined, "%s/%s", cx->cx_dir, s);
+	cfg_esc(buf, sizeof(buf), joined, strlen(joined));
+	if ((abs = realpath(joined, NULL)) == NULL ||
+	    (fd = open(abs, O_RDONLY | O_CLOEXEC)) == -1) {
+		cfg_error(cx, n, "%s: cannot read '%s': %s", path, buf,
+		    strerror(errno));
+		goto out;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		cfg_error(cx, n, "%s: '%s' is not a regular file", path, buf);
+		goto out;
+	}
+	free(*out);
+	*out = abs;
+	abs = NULL;
+out:
+	if (fd != -1)
+		close(fd);
+	free(abs);
+	free(joined);
+}
