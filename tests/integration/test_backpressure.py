@@ -92,6 +92,35 @@ class BackpressureTest(tglib.TGTestCase):
                       tglib.openai_chat(new_marker()), [JSON_CT])
         self.assertEqual(r.status, 200, r)
 
+    def test_slow_reader_of_large_json_reply(self):
+        """The same bound holds for a non-streamed reply of ~40 MiB."""
+        self.warm_up()
+        base = self.tg.rss()
+        marker = new_marker()
+        c = self.raw(self.tg.port, timeout=20, rcvbuf=4096)
+        c.send(tglib.build_request(
+            "POST", "/v1/chat/completions", tglib.openai_chat(marker),
+            [JSON_CT, ("x-fake-events", str(BIG_EVENTS)),
+             ("x-fake-event-bytes", str(BIG_EVENT_BYTES))]))
+        self.assertIsNotNone(self.fp.wait_request(marker, 10))
+        got, peak = 0, base
+        t_end = time.monotonic() + 6
+        while time.monotonic() < t_end:
+            c.sock.settimeout(5)
+            data = c.sock.recv(256)
+            self.assertTrue(data, "connection closed after %d bytes" % got)
+            got += len(data)
+            peak = max(peak, self.tg.rss())
+            time.sleep(0.25)
+        self.assertLess(peak - base, RSS_BOUND,
+                        "tollgate RSS grew by %.1f MiB relaying a ~40 MiB "
+                        "JSON reply to a client that read %d bytes" %
+                        ((peak - base) / MiB, got))
+        c.close()
+        r = self.call(self.tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(new_marker()), [JSON_CT])
+        self.assertEqual(r.status, 200, r)
+
     def disconnect_mid_stream(self, rst):
         marker = new_marker()
         c = self.raw(self.tg.port, timeout=15)

@@ -147,6 +147,65 @@ class LimitsTest(tglib.TGTestCase):
                 self.assertEqual(r.status, 431, "%s: %r" % (what, r))
         self.assertNothingForwarded(self.fp, tg, mark)
 
+    def test_body_sent_in_pieces(self):
+        """A body that arrives slowly, in pieces, is relayed whole."""
+        tg = self.start()
+        marker = new_marker()
+        body = padded_chat(marker, 300 * KiB)
+        c = self.raw(tg.port, timeout=20)
+        c.send(tglib.build_request("POST", "/v1/chat/completions", b"",
+                                   [JSON_CT, ("Content-Length",
+                                              str(len(body)))]))
+        for i in range(0, len(body), 100 * KiB):
+            time.sleep(0.2)
+            c.send(body[i:i + 100 * KiB])
+        r = c.read_response(15)
+        self.assertEqual(r.status, 200, r)
+        rec = self.fp.wait_request(marker)
+        self.assertIsNotNone(rec)
+        self.assertEqual(rec["body_len"], len(body))
+
+    def test_request_timeout_closes_slow_clients(self):
+        """A head or a body that does not arrive within request_timeout
+        ends the connection (a 408 first is fine); nothing is forwarded."""
+        tg = self.start(request_timeout="2s")
+        cases = {
+            "slow head": (b"POST /v1/chat/completions HTTP/1.1\r\n"
+                          b"Host: 127.0.0.1\r\n", b"X-Slow: a\r\n"),
+            "slow body": (tglib.build_request(
+                "POST", "/v1/chat/completions", b"",
+                [JSON_CT, ("Content-Length", "1000")]) + b'{"model":',
+                b" "),
+        }
+        for what, (first, drip) in cases.items():
+            with self.subTest(what):
+                c = self.raw(tg.port, timeout=15)
+                t0 = time.monotonic()
+                c.send(first)
+                closed = False
+                # Keep dripping bytes (each well within any per-read
+                # timeout) for up to 10 s: only a whole-request deadline
+                # ends this.
+                while time.monotonic() - t0 < 10:
+                    if not c.try_send(drip):
+                        closed = True
+                        break
+                    if c.wait_closed(0.5):
+                        closed = True
+                        break
+                took = time.monotonic() - t0
+                self.assertTrue(closed, "%s: connection still open after "
+                                "%.1f s with request_timeout 2s" %
+                                (what, took))
+                self.assertLess(took, 8, "%s: closed only after %.1f s" %
+                                (what, took))
+                head = bytes(c.buf)
+                if head:
+                    self.assertRegex(head, rb"^HTTP/1\.1 (408|400) ",
+                                     "%s: unexpected reply %r" %
+                                     (what, head[:200]))
+        self.assertNothingForwarded(self.fp, tg)
+
     def test_transfer_encoding_refused(self):
         tg = self.start()
         chunked = b"5\r\nhello\r\n0\r\n\r\n"

@@ -191,6 +191,30 @@ class RelayTest(tglib.TGTestCase):
                     self.assertRelayed(d, p, dr, pr)
                     self.assertTrue(p.body, "error body was dropped")
 
+    def test_response_headers_relayed(self):
+        """Provider response headers that SDKs act on reach the client, and
+        the client's framing is consistent (never Content-Length together
+        with chunked)."""
+        for path, body in (("/v1/chat/completions", tglib.openai_chat),
+                           ("/v1/messages", tglib.anthropic_messages)):
+            with self.subTest(path=path):
+                d, p, dr, pr = self.both(
+                    "POST", path, path, body,
+                    [("x-fake-status", "429"), ("x-fake-retry-after", "7")])
+                self.assertEqual(d.status, 429, d)
+                self.assertEqual(d.header("retry-after"), "7",
+                                 "fakeprov ignored x-fake-retry-after")
+                self.assertRelayed(d, p, dr, pr)
+                self.assertEqual(p.header("retry-after"), "7",
+                                 "retry-after not relayed: %r" % p.headers)
+                self.assertEqual(p.header("content-type"),
+                                 d.header("content-type"))
+                if p.chunked:
+                    self.assertIsNone(p.header("content-length"),
+                                      "both Content-Length and chunked: %r"
+                                      % p.headers)
+                self.assertLessEqual(len(p.header_all("content-type")), 1)
+
     # -- headers --------------------------------------------------------------
 
     def test_auth_headers_pass_through(self):

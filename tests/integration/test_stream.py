@@ -167,6 +167,41 @@ class StreamTest(tglib.TGTestCase):
                 self.assertIn(b"data:", d.body)
                 self.assertSameBody(p, d, dseq, pseq, name)
 
+    def test_concurrent_streams_not_mixed(self):
+        """Eight paced streams at once, through one tollgate: each client
+        gets exactly its own bytes."""
+        import threading
+        knobs = [("x-fake-events", "10"), ("x-fake-pace-ms", "40"),
+                 ("x-fake-event-bytes", "64")]
+        results = {}
+
+        def one(i):
+            family, path, body = FAMILIES[i % len(FAMILIES)]
+            marker = new_marker("conc%d" % i)
+            b = body(marker)
+            try:
+                p = tglib.http_call(self.tg.port, "POST", path, b,
+                                    [JSON_CT] + knobs, timeout=30)
+                d = tglib.http_call(self.fp.port, "POST", path, b,
+                                    [JSON_CT] + knobs, timeout=30)
+                results[i] = (family, marker, p, d, None)
+            except Exception as e:  # reported below
+                results[i] = (family, marker, None, None, e)
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(len(results), 8, "some clients never finished")
+        for i, (family, marker, p, d, err) in sorted(results.items()):
+            with self.subTest(client=i, family=family):
+                self.assertIsNone(err, "client %d: %r" % (i, err))
+                self.assertEqual(p.status, 200, p)
+                self.assertTrue(p.complete, p)
+                pseq, dseq = self.direct_and_proxied_seqs(self.fp, marker)
+                self.assertSameBody(p, d, dseq, pseq,
+                                    "concurrent %s stream %d" % (family, i))
+
     def test_stream_upstream_request(self):
         """The streaming request reaches fakeprov with its query intact."""
         marker = new_marker()
