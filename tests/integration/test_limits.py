@@ -237,6 +237,62 @@ class LimitsTest(tglib.TGTestCase):
                                  "%s: a second response followed" % what)
         self.assertNothingForwarded(self.fp, tg)
 
+    def test_malformed_heads_refused(self):
+        tg = self.start()
+        body = b'{"model":"gpt-4o-mini","messages":[]}'
+        cl = b"Content-Length: %d" % len(body)
+        cases = {
+            "bare LF": b"POST /v1/chat/completions HTTP/1.1\nHost: x\n" +
+                       cl + b"\n\n" + body,
+            "obs-fold": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        b"X-A: 1\r\n  continued\r\n" + cl +
+                        b"\r\n\r\n" + body,
+            "space before colon": b"POST /v1/chat/completions HTTP/1.1\r\n"
+                                  b"Host: x\r\nContent-Length : %d\r\n\r\n"
+                                  % len(body) + body,
+            "NUL in value": b"POST /v1/chat/completions HTTP/1.1\r\n"
+                            b"Host: x\r\nX-A: a\x00b\r\n" + cl +
+                            b"\r\n\r\n" + body,
+            "no colon": b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        b"garbage line\r\n" + cl + b"\r\n\r\n" + body,
+            "bad version": b"POST /v1/chat/completions HTTP/9.9\r\nHost: x"
+                           b"\r\n" + cl + b"\r\n\r\n" + body,
+            # Over max_header_bytes (64 KiB, request line included).
+            "70 KiB target": b"POST /v1/chat/completions?" + b"a" * 71680 +
+                             b" HTTP/1.1\r\nHost: x\r\n" + cl +
+                             b"\r\n\r\n" + body,
+        }
+        for what, raw in cases.items():
+            with self.subTest(what):
+                c = self.raw(tg.port)
+                c.try_send(raw)
+                r = c.read_response(10)
+                self.assertIn(r.status, (400, 414, 431, 505),
+                              "%s: %r" % (what, r))
+                self.assertTrue(r.closed or c.wait_closed(5),
+                                "%s: connection left open" % what)
+        self.assertNothingForwarded(self.fp, tg)
+
+    def test_http10_client(self):
+        """An HTTP/1.0 client cannot read chunked framing: it gets a body
+        framed by Content-Length or by close, or a clean refusal."""
+        tg = self.start()
+        marker = new_marker()
+        body = tglib.openai_chat(marker)
+        raw = (b"POST /v1/chat/completions HTTP/1.0\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+               b"\r\n" % len(body)) + body
+        c = self.raw(tg.port)
+        c.send(raw)
+        r = c.read_response(10)
+        if r.status in (400, 505):
+            return
+        self.assertEqual(r.status, 200, r)
+        self.assertFalse(r.chunked, "chunked response to an HTTP/1.0 "
+                         "client: %r" % r.headers)
+        self.assertTrue(r.complete, r)
+        self.assertIn(b"choices", r.body)
+
     def test_bad_content_length_refused(self):
         tg = self.start()
         body = b'{"model":"x","messages":[]}' + b" " * 50

@@ -1025,7 +1025,8 @@ class TGTestCase(unittest.TestCase):
         if others:
             self.fail("fakeprov received %d request(s) that tollgate should "
                       "have refused: %s" % (len(others), [
-                          (r.get("method"), r.get("path"), r.get("body_len"),
+                          (r.get("method"), (r.get("path") or "")[:120],
+                           r.get("body_len"),
                            len(r.get("headers", []))) for r in others]))
 
     def direct_and_proxied_seqs(self, fp, marker, direct_first=True):
