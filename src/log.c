@@ -99,21 +99,18 @@ logit(int pri, const char *fmt, ...)
 void
 log_warn(const char *emsg, ...)
 {
-	char *nfmt;
+	char buf[1024];
 	va_list ap;
 	int saved_errno = errno;
 
-	va_start(ap, emsg);
 	if (emsg == NULL)
 		logit(LOG_ERR, "%s", strerror(saved_errno));
-	else if (asprintf(&nfmt, "%s: %s", emsg, strerror(saved_errno)) == -1) {
-		vlog(LOG_ERR, emsg, ap);
-		logit(LOG_ERR, "%s", strerror(saved_errno));
-	} else {
-		vlog(LOG_ERR, nfmt, ap);
-		free(nfmt);
+	else {
+		va_start(ap, emsg);
+		(void)vsnprintf(buf, sizeof(buf), emsg, ap);
+		va_end(ap);
+		logit(LOG_ERR, "%s: %s", buf, strerror(saved_errno));
 	}
-	va_end(ap);
 	errno = saved_errno;
 }
 
@@ -152,7 +149,7 @@ log_debug(const char *emsg, ...)
 	va_end(ap);
 }
 
-static void __attribute__((noreturn))
+static void __attribute__((noreturn, format(printf, 2, 0)))
 vfatalc(int code, const char *emsg, va_list ap)
 {
 	static char s[BUFSIZ];
