@@ -11,7 +11,7 @@ WERROR	?= $(if $(CI),ON,OFF)
 CMAKE_FLAGS ?=
 
 DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
-	sqlite3 libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
+	sqlite3 nginx-light libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
 	libsqlite3-dev libyaml-dev libcmocka-dev
 
 .PHONY: all deps build asan run test test-plain test-asan check format \
