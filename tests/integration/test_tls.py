@@ -64,7 +64,8 @@ class TLSTest(tglib.TGTestCase):
                 ("/v1/messages", tglib.anthropic_messages, "anthropic")):
             with self.subTest(path=path):
                 r = self.call(tg.port, "POST", path,
-                              body(new_marker("refused")), [JSON_CT])
+                              body(new_marker("refused")),
+                              [JSON_CT] + tglib.CANARY_AUTH)
                 self.assertEqual(r.status, 502, r)
                 self.assertErrorShape(r, family, 502)
         self.assertEqual(self.fp.requests(), [],

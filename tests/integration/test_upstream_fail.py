@@ -34,7 +34,7 @@ class UpstreamFailTest(tglib.TGTestCase):
             with self.subTest(path=path):
                 t0 = time.monotonic()
                 r = self.call(tg.port, "POST", path, body(new_marker()),
-                              [JSON_CT], timeout=20)
+                              [JSON_CT] + tglib.CANARY_AUTH, timeout=20)
                 self.assertEqual(r.status, 502, r)
                 self.assertErrorShape(r, family, 502)
                 self.assertTrue(r.header("x-tollgate-request-id"), r.headers)
@@ -58,8 +58,8 @@ class UpstreamFailTest(tglib.TGTestCase):
                 marker = new_marker()
                 t0 = time.monotonic()
                 r = self.call(tg.port, "POST", path, body(marker),
-                              [JSON_CT, ("x-fake-hang", "headers")],
-                              timeout=20)
+                              [JSON_CT, ("x-fake-hang", "headers")] +
+                              tglib.CANARY_AUTH, timeout=20)
                 took = time.monotonic() - t0
                 self.assertEqual(r.status, 504, r)
                 self.assertErrorShape(r, family, 504)
@@ -92,7 +92,7 @@ class UpstreamFailTest(tglib.TGTestCase):
         body = body or (lambda m: tglib.openai_chat(m, stream=True))
         c = self.raw(tg.port, timeout=timeout)
         c.send(tglib.build_request("POST", path, body(marker),
-                                   [JSON_CT] + knobs))
+                                   [JSON_CT] + knobs + tglib.CANARY_AUTH))
         try:
             r = c.read_response(timeout)
         except tglib.HTTPTimeout as e:

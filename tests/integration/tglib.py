@@ -876,6 +876,12 @@ def gemini_generate(marker):
 
 JSON_CT = ("Content-Type", "application/json")
 
+# Secrets that must never appear in tollgate's output: every tollgate log is
+# searched for "CANARY" at teardown (RELIABILITY.md check 22).
+CANARY_AUTH = [("Authorization", "Bearer sk-CANARY-harness-0b7e"),
+               ("x-api-key", "sk-ant-CANARY-harness-91c2"),
+               ("x-goog-api-key", "AIzaCANARYharness55")]
+
 # --------------------------------------------------------------------------
 # The TestCase base.
 
@@ -949,6 +955,12 @@ class TGTestCase(unittest.TestCase):
         # Stop tollgates first (a clean SIGTERM exit is part of every test),
         # then the fake providers.
         for p in [p for p in self._procs if isinstance(p, Tollgate)]:
+            try:
+                if "CANARY" in p.stderr():
+                    problems.append("%s logged a secret (CANARY found in "
+                                    "its stderr)" % p.name)
+            except OSError:
+                pass
             if not p.alive():
                 if p.returncode not in (0, None) and not getattr(
                         p, "expected_exit", False):
@@ -1015,7 +1027,7 @@ class TGTestCase(unittest.TestCase):
         connection would have arrived by then), then check."""
         sm = new_marker("sentinel")
         r = self.call(tg.port, "POST", sentinel_path, openai_chat(sm),
-                      [JSON_CT])
+                      [JSON_CT] + CANARY_AUTH)
         self.assertEqual(r.status, 200, "sentinel request failed: %r" % r)
         self.assertIsNotNone(fp.wait_request(sm, 10),
                              "sentinel never reached fakeprov")
