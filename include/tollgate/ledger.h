@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The ledger: one row per call in a SQLite database (WAL), written by one
+ * writer thread that group-commits whatever is queued, so the cost of a
+ * commit (and of the fsync under durability: power) is paid per batch, not
+ * per row. The event loop never waits on SQLite.
+ *
+ * A call's row is inserted with status in_flight and its reservation by
+ * ledger_reserve; the call is forwarded only after the callback says the
+ * row is committed. ledger_settle later replaces it with the outcome.
+ * At start-up, rows left in_flight by a crash become interrupted and are
+ * charged at their reservation. When the ledger cannot write, reservations
+ * fail (the caller answers 503) and the failure is logged and counted;
+ * settlements are kept and retried, never dropped.
+ */
+#ifndef TOLLGATE_LEDGER_H
+#define TOLLGATE_LEDGER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tollgate/tags.h"
+#include "tollgate/usage.h"
+
+struct event_base;
+
+enum durability {
+	DURABILITY_PROCESS, /* WAL, synchronous=NORMAL */
+	DURABILITY_POWER,   /* WAL, synchronous=FULL: fsync per commit */
+};
+
+enum call_status {
+	CALL_IN_FLIGHT,
+	CALL_OK,
+	CALL_ERROR,	     /* the provider answered with an error status */
+	CALL_REFUSED,	     /* tollgate refused it; never forwarded */
+	CALL_CLIENT_CLOSED,  /* the client left before the end */
+	CALL_UPSTREAM_ERROR, /* the provider failed or timed out */
+	CALL_INTERRUPTED,    /* tollgate stopped (crash) mid-call */
+};
+
+/* One row; strings are borrowed by the ledger_* calls, which copy them. */
+struct ledger_row {
+	const char *lr_id;	  /* request id, the primary key */
+	int64_t lr_started_ms;	  /* Unix ms (stored as RFC 3339 UTC, ms) */
+	int64_t lr_finished_ms;	  /* 0 while in flight */
+	const char *lr_provider;  /* openai | anthropic | gemini */
+	const char *lr_endpoint;  /* route_endpoint_name() */
+	const char *lr_upstream;  /* the upstream's name */
+	const char *lr_model;	  /* priced model name, or NULL */
+	const char *lr_tags[TAG_MAX]; /* NULL when unset */
+	const char *lr_key_fingerprint; /* 16 hex of SHA-256, or NULL */
+	int lr_stream;
+	enum call_status lr_status;
+	int lr_http_status;	  /* 0 if none yet */
+	int64_t lr_input_tokens;
+	int64_t lr_output_tokens;
+	int64_t lr_cached_input_tokens;
+	int64_t lr_cache_write_tokens;
+	int64_t lr_reasoning_tokens;
+	enum usage_source lr_usage_source;
+	int64_t lr_cost_nusd;
+	int64_t lr_reserved_nusd;
+	const char *lr_price_version; /* "unpriced" for unknown models */
+	const char *lr_refusal_reason;
+	int64_t lr_latency_ms;	  /* -1 if unknown */
+	int64_t lr_ttfb_ms;	  /* -1 if none */
+};
+
+enum ledger_result {
+	LEDGER_OK,	    /* the row is committed */
+	LEDGER_DUPLICATE,   /* a row with this id exists: nothing written */
+	LEDGER_UNAVAILABLE, /* the write failed (disk full, busy, I/O) */
+};
+
+typedef void (*ledger_cb)(void *, enum ledger_result);
+
+struct ledger_ticket;
+
+/* Counters for logs and /metrics. */
+struct ledger_stats {
+	uint64_t ls_rows_written;
+	uint64_t ls_commits;
+	uint64_t ls_failures;	     /* failed transactions */
+	uint64_t ls_refused_full;    /* reservations refused: queue full */
+	uint64_t ls_interrupted;     /* rows recovered at start-up */
+	size_t ls_queue_depth;
+	uint64_t ls_commit_us_total; /* time spent committing */
+	uint64_t ls_commit_us_max;
+};
+
+/* ledger.c */
+int ledger_open(struct event_base *, const char *, enum durability, size_t,
+    char **);
+struct ledger_ticket *ledger_reserve(const struct ledger_row *, ledger_cb,
+    void *);
+void ledger_ticket_cancel(struct ledger_ticket *);
+void ledger_settle(const struct ledger_row *);
+int ledger_record(const struct ledger_row *);
+void ledger_stats(struct ledger_stats *);
+void ledger_close(void);
+const char *ledger_status_name(enum call_status);
+const char *ledger_usage_source_name(enum usage_source);
+
+#endif

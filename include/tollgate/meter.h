@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Provider adapters. One per API family (src/providers/openai.c,
+ * anthropic.c, gemini.c), behind one interface:
+ *
+ *  - meter_request reads the request body before it is forwarded: model,
+ *    stream flag, output bound, n, an input estimate. For OpenAI chat and
+ *    legacy-completions streams without stream_options.include_usage it
+ *    returns a rewritten body that asks for usage, and remembers to hide
+ *    the extra usage chunk (and the "usage":null fields) from the client.
+ *  - a struct meter reads the response as it is relayed: meter_feed gets
+ *    every body byte from the provider and calls emit with the bytes the
+ *    client must receive (the same bytes, unless usage was injected, in
+ *    which case whole SSE events are emitted with the injected parts
+ *    removed). meter_finish returns the normalised usage.
+ *
+ * Adapters never fail a call: a malformed body or usage just means usage
+ * is estimated.
+ */
+#ifndef TOLLGATE_METER_H
+#define TOLLGATE_METER_H
+
+#include <stddef.h>
+
+#include "tollgate/route.h"
+#include "tollgate/usage.h"
+
+/* Largest response body kept whole for parsing usage; beyond it only the
+ * tail is kept (usage sits at the end of every provider's JSON). */
+#define METER_BODY_MAX (4 * 1024 * 1024)
+#define METER_TAIL_MAX (64 * 1024)
+/* Largest SSE event reassembled (Responses events embed the response). */
+#define METER_EVENT_MAX (1024 * 1024)
+
+typedef void (*meter_emit_cb)(void *, const char *, size_t);
+
+struct meter; /* opaque */
+
+/*
+ * meter.c (dispatch to the adapters):
+ *
+ * meter_request(route, body, len, ci, &newbody, &newlen) fills ci from
+ *   the request and always returns 0; *newbody is NULL when the body is to
+ *   be forwarded as it is, else an allocated replacement of *newlen bytes.
+ * meter_new(route, ci) starts metering a response.
+ * meter_response(m, status, content_type) gives the response head
+ *   (content_type may be NULL); SSE is metered as a stream, anything else
+ *   as one JSON body. Non-2xx responses are relayed and never billed.
+ * meter_feed(m, buf, len, emit, arg) takes body bytes as they arrive and
+ *   calls emit(arg, bytes, n) zero or more times with what to relay.
+ * meter_finish(m, complete, emit, arg, usage) ends the response: complete
+ *   is 1 when the provider finished it, 0 when it was cut (reset, timeout,
+ *   client gone). It emits anything still held (only when complete) and
+ *   fills usage: reported, or estimated from ci and the output seen, or
+ *   none. A call that produced output is never left at zero tokens.
+ */
+int meter_request(const struct route *, const char *, size_t,
+    struct call_info *, char **, size_t *);
+struct meter *meter_new(const struct route *, const struct call_info *);
+void meter_response(struct meter *, int, const char *);
+void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);
+void meter_finish(struct meter *, int, meter_emit_cb, void *, struct usage *);
+void meter_free(struct meter *);
+
+#endif
