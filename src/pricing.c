@@ -1,0 +1,893 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The price table and the cost arithmetic. pricing_load reads prices.yaml
+ * with the config loader's YAML reader and key tables (src/config/cfg.h),
+ * so a price file is checked like tollgate.yaml: unknown keys and wrong
+ * types are refused and every error is collected as "file:line:col:
+ * message". Prices are written as decimal USD per million tokens and parsed
+ * digit by digit into integer pico-USD per token (1 USD/M = 1,000,000
+ * pUSD/token, so six decimals are exact); no float ever touches money.
+ *
+ * The loaded book is immutable: models and aliases sit in two arrays
+ * sorted by name, searched with a binary search per lookup, and
+ * pricing_lookup normalises provider spellings (models/ prefix, dated
+ * snapshots) before giving up. An unknown model is NULL, never a $0 price:
+ * what to do with it is the caller's policy.
+ *
+ * pricing_cost and pricing_worst_case do all their arithmetic in 128 bits,
+ * saturating, and round up to whole nano-USD once at the end, so a cost is
+ * never understated by rounding and never wraps.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgate/config.h"
+#include "tollgate/log.h"
+#include "tollgate/pricing.h"
+#include "tollgate/util.h"
+
+#include "config/cfg.h"
+
+/* Highest price accepted, USD per million tokens; keeps the sums bounded. */
+#define PRICE_MAX_USD 1000000
+#define PRICE_DECIMALS 6
+#define PUSD_PER_USD_PER_M 1000000LL /* pUSD/token for 1 USD/M */
+#define PUSD_PER_NUSD 1000
+
+/* Longest model, alias, tier and version names. */
+#define PRICE_NAME_MAX (USAGE_MODEL_MAX - 1)
+#define PRICE_TIER_MAX 31 /* u_service_tier is char[32] */
+#define PRICE_VERSION_MAX 64
+/* Largest token counts accepted for max_output_tokens, above_input_tokens. */
+#define PRICE_TOKENS_MAX 1000000000LL
+
+/* Unset rates while loading; filled with their defaults afterwards. */
+#define RATE_UNSET (-1)
+
+struct pb_alias {
+	char *a_name;
+	const struct price *a_price; /* borrowed from pb_models */
+};
+
+/* The loaded table; owns every string and array below. */
+struct pricebook {
+	char *pb_version;
+	struct price *pb_models; /* sorted by p_model */
+	size_t pb_nmodels;
+	struct pb_alias *pb_aliases; /* sorted by a_name */
+	size_t pb_naliases;
+};
+
+/* State of one pricing_load: the book being built, and the raw aliases. */
+struct pbload {
+	struct pricebook *pl_book;
+	int pl_has_version;
+	int pl_has_models;
+	const struct ynode *pl_aliases; /* checked once all models are known */
+};
+
+static void cfgp_version(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_models(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_aliases(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_tiers(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_usd(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_tokens(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+
+#define P_OFF(f) offsetof(struct price, f)
+#define R_OFF(f) offsetof(struct price_rates, f)
+
+/* The five rates of one price_rates that starts off bytes into the base. */
+#define KEY_USD(n, off, flags)                                                 \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_usd, .k_off = (off),            \
+		.k_flags = (flags)                                             \
+	}
+#define RATE_KEYS(off)                                                         \
+	KEY_USD("input", (off) + R_OFF(pr_input), CFGKEY_REQUIRED),            \
+	    KEY_USD("cached_input", (off) + R_OFF(pr_cached), 0),              \
+	    KEY_USD("cache_write", (off) + R_OFF(pr_cache_write), 0),          \
+	    KEY_USD("cache_write_1h", (off) + R_OFF(pr_cache_write_1h), 0),    \
+	    KEY_USD("output", (off) + R_OFF(pr_output), CFGKEY_REQUIRED)
+#define KEY_TOKENS(n, off, min, flags)                                         \
+	{                                                                      \
+		.k_name = (n), .k_parse = cfgp_tokens, .k_off = (off),         \
+		.k_min = (min), .k_max = PRICE_TOKENS_MAX, .k_flags = (flags)  \
+	}
+
+/* long_context: stored straight into the struct price. */
+static const struct cfgkey long_keys[] = {
+    KEY_TOKENS(
+	"above_input_tokens", P_OFF(p_long_threshold), 1, CFGKEY_REQUIRED),
+    RATE_KEYS(P_OFF(p_long)),
+    KEY_END,
+};
+
+/* One tier under tiers:, stored into a struct price_rates. */
+static const struct cfgkey tier_keys[] = {
+    RATE_KEYS(0),
+    KEY_END,
+};
+
+/* One model under models:, stored into its struct price. */
+static const struct cfgkey model_keys[] = {
+    RATE_KEYS(P_OFF(p_base)),
+    KEY_TOKENS("max_output_tokens", P_OFF(p_max_output), 0, CFGKEY_REQUIRED),
+    KEY_SECTION("long_context", long_keys),
+    KEY_CALL("tiers", cfgp_tiers, 0, 0),
+    KEY_END,
+};
+
+/* The top level; version and models are checked after the walk. */
+static const struct cfgkey top_keys[] = {
+    KEY_CALL("version", cfgp_version, 0, 0),
+    KEY_CALL("models", cfgp_models, 0, 0),
+    KEY_CALL("aliases", cfgp_aliases, 0, 0),
+    KEY_END,
+};
+
+/* Parsing. */
+
+/*
+ * A price: unquoted decimal USD per million tokens, digits with at most six
+ * decimals ("2.50", "0.0625", "10"), parsed exactly into pico-USD per
+ * token. No sign, exponent or other YAML number spelling is accepted.
+ */
+static void
+cfgp_usd(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	const char *s;
+	long long whole = 0, frac = 0;
+	int nwhole = 0, nfrac = 0;
+
+	(void)k;
+	if (n->yn_type != YN_SCALAR || !n->yn_plain || ynode_is_null(n))
+		goto bad;
+	s = n->yn_str;
+	if (*s == '-' && s[1] >= '0' && s[1] <= '9') {
+		cfg_error(cx, n, "%s: must not be negative", path);
+		return;
+	}
+	for (; *s >= '0' && *s <= '9'; s++, nwhole++) {
+		if (whole <= PRICE_MAX_USD)
+			whole = whole * 10 + (*s - '0');
+	}
+	if (nwhole == 0)
+		goto bad;
+	if (*s == '.') {
+		for (s++; *s >= '0' && *s <= '9'; s++, nfrac++) {
+			if (nfrac < PRICE_DECIMALS)
+				frac = frac * 10 + (*s - '0');
+		}
+		if (nfrac == 0)
+			goto bad;
+	}
+	if (*s != '\0')
+		goto bad;
+	if (nfrac > PRICE_DECIMALS) {
+		cfg_error(cx, n,
+		    "%s: at most %d decimal places (USD per million tokens)",
+		    path, PRICE_DECIMALS);
+		return;
+	}
+	for (; nfrac < PRICE_DECIMALS; nfrac++)
+		frac *= 10;
+	if (whole > PRICE_MAX_USD || (whole == PRICE_MAX_USD && frac != 0)) {
+		cfg_error(cx, n, "%s: must be at most %d", path, PRICE_MAX_USD);
+		return;
+	}
+	*(int64_t *)dst = (int64_t)(whole * PUSD_PER_USD_PER_M + frac);
+	return;
+bad:
+	cfg_error(cx, n,
+	    "%s: expected a price in USD per million tokens, e.g. 2.50", path);
+}
+
+/* A token count: unquoted digits between k_min and k_max. */
+static void
+cfgp_tokens(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	const char *s;
+	long long v = 0;
+
+	if (n->yn_type != YN_SCALAR || !n->yn_plain || n->yn_len == 0)
+		goto bad;
+	for (s = n->yn_str; *s >= '0' && *s <= '9'; s++) {
+		if (v <= k->k_max)
+			v = v * 10 + (*s - '0');
+	}
+	if (s == n->yn_str || *s != '\0')
+		goto bad;
+	if (v < k->k_min || v > k->k_max) {
+		cfg_error(cx, n, "%s: must be between %lld and %lld", path,
+		    k->k_min, k->k_max);
+		return;
+	}
+	*(int64_t *)dst = (int64_t)v;
+	return;
+bad:
+	cfg_error(cx, n, "%s: expected a number of tokens", path);
+}
+
+/* Printable ASCII without spaces, 1 to max bytes. */
+static int
+name_ok(const struct ynode *key, size_t max)
+{
+	size_t i;
+
+	if (key->yn_len == 0 || key->yn_len > max)
+		return (0);
+	for (i = 0; i < key->yn_len; i++) {
+		if (key->yn_str[i] <= ' ' || key->yn_str[i] > '~')
+			return (0);
+	}
+	return (1);
+}
+
+/* The version string: stored in every ledger row as price_version. */
+static void
+cfgp_version(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct pbload *pl = dst;
+	const char *s;
+
+	(void)k;
+	pl->pl_has_version = 1;
+	if ((s = cfg_string(cx, path, n, "a version string")) == NULL)
+		return;
+	if (!name_ok(n, PRICE_VERSION_MAX)) {
+		cfg_error(cx, n,
+		    "%s: must be 1 to %d printable characters without spaces",
+		    path, PRICE_VERSION_MAX);
+		return;
+	}
+	free(pl->pl_book->pb_version);
+	pl->pl_book->pb_version = xstrdup(s);
+}
+
+static void
+rates_unset(struct price_rates *r)
+{
+	r->pr_input = RATE_UNSET;
+	r->pr_cached = RATE_UNSET;
+	r->pr_cache_write = RATE_UNSET;
+	r->pr_cache_write_1h = RATE_UNSET;
+	r->pr_output = RATE_UNSET;
+}
+
+/* Cache reads and writes default to the input rate, 1 h writes to 5 m. */
+static void
+rates_defaults(struct price_rates *r)
+{
+	if (r->pr_cached == RATE_UNSET)
+		r->pr_cached = r->pr_input;
+	if (r->pr_cache_write == RATE_UNSET)
+		r->pr_cache_write = r->pr_input;
+	if (r->pr_cache_write_1h == RATE_UNSET)
+		r->pr_cache_write_1h = r->pr_cache_write;
+}
+
+/* tiers: a mapping of service tier name -> its own rates. */
+static void
+cfgp_tiers(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct price *p = dst;
+	const struct ynode *key, *val;
+	char where[CONFIG_PATH_MAX], buf[80];
+	size_t i, t;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_MAP) {
+		cfg_error(
+		    cx, n, "%s: expected a mapping of tier: prices", path);
+		return;
+	}
+	if (n->yn_nkids < 2)
+		return;
+	p->p_tiers = xcalloc(n->yn_nkids / 2, sizeof(*p->p_tiers));
+	p->p_tier_names = xcalloc(n->yn_nkids / 2, sizeof(*p->p_tier_names));
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
+			continue;
+		if (key->yn_type != YN_SCALAR) {
+			cfg_error(cx, key, "%s: keys must be strings", path);
+			continue;
+		}
+		if (cfg_duplicate(cx, path, n, i))
+			continue;
+		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
+		if (!name_ok(key, PRICE_TIER_MAX)) {
+			cfg_error(cx, key,
+			    "%s: bad tier name '%s' (printable, no spaces, at "
+			    "most %d characters)",
+			    path, buf, PRICE_TIER_MAX);
+			continue;
+		}
+		if (strcmp(key->yn_str, "default") == 0 ||
+		    strcmp(key->yn_str, "standard") == 0) {
+			cfg_error(cx, key,
+			    "%s: '%s' is the base price: put its rates at the "
+			    "model's top level",
+			    path, buf);
+			continue;
+		}
+		t = p->p_ntiers++;
+		p->p_tier_names[t] = xstrdup(key->yn_str);
+		rates_unset(&p->p_tiers[t]);
+		snprintf(where, sizeof(where), "%s.%s", path, buf);
+		cfg_apply(cx, tier_keys, where, key, val, &p->p_tiers[t]);
+		rates_defaults(&p->p_tiers[t]);
+	}
+}
+
+/* models: a mapping of model name -> prices, each checked by model_keys. */
+static void
+cfgp_models(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct pbload *pl = dst;
+	struct pricebook *pb = pl->pl_book;
+	struct price *p;
+	const struct ynode *key, *val;
+	char where[CONFIG_PATH_MAX], buf[80];
+	size_t i;
+
+	(void)k;
+	pl->pl_has_models = 1;
+	if (ynode_is_null(n) || (n->yn_type == YN_MAP && n->yn_nkids < 2)) {
+		cfg_error(cx, n, "%s: at least one model is required", path);
+		return;
+	}
+	if (n->yn_type != YN_MAP) {
+		cfg_error(
+		    cx, n, "%s: expected a mapping of model: prices", path);
+		return;
+	}
+	pb->pb_models = xcalloc(n->yn_nkids / 2, sizeof(*pb->pb_models));
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
+			continue;
+		if (key->yn_type != YN_SCALAR) {
+			cfg_error(cx, key, "%s: keys must be strings", path);
+			continue;
+		}
+		if (cfg_duplicate(cx, path, n, i))
+			continue;
+		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
+		if (!name_ok(key, PRICE_NAME_MAX)) {
+			cfg_error(cx, key,
+			    "%s: bad model name '%s' (printable, no spaces, at "
+			    "most %d characters)",
+			    path, buf, PRICE_NAME_MAX);
+			continue;
+		}
+		snprintf(where, sizeof(where), "%s.%s", path, buf);
+		if (val->yn_type != YN_MAP) {
+			cfg_error(cx, val, "%s: expected a mapping", where);
+			continue;
+		}
+		p = &pb->pb_models[pb->pb_nmodels++];
+		p->p_model = xstrdup(key->yn_str);
+		rates_unset(&p->p_base);
+		rates_unset(&p->p_long);
+		p->p_max_output = RATE_UNSET;
+		cfg_apply(cx, model_keys, where, key, val, p);
+		rates_defaults(&p->p_base);
+		if (p->p_long_threshold > 0)
+			rates_defaults(&p->p_long);
+		else
+			p->p_long =
+			    p->p_base; /* never a zero rate by accident */
+	}
+}
+
+/* aliases: kept as a node and checked once every model is known. */
+static void
+cfgp_aliases(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct pbload *pl = dst;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_MAP) {
+		cfg_error(
+		    cx, n, "%s: expected a mapping of alias: model", path);
+		return;
+	}
+	pl->pl_aliases = n;
+}
+
+/* Lookup. */
+
+/* strcmp of name (len bytes, no NUL among them) against s. */
+static int
+namecmp(const char *name, size_t len, const char *s)
+{
+	int c;
+
+	if ((c = strncmp(name, s, len)) != 0)
+		return (c);
+	return (s[len] == '\0' ? 0 : -1);
+}
+
+static const struct price *
+find_model(const struct pricebook *pb, const char *name, size_t len)
+{
+	size_t lo = 0, hi = pb->pb_nmodels, mid;
+	int c;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		c = namecmp(name, len, pb->pb_models[mid].p_model);
+		if (c == 0)
+			return (&pb->pb_models[mid]);
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return (NULL);
+}
+
+static const struct pb_alias *
+find_alias(const struct pricebook *pb, const char *name, size_t len)
+{
+	size_t lo = 0, hi = pb->pb_naliases, mid;
+	int c;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		c = namecmp(name, len, pb->pb_aliases[mid].a_name);
+		if (c == 0)
+			return (&pb->pb_aliases[mid]);
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return (NULL);
+}
+
+/* A model by its exact name or an alias. */
+static const struct price *
+find_name(const struct pricebook *pb, const char *name, size_t len)
+{
+	const struct price *p;
+	const struct pb_alias *a;
+
+	if (len == 0)
+		return (NULL);
+	if ((p = find_model(pb, name, len)) != NULL)
+		return (p);
+	if ((a = find_alias(pb, name, len)) != NULL)
+		return (a->a_price);
+	return (NULL);
+}
+
+static int
+digits(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return (0);
+	}
+	return (1);
+}
+
+/* Month mm and day dd, two digits each, form a plausible date. */
+static int
+date_ok(const char *mm, const char *dd)
+{
+	int m = (mm[0] - '0') * 10 + (mm[1] - '0');
+	int d = (dd[0] - '0') * 10 + (dd[1] - '0');
+
+	return (m >= 1 && m <= 12 && d >= 1 && d <= 31);
+}
+
+/*
+ * Length of name without a dated snapshot suffix: "-YYYY-MM-DD" (OpenAI)
+ * or "-YYYYMMDD" (Anthropic); len itself when there is none.
+ */
+static size_t
+strip_date(const char *name, size_t len)
+{
+	const char *s;
+
+	if (len > 11) {
+		s = name + len - 11;
+		if (s[0] == '-' && digits(s + 1, 4) && s[5] == '-' &&
+		    digits(s + 6, 2) && s[8] == '-' && digits(s + 9, 2) &&
+		    date_ok(s + 6, s + 9))
+			return (len - 11);
+	}
+	if (len > 9) {
+		s = name + len - 9;
+		if (s[0] == '-' && digits(s + 1, 8) && date_ok(s + 5, s + 7))
+			return (len - 9);
+	}
+	return (len);
+}
+
+/* Sorting and the checks that need every model. */
+
+static int
+price_sort_cmp(const void *a, const void *b)
+{
+	const struct price *pa = a, *pb = b;
+
+	return (strcmp(pa->p_model, pb->p_model));
+}
+
+static int
+alias_sort_cmp(const void *a, const void *b)
+{
+	const struct pb_alias *aa = a, *ab = b;
+
+	return (strcmp(aa->a_name, ab->a_name));
+}
+
+/* Resolve and check the aliases: each names a model, none shadows one. */
+static void
+load_aliases(struct cfgctx *cx, struct pbload *pl)
+{
+	struct pricebook *pb = pl->pl_book;
+	const struct ynode *n = pl->pl_aliases, *key, *val;
+	const struct price *p;
+	struct pb_alias *a;
+	char buf[80], tbuf[80];
+	size_t i, j;
+	int chained;
+
+	pb->pb_aliases = xcalloc(n->yn_nkids / 2 + 1, sizeof(*pb->pb_aliases));
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
+			continue;
+		if (key->yn_type != YN_SCALAR) {
+			cfg_error(cx, key, "aliases: keys must be strings");
+			continue;
+		}
+		if (cfg_duplicate(cx, "aliases", n, i))
+			continue;
+		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
+		if (!name_ok(key, PRICE_NAME_MAX)) {
+			cfg_error(cx, key,
+			    "aliases: bad alias name '%s' (printable, no "
+			    "spaces, at most %d characters)",
+			    buf, PRICE_NAME_MAX);
+			continue;
+		}
+		if (find_model(pb, key->yn_str, key->yn_len) != NULL) {
+			cfg_error(cx, key,
+			    "aliases: '%s' is also a model under models: an "
+			    "alias may not shadow a model",
+			    buf);
+			continue;
+		}
+		if (val->yn_type != YN_SCALAR || ynode_is_null(val)) {
+			cfg_error(
+			    cx, val, "aliases.%s: expected a model name", buf);
+			continue;
+		}
+		cfg_esc(tbuf, sizeof(tbuf), val->yn_str, val->yn_len);
+		p = NULL;
+		if (val->yn_len > 0 &&
+		    memchr(val->yn_str, '\0', val->yn_len) == NULL)
+			p = find_model(pb, val->yn_str, val->yn_len);
+		if (p == NULL) {
+			chained = 0;
+			for (j = 0; j + 1 < n->yn_nkids; j += 2) {
+				if (n->yn_kids[j]->yn_type == YN_SCALAR &&
+				    strcmp(n->yn_kids[j]->yn_str,
+					val->yn_str) == 0)
+					chained = 1;
+			}
+			if (chained)
+				cfg_error(cx, val,
+				    "aliases.%s: '%s' is an alias; point at "
+				    "the model itself",
+				    buf, tbuf);
+			else
+				cfg_error(cx, val,
+				    "aliases.%s: no model '%s' under models",
+				    buf, tbuf);
+			continue;
+		}
+		a = &pb->pb_aliases[pb->pb_naliases++];
+		a->a_name = xstrdup(key->yn_str);
+		a->a_price = p;
+	}
+	if (pb->pb_naliases > 1)
+		qsort(pb->pb_aliases, pb->pb_naliases, sizeof(*pb->pb_aliases),
+		    alias_sort_cmp);
+}
+
+/* Public interface. */
+
+/*
+ * Load and check the price file at path. Returns a new book, or NULL with
+ * every error found appended to errs (which may be NULL).
+ */
+struct pricebook *
+pricing_load(const char *path, struct cfgerrs *errs)
+{
+	struct cfgctx cx;
+	struct pbload pl;
+	struct pricebook *pb;
+	struct ynode *root = NULL;
+	const struct ynode *at;
+	char *buf = NULL;
+	size_t len = 0;
+
+	memset(&cx, 0, sizeof(cx));
+	memset(&pl, 0, sizeof(pl));
+	cx.cx_file = path;
+	cx.cx_errs = errs;
+	pb = pl.pl_book = xcalloc(1, sizeof(*pb));
+
+	if ((buf = cfg_read_file(&cx, path, &len)) == NULL)
+		goto fail;
+	cx.cx_buf = buf;
+	cx.cx_len = len;
+	if (cfg_parse_yaml(&cx, &root) == -1)
+		goto fail;
+	if (root != NULL)
+		cfg_apply(&cx, top_keys, NULL, root, root, &pl);
+	/* Report missing keys at the top mapping, or unplaced in an empty file. */
+	at = root != NULL && !ynode_is_null(root) ? root : NULL;
+	if (at == NULL || at->yn_type == YN_MAP) {
+		if (!pl.pl_has_version)
+			cfg_error(&cx, at, "missing required key 'version'");
+		if (!pl.pl_has_models)
+			cfg_error(&cx, at, "missing required key 'models'");
+	}
+	if (pb->pb_nmodels > 1)
+		qsort(pb->pb_models, pb->pb_nmodels, sizeof(*pb->pb_models),
+		    price_sort_cmp);
+	if (pl.pl_aliases != NULL)
+		load_aliases(&cx, &pl);
+	if (cx.cx_nerr != 0)
+		goto fail;
+
+	ynode_free(root);
+	free(buf);
+	return (pb);
+fail:
+	pricing_free(pb);
+	ynode_free(root);
+	free(buf);
+	return (NULL);
+}
+
+/* Free a book and everything in it; NULL is allowed. */
+void
+pricing_free(struct pricebook *pb)
+{
+	struct price *p;
+	size_t i, t;
+
+	if (pb == NULL)
+		return;
+	for (i = 0; i < pb->pb_nmodels; i++) {
+		p = &pb->pb_models[i];
+		for (t = 0; t < p->p_ntiers; t++)
+			free(p->p_tier_names[t]);
+		free(p->p_tier_names);
+		free(p->p_tiers);
+		free(p->p_model);
+	}
+	free(pb->pb_models);
+	for (i = 0; i < pb->pb_naliases; i++)
+		free(pb->pb_aliases[i].a_name);
+	free(pb->pb_aliases);
+	free(pb->pb_version);
+	free(pb);
+}
+
+/* The file's version string, recorded with every priced call. */
+const char *
+pricing_version(const struct pricebook *pb)
+{
+	return (pb->pb_version);
+}
+
+/* How many models the book prices (aliases not counted). */
+size_t
+pricing_count(const struct pricebook *pb)
+{
+	return (pb->pb_nmodels);
+}
+
+/*
+ * The price of a model as a provider or client spelled it, or NULL when
+ * the book does not know it. Tried in order: the exact name (model or
+ * alias), then without a leading "models/" (Gemini), then without a dated
+ * snapshot suffix. Case-sensitive.
+ */
+const struct price *
+pricing_lookup(const struct pricebook *pb, const char *name)
+{
+	const struct price *p;
+	size_t len, base;
+
+	if (pb == NULL || name == NULL)
+		return (NULL);
+	len = strlen(name);
+	if ((p = find_name(pb, name, len)) != NULL)
+		return (p);
+	if (len > 7 && strncmp(name, "models/", 7) == 0) {
+		name += 7;
+		len -= 7;
+		if ((p = find_name(pb, name, len)) != NULL)
+			return (p);
+	}
+	if ((base = strip_date(name, len)) != len)
+		return (find_name(pb, name, base));
+	return (NULL);
+}
+
+/* Arithmetic. */
+
+typedef __int128 i128; /* GCC and Clang; money sums need > 64 bits */
+
+/* Sums saturate here: anything above is INT64_MAX nano-USD anyway. */
+#define PUSD_LIMIT ((i128)INT64_MAX * PUSD_PER_NUSD)
+
+static i128
+nonneg(i128 v)
+{
+	return (v < 0 ? 0 : v);
+}
+
+/* a * b for a, b >= 0, saturating at PUSD_LIMIT. */
+static i128
+mul_sat(i128 a, i128 b)
+{
+	a = nonneg(a);
+	b = nonneg(b);
+	if (a == 0 || b == 0)
+		return (0);
+	if (a > PUSD_LIMIT / b)
+		return (PUSD_LIMIT);
+	return (a * b);
+}
+
+static i128
+add_sat(i128 a, i128 b)
+{
+	return (a > PUSD_LIMIT - b ? PUSD_LIMIT : a + b);
+}
+
+/* Round pico-USD up to whole nano-USD. */
+static int64_t
+pusd_to_nusd(i128 pusd)
+{
+	i128 n;
+
+	n = (nonneg(pusd) + PUSD_PER_NUSD - 1) / PUSD_PER_NUSD;
+	return (n > INT64_MAX ? INT64_MAX : (int64_t)n);
+}
+
+/*
+ * The rates a call pays: its service tier's when the model has that tier,
+ * else the long-context rates when the input is above the threshold, else
+ * the base rates. "default", "standard" and "" are the base tier.
+ */
+static const struct price_rates *
+pricing_rates(const struct price *p, const struct usage *u)
+{
+	size_t t, len;
+
+	len = strnlen(u->u_service_tier, sizeof(u->u_service_tier));
+	for (t = 0; len > 0 && t < p->p_ntiers; t++) {
+		if (namecmp(u->u_service_tier, len, p->p_tier_names[t]) == 0)
+			return (&p->p_tiers[t]);
+	}
+	if (p->p_long_threshold > 0 && u->u_input > p->p_long_threshold)
+		return (&p->p_long);
+	return (&p->p_base);
+}
+
+/*
+ * The cost of a call in nano-USD, rounded up; -1 without a price. Input
+ * counts every prompt token, cached and cache-written ones included, and
+ * output counts every generated token, reasoning included (PROTOCOLS.md
+ * §1), so reasoning is never priced on its own. Counts a provider reports
+ * inconsistently (cached > input, negatives) are clamped at 0 per class.
+ */
+int64_t
+pricing_cost(const struct price *p, const struct usage *u)
+{
+	const struct price_rates *r;
+	i128 cached, write, write1h, write5m, plain, out, sum = 0;
+
+	if (p == NULL || u == NULL)
+		return (-1);
+	r = pricing_rates(p, u);
+	cached = nonneg(u->u_cached);
+	write = nonneg(u->u_cache_write);
+	write1h = nonneg(u->u_cache_write_1h);
+	write5m = nonneg(write - write1h);
+	plain = nonneg((i128)u->u_input - cached - write);
+	out = nonneg(u->u_output);
+
+	sum = add_sat(sum, mul_sat(plain, r->pr_input));
+	sum = add_sat(sum, mul_sat(cached, r->pr_cached));
+	sum = add_sat(sum, mul_sat(write5m, r->pr_cache_write));
+	sum = add_sat(sum, mul_sat(write1h, r->pr_cache_write_1h));
+	sum = add_sat(sum, mul_sat(out, r->pr_output));
+	return (pusd_to_nusd(sum));
+}
+
+static int64_t
+max64(int64_t a, int64_t b)
+{
+	return (a > b ? a : b);
+}
+
+/* The dearest way a prompt token can be billed under r. */
+static int64_t
+rates_max_input(const struct price_rates *r)
+{
+	return (max64(max64(r->pr_input, r->pr_cached),
+	    max64(r->pr_cache_write, r->pr_cache_write_1h)));
+}
+
+/*
+ * The most a call can cost before it runs, in nano-USD rounded up; -1
+ * without a price. Every estimated prompt token is priced at the dearest
+ * input rate that could apply (any tier, a cache write, the long-context
+ * rates once the estimate is above their threshold), and the output bound
+ * (the request's, else the model's max_output_tokens) times n at the
+ * dearest output rate of any tier or context length.
+ */
+int64_t
+pricing_worst_case(const struct price *p, const struct call_info *ci)
+{
+	int64_t in_rate, out_rate, bound;
+	size_t t;
+	i128 sum;
+
+	if (p == NULL || ci == NULL)
+		return (-1);
+	in_rate = rates_max_input(&p->p_base);
+	out_rate = p->p_base.pr_output;
+	for (t = 0; t < p->p_ntiers; t++) {
+		in_rate = max64(in_rate, rates_max_input(&p->p_tiers[t]));
+		out_rate = max64(out_rate, p->p_tiers[t].pr_output);
+	}
+	if (p->p_long_threshold > 0) {
+		out_rate = max64(out_rate, p->p_long.pr_output);
+		if (ci->ci_input_estimate > p->p_long_threshold)
+			in_rate = max64(in_rate, rates_max_input(&p->p_long));
+	}
+	bound = ci->ci_max_output >= 0 ? ci->ci_max_output : p->p_max_output;
+
+	sum = mul_sat(ci->ci_input_estimate, in_rate);
+	sum = add_sat(sum,
+	    mul_sat(mul_sat(bound, ci->ci_n < 1 ? 1 : ci->ci_n), out_rate));
+	return (pusd_to_nusd(sum));
+}
