@@ -13,6 +13,7 @@
 #ifndef TOLLGATE_PRICING_H
 #define TOLLGATE_PRICING_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "tollgate/usage.h"
