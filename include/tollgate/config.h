@@ -11,6 +11,11 @@
 
 #include <stddef.h>
 
+#include "tollgate/ledger.h"
+#include "tollgate/tags.h"
+
+struct pricebook;
+
 enum upstream_type {
 	UPSTREAM_OPENAI,
 	UPSTREAM_ANTHROPIC,
@@ -29,6 +34,36 @@ struct upstream_conf {
 	long uc_connect_timeout_ms; /* TCP + TLS handshake */
 	long uc_header_timeout_ms; /* request sent -> response headers */
 	long uc_idle_timeout_ms; /* longest silence between body bytes */
+	char *uc_api_key; /* from api_key_env: sent upstream for calls
+				  * made with a tollgate key */
+	char *uc_api_key_env; /* the variable's name, for messages */
+	struct deployment *uc_deployments; /* azure_openai: name -> model */
+	size_t uc_ndeployments;
+};
+
+/* An Azure deployment and the model it serves. */
+struct deployment {
+	char *dp_name;
+	char *dp_model;
+};
+
+/* What to do with a call to a model the price table does not know. */
+enum unknown_model {
+	UNKNOWN_MODEL_REFUSE, /* 400, never forwarded */
+	UNKNOWN_MODEL_PRICE_AS, /* priced as cf_unknown_price_as */
+	UNKNOWN_MODEL_UNPRICED, /* forwarded, recorded as unpriced */
+};
+
+/*
+ * A key binding: calls made with this key carry these tags, and headers
+ * cannot override them. A provider key is matched by its SHA-256; a
+ * tollgate key (kb_tollgate) is one tollgate issues to an agent, which
+ * tollgate replaces with the upstream's own key before forwarding.
+ */
+struct key_binding {
+	unsigned char kb_sha256[32];
+	int kb_tollgate;
+	char *kb_tags[TAG_MAX]; /* NULL where the binding sets nothing */
 };
 
 /* The whole configuration; immutable once config_load returns it. */
@@ -53,6 +88,25 @@ struct config {
 
 	struct upstream_conf *cf_upstreams;
 	size_t cf_nupstreams;
+
+	/* ledger: (path and durability take effect at start only) */
+	char *cf_ledger_path; /* absolute */
+	enum durability cf_durability;
+	size_t cf_ledger_queue_max;
+	int cf_ledger_queue_max_int; /* as parsed */
+
+	/* prices: and unknown_models: */
+	char *cf_prices_path; /* absolute */
+	struct pricebook *cf_prices; /* loaded with the config, owned */
+	enum unknown_model cf_unknown_model;
+	char *cf_unknown_price_as;
+
+	/* attribution: */
+	char *cf_tag_default[TAG_MAX]; /* NULL: no default */
+	int cf_tag_required[TAG_MAX];
+	int cf_tag_from_header[TAG_MAX]; /* X-Tollgate-<tag> is trusted */
+	struct key_binding *cf_keys;
+	size_t cf_nkeys;
 };
 
 /* Every error found while loading, each "file:line:col: message". */
@@ -68,6 +122,8 @@ void config_unref(struct config *);
 const struct upstream_conf *config_find_upstream(
     const struct config *, const char *, size_t);
 const char *config_upstream_type_name(enum upstream_type);
+const char *config_deployment_model(const struct upstream_conf *, const char *);
+int config_tag_value_ok(const char *, size_t);
 void cfgerrs_free(struct cfgerrs *);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stddef.h>
 
 struct cfgerrs;
+struct config;
 
 /* Room for a dotted key path such as "upstreams.NAME.connect_timeout". */
 #define CONFIG_PATH_MAX 192
@@ -123,5 +124,27 @@ void cfgp_duration(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_file(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+
+/* cfgmeter.c */
+void cfgp_strdup(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_path(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_durability(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_unknown_action(struct cfgctx *, const struct cfgkey *,
+    const char *, const struct ynode *, void *);
+void cfgp_tag_map(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_tag_list(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_keys(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_api_key_env(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void cfgp_deployments(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_check_meter(struct cfgctx *, const struct ynode *,
+    struct config *);
 
 #endif

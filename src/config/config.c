@@ -18,11 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "tollgate/config.h"
 #include "tollgate/log.h"
+#include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
 #include "cfg.h"
@@ -62,19 +64,45 @@ static const struct cfgkey upstream_keys[] = {
     KEY_DURATION("header_timeout", UC_OFF(uc_header_timeout_ms)),
     KEY_DURATION("idle_timeout", UC_OFF(uc_idle_timeout_ms)),
     KEY_CALL("ca_file", cfgp_file, UC_OFF(uc_ca_file), 0),
+    KEY_CALL("api_key_env", cfgp_api_key_env, 0, 0),
+    KEY_CALL("deployments", cfgp_deployments, 0, 0),
+    KEY_END,
+};
+
+static const struct cfgkey ledger_keys[] = {
+    KEY_CALL("path", cfgp_path, CF_OFF(cf_ledger_path), 0),
+    KEY_CALL("durability", cfgp_durability, CF_OFF(cf_durability), 0),
+    KEY_INT("queue_max", CF_OFF(cf_ledger_queue_max_int), 16, 10000000),
+    KEY_END,
+};
+
+static const struct cfgkey unknown_model_keys[] = {
+    KEY_CALL("action", cfgp_unknown_action, CF_OFF(cf_unknown_model), 0),
+    KEY_CALL("price_as", cfgp_strdup, CF_OFF(cf_unknown_price_as), 0),
+    KEY_END,
+};
+
+static const struct cfgkey attribution_keys[] = {
+    KEY_CALL("defaults", cfgp_tag_map, CF_OFF(cf_tag_default), 0),
+    KEY_CALL("require", cfgp_tag_list, CF_OFF(cf_tag_required), 0),
+    KEY_CALL("headers", cfgp_tag_list, CF_OFF(cf_tag_from_header), 0),
+    KEY_CALL("keys", cfgp_keys, 0, 0),
     KEY_END,
 };
 
 /*
- * The top level. admin, ledger, prices, attribution, policies and alerts
- * join this table when they are implemented; until then they are unknown
- * keys, so a file written for a later tollgate fails loudly instead of
- * being half obeyed.
+ * The top level. admin, policies and alerts join this table when they are
+ * implemented; until then they are unknown keys, so a file written for a
+ * later tollgate fails loudly instead of being half obeyed.
  */
 static const struct cfgkey top_keys[] = {
     KEY_CALL("listen", cfgp_listen, 0, 0),
     KEY_SECTION("limits", limits_keys),
     KEY_CALL("upstreams", cfgp_upstreams, 0, 0),
+    KEY_SECTION("ledger", ledger_keys),
+    KEY_CALL("prices", cfgp_path, CF_OFF(cf_prices_path), 0),
+    KEY_SECTION("unknown_models", unknown_model_keys),
+    KEY_SECTION("attribution", attribution_keys),
     KEY_END,
 };
 
@@ -390,6 +418,8 @@ out:
 static void
 config_defaults(struct config *cf)
 {
+	int t;
+
 	cf->cf_refs = 1;
 	cf->cf_listen_host = xstrdup("127.0.0.1");
 	cf->cf_listen_port = 8787;
@@ -401,13 +431,19 @@ config_defaults(struct config *cf)
 	cf->cf_keepalive_timeout_ms = 60 * 1000;
 	cf->cf_drain_timeout_ms = 30 * 1000;
 	cf->cf_stream_high_watermark = 256 * 1024;
+	cf->cf_durability = DURABILITY_PROCESS;
+	cf->cf_ledger_queue_max_int = 10000;
+	cf->cf_unknown_model = UNKNOWN_MODEL_UNPRICED;
+	for (t = 0; t < TAG_MAX; t++)
+		cf->cf_tag_from_header[t] = 1;
 }
 
 static void
 config_free(struct config *cf)
 {
 	struct upstream_conf *uc;
-	size_t i;
+	size_t i, j;
+	int t;
 
 	for (i = 0; i < cf->cf_nupstreams; i++) {
 		uc = &cf->cf_upstreams[i];
@@ -415,8 +451,28 @@ config_free(struct config *cf)
 		free(uc->uc_base_url);
 		free(uc->uc_host);
 		free(uc->uc_ca_file);
+		free(uc->uc_api_key_env);
+		if (uc->uc_api_key != NULL)
+			freezero(uc->uc_api_key, strlen(uc->uc_api_key));
+		for (j = 0; j < uc->uc_ndeployments; j++) {
+			free(uc->uc_deployments[j].dp_name);
+			free(uc->uc_deployments[j].dp_model);
+		}
+		free(uc->uc_deployments);
 	}
 	free(cf->cf_upstreams);
+	for (i = 0; i < cf->cf_nkeys; i++) {
+		for (t = 0; t < TAG_MAX; t++)
+			free(cf->cf_keys[i].kb_tags[t]);
+	}
+	free(cf->cf_keys);
+	for (t = 0; t < TAG_MAX; t++)
+		free(cf->cf_tag_default[t]);
+	free(cf->cf_ledger_path);
+	free(cf->cf_prices_path);
+	free(cf->cf_unknown_price_as);
+	if (cf->cf_prices != NULL)
+		pricing_free(cf->cf_prices);
 	free(cf->cf_listen_host);
 	free(cf->cf_path);
 	free(cf);
@@ -458,6 +514,25 @@ config_load(const char *path, struct cfgerrs *errs)
 	cf->cf_path = xstrdup(path);
 	if (root != NULL)
 		cfg_apply(&cx, top_keys, NULL, root, root, cf);
+	cf->cf_ledger_queue_max = (size_t)cf->cf_ledger_queue_max_int;
+	if (cf->cf_ledger_path == NULL)
+		xasprintf(&cf->cf_ledger_path, "%s/data/ledger.db", cx.cx_dir);
+	/* The price table is part of the configuration: a reload that
+	 * cannot load it keeps the running one. Without a prices: key,
+	 * prices.yaml beside the file is used if there is one; with neither,
+	 * every call is recorded unpriced (or refused, as unknown_models
+	 * says). */
+	if (cf->cf_prices_path == NULL) {
+		xasprintf(&cf->cf_prices_path, "%s/prices.yaml", cx.cx_dir);
+		if (access(cf->cf_prices_path, F_OK) == -1) {
+			free(cf->cf_prices_path);
+			cf->cf_prices_path = NULL;
+		}
+	}
+	if (cf->cf_prices_path != NULL && cx.cx_nerr == 0 &&
+	    (cf->cf_prices = pricing_load(cf->cf_prices_path, errs)) == NULL)
+		cx.cx_nerr++;
+	config_check_meter(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 
@@ -506,6 +581,19 @@ config_find_upstream(const struct config *cf, const char *name, size_t namelen)
 		if (strlen(uc->uc_name) == namelen &&
 		    memcmp(uc->uc_name, name, namelen) == 0)
 			return (uc);
+	}
+	return (NULL);
+}
+
+/* The model an Azure deployment serves, or NULL if it is not mapped. */
+const char *
+config_deployment_model(const struct upstream_conf *uc, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < uc->uc_ndeployments; i++) {
+		if (strcmp(uc->uc_deployments[i].dp_name, name) == 0)
+			return (uc->uc_deployments[i].dp_model);
 	}
 	return (NULL);
 }

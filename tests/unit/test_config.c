@@ -53,6 +53,59 @@ check_defaults(const struct config *cf, const char *dir)
 }
 
 static void
+check_meter_defaults(const struct config *cf, const char *dir)
+{
+	char want[512];
+	int t;
+
+	snprintf(want, sizeof(want), "%s/data/ledger.db", dir);
+	assert_string_equal(cf->cf_ledger_path, want);
+	assert_int_equal(cf->cf_durability, DURABILITY_PROCESS);
+	assert_int_equal(cf->cf_ledger_queue_max, 10000);
+	assert_null(cf->cf_prices); /* no prices.yaml beside the file */
+	assert_int_equal(cf->cf_unknown_model, UNKNOWN_MODEL_UNPRICED);
+	for (t = 0; t < TAG_MAX; t++) {
+		assert_null(cf->cf_tag_default[t]);
+		assert_int_equal(cf->cf_tag_required[t], 0);
+		assert_int_equal(cf->cf_tag_from_header[t], 1);
+	}
+	assert_int_equal(cf->cf_nkeys, 0);
+}
+
+static void
+check_meter_full(const struct config *cf, const char *dir)
+{
+	const struct upstream_conf *uc;
+
+	(void)dir;
+	assert_string_equal(cf->cf_ledger_path, "/var/lib/tg/l.db");
+	assert_int_equal(cf->cf_durability, DURABILITY_POWER);
+	assert_int_equal(cf->cf_ledger_queue_max, 64);
+	assert_string_equal(cf->cf_tag_default[TAG_TEAM], "platform");
+	assert_string_equal(cf->cf_tag_default[TAG_ENVIRONMENT], "staging");
+	assert_true(cf->cf_tag_required[TAG_AGENT_CLASS]);
+	assert_true(cf->cf_tag_required[TAG_TEAM]);
+	assert_false(cf->cf_tag_required[TAG_INTENT]);
+	assert_true(cf->cf_tag_from_header[TAG_INTENT]);
+	assert_true(cf->cf_tag_from_header[TAG_TENANT]);
+	assert_false(cf->cf_tag_from_header[TAG_TEAM]);
+	assert_int_equal(cf->cf_nkeys, 2);
+	assert_int_equal(cf->cf_keys[0].kb_sha256[0], 0x9f);
+	assert_int_equal(cf->cf_keys[0].kb_sha256[31], 0x08);
+	assert_false(cf->cf_keys[0].kb_tollgate);
+	assert_string_equal(cf->cf_keys[0].kb_tags[TAG_TEAM], "support");
+	assert_string_equal(
+	    cf->cf_keys[0].kb_tags[TAG_AGENT_CLASS], "ticket-agent");
+	assert_true(cf->cf_keys[1].kb_tollgate);
+	uc = config_find_upstream(cf, "azure", 5);
+	assert_non_null(uc);
+	assert_int_equal(uc->uc_ndeployments, 2);
+	assert_string_equal(config_deployment_model(uc, "prod4o"), "gpt-4o");
+	assert_string_equal(config_deployment_model(uc, "mini"), "gpt-4o-mini");
+	assert_null(config_deployment_model(uc, "other"));
+}
+
+static void
 check_full(const struct config *cf, const char *dir)
 {
 	const struct upstream_conf *uc;
@@ -242,14 +295,96 @@ static const struct cfgcase cases[] = {
 	.errors = {"5:5: unknown key 'api_key' in upstreams.openai"}},
     {.name = "future_sections_unknown",
 	.yaml = "admin:\n  listen: 127.0.0.1:8788\n"
-		"ledger: {path: x.db}\nprices: prices.yaml\n"
-		"attribution: {}\npolicies: []\nalerts: {}\n",
+		"policies: []\nalerts: {}\n",
 	.errors = {"1:1: unknown key 'admin' at top level",
-	    "3:1: unknown key 'ledger' at top level",
-	    "4:1: unknown key 'prices' at top level",
-	    "5:1: unknown key 'attribution' at top level",
-	    "6:1: unknown key 'policies' at top level",
-	    "7:1: unknown key 'alerts' at top level"}},
+	    "3:1: unknown key 'policies' at top level",
+	    "4:1: unknown key 'alerts' at top level"}},
+
+    /* Metering: ledger, prices, unknown models, attribution. */
+    {.name = "meter_sections_defaults",
+	.yaml = "",
+	.check = check_meter_defaults},
+    {.name = "meter_sections_full",
+	.yaml =
+	    "ledger: {path: /var/lib/tg/l.db, durability: power, "
+	    "queue_max: 64}\n"
+	    "unknown_models: {action: unpriced}\n"
+	    "attribution:\n"
+	    "  defaults: {team: platform, environment: staging}\n"
+	    "  require: [agent_class, team]\n"
+	    "  headers: [intent, tenant]\n"
+	    "  keys:\n"
+	    "    - key_sha256: \"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B"
+	    "0B822CD15D6C15B0F00A08\"\n"
+	    "      tags: {team: support, agent_class: ticket-agent}\n"
+	    "    - tollgate_key_sha256: \"6b86b273ff34fce19d6b804eff5a3f5747"
+	    "ada4eaa22f1d49c01e52ddb7875b4b\"\n"
+	    "upstreams:\n"
+	    "  azure:\n"
+	    "    type: azure_openai\n"
+	    "    base_url: https://r.openai.azure.com\n"
+	    "    deployments: {prod4o: gpt-4o, mini: gpt-4o-mini}\n",
+	.check = check_meter_full},
+    {.name = "meter_bad_values",
+	.yaml =
+	    "ledger: {durability: sometimes, queue_max: 2}\n"
+	    "unknown_models: {action: ignore}\n"
+	    "attribution:\n"
+	    "  defaults: {squad: a, team: \"two words\"}\n"
+	    "  require: [agent_class, owner]\n"
+	    "  keys:\n"
+	    "    - key_sha256: abc\n"
+	    "    - tags: {team: x}\n"
+	    "    - key_sha256: \"6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f"
+	    "1d49c01e52ddb7875b4b\"\n"
+	    "      tollgate_key_sha256: \"6b86b273ff34fce19d6b804eff5a3f5747"
+	    "ada4eaa22f1d49c01e52ddb7875b4b\"\n",
+	.errors = {"1:22: ledger.durability: unknown durability 'sometimes' "
+		   "(expected process or power)",
+	    "1:44: ledger.queue_max: must be between 16 and 10000000",
+	    "2:26: unknown_models.action: unknown action 'ignore' (expected "
+	    "refuse, price_as or unpriced)",
+	    "4:14: attribution.defaults: unknown tag 'squad' (expected intent, "
+	    "team, tenant, agent_class or environment)",
+	    "4:30: attribution.defaults.team: expected a value of 1 to 128 "
+	    "printable characters without spaces",
+	    "5:26: attribution.require: unknown tag 'owner' (expected intent, "
+	    "team, tenant, agent_class or environment)",
+	    "7:19: attribution.keys[0].key_sha256: expected 64 hex digits "
+	    "(sha256sum of the key)",
+	    "8:7: attribution.keys[1]: give exactly one of key_sha256 and "
+	    "tollgate_key_sha256",
+	    "9:7: attribution.keys[2]: give exactly one of key_sha256 and "
+	    "tollgate_key_sha256"}},
+    {.name = "meter_duplicate_binding",
+	.yaml =
+	    "attribution:\n  keys:\n"
+	    "    - key_sha256: \"6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f"
+	    "1d49c01e52ddb7875b4b\"\n"
+	    "    - tollgate_key_sha256: \"6B86B273FF34FCE19D6B804EFF5A3F5747"
+	    "ADA4EAA22F1D49C01E52DDB7875B4B\"\n",
+	.errors = {"4:7: attribution.keys[1]: the same key is already bound at "
+		   "attribution.keys[0]"}},
+    {.name = "meter_price_as_needs_model",
+	.yaml = "unknown_models: {action: price_as}\n",
+	.errors = {"1:1: unknown_models: action price_as needs price_as: "
+		   "<model>"}},
+    {.name = "meter_price_as_without_table",
+	.yaml = "unknown_models: {action: price_as, price_as: gpt-4o}\n",
+	.errors = {"1:1: unknown_models.price_as: 'gpt-4o' is not in the "
+		   "price table"}},
+    {.name = "meter_api_key_env_unset",
+	.yaml = "upstreams:\n  openai:\n    type: openai\n"
+		"    base_url: https://api.openai.com\n"
+		"    api_key_env: TG_TEST_SURELY_UNSET\n",
+	.errors = {"5:18: upstreams.openai.api_key_env: the environment "
+		   "variable TG_TEST_SURELY_UNSET is not set"}},
+    {.name = "meter_deployments_not_azure",
+	.yaml = "upstreams:\n  openai:\n    type: openai\n"
+		"    base_url: https://api.openai.com\n"
+		"    deployments: {a: gpt-4o}\n",
+	.errors = {"1:1: upstreams.openai: deployments are only for "
+		   "azure_openai upstreams"}},
     {.name = "unknown_key_escaped",
 	.yaml = "\"a\\tb\": 1\n",
 	.errors = {"1:1: unknown key 'a\\x09b' at top level"}},
@@ -670,6 +805,29 @@ run_case(void **state)
 	rmdir(dir);
 }
 
+/* A prices: file that cannot be read fails the load, naming that file. */
+static void
+test_missing_prices_file(void **state)
+{
+	struct cfgerrs errs = {NULL, 0};
+	char dir[] = "/tmp/tg-test-config.XXXXXX";
+	char *path, *want;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	xasprintf(&path, "%s/tollgate.yaml", dir);
+	xasprintf(&want, "%s/nowhere.yaml: ", dir);
+	write_file(path, "prices: nowhere.yaml\n");
+	assert_null(config_load(path, &errs));
+	assert_int_equal(errs.ce_n, 1);
+	assert_int_equal(strncmp(errs.ce_msgs[0], want, strlen(want)), 0);
+	cfgerrs_free(&errs);
+	unlink(path);
+	rmdir(dir);
+	free(path);
+	free(want);
+}
+
 /* The shipped, annotated config must load as it is. */
 static void
 test_shipped_config(void **state)
@@ -835,7 +993,7 @@ test_refcount(void **state)
 int
 main(void)
 {
-	static struct CMUnitTest tests[nitems(cases) + 6];
+	static struct CMUnitTest tests[nitems(cases) + 7];
 	size_t i, n = 0;
 
 	for (i = 0; i < nitems(cases); i++) {
@@ -850,5 +1008,7 @@ main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_find_upstream);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_type_names);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_refcount);
+	tests[n++] =
+	    (struct CMUnitTest)cmocka_unit_test(test_missing_prices_file);
 	return (cmocka_run_group_tests_name("config", tests, NULL, NULL));
 }

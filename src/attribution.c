@@ -1,0 +1,253 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Attribution: the tags of a call and the fingerprint of its key.
+ *
+ * The key a client presented is looked for where each SDK puts it
+ * (Authorization: Bearer, x-api-key, api-key, x-goog-api-key, or Gemini's
+ * ?key=), hashed with SHA-256, and matched against the config's bindings.
+ * A binding's tags are fixed: a client cannot move its spend to another
+ * team by sending a header (LiteLLM #11083 is the cautionary tale). Other
+ * tags come from the X-Tollgate-* headers the config trusts, then from the
+ * defaults. A required tag that is still missing refuses the call.
+ *
+ * Only a 16-hex-digit prefix of the SHA-256 is ever stored or logged:
+ * enough to tell keys apart in a ledger, not a mask of the key itself
+ * (LiteLLM #5433 shows prefix/suffix masks can be reversed).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/evp.h>
+
+#include "tollgate/attribution.h"
+#include "tollgate/config.h"
+#include "tollgate/http.h"
+#include "tollgate/util.h"
+
+static const struct {
+	const char *name;
+	const char *header;
+} tags[TAG_MAX] = {
+    [TAG_INTENT] = {"intent", "X-Tollgate-Intent"},
+    [TAG_TEAM] = {"team", "X-Tollgate-Team"},
+    [TAG_TENANT] = {"tenant", "X-Tollgate-Tenant"},
+    [TAG_AGENT_CLASS] = {"agent_class", "X-Tollgate-Agent-Class"},
+    [TAG_ENVIRONMENT] = {"environment", "X-Tollgate-Environment"},
+};
+
+/* The tag's name: a ledger column and a config key. */
+const char *
+tag_name(enum tag t)
+{
+	return (t < TAG_MAX ? tags[t].name : "?");
+}
+
+/* The header that sets the tag. */
+const char *
+tag_header(enum tag t)
+{
+	return (t < TAG_MAX ? tags[t].header : "?");
+}
+
+/* A tag by name, or -1. */
+int
+tag_lookup(const char *name)
+{
+	int t;
+
+	for (t = 0; t < TAG_MAX; t++) {
+		if (strcmp(name, tags[t].name) == 0)
+			return (t);
+	}
+	return (-1);
+}
+
+/* The value of a tag, or NULL when it is unset. */
+const char *
+attribution_tag(const struct attribution *at, enum tag t)
+{
+	return (at->at_tag[t][0] != '\0' ? at->at_tag[t] : NULL);
+}
+
+/* Find the value of key= in a query string; *len gets its length. */
+static const char *
+query_key(const char *query, size_t *len)
+{
+	const char *p = query;
+
+	while (p != NULL && *p != '\0') {
+		if (strncmp(p, "key=", 4) == 0) {
+			*len = strcspn(p + 4, "&");
+			return (p + 4);
+		}
+		p = strchr(p, '&');
+		if (p != NULL)
+			p++;
+	}
+	return (NULL);
+}
+
+/* The credential the client presented, or NULL. */
+static const char *
+presented_key(const struct hdrs *hs, const char *query, size_t *len)
+{
+	const char *v;
+
+	if ((v = hdrs_get(hs, "Authorization")) != NULL &&
+	    strncasecmp(v, "Bearer ", 7) == 0) {
+		v += 7;
+		while (*v == ' ')
+			v++;
+		*len = strlen(v);
+		return (*len > 0 ? v : NULL);
+	}
+	if ((v = hdrs_get(hs, "x-api-key")) != NULL ||
+	    (v = hdrs_get(hs, "api-key")) != NULL ||
+	    (v = hdrs_get(hs, "x-goog-api-key")) != NULL) {
+		*len = strlen(v);
+		return (*len > 0 ? v : NULL);
+	}
+	if (query != NULL && (v = query_key(query, len)) != NULL && *len > 0)
+		return (v);
+	return (NULL);
+}
+
+static int
+request_id_ok(const char *s)
+{
+	size_t i, n = strlen(s);
+
+	if (n == 0 || n > REQUEST_ID_MAX)
+		return (0);
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			(c >= '0' && c <= '9') || c == '-' || c == '_' ||
+			c == '.' || c == ':'))
+			return (0);
+	}
+	return (1);
+}
+
+/*
+ * Attribute a call from its request headers and query. Returns 0, or -1
+ * with *code set to a reason and *msg to an allocated sentence for a 400.
+ */
+int
+attribution_resolve(const struct config *cf, const struct hdrs *hs,
+    const char *query, struct attribution *at, const char **code, char **msg)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	const struct key_binding *kb = NULL;
+	const char *key, *v;
+	size_t keylen, i;
+	int t;
+
+	memset(at, 0, sizeof(*at));
+	*code = NULL;
+	*msg = NULL;
+
+	if ((key = presented_key(hs, query, &keylen)) != NULL) {
+		if (EVP_Digest(key, keylen, md, &mdlen, EVP_sha256(), NULL) !=
+		    1)
+			mdlen = 0;
+		for (i = 0; mdlen == 32 && i < 8; i++) {
+			at->at_key_fp[2 * i] = hex[md[i] >> 4];
+			at->at_key_fp[2 * i + 1] = hex[md[i] & 0xf];
+		}
+		for (i = 0; mdlen == 32 && i < cf->cf_nkeys; i++) {
+			if (memcmp(cf->cf_keys[i].kb_sha256, md, 32) == 0) {
+				kb = &cf->cf_keys[i];
+				break;
+			}
+		}
+		explicit_bzero(md, sizeof(md));
+	}
+	at->at_binding = kb;
+
+	for (t = 0; t < TAG_MAX; t++) {
+		if (kb != NULL && kb->kb_tags[t] != NULL) {
+			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s",
+			    kb->kb_tags[t]);
+			continue;
+		}
+		v = hdrs_get(hs, tags[t].header);
+		if (v != NULL && cf->cf_tag_from_header[t]) {
+			if (!config_tag_value_ok(v, strlen(v))) {
+				*code = "bad_tag";
+				xasprintf(msg,
+				    "%s must be 1 to %d printable "
+				    "characters without spaces",
+				    tags[t].header, TAG_VALUE_MAX);
+				return (-1);
+			}
+			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s", v);
+			continue;
+		}
+		if (cf->cf_tag_default[t] != NULL)
+			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s",
+			    cf->cf_tag_default[t]);
+	}
+	for (t = 0; t < TAG_MAX; t++) {
+		if (cf->cf_tag_required[t] && at->at_tag[t][0] == '\0') {
+			*code = "missing_tag";
+			xasprintf(msg, "the tag %s is required: send %s%s",
+			    tags[t].name, tags[t].header,
+			    cf->cf_tag_from_header[t]
+				? ""
+				: " (not trusted from headers: bind the key "
+				  "instead)");
+			return (-1);
+		}
+	}
+
+	if ((v = hdrs_get(hs, "X-Tollgate-Request-Id")) != NULL) {
+		if (!request_id_ok(v)) {
+			*code = "bad_request_id";
+			xasprintf(msg,
+			    "X-Tollgate-Request-Id must be 1 to %d "
+			    "characters of A-Z a-z 0-9 - _ . :",
+			    REQUEST_ID_MAX);
+			return (-1);
+		}
+		snprintf(at->at_request_id, sizeof(at->at_request_id), "%s", v);
+	}
+	return (0);
+}
+
+/* A copy of query without its key= parameters (NULL if none remain). */
+char *
+attribution_strip_query_key(const char *query)
+{
+	char *out;
+	const char *p = query, *amp;
+	size_t o = 0, n;
+
+	if (query == NULL)
+		return (NULL);
+	out = xmalloc(strlen(query) + 1);
+	while (*p != '\0') {
+		amp = strchr(p, '&');
+		n = amp != NULL ? (size_t)(amp - p) : strlen(p);
+		if (!(n >= 4 && strncmp(p, "key=", 4) == 0)) {
+			if (o > 0)
+				out[o++] = '&';
+			memcpy(out + o, p, n);
+			o += n;
+		}
+		p += n;
+		if (*p == '&')
+			p++;
+	}
+	out[o] = '\0';
+	if (o == 0) {
+		free(out);
+		return (NULL);
+	}
+	return (out);
+}

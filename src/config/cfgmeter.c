@@ -1,0 +1,406 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The parts of the schema that metering and attribution read: the ledger's
+ * path and durability, the unknown-model policy, tag defaults, required and
+ * header-settable tags, key bindings, an upstream's api_key_env and an
+ * Azure upstream's deployment map. Each is a cfgkey parser for config.c's
+ * tables; checks that need the whole file (price_as naming a priced model)
+ * are in config_check_meter, run once everything is parsed.
+ */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgate/config.h"
+#include "tollgate/pricing.h"
+#include "tollgate/util.h"
+
+#include "cfg.h"
+
+/* A string stored as an allocated copy. */
+void
+cfgp_strdup(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst;
+	const char *s;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a string")) == NULL)
+		return;
+	if (s[0] == '\0') {
+		cfg_error(cx, n, "%s: must not be empty", path);
+		return;
+	}
+	free(*out);
+	*out = xstrdup(s);
+}
+
+/* A path that need not exist yet, relative to the config's directory. */
+void
+cfgp_path(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst;
+	const char *s;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a path")) == NULL)
+		return;
+	if (s[0] == '\0') {
+		cfg_error(cx, n, "%s: must not be empty", path);
+		return;
+	}
+	free(*out);
+	if (s[0] == '/')
+		*out = xstrdup(s);
+	else
+		xasprintf(out, "%s/%s", cx->cx_dir, s);
+}
+
+/* ledger.durability: process | power. */
+void
+cfgp_durability(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	const char *s;
+	char buf[80];
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "process or power")) == NULL)
+		return;
+	if (strcmp(s, "process") == 0)
+		*(enum durability *)dst = DURABILITY_PROCESS;
+	else if (strcmp(s, "power") == 0)
+		*(enum durability *)dst = DURABILITY_POWER;
+	else
+		cfg_error(cx, n,
+		    "%s: unknown durability '%s' (expected process "
+		    "or power)",
+		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
+}
+
+/* unknown_models.action: refuse | price_as | unpriced. */
+void
+cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	const char *s;
+	char buf[80];
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "refuse, price_as or unpriced")) ==
+	    NULL)
+		return;
+	if (strcmp(s, "refuse") == 0)
+		*(enum unknown_model *)dst = UNKNOWN_MODEL_REFUSE;
+	else if (strcmp(s, "price_as") == 0)
+		*(enum unknown_model *)dst = UNKNOWN_MODEL_PRICE_AS;
+	else if (strcmp(s, "unpriced") == 0)
+		*(enum unknown_model *)dst = UNKNOWN_MODEL_UNPRICED;
+	else
+		cfg_error(cx, n,
+		    "%s: unknown action '%s' (expected refuse, "
+		    "price_as or unpriced)",
+		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
+}
+
+/* Is s acceptable as a tag value (also checked for header values)? */
+int
+config_tag_value_ok(const char *s, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > TAG_VALUE_MAX)
+		return (0);
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c <= 0x20 || c >= 0x7f)
+			return (0);
+	}
+	return (1);
+}
+
+static int
+tag_of(struct cfgctx *cx, const char *path, const struct ynode *n)
+{
+	char buf[80];
+	int t;
+
+	if (n->yn_type != YN_SCALAR) {
+		cfg_error(cx, n, "%s: expected a tag name", path);
+		return (-1);
+	}
+	if ((t = tag_lookup(n->yn_str)) == -1)
+		cfg_error(cx, n,
+		    "%s: unknown tag '%s' (expected intent, team, "
+		    "tenant, agent_class or environment)",
+		    path, cfg_esc(buf, sizeof(buf), n->yn_str, n->yn_len));
+	return (t);
+}
+
+/* A mapping of tag name -> value, into char *[TAG_MAX]. */
+void
+cfgp_tag_map(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **tags = dst;
+	const struct ynode *key, *val;
+	size_t i;
+	int t;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_MAP) {
+		cfg_error(cx, n, "%s: expected a mapping of tag: value", path);
+		return;
+	}
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (cfg_duplicate(cx, path, n, i))
+			continue;
+		if ((t = tag_of(cx, path, key)) == -1)
+			continue;
+		if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
+		    !config_tag_value_ok(val->yn_str, val->yn_len)) {
+			cfg_error(cx, val,
+			    "%s.%s: expected a value of 1 to %d "
+			    "printable characters without spaces",
+			    path, tag_name(t), TAG_VALUE_MAX);
+			continue;
+		}
+		free(tags[t]);
+		tags[t] = xstrdup(val->yn_str);
+	}
+}
+
+/* A sequence of tag names, into int[TAG_MAX] flags. */
+void
+cfgp_tag_list(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	int *flags = dst;
+	size_t i;
+	int t;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_SEQ) {
+		cfg_error(cx, n, "%s: expected a list of tag names", path);
+		return;
+	}
+	for (t = 0; t < TAG_MAX; t++)
+		flags[t] = 0;
+	for (i = 0; i < n->yn_nkids; i++) {
+		if ((t = tag_of(cx, path, n->yn_kids[i])) != -1)
+			flags[t] = 1;
+	}
+}
+
+static int
+parse_sha256(const char *s, unsigned char out[32])
+{
+	size_t i;
+	int hi, lo;
+
+	if (strlen(s) != 64)
+		return (-1);
+	for (i = 0; i < 32; i++) {
+		hi = isxdigit((unsigned char)s[2 * i]) ? s[2 * i] : -1;
+		lo = isxdigit((unsigned char)s[2 * i + 1]) ? s[2 * i + 1] : -1;
+		if (hi == -1 || lo == -1)
+			return (-1);
+		hi = isdigit(hi) ? hi - '0' : tolower(hi) - 'a' + 10;
+		lo = isdigit(lo) ? lo - '0' : tolower(lo) - 'a' + 10;
+		out[i] = (unsigned char)(hi * 16 + lo);
+	}
+	return (0);
+}
+
+/* attribution.keys: a list of bindings. */
+void
+cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct config *cf = dst;
+	struct key_binding *kb;
+	const struct ynode *item, *key, *val;
+	char where[CONFIG_PATH_MAX];
+	size_t i, j, nhash;
+	int *valid;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_SEQ) {
+		cfg_error(cx, n, "%s: expected a list of key bindings", path);
+		return;
+	}
+	if (n->yn_nkids == 0)
+		return;
+	cf->cf_keys = xcalloc(n->yn_nkids, sizeof(*cf->cf_keys));
+	valid = xcalloc(n->yn_nkids, sizeof(*valid));
+	for (i = 0; i < n->yn_nkids; i++) {
+		item = n->yn_kids[i];
+		snprintf(where, sizeof(where), "%s[%zu]", path, i);
+		if (item->yn_type != YN_MAP) {
+			cfg_error(cx, item,
+			    "%s: expected a mapping with "
+			    "key_sha256 or tollgate_key_sha256, and tags",
+			    where);
+			continue;
+		}
+		kb = &cf->cf_keys[cf->cf_nkeys++];
+		nhash = 0;
+		for (j = 0; j + 1 < item->yn_nkids; j += 2) {
+			key = item->yn_kids[j];
+			val = item->yn_kids[j + 1];
+			if (cfg_duplicate(cx, where, item, j))
+				continue;
+			if (strcmp(key->yn_str, "tags") == 0) {
+				cfgp_tag_map(cx, NULL, where, val, kb->kb_tags);
+				continue;
+			}
+			if (strcmp(key->yn_str, "key_sha256") != 0 &&
+			    strcmp(key->yn_str, "tollgate_key_sha256") != 0) {
+				cfg_error(cx, key, "unknown key '%s' in %s",
+				    key->yn_str, where);
+				continue;
+			}
+			nhash++;
+			kb->kb_tollgate = key->yn_str[0] == 't';
+			if (val->yn_type == YN_SCALAR &&
+			    parse_sha256(val->yn_str, kb->kb_sha256) == 0)
+				valid[cf->cf_nkeys - 1] = (int)i + 1;
+			else
+				cfg_error(cx, val,
+				    "%s.%s: expected 64 hex "
+				    "digits (sha256sum of the key)",
+				    where, key->yn_str);
+		}
+		if (nhash != 1) {
+			valid[cf->cf_nkeys - 1] = 0;
+			cfg_error(cx, item,
+			    "%s: give exactly one of key_sha256 "
+			    "and tollgate_key_sha256",
+			    where);
+		}
+	}
+	/* The same key bound twice would make attribution ambiguous. */
+	for (i = 0; i < cf->cf_nkeys; i++) {
+		for (j = 0; valid[i] && j < i; j++) {
+			if (valid[j] &&
+			    memcmp(cf->cf_keys[i].kb_sha256,
+				cf->cf_keys[j].kb_sha256, 32) == 0) {
+				cfg_error(cx, n->yn_kids[valid[i] - 1],
+				    "%s[%d]: the same key is already bound at "
+				    "%s[%d]",
+				    path, valid[i] - 1, path, valid[j] - 1);
+				break;
+			}
+		}
+	}
+	free(valid);
+}
+
+/* upstreams.NAME.api_key_env: read the key from the environment now. */
+void
+cfgp_api_key_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct upstream_conf *uc = dst;
+	const char *s, *v;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "an environment variable name")) ==
+	    NULL)
+		return;
+	if ((v = getenv(s)) == NULL || v[0] == '\0') {
+		cfg_error(cx, n, "%s: the environment variable %s is not set",
+		    path, s);
+		return;
+	}
+	free(uc->uc_api_key_env);
+	uc->uc_api_key_env = xstrdup(s);
+	if (uc->uc_api_key != NULL)
+		freezero(uc->uc_api_key, strlen(uc->uc_api_key));
+	uc->uc_api_key = xstrdup(v);
+}
+
+/* upstreams.NAME.deployments: a mapping of deployment -> model. */
+void
+cfgp_deployments(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct upstream_conf *uc = dst;
+	const struct ynode *key, *val;
+	struct deployment *dp;
+	size_t i;
+
+	(void)k;
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_MAP) {
+		cfg_error(
+		    cx, n, "%s: expected a mapping of deployment: model", path);
+		return;
+	}
+	if (n->yn_nkids < 2)
+		return;
+	uc->uc_deployments =
+	    xcalloc(n->yn_nkids / 2, sizeof(*uc->uc_deployments));
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (cfg_duplicate(cx, path, n, i))
+			continue;
+		if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
+		    val->yn_len == 0) {
+			cfg_error(cx, val, "%s.%s: expected a model name", path,
+			    key->yn_str);
+			continue;
+		}
+		dp = &uc->uc_deployments[uc->uc_ndeployments++];
+		dp->dp_name = xstrdup(key->yn_str);
+		dp->dp_model = xstrdup(val->yn_str);
+	}
+}
+
+/*
+ * Checks across sections, once everything is parsed: deployments only on
+ * Azure upstreams, and a price_as model the price table knows.
+ */
+void
+config_check_meter(
+    struct cfgctx *cx, const struct ynode *root, struct config *cf)
+{
+	size_t i;
+
+	for (i = 0; i < cf->cf_nupstreams; i++) {
+		if (cf->cf_upstreams[i].uc_ndeployments > 0 &&
+		    cf->cf_upstreams[i].uc_type != UPSTREAM_AZURE_OPENAI)
+			cfg_error(cx, root,
+			    "upstreams.%s: deployments are only "
+			    "for azure_openai upstreams",
+			    cf->cf_upstreams[i].uc_name);
+	}
+	if (cf->cf_unknown_model == UNKNOWN_MODEL_PRICE_AS) {
+		if (cf->cf_unknown_price_as == NULL)
+			cfg_error(cx, root,
+			    "unknown_models: action price_as "
+			    "needs price_as: <model>");
+		else if (cf->cf_prices == NULL ||
+		    pricing_lookup(cf->cf_prices, cf->cf_unknown_price_as) ==
+			NULL)
+			cfg_error(cx, root,
+			    "unknown_models.price_as: '%s' is "
+			    "not in the price table",
+			    cf->cf_unknown_price_as);
+	}
+}
