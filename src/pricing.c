@@ -24,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tollgate/config.h"
-#include "tollgate/log.h"
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
@@ -391,11 +389,11 @@ cfgp_models(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		p->p_max_output = RATE_UNSET;
 		cfg_apply(cx, model_keys, where, key, val, p);
 		rates_defaults(&p->p_base);
+		/* Without long_context, p_long is the base: never a stray 0. */
 		if (p->p_long_threshold > 0)
 			rates_defaults(&p->p_long);
 		else
-			p->p_long =
-			    p->p_base; /* never a zero rate by accident */
+			p->p_long = p->p_base;
 	}
 }
 
