@@ -26,33 +26,33 @@ struct event_base;
 
 enum durability {
 	DURABILITY_PROCESS, /* WAL, synchronous=NORMAL */
-	DURABILITY_POWER,   /* WAL, synchronous=FULL: fsync per commit */
+	DURABILITY_POWER, /* WAL, synchronous=FULL: fsync per commit */
 };
 
 enum call_status {
 	CALL_IN_FLIGHT,
 	CALL_OK,
-	CALL_ERROR,	     /* the provider answered with an error status */
-	CALL_REFUSED,	     /* tollgate refused it; never forwarded */
-	CALL_CLIENT_CLOSED,  /* the client left before the end */
+	CALL_ERROR, /* the provider answered with an error status */
+	CALL_REFUSED, /* tollgate refused it; never forwarded */
+	CALL_CLIENT_CLOSED, /* the client left before the end */
 	CALL_UPSTREAM_ERROR, /* the provider failed or timed out */
-	CALL_INTERRUPTED,    /* tollgate stopped (crash) mid-call */
+	CALL_INTERRUPTED, /* tollgate stopped (crash) mid-call */
 };
 
 /* One row; strings are borrowed by the ledger_* calls, which copy them. */
 struct ledger_row {
-	const char *lr_id;	  /* request id, the primary key */
-	int64_t lr_started_ms;	  /* Unix ms (stored as RFC 3339 UTC, ms) */
-	int64_t lr_finished_ms;	  /* 0 while in flight */
-	const char *lr_provider;  /* openai | anthropic | gemini */
-	const char *lr_endpoint;  /* route_endpoint_name() */
-	const char *lr_upstream;  /* the upstream's name */
-	const char *lr_model;	  /* priced model name, or NULL */
+	const char *lr_id; /* request id, the primary key */
+	int64_t lr_started_ms; /* Unix ms (stored as RFC 3339 UTC, ms) */
+	int64_t lr_finished_ms; /* 0 while in flight */
+	const char *lr_provider; /* openai | anthropic | gemini */
+	const char *lr_endpoint; /* route_endpoint_name() */
+	const char *lr_upstream; /* the upstream's name */
+	const char *lr_model; /* priced model name, or NULL */
 	const char *lr_tags[TAG_MAX]; /* NULL when unset */
 	const char *lr_key_fingerprint; /* 16 hex of SHA-256, or NULL */
 	int lr_stream;
 	enum call_status lr_status;
-	int lr_http_status;	  /* 0 if none yet */
+	int lr_http_status; /* 0 if none yet */
 	int64_t lr_input_tokens;
 	int64_t lr_output_tokens;
 	int64_t lr_cached_input_tokens;
@@ -63,16 +63,21 @@ struct ledger_row {
 	int64_t lr_reserved_nusd;
 	const char *lr_price_version; /* "unpriced" for unknown models */
 	const char *lr_refusal_reason;
-	int64_t lr_latency_ms;	  /* -1 if unknown */
-	int64_t lr_ttfb_ms;	  /* -1 if none */
+	int64_t lr_latency_ms; /* -1 if unknown */
+	int64_t lr_ttfb_ms; /* -1 if none */
 };
 
 enum ledger_result {
-	LEDGER_OK,	    /* the row is committed */
-	LEDGER_DUPLICATE,   /* a row with this id exists: nothing written */
+	LEDGER_OK, /* the row is committed */
+	LEDGER_DUPLICATE, /* a row with this id exists: nothing written */
 	LEDGER_UNAVAILABLE, /* the write failed (disk full, busy, I/O) */
 };
 
+/*
+ * Runs on the loop thread with the reservation's answer. The ticket is
+ * freed once it has run: after LEDGER_DUPLICATE or LEDGER_UNAVAILABLE the
+ * call must not be forwarded, nor settled.
+ */
 typedef void (*ledger_cb)(void *, enum ledger_result);
 
 struct ledger_ticket;
@@ -81,19 +86,22 @@ struct ledger_ticket;
 struct ledger_stats {
 	uint64_t ls_rows_written;
 	uint64_t ls_commits;
-	uint64_t ls_failures;	     /* failed transactions */
-	uint64_t ls_refused_full;    /* reservations refused: queue full */
-	uint64_t ls_interrupted;     /* rows recovered at start-up */
+	uint64_t ls_failures; /* failed transactions */
+	uint64_t ls_refused_full; /* reservations refused: queue full */
+	uint64_t ls_interrupted; /* rows recovered at start-up */
 	size_t ls_queue_depth;
 	uint64_t ls_commit_us_total; /* time spent committing */
 	uint64_t ls_commit_us_max;
+	uint64_t ls_batch_max; /* most items in one transaction */
+	uint64_t ls_dropped; /* settlements, records given up at close */
+	int ls_failing; /* the last transaction failed */
 };
 
 /* ledger.c */
-int ledger_open(struct event_base *, const char *, enum durability, size_t,
-    char **);
-struct ledger_ticket *ledger_reserve(const struct ledger_row *, ledger_cb,
-    void *);
+int ledger_open(
+    struct event_base *, const char *, enum durability, size_t, char **);
+struct ledger_ticket *ledger_reserve(
+    const struct ledger_row *, ledger_cb, void *);
 void ledger_ticket_cancel(struct ledger_ticket *);
 void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
@@ -101,5 +109,12 @@ void ledger_stats(struct ledger_stats *);
 void ledger_close(void);
 const char *ledger_status_name(enum call_status);
 const char *ledger_usage_source_name(enum usage_source);
+
+#ifdef TG_UNITTEST
+/* Test hooks, compiled only into tests/unit/test_ledger.c. */
+void ledger_test_max_pages(int64_t);
+void ledger_test_pause(int);
+int ledger_test_synchronous(void);
+#endif
 
 #endif

@@ -1,0 +1,797 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The ledger's SQLite side: opening the database with its durability
+ * settings read back and checked, the schema (table calls, and the
+ * calls_daily rollup that triggers keep inside the same transactions) with
+ * its version, crash recovery, and applying one batch of queued writes as
+ * one transaction with prepared statements. Everything here runs on the
+ * thread that owns the write connection: ledger_open's caller until the
+ * writer thread starts, then the writer thread alone.
+ */
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "tollgate/ledger.h"
+#include "tollgate/log.h"
+#include "tollgate/util.h"
+
+#include "ledger_int.h"
+
+/*
+ * Version 1 of the schema. Columns of calls are DESIGN.md's, in its order.
+ * The rollup's key folds NULL to '' because NULLs are distinct in a primary
+ * key; a row counts in it while its status is final, so the triggers add a
+ * row when it becomes final and take it out again if a final row is changed
+ * or deleted by hand: the rollup always equals the sum over final rows.
+ */
+/* clang-format off */
+#define ROLLUP_KEY(r)                                                          \
+	"substr(" r ".started_at, 1, 10), coalesce(" r ".provider, ''), "      \
+	"coalesce(" r ".model, ''), coalesce(" r ".team, ''), "                \
+	"coalesce(" r ".tenant, ''), coalesce(" r ".agent_class, ''), "        \
+	"coalesce(" r ".environment, '')"
+#define ROLLUP_MATCH(r)                                                        \
+	" WHERE day = substr(" r ".started_at, 1, 10)"                         \
+	" AND provider = coalesce(" r ".provider, '')"                         \
+	" AND model = coalesce(" r ".model, '')"                               \
+	" AND team = coalesce(" r ".team, '')"                                 \
+	" AND tenant = coalesce(" r ".tenant, '')"                             \
+	" AND agent_class = coalesce(" r ".agent_class, '')"                   \
+	" AND environment = coalesce(" r ".environment, '')"
+#define ROLLUP_ADD(r)                                                          \
+	"INSERT INTO calls_daily VALUES (" ROLLUP_KEY(r) ", 1, "               \
+	r ".input_tokens, " r ".output_tokens, " r ".cached_input_tokens, "    \
+	r ".cache_write_tokens, " r ".reasoning_tokens, " r ".cost_nusd)"      \
+	" ON CONFLICT (day, provider, model, team, tenant, agent_class,"       \
+	" environment) DO UPDATE SET calls = calls + 1,"                       \
+	" input_tokens = input_tokens + excluded.input_tokens,"                \
+	" output_tokens = output_tokens + excluded.output_tokens,"             \
+	" cached_input_tokens = cached_input_tokens +"                         \
+	" excluded.cached_input_tokens,"                                       \
+	" cache_write_tokens = cache_write_tokens +"                           \
+	" excluded.cache_write_tokens,"                                        \
+	" reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,"    \
+	" cost_nusd = cost_nusd + excluded.cost_nusd;"
+#define ROLLUP_SUB(r)                                                          \
+	"UPDATE calls_daily SET calls = calls - 1,"                            \
+	" input_tokens = input_tokens - " r ".input_tokens,"                   \
+	" output_tokens = output_tokens - " r ".output_tokens,"                \
+	" cached_input_tokens = cached_input_tokens - "                        \
+	r ".cached_input_tokens,"                                              \
+	" cache_write_tokens = cache_write_tokens - " r ".cache_write_tokens," \
+	" reasoning_tokens = reasoning_tokens - " r ".reasoning_tokens,"       \
+	" cost_nusd = cost_nusd - " r ".cost_nusd" ROLLUP_MATCH(r) ";"         \
+	" DELETE FROM calls_daily" ROLLUP_MATCH(r) " AND calls = 0;"
+/* clang-format on */
+
+static const char schema_v1[] =
+    "CREATE TABLE calls ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " started_at TEXT NOT NULL,"
+    " finished_at TEXT,"
+    " provider TEXT,"
+    " endpoint TEXT,"
+    " upstream TEXT,"
+    " model TEXT,"
+    " intent TEXT,"
+    " team TEXT,"
+    " tenant TEXT,"
+    " agent_class TEXT,"
+    " environment TEXT,"
+    " key_fingerprint TEXT,"
+    " stream INTEGER NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),"
+    " status TEXT NOT NULL CHECK (status IN ('in_flight', 'ok', 'error',"
+    " 'refused', 'client_closed', 'upstream_error', 'interrupted')),"
+    " http_status INTEGER,"
+    " input_tokens INTEGER NOT NULL DEFAULT 0,"
+    " output_tokens INTEGER NOT NULL DEFAULT 0,"
+    " cached_input_tokens INTEGER NOT NULL DEFAULT 0,"
+    " cache_write_tokens INTEGER NOT NULL DEFAULT 0,"
+    " reasoning_tokens INTEGER NOT NULL DEFAULT 0,"
+    " usage_source TEXT NOT NULL DEFAULT 'none'"
+    " CHECK (usage_source IN ('reported', 'estimated', 'none')),"
+    " cost_nusd INTEGER NOT NULL DEFAULT 0,"
+    " reserved_nusd INTEGER NOT NULL DEFAULT 0,"
+    " price_version TEXT,"
+    " refusal_reason TEXT,"
+    " latency_ms INTEGER,"
+    " ttfb_ms INTEGER"
+    ");"
+    "CREATE INDEX calls_started ON calls (started_at);"
+    "CREATE INDEX calls_team_started ON calls (team, started_at);"
+    "CREATE INDEX calls_intent ON calls (intent, started_at);"
+    "CREATE INDEX calls_in_flight ON calls (started_at)"
+    " WHERE status = 'in_flight';"
+    "CREATE TABLE calls_daily ("
+    " day TEXT NOT NULL,"
+    " provider TEXT NOT NULL,"
+    " model TEXT NOT NULL,"
+    " team TEXT NOT NULL,"
+    " tenant TEXT NOT NULL,"
+    " agent_class TEXT NOT NULL,"
+    " environment TEXT NOT NULL,"
+    " calls INTEGER NOT NULL,"
+    " input_tokens INTEGER NOT NULL,"
+    " output_tokens INTEGER NOT NULL,"
+    " cached_input_tokens INTEGER NOT NULL,"
+    " cache_write_tokens INTEGER NOT NULL,"
+    " reasoning_tokens INTEGER NOT NULL,"
+    " cost_nusd INTEGER NOT NULL,"
+    " PRIMARY KEY (day, provider, model, team, tenant, agent_class,"
+    " environment)"
+    ") WITHOUT ROWID;"
+    "CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"
+    " WHEN NEW.status <> 'in_flight' BEGIN " ROLLUP_ADD(
+	"NEW") " END;"
+	       "CREATE TRIGGER calls_daily_update_out AFTER UPDATE ON calls"
+	       " WHEN OLD.status <> 'in_flight' BEGIN " ROLLUP_SUB(
+		   "OLD") " END;"
+			  "CREATE TRIGGER calls_daily_update_in AFTER UPDATE "
+			  "ON calls"
+			  " WHEN NEW.status <> 'in_flight' BEGIN " ROLLUP_ADD(
+			      "NEW") " END;"
+				     "CREATE TRIGGER calls_daily_delete AFTER "
+				     "DELETE ON calls"
+				     " WHEN OLD.status <> 'in_flight' "
+				     "BEGIN " ROLLUP_SUB("OLD") " END;";
+
+/* Column order of db_insert: DESIGN.md's, numbered from 1. */
+static const char insert_sql[] =
+    "INSERT INTO calls (id, started_at, finished_at, provider, endpoint,"
+    " upstream, model, intent, team, tenant, agent_class, environment,"
+    " key_fingerprint, stream, status, http_status, input_tokens,"
+    " output_tokens, cached_input_tokens, cache_write_tokens,"
+    " reasoning_tokens, usage_source, cost_nusd, reserved_nusd,"
+    " price_version, refusal_reason, latency_ms, ttfb_ms)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+    " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+    " ON CONFLICT (id) DO NOTHING";
+
+/*
+ * A settlement only touches a row still in flight, so a late or repeated
+ * one cannot overwrite an outcome. A NULL model or price version keeps the
+ * reservation's.
+ */
+static const char settle_sql[] =
+    "UPDATE calls SET status = ?2, finished_at = ?3, http_status = ?4,"
+    " input_tokens = ?5, output_tokens = ?6, cached_input_tokens = ?7,"
+    " cache_write_tokens = ?8, reasoning_tokens = ?9, usage_source = ?10,"
+    " cost_nusd = ?11, model = coalesce(?12, model),"
+    " price_version = coalesce(?13, price_version), latency_ms = ?14,"
+    " ttfb_ms = ?15, refusal_reason = ?16"
+    " WHERE id = ?1 AND status = 'in_flight'";
+
+/* Charged at the reservation: a crash never frees budget. */
+static const char recover_sql[] =
+    "UPDATE calls SET status = 'interrupted', finished_at = ?1,"
+    " cost_nusd = reserved_nusd, usage_source = CASE usage_source"
+    " WHEN 'none' THEN 'estimated' ELSE usage_source END"
+    " WHERE status = 'in_flight'";
+
+static int db_fail(struct ledger_db *, char **, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Wall-clock time in Unix milliseconds. */
+int64_t
+ledger_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* Format Unix ms as RFC 3339 UTC with milliseconds: 2026-11-28T14:23:00.123Z */
+void
+ledger_format_time(int64_t ms, char *buf, size_t len)
+{
+	struct tm tm;
+	time_t secs;
+	int64_t frac;
+	size_t n;
+
+	secs = (time_t)(ms / 1000);
+	frac = ms % 1000;
+	if (frac < 0) {
+		frac += 1000;
+		secs--;
+	}
+	if (gmtime_r(&secs, &tm) == NULL ||
+	    (n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm)) == 0) {
+		snprintf(buf, len, "1970-01-01T00:00:00.000Z");
+		return;
+	}
+	snprintf(buf + n, len - n, ".%03dZ", (int)frac);
+}
+
+/* Fill *cause with a message ending in SQLite's own; always -1. */
+static int
+db_fail(struct ledger_db *d, char **cause, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	if (xvasprintf(&msg, fmt, ap) == -1)
+		fatalx("%s: xvasprintf", __func__);
+	va_end(ap);
+	if (d->db_conn != NULL)
+		xasprintf(cause, "%s: %s", msg, sqlite3_errmsg(d->db_conn));
+	else
+		*cause = xstrdup(msg);
+	free(msg);
+	return (-1);
+}
+
+/* mkdir -p for the directory holding path; new directories are 0700. */
+static int
+make_parent(const char *path, char **cause)
+{
+	struct stat sb;
+	char *dir, *p, c;
+	int ret = 0;
+
+	dir = xstrdup(path);
+	if ((p = strrchr(dir, '/')) == NULL || p == dir) {
+		free(dir);
+		return (0);
+	}
+	*p = '\0';
+	for (p = dir + 1; ret == 0; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		c = *p;
+		*p = '\0';
+		if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
+			xasprintf(cause, "mkdir %s: %s", dir, strerror(errno));
+			ret = -1;
+		}
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	if (ret == 0 && (stat(dir, &sb) == -1 || !S_ISDIR(sb.st_mode))) {
+		xasprintf(cause, "%s: not a directory", dir);
+		ret = -1;
+	}
+	free(dir);
+	return (ret);
+}
+
+/* Run sql, which answers one row, and give its first column as text. */
+static int
+query_text(struct ledger_db *d, const char *sql, char *buf, size_t len)
+{
+	sqlite3_stmt *st;
+	const unsigned char *t;
+	int rc;
+
+	buf[0] = '\0';
+	if ((rc = sqlite3_prepare_v2(d->db_conn, sql, -1, &st, NULL)) !=
+	    SQLITE_OK)
+		return (rc);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((t = sqlite3_column_text(st, 0)) != NULL)
+			snprintf(buf, len, "%s", (const char *)t);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	(void)sqlite3_finalize(st);
+	return (rc);
+}
+
+/* Run sql, which answers one row, and give its first column as a number. */
+static int
+query_int(struct ledger_db *d, const char *sql, int64_t *v)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	*v = 0;
+	if ((rc = sqlite3_prepare_v2(d->db_conn, sql, -1, &st, NULL)) !=
+	    SQLITE_OK)
+		return (rc);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*v = sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+	(void)sqlite3_finalize(st);
+	return (rc);
+}
+
+/* Roll back whatever transaction is open, keeping the error that caused it. */
+static void
+db_rollback(struct ledger_db *d)
+{
+	int rc;
+
+	if (sqlite3_get_autocommit(d->db_conn))
+		return;
+	if (d->db_rollback != NULL) {
+		rc = sqlite3_step(d->db_rollback);
+		sqlite3_reset(d->db_rollback);
+	} else
+		rc = sqlite3_exec(d->db_conn, "ROLLBACK", NULL, NULL, NULL);
+	if (rc != SQLITE_DONE && rc != SQLITE_OK)
+		log_warnx("ledger: rollback: %s", sqlite3_errmsg(d->db_conn));
+}
+
+/*
+ * Refuse what this tollgate cannot write to: a newer schema, or a database
+ * that has tables but was never a ledger.
+ */
+static int
+check_version(
+    struct ledger_db *d, const char *path, int64_t *version, char **cause)
+{
+	int64_t ntables;
+
+	if (query_int(d, "PRAGMA user_version", version) != SQLITE_OK)
+		return (db_fail(d, cause, "%s", path));
+	if (*version > LEDGER_SCHEMA_VERSION) {
+		xasprintf(cause,
+		    "%s: ledger schema version %" PRId64 " is newer than this "
+		    "tollgate understands (%d)",
+		    path, *version, LEDGER_SCHEMA_VERSION);
+		return (-1);
+	}
+	if (*version < 0) {
+		xasprintf(cause, "%s: bad ledger schema version %" PRId64, path,
+		    *version);
+		return (-1);
+	}
+	if (*version == 0) {
+		if (query_int(d, "SELECT count(*) FROM sqlite_schema",
+			&ntables) != SQLITE_OK)
+			return (db_fail(d, cause, "%s", path));
+		if (ntables != 0) {
+			xasprintf(cause,
+			    "%s: not a tollgate ledger (it has tables but no "
+			    "schema version)",
+			    path);
+			return (-1);
+		}
+	}
+	return (0);
+}
+
+/* Journal mode and synchronous, each set and then read back. */
+static int
+set_durability(
+    struct ledger_db *d, const char *path, enum durability dur, char **cause)
+{
+	char mode[32];
+	int64_t sync;
+	int want;
+
+	if (query_text(d, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) !=
+	    SQLITE_OK)
+		return (db_fail(d, cause, "%s: journal_mode", path));
+	if (strcmp(mode, "wal") != 0) {
+		xasprintf(
+		    cause, "%s: journal_mode is \"%s\", not wal", path, mode);
+		return (-1);
+	}
+	want = dur == DURABILITY_POWER ? 2 : 1;
+	if (sqlite3_exec(d->db_conn,
+		want == 2 ? "PRAGMA synchronous = FULL"
+			  : "PRAGMA synchronous = NORMAL",
+		NULL, NULL, NULL) != SQLITE_OK ||
+	    query_int(d, "PRAGMA synchronous", &sync) != SQLITE_OK)
+		return (db_fail(d, cause, "%s: synchronous", path));
+	if (sync != want) {
+		xasprintf(cause, "%s: synchronous is %" PRId64 ", not %d", path,
+		    sync, want);
+		return (-1);
+	}
+	d->db_synchronous = (int)sync;
+
+	/*
+	 * The schema uses built-in functions only; a WAL left large by a long
+	 * reader is cut back after the next checkpoint.
+	 */
+	if (sqlite3_exec(d->db_conn,
+		"PRAGMA foreign_keys = OFF; PRAGMA trusted_schema = OFF;"
+		" PRAGMA journal_size_limit = 67108864",
+		NULL, NULL, NULL) != SQLITE_OK)
+		return (db_fail(d, cause, "%s: pragmas", path));
+	return (0);
+}
+
+/* Create schema version 1 in one transaction, version number included. */
+static int
+create_schema(struct ledger_db *d, const char *path, char **cause)
+{
+	int64_t version;
+
+	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (db_fail(d, cause, "%s: creating the schema", path));
+	/* Another process may have made it while we waited for the lock. */
+	if (query_int(d, "PRAGMA user_version", &version) != SQLITE_OK)
+		goto fail;
+	if (version == 0 &&
+	    (sqlite3_exec(d->db_conn, schema_v1, NULL, NULL, NULL) !=
+		    SQLITE_OK ||
+		sqlite3_exec(d->db_conn, "PRAGMA user_version = 1", NULL, NULL,
+		    NULL) != SQLITE_OK))
+		goto fail;
+	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (version == 0)
+		log_info("ledger: %s: created schema version %d", path,
+		    LEDGER_SCHEMA_VERSION);
+	return (0);
+fail:
+	db_fail(d, cause, "%s: creating the schema", path);
+	db_rollback(d);
+	return (-1);
+}
+
+/*
+ * Rows a crash left in flight become interrupted, charged at their
+ * reservation, all in one transaction.
+ */
+static int
+recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
+{
+	sqlite3_stmt *st = NULL;
+	char now[LEDGER_TIME_MAX];
+
+	ledger_format_time(ledger_now_ms(), now, sizeof(now));
+	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (db_fail(d, cause, "%s: recovery", path));
+	if (sqlite3_prepare_v2(d->db_conn, recover_sql, -1, &st, NULL) !=
+		SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		goto fail;
+	*count = (uint64_t)sqlite3_changes64(d->db_conn);
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (*count > 0)
+		log_warnx("ledger: %s: %" PRIu64 " calls left in flight by the "
+			  "last run are now interrupted, charged at their "
+			  "reservation",
+		    path, *count);
+	return (0);
+fail:
+	db_fail(d, cause, "%s: recovery", path);
+	sqlite3_finalize(st);
+	db_rollback(d);
+	*count = 0;
+	return (-1);
+}
+
+/* Prepare the statements the writer runs for every batch. */
+static int
+prepare(struct ledger_db *d, const char *path, char **cause)
+{
+	static const struct {
+		const char *sql;
+		size_t off;
+	} stmts[] = {
+	    {"BEGIN IMMEDIATE", offsetof(struct ledger_db, db_begin)},
+	    {"COMMIT", offsetof(struct ledger_db, db_commit)},
+	    {"ROLLBACK", offsetof(struct ledger_db, db_rollback)},
+	    {insert_sql, offsetof(struct ledger_db, db_insert)},
+	    {settle_sql, offsetof(struct ledger_db, db_settle)},
+	};
+	sqlite3_stmt **st;
+	size_t i;
+
+	for (i = 0; i < nitems(stmts); i++) {
+		st = (sqlite3_stmt **)(void *)((char *)d + stmts[i].off);
+		if (sqlite3_prepare_v3(d->db_conn, stmts[i].sql, -1,
+			SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
+			return (db_fail(d, cause, "%s: prepare", path));
+	}
+	return (0);
+}
+
+/*
+ * Open the ledger at path: make its directory, lock it, check durability
+ * and schema, recover rows a crash left in flight (counted in
+ * *interrupted), and prepare the writer's statements.
+ */
+int
+ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
+    uint64_t *interrupted, char **cause)
+{
+	int64_t version;
+	int flags;
+
+	memset(d, 0, sizeof(*d));
+	d->db_lockfd = -1;
+	*interrupted = 0;
+	if (make_parent(path, cause) != 0)
+		return (-1);
+
+	/*
+	 * Create the file 0600 before SQLite does (its -wal and -shm take its
+	 * mode), and hold an flock(2) on it while the ledger is open: a second
+	 * tollgate on the same file would take this one's calls in flight for
+	 * a crash's. flock locks are apart from SQLite's POSIX locks, and the
+	 * descriptor is closed only after SQLite's, so it cannot drop them.
+	 */
+	d->db_lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (d->db_lockfd == -1) {
+		xasprintf(cause, "%s: %s", path, strerror(errno));
+		return (-1);
+	}
+	if (flock(d->db_lockfd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK)
+			xasprintf(
+			    cause, "%s: in use by another tollgate", path);
+		else
+			xasprintf(
+			    cause, "%s: flock: %s", path, strerror(errno));
+		goto fail;
+	}
+
+	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	if (sqlite3_open_v2(path, &d->db_conn, flags, NULL) != SQLITE_OK) {
+		db_fail(d, cause, "%s", path);
+		goto fail;
+	}
+	sqlite3_busy_timeout(d->db_conn, LEDGER_BUSY_MS);
+	if (check_version(d, path, &version, cause) != 0 ||
+	    set_durability(d, path, dur, cause) != 0 ||
+	    (version == 0 && create_schema(d, path, cause) != 0) ||
+	    recover(d, path, interrupted, cause) != 0 ||
+	    prepare(d, path, cause) != 0)
+		goto fail;
+	return (0);
+fail:
+	d->db_synchronous = 0; /* no checkpoint on the way out */
+	ledger_db_close(d);
+	return (-1);
+}
+
+/* Errors that are the row's fault, not the disk's: retrying cannot help. */
+int
+ledger_db_blames_row(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT:
+	case SQLITE_TOOBIG:
+	case SQLITE_MISMATCH:
+	case SQLITE_RANGE:
+		return (1);
+	}
+	return (0);
+}
+
+/* Step a statement that answers no rows; keep SQLite's message on error. */
+static int
+step_stmt(struct ledger_db *d, sqlite3_stmt *st)
+{
+	int rc;
+
+	if ((rc = sqlite3_step(st)) != SQLITE_DONE)
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "%s",
+		    sqlite3_errmsg(d->db_conn));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return (rc);
+}
+
+static int
+bind_text(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL)
+		return (sqlite3_bind_null(st, i));
+	return (sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC));
+}
+
+/* Bind v, or NULL when v is below min (-1 latency, 0 HTTP status). */
+static int
+bind_int_min(sqlite3_stmt *st, int i, int64_t v, int64_t min)
+{
+	if (v < min)
+		return (sqlite3_bind_null(st, i));
+	return (sqlite3_bind_int64(st, i, v));
+}
+
+/* Bind in turn, stopping at the first error. */
+#define BIND(call)                                                             \
+	do {                                                                   \
+		if (rc == SQLITE_OK)                                           \
+			rc = (call);                                           \
+	} while (0)
+
+/* Insert a reservation (in_flight) or a final row; a known id is skipped. */
+static int
+apply_insert(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_row *r = &it->li_row;
+	sqlite3_stmt *st = d->db_insert;
+	char started[LEDGER_TIME_MAX], finished[LEDGER_TIME_MAX];
+	enum call_status status;
+	int i, rc = SQLITE_OK;
+
+	status = it->li_op == LEDGER_OP_RESERVE ? CALL_IN_FLIGHT : r->lr_status;
+	ledger_format_time(r->lr_started_ms, started, sizeof(started));
+	ledger_format_time(
+	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
+	    finished, sizeof(finished));
+	BIND(bind_text(st, 1, r->lr_id));
+	BIND(bind_text(st, 2, started));
+	BIND(bind_text(st, 3, status == CALL_IN_FLIGHT ? NULL : finished));
+	BIND(bind_text(st, 4, r->lr_provider));
+	BIND(bind_text(st, 5, r->lr_endpoint));
+	BIND(bind_text(st, 6, r->lr_upstream));
+	BIND(bind_text(st, 7, r->lr_model));
+	for (i = 0; i < TAG_MAX; i++)
+		BIND(bind_text(st, 8 + i, r->lr_tags[i]));
+	BIND(bind_text(st, 13, r->lr_key_fingerprint));
+	BIND(sqlite3_bind_int(st, 14, r->lr_stream != 0));
+	BIND(bind_text(st, 15, ledger_status_name(status)));
+	BIND(bind_int_min(st, 16, r->lr_http_status, 1));
+	BIND(sqlite3_bind_int64(st, 17, r->lr_input_tokens));
+	BIND(sqlite3_bind_int64(st, 18, r->lr_output_tokens));
+	BIND(sqlite3_bind_int64(st, 19, r->lr_cached_input_tokens));
+	BIND(sqlite3_bind_int64(st, 20, r->lr_cache_write_tokens));
+	BIND(sqlite3_bind_int64(st, 21, r->lr_reasoning_tokens));
+	BIND(bind_text(st, 22, ledger_usage_source_name(r->lr_usage_source)));
+	BIND(sqlite3_bind_int64(st, 23, r->lr_cost_nusd));
+	BIND(sqlite3_bind_int64(st, 24, r->lr_reserved_nusd));
+	BIND(bind_text(st, 25, r->lr_price_version));
+	BIND(bind_text(st, 26, r->lr_refusal_reason));
+	BIND(bind_int_min(st, 27, r->lr_latency_ms, 0));
+	BIND(bind_int_min(st, 28, r->lr_ttfb_ms, 0));
+	if (rc != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(rc));
+		sqlite3_clear_bindings(st);
+		return (rc);
+	}
+	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
+		it->li_changed = sqlite3_changes(d->db_conn) > 0;
+	return (rc);
+}
+
+/* Settle a row still in flight with its outcome. */
+static int
+apply_settle(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_row *r = &it->li_row;
+	sqlite3_stmt *st = d->db_settle;
+	char finished[LEDGER_TIME_MAX];
+	int rc = SQLITE_OK;
+
+	ledger_format_time(
+	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
+	    finished, sizeof(finished));
+	BIND(bind_text(st, 1, r->lr_id));
+	BIND(bind_text(st, 2, ledger_status_name(r->lr_status)));
+	BIND(bind_text(st, 3, finished));
+	BIND(bind_int_min(st, 4, r->lr_http_status, 1));
+	BIND(sqlite3_bind_int64(st, 5, r->lr_input_tokens));
+	BIND(sqlite3_bind_int64(st, 6, r->lr_output_tokens));
+	BIND(sqlite3_bind_int64(st, 7, r->lr_cached_input_tokens));
+	BIND(sqlite3_bind_int64(st, 8, r->lr_cache_write_tokens));
+	BIND(sqlite3_bind_int64(st, 9, r->lr_reasoning_tokens));
+	BIND(bind_text(st, 10, ledger_usage_source_name(r->lr_usage_source)));
+	BIND(sqlite3_bind_int64(st, 11, r->lr_cost_nusd));
+	BIND(bind_text(st, 12, r->lr_model));
+	BIND(bind_text(st, 13, r->lr_price_version));
+	BIND(bind_int_min(st, 14, r->lr_latency_ms, 0));
+	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
+	BIND(bind_text(st, 16, r->lr_refusal_reason));
+#undef BIND
+	if (rc != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(rc));
+		sqlite3_clear_bindings(st);
+		return (rc);
+	}
+	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
+		it->li_changed = sqlite3_changes(d->db_conn) > 0;
+	return (rc);
+}
+
+/*
+ * Write a batch as one transaction. On failure nothing of it is written:
+ * db_err, db_errmsg and db_failed_item (NULL if BEGIN or COMMIT failed)
+ * say why, and any transaction SQLite left open is rolled back.
+ */
+int
+ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
+{
+	struct ledger_item *it;
+	int rc;
+
+	d->db_err = SQLITE_OK;
+	d->db_errmsg[0] = '\0';
+	d->db_failed_item = NULL;
+	db_rollback(d); /* never inherit a transaction a failure left open */
+	if ((rc = step_stmt(d, d->db_begin)) != SQLITE_DONE)
+		goto fail;
+	TAILQ_FOREACH(it, batch, li_entry)
+	{
+		it->li_changed = 0;
+		if (it->li_op == LEDGER_OP_SETTLE)
+			rc = apply_settle(d, it);
+		else
+			rc = apply_insert(d, it);
+		if (rc != SQLITE_DONE) {
+			d->db_failed_item = it;
+			goto fail;
+		}
+	}
+	if ((rc = step_stmt(d, d->db_commit)) != SQLITE_DONE)
+		goto fail;
+	return (0);
+fail:
+	/*
+	 * After FULL, IOERR, BUSY or NOMEM SQLite may already have rolled the
+	 * transaction back on its own (RELIABILITY.md §4.1); if not, we do.
+	 */
+	d->db_err = rc;
+	db_rollback(d);
+	return (-1);
+}
+
+/*
+ * Checkpoint the WAL into the database (when the open had succeeded),
+ * then close everything. Safe on a half-opened ledger_db.
+ */
+void
+ledger_db_close(struct ledger_db *d)
+{
+	sqlite3_finalize(d->db_begin);
+	sqlite3_finalize(d->db_commit);
+	sqlite3_finalize(d->db_rollback);
+	sqlite3_finalize(d->db_insert);
+	sqlite3_finalize(d->db_settle);
+	d->db_begin = d->db_commit = d->db_rollback = NULL;
+	d->db_insert = d->db_settle = NULL;
+	if (d->db_conn != NULL) {
+		db_rollback(d);
+		if (d->db_synchronous != 0 &&
+		    sqlite3_exec(d->db_conn, "PRAGMA wal_checkpoint(TRUNCATE)",
+			NULL, NULL, NULL) != SQLITE_OK)
+			log_warnx("ledger: checkpoint: %s",
+			    sqlite3_errmsg(d->db_conn));
+		if (sqlite3_close(d->db_conn) != SQLITE_OK)
+			log_warnx(
+			    "ledger: close: %s", sqlite3_errmsg(d->db_conn));
+		d->db_conn = NULL;
+	}
+	if (d->db_lockfd != -1) {
+		close(d->db_lockfd);
+		d->db_lockfd = -1;
+	}
+}
+
+#ifdef TG_UNITTEST
+/* Test hook: PRAGMA max_page_count on the write connection (disk full). */
+void
+ledger_db_max_pages(struct ledger_db *d, int64_t n)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA max_page_count = %" PRId64, n);
+	if (sqlite3_exec(d->db_conn, sql, NULL, NULL, NULL) != SQLITE_OK)
+		log_warnx("ledger: %s: %s", sql, sqlite3_errmsg(d->db_conn));
+}
+#endif

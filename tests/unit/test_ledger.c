@@ -1,0 +1,1235 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The ledger, driven for real: a real event_base, a database in a temp
+ * directory, the writer thread, and every row read back through a separate
+ * read-only connection. The ledger's sources are compiled in here with
+ * TG_UNITTEST, which adds the test hooks (a disk that fills up, a writer
+ * that holds still) and nothing to the daemon. TG_LEDGER_BENCH=1 also runs
+ * the 10,000-row bursts of docs/internals/ledger.md.
+ */
+#define TG_UNITTEST 1
+
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "tollgate/ledger.h"
+#include "tollgate/log.h"
+#include "tollgate/util.h"
+
+#include "../../src/ledger/store.c"
+#include "../../src/ledger/ledger.c"
+
+/* 2026-11-28T14:23:00.123Z */
+#define T0 1795875780123LL
+#define DAY_MS 86400000LL
+#define BIG 6000 /* bytes: a string that needs overflow pages */
+
+static struct {
+	char dir[64];
+	char path[128];
+	struct event_base *base;
+} fx;
+
+struct answer {
+	int fired;
+	enum ledger_result result;
+	int index;
+	int settle; /* settle from the callback, as a session would */
+	const char *id; /* for burst_cb, when not burst_ids[index] */
+};
+
+static int answers_fired;
+
+static void
+answer_cb(void *arg, enum ledger_result r)
+{
+	struct answer *a = arg;
+
+	a->fired++;
+	a->result = r;
+	answers_fired++;
+}
+
+static int
+rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)flag;
+	(void)ftw;
+	return (remove(p));
+}
+
+static int
+setup(void **state)
+{
+	(void)state;
+	snprintf(fx.dir, sizeof(fx.dir), "/tmp/tg-ledger-XXXXXX");
+	if (mkdtemp(fx.dir) == NULL)
+		return (-1);
+	snprintf(fx.path, sizeof(fx.path), "%s/ledger.db", fx.dir);
+	fx.base = event_base_new();
+	answers_fired = 0;
+	return (fx.base == NULL ? -1 : 0);
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	ledger_close();
+	event_base_free(fx.base);
+	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+	return (0);
+}
+
+static void
+open_ok(enum durability dur, size_t queue_max)
+{
+	char *cause = NULL;
+
+	if (ledger_open(fx.base, fx.path, dur, queue_max, &cause) != 0)
+		fail_msg("ledger_open: %s", cause);
+}
+
+/* Run the loop until *count reaches want; fail after 20 s. */
+static void
+run_until(const int *count, int want)
+{
+	long long deadline = monotime_us() + 20000000LL;
+
+	while (*count < want) {
+		if (monotime_us() > deadline)
+			fail_msg("timed out: %d of %d", *count, want);
+		event_base_loop(fx.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+		if (*count < want)
+			usleep(500);
+	}
+}
+
+/* Wait until the writer has finished every item, then run the callbacks. */
+static void
+flush(void)
+{
+	struct ledger_stats st;
+	long long deadline = monotime_us() + 20000000LL;
+
+	for (;;) {
+		ledger_stats(&st);
+		if (st.ls_queue_depth == 0)
+			break;
+		if (monotime_us() > deadline)
+			fail_msg(
+			    "flush timed out, %zu queued", st.ls_queue_depth);
+		usleep(500);
+	}
+	event_base_loop(fx.base, EVLOOP_NONBLOCK);
+}
+
+static struct ledger_row
+mkrow(const char *id)
+{
+	struct ledger_row r;
+
+	memset(&r, 0, sizeof(r));
+	r.lr_id = id;
+	r.lr_started_ms = T0;
+	r.lr_provider = "openai";
+	r.lr_endpoint = "chat_completions";
+	r.lr_upstream = "openai";
+	r.lr_model = "gpt-4o";
+	r.lr_tags[TAG_INTENT] = "summarise";
+	r.lr_tags[TAG_TEAM] = "support";
+	r.lr_tags[TAG_TENANT] = "acme";
+	r.lr_tags[TAG_AGENT_CLASS] = "ticket-agent";
+	r.lr_tags[TAG_ENVIRONMENT] = "prod";
+	r.lr_key_fingerprint = "0123456789abcdef";
+	r.lr_stream = 1;
+	r.lr_status = CALL_IN_FLIGHT;
+	r.lr_usage_source = USAGE_NONE;
+	r.lr_reserved_nusd = 3000000;
+	r.lr_price_version = "2026-11-01";
+	r.lr_latency_ms = -1;
+	r.lr_ttfb_ms = -1;
+	return (r);
+}
+
+/* The outcome of the call reserved by mkrow(id). */
+static struct ledger_row
+mksettle(const char *id)
+{
+	struct ledger_row r = mkrow(id);
+
+	r.lr_status = CALL_OK;
+	r.lr_finished_ms = T0 + 1500;
+	r.lr_http_status = 200;
+	r.lr_input_tokens = 1200;
+	r.lr_output_tokens = 300;
+	r.lr_cached_input_tokens = 1000;
+	r.lr_cache_write_tokens = 0;
+	r.lr_reasoning_tokens = 100;
+	r.lr_usage_source = USAGE_REPORTED;
+	r.lr_cost_nusd = 1234567;
+	r.lr_model = "gpt-4o-2024-08-06";
+	r.lr_latency_ms = 1500;
+	r.lr_ttfb_ms = 230;
+	return (r);
+}
+
+/* A read-only query answering one number (NULL: INT64_MIN). */
+static int64_t
+q_int(const char *fmt, ...)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	va_list ap;
+	char *sql;
+	int64_t v = INT64_MIN;
+
+	va_start(ap, fmt);
+	sql = sqlite3_vmprintf(fmt, ap);
+	va_end(ap);
+	assert_int_equal(
+	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	sqlite3_free(sql);
+	return (v);
+}
+
+/* A read-only query answering one string, or "(null)"; static buffer. */
+static const char *
+q_text(const char *fmt, ...)
+{
+	static char buf[256];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	const unsigned char *t;
+	va_list ap;
+	char *sql;
+
+	va_start(ap, fmt);
+	sql = sqlite3_vmprintf(fmt, ap);
+	va_end(ap);
+	assert_int_equal(
+	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	snprintf(buf, sizeof(buf), "(none)");
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		t = sqlite3_column_text(st, 0);
+		snprintf(buf, sizeof(buf), "%s",
+		    t != NULL ? (const char *)t : "(null)");
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	sqlite3_free(sql);
+	return (buf);
+}
+
+/* Plain SQL on the closed ledger, as an operator or a crash would leave. */
+static void
+rw_exec(const char *sql)
+{
+	sqlite3 *db;
+	char *err = NULL;
+
+	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+	sqlite3_close(db);
+}
+
+#define GROUP_SUMS                                                             \
+	"SELECT substr(started_at, 1, 10), coalesce(provider, ''),"            \
+	" coalesce(model, ''), coalesce(team, ''), coalesce(tenant, ''),"      \
+	" coalesce(agent_class, ''), coalesce(environment, ''), count(*),"     \
+	" sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"    \
+	" sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nusd)"      \
+	" FROM calls WHERE status <> 'in_flight' GROUP BY 1, 2, 3, 4, 5, 6, 7"
+
+/* The rollup equals the sums over calls, group by group, to the nano-USD. */
+static void
+assert_rollup_exact(void)
+{
+	assert_int_equal(q_int("SELECT count(*) FROM (SELECT * FROM "
+			       "calls_daily EXCEPT " GROUP_SUMS ")"),
+	    0);
+	assert_int_equal(q_int("SELECT count(*) FROM (" GROUP_SUMS
+			       " EXCEPT SELECT * FROM calls_daily)"),
+	    0);
+	assert_int_equal(q_int("SELECT coalesce(sum(cost_nusd), 0) FROM "
+			       "calls_daily"),
+	    q_int("SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE "
+		  "status <> 'in_flight'"));
+}
+
+static void
+test_names(void **state)
+{
+	(void)state;
+	assert_string_equal(ledger_status_name(CALL_IN_FLIGHT), "in_flight");
+	assert_string_equal(
+	    ledger_status_name(CALL_CLIENT_CLOSED), "client_closed");
+	assert_string_equal(
+	    ledger_status_name(CALL_UPSTREAM_ERROR), "upstream_error");
+	assert_string_equal(
+	    ledger_status_name(CALL_INTERRUPTED), "interrupted");
+	assert_string_equal(
+	    ledger_status_name((enum call_status)99), "unknown");
+	assert_string_equal(ledger_usage_source_name(USAGE_NONE), "none");
+	assert_string_equal(
+	    ledger_usage_source_name(USAGE_REPORTED), "reported");
+	assert_string_equal(
+	    ledger_usage_source_name(USAGE_ESTIMATED), "estimated");
+}
+
+static void
+test_time_format(void **state)
+{
+	static const struct {
+		int64_t ms;
+		const char *want;
+	} cases[] = {
+	    {0, "1970-01-01T00:00:00.000Z"},
+	    {T0, "2026-11-28T14:23:00.123Z"},
+	    {T0 + 877, "2026-11-28T14:23:01.000Z"},
+	    {-1, "1969-12-31T23:59:59.999Z"},
+	    {951782400999LL, "2000-02-29T00:00:00.999Z"},
+	};
+	char buf[LEDGER_TIME_MAX];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		ledger_format_time(cases[i].ms, buf, sizeof(buf));
+		assert_string_equal(buf, cases[i].want);
+	}
+}
+
+static void
+test_open_process(void **state)
+{
+	struct stat sb;
+	char *cause = NULL;
+
+	(void)state;
+	/* The parent directory is made, 0700. */
+	snprintf(fx.path, sizeof(fx.path), "%s/a/b/ledger.db", fx.dir);
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(ledger_test_synchronous(), 1);
+	assert_int_equal(stat(fx.path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0600);
+	snprintf(fx.path, sizeof(fx.path), "%s/a/b", fx.dir);
+	assert_int_equal(stat(fx.path, &sb), 0);
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	snprintf(fx.path, sizeof(fx.path), "%s/a/b/ledger.db", fx.dir);
+	assert_string_equal(q_text("PRAGMA journal_mode"), "wal");
+	assert_int_equal(q_int("PRAGMA user_version"), 1);
+	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
+			       "type = 'trigger'"),
+	    4);
+
+	/* Once per process, and once per file. */
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(strstr(cause, "already open"));
+	free(cause);
+}
+
+static void
+test_open_power(void **state)
+{
+	(void)state;
+	open_ok(DURABILITY_POWER, 0);
+	assert_int_equal(ledger_test_synchronous(), 2);
+	ledger_close();
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(ledger_test_synchronous(), 1);
+}
+
+static void
+test_open_columns(void **state)
+{
+	static const char *const cols[] = {"id", "started_at", "finished_at",
+	    "provider", "endpoint", "upstream", "model", "intent", "team",
+	    "tenant", "agent_class", "environment", "key_fingerprint", "stream",
+	    "status", "http_status", "input_tokens", "output_tokens",
+	    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
+	    "refusal_reason", "latency_ms", "ttfb_ms"};
+	size_t i;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM pragma_table_info('calls')"),
+	    (int64_t)nitems(cols));
+	for (i = 0; i < nitems(cols); i++)
+		assert_string_equal(q_text("SELECT name FROM "
+					   "pragma_table_info('calls') WHERE "
+					   "cid = %d",
+					(int)i),
+		    cols[i]);
+	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
+			       "type = 'index' AND tbl_name = 'calls' AND "
+			       "sql IS NOT NULL"),
+	    4);
+}
+
+static void
+test_open_refused(void **state)
+{
+	char *cause = NULL;
+	int fd;
+
+	(void)state;
+	/* A newer schema. */
+	rw_exec("PRAGMA user_version = 99");
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(strstr(cause, "newer"));
+	free(cause);
+	unlink(fx.path);
+
+	/* Somebody else's database. */
+	rw_exec("CREATE TABLE t (x)");
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(strstr(cause, "not a tollgate ledger"));
+	free(cause);
+	unlink(fx.path);
+
+	/* Not a database at all. */
+	fd = open(fx.path, O_WRONLY | O_CREAT, 0600);
+	assert_true(
+	    write(fd, "this is not sqlite, not at all, no\n", 35) == 35);
+	close(fd);
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(cause);
+	free(cause);
+	unlink(fx.path);
+
+	/* Another tollgate holds it. */
+	fd = open(fx.path, O_RDWR | O_CREAT, 0600);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(strstr(cause, "in use"));
+	free(cause);
+	close(fd);
+	open_ok(DURABILITY_PROCESS, 0);
+}
+
+static void
+test_reserve_ok(void **state)
+{
+	struct ledger_row r = mkrow("r1");
+	struct answer a = {0};
+	struct ledger_stats st;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'r1'"), "in_flight");
+	assert_string_equal(
+	    q_text("SELECT started_at FROM calls"), "2026-11-28T14:23:00.123Z");
+	assert_string_equal(q_text("SELECT finished_at FROM calls"), "(null)");
+	assert_string_equal(q_text("SELECT team || tenant || agent_class || "
+				   "environment || intent FROM calls"),
+	    "supportacmeticket-agentprodsummarise");
+	assert_int_equal(q_int("SELECT stream FROM calls"), 1);
+	assert_int_equal(q_int("SELECT reserved_nusd FROM calls"), 3000000);
+	assert_int_equal(q_int("SELECT cost_nusd FROM calls"), 0);
+	assert_int_equal(q_int("SELECT http_status FROM calls"), INT64_MIN);
+	assert_int_equal(q_int("SELECT latency_ms FROM calls"), INT64_MIN);
+	assert_string_equal(q_text("SELECT usage_source FROM calls"), "none");
+	assert_string_equal(
+	    q_text("SELECT key_fingerprint FROM calls"), "0123456789abcdef");
+	/* In flight: not in the rollup yet. */
+	assert_int_equal(q_int("SELECT count(*) FROM calls_daily"), 0);
+
+	ledger_stats(&st);
+	assert_int_equal(st.ls_rows_written, 1);
+	assert_true(st.ls_commits >= 1);
+	assert_int_equal(st.ls_queue_depth, 0);
+	assert_int_equal(st.ls_failures, 0);
+}
+
+static void
+test_settle_final(void **state)
+{
+	struct ledger_row r = mkrow("s1"), s;
+	struct answer a = {0};
+	char id[8];
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	/* The caller's strings are copied: scribble over them. */
+	snprintf(id, sizeof(id), "s1");
+	s = mksettle(id);
+	ledger_settle(&s);
+	memset(id, 'x', sizeof(id) - 1);
+	flush();
+
+	assert_string_equal(q_text("SELECT status FROM calls"), "ok");
+	assert_string_equal(q_text("SELECT finished_at FROM calls"),
+	    "2026-11-28T14:23:01.623Z");
+	assert_int_equal(q_int("SELECT http_status FROM calls"), 200);
+	assert_int_equal(q_int("SELECT input_tokens FROM calls"), 1200);
+	assert_int_equal(q_int("SELECT output_tokens FROM calls"), 300);
+	assert_int_equal(q_int("SELECT cached_input_tokens FROM calls"), 1000);
+	assert_int_equal(q_int("SELECT reasoning_tokens FROM calls"), 100);
+	assert_string_equal(
+	    q_text("SELECT usage_source FROM calls"), "reported");
+	assert_int_equal(q_int("SELECT cost_nusd FROM calls"), 1234567);
+	assert_int_equal(q_int("SELECT reserved_nusd FROM calls"), 3000000);
+	assert_string_equal(
+	    q_text("SELECT model FROM calls"), "gpt-4o-2024-08-06");
+	assert_int_equal(q_int("SELECT latency_ms FROM calls"), 1500);
+	assert_int_equal(q_int("SELECT ttfb_ms FROM calls"), 230);
+	assert_string_equal(
+	    q_text("SELECT refusal_reason FROM calls"), "(null)");
+	assert_int_equal(q_int("SELECT calls FROM calls_daily"), 1);
+	assert_string_equal(
+	    q_text("SELECT day FROM calls_daily"), "2026-11-28");
+	assert_rollup_exact();
+
+	/* A second settlement finds nothing in flight and changes nothing. */
+	s = mksettle("s1");
+	s.lr_status = CALL_ERROR;
+	s.lr_cost_nusd = 1;
+	ledger_settle(&s);
+	s = mksettle("nobody");
+	ledger_settle(&s);
+	flush();
+	assert_string_equal(q_text("SELECT status FROM calls"), "ok");
+	assert_int_equal(q_int("SELECT cost_nusd FROM calls"), 1234567);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 1);
+	assert_rollup_exact();
+
+	/* A NULL model at settlement keeps the reservation's. */
+	r = mkrow("s2");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 2);
+	s = mksettle("s2");
+	s.lr_model = NULL;
+	s.lr_finished_ms = 0; /* now */
+	ledger_settle(&s);
+	flush();
+	assert_string_equal(
+	    q_text("SELECT model FROM calls WHERE id = 's2'"), "gpt-4o");
+	assert_true(q_int("SELECT finished_at > '2026-01-01' FROM calls WHERE "
+			  "id = 's2'") == 1);
+}
+
+static void
+test_duplicate(void **state)
+{
+	struct ledger_row r = mkrow("d1");
+	struct answer a = {0}, b = {0}, c = {0}, d = {0};
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+
+	/* Another batch. */
+	r.lr_provider = "anthropic";
+	r.lr_reserved_nusd = 99;
+	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	run_until(&b.fired, 1);
+	assert_int_equal(b.result, LEDGER_DUPLICATE);
+
+	/* The same batch: the writer is held while both are queued. */
+	ledger_test_pause(1);
+	r = mkrow("d2");
+	assert_non_null(ledger_reserve(&r, answer_cb, &c));
+	r.lr_reserved_nusd = 7;
+	assert_non_null(ledger_reserve(&r, answer_cb, &d));
+	ledger_test_pause(0);
+	run_until(&d.fired, 1);
+	assert_int_equal(c.result, LEDGER_OK);
+	assert_int_equal(d.result, LEDGER_DUPLICATE);
+
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+	assert_string_equal(q_text("SELECT provider FROM calls WHERE id = "
+				   "'d1'"),
+	    "openai");
+	assert_int_equal(q_int("SELECT reserved_nusd FROM calls WHERE id = "
+			       "'d1'"),
+	    3000000);
+	assert_int_equal(q_int("SELECT reserved_nusd FROM calls WHERE id = "
+			       "'d2'"),
+	    3000000);
+}
+
+static void
+test_record_refused(void **state)
+{
+	struct ledger_row r = mkrow("ref1");
+	struct answer a = {0};
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	r.lr_status = CALL_REFUSED;
+	r.lr_finished_ms = T0;
+	r.lr_http_status = 429;
+	r.lr_reserved_nusd = 0;
+	r.lr_refusal_reason = "hard budget cap";
+	r.lr_tags[TAG_TENANT] = NULL;
+	assert_int_equal(ledger_record(&r), 0);
+	flush();
+	assert_string_equal(q_text("SELECT status FROM calls"), "refused");
+	assert_string_equal(
+	    q_text("SELECT refusal_reason FROM calls"), "hard budget cap");
+	assert_int_equal(q_int("SELECT http_status FROM calls"), 429);
+	assert_int_equal(q_int("SELECT cost_nusd FROM calls"), 0);
+	assert_string_equal(q_text("SELECT finished_at FROM calls"),
+	    "2026-11-28T14:23:00.123Z");
+	assert_string_equal(q_text("SELECT tenant FROM calls"), "(null)");
+	/* Counted once, under tenant '' . */
+	assert_int_equal(q_int("SELECT calls FROM calls_daily WHERE tenant = "
+			       "''"),
+	    1);
+	assert_rollup_exact();
+
+	/* A record never replaces a row; a reservation never replaces it. */
+	r.lr_refusal_reason = "other";
+	assert_int_equal(ledger_record(&r), 0);
+	r = mkrow("ref1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_DUPLICATE);
+	assert_string_equal(
+	    q_text("SELECT refusal_reason FROM calls"), "hard budget cap");
+	assert_int_equal(q_int("SELECT calls FROM calls_daily"), 1);
+}
+
+static void
+test_bad_rows(void **state)
+{
+	struct ledger_row r = mkrow(NULL);
+	struct ledger_stats st;
+	struct answer a = {0};
+
+	(void)state;
+	/* Not open. */
+	r.lr_id = "x";
+	assert_null(ledger_reserve(&r, answer_cb, &a));
+	assert_int_equal(ledger_record(&r), -1);
+	ledger_settle(&r);
+	ledger_close();
+
+	open_ok(DURABILITY_PROCESS, 0);
+	r.lr_id = NULL;
+	assert_null(ledger_reserve(&r, answer_cb, &a));
+	r.lr_id = "";
+	assert_null(ledger_reserve(&r, answer_cb, &a));
+	r.lr_id = "x";
+	r.lr_status = (enum call_status)42;
+	assert_null(ledger_reserve(&r, answer_cb, &a));
+	r.lr_status = CALL_OK;
+	r.lr_usage_source = (enum usage_source)42;
+	assert_int_equal(ledger_record(&r), -1);
+	/* A final row cannot be in flight. */
+	r.lr_usage_source = USAGE_NONE;
+	r.lr_status = CALL_IN_FLIGHT;
+	assert_int_equal(ledger_record(&r), -1);
+	ledger_settle(&r);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_queue_depth, 0);
+	flush();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 0);
+	assert_int_equal(a.fired, 0);
+}
+
+#define BURST 2000
+
+static const char *const teams[] = {"support", "research", NULL};
+static const char *const models[] = {
+    "gpt-4o", "claude-sonnet-4", "gemini-2.5-pro", NULL};
+
+static char burst_ids[BURST][16];
+
+static struct ledger_row
+burst_row(int i)
+{
+	struct ledger_row r = mkrow(burst_ids[i]);
+
+	r.lr_started_ms = T0 + (i % 3) * DAY_MS;
+	r.lr_model = models[i % 4];
+	r.lr_tags[TAG_TEAM] = teams[i % 3];
+	r.lr_tags[TAG_TENANT] = i % 5 == 0 ? NULL : "acme";
+	r.lr_reserved_nusd = 5000000 + i;
+	return (r);
+}
+
+static int64_t
+burst_cost(int i)
+{
+	return ((int64_t)i * 1000003 + 17);
+}
+
+/* As a session: settle as soon as the reservation is committed. */
+static void
+burst_cb(void *arg, enum ledger_result r)
+{
+	struct answer *a = arg;
+	struct ledger_row s;
+
+	a->fired++;
+	a->result = r;
+	answers_fired++;
+	if (r != LEDGER_OK || !a->settle)
+		return;
+	s = burst_row(a->index);
+	if (a->id != NULL)
+		s.lr_id = a->id;
+	s.lr_status = a->index % 7 == 0 ? CALL_CLIENT_CLOSED : CALL_OK;
+	s.lr_finished_ms = s.lr_started_ms + 100 + a->index;
+	s.lr_http_status = 200;
+	s.lr_input_tokens = 100 + a->index;
+	s.lr_output_tokens = 10 + a->index % 50;
+	s.lr_cached_input_tokens = a->index % 13;
+	s.lr_cache_write_tokens = a->index % 11;
+	s.lr_reasoning_tokens = a->index % 3;
+	s.lr_usage_source = USAGE_REPORTED;
+	s.lr_cost_nusd = burst_cost(a->index);
+	s.lr_latency_ms = 100 + a->index;
+	ledger_settle(&s);
+}
+
+static void
+test_burst(void **state)
+{
+	static struct answer ans[BURST];
+	struct ledger_row r;
+	struct ledger_stats st;
+	int64_t want = 0;
+	int i;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	for (i = 0; i < BURST; i++) {
+		snprintf(burst_ids[i], sizeof(burst_ids[i]), "b%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		ans[i].index = i;
+		ans[i].settle = 1;
+		r = burst_row(i);
+		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		want += burst_cost(i);
+	}
+	run_until(&answers_fired, BURST);
+	flush();
+	for (i = 0; i < BURST; i++)
+		assert_int_equal(ans[i].result, LEDGER_OK);
+
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), BURST);
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status IN "
+			       "('ok', 'client_closed')"),
+	    BURST);
+	assert_int_equal(q_int("SELECT sum(cost_nusd) FROM calls"), want);
+	assert_int_equal(q_int("SELECT sum(cost_nusd) FROM calls_daily"), want);
+	assert_int_equal(q_int("SELECT sum(calls) FROM calls_daily"), BURST);
+	assert_true(q_int("SELECT count(*) FROM calls_daily") > 20);
+	assert_rollup_exact();
+	ledger_stats(&st);
+	assert_int_equal(st.ls_rows_written, 2 * BURST);
+	assert_int_equal(st.ls_failures, 0);
+	assert_true(st.ls_commits <= 2 * BURST);
+	assert_true(st.ls_batch_max >= 1);
+	print_message("burst: %d calls, %" PRIu64 " commits, largest batch "
+		      "%" PRIu64 "\n",
+	    BURST, st.ls_commits, st.ls_batch_max);
+}
+
+static void
+test_recovery(void **state)
+{
+	struct ledger_row r, s;
+	struct answer a = {0};
+	struct ledger_stats st;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	r = mkrow("c1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	r = mkrow("c2");
+	r.lr_reserved_nusd = 4000000;
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	r = mkrow("c3");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 3);
+	s = mksettle("c3");
+	ledger_settle(&s);
+	/* A crash: the process ends with c1 and c2 in flight. */
+	ledger_close();
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status = "
+			       "'in_flight'"),
+	    2);
+	/* One more in flight, with usage already known, as plain SQL. */
+	rw_exec("INSERT INTO calls (id, started_at, status, usage_source, "
+		"reserved_nusd, cost_nusd) VALUES ('c4', "
+		"'2026-11-28T14:23:00.123Z', 'in_flight', 'reported', 500, 0)");
+
+	open_ok(DURABILITY_PROCESS, 0);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_interrupted, 3);
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status = "
+			       "'in_flight'"),
+	    0);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'c1'"), "interrupted");
+	assert_int_equal(
+	    q_int("SELECT cost_nusd FROM calls WHERE id = 'c1'"), 3000000);
+	assert_int_equal(
+	    q_int("SELECT cost_nusd FROM calls WHERE id = 'c2'"), 4000000);
+	assert_int_equal(
+	    q_int("SELECT cost_nusd FROM calls WHERE id = 'c4'"), 500);
+	assert_string_equal(q_text("SELECT usage_source FROM calls WHERE id = "
+				   "'c1'"),
+	    "estimated");
+	assert_string_equal(q_text("SELECT usage_source FROM calls WHERE id = "
+				   "'c4'"),
+	    "reported");
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status = "
+			       "'interrupted' AND finished_at IS NULL"),
+	    0);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'c3'"), "ok");
+	assert_int_equal(q_int("SELECT sum(cost_nusd) FROM calls_daily"),
+	    3000000 + 4000000 + 500 + 1234567);
+	assert_rollup_exact();
+
+	/* A late settlement for an interrupted call changes nothing. */
+	s = mksettle("c1");
+	ledger_settle(&s);
+	flush();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'c1'"), "interrupted");
+
+	/* Nothing left to recover the next time. */
+	ledger_close();
+	open_ok(DURABILITY_POWER, 0);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_interrupted, 0);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+}
+
+static void
+test_rollup_follows_edits(void **state)
+{
+	struct ledger_row r;
+	int i;
+	char id[8];
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	for (i = 0; i < 6; i++) {
+		snprintf(id, sizeof(id), "e%d", i);
+		r = mksettle(id);
+		r.lr_tags[TAG_TEAM] = i % 2 ? "a" : "b";
+		r.lr_cost_nusd = 1000 * (i + 1);
+		assert_int_equal(ledger_record(&r), 0);
+	}
+	flush();
+	assert_rollup_exact();
+	ledger_close();
+	/* An operator fixes rows by hand: the rollup follows. */
+	rw_exec("UPDATE calls SET cost_nusd = cost_nusd + 5, team = 'c' "
+		"WHERE id = 'e1'");
+	rw_exec("DELETE FROM calls WHERE id = 'e2'");
+	rw_exec("UPDATE calls SET status = 'in_flight' WHERE id = 'e3'");
+	open_ok(DURABILITY_PROCESS, 0); /* e3 is recovered again */
+	assert_rollup_exact();
+	assert_int_equal(q_int("SELECT sum(calls) FROM calls_daily"), 5);
+	assert_int_equal(q_int("SELECT count(*) FROM calls_daily WHERE calls "
+			       "= 0"),
+	    0);
+}
+
+static void
+test_queue_full(void **state)
+{
+	struct answer a[5];
+	struct ledger_row r, s;
+	struct ledger_stats st;
+	char ids[5][8];
+	int i;
+
+	(void)state;
+	memset(a, 0, sizeof(a));
+	open_ok(DURABILITY_PROCESS, 4);
+	ledger_test_pause(1);
+	for (i = 0; i < 5; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "q%d", i);
+		r = mkrow(ids[i]);
+		if (i < 4)
+			assert_non_null(ledger_reserve(&r, answer_cb, &a[i]));
+		else
+			assert_null(ledger_reserve(&r, answer_cb, &a[i]));
+	}
+	r = mksettle("q9");
+	r.lr_status = CALL_REFUSED;
+	assert_int_equal(ledger_record(&r), -1);
+	/* A settlement is always taken. */
+	s = mksettle("q0");
+	ledger_settle(&s);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_refused_full, 2);
+	assert_int_equal(st.ls_queue_depth, 5);
+	ledger_test_pause(0);
+	run_until(&answers_fired, 4);
+	flush();
+	for (i = 0; i < 4; i++)
+		assert_int_equal(a[i].result, LEDGER_OK);
+	assert_int_equal(a[4].fired, 0);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'q0'"), "ok");
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 4);
+	/* Room again. */
+	assert_int_equal(ledger_record(&r), 0);
+	flush();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 5);
+}
+
+static void
+test_disk_full(void **state)
+{
+	static char big[BIG + 1];
+	struct answer a = {0}, b = {0}, d = {0};
+	struct ledger_row r, s;
+	struct ledger_stats st;
+	long long deadline;
+
+	(void)state;
+	memset(big, 'z', BIG);
+	open_ok(DURABILITY_PROCESS, 0);
+	r = mkrow("f1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+
+	/* The database may not grow by a page from now on. */
+	ledger_test_max_pages(1);
+	r = mkrow("f2");
+	r.lr_upstream = big;
+	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	run_until(&b.fired, 1);
+	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
+
+	/* The settlement and a record fail and are kept. */
+	s = mksettle("f1");
+	s.lr_status = CALL_ERROR;
+	s.lr_refusal_reason = big;
+	ledger_settle(&s);
+	r = mksettle("f3");
+	r.lr_status = CALL_REFUSED;
+	r.lr_refusal_reason = big;
+	assert_int_equal(ledger_record(&r), 0);
+	deadline = monotime_us() + 10000000LL;
+	do {
+		usleep(1000);
+		ledger_stats(&st);
+		assert_true(monotime_us() < deadline);
+	} while (st.ls_failures < 3);
+	assert_int_equal(st.ls_failing, 1);
+	assert_int_equal(st.ls_queue_depth, 2);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'f1'"), "in_flight");
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 1);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+
+	/* Space returns: both land, once, without a restart. */
+	ledger_test_max_pages(1073741823);
+	flush();
+	ledger_stats(&st);
+	assert_int_equal(st.ls_failing, 0);
+	assert_int_equal(st.ls_dropped, 0);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'f1'"), "error");
+	assert_int_equal(q_int("SELECT length(refusal_reason) FROM calls "
+			       "WHERE id = 'f1'"),
+	    BIG);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'f3'"), "refused");
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+	r = mkrow("f4");
+	assert_non_null(ledger_reserve(&r, answer_cb, &d));
+	run_until(&d.fired, 1);
+	assert_int_equal(d.result, LEDGER_OK);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	assert_rollup_exact();
+}
+
+static void
+test_disk_full_at_close(void **state)
+{
+	static char big[BIG + 1];
+	struct answer a = {0};
+	struct ledger_row r, s;
+	struct ledger_stats st;
+
+	(void)state;
+	memset(big, 'z', BIG);
+	open_ok(DURABILITY_PROCESS, 0);
+	r = mkrow("g1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	ledger_test_max_pages(1);
+	s = mksettle("g1");
+	s.lr_refusal_reason = big;
+	ledger_settle(&s);
+	do {
+		usleep(1000);
+		ledger_stats(&st);
+	} while (st.ls_failures < 1);
+	/* Close gives up after its retries; the row stays in flight. */
+	ledger_close();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'g1'"), "in_flight");
+	open_ok(DURABILITY_PROCESS, 0);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_interrupted, 1);
+	assert_int_equal(
+	    q_int("SELECT cost_nusd FROM calls WHERE id = 'g1'"), 3000000);
+}
+
+static void
+test_cancel(void **state)
+{
+	struct answer a = {0}, b = {0}, c = {0};
+	struct ledger_ticket *t;
+	struct ledger_row r;
+	struct ledger_stats st;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	/* Cancelled before the writer has it. */
+	ledger_test_pause(1);
+	r = mkrow("t1");
+	t = ledger_reserve(&r, answer_cb, &a);
+	assert_non_null(t);
+	ledger_test_pause(0);
+	ledger_ticket_cancel(t);
+	flush();
+	/* Cancelled after the commit, before the loop heard of it. */
+	r = mkrow("t2");
+	t = ledger_reserve(&r, answer_cb, &b);
+	do {
+		usleep(500);
+		ledger_stats(&st);
+	} while (st.ls_queue_depth != 0);
+	ledger_ticket_cancel(t);
+	event_base_loop(fx.base, EVLOOP_NONBLOCK);
+	assert_int_equal(a.fired, 0);
+	assert_int_equal(b.fired, 0);
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE id IN ('t1', "
+			       "'t2')"),
+	    2);
+
+	/* Cancelled, then the ledger closes with it still queued. */
+	ledger_test_pause(1);
+	r = mkrow("t3");
+	t = ledger_reserve(&r, answer_cb, &c);
+	ledger_ticket_cancel(t);
+	ledger_close();
+	assert_int_equal(c.fired, 0);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 3);
+}
+
+/* Close with reservations queued: their callbacks run, and may settle. */
+static void
+test_close_drains(void **state)
+{
+	static struct answer ans[BURST];
+	struct ledger_row r;
+	int i;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	ledger_test_pause(1);
+	for (i = 0; i < 300; i++) {
+		snprintf(burst_ids[i], sizeof(burst_ids[i]), "x%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		ans[i].index = i;
+		ans[i].settle = 1;
+		r = burst_row(i);
+		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+	}
+	ledger_close();
+	assert_int_equal(answers_fired, 300);
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status IN "
+			       "('ok', 'client_closed')"),
+	    300);
+	/* Closed: refused, and closing again is harmless. */
+	assert_null(ledger_reserve(&r, burst_cb, &ans[0]));
+	assert_int_equal(ledger_record(&r), -1);
+	ledger_close();
+	ledger_close();
+}
+
+/* Settlements racing close, many times over, across reopenings. */
+static void
+test_close_race(void **state)
+{
+	static struct answer ans[BURST];
+	struct ledger_row r;
+	struct ledger_stats st;
+	int i, iter, n, total = 0;
+
+	(void)state;
+	for (iter = 0; iter < 20; iter++) {
+		open_ok(iter % 2 ? DURABILITY_POWER : DURABILITY_PROCESS, 64);
+		ledger_stats(&st);
+		assert_int_equal(st.ls_interrupted, 0);
+		answers_fired = 0;
+		n = 50 + iter * 10;
+		for (i = 0; i < n; i++) {
+			snprintf(burst_ids[i], sizeof(burst_ids[i]),
+			    "%02d-%04d", iter, i);
+			memset(&ans[i], 0, sizeof(ans[i]));
+			ans[i].index = i;
+			ans[i].settle = 1;
+			r = burst_row(i);
+			/* Past queue_max the call would be refused. */
+			if (ledger_reserve(&r, burst_cb, &ans[i]) == NULL) {
+				snprintf(
+				    burst_ids[i], sizeof(burst_ids[i]), "skip");
+				break;
+			}
+			total++;
+			if (i % 16 == iter % 16)
+				event_base_loop(fx.base, EVLOOP_NONBLOCK);
+		}
+		ledger_close();
+		assert_int_equal(
+		    q_int("SELECT count(*) FROM calls WHERE status "
+			  "IN ('ok', 'client_closed')"),
+		    total);
+	}
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), total);
+	assert_rollup_exact();
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+}
+
+/* TG_LEDGER_BENCH=1: 10,000-row bursts, for docs/internals/ledger.md. */
+static void
+bench_one(enum durability dur, int settle)
+{
+	static struct answer ans[10000];
+	static char ids[10000][16];
+	struct ledger_row r;
+	struct ledger_stats st;
+	long long t0, us;
+	int i, n = 10000;
+
+	unlink(fx.path);
+	open_ok(dur, n);
+	answers_fired = 0;
+	t0 = monotime_us();
+	for (i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "n%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		ans[i].index = i % BURST;
+		ans[i].id = ids[i];
+		ans[i].settle = settle;
+		r = burst_row(i % BURST);
+		r.lr_id = ids[i];
+		assert_non_null(
+		    ledger_reserve(&r, settle ? burst_cb : answer_cb, &ans[i]));
+	}
+	run_until(&answers_fired, n);
+	flush();
+	us = monotime_us() - t0;
+	ledger_stats(&st);
+	print_message("bench: %s, %s: %d calls in %lld ms = %.0f calls/s, "
+		      "%" PRIu64 " rows written, %" PRIu64 " commits "
+		      "(mean %.1f items, largest %" PRIu64 "), commit mean "
+		      "%.0f us, max %" PRIu64 " us\n",
+	    dur == DURABILITY_POWER ? "power" : "process",
+	    settle ? "reserve+settle" : "reserve only", n, us / 1000,
+	    n * 1e6 / (double)us, st.ls_rows_written, st.ls_commits,
+	    (double)st.ls_rows_written / (double)st.ls_commits, st.ls_batch_max,
+	    (double)st.ls_commit_us_total / (double)st.ls_commits,
+	    st.ls_commit_us_max);
+	ledger_close();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), n);
+}
+
+static void
+test_bench(void **state)
+{
+	(void)state;
+	if (getenv("TG_LEDGER_BENCH") == NULL)
+		skip();
+	bench_one(DURABILITY_PROCESS, 0);
+	bench_one(DURABILITY_POWER, 0);
+	bench_one(DURABILITY_PROCESS, 1);
+	bench_one(DURABILITY_POWER, 1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_time_format),
+	    cmocka_unit_test_setup_teardown(test_open_process, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_power, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reserve_ok, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_settle_final, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_duplicate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_record_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_rows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_rollup_follows_edits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_disk_full_at_close, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_race, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bench, setup, teardown),
+	};
+
+	log_init(1, 0);
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
