@@ -23,23 +23,23 @@ struct cfgerrs;
 /* Prices of one model for one price tier; pico-USD per token. */
 struct price_rates {
 	int64_t pr_input;
-	int64_t pr_cached;	  /* cache reads */
-	int64_t pr_cache_write;	  /* cache writes, 5 min TTL (or only TTL) */
+	int64_t pr_cached; /* cache reads */
+	int64_t pr_cache_write; /* cache writes, 5 min TTL (or only TTL) */
 	int64_t pr_cache_write_1h;
 	int64_t pr_output;
 };
 
 /* One model's entry. */
 struct price {
-	char *p_model;		     /* canonical name */
+	char *p_model; /* canonical name */
 	struct price_rates p_base;
-	int64_t p_long_threshold;    /* input tokens above which p_long
+	int64_t p_long_threshold; /* input tokens above which p_long
 				      * applies to the whole call; 0: none */
 	struct price_rates p_long;
 	struct price_rates *p_tiers; /* service tiers ("flex", "priority") */
 	char **p_tier_names;
 	size_t p_ntiers;
-	int64_t p_max_output;	     /* the model's output ceiling, for
+	int64_t p_max_output; /* the model's output ceiling, for
 				      * worst-case reservations */
 };
 

@@ -19,8 +19,8 @@ struct sse_event {
 	size_t ev_namelen;
 	const char *ev_data; /* data lines joined with '\n' */
 	size_t ev_datalen;
-	int ev_oversized;    /* data exceeded the cap; ev_data is empty */
-	size_t ev_rawlen;    /* bytes of the stream this event spanned */
+	int ev_oversized; /* data exceeded the cap; ev_data is empty */
+	size_t ev_rawlen; /* bytes of the stream this event spanned */
 };
 
 typedef void (*sse_event_cb)(void *, const struct sse_event *);

@@ -18,8 +18,8 @@ enum tag {
 #define TAG_VALUE_MAX 128
 
 /* attribution.c */
-const char *tag_name(enum tag);		/* "agent_class" */
-const char *tag_header(enum tag);	/* "X-Tollgate-Agent-Class" */
-int tag_lookup(const char *);		/* by name; -1 if unknown */
+const char *tag_name(enum tag); /* "agent_class" */
+const char *tag_header(enum tag); /* "X-Tollgate-Agent-Class" */
+int tag_lookup(const char *); /* by name; -1 if unknown */
 
 #endif

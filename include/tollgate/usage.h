@@ -17,31 +17,31 @@
 /* What the request asks for; filled by meter_request. */
 struct call_info {
 	char ci_model[USAGE_MODEL_MAX]; /* body model, or the URL's */
-	int ci_stream;			/* the response will be SSE */
-	int64_t ci_max_output;		/* the request's output bound, -1 if none */
-	int ci_n;			/* choices / candidates, >= 1 */
-	int64_t ci_input_estimate;	/* prompt tokens, estimated (bytes/4) */
-	int ci_usage_injected;		/* tollgate added include_usage */
+	int ci_stream; /* the response will be SSE */
+	int64_t ci_max_output; /* the request's output bound, -1 if none */
+	int ci_n; /* choices / candidates, >= 1 */
+	int64_t ci_input_estimate; /* prompt tokens, estimated (bytes/4) */
+	int ci_usage_injected; /* tollgate added include_usage */
 };
 
 enum usage_source {
-	USAGE_NONE,	 /* nothing to bill (errors, free endpoints) */
-	USAGE_REPORTED,	 /* the provider's own numbers */
+	USAGE_NONE, /* nothing to bill (errors, free endpoints) */
+	USAGE_REPORTED, /* the provider's own numbers */
 	USAGE_ESTIMATED, /* usage never arrived; estimated */
 };
 
 /* Normalised usage of one call. */
 struct usage {
-	int64_t u_input;	  /* all prompt tokens */
-	int64_t u_output;	  /* all generated tokens */
-	int64_t u_cached;	  /* prompt tokens read from a cache */
-	int64_t u_cache_write;	  /* prompt tokens written to a cache */
+	int64_t u_input; /* all prompt tokens */
+	int64_t u_output; /* all generated tokens */
+	int64_t u_cached; /* prompt tokens read from a cache */
+	int64_t u_cache_write; /* prompt tokens written to a cache */
 	int64_t u_cache_write_1h; /* of which with a 1 h TTL (Anthropic) */
-	int64_t u_reasoning;	  /* output tokens spent thinking */
+	int64_t u_reasoning; /* output tokens spent thinking */
 	enum usage_source u_source;
-	int u_incomplete;	  /* the stream ended early or with an error */
-	char u_model[USAGE_MODEL_MAX];	/* model the provider reported, or "" */
-	char u_service_tier[32];	/* e.g. "flex", "priority", or "" */
+	int u_incomplete; /* the stream ended early or with an error */
+	char u_model[USAGE_MODEL_MAX]; /* model the provider reported, or "" */
+	char u_service_tier[32]; /* e.g. "flex", "priority", or "" */
 };
 
 #endif
