@@ -444,6 +444,7 @@ class Tollgate(Proc):
         if not TOLLGATE_BIN:
             raise AssertionError("TOLLGATE_BIN is not set and no build found")
         self.config_path = os.path.join(tmpdir, name + ".yaml")
+        self.ledger_name = name
         self.write_config(config_text)
         argv = [TOLLGATE_BIN, "-d"] + (["-v"] if verbose else []) + \
             ["-c", self.config_path] + list(args)
@@ -453,6 +454,10 @@ class Tollgate(Proc):
             self.wait_listening()
 
     def write_config(self, text):
+        # Each tollgate owns its ledger (a second one on the same file is
+        # refused), so one not named in the config gets its own file.
+        if not re.search(r"^ledger:", text, re.M):
+            text += "\nledger:\n  path: data/%s.db\n" % self.ledger_name
         tmp = self.config_path + ".new"
         with open(tmp, "w") as f:
             f.write(text)
