@@ -114,6 +114,7 @@ const char *ledger_usage_source_name(enum usage_source);
 /* Test hooks, compiled only into tests/unit/test_ledger.c. */
 void ledger_test_max_pages(int64_t);
 void ledger_test_pause(int);
+void ledger_test_busy_timeout(int);
 int ledger_test_synchronous(void);
 #endif
 

@@ -82,6 +82,7 @@ struct ledger {
 #ifdef TG_UNITTEST
 	int l_test_paused;
 	int64_t l_test_pages;
+	int l_test_busy_ms;
 #endif
 };
 
@@ -476,6 +477,11 @@ ledger_writer(void *arg)
 			ledger_db_max_pages(&l->l_db, l->l_test_pages);
 			l->l_test_pages = 0;
 		}
+		if (l->l_test_busy_ms != 0) {
+			sqlite3_busy_timeout(
+			    l->l_db.db_conn, l->l_test_busy_ms);
+			l->l_test_busy_ms = 0;
+		}
 		if (l->l_test_paused && !l->l_stopping) {
 			pthread_cond_wait(&l->l_wake, &l->l_lock);
 			continue;
@@ -797,6 +803,18 @@ ledger_test_max_pages(int64_t n)
 		return;
 	pthread_mutex_lock(&ledger->l_lock);
 	ledger->l_test_pages = n;
+	pthread_cond_signal(&ledger->l_wake);
+	pthread_mutex_unlock(&ledger->l_lock);
+}
+
+/* Test hook: busy_timeout of the writer's connection, from its next batch. */
+void
+ledger_test_busy_timeout(int ms)
+{
+	if (ledger == NULL)
+		return;
+	pthread_mutex_lock(&ledger->l_lock);
+	ledger->l_test_busy_ms = ms;
 	pthread_cond_signal(&ledger->l_wake);
 	pthread_mutex_unlock(&ledger->l_lock);
 }

@@ -75,6 +75,19 @@
 	" reasoning_tokens = reasoning_tokens - " r ".reasoning_tokens,"       \
 	" cost_nusd = cost_nusd - " r ".cost_nusd" ROLLUP_MATCH(r) ";"         \
 	" DELETE FROM calls_daily" ROLLUP_MATCH(r) " AND calls = 0;"
+#define ROLLUP_TRIGGERS                                                        \
+	"CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"              \
+	" WHEN NEW.status <> 'in_flight'"                                      \
+	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
+	"CREATE TRIGGER calls_daily_update_out AFTER UPDATE ON calls"          \
+	" WHEN OLD.status <> 'in_flight'"                                      \
+	" BEGIN " ROLLUP_SUB("OLD") " END;"                                    \
+	"CREATE TRIGGER calls_daily_update_in AFTER UPDATE ON calls"           \
+	" WHEN NEW.status <> 'in_flight'"                                      \
+	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
+	"CREATE TRIGGER calls_daily_delete AFTER DELETE ON calls"              \
+	" WHEN OLD.status <> 'in_flight'"                                      \
+	" BEGIN " ROLLUP_SUB("OLD") " END;"
 /* clang-format on */
 
 static const char schema_v1[] =
@@ -132,21 +145,7 @@ static const char schema_v1[] =
     " cost_nusd INTEGER NOT NULL,"
     " PRIMARY KEY (day, provider, model, team, tenant, agent_class,"
     " environment)"
-    ") WITHOUT ROWID;"
-    "CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"
-    " WHEN NEW.status <> 'in_flight' BEGIN " ROLLUP_ADD(
-	"NEW") " END;"
-	       "CREATE TRIGGER calls_daily_update_out AFTER UPDATE ON calls"
-	       " WHEN OLD.status <> 'in_flight' BEGIN " ROLLUP_SUB(
-		   "OLD") " END;"
-			  "CREATE TRIGGER calls_daily_update_in AFTER UPDATE "
-			  "ON calls"
-			  " WHEN NEW.status <> 'in_flight' BEGIN " ROLLUP_ADD(
-			      "NEW") " END;"
-				     "CREATE TRIGGER calls_daily_delete AFTER "
-				     "DELETE ON calls"
-				     " WHEN OLD.status <> 'in_flight' "
-				     "BEGIN " ROLLUP_SUB("OLD") " END;";
+    ") WITHOUT ROWID;" ROLLUP_TRIGGERS;
 
 /* Column order of db_insert: DESIGN.md's, numbered from 1. */
 static const char insert_sql[] =
