@@ -334,34 +334,31 @@ db_rollback(struct ledger_db *d)
  * that has tables but was never a ledger.
  */
 static int
-check_version(
-    struct ledger_db *d, const char *path, int64_t *version, char **cause)
+check_version(struct ledger_db *d, int64_t *version, char **cause)
 {
 	int64_t ntables;
 
 	if (query_int(d, "PRAGMA user_version", version) != SQLITE_OK)
-		return (db_fail(d, cause, "%s", path));
+		return (db_fail(d, cause, "not readable as a ledger"));
 	if (*version > LEDGER_SCHEMA_VERSION) {
 		xasprintf(cause,
-		    "%s: ledger schema version %" PRId64 " is newer than this "
+		    "ledger schema version %" PRId64 " is newer than this "
 		    "tollgate understands (%d)",
-		    path, *version, LEDGER_SCHEMA_VERSION);
+		    *version, LEDGER_SCHEMA_VERSION);
 		return (-1);
 	}
 	if (*version < 0) {
-		xasprintf(cause, "%s: bad ledger schema version %" PRId64, path,
-		    *version);
+		xasprintf(
+		    cause, "bad ledger schema version %" PRId64, *version);
 		return (-1);
 	}
 	if (*version == 0) {
 		if (query_int(d, "SELECT count(*) FROM sqlite_schema",
 			&ntables) != SQLITE_OK)
-			return (db_fail(d, cause, "%s", path));
+			return (db_fail(d, cause, "not readable as a ledger"));
 		if (ntables != 0) {
-			xasprintf(cause,
-			    "%s: not a tollgate ledger (it has tables but no "
-			    "schema version)",
-			    path);
+			*cause = xstrdup("not a tollgate ledger (it has tables "
+					 "but no schema version)");
 			return (-1);
 		}
 	}
@@ -370,8 +367,7 @@ check_version(
 
 /* Journal mode and synchronous, each set and then read back. */
 static int
-set_durability(
-    struct ledger_db *d, const char *path, enum durability dur, char **cause)
+set_durability(struct ledger_db *d, enum durability dur, char **cause)
 {
 	char mode[32];
 	int64_t sync;
@@ -379,10 +375,9 @@ set_durability(
 
 	if (query_text(d, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) !=
 	    SQLITE_OK)
-		return (db_fail(d, cause, "%s: journal_mode", path));
+		return (db_fail(d, cause, "journal_mode"));
 	if (strcmp(mode, "wal") != 0) {
-		xasprintf(
-		    cause, "%s: journal_mode is \"%s\", not wal", path, mode);
+		xasprintf(cause, "journal_mode is \"%s\", not wal", mode);
 		return (-1);
 	}
 	want = dur == DURABILITY_POWER ? 2 : 1;
@@ -391,10 +386,10 @@ set_durability(
 			  : "PRAGMA synchronous = NORMAL",
 		NULL, NULL, NULL) != SQLITE_OK ||
 	    query_int(d, "PRAGMA synchronous", &sync) != SQLITE_OK)
-		return (db_fail(d, cause, "%s: synchronous", path));
+		return (db_fail(d, cause, "synchronous"));
 	if (sync != want) {
-		xasprintf(cause, "%s: synchronous is %" PRId64 ", not %d", path,
-		    sync, want);
+		xasprintf(
+		    cause, "synchronous is %" PRId64 ", not %d", sync, want);
 		return (-1);
 	}
 	d->db_synchronous = (int)sync;
@@ -407,7 +402,7 @@ set_durability(
 		"PRAGMA foreign_keys = OFF; PRAGMA trusted_schema = OFF;"
 		" PRAGMA journal_size_limit = 67108864",
 		NULL, NULL, NULL) != SQLITE_OK)
-		return (db_fail(d, cause, "%s: pragmas", path));
+		return (db_fail(d, cause, "pragmas"));
 	return (0);
 }
 
@@ -419,7 +414,7 @@ create_schema(struct ledger_db *d, const char *path, char **cause)
 
 	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
 	    SQLITE_OK)
-		return (db_fail(d, cause, "%s: creating the schema", path));
+		return (db_fail(d, cause, "creating the schema"));
 	/* Another process may have made it while we waited for the lock. */
 	if (query_int(d, "PRAGMA user_version", &version) != SQLITE_OK)
 		goto fail;
@@ -436,7 +431,7 @@ create_schema(struct ledger_db *d, const char *path, char **cause)
 		    LEDGER_SCHEMA_VERSION);
 	return (0);
 fail:
-	db_fail(d, cause, "%s: creating the schema", path);
+	db_fail(d, cause, "creating the schema");
 	db_rollback(d);
 	return (-1);
 }
@@ -454,7 +449,7 @@ recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
 	ledger_format_time(ledger_now_ms(), now, sizeof(now));
 	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
 	    SQLITE_OK)
-		return (db_fail(d, cause, "%s: recovery", path));
+		return (db_fail(d, cause, "recovery"));
 	if (sqlite3_prepare_v2(d->db_conn, recover_sql, -1, &st, NULL) !=
 		SQLITE_OK ||
 	    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -472,7 +467,7 @@ recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
 		    path, *count);
 	return (0);
 fail:
-	db_fail(d, cause, "%s: recovery", path);
+	db_fail(d, cause, "recovery");
 	sqlite3_finalize(st);
 	db_rollback(d);
 	*count = 0;
@@ -481,7 +476,7 @@ fail:
 
 /* Prepare the statements the writer runs for every batch. */
 static int
-prepare(struct ledger_db *d, const char *path, char **cause)
+prepare(struct ledger_db *d, char **cause)
 {
 	static const struct {
 		const char *sql;
@@ -500,7 +495,7 @@ prepare(struct ledger_db *d, const char *path, char **cause)
 		st = (sqlite3_stmt **)(void *)((char *)d + stmts[i].off);
 		if (sqlite3_prepare_v3(d->db_conn, stmts[i].sql, -1,
 			SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
-			return (db_fail(d, cause, "%s: prepare", path));
+			return (db_fail(d, cause, "prepare"));
 	}
 	return (0);
 }
@@ -532,31 +527,28 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	 */
 	d->db_lockfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (d->db_lockfd == -1) {
-		xasprintf(cause, "%s: %s", path, strerror(errno));
+		xasprintf(cause, "open: %s", strerror(errno));
 		return (-1);
 	}
 	if (flock(d->db_lockfd, LOCK_EX | LOCK_NB) == -1) {
 		if (errno == EWOULDBLOCK)
-			xasprintf(
-			    cause, "%s: in use by another tollgate", path);
+			*cause = xstrdup("in use by another tollgate (flock)");
 		else
-			xasprintf(
-			    cause, "%s: flock: %s", path, strerror(errno));
+			xasprintf(cause, "flock: %s", strerror(errno));
 		goto fail;
 	}
 
 	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
 	if (sqlite3_open_v2(path, &d->db_conn, flags, NULL) != SQLITE_OK) {
-		db_fail(d, cause, "%s", path);
+		db_fail(d, cause, "sqlite3_open");
 		goto fail;
 	}
 	sqlite3_busy_timeout(d->db_conn, LEDGER_BUSY_MS);
-	if (check_version(d, path, &version, cause) != 0 ||
-	    set_durability(d, path, dur, cause) != 0 ||
+	if (check_version(d, &version, cause) != 0 ||
+	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && create_schema(d, path, cause) != 0) ||
-	    recover(d, path, interrupted, cause) != 0 ||
-	    prepare(d, path, cause) != 0)
+	    recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
 		goto fail;
 	return (0);
 fail:
