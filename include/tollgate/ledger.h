@@ -12,6 +12,12 @@
  * charged at their reservation. When the ledger cannot write, reservations
  * fail (the caller answers 503) and the failure is logged and counted;
  * settlements are kept and retried, never dropped.
+ *
+ * Every function runs on the loop thread that owns the event base given to
+ * ledger_open. ledger_close answers the reservations still queued (their
+ * callbacks run inside it and may still settle), writes every settlement,
+ * and checkpoints; only then are reservations and records refused. See
+ * docs/internals/ledger.md.
  */
 #ifndef TOLLGATE_LEDGER_H
 #define TOLLGATE_LEDGER_H
@@ -93,7 +99,7 @@ struct ledger_stats {
 	uint64_t ls_commit_us_total; /* time spent committing */
 	uint64_t ls_commit_us_max;
 	uint64_t ls_batch_max; /* most items in one transaction */
-	uint64_t ls_dropped; /* settlements, records given up at close */
+	uint64_t ls_dropped; /* settlements, records given up (close) */
 	int ls_failing; /* the last transaction failed */
 };
 
