@@ -14,9 +14,9 @@
  * settlements are kept and retried, never dropped.
  *
  * Every function runs on the loop thread that owns the event base given to
- * ledger_open. ledger_close answers the reservations still queued (their
- * callbacks run inside it and may still settle), writes every settlement,
- * and checkpoints; only then are reservations and records refused. See
+ * ledger_open. ledger_close refuses new reservations and records at once,
+ * answers those still queued (their callbacks run inside it and may still
+ * settle), writes every settlement, and checkpoints. See
  * docs/internals/ledger.md.
  */
 #ifndef TOLLGATE_LEDGER_H
