@@ -1,0 +1,853 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Metering of one call: the request side (meter_request, which asks the
+ * adapter for the call's bounds and, for OpenAI streams, injects
+ * include_usage) and the response side (struct meter), which relays the
+ * provider's bytes and reads usage from a copy.
+ *
+ * A response is metered in one of three modes. Non-2xx responses and free
+ * endpoints pass through untouched and are never billed. A JSON body is
+ * relayed as it arrives and kept (whole up to METER_BODY_MAX, else only
+ * its tail, where every provider puts usage) to be parsed once at the end.
+ * An event stream is relayed as it arrives and framed by sse.c; each event
+ * is parsed once and handed to the adapter. Only when tollgate injected
+ * include_usage are bytes held back: then whole events are relayed, the
+ * usage chunk the client did not ask for is dropped and the "usage":null
+ * members are cut out of the others, so the client sees the stream it
+ * would have seen without the injection.
+ *
+ * At the end the numbers are settled: reported by the provider, or
+ * estimated from the request and the text seen when they never came.
+ * docs/internals/metering.md has the rules.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "tollgate/meter.h"
+#include "tollgate/sse.h"
+#include "tollgate/util.h"
+
+#include "providers/providers.h"
+
+/*
+ * Bytes of one unfinished event held back while filtering an injected
+ * stream. Past this the event is relayed as it is: it cannot be a usage
+ * chunk, and memory stays bounded.
+ */
+#define METER_HELD_MAX (2 * METER_EVENT_MAX)
+#define METER_BODY_INIT 4096
+/* Numbers above this are not token counts; they are clamped. */
+#define METER_INT_MAX 1000000000000000LL
+
+enum meter_mode {
+	METER_PASS, /* relayed untouched, never billed */
+	METER_JSON, /* one JSON body, parsed at the end */
+	METER_STREAM, /* an event stream, parsed event by event */
+};
+
+struct meter {
+	enum api_family m_family;
+	enum endpoint m_endpoint;
+	int m_metered;
+	struct call_info m_ci;
+	int m_status;
+	enum meter_mode m_mode;
+	int m_filter; /* include_usage was injected: filter events */
+	int m_finished;
+	struct meter_acc m_acc;
+
+	struct sse *m_sse; /* owned, stream mode only */
+
+	/* JSON mode: the whole body, then only its tail (a ring). */
+	char *m_body;
+	size_t m_bodylen;
+	size_t m_bodycap;
+	char *m_tail;
+	size_t m_tailpos;
+	size_t m_taillen;
+	size_t m_total;
+
+	/* Filtered stream: bytes not yet relayed, from m_held + m_heldoff. */
+	char *m_held;
+	size_t m_heldoff;
+	size_t m_heldlen;
+	size_t m_heldcap;
+	size_t m_gone; /* bytes of the held event already relayed */
+	meter_emit_cb m_emit;
+	void *m_emitarg;
+};
+
+/*
+ * Parse JSON text. strict refuses anything but whitespace after the value
+ * (request bodies); responses may have trailing bytes (Anthropic pads).
+ */
+cJSON *
+meter_json_parse(const char *p, size_t len, int strict)
+{
+	const char *end = NULL;
+	cJSON *root;
+
+	if (p == NULL || len == 0)
+		return (NULL);
+	root = cJSON_ParseWithLengthOpts(p, len, &end, 0);
+	if (root == NULL || !strict)
+		return (root);
+	for (; end != NULL && end < p + len; end++) {
+		if (*end != ' ' && *end != '\t' && *end != '\r' &&
+		    *end != '\n') {
+			cJSON_Delete(root);
+			return (NULL);
+		}
+	}
+	return (root);
+}
+
+static size_t
+json_ws(const char *p, size_t len, size_t i)
+{
+	while (i < len &&
+	    (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
+		i++;
+	return (i);
+}
+
+/*
+ * The length of the JSON value that starts at p (no leading whitespace),
+ * found by scanning: strings with their escapes are skipped and nesting
+ * is counted. Returns 0 when the value does not end within len bytes. The
+ * text is not validated; callers scan text cJSON has already accepted, or
+ * parse what this delimits.
+ */
+size_t
+meter_json_skip(const char *p, size_t len)
+{
+	size_t i;
+	int depth = 0;
+
+	if (len == 0)
+		return (0);
+	if (p[0] != '{' && p[0] != '[' && p[0] != '"') {
+		for (i = 0; i < len; i++) {
+			if (p[i] == ',' || p[i] == '}' || p[i] == ']' ||
+			    p[i] == ' ' || p[i] == '\t' || p[i] == '\r' ||
+			    p[i] == '\n')
+				break;
+		}
+		return (i);
+	}
+	for (i = 0; i < len; i++) {
+		switch (p[i]) {
+		case '"':
+			for (i++; i < len && p[i] != '"'; i++) {
+				if (p[i] == '\\')
+					i++;
+			}
+			if (i >= len)
+				return (0);
+			if (depth == 0)
+				return (i + 1);
+			break;
+		case '{':
+		case '[':
+			depth++;
+			break;
+		case '}':
+		case ']':
+			if (--depth <= 0)
+				return (i + 1);
+			break;
+		}
+	}
+	return (0);
+}
+
+/*
+ * Find the member named key (compared as written, without unescaping) of
+ * the JSON object whose '{' is p[0]. Returns 1 and fills js when found, 0
+ * when the object has no such member, -1 when the text is not an object.
+ */
+int
+meter_json_member(
+    const char *p, size_t len, const char *key, struct json_span *js)
+{
+	size_t i = 1, n, ks, klen = strlen(key), comma = SIZE_MAX;
+	int match;
+
+	if (len == 0 || p[0] != '{')
+		return (-1);
+	for (;;) {
+		i = json_ws(p, len, i);
+		if (i >= len)
+			return (-1);
+		if (p[i] == '}' && comma == SIZE_MAX)
+			return (0);
+		if (p[i] != '"')
+			return (-1);
+		ks = i;
+		if ((n = meter_json_skip(p + i, len - i)) == 0)
+			return (-1);
+		match = n == klen + 2 && memcmp(p + i + 1, key, klen) == 0;
+		i = json_ws(p, len, i + n);
+		if (i >= len || p[i] != ':')
+			return (-1);
+		i = json_ws(p, len, i + 1);
+		if (i >= len || (n = meter_json_skip(p + i, len - i)) == 0)
+			return (-1);
+		if (match) {
+			js->js_key = ks;
+			js->js_val = i;
+			js->js_valend = i + n;
+			js->js_comma = comma;
+			js->js_next = i + n;
+			i = json_ws(p, len, i + n);
+			if (i < len && p[i] == ',')
+				js->js_next = json_ws(p, len, i + 1);
+			return (1);
+		}
+		i = json_ws(p, len, i + n);
+		if (i >= len)
+			return (-1);
+		if (p[i] == '}')
+			return (0);
+		if (p[i] != ',')
+			return (-1);
+		comma = i++;
+	}
+}
+
+/* A non-negative integer member, or 0 (missing, null, negative, junk). */
+int64_t
+meter_json_int(const cJSON *obj, const char *key)
+{
+	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+	double d;
+
+	if (!cJSON_IsNumber(it))
+		return (0);
+	d = it->valuedouble;
+	if (!isfinite(d) || d <= 0)
+		return (0);
+	if (d >= (double)METER_INT_MAX)
+		return (METER_INT_MAX);
+	return ((int64_t)d);
+}
+
+/* Whether obj has a number named key. */
+int
+meter_json_has(const cJSON *obj, const char *key)
+{
+	return (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(obj, key)));
+}
+
+/* Count a string's bytes as generated output. */
+void
+meter_json_text(struct meter_acc *a, const cJSON *it)
+{
+	if (cJSON_IsString(it) && it->valuestring != NULL)
+		a->ma_outbytes += (int64_t)strlen(it->valuestring);
+}
+
+/*
+ * Count generated output that is JSON rather than text (a tool's input
+ * object, a Gemini functionCall's args) by its printed size.
+ */
+void
+meter_json_printed(struct meter_acc *a, const cJSON *it)
+{
+	char *s;
+
+	if (it == NULL || cJSON_IsNull(it))
+		return;
+	if (cJSON_IsString(it)) {
+		meter_json_text(a, it);
+		return;
+	}
+	if ((s = cJSON_PrintUnformatted(it)) == NULL)
+		return;
+	a->ma_outbytes += (int64_t)strlen(s);
+	cJSON_free(s);
+}
+
+/* Copy a string member into a fixed buffer; other types leave it alone. */
+void
+meter_setstr(char *dst, size_t size, const cJSON *it)
+{
+	if (cJSON_IsString(it) && it->valuestring != NULL &&
+	    it->valuestring[0] != '\0')
+		snprintf(dst, size, "%s", it->valuestring);
+}
+
+/* Fill ci from a request before it is forwarded; never fails. */
+int
+meter_request(const struct route *rt, const char *body, size_t len,
+    struct call_info *ci, char **newbody, size_t *newlen)
+{
+	cJSON *root;
+
+	memset(ci, 0, sizeof(*ci));
+	ci->ci_max_output = -1;
+	ci->ci_n = 1;
+	*newbody = NULL;
+	*newlen = 0;
+
+	switch (rt->rt_endpoint) {
+	case EP_COMPLETIONS:
+		ci->ci_max_output = 16; /* the API's default max_tokens */
+		break;
+	case EP_EMBEDDINGS:
+	case EP_GEMINI_EMBED:
+		ci->ci_max_output = 0; /* embeddings generate no tokens */
+		break;
+	case EP_GEMINI_STREAM:
+		ci->ci_stream = 1;
+		break;
+	default:
+		break;
+	}
+	/* Gemini's model and Azure's deployment are in the URL. */
+	if (rt->rt_model[0] != '\0')
+		snprintf(
+		    ci->ci_model, sizeof(ci->ci_model), "%s", rt->rt_model);
+	/* A rough count that needs no tokenizer: about 4 bytes a token. */
+	if (rt->rt_metered)
+		ci->ci_input_estimate = (int64_t)((len + 3) / 4);
+
+	if ((root = meter_json_parse(body, len, 1)) == NULL)
+		return (0);
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return (0);
+	}
+	if (ci->ci_model[0] == '\0')
+		meter_setstr(ci->ci_model, sizeof(ci->ci_model),
+		    cJSON_GetObjectItemCaseSensitive(root, "model"));
+	if (rt->rt_metered) {
+		switch (rt->rt_family) {
+		case FAMILY_OPENAI:
+			openai_request(rt, root, ci);
+			/*
+			 * Only chat and legacy completions need asking;
+			 * Responses streams always end with their usage.
+			 */
+			if (ci->ci_stream &&
+			    (rt->rt_endpoint == EP_CHAT ||
+				rt->rt_endpoint == EP_COMPLETIONS) &&
+			    openai_inject(body, len, root, newbody, newlen) ==
+				0)
+				ci->ci_usage_injected = 1;
+			break;
+		case FAMILY_ANTHROPIC:
+			anthropic_request(rt, root, ci);
+			break;
+		case FAMILY_GEMINI:
+			gemini_request(rt, root, ci);
+			break;
+		}
+	}
+	if (ci->ci_n < 1)
+		ci->ci_n = 1;
+	cJSON_Delete(root);
+	return (0);
+}
+
+static void meter_event_cb(void *, const struct sse_event *);
+
+/* Start metering the response of a call routed by rt. */
+struct meter *
+meter_new(const struct route *rt, const struct call_info *ci)
+{
+	struct meter *m;
+
+	m = xcalloc(1, sizeof(*m));
+	m->m_family = rt->rt_family;
+	m->m_endpoint = rt->rt_endpoint;
+	m->m_metered = rt->rt_metered;
+	if (ci != NULL)
+		m->m_ci = *ci;
+	else {
+		m->m_ci.ci_max_output = -1;
+		m->m_ci.ci_n = 1;
+	}
+	m->m_mode = METER_PASS;
+	return (m);
+}
+
+static int
+is_event_stream(const char *ct)
+{
+	static const char es[] = "text/event-stream";
+
+	if (ct == NULL)
+		return (0);
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	if (strncasecmp(ct, es, sizeof(es) - 1) != 0)
+		return (0);
+	ct += sizeof(es) - 1;
+	return (*ct == '\0' || *ct == ';' || *ct == ' ' || *ct == '\t');
+}
+
+/* The response head arrived: choose how the body is metered. */
+void
+meter_response(struct meter *m, int status, const char *content_type)
+{
+	m->m_status = status;
+	if (status < 200 || status > 299 || !m->m_metered) {
+		m->m_mode = METER_PASS;
+		return;
+	}
+	if (is_event_stream(content_type)) {
+		m->m_mode = METER_STREAM;
+		m->m_sse = sse_new(METER_EVENT_MAX, meter_event_cb, m);
+		m->m_filter = m->m_ci.ci_usage_injected &&
+		    m->m_family == FAMILY_OPENAI &&
+		    (m->m_endpoint == EP_CHAT ||
+			m->m_endpoint == EP_COMPLETIONS);
+	} else
+		m->m_mode = METER_JSON;
+}
+
+static void
+ring_put(struct meter *m, const char *p, size_t n)
+{
+	size_t first;
+
+	if (n >= METER_TAIL_MAX) {
+		memcpy(m->m_tail, p + n - METER_TAIL_MAX, METER_TAIL_MAX);
+		m->m_tailpos = 0;
+		m->m_taillen = METER_TAIL_MAX;
+		return;
+	}
+	first = METER_TAIL_MAX - m->m_tailpos;
+	if (first > n)
+		first = n;
+	memcpy(m->m_tail + m->m_tailpos, p, first);
+	memcpy(m->m_tail, p + first, n - first);
+	m->m_tailpos = (m->m_tailpos + n) % METER_TAIL_MAX;
+	m->m_taillen += n;
+	if (m->m_taillen > METER_TAIL_MAX)
+		m->m_taillen = METER_TAIL_MAX;
+}
+
+/* Keep a JSON body: whole up to METER_BODY_MAX, then only its tail. */
+static void
+meter_keep(struct meter *m, const char *p, size_t n)
+{
+	size_t cap;
+
+	m->m_total += n;
+	if (m->m_tail == NULL) {
+		if (n <= METER_BODY_MAX - m->m_bodylen) {
+			if (m->m_bodylen + n > m->m_bodycap) {
+				cap = m->m_bodycap ? m->m_bodycap
+						   : METER_BODY_INIT;
+				while (cap < m->m_bodylen + n)
+					cap *= 2;
+				if (cap > METER_BODY_MAX)
+					cap = METER_BODY_MAX;
+				m->m_body = xreallocarray(m->m_body, 1, cap);
+				m->m_bodycap = cap;
+			}
+			memcpy(m->m_body + m->m_bodylen, p, n);
+			m->m_bodylen += n;
+			return;
+		}
+		m->m_tail = xmalloc(METER_TAIL_MAX);
+		ring_put(m, m->m_body, m->m_bodylen);
+		free(m->m_body);
+		m->m_body = NULL;
+		m->m_bodylen = m->m_bodycap = 0;
+	}
+	ring_put(m, p, n);
+}
+
+static void
+meter_hold(struct meter *m, const char *p, size_t n)
+{
+	size_t cap, want;
+
+	if (m->m_heldoff > 0) {
+		/* Each byte moves at most once: what is left is one event. */
+		memmove(m->m_held, m->m_held + m->m_heldoff,
+		    m->m_heldlen - m->m_heldoff);
+		m->m_heldlen -= m->m_heldoff;
+		m->m_heldoff = 0;
+	}
+	want = m->m_heldlen + n;
+	if (want > m->m_heldcap) {
+		cap = m->m_heldcap ? m->m_heldcap : METER_BODY_INIT;
+		while (cap < want)
+			cap *= 2;
+		m->m_held = xreallocarray(m->m_held, 1, cap);
+		m->m_heldcap = cap;
+	}
+	memcpy(m->m_held + m->m_heldlen, p, n);
+	m->m_heldlen += n;
+}
+
+static void
+meter_out(struct meter *m, const char *p, size_t n)
+{
+	if (m->m_emit != NULL && n > 0)
+		m->m_emit(m->m_emitarg, p, n);
+}
+
+/*
+ * Cut the top-level "usage": null member out of an event's raw bytes:
+ * sets [*from, *to) and returns 1, or returns 0 when it cannot be done
+ * textually (then the event is relayed as it is).
+ */
+static int
+usage_null_span(const char *raw, size_t len, size_t *from, size_t *to)
+{
+	struct json_span js;
+	size_t i = 0, eol, start = SIZE_MAX, end = 0, n;
+
+	/* The JSON must sit on a single data: line. */
+	while (i < len) {
+		for (eol = i; eol < len && raw[eol] != '\n' && raw[eol] != '\r';
+		     eol++)
+			;
+		if (eol - i >= 5 && memcmp(raw + i, "data:", 5) == 0) {
+			if (start != SIZE_MAX)
+				return (0);
+			start = i + 5;
+			if (start < eol && raw[start] == ' ')
+				start++;
+			end = eol;
+		}
+		i = eol + 1;
+	}
+	if (start == SIZE_MAX)
+		return (0);
+	start = json_ws(raw, end, start);
+	if (meter_json_member(raw + start, end - start, "usage", &js) != 1)
+		return (0);
+	n = js.js_valend - js.js_val;
+	if (n != 4 || memcmp(raw + start + js.js_val, "null", 4) != 0)
+		return (0);
+	if (js.js_comma != SIZE_MAX) {
+		/* ...,"usage":null  → ... */
+		*from = start + js.js_comma;
+		*to = start + js.js_valend;
+	} else {
+		/* {"usage":null,"id":...  → {"id":... */
+		*from = start + js.js_key;
+		*to = start + js.js_next;
+	}
+	return (1);
+}
+
+/* Relay one event of a filtered stream: whole, trimmed, or not at all. */
+static void
+meter_filter(struct meter *m, const struct sse_event *ev, int flags)
+{
+	const char *raw;
+	size_t n, from, to;
+	int partial = m->m_gone > 0;
+
+	if (ev->ev_rawlen <= m->m_gone) {
+		m->m_gone -= ev->ev_rawlen;
+		return;
+	}
+	n = ev->ev_rawlen - m->m_gone;
+	m->m_gone = 0;
+	if (n > m->m_heldlen - m->m_heldoff)
+		n = m->m_heldlen - m->m_heldoff; /* cannot happen */
+	raw = m->m_held + m->m_heldoff;
+	m->m_heldoff += n;
+	if (partial) {
+		meter_out(m, raw, n); /* the start is already gone */
+		return;
+	}
+	if (flags & OPENAI_EV_USAGE_CHUNK)
+		return;
+	if ((flags & OPENAI_EV_USAGE_NULL) &&
+	    usage_null_span(raw, n, &from, &to)) {
+		meter_out(m, raw, from);
+		meter_out(m, raw + to, n - to);
+		return;
+	}
+	meter_out(m, raw, n);
+}
+
+static int
+is_done(const struct sse_event *ev)
+{
+	const char *p = ev->ev_data;
+	size_t n = ev->ev_datalen;
+
+	while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+		n--;
+	return (n == 6 && memcmp(p, "[DONE]", 6) == 0);
+}
+
+static void
+meter_event_cb(void *arg, const struct sse_event *ev)
+{
+	struct meter *m = arg;
+	cJSON *root = NULL;
+	int flags = 0;
+
+	/* Each event is parsed once, and only here. */
+	if (!ev->ev_oversized && !is_done(ev))
+		root = meter_json_parse(ev->ev_data, ev->ev_datalen, 0);
+	switch (m->m_family) {
+	case FAMILY_OPENAI:
+		flags = openai_event(&m->m_acc, m->m_endpoint, ev, root);
+		break;
+	case FAMILY_ANTHROPIC:
+		anthropic_event(&m->m_acc, ev, root);
+		break;
+	case FAMILY_GEMINI:
+		gemini_event(&m->m_acc, ev, root);
+		break;
+	}
+	if (m->m_filter)
+		meter_filter(m, ev, flags);
+	cJSON_Delete(root);
+}
+
+/* Relay and meter the next piece of the response body. */
+void
+meter_feed(
+    struct meter *m, const char *p, size_t n, meter_emit_cb emit, void *arg)
+{
+	size_t left;
+
+	if (n == 0 || m->m_finished)
+		return;
+	switch (m->m_mode) {
+	case METER_PASS:
+		emit(arg, p, n);
+		break;
+	case METER_JSON:
+		emit(arg, p, n);
+		meter_keep(m, p, n);
+		break;
+	case METER_STREAM:
+		if (!m->m_filter) {
+			/* Never hold bytes back: relay, then parse a copy. */
+			emit(arg, p, n);
+			sse_feed(m->m_sse, p, n);
+			break;
+		}
+		meter_hold(m, p, n);
+		m->m_emit = emit;
+		m->m_emitarg = arg;
+		sse_feed(m->m_sse, p, n);
+		left = m->m_heldlen - m->m_heldoff;
+		if (left > METER_HELD_MAX) {
+			/* A huge event: relay it unfiltered as it comes. */
+			meter_out(m, m->m_held + m->m_heldoff, left);
+			m->m_gone += left;
+			m->m_heldoff = m->m_heldlen = 0;
+		}
+		m->m_emit = NULL;
+		m->m_emitarg = NULL;
+		break;
+	}
+}
+
+/*
+ * Find the last "key": {...} in text that may start anywhere inside a
+ * JSON document (the tail of a large body) and parse that object.
+ */
+static cJSON *
+tail_find(const char *p, size_t len, const char *key)
+{
+	size_t klen = strlen(key), i, j, n;
+	cJSON *obj;
+
+	if (len < klen + 2)
+		return (NULL);
+	for (i = len - klen - 2 + 1; i-- > 0;) {
+		if (p[i] != '"' || memcmp(p + i + 1, key, klen) != 0 ||
+		    p[i + 1 + klen] != '"')
+			continue;
+		if (i > 0 && p[i - 1] == '\\')
+			continue; /* inside a string */
+		j = json_ws(p, len, i + klen + 2);
+		if (j >= len || p[j] != ':')
+			continue;
+		j = json_ws(p, len, j + 1);
+		if (j >= len || p[j] != '{')
+			continue;
+		if ((n = meter_json_skip(p + j, len - j)) == 0)
+			continue;
+		obj = cJSON_ParseWithLength(p + j, n);
+		if (cJSON_IsObject(obj))
+			return (obj);
+		cJSON_Delete(obj);
+	}
+	return (NULL);
+}
+
+static int
+family_usage(struct meter *m, const cJSON *usage)
+{
+	switch (m->m_family) {
+	case FAMILY_OPENAI:
+		return (openai_usage(&m->m_acc, m->m_endpoint, usage));
+	case FAMILY_ANTHROPIC:
+		return (anthropic_usage(&m->m_acc, usage));
+	case FAMILY_GEMINI:
+		return (gemini_usage(&m->m_acc, usage));
+	}
+	return (0);
+}
+
+/* Read usage out of a kept JSON body (whole) or its tail. */
+static void
+meter_json_body(struct meter *m)
+{
+	const char *text, *key;
+	char *lin = NULL;
+	size_t len, start;
+	cJSON *root = NULL, *usage;
+
+	if (m->m_tail == NULL) {
+		text = m->m_body;
+		len = m->m_bodylen;
+		root = meter_json_parse(text, len, 0);
+	} else {
+		lin = xmalloc(METER_TAIL_MAX);
+		start = (m->m_tailpos + METER_TAIL_MAX - m->m_taillen) %
+		    METER_TAIL_MAX;
+		for (len = 0; len < m->m_taillen; len++)
+			lin[len] = m->m_tail[(start + len) % METER_TAIL_MAX];
+		text = lin;
+	}
+	if (root != NULL) {
+		switch (m->m_family) {
+		case FAMILY_OPENAI:
+			openai_body(&m->m_acc, m->m_endpoint, root);
+			break;
+		case FAMILY_ANTHROPIC:
+			anthropic_body(&m->m_acc, root);
+			break;
+		case FAMILY_GEMINI:
+			gemini_body(&m->m_acc, root);
+			break;
+		}
+		cJSON_Delete(root);
+	} else {
+		/* Too big, cut, or not JSON: look for usage in the text. */
+		key = m->m_family == FAMILY_GEMINI ? "usageMetadata" : "usage";
+		if ((usage = tail_find(text, len, key)) != NULL) {
+			if (family_usage(m, usage))
+				m->m_acc.ma_final = 1;
+			cJSON_Delete(usage);
+		}
+		/* The text was not read, so count all of it as output. */
+		m->m_acc.ma_outbytes = (int64_t)m->m_total;
+	}
+	free(lin);
+}
+
+static int64_t
+max64(int64_t a, int64_t b)
+{
+	return (a > b ? a : b);
+}
+
+/* Turn what was seen into the call's usage (meter.h, metering.md). */
+static void
+meter_settle(struct meter *m, int complete, struct usage *u)
+{
+	struct meter_acc *a = &m->m_acc;
+	int64_t est;
+	int final;
+
+	est = (a->ma_outbytes + 3) / 4;
+	if (m->m_endpoint == EP_EMBEDDINGS || m->m_endpoint == EP_GEMINI_EMBED)
+		est = 0;
+	/* Gemini never says "final": every chunk is cumulative. */
+	final = a->ma_final ||
+	    (m->m_family == FAMILY_GEMINI && a->ma_have &&
+		(complete || a->ma_finished));
+
+	*u = a->ma_usage;
+	if (final || (a->ma_have && a->ma_error && complete)) {
+		/*
+		 * The provider's numbers; after an error frame, what it had
+		 * reported so far (Anthropic's input from message_start).
+		 */
+		u->u_source = USAGE_REPORTED;
+		u->u_incomplete = a->ma_error || !complete;
+		if (!final || u->u_output == 0)
+			u->u_output = max64(u->u_output, est);
+	} else {
+		u->u_source = USAGE_ESTIMATED;
+		u->u_incomplete = a->ma_error || !complete;
+		if (!a->ma_have) {
+			u->u_input = m->m_ci.ci_input_estimate;
+			u->u_cached = u->u_cache_write = 0;
+			u->u_cache_write_1h = u->u_reasoning = 0;
+		}
+		u->u_output = max64(u->u_output, est);
+	}
+	/* Keep the breakdowns inside the totals they break down. */
+	if (u->u_cached > u->u_input)
+		u->u_cached = u->u_input;
+	if (u->u_cache_write > u->u_input - u->u_cached)
+		u->u_cache_write = u->u_input - u->u_cached;
+	if (u->u_cache_write_1h > u->u_cache_write)
+		u->u_cache_write_1h = u->u_cache_write;
+	if (u->u_reasoning > u->u_output)
+		u->u_reasoning = u->u_output;
+}
+
+/* The response ended (complete) or was cut: relay the rest, settle. */
+void
+meter_finish(struct meter *m, int complete, meter_emit_cb emit, void *arg,
+    struct usage *u)
+{
+	memset(u, 0, sizeof(*u));
+	u->u_source = USAGE_NONE;
+	if (m->m_finished)
+		return;
+	m->m_finished = 1;
+
+	switch (m->m_mode) {
+	case METER_PASS:
+		return; /* errors and free endpoints are never billed */
+	case METER_JSON:
+		meter_json_body(m);
+		break;
+	case METER_STREAM:
+		if (m->m_filter && complete) {
+			m->m_emit = emit;
+			m->m_emitarg = arg;
+		}
+		sse_finish(m->m_sse);
+		/* An unterminated last event still goes to the client. */
+		if (m->m_filter && complete && m->m_heldlen > m->m_heldoff)
+			meter_out(m, m->m_held + m->m_heldoff,
+			    m->m_heldlen - m->m_heldoff);
+		m->m_heldoff = m->m_heldlen = 0;
+		m->m_emit = NULL;
+		m->m_emitarg = NULL;
+		break;
+	}
+	meter_settle(m, complete, u);
+}
+
+/* Free a meter; NULL is allowed. */
+void
+meter_free(struct meter *m)
+{
+	if (m == NULL)
+		return;
+	sse_free(m->m_sse);
+	free(m->m_body);
+	free(m->m_tail);
+	free(m->m_held);
+	free(m);
+}
