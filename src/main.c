@@ -21,8 +21,10 @@
 #include <event2/event.h>
 
 #include "tollgate/config.h"
+#include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
+#include "tollgate/pricing.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -156,6 +158,7 @@ cmd_serve(int foreground)
 	struct event *sigs[4];
 	int signos[] = {SIGHUP, SIGTERM, SIGINT};
 	struct config *cf;
+	char *cause = NULL;
 	size_t i;
 
 	if ((cf = load_or_report(config_path, 0)) == NULL)
@@ -166,6 +169,14 @@ cmd_serve(int foreground)
 
 	if ((base = event_base_new()) == NULL)
 		fatalx("event_base_new");
+	if (ledger_open(base, cf->cf_ledger_path, cf->cf_durability,
+		cf->cf_ledger_queue_max, &cause) == -1) {
+		log_warnx("ledger %s: %s", cf->cf_ledger_path, cause);
+		free(cause);
+		config_unref(cf);
+		event_base_free(base);
+		return (1);
+	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
 	session_setup(base);
@@ -176,12 +187,22 @@ cmd_serve(int foreground)
 		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
 		evsignal_add(sigs[i], NULL);
 	}
-	log_info("tollgate %s started (configuration %s, generation %llu)",
-	    TOLLGATE_VERSION, config_path, server_generation());
+	log_info("tollgate %s started (configuration %s, generation %llu, "
+		 "prices %s, ledger %s)",
+	    TOLLGATE_VERSION, config_path, server_generation(),
+	    cf->cf_prices != NULL ? pricing_version(cf->cf_prices) : "none",
+	    cf->cf_ledger_path);
+	if (cf->cf_prices == NULL)
+		log_warnx("no price table (prices.yaml): every call is %s",
+		    cf->cf_unknown_model == UNKNOWN_MODEL_REFUSE
+			? "refused"
+			: "recorded unpriced");
 
 	event_base_dispatch(base);
 
 	listener_free();
+	session_abort_all();
+	ledger_close();
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)
 		event_free(sigs[i]);

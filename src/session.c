@@ -1,20 +1,36 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * One proxied call, from the moment its head is read to its log line.
+ * One proxied call, from the moment its head is read to its ledger row and
+ * its log line.
  *
- * session_new routes the request as soon as its head is complete, so an
- * unknown path is refused before its body is read. session_start forwards
- * it through the upstream module with the client's headers filtered
- * (hop-by-hop, X-Tollgate-*, Host, framing and encoding headers removed;
- * provider credentials passed untouched). Response headers and body bytes
- * are relayed to the client as they arrive. When the client's output
- * buffer passes the configured high watermark the transfer is paused, and
- * it is resumed when the buffer drains, so a slow reader costs a bounded
- * amount of memory (STYLE rule 8).
+ *   head      session_new: route (404/405) and attribute (400 for a bad or
+ *             missing tag) before the body is read.
+ *   body      session_start: the provider adapter reads the request (model,
+ *             stream, output bound, n, input estimate; OpenAI streams get
+ *             include_usage), the model is priced (or refused, or recorded
+ *             unpriced, as the config says) and its worst case computed.
+ *   reserve   the call's row, status in_flight with its reservation, is
+ *             queued to the ledger; nothing goes upstream until the ledger
+ *             says the row is committed. A full queue or a ledger that
+ *             cannot write is a 503 (fail closed); a repeated request id is
+ *             a 409.
+ *   forward   the request goes out through the upstream module with the
+ *             client's headers filtered (hop-by-hop, X-Tollgate-*, Host,
+ *             framing and encoding removed; provider credentials passed
+ *             untouched, or replaced by the upstream's own key for calls
+ *             made with a tollgate key).
+ *   relay     response bytes pass through the meter, which reads usage
+ *             from them and hands back what the client receives (the same
+ *             bytes, or whole events without the injected usage). When the
+ *             client's output passes the high watermark the transfer is
+ *             paused, and resumed when it drains.
+ *   settle    session_close: the meter's usage is priced in nano-USD and
+ *             the row settled (ok, error, client_closed, upstream_error),
+ *             one log line is written, and everything is released.
  *
- * Every path out goes through session_close(se, reason): it writes the
- * call's one log line, aborts the upstream transfer if it is still running
- * (so the provider sees the connection close) and frees the session.
+ * A session whose client leaves while its reservation is being committed
+ * lives on until the ledger answers, so the row it queued is settled and
+ * never left in flight.
  */
 #include <sys/random.h>
 
@@ -23,34 +39,55 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "tollgate/attribution.h"
 #include "tollgate/config.h"
 #include "tollgate/http.h"
+#include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
+#include "tollgate/meter.h"
+#include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
 
-#define REQID_LEN 32
+enum se_state {
+	SE_ROUTED, /* head accepted, body being read */
+	SE_RESERVING, /* waiting for the ledger to commit the row */
+	SE_FORWARDING, /* the upstream transfer is running */
+};
 
 /* One call; owned by itself, freed by session_close. */
 struct session {
 	unsigned long long se_id;
+	enum se_state se_state;
 	struct conn *se_conn; /* borrowed; NULL once the client left */
 	struct config *se_conf; /* reference held for the call */
 	struct http_request *se_req; /* borrowed until started, then owned */
 	int se_started;
 	struct route se_route;
+	struct attribution se_attr;
+	struct call_info se_ci;
+	const struct price *se_price; /* borrowed from se_conf's prices */
+	char *se_body; /* rewritten request body, or NULL */
+	size_t se_bodylen;
+	struct meter *se_meter;
+	struct ledger_ticket *se_ticket;
+	int se_row_committed; /* the ledger has our in_flight row */
+	int se_client_gone;
+	int64_t se_reserved_nusd;
 	struct xfer *se_xfer;
 	struct event *se_timer; /* header, then idle, timeout */
-	char se_reqid[REQID_LEN + 4];
+	char se_reqid[REQUEST_ID_MAX + 1];
 
+	int64_t se_started_ms;
 	long long se_t0_us;
 	long long se_ttfb_us;
 	int se_status;
@@ -59,13 +96,17 @@ struct session {
 	int se_replied; /* the client has a status line */
 	int se_paused;
 	int se_headers_seen;
+	const char *se_refusal; /* reason code when tollgate refused */
+
+	struct session *se_prev, *se_next;
 };
 
 static size_t session_n;
+static struct session *session_list;
 static uint64_t reqid_state;
 static struct event_base *session_base;
 
-static void session_close(struct session *, const char *);
+static void session_close(struct session *, enum call_status, const char *);
 static void session_timer_cb(evutil_socket_t, short, void *);
 
 static uint64_t
@@ -79,7 +120,7 @@ splitmix64(void)
 	return (z ^ (z >> 31));
 }
 
-/* A request id: 128 unpredictable-enough bits as hex, never reused. */
+/* A request id: 128 bits as hex, seeded from getrandom once. */
 static void
 make_reqid(char *buf, size_t len)
 {
@@ -90,6 +131,15 @@ make_reqid(char *buf, size_t len)
 	}
 	snprintf(buf, len, "%016llx%016llx", (unsigned long long)splitmix64(),
 	    (unsigned long long)splitmix64());
+}
+
+static int64_t
+wallclock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 static void
@@ -110,7 +160,8 @@ session_count(void)
 }
 
 static void
-reply_error(struct session *se, int status, const char *code, const char *msg)
+reply_error(struct session *se, int status, const char *code, const char *msg,
+    const char *retry_after)
 {
 	struct hdrs hs = {0};
 	char *body;
@@ -128,6 +179,9 @@ reply_error(struct session *se, int status, const char *code, const char *msg)
 
 		hdrs_add(&hs, "Allow", 5, allow, strlen(allow));
 	}
+	if (retry_after != NULL)
+		hdrs_add(
+		    &hs, "retry-after", 11, retry_after, strlen(retry_after));
 	se->se_replied = 1;
 	conn_reply_full(
 	    se->se_conn, status, &hs, "application/json", body, strlen(body));
@@ -136,15 +190,95 @@ reply_error(struct session *se, int status, const char *code, const char *msg)
 	free(body);
 }
 
+/* The model a call is priced and recorded under. */
+static const char *
+session_model(const struct session *se)
+{
+	return (se->se_ci.ci_model[0] != '\0' ? se->se_ci.ci_model : NULL);
+}
+
+/* Fill a ledger row from the session's state. */
+static void
+session_row(const struct session *se, struct ledger_row *row)
+{
+	const struct upstream_conf *uc = se->se_route.rt_upstream;
+	int t;
+
+	memset(row, 0, sizeof(*row));
+	row->lr_id = se->se_reqid;
+	row->lr_started_ms = se->se_started_ms;
+	row->lr_provider = uc != NULL
+	    ? config_upstream_type_name(uc->uc_type)
+	    : route_family_name(se->se_route.rt_family);
+	row->lr_endpoint = route_endpoint_name(se->se_route.rt_endpoint);
+	row->lr_upstream = uc != NULL ? uc->uc_name : "-";
+	row->lr_model = session_model(se);
+	for (t = 0; t < TAG_MAX; t++)
+		row->lr_tags[t] = attribution_tag(&se->se_attr, t);
+	row->lr_key_fingerprint =
+	    se->se_attr.at_key_fp[0] != '\0' ? se->se_attr.at_key_fp : NULL;
+	row->lr_stream = se->se_ci.ci_stream;
+	row->lr_status = CALL_IN_FLIGHT;
+	row->lr_reserved_nusd = se->se_reserved_nusd;
+	row->lr_price_version = se->se_price != NULL
+	    ? pricing_version(se->se_conf->cf_prices)
+	    : (se->se_route.rt_metered ? "unpriced" : NULL);
+	row->lr_usage_source = USAGE_NONE;
+	row->lr_latency_ms = -1;
+	row->lr_ttfb_ms = -1;
+}
+
+/* Record a call tollgate refused after routing: a final row, no cost. */
+static void
+record_refusal(struct session *se, int status, const char *reason)
+{
+	struct ledger_row row;
+
+	session_row(se, &row);
+	row.lr_status = CALL_REFUSED;
+	row.lr_http_status = status;
+	row.lr_refusal_reason = reason;
+	row.lr_reserved_nusd = 0;
+	row.lr_finished_ms = wallclock_ms();
+	row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
+	if (ledger_record(&row) == -1)
+		log_warnx("session %llu: ledger queue full: refusal of %s not "
+			  "recorded",
+		    se->se_id, se->se_reqid);
+}
+
+static void
+link_session(struct session *se)
+{
+	se->se_next = session_list;
+	if (session_list != NULL)
+		session_list->se_prev = se;
+	session_list = se;
+	session_n++;
+}
+
+static void
+unlink_session(struct session *se)
+{
+	if (se->se_prev != NULL)
+		se->se_prev->se_next = se->se_next;
+	else
+		session_list = se->se_next;
+	if (se->se_next != NULL)
+		se->se_next->se_prev = se->se_prev;
+	session_n--;
+}
+
 /*
- * A request head is complete: route it. Returns the session, or NULL when
- * the request was refused and answered.
+ * A request head is complete: route and attribute it. Returns the session,
+ * or NULL when the request was refused and answered.
  */
 struct session *
 session_new(struct conn *co, struct http_request *req)
 {
 	struct session *se;
 	enum route_result rr;
+	const char *code;
 	char *why = NULL;
 
 	if (session_base == NULL)
@@ -155,36 +289,59 @@ session_new(struct conn *co, struct http_request *req)
 	se->se_req = req;
 	se->se_conf = config_ref(server_config());
 	se->se_t0_us = monotime_us();
+	se->se_started_ms = wallclock_ms();
+	se->se_ttfb_us = -1;
 	se->se_timer = evtimer_new(session_base, session_timer_cb, se);
 	make_reqid(se->se_reqid, sizeof(se->se_reqid));
-	session_n++;
+	link_session(se);
 
 	rr = route_match(
 	    se->se_conf, req->hr_method, req->hr_target, &se->se_route, &why);
 	switch (rr) {
 	case ROUTE_OK:
-		free(why);
-		return (se);
+		break;
 	case ROUTE_BAD_METHOD:
-		reply_error(se, 405, "method_not_allowed", why);
-		break;
+		reply_error(se, 405, "method_not_allowed", why, NULL);
+		goto refused;
 	case ROUTE_NO_UPSTREAM:
-		reply_error(se, 404, "no_upstream", why);
-		break;
+		reply_error(se, 404, "no_upstream", why, NULL);
+		goto refused;
 	case ROUTE_NOT_FOUND:
-		reply_error(se, 404, "unknown_route", why);
-		break;
+		reply_error(se, 404, "unknown_route", why, NULL);
+		goto refused;
 	}
 	free(why);
-	session_close(se, "refused");
+	why = NULL;
+
+	if (attribution_resolve(se->se_conf, &req->hr_headers,
+		se->se_route.rt_query, &se->se_attr, &code, &why) == -1) {
+		/* The row must not take a client-chosen id it could not
+		 * validate. */
+		se->se_refusal = code;
+		reply_error(se, 400, code, why, NULL);
+		record_refusal(se, 400, code);
+		goto refused;
+	}
+	if (se->se_attr.at_request_id[0] != '\0')
+		snprintf(se->se_reqid, sizeof(se->se_reqid), "%s",
+		    se->se_attr.at_request_id);
+	return (se);
+refused:
+	free(why);
+	session_close(se, CALL_REFUSED, "refused");
 	return (NULL);
 }
 
 /* Build the header list sent upstream from the client's. */
 static void
-upstream_headers(const struct http_request *req, struct hdrs *out)
+upstream_headers(struct session *se, struct hdrs *out)
 {
+	const struct http_request *req = se->se_req;
+	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	const char *connhdr = hdrs_get(&req->hr_headers, "Connection");
+	int swap_key = se->se_attr.at_binding != NULL &&
+	    se->se_attr.at_binding->kb_tollgate;
+	char *v;
 	size_t i;
 
 	for (i = 0; i < req->hr_headers.hs_n; i++) {
@@ -202,9 +359,44 @@ upstream_headers(const struct http_request *req, struct hdrs *out)
 		    strcasecmp(h->h_name, "Accept-Encoding") == 0 ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
+		/* A tollgate key never reaches the provider. */
+		if (swap_key && http_is_secret_header(h->h_name))
+			continue;
 		hdrs_add(out, h->h_name, strlen(h->h_name), h->h_value,
 		    strlen(h->h_value));
 	}
+	if (!swap_key || uc->uc_api_key == NULL)
+		return;
+	switch (uc->uc_type) {
+	case UPSTREAM_ANTHROPIC:
+		hdrs_add(out, "x-api-key", 9, uc->uc_api_key,
+		    strlen(uc->uc_api_key));
+		break;
+	case UPSTREAM_GEMINI:
+		hdrs_add(out, "x-goog-api-key", 14, uc->uc_api_key,
+		    strlen(uc->uc_api_key));
+		break;
+	case UPSTREAM_AZURE_OPENAI:
+		hdrs_add(
+		    out, "api-key", 7, uc->uc_api_key, strlen(uc->uc_api_key));
+		break;
+	default:
+		xasprintf(&v, "Bearer %s", uc->uc_api_key);
+		hdrs_add(out, "Authorization", 13, v, strlen(v));
+		freezero(v, strlen(v));
+		break;
+	}
+}
+
+static void
+emit_cb(void *arg, const char *buf, size_t len)
+{
+	struct session *se = arg;
+
+	if (se->se_conn == NULL || len == 0)
+		return;
+	conn_reply_data(se->se_conn, buf, len);
+	se->se_bytes_out += len;
 }
 
 static void
@@ -217,6 +409,7 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	se->se_ttfb_us = monotime_us() - se->se_t0_us;
 	se->se_status = (int)code;
 	se->se_headers_seen = 1;
+	meter_response(se->se_meter, (int)code, hdrs_get(resp, "Content-Type"));
 	arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	if (se->se_conn == NULL)
 		return;
@@ -253,8 +446,7 @@ on_data(void *arg, const char *buf, size_t len)
 		evtimer_del(se->se_timer);
 		return (XFER_PAUSE);
 	}
-	conn_reply_data(se->se_conn, buf, len);
-	se->se_bytes_out += len;
+	meter_feed(se->se_meter, buf, len, emit_cb, se);
 	arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	return (len);
 }
@@ -262,15 +454,14 @@ on_data(void *arg, const char *buf, size_t len)
 static void
 upstream_failed(struct session *se, int timeout, const char *detail)
 {
-	const char *reason = timeout ? "upstream_timeout" : "upstream_error";
-
 	if (!se->se_replied) {
 		if (timeout)
 			reply_error(se, 504, "upstream_timeout",
-			    "the upstream provider did not answer in time");
+			    "the upstream provider did not answer in time",
+			    NULL);
 		else
 			reply_error(se, 502, "upstream_unavailable",
-			    "the upstream provider could not be reached");
+			    "the upstream provider could not be reached", NULL);
 	} else if (se->se_conn != NULL) {
 		/* Mid-body: the client must see a truncated response. */
 		conn_reply_abort(se->se_conn);
@@ -279,7 +470,8 @@ upstream_failed(struct session *se, int timeout, const char *detail)
 	if (detail != NULL)
 		log_info("session %llu: upstream %s: %s", se->se_id,
 		    se->se_route.rt_upstream->uc_name, detail);
-	session_close(se, reason);
+	session_close(se, CALL_UPSTREAM_ERROR,
+	    timeout ? "upstream_timeout" : "upstream_error");
 }
 
 static void
@@ -289,11 +481,10 @@ on_done(void *arg, enum xfer_result res, const char *why)
 	char detail[256];
 
 	if (res == XFER_OK) {
-		if (se->se_conn != NULL) {
-			conn_reply_end(se->se_conn);
-			se->se_conn = NULL;
-		}
-		session_close(se, "ok");
+		session_close(se,
+		    se->se_status >= 200 && se->se_status < 300 ? CALL_OK
+								: CALL_ERROR,
+		    "ok");
 		return;
 	}
 	/* curl's message names hosts, never the path or query. */
@@ -307,25 +498,41 @@ static const struct xfer_cbs session_xfer_cbs = {
     on_done,
 };
 
-/* The request body is complete: forward it. */
-void
-session_start(struct session *se)
+/* The row is committed: send the request to the provider. */
+static void
+forward(struct session *se)
 {
 	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	struct http_request *req = se->se_req;
 	struct hdrs hs = {0};
-	char *url;
+	char *url, *query = NULL;
 	const char *body;
+	size_t bodylen;
 
-	se->se_started = 1;
-	se->se_bytes_in = evbuffer_get_length(req->hr_body);
-	body = (const char *)evbuffer_pullup(req->hr_body, -1);
+	se->se_state = SE_FORWARDING;
+	if (se->se_body != NULL) {
+		body = se->se_body;
+		bodylen = se->se_bodylen;
+	} else {
+		body = (const char *)evbuffer_pullup(req->hr_body, -1);
+		bodylen = evbuffer_get_length(req->hr_body);
+	}
+	se->se_bytes_in = bodylen;
+	upstream_headers(se, &hs);
+	/* A key in the query is the client's; with a tollgate key it must
+	 * not reach the provider either. */
+	if (se->se_attr.at_binding != NULL &&
+	    se->se_attr.at_binding->kb_tollgate)
+		query = attribution_strip_query_key(se->se_route.rt_query);
+	else if (se->se_route.rt_query != NULL)
+		query = xstrdup(se->se_route.rt_query);
 	xasprintf(&url, "%s%s%s%s", uc->uc_base_url, se->se_route.rt_path,
-	    se->se_route.rt_query != NULL ? "?" : "",
-	    se->se_route.rt_query != NULL ? se->se_route.rt_query : "");
-	upstream_headers(req, &hs);
-	se->se_xfer = xfer_start(uc, req->hr_method, url, &hs, body,
-	    se->se_bytes_in, &session_xfer_cbs, se);
+	    query != NULL ? "?" : "", query != NULL ? query : "");
+	if (query != NULL)
+		freezero(query, strlen(query));
+	se->se_meter = meter_new(&se->se_route, &se->se_ci);
+	se->se_xfer = xfer_start(
+	    uc, req->hr_method, url, &hs, body, bodylen, &session_xfer_cbs, se);
 	hdrs_clear(&hs);
 	freezero(url, strlen(url)); /* the query may hold a key */
 	if (se->se_xfer == NULL) {
@@ -335,12 +542,140 @@ session_start(struct session *se)
 	arm_timer(se, uc->uc_header_timeout_ms);
 }
 
+static void
+reserved_cb(void *arg, enum ledger_result res)
+{
+	struct session *se = arg;
+
+	se->se_ticket = NULL;
+	switch (res) {
+	case LEDGER_OK:
+		se->se_row_committed = 1;
+		if (se->se_client_gone) {
+			session_close(se, CALL_CLIENT_CLOSED, "client_gone");
+			return;
+		}
+		forward(se);
+		return;
+	case LEDGER_DUPLICATE:
+		se->se_refusal = "duplicate_request_id";
+		reply_error(se, 409, "duplicate_request_id",
+		    "a call with this X-Tollgate-Request-Id was already made; "
+		    "it is not billed twice",
+		    NULL);
+		session_close(se, CALL_REFUSED, "refused");
+		return;
+	case LEDGER_UNAVAILABLE:
+		se->se_refusal = "ledger_unavailable";
+		reply_error(se, 503, "ledger_unavailable",
+		    "the spend ledger cannot record this call; it was not "
+		    "forwarded",
+		    "1");
+		session_close(se, CALL_REFUSED, "ledger_unavailable");
+		return;
+	}
+}
+
+/*
+ * Read and price the request. Returns 0 to go on, or -1 after refusing it.
+ */
+static int
+session_price(struct session *se)
+{
+	struct http_request *req = se->se_req;
+	const struct config *cf = se->se_conf;
+	const char *body, *mapped;
+	char *msg;
+
+	body = (const char *)evbuffer_pullup(req->hr_body, -1);
+	meter_request(&se->se_route, body != NULL ? body : "",
+	    evbuffer_get_length(req->hr_body), &se->se_ci, &se->se_body,
+	    &se->se_bodylen);
+	if (se->se_route.rt_upstream->uc_type == UPSTREAM_AZURE_OPENAI &&
+	    se->se_route.rt_model[0] != '\0' &&
+	    (mapped = config_deployment_model(
+		 se->se_route.rt_upstream, se->se_route.rt_model)) != NULL)
+		snprintf(se->se_ci.ci_model, sizeof(se->se_ci.ci_model), "%s",
+		    mapped);
+	if (!se->se_route.rt_metered)
+		return (0);
+
+	se->se_price = session_model(se) != NULL
+	    ? pricing_lookup(cf->cf_prices, session_model(se))
+	    : NULL;
+	if (se->se_price == NULL) {
+		switch (cf->cf_unknown_model) {
+		case UNKNOWN_MODEL_REFUSE:
+			se->se_refusal = "unknown_model";
+			xasprintf(&msg,
+			    "the model '%s' has no price; "
+			    "add it to the price table or set unknown_models",
+			    session_model(se) != NULL ? session_model(se) : "");
+			reply_error(se, 400, "unknown_model", msg, NULL);
+			free(msg);
+			record_refusal(se, 400, "unknown_model");
+			return (-1);
+		case UNKNOWN_MODEL_PRICE_AS:
+			se->se_price = pricing_lookup(
+			    cf->cf_prices, cf->cf_unknown_price_as);
+			break;
+		case UNKNOWN_MODEL_UNPRICED:
+			log_warnx("session %llu: model '%s' is unpriced",
+			    se->se_id,
+			    session_model(se) != NULL ? session_model(se)
+						      : "-");
+			break;
+		}
+	}
+	if (se->se_price != NULL)
+		se->se_reserved_nusd =
+		    pricing_worst_case(se->se_price, &se->se_ci);
+	return (0);
+}
+
+/* The request body is complete: price it, then reserve its row. */
+void
+session_start(struct session *se)
+{
+	struct ledger_row row;
+
+	se->se_started = 1;
+	if (session_price(se) == -1) {
+		session_close(se, CALL_REFUSED, "refused");
+		return;
+	}
+	if (se->se_attr.at_binding != NULL &&
+	    se->se_attr.at_binding->kb_tollgate &&
+	    se->se_route.rt_upstream->uc_api_key == NULL) {
+		se->se_refusal = "no_upstream_key";
+		reply_error(se, 403, "no_upstream_key",
+		    "calls made with a tollgate key need the upstream's "
+		    "api_key_env",
+		    NULL);
+		record_refusal(se, 403, "no_upstream_key");
+		session_close(se, CALL_REFUSED, "refused");
+		return;
+	}
+	session_row(se, &row);
+	se->se_state = SE_RESERVING;
+	if ((se->se_ticket = ledger_reserve(&row, reserved_cb, se)) == NULL) {
+		se->se_refusal = "ledger_busy";
+		reply_error(se, 503, "ledger_busy",
+		    "the spend ledger is behind; try again", "1");
+		session_close(se, CALL_REFUSED, "ledger_busy");
+	}
+}
+
 /* The client went away; the call ends and the provider is hung up on. */
 void
 session_client_gone(struct session *se)
 {
 	se->se_conn = NULL;
-	session_close(se, se->se_started ? "client_closed" : "client_gone");
+	se->se_client_gone = 1;
+	if (se->se_state == SE_RESERVING)
+		return; /* reserved_cb ends it once the row is written */
+	session_close(se, se->se_started ? CALL_CLIENT_CLOSED : CALL_REFUSED,
+	    se->se_started ? "client_closed" : "client_gone");
 }
 
 /* The client's output has drained: resume a paused transfer. */
@@ -367,16 +702,74 @@ session_timer_cb(evutil_socket_t fd, short ev, void *arg)
 				: "no response within header_timeout");
 }
 
+/* Price the usage: by the model asked for and the model that answered,
+ * whichever costs more (a cheap alias must not hide a dear model). */
+static int64_t
+session_cost(const struct session *se, const struct usage *u)
+{
+	const struct price *answered;
+	int64_t cost = 0, c2;
+
+	if (u->u_source == USAGE_NONE)
+		return (0);
+	if (se->se_price != NULL)
+		cost = pricing_cost(se->se_price, u);
+	if (u->u_model[0] != '\0' && se->se_conf->cf_prices != NULL &&
+	    (answered = pricing_lookup(se->se_conf->cf_prices, u->u_model)) !=
+		NULL &&
+	    answered != se->se_price) {
+		c2 = pricing_cost(answered, u);
+		if (c2 > cost)
+			cost = c2;
+	}
+	return (cost);
+}
+
 /*
- * The single close path: log the call, stop the transfer, free everything.
- * Nothing may touch se afterwards.
+ * The single close path: finish the response, settle the row, log the
+ * call, stop the transfer, free everything. Nothing may touch se after.
  */
 static void
-session_close(struct session *se, const char *reason)
+session_close(struct session *se, enum call_status status, const char *reason)
 {
 	const struct http_request *req = se->se_req;
+	struct ledger_row row;
+	struct usage u;
 	char path[160];
 	const char *up;
+
+	memset(&u, 0, sizeof(u));
+	if (se->se_meter != NULL) {
+		/* Only a finished call's held bytes reach the client. */
+		meter_finish(se->se_meter,
+		    status == CALL_OK || status == CALL_ERROR, emit_cb, se, &u);
+	}
+	if (se->se_conn != NULL) {
+		if (se->se_replied &&
+		    (status == CALL_OK || status == CALL_ERROR))
+			conn_reply_end(se->se_conn);
+		else
+			conn_reply_abort(se->se_conn);
+		se->se_conn = NULL;
+	}
+	if (se->se_row_committed) {
+		session_row(se, &row);
+		row.lr_status = status;
+		row.lr_http_status = se->se_status;
+		row.lr_finished_ms = wallclock_ms();
+		row.lr_input_tokens = u.u_input;
+		row.lr_output_tokens = u.u_output;
+		row.lr_cached_input_tokens = u.u_cached;
+		row.lr_cache_write_tokens = u.u_cache_write;
+		row.lr_reasoning_tokens = u.u_reasoning;
+		row.lr_usage_source = u.u_source;
+		row.lr_cost_nusd = session_cost(se, &u);
+		row.lr_refusal_reason = se->se_refusal;
+		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
+		row.lr_ttfb_ms =
+		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
+		ledger_settle(&row);
+	}
 
 	if (se->se_route.rt_path != NULL)
 		log_escape(path, sizeof(path), se->se_route.rt_path,
@@ -388,24 +781,30 @@ session_close(struct session *se, const char *reason)
 	    ? se->se_route.rt_upstream->uc_name
 	    : "-";
 	log_info("session %llu: %s %s upstream=%s status=%d in=%zu out=%zu "
-		 "ms=%lld ttfb_ms=%lld reason=%s",
+		 "ms=%lld ttfb_ms=%lld model=%s tokens=%lld/%lld usage=%s "
+		 "cost_nusd=%lld id=%s reason=%s",
 	    se->se_id, req->hr_method, path, up, se->se_status, se->se_bytes_in,
 	    se->se_bytes_out, (monotime_us() - se->se_t0_us) / 1000,
-	    se->se_ttfb_us > 0 ? se->se_ttfb_us / 1000 : -1LL, reason);
+	    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1LL,
+	    session_model(se) != NULL ? session_model(se) : "-",
+	    (long long)u.u_input, (long long)u.u_output,
+	    ledger_usage_source_name(u.u_source),
+	    se->se_row_committed ? (long long)session_cost(se, &u) : 0LL,
+	    se->se_reqid, reason);
 
-	if (se->se_conn != NULL) {
-		/* Ended without an answer (cannot happen; be safe). */
-		conn_reply_abort(se->se_conn);
-		se->se_conn = NULL;
-	}
+	if (se->se_ticket != NULL)
+		ledger_ticket_cancel(se->se_ticket);
 	xfer_free(se->se_xfer);
+	if (se->se_meter != NULL)
+		meter_free(se->se_meter);
 	event_free(se->se_timer);
 	if (se->se_started)
 		http_request_free(se->se_req);
+	free(se->se_body);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);
+	unlink_session(se);
 	free(se);
-	session_n--;
 }
 
 /* Give sessions their event base. */
@@ -413,4 +812,17 @@ void
 session_setup(struct event_base *base)
 {
 	session_base = base;
+}
+
+/*
+ * At exit, after the drain: end sessions still waiting on the ledger.
+ * Their rows stay in flight and become interrupted at the next start.
+ */
+void
+session_abort_all(void)
+{
+	while (session_list != NULL) {
+		session_list->se_conn = NULL;
+		session_close(session_list, CALL_INTERRUPTED, "shutdown");
+	}
 }

@@ -23,6 +23,7 @@ void session_start(struct session *);
 void session_client_gone(struct session *);
 void session_drained(struct session *);
 size_t session_count(void);
+void session_abort_all(void);
 
 /* server.c */
 struct config *server_config(void);
