@@ -14,16 +14,16 @@
  *             says the row is committed. A full queue or a ledger that
  *             cannot write is a 503 (fail closed); a repeated request id is
  *             a 409.
- *   forward   the request goes out through the upstream module with the
- *             client's headers filtered (hop-by-hop, X-Tollgate-*, Host,
- *             framing and encoding removed; provider credentials passed
- *             untouched, or replaced by the upstream's own key for calls
- *             made with a tollgate key).
- *   relay     response bytes pass through the meter, which reads usage
- *             from them and hands back what the client receives (the same
- *             bytes, or whole events without the injected usage). When the
- *             client's output passes the high watermark the transfer is
- *             paused, and resumed when it drains.
+ *   forward   relay.c sends the request upstream with the client's
+ *             headers filtered (hop-by-hop, X-Tollgate-*, Host, framing
+ *             and encoding removed; provider credentials passed untouched,
+ *             or replaced by the upstream's own key for calls made with a
+ *             tollgate key).
+ *   relay     relay.c passes response bytes through the meter, which reads
+ *             usage from them and hands back what the client receives (the
+ *             same bytes, or whole events without the injected usage), and
+ *             pauses the transfer while the client's output is above the
+ *             high watermark.
  *   settle    session_close: the meter's usage is priced in nano-USD and
  *             the row settled (ok, error, client_closed, upstream_error),
  *             one log line is written, and everything is released.
@@ -58,56 +58,12 @@
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
 
-enum se_state {
-	SE_ROUTED, /* head accepted, body being read */
-	SE_RESERVING, /* waiting for the ledger to commit the row */
-	SE_FORWARDING, /* the upstream transfer is running */
-};
-
-/* One call; owned by itself, freed by session_close. */
-struct session {
-	unsigned long long se_id;
-	enum se_state se_state;
-	struct conn *se_conn; /* borrowed; NULL once the client left */
-	struct config *se_conf; /* reference held for the call */
-	struct http_request *se_req; /* borrowed until started, then owned */
-	int se_started;
-	struct route se_route;
-	struct attribution se_attr;
-	struct call_info se_ci;
-	const struct price *se_price; /* borrowed from se_conf's prices */
-	char *se_body; /* rewritten request body, or NULL */
-	size_t se_bodylen;
-	struct meter *se_meter;
-	struct ledger_ticket *se_ticket;
-	int se_row_committed; /* the ledger has our in_flight row */
-	int se_client_gone;
-	int64_t se_reserved_nusd;
-	struct xfer *se_xfer;
-	struct event *se_timer; /* header, then idle, timeout */
-	char se_reqid[REQUEST_ID_MAX + 1];
-
-	int64_t se_started_ms;
-	long long se_t0_us;
-	long long se_ttfb_us;
-	int se_status;
-	size_t se_bytes_in;
-	size_t se_bytes_out;
-	int se_replied; /* the client has a status line */
-	int se_paused;
-	int se_headers_seen;
-	const char *se_refusal; /* reason code when tollgate refused */
-
-	struct session *se_prev, *se_next;
-};
+#include "session_int.h"
 
 static size_t session_n;
 static struct session *session_list;
 static uint64_t reqid_state;
 static struct event_base *session_base;
-
-static void session_close(struct session *, enum call_status, const char *);
-static void session_timer_cb(evutil_socket_t, short, void *);
 
 static uint64_t
 splitmix64(void)
@@ -142,8 +98,8 @@ wallclock_ms(void)
 	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
-static void
-arm_timer(struct session *se, long ms)
+void
+session_arm_timer(struct session *se, long ms)
 {
 	struct timeval tv;
 
@@ -159,9 +115,9 @@ session_count(void)
 	return (session_n);
 }
 
-static void
-reply_error(struct session *se, int status, const char *code, const char *msg,
-    const char *retry_after)
+void
+session_reply_error(struct session *se, int status, const char *code,
+    const char *msg, const char *retry_after)
 {
 	struct hdrs hs = {0};
 	char *body;
@@ -291,7 +247,7 @@ session_new(struct conn *co, struct http_request *req)
 	se->se_t0_us = monotime_us();
 	se->se_started_ms = wallclock_ms();
 	se->se_ttfb_us = -1;
-	se->se_timer = evtimer_new(session_base, session_timer_cb, se);
+	se->se_timer = evtimer_new(session_base, relay_timer_cb, se);
 	make_reqid(se->se_reqid, sizeof(se->se_reqid));
 	link_session(se);
 
@@ -301,13 +257,13 @@ session_new(struct conn *co, struct http_request *req)
 	case ROUTE_OK:
 		break;
 	case ROUTE_BAD_METHOD:
-		reply_error(se, 405, "method_not_allowed", why, NULL);
+		session_reply_error(se, 405, "method_not_allowed", why, NULL);
 		goto refused;
 	case ROUTE_NO_UPSTREAM:
-		reply_error(se, 404, "no_upstream", why, NULL);
+		session_reply_error(se, 404, "no_upstream", why, NULL);
 		goto refused;
 	case ROUTE_NOT_FOUND:
-		reply_error(se, 404, "unknown_route", why, NULL);
+		session_reply_error(se, 404, "unknown_route", why, NULL);
 		goto refused;
 	}
 	free(why);
@@ -318,7 +274,7 @@ session_new(struct conn *co, struct http_request *req)
 		/* The row must not take a client-chosen id it could not
 		 * validate. */
 		se->se_refusal = code;
-		reply_error(se, 400, code, why, NULL);
+		session_reply_error(se, 400, code, why, NULL);
 		record_refusal(se, 400, code);
 		goto refused;
 	}
@@ -330,216 +286,6 @@ refused:
 	free(why);
 	session_close(se, CALL_REFUSED, "refused");
 	return (NULL);
-}
-
-/* Build the header list sent upstream from the client's. */
-static void
-upstream_headers(struct session *se, struct hdrs *out)
-{
-	const struct http_request *req = se->se_req;
-	const struct upstream_conf *uc = se->se_route.rt_upstream;
-	const char *connhdr = hdrs_get(&req->hr_headers, "Connection");
-	int swap_key = se->se_attr.at_binding != NULL &&
-	    se->se_attr.at_binding->kb_tollgate;
-	char *v;
-	size_t i;
-
-	for (i = 0; i < req->hr_headers.hs_n; i++) {
-		const struct hdr *h = &req->hr_headers.hs_v[i];
-
-		if (http_is_hop_by_hop(h->h_name))
-			continue;
-		/* Headers the client named in Connection are hop-by-hop
-		 * too; tollgate adds its own only after this. */
-		if (connhdr != NULL && http_token_has(connhdr, h->h_name))
-			continue;
-		if (strcasecmp(h->h_name, "Host") == 0 ||
-		    strcasecmp(h->h_name, "Content-Length") == 0 ||
-		    strcasecmp(h->h_name, "Expect") == 0 ||
-		    strcasecmp(h->h_name, "Accept-Encoding") == 0 ||
-		    strcaseprefix(h->h_name, "X-Tollgate-"))
-			continue;
-		/* A tollgate key never reaches the provider. */
-		if (swap_key && http_is_secret_header(h->h_name))
-			continue;
-		hdrs_add(out, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
-	}
-	if (!swap_key || uc->uc_api_key == NULL)
-		return;
-	switch (uc->uc_type) {
-	case UPSTREAM_ANTHROPIC:
-		hdrs_add(out, "x-api-key", 9, uc->uc_api_key,
-		    strlen(uc->uc_api_key));
-		break;
-	case UPSTREAM_GEMINI:
-		hdrs_add(out, "x-goog-api-key", 14, uc->uc_api_key,
-		    strlen(uc->uc_api_key));
-		break;
-	case UPSTREAM_AZURE_OPENAI:
-		hdrs_add(
-		    out, "api-key", 7, uc->uc_api_key, strlen(uc->uc_api_key));
-		break;
-	default:
-		xasprintf(&v, "Bearer %s", uc->uc_api_key);
-		hdrs_add(out, "Authorization", 13, v, strlen(v));
-		freezero(v, strlen(v));
-		break;
-	}
-}
-
-static void
-emit_cb(void *arg, const char *buf, size_t len)
-{
-	struct session *se = arg;
-
-	if (se->se_conn == NULL || len == 0)
-		return;
-	conn_reply_data(se->se_conn, buf, len);
-	se->se_bytes_out += len;
-}
-
-static void
-on_headers(void *arg, long code, const struct hdrs *resp)
-{
-	struct session *se = arg;
-	struct hdrs hs = {0};
-	size_t i;
-
-	se->se_ttfb_us = monotime_us() - se->se_t0_us;
-	se->se_status = (int)code;
-	se->se_headers_seen = 1;
-	meter_response(se->se_meter, (int)code, hdrs_get(resp, "Content-Type"));
-	arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
-	if (se->se_conn == NULL)
-		return;
-	for (i = 0; i < resp->hs_n; i++) {
-		const struct hdr *h = &resp->hs_v[i];
-
-		if (http_is_hop_by_hop(h->h_name) ||
-		    strcasecmp(h->h_name, "Content-Length") == 0 ||
-		    strcaseprefix(h->h_name, "X-Tollgate-"))
-			continue;
-		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
-	}
-	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
-	    strlen(se->se_reqid));
-	se->se_replied = 1;
-	conn_reply_start(se->se_conn, (int)code, &hs);
-	hdrs_clear(&hs);
-}
-
-static size_t
-on_data(void *arg, const char *buf, size_t len)
-{
-	struct session *se = arg;
-
-	if (se->se_conn == NULL)
-		return (0);
-	if (conn_output_pending(se->se_conn) >
-	    se->se_conf->cf_stream_high_watermark) {
-		/* The client is slow: stop reading from the provider until
-		 * its buffer drains. Silence while paused is not the
-		 * provider's fault, so the idle timer stops too. */
-		se->se_paused = 1;
-		evtimer_del(se->se_timer);
-		return (XFER_PAUSE);
-	}
-	meter_feed(se->se_meter, buf, len, emit_cb, se);
-	arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
-	return (len);
-}
-
-static void
-upstream_failed(struct session *se, int timeout, const char *detail)
-{
-	if (!se->se_replied) {
-		if (timeout)
-			reply_error(se, 504, "upstream_timeout",
-			    "the upstream provider did not answer in time",
-			    NULL);
-		else
-			reply_error(se, 502, "upstream_unavailable",
-			    "the upstream provider could not be reached", NULL);
-	} else if (se->se_conn != NULL) {
-		/* Mid-body: the client must see a truncated response. */
-		conn_reply_abort(se->se_conn);
-		se->se_conn = NULL;
-	}
-	if (detail != NULL)
-		log_info("session %llu: upstream %s: %s", se->se_id,
-		    se->se_route.rt_upstream->uc_name, detail);
-	session_close(se, CALL_UPSTREAM_ERROR,
-	    timeout ? "upstream_timeout" : "upstream_error");
-}
-
-static void
-on_done(void *arg, enum xfer_result res, const char *why)
-{
-	struct session *se = arg;
-	char detail[256];
-
-	if (res == XFER_OK) {
-		session_close(se,
-		    se->se_status >= 200 && se->se_status < 300 ? CALL_OK
-								: CALL_ERROR,
-		    "ok");
-		return;
-	}
-	/* curl's message names hosts, never the path or query. */
-	log_escape(detail, sizeof(detail), why, strcspn(why, "?"));
-	upstream_failed(se, res == XFER_TIMEOUT, detail);
-}
-
-static const struct xfer_cbs session_xfer_cbs = {
-    on_headers,
-    on_data,
-    on_done,
-};
-
-/* The row is committed: send the request to the provider. */
-static void
-forward(struct session *se)
-{
-	const struct upstream_conf *uc = se->se_route.rt_upstream;
-	struct http_request *req = se->se_req;
-	struct hdrs hs = {0};
-	char *url, *query = NULL;
-	const char *body;
-	size_t bodylen;
-
-	se->se_state = SE_FORWARDING;
-	if (se->se_body != NULL) {
-		body = se->se_body;
-		bodylen = se->se_bodylen;
-	} else {
-		body = (const char *)evbuffer_pullup(req->hr_body, -1);
-		bodylen = evbuffer_get_length(req->hr_body);
-	}
-	se->se_bytes_in = bodylen;
-	upstream_headers(se, &hs);
-	/* A key in the query is the client's; with a tollgate key it must
-	 * not reach the provider either. */
-	if (se->se_attr.at_binding != NULL &&
-	    se->se_attr.at_binding->kb_tollgate)
-		query = attribution_strip_query_key(se->se_route.rt_query);
-	else if (se->se_route.rt_query != NULL)
-		query = xstrdup(se->se_route.rt_query);
-	xasprintf(&url, "%s%s%s%s", uc->uc_base_url, se->se_route.rt_path,
-	    query != NULL ? "?" : "", query != NULL ? query : "");
-	if (query != NULL)
-		freezero(query, strlen(query));
-	se->se_meter = meter_new(&se->se_route, &se->se_ci);
-	se->se_xfer = xfer_start(
-	    uc, req->hr_method, url, &hs, body, bodylen, &session_xfer_cbs, se);
-	hdrs_clear(&hs);
-	freezero(url, strlen(url)); /* the query may hold a key */
-	if (se->se_xfer == NULL) {
-		upstream_failed(se, 0, "transfer refused by libcurl");
-		return;
-	}
-	arm_timer(se, uc->uc_header_timeout_ms);
 }
 
 static void
@@ -555,11 +301,11 @@ reserved_cb(void *arg, enum ledger_result res)
 			session_close(se, CALL_CLIENT_CLOSED, "client_gone");
 			return;
 		}
-		forward(se);
+		relay_forward(se);
 		return;
 	case LEDGER_DUPLICATE:
 		se->se_refusal = "duplicate_request_id";
-		reply_error(se, 409, "duplicate_request_id",
+		session_reply_error(se, 409, "duplicate_request_id",
 		    "a call with this X-Tollgate-Request-Id was already made; "
 		    "it is not billed twice",
 		    NULL);
@@ -567,7 +313,7 @@ reserved_cb(void *arg, enum ledger_result res)
 		return;
 	case LEDGER_UNAVAILABLE:
 		se->se_refusal = "ledger_unavailable";
-		reply_error(se, 503, "ledger_unavailable",
+		session_reply_error(se, 503, "ledger_unavailable",
 		    "the spend ledger cannot record this call; it was not "
 		    "forwarded",
 		    "1");
@@ -611,7 +357,8 @@ session_price(struct session *se)
 			    "the model '%s' has no price; "
 			    "add it to the price table or set unknown_models",
 			    session_model(se) != NULL ? session_model(se) : "");
-			reply_error(se, 400, "unknown_model", msg, NULL);
+			session_reply_error(
+			    se, 400, "unknown_model", msg, NULL);
 			free(msg);
 			record_refusal(se, 400, "unknown_model");
 			return (-1);
@@ -648,7 +395,7 @@ session_start(struct session *se)
 	    se->se_attr.at_binding->kb_tollgate &&
 	    se->se_route.rt_upstream->uc_api_key == NULL) {
 		se->se_refusal = "no_upstream_key";
-		reply_error(se, 403, "no_upstream_key",
+		session_reply_error(se, 403, "no_upstream_key",
 		    "calls made with a tollgate key need the upstream's "
 		    "api_key_env",
 		    NULL);
@@ -660,7 +407,7 @@ session_start(struct session *se)
 	se->se_state = SE_RESERVING;
 	if ((se->se_ticket = ledger_reserve(&row, reserved_cb, se)) == NULL) {
 		se->se_refusal = "ledger_busy";
-		reply_error(se, 503, "ledger_busy",
+		session_reply_error(se, 503, "ledger_busy",
 		    "the spend ledger is behind; try again", "1");
 		session_close(se, CALL_REFUSED, "ledger_busy");
 	}
@@ -676,30 +423,6 @@ session_client_gone(struct session *se)
 		return; /* reserved_cb ends it once the row is written */
 	session_close(se, se->se_started ? CALL_CLIENT_CLOSED : CALL_REFUSED,
 	    se->se_started ? "client_closed" : "client_gone");
-}
-
-/* The client's output has drained: resume a paused transfer. */
-void
-session_drained(struct session *se)
-{
-	if (!se->se_paused || se->se_xfer == NULL)
-		return;
-	se->se_paused = 0;
-	arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
-	xfer_resume(se->se_xfer);
-	/* se may be gone now if the transfer ended inside. */
-}
-
-static void
-session_timer_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct session *se = arg;
-
-	(void)fd;
-	(void)ev;
-	upstream_failed(se, 1,
-	    se->se_headers_seen ? "no data within idle_timeout"
-				: "no response within header_timeout");
 }
 
 /* Price the usage: by the model asked for and the model that answered,
@@ -729,7 +452,7 @@ session_cost(const struct session *se, const struct usage *u)
  * The single close path: finish the response, settle the row, log the
  * call, stop the transfer, free everything. Nothing may touch se after.
  */
-static void
+void
 session_close(struct session *se, enum call_status status, const char *reason)
 {
 	const struct http_request *req = se->se_req;
@@ -742,7 +465,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_meter != NULL) {
 		/* Only a finished call's held bytes reach the client. */
 		meter_finish(se->se_meter,
-		    status == CALL_OK || status == CALL_ERROR, emit_cb, se, &u);
+		    status == CALL_OK || status == CALL_ERROR, relay_emit, se,
+		    &u);
 	}
 	if (se->se_conn != NULL) {
 		if (se->se_replied &&

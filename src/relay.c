@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The relay half of a session: once the call's ledger row is committed,
+ * relay_forward sends the request upstream with the client's headers
+ * filtered (hop-by-hop, X-Tollgate-*, Host, framing and encoding removed;
+ * provider credentials passed untouched, or replaced by the upstream's own
+ * key for calls made with a tollgate key). Response headers and body bytes
+ * are relayed to the client as they arrive, through the meter, which reads
+ * usage from them and hands back what the client receives. When the
+ * client's output buffer passes the configured high watermark the transfer
+ * is paused, and it is resumed when the buffer drains, so a slow reader
+ * costs a bounded amount of memory (STYLE rule 8). Every end of the
+ * transfer goes to session_close in session.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "tollgate/attribution.h"
+#include "tollgate/config.h"
+#include "tollgate/http.h"
+#include "tollgate/listener.h"
+#include "tollgate/log.h"
+#include "tollgate/meter.h"
+#include "tollgate/session.h"
+#include "tollgate/upstream.h"
+#include "tollgate/util.h"
+
+#include "session_int.h"
+
+static void relay_failed(struct session *, int, const char *);
+
+/* Build the header list sent upstream from the client's. */
+static void
+upstream_headers(struct session *se, struct hdrs *out)
+{
+	const struct http_request *req = se->se_req;
+	const struct upstream_conf *uc = se->se_route.rt_upstream;
+	const char *connhdr = hdrs_get(&req->hr_headers, "Connection");
+	int swap_key = se->se_attr.at_binding != NULL &&
+	    se->se_attr.at_binding->kb_tollgate;
+	char *v;
+	size_t i;
+
+	for (i = 0; i < req->hr_headers.hs_n; i++) {
+		const struct hdr *h = &req->hr_headers.hs_v[i];
+
+		if (http_is_hop_by_hop(h->h_name))
+			continue;
+		/* Headers the client named in Connection are hop-by-hop
+		 * too; tollgate adds its own only after this. */
+		if (connhdr != NULL && http_token_has(connhdr, h->h_name))
+			continue;
+		if (strcasecmp(h->h_name, "Host") == 0 ||
+		    strcasecmp(h->h_name, "Content-Length") == 0 ||
+		    strcasecmp(h->h_name, "Expect") == 0 ||
+		    strcasecmp(h->h_name, "Accept-Encoding") == 0 ||
+		    strcaseprefix(h->h_name, "X-Tollgate-"))
+			continue;
+		/* A tollgate key never reaches the provider. */
+		if (swap_key && http_is_secret_header(h->h_name))
+			continue;
+		hdrs_add(out, h->h_name, strlen(h->h_name), h->h_value,
+		    strlen(h->h_value));
+	}
+	if (!swap_key || uc->uc_api_key == NULL)
+		return;
+	switch (uc->uc_type) {
+	case UPSTREAM_ANTHROPIC:
+		hdrs_add(out, "x-api-key", 9, uc->uc_api_key,
+		    strlen(uc->uc_api_key));
+		break;
+	case UPSTREAM_GEMINI:
+		hdrs_add(out, "x-goog-api-key", 14, uc->uc_api_key,
+		    strlen(uc->uc_api_key));
+		break;
+	case UPSTREAM_AZURE_OPENAI:
+		hdrs_add(
+		    out, "api-key", 7, uc->uc_api_key, strlen(uc->uc_api_key));
+		break;
+	default:
+		xasprintf(&v, "Bearer %s", uc->uc_api_key);
+		hdrs_add(out, "Authorization", 13, v, strlen(v));
+		freezero(v, strlen(v));
+		break;
+	}
+}
+
+void
+relay_emit(void *arg, const char *buf, size_t len)
+{
+	struct session *se = arg;
+
+	if (se->se_conn == NULL || len == 0)
+		return;
+	conn_reply_data(se->se_conn, buf, len);
+	se->se_bytes_out += len;
+}
+
+static void
+on_headers(void *arg, long code, const struct hdrs *resp)
+{
+	struct session *se = arg;
+	struct hdrs hs = {0};
+	size_t i;
+
+	se->se_ttfb_us = monotime_us() - se->se_t0_us;
+	se->se_status = (int)code;
+	se->se_headers_seen = 1;
+	meter_response(se->se_meter, (int)code, hdrs_get(resp, "Content-Type"));
+	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
+	if (se->se_conn == NULL)
+		return;
+	for (i = 0; i < resp->hs_n; i++) {
+		const struct hdr *h = &resp->hs_v[i];
+
+		if (http_is_hop_by_hop(h->h_name) ||
+		    strcasecmp(h->h_name, "Content-Length") == 0 ||
+		    strcaseprefix(h->h_name, "X-Tollgate-"))
+			continue;
+		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
+		    strlen(h->h_value));
+	}
+	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
+	    strlen(se->se_reqid));
+	se->se_replied = 1;
+	conn_reply_start(se->se_conn, (int)code, &hs);
+	hdrs_clear(&hs);
+}
+
+static size_t
+on_data(void *arg, const char *buf, size_t len)
+{
+	struct session *se = arg;
+
+	if (se->se_conn == NULL)
+		return (0);
+	if (conn_output_pending(se->se_conn) >
+	    se->se_conf->cf_stream_high_watermark) {
+		/* The client is slow: stop reading from the provider until
+		 * its buffer drains. Silence while paused is not the
+		 * provider's fault, so the idle timer stops too. */
+		se->se_paused = 1;
+		evtimer_del(se->se_timer);
+		return (XFER_PAUSE);
+	}
+	meter_feed(se->se_meter, buf, len, relay_emit, se);
+	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
+	return (len);
+}
+
+static void
+relay_failed(struct session *se, int timeout, const char *detail)
+{
+	if (!se->se_replied) {
+		if (timeout)
+			session_reply_error(se, 504, "upstream_timeout",
+			    "the upstream provider did not answer in time",
+			    NULL);
+		else
+			session_reply_error(se, 502, "upstream_unavailable",
+			    "the upstream provider could not be reached", NULL);
+	} else if (se->se_conn != NULL) {
+		/* Mid-body: the client must see a truncated response. */
+		conn_reply_abort(se->se_conn);
+		se->se_conn = NULL;
+	}
+	if (detail != NULL)
+		log_info("session %llu: upstream %s: %s", se->se_id,
+		    se->se_route.rt_upstream->uc_name, detail);
+	session_close(se, CALL_UPSTREAM_ERROR,
+	    timeout ? "upstream_timeout" : "upstream_error");
+}
+
+static void
+on_done(void *arg, enum xfer_result res, const char *why)
+{
+	struct session *se = arg;
+	char detail[256];
+
+	if (res == XFER_OK) {
+		session_close(se,
+		    se->se_status >= 200 && se->se_status < 300 ? CALL_OK
+								: CALL_ERROR,
+		    "ok");
+		return;
+	}
+	/* curl's message names hosts, never the path or query. */
+	log_escape(detail, sizeof(detail), why, strcspn(why, "?"));
+	relay_failed(se, res == XFER_TIMEOUT, detail);
+}
+
+static const struct xfer_cbs session_xfer_cbs = {
+    on_headers,
+    on_data,
+    on_done,
+};
+
+/* The row is committed: send the request to the provider. */
+void
+relay_forward(struct session *se)
+{
+	const struct upstream_conf *uc = se->se_route.rt_upstream;
+	struct http_request *req = se->se_req;
+	struct hdrs hs = {0};
+	char *url, *query = NULL;
+	const char *body;
+	size_t bodylen;
+
+	se->se_state = SE_FORWARDING;
+	if (se->se_body != NULL) {
+		body = se->se_body;
+		bodylen = se->se_bodylen;
+	} else {
+		body = (const char *)evbuffer_pullup(req->hr_body, -1);
+		bodylen = evbuffer_get_length(req->hr_body);
+	}
+	se->se_bytes_in = bodylen;
+	upstream_headers(se, &hs);
+	/* A key in the query is the client's; with a tollgate key it must
+	 * not reach the provider either. */
+	if (se->se_attr.at_binding != NULL &&
+	    se->se_attr.at_binding->kb_tollgate)
+		query = attribution_strip_query_key(se->se_route.rt_query);
+	else if (se->se_route.rt_query != NULL)
+		query = xstrdup(se->se_route.rt_query);
+	xasprintf(&url, "%s%s%s%s", uc->uc_base_url, se->se_route.rt_path,
+	    query != NULL ? "?" : "", query != NULL ? query : "");
+	if (query != NULL)
+		freezero(query, strlen(query));
+	se->se_meter = meter_new(&se->se_route, &se->se_ci);
+	se->se_xfer = xfer_start(
+	    uc, req->hr_method, url, &hs, body, bodylen, &session_xfer_cbs, se);
+	hdrs_clear(&hs);
+	freezero(url, strlen(url)); /* the query may hold a key */
+	if (se->se_xfer == NULL) {
+		relay_failed(se, 0, "transfer refused by libcurl");
+		return;
+	}
+	session_arm_timer(se, uc->uc_header_timeout_ms);
+}
+
+/* The client's output has drained: resume a paused transfer. */
+void
+session_drained(struct session *se)
+{
+	if (!se->se_paused || se->se_xfer == NULL)
+		return;
+	se->se_paused = 0;
+	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
+	xfer_resume(se->se_xfer);
+	/* se may be gone now if the transfer ended inside. */
+}
+
+/* The header or idle timer fired: the provider is too slow. */
+void
+relay_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct session *se = arg;
+
+	(void)fd;
+	(void)ev;
+	relay_failed(se, 1,
+	    se->se_headers_seen ? "no data within idle_timeout"
+				: "no response within header_timeout");
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The session's private parts, shared by session.c (a call's life: routing,
+ * attribution, pricing, the ledger row, the close path) and relay.c (the
+ * upstream transfer and the relay of its response). Nothing else includes
+ * this; the public interface is include/tollgate/session.h.
+ */
+#ifndef TOLLGATE_SESSION_INT_H
+#define TOLLGATE_SESSION_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/util.h>
+
+#include "tollgate/attribution.h"
+#include "tollgate/ledger.h"
+#include "tollgate/route.h"
+#include "tollgate/usage.h"
+
+struct config;
+struct conn;
+struct event;
+struct http_request;
+struct ledger_ticket;
+struct meter;
+struct price;
+struct xfer;
+
+enum se_state {
+	SE_ROUTED, /* head accepted, body being read */
+	SE_RESERVING, /* waiting for the ledger to commit the row */
+	SE_FORWARDING, /* the upstream transfer is running */
+};
+
+/* One call; owned by itself, freed by session_close. */
+struct session {
+	unsigned long long se_id;
+	enum se_state se_state;
+	struct conn *se_conn; /* borrowed; NULL once the client left */
+	struct config *se_conf; /* reference held for the call */
+	struct http_request *se_req; /* borrowed until started, then owned */
+	int se_started;
+	struct route se_route;
+	struct attribution se_attr;
+	struct call_info se_ci;
+	const struct price *se_price; /* borrowed from se_conf's prices */
+	char *se_body; /* rewritten request body, or NULL */
+	size_t se_bodylen;
+	struct meter *se_meter;
+	struct ledger_ticket *se_ticket;
+	int se_row_committed; /* the ledger has our in_flight row */
+	int se_client_gone;
+	int64_t se_reserved_nusd;
+	struct xfer *se_xfer;
+	struct event *se_timer; /* header, then idle, timeout */
+	char se_reqid[REQUEST_ID_MAX + 1];
+
+	int64_t se_started_ms;
+	long long se_t0_us;
+	long long se_ttfb_us;
+	int se_status;
+	size_t se_bytes_in;
+	size_t se_bytes_out;
+	int se_replied; /* the client has a status line */
+	int se_paused;
+	int se_headers_seen;
+	const char *se_refusal; /* reason code when tollgate refused */
+
+	struct session *se_prev, *se_next;
+};
+
+/* session.c */
+void session_close(struct session *, enum call_status, const char *);
+void session_reply_error(
+    struct session *, int, const char *, const char *, const char *);
+void session_arm_timer(struct session *, long);
+
+/* relay.c */
+void relay_forward(struct session *);
+void relay_emit(void *, const char *, size_t);
+void relay_timer_cb(evutil_socket_t, short, void *);
+
+#endif
