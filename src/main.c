@@ -214,73 +214,74 @@ cmd_serve(int foreground)
 	return (0);
 }
 
-int
-main(int argc, char *argv[])
+/* Options, which may come before and after the sub-command. */
+struct opts {
+	const char *o_path;
+	int o_foreground;
+	int o_verbose;
+	int o_check;
+};
+
+static void
+parse_opts(int argc, char *argv[], struct opts *o)
 {
-	const char *path = DEFAULT_CONFIG;
-	char resolved[PATH_MAX];
-	int ch, foreground = 0, verbose = 0, checkonly = 0, rc;
+	int ch;
 
 	while ((ch = getopt(argc, argv, "c:dnvVh")) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			o->o_path = optarg;
 			break;
 		case 'd':
-			foreground = 1;
+			o->o_foreground = 1;
 			break;
 		case 'n':
-			checkonly = 1;
+			o->o_check = 1;
 			break;
 		case 'v':
-			verbose++;
+			o->o_verbose++;
 			break;
 		case 'V':
 			printf("tollgate %s\n", TOLLGATE_VERSION);
-			return (0);
+			exit(0);
 		default:
 			usage();
 		}
 	}
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct opts o = {DEFAULT_CONFIG, 0, 0, 0};
+	char resolved[PATH_MAX];
+	int rc;
+
+	parse_opts(argc, argv, &o);
 	argc -= optind;
 	argv += optind;
 	if (argc > 0) {
 		if (strcmp(argv[0], "check") == 0)
-			checkonly = 1;
+			o.o_check = 1;
 		else if (strcmp(argv[0], "serve") != 0)
 			usage();
-		/* Options may also follow the sub-command. */
 		optind = 1;
-		while ((ch = getopt(argc, argv, "c:dvh")) != -1) {
-			switch (ch) {
-			case 'c':
-				path = optarg;
-				break;
-			case 'd':
-				foreground = 1;
-				break;
-			case 'v':
-				verbose++;
-				break;
-			default:
-				usage();
-			}
-		}
+		parse_opts(argc, argv, &o);
 		if (optind < argc)
 			usage();
 	}
 
-	log_init(checkonly || foreground, verbose);
-	if (checkonly)
-		return (cmd_check(path));
+	log_init(o.o_check || o.o_foreground, o.o_verbose);
+	if (o.o_check)
+		return (cmd_check(o.o_path));
 
 	/* Resolve now: daemon() changes the working directory. */
-	if (realpath(path, resolved) == NULL) {
-		fprintf(stderr, "%s: %s\n", path, strerror(errno));
+	if (realpath(o.o_path, resolved) == NULL) {
+		fprintf(stderr, "%s: %s\n", o.o_path, strerror(errno));
 		return (1);
 	}
 	config_path = xstrdup(resolved);
-	rc = cmd_serve(foreground);
+	rc = cmd_serve(o.o_foreground);
 	free(config_path);
 	return (rc);
 }
