@@ -276,62 +276,84 @@ rates_defaults(struct price_rates *r)
 		r->pr_cache_write_1h = r->pr_cache_write;
 }
 
+/* One tier under tiers:, into the next of the model's p_tiers. */
+static void
+tier_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	struct price *p = arg;
+	const struct ynode *key = en->en_key;
+	size_t t;
+
+	if (!name_ok(key, PRICE_TIER_MAX)) {
+		cfg_error(cx, key,
+		    "%s: bad tier name '%s' (printable, no spaces, at most %d "
+		    "characters)",
+		    en->en_path, en->en_name, PRICE_TIER_MAX);
+		return;
+	}
+	if (strcmp(key->yn_str, "default") == 0 ||
+	    strcmp(key->yn_str, "standard") == 0) {
+		cfg_error(cx, key,
+		    "%s: '%s' is the base price: put its rates at the model's "
+		    "top level",
+		    en->en_path, en->en_name);
+		return;
+	}
+	t = p->p_ntiers++;
+	p->p_tier_names[t] = xstrdup(key->yn_str);
+	rates_unset(&p->p_tiers[t]);
+	cfg_apply(cx, tier_keys, en->en_where, key, en->en_val, &p->p_tiers[t]);
+	rates_defaults(&p->p_tiers[t]);
+}
+
 /* tiers: a mapping of service tier name -> its own rates. */
 static void
 cfgp_tiers(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct price *p = dst;
-	const struct ynode *key, *val;
-	char where[CONFIG_PATH_MAX], buf[80];
-	size_t i, t;
+	size_t max;
 
 	(void)k;
-	if (ynode_is_null(n))
+	if (n->yn_type == YN_MAP && n->yn_nkids >= 2) {
+		max = n->yn_nkids / 2;
+		p->p_tiers = xcalloc(max, sizeof(*p->p_tiers));
+		p->p_tier_names = xcalloc(max, sizeof(*p->p_tier_names));
+	}
+	cfg_map_each(cx, path, n, "tier: prices", tier_cb, p);
+}
+
+/* One model under models:, into the next of the book's pb_models. */
+static void
+model_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	struct pricebook *pb = arg;
+	struct price *p;
+
+	if (!name_ok(en->en_key, PRICE_NAME_MAX)) {
+		cfg_error(cx, en->en_key,
+		    "%s: bad model name '%s' (printable, no spaces, at most "
+		    "%d characters)",
+		    en->en_path, en->en_name, PRICE_NAME_MAX);
 		return;
-	if (n->yn_type != YN_MAP) {
+	}
+	if (en->en_val->yn_type != YN_MAP) {
 		cfg_error(
-		    cx, n, "%s: expected a mapping of tier: prices", path);
+		    cx, en->en_val, "%s: expected a mapping", en->en_where);
 		return;
 	}
-	if (n->yn_nkids < 2)
-		return;
-	p->p_tiers = xcalloc(n->yn_nkids / 2, sizeof(*p->p_tiers));
-	p->p_tier_names = xcalloc(n->yn_nkids / 2, sizeof(*p->p_tier_names));
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
-			continue;
-		if (key->yn_type != YN_SCALAR) {
-			cfg_error(cx, key, "%s: keys must be strings", path);
-			continue;
-		}
-		if (cfg_duplicate(cx, path, n, i))
-			continue;
-		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
-		if (!name_ok(key, PRICE_TIER_MAX)) {
-			cfg_error(cx, key,
-			    "%s: bad tier name '%s' (printable, no spaces, at "
-			    "most %d characters)",
-			    path, buf, PRICE_TIER_MAX);
-			continue;
-		}
-		if (strcmp(key->yn_str, "default") == 0 ||
-		    strcmp(key->yn_str, "standard") == 0) {
-			cfg_error(cx, key,
-			    "%s: '%s' is the base price: put its rates at the "
-			    "model's top level",
-			    path, buf);
-			continue;
-		}
-		t = p->p_ntiers++;
-		p->p_tier_names[t] = xstrdup(key->yn_str);
-		rates_unset(&p->p_tiers[t]);
-		snprintf(where, sizeof(where), "%s.%s", path, buf);
-		cfg_apply(cx, tier_keys, where, key, val, &p->p_tiers[t]);
-		rates_defaults(&p->p_tiers[t]);
-	}
+	p = &pb->pb_models[pb->pb_nmodels++];
+	p->p_model = xstrdup(en->en_key->yn_str);
+	rates_unset(&p->p_base);
+	rates_unset(&p->p_long);
+	p->p_max_output = RATE_UNSET;
+	cfg_apply(cx, model_keys, en->en_where, en->en_key, en->en_val, p);
+	rates_defaults(&p->p_base);
+	/* Without long_context, p_long is the base: never a stray 0. */
+	if (p->p_long_threshold > 0)
+		rates_defaults(&p->p_long);
+	else
+		p->p_long = p->p_base;
 }
 
 /* models: a mapping of model name -> prices, each checked by model_keys. */
@@ -341,10 +363,6 @@ cfgp_models(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 {
 	struct pbload *pl = dst;
 	struct pricebook *pb = pl->pl_book;
-	struct price *p;
-	const struct ynode *key, *val;
-	char where[CONFIG_PATH_MAX], buf[80];
-	size_t i;
 
 	(void)k;
 	pl->pl_has_models = 1;
@@ -352,49 +370,10 @@ cfgp_models(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		cfg_error(cx, n, "%s: at least one model is required", path);
 		return;
 	}
-	if (n->yn_type != YN_MAP) {
-		cfg_error(
-		    cx, n, "%s: expected a mapping of model: prices", path);
-		return;
-	}
-	pb->pb_models = xcalloc(n->yn_nkids / 2, sizeof(*pb->pb_models));
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
-			continue;
-		if (key->yn_type != YN_SCALAR) {
-			cfg_error(cx, key, "%s: keys must be strings", path);
-			continue;
-		}
-		if (cfg_duplicate(cx, path, n, i))
-			continue;
-		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
-		if (!name_ok(key, PRICE_NAME_MAX)) {
-			cfg_error(cx, key,
-			    "%s: bad model name '%s' (printable, no spaces, at "
-			    "most %d characters)",
-			    path, buf, PRICE_NAME_MAX);
-			continue;
-		}
-		snprintf(where, sizeof(where), "%s.%s", path, buf);
-		if (val->yn_type != YN_MAP) {
-			cfg_error(cx, val, "%s: expected a mapping", where);
-			continue;
-		}
-		p = &pb->pb_models[pb->pb_nmodels++];
-		p->p_model = xstrdup(key->yn_str);
-		rates_unset(&p->p_base);
-		rates_unset(&p->p_long);
-		p->p_max_output = RATE_UNSET;
-		cfg_apply(cx, model_keys, where, key, val, p);
-		rates_defaults(&p->p_base);
-		/* Without long_context, p_long is the base: never a stray 0. */
-		if (p->p_long_threshold > 0)
-			rates_defaults(&p->p_long);
-		else
-			p->p_long = p->p_base;
-	}
+	if (n->yn_type == YN_MAP)
+		pb->pb_models =
+		    xcalloc(n->yn_nkids / 2, sizeof(*pb->pb_models));
+	cfg_map_each(cx, path, n, "model: prices", model_cb, pb);
 }
 
 /* aliases: kept as a node and checked once every model is known. */
@@ -546,78 +525,76 @@ alias_sort_cmp(const void *a, const void *b)
 	return (strcmp(aa->a_name, ab->a_name));
 }
 
-/* Resolve and check the aliases: each names a model, none shadows one. */
+/*
+ * One alias: it names a model (not another alias) and shadows none. Every
+ * model is known by now; pl_aliases is the whole mapping, for the check
+ * that tells a chained alias from a missing model.
+ */
+static void
+alias_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	struct pbload *pl = arg;
+	struct pricebook *pb = pl->pl_book;
+	const struct ynode *n = pl->pl_aliases, *key = en->en_key;
+	const struct ynode *val = en->en_val;
+	const struct price *p;
+	struct pb_alias *a;
+	char tbuf[80];
+	size_t j;
+	int chained;
+
+	if (!name_ok(key, PRICE_NAME_MAX)) {
+		cfg_error(cx, key,
+		    "%s: bad alias name '%s' (printable, no spaces, at most "
+		    "%d characters)",
+		    en->en_path, en->en_name, PRICE_NAME_MAX);
+		return;
+	}
+	if (find_model(pb, key->yn_str, key->yn_len) != NULL) {
+		cfg_error(cx, key,
+		    "%s: '%s' is also a model under models: an alias may not "
+		    "shadow a model",
+		    en->en_path, en->en_name);
+		return;
+	}
+	if (val->yn_type != YN_SCALAR || ynode_is_null(val)) {
+		cfg_error(cx, val, "%s: expected a model name", en->en_where);
+		return;
+	}
+	cfg_esc(tbuf, sizeof(tbuf), val->yn_str, val->yn_len);
+	p = NULL;
+	if (val->yn_len > 0 && memchr(val->yn_str, '\0', val->yn_len) == NULL)
+		p = find_model(pb, val->yn_str, val->yn_len);
+	if (p == NULL) {
+		chained = 0;
+		for (j = 0; j + 1 < n->yn_nkids; j += 2) {
+			if (n->yn_kids[j]->yn_type == YN_SCALAR &&
+			    strcmp(n->yn_kids[j]->yn_str, val->yn_str) == 0)
+				chained = 1;
+		}
+		if (chained)
+			cfg_error(cx, val,
+			    "%s: '%s' is an alias; point at the model itself",
+			    en->en_where, tbuf);
+		else
+			cfg_error(cx, val, "%s: no model '%s' under models",
+			    en->en_where, tbuf);
+		return;
+	}
+	a = &pb->pb_aliases[pb->pb_naliases++];
+	a->a_name = xstrdup(key->yn_str);
+	a->a_price = p;
+}
+
+/* Resolve and check the aliases, once every model is known. */
 static void
 load_aliases(struct cfgctx *cx, struct pbload *pl)
 {
 	struct pricebook *pb = pl->pl_book;
-	const struct ynode *n = pl->pl_aliases, *key, *val;
-	const struct price *p;
-	struct pb_alias *a;
-	char buf[80], tbuf[80];
-	size_t i, j;
-	int chained;
+	const struct ynode *n = pl->pl_aliases;
 
 	pb->pb_aliases = xcalloc(n->yn_nkids / 2 + 1, sizeof(*pb->pb_aliases));
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
-			continue;
-		if (key->yn_type != YN_SCALAR) {
-			cfg_error(cx, key, "aliases: keys must be strings");
-			continue;
-		}
-		if (cfg_duplicate(cx, "aliases", n, i))
-			continue;
-		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
-		if (!name_ok(key, PRICE_NAME_MAX)) {
-			cfg_error(cx, key,
-			    "aliases: bad alias name '%s' (printable, no "
-			    "spaces, at most %d characters)",
-			    buf, PRICE_NAME_MAX);
-			continue;
-		}
-		if (find_model(pb, key->yn_str, key->yn_len) != NULL) {
-			cfg_error(cx, key,
-			    "aliases: '%s' is also a model under models: an "
-			    "alias may not shadow a model",
-			    buf);
-			continue;
-		}
-		if (val->yn_type != YN_SCALAR || ynode_is_null(val)) {
-			cfg_error(
-			    cx, val, "aliases.%s: expected a model name", buf);
-			continue;
-		}
-		cfg_esc(tbuf, sizeof(tbuf), val->yn_str, val->yn_len);
-		p = NULL;
-		if (val->yn_len > 0 &&
-		    memchr(val->yn_str, '\0', val->yn_len) == NULL)
-			p = find_model(pb, val->yn_str, val->yn_len);
-		if (p == NULL) {
-			chained = 0;
-			for (j = 0; j + 1 < n->yn_nkids; j += 2) {
-				if (n->yn_kids[j]->yn_type == YN_SCALAR &&
-				    strcmp(n->yn_kids[j]->yn_str,
-					val->yn_str) == 0)
-					chained = 1;
-			}
-			if (chained)
-				cfg_error(cx, val,
-				    "aliases.%s: '%s' is an alias; point at "
-				    "the model itself",
-				    buf, tbuf);
-			else
-				cfg_error(cx, val,
-				    "aliases.%s: no model '%s' under models",
-				    buf, tbuf);
-			continue;
-		}
-		a = &pb->pb_aliases[pb->pb_naliases++];
-		a->a_name = xstrdup(key->yn_str);
-		a->a_price = p;
-	}
+	cfg_map_each(cx, "aliases", n, "alias: model", alias_cb, pl);
 	if (pb->pb_naliases > 1)
 		qsort(pb->pb_aliases, pb->pb_naliases, sizeof(*pb->pb_aliases),
 		    alias_sort_cmp);

@@ -67,6 +67,19 @@ struct cfgkey {
 };
 #define CFGKEY_REQUIRED 0x1
 
+/*
+ * One entry of a mapping of name -> value walked by cfg_map_each. The
+ * strings live in cfg_map_each's frame, for the callback's messages.
+ */
+struct cfgentry {
+	const char *en_path; /* the mapping's path, "upstreams" */
+	const char *en_name; /* the key, escaped */
+	const char *en_where; /* the value's path, "upstreams.NAME" */
+	const struct ynode *en_key; /* a string, the first of its name */
+	const struct ynode *en_val; /* never a YAML alias */
+};
+typedef void (*cfg_map_cb)(struct cfgctx *, const struct cfgentry *, void *);
+
 /* Table entries: key name, field, and the smallest value allowed. */
 #define KEY_INT(n, off, min, max)                                              \
 	{                                                                      \
@@ -112,6 +125,8 @@ const char *cfg_esc(char *, size_t, const char *, size_t);
 const char *cfg_string(
     struct cfgctx *, const char *, const struct ynode *, const char *);
 int cfg_duplicate(struct cfgctx *, const char *, const struct ynode *, size_t);
+void cfg_map_each(struct cfgctx *, const char *, const struct ynode *,
+    const char *, cfg_map_cb, void *);
 void cfg_apply(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, const struct ynode *, void *);
 void cfgp_section(struct cfgctx *, const struct cfgkey *, const char *,

@@ -151,6 +151,51 @@ cfg_duplicate(
 }
 
 /*
+ * Walk a mapping of name -> value at path, such as upstreams: or a model's
+ * tiers:, and call fn for each entry. A null node is an empty mapping;
+ * anything else that is not a mapping is reported as "expected a mapping
+ * of what". Keys that are not strings and repeated keys are reported and
+ * skipped, and so are entries with a YAML alias, which the reader has
+ * already refused. What the name and the value must be is for fn to say.
+ */
+void
+cfg_map_each(struct cfgctx *cx, const char *path, const struct ynode *n,
+    const char *what, cfg_map_cb fn, void *arg)
+{
+	struct cfgentry en;
+	const struct ynode *key, *val;
+	char where[CONFIG_PATH_MAX], buf[80];
+	size_t i;
+
+	if (ynode_is_null(n))
+		return;
+	if (n->yn_type != YN_MAP) {
+		cfg_error(cx, n, "%s: expected a mapping of %s", path, what);
+		return;
+	}
+	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+		key = n->yn_kids[i];
+		val = n->yn_kids[i + 1];
+		if (key->yn_type == YN_ALIAS || val->yn_type == YN_ALIAS)
+			continue;
+		if (key->yn_type != YN_SCALAR) {
+			cfg_error(cx, key, "%s: keys must be strings", path);
+			continue;
+		}
+		if (cfg_duplicate(cx, path, n, i))
+			continue;
+		cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len);
+		snprintf(where, sizeof(where), "%s.%s", path, buf);
+		en.en_path = path;
+		en.en_name = buf;
+		en.en_where = where;
+		en.en_key = key;
+		en.en_val = val;
+		fn(cx, &en, arg);
+	}
+}
+
+/*
  * Apply a table of keys to mapping n, storing into base. where names the
  * section for messages (NULL at top level); at is where a missing required
  * key is reported.
