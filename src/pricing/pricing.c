@@ -27,7 +27,7 @@
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
-#include "config/cfg.h"
+#include "../config/cfg.h"
 
 /* Highest price accepted, USD per million tokens; keeps the sums bounded. */
 #define PRICE_MAX_USD 1000000
