@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Private to the pricing module (src/pricing/): the loaded book, which
+ * load.c builds from prices.yaml and frees, and pricing.c searches and
+ * prices calls with. Nothing here is seen outside src/pricing/; the public
+ * contract is include/tollgate/pricing.h.
+ */
+#ifndef TOLLGATE_PRICING_INT_H
+#define TOLLGATE_PRICING_INT_H
+
+#include <stddef.h>
+
+#include "tollgate/pricing.h"
+
+/* Another name for a model. */
+struct pb_alias {
+	char *a_name;
+	const struct price *a_price; /* borrowed from pb_models */
+};
+
+/* The loaded table; owns every string and array below. */
+struct pricebook {
+	char *pb_version;
+	struct price *pb_models; /* sorted by p_model */
+	size_t pb_nmodels;
+	struct pb_alias *pb_aliases; /* sorted by a_name */
+	size_t pb_naliases;
+};
+
+/* pricing.c */
+const struct price *pricing_find_model(
+    const struct pricebook *, const char *, size_t);
+
+#endif
