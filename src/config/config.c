@@ -235,54 +235,37 @@ cfg_check_upstream_name(struct cfgctx *cx, const struct ynode *key)
 		    s, s);
 }
 
-/* upstreams: a mapping of name -> upstream, each checked by upstream_keys. */
+/* One upstream under upstreams:, checked by upstream_keys. */
+static void
+upstream_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	struct config *cf = arg;
+	struct upstream_conf *uc;
+
+	cfg_check_upstream_name(cx, en->en_key);
+	uc = &cf->cf_upstreams[cf->cf_nupstreams++];
+	uc->uc_name = xstrdup(en->en_key->yn_str);
+	upstream_defaults(uc);
+	if (en->en_val->yn_type != YN_MAP) {
+		cfg_error(
+		    cx, en->en_val, "%s: expected a mapping", en->en_where);
+		return;
+	}
+	cfg_apply(cx, upstream_keys, en->en_where, en->en_key, en->en_val, uc);
+}
+
+/* upstreams: a mapping of name -> upstream. */
 static void
 cfgp_upstreams(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct config *cf = dst;
-	struct upstream_conf *uc;
-	const struct ynode *key, *val;
-	char where[CONFIG_PATH_MAX], buf[80];
-	size_t i;
 
 	(void)k;
-	if (ynode_is_null(n))
-		return;
-	if (n->yn_type != YN_MAP) {
-		cfg_error(
-		    cx, n, "%s: expected a mapping of name: upstream", path);
-		return;
-	}
-	if (n->yn_nkids < 2)
-		return;
-	cf->cf_upstreams = xcalloc(n->yn_nkids / 2, sizeof(*cf->cf_upstreams));
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (key->yn_type == YN_ALIAS)
-			continue;
-		if (key->yn_type != YN_SCALAR) {
-			cfg_error(cx, key, "%s: keys must be strings", path);
-			continue;
-		}
-		if (cfg_duplicate(cx, path, n, i))
-			continue;
-		cfg_check_upstream_name(cx, key);
-
-		uc = &cf->cf_upstreams[cf->cf_nupstreams++];
-		uc->uc_name = xstrdup(key->yn_str);
-		upstream_defaults(uc);
-		snprintf(where, sizeof(where), "%s.%s", path,
-		    cfg_esc(buf, sizeof(buf), key->yn_str, key->yn_len));
-		if (val->yn_type == YN_ALIAS)
-			continue;
-		if (val->yn_type != YN_MAP) {
-			cfg_error(cx, val, "%s: expected a mapping", where);
-			continue;
-		}
-		cfg_apply(cx, upstream_keys, where, key, val, uc);
-	}
+	if (n->yn_type == YN_MAP && n->yn_nkids >= 2)
+		cf->cf_upstreams =
+		    xcalloc(n->yn_nkids / 2, sizeof(*cf->cf_upstreams));
+	cfg_map_each(cx, path, n, "name: upstream", upstream_cb, cf);
 }
 
 static void
