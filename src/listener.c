@@ -86,7 +86,8 @@ struct conn {
 	struct head_parser co_hp;
 	size_t co_body_need;
 
-	struct session *co_session; /* borrowed; set while CONN_BUSY */
+	struct listener *co_ls; /* the listener that accepted it */
+	void *co_session; /* the handler's state; set while CONN_BUSY */
 	int co_chunked; /* response body is chunked */
 	int co_reply_started;
 	int co_close_after; /* close once the response has drained */
@@ -97,14 +98,21 @@ struct conn {
 	struct conn *co_prev, *co_next;
 };
 
-static struct event_base *ls_base;
-static struct evconnlistener *ls_listener;
-static struct event *ls_accept_timer;
-static struct conn *ls_conns;
-static size_t ls_nconns;
+/* One listening socket and its connections; owned by whoever made it. */
+struct listener {
+	const struct listener_ops *l_ops;
+	const char *l_name; /* "proxy", "admin": for log lines */
+	struct event_base *l_base;
+	struct evconnlistener *l_evl;
+	struct event *l_accept_timer;
+	struct conn *l_conns;
+	size_t l_nconns;
+	int l_draining;
+	int l_accept_paused;
+};
+
+/* Connection numbers are unique across listeners, for the logs. */
 static unsigned long long ls_next_id;
-static int ls_draining;
-static int ls_accept_paused;
 
 static void conn_read_cb(struct bufferevent *, void *);
 static void conn_write_cb(struct bufferevent *, void *);
@@ -149,21 +157,21 @@ conn_unlink(struct conn *co)
 	if (co->co_prev != NULL)
 		co->co_prev->co_next = co->co_next;
 	else
-		ls_conns = co->co_next;
+		co->co_ls->l_conns = co->co_next;
 	if (co->co_next != NULL)
 		co->co_next->co_prev = co->co_prev;
 	co->co_prev = co->co_next = NULL;
 }
 
 static void
-accept_resume(void)
+accept_resume(struct listener *l)
 {
 	const struct config *cf = server_config();
 
-	if (ls_accept_paused && !ls_draining && ls_listener != NULL &&
-	    ls_nconns < (size_t)cf->cf_max_connections) {
-		evconnlistener_enable(ls_listener);
-		ls_accept_paused = 0;
+	if (l->l_accept_paused && !l->l_draining && l->l_evl != NULL &&
+	    l->l_nconns < (size_t)cf->cf_max_connections) {
+		evconnlistener_enable(l->l_evl);
+		l->l_accept_paused = 0;
 	}
 }
 
@@ -174,21 +182,23 @@ accept_resume(void)
 static void
 conn_free(struct conn *co, const char *reason)
 {
-	struct session *se;
+	struct listener *l = co->co_ls;
+	void *h;
 
-	if ((se = co->co_session) != NULL) {
+	if ((h = co->co_session) != NULL) {
 		co->co_session = NULL;
-		session_client_gone(se);
+		l->l_ops->lo_client_gone(h);
 	}
-	log_debug("%s: conn %llu: %s", __func__, co->co_id, reason);
+	log_debug(
+	    "%s: %s conn %llu: %s", __func__, l->l_name, co->co_id, reason);
 	conn_unlink(co);
-	ls_nconns--;
+	l->l_nconns--;
 	http_request_free(co->co_req);
 	event_free(co->co_timer);
 	event_free(co->co_defer);
 	bufferevent_free(co->co_bev);
 	free(co);
-	accept_resume();
+	accept_resume(l);
 }
 
 /* Shut the write side and discard input for a while, then close. */
@@ -239,7 +249,7 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 		fatalx("%s: conn %llu: reply already started", __func__,
 		    co->co_id);
 	co->co_reply_started = 1;
-	if (!co->co_keepalive || ls_draining)
+	if (!co->co_keepalive || co->co_ls->l_draining)
 		co->co_close_after = 1;
 	/* Answered before the body was read: the client may still be
 	 * sending it, so close with a linger. */
@@ -262,7 +272,7 @@ conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 		fatalx("%s: conn %llu: reply already started", __func__,
 		    co->co_id);
 	co->co_reply_started = 1;
-	if (!co->co_keepalive || ls_draining)
+	if (!co->co_keepalive || co->co_ls->l_draining)
 		co->co_close_after = 1;
 	/* HTTP/1.0 has no chunked encoding: the body ends at close. */
 	co->co_chunked = co->co_minor >= 1;
@@ -351,12 +361,12 @@ conn_refuse(struct conn *co, int status, const char *code, const char *msg)
 static void
 conn_dispatch(struct conn *co)
 {
-	struct session *se = co->co_session;
+	void *h = co->co_session;
 
 	evtimer_del(co->co_timer);
 	co->co_state = CONN_BUSY;
-	co->co_req = NULL; /* the session owns it now */
-	session_start(se);
+	co->co_req = NULL; /* the handler owns it now */
+	co->co_ls->l_ops->lo_start(h);
 	/* co may have changed state; it is still alive. */
 }
 
@@ -367,7 +377,7 @@ conn_process(struct conn *co)
 	struct evbuffer *in = bufferevent_get_input(co->co_bev);
 	const struct config *cf = server_config();
 	struct head_limits hl;
-	struct session *se;
+	void *h;
 	size_t n;
 
 	switch (co->co_state) {
@@ -401,9 +411,9 @@ conn_process(struct conn *co)
 		}
 		co->co_keepalive = co->co_req->hr_keepalive;
 		co->co_minor = co->co_req->hr_minor;
-		if ((se = session_new(co, co->co_req)) == NULL)
+		if ((h = co->co_ls->l_ops->lo_head(co, co->co_req)) == NULL)
 			return; /* refused and answered */
-		co->co_session = se;
+		co->co_session = h;
 		co->co_body_need = co->co_req->hr_content_length;
 		co->co_req->hr_body = evbuffer_new();
 		if (co->co_body_need == 0) {
@@ -442,7 +452,7 @@ conn_flushed(struct conn *co)
 {
 	const struct config *cf = server_config();
 
-	if (co->co_close_after || ls_draining) {
+	if (co->co_close_after || co->co_ls->l_draining) {
 		/* Linger only when the client may still be sending a body
 		 * tollgate refused to read; otherwise close now. */
 		if (co->co_must_linger)
@@ -487,7 +497,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 	switch (co->co_state) {
 	case CONN_BUSY:
 		if (co->co_session != NULL)
-			session_drained(co->co_session);
+			co->co_ls->l_ops->lo_drained(co->co_session);
 		break;
 	case CONN_FLUSH:
 		conn_flushed(co);
@@ -521,11 +531,11 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	case CONN_BODY:
 		if (co->co_state == CONN_BODY) {
 			/* The session exists but never started. */
-			struct session *se = co->co_session;
+			void *h = co->co_session;
 
 			co->co_session = NULL;
-			if (se != NULL)
-				session_client_gone(se);
+			if (h != NULL)
+				co->co_ls->l_ops->lo_client_gone(h);
 		}
 		conn_refuse(co, 408, "request_timeout",
 		    "the request did not arrive in time");
@@ -542,18 +552,18 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
+	struct listener *l = arg;
 	const struct config *cf = server_config();
 	struct conn *co;
 	char host[INET6_ADDRSTRLEN] = "?";
 	int one = 1, port = 0;
 
-	(void)l;
+	(void)evl;
 	(void)salen;
-	(void)arg;
-	if (ls_draining) {
+	if (l->l_draining) {
 		close(fd);
 		return;
 	}
@@ -561,6 +571,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	co = xcalloc(1, sizeof(*co));
 	co->co_id = ++ls_next_id;
 	co->co_fd = fd;
+	co->co_ls = l;
 	if (sa->sa_family == AF_INET) {
 		struct sockaddr_in *sin = (struct sockaddr_in *)sa;
 
@@ -573,11 +584,12 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		port = ntohs(sin6->sin6_port);
 	}
 	snprintf(co->co_peer, sizeof(co->co_peer), "%s:%d", host, port);
-	co->co_bev = bufferevent_socket_new(ls_base, fd, BEV_OPT_CLOSE_ON_FREE);
+	co->co_bev =
+	    bufferevent_socket_new(l->l_base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (co->co_bev == NULL)
 		fatalx("%s: bufferevent_socket_new", __func__);
-	co->co_timer = evtimer_new(ls_base, conn_timer_cb, co);
-	co->co_defer = event_new(ls_base, -1, 0, conn_defer_cb, co);
+	co->co_timer = evtimer_new(l->l_base, conn_timer_cb, co);
+	co->co_defer = event_new(l->l_base, -1, 0, conn_defer_cb, co);
 	bufferevent_setcb(
 	    co->co_bev, conn_read_cb, conn_write_cb, conn_event_cb, co);
 	bufferevent_setwatermark(co->co_bev, EV_WRITE, 0, 0);
@@ -585,14 +597,14 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	co->co_state = CONN_IDLE;
 	set_timer(co, cf->cf_request_timeout_ms);
 
-	co->co_next = ls_conns;
-	if (ls_conns != NULL)
-		ls_conns->co_prev = co;
-	ls_conns = co;
-	ls_nconns++;
-	if (ls_nconns >= (size_t)cf->cf_max_connections) {
-		evconnlistener_disable(ls_listener);
-		ls_accept_paused = 1;
+	co->co_next = l->l_conns;
+	if (l->l_conns != NULL)
+		l->l_conns->co_prev = co;
+	l->l_conns = co;
+	l->l_nconns++;
+	if (l->l_nconns >= (size_t)cf->cf_max_connections) {
+		evconnlistener_disable(l->l_evl);
+		l->l_accept_paused = 1;
 	}
 }
 
@@ -601,74 +613,81 @@ accept_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	(void)fd;
 	(void)ev;
-	(void)arg;
-	accept_resume();
+	accept_resume(arg);
 }
 
 /* accept() failed (EMFILE, ENFILE...): back off for a second (tmux). */
 static void
-accept_error_cb(struct evconnlistener *l, void *arg)
+accept_error_cb(struct evconnlistener *evl, void *arg)
 {
+	struct listener *l = arg;
 	struct timeval tv = {1, 0};
 
-	(void)arg;
-	log_warn("%s: accept", __func__);
-	evconnlistener_disable(l);
-	ls_accept_paused = 1;
-	evtimer_add(ls_accept_timer, &tv);
+	log_warn("%s: %s: accept", __func__, l->l_name);
+	evconnlistener_disable(evl);
+	l->l_accept_paused = 1;
+	evtimer_add(l->l_accept_timer, &tv);
 }
 
-/* Bind the proxy listener and log the address it got. */
-int
-listener_init(struct event_base *base, const struct config *cf)
+/*
+ * Bind a listener on host:port whose requests go to ops, and log the
+ * address it got as "NAME listening on ADDR". Returns NULL on failure.
+ */
+struct listener *
+listener_new(struct event_base *base, const char *host, int port,
+    const struct listener_ops *ops, const char *name)
 {
+	struct listener *l;
 	struct sockaddr_storage ss;
 	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
 	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
 	socklen_t sslen;
-	char host[INET6_ADDRSTRLEN];
-	const char *h = cf->cf_listen_host;
+	char addr[INET6_ADDRSTRLEN];
+	const char *h = host;
 
-	ls_base = base;
 	memset(&ss, 0, sizeof(ss));
 	if (strcmp(h, "localhost") == 0)
 		h = "127.0.0.1";
 	if (inet_pton(AF_INET, h, &sin->sin_addr) == 1) {
 		sin->sin_family = AF_INET;
-		sin->sin_port = htons((uint16_t)cf->cf_listen_port);
+		sin->sin_port = htons((uint16_t)port);
 		sslen = sizeof(*sin);
 	} else if (inet_pton(AF_INET6, h, &sin6->sin6_addr) == 1) {
 		sin6->sin6_family = AF_INET6;
-		sin6->sin6_port = htons((uint16_t)cf->cf_listen_port);
+		sin6->sin6_port = htons((uint16_t)port);
 		sslen = sizeof(*sin6);
 	} else {
-		log_warnx("%s: bad listen address %s", __func__, h);
-		return (-1);
+		log_warnx("%s: bad listen address %s", name, h);
+		return (NULL);
 	}
-	ls_listener = evconnlistener_new_bind(base, accept_cb, NULL,
+	l = xcalloc(1, sizeof(*l));
+	l->l_ops = ops;
+	l->l_name = name;
+	l->l_base = base;
+	l->l_evl = evconnlistener_new_bind(base, accept_cb, l,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
 	    1024, (struct sockaddr *)&ss, (int)sslen);
-	if (ls_listener == NULL) {
-		log_warn("proxy: cannot listen on %s:%d", cf->cf_listen_host,
-		    cf->cf_listen_port);
-		return (-1);
+	if (l->l_evl == NULL) {
+		log_warn("%s: cannot listen on %s:%d", name, host, port);
+		free(l);
+		return (NULL);
 	}
-	evconnlistener_set_error_cb(ls_listener, accept_error_cb);
-	ls_accept_timer = evtimer_new(base, accept_timer_cb, NULL);
+	evconnlistener_set_error_cb(l->l_evl, accept_error_cb);
+	l->l_accept_timer = evtimer_new(base, accept_timer_cb, l);
 
 	sslen = sizeof(ss);
 	getsockname(
-	    evconnlistener_get_fd(ls_listener), (struct sockaddr *)&ss, &sslen);
+	    evconnlistener_get_fd(l->l_evl), (struct sockaddr *)&ss, &sslen);
 	if (ss.ss_family == AF_INET6) {
-		inet_ntop(AF_INET6, &sin6->sin6_addr, host, sizeof(host));
-		log_info(
-		    "proxy listening on [%s]:%d", host, ntohs(sin6->sin6_port));
+		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+		log_info("%s listening on [%s]:%d", name, addr,
+		    ntohs(sin6->sin6_port));
 	} else {
-		inet_ntop(AF_INET, &sin->sin_addr, host, sizeof(host));
+		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
 		log_info(
-		    "proxy listening on %s:%d", host, ntohs(sin->sin_port));
+		    "%s listening on %s:%d", name, addr, ntohs(sin->sin_port));
 	}
-	return (0);
+	return (l);
 }
 
 /*
@@ -676,14 +695,15 @@ listener_init(struct event_base *base, const struct config *cf)
  * ones close after their current response.
  */
 void
-listener_drain(void)
+listener_drain(struct listener *l)
 {
 	struct conn *co, *next;
 
-	ls_draining = 1;
-	if (ls_listener != NULL)
-		evconnlistener_disable(ls_listener);
-	for (co = ls_conns; co != NULL; co = next) {
+	if (l == NULL)
+		return;
+	l->l_draining = 1;
+	evconnlistener_disable(l->l_evl);
+	for (co = l->l_conns; co != NULL; co = next) {
 		next = co->co_next;
 		if (co->co_state == CONN_IDLE)
 			conn_free(co, "draining");
@@ -692,28 +712,29 @@ listener_drain(void)
 
 /* Open client connections. */
 size_t
-listener_nconns(void)
+listener_nconns(const struct listener *l)
 {
-	return (ls_nconns);
+	return (l != NULL ? l->l_nconns : 0);
 }
 
 /* Close every connection now (end of a drain that ran out of time). */
 void
-listener_close_all(void)
+listener_close_all(struct listener *l)
 {
-	while (ls_conns != NULL)
-		conn_free(ls_conns, "shutting down");
+	if (l == NULL)
+		return;
+	while (l->l_conns != NULL)
+		conn_free(l->l_conns, "shutting down");
 }
 
-/* Close the listening socket. */
+/* Close every connection and the listening socket, and free l. */
 void
-listener_free(void)
+listener_free(struct listener *l)
 {
-	listener_close_all();
-	if (ls_listener != NULL)
-		evconnlistener_free(ls_listener);
-	ls_listener = NULL;
-	if (ls_accept_timer != NULL)
-		event_free(ls_accept_timer);
-	ls_accept_timer = NULL;
+	if (l == NULL)
+		return;
+	listener_close_all(l);
+	evconnlistener_free(l->l_evl);
+	event_free(l->l_accept_timer);
+	free(l);
 }

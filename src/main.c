@@ -32,6 +32,7 @@
 #define DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
 
 static struct event_base *base;
+static struct listener *proxy;
 static char *config_path;
 static struct event *drain_timer;
 static long long drain_deadline_us;
@@ -112,7 +113,7 @@ drain_check_cb(evutil_socket_t fd, short ev, void *arg)
 	(void)fd;
 	(void)ev;
 	(void)arg;
-	if (listener_nconns() == 0) {
+	if (listener_nconns(proxy) == 0) {
 		log_info("drained; exiting");
 		event_base_loopexit(base, NULL);
 		return;
@@ -120,8 +121,8 @@ drain_check_cb(evutil_socket_t fd, short ev, void *arg)
 	if (monotime_us() >= drain_deadline_us) {
 		log_warnx("drain_timeout reached: closing %zu connections "
 			  "(%zu calls in flight)",
-		    listener_nconns(), session_count());
-		listener_close_all();
+		    listener_nconns(proxy), session_count());
+		listener_close_all(proxy);
 		event_base_loopexit(base, NULL);
 		return;
 	}
@@ -145,7 +146,7 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 		    sig == SIGTERM ? "SIGTERM" : "SIGINT", session_count());
 		drain_deadline_us = monotime_us() +
 		    server_config()->cf_drain_timeout_ms * 1000LL;
-		listener_drain();
+		listener_drain(proxy);
 		drain_timer = evtimer_new(base, drain_check_cb, NULL);
 		drain_check_cb(-1, 0, NULL);
 		break;
@@ -181,8 +182,14 @@ cmd_serve(int foreground)
 		fatalx("cannot initialise libcurl");
 	session_setup(base);
 	server_set_config(cf);
-	if (listener_init(base, cf) == -1)
+	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
+		 &session_listener_ops, "proxy")) == NULL) {
+		ledger_close();
+		upstream_shutdown();
+		server_set_config(NULL);
+		event_base_free(base);
 		return (1);
+	}
 	for (i = 0; i < nitems(signos); i++) {
 		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
 		evsignal_add(sigs[i], NULL);
@@ -200,7 +207,7 @@ cmd_serve(int foreground)
 
 	event_base_dispatch(base);
 
-	listener_free();
+	listener_free(proxy);
 	session_abort_all();
 	ledger_close();
 	upstream_shutdown();

@@ -531,6 +531,38 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	free(se);
 }
 
+static void *
+session_head_op(struct conn *co, struct http_request *req)
+{
+	return (session_new(co, req));
+}
+
+static void
+session_start_op(void *arg)
+{
+	session_start(arg);
+}
+
+static void
+session_gone_op(void *arg)
+{
+	session_client_gone(arg);
+}
+
+static void
+session_drained_op(void *arg)
+{
+	session_drained(arg);
+}
+
+/* How the proxy listener hands its requests to sessions. */
+const struct listener_ops session_listener_ops = {
+    session_head_op,
+    session_start_op,
+    session_gone_op,
+    session_drained_op,
+};
+
 /* Give sessions their event base. */
 void
 session_setup(struct event_base *base)

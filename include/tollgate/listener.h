@@ -19,12 +19,29 @@ struct config;
 struct conn;
 struct session;
 
+/*
+ * What a listener does with requests. lo_head gets each request once its
+ * head is read and returns the handler's state, or NULL after answering
+ * (refusing) it itself; lo_start is called when the body is complete;
+ * lo_client_gone when the connection ends first; lo_drained when output
+ * written with conn_reply_* has been sent.
+ */
+struct listener_ops {
+	void *(*lo_head)(struct conn *, struct http_request *);
+	void (*lo_start)(void *);
+	void (*lo_client_gone)(void *);
+	void (*lo_drained)(void *);
+};
+
+struct listener;
+
 /* listener.c */
-int listener_init(struct event_base *, const struct config *);
-void listener_drain(void);
-size_t listener_nconns(void);
-void listener_close_all(void);
-void listener_free(void);
+struct listener *listener_new(struct event_base *, const char *, int,
+    const struct listener_ops *, const char *);
+void listener_drain(struct listener *);
+size_t listener_nconns(const struct listener *);
+void listener_close_all(struct listener *);
+void listener_free(struct listener *);
 unsigned long long conn_id(const struct conn *);
 const char *conn_peer(const struct conn *);
 void conn_reply_start(struct conn *, int, const struct hdrs *);

@@ -15,8 +15,10 @@ struct event_base;
 struct conn;
 struct http_request;
 struct session;
+struct listener_ops;
 
 /* session.c */
+extern const struct listener_ops session_listener_ops;
 void session_setup(struct event_base *);
 struct session *session_new(struct conn *, struct http_request *);
 void session_start(struct session *);
