@@ -142,41 +142,35 @@ tag_of(struct cfgctx *cx, const char *path, const struct ynode *n)
 	return (t);
 }
 
+/* One tag under a mapping of tag: value, into its slot of char *[TAG_MAX]. */
+static void
+tag_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	char **tags = arg;
+	const struct ynode *val = en->en_val;
+	int t;
+
+	if ((t = tag_of(cx, en->en_path, en->en_key)) == -1)
+		return;
+	if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
+	    !config_tag_value_ok(val->yn_str, val->yn_len)) {
+		cfg_error(cx, val,
+		    "%s.%s: expected a value of 1 to %d printable characters "
+		    "without spaces",
+		    en->en_path, tag_name(t), TAG_VALUE_MAX);
+		return;
+	}
+	free(tags[t]);
+	tags[t] = xstrdup(val->yn_str);
+}
+
 /* A mapping of tag name -> value, into char *[TAG_MAX]. */
 void
 cfgp_tag_map(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
-	char **tags = dst;
-	const struct ynode *key, *val;
-	size_t i;
-	int t;
-
 	(void)k;
-	if (ynode_is_null(n))
-		return;
-	if (n->yn_type != YN_MAP) {
-		cfg_error(cx, n, "%s: expected a mapping of tag: value", path);
-		return;
-	}
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (cfg_duplicate(cx, path, n, i))
-			continue;
-		if ((t = tag_of(cx, path, key)) == -1)
-			continue;
-		if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
-		    !config_tag_value_ok(val->yn_str, val->yn_len)) {
-			cfg_error(cx, val,
-			    "%s.%s: expected a value of 1 to %d "
-			    "printable characters without spaces",
-			    path, tag_name(t), TAG_VALUE_MAX);
-			continue;
-		}
-		free(tags[t]);
-		tags[t] = xstrdup(val->yn_str);
-	}
+	cfg_map_each(cx, path, n, "tag: value", tag_cb, dst);
 }
 
 /* A sequence of tag names, into int[TAG_MAX] flags. */
@@ -333,43 +327,37 @@ cfgp_api_key_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	uc->uc_api_key = xstrdup(v);
 }
 
+/* One deployment under deployments:, and the model it serves. */
+static void
+deployment_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
+{
+	struct upstream_conf *uc = arg;
+	const struct ynode *val = en->en_val;
+	struct deployment *dp;
+
+	if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
+	    val->yn_len == 0) {
+		cfg_error(cx, val, "%s.%s: expected a model name", en->en_path,
+		    en->en_key->yn_str);
+		return;
+	}
+	dp = &uc->uc_deployments[uc->uc_ndeployments++];
+	dp->dp_name = xstrdup(en->en_key->yn_str);
+	dp->dp_model = xstrdup(val->yn_str);
+}
+
 /* upstreams.NAME.deployments: a mapping of deployment -> model. */
 void
 cfgp_deployments(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct upstream_conf *uc = dst;
-	const struct ynode *key, *val;
-	struct deployment *dp;
-	size_t i;
 
 	(void)k;
-	if (ynode_is_null(n))
-		return;
-	if (n->yn_type != YN_MAP) {
-		cfg_error(
-		    cx, n, "%s: expected a mapping of deployment: model", path);
-		return;
-	}
-	if (n->yn_nkids < 2)
-		return;
-	uc->uc_deployments =
-	    xcalloc(n->yn_nkids / 2, sizeof(*uc->uc_deployments));
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		key = n->yn_kids[i];
-		val = n->yn_kids[i + 1];
-		if (cfg_duplicate(cx, path, n, i))
-			continue;
-		if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
-		    val->yn_len == 0) {
-			cfg_error(cx, val, "%s.%s: expected a model name", path,
-			    key->yn_str);
-			continue;
-		}
-		dp = &uc->uc_deployments[uc->uc_ndeployments++];
-		dp->dp_name = xstrdup(key->yn_str);
-		dp->dp_model = xstrdup(val->yn_str);
-	}
+	if (n->yn_type == YN_MAP && n->yn_nkids >= 2)
+		uc->uc_deployments =
+		    xcalloc(n->yn_nkids / 2, sizeof(*uc->uc_deployments));
+	cfg_map_each(cx, path, n, "deployment: model", deployment_cb, uc);
 }
 
 /*

@@ -385,6 +385,14 @@ static const struct cfgcase cases[] = {
 		"    deployments: {a: gpt-4o}\n",
 	.errors = {"1:1: upstreams.openai: deployments are only for "
 		   "azure_openai upstreams"}},
+    {.name = "meter_deployments_key_not_string",
+	.yaml = "upstreams:\n  az:\n    type: azure_openai\n"
+		"    base_url: https://x.openai.azure.com\n"
+		"    deployments:\n      ? [a]\n      : gpt-4o\n",
+	.errors = {"6:9: upstreams.az.deployments: keys must be strings"}},
+    {.name = "meter_tag_key_not_string",
+	.yaml = "attribution:\n  defaults:\n    ? [team]\n    : a\n",
+	.errors = {"3:7: attribution.defaults: keys must be strings"}},
     {.name = "unknown_key_escaped",
 	.yaml = "\"a\\tb\": 1\n",
 	.errors = {"1:1: unknown key 'a\\x09b' at top level"}},
