@@ -86,23 +86,10 @@ cmd_check(const char *path)
 static void
 reload(void)
 {
-	struct config *cf, *old = server_config();
+	struct cfgerrs errs = {0};
 
-	log_info("reloading %s", config_path);
-	if ((cf = load_or_report(config_path, 1)) == NULL) {
-		log_warnx("reload failed; keeping configuration generation "
-			  "%llu",
-		    server_generation());
-		return;
-	}
-	if (strcmp(cf->cf_listen_host, old->cf_listen_host) != 0 ||
-	    cf->cf_listen_port != old->cf_listen_port)
-		log_warnx("reload: a new listen address needs a restart; "
-			  "still listening on %s:%d",
-		    old->cf_listen_host, old->cf_listen_port);
-	server_set_config(cf);
-	log_info(
-	    "configuration reloaded: generation %llu", server_generation());
+	(void)server_reload(config_path, &errs);
+	cfgerrs_free(&errs);
 }
 
 static void

@@ -5,8 +5,10 @@
  * config they started with, so the old one lives until its last call ends.
  */
 #include <stddef.h>
+#include <string.h>
 
 #include "tollgate/config.h"
+#include "tollgate/log.h"
 #include "tollgate/session.h"
 
 static struct config *server_cf;
@@ -37,4 +39,44 @@ unsigned long long
 server_generation(void)
 {
 	return (server_gen);
+}
+
+/*
+ * Reload the configuration from path. On success the new config is in
+ * force for new calls and 0 is returned; otherwise the running one is kept,
+ * every error is appended to errs and logged, and -1 is returned. Parts
+ * that are only read at start (listen, admin.listen, ledger) keep their
+ * running values; a warning says so when they changed.
+ */
+int
+server_reload(const char *path, struct cfgerrs *errs)
+{
+	struct config *cf, *old = server_cf;
+	size_t i, first = errs->ce_n;
+
+	log_info("reloading %s", path);
+	if ((cf = config_load(path, errs)) == NULL) {
+		for (i = first; i < errs->ce_n; i++)
+			log_warnx("reload: %s", errs->ce_msgs[i]);
+		log_warnx("reload failed; keeping configuration generation "
+			  "%llu",
+		    server_gen);
+		return (-1);
+	}
+	if (old != NULL) {
+		if (strcmp(cf->cf_listen_host, old->cf_listen_host) != 0 ||
+		    cf->cf_listen_port != old->cf_listen_port)
+			log_warnx("reload: a new listen address needs a "
+				  "restart; still listening on %s:%d",
+			    old->cf_listen_host, old->cf_listen_port);
+		if (strcmp(cf->cf_ledger_path, old->cf_ledger_path) != 0 ||
+		    cf->cf_durability != old->cf_durability ||
+		    cf->cf_ledger_queue_max != old->cf_ledger_queue_max)
+			log_warnx("reload: ledger changes need a restart; "
+				  "still writing %s",
+			    old->cf_ledger_path);
+	}
+	server_set_config(cf);
+	log_info("configuration reloaded: generation %llu", server_gen);
+	return (0);
 }

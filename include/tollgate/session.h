@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 struct config;
+struct cfgerrs;
 struct event_base;
 struct conn;
 struct http_request;
@@ -31,5 +32,6 @@ void session_abort_all(void);
 struct config *server_config(void);
 void server_set_config(struct config *);
 unsigned long long server_generation(void);
+int server_reload(const char *, struct cfgerrs *);
 
 #endif
