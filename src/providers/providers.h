@@ -4,7 +4,8 @@
  * (openai.c, anthropic.c, gemini.c). meter.c owns framing, relaying and
  * the settlement of usage; an adapter only reads JSON: request bodies,
  * stream events and response bodies, each parsed once by meter.c, and
- * records what it finds in a struct meter_acc.
+ * records what it finds in a struct meter_acc. json.c has the JSON
+ * reading both sides share.
  */
 #ifndef TOLLGATE_PROVIDERS_H
 #define TOLLGATE_PROVIDERS_H
@@ -49,8 +50,9 @@ struct json_span {
 	size_t js_next; /* the next key after a comma, or js_valend */
 };
 
-/* meter.c: helpers for the adapters */
+/* json.c: reading JSON, for meter.c and the adapters */
 cJSON *meter_json_parse(const char *, size_t, int);
+size_t meter_json_ws(const char *, size_t, size_t);
 size_t meter_json_skip(const char *, size_t);
 int meter_json_member(const char *, size_t, const char *, struct json_span *);
 int64_t meter_json_int(const cJSON *, const char *);
@@ -58,6 +60,7 @@ int meter_json_has(const cJSON *, const char *);
 void meter_json_text(struct meter_acc *, const cJSON *);
 void meter_json_printed(struct meter_acc *, const cJSON *);
 void meter_setstr(char *, size_t, const cJSON *);
+cJSON *meter_json_tail(const char *, size_t, const char *);
 
 /* openai.c: chat, legacy completions, embeddings, Responses */
 void openai_request(const struct route *, const cJSON *, struct call_info *);
