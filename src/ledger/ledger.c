@@ -1,16 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The ledger's queue and writer thread. The event loop (one thread) copies
- * each row into a queued item and never waits on SQLite; one writer thread
- * owns the only write connection, takes everything queued, writes it as one
- * transaction (store.c) and hands each reservation's answer back to the
- * loop through an eventfd that a libevent event on the loop's base watches.
- * So the commit, and its fsync under durability: power, is paid per batch.
- *
- * When a transaction fails, its reservations are answered UNAVAILABLE (the
- * caller refuses the call with 503) and its settlements and records are
- * kept and retried with backoff until they land or the ledger is closed.
- * See docs/internals/ledger.md.
+ * The ledger's public API and its queue, on the event loop's side. The
+ * loop (one thread) copies each row into a queued item and never waits on
+ * SQLite: the writer thread (writer.c) takes the queue, writes it and
+ * hands each reservation's answer back through an eventfd that a libevent
+ * event on the loop's base watches, and ledger_dispatch runs the callbacks
+ * here. ledger_open opens the database (store.c) and starts the writer;
+ * ledger_close answers what is waiting, lets the writer finish and frees
+ * everything. See docs/internals/ledger.md.
  */
 #include <sys/eventfd.h>
 
@@ -32,59 +29,8 @@
 
 #include "ledger_int.h"
 
-#define LEDGER_BATCH_MAX 1024 /* new items taken per transaction */
 #define LEDGER_QUEUE_DEFAULT 4096 /* queue_max 0 */
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
-#define LEDGER_BACKOFF_MIN_US 100000LL
-#define LEDGER_BACKOFF_MAX_US 5000000LL
-#define LEDGER_STOP_RETRY_US 2000000LL /* retries left once closing */
-
-/*
- * A reservation's answer. Made by ledger_reserve, filled by the writer and
- * put on the done list under the lock, freed on the loop thread once its
- * callback has run or been skipped (ledger_dispatch, or ledger_close). The
- * loop thread alone reads and writes lt_cancelled, so a cancel needs no
- * lock and the ticket is never freed under the writer's feet.
- */
-struct ledger_ticket {
-	TAILQ_ENTRY(ledger_ticket) lt_entry; /* done list */
-	ledger_cb lt_cb;
-	void *lt_arg;
-	enum ledger_result lt_result; /* writer, under l_lock */
-	int lt_cancelled; /* loop thread only */
-};
-TAILQ_HEAD(ledger_tickets, ledger_ticket);
-
-/* The open ledger; there is one per process. */
-struct ledger {
-	/* Set by ledger_open, then read-only. */
-	struct event_base *l_base; /* borrowed */
-	struct event *l_event; /* reads l_efd on the loop */
-	int l_efd; /* eventfd: "the done list grew" */
-	size_t l_queue_max;
-	char *l_path;
-	pthread_t l_thread;
-	struct ledger_db l_db; /* the writer thread's once it runs */
-
-	/* Loop thread only. */
-	int l_closing; /* ledger_close running: no reservations, records */
-
-	pthread_mutex_t l_lock; /* guards everything below */
-	pthread_cond_t l_wake; /* the writer: items queued, stop */
-	pthread_cond_t l_batch; /* ledger_close: a batch finished */
-	struct ledger_items l_queue;
-	struct ledger_tickets l_done;
-	size_t l_admitted; /* reservations and records not yet finished */
-	size_t l_reserving; /* reservations not yet answered */
-	size_t l_depth; /* items not yet finished, settlements too */
-	int l_stopping; /* the writer drains and exits */
-	struct ledger_stats l_stats;
-#ifdef TG_UNITTEST
-	int l_test_paused;
-	int64_t l_test_pages;
-	int l_test_busy_ms;
-#endif
-};
 
 static struct ledger *ledger;
 
@@ -123,8 +69,8 @@ ledger_usage_source_name(enum usage_source u)
 }
 
 /* An id fit for a log line: it may come from a client header. */
-static const char *
-safe_id(const struct ledger_row *r, char *buf, size_t len)
+const char *
+ledger_safe_id(const struct ledger_row *r, char *buf, size_t len)
 {
 	if (r == NULL || r->lr_id == NULL)
 		return ("(none)");
@@ -175,14 +121,14 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 	if ((unsigned)row->lr_status >= nitems(status_names) ||
 	    (unsigned)row->lr_usage_source >= nitems(source_names)) {
 		log_warnx("ledger: call %s: bad status %d or usage source %d",
-		    safe_id(row, idbuf, sizeof(idbuf)), (int)row->lr_status,
-		    (int)row->lr_usage_source);
+		    ledger_safe_id(row, idbuf, sizeof(idbuf)),
+		    (int)row->lr_status, (int)row->lr_usage_source);
 		return (NULL);
 	}
 	if (op != LEDGER_OP_RESERVE && row->lr_status == CALL_IN_FLIGHT) {
 		log_warnx(
 		    "ledger: call %s: a finished call cannot be in flight",
-		    safe_id(row, idbuf, sizeof(idbuf)));
+		    ledger_safe_id(row, idbuf, sizeof(idbuf)));
 		return (NULL);
 	}
 	copy = *row;
@@ -192,7 +138,7 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 			total += strlen(*f[i]) + 1;
 	if (total > LEDGER_ROW_STRINGS_MAX) {
 		log_warnx("ledger: call %s: row of %zu bytes refused",
-		    safe_id(row, idbuf, sizeof(idbuf)), total);
+		    ledger_safe_id(row, idbuf, sizeof(idbuf)), total);
 		return (NULL);
 	}
 
@@ -227,7 +173,7 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	if (l->l_stopping) {
 		pthread_mutex_unlock(&l->l_lock);
 		log_warnx("ledger: call %s: ledger closed, write dropped",
-		    safe_id(&it->li_row, idbuf, sizeof(idbuf)));
+		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
 		return (-1);
 	}
 	if (it->li_op != LEDGER_OP_SETTLE) {
@@ -280,289 +226,6 @@ ledger_done_cb(evutil_socket_t fd, short events, void *arg)
 	if (read(fd, &n, sizeof(n)) == -1 && errno != EAGAIN)
 		log_warn("ledger: eventfd read");
 	ledger_dispatch(arg);
-}
-
-/*
- * An item is done with: answer a reservation, release its place in the
- * queue, free it. Called by the writer with l_lock held; returns whether
- * the loop must be woken.
- */
-static int
-finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
-{
-	int wake = 0;
-
-	if (it->li_op != LEDGER_OP_SETTLE)
-		l->l_admitted--;
-	if (it->li_op == LEDGER_OP_RESERVE) {
-		it->li_ticket->lt_result = r;
-		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
-		l->l_reserving--;
-		wake = 1;
-	}
-	l->l_depth--;
-	free(it);
-	return (wake);
-}
-
-/* The batch committed: answer and free every item. Lock held. */
-static int
-batch_done(struct ledger *l, struct ledger_items *batch)
-{
-	struct ledger_item *it;
-	char idbuf[64];
-	int wake = 0;
-
-	while ((it = TAILQ_FIRST(batch)) != NULL) {
-		TAILQ_REMOVE(batch, it, li_entry);
-		if (it->li_changed)
-			l->l_stats.ls_rows_written++;
-		else if (it->li_op == LEDGER_OP_RECORD)
-			log_warnx("ledger: call %s: a row with this id exists, "
-				  "record skipped",
-			    safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-		else if (it->li_op == LEDGER_OP_SETTLE)
-			log_debug("ledger: call %s: not in flight, settlement "
-				  "skipped",
-			    safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-		wake |= finish(
-		    l, it, it->li_changed ? LEDGER_OK : LEDGER_DUPLICATE);
-	}
-	return (wake);
-}
-
-/*
- * Give up on an item: a reservation is answered UNAVAILABLE, a settlement
- * or record is dropped and counted (its row stays in flight and is charged
- * at the reservation by the next start's recovery). Lock held.
- */
-static int
-drop(struct ledger *l, struct ledger_item *it, const char *why)
-{
-	char idbuf[64];
-
-	if (it->li_op != LEDGER_OP_RESERVE) {
-		l->l_stats.ls_dropped++;
-		log_warnx("ledger: call %s: %s not written: %s",
-		    safe_id(&it->li_row, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE ? "settlement" : "record",
-		    why);
-	}
-	return (finish(l, it, LEDGER_UNAVAILABLE));
-}
-
-static void
-wake_loop(struct ledger *l)
-{
-	uint64_t one = 1;
-
-	if (write(l->l_efd, &one, sizeof(one)) == -1 && errno != EAGAIN)
-		log_warn("ledger: eventfd write");
-}
-
-/* Wait on l_wake until the monotonic deadline (µs). Lock held. */
-static void
-wait_until(struct ledger *l, long long deadline_us)
-{
-	struct timespec ts;
-
-	ts.tv_sec = deadline_us / 1000000;
-	ts.tv_nsec = (deadline_us % 1000000) * 1000;
-	pthread_cond_timedwait(&l->l_wake, &l->l_lock, &ts);
-}
-
-/* The writer's state across batches. */
-struct writer {
-	struct ledger_items w_retry; /* kept after a failure, in order */
-	int w_failing; /* in a failure streak */
-	uint64_t w_streak; /* failed attempts in the streak */
-	long long w_streak_start;
-	long long w_backoff; /* µs */
-	long long w_next_try;
-	long long w_stop_deadline; /* 0 until the writer sees l_stopping */
-	char w_why[LEDGER_ERRMSG_MAX + 128]; /* the last failure */
-};
-
-/*
- * The batch failed. Reservations are answered UNAVAILABLE, settlements
- * and records go back to the retry list, keeping their order. When SQLite
- * blames one row (a constraint: retrying cannot help) that row alone is
- * given up and the others are retried at once. Lock held.
- */
-static int
-batch_failed(struct ledger *l, struct writer *w, struct ledger_items *batch,
-    long long now)
-{
-	struct ledger_db *d = &l->l_db;
-	struct ledger_item *it, *bad = NULL;
-	char why[LEDGER_ERRMSG_MAX + 64];
-	int wake = 0;
-
-	l->l_stats.ls_failures++;
-	snprintf(
-	    why, sizeof(why), "%s (SQLite error %d)", d->db_errmsg, d->db_err);
-	snprintf(w->w_why, sizeof(w->w_why), "closing; last error: %s", why);
-	if (d->db_failed_item != NULL && ledger_db_blames_row(d->db_err))
-		bad = d->db_failed_item;
-	while ((it = TAILQ_FIRST(batch)) != NULL) {
-		TAILQ_REMOVE(batch, it, li_entry);
-		if (it == bad)
-			wake |= drop(l, it, why);
-		else if (bad == NULL && it->li_op == LEDGER_OP_RESERVE)
-			wake |= finish(l, it, LEDGER_UNAVAILABLE);
-		else
-			TAILQ_INSERT_TAIL(&w->w_retry, it, li_entry);
-	}
-	if (bad != NULL) {
-		w->w_next_try = now;
-		return (wake);
-	}
-
-	w->w_streak++;
-	if (!w->w_failing) {
-		w->w_failing = 1;
-		w->w_streak_start = now;
-		w->w_backoff = LEDGER_BACKOFF_MIN_US;
-		l->l_stats.ls_failing = 1;
-		log_warnx("ledger: write failed: %s; refusing reservations, "
-			  "retrying settlements",
-		    why);
-	} else {
-		w->w_backoff *= 2;
-		if (w->w_backoff > LEDGER_BACKOFF_MAX_US)
-			w->w_backoff = LEDGER_BACKOFF_MAX_US;
-		log_debug("ledger: write failed again: %s", why);
-	}
-	w->w_next_try = now + w->w_backoff;
-	return (wake);
-}
-
-/* The batch committed: close a failure streak if there was one. */
-static void
-streak_over(struct ledger *l, struct writer *w, long long now)
-{
-	if (!w->w_failing)
-		return;
-	log_info("ledger: writes recovered after %" PRIu64 " failed attempts "
-		 "in %lld ms",
-	    w->w_streak, (now - w->w_streak_start) / 1000);
-	w->w_failing = 0;
-	w->w_streak = 0;
-	l->l_stats.ls_failing = 0;
-}
-
-/*
- * The writer thread: take the retry list plus up to LEDGER_BATCH_MAX new
- * items, write them as one transaction, answer, repeat. It leaves when
- * ledger_close has set l_stopping and everything is written, or given up
- * after LEDGER_STOP_RETRY_US of failures; then it checkpoints and closes.
- */
-static void *
-ledger_writer(void *arg)
-{
-	struct ledger *l = arg;
-	struct ledger_items batch;
-	struct ledger_item *it;
-	struct writer w;
-	long long now, t0, us;
-	size_t nfresh, nbatch;
-	int rc, wake;
-
-	memset(&w, 0, sizeof(w));
-	TAILQ_INIT(&w.w_retry);
-	pthread_mutex_lock(&l->l_lock);
-	for (;;) {
-#ifdef TG_UNITTEST
-		if (l->l_test_pages != 0) {
-			ledger_db_max_pages(&l->l_db, l->l_test_pages);
-			l->l_test_pages = 0;
-		}
-		if (l->l_test_busy_ms != 0) {
-			sqlite3_busy_timeout(
-			    l->l_db.db_conn, l->l_test_busy_ms);
-			l->l_test_busy_ms = 0;
-		}
-		if (l->l_test_paused && !l->l_stopping) {
-			pthread_cond_wait(&l->l_wake, &l->l_lock);
-			continue;
-		}
-#endif
-		now = monotime_us();
-		if (l->l_stopping && w.w_stop_deadline == 0)
-			w.w_stop_deadline = now + LEDGER_STOP_RETRY_US;
-
-		TAILQ_INIT(&batch);
-		TAILQ_CONCAT(&batch, &w.w_retry, li_entry);
-		for (nfresh = 0; nfresh < LEDGER_BATCH_MAX &&
-		     (it = TAILQ_FIRST(&l->l_queue)) != NULL;
-		     nfresh++) {
-			TAILQ_REMOVE(&l->l_queue, it, li_entry);
-			TAILQ_INSERT_TAIL(&batch, it, li_entry);
-		}
-		if (TAILQ_EMPTY(&batch)) {
-			if (l->l_stopping)
-				break;
-			pthread_cond_wait(&l->l_wake, &l->l_lock);
-			continue;
-		}
-
-		/*
-		 * Only retries: wait out the backoff, unless new items come
-		 * (a reservation deserves an answer now, not in 5 s). Once
-		 * closing, give up when the deadline passes.
-		 */
-		if (nfresh == 0 && w.w_failing) {
-			if (l->l_stopping && now >= w.w_stop_deadline) {
-				wake = 0;
-				while ((it = TAILQ_FIRST(&batch)) != NULL) {
-					TAILQ_REMOVE(&batch, it, li_entry);
-					wake |= drop(l, it, w.w_why);
-				}
-				pthread_cond_broadcast(&l->l_batch);
-				if (wake)
-					wake_loop(l);
-				continue;
-			}
-			if (now < w.w_next_try) {
-				TAILQ_CONCAT(&w.w_retry, &batch, li_entry);
-				wait_until(l,
-				    l->l_stopping &&
-					    w.w_stop_deadline < w.w_next_try
-					? w.w_stop_deadline
-					: w.w_next_try);
-				continue;
-			}
-		}
-		nbatch = 0;
-		TAILQ_FOREACH(it, &batch, li_entry)
-		nbatch++;
-		pthread_mutex_unlock(&l->l_lock);
-
-		t0 = monotime_us();
-		rc = ledger_db_apply(&l->l_db, &batch);
-		now = monotime_us();
-		us = now - t0;
-
-		pthread_mutex_lock(&l->l_lock);
-		if (rc == 0) {
-			streak_over(l, &w, now);
-			l->l_stats.ls_commits++;
-			l->l_stats.ls_commit_us_total += (uint64_t)us;
-			if ((uint64_t)us > l->l_stats.ls_commit_us_max)
-				l->l_stats.ls_commit_us_max = (uint64_t)us;
-			if (nbatch > l->l_stats.ls_batch_max)
-				l->l_stats.ls_batch_max = nbatch;
-			wake = batch_done(l, &batch);
-		} else
-			wake = batch_failed(l, &w, &batch, now);
-		pthread_cond_broadcast(&l->l_batch);
-		if (wake)
-			wake_loop(l);
-	}
-	pthread_mutex_unlock(&l->l_lock);
-
-	ledger_db_close(&l->l_db);
-	return (NULL);
 }
 
 /* Free a ledger that ledger_open did not finish, or ledger_close ended. */
@@ -707,7 +370,7 @@ ledger_settle(const struct ledger_row *row)
 
 	if (ledger == NULL) {
 		log_warnx("ledger: call %s: ledger closed, settlement dropped",
-		    safe_id(row, idbuf, sizeof(idbuf)));
+		    ledger_safe_id(row, idbuf, sizeof(idbuf)));
 		return;
 	}
 	if ((it = item_new(LEDGER_OP_SETTLE, row)) == NULL)

@@ -1,20 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Private to the ledger (src/ledger/): the queued write, the write
- * connection with its prepared statements, and what store.c offers the
- * writer in ledger.c. Nothing here is seen outside src/ledger/.
+ * Private to the ledger (src/ledger/): the open ledger and its tickets,
+ * shared by the loop's side in ledger.c and the writer thread in writer.c;
+ * the queued write; the write connection with its prepared statements, and
+ * what store.c offers the writer. Nothing here is seen outside src/ledger/.
  */
 #ifndef TOLLGATE_LEDGER_INT_H
 #define TOLLGATE_LEDGER_INT_H
 
 #include <sys/queue.h>
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <sqlite3.h>
 
 #include "tollgate/ledger.h"
+
+struct event;
+struct event_base;
 
 #define LEDGER_SCHEMA_VERSION 1
 #define LEDGER_BUSY_MS 5000 /* busy_timeout of the write connection */
@@ -31,7 +36,7 @@ enum ledger_op {
  * One queued write: a deep copy of the caller's row in a single allocation,
  * its strings in li_strings. Owned by the queue, then by the writer thread,
  * which frees it once it is committed (or answered, for a reservation that
- * failed). The ticket is shared with the loop thread (see ledger.c).
+ * failed). The ticket is shared with the loop thread (see below).
  */
 struct ledger_item {
 	TAILQ_ENTRY(ledger_item) li_entry;
@@ -62,6 +67,59 @@ struct ledger_db {
 	char db_errmsg[LEDGER_ERRMSG_MAX]; /* sqlite3_errmsg() */
 	struct ledger_item *db_failed_item; /* the statement that failed */
 };
+
+/*
+ * A reservation's answer. Made by ledger_reserve, filled by the writer and
+ * put on the done list under the lock, freed on the loop thread once its
+ * callback has run or been skipped (ledger_dispatch, or ledger_close). The
+ * loop thread alone reads and writes lt_cancelled, so a cancel needs no
+ * lock and the ticket is never freed under the writer's feet.
+ */
+struct ledger_ticket {
+	TAILQ_ENTRY(ledger_ticket) lt_entry; /* done list */
+	ledger_cb lt_cb;
+	void *lt_arg;
+	enum ledger_result lt_result; /* writer, under l_lock */
+	int lt_cancelled; /* loop thread only */
+};
+TAILQ_HEAD(ledger_tickets, ledger_ticket);
+
+/* The open ledger: one per process, ledger.c's static ledger. */
+struct ledger {
+	/* Set by ledger_open, then read-only. */
+	struct event_base *l_base; /* borrowed */
+	struct event *l_event; /* reads l_efd on the loop */
+	int l_efd; /* eventfd: "the done list grew" */
+	size_t l_queue_max;
+	char *l_path;
+	pthread_t l_thread;
+	struct ledger_db l_db; /* the writer thread's once it runs */
+
+	/* Loop thread only. */
+	int l_closing; /* ledger_close running: no reservations, records */
+
+	pthread_mutex_t l_lock; /* guards everything below */
+	pthread_cond_t l_wake; /* the writer: items queued, stop */
+	pthread_cond_t l_batch; /* ledger_close: a batch finished */
+	struct ledger_items l_queue;
+	struct ledger_tickets l_done;
+	size_t l_admitted; /* reservations and records not yet finished */
+	size_t l_reserving; /* reservations not yet answered */
+	size_t l_depth; /* items not yet finished, settlements too */
+	int l_stopping; /* the writer drains and exits */
+	struct ledger_stats l_stats;
+#ifdef TG_UNITTEST
+	int l_test_paused;
+	int64_t l_test_pages;
+	int l_test_busy_ms;
+#endif
+};
+
+/* ledger.c */
+const char *ledger_safe_id(const struct ledger_row *, char *, size_t);
+
+/* writer.c */
+void *ledger_writer(void *);
 
 /* store.c */
 int ledger_db_open(

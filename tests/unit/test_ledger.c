@@ -34,6 +34,7 @@
 
 #include "../../src/ledger/store.c"
 #include "../../src/ledger/ledger.c"
+#include "../../src/ledger/writer.c"
 
 /* 2026-11-28T14:23:00.123Z */
 #define T0 1795875780123LL
