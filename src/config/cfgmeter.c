@@ -225,7 +225,7 @@ cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	struct config *cf = dst;
 	struct key_binding *kb;
 	const struct ynode *item, *key, *val;
-	char where[CONFIG_PATH_MAX];
+	char where[CONFIG_PATH_MAX], buf[80];
 	size_t i, j, nhash;
 	int *valid;
 
@@ -255,6 +255,11 @@ cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		for (j = 0; j + 1 < item->yn_nkids; j += 2) {
 			key = item->yn_kids[j];
 			val = item->yn_kids[j + 1];
+			if (key->yn_type != YN_SCALAR) {
+				cfg_error(
+				    cx, key, "%s: keys must be strings", where);
+				continue;
+			}
 			if (cfg_duplicate(cx, where, item, j))
 				continue;
 			if (strcmp(key->yn_str, "tags") == 0) {
@@ -264,7 +269,9 @@ cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 			if (strcmp(key->yn_str, "key_sha256") != 0 &&
 			    strcmp(key->yn_str, "tollgate_key_sha256") != 0) {
 				cfg_error(cx, key, "unknown key '%s' in %s",
-				    key->yn_str, where);
+				    cfg_esc(buf, sizeof(buf), key->yn_str,
+					key->yn_len),
+				    where);
 				continue;
 			}
 			nhash++;

@@ -365,6 +365,12 @@ static const struct cfgcase cases[] = {
 	    "ADA4EAA22F1D49C01E52DDB7875B4B\"\n",
 	.errors = {"4:7: attribution.keys[1]: the same key is already bound at "
 		   "attribution.keys[0]"}},
+    {.name = "meter_binding_key_not_a_string",
+	.yaml = "attribution:\n  keys:\n    - {? [a]: b, \"x\\ty\": 1}\n",
+	.errors = {"3:10: attribution.keys[0]: keys must be strings",
+	    "3:18: unknown key 'x\\x09y' in attribution.keys[0]",
+	    "3:7: attribution.keys[0]: give exactly one of key_sha256 and "
+	    "tollgate_key_sha256"}},
     {.name = "meter_price_as_needs_model",
 	.yaml = "unknown_models: {action: price_as}\n",
 	.errors = {"1:1: unknown_models: action price_as needs price_as: "
