@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * In-memory counters for GET /metrics: every finished or refused call adds
+ * to series keyed by its provider, model and attribution tags, and
+ * metrics_render writes them, with the ledger's counters and the calls in
+ * flight, as Prometheus text (format 0.0.4). The intent tag is never a
+ * label: its values are unbounded. Every family holds at most
+ * METRICS_SERIES_MAX label sets; calls beyond that fold into one series
+ * whose labels are all "_other" and are counted in
+ * tollgate_metrics_series_dropped_total. Runs on the loop thread only.
+ * See docs/metrics.md.
+ */
+#ifndef TOLLGATE_METRICS_H
+#define TOLLGATE_METRICS_H
+
+#include <stdint.h>
+
+#include "tollgate/ledger.h"
+#include "tollgate/usage.h"
+
+struct evbuffer;
+
+#define METRICS_SERIES_MAX 10000 /* label sets per family */
+#define METRICS_LABEL_MAX 256 /* bytes kept of a label value */
+#define METRICS_OTHER "_other" /* the label values of the fold series */
+
+/* One finished (or refused) call. Strings are borrowed for the call only. */
+struct metrics_call {
+	const char *mc_provider; /* upstream type, e.g. "openai" */
+	const char *mc_model; /* may be NULL */
+	const char *mc_team, *mc_tenant, *mc_agent_class; /* may be NULL */
+	enum call_status mc_status;
+	const struct usage *mc_usage; /* may be NULL (refused) */
+	int64_t mc_cost_nusd;
+	int mc_unpriced; /* the model had no price */
+	int64_t mc_ttfb_us; /* upstream time to response headers, -1 if none */
+	int64_t mc_duration_us;
+};
+
+/* metrics.c */
+void metrics_call(const struct metrics_call *);
+void metrics_refusal(const char *);
+void metrics_render(struct evbuffer *);
+void metrics_reset(void);
+
+#endif
