@@ -55,6 +55,7 @@
 #include "tollgate/config.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
+#include "tollgate/metrics.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
 #include "tollgate/session.h"
@@ -350,6 +351,7 @@ conn_refuse(struct conn *co, int status, const char *code, const char *msg)
 		? co->co_req->hr_method
 		: "-",
 	    path, status, code, co->co_peer);
+	metrics_refusal(code);
 	co->co_close_after = 1;
 	co->co_must_linger = 1;
 	conn_reply_full(
@@ -715,6 +717,21 @@ size_t
 listener_nconns(const struct listener *l)
 {
 	return (l != NULL ? l->l_nconns : 0);
+}
+
+/* The port the listener is bound to (the one picked when 0 was asked). */
+int
+listener_port(const struct listener *l)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen = sizeof(ss);
+
+	if (getsockname(evconnlistener_get_fd(l->l_evl), (struct sockaddr *)&ss,
+		&sslen) == -1)
+		return (-1);
+	if (ss.ss_family == AF_INET6)
+		return (ntohs(((struct sockaddr_in6 *)&ss)->sin6_port));
+	return (ntohs(((struct sockaddr_in *)&ss)->sin_port));
 }
 
 /* Close every connection now (end of a drain that ran out of time). */

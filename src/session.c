@@ -51,6 +51,7 @@
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
+#include "tollgate/metrics.h"
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
@@ -257,12 +258,15 @@ session_new(struct conn *co, struct http_request *req)
 	case ROUTE_OK:
 		break;
 	case ROUTE_BAD_METHOD:
+		se->se_refusal = "method_not_allowed";
 		session_reply_error(se, 405, "method_not_allowed", why, NULL);
 		goto refused;
 	case ROUTE_NO_UPSTREAM:
+		se->se_refusal = "no_upstream";
 		session_reply_error(se, 404, "no_upstream", why, NULL);
 		goto refused;
 	case ROUTE_NOT_FOUND:
+		se->se_refusal = "unknown_route";
 		session_reply_error(se, 404, "unknown_route", why, NULL);
 		goto refused;
 	}
@@ -457,9 +461,11 @@ session_close(struct session *se, enum call_status status, const char *reason)
 {
 	const struct http_request *req = se->se_req;
 	struct ledger_row row;
+	struct metrics_call mc;
 	struct usage u;
 	char path[160];
 	const char *up;
+	int64_t cost;
 
 	memset(&u, 0, sizeof(u));
 	if (se->se_meter != NULL) {
@@ -476,6 +482,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 			conn_reply_abort(se->se_conn);
 		se->se_conn = NULL;
 	}
+	cost = se->se_row_committed ? session_cost(se, &u) : 0;
 	if (se->se_row_committed) {
 		session_row(se, &row);
 		row.lr_status = status;
@@ -487,7 +494,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_cache_write_tokens = u.u_cache_write;
 		row.lr_reasoning_tokens = u.u_reasoning;
 		row.lr_usage_source = u.u_source;
-		row.lr_cost_nusd = session_cost(se, &u);
+		row.lr_cost_nusd = cost;
 		row.lr_refusal_reason = se->se_refusal;
 		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
 		row.lr_ttfb_ms =
@@ -512,9 +519,29 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1LL,
 	    session_model(se) != NULL ? session_model(se) : "-",
 	    (long long)u.u_input, (long long)u.u_output,
-	    ledger_usage_source_name(u.u_source),
-	    se->se_row_committed ? (long long)session_cost(se, &u) : 0LL,
-	    se->se_reqid, reason);
+	    ledger_usage_source_name(u.u_source), (long long)cost, se->se_reqid,
+	    reason);
+
+	if (se->se_refusal != NULL)
+		metrics_refusal(se->se_refusal);
+	if (se->se_route.rt_upstream != NULL) {
+		memset(&mc, 0, sizeof(mc));
+		mc.mc_provider = config_upstream_type_name(
+		    se->se_route.rt_upstream->uc_type);
+		mc.mc_model = session_model(se);
+		mc.mc_team = attribution_tag(&se->se_attr, TAG_TEAM);
+		mc.mc_tenant = attribution_tag(&se->se_attr, TAG_TENANT);
+		mc.mc_agent_class =
+		    attribution_tag(&se->se_attr, TAG_AGENT_CLASS);
+		mc.mc_status = status;
+		mc.mc_usage = se->se_row_committed ? &u : NULL;
+		mc.mc_cost_nusd = cost;
+		mc.mc_unpriced = se->se_route.rt_metered &&
+		    se->se_price == NULL && se->se_row_committed;
+		mc.mc_ttfb_us = se->se_ttfb_us;
+		mc.mc_duration_us = monotime_us() - se->se_t0_us;
+		metrics_call(&mc);
+	}
 
 	if (se->se_ticket != NULL)
 		ledger_ticket_cancel(se->se_ticket);

@@ -40,6 +40,7 @@ struct listener *listener_new(struct event_base *, const char *, int,
     const struct listener_ops *, const char *);
 void listener_drain(struct listener *);
 size_t listener_nconns(const struct listener *);
+int listener_port(const struct listener *);
 void listener_close_all(struct listener *);
 void listener_free(struct listener *);
 unsigned long long conn_id(const struct conn *);
