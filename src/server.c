@@ -69,6 +69,15 @@ server_reload(const char *path, struct cfgerrs *errs)
 			log_warnx("reload: a new listen address needs a "
 				  "restart; still listening on %s:%d",
 			    old->cf_listen_host, old->cf_listen_port);
+		if (strcmp(cf->cf_admin_host, old->cf_admin_host) != 0 ||
+		    cf->cf_admin_port != old->cf_admin_port ||
+		    (cf->cf_admin_token == NULL) !=
+			(old->cf_admin_token == NULL) ||
+		    (cf->cf_admin_token != NULL &&
+			strcmp(cf->cf_admin_token, old->cf_admin_token) != 0))
+			log_warnx("reload: admin changes need a restart; the "
+				  "admin API keeps %s:%d and its token",
+			    old->cf_admin_host, old->cf_admin_port);
 		if (strcmp(cf->cf_ledger_path, old->cf_ledger_path) != 0 ||
 		    cf->cf_durability != old->cf_durability ||
 		    cf->cf_ledger_queue_max != old->cf_ledger_queue_max)

@@ -75,6 +75,12 @@ struct config {
 	char *cf_listen_host; /* "127.0.0.1", "::1", "0.0.0.0" ... */
 	int cf_listen_port; /* 0 picks an ephemeral port */
 
+	/* admin: (read at start only; a reload warns when they change) */
+	char *cf_admin_host; /* as cf_listen_host; 127.0.0.1 by default */
+	int cf_admin_port; /* 8788 by default; 0 picks an ephemeral port */
+	char *cf_admin_token; /* bearer token, a secret; NULL: none */
+	const char *cf_admin_token_src; /* the key that set it, for messages */
+
 	/* limits: */
 	size_t cf_max_body_bytes; /* 413 beyond */
 	size_t cf_max_header_bytes; /* request line + headers; 431 beyond */

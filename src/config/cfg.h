@@ -140,6 +140,17 @@ void cfgp_duration(struct cfgctx *, const struct cfgkey *, const char *,
 void cfgp_file(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 
+/* config.c */
+int cfg_hostport(
+    struct cfgctx *, const char *, const struct ynode *, char **, int *);
+
+/* cfgadmin.c */
+void cfgp_admin(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_check_admin(struct cfgctx *, const struct ynode *,
+    struct config *);
+void config_free_admin(struct config *);
+
 /* cfgmeter.c */
 void cfgp_strdup(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);

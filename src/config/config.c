@@ -91,12 +91,13 @@ static const struct cfgkey attribution_keys[] = {
 };
 
 /*
- * The top level. admin, policies and alerts join this table when they are
+ * The top level. policies and alerts join this table when they are
  * implemented; until then they are unknown keys, so a file written for a
  * later tollgate fails loudly instead of being half obeyed.
  */
 static const struct cfgkey top_keys[] = {
     KEY_CALL("listen", cfgp_listen, 0, 0),
+    KEY_CALL("admin", cfgp_admin, 0, 0),
     KEY_SECTION("limits", limits_keys),
     KEY_CALL("upstreams", cfgp_upstreams, 0, 0),
     KEY_SECTION("ledger", ledger_keys),
@@ -117,29 +118,41 @@ static const struct {
     {UPSTREAM_OPENAI_COMPATIBLE, "openai_compatible"},
 };
 
-/* HOST:PORT with HOST an IPv4 literal, [IPv6] or localhost. */
+/* listen: the proxy's address. */
 static void
 cfgp_listen(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct config *cf = dst;
+
+	(void)k;
+	cfg_hostport(cx, path, n, &cf->cf_listen_host, &cf->cf_listen_port);
+}
+
+/*
+ * HOST:PORT with HOST an IPv4 literal, [IPv6] or localhost, stored into
+ * *hostp (replacing it) and *portp. Returns 0, or -1 after an error.
+ */
+int
+cfg_hostport(struct cfgctx *cx, const char *path, const struct ynode *n,
+    char **hostp, int *portp)
+{
 	struct in_addr a4;
 	struct in6_addr a6;
 	const char *s, *colon, *port, *p;
 	char *host = NULL, buf[80];
 	long v = 0;
 
-	(void)k;
 	if (n->yn_type == YN_SEQ) {
 		/* listen: [::1]:8787 unquoted reads as a YAML list. */
 		cfg_error(cx, n,
 		    "%s: expected \"HOST:PORT\" (quote IPv6 addresses: "
 		    "\"[::1]:8787\")",
 		    path);
-		return;
+		return (-1);
 	}
 	if ((s = cfg_string(cx, path, n, "HOST:PORT")) == NULL)
-		return;
+		return (-1);
 	if (*s == '[') {
 		if ((p = strchr(s, ']')) == NULL || p[1] != ':')
 			goto bad;
@@ -159,7 +172,7 @@ cfgp_listen(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 			    "%s: an IPv6 address goes in brackets, e.g. "
 			    "\"[::1]:8787\"",
 			    path);
-			return;
+			return (-1);
 		}
 		host = xstrndup(s, (size_t)(colon - s));
 		port = colon + 1;
@@ -184,14 +197,15 @@ cfgp_listen(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		    cfg_esc(buf, sizeof(buf), port, strlen(port)));
 		goto out;
 	}
-	free(cf->cf_listen_host);
-	cf->cf_listen_host = host;
-	cf->cf_listen_port = (int)v;
-	return;
+	free(*hostp);
+	*hostp = host;
+	*portp = (int)v;
+	return (0);
 bad:
 	cfg_error(cx, n, "%s: expected HOST:PORT, e.g. 127.0.0.1:8787", path);
 out:
 	free(host);
+	return (-1);
 }
 
 static void
@@ -457,6 +471,7 @@ config_free(struct config *cf)
 	if (cf->cf_prices != NULL)
 		pricing_free(cf->cf_prices);
 	free(cf->cf_listen_host);
+	config_free_admin(cf);
 	free(cf->cf_path);
 	free(cf);
 }
@@ -516,6 +531,7 @@ config_load(const char *path, struct cfgerrs *errs)
 	    (cf->cf_prices = pricing_load(cf->cf_prices_path, errs)) == NULL)
 		cx.cx_nerr++;
 	config_check_meter(&cx, root, cf);
+	config_check_admin(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 

@@ -50,6 +50,18 @@ check_defaults(const struct config *cf, const char *dir)
 	assert_int_equal(cf->cf_stream_high_watermark, 256 * 1024);
 	assert_int_equal(cf->cf_nupstreams, 0);
 	assert_null(cf->cf_upstreams);
+	assert_string_equal(cf->cf_admin_host, "127.0.0.1");
+	assert_int_equal(cf->cf_admin_port, 8788);
+	assert_null(cf->cf_admin_token);
+}
+
+static void
+check_admin_v6(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_string_equal(cf->cf_admin_host, "::1");
+	assert_int_equal(cf->cf_admin_port, 9000);
+	assert_null(cf->cf_admin_token);
 }
 
 static void
@@ -294,11 +306,32 @@ static const struct cfgcase cases[] = {
 		"    api_key: sk-nope\n",
 	.errors = {"5:5: unknown key 'api_key' in upstreams.openai"}},
     {.name = "future_sections_unknown",
-	.yaml = "admin:\n  listen: 127.0.0.1:8788\n"
-		"policies: []\nalerts: {}\n",
-	.errors = {"1:1: unknown key 'admin' at top level",
-	    "3:1: unknown key 'policies' at top level",
-	    "4:1: unknown key 'alerts' at top level"}},
+	.yaml = "policies: []\nalerts: {}\n",
+	.errors = {"1:1: unknown key 'policies' at top level",
+	    "2:1: unknown key 'alerts' at top level"}},
+
+    /* admin: */
+    {.name = "admin_v6",
+	.yaml = "admin: {listen: \"[::1]:9000\"}\n",
+	.check = check_admin_v6},
+    {.name = "admin_bad",
+	.yaml = "admin:\n  listen: nowhere\n  colour: red\n",
+	.errors = {"2:11: admin.listen: expected HOST:PORT, e.g. "
+		   "127.0.0.1:8787",
+	    "3:3: unknown key 'colour' in admin"}},
+    {.name = "admin_off_loopback_without_token",
+	.yaml = "admin:\n  listen: 0.0.0.0:8788\n",
+	.errors = {"2:11: admin.listen: 0.0.0.0 is not a loopback address, "
+		   "so the admin API needs a token (admin.token_env or "
+		   "admin.token_file)"}},
+    {.name = "admin_same_as_proxy",
+	.yaml = "listen: 127.0.0.1:8788\n",
+	.errors = {"1:9: admin.listen: 127.0.0.1:8788 is the proxy's listen "
+		   "address; the admin API needs its own"}},
+    {.name = "admin_token_env_unset",
+	.yaml = "admin: {token_env: TG_TEST_UNSET_ADMIN_TOKEN_VAR}\n",
+	.errors = {"1:20: admin.token_env: the environment variable "
+		   "TG_TEST_UNSET_ADMIN_TOKEN_VAR is not set"}},
 
     /* Metering: ledger, prices, unknown models, attribution. */
     {.name = "meter_sections_defaults",
@@ -715,7 +748,7 @@ static const struct cfgcase cases[] = {
 		"  v1:\n"
 		"    type: gemini\n"
 		"    base_url: ftp://x.example\n"
-		"admin: {}\n",
+		"alerts: {}\n",
 	.errors = {"1:9: listen: bad port '99999' (expected 0-65535)",
 	    "3:16: limits.max_headers: expected an integer",
 	    "4:20: limits.request_timeout: expected a duration (seconds, "
@@ -728,7 +761,7 @@ static const struct cfgcase cases[] = {
 	    "with the /v1/ routes)",
 	    "14:15: upstreams.v1.base_url: scheme 'ftp' is not allowed "
 	    "(use https)",
-	    "15:1: unknown key 'admin' at top level"}},
+	    "15:1: unknown key 'alerts' at top level"}},
 };
 
 /* Replace every @DIR@ in s with dir. */
