@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Spend and calls queries on the ledger: "who spent what" for the admin
+ * API (GET /v1/spend, GET /v1/calls) and the tollgate spend / tollgate
+ * calls commands, which share every line of it so they print the same
+ * numbers. A query is parsed from key=value&... text (or set key by key by
+ * the command line), run on a read-only connection with every value bound
+ * (column names come only from a fixed table), and written as JSON, CSV or
+ * an aligned table into a bounded buffer. Money stays integer nano-USD all
+ * the way; cost_usd is printed from the integer with nine decimals.
+ * See docs/spend.md.
+ */
+#ifndef TOLLGATE_SPEND_H
+#define TOLLGATE_SPEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct sqlite3;
+
+/* What a spend query can group by; the first seven also filter. */
+enum spend_dim {
+	SPEND_DIM_TEAM,
+	SPEND_DIM_TENANT,
+	SPEND_DIM_AGENT_CLASS,
+	SPEND_DIM_ENVIRONMENT,
+	SPEND_DIM_INTENT,
+	SPEND_DIM_MODEL,
+	SPEND_DIM_PROVIDER,
+	SPEND_DIM_DAY, /* UTC date the call started: 2026-11-28 */
+	SPEND_DIM_MONTH, /* 2026-11 */
+	SPEND_DIM_MAX,
+};
+#define SPEND_FILTER_MAX SPEND_DIM_DAY
+
+enum spend_kind {
+	SPEND_KIND_SPEND, /* GET /v1/spend */
+	SPEND_KIND_CALLS, /* GET /v1/calls */
+};
+
+enum spend_format {
+	SPEND_FORMAT_JSON,
+	SPEND_FORMAT_CSV, /* spend only: the chargeback export */
+	SPEND_FORMAT_TABLE, /* for a terminal */
+};
+
+/* Which table answers a spend query; AUTO picks (tests force the others). */
+enum spend_path {
+	SPEND_PATH_AUTO,
+	SPEND_PATH_ROLLUP, /* calls_daily; only if the query allows it */
+	SPEND_PATH_CALLS, /* calls, on its started_at index */
+};
+
+/* Bounds: a bad request is refused rather than answered without end. */
+#define SPEND_QUERY_MAX 8192 /* bytes of query string */
+#define SPEND_VALUE_MAX 512 /* bytes of one decoded value */
+#define SPEND_ROWS_MAX 100000 /* groups in one spend answer */
+#define SPEND_OUT_MAX (64 * 1024 * 1024) /* bytes of one answer */
+#define SPEND_LIMIT_DEFAULT 100
+#define SPEND_LIMIT_MAX 1000
+#define SPEND_TIME_MAX 32 /* "2026-11-28T14:23:00.123Z" and its NUL */
+
+/* A parsed query; owns its strings (spend_query_free). */
+struct spend_query {
+	enum spend_kind sq_kind;
+	unsigned sq_seen; /* bit per parameter given, for "given twice" */
+	int sq_has_from, sq_has_to;
+	int64_t sq_from_ms; /* inclusive, Unix ms */
+	int64_t sq_to_ms; /* exclusive */
+	enum spend_dim sq_group[SPEND_DIM_MAX];
+	size_t sq_ngroup;
+	char *sq_filter[SPEND_FILTER_MAX]; /* NULL: no filter; "": unset */
+	char *sq_status; /* calls: one status, or NULL */
+	enum spend_format sq_format;
+	int sq_limit; /* calls: rows per page */
+	char *sq_cursor_at; /* calls: continue after (started_at, id) */
+	char *sq_cursor_id;
+	enum spend_path sq_path;
+};
+
+/* One group of a spend answer. */
+struct spend_row {
+	char *sr_keys[SPEND_DIM_MAX]; /* in sq_group order; NULL if unset */
+	int64_t sr_calls;
+	int64_t sr_input_tokens;
+	int64_t sr_output_tokens;
+	int64_t sr_cost_nusd;
+};
+
+/* A spend answer; owns its rows (spend_result_free). */
+struct spend_result {
+	struct spend_row *sr_rows;
+	size_t sr_nrows;
+	struct spend_row sr_total; /* no keys */
+	int sr_rollup; /* answered from calls_daily */
+};
+
+/* A bounded output buffer; so_full is set once a write would pass so_max. */
+struct spend_out {
+	char *so_buf;
+	size_t so_len;
+	size_t so_cap;
+	size_t so_max;
+	int so_full;
+};
+
+/* params.c */
+void spend_query_init(struct spend_query *, enum spend_kind);
+void spend_query_free(struct spend_query *);
+int spend_query_set(struct spend_query *, const char *, const char *, char **);
+int spend_query_finish(struct spend_query *, const char *, char **);
+int spend_query_parse(
+    struct spend_query *, enum spend_kind, const char *, char **);
+const char *spend_dim_name(enum spend_dim);
+int spend_format_time(int64_t, char *, size_t);
+int spend_parse_time(const char *, int, int64_t *);
+char *spend_cursor_encode(const char *, const char *);
+int spend_cursor_decode(const char *, char **, char **);
+
+/* query.c */
+struct sqlite3 *spend_open(const char *, char **);
+int spend_run(struct sqlite3 *, const struct spend_query *,
+    struct spend_result *, char **);
+int spend_rollup_usable(const struct spend_query *);
+void spend_result_free(struct spend_result *);
+int spend_calls(
+    struct sqlite3 *, const struct spend_query *, struct spend_out *, char **);
+
+/* format.c */
+void spend_out_init(struct spend_out *, size_t);
+void spend_out_free(struct spend_out *);
+void spend_out_add(struct spend_out *, const char *, size_t);
+void spend_out_printf(struct spend_out *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+void spend_out_usd(struct spend_out *, int64_t);
+void spend_out_json_str(struct spend_out *, const char *);
+void spend_write(const struct spend_query *, const struct spend_result *,
+    struct spend_out *);
+int spend_answer(struct sqlite3 *, enum spend_kind, const char *,
+    struct spend_out *, const char **, char **);
+
+/* cli.c */
+int cli_spend(int, char **);
+int cli_calls(int, char **);
+
+#endif

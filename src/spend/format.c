@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Writing answers: a bounded output buffer, exact USD from integer
+ * nano-USD (never a float), JSON strings, and a spend answer as JSON
+ * (DESIGN.md's shape plus the integer costs and an echo of the query), as
+ * CSV (RFC 4180: the monthly chargeback export) or as an aligned table with
+ * a total line. spend_answer is the whole of GET /v1/spend and /v1/calls
+ * for the admin API: query string in, status, content type and body out.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+/* An empty buffer that refuses to grow past max bytes. */
+void
+spend_out_init(struct spend_out *o, size_t max)
+{
+	memset(o, 0, sizeof(*o));
+	o->so_max = max;
+}
+
+/* Free the buffer's bytes; it can be initialised again. */
+void
+spend_out_free(struct spend_out *o)
+{
+	free(o->so_buf);
+	memset(o, 0, sizeof(*o));
+}
+
+/* Append len bytes, NUL-terminated; past so_max, set so_full and drop. */
+void
+spend_out_add(struct spend_out *o, const char *p, size_t len)
+{
+	size_t cap;
+
+	if (o->so_full)
+		return;
+	if (len >= o->so_max - o->so_len) {
+		o->so_full = 1;
+		return;
+	}
+	if (o->so_len + len + 1 > o->so_cap) {
+		cap = o->so_cap == 0 ? 4096 : o->so_cap;
+		while (cap < o->so_len + len + 1)
+			cap *= 2;
+		if (cap > o->so_max)
+			cap = o->so_max;
+		o->so_buf = xreallocarray(o->so_buf, 1, cap);
+		o->so_cap = cap;
+	}
+	memcpy(o->so_buf + o->so_len, p, len);
+	o->so_len += len;
+	o->so_buf[o->so_len] = '\0';
+}
+
+/* Append formatted text. */
+void
+spend_out_printf(struct spend_out *o, const char *fmt, ...)
+{
+	char small[256], *big = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(small)) {
+		spend_out_add(o, small, (size_t)n);
+		return;
+	}
+	va_start(ap, fmt);
+	n = xvasprintf(&big, fmt, ap);
+	va_end(ap);
+	spend_out_add(o, big, (size_t)n);
+	free(big);
+}
+
+/* Integer nano-USD as dollars with exactly nine decimals: 12.345678901. */
+void
+spend_out_usd(struct spend_out *o, int64_t nusd)
+{
+	uint64_t mag;
+
+	mag = nusd < 0 ? (uint64_t)0 - (uint64_t)nusd : (uint64_t)nusd;
+	spend_out_printf(o, "%s%" PRIu64 ".%09" PRIu64, nusd < 0 ? "-" : "",
+	    mag / 1000000000u, mag % 1000000000u);
+}
+
+/* A JSON string: quotes, backslashes and control bytes escaped. */
+void
+spend_out_json_str(struct spend_out *o, const char *s)
+{
+	const char *p, *run;
+	char esc[8];
+
+	spend_out_add(o, "\"", 1);
+	for (run = p = s; *p != '\0'; p++) {
+		if ((unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+			continue;
+		spend_out_add(o, run, (size_t)(p - run));
+		switch (*p) {
+		case '"':
+			spend_out_add(o, "\\\"", 2);
+			break;
+		case '\\':
+			spend_out_add(o, "\\\\", 2);
+			break;
+		case '\n':
+			spend_out_add(o, "\\n", 2);
+			break;
+		default:
+			snprintf(
+			    esc, sizeof(esc), "\\u%04x", (unsigned char)*p);
+			spend_out_add(o, esc, 6);
+			break;
+		}
+		run = p + 1;
+	}
+	spend_out_add(o, run, (size_t)(p - run));
+	spend_out_add(o, "\"", 1);
+}
+
+/* A CSV field (RFC 4180): quoted when it holds , " CR LF or edge spaces. */
+static void
+csv_field(struct spend_out *o, const char *s)
+{
+	const char *p;
+	size_t len = strlen(s);
+
+	if (strpbrk(s, ",\"\r\n") == NULL &&
+	    (len == 0 || (s[0] != ' ' && s[len - 1] != ' '))) {
+		spend_out_add(o, s, len);
+		return;
+	}
+	spend_out_add(o, "\"", 1);
+	for (p = s; *p != '\0'; p++) {
+		if (*p == '"')
+			spend_out_add(o, "\"", 1);
+		spend_out_add(o, p, 1);
+	}
+	spend_out_add(o, "\"", 1);
+}
+
+static void
+write_json(const struct spend_query *q, const struct spend_result *r,
+    struct spend_out *o)
+{
+	char t[SPEND_TIME_MAX];
+	const struct spend_row *row;
+	size_t i, k;
+
+	spend_out_add(o, "{\"rows\":[", 9);
+	for (i = 0; i < r->sr_nrows; i++) {
+		row = &r->sr_rows[i];
+		spend_out_add(o, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+		for (k = 0; k < q->sq_ngroup; k++) {
+			spend_out_json_str(o, spend_dim_name(q->sq_group[k]));
+			spend_out_add(o, ":", 1);
+			if (row->sr_keys[k] == NULL)
+				spend_out_add(o, "null", 4);
+			else
+				spend_out_json_str(o, row->sr_keys[k]);
+			spend_out_add(o, ",", 1);
+		}
+		spend_out_printf(o,
+		    "\"calls\":%" PRId64 ",\"input_tokens\":%" PRId64
+		    ",\"output_tokens\":%" PRId64 ",\"cost_nusd\":%" PRId64
+		    ",\"cost_usd\":",
+		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens,
+		    row->sr_cost_nusd);
+		spend_out_usd(o, row->sr_cost_nusd);
+		spend_out_add(o, "}", 1);
+	}
+	spend_out_add(o, "],\"total_cost_usd\":", 19);
+	spend_out_usd(o, r->sr_total.sr_cost_nusd);
+	spend_out_printf(o,
+	    ",\"total_cost_nusd\":%" PRId64 ",\"total_calls\":%" PRId64
+	    ",\"total_input_tokens\":%" PRId64
+	    ",\"total_output_tokens\":%" PRId64 ",\"from\":",
+	    r->sr_total.sr_cost_nusd, r->sr_total.sr_calls,
+	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens);
+	if (q->sq_has_from &&
+	    spend_format_time(q->sq_from_ms, t, sizeof(t)) == 0)
+		spend_out_json_str(o, t);
+	else
+		spend_out_add(o, "null", 4);
+	spend_out_add(o, ",\"to\":", 6);
+	if (q->sq_has_to && spend_format_time(q->sq_to_ms, t, sizeof(t)) == 0)
+		spend_out_json_str(o, t);
+	else
+		spend_out_add(o, "null", 4);
+	spend_out_add(o, ",\"group_by\":[", 13);
+	for (k = 0; k < q->sq_ngroup; k++) {
+		if (k > 0)
+			spend_out_add(o, ",", 1);
+		spend_out_json_str(o, spend_dim_name(q->sq_group[k]));
+	}
+	spend_out_add(o, "]}\n", 3);
+}
+
+static void
+write_csv(const struct spend_query *q, const struct spend_result *r,
+    struct spend_out *o)
+{
+	const struct spend_row *row;
+	size_t i, k;
+
+	for (k = 0; k < q->sq_ngroup; k++)
+		spend_out_printf(o, "%s,", spend_dim_name(q->sq_group[k]));
+	spend_out_add(o, "calls,input_tokens,output_tokens,cost_usd\r\n", 43);
+	for (i = 0; i < r->sr_nrows; i++) {
+		row = &r->sr_rows[i];
+		for (k = 0; k < q->sq_ngroup; k++) {
+			if (row->sr_keys[k] != NULL)
+				csv_field(o, row->sr_keys[k]);
+			spend_out_add(o, ",", 1);
+		}
+		spend_out_printf(o, "%" PRId64 ",%" PRId64 ",%" PRId64 ",",
+		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens);
+		spend_out_usd(o, row->sr_cost_nusd);
+		spend_out_add(o, "\r\n", 2);
+	}
+}
+
+/* The cells of one table line: keys, then the four numbers. */
+static size_t
+table_cells(const struct spend_query *q, const struct spend_row *row, int total,
+    char cells[][48], const char **keys)
+{
+	struct spend_out usd;
+	size_t k, n = 0;
+
+	for (k = 0; k < q->sq_ngroup; k++) {
+		if (total)
+			keys[n++] = k == 0 ? "total" : "";
+		else
+			keys[n++] = row->sr_keys[k] != NULL ? row->sr_keys[k]
+							    : "(none)";
+	}
+	snprintf(cells[0], 48, "%" PRId64, row->sr_calls);
+	snprintf(cells[1], 48, "%" PRId64, row->sr_input_tokens);
+	snprintf(cells[2], 48, "%" PRId64, row->sr_output_tokens);
+	spend_out_init(&usd, 48);
+	spend_out_usd(&usd, row->sr_cost_nusd);
+	snprintf(cells[3], 48, "%s", usd.so_buf != NULL ? usd.so_buf : "?");
+	spend_out_free(&usd);
+	for (k = 0; k < 4; k++)
+		keys[n++] = cells[k];
+	return (n);
+}
+
+static void
+write_table(const struct spend_query *q, const struct spend_result *r,
+    struct spend_out *o)
+{
+	static const char *nums[] = {
+	    "calls", "input_tokens", "output_tokens", "cost_usd"};
+	const char *keys[SPEND_DIM_MAX + 4];
+	char cells[4][48];
+	size_t width[SPEND_DIM_MAX + 4], i, k, n, len;
+
+	n = q->sq_ngroup + 4;
+	for (k = 0; k < n; k++)
+		width[k] =
+		    strlen(k < q->sq_ngroup ? spend_dim_name(q->sq_group[k])
+					    : nums[k - q->sq_ngroup]);
+	for (i = 0; i <= r->sr_nrows; i++) {
+		table_cells(q, i < r->sr_nrows ? &r->sr_rows[i] : &r->sr_total,
+		    i == r->sr_nrows, cells, keys);
+		for (k = 0; k < n; k++)
+			if ((len = strlen(keys[k])) > width[k])
+				width[k] = len;
+	}
+	for (k = 0; k < n; k++)
+		spend_out_printf(o, "%s%*s", k > 0 ? "  " : "",
+		    k < q->sq_ngroup ? -(int)width[k] : (int)width[k],
+		    k < q->sq_ngroup ? spend_dim_name(q->sq_group[k])
+				     : nums[k - q->sq_ngroup]);
+	spend_out_add(o, "\n", 1);
+	for (i = 0; i <= r->sr_nrows; i++) {
+		table_cells(q, i < r->sr_nrows ? &r->sr_rows[i] : &r->sr_total,
+		    i == r->sr_nrows, cells, keys);
+		if (i == r->sr_nrows && q->sq_ngroup > 0) {
+			/* A rule above the total line. */
+			for (k = 0; k < n; k++)
+				for (len = 0; len < width[k] + (k > 0 ? 2 : 0);
+				     len++)
+					spend_out_add(o, "-", 1);
+			spend_out_add(o, "\n", 1);
+		}
+		if (i == r->sr_nrows && q->sq_ngroup == 0 && r->sr_nrows > 0)
+			break; /* the one row is the total */
+		for (k = 0; k < n; k++)
+			spend_out_printf(o, "%s%*s", k > 0 ? "  " : "",
+			    k < q->sq_ngroup ? -(int)width[k] : (int)width[k],
+			    keys[k]);
+		spend_out_add(o, "\n", 1);
+	}
+}
+
+/* Write a spend answer in the query's format. */
+void
+spend_write(const struct spend_query *q, const struct spend_result *r,
+    struct spend_out *o)
+{
+	switch (q->sq_format) {
+	case SPEND_FORMAT_CSV:
+		write_csv(q, r, o);
+		break;
+	case SPEND_FORMAT_TABLE:
+		write_table(q, r, o);
+		break;
+	default:
+		write_json(q, r, o);
+		break;
+	}
+}
+
+/*
+ * The admin API's GET /v1/spend or /v1/calls: parse the raw query string,
+ * run it, and write the body into o (bounded by o's max). Returns the HTTP
+ * status: 200 (with *ctype), 400 (a bad parameter, named in cause), 413
+ * (the answer is too big), 500 (the ledger failed). On any status but 200
+ * o holds nothing and cause says why.
+ */
+int
+spend_answer(sqlite3 *db, enum spend_kind kind, const char *qs,
+    struct spend_out *o, const char **ctype, char **cause)
+{
+	struct spend_query q;
+	struct spend_result r;
+	int status = 200;
+
+	*ctype = "application/json";
+	if (spend_query_parse(&q, kind, qs, cause) != 0)
+		return (400);
+	if (kind == SPEND_KIND_CALLS) {
+		if (spend_calls(db, &q, o, cause) != 0)
+			status = 500;
+	} else if (spend_run(db, &q, &r, cause) != 0)
+		status = strncmp(*cause, "group_by:", 9) == 0 ? 413 : 500;
+	else {
+		spend_write(&q, &r, o);
+		spend_result_free(&r);
+	}
+	if (status == 200 && o->so_full) {
+		xasprintf(cause,
+		    "answer larger than %zu bytes; narrow the query",
+		    o->so_max);
+		status = 413;
+	}
+	if (status != 200) {
+		o->so_len = 0;
+		if (o->so_buf != NULL)
+			o->so_buf[0] = '\0';
+		o->so_full = 0;
+	} else if (q.sq_format == SPEND_FORMAT_CSV)
+		*ctype = "text/csv; charset=utf-8";
+	else if (q.sq_format == SPEND_FORMAT_TABLE)
+		*ctype = "text/plain; charset=utf-8";
+	spend_query_free(&q);
+	return (status);
+}

@@ -1,0 +1,544 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Running spend and calls queries on a read-only connection to the ledger.
+ * The SQL is assembled only from fixed fragments (the column table below);
+ * every value from the query is bound. A spend query is answered from the
+ * calls_daily rollup when every dimension it groups or filters by is a
+ * rollup column and its bounds are whole UTC days, else from calls on the
+ * started_at index; both count final rows only (status <> 'in_flight') and
+ * fold NULL and '' together as the rollup does, so the two paths give the
+ * same numbers to the nano-dollar.
+ */
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#define DAY_MS 86400000LL
+#define SQL_MAX 4096
+#define BUSY_MS 5000
+
+/*
+ * Per dimension: its expression over calls (group key, with NULL as ''),
+ * its column (filters), and its expression over calls_daily, or NULL when
+ * the rollup does not have it.
+ */
+static const struct {
+	const char *calls_key;
+	const char *column;
+	const char *rollup_key;
+} dims[SPEND_DIM_MAX] = {
+    [SPEND_DIM_TEAM] = {"coalesce(team, '')", "team", "team"},
+    [SPEND_DIM_TENANT] = {"coalesce(tenant, '')", "tenant", "tenant"},
+    [SPEND_DIM_AGENT_CLASS] = {"coalesce(agent_class, '')", "agent_class",
+	"agent_class"},
+    [SPEND_DIM_ENVIRONMENT] = {"coalesce(environment, '')", "environment",
+	"environment"},
+    [SPEND_DIM_INTENT] = {"coalesce(intent, '')", "intent", NULL},
+    [SPEND_DIM_MODEL] = {"coalesce(model, '')", "model", "model"},
+    [SPEND_DIM_PROVIDER] = {"coalesce(provider, '')", "provider", "provider"},
+    [SPEND_DIM_DAY] = {"substr(started_at, 1, 10)", NULL, "day"},
+    [SPEND_DIM_MONTH] = {"substr(started_at, 1, 7)", NULL, "substr(day, 1, 7)"},
+};
+
+/* A fixed-size SQL text; fragments are ours, so overflowing is a bug. */
+struct sql {
+	char s_buf[SQL_MAX];
+	size_t s_len;
+};
+
+static void
+sql_add(struct sql *s, const char *frag)
+{
+	size_t n = strlen(frag);
+
+	if (s->s_len + n >= sizeof(s->s_buf))
+		abort(); /* cannot happen: at most 9 keys and 9 filters */
+	memcpy(s->s_buf + s->s_len, frag, n + 1);
+	s->s_len += n;
+}
+
+/*
+ * Open the ledger at path read-only: no file is created, no lock taken, and
+ * WAL lets it read while the daemon writes. query_only guards against a
+ * statement that would write anyway.
+ */
+sqlite3 *
+spend_open(const char *path, char **cause)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc, ok = 0;
+
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc != SQLITE_OK) {
+		xasprintf(cause, "%s: %s", path,
+		    db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_busy_timeout(db, BUSY_MS);
+	if (sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
+		goto fail;
+	}
+	rc = sqlite3_prepare_v2(db,
+	    "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+	    " AND name IN ('calls', 'calls_daily')",
+	    -1, &st, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+		ok = sqlite3_column_int(st, 0) == 2;
+	else {
+		xasprintf(cause, "%s: %s", path, sqlite3_errmsg(db));
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (!ok) {
+		xasprintf(cause,
+		    "%s: not a tollgate ledger (no calls and "
+		    "calls_daily tables)",
+		    path);
+		goto fail;
+	}
+	return (db);
+fail:
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return (NULL);
+}
+
+/* Whole UTC days, or no bound: what the rollup can answer. */
+static int
+whole_days(const struct spend_query *q)
+{
+	return ((!q->sq_has_from || q->sq_from_ms % DAY_MS == 0) &&
+	    (!q->sq_has_to || q->sq_to_ms % DAY_MS == 0));
+}
+
+/* Can calls_daily answer q: every dimension a rollup column, whole days. */
+int
+spend_rollup_usable(const struct spend_query *q)
+{
+	size_t i;
+
+	if (q->sq_kind != SPEND_KIND_SPEND || !whole_days(q))
+		return (0);
+	for (i = 0; i < q->sq_ngroup; i++)
+		if (dims[q->sq_group[i]].rollup_key == NULL)
+			return (0);
+	for (i = 0; i < SPEND_FILTER_MAX; i++)
+		if (q->sq_filter[i] != NULL && dims[i].rollup_key == NULL)
+			return (0);
+	return (1);
+}
+
+/* Free the rows of a result; it can be used again. */
+void
+spend_result_free(struct spend_result *r)
+{
+	size_t i, k;
+
+	for (i = 0; i < r->sr_nrows; i++)
+		for (k = 0; k < SPEND_DIM_MAX; k++)
+			free(r->sr_rows[i].sr_keys[k]);
+	free(r->sr_rows);
+	memset(r, 0, sizeof(*r));
+}
+
+/* "2026-11-28" of the day that starts at ms. */
+static void
+day_text(int64_t ms, char *buf, size_t len)
+{
+	char t[SPEND_TIME_MAX];
+
+	if (spend_format_time(ms, t, sizeof(t)) != 0)
+		snprintf(t, sizeof(t), "9999-12-31");
+	snprintf(buf, len, "%.10s", t);
+}
+
+/*
+ * The WHERE clause shared by spend (on calls) and calls: time bounds and
+ * filters, each bound in turn from *n. Empty filter values ask for unset
+ * tags (NULL or ''); the others use the column as is, so its index can.
+ */
+static void
+where_calls(struct sql *s, const struct spend_query *q)
+{
+	size_t i;
+
+	if (q->sq_has_from)
+		sql_add(s, " AND started_at >= ?");
+	if (q->sq_has_to)
+		sql_add(s, " AND started_at < ?");
+	for (i = 0; i < SPEND_FILTER_MAX; i++) {
+		if (q->sq_filter[i] == NULL)
+			continue;
+		sql_add(s, " AND ");
+		if (q->sq_filter[i][0] == '\0') {
+			sql_add(s, dims[i].calls_key);
+			sql_add(s, " = ''");
+		} else {
+			sql_add(s, dims[i].column);
+			sql_add(s, " = ?");
+		}
+	}
+}
+
+/* Bind what where_calls (or the rollup's equivalent) asked for. */
+static int
+bind_where(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
+{
+	char t[SPEND_TIME_MAX];
+	size_t i;
+	int rc = SQLITE_OK;
+
+	if (q->sq_has_from) {
+		if (rollup)
+			day_text(q->sq_from_ms, t, sizeof(t));
+		else if (spend_format_time(q->sq_from_ms, t, sizeof(t)) != 0)
+			return (SQLITE_RANGE);
+		rc = sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT);
+	}
+	if (rc == SQLITE_OK && q->sq_has_to) {
+		if (rollup)
+			day_text(q->sq_to_ms, t, sizeof(t));
+		else if (spend_format_time(q->sq_to_ms, t, sizeof(t)) != 0)
+			return (SQLITE_RANGE);
+		rc = sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT);
+	}
+	for (i = 0; rc == SQLITE_OK && i < SPEND_FILTER_MAX; i++) {
+		if (q->sq_filter[i] == NULL ||
+		    (!rollup && q->sq_filter[i][0] == '\0'))
+			continue;
+		rc = sqlite3_bind_text(
+		    st, ++*n, q->sq_filter[i], -1, SQLITE_STATIC);
+	}
+	return (rc);
+}
+
+/* The spend SQL for q on the rollup or on calls. */
+static void
+spend_sql(struct sql *s, const struct spend_query *q, int rollup)
+{
+	char num[32];
+	size_t i;
+
+	sql_add(s, "SELECT ");
+	for (i = 0; i < q->sq_ngroup; i++) {
+		sql_add(s,
+		    rollup ? dims[q->sq_group[i]].rollup_key
+			   : dims[q->sq_group[i]].calls_key);
+		sql_add(s, ", ");
+	}
+	if (rollup) {
+		sql_add(s,
+		    "ifnull(sum(calls), 0), ifnull(sum(input_tokens), 0),"
+		    " ifnull(sum(output_tokens), 0),"
+		    " ifnull(sum(cost_nusd), 0) FROM calls_daily"
+		    " WHERE 1");
+		if (q->sq_has_from)
+			sql_add(s, " AND day >= ?");
+		if (q->sq_has_to)
+			sql_add(s, " AND day < ?");
+		for (i = 0; i < SPEND_FILTER_MAX; i++)
+			if (q->sq_filter[i] != NULL) {
+				sql_add(s, " AND ");
+				sql_add(s, dims[i].rollup_key);
+				sql_add(s, " = ?");
+			}
+	} else {
+		sql_add(s,
+		    "count(*), ifnull(sum(input_tokens), 0),"
+		    " ifnull(sum(output_tokens), 0),"
+		    " ifnull(sum(cost_nusd), 0) FROM calls"
+		    " WHERE status <> 'in_flight'");
+		where_calls(s, q);
+	}
+	if (q->sq_ngroup == 0)
+		return;
+	sql_add(s, " GROUP BY ");
+	for (i = 0; i < q->sq_ngroup; i++) {
+		snprintf(num, sizeof(num), "%s%zu", i > 0 ? ", " : "", i + 1);
+		sql_add(s, num);
+	}
+	snprintf(num, sizeof(num), " ORDER BY %zu DESC", q->sq_ngroup + 4);
+	sql_add(s, num);
+	for (i = 0; i < q->sq_ngroup; i++) {
+		snprintf(num, sizeof(num), ", %zu", i + 1);
+		sql_add(s, num);
+	}
+}
+
+static int
+add_checked(int64_t *sum, int64_t v)
+{
+	return (__builtin_add_overflow(*sum, v, sum) ? -1 : 0);
+}
+
+/*
+ * Answer a spend query into r (rows ordered by cost descending, then by
+ * their keys, and the total). -1 with a cause when the database fails or
+ * the answer would pass SPEND_ROWS_MAX groups.
+ */
+int
+spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
+    char **cause)
+{
+	struct sql s = {{0}, 0};
+	struct spend_row *row;
+	sqlite3_stmt *st = NULL;
+	const unsigned char *t;
+	size_t i, cap = 0;
+	int rollup, rc, n = 0;
+
+	memset(r, 0, sizeof(*r));
+	rollup = q->sq_path == SPEND_PATH_ROLLUP ||
+	    (q->sq_path == SPEND_PATH_AUTO && spend_rollup_usable(q));
+	if (rollup && !spend_rollup_usable(q)) {
+		*cause = xstrdup("the rollup cannot answer this query");
+		return (-1);
+	}
+	r->sr_rollup = rollup;
+	spend_sql(&s, q, rollup);
+	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
+		SQLITE_OK ||
+	    (rc = bind_where(st, q, rollup, &n)) != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (r->sr_nrows == SPEND_ROWS_MAX) {
+			xasprintf(cause,
+			    "group_by: more than %d groups; narrow "
+			    "the query with filters or a shorter "
+			    "period",
+			    SPEND_ROWS_MAX);
+			goto out;
+		}
+		if (r->sr_nrows == cap) {
+			cap = cap == 0 ? 64 : cap * 2;
+			r->sr_rows =
+			    xreallocarray(r->sr_rows, cap, sizeof(*row));
+		}
+		row = &r->sr_rows[r->sr_nrows++];
+		memset(row, 0, sizeof(*row));
+		for (i = 0; i < q->sq_ngroup; i++) {
+			t = sqlite3_column_text(st, (int)i);
+			if (t != NULL && *t != '\0')
+				row->sr_keys[i] = xstrdup((const char *)t);
+		}
+		row->sr_calls = sqlite3_column_int64(st, (int)i);
+		row->sr_input_tokens = sqlite3_column_int64(st, (int)i + 1);
+		row->sr_output_tokens = sqlite3_column_int64(st, (int)i + 2);
+		row->sr_cost_nusd = sqlite3_column_int64(st, (int)i + 3);
+		if (add_checked(&r->sr_total.sr_calls, row->sr_calls) != 0 ||
+		    add_checked(&r->sr_total.sr_input_tokens,
+			row->sr_input_tokens) != 0 ||
+		    add_checked(&r->sr_total.sr_output_tokens,
+			row->sr_output_tokens) != 0 ||
+		    add_checked(&r->sr_total.sr_cost_nusd, row->sr_cost_nusd) !=
+			0) {
+			*cause = xstrdup("total: integer overflow");
+			goto out;
+		}
+	}
+	if (rc != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(st);
+	return (0);
+fail:
+	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
+out:
+	sqlite3_finalize(st);
+	spend_result_free(r);
+	return (-1);
+}
+
+/* One column of a calls row as a JSON value (cost_nusd adds cost_usd). */
+static void
+calls_column(struct spend_out *o, sqlite3_stmt *st, int i)
+{
+	const char *name = sqlite3_column_name(st, i);
+
+	spend_out_json_str(o, name);
+	spend_out_add(o, ":", 1);
+	switch (sqlite3_column_type(st, i)) {
+	case SQLITE_NULL:
+		spend_out_add(o, "null", 4);
+		break;
+	case SQLITE_INTEGER:
+		spend_out_printf(
+		    o, "%" PRId64, (int64_t)sqlite3_column_int64(st, i));
+		if (strcmp(name, "cost_nusd") == 0) {
+			spend_out_add(o, ",\"cost_usd\":", 12);
+			spend_out_usd(o, sqlite3_column_int64(st, i));
+		}
+		break;
+	default:
+		spend_out_json_str(o, (const char *)sqlite3_column_text(st, i));
+		break;
+	}
+}
+
+/* Table columns of tollgate calls: name, width (negative: left-aligned). */
+static const struct {
+	const char *name;
+	int width;
+} call_cols[] = {
+    {"started_at", -24},
+    {"id", -26},
+    {"status", -14},
+    {"provider", -9},
+    {"model", -24},
+    {"team", -14},
+    {"input_tokens", 12},
+    {"output_tokens", 13},
+    {"cost_nusd", 14},
+};
+
+static void
+calls_table_row(struct spend_out *o, sqlite3_stmt *st, int *map)
+{
+	const unsigned char *t;
+	size_t i;
+
+	for (i = 0; i < nitems(call_cols); i++) {
+		if (i > 0)
+			spend_out_add(o, "  ", 2);
+		if (strcmp(call_cols[i].name, "cost_nusd") == 0) {
+			struct spend_out usd;
+
+			spend_out_init(&usd, 64);
+			spend_out_usd(&usd, sqlite3_column_int64(st, map[i]));
+			spend_out_printf(o, "%*.*s", call_cols[i].width,
+			    (int)usd.so_len, usd.so_buf);
+			spend_out_free(&usd);
+			continue;
+		}
+		t = sqlite3_column_text(st, map[i]);
+		spend_out_printf(o, "%*s", call_cols[i].width,
+		    t != NULL ? (const char *)t : "-");
+	}
+	spend_out_add(o, "\n", 1);
+}
+
+/*
+ * Answer a calls query into o: newest first (started_at, then id,
+ * descending), at most sq_limit rows after the cursor, and next_cursor
+ * when there are more. Keyset paging: a page starts strictly after the
+ * last row of the one before, so rows that arrive meanwhile (newer, or
+ * not) are never shown twice and never shift the pages.
+ */
+int
+spend_calls(
+    sqlite3 *db, const struct spend_query *q, struct spend_out *o, char **cause)
+{
+	struct sql s = {{0}, 0};
+	sqlite3_stmt *st = NULL;
+	char *cursor = NULL, *last_at = NULL, *last_id = NULL;
+	int map[nitems(call_cols)];
+	int rc, n = 0, i, ncol, count = 0;
+	size_t k;
+
+	sql_add(&s, "SELECT * FROM calls WHERE 1");
+	where_calls(&s, q);
+	if (q->sq_status != NULL)
+		sql_add(&s, " AND status = ?");
+	if (q->sq_cursor_at != NULL)
+		sql_add(&s,
+		    " AND (started_at < ? OR (started_at = ? AND"
+		    " id < ?))");
+	sql_add(&s, " ORDER BY started_at DESC, id DESC LIMIT ?");
+	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
+		SQLITE_OK ||
+	    (rc = bind_where(st, q, 0, &n)) != SQLITE_OK)
+		goto fail;
+	if (q->sq_status != NULL &&
+	    (rc = sqlite3_bind_text(
+		 st, ++n, q->sq_status, -1, SQLITE_STATIC)) != SQLITE_OK)
+		goto fail;
+	if (q->sq_cursor_at != NULL &&
+	    ((rc = sqlite3_bind_text(
+		  st, ++n, q->sq_cursor_at, -1, SQLITE_STATIC)) != SQLITE_OK ||
+		(rc = sqlite3_bind_text(st, ++n, q->sq_cursor_at, -1,
+		     SQLITE_STATIC)) != SQLITE_OK ||
+		(rc = sqlite3_bind_text(st, ++n, q->sq_cursor_id, -1,
+		     SQLITE_STATIC)) != SQLITE_OK))
+		goto fail;
+	if ((rc = sqlite3_bind_int(st, ++n, q->sq_limit + 1)) != SQLITE_OK)
+		goto fail;
+
+	ncol = sqlite3_column_count(st);
+	for (k = 0; k < nitems(call_cols); k++) {
+		map[k] = 0;
+		for (i = 0; i < ncol; i++)
+			if (strcmp(sqlite3_column_name(st, i),
+				call_cols[k].name) == 0)
+				map[k] = i;
+	}
+	if (q->sq_format == SPEND_FORMAT_TABLE) {
+		for (k = 0; k < nitems(call_cols); k++)
+			spend_out_printf(o, "%s%*s", k > 0 ? "  " : "",
+			    call_cols[k].width,
+			    strcmp(call_cols[k].name, "cost_nusd") == 0
+				? "cost_usd"
+				: call_cols[k].name);
+		spend_out_add(o, "\n", 1);
+	} else
+		spend_out_add(o, "{\"calls\":[", 10);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (count == q->sq_limit) {
+			cursor = spend_cursor_encode(last_at, last_id);
+			break;
+		}
+		free(last_at);
+		free(last_id);
+		last_at =
+		    xstrdup((const char *)sqlite3_column_text(st, map[0]));
+		last_id =
+		    xstrdup((const char *)sqlite3_column_text(st, map[1]));
+		if (q->sq_format == SPEND_FORMAT_TABLE)
+			calls_table_row(o, st, map);
+		else {
+			spend_out_add(
+			    o, count > 0 ? ",{" : "{", count > 0 ? 2 : 1);
+			for (i = 0; i < ncol; i++) {
+				if (i > 0)
+					spend_out_add(o, ",", 1);
+				calls_column(o, st, i);
+			}
+			spend_out_add(o, "}", 1);
+		}
+		count++;
+	}
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		goto fail;
+	if (q->sq_format == SPEND_FORMAT_TABLE) {
+		if (cursor != NULL)
+			spend_out_printf(o, "(more: --cursor %s)\n", cursor);
+	} else {
+		spend_out_add(o, "],\"next_cursor\":", 16);
+		if (cursor != NULL)
+			spend_out_json_str(o, cursor);
+		else
+			spend_out_add(o, "null", 4);
+		spend_out_add(o, "}\n", 2);
+	}
+	free(cursor);
+	free(last_at);
+	free(last_id);
+	sqlite3_finalize(st);
+	return (0);
+fail:
+	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
+	free(cursor);
+	free(last_at);
+	free(last_id);
+	sqlite3_finalize(st);
+	return (-1);
+}
