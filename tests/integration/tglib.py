@@ -440,7 +440,7 @@ class Tollgate(Proc):
                          r"status=(\d+)")
 
     def __init__(self, tmpdir, config_text, name="tollgate", verbose=False,
-                 args=(), wait=True):
+                 args=(), wait=True, env=None):
         if not TOLLGATE_BIN:
             raise AssertionError("TOLLGATE_BIN is not set and no build found")
         self.config_path = os.path.join(tmpdir, name + ".yaml")
@@ -448,7 +448,16 @@ class Tollgate(Proc):
         self.write_config(config_text)
         argv = [TOLLGATE_BIN, "-d"] + (["-v"] if verbose else []) + \
             ["-c", self.config_path] + list(args)
-        Proc.__init__(self, name, argv, tmpdir)
+        # env: variables to add to (or, with None values, drop from) ours.
+        child_env = None
+        if env:
+            child_env = dict(os.environ)
+            for k, v in env.items():
+                if v is None:
+                    child_env.pop(k, None)
+                else:
+                    child_env[k] = v
+        Proc.__init__(self, name, argv, tmpdir, env=child_env)
         self.port = None
         if wait:
             self.wait_listening()
@@ -458,6 +467,10 @@ class Tollgate(Proc):
         # refused), so one not named in the config gets its own file.
         if not re.search(r"^ledger:", text, re.M):
             text += "\nledger:\n  path: data/%s.db\n" % self.ledger_name
+        # The admin API's default port is fixed (8788): tests running side
+        # by side each take an ephemeral one unless the config says.
+        if not re.search(r"^admin:", text, re.M):
+            text += "\nadmin:\n  listen: 127.0.0.1:0\n"
         tmp = self.config_path + ".new"
         with open(tmp, "w") as f:
             f.write(text)
@@ -994,12 +1007,13 @@ class TGTestCase(unittest.TestCase):
         return fp
 
     def tollgate(self, config_text=None, upstreams=None, limits=None,
-                 extra=None, name="tollgate", verbose=False, args=()):
+                 extra=None, name="tollgate", verbose=False, args=(),
+                 env=None):
         if config_text is None:
             config_text = make_config(upstreams or {}, limits=limits,
                                       extra=extra)
         tg = Tollgate(self.tmp, config_text, name=name, verbose=verbose,
-                      args=args, wait=False)
+                      args=args, wait=False, env=env)
         self._procs.append(tg)
         tg.wait_listening()
         return tg

@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The admin API's private header, shared by admin.c (requests, checks,
+ * replies, on the loop thread) and reader.c (the query thread and its
+ * queue). The public contract is include/tollgate/admin.h.
+ */
+#ifndef TOLLGATE_ADMIN_INT_H
+#define TOLLGATE_ADMIN_INT_H
+
+#include <stddef.h>
+
+#include "tollgate/spend.h"
+
+struct conn;
+struct event_base;
+struct http_request;
+struct admin_job;
+
+/* Largest request body the admin API reads (POST /v1/reload). */
+#define ADMIN_BODY_MAX (64 * 1024)
+/* Queries waiting for or running on the reader thread; 503 beyond. */
+#define ADMIN_QUEUE_MAX 32
+
+/* One admin request; owned by admin.c until it is answered. */
+struct admin_req {
+	struct conn *ar_conn; /* borrowed; NULL once the client has gone */
+	unsigned long long ar_conn_id;
+	struct http_request *ar_req; /* owned once ar_started */
+	int ar_started; /* the body is read; the request is ours */
+	int ar_ep; /* index into the endpoint table */
+	long long ar_t0_us;
+	char ar_method[16];
+	char ar_path[96]; /* escaped, without the query, for the log */
+	struct admin_job *ar_job; /* on the reader, or NULL */
+};
+
+/*
+ * A query for the reader thread. The loop fills the input, the thread the
+ * output; the job moves between them through reader.c's queues, so only
+ * one side touches it at a time. aj_req is the loop's alone: it is cleared
+ * when the client leaves, and the finished job is then dropped.
+ */
+struct admin_job {
+	/* input, set before reader_submit */
+	enum spend_kind aj_kind;
+	char *aj_query; /* the raw query string, "" if none */
+	/* output, set by the thread */
+	struct spend_out aj_out;
+	int aj_status; /* spend_answer's HTTP status */
+	const char *aj_ctype; /* its content type (a literal) */
+	char *aj_err; /* why, when not 200 */
+	long long aj_run_us;
+	/* loop thread only */
+	struct admin_req *aj_req;
+	struct admin_job *aj_next;
+};
+
+/* admin.c */
+void admin_job_done(struct admin_job *);
+void admin_job_free(struct admin_job *);
+
+/* reader.c */
+int reader_start(struct event_base *, const char *, char **);
+int reader_submit(struct admin_job *);
+void reader_stop(void);
+
+#endif
