@@ -5,6 +5,7 @@
  *   tollgate [-dv] [-c file] [serve]   run the proxy
  *   tollgate check [-c file]            validate a config and exit
  *   tollgate -n [-c file]               the same, relayd-style
+ *   tollgate spend|calls ...            read the ledger (cli.c)
  *
  * SIGHUP reloads the configuration (a bad file keeps the old one and logs
  * every error); SIGTERM and SIGINT stop accepting, let calls in flight
@@ -26,6 +27,7 @@
 #include "tollgate/log.h"
 #include "tollgate/pricing.h"
 #include "tollgate/session.h"
+#include "tollgate/spend.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
 
@@ -251,6 +253,11 @@ main(int argc, char *argv[])
 	char resolved[PATH_MAX];
 	int rc;
 
+	/* Read-only ledger queries: their own flags, no daemon (cli.c). */
+	if (argc > 1 && strcmp(argv[1], "spend") == 0)
+		return (cli_spend(argc - 1, argv + 1));
+	if (argc > 1 && strcmp(argv[1], "calls") == 0)
+		return (cli_calls(argc - 1, argv + 1));
 	parse_opts(argc, argv, &o);
 	argc -= optind;
 	argv += optind;
