@@ -603,11 +603,13 @@ spend_query_parse(
 			*next++ = '\0';
 		if (*p == '\0')
 			continue;
-		if ((eq = strchr(p, '=')) != NULL) {
-			*eq = '\0';
-			val = eq + 1;
-		} else
-			val = eq = p + strlen(p);
+		if ((eq = strchr(p, '=')) == NULL) {
+			safe_copy(safe, sizeof(safe), p);
+			xasprintf(cause, "%s: expected %s=VALUE", safe, safe);
+			goto fail;
+		}
+		*eq = '\0';
+		val = eq + 1;
 		if (form_decode(p) != 0) {
 			safe_copy(safe, sizeof(safe), p);
 			xasprintf(cause,

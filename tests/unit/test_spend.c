@@ -301,6 +301,7 @@ test_param_errors(void **state)
 	    {SPEND_KIND_SPEND, "group_by=team;DROP TABLE calls",
 		"group_by: unknown dimension 'team;DROP TABLE calls'"},
 	    {SPEND_KIND_SPEND, "te%01am=x", "unknown parameter 'te?am'"},
+	    {SPEND_KIND_SPEND, "team", "team: expected team=VALUE"},
 	    {SPEND_KIND_CALLS, "group_by=team", "unknown parameter 'group_by'"},
 	    {SPEND_KIND_CALLS, "format=csv", "format: expected json or table"},
 	    {SPEND_KIND_CALLS, "limit=0", "limit: expected a number from 1"},
