@@ -425,8 +425,8 @@ test_totals(void **state)
 	static const char *groups[] = {"", "team", "tenant", "agent_class",
 	    "environment", "intent", "model", "provider", "day", "month",
 	    "team,agent_class", "month,team", "provider,model,day",
-	    "team,tenant,agent_class,environment,intent,model,provider,day,"
-	    "month"};
+	    ("team,tenant,agent_class,environment,intent,model,provider,day,"
+	     "month")};
 	static const struct {
 		const char *qs, *from, *to;
 	} ranges[] = {
