@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "tollgate/admin.h"
 #include "tollgate/config.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
@@ -136,6 +137,7 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 		drain_deadline_us = monotime_us() +
 		    server_config()->cf_drain_timeout_ms * 1000LL;
 		listener_drain(proxy);
+		admin_drain(); /* admin queries are cut at exit, not waited for */
 		drain_timer = evtimer_new(base, drain_check_cb, NULL);
 		drain_check_cb(-1, 0, NULL);
 		break;
@@ -172,7 +174,9 @@ cmd_serve(int foreground)
 	session_setup(base);
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
-		 &session_listener_ops, "proxy")) == NULL) {
+		 &session_listener_ops, "proxy")) == NULL ||
+	    admin_start(base, cf, config_path) == -1) {
+		listener_free(proxy);
 		ledger_close();
 		upstream_shutdown();
 		server_set_config(NULL);
@@ -197,6 +201,7 @@ cmd_serve(int foreground)
 	event_base_dispatch(base);
 
 	listener_free(proxy);
+	admin_stop();
 	session_abort_all();
 	ledger_close();
 	upstream_shutdown();
