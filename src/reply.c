@@ -41,8 +41,14 @@ http_reason(int status)
 		return ("Length Required");
 	case 413:
 		return ("Content Too Large");
+	case 415:
+		return ("Unsupported Media Type");
 	case 417:
 		return ("Expectation Failed");
+	case 421:
+		return ("Misdirected Request");
+	case 422:
+		return ("Unprocessable Content");
 	case 429:
 		return ("Too Many Requests");
 	case 431:
