@@ -49,6 +49,7 @@ enum spend_path {
 	SPEND_PATH_AUTO,
 	SPEND_PATH_ROLLUP, /* calls_daily; only if the query allows it */
 	SPEND_PATH_CALLS, /* calls, on its started_at index */
+	SPEND_PATH_MIXED, /* calls_daily for whole days, calls for the rest */
 };
 
 /* Bounds: a bad request is refused rather than answered without end. */
@@ -92,7 +93,7 @@ struct spend_result {
 	struct spend_row *sr_rows;
 	size_t sr_nrows;
 	struct spend_row sr_total; /* no keys */
-	int sr_rollup; /* answered from calls_daily */
+	enum spend_path sr_path; /* which answered (never AUTO) */
 };
 
 /* A bounded output buffer; so_full is set once a write would pass so_max. */

@@ -122,13 +122,13 @@ whole_days(const struct spend_query *q)
 	    (!q->sq_has_to || q->sq_to_ms % DAY_MS == 0));
 }
 
-/* Can calls_daily answer q: every dimension a rollup column, whole days. */
-int
-spend_rollup_usable(const struct spend_query *q)
+/* Every dimension q groups or filters by is a rollup column. */
+static int
+rollup_dims(const struct spend_query *q)
 {
 	size_t i;
 
-	if (q->sq_kind != SPEND_KIND_SPEND || !whole_days(q))
+	if (q->sq_kind != SPEND_KIND_SPEND)
 		return (0);
 	for (i = 0; i < q->sq_ngroup; i++)
 		if (dims[q->sq_group[i]].rollup_key == NULL)
@@ -137,6 +137,32 @@ spend_rollup_usable(const struct spend_query *q)
 		if (q->sq_filter[i] != NULL && dims[i].rollup_key == NULL)
 			return (0);
 	return (1);
+}
+
+/* Can calls_daily answer q: every dimension a rollup column, whole days. */
+int
+spend_rollup_usable(const struct spend_query *q)
+{
+	return (rollup_dims(q) && whole_days(q));
+}
+
+/*
+ * The whole days inside q's period, [*lo, *hi) in Unix ms (0 where q has
+ * no bound): the rollup answers them and calls the partial days at either
+ * end. 0 when there is no whole day inside, or a dimension is not in the
+ * rollup.
+ */
+static int
+mixed_days(const struct spend_query *q, int64_t *lo, int64_t *hi)
+{
+	*lo = *hi = 0;
+	if (!rollup_dims(q))
+		return (0);
+	if (q->sq_has_from)
+		*lo = (q->sq_from_ms + DAY_MS - 1) / DAY_MS * DAY_MS;
+	if (q->sq_has_to)
+		*hi = q->sq_to_ms / DAY_MS * DAY_MS;
+	return (!q->sq_has_from || !q->sq_has_to || *lo < *hi);
 }
 
 /* Free the rows of a result; it can be used again. */
@@ -164,19 +190,14 @@ day_text(int64_t ms, char *buf, size_t len)
 }
 
 /*
- * The WHERE clause shared by spend (on calls) and calls: time bounds and
- * filters, each bound in turn from *n. Empty filter values ask for unset
- * tags (NULL or ''); the others use the column as is, so its index can.
+ * Filters on calls. Empty values ask for unset tags (NULL or ''); the
+ * others use the column as is, so its index can.
  */
 static void
-where_calls(struct sql *s, const struct spend_query *q)
+where_filters(struct sql *s, const struct spend_query *q)
 {
 	size_t i;
 
-	if (q->sq_has_from)
-		sql_add(s, " AND started_at >= ?");
-	if (q->sq_has_to)
-		sql_add(s, " AND started_at < ?");
 	for (i = 0; i < SPEND_FILTER_MAX; i++) {
 		if (q->sq_filter[i] == NULL)
 			continue;
@@ -191,28 +212,56 @@ where_calls(struct sql *s, const struct spend_query *q)
 	}
 }
 
-/* Bind what where_calls (or the rollup's equivalent) asked for. */
+/* The WHERE clause shared by spend on calls and by calls: time, filters. */
+static void
+where_calls(struct sql *s, const struct spend_query *q)
+{
+	if (q->sq_has_from)
+		sql_add(s, " AND started_at >= ?");
+	if (q->sq_has_to)
+		sql_add(s, " AND started_at < ?");
+	where_filters(s, q);
+}
+
+/* The rollup's WHERE for days [lo, hi) (has_*: bounded) and filters. */
+static void
+where_rollup(struct sql *s, const struct spend_query *q)
+{
+	size_t i;
+
+	sql_add(s, " WHERE 1");
+	if (q->sq_has_from)
+		sql_add(s, " AND day >= ?");
+	if (q->sq_has_to)
+		sql_add(s, " AND day < ?");
+	for (i = 0; i < SPEND_FILTER_MAX; i++)
+		if (q->sq_filter[i] != NULL) {
+			sql_add(s, " AND ");
+			sql_add(s, dims[i].rollup_key);
+			sql_add(s, " = ?");
+		}
+}
+
+/* Bind a time, as a day for the rollup or as the ledger writes it. */
 static int
-bind_where(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
+bind_time(sqlite3_stmt *st, int *n, int64_t ms, int day)
 {
 	char t[SPEND_TIME_MAX];
+
+	if (day)
+		day_text(ms, t, sizeof(t));
+	else if (spend_format_time(ms, t, sizeof(t)) != 0)
+		return (SQLITE_RANGE);
+	return (sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT));
+}
+
+/* Bind the filters where_filters (rollup: where_rollup) asked for. */
+static int
+bind_filters(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
+{
 	size_t i;
 	int rc = SQLITE_OK;
 
-	if (q->sq_has_from) {
-		if (rollup)
-			day_text(q->sq_from_ms, t, sizeof(t));
-		else if (spend_format_time(q->sq_from_ms, t, sizeof(t)) != 0)
-			return (SQLITE_RANGE);
-		rc = sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT);
-	}
-	if (rc == SQLITE_OK && q->sq_has_to) {
-		if (rollup)
-			day_text(q->sq_to_ms, t, sizeof(t));
-		else if (spend_format_time(q->sq_to_ms, t, sizeof(t)) != 0)
-			return (SQLITE_RANGE);
-		rc = sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT);
-	}
 	for (i = 0; rc == SQLITE_OK && i < SPEND_FILTER_MAX; i++) {
 		if (q->sq_filter[i] == NULL ||
 		    (!rollup && q->sq_filter[i][0] == '\0'))
@@ -223,43 +272,101 @@ bind_where(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
 	return (rc);
 }
 
-/* The spend SQL for q on the rollup or on calls. */
+/* Bind what where_calls or where_rollup asked for, with q's bounds. */
+static int
+bind_where(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
+{
+	int rc = SQLITE_OK;
+
+	if (q->sq_has_from)
+		rc = bind_time(st, n, q->sq_from_ms, rollup);
+	if (rc == SQLITE_OK && q->sq_has_to)
+		rc = bind_time(st, n, q->sq_to_ms, rollup);
+	if (rc == SQLITE_OK)
+		rc = bind_filters(st, q, rollup, n);
+	return (rc);
+}
+
+static const char sums_rollup[] =
+    "ifnull(sum(calls), 0), ifnull(sum(input_tokens), 0),"
+    " ifnull(sum(output_tokens), 0), ifnull(sum(cost_nusd), 0)";
+static const char sums_calls[] =
+    "count(*), ifnull(sum(input_tokens), 0),"
+    " ifnull(sum(output_tokens), 0), ifnull(sum(cost_nusd), 0)";
+
+/* The group keys of a SELECT, each followed by ", " (AS kN if alias). */
 static void
-spend_sql(struct sql *s, const struct spend_query *q, int rollup)
+select_keys(struct sql *s, const struct spend_query *q, int rollup, int alias)
+{
+	char as[32];
+	size_t i;
+
+	for (i = 0; i < q->sq_ngroup; i++) {
+		if (alias == 2) {
+			snprintf(as, sizeof(as), "k%zu, ", i);
+			sql_add(s, as);
+			continue;
+		}
+		sql_add(s,
+		    rollup ? dims[q->sq_group[i]].rollup_key
+			   : dims[q->sq_group[i]].calls_key);
+		if (alias) {
+			snprintf(as, sizeof(as), " AS k%zu", i);
+			sql_add(s, as);
+		}
+		sql_add(s, ", ");
+	}
+}
+
+/*
+ * The spend SQL for q on one path. MIXED sums the rollup's whole days and
+ * the calls of the partial days at the ends ([from, lo) and [hi, to)) in
+ * one UNION ALL, grouped again outside.
+ */
+static void
+spend_sql(struct sql *s, const struct spend_query *q, enum spend_path path)
 {
 	char num[32];
 	size_t i;
 
 	sql_add(s, "SELECT ");
-	for (i = 0; i < q->sq_ngroup; i++) {
-		sql_add(s,
-		    rollup ? dims[q->sq_group[i]].rollup_key
-			   : dims[q->sq_group[i]].calls_key);
-		sql_add(s, ", ");
-	}
-	if (rollup) {
-		sql_add(s,
-		    "ifnull(sum(calls), 0), ifnull(sum(input_tokens), 0),"
-		    " ifnull(sum(output_tokens), 0),"
-		    " ifnull(sum(cost_nusd), 0) FROM calls_daily"
-		    " WHERE 1");
-		if (q->sq_has_from)
-			sql_add(s, " AND day >= ?");
-		if (q->sq_has_to)
-			sql_add(s, " AND day < ?");
-		for (i = 0; i < SPEND_FILTER_MAX; i++)
-			if (q->sq_filter[i] != NULL) {
-				sql_add(s, " AND ");
-				sql_add(s, dims[i].rollup_key);
-				sql_add(s, " = ?");
-			}
-	} else {
-		sql_add(s,
-		    "count(*), ifnull(sum(input_tokens), 0),"
-		    " ifnull(sum(output_tokens), 0),"
-		    " ifnull(sum(cost_nusd), 0) FROM calls"
-		    " WHERE status <> 'in_flight'");
+	if (path == SPEND_PATH_ROLLUP) {
+		select_keys(s, q, 1, 0);
+		sql_add(s, sums_rollup);
+		sql_add(s, " FROM calls_daily");
+		where_rollup(s, q);
+	} else if (path == SPEND_PATH_CALLS) {
+		select_keys(s, q, 0, 0);
+		sql_add(s, sums_calls);
+		sql_add(s, " FROM calls WHERE status <> 'in_flight'");
 		where_calls(s, q);
+	} else {
+		select_keys(s, q, 0, 2);
+		sql_add(s,
+		    "ifnull(sum(c), 0), ifnull(sum(i), 0),"
+		    " ifnull(sum(o), 0), ifnull(sum(n), 0) FROM (SELECT ");
+		select_keys(s, q, 1, 1);
+		sql_add(s,
+		    "calls AS c, input_tokens AS i, output_tokens AS o,"
+		    " cost_nusd AS n FROM calls_daily");
+		where_rollup(s, q);
+		sql_add(s, " UNION ALL SELECT ");
+		select_keys(s, q, 0, 1);
+		sql_add(s,
+		    "1, input_tokens, output_tokens, cost_nusd FROM calls"
+		    " WHERE status <> 'in_flight' AND (");
+		/* No "0 OR": it would hide the ranges from the index. */
+		if (q->sq_has_from)
+			sql_add(s, "(started_at >= ? AND started_at < ?)");
+		if (q->sq_has_from && q->sq_has_to)
+			sql_add(s, " OR ");
+		if (q->sq_has_to)
+			sql_add(s, "(started_at >= ? AND started_at < ?)");
+		if (!q->sq_has_from && !q->sq_has_to)
+			sql_add(s, "0");
+		sql_add(s, ")");
+		where_filters(s, q);
+		sql_add(s, ")");
 	}
 	if (q->sq_ngroup == 0)
 		return;
@@ -274,6 +381,31 @@ spend_sql(struct sql *s, const struct spend_query *q, int rollup)
 		snprintf(num, sizeof(num), ", %zu", i + 1);
 		sql_add(s, num);
 	}
+}
+
+/* Bind the MIXED query: the rollup's days, the partial days, filters. */
+static int
+bind_mixed(sqlite3_stmt *st, const struct spend_query *q, int64_t lo,
+    int64_t hi, int *n)
+{
+	int rc = SQLITE_OK;
+
+	if (q->sq_has_from)
+		rc = bind_time(st, n, lo, 1);
+	if (rc == SQLITE_OK && q->sq_has_to)
+		rc = bind_time(st, n, hi, 1);
+	if (rc == SQLITE_OK)
+		rc = bind_filters(st, q, 1, n);
+	/* mixed_days made from <= lo < hi <= to: both ends are in order. */
+	if (rc == SQLITE_OK && q->sq_has_from &&
+	    (rc = bind_time(st, n, q->sq_from_ms, 0)) == SQLITE_OK)
+		rc = bind_time(st, n, lo, 0);
+	if (rc == SQLITE_OK && q->sq_has_to &&
+	    (rc = bind_time(st, n, hi, 0)) == SQLITE_OK)
+		rc = bind_time(st, n, q->sq_to_ms, 0);
+	if (rc == SQLITE_OK)
+		rc = bind_filters(st, q, 0, n);
+	return (rc);
 }
 
 static int
@@ -295,21 +427,35 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 	struct spend_row *row;
 	sqlite3_stmt *st = NULL;
 	const unsigned char *t;
+	enum spend_path path;
+	int64_t lo = 0, hi = 0;
 	size_t i, cap = 0;
-	int rollup, rc, n = 0;
+	int rc, n = 0;
 
 	memset(r, 0, sizeof(*r));
-	rollup = q->sq_path == SPEND_PATH_ROLLUP ||
-	    (q->sq_path == SPEND_PATH_AUTO && spend_rollup_usable(q));
-	if (rollup && !spend_rollup_usable(q)) {
-		*cause = xstrdup("the rollup cannot answer this query");
+	if ((path = q->sq_path) == SPEND_PATH_AUTO) {
+		if (spend_rollup_usable(q))
+			path = SPEND_PATH_ROLLUP;
+		else if (mixed_days(q, &lo, &hi))
+			path = SPEND_PATH_MIXED;
+		else
+			path = SPEND_PATH_CALLS;
+	}
+	if ((path == SPEND_PATH_ROLLUP && !spend_rollup_usable(q)) ||
+	    (path == SPEND_PATH_MIXED && !mixed_days(q, &lo, &hi))) {
+		*cause = xstrdup("the rollup cannot answer this query (it has "
+				 "no intent, and no part of a day)");
 		return (-1);
 	}
-	r->sr_rollup = rollup;
-	spend_sql(&s, q, rollup);
-	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
-		SQLITE_OK ||
-	    (rc = bind_where(st, q, rollup, &n)) != SQLITE_OK)
+	r->sr_path = path;
+	spend_sql(&s, q, path);
+	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) != SQLITE_OK)
+		goto fail;
+	if (path == SPEND_PATH_MIXED)
+		rc = bind_mixed(st, q, lo, hi, &n);
+	else
+		rc = bind_where(st, q, path == SPEND_PATH_ROLLUP, &n);
+	if (rc != SQLITE_OK)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (r->sr_nrows == SPEND_ROWS_MAX) {

@@ -533,15 +533,69 @@ test_rollup_equals_calls(void **state)
 			assert_true(spend_rollup_usable(&q));
 			q.sq_path = SPEND_PATH_ROLLUP;
 			run_ok(&q, &a);
-			assert_true(a.sr_rollup);
+			assert_int_equal(a.sr_path, SPEND_PATH_ROLLUP);
 			q.sq_path = SPEND_PATH_CALLS;
 			run_ok(&q, &b);
-			assert_false(b.sr_rollup);
+			assert_int_equal(b.sr_path, SPEND_PATH_CALLS);
 			assert_same_result(&q, &a, &b, qs);
 			spend_result_free(&a);
 			spend_result_free(&b);
 			spend_query_free(&q);
 		}
+}
+
+/*
+ * Bounds inside a day: the rollup's whole days plus calls for the partial
+ * days at the ends answer exactly as calls alone.
+ */
+static void
+test_mixed_equals_calls(void **state)
+{
+	static const char *extra[] = {
+	    "&from=2026-11-03T10:30:00Z&to=2026-11-20T05:00:00.001Z",
+	    "&from=2026-11-30T23:59:59.999Z",
+	    "&to=2026-11-01T00:00:00.001Z&team=support",
+	    "&from=2026-10-31T12:00:00Z&to=2026-11-02T12:00:00Z&team=",
+	    "&from=2026-11-05&to=2026-11-09T00:00:00.5Z&provider=openai",
+	};
+	static const char *groups[] = {"", "team", "day", "month",
+	    "team,tenant,agent_class,environment,model,provider,day,month",
+	    "provider,model", "environment,agent_class"};
+	struct spend_query q;
+	struct spend_result a, b;
+	char qs[512], *cause = NULL;
+	size_t e, g;
+
+	(void)state;
+	for (e = 0; e < nitems(extra); e++)
+		for (g = 0; g < nitems(groups); g++) {
+			snprintf(qs, sizeof(qs), "group_by=%s%s", groups[g],
+			    extra[e]);
+			parse_ok(&q, SPEND_KIND_SPEND, qs);
+			run_ok(&q, &a);
+			assert_int_equal(a.sr_path, SPEND_PATH_MIXED);
+			q.sq_path = SPEND_PATH_CALLS;
+			run_ok(&q, &b);
+			assert_same_result(&q, &a, &b, qs);
+			spend_result_free(&a);
+			spend_result_free(&b);
+			spend_query_free(&q);
+		}
+
+	/* No whole day inside: calls alone; the rollup is refused. */
+	parse_ok(&q, SPEND_KIND_SPEND,
+	    "from=2026-11-03T10:00:00Z&to=2026-11-04T01:00:00Z");
+	run_ok(&q, &a);
+	assert_int_equal(a.sr_path, SPEND_PATH_CALLS);
+	spend_result_free(&a);
+	q.sq_path = SPEND_PATH_MIXED;
+	assert_int_equal(spend_run(fx.db, &q, &a, &cause), -1);
+	free(cause);
+	cause = NULL;
+	q.sq_path = SPEND_PATH_ROLLUP;
+	assert_int_equal(spend_run(fx.db, &q, &a, &cause), -1);
+	free(cause);
+	spend_query_free(&q);
 }
 
 /* Filters: exact match, empty means unset, injection is just a value. */
@@ -554,7 +608,7 @@ test_filters(void **state)
 	(void)state;
 	parse_ok(&q, SPEND_KIND_SPEND, "team=support&intent=i-2");
 	run_ok(&q, &r);
-	assert_false(r.sr_rollup);
+	assert_int_equal(r.sr_path, SPEND_PATH_CALLS);
 	assert_int_equal(r.sr_total.sr_cost_nusd,
 	    sql_int("SELECT sum(cost_nusd) FROM calls WHERE status <>"
 		    " 'in_flight' AND team = 'support' AND intent = 'i-2'",
@@ -999,6 +1053,7 @@ main(void)
 	    cmocka_unit_test(test_totals),
 	    cmocka_unit_test(test_group_rows),
 	    cmocka_unit_test(test_rollup_equals_calls),
+	    cmocka_unit_test(test_mixed_equals_calls),
 	    cmocka_unit_test(test_filters),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_csv),
