@@ -26,6 +26,7 @@
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
+#include "tollgate/metrics.h"
 #include "tollgate/pricing.h"
 #include "tollgate/session.h"
 #include "tollgate/spend.h"
@@ -210,6 +211,7 @@ cmd_serve(int foreground)
 	if (drain_timer != NULL)
 		event_free(drain_timer);
 	server_set_config(NULL);
+	metrics_reset();
 	event_base_free(base);
 	log_info("exited");
 	return (0);
