@@ -18,6 +18,12 @@
 #include "tollgate/util.h"
 
 #define DAY_MS 86400000LL
+/*
+ * 10000-01-01T00:00:00Z. Times compare as text, which holds for four-digit
+ * years only: later ones are refused, and this one, the end of the date
+ * 9999-12-31, means no upper bound.
+ */
+#define END_MS 253402300800000LL
 
 static const char *dim_names[SPEND_DIM_MAX] = {
     "team",
@@ -190,7 +196,7 @@ spend_parse_time(const char *s, int is_to, int64_t *ms)
 	t = days_from_civil(y, mo, d) * DAY_MS;
 	if (s[10] == '\0') {
 		*ms = is_to ? t + DAY_MS : t;
-		return (0);
+		return (*ms < END_MS || (is_to && *ms == END_MS) ? 0 : -1);
 	}
 	if (s[10] != 'T' && s[10] != 't' && s[10] != ' ')
 		return (-1);
@@ -232,7 +238,7 @@ spend_parse_time(const char *s, int is_to, int64_t *ms)
 		return (-1);
 	t += ((int64_t)h * 3600 + mi * 60 + sec) * 1000 + frac;
 	t -= (int64_t)sign * (oh * 3600 + om * 60) * 1000;
-	if (t < 0)
+	if (t < 0 || t > END_MS || (t == END_MS && !is_to))
 		return (-1);
 	*ms = t;
 	return (0);
@@ -395,7 +401,8 @@ set_month(struct spend_query *q, const char *v)
 	q->sq_to_ms =
 	    days_from_civil(m == 12 ? y + 1 : y, m == 12 ? 1 : m + 1, 1) *
 	    DAY_MS;
-	q->sq_has_from = q->sq_has_to = 1;
+	q->sq_has_from = 1;
+	q->sq_has_to = q->sq_to_ms < END_MS;
 	return (0);
 }
 
@@ -434,7 +441,7 @@ set_one(struct spend_query *q, int p, const char *v, char **cause)
 			return (-1);
 		}
 		if (p == P_TO)
-			q->sq_has_to = 1;
+			q->sq_has_to = q->sq_to_ms < END_MS;
 		else
 			q->sq_has_from = 1;
 		return (0);

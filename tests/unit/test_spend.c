@@ -250,6 +250,11 @@ test_times(void **state)
 	    {"2026-12-01T00:00:00+0100", 0, -1},
 	    {"2026-12-01T00:00:00Zjunk", 0, -1},
 	    {"1969-12-31", 0, -1},
+	    {"9999-12-31", 1, 253402300800000LL},
+	    {"9999-12-31", 0, 253402214400000LL},
+	    {"9999-12-31T23:00:00-05:00", 0, -1},
+	    {"9999-12-31T23:00:00-05:00", 1, -1},
+	    {"9999-12-31T19:00:00-05:00", 1, 253402300800000LL},
 	    {"", 0, -1},
 	    {"yesterday", 0, -1},
 	};
@@ -350,6 +355,15 @@ test_params_ok(void **state)
 
 	parse_ok(&q, SPEND_KIND_SPEND, "month=2026-12");
 	assert_int_equal(q.sq_to_ms - q.sq_from_ms, 31 * DAY_MS);
+	spend_query_free(&q);
+
+	/* The end of 9999 is no upper bound (10000 would not sort as text). */
+	parse_ok(&q, SPEND_KIND_SPEND, "from=2026-11-01&to=9999-12-31");
+	assert_true(q.sq_has_from);
+	assert_false(q.sq_has_to);
+	spend_query_free(&q);
+	parse_ok(&q, SPEND_KIND_SPEND, "month=9999-12");
+	assert_false(q.sq_has_to);
 	spend_query_free(&q);
 
 	parse_ok(&q, SPEND_KIND_SPEND, "group_by=intent");
