@@ -135,6 +135,7 @@ void spend_out_printf(struct spend_out *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
 void spend_out_usd(struct spend_out *, int64_t);
 void spend_out_json_str(struct spend_out *, const char *);
+void spend_out_cell(struct spend_out *, const char *, int);
 void spend_write(const struct spend_query *, const struct spend_result *,
     struct spend_out *);
 int spend_answer(struct sqlite3 *, enum spend_kind, const char *,

@@ -130,6 +130,28 @@ spend_out_json_str(struct spend_out *o, const char *s)
 	spend_out_add(o, "\"", 1);
 }
 
+/*
+ * A table cell padded to width (negative: left-aligned). Control bytes
+ * become '?': values such as a model name came from a provider, and a
+ * table goes to a terminal.
+ */
+void
+spend_out_cell(struct spend_out *o, const char *s, int width)
+{
+	size_t len = strlen(s), w, i;
+	char c;
+
+	w = (size_t)(width < 0 ? -width : width);
+	for (i = len; width > 0 && i < w; i++)
+		spend_out_add(o, " ", 1);
+	for (i = 0; i < len; i++) {
+		c = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+		spend_out_add(o, &c, 1);
+	}
+	for (i = len; width < 0 && i < w; i++)
+		spend_out_add(o, " ", 1);
+}
+
 /* A CSV field (RFC 4180): quoted when it holds , " CR LF or edge spaces. */
 static void
 csv_field(struct spend_out *o, const char *s)
@@ -300,10 +322,12 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 		}
 		if (i == r->sr_nrows && q->sq_ngroup == 0 && r->sr_nrows > 0)
 			break; /* the one row is the total */
-		for (k = 0; k < n; k++)
-			spend_out_printf(o, "%s%*s", k > 0 ? "  " : "",
-			    k < q->sq_ngroup ? -(int)width[k] : (int)width[k],
-			    keys[k]);
+		for (k = 0; k < n; k++) {
+			if (k > 0)
+				spend_out_add(o, "  ", 2);
+			spend_out_cell(o, keys[k],
+			    k < q->sq_ngroup ? -(int)width[k] : (int)width[k]);
+		}
 		spend_out_add(o, "\n", 1);
 	}
 }

@@ -567,8 +567,8 @@ calls_table_row(struct spend_out *o, sqlite3_stmt *st, int *map)
 			continue;
 		}
 		t = sqlite3_column_text(st, map[i]);
-		spend_out_printf(o, "%*s", call_cols[i].width,
-		    t != NULL ? (const char *)t : "-");
+		spend_out_cell(
+		    o, t != NULL ? (const char *)t : "-", call_cols[i].width);
 	}
 	spend_out_add(o, "\n", 1);
 }

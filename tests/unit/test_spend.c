@@ -874,6 +874,23 @@ test_usd(void **state)
 	}
 }
 
+/* Table cells: padded either way, control bytes never reach a terminal. */
+static void
+test_cells(void **state)
+{
+	struct spend_out o;
+
+	(void)state;
+	spend_out_init(&o, 256);
+	spend_out_cell(&o, "ab", 4);
+	spend_out_cell(&o, "|", 1);
+	spend_out_cell(&o, "ab", -4);
+	spend_out_cell(&o, "\x1b[2Jx\x7f", -3);
+	spend_out_cell(&o, "toolong", 3);
+	assert_string_equal(o.so_buf, "  ab|ab  ?[2Jx?toolong");
+	spend_out_free(&o);
+}
+
 /* Page through calls with the cursor; collect the ids seen. */
 static size_t
 page_all(const char *filter, int limit, char ***ids, int insert_between)
@@ -1064,6 +1081,7 @@ main(void)
 	    cmocka_unit_test(test_param_errors),
 	    cmocka_unit_test(test_params_ok),
 	    cmocka_unit_test(test_usd),
+	    cmocka_unit_test(test_cells),
 	    cmocka_unit_test(test_totals),
 	    cmocka_unit_test(test_group_rows),
 	    cmocka_unit_test(test_rollup_equals_calls),
