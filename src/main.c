@@ -46,6 +46,8 @@ static void __attribute__((noreturn)) usage(void)
 	fprintf(stderr,
 	    "usage: tollgate [-dnv] [-c file] [serve]\n"
 	    "       tollgate check [-c file]\n"
+	    "       tollgate spend [options]   (tollgate spend -h)\n"
+	    "       tollgate calls [options]   (tollgate calls -h)\n"
 	    "  -c file  configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -d       stay in the foreground and log to stderr\n"
 	    "  -n       check the configuration and exit\n"
