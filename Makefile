@@ -67,7 +67,7 @@ check: build
 	./$(BUILD)/tollgate check -c $(CONFIG)
 
 format:
-	clang-format -i src/*.c src/*/*.c include/tollgate/*.h tests/*/*.c 2>/dev/null || true
+	clang-format -i $$(git ls-files '*.c' '*.h')
 
 check-format:
 	tools/checksrc.sh

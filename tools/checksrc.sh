@@ -6,7 +6,8 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 status=0
-files=$(git ls-files 'src/*.c' 'src/**/*.c' 'include/*.h' 'include/**/*.h' \
+files=$(git ls-files 'src/*.c' 'src/**/*.c' 'src/*.h' 'src/**/*.h' \
+    'include/*.h' 'include/**/*.h' \
     'tests/*.c' 'tests/**/*.c' 2>/dev/null)
 [ -n "$files" ] || exit 0
 

@@ -147,8 +147,7 @@ int cfg_hostport(
 /* cfgadmin.c */
 void cfgp_admin(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
-void config_check_admin(struct cfgctx *, const struct ynode *,
-    struct config *);
+void config_check_admin(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_admin(struct config *);
 
 /* cfgmeter.c */
@@ -158,8 +157,8 @@ void cfgp_path(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_durability(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
-void cfgp_unknown_action(struct cfgctx *, const struct cfgkey *,
-    const char *, const struct ynode *, void *);
+void cfgp_unknown_action(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
 void cfgp_tag_map(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_tag_list(struct cfgctx *, const struct cfgkey *, const char *,
@@ -170,7 +169,6 @@ void cfgp_api_key_env(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_deployments(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
-void config_check_meter(struct cfgctx *, const struct ynode *,
-    struct config *);
+void config_check_meter(struct cfgctx *, const struct ynode *, struct config *);
 
 #endif
