@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The policy core: budgets, reservations, rate limits, model rules, kills
+ * and alert thresholds, as a pure library. A policy set is parsed from the
+ * config's policies: list (policy_parse); a call's attributes select the
+ * policies that match it, and each of those names one scope (the match
+ * patterns, the per-tag values and the window, never the policy's name),
+ * so editing or renaming a policy neither refills nor empties a budget.
+ * Counters live in memory, keyed by scope and window, and are rebuilt from
+ * the ledger at start-up (policy_rebuild).
+ *
+ * policy_admit reserves a call's worst case on every matching scope at
+ * once, or on none; policy_settle replaces a reservation by the actual
+ * cost and policy_release drops it. Nothing here is thread-safe: every
+ * call runs on the loop thread that owns the counters. Times are Unix ms,
+ * money is integer nano-USD. See docs/internals/policy.md.
+ */
+#ifndef TOLLGATE_POLICY_H
+#define TOLLGATE_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "tollgate/tags.h"
+#include "tollgate/usage.h"
+
+struct cfgctx;
+struct ynode;
+struct price;
+
+/* What a policy can match on: the five tags, then model and provider. */
+#define POLICY_ATTR_MODEL TAG_MAX
+#define POLICY_ATTR_PROVIDER (TAG_MAX + 1)
+#define POLICY_ATTR_MAX (TAG_MAX + 2)
+
+#define POLICY_NAME_MAX 64
+#define POLICY_GLOB_MAX 128
+#define POLICY_THRESHOLDS_MAX 8
+#define POLICY_NEVER INT64_MAX /* reset_at of a total window */
+
+enum policy_window_kind {
+	POLICY_WIN_DAY, /* calendar day, UTC */
+	POLICY_WIN_WEEK, /* ISO week, Monday 00:00 UTC */
+	POLICY_WIN_MONTH, /* calendar month, UTC */
+	POLICY_WIN_TOTAL, /* never resets */
+	POLICY_WIN_ROLLING, /* the last pw_len_ms, sliding */
+};
+
+struct policy_window {
+	enum policy_window_kind pw_kind;
+	int64_t pw_len_ms; /* rolling only: a whole number of minutes */
+};
+
+/* One policy; owned by its set, read-only once parsed. */
+struct policy {
+	char *po_name;
+	size_t po_line; /* where it starts, for messages */
+	char *po_match[POLICY_ATTR_MAX]; /* globs; NULL matches anything */
+	int po_per[TAG_MAX]; /* 1: one budget per value of this tag */
+	struct policy_window po_window;
+	int64_t po_cap_nusd; /* hard_cap_usd; -1: none */
+	int64_t po_alerts[POLICY_THRESHOLDS_MAX]; /* nano-USD, ascending */
+	size_t po_nalerts;
+	int po_rpm; /* rate_limit; 0: none */
+	int po_tpm;
+	int po_concurrent;
+	char **po_allow; /* models.allow globs; none: any */
+	size_t po_nallow;
+	char **po_deny; /* models.deny globs */
+	size_t po_ndeny;
+	int64_t po_max_output; /* ceiling on the output bound; -1: none */
+	int64_t po_default_output; /* bound when none is asked; -1: none */
+	int64_t po_clamp_min; /* clamp.min_output_tokens; -1: no clamp */
+	int po_shadow;
+	int po_killed;
+	char *po_kill_reason; /* NULL if none given */
+};
+
+/* An immutable set of policies, in file order. */
+struct policyset {
+	struct policy *ps_pol;
+	size_t ps_n;
+};
+
+/* A call as the policies see it; everything borrowed. */
+struct policy_call {
+	const char *pc_attr[POLICY_ATTR_MAX]; /* NULL or "": unset */
+	const struct price *pc_price; /* NULL: unpriced */
+	struct call_info pc_info; /* input estimate, output bound, n */
+	int64_t pc_unpriced_nusd; /* worst case when pc_price is NULL */
+};
+
+enum policy_verdict {
+	POLICY_ALLOW,
+	POLICY_CLAMP, /* allowed with a lower output bound (pd_out_bound) */
+	POLICY_REFUSE,
+};
+
+/* Why a call is refused, in the order they are checked. */
+enum policy_reason {
+	POLICY_OK,
+	POLICY_KILLED,
+	POLICY_MODEL_NOT_ALLOWED,
+	POLICY_HARD_CAP,
+	POLICY_RATE_REQUESTS,
+	POLICY_RATE_TOKENS,
+	POLICY_CONCURRENCY,
+};
+
+/* One scope as a refusal or a response header reports it. */
+struct policy_scope {
+	const struct policy *sc_policy; /* borrowed from the set; NULL: none */
+	char sc_per[TAG_MAX][TAG_VALUE_MAX + 1]; /* per-tag values, "" unset */
+	int64_t sc_limit; /* cap in nano-USD, or the rate limit */
+	int64_t sc_spent; /* nano-USD, or requests/tokens in the minute */
+	int64_t sc_reserved; /* nano-USD, or calls in flight */
+	int64_t sc_window_start;
+	int64_t sc_reset_at; /* POLICY_NEVER for total windows */
+	int64_t sc_retry_after_ms; /* rate limits only; else 0 */
+};
+
+struct policy_reservation; /* owned by the caller until settle/release */
+
+struct policy_decision {
+	enum policy_verdict pd_verdict;
+	enum policy_reason pd_reason;
+	/*
+	 * Refused: the refusing scope (for caps, the one with the least
+	 * room). Allowed: the capped scope with the least room left, for
+	 * the response headers; sc_policy NULL when no cap applies.
+	 */
+	struct policy_scope pd_scope;
+	int64_t pd_out_bound; /* output bound to forward; -1: as asked */
+	int64_t pd_worst_nusd; /* what was (or would be) reserved */
+	enum policy_reason pd_shadow_reason; /* a shadow policy would... */
+	struct policy_scope pd_shadow;
+	struct policy_reservation *pd_res; /* allowed: settle or release */
+};
+
+/* One alert threshold crossed, reported once per scope and window. */
+struct policy_alert {
+	struct policy_scope pa_scope; /* sc_spent is the settled spend */
+	int64_t pa_threshold_nusd;
+};
+
+struct policy_counters; /* opaque; one per daemon, kept across reloads */
+
+/* parse.c */
+int policy_parse(
+    struct cfgctx *, const char *, const struct ynode *, struct policyset **);
+void policy_free(struct policyset *);
+int policy_parse_usd(const char *, int64_t *);
+int policy_parse_window(const char *, struct policy_window *);
+
+/* scope.c */
+int policy_glob(const char *, const char *);
+int policy_matches(const struct policy *, const char *const *);
+char *policy_scope_key(const struct policy *, const char *const *);
+void policy_window_at(
+    const struct policy_window *, int64_t, int64_t *, int64_t *);
+const char *policy_reason_name(enum policy_reason);
+
+/* counters.c */
+struct policy_counters *policy_counters_new(void);
+void policy_counters_free(struct policy_counters *);
+size_t policy_counters_gc(struct policy_counters *, int64_t);
+size_t policy_counters_count(const struct policy_counters *);
+int policy_admit(const struct policyset *, struct policy_counters *,
+    const struct policy_call *, int64_t, struct policy_decision *);
+void policy_settle(struct policy_reservation *, int64_t, int64_t, int64_t);
+void policy_release(struct policy_reservation *, int64_t);
+int policy_budget(const struct policy *, struct policy_counters *,
+    const char *const *, int64_t, struct policy_scope *);
+size_t policy_fired(const struct policyset *, struct policy_counters *,
+    const char *const *, int64_t, struct policy_alert *, size_t);
+
+/* rebuild.c */
+int policy_rebuild(struct policy_counters *, const struct policyset *,
+    sqlite3 *, int64_t, char **);
+
+#endif
