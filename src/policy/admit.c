@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * policy_admit: one call against every policy that matches it. The checks
+ * run in the order of enum policy_reason (kill, model rules, hard caps
+ * with the budget-aware clamp, requests per minute, tokens per minute,
+ * concurrency); a shadow policy goes through the same checks but only
+ * notes what it would have done. The first refusal of an enforcing policy
+ * wins, and for caps the scope with the least room is reported. Only when
+ * everything allows is the worst case reserved, on each distinct budget
+ * entry once, and the call counted on each distinct rate entry once.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgate/policy.h"
+#include "tollgate/pricing.h"
+#include "tollgate/util.h"
+
+#include "policy_int.h"
+
+/* The state of one admission while it is being decided. */
+struct admit {
+	const struct policy_call *a_call;
+	const char *const *a_attr;
+	int64_t a_now;
+	struct policy_decision *a_pd;
+	size_t a_n; /* matching policies */
+	const struct policy **a_pol;
+	struct pentry **a_budget; /* per matching policy, or NULL */
+	struct pentry **a_rate;
+	int64_t a_room; /* of the refusing cap so far */
+};
+
+/* The worst case of the call with output bound `bound`. */
+static int64_t
+worst_at(const struct policy_call *c, int64_t bound)
+{
+	struct call_info ci = c->pc_info;
+
+	if (c->pc_price == NULL)
+		return (c->pc_unpriced_nusd);
+	ci.ci_max_output = bound;
+	return (pricing_worst_case(c->pc_price, &ci));
+}
+
+/* Note a refusal by po: enforced, or as the shadow verdict. */
+static int
+refuse(struct admit *a, const struct policy *po, enum policy_reason why,
+    struct policy_scope *sc)
+{
+	struct policy_decision *pd = a->a_pd;
+
+	if (po->po_shadow) {
+		if (pd->pd_shadow_reason == POLICY_OK) {
+			pd->pd_shadow_reason = why;
+			pd->pd_shadow = *sc;
+		}
+		return (0);
+	}
+	if (pd->pd_verdict == POLICY_REFUSE)
+		return (1);
+	pd->pd_verdict = POLICY_REFUSE;
+	pd->pd_reason = why;
+	pd->pd_scope = *sc;
+	return (1);
+}
+
+static int
+model_allowed(const struct policy *po, const char *model)
+{
+	size_t i;
+
+	for (i = 0; i < po->po_ndeny; i++)
+		if (policy_glob(po->po_deny[i], model))
+			return (0);
+	for (i = 0; i < po->po_nallow; i++)
+		if (policy_glob(po->po_allow[i], model))
+			return (1);
+	return (po->po_nallow == 0);
+}
+
+/* The bound after defaults and ceilings of the enforcing policies. */
+static int64_t
+output_bound(struct admit *a)
+{
+	const struct policy *po;
+	int64_t bound = a->a_call->pc_info.ci_max_output, def = -1;
+	size_t i;
+
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if (!po->po_shadow && po->po_default_output != -1 &&
+		    (def == -1 || po->po_default_output < def))
+			def = po->po_default_output;
+	}
+	if (bound < 0)
+		bound = def;
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if (!po->po_shadow && po->po_max_output != -1 &&
+		    (bound < 0 || bound > po->po_max_output))
+			bound = po->po_max_output;
+	}
+	return (bound);
+}
+
+/* The largest bound in [lo, hi] whose worst case fits room; -1 if none. */
+static int64_t
+affordable(const struct policy_call *c, int64_t lo, int64_t hi, int64_t room)
+{
+	int64_t mid;
+
+	if (c->pc_price == NULL || hi < lo || worst_at(c, lo) > room)
+		return (-1);
+	while (lo < hi) {
+		mid = lo + (hi - lo + 1) / 2;
+		if (worst_at(c, mid) <= room)
+			lo = mid;
+		else
+			hi = mid - 1;
+	}
+	return (lo);
+}
+
+/*
+ * Hard caps: each capped policy's spent + reserved + worst against its
+ * cap. A policy with clamp may instead lower the bound to what its room
+ * pays for; the lowest such bound is returned in *clamp (-1: none).
+ */
+static void
+check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t *clamp)
+{
+	const struct policy *po;
+	struct policy_scope sc;
+	struct pentry *e;
+	int64_t room, hi, b;
+	size_t i;
+
+	*clamp = -1;
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1)
+			continue;
+		room = po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) -
+		    e->e_reserved;
+		if (worst <= room)
+			continue;
+		if (!po->po_shadow && po->po_clamp_min != -1) {
+			hi = bound >= 0
+			    ? bound
+			    : (a->a_call->pc_price != NULL
+				      ? a->a_call->pc_price->p_max_output
+				      : -1);
+			b = affordable(a->a_call, po->po_clamp_min, hi, room);
+			if (b != -1) {
+				if (*clamp == -1 || b < *clamp)
+					*clamp = b;
+				continue;
+			}
+		}
+		pcount_scope_budget(&sc, po, a->a_attr, e, a->a_now);
+		if (!po->po_shadow && a->a_pd->pd_verdict == POLICY_REFUSE &&
+		    a->a_pd->pd_reason == POLICY_HARD_CAP && room < a->a_room)
+			a->a_pd->pd_scope = sc; /* a tighter one */
+		if (refuse(a, po, POLICY_HARD_CAP, &sc) && room < a->a_room)
+			a->a_room = room;
+	}
+}
+
+/* Requests, settled tokens and calls in flight, per minute. */
+static void
+check_rates(struct admit *a, enum policy_reason which)
+{
+	const struct policy *po;
+	struct policy_scope sc;
+	struct pentry *e;
+	int64_t limit, n, retry;
+	size_t i;
+
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if ((e = a->a_rate[i]) == NULL)
+			continue;
+		if (which == POLICY_RATE_REQUESTS && po->po_rpm != 0) {
+			limit = po->po_rpm;
+			n = pcount_rate_count(e, 0, a->a_now, limit, &retry);
+		} else if (which == POLICY_RATE_TOKENS && po->po_tpm != 0) {
+			limit = po->po_tpm;
+			n = pcount_rate_count(e, 1, a->a_now, limit, &retry);
+		} else if (which == POLICY_CONCURRENCY && po->po_concurrent) {
+			limit = po->po_concurrent;
+			n = e->e_conc;
+			retry = 1000; /* unknowable: when a call ends */
+		} else
+			continue;
+		if (n < limit)
+			continue;
+		pcount_scope_fill(&sc, po, a->a_attr);
+		sc.sc_limit = limit;
+		sc.sc_spent = n;
+		sc.sc_reserved = e->e_conc;
+		sc.sc_retry_after_ms = retry;
+		sc.sc_reset_at = a->a_now + retry;
+		sc.sc_window_start = a->a_now - 60000;
+		refuse(a, po, which, &sc);
+	}
+}
+
+static int
+seen(struct pentry **list, size_t n, const struct pentry *e)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (list[i] == e)
+			return (1);
+	return (0);
+}
+
+/* Everything allows: reserve on each distinct entry once. */
+static void
+reserve(struct admit *a, int64_t worst)
+{
+	struct policy_reservation *r;
+	struct policy_decision *pd = a->a_pd;
+	const struct policy *po;
+	struct pentry *e;
+	int64_t room, best = INT64_MAX;
+	size_t i, k;
+
+	r = xcalloc(1, sizeof(*r) + 2 * a->a_n * sizeof(r->r_e[0]));
+	r->r_nusd = worst;
+	r->r_started = a->a_now;
+	for (k = 0; k < 2; k++) {
+		for (i = 0; i < a->a_n; i++) {
+			e = k == 0 ? a->a_budget[i] : a->a_rate[i];
+			if (e == NULL || seen(r->r_e, r->r_n, e))
+				continue;
+			r->r_e[r->r_n++] = e;
+			e->e_refs++;
+			if (k == 0) {
+				e->e_reserved += worst;
+				continue;
+			}
+			e->e_conc++;
+			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
+			    RATE_SLOTS, pcount_floor_div(a->a_now, 1000), 1);
+		}
+	}
+	pd->pd_res = r;
+	/* The tightest cap left, for the response headers. */
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1 ||
+		    po->po_shadow)
+			continue;
+		room = po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) -
+		    e->e_reserved;
+		if (room < best) {
+			best = room;
+			pcount_scope_budget(
+			    &pd->pd_scope, po, a->a_attr, e, a->a_now);
+		}
+	}
+}
+
+/*
+ * Decide on the call c at now against every policy of ps that matches
+ * it. Allowed (POLICY_ALLOW, or POLICY_CLAMP with a lower pd_out_bound),
+ * its worst case is reserved on every matching scope and pd_res must be
+ * settled or released; refused, nothing is reserved anywhere.
+ */
+int
+policy_admit(const struct policyset *ps, struct policy_counters *pc,
+    const struct policy_call *c, int64_t now, struct policy_decision *pd)
+{
+	struct admit a;
+	const struct policy *po;
+	const char *model;
+	struct policy_scope sc;
+	int64_t bound, worst, clamp;
+	size_t i;
+
+	memset(pd, 0, sizeof(*pd));
+	pd->pd_verdict = POLICY_ALLOW;
+	pd->pd_out_bound = -1;
+	memset(&a, 0, sizeof(a));
+	a.a_call = c;
+	a.a_attr = c->pc_attr;
+	a.a_now = now;
+	a.a_pd = pd;
+	a.a_room = INT64_MAX;
+	a.a_pol = xcalloc(ps->ps_n + 1, sizeof(*a.a_pol));
+	a.a_budget = xcalloc(ps->ps_n + 1, sizeof(*a.a_budget));
+	a.a_rate = xcalloc(ps->ps_n + 1, sizeof(*a.a_rate));
+	for (i = 0; i < ps->ps_n; i++) {
+		po = &ps->ps_pol[i];
+		if (!policy_matches(po, c->pc_attr))
+			continue;
+		a.a_pol[a.a_n] = po;
+		if (pcount_has_budget(po))
+			a.a_budget[a.a_n] =
+			    pcount_budget_entry(pc, po, c->pc_attr, now, 1);
+		if (pcount_has_rate(po))
+			a.a_rate[a.a_n] = pcount_rate_entry(pc, po, c->pc_attr);
+		a.a_n++;
+	}
+
+	model = c->pc_attr[POLICY_ATTR_MODEL] != NULL
+	    ? c->pc_attr[POLICY_ATTR_MODEL]
+	    : "";
+	for (i = 0; i < a.a_n; i++) {
+		po = a.a_pol[i];
+		pcount_scope_fill(&sc, po, c->pc_attr);
+		if (po->po_killed)
+			refuse(&a, po, POLICY_KILLED, &sc);
+	}
+	for (i = 0; i < a.a_n; i++) {
+		po = a.a_pol[i];
+		pcount_scope_fill(&sc, po, c->pc_attr);
+		if (!model_allowed(po, model))
+			refuse(&a, po, POLICY_MODEL_NOT_ALLOWED, &sc);
+	}
+
+	bound = output_bound(&a);
+	worst = worst_at(c, bound);
+	check_caps(&a, bound, worst, &clamp);
+	if (clamp != -1 && pd->pd_verdict != POLICY_REFUSE) {
+		bound = clamp;
+		worst = worst_at(c, bound);
+		pd->pd_verdict = POLICY_CLAMP;
+	}
+	check_rates(&a, POLICY_RATE_REQUESTS);
+	check_rates(&a, POLICY_RATE_TOKENS);
+	check_rates(&a, POLICY_CONCURRENCY);
+
+	if (bound != c->pc_info.ci_max_output)
+		pd->pd_out_bound = bound;
+	pd->pd_worst_nusd = worst;
+	if (pd->pd_verdict != POLICY_REFUSE)
+		reserve(&a, worst);
+	free(a.a_pol);
+	free(a.a_budget);
+	free(a.a_rate);
+	return (0);
+}

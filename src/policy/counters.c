@@ -1,0 +1,486 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The counters behind the policies and the admission algebra. A counter
+ * entry is keyed by text (policy_budget_key): a calendar or total budget
+ * has one entry per scope and window start, a rolling budget one sliding
+ * entry per scope, and the rate limits one entry per scope whatever the
+ * window, so a calendar rollover never resets requests per minute. Two
+ * policies that name the same scope share its entry and a call is counted
+ * on it once, however many of them match.
+ *
+ * policy_admit checks every matching policy against spent + reserved +
+ * this call's worst case, and only when all allow does it reserve, on
+ * every entry at once: a refusal leaves every counter as it was. As the
+ * loop thread is the only one here, check-then-reserve is atomic, and
+ * with reservations covering the worst case no cap is ever overshot.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tollgate/policy.h"
+#include "tollgate/pricing.h"
+#include "tollgate/util.h"
+
+#include "policy_int.h"
+
+static uint64_t
+hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return (h);
+}
+
+int64_t
+pcount_floor_div(int64_t a, int64_t b)
+{
+	int64_t q = a / b;
+
+	return ((a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q);
+}
+
+/* Add v to bucket id of a ring of n slots; older than the slot: dropped. */
+void
+pcount_ring_add(int64_t *ids, int64_t *vals, size_t n, int64_t id, int64_t v)
+{
+	size_t i = (size_t)(((id % (int64_t)n) + (int64_t)n) % (int64_t)n);
+
+	if (ids[i] > id)
+		return;
+	if (ids[i] < id) {
+		ids[i] = id;
+		vals[i] = 0;
+	}
+	vals[i] += v;
+}
+
+/* Sum of buckets lo..hi; *oldest gets the oldest non-empty id, or hi+1. */
+int64_t
+pcount_ring_sum(const int64_t *ids, const int64_t *vals, size_t n, int64_t lo,
+    int64_t hi, int64_t *oldest)
+{
+	int64_t sum = 0, old = hi + 1;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (ids[i] < lo || ids[i] > hi || vals[i] == 0)
+			continue;
+		sum += vals[i];
+		if (ids[i] < old)
+			old = ids[i];
+	}
+	if (oldest != NULL)
+		*oldest = old;
+	return (sum);
+}
+
+/* A new, empty set of counters. */
+struct policy_counters *
+policy_counters_new(void)
+{
+	struct policy_counters *pc;
+
+	pc = xcalloc(1, sizeof(*pc));
+	pc->pc_size = 256;
+	pc->pc_tab = xcalloc(pc->pc_size, sizeof(*pc->pc_tab));
+	return (pc);
+}
+
+static void
+entry_free(struct pentry *e)
+{
+	free(e->e_key);
+	free(e->e_ring);
+	free(e);
+}
+
+/* Free the counters; every reservation must be settled or released. */
+void
+policy_counters_free(struct policy_counters *pc)
+{
+	struct pentry *e, *next;
+	size_t i;
+
+	if (pc == NULL)
+		return;
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = next) {
+			next = e->e_next;
+			entry_free(e);
+		}
+	}
+	free(pc->pc_tab);
+	free(pc);
+}
+
+/* How many entries the counters hold. */
+size_t
+policy_counters_count(const struct policy_counters *pc)
+{
+	return (pc->pc_n);
+}
+
+static void
+grow(struct policy_counters *pc)
+{
+	struct pentry **tab, *e, *next;
+	size_t i, size = pc->pc_size * 2;
+
+	tab = xcalloc(size, sizeof(*tab));
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = next) {
+			next = e->e_next;
+			e->e_next = tab[e->e_hash & (size - 1)];
+			tab[e->e_hash & (size - 1)] = e;
+		}
+	}
+	free(pc->pc_tab);
+	pc->pc_tab = tab;
+	pc->pc_size = size;
+}
+
+/* The entry called key (taken over), created if create is set. */
+static struct pentry *
+lookup(struct policy_counters *pc, char *key, int create)
+{
+	struct pentry *e;
+	uint64_t h = hash_str(key);
+
+	for (e = pc->pc_tab[h & (pc->pc_size - 1)]; e != NULL; e = e->e_next) {
+		if (e->e_hash == h && strcmp(e->e_key, key) == 0) {
+			free(key);
+			return (e);
+		}
+	}
+	if (!create) {
+		free(key);
+		return (NULL);
+	}
+	if (pc->pc_n >= pc->pc_size)
+		grow(pc);
+	e = xcalloc(1, sizeof(*e));
+	e->e_key = key;
+	e->e_hash = h;
+	e->e_new = 1;
+	e->e_next = pc->pc_tab[h & (pc->pc_size - 1)];
+	pc->pc_tab[h & (pc->pc_size - 1)] = e;
+	pc->pc_n++;
+	return (e);
+}
+
+/* Does po keep a budget (a cap or alerts), and does it rate-limit? */
+int
+pcount_has_budget(const struct policy *po)
+{
+	return (po->po_cap_nusd != -1 || po->po_nalerts > 0);
+}
+
+int
+pcount_has_rate(const struct policy *po)
+{
+	return (po->po_rpm != 0 || po->po_tpm != 0 || po->po_concurrent != 0);
+}
+
+/* The budget entry of po for the call attr in the window holding t. */
+struct pentry *
+pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
+    const char *const *attr, int64_t t, int create)
+{
+	struct pentry *e;
+	int64_t start, reset;
+
+	policy_window_at(&po->po_window, t, &start, &reset);
+	e = lookup(pc, policy_budget_key(po, attr, start), create);
+	if (e == NULL || e->e_ring != NULL || e->e_reset != 0)
+		return (e);
+	if (po->po_window.pw_kind == POLICY_WIN_ROLLING) {
+		e->e_kind = PE_ROLLING;
+		e->e_width = po->po_window.pw_len_ms / ROLL_BUCKETS;
+		e->e_ring = xcalloc(1, sizeof(*e->e_ring));
+		memset(e->e_ring->ri_id, 0xff, sizeof(e->e_ring->ri_id));
+	} else {
+		e->e_kind = PE_CALENDAR;
+		e->e_start = start;
+		e->e_reset = reset;
+	}
+	return (e);
+}
+
+struct pentry *
+pcount_rate_entry(struct policy_counters *pc, const struct policy *po,
+    const char *const *attr)
+{
+	struct pentry *e;
+
+	e = lookup(pc, policy_budget_key(po, attr, -1), 1);
+	if (e->e_ring == NULL) {
+		e->e_kind = PE_RATE;
+		e->e_ring = xcalloc(1, sizeof(*e->e_ring));
+	}
+	return (e);
+}
+
+/* Settled spend of a budget entry at now; *reset when room next grows. */
+int64_t
+pcount_spent(const struct pentry *e, int64_t now, int64_t *reset)
+{
+	int64_t cur, oldest, sum;
+
+	if (e->e_kind == PE_CALENDAR) {
+		if (reset != NULL)
+			*reset = e->e_reset;
+		return (e->e_spent);
+	}
+	cur = pcount_floor_div(now, e->e_width);
+	sum = pcount_ring_sum(e->e_ring->ri_id, e->e_ring->ri_v, ROLL_SLOTS,
+	    cur - ROLL_BUCKETS, cur, &oldest);
+	if (reset != NULL)
+		*reset =
+		    sum == 0 ? now : (oldest + ROLL_BUCKETS + 1) * e->e_width;
+	return (sum);
+}
+
+/*
+ * Requests (or settled tokens) of a rate entry in the last minute, and
+ * how long until they drop below limit.
+ */
+int64_t
+pcount_rate_count(const struct pentry *e, int tokens, int64_t now,
+    int64_t limit, int64_t *retry_ms)
+{
+	const int64_t *ids = tokens ? e->e_ring->ri_tok_id : e->e_ring->ri_id;
+	const int64_t *vals = tokens ? e->e_ring->ri_tok : e->e_ring->ri_v;
+	int64_t cur = pcount_floor_div(now, 1000), sum, left, id;
+
+	sum = pcount_ring_sum(
+	    ids, vals, RATE_SLOTS, cur - RATE_SLOTS + 1, cur, NULL);
+	*retry_ms = 0;
+	/* Drop buckets oldest first until the count is under the limit. */
+	for (left = sum, id = cur - RATE_SLOTS + 1; left >= limit && id <= cur;
+	     id++) {
+		left -= pcount_ring_sum(ids, vals, RATE_SLOTS, id, id, NULL);
+		*retry_ms = (id + RATE_SLOTS) * 1000 - now;
+	}
+	return (sum);
+}
+
+void
+pcount_scope_fill(
+    struct policy_scope *sc, const struct policy *po, const char *const *attr)
+{
+	int t;
+
+	memset(sc, 0, sizeof(*sc));
+	sc->sc_policy = po;
+	for (t = 0; t < TAG_MAX; t++) {
+		if (po->po_per[t] && attr[t] != NULL)
+			snprintf(sc->sc_per[t], sizeof(sc->sc_per[t]), "%s",
+			    attr[t]);
+	}
+}
+
+void
+pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
+    const char *const *attr, const struct pentry *e, int64_t now)
+{
+	int64_t start, reset;
+
+	pcount_scope_fill(sc, po, attr);
+	policy_window_at(&po->po_window, now, &start, &reset);
+	sc->sc_limit = po->po_cap_nusd;
+	sc->sc_spent = pcount_spent(e, now, &reset);
+	sc->sc_reserved = e->e_reserved;
+	sc->sc_window_start = e->e_kind == PE_CALENDAR ? e->e_start : start;
+	sc->sc_reset_at = reset;
+}
+
+/*
+ * Replace the reservation r by what the call cost: actual nano-USD into
+ * the window it was admitted in, tokens into the rate entries' minute at
+ * now. r is freed.
+ */
+void
+policy_settle(
+    struct policy_reservation *r, int64_t actual, int64_t tokens, int64_t now)
+{
+	struct pentry *e;
+	size_t i;
+
+	for (i = 0; i < r->r_n; i++) {
+		e = r->r_e[i];
+		e->e_refs--;
+		if (e->e_kind == PE_RATE) {
+			e->e_conc--;
+			if (tokens > 0)
+				pcount_ring_add(e->e_ring->ri_tok_id,
+				    e->e_ring->ri_tok, RATE_SLOTS,
+				    pcount_floor_div(now, 1000), tokens);
+			continue;
+		}
+		e->e_reserved -= r->r_nusd;
+		if (actual <= 0)
+			continue;
+		if (e->e_kind == PE_CALENDAR)
+			e->e_spent += actual;
+		else
+			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
+			    ROLL_SLOTS,
+			    pcount_floor_div(r->r_started, e->e_width), actual);
+	}
+	free(r);
+}
+
+/* Drop the reservation r of a call that cost nothing. r is freed. */
+void
+policy_release(struct policy_reservation *r, int64_t now)
+{
+	policy_settle(r, 0, 0, now);
+}
+
+/* Is e of no further use at now: past or empty, and not held? */
+static int
+entry_dead(const struct pentry *e, int64_t now)
+{
+	int64_t cur;
+
+	if (e->e_refs > 0 || e->e_reserved != 0)
+		return (0);
+	switch (e->e_kind) {
+	case PE_CALENDAR:
+		return (e->e_reset <= now);
+	case PE_ROLLING:
+		return (pcount_spent(e, now, NULL) == 0);
+	default:
+		cur = pcount_floor_div(now, 1000);
+		return (e->e_conc == 0 &&
+		    pcount_ring_sum(e->e_ring->ri_id, e->e_ring->ri_v,
+			RATE_SLOTS, cur - RATE_SLOTS + 1, cur, NULL) == 0 &&
+		    pcount_ring_sum(e->e_ring->ri_tok_id, e->e_ring->ri_tok,
+			RATE_SLOTS, cur - RATE_SLOTS + 1, cur, NULL) == 0);
+	}
+}
+
+/*
+ * Free the entries no reservation holds whose window has ended (or, for
+ * rolling and rate entries, that count nothing). Returns how many.
+ */
+size_t
+policy_counters_gc(struct policy_counters *pc, int64_t now)
+{
+	struct pentry **ep, *e;
+	size_t i, n = 0;
+
+	for (i = 0; i < pc->pc_size; i++) {
+		for (ep = &pc->pc_tab[i]; (e = *ep) != NULL;) {
+			if (!entry_dead(e, now)) {
+				ep = &e->e_next;
+				continue;
+			}
+			*ep = e->e_next;
+			entry_free(e);
+			pc->pc_n--;
+			n++;
+		}
+	}
+	return (n);
+}
+
+/* Mark every entry as existing before a rebuild (pcount_is_new). */
+void
+pcount_mark_old(struct policy_counters *pc)
+{
+	struct pentry *e;
+	size_t i;
+
+	for (i = 0; i < pc->pc_size; i++)
+		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next)
+			e->e_new = 0;
+}
+
+/*
+ * The budget of po for a call with attributes attr at now, as
+ * GET /v1/budgets and the response headers show it. Returns -1 (and an
+ * empty scope) when the scope has no counter yet.
+ */
+int
+policy_budget(const struct policy *po, struct policy_counters *pc,
+    const char *const *attr, int64_t now, struct policy_scope *sc)
+{
+	struct pentry *e;
+
+	if ((e = pcount_budget_entry(pc, po, attr, now, 0)) == NULL) {
+		pcount_scope_fill(sc, po, attr);
+		sc->sc_limit = po->po_cap_nusd;
+		policy_window_at(&po->po_window, now, &sc->sc_window_start,
+		    &sc->sc_reset_at);
+		return (-1);
+	}
+	pcount_scope_budget(sc, po, attr, e, now);
+	return (0);
+}
+
+static int
+fired_has(const struct pentry *e, int64_t t)
+{
+	size_t i;
+
+	for (i = 0; i < e->e_nfired; i++)
+		if (e->e_fired[i] == t)
+			return (1);
+	return (0);
+}
+
+/*
+ * The alert thresholds that the settled spend of the call's scopes has
+ * crossed and that have not fired in this window yet; each is marked as
+ * fired, so it is reported once per scope, threshold and window. A new
+ * calendar window is a new entry and so re-arms every threshold; in a
+ * rolling window a threshold re-arms one window length after it fired.
+ * At most max go to out; returns how many.
+ */
+size_t
+policy_fired(const struct policyset *ps, struct policy_counters *pc,
+    const char *const *attr, int64_t now, struct policy_alert *out, size_t max)
+{
+	const struct policy *po;
+	struct pentry *e;
+	int64_t spent, t;
+	size_t i, j, k, n = 0;
+
+	for (i = 0; i < ps->ps_n; i++) {
+		po = &ps->ps_pol[i];
+		if (po->po_nalerts == 0 || !policy_matches(po, attr))
+			continue;
+		if ((e = pcount_budget_entry(pc, po, attr, now, 0)) == NULL)
+			continue;
+		for (k = 0; e->e_kind == PE_ROLLING && k < e->e_nfired;) {
+			if (e->e_fired_at[k] + e->e_width * ROLL_BUCKETS >
+			    now) {
+				k++;
+				continue;
+			}
+			e->e_nfired--;
+			e->e_fired[k] = e->e_fired[e->e_nfired];
+			e->e_fired_at[k] = e->e_fired_at[e->e_nfired];
+		}
+		spent = pcount_spent(e, now, NULL);
+		for (j = 0; j < po->po_nalerts; j++) {
+			t = po->po_alerts[j];
+			if (spent < t || fired_has(e, t) || n == max ||
+			    e->e_nfired == nitems(e->e_fired))
+				continue;
+			e->e_fired_at[e->e_nfired] = now;
+			e->e_fired[e->e_nfired++] = t;
+			pcount_scope_budget(&out[n].pa_scope, po, attr, e, now);
+			out[n++].pa_threshold_nusd = t;
+		}
+	}
+	return (n);
+}
