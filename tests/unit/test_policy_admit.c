@@ -1,0 +1,395 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The policy core's admission algebra: all or nothing across scopes, no
+ * overshoot under a burst, settle above and below the reservation,
+ * release, shadow policies, model rules and kills, the budget-aware
+ * clamp, rate limits (requests, settled tokens, concurrency), alert
+ * thresholds firing once per window, and rolling windows.
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "tollgate/config.h"
+#include "tollgate/policy.h"
+#include "tollgate/pricing.h"
+#include "tollgate/util.h"
+
+#include "../../src/config/cfg.h"
+
+#include "policytest.h"
+
+static void
+test_overshoot(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_reservation *res[250];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 30 * CENT);
+	size_t i, n = 0, refused = 0;
+
+	(void)state;
+	ps = load_ok("- name: cap\n  window: day\n  hard_cap_usd: 1.00\n");
+	pc = policy_counters_new();
+	for (i = 0; i < 250; i++) { /* a burst of 50, then 200 more */
+		policy_admit(ps, pc, &c, T0, &pd);
+		if (pd.pd_verdict == POLICY_REFUSE) {
+			assert_int_equal(pd.pd_reason, POLICY_HARD_CAP);
+			assert_null(pd.pd_res);
+			refused++;
+			continue;
+		}
+		res[n++] = pd.pd_res;
+	}
+	assert_int_equal(n, 3); /* floor(1.00 / 0.30) */
+	assert_int_equal(refused, 247);
+	assert_int_equal(pd.pd_scope.sc_limit, USD);
+	assert_int_equal(pd.pd_scope.sc_reserved, 90 * CENT);
+	assert_int_equal(pd.pd_scope.sc_reset_at, utc(2026, 11, 29, 0, 0, 0));
+	budget_is(ps, 0, pc, &c, T0, 0, 90 * CENT);
+	/* Settle lower, higher, and release. */
+	policy_settle(res[0], 25 * CENT, 1000, T0);
+	budget_is(ps, 0, pc, &c, T0, 25 * CENT, 60 * CENT);
+	policy_settle(res[1], 40 * CENT, 1000, T0);
+	budget_is(ps, 0, pc, &c, T0, 65 * CENT, 30 * CENT);
+	policy_release(res[2], T0);
+	budget_is(ps, 0, pc, &c, T0, 65 * CENT, 0);
+	policy_admit(ps, pc, &c, T0, &pd); /* 0.65 + 0.30 fits */
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_scope.sc_limit, USD); /* for the headers */
+	assert_int_equal(pd.pd_scope.sc_spent, 65 * CENT);
+	policy_release(pd.pd_res, T0);
+	c.pc_unpriced_nusd = 36 * CENT;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	/* The next day re-opens the budget; the old window is collected. */
+	policy_admit(ps, pc, &c, T0 + 86400000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_settle(pd.pd_res, CENT, 10, T0 + 86400000);
+	assert_int_equal(policy_counters_gc(pc, T0 + 86400000), 1);
+	assert_int_equal(policy_counters_count(pc), 1);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_all_or_nothing(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 40 * CENT);
+	struct policy_call other = mkcall("support", "globex", "gpt-4o", 0);
+	struct policy_reservation *first;
+
+	(void)state;
+	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 1\n"
+		     "- name: tenant\n  per: [tenant]\n  window: month\n"
+		     "  hard_cap_usd: 0.5\n"
+		     "- name: twin\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 0.7\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	first = pd.pd_res;
+	/* "team" and "twin" share one scope: reserved once, not twice. */
+	budget_is(ps, 0, pc, &c, T0, 0, 40 * CENT);
+	budget_is(ps, 2, pc, &c, T0, 0, 40 * CENT);
+	budget_is(ps, 1, pc, &c, T0, 0, 40 * CENT);
+	assert_string_equal(pd.pd_scope.sc_policy->po_name, "tenant");
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	/* Both tenant (room 0.10) and twin (0.30) refuse: the tighter. */
+	assert_string_equal(pd.pd_scope.sc_policy->po_name, "tenant");
+	assert_string_equal(pd.pd_scope.sc_per[TAG_TENANT], "acme");
+	assert_int_equal(pd.pd_scope.sc_limit, 50 * CENT);
+	assert_int_equal(pd.pd_scope.sc_reset_at, utc(2026, 12, 1, 0, 0, 0));
+	/* Nothing was reserved on the scopes that allowed. */
+	budget_is(ps, 0, pc, &c, T0, 0, 40 * CENT);
+	/* Another tenant has its own per-tenant budget. */
+	other.pc_unpriced_nusd = 30 * CENT;
+	policy_admit(ps, pc, &other, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	budget_is(ps, 1, pc, &other, T0, 0, 30 * CENT);
+	budget_is(ps, 0, pc, &other, T0, 0, 70 * CENT);
+	policy_release(pd.pd_res, T0);
+	policy_release(first, T0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_shadow_models_kill(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 60 * CENT);
+
+	(void)state;
+	ps = load_ok("- name: dry\n  window: day\n  hard_cap_usd: 0.5\n"
+		     "  shadow: true\n  models: {deny: ['gpt-*']}\n"
+		     "- name: models\n  match: {provider: openai}\n"
+		     "  models: {allow: ['gpt-4o*', o3], deny: [gpt-4o-mini]}\n"
+		     "- name: stop\n  match: {team: research}\n  killed: true\n"
+		     "  kill_reason: loop\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	/* The shadow policy would refuse twice over, and never does. */
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_shadow_reason, POLICY_MODEL_NOT_ALLOWED);
+	assert_string_equal(pd.pd_shadow.sc_policy->po_name, "dry");
+	budget_is(ps, 0, pc, &c, T0, 0, 60 * CENT); /* but it counts */
+	policy_settle(pd.pd_res, 60 * CENT, 0, T0);
+	c.pc_attr[POLICY_ATTR_MODEL] = "gpt-4o-mini";
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_MODEL_NOT_ALLOWED);
+	assert_string_equal(pd.pd_scope.sc_policy->po_name, "models");
+	assert_string_equal(
+	    policy_reason_name(pd.pd_reason), "model_not_allowed");
+	c.pc_attr[POLICY_ATTR_MODEL] = "claude-sonnet-4";
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_MODEL_NOT_ALLOWED);
+	c.pc_attr[POLICY_ATTR_MODEL] = "o3";
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_shadow_reason, POLICY_HARD_CAP);
+	policy_release(pd.pd_res, T0);
+	c.pc_attr[POLICY_ATTR_PROVIDER] = "anthropic"; /* models: no match */
+	c.pc_attr[POLICY_ATTR_MODEL] = "claude-sonnet-4";
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_release(pd.pd_res, T0);
+	/* A kill wins over everything else and has its reason. */
+	c.pc_attr[TAG_TEAM] = "research";
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_KILLED);
+	assert_string_equal(pd.pd_scope.sc_policy->po_kill_reason, "loop");
+	budget_is(ps, 0, pc, &c, T0, 60 * CENT, 0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_clamp(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct price p;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 0);
+	struct policy_reservation *res;
+
+	(void)state;
+	/* $1 per million output tokens: 1000 nano-USD a token. */
+	memset(&p, 0, sizeof(p));
+	p.p_base.pr_output = 1000000;
+	p.p_max_output = 16384;
+	c.pc_price = &p;
+	ps = load_ok("- name: cap\n  window: day\n  hard_cap_usd: 0.01\n"
+		     "  clamp: {min_output_tokens: 100}\n"
+		     "  max_output_tokens: 9500\n"
+		     "  default_output_tokens: 2000\n");
+	pc = policy_counters_new();
+	/* No bound asked: the default is injected. */
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_out_bound, 2000);
+	assert_int_equal(pd.pd_worst_nusd, 2000000);
+	policy_release(pd.pd_res, T0);
+	/* Above the ceiling: lowered to it. */
+	c.pc_info.ci_max_output = 20000;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_out_bound, 9500);
+	policy_settle(pd.pd_res, 9500000, 9500, T0);
+	/* $0.0005 left: 4000 tokens do not fit, 500 do. */
+	c.pc_info.ci_max_output = 4000;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_CLAMP);
+	assert_int_equal(pd.pd_out_bound, 500);
+	assert_int_equal(pd.pd_worst_nusd, 500000);
+	budget_is(ps, 0, pc, &c, T0, 9500000, 500000);
+	res = pd.pd_res;
+	/* No room even for the minimum: refused. */
+	c.pc_info.ci_max_output = 100;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_HARD_CAP);
+	policy_release(res, T0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_rate_limits(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_reservation *held[2];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", CENT);
+	int i;
+
+	(void)state;
+	ps =
+	    load_ok("- name: rpm\n  per: [tenant]\n"
+		    "  rate_limit: {requests_per_minute: 3}\n"
+		    "- name: tpm\n  match: {team: support}\n"
+		    "  rate_limit: {tokens_per_minute: 1000, concurrent: 2}\n");
+	pc = policy_counters_new();
+	for (i = 0; i < 3; i++) {
+		policy_admit(ps, pc, &c, T0 + i * 10000, &pd);
+		assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+		policy_settle(pd.pd_res, CENT, 0, T0 + i * 10000);
+	}
+	policy_admit(ps, pc, &c, T0 + 20000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_REQUESTS);
+	assert_int_equal(pd.pd_scope.sc_limit, 3);
+	/* The first request (at second T0) leaves the minute at T0+59.5s. */
+	assert_int_equal(pd.pd_scope.sc_retry_after_ms, 39500);
+	policy_admit(ps, pc, &c, T0 + 59000, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_REQUESTS);
+	policy_admit(ps, pc, &c, T0 + 59500, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_settle(pd.pd_res, CENT, 600, T0 + 59500);
+	/* Another tenant has its own requests per minute. */
+	c.pc_attr[TAG_TENANT] = "globex";
+	policy_admit(ps, pc, &c, T0 + 60000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_settle(pd.pd_res, CENT, 500, T0 + 60000);
+	/* 1100 settled tokens in the minute: tokens per minute refuse. */
+	policy_admit(ps, pc, &c, T0 + 61000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	assert_int_equal(pd.pd_scope.sc_spent, 1100);
+	assert_int_equal(pd.pd_scope.sc_retry_after_ms, 58500);
+	policy_admit(ps, pc, &c, T0 + 61000 + 58500, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	held[0] = pd.pd_res;
+	policy_admit(ps, pc, &c, T0 + 120000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	held[1] = pd.pd_res;
+	/* Two in flight: concurrency refuses until one ends. */
+	policy_admit(ps, pc, &c, T0 + 121000, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_CONCURRENCY);
+	assert_int_equal(pd.pd_scope.sc_reserved, 2);
+	assert_true(pd.pd_scope.sc_retry_after_ms > 0);
+	policy_release(held[0], T0 + 121000);
+	policy_admit(ps, pc, &c, T0 + 121000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_release(pd.pd_res, T0 + 121000);
+	policy_release(held[1], T0 + 121000);
+	/* A day later nothing is counted and everything can go. */
+	assert_int_equal(policy_counters_gc(pc, T0 + 86400000), 3);
+	assert_int_equal(policy_counters_count(pc), 0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_thresholds(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_alert al[8];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 10 * CENT);
+	static const int64_t spend[] = {40, 20, 1, 29, 20};
+	static const size_t fires[] = {0, 1, 0, 1, 0};
+	int64_t now = T0;
+	size_t i, n;
+
+	(void)state;
+	ps = load_ok("- name: a\n  window: day\n  hard_cap_usd: 2\n"
+		     "  alert_at_usd: [0.5, 0.9]\n"
+		     "- name: b\n  window: day\n  alert_at_usd: 0.5\n"
+		     "  shadow: true\n");
+	pc = policy_counters_new();
+	for (i = 0; i < nitems(spend); i++) {
+		policy_admit(ps, pc, &c, now, &pd);
+		policy_settle(pd.pd_res, spend[i] * CENT, 0, now);
+		n = policy_fired(ps, pc, c.pc_attr, now, al, nitems(al));
+		assert_int_equal(n, fires[i]);
+	}
+	/* Asked again, nothing fires twice. */
+	assert_int_equal(policy_fired(ps, pc, c.pc_attr, now, al, 8), 0);
+	/* A new day re-arms: 0.5 fires once for a and b's shared scope. */
+	now += 86400000;
+	policy_admit(ps, pc, &c, now, &pd);
+	policy_settle(pd.pd_res, 60 * CENT, 0, now);
+	n = policy_fired(ps, pc, c.pc_attr, now, al, nitems(al));
+	assert_int_equal(n, 1);
+	assert_int_equal(al[0].pa_threshold_nusd, 50 * CENT);
+	assert_int_equal(al[0].pa_scope.sc_spent, 60 * CENT);
+	assert_int_equal(al[0].pa_scope.sc_limit, 2 * USD);
+	assert_int_equal(
+	    al[0].pa_scope.sc_window_start, utc(2026, 11, 29, 0, 0, 0));
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_rolling(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_alert al[2];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 50 * CENT);
+	int64_t b0 = T0 / 60000; /* 1h: buckets of one minute */
+
+	(void)state;
+	ps = load_ok("- name: r\n  window: 1h\n  hard_cap_usd: 1\n"
+		     "  alert_at_percent: 50\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	policy_settle(pd.pd_res, 60 * CENT, 0, T0 + 1000);
+	assert_int_equal(policy_fired(ps, pc, c.pc_attr, T0, al, 2), 1);
+	policy_admit(ps, pc, &c, T0 + 30 * 60000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	/* The minute T0 is in counts until 61 buckets later. */
+	assert_int_equal(pd.pd_scope.sc_reset_at, (b0 + 61) * 60000);
+	assert_int_equal(pd.pd_scope.sc_spent, 60 * CENT);
+	policy_admit(ps, pc, &c, (b0 + 61) * 60000 - 1, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	policy_admit(ps, pc, &c, (b0 + 61) * 60000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_scope.sc_spent, 0);
+	/* A window length after it fired, the threshold fires anew. */
+	policy_settle(pd.pd_res, 55 * CENT, 0, (b0 + 61) * 60000);
+	assert_int_equal(
+	    policy_fired(ps, pc, c.pc_attr, (b0 + 61) * 60000, al, 2), 1);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_overshoot),
+	    cmocka_unit_test(test_all_or_nothing),
+	    cmocka_unit_test(test_shadow_models_kill),
+	    cmocka_unit_test(test_clamp),
+	    cmocka_unit_test(test_rate_limits),
+	    cmocka_unit_test(test_thresholds),
+	    cmocka_unit_test(test_rolling),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
