@@ -71,47 +71,73 @@ attribution_tag(const struct attribution *at, enum tag t)
 	return (at->at_tag[t][0] != '\0' ? at->at_tag[t] : NULL);
 }
 
-/* Find the value of key= in a query string; *len gets its length. */
-static const char *
-query_key(const char *query, size_t *len)
-{
-	const char *p = query;
+#define KEYS_MAX 8
 
-	while (p != NULL && *p != '\0') {
-		if (strncmp(p, "key=", 4) == 0) {
-			*len = strcspn(p + 4, "&");
-			return (p + 4);
-		}
-		p = strchr(p, '&');
-		if (p != NULL)
-			p++;
+/* The credentials a request carries, each distinct value once. */
+struct keys {
+	const char *k_val[KEYS_MAX];
+	size_t k_len[KEYS_MAX];
+	size_t k_n;
+	int k_overflow;
+};
+
+static void
+note_key(struct keys *ks, const char *v, size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		return;
+	for (i = 0; i < ks->k_n; i++) {
+		if (ks->k_len[i] == len && memcmp(ks->k_val[i], v, len) == 0)
+			return;
 	}
-	return (NULL);
+	if (ks->k_n == KEYS_MAX) {
+		ks->k_overflow = 1;
+		return;
+	}
+	ks->k_val[ks->k_n] = v;
+	ks->k_len[ks->k_n++] = len;
 }
 
-/* The credential the client presented, or NULL. */
-static const char *
-presented_key(const struct hdrs *hs, const char *query, size_t *len)
+/*
+ * Every credential the client presented, wherever an SDK puts one:
+ * Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=.
+ */
+static void
+presented_keys(const struct hdrs *hs, const char *query, struct keys *ks)
 {
-	const char *v;
+	static const char *slots[] = {"x-api-key", "api-key", "x-goog-api-key"};
+	const struct hdr *h;
+	const char *v, *p;
+	size_t i, j;
 
-	if ((v = hdrs_get(hs, "Authorization")) != NULL &&
-	    strncasecmp(v, "Bearer ", 7) == 0) {
-		v += 7;
-		while (*v == ' ')
-			v++;
-		*len = strlen(v);
-		return (*len > 0 ? v : NULL);
+	memset(ks, 0, sizeof(*ks));
+	for (i = 0; i < hs->hs_n; i++) {
+		h = &hs->hs_v[i];
+		v = h->h_value;
+		if (strcasecmp(h->h_name, "Authorization") == 0) {
+			if (strncasecmp(v, "Bearer ", 7) != 0)
+				continue;
+			v += 7;
+			while (*v == ' ')
+				v++;
+		} else {
+			for (j = 0; j < nitems(slots); j++) {
+				if (strcasecmp(h->h_name, slots[j]) == 0)
+					break;
+			}
+			if (j == nitems(slots))
+				continue;
+		}
+		note_key(ks, v, strlen(v));
 	}
-	if ((v = hdrs_get(hs, "x-api-key")) != NULL ||
-	    (v = hdrs_get(hs, "api-key")) != NULL ||
-	    (v = hdrs_get(hs, "x-goog-api-key")) != NULL) {
-		*len = strlen(v);
-		return (*len > 0 ? v : NULL);
+	for (p = query; p != NULL && *p != '\0';) {
+		if (strncmp(p, "key=", 4) == 0)
+			note_key(ks, p + 4, strcspn(p + 4, "&"));
+		if ((p = strchr(p, '&')) != NULL)
+			p++;
 	}
-	if (query != NULL && (v = query_key(query, len)) != NULL && *len > 0)
-		return (v);
-	return (NULL);
 }
 
 static int
@@ -144,29 +170,51 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	const struct key_binding *kb = NULL;
-	const char *key, *v;
-	size_t keylen, i;
-	int t;
+	struct keys ks;
+	const char *v;
+	size_t i, k;
+	int t, matched;
 
 	memset(at, 0, sizeof(*at));
 	*code = NULL;
 	*msg = NULL;
 
-	if ((key = presented_key(hs, query, &keylen)) != NULL) {
-		if (EVP_Digest(key, keylen, md, &mdlen, EVP_sha256(), NULL) !=
-		    1)
-			mdlen = 0;
-		for (i = 0; mdlen == 32 && i < 8; i++) {
-			at->at_key_fp[2 * i] = hex[md[i] >> 4];
-			at->at_key_fp[2 * i + 1] = hex[md[i] & 0xf];
-		}
-		for (i = 0; mdlen == 32 && i < cf->cf_nkeys; i++) {
+	/*
+	 * Every presented key is matched. A bound key must be the only key
+	 * on the request: otherwise a decoy in one slot could choose the
+	 * binding (and its tags) while the provider authenticates with the
+	 * key in another, or a tollgate key could ride along to the
+	 * provider next to a junk one.
+	 */
+	presented_keys(hs, query, &ks);
+	for (k = 0; k < ks.k_n; k++) {
+		if (EVP_Digest(ks.k_val[k], ks.k_len[k], md, &mdlen,
+			EVP_sha256(), NULL) != 1 ||
+		    mdlen != 32)
+			continue;
+		matched = 0;
+		for (i = 0; kb == NULL && i < cf->cf_nkeys; i++) {
 			if (memcmp(cf->cf_keys[i].kb_sha256, md, 32) == 0) {
 				kb = &cf->cf_keys[i];
-				break;
+				matched = 1;
+			}
+		}
+		/* The fingerprint is the bound key's, else the first one's. */
+		if (k == 0 || matched) {
+			for (i = 0; i < 8; i++) {
+				at->at_key_fp[2 * i] = hex[md[i] >> 4];
+				at->at_key_fp[2 * i + 1] = hex[md[i] & 0xf];
 			}
 		}
 		explicit_bzero(md, sizeof(md));
+	}
+	if (kb != NULL && (ks.k_n > 1 || ks.k_overflow)) {
+		*code = "conflicting_credentials";
+		xasprintf(msg,
+		    "a bound key was sent together with a different key "
+		    "(Authorization, x-api-key, api-key, x-goog-api-key or "
+		    "?key=); send one");
+		return (-1);
 	}
 	at->at_binding = kb;
 

@@ -189,6 +189,9 @@ on_done(void *arg, enum xfer_result res, const char *why)
 		    "ok");
 		return;
 	}
+	/* A connection that was never made carried no request. */
+	if (res == XFER_CONNECT)
+		se->se_nothing_sent = 1;
 	/* curl's message names hosts, never the path or query. */
 	log_escape(detail, sizeof(detail), why, strcspn(why, "?"));
 	relay_failed(se, res == XFER_TIMEOUT, detail);
@@ -238,6 +241,7 @@ relay_forward(struct session *se)
 	hdrs_clear(&hs);
 	freezero(url, strlen(url)); /* the query may hold a key */
 	if (se->se_xfer == NULL) {
+		se->se_nothing_sent = 1;
 		relay_failed(se, 0, "transfer refused by libcurl");
 		return;
 	}

@@ -327,6 +327,18 @@ reserved_cb(void *arg, enum ledger_result res)
 }
 
 /*
+ * A call refused after routing is recorded under an id of tollgate's own,
+ * so the client can retry with its X-Tollgate-Request-Id once the cause is
+ * fixed instead of being told the call was already made.
+ */
+static void
+refusal_id(struct session *se)
+{
+	if (se->se_attr.at_request_id[0] != '\0')
+		make_reqid(se->se_reqid, sizeof(se->se_reqid));
+}
+
+/*
  * Read and price the request. Returns 0 to go on, or -1 after refusing it.
  */
 static int
@@ -335,7 +347,7 @@ session_price(struct session *se)
 	struct http_request *req = se->se_req;
 	const struct config *cf = se->se_conf;
 	const char *body, *mapped;
-	char *msg;
+	char *msg, model[160];
 
 	body = (const char *)evbuffer_pullup(req->hr_body, -1);
 	meter_request(&se->se_route, body != NULL ? body : "",
@@ -357,6 +369,7 @@ session_price(struct session *se)
 		switch (cf->cf_unknown_model) {
 		case UNKNOWN_MODEL_REFUSE:
 			se->se_refusal = "unknown_model";
+			refusal_id(se);
 			xasprintf(&msg,
 			    "the model '%s' has no price; "
 			    "add it to the price table or set unknown_models",
@@ -371,10 +384,10 @@ session_price(struct session *se)
 			    cf->cf_prices, cf->cf_unknown_price_as);
 			break;
 		case UNKNOWN_MODEL_UNPRICED:
+			log_escape(model, sizeof(model), se->se_ci.ci_model,
+			    strlen(se->se_ci.ci_model));
 			log_warnx("session %llu: model '%s' is unpriced",
-			    se->se_id,
-			    session_model(se) != NULL ? session_model(se)
-						      : "-");
+			    se->se_id, model);
 			break;
 		}
 	}
@@ -399,6 +412,7 @@ session_start(struct session *se)
 	    se->se_attr.at_binding->kb_tollgate &&
 	    se->se_route.rt_upstream->uc_api_key == NULL) {
 		se->se_refusal = "no_upstream_key";
+		refusal_id(se);
 		session_reply_error(se, 403, "no_upstream_key",
 		    "calls made with a tollgate key need the upstream's "
 		    "api_key_env",
@@ -453,6 +467,35 @@ session_cost(const struct session *se, const struct usage *u)
 }
 
 /*
+ * Was the request sent to the provider without any response coming back
+ * (client gone, header timeout, reset before headers)? Then the provider
+ * may still process and bill it: a disconnect must never release more
+ * budget than is proven unbilled (RELIABILITY.md §2.3).
+ */
+static int
+unanswered_but_sent(const struct session *se)
+{
+	return (se->se_state == SE_FORWARDING && !se->se_headers_seen &&
+	    !se->se_nothing_sent && se->se_route.rt_metered);
+}
+
+/* Usage for an unanswered call: the request's input and output bounds. */
+static void
+estimate_unanswered(const struct session *se, struct usage *u)
+{
+	const struct call_info *ci = &se->se_ci;
+	int64_t bound = ci->ci_max_output;
+
+	if (bound < 0 && se->se_price != NULL)
+		bound = se->se_price->p_max_output;
+	memset(u, 0, sizeof(*u));
+	u->u_source = USAGE_ESTIMATED;
+	u->u_incomplete = 1;
+	u->u_input = ci->ci_input_estimate;
+	u->u_output = bound > 0 ? bound * (ci->ci_n > 0 ? ci->ci_n : 1) : 0;
+}
+
+/*
  * The single close path: finish the response, settle the row, log the
  * call, stop the transfer, free everything. Nothing may touch se after.
  */
@@ -466,6 +509,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	char path[160];
 	const char *up;
 	int64_t cost;
+	char model[160];
 
 	memset(&u, 0, sizeof(u));
 	if (se->se_meter != NULL) {
@@ -474,6 +518,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		    status == CALL_OK || status == CALL_ERROR, relay_emit, se,
 		    &u);
 	}
+	if (unanswered_but_sent(se))
+		estimate_unanswered(se, &u);
 	if (se->se_conn != NULL) {
 		if (se->se_replied &&
 		    (status == CALL_OK || status == CALL_ERROR))
@@ -483,6 +529,11 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		se->se_conn = NULL;
 	}
 	cost = se->se_row_committed ? session_cost(se, &u) : 0;
+	/* An unanswered call is charged its worst case: the provider may
+	 * well finish and bill it after tollgate has stopped listening. */
+	if (se->se_row_committed && unanswered_but_sent(se) &&
+	    cost < se->se_reserved_nusd)
+		cost = se->se_reserved_nusd;
 	if (se->se_row_committed) {
 		session_row(se, &row);
 		row.lr_status = status;
@@ -508,6 +559,11 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	else
 		log_escape(path, sizeof(path), req->hr_target,
 		    strcspn(req->hr_target, "?"));
+	if (session_model(se) != NULL)
+		log_escape(model, sizeof(model), session_model(se),
+		    strlen(session_model(se)));
+	else
+		snprintf(model, sizeof(model), "-");
 	up = se->se_route.rt_upstream != NULL
 	    ? se->se_route.rt_upstream->uc_name
 	    : "-";
@@ -516,8 +572,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		 "cost_nusd=%lld id=%s reason=%s",
 	    se->se_id, req->hr_method, path, up, se->se_status, se->se_bytes_in,
 	    se->se_bytes_out, (monotime_us() - se->se_t0_us) / 1000,
-	    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1LL,
-	    session_model(se) != NULL ? session_model(se) : "-",
+	    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1LL, model,
 	    (long long)u.u_input, (long long)u.u_output,
 	    ledger_usage_source_name(u.u_source), (long long)cost, se->se_reqid,
 	    reason);

@@ -65,6 +65,7 @@ struct session {
 	int se_replied; /* the client has a status line */
 	int se_paused;
 	int se_headers_seen;
+	int se_nothing_sent; /* the request never left (connect failed) */
 	const char *se_refusal; /* reason code when tollgate refused */
 
 	struct session *se_prev, *se_next;

@@ -172,6 +172,40 @@ test_keys_found_everywhere(void **state)
 }
 
 static void
+test_conflicting_keys(void **state)
+{
+	struct attribution at;
+	const char *code;
+	char *msg;
+	struct hdrs hs = {0};
+
+	(void)state;
+	/* A decoy in one slot must not pick the binding while the provider
+	 * reads the real key from another. */
+	add(&hs, "x-api-key", "decoy");
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs, "key=sk-bound-key", &at, &code, &msg),
+	    -1);
+	assert_string_equal(code, "conflicting_credentials");
+	free(msg);
+	hdrs_clear(&hs);
+	add(&hs, "Authorization", "Bearer junk");
+	add(&hs, "x-api-key", "tg-agent-key");
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs, NULL, &at, &code, &msg), -1);
+	free(msg);
+	hdrs_clear(&hs);
+	/* The same key twice is fine. */
+	add(&hs, "x-api-key", "sk-bound-key");
+	add(&hs, "Authorization", "Bearer sk-bound-key");
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs, "key=sk-bound-key", &at, &code, &msg),
+	    0);
+	assert_ptr_equal(at.at_binding, &bindings[0]);
+	hdrs_clear(&hs);
+}
+
+static void
 test_untrusted_header_ignored(void **state)
 {
 	struct hdrs hs = {0};
@@ -293,6 +327,7 @@ main(void)
 	    cmocka_unit_test(test_defaults_and_headers),
 	    cmocka_unit_test(test_binding_beats_headers),
 	    cmocka_unit_test(test_keys_found_everywhere),
+	    cmocka_unit_test(test_conflicting_keys),
 	    cmocka_unit_test(test_untrusted_header_ignored),
 	    cmocka_unit_test(test_required_tag),
 	    cmocka_unit_test(test_bad_values),
