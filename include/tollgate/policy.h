@@ -175,6 +175,8 @@ int policy_budget(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, struct policy_scope *);
 size_t policy_fired(const struct policyset *, struct policy_counters *,
     const char *const *, int64_t, struct policy_alert *, size_t);
+void policy_alert_mark(const struct policy *, struct policy_counters *,
+    const char *const *, int64_t, int64_t);
 
 /* rebuild.c */
 int policy_rebuild(struct policy_counters *, const struct policyset *,

@@ -484,3 +484,23 @@ policy_fired(const struct policyset *ps, struct policy_counters *pc,
 	}
 	return (n);
 }
+
+/*
+ * Mark threshold as already fired, at time t, in the scope of po for the
+ * call attr, so that policy_fired does not report it again in that
+ * window: how alert state persisted in the ledger is restored after a
+ * restart. Call it after policy_rebuild, which fills only counters it
+ * creates itself.
+ */
+void
+policy_alert_mark(const struct policy *po, struct policy_counters *pc,
+    const char *const *attr, int64_t t, int64_t threshold)
+{
+	struct pentry *e;
+
+	e = pcount_budget_entry(pc, po, attr, t, 1);
+	if (fired_has(e, threshold) || e->e_nfired == nitems(e->e_fired))
+		return;
+	e->e_fired_at[e->e_nfired] = t;
+	e->e_fired[e->e_nfired++] = threshold;
+}

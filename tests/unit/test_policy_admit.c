@@ -340,6 +340,15 @@ test_thresholds(void **state)
 	assert_int_equal(
 	    al[0].pa_scope.sc_window_start, utc(2026, 11, 29, 0, 0, 0));
 	policy_counters_free(pc);
+	/* After a restart, state restored from the ledger: no repeat. */
+	pc = policy_counters_new();
+	policy_alert_mark(&ps->ps_pol[0], pc, c.pc_attr, now - 5, 50 * CENT);
+	policy_admit(ps, pc, &c, now, &pd);
+	policy_settle(pd.pd_res, 95 * CENT, 0, now);
+	n = policy_fired(ps, pc, c.pc_attr, now, al, nitems(al));
+	assert_int_equal(n, 1);
+	assert_int_equal(al[0].pa_threshold_nusd, 90 * CENT);
+	policy_counters_free(pc);
 	policy_free(ps);
 }
 
