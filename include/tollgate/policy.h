@@ -175,6 +175,8 @@ int policy_budget(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, struct policy_scope *);
 size_t policy_fired(const struct policyset *, struct policy_counters *,
     const char *const *, int64_t, struct policy_alert *, size_t);
+size_t policy_each_budget(const struct policyset *, struct policy_counters *,
+    int64_t, void (*)(const struct policy_scope *, void *), void *);
 void policy_alert_mark(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, int64_t);
 

@@ -96,6 +96,10 @@ policy_counters_new(void)
 static void
 entry_free(struct pentry *e)
 {
+	int a;
+
+	for (a = 0; a < TAG_MAX; a++)
+		free(e->e_per[a]);
 	free(e->e_key);
 	free(e->e_ring);
 	free(e);
@@ -195,11 +199,16 @@ pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
 {
 	struct pentry *e;
 	int64_t start, reset;
+	int a;
 
 	policy_window_at(&po->po_window, t, &start, &reset);
 	e = lookup(pc, policy_budget_key(po, attr, start), create);
 	if (e == NULL || e->e_ring != NULL || e->e_reset != 0)
 		return (e);
+	for (a = 0; a < TAG_MAX; a++) {
+		if (po->po_per[a] && attr[a] != NULL && attr[a][0] != '\0')
+			e->e_per[a] = xstrdup(attr[a]);
+	}
 	if (po->po_window.pw_kind == POLICY_WIN_ROLLING) {
 		e->e_kind = PE_ROLLING;
 		e->e_width = po->po_window.pw_len_ms / ROLL_BUCKETS;
@@ -503,4 +512,49 @@ policy_alert_mark(const struct policy *po, struct policy_counters *pc,
 		return;
 	e->e_fired_at[e->e_nfired] = t;
 	e->e_fired[e->e_nfired++] = threshold;
+}
+
+/*
+ * Call fn with every live budget scope of ps at now, once per policy that
+ * names it: the rows of GET /v1/budgets. A scope is live while its
+ * counter exists (policy_counters_gc drops it); calendar counters of past
+ * windows that calls still hold are skipped. Returns how many.
+ */
+size_t
+policy_each_budget(const struct policyset *ps, struct policy_counters *pc,
+    int64_t now, void (*fn)(const struct policy_scope *, void *), void *arg)
+{
+	const struct policy *po;
+	const char *attr[POLICY_ATTR_MAX];
+	struct policy_scope sc;
+	struct pentry *e;
+	char *key;
+	size_t i, j, n = 0;
+	int a;
+
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
+			if (e->e_kind == PE_RATE ||
+			    (e->e_kind == PE_CALENDAR &&
+				(e->e_start > now || e->e_reset <= now)))
+				continue;
+			memset(attr, 0, sizeof(attr));
+			for (a = 0; a < TAG_MAX; a++)
+				attr[a] = e->e_per[a];
+			for (j = 0; j < ps->ps_n; j++) {
+				po = &ps->ps_pol[j];
+				if (!pcount_has_budget(po))
+					continue;
+				key = policy_budget_key(po, attr, e->e_start);
+				if (strcmp(key, e->e_key) == 0) {
+					pcount_scope_budget(
+					    &sc, po, attr, e, now);
+					fn(&sc, arg);
+					n++;
+				}
+				free(key);
+			}
+		}
+	}
+	return (n);
 }

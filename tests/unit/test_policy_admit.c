@@ -82,6 +82,24 @@ test_overshoot(void **state)
 	policy_free(ps);
 }
 
+struct seen {
+	int64_t reserved; /* cents */
+	int tenants;
+};
+
+static void
+scope_cb(const struct policy_scope *sc, void *arg)
+{
+	struct seen *seen = arg;
+
+	seen->reserved += sc->sc_reserved / CENT;
+	seen->tenants += sc->sc_per[TAG_TENANT][0] != '\0';
+	assert_int_equal(sc->sc_reset_at,
+	    sc->sc_policy->po_window.pw_kind == POLICY_WIN_DAY
+		? utc(2026, 11, 29, 0, 0, 0)
+		: utc(2026, 12, 1, 0, 0, 0));
+}
+
 static void
 test_all_or_nothing(void **state)
 {
@@ -91,6 +109,7 @@ test_all_or_nothing(void **state)
 	struct policy_call c = mkcall("support", "acme", "gpt-4o", 40 * CENT);
 	struct policy_call other = mkcall("support", "globex", "gpt-4o", 0);
 	struct policy_reservation *first;
+	struct seen seen;
 
 	(void)state;
 	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
@@ -123,6 +142,11 @@ test_all_or_nothing(void **state)
 	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
 	budget_is(ps, 1, pc, &other, T0, 0, 30 * CENT);
 	budget_is(ps, 0, pc, &other, T0, 0, 70 * CENT);
+	/* GET /v1/budgets: team and twin share a scope, listed for each. */
+	memset(&seen, 0, sizeof(seen));
+	assert_int_equal(policy_each_budget(ps, pc, T0, scope_cb, &seen), 4);
+	assert_int_equal(seen.reserved, 70 + 70 + 40 + 30);
+	assert_int_equal(seen.tenants, 2);
 	policy_release(pd.pd_res, T0);
 	policy_release(first, T0);
 	policy_counters_free(pc);
