@@ -34,7 +34,7 @@ class SlowlorisTest(tglib.TGTestCase):
             slow.append(s)
         self.addCleanup(lambda: [s.close() for s in slow])
         self.assertTrue(tglib.wait_until(
-            lambda: nfds(tg.pid) >= base + SLOW, 5),
+            lambda: nfds(tg.pid) >= base + SLOW, 15),
             "tollgate did not accept %d connections" % SLOW)
 
         # Drip a byte now and then, while normal calls keep being served.
@@ -57,7 +57,7 @@ class SlowlorisTest(tglib.TGTestCase):
         # The whole head never arrives: every slow connection is cut at
         # request_timeout, however often it sends a byte.
         self.assertTrue(tglib.wait_until(
-            lambda: nfds(tg.pid) <= base + 2, 8),
+            lambda: nfds(tg.pid) <= base + 2, 30),
             "slow connections still open: %d fds, %d before" %
             (nfds(tg.pid), base))
         closed = 0
