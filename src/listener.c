@@ -138,13 +138,6 @@ conn_id(const struct conn *co)
 	return (co->co_id);
 }
 
-/* The peer address as text. */
-const char *
-conn_peer(const struct conn *co)
-{
-	return (co->co_peer);
-}
-
 /* Bytes written to the client but not yet sent. */
 size_t
 conn_output_pending(const struct conn *co)

@@ -31,20 +31,6 @@ log_init(int foreground, int verbose)
 	tzset();
 }
 
-/* Change the verbosity at run time. */
-void
-log_setverbose(int v)
-{
-	log_verbose = v;
-}
-
-/* The current verbosity. */
-int
-log_getverbose(void)
-{
-	return (log_verbose);
-}
-
 static void
 vlog(int pri, const char *fmt, va_list ap)
 {

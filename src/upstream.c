@@ -53,7 +53,6 @@ static struct event *up_timer;
 static int up_running;
 static int up_depth; /* >0 while inside curl_multi_* calls */
 static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
-static size_t up_active;
 
 static void check_multi_info(void);
 
@@ -387,18 +386,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		free(x);
 		return (NULL);
 	}
-	up_active++;
 	return (x);
-}
-
-/* Stop receiving until xfer_resume. */
-void
-xfer_pause(struct xfer *x)
-{
-	if (x->xf_dead || x->xf_paused)
-		return;
-	x->xf_paused = 1;
-	curl_easy_pause(x->xf_easy, CURLPAUSE_RECV);
 }
 
 /* Continue a paused transfer; curl may deliver data from inside this. */
@@ -413,16 +401,6 @@ xfer_resume(struct xfer *x)
 	up_depth--;
 	if (up_depth == 0)
 		reap();
-}
-
-/* The HTTP version the transfer used (CURL_HTTP_VERSION_*). */
-int
-xfer_http_version(struct xfer *x)
-{
-	long v = 0;
-
-	curl_easy_getinfo(x->xf_easy, CURLINFO_HTTP_VERSION, &v);
-	return ((int)v);
 }
 
 /*
@@ -448,12 +426,4 @@ xfer_free(struct xfer *x)
 	curl_slist_free_all(x->xf_headers);
 	hdrs_clear(&x->xf_resp);
 	free(x);
-	up_active--;
-}
-
-/* Transfers in progress. */
-size_t
-upstream_active(void)
-{
-	return (up_active);
 }

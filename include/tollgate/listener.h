@@ -44,7 +44,6 @@ int listener_port(const struct listener *);
 void listener_close_all(struct listener *);
 void listener_free(struct listener *);
 unsigned long long conn_id(const struct conn *);
-const char *conn_peer(const struct conn *);
 void conn_reply_start(struct conn *, int, const struct hdrs *);
 void conn_reply_data(struct conn *, const void *, size_t);
 void conn_reply_end(struct conn *);

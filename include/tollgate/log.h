@@ -12,8 +12,6 @@
 
 /* log.c */
 void log_init(int, int);
-void log_setverbose(int);
-int log_getverbose(void);
 void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));

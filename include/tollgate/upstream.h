@@ -40,10 +40,7 @@ void upstream_shutdown(void);
 struct xfer *xfer_start(const struct upstream_conf *, const char *,
     const char *, const struct hdrs *, const char *, size_t,
     const struct xfer_cbs *, void *);
-void xfer_pause(struct xfer *);
 void xfer_resume(struct xfer *);
 void xfer_free(struct xfer *);
-int xfer_http_version(struct xfer *);
-size_t upstream_active(void);
 
 #endif
