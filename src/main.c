@@ -23,6 +23,7 @@
 
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
+#include "tollgate/enforce.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
@@ -172,6 +173,15 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
+	if (enforce_start(base, cf, &cause) == -1) {
+		log_warnx("policies: cannot rebuild budgets from %s: %s",
+		    cf->cf_ledger_path, cause);
+		free(cause);
+		ledger_close();
+		config_unref(cf);
+		event_base_free(base);
+		return (1);
+	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
 	session_setup(base);
@@ -180,6 +190,7 @@ cmd_serve(int foreground)
 		 &session_listener_ops, "proxy")) == NULL ||
 	    admin_start(base, cf, config_path) == -1) {
 		listener_free(proxy);
+		enforce_stop();
 		ledger_close();
 		upstream_shutdown();
 		server_set_config(NULL);
@@ -206,6 +217,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
+	enforce_stop();
 	ledger_close();
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)

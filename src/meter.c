@@ -28,6 +28,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tollgate/config.h"
 #include "tollgate/meter.h"
 #include "tollgate/sse.h"
 #include "tollgate/util.h"
@@ -151,6 +152,132 @@ meter_request(const struct route *rt, const char *body, size_t len,
 		ci->ci_n = 1;
 	cJSON_Delete(root);
 	return (0);
+}
+
+/*
+ * Set member key of the object text obj[0..len) to the number v: replace
+ * its value where it is, or add it at the end. Returns 0 with an allocated
+ * *out, or -1 when the text is not a plain object (an escaped key, a
+ * duplicate) and is left alone.
+ */
+static int
+set_member(const char *obj, size_t len, const char *key, int64_t v, char **out,
+    size_t *outlen)
+{
+	struct json_span js;
+	char ins[160];
+	size_t close;
+	int empty;
+
+	switch (meter_json_member(obj, len, key, &js)) {
+	case 1:
+		snprintf(ins, sizeof(ins), "%lld", (long long)v);
+		meter_json_splice(
+		    obj, len, js.js_val, js.js_valend, ins, out, outlen);
+		return (0);
+	case 0:
+		if ((close = meter_json_close(obj, len, &empty)) == SIZE_MAX)
+			return (-1);
+		snprintf(ins, sizeof(ins), "%s\"%s\":%lld", empty ? "" : ",",
+		    key, (long long)v);
+		meter_json_splice(obj, len, close, close, ins, out, outlen);
+		return (0);
+	}
+	return (-1);
+}
+
+/*
+ * Write the output bound v into a request body of route rt: the member
+ * the provider reads (max_completion_tokens and max_tokens, whichever the
+ * request has, max_output_tokens, generationConfig.maxOutputTokens), added
+ * when the request has none. The text is edited, never re-serialised, so
+ * every other byte stays as the client sent it. Returns 0 with an
+ * allocated *out, or -1 when the body cannot be edited safely.
+ */
+int
+meter_set_bound(const struct route *rt, const char *body, size_t len, int64_t v,
+    char **out, size_t *outlen)
+{
+	struct json_span js;
+	char *tmp, *sub;
+	const char *key;
+	size_t start, tmplen, sublen;
+	int r, n = 0;
+
+	*out = NULL;
+	*outlen = 0;
+	start = meter_json_ws(body, len, 0);
+	if (start >= len || body[start] != '{' ||
+	    meter_json_skip(body + start, len - start) == 0)
+		return (-1);
+	body += start;
+	len -= start;
+	switch (rt->rt_endpoint) {
+	case EP_CHAT:
+		/* Both, when both are there: a server may read either. */
+		tmp = NULL;
+		tmplen = 0;
+		if (meter_json_member(body, len, "max_tokens", &js) == 1) {
+			if (set_member(body, len, "max_tokens", v, &tmp,
+				&tmplen) == -1)
+				return (-1);
+			n++;
+		}
+		if (meter_json_member(tmp != NULL ? tmp : body,
+			tmp != NULL ? tmplen : len, "max_completion_tokens",
+			&js) == 1 ||
+		    n == 0) {
+			key = n == 0 && rt->rt_upstream != NULL &&
+				rt->rt_upstream->uc_type ==
+				    UPSTREAM_OPENAI_COMPATIBLE
+			    ? "max_tokens"
+			    : "max_completion_tokens";
+			r = set_member(tmp != NULL ? tmp : body,
+			    tmp != NULL ? tmplen : len, key, v, out, outlen);
+			free(tmp);
+			return (r);
+		}
+		*out = tmp;
+		*outlen = tmplen;
+		return (0);
+	case EP_COMPLETIONS:
+	case EP_MESSAGES:
+		return (set_member(body, len, "max_tokens", v, out, outlen));
+	case EP_RESPONSES:
+		return (
+		    set_member(body, len, "max_output_tokens", v, out, outlen));
+	case EP_GEMINI_GENERATE:
+	case EP_GEMINI_STREAM:
+		r = meter_json_member(body, len, "generationConfig", &js);
+		if (r == -1)
+			return (-1);
+		if (r == 0) {
+			char ins[96];
+
+			snprintf(ins, sizeof(ins), "{\"maxOutputTokens\":%lld}",
+			    (long long)v);
+			if ((start = meter_json_close(body, len, &n)) ==
+			    SIZE_MAX)
+				return (-1);
+			xasprintf(&sub, "%s\"generationConfig\":%s",
+			    n ? "" : ",", ins);
+			meter_json_splice(
+			    body, len, start, start, sub, out, outlen);
+			free(sub);
+			return (0);
+		}
+		if (body[js.js_val] != '{')
+			return (-1);
+		if (set_member(body + js.js_val, js.js_valend - js.js_val,
+			"maxOutputTokens", v, &sub, &sublen) == -1)
+			return (-1);
+		meter_json_splice(
+		    body, len, js.js_val, js.js_valend, sub, out, outlen);
+		free(sub);
+		return (0);
+	default:
+		return (-1);
+	}
 }
 
 static void meter_event_cb(void *, const struct sse_event *);

@@ -132,6 +132,7 @@ static struct {
 	struct mtable m_attr; /* provider..agent_class: tokens, cost */
 	struct mtable m_unpriced;
 	struct mtable m_refusals;
+	struct mtable m_shadow;
 	struct mtable m_ttfb;
 	struct mtable m_duration;
 } metrics;
@@ -165,6 +166,7 @@ metrics_init(void)
 	table_init(&metrics.m_attr, attr_labels, 5, ATTR_NVALUES);
 	table_init(&metrics.m_unpriced, unpriced_labels, 2, 1);
 	table_init(&metrics.m_refusals, reason_labels, 1, 1);
+	table_init(&metrics.m_shadow, reason_labels, 1, 1);
 	table_init(&metrics.m_ttfb, provider_labels, 1, HIST_NVALUES);
 	table_init(&metrics.m_duration, provider_labels, 1, HIST_NVALUES);
 	metrics.m_init = 1;
@@ -404,6 +406,19 @@ metrics_refusal(const char *reason)
 	metrics_init();
 	key_set(&k, 0, reason);
 	s = table_get(&metrics.m_refusals, &k);
+	s->ms_value[0]++;
+}
+
+/* Count one call a shadow policy would have refused, by its reason. */
+void
+metrics_shadow(const char *reason)
+{
+	struct mseries *s;
+	struct mkey k;
+
+	metrics_init();
+	key_set(&k, 0, reason);
+	s = table_get(&metrics.m_shadow, &k);
 	s->ms_value[0]++;
 }
 
@@ -712,6 +727,9 @@ metrics_render(struct evbuffer *b)
 	    "Calls whose model had no price.", &metrics.m_unpriced, 0);
 	render_counter(b, "tollgate_refusals_total",
 	    "Requests tollgate refused, by reason.", &metrics.m_refusals, 0);
+	render_counter(b, "tollgate_shadow_refusals_total",
+	    "Calls a shadow policy would have refused, by reason.",
+	    &metrics.m_shadow, 0);
 	render_histogram(b, "tollgate_upstream_ttfb_seconds",
 	    "Time from forwarding a call to the provider's response headers.",
 	    &metrics.m_ttfb);
@@ -737,6 +755,7 @@ metrics_reset(void)
 	table_free(&metrics.m_attr);
 	table_free(&metrics.m_unpriced);
 	table_free(&metrics.m_refusals);
+	table_free(&metrics.m_shadow);
 	table_free(&metrics.m_ttfb);
 	table_free(&metrics.m_duration);
 	memset(&metrics, 0, sizeof(metrics));

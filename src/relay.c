@@ -125,6 +125,12 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
 		    strlen(h->h_value));
 	}
+	for (i = 0; i < se->se_hdrs.hs_n; i++) {
+		const struct hdr *h = &se->se_hdrs.hs_v[i];
+
+		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
+		    strlen(h->h_value));
+	}
 	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
 	    strlen(se->se_reqid));
 	se->se_replied = 1;

@@ -137,16 +137,17 @@ gemini_status(int status)
 }
 
 /*
- * Build an error body for status in the family's shape. code is a short
- * machine-readable reason (OpenAI "code"), message a sentence; reqid may be
- * NULL. Returns an allocated string.
+ * Build an error object for status in the family's shape. code is a short
+ * machine-readable reason (OpenAI "code"), type overrides the family's
+ * error type for the status when not NULL (OpenAI and Anthropic), message
+ * is a sentence; reqid may be NULL. The caller owns the tree.
  */
-char *
-reply_error_body(enum api_family family, int status, const char *code,
-    const char *message, const char *reqid)
+cJSON *
+reply_error_json(enum api_family family, int status, const char *code,
+    const char *type, const char *message, const char *reqid)
 {
 	cJSON *root, *err;
-	char *msg, *out, *ret;
+	char *msg;
 
 	xasprintf(&msg, "tollgate: %s", message);
 	root = cJSON_CreateObject();
@@ -154,7 +155,8 @@ reply_error_body(enum api_family family, int status, const char *code,
 	case FAMILY_ANTHROPIC:
 		cJSON_AddStringToObject(root, "type", "error");
 		err = cJSON_AddObjectToObject(root, "error");
-		cJSON_AddStringToObject(err, "type", anthropic_type(status));
+		cJSON_AddStringToObject(
+		    err, "type", type != NULL ? type : anthropic_type(status));
 		cJSON_AddStringToObject(err, "message", msg);
 		if (reqid != NULL)
 			cJSON_AddStringToObject(root, "request_id", reqid);
@@ -168,7 +170,8 @@ reply_error_body(enum api_family family, int status, const char *code,
 	default:
 		err = cJSON_AddObjectToObject(root, "error");
 		cJSON_AddStringToObject(err, "message", msg);
-		cJSON_AddStringToObject(err, "type", openai_type(status));
+		cJSON_AddStringToObject(
+		    err, "type", type != NULL ? type : openai_type(status));
 		cJSON_AddNullToObject(err, "param");
 		if (code != NULL)
 			cJSON_AddStringToObject(err, "code", code);
@@ -177,10 +180,31 @@ reply_error_body(enum api_family family, int status, const char *code,
 		break;
 	}
 	free(msg);
+	return (root);
+}
+
+/* Print and free a tree; the result is an allocated string. */
+char *
+reply_json_take(cJSON *root)
+{
+	char *out, *ret;
+
 	if ((out = cJSON_PrintUnformatted(root)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted failed", __func__);
 	cJSON_Delete(root);
 	ret = xstrdup(out);
 	cJSON_free(out);
 	return (ret);
+}
+
+/*
+ * Build an error body for status in the family's shape (reply_error_json)
+ * as text. Returns an allocated string.
+ */
+char *
+reply_error_body(enum api_family family, int status, const char *code,
+    const char *message, const char *reqid)
+{
+	return (reply_json_take(
+	    reply_error_json(family, status, code, NULL, message, reqid)));
 }

@@ -5,9 +5,11 @@
  * config they started with, so the old one lives until its last call ends.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tollgate/config.h"
+#include "tollgate/enforce.h"
 #include "tollgate/log.h"
 #include "tollgate/session.h"
 
@@ -52,6 +54,7 @@ int
 server_reload(const char *path, struct cfgerrs *errs)
 {
 	struct config *cf, *old = server_cf;
+	char *cause = NULL;
 	size_t i, first = errs->ce_n;
 
 	log_info("reloading %s", path);
@@ -87,5 +90,10 @@ server_reload(const char *path, struct cfgerrs *errs)
 	}
 	server_set_config(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
+	if (enforce_reload(cf, &cause) == -1) {
+		log_warnx(
+		    "reload: budgets of new policies start empty: %s", cause);
+		free(cause);
+	}
 	return (0);
 }

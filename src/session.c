@@ -90,15 +90,6 @@ make_reqid(char *buf, size_t len)
 	    (unsigned long long)splitmix64());
 }
 
-static int64_t
-wallclock_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
-}
-
 void
 session_arm_timer(struct session *se, long ms)
 {
@@ -116,20 +107,35 @@ session_count(void)
 	return (session_n);
 }
 
+/*
+ * Answer the client with a complete response tollgate wrote itself: the
+ * request id and the headers in hs (which are cleared), then body.
+ */
+void
+session_reply(struct session *se, int status, struct hdrs *hs, char *body)
+{
+	se->se_status = status;
+	if (se->se_conn == NULL) {
+		hdrs_clear(hs);
+		free(body);
+		return;
+	}
+	hdrs_add(hs, "x-tollgate-request-id", 21, se->se_reqid,
+	    strlen(se->se_reqid));
+	se->se_replied = 1;
+	conn_reply_full(
+	    se->se_conn, status, hs, "application/json", body, strlen(body));
+	se->se_conn = NULL;
+	hdrs_clear(hs);
+	free(body);
+}
+
 void
 session_reply_error(struct session *se, int status, const char *code,
     const char *msg, const char *retry_after)
 {
 	struct hdrs hs = {0};
-	char *body;
 
-	se->se_status = status;
-	if (se->se_conn == NULL)
-		return;
-	body = reply_error_body(
-	    se->se_route.rt_family, status, code, msg, se->se_reqid);
-	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
-	    strlen(se->se_reqid));
 	if (status == 405) {
 		const char *allow =
 		    se->se_route.rt_endpoint == EP_MODELS ? "GET" : "POST";
@@ -139,12 +145,9 @@ session_reply_error(struct session *se, int status, const char *code,
 	if (retry_after != NULL)
 		hdrs_add(
 		    &hs, "retry-after", 11, retry_after, strlen(retry_after));
-	se->se_replied = 1;
-	conn_reply_full(
-	    se->se_conn, status, &hs, "application/json", body, strlen(body));
-	se->se_conn = NULL;
-	hdrs_clear(&hs);
-	free(body);
+	session_reply(se, status, &hs,
+	    reply_error_body(
+		se->se_route.rt_family, status, code, msg, se->se_reqid));
 }
 
 /* The model a call is priced and recorded under. */
@@ -186,8 +189,8 @@ session_row(const struct session *se, struct ledger_row *row)
 }
 
 /* Record a call tollgate refused after routing: a final row, no cost. */
-static void
-record_refusal(struct session *se, int status, const char *reason)
+void
+session_record_refusal(struct session *se, int status, const char *reason)
 {
 	struct ledger_row row;
 
@@ -279,7 +282,7 @@ session_new(struct conn *co, struct http_request *req)
 		 * validate. */
 		se->se_refusal = code;
 		session_reply_error(se, 400, code, why, NULL);
-		record_refusal(se, 400, code);
+		session_record_refusal(se, 400, code);
 		goto refused;
 	}
 	if (se->se_attr.at_request_id[0] != '\0')
@@ -331,8 +334,8 @@ reserved_cb(void *arg, enum ledger_result res)
  * so the client can retry with its X-Tollgate-Request-Id once the cause is
  * fixed instead of being told the call was already made.
  */
-static void
-refusal_id(struct session *se)
+void
+session_refusal_id(struct session *se)
 {
 	if (se->se_attr.at_request_id[0] != '\0')
 		make_reqid(se->se_reqid, sizeof(se->se_reqid));
@@ -369,7 +372,7 @@ session_price(struct session *se)
 		switch (cf->cf_unknown_model) {
 		case UNKNOWN_MODEL_REFUSE:
 			se->se_refusal = "unknown_model";
-			refusal_id(se);
+			session_refusal_id(se);
 			xasprintf(&msg,
 			    "the model '%s' has no price; "
 			    "add it to the price table or set unknown_models",
@@ -377,7 +380,7 @@ session_price(struct session *se)
 			session_reply_error(
 			    se, 400, "unknown_model", msg, NULL);
 			free(msg);
-			record_refusal(se, 400, "unknown_model");
+			session_record_refusal(se, 400, "unknown_model");
 			return (-1);
 		case UNKNOWN_MODEL_PRICE_AS:
 			se->se_price = pricing_lookup(
@@ -412,12 +415,16 @@ session_start(struct session *se)
 	    se->se_attr.at_binding->kb_tollgate &&
 	    se->se_route.rt_upstream->uc_api_key == NULL) {
 		se->se_refusal = "no_upstream_key";
-		refusal_id(se);
+		session_refusal_id(se);
 		session_reply_error(se, 403, "no_upstream_key",
 		    "calls made with a tollgate key need the upstream's "
 		    "api_key_env",
 		    NULL);
-		record_refusal(se, 403, "no_upstream_key");
+		session_record_refusal(se, 403, "no_upstream_key");
+		session_close(se, CALL_REFUSED, "refused");
+		return;
+	}
+	if (session_admit(se) == -1) {
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	}
@@ -552,6 +559,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
 		ledger_settle(&row);
 	}
+	session_settle(se, cost, &u);
 
 	if (se->se_route.rt_path != NULL)
 		log_escape(path, sizeof(path), se->se_route.rt_path,
@@ -607,6 +615,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_started)
 		http_request_free(se->se_req);
 	free(se->se_body);
+	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);
 	unlink_session(se);

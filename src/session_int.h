@@ -14,7 +14,9 @@
 #include <event2/util.h>
 
 #include "tollgate/attribution.h"
+#include "tollgate/http.h"
 #include "tollgate/ledger.h"
+#include "tollgate/policy.h"
 #include "tollgate/route.h"
 #include "tollgate/usage.h"
 
@@ -68,14 +70,26 @@ struct session {
 	int se_nothing_sent; /* the request never left (connect failed) */
 	const char *se_refusal; /* reason code when tollgate refused */
 
+	/* policies (session_policy.c) */
+	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
+	struct policy_reservation *se_res; /* settled once, at close */
+	struct hdrs se_hdrs; /* budget headers for the response */
+
 	struct session *se_prev, *se_next;
 };
 
 /* session.c */
 void session_close(struct session *, enum call_status, const char *);
+void session_reply(struct session *, int, struct hdrs *, char *);
+void session_record_refusal(struct session *, int, const char *);
+void session_refusal_id(struct session *);
 void session_reply_error(
     struct session *, int, const char *, const char *, const char *);
 void session_arm_timer(struct session *, long);
+
+/* session_policy.c */
+int session_admit(struct session *);
+void session_settle(struct session *, int64_t, const struct usage *);
 
 /* relay.c */
 void relay_forward(struct session *);

@@ -4,8 +4,11 @@
  * fatal (tmux's xmalloc): every buffer tollgate keeps has a hard cap, so an
  * allocation failure means the machine itself is out of memory.
  */
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,4 +124,49 @@ monotime_us(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ((long long)ts.tv_sec * 1000000LL + ts.tv_nsec / 1000);
+}
+
+/*
+ * The wall clock in Unix milliseconds, which stamps ledger rows and places
+ * calls in budget windows. When the environment names a clock file
+ * (TOLLGATE_TEST_CLOCK), the whole number of milliseconds it holds is
+ * added: tests move the daemon across midnight or a month end without
+ * waiting for it. The file is read again whenever it changes.
+ */
+int64_t
+wallclock_ms(void)
+{
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static int checked;
+	static const char *file;
+	static struct timespec mtime;
+	static int64_t offset;
+	struct timespec ts;
+	struct stat st;
+	int64_t off = 0;
+	char buf[32];
+	FILE *fp;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pthread_mutex_lock(&mu);
+	if (!checked) {
+		file = getenv("TOLLGATE_TEST_CLOCK");
+		checked = 1;
+	}
+	if (file != NULL && stat(file, &st) == 0 &&
+	    (st.st_mtim.tv_sec != mtime.tv_sec ||
+		st.st_mtim.tv_nsec != mtime.tv_nsec)) {
+		mtime = st.st_mtim;
+		if ((fp = fopen(file, "r")) != NULL) {
+			n = fread(buf, 1, sizeof(buf) - 1, fp);
+			buf[n] = '\0';
+			fclose(fp);
+			offset = strtoll(buf, NULL, 10);
+		}
+	}
+	if (file != NULL)
+		off = offset;
+	pthread_mutex_unlock(&mu);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + off);
 }

@@ -15,6 +15,7 @@
 #include "tollgate/tags.h"
 
 struct pricebook;
+struct policyset;
 
 enum upstream_type {
 	UPSTREAM_OPENAI,
@@ -113,6 +114,10 @@ struct config {
 	int cf_tag_from_header[TAG_MAX]; /* X-Tollgate-<tag> is trusted */
 	struct key_binding *cf_keys;
 	size_t cf_nkeys;
+
+	/* policies */
+	struct policyset *cf_policies; /* never NULL once loaded; owned */
+	int cf_hard_cap_status; /* 429 or 402 */
 };
 
 /* Every error found while loading, each "file:line:col: message". */

@@ -56,6 +56,8 @@ struct meter; /* opaque */
  */
 int meter_request(const struct route *, const char *, size_t,
     struct call_info *, char **, size_t *);
+int meter_set_bound(
+    const struct route *, const char *, size_t, int64_t, char **, size_t *);
 struct meter *meter_new(const struct route *, const struct call_info *);
 void meter_response(struct meter *, int, const char *);
 void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);

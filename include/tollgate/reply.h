@@ -10,7 +10,12 @@
 
 #include "tollgate/route.h"
 
+struct cJSON;
+
 /* reply.c */
+struct cJSON *reply_error_json(enum api_family, int, const char *, const char *,
+    const char *, const char *);
+char *reply_json_take(struct cJSON *);
 char *reply_error_body(
     enum api_family, int, const char *, const char *, const char *);
 const char *http_reason(int);

@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -24,5 +25,6 @@ int xvasprintf(char **, const char *, va_list)
 void freezero(void *, size_t);
 int strcaseprefix(const char *, const char *);
 long long monotime_us(void);
+int64_t wallclock_ms(void);
 
 #endif

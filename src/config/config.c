@@ -24,6 +24,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/log.h"
+#include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
@@ -34,6 +35,10 @@
 
 static void cfgp_listen(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+static void cfgp_policies(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void cfgp_hard_cap_status(struct cfgctx *, const struct cfgkey *,
+    const char *, const struct ynode *, void *);
 static void cfgp_upstreams(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void cfgp_upstream_type(struct cfgctx *, const struct cfgkey *,
@@ -95,6 +100,12 @@ static const struct cfgkey attribution_keys[] = {
  * implemented; until then they are unknown keys, so a file written for a
  * later tollgate fails loudly instead of being half obeyed.
  */
+static const struct cfgkey refusal_keys[] = {
+    KEY_CALL(
+	"hard_cap_status", cfgp_hard_cap_status, CF_OFF(cf_hard_cap_status), 0),
+    KEY_END,
+};
+
 static const struct cfgkey top_keys[] = {
     KEY_CALL("listen", cfgp_listen, 0, 0),
     KEY_CALL("admin", cfgp_admin, 0, 0),
@@ -104,6 +115,8 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("prices", cfgp_path, CF_OFF(cf_prices_path), 0),
     KEY_SECTION("unknown_models", unknown_model_keys),
     KEY_SECTION("attribution", attribution_keys),
+    KEY_CALL("policies", cfgp_policies, 0, 0),
+    KEY_SECTION("refusals", refusal_keys),
     KEY_END,
 };
 
@@ -412,6 +425,35 @@ out:
 
 /* Loading. */
 
+/* policies: the list, parsed by the policy module. */
+static void
+cfgp_policies(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct config *cf = dst;
+
+	(void)k;
+	policy_free(cf->cf_policies);
+	cf->cf_policies = NULL;
+	policy_parse(cx, path, n, &cf->cf_policies);
+}
+
+/* refusals.hard_cap_status: 429 (the default) or 402. */
+static void
+cfgp_hard_cap_status(struct cfgctx *cx, const struct cfgkey *k,
+    const char *path, const struct ynode *n, void *dst)
+{
+	int *out = dst;
+
+	(void)k;
+	if (n->yn_type != YN_SCALAR ||
+	    (strcmp(n->yn_str, "429") != 0 && strcmp(n->yn_str, "402") != 0)) {
+		cfg_error(cx, n, "%s: expected 429 or 402", path);
+		return;
+	}
+	*out = n->yn_str[1] == '2' ? 429 : 402;
+}
+
 static void
 config_defaults(struct config *cf)
 {
@@ -431,6 +473,7 @@ config_defaults(struct config *cf)
 	cf->cf_durability = DURABILITY_PROCESS;
 	cf->cf_ledger_queue_max_int = 10000;
 	cf->cf_unknown_model = UNKNOWN_MODEL_UNPRICED;
+	cf->cf_hard_cap_status = 429;
 	for (t = 0; t < TAG_MAX; t++)
 		cf->cf_tag_from_header[t] = 1;
 }
@@ -470,6 +513,7 @@ config_free(struct config *cf)
 	free(cf->cf_unknown_price_as);
 	if (cf->cf_prices != NULL)
 		pricing_free(cf->cf_prices);
+	policy_free(cf->cf_policies);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
 	free(cf->cf_path);
@@ -530,6 +574,8 @@ config_load(const char *path, struct cfgerrs *errs)
 	if (cf->cf_prices_path != NULL && cx.cx_nerr == 0 &&
 	    (cf->cf_prices = pricing_load(cf->cf_prices_path, errs)) == NULL)
 		cx.cx_nerr++;
+	if (cf->cf_policies == NULL)
+		cf->cf_policies = xcalloc(1, sizeof(*cf->cf_policies));
 	config_check_meter(&cx, root, cf);
 	config_check_admin(&cx, root, cf);
 	if (cx.cx_nerr != 0)

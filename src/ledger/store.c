@@ -187,10 +187,7 @@ static int db_fail(struct ledger_db *, char **, const char *, ...)
 int64_t
 ledger_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	return (wallclock_ms());
 }
 
 /* Format Unix ms as RFC 3339 UTC with milliseconds: 2026-11-28T14:23:00.123Z */

@@ -17,6 +17,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "tollgate/util.h"
+
 #include "providers.h"
 
 /* Numbers above this are not token counts; they are clamped. */
@@ -159,6 +161,43 @@ meter_json_member(
 			return (-1);
 		comma = i++;
 	}
+}
+
+/* Replace body[from, to) by ins; the result is allocated. */
+void
+meter_json_splice(const char *body, size_t len, size_t from, size_t to,
+    const char *ins, char **out, size_t *outlen)
+{
+	size_t ilen = strlen(ins), n = len - (to - from) + ilen;
+	char *p;
+
+	p = xmalloc(n + 1);
+	memcpy(p, body, from);
+	memcpy(p + from, ins, ilen);
+	memcpy(p + from + ilen, body + to, len - to);
+	p[n] = '\0';
+	*out = p;
+	*outlen = n;
+}
+
+/*
+ * Insert a member before the closing brace of the object obj[0..len),
+ * with a comma unless the object is empty. Returns the brace's offset.
+ */
+size_t
+meter_json_close(const char *obj, size_t len, int *empty)
+{
+	size_t n = meter_json_skip(obj, len), i;
+
+	if (n < 2 || obj[n - 1] != '}')
+		return (SIZE_MAX);
+	for (i = n - 1; i-- > 0;) {
+		if (obj[i] != ' ' && obj[i] != '\t' && obj[i] != '\r' &&
+		    obj[i] != '\n')
+			break;
+	}
+	*empty = obj[i] == '{';
+	return (n - 1);
 }
 
 /* A non-negative integer member, or 0 (missing, null, negative, junk). */

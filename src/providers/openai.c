@@ -72,43 +72,6 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 	ci->ci_n = n < 1 ? 1 : (int)n;
 }
 
-/* Replace body[from, to) by ins; the result is allocated. */
-static void
-splice(const char *body, size_t len, size_t from, size_t to, const char *ins,
-    char **out, size_t *outlen)
-{
-	size_t ilen = strlen(ins), n = len - (to - from) + ilen;
-	char *p;
-
-	p = xmalloc(n + 1);
-	memcpy(p, body, from);
-	memcpy(p + from, ins, ilen);
-	memcpy(p + from + ilen, body + to, len - to);
-	p[n] = '\0';
-	*out = p;
-	*outlen = n;
-}
-
-/*
- * Insert a member before the closing brace of the object obj[0..len),
- * with a comma unless the object is empty. Returns the brace's offset.
- */
-static size_t
-object_close(const char *obj, size_t len, int *empty)
-{
-	size_t n = meter_json_skip(obj, len), i;
-
-	if (n < 2 || obj[n - 1] != '}')
-		return (SIZE_MAX);
-	for (i = n - 1; i-- > 0;) {
-		if (obj[i] != ' ' && obj[i] != '\t' && obj[i] != '\r' &&
-		    obj[i] != '\n')
-			break;
-	}
-	*empty = obj[i] == '{';
-	return (n - 1);
-}
-
 /* The rare case the text cannot be edited safely: rebuild with cJSON. */
 static int
 inject_rebuild(cJSON *root, char **out, size_t *outlen)
@@ -169,13 +132,13 @@ openai_inject(
 		start++;
 	if (so == NULL) {
 		/* The common case: add the member at the very end. */
-		close = object_close(body + start, len - start, &empty);
+		close = meter_json_close(body + start, len - start, &empty);
 		if (close == SIZE_MAX)
 			return (inject_rebuild(root, out, outlen));
 		snprintf(ins, sizeof(ins), "%s%s", empty ? "" : ",",
 		    include_usage_member);
 		close += start;
-		splice(body, len, close, close, ins, out, outlen);
+		meter_json_splice(body, len, close, close, ins, out, outlen);
 		return (0);
 	}
 	r = meter_json_member(body + start, len - start, "stream_options", &js);
@@ -184,7 +147,7 @@ openai_inject(
 	vstart = start + js.js_val;
 	if (!cJSON_IsObject(so)) {
 		/* "stream_options": null → an object that asks for usage. */
-		splice(body, len, vstart, start + js.js_valend,
+		meter_json_splice(body, len, vstart, start + js.js_valend,
 		    "{\"include_usage\":true}", out, outlen);
 		return (0);
 	}
@@ -192,17 +155,18 @@ openai_inject(
 	    body + vstart, js.js_valend - js.js_val, "include_usage", &iujs);
 	if (r == 1) {
 		/* "include_usage": false → true, in place. */
-		splice(body, len, vstart + iujs.js_val, vstart + iujs.js_valend,
-		    "true", out, outlen);
+		meter_json_splice(body, len, vstart + iujs.js_val,
+		    vstart + iujs.js_valend, "true", out, outlen);
 		return (0);
 	}
 	if (r < 0 || iu != NULL)
 		return (inject_rebuild(root, out, outlen));
-	close = object_close(body + vstart, js.js_valend - js.js_val, &empty);
+	close =
+	    meter_json_close(body + vstart, js.js_valend - js.js_val, &empty);
 	if (close == SIZE_MAX)
 		return (inject_rebuild(root, out, outlen));
 	close += vstart;
-	splice(body, len, close, close,
+	meter_json_splice(body, len, close, close,
 	    empty ? "\"include_usage\":true" : ",\"include_usage\":true", out,
 	    outlen);
 	return (0);

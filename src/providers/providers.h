@@ -55,6 +55,9 @@ cJSON *meter_json_parse(const char *, size_t, int);
 size_t meter_json_ws(const char *, size_t, size_t);
 size_t meter_json_skip(const char *, size_t);
 int meter_json_member(const char *, size_t, const char *, struct json_span *);
+void meter_json_splice(
+    const char *, size_t, size_t, size_t, const char *, char **, size_t *);
+size_t meter_json_close(const char *, size_t, int *);
 int64_t meter_json_int(const cJSON *, const char *);
 int meter_json_has(const cJSON *, const char *);
 void meter_json_text(struct meter_acc *, const cJSON *);

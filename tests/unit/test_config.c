@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "tollgate/config.h"
+#include "tollgate/policy.h"
 #include "tollgate/util.h"
 
 #define MAX_ERRORS 16
@@ -203,6 +204,15 @@ check_loopback(const struct config *cf, const char *dir)
 }
 
 static void
+check_hard_cap_402(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_hard_cap_status, 402);
+	assert_non_null(cf->cf_policies);
+	assert_int_equal(cf->cf_policies->ps_n, 0);
+}
+
+static void
 check_ca_file(const struct config *cf, const char *dir)
 {
 	char *want, *real;
@@ -307,8 +317,23 @@ static const struct cfgcase cases[] = {
 	.errors = {"5:5: unknown key 'api_key' in upstreams.openai"}},
     {.name = "future_sections_unknown",
 	.yaml = "policies: []\nalerts: {}\n",
-	.errors = {"1:1: unknown key 'policies' at top level",
-	    "2:1: unknown key 'alerts' at top level"}},
+	.errors = {"2:1: unknown key 'alerts' at top level"}},
+
+    /* policies: (the list itself is tested in test_policy.c) */
+    {.name = "policies_errors_reach_the_config",
+	.yaml = "policies:\n"
+		"  - name: p\n"
+		"    window: day\n"
+		"    hard_cap_usd: ten\n",
+	.errors = {"4:19: policies[0].hard_cap_usd: expected an amount in "
+		   "USD such as 50 or 0.25 (at most 9 decimals, at most "
+		   "1000000000)"}},
+    {.name = "hard_cap_status_402",
+	.yaml = "refusals: { hard_cap_status: 402 }\n",
+	.check = check_hard_cap_402},
+    {.name = "hard_cap_status_bad",
+	.yaml = "refusals: { hard_cap_status: 403 }\n",
+	.errors = {"1:30: refusals.hard_cap_status: expected 429 or 402"}},
 
     /* admin: */
     {.name = "admin_v6",

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 #include <cmocka.h>
 
+#include "tollgate/config.h"
 #include "tollgate/meter.h"
 #include "tollgate/route.h"
 #include "tollgate/usage.h"
@@ -611,6 +612,91 @@ test_request_escaped_key(void **state)
 	free(nb);
 }
 
+/* meter_set_bound: the member each API reads, edited in the text. */
+static void
+test_set_bound(void **state)
+{
+	static const struct {
+		enum api_family fam;
+		enum endpoint ep;
+		enum upstream_type type;
+		const char *in;
+		const char *out; /* NULL: refused */
+	} cases[] = {
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI,
+		"{\"model\":\"m\",\"max_tokens\":9000}",
+		"{\"model\":\"m\",\"max_tokens\":77}"},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI,
+		"{\"max_completion_tokens\": 5 ,\"model\":\"m\"}",
+		"{\"max_completion_tokens\": 77 ,\"model\":\"m\"}"},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI,
+		"{\"max_tokens\":1,\"max_completion_tokens\":2}",
+		"{\"max_tokens\":77,\"max_completion_tokens\":77}"},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI, "{\"model\":\"m\"}\n",
+		"{\"model\":\"m\",\"max_completion_tokens\":77}\n"},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI_COMPATIBLE,
+		" {\"model\":\"m\"}", "{\"model\":\"m\",\"max_tokens\":77}"},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI, "{}",
+		"{\"max_completion_tokens\":77}"},
+	    {FAMILY_OPENAI, EP_COMPLETIONS, UPSTREAM_OPENAI,
+		"{\"prompt\":\"x\"}", "{\"prompt\":\"x\",\"max_tokens\":77}"},
+	    {FAMILY_OPENAI, EP_RESPONSES, UPSTREAM_OPENAI,
+		"{\"max_output_tokens\":null}", "{\"max_output_tokens\":77}"},
+	    {FAMILY_ANTHROPIC, EP_MESSAGES, UPSTREAM_ANTHROPIC,
+		"{\"max_tokens\":4096,\"system\":\"{\\\"max_tokens\\\":1}\"}",
+		"{\"max_tokens\":77,\"system\":\"{\\\"max_tokens\\\":1}\"}"},
+	    {FAMILY_GEMINI, EP_GEMINI_GENERATE, UPSTREAM_GEMINI,
+		"{\"contents\":[]}",
+		"{\"contents\":[],\"generationConfig\":{\"maxOutputTokens\":"
+		"77}}"},
+	    {FAMILY_GEMINI, EP_GEMINI_STREAM, UPSTREAM_GEMINI,
+		"{\"generationConfig\":{\"temperature\":0.5}}",
+		"{\"generationConfig\":{\"temperature\":0.5,"
+		"\"maxOutputTokens\":77}}"},
+	    {FAMILY_GEMINI, EP_GEMINI_GENERATE, UPSTREAM_GEMINI,
+		"{\"generationConfig\":{\"maxOutputTokens\":8192}}",
+		"{\"generationConfig\":{\"maxOutputTokens\":77}}"},
+	    {FAMILY_GEMINI, EP_GEMINI_GENERATE, UPSTREAM_GEMINI,
+		"{\"generationConfig\":null}", NULL},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI, "[1,2]", NULL},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI, "{\"a\":", NULL},
+	    {FAMILY_OPENAI, EP_CHAT, UPSTREAM_OPENAI, "", NULL},
+	    {FAMILY_OPENAI, EP_EMBEDDINGS, UPSTREAM_OPENAI, "{}", NULL},
+	};
+	struct upstream_conf uc;
+	struct route rt;
+	char *out;
+	size_t i, outlen;
+	int r;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		memset(&uc, 0, sizeof(uc));
+		memset(&rt, 0, sizeof(rt));
+		uc.uc_type = cases[i].type;
+		rt.rt_family = cases[i].fam;
+		rt.rt_endpoint = cases[i].ep;
+		rt.rt_metered = 1;
+		rt.rt_upstream = &uc;
+		r = meter_set_bound(
+		    &rt, cases[i].in, strlen(cases[i].in), 77, &out, &outlen);
+		if (cases[i].out == NULL) {
+			if (r != -1)
+				print_error("case %zu: edited: %s\n", i, out);
+			assert_int_equal(r, -1);
+			assert_null(out);
+			continue;
+		}
+		if (r != 0 || strcmp(out, cases[i].out) != 0)
+			print_error("case %zu: got %s\n", i,
+			    r == 0 ? out : "(refused)");
+		assert_int_equal(r, 0);
+		assert_string_equal(out, cases[i].out);
+		assert_int_equal(outlen, strlen(out));
+		free(out);
+	}
+}
+
 /* Every prefix of a request body: never a crash, always sane defaults. */
 static void
 test_request_prefixes(void **state)
@@ -811,6 +897,7 @@ main(void)
 	    cmocka_unit_test(test_fixtures),
 	    cmocka_unit_test(test_request_table),
 	    cmocka_unit_test(test_request_escaped_key),
+	    cmocka_unit_test(test_set_bound),
 	    cmocka_unit_test(test_request_prefixes),
 	    cmocka_unit_test(test_stream_relay_timing),
 	    cmocka_unit_test(test_json_tail),

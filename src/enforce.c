@@ -1,0 +1,117 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The policy runtime (include/tollgate/enforce.h). Counters are keyed by
+ * scope and window, never by policy, so they outlive every configuration
+ * generation: a reload that edits a cap or renames a policy keeps the
+ * spend, and one that adds a policy starts its scopes from the ledger.
+ * The rebuild reads the ledger through a read-only connection of its own,
+ * opened for the rebuild and closed after it, on the loop thread: at
+ * start-up before any call is accepted, at a reload while calls wait
+ * (a scan of the current windows' rows; see docs/internals/policy.md).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include <event2/event.h>
+#include <sqlite3.h>
+
+#include "tollgate/config.h"
+#include "tollgate/enforce.h"
+#include "tollgate/log.h"
+#include "tollgate/policy.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#define ENFORCE_GC_MS 60000
+
+static struct policy_counters *en_counters;
+static struct event *en_gc;
+
+/* Fill the scopes of cf's policies that have no counter yet. */
+static int
+enforce_rebuild(const struct config *cf, char **cause)
+{
+	sqlite3 *db;
+	long long t0 = monotime_us();
+	size_t before = policy_counters_count(en_counters);
+	int rc;
+
+	if (cf->cf_policies == NULL || cf->cf_policies->ps_n == 0)
+		return (0);
+	if ((db = spend_open(cf->cf_ledger_path, cause)) == NULL)
+		return (-1);
+	rc = policy_rebuild(
+	    en_counters, cf->cf_policies, db, wallclock_ms(), cause);
+	sqlite3_close(db);
+	if (rc == 0)
+		log_info("policies: %zu polic%s, %zu budget scope%s rebuilt "
+			 "from the ledger in %lld ms",
+		    cf->cf_policies->ps_n, cf->cf_policies->ps_n == 1 ? "y" : "ies",
+		    policy_counters_count(en_counters) - before,
+		    policy_counters_count(en_counters) - before == 1 ? "" : "s",
+		    (monotime_us() - t0) / 1000);
+	return (rc);
+}
+
+static void
+enforce_gc_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	size_t n;
+
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	if ((n = policy_counters_gc(en_counters, wallclock_ms())) > 0)
+		log_debug("policies: %zu idle counter%s dropped", n,
+		    n == 1 ? "" : "s");
+}
+
+/*
+ * Create the counters and fill them from the ledger, which ledger_open
+ * has recovered. Returns 0, or -1 with *cause allocated.
+ */
+int
+enforce_start(struct event_base *base, const struct config *cf, char **cause)
+{
+	struct timeval tv = {ENFORCE_GC_MS / 1000, 0};
+
+	en_counters = policy_counters_new();
+	if (enforce_rebuild(cf, cause) == -1) {
+		policy_counters_free(en_counters);
+		en_counters = NULL;
+		return (-1);
+	}
+	en_gc = event_new(base, -1, EV_PERSIST, enforce_gc_cb, NULL);
+	event_add(en_gc, &tv);
+	return (0);
+}
+
+/*
+ * A new configuration is in force: start the scopes it introduces from
+ * the ledger. Existing scopes keep their counters. On failure the new
+ * scopes start empty until their window turns; -1 and *cause say so.
+ */
+int
+enforce_reload(const struct config *cf, char **cause)
+{
+	if (en_counters == NULL)
+		return (0);
+	return (enforce_rebuild(cf, cause));
+}
+
+/* The counters every session admits against. */
+struct policy_counters *
+enforce_counters(void)
+{
+	return (en_counters);
+}
+
+void
+enforce_stop(void)
+{
+	if (en_gc != NULL)
+		event_free(en_gc);
+	en_gc = NULL;
+	policy_counters_free(en_counters);
+	en_counters = NULL;
+}

@@ -1,0 +1,497 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A call against the cost policies: admission before the ledger row is
+ * reserved, the refusal in the provider's own shape, the output bound
+ * written into the body when a policy lowers it, the budget headers of an
+ * allowed call, and the settlement at close. The decisions themselves are
+ * the policy core's (src/policy/, docs/internals/policy.md); this file is
+ * what a session does with them.
+ *
+ *   admit    session_admit: the call's tags, model and provider are
+ *            matched against every policy of the config the call started
+ *            with. All must allow; the worst case is then reserved on
+ *            every matching budget scope at once. A refusal changes no
+ *            counter, is answered without contacting the provider and is
+ *            recorded as a refused row with its reason.
+ *   settle   session_settle, from the single close path: the reservation
+ *            becomes the call's actual cost (zero when it never went
+ *            upstream), exactly once; thresholds it crossed are reported.
+ */
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+
+#include "tollgate/config.h"
+#include "tollgate/enforce.h"
+#include "tollgate/http.h"
+#include "tollgate/log.h"
+#include "tollgate/meter.h"
+#include "tollgate/metrics.h"
+#include "tollgate/policy.h"
+#include "tollgate/pricing.h"
+#include "tollgate/reply.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#include "session_int.h"
+
+#define RETRY_AFTER_MAX_S 60 /* both Stainless SDKs honour up to this */
+#define FIRED_MAX 16
+
+/* Integer nano-USD as an exact decimal: 12.345678901. */
+static void
+fmt_usd(char *buf, size_t len, int64_t nusd)
+{
+	uint64_t mag;
+
+	mag = nusd < 0 ? (uint64_t)0 - (uint64_t)nusd : (uint64_t)nusd;
+	snprintf(buf, len, "%s%" PRIu64 ".%09" PRIu64, nusd < 0 ? "-" : "",
+	    mag / 1000000000u, mag % 1000000000u);
+}
+
+/* Unix ms as RFC 3339 UTC, or "" for a window that never resets. */
+static void
+fmt_reset(char *buf, size_t len, int64_t ms)
+{
+	if (ms == POLICY_NEVER || spend_format_time(ms, buf, len) == -1)
+		buf[0] = '\0';
+}
+
+static void
+add_hdr(struct hdrs *hs, const char *name, const char *value)
+{
+	hdrs_add(hs, name, strlen(name), value, strlen(value));
+}
+
+/* "policy" or "policy (tenant=acme, team=x)", for messages. */
+static void
+scope_label(char *buf, size_t len, const struct policy_scope *sc)
+{
+	size_t off;
+	int t, first = 1;
+
+	snprintf(buf, len, "'%s'",
+	    sc->sc_policy != NULL ? sc->sc_policy->po_name : "-");
+	for (t = 0; t < TAG_MAX; t++) {
+		if (sc->sc_per[t][0] == '\0')
+			continue;
+		off = strlen(buf);
+		snprintf(buf + off, len - off, "%s%s=%s", first ? " (" : ", ",
+		    tag_name(t), sc->sc_per[t]);
+		first = 0;
+	}
+	if (!first) {
+		off = strlen(buf);
+		snprintf(buf + off, len - off, ")");
+	}
+}
+
+/* The tollgate object of a refusal body (DESIGN.md, Refusals). */
+static void
+add_tollgate(cJSON *root, enum policy_reason reason,
+    const struct policy_scope *sc, int64_t worst)
+{
+	cJSON *tg, *scope;
+	char buf[64];
+	int t, money;
+
+	money = reason == POLICY_HARD_CAP;
+	tg = cJSON_AddObjectToObject(root, "tollgate");
+	cJSON_AddStringToObject(tg, "reason", policy_reason_name(reason));
+	if (sc->sc_policy != NULL)
+		cJSON_AddStringToObject(tg, "policy", sc->sc_policy->po_name);
+	else
+		cJSON_AddNullToObject(tg, "policy");
+	scope = cJSON_AddObjectToObject(tg, "scope");
+	for (t = 0; t < TAG_MAX; t++) {
+		if (sc->sc_per[t][0] != '\0')
+			cJSON_AddStringToObject(
+			    scope, tag_name(t), sc->sc_per[t]);
+	}
+	if (money) {
+		fmt_usd(buf, sizeof(buf), sc->sc_limit);
+		cJSON_AddRawToObject(tg, "limit_usd", buf);
+		fmt_usd(buf, sizeof(buf), sc->sc_spent);
+		cJSON_AddRawToObject(tg, "spent_usd", buf);
+		fmt_usd(buf, sizeof(buf), sc->sc_reserved);
+		cJSON_AddRawToObject(tg, "reserved_usd", buf);
+		fmt_usd(buf, sizeof(buf), worst);
+		cJSON_AddRawToObject(tg, "call_worst_case_usd", buf);
+	} else {
+		cJSON_AddNullToObject(tg, "limit_usd");
+		cJSON_AddNullToObject(tg, "spent_usd");
+		cJSON_AddNullToObject(tg, "reserved_usd");
+	}
+	if (reason == POLICY_RATE_REQUESTS || reason == POLICY_RATE_TOKENS ||
+	    reason == POLICY_CONCURRENCY) {
+		cJSON_AddNumberToObject(tg, "limit", (double)sc->sc_limit);
+		cJSON_AddNumberToObject(tg, "current",
+		    (double)(reason == POLICY_CONCURRENCY ? sc->sc_reserved
+							  : sc->sc_spent));
+	}
+	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
+	if (buf[0] != '\0' && reason != POLICY_KILLED &&
+	    reason != POLICY_MODEL_NOT_ALLOWED)
+		cJSON_AddStringToObject(tg, "reset_at", buf);
+	else
+		cJSON_AddNullToObject(tg, "reset_at");
+}
+
+/* Gemini's google.rpc details: QuotaFailure for caps, RetryInfo for rates. */
+static void
+add_gemini_details(cJSON *root, enum policy_reason reason, const char *label,
+    const char *msg, long retry_s)
+{
+	cJSON *err, *details, *d, *v, *vs;
+	char buf[32];
+
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	if (err == NULL)
+		return;
+	if (reason == POLICY_HARD_CAP)
+		cJSON_ReplaceItemInObjectCaseSensitive(
+		    err, "status", cJSON_CreateString("RESOURCE_EXHAUSTED"));
+	details = cJSON_AddArrayToObject(err, "details");
+	d = cJSON_CreateObject();
+	cJSON_AddItemToArray(details, d);
+	if (reason == POLICY_HARD_CAP) {
+		cJSON_AddStringToObject(d, "@type",
+		    "type.googleapis.com/google.rpc.QuotaFailure");
+		vs = cJSON_AddArrayToObject(d, "violations");
+		v = cJSON_CreateObject();
+		cJSON_AddItemToArray(vs, v);
+		cJSON_AddStringToObject(v, "subject", label);
+		cJSON_AddStringToObject(v, "description", msg);
+	} else {
+		cJSON_AddStringToObject(
+		    d, "@type", "type.googleapis.com/google.rpc.RetryInfo");
+		snprintf(buf, sizeof(buf), "%lds", retry_s);
+		cJSON_AddStringToObject(d, "retryDelay", buf);
+	}
+}
+
+/* The rate-limit headers each family's SDK reads. */
+static void
+add_rate_headers(struct session *se, struct hdrs *hs, enum policy_reason r,
+    const struct policy_scope *sc, long retry_s)
+{
+	char buf[32], reset[64];
+	const char *what = r == POLICY_RATE_TOKENS ? "tokens" : "requests";
+	char name[64];
+
+	snprintf(buf, sizeof(buf), "%ld", retry_s);
+	add_hdr(hs, "retry-after", buf);
+	snprintf(buf, sizeof(buf), "%ld", retry_s * 1000);
+	add_hdr(hs, "retry-after-ms", buf);
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
+		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-limit",
+		    what);
+		snprintf(buf, sizeof(buf), "%" PRId64, sc->sc_limit);
+		add_hdr(hs, name, buf);
+		snprintf(name, sizeof(name),
+		    "anthropic-ratelimit-%s-remaining", what);
+		add_hdr(hs, name, "0");
+		spend_format_time(
+		    wallclock_ms() + retry_s * 1000, reset, sizeof(reset));
+		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-reset",
+		    what);
+		add_hdr(hs, name, reset);
+	} else {
+		snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
+		snprintf(buf, sizeof(buf), "%" PRId64, sc->sc_limit);
+		add_hdr(hs, name, buf);
+		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", what);
+		add_hdr(hs, name, "0");
+		snprintf(name, sizeof(name), "x-ratelimit-reset-%s", what);
+		snprintf(buf, sizeof(buf), "%lds", retry_s);
+		add_hdr(hs, name, buf);
+	}
+}
+
+/*
+ * Answer a refused call: status, headers and body as DESIGN.md's refusal
+ * table says, in the family's error shape with the tollgate object; then
+ * record the refused row.
+ */
+static void
+policy_refuse(
+    struct session *se, const struct policy_decision *pd, const char *model)
+{
+	const struct policy_scope *sc = &pd->pd_scope;
+	enum api_family fam = se->se_route.rt_family;
+	struct hdrs hs = {0};
+	const char *code, *type = NULL, *reason;
+	char label[512], msg[1024], spent[32], limit[32], resv[32], worst[32];
+	char reset[64];
+	long retry_s = 0;
+	int status;
+	cJSON *root;
+
+	reason = policy_reason_name(pd->pd_reason);
+	scope_label(label, sizeof(label), sc);
+	fmt_reset(reset, sizeof(reset), sc->sc_reset_at);
+	switch (pd->pd_reason) {
+	case POLICY_KILLED:
+		status = 403;
+		code = "killed";
+		snprintf(msg, sizeof(msg),
+		    "calls matching policy %s are stopped%s%s", label,
+		    sc->sc_policy != NULL && sc->sc_policy->po_kill_reason
+			? ": "
+			: "",
+		    sc->sc_policy != NULL && sc->sc_policy->po_kill_reason
+			? sc->sc_policy->po_kill_reason
+			: "");
+		add_hdr(&hs, "x-should-retry", "false");
+		break;
+	case POLICY_MODEL_NOT_ALLOWED:
+		status = 400;
+		code = "model_not_allowed";
+		snprintf(msg, sizeof(msg),
+		    "the model '%s' is not allowed by policy %s", model,
+		    label);
+		break;
+	case POLICY_HARD_CAP:
+		status = se->se_conf->cf_hard_cap_status;
+		code = "insufficient_quota";
+		if (fam == FAMILY_OPENAI)
+			type = "insufficient_quota";
+		else if (fam == FAMILY_ANTHROPIC)
+			type = status == 402 ? "billing_error"
+					     : "rate_limit_error";
+		fmt_usd(spent, sizeof(spent), sc->sc_spent);
+		fmt_usd(limit, sizeof(limit), sc->sc_limit);
+		fmt_usd(resv, sizeof(resv), sc->sc_reserved);
+		fmt_usd(worst, sizeof(worst), pd->pd_worst_nusd);
+		snprintf(msg, sizeof(msg),
+		    "budget exhausted for policy %s: spent $%s and reserved "
+		    "$%s of $%s; this call could cost up to $%s%s%s",
+		    label, spent, resv, limit, worst,
+		    reset[0] != '\0' ? "; the budget resets at " : "", reset);
+		add_hdr(&hs, "x-should-retry", "false");
+		break;
+	case POLICY_RATE_REQUESTS:
+	case POLICY_RATE_TOKENS:
+	case POLICY_CONCURRENCY:
+	default:
+		status = 429;
+		code = "rate_limit_exceeded";
+		retry_s = (long)((sc->sc_retry_after_ms + 999) / 1000);
+		if (retry_s < 1)
+			retry_s = 1;
+		if (retry_s > RETRY_AFTER_MAX_S)
+			retry_s = RETRY_AFTER_MAX_S;
+		snprintf(msg, sizeof(msg),
+		    "%s of policy %s reached (limit %" PRId64
+		    "); retry in %ld s",
+		    pd->pd_reason == POLICY_RATE_TOKENS
+			? "the tokens-per-minute limit"
+			: pd->pd_reason == POLICY_CONCURRENCY
+			? "the concurrent-call limit"
+			: "the requests-per-minute limit",
+		    label, sc->sc_limit, retry_s);
+		add_rate_headers(se, &hs, pd->pd_reason, sc, retry_s);
+		break;
+	}
+	root = reply_error_json(fam, status, code, type, msg, se->se_reqid);
+	if (fam == FAMILY_GEMINI &&
+	    (pd->pd_reason == POLICY_HARD_CAP || status == 429))
+		add_gemini_details(root, pd->pd_reason, label, msg, retry_s);
+	add_tollgate(root, pd->pd_reason, sc, pd->pd_worst_nusd);
+	se->se_refusal = reason;
+	session_refusal_id(se);
+	session_reply(se, status, &hs, reply_json_take(root));
+	session_record_refusal(se, status, reason);
+	log_info("session %llu: refused by policy %s: %s", se->se_id, label,
+	    reason);
+}
+
+/* The budget headers of an allowed call: its tightest capped scope. */
+static void
+budget_headers(struct session *se, const struct policy_decision *pd)
+{
+	const struct policy_scope *sc = &pd->pd_scope;
+	char buf[64];
+
+	if (sc->sc_policy == NULL)
+		return;
+	add_hdr(&se->se_hdrs, "x-tollgate-budget-policy",
+	    sc->sc_policy->po_name);
+	fmt_usd(buf, sizeof(buf), sc->sc_limit);
+	add_hdr(&se->se_hdrs, "x-tollgate-budget-limit-usd", buf);
+	fmt_usd(buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
+	add_hdr(&se->se_hdrs, "x-tollgate-budget-remaining-usd", buf);
+	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
+	if (buf[0] != '\0')
+		add_hdr(&se->se_hdrs, "x-tollgate-budget-reset", buf);
+}
+
+/*
+ * Is there an enforcing hard cap over this call? An unpriced model cannot
+ * be held to one: its cost is unknown until it is too late.
+ */
+static const struct policy *
+capped_by(const struct policyset *ps, const char *const *attr)
+{
+	size_t i;
+
+	for (i = 0; i < ps->ps_n; i++) {
+		if (ps->ps_pol[i].po_cap_nusd != -1 &&
+		    !ps->ps_pol[i].po_shadow &&
+		    policy_matches(&ps->ps_pol[i], attr))
+			return (&ps->ps_pol[i]);
+	}
+	return (NULL);
+}
+
+/* Write bound into the body that will be forwarded. */
+static int
+rewrite_bound(struct session *se, int64_t bound)
+{
+	const char *body;
+	size_t len;
+	char *nb;
+	size_t nlen;
+
+	if (se->se_body != NULL) {
+		body = se->se_body;
+		len = se->se_bodylen;
+	} else {
+		len = evbuffer_get_length(se->se_req->hr_body);
+		body = (const char *)evbuffer_pullup(se->se_req->hr_body, -1);
+		if (body == NULL)
+			return (-1);
+	}
+	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
+		return (-1);
+	free(se->se_body);
+	se->se_body = nb;
+	se->se_bodylen = nlen;
+	se->se_ci.ci_max_output = bound;
+	return (0);
+}
+
+/*
+ * Check the call against the policies and reserve its worst case. Returns
+ * 0 to go on (the reservation, if any, in se_res), or -1 after answering
+ * and recording a refusal.
+ */
+int
+session_admit(struct session *se)
+{
+	const struct policyset *ps = se->se_conf->cf_policies;
+	const struct policy *po;
+	struct policy_call pc;
+	struct policy_decision pd;
+	char model[160], label[512], buf[32];
+	int t;
+
+	for (t = 0; t < TAG_MAX; t++)
+		se->se_pattr[t] = attribution_tag(&se->se_attr, t);
+	se->se_pattr[POLICY_ATTR_MODEL] =
+	    se->se_ci.ci_model[0] != '\0' ? se->se_ci.ci_model : NULL;
+	se->se_pattr[POLICY_ATTR_PROVIDER] =
+	    config_upstream_type_name(se->se_route.rt_upstream->uc_type);
+	if (!se->se_route.rt_metered || ps == NULL || ps->ps_n == 0)
+		return (0);
+	log_escape(model, sizeof(model), se->se_ci.ci_model,
+	    strlen(se->se_ci.ci_model));
+
+	if (se->se_price == NULL && (po = capped_by(ps, se->se_pattr)) != NULL) {
+		char *msg;
+
+		se->se_refusal = "unpriced_model";
+		session_refusal_id(se);
+		xasprintf(&msg,
+		    "the model '%s' has no price, so the hard cap of policy "
+		    "'%s' cannot hold; add it to the price table or set "
+		    "unknown_models.price_as",
+		    model, po->po_name);
+		session_reply_error(se, 400, "unpriced_model", msg, NULL);
+		free(msg);
+		session_record_refusal(se, 400, "unpriced_model");
+		return (-1);
+	}
+
+	memset(&pc, 0, sizeof(pc));
+	memcpy(pc.pc_attr, se->se_pattr, sizeof(pc.pc_attr));
+	pc.pc_price = se->se_price;
+	pc.pc_info = se->se_ci;
+	pc.pc_unpriced_nusd = 0;
+	policy_admit(ps, enforce_counters(), &pc, se->se_started_ms, &pd);
+
+	if (pd.pd_shadow_reason != POLICY_OK) {
+		scope_label(label, sizeof(label), &pd.pd_shadow);
+		log_info("session %llu: shadow policy %s would refuse: %s",
+		    se->se_id, label, policy_reason_name(pd.pd_shadow_reason));
+		metrics_shadow(policy_reason_name(pd.pd_shadow_reason));
+	}
+	if (pd.pd_verdict == POLICY_REFUSE) {
+		policy_refuse(se, &pd, model);
+		return (-1);
+	}
+	se->se_res = pd.pd_res;
+	if (pd.pd_out_bound >= 0 && pd.pd_out_bound != se->se_ci.ci_max_output) {
+		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
+			policy_release(se->se_res, se->se_started_ms);
+			se->se_res = NULL;
+			se->se_refusal = "bad_body";
+			session_refusal_id(se);
+			session_reply_error(se, 400, "bad_body",
+			    "a policy bounds this call's output, and the "
+			    "request body is not a JSON object the bound can "
+			    "be written into",
+			    NULL);
+			session_record_refusal(se, 400, "bad_body");
+			return (-1);
+		}
+		if (pd.pd_verdict == POLICY_CLAMP) {
+			snprintf(buf, sizeof(buf), "%" PRId64, pd.pd_out_bound);
+			add_hdr(&se->se_hdrs, "x-tollgate-clamped-max-tokens",
+			    buf);
+			log_info("session %llu: output bound lowered to %" PRId64
+				 " tokens to fit the budget",
+			    se->se_id, pd.pd_out_bound);
+		}
+	}
+	if (se->se_price != NULL)
+		se->se_reserved_nusd = pd.pd_worst_nusd;
+	budget_headers(se, &pd);
+	return (0);
+}
+
+/*
+ * The call is over: its reservation becomes what it cost (zero if it never
+ * reached the provider), and the alert thresholds it crossed fire.
+ */
+void
+session_settle(struct session *se, int64_t cost, const struct usage *u)
+{
+	struct policy_alert fired[FIRED_MAX];
+	const struct policyset *ps = se->se_conf->cf_policies;
+	char label[512], spent[32], thr[32];
+	int64_t now = wallclock_ms();
+	size_t i, n;
+
+	if (se->se_res == NULL)
+		return;
+	policy_settle(se->se_res, cost, u->u_input + u->u_output, now);
+	se->se_res = NULL;
+	if (cost <= 0)
+		return;
+	n = policy_fired(
+	    ps, enforce_counters(), se->se_pattr, now, fired, nitems(fired));
+	for (i = 0; i < n; i++) {
+		scope_label(label, sizeof(label), &fired[i].pa_scope);
+		fmt_usd(spent, sizeof(spent), fired[i].pa_scope.sc_spent);
+		fmt_usd(thr, sizeof(thr), fired[i].pa_threshold_nusd);
+		log_warnx("alert: policy %s has spent $%s, reaching its "
+			  "$%s threshold",
+		    label, spent, thr);
+	}
+}

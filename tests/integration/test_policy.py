@@ -1,0 +1,448 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Cost policies through the real binary: hard caps that hold exactly under
+concurrency (reserve the worst case before forwarding, settle the actual
+after), per-tenant budgets, calendar windows that roll over (with the
+injectable clock), rate limits whose retry-after works when honoured, the
+budget-aware clamp and the default output bound written into the body,
+refusals in each provider's shape with the tollgate object, refused ledger
+rows, budgets rebuilt from the ledger at restart and kept across a reload
+that edits the cap.
+
+The price table is the test's own: test-model costs $10 per million output
+tokens and nothing for input, so a call asking for 30,000 output tokens has
+a worst case of exactly $0.30, and fakeprov reports 30,000 output tokens
+when told to (x-fake-event-tokens: 10000 over its 3 events)."""
+
+import calendar
+import json
+import os
+import threading
+import time
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+import tglib  # noqa: E402
+import ledgerlib  # noqa: E402
+from tglib import JSON_CT, new_marker  # noqa: E402
+
+PRICES = """version: "policy-test-1"
+models:
+  test-model:
+    input: 0
+    output: 10.00
+    max_output_tokens: 30000
+  claude-test:
+    input: 0
+    output: 10.00
+    max_output_tokens: 30000
+  gemini-test:
+    input: 0
+    output: 10.00
+    max_output_tokens: 30000
+"""
+
+NUSD = 1000000000
+WORST = 300000000          # $0.30: 30,000 tokens at $10/M
+FULL = ("x-fake-event-tokens", "10000")   # usage: 30,000 output tokens
+
+
+def chat_body(marker, max_tokens=30000, model="test-model", extra=None):
+    doc = {"model": model, "user": marker,
+           "messages": [{"role": "user", "content": "hi"}]}
+    if max_tokens is not None:
+        doc["max_tokens"] = max_tokens
+    if extra:
+        doc.update(extra)
+    return json.dumps(doc).encode()
+
+
+class Caller(threading.Thread):
+    """One call on its own connection, in the background."""
+
+    def __init__(self, test, port, path, body, hdrs, timeout=60):
+        threading.Thread.__init__(self, daemon=True)
+        self.test, self.args = test, (port, path, body, hdrs, timeout)
+        self.resp = self.error = None
+
+    def run(self):
+        port, path, body, hdrs, timeout = self.args
+        try:
+            c = tglib.RawConn(port, timeout=timeout)
+            try:
+                c.send(tglib.build_request("POST", path, body, hdrs))
+                self.resp = c.read_response(timeout, "POST")
+            finally:
+                c.close()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
+class PolicyTest(tglib.TGTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.fp = self.fakeprov()
+        with open(os.path.join(self.tmp, "test-prices.yaml"), "w") as f:
+            f.write(PRICES)
+        self.clock = os.path.join(self.tmp, "clock")
+        self.set_clock(0)
+
+    def set_clock(self, offset_ms):
+        """Move tollgate's wall clock: it adds the number in this file."""
+        tmp = self.clock + ".new"
+        with open(tmp, "w") as f:
+            f.write("%d\n" % offset_ms)
+        os.replace(tmp, self.clock)
+        # The file is read again when its mtime changes; make sure it does.
+        st = os.stat(self.clock)
+        os.utime(self.clock, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+
+    def start(self, policies, name="tollgate", extra=None, upstreams=None):
+        doc = {"prices": "test-prices.yaml", "policies": policies}
+        if extra:
+            doc.update(extra)
+        tg = self.tollgate(
+            upstreams=upstreams or tglib.std_upstreams(self.fp.port),
+            extra=doc, name=name, env={"TOLLGATE_TEST_CLOCK": self.clock})
+        tg.ledger = ledgerlib.Ledger(
+            os.path.join(self.tmp, "data/%s.db" % name))
+        return tg
+
+    def chat(self, tg, marker, tags=(), max_tokens=30000, fake=(FULL,),
+             model="test-model", extra=None):
+        hdrs = [JSON_CT] + [("X-Tollgate-" + k, v) for k, v in tags] + \
+            list(fake)
+        return self.call(tg.port, "POST", "/v1/chat/completions",
+                         chat_body(marker, max_tokens, model, extra), hdrs,
+                         timeout=30)
+
+    def reached(self, marker):
+        return len(self.fp.find_requests(marker))
+
+    def settled_cost(self, tg, where="1"):
+        return tg.ledger.scalar(
+            "SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE %s" % where)
+
+    # ------------------------------------------------------------------
+    # Hard caps under concurrency.
+
+    def test_concurrent_bursts_never_overshoot(self):
+        """$1.00 cap, $0.30 worst case, each call held 2 s upstream: a
+        burst of 50 and then one of 200 let exactly 3 calls reach the
+        provider; every other call is refused before any upstream
+        contact and the ledger stays at or below $1.00."""
+        tg = self.start([{"name": "researchers", "window": "day",
+                          "match": {"agent_class": "researcher"},
+                          "hard_cap_usd": "1.00"}])
+        marker = new_marker()
+        hdrs = [JSON_CT, ("X-Tollgate-Agent-Class", "researcher"), FULL,
+                ("x-fake-delay-ms", "2000")]
+        body = chat_body(marker)
+        results = []
+        for n in (50, 200):
+            callers = [Caller(self, tg.port, "/v1/chat/completions", body,
+                              hdrs) for _ in range(n)]
+            for c in callers:
+                c.start()
+            for c in callers:
+                c.join(90)
+            for c in callers:
+                self.assertIsNone(c.error, c.error)
+                self.assertIsNotNone(c.resp, "a caller hung")
+            results += [c.resp for c in callers]
+        ok = [r for r in results if r.status == 200]
+        refused = [r for r in results if r.status == 429]
+        self.assertEqual(len(ok), 3, [r.status for r in results])
+        self.assertEqual(len(refused), 247)
+        for r in refused:
+            self.assertEqual(r.header("x-should-retry"), "false")
+            doc = r.json()
+            self.assertEqual(doc["error"]["code"], "insufficient_quota")
+            self.assertEqual(doc["tollgate"]["reason"], "hard_cap")
+            self.assertEqual(doc["tollgate"]["policy"], "researchers")
+            self.assertLessEqual(
+                doc["tollgate"]["spent_usd"] + doc["tollgate"]["reserved_usd"],
+                1.0)
+        self.assertEqual(self.reached(marker), 3)
+        self.assertEqual(tg.ledger.wait_count(250, "status <> 'in_flight'"),
+                         250)
+        self.assertLessEqual(self.settled_cost(tg), NUSD)
+        self.assertEqual(self.settled_cost(tg), 3 * WORST)
+        self.assertEqual(tg.ledger.count(
+            "status = 'refused' AND refusal_reason = 'hard_cap' AND "
+            "http_status = 429 AND cost_nusd = 0"), 247)
+
+    def test_per_tenant_budgets_are_apart(self):
+        tg = self.start([{"name": "per-tenant", "window": "day",
+                          "per": ["tenant"], "hard_cap_usd": "0.50"}])
+        m = new_marker()
+        a1 = self.chat(tg, m, [("Tenant", "acme")])
+        a2 = self.chat(tg, m, [("Tenant", "acme")])
+        b1 = self.chat(tg, m, [("Tenant", "globex")])
+        self.assertEqual((a1.status, a2.status, b1.status), (200, 429, 200))
+        doc = a2.json()
+        self.assertEqual(doc["tollgate"]["scope"], {"tenant": "acme"})
+        self.assertEqual(doc["tollgate"]["spent_usd"], 0.3)
+        self.assertEqual(a1.header("x-tollgate-budget-remaining-usd"),
+                         "0.200000000")
+        self.assertEqual(b1.header("x-tollgate-budget-policy"), "per-tenant")
+        self.assertEqual(self.reached(m), 2)
+
+    def test_window_rollover_reopens_budget(self):
+        """Five seconds before midnight UTC the day's budget is spent;
+        ten seconds later a new day has a new budget."""
+        now = int(time.time() * 1000)
+        midnight = (now // 86400000 + 1) * 86400000
+        self.set_clock(midnight - 5000 - now)
+        tg = self.start([{"name": "daily", "window": "day",
+                          "match": {"team": "ops"}, "hard_cap_usd": "0.50",
+                          "alert_at_percent": 50}])
+        m = new_marker()
+        r1 = self.chat(tg, m, [("Team", "ops")])
+        self.assertEqual(r1.status, 200, r1)
+        self.assertTrue(tg.wait_log(r"alert: policy 'daily'"),
+                        "the 50% threshold did not fire")
+        r2 = self.chat(tg, m, [("Team", "ops")])
+        self.assertEqual(r2.status, 429, r2)
+        reset = r2.json()["tollgate"]["reset_at"]
+        self.assertEqual(reset, time.strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(midnight / 1000)))
+        self.set_clock(midnight + 5000 - now)
+        r3 = self.chat(tg, m, [("Team", "ops")])
+        self.assertEqual(r3.status, 200, r3)
+        # The new window re-armed the threshold: it fires again.
+        self.assertTrue(tglib.wait_until(
+            lambda: tg.log().count("alert: policy 'daily'") == 2, 10),
+            tg.log())
+        self.assertEqual(tg.ledger.wait_count(2, "status = 'ok'"), 2)
+        rows = tg.ledger.rows("status = 'ok'")
+        self.assertLess(rows[0]["started_at"], rows[1]["started_at"])
+        self.assertEqual(rows[1]["started_at"][11:19], "00:00:0%s" %
+                         rows[1]["started_at"][18])
+
+    # ------------------------------------------------------------------
+    # Rate limits.
+
+    def test_concurrency_limit_retry_after_honoured(self):
+        tg = self.start([{"name": "one-at-a-time",
+                          "rate_limit": {"concurrent": 1}}])
+        m = new_marker()
+        first = Caller(self, tg.port, "/v1/chat/completions", chat_body(m),
+                       [JSON_CT, ("x-fake-delay-ms", "600")])
+        first.start()
+        tglib.wait_until(lambda: self.reached(m) == 1, 10)
+        r = self.chat(tg, m, fake=())
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.header("retry-after"), "1")
+        self.assertEqual(r.header("retry-after-ms"), "1000")
+        self.assertIsNone(r.header("x-should-retry"))
+        self.assertEqual(r.json()["tollgate"]["reason"], "concurrency")
+        time.sleep(int(r.header("retry-after")))
+        first.join(10)
+        self.assertEqual(first.resp.status, 200)
+        r = self.chat(tg, m, fake=())
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.reached(m), 2)
+
+    def test_requests_per_minute_retry_after(self):
+        """Two requests a minute: the third is refused with the seconds
+        until the first leaves the window; after them it succeeds."""
+        tg = self.start([{"name": "rpm", "match": {"team": "t"},
+                          "rate_limit": {"requests_per_minute": 2}}])
+        m = new_marker()
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, [("Team", "t")]).status, 200)
+        r = self.chat(tg, m, [("Team", "t")])
+        self.assertEqual(r.status, 429)
+        wait = int(r.header("retry-after"))
+        self.assertTrue(1 <= wait <= 60, wait)
+        self.assertEqual(r.header("x-ratelimit-limit-requests"), "2")
+        self.assertEqual(r.header("x-ratelimit-remaining-requests"), "0")
+        self.assertEqual(r.json()["error"]["code"], "rate_limit_exceeded")
+        # Other teams are not limited.
+        self.assertEqual(self.chat(tg, m, [("Team", "u")]).status, 200)
+        # Honour retry-after on tollgate's clock.
+        self.set_clock(wait * 1000)
+        self.assertEqual(self.chat(tg, m, [("Team", "t")]).status, 200)
+        self.assertEqual(tg.ledger.wait_count(
+            1, "refusal_reason = 'rate_limit_requests'"), 1)
+
+    # ------------------------------------------------------------------
+    # Output bounds.
+
+    def test_clamp_lowers_the_bound_to_what_the_budget_pays(self):
+        tg = self.start([{"name": "clamped", "window": "day",
+                          "hard_cap_usd": "0.40",
+                          "clamp": {"min_output_tokens": 1000}}])
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m).status, 200)     # $0.30 spent
+        r = self.chat(tg, m, fake=())
+        self.assertEqual(r.status, 200, r)
+        # $0.10 left buys 10,000 tokens at $10/M.
+        self.assertEqual(r.header("x-tollgate-clamped-max-tokens"), "10000")
+        bodies = [json.loads(x["body"]) for x in self.fp.find_requests(m)]
+        self.assertEqual(bodies[1]["max_tokens"], 10000)
+        self.assertEqual(bodies[0]["max_tokens"], 30000)
+        # Less than the minimum is left: refused, not clamped.
+        r = self.chat(tg, m, fake=(("x-fake-event-tokens", "3000"),))
+        self.assertEqual(r.status, 200)      # used $0.09 of the $0.10
+        r = self.chat(tg, m)
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(self.reached(m), 3)
+
+    def test_default_and_ceiling_output_bound_written(self):
+        tg = self.start([{"name": "bounds", "default_output_tokens": 500,
+                          "max_output_tokens": 2000}])
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m, max_tokens=None, fake=()).status,
+                         200)
+        self.assertEqual(self.chat(tg, m, max_tokens=9000, fake=()).status,
+                         200)
+        self.assertEqual(self.chat(
+            tg, m, max_tokens=None, fake=(),
+            extra={"max_completion_tokens": 7000}).status, 200)
+        bodies = [json.loads(x["body"]) for x in self.fp.find_requests(m)]
+        self.assertEqual(bodies[0]["max_completion_tokens"], 500)
+        self.assertNotIn("max_tokens", bodies[0])
+        self.assertEqual(bodies[1]["max_tokens"], 2000)
+        self.assertEqual(bodies[2]["max_completion_tokens"], 2000)
+        self.assertEqual(tg.ledger.wait_count(3, "status = 'ok'"), 3)
+        rows = tg.ledger.rows("status = 'ok'")
+        self.assertEqual([r["reserved_nusd"] for r in rows],
+                         [500 * 10000, 2000 * 10000, 2000 * 10000])
+
+    # ------------------------------------------------------------------
+    # Refusal shapes.
+
+    def test_refusal_shapes_by_family(self):
+        tg = self.start([
+            {"name": "capped", "window": "month", "match": {"team": "c"},
+             "hard_cap_usd": "0.10"},
+            {"name": "stopped", "match": {"team": "k"}, "killed": True,
+             "kill_reason": "runaway loop"},
+            {"name": "cheap-only", "match": {"team": "m"},
+             "models": {"deny": ["test-*"]}},
+        ])
+        m = new_marker()
+        anth = json.dumps({"model": "claude-test", "max_tokens": 30000,
+                           "messages": [{"role": "user", "content": m}]})
+        r = self.call(tg.port, "POST", "/v1/messages", anth.encode(),
+                      [JSON_CT, ("anthropic-version", "2023-06-01"),
+                       ("X-Tollgate-Team", "c")])
+        self.assertEqual(r.status, 429)
+        doc = r.json()
+        self.assertEqual(doc["type"], "error")
+        self.assertEqual(doc["error"]["type"], "rate_limit_error")
+        self.assertIn("budget exhausted", doc["error"]["message"])
+        self.assertEqual(doc["tollgate"]["limit_usd"], 0.1)
+        self.assertEqual(r.header("x-should-retry"), "false")
+
+        gem = json.dumps({"contents": [{"parts": [{"text": m}]}],
+                          "generationConfig": {"maxOutputTokens": 30000}})
+        r = self.call(tg.port, "POST",
+                      "/v1beta/models/gemini-test:generateContent",
+                      gem.encode(), [JSON_CT, ("X-Tollgate-Team", "c")])
+        self.assertEqual(r.status, 429)
+        err = r.json()["error"]
+        self.assertEqual(err["status"], "RESOURCE_EXHAUSTED")
+        self.assertEqual(err["details"][0]["@type"],
+                         "type.googleapis.com/google.rpc.QuotaFailure")
+        self.assertNotIn("RetryInfo", json.dumps(err))
+
+        r = self.chat(tg, m, [("Team", "k")])
+        self.assertEqual(r.status, 403)
+        self.assertEqual(r.header("x-should-retry"), "false")
+        self.assertEqual(r.json()["error"]["type"], "permission_error")
+        self.assertIn("runaway loop", r.json()["error"]["message"])
+        self.assertEqual(r.json()["tollgate"]["reason"], "killed")
+
+        r = self.chat(tg, m, [("Team", "m")])
+        self.assertEqual(r.status, 400)
+        self.assertEqual(r.json()["error"]["code"], "model_not_allowed")
+
+        self.assertEqual(self.reached(m), 0)
+        tg.ledger.wait_count(4)
+        reasons = sorted(x["refusal_reason"] for x in tg.ledger.rows())
+        self.assertEqual(reasons, ["hard_cap", "hard_cap", "killed",
+                                   "model_not_allowed"])
+
+    def test_hard_cap_status_402(self):
+        tg = self.start([{"name": "c", "window": "total",
+                          "hard_cap_usd": "0.01"}],
+                        extra={"refusals": {"hard_cap_status": 402}})
+        r = self.chat(tg, new_marker())
+        self.assertEqual(r.status, 402)
+        self.assertEqual(r.json()["error"]["type"], "insufficient_quota")
+        self.assertIsNone(r.json()["tollgate"]["reset_at"])
+
+    def test_unpriced_model_under_a_cap_is_refused(self):
+        tg = self.start([{"name": "c", "window": "day",
+                          "hard_cap_usd": "5"}])
+        m = new_marker()
+        r = self.chat(tg, m, model="no-such-model")
+        self.assertEqual(r.status, 400)
+        self.assertEqual(r.json()["error"]["code"], "unpriced_model")
+        self.assertEqual(self.reached(m), 0)
+
+    def test_shadow_policy_only_reports(self):
+        tg = self.start([{"name": "watch", "window": "day",
+                          "hard_cap_usd": "0.10", "shadow": True}])
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m).status, 200)
+        self.assertTrue(tg.wait_log(r"shadow policy 'watch' would refuse: "
+                                    r"hard_cap"))
+
+    # ------------------------------------------------------------------
+    # Restarts and reloads keep the spend.
+
+    def test_restart_rebuilds_budgets_from_the_ledger(self):
+        pol = [{"name": "daily", "window": "day", "hard_cap_usd": "0.70"}]
+        tg = self.start(pol)
+        m = new_marker()
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m).status, 200)
+        tg.ledger.wait_count(2, "status = 'ok'")
+        self.assertEqual(tg.stop(), 0)
+        tg = self.start(pol)
+        self.assertTrue(tg.wait_log(r"1 budget scope rebuilt"))
+        r = self.chat(tg, m)
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["spent_usd"], 0.6)
+        self.assertEqual(self.chat(tg, m, max_tokens=10000).status, 200)
+
+    def test_reload_that_edits_the_cap_keeps_the_spend(self):
+        pol = [{"name": "team-budget", "window": "day",
+                "match": {"team": "x"}, "hard_cap_usd": "1.00"}]
+        tg = self.start(pol)
+        m = new_marker()
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, [("Team", "x")]).status, 200)
+        # Lower the cap and rename the policy: the $0.60 stays spent.
+        pol = [{"name": "renamed", "window": "day",
+                "match": {"team": "x"}, "hard_cap_usd": "0.80"}]
+        off = len(tg.log())
+        tg.write_config(tglib.make_config(
+            tglib.std_upstreams(self.fp.port),
+            extra={"prices": "test-prices.yaml", "policies": pol}))
+        tg.hup()
+        self.assertTrue(tg.wait_log(r"configuration reloaded", start=off))
+        r = self.chat(tg, m, [("Team", "x")])
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["policy"], "renamed")
+        self.assertEqual(r.json()["tollgate"]["spent_usd"], 0.6)
+        r = self.chat(tg, m, [("Team", "x")], max_tokens=20000)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-tollgate-budget-remaining-usd"),
+                         "0.000000000")
+
+    def test_config_errors_name_the_line(self):
+        text = tglib.make_config(tglib.std_upstreams(1), extra={
+            "policies": [{"name": "p", "hard_cap_usd": "ten",
+                          "window": "day"}]})
+        rc, out, err, path = tglib.run_check(text, self.tmp)
+        self.assertNotEqual(rc, 0)
+        self.assertRegex(out + err, r"check\.yaml:\d+:\d+: .*hard_cap_usd")
+
+
+if __name__ == "__main__":
+    tglib.main()
