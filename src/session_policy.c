@@ -43,17 +43,6 @@
 #define RETRY_AFTER_MAX_S 60 /* both Stainless SDKs honour up to this */
 #define FIRED_MAX 16
 
-/* Integer nano-USD as an exact decimal: 12.345678901. */
-static void
-fmt_usd(char *buf, size_t len, int64_t nusd)
-{
-	uint64_t mag;
-
-	mag = nusd < 0 ? (uint64_t)0 - (uint64_t)nusd : (uint64_t)nusd;
-	snprintf(buf, len, "%s%" PRIu64 ".%09" PRIu64, nusd < 0 ? "-" : "",
-	    mag / 1000000000u, mag % 1000000000u);
-}
-
 /* Unix ms as RFC 3339 UTC, or "" for a window that never resets. */
 static void
 fmt_reset(char *buf, size_t len, int64_t ms)
@@ -114,13 +103,13 @@ add_tollgate(cJSON *root, enum policy_reason reason,
 			    scope, tag_name(t), sc->sc_per[t]);
 	}
 	if (money) {
-		fmt_usd(buf, sizeof(buf), sc->sc_limit);
+		usd_format(buf, sizeof(buf), sc->sc_limit);
 		cJSON_AddRawToObject(tg, "limit_usd", buf);
-		fmt_usd(buf, sizeof(buf), sc->sc_spent);
+		usd_format(buf, sizeof(buf), sc->sc_spent);
 		cJSON_AddRawToObject(tg, "spent_usd", buf);
-		fmt_usd(buf, sizeof(buf), sc->sc_reserved);
+		usd_format(buf, sizeof(buf), sc->sc_reserved);
 		cJSON_AddRawToObject(tg, "reserved_usd", buf);
-		fmt_usd(buf, sizeof(buf), worst);
+		usd_format(buf, sizeof(buf), worst);
 		cJSON_AddRawToObject(tg, "call_worst_case_usd", buf);
 	} else {
 		cJSON_AddNullToObject(tg, "limit_usd");
@@ -264,10 +253,10 @@ policy_refuse(
 		else if (fam == FAMILY_ANTHROPIC)
 			type = status == 402 ? "billing_error"
 					     : "rate_limit_error";
-		fmt_usd(spent, sizeof(spent), sc->sc_spent);
-		fmt_usd(limit, sizeof(limit), sc->sc_limit);
-		fmt_usd(resv, sizeof(resv), sc->sc_reserved);
-		fmt_usd(worst, sizeof(worst), pd->pd_worst_nusd);
+		usd_format(spent, sizeof(spent), sc->sc_spent);
+		usd_format(limit, sizeof(limit), sc->sc_limit);
+		usd_format(resv, sizeof(resv), sc->sc_reserved);
+		usd_format(worst, sizeof(worst), pd->pd_worst_nusd);
 		snprintf(msg, sizeof(msg),
 		    "budget exhausted for policy %s: spent $%s and reserved "
 		    "$%s of $%s; this call could cost up to $%s%s%s",
@@ -322,9 +311,9 @@ budget_headers(struct session *se, const struct policy_decision *pd)
 		return;
 	add_hdr(&se->se_hdrs, "x-tollgate-budget-policy",
 	    sc->sc_policy->po_name);
-	fmt_usd(buf, sizeof(buf), sc->sc_limit);
+	usd_format(buf, sizeof(buf), sc->sc_limit);
 	add_hdr(&se->se_hdrs, "x-tollgate-budget-limit-usd", buf);
-	fmt_usd(buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
+	usd_format(buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
 	add_hdr(&se->se_hdrs, "x-tollgate-budget-remaining-usd", buf);
 	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
 	if (buf[0] != '\0')
@@ -488,8 +477,8 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
 	    ps, enforce_counters(), se->se_pattr, now, fired, nitems(fired));
 	for (i = 0; i < n; i++) {
 		scope_label(label, sizeof(label), &fired[i].pa_scope);
-		fmt_usd(spent, sizeof(spent), fired[i].pa_scope.sc_spent);
-		fmt_usd(thr, sizeof(thr), fired[i].pa_threshold_nusd);
+		usd_format(spent, sizeof(spent), fired[i].pa_scope.sc_spent);
+		usd_format(thr, sizeof(thr), fired[i].pa_threshold_nusd);
 		log_warnx("alert: policy %s has spent $%s, reaching its "
 			  "$%s threshold",
 		    label, spent, thr);

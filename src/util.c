@@ -170,3 +170,15 @@ wallclock_ms(void)
 	pthread_mutex_unlock(&mu);
 	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + off);
 }
+
+/* Integer nano-USD as an exact decimal with nine places: 12.345678901. */
+void
+usd_format(char *buf, size_t len, int64_t nusd)
+{
+	uint64_t mag;
+
+	mag = nusd < 0 ? (uint64_t)0 - (uint64_t)nusd : (uint64_t)nusd;
+	snprintf(buf, len, "%s%llu.%09llu", nusd < 0 ? "-" : "",
+	    (unsigned long long)(mag / 1000000000u),
+	    (unsigned long long)(mag % 1000000000u));
+}

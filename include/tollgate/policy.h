@@ -119,6 +119,8 @@ struct policy_scope {
 	int64_t sc_window_start;
 	int64_t sc_reset_at; /* POLICY_NEVER for total windows */
 	int64_t sc_retry_after_ms; /* rate limits only; else 0 */
+	size_t sc_fired; /* budgets: alert thresholds fired this window */
+	int sc_capped; /* budgets: calls are refused for want of room */
 };
 
 struct policy_reservation; /* owned by the caller until settle/release */

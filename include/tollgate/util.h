@@ -26,5 +26,6 @@ void freezero(void *, size_t);
 int strcaseprefix(const char *, const char *);
 long long monotime_us(void);
 int64_t wallclock_ms(void);
+void usd_format(char *, size_t, int64_t);
 
 #endif

@@ -483,9 +483,7 @@ admin_job_done(struct admin_job *job)
 static void
 ep_budgets(struct admin_req *ar)
 {
-	static const char body[] = "{\"budgets\":[]}";
-
-	admin_reply(ar, 200, NULL, body, sizeof(body) - 1, NULL, NULL);
+	admin_reply_json(ar, 200, admin_budgets());
 }
 
 static void

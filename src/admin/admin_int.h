@@ -55,6 +55,9 @@ struct admin_job {
 	struct admin_job *aj_next;
 };
 
+/* budgets.c */
+struct cJSON *admin_budgets(void);
+
 /* admin.c */
 void admin_job_done(struct admin_job *);
 void admin_job_free(struct admin_job *);

@@ -160,6 +160,8 @@ check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t *clamp)
 				continue;
 			}
 		}
+		if (!po->po_shadow)
+			e->e_refused_worst = worst; /* GET /v1/budgets */
 		pcount_scope_budget(&sc, po, a->a_attr, e, a->a_now);
 		if (!po->po_shadow && a->a_pd->pd_verdict == POLICY_REFUSE &&
 		    a->a_pd->pd_reason == POLICY_HARD_CAP && room < a->a_room)
@@ -242,6 +244,7 @@ reserve(struct admit *a, int64_t worst)
 			e->e_refs++;
 			if (k == 0) {
 				e->e_reserved += worst;
+				e->e_refused_worst = 0; /* not capped now */
 				continue;
 			}
 			e->e_conc++;

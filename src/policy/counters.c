@@ -308,6 +308,14 @@ pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
 	sc->sc_reserved = e->e_reserved;
 	sc->sc_window_start = e->e_kind == PE_CALENDAR ? e->e_start : start;
 	sc->sc_reset_at = reset;
+	sc->sc_fired = e->e_nfired;
+	/* Capped: a call was refused for want of room that has not grown
+	 * enough since, or nothing is left at all. */
+	sc->sc_capped = po->po_cap_nusd != -1 &&
+	    (po->po_cap_nusd - sc->sc_spent - sc->sc_reserved <= 0 ||
+		(e->e_refused_worst > 0 &&
+		    po->po_cap_nusd - sc->sc_spent - sc->sc_reserved <
+			e->e_refused_worst));
 }
 
 /*

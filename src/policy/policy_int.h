@@ -58,6 +58,7 @@ struct pentry {
 	int64_t e_fired[POLICY_THRESHOLDS_MAX * 4]; /* thresholds */
 	int64_t e_fired_at[POLICY_THRESHOLDS_MAX * 4]; /* when */
 	size_t e_nfired;
+	int64_t e_refused_worst; /* the last cap refusal's worst case */
 	char *e_per[TAG_MAX]; /* budgets: the per-tag values, or NULL */
 };
 

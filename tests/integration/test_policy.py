@@ -16,6 +16,7 @@ when told to (x-fake-event-tokens: 10000 over its 3 events)."""
 import calendar
 import json
 import os
+import re
 import threading
 import time
 
@@ -41,6 +42,7 @@ models:
     max_output_tokens: 30000
 """
 
+ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
 NUSD = 1000000000
 WORST = 300000000          # $0.30: 30,000 tokens at $10/M
 FULL = ("x-fake-event-tokens", "10000")   # usage: 30,000 output tokens
@@ -115,6 +117,17 @@ class PolicyTest(tglib.TGTestCase):
         return self.call(tg.port, "POST", "/v1/chat/completions",
                          chat_body(marker, max_tokens, model, extra), hdrs,
                          timeout=30)
+
+    def admin_get(self, tg, path):
+        if not getattr(tg, "admin_port", None):
+            m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
+            tg.admin_port = int(m.group(1))
+        raw = tglib.build_request(
+            "GET", path, b"", [("Host", "127.0.0.1:%d" % tg.admin_port)],
+            host=None)
+        r = self.call(tg.admin_port, "GET", path, raw=raw)
+        self.assertEqual(r.status, 200, r)
+        return r.json()
 
     def reached(self, marker):
         return len(self.fp.find_requests(marker))
@@ -219,6 +232,52 @@ class PolicyTest(tglib.TGTestCase):
         self.assertLess(rows[0]["started_at"], rows[1]["started_at"])
         self.assertEqual(rows[1]["started_at"][11:19], "00:00:0%s" %
                          rows[1]["started_at"][18])
+
+    def test_budgets_endpoint(self):
+        tg = self.start([
+            {"name": "tenants", "window": "month", "per": ["tenant"],
+             "match": {"team": "a*"}, "hard_cap_usd": "0.50",
+             "alert_at_usd": ["0.20", "0.40"]},
+            {"name": "all", "window": "day", "hard_cap_usd": "100"},
+            {"name": "frozen", "window": "week", "match": {"team": "z"},
+             "hard_cap_usd": "1", "killed": True},
+            {"name": "no-budget", "rate_limit": {"concurrent": 5}},
+        ])
+        doc = self.admin_get(tg, "/v1/budgets")
+        self.assertEqual([b["policy"] for b in doc["budgets"]],
+                         ["all", "frozen"])
+        self.assertEqual(doc["budgets"][0]["spent_usd"], 0)
+        self.assertEqual(doc["budgets"][1]["state"], "killed")
+        m = new_marker()
+        self.assertEqual(self.chat(
+            tg, m, [("Team", "ab"), ("Tenant", "t1")]).status, 200)
+        self.assertEqual(self.chat(
+            tg, m, [("Team", "ab"), ("Tenant", "t1")]).status, 429)
+        self.assertEqual(self.chat(
+            tg, m, [("Team", "ab"), ("Tenant", "t2")], max_tokens=1000,
+            fake=()).status, 200)
+        doc = self.admin_get(tg, "/v1/budgets")
+        got = [(b["policy"], b["scope"], b["state"], b["spent_nusd"])
+               for b in doc["budgets"]]
+        self.assertEqual(got, [
+            ("tenants", {"team": "a*", "tenant": "t1"}, "capped", WORST),
+            ("tenants", {"team": "a*", "tenant": "t2"}, "ok", 30000),
+            ("all", {}, "ok", WORST + 30000),
+            ("frozen", {"team": "z"}, "killed", 0)])
+        t1 = doc["budgets"][0]
+        self.assertEqual(t1["window"], "month")
+        self.assertEqual(t1["cap_usd"], 0.5)
+        self.assertEqual(t1["remaining_nusd"], 200000000)
+        self.assertEqual(t1["alert_at_usd"], 0.2)
+        self.assertEqual(t1["alert_thresholds_usd"], [0.2, 0.4])
+        self.assertTrue(t1["reset_at"].endswith("-01T00:00:00.000Z"))
+        self.assertEqual(t1["reserved_usd"], 0)
+        # A smaller call that fits ends the capped state.
+        self.assertEqual(self.chat(
+            tg, m, [("Team", "ab"), ("Tenant", "t1")], max_tokens=5000,
+            fake=()).status, 200)
+        doc = self.admin_get(tg, "/v1/budgets")
+        self.assertEqual(doc["budgets"][0]["state"], "alerting")
 
     # ------------------------------------------------------------------
     # Rate limits.

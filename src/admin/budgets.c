@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * GET /v1/budgets: every live budget scope of the policies in force, read
+ * from the policy counters on the loop thread (they are never touched by
+ * another). One entry per policy and scope: two policies naming the same
+ * scope (an alerts-only policy over a capped one) share its counter and
+ * are listed each under its own name.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tollgate/config.h"
+#include "tollgate/enforce.h"
+#include "tollgate/log.h"
+#include "tollgate/policy.h"
+#include "tollgate/session.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#include "admin_int.h"
+
+static const char *const attr_names[POLICY_ATTR_MAX] = {
+    "intent", "team", "tenant", "agent_class", "environment", "model",
+    "provider"};
+
+/* "day", "week", "month", "total" or a rolling length: "90m", "24h". */
+static void
+window_name(const struct policy_window *w, char *buf, size_t len)
+{
+	int64_t min = w->pw_len_ms / 60000;
+
+	switch (w->pw_kind) {
+	case POLICY_WIN_DAY:
+		snprintf(buf, len, "day");
+		return;
+	case POLICY_WIN_WEEK:
+		snprintf(buf, len, "week");
+		return;
+	case POLICY_WIN_MONTH:
+		snprintf(buf, len, "month");
+		return;
+	case POLICY_WIN_TOTAL:
+		snprintf(buf, len, "total");
+		return;
+	case POLICY_WIN_ROLLING:
+		break;
+	}
+	if (min % 1440 == 0)
+		snprintf(buf, len, "%lldd", (long long)(min / 1440));
+	else if (min % 60 == 0)
+		snprintf(buf, len, "%lldh", (long long)(min / 60));
+	else
+		snprintf(buf, len, "%lldm", (long long)min);
+}
+
+static void
+add_money(cJSON *o, const char *name, int64_t nusd)
+{
+	char key[64], buf[40];
+
+	snprintf(key, sizeof(key), "%s_usd", name);
+	usd_format(buf, sizeof(buf), nusd);
+	cJSON_AddRawToObject(o, key, buf);
+	snprintf(key, sizeof(key), "%s_nusd", name);
+	snprintf(buf, sizeof(buf), "%lld", (long long)nusd);
+	cJSON_AddRawToObject(o, key, buf);
+}
+
+static void
+add_time(cJSON *o, const char *name, int64_t ms)
+{
+	char buf[64];
+
+	if (ms == POLICY_NEVER || spend_format_time(ms, buf, sizeof(buf)) == -1)
+		cJSON_AddNullToObject(o, name);
+	else
+		cJSON_AddStringToObject(o, name, buf);
+}
+
+/* The entries as they are collected, to be put in policy order. */
+struct blist {
+	const struct policyset *bl_ps;
+	struct bent {
+		size_t be_pol; /* index in the set */
+		char *be_key; /* the scope, printed, for a stable order */
+		cJSON *be_obj;
+	} *bl_v;
+	size_t bl_n, bl_cap;
+};
+
+static int
+bent_cmp(const void *a, const void *b)
+{
+	const struct bent *x = a, *y = b;
+
+	if (x->be_pol != y->be_pol)
+		return (x->be_pol < y->be_pol ? -1 : 1);
+	return (strcmp(x->be_key, y->be_key));
+}
+
+static void
+budget_cb(const struct policy_scope *sc, void *arg)
+{
+	const struct policy *po = sc->sc_policy;
+	struct blist *bl = arg;
+	struct bent *be;
+	cJSON *o, *scope, *th;
+	char buf[40];
+	size_t i;
+	int a;
+
+	o = cJSON_CreateObject();
+	if (bl->bl_n == bl->bl_cap) {
+		bl->bl_cap = bl->bl_cap == 0 ? 16 : bl->bl_cap * 2;
+		bl->bl_v = xreallocarray(bl->bl_v, bl->bl_cap, sizeof(*bl->bl_v));
+	}
+	be = &bl->bl_v[bl->bl_n++];
+	be->be_pol = (size_t)(po - bl->bl_ps->ps_pol);
+	be->be_obj = o;
+	cJSON_AddStringToObject(o, "policy", po->po_name);
+	scope = cJSON_AddObjectToObject(o, "scope");
+	for (a = 0; a < POLICY_ATTR_MAX; a++) {
+		if (a < TAG_MAX && po->po_per[a])
+			cJSON_AddStringToObject(scope, attr_names[a],
+			    sc->sc_per[a][0] != '\0' ? sc->sc_per[a] : "");
+		else if (po->po_match[a] != NULL)
+			cJSON_AddStringToObject(
+			    scope, attr_names[a], po->po_match[a]);
+	}
+	window_name(&po->po_window, buf, sizeof(buf));
+	cJSON_AddStringToObject(o, "window", buf);
+	add_time(o, "window_start", sc->sc_window_start);
+	add_time(o, "reset_at", sc->sc_reset_at);
+	add_money(o, "spent", sc->sc_spent);
+	add_money(o, "reserved", sc->sc_reserved);
+	if (po->po_cap_nusd != -1) {
+		add_money(o, "cap", po->po_cap_nusd);
+		add_money(o, "remaining",
+		    po->po_cap_nusd - sc->sc_spent - sc->sc_reserved);
+	} else {
+		cJSON_AddNullToObject(o, "cap_usd");
+		cJSON_AddNullToObject(o, "cap_nusd");
+		cJSON_AddNullToObject(o, "remaining_usd");
+		cJSON_AddNullToObject(o, "remaining_nusd");
+	}
+	if (po->po_nalerts > 0)
+		add_money(o, "alert_at", po->po_alerts[0]);
+	else {
+		cJSON_AddNullToObject(o, "alert_at_usd");
+		cJSON_AddNullToObject(o, "alert_at_nusd");
+	}
+	th = cJSON_AddArrayToObject(o, "alert_thresholds_usd");
+	for (i = 0; i < po->po_nalerts; i++) {
+		usd_format(buf, sizeof(buf), po->po_alerts[i]);
+		cJSON_AddItemToArray(th, cJSON_CreateRaw(buf));
+	}
+	if (po->po_killed)
+		cJSON_AddStringToObject(o, "state", "killed");
+	else if (sc->sc_capped)
+		cJSON_AddStringToObject(o, "state", "capped");
+	else if (po->po_nalerts > 0 && sc->sc_spent >= po->po_alerts[0])
+		cJSON_AddStringToObject(o, "state", "alerting");
+	else
+		cJSON_AddStringToObject(o, "state", "ok");
+	cJSON_AddBoolToObject(o, "shadow", po->po_shadow);
+	if ((be->be_key = cJSON_PrintUnformatted(scope)) == NULL)
+		fatalx("%s: cJSON_PrintUnformatted", __func__);
+}
+
+/*
+ * The GET /v1/budgets document for the configuration in force: the
+ * scopes in policy order, then by their tags. The caller owns the tree.
+ */
+cJSON *
+admin_budgets(void)
+{
+	const struct config *cf = server_config();
+	const struct policy *po;
+	struct policy_scope sc;
+	struct blist bl;
+	cJSON *doc, *list;
+	int64_t now = wallclock_ms();
+	size_t i, j;
+	int t;
+
+	doc = cJSON_CreateObject();
+	list = cJSON_AddArrayToObject(doc, "budgets");
+	if (cf == NULL || cf->cf_policies == NULL || enforce_counters() == NULL)
+		return (doc);
+	memset(&bl, 0, sizeof(bl));
+	bl.bl_ps = cf->cf_policies;
+	policy_each_budget(cf->cf_policies, enforce_counters(), now, budget_cb,
+	    &bl);
+	/* A budget without per: tags is one scope; list it before its first
+	 * call too, at zero. */
+	for (i = 0; i < cf->cf_policies->ps_n; i++) {
+		po = &cf->cf_policies->ps_pol[i];
+		if (po->po_cap_nusd == -1 && po->po_nalerts == 0)
+			continue;
+		for (t = 0; t < TAG_MAX && !po->po_per[t]; t++)
+			;
+		for (j = 0; j < bl.bl_n && bl.bl_v[j].be_pol != i; j++)
+			;
+		if (t < TAG_MAX || j < bl.bl_n)
+			continue;
+		memset(&sc, 0, sizeof(sc));
+		sc.sc_policy = po;
+		sc.sc_limit = po->po_cap_nusd;
+		policy_window_at(
+		    &po->po_window, now, &sc.sc_window_start, &sc.sc_reset_at);
+		budget_cb(&sc, &bl);
+	}
+	if (bl.bl_n > 0)
+		qsort(bl.bl_v, bl.bl_n, sizeof(*bl.bl_v), bent_cmp);
+	for (i = 0; i < bl.bl_n; i++) {
+		cJSON_AddItemToArray(list, bl.bl_v[i].be_obj);
+		cJSON_free(bl.bl_v[i].be_key);
+	}
+	free(bl.bl_v);
+	return (doc);
+}
