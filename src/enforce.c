@@ -46,7 +46,8 @@ enforce_rebuild(const struct config *cf, char **cause)
 	if (rc == 0)
 		log_info("policies: %zu polic%s, %zu budget scope%s rebuilt "
 			 "from the ledger in %lld ms",
-		    cf->cf_policies->ps_n, cf->cf_policies->ps_n == 1 ? "y" : "ies",
+		    cf->cf_policies->ps_n,
+		    cf->cf_policies->ps_n == 1 ? "y" : "ies",
 		    policy_counters_count(en_counters) - before,
 		    policy_counters_count(en_counters) - before == 1 ? "" : "s",
 		    (monotime_us() - t0) / 1000);

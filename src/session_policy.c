@@ -149,8 +149,8 @@ add_gemini_details(cJSON *root, enum policy_reason reason, const char *label,
 	d = cJSON_CreateObject();
 	cJSON_AddItemToArray(details, d);
 	if (reason == POLICY_HARD_CAP) {
-		cJSON_AddStringToObject(d, "@type",
-		    "type.googleapis.com/google.rpc.QuotaFailure");
+		cJSON_AddStringToObject(
+		    d, "@type", "type.googleapis.com/google.rpc.QuotaFailure");
 		vs = cJSON_AddArrayToObject(d, "violations");
 		v = cJSON_CreateObject();
 		cJSON_AddItemToArray(vs, v);
@@ -178,17 +178,17 @@ add_rate_headers(struct session *se, struct hdrs *hs, enum policy_reason r,
 	snprintf(buf, sizeof(buf), "%ld", retry_s * 1000);
 	add_hdr(hs, "retry-after-ms", buf);
 	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
-		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-limit",
-		    what);
+		snprintf(
+		    name, sizeof(name), "anthropic-ratelimit-%s-limit", what);
 		snprintf(buf, sizeof(buf), "%" PRId64, sc->sc_limit);
 		add_hdr(hs, name, buf);
-		snprintf(name, sizeof(name),
-		    "anthropic-ratelimit-%s-remaining", what);
+		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-remaining",
+		    what);
 		add_hdr(hs, name, "0");
 		spend_format_time(
 		    wallclock_ms() + retry_s * 1000, reset, sizeof(reset));
-		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-reset",
-		    what);
+		snprintf(
+		    name, sizeof(name), "anthropic-ratelimit-%s-reset", what);
 		add_hdr(hs, name, reset);
 	} else {
 		snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
@@ -242,8 +242,7 @@ policy_refuse(
 		status = 400;
 		code = "model_not_allowed";
 		snprintf(msg, sizeof(msg),
-		    "the model '%s' is not allowed by policy %s", model,
-		    label);
+		    "the model '%s' is not allowed by policy %s", model, label);
 		break;
 	case POLICY_HARD_CAP:
 		status = se->se_conf->cf_hard_cap_status;
@@ -296,8 +295,8 @@ policy_refuse(
 	session_refusal_id(se);
 	session_reply(se, status, &hs, reply_json_take(root));
 	session_record_refusal(se, status, reason);
-	log_info("session %llu: refused by policy %s: %s", se->se_id, label,
-	    reason);
+	log_info(
+	    "session %llu: refused by policy %s: %s", se->se_id, label, reason);
 }
 
 /* The budget headers of an allowed call: its tightest capped scope. */
@@ -309,11 +308,12 @@ budget_headers(struct session *se, const struct policy_decision *pd)
 
 	if (sc->sc_policy == NULL)
 		return;
-	add_hdr(&se->se_hdrs, "x-tollgate-budget-policy",
-	    sc->sc_policy->po_name);
+	add_hdr(
+	    &se->se_hdrs, "x-tollgate-budget-policy", sc->sc_policy->po_name);
 	usd_format(buf, sizeof(buf), sc->sc_limit);
 	add_hdr(&se->se_hdrs, "x-tollgate-budget-limit-usd", buf);
-	usd_format(buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
+	usd_format(
+	    buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
 	add_hdr(&se->se_hdrs, "x-tollgate-budget-remaining-usd", buf);
 	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
 	if (buf[0] != '\0')
@@ -391,7 +391,8 @@ session_admit(struct session *se)
 	log_escape(model, sizeof(model), se->se_ci.ci_model,
 	    strlen(se->se_ci.ci_model));
 
-	if (se->se_price == NULL && (po = capped_by(ps, se->se_pattr)) != NULL) {
+	if (se->se_price == NULL &&
+	    (po = capped_by(ps, se->se_pattr)) != NULL) {
 		char *msg;
 
 		se->se_refusal = "unpriced_model";
@@ -425,7 +426,8 @@ session_admit(struct session *se)
 		return (-1);
 	}
 	se->se_res = pd.pd_res;
-	if (pd.pd_out_bound >= 0 && pd.pd_out_bound != se->se_ci.ci_max_output) {
+	if (pd.pd_out_bound >= 0 &&
+	    pd.pd_out_bound != se->se_ci.ci_max_output) {
 		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
 			policy_release(se->se_res, se->se_started_ms);
 			se->se_res = NULL;
@@ -441,10 +443,11 @@ session_admit(struct session *se)
 		}
 		if (pd.pd_verdict == POLICY_CLAMP) {
 			snprintf(buf, sizeof(buf), "%" PRId64, pd.pd_out_bound);
-			add_hdr(&se->se_hdrs, "x-tollgate-clamped-max-tokens",
-			    buf);
-			log_info("session %llu: output bound lowered to %" PRId64
-				 " tokens to fit the budget",
+			add_hdr(
+			    &se->se_hdrs, "x-tollgate-clamped-max-tokens", buf);
+			log_info(
+			    "session %llu: output bound lowered to %" PRId64
+			    " tokens to fit the budget",
 			    se->se_id, pd.pd_out_bound);
 		}
 	}

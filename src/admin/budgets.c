@@ -23,9 +23,8 @@
 
 #include "admin_int.h"
 
-static const char *const attr_names[POLICY_ATTR_MAX] = {
-    "intent", "team", "tenant", "agent_class", "environment", "model",
-    "provider"};
+static const char *const attr_names[POLICY_ATTR_MAX] = {"intent", "team",
+    "tenant", "agent_class", "environment", "model", "provider"};
 
 /* "day", "week", "month", "total" or a rolling length: "90m", "24h". */
 static void
@@ -88,7 +87,7 @@ struct blist {
 		size_t be_pol; /* index in the set */
 		char *be_key; /* the scope, printed, for a stable order */
 		cJSON *be_obj;
-	} *bl_v;
+	} * bl_v;
 	size_t bl_n, bl_cap;
 };
 
@@ -116,7 +115,8 @@ budget_cb(const struct policy_scope *sc, void *arg)
 	o = cJSON_CreateObject();
 	if (bl->bl_n == bl->bl_cap) {
 		bl->bl_cap = bl->bl_cap == 0 ? 16 : bl->bl_cap * 2;
-		bl->bl_v = xreallocarray(bl->bl_v, bl->bl_cap, sizeof(*bl->bl_v));
+		bl->bl_v =
+		    xreallocarray(bl->bl_v, bl->bl_cap, sizeof(*bl->bl_v));
 	}
 	be = &bl->bl_v[bl->bl_n++];
 	be->be_pol = (size_t)(po - bl->bl_ps->ps_pol);
@@ -193,8 +193,8 @@ admin_budgets(void)
 		return (doc);
 	memset(&bl, 0, sizeof(bl));
 	bl.bl_ps = cf->cf_policies;
-	policy_each_budget(cf->cf_policies, enforce_counters(), now, budget_cb,
-	    &bl);
+	policy_each_budget(
+	    cf->cf_policies, enforce_counters(), now, budget_cb, &bl);
 	/* A budget without per: tags is one scope; list it before its first
 	 * call too, at zero. */
 	for (i = 0; i < cf->cf_policies->ps_n; i++) {
