@@ -90,6 +90,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 	}
 	server_set_config(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
+	session_apply_kills(cf);
 	if (enforce_reload(cf, &cause) == -1) {
 		log_warnx(
 		    "reload: budgets of new policies start empty: %s", cause);

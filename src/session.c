@@ -41,6 +41,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -52,6 +53,7 @@
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
 #include "tollgate/metrics.h"
+#include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
@@ -308,6 +310,19 @@ reserved_cb(void *arg, enum ledger_result res)
 			session_close(se, CALL_CLIENT_CLOSED, "client_gone");
 			return;
 		}
+		if (se->se_stop != NULL) {
+			/* Killed while its row was being written: never
+			 * forwarded, so it costs nothing. */
+			struct hdrs hs = {0};
+
+			se->se_refusal = "killed";
+			hdrs_add(&hs, "x-should-retry", 14, "false", 5);
+			session_reply(se, 403, &hs,
+			    reply_error_body(se->se_route.rt_family, 403,
+				"killed", se->se_stop, se->se_reqid));
+			session_close(se, CALL_REFUSED, "killed");
+			return;
+		}
 		relay_forward(se);
 		return;
 	case LEDGER_DUPLICATE:
@@ -522,8 +537,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_meter != NULL) {
 		/* Only a finished call's held bytes reach the client. */
 		meter_finish(se->se_meter,
-		    status == CALL_OK || status == CALL_ERROR, relay_emit, se,
-		    &u);
+		    !se->se_cut && (status == CALL_OK || status == CALL_ERROR),
+		    relay_emit, se, &u);
 	}
 	if (unanswered_but_sent(se))
 		estimate_unanswered(se, &u);
@@ -620,6 +635,158 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	config_unref(se->se_conf);
 	unlink_session(se);
 	free(se);
+}
+
+/*
+ * The in-stream error frame that ends a stream the client has already
+ * started reading (PROTOCOLS.md §12), or NULL where the API has none
+ * (Gemini: the connection is closed instead). It starts with a blank line,
+ * which completes an event the client may have half received and is
+ * otherwise ignored by every SSE parser. Allocated.
+ */
+static char *
+stop_frame(const struct session *se, const char *msg)
+{
+	cJSON *root, *err;
+	char *json, *frame, *text;
+
+	xasprintf(&text, "tollgate: %s", msg);
+	root = cJSON_CreateObject();
+	switch (se->se_route.rt_family) {
+	case FAMILY_ANTHROPIC:
+		cJSON_AddStringToObject(root, "type", "error");
+		err = cJSON_AddObjectToObject(root, "error");
+		cJSON_AddStringToObject(err, "type", "permission_error");
+		cJSON_AddStringToObject(err, "message", text);
+		break;
+	case FAMILY_OPENAI:
+		if (se->se_route.rt_endpoint == EP_RESPONSES) {
+			cJSON_AddStringToObject(root, "type", "error");
+			cJSON_AddStringToObject(root, "code", "killed");
+			cJSON_AddStringToObject(root, "message", text);
+			cJSON_AddNullToObject(root, "param");
+			break;
+		}
+		err = cJSON_AddObjectToObject(root, "error");
+		cJSON_AddStringToObject(err, "message", text);
+		cJSON_AddStringToObject(err, "type", "permission_error");
+		cJSON_AddStringToObject(err, "code", "killed");
+		cJSON_AddNullToObject(err, "param");
+		break;
+	default:
+		cJSON_Delete(root);
+		free(text);
+		return (NULL);
+	}
+	free(text);
+	json = reply_json_take(root);
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC ||
+	    se->se_route.rt_endpoint == EP_RESPONSES)
+		xasprintf(&frame, "\n\nevent: error\ndata: %s\n\n", json);
+	else
+		xasprintf(&frame, "\n\ndata: %s\n\n", json);
+	free(json);
+	return (frame);
+}
+
+/*
+ * End a call tollgate has decided to stop (a kill): a call not yet
+ * answered gets a 403 in its provider's shape; a stream already running
+ * gets its provider's in-stream error frame and then its end; anything
+ * else is cut. The row is settled as an error with refusal_reason
+ * "killed", charged for what the call used (its reservation if it was
+ * sent and nothing came back). Nothing may touch se after.
+ */
+void
+session_stop(struct session *se, const char *why)
+{
+	char *frame;
+
+	if (se->se_state == SE_RESERVING) {
+		se->se_stop = why; /* reserved_cb comes back here */
+		return;
+	}
+	se->se_refusal = "killed";
+	if (se->se_state != SE_FORWARDING) {
+		session_reply_error(se, 403, "killed", why, NULL);
+		session_close(se, CALL_REFUSED, "killed");
+		return;
+	}
+	se->se_cut = 1;
+	if (se->se_conn != NULL && !se->se_replied) {
+		struct hdrs hs = {0};
+
+		hdrs_add(&hs, "x-should-retry", 14, "false", 5);
+		session_reply(se, 403, &hs,
+		    reply_error_body(se->se_route.rt_family, 403, "killed", why,
+			se->se_reqid));
+	} else if (se->se_conn != NULL) {
+		frame = se->se_ci.ci_stream ? stop_frame(se, why) : NULL;
+		if (frame != NULL) {
+			conn_reply_data(se->se_conn, frame, strlen(frame));
+			conn_reply_end(se->se_conn);
+			free(frame);
+		} else
+			conn_reply_abort(se->se_conn);
+		se->se_conn = NULL;
+	}
+	session_close(se, CALL_ERROR, "killed");
+}
+
+/*
+ * Stop every call in progress whose attributes match the globs (NULL:
+ * any; an unset attribute matches as ""), as a kill switch does. Returns
+ * how many were stopped.
+ */
+size_t
+session_stop_matching(const char *const *match, const char *why)
+{
+	struct session *se, *next;
+	size_t n = 0;
+	int a;
+
+	for (se = session_list; se != NULL; se = next) {
+		next = se->se_next;
+		if (!se->se_started || !se->se_route.rt_metered ||
+		    se->se_stop != NULL)
+			continue;
+		for (a = 0; a < POLICY_ATTR_MAX; a++) {
+			if (match[a] != NULL &&
+			    !policy_glob(match[a],
+				se->se_pattr[a] != NULL ? se->se_pattr[a] : ""))
+				break;
+		}
+		if (a < POLICY_ATTR_MAX)
+			continue;
+		log_info("session %llu: stopped: %s", se->se_id, why);
+		session_stop(se, why);
+		n++;
+	}
+	return (n);
+}
+
+/*
+ * A new configuration is in force: stop the calls in progress that a
+ * policy it marks killed matches.
+ */
+void
+session_apply_kills(const struct config *cf)
+{
+	const struct policy *po;
+	char why[256];
+	size_t i;
+
+	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
+		po = &cf->cf_policies->ps_pol[i];
+		if (!po->po_killed || po->po_shadow)
+			continue;
+		snprintf(why, sizeof(why),
+		    "calls matching policy '%s' are "
+		    "stopped%s%s",
+		    po->po_name, po->po_kill_reason != NULL ? ": " : "",
+		    po->po_kill_reason != NULL ? po->po_kill_reason : "");
+		session_stop_matching((const char *const *)po->po_match, why);
+	}
 }
 
 static void *

@@ -74,6 +74,8 @@ struct session {
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
 	struct policy_reservation *se_res; /* settled once, at close */
 	struct hdrs se_hdrs; /* budget headers for the response */
+	const char *se_stop; /* a kill's reason, set while reserving */
+	int se_cut; /* stopped by tollgate: the response is incomplete */
 
 	struct session *se_prev, *se_next;
 };
@@ -83,6 +85,7 @@ void session_close(struct session *, enum call_status, const char *);
 void session_reply(struct session *, int, struct hdrs *, char *);
 void session_record_refusal(struct session *, int, const char *);
 void session_refusal_id(struct session *);
+void session_stop(struct session *, const char *);
 void session_reply_error(
     struct session *, int, const char *, const char *, const char *);
 void session_arm_timer(struct session *, long);

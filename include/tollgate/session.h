@@ -27,6 +27,8 @@ void session_client_gone(struct session *);
 void session_drained(struct session *);
 size_t session_count(void);
 void session_abort_all(void);
+size_t session_stop_matching(const char *const *, const char *);
+void session_apply_kills(const struct config *);
 
 /* server.c */
 struct config *server_config(void);

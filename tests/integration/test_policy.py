@@ -494,6 +494,88 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.header("x-tollgate-budget-remaining-usd"),
                          "0.000000000")
 
+    # ------------------------------------------------------------------
+    # Kill switches in the config stop calls in flight at a reload.
+
+    def reload_with(self, tg, policies):
+        off = len(tg.log())
+        tg.write_config(tglib.make_config(
+            tglib.std_upstreams(self.fp.port),
+            extra={"prices": "test-prices.yaml", "policies": policies}))
+        tg.hup()
+        self.assertTrue(tg.wait_log(r"configuration reloaded", start=off))
+        return time.monotonic()
+
+    def stream_then_kill(self, path, body, hdrs):
+        """Start a 10 s stream, kill its policy by a reload once it has
+        started, and return (response, seconds from reload to its end)."""
+        pol = [{"name": "streams", "match": {"team": "s"},
+                "window": "day", "hard_cap_usd": "5"}]
+        tg = self.start(pol)
+        m = new_marker()
+        body = body.replace(b"MARK", m.encode())
+        c = Caller(self, tg.port, path, body,
+                   [JSON_CT, ("X-Tollgate-Team", "s"),
+                    ("x-fake-events", "50"), ("x-fake-pace-ms", "200")]
+                   + hdrs)
+        c.start()
+        self.assertTrue(tglib.wait_until(lambda: self.reached(m), 10))
+        time.sleep(0.5)
+        pol[0]["killed"] = True
+        pol[0]["kill_reason"] = "runaway loop"
+        t0 = self.reload_with(tg, pol)
+        c.join(15)
+        took = time.monotonic() - t0
+        self.assertIsNotNone(c.resp, c.error)
+        # New calls are refused at once.
+        r = self.chat(tg, m, [("Team", "s")])
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(self.reached(m), 1)
+        self.assertEqual(tg.ledger.wait_count(
+            1, "status = 'error' AND refusal_reason = 'killed'"), 1)
+        row = tg.ledger.rows("status = 'error'")[0]
+        self.assertGreater(row["cost_nusd"], 0)
+        self.assertEqual(row["usage_source"], "estimated")
+        return c.resp, took
+
+    def test_kill_ends_openai_stream_with_error_frame(self):
+        body = chat_body("MARK", extra={"stream": True})
+        r, took = self.stream_then_kill("/v1/chat/completions", body, [])
+        self.assertLess(took, 3, "the stream was not stopped promptly")
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.complete, "the stream did not end cleanly")
+        events = ledgerlib.sse_events(r.body)
+        self.assertGreater(len(events), 2)
+        last = events[-1][1]
+        self.assertEqual(last["error"]["code"], "killed")
+        self.assertIn("runaway loop", last["error"]["message"])
+        self.assertNotIn(b"[DONE]", r.body)
+
+    def test_kill_ends_anthropic_stream_with_error_event(self):
+        body = json.dumps({"model": "claude-test", "max_tokens": 1000,
+                           "stream": True, "metadata": {"user_id": "MARK"},
+                           "messages": [{"role": "user", "content": "x"}]})
+        r, took = self.stream_then_kill(
+            "/v1/messages", body.encode(),
+            [("anthropic-version", "2023-06-01")])
+        self.assertLess(took, 3)
+        self.assertTrue(r.complete)
+        events = ledgerlib.sse_events(r.body)
+        self.assertEqual(events[-1][0], "error")
+        err = events[-1][1]
+        self.assertEqual(err["type"], "error")
+        self.assertIn("runaway loop", err["error"]["message"])
+
+    def test_kill_cuts_gemini_stream(self):
+        body = json.dumps({"contents": [{"parts": [{"text": "MARK"}]}],
+                           "generationConfig": {"maxOutputTokens": 1000}})
+        r, took = self.stream_then_kill(
+            "/v1beta/models/gemini-test:streamGenerateContent?alt=sse",
+            body.encode(), [])
+        self.assertLess(took, 3)
+        self.assertFalse(r.complete, "a cut Gemini stream must not look "
+                         "complete")
+
     def test_config_errors_name_the_line(self):
         text = tglib.make_config(tglib.std_upstreams(1), extra={
             "policies": [{"name": "p", "hard_cap_usd": "ten",
