@@ -649,9 +649,9 @@ max64(int64_t a, int64_t b)
 
 /* Turn what was seen into the call's usage (meter.h, metering.md). */
 static void
-meter_settle(struct meter *m, int complete, struct usage *u)
+meter_settle(const struct meter *m, int complete, struct usage *u)
 {
-	struct meter_acc *a = &m->m_acc;
+	const struct meter_acc *a = &m->m_acc;
 	int64_t est;
 	int final;
 
@@ -692,6 +692,17 @@ meter_settle(struct meter *m, int complete, struct usage *u)
 		u->u_cache_write_1h = u->u_cache_write;
 	if (u->u_reasoning > u->u_output)
 		u->u_reasoning = u->u_output;
+}
+
+/*
+ * The usage of a response still arriving, as it would be settled if it
+ * were cut now: what the provider has reported so far, else an estimate
+ * from the text relayed. Nothing changes.
+ */
+void
+meter_so_far(const struct meter *m, struct usage *u)
+{
+	meter_settle(m, 0, u);
 }
 
 /* The response ended (complete) or was cut: relay the rest, settle. */

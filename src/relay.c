@@ -155,6 +155,8 @@ on_data(void *arg, const char *buf, size_t len)
 		return (XFER_PAUSE);
 	}
 	meter_feed(se->se_meter, buf, len, relay_emit, se);
+	if (se->se_ci.ci_stream && session_check_overrun(se) == -1)
+		return (0); /* ended: the transfer is aborted */
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	return (len);
 }

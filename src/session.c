@@ -467,7 +467,7 @@ session_client_gone(struct session *se)
 
 /* Price the usage: by the model asked for and the model that answered,
  * whichever costs more (a cheap alias must not hide a dear model). */
-static int64_t
+int64_t
 session_cost(const struct session *se, const struct usage *u)
 {
 	const struct price *answered;
@@ -645,8 +645,9 @@ session_close(struct session *se, enum call_status status, const char *reason)
  * otherwise ignored by every SSE parser. Allocated.
  */
 static char *
-stop_frame(const struct session *se, const char *msg)
+stop_frame(const struct session *se, int cap, const char *msg)
 {
+	const char *code = cap ? "insufficient_quota" : "killed";
 	cJSON *root, *err;
 	char *json, *frame, *text;
 
@@ -656,21 +657,23 @@ stop_frame(const struct session *se, const char *msg)
 	case FAMILY_ANTHROPIC:
 		cJSON_AddStringToObject(root, "type", "error");
 		err = cJSON_AddObjectToObject(root, "error");
-		cJSON_AddStringToObject(err, "type", "permission_error");
+		cJSON_AddStringToObject(
+		    err, "type", cap ? "rate_limit_error" : "permission_error");
 		cJSON_AddStringToObject(err, "message", text);
 		break;
 	case FAMILY_OPENAI:
 		if (se->se_route.rt_endpoint == EP_RESPONSES) {
 			cJSON_AddStringToObject(root, "type", "error");
-			cJSON_AddStringToObject(root, "code", "killed");
+			cJSON_AddStringToObject(root, "code", code);
 			cJSON_AddStringToObject(root, "message", text);
 			cJSON_AddNullToObject(root, "param");
 			break;
 		}
 		err = cJSON_AddObjectToObject(root, "error");
 		cJSON_AddStringToObject(err, "message", text);
-		cJSON_AddStringToObject(err, "type", "permission_error");
-		cJSON_AddStringToObject(err, "code", "killed");
+		cJSON_AddStringToObject(err, "type",
+		    cap ? "insufficient_quota" : "permission_error");
+		cJSON_AddStringToObject(err, "code", code);
 		cJSON_AddNullToObject(err, "param");
 		break;
 	default:
@@ -687,6 +690,32 @@ stop_frame(const struct session *se, const char *msg)
 		xasprintf(&frame, "\n\ndata: %s\n\n", json);
 	free(json);
 	return (frame);
+}
+
+/*
+ * A stream whose budget ran out while it was relayed (it cost more than
+ * its reservation and no budget had room for more): end it with the
+ * provider's in-stream quota error. Settled as an error with
+ * refusal_reason hard_cap, charged for what it used.
+ */
+void
+session_stop_capped(struct session *se, const char *why)
+{
+	char *frame;
+
+	se->se_refusal = "hard_cap";
+	se->se_cut = 1;
+	if (se->se_conn != NULL) {
+		frame = se->se_ci.ci_stream ? stop_frame(se, 1, why) : NULL;
+		if (frame != NULL) {
+			conn_reply_data(se->se_conn, frame, strlen(frame));
+			conn_reply_end(se->se_conn);
+			free(frame);
+		} else
+			conn_reply_abort(se->se_conn);
+		se->se_conn = NULL;
+	}
+	session_close(se, CALL_ERROR, "hard_cap");
 }
 
 /*
@@ -721,7 +750,7 @@ session_stop(struct session *se, const char *why)
 		    reply_error_body(se->se_route.rt_family, 403, "killed", why,
 			se->se_reqid));
 	} else if (se->se_conn != NULL) {
-		frame = se->se_ci.ci_stream ? stop_frame(se, why) : NULL;
+		frame = se->se_ci.ci_stream ? stop_frame(se, 0, why) : NULL;
 		if (frame != NULL) {
 			conn_reply_data(se->se_conn, frame, strlen(frame));
 			conn_reply_end(se->se_conn);

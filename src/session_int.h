@@ -73,6 +73,7 @@ struct session {
 	/* policies (session_policy.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
 	struct policy_reservation *se_res; /* settled once, at close */
+	int se_res_capped; /* se_res holds a capped budget */
 	struct hdrs se_hdrs; /* budget headers for the response */
 	const char *se_stop; /* a kill's reason, set while reserving */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
@@ -86,6 +87,8 @@ void session_reply(struct session *, int, struct hdrs *, char *);
 void session_record_refusal(struct session *, int, const char *);
 void session_refusal_id(struct session *);
 void session_stop(struct session *, const char *);
+void session_stop_capped(struct session *, const char *);
+int64_t session_cost(const struct session *, const struct usage *);
 void session_reply_error(
     struct session *, int, const char *, const char *, const char *);
 void session_arm_timer(struct session *, long);
@@ -93,6 +96,7 @@ void session_arm_timer(struct session *, long);
 /* session_policy.c */
 int session_admit(struct session *);
 void session_settle(struct session *, int64_t, const struct usage *);
+int session_check_overrun(struct session *);
 
 /* relay.c */
 void relay_forward(struct session *);

@@ -426,6 +426,7 @@ session_admit(struct session *se)
 		return (-1);
 	}
 	se->se_res = pd.pd_res;
+	se->se_res_capped = policy_res_capped(se->se_res);
 	if (pd.pd_out_bound >= 0 &&
 	    pd.pd_out_bound != se->se_ci.ci_max_output) {
 		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
@@ -486,4 +487,45 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
 			  "$%s threshold",
 		    label, spent, thr);
 	}
+}
+
+/*
+ * A capped stream is being relayed: has it already cost more than its
+ * reservation? Then grow the reservation to what it has cost, so other
+ * calls see it; if no budget has room for that, the cap is reached
+ * mid-stream and the call is ended (DESIGN.md, Refusals). While usage is
+ * only estimated from the text relayed (about 4 bytes a token), a third
+ * of the estimate is forgiven, so text of long tokens is not cut short.
+ * Returns 0 to go on, or -1 when the call was ended (se is gone).
+ */
+int
+session_check_overrun(struct session *se)
+{
+	struct policy_scope sc;
+	struct usage u;
+	char label[512], spent[32], limit[32], msg[768];
+	int64_t cost;
+
+	if (se->se_res == NULL || !se->se_res_capped || se->se_meter == NULL)
+		return (0);
+	meter_so_far(se->se_meter, &u);
+	if (u.u_source == USAGE_ESTIMATED)
+		u.u_output = u.u_output * 2 / 3;
+	cost = session_cost(se, &u);
+	if (cost <= se->se_reserved_nusd)
+		return (0);
+	if (policy_grow(se->se_res, cost, wallclock_ms(), &sc) == 0) {
+		se->se_reserved_nusd = cost;
+		return (0);
+	}
+	scope_label(label, sizeof(label), &sc);
+	usd_format(spent, sizeof(spent), sc.sc_spent + sc.sc_reserved);
+	usd_format(limit, sizeof(limit), sc.sc_limit);
+	snprintf(msg, sizeof(msg),
+	    "budget exhausted for policy %s while this call was streaming: "
+	    "$%s of $%s spent or held",
+	    label, spent, limit);
+	log_info("session %llu: %s", se->se_id, msg);
+	session_stop_capped(se, msg);
+	return (-1);
 }

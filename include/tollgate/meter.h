@@ -62,6 +62,7 @@ struct meter *meter_new(const struct route *, const struct call_info *);
 void meter_response(struct meter *, int, const char *);
 void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);
 void meter_finish(struct meter *, int, meter_emit_cb, void *, struct usage *);
+void meter_so_far(const struct meter *, struct usage *);
 void meter_free(struct meter *);
 
 #endif

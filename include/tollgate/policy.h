@@ -173,6 +173,9 @@ int policy_admit(const struct policyset *, struct policy_counters *,
     const struct policy_call *, int64_t, struct policy_decision *);
 void policy_settle(struct policy_reservation *, int64_t, int64_t, int64_t);
 void policy_release(struct policy_reservation *, int64_t);
+int policy_grow(
+    struct policy_reservation *, int64_t, int64_t, struct policy_scope *);
+int policy_res_capped(const struct policy_reservation *);
 int policy_budget(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, struct policy_scope *);
 size_t policy_fired(const struct policyset *, struct policy_counters *,

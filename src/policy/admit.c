@@ -221,6 +221,26 @@ seen(struct pentry **list, size_t n, const struct pentry *e)
 	return (0);
 }
 
+/* The smallest enforcing cap over entry e, and its policy. */
+static void
+tightest(const struct admit *a, const struct pentry *e, int64_t *cap,
+    const struct policy **pol)
+{
+	const struct policy *po;
+	size_t i;
+
+	*cap = INT64_MAX;
+	*pol = NULL;
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if (a->a_budget[i] != e || po->po_cap_nusd == -1 ||
+		    po->po_shadow || po->po_cap_nusd >= *cap)
+			continue;
+		*cap = po->po_cap_nusd;
+		*pol = po;
+	}
+}
+
 /* Everything allows: reserve on each distinct entry once. */
 static void
 reserve(struct admit *a, int64_t worst)
@@ -233,6 +253,8 @@ reserve(struct admit *a, int64_t worst)
 	size_t i, k;
 
 	r = xcalloc(1, sizeof(*r) + 2 * a->a_n * sizeof(r->r_e[0]));
+	r->r_cap = xcalloc(a->a_n + 1, sizeof(*r->r_cap));
+	r->r_pol = xcalloc(a->a_n + 1, sizeof(*r->r_pol));
 	r->r_nusd = worst;
 	r->r_started = a->a_now;
 	for (k = 0; k < 2; k++) {
@@ -245,6 +267,8 @@ reserve(struct admit *a, int64_t worst)
 			if (k == 0) {
 				e->e_reserved += worst;
 				e->e_refused_worst = 0; /* not capped now */
+				tightest(a, e, &r->r_cap[r->r_n - 1],
+				    &r->r_pol[r->r_n - 1]);
 				continue;
 			}
 			e->e_conc++;

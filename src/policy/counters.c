@@ -351,7 +351,70 @@ policy_settle(
 			    ROLL_SLOTS,
 			    pcount_floor_div(r->r_started, e->e_width), actual);
 	}
+	free(r->r_cap);
+	free(r->r_pol);
 	free(r);
+}
+
+/*
+ * A call in progress has already cost nusd, more than it reserved (its
+ * provider is not keeping to the output bound, or the input estimate was
+ * short): grow the reservation to nusd on every budget at once, or on
+ * none. Returns 0, or -1 when a capped budget has no room for the growth;
+ * sc (if not NULL) then describes it, without per-tag values. The caller
+ * ends such a call: its cap is reached mid-stream.
+ */
+int
+policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
+    struct policy_scope *sc)
+{
+	struct pentry *e;
+	int64_t need = nusd - r->r_nusd, room, start, reset;
+	size_t i;
+
+	if (need <= 0)
+		return (0);
+	for (i = 0; i < r->r_n; i++) {
+		e = r->r_e[i];
+		if (e->e_kind == PE_RATE || r->r_cap[i] == INT64_MAX)
+			continue;
+		room =
+		    r->r_cap[i] - pcount_spent(e, now, &reset) - e->e_reserved;
+		if (need <= room)
+			continue;
+		if (sc != NULL) {
+			memset(sc, 0, sizeof(*sc));
+			sc->sc_policy = r->r_pol[i];
+			sc->sc_limit = r->r_cap[i];
+			sc->sc_spent = pcount_spent(e, now, &reset);
+			sc->sc_reserved = e->e_reserved;
+			policy_window_at(
+			    &r->r_pol[i]->po_window, now, &start, &reset);
+			sc->sc_window_start =
+			    e->e_kind == PE_CALENDAR ? e->e_start : start;
+			sc->sc_reset_at =
+			    e->e_kind == PE_CALENDAR ? e->e_reset : reset;
+		}
+		return (-1);
+	}
+	for (i = 0; i < r->r_n; i++) {
+		if (r->r_e[i]->e_kind != PE_RATE)
+			r->r_e[i]->e_reserved += need;
+	}
+	r->r_nusd = nusd;
+	return (0);
+}
+
+/* Does the reservation hold any budget under an enforcing cap? */
+int
+policy_res_capped(const struct policy_reservation *r)
+{
+	size_t i;
+
+	for (i = 0; i < r->r_n; i++)
+		if (r->r_e[i]->e_kind != PE_RATE && r->r_cap[i] != INT64_MAX)
+			return (1);
+	return (0);
 }
 
 /* Drop the reservation r of a call that cost nothing. r is freed. */

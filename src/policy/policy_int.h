@@ -74,6 +74,10 @@ struct policy_reservation {
 	int64_t r_nusd;
 	int64_t r_started;
 	size_t r_n;
+	/* Budget entries: the tightest enforcing cap on each and its
+	 * policy (borrowed from the config the call holds), for growth. */
+	int64_t *r_cap;
+	const struct policy **r_pol;
 	struct pentry *r_e[];
 };
 

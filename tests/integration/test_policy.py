@@ -494,6 +494,36 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.header("x-tollgate-budget-remaining-usd"),
                          "0.000000000")
 
+    def test_cap_reached_mid_stream_ends_it(self):
+        """A provider that ignores max_tokens: the stream costs more than
+        its reservation; once the budget has no room left for what it has
+        cost, it is ended with OpenAI's in-stream quota error."""
+        tg = self.start([{"name": "tight", "window": "day",
+                          "hard_cap_usd": "0.40"}])
+        m = new_marker()
+        body = chat_body(m, max_tokens=10000, extra={"stream": True})
+        r = self.call(tg.port, "POST", "/v1/chat/completions", body,
+                      [JSON_CT, ("x-fake-events", "200"),
+                       ("x-fake-event-bytes", "6000"),
+                       ("x-fake-event-tokens", "1500"),
+                       ("x-fake-pace-ms", "5")], timeout=30)
+        self.assertEqual(r.status, 200)
+        self.assertTrue(r.complete)
+        events = ledgerlib.sse_events(r.body)
+        last = events[-1][1]
+        self.assertEqual(last["error"]["code"], "insufficient_quota")
+        self.assertIn("while this call was streaming", last["error"]["message"])
+        # 200 events would cost $3.00; it was cut near the $0.40 cap.
+        self.assertLess(len(events), 80, len(events))
+        self.assertEqual(tg.ledger.wait_count(
+            1, "status = 'error' AND refusal_reason = 'hard_cap'"), 1)
+        row = tg.ledger.rows()[0]
+        self.assertGreater(row["cost_nusd"], 300000000)
+        self.assertLess(row["cost_nusd"], 700000000)
+        # Nothing is left for another call.
+        r = self.chat(tg, m, max_tokens=100, fake=())
+        self.assertEqual(r.status, 429, r)
+
     # ------------------------------------------------------------------
     # Kill switches in the config stop calls in flight at a reload.
 

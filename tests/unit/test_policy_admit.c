@@ -82,6 +82,58 @@ test_overshoot(void **state)
 	policy_free(ps);
 }
 
+/* A call that costs more than its reservation grows it, all or none. */
+static void
+test_grow(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_reservation *a, *b;
+	struct policy_scope sc;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 30 * CENT);
+
+	(void)state;
+	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 1\n"
+		     "- name: all\n  window: day\n  hard_cap_usd: 0.9\n"
+		     "- name: watch\n  window: day\n  alert_at_usd: 0.5\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	a = pd.pd_res;
+	assert_true(policy_res_capped(a));
+	policy_admit(ps, pc, &c, T0, &pd);
+	b = pd.pd_res;
+	/* 0.60 held of 0.90: a may grow to 0.60 (room 0.30), not more. */
+	assert_int_equal(policy_grow(a, 20 * CENT, T0, &sc), 0); /* less */
+	assert_int_equal(policy_grow(a, 60 * CENT, T0, &sc), 0);
+	budget_is(ps, 0, pc, &c, T0, 0, 90 * CENT);
+	budget_is(ps, 1, pc, &c, T0, 0, 90 * CENT);
+	assert_int_equal(policy_grow(a, 61 * CENT, T0, &sc), -1);
+	assert_string_equal(sc.sc_policy->po_name, "all");
+	assert_int_equal(sc.sc_limit, 90 * CENT);
+	assert_int_equal(sc.sc_reserved, 90 * CENT);
+	assert_int_equal(sc.sc_reset_at, utc(2026, 11, 29, 0, 0, 0));
+	budget_is(ps, 0, pc, &c, T0, 0, 90 * CENT); /* unchanged */
+	/* Settling takes the grown reservation off. */
+	policy_settle(a, 61 * CENT, 10, T0);
+	budget_is(ps, 0, pc, &c, T0, 61 * CENT, 30 * CENT);
+	policy_release(b, T0);
+	budget_is(ps, 1, pc, &c, T0, 61 * CENT, 0);
+	policy_counters_free(pc);
+	policy_free(ps);
+
+	/* Alerts only: nothing capped, nothing to grow against. */
+	ps = load_ok("- name: watch\n  window: day\n  alert_at_usd: 0.5\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_false(policy_res_capped(pd.pd_res));
+	assert_int_equal(policy_grow(pd.pd_res, 500 * CENT, T0, NULL), 0);
+	policy_release(pd.pd_res, T0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
 struct seen {
 	int64_t reserved; /* cents */
 	int tenants;
@@ -417,6 +469,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_overshoot),
 	    cmocka_unit_test(test_all_or_nothing),
+	    cmocka_unit_test(test_grow),
 	    cmocka_unit_test(test_shadow_models_kill),
 	    cmocka_unit_test(test_clamp),
 	    cmocka_unit_test(test_rate_limits),
