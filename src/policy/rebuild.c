@@ -24,8 +24,13 @@
 
 static const char rebuild_sql[] =
     "SELECT started_at, status, cost_nusd, reserved_nusd, intent, team,"
-    " tenant, agent_class, environment, model, provider FROM calls"
+    " tenant, agent_class, environment, model, provider, finished_at,"
+    " input_tokens + output_tokens FROM calls"
     " WHERE started_at >= ?1 AND status <> 'refused'";
+
+/* Rate limits look back a minute; a call may have started this long
+ * before the tokens it settled within that minute. */
+#define RATE_LOOKBACK_MS (60000 + 10 * 60000)
 
 /* The ledger's "YYYY-MM-DDTHH:MM:SS.mmmZ" for Unix ms t. */
 static void
@@ -77,6 +82,25 @@ parse_time(const char *s)
 }
 
 /*
+ * A call's request (at its start) and its settled tokens (at its finish)
+ * into a rate entry, when they fall in the minute before now. Calls in
+ * flight before a restart are not: none survive it.
+ */
+static void
+rate_row(struct pentry *e, int64_t t, int64_t fin, int64_t tokens, int64_t now)
+{
+	int64_t cur = pcount_floor_div(now, 1000);
+
+	if (pcount_floor_div(t, 1000) > cur - RATE_SLOTS)
+		pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v, RATE_SLOTS,
+		    pcount_floor_div(t, 1000), 1);
+	if (fin != -1 && tokens > 0 && fin <= now &&
+	    pcount_floor_div(fin, 1000) > cur - RATE_SLOTS)
+		pcount_ring_add(e->e_ring->ri_tok_id, e->e_ring->ri_tok,
+		    RATE_SLOTS, pcount_floor_div(fin, 1000), tokens);
+}
+
+/*
  * Fill the counters for the policies of ps from the ledger's calls table
  * on the read-only connection db, as of now. Returns 0, or -1 with *cause
  * (the caller frees it) when the query fails.
@@ -89,7 +113,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	const char *attr[POLICY_ATTR_MAX];
 	struct pentry **done = NULL, *e;
 	sqlite3_stmt *st = NULL;
-	int64_t lo = INT64_MAX, start, reset, t, cost, reserved;
+	int64_t lo = INT64_MAX, start, reset, t, cost, reserved, fin, tokens;
 	char from[64];
 	size_t i, k, ndone;
 	int a, rc, inflight, rv = -1;
@@ -97,6 +121,8 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	pcount_mark_old(pc);
 	for (i = 0; i < ps->ps_n; i++) {
 		po = &ps->ps_pol[i];
+		if (pcount_has_rate(po) && now - RATE_LOOKBACK_MS < lo)
+			lo = now - RATE_LOOKBACK_MS;
 		if (!pcount_has_budget(po))
 			continue;
 		policy_window_at(&po->po_window, now, &start, &reset);
@@ -109,7 +135,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	if (sqlite3_prepare_v2(db, rebuild_sql, -1, &st, NULL) != SQLITE_OK ||
 	    sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto fail;
-	done = xcalloc(ps->ps_n, sizeof(*done));
+	done = xcalloc(2 * ps->ps_n, sizeof(*done));
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		t = parse_time((const char *)sqlite3_column_text(st, 0));
 		if (t == -1)
@@ -120,8 +146,20 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 		reserved = sqlite3_column_int64(st, 3);
 		for (a = 0; a < POLICY_ATTR_MAX; a++)
 			attr[a] = (const char *)sqlite3_column_text(st, 4 + a);
+		fin = parse_time((const char *)sqlite3_column_text(st, 11));
+		tokens = sqlite3_column_int64(st, 12);
 		for (i = 0, ndone = 0; i < ps->ps_n; i++) {
 			po = &ps->ps_pol[i];
+			if (pcount_has_rate(po) && policy_matches(po, attr) &&
+			    t < now) {
+				e = pcount_rate_entry(pc, po, attr);
+				for (k = 0; k < ndone && done[k] != e; k++)
+					;
+				if (e->e_new && k == ndone) {
+					done[ndone++] = e;
+					rate_row(e, t, fin, tokens, now);
+				}
+			}
 			if (!pcount_has_budget(po) || !policy_matches(po, attr))
 				continue;
 			policy_window_at(&po->po_window, now, &start, &reset);

@@ -469,6 +469,33 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.json()["tollgate"]["spent_usd"], 0.6)
         self.assertEqual(self.chat(tg, m, max_tokens=10000).status, 200)
 
+    def test_restart_keeps_the_last_minute_of_requests(self):
+        pol = [{"name": "rpm", "rate_limit": {"requests_per_minute": 2,
+                                              "tokens_per_minute": 100000}}]
+        tg = self.start(pol)
+        m = new_marker()
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, fake=()).status, 200)
+        tg.ledger.wait_count(2, "status = 'ok'")
+        self.assertEqual(tg.stop(), 0)
+        tg = self.start(pol)
+        r = self.chat(tg, m, fake=())
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["reason"],
+                         "rate_limit_requests")
+        # Tokens settled before the restart count too.
+        pol = [{"name": "tpm", "rate_limit": {"tokens_per_minute": 50000}}]
+        self.assertEqual(tg.stop(), 0)
+        tg = self.start(pol)
+        self.assertEqual(self.chat(tg, m).status, 200)   # 30,000 + input
+        self.assertEqual(self.chat(tg, m).status, 200)   # now above 50,000
+        self.assertEqual(tg.ledger.wait_count(4, "status = 'ok'"), 4)
+        self.assertEqual(tg.stop(), 0)
+        tg = self.start(pol)
+        r = self.chat(tg, m)
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["reason"], "rate_limit_tokens")
+
     def test_reload_that_edits_the_cap_keeps_the_spend(self):
         pol = [{"name": "team-budget", "window": "day",
                 "match": {"team": "x"}, "hard_cap_usd": "1.00"}]
