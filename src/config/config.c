@@ -425,6 +425,53 @@ out:
 
 /* Loading. */
 
+/* Can tag t of a call ever be set: by a header, a default or a binding? */
+static int
+tag_settable(const struct config *cf, int t)
+{
+	size_t i;
+
+	if (cf->cf_tag_from_header[t] || cf->cf_tag_default[t] != NULL)
+		return (1);
+	for (i = 0; i < cf->cf_nkeys; i++)
+		if (cf->cf_keys[i].kb_tags[t] != NULL)
+			return (1);
+	return (0);
+}
+
+/*
+ * A per: tag no call can carry would put every call in one budget while
+ * the file says one per value: an error, at the policy.
+ */
+static void
+config_check_policies(
+    struct cfgctx *cx, const struct ynode *root, const struct config *cf)
+{
+	const struct ynode *list = NULL;
+	size_t i;
+	int t;
+
+	if (cf->cf_policies == NULL || root == NULL || root->yn_type != YN_MAP)
+		return;
+	for (i = 0; i + 1 < root->yn_nkids; i += 2)
+		if (strcmp(root->yn_kids[i]->yn_str, "policies") == 0)
+			list = root->yn_kids[i + 1];
+	if (list == NULL || list->yn_type != YN_SEQ)
+		return;
+	for (i = 0; i < cf->cf_policies->ps_n && i < list->yn_nkids; i++) {
+		for (t = 0; t < TAG_MAX; t++) {
+			if (!cf->cf_policies->ps_pol[i].po_per[t] ||
+			    tag_settable(cf, t))
+				continue;
+			cfg_error(cx, list->yn_kids[i],
+			    "policies[%zu] (%s).per: no call can have a %s tag "
+			    "(attribution.headers leaves it out and no default "
+			    "or key binding sets it)",
+			    i, cf->cf_policies->ps_pol[i].po_name, tag_name(t));
+		}
+	}
+}
+
 /* policies: the list, parsed by the policy module. */
 static void
 cfgp_policies(struct cfgctx *cx, const struct cfgkey *k, const char *path,
@@ -578,6 +625,7 @@ config_load(const char *path, struct cfgerrs *errs)
 		cf->cf_policies = xcalloc(1, sizeof(*cf->cf_policies));
 	config_check_meter(&cx, root, cf);
 	config_check_admin(&cx, root, cf);
+	config_check_policies(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 

@@ -328,6 +328,16 @@ static const struct cfgcase cases[] = {
 	.errors = {"4:19: policies[0].hard_cap_usd: expected an amount in "
 		   "USD such as 50 or 0.25 (at most 9 decimals, at most "
 		   "1000000000)"}},
+    {.name = "policies_per_tag_never_set",
+	.yaml = "attribution: { headers: [team] }\n"
+		"policies:\n"
+		"  - name: t\n"
+		"    per: [tenant]\n"
+		"    window: day\n"
+		"    hard_cap_usd: 1\n",
+	.errors = {"3:5: policies[0] (t).per: no call can have a tenant tag "
+		   "(attribution.headers leaves it out and no default or key "
+		   "binding sets it)"}},
     {.name = "hard_cap_status_402",
 	.yaml = "refusals: { hard_cap_status: 402 }\n",
 	.check = check_hard_cap_402},
