@@ -184,6 +184,12 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(tg.ledger.count(
             "status = 'refused' AND refusal_reason = 'hard_cap' AND "
             "http_status = 429 AND cost_nusd = 0"), 247)
+        # The live budget equals the ledger's sum, and nothing is held.
+        b = self.admin_get(tg, "/v1/budgets")["budgets"]
+        self.assertEqual(len(b), 1)
+        self.assertEqual(b[0]["spent_nusd"], self.settled_cost(tg))
+        self.assertEqual(b[0]["reserved_nusd"], 0)
+        self.assertEqual(b[0]["state"], "capped")
 
     def test_per_tenant_budgets_are_apart(self):
         tg = self.start([{"name": "per-tenant", "window": "day",
