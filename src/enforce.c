@@ -19,6 +19,7 @@
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
+#include "tollgate/session.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -29,7 +30,7 @@ static struct event *en_gc;
 
 /* Fill the scopes of cf's policies that have no counter yet. */
 static int
-enforce_rebuild(const struct config *cf, char **cause)
+enforce_rebuild(const struct config *cf, int live, char **cause)
 {
 	sqlite3 *db;
 	long long t0 = monotime_us();
@@ -41,7 +42,7 @@ enforce_rebuild(const struct config *cf, char **cause)
 	if ((db = spend_open(cf->cf_ledger_path, cause)) == NULL)
 		return (-1);
 	rc = policy_rebuild(
-	    en_counters, cf->cf_policies, db, wallclock_ms(), cause);
+	    en_counters, cf->cf_policies, db, wallclock_ms(), live, cause);
 	sqlite3_close(db);
 	if (rc == 0)
 		log_info("policies: %zu polic%s, %zu budget scope%s rebuilt "
@@ -77,7 +78,7 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	struct timeval tv = {ENFORCE_GC_MS / 1000, 0};
 
 	en_counters = policy_counters_new();
-	if (enforce_rebuild(cf, cause) == -1) {
+	if (enforce_rebuild(cf, 0, cause) == -1) {
 		policy_counters_free(en_counters);
 		en_counters = NULL;
 		return (-1);
@@ -95,9 +96,14 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 int
 enforce_reload(const struct config *cf, char **cause)
 {
+	int rc;
+
 	if (en_counters == NULL)
 		return (0);
-	return (enforce_rebuild(cf, cause));
+	rc = enforce_rebuild(cf, 1, cause);
+	/* Calls running now count under the new policies too. */
+	session_extend_reservations(cf);
+	return (rc);
 }
 
 /* The counters every session admits against. */

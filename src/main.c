@@ -173,6 +173,7 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
+	wallclock_check();
 	if (enforce_start(base, cf, &cause) == -1) {
 		log_warnx("policies: cannot rebuild budgets from %s: %s",
 		    cf->cf_ledger_path, cause);

@@ -81,6 +81,81 @@ struct meter {
 	void *m_emitarg;
 };
 
+/* How many members of obj are named key (cJSON keeps repeats). */
+static int
+member_count(const cJSON *obj, const char *key)
+{
+	const cJSON *it;
+	int n = 0;
+
+	cJSON_ArrayForEach(it, obj)
+	{
+		if (it->string != NULL && strcmp(it->string, key) == 0)
+			n++;
+	}
+	return (n);
+}
+
+/*
+ * Would a provider read a different bound than tollgate does? A key that
+ * decides the cost (model, stream, n, the output bounds) given twice (JSON
+ * readers disagree on which one wins) or written with escapes (the text
+ * edit of meter_set_bound cannot see it), or Gemini's snake_case
+ * generation_config, which its API also accepts.
+ */
+static int
+ambiguous_bounds(
+    const struct route *rt, const char *body, size_t len, const cJSON *root)
+{
+	static const char *const openai[] = {"model", "stream", "n", "best_of",
+	    "max_tokens", "max_completion_tokens", "max_output_tokens", NULL};
+	static const char *const anthropic[] = {
+	    "model", "stream", "max_tokens", NULL};
+	static const char *const gemini[] = {"generationConfig", NULL};
+	static const char *const gemini_gc[] = {
+	    "maxOutputTokens", "candidateCount", NULL};
+	const char *const *keys;
+	const cJSON *gc;
+	struct json_span js;
+	size_t start = meter_json_ws(body, len, 0);
+	int i, n;
+
+	switch (rt->rt_family) {
+	case FAMILY_ANTHROPIC:
+		keys = anthropic;
+		break;
+	case FAMILY_GEMINI:
+		keys = gemini;
+		break;
+	default:
+		keys = openai;
+		break;
+	}
+	for (i = 0; keys[i] != NULL; i++) {
+		n = member_count(root, keys[i]);
+		if (n > 1 ||
+		    (n == 1 &&
+			meter_json_member(
+			    body + start, len - start, keys[i], &js) != 1))
+			return (1);
+	}
+	if (rt->rt_family != FAMILY_GEMINI)
+		return (0);
+	if (cJSON_GetObjectItemCaseSensitive(root, "generation_config") != NULL)
+		return (1);
+	gc = cJSON_GetObjectItemCaseSensitive(root, "generationConfig");
+	if (gc == NULL)
+		return (0);
+	if (!cJSON_IsObject(gc) ||
+	    cJSON_GetObjectItemCaseSensitive(gc, "max_output_tokens") != NULL ||
+	    cJSON_GetObjectItemCaseSensitive(gc, "candidate_count") != NULL)
+		return (1);
+	for (i = 0; gemini_gc[i] != NULL; i++)
+		if (member_count(gc, gemini_gc[i]) > 1)
+			return (1);
+	return (0);
+}
+
 /* Fill ci from a request before it is forwarded; never fails. */
 int
 meter_request(const struct route *rt, const char *body, size_t len,
@@ -125,6 +200,8 @@ meter_request(const struct route *rt, const char *body, size_t len,
 	if (ci->ci_model[0] == '\0')
 		meter_setstr(ci->ci_model, sizeof(ci->ci_model),
 		    cJSON_GetObjectItemCaseSensitive(root, "model"));
+	if (rt->rt_metered)
+		ci->ci_ambiguous = ambiguous_bounds(rt, body, len, root);
 	if (rt->rt_metered) {
 		switch (rt->rt_family) {
 		case FAMILY_OPENAI:
@@ -695,14 +772,48 @@ meter_settle(const struct meter *m, int complete, struct usage *u)
 }
 
 /*
- * The usage of a response still arriving, as it would be settled if it
- * were cut now: what the provider has reported so far, else an estimate
- * from the text relayed. Nothing changes.
+ * The usage of a response still arriving, for a running check against a
+ * budget: as it would be settled if it were cut now, except that output
+ * estimated from the text relayed (4 bytes a token) counts only two
+ * thirds, so text of long tokens is not taken for an overrun. Output the
+ * provider has reported counts in full. Nothing changes.
  */
 void
 meter_so_far(const struct meter *m, struct usage *u)
 {
+	int64_t est = (m->m_acc.ma_outbytes + 3) / 4 * 2 / 3;
+
 	meter_settle(m, 0, u);
+	if (m->m_endpoint == EP_EMBEDDINGS || m->m_endpoint == EP_GEMINI_EMBED)
+		est = 0;
+	u->u_output =
+	    max64(m->m_acc.ma_have ? m->m_acc.ma_usage.u_output : 0, est);
+	if (u->u_reasoning > u->u_output)
+		u->u_reasoning = u->u_output;
+}
+
+/*
+ * Could an error event be appended to what the client has received of
+ * this stream, without landing inside an event? In a filtered stream
+ * only whole events are relayed (unless one too large was let through);
+ * otherwise the framer has read exactly what was relayed, so it must be
+ * at the start of a line with no event pending.
+ */
+int
+meter_at_event_boundary(const struct meter *m)
+{
+	if (m->m_mode != METER_STREAM)
+		return (0);
+	if (m->m_filter)
+		return (m->m_gone == 0);
+	return (sse_at_boundary(m->m_sse));
+}
+
+/* Responses streams: the sequence_number an appended event should carry. */
+int64_t
+meter_next_sequence(const struct meter *m)
+{
+	return (m->m_acc.ma_seq);
 }
 
 /* The response ended (complete) or was cut: relay the rest, settle. */

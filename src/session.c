@@ -102,6 +102,13 @@ session_arm_timer(struct session *se, long ms)
 	evtimer_add(se->se_timer, &tv);
 }
 
+/* The first call in progress; the rest follow se_next. */
+struct session *
+session_first(void)
+{
+	return (session_list);
+}
+
 /* Calls in progress. */
 size_t
 session_count(void)
@@ -313,13 +320,8 @@ reserved_cb(void *arg, enum ledger_result res)
 		if (se->se_stop != NULL) {
 			/* Killed while its row was being written: never
 			 * forwarded, so it costs nothing. */
-			struct hdrs hs = {0};
-
 			se->se_refusal = "killed";
-			hdrs_add(&hs, "x-should-retry", 14, "false", 5);
-			session_reply(se, 403, &hs,
-			    reply_error_body(se->se_route.rt_family, 403,
-				"killed", se->se_stop, se->se_reqid));
+			session_refuse_killed(se, se->se_stop);
 			session_close(se, CALL_REFUSED, "killed");
 			return;
 		}
@@ -630,6 +632,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_started)
 		http_request_free(se->se_req);
 	free(se->se_body);
+	free(se->se_stop);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);
@@ -638,11 +641,10 @@ session_close(struct session *se, enum call_status status, const char *reason)
 }
 
 /*
- * The in-stream error frame that ends a stream the client has already
- * started reading (PROTOCOLS.md §12), or NULL where the API has none
- * (Gemini: the connection is closed instead). It starts with a blank line,
- * which completes an event the client may have half received and is
- * otherwise ignored by every SSE parser. Allocated.
+ * The in-stream error event that ends a stream the client has already
+ * started reading (PROTOCOLS.md §12), or NULL where there is none: the
+ * API has no such event (Gemini), or the client has half an event and
+ * anything appended would land inside it. Allocated.
  */
 static char *
 stop_frame(const struct session *se, int cap, const char *msg)
@@ -651,45 +653,65 @@ stop_frame(const struct session *se, int cap, const char *msg)
 	cJSON *root, *err;
 	char *json, *frame, *text;
 
+	if (se->se_meter == NULL || !meter_at_event_boundary(se->se_meter))
+		return (NULL);
+	if (se->se_route.rt_family != FAMILY_ANTHROPIC &&
+	    se->se_route.rt_family != FAMILY_OPENAI)
+		return (NULL);
 	xasprintf(&text, "tollgate: %s", msg);
 	root = cJSON_CreateObject();
-	switch (se->se_route.rt_family) {
-	case FAMILY_ANTHROPIC:
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
 		cJSON_AddStringToObject(root, "type", "error");
 		err = cJSON_AddObjectToObject(root, "error");
 		cJSON_AddStringToObject(
 		    err, "type", cap ? "rate_limit_error" : "permission_error");
 		cJSON_AddStringToObject(err, "message", text);
-		break;
-	case FAMILY_OPENAI:
-		if (se->se_route.rt_endpoint == EP_RESPONSES) {
-			cJSON_AddStringToObject(root, "type", "error");
-			cJSON_AddStringToObject(root, "code", code);
-			cJSON_AddStringToObject(root, "message", text);
-			cJSON_AddNullToObject(root, "param");
-			break;
-		}
+	} else if (se->se_route.rt_endpoint == EP_RESPONSES) {
+		cJSON_AddStringToObject(root, "type", "error");
+		cJSON_AddStringToObject(root, "code", code);
+		cJSON_AddStringToObject(root, "message", text);
+		cJSON_AddNullToObject(root, "param");
+		cJSON_AddNumberToObject(root, "sequence_number",
+		    (double)meter_next_sequence(se->se_meter));
+	} else {
 		err = cJSON_AddObjectToObject(root, "error");
 		cJSON_AddStringToObject(err, "message", text);
 		cJSON_AddStringToObject(err, "type",
 		    cap ? "insufficient_quota" : "permission_error");
 		cJSON_AddStringToObject(err, "code", code);
 		cJSON_AddNullToObject(err, "param");
-		break;
-	default:
-		cJSON_Delete(root);
-		free(text);
-		return (NULL);
 	}
 	free(text);
 	json = reply_json_take(root);
 	if (se->se_route.rt_family == FAMILY_ANTHROPIC ||
 	    se->se_route.rt_endpoint == EP_RESPONSES)
-		xasprintf(&frame, "\n\nevent: error\ndata: %s\n\n", json);
+		xasprintf(&frame, "event: error\ndata: %s\n\n", json);
 	else
-		xasprintf(&frame, "\n\ndata: %s\n\n", json);
+		xasprintf(&frame, "data: %s\n\n", json);
 	free(json);
 	return (frame);
+}
+
+/*
+ * End the response of a call being stopped: its error event and a clean
+ * end where the stream allows one, else a cut the client cannot take for
+ * a complete response.
+ */
+static void
+stop_response(struct session *se, int cap, const char *why)
+{
+	char *frame;
+
+	if (se->se_conn == NULL)
+		return;
+	frame = se->se_ci.ci_stream ? stop_frame(se, cap, why) : NULL;
+	if (frame != NULL) {
+		conn_reply_data(se->se_conn, frame, strlen(frame));
+		conn_reply_end(se->se_conn);
+		free(frame);
+	} else
+		conn_reply_abort(se->se_conn);
+	se->se_conn = NULL;
 }
 
 /*
@@ -701,27 +723,16 @@ stop_frame(const struct session *se, int cap, const char *msg)
 void
 session_stop_capped(struct session *se, const char *why)
 {
-	char *frame;
-
 	se->se_refusal = "hard_cap";
 	se->se_cut = 1;
-	if (se->se_conn != NULL) {
-		frame = se->se_ci.ci_stream ? stop_frame(se, 1, why) : NULL;
-		if (frame != NULL) {
-			conn_reply_data(se->se_conn, frame, strlen(frame));
-			conn_reply_end(se->se_conn);
-			free(frame);
-		} else
-			conn_reply_abort(se->se_conn);
-		se->se_conn = NULL;
-	}
+	stop_response(se, 1, why);
 	session_close(se, CALL_ERROR, "hard_cap");
 }
 
 /*
  * End a call tollgate has decided to stop (a kill): a call not yet
  * answered gets a 403 in its provider's shape; a stream already running
- * gets its provider's in-stream error frame and then its end; anything
+ * gets its provider's in-stream error event and then its end; anything
  * else is cut. The row is settled as an error with refusal_reason
  * "killed", charged for what the call used (its reservation if it was
  * sent and nothing came back). Nothing may touch se after.
@@ -729,36 +740,23 @@ session_stop_capped(struct session *se, const char *why)
 void
 session_stop(struct session *se, const char *why)
 {
-	char *frame;
-
 	if (se->se_state == SE_RESERVING) {
-		se->se_stop = why; /* reserved_cb comes back here */
+		/* reserved_cb ends it, after the caller's frame is gone. */
+		if (se->se_stop == NULL)
+			se->se_stop = xstrdup(why);
 		return;
 	}
 	se->se_refusal = "killed";
 	if (se->se_state != SE_FORWARDING) {
-		session_reply_error(se, 403, "killed", why, NULL);
+		session_refuse_killed(se, why);
 		session_close(se, CALL_REFUSED, "killed");
 		return;
 	}
 	se->se_cut = 1;
-	if (se->se_conn != NULL && !se->se_replied) {
-		struct hdrs hs = {0};
-
-		hdrs_add(&hs, "x-should-retry", 14, "false", 5);
-		session_reply(se, 403, &hs,
-		    reply_error_body(se->se_route.rt_family, 403, "killed", why,
-			se->se_reqid));
-	} else if (se->se_conn != NULL) {
-		frame = se->se_ci.ci_stream ? stop_frame(se, 0, why) : NULL;
-		if (frame != NULL) {
-			conn_reply_data(se->se_conn, frame, strlen(frame));
-			conn_reply_end(se->se_conn);
-			free(frame);
-		} else
-			conn_reply_abort(se->se_conn);
-		se->se_conn = NULL;
-	}
+	if (se->se_conn != NULL && !se->se_replied)
+		session_refuse_killed(se, why);
+	else
+		stop_response(se, 0, why);
 	session_close(se, CALL_ERROR, "killed");
 }
 

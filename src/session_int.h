@@ -75,7 +75,7 @@ struct session {
 	struct policy_reservation *se_res; /* settled once, at close */
 	int se_res_capped; /* se_res holds a capped budget */
 	struct hdrs se_hdrs; /* budget headers for the response */
-	const char *se_stop; /* a kill's reason, set while reserving */
+	char *se_stop; /* a kill's reason, set while reserving; owned */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
 
 	struct session *se_prev, *se_next;
@@ -86,6 +86,7 @@ void session_close(struct session *, enum call_status, const char *);
 void session_reply(struct session *, int, struct hdrs *, char *);
 void session_record_refusal(struct session *, int, const char *);
 void session_refusal_id(struct session *);
+struct session *session_first(void);
 void session_stop(struct session *, const char *);
 void session_stop_capped(struct session *, const char *);
 int64_t session_cost(const struct session *, const struct usage *);
@@ -97,6 +98,7 @@ void session_arm_timer(struct session *, long);
 int session_admit(struct session *);
 void session_settle(struct session *, int64_t, const struct usage *);
 int session_check_overrun(struct session *);
+void session_refuse_killed(struct session *, const char *);
 
 /* relay.c */
 void relay_forward(struct session *);

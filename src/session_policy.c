@@ -35,6 +35,7 @@
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
+#include "tollgate/session.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -80,20 +81,31 @@ scope_label(char *buf, size_t len, const struct policy_scope *sc)
 	}
 }
 
-/* The tollgate object of a refusal body (DESIGN.md, Refusals). */
+/*
+ * The tollgate object of a refusal body (DESIGN.md, Refusals): reason,
+ * policy, scope, limit, spent, reserved, reset_at. sc may be NULL when no
+ * budget is involved; name then overrides the reason's name.
+ */
 static void
 add_tollgate(cJSON *root, enum policy_reason reason,
-    const struct policy_scope *sc, int64_t worst)
+    const struct policy_scope *sc, int64_t worst, const char *name,
+    const char *policy)
 {
+	static const struct policy_scope none = {.sc_reset_at = POLICY_NEVER};
 	cJSON *tg, *scope;
 	char buf[64];
 	int t, money;
 
+	if (sc == NULL)
+		sc = &none;
 	money = reason == POLICY_HARD_CAP;
 	tg = cJSON_AddObjectToObject(root, "tollgate");
-	cJSON_AddStringToObject(tg, "reason", policy_reason_name(reason));
+	cJSON_AddStringToObject(
+	    tg, "reason", name != NULL ? name : policy_reason_name(reason));
 	if (sc->sc_policy != NULL)
 		cJSON_AddStringToObject(tg, "policy", sc->sc_policy->po_name);
+	else if (policy != NULL)
+		cJSON_AddStringToObject(tg, "policy", policy);
 	else
 		cJSON_AddNullToObject(tg, "policy");
 	scope = cJSON_AddObjectToObject(tg, "scope");
@@ -290,13 +302,30 @@ policy_refuse(
 	if (fam == FAMILY_GEMINI &&
 	    (pd->pd_reason == POLICY_HARD_CAP || status == 429))
 		add_gemini_details(root, pd->pd_reason, label, msg, retry_s);
-	add_tollgate(root, pd->pd_reason, sc, pd->pd_worst_nusd);
+	add_tollgate(root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
 	se->se_refusal = reason;
 	session_refusal_id(se);
 	session_reply(se, status, &hs, reply_json_take(root));
 	session_record_refusal(se, status, reason);
 	log_info(
 	    "session %llu: refused by policy %s: %s", se->se_id, label, reason);
+}
+
+/*
+ * Answer a call a kill stopped before it had a response: 403 in the
+ * family's permission shape, x-should-retry: false, the tollgate object.
+ */
+void
+session_refuse_killed(struct session *se, const char *why)
+{
+	struct hdrs hs = {0};
+	cJSON *root;
+
+	add_hdr(&hs, "x-should-retry", "false");
+	root = reply_error_json(
+	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
+	add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, NULL);
+	session_reply(se, 403, &hs, reply_json_take(root));
 }
 
 /* The budget headers of an allowed call: its tightest capped scope. */
@@ -336,6 +365,19 @@ capped_by(const struct policyset *ps, const char *const *attr)
 			return (&ps->ps_pol[i]);
 	}
 	return (NULL);
+}
+
+/* Does any policy that is enforced (not shadow) match this call? */
+static int
+enforced_by(const struct policyset *ps, const char *const *attr)
+{
+	size_t i;
+
+	for (i = 0; i < ps->ps_n; i++)
+		if (!ps->ps_pol[i].po_shadow &&
+		    policy_matches(&ps->ps_pol[i], attr))
+			return (1);
+	return (0);
 }
 
 /* Write bound into the body that will be forwarded. */
@@ -386,7 +428,9 @@ session_admit(struct session *se)
 	    se->se_ci.ci_model[0] != '\0' ? se->se_ci.ci_model : NULL;
 	se->se_pattr[POLICY_ATTR_PROVIDER] =
 	    config_upstream_type_name(se->se_route.rt_upstream->uc_type);
-	if (!se->se_route.rt_metered || ps == NULL || ps->ps_n == 0)
+	/* Every metered call holds a reservation, empty without policies:
+	 * a reload may bring policies that must count it (policy_extend). */
+	if (!se->se_route.rt_metered || ps == NULL)
 		return (0);
 	log_escape(model, sizeof(model), se->se_ci.ci_model,
 	    strlen(se->se_ci.ci_model));
@@ -397,14 +441,36 @@ session_admit(struct session *se)
 
 		se->se_refusal = "unpriced_model";
 		session_refusal_id(se);
+		struct hdrs hs = {0};
+		cJSON *root;
+
 		xasprintf(&msg,
 		    "the model '%s' has no price, so the hard cap of policy "
 		    "'%s' cannot hold; add it to the price table or set "
 		    "unknown_models.price_as",
 		    model, po->po_name);
-		session_reply_error(se, 400, "unpriced_model", msg, NULL);
+		root = reply_error_json(se->se_route.rt_family, 400,
+		    "unpriced_model", NULL, msg, se->se_reqid);
+		add_tollgate(
+		    root, POLICY_OK, NULL, 0, "unpriced_model", po->po_name);
+		session_reply(se, 400, &hs, reply_json_take(root));
 		free(msg);
 		session_record_refusal(se, 400, "unpriced_model");
+		return (-1);
+	}
+
+	if (se->se_ci.ci_ambiguous && enforced_by(ps, se->se_pattr)) {
+		se->se_refusal = "bad_body";
+		session_refusal_id(se);
+		session_reply_error(se, 400, "bad_body",
+		    "the request body gives a key that decides its cost "
+		    "(model, "
+		    "stream, n, an output bound, generationConfig) twice or "
+		    "with escapes, or uses generation_config; providers and "
+		    "tollgate could read different values, so a policy cannot "
+		    "bound it. Send each key once, plainly",
+		    NULL);
+		session_record_refusal(se, 400, "bad_body");
 		return (-1);
 	}
 
@@ -493,9 +559,8 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
  * A capped stream is being relayed: has it already cost more than its
  * reservation? Then grow the reservation to what it has cost, so other
  * calls see it; if no budget has room for that, the cap is reached
- * mid-stream and the call is ended (DESIGN.md, Refusals). While usage is
- * only estimated from the text relayed (about 4 bytes a token), a third
- * of the estimate is forgiven, so text of long tokens is not cut short.
+ * mid-stream and the call is ended (DESIGN.md, Refusals). Output that is
+ * only estimated from the text relayed counts two thirds (meter_so_far).
  * Returns 0 to go on, or -1 when the call was ended (se is gone).
  */
 int
@@ -509,8 +574,6 @@ session_check_overrun(struct session *se)
 	if (se->se_res == NULL || !se->se_res_capped || se->se_meter == NULL)
 		return (0);
 	meter_so_far(se->se_meter, &u);
-	if (u.u_source == USAGE_ESTIMATED)
-		u.u_output = u.u_output * 2 / 3;
 	cost = session_cost(se, &u);
 	if (cost <= se->se_reserved_nusd)
 		return (0);
@@ -528,4 +591,25 @@ session_check_overrun(struct session *se)
 	log_info("session %llu: %s", se->se_id, msg);
 	session_stop_capped(se, msg);
 	return (-1);
+}
+
+/*
+ * A reload put cf in force: every call holding a reservation holds it on
+ * the budgets and rate limits of cf's policies too (policy_extend), so
+ * that scopes the reload introduced count the calls already running.
+ */
+void
+session_extend_reservations(const struct config *cf)
+{
+	struct session *se;
+
+	if (cf->cf_policies == NULL || cf->cf_policies->ps_n == 0)
+		return;
+	for (se = session_first(); se != NULL; se = se->se_next) {
+		if (se->se_res == NULL)
+			continue;
+		se->se_res =
+		    policy_extend(se->se_res, cf->cf_policies, se->se_pattr);
+		se->se_res_capped = policy_res_capped(se->se_res);
+	}
 }

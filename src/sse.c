@@ -317,6 +317,18 @@ sse_finish(struct sse *s)
 	sse_reset_event(s);
 }
 
+/*
+ * Is the framer between events: at the start of a line, with no field of
+ * a next event read yet? Then an event appended to the bytes it has read
+ * stands on its own.
+ */
+int
+sse_at_boundary(const struct sse *s)
+{
+	return (s->s_state == SSE_LINE_START && !s->s_cr && !s->s_pending &&
+	    !s->s_hasdata && s->s_namelen == 0 && s->s_bom <= 0);
+}
+
 /* Free a framer; NULL is allowed. */
 void
 sse_free(struct sse *s)

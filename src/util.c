@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tollgate/log.h"
 #include "tollgate/util.h"
@@ -131,7 +132,9 @@ monotime_us(void)
  * calls in budget windows. When the environment names a clock file
  * (TOLLGATE_TEST_CLOCK), the whole number of milliseconds it holds is
  * added: tests move the daemon across midnight or a month end without
- * waiting for it. The file is read again whenever it changes.
+ * waiting for it. The file is read again whenever it changes, and only
+ * while it belongs to the daemon's own user and no one else may write it
+ * (wallclock_check says so at start-up); otherwise it is ignored.
  */
 int64_t
 wallclock_ms(void)
@@ -154,7 +157,8 @@ wallclock_ms(void)
 		file = getenv("TOLLGATE_TEST_CLOCK");
 		checked = 1;
 	}
-	if (file != NULL && stat(file, &st) == 0 &&
+	if (file != NULL && stat(file, &st) == 0 && st.st_uid == geteuid() &&
+	    (st.st_mode & (S_IWGRP | S_IWOTH)) == 0 &&
 	    (st.st_mtim.tv_sec != mtime.tv_sec ||
 		st.st_mtim.tv_nsec != mtime.tv_nsec)) {
 		mtime = st.st_mtim;
@@ -181,4 +185,32 @@ usd_format(char *buf, size_t len, int64_t nusd)
 	snprintf(buf, len, "%s%llu.%09llu", nusd < 0 ? "-" : "",
 	    (unsigned long long)(mag / 1000000000u),
 	    (unsigned long long)(mag % 1000000000u));
+}
+
+/*
+ * At start-up: say loudly that the clock is being moved, or why the clock
+ * file is ignored. Returns 1 when TOLLGATE_TEST_CLOCK is set.
+ */
+int
+wallclock_check(void)
+{
+	const char *file = getenv("TOLLGATE_TEST_CLOCK");
+	struct stat st;
+
+	if (file == NULL)
+		return (0);
+	if (stat(file, &st) == -1)
+		log_warnx("TOLLGATE_TEST_CLOCK: %s: %s; the clock is not moved",
+		    file, strerror(errno));
+	else if (st.st_uid != geteuid() ||
+	    (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+		log_warnx("TOLLGATE_TEST_CLOCK: %s is not ours alone (owner "
+			  "and mode); the clock is not moved",
+		    file);
+	else
+		log_warnx("TOLLGATE_TEST_CLOCK is set: the wall clock is moved "
+			  "by %s (for tests only: budget windows and ledger "
+			  "times follow it)",
+		    file);
+	return (1);
 }

@@ -63,6 +63,8 @@ void meter_response(struct meter *, int, const char *);
 void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);
 void meter_finish(struct meter *, int, meter_emit_cb, void *, struct usage *);
 void meter_so_far(const struct meter *, struct usage *);
+int meter_at_event_boundary(const struct meter *);
+int64_t meter_next_sequence(const struct meter *);
 void meter_free(struct meter *);
 
 #endif

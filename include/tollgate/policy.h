@@ -176,6 +176,8 @@ void policy_release(struct policy_reservation *, int64_t);
 int policy_grow(
     struct policy_reservation *, int64_t, int64_t, struct policy_scope *);
 int policy_res_capped(const struct policy_reservation *);
+struct policy_reservation *policy_extend(
+    struct policy_reservation *, const struct policyset *, const char *const *);
 int policy_budget(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, struct policy_scope *);
 size_t policy_fired(const struct policyset *, struct policy_counters *,
@@ -187,6 +189,6 @@ void policy_alert_mark(const struct policy *, struct policy_counters *,
 
 /* rebuild.c */
 int policy_rebuild(struct policy_counters *, const struct policyset *,
-    sqlite3 *, int64_t, char **);
+    sqlite3 *, int64_t, int, char **);
 
 #endif

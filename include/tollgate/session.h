@@ -29,6 +29,7 @@ size_t session_count(void);
 void session_abort_all(void);
 size_t session_stop_matching(const char *const *, const char *);
 void session_apply_kills(const struct config *);
+void session_extend_reservations(const struct config *);
 
 /* server.c */
 struct config *server_config(void);

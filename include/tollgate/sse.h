@@ -31,6 +31,7 @@ struct sse; /* opaque */
 struct sse *sse_new(size_t, sse_event_cb, void *);
 void sse_feed(struct sse *, const char *, size_t);
 void sse_finish(struct sse *);
+int sse_at_boundary(const struct sse *);
 void sse_free(struct sse *);
 
 #endif

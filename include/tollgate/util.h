@@ -26,6 +26,7 @@ void freezero(void *, size_t);
 int strcaseprefix(const char *, const char *);
 long long monotime_us(void);
 int64_t wallclock_ms(void);
+int wallclock_check(void);
 void usd_format(char *, size_t, int64_t);
 
 #endif

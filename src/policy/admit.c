@@ -26,6 +26,7 @@ struct admit {
 	const char *const *a_attr;
 	int64_t a_now;
 	struct policy_decision *a_pd;
+	struct policy_counters *a_pc;
 	size_t a_n; /* matching policies */
 	const struct policy **a_pol;
 	struct pentry **a_budget; /* per matching policy, or NULL */
@@ -253,8 +254,9 @@ reserve(struct admit *a, int64_t worst)
 	size_t i, k;
 
 	r = xcalloc(1, sizeof(*r) + 2 * a->a_n * sizeof(r->r_e[0]));
-	r->r_cap = xcalloc(a->a_n + 1, sizeof(*r->r_cap));
-	r->r_pol = xcalloc(a->a_n + 1, sizeof(*r->r_pol));
+	r->r_cap = xcalloc(2 * a->a_n + 1, sizeof(*r->r_cap));
+	r->r_pol = xcalloc(2 * a->a_n + 1, sizeof(*r->r_pol));
+	r->r_pc = a->a_pc;
 	r->r_nusd = worst;
 	r->r_started = a->a_now;
 	for (k = 0; k < 2; k++) {
@@ -272,6 +274,7 @@ reserve(struct admit *a, int64_t worst)
 				continue;
 			}
 			e->e_conc++;
+			r->r_cap[r->r_n - 1] = INT64_MAX;
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    RATE_SLOTS, pcount_floor_div(a->a_now, 1000), 1);
 		}
@@ -318,6 +321,7 @@ policy_admit(const struct policyset *ps, struct policy_counters *pc,
 	a.a_attr = c->pc_attr;
 	a.a_now = now;
 	a.a_pd = pd;
+	a.a_pc = pc;
 	a.a_room = INT64_MAX;
 	a.a_pol = xcalloc(ps->ps_n + 1, sizeof(*a.a_pol));
 	a.a_budget = xcalloc(ps->ps_n + 1, sizeof(*a.a_budget));

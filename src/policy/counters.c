@@ -405,6 +405,84 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
 	return (0);
 }
 
+/* Does r already hold entry e? */
+static int
+res_holds(const struct policy_reservation *r, const struct pentry *e)
+{
+	size_t i;
+
+	for (i = 0; i < r->r_n; i++)
+		if (r->r_e[i] == e)
+			return (1);
+	return (0);
+}
+
+/*
+ * A reload brought policies in while this call runs: hold its reservation
+ * on every budget and rate entry of ps that matches the call and that it
+ * does not hold yet, as if it had been admitted under them too (no limit
+ * is checked: the call is already running), so its settle counts there.
+ * Budgets are those of the window the call was admitted in. Returns r,
+ * moved.
+ */
+struct policy_reservation *
+policy_extend(struct policy_reservation *r, const struct policyset *ps,
+    const char *const *attr)
+{
+	const struct policy *po;
+	struct pentry *e;
+	size_t i, j, n;
+	int k;
+
+	for (i = 0; i < ps->ps_n; i++) {
+		po = &ps->ps_pol[i];
+		if (!policy_matches(po, attr))
+			continue;
+		for (k = 0; k < 2; k++) {
+			if (k == 0 && !pcount_has_budget(po))
+				continue;
+			if (k == 1 && !pcount_has_rate(po))
+				continue;
+			e = k == 0 ? pcount_budget_entry(
+					 r->r_pc, po, attr, r->r_started, 1)
+				   : pcount_rate_entry(r->r_pc, po, attr);
+			if (res_holds(r, e))
+				continue;
+			n = r->r_n + 1;
+			r = xreallocarray(
+			    r, 1, sizeof(*r) + n * sizeof(r->r_e[0]));
+			r->r_cap =
+			    xreallocarray(r->r_cap, n, sizeof(*r->r_cap));
+			r->r_pol =
+			    xreallocarray(r->r_pol, n, sizeof(*r->r_pol));
+			r->r_e[r->r_n] = e;
+			r->r_cap[r->r_n] = INT64_MAX;
+			r->r_pol[r->r_n] = NULL;
+			r->r_n++;
+			e->e_refs++;
+			if (k == 1) {
+				e->e_conc++;
+				continue;
+			}
+			e->e_reserved += r->r_nusd;
+			/* The tightest enforcing cap over e, for growth. */
+			for (j = 0; j < ps->ps_n; j++) {
+				const struct policy *q = &ps->ps_pol[j];
+
+				if (q->po_cap_nusd == -1 || q->po_shadow ||
+				    q->po_cap_nusd >= r->r_cap[r->r_n - 1] ||
+				    !policy_matches(q, attr) ||
+				    pcount_budget_entry(
+					r->r_pc, q, attr, r->r_started, 0) != e)
+					continue;
+				r->r_cap[r->r_n - 1] = q->po_cap_nusd;
+				r->r_pol[r->r_n - 1] = q;
+			}
+		}
+	}
+	return (r);
+}
+
 /* Does the reservation hold any budget under an enforcing cap? */
 int
 policy_res_capped(const struct policy_reservation *r)

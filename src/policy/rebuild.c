@@ -102,12 +102,15 @@ rate_row(struct pentry *e, int64_t t, int64_t fin, int64_t tokens, int64_t now)
 
 /*
  * Fill the counters for the policies of ps from the ledger's calls table
- * on the read-only connection db, as of now. Returns 0, or -1 with *cause
- * (the caller frees it) when the query fails.
+ * on the read-only connection db, as of now. With live set (a reload,
+ * while calls run), in_flight rows are left out: those calls are still
+ * running and policy_extend adds their reservations, which their settles
+ * then take off again. Returns 0, or -1 with *cause (the caller frees it)
+ * when the query fails.
  */
 int
 policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
-    sqlite3 *db, int64_t now, char **cause)
+    sqlite3 *db, int64_t now, int live, char **cause)
 {
 	const struct policy *po;
 	const char *attr[POLICY_ATTR_MAX];
@@ -173,6 +176,8 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 			if (k < ndone)
 				continue;
 			done[ndone++] = e;
+			if (inflight && live)
+				continue; /* policy_extend holds it */
 			if (inflight)
 				e->e_reserved += reserved;
 			else if (e->e_kind == PE_CALENDAR)

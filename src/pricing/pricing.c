@@ -292,7 +292,7 @@ rates_max_input(const struct price_rates *r)
  * without a price. Every estimated prompt token is priced at the dearest
  * input rate that could apply (any tier, a cache write, the long-context
  * rates once the estimate is above their threshold), and the output bound
- * (the request's, else the model's max_output_tokens) times n at the
+ * (the request's, at most the model's max_output_tokens) times n at the
  * dearest output rate of any tier or context length.
  */
 int64_t
@@ -316,6 +316,9 @@ pricing_worst_case(const struct price *p, const struct call_info *ci)
 			in_rate = max64(in_rate, rates_max_input(&p->p_long));
 	}
 	bound = ci->ci_max_output >= 0 ? ci->ci_max_output : p->p_max_output;
+	/* The model cannot write more than its ceiling, whatever is asked. */
+	if (p->p_max_output > 0 && bound > p->p_max_output)
+		bound = p->p_max_output;
 
 	sum = mul_sat(ci->ci_input_estimate, in_rate);
 	sum = add_sat(sum,

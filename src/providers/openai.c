@@ -349,6 +349,10 @@ responses_event(
 	}
 	if (root == NULL)
 		return;
+	t = cJSON_GetObjectItemCaseSensitive(root, "sequence_number");
+	if (cJSON_IsNumber(t) && t->valuedouble >= 0 && t->valuedouble < 1e15 &&
+	    (int64_t)t->valuedouble >= a->ma_seq)
+		a->ma_seq = (int64_t)t->valuedouble + 1;
 	if (strcmp(type, "response.completed") == 0 ||
 	    strcmp(type, "response.incomplete") == 0 ||
 	    strcmp(type, "response.failed") == 0) {

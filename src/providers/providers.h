@@ -27,6 +27,7 @@ struct meter_acc {
 	int ma_error; /* an error frame or a failed response */
 	int ma_finished; /* Gemini: a candidate's finishReason was seen */
 	int64_t ma_outbytes; /* generated text seen (for estimation) */
+	int64_t ma_seq; /* Responses: the next sequence_number */
 
 	/*
 	 * Anthropic reports usage as separate fields that later events may

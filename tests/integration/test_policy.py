@@ -17,6 +17,8 @@ import calendar
 import json
 import os
 import re
+import socket
+import sqlite3
 import threading
 import time
 
@@ -94,6 +96,7 @@ class PolicyTest(tglib.TGTestCase):
         tmp = self.clock + ".new"
         with open(tmp, "w") as f:
             f.write("%d\n" % offset_ms)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.clock)
         # The file is read again when its mtime changes; make sure it does.
         st = os.stat(self.clock)
@@ -638,6 +641,183 @@ class PolicyTest(tglib.TGTestCase):
         self.assertLess(took, 3)
         self.assertFalse(r.complete, "a cut Gemini stream must not look "
                          "complete")
+
+    # ------------------------------------------------------------------
+    # Edge cases: kills while the row is written, reloads while calls
+    # run, streams cut mid-event, ambiguous bodies, huge bounds.
+
+    def test_kill_while_reserving_keeps_its_message(self):
+        pol = [{"name": "streams", "match": {"team": "s"},
+                "window": "day", "hard_cap_usd": "5"}]
+        tg = self.start(pol)
+        self.assertEqual(
+            self.chat(tg, new_marker(), [("Team", "s")]).status, 200)
+        con = sqlite3.connect(tg.ledger.path, isolation_level=None,
+                              timeout=10)
+        con.execute("BEGIN EXCLUSIVE")  # the next row waits
+        m = new_marker()
+        c = Caller(self, tg.port, "/v1/chat/completions", chat_body(m),
+                   [JSON_CT, ("X-Tollgate-Team", "s")])
+        c.start()
+        time.sleep(0.5)
+        pol[0]["killed"] = True
+        pol[0]["kill_reason"] = "runaway loop"
+        self.reload_with(tg, pol)
+        for _ in range(3):
+            self.admin_get(tg, "/v1/budgets")
+        con.execute("COMMIT")
+        con.close()
+        c.join(20)
+        self.assertIsNotNone(c.resp, c.error)
+        self.assertEqual(c.resp.status, 403, c.resp)
+        self.assertEqual(c.resp.json()["error"]["message"],
+                         "tollgate: calls matching policy 'streams' are "
+                         "stopped: runaway loop")
+        self.assertEqual(c.resp.json()["tollgate"]["reason"], "killed")
+        self.assertEqual(self.reached(m), 0)
+
+    def test_reload_adding_a_budget_counts_calls_in_flight(self):
+        tg = self.start([])
+        m = new_marker()
+        c = Caller(self, tg.port, "/v1/chat/completions", chat_body(m),
+                   [JSON_CT, ("X-Tollgate-Team", "x"), FULL,
+                    ("x-fake-delay-ms", "1500")])
+        c.start()
+        self.assertTrue(tglib.wait_until(lambda: self.reached(m), 10))
+        self.reload_with(tg, [{"name": "all-time", "window": "total",
+                               "match": {"team": "x"},
+                               "hard_cap_usd": "0.50",
+                               "rate_limit": {"concurrent": 1}}])
+        # The running call holds the new budget and the concurrency slot.
+        b = self.admin_get(tg, "/v1/budgets")["budgets"]
+        self.assertEqual(b[0]["reserved_nusd"], WORST, b)
+        r = self.chat(tg, m, [("Team", "x")], max_tokens=1000, fake=())
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["reason"], "concurrency")
+        c.join(20)
+        self.assertEqual(c.resp.status, 200, c.resp)
+        b = self.admin_get(tg, "/v1/budgets")["budgets"]
+        self.assertEqual((b[0]["spent_nusd"], b[0]["reserved_nusd"]),
+                         (WORST, 0), b)
+
+    def assert_whole_events(self, r):
+        """Every event the client got is whole JSON; a stream that was
+        cut mid-event is not complete (the SDK sees a broken stream, not
+        a half event)."""
+        text = r.body.decode("utf-8", "replace")
+        blocks = text.split("\n\n")
+        if not r.complete:
+            blocks = blocks[:-1]  # the cut-off tail
+        for block in blocks:
+            data = [ln[5:].lstrip() for ln in block.split("\n")
+                    if ln.startswith("data:")]
+            if data:
+                json.loads("\n".join(data))
+        if r.complete:
+            self.assertIn("event: error", blocks[-2] if blocks[-1] == ""
+                          else blocks[-1])
+
+    def test_cap_mid_stream_never_follows_half_an_event(self):
+        """A provider that sends its events coalesced (as TLS and HTTP/2
+        often deliver them) and ignores max_tokens."""
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        self.addCleanup(srv.close)
+        port = srv.getsockname()[1]
+        ev = ['event: message_start\ndata: {"type":"message_start",'
+              '"message":{"id":"m","type":"message","role":"assistant",'
+              '"model":"claude-test","content":[],"usage":'
+              '{"input_tokens":1,"output_tokens":1}}}\n\n',
+              'event: content_block_start\ndata: {"type":'
+              '"content_block_start","index":0,"content_block":'
+              '{"type":"text","text":""}}\n\n']
+        for _ in range(300):
+            ev.append('event: content_block_delta\ndata: {"type":'
+                      '"content_block_delta","index":0,"delta":{"type":'
+                      '"text_delta","text":"%s"}}\n\n' % ("tok " * 1500))
+        payload = "".join(ev).encode()
+
+        def serve():
+            c, _ = srv.accept()
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += c.recv(65536)
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            n = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                     if ln.lower().startswith(b"content-length")][0])
+            while len(rest) < n:
+                rest += c.recv(65536)
+            try:
+                c.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: "
+                          b"text/event-stream\r\nconnection: close\r\n\r\n"
+                          + payload)
+            except OSError:
+                pass
+            time.sleep(1)
+            c.close()
+        threading.Thread(target=serve, daemon=True).start()
+        ups = tglib.std_upstreams(self.fp.port)
+        ups["anthropic"]["base_url"] = "http://127.0.0.1:%d" % port
+        tg = self.start([{"name": "tight", "window": "day",
+                          "hard_cap_usd": "0.40"}], upstreams=ups)
+        body = json.dumps({"model": "claude-test", "max_tokens": 10000,
+                           "stream": True,
+                           "messages": [{"role": "user", "content": "x"}]})
+        r = self.call(tg.port, "POST", "/v1/messages", body.encode(),
+                      [JSON_CT, ("anthropic-version", "2023-06-01")],
+                      timeout=30)
+        self.assertEqual(r.status, 200)
+        self.assert_whole_events(r)
+        self.assertEqual(tg.ledger.wait_count(
+            1, "status = 'error' AND refusal_reason = 'hard_cap'"), 1)
+
+    def test_ambiguous_bounds_are_refused_under_a_policy(self):
+        tg = self.start([{"name": "bounds", "match": {"team": "b"},
+                          "max_output_tokens": 2000}])
+        m = new_marker()
+        cases = [
+            ("/v1/messages", '{"model":"claude-test","max_tokens":100,'
+             '"metadata":{"user_id":"%s"},"messages":[],"max_tokens":50000}'),
+            ("/v1/messages", '{"model":"claude-test","max\\u005ftokens":'
+             '50000,"metadata":{"user_id":"%s"},"messages":[]}'),
+            ("/v1/chat/completions", '{"model":"test-model","user":"%s",'
+             '"n":1,"messages":[],"n":8}'),
+            ("/v1beta/models/gemini-test:generateContent",
+             '{"contents":[{"parts":[{"text":"%s"}]}],"generation_config":'
+             '{"max_output_tokens":50000}}'),
+        ]
+        for path, body in cases:
+            r = self.call(tg.port, "POST", path, (body % m).encode(),
+                          [JSON_CT, ("anthropic-version", "2023-06-01"),
+                           ("X-Tollgate-Team", "b")])
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertIn("twice or with escapes", r.body.decode())
+        self.assertEqual(self.reached(m), 0)
+        self.assertEqual(tg.ledger.wait_count(
+            4, "refusal_reason = 'bad_body'"), 4)
+        # Without a policy over the call, nothing is refused.
+        r = self.call(tg.port, "POST", "/v1/messages",
+                      (cases[0][1] % m).encode(),
+                      [JSON_CT, ("anthropic-version", "2023-06-01")])
+        self.assertEqual(r.status, 200, r)
+
+    def test_huge_bounds_reserve_at_most_the_model_ceiling(self):
+        tg = self.start([{"name": "watch", "window": "day",
+                          "alert_at_usd": "40"}])
+        m = new_marker()
+        c = Caller(self, tg.port, "/v1/chat/completions",
+                   chat_body(m, max_tokens=10 ** 15),
+                   [JSON_CT, ("x-fake-delay-ms", "1000")])
+        c.start()
+        self.assertTrue(tglib.wait_until(lambda: self.reached(m), 10))
+        self.assertEqual(self.chat(tg, m, max_tokens=10 ** 15,
+                                   fake=()).status, 200)
+        c.join(20)
+        self.assertEqual(c.resp.status, 200, c.resp)
+        rows = tg.ledger.rows()
+        self.assertEqual([x["reserved_nusd"] for x in rows],
+                         [WORST, WORST])
 
     def test_config_errors_name_the_line(self):
         text = tglib.make_config(tglib.std_upstreams(1), extra={
