@@ -104,6 +104,7 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("prices", cfgp_path, CF_OFF(cf_prices_path), 0),
     KEY_SECTION("unknown_models", unknown_model_keys),
     KEY_SECTION("attribution", attribution_keys),
+    KEY_CALL("alerts", cfgp_alerts, 0, 0),
     KEY_END,
 };
 
@@ -433,6 +434,7 @@ config_defaults(struct config *cf)
 	cf->cf_unknown_model = UNKNOWN_MODEL_UNPRICED;
 	for (t = 0; t < TAG_MAX; t++)
 		cf->cf_tag_from_header[t] = 1;
+	config_defaults_alerts(cf);
 }
 
 static void
@@ -472,6 +474,7 @@ config_free(struct config *cf)
 		pricing_free(cf->cf_prices);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
+	config_free_alerts(cf);
 	free(cf->cf_path);
 	free(cf);
 }
@@ -532,6 +535,7 @@ config_load(const char *path, struct cfgerrs *errs)
 		cx.cx_nerr++;
 	config_check_meter(&cx, root, cf);
 	config_check_admin(&cx, root, cf);
+	config_check_alerts(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 
