@@ -22,6 +22,7 @@
 #include <event2/event.h>
 
 #include "tollgate/admin.h"
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
@@ -174,12 +175,15 @@ cmd_serve(int foreground)
 	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
+	alerts_setup(base);
+	alerts_configure(cf);
 	session_setup(base);
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
 		 &session_listener_ops, "proxy")) == NULL ||
 	    admin_start(base, cf, config_path) == -1) {
 		listener_free(proxy);
+		alerts_shutdown();
 		ledger_close();
 		upstream_shutdown();
 		server_set_config(NULL);
@@ -206,6 +210,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
+	alerts_shutdown();
 	ledger_close();
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)

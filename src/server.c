@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/log.h"
 #include "tollgate/session.h"
@@ -86,6 +87,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 			    old->cf_ledger_path);
 	}
 	server_set_config(cf);
+	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	return (0);
 }
