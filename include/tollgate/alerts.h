@@ -77,6 +77,7 @@ size_t alerts_pending(void);
 void alerts_make_id(const struct alert *, char *, size_t);
 void alerts_body_json(
     const struct alert *, const char *, const char *, int, struct spend_out *);
+void alerts_text(const struct alert *, const char *, int, struct spend_out *);
 void alerts_body_slack(const struct alert *, const char *, struct spend_out *);
 void alerts_sign(const char *, const void *, size_t, char[65]);
 int64_t alerts_backoff_ms(int, int64_t, int64_t, uint32_t);

@@ -473,7 +473,7 @@ alerts_fire(const struct alert *a)
 
 	alerts_make_id(a, id, sizeof(id));
 	spend_out_init(&text, ALERTS_BODY_MAX);
-	alerts_body_slack(a, id, &text);
+	alerts_text(a, id, 0, &text);
 	n = text.so_buf != NULL ? text.so_len * 4 + 1 : 1;
 	line = xmalloc(n);
 	log_escape(line, n, text.so_buf != NULL ? text.so_buf : "",

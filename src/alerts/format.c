@@ -24,6 +24,9 @@
 #include "tollgate/tags.h"
 #include "tollgate/util.h"
 
+/* Append a string literal, its length counted by the compiler. */
+#define ADD(o, lit) spend_out_add((o), (lit), sizeof(lit) - 1)
+
 static void
 hex(const unsigned char *in, size_t n, char *out)
 {
@@ -83,7 +86,7 @@ static void
 json_str(struct spend_out *o, const char *s)
 {
 	if (s == NULL)
-		spend_out_add(o, "null", 4);
+		ADD(o, "null");
 	else
 		spend_out_json_str(o, s);
 }
@@ -96,7 +99,7 @@ json_time(struct spend_out *o, int64_t ms)
 
 	if (ms < 0 || ms == POLICY_NEVER ||
 	    spend_format_time(ms, t, sizeof(t)) != 0)
-		spend_out_add(o, "null", 4);
+		ADD(o, "null");
 	else
 		spend_out_json_str(o, t);
 }
@@ -106,7 +109,7 @@ static void
 json_usd(struct spend_out *o, int64_t nusd, int none_below_zero)
 {
 	if (none_below_zero && nusd < 0)
-		spend_out_add(o, "null", 4);
+		ADD(o, "null");
 	else
 		spend_out_usd(o, nusd);
 }
@@ -121,53 +124,53 @@ alerts_body_json(const struct alert *a, const char *id, const char *delivery,
 {
 	int t, first = 1;
 
-	spend_out_add(o, "{\"id\":", 6);
+	ADD(o, "{\"id\":");
 	json_str(o, id);
-	spend_out_add(o, ",\"kind\":", 8);
+	ADD(o, ",\"kind\":");
 	json_str(o, a->al_kind);
-	spend_out_add(o, ",\"policy\":", 10);
+	ADD(o, ",\"policy\":");
 	json_str(o, a->al_policy);
-	spend_out_add(o, ",\"scope\":{", 10);
+	ADD(o, ",\"scope\":{");
 	for (t = 0; t < TAG_MAX; t++) {
 		if (a->al_tags[t] == NULL)
 			continue;
 		if (!first)
-			spend_out_add(o, ",", 1);
+			ADD(o, ",");
 		first = 0;
 		spend_out_json_str(o, tag_name((enum tag)t));
-		spend_out_add(o, ":", 1);
+		ADD(o, ":");
 		spend_out_json_str(o, a->al_tags[t]);
 	}
-	spend_out_add(o, "},\"scope_key\":", 14);
+	ADD(o, "},\"scope_key\":");
 	json_str(o, a->al_scope_key);
-	spend_out_add(o, ",\"window\":", 10);
+	ADD(o, ",\"window\":");
 	json_str(o, a->al_window);
-	spend_out_add(o, ",\"window_start\":", 16);
+	ADD(o, ",\"window_start\":");
 	json_time(o, a->al_window != NULL ? a->al_window_start : -1);
-	spend_out_add(o, ",\"reset_at\":", 12);
+	ADD(o, ",\"reset_at\":");
 	json_time(o, a->al_window != NULL ? a->al_reset_at : -1);
-	spend_out_add(o, ",\"threshold_usd\":", 17);
+	ADD(o, ",\"threshold_usd\":");
 	json_usd(o, a->al_threshold_nusd, 1);
-	spend_out_add(o, ",\"spent_usd\":", 13);
+	ADD(o, ",\"spent_usd\":");
 	json_usd(o, a->al_spent_nusd, 0);
-	spend_out_add(o, ",\"cap_usd\":", 11);
+	ADD(o, ",\"cap_usd\":");
 	json_usd(o, a->al_cap_nusd, 1);
-	spend_out_add(o, ",\"percent_of_cap\":", 18);
+	ADD(o, ",\"percent_of_cap\":");
 	if (a->al_cap_nusd > 0)
 		spend_out_printf(o, "%.2f",
 		    (double)a->al_spent_nusd * 100.0 / (double)a->al_cap_nusd);
 	else
-		spend_out_add(o, "null", 4);
-	spend_out_add(o, ",\"message\":", 11);
+		ADD(o, "null");
+	ADD(o, ",\"message\":");
 	json_str(o, a->al_message);
-	spend_out_add(o, ",\"fired_at\":", 12);
+	ADD(o, ",\"fired_at\":");
 	json_time(o, a->al_at_ms);
 	if (delivery != NULL) {
-		spend_out_add(o, ",\"delivery\":{\"status\":", 23);
+		ADD(o, ",\"delivery\":{\"status\":");
 		spend_out_json_str(o, delivery);
 		spend_out_printf(o, ",\"attempts\":%d}", attempts);
 	}
-	spend_out_add(o, "}", 1);
+	ADD(o, "}");
 }
 
 /*
@@ -191,48 +194,62 @@ human_usd(int64_t nusd, char *buf, size_t len)
 		buf[--n] = '\0';
 }
 
-/* Text for Slack's mrkdwn: &, < and > escaped, controls dropped. */
+/*
+ * Text for Slack's mrkdwn (&, < and > escaped) or for the log (as is);
+ * control bytes are dropped either way.
+ */
 static void
-slack_add(struct spend_out *o, const char *s)
+text_add(struct spend_out *o, const char *s, int slack)
 {
 	for (; s != NULL && *s != '\0'; s++) {
-		if (*s == '&')
-			spend_out_add(o, "&amp;", 5);
+		if (!slack && (unsigned char)*s >= 0x20 && *s != 0x7f)
+			spend_out_add(o, s, 1);
+		else if (!slack)
+			continue;
+		else if (*s == '&')
+			ADD(o, "&amp;");
 		else if (*s == '<')
-			spend_out_add(o, "&lt;", 4);
+			ADD(o, "&lt;");
 		else if (*s == '>')
-			spend_out_add(o, "&gt;", 4);
+			ADD(o, "&gt;");
 		else if ((unsigned char)*s >= 0x20 && *s != 0x7f)
 			spend_out_add(o, s, 1);
 	}
 }
 
-/* The one-line text of a, as Slack (and the log) show it, into o. */
-static void
-alerts_text(const struct alert *a, const char *id, struct spend_out *o)
+/*
+ * The one-line text of a with id into o, as the log shows it, or with
+ * slack set as a Slack message's text.
+ */
+void
+alerts_text(
+    const struct alert *a, const char *id, int slack, struct spend_out *o)
 {
 	char usd[64], t[SPEND_TIME_MAX];
 	int tg, first = 1;
 
-	spend_out_add(o, "tollgate alert (", 16);
-	slack_add(o, a->al_kind);
-	spend_out_add(o, ")", 1);
+	ADD(o, "tollgate alert (");
+	text_add(o, a->al_kind, slack);
+	ADD(o, ")");
 	if (a->al_policy != NULL) {
-		spend_out_add(o, ": policy ", 9);
-		slack_add(o, a->al_policy);
+		ADD(o, ": policy ");
+		text_add(o, a->al_policy, slack);
 	}
 	for (tg = 0; tg < TAG_MAX; tg++) {
 		if (a->al_tags[tg] == NULL)
 			continue;
-		spend_out_add(o, first ? ", scope " : " ", first ? 8 : 1);
+		if (first)
+			ADD(o, ", scope ");
+		else
+			ADD(o, " ");
 		first = 0;
-		slack_add(o, tag_name((enum tag)tg));
-		spend_out_add(o, "=", 1);
-		slack_add(o, a->al_tags[tg]);
+		text_add(o, tag_name((enum tag)tg), slack);
+		ADD(o, "=");
+		text_add(o, a->al_tags[tg], slack);
 	}
 	if (a->al_window != NULL) {
-		spend_out_add(o, ", window ", 9);
-		slack_add(o, a->al_window);
+		ADD(o, ", window ");
+		text_add(o, a->al_window, slack);
 	}
 	human_usd(a->al_spent_nusd, usd, sizeof(usd));
 	spend_out_printf(o, ": spent $%s", usd);
@@ -253,12 +270,12 @@ alerts_text(const struct alert *a, const char *id, struct spend_out *o)
 	    spend_format_time(a->al_reset_at, t, sizeof(t)) == 0)
 		spend_out_printf(o, "; resets %s", t);
 	if (a->al_message != NULL) {
-		spend_out_add(o, "; ", 2);
-		slack_add(o, a->al_message);
+		ADD(o, "; ");
+		text_add(o, a->al_message, slack);
 	}
-	spend_out_add(o, " [", 2);
-	slack_add(o, id);
-	spend_out_add(o, "]", 1);
+	ADD(o, " [");
+	text_add(o, id, slack);
+	ADD(o, "]");
 }
 
 /* The Slack-compatible body of a: {"text": "..."}. */
@@ -268,10 +285,10 @@ alerts_body_slack(const struct alert *a, const char *id, struct spend_out *o)
 	struct spend_out text;
 
 	spend_out_init(&text, ALERTS_BODY_MAX / 2);
-	alerts_text(a, id, &text);
-	spend_out_add(o, "{\"text\":", 8);
+	alerts_text(a, id, 1, &text);
+	ADD(o, "{\"text\":");
 	spend_out_json_str(o, text.so_buf != NULL ? text.so_buf : "");
-	spend_out_add(o, "}", 1);
+	ADD(o, "}");
 	spend_out_free(&text);
 }
 

@@ -21,6 +21,9 @@
 #include "tollgate/tags.h"
 #include "tollgate/util.h"
 
+/* Append a string literal, its length counted by the compiler. */
+#define ADD(o, lit) spend_out_add((o), (lit), sizeof(lit) - 1)
+
 #define ALERTS_QUERY_MAX 4096 /* bytes of a /v1/alerts query string */
 
 /* Columns of both queries, in this order. */
@@ -216,11 +219,11 @@ alerts_answer(sqlite3 *db, const char *qs, struct spend_out *o,
 		SQLITE_OK ||
 	    sqlite3_bind_int(st, 2, limit) != SQLITE_OK)
 		goto fail;
-	spend_out_add(o, "{\"alerts\":[", 11);
+	ADD(o, "{\"alerts\":[");
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row_alert(st, &a);
 		if (n++ > 0)
-			spend_out_add(o, ",", 1);
+			ADD(o, ",");
 		delivery = col_text(st, 17);
 		alerts_body_json(&a, col_text(st, 0),
 		    delivery != NULL ? delivery : "none",
@@ -228,7 +231,7 @@ alerts_answer(sqlite3 *db, const char *qs, struct spend_out *o,
 	}
 	if (rc != SQLITE_DONE)
 		goto fail;
-	spend_out_add(o, "]}\n", 3);
+	ADD(o, "]}\n");
 	sqlite3_finalize(st);
 	if (o->so_full) {
 		*cause = xstrdup("the answer is too large; lower limit");
