@@ -17,9 +17,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <sqlite3.h>
 
 #include "tollgate/admin.h"
 #include "tollgate/alerts.h"
@@ -148,6 +150,24 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 	}
 }
 
+/*
+ * Alerts the last run fired but did not deliver are sent again; the
+ * ledger is read on a read-only connection of its own, before any call.
+ */
+static void
+resume_alerts(const struct config *cf)
+{
+	sqlite3 *ro;
+	char *cause = NULL;
+
+	if ((ro = spend_open(cf->cf_ledger_path, &cause)) == NULL ||
+	    alerts_resume(ro, (int64_t)time(NULL) * 1000, &cause) != 0)
+		log_warnx("alerts: %s", cause != NULL ? cause : "?");
+	free(cause);
+	if (ro != NULL)
+		sqlite3_close(ro);
+}
+
 static int
 cmd_serve(int foreground)
 {
@@ -177,6 +197,7 @@ cmd_serve(int foreground)
 		fatalx("cannot initialise libcurl");
 	alerts_setup(base);
 	alerts_configure(cf);
+	resume_alerts(cf);
 	session_setup(base);
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,

@@ -39,6 +39,8 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
+#include "alerts_int.h"
+
 /* An alert whose deliveries are not all done; freed with the last one. */
 struct arec {
 	char ar_id[ALERTS_ID_MAX];
@@ -510,6 +512,38 @@ alerts_fire(const struct alert *a)
 		    id);
 
 	/* Start only now, so the row is queued before any status update. */
+	while ((d = TAILQ_FIRST(&fresh)) != NULL) {
+		TAILQ_REMOVE(&fresh, d, d_entry);
+		TAILQ_INSERT_TAIL(&al_list, d, d_entry);
+		delivery_start(d);
+	}
+}
+
+/*
+ * Deliver again an alert read back from the ledger with delivery still
+ * pending (tollgate stopped or crashed before it was delivered), to the
+ * current webhooks; nothing is logged as fired or written as new. An
+ * alert whose deliveries are already queued is left alone. Receivers
+ * dedupe by id.
+ */
+void
+alerts_requeue(const struct alert *a, const char *id)
+{
+	struct deliveries fresh = TAILQ_HEAD_INITIALIZER(fresh);
+	struct arec *rec = NULL;
+	struct delivery *d;
+
+	if (al_multi == NULL || al_cf == NULL || al_cf->cf_nwebhooks == 0)
+		return;
+	TAILQ_FOREACH(d, &al_list, d_entry)
+	{
+		if (strcmp(d->d_rec->ar_id, id) == 0)
+			return;
+	}
+	log_info("alerts: alert %s was not delivered before tollgate "
+		 "stopped; sending it again",
+	    id);
+	alerts_queue(a, id, &rec, &fresh);
 	while ((d = TAILQ_FIRST(&fresh)) != NULL) {
 		TAILQ_REMOVE(&fresh, d, d_entry);
 		TAILQ_INSERT_TAIL(&al_list, d, d_entry);

@@ -21,6 +21,8 @@
 #include "tollgate/tags.h"
 #include "tollgate/util.h"
 
+#include "alerts_int.h"
+
 /* Append a string literal, its length counted by the compiler. */
 #define ADD(o, lit) spend_out_add((o), (lit), sizeof(lit) - 1)
 
@@ -351,6 +353,49 @@ alerts_restore(struct policy_counters *pc, const struct policyset *set,
 	return (0);
 fail:
 	xasprintf(cause, "restoring alert state: %s", sqlite3_errmsg(ro));
+	sqlite3_finalize(st);
+	return (-1);
+}
+
+/*
+ * Send again every alert the ledger still has as pending that fired in
+ * the last ALERTS_RESUME_MS before now, read through the read-only
+ * connection ro: at start-up, after alerts_setup and alerts_configure, so
+ * a restart does not forget a delivery. 0, or -1 with *cause set.
+ */
+int
+alerts_resume(sqlite3 *ro, int64_t now, char **cause)
+{
+	static const char sql[] = "SELECT " ALERT_COLUMNS " FROM alerts"
+				  " WHERE delivery = 'pending'"
+				  " AND fired_at >= ?1"
+				  " ORDER BY fired_at, id LIMIT ?2";
+	sqlite3_stmt *st = NULL;
+	struct alert a;
+	char from[SPEND_TIME_MAX];
+	const char *id;
+	int rc;
+
+	if (spend_format_time(
+		now - ALERTS_RESUME_MS > 0 ? now - ALERTS_RESUME_MS : 0, from,
+		sizeof(from)) != 0)
+		from[0] = '\0';
+	if (sqlite3_prepare_v2(ro, sql, -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, from, -1, SQLITE_TRANSIENT) != SQLITE_OK ||
+	    sqlite3_bind_int(st, 2, ALERTS_PENDING_MAX) != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((id = col_text(st, 0)) == NULL)
+			continue;
+		row_alert(st, &a);
+		alerts_requeue(&a, id);
+	}
+	if (rc != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(st);
+	return (0);
+fail:
+	xasprintf(cause, "resuming alert deliveries: %s", sqlite3_errmsg(ro));
 	sqlite3_finalize(st);
 	return (-1);
 }

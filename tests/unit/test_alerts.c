@@ -659,6 +659,86 @@ test_answer_params(void **state)
 }
 
 /*
+ * An alert still pending in the ledger (tollgate stopped before it was
+ * delivered) is sent again at start-up, once even if resumed twice; one
+ * already delivered, or fired too long ago, is not.
+ */
+static void
+test_resume_pending(void **state)
+{
+	struct ledger_alert la;
+	struct alert a = sample();
+	sqlite3 *db;
+	cJSON *doc, *it;
+	char *cause = NULL, id[ALERTS_ID_MAX];
+	int64_t now = AT + 60000;
+
+	(void)state;
+	alerts_make_id(&a, id, sizeof(id));
+	memset(&la, 0, sizeof(la));
+	la.la_id = id;
+	la.la_fired_ms = AT;
+	la.la_kind = "threshold";
+	la.la_policy = a.al_policy;
+	la.la_scope_key = a.al_scope_key;
+	la.la_tags[TAG_TENANT] = "acme";
+	la.la_window = "day";
+	la.la_window_start = DAY0;
+	la.la_reset_at = DAY1;
+	la.la_threshold_nusd = a.al_threshold_nusd;
+	la.la_spent_nusd = a.al_spent_nusd;
+	la.la_cap_nusd = a.al_cap_nusd;
+	la.la_delivery = "pending";
+	assert_int_equal(ledger_alert(&la), 0);
+	la.la_id = "old-pending";
+	la.la_fired_ms = AT - 2 * 86400000LL;
+	assert_int_equal(ledger_alert(&la), 0);
+	la.la_id = "done";
+	la.la_fired_ms = AT;
+	la.la_delivery = "delivered";
+	assert_int_equal(ledger_alert(&la), 0);
+	db = reopen_ro();
+	if (ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause) != 0)
+		fail_msg("ledger_open: %s", cause);
+
+	configure("json", 1,
+	    "{ max_attempts: 2, initial_backoff: 10ms, max_backoff: 10ms }");
+	assert_int_equal(alerts_resume(db, now, &cause), 0);
+	assert_int_equal(alerts_resume(db, now, &cause), 0);
+	assert_int_equal(alerts_pending(), 1);
+	sqlite3_close(db);
+	run_deliveries();
+	assert_int_equal(fx.ngot, 1);
+	assert_string_equal(fx.got[0].id, id);
+	expect_signature(fx.got[0].body, fx.got[0].sig);
+	/* The same body a live firing sends. */
+	{
+		struct spend_out o;
+		char *want;
+
+		spend_out_init(&o, ALERTS_BODY_MAX);
+		alerts_body_json(&a, id, NULL, 0, &o);
+		want = out_text(&o);
+		assert_string_equal(fx.got[0].body, want);
+		free(want);
+	}
+	db = reopen_ro();
+	doc = answer(db, "limit=1000", 200, &cause);
+	it = cJSON_GetObjectItem(doc, "alerts");
+	assert_int_equal(cJSON_GetArraySize(it), 3);
+	it = cJSON_GetArrayItem(it, 0); /* "done" and id share fired_at */
+	if (strcmp(cJSON_GetObjectItem(it, "id")->valuestring, id) != 0)
+		it = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "alerts"), 1);
+	assert_string_equal(cJSON_GetObjectItem(it, "id")->valuestring, id);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(it, "delivery"), "status")
+		->valuestring,
+	    "delivered");
+	cJSON_Delete(doc);
+	sqlite3_close(db);
+}
+
+/*
  * The whole cycle without the daemon: spend crosses 80 %, the threshold
  * fires and is persisted; a "restart" (new counters, restore from the
  * ledger) does not fire it again in the same day, and a new day re-arms
@@ -782,6 +862,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(
 		test_answer_params, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_resume_pending, setup, teardown),
 	};
 
 	(void)budget_is; /* policytest.h's, unused here */
