@@ -239,7 +239,8 @@ retry_timer(evutil_socket_t fd, short kind, void *arg)
 
 /* An attempt ended: delivered, retried later, or given up. */
 static void
-delivery_outcome(struct delivery *d, CURLcode cc, long status)
+delivery_outcome(
+    struct delivery *d, CURLcode cc, long status, int64_t retry_after_ms)
 {
 	enum alerts_outcome out;
 	struct timeval tv;
@@ -275,6 +276,10 @@ delivery_outcome(struct delivery *d, CURLcode cc, long status)
 		rnd = (uint32_t)monotime_us();
 	wait =
 	    alerts_backoff_ms(d->d_attempts, d->d_initial_ms, d->d_max_ms, rnd);
+	/* A receiver's Retry-After is honoured, up to max_backoff. */
+	if (retry_after_ms > wait)
+		wait =
+		    retry_after_ms < d->d_max_ms ? retry_after_ms : d->d_max_ms;
 	log_info("alerts: alert %s to %s: %s; retrying in %" PRId64 " ms",
 	    d->d_rec->ar_id, d->d_host, why, wait);
 	metrics_alert_delivery("retried");
@@ -288,6 +293,7 @@ check_multi_info(void)
 {
 	struct delivery *d;
 	CURLMsg *msg;
+	curl_off_t ra;
 	char *priv;
 	long status = 0;
 	int left;
@@ -300,7 +306,13 @@ check_multi_info(void)
 		status = 0;
 		curl_easy_getinfo(
 		    msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
-		delivery_outcome(d, msg->data.result, status);
+		ra = 0;
+		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_RETRY_AFTER,
+			&ra) != CURLE_OK ||
+		    ra < 0 || ra > 86400)
+			ra = 0;
+		delivery_outcome(
+		    d, msg->data.result, status, (int64_t)ra * 1000);
 	}
 }
 

@@ -317,6 +317,8 @@ static struct {
 	int replies[RECV_MAX]; /* status of each request in turn */
 	size_t nreplies;
 	struct received got[RECV_MAX];
+	long long t_got[RECV_MAX]; /* when each arrived, µs */
+	const char *retry_after; /* sent with a 429 */
 	size_t ngot;
 } fx;
 
@@ -346,6 +348,10 @@ recv_cb(struct evhttp_request *req, void *arg)
 		r->ctype = v != NULL ? xstrdup(v) : NULL;
 	}
 	fx.ngot++;
+	if (status == 429 && fx.retry_after != NULL)
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Retry-After", fx.retry_after);
+	fx.t_got[fx.ngot - 1 < RECV_MAX ? fx.ngot - 1 : 0] = monotime_us();
 	evhttp_send_reply(req, status, "test", NULL);
 }
 
@@ -597,6 +603,41 @@ test_deliver_gives_up(void **state)
 	alerts_fire(&a);
 	run_deliveries();
 	assert_int_equal(fx.ngot, 2); /* the third is never tried */
+}
+
+/* A 429's Retry-After is honoured, but never beyond max_backoff. */
+static void
+test_retry_after(void **state)
+{
+	struct alert a = sample();
+	long long gap;
+
+	(void)state;
+	configure("json", 0,
+	    "{ max_attempts: 3, initial_backoff: 10ms, max_backoff: 1500ms }");
+	fx.replies[0] = 429;
+	fx.nreplies = 1;
+	fx.retry_after = "1";
+	alerts_fire(&a);
+	run_deliveries();
+	assert_int_equal(fx.ngot, 2);
+	gap = fx.t_got[1] - fx.t_got[0];
+	print_message("gap after Retry-After: 1 was %lld us\n", gap);
+	assert_true(gap >= 950000 && gap < 1500000);
+
+	/* Retry-After beyond max_backoff is cut to it. */
+	configure("json", 0,
+	    "{ max_attempts: 3, initial_backoff: 10ms, max_backoff: 200ms }");
+	fx.replies[2] = 429;
+	fx.nreplies = 3;
+	fx.retry_after = "120";
+	a.al_threshold_nusd = 45 * USD;
+	alerts_fire(&a);
+	run_deliveries();
+	assert_int_equal(fx.ngot, 4);
+	gap = fx.t_got[3] - fx.t_got[2];
+	print_message("gap after Retry-After: 120 was %lld us\n", gap);
+	assert_true(gap >= 190000 && gap < 900000);
 }
 
 static void
@@ -859,6 +900,7 @@ main(void)
 		test_deliver_4xx_fails_at_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_deliver_gives_up, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_retry_after, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_answer_params, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
