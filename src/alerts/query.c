@@ -302,7 +302,7 @@ alerts_restore(struct policy_counters *pc, const struct policyset *set,
 	char from_text[SPEND_TIME_MAX], *key;
 	int64_t from = now, s, r, fired, thr, len;
 	size_t i;
-	int t, rc;
+	int t, rc, any = 0;
 
 	if (set == NULL || set->ps_n == 0)
 		return (0);
@@ -311,6 +311,7 @@ alerts_restore(struct policy_counters *pc, const struct policyset *set,
 		po = &set->ps_pol[i];
 		if (po->po_nalerts == 0)
 			continue;
+		any = 1;
 		if (po->po_window.pw_kind == POLICY_WIN_ROLLING) {
 			len = po->po_window.pw_len_ms;
 			s = now - len - len / 60;
@@ -319,7 +320,7 @@ alerts_restore(struct policy_counters *pc, const struct policyset *set,
 		if (s < from)
 			from = s;
 	}
-	if (from == now)
+	if (!any)
 		return (0);
 	if (from < 0 ||
 	    spend_format_time(from, from_text, sizeof(from_text)) != 0)
