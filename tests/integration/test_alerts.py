@@ -18,6 +18,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -311,6 +312,69 @@ class AlertsTest(ledgerlib.MeterTestCase):
         tg.hup()
         self.assertTrue(tg.wait_log(r"configuration reloaded", start=start))
         self.assertEqual(rcv.got, [])
+
+    def test_pending_alert_resent_at_start(self):
+        """An alert the last run fired but did not deliver is sent at
+        start-up through the binary's own delivery path: retried after a
+        503, signed, its id in the header, its state then delivered; the
+        next start sends nothing."""
+        tg = self.start_tg()
+        self.assertEqual(tg.stop(), 0)
+        now = time.time()
+        fired = time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                              time.gmtime(now - 600))
+        insert_alert(self.db_path, id="thr-pending", fired_at=fired,
+                     delivery="pending", attempts=0)
+        insert_alert(self.db_path, id="thr-old", delivery="pending",
+                     fired_at=time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
+                                            time.gmtime(now - 3 * 86400)))
+        insert_alert(self.db_path, id="thr-done", fired_at=fired)
+        rcv = self.receiver(replies=[503])
+        alerts = {"webhooks": [{"url": rcv.url(), "format": "json",
+                                "secret_env": SECRET_ENV}],
+                  "retry": {"initial_backoff": "50ms",
+                            "max_backoff": "100ms"}}
+        tg = self.start_tg(alerts=alerts, name="tollgate2")
+        self.assertTrue(tglib.wait_until(lambda: len(rcv.got) >= 2, 15),
+                        "the pending alert was not resent: %r" % rcv.got)
+        self.assertTrue(tg.wait_log(r"alert thr-pending delivered to "
+                                    r"127\.0\.0\.1 \(attempt 2\)"))
+        self.assertEqual(len(rcv.got), 2)
+        for path, headers, body in rcv.got:
+            self.assertEqual(path, URL_PATH)
+            self.assertEqual(headers.get("X-Tollgate-Alert-Id"),
+                             "thr-pending")
+            self.assertEqual(headers.get("Content-Type"), "application/json")
+            want = "sha256=" + hmac.new(SECRET.encode(), body,
+                                        hashlib.sha256).hexdigest()
+            self.assertEqual(headers.get("X-Tollgate-Signature"), want)
+        doc = json.loads(rcv.got[1][2])
+        self.assertEqual(doc["id"], "thr-pending")
+        self.assertEqual(doc["spent_usd"], 41.25)
+        self.assertEqual(doc["fired_at"], fired)
+        self.assertNotIn("delivery", doc)
+        self.assertIn('"threshold_usd":40.000000000', rcv.got[1][2].decode())
+
+        def state():
+            r = self.get(tg, "/v1/alerts")
+            return {a["id"]: a["delivery"] for a in r.json()["alerts"]}
+        self.assertTrue(tglib.wait_until(
+            lambda: state()["thr-pending"]["status"] == "delivered", 10),
+            state())
+        st = state()
+        self.assertEqual(st["thr-pending"],
+                         {"status": "delivered", "attempts": 2})
+        self.assertEqual(st["thr-old"]["status"], "pending")
+        r = self.get(tg, "/metrics")
+        self.assertIn('tollgate_alert_deliveries_total{result="delivered"} 1',
+                      r.body.decode())
+        self.assertIn('tollgate_alert_deliveries_total{result="retried"} 1',
+                      r.body.decode())
+        self.assertEqual(tg.stop(), 0)
+
+        self.start_tg(alerts=alerts, name="tollgate3")
+        time.sleep(0.5)
+        self.assertEqual(len(rcv.got), 2, "a delivered alert was resent")
 
     # -- end to end (needs policies: in the daemon) -----------------------
 
