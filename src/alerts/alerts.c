@@ -368,9 +368,6 @@ delivery_start(struct delivery *d)
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->d_len);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->d_body);
 	if (curl_multi_add_handle(al_multi, e) != CURLM_OK) {
-		snprintf(d->d_err, sizeof(d->d_err),
-		    "curl refused the "
-		    "transfer");
 		delivery_end_transfer(d);
 		log_warnx("alerts: alert %s to %s: curl refused the transfer",
 		    d->d_rec->ar_id, d->d_host);
