@@ -340,6 +340,10 @@ class AlertsTest(ledgerlib.MeterTestCase):
         self.assertTrue(tg.wait_log(r"alert thr-pending delivered to "
                                     r"127\.0\.0\.1 \(attempt 2\)"))
         self.assertEqual(len(rcv.got), 2)
+        self.assertIn("alert thr-pending was not delivered before tollgate "
+                      "stopped; sending it again", tg.log())
+        self.assertNotIn("thr-old", tg.log())
+        self.assertNotIn("thr-done", tg.log())
         for path, headers, body in rcv.got:
             self.assertEqual(path, URL_PATH)
             self.assertEqual(headers.get("X-Tollgate-Alert-Id"),
@@ -372,7 +376,9 @@ class AlertsTest(ledgerlib.MeterTestCase):
                       r.body.decode())
         self.assertEqual(tg.stop(), 0)
 
-        self.start_tg(alerts=alerts, name="tollgate3")
+        # Pending alerts are queued before the proxy listens.
+        tg = self.start_tg(alerts=alerts, name="tollgate3")
+        self.assertNotIn("sending it again", tg.log())
         time.sleep(0.5)
         self.assertEqual(len(rcv.got), 2, "a delivered alert was resent")
 
