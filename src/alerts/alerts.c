@@ -404,8 +404,12 @@ alerts_configure(const struct config *cf)
 	config_unref(old);
 }
 
-/* Queue a to every webhook of the current configuration. */
-static void
+/*
+ * Queue a to every webhook of the current configuration, onto fresh.
+ * Returns how many webhooks it could not be queued for; those count as
+ * failed deliveries of the alert.
+ */
+static int
 alerts_queue(const struct alert *a, const char *id, struct arec **recp,
     struct deliveries *fresh)
 {
@@ -413,6 +417,7 @@ alerts_queue(const struct alert *a, const char *id, struct arec **recp,
 	struct spend_out json, slack, *body;
 	struct delivery *d;
 	size_t i;
+	int dropped = 0;
 
 	spend_out_init(&json, ALERTS_BODY_MAX);
 	spend_out_init(&slack, ALERTS_BODY_MAX);
@@ -423,6 +428,7 @@ alerts_queue(const struct alert *a, const char *id, struct arec **recp,
 				  "deliveries already waiting",
 			    id, wh->wh_host, ALERTS_PENDING_MAX);
 			metrics_alert_delivery("dropped");
+			dropped++;
 			continue;
 		}
 		body = wh->wh_format == WEBHOOK_SLACK ? &slack : &json;
@@ -437,6 +443,7 @@ alerts_queue(const struct alert *a, const char *id, struct arec **recp,
 				  "sent to %s",
 			    id, ALERTS_BODY_MAX, wh->wh_host);
 			metrics_alert_delivery("dropped");
+			dropped++;
 			continue;
 		}
 		if (*recp == NULL) {
@@ -464,6 +471,9 @@ alerts_queue(const struct alert *a, const char *id, struct arec **recp,
 	}
 	spend_out_free(&json);
 	spend_out_free(&slack);
+	if (*recp != NULL)
+		(*recp)->ar_failed += dropped;
+	return (dropped);
 }
 
 /*
@@ -480,7 +490,7 @@ alerts_fire(const struct alert *a)
 	struct delivery *d;
 	char id[ALERTS_ID_MAX], *line;
 	size_t n;
-	int t;
+	int t, dropped = 0;
 
 	alerts_make_id(a, id, sizeof(id));
 	spend_out_init(&text, ALERTS_BODY_MAX);
@@ -495,7 +505,7 @@ alerts_fire(const struct alert *a)
 	metrics_alert_fired(a->al_kind);
 
 	if (al_multi != NULL)
-		alerts_queue(a, id, &rec, &fresh);
+		dropped = alerts_queue(a, id, &rec, &fresh);
 
 	memset(&la, 0, sizeof(la));
 	la.la_id = id;
@@ -514,7 +524,10 @@ alerts_fire(const struct alert *a)
 	la.la_spent_nusd = a->al_spent_nusd;
 	la.la_cap_nusd = a->al_cap_nusd;
 	la.la_message = a->al_message;
-	la.la_delivery = rec != NULL ? "pending" : "none";
+	/* Webhooks it could not even be queued for make it failed. */
+	la.la_delivery = rec != NULL ? "pending"
+	    : dropped > 0	     ? "failed"
+				     : "none";
 	if (ledger_alert(&la) != 0)
 		log_warnx("alerts: alert %s could not be queued for the "
 			  "ledger; it is in this log only",
@@ -552,7 +565,7 @@ alerts_requeue(const struct alert *a, const char *id)
 	log_info("alerts: alert %s was not delivered before tollgate "
 		 "stopped; sending it again",
 	    id);
-	alerts_queue(a, id, &rec, &fresh);
+	(void)alerts_queue(a, id, &rec, &fresh);
 	while ((d = TAILQ_FIRST(&fresh)) != NULL) {
 		TAILQ_REMOVE(&fresh, d, d_entry);
 		TAILQ_INSERT_TAIL(&al_list, d, d_entry);
