@@ -15,6 +15,7 @@
 #include <event2/event.h>
 #include <sqlite3.h>
 
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
@@ -34,6 +35,7 @@ enforce_rebuild(const struct config *cf, int live, char **cause)
 {
 	sqlite3 *db;
 	long long t0 = monotime_us();
+	int64_t now;
 	size_t before = policy_counters_count(en_counters);
 	int rc;
 
@@ -41,8 +43,12 @@ enforce_rebuild(const struct config *cf, int live, char **cause)
 		return (0);
 	if ((db = spend_open(cf->cf_ledger_path, cause)) == NULL)
 		return (-1);
-	rc = policy_rebuild(
-	    en_counters, cf->cf_policies, db, wallclock_ms(), live, cause);
+	now = wallclock_ms();
+	rc = policy_rebuild(en_counters, cf->cf_policies, db, now, live, cause);
+	/* Thresholds that fired in these windows before stay fired. */
+	if (rc == 0)
+		rc = alerts_restore(
+		    en_counters, cf->cf_policies, db, now, cause);
 	sqlite3_close(db);
 	if (rc == 0)
 		log_info("policies: %zu polic%s, %zu budget scope%s rebuilt "

@@ -17,11 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <sqlite3.h>
 
 #include "tollgate/admin.h"
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/ledger.h"
@@ -148,6 +151,24 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 	}
 }
 
+/*
+ * Alerts the last run fired but did not deliver are sent again; the
+ * ledger is read on a read-only connection of its own, before any call.
+ */
+static void
+resume_alerts(const struct config *cf)
+{
+	sqlite3 *ro;
+	char *cause = NULL;
+
+	if ((ro = spend_open(cf->cf_ledger_path, &cause)) == NULL ||
+	    alerts_resume(ro, wallclock_ms(), &cause) != 0)
+		log_warnx("alerts: %s", cause != NULL ? cause : "?");
+	free(cause);
+	if (ro != NULL)
+		sqlite3_close(ro);
+}
+
 static int
 cmd_serve(int foreground)
 {
@@ -185,6 +206,9 @@ cmd_serve(int foreground)
 	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
+	alerts_setup(base);
+	alerts_configure(cf);
+	resume_alerts(cf);
 	session_setup(base);
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
@@ -192,6 +216,7 @@ cmd_serve(int foreground)
 	    admin_start(base, cf, config_path) == -1) {
 		listener_free(proxy);
 		enforce_stop();
+		alerts_shutdown();
 		ledger_close();
 		upstream_shutdown();
 		server_set_config(NULL);
@@ -219,6 +244,7 @@ cmd_serve(int foreground)
 	admin_stop();
 	session_abort_all();
 	enforce_stop();
+	alerts_shutdown();
 	ledger_close();
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)

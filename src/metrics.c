@@ -123,6 +123,12 @@ static const char *const unpriced_labels[] = {"provider", "model"};
 static const char *const reason_labels[] = {"reason"};
 static const char *const provider_labels[] = {"provider"};
 
+/* Alert kinds and delivery results: fixed label values, always shown. */
+static const char *const alert_kinds[] = {
+    "threshold", "breaker", "kill", "other"};
+static const char *const alert_results[] = {
+    "delivered", "retried", "failed", "dropped"};
+
 /* The module's state; metrics_reset returns it to all zero. */
 static struct {
 	int m_init;
@@ -135,6 +141,8 @@ static struct {
 	struct mtable m_shadow;
 	struct mtable m_ttfb;
 	struct mtable m_duration;
+	uint64_t m_alerts[nitems(alert_kinds)];
+	uint64_t m_deliveries[nitems(alert_results)];
 } metrics;
 
 static void
@@ -422,6 +430,39 @@ metrics_shadow(const char *reason)
 	s->ms_value[0]++;
 }
 
+/* The index of name in a fixed list of n, or n - 1 ("other") if absent. */
+static size_t
+fixed_index(const char *const *list, size_t n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; name != NULL && i < n; i++)
+		if (strcmp(list[i], name) == 0)
+			return (i);
+	return (n - 1);
+}
+
+/* Count one alert fired, by kind ("threshold", "breaker", "kill"). */
+void
+metrics_alert_fired(const char *kind)
+{
+	metrics_init();
+	metrics.m_alerts[fixed_index(alert_kinds, nitems(alert_kinds), kind)]++;
+}
+
+/*
+ * Count one webhook delivery outcome: "delivered", "retried" (an attempt
+ * failed and another is scheduled), "failed" (given up) or "dropped"
+ * (never sent: queue full, or tollgate stopped first).
+ */
+void
+metrics_alert_delivery(const char *result)
+{
+	metrics_init();
+	metrics.m_deliveries[fixed_index(
+	    alert_results, nitems(alert_results), result)]++;
+}
+
 /* The length of a valid UTF-8 sequence at p, or 0 if it is not one. */
 static size_t
 utf8_len(const unsigned char *p, size_t n)
@@ -706,6 +747,28 @@ render_ledger(struct evbuffer *b)
 	    ls.ls_failing ? 1 : 0);
 }
 
+static void
+render_alerts(struct evbuffer *b)
+{
+	size_t i;
+
+	render_family(b, "tollgate_alerts_fired_total", "counter",
+	    "Alerts fired, by kind.");
+	for (i = 0; i < nitems(alert_kinds); i++)
+		evbuffer_add_printf(b,
+		    "tollgate_alerts_fired_total{kind=\"%s\"} %" PRIu64 "\n",
+		    alert_kinds[i], metrics.m_alerts[i]);
+	render_family(b, "tollgate_alert_deliveries_total", "counter",
+	    "Webhook delivery outcomes: delivered, retried (an attempt "
+	    "failed and another is scheduled), failed (given up), dropped "
+	    "(never sent).");
+	for (i = 0; i < nitems(alert_results); i++)
+		evbuffer_add_printf(b,
+		    "tollgate_alert_deliveries_total{result=\"%s\"} %" PRIu64
+		    "\n",
+		    alert_results[i], metrics.m_deliveries[i]);
+}
+
 /* Write every metric as Prometheus text, format 0.0.4. */
 void
 metrics_render(struct evbuffer *b)
@@ -739,6 +802,7 @@ metrics_render(struct evbuffer *b)
 	render_scalar(b, "tollgate_calls_in_flight", "gauge",
 	    "Calls in progress.", (uint64_t)session_count());
 	render_ledger(b);
+	render_alerts(b);
 	render_scalar(b, "tollgate_metrics_series_dropped_total", "counter",
 	    "Observations folded into an \"_other\" series because a family "
 	    "reached its cap of label sets.",

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
@@ -89,6 +90,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 			    old->cf_ledger_path);
 	}
 	server_set_config(cf);
+	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);
 	if (enforce_reload(cf, &cause) == -1) {

@@ -26,6 +26,7 @@
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 
+#include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/http.h"
@@ -533,7 +534,6 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
 {
 	struct policy_alert fired[FIRED_MAX];
 	const struct policyset *ps = se->se_conf->cf_policies;
-	char label[512], spent[32], thr[32];
 	int64_t now = wallclock_ms();
 	size_t i, n;
 
@@ -545,14 +545,8 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
 		return;
 	n = policy_fired(
 	    ps, enforce_counters(), se->se_pattr, now, fired, nitems(fired));
-	for (i = 0; i < n; i++) {
-		scope_label(label, sizeof(label), &fired[i].pa_scope);
-		usd_format(spent, sizeof(spent), fired[i].pa_scope.sc_spent);
-		usd_format(thr, sizeof(thr), fired[i].pa_threshold_nusd);
-		log_warnx("alert: policy %s has spent $%s, reaching its "
-			  "$%s threshold",
-		    label, spent, thr);
-	}
+	for (i = 0; i < n; i++)
+		alerts_threshold(&fired[i], se->se_pattr, now);
 }
 
 /*

@@ -67,6 +67,22 @@ struct key_binding {
 	char *kb_tags[TAG_MAX]; /* NULL where the binding sets nothing */
 };
 
+/* How an alert is written for a webhook. */
+enum webhook_format {
+	WEBHOOK_JSON, /* tollgate's own body, optionally signed */
+	WEBHOOK_SLACK, /* {"text": "..."} for Slack-compatible hooks */
+};
+
+/* One alerts.webhooks entry; owned by its struct config. */
+struct webhook_conf {
+	char *wh_url; /* http or https; may carry a token: never logged */
+	char *wh_host; /* its host, for logs */
+	enum webhook_format wh_format;
+	char *wh_secret; /* HMAC key from secret_env, wiped at free; or NULL */
+	char *wh_secret_env; /* the variable's name, for messages */
+	long wh_timeout_ms; /* whole request */
+};
+
 /* The whole configuration; immutable once config_load returns it. */
 struct config {
 	int cf_refs;
@@ -118,6 +134,13 @@ struct config {
 	/* policies */
 	struct policyset *cf_policies; /* never NULL once loaded; owned */
 	int cf_hard_cap_status; /* 429 or 402 */
+
+	/* alerts: */
+	struct webhook_conf *cf_webhooks;
+	size_t cf_nwebhooks;
+	int cf_alert_max_attempts; /* per webhook, the first included */
+	long cf_alert_initial_backoff_ms;
+	long cf_alert_max_backoff_ms;
 };
 
 /* Every error found while loading, each "file:line:col: message". */

@@ -73,6 +73,29 @@ struct ledger_row {
 	int64_t lr_ttfb_ms; /* -1 if none */
 };
 
+/*
+ * One alert as the ledger keeps it (table alerts): what fired and how its
+ * delivery went. Strings are borrowed by ledger_alert, which copies them;
+ * times are Unix ms, money nano-USD.
+ */
+struct ledger_alert {
+	const char *la_id; /* unique; the webhook's X-Tollgate-Alert-Id */
+	int64_t la_fired_ms;
+	const char *la_kind; /* "threshold", "breaker", "kill" */
+	const char *la_policy; /* or NULL */
+	const char *la_scope_key; /* or NULL */
+	const char *la_tags[TAG_MAX]; /* the scope's tag values; NULL unset */
+	const char *la_window; /* "day", "1h", ...; or NULL */
+	int64_t la_window_start; /* -1: none */
+	int64_t la_reset_at; /* -1: none (never resets) */
+	int64_t la_threshold_nusd; /* -1: none */
+	int64_t la_spent_nusd;
+	int64_t la_cap_nusd; /* -1: none */
+	const char *la_message; /* or NULL */
+	const char *la_delivery; /* "none", "pending", "delivered", "failed" */
+	int la_attempts;
+};
+
 enum ledger_result {
 	LEDGER_OK, /* the row is committed */
 	LEDGER_DUPLICATE, /* a row with this id exists: nothing written */
@@ -111,6 +134,8 @@ struct ledger_ticket *ledger_reserve(
 void ledger_ticket_cancel(struct ledger_ticket *);
 void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
+int ledger_alert(const struct ledger_alert *);
+void ledger_alert_delivery(const char *, const char *, int);
 void ledger_stats(struct ledger_stats *);
 void ledger_close(void);
 const char *ledger_status_name(enum call_status);

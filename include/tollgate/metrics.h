@@ -41,6 +41,8 @@ struct metrics_call {
 void metrics_call(const struct metrics_call *);
 void metrics_refusal(const char *);
 void metrics_shadow(const char *);
+void metrics_alert_fired(const char *);
+void metrics_alert_delivery(const char *);
 void metrics_render(struct evbuffer *);
 void metrics_reset(void);
 

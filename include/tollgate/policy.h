@@ -162,6 +162,7 @@ int policy_matches(const struct policy *, const char *const *);
 char *policy_scope_key(const struct policy *, const char *const *);
 void policy_window_at(
     const struct policy_window *, int64_t, int64_t *, int64_t *);
+char *policy_window_name(const struct policy_window *, char *, size_t);
 const char *policy_reason_name(enum policy_reason);
 
 /* counters.c */

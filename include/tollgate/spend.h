@@ -115,6 +115,7 @@ int spend_query_parse(
 const char *spend_dim_name(enum spend_dim);
 int spend_format_time(int64_t, char *, size_t);
 int spend_parse_time(const char *, int, int64_t *);
+int spend_form_decode(char *);
 char *spend_cursor_encode(const char *, const char *);
 int spend_cursor_decode(const char *, char **, char **);
 

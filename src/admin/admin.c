@@ -27,6 +27,7 @@
 
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
+#include "tollgate/alerts.h"
 #include "tollgate/http.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
@@ -50,7 +51,6 @@ static void ep_healthz(struct admin_req *);
 static void ep_metrics(struct admin_req *);
 static void ep_query(struct admin_req *);
 static void ep_budgets(struct admin_req *);
-static void ep_alerts(struct admin_req *);
 static void ep_reload(struct admin_req *);
 
 /* The routes: an exact path and the one method it answers. */
@@ -65,7 +65,7 @@ static const struct admin_ep {
     {EP_SPEND, "/v1/spend", "GET", ep_query},
     {EP_CALLS, "/v1/calls", "GET", ep_query},
     {EP_BUDGETS, "/v1/budgets", "GET", ep_budgets},
-    {EP_ALERTS, "/v1/alerts", "GET", ep_alerts},
+    {EP_ALERTS, "/v1/alerts", "GET", ep_query},
     {EP_RELOAD, "/v1/reload", "POST", ep_reload},
 };
 
@@ -378,7 +378,10 @@ ep_metrics(struct admin_req *ar)
 	evbuffer_free(b);
 }
 
-/* GET /v1/spend and /v1/calls: queue the query for the reader thread. */
+/*
+ * GET /v1/spend, /v1/calls and /v1/alerts: queue the query for the reader
+ * thread.
+ */
 static void
 ep_query(struct admin_req *ar)
 {
@@ -388,6 +391,8 @@ ep_query(struct admin_req *ar)
 	job = xcalloc(1, sizeof(*job));
 	job->aj_kind = admin_eps[ar->ar_ep].e_id == EP_SPEND ? SPEND_KIND_SPEND
 							     : SPEND_KIND_CALLS;
+	if (admin_eps[ar->ar_ep].e_id == EP_ALERTS)
+		job->aj_run = alerts_answer;
 	job->aj_query = xstrdup(q != NULL ? q + 1 : "");
 	job->aj_req = ar;
 	if (reader_submit(job) == -1) {
@@ -484,14 +489,6 @@ static void
 ep_budgets(struct admin_req *ar)
 {
 	admin_reply_json(ar, 200, admin_budgets());
-}
-
-static void
-ep_alerts(struct admin_req *ar)
-{
-	static const char body[] = "{\"alerts\":[]}";
-
-	admin_reply(ar, 200, NULL, body, sizeof(body) - 1, NULL, NULL);
 }
 
 /*

@@ -43,6 +43,9 @@ struct admin_req {
 struct admin_job {
 	/* input, set before reader_submit */
 	enum spend_kind aj_kind;
+	/* NULL: spend_answer for aj_kind; else this (alerts_answer) */
+	int (*aj_run)(struct sqlite3 *, const char *, struct spend_out *,
+	    const char **, char **);
 	char *aj_query; /* the raw query string, "" if none */
 	/* output, set by the thread */
 	struct spend_out aj_out;

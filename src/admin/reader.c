@@ -48,8 +48,12 @@ reader_run(struct admin_job *job)
 	long long t0 = monotime_us();
 
 	spend_out_init(&job->aj_out, SPEND_OUT_MAX);
-	job->aj_status = spend_answer(rd_db, job->aj_kind, job->aj_query,
-	    &job->aj_out, &job->aj_ctype, &job->aj_err);
+	if (job->aj_run != NULL)
+		job->aj_status = job->aj_run(rd_db, job->aj_query, &job->aj_out,
+		    &job->aj_ctype, &job->aj_err);
+	else
+		job->aj_status = spend_answer(rd_db, job->aj_kind,
+		    job->aj_query, &job->aj_out, &job->aj_ctype, &job->aj_err);
 	job->aj_run_us = monotime_us() - t0;
 }
 

@@ -150,6 +150,14 @@ void cfgp_admin(struct cfgctx *, const struct cfgkey *, const char *,
 void config_check_admin(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_admin(struct config *);
 
+/* cfgalerts.c */
+void cfgp_alerts(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_defaults_alerts(struct config *);
+void config_check_alerts(
+    struct cfgctx *, const struct ynode *, struct config *);
+void config_free_alerts(struct config *);
+
 /* cfgmeter.c */
 void cfgp_strdup(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);

@@ -117,6 +117,7 @@ static const struct cfgkey top_keys[] = {
     KEY_SECTION("attribution", attribution_keys),
     KEY_CALL("policies", cfgp_policies, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
+    KEY_CALL("alerts", cfgp_alerts, 0, 0),
     KEY_END,
 };
 
@@ -523,6 +524,7 @@ config_defaults(struct config *cf)
 	cf->cf_hard_cap_status = 429;
 	for (t = 0; t < TAG_MAX; t++)
 		cf->cf_tag_from_header[t] = 1;
+	config_defaults_alerts(cf);
 }
 
 static void
@@ -563,6 +565,7 @@ config_free(struct config *cf)
 	policy_free(cf->cf_policies);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
+	config_free_alerts(cf);
 	free(cf->cf_path);
 	free(cf);
 }
@@ -626,6 +629,7 @@ config_load(const char *path, struct cfgerrs *errs)
 	config_check_meter(&cx, root, cf);
 	config_check_admin(&cx, root, cf);
 	config_check_policies(&cx, root, cf);
+	config_check_alerts(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 

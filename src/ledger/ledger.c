@@ -176,7 +176,8 @@ enqueue(struct ledger *l, struct ledger_item *it)
 		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
 		return (-1);
 	}
-	if (it->li_op != LEDGER_OP_SETTLE) {
+	if (it->li_op != LEDGER_OP_SETTLE &&
+	    it->li_op != LEDGER_OP_ALERT_DELIVERY) {
 		if (l->l_admitted >= l->l_queue_max) {
 			l->l_stats.ls_refused_full++;
 			pthread_mutex_unlock(&l->l_lock);
@@ -397,6 +398,115 @@ ledger_record(const struct ledger_row *row)
 		return (-1);
 	}
 	return (0);
+}
+
+/* The string fields of an alert, as pointers to them. */
+static size_t
+alert_fields(struct ledger_alert *a, const char **f[])
+{
+	size_t n = 0;
+	int i;
+
+	f[n++] = &a->la_id;
+	f[n++] = &a->la_kind;
+	f[n++] = &a->la_policy;
+	f[n++] = &a->la_scope_key;
+	for (i = 0; i < TAG_MAX; i++)
+		f[n++] = &a->la_tags[i];
+	f[n++] = &a->la_window;
+	f[n++] = &a->la_message;
+	f[n++] = &a->la_delivery;
+	return (n);
+}
+
+#define ALERT_FIELDS_MAX (7 + TAG_MAX)
+
+/*
+ * A deep copy of an alert as a queued item of kind op, or NULL (logged)
+ * when it has no id or is too large. li_row carries only the id, for the
+ * writer's messages.
+ */
+static struct ledger_item *
+alert_item_new(enum ledger_op op, const struct ledger_alert *a)
+{
+	struct ledger_item *it;
+	struct ledger_alert copy;
+	const char **f[ALERT_FIELDS_MAX];
+	char *p;
+	size_t i, n, len, total = 0;
+
+	if (a == NULL || a->la_id == NULL || a->la_id[0] == '\0') {
+		log_warnx("ledger: alert without an id refused");
+		return (NULL);
+	}
+	copy = *a;
+	n = alert_fields(&copy, f);
+	for (i = 0; i < n; i++)
+		if (*f[i] != NULL)
+			total += strlen(*f[i]) + 1;
+	if (total > LEDGER_ROW_STRINGS_MAX) {
+		log_warnx("ledger: alert of %zu bytes refused", total);
+		return (NULL);
+	}
+	it = xmalloc(sizeof(*it) + total);
+	memset(it, 0, sizeof(*it));
+	it->li_op = op;
+	it->li_alert = *a;
+	n = alert_fields(&it->li_alert, f);
+	p = it->li_strings;
+	for (i = 0; i < n; i++) {
+		if (*f[i] == NULL)
+			continue;
+		len = strlen(*f[i]) + 1;
+		memcpy(p, *f[i], len);
+		*f[i] = p;
+		p += len;
+	}
+	it->li_row.lr_id = it->li_alert.la_id;
+	return (it);
+}
+
+/*
+ * Queue an alert for the alerts table. 0, or -1 when the queue is full or
+ * the ledger closed (the caller logs the alert all the same).
+ */
+int
+ledger_alert(const struct ledger_alert *a)
+{
+	struct ledger_item *it;
+
+	if (ledger == NULL || ledger->l_closing)
+		return (-1);
+	if ((it = alert_item_new(LEDGER_OP_ALERT, a)) == NULL)
+		return (-1);
+	if (enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Queue the delivery state of the alert id: status ("pending",
+ * "delivered", "failed") and attempts so far. Taken like a settlement:
+ * always, while the ledger is open.
+ */
+void
+ledger_alert_delivery(const char *id, const char *status, int attempts)
+{
+	struct ledger_alert a;
+	struct ledger_item *it;
+
+	if (ledger == NULL)
+		return;
+	memset(&a, 0, sizeof(a));
+	a.la_id = id;
+	a.la_delivery = status;
+	a.la_attempts = attempts;
+	if ((it = alert_item_new(LEDGER_OP_ALERT_DELIVERY, &a)) == NULL)
+		return;
+	if (enqueue(ledger, it) != 0)
+		free(it);
 }
 
 /* A snapshot of the counters; all zero when the ledger is not open. */

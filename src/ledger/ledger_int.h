@@ -30,6 +30,8 @@ enum ledger_op {
 	LEDGER_OP_RESERVE, /* insert the in_flight row, answer a ticket */
 	LEDGER_OP_SETTLE, /* update the in_flight row with the outcome */
 	LEDGER_OP_RECORD, /* insert a final row (refusals) */
+	LEDGER_OP_ALERT, /* insert an alert (li_alert) */
+	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
 };
 
 /*
@@ -44,6 +46,7 @@ struct ledger_item {
 	struct ledger_ticket *li_ticket; /* reservations only */
 	int li_changed; /* its statement changed a row */
 	struct ledger_row li_row; /* strings point into li_strings */
+	struct ledger_alert li_alert; /* alert ops; li_row.lr_id = la_id */
 	char li_strings[];
 };
 TAILQ_HEAD(ledger_items, ledger_item);
@@ -60,6 +63,8 @@ struct ledger_db {
 	sqlite3_stmt *db_rollback;
 	sqlite3_stmt *db_insert; /* reservations and records */
 	sqlite3_stmt *db_settle;
+	sqlite3_stmt *db_alert; /* insert an alert */
+	sqlite3_stmt *db_alert_delivery; /* update its delivery */
 	int db_synchronous; /* read back after it was set: 1 or 2 */
 
 	/* The last failed transaction, filled by ledger_db_apply. */

@@ -147,6 +147,50 @@ static const char schema_v1[] =
     " environment)"
     ") WITHOUT ROWID;" ROLLUP_TRIGGERS;
 
+/*
+ * Alerts as they fired, with their delivery state. Added beside schema
+ * version 1 with IF NOT EXISTS at every open, so ledgers made before it
+ * gain the table and nothing else changes; readers never need it to exist
+ * before this tollgate has opened the file once. Times are RFC 3339 UTC
+ * text like the calls table's (reset_at NULL: never), money nano-USD.
+ */
+static const char schema_alerts[] =
+    "CREATE TABLE IF NOT EXISTS alerts ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " fired_at TEXT NOT NULL,"
+    " kind TEXT NOT NULL,"
+    " policy TEXT,"
+    " scope_key TEXT,"
+    " intent TEXT,"
+    " team TEXT,"
+    " tenant TEXT,"
+    " agent_class TEXT,"
+    " environment TEXT,"
+    " window TEXT,"
+    " window_start TEXT,"
+    " reset_at TEXT,"
+    " threshold_nusd INTEGER,"
+    " spent_nusd INTEGER NOT NULL DEFAULT 0,"
+    " cap_nusd INTEGER,"
+    " message TEXT,"
+    " delivery TEXT NOT NULL DEFAULT 'none'"
+    " CHECK (delivery IN ('none', 'pending', 'delivered', 'failed')),"
+    " attempts INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "CREATE INDEX IF NOT EXISTS alerts_fired ON alerts (fired_at);";
+
+static const char alert_sql[] =
+    "INSERT INTO alerts (id, fired_at, kind, policy, scope_key, intent, team,"
+    " tenant, agent_class, environment, window, window_start, reset_at,"
+    " threshold_nusd, spent_nusd, cap_nusd, message, delivery, attempts)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+    " ?15, ?16, ?17, ?18, ?19) ON CONFLICT (id) DO NOTHING";
+
+/* A delivery state never goes back to pending once it is final. */
+static const char alert_delivery_sql[] =
+    "UPDATE alerts SET delivery = ?2, attempts = ?3"
+    " WHERE id = ?1 AND delivery IN ('none', 'pending')";
+
 /* Column order of db_insert: DESIGN.md's, numbered from 1. */
 static const char insert_sql[] =
     "INSERT INTO calls (id, started_at, finished_at, provider, endpoint,"
@@ -433,6 +477,23 @@ fail:
 	return (-1);
 }
 
+/* The alerts table, in ledgers old and new. */
+static int
+create_alerts(struct ledger_db *d, char **cause)
+{
+	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (db_fail(d, cause, "creating the alerts table"));
+	if (sqlite3_exec(d->db_conn, schema_alerts, NULL, NULL, NULL) !=
+		SQLITE_OK ||
+	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		db_fail(d, cause, "creating the alerts table");
+		db_rollback(d);
+		return (-1);
+	}
+	return (0);
+}
+
 /*
  * Rows a crash left in flight become interrupted, charged at their
  * reservation, all in one transaction.
@@ -484,6 +545,8 @@ prepare(struct ledger_db *d, char **cause)
 	    {"ROLLBACK", offsetof(struct ledger_db, db_rollback)},
 	    {insert_sql, offsetof(struct ledger_db, db_insert)},
 	    {settle_sql, offsetof(struct ledger_db, db_settle)},
+	    {alert_sql, offsetof(struct ledger_db, db_alert)},
+	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
 	};
 	sqlite3_stmt **st;
 	size_t i;
@@ -545,6 +608,7 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	if (check_version(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && create_schema(d, path, cause) != 0) ||
+	    create_alerts(d, cause) != 0 ||
 	    recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
 		goto fail;
 	return (0);
@@ -685,6 +749,62 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 14, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 16, r->lr_refusal_reason));
+	if (rc != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(rc));
+		sqlite3_clear_bindings(st);
+		return (rc);
+	}
+	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
+		it->li_changed = sqlite3_changes(d->db_conn) > 0;
+	return (rc);
+}
+
+/* Bind a time as RFC 3339 text, or NULL when it is below 0. */
+static int
+bind_time(sqlite3_stmt *st, int i, int64_t ms)
+{
+	char t[LEDGER_TIME_MAX];
+
+	if (ms < 0)
+		return (sqlite3_bind_null(st, i));
+	ledger_format_time(ms, t, sizeof(t));
+	return (sqlite3_bind_text(st, i, t, -1, SQLITE_TRANSIENT));
+}
+
+/* Insert an alert, or update its delivery state. */
+static int
+apply_alert(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_alert *a = &it->li_alert;
+	sqlite3_stmt *st;
+	int i, rc = SQLITE_OK;
+
+	if (it->li_op == LEDGER_OP_ALERT_DELIVERY) {
+		st = d->db_alert_delivery;
+		BIND(bind_text(st, 1, a->la_id));
+		BIND(bind_text(st, 2, a->la_delivery));
+		BIND(sqlite3_bind_int(st, 3, a->la_attempts));
+	} else {
+		st = d->db_alert;
+		BIND(bind_text(st, 1, a->la_id));
+		BIND(bind_time(st, 2, a->la_fired_ms));
+		BIND(bind_text(st, 3, a->la_kind));
+		BIND(bind_text(st, 4, a->la_policy));
+		BIND(bind_text(st, 5, a->la_scope_key));
+		for (i = 0; i < TAG_MAX; i++)
+			BIND(bind_text(st, 6 + i, a->la_tags[i]));
+		BIND(bind_text(st, 11, a->la_window));
+		BIND(bind_time(st, 12, a->la_window_start));
+		BIND(bind_time(st, 13, a->la_reset_at));
+		BIND(bind_int_min(st, 14, a->la_threshold_nusd, 0));
+		BIND(sqlite3_bind_int64(st, 15, a->la_spent_nusd));
+		BIND(bind_int_min(st, 16, a->la_cap_nusd, 0));
+		BIND(bind_text(st, 17, a->la_message));
+		BIND(bind_text(
+		    st, 18, a->la_delivery != NULL ? a->la_delivery : "none"));
+		BIND(sqlite3_bind_int(st, 19, a->la_attempts));
+	}
 #undef BIND
 	if (rc != SQLITE_OK) {
 		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
@@ -719,6 +839,9 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		it->li_changed = 0;
 		if (it->li_op == LEDGER_OP_SETTLE)
 			rc = apply_settle(d, it);
+		else if (it->li_op == LEDGER_OP_ALERT ||
+		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
+			rc = apply_alert(d, it);
 		else
 			rc = apply_insert(d, it);
 		if (rc != SQLITE_DONE) {
@@ -751,8 +874,11 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_rollback);
 	sqlite3_finalize(d->db_insert);
 	sqlite3_finalize(d->db_settle);
+	sqlite3_finalize(d->db_alert);
+	sqlite3_finalize(d->db_alert_delivery);
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
 	d->db_insert = d->db_settle = NULL;
+	d->db_alert = d->db_alert_delivery = NULL;
 	if (d->db_conn != NULL) {
 		db_rollback(d);
 		if (d->db_synchronous != 0 &&

@@ -44,7 +44,8 @@ finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 {
 	int wake = 0;
 
-	if (it->li_op != LEDGER_OP_SETTLE)
+	if (it->li_op != LEDGER_OP_SETTLE &&
+	    it->li_op != LEDGER_OP_ALERT_DELIVERY)
 		l->l_admitted--;
 	if (it->li_op == LEDGER_OP_RESERVE) {
 		it->li_ticket->lt_result = r;
@@ -69,6 +70,11 @@ batch_done(struct ledger *l, struct ledger_items *batch)
 		TAILQ_REMOVE(batch, it, li_entry);
 		if (it->li_changed)
 			l->l_stats.ls_rows_written++;
+		else if (it->li_op == LEDGER_OP_ALERT ||
+		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
+			log_debug("ledger: alert %s: already written, or "
+				  "unknown; skipped",
+			    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
 		else if (it->li_op == LEDGER_OP_RECORD)
 			log_warnx("ledger: call %s: a row with this id exists, "
 				  "record skipped",
@@ -95,9 +101,16 @@ drop(struct ledger *l, struct ledger_item *it, const char *why)
 
 	if (it->li_op != LEDGER_OP_RESERVE) {
 		l->l_stats.ls_dropped++;
-		log_warnx("ledger: call %s: %s not written: %s",
+		log_warnx("ledger: %s %s: %s not written: %s",
+		    it->li_op == LEDGER_OP_ALERT ||
+			    it->li_op == LEDGER_OP_ALERT_DELIVERY
+			? "alert"
+			: "call",
 		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE ? "settlement" : "record",
+		    it->li_op == LEDGER_OP_SETTLE ? "settlement"
+			: it->li_op == LEDGER_OP_ALERT_DELIVERY
+			? "delivery state"
+			: "record",
 		    why);
 	}
 	return (finish(l, it, LEDGER_UNAVAILABLE));

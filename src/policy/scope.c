@@ -270,6 +270,42 @@ policy_window_at(
 	}
 }
 
+/*
+ * The window as a person writes it, into buf: "day", "week", "month",
+ * "total", or a rolling length in the largest whole unit ("7d", "24h" is
+ * "1d", "90m"). Returns buf.
+ */
+char *
+policy_window_name(const struct policy_window *w, char *buf, size_t len)
+{
+	int64_t ms = w->pw_len_ms;
+
+	switch (w->pw_kind) {
+	case POLICY_WIN_DAY:
+		snprintf(buf, len, "day");
+		break;
+	case POLICY_WIN_WEEK:
+		snprintf(buf, len, "week");
+		break;
+	case POLICY_WIN_MONTH:
+		snprintf(buf, len, "month");
+		break;
+	case POLICY_WIN_TOTAL:
+		snprintf(buf, len, "total");
+		break;
+	default:
+		if (ms > 0 && ms % DAY_MS == 0)
+			snprintf(buf, len, "%lldd", (long long)(ms / DAY_MS));
+		else if (ms > 0 && ms % (60 * MIN_MS) == 0)
+			snprintf(
+			    buf, len, "%lldh", (long long)(ms / (60 * MIN_MS)));
+		else
+			snprintf(buf, len, "%lldm", (long long)(ms / MIN_MS));
+		break;
+	}
+	return (buf);
+}
+
 /* The refusal reason as DESIGN.md and the ledger spell it. */
 const char *
 policy_reason_name(enum policy_reason r)

@@ -554,8 +554,8 @@ spend_query_finish(struct spend_query *q, const char *prefix, char **cause)
 }
 
 /* Decode %XX and '+' in place; -1 on a bad escape or an encoded NUL. */
-static int
-form_decode(char *s)
+int
+spend_form_decode(char *s)
 {
 	char *o = s;
 	int hi, lo;
@@ -617,7 +617,7 @@ spend_query_parse(
 		}
 		*eq = '\0';
 		val = eq + 1;
-		if (form_decode(p) != 0) {
+		if (spend_form_decode(p) != 0) {
 			safe_copy(safe, sizeof(safe), p);
 			xasprintf(cause,
 			    "bad percent-encoding in a parameter "
@@ -625,7 +625,7 @@ spend_query_parse(
 			    safe);
 			goto fail;
 		}
-		if (form_decode(val) != 0) {
+		if (spend_form_decode(val) != 0) {
 			safe_copy(safe, sizeof(safe), p);
 			xasprintf(cause, "%s: bad percent-encoding", safe);
 			goto fail;

@@ -222,7 +222,7 @@ class PolicyTest(tglib.TGTestCase):
         m = new_marker()
         r1 = self.chat(tg, m, [("Team", "ops")])
         self.assertEqual(r1.status, 200, r1)
-        self.assertTrue(tg.wait_log(r"alert: policy 'daily'"),
+        self.assertTrue(tg.wait_log(r"tollgate alert \(threshold\): policy daily"),
                         "the 50% threshold did not fire")
         r2 = self.chat(tg, m, [("Team", "ops")])
         self.assertEqual(r2.status, 429, r2)
@@ -234,7 +234,7 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r3.status, 200, r3)
         # The new window re-armed the threshold: it fires again.
         self.assertTrue(tglib.wait_until(
-            lambda: tg.log().count("alert: policy 'daily'") == 2, 10),
+            lambda: tg.log().count("tollgate alert (threshold): policy daily") == 2, 10),
             tg.log())
         self.assertEqual(tg.ledger.wait_count(2, "status = 'ok'"), 2)
         rows = tg.ledger.rows("status = 'ok'")
@@ -287,6 +287,33 @@ class PolicyTest(tglib.TGTestCase):
             fake=()).status, 200)
         doc = self.admin_get(tg, "/v1/budgets")
         self.assertEqual(doc["budgets"][0]["state"], "alerting")
+
+    def test_alert_at_80_percent_fires_once_across_a_restart(self):
+        pol = [{"name": "researchers", "window": "day",
+                "match": {"agent_class": "researcher"},
+                "hard_cap_usd": "1.00", "alert_at_percent": 80}]
+        tg = self.start(pol)
+        m = new_marker()
+        tags = [("Agent-Class", "researcher")]
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, tags).status, 200)
+        self.assertEqual(self.admin_get(tg, "/v1/alerts")["alerts"], [])
+        self.assertEqual(self.chat(tg, m, tags).status, 200)  # $0.90
+        self.assertTrue(tg.wait_log(r"tollgate alert \(threshold\)"))
+        got = tglib.wait_until(
+            lambda: self.admin_get(tg, "/v1/alerts")["alerts"], 10)
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual((got[0]["policy"], got[0]["threshold_usd"],
+                          got[0]["spent_usd"], got[0]["cap_usd"]),
+                         ("researchers", 0.8, 0.9, 1.0))
+        self.assertEqual(self.chat(tg, m, tags, max_tokens=5000,
+                                   fake=()).status, 200)
+        self.assertEqual(tg.stop(), 0)
+        tg = self.start(pol)
+        self.assertEqual(self.chat(tg, m, tags, max_tokens=5000,
+                                   fake=()).status, 200)
+        self.assertEqual(len(self.admin_get(tg, "/v1/alerts")["alerts"]), 1)
+        self.assertEqual(tg.log().count("tollgate alert"), 0, tg.log())
 
     # ------------------------------------------------------------------
     # Rate limits.

@@ -57,6 +57,39 @@ check_defaults(const struct config *cf, const char *dir)
 }
 
 static void
+check_alerts_defaults(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_nwebhooks, 0);
+	assert_int_equal(cf->cf_alert_max_attempts, 10);
+	assert_int_equal(cf->cf_alert_initial_backoff_ms, 1000);
+	assert_int_equal(cf->cf_alert_max_backoff_ms, 60000);
+}
+
+static void
+check_alerts_webhooks(const struct config *cf, const char *dir)
+{
+	const struct webhook_conf *wh = cf->cf_webhooks;
+
+	(void)dir;
+	assert_int_equal(cf->cf_nwebhooks, 2);
+	assert_string_equal(wh[0].wh_url, "https://hooks.example.com/tollgate");
+	assert_string_equal(wh[0].wh_host, "hooks.example.com");
+	assert_int_equal(wh[0].wh_format, WEBHOOK_JSON);
+	assert_non_null(wh[0].wh_secret);
+	assert_string_equal(wh[0].wh_secret, getenv("PATH"));
+	assert_int_equal(wh[0].wh_timeout_ms, 2000);
+	assert_string_equal(
+	    wh[1].wh_url, "http://10.0.0.1:9000/services/T0/B0/xyz");
+	assert_int_equal(wh[1].wh_format, WEBHOOK_SLACK);
+	assert_null(wh[1].wh_secret);
+	assert_int_equal(wh[1].wh_timeout_ms, 5000);
+	assert_int_equal(cf->cf_alert_max_attempts, 3);
+	assert_int_equal(cf->cf_alert_initial_backoff_ms, 250);
+	assert_int_equal(cf->cf_alert_max_backoff_ms, 4000);
+}
+
+static void
 check_admin_v6(const struct config *cf, const char *dir)
 {
 	(void)dir;
@@ -315,9 +348,6 @@ static const struct cfgcase cases[] = {
 		"    base_url: https://api.openai.com\n"
 		"    api_key: sk-nope\n",
 	.errors = {"5:5: unknown key 'api_key' in upstreams.openai"}},
-    {.name = "future_sections_unknown",
-	.yaml = "policies: []\nalerts: {}\n",
-	.errors = {"2:1: unknown key 'alerts' at top level"}},
 
     /* policies: (the list itself is tested in test_policy.c) */
     {.name = "policies_errors_reach_the_config",
@@ -344,6 +374,51 @@ static const struct cfgcase cases[] = {
     {.name = "hard_cap_status_bad",
 	.yaml = "refusals: { hard_cap_status: 403 }\n",
 	.errors = {"1:30: refusals.hard_cap_status: expected 429 or 402"}},
+
+    /* alerts: */
+    {.name = "alerts_defaults",
+	.yaml = "listen: 127.0.0.1:0\n",
+	.check = check_alerts_defaults},
+    {.name = "alerts_webhooks",
+	.yaml = "alerts:\n"
+		"  webhooks:\n"
+		"    - { url: \"https://hooks.example.com/tollgate\", "
+		"format: json, secret_env: PATH, timeout: 2s }\n"
+		"    - url: http://10.0.0.1:9000/services/T0/B0/xyz\n"
+		"      format: slack\n"
+		"  retry: { max_attempts: 3, initial_backoff: 250ms, "
+		"max_backoff: 4s }\n",
+	.check = check_alerts_webhooks},
+    {.name = "alerts_bad",
+	.yaml = "alerts:\n"
+		"  webhooks:\n"
+		"    - { url: \"ftp://hooks.example.com/x\" }\n"
+		"    - { url: \"https://u:p@hooks.example.com/x\" }\n"
+		"    - { url: \"https://hooks.example.com/\", format: xml }\n"
+		"    - { url: \"https://hooks.example.com/\", "
+		"secret_env: TG_TEST_SURELY_UNSET }\n"
+		"    - { format: json, colour: red }\n"
+		"    - just-a-string\n"
+		"  retry: { max_attempts: 0, initial_backoff: 2m, "
+		"max_backoff: 1m }\n"
+		"  other: 1\n",
+	.errors = {"3:14: alerts.webhooks[0].url: only http and https URLs "
+		   "are allowed",
+	    "4:14: alerts.webhooks[1].url: userinfo (user@) is not allowed",
+	    "5:52: alerts.webhooks[2].format: expected json or slack",
+	    "6:56: alerts.webhooks[3].secret_env: the environment variable "
+	    "TG_TEST_SURELY_UNSET is not set",
+	    "7:23: unknown key 'colour' in alerts.webhooks[4]",
+	    "7:7: alerts.webhooks[4]: missing required key 'url'",
+	    "8:7: alerts.webhooks[5]: expected a mapping with url, and "
+	    "format, secret_env or timeout",
+	    "9:26: alerts.retry.max_attempts: must be between 1 and 100",
+	    "10:3: unknown key 'other' in alerts",
+	    "9:46: alerts.retry.initial_backoff: 120000 ms is more than "
+	    "max_backoff (60000 ms)"}},
+    {.name = "alerts_backoff_cap",
+	.yaml = "alerts:\n  retry:\n    max_backoff: 25h\n",
+	.errors = {"3:18: alerts.retry.max_backoff: at most 24h"}},
 
     /* admin: */
     {.name = "admin_v6",
@@ -783,7 +858,7 @@ static const struct cfgcase cases[] = {
 		"  v1:\n"
 		"    type: gemini\n"
 		"    base_url: ftp://x.example\n"
-		"alerts: {}\n",
+		"alerts: {colour: x}\n",
 	.errors = {"1:9: listen: bad port '99999' (expected 0-65535)",
 	    "3:16: limits.max_headers: expected an integer",
 	    "4:20: limits.request_timeout: expected a duration (seconds, "
@@ -796,7 +871,7 @@ static const struct cfgcase cases[] = {
 	    "with the /v1/ routes)",
 	    "14:15: upstreams.v1.base_url: scheme 'ftp' is not allowed "
 	    "(use https)",
-	    "15:1: unknown key 'alerts' at top level"}},
+	    "15:10: unknown key 'colour' in alerts"}},
 };
 
 /* Replace every @DIR@ in s with dir. */

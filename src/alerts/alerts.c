@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Firing alerts and delivering them. alerts_fire logs one warning line,
+ * counts the alert, queues its row for the ledger's writer thread and
+ * queues one delivery per configured webhook; it never blocks. Deliveries
+ * run on a libcurl multi handle of their own, glued to the event loop as
+ * in curl's hiperfifo.c (sock_cb, multi_timer_cb, check_multi_info), so
+ * a slow receiver never holds up a call. A failed attempt that may succeed
+ * later (transport error, timeout, 408, 429, 5xx) is retried after
+ * alerts_backoff_ms; other statuses fail at once. When every webhook of an
+ * alert is done, its delivery state (delivered, or failed if any webhook
+ * gave up) and the attempts it took are written to the ledger.
+ *
+ * A delivery owns copies of its webhook's URL, secret and retry settings,
+ * so a reload (alerts_configure) changes where new alerts go and leaves
+ * queued ones alone. Transfers: TLS verified, redirects not followed,
+ * environment proxies ignored; URLs and secrets are never logged (only
+ * the host). At most ALERTS_PENDING_MAX deliveries wait at once; beyond
+ * that an alert's deliveries are dropped, logged and counted.
+ * alerts_shutdown logs every undelivered alert and frees everything.
+ */
+#include <sys/queue.h>
+#include <sys/random.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "tollgate/alerts.h"
+#include "tollgate/config.h"
+#include "tollgate/ledger.h"
+#include "tollgate/log.h"
+#include "tollgate/metrics.h"
+#include "tollgate/policy.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#include "alerts_int.h"
+
+/* An alert whose deliveries are not all done; freed with the last one. */
+struct arec {
+	char ar_id[ALERTS_ID_MAX];
+	int ar_pending; /* deliveries not done */
+	int ar_failed; /* deliveries that gave up */
+	int ar_attempts; /* over all its deliveries */
+};
+
+/* One alert to one webhook; owned by the deliveries list. */
+struct delivery {
+	TAILQ_ENTRY(delivery) d_entry;
+	struct arec *d_rec; /* shared by the alert's deliveries */
+	char *d_url; /* a secret of sorts: never logged */
+	char *d_host; /* for logs */
+	char *d_secret; /* wiped at free; NULL: unsigned */
+	long d_timeout_ms;
+	int d_max_attempts;
+	int64_t d_initial_ms;
+	int64_t d_max_ms;
+	char *d_body;
+	size_t d_len;
+	int d_attempts; /* started so far */
+	CURL *d_easy; /* while an attempt runs */
+	struct curl_slist *d_headers;
+	struct event *d_timer; /* the next attempt */
+	char d_err[CURL_ERROR_SIZE];
+};
+TAILQ_HEAD(deliveries, delivery);
+
+/* Per-socket watcher that curl asked for. */
+struct asock {
+	curl_socket_t as_fd;
+	struct event *as_ev;
+};
+
+static struct event_base *al_base;
+static CURLM *al_multi;
+static struct event *al_timer;
+static int al_running;
+static const struct config *al_cf; /* a reference, alerts_configure's */
+static struct deliveries al_list = TAILQ_HEAD_INITIALIZER(al_list);
+static size_t al_n;
+
+static void delivery_start(struct delivery *);
+static void check_multi_info(void);
+
+/* How many deliveries are queued or running. */
+size_t
+alerts_pending(void)
+{
+	return (al_n);
+}
+
+static void
+socket_action(curl_socket_t fd, int action)
+{
+	CURLMcode rc;
+
+	rc = curl_multi_socket_action(al_multi, fd, action, &al_running);
+	if (rc != CURLM_OK)
+		log_warnx("alerts: %s", curl_multi_strerror(rc));
+	check_multi_info();
+}
+
+static void
+event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)arg;
+	socket_action(fd,
+	    ((kind & EV_READ) ? CURL_CSELECT_IN : 0) |
+		((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0));
+}
+
+static void
+multi_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	(void)arg;
+	socket_action(CURL_SOCKET_TIMEOUT, 0);
+}
+
+static int
+multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct timeval tv;
+
+	(void)multi;
+	(void)arg;
+	if (timeout_ms < 0) {
+		evtimer_del(al_timer);
+		return (0);
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(al_timer, &tv);
+	return (0);
+}
+
+static int
+sock_cb(CURL *e, curl_socket_t s, int what, void *cbp, void *sockp)
+{
+	struct asock *as = sockp;
+	short kind;
+
+	(void)e;
+	(void)cbp;
+	if (what == CURL_POLL_REMOVE) {
+		if (as != NULL) {
+			event_free(as->as_ev);
+			free(as);
+			curl_multi_assign(al_multi, s, NULL);
+		}
+		return (0);
+	}
+	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
+	    ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
+	if (as == NULL) {
+		as = xcalloc(1, sizeof(*as));
+		as->as_fd = s;
+		curl_multi_assign(al_multi, s, as);
+	} else
+		event_free(as->as_ev);
+	if ((as->as_ev = event_new(al_base, s, kind, event_cb, NULL)) == NULL)
+		fatalx("%s: event_new", __func__);
+	event_add(as->as_ev, NULL);
+	return (0);
+}
+
+/* Response bodies are read and dropped. */
+static size_t
+discard_cb(char *buf, size_t size, size_t nitems, void *arg)
+{
+	(void)buf;
+	(void)arg;
+	return (size * nitems);
+}
+
+/* End the running attempt's transfer, if any. */
+static void
+delivery_end_transfer(struct delivery *d)
+{
+	if (d->d_easy != NULL) {
+		curl_multi_remove_handle(al_multi, d->d_easy);
+		curl_easy_cleanup(d->d_easy);
+		d->d_easy = NULL;
+	}
+	curl_slist_free_all(d->d_headers);
+	d->d_headers = NULL;
+}
+
+static void
+delivery_free(struct delivery *d)
+{
+	delivery_end_transfer(d);
+	if (d->d_timer != NULL)
+		event_free(d->d_timer);
+	TAILQ_REMOVE(&al_list, d, d_entry);
+	al_n--;
+	if (d->d_secret != NULL)
+		freezero(d->d_secret, strlen(d->d_secret));
+	if (d->d_url != NULL)
+		freezero(d->d_url, strlen(d->d_url));
+	free(d->d_host);
+	free(d->d_body);
+	free(d);
+}
+
+/*
+ * A delivery is over (delivered or given up). When it was its alert's
+ * last, the alert's delivery state goes to the ledger.
+ */
+static void
+delivery_done(struct delivery *d, int ok)
+{
+	struct arec *r = d->d_rec;
+
+	r->ar_attempts += d->d_attempts;
+	if (!ok)
+		r->ar_failed++;
+	if (--r->ar_pending == 0) {
+		ledger_alert_delivery(r->ar_id,
+		    r->ar_failed > 0 ? "failed" : "delivered", r->ar_attempts);
+		free(r);
+	}
+	delivery_free(d);
+}
+
+static void
+retry_timer(evutil_socket_t fd, short kind, void *arg)
+{
+	(void)fd;
+	(void)kind;
+	delivery_start(arg);
+}
+
+/* An attempt ended: delivered, retried later, or given up. */
+static void
+delivery_outcome(
+    struct delivery *d, CURLcode cc, long status, int64_t retry_after_ms)
+{
+	enum alerts_outcome out;
+	struct timeval tv;
+	uint32_t rnd;
+	int64_t wait;
+	char why[CURL_ERROR_SIZE + 64];
+
+	out = alerts_classify(cc != CURLE_OK, status);
+	if (cc != CURLE_OK)
+		snprintf(why, sizeof(why), "%s",
+		    d->d_err[0] != '\0' ? d->d_err : curl_easy_strerror(cc));
+	else
+		snprintf(why, sizeof(why), "HTTP %ld", status);
+	delivery_end_transfer(d);
+
+	if (out == ALERTS_DELIVERED) {
+		log_info("alerts: alert %s delivered to %s (attempt %d)",
+		    d->d_rec->ar_id, d->d_host, d->d_attempts);
+		metrics_alert_delivery("delivered");
+		delivery_done(d, 1);
+		return;
+	}
+	if (out == ALERTS_FAILED || d->d_attempts >= d->d_max_attempts) {
+		log_warnx("alerts: alert %s not delivered to %s: %s; giving "
+			  "up after %d attempt%s",
+		    d->d_rec->ar_id, d->d_host, why, d->d_attempts,
+		    d->d_attempts == 1 ? "" : "s");
+		metrics_alert_delivery("failed");
+		delivery_done(d, 0);
+		return;
+	}
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+		rnd = (uint32_t)monotime_us();
+	wait =
+	    alerts_backoff_ms(d->d_attempts, d->d_initial_ms, d->d_max_ms, rnd);
+	/* A receiver's Retry-After is honoured, up to max_backoff. */
+	if (retry_after_ms > wait)
+		wait =
+		    retry_after_ms < d->d_max_ms ? retry_after_ms : d->d_max_ms;
+	log_info("alerts: alert %s to %s: %s; retrying in %" PRId64 " ms",
+	    d->d_rec->ar_id, d->d_host, why, wait);
+	metrics_alert_delivery("retried");
+	tv.tv_sec = (time_t)(wait / 1000);
+	tv.tv_usec = (suseconds_t)((wait % 1000) * 1000);
+	evtimer_add(d->d_timer, &tv);
+}
+
+static void
+check_multi_info(void)
+{
+	struct delivery *d;
+	CURLMsg *msg;
+	curl_off_t ra;
+	char *priv;
+	long status = 0;
+	int left;
+
+	while ((msg = curl_multi_info_read(al_multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+		d = (struct delivery *)priv;
+		status = 0;
+		curl_easy_getinfo(
+		    msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+		ra = 0;
+		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_RETRY_AFTER,
+			&ra) != CURLE_OK ||
+		    ra < 0 || ra > 86400)
+			ra = 0;
+		delivery_outcome(
+		    d, msg->data.result, status, (int64_t)ra * 1000);
+	}
+}
+
+static void
+add_header(struct delivery *d, const char *line)
+{
+	struct curl_slist *l;
+
+	if ((l = curl_slist_append(d->d_headers, line)) == NULL)
+		fatalx("%s: curl_slist_append", __func__);
+	d->d_headers = l;
+}
+
+/* Start one attempt; a transfer curl refuses counts as failed at once. */
+static void
+delivery_start(struct delivery *d)
+{
+	char sig[65], *line;
+	CURL *e;
+
+	d->d_attempts++;
+	d->d_err[0] = '\0';
+	if ((e = d->d_easy = curl_easy_init()) == NULL)
+		fatalx("%s: curl_easy_init", __func__);
+	add_header(d, "Content-Type: application/json");
+	add_header(d, "Expect:");
+	add_header(d, "User-Agent: tollgate/" TOLLGATE_VERSION);
+	xasprintf(&line, "X-Tollgate-Alert-Id: %s", d->d_rec->ar_id);
+	add_header(d, line);
+	free(line);
+	if (d->d_secret != NULL) {
+		alerts_sign(d->d_secret, d->d_body, d->d_len, sig);
+		xasprintf(&line, "X-Tollgate-Signature: sha256=%s", sig);
+		add_header(d, line);
+		free(line);
+	}
+	curl_easy_setopt(e, CURLOPT_URL, d->d_url);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, d);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, d->d_err);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, d->d_headers);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard_cb);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
+	    strncmp(d->d_url, "https:", 6) == 0 ? "https" : "http");
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_PROXY, "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, d->d_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, d->d_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->d_len);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->d_body);
+	if (curl_multi_add_handle(al_multi, e) != CURLM_OK) {
+		delivery_end_transfer(d);
+		log_warnx("alerts: alert %s to %s: curl refused the transfer",
+		    d->d_rec->ar_id, d->d_host);
+		metrics_alert_delivery("failed");
+		delivery_done(d, 0);
+	}
+}
+
+/* Set up the deliveries' multi handle on base. */
+void
+alerts_setup(struct event_base *base)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		fatalx("%s: curl_global_init", __func__);
+	al_base = base;
+	if ((al_multi = curl_multi_init()) == NULL)
+		fatalx("%s: curl_multi_init", __func__);
+	if ((al_timer = evtimer_new(base, multi_timer, NULL)) == NULL)
+		fatalx("%s: evtimer_new", __func__);
+	curl_multi_setopt(al_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+	curl_multi_setopt(al_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+}
+
+/*
+ * Use cf's webhooks and retry settings for alerts fired from now on (at
+ * start and on every reload). Deliveries already queued keep theirs.
+ */
+void
+alerts_configure(const struct config *cf)
+{
+	struct config *old = (struct config *)(uintptr_t)al_cf;
+
+	al_cf = cf != NULL ? config_ref((struct config *)(uintptr_t)cf) : NULL;
+	config_unref(old);
+}
+
+/*
+ * Queue a to every webhook of the current configuration, onto fresh.
+ * Returns how many webhooks it could not be queued for; those count as
+ * failed deliveries of the alert.
+ */
+static int
+alerts_queue(const struct alert *a, const char *id, struct arec **recp,
+    struct deliveries *fresh)
+{
+	const struct webhook_conf *wh;
+	struct spend_out json, slack, *body;
+	struct delivery *d;
+	size_t i;
+	int dropped = 0;
+
+	spend_out_init(&json, ALERTS_BODY_MAX);
+	spend_out_init(&slack, ALERTS_BODY_MAX);
+	for (i = 0; al_cf != NULL && i < al_cf->cf_nwebhooks; i++) {
+		wh = &al_cf->cf_webhooks[i];
+		if (al_n >= ALERTS_PENDING_MAX) {
+			log_warnx("alerts: alert %s not sent to %s: %d "
+				  "deliveries already waiting",
+			    id, wh->wh_host, ALERTS_PENDING_MAX);
+			metrics_alert_delivery("dropped");
+			dropped++;
+			continue;
+		}
+		body = wh->wh_format == WEBHOOK_SLACK ? &slack : &json;
+		if (body->so_len == 0) {
+			if (wh->wh_format == WEBHOOK_SLACK)
+				alerts_body_slack(a, id, body);
+			else
+				alerts_body_json(a, id, NULL, 0, body);
+		}
+		if (body->so_full || body->so_buf == NULL) {
+			log_warnx("alerts: alert %s: body over %d bytes, not "
+				  "sent to %s",
+			    id, ALERTS_BODY_MAX, wh->wh_host);
+			metrics_alert_delivery("dropped");
+			dropped++;
+			continue;
+		}
+		if (*recp == NULL) {
+			*recp = xcalloc(1, sizeof(**recp));
+			snprintf(
+			    (*recp)->ar_id, sizeof((*recp)->ar_id), "%s", id);
+		}
+		d = xcalloc(1, sizeof(*d));
+		d->d_rec = *recp;
+		d->d_rec->ar_pending++;
+		d->d_url = xstrdup(wh->wh_url);
+		d->d_host = xstrdup(wh->wh_host);
+		d->d_secret =
+		    wh->wh_secret != NULL ? xstrdup(wh->wh_secret) : NULL;
+		d->d_timeout_ms = wh->wh_timeout_ms;
+		d->d_max_attempts = al_cf->cf_alert_max_attempts;
+		d->d_initial_ms = al_cf->cf_alert_initial_backoff_ms;
+		d->d_max_ms = al_cf->cf_alert_max_backoff_ms;
+		d->d_body = xstrndup(body->so_buf, body->so_len);
+		d->d_len = body->so_len;
+		if ((d->d_timer = evtimer_new(al_base, retry_timer, d)) == NULL)
+			fatalx("%s: evtimer_new", __func__);
+		TAILQ_INSERT_TAIL(fresh, d, d_entry);
+		al_n++;
+	}
+	spend_out_free(&json);
+	spend_out_free(&slack);
+	if (*recp != NULL)
+		(*recp)->ar_failed += dropped;
+	return (dropped);
+}
+
+/*
+ * Fire alert a: one warning line, a row in the ledger, and a delivery to
+ * every webhook. On the loop thread; never blocks.
+ */
+void
+alerts_fire(const struct alert *a)
+{
+	struct ledger_alert la;
+	struct spend_out text;
+	struct deliveries fresh = TAILQ_HEAD_INITIALIZER(fresh);
+	struct arec *rec = NULL;
+	struct delivery *d;
+	char id[ALERTS_ID_MAX], *line;
+	size_t n;
+	int t, dropped = 0;
+
+	alerts_make_id(a, id, sizeof(id));
+	spend_out_init(&text, ALERTS_BODY_MAX);
+	alerts_text(a, id, 0, &text);
+	n = text.so_buf != NULL ? text.so_len * 4 + 1 : 1;
+	line = xmalloc(n);
+	log_escape(line, n, text.so_buf != NULL ? text.so_buf : "",
+	    text.so_buf != NULL ? text.so_len : 0);
+	log_warnx("alerts: %s", line);
+	free(line);
+	spend_out_free(&text);
+	metrics_alert_fired(a->al_kind);
+
+	if (al_multi != NULL)
+		dropped = alerts_queue(a, id, &rec, &fresh);
+
+	memset(&la, 0, sizeof(la));
+	la.la_id = id;
+	la.la_fired_ms = a->al_at_ms;
+	la.la_kind = a->al_kind;
+	la.la_policy = a->al_policy;
+	la.la_scope_key = a->al_scope_key;
+	for (t = 0; t < TAG_MAX; t++)
+		la.la_tags[t] = a->al_tags[t];
+	la.la_window = a->al_window;
+	la.la_window_start = a->al_window != NULL ? a->al_window_start : -1;
+	la.la_reset_at = a->al_window != NULL && a->al_reset_at != POLICY_NEVER
+	    ? a->al_reset_at
+	    : -1;
+	la.la_threshold_nusd = a->al_threshold_nusd;
+	la.la_spent_nusd = a->al_spent_nusd;
+	la.la_cap_nusd = a->al_cap_nusd;
+	la.la_message = a->al_message;
+	/* Webhooks it could not even be queued for make it failed. */
+	la.la_delivery = rec != NULL ? "pending"
+	    : dropped > 0	     ? "failed"
+				     : "none";
+	if (ledger_alert(&la) != 0)
+		log_warnx("alerts: alert %s could not be queued for the "
+			  "ledger; it is in this log only",
+		    id);
+
+	/* Start only now, so the row is queued before any status update. */
+	while ((d = TAILQ_FIRST(&fresh)) != NULL) {
+		TAILQ_REMOVE(&fresh, d, d_entry);
+		TAILQ_INSERT_TAIL(&al_list, d, d_entry);
+		delivery_start(d);
+	}
+}
+
+/*
+ * Deliver again an alert read back from the ledger with delivery still
+ * pending (tollgate stopped or crashed before it was delivered), to the
+ * current webhooks; nothing is logged as fired or written as new. An
+ * alert whose deliveries are already queued is left alone. Receivers
+ * dedupe by id.
+ */
+void
+alerts_requeue(const struct alert *a, const char *id)
+{
+	struct deliveries fresh = TAILQ_HEAD_INITIALIZER(fresh);
+	struct arec *rec = NULL;
+	struct delivery *d;
+
+	if (al_multi == NULL || al_cf == NULL || al_cf->cf_nwebhooks == 0)
+		return;
+	TAILQ_FOREACH(d, &al_list, d_entry)
+	{
+		if (strcmp(d->d_rec->ar_id, id) == 0)
+			return;
+	}
+	log_info("alerts: alert %s was not delivered before tollgate "
+		 "stopped; sending it again",
+	    id);
+	(void)alerts_queue(a, id, &rec, &fresh);
+	while ((d = TAILQ_FIRST(&fresh)) != NULL) {
+		TAILQ_REMOVE(&fresh, d, d_entry);
+		TAILQ_INSERT_TAIL(&al_list, d, d_entry);
+		delivery_start(d);
+	}
+}
+
+/*
+ * Fire the alert policy_fired reported for a call with attributes attr
+ * (the attributes policy_fired was given) at now.
+ */
+void
+alerts_threshold(
+    const struct policy_alert *pa, const char *const *attr, int64_t now)
+{
+	const struct policy_scope *sc = &pa->pa_scope;
+	const struct policy *po = sc->sc_policy;
+	struct alert a;
+	char win[32], *key = NULL;
+	int t;
+
+	memset(&a, 0, sizeof(a));
+	a.al_kind = "threshold";
+	if (po != NULL) {
+		a.al_policy = po->po_name;
+		key = policy_scope_key(po, attr);
+		a.al_scope_key = key;
+		a.al_window =
+		    policy_window_name(&po->po_window, win, sizeof(win));
+		for (t = 0; t < TAG_MAX; t++)
+			if (po->po_per[t] && sc->sc_per[t][0] != '\0')
+				a.al_tags[t] = sc->sc_per[t];
+	}
+	a.al_window_start = sc->sc_window_start;
+	a.al_reset_at = sc->sc_reset_at;
+	a.al_threshold_nusd = pa->pa_threshold_nusd;
+	a.al_spent_nusd = sc->sc_spent;
+	a.al_cap_nusd = po != NULL ? po->po_cap_nusd : -1;
+	a.al_at_ms = now;
+	alerts_fire(&a);
+	free(key);
+}
+
+/*
+ * Stop: every delivery not yet done is logged (its alert stays pending in
+ * the ledger) and freed, then the multi handle.
+ */
+void
+alerts_shutdown(void)
+{
+	struct delivery *d;
+
+	while ((d = TAILQ_FIRST(&al_list)) != NULL) {
+		log_warnx("alerts: alert %s not delivered to %s before exit "
+			  "(%d attempt%s)",
+		    d->d_rec->ar_id, d->d_host, d->d_attempts,
+		    d->d_attempts == 1 ? "" : "s");
+		metrics_alert_delivery("dropped");
+		if (--d->d_rec->ar_pending == 0)
+			free(d->d_rec);
+		delivery_free(d);
+	}
+	alerts_configure(NULL);
+	if (al_multi != NULL) {
+		curl_multi_cleanup(al_multi);
+		al_multi = NULL;
+		event_free(al_timer);
+		al_timer = NULL;
+		curl_global_cleanup();
+	}
+	al_base = NULL;
+}
