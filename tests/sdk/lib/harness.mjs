@@ -15,6 +15,7 @@
 //   stack.admin           http://127.0.0.1:PORT of the admin API
 //   stack.requestsWith(m) fakeprov's record of every request whose body
 //                         contains marker m (method, path, headers, body)
+//   stack.calls()         tollgate's per-call log lines, parsed
 //   stack.row(intent)     the settled ledger row of the one call tagged
 //                         with intent (waits for it); stack.rows(where)
 //   expectRow(row, want)  assert a subset of a row's columns
@@ -301,6 +302,13 @@ async function launch(stack, recordPath, opts) {
                  `exactly one request carrying ${m} should reach fakeprov`);
     return found[0];
   };
+
+  // tollgate's per-call log lines: every call that reached the proxy,
+  // forwarded or refused, in order.
+  stack.calls = () => [...stack.tollgate.stderr().matchAll(
+      /session (\d+): (\S+) (\S+) upstream=(\S+) status=(\d+) .*? id=(\S+) reason=(\S+)/g)]
+      .map((m) => ({ method: m[2], path: m[3], upstream: m[4], status: Number(m[5]),
+        id: m[6], reason: m[7] }));
 
   stack.rows = (where) => ledgerQuery(stack.ledgerPath,
       `SELECT * FROM calls WHERE ${where} ORDER BY started_at, id`);
