@@ -163,16 +163,16 @@ describe('@anthropic-ai/sdk', () => {
         'X-Tollgate-Team': 'support',
         'X-Tollgate-Tenant': 'globex',
         'X-Tollgate-Environment': 'staging',
-        'X-Tollgate-Intent': m,
       },
     });
-    // The beta namespace: the betas travel in the anthropic-beta header.
+    // The beta namespace: the betas travel in the anthropic-beta header. A
+    // tag of one call goes in that call's request options.
     const r = await c.beta.messages.create({
       model: MODEL,
       max_tokens: 256,
       betas: ['interleaved-thinking-2025-05-14', 'context-1m-2025-08-07'],
       messages: [{ role: 'user', content: `hello ${m}` }],
-    });
+    }, { headers: { 'X-Tollgate-Intent': m } });
     assert.deepEqual(r.content, [{ type: 'text', text: TEXT }]);
     const rec = await stack.requestWith(m);
     assert.equal(rec.path, '/v1/messages');
@@ -195,5 +195,26 @@ describe('@anthropic-ai/sdk', () => {
       team: 'support', tenant: 'globex', agent_class: 'tagged-agent',
       environment: 'staging',
     });
+  });
+
+  stack.it('ANTHROPIC_BASE_URL alone points the SDK at tollgate', async () => {
+    const m = marker('an-env');
+    const saved = process.env.ANTHROPIC_BASE_URL;
+    process.env.ANTHROPIC_BASE_URL = stack.base;
+    try {
+      const c = new Anthropic({
+        apiKey: KEYS.anthropic,
+        defaultHeaders: { 'X-Tollgate-Agent-Class': AGENT_CLASS, 'X-Tollgate-Intent': m },
+      });
+      const r = await c.messages.create({
+        model: MODEL, max_tokens: 64, messages: [{ role: 'user', content: `hello ${m}` }],
+      });
+      assert.deepEqual(r.content, [{ type: 'text', text: TEXT }]);
+    } finally {
+      if (saved === undefined) delete process.env.ANTHROPIC_BASE_URL;
+      else process.env.ANTHROPIC_BASE_URL = saved;
+    }
+    await stack.requestWith(m);
+    expectRow(await stack.row(m), { status: 'ok', intent: m, agent_class: AGENT_CLASS });
   });
 });

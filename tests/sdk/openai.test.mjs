@@ -236,13 +236,13 @@ describe('openai SDK', () => {
         'X-Tollgate-Team': 'search',
         'X-Tollgate-Tenant': 'acme',
         'X-Tollgate-Environment': 'staging',
-        'X-Tollgate-Intent': m,
       },
     });
+    // A tag of one call goes in that call's request options.
     const r = await c.chat.completions.create({
       model: 'gpt-4o-mini',
       messages: [{ role: 'user', content: `hello ${m}` }],
-    });
+    }, { headers: { 'X-Tollgate-Intent': m } });
     assert.equal(r.choices[0].message.content, 'tok tok '.repeat(3));
     const rec = await stack.requestWith(m);
     assert.equal(rec.path, '/v1/chat/completions');
@@ -262,6 +262,27 @@ describe('openai SDK', () => {
       status: 'ok', intent: m, team: 'search', tenant: 'acme',
       agent_class: 'tagged-agent', environment: 'staging',
     });
+  });
+
+  stack.it('OPENAI_BASE_URL alone points the SDK at tollgate', async () => {
+    const m = marker('oa-env');
+    const saved = process.env.OPENAI_BASE_URL;
+    process.env.OPENAI_BASE_URL = `${stack.base}/v1`;
+    try {
+      const c = new OpenAI({
+        apiKey: KEYS.openai,
+        defaultHeaders: { 'X-Tollgate-Agent-Class': AGENT_CLASS, 'X-Tollgate-Intent': m },
+      });
+      const r = await c.chat.completions.create({
+        model: 'gpt-4o-mini', messages: [{ role: 'user', content: `hello ${m}` }],
+      });
+      assert.equal(r.choices[0].message.content, 'tok tok '.repeat(3));
+    } finally {
+      if (saved === undefined) delete process.env.OPENAI_BASE_URL;
+      else process.env.OPENAI_BASE_URL = saved;
+    }
+    await stack.requestWith(m);
+    expectRow(await stack.row(m), { status: 'ok', intent: m, agent_class: AGENT_CLASS });
   });
 
   stack.it('models list passes through unmetered', async () => {
