@@ -111,11 +111,15 @@ describe('@google/genai', () => {
           'X-Tollgate-Team': 'research',
           'X-Tollgate-Tenant': 'initech',
           'X-Tollgate-Environment': 'staging',
-          'X-Tollgate-Intent': m,
         },
       },
     });
-    const r = await c.models.generateContent({ model: MODEL, contents: `hello ${m}` });
+    // A tag of one call goes in that call's config.httpOptions.headers.
+    const r = await c.models.generateContent({
+      model: MODEL,
+      contents: `hello ${m}`,
+      config: { httpOptions: { headers: { 'X-Tollgate-Intent': m } } },
+    });
     assert.equal(r.text, 'tok tok '.repeat(3));
     const rec = await stack.requestWith(m);
     assert.deepEqual(recHeader(rec, 'x-goog-api-key'), [KEYS.gemini]);
