@@ -3,17 +3,24 @@
 // tollgate's message, raised after exactly one attempt (no SDK retry), with
 // nothing forwarded to the provider.
 //
-// Policy refusals (hard cap, rate limit, kill) go in this file the same way:
-// a stack of their own with the policy in extraYaml, then expectRefused():
+// Policy refusals go in this file the same way: a stack of their own with
+// the policy in extraYaml, then expectRefused(). A hard cap, for example:
 //
-//   it('hard cap: RateLimitError, not retried', async (t) => {
+//   it('openai: a hard cap is a RateLimitError, not retried', async (t) => {
 //     const s = await ownStack(t, { extraYaml: `policies:
-//     - { name: cap, match: { agent_class: ${AGENT_CLASS} }, window: day, hard_cap_usd: 0.000001 }
+//     - { name: cap, match: { agent_class: ${AGENT_CLASS} }, window: day, hard_cap_usd: 0.001 }
 //   ` });
-//     ... spend past the cap, then:
-//     await expectRefused(s, m, (f) => openai(s, m, f).chat.completions.create(...),
-//       { status: 429, name: 'RateLimitError', message: /budget/ });
+//     const tags = { 'X-Tollgate-Agent-Class': AGENT_CLASS };
+//     // ... calls that spend the cap, then:
+//     const { err } = await expectRefused(s, (f) => openai(s, tags, f).chat.completions
+//         .create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] }),
+//     { status: 429, name: 'RateLimitError', message: /tollgate: / });
+//     assert.equal(err.code, 'insufficient_quota');
 //   });
+//
+// A kill is the same with status 403 and PermissionDeniedError. A rate limit
+// is the opposite: countingFetch() shows the SDK's second attempt, after
+// retry-after, succeeding.
 
 import { describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -21,7 +28,7 @@ import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { GoogleGenAI } from '@google/genai';
 import {
-  AGENT_CLASS, KEYS, countingFetch, expectRow, marker, sharedStack, sleep,
+  AGENT_CLASS, KEYS, countingFetch, expectRow, marker, sharedStack, sleep, waitFor,
 } from './lib/harness.mjs';
 
 // Clients as in docs/clients.md, with the default retry settings; `tags`
@@ -63,8 +70,9 @@ export async function expectRefused(s, call, { status, name, message, counted = 
   assert.ok(err, 'the SDK call should have thrown');
   assert.equal(err.constructor.name, name, `error: ${err.stack}`);
   if (message) assert.match(err.message, message);
-  // The SDK has thrown: every attempt it made has been answered. Give
-  // tollgate a moment to log the last one.
+  // The SDK has thrown: every attempt it made has been answered. Wait for
+  // tollgate to log the first, then a moment for any other.
+  await waitFor(() => s.calls().length > callsBefore, 10000, 'tollgate to log the call');
   await sleep(150);
   const calls = s.calls().slice(callsBefore);
   assert.deepEqual(calls.map((c) => c.status), [status],

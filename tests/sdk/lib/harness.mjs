@@ -71,7 +71,7 @@ export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-async function waitFor(pred, timeoutMs, what) {
+export async function waitFor(pred, timeoutMs, what) {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await pred();
