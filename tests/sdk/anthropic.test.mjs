@@ -197,6 +197,26 @@ describe('@anthropic-ai/sdk', () => {
     });
   });
 
+  stack.it('a provider error mid-stream: the SDK\'s stream raises it, the call is still charged', async () => {
+    const m = marker('an-midstream');
+    const stream = client(stack, m).messages.stream({
+      model: MODEL,
+      max_tokens: 1024,
+      messages: [{ role: 'user', content: `hello ${m}` }],
+    }, { headers: { 'x-fake-input-tokens': '500', 'x-fake-error-after': '4' } });
+    const texts = [];
+    stream.on('text', (t) => texts.push(t));
+    await assert.rejects(stream.finalMessage(), (e) => e instanceof Anthropic.APIError &&
+        e.error?.error?.type === 'overloaded_error' && /Overloaded/.test(e.message));
+    assert.deepEqual(texts, ['tok tok '], 'the text before the error reaches the SDK');
+    // message_start reported the input; the row keeps it and is charged.
+    const row = await stack.row(m);
+    expectRow(row, { stream: 1, status: 'ok', http_status: 200, model: MODEL,
+      input_tokens: 500, intent: m });
+    assert.ok(row.output_tokens >= 1, JSON.stringify(row));
+    assert.equal(row.cost_nusd, costNusd(MODEL, { input: 500, output: row.output_tokens }));
+  });
+
   stack.it('ANTHROPIC_BASE_URL alone points the SDK at tollgate', async () => {
     const m = marker('an-env');
     const saved = process.env.ANTHROPIC_BASE_URL;

@@ -264,6 +264,29 @@ describe('openai SDK', () => {
     });
   });
 
+  stack.it('a provider error mid-stream: the SDK\'s iterator raises it, the call is still charged', async () => {
+    const m = marker('oa-midstream');
+    const stream = await client(stack, m).chat.completions.create({
+      model: 'gpt-4o-mini',
+      stream: true,
+      messages: [{ role: 'user', content: `hello ${m}` }],
+    }, { headers: { 'x-fake-input-tokens': '800', 'x-fake-error-after': '3' } });
+    const chunks = [];
+    await assert.rejects(async () => {
+      for await (const c of stream) chunks.push(c);
+    }, (e) => e instanceof OpenAI.APIError && e.message === 'fakeprov: injected mid-stream error');
+    assert.equal(chunks.length, 3, 'the chunks before the error reach the SDK');
+    assert.equal(chunks.map((c) => c.choices[0].delta.content || '').join(''), 'tok tok '.repeat(2));
+    // No usage chunk came: the row is estimated, never free. The call was
+    // answered 200; the error came inside the stream.
+    const row = await stack.row(m);
+    expectRow(row, { stream: 1, status: 'ok', http_status: 200, usage_source: 'estimated',
+      model: 'gpt-4o-mini', intent: m });
+    assert.ok(row.input_tokens > 0 && row.output_tokens > 0, JSON.stringify(row));
+    assert.equal(row.cost_nusd, costNusd('gpt-4o-mini',
+        { input: row.input_tokens, output: row.output_tokens }));
+  });
+
   stack.it('OPENAI_BASE_URL alone points the SDK at tollgate', async () => {
     const m = marker('oa-env');
     const saved = process.env.OPENAI_BASE_URL;
