@@ -79,6 +79,8 @@ run: build
 	./$(BUILD)/tollgate -d -c $(CONFIG)
 
 # The whole suite runs twice: on the plain build and on the ASan+UBSan one.
+# The SDK suite (tests/sdk) too: in the ASan tree the official SDKs' traffic
+# also runs through a memory-checked tollgate, for about ten seconds more.
 test: test-plain test-asan
 
 test-plain: build sdk-deps

@@ -153,6 +153,22 @@ describe('@anthropic-ai/sdk', () => {
     expectMetered(await stack.row(m), { stream: true, intent: m, reasoning: 0 });
   });
 
+  stack.it('messages, not streamed, with thinking and a tool call: every block', async () => {
+    const m = marker('an-tool1');
+    const r = await client(stack, m).messages.create({
+      model: MODEL,
+      max_tokens: 4096,
+      thinking: { type: 'enabled', budget_tokens: 2048 },
+      tools: [{ name: 'lookup', input_schema: { type: 'object' } }],
+      messages: [{ role: 'user', content: `look up ${m}` }],
+    }, { headers: { ...KNOBS, 'x-fake-tool': 'lookup' } });
+    assert.equal(r.stop_reason, 'tool_use');
+    assert.deepEqual(r.content.map((b) => b.type), ['thinking', 'text', 'tool_use']);
+    assert.equal(r.content[0].thinking, 'fake thinking');
+    assert.deepEqual(r.content[2].input, { q: TEXT });
+    expectMetered(await stack.row(m), { stream: false, intent: m, reasoning: 40 });
+  });
+
   stack.it('headers: anthropic-version, anthropic-beta, the key and x-stainless-* reach the provider; tags land in the ledger', async () => {
     const m = marker('an-hdrs');
     const c = new Anthropic({

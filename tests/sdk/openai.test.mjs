@@ -174,6 +174,23 @@ describe('openai SDK', () => {
     });
   });
 
+  stack.it('chat, not streamed, tool call: the call and its parsed arguments', async () => {
+    const m = marker('oa-tool1');
+    const r = await client(stack, m).chat.completions.create({
+      model: 'gpt-4o-mini',
+      tools: [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object' } } }],
+      messages: [{ role: 'user', content: `look up ${m}` }],
+    }, { headers: { ...KNOBS, 'x-fake-tool': 'lookup' } });
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    const msg = r.choices[0].message;
+    assert.equal(msg.content, null);
+    assert.equal(msg.tool_calls[0].function.name, 'lookup');
+    assert.deepEqual(JSON.parse(msg.tool_calls[0].function.arguments), { q: 'tok tok '.repeat(4) });
+    expectMetered(await stack.row(m), {
+      model: 'gpt-4o-mini', stream: false, endpoint: 'chat.completions', intent: m,
+    });
+  });
+
   stack.it('Responses API, streamed: events in order, usage in response.completed', async () => {
     const m = marker('oa-resp');
     const stream = await client(stack, m).responses.create({
