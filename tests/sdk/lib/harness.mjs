@@ -14,7 +14,10 @@
 //   stack.base            http://127.0.0.1:PORT of the proxy
 //   stack.admin           http://127.0.0.1:PORT of the admin API
 //   stack.requestsWith(m) fakeprov's record of every request whose body
-//                         contains marker m (method, path, headers, body)
+//                         contains marker m (method, path, headers, body);
+//                         await stack.requestWith(m): the one such request;
+//                         stack.records(): the whole record
+//   recHeader(rec, name)  a header's values in such a request record
 //   stack.calls()         tollgate's per-call log lines, parsed
 //   stack.row(intent)     the settled ledger row of the one call tagged
 //                         with intent (waits for it); stack.rows(where)
@@ -23,6 +26,7 @@
 //                         computed here independently of tollgate
 //   marker()              a unique marker, also usable as a tag value
 //   countingFetch()       a fetch that counts the SDK's attempts
+//   waitFor(pred, ms, what), sleep(ms)
 //
 // Environment (set by ctest): TOLLGATE_BIN, FAKEPROV_BIN, TG_SOURCE_DIR.
 // TG_KEEP_TMP=1 keeps the temp dirs; logs are printed when a test fails.
