@@ -12,10 +12,17 @@ CMAKE_FLAGS ?=
 
 DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
 	sqlite3 nginx-light libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
-	libsqlite3-dev libyaml-dev libcmocka-dev
+	libsqlite3-dev libyaml-dev libcmocka-dev curl
+
+# The SDK suite (tests/sdk) needs node >= 18 and npm. Debian's own nodejs
+# and npm are installed only when there is no node at all: a node from
+# elsewhere (with its own npm) is kept.
+NODE_DEB_PACKAGES = nodejs npm
+SDK_DIR = tests/sdk
+SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 
 .PHONY: all deps build asan run test test-plain test-asan check format \
-	check-format clean
+	check-format clean sdk-deps
 
 all: build
 
@@ -34,6 +41,26 @@ deps:
 			echo "run: sudo apt-get install" $$missing; exit 1; \
 		fi; \
 	fi
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+		if [ "$$(id -u)" -eq 0 ]; then \
+			echo "installing:" $(NODE_DEB_PACKAGES); \
+			apt-get update -qq && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			    --no-install-recommends $(NODE_DEB_PACKAGES) >/dev/null || exit 1; \
+		else \
+			echo "node and npm are missing (the SDK suite needs them)"; \
+			echo "run: sudo apt-get install" $(NODE_DEB_PACKAGES); exit 1; \
+		fi; \
+	fi
+
+# The pinned SDKs of the SDK suite, installed again only when the lockfile
+# or package.json changed. --prefer-offline takes what npm's cache holds
+# without asking the registry.
+sdk-deps: deps $(SDK_STAMP)
+
+$(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	cd $(SDK_DIR) && npm ci --no-audit --no-fund --prefer-offline
+	touch $@
 
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DTG_WERROR=$(WERROR) $(CMAKE_FLAGS)
@@ -52,12 +79,14 @@ run: build
 	./$(BUILD)/tollgate -d -c $(CONFIG)
 
 # The whole suite runs twice: on the plain build and on the ASan+UBSan one.
+# The SDK suite (tests/sdk) too: in the ASan tree the official SDKs' traffic
+# also runs through a memory-checked tollgate, for about ten seconds more.
 test: test-plain test-asan
 
-test-plain: build
+test-plain: build sdk-deps
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test-asan: asan
+test-asan: asan sdk-deps
 	cd $(ASAN_BUILD) && \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

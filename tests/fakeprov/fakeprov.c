@@ -67,12 +67,24 @@
  *                            microseconds>" (CRLF-terminated for Gemini)
  *   x-fake-input-tokens, x-fake-cached-tokens, x-fake-cache-write-tokens,
  *   x-fake-reasoning-tokens, x-fake-model: see "Deterministic usage".
+ *   x-fake-tool: NAME        OpenAI chat and Anthropic messages answer with a
+ *                            call of tool NAME whose arguments are the JSON
+ *                            object {"q":"<the reply text>"}; streamed, each
+ *                            content event carries one fragment of it
+ * Anthropic messages whose body enables thinking ("thinking":{"type":
+ * "enabled"|"adaptive"}) start with a thinking block ("fake thinking",
+ * signature "sig_fake<seq>").
  * "Events" for the K knobs are SSE events on the wire, every kind counted:
  * an OpenAI chat stream is n role chunks, N*n content chunks, n finish
  * chunks, the usage chunk (include_usage only) and [DONE]; legacy
  * completions has no role chunks; Responses is 4 + N + 4 events; Anthropic
  * is message_start, content_block_start, ping, N deltas, content_block_stop,
- * message_delta, message_stop; Gemini is max(N, 1) chunks.  K = 0 acts right
+ * message_delta, message_stop, with 4 more (start, thinking_delta,
+ * signature_delta, stop) before the text block when thinking, and N + 2 more
+ * (start, N input_json_delta, stop) after it with x-fake-tool; Gemini is
+ * max(N, 1) chunks.  With x-fake-tool an OpenAI chat stream has the same
+ * events as without: the role chunk opens the tool call and the content
+ * chunks carry argument fragments.  K = 0 acts right
  * after the response headers were flushed.  A non-stream reply with a reset
  * or close knob is reset or closed instead of being answered.
  *
@@ -174,6 +186,7 @@ struct xchg {
 	struct event *x_watch; /* owned: peer-close watcher */
 	struct evbuffer *x_buf; /* owned: scratch for one event */
 	char *x_model; /* owned: JSON string literal */
+	char *x_tool; /* owned: JSON string literal of x-fake-tool, or NULL */
 	enum endpoint x_ep;
 	enum family x_fam;
 	enum hang x_hang;
@@ -188,6 +201,7 @@ struct xchg {
 	int x_erred; /* the mid-stream error event was sent */
 	int x_userdone; /* evhttp_send_reply*() ended the response */
 	int x_waited; /* ms spent waiting for the peer's ACKs */
+	int x_thinking; /* Anthropic: the body enables thinking */
 	long x_n; /* choices */
 	long x_inputs; /* embeddings inputs */
 	long x_events;
@@ -419,6 +433,31 @@ add_event_str(struct xchg *x, struct evbuffer *o)
 	evbuffer_add(o, "\"", 1);
 	add_filler(o, (size_t)x->x_ebytes);
 	evbuffer_add(o, "\"", 1);
+}
+
+/*
+ * Tool call arguments: the JSON object {"q":"<reply text>"} as the text of a
+ * JSON string, whole or as the fragment of content event i (the first opens
+ * the object, the last closes it).
+ */
+static void
+add_args_frag(struct xchg *x, struct evbuffer *o, long i)
+{
+	evbuffer_add(o, "\"", 1);
+	if (i == 0)
+		evbuffer_add_printf(o, "{\\\"q\\\":\\\"");
+	add_filler(o, (size_t)x->x_ebytes);
+	if (i == x->x_events - 1)
+		evbuffer_add_printf(o, "\\\"}");
+	evbuffer_add(o, "\"", 1);
+}
+
+static void
+add_args_str(struct xchg *x, struct evbuffer *o)
+{
+	evbuffer_add_printf(o, "\"{\\\"q\\\":\\\"");
+	add_text(x, o);
+	evbuffer_add_printf(o, "\\\"}\"");
 }
 
 /*
@@ -884,10 +923,21 @@ body_chat(struct xchg *x, struct evbuffer *o)
 		    "{\"index\":%ld,\"message\":{\"role\":\"assistant\","
 		    "\"content\":",
 		    i);
-		add_text_str(x, o);
+		if (x->x_tool != NULL) {
+			evbuffer_add_printf(o,
+			    "null,\"tool_calls\":[{\"id\":\"call_fake%llu_%"
+			    "ld\","
+			    "\"type\":\"function\",\"function\":{\"name\":%s,"
+			    "\"arguments\":",
+			    x->x_seq, i, x->x_tool);
+			add_args_str(x, o);
+			evbuffer_add(o, "}}]", 3);
+		} else
+			add_text_str(x, o);
 		evbuffer_add_printf(o,
 		    ",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,"
-		    "\"finish_reason\":\"stop\"}");
+		    "\"finish_reason\":\"%s\"}",
+		    x->x_tool != NULL ? "tool_calls" : "stop");
 	}
 	evbuffer_add_printf(o, "],\"usage\":");
 	usage_chat(x, o);
@@ -929,13 +979,30 @@ body_nonstream(struct xchg *x, struct evbuffer *o)
 	case EP_MESSAGES:
 		evbuffer_add_printf(o,
 		    "{\"id\":\"msg_fake%llu\",\"type\":\"message\","
-		    "\"role\":\"assistant\",\"model\":%s,\"content\":"
-		    "[{\"type\":\"text\",\"text\":",
+		    "\"role\":\"assistant\",\"model\":%s,\"content\":[",
 		    x->x_seq, x->x_model);
+		if (x->x_thinking)
+			evbuffer_add_printf(o,
+			    "{\"type\":\"thinking\",\"thinking\":"
+			    "\"fake thinking\",\"signature\":"
+			    "\"sig_fake%llu\"},",
+			    x->x_seq);
+		evbuffer_add_printf(o, "{\"type\":\"text\",\"text\":");
 		add_text_str(x, o);
+		evbuffer_add(o, "}", 1);
+		if (x->x_tool != NULL) {
+			evbuffer_add_printf(o,
+			    ",{\"type\":\"tool_use\",\"id\":"
+			    "\"toolu_fake%llu\",\"name\":%s,"
+			    "\"input\":{\"q\":\"",
+			    x->x_seq, x->x_tool);
+			add_text(x, o);
+			evbuffer_add(o, "\"}}", 3);
+		}
 		evbuffer_add_printf(o,
-		    "}],\"stop_reason\":\"end_turn\","
-		    "\"stop_sequence\":null,\"usage\":");
+		    "],\"stop_reason\":\"%s\","
+		    "\"stop_sequence\":null,\"usage\":",
+		    x->x_tool != NULL ? "tool_use" : "end_turn");
 		usage_anthropic(x, o, out_tokens(x));
 		evbuffer_add(o, "}", 1);
 		break;
@@ -1037,7 +1104,8 @@ stream_nframes(struct xchg *x)
 	case EP_RESPONSES:
 		return (N + 8);
 	case EP_MESSAGES:
-		return (N + 6);
+		return (N + 6 + (x->x_thinking ? 4 : 0) +
+		    (x->x_tool != NULL ? N + 2 : 0));
 	case EP_STREAM_GENERATE:
 		return (N > 0 ? N : 1);
 	default:
@@ -1075,7 +1143,16 @@ frame_chat(struct xchg *x, long k, struct evbuffer *o)
 		sse_end(x, o, k);
 		return;
 	}
-	if (k < nrole) {
+	if (k < nrole && x->x_tool != NULL) {
+		evbuffer_add_printf(o,
+		    "{\"index\":%ld,\"delta\":{\"role\":\"assistant\","
+		    "\"content\":null,\"tool_calls\":[{\"index\":0,"
+		    "\"id\":\"call_fake%llu_%ld\",\"type\":\"function\","
+		    "\"function\":{\"name\":%s,\"arguments\":\"\"}}],"
+		    "\"refusal\":null},\"logprobs\":null,"
+		    "\"finish_reason\":null}",
+		    k, x->x_seq, k, x->x_tool);
+	} else if (k < nrole) {
 		evbuffer_add_printf(o,
 		    "{\"index\":%ld,\"delta\":{\"role\":\"assistant\","
 		    "\"content\":\"\",\"refusal\":null},\"logprobs\":null,"
@@ -1090,6 +1167,15 @@ frame_chat(struct xchg *x, long k, struct evbuffer *o)
 			    ",\"index\":%ld,\"logprobs\":null,"
 			    "\"finish_reason\":null}",
 			    i);
+		} else if (x->x_tool != NULL) {
+			evbuffer_add_printf(o,
+			    "{\"index\":%ld,\"delta\":{\"tool_calls\":"
+			    "[{\"index\":0,\"function\":{\"arguments\":",
+			    i);
+			add_args_frag(x, o, (k - nrole) / n);
+			evbuffer_add_printf(o,
+			    "}}]},\"logprobs\":null,"
+			    "\"finish_reason\":null}");
 		} else {
 			evbuffer_add_printf(
 			    o, "{\"index\":%ld,\"delta\":{\"content\":", i);
@@ -1108,8 +1194,8 @@ frame_chat(struct xchg *x, long k, struct evbuffer *o)
 		else
 			evbuffer_add_printf(o,
 			    "{\"index\":%ld,\"delta\":{},\"logprobs\":null,"
-			    "\"finish_reason\":\"stop\"}",
-			    i);
+			    "\"finish_reason\":\"%s\"}",
+			    i, x->x_tool != NULL ? "tool_calls" : "stop");
 	}
 	evbuffer_add(o, "]", 1);
 	if (x->x_usage)
@@ -1169,19 +1255,58 @@ frame_responses(struct xchg *x, long k, struct evbuffer *o)
 	sse_end(x, o, k);
 }
 
+/* Anthropic: open content block idx of type, as content_block_start. */
+static void
+msg_block_start(struct xchg *x, struct evbuffer *o, long idx, int type)
+{
+	evbuffer_add_printf(o, ",\"index\":%ld,\"content_block\":", idx);
+	if (type == 't')
+		evbuffer_add_printf(o,
+		    "{\"type\":\"thinking\",\"thinking\":\"\","
+		    "\"signature\":\"\"}");
+	else if (type == 'u')
+		evbuffer_add_printf(o,
+		    "{\"type\":\"tool_use\",\"id\":\"toolu_fake%llu\","
+		    "\"name\":%s,\"input\":{}}",
+		    x->x_seq, x->x_tool);
+	else
+		evbuffer_add_printf(o, "{\"type\":\"text\",\"text\":\"\"}");
+}
+
+/*
+ * Event k of an Anthropic stream: message_start, the thinking block (4
+ * events, when thinking), the text block (start, ping, N deltas, stop), the
+ * tool_use block (start, N fragments, stop, with x-fake-tool), then
+ * message_delta and message_stop.
+ */
 static void
 frame_messages(struct xchg *x, long k, struct evbuffer *o)
 {
-	static const char *types[] = {"message_start", "content_block_start",
-	    "ping", "content_block_delta", "content_block_stop",
-	    "message_delta", "message_stop"};
-	long N = x->x_events, j;
+	long N = x->x_events, tb = x->x_thinking ? 1 : 0, j;
+	long t0 = 1 + 4 * tb, u0 = t0 + N + 3;
+	long d0 = u0 + (x->x_tool != NULL ? N + 2 : 0);
+	const char *type;
 
-	j = k < 3 ? k : (k < 3 + N ? 3 : k - N + 1);
-	sse_begin(x, o, types[j], k);
-	evbuffer_add_printf(o, "{\"type\":\"%s\"", types[j]);
-	switch (j) {
-	case 0:
+	if (k == 0)
+		type = "message_start";
+	else if (k < t0)
+		type = (const char *[]){"content_block_start",
+		    "content_block_delta", "content_block_delta",
+		    "content_block_stop"}[k - 1];
+	else if (k < u0)
+		type = k == t0	  ? "content_block_start"
+		    : k == t0 + 1 ? "ping"
+		    : k == u0 - 1 ? "content_block_stop"
+				  : "content_block_delta";
+	else if (k < d0)
+		type = k == u0	  ? "content_block_start"
+		    : k == d0 - 1 ? "content_block_stop"
+				  : "content_block_delta";
+	else
+		type = k == d0 ? "message_delta" : "message_stop";
+	sse_begin(x, o, type, k);
+	evbuffer_add_printf(o, "{\"type\":\"%s\"", type);
+	if (k == 0) {
 		evbuffer_add_printf(o,
 		    ",\"message\":{\"id\":\"msg_fake%llu\","
 		    "\"type\":\"message\",\"role\":\"assistant\","
@@ -1190,33 +1315,58 @@ frame_messages(struct xchg *x, long k, struct evbuffer *o)
 		    x->x_seq, x->x_model);
 		usage_anthropic(x, o, 1);
 		evbuffer_add(o, "}", 1);
-		break;
-	case 1:
-		evbuffer_add_printf(o,
-		    ",\"index\":0,\"content_block\":"
-		    "{\"type\":\"text\",\"text\":\"\"}");
-		break;
-	case 3:
-		evbuffer_add_printf(o,
-		    ",\"index\":0,\"delta\":"
-		    "{\"type\":\"text_delta\",\"text\":");
-		add_event_str(x, o);
-		evbuffer_add(o, "}", 1);
-		break;
-	case 4:
-		evbuffer_add_printf(o, ",\"index\":0");
-		break;
-	case 5:
+	} else if (k < t0) {
+		j = k - 1;
+		if (j == 0)
+			msg_block_start(x, o, 0, 't');
+		else if (j == 1)
+			evbuffer_add_printf(o,
+			    ",\"index\":0,\"delta\":{\"type\":"
+			    "\"thinking_delta\",\"thinking\":"
+			    "\"fake thinking\"}");
+		else if (j == 2)
+			evbuffer_add_printf(o,
+			    ",\"index\":0,\"delta\":{\"type\":"
+			    "\"signature_delta\",\"signature\":"
+			    "\"sig_fake%llu\"}",
+			    x->x_seq);
+		else
+			evbuffer_add_printf(o, ",\"index\":0");
+	} else if (k < u0) {
+		if (k == t0)
+			msg_block_start(x, o, tb, 'x');
+		else if (k == u0 - 1)
+			evbuffer_add_printf(o, ",\"index\":%ld", tb);
+		else if (k > t0 + 1) {
+			evbuffer_add_printf(o,
+			    ",\"index\":%ld,\"delta\":"
+			    "{\"type\":\"text_delta\",\"text\":",
+			    tb);
+			add_event_str(x, o);
+			evbuffer_add(o, "}", 1);
+		}
+	} else if (k < d0) {
+		if (k == u0)
+			msg_block_start(x, o, tb + 1, 'u');
+		else if (k == d0 - 1)
+			evbuffer_add_printf(o, ",\"index\":%ld", tb + 1);
+		else {
+			evbuffer_add_printf(o,
+			    ",\"index\":%ld,\"delta\":{\"type\":"
+			    "\"input_json_delta\",\"partial_json\":",
+			    tb + 1);
+			add_args_frag(x, o, k - u0 - 1);
+			evbuffer_add(o, "}", 1);
+		}
+	} else if (k == d0) {
 		evbuffer_add_printf(o,
 		    ",\"delta\":{\"stop_reason\":"
-		    "\"end_turn\",\"stop_sequence\":null},"
-		    "\"usage\":{");
+		    "\"%s\",\"stop_sequence\":null},"
+		    "\"usage\":{",
+		    x->x_tool != NULL ? "tool_use" : "end_turn");
 		usage_anthropic_input(x, o);
 		evbuffer_add_printf(
 		    o, ",\"output_tokens\":%lld}", out_tokens(x));
-		break;
-	default:
-		break;
 	}
 	evbuffer_add(o, "}", 1);
 	sse_end(x, o, k);
@@ -1314,6 +1464,7 @@ xchg_free(struct xchg *x)
 	event_free(x->x_timer);
 	evbuffer_free(x->x_buf);
 	free(x->x_model);
+	free(x->x_tool);
 	free(x);
 }
 
@@ -1765,6 +1916,11 @@ parse_body(struct xchg *x, const char *body, size_t len, char **model)
 	so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
 	x->x_usage =
 	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
+	v = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(root, "thinking"), "type");
+	x->x_thinking = x->x_ep == EP_MESSAGES && cJSON_IsString(v) &&
+	    (strcmp(v->valuestring, "enabled") == 0 ||
+		strcmp(v->valuestring, "adaptive") == 0);
 	v = cJSON_GetObjectItemCaseSensitive(root, "n");
 	if ((x->x_ep == EP_CHAT || x->x_ep == EP_COMPLETIONS) &&
 	    cJSON_IsNumber(v) && v->valuedouble >= 1)
@@ -1904,6 +2060,9 @@ request_cb(struct evhttp_request *req, void *arg)
 			x->x_close_after = x->x_error_after;
 		x->x_error_after = -1;
 	}
+	if ((x->x_ep == EP_CHAT || x->x_ep == EP_MESSAGES) &&
+	    (v = evhttp_find_header(h, "x-fake-tool")) != NULL && *v != '\0')
+		x->x_tool = json_literal(v);
 	if ((v = evhttp_find_header(h, "x-fake-model")) != NULL)
 		x->x_model = json_literal(v);
 	else
