@@ -308,6 +308,7 @@ static void
 reserved_cb(void *arg, enum ledger_result res)
 {
 	struct session *se = arg;
+	struct hdrs hs = {0};
 
 	se->se_ticket = NULL;
 	switch (res) {
@@ -329,10 +330,14 @@ reserved_cb(void *arg, enum ledger_result res)
 		return;
 	case LEDGER_DUPLICATE:
 		se->se_refusal = "duplicate_request_id";
-		session_reply_error(se, 409, "duplicate_request_id",
-		    "a call with this X-Tollgate-Request-Id was already made; "
-		    "it is not billed twice",
-		    NULL);
+		/* Retrying cannot help: tell the SDKs not to. */
+		hdrs_add(&hs, "x-should-retry", 14, "false", 5);
+		session_reply(se, 409, &hs,
+		    reply_error_body(se->se_route.rt_family, 409,
+			"duplicate_request_id",
+			"a call with this X-Tollgate-Request-Id was already "
+			"made; it is not billed twice",
+			se->se_reqid));
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	case LEDGER_UNAVAILABLE:

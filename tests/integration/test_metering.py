@@ -692,6 +692,7 @@ class MeteringTest(ledgerlib.MeterTestCase):
         self.assertErrorShape(r2, "openai", 409)
         self.assertIn(b"duplicate_request_id", r2.body)
         self.assertEqual(r2.header("x-tollgate-request-id"), rid)
+        self.assertEqual(r2.header("x-should-retry"), "false")
         time.sleep(0.3)
         self.assertEqual(self.ledger.row(rid), first,
                          "a repeated request id changed the first row")

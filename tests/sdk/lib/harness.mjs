@@ -443,3 +443,33 @@ export function recHeader(rec, name) {
   const n = name.toLowerCase();
   return rec.headers.filter(([k]) => k.toLowerCase() === n).map(([, v]) => v);
 }
+
+// Run call(fetch); it must throw. Then: the SDK made one attempt (its own
+// fetch, unless counted is false, and tollgate's call log agree), tollgate answered
+// `status`, and fakeprov received nothing at all meanwhile. Returns the
+// error for SDK-specific checks.
+export async function expectRefused(s, call, { status, name, message, counted = true }) {
+  const f = countingFetch();
+  const callsBefore = s.calls().length;
+  const recsBefore = s.records().length;
+  let err;
+  try {
+    await call(f);
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err, 'the SDK call should have thrown');
+  assert.equal(err.constructor.name, name, `error: ${err.stack}`);
+  if (message) assert.match(err.message, message);
+  // The SDK has thrown: every attempt it made has been answered. Wait for
+  // tollgate to log the first, then a moment for any other.
+  await waitFor(() => s.calls().length > callsBefore, 10000, 'tollgate to log the call');
+  await sleep(150);
+  const calls = s.calls().slice(callsBefore);
+  assert.deepEqual(calls.map((c) => c.status), [status],
+                   `tollgate should see exactly one attempt: ${JSON.stringify(calls)}`);
+  if (counted) assert.equal(f.calls, 1, 'the SDK made one attempt (its fetch counts them)');
+  assert.deepEqual(s.records().slice(recsBefore), [],
+                   'nothing may reach the provider');
+  return { err, call: calls[0] };
+}
