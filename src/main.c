@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +21,11 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <sqlite3.h>
 
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
+#include "tollgate/kills.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
@@ -40,6 +43,7 @@ static struct listener *proxy;
 static char *config_path;
 static struct event *drain_timer;
 static long long drain_deadline_us;
+static struct event *kills_timer;
 
 static void __attribute__((noreturn)) usage(void)
 {
@@ -122,6 +126,50 @@ drain_check_cb(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(drain_timer, &tv);
 }
 
+static int64_t
+wallclock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/* Once a second: kills whose TTL ran out stop being listed. */
+static void
+kills_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	kills_expire(wallclock_ms());
+}
+
+/*
+ * The kills live at the last stop, from the ledger's kills table (which
+ * ledger_open has made if it was missing).
+ */
+static int
+kills_start(const char *path)
+{
+	struct timeval tv = {1, 0};
+	sqlite3 *ro;
+	char *cause = NULL;
+
+	if ((ro = spend_open(path, &cause)) == NULL ||
+	    kills_load(ro, wallclock_ms(), &cause) == -1) {
+		log_warnx("ledger %s: %s", path, cause);
+		free(cause);
+		sqlite3_close(ro);
+		return (-1);
+	}
+	sqlite3_close(ro);
+	kills_timer = event_new(base, -1, EV_PERSIST, kills_timer_cb, NULL);
+	if (kills_timer == NULL || evtimer_add(kills_timer, &tv) == -1)
+		fatalx("cannot add the kills timer");
+	return (0);
+}
+
 static void
 signal_cb(evutil_socket_t sig, short ev, void *arg)
 {
@@ -172,6 +220,12 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
+	if (kills_start(cf->cf_ledger_path) == -1) {
+		ledger_close();
+		config_unref(cf);
+		event_base_free(base);
+		return (1);
+	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
 	session_setup(base);
@@ -181,6 +235,8 @@ cmd_serve(int foreground)
 	    admin_start(base, cf, config_path) == -1) {
 		listener_free(proxy);
 		ledger_close();
+		kills_free_all();
+		event_free(kills_timer);
 		upstream_shutdown();
 		server_set_config(NULL);
 		event_base_free(base);
@@ -207,6 +263,8 @@ cmd_serve(int foreground)
 	admin_stop();
 	session_abort_all();
 	ledger_close();
+	kills_free_all();
+	event_free(kills_timer);
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)
 		event_free(sigs[i]);

@@ -30,7 +30,13 @@ enum ledger_op {
 	LEDGER_OP_RESERVE, /* insert the in_flight row, answer a ticket */
 	LEDGER_OP_SETTLE, /* update the in_flight row with the outcome */
 	LEDGER_OP_RECORD, /* insert a final row (refusals) */
+	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
+	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
 };
+
+/* Reservations and records count against queue_max; the rest never. */
+#define LEDGER_OP_ADMITTED(op)                                                 \
+	((op) == LEDGER_OP_RESERVE || (op) == LEDGER_OP_RECORD)
 
 /*
  * One queued write: a deep copy of the caller's row in a single allocation,
@@ -44,6 +50,8 @@ struct ledger_item {
 	struct ledger_ticket *li_ticket; /* reservations only */
 	int li_changed; /* its statement changed a row */
 	struct ledger_row li_row; /* strings point into li_strings */
+	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
+	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE */
 	char li_strings[];
 };
 TAILQ_HEAD(ledger_items, ledger_item);
@@ -60,6 +68,8 @@ struct ledger_db {
 	sqlite3_stmt *db_rollback;
 	sqlite3_stmt *db_insert; /* reservations and records */
 	sqlite3_stmt *db_settle;
+	sqlite3_stmt *db_kill_add;
+	sqlite3_stmt *db_kill_delete;
 	int db_synchronous; /* read back after it was set: 1 or 2 */
 
 	/* The last failed transaction, filled by ledger_db_apply. */
@@ -117,6 +127,7 @@ struct ledger {
 
 /* ledger.c */
 const char *ledger_safe_id(const struct ledger_row *, char *, size_t);
+const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 
 /* writer.c */
 void *ledger_writer(void *);
