@@ -83,7 +83,8 @@ kills_match(const char *const *attr, int64_t now)
 	if (kl_n == 0)
 		return (NULL);
 	for (i = 0; i < kl_n; i++)
-		if (kill_live(kl_list[i], now) && kill_matches(kl_list[i], attr))
+		if (kill_live(kl_list[i], now) &&
+		    kill_matches(kl_list[i], attr))
 			return (kl_list[i]);
 	return (NULL);
 }
@@ -138,7 +139,8 @@ add_time(cJSON *o, const char *name, int64_t ms)
 {
 	char buf[SPEND_TIME_MAX];
 
-	if (ms == POLICY_NEVER || spend_format_time(ms, buf, sizeof(buf)) != 0) {
+	if (ms == POLICY_NEVER ||
+	    spend_format_time(ms, buf, sizeof(buf)) != 0) {
 		if (cJSON_AddNullToObject(o, name) == NULL)
 			fatalx("%s: cJSON", __func__);
 	} else if (cJSON_AddStringToObject(o, name, buf) == NULL)
@@ -261,7 +263,8 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		}
 	}
 	if (!any) {
-		*why = xstrdup("a kill needs a match on at least one attribute");
+		*why =
+		    xstrdup("a kill needs a match on at least one attribute");
 		return (-1);
 	}
 	if (!text_ok(reason, KILL_REASON_MAX)) {
@@ -309,7 +312,8 @@ kills_add(const char *const *match, const char *reason, const char *source,
 	if (ledger_kill_add(&lk) != 0) {
 		free(json);
 		kill_free(k);
-		*why = xstrdup("the ledger is not open: the kill cannot be kept");
+		*why =
+		    xstrdup("the ledger is not open: the kill cannot be kept");
 		return (-1);
 	}
 	free(json);
@@ -349,8 +353,8 @@ kill_unlink(size_t i)
 {
 	struct kill *k = kl_list[i];
 
-	memmove(&kl_list[i], &kl_list[i + 1],
-	    (kl_n - i - 1) * sizeof(kl_list[0]));
+	memmove(
+	    &kl_list[i], &kl_list[i + 1], (kl_n - i - 1) * sizeof(kl_list[0]));
 	kl_list[--kl_n] = NULL;
 	return (k);
 }
@@ -535,6 +539,7 @@ kills_load(sqlite3 *ro, int64_t now, char **cause)
 	}
 	sqlite3_finalize(st);
 	if (kl_n > 0)
-		log_info("kills: %zu live kills restored from the ledger", kl_n);
+		log_info(
+		    "kills: %zu live kills restored from the ledger", kl_n);
 	return (0);
 }

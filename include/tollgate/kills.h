@@ -43,10 +43,10 @@ struct kill {
 /* kills.c */
 int kills_load(sqlite3 *, int64_t, char **);
 const struct kill *kills_match(const char *const *, int64_t);
-int kills_add(const char *const *, const char *, const char *, int64_t,
-    int64_t, const struct kill **, char **);
-int kills_trip(const struct breaker_trip *, int64_t, const struct kill **,
-    char **);
+int kills_add(const char *const *, const char *, const char *, int64_t, int64_t,
+    const struct kill **, char **);
+int kills_trip(
+    const struct breaker_trip *, int64_t, const struct kill **, char **);
 int kills_remove(const char *, int64_t);
 const struct kill *kills_find(const char *, int64_t);
 void kills_each(void (*)(const struct kill *, void *), void *);

@@ -617,8 +617,8 @@ static const char *
 kills_body_match(const cJSON *m, const char *match[POLICY_ATTR_MAX],
     char *param, size_t plen)
 {
-	static const char *names[POLICY_ATTR_MAX] = {"intent", "team",
-	    "tenant", "agent_class", "environment", "model", "provider"};
+	static const char *names[POLICY_ATTR_MAX] = {"intent", "team", "tenant",
+	    "agent_class", "environment", "model", "provider"};
 	const cJSON *it;
 	size_t len;
 	int a, any = 0;
@@ -676,10 +676,11 @@ ep_kills_add(struct admin_req *ar)
 	int64_t ttl = -1, now = wallclock_ms();
 
 	param[0] = '\0';
-	if (len == 0 || (body = cJSON_ParseWithLength(
-			     (const char *)evbuffer_pullup(b, -1), len)) == NULL) {
-		admin_reply_error(ar, 400, "the body is not JSON", NULL, NULL,
-		    NULL);
+	if (len == 0 ||
+	    (body = cJSON_ParseWithLength(
+		 (const char *)evbuffer_pullup(b, -1), len)) == NULL) {
+		admin_reply_error(
+		    ar, 400, "the body is not JSON", NULL, NULL, NULL);
 		return;
 	}
 	if (!cJSON_IsObject(body)) {
@@ -696,9 +697,9 @@ ep_kills_add(struct admin_req *ar)
 			goto bad;
 		}
 	}
-	if ((err = kills_body_match(cJSON_GetObjectItemCaseSensitive(body,
-		 "match"),
-		 match, param, sizeof(param))) != NULL)
+	if ((err = kills_body_match(
+		 cJSON_GetObjectItemCaseSensitive(body, "match"), match, param,
+		 sizeof(param))) != NULL)
 		goto bad;
 	reason = "killed through the admin API";
 	r = cJSON_GetObjectItemCaseSensitive(body, "reason");
@@ -731,8 +732,8 @@ ep_kills_add(struct admin_req *ar)
 	}
 	if (kills_add(match, reason, "api", ttl, now, &k, &why) == -1) {
 		cJSON_Delete(body);
-		log_warnx("admin: conn %llu: kill refused: %s", ar->ar_conn_id,
-		    why);
+		log_warnx(
+		    "admin: conn %llu: kill refused: %s", ar->ar_conn_id, why);
 		admin_reply_error(ar,
 		    strncmp(why, "the ledger", 10) == 0 ? 503 : 400, why, NULL,
 		    NULL, NULL);
@@ -744,8 +745,8 @@ ep_kills_add(struct admin_req *ar)
 	return;
 bad:
 	cJSON_Delete(body);
-	admin_reply_error(ar, 400, err, param[0] != '\0' ? param : NULL, NULL,
-	    NULL);
+	admin_reply_error(
+	    ar, 400, err, param[0] != '\0' ? param : NULL, NULL, NULL);
 }
 
 /* DELETE /v1/kills/{id}: 200 with the kill lifted, or 404. */
@@ -768,8 +769,8 @@ ep_kill_delete(struct admin_req *ar)
 		k = kills_find(id, now);
 	}
 	if (k == NULL) {
-		admin_reply_error(ar, 404, "no live kill with this id", NULL,
-		    NULL, NULL);
+		admin_reply_error(
+		    ar, 404, "no live kill with this id", NULL, NULL, NULL);
 		return;
 	}
 	doc = kills_json(k);

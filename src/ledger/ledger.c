@@ -424,8 +424,8 @@ static struct ledger_item *
 kill_item_new(enum ledger_op op, const struct ledger_kill *k)
 {
 	struct ledger_item *it;
-	const char *src[4] = {k->lk_id, k->lk_match, k->lk_reason,
-	    k->lk_source};
+	const char *src[4] = {
+	    k->lk_id, k->lk_match, k->lk_reason, k->lk_source};
 	const char **dst[4];
 	size_t i, len, total = 0;
 	char *p;

@@ -101,7 +101,7 @@ drop(struct ledger *l, struct ledger_item *it, const char *why)
 		l->l_stats.ls_dropped++;
 		log_warnx("ledger: %s: %s not written: %s",
 		    ledger_item_what(it, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE	  ? "settlement"
+		    it->li_op == LEDGER_OP_SETTLE	? "settlement"
 			: it->li_op == LEDGER_OP_RECORD ? "record"
 							: "kill change",
 		    why);

@@ -163,8 +163,8 @@ breaker_count(const struct breaker_state *st)
  * touched one at the cap), and marked touched at now. Takes key.
  */
 static struct bscope *
-bscope_get(struct breaker_state *st, char *key, enum bscope_kind kind,
-    int64_t now)
+bscope_get(
+    struct breaker_state *st, char *key, enum bscope_kind kind, int64_t now)
 {
 	struct bscope *bs;
 	uint64_t h = key_hash(key);
@@ -221,8 +221,8 @@ fmt_usd(int64_t nusd, char *buf, size_t len)
 	char frac[16];
 	size_t n;
 
-	snprintf(frac, sizeof(frac), "%09lld",
-	    (long long)(nusd % NUSD_PER_USD));
+	snprintf(
+	    frac, sizeof(frac), "%09lld", (long long)(nusd % NUSD_PER_USD));
 	for (n = 9; n > 2 && frac[n - 1] == '0'; n--)
 		;
 	frac[n] = '\0';
@@ -352,7 +352,8 @@ breaker_request(const struct policyset *ps, struct breaker_state *st,
 		snprintf(extra, sizeof(extra), "|%s=%s",
 		    who == -1 ? "" : tag_name((enum tag)who),
 		    who == -1 ? "" : attr[who]);
-		bs = bscope_get(st, bkey("loop", po, attr, extra), BS_LOOP, now);
+		bs =
+		    bscope_get(st, bkey("loop", po, attr, extra), BS_LOOP, now);
 		if (b->pb_loop_within_ms > bs->bs_span_ms)
 			bs->bs_span_ms = b->pb_loop_within_ms;
 		bd = loop_digest(bs, sha, b->pb_loop_count);
@@ -390,8 +391,8 @@ static void
 ring_add(struct bscope *bs, int64_t now, int64_t nusd, int is_error)
 {
 	int64_t id = floor_div(now, bs->bs_width);
-	size_t s = (size_t)(((id % BREAKER_SLOTS) + BREAKER_SLOTS) %
-	    BREAKER_SLOTS);
+	size_t s =
+	    (size_t)(((id % BREAKER_SLOTS) + BREAKER_SLOTS) % BREAKER_SLOTS);
 
 	if (bs->bs_id[s] != id) {
 		bs->bs_id[s] = id;
@@ -512,8 +513,8 @@ breaker_settle(const struct policyset *ps, struct breaker_state *st,
 				    "error_spike: %lld of %lld calls failed "
 				    "with $%s spent in the last %s (limit: "
 				    "ratio %s over at least %d calls)",
-				    (long long)errors, (long long)calls, a1,
-				    a2, a3, b->pb_err_min_calls);
+				    (long long)errors, (long long)calls, a1, a2,
+				    a3, b->pb_err_min_calls);
 				bs->bs_quiet_until = now + b->pb_err_kill_ms;
 				n++;
 			}

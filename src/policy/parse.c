@@ -327,8 +327,8 @@ policy_has_breakers(const struct policy *po)
 {
 	const struct policy_breakers *b = &po->po_breakers;
 
-	return (b->pb_loop_count > 0 || b->pb_vel_nusd >= 0 ||
-	    b->pb_err_ppm >= 0);
+	return (
+	    b->pb_loop_count > 0 || b->pb_vel_nusd >= 0 || b->pb_err_ppm >= 0);
 }
 
 static void
@@ -353,8 +353,8 @@ p_ratio(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 
 	(void)k;
 	if (n->yn_type != YN_SCALAR || !n->yn_plain ||
-	    policy_parse_usd(n->yn_str, &v) == -1 || v % 1000 != 0 ||
-	    v == 0 || v > NUSD_PER_USD) {
+	    policy_parse_usd(n->yn_str, &v) == -1 || v % 1000 != 0 || v == 0 ||
+	    v > NUSD_PER_USD) {
 		cfg_error(cx, n,
 		    "%s: expected a ratio above 0 and at most 1, such as 0.5 "
 		    "(at most 6 decimals)",

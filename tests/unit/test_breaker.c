@@ -97,17 +97,18 @@ test_parse(void **state)
 	const struct policy_breakers *b;
 
 	(void)state;
-	ps = load_ok("- name: runaway\n"
-		     "  match: { agent_class: researcher }\n"
-		     "  breakers:\n"
-		     "    loop: { count: 5, within: 60s, kill_for: 10m }\n"
-		     "    velocity: { usd_per_minute: 2.50, kill_for: 2h }\n"
-		     "    error_spike: { ratio: 0.5, min_spend_usd: 1, "
-		     "window: 5m, min_calls: 12, kill_for: 1d }\n"
-		     "- name: defaults\n"
-		     "  breakers:\n"
-		     "    error_spike: { ratio: 1, window: 1m, kill_for: 90s }\n"
-		     "- name: none\n");
+	ps =
+	    load_ok("- name: runaway\n"
+		    "  match: { agent_class: researcher }\n"
+		    "  breakers:\n"
+		    "    loop: { count: 5, within: 60s, kill_for: 10m }\n"
+		    "    velocity: { usd_per_minute: 2.50, kill_for: 2h }\n"
+		    "    error_spike: { ratio: 0.5, min_spend_usd: 1, "
+		    "window: 5m, min_calls: 12, kill_for: 1d }\n"
+		    "- name: defaults\n"
+		    "  breakers:\n"
+		    "    error_spike: { ratio: 1, window: 1m, kill_for: 90s }\n"
+		    "- name: none\n");
 	assert_int_equal(ps->ps_n, 3);
 	b = &ps->ps_pol[0].po_breakers;
 	assert_int_equal(b->pb_loop_count, 5);
@@ -272,8 +273,7 @@ test_loop_trips_on_nth(void **state)
 	assert_int_equal(
 	    breaker_request(ps, st, attr, other, T0 + 5 * SEC, &bt), 0);
 	/* The third identical one, 9.999 s after the first: trips. */
-	assert_int_equal(
-	    breaker_request(ps, st, attr, sha, T0 + 9999, &bt), 1);
+	assert_int_equal(breaker_request(ps, st, attr, sha, T0 + 9999, &bt), 1);
 	assert_ptr_equal(bt.bt_policy, &ps->ps_pol[0]);
 	assert_string_equal(bt.bt_kind, "loop");
 	assert_int_equal(bt.bt_kill_ms, 10 * MIN);
@@ -334,8 +334,8 @@ test_loop_outside_window(void **state)
 	    breaker_request(ps, st, attr, sha, T0 + 10 * SEC, &bt), 0);
 	/* A steady repeat every 5 s never trips: 3 take 10 s each time. */
 	for (i = 3; i < 40; i++)
-		assert_int_equal(breaker_request(ps, st, attr, sha,
-				     T0 + i * 5 * SEC, &bt),
+		assert_int_equal(
+		    breaker_request(ps, st, attr, sha, T0 + i * 5 * SEC, &bt),
 		    0);
 	/* But one sooner does: 5 s and then 4.999 s. */
 	assert_int_equal(
@@ -436,8 +436,8 @@ test_loop_bounded(void **state)
 	assert_int_equal(breaker_count(st), BREAKER_SCOPES_MAX);
 	/* Nothing counts 10 s later: gc drops them all. */
 	assert_int_equal(breaker_gc(st, T0 + 199 + 10 * SEC), 0);
-	assert_int_equal(breaker_gc(st, T0 + 200 + 10 * SEC),
-	    BREAKER_SCOPES_MAX);
+	assert_int_equal(
+	    breaker_gc(st, T0 + 200 + 10 * SEC), BREAKER_SCOPES_MAX);
 	assert_int_equal(breaker_count(st), 0);
 	breaker_state_free(st);
 	policy_free(ps);
@@ -446,10 +446,11 @@ test_loop_bounded(void **state)
 static void
 test_velocity(void **state)
 {
-	struct policyset *ps = load_ok(
-	    "- name: burn\n"
-	    "  match: { agent_class: researcher }\n"
-	    "  breakers: { velocity: { usd_per_minute: 2.50, kill_for: 10m } }\n");
+	struct policyset *ps =
+	    load_ok("- name: burn\n"
+		    "  match: { agent_class: researcher }\n"
+		    "  breakers: { velocity: { usd_per_minute: 2.50, kill_for: "
+		    "10m } }\n");
 	struct breaker_state *st = breaker_state_new();
 	struct breaker_trip bt[4];
 	const char *attr[POLICY_ATTR_MAX], *other[POLICY_ATTR_MAX];
@@ -464,8 +465,8 @@ test_velocity(void **state)
 				     T0 + i * 12 * SEC, bt, 4),
 		    0);
 	/* The other class spends too, but is not this policy's. */
-	assert_int_equal(breaker_settle(ps, st, other, 100 * USD, 0,
-			     T0 + 295 * SEC, bt, 4),
+	assert_int_equal(
+	    breaker_settle(ps, st, other, 100 * USD, 0, T0 + 295 * SEC, bt, 4),
 	    0);
 	/* One nano-dollar more within the minute: above it. */
 	assert_int_equal(
@@ -513,8 +514,8 @@ test_error_spike(void **state)
 	attrs(attr, NULL, NULL, "acme");
 	/* Nine errors, $0.20 each: the ratio is 1 but min_calls is 10. */
 	for (i = 0; i < 9; i++)
-		assert_int_equal(breaker_settle(ps, st, attr, 20 * CENT, 1,
-				     t += SEC, bt, 2),
+		assert_int_equal(
+		    breaker_settle(ps, st, attr, 20 * CENT, 1, t += SEC, bt, 2),
 		    0);
 	/* A tenth call, a success: 9 of 10 and $1.80 spent: trips. */
 	assert_int_equal(
@@ -529,8 +530,8 @@ test_error_spike(void **state)
 	/* Another tenant: 10 calls, 5 errors (ratio reached) but $0.90. */
 	attr[TAG_TENANT] = "globex";
 	for (i = 0; i < 10; i++)
-		assert_int_equal(breaker_settle(ps, st, attr, 9 * CENT, i % 2,
-				     t + i, bt, 2),
+		assert_int_equal(
+		    breaker_settle(ps, st, attr, 9 * CENT, i % 2, t + i, bt, 2),
 		    0);
 	/* $0.10 more, a success: $1.00 spent, but 5 of 11 is below 0.5. */
 	assert_int_equal(
