@@ -19,9 +19,9 @@
 
 #include "tollgate/policy.h"
 
-#define BREAKER_LOOP_COUNT_MAX 100 /* loop.count */
+#define BREAKER_LOOP_COUNT_MAX 50 /* loop.count */
 #define BREAKER_LOOP_DIGESTS 64 /* bodies remembered per loop scope */
-#define BREAKER_SCOPES_MAX 4096 /* scopes remembered in all */
+#define BREAKER_SCOPES_MAX 2048 /* scopes remembered in all */
 
 /* A breaker that tripped; owned by the caller, cleared with _clear. */
 struct breaker_trip {

@@ -143,7 +143,7 @@ static const struct {
     {"- name: a\n  breakers:\n    loop: { count: 1, within: 1m, "
      "kill_for: 1m }\n",
 	"t.yaml:3:20: policies[0].breakers.loop.count: must be between 2 "
-	"and 100"},
+	"and 50"},
     {"- name: a\n  breakers:\n    loop: { count: 5, within: 60 , "
      "kill_for: 1m }\n",
 	"t.yaml:3:31: policies[0].breakers.loop.within: expected a duration"},
