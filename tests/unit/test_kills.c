@@ -510,6 +510,42 @@ test_persist(void **state)
 	free(cause);
 }
 
+/* A ledger made before the kills table existed gains it on open. */
+static void
+test_old_ledger(void **state)
+{
+	const char *m[POLICY_ATTR_MAX] = {NULL};
+	sqlite3 *db, *ro;
+	char *cause = NULL;
+
+	(void)state;
+	ledger_close();
+	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "DROP INDEX kills_live; DROP TABLE kills", NULL,
+		NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	if ((ro = spend_open(fx.path, &cause)) == NULL)
+		fail_msg("spend_open: %s", cause);
+	assert_int_equal(kills_load(ro, T0, &cause), -1);
+	assert_non_null(strstr(cause, "no such table"));
+	free(cause);
+	sqlite3_close(ro);
+
+	if (ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause) != 0)
+		fail_msg("ledger_open: %s", cause);
+	m[TAG_TEAM] = "a";
+	add_ok(m, "after the upgrade", "api", -1, T0);
+	ledger_close();
+	kills_free_all();
+	if ((ro = spend_open(fx.path, &cause)) == NULL)
+		fail_msg("spend_open: %s", cause);
+	assert_int_equal(kills_load(ro, T0, &cause), 0);
+	assert_int_equal(kills_count(), 1);
+	sqlite3_close(ro);
+}
+
 int
 main(void)
 {
@@ -523,6 +559,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_json, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persist, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_old_ledger, setup, teardown),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
