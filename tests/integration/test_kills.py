@@ -120,6 +120,8 @@ class KillsTest(ledgerlib.MeterTestCase):
         self.assertNotEqual(k["id"], k2["id"])
 
         self.assertEqual(self.list_kills(), [k, k2])
+        r = self.admin("GET", "/metrics")
+        self.assertRegex(r.body.decode(), r"(?m)^tollgate_kills_live 2$")
         # Both are in the ledger's kills table (written by the writer).
         tglib.wait_until(lambda: len(self.table()) == 2, 10)
         row = self.table()[k["id"]]
