@@ -285,7 +285,8 @@ kills_add(const char *const *match, const char *reason, const char *source,
 	if (strncmp(source, "breaker:", 8) == 0 &&
 	    (*out = kill_same(match, source, now)) != NULL)
 		return (1);
-	kills_expire(now);
+	if (kl_n >= KILLS_MAX)
+		kills_expire(now);
 	if (kl_n >= KILLS_MAX) {
 		xasprintf(why, "too many live kills (at most %d)", KILLS_MAX);
 		return (-1);

@@ -9,7 +9,8 @@
  * at start-up. Everything runs on the loop thread; nothing locks.
  *
  * A const struct kill * handed out by kills_match, kills_add or kills_each
- * stays valid until the next kills_remove, kills_expire, kills_load or
+ * stays valid until the next kills_add (which drops expired kills when
+ * the list is full), kills_remove, kills_expire, kills_load or
  * kills_free_all: copy what must outlive the current loop turn. See
  * docs/internals/policy.md.
  */
