@@ -16,6 +16,7 @@
 #include <sqlite3.h>
 
 #include "tollgate/alerts.h"
+#include "tollgate/breaker.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
@@ -27,6 +28,7 @@
 #define ENFORCE_GC_MS 60000
 
 static struct policy_counters *en_counters;
+static struct breaker_state *en_breakers;
 static struct event *en_gc;
 
 /* Fill the scopes of cf's policies that have no counter yet. */
@@ -72,6 +74,7 @@ enforce_gc_cb(evutil_socket_t fd, short ev, void *arg)
 	if ((n = policy_counters_gc(en_counters, wallclock_ms())) > 0)
 		log_debug("policies: %zu idle counter%s dropped", n,
 		    n == 1 ? "" : "s");
+	breaker_gc(en_breakers, wallclock_ms());
 }
 
 /*
@@ -84,9 +87,12 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	struct timeval tv = {ENFORCE_GC_MS / 1000, 0};
 
 	en_counters = policy_counters_new();
+	en_breakers = breaker_state_new();
 	if (enforce_rebuild(cf, 0, cause) == -1) {
 		policy_counters_free(en_counters);
 		en_counters = NULL;
+		breaker_state_free(en_breakers);
+		en_breakers = NULL;
 		return (-1);
 	}
 	en_gc = event_new(base, -1, EV_PERSIST, enforce_gc_cb, NULL);
@@ -112,6 +118,13 @@ enforce_reload(const struct config *cf, char **cause)
 	return (rc);
 }
 
+/* The runaway breakers' state, kept like the counters. */
+struct breaker_state *
+enforce_breakers(void)
+{
+	return (en_breakers);
+}
+
 /* The counters every session admits against. */
 struct policy_counters *
 enforce_counters(void)
@@ -127,4 +140,6 @@ enforce_stop(void)
 	en_gc = NULL;
 	policy_counters_free(en_counters);
 	en_counters = NULL;
+	breaker_state_free(en_breakers);
+	en_breakers = NULL;
 }

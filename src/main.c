@@ -27,6 +27,7 @@
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/kills.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
@@ -44,6 +45,7 @@ static struct listener *proxy;
 static char *config_path;
 static struct event *drain_timer;
 static long long drain_deadline_us;
+static struct event *kills_timer;
 
 static void __attribute__((noreturn)) usage(void)
 {
@@ -126,6 +128,41 @@ drain_check_cb(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(drain_timer, &tv);
 }
 
+/* Once a second: kills whose TTL ran out stop being listed. */
+static void
+kills_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	kills_expire(wallclock_ms());
+}
+
+/*
+ * The kills live at the last stop, from the ledger's kills table (which
+ * ledger_open has made if it was missing).
+ */
+static int
+kills_start(const char *path)
+{
+	struct timeval tv = {1, 0};
+	sqlite3 *ro;
+	char *cause = NULL;
+
+	if ((ro = spend_open(path, &cause)) == NULL ||
+	    kills_load(ro, wallclock_ms(), &cause) == -1) {
+		log_warnx("ledger %s: %s", path, cause);
+		free(cause);
+		sqlite3_close(ro);
+		return (-1);
+	}
+	sqlite3_close(ro);
+	kills_timer = event_new(base, -1, EV_PERSIST, kills_timer_cb, NULL);
+	if (kills_timer == NULL || evtimer_add(kills_timer, &tv) == -1)
+		fatalx("cannot add the kills timer");
+	return (0);
+}
+
 static void
 signal_cb(evutil_socket_t sig, short ev, void *arg)
 {
@@ -204,12 +241,19 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
+	if (kills_start(cf->cf_ledger_path) == -1) {
+		ledger_close();
+		config_unref(cf);
+		event_base_free(base);
+		return (1);
+	}
 	if (upstream_init(base) == -1)
 		fatalx("cannot initialise libcurl");
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);
 	session_setup(base);
+	session_policy_setup();
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
 		 &session_listener_ops, "proxy")) == NULL ||
@@ -218,6 +262,8 @@ cmd_serve(int foreground)
 		enforce_stop();
 		alerts_shutdown();
 		ledger_close();
+		kills_free_all();
+		event_free(kills_timer);
 		upstream_shutdown();
 		server_set_config(NULL);
 		event_base_free(base);
@@ -246,6 +292,8 @@ cmd_serve(int foreground)
 	enforce_stop();
 	alerts_shutdown();
 	ledger_close();
+	kills_free_all();
+	event_free(kills_timer);
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)
 		event_free(sigs[i]);

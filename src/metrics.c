@@ -29,6 +29,7 @@
 
 #include <event2/buffer.h>
 
+#include "tollgate/kills.h"
 #include "tollgate/ledger.h"
 #include "tollgate/metrics.h"
 #include "tollgate/session.h"
@@ -801,6 +802,9 @@ metrics_render(struct evbuffer *b)
 	    &metrics.m_duration);
 	render_scalar(b, "tollgate_calls_in_flight", "gauge",
 	    "Calls in progress.", (uint64_t)session_count());
+	render_scalar(b, "tollgate_kills_live", "gauge",
+	    "Kill switches in force (admin API and breakers).",
+	    (uint64_t)kills_count());
 	render_ledger(b);
 	render_alerts(b);
 	render_scalar(b, "tollgate_metrics_series_dropped_total", "counter",

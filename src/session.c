@@ -540,6 +540,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	int64_t cost;
 	char model[160];
 
+	se->se_closing = 1;
 	memset(&u, 0, sizeof(u));
 	if (se->se_meter != NULL) {
 		/* Only a finished call's held bytes reach the client. */
@@ -581,7 +582,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
 		ledger_settle(&row);
 	}
-	session_settle(se, cost, &u);
+	session_settle(se, status, cost, &u);
 
 	if (se->se_route.rt_path != NULL)
 		log_escape(path, sizeof(path), se->se_route.rt_path,
@@ -779,8 +780,11 @@ session_stop_matching(const char *const *match, const char *why)
 
 	for (se = session_list; se != NULL; se = next) {
 		next = se->se_next;
+		/* A call being admitted is checked against the kills
+		 * there; one being closed is past stopping. */
 		if (!se->se_started || !se->se_route.rt_metered ||
-		    se->se_stop != NULL)
+		    se->se_stop != NULL || se->se_closing ||
+		    se->se_state == SE_ROUTED)
 			continue;
 		for (a = 0; a < POLICY_ATTR_MAX; a++) {
 			if (match[a] != NULL &&

@@ -77,6 +77,7 @@ struct session {
 	struct hdrs se_hdrs; /* budget headers for the response */
 	char *se_stop; /* a kill's reason, set while reserving; owned */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
+	int se_closing; /* in session_close: not to be stopped again */
 
 	struct session *se_prev, *se_next;
 };
@@ -96,7 +97,8 @@ void session_arm_timer(struct session *, long);
 
 /* session_policy.c */
 int session_admit(struct session *);
-void session_settle(struct session *, int64_t, const struct usage *);
+void session_settle(
+    struct session *, enum call_status, int64_t, const struct usage *);
 int session_check_overrun(struct session *);
 void session_refuse_killed(struct session *, const char *);
 

@@ -25,11 +25,14 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <openssl/evp.h>
 
 #include "tollgate/alerts.h"
+#include "tollgate/breaker.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/http.h"
+#include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
 #include "tollgate/metrics.h"
@@ -313,20 +316,33 @@ policy_refuse(
 }
 
 /*
+ * 403 for a call a kill stops: the family's permission shape,
+ * x-should-retry: false, the tollgate object with the kill's id if any.
+ */
+static void
+refuse_kill(struct session *se, const char *why, const char *kill_id)
+{
+	struct hdrs hs = {0};
+	cJSON *root, *tg;
+
+	add_hdr(&hs, "x-should-retry", "false");
+	root = reply_error_json(
+	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
+	add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, NULL);
+	if (kill_id != NULL &&
+	    (tg = cJSON_GetObjectItemCaseSensitive(root, "tollgate")) != NULL)
+		cJSON_AddStringToObject(tg, "kill_id", kill_id);
+	session_reply(se, 403, &hs, reply_json_take(root));
+}
+
+/*
  * Answer a call a kill stopped before it had a response: 403 in the
  * family's permission shape, x-should-retry: false, the tollgate object.
  */
 void
 session_refuse_killed(struct session *se, const char *why)
 {
-	struct hdrs hs = {0};
-	cJSON *root;
-
-	add_hdr(&hs, "x-should-retry", "false");
-	root = reply_error_json(
-	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
-	add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, NULL);
-	session_reply(se, 403, &hs, reply_json_take(root));
+	refuse_kill(se, why, NULL);
 }
 
 /* The budget headers of an allowed call: its tightest capped scope. */
@@ -379,6 +395,102 @@ enforced_by(const struct policyset *ps, const char *const *attr)
 		    policy_matches(&ps->ps_pol[i], attr))
 			return (1);
 	return (0);
+}
+
+/* The body as it will be forwarded. */
+static const char *
+forward_body(struct session *se, size_t *len)
+{
+	if (se->se_body != NULL) {
+		*len = se->se_bodylen;
+		return (se->se_body);
+	}
+	*len = evbuffer_get_length(se->se_req->hr_body);
+	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
+}
+
+/* Does a policy of ps with a loop breaker match this call? */
+static int
+loop_watched(const struct policyset *ps, const char *const *attr)
+{
+	size_t i;
+
+	for (i = 0; i < ps->ps_n; i++)
+		if (ps->ps_pol[i].po_breakers.pb_loop_count > 0 &&
+		    policy_matches(&ps->ps_pol[i], attr))
+			return (1);
+	return (0);
+}
+
+/*
+ * A tripped breaker: a timed kill (which ends the calls in flight it
+ * matches, through the kills hook, and raises the alert), or for a shadow
+ * policy only the log line. Returns the kill, or NULL.
+ */
+static const struct kill *
+trip(const struct breaker_trip *bt, int64_t now)
+{
+	const struct kill *k = NULL;
+	char *why = NULL;
+
+	if (bt->bt_shadow) {
+		log_info("policies: shadow policy '%s' would trip its %s "
+			 "breaker: %s",
+		    bt->bt_policy->po_name, bt->bt_kind, bt->bt_evidence);
+		metrics_shadow("breaker");
+		return (NULL);
+	}
+	if (kills_trip(bt, now, &k, &why) == -1) {
+		log_warnx("policies: policy '%s': %s breaker tripped (%s) but "
+			  "its kill was not made: %s",
+		    bt->bt_policy->po_name, bt->bt_kind, bt->bt_evidence, why);
+		free(why);
+		return (NULL);
+	}
+	return (k);
+}
+
+/*
+ * Runtime kills and the loop breaker, before anything is reserved: a
+ * live kill that matches refuses the call; so does the loop breaker
+ * tripping on this very request (its kill then stops the rest). Returns
+ * 0, or -1 after refusing.
+ */
+static int
+admit_kills(struct session *se, const struct policyset *ps)
+{
+	struct breaker_trip bt;
+	const struct kill *k;
+	unsigned char digest[32];
+	unsigned int dlen = sizeof(digest);
+	const char *body;
+	char why[KILL_REASON_MAX + 64], id[sizeof(k->k_id)];
+	int64_t now = se->se_started_ms;
+	size_t len;
+
+	if ((k = kills_match(se->se_pattr, now)) == NULL &&
+	    loop_watched(ps, se->se_pattr)) {
+		body = forward_body(se, &len);
+		if (EVP_Digest(body != NULL ? body : "", body != NULL ? len : 0,
+			digest, &dlen, EVP_sha256(), NULL) != 1)
+			fatalx("%s: EVP_Digest", __func__);
+		memset(&bt, 0, sizeof(bt));
+		if (breaker_request(ps, enforce_breakers(), se->se_pattr,
+			digest, now, &bt) == 1)
+			k = trip(&bt, now);
+		breaker_trip_clear(&bt);
+	}
+	if (k == NULL)
+		return (0);
+	/* The kill may go before the loop turns: copy what we need. */
+	snprintf(why, sizeof(why), "calls matching kill %s are stopped: %s",
+	    k->k_id, k->k_reason);
+	snprintf(id, sizeof(id), "%s", k->k_id);
+	se->se_refusal = "killed";
+	session_refusal_id(se);
+	refuse_kill(se, why, id);
+	session_record_refusal(se, 403, "killed");
+	return (-1);
 }
 
 /* Write bound into the body that will be forwarded. */
@@ -436,6 +548,8 @@ session_admit(struct session *se)
 	log_escape(model, sizeof(model), se->se_ci.ci_model,
 	    strlen(se->se_ci.ci_model));
 
+	if (admit_kills(se, ps) == -1)
+		return (-1);
 	if (se->se_price == NULL &&
 	    (po = capped_by(ps, se->se_pattr)) != NULL) {
 		char *msg;
@@ -526,11 +640,39 @@ session_admit(struct session *se)
 }
 
 /*
+ * The velocity and error_spike breakers see every call that went
+ * upstream: what it cost and whether it failed (an error status from the
+ * provider, or no answer).
+ */
+static void
+settle_breakers(
+    struct session *se, enum call_status status, int64_t cost, int64_t now)
+{
+	struct breaker_trip bt[8];
+	int is_error;
+	size_t i, n;
+
+	if (!se->se_row_committed || se->se_state != SE_FORWARDING)
+		return;
+	is_error = status == CALL_UPSTREAM_ERROR ||
+	    (status == CALL_ERROR && se->se_refusal == NULL) ||
+	    se->se_status >= 500 || se->se_status == 429;
+	memset(bt, 0, sizeof(bt));
+	n = breaker_settle(se->se_conf->cf_policies, enforce_breakers(),
+	    se->se_pattr, cost, is_error, now, bt, nitems(bt));
+	for (i = 0; i < n; i++) {
+		trip(&bt[i], now);
+		breaker_trip_clear(&bt[i]);
+	}
+}
+
+/*
  * The call is over: its reservation becomes what it cost (zero if it never
  * reached the provider), and the alert thresholds it crossed fire.
  */
 void
-session_settle(struct session *se, int64_t cost, const struct usage *u)
+session_settle(struct session *se, enum call_status status, int64_t cost,
+    const struct usage *u)
 {
 	struct policy_alert fired[FIRED_MAX];
 	const struct policyset *ps = se->se_conf->cf_policies;
@@ -541,6 +683,7 @@ session_settle(struct session *se, int64_t cost, const struct usage *u)
 		return;
 	policy_settle(se->se_res, cost, u->u_input + u->u_output, now);
 	se->se_res = NULL;
+	settle_breakers(se, status, cost, now);
 	if (cost <= 0)
 		return;
 	n = policy_fired(
@@ -606,4 +749,55 @@ session_extend_reservations(const struct config *cf)
 		    policy_extend(se->se_res, cf->cf_policies, se->se_pattr);
 		se->se_res_capped = policy_res_capped(se->se_res);
 	}
+}
+
+/*
+ * A kill was added (the admin API, a breaker): end the calls in flight it
+ * matches, and raise its alert.
+ */
+static void
+kill_hook(const struct kill *k, void *arg)
+{
+	struct alert al;
+	char why[KILL_REASON_MAX + 64], policy[POLICY_NAME_MAX + 1];
+	const char *kind = "kill", *p, *q;
+	size_t n;
+	int t;
+
+	(void)arg;
+	snprintf(why, sizeof(why), "calls matching kill %s are stopped: %s",
+	    k->k_id, k->k_reason);
+	memset(&al, 0, sizeof(al));
+	policy[0] = '\0';
+	if (strncmp(k->k_source, "breaker:", 8) == 0) {
+		/* breaker:<policy>:<kind> */
+		kind = "breaker";
+		p = k->k_source + 8;
+		if ((q = strrchr(p, ':')) != NULL) {
+			n = (size_t)(q - p) < sizeof(policy) - 1
+			    ? (size_t)(q - p)
+			    : sizeof(policy) - 1;
+			memcpy(policy, p, n);
+			policy[n] = '\0';
+		}
+	}
+	al.al_kind = kind;
+	al.al_policy = policy[0] != '\0' ? policy : NULL;
+	for (t = 0; t < TAG_MAX; t++)
+		al.al_tags[t] = k->k_match[t];
+	al.al_window_start = -1;
+	al.al_reset_at = k->k_expires_ms;
+	al.al_threshold_nusd = -1;
+	al.al_cap_nusd = -1;
+	al.al_message = why;
+	al.al_at_ms = k->k_created_ms;
+	alerts_fire(&al);
+	session_stop_matching((const char *const *)k->k_match, why);
+}
+
+/* Kills end the calls in flight they match (called once at start-up). */
+void
+session_policy_setup(void)
+{
+	kills_set_hook(kill_hook, NULL);
 }

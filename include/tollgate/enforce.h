@@ -12,10 +12,12 @@
 struct config;
 struct event_base;
 struct policy_counters;
+struct breaker_state;
 
 int enforce_start(struct event_base *, const struct config *, char **);
 int enforce_reload(const struct config *, char **);
 struct policy_counters *enforce_counters(void);
+struct breaker_state *enforce_breakers(void);
 void enforce_stop(void);
 
 #endif

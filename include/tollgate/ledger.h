@@ -96,6 +96,19 @@ struct ledger_alert {
 	int la_attempts;
 };
 
+/*
+ * A runtime kill as the kills table keeps it (include/tollgate/kills.h);
+ * the strings are borrowed by ledger_kill_add, which copies them.
+ */
+struct ledger_kill {
+	const char *lk_id;
+	int64_t lk_created_ms;
+	int64_t lk_expires_ms; /* 0: until deleted */
+	const char *lk_match; /* a JSON object: attribute -> glob */
+	const char *lk_reason;
+	const char *lk_source;
+};
+
 enum ledger_result {
 	LEDGER_OK, /* the row is committed */
 	LEDGER_DUPLICATE, /* a row with this id exists: nothing written */
@@ -134,6 +147,8 @@ struct ledger_ticket *ledger_reserve(
 void ledger_ticket_cancel(struct ledger_ticket *);
 void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
+int ledger_kill_add(const struct ledger_kill *);
+int ledger_kill_delete(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
 void ledger_stats(struct ledger_stats *);

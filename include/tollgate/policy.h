@@ -53,6 +53,23 @@ struct policy_window {
 	int64_t pw_len_ms; /* rolling only: a whole number of minutes */
 };
 
+/*
+ * A policy's breakers (breakers: in YAML); a count or ratio of -1 (or 0
+ * for loop) means that breaker is off. Times in ms, money in nano-USD.
+ */
+struct policy_breakers {
+	int pb_loop_count; /* loop.count; 0: no loop breaker */
+	int64_t pb_loop_within_ms;
+	int64_t pb_loop_kill_ms;
+	int64_t pb_vel_nusd; /* velocity.usd_per_minute; -1: none */
+	int64_t pb_vel_kill_ms;
+	int64_t pb_err_ppm; /* error_spike.ratio in millionths; -1: none */
+	int64_t pb_err_min_nusd; /* min_spend_usd */
+	int64_t pb_err_window_ms;
+	int pb_err_min_calls;
+	int64_t pb_err_kill_ms;
+};
+
 /* One policy; owned by its set, read-only once parsed. */
 struct policy {
 	char *po_name;
@@ -76,6 +93,7 @@ struct policy {
 	int po_shadow;
 	int po_killed;
 	char *po_kill_reason; /* NULL if none given */
+	struct policy_breakers po_breakers;
 };
 
 /* An immutable set of policies, in file order. */
@@ -155,6 +173,8 @@ int policy_parse(
 void policy_free(struct policyset *);
 int policy_parse_usd(const char *, int64_t *);
 int policy_parse_window(const char *, struct policy_window *);
+int policy_parse_duration(const char *, int64_t *);
+int policy_has_breakers(const struct policy *);
 
 /* scope.c */
 int policy_glob(const char *, const char *);

@@ -30,6 +30,7 @@ void session_abort_all(void);
 size_t session_stop_matching(const char *const *, const char *);
 void session_apply_kills(const struct config *);
 void session_extend_reservations(const struct config *);
+void session_policy_setup(void);
 
 /* server.c */
 struct config *server_config(void);

@@ -15,6 +15,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/session.h"
@@ -78,6 +79,32 @@ add_time(cJSON *o, const char *name, int64_t ms)
 		cJSON_AddNullToObject(o, name);
 	else
 		cJSON_AddStringToObject(o, name, buf);
+}
+
+/*
+ * Would a live kill stop the calls of this scope? Its calls carry the
+ * scope's per values and match the policy's patterns; a pattern without
+ * wildcards is the value itself. With wildcards left, it is a guess that
+ * errs towards ok.
+ */
+static int
+scope_killed(const struct policy *po, const struct policy_scope *sc)
+{
+	const char *attr[POLICY_ATTR_MAX];
+	int a;
+
+	if (kills_count() == 0)
+		return (0);
+	for (a = 0; a < POLICY_ATTR_MAX; a++) {
+		if (a < TAG_MAX && po->po_per[a])
+			attr[a] = sc->sc_per[a];
+		else if (po->po_match[a] != NULL &&
+		    strpbrk(po->po_match[a], "*?") == NULL)
+			attr[a] = po->po_match[a];
+		else
+			attr[a] = NULL;
+	}
+	return (kills_match(attr, wallclock_ms()) != NULL);
 }
 
 /* The entries as they are collected, to be put in policy order. */
@@ -158,7 +185,7 @@ budget_cb(const struct policy_scope *sc, void *arg)
 		usd_format(buf, sizeof(buf), po->po_alerts[i]);
 		cJSON_AddItemToArray(th, cJSON_CreateRaw(buf));
 	}
-	if (po->po_killed)
+	if (po->po_killed || scope_killed(po, sc))
 		cJSON_AddStringToObject(o, "state", "killed");
 	else if (sc->sc_capped)
 		cJSON_AddStringToObject(o, "state", "capped");

@@ -78,6 +78,27 @@ ledger_safe_id(const struct ledger_row *r, char *buf, size_t len)
 	return (buf);
 }
 
+/* "call <id>", "alert <id>" or "kill <id>", for a log line about an item. */
+const char *
+ledger_item_what(const struct ledger_item *it, char *buf, size_t len)
+{
+	char id[64];
+
+	if (it->li_op == LEDGER_OP_KILL_ADD ||
+	    it->li_op == LEDGER_OP_KILL_DELETE) {
+		log_escape(id, sizeof(id), it->li_kill.lk_id,
+		    strlen(it->li_kill.lk_id));
+		snprintf(buf, len, "kill %s", id);
+	} else if (it->li_op == LEDGER_OP_ALERT ||
+	    it->li_op == LEDGER_OP_ALERT_DELIVERY)
+		snprintf(buf, len, "alert %s",
+		    ledger_safe_id(&it->li_row, id, sizeof(id)));
+	else
+		snprintf(buf, len, "call %s",
+		    ledger_safe_id(&it->li_row, id, sizeof(id)));
+	return (buf);
+}
+
 /* The string fields of a row, as pointers to them. */
 static size_t
 row_fields(struct ledger_row *r, const char **f[])
@@ -167,17 +188,16 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 static int
 enqueue(struct ledger *l, struct ledger_item *it)
 {
-	char idbuf[64];
+	char idbuf[80];
 
 	pthread_mutex_lock(&l->l_lock);
 	if (l->l_stopping) {
 		pthread_mutex_unlock(&l->l_lock);
-		log_warnx("ledger: call %s: ledger closed, write dropped",
-		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
+		log_warnx("ledger: %s: ledger closed, write dropped",
+		    ledger_item_what(it, idbuf, sizeof(idbuf)));
 		return (-1);
 	}
-	if (it->li_op != LEDGER_OP_SETTLE &&
-	    it->li_op != LEDGER_OP_ALERT_DELIVERY) {
+	if (LEDGER_OP_ADMITTED(it->li_op)) {
 		if (l->l_admitted >= l->l_queue_max) {
 			l->l_stats.ls_refused_full++;
 			pthread_mutex_unlock(&l->l_lock);
@@ -507,6 +527,97 @@ ledger_alert_delivery(const char *id, const char *status, int attempts)
 		return;
 	if (enqueue(ledger, it) != 0)
 		free(it);
+}
+
+/*
+ * A queued kill operation: the item owns copies of k's strings. NULL when
+ * k is not one the table can hold.
+ */
+static struct ledger_item *
+kill_item_new(enum ledger_op op, const struct ledger_kill *k)
+{
+	struct ledger_item *it;
+	const char *src[4] = {
+	    k->lk_id, k->lk_match, k->lk_reason, k->lk_source};
+	const char **dst[4];
+	size_t i, len, total = 0;
+	char *p;
+
+	if (k->lk_id == NULL || k->lk_id[0] == '\0' ||
+	    (op == LEDGER_OP_KILL_ADD &&
+		(k->lk_match == NULL || k->lk_reason == NULL ||
+		    k->lk_source == NULL))) {
+		log_warnx("ledger: incomplete kill refused");
+		return (NULL);
+	}
+	for (i = 0; i < nitems(src); i++)
+		if (src[i] != NULL)
+			total += strlen(src[i]) + 1;
+	if (total > LEDGER_ROW_STRINGS_MAX) {
+		log_warnx("ledger: kill of %zu bytes refused", total);
+		return (NULL);
+	}
+	it = xmalloc(sizeof(*it) + total);
+	memset(it, 0, sizeof(*it));
+	it->li_op = op;
+	it->li_kill = *k;
+	dst[0] = &it->li_kill.lk_id;
+	dst[1] = &it->li_kill.lk_match;
+	dst[2] = &it->li_kill.lk_reason;
+	dst[3] = &it->li_kill.lk_source;
+	p = it->li_strings;
+	for (i = 0; i < nitems(src); i++) {
+		if (src[i] == NULL)
+			continue;
+		len = strlen(src[i]) + 1;
+		memcpy(p, src[i], len);
+		*dst[i] = p;
+		p += len;
+	}
+	return (it);
+}
+
+/*
+ * Queue a new runtime kill for the kills table. Like a settlement it is
+ * always accepted while the ledger is open and retried until written.
+ * 0, or -1 when the ledger is closed or the kill malformed.
+ */
+int
+ledger_kill_add(const struct ledger_kill *k)
+{
+	struct ledger_item *it;
+
+	if (ledger == NULL)
+		return (-1);
+	if ((it = kill_item_new(LEDGER_OP_KILL_ADD, k)) == NULL)
+		return (-1);
+	if (enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Queue the deletion of kill id at now (Unix ms): the row stays, with
+ * deleted_at set, so the audit trail keeps it. 0, or -1 as above.
+ */
+int
+ledger_kill_delete(const char *id, int64_t now)
+{
+	struct ledger_kill k = {.lk_id = id};
+	struct ledger_item *it;
+
+	if (ledger == NULL)
+		return (-1);
+	if ((it = kill_item_new(LEDGER_OP_KILL_DELETE, &k)) == NULL)
+		return (-1);
+	it->li_deleted_ms = now;
+	if (enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
 }
 
 /* A snapshot of the counters; all zero when the ledger is not open. */

@@ -32,7 +32,15 @@ enum ledger_op {
 	LEDGER_OP_RECORD, /* insert a final row (refusals) */
 	LEDGER_OP_ALERT, /* insert an alert (li_alert) */
 	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
+	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
+	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
 };
+
+/* Reservations, records and alerts count against queue_max; the rest
+ * never. */
+#define LEDGER_OP_ADMITTED(op)                                                 \
+	((op) == LEDGER_OP_RESERVE || (op) == LEDGER_OP_RECORD ||              \
+	    (op) == LEDGER_OP_ALERT)
 
 /*
  * One queued write: a deep copy of the caller's row in a single allocation,
@@ -46,6 +54,8 @@ struct ledger_item {
 	struct ledger_ticket *li_ticket; /* reservations only */
 	int li_changed; /* its statement changed a row */
 	struct ledger_row li_row; /* strings point into li_strings */
+	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
+	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE */
 	struct ledger_alert li_alert; /* alert ops; li_row.lr_id = la_id */
 	char li_strings[];
 };
@@ -62,6 +72,8 @@ struct ledger_db {
 	sqlite3_stmt *db_commit;
 	sqlite3_stmt *db_rollback;
 	sqlite3_stmt *db_insert; /* reservations and records */
+	sqlite3_stmt *db_kill_add;
+	sqlite3_stmt *db_kill_delete;
 	sqlite3_stmt *db_settle;
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
@@ -122,6 +134,7 @@ struct ledger {
 
 /* ledger.c */
 const char *ledger_safe_id(const struct ledger_row *, char *, size_t);
+const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 
 /* writer.c */
 void *ledger_writer(void *);

@@ -3,7 +3,8 @@
  * The ledger's SQLite side: opening the database with its durability
  * settings read back and checked, the schema (table calls, and the
  * calls_daily rollup that triggers keep inside the same transactions) with
- * its version, crash recovery, and applying one batch of queued writes as
+ * its version, the alerts and kills tables, crash recovery, and applying
+ * one batch of queued writes as
  * one transaction with prepared statements. Everything here runs on the
  * thread that owns the write connection: ledger_open's caller until the
  * writer thread starts, then the writer thread alone.
@@ -190,6 +191,34 @@ static const char alert_sql[] =
 static const char alert_delivery_sql[] =
     "UPDATE alerts SET delivery = ?2, attempts = ?3"
     " WHERE id = ?1 AND delivery IN ('none', 'pending')";
+
+/*
+ * Runtime kills (include/tollgate/kills.h), one row per kill ever made:
+ * a deletion sets deleted_at and keeps the row, so the table is also the
+ * audit trail. Times are RFC 3339 UTC with ms like the calls table, so
+ * they compare as text; expires_at NULL means until deleted. match is a
+ * JSON object of attribute to glob. Made by its own statement whatever
+ * the schema version, so a ledger from before it gains it on open.
+ */
+static const char kills_schema[] =
+    "CREATE TABLE IF NOT EXISTS kills ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " expires_at TEXT,"
+    " match TEXT NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " source TEXT NOT NULL,"
+    " deleted_at TEXT"
+    ");"
+    "CREATE INDEX IF NOT EXISTS kills_live ON kills (created_at)"
+    " WHERE deleted_at IS NULL;";
+
+static const char kill_add_sql[] =
+    "INSERT INTO kills (id, created_at, expires_at, match, reason, source)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
+
+static const char kill_delete_sql[] =
+    "UPDATE kills SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL";
 
 /* Column order of db_insert: DESIGN.md's, numbered from 1. */
 static const char insert_sql[] =
@@ -547,6 +576,8 @@ prepare(struct ledger_db *d, char **cause)
 	    {settle_sql, offsetof(struct ledger_db, db_settle)},
 	    {alert_sql, offsetof(struct ledger_db, db_alert)},
 	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
+	    {kill_add_sql, offsetof(struct ledger_db, db_kill_add)},
+	    {kill_delete_sql, offsetof(struct ledger_db, db_kill_delete)},
 	};
 	sqlite3_stmt **st;
 	size_t i;
@@ -608,8 +639,14 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	if (check_version(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && create_schema(d, path, cause) != 0) ||
-	    create_alerts(d, cause) != 0 ||
-	    recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
+	    create_alerts(d, cause) != 0)
+		goto fail;
+	if (sqlite3_exec(d->db_conn, kills_schema, NULL, NULL, NULL) !=
+	    SQLITE_OK) {
+		db_fail(d, cause, "creating the kills table");
+		goto fail;
+	}
+	if (recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
 		goto fail;
 	return (0);
 fail:
@@ -805,6 +842,42 @@ apply_alert(struct ledger_db *d, struct ledger_item *it)
 		    st, 18, a->la_delivery != NULL ? a->la_delivery : "none"));
 		BIND(sqlite3_bind_int(st, 19, a->la_attempts));
 	}
+	if (rc != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(rc));
+		sqlite3_clear_bindings(st);
+		return (rc);
+	}
+	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
+		it->li_changed = sqlite3_changes(d->db_conn) > 0;
+	return (rc);
+}
+
+/* Insert a runtime kill, or mark one deleted. */
+static int
+apply_kill(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_kill *k = &it->li_kill;
+	char created[LEDGER_TIME_MAX], expires[LEDGER_TIME_MAX];
+	sqlite3_stmt *st;
+	int rc = SQLITE_OK;
+
+	if (it->li_op == LEDGER_OP_KILL_DELETE) {
+		st = d->db_kill_delete;
+		ledger_format_time(it->li_deleted_ms, created, sizeof(created));
+		BIND(bind_text(st, 1, k->lk_id));
+		BIND(bind_text(st, 2, created));
+	} else {
+		st = d->db_kill_add;
+		ledger_format_time(k->lk_created_ms, created, sizeof(created));
+		ledger_format_time(k->lk_expires_ms, expires, sizeof(expires));
+		BIND(bind_text(st, 1, k->lk_id));
+		BIND(bind_text(st, 2, created));
+		BIND(bind_text(st, 3, k->lk_expires_ms != 0 ? expires : NULL));
+		BIND(bind_text(st, 4, k->lk_match));
+		BIND(bind_text(st, 5, k->lk_reason));
+		BIND(bind_text(st, 6, k->lk_source));
+	}
 #undef BIND
 	if (rc != SQLITE_OK) {
 		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
@@ -842,6 +915,9 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		else if (it->li_op == LEDGER_OP_ALERT ||
 		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
 			rc = apply_alert(d, it);
+		else if (it->li_op == LEDGER_OP_KILL_ADD ||
+		    it->li_op == LEDGER_OP_KILL_DELETE)
+			rc = apply_kill(d, it);
 		else
 			rc = apply_insert(d, it);
 		if (rc != SQLITE_DONE) {
@@ -876,9 +952,12 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_settle);
 	sqlite3_finalize(d->db_alert);
 	sqlite3_finalize(d->db_alert_delivery);
+	sqlite3_finalize(d->db_kill_add);
+	sqlite3_finalize(d->db_kill_delete);
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
 	d->db_insert = d->db_settle = NULL;
 	d->db_alert = d->db_alert_delivery = NULL;
+	d->db_kill_add = d->db_kill_delete = NULL;
 	if (d->db_conn != NULL) {
 		db_rollback(d);
 		if (d->db_synchronous != 0 &&

@@ -44,8 +44,7 @@ finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 {
 	int wake = 0;
 
-	if (it->li_op != LEDGER_OP_SETTLE &&
-	    it->li_op != LEDGER_OP_ALERT_DELIVERY)
+	if (LEDGER_OP_ADMITTED(it->li_op))
 		l->l_admitted--;
 	if (it->li_op == LEDGER_OP_RESERVE) {
 		it->li_ticket->lt_result = r;
@@ -63,7 +62,7 @@ static int
 batch_done(struct ledger *l, struct ledger_items *batch)
 {
 	struct ledger_item *it;
-	char idbuf[64];
+	char idbuf[80];
 	int wake = 0;
 
 	while ((it = TAILQ_FIRST(batch)) != NULL) {
@@ -83,6 +82,10 @@ batch_done(struct ledger *l, struct ledger_items *batch)
 			log_debug("ledger: call %s: not in flight, settlement "
 				  "skipped",
 			    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
+		else if (it->li_op == LEDGER_OP_KILL_ADD)
+			log_warnx("ledger: %s: a kill with this id exists, "
+				  "not written",
+			    ledger_item_what(it, idbuf, sizeof(idbuf)));
 		wake |= finish(
 		    l, it, it->li_changed ? LEDGER_OK : LEDGER_DUPLICATE);
 	}
@@ -97,20 +100,18 @@ batch_done(struct ledger *l, struct ledger_items *batch)
 static int
 drop(struct ledger *l, struct ledger_item *it, const char *why)
 {
-	char idbuf[64];
+	char idbuf[80];
 
 	if (it->li_op != LEDGER_OP_RESERVE) {
 		l->l_stats.ls_dropped++;
-		log_warnx("ledger: %s %s: %s not written: %s",
-		    it->li_op == LEDGER_OP_ALERT ||
-			    it->li_op == LEDGER_OP_ALERT_DELIVERY
-			? "alert"
-			: "call",
-		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE ? "settlement"
+		log_warnx("ledger: %s: %s not written: %s",
+		    ledger_item_what(it, idbuf, sizeof(idbuf)),
+		    it->li_op == LEDGER_OP_SETTLE	? "settlement"
+			: it->li_op == LEDGER_OP_RECORD ? "record"
+			: it->li_op == LEDGER_OP_ALERT	? "alert"
 			: it->li_op == LEDGER_OP_ALERT_DELIVERY
 			? "delivery state"
-			: "record",
+			: "kill change",
 		    why);
 	}
 	return (finish(l, it, LEDGER_UNAVAILABLE));

@@ -6,6 +6,8 @@
  * then checked as a whole (alert thresholds against the cap, the default
  * output bound against the ceiling) and copied into its struct policy.
  * Money is parsed as exact decimals into nano-USD; no float touches it.
+ * The breakers: section of a policy is parsed here too, one sub-table per
+ * breaker (loop, velocity, error_spike).
  * Nothing here is wired into config.c yet: policy_parse is the function
  * its table will call.
  */
@@ -16,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tollgate/breaker.h"
 #include "tollgate/config.h"
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
@@ -30,6 +33,24 @@
 struct globs {
 	char **g_list;
 	size_t g_n;
+};
+
+/* breakers: as its key tables fill it; have is set when present. */
+struct rbrk {
+	struct {
+		int have;
+		int count;
+		int64_t within, kill_for;
+	} loop;
+	struct {
+		int have;
+		int64_t usd, kill_for;
+	} vel;
+	struct {
+		int have;
+		int min_calls;
+		int64_t ppm, min_usd, window, kill_for;
+	} err;
 };
 
 /* One item of the list as the key table fills it. */
@@ -58,6 +79,7 @@ struct praw {
 	int r_shadow;
 	int r_killed;
 	char *r_kill_reason;
+	struct rbrk r_brk;
 };
 
 static void p_name(struct cfgctx *, const struct cfgkey *, const char *,
@@ -75,6 +97,12 @@ static void p_alert_pct(struct cfgctx *, const struct cfgkey *, const char *,
 static void p_globs(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void p_bool(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void p_duration(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void p_ratio(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+static void p_breaker(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 
 #define OFF(f) offsetof(struct praw, f)
@@ -99,6 +127,56 @@ static const struct cfgkey clamp_keys[] = {
 	.k_min = 1,
 	.k_max = INT_MAX,
 	.k_flags = CFGKEY_REQUIRED},
+    KEY_END,
+};
+
+#define BOFF(f) offsetof(struct rbrk, f)
+#define REQ(n, fn, off)                                                        \
+	{                                                                      \
+		.k_name = (n), .k_parse = (fn), .k_off = (off),                \
+		.k_flags = CFGKEY_REQUIRED                                     \
+	}
+
+static const struct cfgkey loop_keys[] = {
+    {.k_name = "count",
+	.k_parse = cfgp_int,
+	.k_off = BOFF(loop.count) - BOFF(loop),
+	.k_min = 2,
+	.k_max = BREAKER_LOOP_COUNT_MAX,
+	.k_flags = CFGKEY_REQUIRED},
+    REQ("within", p_duration, BOFF(loop.within) - BOFF(loop)),
+    REQ("kill_for", p_duration, BOFF(loop.kill_for) - BOFF(loop)),
+    KEY_END,
+};
+
+static const struct cfgkey velocity_keys[] = {
+    REQ("usd_per_minute", p_usd, BOFF(vel.usd) - BOFF(vel)),
+    REQ("kill_for", p_duration, BOFF(vel.kill_for) - BOFF(vel)),
+    KEY_END,
+};
+
+static const struct cfgkey error_keys[] = {
+    REQ("ratio", p_ratio, BOFF(err.ppm) - BOFF(err)),
+    KEY_CALL("min_spend_usd", p_usd, BOFF(err.min_usd) - BOFF(err), 0),
+    REQ("window", p_duration, BOFF(err.window) - BOFF(err)),
+    KEY_INT("min_calls", BOFF(err.min_calls) - BOFF(err), 1, 1000000),
+    REQ("kill_for", p_duration, BOFF(err.kill_for) - BOFF(err)),
+    KEY_END,
+};
+
+static const struct cfgkey breaker_keys[] = {
+    {.k_name = "loop",
+	.k_parse = p_breaker,
+	.k_off = BOFF(loop),
+	.k_sub = loop_keys},
+    {.k_name = "velocity",
+	.k_parse = p_breaker,
+	.k_off = BOFF(vel),
+	.k_sub = velocity_keys},
+    {.k_name = "error_spike",
+	.k_parse = p_breaker,
+	.k_off = BOFF(err),
+	.k_sub = error_keys},
     KEY_END,
 };
 
@@ -127,6 +205,10 @@ static const struct cfgkey policy_keys[] = {
     KEY_CALL("shadow", p_bool, OFF(r_shadow), 0),
     KEY_CALL("killed", p_bool, OFF(r_killed), 0),
     KEY_CALL("kill_reason", cfgp_strdup, OFF(r_kill_reason), 0),
+    {.k_name = "breakers",
+	.k_parse = cfgp_section,
+	.k_off = OFF(r_brk),
+	.k_sub = breaker_keys},
     KEY_END,
 };
 
@@ -207,6 +289,88 @@ policy_parse_window(const char *s, struct policy_window *w)
 	w->pw_kind = POLICY_WIN_ROLLING;
 	w->pw_len_ms = v * unit;
 	return (0);
+}
+
+/*
+ * A duration of whole seconds, minutes, hours or days: "90s", "10m",
+ * "2h", "7d"; from 1s to 366d, into ms. 0 or -1.
+ */
+int
+policy_parse_duration(const char *s, int64_t *ms)
+{
+	int64_t v = 0, unit;
+	const char *p;
+
+	for (p = s; *p >= '0' && *p <= '9' && v <= 100000000; p++)
+		v = v * 10 + (*p - '0');
+	if (p == s || p[0] == '\0' || p[1] != '\0')
+		return (-1);
+	if (*p == 's')
+		unit = 1000;
+	else if (*p == 'm')
+		unit = MIN_MS;
+	else if (*p == 'h')
+		unit = 60 * MIN_MS;
+	else if (*p == 'd')
+		unit = DAY_MS;
+	else
+		return (-1);
+	if (v < 1 || v > 366 * DAY_MS / unit)
+		return (-1);
+	*ms = v * unit;
+	return (0);
+}
+
+/* Does the policy have any breaker? */
+int
+policy_has_breakers(const struct policy *po)
+{
+	const struct policy_breakers *b = &po->po_breakers;
+
+	return (
+	    b->pb_loop_count > 0 || b->pb_vel_nusd >= 0 || b->pb_err_ppm >= 0);
+}
+
+static void
+p_duration(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	(void)k;
+	if (n->yn_type != YN_SCALAR ||
+	    policy_parse_duration(n->yn_str, dst) == -1)
+		cfg_error(cx, n,
+		    "%s: expected a duration such as 90s, 10m, 2h or 7d "
+		    "(whole units, at most 366d)",
+		    path);
+}
+
+/* A ratio above 0 and at most 1, up to six decimals, in millionths. */
+static void
+p_ratio(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	int64_t v;
+
+	(void)k;
+	if (n->yn_type != YN_SCALAR || !n->yn_plain ||
+	    policy_parse_usd(n->yn_str, &v) == -1 || v % 1000 != 0 || v == 0 ||
+	    v > NUSD_PER_USD) {
+		cfg_error(cx, n,
+		    "%s: expected a ratio above 0 and at most 1, such as 0.5 "
+		    "(at most 6 decimals)",
+		    path);
+		return;
+	}
+	*(int64_t *)dst = v / 1000;
+}
+
+/* One breaker's mapping; marks it present, then its sub-table. */
+static void
+p_breaker(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	*(int *)dst = 1;
+	cfg_apply(cx, k->k_sub, path, n, n, dst);
 }
 
 static void
@@ -475,6 +639,11 @@ check_raw(
 		    where);
 	if (r->r_kill_reason != NULL && !r->r_killed)
 		cfg_error(cx, n, "%s: kill_reason without killed: true", where);
+	if (r->r_brk.err.have && r->r_brk.err.window != 0 &&
+	    r->r_brk.err.window < MIN_MS)
+		cfg_error(cx, n,
+		    "%s: breakers.error_spike.window must be at least 1m",
+		    where);
 }
 
 /* Move a checked raw item into po; r keeps nothing. */
@@ -518,6 +687,25 @@ adopt(struct policy *po, struct praw *r, const struct ynode *n)
 	po->po_shadow = r->r_shadow;
 	po->po_killed = r->r_killed;
 	po->po_kill_reason = r->r_kill_reason;
+	po->po_breakers.pb_vel_nusd = -1;
+	po->po_breakers.pb_err_ppm = -1;
+	if (r->r_brk.loop.have) {
+		po->po_breakers.pb_loop_count = r->r_brk.loop.count;
+		po->po_breakers.pb_loop_within_ms = r->r_brk.loop.within;
+		po->po_breakers.pb_loop_kill_ms = r->r_brk.loop.kill_for;
+	}
+	if (r->r_brk.vel.have) {
+		po->po_breakers.pb_vel_nusd = r->r_brk.vel.usd;
+		po->po_breakers.pb_vel_kill_ms = r->r_brk.vel.kill_for;
+	}
+	if (r->r_brk.err.have) {
+		po->po_breakers.pb_err_ppm = r->r_brk.err.ppm;
+		po->po_breakers.pb_err_min_nusd = r->r_brk.err.min_usd;
+		po->po_breakers.pb_err_window_ms = r->r_brk.err.window;
+		po->po_breakers.pb_err_min_calls =
+		    r->r_brk.err.min_calls != 0 ? r->r_brk.err.min_calls : 10;
+		po->po_breakers.pb_err_kill_ms = r->r_brk.err.kill_for;
+	}
 }
 
 static void

@@ -251,7 +251,7 @@ class AdminTest(ledgerlib.MeterTestCase):
         self.assertError(r, 405)
         self.assertEqual(r.header("allow"), "POST")
         for path in ("/nope", "/v1/spend/", "//v1/spend", "/v1/%73pend",
-                     "/V1/spend", "/v1/kills", "/healthz/"):
+                     "/V1/spend", "/v1/kill", "/v1/kills/a/b", "/healthz/"):
             with self.subTest(path=path):
                 self.assertError(self.admin("GET", path), 404)
 

@@ -132,6 +132,16 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.status, 200, r)
         return r.json()
 
+    def admin(self, tg, method, path, doc=None):
+        self.admin_get(tg, "/healthz") if not getattr(
+            tg, "admin_port", None) else None
+        body = json.dumps(doc).encode() if doc is not None else b""
+        hdrs = [("Host", "127.0.0.1:%d" % tg.admin_port)]
+        if doc is not None:
+            hdrs.append(JSON_CT)
+        raw = tglib.build_request(method, path, body, hdrs, host=None)
+        return self.call(tg.admin_port, method, path, raw=raw)
+
     def reached(self, marker):
         return len(self.fp.find_requests(marker))
 
@@ -845,6 +855,107 @@ class PolicyTest(tglib.TGTestCase):
         rows = tg.ledger.rows()
         self.assertEqual([x["reserved_nusd"] for x in rows],
                          [WORST, WORST])
+
+    # ------------------------------------------------------------------
+    # Runtime kills and breakers.
+
+    def test_api_kill_stops_a_live_stream_and_new_calls(self):
+        tg = self.start([])
+        m = new_marker()
+        c = Caller(self, tg.port, "/v1/chat/completions",
+                   chat_body(m, extra={"stream": True}),
+                   [JSON_CT, ("X-Tollgate-Agent-Class", "looper"),
+                    ("x-fake-events", "100"), ("x-fake-pace-ms", "100")])
+        c.start()
+        self.assertTrue(tglib.wait_until(lambda: self.reached(m), 10))
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = self.admin(tg, "POST", "/v1/kills",
+                       {"match": {"agent_class": "looper"},
+                        "reason": "retry storm", "ttl": "2h"})
+        self.assertEqual(r.status, 201, r)
+        kid = r.json()["id"]
+        c.join(15)
+        took = time.monotonic() - t0
+        self.assertIsNotNone(c.resp, c.error)
+        self.assertLess(took, 1.5, "the stream was not stopped within 1 s")
+        last = ledgerlib.sse_events(c.resp.body)[-1][1]
+        self.assertEqual(last["error"]["code"], "killed")
+        self.assertIn("retry storm", last["error"]["message"])
+        # New calls at once; other agent classes are not touched.
+        r = self.chat(tg, m, [("Agent-Class", "looper")])
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(r.header("x-should-retry"), "false")
+        self.assertEqual(r.json()["tollgate"]["kill_id"], kid)
+        self.assertEqual(self.chat(tg, m, [("Agent-Class", "other")]).status,
+                         200)
+        self.assertEqual(self.reached(m), 2)
+        # An alert says so; DELETE lifts the kill.
+        got = tglib.wait_until(
+            lambda: self.admin_get(tg, "/v1/alerts")["alerts"], 10)
+        self.assertEqual(got[0]["kind"], "kill")
+        self.assertEqual(self.admin(tg, "DELETE", "/v1/kills/" + kid).status,
+                         200)
+        self.assertEqual(self.chat(tg, m, [("Agent-Class", "looper")]).status,
+                         200)
+        rows = tg.ledger.rows("refusal_reason = 'killed'")
+        self.assertEqual(sorted(x["status"] for x in rows),
+                         ["error", "refused"])
+
+    def test_loop_breaker_trips_on_the_nth_identical_request(self):
+        tg = self.start([{"name": "agents", "match": {"agent_class": "bot"},
+                          "breakers": {"loop": {"count": 3, "within": "60s",
+                                                "kill_for": "10m"}}}])
+        m = new_marker()
+        tags = [("Agent-Class", "bot"), ("Intent", "ticket-1")]
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, tags, fake=()).status, 200)
+        # A different body does not count towards the loop.
+        self.assertEqual(self.chat(tg, m, tags, max_tokens=99,
+                                   fake=()).status, 200)
+        r = self.chat(tg, m, tags, fake=())
+        self.assertEqual(r.status, 403, r)
+        self.assertIn("loop", r.json()["error"]["message"])
+        self.assertEqual(self.reached(m), 3)
+        # The kill covers the intent, whatever the body; not other intents.
+        r = self.chat(tg, m, tags, max_tokens=5, fake=())
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(self.chat(tg, m, [("Agent-Class", "bot"),
+                                           ("Intent", "ticket-2")],
+                                   fake=()).status, 200)
+        kills = self.admin_get(tg, "/v1/kills")["kills"]
+        self.assertEqual(len(kills), 1, kills)
+        self.assertEqual(kills[0]["source"], "breaker:agents:loop")
+        alerts = tglib.wait_until(
+            lambda: self.admin_get(tg, "/v1/alerts")["alerts"], 10)
+        self.assertEqual((alerts[0]["kind"], alerts[0]["policy"]),
+                         ("breaker", "agents"))
+
+    def test_velocity_breaker(self):
+        tg = self.start([{"name": "fast", "match": {"team": "v"},
+                          "breakers": {"velocity": {"usd_per_minute": "0.50",
+                                                    "kill_for": "5m"}}}])
+        m = new_marker()
+        for _ in range(2):
+            self.assertEqual(self.chat(tg, m, [("Team", "v")]).status, 200)
+        r = self.chat(tg, m, [("Team", "v")])
+        self.assertEqual(r.status, 403, r)
+        self.assertIn("velocity", r.json()["error"]["message"])
+
+    def test_error_spike_breaker(self):
+        tg = self.start([{"name": "flaky", "match": {"team": "e"},
+                          "breakers": {"error_spike": {
+                              "ratio": "0.5", "min_spend_usd": "0.000001",
+                              "window": "5m", "min_calls": 4,
+                              "kill_for": "5m"}}}])
+        m = new_marker()
+        for fake in ((), (), (("x-fake-status", "500"),),
+                     (("x-fake-status", "500"),)):
+            self.chat(tg, m, [("Team", "e")], fake=fake)
+        r = self.chat(tg, m, [("Team", "e")], fake=())
+        self.assertEqual(r.status, 403, r)
+        self.assertIn("error", r.json()["error"]["message"])
+        self.assertEqual(self.reached(m), 4)
 
     def test_config_errors_name_the_line(self):
         text = tglib.make_config(tglib.std_upstreams(1), extra={

@@ -44,9 +44,13 @@ class SlowlorisTest(tglib.TGTestCase):
             s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
             slow.append(s)
         self.addCleanup(lambda: [s.close() for s in slow])
+        # The warm-up call's own connection may still have been open in
+        # tollgate when base was counted (its close is read later, on a
+        # loaded machine), so a few fds of slack.
         self.assertTrue(tglib.wait_until(
-            lambda: nfds(tg.pid) >= base + SLOW, 15),
-            "tollgate did not accept %d connections" % SLOW)
+            lambda: nfds(tg.pid) >= base + SLOW - 4, 15),
+            "tollgate did not accept %d connections (%d fds, %d before)" %
+            (SLOW, nfds(tg.pid), base))
 
         # Drip a byte now and then, while normal calls keep being served.
         served = 0

@@ -41,6 +41,7 @@ static const char *const families[] = {
     "tollgate_upstream_ttfb_seconds",
     "tollgate_call_duration_seconds",
     "tollgate_calls_in_flight",
+    "tollgate_kills_live",
     "tollgate_ledger_queue_depth",
     "tollgate_ledger_rows_written_total",
     "tollgate_ledger_commits_total",
@@ -477,6 +478,7 @@ test_empty(void **state)
 	assert_sample(
 	    s, "tollgate_build_info{version=\"" TOLLGATE_VERSION "\"}", "1");
 	assert_sample(s, "tollgate_calls_in_flight", "0");
+	assert_sample(s, "tollgate_kills_live", "0");
 	/* The ledger is closed: its counters are zero, not garbage. */
 	assert_sample(s, "tollgate_ledger_queue_depth", "0");
 	assert_sample(s, "tollgate_ledger_rows_written_total", "0");
