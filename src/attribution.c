@@ -230,7 +230,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 				*code = "bad_tag";
 				xasprintf(msg,
 				    "%s must be 1 to %d printable "
-				    "characters without spaces",
+				    "characters without spaces, '*' or '?'",
 				    tags[t].header, TAG_VALUE_MAX);
 				return (-1);
 			}

@@ -291,6 +291,14 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		xasprintf(why, "too many live kills (at most %d)", KILLS_MAX);
 		return (-1);
 	}
+	/* Breakers, which callers can set off, leave room for operators. */
+	if (strncmp(source, "breaker:", 8) == 0 &&
+	    kl_n >= KILLS_MAX - KILLS_API_ROOM) {
+		xasprintf(why,
+		    "too many live kills (breakers may make at most %d)",
+		    KILLS_MAX - KILLS_API_ROOM);
+		return (-1);
+	}
 
 	k = xcalloc(1, sizeof(*k));
 	kill_new_id(k->k_id, sizeof(k->k_id));

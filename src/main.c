@@ -253,12 +253,13 @@ cmd_serve(int foreground)
 	alerts_configure(cf);
 	resume_alerts(cf);
 	session_setup(base);
-	session_policy_setup();
+	session_policy_setup(base);
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
 		 &session_listener_ops, "proxy")) == NULL ||
 	    admin_start(base, cf, config_path) == -1) {
 		listener_free(proxy);
+		session_policy_shutdown();
 		enforce_stop();
 		alerts_shutdown();
 		ledger_close();
@@ -289,6 +290,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
+	session_policy_shutdown();
 	enforce_stop();
 	alerts_shutdown();
 	ledger_close();

@@ -25,6 +25,7 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <openssl/evp.h>
 
 #include "tollgate/alerts.h"
@@ -320,7 +321,8 @@ policy_refuse(
  * x-should-retry: false, the tollgate object with the kill's id if any.
  */
 static void
-refuse_kill(struct session *se, const char *why, const char *kill_id)
+refuse_kill(struct session *se, const char *why, const char *kill_id,
+    const char *policy)
 {
 	struct hdrs hs = {0};
 	cJSON *root, *tg;
@@ -328,7 +330,7 @@ refuse_kill(struct session *se, const char *why, const char *kill_id)
 	add_hdr(&hs, "x-should-retry", "false");
 	root = reply_error_json(
 	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
-	add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, NULL);
+	add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, policy);
 	if (kill_id != NULL &&
 	    (tg = cJSON_GetObjectItemCaseSensitive(root, "tollgate")) != NULL)
 		cJSON_AddStringToObject(tg, "kill_id", kill_id);
@@ -342,7 +344,7 @@ refuse_kill(struct session *se, const char *why, const char *kill_id)
 void
 session_refuse_killed(struct session *se, const char *why)
 {
-	refuse_kill(se, why, NULL);
+	refuse_kill(se, why, NULL, NULL);
 }
 
 /* The budget headers of an allowed call: its tightest capped scope. */
@@ -450,46 +452,73 @@ trip(const struct breaker_trip *bt, int64_t now)
 	return (k);
 }
 
-/*
- * Runtime kills and the loop breaker, before anything is reserved: a
- * live kill that matches refuses the call; so does the loop breaker
- * tripping on this very request (its kill then stops the rest). Returns
- * 0, or -1 after refusing.
- */
-static int
-admit_kills(struct session *se, const struct policyset *ps)
+/* Refuse a call a kill stops, with the kill's id and reason. */
+static void
+refuse_by_kill(struct session *se, const struct kill *k, const char *policy)
 {
-	struct breaker_trip bt;
-	const struct kill *k;
-	unsigned char digest[32];
-	unsigned int dlen = sizeof(digest);
-	const char *body;
 	char why[KILL_REASON_MAX + 64], id[sizeof(k->k_id)];
-	int64_t now = se->se_started_ms;
-	size_t len;
 
-	if ((k = kills_match(se->se_pattr, now)) == NULL &&
-	    loop_watched(ps, se->se_pattr)) {
-		body = forward_body(se, &len);
-		if (EVP_Digest(body != NULL ? body : "", body != NULL ? len : 0,
-			digest, &dlen, EVP_sha256(), NULL) != 1)
-			fatalx("%s: EVP_Digest", __func__);
-		memset(&bt, 0, sizeof(bt));
-		if (breaker_request(ps, enforce_breakers(), se->se_pattr,
-			digest, now, &bt) == 1)
-			k = trip(&bt, now);
-		breaker_trip_clear(&bt);
-	}
-	if (k == NULL)
-		return (0);
 	/* The kill may go before the loop turns: copy what we need. */
 	snprintf(why, sizeof(why), "calls matching kill %s are stopped: %s",
 	    k->k_id, k->k_reason);
 	snprintf(id, sizeof(id), "%s", k->k_id);
 	se->se_refusal = "killed";
 	session_refusal_id(se);
-	refuse_kill(se, why, id);
+	refuse_kill(se, why, id, policy);
 	session_record_refusal(se, 403, "killed");
+}
+
+/*
+ * A live kill that matches refuses the call, before anything else is
+ * looked at. Returns 0, or -1 after refusing.
+ */
+static int
+admit_kills(struct session *se)
+{
+	const struct kill *k;
+
+	if ((k = kills_match(se->se_pattr, wallclock_ms())) == NULL)
+		return (0);
+	refuse_by_kill(se, k, NULL);
+	return (-1);
+}
+
+/*
+ * The loop breaker, once the call is admitted (so refused calls never
+ * count towards a loop): when a policy watches this call for loops, the
+ * SHA-256 of its body goes to breaker_request, and a trip on this very
+ * request becomes a kill that refuses it too (and, from the next loop
+ * turn, the calls in flight it matches). Returns 0, or -1 after refusing;
+ * the caller releases the reservation.
+ */
+static int
+admit_loop(struct session *se, const struct policyset *ps)
+{
+	struct breaker_trip bt;
+	const struct kill *k = NULL;
+	unsigned char digest[32];
+	unsigned int dlen = sizeof(digest);
+	const char *body;
+	char policy[POLICY_NAME_MAX + 1];
+	int64_t now = wallclock_ms();
+	size_t len;
+
+	if (!loop_watched(ps, se->se_pattr))
+		return (0);
+	body = forward_body(se, &len);
+	if (EVP_Digest(body != NULL ? body : "", body != NULL ? len : 0, digest,
+		&dlen, EVP_sha256(), NULL) != 1)
+		fatalx("%s: EVP_Digest", __func__);
+	memset(&bt, 0, sizeof(bt));
+	if (breaker_request(
+		ps, enforce_breakers(), se->se_pattr, digest, now, &bt) == 1) {
+		snprintf(policy, sizeof(policy), "%s", bt.bt_policy->po_name);
+		k = trip(&bt, now);
+	}
+	breaker_trip_clear(&bt);
+	if (k == NULL)
+		return (0);
+	refuse_by_kill(se, k, policy);
 	return (-1);
 }
 
@@ -548,7 +577,7 @@ session_admit(struct session *se)
 	log_escape(model, sizeof(model), se->se_ci.ci_model,
 	    strlen(se->se_ci.ci_model));
 
-	if (admit_kills(se, ps) == -1)
+	if (admit_kills(se) == -1)
 		return (-1);
 	if (se->se_price == NULL &&
 	    (po = capped_by(ps, se->se_pattr)) != NULL) {
@@ -608,6 +637,11 @@ session_admit(struct session *se)
 	}
 	se->se_res = pd.pd_res;
 	se->se_res_capped = policy_res_capped(se->se_res);
+	if (admit_loop(se, ps) == -1) {
+		policy_release(se->se_res, se->se_started_ms);
+		se->se_res = NULL;
+		return (-1);
+	}
 	if (pd.pd_out_bound >= 0 &&
 	    pd.pd_out_bound != se->se_ci.ci_max_output) {
 		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
@@ -654,9 +688,9 @@ settle_breakers(
 
 	if (!se->se_row_committed || se->se_state != SE_FORWARDING)
 		return;
-	is_error = status == CALL_UPSTREAM_ERROR ||
-	    (status == CALL_ERROR && se->se_refusal == NULL) ||
-	    se->se_status >= 500 || se->se_status == 429;
+	/* The provider's failures, never the caller's own 4xx. */
+	is_error = status == CALL_UPSTREAM_ERROR || se->se_status >= 500 ||
+	    se->se_status == 429;
 	memset(bt, 0, sizeof(bt));
 	n = breaker_settle(se->se_conf->cf_policies, enforce_breakers(),
 	    se->se_pattr, cost, is_error, now, bt, nitems(bt));
@@ -752,15 +786,55 @@ session_extend_reservations(const struct config *cf)
 }
 
 /*
- * A kill was added (the admin API, a breaker): end the calls in flight it
- * matches, and raise its alert.
+ * Calls in flight a new kill must end. They are ended from the event loop
+ * a moment later, never from inside the hook: the hook runs wherever a
+ * kill is made, which may be a session's close (a breaker tripping at its
+ * settle) or its admission, and ending other calls there would close
+ * sessions under a walk of the session list (and their settles could trip
+ * more breakers, and so on). The next loop turn is well within a second.
+ */
+struct pending_stop {
+	char *ps_match[POLICY_ATTR_MAX];
+	char *ps_why;
+	struct pending_stop *ps_next;
+};
+
+static struct pending_stop *stops_head, **stops_tail = &stops_head;
+static struct event *stops_ev;
+
+static void
+stops_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pending_stop *p;
+	int a;
+
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	/* Stops made while these run queue behind them for another turn. */
+	while ((p = stops_head) != NULL) {
+		if ((stops_head = p->ps_next) == NULL)
+			stops_tail = &stops_head;
+		session_stop_matching(
+		    (const char *const *)p->ps_match, p->ps_why);
+		for (a = 0; a < POLICY_ATTR_MAX; a++)
+			free(p->ps_match[a]);
+		free(p->ps_why);
+		free(p);
+	}
+}
+
+/*
+ * A kill was added (the admin API, a breaker): raise its alert, and end
+ * the calls in flight it matches from the next loop turn.
  */
 static void
 kill_hook(const struct kill *k, void *arg)
 {
+	struct pending_stop *p;
 	struct alert al;
 	char why[KILL_REASON_MAX + 64], policy[POLICY_NAME_MAX + 1];
-	const char *kind = "kill", *p, *q;
+	const char *kind = "kill", *src, *q;
 	size_t n;
 	int t;
 
@@ -772,12 +846,12 @@ kill_hook(const struct kill *k, void *arg)
 	if (strncmp(k->k_source, "breaker:", 8) == 0) {
 		/* breaker:<policy>:<kind> */
 		kind = "breaker";
-		p = k->k_source + 8;
-		if ((q = strrchr(p, ':')) != NULL) {
-			n = (size_t)(q - p) < sizeof(policy) - 1
-			    ? (size_t)(q - p)
+		src = k->k_source + 8;
+		if ((q = strrchr(src, ':')) != NULL) {
+			n = (size_t)(q - src) < sizeof(policy) - 1
+			    ? (size_t)(q - src)
 			    : sizeof(policy) - 1;
-			memcpy(policy, p, n);
+			memcpy(policy, src, n);
 			policy[n] = '\0';
 		}
 	}
@@ -792,12 +866,43 @@ kill_hook(const struct kill *k, void *arg)
 	al.al_message = why;
 	al.al_at_ms = k->k_created_ms;
 	alerts_fire(&al);
-	session_stop_matching((const char *const *)k->k_match, why);
+
+	p = xcalloc(1, sizeof(*p));
+	for (t = 0; t < POLICY_ATTR_MAX; t++)
+		if (k->k_match[t] != NULL)
+			p->ps_match[t] = xstrdup(k->k_match[t]);
+	p->ps_why = xstrdup(why);
+	*stops_tail = p;
+	stops_tail = &p->ps_next;
+	if (stops_ev != NULL)
+		event_active(stops_ev, EV_TIMEOUT, 1);
 }
 
 /* Kills end the calls in flight they match (called once at start-up). */
 void
-session_policy_setup(void)
+session_policy_setup(struct event_base *base)
 {
+	stops_ev = event_new(base, -1, 0, stops_cb, NULL);
 	kills_set_hook(kill_hook, NULL);
+}
+
+/* At exit: what is still queued is dropped (no call is left to stop). */
+void
+session_policy_shutdown(void)
+{
+	struct pending_stop *p;
+	int a;
+
+	while ((p = stops_head) != NULL) {
+		stops_head = p->ps_next;
+		for (a = 0; a < POLICY_ATTR_MAX; a++)
+			free(p->ps_match[a]);
+		free(p->ps_why);
+		free(p);
+	}
+	stops_tail = &stops_head;
+	if (stops_ev != NULL)
+		event_free(stops_ev);
+	stops_ev = NULL;
+	kills_set_hook(NULL, NULL);
 }

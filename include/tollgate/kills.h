@@ -27,6 +27,7 @@ struct breaker_trip;
 struct cJSON;
 
 #define KILLS_MAX 1024 /* live kills at once */
+#define KILLS_API_ROOM 128 /* of which breakers never take the last */
 #define KILL_REASON_MAX 512 /* bytes of a reason */
 #define KILL_SOURCE_MAX 160 /* bytes of a source */
 #define KILL_ID_LEN 18 /* "k_" and 16 hex */

@@ -30,7 +30,8 @@ void session_abort_all(void);
 size_t session_stop_matching(const char *const *, const char *);
 void session_apply_kills(const struct config *);
 void session_extend_reservations(const struct config *);
-void session_policy_setup(void);
+void session_policy_setup(struct event_base *);
+void session_policy_shutdown(void);
 
 /* server.c */
 struct config *server_config(void);

@@ -118,7 +118,10 @@ config_tag_value_ok(const char *s, size_t len)
 	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c <= 0x20 || c >= 0x7f)
+		/* '*' and '?' are the wildcards of policies and kills: a
+		 * value that holds one would match more than itself when a
+		 * breaker turns it into a kill. */
+		if (c <= 0x20 || c >= 0x7f || c == '*' || c == '?')
 			return (0);
 	}
 	return (1);
@@ -156,7 +159,7 @@ tag_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
 	    !config_tag_value_ok(val->yn_str, val->yn_len)) {
 		cfg_error(cx, val,
 		    "%s.%s: expected a value of 1 to %d printable characters "
-		    "without spaces",
+		    "without spaces, '*' or '?'",
 		    en->en_path, tag_name(t), TAG_VALUE_MAX);
 		return;
 	}

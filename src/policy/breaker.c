@@ -86,6 +86,7 @@ struct breaker_state {
 	struct bscope *bst_tab[BREAKER_TAB];
 	struct bscopes bst_lru;
 	size_t bst_n;
+	size_t bst_nloop; /* of which loop scopes (half the cap each) */
 };
 
 /* FNV-1a over the key. */
@@ -135,6 +136,8 @@ bscope_drop(struct breaker_state *st, struct bscope *bs)
 	*pp = bs->bs_next;
 	TAILQ_REMOVE(&st->bst_lru, bs, bs_lru);
 	st->bst_n--;
+	if (bs->bs_kind == BS_LOOP)
+		st->bst_nloop--;
 	bscope_free(bs);
 }
 
@@ -177,8 +180,19 @@ bscope_get(
 		free(key);
 		TAILQ_REMOVE(&st->bst_lru, bs, bs_lru);
 	} else {
-		if (st->bst_n >= BREAKER_SCOPES_MAX)
-			bscope_drop(st, TAILQ_FIRST(&st->bst_lru));
+		/*
+		 * Loop scopes (one per intent, which callers choose) and the
+		 * others each have half the cap, so a flood of intents can
+		 * never push out the velocity and error windows.
+		 */
+		if ((kind == BS_LOOP ? st->bst_nloop
+				     : st->bst_n - st->bst_nloop) >=
+		    BREAKER_SCOPES_MAX / 2) {
+			TAILQ_FOREACH(bs, &st->bst_lru, bs_lru)
+			if ((bs->bs_kind == BS_LOOP) == (kind == BS_LOOP))
+				break;
+			bscope_drop(st, bs);
+		}
 		bs = xcalloc(1, sizeof(*bs));
 		bs->bs_key = key;
 		bs->bs_hash = h;
@@ -186,6 +200,8 @@ bscope_get(
 		bs->bs_next = st->bst_tab[h & (BREAKER_TAB - 1)];
 		st->bst_tab[h & (BREAKER_TAB - 1)] = bs;
 		st->bst_n++;
+		if (kind == BS_LOOP)
+			st->bst_nloop++;
 	}
 	TAILQ_INSERT_TAIL(&st->bst_lru, bs, bs_lru);
 	if (now > bs->bs_last)
@@ -333,7 +349,7 @@ breaker_request(const struct policyset *ps, struct breaker_state *st,
 	const struct policy_breakers *b;
 	struct bscope *bs;
 	struct bdigest *bd;
-	char extra[TAG_VALUE_MAX + 32], within[32];
+	char extra[TAG_VALUE_MAX + 96], within[32];
 	int64_t first;
 	size_t i;
 	int who, tripped = 0;
@@ -349,8 +365,9 @@ breaker_request(const struct policyset *ps, struct breaker_state *st,
 		else if (attr[TAG_AGENT_CLASS] != NULL &&
 		    attr[TAG_AGENT_CLASS][0] != '\0')
 			who = TAG_AGENT_CLASS;
-		snprintf(extra, sizeof(extra), "|%s=%s",
-		    who == -1 ? "" : tag_name((enum tag)who),
+		snprintf(extra, sizeof(extra), "|%d,%lld,%d|%s=%s",
+		    b->pb_loop_count, (long long)b->pb_loop_within_ms,
+		    po->po_shadow, who == -1 ? "" : tag_name((enum tag)who),
 		    who == -1 ? "" : attr[who]);
 		bs =
 		    bscope_get(st, bkey("loop", po, attr, extra), BS_LOOP, now);
@@ -377,8 +394,9 @@ breaker_request(const struct policyset *ps, struct breaker_state *st,
 		    "(limit: %d within %.16s)",
 		    sha[0], sha[1], sha[2], sha[3], sha[4], sha[5],
 		    bs->bs_count, (long long)(now - first),
-		    who == -1 ? "" : " for ", who == -1 ? "" : extra + 1,
-		    bs->bs_count, within);
+		    who == -1 ? "" : " for ",
+		    who == -1 ? "" : strrchr(extra, '|') + 1, bs->bs_count,
+		    within);
 		bd->bd_n = bd->bd_head = 0; /* N fresh repeats to trip again */
 		bs->bs_quiet_until = now + b->pb_loop_kill_ms;
 		tripped = 1;
@@ -460,7 +478,7 @@ breaker_settle(const struct policyset *ps, struct breaker_state *st,
 	const struct policy *po;
 	const struct policy_breakers *b;
 	struct bscope *bs;
-	char key[32], a1[32], a2[32], a3[32];
+	char key[128], a1[32], a2[32], a3[32];
 	int64_t spend, calls, errors;
 	size_t i, n = 0;
 
@@ -473,7 +491,9 @@ breaker_settle(const struct policyset *ps, struct breaker_state *st,
 		    !policy_matches(po, attr))
 			continue;
 		if (b->pb_vel_nusd >= 0) {
-			bs = ring_scope(st, bkey("velocity", po, attr, ""),
+			snprintf(key, sizeof(key), "|%lld,%d",
+			    (long long)b->pb_vel_nusd, po->po_shadow);
+			bs = ring_scope(st, bkey("velocity", po, attr, key),
 			    BS_VELOCITY, 1000, now);
 			ring_add(bs, now, cost_nusd, is_error);
 			ring_sum(bs, now, &spend, &calls, &errors);
@@ -493,8 +513,11 @@ breaker_settle(const struct policyset *ps, struct breaker_state *st,
 			}
 		}
 		if (b->pb_err_ppm >= 0) {
-			snprintf(key, sizeof(key), "|%lld",
-			    (long long)b->pb_err_window_ms);
+			snprintf(key, sizeof(key), "|%lld,%lld,%lld,%d,%d",
+			    (long long)b->pb_err_window_ms,
+			    (long long)b->pb_err_ppm,
+			    (long long)b->pb_err_min_nusd, b->pb_err_min_calls,
+			    po->po_shadow);
 			bs = ring_scope(st, bkey("error", po, attr, key),
 			    BS_ERROR, b->pb_err_window_ms / BREAKER_SLOTS, now);
 			ring_add(bs, now, cost_nusd, is_error);

@@ -426,18 +426,19 @@ test_loop_bounded(void **state)
 	assert_int_equal(breaker_request(ps, st, attr, sha, T0 + 102, &bt), 1);
 	breaker_trip_clear(&bt);
 
-	/* Scopes are capped, the least recently touched dropped first. */
+	/* Loop scopes are capped at half the scopes, the least recently
+	 * touched dropped first. */
 	for (i = 0; i < BREAKER_SCOPES_MAX + 50; i++) {
 		snprintf(tenant, sizeof(tenant), "t%d", i);
 		attr[TAG_TENANT] = tenant;
 		assert_int_equal(
 		    breaker_request(ps, st, attr, sha, T0 + 200, &bt), 0);
 	}
-	assert_int_equal(breaker_count(st), BREAKER_SCOPES_MAX);
+	assert_int_equal(breaker_count(st), BREAKER_SCOPES_MAX / 2);
 	/* Nothing counts 10 s later: gc drops them all. */
 	assert_int_equal(breaker_gc(st, T0 + 199 + 10 * SEC), 0);
 	assert_int_equal(
-	    breaker_gc(st, T0 + 200 + 10 * SEC), BREAKER_SCOPES_MAX);
+	    breaker_gc(st, T0 + 200 + 10 * SEC), BREAKER_SCOPES_MAX / 2);
 	assert_int_equal(breaker_count(st), 0);
 	breaker_state_free(st);
 	policy_free(ps);

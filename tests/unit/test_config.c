@@ -490,7 +490,7 @@ static const struct cfgcase cases[] = {
 	    "4:14: attribution.defaults: unknown tag 'squad' (expected intent, "
 	    "team, tenant, agent_class or environment)",
 	    "4:30: attribution.defaults.team: expected a value of 1 to 128 "
-	    "printable characters without spaces",
+	    "printable characters without spaces, '*' or '?'",
 	    "5:26: attribution.require: unknown tag 'owner' (expected intent, "
 	    "team, tenant, agent_class or environment)",
 	    "7:19: attribution.keys[0].key_sha256: expected 64 hex digits "
