@@ -32,6 +32,7 @@
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
+#include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/session.h"
 #include "tollgate/spend.h"
@@ -221,6 +222,15 @@ cmd_serve(int foreground)
 		fatal("daemon");
 	signal(SIGPIPE, SIG_IGN);
 
+	/* Before any thread runs: the calendar windows' zone. */
+	if (cf->cf_timezone != NULL) {
+		if (setenv("TZ", cf->cf_timezone, 1) == -1)
+			fatal("setenv");
+		tzset();
+		policy_set_local_zone(1);
+		log_info(
+		    "budget windows follow the time zone %s", cf->cf_timezone);
+	}
 	if ((base = event_base_new()) == NULL)
 		fatalx("event_base_new");
 	if (ledger_open(base, cf->cf_ledger_path, cf->cf_durability,

@@ -68,6 +68,13 @@ server_reload(const char *path, struct cfgerrs *errs)
 		return (-1);
 	}
 	if (old != NULL) {
+		if ((cf->cf_timezone == NULL) != (old->cf_timezone == NULL) ||
+		    (cf->cf_timezone != NULL &&
+			strcmp(cf->cf_timezone, old->cf_timezone) != 0))
+			log_warnx("reload: a new timezone needs a restart; "
+				  "budget windows keep %s",
+			    old->cf_timezone != NULL ? old->cf_timezone
+						     : "UTC");
 		if (strcmp(cf->cf_listen_host, old->cf_listen_host) != 0 ||
 		    cf->cf_listen_port != old->cf_listen_port)
 			log_warnx("reload: a new listen address needs a "

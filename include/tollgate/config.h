@@ -134,6 +134,7 @@ struct config {
 	/* policies */
 	struct policyset *cf_policies; /* never NULL once loaded; owned */
 	int cf_hard_cap_status; /* 429 or 402 */
+	char *cf_timezone; /* calendar windows' zone; NULL: UTC */
 
 	/* alerts: */
 	struct webhook_conf *cf_webhooks;

@@ -182,6 +182,7 @@ int policy_matches(const struct policy *, const char *const *);
 char *policy_scope_key(const struct policy *, const char *const *);
 void policy_window_at(
     const struct policy_window *, int64_t, int64_t *, int64_t *);
+void policy_set_local_zone(int);
 char *policy_window_name(const struct policy_window *, char *, size_t);
 const char *policy_reason_name(enum policy_reason);
 

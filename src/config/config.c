@@ -39,6 +39,8 @@ static void cfgp_policies(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void cfgp_hard_cap_status(struct cfgctx *, const struct cfgkey *,
     const char *, const struct ynode *, void *);
+static void cfgp_timezone(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
 static void cfgp_upstreams(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void cfgp_upstream_type(struct cfgctx *, const struct cfgkey *,
@@ -116,6 +118,7 @@ static const struct cfgkey top_keys[] = {
     KEY_SECTION("unknown_models", unknown_model_keys),
     KEY_SECTION("attribution", attribution_keys),
     KEY_CALL("policies", cfgp_policies, 0, 0),
+    KEY_CALL("timezone", cfgp_timezone, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
     KEY_END,
@@ -486,6 +489,45 @@ cfgp_policies(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	policy_parse(cx, path, n, &cf->cf_policies);
 }
 
+/*
+ * timezone: an IANA zone name (Europe/Berlin) whose days, weeks and
+ * months the calendar budget windows follow; UTC by default. It must be
+ * in the system's zone database: a name the C library does not know
+ * would silently mean UTC.
+ */
+static void
+cfgp_timezone(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct config *cf = dst;
+	const char *dir = getenv("TZDIR"), *p;
+	char file[512];
+
+	(void)k;
+	if (n->yn_type != YN_SCALAR || n->yn_len == 0 || n->yn_len > 64) {
+		cfg_error(cx, n,
+		    "%s: expected a zone name such as Europe/Berlin", path);
+		return;
+	}
+	for (p = n->yn_str; *p != '\0'; p++)
+		if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '/' || *p == '_' ||
+			*p == '-' || *p == '+'))
+			break;
+	snprintf(file, sizeof(file), "%s/%s",
+	    dir != NULL ? dir : "/usr/share/zoneinfo", n->yn_str);
+	if (*p != '\0' || n->yn_str[0] == '/' ||
+	    strstr(n->yn_str, "..") != NULL || access(file, R_OK) == -1) {
+		cfg_error(cx, n,
+		    "%s: unknown time zone '%s' (not in the zone database; "
+		    "e.g. UTC, Europe/Berlin, America/New_York)",
+		    path, cfg_esc(file, sizeof(file), n->yn_str, n->yn_len));
+		return;
+	}
+	free(cf->cf_timezone);
+	cf->cf_timezone = xstrdup(n->yn_str);
+}
+
 /* refusals.hard_cap_status: 429 (the default) or 402. */
 static void
 cfgp_hard_cap_status(struct cfgctx *cx, const struct cfgkey *k,
@@ -563,6 +605,7 @@ config_free(struct config *cf)
 	if (cf->cf_prices != NULL)
 		pricing_free(cf->cf_prices);
 	policy_free(cf->cf_policies);
+	free(cf->cf_timezone);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
 	config_free_alerts(cf);

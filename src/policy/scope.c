@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
@@ -231,6 +232,44 @@ policy_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
  * first instant its bucketed sum still counts and the end of the current
  * bucket, when the oldest bucket next drops out.
  */
+static int policy_local_zone; /* calendar windows follow TZ, not UTC */
+
+/*
+ * Calendar windows from now on follow the process's local time zone (TZ,
+ * set once at start-up before any thread runs) instead of UTC.
+ */
+void
+policy_set_local_zone(int on)
+{
+	policy_local_zone = on;
+}
+
+/* A day, week or month of the local zone, as Unix ms; DST included. */
+static void
+local_window(
+    enum policy_window_kind kind, int64_t now, int64_t *start, int64_t *reset)
+{
+	struct tm tm, next;
+	time_t t = (time_t)floor_div(now, 1000);
+
+	localtime_r(&t, &tm);
+	tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+	tm.tm_isdst = -1; /* mktime finds out */
+	if (kind == POLICY_WIN_WEEK)
+		tm.tm_mday -= (tm.tm_wday + 6) % 7; /* back to Monday */
+	else if (kind == POLICY_WIN_MONTH)
+		tm.tm_mday = 1;
+	next = tm;
+	if (kind == POLICY_WIN_DAY)
+		next.tm_mday += 1;
+	else if (kind == POLICY_WIN_WEEK)
+		next.tm_mday += 7;
+	else
+		next.tm_mon += 1;
+	*start = (int64_t)mktime(&tm) * 1000;
+	*reset = (int64_t)mktime(&next) * 1000;
+}
+
 void
 policy_window_at(
     const struct policy_window *w, int64_t now, int64_t *start, int64_t *reset)
@@ -238,6 +277,12 @@ policy_window_at(
 	int64_t days, wd, y, width, b;
 	unsigned m, d;
 
+	if (policy_local_zone &&
+	    (w->pw_kind == POLICY_WIN_DAY || w->pw_kind == POLICY_WIN_WEEK ||
+		w->pw_kind == POLICY_WIN_MONTH)) {
+		local_window(w->pw_kind, now, start, reset);
+		return;
+	}
 	days = floor_div(now, DAY_MS);
 	switch (w->pw_kind) {
 	case POLICY_WIN_DAY:

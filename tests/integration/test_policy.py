@@ -325,6 +325,31 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(len(self.admin_get(tg, "/v1/alerts")["alerts"]), 1)
         self.assertEqual(tg.log().count("tollgate alert"), 0, tg.log())
 
+    def test_windows_follow_a_configured_time_zone(self):
+        """timezone: Asia/Tokyo (UTC+9): the day ends at 15:00 UTC."""
+        now = int(time.time() * 1000)
+        day = now // 86400000 * 86400000
+        jst_midnight = day + 15 * 3600000
+        if jst_midnight <= now:
+            jst_midnight += 86400000
+        self.set_clock(jst_midnight - 5000 - now)
+        tg = self.start([{"name": "daily", "window": "day",
+                          "hard_cap_usd": "0.50"}],
+                        extra={"timezone": "Asia/Tokyo"})
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m).status, 200)
+        r = self.chat(tg, m)
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["reset_at"], time.strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(jst_midnight / 1000)))
+        self.set_clock(jst_midnight + 5000 - now)
+        self.assertEqual(self.chat(tg, m).status, 200)
+        rc, out, err, _ = tglib.run_check(tglib.make_config(
+            tglib.std_upstreams(1), extra={"timezone": "Mars/Olympus"}),
+            self.tmp)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("unknown time zone 'Mars/Olympus'", out + err)
+
     # ------------------------------------------------------------------
     # Rate limits.
 

@@ -336,6 +336,37 @@ static const struct {
     {"7d", 0, -7 * 86400000LL, 10080000},
 };
 
+/* Calendar windows in a configured zone, across a DST change. */
+static void
+test_windows_local_zone(void **state)
+{
+	struct policy_window w = {POLICY_WIN_DAY, 0};
+	int64_t s, r;
+
+	(void)state;
+	setenv("TZ", "Europe/Berlin", 1);
+	tzset();
+	policy_set_local_zone(1);
+	/* 2026-03-29 has 23 hours in Berlin: CET to CEST at 02:00. */
+	policy_window_at(&w, utc(2026, 3, 29, 12, 0, 0), &s, &r);
+	assert_int_equal(s, utc(2026, 3, 28, 23, 0, 0));
+	assert_int_equal(r, utc(2026, 3, 29, 22, 0, 0));
+	w.pw_kind = POLICY_WIN_WEEK; /* Monday 2026-03-23, CET */
+	policy_window_at(&w, utc(2026, 3, 29, 12, 0, 0), &s, &r);
+	assert_int_equal(s, utc(2026, 3, 22, 23, 0, 0));
+	assert_int_equal(r, utc(2026, 3, 29, 22, 0, 0));
+	w.pw_kind = POLICY_WIN_MONTH;
+	policy_window_at(&w, utc(2026, 10, 31, 23, 30, 0), &s, &r);
+	assert_int_equal(s, utc(2026, 10, 31, 23, 0, 0)); /* Nov 1, CET */
+	assert_int_equal(r, utc(2026, 11, 30, 23, 0, 0));
+	w.pw_kind = POLICY_WIN_TOTAL; /* unaffected */
+	policy_window_at(&w, utc(2026, 3, 29, 12, 0, 0), &s, &r);
+	assert_int_equal(s, 0);
+	policy_set_local_zone(0);
+	unsetenv("TZ");
+	tzset();
+}
+
 static void
 test_windows(void **state)
 {
@@ -513,6 +544,7 @@ main(void)
 	    cmocka_unit_test(test_glob),
 	    cmocka_unit_test(test_scope_keys),
 	    cmocka_unit_test(test_windows),
+	    cmocka_unit_test(test_windows_local_zone),
 	    cmocka_unit_test(test_rebuild),
 	};
 
