@@ -199,7 +199,7 @@ static struct hist g_gap; /* sse: inter-event gap */
 static struct hist g_dly; /* sse: delivery delay after the upstream stamp */
 static uint64_t g_ok, g_non2xx, g_errors, g_connects, g_sent_n, g_backlog_max;
 static uint64_t g_streams_ok, g_streams_short, g_lost, g_stalls;
-static uint64_t g_bytes_in, g_connfail;
+static uint64_t g_bytes_in, g_connfail, g_warm_ok, g_unsent;
 static long g_issued; /* requests scheduled or started */
 static long g_completed; /* completed, warm-up included */
 static uint64_t g_t0, g_tend;
@@ -573,6 +573,8 @@ conn_done(struct conn *c, uint64_t now)
 	g_completed++;
 	if (c->c_woff < g_reqlen)
 		c->c_close = 1; /* answered before the body was sent */
+	if (c->c_warm && ok)
+		g_warm_ok++;
 	if (!c->c_warm) {
 		if (opt.sse) {
 			if (!ok)
@@ -839,16 +841,17 @@ report(uint64_t elapsed)
 
 	printf("{\"label\":\"%s\",\"mode\":\"%s\",\"conns\":%d,"
 	       "\"target_rps\":%.1f,\"elapsed_s\":%.3f,\"requests\":%llu,"
-	       "\"ok\":%llu,\"non2xx\":%llu,\"errors\":%llu,"
+	       "\"ok\":%llu,\"warm_ok\":%llu,\"non2xx\":%llu,\"errors\":%llu,"
 	       "\"connects\":%llu,\"achieved_rps\":%.1f,"
-	       "\"backlog_max\":%llu,\"bytes_in\":%llu,",
+	       "\"backlog_max\":%llu,\"unsent\":%llu,\"bytes_in\":%llu,",
 	    opt.label != NULL ? opt.label : "",
 	    opt.sse ? "sse" : (opt.rate > 0 ? "rate" : "closed"), opt.conns,
 	    opt.rate, el, (unsigned long long)l->h_n, (unsigned long long)g_ok,
-	    (unsigned long long)g_non2xx, (unsigned long long)g_errors,
-	    (unsigned long long)g_connects,
+	    (unsigned long long)g_warm_ok, (unsigned long long)g_non2xx,
+	    (unsigned long long)g_errors, (unsigned long long)g_connects,
 	    el > 0 ? (double)(g_ok + g_non2xx) / el : 0.0,
-	    (unsigned long long)g_backlog_max, (unsigned long long)g_bytes_in);
+	    (unsigned long long)g_backlog_max, (unsigned long long)g_unsent,
+	    (unsigned long long)g_bytes_in);
 	printf("\"%s\":{\"n\":%llu,\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,"
 	       "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
 	    opt.sse ? "ttfe_us" : "lat_us", (unsigned long long)l->h_n,
@@ -1124,6 +1127,14 @@ main(int argc, char *argv[])
 		}
 		conn_close(&g_conns[i]);
 		free(g_conns[i].c_head);
+	}
+	/* Open loop: requests that fell due but never found a connection. */
+	if (opt.rate > 0 && g_tend != 0) {
+		due = due_count(g_tend);
+		if (opt.nreq > 0 && due > opt.nreq + opt.warmup)
+			due = opt.nreq + opt.warmup;
+		if (due > g_issued)
+			g_unsent = (uint64_t)(due - g_issued);
 	}
 	report((g_tend != 0 && g_tend < now ? g_tend : now) - g_t0);
 	free(g_conns);
