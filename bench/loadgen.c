@@ -486,8 +486,8 @@ conn_fail(struct conn *c)
 	}
 	if (was_busy)
 		g_completed++;
-	else if (++g_connfail > 1000)
-		fatal("%s:%d: too many failed connections", opt.host, opt.port);
+	else if (++g_connfail > 1000 && g_ok + g_non2xx == 0)
+		fatal("%s:%d: no connection succeeds", opt.host, opt.port);
 	conn_close(c);
 	if (!stopping())
 		conn_open(c);
@@ -1130,7 +1130,7 @@ main(int argc, char *argv[])
 	}
 	/* Open loop: requests that fell due but never found a connection. */
 	if (opt.rate > 0 && g_tend != 0) {
-		due = due_count(g_tend);
+		due = due_count(g_tend - 1); /* due strictly before the end */
 		if (opt.nreq > 0 && due > opt.nreq + opt.warmup)
 			due = opt.nreq + opt.warmup;
 		if (due > g_issued)
