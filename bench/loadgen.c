@@ -56,6 +56,7 @@
 #define MAX_HEAD (64 * 1024)
 #define MAX_CONNS 65536
 #define MAX_HDRS 64
+#define GRACE_NS 30000000000ULL
 
 /* A log-bucketed histogram of nanosecond values. */
 struct hist {
@@ -203,6 +204,7 @@ static uint64_t g_bytes_in, g_connfail, g_warm_ok, g_unsent;
 static long g_issued; /* requests scheduled or started */
 static long g_completed; /* completed, warm-up included */
 static uint64_t g_t0, g_tend;
+static long g_total; /* open loop: requests scheduled in all */
 
 static void fatal(const char *fmt, ...)
     __attribute__((format(printf, 1, 2), noreturn));
@@ -459,11 +461,19 @@ conn_send(struct conn *c, uint64_t due)
 		conn_fail(c);
 }
 
+/*
+ * Open loop: every request scheduled before the end is sent, late if it
+ * must be (its latency still counts from its slot), for up to GRACE_NS
+ * after the end; what is left then is reported as unsent.
+ */
 static int
 stopping(void)
 {
 	if (g_stop)
 		return (1);
+	if (opt.rate > 0)
+		return (g_issued >= g_total ||
+		    (g_tend != 0 && now_ns() >= g_tend + GRACE_NS));
 	if (opt.nreq > 0)
 		return (g_issued >= opt.nreq + opt.warmup);
 	return (g_tend != 0 && now_ns() >= g_tend);
@@ -897,7 +907,7 @@ main(int argc, char *argv[])
 	const char *url = NULL;
 	uint64_t now, next, grace_end = 0;
 	long due, backlog;
-	int i, n, rr = 0, busy;
+	int i, n, rr = 0, busy, idle;
 
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -1007,6 +1017,8 @@ main(int argc, char *argv[])
 		    g_t0 + (uint64_t)(opt.stagger * 1e6 * i / opt.conns);
 	if (opt.nreq == 0)
 		g_tend = g_t0 + (uint64_t)(opt.duration * 1e9);
+	/* Slots strictly before the end, or the -n requests and warm-up. */
+	g_total = opt.nreq > 0 ? opt.nreq + opt.warmup : due_count(g_tend - 1);
 
 	for (;;) {
 		now = now_ns();
@@ -1014,8 +1026,8 @@ main(int argc, char *argv[])
 		if (!stopping()) {
 			if (opt.rate > 0) {
 				due = due_count(now);
-				if (opt.nreq > 0 && due > opt.nreq + opt.warmup)
-					due = opt.nreq + opt.warmup;
+				if (due > g_total)
+					due = g_total;
 				for (i = 0; i < opt.conns && g_issued < due;
 				     i++) {
 					struct conn *c =
@@ -1043,12 +1055,16 @@ main(int argc, char *argv[])
 				}
 			}
 		}
-		busy = 0;
-		for (i = 0; i < opt.conns; i++)
-			busy += g_conns[i].c_busy;
+		busy = idle = 0;
+		for (i = 0; i < opt.conns; i++) {
+			struct conn *c = &g_conns[i];
+
+			busy += c->c_busy;
+			idle += c->c_fd >= 0 && !c->c_busy && !c->c_connecting;
+		}
 		if (stopping()) {
 			if (grace_end == 0)
-				grace_end = now + 30000000000ULL;
+				grace_end = now + GRACE_NS;
 			if (busy == 0 || now >= grace_end || g_stop)
 				break;
 		}
@@ -1058,7 +1074,12 @@ main(int argc, char *argv[])
 			if (opt.rate > 0) {
 				uint64_t d = due_time(g_issued);
 
-				if (d < next)
+				/*
+				 * A request overdue with every connection busy
+				 * waits for an answer, not for the clock: no
+				 * spinning on the core the mock shares.
+				 */
+				if (d < next && (d > now || idle > 0))
 					next = d;
 			} else {
 				for (i = 0; i < opt.conns; i++)
@@ -1067,7 +1088,7 @@ main(int argc, char *argv[])
 					    g_conns[i].c_start_at < next)
 						next = g_conns[i].c_start_at;
 			}
-			if (g_tend != 0 && g_tend < next)
+			if (opt.rate == 0 && g_tend != 0 && g_tend < next)
 				next = g_tend;
 		}
 		if (next <= now) {
@@ -1128,15 +1149,12 @@ main(int argc, char *argv[])
 		conn_close(&g_conns[i]);
 		free(g_conns[i].c_head);
 	}
-	/* Open loop: requests that fell due but never found a connection. */
-	if (opt.rate > 0 && g_tend != 0) {
-		due = due_count(g_tend - 1); /* due strictly before the end */
-		if (opt.nreq > 0 && due > opt.nreq + opt.warmup)
-			due = opt.nreq + opt.warmup;
-		if (due > g_issued)
-			g_unsent = (uint64_t)(due - g_issued);
-	}
-	report((g_tend != 0 && g_tend < now ? g_tend : now) - g_t0);
+	/* Open loop: requests that never found a connection in time. */
+	if (opt.rate > 0 && g_total > g_issued)
+		g_unsent = (uint64_t)(g_total - g_issued);
+	/* Open loop: until the last answer; closed: the set duration. */
+	report((opt.rate == 0 && g_tend != 0 && g_tend < now ? g_tend : now) -
+	    g_t0);
 	free(g_conns);
 	free(g_req);
 	free(opt.body);
