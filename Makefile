@@ -81,7 +81,7 @@ bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.jso
 	cd bench && npm ci --no-audit --no-fund
 
 bench: bench-deps bench-build bench/node_modules/.package-lock.json
-	BENCH_BUILD=$(BENCH_BUILD) timeout 1500 python3 bench/run.py
+	BENCH_BUILD=$(BENCH_BUILD) timeout 1200 python3 bench/run.py
 
 # About a minute, generous bounds (no lost ledger rows, added p99 < 2 ms at
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.
