@@ -289,7 +289,7 @@ http {
 
     # -- systems under test ------------------------------------------------
 
-    def start_nginx_proxy(self, up):
+    def start_nginx_proxy(self, up, cpu=1):
         port = free_port()
         conf = self.nginx_conf("nginx-proxy-%d" % up, port, """
   upstream up { server 127.0.0.1:%d; keepalive 512; keepalive_requests 100000000; }
@@ -303,7 +303,7 @@ http {
       proxy_read_timeout 300s;
     }
   }""" % (up, port))
-        p = Proc("nginx-proxy", ["nginx", "-c", conf], self.work, cpu=1)
+        p = Proc("nginx-proxy", ["nginx", "-c", conf], self.work, cpu=cpu)
         wait_port(port, p)
         return p, port
 
@@ -344,7 +344,7 @@ backend be
         wait_port(port, p, 60)
         return p, port
 
-    def start_tollgate(self, mode, up):
+    def start_tollgate(self, mode, up, cpu=1):
         port = free_port()
         admin = free_port()
         d = os.path.join(self.work, "tollgate-%s-%d" % (mode, port))
@@ -379,7 +379,7 @@ prices: %s
 %s""" % (port, admin, up, d, durability,
                 os.path.join(SOURCE, "config", "prices.yaml"), policies))
         p = Proc("tollgate-" + mode, [self.tollgate, "-d", "-c", conf],
-                 self.work, cpu=1)
+                 self.work, cpu=cpu)
         wait_port(port, p)
         p.admin = admin
         p.ledger = os.path.join(d, "ledger.db")
@@ -421,7 +421,7 @@ prices: %s
         self.record("loadgen", res)
         return res
 
-    def wrk_run(self, port, label, conns, secs, headers):
+    def wrk_run(self, port, label, conns, secs, headers, pin=True):
         script = os.path.join(self.work, "wrk-%s.lua" % label)
         with open(script, "w") as f:
             f.write('wrk.method = "POST"\nwrk.body = %s\n' %
@@ -433,7 +433,7 @@ prices: %s
                                                     json.dumps(v)))
         argv = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % secs, "--latency",
                 "-s", script, "http://127.0.0.1:%d%s" % (port, PATH)]
-        if CPUS > 1:
+        if CPUS > 1 and pin:
             argv = ["taskset", "-c", "0"] + argv
         r = subprocess.run(argv, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=secs + 60)
@@ -633,7 +633,7 @@ def sec_added_latency(b, up, body_args=None, rounds=7, n=2000, warm=1000,
     return out
 
 
-def sec_throughput(b, up, secs, conns=64):
+def sec_throughput(b, up, secs, conns=64, unpinned=False):
     """wrk at c=conns, pinned; RSS, CPU per call, ledger rows per system."""
     log("throughput: wrk -t1 -c%d -d%ds per system" % (conns, secs))
     out = {}
@@ -695,6 +695,24 @@ def sec_throughput(b, up, secs, conns=64):
     for s, row in out.items():
         row["ratio_nginx"] = row["rps"] / nginx if nginx else 0
     b.results["throughput"] = out
+    if unpinned:
+        # The realistic sidecar: the proxy and wrk free to use both cores
+        # (only the mock stays on CPU 0).
+        un = {}
+        for s in ("nginx", "T1"):
+            if s == "nginx":
+                p, port = b.start_nginx_proxy(up, cpu=None)
+            else:
+                p, port = b.start_tollgate(s, up, cpu=None)
+            intent = b.intent("unpinned-" + s)
+            b.wrk_run(port, "unpinned-warm-" + s, conns, 2,
+                      b.headers(up, intent + "w"), pin=False)
+            res = b.wrk_run(port, "unpinned-" + s, conns, secs,
+                            b.headers(up, intent), pin=False)
+            p.stop()
+            un[s] = res["rps"]
+            log("  %s unpinned: %.0f req/s" % (s, res["rps"]))
+        b.results["throughput_unpinned"] = un
     return out
 
 
@@ -999,6 +1017,14 @@ def write_doc(b, path):
         A("")
         for v in R["verdict"]:
             A("- " + v)
+    un = R.get("throughput_unpinned")
+    if un:
+        A("")
+        A("Unpinned (the realistic sidecar: the proxy and wrk free on both "
+          "cores, the mock on CPU 0): nginx proxy %s req/s, tollgate T1 %s req/s "
+          "(%s× nginx)." % (fmt(un.get("nginx")), fmt(un.get("T1")),
+                            fmt(un["T1"] / un["nginx"], 2)
+                            if un.get("nginx") else "–"))
     if R.get("notes"):
         A("")
         for n in R["notes"]:
@@ -1175,7 +1201,7 @@ def full(args):
             sec_crash(b, mport, ["T1", "T2"], 500, 2.0)
         else:
             sec_added_latency(b, mport, rounds=args.rounds)
-            sec_throughput(b, mport, 10)
+            sec_throughput(b, mport, 10, unpinned=True)
             sec_fixed_rate(b, mport, 5, [1000, 2000, 5000, 10000])
             sec_body2m(b, mport, 3, 100)
             sec_sse_c1(b, fport, 3, 3, ["direct", "nginx", "haproxy",
