@@ -201,6 +201,7 @@ static struct hist g_dly; /* sse: delivery delay after the upstream stamp */
 static uint64_t g_ok, g_non2xx, g_errors, g_connects, g_sent_n, g_backlog_max;
 static uint64_t g_streams_ok, g_streams_short, g_lost, g_stalls;
 static uint64_t g_bytes_in, g_connfail, g_warm_ok, g_unsent;
+static uint64_t g_answered; /* responses, warm-up included */
 static long g_issued; /* requests scheduled or started */
 static long g_completed; /* completed, warm-up included */
 static uint64_t g_t0, g_tend;
@@ -581,6 +582,7 @@ conn_done(struct conn *c, uint64_t now)
 	int ok = c->c_status >= 200 && c->c_status < 300;
 
 	g_completed++;
+	g_answered++;
 	if (c->c_woff < g_reqlen)
 		c->c_close = 1; /* answered before the body was sent */
 	if (c->c_warm && ok)
@@ -859,7 +861,7 @@ report(uint64_t elapsed)
 	    opt.rate, el, (unsigned long long)l->h_n, (unsigned long long)g_ok,
 	    (unsigned long long)g_warm_ok, (unsigned long long)g_non2xx,
 	    (unsigned long long)g_errors, (unsigned long long)g_connects,
-	    el > 0 ? (double)(g_ok + g_non2xx) / el : 0.0,
+	    el > 0 ? (double)g_answered / el : 0.0,
 	    (unsigned long long)g_backlog_max, (unsigned long long)g_unsent,
 	    (unsigned long long)g_bytes_in);
 	printf("\"%s\":{\"n\":%llu,\"min\":%.1f,\"mean\":%.1f,\"p50\":%.1f,"
