@@ -25,8 +25,11 @@
  *
  *   loadgen [-c CONNS] [-r RATE] [-d SECONDS] [-n REQUESTS] [-w WARMUP]
  *           [-H 'Name: value']... [-b BODY | -B FILE | -z BYTES]
- *           [--sse --expect-events N --stall-us US] [-l LABEL]
- *           [-m METHOD] http://127.0.0.1:PORT/path
+ *           [--sse --expect-events N --stall-us US] [--stagger-ms MS]
+ *           [--grace-ms MS] [-l LABEL] [-m METHOD] http://127.0.0.1:PORT/path
+ *
+ * --grace-ms (default 30000) bounds how long after -d late requests are
+ * still sent and answers awaited.
  */
 
 #include <sys/types.h>
@@ -56,7 +59,6 @@
 #define MAX_HEAD (64 * 1024)
 #define MAX_CONNS 65536
 #define MAX_HDRS 64
-#define GRACE_NS 30000000000ULL
 
 /* A log-bucketed histogram of nanosecond values. */
 struct hist {
@@ -181,11 +183,13 @@ static struct {
 	long expect_events;
 	uint64_t stall_ns;
 	double stagger;
+	uint64_t grace_ns; /* after the end: late sends, answers */
 	const char *hdrs[MAX_HDRS];
 	int nhdrs;
 	char *body;
 	size_t bodylen;
-} opt = {.method = "POST", .conns = 1, .duration = 5, .stall_ns = 0};
+} opt = {
+    .method = "POST", .conns = 1, .duration = 5, .grace_ns = 30000000000ULL};
 
 static char *g_req;
 static size_t g_reqlen;
@@ -464,7 +468,7 @@ conn_send(struct conn *c, uint64_t due)
 
 /*
  * Open loop: every request scheduled before the end is sent, late if it
- * must be (its latency still counts from its slot), for up to GRACE_NS
+ * must be (its latency still counts from its slot), for up to --grace-ms
  * after the end; what is left then is reported as unsent.
  */
 static int
@@ -474,7 +478,7 @@ stopping(void)
 		return (1);
 	if (opt.rate > 0)
 		return (g_issued >= g_total ||
-		    (g_tend != 0 && now_ns() >= g_tend + GRACE_NS));
+		    (g_tend != 0 && now_ns() >= g_tend + opt.grace_ns));
 	if (opt.nreq > 0)
 		return (g_issued >= opt.nreq + opt.warmup);
 	return (g_tend != 0 && now_ns() >= g_tend);
@@ -830,7 +834,8 @@ usage(void)
 	    "               [-w WARMUP] [-m METHOD] [-H 'Name: value']...\n"
 	    "               [-b BODY | -B FILE | -z BYTES] [-l LABEL]\n"
 	    "               [--sse] [--expect-events N] [--stall-us US]\n"
-	    "               [--stagger-ms MS] http://HOST:PORT/PATH\n");
+	    "               [--stagger-ms MS] [--grace-ms MS]\n"
+	    "               http://HOST:PORT/PATH\n");
 	exit(2);
 }
 
@@ -958,6 +963,8 @@ main(int argc, char *argv[])
 			opt.stall_ns = (uint64_t)(num_arg(v) * 1e3);
 		else if (strcmp(a, "--stagger-ms") == 0)
 			opt.stagger = num_arg(v);
+		else if (strcmp(a, "--grace-ms") == 0)
+			opt.grace_ns = (uint64_t)(num_arg(v) * 1e6);
 		else
 			usage();
 	}
@@ -1066,7 +1073,7 @@ main(int argc, char *argv[])
 		}
 		if (stopping()) {
 			if (grace_end == 0)
-				grace_end = now + GRACE_NS;
+				grace_end = now + opt.grace_ns;
 			if (busy == 0 || now >= grace_end || g_stop)
 				break;
 		}
