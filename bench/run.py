@@ -731,8 +731,9 @@ def sec_fixed_rate(b, up, secs, rates, conns=64):
             intent = b.intent("rate%d-%s" % (rate, s))
             res = b.loadgen_run(port, "rate%d-%s" % (rate, s),
                                 ["-c", str(conns), "-r", str(rate), "-d",
-                                 str(secs), "-w", str(rate // 2), "-b",
-                                 REQUEST], b.headers(up, intent))
+                                 str(secs), "-w", str(rate // 2),
+                                 "--grace-ms", "5000", "-b", REQUEST],
+                                b.headers(up, intent))
             bad = res["errors"] + res["non2xx"] + res["unsent"]
             cell = {"p50": res["lat_us"]["p50"], "p99": res["lat_us"]["p99"],
                     "p999": res["lat_us"]["p999"],
@@ -1155,7 +1156,7 @@ def sec_inflight(b, up, rates, secs, systems, conns=512):
         for rate in rates:
             res = b.loadgen_run(port, "inflight%d-%s" % (rate, s), [
                 "-c", str(conns), "-r", str(rate), "-d", str(secs), "-w",
-                str(rate // 4), "-b", REQUEST],
+                str(rate // 4), "--grace-ms", "5000", "-b", REQUEST],
                 b.headers(up, b.intent("inflight")) +
                 ["x-fake-delay-ms: 20"] + FAKE_USAGE)
             bad = res["errors"] + res["non2xx"] + res["unsent"]
