@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.." || exit 1
 status=0
 files=$(git ls-files 'src/*.c' 'src/**/*.c' 'src/*.h' 'src/**/*.h' \
     'include/*.h' 'include/**/*.h' \
-    'tests/*.c' 'tests/**/*.c' 2>/dev/null)
+    'tests/*.c' 'tests/**/*.c' 'bench/*.c' 2>/dev/null)
 [ -n "$files" ] || exit 0
 
 banned='\<(sprintf|vsprintf|strcpy|strcat|strtok|atoi|atol|gets)[[:space:]]*\('
