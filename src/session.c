@@ -41,7 +41,6 @@
 #include <strings.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -53,7 +52,6 @@
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
 #include "tollgate/metrics.h"
-#include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
@@ -644,185 +642,6 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	config_unref(se->se_conf);
 	unlink_session(se);
 	free(se);
-}
-
-/*
- * The in-stream error event that ends a stream the client has already
- * started reading (PROTOCOLS.md §12), or NULL where there is none: the
- * API has no such event (Gemini), or the client has half an event and
- * anything appended would land inside it. Allocated.
- */
-static char *
-stop_frame(const struct session *se, int cap, const char *msg)
-{
-	const char *code = cap ? "insufficient_quota" : "killed";
-	cJSON *root, *err;
-	char *json, *frame, *text;
-
-	if (se->se_meter == NULL || !meter_at_event_boundary(se->se_meter))
-		return (NULL);
-	if (se->se_route.rt_family != FAMILY_ANTHROPIC &&
-	    se->se_route.rt_family != FAMILY_OPENAI)
-		return (NULL);
-	xasprintf(&text, "tollgate: %s", msg);
-	root = cJSON_CreateObject();
-	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
-		cJSON_AddStringToObject(root, "type", "error");
-		err = cJSON_AddObjectToObject(root, "error");
-		cJSON_AddStringToObject(
-		    err, "type", cap ? "rate_limit_error" : "permission_error");
-		cJSON_AddStringToObject(err, "message", text);
-	} else if (se->se_route.rt_endpoint == EP_RESPONSES) {
-		cJSON_AddStringToObject(root, "type", "error");
-		cJSON_AddStringToObject(root, "code", code);
-		cJSON_AddStringToObject(root, "message", text);
-		cJSON_AddNullToObject(root, "param");
-		cJSON_AddNumberToObject(root, "sequence_number",
-		    (double)meter_next_sequence(se->se_meter));
-	} else {
-		err = cJSON_AddObjectToObject(root, "error");
-		cJSON_AddStringToObject(err, "message", text);
-		cJSON_AddStringToObject(err, "type",
-		    cap ? "insufficient_quota" : "permission_error");
-		cJSON_AddStringToObject(err, "code", code);
-		cJSON_AddNullToObject(err, "param");
-	}
-	free(text);
-	json = reply_json_take(root);
-	if (se->se_route.rt_family == FAMILY_ANTHROPIC ||
-	    se->se_route.rt_endpoint == EP_RESPONSES)
-		xasprintf(&frame, "event: error\ndata: %s\n\n", json);
-	else
-		xasprintf(&frame, "data: %s\n\n", json);
-	free(json);
-	return (frame);
-}
-
-/*
- * End the response of a call being stopped: its error event and a clean
- * end where the stream allows one, else a cut the client cannot take for
- * a complete response.
- */
-static void
-stop_response(struct session *se, int cap, const char *why)
-{
-	char *frame;
-
-	if (se->se_conn == NULL)
-		return;
-	frame = se->se_ci.ci_stream ? stop_frame(se, cap, why) : NULL;
-	if (frame != NULL) {
-		conn_reply_data(se->se_conn, frame, strlen(frame));
-		conn_reply_end(se->se_conn);
-		free(frame);
-	} else
-		conn_reply_abort(se->se_conn);
-	se->se_conn = NULL;
-}
-
-/*
- * A stream whose budget ran out while it was relayed (it cost more than
- * its reservation and no budget had room for more): end it with the
- * provider's in-stream quota error. Settled as an error with
- * refusal_reason hard_cap, charged for what it used.
- */
-void
-session_stop_capped(struct session *se, const char *why)
-{
-	se->se_refusal = "hard_cap";
-	se->se_cut = 1;
-	stop_response(se, 1, why);
-	session_close(se, CALL_ERROR, "hard_cap");
-}
-
-/*
- * End a call tollgate has decided to stop (a kill): a call not yet
- * answered gets a 403 in its provider's shape; a stream already running
- * gets its provider's in-stream error event and then its end; anything
- * else is cut. The row is settled as an error with refusal_reason
- * "killed", charged for what the call used (its reservation if it was
- * sent and nothing came back). Nothing may touch se after.
- */
-void
-session_stop(struct session *se, const char *why)
-{
-	if (se->se_state == SE_RESERVING) {
-		/* reserved_cb ends it, after the caller's frame is gone. */
-		if (se->se_stop == NULL)
-			se->se_stop = xstrdup(why);
-		return;
-	}
-	se->se_refusal = "killed";
-	if (se->se_state != SE_FORWARDING) {
-		session_refuse_killed(se, why);
-		session_close(se, CALL_REFUSED, "killed");
-		return;
-	}
-	se->se_cut = 1;
-	if (se->se_conn != NULL && !se->se_replied)
-		session_refuse_killed(se, why);
-	else
-		stop_response(se, 0, why);
-	session_close(se, CALL_ERROR, "killed");
-}
-
-/*
- * Stop every call in progress whose attributes match the globs (NULL:
- * any; an unset attribute matches as ""), as a kill switch does. Returns
- * how many were stopped.
- */
-size_t
-session_stop_matching(const char *const *match, const char *why)
-{
-	struct session *se, *next;
-	size_t n = 0;
-	int a;
-
-	for (se = session_list; se != NULL; se = next) {
-		next = se->se_next;
-		/* A call being admitted is checked against the kills
-		 * there; one being closed is past stopping. */
-		if (!se->se_started || !se->se_route.rt_metered ||
-		    se->se_stop != NULL || se->se_closing ||
-		    se->se_state == SE_ROUTED)
-			continue;
-		for (a = 0; a < POLICY_ATTR_MAX; a++) {
-			if (match[a] != NULL &&
-			    !policy_glob(match[a],
-				se->se_pattr[a] != NULL ? se->se_pattr[a] : ""))
-				break;
-		}
-		if (a < POLICY_ATTR_MAX)
-			continue;
-		log_info("session %llu: stopped: %s", se->se_id, why);
-		session_stop(se, why);
-		n++;
-	}
-	return (n);
-}
-
-/*
- * A new configuration is in force: stop the calls in progress that a
- * policy it marks killed matches.
- */
-void
-session_apply_kills(const struct config *cf)
-{
-	const struct policy *po;
-	char why[256];
-	size_t i;
-
-	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
-		po = &cf->cf_policies->ps_pol[i];
-		if (!po->po_killed || po->po_shadow)
-			continue;
-		snprintf(why, sizeof(why),
-		    "calls matching policy '%s' are "
-		    "stopped%s%s",
-		    po->po_name, po->po_kill_reason != NULL ? ": " : "",
-		    po->po_kill_reason != NULL ? po->po_kill_reason : "");
-		session_stop_matching((const char *const *)po->po_match, why);
-	}
 }
 
 static void *

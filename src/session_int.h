@@ -20,6 +20,7 @@
 #include "tollgate/route.h"
 #include "tollgate/usage.h"
 
+struct cJSON;
 struct config;
 struct conn;
 struct event;
@@ -94,6 +95,22 @@ int64_t session_cost(const struct session *, const struct usage *);
 void session_reply_error(
     struct session *, int, const char *, const char *, const char *);
 void session_arm_timer(struct session *, long);
+
+/* session_refuse.c */
+void session_scope_label(char *, size_t, const struct policy_scope *);
+void session_add_tollgate(struct cJSON *, enum policy_reason,
+    const struct policy_scope *, int64_t, const char *, const char *);
+void session_refuse_policy(
+    struct session *, const struct policy_decision *, const char *);
+void session_refuse_kill(
+    struct session *, const char *, const char *, const char *);
+void session_budget_headers(struct session *, const struct policy_decision *);
+
+/* session_kills.c */
+int session_admit_kills(struct session *);
+int session_admit_loop(struct session *, const struct policyset *);
+void session_settle_breakers(
+    struct session *, enum call_status, int64_t, int64_t);
 
 /* session_policy.c */
 int session_admit(struct session *);

@@ -58,10 +58,21 @@ struct admin_job {
 	struct admin_job *aj_next;
 };
 
+/* The prefix of DELETE /v1/kills/{id}. */
+#define ADMIN_KILLS_PREFIX "/v1/kills/"
+
+/* kills.c */
+void ep_kills_list(struct admin_req *);
+void ep_kills_add(struct admin_req *);
+void ep_kill_delete(struct admin_req *);
+
 /* budgets.c */
 struct cJSON *admin_budgets(void);
 
 /* admin.c */
+void admin_reply_json(struct admin_req *, int, struct cJSON *);
+void admin_reply_error(struct admin_req *, int, const char *, const char *,
+    const char *, const char *);
 void admin_job_done(struct admin_job *);
 void admin_job_free(struct admin_job *);
 

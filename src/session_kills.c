@@ -1,0 +1,497 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Kills and breakers as sessions meet them, and how a session is stopped.
+ *
+ *   admit    a live kill that matches refuses the call (admit_kills);
+ *            once the call is admitted, the loop breaker sees its body's
+ *            SHA-256 and may trip on it (admit_loop).
+ *   settle   the velocity and error_spike breakers see what each call
+ *            that reached the provider cost and whether it failed.
+ *   trip     a breaker's trip becomes a timed kill (kills_trip).
+ *   hook     every kill added raises an alert and, from the next loop
+ *            turn, stops the calls in flight it matches: an unanswered
+ *            call gets 403, a running stream its provider's in-stream
+ *            error event (at an event boundary) and a clean end, anything
+ *            else is cut.
+ *
+ * Stops never run inside the hook: a kill can be made inside a session's
+ * close or admission, and stopping other sessions there would free them
+ * under a walk of the session list.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <openssl/evp.h>
+
+#include "tollgate/alerts.h"
+#include "tollgate/breaker.h"
+#include "tollgate/config.h"
+#include "tollgate/enforce.h"
+#include "tollgate/http.h"
+#include "tollgate/kills.h"
+#include "tollgate/listener.h"
+#include "tollgate/log.h"
+#include "tollgate/meter.h"
+#include "tollgate/metrics.h"
+#include "tollgate/policy.h"
+#include "tollgate/reply.h"
+#include "tollgate/session.h"
+#include "tollgate/util.h"
+
+#include "session_int.h"
+
+/* The body as it will be forwarded. */
+static const char *
+forward_body(struct session *se, size_t *len)
+{
+	if (se->se_body != NULL) {
+		*len = se->se_bodylen;
+		return (se->se_body);
+	}
+	*len = evbuffer_get_length(se->se_req->hr_body);
+	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
+}
+
+/* Does a policy of ps with a loop breaker match this call? */
+static int
+loop_watched(const struct policyset *ps, const char *const *attr)
+{
+	size_t i;
+
+	for (i = 0; i < ps->ps_n; i++)
+		if (ps->ps_pol[i].po_breakers.pb_loop_count > 0 &&
+		    policy_matches(&ps->ps_pol[i], attr))
+			return (1);
+	return (0);
+}
+
+/*
+ * A tripped breaker: a timed kill (which ends the calls in flight it
+ * matches, through the kills hook, and raises the alert), or for a shadow
+ * policy only the log line. Returns the kill, or NULL.
+ */
+static const struct kill *
+trip(const struct breaker_trip *bt, int64_t now)
+{
+	const struct kill *k = NULL;
+	char *why = NULL;
+
+	if (bt->bt_shadow) {
+		log_info("policies: shadow policy '%s' would trip its %s "
+			 "breaker: %s",
+		    bt->bt_policy->po_name, bt->bt_kind, bt->bt_evidence);
+		metrics_shadow("breaker");
+		return (NULL);
+	}
+	if (kills_trip(bt, now, &k, &why) == -1) {
+		log_warnx("policies: policy '%s': %s breaker tripped (%s) but "
+			  "its kill was not made: %s",
+		    bt->bt_policy->po_name, bt->bt_kind, bt->bt_evidence, why);
+		free(why);
+		return (NULL);
+	}
+	return (k);
+}
+
+/* Refuse a call a kill stops, with the kill's id and reason. */
+static void
+refuse_by_kill(struct session *se, const struct kill *k, const char *policy)
+{
+	char why[KILL_REASON_MAX + 64], id[sizeof(k->k_id)];
+
+	/* The kill may go before the loop turns: copy what we need. */
+	snprintf(why, sizeof(why), "calls matching kill %s are stopped: %s",
+	    k->k_id, k->k_reason);
+	snprintf(id, sizeof(id), "%s", k->k_id);
+	se->se_refusal = "killed";
+	session_refusal_id(se);
+	session_refuse_kill(se, why, id, policy);
+	session_record_refusal(se, 403, "killed");
+}
+
+/*
+ * A live kill that matches refuses the call, before anything else is
+ * looked at. Returns 0, or -1 after refusing.
+ */
+int
+session_admit_kills(struct session *se)
+{
+	const struct kill *k;
+
+	if ((k = kills_match(se->se_pattr, wallclock_ms())) == NULL)
+		return (0);
+	refuse_by_kill(se, k, NULL);
+	return (-1);
+}
+
+/*
+ * The loop breaker, once the call is admitted (so refused calls never
+ * count towards a loop): when a policy watches this call for loops, the
+ * SHA-256 of its body goes to breaker_request, and a trip on this very
+ * request becomes a kill that refuses it too (and, from the next loop
+ * turn, the calls in flight it matches). Returns 0, or -1 after refusing;
+ * the caller releases the reservation.
+ */
+int
+session_admit_loop(struct session *se, const struct policyset *ps)
+{
+	struct breaker_trip bt;
+	const struct kill *k = NULL;
+	unsigned char digest[32];
+	unsigned int dlen = sizeof(digest);
+	const char *body;
+	char policy[POLICY_NAME_MAX + 1];
+	int64_t now = wallclock_ms();
+	size_t len;
+
+	if (!loop_watched(ps, se->se_pattr))
+		return (0);
+	body = forward_body(se, &len);
+	if (EVP_Digest(body != NULL ? body : "", body != NULL ? len : 0, digest,
+		&dlen, EVP_sha256(), NULL) != 1)
+		fatalx("%s: EVP_Digest", __func__);
+	memset(&bt, 0, sizeof(bt));
+	if (breaker_request(
+		ps, enforce_breakers(), se->se_pattr, digest, now, &bt) == 1) {
+		snprintf(policy, sizeof(policy), "%s", bt.bt_policy->po_name);
+		k = trip(&bt, now);
+	}
+	breaker_trip_clear(&bt);
+	if (k == NULL)
+		return (0);
+	refuse_by_kill(se, k, policy);
+	return (-1);
+}
+
+/*
+ * The velocity and error_spike breakers see every call that went
+ * upstream: what it cost and whether it failed (an error status from the
+ * provider, or no answer).
+ */
+void
+session_settle_breakers(
+    struct session *se, enum call_status status, int64_t cost, int64_t now)
+{
+	struct breaker_trip bt[8];
+	int is_error;
+	size_t i, n;
+
+	if (!se->se_row_committed || se->se_state != SE_FORWARDING)
+		return;
+	/* The provider's failures, never the caller's own 4xx. */
+	is_error = status == CALL_UPSTREAM_ERROR || se->se_status >= 500 ||
+	    se->se_status == 429;
+	memset(bt, 0, sizeof(bt));
+	n = breaker_settle(se->se_conf->cf_policies, enforce_breakers(),
+	    se->se_pattr, cost, is_error, now, bt, nitems(bt));
+	for (i = 0; i < n; i++) {
+		trip(&bt[i], now);
+		breaker_trip_clear(&bt[i]);
+	}
+}
+
+/*
+ * Calls in flight a new kill must end. They are ended from the event loop
+ * a moment later, never from inside the hook: the hook runs wherever a
+ * kill is made, which may be a session's close (a breaker tripping at its
+ * settle) or its admission, and ending other calls there would close
+ * sessions under a walk of the session list (and their settles could trip
+ * more breakers, and so on). The next loop turn is well within a second.
+ */
+struct pending_stop {
+	char *ps_match[POLICY_ATTR_MAX];
+	char *ps_why;
+	struct pending_stop *ps_next;
+};
+
+static struct pending_stop *stops_head, **stops_tail = &stops_head;
+static struct event *stops_ev;
+
+static void
+stops_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct pending_stop *p;
+	int a;
+
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	/* Stops made while these run queue behind them for another turn. */
+	while ((p = stops_head) != NULL) {
+		if ((stops_head = p->ps_next) == NULL)
+			stops_tail = &stops_head;
+		session_stop_matching(
+		    (const char *const *)p->ps_match, p->ps_why);
+		for (a = 0; a < POLICY_ATTR_MAX; a++)
+			free(p->ps_match[a]);
+		free(p->ps_why);
+		free(p);
+	}
+}
+
+/*
+ * A kill was added (the admin API, a breaker): raise its alert, and end
+ * the calls in flight it matches from the next loop turn.
+ */
+static void
+kill_hook(const struct kill *k, void *arg)
+{
+	struct pending_stop *p;
+	struct alert al;
+	char why[KILL_REASON_MAX + 64], policy[POLICY_NAME_MAX + 1];
+	const char *kind = "kill", *src, *q;
+	size_t n;
+	int t;
+
+	(void)arg;
+	snprintf(why, sizeof(why), "calls matching kill %s are stopped: %s",
+	    k->k_id, k->k_reason);
+	memset(&al, 0, sizeof(al));
+	policy[0] = '\0';
+	if (strncmp(k->k_source, "breaker:", 8) == 0) {
+		/* breaker:<policy>:<kind> */
+		kind = "breaker";
+		src = k->k_source + 8;
+		if ((q = strrchr(src, ':')) != NULL) {
+			n = (size_t)(q - src) < sizeof(policy) - 1
+			    ? (size_t)(q - src)
+			    : sizeof(policy) - 1;
+			memcpy(policy, src, n);
+			policy[n] = '\0';
+		}
+	}
+	al.al_kind = kind;
+	al.al_policy = policy[0] != '\0' ? policy : NULL;
+	for (t = 0; t < TAG_MAX; t++)
+		al.al_tags[t] = k->k_match[t];
+	al.al_window_start = -1;
+	al.al_reset_at = k->k_expires_ms;
+	al.al_threshold_nusd = -1;
+	al.al_cap_nusd = -1;
+	al.al_message = why;
+	al.al_at_ms = k->k_created_ms;
+	alerts_fire(&al);
+
+	p = xcalloc(1, sizeof(*p));
+	for (t = 0; t < POLICY_ATTR_MAX; t++)
+		if (k->k_match[t] != NULL)
+			p->ps_match[t] = xstrdup(k->k_match[t]);
+	p->ps_why = xstrdup(why);
+	*stops_tail = p;
+	stops_tail = &p->ps_next;
+	if (stops_ev != NULL)
+		event_active(stops_ev, EV_TIMEOUT, 1);
+}
+
+/* Kills end the calls in flight they match (called once at start-up). */
+void
+session_policy_setup(struct event_base *base)
+{
+	stops_ev = event_new(base, -1, 0, stops_cb, NULL);
+	kills_set_hook(kill_hook, NULL);
+}
+
+/* At exit: what is still queued is dropped (no call is left to stop). */
+void
+session_policy_shutdown(void)
+{
+	struct pending_stop *p;
+	int a;
+
+	while ((p = stops_head) != NULL) {
+		stops_head = p->ps_next;
+		for (a = 0; a < POLICY_ATTR_MAX; a++)
+			free(p->ps_match[a]);
+		free(p->ps_why);
+		free(p);
+	}
+	stops_tail = &stops_head;
+	if (stops_ev != NULL)
+		event_free(stops_ev);
+	stops_ev = NULL;
+	kills_set_hook(NULL, NULL);
+}
+
+/*
+ * The in-stream error event that ends a stream the client has already
+ * started reading (PROTOCOLS.md §12), or NULL where there is none: the
+ * API has no such event (Gemini), or the client has half an event and
+ * anything appended would land inside it. Allocated.
+ */
+static char *
+stop_frame(const struct session *se, int cap, const char *msg)
+{
+	const char *code = cap ? "insufficient_quota" : "killed";
+	cJSON *root, *err;
+	char *json, *frame, *text;
+
+	if (se->se_meter == NULL || !meter_at_event_boundary(se->se_meter))
+		return (NULL);
+	if (se->se_route.rt_family != FAMILY_ANTHROPIC &&
+	    se->se_route.rt_family != FAMILY_OPENAI)
+		return (NULL);
+	xasprintf(&text, "tollgate: %s", msg);
+	root = cJSON_CreateObject();
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
+		cJSON_AddStringToObject(root, "type", "error");
+		err = cJSON_AddObjectToObject(root, "error");
+		cJSON_AddStringToObject(
+		    err, "type", cap ? "rate_limit_error" : "permission_error");
+		cJSON_AddStringToObject(err, "message", text);
+	} else if (se->se_route.rt_endpoint == EP_RESPONSES) {
+		cJSON_AddStringToObject(root, "type", "error");
+		cJSON_AddStringToObject(root, "code", code);
+		cJSON_AddStringToObject(root, "message", text);
+		cJSON_AddNullToObject(root, "param");
+		cJSON_AddNumberToObject(root, "sequence_number",
+		    (double)meter_next_sequence(se->se_meter));
+	} else {
+		err = cJSON_AddObjectToObject(root, "error");
+		cJSON_AddStringToObject(err, "message", text);
+		cJSON_AddStringToObject(err, "type",
+		    cap ? "insufficient_quota" : "permission_error");
+		cJSON_AddStringToObject(err, "code", code);
+		cJSON_AddNullToObject(err, "param");
+	}
+	free(text);
+	json = reply_json_take(root);
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC ||
+	    se->se_route.rt_endpoint == EP_RESPONSES)
+		xasprintf(&frame, "event: error\ndata: %s\n\n", json);
+	else
+		xasprintf(&frame, "data: %s\n\n", json);
+	free(json);
+	return (frame);
+}
+
+/*
+ * End the response of a call being stopped: its error event and a clean
+ * end where the stream allows one, else a cut the client cannot take for
+ * a complete response.
+ */
+static void
+stop_response(struct session *se, int cap, const char *why)
+{
+	char *frame;
+
+	if (se->se_conn == NULL)
+		return;
+	frame = se->se_ci.ci_stream ? stop_frame(se, cap, why) : NULL;
+	if (frame != NULL) {
+		conn_reply_data(se->se_conn, frame, strlen(frame));
+		conn_reply_end(se->se_conn);
+		free(frame);
+	} else
+		conn_reply_abort(se->se_conn);
+	se->se_conn = NULL;
+}
+
+/*
+ * A stream whose budget ran out while it was relayed (it cost more than
+ * its reservation and no budget had room for more): end it with the
+ * provider's in-stream quota error. Settled as an error with
+ * refusal_reason hard_cap, charged for what it used.
+ */
+void
+session_stop_capped(struct session *se, const char *why)
+{
+	se->se_refusal = "hard_cap";
+	se->se_cut = 1;
+	stop_response(se, 1, why);
+	session_close(se, CALL_ERROR, "hard_cap");
+}
+
+/*
+ * End a call tollgate has decided to stop (a kill): a call not yet
+ * answered gets a 403 in its provider's shape; a stream already running
+ * gets its provider's in-stream error event and then its end; anything
+ * else is cut. The row is settled as an error with refusal_reason
+ * "killed", charged for what the call used (its reservation if it was
+ * sent and nothing came back). Nothing may touch se after.
+ */
+void
+session_stop(struct session *se, const char *why)
+{
+	if (se->se_state == SE_RESERVING) {
+		/* reserved_cb ends it, after the caller's frame is gone. */
+		if (se->se_stop == NULL)
+			se->se_stop = xstrdup(why);
+		return;
+	}
+	se->se_refusal = "killed";
+	if (se->se_state != SE_FORWARDING) {
+		session_refuse_killed(se, why);
+		session_close(se, CALL_REFUSED, "killed");
+		return;
+	}
+	se->se_cut = 1;
+	if (se->se_conn != NULL && !se->se_replied)
+		session_refuse_killed(se, why);
+	else
+		stop_response(se, 0, why);
+	session_close(se, CALL_ERROR, "killed");
+}
+
+/*
+ * Stop every call in progress whose attributes match the globs (NULL:
+ * any; an unset attribute matches as ""), as a kill switch does. Returns
+ * how many were stopped.
+ */
+size_t
+session_stop_matching(const char *const *match, const char *why)
+{
+	struct session *se, *next;
+	size_t n = 0;
+	int a;
+
+	for (se = session_first(); se != NULL; se = next) {
+		next = se->se_next;
+		/* A call being admitted is checked against the kills
+		 * there; one being closed is past stopping. */
+		if (!se->se_started || !se->se_route.rt_metered ||
+		    se->se_stop != NULL || se->se_closing ||
+		    se->se_state == SE_ROUTED)
+			continue;
+		for (a = 0; a < POLICY_ATTR_MAX; a++) {
+			if (match[a] != NULL &&
+			    !policy_glob(match[a],
+				se->se_pattr[a] != NULL ? se->se_pattr[a] : ""))
+				break;
+		}
+		if (a < POLICY_ATTR_MAX)
+			continue;
+		log_info("session %llu: stopped: %s", se->se_id, why);
+		session_stop(se, why);
+		n++;
+	}
+	return (n);
+}
+
+/*
+ * A new configuration is in force: stop the calls in progress that a
+ * policy it marks killed matches.
+ */
+void
+session_apply_kills(const struct config *cf)
+{
+	const struct policy *po;
+	char why[256];
+	size_t i;
+
+	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
+		po = &cf->cf_policies->ps_pol[i];
+		if (!po->po_killed || po->po_shadow)
+			continue;
+		snprintf(why, sizeof(why),
+		    "calls matching policy '%s' are "
+		    "stopped%s%s",
+		    po->po_name, po->po_kill_reason != NULL ? ": " : "",
+		    po->po_kill_reason != NULL ? po->po_kill_reason : "");
+		session_stop_matching((const char *const *)po->po_match, why);
+	}
+}

@@ -1,0 +1,347 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * How a session answers a call the policies refuse: the status, headers
+ * and provider-shaped body of DESIGN.md's refusal table with the tollgate
+ * object (reason, policy, scope, limit, spent, reserved, reset), the
+ * rate-limit headers each SDK reads, Gemini's google.rpc details, and the
+ * budget headers of an allowed call. The decisions are session_policy.c's
+ * and session_kills.c's; this file only words them.
+ */
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "tollgate/config.h"
+#include "tollgate/http.h"
+#include "tollgate/log.h"
+#include "tollgate/policy.h"
+#include "tollgate/reply.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#include "session_int.h"
+
+#define RETRY_AFTER_MAX_S 60 /* both Stainless SDKs honour up to this */
+
+/* Unix ms as RFC 3339 UTC, or "" for a window that never resets. */
+static void
+fmt_reset(char *buf, size_t len, int64_t ms)
+{
+	if (ms == POLICY_NEVER || spend_format_time(ms, buf, len) == -1)
+		buf[0] = '\0';
+}
+
+static void
+add_hdr(struct hdrs *hs, const char *name, const char *value)
+{
+	hdrs_add(hs, name, strlen(name), value, strlen(value));
+}
+
+/* "policy" or "policy (tenant=acme, team=x)", for messages. */
+void
+session_scope_label(char *buf, size_t len, const struct policy_scope *sc)
+{
+	size_t off;
+	int t, first = 1;
+
+	snprintf(buf, len, "'%s'",
+	    sc->sc_policy != NULL ? sc->sc_policy->po_name : "-");
+	for (t = 0; t < TAG_MAX; t++) {
+		if (sc->sc_per[t][0] == '\0')
+			continue;
+		off = strlen(buf);
+		snprintf(buf + off, len - off, "%s%s=%s", first ? " (" : ", ",
+		    tag_name(t), sc->sc_per[t]);
+		first = 0;
+	}
+	if (!first) {
+		off = strlen(buf);
+		snprintf(buf + off, len - off, ")");
+	}
+}
+
+/*
+ * The tollgate object of a refusal body (DESIGN.md, Refusals): reason,
+ * policy, scope, limit, spent, reserved, reset_at. sc may be NULL when no
+ * budget is involved; name then overrides the reason's name.
+ */
+void
+session_add_tollgate(cJSON *root, enum policy_reason reason,
+    const struct policy_scope *sc, int64_t worst, const char *name,
+    const char *policy)
+{
+	static const struct policy_scope none = {.sc_reset_at = POLICY_NEVER};
+	cJSON *tg, *scope;
+	char buf[64];
+	int t, money;
+
+	if (sc == NULL)
+		sc = &none;
+	money = reason == POLICY_HARD_CAP;
+	tg = cJSON_AddObjectToObject(root, "tollgate");
+	cJSON_AddStringToObject(
+	    tg, "reason", name != NULL ? name : policy_reason_name(reason));
+	if (sc->sc_policy != NULL)
+		cJSON_AddStringToObject(tg, "policy", sc->sc_policy->po_name);
+	else if (policy != NULL)
+		cJSON_AddStringToObject(tg, "policy", policy);
+	else
+		cJSON_AddNullToObject(tg, "policy");
+	scope = cJSON_AddObjectToObject(tg, "scope");
+	for (t = 0; t < TAG_MAX; t++) {
+		if (sc->sc_per[t][0] != '\0')
+			cJSON_AddStringToObject(
+			    scope, tag_name(t), sc->sc_per[t]);
+	}
+	if (money) {
+		usd_format(buf, sizeof(buf), sc->sc_limit);
+		cJSON_AddRawToObject(tg, "limit_usd", buf);
+		usd_format(buf, sizeof(buf), sc->sc_spent);
+		cJSON_AddRawToObject(tg, "spent_usd", buf);
+		usd_format(buf, sizeof(buf), sc->sc_reserved);
+		cJSON_AddRawToObject(tg, "reserved_usd", buf);
+		usd_format(buf, sizeof(buf), worst);
+		cJSON_AddRawToObject(tg, "call_worst_case_usd", buf);
+	} else {
+		cJSON_AddNullToObject(tg, "limit_usd");
+		cJSON_AddNullToObject(tg, "spent_usd");
+		cJSON_AddNullToObject(tg, "reserved_usd");
+	}
+	if (reason == POLICY_RATE_REQUESTS || reason == POLICY_RATE_TOKENS ||
+	    reason == POLICY_CONCURRENCY) {
+		cJSON_AddNumberToObject(tg, "limit", (double)sc->sc_limit);
+		cJSON_AddNumberToObject(tg, "current",
+		    (double)(reason == POLICY_CONCURRENCY ? sc->sc_reserved
+							  : sc->sc_spent));
+	}
+	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
+	if (buf[0] != '\0' && reason != POLICY_KILLED &&
+	    reason != POLICY_MODEL_NOT_ALLOWED)
+		cJSON_AddStringToObject(tg, "reset_at", buf);
+	else
+		cJSON_AddNullToObject(tg, "reset_at");
+}
+
+/* Gemini's google.rpc details: QuotaFailure for caps, RetryInfo for rates. */
+static void
+add_gemini_details(cJSON *root, enum policy_reason reason, const char *label,
+    const char *msg, long retry_s)
+{
+	cJSON *err, *details, *d, *v, *vs;
+	char buf[32];
+
+	err = cJSON_GetObjectItemCaseSensitive(root, "error");
+	if (err == NULL)
+		return;
+	if (reason == POLICY_HARD_CAP)
+		cJSON_ReplaceItemInObjectCaseSensitive(
+		    err, "status", cJSON_CreateString("RESOURCE_EXHAUSTED"));
+	details = cJSON_AddArrayToObject(err, "details");
+	d = cJSON_CreateObject();
+	cJSON_AddItemToArray(details, d);
+	if (reason == POLICY_HARD_CAP) {
+		cJSON_AddStringToObject(
+		    d, "@type", "type.googleapis.com/google.rpc.QuotaFailure");
+		vs = cJSON_AddArrayToObject(d, "violations");
+		v = cJSON_CreateObject();
+		cJSON_AddItemToArray(vs, v);
+		cJSON_AddStringToObject(v, "subject", label);
+		cJSON_AddStringToObject(v, "description", msg);
+	} else {
+		cJSON_AddStringToObject(
+		    d, "@type", "type.googleapis.com/google.rpc.RetryInfo");
+		snprintf(buf, sizeof(buf), "%lds", retry_s);
+		cJSON_AddStringToObject(d, "retryDelay", buf);
+	}
+}
+
+/* The rate-limit headers each family's SDK reads. */
+static void
+add_rate_headers(struct session *se, struct hdrs *hs, enum policy_reason r,
+    const struct policy_scope *sc, long retry_s)
+{
+	char buf[32], reset[64];
+	const char *what = r == POLICY_RATE_TOKENS ? "tokens" : "requests";
+	char name[64];
+
+	snprintf(buf, sizeof(buf), "%ld", retry_s);
+	add_hdr(hs, "retry-after", buf);
+	snprintf(buf, sizeof(buf), "%ld", retry_s * 1000);
+	add_hdr(hs, "retry-after-ms", buf);
+	if (se->se_route.rt_family == FAMILY_ANTHROPIC) {
+		snprintf(
+		    name, sizeof(name), "anthropic-ratelimit-%s-limit", what);
+		snprintf(buf, sizeof(buf), "%" PRId64, sc->sc_limit);
+		add_hdr(hs, name, buf);
+		snprintf(name, sizeof(name), "anthropic-ratelimit-%s-remaining",
+		    what);
+		add_hdr(hs, name, "0");
+		spend_format_time(
+		    wallclock_ms() + retry_s * 1000, reset, sizeof(reset));
+		snprintf(
+		    name, sizeof(name), "anthropic-ratelimit-%s-reset", what);
+		add_hdr(hs, name, reset);
+	} else {
+		snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
+		snprintf(buf, sizeof(buf), "%" PRId64, sc->sc_limit);
+		add_hdr(hs, name, buf);
+		snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", what);
+		add_hdr(hs, name, "0");
+		snprintf(name, sizeof(name), "x-ratelimit-reset-%s", what);
+		snprintf(buf, sizeof(buf), "%lds", retry_s);
+		add_hdr(hs, name, buf);
+	}
+}
+
+/*
+ * Answer a refused call: status, headers and body as DESIGN.md's refusal
+ * table says, in the family's error shape with the tollgate object; then
+ * record the refused row.
+ */
+void
+session_refuse_policy(
+    struct session *se, const struct policy_decision *pd, const char *model)
+{
+	const struct policy_scope *sc = &pd->pd_scope;
+	enum api_family fam = se->se_route.rt_family;
+	struct hdrs hs = {0};
+	const char *code, *type = NULL, *reason;
+	char label[512], msg[1024], spent[32], limit[32], resv[32], worst[32];
+	char reset[64];
+	long retry_s = 0;
+	int status;
+	cJSON *root;
+
+	reason = policy_reason_name(pd->pd_reason);
+	session_scope_label(label, sizeof(label), sc);
+	fmt_reset(reset, sizeof(reset), sc->sc_reset_at);
+	switch (pd->pd_reason) {
+	case POLICY_KILLED:
+		status = 403;
+		code = "killed";
+		snprintf(msg, sizeof(msg),
+		    "calls matching policy %s are stopped%s%s", label,
+		    sc->sc_policy != NULL && sc->sc_policy->po_kill_reason
+			? ": "
+			: "",
+		    sc->sc_policy != NULL && sc->sc_policy->po_kill_reason
+			? sc->sc_policy->po_kill_reason
+			: "");
+		add_hdr(&hs, "x-should-retry", "false");
+		break;
+	case POLICY_MODEL_NOT_ALLOWED:
+		status = 400;
+		code = "model_not_allowed";
+		snprintf(msg, sizeof(msg),
+		    "the model '%s' is not allowed by policy %s", model, label);
+		break;
+	case POLICY_HARD_CAP:
+		status = se->se_conf->cf_hard_cap_status;
+		code = "insufficient_quota";
+		if (fam == FAMILY_OPENAI)
+			type = "insufficient_quota";
+		else if (fam == FAMILY_ANTHROPIC)
+			type = status == 402 ? "billing_error"
+					     : "rate_limit_error";
+		usd_format(spent, sizeof(spent), sc->sc_spent);
+		usd_format(limit, sizeof(limit), sc->sc_limit);
+		usd_format(resv, sizeof(resv), sc->sc_reserved);
+		usd_format(worst, sizeof(worst), pd->pd_worst_nusd);
+		snprintf(msg, sizeof(msg),
+		    "budget exhausted for policy %s: spent $%s and reserved "
+		    "$%s of $%s; this call could cost up to $%s%s%s",
+		    label, spent, resv, limit, worst,
+		    reset[0] != '\0' ? "; the budget resets at " : "", reset);
+		add_hdr(&hs, "x-should-retry", "false");
+		break;
+	case POLICY_RATE_REQUESTS:
+	case POLICY_RATE_TOKENS:
+	case POLICY_CONCURRENCY:
+	default:
+		status = 429;
+		code = "rate_limit_exceeded";
+		retry_s = (long)((sc->sc_retry_after_ms + 999) / 1000);
+		if (retry_s < 1)
+			retry_s = 1;
+		if (retry_s > RETRY_AFTER_MAX_S)
+			retry_s = RETRY_AFTER_MAX_S;
+		snprintf(msg, sizeof(msg),
+		    "%s of policy %s reached (limit %" PRId64
+		    "); retry in %ld s",
+		    pd->pd_reason == POLICY_RATE_TOKENS
+			? "the tokens-per-minute limit"
+			: pd->pd_reason == POLICY_CONCURRENCY
+			? "the concurrent-call limit"
+			: "the requests-per-minute limit",
+		    label, sc->sc_limit, retry_s);
+		add_rate_headers(se, &hs, pd->pd_reason, sc, retry_s);
+		break;
+	}
+	root = reply_error_json(fam, status, code, type, msg, se->se_reqid);
+	if (fam == FAMILY_GEMINI &&
+	    (pd->pd_reason == POLICY_HARD_CAP || status == 429))
+		add_gemini_details(root, pd->pd_reason, label, msg, retry_s);
+	session_add_tollgate(root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
+	se->se_refusal = reason;
+	session_refusal_id(se);
+	session_reply(se, status, &hs, reply_json_take(root));
+	session_record_refusal(se, status, reason);
+	log_info(
+	    "session %llu: refused by policy %s: %s", se->se_id, label, reason);
+}
+
+/*
+ * 403 for a call a kill stops: the family's permission shape,
+ * x-should-retry: false, the tollgate object with the kill's id if any.
+ */
+void
+session_refuse_kill(struct session *se, const char *why, const char *kill_id,
+    const char *policy)
+{
+	struct hdrs hs = {0};
+	cJSON *root, *tg;
+
+	add_hdr(&hs, "x-should-retry", "false");
+	root = reply_error_json(
+	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
+	session_add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, policy);
+	if (kill_id != NULL &&
+	    (tg = cJSON_GetObjectItemCaseSensitive(root, "tollgate")) != NULL)
+		cJSON_AddStringToObject(tg, "kill_id", kill_id);
+	session_reply(se, 403, &hs, reply_json_take(root));
+}
+
+/*
+ * Answer a call a kill stopped before it had a response: 403 in the
+ * family's permission shape, x-should-retry: false, the tollgate object.
+ */
+void
+session_refuse_killed(struct session *se, const char *why)
+{
+	session_refuse_kill(se, why, NULL, NULL);
+}
+
+/* The budget headers of an allowed call: its tightest capped scope. */
+void
+session_budget_headers(struct session *se, const struct policy_decision *pd)
+{
+	const struct policy_scope *sc = &pd->pd_scope;
+	char buf[64];
+
+	if (sc->sc_policy == NULL)
+		return;
+	add_hdr(
+	    &se->se_hdrs, "x-tollgate-budget-policy", sc->sc_policy->po_name);
+	usd_format(buf, sizeof(buf), sc->sc_limit);
+	add_hdr(&se->se_hdrs, "x-tollgate-budget-limit-usd", buf);
+	usd_format(
+	    buf, sizeof(buf), sc->sc_limit - sc->sc_spent - sc->sc_reserved);
+	add_hdr(&se->se_hdrs, "x-tollgate-budget-remaining-usd", buf);
+	fmt_reset(buf, sizeof(buf), sc->sc_reset_at);
+	if (buf[0] != '\0')
+		add_hdr(&se->se_hdrs, "x-tollgate-budget-reset", buf);
+}
