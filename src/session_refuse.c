@@ -285,7 +285,8 @@ session_refuse_policy(
 	if (fam == FAMILY_GEMINI &&
 	    (pd->pd_reason == POLICY_HARD_CAP || status == 429))
 		add_gemini_details(root, pd->pd_reason, label, msg, retry_s);
-	session_add_tollgate(root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
+	session_add_tollgate(
+	    root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
 	se->se_refusal = reason;
 	session_refusal_id(se);
 	session_reply(se, status, &hs, reply_json_take(root));
