@@ -113,6 +113,7 @@ void session_settle_breakers(
     struct session *, enum call_status, int64_t, int64_t);
 
 /* session_policy.c */
+const char *session_forward_body(struct session *, size_t *);
 int session_admit(struct session *);
 void session_settle(
     struct session *, enum call_status, int64_t, const struct usage *);

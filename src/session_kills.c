@@ -45,18 +45,6 @@
 
 #include "session_int.h"
 
-/* The body as it will be forwarded. */
-static const char *
-forward_body(struct session *se, size_t *len)
-{
-	if (se->se_body != NULL) {
-		*len = se->se_bodylen;
-		return (se->se_body);
-	}
-	*len = evbuffer_get_length(se->se_req->hr_body);
-	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
-}
-
 /* Does a policy of ps with a loop breaker match this call? */
 static int
 loop_watched(const struct policyset *ps, const char *const *attr)
@@ -151,7 +139,7 @@ session_admit_loop(struct session *se, const struct policyset *ps)
 
 	if (!loop_watched(ps, se->se_pattr))
 		return (0);
-	body = forward_body(se, &len);
+	body = session_forward_body(se, &len);
 	if (EVP_Digest(body != NULL ? body : "", body != NULL ? len : 0, digest,
 		&dlen, EVP_sha256(), NULL) != 1)
 		fatalx("%s: EVP_Digest", __func__);

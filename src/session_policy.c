@@ -74,6 +74,18 @@ enforced_by(const struct policyset *ps, const char *const *attr)
 	return (0);
 }
 
+/* The body as it will be forwarded. */
+const char *
+session_forward_body(struct session *se, size_t *len)
+{
+	if (se->se_body != NULL) {
+		*len = se->se_bodylen;
+		return (se->se_body);
+	}
+	*len = evbuffer_get_length(se->se_req->hr_body);
+	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
+}
+
 /* Write bound into the body that will be forwarded. */
 static int
 rewrite_bound(struct session *se, int64_t bound)
@@ -83,15 +95,8 @@ rewrite_bound(struct session *se, int64_t bound)
 	char *nb;
 	size_t nlen;
 
-	if (se->se_body != NULL) {
-		body = se->se_body;
-		len = se->se_bodylen;
-	} else {
-		len = evbuffer_get_length(se->se_req->hr_body);
-		body = (const char *)evbuffer_pullup(se->se_req->hr_body, -1);
-		if (body == NULL)
-			return (-1);
-	}
+	if ((body = session_forward_body(se, &len)) == NULL)
+		return (-1);
 	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
 		return (-1);
 	free(se->se_body);
