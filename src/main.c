@@ -257,7 +257,7 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
-	if (upstream_init(base) == -1)
+	if (upstream_init(base, cf->cf_max_connections) == -1)
 		fatalx("cannot initialise libcurl");
 	alerts_setup(base);
 	alerts_configure(cf);

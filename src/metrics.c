@@ -741,6 +741,20 @@ render_ledger(struct evbuffer *b)
 	evbuffer_add_printf(b,
 	    "tollgate_ledger_commit_seconds_max %" PRIu64 ".%06" PRIu64 "\n",
 	    ls.ls_commit_us_max / 1000000, ls.ls_commit_us_max % 1000000);
+	render_family(b, "tollgate_ledger_checkpoint_seconds", "summary",
+	    "Time spent checkpointing the ledger's WAL, off the commit path.");
+	evbuffer_add_printf(b,
+	    "tollgate_ledger_checkpoint_seconds_sum %" PRIu64 ".%06" PRIu64 "\n"
+	    "tollgate_ledger_checkpoint_seconds_count %" PRIu64 "\n",
+	    ls.ls_checkpoint_us_total / 1000000,
+	    ls.ls_checkpoint_us_total % 1000000, ls.ls_checkpoints);
+	render_family(b, "tollgate_ledger_checkpoint_seconds_max", "gauge",
+	    "Longest WAL checkpoint since the ledger opened.");
+	evbuffer_add_printf(b,
+	    "tollgate_ledger_checkpoint_seconds_max %" PRIu64 ".%06" PRIu64
+	    "\n",
+	    ls.ls_checkpoint_us_max / 1000000,
+	    ls.ls_checkpoint_us_max % 1000000);
 	render_scalar(b, "tollgate_ledger_batch_max", "gauge",
 	    "Most items written in one ledger transaction.", ls.ls_batch_max);
 	render_scalar(b, "tollgate_ledger_failing", "gauge",

@@ -13,6 +13,7 @@
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
 #include "tollgate/session.h"
+#include "tollgate/upstream.h"
 
 static struct config *server_cf;
 static unsigned long long server_gen;
@@ -97,6 +98,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 			    old->cf_ledger_path);
 	}
 	server_set_config(cf);
+	upstream_set_max_connections(cf->cf_max_connections);
 	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);

@@ -77,17 +77,26 @@ splitmix64(void)
 	return (z ^ (z >> 31));
 }
 
-/* A request id: 128 bits as hex, seeded from getrandom once. */
+/*
+ * A request id: 128 bits as 32 hex digits, the call's start in ms (48 bits)
+ * and then 80 random bits seeded from getrandom once. Ids made later sort
+ * later, so the ledger's primary key grows at one edge of its index
+ * instead of dirtying a random page of it for every call.
+ */
 static void
-make_reqid(char *buf, size_t len)
+make_reqid(char *buf, size_t len, int64_t ms)
 {
+	uint64_t lo;
+
 	if (reqid_state == 0) {
 		if (getrandom(&reqid_state, sizeof(reqid_state), 0) !=
 		    sizeof(reqid_state))
 			reqid_state = (uint64_t)monotime_us();
 	}
-	snprintf(buf, len, "%016llx%016llx", (unsigned long long)splitmix64(),
-	    (unsigned long long)splitmix64());
+	lo = splitmix64();
+	snprintf(buf, len, "%012llx%016llx%04x",
+	    (unsigned long long)((uint64_t)ms & 0xffffffffffffULL),
+	    (unsigned long long)splitmix64(), (unsigned)(lo & 0xffff));
 }
 
 void
@@ -259,7 +268,7 @@ session_new(struct conn *co, struct http_request *req)
 	se->se_started_ms = wallclock_ms();
 	se->se_ttfb_us = -1;
 	se->se_timer = evtimer_new(session_base, relay_timer_cb, se);
-	make_reqid(se->se_reqid, sizeof(se->se_reqid));
+	make_reqid(se->se_reqid, sizeof(se->se_reqid), se->se_started_ms);
 	link_session(se);
 
 	rr = route_match(
@@ -358,7 +367,8 @@ void
 session_refusal_id(struct session *se)
 {
 	if (se->se_attr.at_request_id[0] != '\0')
-		make_reqid(se->se_reqid, sizeof(se->se_reqid));
+		make_reqid(
+		    se->se_reqid, sizeof(se->se_reqid), se->se_started_ms);
 }
 
 /*

@@ -260,9 +260,22 @@ write_cb(char *buf, size_t size, size_t nitems, void *arg)
 	return (rc);
 }
 
-/* Set up the multi handle on base. */
+/*
+ * Idle connections curl keeps for reuse. Its default is four per transfer
+ * in progress, so after a burst it closes connections it will need again
+ * a moment later; one per client connection tollgate may hold open never
+ * closes a connection a waiting call could reuse.
+ */
+void
+upstream_set_max_connections(int n)
+{
+	if (up_multi != NULL && n > 0)
+		curl_multi_setopt(up_multi, CURLMOPT_MAXCONNECTS, (long)n);
+}
+
+/* Set up the multi handle on base, keeping up to max_conns connections. */
 int
-upstream_init(struct event_base *base)
+upstream_init(struct event_base *base, int max_conns)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return (-1);
@@ -273,6 +286,7 @@ upstream_init(struct event_base *base)
 	curl_multi_setopt(up_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
 	curl_multi_setopt(up_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
 	curl_multi_setopt(up_multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	upstream_set_max_connections(max_conns);
 	return (0);
 }
 

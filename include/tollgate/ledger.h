@@ -137,6 +137,9 @@ struct ledger_stats {
 	uint64_t ls_batch_max; /* most items in one transaction */
 	uint64_t ls_dropped; /* settlements, records given up (close) */
 	int ls_failing; /* the last transaction failed */
+	uint64_t ls_checkpoints; /* WAL checkpoints by the checkpointer */
+	uint64_t ls_checkpoint_us_total;
+	uint64_t ls_checkpoint_us_max;
 };
 
 /* ledger.c */

@@ -35,7 +35,8 @@ struct xfer_cbs {
 };
 
 /* upstream.c */
-int upstream_init(struct event_base *);
+int upstream_init(struct event_base *, int);
+void upstream_set_max_connections(int);
 void upstream_shutdown(void);
 struct xfer *xfer_start(const struct upstream_conf *, const char *,
     const char *, const struct hdrs *, const char *, size_t,

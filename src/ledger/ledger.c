@@ -257,6 +257,7 @@ ledger_free(struct ledger *l)
 		event_free(l->l_event);
 	if (l->l_efd != -1)
 		close(l->l_efd);
+	ledger_ckpt_stop(l->l_ckpt, &l->l_db); /* the writer never ran */
 	ledger_db_close(&l->l_db);
 	pthread_cond_destroy(&l->l_batch);
 	pthread_cond_destroy(&l->l_wake);
@@ -308,6 +309,7 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 	if (ledger_db_open(&l->l_db, path, dur, &interrupted, cause) != 0)
 		goto fail;
 	l->l_stats.ls_interrupted = interrupted;
+	l->l_ckpt = ledger_ckpt_start(&l->l_db, path);
 	if ((l->l_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		xasprintf(cause, "ledger: eventfd: %s", strerror(errno));
 		goto fail;
@@ -633,6 +635,8 @@ ledger_stats(struct ledger_stats *s)
 	*s = l->l_stats;
 	s->ls_queue_depth = l->l_depth;
 	pthread_mutex_unlock(&l->l_lock);
+	/* l_ckpt changes only while the loop waits in ledger_close. */
+	ledger_ckpt_stats(l->l_ckpt, s);
 }
 
 /*

@@ -111,6 +111,7 @@ struct ledger {
 	char *l_path;
 	pthread_t l_thread;
 	struct ledger_db l_db; /* the writer thread's once it runs */
+	struct ledger_ckpt *l_ckpt; /* NULL: auto-checkpoint in commits */
 
 	/* Loop thread only. */
 	int l_closing; /* ledger_close running: no reservations, records */
@@ -138,6 +139,11 @@ const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 
 /* writer.c */
 void *ledger_writer(void *);
+
+/* checkpoint.c */
+struct ledger_ckpt *ledger_ckpt_start(struct ledger_db *, const char *);
+void ledger_ckpt_stats(struct ledger_ckpt *, struct ledger_stats *);
+void ledger_ckpt_stop(struct ledger_ckpt *, struct ledger_db *);
 
 /* store.c */
 int ledger_db_open(

@@ -561,6 +561,24 @@ fail:
 	return (-1);
 }
 
+/*
+ * The write connection's busy handler: wait in 100 µs steps, up to
+ * LEDGER_BUSY_MS in all. SQLite's own (sqlite3_busy_timeout) sleeps 1 ms
+ * and then longer, which is far more than the checkpointer's RESTART
+ * (checkpoint.c), the one thing inside tollgate that holds the writer off.
+ */
+static int
+busy_wait(void *arg, int n)
+{
+	struct timespec ts = {0, 100000};
+
+	(void)arg;
+	if ((long long)n * 100 >= (long long)LEDGER_BUSY_MS * 1000)
+		return (0);
+	nanosleep(&ts, NULL);
+	return (1);
+}
+
 /* Prepare the statements the writer runs for every batch. */
 static int
 prepare(struct ledger_db *d, char **cause)
@@ -635,7 +653,7 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 		db_fail(d, cause, "sqlite3_open");
 		goto fail;
 	}
-	sqlite3_busy_timeout(d->db_conn, LEDGER_BUSY_MS);
+	sqlite3_busy_handler(d->db_conn, busy_wait, NULL);
 	if (check_version(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && create_schema(d, path, cause) != 0) ||

@@ -327,6 +327,8 @@ ledger_writer(void *arg)
 	}
 	pthread_mutex_unlock(&l->l_lock);
 
+	ledger_ckpt_stop(l->l_ckpt, &l->l_db);
+	l->l_ckpt = NULL;
 	ledger_db_close(&l->l_db);
 	return (NULL);
 }

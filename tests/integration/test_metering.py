@@ -7,6 +7,7 @@ invisible to the client; streams cut mid-way; attribution tags and key
 fingerprints; request ids; unknown and re-reported models; provider and
 upstream failures; free endpoints."""
 
+import datetime
 import json
 import os
 import re
@@ -286,6 +287,15 @@ class MeteringTest(ledgerlib.MeterTestCase):
                     self.assertEqual((u["input"], u["output"]),
                                      (P, N * T + R), u)
                 row = self.check_row(tg, c, r, u, c["name"])
+                # Generated ids lead with the call's start in ms, so the
+                # ledger's key grows at one end.
+                started = datetime.datetime.strptime(
+                    row["started_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+                        tzinfo=datetime.timezone.utc)
+                self.assertEqual(int(rid[:12], 16),
+                                 int(started.timestamp() * 1000 + 0.5),
+                                 "id %s vs started_at %s" %
+                                 (rid, row["started_at"]))
                 self.assertEqual(row["key_fingerprint"],
                                  ledgerlib.key_fp(presented_key(c["hdrs"])),
                                  describe_row(row))

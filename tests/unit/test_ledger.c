@@ -35,6 +35,7 @@
 #include "../../src/ledger/store.c"
 #include "../../src/ledger/ledger.c"
 #include "../../src/ledger/writer.c"
+#include "../../src/ledger/checkpoint.c"
 
 /* 2026-11-28T14:23:00.123Z */
 #define T0 1795875780123LL
@@ -1314,6 +1315,56 @@ bench_trickle(enum durability dur)
 	ledger_close();
 }
 
+/*
+ * Checkpoints run on their own thread, off the writer's commits, and keep
+ * the WAL from growing without end under a writer that never pauses.
+ */
+static void
+test_checkpointer(void **state)
+{
+	static struct answer ans[4000];
+	static char ids[4000][16];
+	struct ledger_row r;
+	struct ledger_stats st;
+	struct stat sb;
+	char wal[256];
+	off_t most = 0;
+	int i, n = 4000;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, n);
+	snprintf(wal, sizeof(wal), "%s-wal", fx.path);
+	answers_fired = 0;
+	for (i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "c%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		ans[i].index = i % BURST;
+		ans[i].id = ids[i];
+		ans[i].settle = 1;
+		r = burst_row(i % BURST);
+		r.lr_id = ids[i];
+		/* One call at a time: a commit or two each, many frames. */
+		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		run_until(&answers_fired, i + 1);
+		if (i % 100 == 99 && stat(wal, &sb) == 0 && sb.st_size > most)
+			most = sb.st_size;
+	}
+	run_until(&answers_fired, n);
+	flush();
+	ledger_stats(&st);
+	print_message("checkpointer: %" PRIu64 " checkpoints, %" PRIu64
+		      " us at most; WAL at most %lld bytes\n",
+	    st.ls_checkpoints, st.ls_checkpoint_us_max, (long long)most);
+	assert_true(st.ls_checkpoints >= 4);
+	/* 4,000 frames before a RESTART, plus what came meanwhile. */
+	assert_true(most < 6000LL * (4096 + 24));
+	ledger_close();
+	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status IN "
+			       "('ok', 'client_closed')"),
+	    n);
+	assert_int_equal(stat(wal, &sb) == 0 ? sb.st_size : 0, 0);
+}
+
 static void
 test_bench(void **state)
 {
@@ -1336,6 +1387,7 @@ main(void)
 	    cmocka_unit_test(test_time_format),
 	    cmocka_unit_test_setup_teardown(test_open_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_power, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reserve_ok, setup, teardown),
