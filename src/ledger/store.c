@@ -91,6 +91,27 @@
 	" BEGIN " ROLLUP_SUB("OLD") " END;"
 /* clang-format on */
 
+/*
+ * The CHECKs on status and usage_source, as comparisons joined by OR: an
+ * IN list of more than two values makes SQLite build a temporary index of
+ * the list every time a statement that writes the column runs, four per
+ * call. Ledgers made with the IN form are rewritten at open (fix_checks).
+ */
+#define CHECK_STATUS                                                           \
+	"CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "     \
+	"'ok' OR status = 'error'"                                             \
+	" OR status = 'refused' OR status = 'client_closed'"                   \
+	" OR status = 'upstream_error' OR status = 'interrupted')"
+#define CHECK_STATUS_V1                                                        \
+	"CHECK (status IN ('in_flight', 'ok', 'error', 'refused',"             \
+	" 'client_closed', 'upstream_error', 'interrupted'))"
+#define CHECK_SOURCE                                                           \
+	"CONSTRAINT usage_source_known CHECK (usage_source = 'reported' OR "   \
+	"usage_source = 'estimated'"                                           \
+	" OR usage_source = 'none')"
+#define CHECK_SOURCE_V1                                                        \
+	"CHECK (usage_source IN ('reported', 'estimated', 'none'))"
+
 static const char schema_v1[] =
     "CREATE TABLE calls ("
     " id TEXT PRIMARY KEY NOT NULL,"
@@ -107,16 +128,14 @@ static const char schema_v1[] =
     " environment TEXT,"
     " key_fingerprint TEXT,"
     " stream INTEGER NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),"
-    " status TEXT NOT NULL CHECK (status IN ('in_flight', 'ok', 'error',"
-    " 'refused', 'client_closed', 'upstream_error', 'interrupted')),"
+    " status TEXT NOT NULL " CHECK_STATUS ","
     " http_status INTEGER,"
     " input_tokens INTEGER NOT NULL DEFAULT 0,"
     " output_tokens INTEGER NOT NULL DEFAULT 0,"
     " cached_input_tokens INTEGER NOT NULL DEFAULT 0,"
     " cache_write_tokens INTEGER NOT NULL DEFAULT 0,"
     " reasoning_tokens INTEGER NOT NULL DEFAULT 0,"
-    " usage_source TEXT NOT NULL DEFAULT 'none'"
-    " CHECK (usage_source IN ('reported', 'estimated', 'none')),"
+    " usage_source TEXT NOT NULL DEFAULT 'none' " CHECK_SOURCE ","
     " cost_nusd INTEGER NOT NULL DEFAULT 0,"
     " reserved_nusd INTEGER NOT NULL DEFAULT 0,"
     " price_version TEXT,"
@@ -506,6 +525,95 @@ fail:
 	return (-1);
 }
 
+/* Replace the first from in *sql with to; 1 if it was there. */
+static int
+replace_once(char **sql, const char *from, const char *to)
+{
+	char *at, *out;
+	size_t flen = strlen(from);
+
+	if ((at = strstr(*sql, from)) == NULL)
+		return (0);
+	xasprintf(&out, "%.*s%s%s", (int)(at - *sql), *sql, to, at + flen);
+	free(*sql);
+	*sql = out;
+	return (1);
+}
+
+/*
+ * Give a ledger made with the IN-list CHECKs the equivalent OR form
+ * (CHECK_STATUS): the same rows pass, no stored byte changes, only the
+ * table's text in sqlite_schema. This is SQLite's documented way to change
+ * a constraint in place (PRAGMA writable_schema, then a new schema_version
+ * so every connection reloads it), in one transaction.
+ */
+static int
+fix_checks(struct ledger_db *d, const char *path, char **cause)
+{
+	sqlite3_stmt *st = NULL;
+	char *sql = NULL, *upd = NULL;
+	int64_t sv;
+	int changed = 0;
+
+	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (db_fail(d, cause, "reading the calls table"));
+	if (sqlite3_prepare_v2(d->db_conn,
+		"SELECT sql FROM sqlite_schema WHERE type = 'table' AND"
+		" name = 'calls'",
+		-1, &st, NULL) != SQLITE_OK)
+		goto fail;
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_text(st, 0) != NULL)
+		sql = xstrdup((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sql != NULL) {
+		changed |= replace_once(&sql, CHECK_STATUS_V1, CHECK_STATUS);
+		changed |= replace_once(&sql, CHECK_SOURCE_V1, CHECK_SOURCE);
+	}
+	if (!changed) {
+		free(sql);
+		return (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) ==
+			    SQLITE_OK
+			? 0
+			: db_fail(d, cause, "reading the calls table"));
+	}
+	if (query_int(d, "PRAGMA schema_version", &sv) != SQLITE_OK ||
+	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = ON", NULL, NULL,
+		NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(d->db_conn,
+		"UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND"
+		" name = 'calls'",
+		-1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, sql, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_step(st) != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(st);
+	st = NULL;
+	xasprintf(&upd, "PRAGMA schema_version = %" PRId64, sv + 1);
+	if (sqlite3_exec(d->db_conn, upd, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL,
+		NULL) != SQLITE_OK ||
+	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	free(upd);
+	free(sql);
+	log_info("ledger: %s: CHECK constraints rewritten to the faster "
+		 "equivalent form",
+	    path);
+	return (0);
+fail:
+	db_fail(d, cause, "rewriting the calls table's CHECK constraints");
+	sqlite3_finalize(st);
+	sqlite3_exec(
+	    d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL, NULL);
+	db_rollback(d);
+	free(upd);
+	free(sql);
+	return (-1);
+}
+
 /* The alerts table, in ledgers old and new. */
 static int
 create_alerts(struct ledger_db *d, char **cause)
@@ -657,6 +765,7 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	if (check_version(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && create_schema(d, path, cause) != 0) ||
+	    (version != 0 && fix_checks(d, path, cause) != 0) ||
 	    create_alerts(d, cause) != 0)
 		goto fail;
 	if (sqlite3_exec(d->db_conn, kills_schema, NULL, NULL, NULL) !=

@@ -1315,6 +1315,92 @@ bench_trickle(enum durability dur)
 	ledger_close();
 }
 
+/* Replace every from in s with to, in place (to no longer than from). */
+static void
+shrink_replace(char *s, const char *from, const char *to)
+{
+	size_t flen = strlen(from), tlen = strlen(to);
+	char *at;
+
+	assert_true(tlen <= flen);
+	while ((at = strstr(s, from)) != NULL) {
+		memcpy(at, to, tlen);
+		memmove(at + tlen, at + flen, strlen(at + flen) + 1);
+	}
+}
+
+/*
+ * A ledger made with the IN-list CHECKs (the first schema) gets the OR
+ * form at open: same constraint, rows kept, and a bad status still fails.
+ */
+static void
+test_fix_checks(void **state)
+{
+	static char old[sizeof(schema_v1) + 256];
+	sqlite3 *db;
+	char *err = NULL, *at;
+	struct answer a = {0};
+	struct ledger_row r;
+
+	(void)state;
+	/* Build the first schema's text: the OR form back to IN lists. */
+	snprintf(old, sizeof(old), "%s", schema_v1);
+	at = strstr(old, CHECK_STATUS);
+	assert_non_null(at);
+	shrink_replace(at, CHECK_STATUS, CHECK_STATUS_V1);
+	at = strstr(old, CHECK_SOURCE);
+	assert_non_null(at);
+	shrink_replace(at, CHECK_SOURCE, CHECK_SOURCE_V1);
+	assert_null(strstr(old, CHECK_STATUS));
+	assert_non_null(strstr(old, CHECK_STATUS_V1));
+	assert_non_null(strstr(old, CHECK_SOURCE_V1));
+	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, old, NULL, NULL, &err), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+			     "PRAGMA user_version = 1;"
+			     "INSERT INTO calls (id, started_at, status,"
+			     " usage_source) VALUES ('old1',"
+			     " '2026-11-28T00:00:00.000Z', 'ok', 'reported')",
+			     NULL, NULL, &err),
+	    SQLITE_OK);
+	sqlite3_close(db);
+
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(q_int("SELECT instr(sql, 'status IN (') + "
+			       "instr(sql, 'usage_source IN (') FROM "
+			       "sqlite_schema WHERE name = 'calls'"),
+	    0);
+	assert_true(q_int("SELECT instr(sql, 'status = ''interrupted''') "
+			  "FROM sqlite_schema WHERE name = 'calls'") > 0);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM calls WHERE id = 'old1'"), 1);
+	r = mkrow("new1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+	ledger_close();
+
+	/* The constraint still holds, and a second open changes nothing. */
+	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+			     "INSERT INTO calls (id, started_at, status)"
+			     " VALUES ('bad', 'x', 'weird')",
+			     NULL, NULL, &err),
+	    SQLITE_CONSTRAINT);
+	sqlite3_free(err);
+	assert_int_equal(sqlite3_exec(db,
+			     "INSERT INTO calls (id, started_at, status,"
+			     " usage_source) VALUES ('bad2', 'x', 'ok',"
+			     " 'guessed')",
+			     NULL, NULL, &err),
+	    SQLITE_CONSTRAINT);
+	sqlite3_free(err);
+	sqlite3_close(db);
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+}
+
 /*
  * Checkpoints run on their own thread, off the writer's commits, and keep
  * the WAL from growing without end under a writer that never pauses.
@@ -1388,6 +1474,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_open_process, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_power, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fix_checks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reserve_ok, setup, teardown),
