@@ -10,6 +10,7 @@
 #include <string.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "tollgate/log.h"
 
@@ -18,6 +19,8 @@ static int log_verbose;
 
 static void vlog(int, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
+static void log_line(const char *, long, const char *, const char *, va_list)
+    __attribute__((format(printf, 4, 0)));
 static void logit(int, const char *, ...) __attribute__((format(printf, 2, 3)));
 
 /* Set where lines go (stderr if foreground) and how much is said. */
@@ -29,6 +32,60 @@ log_init(int foreground, int verbose)
 	if (!foreground)
 		openlog("tollgate", LOG_PID | LOG_NDELAY, LOG_DAEMON);
 	tzset();
+}
+
+/* write(2) all of buf, through EINTR and short writes; errors dropped. */
+static void
+write_all(int fd, const char *buf, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, buf, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= (size_t)n;
+	}
+}
+
+/*
+ * One line to stderr in a single write(2): stderr is unbuffered, so stdio
+ * would make a system call for the prefix, the message and the newline,
+ * and lines from two threads could interleave. A line that does not fit
+ * the stack buffer is formatted again on the heap (or cut if that fails).
+ */
+static void
+log_line(
+    const char *when, long ms, const char *level, const char *fmt, va_list ap)
+{
+	char buf[2048], *line = buf, *big = NULL;
+	size_t room;
+	va_list aq;
+	int n, m;
+
+	n = snprintf(buf, sizeof(buf), "%s.%03ldZ %s: ", when, ms, level);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return;
+	room = sizeof(buf) - (size_t)n - 1; /* keep one for the newline */
+	va_copy(aq, ap);
+	m = vsnprintf(buf + n, room + 1, fmt, aq);
+	va_end(aq);
+	if (m < 0)
+		return;
+	if ((size_t)m > room) {
+		if ((big = malloc((size_t)n + (size_t)m + 2)) != NULL) {
+			memcpy(big, buf, (size_t)n);
+			vsnprintf(big + n, (size_t)m + 1, fmt, ap);
+			line = big;
+		} else
+			m = (int)room;
+	}
+	line[n + m] = '\n';
+	write_all(STDERR_FILENO, line, (size_t)n + (size_t)m + 1);
+	free(big);
 }
 
 static void
@@ -59,13 +116,7 @@ vlog(int pri, const char *fmt, va_list ap)
 			level = "info";
 			break;
 		}
-		flockfile(stderr);
-		fprintf(stderr, "%s.%03ldZ %s: ", tbuf, ts.tv_nsec / 1000000,
-		    level);
-		vfprintf(stderr, fmt, ap);
-		fputc('\n', stderr);
-		funlockfile(stderr);
-		fflush(stderr);
+		log_line(tbuf, ts.tv_nsec / 1000000, level, fmt, ap);
 	} else
 		vsyslog(pri, fmt, ap);
 	errno = saved_errno;
