@@ -54,6 +54,39 @@ static int up_running;
 static int up_depth; /* >0 while inside curl_multi_* calls */
 static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
 
+/*
+ * Easy handles kept for the next transfers: making one and tearing it down
+ * costs an allocation of the handle, of its 16 KB receive buffer on the
+ * first transfer, and their frees, for every call. A handle is reset
+ * before reuse, so nothing of one call's options reaches the next.
+ */
+#define UP_POOL_MAX 16
+static CURL *up_pool[UP_POOL_MAX];
+static int up_npool;
+
+static CURL *
+easy_get(void)
+{
+	CURL *e;
+
+	if (up_npool > 0) {
+		e = up_pool[--up_npool];
+		curl_easy_reset(e);
+		return (e);
+	}
+	return (curl_easy_init());
+}
+
+/* Keep e (removed from the multi handle) for another transfer. */
+static void
+easy_put(CURL *e)
+{
+	if (up_npool < UP_POOL_MAX && up_multi != NULL)
+		up_pool[up_npool++] = e;
+	else
+		curl_easy_cleanup(e);
+}
+
 static void check_multi_info(void);
 
 static void
@@ -296,6 +329,8 @@ upstream_shutdown(void)
 {
 	if (up_multi == NULL)
 		return;
+	while (up_npool > 0)
+		curl_easy_cleanup(up_pool[--up_npool]);
 	curl_multi_cleanup(up_multi);
 	up_multi = NULL;
 	event_free(up_timer);
@@ -334,7 +369,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	x = xcalloc(1, sizeof(*x));
 	x->xf_cbs = cbs;
 	x->xf_arg = arg;
-	if ((e = x->xf_easy = curl_easy_init()) == NULL)
+	if ((e = x->xf_easy = easy_get()) == NULL)
 		fatalx("%s: curl_easy_init", __func__);
 
 	for (i = 0; i < hs->hs_n; i++) {
@@ -395,7 +430,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 
 	if (curl_multi_add_handle(up_multi, e) != CURLM_OK) {
-		curl_easy_cleanup(e);
+		easy_put(e);
 		curl_slist_free_all(x->xf_headers);
 		free(x);
 		return (NULL);
@@ -436,7 +471,7 @@ xfer_free(struct xfer *x)
 		return;
 	}
 	curl_multi_remove_handle(up_multi, x->xf_easy);
-	curl_easy_cleanup(x->xf_easy);
+	easy_put(x->xf_easy);
 	curl_slist_free_all(x->xf_headers);
 	hdrs_clear(&x->xf_resp);
 	free(x);
