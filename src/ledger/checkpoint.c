@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -36,14 +37,14 @@
 
 #define LEDGER_CKPT_PAGES 1000 /* SQLite's own auto-checkpoint size */
 #define LEDGER_CKPT_RESTART_PAGES 4000 /* ~16 MB: make the WAL start over */
-#define LEDGER_CKPT_BUSY_MS 5000
+#define LEDGER_CKPT_BUSY_US 5000 /* the most a RESTART holds the writer */
 
 struct ledger_ckpt {
 	pthread_t ck_thread;
 	pthread_mutex_t ck_lock;
 	pthread_cond_t ck_wake;
 	sqlite3 *ck_conn; /* the checkpointer thread's alone */
-	int ck_done; /* WAL frames the last checkpoint had copied; lock */
+	int ck_done; /* WAL frames when the last checkpoint ran; lock */
 	int ck_busy; /* a checkpoint is running or wanted; lock */
 	int ck_stop; /* lock */
 	uint64_t ck_runs; /* lock */
@@ -77,6 +78,25 @@ ckpt_hook(void *arg, sqlite3 *db, const char *name, int frames)
 	return (SQLITE_OK);
 }
 
+/*
+ * The checkpointer's busy handler, for RESTART only (PASSIVE never waits):
+ * it first waits for the writer's transaction to end, then, holding the
+ * writer off, for readers still on old frames. A reader may be a spend
+ * query that runs for seconds, so give up after LEDGER_CKPT_BUSY_US; the
+ * WAL then grows until the next try.
+ */
+static int
+ckpt_busy(void *arg, int n)
+{
+	struct timespec ts = {0, 100000};
+
+	(void)arg;
+	if (n * 100 >= LEDGER_CKPT_BUSY_US)
+		return (0);
+	nanosleep(&ts, NULL);
+	return (1);
+}
+
 /* One checkpoint in mode: the WAL's frames in *log, those copied in *done. */
 static int
 ckpt_run(struct ledger_ckpt *ck, int mode, int *log, int *done)
@@ -94,27 +114,39 @@ ckpt_run(struct ledger_ckpt *ck, int mode, int *log, int *done)
 }
 
 /*
- * Copy the WAL into the database without holding the writer off. The WAL
- * starts over only when a commit finds every frame copied, and the writer
- * appends while a PASSIVE checkpoint copies, so under steady load that
- * never happens by itself. Once the WAL holds LEDGER_CKPT_RESTART_PAGES, a
- * second PASSIVE round copies what came during the first, and a RESTART
- * checkpoint then holds the writer off while it copies the last few frames
- * and syncs: the next commit starts the WAL over.
+ * Copy the WAL into the database without holding the writer off; return
+ * the WAL's frames as this checkpoint saw them, the mark the next one
+ * counts from (-1 on an error).
+ *
+ * The WAL starts over only when a commit finds every frame copied, and the
+ * writer appends while a PASSIVE checkpoint copies, so under steady load
+ * that never happens by itself. Once the WAL holds
+ * LEDGER_CKPT_RESTART_PAGES, a second PASSIVE round copies what came
+ * during the first and, if it copied everything it saw, a RESTART
+ * checkpoint holds the writer off while it copies the last few frames: the
+ * next commit starts the WAL over. If a reader still needs old frames (a
+ * long spend query), PASSIVE cannot copy past them and RESTART would only
+ * wait for the reader with the writer held off, so it is not tried; the
+ * WAL grows until the reader is done.
  */
 static int
 ckpt_catch_up(struct ledger_ckpt *ck)
 {
-	int log, done;
+	int log, done, seen;
 
 	if (ckpt_run(ck, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == -1)
 		return (-1);
-	if (log < LEDGER_CKPT_RESTART_PAGES)
-		return (done);
-	if (ckpt_run(ck, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == -1 ||
-	    ckpt_run(ck, SQLITE_CHECKPOINT_RESTART, &log, &done) == -1)
+	if (log < LEDGER_CKPT_RESTART_PAGES || done < log)
+		return (log);
+	if (ckpt_run(ck, SQLITE_CHECKPOINT_PASSIVE, &log, &done) == -1)
 		return (-1);
-	return (done);
+	if (done < log)
+		return (log);
+	seen = log;
+	if (ckpt_run(ck, SQLITE_CHECKPOINT_RESTART, &log, &done) == -1 ||
+	    log < seen)
+		return (seen);
+	return (log);
 }
 
 static void *
@@ -122,7 +154,7 @@ ckpt_thread(void *arg)
 {
 	struct ledger_ckpt *ck = arg;
 	long long t0, us;
-	int done;
+	int mark;
 
 	pthread_mutex_lock(&ck->ck_lock);
 	for (;;) {
@@ -133,7 +165,7 @@ ckpt_thread(void *arg)
 		pthread_mutex_unlock(&ck->ck_lock);
 
 		t0 = monotime_us();
-		done = ckpt_catch_up(ck);
+		mark = ckpt_catch_up(ck);
 		us = monotime_us() - t0;
 
 		pthread_mutex_lock(&ck->ck_lock);
@@ -141,8 +173,8 @@ ckpt_thread(void *arg)
 		ck->ck_us_total += (uint64_t)us;
 		if ((uint64_t)us > ck->ck_us_max)
 			ck->ck_us_max = (uint64_t)us;
-		if (done > 0)
-			ck->ck_done = done;
+		if (mark > 0)
+			ck->ck_done = mark;
 		ck->ck_busy = 0;
 	}
 	pthread_mutex_unlock(&ck->ck_lock);
@@ -174,7 +206,7 @@ ledger_ckpt_start(struct ledger_db *d, const char *path)
 					: "out of memory");
 		goto fail;
 	}
-	sqlite3_busy_timeout(ck->ck_conn, LEDGER_CKPT_BUSY_MS);
+	sqlite3_busy_handler(ck->ck_conn, ckpt_busy, NULL);
 	/* A checkpoint syncs as its connection's synchronous says. */
 	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
 	    d->db_synchronous == 2 ? "FULL" : "NORMAL");

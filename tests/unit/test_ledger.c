@@ -1315,6 +1315,67 @@ bench_trickle(enum durability dur)
 	ledger_close();
 }
 
+/*
+ * A reader that keeps an old snapshot open (a long spend query) stops the
+ * WAL from starting over, but must not hold the writer off for long: the
+ * checkpointer's RESTART gives up after a few ms and tries again later.
+ */
+static void
+test_checkpoint_reader(void **state)
+{
+	static struct answer ans[3000];
+	static char ids[3000][16];
+	struct ledger_row r;
+	struct ledger_stats st;
+	sqlite3 *rd;
+	sqlite3_stmt *q;
+	int i, n = 3000;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, n);
+	answers_fired = 0;
+	assert_int_equal(
+	    sqlite3_open_v2(fx.path, &rd, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	for (i = 0; i < n; i++) {
+		if (i == 10) {
+			/* A read transaction on the snapshot of 10 calls. */
+			assert_int_equal(
+			    sqlite3_exec(rd, "BEGIN", NULL, NULL, NULL),
+			    SQLITE_OK);
+			assert_int_equal(
+			    sqlite3_prepare_v2(
+				rd, "SELECT count(*) FROM calls", -1, &q, NULL),
+			    SQLITE_OK);
+			assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+			sqlite3_finalize(q);
+		}
+		snprintf(ids[i], sizeof(ids[i]), "r%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		ans[i].index = i % BURST;
+		ans[i].id = ids[i];
+		ans[i].settle = 1;
+		r = burst_row(i % BURST);
+		r.lr_id = ids[i];
+		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		run_until(&answers_fired, i + 1);
+	}
+	flush();
+	ledger_stats(&st);
+	print_message("checkpoint with a reader: %" PRIu64
+		      " checkpoints, longest commit %" PRIu64 " us\n",
+	    st.ls_checkpoints, st.ls_commit_us_max);
+	assert_true(st.ls_checkpoints >= 2);
+	/* One try per 1,000 new frames, not one per commit. */
+	assert_true(st.ls_checkpoints <= 200);
+	/* Nowhere near the 5 s a RESTART could wait for the reader. */
+	assert_true(st.ls_commit_us_max < 1000000);
+	sqlite3_exec(rd, "COMMIT", NULL, NULL, NULL);
+	sqlite3_close(rd);
+	ledger_close();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), n);
+}
+
 /* Replace every from in s with to, in place (to no longer than from). */
 static void
 shrink_replace(char *s, const char *from, const char *to)
@@ -1475,6 +1536,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_open_power, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fix_checks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_checkpoint_reader, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reserve_ok, setup, teardown),
