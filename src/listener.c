@@ -389,7 +389,8 @@ body_free_cb(const void *data, size_t len, void *arg)
  * few calls as it allows. Only what FIONREAD reports is read, so the end
  * of the stream and errors are left for the bufferevent to report, and
  * bytes after the body (a pipelined request) stay in the socket. co_body
- * grows with what has arrived, never past Content-Length.
+ * grows with what has arrived, to at most twice that and never past
+ * Content-Length.
  */
 static void
 conn_read_body(struct conn *co)
@@ -410,9 +411,9 @@ conn_read_body(struct conn *co)
 			n = co->co_body_need;
 		want = co->co_body_len + n;
 		if (want > co->co_body_cap) {
-			cap = co->co_body_cap * 2;
-			if (cap < want)
-				cap = want;
+			/* Room for as much again: a 2 MiB body arriving in
+			 * two halves is not copied when the second comes. */
+			cap = want * 2;
 			if (cap > co->co_body_len + co->co_body_need)
 				cap = co->co_body_len + co->co_body_need;
 			co->co_body = xreallocarray(co->co_body, cap, 1);
