@@ -104,8 +104,8 @@ member_count(const cJSON *obj, const char *key)
  * generation_config, which its API also accepts.
  */
 static int
-ambiguous_bounds(
-    const struct route *rt, const char *body, size_t len, const cJSON *root)
+ambiguous_bounds(const struct route *rt, const char *body, size_t len,
+    const cJSON *root, int plain)
 {
 	static const char *const openai[] = {"model", "stream", "n", "best_of",
 	    "max_tokens", "max_completion_tokens", "max_output_tokens", NULL};
@@ -133,8 +133,9 @@ ambiguous_bounds(
 	}
 	for (i = 0; keys[i] != NULL; i++) {
 		n = member_count(root, keys[i]);
+		/* With plain names the member is where its name is written. */
 		if (n > 1 ||
-		    (n == 1 &&
+		    (n == 1 && !plain &&
 			meter_json_member(
 			    body + start, len - start, keys[i], &js) != 1))
 			return (1);
@@ -156,12 +157,24 @@ ambiguous_bounds(
 	return (0);
 }
 
+/*
+ * The top-level members of a request body that metering reads: the ones
+ * ambiguous_bounds, openai_request, openai_inject, anthropic_request and
+ * gemini_request look at. The others (messages, tools, input, contents:
+ * nearly all of a large body) are checked but read as null, so reading a
+ * new member there means naming it here.
+ */
+static const char *const request_members[] = {"model", "stream", "n", "best_of",
+    "max_tokens", "max_completion_tokens", "max_output_tokens",
+    "stream_options", "generationConfig", "generation_config", NULL};
+
 /* Fill ci from a request before it is forwarded; never fails. */
 int
 meter_request(const struct route *rt, const char *body, size_t len,
     struct call_info *ci, char **newbody, size_t *newlen)
 {
 	cJSON *root;
+	int plain;
 
 	memset(ci, 0, sizeof(*ci));
 	ci->ci_max_output = -1;
@@ -191,7 +204,8 @@ meter_request(const struct route *rt, const char *body, size_t len,
 	if (rt->rt_metered)
 		ci->ci_input_estimate = (int64_t)((len + 3) / 4);
 
-	if ((root = meter_json_parse(body, len, 1)) == NULL)
+	if ((root = meter_json_parse_request(
+		 body, len, request_members, &plain)) == NULL)
 		return (0);
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
@@ -201,7 +215,7 @@ meter_request(const struct route *rt, const char *body, size_t len,
 		meter_setstr(ci->ci_model, sizeof(ci->ci_model),
 		    cJSON_GetObjectItemCaseSensitive(root, "model"));
 	if (rt->rt_metered)
-		ci->ci_ambiguous = ambiguous_bounds(rt, body, len, root);
+		ci->ci_ambiguous = ambiguous_bounds(rt, body, len, root, plain);
 	if (rt->rt_metered) {
 		switch (rt->rt_family) {
 		case FAMILY_OPENAI:

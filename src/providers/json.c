@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -47,6 +48,370 @@ meter_json_parse(const char *p, size_t len, int strict)
 		}
 	}
 	return (root);
+}
+
+/*
+ * The offset of the first '"' or '\' at or after p[i], or len, found
+ * with memchr (*q keeps the next '"' for the next call on the same
+ * string), so a long string costs little and each escape two calls.
+ */
+static size_t
+string_special(const char *p, size_t len, size_t i, const char **q)
+{
+	const char *b;
+
+	if (i >= len)
+		return (len);
+	if (*q == NULL || p + i > *q) {
+		if ((*q = memchr(p + i, '"', len - i)) == NULL)
+			*q = p + len;
+	}
+	if ((b = memchr(p + i, '\\', (size_t)(*q - (p + i)))) != NULL)
+		return ((size_t)(b - p));
+	return ((size_t)(*q - p));
+}
+
+/*
+ * The offset of the closing quote of the string whose contents start at
+ * p[i], or len when it does not end: the first '"' not taken by a '\'
+ * before it.
+ */
+static size_t
+string_end(const char *p, size_t len, size_t i)
+{
+	const char *q = NULL;
+
+	while ((i = string_special(p, len, i, &q)) < len && p[i] == '\\')
+		i += 2; /* the backslash and what it escapes */
+	return (i < len ? i : len);
+}
+
+/*
+ * Request bodies are checked here the way cJSON reads them, without
+ * building a tree, for meter_json_parse_request. The check is sure of a
+ * subset of what cJSON accepts: JSON whitespace only, strict numbers
+ * short enough for cJSON's number buffer (63 bytes), escapes cJSON
+ * decodes (surrogates only in pairs), nesting well under its limit.
+ * Anything outside that, valid or not, is "not sure" (0) and left to
+ * cJSON itself. Inside strings cJSON takes any byte but '"' and '\', and
+ * so does the check.
+ */
+#define SCAN_DEPTH_MAX 64
+#define SCAN_NUMBER_MAX 48
+
+static size_t scan_value(const char *, size_t, size_t, int);
+
+static int
+scan_ws(int c)
+{
+	return (c == ' ' || c == '\t' || c == '\r' || c == '\n');
+}
+
+static size_t
+scan_skip_ws(const char *p, size_t len, size_t i)
+{
+	while (i < len && scan_ws((unsigned char)p[i]))
+		i++;
+	return (i);
+}
+
+/* Four hex digits at p[i], as cJSON's parse_hex4 reads them; -1 if not. */
+static long
+scan_hex4(const char *p, size_t len, size_t i)
+{
+	long v = 0;
+	size_t k;
+	int c;
+
+	if (len - i < 4)
+		return (-1);
+	for (k = 0; k < 4; k++) {
+		c = (unsigned char)p[i + k];
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + (c - 'a' + 10);
+		else if (c >= 'A' && c <= 'F')
+			v = v * 16 + (c - 'A' + 10);
+		else
+			return (-1);
+	}
+	return (v);
+}
+
+/* The length of the escape whose '\' is p[i], or 0 when not sure. */
+static size_t
+scan_escape(const char *p, size_t len, size_t i)
+{
+	long hi, lo;
+
+	if (len - i < 2)
+		return (0);
+	switch (p[i + 1]) {
+	case '"':
+	case '\\':
+	case '/':
+	case 'b':
+	case 'f':
+	case 'n':
+	case 'r':
+	case 't':
+		return (2);
+	case 'u':
+		if ((hi = scan_hex4(p, len, i + 2)) < 0)
+			return (0);
+		if (hi < 0xD800 || hi > 0xDFFF)
+			return (6);
+		if (hi > 0xDBFF || len - i < 12 || p[i + 6] != '\\' ||
+		    p[i + 7] != 'u')
+			return (0);
+		if ((lo = scan_hex4(p, len, i + 8)) < 0xDC00 || lo > 0xDFFF)
+			return (0);
+		return (12);
+	}
+	return (0);
+}
+
+/* The end of the string whose '"' is p[i], or 0 when not sure. */
+static size_t
+scan_string(const char *p, size_t len, size_t i)
+{
+	const char *q = NULL;
+	size_t n;
+
+	for (i++; (i = string_special(p, len, i, &q)) < len; i += n) {
+		if (p[i] == '"')
+			return (i + 1);
+		if ((n = scan_escape(p, len, i)) == 0)
+			return (0);
+	}
+	return (0);
+}
+
+static size_t
+scan_digits(const char *p, size_t len, size_t i)
+{
+	while (i < len && p[i] >= '0' && p[i] <= '9')
+		i++;
+	return (i);
+}
+
+/* The end of the number at p[i] (RFC 8259's grammar), or 0. */
+static size_t
+scan_number(const char *p, size_t len, size_t i)
+{
+	size_t start = i, j;
+
+	if (p[i] == '-')
+		i++;
+	if (i >= len || p[i] < '0' || p[i] > '9')
+		return (0);
+	i = p[i] == '0' ? i + 1 : scan_digits(p, len, i);
+	if (i < len && p[i] == '.') {
+		if ((j = scan_digits(p, len, i + 1)) == i + 1)
+			return (0);
+		i = j;
+	}
+	if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+		i++;
+		if (i < len && (p[i] == '+' || p[i] == '-'))
+			i++;
+		if ((j = scan_digits(p, len, i)) == i)
+			return (0);
+		i = j;
+	}
+	if (i - start > SCAN_NUMBER_MAX)
+		return (0);
+	/* cJSON reads on while it sees these; the next byte must end it. */
+	if (i < len && memchr("0123456789+-eE.", p[i], 15) != NULL)
+		return (0);
+	return (i);
+}
+
+static size_t
+scan_literal(const char *p, size_t len, size_t i, const char *word)
+{
+	size_t n = strlen(word);
+
+	if (len - i < n || memcmp(p + i, word, n) != 0)
+		return (0);
+	return (i + n);
+}
+
+/* The members of the object or the elements of the array at p[i]. */
+static size_t
+scan_container(const char *p, size_t len, size_t i, int depth)
+{
+	int object = p[i] == '{';
+	char close = object ? '}' : ']';
+
+	if (depth >= SCAN_DEPTH_MAX)
+		return (0);
+	if ((i = scan_skip_ws(p, len, i + 1)) < len && p[i] == close)
+		return (i + 1);
+	for (;;) {
+		if (object) {
+			if (i >= len || p[i] != '"' ||
+			    (i = scan_string(p, len, i)) == 0)
+				return (0);
+			if ((i = scan_skip_ws(p, len, i)) >= len || p[i] != ':')
+				return (0);
+			i = scan_skip_ws(p, len, i + 1);
+		}
+		if ((i = scan_value(p, len, i, depth + 1)) == 0)
+			return (0);
+		if ((i = scan_skip_ws(p, len, i)) >= len)
+			return (0);
+		if (p[i] == close)
+			return (i + 1);
+		if (p[i] != ',')
+			return (0);
+		i = scan_skip_ws(p, len, i + 1);
+	}
+}
+
+/* The end of the value at p[i], or 0 when not sure cJSON reads it so. */
+static size_t
+scan_value(const char *p, size_t len, size_t i, int depth)
+{
+	if (i >= len)
+		return (0);
+	switch (p[i]) {
+	case '"':
+		return (scan_string(p, len, i));
+	case '{':
+	case '[':
+		return (scan_container(p, len, i, depth));
+	case 't':
+		return (scan_literal(p, len, i, "true"));
+	case 'f':
+		return (scan_literal(p, len, i, "false"));
+	case 'n':
+		return (scan_literal(p, len, i, "null"));
+	default:
+		return (scan_number(p, len, i));
+	}
+}
+
+/*
+ * Whether the key text p[0..n) (quotes included) is the name cJSON reads:
+ * no escape, and no control byte (a NUL would end cJSON's name).
+ */
+static int
+scan_plain(const char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 1; i + 1 < n; i++) {
+		if (p[i] == '\\' || (unsigned char)p[i] < 0x20)
+			return (0);
+	}
+	return (1);
+}
+
+/* Whether the plain key text p[0..n) (quotes included) is one of keep. */
+static int
+scan_kept(const char *p, size_t n, const char *const *keep)
+{
+	for (; *keep != NULL; keep++) {
+		if (strlen(*keep) == n - 2 && memcmp(p + 1, *keep, n - 2) == 0)
+			return (1);
+	}
+	return (0);
+}
+
+static void
+scan_append(char **out, size_t *len, size_t *cap, const char *p, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		while (*len + n + 1 > *cap)
+			*cap *= 2;
+		*out = xreallocarray(*out, *cap, 1);
+	}
+	memcpy(*out + *len, p, n);
+	*len += n;
+}
+
+/*
+ * Parse a request body the way meter_json_parse(p, len, 1) does, except
+ * that the value of every top-level member whose name is not in keep
+ * (NULL-terminated) reads as null. Those values are checked but never
+ * built: in a large request nearly every byte is in the messages, and
+ * cJSON building them cost about 3 ms a MiB. The members keep their names
+ * and order, so duplicates are still seen. Text the check is not sure
+ * about is parsed whole by cJSON, so the answer (a tree or NULL) is the
+ * one cJSON gives for the whole body. *plain is set when every top-level
+ * name is written as cJSON reads it (no escape, no control byte), so a
+ * member of the tree is found in the text by its name (meter_json_member);
+ * 0 means it may not be.
+ */
+cJSON *
+meter_json_parse_request(
+    const char *p, size_t len, const char *const *keep, int *plain)
+{
+	char *out;
+	size_t olen = 0, ocap = 256, i, k, kend, v;
+	cJSON *root;
+	int allplain = 1, kept;
+
+	*plain = 0;
+	if (p == NULL || len == 0)
+		return (NULL);
+	if ((i = scan_skip_ws(p, len, 0)) >= len || p[i] != '{')
+		return (meter_json_parse(p, len, 1));
+	out = xmalloc(ocap);
+	scan_append(&out, &olen, &ocap, "{", 1);
+	if ((i = scan_skip_ws(p, len, i + 1)) < len && p[i] == '}')
+		i++;
+	else {
+		for (;;) {
+			k = i;
+			if (i >= len || p[i] != '"' ||
+			    (kend = scan_string(p, len, i)) == 0)
+				goto whole;
+			i = scan_skip_ws(p, len, kend);
+			if (i >= len || p[i] != ':')
+				goto whole;
+			v = scan_skip_ws(p, len, i + 1);
+			if ((i = scan_value(p, len, v, 1)) == 0)
+				goto whole;
+			scan_append(&out, &olen, &ocap, p + k, kend - k);
+			scan_append(&out, &olen, &ocap, ":", 1);
+			/* A name cJSON may read otherwise is always kept. */
+			if (!scan_plain(p + k, kend - k)) {
+				allplain = 0;
+				kept = 1;
+			} else
+				kept = scan_kept(p + k, kend - k, keep);
+			if (kept)
+				scan_append(&out, &olen, &ocap, p + v, i - v);
+			else
+				scan_append(&out, &olen, &ocap, "null", 4);
+			if ((i = scan_skip_ws(p, len, i)) >= len)
+				goto whole;
+			if (p[i] == '}') {
+				i++;
+				break;
+			}
+			if (p[i] != ',')
+				goto whole;
+			scan_append(&out, &olen, &ocap, ",", 1);
+			i = scan_skip_ws(p, len, i + 1);
+		}
+	}
+	if (scan_skip_ws(p, len, i) != len)
+		goto whole;
+	scan_append(&out, &olen, &ocap, "}", 1);
+	root = meter_json_parse(out, olen, 1);
+	free(out);
+	/* Never expected: the check passed, so cJSON reads the short text. */
+	if (root == NULL)
+		return (meter_json_parse(p, len, 1));
+	*plain = allplain;
+	return (root);
+whole:
+	free(out);
+	return (meter_json_parse(p, len, 1));
 }
 
 /* The index of the first byte at or after i that is not JSON whitespace. */
@@ -86,11 +451,7 @@ meter_json_skip(const char *p, size_t len)
 	for (i = 0; i < len; i++) {
 		switch (p[i]) {
 		case '"':
-			for (i++; i < len && p[i] != '"'; i++) {
-				if (p[i] == '\\')
-					i++;
-			}
-			if (i >= len)
+			if ((i = string_end(p, len, i + 1)) >= len)
 				return (0);
 			if (depth == 0)
 				return (i + 1);

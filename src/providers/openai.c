@@ -72,18 +72,25 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 	ci->ci_n = n < 1 ? 1 : (int)n;
 }
 
-/* The rare case the text cannot be edited safely: rebuild with cJSON. */
+/*
+ * The rare case the text cannot be edited safely: rebuild with cJSON,
+ * from a tree of the whole body (meter_request's has only its bounds).
+ */
 static int
-inject_rebuild(cJSON *root, char **out, size_t *outlen)
+inject_rebuild(const char *body, size_t len, char **out, size_t *outlen)
 {
-	cJSON *so, *nso;
+	cJSON *root, *so, *nso;
 	char *s;
+	int r = -1;
+
+	if ((root = meter_json_parse(body, len, 1)) == NULL)
+		return (-1);
 
 	so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
 	if (!cJSON_IsObject(so)) {
 		nso = cJSON_CreateObject();
 		if (nso == NULL)
-			return (-1);
+			goto done;
 		if (so != NULL)
 			cJSON_ReplaceItemInObjectCaseSensitive(
 			    root, "stream_options", nso);
@@ -97,22 +104,26 @@ inject_rebuild(cJSON *root, char **out, size_t *outlen)
 	else
 		cJSON_AddTrueToObject(so, "include_usage");
 	if ((s = cJSON_PrintUnformatted(root)) == NULL)
-		return (-1);
+		goto done;
 	*outlen = strlen(s);
 	*out = xstrndup(s, *outlen);
 	cJSON_free(s);
-	return (0);
+	r = 0;
+done:
+	cJSON_Delete(root);
+	return (r);
 }
 
 /*
  * Ask a chat or completions stream for its usage chunk. root is the
- * parsed body, which is a stream request. Returns 0 with a new body in
+ * parsed body (its top-level stream_options at least), which is a stream
+ * request. Returns 0 with a new body in
  * *out, or -1 when the client already asked for usage (or the body is
  * odd enough that it is left alone).
  */
 int
 openai_inject(
-    const char *body, size_t len, cJSON *root, char **out, size_t *outlen)
+    const char *body, size_t len, const cJSON *root, char **out, size_t *outlen)
 {
 	const cJSON *so, *iu;
 	struct json_span js, iujs;
@@ -134,7 +145,7 @@ openai_inject(
 		/* The common case: add the member at the very end. */
 		close = meter_json_close(body + start, len - start, &empty);
 		if (close == SIZE_MAX)
-			return (inject_rebuild(root, out, outlen));
+			return (inject_rebuild(body, len, out, outlen));
 		snprintf(ins, sizeof(ins), "%s%s", empty ? "" : ",",
 		    include_usage_member);
 		close += start;
@@ -143,7 +154,8 @@ openai_inject(
 	}
 	r = meter_json_member(body + start, len - start, "stream_options", &js);
 	if (r != 1)
-		return (inject_rebuild(root, out, outlen)); /* escaped key */
+		return (
+		    inject_rebuild(body, len, out, outlen)); /* escaped key */
 	vstart = start + js.js_val;
 	if (!cJSON_IsObject(so)) {
 		/* "stream_options": null → an object that asks for usage. */
@@ -160,11 +172,11 @@ openai_inject(
 		return (0);
 	}
 	if (r < 0 || iu != NULL)
-		return (inject_rebuild(root, out, outlen));
+		return (inject_rebuild(body, len, out, outlen));
 	close =
 	    meter_json_close(body + vstart, js.js_valend - js.js_val, &empty);
 	if (close == SIZE_MAX)
-		return (inject_rebuild(root, out, outlen));
+		return (inject_rebuild(body, len, out, outlen));
 	close += vstart;
 	meter_json_splice(body, len, close, close,
 	    empty ? "\"include_usage\":true" : ",\"include_usage\":true", out,

@@ -53,6 +53,8 @@ struct json_span {
 
 /* json.c: reading JSON, for meter.c and the adapters */
 cJSON *meter_json_parse(const char *, size_t, int);
+cJSON *meter_json_parse_request(
+    const char *, size_t, const char *const *, int *);
 size_t meter_json_ws(const char *, size_t, size_t);
 size_t meter_json_skip(const char *, size_t);
 int meter_json_member(const char *, size_t, const char *, struct json_span *);
@@ -68,7 +70,7 @@ cJSON *meter_json_tail(const char *, size_t, const char *);
 
 /* openai.c: chat, legacy completions, embeddings, Responses */
 void openai_request(const struct route *, const cJSON *, struct call_info *);
-int openai_inject(const char *, size_t, cJSON *, char **, size_t *);
+int openai_inject(const char *, size_t, const cJSON *, char **, size_t *);
 int openai_event(
     struct meter_acc *, enum endpoint, const struct sse_event *, const cJSON *);
 void openai_body(struct meter_acc *, enum endpoint, const cJSON *);

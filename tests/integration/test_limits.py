@@ -46,6 +46,44 @@ class LimitsTest(tglib.TGTestCase):
                                           str(content_length))] + list(extra)))
         return c, c.read_response(10)
 
+    def test_body_in_pieces_then_pipelined(self):
+        """A large body that arrives in pieces is forwarded byte for byte,
+        and a request sent in the same write as the body's last bytes is
+        read as the next request, not as part of the body."""
+        tg = self.start()
+        m1, m2 = new_marker(), new_marker()
+        # Messages first, as SDKs send them, with escapes to skip.
+        b1 = (b'{"messages":[{"role":"user","content":"' +
+              b'x\\"y\\n\u00e9 ' * (300 * KiB // 16) +
+              b'"}],"model":"gpt-4o-mini","user":"' + m1.encode() +
+              b'","max_tokens":7}')
+        json.loads(b1)
+        r1 = tglib.build_request("POST", "/v1/chat/completions", b1,
+                                 [JSON_CT])
+        r2 = tglib.build_request("POST", "/v1/chat/completions",
+                                 tglib.openai_chat(m2), [JSON_CT])
+        c = self.raw(tg.port)
+        cuts = [0, 100, len(r1) - len(b1) + 1, 64 * KiB, 64 * KiB + 3,
+                len(r1) // 2, len(r1) - 1]
+        for a, b in zip(cuts, cuts[1:]):
+            c.send(r1[a:b])
+            time.sleep(0.05)
+        c.send(r1[cuts[-1]:] + r2)
+        for marker, body in ((m1, b1), (m2, None)):
+            r = c.read_response(15)
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(r.complete, r)
+            rec = tglib.wait_until(
+                lambda: [x for x in self.fp.requests()
+                         if marker in x.get("body", "")], 10, interval=0.1)
+            self.assertTrue(rec, "request %s never reached fakeprov" % marker)
+            if body is not None:
+                self.assertEqual(rec[0]["body_len"], len(body))
+                self.assertEqual(rec[0]["body"].encode("latin-1"), body)
+        calls = tglib.wait_until(lambda: len(tg.calls()) >= 2 and
+                                 tg.calls(), 10)
+        self.assertEqual(len(calls), 2, calls)
+
     def test_20mib_body_relayed(self):
         tg = self.start()
         marker = new_marker()

@@ -612,6 +612,118 @@ test_request_escaped_key(void **state)
 	free(nb);
 }
 
+/*
+ * A rebuilt body (an escaped stream_options name) keeps every member,
+ * messages included, though meter_request reads only its bounds.
+ */
+static void
+test_request_rebuild_keeps_body(void **state)
+{
+	static const char body[] =
+	    "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\nb\"}],"
+	    "\"model\":\"m\",\"stream\":true,\"stream\\u005foptions\":null}";
+	struct route rt = {.rt_family = FAMILY_OPENAI,
+	    .rt_endpoint = EP_CHAT,
+	    .rt_metered = 1};
+	struct call_info ci;
+	const cJSON *msgs;
+	char *nb;
+	size_t nlen;
+	cJSON *j;
+
+	(void)state;
+	meter_request(&rt, body, sizeof(body) - 1, &ci, &nb, &nlen);
+	assert_non_null(nb);
+	j = cJSON_ParseWithLength(nb, nlen);
+	assert_non_null(j);
+	msgs = cJSON_GetObjectItemCaseSensitive(j, "messages");
+	assert_int_equal(cJSON_GetArraySize(msgs), 1);
+	assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+				cJSON_GetArrayItem(msgs, 0), "content")
+				->valuestring,
+	    "a\nb");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(j, "stream_options"),
+	    "include_usage")));
+	cJSON_Delete(j);
+	free(nb);
+}
+
+/*
+ * ci_ambiguous: a bound given twice or with an escaped name, wherever it
+ * sits (SDKs put the messages first), and only for the names that decide
+ * the cost.
+ */
+static void
+test_request_ambiguous(void **state)
+{
+	static const struct {
+		const char *name;
+		enum api_family fam;
+		enum endpoint ep;
+		const char *body;
+		size_t len; /* 0: strlen */
+		int ambiguous;
+	} cases[] = {
+	    {"plain, messages first", FAMILY_OPENAI, EP_CHAT,
+		"{\"messages\":[{\"content\":\"\\\"model\\\":1\"}],"
+		"\"model\":\"m\",\"max_tokens\":5}",
+		0, 0},
+	    {"model twice after messages", FAMILY_OPENAI, EP_CHAT,
+		"{\"messages\":[],\"model\":\"a\",\"max_tokens\":5,"
+		"\"model\":\"b\"}",
+		0, 1},
+	    {"escaped max_tokens after messages", FAMILY_OPENAI, EP_CHAT,
+		"{\"messages\":[],\"model\":\"a\",\"max\\u005ftokens\":5}", 0,
+		1},
+	    {"escaped name that decides nothing", FAMILY_OPENAI, EP_CHAT,
+		"{\"messages\":[],\"model\":\"a\",\"us\\u0065r\":\"u\"}", 0, 0},
+	    {"nul in a bound's name", FAMILY_OPENAI, EP_CHAT,
+		"{\"messages\":[],\"model\":\"a\",\"n\0x\":2}", 35, 1},
+	    {"other names twice", FAMILY_OPENAI, EP_CHAT,
+		"{\"user\":\"a\",\"messages\":[],\"user\":\"b\",\"model\":"
+		"\"m\"}",
+		0, 0},
+	    {"anthropic max_tokens twice", FAMILY_ANTHROPIC, EP_MESSAGES,
+		"{\"messages\":[],\"max_tokens\":1,\"model\":\"c\","
+		"\"max_tokens\":9}",
+		0, 1},
+	    {"gemini snake case config", FAMILY_GEMINI, EP_GEMINI_GENERATE,
+		"{\"contents\":[],\"generation_config\":{}}", 0, 1},
+	    {"gemini candidateCount twice", FAMILY_GEMINI, EP_GEMINI_GENERATE,
+		"{\"contents\":[],\"generationConfig\":{\"candidateCount\":1,"
+		"\"candidateCount\":2}}",
+		0, 1},
+	    {"gemini plain", FAMILY_GEMINI, EP_GEMINI_GENERATE,
+		"{\"contents\":[{\"parts\":[{\"text\":\"x\"}]}],"
+		"\"generationConfig\":{\"maxOutputTokens\":9}}",
+		0, 0},
+	};
+	struct route rt;
+	struct call_info ci;
+	char *nb;
+	size_t i, nlen;
+	int fails = 0;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		memset(&rt, 0, sizeof(rt));
+		rt.rt_family = cases[i].fam;
+		rt.rt_endpoint = cases[i].ep;
+		rt.rt_metered = 1;
+		meter_request(&rt, cases[i].body,
+		    cases[i].len != 0 ? cases[i].len : strlen(cases[i].body),
+		    &ci, &nb, &nlen);
+		free(nb);
+		if (ci.ci_ambiguous != cases[i].ambiguous) {
+			print_error("%s: ambiguous %d, want %d\n",
+			    cases[i].name, ci.ci_ambiguous, cases[i].ambiguous);
+			fails++;
+		}
+	}
+	assert_int_equal(fails, 0);
+}
+
 /* meter_set_bound: the member each API reads, edited in the text. */
 static void
 test_set_bound(void **state)
@@ -897,6 +1009,8 @@ main(void)
 	    cmocka_unit_test(test_fixtures),
 	    cmocka_unit_test(test_request_table),
 	    cmocka_unit_test(test_request_escaped_key),
+	    cmocka_unit_test(test_request_rebuild_keeps_body),
+	    cmocka_unit_test(test_request_ambiguous),
 	    cmocka_unit_test(test_set_bound),
 	    cmocka_unit_test(test_request_prefixes),
 	    cmocka_unit_test(test_stream_relay_timing),
