@@ -1060,6 +1060,13 @@ def write_doc(b, path):
         A("")
         for n in R["notes"]:
             A("- " + n)
+    # The profile and what was done about it: written by hand, kept beside
+    # the generator so a new run does not lose it.
+    analysis = os.path.join(HERE, "analysis.md")
+    if os.path.exists(analysis):
+        A("")
+        with open(analysis) as f:
+            A(f.read().rstrip("\n"))
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
