@@ -26,6 +26,16 @@
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
 
+/*
+ * libcurl's receive buffer, allocated for each transfer when it connects
+ * and held until the transfer is freed. A stream holds it for as long as
+ * the stream is open (minutes) while its events are a few hundred bytes
+ * each, so a stream gets a small one: a burst is read in more pieces, never
+ * held back. Other responses keep libcurl's default (16 KiB), which reads
+ * large bodies in fewer calls.
+ */
+#define XFER_STREAM_BUFSIZE 1024L
+
 /* One upstream transfer; owned by the session that started it. */
 struct xfer {
 	CURL *xf_easy;
@@ -302,12 +312,13 @@ add_header(struct xfer *x, const char *line)
 /*
  * Start a transfer to uc: method GET or POST, url already built from the
  * config's base_url and the routed path, headers already filtered by the
- * caller, body borrowed (it must outlive the transfer). Returns NULL if
- * curl refuses the transfer.
+ * caller, body borrowed (it must outlive the transfer). stream is set when
+ * the response is expected to be an event stream. Returns NULL if curl
+ * refuses the transfer.
  */
 struct xfer *
 xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
-    const struct hdrs *hs, const char *body, size_t bodylen,
+    const struct hdrs *hs, const char *body, size_t bodylen, int stream,
     const struct xfer_cbs *cbs, void *arg)
 {
 	struct xfer *x;
@@ -371,6 +382,8 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		curl_easy_setopt(e, CURLOPT_CAINFO, uc->uc_ca_file);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	if (stream)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, XFER_STREAM_BUFSIZE);
 	if (is_post) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(

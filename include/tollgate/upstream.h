@@ -38,7 +38,7 @@ struct xfer_cbs {
 int upstream_init(struct event_base *);
 void upstream_shutdown(void);
 struct xfer *xfer_start(const struct upstream_conf *, const char *,
-    const char *, const struct hdrs *, const char *, size_t,
+    const char *, const struct hdrs *, const char *, size_t, int,
     const struct xfer_cbs *, void *);
 void xfer_resume(struct xfer *);
 void xfer_free(struct xfer *);
