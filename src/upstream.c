@@ -232,6 +232,8 @@ header_cb(char *buf, size_t size, size_t nitems, void *arg)
 		}
 		x->xf_headers_done = 1;
 		x->xf_cbs->xc_headers(x->xf_arg, code, &x->xf_resp);
+		/* The owner has copied what it needs. */
+		hdrs_clear(&x->xf_resp);
 		return (x->xf_dead ? 0 : len);
 	}
 	if (strncmp(buf, "HTTP/", 5) == 0) {
