@@ -32,7 +32,10 @@
  * the stream is open (minutes) while its events are a few hundred bytes
  * each, so a stream gets a small one: a burst is read in more pieces, never
  * held back. Other responses keep libcurl's default (16 KiB), which reads
- * large bodies in fewer calls.
+ * large bodies in fewer calls. A handle that ran a stream must not serve a
+ * later transfer after curl_easy_reset: libcurl 7.88 then writes an
+ * HTTP/2 DATA frame past the small buffer (seen under ASan), so stream
+ * handles are always made fresh and cleaned up.
  */
 #define XFER_STREAM_BUFSIZE 1024L
 
@@ -333,6 +336,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	x = xcalloc(1, sizeof(*x));
 	x->xf_cbs = cbs;
 	x->xf_arg = arg;
+	/* A fresh handle, never a reused one: see XFER_STREAM_BUFSIZE. */
 	if ((e = x->xf_easy = curl_easy_init()) == NULL)
 		fatalx("%s: curl_easy_init", __func__);
 
@@ -437,6 +441,7 @@ xfer_free(struct xfer *x)
 		return;
 	}
 	curl_multi_remove_handle(up_multi, x->xf_easy);
+	/* Not kept for reuse: see XFER_STREAM_BUFSIZE. */
 	curl_easy_cleanup(x->xf_easy);
 	curl_slist_free_all(x->xf_headers);
 	hdrs_clear(&x->xf_resp);
