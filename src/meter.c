@@ -42,6 +42,8 @@
  */
 #define METER_HELD_MAX (2 * METER_EVENT_MAX)
 #define METER_BODY_INIT 4096
+/* First allocation for the held bytes of a filtered stream: one event. */
+#define METER_HELD_INIT 512
 
 enum meter_mode {
 	METER_PASS, /* relayed untouched, never billed */
@@ -496,7 +498,7 @@ meter_hold(struct meter *m, const char *p, size_t n)
 	}
 	want = m->m_heldlen + n;
 	if (want > m->m_heldcap) {
-		cap = m->m_heldcap ? m->m_heldcap : METER_BODY_INIT;
+		cap = m->m_heldcap ? m->m_heldcap : METER_HELD_INIT;
 		while (cap < want)
 			cap *= 2;
 		m->m_held = xreallocarray(m->m_held, 1, cap);
@@ -663,6 +665,13 @@ meter_feed(
 			meter_out(m, m->m_held + m->m_heldoff, left);
 			m->m_gone += left;
 			m->m_heldoff = m->m_heldlen = 0;
+		}
+		if (m->m_heldoff == m->m_heldlen) {
+			/* Nothing held: the stream waits for its next
+			 * event without a buffer. */
+			free(m->m_held);
+			m->m_held = NULL;
+			m->m_heldoff = m->m_heldlen = m->m_heldcap = 0;
 		}
 		m->m_emit = NULL;
 		m->m_emitarg = NULL;

@@ -223,15 +223,25 @@ relay_forward(struct session *se)
 	size_t bodylen;
 
 	se->se_state = SE_FORWARDING;
-	if (se->se_body != NULL) {
-		body = se->se_body;
-		bodylen = se->se_bodylen;
-	} else {
-		body = (const char *)evbuffer_pullup(req->hr_body, -1);
-		bodylen = evbuffer_get_length(req->hr_body);
+	if (se->se_body == NULL && evbuffer_get_length(req->hr_body) > 0) {
+		/*
+		 * libcurl borrows the body for the whole transfer, which for
+		 * a stream is minutes. The evbuffer holds it in chains sized
+		 * in powers of two; an exact copy does not.
+		 */
+		se->se_bodylen = evbuffer_get_length(req->hr_body);
+		se->se_body = xmalloc(se->se_bodylen);
+		evbuffer_remove(req->hr_body, se->se_body, se->se_bodylen);
 	}
+	body = se->se_body != NULL ? se->se_body : "";
+	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
+	evbuffer_free(req->hr_body);
+	req->hr_body = NULL;
 	se->se_bytes_in = bodylen;
 	upstream_headers(se, &hs);
+	/* The headers are in hs now; the client's (keys among them) are
+	 * not needed again. */
+	hdrs_clear(&req->hr_headers);
 	/* A key in the query is the client's; with a tollgate key it must
 	 * not reach the provider either. */
 	if (se->se_attr.at_binding != NULL &&
@@ -244,8 +254,8 @@ relay_forward(struct session *se)
 	if (query != NULL)
 		freezero(query, strlen(query));
 	se->se_meter = meter_new(&se->se_route, &se->se_ci);
-	se->se_xfer = xfer_start(
-	    uc, req->hr_method, url, &hs, body, bodylen, &session_xfer_cbs, se);
+	se->se_xfer = xfer_start(uc, req->hr_method, url, &hs, body, bodylen,
+	    se->se_ci.ci_stream, &session_xfer_cbs, se);
 	hdrs_clear(&hs);
 	freezero(url, strlen(url)); /* the query may hold a key */
 	if (se->se_xfer == NULL) {

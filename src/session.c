@@ -34,6 +34,9 @@
  */
 #include <sys/random.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +64,17 @@
 
 #include "session_int.h"
 
+/*
+ * After a burst (SESSION_TRIM_AFTER calls or more at once), the memory it
+ * left free is handed back once no call has been in progress for
+ * SESSION_TRIM_IDLE_MS.
+ */
+#define SESSION_TRIM_AFTER 16
+#define SESSION_TRIM_IDLE_MS 1000
+
 static size_t session_n;
+static size_t session_peak; /* most calls at once since the last trim */
+static int session_trim_armed;
 static struct session *session_list;
 static uint64_t reqid_state;
 static struct event_base *session_base;
@@ -223,6 +236,27 @@ session_record_refusal(struct session *se, int status, const char *reason)
 		    se->se_id, se->se_reqid);
 }
 
+/*
+ * glibc's free keeps memory in the heap (only its top goes back to the
+ * system), so a daemon that served a burst of streams would hold its peak
+ * RSS while idle. malloc_trim returns every whole free page, in every
+ * arena; it runs only when no call is in progress, off the hot path.
+ */
+static void
+session_trim_timer(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	session_trim_armed = 0;
+	if (session_n > 0)
+		return; /* the next idle moment will do */
+	session_peak = 0;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
 static void
 link_session(struct session *se)
 {
@@ -230,12 +264,15 @@ link_session(struct session *se)
 	if (session_list != NULL)
 		session_list->se_prev = se;
 	session_list = se;
-	session_n++;
+	if (++session_n > session_peak)
+		session_peak = session_n;
 }
 
 static void
 unlink_session(struct session *se)
 {
+	struct timeval tv;
+
 	if (se->se_prev != NULL)
 		se->se_prev->se_next = se->se_next;
 	else
@@ -243,6 +280,14 @@ unlink_session(struct session *se)
 	if (se->se_next != NULL)
 		se->se_next->se_prev = se->se_prev;
 	session_n--;
+	if (session_n == 0 && session_peak >= SESSION_TRIM_AFTER &&
+	    !session_trim_armed) {
+		tv.tv_sec = SESSION_TRIM_IDLE_MS / 1000;
+		tv.tv_usec = (SESSION_TRIM_IDLE_MS % 1000) * 1000;
+		if (event_base_once(session_base, -1, EV_TIMEOUT,
+			session_trim_timer, NULL, &tv) == 0)
+			session_trim_armed = 1;
+	}
 }
 
 /*

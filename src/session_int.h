@@ -48,7 +48,8 @@ struct session {
 	struct attribution se_attr;
 	struct call_info se_ci;
 	const struct price *se_price; /* borrowed from se_conf's prices */
-	char *se_body; /* rewritten request body, or NULL */
+	char *se_body; /* rewritten request body, or NULL; once forwarded,
+			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;
 	struct meter *se_meter;
 	struct ledger_ticket *se_ticket;

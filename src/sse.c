@@ -114,6 +114,13 @@ sse_dispatch(struct sse *s)
 	s->s_raw = 0;
 	sse_reset_event(s);
 	s->s_cb(s->s_arg, &ev);
+	/*
+	 * A stream spends most of its life waiting for its next event: it
+	 * holds no data buffer meanwhile.
+	 */
+	free(s->s_data);
+	s->s_data = NULL;
+	s->s_datacap = 0;
 }
 
 /* Append to the data buffer, or mark the event oversized. */

@@ -26,6 +26,19 @@
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
 
+/*
+ * libcurl's receive buffer, allocated for each transfer when it connects
+ * and held until the transfer is freed. A stream holds it for as long as
+ * the stream is open (minutes) while its events are a few hundred bytes
+ * each, so a stream gets a small one: a burst is read in more pieces, never
+ * held back. Other responses keep libcurl's default (16 KiB), which reads
+ * large bodies in fewer calls. A handle that ran a stream must not serve a
+ * later transfer after curl_easy_reset: libcurl 7.88 then writes an
+ * HTTP/2 DATA frame past the small buffer (seen under ASan), so stream
+ * handles are always made fresh and cleaned up.
+ */
+#define XFER_STREAM_BUFSIZE 1024L
+
 /* One upstream transfer; owned by the session that started it. */
 struct xfer {
 	CURL *xf_easy;
@@ -37,6 +50,7 @@ struct xfer {
 	int xf_finished; /* xc_done has been called */
 	int xf_dead; /* freed while inside curl; reap later */
 	int xf_paused;
+	int xf_stream; /* small receive buffer: never pooled */
 	struct xfer *xf_reap_next;
 	char xf_errbuf[CURL_ERROR_SIZE];
 };
@@ -56,9 +70,9 @@ static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
 
 /*
  * Easy handles kept for the next transfers: making one and tearing it down
- * costs an allocation of the handle, of its 16 KB receive buffer on the
- * first transfer, and their frees, for every call. A handle is reset
- * before reuse, so nothing of one call's options reaches the next.
+ * costs the handle's allocation and setup, and its free, for every call.
+ * A handle is reset before reuse, so nothing of one call's options reaches
+ * the next. Stream handles are never kept (XFER_STREAM_BUFSIZE).
  */
 #define UP_POOL_MAX 16
 static CURL *up_pool[UP_POOL_MAX];
@@ -255,6 +269,8 @@ header_cb(char *buf, size_t size, size_t nitems, void *arg)
 		}
 		x->xf_headers_done = 1;
 		x->xf_cbs->xc_headers(x->xf_arg, code, &x->xf_resp);
+		/* The owner has copied what it needs. */
+		hdrs_clear(&x->xf_resp);
 		return (x->xf_dead ? 0 : len);
 	}
 	if (strncmp(buf, "HTTP/", 5) == 0) {
@@ -351,12 +367,13 @@ add_header(struct xfer *x, const char *line)
 /*
  * Start a transfer to uc: method GET or POST, url already built from the
  * config's base_url and the routed path, headers already filtered by the
- * caller, body borrowed (it must outlive the transfer). Returns NULL if
- * curl refuses the transfer.
+ * caller, body borrowed (it must outlive the transfer). stream is set when
+ * the response is expected to be an event stream. Returns NULL if curl
+ * refuses the transfer.
  */
 struct xfer *
 xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
-    const struct hdrs *hs, const char *body, size_t bodylen,
+    const struct hdrs *hs, const char *body, size_t bodylen, int stream,
     const struct xfer_cbs *cbs, void *arg)
 {
 	struct xfer *x;
@@ -369,7 +386,9 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	x = xcalloc(1, sizeof(*x));
 	x->xf_cbs = cbs;
 	x->xf_arg = arg;
-	if ((e = x->xf_easy = easy_get()) == NULL)
+	/* A stream's handle is never a reused one: see XFER_STREAM_BUFSIZE. */
+	x->xf_stream = stream;
+	if ((e = x->xf_easy = stream ? curl_easy_init() : easy_get()) == NULL)
 		fatalx("%s: curl_easy_init", __func__);
 
 	for (i = 0; i < hs->hs_n; i++) {
@@ -420,6 +439,8 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		curl_easy_setopt(e, CURLOPT_CAINFO, uc->uc_ca_file);
 	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
 	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	if (stream)
+		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, XFER_STREAM_BUFSIZE);
 	if (is_post) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(
@@ -430,7 +451,10 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 
 	if (curl_multi_add_handle(up_multi, e) != CURLM_OK) {
-		easy_put(e);
+		if (stream)
+			curl_easy_cleanup(e);
+		else
+			easy_put(e);
 		curl_slist_free_all(x->xf_headers);
 		free(x);
 		return (NULL);
@@ -471,7 +495,11 @@ xfer_free(struct xfer *x)
 		return;
 	}
 	curl_multi_remove_handle(up_multi, x->xf_easy);
-	easy_put(x->xf_easy);
+	/* A stream's handle is not kept for reuse: see XFER_STREAM_BUFSIZE. */
+	if (x->xf_stream)
+		curl_easy_cleanup(x->xf_easy);
+	else
+		easy_put(x->xf_easy);
 	curl_slist_free_all(x->xf_headers);
 	hdrs_clear(&x->xf_resp);
 	free(x);
