@@ -64,7 +64,7 @@ log_line(
 	char buf[2048], *line = buf, *big = NULL;
 	size_t room;
 	va_list aq;
-	int n, m;
+	int n, m, m2;
 
 	n = snprintf(buf, sizeof(buf), "%s.%03ldZ %s: ", when, ms, level);
 	if (n < 0 || (size_t)n >= sizeof(buf))
@@ -78,7 +78,13 @@ log_line(
 	if ((size_t)m > room) {
 		if ((big = malloc((size_t)n + (size_t)m + 2)) != NULL) {
 			memcpy(big, buf, (size_t)n);
-			vsnprintf(big + n, (size_t)m + 1, fmt, ap);
+			m2 = vsnprintf(big + n, (size_t)m + 1, fmt, ap);
+			if (m2 < 0) {
+				free(big);
+				return;
+			}
+			if (m2 < m)
+				m = m2;
 			line = big;
 		} else
 			m = (int)room;

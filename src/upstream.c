@@ -71,8 +71,8 @@ static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
 /*
  * Easy handles kept for the next transfers: making one and tearing it down
  * costs the handle's allocation and setup, and its free, for every call.
- * A handle is reset before reuse, so nothing of one call's options reaches
- * the next. Stream handles are never kept (XFER_STREAM_BUFSIZE).
+ * A handle is reset when it is put back, so nothing of one call's options
+ * reaches the next. Stream handles are never kept (XFER_STREAM_BUFSIZE).
  */
 #define UP_POOL_MAX 16
 static CURL *up_pool[UP_POOL_MAX];
@@ -81,13 +81,8 @@ static int up_npool;
 static CURL *
 easy_get(void)
 {
-	CURL *e;
-
-	if (up_npool > 0) {
-		e = up_pool[--up_npool];
-		curl_easy_reset(e);
-		return (e);
-	}
+	if (up_npool > 0)
+		return (up_pool[--up_npool]);
 	return (curl_easy_init());
 }
 
@@ -95,9 +90,11 @@ easy_get(void)
 static void
 easy_put(CURL *e)
 {
-	if (up_npool < UP_POOL_MAX && up_multi != NULL)
+	if (up_npool < UP_POOL_MAX && up_multi != NULL) {
+		/* Nothing of this call stays behind, not even its pointers. */
+		curl_easy_reset(e);
 		up_pool[up_npool++] = e;
-	else
+	} else
 		curl_easy_cleanup(e);
 }
 

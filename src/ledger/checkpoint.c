@@ -37,7 +37,7 @@
 
 #define LEDGER_CKPT_PAGES 1000 /* SQLite's own auto-checkpoint size */
 #define LEDGER_CKPT_RESTART_PAGES 4000 /* ~16 MB: make the WAL start over */
-#define LEDGER_CKPT_BUSY_US 5000 /* the most a RESTART holds the writer */
+#define LEDGER_CKPT_BUSY_US 5000 /* the most a RESTART waits for readers */
 
 struct ledger_ckpt {
 	pthread_t ck_thread;
@@ -45,6 +45,9 @@ struct ledger_ckpt {
 	pthread_cond_t ck_wake;
 	sqlite3 *ck_conn; /* the checkpointer thread's alone */
 	int ck_done; /* WAL frames when the last checkpoint ran; lock */
+	int ck_seen; /* WAL frames after the last commit; lock */
+	int ck_failing; /* the last checkpoint failed (warned once) */
+	long long ck_busy_deadline; /* ckpt_busy's, monotonic µs */
 	int ck_busy; /* a checkpoint is running or wanted; lock */
 	int ck_stop; /* lock */
 	uint64_t ck_runs; /* lock */
@@ -70,6 +73,7 @@ ckpt_hook(void *arg, sqlite3 *db, const char *name, int frames)
 	pthread_mutex_lock(&ck->ck_lock);
 	if (frames < ck->ck_done)
 		ck->ck_done = 0; /* the WAL started over */
+	ck->ck_seen = frames;
 	if (!ck->ck_busy && frames - ck->ck_done >= LEDGER_CKPT_PAGES) {
 		ck->ck_busy = 1;
 		pthread_cond_signal(&ck->ck_wake);
@@ -88,13 +92,10 @@ ckpt_hook(void *arg, sqlite3 *db, const char *name, int frames)
 static int
 ckpt_busy(void *arg, int n)
 {
-	struct timespec ts = {0, 100000};
+	struct ledger_ckpt *ck = arg;
 
-	(void)arg;
-	if (n * 100 >= LEDGER_CKPT_BUSY_US)
-		return (0);
-	nanosleep(&ts, NULL);
-	return (1);
+	return (
+	    ledger_busy_step(&ck->ck_busy_deadline, n, LEDGER_CKPT_BUSY_US));
 }
 
 /* One checkpoint in mode: the WAL's frames in *log, those copied in *done. */
@@ -105,12 +106,20 @@ ckpt_run(struct ledger_ckpt *ck, int mode, int *log, int *done)
 
 	*log = *done = -1;
 	rc = sqlite3_wal_checkpoint_v2(ck->ck_conn, NULL, mode, log, done);
-	if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-		log_warnx("ledger: checkpoint: %s (SQLite error %d)",
-		    sqlite3_errmsg(ck->ck_conn), rc);
-		return (-1);
+	if (rc == SQLITE_OK) {
+		if (ck->ck_failing)
+			log_info("ledger: checkpoints work again");
+		ck->ck_failing = 0;
+		return (0);
 	}
-	return (rc == SQLITE_OK ? 0 : -1);
+	if ((rc & 0xff) != SQLITE_BUSY && !ck->ck_failing) {
+		/* Once per streak: the next try is 1,000 frames away. */
+		log_warnx("ledger: checkpoint: %s (SQLite error %d); the WAL "
+			  "grows until one succeeds",
+		    sqlite3_errmsg(ck->ck_conn), rc);
+		ck->ck_failing = 1;
+	}
+	return (-1);
 }
 
 /*
@@ -169,6 +178,8 @@ ckpt_thread(void *arg)
 		us = monotime_us() - t0;
 
 		pthread_mutex_lock(&ck->ck_lock);
+		if (mark < 0)
+			mark = ck->ck_seen; /* failed: wait for 1,000 more */
 		ck->ck_runs++;
 		ck->ck_us_total += (uint64_t)us;
 		if ((uint64_t)us > ck->ck_us_max)
@@ -206,7 +217,7 @@ ledger_ckpt_start(struct ledger_db *d, const char *path)
 					: "out of memory");
 		goto fail;
 	}
-	sqlite3_busy_handler(ck->ck_conn, ckpt_busy, NULL);
+	sqlite3_busy_handler(ck->ck_conn, ckpt_busy, ck);
 	/* A checkpoint syncs as its connection's synchronous says. */
 	snprintf(sql, sizeof(sql), "PRAGMA synchronous = %s",
 	    d->db_synchronous == 2 ? "FULL" : "NORMAL");

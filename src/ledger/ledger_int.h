@@ -78,6 +78,7 @@ struct ledger_db {
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
 	int db_synchronous; /* read back after it was set: 1 or 2 */
+	long long db_busy_deadline; /* busy_wait's, monotonic µs */
 
 	/* The last failed transaction, filled by ledger_db_apply. */
 	int db_err; /* extended SQLite result code */
@@ -150,6 +151,7 @@ int ledger_db_open(
     struct ledger_db *, const char *, enum durability, uint64_t *, char **);
 int ledger_db_apply(struct ledger_db *, struct ledger_items *);
 int ledger_db_blames_row(int);
+int ledger_busy_step(long long *, int, long long);
 void ledger_db_close(struct ledger_db *);
 void ledger_format_time(int64_t, char *, size_t);
 int64_t ledger_now_ms(void);
