@@ -40,6 +40,7 @@
 #include <sys/types.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -47,6 +48,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,20 +288,75 @@ conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
 }
 
+/*
+ * Send iov to the client now, not on the loop's next turn, which may come
+ * only after the rest of this call's work (its settlement, its log line)
+ * or other clients' events. When nothing is queued, one sendmsg(2) sends
+ * it and only what the socket does not take is queued, so a stream's
+ * events cost no output buffer and no write event; otherwise it is queued
+ * behind what waits (the head, say) and the whole queue is written. Errors
+ * are left to the bufferevent, which meets them when it writes what is
+ * left.
+ */
+static void
+conn_send(struct conn *co, struct iovec *iov, int n)
+{
+	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+	struct msghdr msg;
+	ssize_t w = 0;
+	size_t done;
+	int i;
+
+	if (evbuffer_get_length(out) == 0) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)n;
+		while ((w = sendmsg(co->co_fd, &msg, MSG_NOSIGNAL)) == -1 &&
+		    errno == EINTR)
+			;
+		if (w == -1)
+			w = 0;
+		done = (size_t)w;
+		for (i = 0; i < n; i++) {
+			if (done >= iov[i].iov_len) {
+				done -= iov[i].iov_len;
+				continue;
+			}
+			evbuffer_add(out, (const char *)iov[i].iov_base + done,
+			    iov[i].iov_len - done);
+			done = 0;
+		}
+		return;
+	}
+	for (i = 0; i < n; i++)
+		evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
+	(void)evbuffer_write(out, co->co_fd);
+}
+
 /* Relay body bytes to the client as they are. */
 void
 conn_reply_data(struct conn *co, const void *data, size_t len)
 {
-	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+	struct iovec iov[3];
+	char head[24];
+	int n;
 
 	if (len == 0)
 		return;
 	if (co->co_chunked) {
-		evbuffer_add_printf(out, "%zx\r\n", len);
-		evbuffer_add(out, data, len);
-		evbuffer_add(out, "\r\n", 2);
-	} else
-		evbuffer_add(out, data, len);
+		n = snprintf(head, sizeof(head), "%zx\r\n", len);
+		iov[0].iov_base = head;
+		iov[0].iov_len = (size_t)n;
+		iov[1].iov_base = (void *)(uintptr_t)data;
+		iov[1].iov_len = len;
+		iov[2].iov_base = (void *)(uintptr_t) "\r\n";
+		iov[2].iov_len = 2;
+		conn_send(co, iov, 3);
+	} else {
+		iov[0].iov_base = (void *)(uintptr_t)data;
+		iov[0].iov_len = len;
+		conn_send(co, iov, 1);
+	}
 }
 
 /* The response is complete; the session lets go of the connection. */
@@ -307,9 +364,14 @@ void
 conn_reply_end(struct conn *co)
 {
 	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+	struct iovec iov;
 
-	if (co->co_chunked)
-		evbuffer_add(out, "0\r\n\r\n", 5);
+	if (co->co_chunked) {
+		iov.iov_base = (void *)(uintptr_t) "0\r\n\r\n";
+		iov.iov_len = 5;
+		conn_send(co, &iov, 1);
+	} else if (evbuffer_get_length(out) > 0)
+		(void)evbuffer_write(out, co->co_fd);
 	co->co_session = NULL;
 	co->co_state = CONN_FLUSH;
 	if (evbuffer_get_length(out) == 0)
