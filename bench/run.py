@@ -1128,9 +1128,15 @@ def verdict(b):
         say(s1["T1"]["added_ttfe_p99"] <= 200,
             "T1 added first-event p99 %.0f µs (target ≤ 200)" %
             s1["T1"]["added_ttfe_p99"])
-        say(s1["T1"]["added_delay_p99"] <= 10,
-            "T1 added per-event p99 %.0f µs (target ≤ 10; measured as "
-            "delivery delay)" % s1["T1"]["added_delay_p99"])
+        # Busbar's definition: the p99 inter-frame gap, minus direct's.
+        say(s1["T1"].get("added_gap_p99", 1e9) <= 10,
+            "T1 added per-event p99 %.0f µs (target ≤ 10; inter-event gap "
+            "p99 minus direct's; nginx %s); added delivery delay p99 %.0f "
+            "µs (nginx %s)" % (
+                s1["T1"].get("added_gap_p99", float("nan")),
+                fmt(s1.get("nginx", {}).get("added_gap_p99")),
+                s1["T1"]["added_delay_p99"],
+                fmt(s1.get("nginx", {}).get("added_delay_p99"))))
     if "T1" in ss:
         peak = max([v.get("rss_peak_mb", 0)
                     for v in ss["T1"]["levels"].values()] or [0])
