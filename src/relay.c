@@ -223,20 +223,32 @@ relay_forward(struct session *se)
 	size_t bodylen;
 
 	se->se_state = SE_FORWARDING;
-	if (se->se_body == NULL && evbuffer_get_length(req->hr_body) > 0) {
+	if (se->se_body == NULL && req->hr_body != NULL &&
+	    (bodylen = evbuffer_get_length(req->hr_body)) > 0) {
 		/*
 		 * libcurl borrows the body for the whole transfer, which for
-		 * a stream is minutes. The evbuffer holds it in chains sized
-		 * in powers of two; an exact copy does not.
+		 * a stream is minutes. The listener reads it into one piece of
+		 * its exact size: the session keeps that piece, no copy.
+		 * Anything else (chains sized in powers of two) is copied
+		 * into one exact piece.
 		 */
-		se->se_bodylen = evbuffer_get_length(req->hr_body);
-		se->se_body = xmalloc(se->se_bodylen);
-		evbuffer_remove(req->hr_body, se->se_body, se->se_bodylen);
+		se->se_bodylen = bodylen;
+		if (evbuffer_get_contiguous_space(req->hr_body) == bodylen) {
+			se->se_bodybuf = req->hr_body;
+			req->hr_body = NULL;
+			se->se_body =
+			    (char *)evbuffer_pullup(se->se_bodybuf, -1);
+		} else {
+			se->se_body = xmalloc(bodylen);
+			evbuffer_remove(req->hr_body, se->se_body, bodylen);
+		}
 	}
 	body = se->se_body != NULL ? se->se_body : "";
 	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
-	evbuffer_free(req->hr_body);
-	req->hr_body = NULL;
+	if (req->hr_body != NULL) {
+		evbuffer_free(req->hr_body);
+		req->hr_body = NULL;
+	}
 	se->se_bytes_in = bodylen;
 	upstream_headers(se, &hs);
 	/* The headers are in hs now; the client's (keys among them) are

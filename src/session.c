@@ -690,7 +690,10 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	event_free(se->se_timer);
 	if (se->se_started)
 		http_request_free(se->se_req);
-	free(se->se_body);
+	if (se->se_bodybuf != NULL)
+		evbuffer_free(se->se_bodybuf); /* se_body points into it */
+	else
+		free(se->se_body);
 	free(se->se_stop);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);

@@ -51,6 +51,8 @@ struct session {
 	char *se_body; /* rewritten request body, or NULL; once forwarded,
 			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;
+	struct evbuffer *se_bodybuf; /* owns se_body when it is the client's
+					body itself (relay_forward) */
 	struct meter *se_meter;
 	struct ledger_ticket *se_ticket;
 	int se_row_committed; /* the ledger has our in_flight row */

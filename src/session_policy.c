@@ -82,6 +82,10 @@ session_forward_body(struct session *se, size_t *len)
 		*len = se->se_bodylen;
 		return (se->se_body);
 	}
+	if (se->se_req->hr_body == NULL) { /* forwarded, and empty */
+		*len = 0;
+		return ("");
+	}
 	*len = evbuffer_get_length(se->se_req->hr_body);
 	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
 }
@@ -99,7 +103,11 @@ rewrite_bound(struct session *se, int64_t bound)
 		return (-1);
 	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
 		return (-1);
-	free(se->se_body);
+	if (se->se_bodybuf != NULL) {
+		evbuffer_free(se->se_bodybuf);
+		se->se_bodybuf = NULL;
+	} else
+		free(se->se_body);
 	se->se_body = nb;
 	se->se_bodylen = nlen;
 	se->se_ci.ci_max_output = bound;
