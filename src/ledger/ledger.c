@@ -209,8 +209,14 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	}
 	l->l_depth++;
 	TAILQ_INSERT_TAIL(&l->l_queue, it, li_entry);
-	pthread_cond_signal(&l->l_wake);
 	pthread_mutex_unlock(&l->l_lock);
+	/*
+	 * Signalled after the unlock: a writer woken while we still held
+	 * l_lock would only block on it again, two context switches for
+	 * nothing on a busy core. It checks the queue under the lock before
+	 * it waits, so the signal cannot be lost.
+	 */
+	pthread_cond_signal(&l->l_wake);
 	return (0);
 }
 

@@ -322,8 +322,15 @@ ledger_writer(void *arg)
 		} else
 			wake = batch_failed(l, &w, &batch, now);
 		pthread_cond_broadcast(&l->l_batch);
-		if (wake)
+		if (wake) {
+			/*
+			 * Woken while l_lock is held, the loop would block on
+			 * it in ledger_dispatch at once: wake it unlocked.
+			 */
+			pthread_mutex_unlock(&l->l_lock);
 			wake_loop(l);
+			pthread_mutex_lock(&l->l_lock);
+		}
 	}
 	pthread_mutex_unlock(&l->l_lock);
 
