@@ -219,13 +219,57 @@ conn_linger(struct conn *co)
 	set_timer(co, LINGER_MS);
 }
 
+/*
+ * Send iov to the client now, not on the loop's next turn, which may come
+ * only after the rest of this call's work (its settlement, its log line)
+ * or other clients' events. When nothing is queued, one sendmsg(2) sends
+ * it and only what the socket does not take is queued, so a stream's
+ * events cost no output buffer and no write event. When something is
+ * queued already, iov goes behind it and the bufferevent writes it (a
+ * bufferevent's output cannot be written from outside its callback).
+ * Errors are left to the bufferevent, which meets them when it writes
+ * what is left.
+ */
 static void
-write_head(
-    struct conn *co, int status, const struct hdrs *hs, const char *extra)
+conn_send(struct conn *co, struct iovec *iov, int n)
 {
 	struct evbuffer *out = bufferevent_get_output(co->co_bev);
+	struct msghdr msg;
+	ssize_t w = 0;
+	size_t done = 0;
+	int i;
+
+	if (evbuffer_get_length(out) == 0) {
+		memset(&msg, 0, sizeof(msg));
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)n;
+		while ((w = sendmsg(co->co_fd, &msg, MSG_NOSIGNAL)) == -1 &&
+		    errno == EINTR)
+			;
+		if (w > 0)
+			done = (size_t)w;
+	}
+	for (i = 0; i < n; i++) {
+		if (done >= iov[i].iov_len) {
+			done -= iov[i].iov_len;
+			continue;
+		}
+		evbuffer_add(out, (const char *)iov[i].iov_base + done,
+		    iov[i].iov_len - done);
+		done = 0;
+	}
+}
+
+static void
+write_head(struct conn *co, int status, const struct hdrs *hs,
+    const char *extra, int now)
+{
+	struct evbuffer *out;
+	struct iovec iov;
 	size_t i;
 
+	if ((out = evbuffer_new()) == NULL)
+		fatalx("%s: evbuffer_new", __func__);
 	evbuffer_add_printf(
 	    out, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
 	if (hs != NULL) {
@@ -238,6 +282,13 @@ write_head(
 	if (co->co_close_after)
 		evbuffer_add(out, "Connection: close\r\n", 19);
 	evbuffer_add(out, "\r\n", 2);
+	if (now) {
+		iov.iov_len = evbuffer_get_length(out);
+		iov.iov_base = evbuffer_pullup(out, -1);
+		conn_send(co, &iov, 1);
+	} else
+		evbuffer_add_buffer(bufferevent_get_output(co->co_bev), out);
+	evbuffer_free(out);
 }
 
 /*
@@ -263,7 +314,7 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 		co->co_close_after = co->co_must_linger = 1;
 	snprintf(extra, sizeof(extra),
 	    "Content-Type: %s\r\nContent-Length: %zu\r\n", ctype, len);
-	write_head(co, status, hs, extra);
+	write_head(co, status, hs, extra, 0);
 	evbuffer_add(bufferevent_get_output(co->co_bev), body, len);
 	co->co_session = NULL;
 	co->co_state = CONN_FLUSH;
@@ -284,53 +335,9 @@ conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 	co->co_chunked = co->co_minor >= 1;
 	if (!co->co_chunked)
 		co->co_close_after = 1;
+	/* Sent now: a stream's client sees its head before the first event. */
 	write_head(co, status, hs,
-	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
-}
-
-/*
- * Send iov to the client now, not on the loop's next turn, which may come
- * only after the rest of this call's work (its settlement, its log line)
- * or other clients' events. When nothing is queued, one sendmsg(2) sends
- * it and only what the socket does not take is queued, so a stream's
- * events cost no output buffer and no write event; otherwise it is queued
- * behind what waits (the head, say) and the whole queue is written. Errors
- * are left to the bufferevent, which meets them when it writes what is
- * left.
- */
-static void
-conn_send(struct conn *co, struct iovec *iov, int n)
-{
-	struct evbuffer *out = bufferevent_get_output(co->co_bev);
-	struct msghdr msg;
-	ssize_t w = 0;
-	size_t done;
-	int i;
-
-	if (evbuffer_get_length(out) == 0) {
-		memset(&msg, 0, sizeof(msg));
-		msg.msg_iov = iov;
-		msg.msg_iovlen = (size_t)n;
-		while ((w = sendmsg(co->co_fd, &msg, MSG_NOSIGNAL)) == -1 &&
-		    errno == EINTR)
-			;
-		if (w == -1)
-			w = 0;
-		done = (size_t)w;
-		for (i = 0; i < n; i++) {
-			if (done >= iov[i].iov_len) {
-				done -= iov[i].iov_len;
-				continue;
-			}
-			evbuffer_add(out, (const char *)iov[i].iov_base + done,
-			    iov[i].iov_len - done);
-			done = 0;
-		}
-		return;
-	}
-	for (i = 0; i < n; i++)
-		evbuffer_add(out, iov[i].iov_base, iov[i].iov_len);
-	(void)evbuffer_write(out, co->co_fd);
+	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL, 1);
 }
 
 /* Relay body bytes to the client as they are. */
@@ -370,8 +377,7 @@ conn_reply_end(struct conn *co)
 		iov.iov_base = (void *)(uintptr_t) "0\r\n\r\n";
 		iov.iov_len = 5;
 		conn_send(co, &iov, 1);
-	} else if (evbuffer_get_length(out) > 0)
-		(void)evbuffer_write(out, co->co_fd);
+	}
 	co->co_session = NULL;
 	co->co_state = CONN_FLUSH;
 	if (evbuffer_get_length(out) == 0)

@@ -200,7 +200,7 @@ describe('policies', () => {
       }
       // @anthropic-ai/sdk's MessageStream iterator drops an error event
       // that arrives while the loop body is awaiting something else (here
-      // the reload, whose answer comes after tollgate has already sent the
+      // the reload, whose answer may come after tollgate has sent the
       // error): the iterator just ends. done() still rejects with it, and
       // docs/clients.md tells users to await it.
       if (!err && sdk === 'anthropic') {
