@@ -649,6 +649,8 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_free(co, "client closed");
 	else if (what & BEV_EVENT_ERROR)
 		conn_free(co, "client error");
+	else if (what & BEV_EVENT_TIMEOUT)
+		conn_free(co, "client stopped reading");
 }
 
 static void
@@ -690,6 +692,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	struct listener *l = arg;
 	const struct config *cf = server_config();
 	struct conn *co;
+	struct timeval wtv;
 	char host[INET6_ADDRSTRLEN] = "?";
 	int one = 1, port = 0;
 
@@ -725,6 +728,14 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	bufferevent_setcb(
 	    co->co_bev, conn_read_cb, conn_write_cb, conn_event_cb, co);
 	bufferevent_setwatermark(co->co_bev, EV_WRITE, 0, 0);
+	/*
+	 * A client that takes none of the bytes waiting for it for this long
+	 * is gone: otherwise a paused stream would hold its session, its
+	 * upstream connection and its reservation for ever.
+	 */
+	wtv.tv_sec = cf->cf_client_write_timeout_ms / 1000;
+	wtv.tv_usec = (cf->cf_client_write_timeout_ms % 1000) * 1000;
+	bufferevent_set_timeouts(co->co_bev, NULL, &wtv);
 	bufferevent_enable(co->co_bev, EV_READ | EV_WRITE);
 	co->co_state = CONN_IDLE;
 	set_timer(co, cf->cf_request_timeout_ms);

@@ -105,6 +105,7 @@ struct config {
 	int cf_max_connections; /* accepted client connections */
 	long cf_request_timeout_ms; /* whole request must arrive within */
 	long cf_keepalive_timeout_ms; /* idle keep-alive connections */
+	long cf_client_write_timeout_ms; /* a client taking no bytes */
 	long cf_drain_timeout_ms; /* SIGTERM waits this long */
 	size_t
 	    cf_stream_high_watermark; /* client output that pauses upstream */

@@ -60,6 +60,7 @@ static const struct cfgkey limits_keys[] = {
     KEY_DURATION("request_timeout", CF_OFF(cf_request_timeout_ms)),
     KEY_DURATION("keepalive_timeout", CF_OFF(cf_keepalive_timeout_ms)),
     KEY_DURATION("drain_timeout", CF_OFF(cf_drain_timeout_ms)),
+    KEY_DURATION("client_write_timeout", CF_OFF(cf_client_write_timeout_ms)),
     KEY_SIZE("stream_high_watermark", CF_OFF(cf_stream_high_watermark), 4096),
     KEY_END,
 };
@@ -557,6 +558,7 @@ config_defaults(struct config *cf)
 	cf->cf_max_headers = 100;
 	cf->cf_max_connections = 1024;
 	cf->cf_request_timeout_ms = 30 * 1000;
+	cf->cf_client_write_timeout_ms = 300 * 1000;
 	cf->cf_keepalive_timeout_ms = 60 * 1000;
 	cf->cf_drain_timeout_ms = 30 * 1000;
 	cf->cf_stream_high_watermark = 256 * 1024;

@@ -100,6 +100,36 @@ class BackpressureTest(tglib.TGTestCase):
                       tglib.openai_chat(new_marker()), [JSON_CT])
         self.assertEqual(r.status, 200, r)
 
+    def test_client_that_stops_reading_is_let_go(self):
+        """A client that takes none of its bytes for client_write_timeout is
+        dropped, so its paused stream does not hold the session, the upstream
+        connection and the reservation for ever."""
+        self.tg.stop()  # this test's own limits; one tollgate per ledger
+        tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
+                           limits={"stream_high_watermark": "256KiB",
+                                   "client_write_timeout": "1s"})
+        marker = new_marker()
+        c = self.raw(tg.port, timeout=20, rcvbuf=4096)
+        c.send(tglib.build_request(
+            "POST", "/v1/chat/completions",
+            tglib.openai_chat(marker, stream=True),
+            [JSON_CT, ("x-fake-events", str(BIG_EVENTS)),
+             ("x-fake-event-bytes", str(BIG_EVENT_BYTES))]))
+        rec = self.fp.wait_request(marker, 10)
+        self.assertIsNotNone(rec, "stream request never reached fakeprov")
+        # The client never reads: the socket fills, the stream pauses, and
+        # one second later tollgate lets the client go.
+        ev = self.fp.wait_end(rec["seq"], 15)
+        self.assertEqual(ev, "client_closed",
+                         "the stream to a client that stopped reading ended "
+                         "with %r" % ev)
+        self.assertTrue(tg.wait_log(r"reason=client_closed", 5),
+                        "no call line settled as client_closed")
+        c.close()
+        r = self.call(tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(new_marker()), [JSON_CT])
+        self.assertEqual(r.status, 200, r)
+
     def test_slow_reader_of_large_json_reply(self):
         """The same bound holds for a non-streamed reply of ~40 MiB."""
         self.warm_up()
