@@ -146,7 +146,18 @@ struct ledger_ckpt *ledger_ckpt_start(struct ledger_db *, const char *);
 void ledger_ckpt_stats(struct ledger_ckpt *, struct ledger_stats *);
 void ledger_ckpt_stop(struct ledger_ckpt *, struct ledger_db *);
 
+/* schema.c */
+int ledger_schema_check(struct ledger_db *, int64_t *, char **);
+int ledger_schema_create(struct ledger_db *, const char *, char **);
+int ledger_schema_fix_checks(struct ledger_db *, const char *, char **);
+int ledger_schema_alerts(struct ledger_db *, char **);
+int ledger_schema_kills(struct ledger_db *, char **);
+
 /* store.c */
+int ledger_db_fail(struct ledger_db *, char **, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+int ledger_db_query_int(struct ledger_db *, const char *, int64_t *);
+void ledger_db_rollback(struct ledger_db *);
 int ledger_db_open(
     struct ledger_db *, const char *, enum durability, uint64_t *, char **);
 int ledger_db_apply(struct ledger_db *, struct ledger_items *);

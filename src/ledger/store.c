@@ -1,11 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The ledger's SQLite side: opening the database with its durability
- * settings read back and checked, the schema (table calls, and the
- * calls_daily rollup that triggers keep inside the same transactions) with
- * its version, the alerts and kills tables, crash recovery, and applying
- * one batch of queued writes as
- * one transaction with prepared statements. Everything here runs on the
+ * settings read back and checked, the schema (schema.c), crash recovery,
+ * and applying one batch of queued writes as one transaction with prepared
+ * statements. Everything here runs on the
  * thread that owns the write connection: ledger_open's caller until the
  * writer thread starts, then the writer thread alone.
  */
@@ -31,174 +29,6 @@
 
 #include "ledger_int.h"
 
-/*
- * Version 1 of the schema. Columns of calls are DESIGN.md's, in its order.
- * The rollup's key folds NULL to '' because NULLs are distinct in a primary
- * key; a row counts in it while its status is final, so the triggers add a
- * row when it becomes final and take it out again if a final row is changed
- * or deleted by hand: the rollup always equals the sum over final rows.
- */
-/* clang-format off */
-#define ROLLUP_KEY(r)                                                          \
-	"substr(" r ".started_at, 1, 10), coalesce(" r ".provider, ''), "      \
-	"coalesce(" r ".model, ''), coalesce(" r ".team, ''), "                \
-	"coalesce(" r ".tenant, ''), coalesce(" r ".agent_class, ''), "        \
-	"coalesce(" r ".environment, '')"
-#define ROLLUP_MATCH(r)                                                        \
-	" WHERE day = substr(" r ".started_at, 1, 10)"                         \
-	" AND provider = coalesce(" r ".provider, '')"                         \
-	" AND model = coalesce(" r ".model, '')"                               \
-	" AND team = coalesce(" r ".team, '')"                                 \
-	" AND tenant = coalesce(" r ".tenant, '')"                             \
-	" AND agent_class = coalesce(" r ".agent_class, '')"                   \
-	" AND environment = coalesce(" r ".environment, '')"
-#define ROLLUP_ADD(r)                                                          \
-	"INSERT INTO calls_daily VALUES (" ROLLUP_KEY(r) ", 1, "               \
-	r ".input_tokens, " r ".output_tokens, " r ".cached_input_tokens, "    \
-	r ".cache_write_tokens, " r ".reasoning_tokens, " r ".cost_nusd)"      \
-	" ON CONFLICT (day, provider, model, team, tenant, agent_class,"       \
-	" environment) DO UPDATE SET calls = calls + 1,"                       \
-	" input_tokens = input_tokens + excluded.input_tokens,"                \
-	" output_tokens = output_tokens + excluded.output_tokens,"             \
-	" cached_input_tokens = cached_input_tokens +"                         \
-	" excluded.cached_input_tokens,"                                       \
-	" cache_write_tokens = cache_write_tokens +"                           \
-	" excluded.cache_write_tokens,"                                        \
-	" reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,"    \
-	" cost_nusd = cost_nusd + excluded.cost_nusd;"
-#define ROLLUP_SUB(r)                                                          \
-	"UPDATE calls_daily SET calls = calls - 1,"                            \
-	" input_tokens = input_tokens - " r ".input_tokens,"                   \
-	" output_tokens = output_tokens - " r ".output_tokens,"                \
-	" cached_input_tokens = cached_input_tokens - "                        \
-	r ".cached_input_tokens,"                                              \
-	" cache_write_tokens = cache_write_tokens - " r ".cache_write_tokens," \
-	" reasoning_tokens = reasoning_tokens - " r ".reasoning_tokens,"       \
-	" cost_nusd = cost_nusd - " r ".cost_nusd" ROLLUP_MATCH(r) ";"         \
-	" DELETE FROM calls_daily" ROLLUP_MATCH(r) " AND calls = 0;"
-#define ROLLUP_TRIGGERS                                                        \
-	"CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"              \
-	" WHEN NEW.status <> 'in_flight'"                                      \
-	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
-	"CREATE TRIGGER calls_daily_update_out AFTER UPDATE ON calls"          \
-	" WHEN OLD.status <> 'in_flight'"                                      \
-	" BEGIN " ROLLUP_SUB("OLD") " END;"                                    \
-	"CREATE TRIGGER calls_daily_update_in AFTER UPDATE ON calls"           \
-	" WHEN NEW.status <> 'in_flight'"                                      \
-	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
-	"CREATE TRIGGER calls_daily_delete AFTER DELETE ON calls"              \
-	" WHEN OLD.status <> 'in_flight'"                                      \
-	" BEGIN " ROLLUP_SUB("OLD") " END;"
-/* clang-format on */
-
-/*
- * The CHECKs on status and usage_source, as comparisons joined by OR: an
- * IN list of more than two values makes SQLite build a temporary index of
- * the list every time a statement that writes the column runs, four per
- * call. Ledgers made with the IN form are rewritten at open (fix_checks).
- */
-#define CHECK_STATUS                                                           \
-	"CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "     \
-	"'ok' OR status = 'error'"                                             \
-	" OR status = 'refused' OR status = 'client_closed'"                   \
-	" OR status = 'upstream_error' OR status = 'interrupted')"
-#define CHECK_STATUS_V1                                                        \
-	"CHECK (status IN ('in_flight', 'ok', 'error', 'refused',"             \
-	" 'client_closed', 'upstream_error', 'interrupted'))"
-#define CHECK_SOURCE                                                           \
-	"CONSTRAINT usage_source_known CHECK (usage_source = 'reported' OR "   \
-	"usage_source = 'estimated'"                                           \
-	" OR usage_source = 'none')"
-#define CHECK_SOURCE_V1                                                        \
-	"CHECK (usage_source IN ('reported', 'estimated', 'none'))"
-
-static const char schema_v1[] =
-    "CREATE TABLE calls ("
-    " id TEXT PRIMARY KEY NOT NULL,"
-    " started_at TEXT NOT NULL,"
-    " finished_at TEXT,"
-    " provider TEXT,"
-    " endpoint TEXT,"
-    " upstream TEXT,"
-    " model TEXT,"
-    " intent TEXT,"
-    " team TEXT,"
-    " tenant TEXT,"
-    " agent_class TEXT,"
-    " environment TEXT,"
-    " key_fingerprint TEXT,"
-    " stream INTEGER NOT NULL DEFAULT 0 CHECK (stream IN (0, 1)),"
-    " status TEXT NOT NULL " CHECK_STATUS ","
-    " http_status INTEGER,"
-    " input_tokens INTEGER NOT NULL DEFAULT 0,"
-    " output_tokens INTEGER NOT NULL DEFAULT 0,"
-    " cached_input_tokens INTEGER NOT NULL DEFAULT 0,"
-    " cache_write_tokens INTEGER NOT NULL DEFAULT 0,"
-    " reasoning_tokens INTEGER NOT NULL DEFAULT 0,"
-    " usage_source TEXT NOT NULL DEFAULT 'none' " CHECK_SOURCE ","
-    " cost_nusd INTEGER NOT NULL DEFAULT 0,"
-    " reserved_nusd INTEGER NOT NULL DEFAULT 0,"
-    " price_version TEXT,"
-    " refusal_reason TEXT,"
-    " latency_ms INTEGER,"
-    " ttfb_ms INTEGER"
-    ");"
-    "CREATE INDEX calls_started ON calls (started_at);"
-    "CREATE INDEX calls_team_started ON calls (team, started_at);"
-    "CREATE INDEX calls_intent ON calls (intent, started_at);"
-    "CREATE INDEX calls_in_flight ON calls (started_at)"
-    " WHERE status = 'in_flight';"
-    "CREATE TABLE calls_daily ("
-    " day TEXT NOT NULL,"
-    " provider TEXT NOT NULL,"
-    " model TEXT NOT NULL,"
-    " team TEXT NOT NULL,"
-    " tenant TEXT NOT NULL,"
-    " agent_class TEXT NOT NULL,"
-    " environment TEXT NOT NULL,"
-    " calls INTEGER NOT NULL,"
-    " input_tokens INTEGER NOT NULL,"
-    " output_tokens INTEGER NOT NULL,"
-    " cached_input_tokens INTEGER NOT NULL,"
-    " cache_write_tokens INTEGER NOT NULL,"
-    " reasoning_tokens INTEGER NOT NULL,"
-    " cost_nusd INTEGER NOT NULL,"
-    " PRIMARY KEY (day, provider, model, team, tenant, agent_class,"
-    " environment)"
-    ") WITHOUT ROWID;" ROLLUP_TRIGGERS;
-
-/*
- * Alerts as they fired, with their delivery state. Added beside schema
- * version 1 with IF NOT EXISTS at every open, so ledgers made before it
- * gain the table and nothing else changes; readers never need it to exist
- * before this tollgate has opened the file once. Times are RFC 3339 UTC
- * text like the calls table's (reset_at NULL: never), money nano-USD.
- */
-static const char schema_alerts[] =
-    "CREATE TABLE IF NOT EXISTS alerts ("
-    " id TEXT PRIMARY KEY NOT NULL,"
-    " fired_at TEXT NOT NULL,"
-    " kind TEXT NOT NULL,"
-    " policy TEXT,"
-    " scope_key TEXT,"
-    " intent TEXT,"
-    " team TEXT,"
-    " tenant TEXT,"
-    " agent_class TEXT,"
-    " environment TEXT,"
-    " window TEXT,"
-    " window_start TEXT,"
-    " reset_at TEXT,"
-    " threshold_nusd INTEGER,"
-    " spent_nusd INTEGER NOT NULL DEFAULT 0,"
-    " cap_nusd INTEGER,"
-    " message TEXT,"
-    " delivery TEXT NOT NULL DEFAULT 'none'"
-    " CHECK (delivery IN ('none', 'pending', 'delivered', 'failed')),"
-    " attempts INTEGER NOT NULL DEFAULT 0"
-    ");"
-    "CREATE INDEX IF NOT EXISTS alerts_fired ON alerts (fired_at);";
-
 static const char alert_sql[] =
     "INSERT INTO alerts (id, fired_at, kind, policy, scope_key, intent, team,"
     " tenant, agent_class, environment, window, window_start, reset_at,"
@@ -210,27 +40,6 @@ static const char alert_sql[] =
 static const char alert_delivery_sql[] =
     "UPDATE alerts SET delivery = ?2, attempts = ?3"
     " WHERE id = ?1 AND delivery IN ('none', 'pending')";
-
-/*
- * Runtime kills (include/tollgate/kills.h), one row per kill ever made:
- * a deletion sets deleted_at and keeps the row, so the table is also the
- * audit trail. Times are RFC 3339 UTC with ms like the calls table, so
- * they compare as text; expires_at NULL means until deleted. match is a
- * JSON object of attribute to glob. Made by its own statement whatever
- * the schema version, so a ledger from before it gains it on open.
- */
-static const char kills_schema[] =
-    "CREATE TABLE IF NOT EXISTS kills ("
-    " id TEXT PRIMARY KEY NOT NULL,"
-    " created_at TEXT NOT NULL,"
-    " expires_at TEXT,"
-    " match TEXT NOT NULL,"
-    " reason TEXT NOT NULL,"
-    " source TEXT NOT NULL,"
-    " deleted_at TEXT"
-    ");"
-    "CREATE INDEX IF NOT EXISTS kills_live ON kills (created_at)"
-    " WHERE deleted_at IS NULL;";
 
 static const char kill_add_sql[] =
     "INSERT INTO kills (id, created_at, expires_at, match, reason, source)"
@@ -272,9 +81,6 @@ static const char recover_sql[] =
     " WHEN 'none' THEN 'estimated' ELSE usage_source END"
     " WHERE status = 'in_flight'";
 
-static int db_fail(struct ledger_db *, char **, const char *, ...)
-    __attribute__((format(printf, 3, 4)));
-
 /* Wall-clock time in Unix milliseconds. */
 int64_t
 ledger_now_ms(void)
@@ -306,8 +112,8 @@ ledger_format_time(int64_t ms, char *buf, size_t len)
 }
 
 /* Fill *cause with a message ending in SQLite's own; always -1. */
-static int
-db_fail(struct ledger_db *d, char **cause, const char *fmt, ...)
+int
+ledger_db_fail(struct ledger_db *d, char **cause, const char *fmt, ...)
 {
 	va_list ap;
 	char *msg;
@@ -382,8 +188,8 @@ query_text(struct ledger_db *d, const char *sql, char *buf, size_t len)
 }
 
 /* Run sql, which answers one row, and give its first column as a number. */
-static int
-query_int(struct ledger_db *d, const char *sql, int64_t *v)
+int
+ledger_db_query_int(struct ledger_db *d, const char *sql, int64_t *v)
 {
 	sqlite3_stmt *st;
 	int rc;
@@ -402,8 +208,8 @@ query_int(struct ledger_db *d, const char *sql, int64_t *v)
 }
 
 /* Roll back whatever transaction is open, keeping the error that caused it. */
-static void
-db_rollback(struct ledger_db *d)
+void
+ledger_db_rollback(struct ledger_db *d)
 {
 	int rc;
 
@@ -418,42 +224,6 @@ db_rollback(struct ledger_db *d)
 		log_warnx("ledger: rollback: %s", sqlite3_errmsg(d->db_conn));
 }
 
-/*
- * Refuse what this tollgate cannot write to: a newer schema, or a database
- * that has tables but was never a ledger.
- */
-static int
-check_version(struct ledger_db *d, int64_t *version, char **cause)
-{
-	int64_t ntables;
-
-	if (query_int(d, "PRAGMA user_version", version) != SQLITE_OK)
-		return (db_fail(d, cause, "not readable as a ledger"));
-	if (*version > LEDGER_SCHEMA_VERSION) {
-		xasprintf(cause,
-		    "ledger schema version %" PRId64 " is newer than this "
-		    "tollgate understands (%d)",
-		    *version, LEDGER_SCHEMA_VERSION);
-		return (-1);
-	}
-	if (*version < 0) {
-		xasprintf(
-		    cause, "bad ledger schema version %" PRId64, *version);
-		return (-1);
-	}
-	if (*version == 0) {
-		if (query_int(d, "SELECT count(*) FROM sqlite_schema",
-			&ntables) != SQLITE_OK)
-			return (db_fail(d, cause, "not readable as a ledger"));
-		if (ntables != 0) {
-			*cause = xstrdup("not a tollgate ledger (it has tables "
-					 "but no schema version)");
-			return (-1);
-		}
-	}
-	return (0);
-}
-
 /* Journal mode and synchronous, each set and then read back. */
 static int
 set_durability(struct ledger_db *d, enum durability dur, char **cause)
@@ -464,7 +234,7 @@ set_durability(struct ledger_db *d, enum durability dur, char **cause)
 
 	if (query_text(d, "PRAGMA journal_mode = WAL", mode, sizeof(mode)) !=
 	    SQLITE_OK)
-		return (db_fail(d, cause, "journal_mode"));
+		return (ledger_db_fail(d, cause, "journal_mode"));
 	if (strcmp(mode, "wal") != 0) {
 		xasprintf(cause, "journal_mode is \"%s\", not wal", mode);
 		return (-1);
@@ -474,8 +244,8 @@ set_durability(struct ledger_db *d, enum durability dur, char **cause)
 		want == 2 ? "PRAGMA synchronous = FULL"
 			  : "PRAGMA synchronous = NORMAL",
 		NULL, NULL, NULL) != SQLITE_OK ||
-	    query_int(d, "PRAGMA synchronous", &sync) != SQLITE_OK)
-		return (db_fail(d, cause, "synchronous"));
+	    ledger_db_query_int(d, "PRAGMA synchronous", &sync) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "synchronous"));
 	if (sync != want) {
 		xasprintf(
 		    cause, "synchronous is %" PRId64 ", not %d", sync, want);
@@ -495,148 +265,7 @@ set_durability(struct ledger_db *d, enum durability dur, char **cause)
 		" PRAGMA journal_size_limit = 67108864;"
 		" PRAGMA cache_size = -256",
 		NULL, NULL, NULL) != SQLITE_OK)
-		return (db_fail(d, cause, "pragmas"));
-	return (0);
-}
-
-/* Create schema version 1 in one transaction, version number included. */
-static int
-create_schema(struct ledger_db *d, const char *path, char **cause)
-{
-	int64_t version;
-
-	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return (db_fail(d, cause, "creating the schema"));
-	/* Another process may have made it while we waited for the lock. */
-	if (query_int(d, "PRAGMA user_version", &version) != SQLITE_OK)
-		goto fail;
-	if (version == 0 &&
-	    (sqlite3_exec(d->db_conn, schema_v1, NULL, NULL, NULL) !=
-		    SQLITE_OK ||
-		sqlite3_exec(d->db_conn, "PRAGMA user_version = 1", NULL, NULL,
-		    NULL) != SQLITE_OK))
-		goto fail;
-	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	if (version == 0)
-		log_info("ledger: %s: created schema version %d", path,
-		    LEDGER_SCHEMA_VERSION);
-	return (0);
-fail:
-	db_fail(d, cause, "creating the schema");
-	db_rollback(d);
-	return (-1);
-}
-
-/* Replace the first from in *sql with to; 1 if it was there. */
-static int
-replace_once(char **sql, const char *from, const char *to)
-{
-	char *at, *out;
-	size_t flen = strlen(from);
-
-	if ((at = strstr(*sql, from)) == NULL)
-		return (0);
-	xasprintf(&out, "%.*s%s%s", (int)(at - *sql), *sql, to, at + flen);
-	free(*sql);
-	*sql = out;
-	return (1);
-}
-
-/*
- * Give a ledger made with the IN-list CHECKs the equivalent OR form
- * (CHECK_STATUS): the same rows pass, no stored byte changes, only the
- * table's text in sqlite_schema. This is SQLite's documented way to change
- * a constraint in place (PRAGMA writable_schema, then a new schema_version
- * so every connection reloads it), in one transaction. Only speed is at
- * stake, so a failure (a defensive SQLite build, say) is a warning and the
- * ledger opens as it was; -1 only when the table cannot even be read.
- */
-static int
-fix_checks(struct ledger_db *d, const char *path, char **cause)
-{
-	sqlite3_stmt *st = NULL;
-	char *sql = NULL, *upd = NULL;
-	int64_t sv;
-	int changed = 0;
-
-	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return (db_fail(d, cause, "reading the calls table"));
-	if (sqlite3_prepare_v2(d->db_conn,
-		"SELECT sql FROM sqlite_schema WHERE type = 'table' AND"
-		" name = 'calls'",
-		-1, &st, NULL) != SQLITE_OK)
-		goto fail;
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_text(st, 0) != NULL)
-		sql = xstrdup((const char *)sqlite3_column_text(st, 0));
-	sqlite3_finalize(st);
-	st = NULL;
-	if (sql != NULL) {
-		changed |= replace_once(&sql, CHECK_STATUS_V1, CHECK_STATUS);
-		changed |= replace_once(&sql, CHECK_SOURCE_V1, CHECK_SOURCE);
-	}
-	if (!changed) {
-		free(sql);
-		return (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) ==
-			    SQLITE_OK
-			? 0
-			: db_fail(d, cause, "reading the calls table"));
-	}
-	if (query_int(d, "PRAGMA schema_version", &sv) != SQLITE_OK ||
-	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = ON", NULL, NULL,
-		NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(d->db_conn,
-		"UPDATE sqlite_schema SET sql = ?1 WHERE type = 'table' AND"
-		" name = 'calls'",
-		-1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_bind_text(st, 1, sql, -1, SQLITE_STATIC) != SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	xasprintf(&upd, "PRAGMA schema_version = %" PRId64, sv + 1);
-	if (sqlite3_exec(d->db_conn, upd, NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL,
-		NULL) != SQLITE_OK ||
-	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
-		goto fail;
-	free(upd);
-	free(sql);
-	log_info("ledger: %s: CHECK constraints rewritten to the faster "
-		 "equivalent form",
-	    path);
-	return (0);
-fail:
-	/* Only speed is at stake: keep the ledger as it was and go on. */
-	log_warnx("ledger: %s: the CHECK constraints keep their old, slower "
-		  "form: %s",
-	    path, sqlite3_errmsg(d->db_conn));
-	sqlite3_finalize(st);
-	sqlite3_exec(
-	    d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL, NULL);
-	db_rollback(d);
-	free(upd);
-	free(sql);
-	return (0);
-}
-
-/* The alerts table, in ledgers old and new. */
-static int
-create_alerts(struct ledger_db *d, char **cause)
-{
-	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return (db_fail(d, cause, "creating the alerts table"));
-	if (sqlite3_exec(d->db_conn, schema_alerts, NULL, NULL, NULL) !=
-		SQLITE_OK ||
-	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
-		db_fail(d, cause, "creating the alerts table");
-		db_rollback(d);
-		return (-1);
-	}
+		return (ledger_db_fail(d, cause, "pragmas"));
 	return (0);
 }
 
@@ -653,7 +282,7 @@ recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
 	ledger_format_time(ledger_now_ms(), now, sizeof(now));
 	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
 	    SQLITE_OK)
-		return (db_fail(d, cause, "recovery"));
+		return (ledger_db_fail(d, cause, "recovery"));
 	if (sqlite3_prepare_v2(d->db_conn, recover_sql, -1, &st, NULL) !=
 		SQLITE_OK ||
 	    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -671,9 +300,9 @@ recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
 		    path, *count);
 	return (0);
 fail:
-	db_fail(d, cause, "recovery");
+	ledger_db_fail(d, cause, "recovery");
 	sqlite3_finalize(st);
-	db_rollback(d);
+	ledger_db_rollback(d);
 	*count = 0;
 	return (-1);
 }
@@ -737,7 +366,7 @@ prepare(struct ledger_db *d, char **cause)
 		st = (sqlite3_stmt **)(void *)((char *)d + stmts[i].off);
 		if (sqlite3_prepare_v3(d->db_conn, stmts[i].sql, -1,
 			SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK)
-			return (db_fail(d, cause, "prepare"));
+			return (ledger_db_fail(d, cause, "prepare"));
 	}
 	return (0);
 }
@@ -783,21 +412,18 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
 	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
 	if (sqlite3_open_v2(path, &d->db_conn, flags, NULL) != SQLITE_OK) {
-		db_fail(d, cause, "sqlite3_open");
+		ledger_db_fail(d, cause, "sqlite3_open");
 		goto fail;
 	}
 	sqlite3_busy_handler(d->db_conn, busy_wait, d);
-	if (check_version(d, &version, cause) != 0 ||
+	if (ledger_schema_check(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
-	    (version == 0 && create_schema(d, path, cause) != 0) ||
-	    (version != 0 && fix_checks(d, path, cause) != 0) ||
-	    create_alerts(d, cause) != 0)
+	    (version == 0 && ledger_schema_create(d, path, cause) != 0) ||
+	    (version != 0 && ledger_schema_fix_checks(d, path, cause) != 0) ||
+	    ledger_schema_alerts(d, cause) != 0)
 		goto fail;
-	if (sqlite3_exec(d->db_conn, kills_schema, NULL, NULL, NULL) !=
-	    SQLITE_OK) {
-		db_fail(d, cause, "creating the kills table");
+	if (ledger_schema_kills(d, cause) != 0)
 		goto fail;
-	}
 	if (recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
 		goto fail;
 	return (0);
@@ -1056,7 +682,8 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 	d->db_err = SQLITE_OK;
 	d->db_errmsg[0] = '\0';
 	d->db_failed_item = NULL;
-	db_rollback(d); /* never inherit a transaction a failure left open */
+	ledger_db_rollback(
+	    d); /* never inherit a transaction a failure left open */
 	if ((rc = step_stmt(d, d->db_begin)) != SQLITE_DONE)
 		goto fail;
 	TAILQ_FOREACH(it, batch, li_entry)
@@ -1086,7 +713,7 @@ fail:
 	 * transaction back on its own (RELIABILITY.md §4.1); if not, we do.
 	 */
 	d->db_err = rc;
-	db_rollback(d);
+	ledger_db_rollback(d);
 	return (-1);
 }
 
@@ -1111,7 +738,7 @@ ledger_db_close(struct ledger_db *d)
 	d->db_alert = d->db_alert_delivery = NULL;
 	d->db_kill_add = d->db_kill_delete = NULL;
 	if (d->db_conn != NULL) {
-		db_rollback(d);
+		ledger_db_rollback(d);
 		if (d->db_synchronous != 0 &&
 		    sqlite3_exec(d->db_conn, "PRAGMA wal_checkpoint(TRUNCATE)",
 			NULL, NULL, NULL) != SQLITE_OK)

@@ -33,6 +33,7 @@
 #include "tollgate/util.h"
 
 #include "../../src/ledger/store.c"
+#include "../../src/ledger/schema.c"
 #include "../../src/ledger/ledger.c"
 #include "../../src/ledger/writer.c"
 #include "../../src/ledger/checkpoint.c"
