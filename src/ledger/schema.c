@@ -82,7 +82,7 @@
  * The CHECKs on status and usage_source, as comparisons joined by OR: an
  * IN list of more than two values makes SQLite build a temporary index of
  * the list every time a statement that writes the column runs, four per
- * call. Ledgers made with the IN form are rewritten at open (fix_checks).
+ * call. Ledgers made with the IN form are rewritten at open (ledger_schema_fix_checks).
  */
 #define CHECK_STATUS                                                           \
 	"CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "     \
@@ -233,7 +233,8 @@ ledger_schema_check(struct ledger_db *d, int64_t *version, char **cause)
 	if (*version == 0) {
 		if (ledger_db_query_int(d, "SELECT count(*) FROM sqlite_schema",
 			&ntables) != SQLITE_OK)
-			return (ledger_db_fail(d, cause, "not readable as a ledger"));
+			return (ledger_db_fail(
+			    d, cause, "not readable as a ledger"));
 		if (ntables != 0) {
 			*cause = xstrdup("not a tollgate ledger (it has tables "
 					 "but no schema version)");
@@ -253,7 +254,8 @@ ledger_schema_create(struct ledger_db *d, const char *path, char **cause)
 	    SQLITE_OK)
 		return (ledger_db_fail(d, cause, "creating the schema"));
 	/* Another process may have made it while we waited for the lock. */
-	if (ledger_db_query_int(d, "PRAGMA user_version", &version) != SQLITE_OK)
+	if (ledger_db_query_int(d, "PRAGMA user_version", &version) !=
+	    SQLITE_OK)
 		goto fail;
 	if (version == 0 &&
 	    (sqlite3_exec(d->db_conn, schema_v1, NULL, NULL, NULL) !=
