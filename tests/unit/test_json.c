@@ -26,16 +26,7 @@
 #include "tollgate/util.h"
 
 #include "../../src/providers/providers.h"
-
-static const char *const keep[] = {
-    "model", "max_tokens", "stream_options", "generationConfig", NULL};
-
-enum path {
-	SHORT, /* the short path: unkept members read as null */
-	WHOLE, /* left to cJSON: the whole tree */
-	REFUSED, /* cJSON refuses it: NULL */
-	CJSON, /* left to cJSON, which may read or refuse it */
-};
+#include "jsoncompare.h"
 
 struct json_case {
 	const char *name;
@@ -105,72 +96,6 @@ static const struct json_case cases[] = {
     {"empty", "", 0, REFUSED, 0},
     {"only spaces", "   ", 0, REFUSED, 0},
 };
-
-static int
-is_kept(const char *name)
-{
-	const char *const *k;
-
-	for (k = keep; *k != NULL; k++) {
-		if (strcmp(*k, name) == 0)
-			return (1);
-	}
-	return (0);
-}
-
-/*
- * Whether two values are the same, by their printed text: cJSON_Compare
- * finds no number equal to itself once it overflowed to infinity.
- */
-static int
-same(const cJSON *a, const cJSON *b)
-{
-	char *pa, *pb;
-	int r;
-
-	if (cJSON_IsNumber(a) != cJSON_IsNumber(b) ||
-	    cJSON_IsNull(a) != cJSON_IsNull(b))
-		return (0);
-	pa = cJSON_PrintUnformatted(a);
-	pb = cJSON_PrintUnformatted(b);
-	r = pa != NULL && pb != NULL && strcmp(pa, pb) == 0;
-	cJSON_free(pa);
-	cJSON_free(pb);
-	return (r);
-}
-
-/*
- * Compare got (meter_json_parse_request) with want (cJSON on the whole
- * body). Returns the path got took, or -1 when it differs from cJSON.
- */
-static int
-compare(const cJSON *got, const cJSON *want)
-{
-	const cJSON *g, *w;
-	int elided = 0;
-
-	if (got == NULL || want == NULL)
-		return (got == NULL && want == NULL ? REFUSED : -1);
-	if (!cJSON_IsObject(want))
-		return (same(got, want) ? WHOLE : -1);
-	if (!cJSON_IsObject(got))
-		return (-1);
-	for (g = got->child, w = want->child; g != NULL && w != NULL;
-	     g = g->next, w = w->next) {
-		if (g->string == NULL || w->string == NULL ||
-		    strcmp(g->string, w->string) != 0)
-			return (-1);
-		if (same(g, w))
-			continue;
-		/* Only a member metering does not read may differ: as null. */
-		if (is_kept(w->string) || !cJSON_IsNull(g))
-			return (-1);
-		elided = 1;
-	}
-	if (g != NULL || w != NULL)
-		return (-1);
-	return (elided ? SHORT : WHOLE);
-}
 
 static int
 check(const char *p, size_t len, int *plain)
