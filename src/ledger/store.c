@@ -461,6 +461,27 @@ step_stmt(struct ledger_db *d, sqlite3_stmt *st)
 	return (rc);
 }
 
+/*
+ * Run an item's statement once its parameters are bound (bound: the first
+ * bind error, or SQLITE_OK) and note whether it changed a row.
+ */
+static int
+run_item(
+    struct ledger_db *d, struct ledger_item *it, sqlite3_stmt *st, int bound)
+{
+	int rc;
+
+	if (bound != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(bound));
+		sqlite3_clear_bindings(st);
+		return (bound);
+	}
+	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
+		it->li_changed = sqlite3_changes(d->db_conn) > 0;
+	return (rc);
+}
+
 static int
 bind_text(sqlite3_stmt *st, int i, const char *s)
 {
@@ -525,15 +546,7 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_text(st, 26, r->lr_refusal_reason));
 	BIND(bind_int_min(st, 27, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 28, r->lr_ttfb_ms, 0));
-	if (rc != SQLITE_OK) {
-		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
-		    sqlite3_errstr(rc));
-		sqlite3_clear_bindings(st);
-		return (rc);
-	}
-	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
-		it->li_changed = sqlite3_changes(d->db_conn) > 0;
-	return (rc);
+	return (run_item(d, it, st, rc));
 }
 
 /* Settle a row still in flight with its outcome. */
@@ -564,15 +577,7 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 14, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 16, r->lr_refusal_reason));
-	if (rc != SQLITE_OK) {
-		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
-		    sqlite3_errstr(rc));
-		sqlite3_clear_bindings(st);
-		return (rc);
-	}
-	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
-		it->li_changed = sqlite3_changes(d->db_conn) > 0;
-	return (rc);
+	return (run_item(d, it, st, rc));
 }
 
 /* Bind a time as RFC 3339 text, or NULL when it is below 0. */
@@ -620,15 +625,7 @@ apply_alert(struct ledger_db *d, struct ledger_item *it)
 		    st, 18, a->la_delivery != NULL ? a->la_delivery : "none"));
 		BIND(sqlite3_bind_int(st, 19, a->la_attempts));
 	}
-	if (rc != SQLITE_OK) {
-		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
-		    sqlite3_errstr(rc));
-		sqlite3_clear_bindings(st);
-		return (rc);
-	}
-	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
-		it->li_changed = sqlite3_changes(d->db_conn) > 0;
-	return (rc);
+	return (run_item(d, it, st, rc));
 }
 
 /* Insert a runtime kill, or mark one deleted. */
@@ -657,15 +654,7 @@ apply_kill(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(st, 6, k->lk_source));
 	}
 #undef BIND
-	if (rc != SQLITE_OK) {
-		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
-		    sqlite3_errstr(rc));
-		sqlite3_clear_bindings(st);
-		return (rc);
-	}
-	if ((rc = step_stmt(d, st)) == SQLITE_DONE)
-		it->li_changed = sqlite3_changes(d->db_conn) > 0;
-	return (rc);
+	return (run_item(d, it, st, rc));
 }
 
 /*
