@@ -224,24 +224,17 @@ relay_forward(struct session *se)
 
 	se->se_state = SE_FORWARDING;
 	if (se->se_body == NULL && req->hr_body != NULL &&
-	    (bodylen = evbuffer_get_length(req->hr_body)) > 0) {
+	    evbuffer_get_length(req->hr_body) > 0) {
 		/*
 		 * libcurl borrows the body for the whole transfer, which for
 		 * a stream is minutes. The listener reads it into one piece of
-		 * its exact size: the session keeps that piece, no copy.
-		 * Anything else (chains sized in powers of two) is copied
-		 * into one exact piece.
+		 * its exact size (a single chain, so the pullup copies
+		 * nothing): the session keeps that piece.
 		 */
-		se->se_bodylen = bodylen;
-		if (evbuffer_get_contiguous_space(req->hr_body) == bodylen) {
-			se->se_bodybuf = req->hr_body;
-			req->hr_body = NULL;
-			se->se_body =
-			    (char *)evbuffer_pullup(se->se_bodybuf, -1);
-		} else {
-			se->se_body = xmalloc(bodylen);
-			evbuffer_remove(req->hr_body, se->se_body, bodylen);
-		}
+		se->se_bodylen = evbuffer_get_length(req->hr_body);
+		se->se_bodybuf = req->hr_body;
+		req->hr_body = NULL;
+		se->se_body = (char *)evbuffer_pullup(se->se_bodybuf, -1);
 	}
 	body = se->se_body != NULL ? se->se_body : "";
 	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
