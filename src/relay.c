@@ -32,6 +32,9 @@
 
 #include "session_int.h"
 
+/* Bodies up to this size are copied out of their chain (relay_forward). */
+#define RELAY_BODY_COPY_MAX (16 * 1024)
+
 static void relay_failed(struct session *, int, const char *);
 
 /* Build the header list sent upstream from the client's. */
@@ -220,21 +223,31 @@ relay_forward(struct session *se)
 	struct hdrs hs = {0};
 	char *url, *query = NULL;
 	const char *body;
-	size_t bodylen;
+	size_t bodylen, len;
 
 	se->se_state = SE_FORWARDING;
 	if (se->se_body == NULL && req->hr_body != NULL &&
-	    evbuffer_get_length(req->hr_body) > 0) {
+	    (len = evbuffer_get_length(req->hr_body)) > 0) {
 		/*
 		 * libcurl borrows the body for the whole transfer, which for
 		 * a stream is minutes. The listener reads it into one piece of
-		 * its exact size (a single chain, so the pullup copies
-		 * nothing): the session keeps that piece.
+		 * its exact size, held by a chain of at least 1 KiB. A small
+		 * body is copied out and the chain freed below; a large one
+		 * keeps its chain (a single one, so the pullup copies
+		 * nothing).
 		 */
-		se->se_bodylen = evbuffer_get_length(req->hr_body);
-		se->se_bodybuf = req->hr_body;
-		req->hr_body = NULL;
-		se->se_body = (char *)evbuffer_pullup(se->se_bodybuf, -1);
+		se->se_bodylen = len;
+		if (len <= RELAY_BODY_COPY_MAX) {
+			se->se_body = xmalloc(len);
+			if (evbuffer_copyout(req->hr_body, se->se_body, len) !=
+			    (ev_ssize_t)len)
+				fatalx("%s: evbuffer_copyout", __func__);
+		} else {
+			se->se_bodybuf = req->hr_body;
+			req->hr_body = NULL;
+			se->se_body =
+			    (char *)evbuffer_pullup(se->se_bodybuf, -1);
+		}
 	}
 	body = se->se_body != NULL ? se->se_body : "";
 	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
