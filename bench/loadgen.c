@@ -501,8 +501,9 @@ conn_fail(struct conn *c)
 	}
 	if (was_busy)
 		g_completed++;
-	else if (++g_connfail > 1000 && g_ok + g_non2xx == 0)
-		fatal("%s:%d: no connection succeeds", opt.host, opt.port);
+	else if (++g_connfail > 1000)
+		fatal("%s:%d: 1000 connections in a row failed", opt.host,
+		    opt.port);
 	conn_close(c);
 	if (!stopping())
 		conn_open(c);
@@ -587,6 +588,7 @@ conn_done(struct conn *c, uint64_t now)
 
 	g_completed++;
 	g_answered++;
+	g_connfail = 0;
 	if (c->c_woff < g_reqlen)
 		c->c_close = 1; /* answered before the body was sent */
 	if (c->c_warm && ok)
