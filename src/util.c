@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -227,4 +228,24 @@ wallclock_check(void)
 			  "times follow it)",
 		    file);
 	return (1);
+}
+
+/*
+ * Start a thread that never takes a signal (they are the event loop's
+ * business), named (at most 15 bytes) for top -H and ps -L. Returns
+ * pthread_create's error, or 0.
+ */
+int
+thread_start(pthread_t *t, const char *name, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int error;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	error = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (error == 0)
+		(void)pthread_setname_np(*t, name);
+	return (error);
 }

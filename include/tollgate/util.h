@@ -7,6 +7,7 @@
 #ifndef TOLLGATE_UTIL_H
 #define TOLLGATE_UTIL_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,5 +29,6 @@ long long monotime_us(void);
 int64_t wallclock_ms(void);
 int wallclock_check(void);
 void usd_format(char *, size_t, int64_t);
+int thread_start(pthread_t *, const char *, void *(*)(void *), void *);
 
 #endif

@@ -136,7 +136,8 @@ reader_start(struct event_base *base, const char *path, char **cause)
 		goto fail;
 	}
 	rd_quit = 0;
-	if ((rc = pthread_create(&rd_thread, NULL, reader_main, NULL)) != 0) {
+	if ((rc = thread_start(&rd_thread, "tg-reader", reader_main, NULL)) !=
+	    0) {
 		xasprintf(cause, "pthread_create: %s", strerror(rc));
 		goto fail;
 	}

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,7 +200,6 @@ struct ledger_ckpt *
 ledger_ckpt_start(struct ledger_db *d, const char *path)
 {
 	struct ledger_ckpt *ck;
-	sigset_t all, old;
 	char sql[64];
 	int error, flags;
 
@@ -228,10 +226,7 @@ ledger_ckpt_start(struct ledger_db *d, const char *path)
 		goto fail;
 	}
 
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	error = pthread_create(&ck->ck_thread, NULL, ckpt_thread, ck);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	error = thread_start(&ck->ck_thread, "tg-checkpoint", ckpt_thread, ck);
 	if (error != 0) {
 		log_warnx("ledger: checkpointer: pthread_create: %s; "
 			  "checkpoints stay in the writer's commits",

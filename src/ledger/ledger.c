@@ -14,7 +14,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,7 +284,6 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 {
 	struct ledger *l;
 	pthread_condattr_t ca;
-	sigset_t all, old;
 	uint64_t interrupted;
 	int error;
 
@@ -327,11 +325,7 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 		goto fail;
 	}
 
-	/* Signals are the loop's business, never the writer's. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	error = pthread_create(&l->l_thread, NULL, ledger_writer, l);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	error = thread_start(&l->l_thread, "tg-ledger", ledger_writer, l);
 	if (error != 0) {
 		xasprintf(cause, "ledger: pthread_create: %s", strerror(error));
 		goto fail;
