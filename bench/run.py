@@ -1150,11 +1150,14 @@ def verdict(b):
                 if "rss_mb_per_1000" in top else ""))
         # The target is stated at 512 streams; say so when that level ran.
         at512 = ss["T1"]["levels"].get(512, ss["T1"]["levels"].get("512"))
+        nl = ss.get("nginx", {}).get("levels", {})
+        ng512 = nl.get(512, nl.get("512", {})).get("rss_peak_mb")
         if at512 and "rss_peak_mb" in at512:
             say(at512["rss_peak_mb"] <= 20, "T1 peak RSS with 512 streams "
-                "open %.1f MB (target ≤ 20, %+.1f); %.1f MB at the most "
-                "streams" % (at512["rss_peak_mb"],
-                             at512["rss_peak_mb"] - 20, peak))
+                "open %.1f MB (target ≤ 20, %+.1f; the nginx proxy %s MB "
+                "with the same streams); %.1f MB at the most streams" % (
+                    at512["rss_peak_mb"], at512["rss_peak_mb"] - 20,
+                    fmt(ng512, 1), peak))
         else:
             say(peak <= 20, "T1 peak RSS with streams open %.1f MB "
                 "(target ≤ 20)" % peak)

@@ -5,7 +5,8 @@ reservation on restart; a burst of 2,000 calls gives exactly 2,000 rows
 whose costs add up; SIGTERM drains and settles; a ledger that cannot be
 opened stops tollgate at start-up; a ledger that cannot be written (its
 write lock held by another connection, or its queue full) fails closed
-with a clean 503 and nothing forwarded."""
+with a clean 503 and nothing forwarded; a ledger made with the old
+IN-list CHECKs gets the equivalent OR form at open, its rows intact."""
 
 import json
 import os
@@ -338,6 +339,78 @@ class LedgerTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.settled_row(r2)["status"], "ok")
         self.assertEqual(self.ledger.row(first["id"]), first)
         self.assertEqual(self.ledger.count(), 2)
+
+    # The CHECKs of ledgers made before they took the OR form (an IN list
+    # of more than two values made SQLite build a temporary index of it on
+    # every write), word for word as those versions wrote them.
+    CHECKS = [
+        ("CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "
+         "'ok' OR status = 'error' OR status = 'refused' OR status = "
+         "'client_closed' OR status = 'upstream_error' OR status = "
+         "'interrupted')",
+         "CHECK (status IN ('in_flight', 'ok', 'error', 'refused', "
+         "'client_closed', 'upstream_error', 'interrupted'))"),
+        ("CONSTRAINT usage_source_known CHECK (usage_source = 'reported' OR "
+         "usage_source = 'estimated' OR usage_source = 'none')",
+         "CHECK (usage_source IN ('reported', 'estimated', 'none'))"),
+    ]
+
+    def calls_sql(self):
+        c = sqlite3.connect(self.ledger.path)
+        try:
+            return c.execute("SELECT sql FROM sqlite_schema WHERE type = "
+                             "'table' AND name = 'calls'").fetchone()[0]
+        finally:
+            c.close()
+
+    def test_old_checks_rewritten_at_open(self):
+        tg = self.start(self.fp, name="t1")
+        r1 = self.call(tg.port, "POST", "/v1/chat/completions",
+                       tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
+        self.assertEqual(r1.status, 200, r1)
+        first = self.settled_row(r1)
+        self.assertEqual(tg.stop(), 0)
+        # Give the ledger the old CHECKs, as SQLite documents for changing
+        # a table's text in place.
+        sql = self.calls_sql()
+        for new, old in self.CHECKS:
+            self.assertIn(new, sql)
+            sql = sql.replace(new, old)
+        c = sqlite3.connect(self.ledger.path, isolation_level=None)
+        c.execute("BEGIN")
+        sv = c.execute("PRAGMA schema_version").fetchone()[0]
+        c.execute("PRAGMA writable_schema = ON")
+        c.execute("UPDATE sqlite_schema SET sql = ? WHERE type = 'table' "
+                  "AND name = 'calls'", (sql,))
+        c.execute("PRAGMA schema_version = %d" % (sv + 1))
+        c.execute("PRAGMA writable_schema = OFF")
+        c.execute("COMMIT")
+        c.close()
+        self.assertIn("status IN (", self.calls_sql())
+        tg = self.start(self.fp, name="t2")
+        self.assertTrue(tg.wait_log(r"CHECK constraints rewritten to the "
+                                    r"faster equivalent form"), tg.log())
+        sql = self.calls_sql()
+        for new, old in self.CHECKS:
+            self.assertIn(new, sql)
+            self.assertNotIn(old, sql)
+        r2 = self.call(tg.port, "POST", "/v1/chat/completions",
+                       tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
+        self.assertEqual(r2.status, 200, r2)
+        self.assertEqual(self.settled_row(r2)["status"], "ok")
+        self.assertEqual(self.ledger.row(first["id"]), first)
+        self.assertEqual(self.ledger.integrity(), "ok")
+        # The constraints still hold: a status outside the list is refused.
+        c = sqlite3.connect(self.ledger.path, timeout=10)
+        with self.assertRaises(sqlite3.IntegrityError):
+            c.execute("UPDATE calls SET status = 'bogus' WHERE id = ?",
+                      (first["id"],))
+        c.close()
+        self.assertEqual(tg.stop(), 0)
+        # Opened again, nothing more to rewrite.
+        tg = self.start(self.fp, name="t3")
+        self.assertNotIn("CHECK constraints rewritten", tg.log())
+        self.assertEqual(tg.stop(), 0)
 
     def burst(self, tg, n, tag):
         """n calls at once, each on its own connection: [(marker, client)]."""
