@@ -1391,20 +1391,14 @@ shrink_replace(char *s, const char *from, const char *to)
 	}
 }
 
-/*
- * A ledger made with the IN-list CHECKs (the first schema) gets the OR
- * form at open: same constraint, rows kept, and a bad status still fails.
- */
+/* A ledger at fx.path as the first schema made it, IN-list CHECKs. */
 static void
-test_fix_checks(void **state)
+make_v1_ledger(void)
 {
 	static char old[sizeof(schema_v1) + 256];
 	sqlite3 *db;
 	char *err = NULL, *at;
-	struct answer a = {0};
-	struct ledger_row r;
 
-	(void)state;
 	/* Build the first schema's text: the OR form back to IN lists. */
 	snprintf(old, sizeof(old), "%s", schema_v1);
 	at = strstr(old, CHECK_STATUS);
@@ -1426,7 +1420,22 @@ test_fix_checks(void **state)
 			     NULL, NULL, &err),
 	    SQLITE_OK);
 	sqlite3_close(db);
+}
 
+/*
+ * A ledger made with the IN-list CHECKs (the first schema) gets the OR
+ * form at open: same constraint, rows kept, and a bad status still fails.
+ */
+static void
+test_fix_checks(void **state)
+{
+	sqlite3 *db;
+	char *err = NULL;
+	struct answer a = {0};
+	struct ledger_row r;
+
+	(void)state;
+	make_v1_ledger();
 	open_ok(DURABILITY_PROCESS, 0);
 	assert_int_equal(q_int("SELECT instr(sql, 'status IN (') + "
 			       "instr(sql, 'usage_source IN (') FROM "
@@ -1460,6 +1469,44 @@ test_fix_checks(void **state)
 	sqlite3_free(err);
 	sqlite3_close(db);
 	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+}
+
+/* Every new connection refuses to write sqlite_schema, as a defensive
+ * build of SQLite does. */
+static int
+defensive_ext(sqlite3 *db, char **err, const void *api)
+{
+	(void)err;
+	(void)api;
+	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+	return (SQLITE_OK);
+}
+
+/*
+ * When SQLite will not let the CHECKs be rewritten, the ledger opens as it
+ * was (only speed is at stake), after a warning, and takes rows.
+ */
+static void
+test_fix_checks_refused(void **state)
+{
+	struct answer a = {0};
+	struct ledger_row r;
+
+	(void)state;
+	make_v1_ledger();
+	assert_int_equal(
+	    sqlite3_auto_extension((void (*)(void))defensive_ext), SQLITE_OK);
+	open_ok(DURABILITY_PROCESS, 0);
+	sqlite3_reset_auto_extension();
+	assert_true(q_int("SELECT instr(sql, 'status IN (') FROM "
+			  "sqlite_schema WHERE name = 'calls'") > 0);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	r = mkrow("new1");
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+	ledger_close();
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
 }
 
@@ -1537,6 +1584,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_open_power, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpointer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fix_checks, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_fix_checks_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_checkpoint_reader, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
