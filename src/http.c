@@ -102,28 +102,34 @@ http_token_has(const char *value, const char *token)
 	return (0);
 }
 
-/* Headers that describe one connection and are never forwarded. */
+/*
+ * Headers that describe one connection and are never forwarded. Every
+ * header of every call is asked, so the name's length picks the one or two
+ * candidates it could be before any comparison.
+ */
 int
 http_is_hop_by_hop(const char *name)
 {
-	static const char *hop[] = {
-	    "Connection",
-	    "Keep-Alive",
-	    "Proxy-Authenticate",
-	    "Proxy-Authorization",
-	    "Proxy-Connection",
-	    "TE",
-	    "Trailer",
-	    "Transfer-Encoding",
-	    "Upgrade",
-	};
-	size_t i;
-
-	for (i = 0; i < nitems(hop); i++) {
-		if (strcasecmp(name, hop[i]) == 0)
-			return (1);
+	switch (strlen(name)) {
+	case 2:
+		return (strcasecmp(name, "TE") == 0);
+	case 7:
+		return (strcasecmp(name, "Trailer") == 0 ||
+		    strcasecmp(name, "Upgrade") == 0);
+	case 10:
+		return (strcasecmp(name, "Connection") == 0 ||
+		    strcasecmp(name, "Keep-Alive") == 0);
+	case 16:
+		return (strcasecmp(name, "Proxy-Connection") == 0);
+	case 17:
+		return (strcasecmp(name, "Transfer-Encoding") == 0);
+	case 18:
+		return (strcasecmp(name, "Proxy-Authenticate") == 0);
+	case 19:
+		return (strcasecmp(name, "Proxy-Authorization") == 0);
+	default:
+		return (0);
 	}
-	return (0);
 }
 
 /* Headers whose values are credentials. */

@@ -294,6 +294,60 @@ test_token_lists(void **state)
 	assert_true(http_is_secret_header("X-Goog-Api-Key"));
 }
 
+static void
+test_hop_by_hop(void **state)
+{
+	static const char *hop[] = {
+	    "Connection",
+	    "connection",
+	    "Keep-Alive",
+	    "KEEP-ALIVE",
+	    "Proxy-Authenticate",
+	    "Proxy-Authorization",
+	    "proxy-authorization",
+	    "Proxy-Connection",
+	    "TE",
+	    "te",
+	    "Trailer",
+	    "trailer",
+	    "Transfer-Encoding",
+	    "Upgrade",
+	    "uPGRADE",
+	};
+	static const char *end_to_end[] = {
+	    "",
+	    "T",
+	    "TEE",
+	    "Connections",
+	    "Connectio",
+	    "User-Agent",
+	    "Set-Cookie",
+	    "Keep_Alive",
+	    "Trailers",
+	    "Upgrade-Insecure-Requests",
+	    "Proxy-Authorizatio",
+	    "Proxy-Authorization2",
+	    "Proxy-Authenticat",
+	    "Transfer-Encodings",
+	    "Content-Encoding",
+	    "Content-Length",
+	    "Host",
+	    "Authorization",
+	    "X-Tollgate-Team",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(hop); i++) {
+		if (!http_is_hop_by_hop(hop[i]))
+			fail_msg("%s: not hop-by-hop", hop[i]);
+	}
+	for (i = 0; i < nitems(end_to_end); i++) {
+		if (http_is_hop_by_hop(end_to_end[i]))
+			fail_msg("%s: hop-by-hop", end_to_end[i]);
+	}
+}
+
 int
 main(void)
 {
@@ -303,6 +357,7 @@ main(void)
 	    cmocka_unit_test(test_heads_byte_by_byte),
 	    cmocka_unit_test(test_head_too_large_unterminated),
 	    cmocka_unit_test(test_token_lists),
+	    cmocka_unit_test(test_hop_by_hop),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
