@@ -104,9 +104,11 @@ relay_emit(void *arg, const char *buf, size_t len)
 static void
 on_headers(void *arg, long code, const struct hdrs *resp)
 {
+	static char reqid_name[] = "x-tollgate-request-id";
 	struct session *se = arg;
+	struct hdr stackv[32], *v = stackv;
 	struct hdrs hs = {0};
-	size_t i;
+	size_t i, n;
 
 	se->se_ttfb_us = monotime_us() - se->se_t0_us;
 	se->se_status = (int)code;
@@ -115,6 +117,16 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	if (se->se_conn == NULL)
 		return;
+	/*
+	 * The reply's list borrows its strings from resp, se_hdrs and the
+	 * session: conn_reply_start copies them into the output at once, so
+	 * the list is never cleared, only its array freed.
+	 */
+	n = resp->hs_n + se->se_hdrs.hs_n + 1;
+	if (n > nitems(stackv))
+		v = xreallocarray(NULL, n, sizeof(*v));
+	hs.hs_v = v;
+	hs.hs_cap = n;
 	for (i = 0; i < resp->hs_n; i++) {
 		const struct hdr *h = &resp->hs_v[i];
 
@@ -122,20 +134,16 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 		    strcasecmp(h->h_name, "Content-Length") == 0 ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
-		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
+		v[hs.hs_n++] = *h;
 	}
-	for (i = 0; i < se->se_hdrs.hs_n; i++) {
-		const struct hdr *h = &se->se_hdrs.hs_v[i];
-
-		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
-	}
-	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
-	    strlen(se->se_reqid));
+	for (i = 0; i < se->se_hdrs.hs_n; i++)
+		v[hs.hs_n++] = se->se_hdrs.hs_v[i];
+	v[hs.hs_n].h_name = reqid_name;
+	v[hs.hs_n++].h_value = se->se_reqid;
 	se->se_replied = 1;
 	conn_reply_start(se->se_conn, (int)code, &hs);
-	hdrs_clear(&hs);
+	if (v != stackv)
+		free(v);
 }
 
 static size_t
