@@ -18,12 +18,17 @@
 #include "tollgate/log.h"
 #include "tollgate/util.h"
 
-/* Append a header; name and value need not be NUL-terminated. */
+/*
+ * Append a header; name and value need not be NUL-terminated (a NUL ends
+ * either early, as strndup would). Both strings live in one allocation,
+ * the name first: h_name owns it and h_value points into it.
+ */
 void
 hdrs_add(struct hdrs *hs, const char *name, size_t nlen, const char *value,
     size_t vlen)
 {
 	struct hdr *h;
+	size_t n = strnlen(name, nlen), v = strnlen(value, vlen);
 
 	if (hs->hs_n == hs->hs_cap) {
 		hs->hs_cap = hs->hs_cap == 0 ? 16 : hs->hs_cap * 2;
@@ -31,8 +36,12 @@ hdrs_add(struct hdrs *hs, const char *name, size_t nlen, const char *value,
 		    xreallocarray(hs->hs_v, hs->hs_cap, sizeof(*hs->hs_v));
 	}
 	h = &hs->hs_v[hs->hs_n++];
-	h->h_name = xstrndup(name, nlen);
-	h->h_value = xstrndup(value, vlen);
+	h->h_name = xmalloc(n + 1 + v + 1);
+	memcpy(h->h_name, name, n);
+	h->h_name[n] = '\0';
+	h->h_value = h->h_name + n + 1;
+	memcpy(h->h_value, value, v);
+	h->h_value[v] = '\0';
 	hs->hs_bytes += nlen + vlen;
 }
 
@@ -70,8 +79,9 @@ hdrs_clear(struct hdrs *hs)
 	size_t i;
 
 	for (i = 0; i < hs->hs_n; i++) {
+		explicit_bzero(
+		    hs->hs_v[i].h_value, strlen(hs->hs_v[i].h_value));
 		free(hs->hs_v[i].h_name);
-		freezero(hs->hs_v[i].h_value, strlen(hs->hs_v[i].h_value));
 	}
 	free(hs->hs_v);
 	memset(hs, 0, sizeof(*hs));
