@@ -34,6 +34,27 @@
 
 static void relay_failed(struct session *, int, const char *);
 
+/*
+ * Headers the request's framing and tollgate's own handling replace: the
+ * name's length picks the one it could be.
+ */
+static int
+replaced_upstream(const char *name)
+{
+	switch (strlen(name)) {
+	case 4:
+		return (strcasecmp(name, "Host") == 0);
+	case 6:
+		return (strcasecmp(name, "Expect") == 0);
+	case 14:
+		return (strcasecmp(name, "Content-Length") == 0);
+	case 15:
+		return (strcasecmp(name, "Accept-Encoding") == 0);
+	default:
+		return (0);
+	}
+}
+
 /* Build the header list sent upstream from the client's. */
 static void
 upstream_headers(struct session *se, struct hdrs *out)
@@ -55,10 +76,7 @@ upstream_headers(struct session *se, struct hdrs *out)
 		 * too; tollgate adds its own only after this. */
 		if (connhdr != NULL && http_token_has(connhdr, h->h_name))
 			continue;
-		if (strcasecmp(h->h_name, "Host") == 0 ||
-		    strcasecmp(h->h_name, "Content-Length") == 0 ||
-		    strcasecmp(h->h_name, "Expect") == 0 ||
-		    strcasecmp(h->h_name, "Accept-Encoding") == 0 ||
+		if (replaced_upstream(h->h_name) ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
 		/* A tollgate key never reaches the provider. */
@@ -219,6 +237,26 @@ static const struct xfer_cbs session_xfer_cbs = {
     on_done,
 };
 
+/* base, path and "?query" when there is one, in a new string. */
+static char *
+make_url(const char *base, const char *path, const char *query)
+{
+	size_t blen = strlen(base), plen = strlen(path);
+	size_t qlen = query != NULL ? strlen(query) : 0, n;
+	char *url;
+
+	n = blen + plen + (query != NULL ? 1 + qlen : 0);
+	url = xmalloc(n + 1);
+	memcpy(url, base, blen);
+	memcpy(url + blen, path, plen);
+	if (query != NULL) {
+		url[blen + plen] = '?';
+		memcpy(url + blen + plen + 1, query, qlen);
+	}
+	url[n] = '\0';
+	return (url);
+}
+
 /* The row is committed: send the request to the provider. */
 void
 relay_forward(struct session *se)
@@ -262,8 +300,7 @@ relay_forward(struct session *se)
 		query = attribution_strip_query_key(se->se_route.rt_query);
 	else if (se->se_route.rt_query != NULL)
 		query = xstrdup(se->se_route.rt_query);
-	xasprintf(&url, "%s%s%s%s", uc->uc_base_url, se->se_route.rt_path,
-	    query != NULL ? "?" : "", query != NULL ? query : "");
+	url = make_url(uc->uc_base_url, se->se_route.rt_path, query);
 	if (query != NULL)
 		freezero(query, strlen(query));
 	se->se_meter = meter_new(&se->se_route, &se->se_ci);
