@@ -382,6 +382,25 @@ conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
 }
 
+/* "%zx\r\n" of len into head (at least 19 bytes); returns its length. */
+static int
+chunk_size_line(char *head, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	char digits[16];
+	int n = 0, i = 0;
+
+	do {
+		digits[n++] = hex[len & 0xf];
+		len >>= 4;
+	} while (len != 0);
+	while (n > 0)
+		head[i++] = digits[--n];
+	head[i++] = '\r';
+	head[i++] = '\n';
+	return (i);
+}
+
 /* Relay body bytes to the client as they are. */
 void
 conn_reply_data(struct conn *co, const void *data, size_t len)
@@ -393,7 +412,7 @@ conn_reply_data(struct conn *co, const void *data, size_t len)
 	if (len == 0)
 		return;
 	if (co->co_chunked) {
-		n = snprintf(head, sizeof(head), "%zx\r\n", len);
+		n = chunk_size_line(head, len);
 		iov[0].iov_base = head;
 		iov[0].iov_len = (size_t)n;
 		iov[1].iov_base = (void *)(uintptr_t)data;
