@@ -103,32 +103,43 @@ note_key(struct keys *ks, const char *v, size_t len)
 /*
  * Every credential the client presented, wherever an SDK puts one:
  * Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=.
+ * A header name's length picks the one slot it could be.
  */
 static void
 presented_keys(const struct hdrs *hs, const char *query, struct keys *ks)
 {
-	static const char *slots[] = {"x-api-key", "api-key", "x-goog-api-key"};
 	const struct hdr *h;
-	const char *v, *p;
-	size_t i, j;
+	const char *v, *p, *slot;
+	size_t i;
 
 	memset(ks, 0, sizeof(*ks));
 	for (i = 0; i < hs->hs_n; i++) {
 		h = &hs->hs_v[i];
 		v = h->h_value;
-		if (strcasecmp(h->h_name, "Authorization") == 0) {
+		switch (strlen(h->h_name)) {
+		case 7:
+			slot = "api-key";
+			break;
+		case 9:
+			slot = "x-api-key";
+			break;
+		case 13:
+			slot = "Authorization";
+			break;
+		case 14:
+			slot = "x-goog-api-key";
+			break;
+		default:
+			continue;
+		}
+		if (strcasecmp(h->h_name, slot) != 0)
+			continue;
+		if (slot[0] == 'A') {
 			if (strncasecmp(v, "Bearer ", 7) != 0)
 				continue;
 			v += 7;
 			while (*v == ' ')
 				v++;
-		} else {
-			for (j = 0; j < nitems(slots); j++) {
-				if (strcasecmp(h->h_name, slots[j]) == 0)
-					break;
-			}
-			if (j == nitems(slots))
-				continue;
 		}
 		note_key(ks, v, strlen(v));
 	}
@@ -137,6 +148,36 @@ presented_keys(const struct hdrs *hs, const char *query, struct keys *ks)
 			note_key(ks, p + 4, strcspn(p + 4, "&"));
 		if ((p = strchr(p, '&')) != NULL)
 			p++;
+	}
+}
+
+/*
+ * The first value of each X-Tollgate-* header attribution reads (the tag
+ * headers, then X-Tollgate-Request-Id at TAG_MAX), as hdrs_get would find
+ * it, from one pass over the headers.
+ */
+static void
+tollgate_headers(const struct hdrs *hs, const char *v[TAG_MAX + 1])
+{
+	const char *name;
+	size_t i;
+	int t;
+
+	for (t = 0; t <= TAG_MAX; t++)
+		v[t] = NULL;
+	for (i = 0; i < hs->hs_n; i++) {
+		name = hs->hs_v[i].h_name;
+		if (strncasecmp(name, "X-Tollgate-", 11) != 0)
+			continue;
+		/* Every header compared below starts with that prefix. */
+		for (t = 0; t < TAG_MAX; t++) {
+			if (strcasecmp(name + 11, tags[t].header + 11) == 0)
+				break;
+		}
+		if (t == TAG_MAX && strcasecmp(name + 11, "Request-Id") != 0)
+			continue;
+		if (v[t] == NULL)
+			v[t] = hs->hs_v[i].h_value;
 	}
 }
 
@@ -171,7 +212,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	unsigned int mdlen = 0;
 	const struct key_binding *kb = NULL;
 	struct keys ks;
-	const char *v;
+	const char *v, *hv[TAG_MAX + 1];
 	size_t i, k;
 	int t, matched;
 
@@ -218,13 +259,14 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	}
 	at->at_binding = kb;
 
+	tollgate_headers(hs, hv);
 	for (t = 0; t < TAG_MAX; t++) {
 		if (kb != NULL && kb->kb_tags[t] != NULL) {
-			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s",
+			strcopy(at->at_tag[t], sizeof(at->at_tag[t]),
 			    kb->kb_tags[t]);
 			continue;
 		}
-		v = hdrs_get(hs, tags[t].header);
+		v = hv[t];
 		if (v != NULL && cf->cf_tag_from_header[t]) {
 			if (!config_tag_value_ok(v, strlen(v))) {
 				*code = "bad_tag";
@@ -234,11 +276,11 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 				    tags[t].header, TAG_VALUE_MAX);
 				return (-1);
 			}
-			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s", v);
+			strcopy(at->at_tag[t], sizeof(at->at_tag[t]), v);
 			continue;
 		}
 		if (cf->cf_tag_default[t] != NULL)
-			snprintf(at->at_tag[t], sizeof(at->at_tag[t]), "%s",
+			strcopy(at->at_tag[t], sizeof(at->at_tag[t]),
 			    cf->cf_tag_default[t]);
 	}
 	for (t = 0; t < TAG_MAX; t++) {
@@ -254,7 +296,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 		}
 	}
 
-	if ((v = hdrs_get(hs, "X-Tollgate-Request-Id")) != NULL) {
+	if ((v = hv[TAG_MAX]) != NULL) {
 		if (!request_id_ok(v)) {
 			*code = "bad_request_id";
 			xasprintf(msg,
@@ -263,7 +305,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 			    REQUEST_ID_MAX);
 			return (-1);
 		}
-		snprintf(at->at_request_id, sizeof(at->at_request_id), "%s", v);
+		strcopy(at->at_request_id, sizeof(at->at_request_id), v);
 	}
 	return (0);
 }

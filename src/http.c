@@ -8,7 +8,6 @@
  * function of the bytes it is given, so unit tests feed it every split of
  * a request and check the result never changes.
  */
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -19,12 +18,17 @@
 #include "tollgate/log.h"
 #include "tollgate/util.h"
 
-/* Append a header; name and value need not be NUL-terminated. */
+/*
+ * Append a header; name and value need not be NUL-terminated (a NUL ends
+ * either early, as strndup would). Both strings live in one allocation,
+ * the name first: h_name owns it and h_value points into it.
+ */
 void
 hdrs_add(struct hdrs *hs, const char *name, size_t nlen, const char *value,
     size_t vlen)
 {
 	struct hdr *h;
+	size_t n = strnlen(name, nlen), v = strnlen(value, vlen);
 
 	if (hs->hs_n == hs->hs_cap) {
 		hs->hs_cap = hs->hs_cap == 0 ? 16 : hs->hs_cap * 2;
@@ -32,8 +36,12 @@ hdrs_add(struct hdrs *hs, const char *name, size_t nlen, const char *value,
 		    xreallocarray(hs->hs_v, hs->hs_cap, sizeof(*hs->hs_v));
 	}
 	h = &hs->hs_v[hs->hs_n++];
-	h->h_name = xstrndup(name, nlen);
-	h->h_value = xstrndup(value, vlen);
+	h->h_name = xmalloc(n + 1 + v + 1);
+	memcpy(h->h_name, name, n);
+	h->h_name[n] = '\0';
+	h->h_value = h->h_name + n + 1;
+	memcpy(h->h_value, value, v);
+	h->h_value[v] = '\0';
 	hs->hs_bytes += nlen + vlen;
 }
 
@@ -71,8 +79,9 @@ hdrs_clear(struct hdrs *hs)
 	size_t i;
 
 	for (i = 0; i < hs->hs_n; i++) {
+		explicit_bzero(
+		    hs->hs_v[i].h_value, strlen(hs->hs_v[i].h_value));
 		free(hs->hs_v[i].h_name);
-		freezero(hs->hs_v[i].h_value, strlen(hs->hs_v[i].h_value));
 	}
 	free(hs->hs_v);
 	memset(hs, 0, sizeof(*hs));
@@ -102,28 +111,34 @@ http_token_has(const char *value, const char *token)
 	return (0);
 }
 
-/* Headers that describe one connection and are never forwarded. */
+/*
+ * Headers that describe one connection and are never forwarded. Every
+ * header of every call is asked, so the name's length picks the one or two
+ * candidates it could be before any comparison.
+ */
 int
 http_is_hop_by_hop(const char *name)
 {
-	static const char *hop[] = {
-	    "Connection",
-	    "Keep-Alive",
-	    "Proxy-Authenticate",
-	    "Proxy-Authorization",
-	    "Proxy-Connection",
-	    "TE",
-	    "Trailer",
-	    "Transfer-Encoding",
-	    "Upgrade",
-	};
-	size_t i;
-
-	for (i = 0; i < nitems(hop); i++) {
-		if (strcasecmp(name, hop[i]) == 0)
-			return (1);
+	switch (strlen(name)) {
+	case 2:
+		return (strcasecmp(name, "TE") == 0);
+	case 7:
+		return (strcasecmp(name, "Trailer") == 0 ||
+		    strcasecmp(name, "Upgrade") == 0);
+	case 10:
+		return (strcasecmp(name, "Connection") == 0 ||
+		    strcasecmp(name, "Keep-Alive") == 0);
+	case 16:
+		return (strcasecmp(name, "Proxy-Connection") == 0);
+	case 17:
+		return (strcasecmp(name, "Transfer-Encoding") == 0);
+	case 18:
+		return (strcasecmp(name, "Proxy-Authenticate") == 0);
+	case 19:
+		return (strcasecmp(name, "Proxy-Authorization") == 0);
+	default:
+		return (0);
 	}
-	return (0);
 }
 
 /* Headers whose values are credentials. */
@@ -171,20 +186,48 @@ head_error(
 	return (HEAD_ERROR);
 }
 
+/* A tchar of RFC 9110 §5.6.2: the bytes a method or header name may use. */
 static int
-tokenchar(int c)
+tokenchar(unsigned char c)
 {
-	return (isalnum(c) || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c)));
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return (1);
+	switch (c) {
+	case '!':
+	case '#':
+	case '$':
+	case '%':
+	case '&':
+	case '\'':
+	case '*':
+	case '+':
+	case '-':
+	case '.':
+	case '^':
+	case '_':
+	case '`':
+	case '|':
+	case '~':
+		return (1);
+	default:
+		return (0);
+	}
 }
 
-/* "METHOD SP request-target SP HTTP/1.x": 0, -1 malformed, -2 version. */
+/*
+ * "METHOD SP request-target SP HTTP/1.x", len bytes without NUL: 0, -1
+ * malformed, -2 version.
+ */
 static int
-parse_request_line(struct http_request *req, const char *line)
+parse_request_line(struct http_request *req, const char *line, size_t len)
 {
-	const char *sp1, *sp2, *p;
+	const char *end = line + len, *sp1, *sp2, *ver, *p;
+	size_t vlen;
 
-	if ((sp1 = strchr(line, ' ')) == NULL ||
-	    (sp2 = strchr(sp1 + 1, ' ')) == NULL || strchr(sp2 + 1, ' '))
+	if ((sp1 = memchr(line, ' ', len)) == NULL ||
+	    (sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1))) == NULL ||
+	    memchr(sp2 + 1, ' ', (size_t)(end - sp2 - 1)) != NULL)
 		return (-1);
 	if (sp1 == line || sp2 == sp1 + 1)
 		return (-1);
@@ -196,11 +239,13 @@ parse_request_line(struct http_request *req, const char *line)
 		if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
 			return (-1);
 	}
-	if (strcmp(sp2 + 1, "HTTP/1.1") == 0)
+	ver = sp2 + 1;
+	vlen = (size_t)(end - ver);
+	if (vlen == 8 && memcmp(ver, "HTTP/1.1", 8) == 0)
 		req->hr_minor = 1;
-	else if (strcmp(sp2 + 1, "HTTP/1.0") == 0)
+	else if (vlen == 8 && memcmp(ver, "HTTP/1.0", 8) == 0)
 		req->hr_minor = 0;
-	else if (strncmp(sp2 + 1, "HTTP/", 5) == 0)
+	else if (vlen >= 5 && memcmp(ver, "HTTP/", 5) == 0)
 		return (-2);
 	else
 		return (-1);
@@ -240,25 +285,57 @@ parse_header_line(struct http_request *req, const char *line, size_t len)
 	return (0);
 }
 
-/* Decide the body's framing once the head is complete. */
+/*
+ * Decide the body's framing once the head is complete. The headers it
+ * needs are picked out in one pass over the list.
+ */
 static enum head_result
 check_framing(struct head_parser *hp, const struct head_limits *hl,
     struct http_request *req)
 {
-	const char *cl, *conn, *expect, *p;
+	const struct hdrs *hs = &req->hr_headers;
+	const char *cl = NULL, *conn = NULL, *expect = NULL, *name, *p;
 	unsigned long long n = 0;
+	size_t i, ncl = 0, nhost = 0;
+	int te = 0;
 
-	if (hdrs_get(&req->hr_headers, "Transfer-Encoding") != NULL) {
+	for (i = 0; i < hs->hs_n; i++) {
+		name = hs->hs_v[i].h_name;
+		switch (strlen(name)) {
+		case 4:
+			if (strcasecmp(name, "Host") == 0)
+				nhost++;
+			break;
+		case 6:
+			if (expect == NULL && strcasecmp(name, "Expect") == 0)
+				expect = hs->hs_v[i].h_value;
+			break;
+		case 10:
+			if (conn == NULL && strcasecmp(name, "Connection") == 0)
+				conn = hs->hs_v[i].h_value;
+			break;
+		case 14:
+			if (strcasecmp(name, "Content-Length") == 0 &&
+			    ncl++ == 0)
+				cl = hs->hs_v[i].h_value;
+			break;
+		case 17:
+			if (strcasecmp(name, "Transfer-Encoding") == 0)
+				te = 1;
+			break;
+		}
+	}
+	if (te) {
 		/* The Debian libevent's chunked handling is where the
 		 * smuggling bugs live, and no LLM SDK needs chunked uploads:
 		 * refuse every Transfer-Encoding. */
 		return (head_error(hp, 411, "transfer_encoding_refused",
 		    "Transfer-Encoding is not accepted; send Content-Length"));
 	}
-	if (hdrs_count(&req->hr_headers, "Content-Length") > 1)
+	if (ncl > 1)
 		return (head_error(hp, 400, "bad_content_length",
 		    "more than one Content-Length"));
-	if ((cl = hdrs_get(&req->hr_headers, "Content-Length")) != NULL) {
+	if (cl != NULL) {
 		if (cl[0] == '\0' || strlen(cl) > 19)
 			goto badcl;
 		for (p = cl; *p != '\0'; p++) {
@@ -267,10 +344,10 @@ check_framing(struct head_parser *hp, const struct head_limits *hl,
 			n = n * 10 + (unsigned long long)(*p - '0');
 		}
 	}
-	if (req->hr_minor >= 1 && hdrs_count(&req->hr_headers, "Host") != 1)
+	if (req->hr_minor >= 1 && nhost != 1)
 		return (head_error(hp, 400, "bad_host",
 		    "exactly one Host header is required"));
-	if ((expect = hdrs_get(&req->hr_headers, "Expect")) != NULL) {
+	if (expect != NULL) {
 		if (strcasecmp(expect, "100-continue") != 0)
 			return (head_error(hp, 417, "bad_expect",
 			    "only Expect: 100-continue is supported"));
@@ -281,7 +358,6 @@ check_framing(struct head_parser *hp, const struct head_limits *hl,
 		    "request body is larger than the configured limit"));
 	req->hr_content_length = (size_t)n;
 
-	conn = hdrs_get(&req->hr_headers, "Connection");
 	if (req->hr_minor == 0)
 		req->hr_keepalive = 0;
 	else
@@ -294,80 +370,112 @@ badcl:
 }
 
 /*
+ * The first CRLF in [p, end), or NULL; *lf says whether there is any LF in
+ * [p, end) at all.
+ */
+static const char *
+find_crlf(const char *p, const char *end, int *lf)
+{
+	const char *start = p, *nl;
+
+	*lf = 0;
+	while ((nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		*lf = 1;
+		if (nl > start && nl[-1] == '\r')
+			return (nl - 1);
+		p = nl + 1;
+	}
+	return (NULL);
+}
+
+/*
  * Read a request head from in into req, consuming exactly the head's bytes.
  * Strict: lines end in CRLF only (a bare CR, LF or NUL is an error), no
- * obs-fold, token header names with no space before the colon. The head's
- * size is checked before a line is copied out, so an over-long head is
- * refused without being buffered beyond the limit. On HEAD_ERROR, hp says
- * what to answer; the connection must then be closed.
+ * obs-fold, token header names with no space before the colon. A line's
+ * size is checked against the limit before it is parsed, so an over-long
+ * head is refused as soon as it passes the limit. Lines are parsed where
+ * they lie in the (made contiguous) input and drained once, when the
+ * parser returns; a line that was looked at counts as consumed exactly
+ * as if it had been read out. On HEAD_ERROR, hp says what to answer; the
+ * connection must then be closed.
  */
 enum head_result
 http_head_parse(struct head_parser *hp, struct evbuffer *in,
     const struct head_limits *hl, struct http_request *req)
 {
-	struct evbuffer_ptr pos;
-	char *line;
-	size_t len;
-	int rc;
+	const char *buf = "", *end, *line, *crlf;
+	size_t off = 0, total, len;
+	enum head_result r;
+	int lf, rc;
 
+	total = evbuffer_get_length(in);
+	if (total > 0 && (buf = (const char *)evbuffer_pullup(in, -1)) == NULL)
+		fatalx("%s: evbuffer_pullup", __func__);
+	end = buf + total;
 	for (;;) {
-		pos = evbuffer_search_eol(
-		    in, NULL, &len, EVBUFFER_EOL_CRLF_STRICT);
-		if (pos.pos == -1) {
+		line = buf + off;
+		if ((crlf = find_crlf(line, end, &lf)) == NULL) {
 			/* No CRLF yet: a lone LF is bare-LF framing. */
-			if (evbuffer_search(in, "\n", 1, NULL).pos != -1)
-				return (head_error(hp, 400, "bad_request",
-				    "bare LF in the request head"));
-			if (hp->hp_bytes + evbuffer_get_length(in) >
+			if (lf)
+				r = head_error(hp, 400, "bad_request",
+				    "bare LF in the request head");
+			else if (hp->hp_bytes + (total - off) >
 			    hl->hl_max_header_bytes)
-				return (head_error(hp, 431, "headers_too_large",
-				    "request line and headers are too large"));
-			return (HEAD_NEED_MORE);
+				r = head_error(hp, 431, "headers_too_large",
+				    "request line and headers are too large");
+			else
+				r = HEAD_NEED_MORE;
+			break;
 		}
-		if (hp->hp_bytes + (size_t)pos.pos + 2 >
-		    hl->hl_max_header_bytes)
-			return (head_error(hp, 431, "headers_too_large",
-			    "request line and headers are too large"));
-		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF_STRICT);
-		if (line == NULL)
-			fatalx("%s: evbuffer_readln", __func__);
+		len = (size_t)(crlf - line);
+		if (hp->hp_bytes + len + 2 > hl->hl_max_header_bytes) {
+			r = head_error(hp, 431, "headers_too_large",
+			    "request line and headers are too large");
+			break;
+		}
+		off += len + 2;
 		hp->hp_bytes += len + 2;
 		if (memchr(line, '\0', len) != NULL ||
 		    memchr(line, '\r', len) != NULL ||
 		    memchr(line, '\n', len) != NULL) {
-			free(line);
-			return (head_error(hp, 400, "bad_request",
-			    "bare CR, LF or NUL in the request head"));
+			r = head_error(hp, 400, "bad_request",
+			    "bare CR, LF or NUL in the request head");
+			break;
 		}
 		if (req->hr_method == NULL) {
 			if (len == 0 && hp->hp_crlf_skipped < 4) {
 				hp->hp_crlf_skipped++;
-				free(line);
 				continue;
 			}
-			rc = parse_request_line(req, line);
-			free(line);
-			if (rc == -2)
-				return (head_error(hp, 505, "bad_version",
-				    "only HTTP/1.0 and HTTP/1.1 are served"));
-			if (rc == -1)
-				return (head_error(hp, 400, "bad_request",
-				    "malformed request line"));
+			rc = parse_request_line(req, line, len);
+			if (rc == -2) {
+				r = head_error(hp, 505, "bad_version",
+				    "only HTTP/1.0 and HTTP/1.1 are served");
+				break;
+			}
+			if (rc == -1) {
+				r = head_error(hp, 400, "bad_request",
+				    "malformed request line");
+				break;
+			}
 			continue;
 		}
 		if (len == 0) {
-			free(line);
-			return (check_framing(hp, hl, req));
+			r = check_framing(hp, hl, req);
+			break;
 		}
 		if (req->hr_headers.hs_n >= hl->hl_max_headers) {
-			free(line);
-			return (head_error(hp, 431, "too_many_headers",
-			    "too many request headers"));
+			r = head_error(hp, 431, "too_many_headers",
+			    "too many request headers");
+			break;
 		}
-		rc = parse_header_line(req, line, len);
-		free(line);
-		if (rc == -1)
-			return (head_error(
-			    hp, 400, "bad_request", "malformed header line"));
+		if (parse_header_line(req, line, len) == -1) {
+			r = head_error(
+			    hp, 400, "bad_request", "malformed header line");
+			break;
+		}
 	}
+	if (off > 0)
+		evbuffer_drain(in, off);
+	return (r);
 }

@@ -260,25 +260,72 @@ conn_send(struct conn *co, struct iovec *iov, int n)
 	}
 }
 
+static char *
+put(char *p, const char *s, size_t len)
+{
+	memcpy(p, s, len);
+	return (p + len);
+}
+
+/*
+ * Queue the status line and headers. The head is measured first and
+ * copied into one reserved piece of the output: formatting it line by
+ * line cost a printf per header on every call.
+ */
 static void
 write_head(
     struct conn *co, int status, const struct hdrs *hs, const char *extra)
 {
 	struct evbuffer *out = bufferevent_get_output(co->co_bev);
-	size_t i;
+	struct evbuffer_iovec vec;
+	const char *reason = http_reason(status);
+	char code[16], *p;
+	size_t i, n, codelen, rlen, elen;
 
-	evbuffer_add_printf(
-	    out, "HTTP/1.1 %d %s\r\n", status, http_reason(status));
+	if (status >= 100 && status <= 999) {
+		code[0] = (char)('0' + status / 100);
+		code[1] = (char)('0' + status / 10 % 10);
+		code[2] = (char)('0' + status % 10);
+		codelen = 3;
+	} else
+		codelen = (size_t)snprintf(code, sizeof(code), "%d", status);
+	rlen = strlen(reason);
+	elen = extra != NULL ? strlen(extra) : 0;
+	n = 9 + codelen + 1 + rlen + 2 + elen + 2;
+	if (co->co_close_after)
+		n += 19;
 	if (hs != NULL) {
 		for (i = 0; i < hs->hs_n; i++)
-			evbuffer_add_printf(out, "%s: %s\r\n",
-			    hs->hs_v[i].h_name, hs->hs_v[i].h_value);
+			n += strlen(hs->hs_v[i].h_name) +
+			    strlen(hs->hs_v[i].h_value) + 4;
+	}
+	if (evbuffer_reserve_space(out, (ev_ssize_t)n, &vec, 1) != 1 ||
+	    vec.iov_len < n)
+		fatalx("%s: evbuffer_reserve_space", __func__);
+	p = vec.iov_base;
+	p = put(p, "HTTP/1.1 ", 9);
+	p = put(p, code, codelen);
+	p = put(p, " ", 1);
+	p = put(p, reason, rlen);
+	p = put(p, "\r\n", 2);
+	if (hs != NULL) {
+		for (i = 0; i < hs->hs_n; i++) {
+			const struct hdr *h = &hs->hs_v[i];
+
+			p = put(p, h->h_name, strlen(h->h_name));
+			p = put(p, ": ", 2);
+			p = put(p, h->h_value, strlen(h->h_value));
+			p = put(p, "\r\n", 2);
+		}
 	}
 	if (extra != NULL)
-		evbuffer_add(out, extra, strlen(extra));
+		p = put(p, extra, elen);
 	if (co->co_close_after)
-		evbuffer_add(out, "Connection: close\r\n", 19);
-	evbuffer_add(out, "\r\n", 2);
+		p = put(p, "Connection: close\r\n", 19);
+	p = put(p, "\r\n", 2);
+	vec.iov_len = n;
+	if (evbuffer_commit_space(out, &vec, 1) == -1)
+		fatalx("%s: evbuffer_commit_space", __func__);
 }
 
 /*
@@ -335,6 +382,25 @@ conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 	    co->co_chunked ? "Transfer-Encoding: chunked\r\n" : NULL);
 }
 
+/* "%zx\r\n" of len into head (at least 19 bytes); returns its length. */
+static int
+chunk_size_line(char *head, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	char digits[16];
+	int n = 0, i = 0;
+
+	do {
+		digits[n++] = hex[len & 0xf];
+		len >>= 4;
+	} while (len != 0);
+	while (n > 0)
+		head[i++] = digits[--n];
+	head[i++] = '\r';
+	head[i++] = '\n';
+	return (i);
+}
+
 /* Relay body bytes to the client as they are. */
 void
 conn_reply_data(struct conn *co, const void *data, size_t len)
@@ -346,7 +412,7 @@ conn_reply_data(struct conn *co, const void *data, size_t len)
 	if (len == 0)
 		return;
 	if (co->co_chunked) {
-		n = snprintf(head, sizeof(head), "%zx\r\n", len);
+		n = chunk_size_line(head, len);
 		iov[0].iov_base = head;
 		iov[0].iov_len = (size_t)n;
 		iov[1].iov_base = (void *)(uintptr_t)data;

@@ -37,6 +37,27 @@
 
 static void relay_failed(struct session *, int, const char *);
 
+/*
+ * Headers the request's framing and tollgate's own handling replace: the
+ * name's length picks the one it could be.
+ */
+static int
+replaced_upstream(const char *name)
+{
+	switch (strlen(name)) {
+	case 4:
+		return (strcasecmp(name, "Host") == 0);
+	case 6:
+		return (strcasecmp(name, "Expect") == 0);
+	case 14:
+		return (strcasecmp(name, "Content-Length") == 0);
+	case 15:
+		return (strcasecmp(name, "Accept-Encoding") == 0);
+	default:
+		return (0);
+	}
+}
+
 /* Build the header list sent upstream from the client's. */
 static void
 upstream_headers(struct session *se, struct hdrs *out)
@@ -58,10 +79,7 @@ upstream_headers(struct session *se, struct hdrs *out)
 		 * too; tollgate adds its own only after this. */
 		if (connhdr != NULL && http_token_has(connhdr, h->h_name))
 			continue;
-		if (strcasecmp(h->h_name, "Host") == 0 ||
-		    strcasecmp(h->h_name, "Content-Length") == 0 ||
-		    strcasecmp(h->h_name, "Expect") == 0 ||
-		    strcasecmp(h->h_name, "Accept-Encoding") == 0 ||
+		if (replaced_upstream(h->h_name) ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
 		/* A tollgate key never reaches the provider. */
@@ -107,9 +125,11 @@ relay_emit(void *arg, const char *buf, size_t len)
 static void
 on_headers(void *arg, long code, const struct hdrs *resp)
 {
+	static char reqid_name[] = "x-tollgate-request-id";
 	struct session *se = arg;
+	struct hdr stackv[32], *v = stackv;
 	struct hdrs hs = {0};
-	size_t i;
+	size_t i, n;
 
 	se->se_ttfb_us = monotime_us() - se->se_t0_us;
 	se->se_status = (int)code;
@@ -118,6 +138,16 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	if (se->se_conn == NULL)
 		return;
+	/*
+	 * The reply's list borrows its strings from resp, se_hdrs and the
+	 * session: conn_reply_start copies them into the output at once, so
+	 * the list is never cleared, only its array freed.
+	 */
+	n = resp->hs_n + se->se_hdrs.hs_n + 1;
+	if (n > nitems(stackv))
+		v = xreallocarray(NULL, n, sizeof(*v));
+	hs.hs_v = v;
+	hs.hs_cap = n;
 	for (i = 0; i < resp->hs_n; i++) {
 		const struct hdr *h = &resp->hs_v[i];
 
@@ -125,20 +155,16 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 		    strcasecmp(h->h_name, "Content-Length") == 0 ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
-		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
+		v[hs.hs_n++] = *h;
 	}
-	for (i = 0; i < se->se_hdrs.hs_n; i++) {
-		const struct hdr *h = &se->se_hdrs.hs_v[i];
-
-		hdrs_add(&hs, h->h_name, strlen(h->h_name), h->h_value,
-		    strlen(h->h_value));
-	}
-	hdrs_add(&hs, "x-tollgate-request-id", 21, se->se_reqid,
-	    strlen(se->se_reqid));
+	for (i = 0; i < se->se_hdrs.hs_n; i++)
+		v[hs.hs_n++] = se->se_hdrs.hs_v[i];
+	v[hs.hs_n].h_name = reqid_name;
+	v[hs.hs_n++].h_value = se->se_reqid;
 	se->se_replied = 1;
 	conn_reply_start(se->se_conn, (int)code, &hs);
-	hdrs_clear(&hs);
+	if (v != stackv)
+		free(v);
 }
 
 static size_t
@@ -214,6 +240,26 @@ static const struct xfer_cbs session_xfer_cbs = {
     on_done,
 };
 
+/* base, path and "?query" when there is one, in a new string. */
+static char *
+make_url(const char *base, const char *path, const char *query)
+{
+	size_t blen = strlen(base), plen = strlen(path);
+	size_t qlen = query != NULL ? strlen(query) : 0, n;
+	char *url;
+
+	n = blen + plen + (query != NULL ? 1 + qlen : 0);
+	url = xmalloc(n + 1);
+	memcpy(url, base, blen);
+	memcpy(url + blen, path, plen);
+	if (query != NULL) {
+		url[blen + plen] = '?';
+		memcpy(url + blen + plen + 1, query, qlen);
+	}
+	url[n] = '\0';
+	return (url);
+}
+
 /* The row is committed: send the request to the provider. */
 void
 relay_forward(struct session *se)
@@ -267,8 +313,7 @@ relay_forward(struct session *se)
 		query = attribution_strip_query_key(se->se_route.rt_query);
 	else if (se->se_route.rt_query != NULL)
 		query = xstrdup(se->se_route.rt_query);
-	xasprintf(&url, "%s%s%s%s", uc->uc_base_url, se->se_route.rt_path,
-	    query != NULL ? "?" : "", query != NULL ? query : "");
+	url = make_url(uc->uc_base_url, se->se_route.rt_path, query);
 	if (query != NULL)
 		freezero(query, strlen(query));
 	se->se_meter = meter_new(&se->se_route, &se->se_ci);

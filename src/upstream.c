@@ -362,6 +362,35 @@ add_header(struct xfer *x, const char *line)
 }
 
 /*
+ * Add "name: value", or "name;" for an empty value (curl's way to send a
+ * header with no value). The line is built in place, not with printf,
+ * and wiped after curl has copied it: the value may be a key.
+ */
+static void
+add_header_line(struct xfer *x, const char *name, const char *value)
+{
+	char buf[512], *line = buf;
+	size_t nlen = strlen(name), vlen = strlen(value), len;
+
+	len = vlen == 0 ? nlen + 1 : nlen + 2 + vlen;
+	if (len + 1 > sizeof(buf))
+		line = xmalloc(len + 1);
+	memcpy(line, name, nlen);
+	if (vlen == 0)
+		line[nlen] = ';';
+	else {
+		line[nlen] = ':';
+		line[nlen + 1] = ' ';
+		memcpy(line + nlen + 2, value, vlen);
+	}
+	line[len] = '\0';
+	add_header(x, line);
+	explicit_bzero(line, len);
+	if (line != buf)
+		free(line);
+}
+
+/*
  * Start a transfer to uc: method GET or POST, url already built from the
  * config's base_url and the routed path, headers already filtered by the
  * caller, body borrowed (it must outlive the transfer). stream is set when
@@ -375,7 +404,6 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 {
 	struct xfer *x;
 	CURL *e;
-	char *line;
 	size_t i;
 	int is_post = strcmp(method, "POST") == 0;
 	int have_ct = 0, have_accept = 0;
@@ -395,12 +423,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 			have_ct = 1;
 		if (strcasecmp(h->h_name, "Accept") == 0)
 			have_accept = 1;
-		if (h->h_value[0] == '\0')
-			xasprintf(&line, "%s;", h->h_name);
-		else
-			xasprintf(&line, "%s: %s", h->h_name, h->h_value);
-		add_header(x, line);
-		freezero(line, strlen(line));
+		add_header_line(x, h->h_name, h->h_value);
 	}
 	/* Headers curl would add on its own are removed unless the client
 	 * sent them, so the provider sees what the client sent. */

@@ -111,6 +111,22 @@ freezero(void *p, size_t len)
 	free(p);
 }
 
+/*
+ * Copy src into dst of size bytes, cut to fit and always terminated: what
+ * snprintf(dst, size, "%s", src) writes, without the formatting.
+ */
+void
+strcopy(char *dst, size_t size, const char *src)
+{
+	size_t n;
+
+	if (size == 0)
+		return;
+	n = strnlen(src, size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
 /* Return 1 if s starts with prefix, ignoring ASCII case. */
 int
 strcaseprefix(const char *s, const char *prefix)

@@ -12,8 +12,8 @@
 struct evbuffer;
 
 struct hdr {
-	char *h_name;
-	char *h_value;
+	char *h_name; /* owns the allocation that holds both strings */
+	char *h_value; /* points into h_name's allocation */
 };
 
 /* An ordered header list; owns its strings. */

@@ -24,6 +24,7 @@ int xasprintf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
 int xvasprintf(char **, const char *, va_list)
     __attribute__((format(printf, 2, 0)));
 void freezero(void *, size_t);
+void strcopy(char *, size_t, const char *);
 int strcaseprefix(const char *, const char *);
 long long monotime_us(void);
 int64_t wallclock_ms(void);

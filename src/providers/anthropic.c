@@ -10,10 +10,11 @@
  * as their sum.
  */
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+
+#include "tollgate/util.h"
 
 #include "providers.h"
 
@@ -140,7 +141,7 @@ anthropic_event(
 	type[0] = '\0';
 	t = cJSON_GetObjectItemCaseSensitive(root, "type");
 	if (cJSON_IsString(t))
-		snprintf(type, sizeof(type), "%s", t->valuestring);
+		strcopy(type, sizeof(type), t->valuestring);
 	else if (ev->ev_namelen < sizeof(type)) {
 		memcpy(type, ev->ev_name, ev->ev_namelen);
 		type[ev->ev_namelen] = '\0';

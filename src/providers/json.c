@@ -620,7 +620,7 @@ meter_setstr(char *dst, size_t size, const cJSON *it)
 {
 	if (cJSON_IsString(it) && it->valuestring != NULL &&
 	    it->valuestring[0] != '\0')
-		snprintf(dst, size, "%s", it->valuestring);
+		strcopy(dst, size, it->valuestring);
 }
 
 /*

@@ -350,7 +350,7 @@ responses_event(
 	type[0] = '\0';
 	t = cJSON_GetObjectItemCaseSensitive(root, "type");
 	if (cJSON_IsString(t))
-		snprintf(type, sizeof(type), "%s", t->valuestring);
+		strcopy(type, sizeof(type), t->valuestring);
 	else if (ev->ev_namelen < sizeof(type)) {
 		memcpy(type, ev->ev_name, ev->ev_namelen);
 		type[ev->ev_namelen] = '\0';

@@ -293,6 +293,42 @@ test_request_id(void **state)
 }
 
 static void
+test_header_names(void **state)
+{
+	struct hdrs hs = {0};
+	struct attribution at;
+	const char *code;
+	char *msg;
+
+	(void)state;
+	/* Names in any case; the first of a repeated header wins; names
+	 * that only look like a tag's or a key slot's are not read. */
+	add(&hs, "X-TOLLGATE-TEAM", "first");
+	add(&hs, "x-tollgate-team", "second");
+	add(&hs, "X-Tollgate-Teams", "plural");
+	add(&hs, "X-Tollgate-Tenan", "cut");
+	add(&hs, "x-tollgate-request-id", "job-1");
+	add(&hs, "X-Tollgate-Request-Id", "job-2");
+	add(&hs, "X-Goog-Api-Keys", "sk-bound-key");
+	add(&hs, "AUTHORIZATION", "bearer sk-unbound");
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs, NULL, &at, &code, &msg), 0);
+	assert_string_equal(attribution_tag(&at, TAG_TEAM), "first");
+	assert_null(attribution_tag(&at, TAG_TENANT));
+	assert_string_equal(at.at_request_id, "job-1");
+	/* Only the Authorization key was seen: it is not the bound one. */
+	assert_null(at.at_binding);
+	assert_int_equal(strlen(at.at_key_fp), 16);
+	hdrs_clear(&hs);
+
+	add(&hs, "X-GOOG-API-KEY", "sk-bound-key");
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs, NULL, &at, &code, &msg), 0);
+	assert_ptr_equal(at.at_binding, &bindings[0]);
+	hdrs_clear(&hs);
+}
+
+static void
 test_strip_query_key(void **state)
 {
 	char *q;
@@ -332,6 +368,7 @@ main(void)
 	    cmocka_unit_test(test_required_tag),
 	    cmocka_unit_test(test_bad_values),
 	    cmocka_unit_test(test_request_id),
+	    cmocka_unit_test(test_header_names),
 	    cmocka_unit_test(test_strip_query_key),
 	    cmocka_unit_test(test_tag_names),
 	};

@@ -77,6 +77,14 @@ static const struct head_case cases[] = {
     OK("body exactly at the limit",
 	"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", "POST",
 	"/", 1000, 1, 2, ""),
+    OK("names in any case",
+	"POST / HTTP/1.1\r\nhOST: x\r\ncontent-LENGTH: 2\r\n"
+	"CONNECTION: Close\r\n\r\nhi",
+	"POST", "/", 2, 0, 3, "hi"),
+    OK("the first Connection header decides",
+	"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n"
+	"Connection: close\r\n\r\n",
+	"GET", "/", 0, 1, 3, ""),
     OK("obs-text in a value",
 	"GET / HTTP/1.1\r\nHost: x\r\nX-L: caf\xe9\r\n\r\n", "GET", "/", 0, 1,
 	2, ""),
@@ -130,6 +138,8 @@ static const struct head_case cases[] = {
     BAD("bare LF lines", "GET / HTTP/1.1\nHost: x\n\n", 400),
     BAD("bare LF inside", "GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", 400),
     BAD("bare CR inside", "GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400),
+    BAD("bare LF before a CRLF", "GET / HTTP/1.1\nHost: x\r\n\r\n", 400),
+    BAD("bare CR before a CRLF", "GET / HTTP/1.1\r\r\nHost: x\r\n\r\n", 400),
     BAD("obs-fold", "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n", 400),
     BAD("space before colon", "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
     BAD("no colon", "GET / HTTP/1.1\r\nHost x\r\n\r\n", 400),
@@ -141,6 +151,16 @@ static const struct head_case cases[] = {
 	431),
     BAD("unknown version", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
     BAD("no version", "GET /\r\nHost: x\r\n\r\n", 400),
+    BAD("version with a suffix", "GET / HTTP/1.1x\r\nHost: x\r\n\r\n", 505),
+    BAD("version without digits", "GET / HTTP/\r\nHost: x\r\n\r\n", 505),
+    BAD("not HTTP", "GET / HTTX/1.1\r\nHost: x\r\n\r\n", 400),
+    BAD("space after the version", "GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400),
+    BAD("two hosts in any case", "GET / HTTP/1.1\r\nHost: a\r\nHOST: b\r\n\r\n",
+	400),
+    BAD("two lengths in any case",
+	"POST / HTTP/1.1\r\nHost: x\r\n"
+	"Content-Length: 5\r\ncontent-length: 5\r\n\r\n",
+	400),
     BAD("double space", "GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     BAD("space in target", "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", 400),
     BAD("bad method char", "GE(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
@@ -281,6 +301,57 @@ test_head_too_large_unterminated(void **state)
 }
 
 static void
+test_head_error_messages(void **state)
+{
+	static const struct {
+		const char *raw;
+		int status;
+		const char *msg;
+	} msgs[] = {
+	    {"GET / HTTP/1.1\nHost: x\n", 400, "bare LF in the request head"},
+	    {"GET / HTTP/1.1\nHost: x\r\n", 400,
+		"bare CR, LF or NUL in the request head"},
+	    {"GET / HTTP/1.1\r\nX: aaaaaaaa\naaaaaaaa", 400,
+		"bare LF in the request head"},
+	};
+	struct http_request *req;
+	struct evbuffer *in;
+	struct head_parser hp;
+	char big[1100];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(msgs); i++) {
+		req = xcalloc(1, sizeof(*req));
+		in = evbuffer_new();
+		memset(&hp, 0, sizeof(hp));
+		evbuffer_add(in, msgs[i].raw, strlen(msgs[i].raw));
+		assert_int_equal(
+		    http_head_parse(&hp, in, &limits, req), HEAD_ERROR);
+		assert_int_equal(hp.hp_status, msgs[i].status);
+		assert_string_equal(hp.hp_msg, msgs[i].msg);
+		evbuffer_free(in);
+		http_request_free(req);
+	}
+
+	/* A line that ends past the limit is refused for its size even when
+	 * it holds a bare LF, and before any of it is parsed. */
+	req = xcalloc(1, sizeof(*req));
+	in = evbuffer_new();
+	memset(&hp, 0, sizeof(hp));
+	memset(big, 'a', sizeof(big));
+	big[10] = '\n';
+	evbuffer_add(in, "GET / HTTP/1.1\r\nX: ", 19);
+	evbuffer_add(in, big, sizeof(big));
+	evbuffer_add(in, "\r\n\r\n", 4);
+	assert_int_equal(http_head_parse(&hp, in, &limits, req), HEAD_ERROR);
+	assert_int_equal(hp.hp_status, 431);
+	assert_int_equal(req->hr_headers.hs_n, 0);
+	evbuffer_free(in);
+	http_request_free(req);
+}
+
+static void
 test_token_lists(void **state)
 {
 	(void)state;
@@ -294,6 +365,60 @@ test_token_lists(void **state)
 	assert_true(http_is_secret_header("X-Goog-Api-Key"));
 }
 
+static void
+test_hop_by_hop(void **state)
+{
+	static const char *hop[] = {
+	    "Connection",
+	    "connection",
+	    "Keep-Alive",
+	    "KEEP-ALIVE",
+	    "Proxy-Authenticate",
+	    "Proxy-Authorization",
+	    "proxy-authorization",
+	    "Proxy-Connection",
+	    "TE",
+	    "te",
+	    "Trailer",
+	    "trailer",
+	    "Transfer-Encoding",
+	    "Upgrade",
+	    "uPGRADE",
+	};
+	static const char *end_to_end[] = {
+	    "",
+	    "T",
+	    "TEE",
+	    "Connections",
+	    "Connectio",
+	    "User-Agent",
+	    "Set-Cookie",
+	    "Keep_Alive",
+	    "Trailers",
+	    "Upgrade-Insecure-Requests",
+	    "Proxy-Authorizatio",
+	    "Proxy-Authorization2",
+	    "Proxy-Authenticat",
+	    "Transfer-Encodings",
+	    "Content-Encoding",
+	    "Content-Length",
+	    "Host",
+	    "Authorization",
+	    "X-Tollgate-Team",
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(hop); i++) {
+		if (!http_is_hop_by_hop(hop[i]))
+			fail_msg("%s: not hop-by-hop", hop[i]);
+	}
+	for (i = 0; i < nitems(end_to_end); i++) {
+		if (http_is_hop_by_hop(end_to_end[i]))
+			fail_msg("%s: hop-by-hop", end_to_end[i]);
+	}
+}
+
 int
 main(void)
 {
@@ -302,7 +427,9 @@ main(void)
 	    cmocka_unit_test(test_heads_every_split),
 	    cmocka_unit_test(test_heads_byte_by_byte),
 	    cmocka_unit_test(test_head_too_large_unterminated),
+	    cmocka_unit_test(test_head_error_messages),
 	    cmocka_unit_test(test_token_lists),
+	    cmocka_unit_test(test_hop_by_hop),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
