@@ -52,7 +52,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SUB_BITS 7
+#define SUB_BITS 10
 #define SUB_COUNT (1 << SUB_BITS)
 #define HIST_SIZE ((64 - SUB_BITS + 1) * SUB_COUNT)
 #define RBUF_SIZE (64 * 1024)
