@@ -112,7 +112,7 @@ bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.jso
 bench: bench-deps bench-build bench/node_modules/.package-lock.json
 	BENCH_BUILD=$(BENCH_BUILD) timeout 1200 python3 bench/run.py
 
-# About a minute, generous bounds (no lost ledger rows, added p99 < 2 ms at
+# About 30 s, generous bounds (no lost ledger rows, added p99 < 2 ms at
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.
 bench-smoke: bench-build
 	BENCH_BUILD=$(BENCH_BUILD) timeout 300 python3 bench/run.py --smoke
