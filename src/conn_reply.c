@@ -137,6 +137,21 @@ write_head(
 }
 
 /*
+ * A reply begins, once per request: it closes the connection afterwards
+ * unless the request allows reuse and the server is not draining.
+ */
+static void
+reply_begin(struct conn *co, const char *caller)
+{
+	if (co->co_reply_started)
+		fatalx(
+		    "%s: conn %llu: reply already started", caller, co->co_id);
+	co->co_reply_started = 1;
+	if (!co->co_keepalive || co->co_ls->l_draining)
+		co->co_close_after = 1;
+}
+
+/*
  * Answer with a complete response (refusals and tollgate's own errors).
  * The connection closes afterwards if the request asked for it, if its
  * body was not read, or if the server is draining.
@@ -147,12 +162,7 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 {
 	char extra[128];
 
-	if (co->co_reply_started)
-		fatalx("%s: conn %llu: reply already started", __func__,
-		    co->co_id);
-	co->co_reply_started = 1;
-	if (!co->co_keepalive || co->co_ls->l_draining)
-		co->co_close_after = 1;
+	reply_begin(co, __func__);
 	/* Answered before the body was read: the client may still be
 	 * sending it, so close with a linger. */
 	if (co->co_state == CONN_HEAD || co->co_state == CONN_BODY)
@@ -170,12 +180,7 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 void
 conn_reply_start(struct conn *co, int status, const struct hdrs *hs)
 {
-	if (co->co_reply_started)
-		fatalx("%s: conn %llu: reply already started", __func__,
-		    co->co_id);
-	co->co_reply_started = 1;
-	if (!co->co_keepalive || co->co_ls->l_draining)
-		co->co_close_after = 1;
+	reply_begin(co, __func__);
 	/* HTTP/1.0 has no chunked encoding: the body ends at close. */
 	co->co_chunked = co->co_minor >= 1;
 	if (!co->co_chunked)
