@@ -2,8 +2,10 @@
 """Signals: SIGHUP with a broken file keeps the old config serving and logs
 the errors; SIGHUP with a good changed file makes a new upstream name
 routable; a reload does not disturb a live stream; SIGTERM during a paced
-stream lets the stream finish (drain) and tollgate exits 0."""
+stream lets the stream finish (drain) and tollgate exits 0; only the
+event loop's thread takes signals, and the others carry their names."""
 
+import os
 import re
 import signal
 import time
@@ -153,5 +155,28 @@ class SignalsTest(tglib.TGTestCase):
                         "an idle tollgate took long to exit on SIGTERM")
 
 
+    def test_threads_named_and_signals_only_on_the_loop(self):
+        # The ledger writer, the checkpointer and the admin reader start
+        # with every signal blocked, so SIGTERM and SIGHUP always reach the
+        # loop; top -H and ps -L show them by name.
+        want = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
+        threads = {}
+        for tid in os.listdir("/proc/%d/task" % self.tg.pid):
+            base = "/proc/%d/task/%s/" % (self.tg.pid, tid)
+            with open(base + "comm") as f:
+                name = f.read().strip()
+            with open(base + "status") as f:
+                m = re.search(r"^SigBlk:\s*([0-9a-f]+)$", f.read(), re.M)
+            blocked = int(m.group(1), 16)
+            threads[name] = {s for s in want if blocked >> (s - 1) & 1}
+        for name in ("tg-ledger", "tg-checkpoint", "tg-reader"):
+            self.assertIn(name, threads, sorted(threads))
+            self.assertEqual(threads[name], want, name)
+        self.assertEqual(threads.get("tollgate"), set(), sorted(threads))
+        r, _ = self.chat()
+        self.assertEqual(r.status, 200, r)
+
+
 if __name__ == "__main__":
     tglib.main()
+
