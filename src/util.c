@@ -127,6 +127,54 @@ strcopy(char *dst, size_t size, const char *src)
 	dst[n] = '\0';
 }
 
+/*
+ * Whether s[0..len) is well-formed UTF-8 (RFC 3629): no overlong forms,
+ * no surrogates, nothing above U+10FFFF, and no NUL byte, which would end
+ * the value early wherever it is later read as a C string. Every value
+ * tollgate records and later prints as JSON (tags, models, ids) passes
+ * this first, so a report is never unreadable to a strict parser.
+ */
+int
+utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, n, k;
+	uint32_t cp;
+
+	while (i < len) {
+		if (p[i] == 0)
+			return (0);
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+			n = 1;
+			cp = p[i] & 0x1f;
+		} else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+			n = 2;
+			cp = p[i] & 0x0f;
+		} else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+			n = 3;
+			cp = p[i] & 0x07;
+		} else
+			return (0); /* a continuation byte, 0xc0, 0xc1, 0xf5+ */
+		if (len - i <= n)
+			return (0);
+		for (k = 1; k <= n; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return (0);
+			cp = (cp << 6) | (p[i + k] & 0x3f);
+		}
+		if ((n == 2 &&
+			(cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+		    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+			return (0);
+		i += n + 1;
+	}
+	return (1);
+}
+
 /* Return 1 if s starts with prefix, ignoring ASCII case. */
 int
 strcaseprefix(const char *s, const char *prefix)

@@ -26,6 +26,7 @@ int xvasprintf(char **, const char *, va_list)
 void freezero(void *, size_t);
 void strcopy(char *, size_t, const char *);
 int strcaseprefix(const char *, const char *);
+int utf8_valid(const char *, size_t);
 long long monotime_us(void);
 int64_t wallclock_ms(void);
 int wallclock_check(void);

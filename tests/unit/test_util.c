@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * util.c: the UTF-8 check every recorded value passes, as a table of named
+ * byte strings (RFC 3629's edges: overlongs, surrogates, the top of the
+ * range, truncated sequences, NUL), and strcopy's cut.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "tollgate/util.h"
+
+struct utf8_case {
+	const char *name;
+	const char *bytes;
+	size_t len;
+	int valid;
+};
+
+#define U(name, lit, valid)                                                    \
+	{                                                                      \
+		name, lit, sizeof(lit) - 1, valid                              \
+	}
+
+static const struct utf8_case utf8_cases[] = {
+    U("empty", "", 1),
+    U("ascii", "gpt-4o-mini", 1),
+    U("two bytes", "caf\xc3\xa9", 1),
+    U("three bytes", "\xe2\x82\xac", 1),
+    U("four bytes", "\xf0\x9f\x98\x80", 1),
+    U("top of the range", "\xf4\x8f\xbf\xbf", 1),
+    U("last before surrogates", "\xed\x9f\xbf", 1),
+    U("first after surrogates", "\xee\x80\x80", 1),
+    U("0xff 0xfe", "gpt\xff\xfe", 0),
+    U("lone continuation", "a\x80", 0),
+    U("overlong slash", "\xc0\xaf", 0),
+    U("overlong c1", "\xc1\xbf", 0),
+    U("overlong three", "\xe0\x80\xaf", 0),
+    U("overlong four", "\xf0\x80\x80\xaf", 0),
+    U("surrogate", "\xed\xa0\x80", 0),
+    U("above U+10FFFF", "\xf4\x90\x80\x80", 0),
+    U("f5", "\xf5\x80\x80\x80", 0),
+    U("truncated two", "ab\xc3", 0),
+    U("truncated three", "\xe2\x82", 0),
+    U("truncated four", "\xf0\x9f\x98", 0),
+    U("bad continuation", "\xe2\x28\xa1", 0),
+    U("NUL inside", "gpt-4o\0-mini", 0),
+};
+
+static void
+test_utf8_valid(void **state)
+{
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(utf8_cases); i++) {
+		const struct utf8_case *c = &utf8_cases[i];
+
+		if (utf8_valid(c->bytes, c->len) != c->valid)
+			fail_msg("%s: utf8_valid is %d, want %d", c->name,
+			    !c->valid, c->valid);
+	}
+}
+
+static void
+test_strcopy_cuts(void **state)
+{
+	char buf[5];
+
+	(void)state;
+	strcopy(buf, sizeof(buf), "abcdefgh");
+	assert_string_equal(buf, "abcd");
+	strcopy(buf, sizeof(buf), "ab");
+	assert_string_equal(buf, "ab");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_strcopy_cuts),
+	};
+
+	return (cmocka_run_group_tests(tests, NULL, NULL));
+}
