@@ -25,7 +25,7 @@ SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 BENCH_DEB_PACKAGES = wrk haproxy $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
-	format check-format bench bench-build bench-smoke clean sdk-deps
+	format check-format bench bench-build bench-smoke soak clean sdk-deps
 
 all: build
 
@@ -116,6 +116,20 @@ bench: bench-deps bench-build bench/node_modules/.package-lock.json
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.
 bench-smoke: bench-build
 	BENCH_BUILD=$(BENCH_BUILD) timeout 300 python3 bench/run.py --smoke
+
+# The soak (bench/soak.py): SOAK_MINUTES (default 30) of mixed load with
+# streams, drops, stalls, kills and reloads; RSS, descriptors and the
+# ledger sampled every 10 s; nothing lost; the table goes into
+# docs/reliability.md. SOAK_BUILD=build-asan (after `make asan`) runs the
+# instrumented variant. Never part of `make test`.
+SOAK_MINUTES ?= 30
+SOAK_BUILD ?= $(BUILD)
+SOAK_DOC ?= $(if $(filter $(BUILD),$(SOAK_BUILD)),docs/reliability.md,)
+
+soak: $(if $(filter $(ASAN_BUILD),$(SOAK_BUILD)),asan,build)
+	timeout $$(( $(SOAK_MINUTES) * 60 + 600 )) python3 bench/soak.py \
+	    --minutes $(SOAK_MINUTES) --build $(SOAK_BUILD) \
+	    $(if $(SOAK_DOC),--doc $(SOAK_DOC))
 
 check: build
 	./$(BUILD)/tollgate check -c $(CONFIG)
