@@ -160,16 +160,31 @@ class SignalsTest(tglib.TGTestCase):
         # with every signal blocked, so SIGTERM and SIGHUP always reach the
         # loop; top -H and ps -L show them by name.
         want = {signal.SIGHUP, signal.SIGINT, signal.SIGTERM}
-        threads = {}
-        for tid in os.listdir("/proc/%d/task" % self.tg.pid):
-            base = "/proc/%d/task/%s/" % (self.tg.pid, tid)
-            with open(base + "comm") as f:
-                name = f.read().strip()
-            with open(base + "status") as f:
-                m = re.search(r"^SigBlk:\s*([0-9a-f]+)$", f.read(), re.M)
-            blocked = int(m.group(1), 16)
-            threads[name] = {s for s in want if blocked >> (s - 1) & 1}
-        for name in ("tg-ledger", "tg-checkpoint", "tg-reader"):
+        names = ("tg-ledger", "tg-checkpoint", "tg-reader")
+
+        def snapshot():
+            threads = {}
+            for tid in os.listdir("/proc/%d/task" % self.tg.pid):
+                base = "/proc/%d/task/%s/" % (self.tg.pid, tid)
+                try:
+                    with open(base + "comm") as f:
+                        name = f.read().strip()
+                    with open(base + "status") as f:
+                        m = re.search(r"^SigBlk:\s*([0-9a-f]+)$", f.read(),
+                                      re.M)
+                except FileNotFoundError:
+                    continue  # a thread that just ended
+                blocked = int(m.group(1), 16)
+                threads[name] = {s for s in want if blocked >> (s - 1) & 1}
+            return threads
+
+        # The threads may still be starting (the proxy listens before the
+        # admin reader runs, and a slow ASan build shows it): wait for all
+        # three names before judging their masks.
+        threads = tglib.wait_until(
+            lambda: (lambda t: t if all(n in t for n in names) else None)(
+                snapshot()), 10) or snapshot()
+        for name in names:
             self.assertIn(name, threads, sorted(threads))
             self.assertEqual(threads[name], want, name)
         self.assertEqual(threads.get("tollgate"), set(), sorted(threads))
