@@ -36,6 +36,7 @@
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
+#include "tollgate/reply.h"
 #include "tollgate/session.h"
 #include "tollgate/util.h"
 
@@ -153,13 +154,10 @@ admin_reply(struct admin_req *ar, int status, const char *ctype,
 void
 admin_reply_json(struct admin_req *ar, int status, cJSON *doc)
 {
-	char *s;
+	char *s = reply_json_take(doc);
 
-	if ((s = cJSON_PrintUnformatted(doc)) == NULL)
-		fatalx("%s: cJSON_PrintUnformatted", __func__);
-	cJSON_Delete(doc);
 	admin_reply(ar, status, NULL, s, strlen(s), NULL, NULL);
-	cJSON_free(s);
+	free(s);
 }
 
 /* {"error":msg[,"parameter":param]} as a string to free. */
@@ -167,18 +165,13 @@ static char *
 admin_error_body(const char *msg, const char *param)
 {
 	cJSON *doc;
-	char *s, *out;
 
 	if ((doc = cJSON_CreateObject()) == NULL ||
 	    cJSON_AddStringToObject(doc, "error", msg) == NULL ||
 	    (param != NULL &&
-		cJSON_AddStringToObject(doc, "parameter", param) == NULL) ||
-	    (s = cJSON_PrintUnformatted(doc)) == NULL)
+		cJSON_AddStringToObject(doc, "parameter", param) == NULL))
 		fatalx("%s: cJSON", __func__);
-	cJSON_Delete(doc);
-	out = xstrdup(s);
-	cJSON_free(s);
-	return (out);
+	return (reply_json_take(doc));
 }
 
 void
