@@ -280,6 +280,7 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
+	server_started(listener_port(proxy), admin_port());
 	for (i = 0; i < nitems(signos); i++) {
 		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
 		evsignal_add(sigs[i], NULL);

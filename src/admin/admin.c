@@ -518,8 +518,9 @@ ep_budgets(struct admin_req *ar)
 }
 
 /*
- * POST /v1/reload: what SIGHUP does, with the errors in the answer. A
- * refused reload keeps the running configuration.
+ * POST /v1/reload: what SIGHUP does, with the errors in the answer (or,
+ * when it is done, the warnings). A refused reload keeps the running
+ * configuration.
  */
 static void
 ep_reload(struct admin_req *ar)
@@ -546,6 +547,12 @@ ep_reload(struct admin_req *ar)
 		cJSON_AddStringToObject(doc, "status", "reloaded");
 		cJSON_AddNumberToObject(
 		    doc, "generation", (double)server_generation());
+		if (errs.ce_n > 0 &&
+		    (list = cJSON_AddArrayToObject(doc, "warnings")) == NULL)
+			fatalx("%s: cJSON", __func__);
+		for (i = 0; i < errs.ce_n; i++)
+			cJSON_AddItemToArray(
+			    list, cJSON_CreateString(errs.ce_msgs[i]));
 		cfgerrs_free(&errs);
 		admin_reply_json(ar, 200, doc);
 		return;
@@ -619,6 +626,13 @@ admin_start(
 		log_info("admin: no token configured; the admin API is open "
 			 "to local clients");
 	return (0);
+}
+
+/* The port the admin API listens on, or -1 when it is not started. */
+int
+admin_port(void)
+{
+	return (ad_listener != NULL ? listener_port(ad_listener) : -1);
 }
 
 /*

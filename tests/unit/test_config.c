@@ -1108,6 +1108,69 @@ test_find_upstream(void **state)
 	unload_text(dir, path);
 }
 
+/*
+ * A reload refuses what a half-written file looks like: no upstreams, or
+ * a top-level key the running file has gone missing or left empty.
+ */
+static void
+test_check_reload(void **state)
+{
+	static const struct {
+		const char *next;
+		const char *want[3]; /* substrings of the errors, in order */
+	} reloads[] = {
+	    {"listen: 127.0.0.1:1\n"
+	     "upstreams: {o: {type: openai, base_url: \"https://x.example\"}}\n"
+	     "policies: []\n",
+		{NULL}},
+	    {"",
+		{"no upstreams", "listen: is missing", "policies: is missing"}},
+	    {"listen: 127.0.0.1:1\nupstreams: {}\npolicies: []\n",
+		{"no upstreams"}},
+	    {"upstreams: {o: {type: openai, base_url: \"https://x.example\"}}\n"
+	     "policies: []\n",
+		{"listen: is missing"}},
+	    {"listen: 127.0.0.1:1\n"
+	     "upstreams: {o: {type: openai, base_url: \"https://x.example\"}}\n"
+	     "policies:\n",
+		{"policies: is missing or empty"}},
+	};
+	char dir[] = "/tmp/tg-test-config.XXXXXX", *path;
+	char dir2[sizeof(dir)], *path2;
+	struct cfgerrs errs = {NULL, 0};
+	struct config *run, *cf;
+	size_t i, k;
+
+	(void)state;
+	run =
+	    load_text("listen: 127.0.0.1:1\n"
+		      "upstreams: {o: {type: openai, base_url: "
+		      "\"https://x.example\"}}\n"
+		      "policies: [{name: p, match: {team: t}, killed: true}]\n",
+		dir, &path);
+	for (i = 0; i < nitems(reloads); i++) {
+		memcpy(dir2, dir, sizeof(dir2));
+		memcpy(dir2 + sizeof(dir2) - 7, "XXXXXX", 6);
+		cf = load_text(reloads[i].next, dir2, &path2);
+		assert_int_equal(config_check_reload(run, cf, &errs),
+		    reloads[i].want[0] == NULL ? 0 : -1);
+		for (k = 0; k < nitems(reloads[i].want) && reloads[i].want[k];
+		     k++)
+			if (k >= errs.ce_n ||
+			    strstr(errs.ce_msgs[k], reloads[i].want[k]) == NULL)
+				fail_msg(
+				    "case %zu: error %zu is '%s', want '%s'", i,
+				    k, k < errs.ce_n ? errs.ce_msgs[k] : "",
+				    reloads[i].want[k]);
+		assert_int_equal(errs.ce_n, k);
+		cfgerrs_free(&errs);
+		config_unref(cf);
+		unload_text(dir2, path2);
+	}
+	config_unref(run);
+	unload_text(dir, path);
+}
+
 static void
 test_type_names(void **state)
 {
@@ -1150,7 +1213,7 @@ test_refcount(void **state)
 int
 main(void)
 {
-	static struct CMUnitTest tests[nitems(cases) + 7];
+	static struct CMUnitTest tests[nitems(cases) + 8];
 	size_t i, n = 0;
 
 	for (i = 0; i < nitems(cases); i++) {
@@ -1164,6 +1227,7 @@ main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_errors_append);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_find_upstream);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_type_names);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_check_reload);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_refcount);
 	tests[n++] =
 	    (struct CMUnitTest)cmocka_unit_test(test_missing_prices_file);
