@@ -10,9 +10,12 @@
  * section is one more table here plus, when its shape is unusual, one
  * callback.
  */
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -621,6 +624,37 @@ config_free(struct config *cf)
 }
 
 /*
+ * Can the price file that prices: names be read? Said at the prices: value
+ * when it cannot (the file's own errors carry its own positions), so a
+ * missing file is reported at the line that names it. 1 if it can, or when
+ * the path is the default one beside the file (no key to point at).
+ */
+static int
+prices_readable(
+    struct cfgctx *cx, const struct ynode *n, const struct config *cf)
+{
+	struct stat st;
+	char buf[160];
+
+	if (n == NULL || n->yn_type != YN_SCALAR)
+		return (1);
+	if (stat(cf->cf_prices_path, &st) == -1) {
+		cfg_error(cx, n, "prices: cannot read '%s': %s",
+		    cfg_esc(buf, sizeof(buf), cf->cf_prices_path,
+			strlen(cf->cf_prices_path)),
+		    strerror(errno));
+		return (0);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		cfg_error(cx, n, "prices: '%s' is not a regular file",
+		    cfg_esc(buf, sizeof(buf), cf->cf_prices_path,
+			strlen(cf->cf_prices_path)));
+		return (0);
+	}
+	return (1);
+}
+
+/*
  * Which top-level keys the file sets, a bit per top_keys entry. A key
  * with nothing under it ("policies:" and the end of the file) counts as
  * absent: that is what a file cut short while it was written looks like.
@@ -707,6 +741,7 @@ config_load(const char *path, struct cfgerrs *errs)
 	memset(&cx, 0, sizeof(cx));
 	cx.cx_file = path;
 	cx.cx_errs = errs;
+	cx.cx_sort = 1;
 	if ((slash = strrchr(path, '/')) == NULL)
 		cx.cx_dir = xstrdup(".");
 	else if (slash == path)
@@ -743,7 +778,9 @@ config_load(const char *path, struct cfgerrs *errs)
 			cf->cf_prices_path = NULL;
 		}
 	}
-	if (cf->cf_prices_path != NULL && cx.cx_nerr == 0 &&
+	if (cf->cf_prices_path != NULL &&
+	    prices_readable(&cx, cfg_value(root, "prices"), cf) &&
+	    cx.cx_nerr == 0 &&
 	    (cf->cf_prices = pricing_load(cf->cf_prices_path, errs)) == NULL)
 		cx.cx_nerr++;
 	if (cf->cf_policies == NULL)
@@ -755,11 +792,13 @@ config_load(const char *path, struct cfgerrs *errs)
 	if (cx.cx_nerr != 0)
 		goto fail;
 
+	cfg_sort_errors(&cx);
 	ynode_free(root);
 	free(buf);
 	free(cx.cx_dir);
 	return (cf);
 fail:
+	cfg_sort_errors(&cx);
 	if (cf != NULL)
 		config_free(cf);
 	ynode_free(root);
