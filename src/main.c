@@ -91,6 +91,12 @@ cmd_check(const char *path)
 
 	if ((cf = load_or_report(path, 0)) == NULL)
 		return (1);
+	/* Valid, but a reload would refuse it: say why before it is used. */
+	if (cf->cf_nupstreams == 0)
+		fprintf(stderr,
+		    "%s: warning: no upstreams: every call would be answered "
+		    "404, and a reload refuses such a file\n",
+		    path);
 	config_unref(cf);
 	printf("configuration OK\n");
 	return (0);
@@ -290,6 +296,9 @@ cmd_serve(int foreground)
 	    TOLLGATE_VERSION, config_path, server_generation(),
 	    cf->cf_prices != NULL ? pricing_version(cf->cf_prices) : "none",
 	    cf->cf_ledger_path);
+	if (cf->cf_nupstreams == 0)
+		log_warnx("no upstreams in %s: every call is answered 404",
+		    config_path);
 	if (cf->cf_prices == NULL)
 		log_warnx("no price table (prices.yaml): every call is %s",
 		    cf->cf_unknown_model == UNKNOWN_MODEL_REFUSE

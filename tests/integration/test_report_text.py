@@ -332,6 +332,44 @@ class ReportTextTest(ledgerlib.MeterTestCase):
                   if not line.startswith("-")}
         self.assertEqual(len(widths), 1, out)
 
+    # -- log lines ---------------------------------------------------------
+
+    def test_kill_reason_cannot_forge_log_lines(self):
+        """A kill_reason holding a newline (from the file, or a kill an
+        older version kept) is escaped in the line that says which calls
+        it stopped."""
+        tg = self.start_tg()
+        c = self.raw(tg.port, timeout=30)
+        c.send(tglib.build_request(
+            "POST", "/v1/chat/completions",
+            tglib.openai_chat(ledgerlib.marker(), stream=True),
+            [JSON_CT, ("X-Tollgate-Team", "victim"),
+             ("x-fake-events", "40"), ("x-fake-pace-ms", "100")]))
+        resp = tglib.Response()
+        self.assertTrue(c.read_head(resp, time.monotonic() + 10), resp)
+        self.assertEqual(resp.status, 200, resp)
+        ex = ledgerlib.metering_extra(attribution={
+            "headers": ["intent", "team", "tenant", "agent_class"]})
+        ex["policies"] = [{
+            "name": "stop-victim", "match": {"team": "victim"},
+            "killed": True,
+            "kill_reason": "runaway\n2026-01-01T00:00:00.000Z info: forged"}]
+        text = tglib.make_config(ledgerlib.metering_upstreams(self.fp.port),
+                                 extra=ex)
+        # make_config writes plain scalars: quote the reason, with \n.
+        text = text.replace(
+            "kill_reason: runaway\n2026-01-01T00:00:00.000Z info: forged",
+            'kill_reason: "runaway\\n2026-01-01T00:00:00.000Z info: '
+            'forged"')
+        self.assertIn('\\n2026', text)
+        tg.write_config(text)
+        tg.hup()
+        self.assertTrue(tg.wait_log(r"session \d+: stopped: ", 10),
+                        "the stream was not stopped:\n" + tg.log()[-2000:])
+        self.assertNotRegex(tg.log(), r"(?m)^2026-01-01T00:00:00\.000Z",
+                            "a kill_reason started a log line of its own")
+        self.assertRegex(tg.log(), r"stopped: .*runaway\\x0a2026")
+
     # -- values a client sends ------------------------------------------
 
     def test_values_that_are_not_utf8_are_refused(self):
