@@ -230,11 +230,16 @@ class ReportTextTest(ledgerlib.MeterTestCase):
 
         hook = Receiver()
         self.receivers.append(hook)
+        # A budget per team, rebuilt from the ledger at start: its scopes
+        # carry the stored team values.
         tg = self.start_tg(name="tollgate2", extra={"alerts": {"webhooks": [
             {"url": "http://127.0.0.1:%d/json" % hook.port,
              "format": "json"},
             {"url": "http://127.0.0.1:%d/slack" % hook.port,
-             "format": "slack"}]}})
+             "format": "slack"}]},
+            "policies": [{"name": "per-team", "match":
+                          {"agent_class": "seeded"}, "per": ["team"],
+                          "window": "total", "hard_cap_usd": 100}]})
 
         # /v1/spend JSON and CSV.
         r = self.admin(tg, "GET",
@@ -299,7 +304,9 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         # /v1/budgets and /metrics.
         r = self.admin(tg, "GET", "/v1/budgets")
         self.assertEqual(r.status, 200, r)
-        strict_json(r.body, "/v1/budgets")
+        budgets = strict_json(r.body, "/v1/budgets")
+        self.assertIn("t" + FFFD + FFFD + "am", json.dumps(
+            budgets, ensure_ascii=False), budgets)
         r = self.admin(tg, "GET", "/metrics")
         self.assertEqual(r.status, 200, r)
         strict_text(r.body, "/metrics")
