@@ -113,8 +113,12 @@ spend_out_json_str(struct spend_out *o, const char *s)
 	spend_out_add(o, "\"", 1);
 	while (i < len) {
 		c = (unsigned char)s[i];
-		if (c >= 0x20 && c != '"' && c != '\\' &&
-		    (n = utf8_seqlen(s + i, len - i)) > 0) {
+		/* Plain ASCII, by far the most common, without a call. */
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+			i++;
+			continue;
+		}
+		if (c >= 0x80 && (n = utf8_seqlen(s + i, len - i)) > 0) {
 			i += n;
 			continue;
 		}
@@ -154,8 +158,12 @@ text_width(const char *s)
 	size_t len = strlen(s), i = 0, w = 0, n;
 
 	while (i < len) {
-		n = utf8_seqlen(s + i, len - i);
-		i += n > 0 ? n : 1;
+		if ((unsigned char)s[i] < 0x80)
+			i++;
+		else {
+			n = utf8_seqlen(s + i, len - i);
+			i += n > 0 ? n : 1;
+		}
 		w++;
 	}
 	return (w);
@@ -171,23 +179,27 @@ text_width(const char *s)
 void
 spend_out_cell(struct spend_out *o, const char *s, int width)
 {
-	size_t len = strlen(s), w, i, n, shown = text_width(s);
+	size_t len = strlen(s), w, i, n, run, shown = text_width(s);
 	unsigned char c;
 
 	w = (size_t)(width < 0 ? -width : width);
 	for (i = shown; width > 0 && i < w; i++)
 		spend_out_add(o, " ", 1);
-	for (i = 0; i<len; i += n> 0 ? n : 1) {
+	for (i = run = 0; i < len; i += n) {
 		c = (unsigned char)s[i];
-		n = utf8_seqlen(s + i, len - i);
-		if (c < 0x20 || c == 0x7f ||
-		    (n == 2 && c == 0xc2 && (unsigned char)s[i + 1] < 0xa0))
-			spend_out_add(o, "?", 1);
-		else if (n == 0)
+		n = c >= 0x20 && c < 0x7f ? 1 : utf8_seqlen(s + i, len - i);
+		if (c >= 0x20 && c != 0x7f && n > 0 &&
+		    !(n == 2 && c == 0xc2 && (unsigned char)s[i + 1] < 0xa0))
+			continue; /* shown as it is */
+		spend_out_add(o, s + run, i - run);
+		if (n == 0) {
 			spend_out_add(o, UTF8_REPLACEMENT, 3);
-		else
-			spend_out_add(o, s + i, n);
+			n = 1;
+		} else
+			spend_out_add(o, "?", 1);
+		run = i + n;
 	}
+	spend_out_add(o, s + run, len - run);
 	for (i = shown; width < 0 && i < w; i++)
 		spend_out_add(o, " ", 1);
 }
@@ -218,22 +230,27 @@ csv_formula(const char *s)
 static void
 csv_field(struct spend_out *o, const char *s)
 {
-	size_t len = strlen(s), i, n;
+	size_t len = strlen(s), i, n, run;
 	int formula = csv_formula(s), quote;
 
 	quote = formula || strpbrk(s, ",\"\r\n") != NULL ||
 	    (len > 0 && (s[0] == ' ' || s[len - 1] == ' '));
 	if (quote)
 		spend_out_add(o, formula ? "\"'" : "\"", formula ? 2 : 1);
-	for (i = 0; i<len; i += n> 0 ? n : 1) {
-		n = utf8_seqlen(s + i, len - i);
-		if (n == 0)
+	for (i = run = 0; i < len; i += n) {
+		n = (unsigned char)s[i] < 0x80 ? 1
+					       : utf8_seqlen(s + i, len - i);
+		if (n > 0 && s[i] != '"')
+			continue;
+		spend_out_add(o, s + run, i - run);
+		if (n == 0) {
 			spend_out_add(o, UTF8_REPLACEMENT, 3);
-		else if (s[i] == '"')
+			n = 1;
+		} else
 			spend_out_add(o, "\"\"", 2);
-		else
-			spend_out_add(o, s + i, n);
+		run = i + n;
 	}
+	spend_out_add(o, s + run, len - run);
 	if (quote)
 		spend_out_add(o, "\"", 1);
 }
