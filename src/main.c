@@ -91,12 +91,6 @@ cmd_check(const char *path)
 
 	if ((cf = load_or_report(path, 0)) == NULL)
 		return (1);
-	/* Valid, but a reload would refuse it: say why before it is used. */
-	if (cf->cf_nupstreams == 0)
-		fprintf(stderr,
-		    "%s: warning: no upstreams: every call would be answered "
-		    "404, and a reload refuses such a file\n",
-		    path);
 	config_unref(cf);
 	printf("configuration OK\n");
 	return (0);

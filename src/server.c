@@ -20,7 +20,6 @@
 #include "tollgate/policy.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
-#include "tollgate/util.h"
 
 static struct config *server_cf;
 static unsigned long long server_gen;
@@ -100,14 +99,13 @@ static void
 reload_warn(struct cfgerrs *errs, const char *fmt, ...)
 {
 	va_list ap;
-	char *msg;
+	char msg[1024];
 
 	va_start(ap, fmt);
-	xvasprintf(&msg, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_warnx("reload: %s", msg);
 	cfgerrs_add(errs, "%s", msg);
-	free(msg);
 }
 
 /*

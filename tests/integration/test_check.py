@@ -250,15 +250,6 @@ class CheckTest(tglib.TGTestCase):
         self.assertEqual(got, sorted(got), "not in file order:\n" + err)
         self.assertEqual({l for l, _ in got}, {1, 3, 8, 10, 11, 13}, err)
 
-    def test_no_upstreams_warned(self):
-        # Valid, and so OK, but said: a reload would refuse it.
-        rc, out, err, path = tglib.run_check("", self.tmp)
-        self.assertEqual(rc, 0, err)
-        self.assertIn("configuration OK", out)
-        self.assertIn("warning: no upstreams", err)
-        rc, out, err, path = tglib.run_check(GOOD, self.tmp)
-        self.assertNotIn("warning", err)
-
     def test_missing_file(self):
         path = os.path.join(self.tmp, "does-not-exist.yaml")
         import subprocess
