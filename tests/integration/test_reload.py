@@ -48,6 +48,9 @@ class ReloadTest(tglib.TGTestCase):
         m = tglib.wait_until(lambda: ADMIN_RE.search(self.tg.stderr()), 10)
         self.assertTrue(m, "no 'admin listening on' line")
         self.tg.admin_port = int(m.group(1))
+        # Signals are handled from the 'started' line on; a SIGHUP before
+        # it would end the process.
+        self.assertTrue(self.tg.wait_log(r"tollgate \S+ started", 10))
 
     # -- helpers ----------------------------------------------------------
 

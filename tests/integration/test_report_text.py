@@ -117,6 +117,8 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
+        # Signals are handled from the 'started' line on.
+        self.assertTrue(tg.wait_log(r"tollgate \S+ started", 10))
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
                                                     "data/ledger.db"))
         return tg
