@@ -264,10 +264,22 @@ cmd_serve(int foreground)
 	resume_alerts(cf);
 	session_setup(base);
 	session_policy_setup(base);
+	/*
+	 * Before the first listener says where it listens: a SIGHUP or
+	 * SIGTERM sent on that line (a deploy tool that starts tollgate and
+	 * reloads it at once) must be a reload or a drain, not the default
+	 * action that ends the process. It is handled when the loop runs.
+	 */
+	for (i = 0; i < nitems(signos); i++) {
+		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
+		evsignal_add(sigs[i], NULL);
+	}
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
 		 &session_listener_ops, "proxy")) == NULL ||
 	    admin_start(base, cf, config_path) == -1) {
+		for (i = 0; i < nitems(signos); i++)
+			event_free(sigs[i]);
 		listener_free(proxy);
 		session_policy_shutdown();
 		enforce_stop();
@@ -281,10 +293,6 @@ cmd_serve(int foreground)
 		return (1);
 	}
 	server_started(listener_port(proxy), admin_port());
-	for (i = 0; i < nitems(signos); i++) {
-		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
-		evsignal_add(sigs[i], NULL);
-	}
 	log_info("tollgate %s started (configuration %s, generation %llu, "
 		 "prices %s, ledger %s)",
 	    TOLLGATE_VERSION, config_path, server_generation(),

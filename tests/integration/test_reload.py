@@ -12,7 +12,9 @@ on every reload, not only the first."""
 
 import json
 import re
+import signal
 import socket
+import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -165,6 +167,43 @@ class ReloadTest(tglib.TGTestCase):
         self.assertRegex(log, r"warn: reload: the new configuration has no "
                          r"policies: all 1 policies are removed")
         self.assertEqual(self.chat("stopped").status, 200)
+
+    # -- a signal on the first line -------------------------------------
+
+    def started_and_signalled(self, name, sig):
+        """A tollgate sent sig the moment it says where it listens, as a
+        deploy tool that starts it and reloads or stops it at once."""
+        tg = tglib.Tollgate(self.tmp, tglib.make_config(self.ups),
+                            name=name, wait=False)
+        self._procs.append(tg)
+        deadline = time.monotonic() + 15
+        while "proxy listening on" not in tg.stderr():
+            self.assertLess(time.monotonic(), deadline,
+                            "%s never listened:\n%s" % (name, tg.stderr()))
+            self.assertTrue(tg.alive(), tg.stderr())
+            time.sleep(0.0005)
+        tg.signal(sig)
+        return tg
+
+    def test_signal_right_after_start(self):
+        """Signals are handled from before the first listener is
+        announced: a SIGHUP on that line is a reload (it used to end the
+        process most of the time), a SIGTERM a clean drain and exit 0."""
+        for i in range(5):
+            tg = self.started_and_signalled("hup%d" % i, signal.SIGHUP)
+            self.assertTrue(tg.wait_log(r"configuration reloaded", 10),
+                            "attempt %d: no reload; exit %r:\n%s" %
+                            (i, tg.returncode, tg.stderr()))
+            self.assertTrue(tg.alive(), "attempt %d: tollgate ended" % i)
+            tg.wait_listening()
+            r = self.call(tg.port, "POST", "/v1/chat/completions",
+                          tglib.openai_chat(new_marker()), [JSON_CT])
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(tg.stop(), 0)
+        for i in range(3):
+            tg = self.started_and_signalled("term%d" % i, signal.SIGTERM)
+            self.assertEqual(tg.wait(15), 0, "attempt %d: exit code:\n%s" %
+                             (i, tg.stderr()))
 
     # -- what the messages say --------------------------------------------
 
