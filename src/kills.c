@@ -174,16 +174,19 @@ kills_json(const struct kill *k)
 	return (o);
 }
 
-/* A string the kills table and a log line can carry: no control bytes. */
+/*
+ * A string the kills table, a log line and every JSON answer that shows
+ * the kill can carry: UTF-8 without control bytes.
+ */
 static int
 text_ok(const char *s, size_t max)
 {
 	size_t n = 0;
 
-	for (; *s != '\0'; s++, n++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+	for (; s[n] != '\0'; n++)
+		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
 			return (0);
-	return (n <= max);
+	return (n <= max && utf8_valid(s, n));
 }
 
 /* A random id "k_" + 16 hex that no kill in the list has. */
@@ -257,7 +260,8 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		any = 1;
 		if (!text_ok(match[a], POLICY_GLOB_MAX)) {
 			xasprintf(why,
-			    "match.%s: at most %d bytes, no control characters",
+			    "match.%s: at most %d bytes of UTF-8, no control "
+			    "characters",
 			    attr_names[a], POLICY_GLOB_MAX);
 			return (-1);
 		}
@@ -269,7 +273,8 @@ kills_add(const char *const *match, const char *reason, const char *source,
 	}
 	if (!text_ok(reason, KILL_REASON_MAX)) {
 		xasprintf(why,
-		    "reason: at most %d bytes, no control characters",
+		    "reason: at most %d bytes of UTF-8, no control "
+		    "characters",
 		    KILL_REASON_MAX);
 		return (-1);
 	}

@@ -264,10 +264,22 @@ cmd_serve(int foreground)
 	resume_alerts(cf);
 	session_setup(base);
 	session_policy_setup(base);
+	/*
+	 * Before the first listener says where it listens: a SIGHUP or
+	 * SIGTERM sent on that line (a deploy tool that starts tollgate and
+	 * reloads it at once) must be a reload or a drain, not the default
+	 * action that ends the process. It is handled when the loop runs.
+	 */
+	for (i = 0; i < nitems(signos); i++) {
+		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
+		evsignal_add(sigs[i], NULL);
+	}
 	server_set_config(cf);
 	if ((proxy = listener_new(base, cf->cf_listen_host, cf->cf_listen_port,
 		 &session_listener_ops, "proxy")) == NULL ||
 	    admin_start(base, cf, config_path) == -1) {
+		for (i = 0; i < nitems(signos); i++)
+			event_free(sigs[i]);
 		listener_free(proxy);
 		session_policy_shutdown();
 		enforce_stop();
@@ -280,15 +292,15 @@ cmd_serve(int foreground)
 		event_base_free(base);
 		return (1);
 	}
-	for (i = 0; i < nitems(signos); i++) {
-		sigs[i] = evsignal_new(base, signos[i], signal_cb, NULL);
-		evsignal_add(sigs[i], NULL);
-	}
+	server_started(listener_port(proxy), admin_port());
 	log_info("tollgate %s started (configuration %s, generation %llu, "
 		 "prices %s, ledger %s)",
 	    TOLLGATE_VERSION, config_path, server_generation(),
 	    cf->cf_prices != NULL ? pricing_version(cf->cf_prices) : "none",
 	    cf->cf_ledger_path);
+	if (cf->cf_nupstreams == 0)
+		log_warnx("no upstreams in %s: every call is answered 404",
+		    config_path);
 	if (cf->cf_prices == NULL)
 		log_warnx("no price table (prices.yaml): every call is %s",
 		    cf->cf_unknown_model == UNKNOWN_MODEL_REFUSE

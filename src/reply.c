@@ -183,7 +183,14 @@ reply_error_json(enum api_family family, int status, const char *code,
 	return (root);
 }
 
-/* Print and free a tree; the result is an allocated string. */
+/*
+ * Print and free a tree; the result is an allocated string. cJSON copies
+ * a string's bytes as they are, so any byte that is not part of UTF-8 (a
+ * stored kill reason, a client's key name echoed in an error) is printed
+ * as U+FFFD here: every JSON document tollgate builds with cJSON, on
+ * either port, is printed by this function. Outside strings JSON is
+ * ASCII, so this cannot change the document's structure.
+ */
 char *
 reply_json_take(cJSON *root)
 {
@@ -192,7 +199,7 @@ reply_json_take(cJSON *root)
 	if ((out = cJSON_PrintUnformatted(root)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted failed", __func__);
 	cJSON_Delete(root);
-	ret = xstrdup(out);
+	ret = utf8_dup(out);
 	cJSON_free(out);
 	return (ret);
 }

@@ -46,9 +46,15 @@ pathchar(int c)
 
 /*
  * Split a request-target into a normalised path and a query. The path is
- * percent-decoded, `//` runs are collapsed, and it is refused (-1) when it
- * is not origin-form, has a fragment, decodes to a separator, a dot, NUL
- * or a character that would need encoding, or has a `.` or `..` segment.
+ * percent-decoded and a leading run of slashes is read as one (a base URL
+ * given with a trailing slash); it is refused (-1) when it is not
+ * origin-form, has a fragment, a bad escape, a raw byte outside RFC
+ * 3986's pchar, an escape that decodes to a separator, a dot or NUL, or a
+ * `.` or `..` segment. Every other slash is kept, so an empty segment
+ * stays a segment: collapsing it would move the segments after it, and a
+ * name would be read from the wrong one. Other decoded bytes (a space, a
+ * byte of UTF-8) are kept too: no route has them, and a name that holds
+ * one is refused by route_match with a message that says so.
  * The query is kept as received (it may hold `alt=sse` or `api-version`).
  */
 int
@@ -83,12 +89,12 @@ route_normalize(const char *target, char **pathp, char **queryp)
 			c = hi * 16 + lo;
 			i += 2;
 			/* An encoded separator or dot is never legitimate. */
-			if (c == '/' || c == '.' || c == '\\' || !pathchar(c))
+			if (c == '/' || c == '.' || c == '\\' || c == '\0')
 				goto bad;
 		} else if (!pathchar(c))
 			goto bad;
-		if (c == '/' && o > 0 && path[o - 1] == '/')
-			continue;
+		else if (c == '/' && o == 1)
+			continue; /* "//v1/..." is "/v1/..." */
 		path[o++] = (char)c;
 	}
 	path[o] = '\0';
@@ -110,13 +116,24 @@ bad:
 	return (-1);
 }
 
+/*
+ * The segments of a normalised path, empty ones included: "/v1//x" is
+ * "v1", "" and "x"; a trailing slash is an empty last segment; "/" has
+ * none. A path deeper than ROUTE_MAX_SEGMENTS matches nothing.
+ */
 static void
 split(const char *path, struct segs *sg)
 {
 	const char *p = path + 1, *slash;
 
 	sg->n = 0;
-	while (*p != '\0' && sg->n < ROUTE_MAX_SEGMENTS) {
+	if (*p == '\0')
+		return;
+	for (;;) {
+		if (sg->n == ROUTE_MAX_SEGMENTS) {
+			sg->n = ROUTE_MAX_SEGMENTS + 1;
+			return;
+		}
 		slash = strchr(p, '/');
 		sg->s[sg->n] = p;
 		sg->len[sg->n] =
@@ -125,17 +142,18 @@ split(const char *path, struct segs *sg)
 		if (slash == NULL)
 			return;
 		p = slash + 1;
-		if (*p == '\0') {
-			/* A trailing slash is an empty last segment. */
-			if (sg->n < ROUTE_MAX_SEGMENTS) {
-				sg->s[sg->n] = p;
-				sg->len[sg->n++] = 0;
-			}
-			return;
-		}
 	}
-	if (*p != '\0')
-		sg->n = ROUTE_MAX_SEGMENTS + 1; /* too deep: matches nothing */
+}
+
+static int
+has_empty_segment(const struct segs *sg)
+{
+	size_t i;
+
+	for (i = 0; i < sg->n && i < ROUTE_MAX_SEGMENTS; i++)
+		if (sg->len[i] == 0)
+			return (1);
+	return (0);
 }
 
 static int
@@ -145,16 +163,31 @@ segeq(const struct segs *sg, size_t i, const char *lit)
 	    memcmp(sg->s[i], lit, sg->len[i]) == 0);
 }
 
+/* isalnum in the C locale, whatever the locale is. */
+static int
+asciialnum(char c)
+{
+	return ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'));
+}
+
+/*
+ * A model or deployment name taken from the path is recorded, priced and
+ * forwarded, so it must be a plain name: a letter or digit, then letters,
+ * digits, '-', '_' or '.'. That leaves out the empty name of "//", "."
+ * and "..", and any byte an escape decoded to that is not one of those
+ * (control bytes, spaces, anything that is not ASCII).
+ */
 static int
 modelname_ok(const char *s, size_t len)
 {
 	size_t i;
 
-	if (len == 0 || len >= ROUTE_MODEL_MAX)
+	if (len == 0 || len >= ROUTE_MODEL_MAX || !asciialnum(s[0]))
 		return (0);
 	for (i = 0; i < len; i++) {
-		if (!isalnum((unsigned char)s[i]) &&
-		    strchr("-._", s[i]) == NULL)
+		if (!asciialnum(s[i]) && s[i] != '-' && s[i] != '_' &&
+		    s[i] != '.')
 			return (0);
 	}
 	return (1);
@@ -173,11 +206,14 @@ struct match {
 	enum endpoint ep;
 	int get; /* the route takes GET, not POST */
 	char model[ROUTE_MODEL_MAX];
+	const char *bad; /* "model" or "deployment" when that name is bad */
+	size_t badlen; /* and its length */
 };
 
 /*
  * Match segments [first, n) against the table. Returns 1 and fills m on a
- * match, 0 otherwise.
+ * match, 0 otherwise, and -1 when the path has a route's shape but the
+ * name it carries is not a plain name (m->kind and m->bad say which).
  */
 static int
 table_match(const struct segs *sg, size_t first, struct match *m)
@@ -240,8 +276,6 @@ table_match(const struct segs *sg, size_t first, struct match *m)
 		if (colon == NULL)
 			return (0);
 		mlen = (size_t)(colon - last);
-		if (!modelname_ok(last, mlen))
-			return (0);
 		colon++;
 		lastlen -= mlen + 1;
 		m->kind = KIND_GEMINI;
@@ -257,6 +291,11 @@ table_match(const struct segs *sg, size_t first, struct match *m)
 			m->ep = EP_GEMINI_EMBED;
 		else
 			return (0);
+		if (!modelname_ok(last, mlen)) {
+			m->bad = "model";
+			m->badlen = mlen;
+			return (-1);
+		}
 		memcpy(m->model, last, mlen);
 		m->model[mlen] = '\0';
 		return (1);
@@ -264,8 +303,6 @@ table_match(const struct segs *sg, size_t first, struct match *m)
 
 	if (segeq(sg, first, "openai") && n >= 4 &&
 	    segeq(sg, first + 1, "deployments")) {
-		if (!modelname_ok(sg->s[first + 2], sg->len[first + 2]))
-			return (0);
 		m->kind = KIND_AZURE;
 		if (n == 5 && segeq(sg, first + 3, "chat") &&
 		    segeq(sg, first + 4, "completions"))
@@ -276,6 +313,11 @@ table_match(const struct segs *sg, size_t first, struct match *m)
 			m->ep = EP_EMBEDDINGS;
 		else
 			return (0);
+		if (!modelname_ok(sg->s[first + 2], sg->len[first + 2])) {
+			m->bad = "deployment";
+			m->badlen = sg->len[first + 2];
+			return (-1);
+		}
 		memcpy(m->model, sg->s[first + 2], sg->len[first + 2]);
 		m->model[sg->len[first + 2]] = '\0';
 		return (1);
@@ -367,7 +409,7 @@ route_match(const struct config *cf, const char *method, const char *target,
 	split(path, &sg);
 
 	found = table_match(&sg, 0, &m);
-	if (found) {
+	if (found == 1) {
 		name = kind_default_upstream(m.kind);
 		uc = config_find_upstream(cf, name, strlen(name));
 		if (uc == NULL || !kind_serves(m.kind, uc->uc_type)) {
@@ -385,20 +427,44 @@ route_match(const struct config *cf, const char *method, const char *target,
 			free(query);
 			return (ROUTE_NO_UPSTREAM);
 		}
-	} else if (sg.n >= 2 && sg.n <= ROUTE_MAX_SEGMENTS &&
+	} else if (found == 0 && sg.n >= 2 && sg.n <= ROUTE_MAX_SEGMENTS &&
 	    (uc = config_find_upstream(cf, sg.s[0], sg.len[0])) != NULL) {
 		first = 1;
 		found = table_match(&sg, 1, &m);
-		if (found && !kind_serves(m.kind, uc->uc_type) &&
+		if (found != 0 && !kind_serves(m.kind, uc->uc_type) &&
 		    !anthropic_models(&m, uc->uc_type))
 			found = 0;
-		if (found && m.ep == EP_MODELS &&
+		if (found == 1 && m.ep == EP_MODELS &&
 		    uc->uc_type == UPSTREAM_ANTHROPIC)
 			m.kind = KIND_ANTHROPIC;
 	}
-	if (!found) {
+	if (found == -1) {
+		/* Refused, not routed elsewhere: the name is never
+		 * forwarded, priced or recorded. */
+		if (why != NULL && m.badlen == 0)
+			xasprintf(why,
+			    "the %s name in the path is empty (a '//' where "
+			    "the name goes)",
+			    m.bad);
+		else if (why != NULL)
+			xasprintf(why,
+			    "the %s name in the path must be a plain name: a "
+			    "letter or digit, then letters, digits, '-', '_' "
+			    "or '.' (at most %d)",
+			    m.bad, ROUTE_MODEL_MAX - 1);
+		rt->rt_family = kind_family(m.kind);
+		free(path);
+		free(query);
+		return (ROUTE_BAD_NAME);
+	}
+	if (found == 0) {
 		if (why != NULL)
-			xasprintf(why, "no such route");
+			xasprintf(why, "%s",
+			    has_empty_segment(&sg)
+				? "no such route (the path has an empty "
+				  "segment: a '//' inside it or a '/' at its "
+				  "end)"
+				: "no such route");
 		free(path);
 		free(query);
 		return (ROUTE_NOT_FOUND);

@@ -3,8 +3,13 @@
  * The configuration in force. A reload swaps the pointer and bumps the
  * generation (memcached's proxy_config.c); sessions keep a reference to the
  * config they started with, so the old one lives until its last call ends.
+ * A reload refuses a file that looks half-written, says loudly what it
+ * removes, and compares the parts read only at start with the values the
+ * daemon really started with (the ports its listeners got included).
  */
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,11 +17,21 @@
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
+#include "tollgate/policy.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 
 static struct config *server_cf;
 static unsigned long long server_gen;
+
+/*
+ * What was read at start only, and is in force until a restart whatever
+ * later reloads say: the configuration the daemon started with, and the
+ * ports its listeners were given (the ones picked when 0 was asked).
+ */
+static struct config *server_boot;
+static int server_proxy_port = -1;
+static int server_admin_port = -1;
 
 /* The current configuration (borrowed; take a reference to keep it). */
 struct config *
@@ -25,7 +40,10 @@ server_config(void)
 	return (server_cf);
 }
 
-/* Make cf current, taking over the caller's reference; NULL releases. */
+/*
+ * Make cf current, taking over the caller's reference; NULL releases it
+ * and what server_started kept.
+ */
 void
 server_set_config(struct config *cf)
 {
@@ -36,6 +54,25 @@ server_set_config(struct config *cf)
 		cf->cf_generation = ++server_gen;
 	if (old != NULL)
 		config_unref(old);
+	if (cf == NULL) {
+		config_unref(server_boot);
+		server_boot = NULL;
+		server_proxy_port = server_admin_port = -1;
+	}
+}
+
+/*
+ * The listeners are up: keep the current configuration as the one whose
+ * start-only parts are in force, and the ports the listeners got, so a
+ * reload's messages name what is really in use.
+ */
+void
+server_started(int proxy_port, int admin_port)
+{
+	config_unref(server_boot);
+	server_boot = server_cf != NULL ? config_ref(server_cf) : NULL;
+	server_proxy_port = proxy_port;
+	server_admin_port = admin_port;
 }
 
 /* The generation of the current configuration. */
@@ -45,12 +82,144 @@ server_generation(void)
 	return (server_gen);
 }
 
+/* HOST:PORT, with an IPv6 host in brackets. */
+static const char *
+hostport(char *buf, size_t len, const char *host, int port)
+{
+	snprintf(buf, len, strchr(host, ':') != NULL ? "[%s]:%d" : "%s:%d",
+	    host, port);
+	return (buf);
+}
+
+/* Say it in the log and in errs, where POST /v1/reload shows it. */
+static void reload_warn(struct cfgerrs *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+reload_warn(struct cfgerrs *errs, const char *fmt, ...)
+{
+	va_list ap;
+	char msg[1024];
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_warnx("reload: %s", msg);
+	cfgerrs_add(errs, "%s", msg);
+}
+
+/*
+ * Parts read at start only (listen, admin, ledger, timezone) keep the
+ * values the daemon started with: compare the new file with those, not
+ * with the last reload, and name the address actually listened on.
+ */
+static void
+reload_start_only(const struct config *cf, struct cfgerrs *errs)
+{
+	const struct config *b = server_boot;
+	char want[96], have[96], asked[96];
+
+	if (b == NULL)
+		return;
+	if ((cf->cf_timezone == NULL) != (b->cf_timezone == NULL) ||
+	    (cf->cf_timezone != NULL &&
+		strcmp(cf->cf_timezone, b->cf_timezone) != 0))
+		reload_warn(errs,
+		    "a new timezone needs a restart; budget windows keep %s",
+		    b->cf_timezone != NULL ? b->cf_timezone : "UTC");
+	/* Unchanged, or naming the port that 0 picked at start, is fine. */
+	if ((strcmp(cf->cf_listen_host, b->cf_listen_host) != 0 ||
+		(cf->cf_listen_port != b->cf_listen_port &&
+		    cf->cf_listen_port != server_proxy_port)) &&
+	    server_proxy_port >= 0) {
+		hostport(
+		    want, sizeof(want), cf->cf_listen_host, cf->cf_listen_port);
+		hostport(
+		    have, sizeof(have), b->cf_listen_host, server_proxy_port);
+		hostport(
+		    asked, sizeof(asked), b->cf_listen_host, b->cf_listen_port);
+		reload_warn(errs,
+		    "listen %s needs a restart; still listening on %s%s%s%s",
+		    want, have,
+		    b->cf_listen_port != server_proxy_port ? " (asked for "
+							   : "",
+		    b->cf_listen_port != server_proxy_port ? asked : "",
+		    b->cf_listen_port != server_proxy_port ? " at start)" : "");
+	}
+	if ((strcmp(cf->cf_admin_host, b->cf_admin_host) != 0 ||
+		(cf->cf_admin_port != b->cf_admin_port &&
+		    cf->cf_admin_port != server_admin_port) ||
+		(cf->cf_admin_token == NULL) != (b->cf_admin_token == NULL) ||
+		(cf->cf_admin_token != NULL &&
+		    strcmp(cf->cf_admin_token, b->cf_admin_token) != 0)) &&
+	    server_admin_port >= 0) {
+		hostport(
+		    want, sizeof(want), cf->cf_admin_host, cf->cf_admin_port);
+		hostport(
+		    have, sizeof(have), b->cf_admin_host, server_admin_port);
+		reload_warn(errs,
+		    "admin changes need a restart; the admin API keeps %s and "
+		    "its token (the file asks for %s)",
+		    have, want);
+	}
+	if (strcmp(cf->cf_ledger_path, b->cf_ledger_path) != 0 ||
+	    cf->cf_durability != b->cf_durability ||
+	    cf->cf_ledger_queue_max != b->cf_ledger_queue_max)
+		reload_warn(errs,
+		    "ledger changes need a restart; still writing %s",
+		    b->cf_ledger_path);
+}
+
+/*
+ * A reload that removes upstreams or policies changes what is refused and
+ * what is capped at once: say which, loudly, since a file cut short looks
+ * just like that.
+ */
+static void
+reload_removals(
+    const struct config *old, const struct config *cf, struct cfgerrs *errs)
+{
+	const struct policyset *op = old->cf_policies, *np = cf->cf_policies;
+	size_t i, j;
+
+	for (i = 0; i < old->cf_nupstreams; i++)
+		if (config_find_upstream(cf, old->cf_upstreams[i].uc_name,
+			strlen(old->cf_upstreams[i].uc_name)) == NULL)
+			reload_warn(errs,
+			    "upstream '%s' is removed: its routes now answer "
+			    "404",
+			    old->cf_upstreams[i].uc_name);
+	if (op == NULL || op->ps_n == 0)
+		return;
+	if (np == NULL || np->ps_n == 0) {
+		reload_warn(errs,
+		    "the new configuration has no policies: all %zu policies "
+		    "are removed and every cap, limit and kill they set is "
+		    "lifted",
+		    op->ps_n);
+		return;
+	}
+	for (i = 0; i < op->ps_n; i++) {
+		for (j = 0; j < np->ps_n; j++)
+			if (strcmp(op->ps_pol[i].po_name,
+				np->ps_pol[j].po_name) == 0)
+				break;
+		if (j == np->ps_n)
+			reload_warn(errs,
+			    "policy '%s' is removed: its caps and limits no "
+			    "longer apply",
+			    op->ps_pol[i].po_name);
+	}
+}
+
 /*
  * Reload the configuration from path. On success the new config is in
- * force for new calls and 0 is returned; otherwise the running one is kept,
- * every error is appended to errs and logged, and -1 is returned. Parts
- * that are only read at start (listen, admin.listen, ledger) keep their
- * running values; a warning says so when they changed.
+ * force for new calls, 0 is returned and errs holds the warnings (each
+ * also logged); otherwise the running one is kept, every error is
+ * appended to errs and logged, and -1 is returned. A valid file is still
+ * refused when config_check_reload says it looks half-written. Parts that
+ * are only read at start (listen, admin.listen, ledger) keep their
+ * running values; a warning says so when the file changes them.
  */
 int
 server_reload(const char *path, struct cfgerrs *errs)
@@ -60,7 +229,9 @@ server_reload(const char *path, struct cfgerrs *errs)
 	size_t i, first = errs->ce_n;
 
 	log_info("reloading %s", path);
-	if ((cf = config_load(path, errs)) == NULL) {
+	if ((cf = config_load(path, errs)) == NULL ||
+	    (old != NULL && config_check_reload(old, cf, errs) == -1)) {
+		config_unref(cf);
 		for (i = first; i < errs->ce_n; i++)
 			log_warnx("reload: %s", errs->ce_msgs[i]);
 		log_warnx("reload failed; keeping configuration generation "
@@ -68,35 +239,9 @@ server_reload(const char *path, struct cfgerrs *errs)
 		    server_gen);
 		return (-1);
 	}
-	if (old != NULL) {
-		if ((cf->cf_timezone == NULL) != (old->cf_timezone == NULL) ||
-		    (cf->cf_timezone != NULL &&
-			strcmp(cf->cf_timezone, old->cf_timezone) != 0))
-			log_warnx("reload: a new timezone needs a restart; "
-				  "budget windows keep %s",
-			    old->cf_timezone != NULL ? old->cf_timezone
-						     : "UTC");
-		if (strcmp(cf->cf_listen_host, old->cf_listen_host) != 0 ||
-		    cf->cf_listen_port != old->cf_listen_port)
-			log_warnx("reload: a new listen address needs a "
-				  "restart; still listening on %s:%d",
-			    old->cf_listen_host, old->cf_listen_port);
-		if (strcmp(cf->cf_admin_host, old->cf_admin_host) != 0 ||
-		    cf->cf_admin_port != old->cf_admin_port ||
-		    (cf->cf_admin_token == NULL) !=
-			(old->cf_admin_token == NULL) ||
-		    (cf->cf_admin_token != NULL &&
-			strcmp(cf->cf_admin_token, old->cf_admin_token) != 0))
-			log_warnx("reload: admin changes need a restart; the "
-				  "admin API keeps %s:%d and its token",
-			    old->cf_admin_host, old->cf_admin_port);
-		if (strcmp(cf->cf_ledger_path, old->cf_ledger_path) != 0 ||
-		    cf->cf_durability != old->cf_durability ||
-		    cf->cf_ledger_queue_max != old->cf_ledger_queue_max)
-			log_warnx("reload: ledger changes need a restart; "
-				  "still writing %s",
-			    old->cf_ledger_path);
-	}
+	reload_start_only(cf, errs);
+	if (old != NULL)
+		reload_removals(old, cf, errs);
 	server_set_config(cf);
 	upstream_set_max_connections(cf->cf_max_connections);
 	alerts_configure(cf);

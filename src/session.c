@@ -355,6 +355,10 @@ session_new(struct conn *co, struct http_request *req)
 		se->se_refusal = "unknown_route";
 		session_reply_error(se, 404, "unknown_route", why, NULL);
 		goto refused;
+	case ROUTE_BAD_NAME:
+		se->se_refusal = "bad_path";
+		session_reply_error(se, 400, "bad_path", why, NULL);
+		goto refused;
 	}
 	free(why);
 	why = NULL;

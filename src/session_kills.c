@@ -434,9 +434,13 @@ size_t
 session_stop_matching(const char *const *match, const char *why)
 {
 	struct session *se, *next;
+	char esc[4 * (KILL_REASON_MAX + 64) + 1];
 	size_t n = 0;
 	int a;
 
+	/* A kill_reason from the file, or a kill an older version kept,
+	 * may hold a newline: it must not start a log line of its own. */
+	log_escape(esc, sizeof(esc), why, strlen(why));
 	for (se = session_first(); se != NULL; se = next) {
 		next = se->se_next;
 		/* A call being admitted is checked against the kills
@@ -453,7 +457,7 @@ session_stop_matching(const char *const *match, const char *why)
 		}
 		if (a < POLICY_ATTR_MAX)
 			continue;
-		log_info("session %llu: stopped: %s", se->se_id, why);
+		log_info("session %llu: stopped: %s", se->se_id, esc);
 		session_stop(se, why);
 		n++;
 	}

@@ -175,6 +175,81 @@ utf8_valid(const char *s, size_t len)
 	return (1);
 }
 
+/*
+ * The length (1 to 4) of the well-formed UTF-8 sequence that starts s, of
+ * at most len bytes, or 0 when s does not start one: a stray continuation
+ * byte, an overlong form, a surrogate, a code point above U+10FFFF or a
+ * sequence cut short. NUL counts as a one-byte sequence here; utf8_valid
+ * is the check that refuses it.
+ */
+size_t
+utf8_seqlen(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	unsigned char lo = 0x80, hi = 0xbf;
+	size_t n, i;
+
+	if (len == 0)
+		return (0);
+	if (p[0] < 0x80)
+		return (1);
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3;
+		if (p[0] == 0xe0)
+			lo = 0xa0; /* overlong */
+		else if (p[0] == 0xed)
+			hi = 0x9f; /* surrogates */
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4;
+		if (p[0] == 0xf0)
+			lo = 0x90; /* overlong */
+		else if (p[0] == 0xf4)
+			hi = 0x8f; /* above U+10FFFF */
+	} else
+		return (0);
+	if (len < n || p[1] < lo || p[1] > hi)
+		return (0);
+	for (i = 2; i < n; i++) {
+		if (p[i] < 0x80 || p[i] > 0xbf)
+			return (0);
+	}
+	return (n);
+}
+
+/*
+ * An allocated copy of the NUL-terminated s in which every byte that is
+ * not part of well-formed UTF-8 is replaced by U+FFFD, the replacement
+ * character. Text that tollgate prints (JSON, CSV, tables) goes through
+ * this or the same rule, so a value stored with stray bytes, by an older
+ * version or by hand, cannot make a whole answer unreadable to a strict
+ * parser.
+ */
+char *
+utf8_dup(const char *s)
+{
+	size_t len = strlen(s), i = 0, o = 0, n;
+	char *out;
+
+	if (len > (SIZE_MAX - 1) / 3)
+		fatalx("%s: string too long", __func__);
+	out = xmalloc(len * 3 + 1);
+	while (i < len) {
+		if ((n = utf8_seqlen(s + i, len - i)) == 0) {
+			memcpy(out + o, UTF8_REPLACEMENT, 3);
+			o += 3;
+			i++;
+			continue;
+		}
+		memcpy(out + o, s + i, n);
+		o += n;
+		i += n;
+	}
+	out[o] = '\0';
+	return (out);
+}
+
 /* Return 1 if s starts with prefix, ignoring ASCII case. */
 int
 strcaseprefix(const char *s, const char *prefix)

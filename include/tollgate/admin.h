@@ -21,6 +21,7 @@ struct config;
 
 /* admin.c */
 int admin_start(struct event_base *, const struct config *, const char *);
+int admin_port(void);
 void admin_drain(void);
 void admin_stop(void);
 

@@ -88,6 +88,7 @@ struct config {
 	int cf_refs;
 	unsigned long long cf_generation; /* set by the caller that swaps it */
 	char *cf_path; /* the file it was loaded from */
+	unsigned cf_top_keys; /* bit per top-level key with a value set */
 
 	char *cf_listen_host; /* "127.0.0.1", "::1", "0.0.0.0" ... */
 	int cf_listen_port; /* 0 picks an ephemeral port */
@@ -160,6 +161,10 @@ const struct upstream_conf *config_find_upstream(
 const char *config_upstream_type_name(enum upstream_type);
 const char *config_deployment_model(const struct upstream_conf *, const char *);
 int config_tag_value_ok(const char *, size_t);
+int config_check_reload(
+    const struct config *, const struct config *, struct cfgerrs *);
+void cfgerrs_add(struct cfgerrs *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
 void cfgerrs_free(struct cfgerrs *);
 
 #endif

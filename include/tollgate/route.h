@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Routing: a request-target is normalised (percent-escapes decoded, `//`
- * collapsed, dot segments and encoded separators refused) and matched
+ * Routing: a request-target is normalised (percent-escapes decoded, a
+ * leading `//` read as `/`, dot segments and encoded separators refused;
+ * an empty segment elsewhere stays a segment) and matched
  * against the fixed table of provider endpoints. Only the normalised path is
  * ever forwarded, so the path that was checked is the path the provider
  * sees. Anything that is not in the table is refused; nothing is passed
@@ -54,6 +55,8 @@ enum route_result {
 	ROUTE_NOT_FOUND, /* 404: not a route, or a path that is refused */
 	ROUTE_BAD_METHOD, /* 405: a route, but not with this method */
 	ROUTE_NO_UPSTREAM, /* 404: the route's upstream is not configured */
+	ROUTE_BAD_NAME, /* 400: a route, but its model or deployment name
+			   is not a plain name (empty, ".", "..", bytes) */
 };
 
 /* route.c */

@@ -36,6 +36,7 @@ void session_policy_shutdown(void);
 /* server.c */
 struct config *server_config(void);
 void server_set_config(struct config *);
+void server_started(int, int);
 unsigned long long server_generation(void);
 int server_reload(const char *, struct cfgerrs *);
 

@@ -14,6 +14,9 @@
 
 #define nitems(a) (sizeof(a) / sizeof((a)[0]))
 
+/* U+FFFD, what a byte that is not UTF-8 is printed as. */
+#define UTF8_REPLACEMENT "\xef\xbf\xbd"
+
 /* util.c */
 void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
@@ -27,6 +30,8 @@ void freezero(void *, size_t);
 void strcopy(char *, size_t, const char *);
 int strcaseprefix(const char *, const char *);
 int utf8_valid(const char *, size_t);
+size_t utf8_seqlen(const char *, size_t);
+char *utf8_dup(const char *);
 long long monotime_us(void);
 int64_t wallclock_ms(void);
 int wallclock_check(void);

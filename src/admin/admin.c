@@ -36,6 +36,7 @@
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
+#include "tollgate/reply.h"
 #include "tollgate/session.h"
 #include "tollgate/util.h"
 
@@ -153,13 +154,10 @@ admin_reply(struct admin_req *ar, int status, const char *ctype,
 void
 admin_reply_json(struct admin_req *ar, int status, cJSON *doc)
 {
-	char *s;
+	char *s = reply_json_take(doc);
 
-	if ((s = cJSON_PrintUnformatted(doc)) == NULL)
-		fatalx("%s: cJSON_PrintUnformatted", __func__);
-	cJSON_Delete(doc);
 	admin_reply(ar, status, NULL, s, strlen(s), NULL, NULL);
-	cJSON_free(s);
+	free(s);
 }
 
 /* {"error":msg[,"parameter":param]} as a string to free. */
@@ -167,18 +165,13 @@ static char *
 admin_error_body(const char *msg, const char *param)
 {
 	cJSON *doc;
-	char *s, *out;
 
 	if ((doc = cJSON_CreateObject()) == NULL ||
 	    cJSON_AddStringToObject(doc, "error", msg) == NULL ||
 	    (param != NULL &&
-		cJSON_AddStringToObject(doc, "parameter", param) == NULL) ||
-	    (s = cJSON_PrintUnformatted(doc)) == NULL)
+		cJSON_AddStringToObject(doc, "parameter", param) == NULL))
 		fatalx("%s: cJSON", __func__);
-	cJSON_Delete(doc);
-	out = xstrdup(s);
-	cJSON_free(s);
-	return (out);
+	return (reply_json_take(doc));
 }
 
 void
@@ -525,8 +518,9 @@ ep_budgets(struct admin_req *ar)
 }
 
 /*
- * POST /v1/reload: what SIGHUP does, with the errors in the answer. A
- * refused reload keeps the running configuration.
+ * POST /v1/reload: what SIGHUP does, with the errors in the answer (or,
+ * when it is done, the warnings). A refused reload keeps the running
+ * configuration.
  */
 static void
 ep_reload(struct admin_req *ar)
@@ -553,6 +547,12 @@ ep_reload(struct admin_req *ar)
 		cJSON_AddStringToObject(doc, "status", "reloaded");
 		cJSON_AddNumberToObject(
 		    doc, "generation", (double)server_generation());
+		if (errs.ce_n > 0 &&
+		    (list = cJSON_AddArrayToObject(doc, "warnings")) == NULL)
+			fatalx("%s: cJSON", __func__);
+		for (i = 0; i < errs.ce_n; i++)
+			cJSON_AddItemToArray(
+			    list, cJSON_CreateString(errs.ce_msgs[i]));
 		cfgerrs_free(&errs);
 		admin_reply_json(ar, 200, doc);
 		return;
@@ -626,6 +626,13 @@ admin_start(
 		log_info("admin: no token configured; the admin API is open "
 			 "to local clients");
 	return (0);
+}
+
+/* The port the admin API listens on, or -1 when it is not started. */
+int
+admin_port(void)
+{
+	return (ad_listener != NULL ? listener_port(ad_listener) : -1);
 }
 
 /*

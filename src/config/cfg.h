@@ -40,6 +40,14 @@ struct ynode {
 	size_t yn_cap;
 };
 
+/* Where one error of a load was found, to sort them by. */
+struct cfgpos {
+	size_t p_line; /* 0: no position */
+	size_t p_col;
+	size_t p_idx; /* its index in cx_errs */
+	char *p_msg; /* borrowed from cx_errs while sorting */
+};
+
 /* State of one config_load call. */
 struct cfgctx {
 	const char *cx_file; /* path as the caller gave it, for messages */
@@ -48,6 +56,9 @@ struct cfgctx {
 	size_t cx_nerr; /* errors found by this load */
 	const char *cx_buf; /* file contents, for reader error positions */
 	size_t cx_len;
+	int cx_sort; /* keep cx_pos, for cfg_sort_errors */
+	struct cfgpos *cx_pos; /* owned; freed by cfg_sort_errors */
+	size_t cx_npos;
 };
 
 /*
@@ -121,6 +132,9 @@ void cfg_error(struct cfgctx *, const struct ynode *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 void cfg_error_at(struct cfgctx *, size_t, size_t, const char *, ...)
     __attribute__((format(printf, 4, 5)));
+void cfg_sort_errors(struct cfgctx *);
+const struct ynode *cfg_key(const struct ynode *, const char *);
+const struct ynode *cfg_value(const struct ynode *, const char *);
 const char *cfg_esc(char *, size_t, const char *, size_t);
 const char *cfg_string(
     struct cfgctx *, const char *, const struct ynode *, const char *);

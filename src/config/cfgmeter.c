@@ -370,35 +370,49 @@ cfgp_deployments(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	cfg_map_each(cx, path, n, "deployment: model", deployment_cb, uc);
 }
 
+/* n, or else: where an error found after the walk is reported. */
+static const struct ynode *
+at_or(const struct ynode *n, const struct ynode *otherwise)
+{
+	return (n != NULL ? n : otherwise);
+}
+
 /*
  * Checks across sections, once everything is parsed: deployments only on
- * Azure upstreams, and a price_as model the price table knows.
+ * Azure upstreams, and a price_as model the price table knows. Each is
+ * reported at the key or value it is about.
  */
 void
 config_check_meter(
     struct cfgctx *cx, const struct ynode *root, struct config *cf)
 {
+	const struct ynode *um = cfg_value(root, "unknown_models"), *up;
+	char buf[160];
 	size_t i;
 
 	for (i = 0; i < cf->cf_nupstreams; i++) {
 		if (cf->cf_upstreams[i].uc_ndeployments > 0 &&
-		    cf->cf_upstreams[i].uc_type != UPSTREAM_AZURE_OPENAI)
-			cfg_error(cx, root,
+		    cf->cf_upstreams[i].uc_type != UPSTREAM_AZURE_OPENAI) {
+			up = cfg_value(cfg_value(root, "upstreams"),
+			    cf->cf_upstreams[i].uc_name);
+			cfg_error(cx, at_or(cfg_key(up, "deployments"), root),
 			    "upstreams.%s: deployments are only "
 			    "for azure_openai upstreams",
 			    cf->cf_upstreams[i].uc_name);
+		}
 	}
 	if (cf->cf_unknown_model == UNKNOWN_MODEL_PRICE_AS) {
 		if (cf->cf_unknown_price_as == NULL)
-			cfg_error(cx, root,
+			cfg_error(cx, at_or(cfg_value(um, "action"), root),
 			    "unknown_models: action price_as "
 			    "needs price_as: <model>");
 		else if (cf->cf_prices == NULL ||
 		    pricing_lookup(cf->cf_prices, cf->cf_unknown_price_as) ==
 			NULL)
-			cfg_error(cx, root,
+			cfg_error(cx, at_or(cfg_value(um, "price_as"), root),
 			    "unknown_models.price_as: '%s' is "
 			    "not in the price table",
-			    cf->cf_unknown_price_as);
+			    cfg_esc(buf, sizeof(buf), cf->cf_unknown_price_as,
+				strlen(cf->cf_unknown_price_as)));
 	}
 }

@@ -73,9 +73,99 @@ cfg_verror(
 	else
 		xasprintf(&full, "%s:%zu:%zu: %s", cx->cx_file, line, col, msg);
 	free(msg);
+	if (cx->cx_sort) {
+		cx->cx_pos = xreallocarray(
+		    cx->cx_pos, cx->cx_npos + 1, sizeof(*cx->cx_pos));
+		cx->cx_pos[cx->cx_npos].p_line = line;
+		cx->cx_pos[cx->cx_npos].p_col = col;
+		cx->cx_pos[cx->cx_npos++].p_idx = ce->ce_n;
+	}
 	ce->ce_msgs =
 	    xreallocarray(ce->ce_msgs, ce->ce_n + 1, sizeof(*ce->ce_msgs));
 	ce->ce_msgs[ce->ce_n++] = full;
+}
+
+static int
+pos_cmp(const void *a, const void *b)
+{
+	const struct cfgpos *x = a, *y = b;
+
+	if (x->p_line != y->p_line)
+		return (x->p_line < y->p_line ? -1 : 1);
+	if (x->p_col != y->p_col)
+		return (x->p_col < y->p_col ? -1 : 1);
+	return (x->p_idx < y->p_idx ? -1 : x->p_idx > y->p_idx);
+}
+
+/*
+ * Put the errors this load found in the order of the file, by line, then
+ * column (those without a position, about the whole file, first), however
+ * the checks ran: a user reads them top to bottom. Errors of another file
+ * (the price table, loaded with its own context into the same list) keep
+ * their order and follow. Frees cx_pos.
+ */
+void
+cfg_sort_errors(struct cfgctx *cx)
+{
+	struct cfgerrs *ce = cx->cx_errs;
+	char **others;
+	size_t i, k, first, nothers = 0;
+
+	if (ce == NULL || cx->cx_npos == 0)
+		goto out;
+	first = cx->cx_pos[0].p_idx;
+	others = xcalloc(ce->ce_n - first, sizeof(*others));
+	/* Take ours out by index, keeping the others in their order. */
+	for (i = first, k = 0; i < ce->ce_n; i++) {
+		if (k < cx->cx_npos && cx->cx_pos[k].p_idx == i)
+			cx->cx_pos[k++].p_msg = ce->ce_msgs[i];
+		else
+			others[nothers++] = ce->ce_msgs[i];
+	}
+	qsort(cx->cx_pos, cx->cx_npos, sizeof(*cx->cx_pos), pos_cmp);
+	for (k = 0; k < cx->cx_npos; k++)
+		ce->ce_msgs[first + k] = cx->cx_pos[k].p_msg;
+	for (i = 0; i < nothers; i++)
+		ce->ce_msgs[first + cx->cx_npos + i] = others[i];
+	free(others);
+out:
+	free(cx->cx_pos);
+	cx->cx_pos = NULL;
+	cx->cx_npos = 0;
+}
+
+/*
+ * The key node called name in the mapping map, or NULL (map may be NULL
+ * or not a mapping): for checks made after the walk that still want to
+ * point at the line they are about.
+ */
+const struct ynode *
+cfg_key(const struct ynode *map, const char *name)
+{
+	size_t i;
+
+	if (map == NULL || map->yn_type != YN_MAP)
+		return (NULL);
+	for (i = 0; i + 1 < map->yn_nkids; i += 2)
+		if (map->yn_kids[i]->yn_type == YN_SCALAR &&
+		    strcmp(map->yn_kids[i]->yn_str, name) == 0)
+			return (map->yn_kids[i]);
+	return (NULL);
+}
+
+/* The value under the key called name in map, or NULL. */
+const struct ynode *
+cfg_value(const struct ynode *map, const char *name)
+{
+	size_t i;
+
+	if (map == NULL || map->yn_type != YN_MAP)
+		return (NULL);
+	for (i = 0; i + 1 < map->yn_nkids; i += 2)
+		if (map->yn_kids[i]->yn_type == YN_SCALAR &&
+		    strcmp(map->yn_kids[i]->yn_str, name) == 0)
+			return (map->yn_kids[i + 1]);
+	return (NULL);
 }
 
 /* Record an error at node n, or with no position when n is NULL. */

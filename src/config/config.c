@@ -10,9 +10,13 @@
  * section is one more table here plus, when its shape is unusual, one
  * callback.
  */
+#include <sys/stat.h>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +128,10 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
     KEY_END,
 };
+
+/* cf_top_keys has a bit for each top_keys entry. */
+_Static_assert(nitems(top_keys) - 1 <= sizeof(unsigned) * 8,
+    "too many top-level keys for cf_top_keys");
 
 static const struct {
 	enum upstream_type type;
@@ -616,6 +624,107 @@ config_free(struct config *cf)
 }
 
 /*
+ * Can the price file that prices: names be read? Said at the prices: value
+ * when it cannot (the file's own errors carry its own positions), so a
+ * missing file is reported at the line that names it. 1 if it can, or when
+ * the path is the default one beside the file (no key to point at).
+ */
+static int
+prices_readable(
+    struct cfgctx *cx, const struct ynode *n, const struct config *cf)
+{
+	struct stat st;
+	char buf[160];
+
+	if (n == NULL || n->yn_type != YN_SCALAR)
+		return (1);
+	if (stat(cf->cf_prices_path, &st) == -1) {
+		cfg_error(cx, n, "prices: cannot read '%s': %s",
+		    cfg_esc(buf, sizeof(buf), cf->cf_prices_path,
+			strlen(cf->cf_prices_path)),
+		    strerror(errno));
+		return (0);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		cfg_error(cx, n, "prices: '%s' is not a regular file",
+		    cfg_esc(buf, sizeof(buf), cf->cf_prices_path,
+			strlen(cf->cf_prices_path)));
+		return (0);
+	}
+	return (1);
+}
+
+/*
+ * Which top-level keys the file sets, a bit per top_keys entry. A key
+ * with nothing under it ("policies:" and the end of the file) counts as
+ * absent: that is what a file cut short while it was written looks like.
+ */
+static unsigned
+top_keys_present(const struct ynode *root)
+{
+	unsigned bits = 0;
+	size_t i, k;
+
+	if (root->yn_type != YN_MAP)
+		return (0);
+	for (i = 0; i + 1 < root->yn_nkids; i += 2) {
+		if (root->yn_kids[i]->yn_type != YN_SCALAR ||
+		    ynode_is_null(root->yn_kids[i + 1]))
+			continue;
+		for (k = 0; top_keys[k].k_name != NULL; k++)
+			if (strcmp(root->yn_kids[i]->yn_str,
+				top_keys[k].k_name) == 0)
+				bits |= 1u << k;
+	}
+	return (bits);
+}
+
+/*
+ * Can cf replace the running configuration run? A reload takes a file
+ * that loads without an error, but also refuses two things a file caught
+ * half-written (an editor saving in place, a deploy tool copying, SIGHUP
+ * at the wrong moment) looks like, and that would otherwise go live at
+ * once: no upstreams at all (every call would be a 404), and a top-level
+ * key the running configuration has that the new file lacks (a file cut
+ * before its policies: would lift every cap). A section is removed by
+ * keeping its key with an empty value, or by a restart. Returns 0, or -1
+ * with every reason appended to errs.
+ */
+int
+config_check_reload(
+    const struct config *run, const struct config *cf, struct cfgerrs *errs)
+{
+	size_t k;
+	int bad = 0;
+
+	if (cf->cf_nupstreams == 0) {
+		cfgerrs_add(errs,
+		    "%s: no upstreams: every call would be answered 404 (an "
+		    "empty or half-written file?)",
+		    cf->cf_path);
+		bad = 1;
+	}
+	for (k = 0; top_keys[k].k_name != NULL; k++) {
+		if ((run->cf_top_keys & (1u << k)) == 0 ||
+		    (cf->cf_top_keys & (1u << k)) != 0)
+			continue;
+		if (cf->cf_nupstreams == 0 &&
+		    strcmp(top_keys[k].k_name, "upstreams") == 0)
+			continue; /* said above */
+		cfgerrs_add(errs,
+		    "%s: %s: is missing or empty, but the running "
+		    "configuration has it (a half-written file?); to remove "
+		    "it, %s",
+		    cf->cf_path, top_keys[k].k_name,
+		    strcmp(top_keys[k].k_name, "policies") == 0
+			? "write 'policies: []', or restart"
+			: "restart");
+		bad = 1;
+	}
+	return (bad ? -1 : 0);
+}
+
+/*
  * Load and check the file at path. Returns a new config (one reference,
  * generation 0), or NULL with every error found appended to errs.
  */
@@ -632,6 +741,7 @@ config_load(const char *path, struct cfgerrs *errs)
 	memset(&cx, 0, sizeof(cx));
 	cx.cx_file = path;
 	cx.cx_errs = errs;
+	cx.cx_sort = 1;
 	if ((slash = strrchr(path, '/')) == NULL)
 		cx.cx_dir = xstrdup(".");
 	else if (slash == path)
@@ -649,8 +759,10 @@ config_load(const char *path, struct cfgerrs *errs)
 	cf = xcalloc(1, sizeof(*cf));
 	config_defaults(cf);
 	cf->cf_path = xstrdup(path);
-	if (root != NULL)
+	if (root != NULL) {
 		cfg_apply(&cx, top_keys, NULL, root, root, cf);
+		cf->cf_top_keys = top_keys_present(root);
+	}
 	cf->cf_ledger_queue_max = (size_t)cf->cf_ledger_queue_max_int;
 	if (cf->cf_ledger_path == NULL)
 		xasprintf(&cf->cf_ledger_path, "%s/data/ledger.db", cx.cx_dir);
@@ -666,7 +778,9 @@ config_load(const char *path, struct cfgerrs *errs)
 			cf->cf_prices_path = NULL;
 		}
 	}
-	if (cf->cf_prices_path != NULL && cx.cx_nerr == 0 &&
+	if (cf->cf_prices_path != NULL &&
+	    prices_readable(&cx, cfg_value(root, "prices"), cf) &&
+	    cx.cx_nerr == 0 &&
 	    (cf->cf_prices = pricing_load(cf->cf_prices_path, errs)) == NULL)
 		cx.cx_nerr++;
 	if (cf->cf_policies == NULL)
@@ -678,11 +792,13 @@ config_load(const char *path, struct cfgerrs *errs)
 	if (cx.cx_nerr != 0)
 		goto fail;
 
+	cfg_sort_errors(&cx);
 	ynode_free(root);
 	free(buf);
 	free(cx.cx_dir);
 	return (cf);
 fail:
+	cfg_sort_errors(&cx);
 	if (cf != NULL)
 		config_free(cf);
 	ynode_free(root);
@@ -750,6 +866,21 @@ config_upstream_type_name(enum upstream_type type)
 		if (upstream_types[i].type == type)
 			return (upstream_types[i].name);
 	return ("unknown");
+}
+
+/* Append a message to errs. */
+void
+cfgerrs_add(struct cfgerrs *errs, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	xvasprintf(&msg, fmt, ap);
+	va_end(ap);
+	errs->ce_msgs = xreallocarray(
+	    errs->ce_msgs, errs->ce_n + 1, sizeof(*errs->ce_msgs));
+	errs->ce_msgs[errs->ce_n++] = msg;
 }
 
 /* Free the messages and leave errs empty, ready for reuse. */

@@ -488,6 +488,7 @@ pricing_load(const char *path, struct cfgerrs *errs)
 	memset(&pl, 0, sizeof(pl));
 	cx.cx_file = path;
 	cx.cx_errs = errs;
+	cx.cx_sort = 1;
 	pb = pl.pl_book = xcalloc(1, sizeof(*pb));
 
 	if ((buf = cfg_read_file(&cx, path, &len)) == NULL)
@@ -518,6 +519,7 @@ pricing_load(const char *path, struct cfgerrs *errs)
 	free(buf);
 	return (pb);
 fail:
+	cfg_sort_errors(&cx);
 	pricing_free(pb);
 	ynode_free(root);
 	free(buf);

@@ -96,19 +96,34 @@ spend_out_usd(struct spend_out *o, int64_t nusd)
 	    mag / 1000000000u, mag % 1000000000u);
 }
 
-/* A JSON string: quotes, backslashes and control bytes escaped. */
+/*
+ * A JSON string: quotes, backslashes and control bytes escaped, and every
+ * byte that is not part of well-formed UTF-8 written as U+FFFD (RFC 8259
+ * wants UTF-8; one stray byte in a stored model or tag must not make the
+ * whole answer unreadable to a strict parser). Every JSON answer tollgate
+ * writes by hand (spend, calls, alerts, webhooks) comes through here.
+ */
 void
 spend_out_json_str(struct spend_out *o, const char *s)
 {
-	const char *p, *run;
+	size_t len = strlen(s), i = 0, run = 0, n;
+	unsigned char c;
 	char esc[8];
 
 	spend_out_add(o, "\"", 1);
-	for (run = p = s; *p != '\0'; p++) {
-		if ((unsigned char)*p >= 0x20 && *p != '"' && *p != '\\')
+	while (i < len) {
+		c = (unsigned char)s[i];
+		/* Plain ASCII, by far the most common, without a call. */
+		if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+			i++;
 			continue;
-		spend_out_add(o, run, (size_t)(p - run));
-		switch (*p) {
+		}
+		if (c >= 0x80 && (n = utf8_seqlen(s + i, len - i)) > 0) {
+			i += n;
+			continue;
+		}
+		spend_out_add(o, s + run, i - run);
+		switch (c) {
 		case '"':
 			spend_out_add(o, "\\\"", 2);
 			break;
@@ -119,58 +134,125 @@ spend_out_json_str(struct spend_out *o, const char *s)
 			spend_out_add(o, "\\n", 2);
 			break;
 		default:
-			snprintf(
-			    esc, sizeof(esc), "\\u%04x", (unsigned char)*p);
+			if (c >= 0x80) {
+				spend_out_add(o, UTF8_REPLACEMENT, 3);
+				break;
+			}
+			snprintf(esc, sizeof(esc), "\\u%04x", c);
 			spend_out_add(o, esc, 6);
 			break;
 		}
-		run = p + 1;
+		run = ++i;
 	}
-	spend_out_add(o, run, (size_t)(p - run));
+	spend_out_add(o, s + run, i - run);
 	spend_out_add(o, "\"", 1);
 }
 
 /*
- * A table cell padded to width (negative: left-aligned). Control bytes
- * become '?': values such as a model name came from a provider, and a
- * table goes to a terminal.
+ * How many characters s shows as: one per UTF-8 sequence, and one per
+ * byte that is not part of one (it is shown as U+FFFD).
+ */
+static size_t
+text_width(const char *s)
+{
+	size_t len = strlen(s), i = 0, w = 0, n;
+
+	while (i < len) {
+		if ((unsigned char)s[i] < 0x80)
+			i++;
+		else {
+			n = utf8_seqlen(s + i, len - i);
+			i += n > 0 ? n : 1;
+		}
+		w++;
+	}
+	return (w);
+}
+
+/*
+ * A table cell padded to width (negative: left-aligned). A table goes to
+ * a terminal and values such as a model name came from a client, so
+ * control characters (C0, DEL, and C1, which some terminals obey as
+ * escape sequences) become '?', and bytes that are not UTF-8 become
+ * U+FFFD.
  */
 void
 spend_out_cell(struct spend_out *o, const char *s, int width)
 {
-	size_t len = strlen(s), w, i;
-	char c;
+	size_t len = strlen(s), w, i, n, run, shown = text_width(s);
+	unsigned char c;
 
 	w = (size_t)(width < 0 ? -width : width);
-	for (i = len; width > 0 && i < w; i++)
+	for (i = shown; width > 0 && i < w; i++)
 		spend_out_add(o, " ", 1);
-	for (i = 0; i < len; i++) {
-		c = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-		spend_out_add(o, &c, 1);
+	for (i = run = 0; i < len; i += n) {
+		c = (unsigned char)s[i];
+		n = c >= 0x20 && c < 0x7f ? 1 : utf8_seqlen(s + i, len - i);
+		if (c >= 0x20 && c != 0x7f && n > 0 &&
+		    !(n == 2 && c == 0xc2 && (unsigned char)s[i + 1] < 0xa0))
+			continue; /* shown as it is */
+		spend_out_add(o, s + run, i - run);
+		if (n == 0) {
+			spend_out_add(o, UTF8_REPLACEMENT, 3);
+			n = 1;
+		} else
+			spend_out_add(o, "?", 1);
+		run = i + n;
 	}
-	for (i = len; width < 0 && i < w; i++)
+	spend_out_add(o, s + run, len - run);
+	for (i = shown; width < 0 && i < w; i++)
 		spend_out_add(o, " ", 1);
 }
 
-/* A CSV field (RFC 4180): quoted when it holds , " CR LF or edge spaces. */
+/*
+ * Could a spreadsheet read the CSV cell s as a formula? OWASP's list of
+ * first characters: '=', '+', '-', '@', TAB and CR; looked for past any
+ * leading spaces too, since some importers trim them.
+ */
+static int
+csv_formula(const char *s)
+{
+	while (*s == ' ')
+		s++;
+	return (*s == '=' || *s == '+' || *s == '-' || *s == '@' ||
+	    *s == '\t' || *s == '\r');
+}
+
+/*
+ * A CSV text field (RFC 4180): quoted when it holds , " CR LF or edge
+ * spaces, bytes that are not UTF-8 written as U+FFFD, and, since these
+ * values (tags, models) are chosen by clients and the file is opened in
+ * spreadsheets, a field that starts like a formula is neutralised as
+ * OWASP recommends: a single quote before it, and the whole field
+ * quoted. Only text goes through here; the numbers tollgate writes
+ * (counts, tokens, cost_usd) are written as numbers.
+ */
 static void
 csv_field(struct spend_out *o, const char *s)
 {
-	const char *p;
-	size_t len = strlen(s);
+	size_t len = strlen(s), i, n, run;
+	int formula = csv_formula(s), quote;
 
-	if (strpbrk(s, ",\"\r\n") == NULL &&
-	    (len == 0 || (s[0] != ' ' && s[len - 1] != ' '))) {
-		spend_out_add(o, s, len);
-		return;
+	quote = formula || strpbrk(s, ",\"\r\n") != NULL ||
+	    (len > 0 && (s[0] == ' ' || s[len - 1] == ' '));
+	if (quote)
+		spend_out_add(o, formula ? "\"'" : "\"", formula ? 2 : 1);
+	for (i = run = 0; i < len; i += n) {
+		n = (unsigned char)s[i] < 0x80 ? 1
+					       : utf8_seqlen(s + i, len - i);
+		if (n > 0 && s[i] != '"')
+			continue;
+		spend_out_add(o, s + run, i - run);
+		if (n == 0) {
+			spend_out_add(o, UTF8_REPLACEMENT, 3);
+			n = 1;
+		} else
+			spend_out_add(o, "\"\"", 2);
+		run = i + n;
 	}
-	spend_out_add(o, "\"", 1);
-	for (p = s; *p != '\0'; p++) {
-		if (*p == '"')
-			spend_out_add(o, "\"", 1);
-		spend_out_add(o, p, 1);
-	}
-	spend_out_add(o, "\"", 1);
+	spend_out_add(o, s + run, len - run);
+	if (quote)
+		spend_out_add(o, "\"", 1);
 }
 
 static void
@@ -300,7 +382,7 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 		table_cells(q, i < r->sr_nrows ? &r->sr_rows[i] : &r->sr_total,
 		    i == r->sr_nrows, cells, keys);
 		for (k = 0; k < n; k++)
-			if ((len = strlen(keys[k])) > width[k])
+			if ((len = text_width(keys[k])) > width[k])
 				width[k] = len;
 	}
 	for (k = 0; k < n; k++)

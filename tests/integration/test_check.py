@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """`tollgate check -c FILE`: every error in a broken config is printed as
-file:line:col: message and the exit code is 1; a good config prints
-`configuration OK` and exits 0. Each kind of error is also checked alone, so
-one error cannot hide behind another."""
+file:line:col: message, in the order of the file, and the exit code is 1; a
+good config prints `configuration OK` and exits 0. Each kind of error is
+also checked alone, so one error cannot hide behind another, and the checks
+made after the file is read (unknown_models.price_as, a prices: file that
+is missing, deployments on an upstream that is not Azure) point at their
+own line and column."""
 
 import os
 import re
@@ -188,6 +191,64 @@ class CheckTest(tglib.TGTestCase):
                         self.assertTrue(any(w.lower() in msg for w in words),
                                         "%s: message %r names none of %r" %
                                         (what, msg, words))
+
+    def test_checks_after_parsing_have_positions(self):
+        prices = os.path.join(tglib.SOURCE_DIR, "config", "prices.yaml")
+        ups = ('upstreams:\n'
+               '  openai: { type: openai, base_url: '
+               '"https://api.openai.com" }\n')
+        cases = [
+            ("price_as not in the table",
+             "listen: 127.0.0.1:0\n%sprices: %s\nunknown_models:\n"
+             "  action: price_as\n  price_as: no-such-model\n" %
+             (ups, prices), (7, 13), "not in the price table"),
+            ("price_as missing",
+             "listen: 127.0.0.1:0\n%sunknown_models: { action: price_as }\n"
+             % ups, (4, 27), "needs price_as"),
+            ("prices: file missing",
+             "listen: 127.0.0.1:0\n%sprices: nowhere/prices.yaml\n" % ups,
+             (4, 9), "nowhere/prices.yaml"),
+            ("prices: a directory",
+             "listen: 127.0.0.1:0\n%sprices: .\n" % ups, (4, 9),
+             "not a regular file"),
+            ("deployments on openai",
+             "listen: 127.0.0.1:0\nupstreams:\n  openai:\n"
+             "    type: openai\n    base_url: https://api.openai.com\n"
+             "    deployments: { a: gpt-4o }\n", (6, 5),
+             "only for azure_openai"),
+        ]
+        for what, text, (line, col), words in cases:
+            with self.subTest(what):
+                rc, out, err, path = tglib.run_check(text, self.tmp)
+                self.assertEqual(rc, 1, "%s: exit %d\n%s%s" %
+                                 (what, rc, out, err))
+                errs = self.errors(err, path)
+                self.assertEqual([(l, c) for l, c, _ in errs], [(line, col)],
+                                 "%s:\n%s" % (what, err))
+                self.assertIn(words, errs[0][2])
+
+    def test_errors_in_file_order(self):
+        text = ("unknown_models: { action: price_as }\n"    # 1:27
+                "listen: 127.0.0.1:0\n"
+                "bogus: 1\n"                                # 3:1
+                "upstreams:\n"
+                "  openai:\n"
+                "    type: openai\n"
+                "    base_url: https://api.openai.com\n"
+                "    deployments: { a: b }\n"               # 8:5
+                "limits:\n"
+                "  max_headers: lots\n"                     # 10:16
+                "prices: nowhere.yaml\n"                    # 11:9
+                "policies:\n"
+                "  - { name: p, per: [colour] }\n")         # 13
+        rc, out, err, path = tglib.run_check(text, self.tmp)
+        self.assertEqual(rc, 1, err)
+        errs = self.errors(err, path)
+        got = [(l, c) for l, c, _ in errs]
+        self.assertEqual(len(err.strip().splitlines()), len(errs),
+                         "an error without a position:\n" + err)
+        self.assertEqual(got, sorted(got), "not in file order:\n" + err)
+        self.assertEqual({l for l, _ in got}, {1, 3, 8, 10, 11, 13}, err)
 
     def test_missing_file(self):
         path = os.path.join(self.tmp, "does-not-exist.yaml")

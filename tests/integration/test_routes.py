@@ -1,10 +1,15 @@
 # SPDX-License-Identifier: Apache-2.0
 """Routing on the normalised path only: unknown paths, traversal and
 encoded separators get a 404 JSON error and are never forwarded; a known
-path with the wrong method gets 405 (or 404); `//v1/...` is normalised to
-the route; named upstreams select their upstream."""
+path with the wrong method gets 405 (or 404); a leading `//v1/...` is read
+as `/v1/...`, while a `//` anywhere else is an empty segment and refused;
+a model or deployment name in the path that is not a plain name gets a 400
+and is never forwarded or recorded; named upstreams select their
+upstream."""
 
 import json
+import os
+import sqlite3
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -113,11 +118,11 @@ class RoutesTest(tglib.TGTestCase):
                 self.refused(method, path, (405, 404))
         self.assertNothingForwarded(self.fp, self.tg)
 
-    def test_double_slash_normalised(self):
+    def test_leading_double_slash_normalised(self):
         for target, want, upstream in (
                 ("//v1/chat/completions", "/v1/chat/completions", "openai"),
-                ("/v1//chat/completions", "/v1/chat/completions", "openai"),
-                ("//local//v1/chat/completions", "/v1/chat/completions",
+                ("///v1/chat/completions", "/v1/chat/completions", "openai"),
+                ("//local/v1/chat/completions", "/v1/chat/completions",
                  "local")):
             with self.subTest(target=target):
                 marker = new_marker()
@@ -129,6 +134,97 @@ class RoutesTest(tglib.TGTestCase):
                                      target)
                 self.assertEqual(rec["path"], want,
                                  "forwarded path is not the normalised one")
+
+    def test_inner_double_slash_refused(self):
+        """A `//` past the start is an empty segment: collapsing it would
+        move the segments after it, so it is refused, never forwarded."""
+        for target in ("/v1//chat/completions",
+                       "//local//v1/chat/completions",
+                       "/local//v1/chat/completions",
+                       "/v1beta/models//gemini-2.0-flash:generateContent",
+                       "/v1/chat/completions/"):
+            with self.subTest(target=target):
+                r = self.refused("POST", target, (404,))
+                self.assertIn("empty segment",
+                              r.json()["error"]["message"], r)
+        self.assertNothingForwarded(self.fp, self.tg)
+
+    def bad_name_tollgate(self):
+        """tollgate whose Azure upstream maps a deployment called `chat`
+        (what `/openai/deployments//chat/completions` collapsed into), with
+        a ledger file the test can read."""
+        ups = tglib.std_upstreams(self.fp.port)
+        ups["azure"]["deployments"] = {"chat": "gpt-4o-mini",
+                                       "prod": "gpt-4o-mini"}
+        tg = self.tollgate(upstreams=ups, name="tollgate-names",
+                           extra={"ledger": {"path": "data/names.db"}})
+        return tg, os.path.join(self.tmp, "data", "names.db")
+
+    def test_bad_names_in_path_refused(self):
+        tg, ledger = self.bad_name_tollgate()
+        since = self.fp.mark()
+        gem = ":generateContent"
+        cases = [
+            # An empty deployment must not be read as deployment `chat`.
+            ("/openai/deployments//chat/completions", "deployment",
+             "empty", "openai"),
+            ("/openai/deployments//completions", "deployment", "empty",
+             "openai"),
+            ("/openai/deployments/.x/chat/completions", "deployment",
+             "plain name", "openai"),
+            ("/openai/deployments/%C0%AE/chat/completions", "deployment",
+             "plain name", "openai"),
+            ("/v1beta/models/.." + gem, "model", "plain name", "gemini"),
+            ("/v1beta/models/." + gem, "model", "plain name", "gemini"),
+            ("/v1beta/models/%FF%FE" + gem, "model", "plain name", "gemini"),
+            ("/v1beta/models/gemini%C3%A9" + gem, "model", "plain name",
+             "gemini"),
+            ("/v1beta/models/a%01b" + gem, "model", "plain name", "gemini"),
+            ("/v1beta/models/a%0Ab" + gem, "model", "plain name", "gemini"),
+            ("/v1beta/models/" + gem, "model", "empty", "gemini"),
+            ("/gemini/v1beta/models/.." + gem, "model", "plain name",
+             "gemini"),
+        ]
+        for target, what, text, family in cases:
+            with self.subTest(target=target):
+                body = tglib.gemini_generate(new_marker("badname")) \
+                    if family == "gemini" else \
+                    tglib.openai_chat(new_marker("badname"))
+                r = self.call(tg.port, "POST", target, body, [JSON_CT])
+                self.assertEqual(r.status, 400, "%s: %r" % (target, r))
+                doc = r.json()
+                msg = doc["error"]["message"]
+                self.assertIn("%s name in the path" % what, msg, doc)
+                self.assertIn(text, msg, doc)
+                if family == "openai":
+                    self.assertEqual(doc["error"]["code"], "bad_path", doc)
+                else:
+                    self.assertEqual(doc["error"]["status"],
+                                     "INVALID_ARGUMENT", doc)
+        # Percent-encoded dots stay refused as traversal (404).
+        for target in ("/v1beta/models/%2e%2e" + gem,
+                       "/v1beta/models/%2E" + gem):
+            with self.subTest(target=target):
+                self.refused("POST", target, (404,))
+        self.assertNothingForwarded(self.fp, tg, since)
+        # Nothing with those names was recorded.
+        c = sqlite3.connect(ledger)
+        try:
+            models = [row[0] for row in c.execute(
+                "SELECT DISTINCT coalesce(model, '') FROM calls")]
+        finally:
+            c.close()
+        self.assertEqual(sorted(models), ["gpt-4o-mini"],
+                         "the ledger recorded a refused name: %r" % models)
+        # A plain deployment name still routes.
+        marker = new_marker()
+        r = self.call(tg.port, "POST", "/openai/deployments/prod/chat/"
+                      "completions?api-version=2024-10-21",
+                      tglib.openai_chat(marker), [JSON_CT])
+        self.assertEqual(r.status, 200, r)
+        rec = self.fp.wait_request(marker)
+        self.assertEqual(rec["path"], "/openai/deployments/prod/chat/"
+                         "completions?api-version=2024-10-21")
 
     def test_named_upstreams_select_upstream(self):
         fp2 = self.fakeprov(name="fakeprov2")

@@ -809,13 +809,13 @@ static const struct loadcase load_cases[] = {
 		"    ouput: 1\n"
 		"    max_output_tokens: 1\n"
 		"  b: {input: 0.0000001, output: 1, max_output_tokens: 1}\n",
-	.errors = {"6:12: models.a.input: expected a price in USD per million "
-		   "tokens, e.g. 2.50",
-	    "7:5: unknown key 'ouput' in models.a",
+	.errors = {"3:6: aliases.x: no model 'nowhere' under models",
 	    "5:3: models.a: missing required key 'output'",
+	    "6:12: models.a.input: expected a price in USD per million "
+	    "tokens, e.g. 2.50",
+	    "7:5: unknown key 'ouput' in models.a",
 	    "9:14: models.b.input: at most 6 decimal places (USD per "
-	    "million tokens)",
-	    "3:6: aliases.x: no model 'nowhere' under models"}},
+	    "million tokens)"}},
 };
 
 static void

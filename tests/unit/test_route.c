@@ -23,6 +23,7 @@ static struct upstream_conf test_upstreams[] = {
     {.uc_name = (char[]){"azure"}, .uc_type = UPSTREAM_AZURE_OPENAI},
     {.uc_name = (char[]){"local"}, .uc_type = UPSTREAM_OPENAI_COMPATIBLE},
     {.uc_name = (char[]){"claude2"}, .uc_type = UPSTREAM_ANTHROPIC},
+    {.uc_name = (char[]){"gem2"}, .uc_type = UPSTREAM_GEMINI},
 };
 
 static struct config test_cf = {
@@ -97,8 +98,15 @@ static const struct route_case cases[] = {
 	"claude2", EP_MESSAGES, "/v1/messages", NULL, "", 1},
     {"anthropic models by name", "GET", "/claude2/v1/models", ROUTE_OK,
 	"claude2", EP_MODELS, "/v1/models", NULL, "", 0},
-    {"double slashes collapse", "POST", "//v1//chat/completions", ROUTE_OK,
+    {"a leading double slash is one", "POST", "//v1/chat/completions", ROUTE_OK,
 	"openai", EP_CHAT, "/v1/chat/completions", NULL, "", 1},
+    {"a leading run of slashes is one", "POST", "///local/v1/chat/completions",
+	ROUTE_OK, "local", EP_CHAT, "/v1/chat/completions", NULL, "", 1},
+    {"gemini model with dots inside", "POST",
+	"/v1beta/models/gemini-1.5-flash-8b:generateContent", ROUTE_OK,
+	"gemini", EP_GEMINI_GENERATE,
+	"/v1beta/models/gemini-1.5-flash-8b:generateContent", NULL,
+	"gemini-1.5-flash-8b", 1},
     {"escaped letter decodes", "POST", "/v1/chat/%63ompletions", ROUTE_OK,
 	"openai", EP_CHAT, "/v1/chat/completions", NULL, "", 1},
 
@@ -127,12 +135,46 @@ static const struct route_case cases[] = {
 	"unknown name", "POST", "/nope/v1/chat/completions", ROUTE_NOT_FOUND),
     REFUSED("name with wrong family", "POST", "/local/v1/messages",
 	ROUTE_NOT_FOUND),
-    REFUSED("gemini bad model", "POST", "/v1beta/models/a$b:generateContent",
+    REFUSED(
+	"inner double slash", "POST", "/v1//chat/completions", ROUTE_NOT_FOUND),
+    REFUSED("double slash after a name", "POST", "/local//v1/chat/completions",
 	ROUTE_NOT_FOUND),
+    REFUSED("gemini bad model", "POST", "/v1beta/models/a$b:generateContent",
+	ROUTE_BAD_NAME),
+    REFUSED("gemini dot-dot model", "POST", "/v1beta/models/..:generateContent",
+	ROUTE_BAD_NAME),
+    REFUSED("gemini dot model", "POST", "/v1beta/models/.:generateContent",
+	ROUTE_BAD_NAME),
+    REFUSED("gemini hidden model", "POST", "/v1beta/models/.x:generateContent",
+	ROUTE_BAD_NAME),
+    REFUSED("gemini model after //", "POST",
+	"/v1beta/models//x:generateContent", ROUTE_NOT_FOUND),
+    REFUSED("gemini model of bytes", "POST",
+	"/v1beta/models/%FF%FE:generateContent", ROUTE_BAD_NAME),
+    REFUSED("gemini model of UTF-8", "POST",
+	"/v1beta/models/caf%C3%A9:generateContent", ROUTE_BAD_NAME),
+    REFUSED("gemini model with a control byte", "POST",
+	"/v1beta/models/a%0Ab:generateContent", ROUTE_BAD_NAME),
+    REFUSED("gemini model with a space", "POST",
+	"/v1beta/models/a%20b:generateContent", ROUTE_BAD_NAME),
+    REFUSED("gemini encoded dots", "POST",
+	"/v1beta/models/%2e%2e:generateContent", ROUTE_NOT_FOUND),
+    REFUSED("named gemini dot-dot model", "POST",
+	"/gem2/v1beta/models/..:generateContent", ROUTE_BAD_NAME),
+    REFUSED("azure empty deployment", "POST",
+	"/openai/deployments//chat/completions", ROUTE_BAD_NAME),
+    REFUSED("azure empty deployment, completions", "POST",
+	"/openai/deployments//completions", ROUTE_BAD_NAME),
+    REFUSED("azure dot-dot deployment", "POST",
+	"/openai/deployments/../chat/completions", ROUTE_NOT_FOUND),
+    REFUSED("azure deployment of bytes", "POST",
+	"/openai/deployments/%C0%AE/chat/completions", ROUTE_BAD_NAME),
+    REFUSED("azure deployment ending in dots", "POST",
+	"/openai/deployments/..x/chat/completions", ROUTE_BAD_NAME),
     REFUSED("gemini unknown op", "POST", "/v1beta/models/gemini:deleteAll",
 	ROUTE_NOT_FOUND),
     REFUSED("gemini no model", "POST", "/v1beta/models/:generateContent",
-	ROUTE_NOT_FOUND),
+	ROUTE_BAD_NAME),
     REFUSED(
 	"azure bad op", "POST", "/openai/deployments/d/files", ROUTE_NOT_FOUND),
     REFUSED(
@@ -176,6 +218,39 @@ test_route_table(void **state)
 		if (rt.rt_metered != c->metered)
 			fail_msg("%s: metered %d", c->name, rt.rt_metered);
 		route_clear(&rt);
+	}
+}
+
+/* A refusal's sentence names what is wrong with the path. */
+static void
+test_refusal_reasons(void **state)
+{
+	static const struct {
+		const char *target;
+		const char *why;
+	} reasons[] = {
+	    {"/openai/deployments//chat/completions",
+		"the deployment name in the path is empty"},
+	    {"/v1beta/models/..:generateContent",
+		"the model name in the path must be a plain name"},
+	    {"/v1//chat/completions",
+		"no such route (the path has an empty "
+		"segment"},
+	    {"/v1/files", "no such route"},
+	};
+	struct route rt;
+	char *why;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(reasons); i++) {
+		(void)route_match(
+		    &test_cf, "POST", reasons[i].target, &rt, &why);
+		assert_non_null(why);
+		if (strncmp(why, reasons[i].why, strlen(reasons[i].why)) != 0)
+			fail_msg("%s: why '%s', want '%s...'",
+			    reasons[i].target, why, reasons[i].why);
+		free(why);
 	}
 }
 
@@ -252,6 +327,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_route_table),
+	    cmocka_unit_test(test_refusal_reasons),
 	    cmocka_unit_test(test_missing_default_upstream),
 	    cmocka_unit_test(test_bare_path_wrong_type),
 	    cmocka_unit_test(test_guess_family),

@@ -762,6 +762,70 @@ test_csv(void **state)
 	spend_query_free(&q);
 }
 
+/*
+ * CSV cells a client chose: formula starts neutralised as OWASP says (a
+ * quote before, the cell quoted), bytes that are not UTF-8 as U+FFFD, and
+ * the numbers tollgate writes left alone.
+ */
+static void
+test_csv_cells(void **state)
+{
+	static const struct {
+		const char *key, *cell;
+	} cases[] = {
+	    {"plain", "plain"},
+	    {"=SUM(1+1)", "\"'=SUM(1+1)\""},
+	    {"=cmd|' /C calc'!A0", "\"'=cmd|' /C calc'!A0\""},
+	    {"+1", "\"'+1\""},
+	    {"-2", "\"'-2\""},
+	    {"@SUM(1)", "\"'@SUM(1)\""},
+	    {"\t=1", "\"'\t=1\""},
+	    {"\r=1", "\"'\r=1\""},
+	    {"  =1", "\"'  =1\""},
+	    {"=\"x\",y", "\"'=\"\"x\"\",y\""},
+	    {"a=1", "a=1"},
+	    {"a-b", "a-b"},
+	    {"a,b", "\"a,b\""},
+	    {" lead", "\" lead\""},
+	    {"t\xff\xfe", "t" UTF8_REPLACEMENT UTF8_REPLACEMENT},
+	    {"caf\xc3\xa9", "caf\xc3\xa9"},
+	};
+	struct spend_query q;
+	struct spend_result r;
+	struct spend_row row;
+	struct spend_out o;
+	char want[256];
+	size_t i;
+
+	(void)state;
+	spend_query_init(&q, SPEND_KIND_SPEND);
+	q.sq_format = SPEND_FORMAT_CSV;
+	q.sq_group[0] = SPEND_DIM_TEAM;
+	q.sq_ngroup = 1;
+	for (i = 0; i < nitems(cases); i++) {
+		memset(&row, 0, sizeof(row));
+		memset(&r, 0, sizeof(r));
+		row.sr_keys[0] = (char *)(uintptr_t)cases[i].key;
+		row.sr_calls = 2;
+		row.sr_input_tokens = 30;
+		row.sr_output_tokens = 4;
+		row.sr_cost_nusd = 1500;
+		r.sr_rows = &row;
+		r.sr_nrows = 1;
+		spend_out_init(&o, 1024);
+		spend_write(&q, &r, &o);
+		snprintf(want, sizeof(want),
+		    "team,calls,input_tokens,output_tokens,cost_usd\r\n"
+		    "%s,2,30,4,0.000001500\r\n",
+		    cases[i].cell);
+		if (strcmp(o.so_buf, want) != 0)
+			fail_msg("%s: '%s', want '%s'", cases[i].key, o.so_buf,
+			    want);
+		spend_out_free(&o);
+	}
+	spend_query_free(&q);
+}
+
 /* JSON: DESIGN.md's shape, exact cost_usd text, null keys, the echo. */
 static void
 test_json(void **state)
@@ -889,6 +953,50 @@ test_cells(void **state)
 	spend_out_cell(&o, "toolong", 3);
 	assert_string_equal(o.so_buf, "  ab|ab  ?[2Jx?toolong");
 	spend_out_free(&o);
+
+	/* Padding counts characters, not bytes; C1 controls are '?' too,
+	 * and a byte that is not UTF-8 is U+FFFD. */
+	spend_out_init(&o, 256);
+	spend_out_cell(&o, "\xc3\xa9", 3);
+	spend_out_cell(&o, "|", 1);
+	spend_out_cell(&o, "a\xff", -3);
+	spend_out_cell(&o, "|", 1);
+	spend_out_cell(&o,
+	    "\xc2\x9b"
+	    "2J\xc2\xa0",
+	    5);
+	assert_string_equal(
+	    o.so_buf, "  \xc3\xa9|a" UTF8_REPLACEMENT " | ?2J\xc2\xa0");
+	spend_out_free(&o);
+}
+
+/* JSON strings: escapes, and U+FFFD for every byte that is not UTF-8. */
+static void
+test_json_strings(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"plain", "\"plain\""},
+	    {"q\"b\\n\n\x01\x1f\x7f", "\"q\\\"b\\\\n\\n\\u0001\\u001f\x7f\""},
+	    {"caf\xc3\xa9\xf0\x9f\x98\x80", "\"caf\xc3\xa9\xf0\x9f\x98\x80\""},
+	    {"gpt\xff\xfe", "\"gpt" UTF8_REPLACEMENT UTF8_REPLACEMENT "\""},
+	    {"\xe2\x82\"", "\"" UTF8_REPLACEMENT UTF8_REPLACEMENT "\\\"\""},
+	    {"\xed\xa0\x80x",
+		"\"" UTF8_REPLACEMENT UTF8_REPLACEMENT UTF8_REPLACEMENT "x\""},
+	};
+	struct spend_out o;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		spend_out_init(&o, 256);
+		spend_out_json_str(&o, cases[i].in);
+		if (strcmp(o.so_buf, cases[i].out) != 0)
+			fail_msg(
+			    "case %zu: %s, want %s", i, o.so_buf, cases[i].out);
+		spend_out_free(&o);
+	}
 }
 
 /* Page through calls with the cursor; collect the ids seen. */
@@ -1082,6 +1190,7 @@ main(void)
 	    cmocka_unit_test(test_params_ok),
 	    cmocka_unit_test(test_usd),
 	    cmocka_unit_test(test_cells),
+	    cmocka_unit_test(test_json_strings),
 	    cmocka_unit_test(test_totals),
 	    cmocka_unit_test(test_group_rows),
 	    cmocka_unit_test(test_rollup_equals_calls),
@@ -1089,6 +1198,7 @@ main(void)
 	    cmocka_unit_test(test_filters),
 	    cmocka_unit_test(test_bounds),
 	    cmocka_unit_test(test_csv),
+	    cmocka_unit_test(test_csv_cells),
 	    cmocka_unit_test(test_json),
 	    cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_calls_order),

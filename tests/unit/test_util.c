@@ -2,12 +2,14 @@
 /*
  * util.c: the UTF-8 check every recorded value passes, as a table of named
  * byte strings (RFC 3629's edges: overlongs, surrogates, the top of the
- * range, truncated sequences, NUL), and strcopy's cut.
+ * range, truncated sequences, NUL), the same table for utf8_seqlen and
+ * the U+FFFD copy every printed value gets, and strcopy's cut.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -66,6 +68,68 @@ test_utf8_valid(void **state)
 	}
 }
 
+/* utf8_seqlen walks a string exactly as utf8_valid judges it. */
+static void
+test_utf8_seqlen(void **state)
+{
+	size_t i, k, n;
+	int ok;
+
+	(void)state;
+	for (i = 0; i < nitems(utf8_cases); i++) {
+		const struct utf8_case *c = &utf8_cases[i];
+
+		ok = 1;
+		for (k = 0; k < c->len; k += n) {
+			if ((n = utf8_seqlen(c->bytes + k, c->len - k)) == 0 ||
+			    c->bytes[k] == '\0') {
+				ok = 0;
+				break;
+			}
+		}
+		if (ok != c->valid)
+			fail_msg("%s: utf8_seqlen walk says %d, want %d",
+			    c->name, ok, c->valid);
+	}
+	assert_int_equal(utf8_seqlen("\xe2\x82\xac", 2), 0);
+	assert_int_equal(utf8_seqlen("\xe2\x82\xac", 3), 3);
+	assert_int_equal(utf8_seqlen("a", 0), 0);
+}
+
+/* Each byte that is not UTF-8 becomes U+FFFD; valid text is kept. */
+static void
+test_utf8_dup(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"", ""},
+	    {"gpt-4o-mini", "gpt-4o-mini"},
+	    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+		"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+	    {"gpt\xff\xfe", "gpt" UTF8_REPLACEMENT UTF8_REPLACEMENT},
+	    {"\xe2\x82", UTF8_REPLACEMENT UTF8_REPLACEMENT},
+	    {"a\xc0\xaf"
+	     "b",
+		"a" UTF8_REPLACEMENT UTF8_REPLACEMENT "b"},
+	    {"\xed\xa0\x80",
+		UTF8_REPLACEMENT UTF8_REPLACEMENT UTF8_REPLACEMENT},
+	    {"{\"r\":\"\x9b\"}", "{\"r\":\"" UTF8_REPLACEMENT "\"}"},
+	};
+	size_t i;
+	char *s;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		s = utf8_dup(cases[i].in);
+		if (strcmp(s, cases[i].out) != 0)
+			fail_msg(
+			    "case %zu: '%s', want '%s'", i, s, cases[i].out);
+		assert_true(utf8_valid(s, strlen(s)));
+		free(s);
+	}
+}
+
 static void
 test_strcopy_cuts(void **state)
 {
@@ -83,6 +147,8 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_utf8_valid),
+	    cmocka_unit_test(test_utf8_seqlen),
+	    cmocka_unit_test(test_utf8_dup),
 	    cmocka_unit_test(test_strcopy_cuts),
 	};
 
