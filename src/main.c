@@ -156,7 +156,7 @@ kills_start(const char *path)
 
 	if ((ro = spend_open(path, &cause)) == NULL ||
 	    kills_load(ro, wallclock_ms(), &cause) == -1) {
-		log_warnx("ledger %s: %s", path, cause);
+		log_errorx("ledger %s: %s", path, cause);
 		free(cause);
 		sqlite3_close(ro);
 		return (-1);
@@ -239,7 +239,7 @@ cmd_serve(int foreground)
 		fatalx("event_base_new");
 	if (ledger_open(base, cf->cf_ledger_path, cf->cf_durability,
 		cf->cf_ledger_queue_max, &cause) == -1) {
-		log_warnx("ledger %s: %s", cf->cf_ledger_path, cause);
+		log_errorx("ledger %s: %s", cf->cf_ledger_path, cause);
 		free(cause);
 		config_unref(cf);
 		event_base_free(base);
@@ -247,7 +247,7 @@ cmd_serve(int foreground)
 	}
 	wallclock_check();
 	if (enforce_start(base, cf, &cause) == -1) {
-		log_warnx("policies: cannot rebuild budgets from %s: %s",
+		log_errorx("policies: cannot rebuild budgets from %s: %s",
 		    cf->cf_ledger_path, cause);
 		free(cause);
 		ledger_close();
