@@ -64,6 +64,24 @@ def top_keys(text):
     return {m.group(1) for m in re.finditer(r"^([A-Za-z_]+):", text, re.M)}
 
 
+
+def config_key_names():
+    """Every key name in tollgate's config key tables (src/config/*.c and
+    the policies' src/policy/parse.c): KEY_*("name", ...), REQ("name", ...)
+    and {.k_name = "name", ...}."""
+    root = tglib.SOURCE_DIR
+    names = set()
+    files = glob.glob(os.path.join(root, "src", "config", "*.c")) + \
+        [os.path.join(root, "src", "policy", "parse.c")]
+    for path in files:
+        with open(path) as f:
+            text = f.read()
+        names.update(re.findall(
+            r'(?:\bKEY_[A-Z]+|\bREQ)\(\s*"([a-z0-9_]+)"', text))
+        names.update(re.findall(r'\.k_name\s*=\s*"([a-z0-9_]+)"', text))
+    return names
+
+
 class DocsExamplesTest(tglib.TGTestCase):
 
     def setUp(self):
@@ -113,6 +131,24 @@ class DocsExamplesTest(tglib.TGTestCase):
                 self.check(full, where)
                 checked += 1
         self.assertGreater(checked, skipped)
+
+    def test_annotated_config_lists_every_option(self):
+        # config/tollgate.yaml says it lists every option: each key the
+        # parser knows appears in it as "name:" (set, or in a commented
+        # example), and the file as shipped checks.
+        names = config_key_names()
+        self.assertGreater(len(names), 60, sorted(names))
+        path = os.path.join(tglib.SOURCE_DIR, "config", "tollgate.yaml")
+        with open(path) as f:
+            text = f.read()
+        missing = sorted(n for n in names
+                         if not re.search(r"(?<![A-Za-z0-9_])%s:" % n, text))
+        self.assertEqual(missing, [], "config/tollgate.yaml does not show "
+                         "these options: %s" % missing)
+        rc, out, err, _ = tglib.run_check(text.replace(
+            "prices: prices.yaml", "prices: %s" % os.path.join(
+                tglib.SOURCE_DIR, "config", "prices.yaml")), self.tmp)
+        self.assertEqual(rc, 0, out + err)
 
 
 if __name__ == "__main__":
