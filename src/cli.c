@@ -54,11 +54,12 @@ static const struct {
 #define OPT_HELP 1001
 #define OPT_SOURCE 1002
 
+/* The usage of spend or calls: on stdout when asked for, else stderr. */
 static void
-cli_usage(enum spend_kind kind)
+cli_usage(enum spend_kind kind, FILE *f)
 {
 	if (kind == SPEND_KIND_SPEND)
-		fprintf(stderr,
+		fprintf(f,
 		    "usage: tollgate spend [--by DIMS] [--from D --to D | "
 		    "--month YYYY-MM]\n"
 		    "           [--team X] [--tenant X] [--agent-class X] "
@@ -73,7 +74,7 @@ cli_usage(enum spend_kind kind)
 		    "  D: YYYY-MM-DD (whole UTC day) or RFC 3339 "
 		    "(2026-11-28T14:00:00Z)\n");
 	else
-		fprintf(stderr,
+		fprintf(f,
 		    "usage: tollgate calls [--intent ID] [--team X] [--tenant "
 		    "X] [--agent-class X]\n"
 		    "           [--environment X] [--model X] [--provider X] "
@@ -177,7 +178,7 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 			break;
 		case 'h':
 		case OPT_HELP:
-			cli_usage(kind);
+			cli_usage(kind, stdout);
 			rc = 0;
 			goto out;
 		default:
@@ -224,7 +225,7 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 	rc = fflush(stdout) == 0 ? 0 : 1;
 	goto out;
 usage:
-	cli_usage(kind);
+	cli_usage(kind, stderr);
 	rc = 2;
 out:
 	sqlite3_close(db);

@@ -164,6 +164,8 @@ vlog(int pri, const char *fmt, va_list ap)
 			level = "fatal";
 			break;
 		case LOG_ERR:
+			level = "error";
+			break;
 		case LOG_WARNING:
 			level = "warn";
 			break;
@@ -199,12 +201,12 @@ log_warn(const char *emsg, ...)
 	int saved_errno = errno;
 
 	if (emsg == NULL)
-		logit(LOG_ERR, "%s", strerror(saved_errno));
+		logit(LOG_WARNING, "%s", strerror(saved_errno));
 	else {
 		va_start(ap, emsg);
 		(void)vsnprintf(buf, sizeof(buf), emsg, ap);
 		va_end(ap);
-		logit(LOG_ERR, "%s: %s", buf, strerror(saved_errno));
+		logit(LOG_WARNING, "%s: %s", buf, strerror(saved_errno));
 	}
 	errno = saved_errno;
 }
@@ -217,6 +219,21 @@ log_warnx(const char *emsg, ...)
 
 	va_start(ap, emsg);
 	vlog(LOG_WARNING, emsg, ap);
+	va_end(ap);
+}
+
+/*
+ * Log an error that stops tollgate, or part of it (a start that fails):
+ * level "error" on stderr, LOG_ERR in syslog, so an operator's filter on
+ * errors sees it where a warning would be passed over.
+ */
+void
+log_errorx(const char *emsg, ...)
+{
+	va_list ap;
+
+	va_start(ap, emsg);
+	vlog(LOG_ERR, emsg, ap);
 	va_end(ap);
 }
 

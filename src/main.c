@@ -12,6 +12,7 @@
  * finish for up to drain_timeout, then exit 0.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,19 +49,22 @@ static struct event *drain_timer;
 static long long drain_deadline_us;
 static struct event *kills_timer;
 
-static void __attribute__((noreturn)) usage(void)
+/* Print the usage: to stdout and exit 0 when asked for (-h, --help),
+ * else to stderr and exit 2. */
+static void __attribute__((noreturn)) usage(int status)
 {
-	fprintf(stderr,
+	fprintf(status == 0 ? stdout : stderr,
 	    "usage: tollgate [-dnv] [-c file] [serve]\n"
 	    "       tollgate check [-c file]\n"
-	    "       tollgate spend [options]   (tollgate spend -h)\n"
-	    "       tollgate calls [options]   (tollgate calls -h)\n"
-	    "  -c file  configuration (default " DEFAULT_CONFIG ")\n"
-	    "  -d       stay in the foreground and log to stderr\n"
-	    "  -n       check the configuration and exit\n"
-	    "  -v       verbose (debug) logging\n"
-	    "  -V       print the version and exit\n");
-	exit(2);
+	    "       tollgate spend [options]   (tollgate spend --help)\n"
+	    "       tollgate calls [options]   (tollgate calls --help)\n"
+	    "  -c, --config file  configuration (default " DEFAULT_CONFIG ")\n"
+	    "  -d                 stay in the foreground and log to stderr\n"
+	    "  -n                 check the configuration and exit\n"
+	    "  -v                 verbose (debug) logging\n"
+	    "  -V, --version      print the version and exit\n"
+	    "  -h, --help         print this help and exit\n");
+	exit(status);
 }
 
 static struct config *
@@ -152,7 +156,7 @@ kills_start(const char *path)
 
 	if ((ro = spend_open(path, &cause)) == NULL ||
 	    kills_load(ro, wallclock_ms(), &cause) == -1) {
-		log_warnx("ledger %s: %s", path, cause);
+		log_errorx("ledger %s: %s", path, cause);
 		free(cause);
 		sqlite3_close(ro);
 		return (-1);
@@ -235,7 +239,7 @@ cmd_serve(int foreground)
 		fatalx("event_base_new");
 	if (ledger_open(base, cf->cf_ledger_path, cf->cf_durability,
 		cf->cf_ledger_queue_max, &cause) == -1) {
-		log_warnx("ledger %s: %s", cf->cf_ledger_path, cause);
+		log_errorx("ledger %s: %s", cf->cf_ledger_path, cause);
 		free(cause);
 		config_unref(cf);
 		event_base_free(base);
@@ -243,7 +247,7 @@ cmd_serve(int foreground)
 	}
 	wallclock_check();
 	if (enforce_start(base, cf, &cause) == -1) {
-		log_warnx("policies: cannot rebuild budgets from %s: %s",
+		log_errorx("policies: cannot rebuild budgets from %s: %s",
 		    cf->cf_ledger_path, cause);
 		free(cause);
 		ledger_close();
@@ -341,9 +345,16 @@ struct opts {
 static void
 parse_opts(int argc, char *argv[], struct opts *o)
 {
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
 	int ch;
 
-	while ((ch = getopt(argc, argv, "c:dnvVh")) != -1) {
+	while (
+	    (ch = getopt_long(argc, argv, "c:dnvVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			o->o_path = optarg;
@@ -360,8 +371,10 @@ parse_opts(int argc, char *argv[], struct opts *o)
 		case 'V':
 			printf("tollgate %s\n", TOLLGATE_VERSION);
 			exit(0);
+		case 'h':
+			usage(0);
 		default:
-			usage();
+			usage(2);
 		}
 	}
 }
@@ -385,11 +398,11 @@ main(int argc, char *argv[])
 		if (strcmp(argv[0], "check") == 0)
 			o.o_check = 1;
 		else if (strcmp(argv[0], "serve") != 0)
-			usage();
+			usage(2);
 		optind = 1;
 		parse_opts(argc, argv, &o);
 		if (optind < argc)
-			usage();
+			usage(2);
 	}
 
 	log_init(o.o_check || o.o_foreground, o.o_verbose);

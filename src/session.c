@@ -173,6 +173,21 @@ session_reply(struct session *se, int status, struct hdrs *hs, char *body)
 	}
 	hdrs_add(hs, "x-tollgate-request-id", 21, se->se_reqid,
 	    strlen(se->se_reqid));
+	/* The header the family's SDKs read an error's request id from
+	 * (OpenAI's requestID, Anthropic's request-id): the answer is
+	 * tollgate's own, so the id is tollgate's, the row's id. */
+	switch (se->se_route.rt_family) {
+	case FAMILY_OPENAI:
+		hdrs_add(
+		    hs, "x-request-id", 12, se->se_reqid, strlen(se->se_reqid));
+		break;
+	case FAMILY_ANTHROPIC:
+		hdrs_add(
+		    hs, "request-id", 10, se->se_reqid, strlen(se->se_reqid));
+		break;
+	default:
+		break;
+	}
 	se->se_replied = 1;
 	conn_reply_full(
 	    se->se_conn, status, hs, "application/json", body, strlen(body));

@@ -623,8 +623,8 @@ admin_start(
 		    ad_token_sha);
 	ad_config_path = xstrdup(config_path);
 	if (!ad_has_token)
-		log_info("admin: no token configured; the admin API is open "
-			 "to local clients");
+		log_warnx("admin: no token configured; the admin API is open "
+			  "to every local client (set admin.token_env)");
 	return (0);
 }
 

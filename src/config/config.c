@@ -275,6 +275,41 @@ cfg_check_upstream_name(struct cfgctx *cx, const struct ynode *key)
 		    s, s);
 }
 
+/*
+ * The client's path (/v1/chat/completions, /v1beta/models/..., or
+ * /openai/deployments/...) is appended to base_url, so a base_url that
+ * already ends in the path's first segment (https://api.openai.com/v1, as
+ * the SDKs' own base URLs are written) would send /v1/v1/... upstream and
+ * every call would be a 404 there: an error at the base_url.
+ */
+static void
+check_base_path(
+    struct cfgctx *cx, const struct cfgentry *en, struct upstream_conf *uc)
+{
+	static const char *const prefixes[] = {"/v1", "/v1beta", "/openai"};
+	const struct ynode *val = en->en_val, *at = en->en_key;
+	const char *url = uc->uc_base_url, *p, *seg;
+	size_t i, j;
+
+	if (url == NULL || (p = strstr(url, "://")) == NULL ||
+	    (p = strchr(p + 3, '/')) == NULL)
+		return; /* no path, or base_url already refused */
+	seg = strrchr(p, '/');
+	for (i = 0; i < nitems(prefixes); i++) {
+		if (strcmp(seg, prefixes[i]) != 0)
+			continue;
+		for (j = 0; j + 1 < val->yn_nkids; j += 2)
+			if (strcmp(val->yn_kids[j]->yn_str, "base_url") == 0)
+				at = val->yn_kids[j + 1];
+		cfg_error(cx, at,
+		    "%s.base_url: ends in '%s', and the client's path, which "
+		    "starts with %s/, is appended to it (calls would go to "
+		    "%s%s/...): drop the '%s'",
+		    en->en_where, seg, seg, seg, seg, seg);
+		return;
+	}
+}
+
 /* One upstream under upstreams:, checked by upstream_keys. */
 static void
 upstream_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
@@ -292,6 +327,7 @@ upstream_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
 		return;
 	}
 	cfg_apply(cx, upstream_keys, en->en_where, en->en_key, en->en_val, uc);
+	check_base_path(cx, en, uc);
 }
 
 /* upstreams: a mapping of name -> upstream. */

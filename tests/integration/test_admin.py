@@ -160,6 +160,18 @@ class AdminTest(ledgerlib.MeterTestCase):
             self.assertEqual(r.json(), {"status": "ok"})
             self.assertEqual(r.header("cache-control"), "no-store")
 
+    def test_no_token_is_a_warning(self):
+        # An admin API without a token answers every local client
+        # (kills and reloads included): say so at warn, not info.
+        tg = self.start_admin(admin={"listen": "127.0.0.1:0"})
+        self.assertRegex(tg.stderr(), r"(?m) warn: admin: no token "
+                         r"configured; the admin API is open")
+        self.assertEqual(self.admin("GET", "/v1/budgets", token=None).status,
+                         200)
+        self.assertEqual(tg.stop(), 0)
+        tg2 = self.start_admin(name="t2")
+        self.assertNotIn("no token", tg2.stderr())
+
     def test_token(self):
         self.start_admin()
         bad = [None, "wrong", TOKEN[:-1], TOKEN + "x", "x" + TOKEN, ""]

@@ -58,6 +58,27 @@ BROKEN_LINES = {2: "unknown key", 4: "bad type", 5: "bad duration",
 # Each alone: (config text, line of the error, words one of which the
 # message should contain).
 SINGLE = {
+    # The SDKs write their base URL with /v1; tollgate appends the whole
+    # client path, so it would send /v1/v1/... to the provider.
+    "base_url ending in /v1": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com/v1/" }
+""", 3, ("'/v1'", "drop")),
+    "base_url ending in /v1, type after it": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  local:
+    base_url: http://127.0.0.1:11434/v1
+    type: openai_compatible
+""", 4, ("/v1/v1/",)),
+    "gemini base_url ending in /v1beta": ("""\
+listen: 127.0.0.1:0
+upstreams:
+  gemini:
+    type: gemini
+    base_url: https://generativelanguage.googleapis.com/v1beta
+""", 5, ("'/v1beta'",)),
     "unknown top-level key": ("""\
 listen: 127.0.0.1:0
 upstreams:

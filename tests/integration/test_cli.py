@@ -307,5 +307,41 @@ class CliTest(ledgerlib.MeterTestCase):
             self.assertEqual(body, out, qs)
 
 
+class HelpTest(tglib.TGTestCase):
+    """--help, -h and --version answer on stdout and exit 0, for tollgate
+    and its sub-commands; a wrong flag still exits 2 with the usage on
+    stderr."""
+
+    def run_bin(self, *args):
+        r = subprocess.run([tglib.TOLLGATE_BIN] + list(args),
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=20, cwd=self.tmp)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    def test_help_and_version(self):
+        for args in (["--help"], ["-h"], ["check", "--help"],
+                     ["-d", "--help"]):
+            rc, out, err = self.run_bin(*args)
+            self.assertEqual((rc, err), (0, ""), args)
+            self.assertIn("usage: tollgate", out, args)
+            self.assertIn("--version", out, args)
+        for args in (["--version"], ["-V"]):
+            rc, out, err = self.run_bin(*args)
+            self.assertEqual((rc, err), (0, ""), args)
+            self.assertRegex(out, r"^tollgate \S+\n$", args)
+        for cmd in ("spend", "calls"):
+            for flag in ("--help", "-h"):
+                rc, out, err = self.run_bin(cmd, flag)
+                self.assertEqual((rc, err), (0, ""), (cmd, flag))
+                self.assertIn("usage: tollgate " + cmd, out)
+        rc, out, err = self.run_bin("--bogus")
+        self.assertEqual(rc, 2)
+        self.assertEqual(out, "")
+        self.assertIn("usage: tollgate", err)
+        rc, out, err = self.run_bin("frobnicate")
+        self.assertEqual(rc, 2)
+        self.assertIn("usage: tollgate", err)
+
+
 if __name__ == "__main__":
     tglib.main()

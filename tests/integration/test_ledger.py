@@ -320,6 +320,16 @@ class LedgerTest(ledgerlib.MeterTestCase):
             log = self.start_failing({"path": "ro/ledger.db"}, "t3")
             self.assertIn("ro/ledger.db", log)
 
+    def test_ledger_in_use_is_an_error(self):
+        # A second tollgate on the same ledger cannot start: that is an
+        # error (level "error", LOG_ERR), not a warning an operator's
+        # filter passes over.
+        tg = self.start(self.fp, ledger={"path": "shared.db"}, name="t1")
+        log = self.start_failing({"path": "shared.db"}, "t2")
+        self.assertRegex(log, r"(?m) error: ledger \S*shared\.db: .*in use")
+        self.assertNotRegex(log, r"(?m) warn: ledger ")
+        self.assertTrue(tg.alive())
+
     def test_default_ledger_path_and_power_durability(self):
         # A ledger section without a path: <config dir>/data/ledger.db.
         tg = self.start(self.fp, ledger={"durability": "process"}, name="t1")

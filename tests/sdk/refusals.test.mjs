@@ -68,6 +68,8 @@ describe('refusals', () => {
     assert.equal(err.code, 'missing_tag');
     assert.equal(err.type, 'invalid_request_error');
     assert.equal(err.headers.get('x-tollgate-request-id'), call.id);
+    // The SDK's own request id is tollgate's, not null.
+    assert.equal(err.requestID, call.id);
     expectRow(await s.row(m), { status: 'refused', refusal_reason: 'missing_tag',
       http_status: 400, cost_nusd: 0, input_tokens: 0, output_tokens: 0 });
   });
@@ -93,11 +95,12 @@ describe('refusals', () => {
 
   s.it('anthropic: a missing required tag is a BadRequestError with tollgate\'s message', async () => {
     const m = marker('rf-an');
-    const { err } = await expectRefused(s, (f) => anthropic(s, { 'X-Tollgate-Intent': m }, f)
+    const { err, call } = await expectRefused(s, (f) => anthropic(s, { 'X-Tollgate-Intent': m }, f)
         .messages.create({
           model: 'claude-sonnet-4-6', max_tokens: 64,
           messages: [{ role: 'user', content: `hello ${m}` }],
         }), { status: 400, name: 'BadRequestError', message: NO_AGENT_CLASS });
+    assert.equal(err.requestID, call.id);
     assert.equal(err.status, 400);
     assert.equal(err.error.type, 'error');
     assert.equal(err.error.error.type, 'invalid_request_error');

@@ -48,6 +48,9 @@ say_short(void)
 {
 	log_info("hello %s %d", "world", 42);
 	log_warnx("careful");
+	errno = ENOENT;
+	log_warn("open %s", "x");
+	log_errorx("cannot start");
 }
 
 static void
@@ -59,10 +62,15 @@ test_short_lines(void **state)
 	out = capture(say_short);
 	/* 2026-11-28T19:00:00.123Z info: hello world 42 */
 	assert_int_equal(strlen(out),
-	    2 * 25 + strlen("info: hello world 42\n") +
-		strlen("warn: careful\n"));
+	    4 * 25 + strlen("info: hello world 42\n") +
+		strlen("warn: careful\n") +
+		strlen("warn: open x: No such file or directory\n") +
+		strlen("error: cannot start\n"));
 	assert_non_null(strstr(out, "Z info: hello world 42\n"));
 	assert_non_null(strstr(out, "Z warn: careful\n"));
+	assert_non_null(
+	    strstr(out, "Z warn: open x: No such file or directory\n"));
+	assert_non_null(strstr(out, "Z error: cannot start\n"));
 	assert_int_equal(out[4], '-');
 	free(out);
 }
