@@ -172,7 +172,7 @@ conn_reply_full(struct conn *co, int status, const struct hdrs *hs,
 	write_head(co, status, hs, extra);
 	evbuffer_add(bufferevent_get_output(co->co_bev), body, len);
 	co->co_session = NULL;
-	co->co_state = CONN_FLUSH;
+	conn_set_state(co, CONN_FLUSH);
 	evtimer_del(co->co_timer);
 }
 
@@ -253,7 +253,7 @@ conn_reply_end(struct conn *co)
 		conn_send(co, &iov, 1);
 	}
 	co->co_session = NULL;
-	co->co_state = CONN_FLUSH;
+	conn_set_state(co, CONN_FLUSH);
 	if (evbuffer_get_length(out) == 0)
 		event_active(co->co_defer, EV_TIMEOUT, 0);
 }
@@ -268,7 +268,7 @@ conn_reply_abort(struct conn *co)
 {
 	co->co_session = NULL;
 	co->co_close_after = 1;
-	co->co_state = CONN_FLUSH;
+	conn_set_state(co, CONN_FLUSH);
 	if (conn_output_pending(co) == 0)
 		event_active(co->co_defer, EV_TIMEOUT, 0);
 }

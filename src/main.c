@@ -28,6 +28,7 @@
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fdlimit.h"
 #include "tollgate/kills.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
@@ -92,9 +93,15 @@ static int
 cmd_check(const char *path)
 {
 	struct config *cf;
+	char *cause = NULL;
 
 	if ((cf = load_or_report(path, 0)) == NULL)
 		return (1);
+	/* Only the hard limit matters: the soft one is raised at start. */
+	if (fdlimit_check(cf, &cause) == -1) {
+		fprintf(stderr, "%s: warning: here, %s\n", path, cause);
+		free(cause);
+	}
 	config_unref(cf);
 	printf("configuration OK\n");
 	return (0);
@@ -263,6 +270,7 @@ cmd_serve(int foreground)
 	}
 	if (upstream_init(base, cf->cf_max_connections) == -1)
 		fatalx("cannot initialise libcurl");
+	fdlimit_apply(cf);
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);

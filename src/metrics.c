@@ -129,6 +129,9 @@ static const char *const alert_kinds[] = {
     "threshold", "breaker", "kill", "other"};
 static const char *const alert_results[] = {
     "delivered", "retried", "failed", "dropped"};
+/* Why a listener closed a client connection before serving it. */
+static const char *const conn_reasons[] = {
+    "header_timeout", "shed", "client_limit", "other"};
 
 /* The module's state; metrics_reset returns it to all zero. */
 static struct {
@@ -144,6 +147,7 @@ static struct {
 	struct mtable m_duration;
 	uint64_t m_alerts[nitems(alert_kinds)];
 	uint64_t m_deliveries[nitems(alert_results)];
+	uint64_t m_conns_closed[nitems(conn_reasons)];
 } metrics;
 
 static void
@@ -462,6 +466,20 @@ metrics_alert_delivery(const char *result)
 	metrics_init();
 	metrics.m_deliveries[fixed_index(
 	    alert_results, nitems(alert_results), result)]++;
+}
+
+/*
+ * Count one client connection a listener closed before serving it:
+ * "header_timeout" (no complete request head in time), "shed" (closed
+ * while doing nothing to admit a new one when every slot was taken) or
+ * "client_limit" (over max_connections_per_client, answered 429).
+ */
+void
+metrics_conn_closed(const char *reason)
+{
+	metrics_init();
+	metrics.m_conns_closed[fixed_index(
+	    conn_reasons, nitems(conn_reasons), reason)]++;
 }
 
 /* The length of a valid UTF-8 sequence at p, or 0 if it is not one. */
@@ -788,6 +806,8 @@ render_alerts(struct evbuffer *b)
 void
 metrics_render(struct evbuffer *b)
 {
+	size_t i;
+
 	metrics_init();
 	render_family(b, "tollgate_build_info", "gauge",
 	    "The running tollgate's version; always 1.");
@@ -819,6 +839,13 @@ metrics_render(struct evbuffer *b)
 	render_scalar(b, "tollgate_kills_live", "gauge",
 	    "Kill switches in force (admin API and breakers).",
 	    (uint64_t)kills_count());
+	render_family(b, "tollgate_connections_closed_total", "counter",
+	    "Client connections closed before they were served, by reason.");
+	for (i = 0; i < nitems(conn_reasons); i++)
+		evbuffer_add_printf(b,
+		    "tollgate_connections_closed_total{reason=\"%s\"} %" PRIu64
+		    "\n",
+		    conn_reasons[i], metrics.m_conns_closed[i]);
 	render_ledger(b);
 	render_alerts(b);
 	render_scalar(b, "tollgate_metrics_series_dropped_total", "counter",

@@ -16,10 +16,10 @@
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fdlimit.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/session.h"
-#include "tollgate/upstream.h"
 
 static struct config *server_cf;
 static unsigned long long server_gen;
@@ -243,7 +243,8 @@ server_reload(const char *path, struct cfgerrs *errs)
 	if (old != NULL)
 		reload_removals(old, cf, errs);
 	server_set_config(cf);
-	upstream_set_max_connections(cf->cf_max_connections);
+	/* A larger max_connections may need a higher open files limit. */
+	fdlimit_apply(cf);
 	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);

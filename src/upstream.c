@@ -4,7 +4,8 @@
  * curl tells us which sockets to watch (sock_cb) and when to wake it
  * (multi_timer_cb); libevent tells curl when a socket is ready. Connections
  * are reused across calls and HTTP/2 is negotiated when the provider offers
- * it.
+ * it; a call waits for another's connection only where that connection
+ * is known to multiplex (see "Waiting for multiplexing" below).
  *
  * Every transfer is locked down the same way: the URL comes from the
  * config, redirects are never followed, only the configured scheme is
@@ -19,6 +20,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "tollgate/config.h"
 #include "tollgate/http.h"
@@ -51,6 +53,8 @@ struct xfer {
 	int xf_dead; /* freed while inside curl; reap later */
 	int xf_paused;
 	int xf_stream; /* small receive buffer: never pooled */
+	int xf_tls; /* https: ALPN tells whether h2 was chosen */
+	const char *xf_base_url; /* borrowed from the session's config */
 	struct xfer *xf_reap_next;
 	char xf_errbuf[CURL_ERROR_SIZE];
 };
@@ -77,6 +81,107 @@ static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
 #define UP_POOL_MAX 16
 static CURL *up_pool[UP_POOL_MAX];
 static int up_npool;
+
+/*
+ * Waiting for multiplexing. With CURLOPT_PIPEWAIT a transfer to a host
+ * whose only connection is still being set up (or whose protocol curl
+ * does not know yet) waits until curl learns whether that connection can
+ * carry several transfers at once, instead of opening one of its own.
+ * Over TLS curl learns it from ALPN at the end of the handshake. Over
+ * plain http it learns it only from the first response's status line, and
+ * libcurl 7.88 does not release the waiting transfers then, only when a
+ * transfer ends, one at a time: parallel calls to a local http server
+ * (vLLM, Ollama) finished one delay after another. Over TLS to a host
+ * that speaks only HTTP/1.1 every transfer of a burst waited for the
+ * first connection's handshake before it started its own.
+ *
+ * So plain http is HTTP/1.1 and never waits. https offers h2 by ALPN and
+ * waits only for a host whose last handshake chose h2, where waiting one
+ * handshake lets the calls share a connection; a host not seen yet, seen
+ * to speak HTTP/1.1, or whose last connection attempt failed, gets a
+ * connection of its own at once. What each host chose is read from the
+ * TLS session right before each request is sent (prereq_cb) and kept here,
+ * by scheme://host[:port] of the base_url, so it outlives reloads. The
+ * table only steers that choice: when it is full the oldest entry goes.
+ */
+#define UP_ORIGINS_MAX 64
+
+struct origin {
+	char *or_name; /* "https://host[:port]" */
+	int or_h2; /* the last handshake chose h2 */
+};
+
+static struct origin up_origins[UP_ORIGINS_MAX];
+static size_t up_norigins;
+static size_t up_origin_evict; /* next one to go when full */
+
+/* The length of url's scheme://host[:port], without the path. */
+static size_t
+origin_len(const char *url)
+{
+	const char *p;
+
+	if ((p = strstr(url, "://")) == NULL)
+		return (strlen(url));
+	p += 3;
+	return ((size_t)(p - url) + strcspn(p, "/"));
+}
+
+/* The entry of url's origin; a new one when create is set. */
+static struct origin *
+origin_find(const char *url, int create)
+{
+	struct origin *o;
+	size_t i, n = origin_len(url);
+
+	for (i = 0; i < up_norigins; i++) {
+		o = &up_origins[i];
+		if (strlen(o->or_name) == n && memcmp(o->or_name, url, n) == 0)
+			return (o);
+	}
+	if (!create)
+		return (NULL);
+	if (up_norigins < UP_ORIGINS_MAX)
+		o = &up_origins[up_norigins++];
+	else {
+		o = &up_origins[up_origin_evict];
+		up_origin_evict = (up_origin_evict + 1) % UP_ORIGINS_MAX;
+		free(o->or_name);
+	}
+	o->or_name = xstrndup(url, n);
+	o->or_h2 = 0;
+	return (o);
+}
+
+/*
+ * Right before a request goes out on a new or reused connection: note
+ * whether its TLS handshake chose h2.
+ */
+static int
+prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port,
+    int local_port)
+{
+	struct xfer *x = arg;
+	struct curl_tlssessioninfo *ti = NULL;
+	const unsigned char *alpn = NULL;
+	unsigned int alen = 0;
+
+	(void)primary_ip;
+	(void)local_ip;
+	(void)primary_port;
+	(void)local_port;
+	if (x->xf_dead)
+		return (CURL_PREREQFUNC_ABORT);
+	if (curl_easy_getinfo(x->xf_easy, CURLINFO_TLS_SSL_PTR, &ti) !=
+		CURLE_OK ||
+	    ti == NULL || ti->backend != CURLSSLBACKEND_OPENSSL ||
+	    ti->internals == NULL)
+		return (CURL_PREREQFUNC_OK);
+	SSL_get0_alpn_selected(ti->internals, &alpn, &alen);
+	origin_find(x->xf_base_url, 1)->or_h2 =
+	    alen == 2 && memcmp(alpn, "h2", 2) == 0;
+	return (CURL_PREREQFUNC_OK);
+}
 
 static CURL *
 easy_get(void)
@@ -220,6 +325,7 @@ static void
 check_multi_info(void)
 {
 	struct xfer *x;
+	struct origin *o;
 	CURLMsg *msg;
 	char *priv;
 	int left;
@@ -235,6 +341,11 @@ check_multi_info(void)
 			continue;
 		x->xf_finished = 1;
 		res = classify(msg->data.result);
+		/* The next calls must not wait for a connection that may
+		 * never come. */
+		if (x->xf_tls && (res == XFER_CONNECT || res == XFER_TIMEOUT) &&
+		    (o = origin_find(x->xf_base_url, 0)) != NULL)
+			o->or_h2 = 0;
 		why = x->xf_errbuf[0] != '\0'
 		    ? x->xf_errbuf
 		    : curl_easy_strerror(msg->data.result);
@@ -344,6 +455,9 @@ upstream_shutdown(void)
 		return;
 	while (up_npool > 0)
 		curl_easy_cleanup(up_pool[--up_npool]);
+	while (up_norigins > 0)
+		free(up_origins[--up_norigins].or_name);
+	up_origin_evict = 0;
 	curl_multi_cleanup(up_multi);
 	up_multi = NULL;
 	event_free(up_timer);
@@ -403,6 +517,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
     const struct xfer_cbs *cbs, void *arg)
 {
 	struct xfer *x;
+	struct origin *o;
 	CURL *e;
 	size_t i;
 	int is_post = strcmp(method, "POST") == 0;
@@ -413,6 +528,8 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	x->xf_arg = arg;
 	/* A stream's handle is never a reused one: see XFER_STREAM_BUFSIZE. */
 	x->xf_stream = stream;
+	x->xf_tls = strncmp(uc->uc_base_url, "https:", 6) == 0;
+	x->xf_base_url = uc->uc_base_url;
 	if ((e = x->xf_easy = stream ? curl_easy_init() : easy_get()) == NULL)
 		fatalx("%s: curl_easy_init", __func__);
 
@@ -444,8 +561,8 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR,
-	    strncmp(uc->uc_base_url, "https:", 6) == 0 ? "https" : "http");
+	curl_easy_setopt(
+	    e, CURLOPT_PROTOCOLS_STR, x->xf_tls ? "https" : "http");
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_PROXY, "");
 	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
@@ -457,8 +574,20 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (uc->uc_ca_file != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, uc->uc_ca_file);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-	curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+	/* Waiting for multiplexing: see up_origins. */
+	if (x->xf_tls) {
+		curl_easy_setopt(
+		    e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+		o = origin_find(uc->uc_base_url, 0);
+		curl_easy_setopt(
+		    e, CURLOPT_PIPEWAIT, o != NULL && o->or_h2 ? 1L : 0L);
+		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+		curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+	} else {
+		curl_easy_setopt(
+		    e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
+	}
 	if (stream)
 		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, XFER_STREAM_BUFSIZE);
 	if (is_post) {

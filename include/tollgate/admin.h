@@ -19,6 +19,14 @@
 struct event_base;
 struct config;
 
+/*
+ * Admin connections open at once. Operators and scrapers need a few; the
+ * cap keeps a flood of admin connections from using the descriptors the
+ * proxy needs (fdlimit.c counts them apart). When all are taken, idle ones
+ * are closed to admit new ones, as on the proxy listener.
+ */
+#define ADMIN_MAX_CONNECTIONS 64
+
 /* admin.c */
 int admin_start(struct event_base *, const struct config *, const char *);
 int admin_port(void);

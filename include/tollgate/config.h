@@ -104,6 +104,8 @@ struct config {
 	size_t cf_max_header_bytes; /* request line + headers; 431 beyond */
 	int cf_max_headers; /* header count; 431 beyond */
 	int cf_max_connections; /* accepted client connections */
+	int cf_max_connections_per_client; /* per peer address; 0: none */
+	long cf_header_timeout_ms; /* request line and headers within */
 	long cf_request_timeout_ms; /* whole request must arrive within */
 	long cf_keepalive_timeout_ms; /* idle keep-alive connections */
 	long cf_client_write_timeout_ms; /* a client taking no bytes */

@@ -38,6 +38,8 @@ struct listener;
 /* listener.c */
 struct listener *listener_new(struct event_base *, const char *, int,
     const struct listener_ops *, const char *);
+void listener_set_limits(struct listener *, int, int);
+void listener_set_fd_cap(int);
 void listener_drain(struct listener *);
 size_t listener_nconns(const struct listener *);
 int listener_port(const struct listener *);

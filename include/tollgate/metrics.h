@@ -43,6 +43,7 @@ void metrics_refusal(const char *);
 void metrics_shadow(const char *);
 void metrics_alert_fired(const char *);
 void metrics_alert_delivery(const char *);
+void metrics_conn_closed(const char *);
 void metrics_render(struct evbuffer *);
 void metrics_reset(void);
 

@@ -609,6 +609,10 @@ admin_start(
 		reader_stop();
 		return (-1);
 	}
+	/* No per-client limit: the few admin clients are usually all local,
+	 * and the cap, the header timeout and shedding bound what a flood
+	 * can hold. */
+	listener_set_limits(ad_listener, ADMIN_MAX_CONNECTIONS, 0);
 	port = listener_port(ad_listener);
 	ad_nhosts = 0;
 	admin_add_host("127.0.0.1", port);

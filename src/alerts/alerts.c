@@ -16,7 +16,8 @@
  * queued ones alone. Transfers: TLS verified, redirects not followed,
  * environment proxies ignored; URLs and secrets are never logged (only
  * the host). At most ALERTS_PENDING_MAX deliveries wait at once; beyond
- * that an alert's deliveries are dropped, logged and counted.
+ * that an alert's deliveries are dropped, logged and counted. At most
+ * ALERTS_MAX_CONNECTIONS of them hold a connection at a time.
  * alerts_shutdown logs every undelivered alert and frees everything.
  */
 #include <sys/queue.h>
@@ -389,6 +390,15 @@ alerts_setup(struct event_base *base)
 		fatalx("%s: evtimer_new", __func__);
 	curl_multi_setopt(al_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
 	curl_multi_setopt(al_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	/*
+	 * Up to ALERTS_PENDING_MAX deliveries may be under way at once (an
+	 * alert storm, or the backlog resent at start), each on a
+	 * connection of its own: descriptors the proxy's clients need. The
+	 * rest wait in curl for a connection to come free, and their
+	 * timeout runs from when they start.
+	 */
+	curl_multi_setopt(al_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+	    (long)ALERTS_MAX_CONNECTIONS);
 }
 
 /*

@@ -61,6 +61,9 @@ static const struct cfgkey limits_keys[] = {
     KEY_SIZE("max_header_bytes", CF_OFF(cf_max_header_bytes), 1024),
     KEY_INT("max_headers", CF_OFF(cf_max_headers), 1, 10000),
     KEY_INT("max_connections", CF_OFF(cf_max_connections), 1, 1000000),
+    KEY_INT("max_connections_per_client", CF_OFF(cf_max_connections_per_client),
+	0, 1000000),
+    KEY_DURATION("header_timeout", CF_OFF(cf_header_timeout_ms)),
     KEY_DURATION("request_timeout", CF_OFF(cf_request_timeout_ms)),
     KEY_DURATION("keepalive_timeout", CF_OFF(cf_keepalive_timeout_ms)),
     KEY_DURATION("drain_timeout", CF_OFF(cf_drain_timeout_ms)),
@@ -601,6 +604,14 @@ config_defaults(struct config *cf)
 	cf->cf_max_header_bytes = 64 * 1024;
 	cf->cf_max_headers = 100;
 	cf->cf_max_connections = 1024;
+	cf->cf_max_connections_per_client = -1; /* see config_load */
+	/*
+	 * SDKs write a request's whole head at once, so a head still
+	 * incomplete after a few seconds is not a client being slow: it is a
+	 * connection holding a slot. 10 s leaves room for a congested link
+	 * (nginx's client_header_timeout is 60 s, for browsers on any link).
+	 */
+	cf->cf_header_timeout_ms = 10 * 1000;
 	cf->cf_request_timeout_ms = 30 * 1000;
 	cf->cf_client_write_timeout_ms = 300 * 1000;
 	cf->cf_keepalive_timeout_ms = 60 * 1000;
@@ -800,6 +811,16 @@ config_load(const char *path, struct cfgerrs *errs)
 		cf->cf_top_keys = top_keys_present(root);
 	}
 	cf->cf_ledger_queue_max = (size_t)cf->cf_ledger_queue_max_int;
+	/*
+	 * Left out, the per-client limit is off on a loopback listener (a
+	 * sidecar: every client is 127.0.0.1, so it would cap the whole
+	 * host) and a quarter of max_connections on any other address.
+	 */
+	if (cf->cf_max_connections_per_client < 0)
+		cf->cf_max_connections_per_client =
+		    host_is_loopback(cf->cf_listen_host)
+		    ? 0
+		    : (cf->cf_max_connections + 3) / 4;
 	if (cf->cf_ledger_path == NULL)
 		xasprintf(&cf->cf_ledger_path, "%s/data/ledger.db", cx.cx_dir);
 	/* The price table is part of the configuration: a reload that

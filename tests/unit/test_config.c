@@ -45,6 +45,9 @@ check_defaults(const struct config *cf, const char *dir)
 	assert_int_equal(cf->cf_max_header_bytes, 64 * 1024);
 	assert_int_equal(cf->cf_max_headers, 100);
 	assert_int_equal(cf->cf_max_connections, 1024);
+	/* A loopback listener: every client is 127.0.0.1, no limit. */
+	assert_int_equal(cf->cf_max_connections_per_client, 0);
+	assert_int_equal(cf->cf_header_timeout_ms, 10000);
 	assert_int_equal(cf->cf_request_timeout_ms, 30000);
 	assert_int_equal(cf->cf_keepalive_timeout_ms, 60000);
 	assert_int_equal(cf->cf_drain_timeout_ms, 30000);
@@ -163,6 +166,9 @@ check_full(const struct config *cf, const char *dir)
 	assert_int_equal(cf->cf_max_header_bytes, 1024);
 	assert_int_equal(cf->cf_max_headers, 10000);
 	assert_int_equal(cf->cf_max_connections, 1000000);
+	/* Any other listener: a quarter of max_connections. */
+	assert_int_equal(cf->cf_max_connections_per_client, 250000);
+	assert_int_equal(cf->cf_header_timeout_ms, 2000);
 	assert_int_equal(cf->cf_request_timeout_ms, 500);
 	assert_int_equal(cf->cf_keepalive_timeout_ms, 5 * 60 * 1000);
 	assert_int_equal(cf->cf_drain_timeout_ms, 3600 * 1000);
@@ -199,6 +205,28 @@ check_plain_numbers(const struct config *cf, const char *dir)
 	assert_int_equal(cf->cf_request_timeout_ms, 7000);
 	assert_int_equal(cf->cf_keepalive_timeout_ms, 1);
 	assert_int_equal(cf->cf_stream_high_watermark, 3 * 1024 * 1024);
+}
+
+static void
+check_per_client_set(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_max_connections_per_client, 5);
+}
+
+static void
+check_per_client_off(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	assert_int_equal(cf->cf_max_connections_per_client, 0);
+}
+
+static void
+check_per_client_quarter(const struct config *cf, const char *dir)
+{
+	(void)dir;
+	/* Rounded up: a listener of 2 still lets one client hold 1. */
+	assert_int_equal(cf->cf_max_connections_per_client, 1);
 }
 
 static void
@@ -286,6 +314,7 @@ static const struct cfgcase cases[] = {
 	    "  max_header_bytes: 1KiB\n"
 	    "  max_headers: 10000\n"
 	    "  max_connections: 1000000\n"
+	    "  header_timeout: 2s\n"
 	    "  request_timeout: 500ms\n"
 	    "  keepalive_timeout: 5m\n"
 	    "  drain_timeout: 1h\n"
@@ -312,6 +341,19 @@ static const struct cfgcase cases[] = {
     {.name = "listen_ipv6",
 	.yaml = "listen: \"[::1]:0\"\n",
 	.check = check_listen_v6},
+    {.name = "per_client_set_on_loopback",
+	.yaml = "limits:\n  max_connections_per_client: 5\n",
+	.check = check_per_client_set},
+    {.name = "per_client_off_on_any",
+	.yaml = "listen: 0.0.0.0:1\n"
+		"limits:\n  max_connections_per_client: 0\n",
+	.check = check_per_client_off},
+    {.name = "per_client_default_on_any",
+	.yaml = "listen: 0.0.0.0:1\nlimits:\n  max_connections: 2\n",
+	.check = check_per_client_quarter},
+    {.name = "per_client_default_on_v6_loopback",
+	.yaml = "listen: \"[::1]:0\"\n",
+	.check = check_per_client_off},
     {.name = "listen_localhost",
 	.yaml = "listen: localhost:65535\n",
 	.check = check_listen_localhost},
@@ -568,6 +610,12 @@ static const struct cfgcase cases[] = {
 	.errors = {"2:16: limits.max_headers: must be between 1 and 10000",
 	    "3:20: limits.max_connections: must be between 1 and "
 	    "1000000"}},
+    {.name = "per_client_range",
+	.yaml = "limits:\n  max_connections_per_client: -1\n"
+		"  header_timeout: 0s\n",
+	.errors = {"2:31: limits.max_connections_per_client: must be "
+		   "between 0 and 1000000",
+	    "3:19: limits.header_timeout: must be greater than 0"}},
     {.name = "int_overflow",
 	.yaml = "limits:\n  max_headers: 99999999999999999999999\n",
 	.errors = {"2:16: limits.max_headers: must be between 1 and "

@@ -42,6 +42,7 @@ static const char *const families[] = {
     "tollgate_call_duration_seconds",
     "tollgate_calls_in_flight",
     "tollgate_kills_live",
+    "tollgate_connections_closed_total",
     "tollgate_ledger_queue_depth",
     "tollgate_ledger_rows_written_total",
     "tollgate_ledger_commits_total",
