@@ -25,7 +25,8 @@ SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 BENCH_DEB_PACKAGES = wrk haproxy $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
-	format check-format bench bench-build bench-smoke soak clean sdk-deps
+	format check-format bench bench-build bench-smoke soak clean sdk-deps \
+	install
 
 all: build
 
@@ -130,6 +131,14 @@ soak: $(if $(filter $(ASAN_BUILD),$(SOAK_BUILD)),asan,build)
 	timeout $$(( $(SOAK_MINUTES) * 60 + 600 )) python3 bench/soak.py \
 	    --minutes $(SOAK_MINUTES) --build $(SOAK_BUILD) \
 	    $(if $(SOAK_DOC),--doc $(SOAK_DOC))
+
+# The binary in $(PREFIX)/bin, and the config (ledger in /var/lib/tollgate),
+# price table and systemd unit in $(PREFIX)/share/tollgate
+# (docs/operations.md).
+PREFIX ?= /usr/local
+
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 check: build
 	./$(BUILD)/tollgate check -c $(CONFIG)
