@@ -96,7 +96,9 @@ ledger_path(const char *ledger, const char *config)
 
 	if (ledger != NULL)
 		return (xstrdup(ledger));
-	if ((cf = config_load(config, &errs)) == NULL) {
+	/* Reading the ledger needs its path, not the daemon's secrets. */
+	if ((cf = config_load_opts(config, CONFIG_SECRETS_OPTIONAL, &errs)) ==
+	    NULL) {
 		for (i = 0; i < errs.ce_n; i++)
 			fprintf(stderr, "%s\n", errs.ce_msgs[i]);
 		if (errs.ce_n == 0)
@@ -105,6 +107,7 @@ ledger_path(const char *ledger, const char *config)
 		cfgerrs_free(&errs);
 		return (NULL);
 	}
+	cfgerrs_free(&errs);
 	path = xstrdup(cf->cf_ledger_path);
 	config_unref(cf);
 	return (path);

@@ -68,25 +68,27 @@ static void __attribute__((noreturn)) usage(int status)
 	exit(status);
 }
 
+/*
+ * Load the file for serve (flags 0: every secret must be set) or check
+ * (CONFIG_SECRETS_OPTIONAL), printing its errors, then its warnings, to
+ * stderr.
+ */
 static struct config *
-load_or_report(const char *path, int reload)
+load_or_report(const char *path, int flags)
 {
 	struct cfgerrs errs = {0};
 	struct config *cf;
 	size_t i;
 
-	if ((cf = config_load(path, &errs)) != NULL)
-		return (cf);
-	for (i = 0; i < errs.ce_n; i++) {
-		if (reload)
-			log_warnx("reload: %s", errs.ce_msgs[i]);
-		else
-			fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-	}
-	if (errs.ce_n == 0 && !reload)
+	cf = config_load_opts(path, flags, &errs);
+	for (i = 0; cf == NULL && i < errs.ce_n; i++)
+		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
+	if (cf == NULL && errs.ce_n == 0)
 		fprintf(stderr, "%s: cannot load configuration\n", path);
+	for (i = 0; i < errs.ce_nwarn; i++)
+		fprintf(stderr, "%s\n", errs.ce_warns[i]);
 	cfgerrs_free(&errs);
-	return (NULL);
+	return (cf);
 }
 
 static int
@@ -95,7 +97,7 @@ cmd_check(const char *path)
 	struct config *cf;
 	char *cause = NULL;
 
-	if ((cf = load_or_report(path, 0)) == NULL)
+	if ((cf = load_or_report(path, CONFIG_SECRETS_OPTIONAL)) == NULL)
 		return (1);
 	/* Only the hard limit matters: the soft one is raised at start. */
 	if (fdlimit_check(cf, &cause) == -1) {

@@ -98,6 +98,7 @@ struct config {
 	int cf_admin_port; /* 8788 by default; 0 picks an ephemeral port */
 	char *cf_admin_token; /* bearer token, a secret; NULL: none */
 	const char *cf_admin_token_src; /* the key that set it, for messages */
+	int cf_admin_token_unset; /* named, but not set here (check only) */
 
 	/* limits: */
 	size_t cf_max_body_bytes; /* 413 beyond */
@@ -152,10 +153,22 @@ struct config {
 struct cfgerrs {
 	char **ce_msgs;
 	size_t ce_n;
+	char **ce_warns; /* config_load_opts: what is not an error there */
+	size_t ce_nwarn;
 };
+
+/*
+ * config_load_opts flags. CONFIG_SECRETS_OPTIONAL: a secret read from the
+ * environment (api_key_env, admin.token_env, secret_env) that is not set is
+ * a warning, not an error, and the secret is left out; for tollgate check
+ * and the ledger commands, which must not need production secrets. Only
+ * serve and reload need them.
+ */
+#define CONFIG_SECRETS_OPTIONAL 0x1
 
 /* config.c */
 struct config *config_load(const char *, struct cfgerrs *);
+struct config *config_load_opts(const char *, int, struct cfgerrs *);
 struct config *config_ref(struct config *);
 void config_unref(struct config *);
 const struct upstream_conf *config_find_upstream(

@@ -57,6 +57,7 @@ struct cfgctx {
 	const char *cx_buf; /* file contents, for reader error positions */
 	size_t cx_len;
 	int cx_sort; /* keep cx_pos, for cfg_sort_errors */
+	int cx_flags; /* CONFIG_SECRETS_OPTIONAL */
 	struct cfgpos *cx_pos; /* owned; freed by cfg_sort_errors */
 	size_t cx_npos;
 };
@@ -130,6 +131,8 @@ char *cfg_read_file(struct cfgctx *, const char *, size_t *);
 /* cfgparse.c */
 void cfg_error(struct cfgctx *, const struct ynode *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
+int cfg_secret_env(
+    struct cfgctx *, const struct ynode *, const char *, const char *);
 void cfg_error_at(struct cfgctx *, size_t, size_t, const char *, ...)
     __attribute__((format(printf, 4, 5)));
 void cfg_sort_errors(struct cfgctx *);

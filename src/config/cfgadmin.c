@@ -101,8 +101,10 @@ cfgp_admin_token_env(struct cfgctx *cx, const struct cfgkey *k,
 	if (admin_token_twice(cx, path, n, cf))
 		return;
 	if ((v = getenv(s)) == NULL || v[0] == '\0') {
-		cfg_error(cx, n, "%s: the environment variable %s is not set",
-		    path, s);
+		if (cfg_secret_env(cx, n, path, s) == 0) {
+			cf->cf_admin_token_unset = 1;
+			cf->cf_admin_token_src = "admin.token_env";
+		}
 		return;
 	}
 	admin_set_token(cf, xstrdup(v));
@@ -245,7 +247,7 @@ config_check_admin(
 		cf->cf_admin_port = 8788;
 	}
 	if (!admin_host_is_loopback(cf->cf_admin_host) &&
-	    cf->cf_admin_token == NULL)
+	    cf->cf_admin_token == NULL && !cf->cf_admin_token_unset)
 		cfg_error(cx, at != NULL ? at : root,
 		    "admin.listen: %s is not a loopback address, so the admin "
 		    "API needs a token (admin.token_env or admin.token_file)",

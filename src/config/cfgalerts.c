@@ -221,8 +221,7 @@ cfgp_webhook_secret_env(struct cfgctx *cx, const struct cfgkey *k,
 	    NULL)
 		return;
 	if ((v = getenv(s)) == NULL || v[0] == '\0') {
-		cfg_error(cx, n, "%s: the environment variable %s is not set",
-		    path, s);
+		(void)cfg_secret_env(cx, n, path, s);
 		return;
 	}
 	if (wh->wh_secret != NULL)

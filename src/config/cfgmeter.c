@@ -326,8 +326,10 @@ cfgp_api_key_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	    NULL)
 		return;
 	if ((v = getenv(s)) == NULL || v[0] == '\0') {
-		cfg_error(cx, n, "%s: the environment variable %s is not set",
-		    path, s);
+		if (cfg_secret_env(cx, n, path, s) == 0) {
+			free(uc->uc_api_key_env);
+			uc->uc_api_key_env = xstrdup(s);
+		}
 		return;
 	}
 	free(uc->uc_api_key_env);

@@ -182,6 +182,36 @@ cfg_error(struct cfgctx *cx, const struct ynode *n, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * An environment variable that should hold a secret is not set: an error,
+ * or with CONFIG_SECRETS_OPTIONAL a warning (tollgate check, the ledger
+ * commands). Returns 0 when the caller should go on without the secret,
+ * -1 after an error.
+ */
+int
+cfg_secret_env(
+    struct cfgctx *cx, const struct ynode *n, const char *path, const char *var)
+{
+	struct cfgerrs *ce = cx->cx_errs;
+	char *w;
+
+	if (!(cx->cx_flags & CONFIG_SECRETS_OPTIONAL)) {
+		cfg_error(cx, n, "%s: the environment variable %s is not set",
+		    path, var);
+		return (-1);
+	}
+	if (ce == NULL)
+		return (0);
+	xasprintf(&w,
+	    "%s:%zu:%zu: warning: %s: the environment variable %s is not set "
+	    "here; tollgate needs it to start",
+	    cx->cx_file, n->yn_line, n->yn_col, path, var);
+	ce->ce_warns = xreallocarray(
+	    ce->ce_warns, ce->ce_nwarn + 1, sizeof(*ce->ce_warns));
+	ce->ce_warns[ce->ce_nwarn++] = w;
+	return (0);
+}
+
 /* Record an error at line and col, for positions that have no node. */
 void
 cfg_error_at(struct cfgctx *cx, size_t line, size_t col, const char *fmt, ...)

@@ -778,6 +778,16 @@ config_check_reload(
 struct config *
 config_load(const char *path, struct cfgerrs *errs)
 {
+	return (config_load_opts(path, 0, errs));
+}
+
+/*
+ * config_load with flags (CONFIG_SECRETS_OPTIONAL); warnings, if any, are
+ * appended to errs->ce_warns.
+ */
+struct config *
+config_load_opts(const char *path, int flags, struct cfgerrs *errs)
+{
 	struct cfgctx cx;
 	struct config *cf = NULL;
 	struct ynode *root = NULL;
@@ -789,6 +799,7 @@ config_load(const char *path, struct cfgerrs *errs)
 	cx.cx_file = path;
 	cx.cx_errs = errs;
 	cx.cx_sort = 1;
+	cx.cx_flags = flags;
 	if ((slash = strrchr(path, '/')) == NULL)
 		cx.cx_dir = xstrdup(".");
 	else if (slash == path)
@@ -953,4 +964,9 @@ cfgerrs_free(struct cfgerrs *errs)
 	free(errs->ce_msgs);
 	errs->ce_msgs = NULL;
 	errs->ce_n = 0;
+	for (i = 0; i < errs->ce_nwarn; i++)
+		free(errs->ce_warns[i]);
+	free(errs->ce_warns);
+	errs->ce_warns = NULL;
+	errs->ce_nwarn = 0;
 }

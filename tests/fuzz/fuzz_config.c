@@ -19,7 +19,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
 	static char path[64];
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct config *cf;
 	FILE *f;
 

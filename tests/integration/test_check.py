@@ -7,6 +7,7 @@ made after the file is read (unknown_models.price_as, a prices: file that
 is missing, deployments on an upstream that is not Azure) point at their
 own line and column."""
 
+import json
 import os
 import re
 
@@ -296,6 +297,82 @@ class CheckTest(tglib.TGTestCase):
             self.fail("tollgate kept running on a broken config")
         self.assertNotEqual(r.returncode, 0)
         self.assertRegex(r.stderr.decode(), r"broken\.yaml:2:\d+: ")
+
+
+class SecretsTest(tglib.TGTestCase):
+    """Checking a config in CI, or reading spend as an analyst, needs no
+    production secret: an unset api_key_env, admin.token_env or webhook
+    secret_env is a warning there, and an error only for the daemon."""
+
+    TEXT = """\
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0, token_env: TG_TEST_UNSET_ADMIN }
+upstreams:
+  openai: { type: openai, base_url: "https://api.openai.com", api_key_env: TG_TEST_UNSET_KEY }
+alerts:
+  webhooks:
+    - { url: "https://hooks.example.com/x", secret_env: TG_TEST_UNSET_HOOK }
+ledger: { path: data/ledger.db }
+"""
+    WARNED = {2: "admin.token_env: the environment variable "
+                 "TG_TEST_UNSET_ADMIN",
+              4: "upstreams.openai.api_key_env: the environment variable "
+                 "TG_TEST_UNSET_KEY",
+              7: "alerts.webhooks[0].secret_env: the environment variable "
+                 "TG_TEST_UNSET_HOOK"}
+
+    def setUp(self):
+        super().setUp()
+        for k in ("TG_TEST_UNSET_ADMIN", "TG_TEST_UNSET_KEY",
+                  "TG_TEST_UNSET_HOOK"):
+            os.environ.pop(k, None)
+
+    def run_bin(self, *args):
+        import subprocess
+        r = subprocess.run([tglib.TOLLGATE_BIN] + list(args), cwd=self.tmp,
+                           capture_output=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        return r.returncode, r.stdout.decode(), r.stderr.decode()
+
+    def test_unset_secrets_warn_for_check_and_ledger_commands(self):
+        rc, out, err, path = tglib.run_check(self.TEXT, self.tmp)
+        self.assertEqual((rc, out), (0, "configuration OK\n"), err)
+        lines = err.splitlines()
+        for line, what in self.WARNED.items():
+            hit = [l for l in lines
+                   if l.startswith("%s:%d:" % (path, line))]
+            self.assertEqual(len(hit), 1, err)
+            self.assertIn("warning: " + what + " is not set here", hit[0])
+        self.assertEqual(len(lines), 3, err)
+
+        # The daemon refuses to start without them, naming each.
+        tg = tglib.Tollgate(self.tmp, self.TEXT, wait=False)
+        self._procs.append(tg)
+        self.assertEqual(tg.wait(15), 1)
+        tg.expected_exit = True
+        log = tg.stderr()
+        for what in self.WARNED.values():
+            self.assertIn(what + " is not set", log)
+        self.assertNotIn("warning:", log)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "data",
+                                                     "ledger.db")))
+
+        # With a ledger there, spend and calls read it without the secrets.
+        os.makedirs(os.path.join(self.tmp, "data"))
+        env = {"TG_TEST_UNSET_ADMIN": "x" * 32, "TG_TEST_UNSET_KEY": "sk-x",
+               "TG_TEST_UNSET_HOOK": "hook-secret"}
+        os.environ.update(env)
+        try:
+            tg = tglib.Tollgate(self.tmp, self.TEXT, name="serve")
+            self.assertEqual(tg.stop(), 0)
+        finally:
+            for k in env:
+                os.environ.pop(k, None)
+        for cmd in ("spend", "calls"):
+            rc, out, err = self.run_bin(cmd, "-c", path, "--format", "json")
+            self.assertEqual(rc, 0, (cmd, out, err))
+            self.assertEqual(err, "", cmd)
+            json.loads(out)
 
 
 if __name__ == "__main__":

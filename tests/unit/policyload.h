@@ -33,7 +33,7 @@ load(const char *yaml, struct cfgerrs *errs)
 static struct policyset *
 load_ok(const char *yaml)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct policyset *ps = load(yaml, &errs);
 	size_t i;
 

@@ -417,7 +417,7 @@ teardown(void **state)
 static void
 configure(const char *format, int signed_, const char *retry)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct config *cf;
 	FILE *f;
 	size_t i;

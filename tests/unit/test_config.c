@@ -956,7 +956,7 @@ static void
 run_case(void **state)
 {
 	const struct cfgcase *tc = *state;
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct config *cf;
 	char dir[] = "/tmp/tg-test-config.XXXXXX";
 	char *path, *extra = NULL, *want;
@@ -1017,7 +1017,7 @@ run_case(void **state)
 static void
 test_missing_prices_file(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	char dir[] = "/tmp/tg-test-config.XXXXXX";
 	char *path, *want;
 
@@ -1043,7 +1043,7 @@ test_missing_prices_file(void **state)
 static void
 test_shipped_config(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	const struct upstream_conf *uc;
 	struct config *cf;
 	size_t i;
@@ -1076,7 +1076,7 @@ test_shipped_config(void **state)
 static void
 test_missing_file(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 
 	(void)state;
 	assert_null(config_load("/nonexistent/tollgate.yaml", &errs));
@@ -1094,7 +1094,7 @@ test_missing_file(void **state)
 static void
 test_errors_append(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 
 	(void)state;
 	assert_null(config_load("/nonexistent/a.yaml", &errs));
@@ -1109,7 +1109,7 @@ test_errors_append(void **state)
 static struct config *
 load_text(const char *text, char *dir, char **pathp)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct config *cf;
 	size_t i;
 
@@ -1191,7 +1191,7 @@ test_check_reload(void **state)
 	};
 	char dir[] = "/tmp/tg-test-config.XXXXXX", *path;
 	char dir2[sizeof(dir)], *path2;
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct config *run, *cf;
 	size_t i, k;
 

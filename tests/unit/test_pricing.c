@@ -381,7 +381,7 @@ static struct pricebook *
 load_expect(const char *text, const char *const *want, size_t nwant)
 {
 	char dir[] = "/tmp/tg-test-pricing.XXXXXX", *path;
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	struct pricebook *pb;
 	size_t i, plen;
 	int same;
@@ -900,7 +900,7 @@ test_shipped(void **state)
 static void
 test_missing_file(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 
 	(void)state;
 	assert_null(pricing_load("/nonexistent/prices.yaml", &errs));
@@ -983,7 +983,7 @@ test_saturation(void **state)
 static int
 setup(void **state)
 {
-	struct cfgerrs errs = {NULL, 0};
+	struct cfgerrs errs = {0};
 	size_t i;
 
 	(void)state;
