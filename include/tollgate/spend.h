@@ -137,6 +137,7 @@ void spend_out_printf(struct spend_out *, const char *, ...)
 void spend_out_usd(struct spend_out *, int64_t);
 void spend_out_json_str(struct spend_out *, const char *);
 void spend_out_cell(struct spend_out *, const char *, int);
+size_t spend_text_width(const char *);
 void spend_write(const struct spend_query *, const struct spend_result *,
     struct spend_out *);
 int spend_answer(struct sqlite3 *, enum spend_kind, const char *,

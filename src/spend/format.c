@@ -169,6 +169,13 @@ text_width(const char *s)
 	return (w);
 }
 
+/* The columns s takes in a table (spend_out_cell): one a character. */
+size_t
+spend_text_width(const char *s)
+{
+	return (text_width(s));
+}
+
 /*
  * A table cell padded to width (negative: left-aligned). A table goes to
  * a terminal and values such as a model name came from a client, so

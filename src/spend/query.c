@@ -534,46 +534,94 @@ calls_column(struct spend_out *o, sqlite3_stmt *st, int i)
 	}
 }
 
-/* Table columns of tollgate calls: name, width (negative: left-aligned). */
+/*
+ * Table columns of tollgate calls: the ledger column, its heading, and
+ * whether it is a number (right-aligned). Each column is as wide as its
+ * widest cell on the page, so a 32-digit id or a long model never pushes
+ * the columns after it out of line.
+ */
 static const struct {
 	const char *name;
-	int width;
+	const char *head;
+	int number;
 } call_cols[] = {
-    {"started_at", -24},
-    {"id", -26},
-    {"status", -14},
-    {"provider", -9},
-    {"model", -24},
-    {"team", -14},
-    {"input_tokens", 12},
-    {"output_tokens", 13},
-    {"cost_nusd", 14},
+    {"started_at", "started_at", 0},
+    {"id", "id", 0},
+    {"status", "status", 0},
+    {"refusal_reason", "reason", 0},
+    {"provider", "provider", 0},
+    {"model", "model", 0},
+    {"team", "team", 0},
+    {"tenant", "tenant", 0},
+    {"input_tokens", "input_tokens", 1},
+    {"output_tokens", "output_tokens", 1},
+    {"cost_nusd", "cost_usd", 1},
 };
 
+/* The cells of one table row, allocated, appended to *cells. */
 static void
-calls_table_row(struct spend_out *o, sqlite3_stmt *st, int *map)
+calls_table_row(char ***cells, size_t *ncells, sqlite3_stmt *st, int *map)
 {
+	struct spend_out usd;
 	const unsigned char *t;
 	size_t i;
 
+	*cells =
+	    xreallocarray(*cells, *ncells + nitems(call_cols), sizeof(**cells));
 	for (i = 0; i < nitems(call_cols); i++) {
-		if (i > 0)
-			spend_out_add(o, "  ", 2);
 		if (strcmp(call_cols[i].name, "cost_nusd") == 0) {
-			struct spend_out usd;
-
 			spend_out_init(&usd, 64);
 			spend_out_usd(&usd, sqlite3_column_int64(st, map[i]));
-			spend_out_printf(o, "%*.*s", call_cols[i].width,
-			    (int)usd.so_len, usd.so_buf);
+			(*cells)[(*ncells)++] =
+			    xstrndup(usd.so_buf, usd.so_len);
 			spend_out_free(&usd);
 			continue;
 		}
-		t = sqlite3_column_text(st, map[i]);
-		spend_out_cell(
-		    o, t != NULL ? (const char *)t : "-", call_cols[i].width);
+		t = map[i] >= 0 ? sqlite3_column_text(st, map[i]) : NULL;
+		(*cells)[(*ncells)++] =
+		    xstrdup(t != NULL && *t != '\0' ? (const char *)t : "-");
+	}
+}
+
+static void
+free_cells(char **cells, size_t ncells)
+{
+	size_t i;
+
+	for (i = 0; i < ncells; i++)
+		free(cells[i]);
+	free(cells);
+}
+
+/* Print the table: headings, then the rows, each column fitted. */
+static void
+calls_table_write(struct spend_out *o, char **cells, size_t ncells)
+{
+	size_t width[nitems(call_cols)], i, k, w;
+
+	for (k = 0; k < nitems(call_cols); k++)
+		width[k] = strlen(call_cols[k].head);
+	for (i = 0; i < ncells; i++) {
+		k = i % nitems(call_cols);
+		if ((w = spend_text_width(cells[i])) > width[k])
+			width[k] = w;
+	}
+	for (k = 0; k < nitems(call_cols); k++) {
+		if (k > 0)
+			spend_out_add(o, "  ", 2);
+		spend_out_cell(o, call_cols[k].head,
+		    call_cols[k].number ? (int)width[k] : -(int)width[k]);
 	}
 	spend_out_add(o, "\n", 1);
+	for (i = 0; i < ncells; i++) {
+		k = i % nitems(call_cols);
+		if (k > 0)
+			spend_out_add(o, "  ", 2);
+		spend_out_cell(o, cells[i],
+		    call_cols[k].number ? (int)width[k] : -(int)width[k]);
+		if (k + 1 == nitems(call_cols))
+			spend_out_add(o, "\n", 1);
+	}
 }
 
 /*
@@ -589,10 +637,10 @@ spend_calls(
 {
 	struct sql s = {{0}, 0};
 	sqlite3_stmt *st = NULL;
-	char *cursor = NULL, *last_at = NULL, *last_id = NULL;
+	char *cursor = NULL, *last_at = NULL, *last_id = NULL, **cells = NULL;
 	int map[nitems(call_cols)];
 	int rc, n = 0, i, ncol, count = 0;
-	size_t k;
+	size_t k, ncells = 0;
 
 	sql_add(&s, "SELECT * FROM calls WHERE 1");
 	where_calls(&s, q);
@@ -624,21 +672,13 @@ spend_calls(
 
 	ncol = sqlite3_column_count(st);
 	for (k = 0; k < nitems(call_cols); k++) {
-		map[k] = 0;
+		map[k] = -1;
 		for (i = 0; i < ncol; i++)
 			if (strcmp(sqlite3_column_name(st, i),
 				call_cols[k].name) == 0)
 				map[k] = i;
 	}
-	if (q->sq_format == SPEND_FORMAT_TABLE) {
-		for (k = 0; k < nitems(call_cols); k++)
-			spend_out_printf(o, "%s%*s", k > 0 ? "  " : "",
-			    call_cols[k].width,
-			    strcmp(call_cols[k].name, "cost_nusd") == 0
-				? "cost_usd"
-				: call_cols[k].name);
-		spend_out_add(o, "\n", 1);
-	} else
+	if (q->sq_format != SPEND_FORMAT_TABLE)
 		spend_out_add(o, "{\"calls\":[", 10);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (count == q->sq_limit) {
@@ -652,7 +692,7 @@ spend_calls(
 		last_id =
 		    xstrdup((const char *)sqlite3_column_text(st, map[1]));
 		if (q->sq_format == SPEND_FORMAT_TABLE)
-			calls_table_row(o, st, map);
+			calls_table_row(&cells, &ncells, st, map);
 		else {
 			spend_out_add(
 			    o, count > 0 ? ",{" : "{", count > 0 ? 2 : 1);
@@ -668,6 +708,7 @@ spend_calls(
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto fail;
 	if (q->sq_format == SPEND_FORMAT_TABLE) {
+		calls_table_write(o, cells, ncells);
 		if (cursor != NULL)
 			spend_out_printf(o, "(more: --cursor %s)\n", cursor);
 	} else {
@@ -681,6 +722,7 @@ spend_calls(
 	free(cursor);
 	free(last_at);
 	free(last_id);
+	free_cells(cells, ncells);
 	sqlite3_finalize(st);
 	return (0);
 fail:
@@ -688,6 +730,7 @@ fail:
 	free(cursor);
 	free(last_at);
 	free(last_id);
+	free_cells(cells, ncells);
 	sqlite3_finalize(st);
 	return (-1);
 }

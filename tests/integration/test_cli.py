@@ -238,6 +238,30 @@ class CliTest(ledgerlib.MeterTestCase):
         self.assertEqual(len(out.splitlines()), 4, out)
         self.assertTrue(out.startswith("started_at"), out)
 
+    def test_calls_table_columns_line_up(self):
+        # Every page of the table: the columns (the 32-digit ids among
+        # them) start where their headings do, and a refusal's reason and
+        # the tenant have columns of their own.
+        out, _ = self.run_cli("calls", "--ledger", self.path)
+        lines = out.splitlines()
+        head = lines[0].split()
+        self.assertEqual(head, ["started_at", "id", "status", "reason",
+                                "provider", "model", "team", "tenant",
+                                "input_tokens", "output_tokens", "cost_usd"])
+        starts = [lines[0].index(h) for h in head[:8]]
+        rows = {r["id"]: r for r in self.ledger.query("SELECT * FROM calls")}
+        self.assertEqual(len(lines) - 1, len(rows), out)
+        for line in lines[1:]:
+            self.assertEqual(len(line), len(lines[0]), out)
+            cells = line.split()
+            row = rows[cells[1]]
+            for k, col in enumerate(("started_at", "id", "status",
+                                     "refusal_reason", "provider", "model",
+                                     "team", "tenant")):
+                self.assertEqual(line[starts[k]:].split(" ")[0],
+                                 row[col] or "-", (col, line))
+            self.assertEqual(cells[-1], usd(row["cost_nusd"]))
+
     def test_config_and_daemon_down(self):
         """-c finds the ledger; after tollgate stops, the same answer, and
         the file is not written."""
