@@ -31,8 +31,8 @@
 
 #include "providers/providers.h"
 
-/* The largest bound or count a request may give: INT32_MAX, as providers
- * declare them (int32 in Gemini's protos, 32-bit in OpenAI's schema). */
+/* The largest bound or count a request may give: INT32_MAX, the type
+ * Gemini's protos give them; no model writes anywhere near as much. */
 #define REQUEST_COUNT_MAX 2147483647LL
 
 /* The most members an object tollgate reads may have; APIs take dozens. */
