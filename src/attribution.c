@@ -79,6 +79,9 @@ struct keys {
 	size_t k_len[KEYS_MAX];
 	size_t k_n;
 	int k_overflow;
+	char *k_decoded[KEYS_MAX]; /* ?key= values decoded, owned */
+	size_t k_decsize[KEYS_MAX];
+	size_t k_ndecoded;
 };
 
 static void
@@ -100,17 +103,91 @@ note_key(struct keys *ks, const char *v, size_t len)
 	ks->k_len[ks->k_n++] = len;
 }
 
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	if (c >= 'A' && c <= 'F')
+		return (c - 'A' + 10);
+	return (-1);
+}
+
+/*
+ * Percent-decode p[0..n) into dst (room for n + 1 bytes, NUL-terminated).
+ * Returns the decoded length, or SIZE_MAX when an escape is malformed.
+ */
+static size_t
+query_decode(const char *p, size_t n, char *dst)
+{
+	size_t i, o = 0;
+	int hi, lo;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] != '%') {
+			dst[o++] = p[i];
+			continue;
+		}
+		if (n - i < 3 || (hi = hexval((unsigned char)p[i + 1])) < 0 ||
+		    (lo = hexval((unsigned char)p[i + 2])) < 0)
+			return (SIZE_MAX);
+		dst[o++] = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	dst[o] = '\0';
+	return (o);
+}
+
+/*
+ * Whether the query parameter p[0..n) is named key, as the provider's
+ * query parser reads the name: percent-escapes decoded, so ?k%65y= is a
+ * key too. *val is set to its value's offset in p.
+ */
+static int
+query_is_key(const char *p, size_t n, size_t *val)
+{
+	char name[16];
+	size_t nlen = strcspn(p, "=&");
+
+	if (nlen > n)
+		nlen = n;
+	*val = nlen < n ? nlen + 1 : n;
+	if (nlen >= sizeof(name))
+		return (0);
+	return (
+	    query_decode(p, nlen, name) == 3 && memcmp(name, "key", 4) == 0);
+}
+
+/* Note the ?key= value v[0..n), decoded as the provider decodes it. */
+static void
+note_query_key(struct keys *ks, const char *v, size_t n)
+{
+	char *dec = xmalloc(n + 1);
+	size_t dlen;
+
+	if ((dlen = query_decode(v, n, dec)) == SIZE_MAX) {
+		memcpy(dec, v, n); /* not decodable: kept as written */
+		dlen = n;
+	}
+	ks->k_decsize[ks->k_ndecoded] = n + 1;
+	ks->k_decoded[ks->k_ndecoded++] = dec;
+	note_key(ks, dec, dlen);
+}
+
 /*
  * Every credential the client presented, wherever an SDK puts one:
  * Authorization: Bearer, x-api-key, api-key, x-goog-api-key, ?key=.
- * A header name's length picks the one slot it could be.
+ * A header name's length picks the one slot it could be. A ?key= value is
+ * percent-decoded, as the provider reads it, before it is matched.
  */
 static void
 presented_keys(const struct hdrs *hs, const char *query, struct keys *ks)
 {
 	const struct hdr *h;
 	const char *v, *p, *slot;
-	size_t i;
+	size_t i, n, val;
 
 	memset(ks, 0, sizeof(*ks));
 	for (i = 0; i < hs->hs_n; i++) {
@@ -144,19 +221,35 @@ presented_keys(const struct hdrs *hs, const char *query, struct keys *ks)
 		note_key(ks, v, strlen(v));
 	}
 	for (p = query; p != NULL && *p != '\0';) {
-		if (strncmp(p, "key=", 4) == 0)
-			note_key(ks, p + 4, strcspn(p + 4, "&"));
-		if ((p = strchr(p, '&')) != NULL)
-			p++;
+		n = strcspn(p, "&");
+		if (query_is_key(p, n, &val)) {
+			if (ks->k_ndecoded == KEYS_MAX)
+				ks->k_overflow = 1; /* too many to tell */
+			else
+				note_query_key(ks, p + val, n - val);
+		}
+		p = p[n] == '&' ? p + n + 1 : NULL;
 	}
 }
 
-/*
- * The first value of each X-Tollgate-* header attribution reads (the tag
- * headers, then X-Tollgate-Request-Id at TAG_MAX), as hdrs_get would find
- * it, from one pass over the headers.
- */
 static void
+keys_free(struct keys *ks)
+{
+	size_t i;
+
+	for (i = 0; i < ks->k_ndecoded; i++)
+		freezero(ks->k_decoded[i], ks->k_decsize[i]);
+	ks->k_ndecoded = 0;
+}
+
+/*
+ * The value of each X-Tollgate-* header attribution reads (the tag
+ * headers, then X-Tollgate-Request-Id at TAG_MAX), from one pass over the
+ * headers. Returns the index of one given more than once, or -1: a proxy
+ * in front may have added one while the client sent another, and which
+ * one counts would be a guess.
+ */
+static int
 tollgate_headers(const struct hdrs *hs, const char *v[TAG_MAX + 1])
 {
 	const char *name;
@@ -176,9 +269,11 @@ tollgate_headers(const struct hdrs *hs, const char *v[TAG_MAX + 1])
 		}
 		if (t == TAG_MAX && strcasecmp(name + 11, "Request-Id") != 0)
 			continue;
-		if (v[t] == NULL)
-			v[t] = hs->hs_v[i].h_value;
+		if (v[t] != NULL)
+			return (t);
+		v[t] = hs->hs_v[i].h_value;
 	}
+	return (-1);
 }
 
 static int
@@ -249,6 +344,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 		}
 		explicit_bzero(md, sizeof(md));
 	}
+	keys_free(&ks);
 	if (kb != NULL && (ks.k_n > 1 || ks.k_overflow)) {
 		*code = "conflicting_credentials";
 		xasprintf(msg,
@@ -259,7 +355,12 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	}
 	at->at_binding = kb;
 
-	tollgate_headers(hs, hv);
+	if ((t = tollgate_headers(hs, hv)) != -1) {
+		*code = t == TAG_MAX ? "bad_request_id" : "bad_tag";
+		xasprintf(msg, "%s is given more than once; send it once",
+		    t == TAG_MAX ? "X-Tollgate-Request-Id" : tags[t].header);
+		return (-1);
+	}
 	for (t = 0; t < TAG_MAX; t++) {
 		if (kb != NULL && kb->kb_tags[t] != NULL) {
 			strcopy(at->at_tag[t], sizeof(at->at_tag[t]),
@@ -310,13 +411,16 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	return (0);
 }
 
-/* A copy of query without its key= parameters (NULL if none remain). */
+/*
+ * A copy of query without its key parameters (NULL if none remain), named
+ * as query_is_key reads them.
+ */
 char *
 attribution_strip_query_key(const char *query)
 {
 	char *out;
 	const char *p = query, *amp;
-	size_t o = 0, n;
+	size_t o = 0, n, val;
 
 	if (query == NULL)
 		return (NULL);
@@ -324,7 +428,7 @@ attribution_strip_query_key(const char *query)
 	while (*p != '\0') {
 		amp = strchr(p, '&');
 		n = amp != NULL ? (size_t)(amp - p) : strlen(p);
-		if (!(n >= 4 && strncmp(p, "key=", 4) == 0)) {
+		if (!query_is_key(p, n, &val)) {
 			if (o > 0)
 				out[o++] = '&';
 			memcpy(out + o, p, n);

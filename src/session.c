@@ -458,6 +458,31 @@ session_refusal_id(struct session *se)
 }
 
 /*
+ * Whether the request declares a Content-Encoding other than identity:
+ * tollgate would check the encoded bytes and the provider read the
+ * decoded ones.
+ */
+static int
+encoded_body(const struct hdrs *hs)
+{
+	const char *v;
+	size_t i, n;
+
+	for (i = 0; i < hs->hs_n; i++) {
+		if (strcasecmp(hs->hs_v[i].h_name, "Content-Encoding") != 0)
+			continue;
+		v = hs->hs_v[i].h_value;
+		v += strspn(v, " \t");
+		n = strcspn(v, " \t");
+		if (v[n + strspn(v + n, " \t")] != '\0')
+			return (1); /* a list of codings */
+		if (n != 0 && !(n == 8 && strncasecmp(v, "identity", 8) == 0))
+			return (1);
+	}
+	return (0);
+}
+
+/*
  * Read and price the request. Returns 0 to go on, or -1 after refusing it.
  */
 static int
@@ -466,18 +491,46 @@ session_price(struct session *se)
 	struct http_request *req = se->se_req;
 	const struct config *cf = se->se_conf;
 	const char *body, *mapped;
-	char *msg, model[160];
+	char *msg, *cause = NULL, model[160];
 
 	body = (const char *)evbuffer_pullup(req->hr_body, -1);
+	/* A body to refuse comes back with its cause. */
 	meter_request(&se->se_route, body != NULL ? body : "",
 	    evbuffer_get_length(req->hr_body), &se->se_ci, &se->se_body,
-	    &se->se_bodylen);
+	    &se->se_bodylen, &cause);
 	if (se->se_route.rt_upstream->uc_type == UPSTREAM_AZURE_OPENAI &&
 	    se->se_route.rt_model[0] != '\0' &&
 	    (mapped = config_deployment_model(
 		 se->se_route.rt_upstream, se->se_route.rt_model)) != NULL)
 		snprintf(se->se_ci.ci_model, sizeof(se->se_ci.ci_model), "%s",
 		    mapped);
+	/* Said first: the bytes are not the body the client means. */
+	if (se->se_route.rt_endpoint != EP_MODELS &&
+	    encoded_body(&req->hr_headers)) {
+		free(cause);
+		xasprintf(&cause,
+		    "the request body has a Content-Encoding; tollgate reads "
+		    "the body as it is sent while the provider would decode "
+		    "it, so send it without one");
+		if (se->se_route.rt_model[0] == '\0')
+			se->se_ci.ci_model[0] = '\0';
+	}
+	if (cause != NULL) {
+		/*
+		 * Refused before anything is read from it: the row has no
+		 * model but the URL's, and nothing is forwarded.
+		 */
+		free(se->se_body);
+		se->se_body = NULL;
+		se->se_bodylen = 0;
+		se->se_refusal = "bad_body";
+		session_refusal_id(se);
+		log_info("session %llu: bad body: %s", se->se_id, cause);
+		session_reply_error(se, 400, "bad_body", cause, NULL);
+		free(cause);
+		session_record_refusal(se, 400, "bad_body");
+		return (-1);
+	}
 	if (!se->se_route.rt_metered)
 		return (0);
 

@@ -61,19 +61,6 @@ capped_by(const struct policyset *ps, const char *const *attr)
 	return (NULL);
 }
 
-/* Does any policy that is enforced (not shadow) match this call? */
-static int
-enforced_by(const struct policyset *ps, const char *const *attr)
-{
-	size_t i;
-
-	for (i = 0; i < ps->ps_n; i++)
-		if (!ps->ps_pol[i].po_shadow &&
-		    policy_matches(&ps->ps_pol[i], attr))
-			return (1);
-	return (0);
-}
-
 /* The body as it will be forwarded. */
 const char *
 session_forward_body(struct session *se, size_t *len)
@@ -165,21 +152,6 @@ session_admit(struct session *se)
 		session_reply(se, 400, &hs, reply_json_take(root));
 		free(msg);
 		session_record_refusal(se, 400, "unpriced_model");
-		return (-1);
-	}
-
-	if (se->se_ci.ci_ambiguous && enforced_by(ps, se->se_pattr)) {
-		se->se_refusal = "bad_body";
-		session_refusal_id(se);
-		session_reply_error(se, 400, "bad_body",
-		    "the request body gives a key that decides its cost "
-		    "(model, "
-		    "stream, n, an output bound, generationConfig) twice or "
-		    "with escapes, or uses generation_config; providers and "
-		    "tollgate could read different values, so a policy cannot "
-		    "bound it. Send each key once, plainly",
-		    NULL);
-		session_record_refusal(se, 400, "bad_body");
 		return (-1);
 	}
 

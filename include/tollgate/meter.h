@@ -4,18 +4,20 @@
  * anthropic.c, gemini.c), behind one interface:
  *
  *  - meter_request reads the request body before it is forwarded: model,
- *    stream flag, output bound, n, an input estimate. For OpenAI chat and
- *    legacy-completions streams without stream_options.include_usage it
- *    returns a rewritten body that asks for usage, and remembers to hide
- *    the extra usage chunk (and the "usage":null fields) from the client.
+ *    stream flag, output bound, n, an input estimate. It refuses a body
+ *    that a provider could read otherwise than tollgate does. For OpenAI
+ *    chat and legacy-completions streams without
+ *    stream_options.include_usage it returns a rewritten body that asks
+ *    for usage, and remembers to hide the extra usage chunk (and the
+ *    "usage":null fields) from the client.
  *  - a struct meter reads the response as it is relayed: meter_feed gets
  *    every body byte from the provider and calls emit with the bytes the
  *    client must receive (the same bytes, unless usage was injected, in
  *    which case whole SSE events are emitted with the injected parts
  *    removed). meter_finish returns the normalised usage.
  *
- * Adapters never fail a call: a malformed body or usage just means usage
- * is estimated.
+ * Past the request check, adapters never fail a call: malformed usage
+ * just means usage is estimated.
  */
 #ifndef TOLLGATE_METER_H
 #define TOLLGATE_METER_H
@@ -39,9 +41,15 @@ struct meter; /* opaque */
 /*
  * meter.c (dispatch to the adapters):
  *
- * meter_request(route, body, len, ci, &newbody, &newlen) fills ci from
- *   the request and always returns 0; *newbody is NULL when the body is to
+ * meter_request(route, body, len, ci, &newbody, &newlen, &cause) fills ci
+ *   from the request and returns 0; *newbody is NULL when the body is to
  *   be forwarded as it is, else an allocated replacement of *newlen bytes.
+ *   It returns -1 with an allocated *cause (a sentence naming the key or
+ *   the problem) for a body to refuse: on a metered route one that is not
+ *   a JSON object, on any route one with a key given twice or in two
+ *   spellings, a name with escapes, a value tollgate reads that readers
+ *   could read differently (a bound that is not a plain whole number, a
+ *   model with a control character or invalid UTF-8).
  * meter_new(route, ci) starts metering a response.
  * meter_response(m, status, content_type) gives the response head
  *   (content_type may be NULL); SSE is metered as a stream, anything else
@@ -55,7 +63,7 @@ struct meter; /* opaque */
  *   none. A call that produced output is never left at zero tokens.
  */
 int meter_request(const struct route *, const char *, size_t,
-    struct call_info *, char **, size_t *);
+    struct call_info *, char **, size_t *, char **);
 int meter_set_bound(
     const struct route *, const char *, size_t, int64_t, char **, size_t *);
 struct meter *meter_new(const struct route *, const struct call_info *);

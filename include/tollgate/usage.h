@@ -22,7 +22,6 @@ struct call_info {
 	int ci_n; /* choices / candidates, >= 1 */
 	int64_t ci_input_estimate; /* prompt tokens, estimated (bytes/4) */
 	int ci_usage_injected; /* tollgate added include_usage */
-	int ci_ambiguous; /* a cost key repeated or escaped (meter_request) */
 };
 
 enum usage_source {

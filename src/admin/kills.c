@@ -130,6 +130,12 @@ ep_kills_add(struct admin_req *ar)
 			err = "unknown field (expected match, reason, ttl)";
 			goto bad;
 		}
+		/* cJSON would read the first; the sender may mean the last. */
+		if (cJSON_GetObjectItemCaseSensitive(body, it->string) != it) {
+			snprintf(param, sizeof(param), "%s", it->string);
+			err = "field given twice";
+			goto bad;
+		}
 	}
 	if ((err = kills_body_match(
 		 cJSON_GetObjectItemCaseSensitive(body, "match"), match, param,

@@ -28,8 +28,9 @@ anthropic_request(
 	(void)rt;
 	ci->ci_stream =
 	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+	/* 0 is refused by Anthropic; as a bound it is not trusted. */
 	mt = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
-	if (cJSON_IsNumber(mt) && mt->valuedouble >= 0)
+	if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
 		ci->ci_max_output = meter_json_int(root, "max_tokens");
 	ci->ci_n = 1;
 }

@@ -21,15 +21,18 @@ gemini_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 	const cJSON *gc, *it;
 	int64_t n;
 
-	(void)rt;
+	/* embedContent generates nothing, whatever its body says. */
+	if (rt->rt_endpoint != EP_GEMINI_GENERATE &&
+	    rt->rt_endpoint != EP_GEMINI_STREAM)
+		return;
 	gc = cJSON_GetObjectItemCaseSensitive(root, "generationConfig");
 	it = cJSON_GetObjectItemCaseSensitive(gc, "maxOutputTokens");
-	if (cJSON_IsNumber(it) && it->valuedouble >= 0)
+	/* 0 is the protobuf default, "unset": not a bound to trust. */
+	if (cJSON_IsNumber(it) && it->valuedouble >= 1)
 		ci->ci_max_output = meter_json_int(gc, "maxOutputTokens");
 	n = meter_json_int(gc, "candidateCount");
-	if (n > (1 << 20))
-		n = 1 << 20;
-	ci->ci_n = n < 1 ? 1 : (int)n;
+	/* meter_request let no count past INT32_MAX through. */
+	ci->ci_n = n < 1 ? 1 : n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 /* A usageMetadata object; returns 1 if it had token counts. */

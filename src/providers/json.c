@@ -297,8 +297,8 @@ scan_value(const char *p, size_t len, size_t i, int depth)
  * Whether the key text p[0..n) (quotes included) is the name cJSON reads:
  * no escape, and no control byte (a NUL would end cJSON's name).
  */
-static int
-scan_plain(const char *p, size_t n)
+int
+meter_json_plain(const char *p, size_t n)
 {
 	size_t i;
 
@@ -309,15 +309,18 @@ scan_plain(const char *p, size_t n)
 	return (1);
 }
 
-/* Whether the plain key text p[0..n) (quotes included) is one of keep. */
+/* The index in keep of the plain key text p[0..n) (quotes included), or -1. */
 static int
 scan_kept(const char *p, size_t n, const char *const *keep)
 {
-	for (; *keep != NULL; keep++) {
-		if (strlen(*keep) == n - 2 && memcmp(p + 1, *keep, n - 2) == 0)
-			return (1);
+	int i;
+
+	for (i = 0; keep[i] != NULL; i++) {
+		if (strlen(keep[i]) == n - 2 &&
+		    memcmp(p + 1, keep[i], n - 2) == 0)
+			return (i);
 	}
-	return (0);
+	return (-1);
 }
 
 static void
@@ -332,6 +335,64 @@ scan_append(char **out, size_t *len, size_t *cap, const char *p, size_t n)
 	*len += n;
 }
 
+static void
+spans_clear(const char *const *keep, struct json_member *spans)
+{
+	size_t i;
+
+	for (i = 0; spans != NULL && keep[i] != NULL; i++) {
+		memset(&spans[i], 0, sizeof(spans[i]));
+		spans[i].jm_val = SIZE_MAX;
+	}
+}
+
+/* Note where the first member named keep[k] sits. */
+static void
+spans_note(struct json_member *spans, int k, const struct json_member *jm)
+{
+	if (spans != NULL && k >= 0 && spans[k].jm_val == SIZE_MAX)
+		spans[k] = *jm;
+}
+
+/*
+ * The tree root is cJSON's reading of the whole text p: walk the text of
+ * its top-level object to tell whether every name is plain, and where the
+ * kept members are. A text this walk cannot follow (cJSON takes bytes
+ * other than JSON whitespace between tokens) is not plain, and its spans
+ * stay unknown.
+ */
+static void
+scan_walk(const char *p, size_t len, const cJSON *root, const char *const *keep,
+    struct json_member *spans, int *plain)
+{
+	struct json_member jm;
+	const cJSON *it = root->child;
+	size_t start = meter_json_ws(p, len, 0), pos = 0;
+	int r, allplain = 1;
+
+	while ((r = meter_json_next(p + start, len - start, &pos, &jm)) == 1) {
+		if (it == NULL)
+			break;
+		jm.jm_key += start;
+		jm.jm_keyend += start;
+		jm.jm_val += start;
+		jm.jm_valend += start;
+		if (!meter_json_plain(p + jm.jm_key, jm.jm_keyend - jm.jm_key))
+			allplain = 0;
+		else
+			spans_note(spans,
+			    scan_kept(
+				p + jm.jm_key, jm.jm_keyend - jm.jm_key, keep),
+			    &jm);
+		it = it->next;
+	}
+	if (r != 0 || it != NULL) {
+		spans_clear(keep, spans);
+		return;
+	}
+	*plain = allplain;
+}
+
 /*
  * Parse a request body the way meter_json_parse(p, len, 1) does, except
  * that the value of every top-level member whose name is not in keep
@@ -341,24 +402,30 @@ scan_append(char **out, size_t *len, size_t *cap, const char *p, size_t n)
  * and order, so duplicates are still seen. Text the check is not sure
  * about is parsed whole by cJSON, so the answer (a tree or NULL) is the
  * one cJSON gives for the whole body. *plain is set when every top-level
- * name is written as cJSON reads it (no escape, no control byte), so a
- * member of the tree is found in the text by its name (meter_json_member);
- * 0 means it may not be.
+ * name is written as cJSON reads it (no escape, no control byte) and the
+ * text between the members is JSON's, so a member of the tree is found
+ * in the text by its name (meter_json_member); 0 means it may not be.
+ * spans, when not NULL, has one entry per name in keep: where the first
+ * member of that name, written plainly, sits in p (jm_val is SIZE_MAX
+ * when there is none, or when *plain is 0 and the text could not be
+ * followed).
  */
 cJSON *
-meter_json_parse_request(
-    const char *p, size_t len, const char *const *keep, int *plain)
+meter_json_parse_request(const char *p, size_t len, const char *const *keep,
+    struct json_member *spans, int *plain)
 {
+	struct json_member jm;
 	char *out;
 	size_t olen = 0, ocap = 256, i, k, kend, v;
 	cJSON *root;
 	int allplain = 1, kept;
 
 	*plain = 0;
+	spans_clear(keep, spans);
 	if (p == NULL || len == 0)
 		return (NULL);
 	if ((i = scan_skip_ws(p, len, 0)) >= len || p[i] != '{')
-		return (meter_json_parse(p, len, 1));
+		goto whole;
 	out = xmalloc(ocap);
 	scan_append(&out, &olen, &ocap, "{", 1);
 	if ((i = scan_skip_ws(p, len, i + 1)) < len && p[i] == '}')
@@ -368,50 +435,64 @@ meter_json_parse_request(
 			k = i;
 			if (i >= len || p[i] != '"' ||
 			    (kend = scan_string(p, len, i)) == 0)
-				goto whole;
+				goto whole_free;
 			i = scan_skip_ws(p, len, kend);
 			if (i >= len || p[i] != ':')
-				goto whole;
+				goto whole_free;
 			v = scan_skip_ws(p, len, i + 1);
 			if ((i = scan_value(p, len, v, 1)) == 0)
-				goto whole;
+				goto whole_free;
 			scan_append(&out, &olen, &ocap, p + k, kend - k);
 			scan_append(&out, &olen, &ocap, ":", 1);
 			/* A name cJSON may read otherwise is always kept. */
-			if (!scan_plain(p + k, kend - k)) {
+			if (!meter_json_plain(p + k, kend - k)) {
 				allplain = 0;
 				kept = 1;
-			} else
+			} else {
+				jm.jm_key = k;
+				jm.jm_keyend = kend;
+				jm.jm_val = v;
+				jm.jm_valend = i;
 				kept = scan_kept(p + k, kend - k, keep);
+				spans_note(spans, kept, &jm);
+				kept = kept >= 0;
+			}
 			if (kept)
 				scan_append(&out, &olen, &ocap, p + v, i - v);
 			else
 				scan_append(&out, &olen, &ocap, "null", 4);
 			if ((i = scan_skip_ws(p, len, i)) >= len)
-				goto whole;
+				goto whole_free;
 			if (p[i] == '}') {
 				i++;
 				break;
 			}
 			if (p[i] != ',')
-				goto whole;
+				goto whole_free;
 			scan_append(&out, &olen, &ocap, ",", 1);
 			i = scan_skip_ws(p, len, i + 1);
 		}
 	}
 	if (scan_skip_ws(p, len, i) != len)
-		goto whole;
+		goto whole_free;
 	scan_append(&out, &olen, &ocap, "}", 1);
 	root = meter_json_parse(out, olen, 1);
 	free(out);
 	/* Never expected: the check passed, so cJSON reads the short text. */
-	if (root == NULL)
-		return (meter_json_parse(p, len, 1));
+	if (root == NULL) {
+		spans_clear(keep, spans);
+		goto whole;
+	}
 	*plain = allplain;
 	return (root);
-whole:
+whole_free:
 	free(out);
-	return (meter_json_parse(p, len, 1));
+	spans_clear(keep, spans);
+whole:
+	if ((root = meter_json_parse(p, len, 1)) != NULL &&
+	    cJSON_IsObject(root))
+		scan_walk(p, len, root, keep, spans, plain);
+	return (root);
 }
 
 /* The index of the first byte at or after i that is not JSON whitespace. */
@@ -522,6 +603,80 @@ meter_json_member(
 			return (-1);
 		comma = i++;
 	}
+}
+
+/* How many of the n bytes at p may be in a number or a literal. */
+static size_t
+strspn_len(const char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if (p[i] == '\0' ||
+		    strchr("+-.0123456789abcdefghijklmnopqrstuvwxyzE", p[i]) ==
+			NULL)
+			break;
+	}
+	return (i);
+}
+
+/*
+ * The next member of the JSON object whose '{' is obj[0], found by
+ * scanning as meter_json_member does. *pos is 0 before the first call and
+ * is moved past each member. Returns 1 and fills jm (offsets into obj),
+ * 0 after the last member, -1 when the text is not an object this scan
+ * can follow: only JSON whitespace between tokens, numbers and literals
+ * written with their own bytes. The text is not validated further;
+ * callers walk text cJSON has accepted.
+ */
+int
+meter_json_next(
+    const char *obj, size_t len, size_t *pos, struct json_member *jm)
+{
+	size_t i = *pos, n;
+
+	if (i == 0) {
+		if (len == 0 || obj[0] != '{')
+			return (-1);
+		i = meter_json_ws(obj, len, 1);
+		if (i < len && obj[i] == '}') {
+			*pos = len;
+			return (0);
+		}
+	} else {
+		if (i >= len)
+			return (0);
+		i = meter_json_ws(obj, len, i);
+		if (i >= len)
+			return (-1);
+		if (obj[i] == '}') {
+			*pos = len;
+			return (0);
+		}
+		if (obj[i] != ',')
+			return (-1);
+		i = meter_json_ws(obj, len, i + 1);
+	}
+	if (i >= len || obj[i] != '"' ||
+	    (n = meter_json_skip(obj + i, len - i)) == 0)
+		return (-1);
+	jm->jm_key = i;
+	jm->jm_keyend = i + n;
+	i = meter_json_ws(obj, len, i + n);
+	if (i >= len || obj[i] != ':')
+		return (-1);
+	i = meter_json_ws(obj, len, i + 1);
+	if (i >= len || (n = meter_json_skip(obj + i, len - i)) == 0)
+		return (-1);
+	/* A number or a literal: only the bytes they are written with. */
+	if (obj[i] != '{' && obj[i] != '[' && obj[i] != '"' &&
+	    (strchr("-0123456789tfn", obj[i]) == NULL ||
+		strspn_len(obj + i, n) != n))
+		return (-1);
+	jm->jm_val = i;
+	jm->jm_valend = i + n;
+	*pos = i + n;
+	return (1);
 }
 
 /* Replace body[from, to) by ins; the result is allocated. */

@@ -22,12 +22,19 @@
 static const char include_usage_member[] =
     "\"stream_options\":{\"include_usage\":true}";
 
+/*
+ * A bound or count of a request body that meter_request checked: a whole
+ * number, or absent (-1). 0 reads as absent: servers disagree on what it
+ * means (Ollama and llama.cpp generate without limit, OpenAI refuses it,
+ * legacy completions generate nothing), so it cannot be trusted as a
+ * bound.
+ */
 static int64_t
 req_int(const cJSON *root, const char *key)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
 
-	if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0))
+	if (!cJSON_IsNumber(it) || !(it->valuedouble >= 1))
 		return (-1);
 	return (meter_json_int(root, key));
 }
@@ -42,13 +49,23 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
 	switch (rt->rt_endpoint) {
 	case EP_CHAT:
-		if ((v = req_int(root, "max_completion_tokens")) < 0)
-			v = req_int(root, "max_tokens");
+		/*
+		 * Both, when both are given: OpenAI reads
+		 * max_completion_tokens, compatible servers such as Ollama
+		 * only max_tokens. The larger one bounds the call.
+		 */
+		v = req_int(root, "max_completion_tokens");
+		if ((n = req_int(root, "max_tokens")) > v)
+			v = n;
 		ci->ci_max_output = v;
 		n = req_int(root, "n");
 		break;
 	case EP_COMPLETIONS:
-		if ((v = req_int(root, "max_tokens")) >= 0)
+		v = req_int(root, "max_tokens");
+		/* Absent: the API's 16. Given as 0: no trusted bound. */
+		if (v >= 0 ||
+		    cJSON_IsNumber(
+			cJSON_GetObjectItemCaseSensitive(root, "max_tokens")))
 			ci->ci_max_output = v;
 		n = req_int(root, "n");
 		v = req_int(root, "best_of");
@@ -67,9 +84,8 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 		n = 1;
 		break;
 	}
-	if (n > (1 << 20))
-		n = 1 << 20;
-	ci->ci_n = n < 1 ? 1 : (int)n;
+	/* meter_request let no count past INT32_MAX through. */
+	ci->ci_n = n < 1 ? 1 : n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 /*

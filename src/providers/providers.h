@@ -51,13 +51,23 @@ struct json_span {
 	size_t js_next; /* the next key after a comma, or js_valend */
 };
 
+/* One member of a JSON object as written (meter_json_next). */
+struct json_member {
+	size_t jm_key; /* the name's opening quote */
+	size_t jm_keyend; /* one past its closing quote */
+	size_t jm_val; /* first byte of the value, SIZE_MAX if none */
+	size_t jm_valend; /* one past the value */
+};
+
 /* json.c: reading JSON, for meter.c and the adapters */
 cJSON *meter_json_parse(const char *, size_t, int);
 cJSON *meter_json_parse_request(
-    const char *, size_t, const char *const *, int *);
+    const char *, size_t, const char *const *, struct json_member *, int *);
 size_t meter_json_ws(const char *, size_t, size_t);
 size_t meter_json_skip(const char *, size_t);
 int meter_json_member(const char *, size_t, const char *, struct json_span *);
+int meter_json_next(const char *, size_t, size_t *, struct json_member *);
+int meter_json_plain(const char *, size_t);
 void meter_json_splice(
     const char *, size_t, size_t, size_t, const char *, char **, size_t *);
 size_t meter_json_close(const char *, size_t, int *);

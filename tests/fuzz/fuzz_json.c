@@ -4,7 +4,8 @@
  * answer cJSON gives for the whole text (NULL for the same texts, the same
  * top-level names in the same order, the same values for the members
  * metering reads, the others the same or null), and *plain only when every
- * member of the tree is found in the text by its name.
+ * member of the tree is found in the text by its name, and then the spans
+ * of the kept names where those members are written.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 {
+	struct json_member spans[nitems(keep)];
 	const char *p = (const char *)data;
 	const cJSON *w;
 	struct json_span js;
@@ -31,10 +33,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	size_t start;
 	int plain;
 
-	got = meter_json_parse_request(p, len, keep, &plain);
+	got = meter_json_parse_request(p, len, keep, spans, &plain);
 	want = meter_json_parse(p, len, 1);
 	if (compare(got, want) == -1)
 		fatalx("the check and cJSON read the text differently");
+	if (check_spans(p, len, want, spans, plain) == -1)
+		fatalx("plain, but a kept member is not where its span says");
 	if (got == NULL || !cJSON_IsObject(want))
 		goto done;
 	start = meter_json_ws(p, len, 0);

@@ -219,6 +219,10 @@ class KillsTest(ledgerlib.MeterTestCase):
         r = self.admin("POST", "/v1/kills",
                        b'{"match":{"team":"a","team":"b"}}')
         self.assertError(r, 400, "match.team", "twice")
+        # So is a field given twice: the second match would be dropped.
+        r = self.admin("POST", "/v1/kills",
+                       b'{"match":{"team":"a"},"match":{"team":"*"}}')
+        self.assertError(r, 400, "match", "twice")
         # A control byte cannot reach the log or the table.
         r = self.admin("POST", "/v1/kills",
                        {"match": {"team": "a"}, "reason": "x\ny"})

@@ -2,7 +2,8 @@
 /*
  * Attribution: bindings beat headers, headers beat defaults, untrusted
  * headers are ignored, required tags refuse, keys are found wherever each
- * SDK puts them and only ever kept as a fingerprint.
+ * SDK puts them (a ?key= read as the provider decodes it) and only ever
+ * kept as a fingerprint, a tag header given twice refuses.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -169,6 +170,29 @@ test_keys_found_everywhere(void **state)
 		assert_ptr_equal(at.at_binding, &bindings[1]);
 		assert_true(at.at_binding->kb_tollgate);
 	}
+	/* Read as Google reads it: escapes in the name and value decoded. */
+	{
+		static const char *const queries[] = {
+		    "k%65y=sk-bound-key",
+		    "%6b%65%79=sk-bound-key",
+		    "alt=sse&key=sk-b%6Fund-key",
+		    "key=%73%6b%2d%62%6f%75%6e%64%2d%6b%65%79&x=1",
+		};
+		struct hdrs hs = {0};
+
+		for (i = 0; i < nitems(queries); i++) {
+			assert_int_equal(attribution_resolve(&cf, &hs,
+					     queries[i], &at, &code, &msg),
+			    0);
+			assert_ptr_equal(at.at_binding, &bindings[0]);
+		}
+		/* Not the name key, or an escape that is not one. */
+		assert_int_equal(attribution_resolve(&cf, &hs,
+				     "monkey=sk-bound-key&k%6=sk-bound-key",
+				     &at, &code, &msg),
+		    0);
+		assert_null(at.at_binding);
+	}
 }
 
 static void
@@ -203,6 +227,53 @@ test_conflicting_keys(void **state)
 	    0);
 	assert_ptr_equal(at.at_binding, &bindings[0]);
 	hdrs_clear(&hs);
+	/* A decoy written with escapes is a key all the same. */
+	assert_int_equal(attribution_resolve(&cf, &hs,
+			     "key=sk-bound-key&k%65y=decoy", &at, &code, &msg),
+	    -1);
+	assert_string_equal(code, "conflicting_credentials");
+	free(msg);
+	/* More query keys than can be told apart: refused with a bound one. */
+	assert_int_equal(
+	    attribution_resolve(&cf, &hs,
+		"key=sk-bound-key&key=sk-bound-key&key=sk-bound-key&"
+		"key=sk-bound-key&key=sk-bound-key&key=sk-bound-key&"
+		"key=sk-bound-key&key=sk-bound-key&key=decoy",
+		&at, &code, &msg),
+	    -1);
+	assert_string_equal(code, "conflicting_credentials");
+	free(msg);
+}
+
+/* An X-Tollgate-* header given twice: which one counts is a guess. */
+static void
+test_header_twice(void **state)
+{
+	static const char *twice[][3] = {
+	    {"X-Tollgate-Team", "x-tollgate-team", "bad_tag"},
+	    {"X-Tollgate-Tenant", "X-Tollgate-Tenant", "bad_tag"},
+	    {"X-Tollgate-Request-Id", "x-tollgate-request-id",
+		"bad_request_id"},
+	};
+	struct attribution at;
+	const char *code;
+	char *msg;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(twice); i++) {
+		struct hdrs hs = {0};
+
+		add(&hs, twice[i][0], "a");
+		add(&hs, "X-Tollgate-Intent", "i");
+		add(&hs, twice[i][1], "a");
+		assert_int_equal(
+		    attribution_resolve(&cf, &hs, NULL, &at, &code, &msg), -1);
+		assert_string_equal(code, twice[i][2]);
+		assert_non_null(strstr(msg, "given more than once"));
+		free(msg);
+		hdrs_clear(&hs);
+	}
 }
 
 static void
@@ -301,14 +372,12 @@ test_header_names(void **state)
 	char *msg;
 
 	(void)state;
-	/* Names in any case; the first of a repeated header wins; names
-	 * that only look like a tag's or a key slot's are not read. */
+	/* Names in any case (a repeated one refuses: test_header_twice);
+	 * names that only look like a tag's or a key slot's are not read. */
 	add(&hs, "X-TOLLGATE-TEAM", "first");
-	add(&hs, "x-tollgate-team", "second");
 	add(&hs, "X-Tollgate-Teams", "plural");
 	add(&hs, "X-Tollgate-Tenan", "cut");
 	add(&hs, "x-tollgate-request-id", "job-1");
-	add(&hs, "X-Tollgate-Request-Id", "job-2");
 	add(&hs, "X-Goog-Api-Keys", "sk-bound-key");
 	add(&hs, "AUTHORIZATION", "bearer sk-unbound");
 	assert_int_equal(
@@ -344,6 +413,13 @@ test_strip_query_key(void **state)
 	q = attribution_strip_query_key("monkey=1");
 	assert_string_equal(q, "monkey=1");
 	free(q);
+	/* However the name is written, as the provider decodes it. */
+	q = attribution_strip_query_key("k%65y=secret&alt=sse&%6B%65%79=s2");
+	assert_string_equal(q, "alt=sse");
+	free(q);
+	q = attribution_strip_query_key("alt=sse&kez=1&key");
+	assert_string_equal(q, "alt=sse&kez=1");
+	free(q);
 }
 
 static void
@@ -364,6 +440,7 @@ main(void)
 	    cmocka_unit_test(test_binding_beats_headers),
 	    cmocka_unit_test(test_keys_found_everywhere),
 	    cmocka_unit_test(test_conflicting_keys),
+	    cmocka_unit_test(test_header_twice),
 	    cmocka_unit_test(test_untrusted_header_ignored),
 	    cmocka_unit_test(test_required_tag),
 	    cmocka_unit_test(test_bad_values),

@@ -63,6 +63,23 @@ static const struct json_case cases[] = {
     {"raw bytes in strings", "{\"x\":\"\x01\x7f\xff\xc3\xa9\",\"model\":\"m\"}",
 	0, SHORT, 1},
     {"nul in a string", "{\"x\":\"a\0b\",\"model\":\"m\"}", 23, SHORT, 1},
+    {"kept names twice, the second after the messages",
+	"{\"model\":\"a\",\"messages\":[{}],\"max_tokens\":1,\"model\":\"b\","
+	"\"max_tokens\":1e999}",
+	0, SHORT, 1},
+    {"kept names in other cases",
+	"{\"Model\":\"a\",\"model\":\"b\",\"MAX_TOKENS\":2,\"\xc5\xbftream\":"
+	"true}",
+	0, SHORT, 1},
+    {"kept values readers read differently",
+	"{\"model\":\"gpt\\u0000x\",\"max_tokens\":-0,\"stream_options\":"
+	"{\"include_usage\":true,\"include_usage\":false},"
+	"\"generationConfig\":{\"maxOutputTokens\":1.5e3}}",
+	0, SHORT, 1},
+    {"raw nul in a kept value", "{\"model\":\"gpt\0x\",\"n\":[1]}", 25, SHORT,
+	1},
+    {"escaped kept name", "{\"max\\u005ftokens\":5,\"model\":\"m\"}", 0, SHORT,
+	0},
     {"escaped name", "{\"m\\u006fdel\":\"a\",\"x\":[1]}", 0, SHORT, 0},
     {"control byte in a name", "{\"mo\x01\":\"a\",\"x\":[1]}", 0, SHORT, 0},
     {"nul in a name", "{\"model\0x\":\"a\",\"x\":[1]}", 23, SHORT, 0},
@@ -71,16 +88,16 @@ static const struct json_case cases[] = {
     {"bom", "\xef\xbb\xbf{\"model\":\"m\"}", 0, WHOLE, 0},
     {"control byte as whitespace", "{\x01\"model\":\"m\"}", 0, WHOLE, 0},
     {"nul as whitespace", "{\"model\":\0\"m\"}", 14, WHOLE, 0},
-    {"leading zero", "{\"x\":01,\"model\":\"m\"}", 0, WHOLE, 0},
-    {"trailing dot", "{\"x\":1.,\"model\":\"m\"}", 0, WHOLE, 0},
+    {"leading zero", "{\"x\":01,\"model\":\"m\"}", 0, WHOLE, 1},
+    {"trailing dot", "{\"x\":1.,\"model\":\"m\"}", 0, WHOLE, 1},
     {"long number",
 	"{\"x\":1234567890123456789012345678901234567890123456789012345678901"
 	"234567890}",
-	0, CJSON, 0},
+	0, CJSON, 1},
     {"number cJSON reads",
 	"{\"x\":12345678901234567890123456789012345678901"
 	"234567890}",
-	0, WHOLE, 0},
+	0, WHOLE, 1},
     {"lone high surrogate", "{\"x\":\"\\ud800\"}", 0, REFUSED, 0},
     {"lone low surrogate", "{\"x\":\"\\udc00x\"}", 0, REFUSED, 0},
     {"bad escape", "{\"x\":\"\\x\"}", 0, REFUSED, 0},
@@ -100,12 +117,15 @@ static const struct json_case cases[] = {
 static int
 check(const char *p, size_t len, int *plain)
 {
+	struct json_member spans[nitems(keep)];
 	cJSON *got, *want;
 	int r;
 
-	got = meter_json_parse_request(p, len, keep, plain);
+	got = meter_json_parse_request(p, len, keep, spans, plain);
 	want = meter_json_parse(p, len, 1);
 	r = compare(got, want);
+	if (r != -1 && check_spans(p, len, want, spans, *plain) == -1)
+		r = -1;
 	cJSON_Delete(got);
 	cJSON_Delete(want);
 	return (r);
@@ -144,11 +164,13 @@ test_short_path_taken(void **state)
 	static const char body[] =
 	    "{\"messages\":[{\"role\":\"user\",\"content\":\"a\\nb\"}],"
 	    "\"model\":\"m\",\"tools\":[{\"x\":1}]}";
+	struct json_member spans[nitems(keep)];
 	cJSON *got;
 	int plain;
 
 	(void)state;
-	got = meter_json_parse_request(body, sizeof(body) - 1, keep, &plain);
+	got = meter_json_parse_request(
+	    body, sizeof(body) - 1, keep, spans, &plain);
 	assert_non_null(got);
 	assert_true(
 	    cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(got, "messages")));
@@ -157,6 +179,10 @@ test_short_path_taken(void **state)
 	assert_string_equal(
 	    cJSON_GetObjectItemCaseSensitive(got, "model")->valuestring, "m");
 	assert_int_equal(plain, 1);
+	/* model is kept: its value is where the text has it. */
+	assert_int_equal(spans[0].jm_val, strstr(body, "\"m\",") - body);
+	assert_int_equal(spans[0].jm_valend, spans[0].jm_val + 3);
+	assert_int_equal(spans[1].jm_val, SIZE_MAX);
 	cJSON_Delete(got);
 }
 
