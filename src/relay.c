@@ -207,7 +207,7 @@ relay_failed(struct session *se, int timeout, const char *detail)
 		se->se_conn = NULL;
 	}
 	if (detail != NULL)
-		log_info("session %llu: upstream %s: %s", se->se_id,
+		session_note(se, "upstream %s: %s",
 		    se->se_route.rt_upstream->uc_name, detail);
 	session_close(se, CALL_UPSTREAM_ERROR,
 	    timeout ? "upstream_timeout" : "upstream_error");
@@ -220,10 +220,12 @@ on_done(void *arg, enum xfer_result res, const char *why)
 	char detail[256];
 
 	if (res == XFER_OK) {
-		session_close(se,
-		    se->se_status >= 200 && se->se_status < 300 ? CALL_OK
-								: CALL_ERROR,
-		    "ok");
+		/* The provider answered whole; the log says whether it was
+		 * an answer or its error. */
+		if (se->se_status >= 200 && se->se_status < 300)
+			session_close(se, CALL_OK, "ok");
+		else
+			session_close(se, CALL_ERROR, "provider_error");
 		return;
 	}
 	/* A connection that was never made carried no request. */

@@ -37,6 +37,7 @@
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -214,6 +215,61 @@ session_reply_error(struct session *se, int status, const char *code,
 	session_reply(se, status, &hs,
 	    reply_error_body(
 		se->se_route.rt_family, status, code, msg, se->se_reqid));
+}
+
+/* A call's note never grows past this; what is past it is cut. */
+#define SESSION_NOTE_MAX 512
+
+/*
+ * Something the call's one log line should say (why it was refused, a
+ * shadow verdict, a clamp, an upstream error): kept with the call and
+ * written, escaped, as note="..." on the line session_close writes, so
+ * a call costs one line at info however much happened to it.
+ */
+void
+session_note(struct session *se, const char *fmt, ...)
+{
+	char *add, *all;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (xvasprintf(&add, fmt, ap) == -1)
+		fatalx("%s: xvasprintf", __func__);
+	va_end(ap);
+	if (se->se_note == NULL)
+		all = add;
+	else {
+		xasprintf(&all, "%s; %s", se->se_note, add);
+		free(add);
+		free(se->se_note);
+	}
+	if (strlen(all) > SESSION_NOTE_MAX)
+		all[SESSION_NOTE_MAX] = '\0';
+	se->se_note = all;
+}
+
+/*
+ * Models seen unpriced: each is warned about once per run (then noted on
+ * its calls' lines), so a day of calls to a new model is one warning, not
+ * one a call. A few hundred names are remembered; past that, no more
+ * warnings.
+ */
+#define UNPRICED_SEEN_MAX 256
+static char *unpriced_seen[UNPRICED_SEEN_MAX];
+static size_t unpriced_nseen;
+
+static int
+unpriced_first_time(const char *model)
+{
+	size_t i;
+
+	for (i = 0; i < unpriced_nseen; i++)
+		if (strcmp(unpriced_seen[i], model) == 0)
+			return (0);
+	if (unpriced_nseen == UNPRICED_SEEN_MAX)
+		return (0);
+	unpriced_seen[unpriced_nseen++] = xstrdup(model);
+	return (1);
 }
 
 /* The model a call is priced and recorded under. */
@@ -525,7 +581,7 @@ session_price(struct session *se)
 		se->se_bodylen = 0;
 		se->se_refusal = "bad_body";
 		session_refusal_id(se);
-		log_info("session %llu: bad body: %s", se->se_id, cause);
+		session_note(se, "bad body: %s", cause);
 		session_reply_error(se, 400, "bad_body", cause, NULL);
 		free(cause);
 		session_record_refusal(se, 400, "bad_body");
@@ -558,8 +614,14 @@ session_price(struct session *se)
 		case UNKNOWN_MODEL_UNPRICED:
 			log_escape(model, sizeof(model), se->se_ci.ci_model,
 			    strlen(se->se_ci.ci_model));
-			log_warnx("session %llu: model '%s' is unpriced",
-			    se->se_id, model);
+			if (unpriced_first_time(se->se_ci.ci_model))
+				log_warnx(
+				    "session %llu: model '%s' has no price: "
+				    "its calls are recorded unpriced "
+				    "(unknown_models.action); add it to "
+				    "the price table",
+				    se->se_id, model);
+			session_note(se, "model unpriced");
 			break;
 		}
 	}
@@ -686,6 +748,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	const char *up;
 	int64_t cost;
 	char model[160];
+	char note[4 * SESSION_NOTE_MAX + 1];
 
 	se->se_closing = 1;
 	memset(&u, 0, sizeof(u));
@@ -745,15 +808,22 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	up = se->se_route.rt_upstream != NULL
 	    ? se->se_route.rt_upstream->uc_name
 	    : "-";
+	if (se->se_note != NULL)
+		log_escape(
+		    note, sizeof(note), se->se_note, strlen(se->se_note));
 	log_info("session %llu: %s %s upstream=%s status=%d in=%zu out=%zu "
 		 "ms=%lld ttfb_ms=%lld model=%s tokens=%lld/%lld usage=%s "
-		 "cost_nusd=%lld id=%s reason=%s",
+		 "cost_nusd=%lld id=%s reason=%s%s%s%s",
 	    se->se_id, req->hr_method, path, up, se->se_status, se->se_bytes_in,
 	    se->se_bytes_out, (monotime_us() - se->se_t0_us) / 1000,
 	    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1LL, model,
 	    (long long)u.u_input, (long long)u.u_output,
 	    ledger_usage_source_name(u.u_source), (long long)cost, se->se_reqid,
-	    reason);
+	    se->se_refusal != NULL && strcmp(reason, "refused") == 0
+		? se->se_refusal
+		: reason,
+	    se->se_note != NULL ? " note=\"" : "",
+	    se->se_note != NULL ? note : "", se->se_note != NULL ? "\"" : "");
 
 	if (se->se_refusal != NULL)
 		metrics_refusal(se->se_refusal);
@@ -789,6 +859,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	else
 		free(se->se_body);
 	free(se->se_stop);
+	free(se->se_note);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);

@@ -73,6 +73,7 @@ struct session {
 	int se_headers_seen;
 	int se_nothing_sent; /* the request never left (connect failed) */
 	const char *se_refusal; /* reason code when tollgate refused */
+	char *se_note; /* what the close line adds (session_note); owned */
 
 	/* policies (session_policy.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
@@ -88,6 +89,8 @@ struct session {
 
 /* session.c */
 void session_close(struct session *, enum call_status, const char *);
+void session_note(struct session *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
 void session_reply(struct session *, int, struct hdrs *, char *);
 void session_record_refusal(struct session *, int, const char *);
 void session_refusal_id(struct session *);

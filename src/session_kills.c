@@ -434,13 +434,12 @@ size_t
 session_stop_matching(const char *const *match, const char *why)
 {
 	struct session *se, *next;
-	char esc[4 * (KILL_REASON_MAX + 64) + 1];
 	size_t n = 0;
 	int a;
 
-	/* A kill_reason from the file, or a kill an older version kept,
-	 * may hold a newline: it must not start a log line of its own. */
-	log_escape(esc, sizeof(esc), why, strlen(why));
+	/* The reason goes into the call's note, which its close line
+	 * escapes: a kill_reason holding a newline cannot start a log line
+	 * of its own. */
 	for (se = session_first(); se != NULL; se = next) {
 		next = se->se_next;
 		/* A call being admitted is checked against the kills
@@ -457,7 +456,7 @@ session_stop_matching(const char *const *match, const char *why)
 		}
 		if (a < POLICY_ATTR_MAX)
 			continue;
-		log_info("session %llu: stopped: %s", se->se_id, esc);
+		session_note(se, "stopped: %s", why);
 		session_stop(se, why);
 		n++;
 	}

@@ -164,8 +164,8 @@ session_admit(struct session *se)
 
 	if (pd.pd_shadow_reason != POLICY_OK) {
 		session_scope_label(label, sizeof(label), &pd.pd_shadow);
-		log_info("session %llu: shadow policy %s would refuse: %s",
-		    se->se_id, label, policy_reason_name(pd.pd_shadow_reason));
+		session_note(se, "shadow policy %s would refuse: %s", label,
+		    policy_reason_name(pd.pd_shadow_reason));
 		metrics_shadow(policy_reason_name(pd.pd_shadow_reason));
 	}
 	if (pd.pd_verdict == POLICY_REFUSE) {
@@ -198,10 +198,10 @@ session_admit(struct session *se)
 			snprintf(buf, sizeof(buf), "%" PRId64, pd.pd_out_bound);
 			hdrs_add(&se->se_hdrs, "x-tollgate-clamped-max-tokens",
 			    29, buf, strlen(buf));
-			log_info(
-			    "session %llu: output bound lowered to %" PRId64
+			session_note(se,
+			    "output bound lowered to %" PRId64
 			    " tokens to fit the budget",
-			    se->se_id, pd.pd_out_bound);
+			    pd.pd_out_bound);
 		}
 	}
 	if (se->se_price != NULL)
@@ -269,7 +269,7 @@ session_check_overrun(struct session *se)
 	    "budget exhausted for policy %s while this call was streaming: "
 	    "$%s of $%s spent or held",
 	    label, spent, limit);
-	log_info("session %llu: %s", se->se_id, msg);
+	session_note(se, "%s", msg);
 	session_stop_capped(se, msg);
 	return (-1);
 }

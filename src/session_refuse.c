@@ -291,8 +291,7 @@ session_refuse_policy(
 	session_refusal_id(se);
 	session_reply(se, status, &hs, reply_json_take(root));
 	session_record_refusal(se, status, reason);
-	log_info(
-	    "session %llu: refused by policy %s: %s", se->se_id, label, reason);
+	session_note(se, "refused by policy %s: %s", label, reason);
 }
 
 /*

@@ -373,7 +373,7 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         self.assertIn('\\n2026', text)
         tg.write_config(text)
         tg.hup()
-        self.assertTrue(tg.wait_log(r"session \d+: stopped: ", 10),
+        self.assertTrue(tg.wait_log(r"session \d+: .* note=\"stopped: ", 10),
                         "the stream was not stopped:\n" + tg.log()[-2000:])
         self.assertNotRegex(tg.log(), r"(?m)^2026-01-01T00:00:00\.000Z",
                             "a kill_reason started a log line of its own")
