@@ -91,10 +91,18 @@ string_end(const char *p, size_t len, size_t i)
  * building a tree, for meter_json_parse_request. The check is sure of a
  * subset of what cJSON accepts: JSON whitespace only, strict numbers
  * short enough for cJSON's number buffer (63 bytes), escapes cJSON
- * decodes (surrogates only in pairs), nesting well under its limit.
- * Anything outside that, valid or not, is "not sure" (0) and left to
- * cJSON itself. Inside strings cJSON takes any byte but '"' and '\', and
- * so does the check.
+ * decodes, nesting well under its limit. Anything outside that, valid or
+ * not, is "not sure" (0) and left to cJSON itself. Inside strings cJSON
+ * takes any byte but '"' and '\', and so does the check.
+ *
+ * One thing the check takes that cJSON does not: a lone surrogate escape
+ * ("\ud83d" without its low half). cJSON refuses the whole text for one,
+ * while the providers' servers (Python's json, JavaScript's JSON.parse)
+ * read it, and JavaScript's JSON.stringify writes one for a string cut
+ * inside an emoji, as agents truncating tool output do. In a member
+ * metering skips it changes nothing (the value is never built); in a
+ * member it reads, the short text handed to cJSON still has it, cJSON
+ * refuses that, and so does meter_json_parse_request.
  */
 #define SCAN_DEPTH_MAX 64
 #define SCAN_NUMBER_MAX 48
@@ -162,11 +170,12 @@ scan_escape(const char *p, size_t len, size_t i)
 			return (0);
 		if (hi < 0xD800 || hi > 0xDFFF)
 			return (6);
+		/* A lone surrogate: see meter_json_parse_request. */
 		if (hi > 0xDBFF || len - i < 12 || p[i + 6] != '\\' ||
 		    p[i + 7] != 'u')
-			return (0);
+			return (6);
 		if ((lo = scan_hex4(p, len, i + 8)) < 0xDC00 || lo > 0xDFFF)
-			return (0);
+			return (6);
 		return (12);
 	}
 	return (0);

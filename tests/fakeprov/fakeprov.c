@@ -115,6 +115,7 @@
 #include <linux/sockios.h>
 #endif
 
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -1895,15 +1896,78 @@ query_has(const char *query, const char *param)
 	return (0);
 }
 
+/*
+ * Whether the four characters at p are hex digits; their value in *v.
+ */
+static int
+hex4(const char *p, unsigned *v)
+{
+	int i;
+
+	*v = 0;
+	for (i = 0; i < 4; i++) {
+		if (!isxdigit((unsigned char)p[i]))
+			return (0);
+		*v = *v * 16 +
+		    (unsigned)(isdigit((unsigned char)p[i])
+			    ? p[i] - '0'
+			    : (tolower((unsigned char)p[i]) - 'a' + 10));
+	}
+	return (1);
+}
+
+/*
+ * A copy of the body with every lone surrogate escape written as \ufffd:
+ * the providers' parsers (Python's json) read a lone surrogate, which
+ * JavaScript's JSON.stringify writes for a string cut inside an emoji,
+ * and cJSON refuses the whole body for one.
+ */
+static char *
+mend_surrogates(const char *body, size_t len)
+{
+	char *q = malloc(len + 1);
+	unsigned hi, lo;
+	size_t i = 0;
+
+	if (q == NULL)
+		abort();
+	memcpy(q, body, len);
+	q[len] = '\0';
+	while (i + 1 < len) {
+		if (q[i] != '\\') {
+			i++;
+			continue;
+		}
+		if (q[i + 1] != 'u' || i + 6 > len || !hex4(q + i + 2, &hi)) {
+			i += 2;
+			continue;
+		}
+		if (hi >= 0xd800 && hi <= 0xdbff && i + 12 <= len &&
+		    q[i + 6] == '\\' && q[i + 7] == 'u' &&
+		    hex4(q + i + 8, &lo) && lo >= 0xdc00 && lo <= 0xdfff) {
+			i += 12;
+			continue;
+		}
+		if (hi >= 0xd800 && hi <= 0xdfff)
+			memcpy(q + i + 2, "fffd", 4);
+		i += 6;
+	}
+	return (q);
+}
+
 /* Read what the reply depends on from the JSON body. */
 static void
 parse_body(struct xchg *x, const char *body, size_t len, char **model)
 {
 	cJSON *root, *v, *so;
+	char *mended;
 
 	if (len == 0)
 		return;
-	if ((root = cJSON_ParseWithLength(body, len)) == NULL) {
+	mended = mend_surrogates(body, len);
+	root = cJSON_ParseWithLength(mended, len);
+	free(mended);
+	if (root == NULL) {
 		x->x_bad_json = 1;
 		return;
 	}

@@ -196,8 +196,9 @@ class BodiesTest(ledgerlib.MeterTestCase):
 
     def test_bodies_every_reader_reads_alike(self):
         """null is absent, Content-Encoding: identity is no encoding, and
-        escapes and repeats below the levels tollgate reads are the
-        provider's business: all forwarded as sent."""
+        escapes, lone surrogates and repeats below the levels tollgate
+        reads are the provider's business: all forwarded as sent, and
+        metered under the model they name."""
         tg = self.start_tg(POLICIES)
         bodies = [
             (CHAT, b'{"model":"gpt-4o-mini","user":"%s","max_tokens":null,'
@@ -207,6 +208,10 @@ class BodiesTest(ledgerlib.MeterTestCase):
             (MESSAGES, b'{"model":"claude-3-5-haiku-latest",'
              b'"max_tokens":64,"metadata":{"user_id":"%s"},'
              b'"messages":[{"role":"user","content":"hi"}]}'),
+            # JavaScript's JSON.stringify of a string cut inside an emoji:
+            # a lone surrogate, which the providers' parsers read.
+            (CHAT, b'{"model":"gpt-4o-mini","user":"%s","max_tokens":16,'
+             b'"messages":[{"role":"user","content":"cut \\ud83d"}]}'),
             (GEMINI, b'{"contents":[{"parts":[{"text":"%s"}]}],'
              b'"generationConfig":{"maxOutputTokens":64,'
              b'"candidateCount":null}}'),
@@ -218,6 +223,10 @@ class BodiesTest(ledgerlib.MeterTestCase):
             self.assertEqual(r.status, 200, (path, r))
             rec = self.fp.wait_request(m)
             self.assertEqual(rec["body"].encode(), sent, path)
+            row = self.settled_row(r)
+            self.assertEqual(row["status"], "ok", (path, row))
+            self.assertIsNotNone(row["model"], (path, row))
+            self.assertGreater(row["cost_nusd"], 0, (path, row))
 
     def test_zero_and_both_bounds_reserve_the_larger(self):
         """A bound of 0 is no bound a reservation can trust (Ollama reads
