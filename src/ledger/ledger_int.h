@@ -219,6 +219,7 @@ int ledger_db_open(
     struct ledger_db *, const char *, enum durability, uint64_t *, char **);
 int ledger_db_reopen(
     struct ledger_db *, const char *, enum durability, int, char **);
+void ledger_db_adopt(struct ledger_db *, struct ledger_db *);
 int ledger_db_apply(struct ledger_db *, struct ledger_items *);
 int ledger_db_blames_row(int);
 int ledger_busy_step(long long *, int, long long);

@@ -462,6 +462,22 @@ fail:
 }
 
 /*
+ * Move the open ledger in from to to (a rebuilt file's, opened in a
+ * ledger_db of the caller's): the busy handler is told where it lives
+ * now, and from is left empty.
+ */
+void
+ledger_db_adopt(struct ledger_db *to, struct ledger_db *from)
+{
+	*to = *from;
+	if (to->db_conn != NULL)
+		sqlite3_busy_handler(to->db_conn, busy_wait, to);
+	memset(from, 0, sizeof(*from));
+	from->db_lockfd = -1;
+	from->db_placed_fd = -1;
+}
+
+/*
  * Open the ledger again at path, a file the writer has just rebuilt and
  * holds the flock of (lockfd, which d owns from now on when this
  * succeeds). No recovery: the rows in flight belong to calls still

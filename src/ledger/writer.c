@@ -502,7 +502,7 @@ lost_try(
 	if (ledger_db_rebuild(&l->l_db, &fresh, why, cause) != 0)
 		return (LOST_STILL);
 	ledger_db_retire(&l->l_db);
-	l->l_db = fresh;
+	ledger_db_adopt(&l->l_db, &fresh);
 	ckpt_begin(l);
 	return (LOST_REBUILT);
 }
