@@ -478,6 +478,7 @@ lost_try(
 {
 	struct ledger_db fresh;
 	enum ledger_lost now;
+	char *failed = NULL;
 
 	/* It would go on copying into the lost file, and hold it open. */
 	ckpt_retire(l);
@@ -492,11 +493,18 @@ lost_try(
 		if (w->w_saved != NULL)
 			return (LOST_STILL);
 		ledger_db_drop_names(&l->l_db);
-		if (ledger_db_save(&l->l_db, &w->w_saved, cause) == 0)
+		if (ledger_db_save(&l->l_db, &w->w_saved, &failed) == 0)
 			log_warnx(
 			    "ledger: %s is not tollgate's ledger; the rows "
 			    "tollgate holds are saved in %s",
 			    l->l_db.db_file, w->w_saved);
+		else {
+			xasprintf(cause,
+			    "another file is at its path, and the rows "
+			    "tollgate holds cannot be saved beside it: %s",
+			    failed);
+			free(failed);
+		}
 		return (LOST_STILL);
 	}
 	if (ledger_db_rebuild(&l->l_db, &fresh, why, cause) != 0)
