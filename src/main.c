@@ -203,6 +203,28 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 }
 
 /*
+ * The ledger's health changed (writes failing, its file lost, writing
+ * again): an alert of kind "ledger" says so. The ledger only reports; it
+ * knows nothing of alerts.
+ */
+static void
+ledger_health_cb(const struct ledger_event *ev, void *arg)
+{
+	struct alert a;
+
+	(void)arg;
+	memset(&a, 0, sizeof(a));
+	a.al_kind = "ledger";
+	a.al_window_start = -1;
+	a.al_reset_at = -1;
+	a.al_threshold_nusd = -1;
+	a.al_cap_nusd = -1;
+	a.al_message = ev->le_message;
+	a.al_at_ms = wallclock_ms();
+	alerts_fire(&a);
+}
+
+/*
  * Alerts the last run fired but did not deliver are sent again; the
  * ledger is read on a read-only connection of its own, before any call.
  */
@@ -276,6 +298,7 @@ cmd_serve(int foreground)
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);
+	ledger_set_event_cb(ledger_health_cb, NULL);
 	session_setup(base);
 	session_policy_setup(base);
 	/*

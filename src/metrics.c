@@ -126,7 +126,7 @@ static const char *const provider_labels[] = {"provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
 static const char *const alert_kinds[] = {
-    "threshold", "breaker", "kill", "other"};
+    "threshold", "breaker", "kill", "ledger", "other"};
 static const char *const alert_results[] = {
     "delivered", "retried", "failed", "dropped"};
 /* Why a listener closed a client connection before serving it. */
@@ -727,6 +727,7 @@ static void
 render_ledger(struct evbuffer *b)
 {
 	struct ledger_stats ls;
+	int i;
 
 	/* All zero when the ledger is closed. */
 	ledger_stats(&ls);
@@ -778,6 +779,28 @@ render_ledger(struct evbuffer *b)
 	render_scalar(b, "tollgate_ledger_failing", "gauge",
 	    "1 while the ledger's last transaction failed, else 0.",
 	    ls.ls_failing ? 1 : 0);
+	render_scalar(b, "tollgate_ledger_lost", "gauge",
+	    "1 while the ledger's file is lost (deleted, moved, replaced, "
+	    "its -wal or -shm gone, an fsync failed) and calls are refused "
+	    "until it is rebuilt, else 0.",
+	    ls.ls_lost != LEDGER_LOST_NONE ? 1 : 0);
+	render_family(b, "tollgate_ledger_lost_total", "counter",
+	    "Times the ledger's file was found lost, by why.");
+	for (i = LEDGER_LOST_NONE + 1; i < LEDGER_LOST_MAX; i++)
+		evbuffer_add_printf(b,
+		    "tollgate_ledger_lost_total{reason=\"%s\"} %" PRIu64 "\n",
+		    ledger_lost_name((enum ledger_lost)i), ls.ls_lost_total[i]);
+	render_scalar(b, "tollgate_ledger_rebuilds_total", "counter",
+	    "Lost ledgers rebuilt at their path from the open database.",
+	    ls.ls_rebuilds);
+	render_scalar(b, "tollgate_ledger_rebuild_failures_total", "counter",
+	    "Attempts at rebuilding a lost ledger that failed (retried with "
+	    "backoff).",
+	    ls.ls_rebuild_failures);
+	render_scalar(b, "tollgate_ledger_file_checks_total", "counter",
+	    "Times the ledger's open file was compared with the one at its "
+	    "path.",
+	    ls.ls_file_checks);
 }
 
 static void

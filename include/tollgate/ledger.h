@@ -13,6 +13,15 @@
  * fail (the caller answers 503) and the failure is logged and counted;
  * settlements are kept and retried, never dropped.
  *
+ * The writer also makes sure the file it writes is the one a restart
+ * would open: after every batch that answers a reservation, and once a
+ * second, it compares the open file with what is at its path. A ledger
+ * deleted, moved, replaced, or whose -wal or -shm went, and one whose
+ * fsync failed, is "lost": reservations are refused at once while the
+ * writer copies the open database into a fresh file at the path and
+ * reopens it there; a file that is not tollgate's is never written.
+ * ledger_set_event_cb hears of it (and of failing writes) on the loop.
+ *
  * Every function runs on the loop thread that owns the event base given to
  * ledger_open. ledger_close refuses new reservations and records at once,
  * answers those still queued (their callbacks run inside it and may still
@@ -124,6 +133,38 @@ typedef void (*ledger_cb)(void *, enum ledger_result);
 
 struct ledger_ticket;
 
+/*
+ * Why the open ledger is not, or may not be, the file a restart would
+ * open. While it is lost, reservations are answered LEDGER_UNAVAILABLE.
+ */
+enum ledger_lost {
+	LEDGER_LOST_NONE,
+	LEDGER_LOST_DELETED, /* the database file was unlinked */
+	LEDGER_LOST_MOVED, /* renamed away: nothing, or a stale copy, there */
+	LEDGER_LOST_REPLACED, /* another file is at the path: never written */
+	LEDGER_LOST_WAL, /* its -wal was deleted or replaced */
+	LEDGER_LOST_SHM, /* its -shm was deleted or replaced */
+	LEDGER_LOST_UNREACHABLE, /* the path cannot be looked up (stat) */
+	LEDGER_LOST_SYNC, /* an fsync failed: what is on disk is unknown */
+};
+#define LEDGER_LOST_MAX (LEDGER_LOST_SYNC + 1)
+
+/* A change in the ledger's health, told to the loop (ledger_event_cb). */
+enum ledger_event_kind {
+	LEDGER_EVENT_FAILING, /* transactions fail (disk full, I/O, busy) */
+	LEDGER_EVENT_LOST, /* the file is lost (le_lost says why) */
+	LEDGER_EVENT_RECOVERED, /* the ledger writes again */
+};
+
+struct ledger_event {
+	enum ledger_event_kind le_kind;
+	enum ledger_lost le_lost; /* LEDGER_EVENT_LOST */
+	const char *le_message; /* one line; borrowed for the call */
+};
+
+/* Runs on the loop thread, for each event in the order they happened. */
+typedef void (*ledger_event_cb)(const struct ledger_event *, void *);
+
 /* Counters for logs and /metrics. */
 struct ledger_stats {
 	uint64_t ls_rows_written;
@@ -140,6 +181,11 @@ struct ledger_stats {
 	uint64_t ls_checkpoints; /* WAL checkpoints by the checkpointer */
 	uint64_t ls_checkpoint_us_total;
 	uint64_t ls_checkpoint_us_max;
+	enum ledger_lost ls_lost; /* why calls are refused now, or NONE */
+	uint64_t ls_lost_total[LEDGER_LOST_MAX]; /* times found lost, by why */
+	uint64_t ls_rebuilds; /* lost ledgers rebuilt at their path */
+	uint64_t ls_rebuild_failures; /* attempts that failed (retried) */
+	uint64_t ls_file_checks; /* open file compared with its path */
 };
 
 /* ledger.c */
@@ -155,9 +201,12 @@ int ledger_kill_delete(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
 void ledger_stats(struct ledger_stats *);
+uint64_t ledger_generation(void);
+void ledger_set_event_cb(ledger_event_cb, void *);
 void ledger_close(void);
 const char *ledger_status_name(enum call_status);
 const char *ledger_usage_source_name(enum usage_source);
+const char *ledger_lost_name(enum ledger_lost);
 
 #ifdef TG_UNITTEST
 /* Test hooks, compiled only into tests/unit/test_ledger.c. */

@@ -33,6 +33,7 @@
 #include "tollgate/alerts.h"
 #include "tollgate/http.h"
 #include "tollgate/kills.h"
+#include "tollgate/ledger.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
@@ -381,12 +382,34 @@ static const struct listener_ops admin_ops = {
 
 /* Endpoints. */
 
+/*
+ * Liveness: 200 while the process answers. The body says when the ledger
+ * refuses calls (its writes fail, or its file is lost): tollgate gets
+ * over either by itself, and a restart while the file is lost would drop
+ * what only the open file holds, so neither is a reason to restart it.
+ */
 static void
 ep_healthz(struct admin_req *ar)
 {
 	static const char ok[] = "{\"status\":\"ok\"}";
+	static const char failing[] =
+	    "{\"status\":\"degraded\",\"ledger\":\"failing\"}";
+	struct ledger_stats ls;
+	char body[128];
+	int n;
 
-	admin_reply(ar, 200, NULL, ok, sizeof(ok) - 1, NULL, NULL);
+	ledger_stats(&ls);
+	if (ls.ls_lost != LEDGER_LOST_NONE) {
+		n = snprintf(body, sizeof(body),
+		    "{\"status\":\"degraded\",\"ledger\":\"lost\","
+		    "\"reason\":\"%s\"}",
+		    ledger_lost_name(ls.ls_lost));
+		admin_reply(ar, 200, NULL, body, (size_t)n, NULL, NULL);
+	} else if (ls.ls_failing)
+		admin_reply(
+		    ar, 200, NULL, failing, sizeof(failing) - 1, NULL, NULL);
+	else
+		admin_reply(ar, 200, NULL, ok, sizeof(ok) - 1, NULL, NULL);
 }
 
 static void

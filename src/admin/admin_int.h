@@ -47,6 +47,7 @@ struct admin_job {
 	int (*aj_run)(struct sqlite3 *, const char *, struct spend_out *,
 	    const char **, char **);
 	char *aj_query; /* the raw query string, "" if none */
+	uint64_t aj_ledger_gen; /* ledger_generation(), set by reader_submit */
 	/* output, set by the thread */
 	struct spend_out aj_out;
 	int aj_status; /* spend_answer's HTTP status */

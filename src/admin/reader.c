@@ -10,6 +10,11 @@
  * gone (admin.c clears aj_req; the job itself lives until it comes back).
  * A job is touched by one thread at a time: the loop until it is queued,
  * the reader until it is on the done list, the loop again after.
+ *
+ * When the ledger rebuilds a lost file (src/ledger/rebuild.c) the reader's
+ * connection still reads the old one, which no longer gets rows: each job
+ * carries the ledger's generation from when it was queued, and the reader
+ * opens the ledger again before the first job of a newer one.
  */
 #include <sys/eventfd.h>
 
@@ -23,6 +28,7 @@
 #include <event2/event.h>
 #include <sqlite3.h>
 
+#include "tollgate/ledger.h"
 #include "tollgate/log.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
@@ -39,13 +45,52 @@ static int rd_quit;
 static int rd_running; /* the thread was started */
 static int rd_efd = -1;
 static struct event *rd_ev;
-static sqlite3 *rd_db; /* the reader thread's alone once it runs */
+/* The reader thread's once it runs; replaced under rd_mtx, for reader_stop. */
+static sqlite3 *rd_db;
+static char *rd_path; /* the ledger's path, to open it again */
+static uint64_t rd_gen; /* the ledger generation rd_db was opened under */
+
+/*
+ * The ledger was rebuilt since rd_db was opened: open the new file. On
+ * failure the old connection stays, and the next job tries again.
+ */
+static void
+reader_reopen(uint64_t gen)
+{
+	sqlite3 *db, *old;
+	char *cause = NULL;
+	int one = 1;
+
+	if ((db = spend_open(rd_path, &cause)) == NULL) {
+		log_warnx("admin: the ledger was rebuilt but cannot be opened "
+			  "again: %s; queries read the file it was rebuilt "
+			  "from",
+		    cause);
+		free(cause);
+		return;
+	}
+	pthread_mutex_lock(&rd_mtx);
+	old = rd_db;
+	rd_db = db;
+	rd_gen = gen;
+	/*
+	 * Never delete the -wal and -shm of the old file by name: the new
+	 * file has taken those names.
+	 */
+	(void)sqlite3_file_control(old, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
+	sqlite3_close(old);
+	pthread_mutex_unlock(&rd_mtx);
+	log_info("admin: the ledger was rebuilt; queries read the new file");
+}
 
 /* Run one job on the reader thread. */
 static void
 reader_run(struct admin_job *job)
 {
 	long long t0 = monotime_us();
+
+	if (job->aj_ledger_gen != rd_gen)
+		reader_reopen(job->aj_ledger_gen);
 
 	spend_out_init(&job->aj_out, SPEND_OUT_MAX);
 	if (job->aj_run != NULL)
@@ -125,6 +170,8 @@ reader_start(struct event_base *base, const char *path, char **cause)
 
 	if ((rd_db = spend_open(path, cause)) == NULL)
 		return (-1);
+	rd_path = xstrdup(path);
+	rd_gen = ledger_generation();
 	if ((rd_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		xasprintf(cause, "eventfd: %s", strerror(errno));
 		goto fail;
@@ -152,6 +199,8 @@ fail:
 	rd_efd = -1;
 	sqlite3_close(rd_db);
 	rd_db = NULL;
+	free(rd_path);
+	rd_path = NULL;
 	return (-1);
 }
 
@@ -159,6 +208,7 @@ fail:
 int
 reader_submit(struct admin_job *job)
 {
+	job->aj_ledger_gen = ledger_generation();
 	pthread_mutex_lock(&rd_mtx);
 	if (!rd_running || rd_jobs >= ADMIN_QUEUE_MAX) {
 		pthread_mutex_unlock(&rd_mtx);
@@ -188,8 +238,8 @@ reader_stop(void)
 	pthread_mutex_lock(&rd_mtx);
 	rd_quit = 1;
 	pthread_cond_signal(&rd_cond);
+	sqlite3_interrupt(rd_db); /* under rd_mtx: reader_reopen swaps it */
 	pthread_mutex_unlock(&rd_mtx);
-	sqlite3_interrupt(rd_db);
 	pthread_join(rd_thread, NULL);
 	rd_running = 0;
 
@@ -210,4 +260,6 @@ reader_stop(void)
 	rd_efd = -1;
 	sqlite3_close(rd_db);
 	rd_db = NULL;
+	free(rd_path);
+	rd_path = NULL;
 }

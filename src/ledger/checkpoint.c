@@ -16,8 +16,11 @@
  * reused from its start (journal_size_limit then trims the file).
  *
  * Owned by the writer thread: started before it runs, stopped by it before
- * its final TRUNCATE checkpoint. If the thread cannot start, the writer's
- * connection keeps SQLite's auto-checkpoint.
+ * its final TRUNCATE checkpoint, and stopped and started again on a new
+ * file when the writer rebuilds a lost ledger. A checkpoint whose fsync
+ * fails is reported to the writer (ledger_ckpt_sync_failed), which then
+ * treats the file as lost: see docs/internals/ledger.md. If the thread
+ * cannot start, the writer's connection keeps SQLite's auto-checkpoint.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -46,6 +49,7 @@ struct ledger_ckpt {
 	int ck_done; /* WAL frames when the last checkpoint ran; lock */
 	int ck_seen; /* WAL frames after the last commit; lock */
 	int ck_failing; /* the last checkpoint failed (warned once) */
+	int ck_sync_failed; /* an fsync failed; the writer asks; lock */
 	long long ck_busy_deadline; /* ckpt_busy's, monotonic µs */
 	int ck_busy; /* a checkpoint is running or wanted; lock */
 	int ck_stop; /* lock */
@@ -110,6 +114,11 @@ ckpt_run(struct ledger_ckpt *ck, int mode, int *log, int *done)
 			log_info("ledger: checkpoints work again");
 		ck->ck_failing = 0;
 		return (0);
+	}
+	if (ledger_db_sync_error(rc)) {
+		pthread_mutex_lock(&ck->ck_lock);
+		ck->ck_sync_failed = 1;
+		pthread_mutex_unlock(&ck->ck_lock);
 	}
 	if ((rc & 0xff) != SQLITE_BUSY && !ck->ck_failing) {
 		/* Once per streak: the next try is 1,000 frames away. */
@@ -244,27 +253,53 @@ fail:
 	return (NULL);
 }
 
-/* Counters for ledger_stats; safe from any thread. */
+/*
+ * Add this checkpointer's counters to s (a ledger may have had several,
+ * one per file it rebuilt); safe from any thread.
+ */
 void
 ledger_ckpt_stats(struct ledger_ckpt *ck, struct ledger_stats *s)
 {
 	if (ck == NULL)
 		return;
 	pthread_mutex_lock(&ck->ck_lock);
-	s->ls_checkpoints = ck->ck_runs;
-	s->ls_checkpoint_us_total = ck->ck_us_total;
-	s->ls_checkpoint_us_max = ck->ck_us_max;
+	s->ls_checkpoints += ck->ck_runs;
+	s->ls_checkpoint_us_total += ck->ck_us_total;
+	if (ck->ck_us_max > s->ls_checkpoint_us_max)
+		s->ls_checkpoint_us_max = ck->ck_us_max;
 	pthread_mutex_unlock(&ck->ck_lock);
 }
 
 /*
- * Stop the checkpointer (a checkpoint running finishes first), close its
- * connection and give the writer's connection back its auto-checkpoint.
- * Called by the thread that owns d.
+ * Whether a checkpoint's fsync failed since the last call: the database
+ * file on disk may then differ from what SQLite believes it wrote.
+ */
+int
+ledger_ckpt_sync_failed(struct ledger_ckpt *ck)
+{
+	int failed;
+
+	if (ck == NULL)
+		return (0);
+	pthread_mutex_lock(&ck->ck_lock);
+	failed = ck->ck_sync_failed;
+	ck->ck_sync_failed = 0;
+	pthread_mutex_unlock(&ck->ck_lock);
+	return (failed);
+}
+
+/*
+ * Stop the checkpointer (a checkpoint running finishes first), add its
+ * counters to fold (when not NULL), close its connection and give the
+ * writer's connection back its auto-checkpoint. Called by the thread
+ * that owns d.
  */
 void
-ledger_ckpt_stop(struct ledger_ckpt *ck, struct ledger_db *d)
+ledger_ckpt_stop(
+    struct ledger_ckpt *ck, struct ledger_db *d, struct ledger_stats *fold)
 {
+	int one = 1;
+
 	if (ck == NULL)
 		return;
 	pthread_mutex_lock(&ck->ck_lock);
@@ -272,8 +307,17 @@ ledger_ckpt_stop(struct ledger_ckpt *ck, struct ledger_db *d)
 	pthread_cond_signal(&ck->ck_wake);
 	pthread_mutex_unlock(&ck->ck_lock);
 	pthread_join(ck->ck_thread, NULL);
+	if (fold != NULL)
+		ledger_ckpt_stats(ck, fold);
 	if (d->db_conn != NULL)
 		sqlite3_wal_autocheckpoint(d->db_conn, LEDGER_CKPT_PAGES);
+	/*
+	 * Never the ledger's last connection (the writer's is open), but if
+	 * it were, SQLite would delete the -wal and -shm by name: files that
+	 * may belong to another database by now.
+	 */
+	(void)sqlite3_file_control(
+	    ck->ck_conn, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
 	if (sqlite3_close(ck->ck_conn) != SQLITE_OK)
 		log_warnx("ledger: checkpointer close: %s",
 		    sqlite3_errmsg(ck->ck_conn));

@@ -7,13 +7,17 @@
  * event on the loop's base watches, and ledger_dispatch runs the callbacks
  * here. ledger_open opens the database (store.c) and starts the writer;
  * ledger_close answers what is waiting, lets the writer finish and frees
- * everything. See docs/internals/ledger.md.
+ * everything. While the writer finds the ledger's file lost (rebuild.c),
+ * reservations are answered LEDGER_UNAVAILABLE here at once; the writer's
+ * news of the ledger's health reaches ledger_event_cb through the same
+ * eventfd. See docs/internals/ledger.md.
  */
 #include <sys/eventfd.h>
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +52,26 @@ static const char *const source_names[] = {
     [USAGE_REPORTED] = "reported",
     [USAGE_ESTIMATED] = "estimated",
 };
+
+static const char *const lost_names[] = {
+    [LEDGER_LOST_NONE] = "none",
+    [LEDGER_LOST_DELETED] = "deleted",
+    [LEDGER_LOST_MOVED] = "moved",
+    [LEDGER_LOST_REPLACED] = "replaced",
+    [LEDGER_LOST_WAL] = "wal_gone",
+    [LEDGER_LOST_SHM] = "shm_gone",
+    [LEDGER_LOST_UNREACHABLE] = "unreachable",
+    [LEDGER_LOST_SYNC] = "sync_failed",
+};
+
+/* Why a ledger is lost, as /metrics and /healthz name it: "deleted", ... */
+const char *
+ledger_lost_name(enum ledger_lost why)
+{
+	if ((unsigned)why >= nitems(lost_names))
+		return ("unknown");
+	return (lost_names[why]);
+}
 
 /* The ledger's name for a status: "in_flight", "client_closed", ... */
 const char *
@@ -179,10 +203,47 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 	return (it);
 }
 
+/* Wake the loop: the done list or the events grew. Any thread. */
+void
+ledger_wake_loop(struct ledger *l)
+{
+	uint64_t one = 1;
+
+	if (write(l->l_efd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		log_warn("ledger: eventfd write");
+}
+
+/*
+ * Tell the loop's ledger_event_cb of a change in the ledger's health; the
+ * caller holds l_lock and wakes the loop. Beyond LEDGER_EVENTS_MAX waiting
+ * the event is dropped (it was logged where it happened).
+ */
+void
+ledger_event_push(struct ledger *l, enum ledger_event_kind kind,
+    enum ledger_lost why, const char *fmt, ...)
+{
+	struct ledger_ev *ev;
+	va_list ap;
+
+	if (l->l_nevents >= LEDGER_EVENTS_MAX)
+		return;
+	ev = xcalloc(1, sizeof(*ev));
+	ev->ev_event.le_kind = kind;
+	ev->ev_event.le_lost = why;
+	va_start(ap, fmt);
+	(void)vsnprintf(ev->ev_text, sizeof(ev->ev_text), fmt, ap);
+	va_end(ap);
+	ev->ev_event.le_message = ev->ev_text;
+	TAILQ_INSERT_TAIL(&l->l_events, ev, ev_entry);
+	l->l_nevents++;
+}
+
 /*
  * Queue an item. Reservations and records count against queue_max and are
  * refused when it is reached; settlements are always taken (each follows a
- * reservation that was admitted). 0 or -1.
+ * reservation that was admitted). While the file is lost a reservation is
+ * answered LEDGER_UNAVAILABLE at once, through the done list like any
+ * answer: the writer may be busy copying the ledger for seconds. 0 or -1.
  */
 static int
 enqueue(struct ledger *l, struct ledger_item *it)
@@ -195,6 +256,14 @@ enqueue(struct ledger *l, struct ledger_item *it)
 		log_warnx("ledger: %s: ledger closed, write dropped",
 		    ledger_item_what(it, idbuf, sizeof(idbuf)));
 		return (-1);
+	}
+	if (it->li_op == LEDGER_OP_RESERVE && l->l_lost != LEDGER_LOST_NONE) {
+		it->li_ticket->lt_result = LEDGER_UNAVAILABLE;
+		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
+		pthread_mutex_unlock(&l->l_lock);
+		free(it);
+		ledger_wake_loop(l);
+		return (0);
 	}
 	if (LEDGER_OP_ADMITTED(it->li_op)) {
 		if (l->l_admitted >= l->l_queue_max) {
@@ -219,17 +288,32 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	return (0);
 }
 
-/* Run the callbacks of answered reservations; on the loop thread. */
+/*
+ * Run the callbacks of answered reservations, and the event callback for
+ * each change in the ledger's health; on the loop thread.
+ */
 static void
 ledger_dispatch(struct ledger *l)
 {
 	struct ledger_tickets done;
 	struct ledger_ticket *t;
+	struct ledger_evs evs;
+	struct ledger_ev *ev;
 
 	TAILQ_INIT(&done);
+	TAILQ_INIT(&evs);
 	pthread_mutex_lock(&l->l_lock);
 	TAILQ_CONCAT(&done, &l->l_done, lt_entry);
+	TAILQ_CONCAT(&evs, &l->l_events, ev_entry);
+	l->l_nevents = 0;
 	pthread_mutex_unlock(&l->l_lock);
+
+	while ((ev = TAILQ_FIRST(&evs)) != NULL) {
+		TAILQ_REMOVE(&evs, ev, ev_entry);
+		if (l->l_event_cb != NULL)
+			l->l_event_cb(&ev->ev_event, l->l_event_arg);
+		free(ev);
+	}
 
 	/*
 	 * A callback may cancel a ticket further down this list (its session
@@ -258,12 +342,18 @@ ledger_done_cb(evutil_socket_t fd, short events, void *arg)
 static void
 ledger_free(struct ledger *l)
 {
+	struct ledger_ev *ev;
+
 	if (l->l_event != NULL)
 		event_free(l->l_event);
 	if (l->l_efd != -1)
 		close(l->l_efd);
-	ledger_ckpt_stop(l->l_ckpt, &l->l_db); /* the writer never ran */
+	ledger_ckpt_stop(l->l_ckpt, &l->l_db, NULL); /* the writer never ran */
 	ledger_db_close(&l->l_db);
+	while ((ev = TAILQ_FIRST(&l->l_events)) != NULL) {
+		TAILQ_REMOVE(&l->l_events, ev, ev_entry);
+		free(ev);
+	}
 	pthread_cond_destroy(&l->l_batch);
 	pthread_cond_destroy(&l->l_wake);
 	pthread_mutex_destroy(&l->l_lock);
@@ -298,11 +388,13 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 	l = xcalloc(1, sizeof(*l));
 	l->l_efd = -1;
 	l->l_db.db_lockfd = -1;
+	l->l_db.db_placed_fd = -1;
 	l->l_base = base;
 	l->l_path = xstrdup(path);
 	l->l_queue_max = queue_max != 0 ? queue_max : LEDGER_QUEUE_DEFAULT;
 	TAILQ_INIT(&l->l_queue);
 	TAILQ_INIT(&l->l_done);
+	TAILQ_INIT(&l->l_events);
 	pthread_mutex_init(&l->l_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -313,7 +405,7 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 	if (ledger_db_open(&l->l_db, path, dur, &interrupted, cause) != 0)
 		goto fail;
 	l->l_stats.ls_interrupted = interrupted;
-	l->l_ckpt = ledger_ckpt_start(&l->l_db, path);
+	l->l_ckpt = ledger_ckpt_start(&l->l_db, l->l_db.db_file);
 	if ((l->l_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		xasprintf(cause, "ledger: eventfd: %s", strerror(errno));
 		goto fail;
@@ -634,9 +726,42 @@ ledger_stats(struct ledger_stats *s)
 	pthread_mutex_lock(&l->l_lock);
 	*s = l->l_stats;
 	s->ls_queue_depth = l->l_depth;
-	pthread_mutex_unlock(&l->l_lock);
-	/* l_ckpt changes only while the loop waits in ledger_close. */
+	s->ls_lost = l->l_lost;
+	/* Under l_lock: the writer replaces l_ckpt when it rebuilds. */
 	ledger_ckpt_stats(l->l_ckpt, s);
+	pthread_mutex_unlock(&l->l_lock);
+}
+
+/*
+ * How many times the ledger's file has been rebuilt since it was opened.
+ * A connection of its own opened under an older generation reads a file
+ * that is no longer at the ledger's path: open it again.
+ */
+uint64_t
+ledger_generation(void)
+{
+	struct ledger *l = ledger;
+	uint64_t gen;
+
+	if (l == NULL)
+		return (0);
+	pthread_mutex_lock(&l->l_lock);
+	gen = l->l_generation;
+	pthread_mutex_unlock(&l->l_lock);
+	return (gen);
+}
+
+/*
+ * Be told of the ledger's health (writes failing, the file lost, the
+ * ledger writing again): cb runs on the loop thread. NULL stops it.
+ */
+void
+ledger_set_event_cb(ledger_event_cb cb, void *arg)
+{
+	if (ledger == NULL)
+		return;
+	ledger->l_event_cb = cb;
+	ledger->l_event_arg = arg;
 }
 
 /*
@@ -653,6 +778,8 @@ ledger_close(void)
 	if (l == NULL || l->l_closing)
 		return;
 	l->l_closing = 1;
+	/* Its alerts could no longer be written; the log has every event. */
+	l->l_event_cb = NULL;
 
 	pthread_mutex_lock(&l->l_lock);
 #ifdef TG_UNITTEST

@@ -9,6 +9,7 @@
 #define TOLLGATE_LEDGER_INT_H
 
 #include <sys/queue.h>
+#include <sys/types.h>
 
 #include <pthread.h>
 #include <stddef.h>
@@ -25,6 +26,8 @@ struct event_base;
 #define LEDGER_BUSY_MS 5000 /* busy_timeout of the write connection */
 #define LEDGER_TIME_MAX 32 /* "2026-11-28T14:23:00.123Z" and NUL */
 #define LEDGER_ERRMSG_MAX 256
+#define LEDGER_EVENT_MSG_MAX 512
+#define LEDGER_EVENTS_MAX 16 /* events waiting for the loop; more dropped */
 
 enum ledger_op {
 	LEDGER_OP_RESERVE, /* insert the in_flight row, answer a ticket */
@@ -34,6 +37,7 @@ enum ledger_op {
 	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
 	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
 	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
+	LEDGER_OP_UNRESERVE, /* delete an in_flight row never forwarded */
 };
 
 /* Reservations, records and alerts count against queue_max; the rest
@@ -68,6 +72,24 @@ TAILQ_HEAD(ledger_items, ledger_item);
 struct ledger_db {
 	sqlite3 *db_conn;
 	int db_lockfd; /* flock(2) held: one tollgate per ledger */
+	enum durability db_durability;
+
+	/*
+	 * The files as SQLite names them (symbolic links resolved) and the
+	 * device and inode each had when the connection opened them: what
+	 * ledger_db_check compares with the paths (rebuild.c).
+	 */
+	char *db_file;
+	char *db_wal;
+	char *db_shm;
+	dev_t db_dev;
+	ino_t db_ino;
+	dev_t db_wal_dev;
+	ino_t db_wal_ino;
+	dev_t db_shm_dev;
+	ino_t db_shm_ino;
+	int db_placed_fd; /* a rebuilt copy put at db_file, not yet open */
+
 	sqlite3_stmt *db_begin; /* BEGIN IMMEDIATE */
 	sqlite3_stmt *db_commit;
 	sqlite3_stmt *db_rollback;
@@ -75,6 +97,7 @@ struct ledger_db {
 	sqlite3_stmt *db_kill_add;
 	sqlite3_stmt *db_kill_delete;
 	sqlite3_stmt *db_settle;
+	sqlite3_stmt *db_unreserve; /* LEDGER_OP_UNRESERVE */
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
 	int db_synchronous; /* read back after it was set: 1 or 2 */
@@ -102,6 +125,14 @@ struct ledger_ticket {
 };
 TAILQ_HEAD(ledger_tickets, ledger_ticket);
 
+/* A health event waiting for the loop (ledger_event_cb). */
+struct ledger_ev {
+	TAILQ_ENTRY(ledger_ev) ev_entry;
+	struct ledger_event ev_event; /* ev_message points at ev_text */
+	char ev_text[LEDGER_EVENT_MSG_MAX];
+};
+TAILQ_HEAD(ledger_evs, ledger_ev);
+
 /* The open ledger: one per process, ledger.c's static ledger. */
 struct ledger {
 	/* Set by ledger_open, then read-only. */
@@ -112,10 +143,11 @@ struct ledger {
 	char *l_path;
 	pthread_t l_thread;
 	struct ledger_db l_db; /* the writer thread's once it runs */
-	struct ledger_ckpt *l_ckpt; /* NULL: auto-checkpoint in commits */
 
 	/* Loop thread only. */
 	int l_closing; /* ledger_close running: no reservations, records */
+	ledger_event_cb l_event_cb;
+	void *l_event_arg;
 
 	pthread_mutex_t l_lock; /* guards everything below */
 	pthread_cond_t l_wake; /* the writer: items queued, stop */
@@ -127,6 +159,16 @@ struct ledger {
 	size_t l_depth; /* items not yet finished, settlements too */
 	int l_stopping; /* the writer drains and exits */
 	struct ledger_stats l_stats;
+	/*
+	 * The checkpointer (NULL: auto-checkpoint in commits). Set by the
+	 * writer, which stops it while the file is lost and starts another
+	 * on a rebuilt file; read by ledger_stats.
+	 */
+	struct ledger_ckpt *l_ckpt;
+	enum ledger_lost l_lost; /* reservations refused at once while set */
+	uint64_t l_generation; /* files rebuilt: readers reopen */
+	struct ledger_evs l_events; /* for the loop's ledger_event_cb */
+	size_t l_nevents;
 #ifdef TG_UNITTEST
 	int l_test_paused;
 	int64_t l_test_pages;
@@ -137,6 +179,9 @@ struct ledger {
 /* ledger.c */
 const char *ledger_safe_id(const struct ledger_row *, char *, size_t);
 const char *ledger_item_what(const struct ledger_item *, char *, size_t);
+void ledger_wake_loop(struct ledger *);
+void ledger_event_push(struct ledger *, enum ledger_event_kind,
+    enum ledger_lost, const char *, ...) __attribute__((format(printf, 4, 5)));
 
 /* writer.c */
 void *ledger_writer(void *);
@@ -144,7 +189,19 @@ void *ledger_writer(void *);
 /* checkpoint.c */
 struct ledger_ckpt *ledger_ckpt_start(struct ledger_db *, const char *);
 void ledger_ckpt_stats(struct ledger_ckpt *, struct ledger_stats *);
-void ledger_ckpt_stop(struct ledger_ckpt *, struct ledger_db *);
+int ledger_ckpt_sync_failed(struct ledger_ckpt *);
+void ledger_ckpt_stop(
+    struct ledger_ckpt *, struct ledger_db *, struct ledger_stats *);
+
+/* rebuild.c */
+int ledger_db_identify(struct ledger_db *, char **);
+enum ledger_lost ledger_db_check(struct ledger_db *, int);
+int ledger_db_sync_error(int);
+int ledger_db_rebuild(
+    struct ledger_db *, struct ledger_db *, enum ledger_lost *, char **);
+int ledger_db_save(struct ledger_db *, char **, char **);
+void ledger_db_drop_names(struct ledger_db *);
+void ledger_db_retire(struct ledger_db *);
 
 /* schema.c */
 int ledger_schema_check(struct ledger_db *, int64_t *, char **);
@@ -160,6 +217,9 @@ int ledger_db_query_int(struct ledger_db *, const char *, int64_t *);
 void ledger_db_rollback(struct ledger_db *);
 int ledger_db_open(
     struct ledger_db *, const char *, enum durability, uint64_t *, char **);
+int ledger_db_reopen(
+    struct ledger_db *, const char *, enum durability, int, char **);
+void ledger_db_adopt(struct ledger_db *, struct ledger_db *);
 int ledger_db_apply(struct ledger_db *, struct ledger_items *);
 int ledger_db_blames_row(int);
 int ledger_busy_step(long long *, int, long long);

@@ -74,6 +74,14 @@ static const char settle_sql[] =
     " ttfb_ms = ?15, refusal_reason = ?16"
     " WHERE id = ?1 AND status = 'in_flight'";
 
+/*
+ * A reservation whose answer was UNAVAILABLE after all (its row went to a
+ * file a restart would not open): the call was never forwarded, so its
+ * row goes, as if never written, and the client may retry with its id.
+ */
+static const char unreserve_sql[] =
+    "DELETE FROM calls WHERE id = ?1 AND status = 'in_flight'";
+
 /* Charged at the reservation: a crash never frees budget. */
 static const char recover_sql[] =
     "UPDATE calls SET status = 'interrupted', finished_at = ?1,"
@@ -354,6 +362,7 @@ prepare(struct ledger_db *d, char **cause)
 	    {"ROLLBACK", offsetof(struct ledger_db, db_rollback)},
 	    {insert_sql, offsetof(struct ledger_db, db_insert)},
 	    {settle_sql, offsetof(struct ledger_db, db_settle)},
+	    {unreserve_sql, offsetof(struct ledger_db, db_unreserve)},
 	    {alert_sql, offsetof(struct ledger_db, db_alert)},
 	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
 	    {kill_add_sql, offsetof(struct ledger_db, db_kill_add)},
@@ -372,6 +381,34 @@ prepare(struct ledger_db *d, char **cause)
 }
 
 /*
+ * Open SQLite on path, whose lock d->db_lockfd already holds: check
+ * durability and schema (made if the file is new), prepare the writer's
+ * statements and note which files the connection has open.
+ */
+static int
+db_connect(
+    struct ledger_db *d, const char *path, enum durability dur, char **cause)
+{
+	int64_t version;
+	int flags;
+
+	d->db_durability = dur;
+	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	if (sqlite3_open_v2(path, &d->db_conn, flags, NULL) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "sqlite3_open"));
+	sqlite3_busy_handler(d->db_conn, busy_wait, d);
+	if (ledger_schema_check(d, &version, cause) != 0 ||
+	    set_durability(d, dur, cause) != 0 ||
+	    (version == 0 && ledger_schema_create(d, path, cause) != 0) ||
+	    (version != 0 && ledger_schema_fix_checks(d, path, cause) != 0) ||
+	    ledger_schema_alerts(d, cause) != 0 ||
+	    ledger_schema_kills(d, cause) != 0 || prepare(d, cause) != 0)
+		return (-1);
+	return (ledger_db_identify(d, cause));
+}
+
+/*
  * Open the ledger at path: make its directory, lock it, check durability
  * and schema, recover rows a crash left in flight (counted in
  * *interrupted), and prepare the writer's statements.
@@ -380,11 +417,9 @@ int
 ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
     uint64_t *interrupted, char **cause)
 {
-	int64_t version;
-	int flags;
-
 	memset(d, 0, sizeof(*d));
 	d->db_lockfd = -1;
+	d->db_placed_fd = -1;
 	*interrupted = 0;
 	/*
 	 * SQLite counts every allocation under a global mutex for
@@ -416,26 +451,49 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 		goto fail;
 	}
 
-	flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	    SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
-	if (sqlite3_open_v2(path, &d->db_conn, flags, NULL) != SQLITE_OK) {
-		ledger_db_fail(d, cause, "sqlite3_open");
-		goto fail;
-	}
-	sqlite3_busy_handler(d->db_conn, busy_wait, d);
-	if (ledger_schema_check(d, &version, cause) != 0 ||
-	    set_durability(d, dur, cause) != 0 ||
-	    (version == 0 && ledger_schema_create(d, path, cause) != 0) ||
-	    (version != 0 && ledger_schema_fix_checks(d, path, cause) != 0) ||
-	    ledger_schema_alerts(d, cause) != 0)
-		goto fail;
-	if (ledger_schema_kills(d, cause) != 0)
-		goto fail;
-	if (recover(d, path, interrupted, cause) != 0 || prepare(d, cause) != 0)
+	if (db_connect(d, path, dur, cause) != 0 ||
+	    recover(d, path, interrupted, cause) != 0)
 		goto fail;
 	return (0);
 fail:
 	d->db_synchronous = 0; /* no checkpoint on the way out */
+	ledger_db_close(d);
+	return (-1);
+}
+
+/*
+ * Move the open ledger in from to to (a rebuilt file's, opened in a
+ * ledger_db of the caller's): the busy handler is told where it lives
+ * now, and from is left empty.
+ */
+void
+ledger_db_adopt(struct ledger_db *to, struct ledger_db *from)
+{
+	*to = *from;
+	if (to->db_conn != NULL)
+		sqlite3_busy_handler(to->db_conn, busy_wait, to);
+	memset(from, 0, sizeof(*from));
+	from->db_lockfd = -1;
+	from->db_placed_fd = -1;
+}
+
+/*
+ * Open the ledger again at path, a file the writer has just rebuilt and
+ * holds the flock of (lockfd, which d owns from now on when this
+ * succeeds). No recovery: the rows in flight belong to calls still
+ * running. 0, or -1 with *cause set and lockfd left to the caller.
+ */
+int
+ledger_db_reopen(struct ledger_db *d, const char *path, enum durability dur,
+    int lockfd, char **cause)
+{
+	memset(d, 0, sizeof(*d));
+	d->db_lockfd = lockfd;
+	d->db_placed_fd = -1;
+	if (db_connect(d, path, dur, cause) == 0)
+		return (0);
+	d->db_lockfd = -1;
+	d->db_synchronous = 0;
 	ledger_db_close(d);
 	return (-1);
 }
@@ -587,6 +645,14 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	return (run_item(d, it, st, rc));
 }
 
+/* Withdraw a reservation that was never forwarded. */
+static int
+apply_unreserve(struct ledger_db *d, struct ledger_item *it)
+{
+	return (run_item(d, it, d->db_unreserve,
+	    bind_text(d->db_unreserve, 1, it->li_row.lr_id)));
+}
+
 /* Bind a time as RFC 3339 text, or NULL when it is below 0. */
 static int
 bind_time(sqlite3_stmt *st, int i, int64_t ms)
@@ -687,6 +753,8 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		it->li_changed = 0;
 		if (it->li_op == LEDGER_OP_SETTLE)
 			rc = apply_settle(d, it);
+		else if (it->li_op == LEDGER_OP_UNRESERVE)
+			rc = apply_unreserve(d, it);
 		else if (it->li_op == LEDGER_OP_ALERT ||
 		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
 			rc = apply_alert(d, it);
@@ -725,12 +793,13 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_rollback);
 	sqlite3_finalize(d->db_insert);
 	sqlite3_finalize(d->db_settle);
+	sqlite3_finalize(d->db_unreserve);
 	sqlite3_finalize(d->db_alert);
 	sqlite3_finalize(d->db_alert_delivery);
 	sqlite3_finalize(d->db_kill_add);
 	sqlite3_finalize(d->db_kill_delete);
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
-	d->db_insert = d->db_settle = NULL;
+	d->db_insert = d->db_settle = d->db_unreserve = NULL;
 	d->db_alert = d->db_alert_delivery = NULL;
 	d->db_kill_add = d->db_kill_delete = NULL;
 	if (d->db_conn != NULL) {
@@ -749,6 +818,14 @@ ledger_db_close(struct ledger_db *d)
 		close(d->db_lockfd);
 		d->db_lockfd = -1;
 	}
+	if (d->db_placed_fd != -1) {
+		close(d->db_placed_fd);
+		d->db_placed_fd = -1;
+	}
+	free(d->db_file);
+	free(d->db_wal);
+	free(d->db_shm);
+	d->db_file = d->db_wal = d->db_shm = NULL;
 }
 
 #ifdef TG_UNITTEST

@@ -12,6 +12,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -37,6 +38,7 @@
 #include "../../src/ledger/ledger.c"
 #include "../../src/ledger/writer.c"
 #include "../../src/ledger/checkpoint.c"
+#include "../../src/ledger/rebuild.c"
 
 /* 2026-11-28T14:23:00.123Z */
 #define T0 1795875780123LL
@@ -1191,6 +1193,243 @@ test_close_drains(void **state)
 	ledger_close();
 }
 
+/* The ledger's health as the loop hears it. */
+static enum ledger_event_kind events[16];
+static int nevents;
+
+static void
+event_cb(const struct ledger_event *ev, void *arg)
+{
+	(void)arg;
+	assert_non_null(ev->le_message);
+	if (nevents < (int)nitems(events))
+		events[nevents++] = ev->le_kind;
+}
+
+/* Reserve id until it is answered LEDGER_OK (the ledger taking calls). */
+static void
+reserve_until_ok(const char *id)
+{
+	static struct answer a;
+	struct ledger_row r = mkrow(id);
+	long long deadline = monotime_us() + 15000000LL;
+
+	for (;;) {
+		memset(&a, 0, sizeof(a));
+		assert_non_null(ledger_reserve(&r, answer_cb, &a));
+		run_until(&a.fired, 1);
+		if (a.result == LEDGER_OK)
+			return;
+		assert_int_equal(a.result, LEDGER_UNAVAILABLE);
+		if (monotime_us() > deadline)
+			fail_msg("%s: the ledger never took calls again", id);
+		usleep(20000);
+	}
+}
+
+/* A file next to the ledger whose name starts with prefix, or NULL. */
+static const char *
+sibling(const char *prefix)
+{
+	static char found[sizeof(fx.dir) + 1 + 256];
+	struct dirent *de;
+	DIR *dir;
+
+	found[0] = '\0';
+	if ((dir = opendir(fx.dir)) == NULL)
+		return (NULL);
+	while ((de = readdir(dir)) != NULL)
+		if (strncmp(de->d_name, prefix, strlen(prefix)) == 0)
+			snprintf(
+			    found, sizeof(found), "%s/%s", fx.dir, de->d_name);
+	closedir(dir);
+	return (found[0] != '\0' ? found : NULL);
+}
+
+static void
+unlink_files(const char *const *suffixes)
+{
+	char p[160];
+
+	for (; *suffixes != NULL; suffixes++) {
+		snprintf(p, sizeof(p), "%s%s", fx.path, *suffixes);
+		assert_int_equal(unlink(p), 0);
+	}
+}
+
+/*
+ * The ledger, its -wal and -shm deleted while open: the reservation that
+ * commits into the deleted file is refused and its row withdrawn, the
+ * ledger is rebuilt at its path from the open file by itself, and every
+ * row written before is in it.
+ */
+static void
+test_lost_deleted(void **state)
+{
+	static const char *const all[] = {"", "-wal", "-shm", NULL};
+	struct answer b = {0};
+	struct ledger_row r, s;
+	struct ledger_stats st;
+	struct stat sb;
+	uint64_t checkpoints;
+	long long deadline;
+	char id[16];
+	ino_t before;
+	int i;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	nevents = 0;
+	ledger_set_event_cb(event_cb, NULL);
+	reserve_until_ok("d1");
+	s = mksettle("d1");
+	ledger_settle(&s);
+	flush();
+	assert_int_equal(stat(fx.path, &sb), 0);
+	before = sb.st_ino;
+	assert_int_equal(ledger_generation(), 0);
+
+	unlink_files(all);
+	r = mkrow("d2");
+	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	run_until(&b.fired, 1);
+	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
+	reserve_until_ok("d3");
+	s = mksettle("d3");
+	ledger_settle(&s);
+	flush();
+
+	ledger_stats(&st);
+	assert_int_equal(st.ls_lost, LEDGER_LOST_NONE);
+	assert_int_equal(st.ls_lost_total[LEDGER_LOST_DELETED], 1);
+	assert_int_equal(st.ls_rebuilds, 1);
+	assert_true(st.ls_file_checks >= 3);
+	assert_int_equal(ledger_generation(), 1);
+	assert_int_equal(stat(fx.path, &sb), 0);
+	assert_true(sb.st_ino != before);
+	assert_true(nevents >= 2);
+	assert_int_equal(events[0], LEDGER_EVENT_LOST);
+	assert_int_equal(events[nevents - 1], LEDGER_EVENT_RECOVERED);
+
+	/* A checkpointer works on the new file: 1,000 frames wake it. */
+	checkpoints = st.ls_checkpoints;
+	for (i = 0; i < 400; i++) {
+		snprintf(id, sizeof(id), "k%03d", i);
+		reserve_until_ok(id);
+	}
+	deadline = monotime_us() + 10000000LL;
+	do {
+		usleep(1000);
+		ledger_stats(&st);
+		assert_true(monotime_us() < deadline);
+	} while (st.ls_checkpoints == checkpoints);
+	ledger_close();
+
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'd1'"), "ok");
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'd3'"), "ok");
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 402);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	assert_rollup_exact();
+}
+
+/* The -wal alone deleted: the same, though the database file stayed. */
+static void
+test_lost_wal(void **state)
+{
+	static const char *const wal[] = {"-wal", NULL};
+	struct ledger_row s;
+	struct ledger_stats st;
+
+	(void)state;
+	open_ok(DURABILITY_POWER, 0);
+	reserve_until_ok("w1");
+	unlink_files(wal);
+	reserve_until_ok("w2");
+	s = mksettle("w1");
+	ledger_settle(&s);
+	s = mksettle("w2");
+	ledger_settle(&s);
+	flush();
+	ledger_stats(&st);
+	assert_int_equal(st.ls_lost_total[LEDGER_LOST_WAL], 1);
+	assert_int_equal(st.ls_rebuilds, 1);
+	ledger_close();
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM calls WHERE status = 'ok'"), 2);
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+}
+
+/*
+ * Another database moved to the ledger's path: never written, never
+ * given tollgate's WAL; tollgate's rows saved beside it; once the path
+ * is free again, the ledger is rebuilt there.
+ */
+static void
+test_lost_replaced(void **state)
+{
+	struct answer b = {0};
+	struct ledger_row r, s;
+	struct ledger_stats st;
+	char other[160], wal[160];
+	const char *saved;
+	sqlite3 *db;
+	long long deadline;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	reserve_until_ok("p1");
+	s = mksettle("p1");
+	ledger_settle(&s);
+	flush();
+	snprintf(other, sizeof(other), "%s/other.db", fx.dir);
+	assert_int_equal(sqlite3_open(other, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+			     "CREATE TABLE notes (x); INSERT INTO notes "
+			     "VALUES ('not a ledger')",
+			     NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(rename(other, fx.path), 0);
+
+	r = mkrow("p2");
+	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	run_until(&b.fired, 1);
+	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
+	deadline = monotime_us() + 10000000LL;
+	while ((saved = sibling("ledger.db.saved-")) == NULL) {
+		assert_true(monotime_us() < deadline);
+		usleep(10000);
+	}
+	ledger_stats(&st);
+	assert_int_equal(st.ls_lost, LEDGER_LOST_REPLACED);
+	assert_int_equal(st.ls_rebuilds, 0);
+	/* The other database is as it was, and has no WAL of tollgate's. */
+	snprintf(wal, sizeof(wal), "%s-wal", fx.path);
+	assert_int_equal(access(wal, F_OK), -1);
+	assert_int_equal(q_int("SELECT count(*) FROM sqlite_master"), 1);
+	assert_string_equal(q_text("SELECT x FROM notes"), "not a ledger");
+
+	assert_int_equal(unlink(fx.path), 0);
+	reserve_until_ok("p3");
+	s = mksettle("p3");
+	ledger_settle(&s);
+	flush();
+	ledger_stats(&st);
+	assert_int_equal(st.ls_lost, LEDGER_LOST_NONE);
+	assert_int_equal(st.ls_rebuilds, 1);
+	ledger_close();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'p1'"), "ok");
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM calls WHERE id = 'p2'"), 0);
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'p3'"), "ok");
+	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	assert_int_equal(access(saved, F_OK), 0); /* the operator's to remove */
+}
+
 /* Settlements racing close, many times over, across reopenings. */
 static void
 test_close_race(void **state)
@@ -1560,12 +1799,79 @@ test_checkpointer(void **state)
 	assert_int_equal(stat(wal, &sb) == 0 ? sb.st_size : 0, 0);
 }
 
+/*
+ * What the check before each answer costs (rebuild.c: an fstat and two
+ * stats; the once-a-second one a third stat). The writer is idle, and
+ * the check only reads the files' names and its descriptor.
+ */
+static void
+bench_check(void)
+{
+	long long t0, part, full;
+	int i, n = 100000;
+
+	unlink(fx.path);
+	open_ok(DURABILITY_PROCESS, 0);
+	t0 = monotime_us();
+	for (i = 0; i < n; i++)
+		assert_int_equal(
+		    ledger_db_check(&ledger->l_db, 0), LEDGER_LOST_NONE);
+	part = monotime_us() - t0;
+	t0 = monotime_us();
+	for (i = 0; i < n; i++)
+		assert_int_equal(
+		    ledger_db_check(&ledger->l_db, 1), LEDGER_LOST_NONE);
+	full = monotime_us() - t0;
+	print_message("bench: file check before an answer %.2f us, once a "
+		      "second %.2f us\n",
+	    (double)part / n, (double)full / n);
+	ledger_close();
+}
+
+/* How long calls are refused while a ledger of 50,000 rows is rebuilt. */
+static void
+bench_rebuild(void)
+{
+	static const char *const all[] = {"", "-wal", "-shm", NULL};
+	static struct answer ans[50000];
+	static char ids[50000][16];
+	struct ledger_row r;
+	struct stat sb;
+	long long t0, us;
+	int i, n = 50000;
+
+	unlink(fx.path);
+	open_ok(DURABILITY_PROCESS, n);
+	answers_fired = 0;
+	for (i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "r%05d", i);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		r = burst_row(i % BURST);
+		r.lr_id = ids[i];
+		assert_non_null(ledger_reserve(&r, answer_cb, &ans[i]));
+	}
+	run_until(&answers_fired, n);
+	flush();
+	assert_int_equal(stat(fx.path, &sb), 0);
+	unlink_files(all);
+	t0 = monotime_us();
+	reserve_until_ok("after");
+	us = monotime_us() - t0;
+	print_message("bench: a ledger of %d rows (%lld KiB and its WAL) "
+		      "rebuilt, calls taken again after %lld ms\n",
+	    n, (long long)sb.st_size / 1024, us / 1000);
+	ledger_close();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), n + 1);
+}
+
 static void
 test_bench(void **state)
 {
 	(void)state;
 	if (getenv("TG_LEDGER_BENCH") == NULL)
 		skip();
+	bench_check();
+	bench_rebuild();
 	bench_one(DURABILITY_PROCESS, 0);
 	bench_one(DURABILITY_POWER, 0);
 	bench_one(DURABILITY_PROCESS, 1);
@@ -1609,6 +1915,10 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_drains, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_race, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lost_deleted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_lost_wal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_lost_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bench, setup, teardown),
 	};
 
