@@ -335,6 +335,8 @@ meter_event_cb(void *arg, const struct sse_event *ev)
 		gemini_event(&m->m_acc, ev, root);
 		break;
 	}
+	if (is_done(ev))
+		m->m_acc.ma_ended = 1;
 	if (m->m_filter)
 		meter_filter(m, ev, flags);
 	cJSON_Delete(root);
@@ -522,6 +524,25 @@ meter_so_far(const struct meter *m, struct usage *u)
 	    max64(m->m_acc.ma_have ? m->m_acc.ma_usage.u_output : 0, est);
 	if (u->u_reasoning > u->u_output)
 		u->u_reasoning = u->u_output;
+}
+
+/*
+ * Has the stream's last event passed through, with nothing of the answer
+ * left to come but the end of the body: OpenAI's [DONE], Responses'
+ * terminal event, Anthropic's message_stop, or Gemini's chunk with a
+ * finishReason and usage (Gemini has no terminator)? The official SDKs
+ * stop reading there and hang up before the provider ends its body.
+ */
+int
+meter_ended(const struct meter *m)
+{
+	const struct meter_acc *a = &m->m_acc;
+
+	if (m->m_mode != METER_STREAM || a->ma_error)
+		return (0);
+	if (m->m_family == FAMILY_GEMINI)
+		return (a->ma_finished && a->ma_have);
+	return (a->ma_ended);
 }
 
 /*

@@ -673,10 +673,25 @@ session_start(struct session *se)
 void
 session_client_gone(struct session *se)
 {
+	/*
+	 * A stream whose last event reached the client is complete, though
+	 * the provider has not ended its body yet: the SDKs stop reading at
+	 * [DONE] (or message_stop) and hang up. Reached means handed to the
+	 * kernel: nothing of it still queued for the client.
+	 */
+	int ended = se->se_meter != NULL && se->se_conn != NULL &&
+	    se->se_status >= 200 && se->se_status < 300 && !se->se_cut &&
+	    meter_ended(se->se_meter) && conn_output_pending(se->se_conn) == 0;
+
 	se->se_conn = NULL;
 	se->se_client_gone = 1;
 	if (se->se_state == SE_RESERVING)
 		return; /* reserved_cb ends it once the row is written */
+	if (ended) {
+		session_note(se, "client hung up after the last event");
+		session_close(se, CALL_OK, "ok");
+		return;
+	}
 	session_close(se, se->se_started ? CALL_CLIENT_CLOSED : CALL_REFUSED,
 	    se->se_started ? "client_closed" : "client_gone");
 }

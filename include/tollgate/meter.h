@@ -61,6 +61,8 @@ struct meter; /* opaque */
  *   client gone). It emits anything still held (only when complete) and
  *   fills usage: reported, or estimated from ci and the output seen, or
  *   none. A call that produced output is never left at zero tokens.
+ * meter_ended(m) says whether a stream's last event (the one after which
+ *   only the end of the body can come) has been relayed.
  */
 int meter_request(const struct route *, const char *, size_t,
     struct call_info *, char **, size_t *, char **);
@@ -72,6 +74,7 @@ void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);
 void meter_finish(struct meter *, int, meter_emit_cb, void *, struct usage *);
 void meter_so_far(const struct meter *, struct usage *);
 int meter_at_event_boundary(const struct meter *);
+int meter_ended(const struct meter *);
 int64_t meter_next_sequence(const struct meter *);
 void meter_free(struct meter *);
 

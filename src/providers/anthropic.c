@@ -170,7 +170,8 @@ anthropic_event(
 		if (anthropic_usage(
 			a, cJSON_GetObjectItemCaseSensitive(root, "usage")))
 			a->ma_final = 1;
-	}
+	} else if (is(type, "message_stop"))
+		a->ma_ended = 1;
 }
 
 /* A whole Messages response body. */

@@ -388,6 +388,7 @@ responses_event(
 		    a, cJSON_GetObjectItemCaseSensitive(root, "response"), 1);
 		if (strcmp(type, "response.failed") == 0)
 			a->ma_error = 1;
+		a->ma_ended = 1;
 		return;
 	}
 	if (strcmp(type, "response.created") == 0 ||

@@ -26,6 +26,8 @@ struct meter_acc {
 	int ma_final; /* the call's final usage arrived */
 	int ma_error; /* an error frame or a failed response */
 	int ma_finished; /* Gemini: a candidate's finishReason was seen */
+	int ma_ended; /* the stream's last event ([DONE], message_stop,
+			 response.completed/incomplete/failed) was seen */
 	int64_t ma_outbytes; /* generated text seen (for estimation) */
 	int64_t ma_seq; /* Responses: the next sequence_number */
 

@@ -55,6 +55,9 @@
  *   x-fake-event-bytes: B    text bytes per content event (default 8)
  *   x-fake-event-tokens: T   tokens per content event (default 1)
  *   x-fake-pace-ms: N        wait N ms between SSE events (default 0)
+ *   x-fake-end-delay-ms: N   wait N ms after the last stream event before
+ *                            ending the body (a provider whose end of body
+ *                            trails its [DONE])
  *   x-fake-hang: headers     never answer, keep the connection open
  *   x-fake-hang: body        send headers and the first event (non-stream:
  *                            the first half of the body), then nothing
@@ -171,7 +174,15 @@ enum endpoint {
 
 enum hang { HANG_NONE, HANG_HEADERS, HANG_BODY };
 
-enum action { ACT_NONE, ACT_RESPOND, ACT_NEXT, ACT_POLL, ACT_RESET, ACT_CLOSE };
+enum action {
+	ACT_NONE,
+	ACT_RESPOND,
+	ACT_NEXT,
+	ACT_POLL,
+	ACT_RESET,
+	ACT_CLOSE,
+	ACT_END
+};
 
 /*
  * One request and its response.  Created when evhttp hands us a complete
@@ -209,6 +220,7 @@ struct xchg {
 	long x_ebytes;
 	long x_delay_ms;
 	long x_pace_ms;
+	long x_end_delay_ms; /* between the last event and the body's end */
 	long x_reset_after; /* -1 when unset, likewise below */
 	long x_close_after;
 	long x_error_after;
@@ -1633,6 +1645,10 @@ stream_next(struct xchg *x)
 		return;
 	}
 	if (x->x_erred || x->x_sent >= x->x_nframes) {
+		if (x->x_end_delay_ms > 0 && x->x_act != ACT_END) {
+			xchg_arm(x, ACT_END, x->x_end_delay_ms);
+			return;
+		}
 		x->x_userdone = 1;
 		evhttp_send_reply_end(x->x_req); /* may free x */
 		return;
@@ -1683,6 +1699,9 @@ xchg_timer_cb(evutil_socket_t fd, short what, void *arg)
 		break;
 	case ACT_CLOSE:
 		xchg_abort(x, 0);
+		break;
+	case ACT_END:
+		stream_next(x);
 		break;
 	case ACT_NONE:
 		break;
@@ -2010,6 +2029,8 @@ parse_knobs(struct xchg *x, struct evkeyvalq *h, size_t body_len)
 	x->x_retry_after = (long)hdr_num(h, "x-fake-retry-after", -1, 86400);
 	x->x_delay_ms = (long)hdr_num(h, "x-fake-delay-ms", 0, 86400000);
 	x->x_pace_ms = (long)hdr_num(h, "x-fake-pace-ms", 0, 86400000);
+	x->x_end_delay_ms =
+	    (long)hdr_num(h, "x-fake-end-delay-ms", 0, 86400000);
 	x->x_events = (long)hdr_num(h, "x-fake-events", 3, MAX_EVENTS);
 	x->x_ebytes = (long)hdr_num(h, "x-fake-event-bytes", 8, MAX_EBYTES);
 	x->x_etokens = hdr_num(h, "x-fake-event-tokens", 1, 1000000);

@@ -478,6 +478,68 @@ class MeteringTest(ledgerlib.MeterTestCase):
                                  "%s: %s" % (name, describe_row(row)))
                 self.assertEstimatedCut(row, "client_closed", name)
 
+    def test_client_hangs_up_after_the_last_event(self):
+        """The official SDKs stop reading at the stream's last event
+        ([DONE], message_stop, response.completed, Gemini's finishing
+        chunk) and hang up, before a provider that trails its end of body
+        has ended it: the call is complete, settled ok with the provider's
+        usage. A client that hangs up one event earlier stays
+        client_closed."""
+        tg = self.start(self.fp)
+        cases = [
+            ("chat", "/v1/chat/completions", chat_body("gpt-4o", stream=True),
+             b"data: [DONE]", OA),
+            ("chat, usage injected", "/v1/chat/completions",
+             chat_body("gpt-4o", stream=True, usage=False), b"data: [DONE]",
+             OA),
+            ("anthropic", "/v1/messages",
+             anthropic_body("claude-haiku-4-5", stream=True),
+             b"event: message_stop", AN),
+            ("responses", "/v1/responses",
+             responses_body("gpt-4.1", stream=True),
+             b"event: response.completed", OA),
+            ("gemini", GEM_STREAM % "gemini-2.5-pro",
+             lambda m: tglib.gemini_generate(m), b'"finishReason"', GE),
+        ]
+        for name, path, body, last, keys in cases:
+            for early in (False, True):
+                with self.subTest(case=name, early=early):
+                    marker = new_marker()
+                    hdrs = [JSON_CT, AGENT, ("x-fake-events", "4"),
+                            ("x-fake-end-delay-ms", "400")] + list(keys)
+                    if early:
+                        hdrs.append(("x-fake-pace-ms", "300"))
+                    c = self.raw(tg.port, timeout=20)
+                    c.send(tglib.build_request("POST", path, body(marker),
+                                               hdrs))
+                    resp = tglib.Response()
+                    deadline = time.monotonic() + 20
+                    self.assertTrue(c.read_head(resp, deadline), resp)
+                    self.assertEqual(resp.status, 200, resp)
+                    rid = resp.header("x-tollgate-request-id")
+                    for _ in c.iter_body(resp, deadline):
+                        if early and resp.body.count(b"data:") >= 2:
+                            break
+                        # The last event, whole (up to its blank line).
+                        if last in resp.body and resp.body.endswith(
+                                (b"\n\n", b"\r\n\r\n")):
+                            break
+                    self.assertEqual(last in resp.body, not early, resp)
+                    c.close()
+                    row = self.settled_row(rid, timeout=15)
+                    if early:
+                        self.assertEqual(row["status"], "client_closed",
+                                         describe_row(row))
+                        continue
+                    self.assertEqual(row["status"], "ok", describe_row(row))
+                    self.assertEqual(row["usage_source"], "reported",
+                                     describe_row(row))
+                    self.assertGreater(row["cost_nusd"], 0)
+                    rec = self.fp.wait_request(marker)
+                    self.assertEqual(self.fp.wait_end(rec["seq"]),
+                                     "client_closed",
+                                     "the provider had not ended its body")
+
     def test_stream_error_frame(self):
         tg = self.start(self.fp)
         cases = [
