@@ -469,17 +469,18 @@ meter_settle(const struct meter *m, int complete, struct usage *u)
 	est = (a->ma_outbytes + 3) / 4;
 	if (m->m_endpoint == EP_EMBEDDINGS || m->m_endpoint == EP_GEMINI_EMBED)
 		est = 0;
-	/* Gemini never says "final": every chunk is cumulative. */
+	/*
+	 * Gemini never says "final": every chunk is cumulative. After an
+	 * error frame, what was reported so far is not the final usage (its
+	 * output is a guess), so the call is estimated from it.
+	 */
 	final = a->ma_final ||
-	    (m->m_family == FAMILY_GEMINI && a->ma_have &&
+	    (m->m_family == FAMILY_GEMINI && a->ma_have && !a->ma_error &&
 		(complete || a->ma_finished));
 
 	*u = a->ma_usage;
-	if (final || (a->ma_have && a->ma_error && complete)) {
-		/*
-		 * The provider's numbers; after an error frame, what it had
-		 * reported so far (Anthropic's input from message_start).
-		 */
+	if (final) {
+		/* The provider's numbers. */
 		u->u_source = USAGE_REPORTED;
 		u->u_incomplete = a->ma_error || !complete;
 		if (!final || u->u_output == 0)
@@ -524,6 +525,20 @@ meter_so_far(const struct meter *m, struct usage *u)
 	    max64(m->m_acc.ma_have ? m->m_acc.ma_usage.u_output : 0, est);
 	if (u->u_reasoning > u->u_output)
 		u->u_reasoning = u->u_output;
+}
+
+/*
+ * The error a provider ended a successful (2xx) stream with: its name for
+ * it ("overloaded_error", "server_error", "UNAVAILABLE"), "error" when it
+ * gave none, or NULL when there was no error frame.
+ */
+const char *
+meter_stream_error(const struct meter *m)
+{
+	if (m->m_mode != METER_STREAM || !m->m_acc.ma_error ||
+	    m->m_status < 200 || m->m_status >= 300)
+		return (NULL);
+	return (m->m_acc.ma_errtype[0] != '\0' ? m->m_acc.ma_errtype : "error");
 }
 
 /*

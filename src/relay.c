@@ -217,15 +217,26 @@ static void
 on_done(void *arg, enum xfer_result res, const char *why)
 {
 	struct session *se = arg;
+	const char *err;
 	char detail[256];
 
 	if (res == XFER_OK) {
 		/* The provider answered whole; the log says whether it was
 		 * an answer or its error. */
-		if (se->se_status >= 200 && se->se_status < 300)
-			session_close(se, CALL_OK, "ok");
-		else
+		if (se->se_status < 200 || se->se_status >= 300)
 			session_close(se, CALL_ERROR, "provider_error");
+		else if ((err = meter_stream_error(se->se_meter)) != NULL) {
+			/* A 200 that ended in the provider's error frame: the
+			 * final usage never came. */
+			snprintf(se->se_error, sizeof(se->se_error),
+			    "stream_error:%s", err);
+			session_note(se,
+			    "the provider ended the stream with "
+			    "an error: %s",
+			    err);
+			session_close(se, CALL_ERROR, "stream_error");
+		} else
+			session_close(se, CALL_OK, "ok");
 		return;
 	}
 	/* A connection that was never made carried no request. */

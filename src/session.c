@@ -801,7 +801,9 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_reasoning_tokens = u.u_reasoning;
 		row.lr_usage_source = u.u_source;
 		row.lr_cost_nusd = cost;
-		row.lr_refusal_reason = se->se_refusal;
+		row.lr_refusal_reason = se->se_refusal != NULL ? se->se_refusal
+		    : se->se_error[0] != '\0'		       ? se->se_error
+							       : NULL;
 		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
 		row.lr_ttfb_ms =
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;

@@ -74,6 +74,7 @@ struct session {
 	int se_nothing_sent; /* the request never left (connect failed) */
 	const char *se_refusal; /* reason code when tollgate refused */
 	char *se_note; /* what the close line adds (session_note); owned */
+	char se_error[64]; /* the row's reason for an error, or "" */
 
 	/* policies (session_policy.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */

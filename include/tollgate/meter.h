@@ -63,6 +63,8 @@ struct meter; /* opaque */
  *   none. A call that produced output is never left at zero tokens.
  * meter_ended(m) says whether a stream's last event (the one after which
  *   only the end of the body can come) has been relayed.
+ * meter_stream_error(m) is the provider's name for the error a 2xx stream
+ *   ended with (an error frame), or NULL.
  */
 int meter_request(const struct route *, const char *, size_t,
     struct call_info *, char **, size_t *, char **);
@@ -75,6 +77,7 @@ void meter_finish(struct meter *, int, meter_emit_cb, void *, struct usage *);
 void meter_so_far(const struct meter *, struct usage *);
 int meter_at_event_boundary(const struct meter *);
 int meter_ended(const struct meter *);
+const char *meter_stream_error(const struct meter *);
 int64_t meter_next_sequence(const struct meter *);
 void meter_free(struct meter *);
 

@@ -150,7 +150,10 @@ anthropic_event(
 	/* Overloaded and the like: the stream ends without message_stop. */
 	if (is(type, "error") ||
 	    (ev->ev_namelen == 5 && memcmp(ev->ev_name, "error", 5) == 0)) {
-		a->ma_error = 1;
+		meter_json_error(a,
+		    cJSON_GetObjectItemCaseSensitive(
+			cJSON_GetObjectItemCaseSensitive(root, "error"),
+			"type"));
 		return;
 	}
 	if (!cJSON_IsObject(root))

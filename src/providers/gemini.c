@@ -74,7 +74,8 @@ gemini_chunk(struct meter_acc *a, const cJSON *root)
 		return;
 	err = cJSON_GetObjectItemCaseSensitive(root, "error");
 	if (err != NULL && !cJSON_IsNull(err))
-		a->ma_error = 1;
+		meter_json_error(
+		    a, cJSON_GetObjectItemCaseSensitive(err, "status"));
 	meter_setstr(u->u_model, sizeof(u->u_model),
 	    cJSON_GetObjectItemCaseSensitive(root, "modelVersion"));
 	meter_setstr(u->u_service_tier, sizeof(u->u_service_tier),

@@ -778,6 +778,32 @@ meter_json_printed(struct meter_acc *a, const cJSON *it)
 	cJSON_free(s);
 }
 
+/*
+ * An error the provider reported: remember it, and the first name it gave
+ * the error (a type, code or status string), kept to letters, digits and
+ * "_.-" so it can go into a ledger row and a log line as it is.
+ */
+void
+meter_json_error(struct meter_acc *a, const cJSON *name)
+{
+	const char *s;
+	size_t i, n = 0;
+
+	a->ma_error = 1;
+	if (a->ma_errtype[0] != '\0' || !cJSON_IsString(name) ||
+	    name->valuestring == NULL)
+		return;
+	for (s = name->valuestring, i = 0;
+	     s[i] != '\0' && n + 1 < sizeof(a->ma_errtype); i++) {
+		if ((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= 'A' && s[i] <= 'Z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' ||
+		    s[i] == '.' || s[i] == '-')
+			a->ma_errtype[n++] = s[i];
+	}
+	a->ma_errtype[n] = '\0';
+}
+
 /* Copy a string member into a fixed buffer; other types leave it alone. */
 void
 meter_setstr(char *dst, size_t size, const cJSON *it)

@@ -345,7 +345,10 @@ response_object(struct meter_acc *a, const cJSON *resp, int terminal)
 		a->ma_final = 1;
 	st = cJSON_GetObjectItemCaseSensitive(resp, "status");
 	if (cJSON_IsString(st) && strcmp(st->valuestring, "failed") == 0)
-		a->ma_error = 1;
+		meter_json_error(a,
+		    cJSON_GetObjectItemCaseSensitive(
+			cJSON_GetObjectItemCaseSensitive(resp, "error"),
+			"code"));
 }
 
 static int
@@ -372,7 +375,8 @@ responses_event(
 		type[ev->ev_namelen] = '\0';
 	}
 	if (strcmp(type, "error") == 0) {
-		a->ma_error = 1;
+		meter_json_error(
+		    a, cJSON_GetObjectItemCaseSensitive(root, "code"));
 		return;
 	}
 	if (root == NULL)
@@ -426,7 +430,8 @@ openai_event(struct meter_acc *a, enum endpoint ep, const struct sse_event *ev,
 	/* A mid-stream error: {"error": {...}} with HTTP 200. */
 	err = cJSON_GetObjectItemCaseSensitive(root, "error");
 	if (err != NULL && !cJSON_IsNull(err))
-		a->ma_error = 1;
+		meter_json_error(
+		    a, cJSON_GetObjectItemCaseSensitive(err, "type"));
 	top_fields(a, root);
 	choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
 	choices_text(a, choices, "delta");

@@ -25,6 +25,7 @@ struct meter_acc {
 	int ma_have; /* some usage numbers arrived */
 	int ma_final; /* the call's final usage arrived */
 	int ma_error; /* an error frame or a failed response */
+	char ma_errtype[48]; /* the provider's name for the error, or "" */
 	int ma_finished; /* Gemini: a candidate's finishReason was seen */
 	int ma_ended; /* the stream's last event ([DONE], message_stop,
 			 response.completed/incomplete/failed) was seen */
@@ -78,6 +79,7 @@ int meter_json_has(const cJSON *, const char *);
 void meter_json_text(struct meter_acc *, const cJSON *);
 void meter_json_printed(struct meter_acc *, const cJSON *);
 void meter_setstr(char *, size_t, const cJSON *);
+void meter_json_error(struct meter_acc *, const cJSON *);
 cJSON *meter_json_tail(const char *, size_t, const char *);
 
 /* openai.c: chat, legacy completions, embeddings, Responses */

@@ -65,7 +65,8 @@
  *   x-fake-close-after: K    after K stream events, close cleanly (FIN)
  *   x-fake-error-after: K    after K stream events, send the family's
  *                            mid-stream error event and end the response
- *                            (Gemini has none, so it closes instead)
+ *                            (Gemini over SSE: a chunk {"error":{...}};
+ *                            its JSON-array stream closes instead)
  *   x-fake-sse-timestamps: 1 prefix each SSE event with ": t=<CLOCK_MONOTONIC
  *                            microseconds>" (CRLF-terminated for Gemini)
  *   x-fake-input-tokens, x-fake-cached-tokens, x-fake-cache-write-tokens,
@@ -1455,10 +1456,17 @@ stream_error_frame(struct xchg *x, long k, struct evbuffer *o)
 		break;
 	default:
 		sse_begin(x, o, NULL, k);
-		evbuffer_add_printf(o,
-		    "{\"error\":{\"message\":\"%s\",\"type\":\"server_error\","
-		    "\"param\":null,\"code\":\"fake_error\"}}",
-		    msg);
+		if (x->x_fam == FAM_GEMINI)
+			evbuffer_add_printf(o,
+			    "{\"error\":{\"code\":503,\"message\":\"%s\","
+			    "\"status\":\"UNAVAILABLE\"}}",
+			    msg);
+		else
+			evbuffer_add_printf(o,
+			    "{\"error\":{\"message\":\"%s\",\"type\":"
+			    "\"server_error\",\"param\":null,\"code\":"
+			    "\"fake_error\"}}",
+			    msg);
 		break;
 	}
 	sse_end(x, o, k);
@@ -2139,8 +2147,8 @@ request_cb(struct evhttp_request *req, void *arg)
 	} else if (x->x_ep != EP_CHAT && x->x_ep != EP_COMPLETIONS &&
 	    x->x_ep != EP_RESPONSES && x->x_ep != EP_MESSAGES)
 		x->x_stream = 0;
-	if (x->x_fam == FAM_GEMINI && x->x_error_after >= 0) {
-		/* Gemini has no in-stream error event: close instead. */
+	if (x->x_fam == FAM_GEMINI && x->x_error_after >= 0 && !x->x_sse) {
+		/* A JSON-array stream has no error chunk: close instead. */
 		if (x->x_close_after < 0 || x->x_error_after < x->x_close_after)
 			x->x_close_after = x->x_error_after;
 		x->x_error_after = -1;

@@ -541,38 +541,52 @@ class MeteringTest(ledgerlib.MeterTestCase):
                                      "the provider had not ended its body")
 
     def test_stream_error_frame(self):
+        """A 200 stream that ends in the provider's error frame never got
+        its final usage: the row says so (status error, usage estimated,
+        the provider's error type in the reason) and is charged the
+        estimate: the input reported so far and the output relayed."""
         tg = self.start(self.fp)
         cases = [
             ("chat", "/v1/chat/completions", chat_body("gpt-4o", stream=True),
-             5, b'"error"'),
+             5, b'"error"', OA, "server_error"),
             ("chat without include_usage", "/v1/chat/completions",
-             chat_body("gpt-4o", stream=True, usage=False), 5, b'"error"'),
+             chat_body("gpt-4o", stream=True, usage=False), 5, b'"error"',
+             OA, "server_error"),
             ("anthropic", "/v1/messages",
              anthropic_body("claude-sonnet-4-5", stream=True), 5,
-             b"event: error"),
+             b"event: error", AN, "overloaded_error"),
             ("responses", "/v1/responses",
-             responses_body("gpt-4.1", stream=True), 7, b"event: error"),
+             responses_body("gpt-4.1", stream=True), 7, b"event: error", OA,
+             "fake_error"),
+            ("gemini", GEM_STREAM % "gemini-2.5-pro",
+             lambda m: tglib.gemini_generate(m), 3, b'"UNAVAILABLE"', GE,
+             "UNAVAILABLE"),
         ]
-        for name, path, body, k, frame in cases:
+        for name, path, body, k, frame, keys, etype in cases:
             with self.subTest(case=name):
                 marker = new_marker()
-                hdrs = [JSON_CT, AGENT, ANTHROPIC_VERSION,
-                        ("x-fake-events", "8"), ("x-fake-event-tokens", "4"),
-                        ("x-fake-error-after", str(k))]
+                hdrs = [JSON_CT, AGENT, ("x-fake-events", "8"),
+                        ("x-fake-event-tokens", "4"),
+                        ("x-fake-error-after", str(k))] + list(keys)
                 r = self.call(tg.port, "POST", path, body(marker), hdrs)
                 self.assertEqual(r.status, 200, r)
                 self.assertIn(frame, r.body,
                               "the error frame did not reach the client")
                 row = self.settled_row(r)
                 d = describe_row(row)
-                self.assertIn(row["status"], ("ok", "error",
-                                              "upstream_error"), d)
-                self.assertIn(row["usage_source"], ("reported",
-                                                    "estimated"), d)
+                self.assertEqual(row["status"], "error", d)
+                self.assertEqual(row["usage_source"], "estimated", d)
+                self.assertEqual(row["refusal_reason"],
+                                 "stream_error:" + etype, d)
+                self.assertGreater(row["input_tokens"], 0, d)
                 self.assertGreater(row["output_tokens"], 0, d)
+                self.assertLess(row["cost_nusd"], row["reserved_nusd"], d)
                 self.assertGreater(row["cost_nusd"], 0,
                                    "%s: output was produced but the row "
                                    "costs nothing: %s" % (name, d))
+                self.assertRegex(tg.log(), r"id=%s reason=stream_error "
+                                 r"note=\"the provider ended the stream "
+                                 r"with an error: %s\"" % (row["id"], etype))
 
     # -- 4. attribution -------------------------------------------------------
 

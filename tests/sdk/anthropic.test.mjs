@@ -225,10 +225,12 @@ describe('@anthropic-ai/sdk', () => {
     await assert.rejects(stream.finalMessage(), (e) => e instanceof Anthropic.APIError &&
         e.error?.error?.type === 'overloaded_error' && /Overloaded/.test(e.message));
     assert.deepEqual(texts, ['tok tok '], 'the text before the error reaches the SDK');
-    // message_start reported the input; the row keeps it and is charged.
+    // message_start reported the input; the row keeps it and is charged,
+    // marked an error whose output is estimated (the final usage never came).
     const row = await stack.row(m);
-    expectRow(row, { stream: 1, status: 'ok', http_status: 200, model: MODEL,
-      input_tokens: 500, intent: m });
+    expectRow(row, { stream: 1, status: 'error', http_status: 200, model: MODEL,
+      input_tokens: 500, intent: m, usage_source: 'estimated',
+      refusal_reason: 'stream_error:overloaded_error' });
     assert.ok(row.output_tokens >= 1, JSON.stringify(row));
     assert.equal(row.cost_nusd, costNusd(MODEL, { input: 500, output: row.output_tokens }));
   });

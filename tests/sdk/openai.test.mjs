@@ -295,10 +295,10 @@ describe('openai SDK', () => {
     assert.equal(chunks.length, 3, 'the chunks before the error reach the SDK');
     assert.equal(chunks.map((c) => c.choices[0].delta.content || '').join(''), 'tok tok '.repeat(2));
     // No usage chunk came: the row is estimated, never free. The call was
-    // answered 200; the error came inside the stream.
+    // answered 200; the error came inside the stream, so the row is an error.
     const row = await stack.row(m);
-    expectRow(row, { stream: 1, status: 'ok', http_status: 200, usage_source: 'estimated',
-      model: 'gpt-4o-mini', intent: m });
+    expectRow(row, { stream: 1, status: 'error', http_status: 200, usage_source: 'estimated',
+      model: 'gpt-4o-mini', intent: m, refusal_reason: 'stream_error:server_error' });
     assert.ok(row.input_tokens > 0 && row.output_tokens > 0, JSON.stringify(row));
     assert.equal(row.cost_nusd, costNusd('gpt-4o-mini',
         { input: row.input_tokens, output: row.output_tokens }));
