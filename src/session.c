@@ -777,7 +777,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		estimate_unanswered(se, &u);
 	if (se->se_conn != NULL) {
 		if (se->se_replied &&
-		    (status == CALL_OK || status == CALL_ERROR))
+		    (status == CALL_OK || status == CALL_ERROR ||
+			status == CALL_KILLED))
 			conn_reply_end(se->se_conn);
 		else
 			conn_reply_abort(se->se_conn);

@@ -173,7 +173,7 @@ session_settle_breakers(
 		return;
 	/* The provider's failures, never the caller's own 4xx. */
 	is_error = status == CALL_UPSTREAM_ERROR || se->se_status >= 500 ||
-	    se->se_status == 429;
+	    se->se_status == 429 || se->se_error[0] != '\0';
 	memset(bt, 0, sizeof(bt));
 	n = breaker_settle(se->se_conf->cf_policies, enforce_breakers(),
 	    se->se_pattr, cost, is_error, now, bt, nitems(bt));
@@ -382,8 +382,8 @@ stop_response(struct session *se, int cap, const char *why)
 /*
  * A stream whose budget ran out while it was relayed (it cost more than
  * its reservation and no budget had room for more): end it with the
- * provider's in-stream quota error. Settled as an error with
- * refusal_reason hard_cap, charged for what it used.
+ * provider's in-stream quota error. Settled as killed (tollgate ended
+ * it) with refusal_reason hard_cap, charged for what it used.
  */
 void
 session_stop_capped(struct session *se, const char *why)
@@ -391,14 +391,14 @@ session_stop_capped(struct session *se, const char *why)
 	se->se_refusal = "hard_cap";
 	se->se_cut = 1;
 	stop_response(se, 1, why);
-	session_close(se, CALL_ERROR, "hard_cap");
+	session_close(se, CALL_KILLED, "hard_cap");
 }
 
 /*
  * End a call tollgate has decided to stop (a kill): a call not yet
  * answered gets a 403 in its provider's shape; a stream already running
  * gets its provider's in-stream error event and then its end; anything
- * else is cut. The row is settled as an error with refusal_reason
+ * else is cut. The row is settled as killed with refusal_reason
  * "killed", charged for what the call used (its reservation if it was
  * sent and nothing came back). Nothing may touch se after.
  */
@@ -422,7 +422,7 @@ session_stop(struct session *se, const char *why)
 		session_refuse_killed(se, why);
 	else
 		stop_response(se, 0, why);
-	session_close(se, CALL_ERROR, "killed");
+	session_close(se, CALL_KILLED, "killed");
 }
 
 /*

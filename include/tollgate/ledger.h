@@ -52,6 +52,7 @@ enum call_status {
 	CALL_CLIENT_CLOSED, /* the client left before the end */
 	CALL_UPSTREAM_ERROR, /* the provider failed or timed out */
 	CALL_INTERRUPTED, /* tollgate stopped (crash) mid-call */
+	CALL_KILLED, /* ended while it ran by a kill or a cap (tollgate) */
 };
 
 /* One row; strings are borrowed by the ledger_* calls, which copy them. */

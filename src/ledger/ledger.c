@@ -45,6 +45,7 @@ static const char *const status_names[] = {
     [CALL_CLIENT_CLOSED] = "client_closed",
     [CALL_UPSTREAM_ERROR] = "upstream_error",
     [CALL_INTERRUPTED] = "interrupted",
+    [CALL_KILLED] = "killed",
 };
 
 static const char *const source_names[] = {

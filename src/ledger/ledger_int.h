@@ -22,7 +22,12 @@
 struct event;
 struct event_base;
 
-#define LEDGER_SCHEMA_VERSION 1
+/*
+ * 2: status may be 'killed' (a call tollgate ended while it ran). A
+ * version-1 ledger is brought to 2 at open by widening that CHECK.
+ */
+#define LEDGER_SCHEMA_VERSION 2
+#define LEDGER_SCHEMA_VERSION_STR "2"
 #define LEDGER_BUSY_MS 5000 /* busy_timeout of the write connection */
 #define LEDGER_TIME_MAX 32 /* "2026-11-28T14:23:00.123Z" and NUL */
 #define LEDGER_ERRMSG_MAX 256
@@ -89,6 +94,7 @@ struct ledger_db {
 	dev_t db_shm_dev;
 	ino_t db_shm_ino;
 	int db_placed_fd; /* a rebuilt copy put at db_file, not yet open */
+	int db_v1; /* the status CHECK could not be widened: no 'killed' */
 
 	sqlite3_stmt *db_begin; /* BEGIN IMMEDIATE */
 	sqlite3_stmt *db_commit;
@@ -206,7 +212,8 @@ void ledger_db_retire(struct ledger_db *);
 /* schema.c */
 int ledger_schema_check(struct ledger_db *, int64_t *, char **);
 int ledger_schema_create(struct ledger_db *, const char *, char **);
-int ledger_schema_fix_checks(struct ledger_db *, const char *, char **);
+int ledger_schema_fix_checks(
+    struct ledger_db *, const char *, int64_t, char **);
 int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
 

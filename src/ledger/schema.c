@@ -88,6 +88,13 @@
 	"CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "     \
 	"'ok' OR status = 'error'"                                             \
 	" OR status = 'refused' OR status = 'client_closed'"                   \
+	" OR status = 'upstream_error' OR status = 'interrupted'"              \
+	" OR status = 'killed')"
+/* The forms version 1 ledgers hold, OR and IN: widened at open. */
+#define CHECK_STATUS_V1_OR                                                     \
+	"CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "     \
+	"'ok' OR status = 'error'"                                             \
+	" OR status = 'refused' OR status = 'client_closed'"                   \
 	" OR status = 'upstream_error' OR status = 'interrupted')"
 #define CHECK_STATUS_V1                                                        \
 	"CHECK (status IN ('in_flight', 'ok', 'error', 'refused',"             \
@@ -260,8 +267,9 @@ ledger_schema_create(struct ledger_db *d, const char *path, char **cause)
 	if (version == 0 &&
 	    (sqlite3_exec(d->db_conn, schema_v1, NULL, NULL, NULL) !=
 		    SQLITE_OK ||
-		sqlite3_exec(d->db_conn, "PRAGMA user_version = 1", NULL, NULL,
-		    NULL) != SQLITE_OK))
+		sqlite3_exec(d->db_conn,
+		    "PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR, NULL,
+		    NULL, NULL) != SQLITE_OK))
 		goto fail;
 	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
@@ -291,22 +299,27 @@ replace_once(char **sql, const char *from, const char *to)
 }
 
 /*
- * Give a ledger made with the IN-list CHECKs the equivalent OR form
- * (CHECK_STATUS): the same rows pass, no stored byte changes, only the
- * table's text in sqlite_schema. This is SQLite's documented way to change
- * a constraint in place (PRAGMA writable_schema, then a new schema_version
- * so every connection reloads it), in one transaction. Only speed is at
- * stake, so a failure (a defensive SQLite build, say) is a warning and the
- * ledger opens as it was; -1 only when the table cannot even be read.
+ * Bring an older ledger's calls table to this version, in place: give the
+ * IN-list CHECKs their equivalent OR form (CHECK_STATUS: the same rows
+ * pass; only speed was at stake), and widen the status CHECK to take
+ * 'killed' (version 2). No stored byte changes, only the table's text in
+ * sqlite_schema: SQLite's documented way to change a constraint in place
+ * (PRAGMA writable_schema, then a new schema_version so every connection
+ * reloads it), in one transaction with the new user_version. When that is
+ * refused (a defensive SQLite build, say) the ledger opens as it was, a
+ * warning says so, and calls tollgate ends are recorded 'error' as before
+ * (db_v1); -1 only when the table cannot even be read.
  */
 int
-ledger_schema_fix_checks(struct ledger_db *d, const char *path, char **cause)
+ledger_schema_fix_checks(
+    struct ledger_db *d, const char *path, int64_t version, char **cause)
 {
 	sqlite3_stmt *st = NULL;
 	char *sql = NULL, *upd = NULL;
 	int64_t sv;
-	int changed = 0;
+	int changed = 0, widened;
 
+	d->db_v1 = 0;
 	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
 	    SQLITE_OK)
 		return (ledger_db_fail(d, cause, "reading the calls table"));
@@ -322,10 +335,26 @@ ledger_schema_fix_checks(struct ledger_db *d, const char *path, char **cause)
 	st = NULL;
 	if (sql != NULL) {
 		changed |= replace_once(&sql, CHECK_STATUS_V1, CHECK_STATUS);
+		changed |= replace_once(&sql, CHECK_STATUS_V1_OR, CHECK_STATUS);
 		changed |= replace_once(&sql, CHECK_SOURCE_V1, CHECK_SOURCE);
 	}
+	widened = sql != NULL && strstr(sql, CHECK_STATUS) != NULL;
 	if (!changed) {
 		free(sql);
+		if (version < LEDGER_SCHEMA_VERSION && !widened) {
+			/* A table text this tollgate does not know. */
+			d->db_v1 = 1;
+			log_warnx(
+			    "ledger: %s: the status CHECK is not one this "
+			    "tollgate can widen; calls it ends while they "
+			    "run are recorded as 'error', not 'killed'",
+			    path);
+		}
+		if (version < LEDGER_SCHEMA_VERSION && widened &&
+		    sqlite3_exec(d->db_conn,
+			"PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR,
+			NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
 		return (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) ==
 			    SQLITE_OK
 			? 0
@@ -347,18 +376,24 @@ ledger_schema_fix_checks(struct ledger_db *d, const char *path, char **cause)
 	if (sqlite3_exec(d->db_conn, upd, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL,
 		NULL) != SQLITE_OK ||
+	    (widened &&
+		sqlite3_exec(d->db_conn,
+		    "PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR, NULL,
+		    NULL, NULL) != SQLITE_OK) ||
 	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	free(upd);
 	free(sql);
-	log_info("ledger: %s: CHECK constraints rewritten to the faster "
-		 "equivalent form",
-	    path);
+	d->db_v1 = !widened;
+	log_info("ledger: %s: CHECK constraints rewritten to the faster form "
+		 "that takes status 'killed' (schema version %d)",
+	    path, LEDGER_SCHEMA_VERSION);
 	return (0);
 fail:
-	/* Only speed is at stake: keep the ledger as it was and go on. */
-	log_warnx("ledger: %s: the CHECK constraints keep their old, slower "
-		  "form: %s",
+	/* The ledger stays as it was, and works as it did. */
+	log_warnx("ledger: %s: the CHECK constraints keep their old form "
+		  "(calls tollgate ends while they run are recorded as "
+		  "'error'): %s",
 	    path, sqlite3_errmsg(d->db_conn));
 	sqlite3_finalize(st);
 	sqlite3_exec(
@@ -366,6 +401,7 @@ fail:
 	ledger_db_rollback(d);
 	free(upd);
 	free(sql);
+	d->db_v1 = version < LEDGER_SCHEMA_VERSION;
 	return (0);
 }
 

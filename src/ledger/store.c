@@ -401,7 +401,8 @@ db_connect(
 	if (ledger_schema_check(d, &version, cause) != 0 ||
 	    set_durability(d, dur, cause) != 0 ||
 	    (version == 0 && ledger_schema_create(d, path, cause) != 0) ||
-	    (version != 0 && ledger_schema_fix_checks(d, path, cause) != 0) ||
+	    (version != 0 &&
+		ledger_schema_fix_checks(d, path, version, cause) != 0) ||
 	    ledger_schema_alerts(d, cause) != 0 ||
 	    ledger_schema_kills(d, cause) != 0 || prepare(d, cause) != 0)
 		return (-1);
@@ -572,6 +573,18 @@ bind_int_min(sqlite3_stmt *st, int i, int64_t v, int64_t min)
 	} while (0)
 
 /* Insert a reservation (in_flight) or a final row; a known id is skipped. */
+
+/*
+ * The status a row is written with: 'killed' only where the ledger's
+ * CHECK takes it (a version-1 ledger that could not be widened records
+ * such a call as 'error', as before).
+ */
+static enum call_status
+row_status(const struct ledger_db *d, enum call_status s)
+{
+	return (s == CALL_KILLED && d->db_v1 ? CALL_ERROR : s);
+}
+
 static int
 apply_insert(struct ledger_db *d, struct ledger_item *it)
 {
@@ -597,7 +610,7 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(st, 8 + i, r->lr_tags[i]));
 	BIND(bind_text(st, 13, r->lr_key_fingerprint));
 	BIND(sqlite3_bind_int(st, 14, r->lr_stream != 0));
-	BIND(bind_text(st, 15, ledger_status_name(status)));
+	BIND(bind_text(st, 15, ledger_status_name(row_status(d, status))));
 	BIND(bind_int_min(st, 16, r->lr_http_status, 1));
 	BIND(sqlite3_bind_int64(st, 17, r->lr_input_tokens));
 	BIND(sqlite3_bind_int64(st, 18, r->lr_output_tokens));
@@ -627,7 +640,7 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
 	    finished, sizeof(finished));
 	BIND(bind_text(st, 1, r->lr_id));
-	BIND(bind_text(st, 2, ledger_status_name(r->lr_status)));
+	BIND(bind_text(st, 2, ledger_status_name(row_status(d, r->lr_status))));
 	BIND(bind_text(st, 3, finished));
 	BIND(bind_int_min(st, 4, r->lr_http_status, 1));
 	BIND(sqlite3_bind_int64(st, 5, r->lr_input_tokens));

@@ -45,6 +45,7 @@ static const char *status_names[] = {
     "client_closed",
     "upstream_error",
     "interrupted",
+    "killed",
 };
 
 /* Parameters that are not filters; bits in sq_seen after the filters'. */
@@ -476,7 +477,8 @@ set_one(struct spend_query *q, int p, const char *v, char **cause)
 			}
 		*cause =
 		    xstrdup("expected in_flight, ok, error, refused, "
-			    "client_closed, upstream_error or interrupted");
+			    "client_closed, upstream_error, interrupted or "
+			    "killed");
 		return (-1);
 	case P_LIMIT:
 		if (set_limit(q, v) != 0) {

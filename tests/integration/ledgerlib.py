@@ -389,7 +389,7 @@ COLUMNS = ("id", "started_at", "finished_at", "provider", "endpoint",
            "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
            "usage_source", "cost_nusd", "reserved_nusd", "price_version",
            "refusal_reason", "latency_ms", "ttfb_ms")
-FINAL = ("ok", "error", "refused", "client_closed", "upstream_error",
+FINAL = ("ok", "error", "refused", "client_closed", "upstream_error", "killed",
          "interrupted")
 
 

@@ -9,6 +9,7 @@ with a clean 503 and nothing forwarded; a ledger made with the old
 IN-list CHECKs gets the equivalent OR form at open, its rows intact."""
 
 import json
+import glob
 import os
 import sqlite3
 import threading
@@ -352,12 +353,17 @@ class LedgerTest(ledgerlib.MeterTestCase):
 
     # The CHECKs of ledgers made before they took the OR form (an IN list
     # of more than two values made SQLite build a temporary index of it on
-    # every write), word for word as those versions wrote them.
+    # every write), and before status could be 'killed' (schema version
+    # 1), word for word as those versions wrote them.
+    STATUS_V1_OR = ("CONSTRAINT status_known CHECK (status = 'in_flight' OR "
+                    "status = 'ok' OR status = 'error' OR status = "
+                    "'refused' OR status = 'client_closed' OR status = "
+                    "'upstream_error' OR status = 'interrupted')")
     CHECKS = [
         ("CONSTRAINT status_known CHECK (status = 'in_flight' OR status = "
          "'ok' OR status = 'error' OR status = 'refused' OR status = "
          "'client_closed' OR status = 'upstream_error' OR status = "
-         "'interrupted')",
+         "'interrupted' OR status = 'killed')",
          "CHECK (status IN ('in_flight', 'ok', 'error', 'refused', "
          "'client_closed', 'upstream_error', 'interrupted'))"),
         ("CONSTRAINT usage_source_known CHECK (usage_source = 'reported' OR "
@@ -374,6 +380,13 @@ class LedgerTest(ledgerlib.MeterTestCase):
             c.close()
 
     def test_old_checks_rewritten_at_open(self):
+        for old_status in (self.CHECKS[0][1], self.STATUS_V1_OR):
+            with self.subTest(old=old_status[:40]):
+                self.old_checks_rewritten(old_status)
+
+    def old_checks_rewritten(self, old_status):
+        for p in glob.glob(os.path.join(self.tmp, "data", "ledger.db*")):
+            os.unlink(p)
         tg = self.start(self.fp, name="t1")
         r1 = self.call(tg.port, "POST", "/v1/chat/completions",
                        tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
@@ -383,7 +396,8 @@ class LedgerTest(ledgerlib.MeterTestCase):
         # Give the ledger the old CHECKs, as SQLite documents for changing
         # a table's text in place.
         sql = self.calls_sql()
-        for new, old in self.CHECKS:
+        olds = [old_status, self.CHECKS[1][1]]
+        for (new, _), old in zip(self.CHECKS, olds):
             self.assertIn(new, sql)
             sql = sql.replace(new, old)
         c = sqlite3.connect(self.ledger.path, isolation_level=None)
@@ -394,16 +408,22 @@ class LedgerTest(ledgerlib.MeterTestCase):
                   "AND name = 'calls'", (sql,))
         c.execute("PRAGMA schema_version = %d" % (sv + 1))
         c.execute("PRAGMA writable_schema = OFF")
+        c.execute("PRAGMA user_version = 1")
         c.execute("COMMIT")
         c.close()
-        self.assertIn("status IN (", self.calls_sql())
+        self.assertIn(old_status, self.calls_sql())
         tg = self.start(self.fp, name="t2")
         self.assertTrue(tg.wait_log(r"CHECK constraints rewritten to the "
-                                    r"faster equivalent form"), tg.log())
+                                    r"faster form that takes status "
+                                    r"'killed' \(schema version 2\)"),
+                        tg.log())
         sql = self.calls_sql()
-        for new, old in self.CHECKS:
+        for (new, _), old in zip(self.CHECKS, olds):
             self.assertIn(new, sql)
             self.assertNotIn(old, sql)
+        c = sqlite3.connect(self.ledger.path, timeout=10)
+        self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 2)
+        c.close()
         r2 = self.call(tg.port, "POST", "/v1/chat/completions",
                        tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
         self.assertEqual(r2.status, 200, r2)

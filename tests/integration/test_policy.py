@@ -614,7 +614,7 @@ class PolicyTest(tglib.TGTestCase):
         # 200 events would cost $3.00; it was cut near the $0.40 cap.
         self.assertLess(len(events), 80, len(events))
         self.assertEqual(tg.ledger.wait_count(
-            1, "status = 'error' AND refusal_reason = 'hard_cap'"), 1)
+            1, "status = 'killed' AND refusal_reason = 'hard_cap'"), 1)
         row = tg.ledger.rows()[0]
         self.assertGreater(row["cost_nusd"], 300000000)
         self.assertLess(row["cost_nusd"], 700000000)
@@ -660,8 +660,8 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.status, 403, r)
         self.assertEqual(self.reached(m), 1)
         self.assertEqual(tg.ledger.wait_count(
-            1, "status = 'error' AND refusal_reason = 'killed'"), 1)
-        row = tg.ledger.rows("status = 'error'")[0]
+            1, "status = 'killed' AND refusal_reason = 'killed'"), 1)
+        row = tg.ledger.rows("status = 'killed'")[0]
         self.assertGreater(row["cost_nusd"], 0)
         self.assertEqual(row["usage_source"], "estimated")
         return c.resp, took
@@ -832,7 +832,7 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.status, 200)
         self.assert_whole_events(r)
         self.assertEqual(tg.ledger.wait_count(
-            1, "status = 'error' AND refusal_reason = 'hard_cap'"), 1)
+            1, "status = 'killed' AND refusal_reason = 'hard_cap'"), 1)
 
     def test_ambiguous_bounds_are_refused_with_or_without_a_policy(self):
         tg = self.start([{"name": "bounds", "match": {"team": "b"},
@@ -927,7 +927,7 @@ class PolicyTest(tglib.TGTestCase):
                          200)
         rows = tg.ledger.rows("refusal_reason = 'killed'")
         self.assertEqual(sorted(x["status"] for x in rows),
-                         ["error", "refused"])
+                         ["killed", "refused"])
 
     def test_loop_breaker_trips_on_the_nth_identical_request(self):
         tg = self.start([{"name": "agents", "match": {"agent_class": "bot"},

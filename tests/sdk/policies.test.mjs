@@ -215,7 +215,7 @@ describe('policies', () => {
       assert.ok(events < 40, `the stream ran on: ${events} events`);
       assert.ok(Date.now() - t0 < 5000);
       const row = await s.row(m);
-      expectRow(row, { status: 'error', refusal_reason: 'killed', usage_source: 'estimated' });
+      expectRow(row, { status: 'killed', refusal_reason: 'killed', usage_source: 'estimated' });
       assert.ok(row.cost_nusd > 0, 'what the stream used is charged');
       await sleep(100);
     });

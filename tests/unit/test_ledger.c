@@ -352,7 +352,7 @@ test_open_process(void **state)
 	assert_int_equal(sb.st_mode & 0777, 0700);
 	snprintf(fx.path, sizeof(fx.path), "%s/a/b/ledger.db", fx.dir);
 	assert_string_equal(q_text("PRAGMA journal_mode"), "wal");
-	assert_int_equal(q_int("PRAGMA user_version"), 1);
+	assert_int_equal(q_int("PRAGMA user_version"), 2);
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "type = 'trigger'"),
 	    4);
@@ -1683,12 +1683,20 @@ test_fix_checks(void **state)
 	assert_true(q_int("SELECT instr(sql, 'status = ''interrupted''') "
 			  "FROM sqlite_schema WHERE name = 'calls'") > 0);
 	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
+	assert_int_equal(q_int("PRAGMA user_version"), 2);
 	assert_int_equal(
 	    q_int("SELECT count(*) FROM calls WHERE id = 'old1'"), 1);
 	r = mkrow("new1");
 	assert_non_null(ledger_reserve(&r, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
+	/* Version 2 takes 'killed'. */
+	r = mksettle("new1");
+	r.lr_status = CALL_KILLED;
+	ledger_settle(&r);
+	flush();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'new1'"), "killed");
 	ledger_close();
 
 	/* The constraint still holds, and a second open changes nothing. */
@@ -1724,13 +1732,14 @@ defensive_ext(sqlite3 *db, char **err, const void *api)
 
 /*
  * When SQLite will not let the CHECKs be rewritten, the ledger opens as it
- * was (only speed is at stake), after a warning, and takes rows.
+ * was, after a warning, and takes rows; a call tollgate killed, which its
+ * CHECK has no 'killed' for, is recorded 'error' as before.
  */
 static void
 test_fix_checks_refused(void **state)
 {
 	struct answer a = {0};
-	struct ledger_row r;
+	struct ledger_row r, s;
 
 	(void)state;
 	make_v1_ledger();
@@ -1745,6 +1754,13 @@ test_fix_checks_refused(void **state)
 	assert_non_null(ledger_reserve(&r, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
+	s = mksettle("new1");
+	s.lr_status = CALL_KILLED;
+	ledger_settle(&s);
+	flush();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'new1'"), "error");
+	assert_int_equal(q_int("PRAGMA user_version"), 1);
 	ledger_close();
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
 }
