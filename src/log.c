@@ -303,12 +303,15 @@ fatalx(const char *emsg, ...)
 }
 
 /*
- * Copy len untrusted bytes from src into dst (size dsize) with every byte
- * outside printable ASCII written as \xHH, always NUL-terminated. Returns the
- * length written. Truncates with "..." when dst is too small.
+ * Copy src[0..len) into dst as text a log line can hold: bytes outside
+ * printable ASCII, the backslash, the double quote and any byte of extra
+ * become \xHH, so a value cannot end a line, close a quoted field or,
+ * with a space in extra, start a key=value of its own. The result is cut
+ * (ending in "...") to fit dsize. Returns its length.
  */
-size_t
-log_escape(char *dst, size_t dsize, const char *src, size_t len)
+static size_t
+escape_with(
+    char *dst, size_t dsize, const char *src, size_t len, const char *extra)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i, o = 0;
@@ -318,7 +321,8 @@ log_escape(char *dst, size_t dsize, const char *src, size_t len)
 		return (0);
 	for (i = 0; i < len; i++) {
 		c = (unsigned char)src[i];
-		if (c >= 0x20 && c < 0x7f && c != '\\') {
+		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"' &&
+		    (extra == NULL || strchr(extra, c) == NULL)) {
 			if (o + 1 >= dsize)
 				goto trunc;
 			dst[o++] = (char)c;
@@ -341,4 +345,21 @@ trunc:
 	}
 	dst[o] = '\0';
 	return (o);
+}
+
+/* Escape a value for a log line (see escape_with); spaces are kept. */
+size_t
+log_escape(char *dst, size_t dsize, const char *src, size_t len)
+{
+	return (escape_with(dst, dsize, src, len, NULL));
+}
+
+/*
+ * Escape a value written unquoted as key=value (a path, a model): a space
+ * too becomes \x20, so the value is one word.
+ */
+size_t
+log_escape_word(char *dst, size_t dsize, const char *src, size_t len)
+{
+	return (escape_with(dst, dsize, src, len, " "));
 }

@@ -813,13 +813,13 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	session_settle(se, status, cost, &u);
 
 	if (se->se_route.rt_path != NULL)
-		log_escape(path, sizeof(path), se->se_route.rt_path,
+		log_escape_word(path, sizeof(path), se->se_route.rt_path,
 		    strlen(se->se_route.rt_path));
 	else
-		log_escape(path, sizeof(path), req->hr_target,
+		log_escape_word(path, sizeof(path), req->hr_target,
 		    strcspn(req->hr_target, "?"));
 	if (session_model(se) != NULL)
-		log_escape(model, sizeof(model), session_model(se),
+		log_escape_word(model, sizeof(model), session_model(se),
 		    strlen(session_model(se)));
 	else
 		snprintf(model, sizeof(model), "-");

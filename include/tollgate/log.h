@@ -20,5 +20,6 @@ void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
 void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 size_t log_escape(char *, size_t, const char *, size_t);
+size_t log_escape_word(char *, size_t, const char *, size_t);
 
 #endif

@@ -162,8 +162,8 @@ class BodiesTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.ledger.count(
             "status = 'refused' AND refusal_reason = 'bad_body'"),
             len(REFUSED) + 1)
-        self.assertIn("bad body: the request body gives \"model\" twice",
-                      tg.log())
+        self.assertIn("bad body: the request body gives \\x22model\\x22 "
+                      "twice", tg.log())
         return tg
 
     def test_refused_without_policies(self):

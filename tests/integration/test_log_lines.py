@@ -100,6 +100,36 @@ class LogLinesTest(ledgerlib.MeterTestCase):
                                         r"price", log)), 1, log)
         self.assertEqual(len(re.findall(r"note=\"model unpriced\"", log)), 5)
 
+    def test_client_bytes_cannot_forge_fields(self):
+        # A name in a refused body and a model with spaces: each value
+        # stays inside its own field, so a log reader sees one reason,
+        # one cost and one id on the line, the real ones.
+        fp = self.fakeprov()
+        tg = self.start(fp)
+        forged = ' reason=ok cost_nusd=0 id=forged '
+        bodies = [
+            b'{"model":"gpt-4o-mini","x\\"%s\\"":1,"messages":[]}'
+            % forged.encode(),
+            b'{"model":"gpt-4o-mini%s","messages":[]}' % forged.encode(),
+        ]
+        for body in bodies:
+            r = self.call(tg.port, "POST", "/v1/chat/completions", body,
+                          [JSON_CT, AGENT])
+            self.assertIn(r.status, (200, 400), r)
+        self.assertEqual(tg.stop(), 0)
+        lines = [ln for ln in tg.log().splitlines()
+                 if re.search(r" info: session \d+: POST ", ln)]
+        self.assertEqual(len(lines), 2, tg.log())
+        for ln in lines:
+            # The note, if any, is last and holds no quote of its own.
+            m = re.match(r'^(.*?)(?: note="([^"]*)")?$', ln)
+            fields = m.group(1)
+            self.assertNotIn('"', fields, ln)
+            self.assertEqual(len(re.findall(r" reason=", fields)), 1, ln)
+            self.assertEqual(len(re.findall(r" cost_nusd=", fields)), 1, ln)
+            self.assertEqual(len(re.findall(r" id=", fields)), 1, ln)
+            self.assertNotIn(" id=forged", fields)
+
 
 if __name__ == "__main__":
     tglib.main()
