@@ -147,8 +147,9 @@ enum ledger_lost {
 	LEDGER_LOST_SHM, /* its -shm was deleted or replaced */
 	LEDGER_LOST_UNREACHABLE, /* the path cannot be looked up (stat) */
 	LEDGER_LOST_SYNC, /* an fsync failed: what is on disk is unknown */
+	LEDGER_LOST_RELINKED, /* the path (a link) now leads to another file */
 };
-#define LEDGER_LOST_MAX (LEDGER_LOST_SYNC + 1)
+#define LEDGER_LOST_MAX (LEDGER_LOST_RELINKED + 1)
 
 /* A change in the ledger's health, told to the loop (ledger_event_cb). */
 enum ledger_event_kind {

@@ -63,6 +63,7 @@ static const char *const lost_names[] = {
     [LEDGER_LOST_SHM] = "shm_gone",
     [LEDGER_LOST_UNREACHABLE] = "unreachable",
     [LEDGER_LOST_SYNC] = "sync_failed",
+    [LEDGER_LOST_RELINKED] = "relinked",
 };
 
 /* Why a ledger is lost, as /metrics and /healthz name it: "deleted", ... */

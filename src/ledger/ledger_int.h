@@ -84,6 +84,7 @@ struct ledger_db {
 	 * device and inode each had when the connection opened them: what
 	 * ledger_db_check compares with the paths (rebuild.c).
 	 */
+	char *db_path; /* the path as configured, links and all */
 	char *db_file;
 	char *db_wal;
 	char *db_shm;

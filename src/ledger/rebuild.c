@@ -130,6 +130,16 @@ ledger_db_check(struct ledger_db *d, int full)
 			return (LEDGER_LOST_MOVED); /* ours, to be replaced */
 		return (LEDGER_LOST_REPLACED);
 	}
+	/*
+	 * A link in the configured path (the file itself, or a directory on
+	 * the way) that now leads elsewhere: a restart would open that other
+	 * file. The file tollgate has open is whole at its own name, so this
+	 * is waited out, never rebuilt.
+	 */
+	if (d->db_path != NULL && strcmp(d->db_path, d->db_file) != 0 &&
+	    (stat(d->db_path, &sb) == -1 ||
+		!same_file(&sb, d->db_dev, d->db_ino)))
+		return (LEDGER_LOST_RELINKED);
 	if (stat(d->db_wal, &sb) == -1 ||
 	    !same_file(&sb, d->db_wal_dev, d->db_wal_ino))
 		return (LEDGER_LOST_WAL);
@@ -327,6 +337,7 @@ ledger_db_rebuild(struct ledger_db *d, struct ledger_db *fresh,
 		0)
 		goto out;
 	fd = -1; /* fresh's */
+	fresh->db_path = xstrdup(d->db_path);
 	ret = 0;
 out:
 	if (fd != -1 && placed)

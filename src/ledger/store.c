@@ -421,6 +421,7 @@ ledger_db_open(struct ledger_db *d, const char *path, enum durability dur,
 	memset(d, 0, sizeof(*d));
 	d->db_lockfd = -1;
 	d->db_placed_fd = -1;
+	d->db_path = xstrdup(path);
 	*interrupted = 0;
 	/*
 	 * SQLite counts every allocation under a global mutex for
@@ -835,10 +836,11 @@ ledger_db_close(struct ledger_db *d)
 		close(d->db_placed_fd);
 		d->db_placed_fd = -1;
 	}
+	free(d->db_path);
 	free(d->db_file);
 	free(d->db_wal);
 	free(d->db_shm);
-	d->db_file = d->db_wal = d->db_shm = NULL;
+	d->db_path = d->db_file = d->db_wal = d->db_shm = NULL;
 }
 
 #ifdef TG_UNITTEST

@@ -307,6 +307,9 @@ lost_text(enum ledger_lost why)
 		return ("its path cannot be looked up");
 	case LEDGER_LOST_SYNC:
 		return ("an fsync failed, so what is on disk is unknown");
+	case LEDGER_LOST_RELINKED:
+		return ("its configured path, through a symbolic link, now "
+			"leads to another file");
 	default:
 		return ("it is not the file at its path");
 	}
@@ -338,6 +341,8 @@ enter_lost(
 	until = why == LEDGER_LOST_REPLACED
 	    ? "that file is taken away, and tollgate rebuilds its ledger "
 	      "there from the open database"
+	    : why == LEDGER_LOST_RELINKED
+	    ? "the path leads to this file again (no row is lost meanwhile)"
 	    : "the ledger is rebuilt at its path from the open database";
 	log_warnx("ledger: %s: %s; refusing calls until %s", l->l_db.db_file,
 	    lost_text(why), until);
@@ -489,6 +494,8 @@ lost_try(
 		}
 		*why = now;
 	}
+	if (*why == LEDGER_LOST_RELINKED)
+		return (LOST_STILL); /* whole at its own name: wait */
 	if (*why == LEDGER_LOST_REPLACED) {
 		if (w->w_saved != NULL)
 			return (LOST_STILL);
@@ -532,7 +539,7 @@ lost_tried(struct ledger *l, struct writer *w, enum lost_outcome r,
 			ledger_wake_loop(l);
 		}
 		w->w_lost_tries++;
-		if (why != LEDGER_LOST_REPLACED)
+		if (why != LEDGER_LOST_REPLACED && why != LEDGER_LOST_RELINKED)
 			l->l_stats.ls_rebuild_failures++;
 		if (cause != NULL && strcmp(cause, w->w_lost_cause) != 0) {
 			log_warnx("ledger: %s: cannot be rebuilt: %s; trying "
@@ -595,6 +602,12 @@ lost_at_close(struct ledger *l, struct writer *w)
 		log_info("ledger: %s rebuilt at its path as tollgate stops",
 		    l->l_db.db_file);
 		w->w_lost = LEDGER_LOST_NONE;
+		return;
+	}
+	if (why == LEDGER_LOST_RELINKED) {
+		log_warnx("ledger: %s no longer leads to %s, which holds every "
+			  "row; point it there again before the next start",
+		    l->l_db.db_path, l->l_db.db_file);
 		return;
 	}
 	if (why == LEDGER_LOST_SYNC) {

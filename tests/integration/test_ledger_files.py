@@ -137,9 +137,10 @@ class LedgerFilesTest(ledgerlib.MeterTestCase):
 
     # -- helpers ----------------------------------------------------------
 
-    def start_tg(self, name="tollgate", durability="process", faults=False):
+    def start_tg(self, name="tollgate", durability="process", faults=False,
+                 path="data/ledger.db"):
         extra = ledgerlib.metering_extra(ledger={
-            "path": "data/ledger.db", "durability": durability})
+            "path": path, "durability": durability})
         extra["alerts"] = {"webhooks": [{
             "url": "http://127.0.0.1:%d/hook" % self.hook.port,
             "format": "json"}]}
@@ -160,7 +161,7 @@ class LedgerFilesTest(ledgerlib.MeterTestCase):
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
-        self.db = os.path.join(self.tmp, "data", "ledger.db")
+        self.db = os.path.join(self.tmp, path)
         self.ledger = ledgerlib.Ledger(self.db)
         return tg
 
@@ -272,6 +273,42 @@ class LedgerFilesTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.ledger.count(), ok)
         self.assertEqual(len(seen), ok, "fakeprov saw calls that are not "
                          "in the ledger")
+
+    # -- a link in the path ---------------------------------------------------
+
+    def test_relinked_path_refuses_until_it_leads_back(self):
+        # ledger.path goes through a symbolic link to a directory (a
+        # volume mounted elsewhere, say). Pointed at another directory, a
+        # restart would open another ledger: calls are refused until it
+        # leads back, and the file tollgate has open keeps every row.
+        real = os.path.join(self.tmp, "real")
+        other = os.path.join(self.tmp, "other")
+        os.mkdir(real, 0o700)
+        os.mkdir(other, 0o700)
+        link = os.path.join(self.tmp, "link")
+        os.symlink(real, link)
+        tg = self.start_tg(path="link/ledger.db")
+        for i in range(3):
+            self.assertEqual(self.one(tg).status, 200)
+        tmp_link = link + ".new"
+        os.symlink(other, tmp_link)
+        os.replace(tmp_link, link)
+        refused = tglib.wait_until(lambda: self.one(tg).status == 503, 10,
+                                   interval=0.1)
+        self.assertTrue(refused, "calls were still answered 200 with the "
+                        "path leading to another directory")
+        self.assertEqual(self.healthz(tg).get("reason"), "relinked")
+        self.assertEqual(self.metric(tg, "tollgate_ledger_lost_total",
+                                     '{reason="relinked"}'), 1)
+        self.assertEqual(os.listdir(other), [], "tollgate wrote into "
+                         "the directory the link now leads to")
+        os.symlink(real, tmp_link)
+        os.replace(tmp_link, link)
+        self.wait_served(tg)
+        self.assertRegex(tg.log(), r"relinked|leads to another file")
+        self.assertEqual(tg.stop(timeout=40), 0)
+        self.start_tg(name="t2", path="link/ledger.db")
+        self.assertLedgerWhole()
 
     # -- the ledger deleted ---------------------------------------------------
 
