@@ -21,6 +21,7 @@
  */
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -271,6 +272,47 @@ unlink_quiet(const char *path)
 }
 
 /*
+ * Is there somewhere to put a copy of d: its directory, with free space
+ * for the database's pages and some more (the WAL it writes at first)?
+ * 0, or -1 with *cause.
+ */
+static int
+rebuild_room(struct ledger_db *d, char **cause)
+{
+	struct statvfs vf;
+	int64_t pages = 0, psize = 0;
+	unsigned long long need, have;
+	char *dir, *p;
+	int ret = 0;
+
+	dir = xstrdup(d->db_file);
+	if ((p = strrchr(dir, '/')) != NULL)
+		*(p == dir ? p + 1 : p) = '\0';
+	else
+		snprintf(dir, strlen(dir) + 1, ".");
+	if (statvfs(dir, &vf) == -1) {
+		xasprintf(cause, "%s: %s", dir, strerror(errno));
+		ret = -1;
+	} else if (ledger_db_query_int(d, "PRAGMA page_count", &pages) ==
+		SQLITE_OK &&
+	    ledger_db_query_int(d, "PRAGMA page_size", &psize) == SQLITE_OK &&
+	    pages > 0 && psize > 0) {
+		need = (unsigned long long)pages * (unsigned long long)psize;
+		need += need / 10 + 4 * 1024 * 1024;
+		have = (unsigned long long)vf.f_bavail * vf.f_frsize;
+		if (have < need) {
+			xasprintf(cause,
+			    "%s has %llu bytes free; a copy of the ledger "
+			    "needs about %llu",
+			    dir, have, need);
+			ret = -1;
+		}
+	}
+	free(dir);
+	return (ret);
+}
+
+/*
  * The ledger d writes is lost: copy it into a fresh file, put that at its
  * path (where nothing is, or where tollgate's own file is; never over
  * another) and open a connection there in fresh, which then owns the
@@ -285,6 +327,13 @@ ledger_db_rebuild(struct ledger_db *d, struct ledger_db *fresh,
 	char *tmp, *side;
 	int fd = -1, placed = 0, ret = -1;
 
+	/*
+	 * Cheap checks before the copy, which costs the whole file: a
+	 * directory that is not there (or a disk without room for the copy)
+	 * would fail it after the work, on every attempt.
+	 */
+	if (rebuild_room(d, cause) != 0)
+		return (-1);
 	xasprintf(&tmp, "%s.rebuild", d->db_file);
 	/* Left by an attempt that died half way: only tollgate names it. */
 	unlink_quiet(tmp);

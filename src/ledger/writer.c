@@ -42,6 +42,13 @@
 #define LEDGER_BATCH_MAX 1024 /* new items taken per transaction */
 #define LEDGER_BACKOFF_MIN_US 100000LL
 #define LEDGER_BACKOFF_MAX_US 5000000LL
+/*
+ * A failed rebuild waits at least this many times as long as the attempt
+ * took (a copy of a large ledger takes seconds), up to LEDGER_LOST_WAIT_MAX
+ * _US, so a disk that keeps failing is not rewritten over and over.
+ */
+#define LEDGER_LOST_WAIT_FACTOR 10
+#define LEDGER_LOST_WAIT_MAX_US (5 * 60 * 1000000LL)
 #define LEDGER_STOP_RETRY_US 2000000LL /* retries left once closing */
 #define LEDGER_CHECK_US 1000000LL /* the file checked at least this often */
 #define LEDGER_FAILING_EVENT_US 60000000LL /* one FAILING event a minute */
@@ -159,6 +166,7 @@ struct writer {
 	enum ledger_lost w_lost;
 	long long w_lost_start;
 	long long w_lost_backoff; /* µs */
+	long long w_lost_took; /* how long the last attempt took, µs */
 	long long w_lost_next; /* the next attempt at getting it back */
 	uint64_t w_lost_tries;
 	char w_lost_cause[LEDGER_ERRMSG_MAX + 256]; /* logged when it changes */
@@ -550,6 +558,13 @@ lost_tried(struct ledger *l, struct writer *w, enum lost_outcome r,
 		} else if (cause != NULL)
 			log_debug("ledger: cannot be rebuilt: %s", cause);
 		w->w_lost_next = now + w->w_lost_backoff;
+		if (w->w_lost_took * LEDGER_LOST_WAIT_FACTOR >
+		    w->w_lost_backoff)
+			w->w_lost_next = now +
+			    (w->w_lost_took * LEDGER_LOST_WAIT_FACTOR <
+					LEDGER_LOST_WAIT_MAX_US
+				    ? w->w_lost_took * LEDGER_LOST_WAIT_FACTOR
+				    : LEDGER_LOST_WAIT_MAX_US);
 		w->w_lost_backoff *= 2;
 		if (w->w_lost_backoff > LEDGER_BACKOFF_MAX_US)
 			w->w_lost_backoff = LEDGER_BACKOFF_MAX_US;
@@ -689,8 +704,10 @@ ledger_writer(void *arg)
 			pthread_mutex_unlock(&l->l_lock);
 			why = w.w_lost;
 			cause = NULL;
+			t0 = monotime_us();
 			r = lost_try(l, &w, &why, &cause);
 			now = monotime_us();
+			w.w_lost_took = now - t0;
 			pthread_mutex_lock(&l->l_lock);
 			if (lost_tried(l, &w, r, why, cause, now))
 				ledger_wake_loop(l);
