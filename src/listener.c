@@ -356,6 +356,28 @@ peer_ref(struct listener *l, const struct sockaddr *sa)
 	return (pe);
 }
 
+/* How many connections sa's address holds now. */
+static size_t
+peer_count(struct listener *l, const struct sockaddr *sa)
+{
+	struct peer *pe;
+	unsigned char addr[16];
+	uint64_t h;
+	int family;
+
+	if (l->l_npeer_buckets == 0)
+		return (0);
+	peer_key(sa, &family, addr);
+	h = peer_hash(l, family, addr);
+	for (pe = l->l_peers[h & (l->l_npeer_buckets - 1)]; pe != NULL;
+	     pe = pe->pe_next) {
+		if (pe->pe_hash == h && pe->pe_family == family &&
+		    memcmp(pe->pe_addr, addr, 16) == 0)
+			return (pe->pe_nconns);
+	}
+	return (0);
+}
+
 /* One connection fewer from pe's address; the last one frees it. */
 static void
 peer_unref(struct listener *l, struct peer *pe)
@@ -791,8 +813,20 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	/* Every slot is taken: close one doing nothing to make room. */
+	/*
+	 * Every slot is taken: close one doing nothing to make room, unless
+	 * the newcomer is over its address's limit and would only be
+	 * answered 429; it never displaces a connection in good standing.
+	 */
 	now = monotime_us();
+	limit = listener_per_client(l);
+	if (l->l_nconns >= listener_max(l) && limit > 0 &&
+	    peer_count(l, sa) >= (size_t)limit &&
+	    TAILQ_FIRST(&l->l_shed[SHEDQ_DONE]) == NULL) {
+		metrics_conn_closed("client_limit");
+		close(fd);
+		return;
+	}
 	if (l->l_nconns >= listener_max(l) && (victim = shed_pick(l)) != NULL) {
 		if (now - l->l_shed_warned_us >= SHED_WARN_US ||
 		    l->l_shed_warned_us == 0) {
@@ -824,7 +858,6 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 	co->co_shedq = SHEDQ_NONE;
 	co->co_req_t0_us = now;
 	co->co_peer_ent = peer_ref(l, sa);
-	limit = listener_per_client(l);
 	if (limit > 0 && co->co_peer_ent->pe_nconns > (size_t)limit)
 		co->co_over_limit = 1;
 	co->co_bev =

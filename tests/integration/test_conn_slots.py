@@ -281,6 +281,32 @@ class ConnSlotsTest(tglib.TGTestCase):
                       ' 1', text)
         self.assertTrue(tg.log().count("reason=too_many_connections") == 1)
 
+    def test_over_limit_never_displaces_a_good_connection(self):
+        """Every slot taken, the oldest idle connection another client's:
+        one more connection from an address already at its limit is
+        closed, and the other client's idle connection stays."""
+        tg = self.start(max_connections=3, max_connections_per_client=2)
+        other = tglib.RawConn(tg.port, timeout=15, source="127.0.0.3")
+        self.addCleanup(other.close)
+        r, _ = self.chat(tg, conn=other)
+        self.assertEqual(r.status, 200, r)
+        time.sleep(0.2)  # other is now the longest idle
+        mine = []
+        for _ in range(2):
+            c = tglib.RawConn(tg.port, timeout=15, source="127.0.0.2")
+            self.addCleanup(c.close)
+            r, _ = self.chat(tg, conn=c)
+            self.assertEqual(r.status, 200, r)
+            mine.append(c)
+        over = tglib.RawConn(tg.port, timeout=15, source="127.0.0.2")
+        self.addCleanup(over.close)
+        self.assertTrue(over.wait_closed(5), "a connection over its "
+                        "address's limit was kept with every slot taken")
+        r, _ = self.chat(tg, conn=other)
+        self.assertEqual(r.status, 200, "the other client's idle "
+                         "connection was closed to admit one over its "
+                         "limit: %r" % r)
+
     def test_no_per_client_limit_on_loopback_by_default(self):
         """A sidecar's clients are all 127.0.0.1: by default a busy local
         agent may use every slot."""

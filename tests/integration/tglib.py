@@ -612,10 +612,13 @@ class RawConn:
     """One TCP connection; send exact bytes, read responses with framing."""
 
     def __init__(self, port, host="127.0.0.1", timeout=10, rcvbuf=None,
-                 tls_ca=None):
+                 tls_ca=None, source=None):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            # Another loopback address (127.0.0.2, ...): another client.
+            self.sock.bind((source, 0))
         self.sock.settimeout(timeout)
         self.sock.connect((host, port))
         if tls_ca:
