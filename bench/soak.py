@@ -554,6 +554,23 @@ def check_ledger(ledger, fake):
             "integrity": integrity, "sum_cost_nusd": cost}
 
 
+def keep_log(src, dst, head=40, tail=100):
+    """A log of a hundred thousand calls is mostly their lines: keep its
+    head, its tail and every line that is not info or debug."""
+    with open(src, errors="replace") as f:
+        lines = f.readlines()
+    if len(lines) <= head + tail:
+        kept = lines
+    else:
+        middle = [ln for ln in lines[head:-tail]
+                  if " info: " not in ln and " debug: " not in ln]
+        kept = lines[:head] + ["... %d info lines left out ...\n" %
+                               (len(lines) - head - tail - len(middle))]
+        kept += middle + lines[-tail:]
+    with open(dst, "w") as f:
+        f.writelines(kept)
+
+
 def fmt_mb(kb):
     return "%.1f" % (kb / 1024.0) if kb is not None else "-"
 
@@ -672,6 +689,9 @@ def main():
         if not os.access(b, os.X_OK):
             raise SystemExit("soak: %s is not built" % b)
     started = datetime.datetime.utcnow()
+    # The code under test is the build's, made from the tree as it is now.
+    commit = os.popen("git -C %s rev-parse --short HEAD 2>/dev/null" %
+                      SOURCE).read().strip() or "?"
     out = args.out or os.path.join(
         HERE, "results", "soak-" + started.strftime("%Y-%m-%d"))
     os.makedirs(out, exist_ok=True)
@@ -737,8 +757,6 @@ def main():
             quantile([d for _, d in lat[:third]], 0.99),
             quantile([d for _, d in lat[-third:]], 0.5),
             quantile([d for _, d in lat[-third:]], 0.99)))
-    commit = os.popen("git -C %s rev-parse --short HEAD 2>/dev/null" %
-                      SOURCE).read().strip() or "?"
     summary = {
         "started": started.strftime("%Y-%m-%d %H:%M"), "commit": commit,
         "minutes": int(args.minutes), "build": os.path.basename(build),
@@ -776,7 +794,7 @@ def main():
     for name in ("tollgate.stderr", "restart.stderr"):
         src = os.path.join(tmp, name)
         if os.path.exists(src):
-            shutil.copy(src, os.path.join(out, name))
+            keep_log(src, os.path.join(out, name))
     text = render(summary)
     print(text)
     if args.doc:
