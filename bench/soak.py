@@ -28,7 +28,8 @@ Verdict (exit 1 if any fails):
   - after the warm-up (the first fifth; at least 2 minutes, or a third of
     a short run) RSS and the descriptor count do not grow: the median of
     the last third of the samples is within 4 MiB (RSS) and 16
-    (descriptors) of the median of the first third after warm-up;
+    (descriptors) of the median of the first third after warm-up (under
+    ASan, whose quarantine holds freed memory, RSS is only reported);
   - the WAL stays under 32 MiB (the checkpointer keeps it near 24 MiB);
   - nothing lost: every call fakeprov received has exactly one ledger row
     (matched by the request id the client set and fakeprov recorded), no
@@ -54,6 +55,7 @@ import shutil
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +69,16 @@ import tglib  # noqa: E402  (the integration harness: processes, config)
 
 TOKEN = "soak-admin-token-0123456789abcdef"
 SAMPLE_EVERY = 10.0
+
+
+def asan_build(binary):
+    """Whether binary is built with AddressSanitizer (links libasan)."""
+    try:
+        out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"libasan" in out
 
 
 def log(*a):
@@ -693,7 +705,9 @@ def main():
     commit = os.popen("git -C %s rev-parse --short HEAD 2>/dev/null" %
                       SOURCE).read().strip() or "?"
     out = args.out or os.path.join(
-        HERE, "results", "soak-" + started.strftime("%Y-%m-%d"))
+        HERE, "results", "soak-" + started.strftime("%Y-%m-%d") +
+        ("" if os.path.basename(build) == "build" else
+         "-" + os.path.basename(build)))
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="tg-soak-")
     os.environ["TOLLGATE_ADMIN_TOKEN"] = TOKEN
@@ -738,15 +752,21 @@ def main():
     total = args.minutes * 60
     warm = max(total / 5, min(120.0, total / 3))
     g = {}
+    # Under ASan freed memory waits in the allocator's quarantine (256 MB
+    # by default) before it is reused: RSS grows until that is full, so
+    # there it is reported, not judged; the sanitizer judges memory.
+    asan = asan_build(tglib.TOLLGATE_BIN)
     for key, field, bound, scale in (("rss", "rss_kb", 4 * 1024, 1024.0),
                                      ("fds", "fds", 16, 1)):
         first, last, d = growth(samples, field, warm)
-        ok = d is not None and d <= bound
+        ok = d is not None and (d <= bound or (key == "rss" and asan))
         g[key] = {"first": "%.1f" % (first / scale) if first is not None
                   else "-",
                   "last": "%.1f" % (last / scale) if last is not None
                   else "-",
-                  "bound": "%g" % (bound / scale), "ok": ok}
+                  "bound": "%g" % (bound / scale) if not (
+                      key == "rss" and asan) else "- (ASan)",
+                  "ok": ok}
     wal_max = max((s["wal_bytes"] for s in samples), default=0)
     db_bytes = file_size(ledger)
     third = len(load.short_lat) // 3
