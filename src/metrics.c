@@ -482,40 +482,6 @@ metrics_conn_closed(const char *reason)
 	    conn_reasons, nitems(conn_reasons), reason)]++;
 }
 
-/* The length of a valid UTF-8 sequence at p, or 0 if it is not one. */
-static size_t
-utf8_len(const unsigned char *p, size_t n)
-{
-	unsigned char lo = 0x80, hi = 0xbf;
-	size_t len, i;
-
-	if (p[0] < 0x80)
-		return (1);
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		len = 3;
-		if (p[0] == 0xe0)
-			lo = 0xa0; /* overlong */
-		else if (p[0] == 0xed)
-			hi = 0x9f; /* surrogates */
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		len = 4;
-		if (p[0] == 0xf0)
-			lo = 0x90; /* overlong */
-		else if (p[0] == 0xf4)
-			hi = 0x8f; /* above U+10FFFF */
-	} else
-		return (0);
-	if (n < len || p[1] < lo || p[1] > hi)
-		return (0);
-	for (i = 2; i < len; i++) {
-		if (p[i] < 0x80 || p[i] > 0xbf)
-			return (0);
-	}
-	return (len);
-}
-
 /*
  * A label value as the text format wants it: backslash, double quote and
  * newline escaped, and valid UTF-8, so a stray byte from a client header
@@ -535,7 +501,7 @@ render_value(struct evbuffer *b, const char *v, size_t len)
 			i++;
 			continue;
 		}
-		n = utf8_len(p + i, len - i);
+		n = utf8_seqlen((const char *)p + i, len - i);
 		if (n == 0) {
 			memcpy(out + o, "\xef\xbf\xbd", 3);
 			o += 3;

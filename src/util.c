@@ -137,40 +137,11 @@ strcopy(char *dst, size_t size, const char *src)
 int
 utf8_valid(const char *s, size_t len)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, n, k;
-	uint32_t cp;
+	size_t i, n;
 
-	while (i < len) {
-		if (p[i] == 0)
+	for (i = 0; i < len; i += n) {
+		if (s[i] == '\0' || (n = utf8_seqlen(s + i, len - i)) == 0)
 			return (0);
-		if (p[i] < 0x80) {
-			i++;
-			continue;
-		}
-		if (p[i] >= 0xc2 && p[i] <= 0xdf) {
-			n = 1;
-			cp = p[i] & 0x1f;
-		} else if (p[i] >= 0xe0 && p[i] <= 0xef) {
-			n = 2;
-			cp = p[i] & 0x0f;
-		} else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
-			n = 3;
-			cp = p[i] & 0x07;
-		} else
-			return (0); /* a continuation byte, 0xc0, 0xc1, 0xf5+ */
-		if (len - i <= n)
-			return (0);
-		for (k = 1; k <= n; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return (0);
-			cp = (cp << 6) | (p[i + k] & 0x3f);
-		}
-		if ((n == 2 &&
-			(cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-		    (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
-			return (0);
-		i += n + 1;
 	}
 	return (1);
 }
