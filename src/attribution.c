@@ -103,18 +103,6 @@ note_key(struct keys *ks, const char *v, size_t len)
 	ks->k_len[ks->k_n++] = len;
 }
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	if (c >= 'A' && c <= 'F')
-		return (c - 'A' + 10);
-	return (-1);
-}
-
 /*
  * Percent-decode p[0..n) into dst (room for n + 1 bytes, NUL-terminated).
  * Returns the decoded length, or SIZE_MAX when an escape is malformed.
@@ -130,8 +118,9 @@ query_decode(const char *p, size_t n, char *dst)
 			dst[o++] = p[i];
 			continue;
 		}
-		if (n - i < 3 || (hi = hexval((unsigned char)p[i + 1])) < 0 ||
-		    (lo = hexval((unsigned char)p[i + 2])) < 0)
+		if (n - i < 3 ||
+		    (hi = hex_digit((unsigned char)p[i + 1])) < 0 ||
+		    (lo = hex_digit((unsigned char)p[i + 2])) < 0)
 			return (SIZE_MAX);
 		dst[o++] = (char)(hi * 16 + lo);
 		i += 2;

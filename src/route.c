@@ -23,18 +23,6 @@ struct segs {
 	size_t n;
 };
 
-static int
-hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return (c - '0');
-	if (c >= 'a' && c <= 'f')
-		return (c - 'a' + 10);
-	if (c >= 'A' && c <= 'F')
-		return (c - 'A' + 10);
-	return (-1);
-}
-
 /* Characters allowed in a decoded path: RFC 3986 pchar without '%'. */
 static int
 pathchar(int c)
@@ -82,8 +70,8 @@ route_normalize(const char *target, char **pathp, char **queryp)
 		if (c == '%') {
 			if (i + 2 >= plen)
 				goto bad;
-			hi = hexval((unsigned char)target[i + 1]);
-			lo = hexval((unsigned char)target[i + 2]);
+			hi = hex_digit((unsigned char)target[i + 1]);
+			lo = hex_digit((unsigned char)target[i + 2]);
 			if (hi < 0 || lo < 0)
 				goto bad;
 			c = hi * 16 + lo;

@@ -221,6 +221,19 @@ utf8_dup(const char *s)
 	return (out);
 }
 
+/* The value of the hex digit c, or -1 (percent-escapes in URLs). */
+int
+hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	if (c >= 'A' && c <= 'F')
+		return (c - 'A' + 10);
+	return (-1);
+}
+
 /* Return 1 if s starts with prefix, ignoring ASCII case. */
 int
 strcaseprefix(const char *s, const char *prefix)

@@ -29,6 +29,7 @@ int xvasprintf(char **, const char *, va_list)
 void freezero(void *, size_t);
 void strcopy(char *, size_t, const char *);
 int strcaseprefix(const char *, const char *);
+int hex_digit(int);
 int utf8_valid(const char *, size_t);
 size_t utf8_seqlen(const char *, size_t);
 char *utf8_dup(const char *);
