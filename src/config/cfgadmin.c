@@ -213,22 +213,6 @@ admin_host_is_loopback(const char *host)
 	return (0);
 }
 
-/* The value node of key in mapping n, or NULL. */
-static const struct ynode *
-admin_lookup(const struct ynode *n, const char *key)
-{
-	size_t i;
-
-	if (n == NULL || n->yn_type != YN_MAP)
-		return (NULL);
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		if (n->yn_kids[i]->yn_type == YN_SCALAR &&
-		    strcmp(n->yn_kids[i]->yn_str, key) == 0)
-			return (n->yn_kids[i + 1]);
-	}
-	return (NULL);
-}
-
 /*
  * Whole-file checks of admin:, and its defaults. An admin API reachable
  * off this machine must have a token; it never shares the proxy's address
@@ -240,8 +224,8 @@ config_check_admin(
 {
 	const struct ynode *admin, *at;
 
-	admin = admin_lookup(root, "admin");
-	at = admin_lookup(admin, "listen");
+	admin = cfg_value(root, "admin");
+	at = cfg_value(admin, "listen");
 	if (cf->cf_admin_host == NULL) {
 		cf->cf_admin_host = xstrdup("127.0.0.1");
 		cf->cf_admin_port = 8788;
@@ -256,7 +240,7 @@ config_check_admin(
 	    cf->cf_listen_host != NULL &&
 	    strcmp(cf->cf_admin_host, cf->cf_listen_host) == 0) {
 		if (at == NULL)
-			at = admin_lookup(root, "listen");
+			at = cfg_value(root, "listen");
 		cfg_error(cx, at != NULL ? at : root,
 		    "admin.listen: %s:%d is the proxy's listen address; the "
 		    "admin API needs its own",

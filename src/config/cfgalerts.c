@@ -231,22 +231,6 @@ cfgp_webhook_secret_env(struct cfgctx *cx, const struct cfgkey *k,
 	wh->wh_secret_env = xstrdup(s);
 }
 
-/* The value node of key in mapping n, or NULL. */
-static const struct ynode *
-lookup(const struct ynode *n, const char *key)
-{
-	size_t i;
-
-	if (n == NULL || n->yn_type != YN_MAP)
-		return (NULL);
-	for (i = 0; i + 1 < n->yn_nkids; i += 2) {
-		if (n->yn_kids[i]->yn_type == YN_SCALAR &&
-		    strcmp(n->yn_kids[i]->yn_str, key) == 0)
-			return (n->yn_kids[i + 1]);
-	}
-	return (NULL);
-}
-
 /* Whole-section checks: the backoff can grow from initial to max. */
 void
 config_check_alerts(
@@ -254,16 +238,16 @@ config_check_alerts(
 {
 	const struct ynode *retry, *at;
 
-	retry = lookup(lookup(root, "alerts"), "retry");
+	retry = cfg_value(cfg_value(root, "alerts"), "retry");
 	if (cf->cf_alert_max_backoff_ms > ALERTS_BACKOFF_MAX_MS) {
-		if ((at = lookup(retry, "max_backoff")) == NULL)
+		if ((at = cfg_value(retry, "max_backoff")) == NULL)
 			at = root;
 		cfg_error(cx, at, "alerts.retry.max_backoff: at most 24h");
 		return;
 	}
 	if (cf->cf_alert_initial_backoff_ms <= cf->cf_alert_max_backoff_ms)
 		return;
-	if ((at = lookup(retry, "initial_backoff")) == NULL)
+	if ((at = cfg_value(retry, "initial_backoff")) == NULL)
 		at = retry != NULL ? retry : root;
 	cfg_error(cx, at,
 	    "alerts.retry.initial_backoff: %ld ms is more than max_backoff "

@@ -134,6 +134,21 @@ out:
 	cx->cx_npos = 0;
 }
 
+/* The index of the key called name in the mapping map, or -1. */
+static long
+key_index(const struct ynode *map, const char *name)
+{
+	size_t i;
+
+	if (map == NULL || map->yn_type != YN_MAP)
+		return (-1);
+	for (i = 0; i + 1 < map->yn_nkids; i += 2)
+		if (map->yn_kids[i]->yn_type == YN_SCALAR &&
+		    strcmp(map->yn_kids[i]->yn_str, name) == 0)
+			return ((long)i);
+	return (-1);
+}
+
 /*
  * The key node called name in the mapping map, or NULL (map may be NULL
  * or not a mapping): for checks made after the walk that still want to
@@ -142,30 +157,18 @@ out:
 const struct ynode *
 cfg_key(const struct ynode *map, const char *name)
 {
-	size_t i;
+	long i = key_index(map, name);
 
-	if (map == NULL || map->yn_type != YN_MAP)
-		return (NULL);
-	for (i = 0; i + 1 < map->yn_nkids; i += 2)
-		if (map->yn_kids[i]->yn_type == YN_SCALAR &&
-		    strcmp(map->yn_kids[i]->yn_str, name) == 0)
-			return (map->yn_kids[i]);
-	return (NULL);
+	return (i < 0 ? NULL : map->yn_kids[i]);
 }
 
 /* The value under the key called name in map, or NULL. */
 const struct ynode *
 cfg_value(const struct ynode *map, const char *name)
 {
-	size_t i;
+	long i = key_index(map, name);
 
-	if (map == NULL || map->yn_type != YN_MAP)
-		return (NULL);
-	for (i = 0; i + 1 < map->yn_nkids; i += 2)
-		if (map->yn_kids[i]->yn_type == YN_SCALAR &&
-		    strcmp(map->yn_kids[i]->yn_str, name) == 0)
-			return (map->yn_kids[i + 1]);
-	return (NULL);
+	return (i < 0 ? NULL : map->yn_kids[i + 1]);
 }
 
 /* Record an error at node n, or with no position when n is NULL. */

@@ -290,9 +290,9 @@ check_base_path(
     struct cfgctx *cx, const struct cfgentry *en, struct upstream_conf *uc)
 {
 	static const char *const prefixes[] = {"/v1", "/v1beta", "/openai"};
-	const struct ynode *val = en->en_val, *at = en->en_key;
+	const struct ynode *val = en->en_val, *at = en->en_key, *bu;
 	const char *url = uc->uc_base_url, *p, *seg;
-	size_t i, j;
+	size_t i;
 
 	if (url == NULL || (p = strstr(url, "://")) == NULL ||
 	    (p = strchr(p + 3, '/')) == NULL)
@@ -301,9 +301,8 @@ check_base_path(
 	for (i = 0; i < nitems(prefixes); i++) {
 		if (strcmp(seg, prefixes[i]) != 0)
 			continue;
-		for (j = 0; j + 1 < val->yn_nkids; j += 2)
-			if (strcmp(val->yn_kids[j]->yn_str, "base_url") == 0)
-				at = val->yn_kids[j + 1];
+		if ((bu = cfg_value(val, "base_url")) != NULL)
+			at = bu;
 		cfg_error(cx, at,
 		    "%s.base_url: ends in '%s', and the client's path, which "
 		    "starts with %s/, is appended to it (calls would go to "
