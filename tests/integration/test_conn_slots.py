@@ -9,6 +9,7 @@ connections 429, and is off by default on a loopback listener (a sidecar's
 clients are all 127.0.0.1). The admin listener is held to 64 connections
 the same way."""
 
+import os
 import re
 import socket
 import threading
@@ -21,6 +22,11 @@ from tglib import JSON_CT, new_marker  # noqa: E402
 
 ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
 PARTIAL_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+
+
+def nfds(pid):
+    """Descriptors the process has open."""
+    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 def metric(text, name):
@@ -258,6 +264,7 @@ class ConnSlotsTest(tglib.TGTestCase):
             r, _ = self.chat(tg, conn=c)
             self.assertEqual(r.status, 200, r)
         since = self.fp.mark()
+        before_over = nfds(tg.pid)
         over = self.raw(tg.port, timeout=15)
         over.send(tglib.build_request(
             "POST", "/v1/messages", tglib.anthropic_messages(new_marker()),
@@ -268,8 +275,14 @@ class ConnSlotsTest(tglib.TGTestCase):
         self.assertIn("too many connections", r.json()["error"]["message"])
         self.assertTrue(over.wait_closed(5))
         over.close()  # as an SDK does when the server closes
+        self.assertTrue(tglib.wait_until(
+            lambda: nfds(tg.pid) <= before_over, 10), "tollgate kept the "
+            "connection it refused")
+        before = nfds(tg.pid)
         held[0].close()
-        time.sleep(0.5)  # tollgate reads the close
+        # tollgate has read the close once the descriptor is gone.
+        self.assertTrue(tglib.wait_until(lambda: nfds(tg.pid) < before, 10),
+                        "tollgate did not see a client close")
         r, _ = self.chat(tg)
         self.assertEqual(r.status, 200, "no connection admitted after one "
                          "of the client's closed: %r" % r)
@@ -328,7 +341,11 @@ class ConnSlotsTest(tglib.TGTestCase):
         port = self.admin_port(tg)
         slow = self.slow_conns(port, 100,
                                b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        time.sleep(0.5)
+        # The listener has taken all 100 (the 36 over its cap by closing
+        # as many of the others) before the scrape is sent.
+        self.assertTrue(tglib.wait_until(lambda: sum(
+            1 for s in slow if self.closed_by_peer(s, 0.001)) >= 100 - 64,
+            20), "the admin listener did not make room for new connections")
         t0 = time.monotonic()
         r = self.admin_get(port, "/healthz")
         self.assertEqual(r.status, 200, r)
