@@ -12,12 +12,10 @@ only while the config still rejects policies:."""
 
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import re
 import sqlite3
-import threading
 import time
 
 import sys
@@ -33,43 +31,11 @@ SECRET_ENV = "TG_TEST_HOOK_SECRET"
 URL_PATH = "/services/T000/B000/CANARYpath"
 
 
-class Receiver:
-    """An HTTP server on 127.0.0.1:0 recording every POST; it answers
-    the statuses in `replies` in turn, then 200."""
-
-    def __init__(self, replies=()):
-        self.got = []
-        self.replies = list(replies)
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
-                with outer.lock:
-                    outer.got.append((self.path, dict(self.headers), body))
-                    status = outer.replies.pop(0) if outer.replies else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, fmt, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       daemon=True)
-        self.thread.start()
+class Receiver(tglib.WebhookReceiver):
+    """tglib's webhook receiver, with the URL these tests configure."""
 
     def url(self, path=URL_PATH):
         return "http://127.0.0.1:%d%s" % (self.port, path)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def insert_alert(db_path, **kw):

@@ -18,7 +18,6 @@ one row for every call fakeprov saw, an ok row for every call answered
 200, and nothing forwarded for a call answered 503."""
 
 import hashlib
-import http.server
 import json
 import os
 import re
@@ -64,40 +63,11 @@ def _asan_runtime(binary):
     return m.group(1).decode() if m else None
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1:0: every POSTed JSON body."""
-
-    def __init__(self):
-        self.got = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                body = self.rfile.read(n)
-                try:
-                    outer.got.append(json.loads(body))
-                except ValueError:
-                    outer.got.append({"unparsed": body.decode("latin-1")})
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, fmt, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
+class Receiver(tglib.WebhookReceiver):
+    """tglib's webhook receiver; the ledger's alerts among what it got."""
 
     def ledger_alerts(self):
-        return [a for a in list(self.got) if a.get("kind") == "ledger"]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        return [a for a in self.bodies() if a.get("kind") == "ledger"]
 
 
 class Load(threading.Thread):

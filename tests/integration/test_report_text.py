@@ -16,14 +16,12 @@ touched. Values a client sends (headers, a kill's reason) that are not
 UTF-8 are refused with a 400 before anything is stored."""
 
 import csv
-import http.server
 import io
 import json
 import os
 import re
 import sqlite3
 import subprocess
-import threading
 import time
 
 import sys
@@ -48,35 +46,6 @@ SEEDED = [
      b"\xe2\x82"),
     ("seed-tab", b"\t=1+1", b"\r=2+2", b" =3+3", b"\x9b"),
 ]
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1:0 recording every POST body."""
-
-    def __init__(self):
-        self.got = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                outer.got.append((self.path, self.rfile.read(n)))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, fmt, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever,
-                         daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def strict_text(data, what):
@@ -230,7 +199,7 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         self.assertEqual(tg.stop(), 0)
         self.seed()
 
-        hook = Receiver()
+        hook = tglib.WebhookReceiver()
         self.receivers.append(hook)
         # A budget per team, rebuilt from the ledger at start: its scopes
         # carry the stored team values.
@@ -284,7 +253,7 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         got = tglib.wait_until(lambda: len(hook.got) >= 2 and hook.got, 15)
         self.assertTrue(got, "the pending alert was not delivered: %r" %
                         hook.got)
-        for path, body in got:
+        for path, _, body in got:
             doc = strict_json(body, "webhook body %s" % path)
             if path == "/json":
                 self.assertEqual(doc["policy"], "pol" + FFFD)

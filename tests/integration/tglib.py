@@ -904,6 +904,59 @@ CANARY_AUTH = [("Authorization", "Bearer sk-CANARY-harness-0b7e"),
                ("x-goog-api-key", "AIzaCANARYharness55")]
 
 # --------------------------------------------------------------------------
+# A webhook receiver.
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1:0 recording every POST as (path,
+    headers, body); it answers the statuses in `replies` in turn, then
+    200."""
+
+    def __init__(self, replies=()):
+        import http.server
+        self.got = []
+        self.replies = list(replies)
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                with outer.lock:
+                    outer.got.append((self.path, dict(self.headers), body))
+                    status = outer.replies.pop(0) if outer.replies else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, fmt, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       daemon=True)
+        self.thread.start()
+
+    def bodies(self):
+        """Every body received so far, parsed as JSON where it is."""
+        out = []
+        with self.lock:
+            got = list(self.got)
+        for _, _, body in got:
+            try:
+                out.append(json.loads(body))
+            except ValueError:
+                out.append({"unparsed": body.decode("latin-1")})
+        return out
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --------------------------------------------------------------------------
 # The TestCase base.
 
 
