@@ -480,6 +480,24 @@ class Ledger:
         finally:
             c.close()
 
+    def text_values(self):
+        """Every TEXT or BLOB value of every table, as bytes: what a row
+        says, without the file's own page bytes (checksums, integers) that
+        may hold any byte pattern by chance."""
+        c = self.connect()
+        c.row_factory = None
+        c.text_factory = bytes
+        out = []
+        try:
+            tables = [r[0] for r in c.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for t in tables:
+                for r in c.execute('SELECT * FROM "%s"' % t.decode()):
+                    out.extend(v for v in r if isinstance(v, bytes))
+        finally:
+            c.close()
+        return out
+
     def raw_bytes(self):
         """The bytes of the database file, its WAL and its -shm."""
         out = b""
