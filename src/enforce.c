@@ -100,10 +100,19 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	return (0);
 }
 
+static void
+enforce_alert_cb(
+    const struct policy_alert *pa, const char *const *attr, void *arg)
+{
+	alerts_threshold(pa, attr, *(const int64_t *)arg);
+}
+
 /*
  * A new configuration is in force: start the scopes it introduces from
  * the ledger. Existing scopes keep their counters. On failure the new
  * scopes start empty until their window turns; -1 and *cause say so.
+ * Thresholds the spend already stands at (a threshold lowered, or a
+ * policy added over a scope that has spent) fire now, each once.
  */
 int
 enforce_reload(const struct config *cf, char **cause)
@@ -115,7 +124,30 @@ enforce_reload(const struct config *cf, char **cause)
 	rc = enforce_rebuild(cf, 1, cause);
 	/* Calls running now count under the new policies too. */
 	session_extend_reservations(cf);
+	enforce_alerts(cf);
 	return (rc);
+}
+
+/*
+ * Fire every threshold of cf's policies that a scope's spend already
+ * stands at and that has not fired in its window: at start-up, once the
+ * alerts are set up (a threshold lowered while tollgate was stopped), and
+ * at each reload. The alerts are told; sessions are not involved.
+ */
+void
+enforce_alerts(const struct config *cf)
+{
+	int64_t now;
+	size_t n;
+
+	if (en_counters == NULL || cf->cf_policies == NULL)
+		return;
+	now = wallclock_ms();
+	n = policy_fired_all(
+	    cf->cf_policies, en_counters, now, enforce_alert_cb, &now);
+	if (n > 0)
+		log_info("policies: %zu threshold%s already reached fired", n,
+		    n == 1 ? "" : "s");
 }
 
 /* The runaway breakers' state, kept like the counters. */

@@ -298,6 +298,7 @@ cmd_serve(int foreground)
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);
+	enforce_alerts(cf);
 	ledger_set_event_cb(ledger_health_cb, NULL);
 	session_setup(base);
 	session_policy_setup(base);

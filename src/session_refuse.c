@@ -197,6 +197,21 @@ add_rate_headers(struct session *se, struct hdrs *hs, enum policy_reason r,
 	}
 }
 
+/* A call's token worst case as a refusal says it. */
+static const char *
+worst_tokens(char *buf, size_t len, const struct policy_decision *pd)
+{
+	if (pd->pd_worst_tokens >= POLICY_TOKENS_UNBOUNDED)
+		snprintf(buf, len,
+		    "this call has no output bound and its model no known "
+		    "ceiling, so it only runs when no other tokens are in "
+		    "use");
+	else
+		snprintf(buf, len, "this call may use up to %" PRId64 " tokens",
+		    pd->pd_worst_tokens);
+	return (buf);
+}
+
 /*
  * Answer a refused call: status, headers and body as DESIGN.md's refusal
  * table says, in the family's error shape with the tollgate object; then
@@ -211,7 +226,7 @@ session_refuse_policy(
 	struct hdrs hs = {0};
 	const char *code, *type = NULL, *reason;
 	char label[512], msg[1024], spent[32], limit[32], resv[32], worst[32];
-	char reset[64];
+	char reset[64], buf[160];
 	long retry_s = 0;
 	int status;
 	cJSON *root;
@@ -269,15 +284,22 @@ session_refuse_policy(
 			retry_s = 1;
 		if (retry_s > RETRY_AFTER_MAX_S)
 			retry_s = RETRY_AFTER_MAX_S;
-		snprintf(msg, sizeof(msg),
-		    "%s of policy %s reached (limit %" PRId64
-		    "); retry in %ld s",
-		    pd->pd_reason == POLICY_RATE_TOKENS
-			? "the tokens-per-minute limit"
-			: pd->pd_reason == POLICY_CONCURRENCY
-			? "the concurrent-call limit"
-			: "the requests-per-minute limit",
-		    label, sc->sc_limit, retry_s);
+		if (pd->pd_reason == POLICY_RATE_TOKENS)
+			snprintf(msg, sizeof(msg),
+			    "the tokens-per-minute limit of policy %s is "
+			    "reached: %s; %" PRId64 " of the %" PRId64
+			    " tokens/min are in use or "
+			    "reserved; retry in %ld s",
+			    label, worst_tokens(buf, sizeof(buf), pd),
+			    sc->sc_spent, sc->sc_limit, retry_s);
+		else
+			snprintf(msg, sizeof(msg),
+			    "%s of policy %s reached (limit %" PRId64
+			    "); retry in %ld s",
+			    pd->pd_reason == POLICY_CONCURRENCY
+				? "the concurrent-call limit"
+				: "the requests-per-minute limit",
+			    label, sc->sc_limit, retry_s);
 		add_rate_headers(se, &hs, pd->pd_reason, sc, retry_s);
 		break;
 	}

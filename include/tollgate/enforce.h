@@ -16,6 +16,7 @@ struct breaker_state;
 
 int enforce_start(struct event_base *, const struct config *, char **);
 int enforce_reload(const struct config *, char **);
+void enforce_alerts(const struct config *);
 struct policy_counters *enforce_counters(void);
 struct breaker_state *enforce_breakers(void);
 void enforce_stop(void);

@@ -39,6 +39,9 @@ struct price;
 #define POLICY_GLOB_MAX 128
 #define POLICY_THRESHOLDS_MAX 8
 #define POLICY_NEVER INT64_MAX /* reset_at of a total window */
+/* A call's token worst case when nothing bounds its output: more than any
+ * tokens_per_minute limit (an int), so it only runs in an empty minute. */
+#define POLICY_TOKENS_UNBOUNDED ((int64_t)INT32_MAX + 1)
 
 enum policy_window_kind {
 	POLICY_WIN_DAY, /* calendar day, UTC */
@@ -132,7 +135,8 @@ struct policy_scope {
 	const struct policy *sc_policy; /* borrowed from the set; NULL: none */
 	char sc_per[TAG_MAX][TAG_VALUE_MAX + 1]; /* per-tag values, "" unset */
 	int64_t sc_limit; /* cap in nano-USD, or the rate limit */
-	int64_t sc_spent; /* nano-USD, or requests/tokens in the minute */
+	int64_t sc_spent; /* nano-USD, requests in the minute, or tokens
+			   * settled in the minute plus those reserved */
 	int64_t sc_reserved; /* nano-USD, or calls in flight */
 	int64_t sc_window_start;
 	int64_t sc_reset_at; /* POLICY_NEVER for total windows */
@@ -154,6 +158,7 @@ struct policy_decision {
 	struct policy_scope pd_scope;
 	int64_t pd_out_bound; /* output bound to forward; -1: as asked */
 	int64_t pd_worst_nusd; /* what was (or would be) reserved */
+	int64_t pd_worst_tokens; /* tokens reserved for tokens_per_minute */
 	enum policy_reason pd_shadow_reason; /* a shadow policy would... */
 	struct policy_scope pd_shadow;
 	struct policy_reservation *pd_res; /* allowed: settle or release */
@@ -204,6 +209,9 @@ int policy_budget(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, struct policy_scope *);
 size_t policy_fired(const struct policyset *, struct policy_counters *,
     const char *const *, int64_t, struct policy_alert *, size_t);
+size_t policy_fired_all(const struct policyset *, struct policy_counters *,
+    int64_t, void (*)(const struct policy_alert *, const char *const *, void *),
+    void *);
 size_t policy_each_budget(const struct policyset *, struct policy_counters *,
     int64_t, void (*)(const struct policy_scope *, void *), void *);
 void policy_alert_mark(const struct policy *, struct policy_counters *,

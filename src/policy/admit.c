@@ -125,42 +125,71 @@ affordable(const struct policy_call *c, int64_t lo, int64_t hi, int64_t room)
 	return (lo);
 }
 
+/* Room left under po's cap on entry e at now. */
+static int64_t
+room_of(const struct admit *a, const struct policy *po, const struct pentry *e)
+{
+	return (
+	    po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) - e->e_reserved);
+}
+
+/*
+ * The clamp, over every policy that has one and cannot pay for the call
+ * as asked: each offers the largest bound in [min_output_tokens, bound]
+ * its room pays for, and the call gets the lowest offer, the bound all of
+ * them can pay for. -1: no clamp applies.
+ */
+static int64_t
+clamp_bound(struct admit *a, int64_t bound, int64_t worst)
+{
+	const struct policy *po;
+	struct pentry *e;
+	int64_t room, hi, b, clamp = -1;
+	size_t i;
+
+	hi = bound >= 0
+	    ? bound
+	    : (a->a_call->pc_price != NULL ? a->a_call->pc_price->p_max_output
+					   : -1);
+	for (i = 0; i < a->a_n; i++) {
+		po = a->a_pol[i];
+		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1 ||
+		    po->po_shadow || po->po_clamp_min == -1)
+			continue;
+		room = room_of(a, po, e);
+		if (worst <= room)
+			continue;
+		b = affordable(a->a_call, po->po_clamp_min, hi, room);
+		if (b != -1 && (clamp == -1 || b < clamp))
+			clamp = b;
+	}
+	return (clamp);
+}
+
 /*
  * Hard caps: each capped policy's spent + reserved + worst against its
- * cap. A policy with clamp may instead lower the bound to what its room
- * pays for; the lowest such bound is returned in *clamp (-1: none).
+ * cap, where worst is the call as it will be forwarded (after the clamp).
+ * A clamping policy that could not pay for the call as asked (worst_asked)
+ * also refuses when the bound ended below its min_output_tokens.
  */
 static void
-check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t *clamp)
+check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t worst_asked)
 {
 	const struct policy *po;
 	struct policy_scope sc;
 	struct pentry *e;
-	int64_t room, hi, b;
+	int64_t room;
 	size_t i;
 
-	*clamp = -1;
 	for (i = 0; i < a->a_n; i++) {
 		po = a->a_pol[i];
 		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1)
 			continue;
-		room = po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) -
-		    e->e_reserved;
-		if (worst <= room)
+		room = room_of(a, po, e);
+		if (worst <= room &&
+		    (po->po_shadow || po->po_clamp_min == -1 ||
+			worst_asked <= room || bound >= po->po_clamp_min))
 			continue;
-		if (!po->po_shadow && po->po_clamp_min != -1) {
-			hi = bound >= 0
-			    ? bound
-			    : (a->a_call->pc_price != NULL
-				      ? a->a_call->pc_price->p_max_output
-				      : -1);
-			b = affordable(a->a_call, po->po_clamp_min, hi, room);
-			if (b != -1) {
-				if (*clamp == -1 || b < *clamp)
-					*clamp = b;
-				continue;
-			}
-		}
 		if (!po->po_shadow)
 			e->e_refused_worst = worst; /* GET /v1/budgets */
 		pcount_scope_budget(&sc, po, a->a_attr, e, a->a_now);
@@ -172,15 +201,43 @@ check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t *clamp)
 	}
 }
 
-/* Requests, settled tokens and calls in flight, per minute. */
+/*
+ * The tokens the call may use at most with output bound `bound`: its input
+ * estimate plus the bound (at most the model's ceiling) times n, as
+ * pricing_worst_case counts them. With no bound and no ceiling known:
+ * POLICY_TOKENS_UNBOUNDED.
+ */
+static int64_t
+tokens_at(const struct policy_call *c, int64_t bound)
+{
+	const struct price *p = c->pc_price;
+	int64_t n = c->pc_info.ci_n < 1 ? 1 : c->pc_info.ci_n;
+	int64_t in =
+	    c->pc_info.ci_input_estimate < 0 ? 0 : c->pc_info.ci_input_estimate;
+
+	if (p != NULL && p->p_max_output > 0 &&
+	    (bound < 0 || bound > p->p_max_output))
+		bound = p->p_max_output;
+	if (bound < 0 || in >= POLICY_TOKENS_UNBOUNDED ||
+	    bound > (POLICY_TOKENS_UNBOUNDED - in) / n)
+		return (POLICY_TOKENS_UNBOUNDED);
+	return (in + bound * n);
+}
+
+/*
+ * Requests and calls in flight counted at admission, and tokens settled
+ * in the minute plus the worst cases of the calls in flight (tokens is
+ * this call's), per minute.
+ */
 static void
-check_rates(struct admit *a, enum policy_reason which)
+check_rates(struct admit *a, enum policy_reason which, int64_t tokens)
 {
 	const struct policy *po;
 	struct policy_scope sc;
 	struct pentry *e;
 	int64_t limit, n, retry;
 	size_t i;
+	int over;
 
 	for (i = 0; i < a->a_n; i++) {
 		po = a->a_pol[i];
@@ -189,16 +246,20 @@ check_rates(struct admit *a, enum policy_reason which)
 		if (which == POLICY_RATE_REQUESTS && po->po_rpm != 0) {
 			limit = po->po_rpm;
 			n = pcount_rate_count(e, 0, a->a_now, limit, &retry);
+			over = n >= limit;
 		} else if (which == POLICY_RATE_TOKENS && po->po_tpm != 0) {
 			limit = po->po_tpm;
-			n = pcount_rate_count(e, 1, a->a_now, limit, &retry);
+			n = pcount_token_use(
+			    e, a->a_now, limit, tokens, &retry);
+			over = retry != 0;
 		} else if (which == POLICY_CONCURRENCY && po->po_concurrent) {
 			limit = po->po_concurrent;
 			n = e->e_conc;
 			retry = 1000; /* unknowable: when a call ends */
+			over = n >= limit;
 		} else
 			continue;
-		if (n < limit)
+		if (!over)
 			continue;
 		pcount_scope_fill(&sc, po, a->a_attr);
 		sc.sc_limit = limit;
@@ -244,7 +305,7 @@ tightest(const struct admit *a, const struct pentry *e, int64_t *cap,
 
 /* Everything allows: reserve on each distinct entry once. */
 static void
-reserve(struct admit *a, int64_t worst)
+reserve(struct admit *a, int64_t worst, int64_t tokens)
 {
 	struct policy_reservation *r;
 	struct policy_decision *pd = a->a_pd;
@@ -258,6 +319,7 @@ reserve(struct admit *a, int64_t worst)
 	r->r_pol = xcalloc(2 * a->a_n + 1, sizeof(*r->r_pol));
 	r->r_pc = a->a_pc;
 	r->r_nusd = worst;
+	r->r_tokens = tokens;
 	r->r_started = a->a_now;
 	for (k = 0; k < 2; k++) {
 		for (i = 0; i < a->a_n; i++) {
@@ -274,6 +336,7 @@ reserve(struct admit *a, int64_t worst)
 				continue;
 			}
 			e->e_conc++;
+			e->e_tok_reserved += tokens;
 			r->r_cap[r->r_n - 1] = INT64_MAX;
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    RATE_SLOTS, pcount_floor_div(a->a_now, 1000), 1);
@@ -310,7 +373,7 @@ policy_admit(const struct policyset *ps, struct policy_counters *pc,
 	const struct policy *po;
 	const char *model;
 	struct policy_scope sc;
-	int64_t bound, worst, clamp;
+	int64_t bound, worst, worst_asked, clamp, tokens;
 	size_t i;
 
 	memset(pd, 0, sizeof(*pd));
@@ -356,22 +419,25 @@ policy_admit(const struct policyset *ps, struct policy_counters *pc,
 	}
 
 	bound = output_bound(&a);
-	worst = worst_at(c, bound);
-	check_caps(&a, bound, worst, &clamp);
-	if (clamp != -1 && pd->pd_verdict != POLICY_REFUSE) {
+	worst = worst_asked = worst_at(c, bound);
+	if ((clamp = clamp_bound(&a, bound, worst)) != -1) {
 		bound = clamp;
 		worst = worst_at(c, bound);
-		pd->pd_verdict = POLICY_CLAMP;
 	}
-	check_rates(&a, POLICY_RATE_REQUESTS);
-	check_rates(&a, POLICY_RATE_TOKENS);
-	check_rates(&a, POLICY_CONCURRENCY);
+	check_caps(&a, bound, worst, worst_asked);
+	if (clamp != -1 && pd->pd_verdict != POLICY_REFUSE)
+		pd->pd_verdict = POLICY_CLAMP;
+	tokens = tokens_at(c, bound);
+	check_rates(&a, POLICY_RATE_REQUESTS, tokens);
+	check_rates(&a, POLICY_RATE_TOKENS, tokens);
+	check_rates(&a, POLICY_CONCURRENCY, tokens);
 
 	if (bound != c->pc_info.ci_max_output)
 		pd->pd_out_bound = bound;
 	pd->pd_worst_nusd = worst;
+	pd->pd_worst_tokens = tokens;
 	if (pd->pd_verdict != POLICY_REFUSE)
-		reserve(&a, worst);
+		reserve(&a, worst, tokens);
 	free(a.a_pol);
 	free(a.a_budget);
 	free(a.a_rate);

@@ -280,6 +280,41 @@ pcount_rate_count(const struct pentry *e, int tokens, int64_t now,
 	return (sum);
 }
 
+/*
+ * Tokens a rate entry has in use at now: those settled in the last minute
+ * plus the worst cases of the calls in flight. Would a call that may use
+ * want more go over limit, *retry_ms says how long until enough settled
+ * buckets leave the minute, or 1 s when only a call ending can make room;
+ * 0 when it fits. A call fits when the sum stays within limit, or when
+ * nothing at all is in use: a call larger than the whole limit then runs
+ * alone rather than never.
+ */
+int64_t
+pcount_token_use(const struct pentry *e, int64_t now, int64_t limit,
+    int64_t want, int64_t *retry_ms)
+{
+	const int64_t *ids = e->e_ring->ri_tok_id, *vals = e->e_ring->ri_tok;
+	int64_t cur = pcount_floor_div(now, 1000), left, id;
+	int64_t held = e->e_tok_reserved;
+
+	left = pcount_ring_sum(
+	    ids, vals, RATE_SLOTS, cur - RATE_SLOTS + 1, cur, NULL);
+	*retry_ms = 0;
+	if (left + held == 0 || left + held + want <= limit)
+		return (left + held);
+	*retry_ms = 1000;
+	for (id = cur - RATE_SLOTS + 1; id <= cur; id++) {
+		left -= pcount_ring_sum(ids, vals, RATE_SLOTS, id, id, NULL);
+		if (left + held == 0 || left + held + want <= limit) {
+			*retry_ms = (id + RATE_SLOTS) * 1000 - now;
+			break;
+		}
+	}
+	return (pcount_ring_sum(
+		    ids, vals, RATE_SLOTS, cur - RATE_SLOTS + 1, cur, NULL) +
+	    held);
+}
+
 void
 pcount_scope_fill(
     struct policy_scope *sc, const struct policy *po, const char *const *attr)
@@ -320,8 +355,11 @@ pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
 
 /*
  * Replace the reservation r by what the call cost: actual nano-USD into
- * the window it was admitted in, tokens into the rate entries' minute at
- * now. r is freed.
+ * the window it was admitted in; on the rate entries, the worst-case
+ * tokens held since admission are given back and the tokens used go into
+ * the minute at now. The held tokens were never in a time bucket, so a
+ * settle after the minute of admission has rolled takes nothing from the
+ * wrong second. r is freed.
  */
 void
 policy_settle(
@@ -335,6 +373,7 @@ policy_settle(
 		e->e_refs--;
 		if (e->e_kind == PE_RATE) {
 			e->e_conc--;
+			e->e_tok_reserved -= r->r_tokens;
 			if (tokens > 0)
 				pcount_ring_add(e->e_ring->ri_tok_id,
 				    e->e_ring->ri_tok, RATE_SLOTS,
@@ -462,6 +501,7 @@ policy_extend(struct policy_reservation *r, const struct policyset *ps,
 			e->e_refs++;
 			if (k == 1) {
 				e->e_conc++;
+				e->e_tok_reserved += r->r_tokens;
 				continue;
 			}
 			e->e_reserved += r->r_nusd;
@@ -596,6 +636,42 @@ fired_has(const struct pentry *e, int64_t t)
 }
 
 /*
+ * The thresholds of po that the settled spend of its entry e has reached
+ * at now and that have not fired in this window, each marked as fired and
+ * put in out (at most max); a rolling window first re-arms those that
+ * fired a window length ago. Returns how many.
+ */
+static size_t
+entry_fired(const struct policy *po, struct pentry *e, const char *const *attr,
+    int64_t now, struct policy_alert *out, size_t max)
+{
+	int64_t spent, t;
+	size_t j, k, n = 0;
+
+	for (k = 0; e->e_kind == PE_ROLLING && k < e->e_nfired;) {
+		if (e->e_fired_at[k] + e->e_width * ROLL_BUCKETS > now) {
+			k++;
+			continue;
+		}
+		e->e_nfired--;
+		e->e_fired[k] = e->e_fired[e->e_nfired];
+		e->e_fired_at[k] = e->e_fired_at[e->e_nfired];
+	}
+	spent = pcount_spent(e, now, NULL);
+	for (j = 0; j < po->po_nalerts; j++) {
+		t = po->po_alerts[j];
+		if (spent < t || fired_has(e, t) || n == max ||
+		    e->e_nfired == nitems(e->e_fired))
+			continue;
+		e->e_fired_at[e->e_nfired] = now;
+		e->e_fired[e->e_nfired++] = t;
+		pcount_scope_budget(&out[n].pa_scope, po, attr, e, now);
+		out[n++].pa_threshold_nusd = t;
+	}
+	return (n);
+}
+
+/*
  * The alert thresholds that the settled spend of the call's scopes has
  * crossed and that have not fired in this window yet; each is marked as
  * fired, so it is reported once per scope, threshold and window. A new
@@ -609,8 +685,7 @@ policy_fired(const struct policyset *ps, struct policy_counters *pc,
 {
 	const struct policy *po;
 	struct pentry *e;
-	int64_t spent, t;
-	size_t i, j, k, n = 0;
+	size_t i, n = 0;
 
 	for (i = 0; i < ps->ps_n; i++) {
 		po = &ps->ps_pol[i];
@@ -618,26 +693,56 @@ policy_fired(const struct policyset *ps, struct policy_counters *pc,
 			continue;
 		if ((e = pcount_budget_entry(pc, po, attr, now, 0)) == NULL)
 			continue;
-		for (k = 0; e->e_kind == PE_ROLLING && k < e->e_nfired;) {
-			if (e->e_fired_at[k] + e->e_width * ROLL_BUCKETS >
-			    now) {
-				k++;
+		n += entry_fired(po, e, attr, now, out + n, max - n);
+	}
+	return (n);
+}
+
+/*
+ * policy_fired over every live budget scope rather than one call's: fn
+ * gets each threshold of ps that a scope's settled spend has reached at
+ * now and that has not fired in its window yet (with the scope's per-tag
+ * values as attributes), and it is marked as fired. A reload calls it, so
+ * that a threshold brought below the spend fires then, once, and not at
+ * the next settled call. Returns how many.
+ */
+size_t
+policy_fired_all(const struct policyset *ps, struct policy_counters *pc,
+    int64_t now,
+    void (*fn)(const struct policy_alert *, const char *const *, void *),
+    void *arg)
+{
+	struct policy_alert out[POLICY_THRESHOLDS_MAX];
+	const struct policy *po;
+	const char *attr[POLICY_ATTR_MAX];
+	struct pentry *e;
+	char *key;
+	size_t i, j, k, m, n = 0;
+	int a;
+
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
+			if (e->e_kind == PE_RATE ||
+			    (e->e_kind == PE_CALENDAR &&
+				(e->e_start > now || e->e_reset <= now)))
 				continue;
+			memset(attr, 0, sizeof(attr));
+			for (a = 0; a < TAG_MAX; a++)
+				attr[a] = e->e_per[a];
+			for (j = 0; j < ps->ps_n; j++) {
+				po = &ps->ps_pol[j];
+				if (po->po_nalerts == 0)
+					continue;
+				key = policy_budget_key(po, attr, e->e_start);
+				m = strcmp(key, e->e_key) == 0
+				    ? entry_fired(
+					  po, e, attr, now, out, nitems(out))
+				    : 0;
+				free(key);
+				for (k = 0; k < m; k++)
+					fn(&out[k], attr, arg);
+				n += m;
 			}
-			e->e_nfired--;
-			e->e_fired[k] = e->e_fired[e->e_nfired];
-			e->e_fired_at[k] = e->e_fired_at[e->e_nfired];
-		}
-		spent = pcount_spent(e, now, NULL);
-		for (j = 0; j < po->po_nalerts; j++) {
-			t = po->po_alerts[j];
-			if (spent < t || fired_has(e, t) || n == max ||
-			    e->e_nfired == nitems(e->e_fired))
-				continue;
-			e->e_fired_at[e->e_nfired] = now;
-			e->e_fired[e->e_nfired++] = t;
-			pcount_scope_budget(&out[n].pa_scope, po, attr, e, now);
-			out[n++].pa_threshold_nusd = t;
 		}
 	}
 	return (n);

@@ -54,6 +54,7 @@ struct pentry {
 	int64_t e_spent; /* calendar */
 	int64_t e_reserved;
 	int e_conc; /* rate: calls in flight */
+	int64_t e_tok_reserved; /* rate: worst-case tokens of those calls */
 	struct ring *e_ring; /* rolling and rate */
 	int64_t e_fired[POLICY_THRESHOLDS_MAX * 4]; /* thresholds */
 	int64_t e_fired_at[POLICY_THRESHOLDS_MAX * 4]; /* when */
@@ -72,6 +73,7 @@ struct policy_counters {
 struct policy_reservation {
 	struct policy_counters *r_pc;
 	int64_t r_nusd;
+	int64_t r_tokens; /* worst-case tokens, held on the rate entries */
 	int64_t r_started;
 	size_t r_n;
 	/* Budget entries: the tightest enforcing cap on each and its
@@ -100,6 +102,8 @@ struct pentry *pcount_rate_entry(
 int64_t pcount_spent(const struct pentry *, int64_t, int64_t *);
 int64_t pcount_rate_count(
     const struct pentry *, int, int64_t, int64_t, int64_t *);
+int64_t pcount_token_use(
+    const struct pentry *, int64_t, int64_t, int64_t, int64_t *);
 void pcount_scope_fill(
     struct policy_scope *, const struct policy *, const char *const *);
 void pcount_scope_budget(struct policy_scope *, const struct policy *,

@@ -3,8 +3,10 @@
  * The policy core's admission algebra: all or nothing across scopes, no
  * overshoot under a burst, settle above and below the reservation,
  * release, shadow policies, model rules and kills, the budget-aware
- * clamp, rate limits (requests, settled tokens, concurrency), alert
- * thresholds firing once per window, and rolling windows.
+ * clamp (also over several capped policies), rate limits (requests,
+ * tokens reserved at admission and settled at the end, concurrency),
+ * alert thresholds firing once per window (after a call, or over every
+ * scope at a reload), and rolling windows.
  */
 
 #include <setjmp.h>
@@ -321,6 +323,7 @@ test_rate_limits(void **state)
 	int i;
 
 	(void)state;
+	c.pc_info.ci_max_output = 100; /* a worst case of 100 tokens */
 	ps =
 	    load_ok("- name: rpm\n  per: [tenant]\n"
 		    "  rate_limit: {requests_per_minute: 3}\n"
@@ -375,6 +378,216 @@ test_rate_limits(void **state)
 	assert_int_equal(policy_counters_count(pc), 0);
 	policy_counters_free(pc);
 	policy_free(ps);
+}
+
+static void
+test_token_reservations(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_reservation *first, *held[2];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", CENT);
+	struct price p;
+	int64_t now = T0;
+
+	(void)state;
+	ps = load_ok("- name: tpm\n  rate_limit: {tokens_per_minute: 2000}\n");
+	pc = policy_counters_new();
+	c.pc_info.ci_input_estimate = 30;
+	c.pc_info.ci_max_output = 1500;
+	/* Two calls of up to 1530 tokens: the first holds them. */
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_worst_tokens, 1530);
+	first = pd.pd_res;
+	policy_admit(ps, pc, &c, now + 10, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	assert_int_equal(pd.pd_scope.sc_limit, 2000);
+	assert_int_equal(pd.pd_scope.sc_spent, 1530);
+	assert_int_equal(pd.pd_worst_tokens, 1530);
+	/* Only the first call's end can make room. */
+	assert_int_equal(pd.pd_scope.sc_retry_after_ms, 1000);
+	/* n choices multiply the output bound. */
+	c.pc_info.ci_n = 2;
+	policy_admit(ps, pc, &c, now + 10, &pd);
+	assert_int_equal(pd.pd_worst_tokens, 3030);
+	c.pc_info.ci_n = 1;
+	/* It settles 70 s later, in a later minute, having used 40. */
+	now += 70000;
+	policy_settle(first, CENT, 40, now);
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	held[0] = pd.pd_res;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	assert_int_equal(pd.pd_scope.sc_spent, 1570);
+	policy_release(held[0], now);
+	/* 40 settled: 1960 is left, a call of 1990 waits for them to go. */
+	c.pc_info.ci_max_output = 1960;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	assert_int_equal(pd.pd_scope.sc_retry_after_ms, 59500);
+	policy_admit(ps, pc, &c, now + 59500, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_release(pd.pd_res, now + 59500);
+	/* No bound and no ceiling: only alone, and then alone. */
+	now += 120000;
+	c.pc_info.ci_max_output = -1;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_worst_tokens, POLICY_TOKENS_UNBOUNDED);
+	held[0] = pd.pd_res;
+	c.pc_info.ci_max_output = 10;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	policy_settle(held[0], CENT, 5, now);
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	held[0] = pd.pd_res;
+	c.pc_info.ci_max_output = -1;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_reason, POLICY_RATE_TOKENS);
+	/* The model's ceiling bounds a call that asks for none. */
+	memset(&p, 0, sizeof(p));
+	p.p_base.pr_output = 1000;
+	p.p_max_output = 1000;
+	c.pc_price = &p;
+	policy_admit(ps, pc, &c, now, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	assert_int_equal(pd.pd_worst_tokens, 1030);
+	held[1] = pd.pd_res;
+	policy_release(held[0], now);
+	policy_release(held[1], now);
+	/* Everything given back: the entry counts nothing once idle. */
+	assert_int_equal(policy_counters_gc(pc, now + 61000), 1);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+test_clamp_across_policies(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct price p;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 0);
+	struct policy_reservation *held[2];
+
+	(void)state;
+	memset(&p, 0, sizeof(p));
+	p.p_base.pr_output = 1000000; /* 1000 nano-USD a token */
+	p.p_max_output = 16384;
+	c.pc_price = &p;
+	c.pc_info.ci_max_output = 4000;
+	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 0.003\n"
+		     "  clamp: {min_output_tokens: 100}\n"
+		     "- name: tenant\n  match: {tenant: acme}\n  window: day\n"
+		     "  hard_cap_usd: 0.002\n"
+		     "  clamp: {min_output_tokens: 100}\n"
+		     "- name: org\n  window: day\n  hard_cap_usd: 0.0025\n");
+	pc = policy_counters_new();
+	/* Both clamps: the lowest, 2000 tokens, fits all three. */
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_CLAMP);
+	assert_int_equal(pd.pd_out_bound, 2000);
+	assert_int_equal(pd.pd_worst_nusd, 2000000);
+	held[0] = pd.pd_res;
+	budget_is(ps, 0, pc, &c, T0, 0, 2000000);
+	budget_is(ps, 1, pc, &c, T0, 0, 2000000);
+	budget_is(ps, 2, pc, &c, T0, 0, 2000000);
+	policy_release(held[0], T0);
+	policy_counters_free(pc);
+	policy_free(ps);
+	/* org (no clamp) cannot pay even what the clamps allow: refused. */
+	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 0.003\n"
+		     "  clamp: {min_output_tokens: 100}\n"
+		     "- name: tenant\n  match: {tenant: acme}\n  window: day\n"
+		     "  hard_cap_usd: 0.002\n"
+		     "  clamp: {min_output_tokens: 100}\n"
+		     "- name: org\n  window: day\n  hard_cap_usd: 0.0015\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_HARD_CAP);
+	assert_string_equal(pd.pd_scope.sc_policy->po_name, "org");
+	assert_int_equal(pd.pd_worst_nusd, 2000000);
+	budget_is(ps, 2, pc, &c, T0, 0, 0);
+	policy_counters_free(pc);
+	pc = policy_counters_new();
+	policy_free(ps);
+	/* A clamp below a needy policy's floor refuses: tenant pays 150,
+	 * team (floor 1000 here) would have to go below its floor. */
+	ps = load_ok("- name: team\n  match: {team: support}\n  window: day\n"
+		     "  hard_cap_usd: 0.003\n"
+		     "  clamp: {min_output_tokens: 1000}\n"
+		     "- name: tenant\n  match: {tenant: acme}\n  window: day\n"
+		     "  hard_cap_usd: 0.002\n"
+		     "  clamp: {min_output_tokens: 100}\n");
+	c.pc_info.ci_max_output = 1850;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	held[0] = pd.pd_res; /* team 0.00115 left, tenant 0.00015 */
+	c.pc_info.ci_max_output = 4000;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_string_equal(pd.pd_scope.sc_policy->po_name, "team");
+	/* team pays for the call as asked: its floor does not apply. */
+	c.pc_info.ci_max_output = 1000;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_CLAMP);
+	assert_int_equal(pd.pd_out_bound, 150);
+	held[1] = pd.pd_res;
+	policy_release(held[1], T0);
+	policy_release(held[0], T0);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+static void
+count_alert(const struct policy_alert *pa, const char *const *attr, void *arg)
+{
+	size_t *n = arg;
+
+	assert_non_null(pa->pa_scope.sc_policy);
+	assert_string_equal(attr[TAG_TENANT], "acme");
+	(*n)++;
+}
+
+static void
+test_fired_all(void **state)
+{
+	struct policyset *ps, *low;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_alert al[4];
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 10 * CENT);
+	size_t n = 0;
+
+	(void)state;
+	ps = load_ok("- name: a\n  per: [tenant]\n  window: day\n"
+		     "  alert_at_usd: [0.5, 0.9]\n");
+	low = load_ok("- name: a\n  per: [tenant]\n  window: day\n"
+		      "  alert_at_usd: [0.2, 0.5, 0.9]\n");
+	pc = policy_counters_new();
+	policy_admit(ps, pc, &c, T0, &pd);
+	policy_settle(pd.pd_res, 60 * CENT, 0, T0);
+	assert_int_equal(policy_fired(ps, pc, c.pc_attr, T0, al, 4), 1);
+	/* A reload adds 0.2 below the spend: it fires, 0.5 not again. */
+	assert_int_equal(policy_fired_all(low, pc, T0 + 1, count_alert, &n), 1);
+	assert_int_equal(n, 1);
+	assert_int_equal(policy_fired_all(low, pc, T0 + 2, count_alert, &n), 0);
+	assert_int_equal(policy_fired(low, pc, c.pc_attr, T0 + 3, al, 4), 0);
+	/* The next day is a new window with nothing spent. */
+	assert_int_equal(
+	    policy_fired_all(low, pc, T0 + 86400000, count_alert, &n), 0);
+	policy_counters_free(pc);
+	policy_free(ps);
+	policy_free(low);
 }
 
 static void
@@ -473,6 +686,9 @@ main(void)
 	    cmocka_unit_test(test_shadow_models_kill),
 	    cmocka_unit_test(test_clamp),
 	    cmocka_unit_test(test_rate_limits),
+	    cmocka_unit_test(test_token_reservations),
+	    cmocka_unit_test(test_clamp_across_policies),
+	    cmocka_unit_test(test_fired_all),
 	    cmocka_unit_test(test_thresholds),
 	    cmocka_unit_test(test_rolling),
 	};
