@@ -808,7 +808,6 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
 		row.lr_ttfb_ms =
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
-		ledger_settle(&row);
 	}
 	session_settle(se, status, cost, &u);
 
@@ -842,6 +841,12 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		: reason,
 	    se->se_note != NULL ? " note=\"" : "",
 	    se->se_note != NULL ? note : "", se->se_note != NULL ? "\"" : "");
+	/*
+	 * Settled after the call's log line: the writer thread may commit at
+	 * once, and whoever sees the row must find its line already logged.
+	 */
+	if (se->se_row_committed)
+		ledger_settle(&row);
 
 	if (se->se_refusal != NULL)
 		metrics_refusal(se->se_refusal);
