@@ -110,8 +110,7 @@ imp_usage(FILE *f)
 	    "  --force            allow OUT to be the live price table\n");
 }
 
-static void
-imp_error(struct imp_set *is, const char *fmt, ...)
+static void imp_error(struct imp_set *is, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 static void
@@ -258,14 +257,14 @@ imp_rate(struct imp_set *is, struct imp_model *im, const cJSON *e,
 	if (v == NULL || cJSON_IsNull(v))
 		return (0);
 	if (!cJSON_IsNumber(v)) {
-		imp_error(is, "model '%s': %s: expected a number (USD per "
-			      "token), got %s",
+		imp_error(is,
+		    "model '%s': %s: expected a number (USD per "
+		    "token), got %s",
 		    im->im_name, key,
 		    cJSON_IsString(v) ? "a string" : "another JSON type");
 		return (-1);
 	}
-	if ((pusd = pricing_import_usd(v->valuedouble, &rounded, &why)) ==
-	    -1) {
+	if ((pusd = pricing_import_usd(v->valuedouble, &rounded, &why)) == -1) {
 		imp_error(is, "model '%s': %s: %g %s", im->im_name, key,
 		    v->valuedouble, why);
 		return (-1);
@@ -285,9 +284,8 @@ imp_tokens(struct imp_set *is, struct imp_model *im, const cJSON *e,
 
 	if (v == NULL || cJSON_IsNull(v))
 		return (0);
-	if (!cJSON_IsNumber(v) || isnan(v->valuedouble) ||
-	    v->valuedouble < 0 || v->valuedouble > 1e9 ||
-	    v->valuedouble != floor(v->valuedouble)) {
+	if (!cJSON_IsNumber(v) || isnan(v->valuedouble) || v->valuedouble < 0 ||
+	    v->valuedouble > 1e9 || v->valuedouble != floor(v->valuedouble)) {
 		imp_error(is,
 		    "model '%s': %s: expected a whole number of tokens "
 		    "from 0 to 1000000000",
@@ -308,8 +306,7 @@ imp_rates(struct imp_set *is, struct imp_model *im, const cJSON *e,
 		size_t k_off;
 	} keys[] = {
 	    {"input_cost_per_token", offsetof(struct price_rates, pr_input)},
-	    {"output_cost_per_token",
-		offsetof(struct price_rates, pr_output)},
+	    {"output_cost_per_token", offsetof(struct price_rates, pr_output)},
 	    {"cache_read_input_token_cost",
 		offsetof(struct price_rates, pr_cached)},
 	    {"cache_creation_input_token_cost",
@@ -437,9 +434,9 @@ imp_entry(struct imp_set *is, const cJSON *e)
 	im.im_group = group;
 	im.im_prefixed = prefixed;
 	im.im_mode = strcmp(mode->valuestring, "responses") == 0 ? "responses"
-	    : strcmp(mode->valuestring, "chat") == 0		  ? "chat"
-	    : strcmp(mode->valuestring, "completion") == 0	  ? "completion"
-								  : "embedding";
+	    : strcmp(mode->valuestring, "chat") == 0		 ? "chat"
+	    : strcmp(mode->valuestring, "completion") == 0	 ? "completion"
+								 : "embedding";
 	if (strlen(name) == 0 || strlen(name) > IMPORT_NAME_MAX ||
 	    strpbrk(name, " \t\"\\") != NULL) {
 		imp_error(is,
@@ -471,7 +468,8 @@ imp_entry(struct imp_set *is, const cJSON *e)
 	if (imp_rate(is, &im, e, "output_cost_per_reasoning_token", &reason) ==
 	    -1)
 		goto fail;
-	if (reason > im.im_p.p_base.pr_output && im.im_p.p_base.pr_output >= 0) {
+	if (reason > im.im_p.p_base.pr_output &&
+	    im.im_p.p_base.pr_output >= 0) {
 		im.im_p.p_base.pr_output = reason;
 		im.im_reasoning = 1;
 	}
@@ -482,8 +480,9 @@ imp_entry(struct imp_set *is, const cJSON *e)
 	else if ((rc = imp_tokens(is, &im, e, "max_output_tokens",
 		      &im.im_p.p_max_output)) == -1)
 		goto fail;
-	else if (rc == 0 && (rc = imp_tokens(is, &im, e, "max_tokens",
-				 &im.im_p.p_max_output)) != 1) {
+	else if (rc == 0 &&
+	    (rc = imp_tokens(
+		 is, &im, e, "max_tokens", &im.im_p.p_max_output)) != 1) {
 		if (rc == 0)
 			imp_error(is,
 			    "model '%s': no max_output_tokens (or max_tokens)",
@@ -518,7 +517,8 @@ imp_entry(struct imp_set *is, const cJSON *e)
 
 	if (is->is_n == is->is_cap) {
 		is->is_cap = is->is_cap == 0 ? 64 : is->is_cap * 2;
-		is->is_v = xreallocarray(is->is_v, is->is_cap, sizeof(*is->is_v));
+		is->is_v =
+		    xreallocarray(is->is_v, is->is_cap, sizeof(*is->is_v));
 	}
 	is->is_v[is->is_n++] = im;
 	return (0);
@@ -642,8 +642,8 @@ imp_tidy(struct imp_set *is)
 
 	qsort(is->is_v, is->is_n, sizeof(*is->is_v), imp_cmp_name);
 	for (i = j = 0; i < is->is_n; i++) {
-		if (j > 0 && strcmp(is->is_v[j - 1].im_name,
-				 is->is_v[i].im_name) == 0) {
+		if (j > 0 &&
+		    strcmp(is->is_v[j - 1].im_name, is->is_v[i].im_name) == 0) {
 			/* The bare name is the provider's; keep that one. */
 			if (is->is_v[j - 1].im_prefixed &&
 			    !is->is_v[i].im_prefixed) {
@@ -691,7 +691,8 @@ imp_read(const char *path, size_t *lenp)
 		if (len == cap) {
 			if (cap >= IMPORT_FILE_MAX) {
 				fprintf(stderr,
-				    "%s: larger than %d MiB: not a price list\n",
+				    "%s: larger than %d MiB: not a price "
+				    "list\n",
 				    path, IMPORT_FILE_MAX / (1024 * 1024));
 				goto fail;
 			}
@@ -731,8 +732,9 @@ imp_load(struct imp_set *is, const char *path)
 	root = cJSON_ParseWithLength(text, len);
 	free(text);
 	if (root == NULL) {
-		imp_error(is, "not JSON: LiteLLM's price list is one JSON "
-			      "object of model name -> prices");
+		imp_error(is,
+		    "not JSON: LiteLLM's price list is one JSON "
+		    "object of model name -> prices");
 		return (-1);
 	}
 	if (!cJSON_IsObject(root)) {
@@ -748,8 +750,9 @@ imp_load(struct imp_set *is, const char *path)
 	if (is->is_errors > 0)
 		return (-1);
 	if (is->is_n == 0) {
-		imp_error(is, "no chat, responses, completion or embedding "
-			      "model of openai, anthropic or gemini");
+		imp_error(is,
+		    "no chat, responses, completion or embedding "
+		    "model of openai, anthropic or gemini");
 		return (-1);
 	}
 	imp_tidy(is);
@@ -809,7 +812,8 @@ put_model(FILE *f, const struct imp_model *im)
 	put_rates(f, &p->p_base, "    ", 0);
 	fprintf(f, "    max_output_tokens: %lld\n", (long long)p->p_max_output);
 	if (p->p_long_threshold > 0) {
-		fprintf(f, "    long_context:\n      above_input_tokens: %lld\n",
+		fprintf(f,
+		    "    long_context:\n      above_input_tokens: %lld\n",
 		    (long long)p->p_long_threshold);
 		put_rates(f, &p->p_long, "      ", 0);
 	}
@@ -849,7 +853,8 @@ imp_keep(struct imp_set *is, const struct price *p)
 	}
 	if (is->is_n == is->is_cap) {
 		is->is_cap = is->is_cap == 0 ? 64 : is->is_cap * 2;
-		is->is_v = xreallocarray(is->is_v, is->is_cap, sizeof(*is->is_v));
+		is->is_v =
+		    xreallocarray(is->is_v, is->is_cap, sizeof(*is->is_v));
 	}
 	is->is_v[is->is_n++] = im;
 }
@@ -874,12 +879,14 @@ diff_rates(FILE *f, int *first, const char *pfx, const struct price_rates *o,
 	size_t i;
 
 	for (i = 0; i < nitems(keys); i++) {
-		va = o == NULL ? -1
-			       : *(const int64_t *)(const void *)((const char *)o +
-				     keys[i].d_off);
-		vb = n == NULL ? -1
-			       : *(const int64_t *)(const void *)((const char *)n +
-				     keys[i].d_off);
+		va = o == NULL
+		    ? -1
+		    : *(const int64_t *)(const void *)((const char *)o +
+			  keys[i].d_off);
+		vb = n == NULL
+		    ? -1
+		    : *(const int64_t *)(const void *)((const char *)n +
+			  keys[i].d_off);
 		if (va == vb)
 			continue;
 		if (va == -1)
@@ -912,7 +919,8 @@ diff_model(FILE *f, const struct price *o, const struct price *n)
 	}
 	if (o->p_long_threshold != n->p_long_threshold) {
 		if (o->p_long_threshold == 0)
-			fprintf(f, "%slong_context added (above %lld input tokens)",
+			fprintf(f,
+			    "%slong_context added (above %lld input tokens)",
 			    first ? "" : "; ", (long long)n->p_long_threshold);
 		else if (n->p_long_threshold == 0)
 			fprintf(f, "%slong_context removed", first ? "" : "; ");
@@ -966,8 +974,7 @@ show_prices(FILE *f, const struct price *p)
  * the number of models of cur that the import lacks.
  */
 static size_t
-imp_diff(FILE *f, struct imp_set *is, const struct pricebook *cur,
-    int keep)
+imp_diff(FILE *f, struct imp_set *is, const struct pricebook *cur, int keep)
 {
 	const struct price *o;
 	struct imp_model *n;
@@ -975,9 +982,9 @@ imp_diff(FILE *f, struct imp_set *is, const struct pricebook *cur,
 
 	for (i = 0; i < is->is_n; i++) {
 		n = &is->is_v[i];
-		o = cur != NULL ? pricing_find_model(cur, n->im_name,
-				      strlen(n->im_name))
-				: NULL;
+		o = cur != NULL
+		    ? pricing_find_model(cur, n->im_name, strlen(n->im_name))
+		    : NULL;
 		if (o == NULL) {
 			fprintf(f, "  added    %-32s ", n->im_name);
 			show_prices(f, &n->im_p);
@@ -993,7 +1000,8 @@ imp_diff(FILE *f, struct imp_set *is, const struct pricebook *cur,
 		o = &cur->pb_models[i];
 		if (imp_find(is, o->p_model) != NULL)
 			continue;
-		fprintf(f, "  %-8s %-32s ", keep ? "kept" : "removed", o->p_model);
+		fprintf(
+		    f, "  %-8s %-32s ", keep ? "kept" : "removed", o->p_model);
 		show_prices(f, o);
 		removed++;
 	}
@@ -1002,14 +1010,15 @@ imp_diff(FILE *f, struct imp_set *is, const struct pricebook *cur,
 			fprintf(f, "  alias    %-32s dropped: now a model\n",
 			    cur->pb_aliases[i].a_name);
 		else if (imp_find(is, cur->pb_aliases[i].a_price->p_model) ==
-		    NULL && !keep)
+			NULL &&
+		    !keep)
 			fprintf(f, "  alias    %-32s dropped: %s is removed\n",
 			    cur->pb_aliases[i].a_name,
 			    cur->pb_aliases[i].a_price->p_model);
 	}
-	fprintf(f,
-	    "%zu added, %zu changed, %zu %s, %zu unchanged\n", added, changed,
-	    removed, keep ? "kept (not in the import)" : "removed", same);
+	fprintf(f, "%zu added, %zu changed, %zu %s, %zu unchanged\n", added,
+	    changed, removed, keep ? "kept (not in the import)" : "removed",
+	    same);
 	return (removed);
 }
 
@@ -1066,8 +1075,9 @@ imp_write(struct imp_set *is, const struct pricebook *cur, const char *path,
 	if ((pb = pricing_load(tmp, &errs)) == NULL) {
 		for (i = 0; i < errs.ce_n; i++)
 			fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-		fprintf(stderr, "%s: the written table does not load; "
-				"nothing was replaced\n",
+		fprintf(stderr,
+		    "%s: the written table does not load; "
+		    "nothing was replaced\n",
 		    tmp);
 		cfgerrs_free(&errs);
 		goto fail;
@@ -1122,8 +1132,9 @@ cli_prices(int argc, char **argv)
 	int ch, keep = 0, force = 0, rc = 1;
 
 	if (argc < 2 || strcmp(argv[1], "import") != 0) {
-		if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-				     strcmp(argv[1], "-h") == 0)) {
+		if (argc >= 2 &&
+		    (strcmp(argv[1], "--help") == 0 ||
+			strcmp(argv[1], "-h") == 0)) {
 			imp_usage(stdout);
 			return (0);
 		}
@@ -1203,7 +1214,8 @@ cli_prices(int argc, char **argv)
 	    is.is_skipped, is.is_snapshots);
 
 	if (out == NULL) {
-		printf("nothing written: give -o FILE to write the new table\n");
+		printf(
+		    "nothing written: give -o FILE to write the new table\n");
 		rc = 0;
 		goto done;
 	}
