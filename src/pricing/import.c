@@ -17,8 +17,8 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <float.h>
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -146,7 +146,8 @@ pricing_import_usd(double v, int *rounded, const char **why)
 	int i, shift;
 
 	*rounded = 0;
-	if (isnan(v) || isinf(v)) {
+	/* No libm: NaN is the one value unequal to itself. */
+	if (v != v || v > DBL_MAX || v < -DBL_MAX) {
 		*why = "is not a finite number";
 		return (-1);
 	}
@@ -284,8 +285,9 @@ imp_tokens(struct imp_set *is, struct imp_model *im, const cJSON *e,
 
 	if (v == NULL || cJSON_IsNull(v))
 		return (0);
-	if (!cJSON_IsNumber(v) || isnan(v->valuedouble) || v->valuedouble < 0 ||
-	    v->valuedouble > 1e9 || v->valuedouble != floor(v->valuedouble)) {
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) ||
+	    v->valuedouble > 1e9 ||
+	    v->valuedouble != (double)(int64_t)v->valuedouble) {
 		imp_error(is,
 		    "model '%s': %s: expected a whole number of tokens "
 		    "from 0 to 1000000000",
