@@ -6,6 +6,7 @@
  *   tollgate check [-c file]            validate a config and exit
  *   tollgate -n [-c file]               the same, relayd-style
  *   tollgate spend|calls ...            read the ledger (cli.c)
+ *   tollgate prices import FILE ...     a new price table (pricing/import.c)
  *
  * SIGHUP reloads the configuration (a bad file keeps the old one and logs
  * every error); SIGTERM and SIGINT stop accepting, let calls in flight
@@ -59,6 +60,8 @@ static void __attribute__((noreturn)) usage(int status)
 	    "       tollgate check [-c file]\n"
 	    "       tollgate spend [options]   (tollgate spend --help)\n"
 	    "       tollgate calls [options]   (tollgate calls --help)\n"
+	    "       tollgate prices import FILE [-o OUT] [-c file]\n"
+	    "                                  (tollgate prices --help)\n"
 	    "  -c, --config file  configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -d                 stay in the foreground and log to stderr\n"
 	    "  -n                 check the configuration and exit\n"
@@ -425,6 +428,9 @@ main(int argc, char *argv[])
 		return (cli_spend(argc - 1, argv + 1));
 	if (argc > 1 && strcmp(argv[1], "calls") == 0)
 		return (cli_calls(argc - 1, argv + 1));
+	/* A new price table from a community price list (import.c). */
+	if (argc > 1 && strcmp(argv[1], "prices") == 0)
+		return (cli_prices(argc - 1, argv + 1));
 	parse_opts(argc, argv, &o);
 	argc -= optind;
 	argv += optind;

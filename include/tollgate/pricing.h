@@ -54,4 +54,9 @@ int64_t pricing_cost(const struct price *, const struct usage *);
 int64_t pricing_worst_case(const struct price *, const struct call_info *);
 size_t pricing_count(const struct pricebook *);
 
+/* import.c */
+int64_t pricing_import_usd(double, int *, const char **);
+void pricing_import_format(int64_t, char *, size_t);
+int cli_prices(int, char **);
+
 #endif

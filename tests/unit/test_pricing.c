@@ -856,7 +856,7 @@ test_shipped(void **state)
 	(void)state;
 	assert_non_null(shipped);
 	assert_true(pricing_count(shipped) >= 25);
-	assert_string_equal(pricing_version(shipped), "2026-08-01");
+	assert_string_equal(pricing_version(shipped), "2026-08-22");
 	for (i = 0; i < nitems(required); i++) {
 		p = pricing_lookup(shipped, required[i]);
 		if (p == NULL)
