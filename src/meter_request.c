@@ -45,12 +45,12 @@
  */
 static const char *const request_members[] = {"model", "stream", "n", "best_of",
     "max_tokens", "max_completion_tokens", "max_output_tokens",
-    "stream_options", "generationConfig", NULL};
+    "stream_options", "generationConfig", "service_tier", NULL};
 
 /* What a member tollgate reads must hold. */
 enum rule_kind {
 	RULE_ANY, /* anything: tollgate overwrites it (include_usage) */
-	RULE_MODEL, /* a string naming a model, or null */
+	RULE_MODEL, /* a string naming a model or a tier, or null */
 	RULE_BOOL, /* true, false or null */
 	RULE_COUNT, /* a whole number from 0 to REQUEST_COUNT_MAX, or null */
 	RULE_OBJECT, /* an object read as a level of its own, or null */
@@ -78,6 +78,7 @@ static const struct rule chat_rules[] = {
     {"n", RULE_COUNT, NULL},
     {"max_tokens", RULE_COUNT, NULL},
     {"max_completion_tokens", RULE_COUNT, NULL},
+    {"service_tier", RULE_MODEL, NULL},
     {NULL, RULE_ANY, NULL},
 };
 static const struct rule completions_rules[] = {
@@ -93,12 +94,14 @@ static const struct rule responses_rules[] = {
     {"model", RULE_MODEL, NULL},
     {"stream", RULE_BOOL, NULL},
     {"max_output_tokens", RULE_COUNT, NULL},
+    {"service_tier", RULE_MODEL, NULL},
     {NULL, RULE_ANY, NULL},
 };
 static const struct rule messages_rules[] = {
     {"model", RULE_MODEL, NULL},
     {"stream", RULE_BOOL, NULL},
     {"max_tokens", RULE_COUNT, NULL},
+    {"service_tier", RULE_MODEL, NULL},
     {NULL, RULE_ANY, NULL},
 };
 static const struct rule model_rules[] = {
@@ -608,6 +611,25 @@ request_check(const struct route *rt, const char *body, size_t len,
 }
 
 /*
+ * The tier the call may be billed at, from what the adapter read: none
+ * asked ("") is the upstream's service_tier_default, "default" the base
+ * tier, anything else as asked. A tier the model's price lists no rates
+ * for is billed, and reserved, at the base rates.
+ */
+static void
+request_tier(const struct route *rt, struct call_info *ci)
+{
+	const struct upstream_conf *uc = rt->rt_upstream;
+
+	if (strcmp(ci->ci_service_tier, "default") == 0)
+		ci->ci_service_tier[0] = '\0';
+	else if (ci->ci_service_tier[0] == '\0' && uc != NULL &&
+	    uc->uc_service_tier != NULL)
+		strcopy(ci->ci_service_tier, sizeof(ci->ci_service_tier),
+		    uc->uc_service_tier);
+}
+
+/*
  * Fill ci from a request before it is forwarded. Returns 0, or -1 with an
  * allocated *cause when the body must be refused: it is not a JSON object
  * tollgate can read (on a metered route), or could be read two ways.
@@ -703,6 +725,7 @@ meter_request(const struct route *rt, const char *body, size_t len,
 	}
 	if (ci->ci_n < 1)
 		ci->ci_n = 1;
+	request_tier(rt, ci);
 	cJSON_Delete(root);
 	return (0);
 }

@@ -105,6 +105,8 @@ void session_arm_timer(struct session *, long);
 
 /* session_refuse.c */
 void session_scope_label(char *, size_t, const struct policy_scope *);
+void session_cap_label(char *, size_t, const struct policy_scope *);
+void session_usd(char *, size_t, int64_t);
 void session_add_tollgate(struct cJSON *, enum policy_reason,
     const struct policy_scope *, int64_t, const char *, const char *);
 void session_refuse_policy(

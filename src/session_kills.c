@@ -41,6 +41,7 @@
 #include "tollgate/policy.h"
 #include "tollgate/reply.h"
 #include "tollgate/session.h"
+#include "tollgate/spend.h"
 #include "tollgate/util.h"
 
 #include "session_int.h"
@@ -232,7 +233,8 @@ kill_hook(const struct kill *k, void *arg)
 	struct pending_stop *p;
 	struct alert al;
 	char why[KILL_REASON_MAX + 64], policy[POLICY_NAME_MAX + 1];
-	const char *kind = "kill", *src, *q;
+	char said[KILL_REASON_MAX + 192], until[SPEND_TIME_MAX + 8];
+	const char *kind = "kill", *src, *q, *ev;
 	size_t n;
 	int t;
 
@@ -241,6 +243,7 @@ kill_hook(const struct kill *k, void *arg)
 	    k->k_id, k->k_reason);
 	memset(&al, 0, sizeof(al));
 	policy[0] = '\0';
+	al.al_message = why;
 	if (strncmp(k->k_source, "breaker:", 8) == 0) {
 		/* breaker:<policy>:<kind> */
 		kind = "breaker";
@@ -251,6 +254,26 @@ kill_hook(const struct kill *k, void *arg)
 			    : sizeof(policy) - 1;
 			memcpy(policy, src, n);
 			policy[n] = '\0';
+			/*
+			 * The alert says which breaker tripped on what
+			 * (the evidence: counts, window, spend if any),
+			 * then what it stopped and for how long.
+			 */
+			ev = k->k_reason;
+			n = strlen(q + 1);
+			if (strncmp(ev, q + 1, n) == 0 && ev[n] == ':' &&
+			    ev[n + 1] == ' ')
+				ev += n + 2;
+			until[0] = '\0';
+			if (k->k_expires_ms != POLICY_NEVER &&
+			    spend_format_time(k->k_expires_ms, until + 7,
+				sizeof(until) - 7) == 0)
+				memcpy(until, " until ", 7);
+			snprintf(said, sizeof(said),
+			    "the %s breaker tripped: %s; calls matching kill "
+			    "%s are stopped%s",
+			    q + 1, ev, k->k_id, until);
+			al.al_message = said;
 		}
 	}
 	al.al_kind = kind;
@@ -261,7 +284,6 @@ kill_hook(const struct kill *k, void *arg)
 	al.al_reset_at = k->k_expires_ms;
 	al.al_threshold_nusd = -1;
 	al.al_cap_nusd = -1;
-	al.al_message = why;
 	al.al_at_ms = k->k_created_ms;
 	alerts_fire(&al);
 

@@ -249,7 +249,7 @@ session_check_overrun(struct session *se)
 {
 	struct policy_scope sc;
 	struct usage u;
-	char label[512], spent[32], limit[32], msg[768];
+	char cap[640], spent[32], resv[32], cost_s[32], held[32], msg[1024];
 	int64_t cost;
 
 	if (se->se_res == NULL || !se->se_res_capped || se->se_meter == NULL)
@@ -262,13 +262,17 @@ session_check_overrun(struct session *se)
 		se->se_reserved_nusd = cost;
 		return (0);
 	}
-	session_scope_label(label, sizeof(label), &sc);
-	usd_format(spent, sizeof(spent), sc.sc_spent + sc.sc_reserved);
-	usd_format(limit, sizeof(limit), sc.sc_limit);
+	session_cap_label(cap, sizeof(cap), &sc);
+	session_usd(spent, sizeof(spent), sc.sc_spent);
+	session_usd(resv, sizeof(resv), sc.sc_reserved);
+	session_usd(cost_s, sizeof(cost_s), cost);
+	session_usd(held, sizeof(held), se->se_reserved_nusd);
 	snprintf(msg, sizeof(msg),
-	    "budget exhausted for policy %s while this call was streaming: "
-	    "$%s of $%s spent or held",
-	    label, spent, limit);
+	    "%s ran out while this call was streaming: the call has cost "
+	    "$%s, more than the $%s it reserved, and the cap has no room "
+	    "for the rest ($%s spent, $%s reserved by calls in flight, "
+	    "this one included)",
+	    cap, cost_s, held, spent, resv);
 	session_note(se, "%s", msg);
 	session_stop_capped(se, msg);
 	return (-1);

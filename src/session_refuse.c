@@ -65,6 +65,126 @@ session_scope_label(char *buf, size_t len, const struct policy_scope *sc)
 }
 
 /*
+ * Dollars for a person to read: exact, with trailing zeros cut down to
+ * cents ("0.20", "0.163845").
+ */
+void
+session_usd(char *buf, size_t len, int64_t nusd)
+{
+	char *dot;
+	size_t n;
+
+	usd_format(buf, len, nusd);
+	if ((dot = strchr(buf, '.')) == NULL)
+		return;
+	n = strlen(buf);
+	while (n > (size_t)(dot - buf) + 3 && buf[n - 1] == '0')
+		buf[--n] = '\0';
+}
+
+/*
+ * "the $1.00 daily cap of policy 'P' (team=x)", for messages: the cap,
+ * its window and whose it is.
+ */
+void
+session_cap_label(char *buf, size_t len, const struct policy_scope *sc)
+{
+	char label[512], limit[32], win[32];
+	const char *adj;
+
+	session_scope_label(label, sizeof(label), sc);
+	session_usd(limit, sizeof(limit), sc->sc_limit);
+	adj = "";
+	win[0] = '\0';
+	if (sc->sc_policy != NULL) {
+		switch (sc->sc_policy->po_window.pw_kind) {
+		case POLICY_WIN_DAY:
+			adj = "daily ";
+			break;
+		case POLICY_WIN_WEEK:
+			adj = "weekly ";
+			break;
+		case POLICY_WIN_MONTH:
+			adj = "monthly ";
+			break;
+		case POLICY_WIN_TOTAL:
+			adj = "total ";
+			break;
+		case POLICY_WIN_ROLLING:
+			policy_window_name(
+			    &sc->sc_policy->po_window, win, sizeof(win));
+			break;
+		}
+	}
+	snprintf(buf, len, "the $%s %scap%s%s of policy %s", limit, adj,
+	    win[0] != '\0' ? " per rolling " : "", win, label);
+}
+
+/* The bound a client sets on this route's output, for advice. */
+static const char *
+bound_name(const struct session *se)
+{
+	switch (se->se_route.rt_endpoint) {
+	case EP_RESPONSES:
+		return ("max_output_tokens");
+	case EP_GEMINI_GENERATE:
+	case EP_GEMINI_STREAM:
+		return ("generationConfig.maxOutputTokens");
+	default:
+		return ("max_tokens");
+	}
+}
+
+/*
+ * What a hard cap refusal says: either the call alone does not fit in
+ * what is left, or nothing is left. Never "budget exhausted" when the
+ * budget is not: a call with no output bound can be refused on a cap
+ * nobody has spent from.
+ */
+static void
+cap_message(
+    struct session *se, const struct policy_decision *pd, char *msg, size_t len)
+{
+	const struct policy_scope *sc = &pd->pd_scope;
+	const struct policy *po = sc->sc_policy;
+	char cap[640], spent[32], resv[32], worst[32], left[32], held[160];
+	int64_t room;
+
+	session_cap_label(cap, sizeof(cap), sc);
+	session_usd(spent, sizeof(spent), sc->sc_spent);
+	session_usd(resv, sizeof(resv), sc->sc_reserved);
+	session_usd(worst, sizeof(worst), pd->pd_worst_nusd);
+	room = sc->sc_limit - sc->sc_spent - sc->sc_reserved;
+	if (room <= 0) {
+		snprintf(msg, len,
+		    "%s is %s ($%s spent, $%s reserved by calls in flight)",
+		    cap, sc->sc_reserved > 0 ? "used up" : "spent", spent,
+		    resv);
+		return;
+	}
+	session_usd(left, sizeof(left), room);
+	held[0] = '\0';
+	if (sc->sc_spent > 0 || sc->sc_reserved > 0)
+		snprintf(held, sizeof(held),
+		    " ($%s spent, $%s reserved by calls in flight)", spent,
+		    resv);
+	if (po != NULL && po->po_clamp_min != -1)
+		snprintf(msg, len,
+		    "this call's worst case $%s exceeds the $%s left of "
+		    "%s%s, even with %s lowered to the policy's "
+		    "clamp.min_output_tokens (%lld)",
+		    worst, left, cap, held, bound_name(se),
+		    (long long)po->po_clamp_min);
+	else
+		snprintf(msg, len,
+		    "this call's worst case $%s exceeds the $%s left of "
+		    "%s%s; set %s%s or enable clamp",
+		    worst, left, cap, held,
+		    se->se_ci.ci_max_output >= 0 ? "a lower " : "",
+		    bound_name(se));
+}
+
+/*
  * The tollgate object of a refusal body (DESIGN.md, Refusals): reason,
  * policy, scope, limit, spent, reserved, reset_at. sc may be NULL when no
  * budget is involved; name then overrides the reason's name.
@@ -225,9 +345,9 @@ session_refuse_policy(
 	enum api_family fam = se->se_route.rt_family;
 	struct hdrs hs = {0};
 	const char *code, *type = NULL, *reason;
-	char label[512], msg[1024], spent[32], limit[32], resv[32], worst[32];
-	char reset[64], buf[160];
+	char label[512], msg[1024], reset[64], buf[160];
 	long retry_s = 0;
+	size_t n;
 	int status;
 	cJSON *root;
 
@@ -262,15 +382,12 @@ session_refuse_policy(
 		else if (fam == FAMILY_ANTHROPIC)
 			type = status == 402 ? "billing_error"
 					     : "rate_limit_error";
-		usd_format(spent, sizeof(spent), sc->sc_spent);
-		usd_format(limit, sizeof(limit), sc->sc_limit);
-		usd_format(resv, sizeof(resv), sc->sc_reserved);
-		usd_format(worst, sizeof(worst), pd->pd_worst_nusd);
-		snprintf(msg, sizeof(msg),
-		    "budget exhausted for policy %s: spent $%s and reserved "
-		    "$%s of $%s; this call could cost up to $%s%s%s",
-		    label, spent, resv, limit, worst,
-		    reset[0] != '\0' ? "; the budget resets at " : "", reset);
+		cap_message(se, pd, msg, sizeof(msg));
+		if (reset[0] != '\0') {
+			n = strlen(msg);
+			snprintf(msg + n, sizeof(msg) - n, "; it resets at %s",
+			    reset);
+		}
 		add_hdr(&hs, "x-should-retry", "false");
 		break;
 	case POLICY_RATE_REQUESTS:

@@ -40,6 +40,8 @@ struct upstream_conf {
 	char *uc_api_key_env; /* the variable's name, for messages */
 	struct deployment *uc_deployments; /* azure_openai: name -> model */
 	size_t uc_ndeployments;
+	char *uc_service_tier; /* service_tier_default: the tier of calls
+				* that name none; NULL: the base tier */
 };
 
 /* An Azure deployment and the model it serves. */

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #define USAGE_MODEL_MAX 128
+#define USAGE_TIER_MAX 32 /* a service tier name and its NUL */
 
 /* What the request asks for; filled by meter_request. */
 struct call_info {
@@ -22,6 +23,13 @@ struct call_info {
 	int ci_n; /* choices / candidates, >= 1 */
 	int64_t ci_input_estimate; /* prompt tokens, estimated (bytes/4) */
 	int ci_usage_injected; /* tollgate added include_usage */
+	/*
+	 * The service tier the call may be billed at besides the base one:
+	 * the request's, else its upstream's service_tier_default; "" when
+	 * only the base tier can apply. Reservations price it, settlement
+	 * the tier the provider reports.
+	 */
+	char ci_service_tier[USAGE_TIER_MAX];
 };
 
 enum usage_source {
@@ -41,7 +49,8 @@ struct usage {
 	enum usage_source u_source;
 	int u_incomplete; /* the stream ended early or with an error */
 	char u_model[USAGE_MODEL_MAX]; /* model the provider reported, or "" */
-	char u_service_tier[32]; /* e.g. "flex", "priority", or "" */
+	char
+	    u_service_tier[USAGE_TIER_MAX]; /* e.g. "flex", "priority", or "" */
 };
 
 #endif

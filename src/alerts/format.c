@@ -104,6 +104,19 @@ json_time(struct spend_out *o, int64_t ms)
 		spend_out_json_str(o, t);
 }
 
+/*
+ * Is a's spend a fact about it? A budget's alert has a window, threshold
+ * or cap; a breaker's, a kill's or the ledger's has none of these, and a
+ * "spent $0" there would read as if nothing had been spent. A breaker's
+ * spend, when it tripped on money, is in its message.
+ */
+static int
+has_spend(const struct alert *a)
+{
+	return (a->al_window != NULL || a->al_threshold_nusd >= 0 ||
+	    a->al_cap_nusd >= 0);
+}
+
 /* Dollars as an exact number, or null below 0 (none). */
 static void
 json_usd(struct spend_out *o, int64_t nusd, int none_below_zero)
@@ -152,7 +165,7 @@ alerts_body_json(const struct alert *a, const char *id, const char *delivery,
 	ADD(o, ",\"threshold_usd\":");
 	json_usd(o, a->al_threshold_nusd, 1);
 	ADD(o, ",\"spent_usd\":");
-	json_usd(o, a->al_spent_nusd, 0);
+	json_usd(o, has_spend(a) ? a->al_spent_nusd : -1, 1);
 	ADD(o, ",\"cap_usd\":");
 	json_usd(o, a->al_cap_nusd, 1);
 	ADD(o, ",\"percent_of_cap\":");
@@ -251,8 +264,10 @@ alerts_text(
 		ADD(o, ", window ");
 		text_add(o, a->al_window, slack);
 	}
-	human_usd(a->al_spent_nusd, usd, sizeof(usd));
-	spend_out_printf(o, ": spent $%s", usd);
+	if (has_spend(a)) {
+		human_usd(a->al_spent_nusd, usd, sizeof(usd));
+		spend_out_printf(o, ": spent $%s", usd);
+	}
 	if (a->al_cap_nusd >= 0) {
 		human_usd(a->al_cap_nusd, usd, sizeof(usd));
 		spend_out_printf(o, " of a $%s cap", usd);
@@ -270,7 +285,11 @@ alerts_text(
 	    spend_format_time(a->al_reset_at, t, sizeof(t)) == 0)
 		spend_out_printf(o, "; resets %s", t);
 	if (a->al_message != NULL) {
-		ADD(o, "; ");
+		/* "(ledger): ..." but "policy P, scope ...; ..." */
+		if (has_spend(a) || a->al_policy != NULL || !first)
+			ADD(o, "; ");
+		else
+			ADD(o, ": ");
 		text_add(o, a->al_message, slack);
 	}
 	ADD(o, " [");

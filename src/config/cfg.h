@@ -194,6 +194,8 @@ void cfgp_api_key_env(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_deployments(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+void cfgp_service_tier(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
 void config_check_meter(struct cfgctx *, const struct ynode *, struct config *);
 
 #endif

@@ -2,8 +2,8 @@
 /*
  * The parts of the schema that metering and attribution read: the ledger's
  * path and durability, the unknown-model policy, tag defaults, required and
- * header-settable tags, key bindings, an upstream's api_key_env and an
- * Azure upstream's deployment map. Each is a cfgkey parser for config.c's
+ * header-settable tags, key bindings, an upstream's api_key_env and
+ * service_tier_default, and an Azure upstream's deployment map. Each is a cfgkey parser for config.c's
  * tables; checks that need the whole file (price_as naming a priced model)
  * are in config_check_meter, run once everything is parsed.
  */
@@ -337,6 +337,41 @@ cfgp_api_key_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	if (uc->uc_api_key != NULL)
 		freezero(uc->uc_api_key, strlen(uc->uc_api_key));
 	uc->uc_api_key = xstrdup(v);
+}
+
+/*
+ * upstreams.NAME.service_tier_default: the service tier this upstream's
+ * account bills a call that asks for none ("priority" for an OpenAI
+ * project on Scale Tier, an Anthropic organisation with Priority Tier
+ * capacity). A name as the price table spells its tiers.
+ */
+void
+cfgp_service_tier(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst, buf[80];
+	const char *s;
+	size_t i, len;
+	int ok;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a service tier name")) == NULL)
+		return;
+	len = strlen(s);
+	ok = len > 0 && len < USAGE_TIER_MAX;
+	for (i = 0; ok && i < len; i++)
+		ok = s[i] > ' ' && s[i] < 0x7f;
+	if (!ok) {
+		cfg_error(cx, n,
+		    "%s: bad service tier '%s' (a tier name as the price table "
+		    "writes it, such as priority: printable, no spaces, at "
+		    "most %d characters)",
+		    path, cfg_esc(buf, sizeof(buf), s, len),
+		    USAGE_TIER_MAX - 1);
+		return;
+	}
+	free(*out);
+	*out = xstrdup(s);
 }
 
 /* One deployment under deployments:, and the model it serves. */

@@ -81,6 +81,8 @@ static const struct cfgkey upstream_keys[] = {
     KEY_CALL("ca_file", cfgp_file, UC_OFF(uc_ca_file), 0),
     KEY_CALL("api_key_env", cfgp_api_key_env, 0, 0),
     KEY_CALL("deployments", cfgp_deployments, 0, 0),
+    KEY_CALL(
+	"service_tier_default", cfgp_service_tier, UC_OFF(uc_service_tier), 0),
     KEY_END,
 };
 
@@ -639,6 +641,7 @@ config_free(struct config *cf)
 		free(uc->uc_host);
 		free(uc->uc_ca_file);
 		free(uc->uc_api_key_env);
+		free(uc->uc_service_tier);
 		if (uc->uc_api_key != NULL)
 			freezero(uc->uc_api_key, strlen(uc->uc_api_key));
 		for (j = 0; j < uc->uc_ndeployments; j++) {

@@ -222,6 +222,19 @@ pusd_to_nusd(i128 pusd)
 	return (n > INT64_MAX ? INT64_MAX : (int64_t)n);
 }
 
+/* The rates of the tier named name (len bytes), or NULL if p lists none. */
+static const struct price_rates *
+tier_rates(const struct price *p, const char *name, size_t len)
+{
+	size_t t;
+
+	for (t = 0; len > 0 && t < p->p_ntiers; t++) {
+		if (namecmp(name, len, p->p_tier_names[t]) == 0)
+			return (&p->p_tiers[t]);
+	}
+	return (NULL);
+}
+
 /*
  * The rates a call pays: its service tier's when the model has that tier,
  * else the long-context rates when the input is above the threshold, else
@@ -230,13 +243,12 @@ pusd_to_nusd(i128 pusd)
 static const struct price_rates *
 pricing_rates(const struct price *p, const struct usage *u)
 {
-	size_t t, len;
+	const struct price_rates *r;
 
-	len = strnlen(u->u_service_tier, sizeof(u->u_service_tier));
-	for (t = 0; len > 0 && t < p->p_ntiers; t++) {
-		if (namecmp(u->u_service_tier, len, p->p_tier_names[t]) == 0)
-			return (&p->p_tiers[t]);
-	}
+	if ((r = tier_rates(p, u->u_service_tier,
+		 strnlen(u->u_service_tier, sizeof(u->u_service_tier)))) !=
+	    NULL)
+		return (r);
 	if (p->p_long_threshold > 0 && u->u_input > p->p_long_threshold)
 		return (&p->p_long);
 	return (&p->p_base);
@@ -289,26 +301,33 @@ rates_max_input(const struct price_rates *r)
 
 /*
  * The most a call can cost before it runs, in nano-USD rounded up; -1
- * without a price. Every estimated prompt token is priced at the dearest
- * input rate that could apply (any tier, a cache write, the long-context
- * rates once the estimate is above their threshold), and the output bound
- * (the request's, at most the model's max_output_tokens) times n at the
- * dearest output rate of any tier or context length.
+ * without a price. Only the tiers the call can be billed at count: the
+ * base rates (a provider may serve any tier request at its standard tier)
+ * and the tier in ci_service_tier when the model has one so named, never
+ * every tier the model lists: a priority rate must not block ordinary
+ * calls on an account that is never billed at priority. Every estimated
+ * prompt token is priced at the dearest input rate of those (a cache
+ * write included, and the long-context rates once the estimate is above
+ * their threshold), and the output bound (the request's, at most the
+ * model's max_output_tokens) times n at the dearest output rate of those
+ * or of the long-context rates.
  */
 int64_t
 pricing_worst_case(const struct price *p, const struct call_info *ci)
 {
+	const struct price_rates *tier;
 	int64_t in_rate, out_rate, bound;
-	size_t t;
 	i128 sum;
 
 	if (p == NULL || ci == NULL)
 		return (-1);
 	in_rate = rates_max_input(&p->p_base);
 	out_rate = p->p_base.pr_output;
-	for (t = 0; t < p->p_ntiers; t++) {
-		in_rate = max64(in_rate, rates_max_input(&p->p_tiers[t]));
-		out_rate = max64(out_rate, p->p_tiers[t].pr_output);
+	tier = tier_rates(p, ci->ci_service_tier,
+	    strnlen(ci->ci_service_tier, sizeof(ci->ci_service_tier)));
+	if (tier != NULL) {
+		in_rate = max64(in_rate, rates_max_input(tier));
+		out_rate = max64(out_rate, tier->pr_output);
 	}
 	if (p->p_long_threshold > 0) {
 		out_rate = max64(out_rate, p->p_long.pr_output);

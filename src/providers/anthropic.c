@@ -18,12 +18,18 @@
 
 #include "providers.h"
 
-/* Read model, stream flag and max_tokens from a Messages body. */
+/*
+ * Read model, stream flag, max_tokens and service_tier from a Messages
+ * body. service_tier "auto" (or none) runs at priority when the
+ * organisation has Priority Tier capacity, which only the upstream's
+ * configuration can tell: left "" for meter_request. "standard_only" is
+ * the base tier ("default" to meter_request).
+ */
 void
 anthropic_request(
     const struct route *rt, const cJSON *root, struct call_info *ci)
 {
-	const cJSON *mt;
+	const cJSON *mt, *st;
 
 	(void)rt;
 	ci->ci_stream =
@@ -33,6 +39,13 @@ anthropic_request(
 	if (cJSON_IsNumber(mt) && mt->valuedouble >= 1)
 		ci->ci_max_output = meter_json_int(root, "max_tokens");
 	ci->ci_n = 1;
+	st = cJSON_GetObjectItemCaseSensitive(root, "service_tier");
+	if (cJSON_IsString(st) && strcmp(st->valuestring, "standard_only") == 0)
+		strcopy(ci->ci_service_tier, sizeof(ci->ci_service_tier),
+		    "default");
+	else if (cJSON_IsString(st) && strcmp(st->valuestring, "auto") != 0)
+		meter_setstr(
+		    ci->ci_service_tier, sizeof(ci->ci_service_tier), st);
 }
 
 static void

@@ -39,6 +39,24 @@ req_int(const cJSON *root, const char *key)
 	return (meter_json_int(root, key));
 }
 
+/*
+ * The service_tier of a chat or Responses body into ci. "auto" (and no
+ * tier at all) is the project's tier, which only the upstream's
+ * configuration can tell: left "" for meter_request. "default" is the
+ * base tier whatever the project's; "flex", "priority" and the rest are
+ * kept as asked.
+ */
+static void
+openai_tier(const cJSON *root, struct call_info *ci)
+{
+	const cJSON *it =
+	    cJSON_GetObjectItemCaseSensitive(root, "service_tier");
+
+	if (cJSON_IsString(it) && strcmp(it->valuestring, "auto") != 0)
+		meter_setstr(
+		    ci->ci_service_tier, sizeof(ci->ci_service_tier), it);
+}
+
 /* Read model bounds from a chat, completions, embeddings or Responses body. */
 void
 openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
@@ -49,6 +67,7 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
 	switch (rt->rt_endpoint) {
 	case EP_CHAT:
+		openai_tier(root, ci);
 		/*
 		 * Both, when both are given: OpenAI reads
 		 * max_completion_tokens, compatible servers such as Ollama
@@ -73,6 +92,7 @@ openai_request(const struct route *rt, const cJSON *root, struct call_info *ci)
 			n = v; /* best_of completions are generated and billed */
 		break;
 	case EP_RESPONSES:
+		openai_tier(root, ci);
 		ci->ci_max_output = req_int(root, "max_output_tokens");
 		n = 1;
 		break;

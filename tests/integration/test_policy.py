@@ -463,7 +463,9 @@ class PolicyTest(tglib.TGTestCase):
         doc = r.json()
         self.assertEqual(doc["type"], "error")
         self.assertEqual(doc["error"]["type"], "rate_limit_error")
-        self.assertIn("budget exhausted", doc["error"]["message"])
+        self.assertIn("this call's worst case $0.30 exceeds the $0.10 left "
+                      "of the $0.10 monthly cap of policy 'capped'",
+                      doc["error"]["message"])
         self.assertEqual(doc["tollgate"]["limit_usd"], 0.1)
         self.assertEqual(r.header("x-should-retry"), "false")
 

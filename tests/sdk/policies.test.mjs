@@ -67,7 +67,7 @@ describe('policies', () => {
     const { err } = await expectRefused(s, (f) => openai(s, f, { 'X-Tollgate-Intent': m })
         .chat.completions.create({
           model: 'gpt-4o-mini', max_tokens: 64, messages: [{ role: 'user', content: m }],
-        }), { status: 429, name: 'RateLimitError', message: /tollgate: budget exhausted for policy 'tiny'/ });
+        }), { status: 429, name: 'RateLimitError', message: /tollgate: this call's worst case \$[0-9.]+ exceeds the \$0\.000000001 left of the \$0\.000000001 daily cap of policy 'tiny'; set a lower max_tokens or enable clamp/ });
     assert.equal(err.code, 'insufficient_quota');
     assert.equal(err.type, 'insufficient_quota');
     assert.equal(err.headers.get('x-should-retry'), 'false');
@@ -81,7 +81,7 @@ describe('policies', () => {
     const { err } = await expectRefused(s, (f) => anthropic(s, f, { 'X-Tollgate-Intent': m })
         .messages.create({
           model: 'claude-sonnet-4-6', max_tokens: 64, messages: [{ role: 'user', content: m }],
-        }), { status: 429, name: 'RateLimitError', message: /budget exhausted for policy 'tiny'/ });
+        }), { status: 429, name: 'RateLimitError', message: /this call's worst case \$[0-9.]+ exceeds the \$0\.000000001 left of the \$0\.000000001 daily cap of policy 'tiny'; set a lower max_tokens/ });
     assert.equal(err.error.error.type, 'rate_limit_error');
     assert.equal(err.error.tollgate.reason, 'hard_cap');
     assert.equal(err.error.tollgate.policy, 'tiny');
@@ -94,7 +94,8 @@ describe('policies', () => {
     const m = marker('pol-gm');
     const { err } = await expectRefused(s, () => gemini(s, { 'X-Tollgate-Intent': m })
         .models.generateContent({ model: 'gemini-2.5-flash', contents: m }),
-    { status: 429, name: 'ClientError', message: /budget exhausted for policy 'tiny'/,
+    { status: 429, name: 'ClientError',
+      message: /this call's worst case \$[0-9.]+ exceeds the \$0\.000000001 left of the \$0\.000000001 daily cap of policy 'tiny'; set generationConfig\.maxOutputTokens or enable clamp/,
       counted: false });
     const body = JSON.parse(err.message.slice(err.message.indexOf('{')));
     assert.equal(body.error.status, 'RESOURCE_EXHAUSTED');

@@ -167,6 +167,52 @@ test_body_slack(void **state)
 }
 
 /*
+ * A breaker's alert has no budget behind it: no "spent $0.00" in its text
+ * and a null spent_usd, so only the evidence speaks of money.
+ */
+static void
+test_breaker_says_what_tripped(void **state)
+{
+	struct alert a;
+	struct spend_out o;
+	char *s;
+
+	(void)state;
+	memset(&a, 0, sizeof(a));
+	a.al_kind = "breaker";
+	a.al_policy = "agents";
+	a.al_tags[TAG_TEAM] = "x";
+	a.al_window_start = -1;
+	a.al_reset_at = 1764374400000;
+	a.al_threshold_nusd = -1;
+	a.al_cap_nusd = -1;
+	a.al_message = "the loop breaker tripped: 3 times in 40 ms";
+	spend_out_init(&o, ALERTS_BODY_MAX);
+	alerts_text(&a, "b-1", 0, &o);
+	s = out_text(&o);
+	assert_string_equal(s,
+	    "tollgate alert (breaker): policy agents, scope team=x; the loop "
+	    "breaker tripped: 3 times in 40 ms [b-1]");
+	free(s);
+	spend_out_init(&o, ALERTS_BODY_MAX);
+	alerts_body_json(&a, "b-1", NULL, 0, &o);
+	s = out_text(&o);
+	assert_non_null(strstr(s, "\"spent_usd\":null,\"cap_usd\":null"));
+	free(s);
+
+	/* No policy, no scope: the ledger's alert. */
+	a.al_kind = "ledger";
+	a.al_policy = NULL;
+	a.al_tags[TAG_TEAM] = NULL;
+	a.al_message = "writes fail";
+	spend_out_init(&o, ALERTS_BODY_MAX);
+	alerts_text(&a, "l-1", 0, &o);
+	s = out_text(&o);
+	assert_string_equal(s, "tollgate alert (ledger): writes fail [l-1]");
+	free(s);
+}
+
+/*
  * printf '%s' '{"id":"thr-1","spent_usd":40.000000000}' |
  *     openssl dgst -sha256 -hmac 'tollgate-test-secret'
  */
@@ -889,6 +935,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_body_json),
 	    cmocka_unit_test(test_body_slack),
+	    cmocka_unit_test(test_breaker_says_what_tripped),
 	    cmocka_unit_test(test_hmac_vector),
 	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_classify),

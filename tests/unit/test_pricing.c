@@ -295,51 +295,71 @@ struct worstcase {
 	int64_t estimate, max_output;
 	int n;
 	int64_t want; /* nano-USD */
+	const char *tier; /* ci_service_tier; NULL: "" */
 };
 
 static const struct worstcase worst_cases[] = {
     /*
-     * gpt-4o, no bound: the model's 16,384 at the dearest output rate
-     * (priority 17.00), input at the dearest (priority 4.25).
+     * gpt-4o, no bound, no tier: the model's 16,384 at the base output
+     * rate (10.00), input at the base rate (2.50): the priority tier the
+     * model lists does not count for a call that cannot be billed at it.
+     *   1000 * 2,500,000 + 16,384 * 10,000,000
+     *   = 2,500,000,000 + 163,840,000,000 = 166,340,000,000 pUSD
+     */
+    {"worst.no_bound", "gpt-4o", 1000, -1, 1, 166340000, NULL},
+    /*
+     * The same at priority (asked for, or the upstream's default):
      *   1000 * 4,250,000 + 16,384 * 17,000,000
      *   = 4,250,000,000 + 278,528,000,000 = 282,778,000,000 pUSD
      */
-    {"worst.no_bound", "gpt-4o", 1000, -1, 1, 282778000},
-    /* Bound 100, n 3: 4,250,000,000 + 300 * 17,000,000 = 9.35e9. */
-    {"worst.bound_and_n", "gpt-4o", 1000, 100, 3, 9350000},
+    {"worst.priority", "gpt-4o", 1000, -1, 1, 282778000, "priority"},
+    /* A tier the model does not list is billed at the base rates. */
+    {"worst.unlisted_tier", "gpt-4o", 1000, -1, 1, 166340000, "flex"},
+    /* Bound 100, n 3: 2,500,000,000 + 300 * 10,000,000 = 5.5e9. */
+    {"worst.bound_and_n", "gpt-4o", 1000, 100, 3, 5500000, NULL},
+    /* At priority: 4,250,000,000 + 300 * 17,000,000 = 9.35e9. */
+    {"worst.bound_and_n_priority", "gpt-4o", 1000, 100, 3, 9350000, "priority"},
     /* gpt-5-nano: 100 * 50,000 + 128,000 * 400,000 = 51,205,000,000. */
-    {"worst.model_max", "gpt-5-nano", 100, -1, 1, 51205000},
+    {"worst.model_max", "gpt-5-nano", 100, -1, 1, 51205000, NULL},
     /* n below 1 counts as 1: 100 * 50,000 + 10 * 400,000 = 9,000,000. */
-    {"worst.n_zero", "gpt-5-nano", 100, 10, 0, 9000},
+    {"worst.n_zero", "gpt-5-nano", 100, 10, 0, 9000, NULL},
     /* max_tokens 0 (Anthropic cache pre-warm): input only. */
-    {"worst.bound_zero", "gpt-5-nano", 100, 0, 4, 5000},
+    {"worst.bound_zero", "gpt-5-nano", 100, 0, 4, 5000, NULL},
     /*
      * claude-sonnet-4-5: a prompt token can cost up to a 1 h cache write
      * (6.00); output up to the long-context 22.50.
      *   1000 * 6,000,000 + 1000 * 22,500,000 = 28,500,000,000 pUSD
      */
-    {"worst.cache_write_rate", "claude-sonnet-4-5", 1000, 1000, 1, 28500000},
+    {"worst.cache_write_rate", "claude-sonnet-4-5", 1000, 1000, 1, 28500000,
+	NULL},
     /*
      * Estimate above 200k: long-context 1 h writes, 12.00.
      *   300,000 * 12,000,000 + 1000 * 22,500,000 = 3,622,500,000,000
      */
-    {"worst.long_context", "claude-sonnet-4-5", 300000, 1000, 1, 3622500000},
+    {"worst.long_context", "claude-sonnet-4-5", 300000, 1000, 1, 3622500000,
+	NULL},
     /* At the threshold: 200,000 * 6,000,000 = 1.2e12 pUSD. */
-    {"worst.at_threshold", "claude-sonnet-4-5", 200000, 0, 1, 1200000000},
+    {"worst.at_threshold", "claude-sonnet-4-5", 200000, 0, 1, 1200000000, NULL},
     /* Above it: 200,001 * 12,000,000 = 2,400,012,000,000 pUSD. */
-    {"worst.above_threshold", "claude-sonnet-4-5", 200001, 0, 1, 2400012000},
+    {"worst.above_threshold", "claude-sonnet-4-5", 200001, 0, 1, 2400012000,
+	NULL},
     /*
      * gemini-2.5-pro, no bound: output may be long-context (15.00).
      *   1000 * 1,250,000 + 65,536 * 15,000,000
      *   = 1,250,000,000 + 983,040,000,000 = 984,290,000,000 pUSD
      */
-    {"worst.gemini", "gemini-2.5-pro", 1000, -1, 1, 984290000},
-    /* gpt-5, n 128, bound 1000, priority 20.00: 128,000 * 20,000,000. */
-    {"worst.many_choices", "gpt-5", 0, 1000, 128, 2560000000},
+    {"worst.gemini", "gemini-2.5-pro", 1000, -1, 1, 984290000, NULL},
+    /* gpt-5, n 128, bound 1000, base 10.00: 128,000 * 10,000,000. */
+    {"worst.many_choices", "gpt-5", 0, 1000, 128, 1280000000, NULL},
+    /* At priority, 20.00: 128,000 * 20,000,000. */
+    {"worst.many_choices_priority", "gpt-5", 0, 1000, 128, 2560000000,
+	"priority"},
+    /* Flex is cheaper, but a flex call may be served at the base tier. */
+    {"worst.flex_at_base", "gpt-5", 0, 1000, 128, 1280000000, "flex"},
     /* Embeddings: input only, 100 * 20,000 = 2,000,000 pUSD. */
-    {"worst.embedding", "text-embedding-3-small", 100, -1, 1, 2000},
-    {"worst.negative_estimate", "gpt-4o", -5, 0, 1, 0},
-    {"worst.saturates", "gpt-4o", INT64_MAX, INT64_MAX, 1000, INT64_MAX},
+    {"worst.embedding", "text-embedding-3-small", 100, -1, 1, 2000, NULL},
+    {"worst.negative_estimate", "gpt-4o", -5, 0, 1, 0, NULL},
+    {"worst.saturates", "gpt-4o", INT64_MAX, INT64_MAX, 1000, INT64_MAX, NULL},
 };
 
 static void
@@ -356,6 +376,9 @@ run_worst(void **state)
 	ci.ci_input_estimate = tc->estimate;
 	ci.ci_max_output = tc->max_output;
 	ci.ci_n = tc->n;
+	if (tc->tier != NULL)
+		snprintf(ci.ci_service_tier, sizeof(ci.ci_service_tier), "%s",
+		    tc->tier);
 	assert_int_equal(pricing_worst_case(p, &ci), tc->want);
 }
 
