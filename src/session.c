@@ -729,7 +729,8 @@ static int
 unanswered_but_sent(const struct session *se)
 {
 	return (se->se_state == SE_FORWARDING && !se->se_headers_seen &&
-	    !se->se_nothing_sent && se->se_route.rt_metered);
+	    !se->se_nothing_sent && se->se_route.rt_metered &&
+	    (se->se_xfer == NULL || xfer_sent(se->se_xfer)));
 }
 
 /* Usage for an unanswered call: the request's input and output bounds. */

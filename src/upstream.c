@@ -54,6 +54,7 @@ struct xfer {
 	int xf_paused;
 	int xf_stream; /* small receive buffer: never pooled */
 	int xf_tls; /* https: ALPN tells whether h2 was chosen */
+	int xf_sent; /* connected: the request has begun to go out */
 	const char *xf_base_url; /* borrowed from the session's config */
 	struct xfer *xf_reap_next;
 	char xf_errbuf[CURL_ERROR_SIZE];
@@ -155,7 +156,7 @@ origin_find(const char *url, int create)
 
 /*
  * Right before a request goes out on a new or reused connection: note
- * whether its TLS handshake chose h2.
+ * that it goes out, and whether its TLS handshake chose h2.
  */
 static int
 prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port,
@@ -172,6 +173,9 @@ prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port,
 	(void)local_port;
 	if (x->xf_dead)
 		return (CURL_PREREQFUNC_ABORT);
+	x->xf_sent = 1;
+	if (!x->xf_tls)
+		return (CURL_PREREQFUNC_OK);
 	if (curl_easy_getinfo(x->xf_easy, CURLINFO_TLS_SSL_PTR, &ti) !=
 		CURLE_OK ||
 	    ti == NULL || ti->backend != CURLSSLBACKEND_OPENSSL ||
@@ -581,13 +585,13 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 		o = origin_find(uc->uc_base_url, 0);
 		curl_easy_setopt(
 		    e, CURLOPT_PIPEWAIT, o != NULL && o->or_h2 ? 1L : 0L);
-		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
-		curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	} else {
 		curl_easy_setopt(
 		    e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
 		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 0L);
 	}
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	if (stream)
 		curl_easy_setopt(e, CURLOPT_BUFFERSIZE, XFER_STREAM_BUFSIZE);
 	if (is_post) {
@@ -612,6 +616,16 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 }
 
 /* Continue a paused transfer; curl may deliver data from inside this. */
+/*
+ * Has the request begun to go out? Until a connection is made (and its TLS
+ * handshake done) nothing of it has reached the provider.
+ */
+int
+xfer_sent(const struct xfer *x)
+{
+	return (x->xf_sent);
+}
+
 void
 xfer_resume(struct xfer *x)
 {

@@ -1,9 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Calls that were sent upstream but never answered are charged their
 worst case, never $0 (a client that hangs up early must not get free
-calls); a call that never left (connect refused) costs nothing; and a call
+calls); a call that never left (connect refused, or a connection still
+not made when the header timeout or the client's patience ran out) costs
+nothing; and a call
 tollgate refused does not use up the client's X-Tollgate-Request-Id."""
 
+import socket
 import sys
 import time
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -63,6 +66,45 @@ class UnansweredTest(ledgerlib.MeterTestCase):
         r = self.settled_row(resp)
         self.assertEqual(r["status"], "upstream_error", r)
         self.assertEqual(r["cost_nusd"], 0, r)
+
+    def hung_listener(self):
+        """A loopback port whose connects never complete: listen(0) with
+        its one accept slot taken, so the kernel drops every later SYN."""
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(0)
+        filler = socket.create_connection(ls.getsockname(), timeout=5)
+        self.addCleanup(ls.close)
+        self.addCleanup(filler.close)
+        return ls.getsockname()[1]
+
+    def test_connect_never_made_costs_nothing(self):
+        fp = self.fakeprov()
+        port = self.hung_listener()
+        ups = ledgerlib.metering_upstreams(
+            fp.port, openai={"base_url": "http://127.0.0.1:%d" % port,
+                             "header_timeout": "1s"})
+        tg = self.start(fp, upstreams=ups)
+        # The header timeout fires while the connect is still pending.
+        resp = self.call(tg.port, "POST", "/v1/chat/completions", BODY,
+                         [JSON_CT], timeout=10)
+        self.assertEqual(resp.status, 504, resp)
+        r = self.settled_row(resp)
+        self.assertEqual(r["status"], "upstream_error", r)
+        self.assertGreater(r["reserved_nusd"], 0, r)
+        self.assertEqual(r["cost_nusd"], 0, "nothing reached the provider: "
+                         "%s" % ledgerlib.describe_row(r))
+        # The client gives up while the connect is still pending.
+        rid = "gone-while-connecting"
+        c = self.raw(tg.port, timeout=5)
+        c.send(tglib.build_request(
+            "POST", "/v1/chat/completions", BODY,
+            [JSON_CT, ("X-Tollgate-Request-Id", rid)]))
+        time.sleep(0.3)
+        c.close()
+        r = self.settled_row(rid)
+        self.assertEqual(r["status"], "client_closed", r)
+        self.assertEqual(r["cost_nusd"], 0, ledgerlib.describe_row(r))
 
     def test_refusal_keeps_request_id_free(self):
         fp = self.fakeprov()
