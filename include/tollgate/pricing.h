@@ -54,4 +54,8 @@ int64_t pricing_cost(const struct price *, const struct usage *);
 int64_t pricing_worst_case(const struct price *, const struct call_info *);
 size_t pricing_count(const struct pricebook *);
 
+/* family.c */
+size_t pricing_family_max(
+    const struct pricebook *, const char *, struct price *, char *, size_t);
+
 #endif

@@ -93,6 +93,8 @@ struct spend_result {
 	struct spend_row *sr_rows;
 	size_t sr_nrows;
 	struct spend_row sr_total; /* no keys */
+	int64_t sr_fallback_calls; /* of the total: priced at a family's */
+	int64_t sr_fallback_nusd; /* rates for an unknown model */
 	enum spend_path sr_path; /* which answered (never AUTO) */
 };
 

@@ -297,9 +297,13 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 	spend_out_printf(o,
 	    ",\"total_cost_nusd\":%" PRId64 ",\"total_calls\":%" PRId64
 	    ",\"total_input_tokens\":%" PRId64
-	    ",\"total_output_tokens\":%" PRId64 ",\"from\":",
+	    ",\"total_output_tokens\":%" PRId64 ",\"fallback_calls\":%" PRId64
+	    ",\"fallback_cost_nusd\":%" PRId64 ",\"fallback_cost_usd\":",
 	    r->sr_total.sr_cost_nusd, r->sr_total.sr_calls,
-	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens);
+	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens,
+	    r->sr_fallback_calls, r->sr_fallback_nusd);
+	spend_out_usd(o, r->sr_fallback_nusd);
+	spend_out_add(o, ",\"from\":", 8);
 	if (q->sq_has_from &&
 	    spend_format_time(q->sq_from_ms, t, sizeof(t)) == 0)
 		spend_out_json_str(o, t);
@@ -417,6 +421,15 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 			spend_out_cell(o, keys[k],
 			    k < q->sq_ngroup ? -(int)width[k] : (int)width[k]);
 		}
+		spend_out_add(o, "\n", 1);
+	}
+	/* An estimate must not pass for a price. */
+	if (r->sr_fallback_calls > 0) {
+		spend_out_printf(o,
+		    "of which %" PRId64 " call%s to models without a price, "
+		    "priced at their family's highest rates: $",
+		    r->sr_fallback_calls, r->sr_fallback_calls == 1 ? "" : "s");
+		spend_out_usd(o, r->sr_fallback_nusd);
 		spend_out_add(o, "\n", 1);
 	}
 }

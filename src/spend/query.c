@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/ledger.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -418,6 +419,36 @@ add_checked(int64_t *sum, int64_t v)
 }
 
 /*
+ * How much of q's spend was priced at a family's rates for an unknown
+ * model (unknown_models family_max), into r: an estimate, which an
+ * analyst must be able to tell from priced spend. Read from the calls
+ * table, whatever path answered the rest; the calls_fallback index holds
+ * just those rows.
+ */
+static int
+spend_fallback(sqlite3 *db, const struct spend_query *q, struct spend_result *r)
+{
+	struct sql s = {{0}, 0};
+	sqlite3_stmt *st = NULL;
+	int rc, n = 0;
+
+	sql_add(&s,
+	    "SELECT count(*), ifnull(sum(cost_nusd), 0) FROM calls"
+	    " WHERE status <> 'in_flight' AND " LEDGER_FALLBACK_WHERE);
+	where_calls(&s, q);
+	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) ==
+		SQLITE_OK &&
+	    (rc = bind_where(st, q, 0, &n)) == SQLITE_OK &&
+	    (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		r->sr_fallback_calls = sqlite3_column_int64(st, 0);
+		r->sr_fallback_nusd = sqlite3_column_int64(st, 1);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return (rc);
+}
+
+/*
  * Answer a spend query into r (rows ordered by cost descending, then by
  * their keys, and the total). -1 with a cause when the database fails or
  * the answer would pass SPEND_ROWS_MAX groups.
@@ -499,6 +530,9 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 	if (rc != SQLITE_DONE)
 		goto fail;
 	sqlite3_finalize(st);
+	st = NULL;
+	if (spend_fallback(db, q, r) != SQLITE_OK)
+		goto fail;
 	return (0);
 fail:
 	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
