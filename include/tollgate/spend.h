@@ -86,6 +86,8 @@ struct spend_row {
 	int64_t sr_input_tokens;
 	int64_t sr_output_tokens;
 	int64_t sr_cost_nusd;
+	int64_t sr_fallback_calls; /* of sr_calls: priced at a family's */
+	int64_t sr_fallback_nusd; /* rates for an unknown model */
 };
 
 /* A spend answer; owns its rows (spend_result_free). */
@@ -93,8 +95,6 @@ struct spend_result {
 	struct spend_row *sr_rows;
 	size_t sr_nrows;
 	struct spend_row sr_total; /* no keys */
-	int64_t sr_fallback_calls; /* of the total: priced at a family's */
-	int64_t sr_fallback_nusd; /* rates for an unknown model */
 	enum spend_path sr_path; /* which answered (never AUTO) */
 };
 

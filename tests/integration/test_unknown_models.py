@@ -9,7 +9,8 @@ served the call, the row is priced by that model, whatever the action, and
 its served_model and price_version say so. unpriced and refuse still work
 when chosen."""
 
-import json
+import csv
+import io
 import os
 import re
 
@@ -195,6 +196,28 @@ class UnknownModelsTest(ledgerlib.MeterTestCase):
         sp = self.get(tg, "/v1/spend?group_by=model&format=table")
         self.assertIn("of which 2 calls to models without a price",
                       sp.body.decode())
+        # Per group too, in JSON and in the CSV export, whichever path
+        # (rollup, or the calls of a partial day) answers.
+        for q in ("group_by=model", "group_by=model&from=2000-01-01T00:00:"
+                  "00.001Z"):
+            with self.subTest(query=q):
+                doc = self.get(tg, "/v1/spend?" + q).json()
+                by = {r["model"]: r for r in doc["rows"]}
+                self.assertEqual(
+                    (by["gpt-9-preview"]["fallback_calls"],
+                     by["gpt-9-preview"]["fallback_cost_nusd"],
+                     by["gpt-4o-mini"]["fallback_calls"],
+                     by["gpt-4o-mini"]["fallback_cost_nusd"]),
+                    (2, total, 0, 0), doc)
+                text = self.get(tg, "/v1/spend?format=csv&" + q).body
+                rows = list(csv.DictReader(io.StringIO(text.decode(),
+                                                       newline="")))
+                by = {r["model"]: r for r in rows}
+                self.assertEqual(by["gpt-9-preview"]["fallback_calls"], "2")
+                self.assertEqual(by["gpt-4o-mini"]["fallback_calls"], "0")
+                self.assertEqual(
+                    by["gpt-9-preview"]["fallback_cost_usd"],
+                    "%d.%09d" % divmod(total, 10 ** 9))
 
     def test_family_is_the_longest_shared_prefix(self):
         tg = self.start_tg()
