@@ -126,7 +126,7 @@ static const char *const provider_labels[] = {"provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
 static const char *const alert_kinds[] = {
-    "threshold", "breaker", "kill", "ledger", "other"};
+    "threshold", "breaker", "kill", "ledger", "unknown_model", "other"};
 static const char *const alert_results[] = {
     "delivered", "retried", "failed", "dropped"};
 /* Why a listener closed a client connection before serving it. */
@@ -141,6 +141,7 @@ static struct {
 	struct mtable m_calls; /* provider..agent_class, status */
 	struct mtable m_attr; /* provider..agent_class: tokens, cost */
 	struct mtable m_unpriced;
+	struct mtable m_fallback; /* calls, cost */
 	struct mtable m_refusals;
 	struct mtable m_shadow;
 	struct mtable m_ttfb;
@@ -178,6 +179,7 @@ metrics_init(void)
 	table_init(&metrics.m_calls, attr_labels, 6, 1);
 	table_init(&metrics.m_attr, attr_labels, 5, ATTR_NVALUES);
 	table_init(&metrics.m_unpriced, unpriced_labels, 2, 1);
+	table_init(&metrics.m_fallback, unpriced_labels, 2, 2);
 	table_init(&metrics.m_refusals, reason_labels, 1, 1);
 	table_init(&metrics.m_shadow, reason_labels, 1, 1);
 	table_init(&metrics.m_ttfb, provider_labels, 1, HIST_NVALUES);
@@ -403,6 +405,11 @@ metrics_call(const struct metrics_call *mc)
 	if (mc->mc_unpriced) {
 		s = table_get(&metrics.m_unpriced, &k);
 		s->ms_value[0]++;
+	}
+	if (mc->mc_fallback) {
+		s = table_get(&metrics.m_fallback, &k);
+		s->ms_value[0]++;
+		counter_add(&s->ms_value[1], mc->mc_cost_nusd);
 	}
 
 	hist_observe(&metrics.m_ttfb, mc->mc_provider, mc->mc_ttfb_us);
@@ -812,6 +819,14 @@ metrics_render(struct evbuffer *b)
 	render_cost_usd(b, &metrics.m_attr);
 	render_counter(b, "tollgate_unpriced_calls_total",
 	    "Calls whose model had no price.", &metrics.m_unpriced, 0);
+	render_counter(b, "tollgate_fallback_priced_calls_total",
+	    "Calls to a model without a price, priced at the highest rates "
+	    "of its family.",
+	    &metrics.m_fallback, 0);
+	render_counter(b, "tollgate_fallback_priced_cost_nusd_total",
+	    "Cost in nano-US dollars of the calls priced at the highest "
+	    "rates of their model's family.",
+	    &metrics.m_fallback, 1);
 	render_counter(b, "tollgate_refusals_total",
 	    "Requests tollgate refused, by reason.", &metrics.m_refusals, 0);
 	render_counter(b, "tollgate_shadow_refusals_total",
@@ -852,6 +867,7 @@ metrics_reset(void)
 	table_free(&metrics.m_calls);
 	table_free(&metrics.m_attr);
 	table_free(&metrics.m_unpriced);
+	table_free(&metrics.m_fallback);
 	table_free(&metrics.m_refusals);
 	table_free(&metrics.m_shadow);
 	table_free(&metrics.m_ttfb);

@@ -48,6 +48,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "tollgate/alerts.h"
 #include "tollgate/attribution.h"
 #include "tollgate/config.h"
 #include "tollgate/http.h"
@@ -279,6 +280,52 @@ session_model(const struct session *se)
 	return (se->se_ci.ci_model[0] != '\0' ? se->se_ci.ci_model : NULL);
 }
 
+/*
+ * The price of the model the provider says served the call, or NULL when
+ * it said none or the table does not know it.
+ */
+static const struct price *
+session_served(const struct session *se, const struct usage *u)
+{
+	if (u == NULL || u->u_source == USAGE_NONE || u->u_model[0] == '\0' ||
+	    se->se_conf->cf_prices == NULL)
+		return (NULL);
+	return (pricing_lookup(se->se_conf->cf_prices, u->u_model));
+}
+
+/*
+ * Is the call priced by the model that served it rather than by what was
+ * asked? When the asked model is unknown and the provider names a model
+ * the table knows, that model is a fact and any stand-in (the family's
+ * dearest rates, price_as, no price) only a guess.
+ */
+static int
+session_by_served(const struct session *se, const struct usage *u)
+{
+	return (!se->se_asked_priced && session_served(se, u) != NULL);
+}
+
+/*
+ * The row's price_version for usage u (NULL: none yet, the reservation):
+ * the table's version when a model it knows priced the call, the version
+ * marked "+fallback:<family>" when the family's dearest rates did,
+ * "unpriced" when nothing did, so the column always says what the cost
+ * is made of.
+ */
+static const char *
+session_price_version(const struct session *se, const struct usage *u)
+{
+	if (!se->se_route.rt_metered)
+		return (NULL);
+	if (session_by_served(se, u))
+		return (pricing_version(se->se_conf->cf_prices));
+	if (se->se_fallback_pv != NULL)
+		return (se->se_fallback_pv);
+	if (se->se_price != NULL)
+		return (pricing_version(se->se_conf->cf_prices));
+	return ("unpriced");
+}
+
 /* Fill a ledger row from the session's state. */
 static void
 session_row(const struct session *se, struct ledger_row *row)
@@ -302,9 +349,7 @@ session_row(const struct session *se, struct ledger_row *row)
 	row->lr_stream = se->se_ci.ci_stream;
 	row->lr_status = CALL_IN_FLIGHT;
 	row->lr_reserved_nusd = se->se_reserved_nusd;
-	row->lr_price_version = se->se_price != NULL
-	    ? pricing_version(se->se_conf->cf_prices)
-	    : (se->se_route.rt_metered ? "unpriced" : NULL);
+	row->lr_price_version = session_price_version(se, NULL);
 	row->lr_usage_source = USAGE_NONE;
 	row->lr_latency_ms = -1;
 	row->lr_ttfb_ms = -1;
@@ -539,6 +584,35 @@ encoded_body(const struct hdrs *hs)
 }
 
 /*
+ * Price a call to an unknown model at the dearest rates of its family
+ * (pricing_family_max): se_price becomes the family's price, the row's
+ * price_version says so, the call's line notes it, and the alerts module
+ * is told (it fires once per model and day). Returns 0, or -1 when the
+ * table has no model to take the rates from.
+ */
+static int
+session_family_price(struct session *se)
+{
+	const struct pricebook *pb = se->se_conf->cf_prices;
+	char family[USAGE_MODEL_MAX];
+
+	if (pricing_family_max(pb, session_model(se), &se->se_family, family,
+		sizeof(family)) == 0)
+		return (-1);
+	se->se_family.p_model = NULL;
+	se->se_price = &se->se_family;
+	xasprintf(
+	    &se->se_fallback_pv, "%s+fallback:%s", pricing_version(pb), family);
+	session_note(se,
+	    "model has no price: priced at the highest rates of family '%s' "
+	    "(unknown_models.action family_max)",
+	    family);
+	alerts_unknown_model(session_model(se) != NULL ? session_model(se) : "",
+	    family, &se->se_family, wallclock_ms());
+	return (0);
+}
+
+/*
  * Read and price the request. Returns 0 to go on, or -1 after refusing it.
  */
 static int
@@ -593,6 +667,7 @@ session_price(struct session *se)
 	se->se_price = session_model(se) != NULL
 	    ? pricing_lookup(cf->cf_prices, session_model(se))
 	    : NULL;
+	se->se_asked_priced = se->se_price != NULL;
 	if (se->se_price == NULL) {
 		switch (cf->cf_unknown_model) {
 		case UNKNOWN_MODEL_REFUSE:
@@ -611,6 +686,11 @@ session_price(struct session *se)
 			se->se_price = pricing_lookup(
 			    cf->cf_prices, cf->cf_unknown_price_as);
 			break;
+		case UNKNOWN_MODEL_FAMILY_MAX:
+			if (session_family_price(se) == 0)
+				break;
+			/* No table to take a family from: unpriced. */
+			/* FALLTHROUGH */
 		case UNKNOWN_MODEL_UNPRICED:
 			log_escape(model, sizeof(model), se->se_ci.ci_model,
 			    strlen(se->se_ci.ci_model));
@@ -696,23 +776,28 @@ session_client_gone(struct session *se)
 	    se->se_started ? "client_closed" : "client_gone");
 }
 
-/* Price the usage: by the model asked for and the model that answered,
- * whichever costs more (a cheap alias must not hide a dear model). */
+/*
+ * Price the usage. A model the table knows was asked for: by it and by
+ * the model that answered, whichever costs more (a cheap alias must not
+ * hide a dear model). An unknown model was asked for: by the model that
+ * answered when the table knows it (session_by_served), else by the
+ * stand-in unknown_models chose (family_max, price_as), else nothing.
+ */
 int64_t
 session_cost(const struct session *se, const struct usage *u)
 {
-	const struct price *answered;
+	const struct price *served;
 	int64_t cost = 0, c2;
 
 	if (u->u_source == USAGE_NONE)
 		return (0);
+	served = session_served(se, u);
+	if (session_by_served(se, u))
+		return (pricing_cost(served, u));
 	if (se->se_price != NULL)
 		cost = pricing_cost(se->se_price, u);
-	if (u->u_model[0] != '\0' && se->se_conf->cf_prices != NULL &&
-	    (answered = pricing_lookup(se->se_conf->cf_prices, u->u_model)) !=
-		NULL &&
-	    answered != se->se_price) {
-		c2 = pricing_cost(answered, u);
+	if (served != NULL && served != se->se_price) {
+		c2 = pricing_cost(served, u);
 		if (c2 > cost)
 			cost = c2;
 	}
@@ -763,6 +848,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	char path[160];
 	const char *up;
 	int64_t cost;
+	const char *pv;
 	char model[160];
 	char note[4 * SESSION_NOTE_MAX + 1];
 
@@ -803,6 +889,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_reasoning_tokens = u.u_reasoning;
 		row.lr_usage_source = u.u_source;
 		row.lr_cost_nusd = cost;
+		row.lr_price_version = session_price_version(se, &u);
+		row.lr_served_model = u.u_model[0] != '\0' ? u.u_model : NULL;
 		row.lr_refusal_reason = se->se_refusal != NULL ? se->se_refusal
 		    : se->se_error[0] != '\0'		       ? se->se_error
 							       : NULL;
@@ -811,6 +899,14 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
 	}
 	session_settle(se, status, cost, &u);
+	pv = se->se_row_committed ? session_price_version(se, &u) : NULL;
+	if (se->se_row_committed && se->se_fallback_pv != NULL &&
+	    session_by_served(se, &u)) {
+		log_escape_word(
+		    model, sizeof(model), u.u_model, strlen(u.u_model));
+		session_note(
+		    se, "priced as %s, the model that served it", model);
+	}
 
 	if (se->se_route.rt_path != NULL)
 		log_escape_word(path, sizeof(path), se->se_route.rt_path,
@@ -863,8 +959,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		mc.mc_status = status;
 		mc.mc_usage = se->se_row_committed ? &u : NULL;
 		mc.mc_cost_nusd = cost;
-		mc.mc_unpriced = se->se_route.rt_metered &&
-		    se->se_price == NULL && se->se_row_committed;
+		mc.mc_unpriced = pv != NULL && strcmp(pv, "unpriced") == 0;
+		mc.mc_fallback = pv != NULL && pv == se->se_fallback_pv;
 		mc.mc_ttfb_us = se->se_ttfb_us;
 		mc.mc_duration_us = monotime_us() - se->se_t0_us;
 		metrics_call(&mc);
@@ -884,6 +980,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		free(se->se_body);
 	free(se->se_stop);
 	free(se->se_note);
+	free(se->se_fallback_pv);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);

@@ -17,6 +17,7 @@
 #include "tollgate/http.h"
 #include "tollgate/ledger.h"
 #include "tollgate/policy.h"
+#include "tollgate/pricing.h"
 #include "tollgate/route.h"
 #include "tollgate/usage.h"
 
@@ -47,7 +48,13 @@ struct session {
 	struct route se_route;
 	struct attribution se_attr;
 	struct call_info se_ci;
-	const struct price *se_price; /* borrowed from se_conf's prices */
+	const struct price *se_price; /* borrowed from se_conf's prices, or
+					 se_family */
+	int se_asked_priced; /* the table knows the model asked for */
+	struct price se_family; /* unknown model: its family's dearest
+				   rates (unknown_models family_max) */
+	char *se_fallback_pv; /* "<version>+fallback:<family>" while
+				 se_price is se_family; owned */
 	char *se_body; /* rewritten request body, or NULL; once forwarded,
 			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;

@@ -32,6 +32,7 @@ struct event_base;
 struct policy_alert;
 struct policy_counters;
 struct policyset;
+struct price;
 struct spend_out;
 
 #define ALERTS_ID_MAX 48 /* "thr-" and 32 hex, or a kind, time and random */
@@ -41,10 +42,12 @@ struct spend_out;
 #define ALERTS_RESUME_MS (24 * 3600 * 1000LL) /* pending ones resent */
 #define ALERTS_LIMIT_DEFAULT 100 /* GET /v1/alerts */
 #define ALERTS_LIMIT_MAX 1000
+#define ALERTS_UNKNOWN_MAX 256 /* unknown models alerted on in a day */
 
 /* One alert as fired; everything borrowed. */
 struct alert {
-	const char *al_kind; /* "threshold", "breaker" or "kill" */
+	const char *al_kind; /* "threshold", "breaker", "kill", "ledger",
+				"unknown_model" */
 	const char *al_policy; /* policy name, or NULL */
 	const char *al_scope_key; /* policy_scope_key(), or NULL */
 	const char
@@ -72,6 +75,8 @@ void alerts_configure(const struct config *);
 void alerts_fire(const struct alert *);
 void alerts_threshold(
     const struct policy_alert *, const char *const *, int64_t);
+void alerts_unknown_model(
+    const char *, const char *, const struct price *, int64_t);
 void alerts_shutdown(void);
 size_t alerts_pending(void);
 

@@ -55,6 +55,7 @@ enum unknown_model {
 	UNKNOWN_MODEL_REFUSE, /* 400, never forwarded */
 	UNKNOWN_MODEL_PRICE_AS, /* priced as cf_unknown_price_as */
 	UNKNOWN_MODEL_UNPRICED, /* forwarded, recorded as unpriced */
+	UNKNOWN_MODEL_FAMILY_MAX, /* priced at its family's dearest rates */
 };
 
 /*

@@ -39,6 +39,13 @@
 
 struct event_base;
 
+/*
+ * The rows priced at a family's rates for an unknown model (price_version
+ * "<version>+fallback:<family>"), as an SQL condition on calls; the
+ * calls_fallback index is partial on exactly this.
+ */
+#define LEDGER_FALLBACK_WHERE "price_version LIKE '%+fallback:%'"
+
 enum durability {
 	DURABILITY_PROCESS, /* WAL, synchronous=NORMAL */
 	DURABILITY_POWER, /* WAL, synchronous=FULL: fsync per commit */
@@ -77,7 +84,10 @@ struct ledger_row {
 	enum usage_source lr_usage_source;
 	int64_t lr_cost_nusd;
 	int64_t lr_reserved_nusd;
-	const char *lr_price_version; /* "unpriced" for unknown models */
+	const char *lr_price_version; /* "unpriced", "<v>+fallback:<family>"
+					 for unknown models */
+	const char *lr_served_model; /* the model the provider said served
+					the call, or NULL */
 	const char *lr_refusal_reason;
 	int64_t lr_latency_ms; /* -1 if unknown */
 	int64_t lr_ttfb_ms; /* -1 if none */

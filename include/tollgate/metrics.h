@@ -33,6 +33,7 @@ struct metrics_call {
 	const struct usage *mc_usage; /* may be NULL (refused) */
 	int64_t mc_cost_nusd;
 	int mc_unpriced; /* the model had no price */
+	int mc_fallback; /* priced at its family's rates (unknown model) */
 	int64_t mc_ttfb_us; /* upstream time to response headers, -1 if none */
 	int64_t mc_duration_us;
 };

@@ -59,4 +59,8 @@ int64_t pricing_import_usd(double, int *, const char **);
 void pricing_import_format(int64_t, char *, size_t);
 int cli_prices(int, char **);
 
+/* family.c */
+size_t pricing_family_max(
+    const struct pricebook *, const char *, struct price *, char *, size_t);
+
 #endif

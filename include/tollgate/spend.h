@@ -86,6 +86,8 @@ struct spend_row {
 	int64_t sr_input_tokens;
 	int64_t sr_output_tokens;
 	int64_t sr_cost_nusd;
+	int64_t sr_fallback_calls; /* of sr_calls: priced at a family's */
+	int64_t sr_fallback_nusd; /* rates for an unknown model */
 };
 
 /* A spend answer; owns its rows (spend_result_free). */

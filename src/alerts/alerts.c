@@ -37,6 +37,7 @@
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
 #include "tollgate/policy.h"
+#include "tollgate/pricing.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -620,6 +621,81 @@ alerts_threshold(
 }
 
 /*
+ * Unknown models alerted on today (UTC), so each fires once a day however
+ * many calls it gets. Names come from clients: at most ALERTS_UNKNOWN_MAX
+ * a day are remembered and alerted on; past that the day's further
+ * unknown models go unalerted (their calls are still priced, logged and
+ * counted in /metrics).
+ */
+static char *al_unknown[ALERTS_UNKNOWN_MAX];
+static size_t al_nunknown;
+static int64_t al_unknown_day = -1;
+
+#define DAY_MS (24 * 3600 * 1000LL)
+
+/* A rate of pUSD per token as USD per million tokens, "2.50", "0.075". */
+static void
+rate_usd(char *buf, size_t len, int64_t pusd_per_token)
+{
+	size_t n;
+	char *dot;
+
+	/* pUSD per token is USD per million tokens times 10^6: nUSD/M. */
+	usd_format(buf, len, pusd_per_token * 1000);
+	if ((dot = strchr(buf, '.')) == NULL)
+		return;
+	n = strlen(buf);
+	while (n > (size_t)(dot - buf) + 3 && buf[n - 1] == '0')
+		buf[--n] = '\0';
+}
+
+/*
+ * A call asked for model, which the price table does not know, and was
+ * priced at fam, the highest rates of family: fire an "unknown_model"
+ * alert, unless one was fired for model earlier on the same UTC day.
+ */
+void
+alerts_unknown_model(
+    const char *model, const char *family, const struct price *fam, int64_t now)
+{
+	struct alert a;
+	char in[32], out[32], *msg;
+	int64_t day = now >= 0 ? now / DAY_MS : 0;
+	size_t i;
+
+	if (day != al_unknown_day) {
+		for (i = 0; i < al_nunknown; i++)
+			free(al_unknown[i]);
+		al_nunknown = 0;
+		al_unknown_day = day;
+	}
+	for (i = 0; i < al_nunknown; i++)
+		if (strcmp(al_unknown[i], model) == 0)
+			return;
+	if (al_nunknown == ALERTS_UNKNOWN_MAX)
+		return;
+	al_unknown[al_nunknown++] = xstrdup(model);
+
+	rate_usd(in, sizeof(in), fam->p_base.pr_input);
+	rate_usd(out, sizeof(out), fam->p_base.pr_output);
+	xasprintf(&msg,
+	    "model '%s' has no price: its calls are priced at the highest "
+	    "rates of family '%s' ($%s/M input, $%s/M output) until it is "
+	    "added to the price table",
+	    model, family, in, out);
+	memset(&a, 0, sizeof(a));
+	a.al_kind = "unknown_model";
+	a.al_window_start = day * DAY_MS;
+	a.al_reset_at = -1;
+	a.al_threshold_nusd = -1;
+	a.al_cap_nusd = -1;
+	a.al_message = msg;
+	a.al_at_ms = now;
+	alerts_fire(&a);
+	free(msg);
+}
+
+/*
  * Stop: every delivery not yet done is logged (its alert stays pending in
  * the ledger) and freed, then the multi handle.
  */
@@ -639,6 +715,9 @@ alerts_shutdown(void)
 		delivery_free(d);
 	}
 	alerts_configure(NULL);
+	while (al_nunknown > 0)
+		free(al_unknown[--al_nunknown]);
+	al_unknown_day = -1;
 	if (al_multi != NULL) {
 		curl_multi_cleanup(al_multi);
 		al_multi = NULL;

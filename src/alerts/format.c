@@ -44,7 +44,9 @@ hex(const unsigned char *in, size_t n, char *out)
  * The alert's id into buf (ALERTS_ID_MAX bytes). A threshold's id is
  * "thr-" and 32 hex of SHA-256 over its scope key, window start and
  * threshold: the same firing always has the same id, so a receiver can
- * dedupe one that a crash made tollgate send twice. Other kinds get their
+ * dedupe one that a crash made tollgate send twice. An unknown model's is
+ * "unk-" and 32 hex over its message and day, for the same reason. Other
+ * kinds get their
  * kind, the time and 64 random bits.
  */
 void
@@ -55,6 +57,20 @@ alerts_make_id(const struct alert *a, char *buf, size_t len)
 	char *text, kind[9], h[65];
 	size_t i, k = 0;
 
+	/* Once a day per model: the same model and day, the same id. */
+	if (a->al_kind != NULL && strcmp(a->al_kind, "unknown_model") == 0 &&
+	    a->al_message != NULL) {
+		xasprintf(&text, "unknown_model\n%s\n%" PRId64, a->al_message,
+		    a->al_window_start);
+		if (EVP_Digest(
+			text, strlen(text), md, &n, EVP_sha256(), NULL) != 1 ||
+		    n != sizeof(md))
+			fatalx("%s: EVP_Digest", __func__);
+		free(text);
+		hex(md, 16, h);
+		snprintf(buf, len, "unk-%s", h);
+		return;
+	}
 	if (a->al_scope_key != NULL && a->al_threshold_nusd >= 0 &&
 	    a->al_kind != NULL && strcmp(a->al_kind, "threshold") == 0) {
 		xasprintf(&text, "threshold\n%s\n%" PRId64 "\n%" PRId64,

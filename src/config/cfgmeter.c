@@ -82,7 +82,7 @@ cfgp_durability(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
 }
 
-/* unknown_models.action: refuse | price_as | unpriced. */
+/* unknown_models.action: family_max | refuse | price_as | unpriced. */
 void
 cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
@@ -91,10 +91,12 @@ cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	char buf[80];
 
 	(void)k;
-	if ((s = cfg_string(cx, path, n, "refuse, price_as or unpriced")) ==
-	    NULL)
+	if ((s = cfg_string(cx, path, n,
+		 "family_max, refuse, price_as or unpriced")) == NULL)
 		return;
-	if (strcmp(s, "refuse") == 0)
+	if (strcmp(s, "family_max") == 0)
+		*(enum unknown_model *)dst = UNKNOWN_MODEL_FAMILY_MAX;
+	else if (strcmp(s, "refuse") == 0)
 		*(enum unknown_model *)dst = UNKNOWN_MODEL_REFUSE;
 	else if (strcmp(s, "price_as") == 0)
 		*(enum unknown_model *)dst = UNKNOWN_MODEL_PRICE_AS;
@@ -102,8 +104,8 @@ cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		*(enum unknown_model *)dst = UNKNOWN_MODEL_UNPRICED;
 	else
 		cfg_error(cx, n,
-		    "%s: unknown action '%s' (expected refuse, "
-		    "price_as or unpriced)",
+		    "%s: unknown action '%s' (expected family_max, "
+		    "refuse, price_as or unpriced)",
 		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
 }
 

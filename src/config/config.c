@@ -620,7 +620,8 @@ config_defaults(struct config *cf)
 	cf->cf_stream_high_watermark = 256 * 1024;
 	cf->cf_durability = DURABILITY_PROCESS;
 	cf->cf_ledger_queue_max_int = 10000;
-	cf->cf_unknown_model = UNKNOWN_MODEL_UNPRICED;
+	/* An unknown model is never recorded at $0 unless asked to be. */
+	cf->cf_unknown_model = UNKNOWN_MODEL_FAMILY_MAX;
 	cf->cf_hard_cap_status = 429;
 	for (t = 0; t < TAG_MAX; t++)
 		cf->cf_tag_from_header[t] = 1;

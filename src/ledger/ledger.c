@@ -141,10 +141,11 @@ row_fields(struct ledger_row *r, const char **f[])
 	f[n++] = &r->lr_key_fingerprint;
 	f[n++] = &r->lr_price_version;
 	f[n++] = &r->lr_refusal_reason;
+	f[n++] = &r->lr_served_model;
 	return (n);
 }
 
-#define ROW_FIELDS_MAX (8 + TAG_MAX)
+#define ROW_FIELDS_MAX (9 + TAG_MAX)
 
 /*
  * A deep copy of row as a queued item, or NULL (logged) if the row is not

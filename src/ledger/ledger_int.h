@@ -217,6 +217,7 @@ int ledger_schema_fix_checks(
     struct ledger_db *, const char *, int64_t, char **);
 int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
+int ledger_schema_served(struct ledger_db *, char **);
 
 /* store.c */
 int ledger_db_fail(struct ledger_db *, char **, const char *, ...)

@@ -431,3 +431,35 @@ ledger_schema_kills(struct ledger_db *d, char **cause)
 		return (ledger_db_fail(d, cause, "creating the kills table"));
 	return (0);
 }
+
+/*
+ * The calls table's served_model column and the index of rows priced by
+ * a family's rates, in ledgers old and new. A nullable column added at
+ * the end breaks no reader or writer that names its columns (every
+ * statement here does), so a ledger this adds it to still opens in a
+ * tollgate from before it; no schema version is spent on it.
+ */
+int
+ledger_schema_served(struct ledger_db *d, char **cause)
+{
+	int64_t has;
+
+	if (ledger_db_query_int(d,
+		"SELECT count(*) FROM pragma_table_info('calls')"
+		" WHERE name = 'served_model'",
+		&has) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "reading the calls table"));
+	if (has == 0 &&
+	    sqlite3_exec(d->db_conn,
+		"ALTER TABLE calls ADD COLUMN served_model TEXT", NULL, NULL,
+		NULL) != SQLITE_OK)
+		return (
+		    ledger_db_fail(d, cause, "adding the served_model column"));
+	/* /v1/spend reads the fallback-priced share from this alone. */
+	if (sqlite3_exec(d->db_conn,
+		"CREATE INDEX IF NOT EXISTS calls_fallback ON calls"
+		" (started_at) WHERE " LEDGER_FALLBACK_WHERE,
+		NULL, NULL, NULL) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "creating calls_fallback"));
+	return (0);
+}

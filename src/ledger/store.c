@@ -55,9 +55,10 @@ static const char insert_sql[] =
     " key_fingerprint, stream, status, http_status, input_tokens,"
     " output_tokens, cached_input_tokens, cache_write_tokens,"
     " reasoning_tokens, usage_source, cost_nusd, reserved_nusd,"
-    " price_version, refusal_reason, latency_ms, ttfb_ms)"
+    " price_version, refusal_reason, latency_ms, ttfb_ms, served_model)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-    " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+    " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28,"
+    " ?29)"
     " ON CONFLICT (id) DO NOTHING";
 
 /*
@@ -71,7 +72,8 @@ static const char settle_sql[] =
     " cache_write_tokens = ?8, reasoning_tokens = ?9, usage_source = ?10,"
     " cost_nusd = ?11, model = coalesce(?12, model),"
     " price_version = coalesce(?13, price_version), latency_ms = ?14,"
-    " ttfb_ms = ?15, refusal_reason = ?16"
+    " ttfb_ms = ?15, refusal_reason = ?16,"
+    " served_model = coalesce(?17, served_model)"
     " WHERE id = ?1 AND status = 'in_flight'";
 
 /*
@@ -404,7 +406,8 @@ db_connect(
 	    (version != 0 &&
 		ledger_schema_fix_checks(d, path, version, cause) != 0) ||
 	    ledger_schema_alerts(d, cause) != 0 ||
-	    ledger_schema_kills(d, cause) != 0 || prepare(d, cause) != 0)
+	    ledger_schema_kills(d, cause) != 0 ||
+	    ledger_schema_served(d, cause) != 0 || prepare(d, cause) != 0)
 		return (-1);
 	return (ledger_db_identify(d, cause));
 }
@@ -625,6 +628,7 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_text(st, 26, r->lr_refusal_reason));
 	BIND(bind_int_min(st, 27, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 28, r->lr_ttfb_ms, 0));
+	BIND(bind_text(st, 29, r->lr_served_model));
 	return (run_item(d, it, st, rc));
 }
 
@@ -656,6 +660,7 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 14, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 16, r->lr_refusal_reason));
+	BIND(bind_text(st, 17, r->lr_served_model));
 	return (run_item(d, it, st, rc));
 }
 

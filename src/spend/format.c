@@ -290,6 +290,12 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens,
 		    row->sr_cost_nusd);
 		spend_out_usd(o, row->sr_cost_nusd);
+		spend_out_printf(o,
+		    ",\"fallback_calls\":%" PRId64
+		    ",\"fallback_cost_nusd\":%" PRId64
+		    ",\"fallback_cost_usd\":",
+		    row->sr_fallback_calls, row->sr_fallback_nusd);
+		spend_out_usd(o, row->sr_fallback_nusd);
 		spend_out_add(o, "}", 1);
 	}
 	spend_out_add(o, "],\"total_cost_usd\":", 19);
@@ -297,9 +303,13 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 	spend_out_printf(o,
 	    ",\"total_cost_nusd\":%" PRId64 ",\"total_calls\":%" PRId64
 	    ",\"total_input_tokens\":%" PRId64
-	    ",\"total_output_tokens\":%" PRId64 ",\"from\":",
+	    ",\"total_output_tokens\":%" PRId64 ",\"fallback_calls\":%" PRId64
+	    ",\"fallback_cost_nusd\":%" PRId64 ",\"fallback_cost_usd\":",
 	    r->sr_total.sr_cost_nusd, r->sr_total.sr_calls,
-	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens);
+	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens,
+	    r->sr_total.sr_fallback_calls, r->sr_total.sr_fallback_nusd);
+	spend_out_usd(o, r->sr_total.sr_fallback_nusd);
+	spend_out_add(o, ",\"from\":", 8);
 	if (q->sq_has_from &&
 	    spend_format_time(q->sq_from_ms, t, sizeof(t)) == 0)
 		spend_out_json_str(o, t);
@@ -328,7 +338,10 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 
 	for (k = 0; k < q->sq_ngroup; k++)
 		spend_out_printf(o, "%s,", spend_dim_name(q->sq_group[k]));
-	spend_out_add(o, "calls,input_tokens,output_tokens,cost_usd\r\n", 43);
+	spend_out_add(o,
+	    "calls,input_tokens,output_tokens,cost_usd,fallback_calls,"
+	    "fallback_cost_usd\r\n",
+	    76);
 	for (i = 0; i < r->sr_nrows; i++) {
 		row = &r->sr_rows[i];
 		for (k = 0; k < q->sq_ngroup; k++) {
@@ -339,6 +352,8 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 		spend_out_printf(o, "%" PRId64 ",%" PRId64 ",%" PRId64 ",",
 		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens);
 		spend_out_usd(o, row->sr_cost_nusd);
+		spend_out_printf(o, ",%" PRId64 ",", row->sr_fallback_calls);
+		spend_out_usd(o, row->sr_fallback_nusd);
 		spend_out_add(o, "\r\n", 2);
 	}
 }
@@ -417,6 +432,16 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 			spend_out_cell(o, keys[k],
 			    k < q->sq_ngroup ? -(int)width[k] : (int)width[k]);
 		}
+		spend_out_add(o, "\n", 1);
+	}
+	/* An estimate must not pass for a price. */
+	if (r->sr_total.sr_fallback_calls > 0) {
+		spend_out_printf(o,
+		    "of which %" PRId64 " call%s to models without a price, "
+		    "priced at their family's highest rates: $",
+		    r->sr_total.sr_fallback_calls,
+		    r->sr_total.sr_fallback_calls == 1 ? "" : "s");
+		spend_out_usd(o, r->sr_total.sr_fallback_nusd);
 		spend_out_add(o, "\n", 1);
 	}
 }

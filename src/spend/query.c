@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/ledger.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -417,6 +418,102 @@ add_checked(int64_t *sum, int64_t v)
 	return (__builtin_add_overflow(*sum, v, sum) ? -1 : 0);
 }
 
+/* Group keys as the answer holds them: NULL for unset, compared as "". */
+static int
+keys_cmp(char *const *a, char *const *b, size_t n)
+{
+	size_t i;
+	int c;
+
+	for (i = 0; i < n; i++)
+		if ((c = strcmp(a[i] != NULL ? a[i] : "",
+			 b[i] != NULL ? b[i] : "")) != 0)
+			return (c);
+	return (0);
+}
+
+static size_t fb_ngroup; /* for row_cmp: qsort passes no context */
+
+static int
+row_cmp(const void *a, const void *b)
+{
+	const struct spend_row *ra = *(const struct spend_row *const *)a;
+	const struct spend_row *rb = *(const struct spend_row *const *)b;
+
+	return (keys_cmp(ra->sr_keys, rb->sr_keys, fb_ngroup));
+}
+
+/*
+ * How much of q's spend was priced at a family's rates for an unknown
+ * model (unknown_models family_max), per group and in total, into r: an
+ * estimate, which an analyst must be able to tell from priced spend. Read
+ * from the calls table, grouped like the answer, whatever path answered
+ * the rest (the rollup cannot tell those rows apart); the calls_fallback
+ * index holds just them. Each group is found among r's rows by a binary
+ * search over them sorted by their keys.
+ */
+static int
+spend_fallback(sqlite3 *db, const struct spend_query *q, struct spend_result *r)
+{
+	struct sql s = {{0}, 0};
+	struct spend_row **by_key = NULL, key, *kp, **hit;
+	sqlite3_stmt *st = NULL;
+	const unsigned char *t;
+	char num[32];
+	size_t i;
+	int rc, n = 0;
+
+	sql_add(&s, "SELECT ");
+	select_keys(&s, q, 0, 0);
+	sql_add(&s,
+	    "count(*), ifnull(sum(cost_nusd), 0) FROM calls"
+	    " WHERE status <> 'in_flight' AND " LEDGER_FALLBACK_WHERE);
+	where_calls(&s, q);
+	for (i = 0; i < q->sq_ngroup; i++) {
+		snprintf(num, sizeof(num), "%s%zu", i > 0 ? ", " : " GROUP BY ",
+		    i + 1);
+		sql_add(&s, num);
+	}
+	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
+		SQLITE_OK ||
+	    (rc = bind_where(st, q, 0, &n)) != SQLITE_OK)
+		goto out;
+	by_key = xreallocarray(NULL, r->sr_nrows + 1, sizeof(*by_key));
+	for (i = 0; i < r->sr_nrows; i++)
+		by_key[i] = &r->sr_rows[i];
+	fb_ngroup = q->sq_ngroup;
+	qsort(by_key, r->sr_nrows, sizeof(*by_key), row_cmp);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		memset(&key, 0, sizeof(key));
+		for (i = 0; i < q->sq_ngroup; i++) {
+			t = sqlite3_column_text(st, (int)i);
+			key.sr_keys[i] =
+			    (char *)(uintptr_t)(t != NULL && *t != '\0'
+				    ? (const char *)t
+				    : NULL);
+		}
+		key.sr_calls = sqlite3_column_int64(st, (int)i);
+		key.sr_cost_nusd = sqlite3_column_int64(st, (int)i + 1);
+		if (key.sr_calls == 0)
+			continue; /* no group_by and no such call */
+		r->sr_total.sr_fallback_calls += key.sr_calls;
+		r->sr_total.sr_fallback_nusd += key.sr_cost_nusd;
+		kp = &key;
+		/* A group missing from r is a call settled in between. */
+		if ((hit = bsearch(&kp, by_key, r->sr_nrows, sizeof(*by_key),
+			 row_cmp)) != NULL) {
+			(*hit)->sr_fallback_calls = key.sr_calls;
+			(*hit)->sr_fallback_nusd = key.sr_cost_nusd;
+		}
+	}
+	if (rc == SQLITE_DONE)
+		rc = SQLITE_OK;
+out:
+	free(by_key);
+	sqlite3_finalize(st);
+	return (rc);
+}
+
 /*
  * Answer a spend query into r (rows ordered by cost descending, then by
  * their keys, and the total). -1 with a cause when the database fails or
@@ -499,6 +596,9 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 	if (rc != SQLITE_DONE)
 		goto fail;
 	sqlite3_finalize(st);
+	st = NULL;
+	if (spend_fallback(db, q, r) != SQLITE_OK)
+		goto fail;
 	return (0);
 fail:
 	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));

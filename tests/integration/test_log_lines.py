@@ -32,7 +32,8 @@ class LogLinesTest(ledgerlib.MeterTestCase):
             {"name": "clamp", "match": {"team": "clamped"}, "window": "day",
              "hard_cap_usd": "0.001", "clamp": {"min_output_tokens": 16}},
         ]
-        extra = ledgerlib.metering_extra()
+        extra = ledgerlib.metering_extra(
+            unknown_models={"action": "unpriced"})
         extra["policies"] = policies
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(fp.port),
                            extra=extra)

@@ -509,7 +509,8 @@ class PolicyTest(tglib.TGTestCase):
 
     def test_unpriced_model_under_a_cap_is_refused(self):
         tg = self.start([{"name": "c", "window": "day",
-                          "hard_cap_usd": "5"}])
+                          "hard_cap_usd": "5"}],
+                        extra={"unknown_models": {"action": "unpriced"}})
         m = new_marker()
         r = self.chat(tg, m, model="no-such-model")
         self.assertEqual(r.status, 400)

@@ -312,6 +312,25 @@ test_ids(void **state)
 	alerts_make_id(&b, id2, sizeof(id2));
 	assert_string_not_equal(id1, id2);
 	assert_memory_equal(id1, "breaker-", 8);
+	/* An unknown model: the same model and day, the same id. */
+	memset(&b, 0, sizeof(b));
+	b.al_kind = "unknown_model";
+	b.al_message = "model 'gpt-9' has no price";
+	b.al_window_start = DAY1;
+	b.al_at_ms = DAY1 + 1000;
+	alerts_make_id(&b, id1, sizeof(id1));
+	b.al_at_ms += 3600 * 1000;
+	alerts_make_id(&b, id2, sizeof(id2));
+	assert_string_equal(id1, id2);
+	assert_int_equal(strlen(id1), 4 + 32);
+	assert_memory_equal(id1, "unk-", 4);
+	b.al_window_start += 24 * 3600 * 1000LL;
+	alerts_make_id(&b, id2, sizeof(id2));
+	assert_string_not_equal(id1, id2);
+	b.al_window_start = DAY1;
+	b.al_message = "model 'gpt-10' has no price";
+	alerts_make_id(&b, id2, sizeof(id2));
+	assert_string_not_equal(id1, id2);
 }
 
 static void

@@ -112,7 +112,7 @@ check_meter_defaults(const struct config *cf, const char *dir)
 	assert_int_equal(cf->cf_durability, DURABILITY_PROCESS);
 	assert_int_equal(cf->cf_ledger_queue_max, 10000);
 	assert_null(cf->cf_prices); /* no prices.yaml beside the file */
-	assert_int_equal(cf->cf_unknown_model, UNKNOWN_MODEL_UNPRICED);
+	assert_int_equal(cf->cf_unknown_model, UNKNOWN_MODEL_FAMILY_MAX);
 	for (t = 0; t < TAG_MAX; t++) {
 		assert_null(cf->cf_tag_default[t]);
 		assert_int_equal(cf->cf_tag_required[t], 0);
@@ -528,7 +528,7 @@ static const struct cfgcase cases[] = {
 		   "(expected process or power)",
 	    "1:44: ledger.queue_max: must be between 16 and 10000000",
 	    "2:26: unknown_models.action: unknown action 'ignore' (expected "
-	    "refuse, price_as or unpriced)",
+	    "family_max, refuse, price_as or unpriced)",
 	    "4:14: attribution.defaults: unknown tag 'squad' (expected intent, "
 	    "team, tenant, agent_class or environment)",
 	    "4:30: attribution.defaults.team: expected a value of 1 to 128 "

@@ -384,7 +384,7 @@ test_open_columns(void **state)
 	    "status", "http_status", "input_tokens", "output_tokens",
 	    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
 	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
-	    "refusal_reason", "latency_ms", "ttfb_ms"};
+	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model"};
 	size_t i;
 
 	(void)state;
@@ -401,7 +401,10 @@ test_open_columns(void **state)
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "type = 'index' AND tbl_name = 'calls' AND "
 			       "sql IS NOT NULL"),
-	    4);
+	    5);
+	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
+			       "name = 'calls_fallback'"),
+	    1);
 }
 
 static void

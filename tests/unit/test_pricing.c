@@ -1003,6 +1003,114 @@ test_saturation(void **state)
 	assert_int_equal(pricing_cost(&p, &u), 2);
 }
 
+/* Families of unknown models (family.c). */
+
+static const char family_book[] =
+    "version: fam-1\n"
+    "models:\n"
+    "  gpt-5:\n"
+    "    input: 1.25\n"
+    "    output: 10\n"
+    "    max_output_tokens: 128000\n"
+    "    tiers:\n"
+    "      priority: { input: 2.50, output: 20 }\n"
+    "  gpt-5-mini: { input: 0.25, output: 2, "
+    "max_output_tokens: 64000 }\n"
+    "  gpt-5.4:\n"
+    "    input: 2.50\n"
+    "    cached_input: 0.25\n"
+    "    output: 15\n"
+    "    max_output_tokens: 100000\n"
+    "  gpt-4o: { input: 5, output: 15, "
+    "max_output_tokens: 16384 }\n"
+    "  claude-opus-4-1:\n"
+    "    input: 15\n"
+    "    cache_write_1h: 30\n"
+    "    output: 75\n"
+    "    max_output_tokens: 32000\n"
+    "  o3: { input: 2, output: 8, "
+    "max_output_tokens: 100000 }\n";
+
+struct familycase {
+	const char *name;
+	const char *model; /* NULL: no model in the request */
+	const char *family;
+	size_t members;
+	const char *input, *cached, *write1h, *output; /* USD per M */
+	int64_t max_output;
+};
+
+static const struct familycase family_cases[] = {
+    /* Dotted versions are tokens: gpt-5, gpt-5-mini and gpt-5.4; the
+     * dearest input is gpt-5's priority tier and gpt-5.4's (2.50), the
+     * dearest output gpt-5's priority tier (20). */
+    {"family_dotted_version", "gpt-5.6-luna", "gpt-5", 3, "2.50", "2.50",
+	"2.50", "20", 128000},
+    {"family_first_token", "gpt-9-preview", "gpt", 4, "5", "5", "5", "20",
+	128000},
+    {"family_two_tokens", "claude-opus-5", "claude-opus", 1, "15", "15", "30",
+	"75", 32000},
+    {"family_none_shared", "o9-mini", "*", 6, "15", "15", "30", "75", 128000},
+    {"family_gemini_prefix", "models/gpt-5-nano", "gpt-5", 3, "2.50", "2.50",
+	"2.50", "20", 128000},
+    {"family_partial_token", "gpt-5x", "gpt", 4, "5", "5", "5", "20", 128000},
+    {"family_empty_token", "gpt--5", "gpt", 4, "5", "5", "5", "20", 128000},
+    {"family_no_model", NULL, "*", 6, "15", "15", "30", "75", 128000},
+    {"family_empty_model", "", "*", 6, "15", "15", "30", "75", 128000},
+};
+
+/* USD per million tokens as pUSD per token. */
+static int64_t
+usd_per_m(const char *s)
+{
+	int64_t whole = 0, frac = 0, scale = 1000000;
+
+	for (; *s != '\0' && *s != '.'; s++)
+		whole = whole * 10 + (*s - '0');
+	if (*s == '.')
+		for (s++; *s != '\0'; s++) {
+			scale /= 10;
+			frac += (*s - '0') * scale;
+		}
+	return (whole * 1000000 + frac);
+}
+
+static void
+run_family(void **state)
+{
+	const struct familycase *c = *state;
+	struct pricebook *pb;
+	struct price p;
+	char fam[64];
+
+	pb = load_expect(family_book, NULL, 0);
+	assert_int_equal(
+	    pricing_family_max(pb, c->model, &p, fam, sizeof(fam)), c->members);
+	assert_string_equal(fam, c->family);
+	assert_null(p.p_model);
+	assert_int_equal(p.p_ntiers, 0);
+	assert_int_equal(p.p_long_threshold, 0);
+	assert_int_equal(p.p_base.pr_input, usd_per_m(c->input));
+	assert_int_equal(p.p_base.pr_cached, usd_per_m(c->cached));
+	assert_int_equal(p.p_base.pr_cache_write_1h, usd_per_m(c->write1h));
+	assert_int_equal(p.p_base.pr_output, usd_per_m(c->output));
+	assert_int_equal(p.p_max_output, c->max_output);
+	pricing_free(pb);
+}
+
+/* No book, no family: the caller records the call unpriced. */
+static void
+test_family_no_book(void **state)
+{
+	struct price p;
+	char fam[8];
+
+	(void)state;
+	assert_int_equal(
+	    pricing_family_max(NULL, "gpt-5", &p, fam, sizeof(fam)), 0);
+	assert_string_equal(fam, "");
+}
+
 static int
 setup(void **state)
 {
@@ -1042,7 +1150,7 @@ main(void)
 {
 	static struct CMUnitTest tests[nitems(cost_cases) +
 	    nitems(lookup_cases) + nitems(worst_cases) + nitems(usd_cases) +
-	    nitems(load_cases) + 4];
+	    nitems(load_cases) + nitems(family_cases) + 5];
 	size_t i, n = 0;
 
 	ADD_CASES(cost_cases, run_cost);
@@ -1050,9 +1158,11 @@ main(void)
 	ADD_CASES(worst_cases, run_worst);
 	ADD_CASES(usd_cases, run_usd);
 	ADD_CASES(load_cases, run_load);
+	ADD_CASES(family_cases, run_family);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_shipped);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_missing_file);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_null_arguments);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_saturation);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_family_no_book);
 	return (cmocka_run_group_tests_name("pricing", tests, setup, teardown));
 }

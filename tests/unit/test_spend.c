@@ -743,11 +743,19 @@ test_csv(void **state)
 		if (lines++ == 0) {
 			assert_string_equal(line,
 			    "team,calls,input_tokens,"
-			    "output_tokens,cost_usd");
+			    "output_tokens,cost_usd,fallback_calls,"
+			    "fallback_cost_usd");
 			continue;
 		}
 		if (strncmp(line, "\"comma,team\",", 13) == 0)
 			quoted = 1;
+		/* cost_usd is the third field from the end. */
+		last = strrchr(line, ',');
+		*last = '\0';
+		assert_string_equal(last + 1, "0.000000000");
+		last = strrchr(line, ',');
+		assert_string_equal(last + 1, "0");
+		*last = '\0';
 		last = strrchr(line, ',');
 		sum += usd_to_nusd(last + 1);
 	}
@@ -815,8 +823,9 @@ test_csv_cells(void **state)
 		spend_out_init(&o, 1024);
 		spend_write(&q, &r, &o);
 		snprintf(want, sizeof(want),
-		    "team,calls,input_tokens,output_tokens,cost_usd\r\n"
-		    "%s,2,30,4,0.000001500\r\n",
+		    "team,calls,input_tokens,output_tokens,cost_usd,"
+		    "fallback_calls,fallback_cost_usd\r\n"
+		    "%s,2,30,4,0.000001500,0,0.000000000\r\n",
 		    cases[i].cell);
 		if (strcmp(o.so_buf, want) != 0)
 			fail_msg("%s: '%s', want '%s'", cases[i].key, o.so_buf,
@@ -832,7 +841,7 @@ test_json(void **state)
 {
 	struct spend_out o;
 	const char *ctype;
-	char *cause = NULL, want[64];
+	char *cause = NULL, want[128];
 	cJSON *doc, *rows, *row;
 	int64_t sum = 0, n;
 	int status;
@@ -860,7 +869,7 @@ test_json(void **state)
 		/* cost_usd printed from the integer: its exact text. */
 		snprintf(want, sizeof(want),
 		    "\"cost_nusd\":%" PRId64 ",\"cost_usd\":%" PRId64
-		    ".%09" PRId64 "}",
+		    ".%09" PRId64 ",\"fallback_calls\":0,",
 		    n, n / 1000000000, n % 1000000000);
 		assert_non_null(strstr(o.so_buf, want));
 	}
