@@ -498,6 +498,16 @@ class Ledger:
             c.close()
         return out
 
+    def wal_salt(self):
+        """The WAL header's first salt (None without a WAL): it changes
+        each time the WAL starts over."""
+        try:
+            with open(self.path + "-wal", "rb") as f:
+                head = f.read(20)
+        except FileNotFoundError:
+            return None
+        return head[16:20] if len(head) == 20 else None
+
     def raw_bytes(self):
         """The bytes of the database file, its WAL and its -shm."""
         out = b""
