@@ -352,6 +352,8 @@ session_refuse_policy(
 	cJSON *root;
 
 	reason = policy_reason_name(pd->pd_reason);
+	/* The body names the request id: it must be the refusal's own. */
+	session_refusal_id(se);
 	session_scope_label(label, sizeof(label), sc);
 	fmt_reset(reset, sizeof(reset), sc->sc_reset_at);
 	switch (pd->pd_reason) {
@@ -427,7 +429,6 @@ session_refuse_policy(
 	session_add_tollgate(
 	    root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
 	se->se_refusal = reason;
-	session_refusal_id(se);
 	session_reply(se, status, &hs, reply_json_take(root));
 	session_record_refusal(se, status, reason);
 	session_note(se, "refused by policy %s: %s", label, reason);
