@@ -80,7 +80,7 @@
 #include "tollgate/metrics.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
-#include "tollgate/session.h"
+#include "tollgate/server.h"
 #include "tollgate/util.h"
 
 #include "listener_int.h"

@@ -37,6 +37,7 @@
 #include "tollgate/metrics.h"
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
+#include "tollgate/server.h"
 #include "tollgate/session.h"
 #include "tollgate/spend.h"
 #include "tollgate/upstream.h"
@@ -304,7 +305,7 @@ cmd_serve(int foreground)
 	enforce_alerts(cf);
 	ledger_set_event_cb(ledger_health_cb, NULL);
 	session_setup(base);
-	session_policy_setup(base);
+	session_stop_setup(base);
 	/*
 	 * Before the first listener says where it listens: a SIGHUP or
 	 * SIGTERM sent on that line (a deploy tool that starts tollgate and
@@ -322,7 +323,7 @@ cmd_serve(int foreground)
 		for (i = 0; i < nitems(signos); i++)
 			event_free(sigs[i]);
 		listener_free(proxy);
-		session_policy_shutdown();
+		session_stop_shutdown();
 		enforce_stop();
 		alerts_shutdown();
 		ledger_close();
@@ -353,7 +354,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
-	session_policy_shutdown();
+	session_stop_shutdown();
 	enforce_stop();
 	alerts_shutdown();
 	ledger_close();

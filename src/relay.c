@@ -196,11 +196,10 @@ relay_failed(struct session *se, int timeout, const char *detail)
 	if (!se->se_replied) {
 		if (timeout)
 			session_reply_error(se, 504, "upstream_timeout",
-			    "the upstream provider did not answer in time",
-			    NULL);
+			    "the upstream provider did not answer in time");
 		else
 			session_reply_error(se, 502, "upstream_unavailable",
-			    "the upstream provider could not be reached", NULL);
+			    "the upstream provider could not be reached");
 	} else if (se->se_conn != NULL) {
 		/* Mid-body: the client must see a truncated response. */
 		conn_reply_abort(se->se_conn);

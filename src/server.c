@@ -19,6 +19,7 @@
 #include "tollgate/fdlimit.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
+#include "tollgate/server.h"
 #include "tollgate/session.h"
 
 static struct config *server_cf;

@@ -60,6 +60,7 @@
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
+#include "tollgate/server.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -198,21 +199,16 @@ session_reply(struct session *se, int status, struct hdrs *hs, char *body)
 	free(body);
 }
 
+/*
+ * Answer a call that failed upstream before its response began: status
+ * and code in the family's error shape (a refusal is session_refuse's).
+ */
 void
-session_reply_error(struct session *se, int status, const char *code,
-    const char *msg, const char *retry_after)
+session_reply_error(
+    struct session *se, int status, const char *code, const char *msg)
 {
 	struct hdrs hs = {0};
 
-	if (status == 405) {
-		const char *allow =
-		    se->se_route.rt_endpoint == EP_MODELS ? "GET" : "POST";
-
-		hdrs_add(&hs, "Allow", 5, allow, strlen(allow));
-	}
-	if (retry_after != NULL)
-		hdrs_add(
-		    &hs, "retry-after", 11, retry_after, strlen(retry_after));
 	session_reply(se, status, &hs,
 	    reply_error_body(
 		se->se_route.rt_family, status, code, msg, se->se_reqid));
@@ -459,21 +455,20 @@ session_new(struct conn *co, struct http_request *req)
 	switch (rr) {
 	case ROUTE_OK:
 		break;
+	/* Never recorded: a path that routes nowhere makes no row
+	 * (operations.md's status table). */
 	case ROUTE_BAD_METHOD:
-		se->se_refusal = "method_not_allowed";
-		session_reply_error(se, 405, "method_not_allowed", why, NULL);
+		session_refuse(
+		    se, 405, "method_not_allowed", 0, NULL, "%s", why);
 		goto refused;
 	case ROUTE_NO_UPSTREAM:
-		se->se_refusal = "no_upstream";
-		session_reply_error(se, 404, "no_upstream", why, NULL);
+		session_refuse(se, 404, "no_upstream", 0, NULL, "%s", why);
 		goto refused;
 	case ROUTE_NOT_FOUND:
-		se->se_refusal = "unknown_route";
-		session_reply_error(se, 404, "unknown_route", why, NULL);
+		session_refuse(se, 404, "unknown_route", 0, NULL, "%s", why);
 		goto refused;
 	case ROUTE_BAD_NAME:
-		se->se_refusal = "bad_path";
-		session_reply_error(se, 400, "bad_path", why, NULL);
+		session_refuse(se, 400, "bad_path", 0, NULL, "%s", why);
 		goto refused;
 	}
 	free(why);
@@ -482,10 +477,8 @@ session_new(struct conn *co, struct http_request *req)
 	if (attribution_resolve(se->se_conf, &req->hr_headers,
 		se->se_route.rt_query, &se->se_attr, &code, &why) == -1) {
 		/* The row must not take a client-chosen id it could not
-		 * validate. */
-		se->se_refusal = code;
-		session_reply_error(se, 400, code, why, NULL);
-		session_record_refusal(se, 400, code);
+		 * validate: se_reqid is still tollgate's own. */
+		session_refuse(se, 400, code, REFUSE_RECORD, NULL, "%s", why);
 		goto refused;
 	}
 	if (se->se_attr.at_request_id[0] != '\0')
@@ -502,7 +495,6 @@ static void
 reserved_cb(void *arg, enum ledger_result res)
 {
 	struct session *se = arg;
-	struct hdrs hs = {0};
 
 	se->se_ticket = NULL;
 	switch (res) {
@@ -514,32 +506,30 @@ reserved_cb(void *arg, enum ledger_result res)
 		}
 		if (se->se_stop != NULL) {
 			/* Killed while its row was being written: never
-			 * forwarded, so it costs nothing. */
-			se->se_refusal = "killed";
-			session_refuse_killed(se, se->se_stop);
+			 * forwarded, so it costs nothing. Its row is in
+			 * the ledger under its id: session_close settles
+			 * it as refused. */
+			session_refuse_kill(se, 0, se->se_stop, NULL, NULL);
 			session_close(se, CALL_REFUSED, "killed");
 			return;
 		}
 		relay_forward(se);
 		return;
 	case LEDGER_DUPLICATE:
-		se->se_refusal = "duplicate_request_id";
-		/* Retrying cannot help: tell the SDKs not to. */
-		hdrs_add(&hs, "x-should-retry", 14, "false", 5);
-		session_reply(se, 409, &hs,
-		    reply_error_body(se->se_route.rt_family, 409,
-			"duplicate_request_id",
-			"a call with this X-Tollgate-Request-Id was already "
-			"made; it is not billed twice",
-			se->se_reqid));
+		/* Retrying cannot help: tell the SDKs not to. Not
+		 * recorded: the id's row is the call already made. */
+		session_refuse(se, 409, "duplicate_request_id", REFUSE_NO_RETRY,
+		    NULL, "%s",
+		    "a call with this X-Tollgate-Request-Id was already "
+		    "made; it is not billed twice");
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	case LEDGER_UNAVAILABLE:
-		se->se_refusal = "ledger_unavailable";
-		session_reply_error(se, 503, "ledger_unavailable",
+		/* Not recorded: the ledger cannot take a row. */
+		session_refuse(se, 503, "ledger_unavailable", REFUSE_RETRY_SOON,
+		    NULL, "%s",
 		    "the spend ledger cannot record this call; it was not "
-		    "forwarded",
-		    "1");
+		    "forwarded");
 		session_close(se, CALL_REFUSED, "ledger_unavailable");
 		return;
 	}
@@ -621,7 +611,7 @@ session_price(struct session *se)
 	struct http_request *req = se->se_req;
 	const struct config *cf = se->se_conf;
 	const char *body, *mapped;
-	char *msg, *cause = NULL, model[160];
+	char *cause = NULL, model[160];
 
 	body = (const char *)evbuffer_pullup(req->hr_body, -1);
 	/* A body to refuse comes back with its cause. */
@@ -653,12 +643,10 @@ session_price(struct session *se)
 		free(se->se_body);
 		se->se_body = NULL;
 		se->se_bodylen = 0;
-		se->se_refusal = "bad_body";
-		session_refusal_id(se);
 		session_note(se, "bad body: %s", cause);
-		session_reply_error(se, 400, "bad_body", cause, NULL);
+		session_refuse(se, 400, "bad_body",
+		    REFUSE_RECORD | REFUSE_OWN_ID, NULL, "%s", cause);
 		free(cause);
-		session_record_refusal(se, 400, "bad_body");
 		return (-1);
 	}
 	if (!se->se_route.rt_metered)
@@ -671,16 +659,11 @@ session_price(struct session *se)
 	if (se->se_price == NULL) {
 		switch (cf->cf_unknown_model) {
 		case UNKNOWN_MODEL_REFUSE:
-			se->se_refusal = "unknown_model";
-			session_refusal_id(se);
-			xasprintf(&msg,
+			session_refuse(se, 400, "unknown_model",
+			    REFUSE_RECORD | REFUSE_OWN_ID, NULL,
 			    "the model '%s' has no price; "
 			    "add it to the price table or set unknown_models",
 			    session_model(se) != NULL ? session_model(se) : "");
-			session_reply_error(
-			    se, 400, "unknown_model", msg, NULL);
-			free(msg);
-			session_record_refusal(se, 400, "unknown_model");
 			return (-1);
 		case UNKNOWN_MODEL_PRICE_AS:
 			se->se_price = pricing_lookup(
@@ -725,13 +708,10 @@ session_start(struct session *se)
 	if (se->se_attr.at_binding != NULL &&
 	    se->se_attr.at_binding->kb_tollgate &&
 	    se->se_route.rt_upstream->uc_api_key == NULL) {
-		se->se_refusal = "no_upstream_key";
-		session_refusal_id(se);
-		session_reply_error(se, 403, "no_upstream_key",
+		session_refuse(se, 403, "no_upstream_key",
+		    REFUSE_RECORD | REFUSE_OWN_ID, NULL, "%s",
 		    "calls made with a tollgate key need the upstream's "
-		    "api_key_env",
-		    NULL);
-		session_record_refusal(se, 403, "no_upstream_key");
+		    "api_key_env");
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	}
@@ -742,9 +722,9 @@ session_start(struct session *se)
 	session_row(se, &row);
 	se->se_state = SE_RESERVING;
 	if ((se->se_ticket = ledger_reserve(&row, reserved_cb, se)) == NULL) {
-		se->se_refusal = "ledger_busy";
-		session_reply_error(se, 503, "ledger_busy",
-		    "the spend ledger is behind; try again", "1");
+		/* Not recorded: the ledger's queue is full. */
+		session_refuse(se, 503, "ledger_busy", REFUSE_RETRY_SOON, NULL,
+		    "%s", "the spend ledger is behind; try again");
 		session_close(se, CALL_REFUSED, "ledger_busy");
 	}
 }

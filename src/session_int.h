@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The session's private parts, shared by session.c (a call's life: routing,
- * attribution, pricing, the ledger row, the close path) and relay.c (the
- * upstream transfer and the relay of its response). Nothing else includes
- * this; the public interface is include/tollgate/session.h.
+ * The session's private parts, shared by the files of a call's life:
+ * session.c (routing, attribution, pricing, the ledger row, the close
+ * path), session_policy.c (admission and settlement against the policies),
+ * session_breakers.c (kills and breakers at admission and settlement),
+ * session_refuse.c (every refusal's answer), session_stop.c (stopping
+ * calls in flight) and relay.c (the upstream transfer and the relay of its
+ * response). Nothing else includes this; the public interface is
+ * include/tollgate/session.h.
  */
 #ifndef TOLLGATE_SESSION_INT_H
 #define TOLLGATE_SESSION_INT_H
@@ -83,7 +87,7 @@ struct session {
 	char *se_note; /* what the close line adds (session_note); owned */
 	char se_error[64]; /* the row's reason for an error, or "" */
 
-	/* policies (session_policy.c) */
+	/* policies (session_policy.c, session_breakers.c, session_stop.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
 	struct policy_reservation *se_res; /* settled once, at close */
 	int se_res_capped; /* se_res holds a capped budget */
@@ -95,6 +99,24 @@ struct session {
 	struct session *se_prev, *se_next;
 };
 
+/* What a refusal does besides answering (session_refuse's flags). */
+#define REFUSE_RECORD 0x01 /* write its refused row: the call has none */
+#define REFUSE_OWN_ID                                                          \
+	0x02 /* under an id of tollgate's own, not the
+			      client's X-Tollgate-Request-Id */
+#define REFUSE_NO_RETRY 0x04 /* x-should-retry: false */
+#define REFUSE_RETRY_SOON 0x08 /* retry-after: 1 */
+
+/* What a refusal's answer says beyond its message; every member optional. */
+struct refusal {
+	const char *rf_code; /* the OpenAI error code, when not the reason */
+	const char *rf_type; /* the error type, when not the status's */
+	struct hdrs *rf_hdrs; /* more headers; cleared */
+	/* Adds to the body (the tollgate object, Gemini's details). */
+	void (*rf_dress)(struct session *, struct cJSON *, const void *);
+	const void *rf_arg;
+};
+
 /* session.c */
 void session_close(struct session *, enum call_status, const char *);
 void session_note(struct session *, const char *, ...)
@@ -103,14 +125,14 @@ void session_reply(struct session *, int, struct hdrs *, char *);
 void session_record_refusal(struct session *, int, const char *);
 void session_refusal_id(struct session *);
 struct session *session_first(void);
-void session_stop(struct session *, const char *);
-void session_stop_capped(struct session *, const char *);
 int64_t session_cost(const struct session *, const struct usage *);
-void session_reply_error(
-    struct session *, int, const char *, const char *, const char *);
+void session_reply_error(struct session *, int, const char *, const char *);
 void session_arm_timer(struct session *, long);
 
 /* session_refuse.c */
+void session_refuse(struct session *, int, const char *, int,
+    const struct refusal *, const char *, ...)
+    __attribute__((format(printf, 6, 7)));
 void session_scope_label(char *, size_t, const struct policy_scope *);
 void session_cap_label(char *, size_t, const struct policy_scope *);
 void session_usd(char *, size_t, int64_t);
@@ -119,14 +141,18 @@ void session_add_tollgate(struct cJSON *, enum policy_reason,
 void session_refuse_policy(
     struct session *, const struct policy_decision *, const char *);
 void session_refuse_kill(
-    struct session *, const char *, const char *, const char *);
+    struct session *, int, const char *, const char *, const char *);
 void session_budget_headers(struct session *, const struct policy_decision *);
 
-/* session_kills.c */
+/* session_breakers.c */
 int session_admit_kills(struct session *);
 int session_admit_loop(struct session *, const struct policyset *);
 void session_settle_breakers(
     struct session *, enum call_status, int64_t, int64_t);
+
+/* session_stop.c */
+void session_stop(struct session *, const char *);
+void session_stop_capped(struct session *, const char *);
 
 /* session_policy.c */
 const char *session_forward_body(struct session *, size_t *);
@@ -134,7 +160,6 @@ int session_admit(struct session *);
 void session_settle(
     struct session *, enum call_status, int64_t, const struct usage *);
 int session_check_overrun(struct session *);
-void session_refuse_killed(struct session *, const char *);
 
 /* relay.c */
 void relay_forward(struct session *);

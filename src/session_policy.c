@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * A call against the cost policies: admission before the ledger row is
- * reserved, the refusal in the provider's own shape, the output bound
- * written into the body when a policy lowers it, the budget headers of an
- * allowed call, and the settlement at close. The decisions themselves are
+ * reserved (its refusals worded and answered by session_refuse.c), the
+ * output bound written into the body when a policy lowers it, and the
+ * settlement at close. The decisions themselves are
  * the policy core's (src/policy/, docs/internals/policy.md); this file is
  * what a session does with them.
  *
@@ -61,6 +61,17 @@ capped_by(const struct policyset *ps, const char *const *attr)
 	return (NULL);
 }
 
+/* An unpriced model's refusal names the cap that cannot hold (arg). */
+static void
+unpriced_dress(struct session *se, cJSON *root, const void *arg)
+{
+	const struct policy *po = arg;
+
+	(void)se;
+	session_add_tollgate(
+	    root, POLICY_OK, NULL, 0, "unpriced_model", po->po_name);
+}
+
 /* The body as it will be forwarded. */
 const char *
 session_forward_body(struct session *se, size_t *len)
@@ -113,6 +124,7 @@ session_admit(struct session *se)
 	const struct policy *po;
 	struct policy_call pc;
 	struct policy_decision pd;
+	struct refusal rf;
 	char model[160], label[512], buf[32];
 	int t;
 
@@ -133,25 +145,15 @@ session_admit(struct session *se)
 		return (-1);
 	if (se->se_price == NULL &&
 	    (po = capped_by(ps, se->se_pattr)) != NULL) {
-		char *msg;
-
-		se->se_refusal = "unpriced_model";
-		session_refusal_id(se);
-		struct hdrs hs = {0};
-		cJSON *root;
-
-		xasprintf(&msg,
+		memset(&rf, 0, sizeof(rf));
+		rf.rf_dress = unpriced_dress;
+		rf.rf_arg = po;
+		session_refuse(se, 400, "unpriced_model",
+		    REFUSE_RECORD | REFUSE_OWN_ID, &rf,
 		    "the model '%s' has no price, so the hard cap of policy "
 		    "'%s' cannot hold; add it to the price table or set "
 		    "unknown_models.price_as",
 		    model, po->po_name);
-		root = reply_error_json(se->se_route.rt_family, 400,
-		    "unpriced_model", NULL, msg, se->se_reqid);
-		session_add_tollgate(
-		    root, POLICY_OK, NULL, 0, "unpriced_model", po->po_name);
-		session_reply(se, 400, &hs, reply_json_take(root));
-		free(msg);
-		session_record_refusal(se, 400, "unpriced_model");
 		return (-1);
 	}
 
@@ -184,14 +186,11 @@ session_admit(struct session *se)
 		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
 			policy_release(se->se_res, se->se_started_ms);
 			se->se_res = NULL;
-			se->se_refusal = "bad_body";
-			session_refusal_id(se);
-			session_reply_error(se, 400, "bad_body",
+			session_refuse(se, 400, "bad_body",
+			    REFUSE_RECORD | REFUSE_OWN_ID, NULL, "%s",
 			    "a policy bounds this call's output, and the "
 			    "request body is not a JSON object the bound can "
-			    "be written into",
-			    NULL);
-			session_record_refusal(se, 400, "bad_body");
+			    "be written into");
 			return (-1);
 		}
 		if (pd.pd_verdict == POLICY_CLAMP) {

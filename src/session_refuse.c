@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * How a session answers a call the policies refuse: the status, headers
- * and provider-shaped body of DESIGN.md's refusal table with the tollgate
- * object (reason, policy, scope, limit, spent, reserved, reset), the
- * rate-limit headers each SDK reads, Gemini's google.rpc details, and the
- * budget headers of an allowed call. The decisions are session_policy.c's
- * and session_kills.c's; this file only words them.
+ * How a session refuses a call, every refusal through session_refuse: the
+ * request id it is answered and recorded under, the status, headers and
+ * provider-shaped body, the refused row. Above it, the wording of the
+ * refusals that say more than a sentence: the policies' (DESIGN.md's
+ * refusal table, with the tollgate object of reason, policy, scope, limit,
+ * spent, reserved and reset, the rate-limit headers each SDK reads and
+ * Gemini's google.rpc details) and the kills'. Also the budget headers of
+ * an allowed call. The decisions are session.c's, session_policy.c's and
+ * session_breakers.c's; this file only words and answers them.
  */
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +43,52 @@ static void
 add_hdr(struct hdrs *hs, const char *name, const char *value)
 {
 	hdrs_add(hs, name, strlen(name), value, strlen(value));
+}
+
+/*
+ * Refuse the call: the one way tollgate answers a call it will not
+ * forward. reason is the refusal's code (se_refusal: the log line, the
+ * metrics label, the row's refusal_reason, and the body's OpenAI code
+ * unless rf says another); flags say what else the refusal does
+ * (REFUSE_*); rf, which may be NULL, what its answer says beyond the
+ * message fmt. The caller closes the session.
+ */
+void
+session_refuse(struct session *se, int status, const char *reason, int flags,
+    const struct refusal *rf, const char *fmt, ...)
+{
+	struct hdrs own = {0}, *hs;
+	const char *allow;
+	char *msg;
+	cJSON *root;
+	va_list ap;
+
+	se->se_refusal = reason;
+	/* Before the body is built: it names the request id. */
+	if (flags & REFUSE_OWN_ID)
+		session_refusal_id(se);
+	va_start(ap, fmt);
+	if (xvasprintf(&msg, fmt, ap) == -1)
+		fatalx("%s: xvasprintf", __func__);
+	va_end(ap);
+	hs = rf != NULL && rf->rf_hdrs != NULL ? rf->rf_hdrs : &own;
+	if (flags & REFUSE_NO_RETRY)
+		add_hdr(hs, "x-should-retry", "false");
+	if (status == 405) {
+		allow = se->se_route.rt_endpoint == EP_MODELS ? "GET" : "POST";
+		add_hdr(hs, "Allow", allow);
+	}
+	if (flags & REFUSE_RETRY_SOON)
+		add_hdr(hs, "retry-after", "1");
+	root = reply_error_json(se->se_route.rt_family, status,
+	    rf != NULL && rf->rf_code != NULL ? rf->rf_code : reason,
+	    rf != NULL ? rf->rf_type : NULL, msg, se->se_reqid);
+	free(msg);
+	if (rf != NULL && rf->rf_dress != NULL)
+		rf->rf_dress(se, root, rf->rf_arg);
+	session_reply(se, status, hs, reply_json_take(root));
+	if (flags & REFUSE_RECORD)
+		session_record_refusal(se, status, reason);
 }
 
 /* "policy" or "policy (tenant=acme, team=x)", for messages. */
@@ -332,6 +382,30 @@ worst_tokens(char *buf, size_t len, const struct policy_decision *pd)
 	return (buf);
 }
 
+/* What a policy refusal's body says beyond its message. */
+struct policy_words {
+	const struct policy_decision *pw_pd;
+	int pw_status;
+	const char *pw_label;
+	const char *pw_msg;
+	long pw_retry_s;
+};
+
+/* Gemini's details where they apply, then the tollgate object. */
+static void
+policy_dress(struct session *se, cJSON *root, const void *arg)
+{
+	const struct policy_words *pw = arg;
+	const struct policy_decision *pd = pw->pw_pd;
+
+	if (se->se_route.rt_family == FAMILY_GEMINI &&
+	    (pd->pd_reason == POLICY_HARD_CAP || pw->pw_status == 429))
+		add_gemini_details(root, pd->pd_reason, pw->pw_label,
+		    pw->pw_msg, pw->pw_retry_s);
+	session_add_tollgate(
+	    root, pd->pd_reason, &pd->pd_scope, pd->pd_worst_nusd, NULL, NULL);
+}
+
 /*
  * Answer a refused call: status, headers and body as DESIGN.md's refusal
  * table says, in the family's error shape with the tollgate object; then
@@ -344,12 +418,13 @@ session_refuse_policy(
 	const struct policy_scope *sc = &pd->pd_scope;
 	enum api_family fam = se->se_route.rt_family;
 	struct hdrs hs = {0};
+	struct policy_words pw;
+	struct refusal rf;
 	const char *code, *type = NULL, *reason;
 	char label[512], msg[1024], reset[64], buf[160];
 	long retry_s = 0;
 	size_t n;
-	int status;
-	cJSON *root;
+	int status, flags = REFUSE_RECORD | REFUSE_OWN_ID;
 
 	reason = policy_reason_name(pd->pd_reason);
 	session_scope_label(label, sizeof(label), sc);
@@ -366,7 +441,7 @@ session_refuse_policy(
 		    sc->sc_policy != NULL && sc->sc_policy->po_kill_reason
 			? sc->sc_policy->po_kill_reason
 			: "");
-		add_hdr(&hs, "x-should-retry", "false");
+		flags |= REFUSE_NO_RETRY;
 		break;
 	case POLICY_MODEL_NOT_ALLOWED:
 		status = 400;
@@ -388,7 +463,7 @@ session_refuse_policy(
 			snprintf(msg + n, sizeof(msg) - n, "; it resets at %s",
 			    reset);
 		}
-		add_hdr(&hs, "x-should-retry", "false");
+		flags |= REFUSE_NO_RETRY;
 		break;
 	case POLICY_RATE_REQUESTS:
 	case POLICY_RATE_TOKENS:
@@ -420,48 +495,59 @@ session_refuse_policy(
 		add_rate_headers(se, &hs, pd->pd_reason, sc, retry_s);
 		break;
 	}
-	root = reply_error_json(fam, status, code, type, msg, se->se_reqid);
-	if (fam == FAMILY_GEMINI &&
-	    (pd->pd_reason == POLICY_HARD_CAP || status == 429))
-		add_gemini_details(root, pd->pd_reason, label, msg, retry_s);
-	session_add_tollgate(
-	    root, pd->pd_reason, sc, pd->pd_worst_nusd, NULL, NULL);
-	se->se_refusal = reason;
-	session_refusal_id(se);
-	session_reply(se, status, &hs, reply_json_take(root));
-	session_record_refusal(se, status, reason);
+	pw.pw_pd = pd;
+	pw.pw_status = status;
+	pw.pw_label = label;
+	pw.pw_msg = msg;
+	pw.pw_retry_s = retry_s;
+	rf.rf_code = code;
+	rf.rf_type = type;
+	rf.rf_hdrs = &hs;
+	rf.rf_dress = policy_dress;
+	rf.rf_arg = &pw;
+	session_refuse(se, status, reason, flags, &rf, "%s", msg);
 	session_note(se, "refused by policy %s: %s", label, reason);
 }
 
-/*
- * 403 for a call a kill stops: the family's permission shape,
- * x-should-retry: false, the tollgate object with the kill's id if any.
- */
-void
-session_refuse_kill(struct session *se, const char *why, const char *kill_id,
-    const char *policy)
-{
-	struct hdrs hs = {0};
-	cJSON *root, *tg;
+/* What a kill's refusal adds to its body. */
+struct kill_words {
+	const char *kw_id;
+	const char *kw_policy;
+};
 
-	add_hdr(&hs, "x-should-retry", "false");
-	root = reply_error_json(
-	    se->se_route.rt_family, 403, "killed", NULL, why, se->se_reqid);
-	session_add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, policy);
-	if (kill_id != NULL &&
+/* The tollgate object, with the kill's id if any. */
+static void
+kill_dress(struct session *se, cJSON *root, const void *arg)
+{
+	const struct kill_words *kw = arg;
+	cJSON *tg;
+
+	(void)se;
+	session_add_tollgate(root, POLICY_KILLED, NULL, 0, NULL, kw->kw_policy);
+	if (kw->kw_id != NULL &&
 	    (tg = cJSON_GetObjectItemCaseSensitive(root, "tollgate")) != NULL)
-		cJSON_AddStringToObject(tg, "kill_id", kill_id);
-	session_reply(se, 403, &hs, reply_json_take(root));
+		cJSON_AddStringToObject(tg, "kill_id", kw->kw_id);
 }
 
 /*
- * Answer a call a kill stopped before it had a response: 403 in the
- * family's permission shape, x-should-retry: false, the tollgate object.
+ * 403 for a call a kill stops before it has a response: the family's
+ * permission shape, x-should-retry: false, the tollgate object with the
+ * kill's id (kill_id, or NULL for a policy's kill or a stop that has
+ * none) and the breaker's policy (or NULL). flags are session_refuse's:
+ * a call refused at admission is recorded now under its own id; one
+ * whose row is already in the ledger is not.
  */
 void
-session_refuse_killed(struct session *se, const char *why)
+session_refuse_kill(struct session *se, int flags, const char *why,
+    const char *kill_id, const char *policy)
 {
-	session_refuse_kill(se, why, NULL, NULL);
+	struct kill_words kw = {kill_id, policy};
+	struct refusal rf = {0};
+
+	rf.rf_dress = kill_dress;
+	rf.rf_arg = &kw;
+	session_refuse(
+	    se, 403, "killed", flags | REFUSE_NO_RETRY, &rf, "%s", why);
 }
 
 /* The budget headers of an allowed call: its tightest capped scope. */

@@ -11,7 +11,6 @@
 #include <stddef.h>
 
 struct config;
-struct cfgerrs;
 struct event_base;
 struct conn;
 struct http_request;
@@ -24,20 +23,19 @@ void session_setup(struct event_base *);
 struct session *session_new(struct conn *, struct http_request *);
 void session_start(struct session *);
 void session_client_gone(struct session *);
-void session_drained(struct session *);
 size_t session_count(void);
 void session_abort_all(void);
+
+/* relay.c */
+void session_drained(struct session *);
+
+/* session_policy.c */
+void session_extend_reservations(const struct config *);
+
+/* session_stop.c */
+void session_stop_setup(struct event_base *);
+void session_stop_shutdown(void);
 size_t session_stop_matching(const char *const *, const char *);
 void session_apply_kills(const struct config *);
-void session_extend_reservations(const struct config *);
-void session_policy_setup(struct event_base *);
-void session_policy_shutdown(void);
-
-/* server.c */
-struct config *server_config(void);
-void server_set_config(struct config *);
-void server_started(int, int);
-unsigned long long server_generation(void);
-int server_reload(const char *, struct cfgerrs *);
 
 #endif

@@ -38,7 +38,7 @@
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
 #include "tollgate/reply.h"
-#include "tollgate/session.h"
+#include "tollgate/server.h"
 #include "tollgate/util.h"
 
 #include "admin_int.h"

@@ -18,7 +18,7 @@
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
-#include "tollgate/session.h"
+#include "tollgate/server.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 

@@ -498,6 +498,35 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(reasons, ["hard_cap", "hard_cap", "killed",
                                    "model_not_allowed"])
 
+    def test_refusal_body_names_the_id_it_is_recorded_under(self):
+        # A refused call with the client's X-Tollgate-Request-Id is
+        # recorded under an id of tollgate's own; the Anthropic body's
+        # request_id must name that id, as the request-id header does,
+        # for every refusal (policy, kill, unpriced model).
+        tg = self.start([
+            {"name": "capped", "window": "month", "match": {"team": "c"},
+             "hard_cap_usd": "0.10"},
+            {"name": "stopped", "match": {"team": "k"}, "killed": True},
+        ])
+        m = new_marker()
+        anth = json.dumps({"model": "claude-test", "max_tokens": 30000,
+                           "messages": [{"role": "user", "content": m}]})
+        ids = []
+        for team, status in (("c", 429), ("k", 403)):
+            r = self.call(tg.port, "POST", "/v1/messages", anth.encode(),
+                          [JSON_CT, ("anthropic-version", "2023-06-01"),
+                           ("X-Tollgate-Team", team),
+                           ("X-Tollgate-Request-Id", "client-" + team)])
+            self.assertEqual(r.status, status, r)
+            rid = r.header("request-id")
+            self.assertNotEqual(rid, "client-" + team)
+            self.assertEqual(r.header("x-tollgate-request-id"), rid)
+            self.assertEqual(r.json()["request_id"], rid)
+            ids.append(rid)
+        tg.ledger.wait_count(2)
+        self.assertEqual(sorted(x["id"] for x in tg.ledger.rows()),
+                         sorted(ids))
+
     def test_hard_cap_status_402(self):
         tg = self.start([{"name": "c", "window": "total",
                           "hard_cap_usd": "0.01"}],

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The configuration in force: the one every new call takes a reference
+ * to, swapped whole by a reload, with its generation and the ports the
+ * daemon really started with (src/server.c).
+ */
+#ifndef TOLLGATE_SERVER_H
+#define TOLLGATE_SERVER_H
+
+struct config;
+struct cfgerrs;
+
+/* server.c */
+struct config *server_config(void);
+void server_set_config(struct config *);
+void server_started(int, int);
+unsigned long long server_generation(void);
+int server_reload(const char *, struct cfgerrs *);
+
+#endif
