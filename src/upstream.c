@@ -1,28 +1,28 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * libcurl multi glued to libevent, after curl's docs/examples/hiperfifo.c:
- * curl tells us which sockets to watch (sock_cb) and when to wake it
- * (multi_timer_cb); libevent tells curl when a socket is ready. Connections
- * are reused across calls and HTTP/2 is negotiated when the provider offers
- * it; a call waits for another's connection only where that connection
- * is known to multiplex (see "Waiting for multiplexing" below).
+ * The proxy's upstream transfers, on one libcurl multi handle that a
+ * curlev driver (curlev.c) runs on the loop. Connections are reused
+ * across calls and HTTP/2 is negotiated when the provider offers it; a
+ * call waits for another's connection only where that connection is
+ * known to multiplex (see "Waiting for multiplexing" below).
  *
  * Every transfer is locked down the same way: the URL comes from the
  * config, redirects are never followed, only the configured scheme is
  * allowed, TLS peers and host names are verified, and environment proxies
  * are ignored. Transfers must not be removed from the multi handle inside
- * one of curl's own callbacks, so xfer_free defers that until curl has
- * returned.
+ * one of curl's own callbacks, so xfer_free called inside curl
+ * (curlev_inside) only queues the transfer, and the queue is freed when
+ * curl has returned (reap_cb).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include <curl/curl.h>
-#include <event2/event.h>
 #include <openssl/ssl.h>
 
 #include "tollgate/config.h"
+#include "tollgate/curlev.h"
 #include "tollgate/http.h"
 #include "tollgate/log.h"
 #include "tollgate/upstream.h"
@@ -60,18 +60,8 @@ struct xfer {
 	char xf_errbuf[CURL_ERROR_SIZE];
 };
 
-/* Per-socket watcher that curl asked for. */
-struct sockinfo {
-	curl_socket_t si_fd;
-	struct event *si_ev;
-};
-
-static struct event_base *up_base;
-static CURLM *up_multi;
-static struct event *up_timer;
-static int up_running;
-static int up_depth; /* >0 while inside curl_multi_* calls */
-static struct xfer *up_reap; /* xfers freed while up_depth > 0 */
+static struct curlev *up_cv; /* the upstream transfers' driver */
+static struct xfer *up_reap; /* xfers freed while inside curl */
 
 /*
  * Easy handles kept for the next transfers: making one and tearing it down
@@ -199,7 +189,7 @@ easy_get(void)
 static void
 easy_put(CURL *e)
 {
-	if (up_npool < UP_POOL_MAX && up_multi != NULL) {
+	if (up_npool < UP_POOL_MAX && up_cv != NULL) {
 		/* Nothing of this call stays behind, not even its pointers. */
 		curl_easy_reset(e);
 		up_pool[up_npool++] = e;
@@ -207,100 +197,17 @@ easy_put(CURL *e)
 		curl_easy_cleanup(e);
 }
 
-static void check_multi_info(void);
-
+/* Free the transfers xfer_free queued while the loop was inside curl. */
 static void
-reap(void)
+reap_cb(void *arg)
 {
 	struct xfer *x;
 
+	(void)arg;
 	while ((x = up_reap) != NULL) {
 		up_reap = x->xf_reap_next;
 		xfer_free(x);
 	}
-}
-
-static void
-socket_action(curl_socket_t fd, int action)
-{
-	CURLMcode rc;
-
-	up_depth++;
-	rc = curl_multi_socket_action(up_multi, fd, action, &up_running);
-	if (rc != CURLM_OK)
-		log_warnx("%s: %s", __func__, curl_multi_strerror(rc));
-	check_multi_info();
-	up_depth--;
-	if (up_depth == 0)
-		reap();
-}
-
-static void
-event_cb(evutil_socket_t fd, short kind, void *arg)
-{
-	int action;
-
-	(void)arg;
-	action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) |
-	    ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-	socket_action(fd, action);
-}
-
-static void
-timer_cb(evutil_socket_t fd, short kind, void *arg)
-{
-	(void)fd;
-	(void)kind;
-	(void)arg;
-	socket_action(CURL_SOCKET_TIMEOUT, 0);
-}
-
-static int
-multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
-{
-	struct timeval tv;
-
-	(void)multi;
-	(void)arg;
-	if (timeout_ms < 0) {
-		evtimer_del(up_timer);
-		return (0);
-	}
-	tv.tv_sec = timeout_ms / 1000;
-	tv.tv_usec = (timeout_ms % 1000) * 1000;
-	evtimer_add(up_timer, &tv);
-	return (0);
-}
-
-static int
-sock_cb(CURL *e, curl_socket_t s, int what, void *cbp, void *sockp)
-{
-	struct sockinfo *si = sockp;
-	short kind;
-
-	(void)e;
-	(void)cbp;
-	if (what == CURL_POLL_REMOVE) {
-		if (si != NULL) {
-			event_free(si->si_ev);
-			free(si);
-			curl_multi_assign(up_multi, s, NULL);
-		}
-		return (0);
-	}
-	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-	    ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (si == NULL) {
-		si = xcalloc(1, sizeof(*si));
-		si->si_fd = s;
-		curl_multi_assign(up_multi, s, si);
-	} else
-		event_free(si->si_ev);
-	si->si_ev = event_new(up_base, s, kind, event_cb, NULL);
-	if (si->si_ev == NULL)
-		fatalx("%s: event_new", __func__);
-	event_add(si->si_ev, NULL);
-	return (0);
 }
 
 static enum xfer_result
@@ -325,38 +232,37 @@ classify(CURLcode rc)
 	}
 }
 
+/* A transfer finished: tell its session, unless it is already gone. */
 static void
-check_multi_info(void)
+done_cb(void *arg, CURL *e, CURLcode cc)
 {
 	struct xfer *x;
 	struct origin *o;
-	CURLMsg *msg;
 	char *priv;
-	int left;
 	enum xfer_result res;
 	const char *why;
 
-	while ((msg = curl_multi_info_read(up_multi, &left)) != NULL) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-		x = (struct xfer *)priv;
-		if (x->xf_dead || x->xf_finished)
-			continue;
-		x->xf_finished = 1;
-		res = classify(msg->data.result);
-		/* The next calls must not wait for a connection that may
-		 * never come. */
-		if (x->xf_tls && (res == XFER_CONNECT || res == XFER_TIMEOUT) &&
-		    (o = origin_find(x->xf_base_url, 0)) != NULL)
-			o->or_h2 = 0;
-		why = x->xf_errbuf[0] != '\0'
-		    ? x->xf_errbuf
-		    : curl_easy_strerror(msg->data.result);
-		x->xf_cbs->xc_done(x->xf_arg, res, why);
-		/* x may be gone now. */
-	}
+	(void)arg;
+	curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+	x = (struct xfer *)priv;
+	if (x->xf_dead || x->xf_finished)
+		return;
+	x->xf_finished = 1;
+	res = classify(cc);
+	/* The next calls must not wait for a connection that may never
+	 * come. */
+	if (x->xf_tls && (res == XFER_CONNECT || res == XFER_TIMEOUT) &&
+	    (o = origin_find(x->xf_base_url, 0)) != NULL)
+		o->or_h2 = 0;
+	why = x->xf_errbuf[0] != '\0' ? x->xf_errbuf : curl_easy_strerror(cc);
+	x->xf_cbs->xc_done(x->xf_arg, res, why);
+	/* x may be gone now (queued for reap_cb). */
 }
+
+static const struct curlev_cbs up_cbs = {
+    .cc_done = done_cb,
+    .cc_after = reap_cb,
+};
 
 static size_t
 header_cb(char *buf, size_t size, size_t nitems, void *arg)
@@ -430,23 +336,19 @@ write_cb(char *buf, size_t size, size_t nitems, void *arg)
 void
 upstream_set_max_connections(int n)
 {
-	if (up_multi != NULL && n > 0)
-		curl_multi_setopt(up_multi, CURLMOPT_MAXCONNECTS, (long)n);
+	if (up_cv != NULL && n > 0)
+		curl_multi_setopt(
+		    curlev_multi(up_cv), CURLMOPT_MAXCONNECTS, (long)n);
 }
 
 /* Set up the multi handle on base, keeping up to max_conns connections. */
 int
 upstream_init(struct event_base *base, int max_conns)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if ((up_cv = curlev_new(base, "upstream", &up_cbs, NULL)) == NULL)
 		return (-1);
-	up_base = base;
-	if ((up_multi = curl_multi_init()) == NULL)
-		return (-1);
-	up_timer = evtimer_new(base, timer_cb, NULL);
-	curl_multi_setopt(up_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(up_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
-	curl_multi_setopt(up_multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(
+	    curlev_multi(up_cv), CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 	upstream_set_max_connections(max_conns);
 	return (0);
 }
@@ -455,18 +357,15 @@ upstream_init(struct event_base *base, int max_conns)
 void
 upstream_shutdown(void)
 {
-	if (up_multi == NULL)
+	if (up_cv == NULL)
 		return;
 	while (up_npool > 0)
 		curl_easy_cleanup(up_pool[--up_npool]);
 	while (up_norigins > 0)
 		free(up_origins[--up_norigins].or_name);
 	up_origin_evict = 0;
-	curl_multi_cleanup(up_multi);
-	up_multi = NULL;
-	event_free(up_timer);
-	up_timer = NULL;
-	curl_global_cleanup();
+	curlev_free(up_cv);
+	up_cv = NULL;
 }
 
 static void
@@ -603,7 +502,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	} else
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 
-	if (curl_multi_add_handle(up_multi, e) != CURLM_OK) {
+	if (curlev_add(up_cv, e) != 0) {
 		if (stream)
 			curl_easy_cleanup(e);
 		else
@@ -615,7 +514,6 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	return (x);
 }
 
-/* Continue a paused transfer; curl may deliver data from inside this. */
 /*
  * Has the request begun to go out? Until a connection is made (and its TLS
  * handshake done) nothing of it has reached the provider.
@@ -626,17 +524,17 @@ xfer_sent(const struct xfer *x)
 	return (x->xf_sent);
 }
 
+/* Continue a paused transfer; curl may deliver data from inside this. */
 void
 xfer_resume(struct xfer *x)
 {
 	if (x->xf_dead || !x->xf_paused)
 		return;
 	x->xf_paused = 0;
-	up_depth++;
+	/* curl may run x's callbacks from inside; one may free x. */
+	curlev_enter(up_cv);
 	curl_easy_pause(x->xf_easy, CURLPAUSE_CONT);
-	up_depth--;
-	if (up_depth == 0)
-		reap();
+	curlev_leave(up_cv);
 }
 
 /*
@@ -649,7 +547,7 @@ xfer_free(struct xfer *x)
 {
 	if (x == NULL)
 		return;
-	if (up_depth > 0) {
+	if (up_cv != NULL && curlev_inside(up_cv)) {
 		if (!x->xf_dead) {
 			x->xf_dead = 1;
 			x->xf_reap_next = up_reap;
@@ -657,7 +555,8 @@ xfer_free(struct xfer *x)
 		}
 		return;
 	}
-	curl_multi_remove_handle(up_multi, x->xf_easy);
+	if (up_cv != NULL)
+		curlev_remove(up_cv, x->xf_easy);
 	/* A stream's handle is not kept for reuse: see XFER_STREAM_BUFSIZE. */
 	if (x->xf_stream)
 		curl_easy_cleanup(x->xf_easy);

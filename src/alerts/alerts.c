@@ -3,13 +3,13 @@
  * Firing alerts and delivering them. alerts_fire logs one warning line,
  * counts the alert, queues its row for the ledger's writer thread and
  * queues one delivery per configured webhook; it never blocks. Deliveries
- * run on a libcurl multi handle of their own, glued to the event loop as
- * in curl's hiperfifo.c (sock_cb, multi_timer_cb, check_multi_info), so
- * a slow receiver never holds up a call. A failed attempt that may succeed
- * later (transport error, timeout, 408, 429, 5xx) is retried after
- * alerts_backoff_ms; other statuses fail at once. When every webhook of an
- * alert is done, its delivery state (delivered, or failed if any webhook
- * gave up) and the attempts it took are written to the ledger.
+ * run on a libcurl multi handle of their own, which a curlev driver
+ * (curlev.c) runs on the event loop, so a slow receiver never holds up a
+ * call. A failed attempt that may succeed later (transport error,
+ * timeout, 408, 429, 5xx) is retried after alerts_backoff_ms; other
+ * statuses fail at once. When every webhook of an alert is done, its
+ * delivery state (delivered, or failed if any webhook gave up) and the
+ * attempts it took are written to the ledger.
  *
  * A delivery owns copies of its webhook's URL, secret and retry settings,
  * so a reload (alerts_configure) changes where new alerts go and leaves
@@ -33,6 +33,7 @@
 
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
+#include "tollgate/curlev.h"
 #include "tollgate/ledger.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
@@ -72,104 +73,19 @@ struct delivery {
 };
 TAILQ_HEAD(deliveries, delivery);
 
-/* Per-socket watcher that curl asked for. */
-struct asock {
-	curl_socket_t as_fd;
-	struct event *as_ev;
-};
-
 static struct event_base *al_base;
-static CURLM *al_multi;
-static struct event *al_timer;
-static int al_running;
+static struct curlev *al_cv; /* the deliveries' driver */
 static const struct config *al_cf; /* a reference, alerts_configure's */
 static struct deliveries al_list = TAILQ_HEAD_INITIALIZER(al_list);
 static size_t al_n;
 
 static void delivery_start(struct delivery *);
-static void check_multi_info(void);
 
 /* How many deliveries are queued or running. */
 size_t
 alerts_pending(void)
 {
 	return (al_n);
-}
-
-static void
-socket_action(curl_socket_t fd, int action)
-{
-	CURLMcode rc;
-
-	rc = curl_multi_socket_action(al_multi, fd, action, &al_running);
-	if (rc != CURLM_OK)
-		log_warnx("alerts: %s", curl_multi_strerror(rc));
-	check_multi_info();
-}
-
-static void
-event_cb(evutil_socket_t fd, short kind, void *arg)
-{
-	(void)arg;
-	socket_action(fd,
-	    ((kind & EV_READ) ? CURL_CSELECT_IN : 0) |
-		((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0));
-}
-
-static void
-multi_timer(evutil_socket_t fd, short kind, void *arg)
-{
-	(void)fd;
-	(void)kind;
-	(void)arg;
-	socket_action(CURL_SOCKET_TIMEOUT, 0);
-}
-
-static int
-multi_timer_cb(CURLM *multi, long timeout_ms, void *arg)
-{
-	struct timeval tv;
-
-	(void)multi;
-	(void)arg;
-	if (timeout_ms < 0) {
-		evtimer_del(al_timer);
-		return (0);
-	}
-	tv.tv_sec = timeout_ms / 1000;
-	tv.tv_usec = (timeout_ms % 1000) * 1000;
-	evtimer_add(al_timer, &tv);
-	return (0);
-}
-
-static int
-sock_cb(CURL *e, curl_socket_t s, int what, void *cbp, void *sockp)
-{
-	struct asock *as = sockp;
-	short kind;
-
-	(void)e;
-	(void)cbp;
-	if (what == CURL_POLL_REMOVE) {
-		if (as != NULL) {
-			event_free(as->as_ev);
-			free(as);
-			curl_multi_assign(al_multi, s, NULL);
-		}
-		return (0);
-	}
-	kind = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-	    ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-	if (as == NULL) {
-		as = xcalloc(1, sizeof(*as));
-		as->as_fd = s;
-		curl_multi_assign(al_multi, s, as);
-	} else
-		event_free(as->as_ev);
-	if ((as->as_ev = event_new(al_base, s, kind, event_cb, NULL)) == NULL)
-		fatalx("%s: event_new", __func__);
-	event_add(as->as_ev, NULL);
-	return (0);
 }
 
 /* Response bodies are read and dropped. */
@@ -186,7 +102,7 @@ static void
 delivery_end_transfer(struct delivery *d)
 {
 	if (d->d_easy != NULL) {
-		curl_multi_remove_handle(al_multi, d->d_easy);
+		curlev_remove(al_cv, d->d_easy);
 		curl_easy_cleanup(d->d_easy);
 		d->d_easy = NULL;
 	}
@@ -290,33 +206,30 @@ delivery_outcome(
 	evtimer_add(d->d_timer, &tv);
 }
 
+/* An attempt's transfer finished; delivery_outcome removes it. */
 static void
-check_multi_info(void)
+done_cb(void *arg, CURL *e, CURLcode cc)
 {
 	struct delivery *d;
-	CURLMsg *msg;
-	curl_off_t ra;
+	curl_off_t ra = 0;
 	char *priv;
 	long status = 0;
-	int left;
 
-	while ((msg = curl_multi_info_read(al_multi, &left)) != NULL) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-		d = (struct delivery *)priv;
-		status = 0;
-		curl_easy_getinfo(
-		    msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
+	(void)arg;
+	curl_easy_getinfo(e, CURLINFO_PRIVATE, &priv);
+	d = (struct delivery *)priv;
+	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+	if (curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK ||
+	    ra < 0 || ra > 86400)
 		ra = 0;
-		if (curl_easy_getinfo(msg->easy_handle, CURLINFO_RETRY_AFTER,
-			&ra) != CURLE_OK ||
-		    ra < 0 || ra > 86400)
-			ra = 0;
-		delivery_outcome(
-		    d, msg->data.result, status, (int64_t)ra * 1000);
-	}
+	delivery_outcome(d, cc, status, (int64_t)ra * 1000);
 }
+
+/* No callback of a delivery's transfer ends it: nothing to reap. */
+static const struct curlev_cbs al_cbs = {
+    .cc_done = done_cb,
+    .cc_after = NULL,
+};
 
 static void
 add_header(struct delivery *d, const char *line)
@@ -369,7 +282,7 @@ delivery_start(struct delivery *d)
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)d->d_len);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, d->d_body);
-	if (curl_multi_add_handle(al_multi, e) != CURLM_OK) {
+	if (curlev_add(al_cv, e) != 0) {
 		delivery_end_transfer(d);
 		log_warnx("alerts: alert %s to %s: curl refused the transfer",
 		    d->d_rec->ar_id, d->d_host);
@@ -382,15 +295,9 @@ delivery_start(struct delivery *d)
 void
 alerts_setup(struct event_base *base)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		fatalx("%s: curl_global_init", __func__);
 	al_base = base;
-	if ((al_multi = curl_multi_init()) == NULL)
-		fatalx("%s: curl_multi_init", __func__);
-	if ((al_timer = evtimer_new(base, multi_timer, NULL)) == NULL)
-		fatalx("%s: evtimer_new", __func__);
-	curl_multi_setopt(al_multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
-	curl_multi_setopt(al_multi, CURLMOPT_TIMERFUNCTION, multi_timer_cb);
+	if ((al_cv = curlev_new(base, "alerts", &al_cbs, NULL)) == NULL)
+		fatalx("%s: curlev_new", __func__);
 	/*
 	 * Up to ALERTS_PENDING_MAX deliveries may be under way at once (an
 	 * alert storm, or the backlog resent at start), each on a
@@ -398,7 +305,7 @@ alerts_setup(struct event_base *base)
 	 * rest wait in curl for a connection to come free, and their
 	 * timeout runs from when they start.
 	 */
-	curl_multi_setopt(al_multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+	curl_multi_setopt(curlev_multi(al_cv), CURLMOPT_MAX_TOTAL_CONNECTIONS,
 	    (long)ALERTS_MAX_CONNECTIONS);
 }
 
@@ -515,7 +422,7 @@ alerts_fire(const struct alert *a)
 	spend_out_free(&text);
 	metrics_alert_fired(a->al_kind);
 
-	if (al_multi != NULL)
+	if (al_cv != NULL)
 		dropped = alerts_queue(a, id, &rec, &fresh);
 
 	memset(&la, 0, sizeof(la));
@@ -566,7 +473,7 @@ alerts_requeue(const struct alert *a, const char *id)
 	struct arec *rec = NULL;
 	struct delivery *d;
 
-	if (al_multi == NULL || al_cf == NULL || al_cf->cf_nwebhooks == 0)
+	if (al_cv == NULL || al_cf == NULL || al_cf->cf_nwebhooks == 0)
 		return;
 	TAILQ_FOREACH(d, &al_list, d_entry)
 	{
@@ -718,12 +625,7 @@ alerts_shutdown(void)
 	while (al_nunknown > 0)
 		free(al_unknown[--al_nunknown]);
 	al_unknown_day = -1;
-	if (al_multi != NULL) {
-		curl_multi_cleanup(al_multi);
-		al_multi = NULL;
-		event_free(al_timer);
-		al_timer = NULL;
-		curl_global_cleanup();
-	}
+	curlev_free(al_cv);
+	al_cv = NULL;
 	al_base = NULL;
 }
