@@ -17,9 +17,9 @@
  * constant: it is capped at its Content-Length, which the head parser has
  * held to max_body_bytes (configuration.md).
  */
-/* One spend, calls or alerts answer: 100000 rows of JSON fit with room. */
+/* One spend, calls or alerts answer; past it a 413 asks to narrow it. */
 #define BUF_SPEND_OUT_MAX (64 * 1024 * 1024)
-/* One webhook body: a message chat services all accept (Slack's 40000). */
+/* One webhook body: an alert is short, a longer one is dropped, not cut. */
 #define BUF_ALERT_BODY_MAX (64 * 1024)
 /* A JSON response kept whole; past it only the tail, where usage sits. */
 #define BUF_METER_BODY_MAX (4 * 1024 * 1024)
