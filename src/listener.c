@@ -74,6 +74,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/config.h"
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
@@ -442,7 +443,7 @@ conn_free(struct conn *co, const char *reason)
 		TAILQ_REMOVE(&l->l_shed[co->co_shedq], co, co_shed_entry);
 	peer_unref(l, co->co_peer_ent);
 	l->l_nconns--;
-	free(co->co_body);
+	buf_free(&co->co_body);
 	http_request_free(co->co_req);
 	event_free(co->co_timer);
 	event_free(co->co_defer);
@@ -541,15 +542,16 @@ body_free_cb(const void *data, size_t len, void *arg)
  * few calls as it allows. Only what FIONREAD reports is read, so the end
  * of the stream and errors are left for the bufferevent to report, and
  * bytes after the body (a pipelined request) stay in the socket. co_body
- * grows with what has arrived, to at most twice that and never past
- * Content-Length.
+ * grows with what has arrived, to at least twice that and never past
+ * Content-Length, its cap.
  */
 static void
 conn_read_body(struct conn *co)
 {
 	struct evbuffer *in = bufferevent_get_input(co->co_bev);
-	size_t n, want, cap;
+	size_t n, want, ask;
 	ssize_t r;
+	char *dst;
 	int avail;
 
 	while (co->co_body_need > 0) {
@@ -561,25 +563,26 @@ conn_read_body(struct conn *co)
 		}
 		if (n > co->co_body_need)
 			n = co->co_body_need;
-		want = co->co_body_len + n;
-		if (want > co->co_body_cap) {
+		ask = n;
+		if (n > buf_room(&co->co_body)) {
 			/* Room for as much again: a 2 MiB body arriving in
 			 * two halves is not copied when the second comes. */
-			cap = want * 2;
-			if (cap > co->co_body_len + co->co_body_need)
-				cap = co->co_body_len + co->co_body_need;
-			co->co_body = xreallocarray(co->co_body, cap, 1);
-			co->co_body_cap = cap;
+			want = buf_len(&co->co_body) + n;
+			ask = want * 2;
+			if (ask > want + co->co_body_need - n)
+				ask = want + co->co_body_need - n;
+			ask -= buf_len(&co->co_body);
 		}
+		/* Cannot fail: the cap is what has come plus what is due. */
+		if ((dst = buf_reserve(&co->co_body, ask)) == NULL)
+			fatalx("%s: body over its Content-Length", __func__);
 		if (evbuffer_get_length(in) > 0)
-			r = evbuffer_remove(
-			    in, co->co_body + co->co_body_len, n);
+			r = evbuffer_remove(in, dst, n);
 		else
-			r = recv(
-			    co->co_fd, co->co_body + co->co_body_len, n, 0);
+			r = recv(co->co_fd, dst, n, 0);
 		if (r <= 0)
 			break;
-		co->co_body_len += (size_t)r;
+		buf_commit(&co->co_body, (size_t)r);
 		co->co_body_need -= (size_t)r;
 	}
 }
@@ -592,6 +595,8 @@ conn_process(struct conn *co)
 	const struct config *cf = server_config();
 	struct head_limits hl;
 	long left;
+	size_t len;
+	char *body;
 	void *h;
 
 	switch (co->co_state) {
@@ -638,6 +643,7 @@ conn_process(struct conn *co)
 			return; /* refused and answered */
 		co->co_session = h;
 		co->co_body_need = co->co_req->hr_content_length;
+		buf_init(&co->co_body, co->co_body_need, 0, 0);
 		co->co_req->hr_body = evbuffer_new();
 		if (co->co_body_need == 0) {
 			conn_dispatch(co);
@@ -657,11 +663,10 @@ conn_process(struct conn *co)
 		if (co->co_body_need > 0)
 			return;
 		/* The session reads the body as one contiguous piece. */
-		if (evbuffer_add_reference(co->co_req->hr_body, co->co_body,
-			co->co_body_len, body_free_cb, NULL) == -1)
+		body = buf_take(&co->co_body, &len);
+		if (evbuffer_add_reference(co->co_req->hr_body, body, len,
+			body_free_cb, NULL) == -1)
 			fatalx("%s: evbuffer_add_reference", __func__);
-		co->co_body = NULL;
-		co->co_body_len = co->co_body_cap = 0;
 		conn_dispatch(co);
 		return;
 	case CONN_BUSY:

@@ -15,6 +15,7 @@
 
 #include <event2/util.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/http.h"
 #include "tollgate/listener.h"
 
@@ -69,9 +70,8 @@ struct conn {
 	struct http_request *co_req; /* being read; owned until handed over */
 	struct head_parser co_hp;
 	size_t co_body_need; /* body bytes still to read */
-	char *co_body; /* the body being read; owned until dispatch */
-	size_t co_body_len; /* bytes in co_body */
-	size_t co_body_cap; /* co_body's size, at most Content-Length */
+	struct buf co_body; /* the body being read, capped at Content-Length;
+			       owned until dispatch */
 
 	struct listener *co_ls; /* the listener that accepted it */
 	struct peer *co_peer_ent; /* its address's count; borrowed */

@@ -6,7 +6,7 @@
  *
  * A response is metered in one of three modes. Non-2xx responses and free
  * endpoints pass through untouched and are never billed. A JSON body is
- * relayed as it arrives and kept (whole up to METER_BODY_MAX, else only
+ * relayed as it arrives and kept (whole up to BUF_METER_BODY_MAX, else only
  * its tail, where every provider puts usage) to be parsed once at the end.
  * An event stream is relayed as it arrives and framed by sse.c; each event
  * is parsed once and handed to the adapter. Only when tollgate injected
@@ -27,19 +27,19 @@
 
 #include <cjson/cJSON.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/config.h"
+#include "tollgate/log.h"
 #include "tollgate/meter.h"
 #include "tollgate/sse.h"
 #include "tollgate/util.h"
 
 #include "providers/providers.h"
 
-/*
- * Bytes of one unfinished event held back while filtering an injected
- * stream. Past this the event is relayed as it is: it cannot be a usage
- * chunk, and memory stays bounded.
- */
-#define METER_HELD_MAX (2 * METER_EVENT_MAX)
+_Static_assert(METER_BODY_MAX == BUF_METER_BODY_MAX,
+    "meter.h and buf.h disagree on the body kept whole");
+
+/* First allocation for a JSON body kept whole. */
 #define METER_BODY_INIT 4096
 /* First allocation for the held bytes of a filtered stream: one event. */
 #define METER_HELD_INIT 512
@@ -64,19 +64,15 @@ struct meter {
 	struct sse *m_sse; /* owned, stream mode only */
 
 	/* JSON mode: the whole body, then only its tail (a ring). */
-	char *m_body;
-	size_t m_bodylen;
-	size_t m_bodycap;
+	struct buf m_body;
 	char *m_tail;
 	size_t m_tailpos;
 	size_t m_taillen;
 	size_t m_total;
 
-	/* Filtered stream: bytes not yet relayed, from m_held + m_heldoff. */
-	char *m_held;
+	/* Filtered stream: bytes not yet relayed, from m_heldoff on. */
+	struct buf m_held;
 	size_t m_heldoff;
-	size_t m_heldlen;
-	size_t m_heldcap;
 	size_t m_gone; /* bytes of the held event already relayed */
 	meter_emit_cb m_emit;
 	void *m_emitarg;
@@ -101,6 +97,8 @@ meter_new(const struct route *rt, const struct call_info *ci)
 		m->m_ci.ci_n = 1;
 	}
 	m->m_mode = METER_PASS;
+	buf_init(&m->m_body, BUF_METER_BODY_MAX, METER_BODY_INIT, 0);
+	buf_init(&m->m_held, BUF_METER_HOLD_MAX, METER_HELD_INIT, 0);
 	return (m);
 }
 
@@ -130,7 +128,7 @@ meter_response(struct meter *m, int status, const char *content_type)
 	}
 	if (is_event_stream(content_type)) {
 		m->m_mode = METER_STREAM;
-		m->m_sse = sse_new(METER_EVENT_MAX, meter_event_cb, m);
+		m->m_sse = sse_new(BUF_SSE_EVENT_MAX, meter_event_cb, m);
 		m->m_filter = m->m_ci.ci_usage_injected &&
 		    m->m_family == FAMILY_OPENAI &&
 		    (m->m_endpoint == EP_CHAT ||
@@ -161,60 +159,44 @@ ring_put(struct meter *m, const char *p, size_t n)
 		m->m_taillen = METER_TAIL_MAX;
 }
 
-/* Keep a JSON body: whole up to METER_BODY_MAX, then only its tail. */
+/* Keep a JSON body: whole up to its cap, then only its tail. */
 static void
 meter_keep(struct meter *m, const char *p, size_t n)
 {
-	size_t cap;
-
 	m->m_total += n;
 	if (m->m_tail == NULL) {
-		if (n <= METER_BODY_MAX - m->m_bodylen) {
-			if (m->m_bodylen + n > m->m_bodycap) {
-				cap = m->m_bodycap ? m->m_bodycap
-						   : METER_BODY_INIT;
-				while (cap < m->m_bodylen + n)
-					cap *= 2;
-				if (cap > METER_BODY_MAX)
-					cap = METER_BODY_MAX;
-				m->m_body = xreallocarray(m->m_body, 1, cap);
-				m->m_bodycap = cap;
-			}
-			memcpy(m->m_body + m->m_bodylen, p, n);
-			m->m_bodylen += n;
+		if (buf_add(&m->m_body, p, n) == 0)
 			return;
-		}
+		/* Past the cap the body is as it was: its tail goes on. */
 		m->m_tail = xmalloc(METER_TAIL_MAX);
-		ring_put(m, m->m_body, m->m_bodylen);
-		free(m->m_body);
-		m->m_body = NULL;
-		m->m_bodylen = m->m_bodycap = 0;
+		ring_put(m, buf_ptr(&m->m_body), buf_len(&m->m_body));
+		buf_free(&m->m_body);
 	}
 	ring_put(m, p, n);
 }
 
-static void
+/*
+ * Hold as much of p[0..n) as fits under the cap and say how much that
+ * was. Between pieces at most BUF_METER_HELD_MAX bytes are held
+ * (meter_feed relays more at once), so the cap always leaves room for
+ * that much again: a piece from curl (16 KiB) is always held whole.
+ */
+static size_t
 meter_hold(struct meter *m, const char *p, size_t n)
 {
-	size_t cap, want;
+	size_t room;
 
 	if (m->m_heldoff > 0) {
 		/* Each byte moves at most once: what is left is one event. */
-		memmove(m->m_held, m->m_held + m->m_heldoff,
-		    m->m_heldlen - m->m_heldoff);
-		m->m_heldlen -= m->m_heldoff;
+		buf_consume(&m->m_held, m->m_heldoff);
 		m->m_heldoff = 0;
 	}
-	want = m->m_heldlen + n;
-	if (want > m->m_heldcap) {
-		cap = m->m_heldcap ? m->m_heldcap : METER_HELD_INIT;
-		while (cap < want)
-			cap *= 2;
-		m->m_held = xreallocarray(m->m_held, 1, cap);
-		m->m_heldcap = cap;
-	}
-	memcpy(m->m_held + m->m_heldlen, p, n);
-	m->m_heldlen += n;
+	room = BUF_METER_HOLD_MAX - buf_len(&m->m_held);
+	if (n > room)
+		n = room;
+	if (buf_add(&m->m_held, p, n) == -1)
+		fatalx("%s: %zu bytes do not fit", __func__, n);
+	return (n);
 }
 
 static void
@@ -284,9 +266,9 @@ meter_filter(struct meter *m, const struct sse_event *ev, int flags)
 	}
 	n = ev->ev_rawlen - m->m_gone;
 	m->m_gone = 0;
-	if (n > m->m_heldlen - m->m_heldoff)
-		n = m->m_heldlen - m->m_heldoff; /* cannot happen */
-	raw = m->m_held + m->m_heldoff;
+	if (n > buf_len(&m->m_held) - m->m_heldoff)
+		n = buf_len(&m->m_held) - m->m_heldoff; /* cannot happen */
+	raw = buf_ptr(&m->m_held) + m->m_heldoff;
 	m->m_heldoff += n;
 	if (partial) {
 		meter_out(m, raw, n); /* the start is already gone */
@@ -347,7 +329,7 @@ void
 meter_feed(
     struct meter *m, const char *p, size_t n, meter_emit_cb emit, void *arg)
 {
-	size_t left;
+	size_t left, k;
 
 	if (n == 0 || m->m_finished)
 		return;
@@ -366,23 +348,30 @@ meter_feed(
 			sse_feed(m->m_sse, p, n);
 			break;
 		}
-		meter_hold(m, p, n);
 		m->m_emit = emit;
 		m->m_emitarg = arg;
-		sse_feed(m->m_sse, p, n);
-		left = m->m_heldlen - m->m_heldoff;
-		if (left > METER_HELD_MAX) {
-			/* A huge event: relay it unfiltered as it comes. */
-			meter_out(m, m->m_held + m->m_heldoff, left);
-			m->m_gone += left;
-			m->m_heldoff = m->m_heldlen = 0;
+		/* One pass, unless the piece is too large to hold at once. */
+		while (n > 0) {
+			k = meter_hold(m, p, n);
+			sse_feed(m->m_sse, p, k);
+			left = buf_len(&m->m_held) - m->m_heldoff;
+			if (left > BUF_METER_HELD_MAX) {
+				/* A huge event: relay it unfiltered as it
+				 * comes. */
+				meter_out(m, buf_ptr(&m->m_held) + m->m_heldoff,
+				    left);
+				m->m_gone += left;
+				m->m_heldoff = 0;
+				buf_reset(&m->m_held);
+			}
+			p += k;
+			n -= k;
 		}
-		if (m->m_heldoff == m->m_heldlen) {
+		if (m->m_heldoff == buf_len(&m->m_held)) {
 			/* Nothing held: the stream waits for its next
 			 * event without a buffer. */
-			free(m->m_held);
-			m->m_held = NULL;
-			m->m_heldoff = m->m_heldlen = m->m_heldcap = 0;
+			buf_free(&m->m_held);
+			m->m_heldoff = 0;
 		}
 		m->m_emit = NULL;
 		m->m_emitarg = NULL;
@@ -414,8 +403,8 @@ meter_json_body(struct meter *m)
 	cJSON *root = NULL, *usage;
 
 	if (m->m_tail == NULL) {
-		text = m->m_body;
-		len = m->m_bodylen;
+		text = buf_ptr(&m->m_body);
+		len = buf_len(&m->m_body);
 		root = meter_json_parse(text, len, 0);
 	} else {
 		lin = xmalloc(METER_TAIL_MAX);
@@ -608,10 +597,12 @@ meter_finish(struct meter *m, int complete, meter_emit_cb emit, void *arg,
 		}
 		sse_finish(m->m_sse);
 		/* An unterminated last event still goes to the client. */
-		if (m->m_filter && complete && m->m_heldlen > m->m_heldoff)
-			meter_out(m, m->m_held + m->m_heldoff,
-			    m->m_heldlen - m->m_heldoff);
-		m->m_heldoff = m->m_heldlen = 0;
+		if (m->m_filter && complete &&
+		    buf_len(&m->m_held) > m->m_heldoff)
+			meter_out(m, buf_ptr(&m->m_held) + m->m_heldoff,
+			    buf_len(&m->m_held) - m->m_heldoff);
+		m->m_heldoff = 0;
+		buf_reset(&m->m_held);
 		m->m_emit = NULL;
 		m->m_emitarg = NULL;
 		break;
@@ -626,8 +617,8 @@ meter_free(struct meter *m)
 	if (m == NULL)
 		return;
 	sse_free(m->m_sse);
-	free(m->m_body);
+	buf_free(&m->m_body);
 	free(m->m_tail);
-	free(m->m_held);
+	buf_free(&m->m_held);
 	free(m);
 }

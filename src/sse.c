@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/sse.h"
 #include "tollgate/util.h"
 
@@ -36,7 +37,6 @@ enum sse_field {
 };
 
 struct sse {
-	size_t s_cap; /* largest data kept for one event */
 	sse_event_cb s_cb;
 	void *s_arg;
 
@@ -48,11 +48,9 @@ struct sse {
 	int s_pending; /* that CR ended an event: dispatch after the LF */
 	int s_bom; /* bytes of a leading BOM matched; -1 when past */
 
-	char *s_data; /* data lines joined with '\n'; owned */
-	size_t s_datalen;
-	size_t s_datacap;
+	struct buf s_data; /* data lines joined with '\n'; capped */
 	int s_hasdata; /* a data field was seen in this event */
-	int s_oversized; /* the data went over s_cap */
+	int s_oversized; /* the data went over s_data's cap */
 	char s_name[SSE_NAME_MAX];
 	size_t s_namelen;
 	size_t s_raw; /* bytes since the last dispatched event */
@@ -67,7 +65,7 @@ sse_new(size_t cap, sse_event_cb cb, void *arg)
 	struct sse *s;
 
 	s = xcalloc(1, sizeof(*s));
-	s->s_cap = cap;
+	buf_init(&s->s_data, cap, SSE_DATA_INIT, 0);
 	s->s_cb = cb;
 	s->s_arg = arg;
 	s->s_state = SSE_LINE_START;
@@ -77,7 +75,7 @@ sse_new(size_t cap, sse_event_cb cb, void *arg)
 static void
 sse_reset_event(struct sse *s)
 {
-	s->s_datalen = 0;
+	buf_reset(&s->s_data);
 	s->s_hasdata = 0;
 	s->s_oversized = 0;
 	s->s_namelen = 0;
@@ -108,8 +106,10 @@ sse_dispatch(struct sse *s)
 	ev.ev_name = s->s_name;
 	ev.ev_namelen = n;
 	ev.ev_oversized = s->s_oversized;
-	ev.ev_data = s->s_oversized || s->s_data == NULL ? "" : s->s_data;
-	ev.ev_datalen = s->s_oversized ? 0 : s->s_datalen;
+	ev.ev_data = s->s_oversized || buf_ptr(&s->s_data) == NULL
+	    ? ""
+	    : buf_ptr(&s->s_data);
+	ev.ev_datalen = s->s_oversized ? 0 : buf_len(&s->s_data);
 	ev.ev_rawlen = s->s_raw;
 	s->s_raw = 0;
 	sse_reset_event(s);
@@ -118,36 +118,19 @@ sse_dispatch(struct sse *s)
 	 * A stream spends most of its life waiting for its next event: it
 	 * holds no data buffer meanwhile.
 	 */
-	free(s->s_data);
-	s->s_data = NULL;
-	s->s_datacap = 0;
+	buf_free(&s->s_data);
 }
 
 /* Append to the data buffer, or mark the event oversized. */
 static void
 sse_data_append(struct sse *s, const char *p, size_t n)
 {
-	size_t want, cap;
-
 	if (s->s_oversized || n == 0)
 		return;
-	if (n > s->s_cap - s->s_datalen) {
+	if (buf_add(&s->s_data, p, n) == -1) {
 		s->s_oversized = 1;
-		s->s_datalen = 0;
-		return;
+		buf_reset(&s->s_data);
 	}
-	want = s->s_datalen + n;
-	if (want > s->s_datacap) {
-		cap = s->s_datacap == 0 ? SSE_DATA_INIT : s->s_datacap;
-		while (cap < want && cap <= s->s_cap / 2)
-			cap *= 2;
-		if (cap < want || cap > s->s_cap)
-			cap = s->s_cap;
-		s->s_data = xreallocarray(s->s_data, 1, cap);
-		s->s_datacap = cap;
-	}
-	memcpy(s->s_data + s->s_datalen, p, n);
-	s->s_datalen += n;
 }
 
 static void
@@ -342,6 +325,6 @@ sse_free(struct sse *s)
 {
 	if (s == NULL)
 		return;
-	free(s->s_data);
+	buf_free(&s->s_data);
 	free(s);
 }

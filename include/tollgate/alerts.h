@@ -25,6 +25,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/tags.h"
 
 struct config;
@@ -36,7 +37,7 @@ struct price;
 struct spend_out;
 
 #define ALERTS_ID_MAX 48 /* "thr-" and 32 hex, or a kind, time and random */
-#define ALERTS_BODY_MAX (64 * 1024) /* bytes of one webhook body */
+#define ALERTS_BODY_MAX BUF_ALERT_BODY_MAX /* bytes of one webhook body */
 #define ALERTS_PENDING_MAX 1024 /* deliveries queued or in flight */
 #define ALERTS_MAX_CONNECTIONS 16 /* webhook connections open at once */
 #define ALERTS_RESUME_MS (24 * 3600 * 1000LL) /* pending ones resent */

@@ -27,12 +27,14 @@
 #include "tollgate/route.h"
 #include "tollgate/usage.h"
 
-/* Largest response body kept whole for parsing usage; beyond it only the
- * tail is kept (usage sits at the end of every provider's JSON). */
+/*
+ * Largest response body kept whole for parsing usage; beyond it only the
+ * tail is kept (usage sits at the end of every provider's JSON). The cap
+ * is BUF_METER_BODY_MAX (buf.h, where every cap is); this is its value
+ * for code that does not include buf.h, and meter.c checks they agree.
+ */
 #define METER_BODY_MAX (4 * 1024 * 1024)
 #define METER_TAIL_MAX (64 * 1024)
-/* Largest SSE event reassembled (Responses events embed the response). */
-#define METER_EVENT_MAX (1024 * 1024)
 
 typedef void (*meter_emit_cb)(void *, const char *, size_t);
 

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tollgate/buf.h"
+
 struct sqlite3;
 
 /* What a spend query can group by; the first seven also filter. */
@@ -56,7 +58,7 @@ enum spend_path {
 #define SPEND_QUERY_MAX 8192 /* bytes of query string */
 #define SPEND_VALUE_MAX 512 /* bytes of one decoded value */
 #define SPEND_ROWS_MAX 100000 /* groups in one spend answer */
-#define SPEND_OUT_MAX (64 * 1024 * 1024) /* bytes of one answer */
+#define SPEND_OUT_MAX BUF_SPEND_OUT_MAX /* bytes of one answer */
 #define SPEND_LIMIT_DEFAULT 100
 #define SPEND_LIMIT_MAX 1000
 #define SPEND_TIME_MAX 32 /* "2026-11-28T14:23:00.123Z" and its NUL */
@@ -98,13 +100,17 @@ struct spend_result {
 	enum spend_path sr_path; /* which answered (never AUTO) */
 };
 
-/* A bounded output buffer; so_full is set once a write would pass so_max. */
+/*
+ * A bounded output buffer (a struct buf) that stops at its cap: so_full is
+ * set once a write would pass it, and every later write is dropped. so_buf
+ * (NUL-terminated, NULL while nothing was written) and so_len are a view
+ * of so_b that every write keeps current: read them, never set them.
+ */
 struct spend_out {
 	char *so_buf;
 	size_t so_len;
-	size_t so_cap;
-	size_t so_max;
 	int so_full;
+	struct buf so_b;
 };
 
 /* params.c */

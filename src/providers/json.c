@@ -18,6 +18,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/util.h"
 
 #include "providers.h"
@@ -106,6 +107,8 @@ string_end(const char *p, size_t len, size_t i)
  */
 #define SCAN_DEPTH_MAX 64
 #define SCAN_NUMBER_MAX 48
+/* First allocation of a request body's short text. */
+#define SCAN_SHORT_FIRST 256
 
 static size_t scan_value(const char *, size_t, size_t, int);
 
@@ -333,18 +336,6 @@ scan_kept(const char *p, size_t n, const char *const *keep)
 }
 
 static void
-scan_append(char **out, size_t *len, size_t *cap, const char *p, size_t n)
-{
-	if (*len + n + 1 > *cap) {
-		while (*len + n + 1 > *cap)
-			*cap *= 2;
-		*out = xreallocarray(*out, *cap, 1);
-	}
-	memcpy(*out + *len, p, n);
-	*len += n;
-}
-
-static void
 spans_clear(const char *const *keep, struct json_member *spans)
 {
 	size_t i;
@@ -424,10 +415,10 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
     struct json_member *spans, int *plain)
 {
 	struct json_member jm;
-	char *out;
-	size_t olen = 0, ocap = 256, i, k, kend, v;
+	struct buf out;
+	size_t i, k, kend, v;
 	cJSON *root;
-	int allplain = 1, kept;
+	int allplain = 1, kept, r;
 
 	*plain = 0;
 	spans_clear(keep, spans);
@@ -435,8 +426,15 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
 		return (NULL);
 	if ((i = scan_skip_ws(p, len, 0)) >= len || p[i] != '{')
 		goto whole;
-	out = xmalloc(ocap);
-	scan_append(&out, &olen, &ocap, "{", 1);
+	/*
+	 * The short text is the body's but for its whitespace and for a
+	 * value shorter than "null" written as null: at most 3 bytes more a
+	 * member. A body that makes it longer than the cap has millions of
+	 * tiny members; it is parsed whole, as text the walk is unsure of.
+	 */
+	buf_init(&out, BUF_JSON_SHORT_MAX, SCAN_SHORT_FIRST, 0);
+	if (buf_add(&out, "{", 1) == -1)
+		goto whole_free;
 	if ((i = scan_skip_ws(p, len, i + 1)) < len && p[i] == '}')
 		i++;
 	else {
@@ -451,8 +449,9 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
 			v = scan_skip_ws(p, len, i + 1);
 			if ((i = scan_value(p, len, v, 1)) == 0)
 				goto whole_free;
-			scan_append(&out, &olen, &ocap, p + k, kend - k);
-			scan_append(&out, &olen, &ocap, ":", 1);
+			if (buf_add(&out, p + k, kend - k) == -1 ||
+			    buf_add(&out, ":", 1) == -1)
+				goto whole_free;
 			/* A name cJSON may read otherwise is always kept. */
 			if (!meter_json_plain(p + k, kend - k)) {
 				allplain = 0;
@@ -467,9 +466,11 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
 				kept = kept >= 0;
 			}
 			if (kept)
-				scan_append(&out, &olen, &ocap, p + v, i - v);
+				r = buf_add(&out, p + v, i - v);
 			else
-				scan_append(&out, &olen, &ocap, "null", 4);
+				r = buf_add(&out, "null", 4);
+			if (r == -1)
+				goto whole_free;
 			if ((i = scan_skip_ws(p, len, i)) >= len)
 				goto whole_free;
 			if (p[i] == '}') {
@@ -478,15 +479,17 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
 			}
 			if (p[i] != ',')
 				goto whole_free;
-			scan_append(&out, &olen, &ocap, ",", 1);
+			if (buf_add(&out, ",", 1) == -1)
+				goto whole_free;
 			i = scan_skip_ws(p, len, i + 1);
 		}
 	}
 	if (scan_skip_ws(p, len, i) != len)
 		goto whole_free;
-	scan_append(&out, &olen, &ocap, "}", 1);
-	root = meter_json_parse(out, olen, 1);
-	free(out);
+	if (buf_add(&out, "}", 1) == -1)
+		goto whole_free;
+	root = meter_json_parse(buf_ptr(&out), buf_len(&out), 1);
+	buf_free(&out);
 	/* Never expected: the check passed, so cJSON reads the short text. */
 	if (root == NULL) {
 		spans_clear(keep, spans);
@@ -495,7 +498,7 @@ meter_json_parse_request(const char *p, size_t len, const char *const *keep,
 	*plain = allplain;
 	return (root);
 whole_free:
-	free(out);
+	buf_free(&out);
 	spans_clear(keep, spans);
 whole:
 	if ((root = meter_json_parse(p, len, 1)) != NULL &&

@@ -16,73 +16,67 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
-/* An empty buffer that refuses to grow past max bytes. */
+/* First allocation of an answer: most fit in it. */
+#define SPEND_OUT_FIRST 4096
+
+/* The read-only view of the bytes callers use: so_buf and so_len. */
+static void
+spend_out_sync(struct spend_out *o)
+{
+	o->so_buf = buf_ptr(&o->so_b);
+	o->so_len = buf_len(&o->so_b);
+}
+
+/* An empty buffer that refuses to grow past max bytes, its NUL included. */
 void
 spend_out_init(struct spend_out *o, size_t max)
 {
 	memset(o, 0, sizeof(*o));
-	o->so_max = max;
+	buf_init(&o->so_b, max, SPEND_OUT_FIRST, BUF_NUL);
 }
 
 /* Free the buffer's bytes; it can be initialised again. */
 void
 spend_out_free(struct spend_out *o)
 {
-	free(o->so_buf);
+	buf_free(&o->so_b);
 	memset(o, 0, sizeof(*o));
 }
 
-/* Append len bytes, NUL-terminated; past so_max, set so_full and drop. */
+/*
+ * Append len bytes, NUL-terminated. Once a write would pass the cap,
+ * so_full is set and it and every later write are dropped, so an answer
+ * is whole or known to be cut.
+ */
 void
 spend_out_add(struct spend_out *o, const char *p, size_t len)
 {
-	size_t cap;
-
 	if (o->so_full)
 		return;
-	if (len >= o->so_max - o->so_len) {
+	if (buf_add(&o->so_b, p, len) == -1)
 		o->so_full = 1;
-		return;
-	}
-	if (o->so_len + len + 1 > o->so_cap) {
-		cap = o->so_cap == 0 ? 4096 : o->so_cap;
-		while (cap < o->so_len + len + 1)
-			cap *= 2;
-		if (cap > o->so_max)
-			cap = o->so_max;
-		o->so_buf = xreallocarray(o->so_buf, 1, cap);
-		o->so_cap = cap;
-	}
-	memcpy(o->so_buf + o->so_len, p, len);
-	o->so_len += len;
-	o->so_buf[o->so_len] = '\0';
+	spend_out_sync(o);
 }
 
-/* Append formatted text. */
+/* Append formatted text; like spend_out_add past the cap. */
 void
 spend_out_printf(struct spend_out *o, const char *fmt, ...)
 {
-	char small[256], *big = NULL;
 	va_list ap;
-	int n;
+	int r;
 
-	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
-	va_end(ap);
-	if (n < 0)
+	if (o->so_full)
 		return;
-	if ((size_t)n < sizeof(small)) {
-		spend_out_add(o, small, (size_t)n);
-		return;
-	}
 	va_start(ap, fmt);
-	n = xvasprintf(&big, fmt, ap);
+	r = buf_vaddf(&o->so_b, fmt, ap);
 	va_end(ap);
-	spend_out_add(o, big, (size_t)n);
-	free(big);
+	if (r == -1)
+		o->so_full = 1;
+	spend_out_sync(o);
 }
 
 /* Integer nano-USD as dollars with exactly nine decimals: 12.345678901. */
@@ -494,13 +488,12 @@ spend_answer(sqlite3 *db, enum spend_kind kind, const char *qs,
 	if (status == 200 && o->so_full) {
 		xasprintf(cause,
 		    "answer larger than %zu bytes; narrow the query",
-		    o->so_max);
+		    o->so_b.b_max);
 		status = 413;
 	}
 	if (status != 200) {
-		o->so_len = 0;
-		if (o->so_buf != NULL)
-			o->so_buf[0] = '\0';
+		buf_reset(&o->so_b);
+		spend_out_sync(o);
 		o->so_full = 0;
 	} else if (q.sq_format == SPEND_FORMAT_CSV)
 		*ctype = "text/csv; charset=utf-8";
