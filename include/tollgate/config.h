@@ -178,7 +178,6 @@ const struct upstream_conf *config_find_upstream(
     const struct config *, const char *, size_t);
 const char *config_upstream_type_name(enum upstream_type);
 const char *config_deployment_model(const struct upstream_conf *, const char *);
-int config_tag_value_ok(const char *, size_t);
 int config_check_reload(
     const struct config *, const struct config *, struct cfgerrs *);
 void cfgerrs_add(struct cfgerrs *, const char *, ...)

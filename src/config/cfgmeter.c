@@ -109,26 +109,6 @@ cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
 }
 
-/* Is s acceptable as a tag value (also checked for header values)? */
-int
-config_tag_value_ok(const char *s, size_t len)
-{
-	size_t i;
-
-	if (len == 0 || len > TAG_VALUE_MAX)
-		return (0);
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		/* '*' and '?' are the wildcards of policies and kills: a
-		 * value that holds one would match more than itself when a
-		 * breaker turns it into a kill. */
-		if (c <= 0x20 || c >= 0x7f || c == '*' || c == '?')
-			return (0);
-	}
-	return (1);
-}
-
 static int
 tag_of(struct cfgctx *cx, const char *path, const struct ynode *n)
 {
@@ -158,7 +138,7 @@ tag_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
 	if ((t = tag_of(cx, en->en_path, en->en_key)) == -1)
 		return;
 	if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
-	    !config_tag_value_ok(val->yn_str, val->yn_len)) {
+	    !tag_value_ok(val->yn_str, val->yn_len)) {
 		cfg_error(cx, val,
 		    "%s.%s: expected a value of 1 to %d printable characters "
 		    "without spaces, '*' or '?'",
