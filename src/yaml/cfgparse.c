@@ -548,7 +548,7 @@ cfgp_strdup(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	*out = xstrdup(s);
 }
 
-/* A path that need not exist yet, relative to the config's directory. */
+/* A path that need not exist yet, relative to the directory of the file. */
 void
 cfgp_path(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
@@ -572,7 +572,7 @@ cfgp_path(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 
 /*
  * A file that must exist and be readable now; relative to the directory of
- * the config file, kept as an absolute path.
+ * the file being read, kept as an absolute path.
  */
 void
 cfgp_file(struct cfgctx *cx, const struct cfgkey *k, const char *path,

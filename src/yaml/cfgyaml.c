@@ -22,7 +22,7 @@
 #include "tollgate/util.h"
 #include "tollgate/yaml.h"
 
-/* A config file larger than this is refused before it is parsed. */
+/* A YAML file larger than this is refused before it is parsed. */
 #define YAML_MAX_FILE_BYTES (4 * 1024 * 1024)
 /* Deeper nesting than this is refused; tollgate.yaml needs about five. */
 #define YAML_MAX_DEPTH 64
