@@ -24,45 +24,8 @@
 #include "tollgate/attribution.h"
 #include "tollgate/config.h"
 #include "tollgate/http.h"
+#include "tollgate/tags.h"
 #include "tollgate/util.h"
-
-static const struct {
-	const char *name;
-	const char *header;
-} tags[TAG_MAX] = {
-    [TAG_INTENT] = {"intent", "X-Tollgate-Intent"},
-    [TAG_TEAM] = {"team", "X-Tollgate-Team"},
-    [TAG_TENANT] = {"tenant", "X-Tollgate-Tenant"},
-    [TAG_AGENT_CLASS] = {"agent_class", "X-Tollgate-Agent-Class"},
-    [TAG_ENVIRONMENT] = {"environment", "X-Tollgate-Environment"},
-};
-
-/* The tag's name: a ledger column and a config key. */
-const char *
-tag_name(enum tag t)
-{
-	return (t < TAG_MAX ? tags[t].name : "?");
-}
-
-/* The header that sets the tag. */
-const char *
-tag_header(enum tag t)
-{
-	return (t < TAG_MAX ? tags[t].header : "?");
-}
-
-/* A tag by name, or -1. */
-int
-tag_lookup(const char *name)
-{
-	int t;
-
-	for (t = 0; t < TAG_MAX; t++) {
-		if (strcmp(name, tags[t].name) == 0)
-			return (t);
-	}
-	return (-1);
-}
 
 /* The value of a tag, or NULL when it is unset. */
 const char *
@@ -253,7 +216,7 @@ tollgate_headers(const struct hdrs *hs, const char *v[TAG_MAX + 1])
 			continue;
 		/* Every header compared below starts with that prefix. */
 		for (t = 0; t < TAG_MAX; t++) {
-			if (strcasecmp(name + 11, tags[t].header + 11) == 0)
+			if (strcasecmp(name + 11, tag_header(t) + 11) == 0)
 				break;
 		}
 		if (t == TAG_MAX && strcasecmp(name + 11, "Request-Id") != 0)
@@ -347,7 +310,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	if ((t = tollgate_headers(hs, hv)) != -1) {
 		*code = t == TAG_MAX ? "bad_request_id" : "bad_tag";
 		xasprintf(msg, "%s is given more than once; send it once",
-		    t == TAG_MAX ? "X-Tollgate-Request-Id" : tags[t].header);
+		    t == TAG_MAX ? "X-Tollgate-Request-Id" : tag_header(t));
 		return (-1);
 	}
 	for (t = 0; t < TAG_MAX; t++) {
@@ -358,12 +321,12 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 		}
 		v = hv[t];
 		if (v != NULL && cf->cf_tag_from_header[t]) {
-			if (!config_tag_value_ok(v, strlen(v))) {
+			if (!tag_value_ok(v, strlen(v))) {
 				*code = "bad_tag";
 				xasprintf(msg,
 				    "%s must be 1 to %d printable "
 				    "characters without spaces, '*' or '?'",
-				    tags[t].header, TAG_VALUE_MAX);
+				    tag_header(t), TAG_VALUE_MAX);
 				return (-1);
 			}
 			strcopy(at->at_tag[t], sizeof(at->at_tag[t]), v);
@@ -377,7 +340,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 		if (cf->cf_tag_required[t] && at->at_tag[t][0] == '\0') {
 			*code = "missing_tag";
 			xasprintf(msg, "the tag %s is required: send %s%s",
-			    tags[t].name, tags[t].header,
+			    tag_name(t), tag_header(t),
 			    cf->cf_tag_from_header[t]
 				? ""
 				: " (not trusted from headers: bind the key "

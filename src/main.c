@@ -6,7 +6,7 @@
  *   tollgate check [-c file]            validate a config and exit
  *   tollgate -n [-c file]               the same, relayd-style
  *   tollgate spend|calls ...            read the ledger (cli.c)
- *   tollgate prices import FILE ...     a new price table (pricing/import.c)
+ *   tollgate prices import FILE ...     a new price table (cli_prices.c)
  *
  * SIGHUP reloads the configuration (a bad file keeps the old one and logs
  * every error); SIGTERM and SIGINT stop accepting, let calls in flight
@@ -429,7 +429,7 @@ main(int argc, char *argv[])
 		return (cli_spend(argc - 1, argv + 1));
 	if (argc > 1 && strcmp(argv[1], "calls") == 0)
 		return (cli_calls(argc - 1, argv + 1));
-	/* A new price table from a community price list (import.c). */
+	/* A new price table from a community price list (cli_prices.c). */
 	if (argc > 1 && strcmp(argv[1], "prices") == 0)
 		return (cli_prices(argc - 1, argv + 1));
 	parse_opts(argc, argv, &o);

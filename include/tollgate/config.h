@@ -13,6 +13,7 @@
 
 #include "tollgate/ledger.h"
 #include "tollgate/tags.h"
+#include "tollgate/yaml.h" /* struct cfgerrs, what a load reports */
 
 struct pricebook;
 struct policyset;
@@ -152,14 +153,6 @@ struct config {
 	long cf_alert_max_backoff_ms;
 };
 
-/* Every error found while loading, each "file:line:col: message". */
-struct cfgerrs {
-	char **ce_msgs;
-	size_t ce_n;
-	char **ce_warns; /* config_load_opts: what is not an error there */
-	size_t ce_nwarn;
-};
-
 /*
  * config_load_opts flags. CONFIG_SECRETS_OPTIONAL: a secret read from the
  * environment (api_key_env, admin.token_env, secret_env) that is not set is
@@ -178,11 +171,7 @@ const struct upstream_conf *config_find_upstream(
     const struct config *, const char *, size_t);
 const char *config_upstream_type_name(enum upstream_type);
 const char *config_deployment_model(const struct upstream_conf *, const char *);
-int config_tag_value_ok(const char *, size_t);
 int config_check_reload(
     const struct config *, const struct config *, struct cfgerrs *);
-void cfgerrs_add(struct cfgerrs *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
-void cfgerrs_free(struct cfgerrs *);
 
 #endif

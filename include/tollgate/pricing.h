@@ -53,10 +53,21 @@ const struct price *pricing_lookup(const struct pricebook *, const char *);
 int64_t pricing_cost(const struct price *, const struct usage *);
 int64_t pricing_worst_case(const struct price *, const struct call_info *);
 size_t pricing_count(const struct pricebook *);
+const struct price *pricing_find_model(
+    const struct pricebook *, const char *, size_t);
+const struct price *pricing_model_at(const struct pricebook *, size_t);
+size_t pricing_alias_count(const struct pricebook *);
+const char *pricing_alias_at(
+    const struct pricebook *, size_t, const struct price **);
 
-/* import.c */
+/* import.c: the exact decimal conversions of tollgate prices import */
 int64_t pricing_import_usd(double, int *, const char **);
 void pricing_import_format(int64_t, char *, size_t);
+
+/*
+ * src/cli_prices.c: tollgate prices import, a command above the config
+ * (it loads one to compare against its price table), not part of pricing.
+ */
 int cli_prices(int, char **);
 
 /* family.c */

@@ -6,6 +6,8 @@
 #ifndef TOLLGATE_TAGS_H
 #define TOLLGATE_TAGS_H
 
+#include <stddef.h>
+
 enum tag {
 	TAG_INTENT,
 	TAG_TEAM,
@@ -17,9 +19,10 @@ enum tag {
 
 #define TAG_VALUE_MAX 128
 
-/* attribution.c */
+/* tags.c */
 const char *tag_name(enum tag); /* "agent_class" */
 const char *tag_header(enum tag); /* "X-Tollgate-Agent-Class" */
 int tag_lookup(const char *); /* by name; -1 if unknown */
+int tag_value_ok(const char *, size_t); /* printable, no wildcards */
 
 #endif

@@ -84,7 +84,7 @@ cfgp_webhooks(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	struct config *cf = dst;
 	struct webhook_conf *wh;
 	const struct ynode *item;
-	char where[CONFIG_PATH_MAX];
+	char where[CFG_PATH_MAX];
 	size_t i;
 
 	(void)k;

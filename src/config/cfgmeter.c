@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The parts of the schema that metering and attribution read: the ledger's
- * path and durability, the unknown-model policy, tag defaults, required and
- * header-settable tags, key bindings, an upstream's api_key_env and
- * service_tier_default, and an Azure upstream's deployment map. Each is a cfgkey parser for config.c's
- * tables; checks that need the whole file (price_as naming a priced model)
- * are in config_check_meter, run once everything is parsed.
+ * durability, the unknown-model policy, key bindings, an upstream's
+ * api_key_env and service_tier_default, and an Azure upstream's deployment
+ * map (tag names and values are src/yaml/cfgtags.c's). Each is a cfgkey
+ * parser for config.c's tables; checks that need the whole file (price_as
+ * naming a priced model) are in config_check_meter, run once everything is
+ * parsed.
  */
 #include <ctype.h>
 #include <stddef.h>
@@ -18,47 +19,6 @@
 #include "tollgate/util.h"
 
 #include "cfg.h"
-
-/* A string stored as an allocated copy. */
-void
-cfgp_strdup(struct cfgctx *cx, const struct cfgkey *k, const char *path,
-    const struct ynode *n, void *dst)
-{
-	char **out = dst;
-	const char *s;
-
-	(void)k;
-	if ((s = cfg_string(cx, path, n, "a string")) == NULL)
-		return;
-	if (s[0] == '\0') {
-		cfg_error(cx, n, "%s: must not be empty", path);
-		return;
-	}
-	free(*out);
-	*out = xstrdup(s);
-}
-
-/* A path that need not exist yet, relative to the config's directory. */
-void
-cfgp_path(struct cfgctx *cx, const struct cfgkey *k, const char *path,
-    const struct ynode *n, void *dst)
-{
-	char **out = dst;
-	const char *s;
-
-	(void)k;
-	if ((s = cfg_string(cx, path, n, "a path")) == NULL)
-		return;
-	if (s[0] == '\0') {
-		cfg_error(cx, n, "%s: must not be empty", path);
-		return;
-	}
-	free(*out);
-	if (s[0] == '/')
-		*out = xstrdup(s);
-	else
-		xasprintf(out, "%s/%s", cx->cx_dir, s);
-}
 
 /* ledger.durability: process | power. */
 void
@@ -109,99 +69,6 @@ cfgp_unknown_action(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len));
 }
 
-/* Is s acceptable as a tag value (also checked for header values)? */
-int
-config_tag_value_ok(const char *s, size_t len)
-{
-	size_t i;
-
-	if (len == 0 || len > TAG_VALUE_MAX)
-		return (0);
-	for (i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		/* '*' and '?' are the wildcards of policies and kills: a
-		 * value that holds one would match more than itself when a
-		 * breaker turns it into a kill. */
-		if (c <= 0x20 || c >= 0x7f || c == '*' || c == '?')
-			return (0);
-	}
-	return (1);
-}
-
-static int
-tag_of(struct cfgctx *cx, const char *path, const struct ynode *n)
-{
-	char buf[80];
-	int t;
-
-	if (n->yn_type != YN_SCALAR) {
-		cfg_error(cx, n, "%s: expected a tag name", path);
-		return (-1);
-	}
-	if ((t = tag_lookup(n->yn_str)) == -1)
-		cfg_error(cx, n,
-		    "%s: unknown tag '%s' (expected intent, team, "
-		    "tenant, agent_class or environment)",
-		    path, cfg_esc(buf, sizeof(buf), n->yn_str, n->yn_len));
-	return (t);
-}
-
-/* One tag under a mapping of tag: value, into its slot of char *[TAG_MAX]. */
-static void
-tag_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
-{
-	char **tags = arg;
-	const struct ynode *val = en->en_val;
-	int t;
-
-	if ((t = tag_of(cx, en->en_path, en->en_key)) == -1)
-		return;
-	if (val->yn_type != YN_SCALAR || ynode_is_null(val) ||
-	    !config_tag_value_ok(val->yn_str, val->yn_len)) {
-		cfg_error(cx, val,
-		    "%s.%s: expected a value of 1 to %d printable characters "
-		    "without spaces, '*' or '?'",
-		    en->en_path, tag_name(t), TAG_VALUE_MAX);
-		return;
-	}
-	free(tags[t]);
-	tags[t] = xstrdup(val->yn_str);
-}
-
-/* A mapping of tag name -> value, into char *[TAG_MAX]. */
-void
-cfgp_tag_map(struct cfgctx *cx, const struct cfgkey *k, const char *path,
-    const struct ynode *n, void *dst)
-{
-	(void)k;
-	cfg_map_each(cx, path, n, "tag: value", tag_cb, dst);
-}
-
-/* A sequence of tag names, into int[TAG_MAX] flags. */
-void
-cfgp_tag_list(struct cfgctx *cx, const struct cfgkey *k, const char *path,
-    const struct ynode *n, void *dst)
-{
-	int *flags = dst;
-	size_t i;
-	int t;
-
-	(void)k;
-	if (ynode_is_null(n))
-		return;
-	if (n->yn_type != YN_SEQ) {
-		cfg_error(cx, n, "%s: expected a list of tag names", path);
-		return;
-	}
-	for (t = 0; t < TAG_MAX; t++)
-		flags[t] = 0;
-	for (i = 0; i < n->yn_nkids; i++) {
-		if ((t = tag_of(cx, path, n->yn_kids[i])) != -1)
-			flags[t] = 1;
-	}
-}
-
 static int
 parse_sha256(const char *s, unsigned char out[32])
 {
@@ -230,7 +97,7 @@ cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	struct config *cf = dst;
 	struct key_binding *kb;
 	const struct ynode *item, *key, *val;
-	char where[CONFIG_PATH_MAX], buf[80];
+	char where[CFG_PATH_MAX], buf[80];
 	size_t i, j, nhash;
 	int *valid;
 

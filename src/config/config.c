@@ -4,8 +4,9 @@
  * each upstream, the parsers whose shape is tollgate's own (listen, the
  * upstreams mapping and its names, upstream type, and base_url, checked
  * with curl's URL API and held to https except for loopback hosts), the
- * defaults, and config_load, which ties it together: cfgyaml.c reads the
- * file into a tree, cfg_apply (cfgparse.c) walks it against top_keys, and
+ * defaults, and config_load, which ties it together: the YAML walker
+ * (src/yaml/) reads the file into a tree, cfg_apply walks it against
+ * top_keys, and
  * the half-built config is freed unless the error count is zero. A new
  * section is one more table here plus, when its shape is unusual, one
  * callback.
@@ -939,37 +940,32 @@ config_upstream_type_name(enum upstream_type type)
 	return ("unknown");
 }
 
-/* Append a message to errs. */
-void
-cfgerrs_add(struct cfgerrs *errs, const char *fmt, ...)
+/*
+ * An environment variable that should hold a secret is not set: an error,
+ * or with CONFIG_SECRETS_OPTIONAL a warning (tollgate check, the ledger
+ * commands). Returns 0 when the caller should go on without the secret,
+ * -1 after an error.
+ */
+int
+cfg_secret_env(
+    struct cfgctx *cx, const struct ynode *n, const char *path, const char *var)
 {
-	va_list ap;
-	char *msg;
+	struct cfgerrs *ce = cx->cx_errs;
+	char *w;
 
-	va_start(ap, fmt);
-	xvasprintf(&msg, fmt, ap);
-	va_end(ap);
-	errs->ce_msgs = xreallocarray(
-	    errs->ce_msgs, errs->ce_n + 1, sizeof(*errs->ce_msgs));
-	errs->ce_msgs[errs->ce_n++] = msg;
-}
-
-/* Free the messages and leave errs empty, ready for reuse. */
-void
-cfgerrs_free(struct cfgerrs *errs)
-{
-	size_t i;
-
-	if (errs == NULL)
-		return;
-	for (i = 0; i < errs->ce_n; i++)
-		free(errs->ce_msgs[i]);
-	free(errs->ce_msgs);
-	errs->ce_msgs = NULL;
-	errs->ce_n = 0;
-	for (i = 0; i < errs->ce_nwarn; i++)
-		free(errs->ce_warns[i]);
-	free(errs->ce_warns);
-	errs->ce_warns = NULL;
-	errs->ce_nwarn = 0;
+	if (!(cx->cx_flags & CONFIG_SECRETS_OPTIONAL)) {
+		cfg_error(cx, n, "%s: the environment variable %s is not set",
+		    path, var);
+		return (-1);
+	}
+	if (ce == NULL)
+		return (0);
+	xasprintf(&w,
+	    "%s:%zu:%zu: warning: %s: the environment variable %s is not set "
+	    "here; tollgate needs it to start",
+	    cx->cx_file, n->yn_line, n->yn_col, path, var);
+	ce->ce_warns = xreallocarray(
+	    ce->ce_warns, ce->ce_nwarn + 1, sizeof(*ce->ce_warns));
+	ce->ce_warns[ce->ce_nwarn++] = w;
+	return (0);
 }

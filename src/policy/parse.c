@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The policies: list of the config, parsed with the config loader's key
- * tables (src/config/cfg.h) so every mistake is reported as file:line:col
+ * The policies: list of the config, parsed with the YAML walker's key
+ * tables (include/tollgate/yaml.h) so every mistake is reported as file:line:col
  * and none stops the walk. Each item is applied to a raw struct first,
  * then checked as a whole (alert thresholds against the cap, the default
  * output bound against the ceiling) and copied into its struct policy.
  * Money is parsed as exact decimals into nano-USD; no float touches it.
  * The breakers: section of a policy is parsed here too, one sub-table per
  * breaker (loop, velocity, error_spike).
- * Nothing here is wired into config.c yet: policy_parse is the function
- * its table will call.
+ * config.c calls policy_parse for the policies: key of tollgate.yaml.
  */
 #include <limits.h>
 #include <stddef.h>
@@ -19,11 +18,10 @@
 #include <string.h>
 
 #include "tollgate/breaker.h"
-#include "tollgate/config.h"
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
+#include "tollgate/yaml.h"
 
-#include "../config/cfg.h"
 #include "policy_int.h"
 
 #define NUSD_PER_USD 1000000000LL
@@ -516,7 +514,7 @@ thresholds(struct cfgctx *cx, const char *path, const struct ynode *n,
     int (*one)(struct cfgctx *, const char *, const struct ynode *, int64_t *),
     int64_t *out)
 {
-	char where[CONFIG_PATH_MAX];
+	char where[CFG_PATH_MAX];
 	size_t i, j, cnt = 0;
 	int64_t v;
 
@@ -575,7 +573,7 @@ p_globs(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct globs *gl = dst;
-	char where[CONFIG_PATH_MAX], *g;
+	char where[CFG_PATH_MAX], *g;
 	size_t i;
 
 	(void)k;
@@ -739,7 +737,7 @@ policy_parse(struct cfgctx *cx, const char *path, const struct ynode *n,
 	struct policy *po;
 	struct praw r;
 	const struct ynode *item;
-	char where[CONFIG_PATH_MAX];
+	char where[CFG_PATH_MAX];
 	size_t i, j, nerr = cx->cx_nerr;
 
 	*out = NULL;

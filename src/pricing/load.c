@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The price file loader. pricing_load reads prices.yaml with the config
- * loader's YAML reader and key tables (src/config/cfg.h), so a price file
+ * The price file loader. pricing_load reads prices.yaml with the YAML
+ * walker's reader and key tables (include/tollgate/yaml.h), so a price file
  * is checked like tollgate.yaml: unknown keys and wrong types are refused
  * and every error is collected as "file:line:col: message". Prices are
  * written as decimal USD per million tokens and parsed digit by digit into
@@ -20,8 +20,8 @@
 
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
+#include "tollgate/yaml.h"
 
-#include "../config/cfg.h"
 #include "pricing_int.h"
 
 /* Highest price accepted, USD per million tokens; keeps the sums bounded. */

@@ -152,6 +152,33 @@ pricing_count(const struct pricebook *pb)
 	return (pb->pb_nmodels);
 }
 
+/* The i-th model of the table, in name order; NULL past the end. */
+const struct price *
+pricing_model_at(const struct pricebook *pb, size_t i)
+{
+	return (i < pb->pb_nmodels ? &pb->pb_models[i] : NULL);
+}
+
+/* How many aliases the table has. */
+size_t
+pricing_alias_count(const struct pricebook *pb)
+{
+	return (pb->pb_naliases);
+}
+
+/*
+ * The i-th alias of the table, in name order, and in *to the model it
+ * names; NULL past the end.
+ */
+const char *
+pricing_alias_at(const struct pricebook *pb, size_t i, const struct price **to)
+{
+	if (i >= pb->pb_naliases)
+		return (NULL);
+	*to = pb->pb_aliases[i].a_price;
+	return (pb->pb_aliases[i].a_name);
+}
+
 /*
  * The price of a model as a provider or client spelled it, or NULL when
  * the book does not know it. Tried in order: the exact name (model or

@@ -27,8 +27,4 @@ struct pricebook {
 	size_t pb_naliases;
 };
 
-/* pricing.c */
-const struct price *pricing_find_model(
-    const struct pricebook *, const char *, size_t);
-
 #endif

@@ -2,7 +2,7 @@
 /*
  * policy_parse run on a YAML string, for the policy and breaker tests:
  * load() returns the set or NULL with the errors, load_ok() fails the test
- * on any error. Include after cmocka.h and cfg.h.
+ * on any error. Include after cmocka.h and tollgate/yaml.h.
  */
 #ifndef TOLLGATE_POLICYLOAD_H
 #define TOLLGATE_POLICYLOAD_H

@@ -24,7 +24,7 @@
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
 
-#include "../../src/config/cfg.h"
+#include "tollgate/yaml.h"
 
 #define USD 1000000000LL
 #define CENT 10000000LL

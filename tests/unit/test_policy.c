@@ -29,7 +29,7 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
-#include "../../src/config/cfg.h"
+#include "tollgate/yaml.h"
 
 #include "policytest.h"
 

@@ -26,7 +26,7 @@
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
-#include "../../src/config/cfg.h"
+#include "tollgate/yaml.h"
 
 #include "policytest.h"
 

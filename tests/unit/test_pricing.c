@@ -1111,6 +1111,43 @@ test_family_no_book(void **state)
 	assert_string_equal(fam, "");
 }
 
+/*
+ * The book walked from outside pricing/ (tollgate prices import): models
+ * and aliases in name order, the alias's model, NULL past either end.
+ */
+static void
+test_walk(void **state)
+{
+	struct pricebook *pb;
+	const struct price *to = NULL;
+
+	(void)state;
+	pb = load_expect(
+	    "version: walk-1\n"
+	    "models:\n"
+	    "  zeta: { input: 1, output: 2, max_output_tokens: 10 }\n"
+	    "  alpha: { input: 3, output: 4, max_output_tokens: 10 }\n"
+	    "aliases:\n"
+	    "  zz: alpha\n"
+	    "  aa: zeta\n",
+	    NULL, 0);
+	assert_non_null(pb);
+	assert_int_equal(pricing_count(pb), 2);
+	assert_string_equal(pricing_model_at(pb, 0)->p_model, "alpha");
+	assert_string_equal(pricing_model_at(pb, 1)->p_model, "zeta");
+	assert_null(pricing_model_at(pb, 2));
+	assert_ptr_equal(
+	    pricing_find_model(pb, "zeta", 4), pricing_model_at(pb, 1));
+	assert_null(pricing_find_model(pb, "zz", 2));
+	assert_int_equal(pricing_alias_count(pb), 2);
+	assert_string_equal(pricing_alias_at(pb, 0, &to), "aa");
+	assert_ptr_equal(to, pricing_model_at(pb, 1));
+	assert_string_equal(pricing_alias_at(pb, 1, &to), "zz");
+	assert_ptr_equal(to, pricing_model_at(pb, 0));
+	assert_null(pricing_alias_at(pb, 2, &to));
+	pricing_free(pb);
+}
+
 static int
 setup(void **state)
 {
@@ -1150,7 +1187,7 @@ main(void)
 {
 	static struct CMUnitTest tests[nitems(cost_cases) +
 	    nitems(lookup_cases) + nitems(worst_cases) + nitems(usd_cases) +
-	    nitems(load_cases) + nitems(family_cases) + 5];
+	    nitems(load_cases) + nitems(family_cases) + 6];
 	size_t i, n = 0;
 
 	ADD_CASES(cost_cases, run_cost);
@@ -1164,5 +1201,6 @@ main(void)
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_null_arguments);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_saturation);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_family_no_book);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_walk);
 	return (cmocka_run_group_tests_name("pricing", tests, setup, teardown));
 }

@@ -1,12 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The YAML front end of the config loader. It reads tollgate.yaml from disk
- * (refusing a file over CONFIG_MAX_FILE_BYTES) and turns libyaml's events
+ * The YAML walker's reader. It reads a YAML file (tollgate.yaml,
+ * prices.yaml) from disk (refusing one over YAML_MAX_FILE_BYTES) and turns
+ * libyaml's events
  * into a small tree of struct ynode, every string copied out so nothing of
  * libyaml outlives the parse. libyaml's own errors are reported at their
  * file:line:col. The YAML is pure data: anchors, aliases, tags, NUL bytes
  * and multiple documents are refused, and so is nesting deeper than
- * CONFIG_MAX_DEPTH. What the tree means is for cfgparse.c and config.c.
+ * YAML_MAX_DEPTH. What the tree means is for cfgparse.c and its callers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,13 +20,12 @@
 
 #include "tollgate/log.h"
 #include "tollgate/util.h"
+#include "tollgate/yaml.h"
 
-#include "cfg.h"
-
-/* A config file larger than this is refused before it is parsed. */
-#define CONFIG_MAX_FILE_BYTES (4 * 1024 * 1024)
+/* A YAML file larger than this is refused before it is parsed. */
+#define YAML_MAX_FILE_BYTES (4 * 1024 * 1024)
 /* Deeper nesting than this is refused; tollgate.yaml needs about five. */
-#define CONFIG_MAX_DEPTH 64
+#define YAML_MAX_DEPTH 64
 
 static struct ynode *
 ynode_new(enum ynode_type type, const yaml_mark_t *mark)
@@ -184,9 +184,9 @@ cfg_read_node(
 		fatalx("%s: unexpected libyaml event %d", __func__, ev->type);
 	}
 
-	if (depth >= CONFIG_MAX_DEPTH) {
+	if (depth >= YAML_MAX_DEPTH) {
 		cfg_error(
-		    cx, n, "nesting deeper than %d levels", CONFIG_MAX_DEPTH);
+		    cx, n, "nesting deeper than %d levels", YAML_MAX_DEPTH);
 		ynode_free(n);
 		return (NULL);
 	}
@@ -268,7 +268,7 @@ fail:
 	return (rv);
 }
 
-/* Read the whole file, refusing one over CONFIG_MAX_FILE_BYTES. */
+/* Read the whole file, refusing one over YAML_MAX_FILE_BYTES. */
 char *
 cfg_read_file(struct cfgctx *cx, const char *path, size_t *lenp)
 {
@@ -281,9 +281,9 @@ cfg_read_file(struct cfgctx *cx, const char *path, size_t *lenp)
 		cfg_error(cx, NULL, "%s", strerror(errno));
 		return (NULL);
 	}
-	buf = xmalloc(CONFIG_MAX_FILE_BYTES + 1);
+	buf = xmalloc(YAML_MAX_FILE_BYTES + 1);
 	for (;;) {
-		r = read(fd, buf + len, CONFIG_MAX_FILE_BYTES + 1 - len);
+		r = read(fd, buf + len, YAML_MAX_FILE_BYTES + 1 - len);
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == -1) {
@@ -293,9 +293,9 @@ cfg_read_file(struct cfgctx *cx, const char *path, size_t *lenp)
 		if (r == 0)
 			break;
 		len += (size_t)r;
-		if (len > CONFIG_MAX_FILE_BYTES) {
+		if (len > YAML_MAX_FILE_BYTES) {
 			cfg_error(cx, NULL, "file is larger than %d bytes",
-			    CONFIG_MAX_FILE_BYTES);
+			    YAML_MAX_FILE_BYTES);
 			goto fail;
 		}
 	}

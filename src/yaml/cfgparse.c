@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The generic, table-driven half of the config loader. A section is a table
+ * The generic, table-driven half of the YAML walker. A section is a table
  * of struct cfgkey; cfg_apply walks a mapping node against it, refuses
  * unknown and duplicate keys, reports missing required ones, and hands each
  * value to the key's parser, which checks it and stores it at an offset in
@@ -8,8 +8,9 @@
  * durations, strings, file paths and nested sections. So does the error
  * collection: nothing stops at the first mistake, every error is kept as
  * "file:line:col: message" (tmux cfg_add_cause, relayd file->errors) so a
- * user fixes the whole file in one pass. Nothing here knows tollgate's
- * schema; that is config.c.
+ * user fixes the whole file in one pass (struct cfgerrs, cfgerrs_add and
+ * cfgerrs_free too). Nothing here knows tollgate's schema; that is
+ * src/config/, src/policy/parse.c and src/pricing/load.c.
  */
 #include <sys/stat.h>
 
@@ -24,11 +25,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tollgate/config.h"
 #include "tollgate/log.h"
 #include "tollgate/util.h"
-
-#include "cfg.h"
+#include "tollgate/yaml.h"
 
 /* A unit suffix and what it multiplies by. */
 struct cfgunit {
@@ -134,6 +133,41 @@ out:
 	cx->cx_npos = 0;
 }
 
+/* Append a message to errs. */
+void
+cfgerrs_add(struct cfgerrs *errs, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	xvasprintf(&msg, fmt, ap);
+	va_end(ap);
+	errs->ce_msgs = xreallocarray(
+	    errs->ce_msgs, errs->ce_n + 1, sizeof(*errs->ce_msgs));
+	errs->ce_msgs[errs->ce_n++] = msg;
+}
+
+/* Free the messages and leave errs empty, ready for reuse. */
+void
+cfgerrs_free(struct cfgerrs *errs)
+{
+	size_t i;
+
+	if (errs == NULL)
+		return;
+	for (i = 0; i < errs->ce_n; i++)
+		free(errs->ce_msgs[i]);
+	free(errs->ce_msgs);
+	errs->ce_msgs = NULL;
+	errs->ce_n = 0;
+	for (i = 0; i < errs->ce_nwarn; i++)
+		free(errs->ce_warns[i]);
+	free(errs->ce_warns);
+	errs->ce_warns = NULL;
+	errs->ce_nwarn = 0;
+}
+
 /* The index of the key called name in the mapping map, or -1. */
 static long
 key_index(const struct ynode *map, const char *name)
@@ -183,36 +217,6 @@ cfg_error(struct cfgctx *cx, const struct ynode *n, const char *fmt, ...)
 	else
 		cfg_verror(cx, n->yn_line, n->yn_col, fmt, ap);
 	va_end(ap);
-}
-
-/*
- * An environment variable that should hold a secret is not set: an error,
- * or with CONFIG_SECRETS_OPTIONAL a warning (tollgate check, the ledger
- * commands). Returns 0 when the caller should go on without the secret,
- * -1 after an error.
- */
-int
-cfg_secret_env(
-    struct cfgctx *cx, const struct ynode *n, const char *path, const char *var)
-{
-	struct cfgerrs *ce = cx->cx_errs;
-	char *w;
-
-	if (!(cx->cx_flags & CONFIG_SECRETS_OPTIONAL)) {
-		cfg_error(cx, n, "%s: the environment variable %s is not set",
-		    path, var);
-		return (-1);
-	}
-	if (ce == NULL)
-		return (0);
-	xasprintf(&w,
-	    "%s:%zu:%zu: warning: %s: the environment variable %s is not set "
-	    "here; tollgate needs it to start",
-	    cx->cx_file, n->yn_line, n->yn_col, path, var);
-	ce->ce_warns = xreallocarray(
-	    ce->ce_warns, ce->ce_nwarn + 1, sizeof(*ce->ce_warns));
-	ce->ce_warns[ce->ce_nwarn++] = w;
-	return (0);
 }
 
 /* Record an error at line and col, for positions that have no node. */
@@ -287,7 +291,7 @@ cfg_map_each(struct cfgctx *cx, const char *path, const struct ynode *n,
 {
 	struct cfgentry en;
 	const struct ynode *key, *val;
-	char where[CONFIG_PATH_MAX], buf[80];
+	char where[CFG_PATH_MAX], buf[80];
 	size_t i;
 
 	if (ynode_is_null(n))
@@ -329,7 +333,7 @@ cfg_apply(struct cfgctx *cx, const struct cfgkey *keys, const char *where,
 {
 	const struct cfgkey *k;
 	const struct ynode *key, *val;
-	char path[CONFIG_PATH_MAX], buf[80];
+	char path[CFG_PATH_MAX], buf[80];
 	unsigned long long seen = 0;
 	size_t i, ki;
 
@@ -525,9 +529,50 @@ cfgp_duration(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	*(long *)dst = (long)v;
 }
 
+/* A string stored as an allocated copy. */
+void
+cfgp_strdup(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst;
+	const char *s;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a string")) == NULL)
+		return;
+	if (s[0] == '\0') {
+		cfg_error(cx, n, "%s: must not be empty", path);
+		return;
+	}
+	free(*out);
+	*out = xstrdup(s);
+}
+
+/* A path that need not exist yet, relative to the directory of the file. */
+void
+cfgp_path(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst;
+	const char *s;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "a path")) == NULL)
+		return;
+	if (s[0] == '\0') {
+		cfg_error(cx, n, "%s: must not be empty", path);
+		return;
+	}
+	free(*out);
+	if (s[0] == '/')
+		*out = xstrdup(s);
+	else
+		xasprintf(out, "%s/%s", cx->cx_dir, s);
+}
+
 /*
  * A file that must exist and be readable now; relative to the directory of
- * the config file, kept as an absolute path.
+ * the file being read, kept as an absolute path.
  */
 void
 cfgp_file(struct cfgctx *cx, const struct cfgkey *k, const char *path,
