@@ -19,8 +19,14 @@ import subprocess
 import sys
 
 
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), "src")
+
+
 def objects(build):
-    """{source path relative to src/: object path} for tollgate's objects."""
+    """{source path relative to src/: object path} for tollgate's objects
+    whose source is still in src/ (a build directory keeps the objects of
+    files since moved or removed)."""
     out = {}
     for root, _dirs, files in os.walk(build):
         if "CMakeFiles" not in root:
@@ -33,7 +39,9 @@ def objects(build):
             i = rel.find("/src/")
             if i < 0 or "/tests/" in rel[:i] or "tollgate" not in rel[:i]:
                 continue
-            out.setdefault(rel[i + 5:-2], path)
+            src = rel[i + 5:-2]
+            if os.path.exists(os.path.join(SRC, src)):
+                out.setdefault(src, path)
     return out
 
 
