@@ -541,6 +541,26 @@ def run_check(config_text, tmpdir, name="check.yaml", timeout=20):
 # --------------------------------------------------------------------------
 # Raw-socket HTTP/1.1 client.
 
+def dechunk(raw):
+    """The body of a whole raw HTTP/1.1 response framed by chunks: its
+    chunks joined (a line such as "data: [DONE]" may span two)."""
+    _head, sep, rest = raw.partition(b"\r\n\r\n")
+    if not sep:
+        raise AssertionError("no end of head in %r" % raw[:200])
+    body = b""
+    while True:
+        line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            raise AssertionError("a chunk size line is cut: %r" % line[:80])
+        size = int(line.split(b";")[0].strip(), 16)
+        if size == 0:
+            return body
+        if len(rest) < size + 2:
+            raise AssertionError("a chunk is cut")
+        body += rest[:size]
+        rest = rest[size + 2:]
+
+
 def build_request(method, path, body=b"", headers=(), host="127.0.0.1",
                   content_length=True):
     """Exact request bytes. headers: list of (name, value) or raw lines."""
