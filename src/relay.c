@@ -9,7 +9,7 @@
  * usage from them and hands back what the client receives. When the
  * client's output buffer passes the configured high watermark the transfer
  * is paused, and it is resumed when the buffer drains, so a slow reader
- * costs a bounded amount of memory (STYLE rule 8). Every end of the
+ * costs a bounded amount of memory (every buffer has a cap: docs/internals/buf.md). Every end of the
  * transfer goes to session_close in session.c.
  */
 #include <stdio.h>

@@ -788,7 +788,7 @@ session_cost(const struct session *se, const struct usage *u)
  * Was the request sent to the provider without any response coming back
  * (client gone, header timeout, reset before headers)? Then the provider
  * may still process and bill it: a disconnect must never release more
- * budget than is proven unbilled (RELIABILITY.md §2.3).
+ * budget than is proven unbilled (docs/internals/metering.md, What a failed call costs).
  */
 static int
 unanswered_but_sent(const struct session *se)

@@ -239,7 +239,7 @@ session_settle(struct session *se, enum call_status status, int64_t cost,
  * A capped stream is being relayed: has it already cost more than its
  * reservation? Then grow the reservation to what it has cost, so other
  * calls see it; if no budget has room for that, the cap is reached
- * mid-stream and the call is ended (DESIGN.md, Refusals). Output that is
+ * mid-stream and the call is ended (docs/operations.md, Policy refusals). Output that is
  * only estimated from the text relayed counts two thirds (meter_so_far).
  * Returns 0 to go on, or -1 when the call was ended (se is gone).
  */

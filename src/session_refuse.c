@@ -3,7 +3,7 @@
  * How a session refuses a call, every refusal through session_refuse: the
  * request id it is answered and recorded under, the status, headers and
  * provider-shaped body, the refused row. Above it, the wording of the
- * refusals that say more than a sentence: the policies' (DESIGN.md's
+ * refusals that say more than a sentence: the policies' (docs/operations.md's
  * refusal table, with the tollgate object of reason, policy, scope, limit,
  * spent, reserved and reset, the rate-limit headers each SDK reads and
  * Gemini's google.rpc details) and the kills'. Also the budget headers of
@@ -235,7 +235,7 @@ cap_message(
 }
 
 /*
- * The tollgate object of a refusal body (DESIGN.md, Refusals): reason,
+ * The tollgate object of a refusal body (docs/internals/proxy.md, Refusals): reason,
  * policy, scope, limit, spent, reserved, reset_at. sc may be NULL when no
  * budget is involved; name then overrides the reason's name.
  */
@@ -407,7 +407,7 @@ policy_dress(struct session *se, cJSON *root, const void *arg)
 }
 
 /*
- * Answer a refused call: status, headers and body as DESIGN.md's refusal
+ * Answer a refused call: status, headers and body as docs/operations.md's refusal
  * table says, in the family's error shape with the tollgate object; then
  * record the refused row.
  */

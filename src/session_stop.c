@@ -183,7 +183,7 @@ session_stop_shutdown(void)
 
 /*
  * The in-stream error event that ends a stream the client has already
- * started reading (PROTOCOLS.md §12), or NULL where there is none: the
+ * started reading (docs/internals/wire.md, Error shapes), or NULL where there is none: the
  * API has no such event (Gemini), or the client has half an event and
  * anything appended would land inside it. Allocated.
  */

@@ -3,7 +3,7 @@
  * Error bodies tollgate writes itself, in the provider's own shape so that
  * each SDK raises its usual typed error: OpenAI {"error":{...}}, Anthropic
  * {"type":"error","error":{...}}, Gemini {"error":{"code","message",
- * "status"}} (PROTOCOLS.md §12).
+ * "status"}} (docs/internals/wire.md, Error shapes).
  */
 #ifndef TOLLGATE_REPLY_H
 #define TOLLGATE_REPLY_H

@@ -5,7 +5,7 @@
  * provider reported, normalised to tollgate's token conventions (struct
  * usage): input counts every prompt token including cached and cache-write
  * ones, output counts every generated token including reasoning ones, and
- * the other fields break those down (PROTOCOLS.md §1).
+ * the other fields break those down (docs/internals/wire.md).
  */
 #ifndef TOLLGATE_USAGE_H
 #define TOLLGATE_USAGE_H

@@ -8,7 +8,7 @@
  * then the route (404, 405), the POST content type (415) and the body
  * size (413). A loopback listener is still reachable from a browser on
  * this machine, through DNS rebinding or a form posting text/plain, and
- * these checks are what stops that (RELIABILITY.md 3.8). No response ever
+ * these checks are what stops that (docs/api.md, Security). No response ever
  * carries an Access-Control-* header, so no browser page can read one.
  * A route is an exact path, or a prefix ending in '/' that takes one more
  * path segment (DELETE /v1/kills/{id}).

@@ -19,7 +19,7 @@
 #include "ledger_int.h"
 
 /*
- * Version 1 of the schema. Columns of calls are DESIGN.md's, in its order.
+ * Version 1 of the schema. Columns of calls are docs/operations.md's (The ledger), in its order.
  * The rollup's key folds NULL to '' because NULLs are distinct in a primary
  * key; a row counts in it while its status is final, so the triggers add a
  * row when it becomes final and take it out again if a final row is changed

@@ -48,7 +48,7 @@ static const char kill_add_sql[] =
 static const char kill_delete_sql[] =
     "UPDATE kills SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL";
 
-/* Column order of db_insert: DESIGN.md's, numbered from 1. */
+/* Column order of db_insert: docs/operations.md's, numbered from 1. */
 static const char insert_sql[] =
     "INSERT INTO calls (id, started_at, finished_at, provider, endpoint,"
     " upstream, model, intent, team, tenant, agent_class, environment,"
@@ -793,7 +793,7 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 fail:
 	/*
 	 * After FULL, IOERR, BUSY or NOMEM SQLite may already have rolled the
-	 * transaction back on its own (RELIABILITY.md §4.1); if not, we do.
+	 * transaction back on its own (docs/operations.md, When the ledger cannot write); if not, we do.
 	 */
 	d->db_err = rc;
 	ledger_db_rollback(d);

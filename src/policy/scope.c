@@ -351,7 +351,7 @@ policy_window_name(const struct policy_window *w, char *buf, size_t len)
 	return (buf);
 }
 
-/* The refusal reason as DESIGN.md and the ledger spell it. */
+/* The refusal reason as docs/operations.md and the ledger spell it. */
 const char *
 policy_reason_name(enum policy_reason r)
 {

@@ -284,7 +284,7 @@ pricing_rates(const struct price *p, const struct usage *u)
 /*
  * The cost of a call in nano-USD, rounded up; -1 without a price. Input
  * counts every prompt token, cached and cache-written ones included, and
- * output counts every generated token, reasoning included (PROTOCOLS.md
+ * output counts every generated token, reasoning included (docs/internals/wire.md
  * §1), so reasoning is never priced on its own. Counts a provider reports
  * inconsistently (cached > input, negatives) are clamped at 0 per class.
  */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The Anthropic Messages adapter (PROTOCOLS.md §1, §6). Anthropic's
+ * The Anthropic Messages adapter (docs/internals/wire.md). Anthropic's
  * input_tokens excludes cache reads and writes, so tollgate's input is the
  * sum of the three. In a stream, message_start carries input and cache
  * fields, and each message_delta carries the CUMULATIVE output so far (and
@@ -99,7 +99,7 @@ anthropic_usage(struct meter_acc *a, const cJSON *usage)
 
 	/*
 	 * Compaction: the top-level numbers describe only the last
-	 * iteration; bill the sum of all of them (PROTOCOLS.md §1 [U]).
+	 * iteration; bill the sum of all of them (docs/internals/wire.md, Usage fields).
 	 */
 	iters = cJSON_GetObjectItemCaseSensitive(usage, "iterations");
 	cJSON_ArrayForEach(it, iters)

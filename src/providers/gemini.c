@@ -2,7 +2,7 @@
 /*
  * The Gemini adapter: generateContent, streamGenerateContent (SSE with
  * alt=sse, else one JSON array of chunks), embedContent; Developer API and
- * Vertex (PROTOCOLS.md §1, §8). The model is in the URL, not the body.
+ * Vertex (docs/internals/wire.md). The model is in the URL, not the body.
  * candidatesTokenCount excludes thoughts, so billed output is candidates +
  * thoughts; every streamed chunk carries the cumulative usageMetadata so
  * far, so the last one seen is the call's usage and nothing is summed.

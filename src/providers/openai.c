@@ -6,7 +6,7 @@
  * completions streams for their usage chunk (stream_options.include_usage)
  * by editing the body as text so every other byte reaches the provider as
  * the client wrote it, and reads usage from bodies and stream events
- * (PROTOCOLS.md §1-§5, §10).
+ * (docs/internals/wire.md).
  */
 #include <stdint.h>
 #include <stdio.h>

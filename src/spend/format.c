@@ -2,7 +2,7 @@
 /*
  * Writing answers: a bounded output buffer, exact USD from integer
  * nano-USD (never a float), JSON strings, and a spend answer as JSON
- * (DESIGN.md's shape plus the integer costs and an echo of the query), as
+ * (docs/api.md's shape plus the integer costs and an echo of the query), as
  * CSV (RFC 4180: the monthly chargeback export) or as an aligned table with
  * a total line. spend_answer is the whole of GET /v1/spend and /v1/calls
  * for the admin API: query string in, status, content type and body out.

@@ -6,7 +6,7 @@
  * embeddings, Responses, Azure deployment paths), Anthropic (messages,
  * count_tokens) and Gemini (generateContent, streamGenerateContent,
  * countTokens, embedContent), non-streamed JSON and SSE, byte for byte as
- * described in PROTOCOLS.md.  Request headers named x-fake-* script
+ * described in docs/internals/wire.md.  Request headers named x-fake-* script
  * the reply (status, delays, pacing, hangs, resets, clean closes), and
  * --record appends one JSON line per request and per response end, so a
  * test can compare what the provider saw and sent with what tollgate
@@ -1432,7 +1432,7 @@ stream_frame(struct xchg *x, long k, struct evbuffer *o)
 	}
 }
 
-/* The family's mid-stream error event (PROTOCOLS.md rule 8). */
+/* The family's mid-stream error event (docs/internals/wire.md, Error shapes). */
 static void
 stream_error_frame(struct xchg *x, long k, struct evbuffer *o)
 {

@@ -6,7 +6,7 @@
                          nano-USD, computed here independently of tollgate
   usage_of               the usage a provider reported in a response body
                          (JSON or SSE), normalised to tollgate's conventions
-                         (PROTOCOLS.md section 1) in Python
+                         (docs/internals/wire.md) in Python
   Ledger                 the SQLite ledger opened read-only: rows by id,
                          waits for a row to settle, integrity check, dump
   MeterTestCase          tglib.TGTestCase plus a metering config, the ledger
@@ -211,7 +211,7 @@ def load_prices():
 
 
 # --------------------------------------------------------------------------
-# Usage out of a response body, normalised per PROTOCOLS.md section 1.
+# Usage out of a response body, normalised per docs/internals/wire.md.
 
 
 def sse_events(body):

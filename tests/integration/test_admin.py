@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The admin API end to end (RELIABILITY.md 3.8, check 20): its own port,
+"""The admin API end to end (docs/api.md, Security): its own port,
 the Host allowlist, Origin and Sec-Fetch-Site refusals, the bearer token,
 the JSON-only POST, no CORS headers anywhere; /v1/spend and /v1/calls
 against sums and rows read from the ledger itself; bad parameters named;

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Metering end to end: for every provider family the ledger row's tokens
 by class and its cost equal what fakeprov sent, normalised and priced here
-in Python from the bytes the client received (PROTOCOLS.md section 1, the
+in Python from the bytes the client received (docs/internals/wire.md, the
 cost formula of config/prices.yaml); include_usage injected upstream but
 invisible to the client; streams cut mid-way; attribution tags and key
 fingerprints; request ids; unknown and re-reported models; provider and

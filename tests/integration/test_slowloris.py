@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Slowloris (RELIABILITY.md check 9): hundreds of connections that drip a
+"""Slowloris (docs/reliability.md): hundreds of connections that drip a
 request head one byte at a time must not stop normal clients being served,
 and each is closed when limits.request_timeout runs out, so tollgate's file
 descriptors come back to where they were."""

@@ -918,7 +918,7 @@ def gemini_generate(marker):
 JSON_CT = ("Content-Type", "application/json")
 
 # Secrets that must never appear in tollgate's output: every tollgate log is
-# searched for "CANARY" at teardown (RELIABILITY.md check 22).
+# searched for "CANARY" at teardown (docs/reliability.md).
 CANARY_AUTH = [("Authorization", "Bearer sk-CANARY-harness-0b7e"),
                ("x-api-key", "sk-ant-CANARY-harness-91c2"),
                ("x-goog-api-key", "AIzaCANARYharness55")]

@@ -192,8 +192,8 @@ describe('@anthropic-ai/sdk', () => {
     assert.deepEqual(r.content, [{ type: 'text', text: TEXT }]);
     const rec = await stack.requestWith(m);
     assert.equal(rec.path, '/v1/messages');
-    // The API version this SDK release pins (its client.js; PROTOCOLS.md
-    // section 6 still names 2023-06-01, the value older releases sent).
+    // The API version this SDK release pins (its client.js; older
+    // releases sent 2023-06-01).
     assert.deepEqual(recHeader(rec, 'anthropic-version'), ['2026-10-21']);
     assert.deepEqual(recHeader(rec, 'anthropic-beta'),
                      ['interleaved-thinking-2025-05-14,context-1m-2025-08-07']);

@@ -2,7 +2,7 @@
 /*
  * The request-head parser: a table of raw heads with the expected outcome,
  * each also fed in every two-piece split and one byte at a time, which must
- * never change the result (RELIABILITY.md check 3, applied to heads).
+ * never change the result (docs/reliability.md, applied to heads).
  */
 #include <setjmp.h>
 #include <stdarg.h>

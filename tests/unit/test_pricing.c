@@ -51,7 +51,7 @@ struct costcase {
 
 static const struct costcase cost_cases[] = {
     /*
-     * PROTOCOLS.md §2: gpt-4o, prompt_tokens 4020 of which 4012 cached,
+     * docs/internals/wire.md: gpt-4o, prompt_tokens 4020 of which 4012 cached,
      * completion_tokens 4. Rates 2.50 / 1.25 / 10.00 USD/M.
      *   (4020 - 4012) * 2,500,000 =        20,000,000
      *            4012 * 1,250,000 =     5,015,000,000
@@ -70,7 +70,7 @@ static const struct costcase cost_cases[] = {
     {"cost.reasoning_inside_output", "gpt-5-nano", 12, 0, 0, 0, 377, 320, "",
 	151400},
     /*
-     * PROTOCOLS.md §6 on claude-sonnet-4-5: input_tokens 3,
+     * docs/internals/wire.md on claude-sonnet-4-5: input_tokens 3,
      * cache_creation 418 (all 5m), cache_read 1111, output 33; input
      * total 3 + 418 + 1111 = 1532. Rates 3.00 / 0.30 / 3.75 / 6.00 / 15.
      *      3 * 3,000,000  =     9,000,000
@@ -901,7 +901,7 @@ test_shipped(void **state)
 			assert_true(p->p_long.pr_output >= p->p_base.pr_output);
 		}
 	}
-	/* The long-context entries PROTOCOLS.md §13 names. */
+	/* The long-context entries config/prices.yaml cites its sources for. */
 	assert_int_equal(
 	    pricing_lookup(shipped, "claude-sonnet-4")->p_long_threshold,
 	    200000);

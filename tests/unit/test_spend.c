@@ -835,7 +835,7 @@ test_csv_cells(void **state)
 	spend_query_free(&q);
 }
 
-/* JSON: DESIGN.md's shape, exact cost_usd text, null keys, the echo. */
+/* JSON: docs/api.md's shape, exact cost_usd text, null keys, the echo. */
 static void
 test_json(void **state)
 {
