@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # House checks on the C sources (curl's checksrc, in small): functions that
-# have no bound are banned, and every file must match .clang-format.
+# have no bound are banned, every file must match .clang-format, and no
+# comment cites a document the repository does not hold.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 status=0
@@ -16,6 +17,19 @@ if grep -nE "$banned" $files; then
 	echo "checksrc: banned function (use snprintf, strtonum-style parsing, evbuffer)" >&2
 	status=1
 fi
+# A comment may cite only a document the repository holds: docs/..., or a
+# file at the top such as the README; a bare name must exist at the top.
+cited=$(git ls-files 'src' 'include' 'tests' 'bench' 'tools' 'config' 2>/dev/null |
+    grep -v '/node_modules/' | grep -v '^tests/fixtures/' |
+    xargs grep -ohE '(docs/[A-Za-z0-9_/.-]+|\<[A-Z][A-Za-z0-9_]*)\.md\>' 2>/dev/null |
+    sort -u)
+for doc in $cited; do
+	if [ ! -f "$doc" ]; then
+		echo "checksrc: a comment cites $doc, which is not in the repository" >&2
+		git grep -n -F "$doc" -- src include tests bench tools config | head -3 >&2
+		status=1
+	fi
+done
 if command -v clang-format >/dev/null 2>&1; then
 	for f in $files; do
 		if ! clang-format --dry-run -Werror "$f" >/dev/null 2>&1; then
