@@ -323,6 +323,7 @@ cmd_serve(int foreground)
 		for (i = 0; i < nitems(signos); i++)
 			event_free(sigs[i]);
 		listener_free(proxy);
+		session_shutdown();
 		session_stop_shutdown();
 		enforce_stop();
 		alerts_shutdown();
@@ -354,6 +355,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
+	session_shutdown();
 	session_stop_shutdown();
 	enforce_stop();
 	alerts_shutdown();

@@ -184,8 +184,12 @@ on_data(void *arg, const char *buf, size_t len)
 		return (XFER_PAUSE);
 	}
 	meter_feed(se->se_meter, buf, len, relay_emit, se);
-	if (se->se_ci.ci_stream && session_check_overrun(se) == -1)
-		return (0); /* ended: the transfer is aborted */
+	if (se->se_ci.ci_stream)
+		session_check_overrun(se);
+	/* Its budget ran out: se is closed (inert until the next loop turn)
+	 * and its transfer dead, which aborts it. */
+	if (se->se_closed)
+		return (0);
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	return (len);
 }
@@ -350,7 +354,8 @@ session_drained(struct session *se)
 	se->se_paused = 0;
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	xfer_resume(se->se_xfer);
-	/* se may be gone now if the transfer ended inside. */
+	/* se may be closed now if the transfer ended inside: still there,
+	 * inert, until the next loop turn frees it. */
 }
 
 /* The header or idle timer fired: the provider is too slow. */

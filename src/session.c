@@ -31,6 +31,12 @@
  * A session whose client leaves while its reservation is being committed
  * lives on until the ledger answers, so the row it queued is settled and
  * never left in flight.
+ *
+ * A closed session's struct outlives its close by one loop turn: callers up
+ * the stack (libcurl's callbacks, the listener, timers, the stop code) may
+ * still hold it, so session_close leaves it closed and inert on a dead
+ * list, and session_reap_cb frees that list from the loop once they have
+ * all returned (tmux's server_client_unref, Redis's freeClientAsync).
  */
 #include <sys/random.h>
 
@@ -79,6 +85,8 @@ static size_t session_n;
 static size_t session_peak; /* most calls at once since the last trim */
 static int session_trim_armed;
 static struct session *session_list;
+static struct session *session_dead; /* closed, freed by session_reap_cb */
+static struct event *session_reap_ev;
 static uint64_t reqid_state;
 static struct event_base *session_base;
 
@@ -816,7 +824,9 @@ estimate_unanswered(const struct session *se, struct usage *u)
 
 /*
  * The single close path: finish the response, settle the row, log the
- * call, stop the transfer, free everything. Nothing may touch se after.
+ * call, stop the transfer, release everything it holds. The struct itself
+ * stays, closed and inert, until the next loop turn: whoever still holds
+ * se may read se_closed and must do nothing else with it.
  */
 void
 session_close(struct session *se, enum call_status status, const char *reason)
@@ -832,7 +842,10 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	char model[160];
 	char note[4 * SESSION_NOTE_MAX + 1];
 
-	se->se_closing = 1;
+	/* Closed already: an inert session has nothing left to end. */
+	if (se->se_closed)
+		return;
+	se->se_closed = 1;
 	memset(&u, 0, sizeof(u));
 	if (se->se_meter != NULL) {
 		/* Only a finished call's held bytes reach the client. */
@@ -946,26 +959,46 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		metrics_call(&mc);
 	}
 
+	/*
+	 * Everything it holds goes now, and its pointers with it, so a
+	 * holder that looks past se_closed finds NULL, not freed memory.
+	 */
 	if (se->se_ticket != NULL)
 		ledger_ticket_cancel(se->se_ticket);
+	se->se_ticket = NULL;
 	xfer_free(se->se_xfer);
+	se->se_xfer = NULL;
 	if (se->se_meter != NULL)
 		meter_free(se->se_meter);
+	se->se_meter = NULL;
 	event_free(se->se_timer);
+	se->se_timer = NULL;
 	if (se->se_started)
 		http_request_free(se->se_req);
+	se->se_req = NULL;
 	if (se->se_bodybuf != NULL)
 		evbuffer_free(se->se_bodybuf); /* se_body points into it */
 	else
 		free(se->se_body);
+	se->se_bodybuf = NULL;
+	se->se_body = NULL;
 	free(se->se_stop);
+	se->se_stop = NULL;
 	free(se->se_note);
+	se->se_note = NULL;
 	free(se->se_fallback_pv);
+	se->se_fallback_pv = NULL;
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);
+	se->se_conf = NULL;
 	unlink_session(se);
-	free(se);
+
+	/* Freed from the loop, once every caller holding se has returned. */
+	se->se_reap_next = session_dead;
+	if (session_dead == NULL && session_reap_ev != NULL)
+		event_active(session_reap_ev, EV_TIMEOUT, 0);
+	session_dead = se;
 }
 
 static void *
@@ -1000,11 +1033,37 @@ const struct listener_ops session_listener_ops = {
     session_drained_op,
 };
 
+/* Free the sessions closed since the loop last ran this. */
+static void
+session_reap(void)
+{
+	struct session *se;
+
+	while ((se = session_dead) != NULL) {
+		session_dead = se->se_reap_next;
+		free(se);
+	}
+}
+
+static void
+session_reap_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	session_reap();
+}
+
 /* Give sessions their event base. */
 void
 session_setup(struct event_base *base)
 {
 	session_base = base;
+	/* Made once: a close costs one list insert and, for the first on
+	 * a loop turn, one event_active; nothing is allocated for it. */
+	if ((session_reap_ev = event_new(base, -1, 0, session_reap_cb, NULL)) ==
+	    NULL)
+		fatalx("%s: event_new", __func__);
 }
 
 /*
@@ -1018,4 +1077,18 @@ session_abort_all(void)
 		session_list->se_conn = NULL;
 		session_close(session_list, CALL_INTERRUPTED, "shutdown");
 	}
+}
+
+/*
+ * At exit, once the loop has stopped: free the sessions closed since its
+ * last turn, and the event that would have.
+ */
+void
+session_shutdown(void)
+{
+	session_reap();
+	if (session_reap_ev != NULL)
+		event_free(session_reap_ev);
+	session_reap_ev = NULL;
+	session_base = NULL;
 }

@@ -41,7 +41,10 @@ enum se_state {
 	SE_FORWARDING, /* the upstream transfer is running */
 };
 
-/* One call; owned by itself, freed by session_close. */
+/*
+ * One call; owned by itself. session_close ends it and leaves it closed
+ * (se_closed) on the dead list; the next loop turn frees it.
+ */
 struct session {
 	unsigned long long se_id;
 	enum se_state se_state;
@@ -94,9 +97,11 @@ struct session {
 	struct hdrs se_hdrs; /* budget headers for the response */
 	char *se_stop; /* a kill's reason, set while reserving; owned */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
-	int se_closing; /* in session_close: not to be stopped again */
+	int se_closed; /* session_close has run or is running: inert, not
+			  to be stopped, answered or closed again */
 
-	struct session *se_prev, *se_next;
+	struct session *se_prev, *se_next; /* the live list */
+	struct session *se_reap_next; /* the dead list, once closed */
 };
 
 /* What a refusal does besides answering (session_refuse's flags). */
@@ -159,7 +164,7 @@ const char *session_forward_body(struct session *, size_t *);
 int session_admit(struct session *);
 void session_settle(
     struct session *, enum call_status, int64_t, const struct usage *);
-int session_check_overrun(struct session *);
+void session_check_overrun(struct session *);
 
 /* relay.c */
 void relay_forward(struct session *);

@@ -241,9 +241,9 @@ session_settle(struct session *se, enum call_status status, int64_t cost,
  * calls see it; if no budget has room for that, the cap is reached
  * mid-stream and the call is ended (docs/operations.md, Policy refusals). Output that is
  * only estimated from the text relayed counts two thirds (meter_so_far).
- * Returns 0 to go on, or -1 when the call was ended (se is gone).
+ * The caller reads se_closed to learn whether the call was ended.
  */
-int
+void
 session_check_overrun(struct session *se)
 {
 	struct policy_scope sc;
@@ -252,14 +252,14 @@ session_check_overrun(struct session *se)
 	int64_t cost;
 
 	if (se->se_res == NULL || !se->se_res_capped || se->se_meter == NULL)
-		return (0);
+		return;
 	meter_so_far(se->se_meter, &u);
 	cost = session_cost(se, &u);
 	if (cost <= se->se_reserved_nusd)
-		return (0);
+		return;
 	if (policy_grow(se->se_res, cost, wallclock_ms(), &sc) == 0) {
 		se->se_reserved_nusd = cost;
-		return (0);
+		return;
 	}
 	session_cap_label(cap, sizeof(cap), &sc);
 	session_usd(spent, sizeof(spent), sc.sc_spent);
@@ -274,7 +274,6 @@ session_check_overrun(struct session *se)
 	    cap, cost_s, held, spent, resv);
 	session_note(se, "%s", msg);
 	session_stop_capped(se, msg);
-	return (-1);
 }
 
 /*

@@ -12,8 +12,9 @@
  *            anything else is cut (session_stop, session_stop_capped).
  *
  * Stops never run inside the hook: a kill can be made inside a session's
- * close or admission, and stopping other sessions there would free them
- * under a walk of the session list.
+ * close or admission, and stopping other sessions there would close them
+ * (and settle them, which may trip more breakers) under a walk of the
+ * session list.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -276,7 +277,8 @@ session_stop_capped(struct session *se, const char *why)
  * gets its provider's in-stream error event and then its end; anything
  * else is cut. The row is settled as killed with refusal_reason
  * "killed", charged for what the call used (its reservation if it was
- * sent and nothing came back). Nothing may touch se after.
+ * sent and nothing came back). se is closed after: inert until it is
+ * freed on the next loop turn.
  */
 void
 session_stop(struct session *se, const char *why)
@@ -323,7 +325,7 @@ session_stop_matching(const char *const *match, const char *why)
 		/* A call being admitted is checked against the kills
 		 * there; one being closed is past stopping. */
 		if (!se->se_started || !se->se_route.rt_metered ||
-		    se->se_stop != NULL || se->se_closing ||
+		    se->se_stop != NULL || se->se_closed ||
 		    se->se_state == SE_ROUTED)
 			continue;
 		for (a = 0; a < POLICY_ATTR_MAX; a++) {

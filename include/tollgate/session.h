@@ -3,7 +3,8 @@
  * A session is one proxied call: routed when its head arrives, forwarded
  * when its body is complete, relayed until the provider finishes, and
  * closed through session_close, which writes the call's one log line and
- * releases everything.
+ * releases everything; the closed struct itself is freed on the next loop
+ * turn, once nothing up the stack still holds it.
  */
 #ifndef TOLLGATE_SESSION_H
 #define TOLLGATE_SESSION_H
@@ -25,6 +26,7 @@ void session_start(struct session *);
 void session_client_gone(struct session *);
 size_t session_count(void);
 void session_abort_all(void);
+void session_shutdown(void);
 
 /* relay.c */
 void session_drained(struct session *);
