@@ -298,7 +298,7 @@ cmd_serve(int foreground)
 	}
 	if (upstream_init(base, cf->cf_max_connections) == -1)
 		fatalx("cannot initialise libcurl");
-	fdlimit_apply(cf);
+	listener_set_fd_cap(fdlimit_apply(cf));
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);

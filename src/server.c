@@ -18,6 +18,7 @@
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fdlimit.h"
+#include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/server.h"
@@ -235,7 +236,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 		reload_removals(old, cf, errs);
 	server_set_config(cf);
 	/* A larger max_connections may need a higher open files limit. */
-	fdlimit_apply(cf);
+	listener_set_fd_cap(fdlimit_apply(cf));
 	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);
