@@ -219,6 +219,7 @@ server_reload(const char *path, struct cfgerrs *errs)
 	struct config *cf, *old = config_current();
 	char *cause = NULL;
 	size_t i, first = errs->ce_n;
+	int rc;
 
 	log_info("reloading %s", path);
 	if ((cf = config_load(path, errs)) == NULL ||
@@ -240,7 +241,15 @@ server_reload(const char *path, struct cfgerrs *errs)
 	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);
-	if (enforce_reload(cf, &cause) == -1) {
+	rc = enforce_reload(cf, &cause);
+	/* Calls running now count under the new policies too. */
+	session_extend_reservations(cf);
+	/*
+	 * Thresholds the spend already stands at (a threshold lowered, or a
+	 * policy added over a scope that has spent) fire now, each once.
+	 */
+	enforce_alerts(cf);
+	if (rc == -1) {
 		log_warnx(
 		    "reload: budgets of new policies start empty: %s", cause);
 		free(cause);
