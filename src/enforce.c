@@ -21,7 +21,6 @@
 #include "tollgate/enforce.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
-#include "tollgate/session.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -111,21 +110,16 @@ enforce_alert_cb(
  * A new configuration is in force: start the scopes it introduces from
  * the ledger. Existing scopes keep their counters. On failure the new
  * scopes start empty until their window turns; -1 and *cause say so.
- * Thresholds the spend already stands at (a threshold lowered, or a
- * policy added over a scope that has spent) fire now, each once.
+ * The caller (server_reload) then extends the running calls'
+ * reservations to the new policies and fires the thresholds the spend
+ * already stands at (enforce_alerts): sessions sit above this file.
  */
 int
 enforce_reload(const struct config *cf, char **cause)
 {
-	int rc;
-
 	if (en_counters == NULL)
 		return (0);
-	rc = enforce_rebuild(cf, 1, cause);
-	/* Calls running now count under the new policies too. */
-	session_extend_reservations(cf);
-	enforce_alerts(cf);
-	return (rc);
+	return (enforce_rebuild(cf, 1, cause));
 }
 
 /*

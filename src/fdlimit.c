@@ -23,7 +23,6 @@
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/fdlimit.h"
-#include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -131,11 +130,13 @@ fdlimit_check(const struct config *cf, char **cause)
 }
 
 /*
- * At start and on every reload: raise the limit for cf, and hold the
- * proxy's clients and libcurl's idle connections to what it allows,
- * with a warning when that is fewer than cf asks for.
+ * At start and on every reload: raise the limit for cf, and hold
+ * libcurl's idle connections to what it allows, with a warning when that
+ * is fewer than cf asks for. Returns the client connections the limit
+ * allows, for the caller to hold the proxy's listener to
+ * (listener_set_fd_cap): the listener sits above this file.
  */
-void
+int
 fdlimit_apply(const struct config *cf)
 {
 	char *cause = NULL;
@@ -145,6 +146,6 @@ fdlimit_apply(const struct config *cf)
 		log_warnx("%s", cause);
 		free(cause);
 	}
-	listener_set_fd_cap(allowed);
 	upstream_set_max_connections(allowed);
+	return (allowed);
 }

@@ -81,7 +81,6 @@
 #include "tollgate/metrics.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
-#include "tollgate/server.h"
 #include "tollgate/util.h"
 
 #include "listener_int.h"
@@ -154,7 +153,7 @@ listener_max(const struct listener *l)
 
 	if (l->l_max_conns > 0)
 		return ((size_t)l->l_max_conns);
-	n = server_config()->cf_max_connections;
+	n = config_current()->cf_max_connections;
 	if (n > ls_fd_cap)
 		n = ls_fd_cap;
 	return ((size_t)(n > 0 ? n : 1));
@@ -166,7 +165,7 @@ listener_per_client(const struct listener *l)
 {
 	if (l->l_per_client >= 0)
 		return (l->l_per_client);
-	return (server_config()->cf_max_connections_per_client);
+	return (config_current()->cf_max_connections_per_client);
 }
 
 /* Time for a request's head: header_timeout, or less if the whole
@@ -592,7 +591,7 @@ static void
 conn_process(struct conn *co)
 {
 	struct evbuffer *in = bufferevent_get_input(co->co_bev);
-	const struct config *cf = server_config();
+	const struct config *cf = config_current();
 	struct head_limits hl;
 	long left;
 	size_t len;
@@ -685,7 +684,7 @@ conn_process(struct conn *co)
 static void
 conn_flushed(struct conn *co)
 {
-	const struct config *cf = server_config();
+	const struct config *cf = config_current();
 
 	if (co->co_close_after || co->co_ls->l_draining) {
 		/* Linger only when the client may still be sending a body
@@ -760,7 +759,7 @@ static void
 conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn *co = arg;
-	const struct config *cf = server_config();
+	const struct config *cf = config_current();
 	void *h;
 
 	(void)fd;
@@ -805,7 +804,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
     int salen, void *arg)
 {
 	struct listener *l = arg;
-	const struct config *cf = server_config();
+	const struct config *cf = config_current();
 	struct conn *co, *victim;
 	struct timeval wtv;
 	char host[INET6_ADDRSTRLEN] = "?";

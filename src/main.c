@@ -197,7 +197,7 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 		log_info("received %s: draining %zu calls in flight",
 		    sig == SIGTERM ? "SIGTERM" : "SIGINT", session_count());
 		drain_deadline_us = monotime_us() +
-		    server_config()->cf_drain_timeout_ms * 1000LL;
+		    config_current()->cf_drain_timeout_ms * 1000LL;
 		listener_drain(proxy);
 		admin_drain(); /* admin queries are cut at exit, not waited for */
 		drain_timer = evtimer_new(base, drain_check_cb, NULL);
@@ -298,7 +298,7 @@ cmd_serve(int foreground)
 	}
 	if (upstream_init(base, cf->cf_max_connections) == -1)
 		fatalx("cannot initialise libcurl");
-	fdlimit_apply(cf);
+	listener_set_fd_cap(fdlimit_apply(cf));
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);

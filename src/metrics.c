@@ -14,8 +14,9 @@
  * the five token classes, because one call always moves them together.
  *
  * metrics_render sorts each table's series by their label values, so the
- * same counters always give the same text. The ledger's counters come from
- * ledger_stats(), which is safe when the ledger is closed (all zero).
+ * same counters always give the same text. The gauges it does not count
+ * itself (calls in flight, kills live, the ledger's counters) are passed
+ * in by the admin layer, which reads them at each scrape.
  * Everything runs on the loop thread: there is no locking. See
  * docs/metrics.md.
  */
@@ -29,10 +30,8 @@
 
 #include <event2/buffer.h>
 
-#include "tollgate/kills.h"
 #include "tollgate/ledger.h"
 #include "tollgate/metrics.h"
-#include "tollgate/session.h"
 #include "tollgate/util.h"
 
 #ifndef TOLLGATE_VERSION
@@ -697,83 +696,81 @@ render_scalar(struct evbuffer *b, const char *name, const char *type,
 }
 
 static void
-render_ledger(struct evbuffer *b)
+render_ledger(struct evbuffer *b, const struct ledger_stats *ls)
 {
-	struct ledger_stats ls;
 	int i;
 
-	/* All zero when the ledger is closed. */
-	ledger_stats(&ls);
 	render_scalar(b, "tollgate_ledger_queue_depth", "gauge",
-	    "Ledger items queued for the writer.", ls.ls_queue_depth);
+	    "Ledger items queued for the writer.", ls->ls_queue_depth);
 	render_scalar(b, "tollgate_ledger_rows_written_total", "counter",
-	    "Ledger rows written.", ls.ls_rows_written);
+	    "Ledger rows written.", ls->ls_rows_written);
 	render_scalar(b, "tollgate_ledger_commits_total", "counter",
-	    "Ledger transactions committed.", ls.ls_commits);
+	    "Ledger transactions committed.", ls->ls_commits);
 	render_scalar(b, "tollgate_ledger_failures_total", "counter",
-	    "Ledger transactions that failed.", ls.ls_failures);
+	    "Ledger transactions that failed.", ls->ls_failures);
 	render_scalar(b, "tollgate_ledger_refused_full_total", "counter",
 	    "Reservations refused because the ledger queue was full.",
-	    ls.ls_refused_full);
+	    ls->ls_refused_full);
 	render_scalar(b, "tollgate_ledger_dropped_total", "counter",
 	    "Settlements and records the ledger gave up on at close.",
-	    ls.ls_dropped);
+	    ls->ls_dropped);
 	render_scalar(b, "tollgate_ledger_interrupted_rows", "gauge",
 	    "Rows left in flight by a crash, recovered at start-up.",
-	    ls.ls_interrupted);
+	    ls->ls_interrupted);
 	render_family(b, "tollgate_ledger_commit_seconds", "summary",
 	    "Time spent committing ledger transactions.");
 	evbuffer_add_printf(b,
 	    "tollgate_ledger_commit_seconds_sum %" PRIu64 ".%06" PRIu64 "\n"
 	    "tollgate_ledger_commit_seconds_count %" PRIu64 "\n",
-	    ls.ls_commit_us_total / 1000000, ls.ls_commit_us_total % 1000000,
-	    ls.ls_commits);
+	    ls->ls_commit_us_total / 1000000, ls->ls_commit_us_total % 1000000,
+	    ls->ls_commits);
 	render_family(b, "tollgate_ledger_commit_seconds_max", "gauge",
 	    "Longest ledger commit since the ledger opened.");
 	evbuffer_add_printf(b,
 	    "tollgate_ledger_commit_seconds_max %" PRIu64 ".%06" PRIu64 "\n",
-	    ls.ls_commit_us_max / 1000000, ls.ls_commit_us_max % 1000000);
+	    ls->ls_commit_us_max / 1000000, ls->ls_commit_us_max % 1000000);
 	render_family(b, "tollgate_ledger_checkpoint_seconds", "summary",
 	    "Time spent checkpointing the ledger's WAL, off the commit path.");
 	evbuffer_add_printf(b,
 	    "tollgate_ledger_checkpoint_seconds_sum %" PRIu64 ".%06" PRIu64 "\n"
 	    "tollgate_ledger_checkpoint_seconds_count %" PRIu64 "\n",
-	    ls.ls_checkpoint_us_total / 1000000,
-	    ls.ls_checkpoint_us_total % 1000000, ls.ls_checkpoints);
+	    ls->ls_checkpoint_us_total / 1000000,
+	    ls->ls_checkpoint_us_total % 1000000, ls->ls_checkpoints);
 	render_family(b, "tollgate_ledger_checkpoint_seconds_max", "gauge",
 	    "Longest WAL checkpoint since the ledger opened.");
 	evbuffer_add_printf(b,
 	    "tollgate_ledger_checkpoint_seconds_max %" PRIu64 ".%06" PRIu64
 	    "\n",
-	    ls.ls_checkpoint_us_max / 1000000,
-	    ls.ls_checkpoint_us_max % 1000000);
+	    ls->ls_checkpoint_us_max / 1000000,
+	    ls->ls_checkpoint_us_max % 1000000);
 	render_scalar(b, "tollgate_ledger_batch_max", "gauge",
-	    "Most items written in one ledger transaction.", ls.ls_batch_max);
+	    "Most items written in one ledger transaction.", ls->ls_batch_max);
 	render_scalar(b, "tollgate_ledger_failing", "gauge",
 	    "1 while the ledger's last transaction failed, else 0.",
-	    ls.ls_failing ? 1 : 0);
+	    ls->ls_failing ? 1 : 0);
 	render_scalar(b, "tollgate_ledger_lost", "gauge",
 	    "1 while the ledger's file is lost (deleted, moved, replaced, "
 	    "its -wal or -shm gone, an fsync failed) and calls are refused "
 	    "until it is rebuilt, else 0.",
-	    ls.ls_lost != LEDGER_LOST_NONE ? 1 : 0);
+	    ls->ls_lost != LEDGER_LOST_NONE ? 1 : 0);
 	render_family(b, "tollgate_ledger_lost_total", "counter",
 	    "Times the ledger's file was found lost, by why.");
 	for (i = LEDGER_LOST_NONE + 1; i < LEDGER_LOST_MAX; i++)
 		evbuffer_add_printf(b,
 		    "tollgate_ledger_lost_total{reason=\"%s\"} %" PRIu64 "\n",
-		    ledger_lost_name((enum ledger_lost)i), ls.ls_lost_total[i]);
+		    ledger_lost_name((enum ledger_lost)i),
+		    ls->ls_lost_total[i]);
 	render_scalar(b, "tollgate_ledger_rebuilds_total", "counter",
 	    "Lost ledgers rebuilt at their path from the open database.",
-	    ls.ls_rebuilds);
+	    ls->ls_rebuilds);
 	render_scalar(b, "tollgate_ledger_rebuild_failures_total", "counter",
 	    "Attempts at rebuilding a lost ledger that failed (retried with "
 	    "backoff).",
-	    ls.ls_rebuild_failures);
+	    ls->ls_rebuild_failures);
 	render_scalar(b, "tollgate_ledger_file_checks_total", "counter",
 	    "Times the ledger's open file was compared with the one at its "
 	    "path.",
-	    ls.ls_file_checks);
+	    ls->ls_file_checks);
 }
 
 static void
@@ -798,9 +795,12 @@ render_alerts(struct evbuffer *b)
 		    alert_results[i], metrics.m_deliveries[i]);
 }
 
-/* Write every metric as Prometheus text, format 0.0.4. */
+/*
+ * Write every metric as Prometheus text, format 0.0.4, with g's gauges
+ * for what the counters here do not hold.
+ */
 void
-metrics_render(struct evbuffer *b)
+metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 {
 	size_t i;
 
@@ -839,10 +839,10 @@ metrics_render(struct evbuffer *b)
 	    "Duration of calls, from request to the end of the response.",
 	    &metrics.m_duration);
 	render_scalar(b, "tollgate_calls_in_flight", "gauge",
-	    "Calls in progress.", (uint64_t)session_count());
+	    "Calls in progress.", g->mg_calls_in_flight);
 	render_scalar(b, "tollgate_kills_live", "gauge",
 	    "Kill switches in force (admin API and breakers).",
-	    (uint64_t)kills_count());
+	    g->mg_kills_live);
 	render_family(b, "tollgate_connections_closed_total", "counter",
 	    "Client connections closed before they were served, by reason.");
 	for (i = 0; i < nitems(conn_reasons); i++)
@@ -850,7 +850,7 @@ metrics_render(struct evbuffer *b)
 		    "tollgate_connections_closed_total{reason=\"%s\"} %" PRIu64
 		    "\n",
 		    conn_reasons[i], metrics.m_conns_closed[i]);
-	render_ledger(b);
+	render_ledger(b, &g->mg_ledger);
 	render_alerts(b);
 	render_scalar(b, "tollgate_metrics_series_dropped_total", "counter",
 	    "Observations folded into an \"_other\" series because a family "

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The configuration in force. A reload swaps the pointer and bumps the
- * generation (memcached's proxy_config.c); sessions keep a reference to the
- * config they started with, so the old one lives until its last call ends.
+ * Putting a configuration in force. A reload swaps the current one
+ * (config_set_current, src/config/current.c) and bumps the generation
+ * (memcached's proxy_config.c); sessions keep a reference to the config
+ * they started with, so the old one lives until its last call ends.
  * A reload refuses a file that looks half-written, says loudly what it
  * removes, and compares the parts read only at start with the values the
  * daemon really started with (the ports its listeners got included).
@@ -17,12 +18,12 @@
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fdlimit.h"
+#include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/server.h"
 #include "tollgate/session.h"
 
-static struct config *server_cf;
 static unsigned long long server_gen;
 
 /*
@@ -34,27 +35,16 @@ static struct config *server_boot;
 static int server_proxy_port = -1;
 static int server_admin_port = -1;
 
-/* The current configuration (borrowed; take a reference to keep it). */
-struct config *
-server_config(void)
-{
-	return (server_cf);
-}
-
 /*
- * Make cf current, taking over the caller's reference; NULL releases it
- * and what server_started kept.
+ * Make cf current (config_current), with the next generation, taking over
+ * the caller's reference; NULL releases it and what server_started kept.
  */
 void
 server_set_config(struct config *cf)
 {
-	struct config *old = server_cf;
-
-	server_cf = cf;
 	if (cf != NULL)
 		cf->cf_generation = ++server_gen;
-	if (old != NULL)
-		config_unref(old);
+	config_set_current(cf);
 	if (cf == NULL) {
 		config_unref(server_boot);
 		server_boot = NULL;
@@ -71,7 +61,8 @@ void
 server_started(int proxy_port, int admin_port)
 {
 	config_unref(server_boot);
-	server_boot = server_cf != NULL ? config_ref(server_cf) : NULL;
+	server_boot =
+	    config_current() != NULL ? config_ref(config_current()) : NULL;
 	server_proxy_port = proxy_port;
 	server_admin_port = admin_port;
 }
@@ -225,9 +216,10 @@ reload_removals(
 int
 server_reload(const char *path, struct cfgerrs *errs)
 {
-	struct config *cf, *old = server_cf;
+	struct config *cf, *old = config_current();
 	char *cause = NULL;
 	size_t i, first = errs->ce_n;
+	int rc;
 
 	log_info("reloading %s", path);
 	if ((cf = config_load(path, errs)) == NULL ||
@@ -245,11 +237,19 @@ server_reload(const char *path, struct cfgerrs *errs)
 		reload_removals(old, cf, errs);
 	server_set_config(cf);
 	/* A larger max_connections may need a higher open files limit. */
-	fdlimit_apply(cf);
+	listener_set_fd_cap(fdlimit_apply(cf));
 	alerts_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);
-	if (enforce_reload(cf, &cause) == -1) {
+	rc = enforce_reload(cf, &cause);
+	/* Calls running now count under the new policies too. */
+	session_extend_reservations(cf);
+	/*
+	 * Thresholds the spend already stands at (a threshold lowered, or a
+	 * policy added over a scope that has spent) fire now, each once.
+	 */
+	enforce_alerts(cf);
+	if (rc == -1) {
 		log_warnx(
 		    "reload: budgets of new policies start empty: %s", cause);
 		free(cause);

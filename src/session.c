@@ -66,7 +66,6 @@
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
-#include "tollgate/server.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -450,7 +449,7 @@ session_new(struct conn *co, struct http_request *req)
 	se->se_id = conn_id(co);
 	se->se_conn = co;
 	se->se_req = req;
-	se->se_conf = config_ref(server_config());
+	se->se_conf = config_ref(config_current());
 	se->se_t0_us = monotime_us();
 	se->se_started_ms = wallclock_ms();
 	se->se_ttfb_us = -1;

@@ -18,6 +18,7 @@
 
 struct event_base;
 struct config;
+struct metrics_gauges;
 
 /*
  * Admin connections open at once. Operators and scrapers need a few; the
@@ -32,5 +33,6 @@ int admin_start(struct event_base *, const struct config *, const char *);
 int admin_port(void);
 void admin_drain(void);
 void admin_stop(void);
+void admin_metrics_gauges(struct metrics_gauges *);
 
 #endif

@@ -174,4 +174,8 @@ const char *config_deployment_model(const struct upstream_conf *, const char *);
 int config_check_reload(
     const struct config *, const struct config *, struct cfgerrs *);
 
+/* current.c */
+struct config *config_current(void);
+void config_set_current(struct config *);
+
 #endif

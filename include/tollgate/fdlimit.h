@@ -27,6 +27,6 @@ struct config;
 long fdlimit_need(const struct config *);
 int fdlimit_raise(const struct config *, int *, char **);
 int fdlimit_check(const struct config *, char **);
-void fdlimit_apply(const struct config *);
+int fdlimit_apply(const struct config *);
 
 #endif

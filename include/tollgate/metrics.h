@@ -2,8 +2,9 @@
 /*
  * In-memory counters for GET /metrics: every finished or refused call adds
  * to series keyed by its provider, model and attribution tags, and
- * metrics_render writes them, with the ledger's counters and the calls in
- * flight, as Prometheus text (format 0.0.4). The intent tag is never a
+ * metrics_render writes them, with the gauges it is given (the ledger's
+ * counters, the calls in flight, the kills live), as Prometheus text
+ * (format 0.0.4). The intent tag is never a
  * label: its values are unbounded. Every family holds at most
  * METRICS_SERIES_MAX label sets; calls beyond that fold into one series
  * whose labels are all "_other" and are counted in
@@ -38,6 +39,17 @@ struct metrics_call {
 	int64_t mc_duration_us;
 };
 
+/*
+ * What /metrics shows but metrics.c does not count: the admin layer reads
+ * these at each scrape (admin_metrics_gauges) and passes them in, so that
+ * metrics never reaches up into sessions, kills or the ledger.
+ */
+struct metrics_gauges {
+	uint64_t mg_calls_in_flight; /* session_count() */
+	uint64_t mg_kills_live; /* kills_count() */
+	struct ledger_stats mg_ledger; /* all zero while the ledger is closed */
+};
+
 /* metrics.c */
 void metrics_call(const struct metrics_call *);
 void metrics_refusal(const char *);
@@ -45,7 +57,7 @@ void metrics_shadow(const char *);
 void metrics_alert_fired(const char *);
 void metrics_alert_delivery(const char *);
 void metrics_conn_closed(const char *);
-void metrics_render(struct evbuffer *);
+void metrics_render(struct evbuffer *, const struct metrics_gauges *);
 void metrics_reset(void);
 
 #endif

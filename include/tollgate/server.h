@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The configuration in force: the one every new call takes a reference
- * to, swapped whole by a reload, with its generation and the ports the
- * daemon really started with (src/server.c).
+ * What puts a configuration in force: the one every new call takes a
+ * reference to (config_current, src/config/current.c), swapped whole by
+ * a reload, with its generation and the ports the daemon really started
+ * with (src/server.c).
  */
 #ifndef TOLLGATE_SERVER_H
 #define TOLLGATE_SERVER_H
@@ -11,7 +12,6 @@ struct config;
 struct cfgerrs;
 
 /* server.c */
-struct config *server_config(void);
 void server_set_config(struct config *);
 void server_started(int, int);
 unsigned long long server_generation(void);

@@ -18,7 +18,6 @@
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
-#include "tollgate/server.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -205,7 +204,7 @@ budget_cb(const struct policy_scope *sc, void *arg)
 cJSON *
 admin_budgets(void)
 {
-	const struct config *cf = server_config();
+	const struct config *cf = config_current();
 	const struct policy *po;
 	struct policy_scope sc;
 	struct blist bl;
