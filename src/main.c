@@ -8,6 +8,26 @@
  *   tollgate spend|calls ...            read the ledger (cli.c)
  *   tollgate prices import FILE ...     a new price table (cli_prices.c)
  *
+ * src/ has one folder per room, in the order a call meets them (each
+ * calls only folders below it; tools/depgraph.py checks that no two call
+ * each other, docs/internals/map.md draws the map):
+ *
+ *   net/       connections, request heads and bodies, replies, routes
+ *   call/      a call's life: session.c opens and closes it; admission
+ *              (session_policy.c, enforce.c), refusals, stops, the relay
+ *   meter/     usage read out of the response (SSE too), per provider
+ *   upstream/  the transfer to the provider (libcurl on libevent)
+ *   policy/    caps, limits, breakers, kills: the decisions, no I/O
+ *   pricing/   the price table and the cost of a usage
+ *   ledger/    the SQLite ledger: rows reserved, settled, recovered
+ *   alerts/    thresholds and webhooks, told by call/ and policy state
+ *   metrics/   the Prometheus counters, told by everyone
+ *   admin/     the admin API; spend/ its queries and formats
+ *   ops/       the command line: spend, calls, prices import
+ *   daemon/    the configuration in force, reload
+ *   config/    the YAML configuration; yaml/ the walker it is read with
+ *   base/      log, util, buf, tags, http heads: used by all, using none
+ *
  * SIGHUP reloads the configuration (a bad file keeps the old one and logs
  * every error); SIGTERM and SIGINT stop accepting, let calls in flight
  * finish for up to drain_timeout, then exit 0.

@@ -5,7 +5,7 @@
  * curl_multi_socket_action when they fire, and hands each finished
  * transfer to its owner. The owner keeps everything else: the easy
  * handles' options, its own multi options, and what to do when a
- * transfer ends. src/upstream.c (calls to providers) and src/alerts/
+ * transfer ends. src/upstream/upstream.c (calls to providers) and src/alerts/
  * alerts.c (webhook deliveries) each own one driver.
  */
 #ifndef TOLLGATE_CURLEV_H

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Provider adapters. One per API family (src/providers/openai.c,
+ * Provider adapters. One per API family (src/meter/providers/openai.c,
  * anthropic.c, gemini.c), behind one interface:
  *
  *  - meter_request reads the request body before it is forwarded: model,

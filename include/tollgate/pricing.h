@@ -65,7 +65,7 @@ int64_t pricing_import_usd(double, int *, const char **);
 void pricing_import_format(int64_t, char *, size_t);
 
 /*
- * src/cli_prices.c: tollgate prices import, a command above the config
+ * src/ops/cli_prices.c: tollgate prices import, a command above the config
  * (it loads one to compare against its price table), not part of pricing.
  */
 int cli_prices(int, char **);

@@ -3,7 +3,7 @@
  * What puts a configuration in force: the one every new call takes a
  * reference to (config_current, src/config/current.c), swapped whole by
  * a reload, with its generation and the ports the daemon really started
- * with (src/server.c).
+ * with (src/daemon/server.c).
  */
 #ifndef TOLLGATE_SERVER_H
 #define TOLLGATE_SERVER_H

@@ -3,7 +3,7 @@
  * The admin API's kill switches: POST /v1/kills makes a runtime kill
  * (globs on the call attributes, a reason, an optional TTL), GET lists
  * the live ones, DELETE /v1/kills/{id} lifts one. The kills themselves
- * are src/kills.c's; this file reads and answers the requests on the loop
+ * are src/policy/kills.c's; this file reads and answers the requests on the loop
  * thread, behind admin.c's Host, Origin and token checks.
  */
 #include <stdint.h>

@@ -4,7 +4,7 @@
  * (the listener, sessions, the admin API) asks config itself rather than
  * the server that loads it. This file only holds the pointer and its one
  * reference: the server decides what is current, at start and at each
- * reload (src/server.c, which also numbers the generations), and sessions
+ * reload (src/daemon/server.c, which also numbers the generations), and sessions
  * take references of their own to the config they started with.
  */
 #include <stddef.h>

@@ -4,7 +4,7 @@
  * USD per token (a JSON number, as cJSON holds it) into whole pico-USD per
  * token, and pico-USD per token back into prices.yaml's decimal USD per
  * million tokens. Pure arithmetic on prices, no I/O and no config; the
- * command itself is src/cli_prices.c.
+ * command itself is src/ops/cli_prices.c.
  */
 #include <errno.h>
 #include <float.h>

@@ -17,7 +17,7 @@
 #include "tollgate/log.h"
 #include "tollgate/util.h"
 
-#include "../../src/providers/providers.h"
+#include "../../src/meter/providers/providers.h"
 #include "../unit/jsoncompare.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *, size_t);

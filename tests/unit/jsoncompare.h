@@ -17,7 +17,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "../../src/providers/providers.h"
+#include "../../src/meter/providers/providers.h"
 
 static const char *const keep[] = {
     "model", "max_tokens", "stream_options", "generationConfig", NULL};

@@ -25,7 +25,7 @@
 
 #include "tollgate/util.h"
 
-#include "../../src/providers/providers.h"
+#include "../../src/meter/providers/providers.h"
 #include "jsoncompare.h"
 
 struct json_case {

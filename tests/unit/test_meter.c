@@ -32,7 +32,7 @@
 #include "tollgate/usage.h"
 #include "tollgate/util.h"
 
-#include "../../src/providers/providers.h"
+#include "../../src/meter/providers/providers.h"
 
 #ifndef TG_SOURCE_DIR
 #define TG_SOURCE_DIR "."
