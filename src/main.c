@@ -47,6 +47,7 @@
 
 #include "tollgate/admin.h"
 #include "tollgate/alerts.h"
+#include "tollgate/cli.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fdlimit.h"

@@ -14,6 +14,7 @@ struct event_base;
 struct policy_counters;
 struct breaker_state;
 
+/* enforce.c */
 int enforce_start(struct event_base *, const struct config *, char **);
 int enforce_reload(const struct config *, char **);
 void enforce_alerts(const struct config *);

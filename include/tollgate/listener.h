@@ -46,12 +46,14 @@ int listener_port(const struct listener *);
 void listener_close_all(struct listener *);
 void listener_free(struct listener *);
 unsigned long long conn_id(const struct conn *);
+size_t conn_output_pending(const struct conn *);
+
+/* conn_reply.c */
 void conn_reply_start(struct conn *, int, const struct hdrs *);
 void conn_reply_data(struct conn *, const void *, size_t);
 void conn_reply_end(struct conn *);
 void conn_reply_abort(struct conn *);
 void conn_reply_full(struct conn *, int, const struct hdrs *, const char *,
     const char *, size_t);
-size_t conn_output_pending(const struct conn *);
 
 #endif

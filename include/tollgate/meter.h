@@ -68,10 +68,13 @@ struct meter; /* opaque */
  * meter_stream_error(m) is the provider's name for the error a 2xx stream
  *   ended with (an error frame), or NULL.
  */
+/* meter_request.c */
 int meter_request(const struct route *, const char *, size_t,
     struct call_info *, char **, size_t *, char **);
 int meter_set_bound(
     const struct route *, const char *, size_t, int64_t, char **, size_t *);
+
+/* meter.c */
 struct meter *meter_new(const struct route *, const struct call_info *);
 void meter_response(struct meter *, int, const char *);
 void meter_feed(struct meter *, const char *, size_t, meter_emit_cb, void *);

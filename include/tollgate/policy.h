@@ -196,8 +196,12 @@ struct policy_counters *policy_counters_new(void);
 void policy_counters_free(struct policy_counters *);
 size_t policy_counters_gc(struct policy_counters *, int64_t);
 size_t policy_counters_count(const struct policy_counters *);
+
+/* admit.c */
 int policy_admit(const struct policyset *, struct policy_counters *,
     const struct policy_call *, int64_t, struct policy_decision *);
+
+/* counters.c */
 void policy_settle(struct policy_reservation *, int64_t, int64_t, int64_t);
 void policy_release(struct policy_reservation *, int64_t);
 int policy_grow(

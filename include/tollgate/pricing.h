@@ -45,9 +45,11 @@ struct price {
 
 struct pricebook; /* opaque; immutable once loaded */
 
-/* pricing.c */
+/* load.c */
 struct pricebook *pricing_load(const char *, struct cfgerrs *);
 void pricing_free(struct pricebook *);
+
+/* pricing.c */
 const char *pricing_version(const struct pricebook *);
 const struct price *pricing_lookup(const struct pricebook *, const char *);
 int64_t pricing_cost(const struct price *, const struct usage *);
@@ -63,12 +65,6 @@ const char *pricing_alias_at(
 /* import.c: the exact decimal conversions of tollgate prices import */
 int64_t pricing_import_usd(double, int *, const char **);
 void pricing_import_format(int64_t, char *, size_t);
-
-/*
- * src/ops/cli_prices.c: tollgate prices import, a command above the config
- * (it loads one to compare against its price table), not part of pricing.
- */
-int cli_prices(int, char **);
 
 /* family.c */
 size_t pricing_family_max(

@@ -151,8 +151,4 @@ void spend_write(const struct spend_query *, const struct spend_result *,
 int spend_answer(struct sqlite3 *, enum spend_kind, const char *,
     struct spend_out *, const char **, char **);
 
-/* cli.c */
-int cli_spend(int, char **);
-int cli_calls(int, char **);
-
 #endif

@@ -21,6 +21,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/cli.h"
 #include "tollgate/config.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"

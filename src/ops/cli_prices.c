@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tollgate/cli.h"
 #include "tollgate/config.h"
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
