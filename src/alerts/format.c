@@ -40,6 +40,22 @@ hex(const unsigned char *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+/* "prefix-" and 32 hex of SHA-256 over text, into buf; frees text. */
+static void
+digest_id(char *buf, size_t len, const char *prefix, char *text)
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+	char h[33];
+
+	if (EVP_Digest(text, strlen(text), md, &n, EVP_sha256(), NULL) != 1 ||
+	    n != sizeof(md))
+		fatalx("%s: EVP_Digest", __func__);
+	free(text);
+	hex(md, 16, h);
+	snprintf(buf, len, "%s-%s", prefix, h);
+}
+
 /*
  * The alert's id into buf (ALERTS_ID_MAX bytes). A threshold's id is
  * "thr-" and 32 hex of SHA-256 over its scope key, window start and
@@ -52,9 +68,8 @@ hex(const unsigned char *in, size_t n, char *out)
 void
 alerts_make_id(const struct alert *a, char *buf, size_t len)
 {
-	unsigned char md[32], rnd[8];
-	unsigned int n = 0;
-	char *text, kind[9], h[65];
+	unsigned char rnd[8];
+	char *text, kind[9], h[17];
 	size_t i, k = 0;
 
 	/* Once a day per model: the same model and day, the same id. */
@@ -62,26 +77,14 @@ alerts_make_id(const struct alert *a, char *buf, size_t len)
 	    a->al_message != NULL) {
 		xasprintf(&text, "unknown_model\n%s\n%" PRId64, a->al_message,
 		    a->al_window_start);
-		if (EVP_Digest(
-			text, strlen(text), md, &n, EVP_sha256(), NULL) != 1 ||
-		    n != sizeof(md))
-			fatalx("%s: EVP_Digest", __func__);
-		free(text);
-		hex(md, 16, h);
-		snprintf(buf, len, "unk-%s", h);
+		digest_id(buf, len, "unk", text);
 		return;
 	}
 	if (a->al_scope_key != NULL && a->al_threshold_nusd >= 0 &&
 	    a->al_kind != NULL && strcmp(a->al_kind, "threshold") == 0) {
 		xasprintf(&text, "threshold\n%s\n%" PRId64 "\n%" PRId64,
 		    a->al_scope_key, a->al_window_start, a->al_threshold_nusd);
-		if (EVP_Digest(
-			text, strlen(text), md, &n, EVP_sha256(), NULL) != 1 ||
-		    n != sizeof(md))
-			fatalx("%s: EVP_Digest", __func__);
-		free(text);
-		hex(md, 16, h);
-		snprintf(buf, len, "thr-%s", h);
+		digest_id(buf, len, "thr", text);
 		return;
 	}
 	for (i = 0; a->al_kind != NULL && a->al_kind[i] != '\0' &&

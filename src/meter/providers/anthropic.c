@@ -149,17 +149,10 @@ void
 anthropic_event(
     struct meter_acc *a, const struct sse_event *ev, const cJSON *root)
 {
-	const cJSON *t, *msg;
+	const cJSON *msg;
 	char type[64];
 
-	type[0] = '\0';
-	t = cJSON_GetObjectItemCaseSensitive(root, "type");
-	if (cJSON_IsString(t))
-		strcopy(type, sizeof(type), t->valuestring);
-	else if (ev->ev_namelen < sizeof(type)) {
-		memcpy(type, ev->ev_name, ev->ev_namelen);
-		type[ev->ev_namelen] = '\0';
-	}
+	meter_event_type(ev, root, type, sizeof(type));
 	/* Overloaded and the like: the stream ends without message_stop. */
 	if (is(type, "error") ||
 	    (ev->ev_namelen == 5 && memcmp(ev->ev_name, "error", 5) == 0)) {

@@ -782,6 +782,25 @@ meter_json_printed(struct meter_acc *a, const cJSON *it)
 }
 
 /*
+ * A stream event's type into buf: the JSON's "type", else the SSE event
+ * name (an error event may carry no JSON type), else "".
+ */
+void
+meter_event_type(
+    const struct sse_event *ev, const cJSON *root, char *buf, size_t len)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "type");
+
+	buf[0] = '\0';
+	if (cJSON_IsString(t))
+		strcopy(buf, len, t->valuestring);
+	else if (ev->ev_namelen < len) {
+		memcpy(buf, ev->ev_name, ev->ev_namelen);
+		buf[ev->ev_namelen] = '\0';
+	}
+}
+
+/*
  * An error the provider reported: remember it, and the first name it gave
  * the error (a type, code or status string), kept to letters, digits and
  * "_.-" so it can go into a ledger row and a log line as it is.

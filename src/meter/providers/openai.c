@@ -386,14 +386,7 @@ responses_event(
 	const cJSON *t;
 	char type[96];
 
-	type[0] = '\0';
-	t = cJSON_GetObjectItemCaseSensitive(root, "type");
-	if (cJSON_IsString(t))
-		strcopy(type, sizeof(type), t->valuestring);
-	else if (ev->ev_namelen < sizeof(type)) {
-		memcpy(type, ev->ev_name, ev->ev_namelen);
-		type[ev->ev_namelen] = '\0';
-	}
+	meter_event_type(ev, root, type, sizeof(type));
 	if (strcmp(type, "error") == 0) {
 		meter_json_error(
 		    a, cJSON_GetObjectItemCaseSensitive(root, "code"));
