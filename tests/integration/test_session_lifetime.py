@@ -15,7 +15,6 @@ code 0, and ASan's leak check fails the exit otherwise):
 
 import os
 import signal
-import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
@@ -95,8 +94,9 @@ class SessionLifetimeTest(tglib.TGTestCase):
              ("x-fake-event-bytes", "4000")]))
         # Let the provider finish while tollgate holds the transfer
         # paused behind the client's full buffer.
-        self.fp.wait_request(m)
-        time.sleep(1.0)
+        req = self.fp.wait_request(m)
+        self.assertIsNotNone(req, "the call never reached the provider")
+        self.assertEqual(self.fp.wait_end(req["seq"], 30), "done")
         resp = c.read_response(30, "POST")
         self.assertEqual(resp.status, 200, resp)
         self.assertTrue(resp.complete, resp)

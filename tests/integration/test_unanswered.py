@@ -100,7 +100,8 @@ class UnansweredTest(ledgerlib.MeterTestCase):
         c.send(tglib.build_request(
             "POST", "/v1/chat/completions", BODY,
             [JSON_CT, ("X-Tollgate-Request-Id", rid)]))
-        time.sleep(0.3)
+        # Its row is reserved before the connect starts.
+        self.assertIsNotNone(self.ledger.wait_row(rid, settled=False))
         c.close()
         r = self.settled_row(rid)
         self.assertEqual(r["status"], "client_closed", r)
