@@ -413,7 +413,8 @@ imp_price_equal(const struct price *a, const struct price *b)
 	    a->p_ntiers != b->p_ntiers)
 		return (0);
 	for (t = 0; t < a->p_ntiers; t++) {
-		const struct price_rates *o = imp_tier_of(b, a->p_tier_names[t]);
+		const struct price_rates *o =
+		    imp_tier_of(b, a->p_tier_names[t]);
 
 		if (o == NULL || !rates_equal(&a->p_tiers[t], o))
 			return (0);
@@ -516,7 +517,8 @@ imp_tidy(struct imp_set *is)
 			continue;
 		base = imp_find(is, undated);
 		free(undated);
-		if (base != NULL && imp_price_equal(&base->im_p, &is->is_v[i].im_p))
+		if (base != NULL &&
+		    imp_price_equal(&base->im_p, &is->is_v[i].im_p))
 			is->is_v[i].im_group = NULL; /* dropped below */
 	}
 	for (i = j = 0; i < is->is_n; i++) {
