@@ -22,10 +22,10 @@ NODE_DEB_PACKAGES = nodejs npm
 SDK_DIR = tests/sdk
 SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 # The benchmark's peers and load tools; nodejs only if no node is installed.
-BENCH_DEB_PACKAGES = wrk haproxy $(if $(shell command -v node),,nodejs npm)
+BENCH_DEB_PACKAGES = wrk haproxy valgrind $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
-	format check-format bench bench-build bench-smoke soak clean sdk-deps \
+	format check-format bench bench-build bench-instructions bench-smoke soak clean sdk-deps \
 	install
 
 all: build
@@ -112,6 +112,11 @@ bench/node_modules/.package-lock.json: bench/package.json bench/package-lock.jso
 
 bench: bench-deps bench-build bench/node_modules/.package-lock.json
 	BENCH_BUILD=$(BENCH_BUILD) timeout 1200 python3 bench/run.py
+
+# Instructions per call on every thread under callgrind (about 30 s): exact
+# counts, so two commits compare on a busy machine.
+bench-instructions: bench-deps bench-build
+	BENCH_BUILD=$(BENCH_BUILD) python3 bench/run.py --instructions
 
 # About 30 s, generous bounds (no lost ledger rows, added p99 < 2 ms at
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.

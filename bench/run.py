@@ -8,6 +8,7 @@ run; the targets are listed in docs/benchmarks.md with each run's verdict.
 
   python3 bench/run.py [--build DIR] [--out DIR] [--doc FILE]
   python3 bench/run.py --smoke        # ~30 s, generous bounds, exit 1 on failure (CI runs it)
+  python3 bench/run.py --instructions # instructions per call under callgrind
 
 Topology: the load generator (bench/loadgen, or wrk for saturation) and the
 upstream mock share CPU 0; the system under test gets CPU 1 alone (taskset),
@@ -344,7 +345,7 @@ backend be
         wait_port(port, p, 60)
         return p, port
 
-    def start_tollgate(self, mode, up, cpu=1):
+    def start_tollgate(self, mode, up, cpu=1, wrap=()):
         port = free_port()
         admin = free_port()
         d = os.path.join(self.work, "tollgate-%s-%d" % (mode, port))
@@ -378,9 +379,10 @@ ledger:
 prices: %s
 %s""" % (port, admin, up, d, durability,
                 os.path.join(SOURCE, "config", "prices.yaml"), policies))
-        p = Proc("tollgate-" + mode, [self.tollgate, "-d", "-c", conf],
+        p = Proc("tollgate-" + mode,
+                 list(wrap) + [self.tollgate, "-d", "-c", conf],
                  self.work, cpu=cpu)
-        wait_port(port, p)
+        wait_port(port, p, 120 if wrap else 20)
         p.admin = admin
         p.ledger = os.path.join(d, "ledger.db")
         return p, port
@@ -1475,6 +1477,50 @@ def smoke(args):
     return 1 if fails else 0
 
 
+INSN_BASE = 300
+INSN_CALLS = 3000
+
+
+def instructions(args):
+    """Instructions per call on every thread of tollgate T1 (callgrind).
+
+    Two runs of the same closed loop at c=8 against the nginx mock, one of
+    INSN_BASE calls and one of INSN_BASE + INSN_CALLS; the difference of
+    their totals, divided by INSN_CALLS, leaves out start-up, warm-up and
+    shutdown. Counts are exact and do not depend on the machine's load, so
+    two commits can be compared on a busy machine."""
+    b = Bench(args)
+    totals = {}
+    try:
+        mock, mport = b.start_nginx_mock()
+        for n in (INSN_BASE, INSN_BASE + INSN_CALLS):
+            out = os.path.join(b.out, "callgrind.%d" % n)
+            tg, tport = b.start_tollgate("T1", mport, cpu=None, wrap=(
+                "valgrind", "--tool=callgrind", "--quiet",
+                "--callgrind-out-file=" + out))
+            res = b.loadgen_run(tport, "insn-%d" % n, [
+                "-c", "8", "-r", "0", "-n", str(n), "-b", REQUEST],
+                b.headers(mport, "insn"), timeout=1800)
+            if res["ok"] != n:
+                raise RuntimeError("%d of %d calls answered" % (res["ok"], n))
+            if tg.stop(timeout=120) != 0:
+                raise RuntimeError("tollgate under valgrind: see " + tg.log)
+            with open(out) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        totals[n] = int(line.split()[1])
+                        break
+        mock.stop()
+    finally:
+        stop_all()
+        shutil.rmtree(b.work, ignore_errors=True)
+    per = (totals[INSN_BASE + INSN_CALLS] - totals[INSN_BASE]) / INSN_CALLS
+    b.record("instructions", {"per_call": per, "totals": totals})
+    print("instructions per call (callgrind, every thread, c=8, nginx "
+          "mock): %.1fk" % (per / 1000))
+    return 0
+
+
 def _intkeys(pairs):
     """JSON turned the rate and stream-count keys into strings."""
     return {int(k) if k.isdigit() else k: v for k, v in pairs}
@@ -1495,6 +1541,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="seconds per section: checks the tools, not the "
                     "numbers")
+    ap.add_argument("--instructions", action="store_true",
+                    help="only count instructions per call under callgrind "
+                    "(about 2 minutes; needs valgrind)")
     ap.add_argument("--redoc", action="store_true",
                     help="only rewrite --doc from --out/results.json")
     args = ap.parse_args()
@@ -1515,6 +1564,10 @@ def main():
     except (ValueError, OSError):
         pass
     signal.signal(signal.SIGTERM, lambda *a: (stop_all(), sys.exit(143)))
+    if args.instructions:
+        if args.out is None:
+            args.out = tempfile.mkdtemp(prefix="tg-insn-")
+        return instructions(args)
     if args.smoke:
         if args.out is None:
             args.out = tempfile.mkdtemp(prefix="tg-smoke-")
