@@ -12,6 +12,12 @@ cycle among loose files counts). An edge inside one folder is fine: a
 folder is one room. Exit 0 when the folder graph has no cycle, 1 when it
 has one (each cycle is printed with the symbols that make its edges), 2 on
 a usage error or no objects found.
+
+Each folder also has a README.md saying its one job, naming every source
+file in it, and ending its list of what it calls with a line
+"Calls: a, b, c." (or "Calls: nothing."); that line must be the folder's
+edges in this graph, so a README that no longer tells the truth fails
+too (exit 1).
 """
 
 import os
@@ -66,6 +72,40 @@ def node(src):
     """The folder a source belongs to, or the file itself at the top."""
     head, _sep, _tail = src.partition("/")
     return head if "/" in src else src
+
+
+def check_readmes(folders, objs):
+    """Problems with the folders' README.md files, as strings."""
+    problems = []
+    for name in sorted({node(s) for s in objs if "/" in s}):
+        path = os.path.join(SRC, name, "README.md")
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            problems.append("src/%s has no README.md saying its job" % name)
+            continue
+        for root, _dirs, files in os.walk(os.path.join(SRC, name)):
+            for f in sorted(files):
+                if f.endswith((".c", ".h")) and "`%s`" % f not in text:
+                    problems.append("src/%s/README.md does not name %s" %
+                                    (name, os.path.relpath(
+                                        os.path.join(root, f),
+                                        os.path.join(SRC, name))))
+        said = None
+        for line in text.splitlines():
+            if line.startswith("Calls: "):
+                said = line[len("Calls: "):].rstrip(".").split(", ")
+        actual = sorted(folders.get(name, {}))
+        if said is None:
+            problems.append("src/%s/README.md has no \"Calls:\" line" %
+                            name)
+        elif (said == ["nothing"] and actual) or \
+                (said != ["nothing"] and sorted(said) != actual):
+            problems.append("src/%s/README.md says it calls %s; it calls %s"
+                            % (name, ", ".join(said),
+                               ", ".join(actual) or "nothing"))
+    return problems
 
 
 def find_cycles(graph):
@@ -144,9 +184,14 @@ def main(argv):
         for src in sorted(files):
             print("%s -> %s" % (src, ", ".join(sorted(files[src]))))
     cycles = find_cycles({a: set(b) for a, b in folders.items()})
+    problems = check_readmes(folders, objs)
+    for p in problems:
+        print("depgraph: %s" % p)
     if not cycles:
-        print("depgraph: %d objects, %d folders, no cycle between folders" %
-              (len(objs), len({node(s) for s in objs})))
+        if problems:
+            return 1
+        print("depgraph: %d objects, %d folders, no cycle between folders, "
+              "every README true" % (len(objs), len({node(s) for s in objs})))
         return 0
     for comp in cycles:
         print("depgraph: cycle between %s:" % ", ".join(comp))
