@@ -4,7 +4,7 @@
  * (openai.c, anthropic.c, gemini.c). meter.c owns framing, relaying and
  * the settlement of usage; an adapter only reads JSON: request bodies,
  * stream events and response bodies, each parsed once by meter.c, and
- * records what it finds in a struct meter_acc. json.c has the JSON
+ * records what it finds in a struct meter_acc. src/meter/json.c has the JSON
  * reading both sides share.
  */
 #ifndef TOLLGATE_PROVIDERS_H
@@ -62,7 +62,7 @@ struct json_member {
 	size_t jm_valend; /* one past the value */
 };
 
-/* json.c: reading JSON, for meter.c and the adapters */
+/* meter/json.c: reading JSON, for meter.c and the adapters */
 cJSON *meter_json_parse(const char *, size_t, int);
 cJSON *meter_json_parse_request(
     const char *, size_t, const char *const *, struct json_member *, int *);

@@ -21,7 +21,7 @@
 #include "tollgate/buf.h"
 #include "tollgate/util.h"
 
-#include "providers.h"
+#include "providers/providers.h"
 
 /* Numbers above this are not token counts; they are clamped. */
 #define METER_INT_MAX 1000000000000000LL
