@@ -88,6 +88,34 @@ struct webhook_conf {
 };
 
 /* The whole configuration; immutable once config_load returns it. */
+/* What an instance does with capped calls while Redis does not answer. */
+enum fleet_when_down {
+	FLEET_DOWN_LOCAL, /* held leases, then a local share of each cap */
+	FLEET_DOWN_REFUSE, /* capped calls get 503; uncapped calls go on */
+};
+
+/*
+ * fleet: the Redis every instance of a fleet shares caps, rate limits,
+ * kills and alerts through (docs/fleet.md). Times in ms, money in nano-USD.
+ */
+struct fleet_conf {
+	char *fc_url; /* as written: redis://host:port/db or unix:///path */
+	char *fc_host; /* NULL for a unix socket */
+	int fc_port; /* 6379 by default */
+	char *fc_path; /* unix socket path; NULL for TCP */
+	int fc_db; /* SELECT; 0 by default (redis://host/2, unix://...?db=2) */
+	char *fc_password; /* from password_env, a secret; NULL: no AUTH */
+	char *fc_password_env;
+	char *fc_instance; /* instance:, or host:port of listen by default */
+	char *fc_prefix; /* key_prefix: every key starts with it */
+	int64_t fc_lease_nusd; /* lease_usd: most held per budget scope */
+	int64_t fc_lease_ttl_ms; /* lease_ttl: an unrenewed lease's life */
+	int64_t fc_wait_ms; /* wait: how long a call waits for a top-up */
+	int64_t fc_connect_timeout_ms; /* connect_timeout */
+	int64_t fc_command_timeout_ms; /* command_timeout */
+	enum fleet_when_down fc_when_down;
+};
+
 struct config {
 	int cf_refs;
 	unsigned long long cf_generation; /* set by the caller that swaps it */
@@ -144,6 +172,9 @@ struct config {
 	struct policyset *cf_policies; /* never NULL once loaded; owned */
 	int cf_hard_cap_status; /* 429 or 402 */
 	char *cf_timezone; /* calendar windows' zone; NULL: UTC */
+
+	/* fleet: (read at start only; a reload warns when it changes) */
+	struct fleet_conf *cf_fleet; /* NULL: no fleet: section, one instance */
 
 	/* alerts: */
 	struct webhook_conf *cf_webhooks;
