@@ -17,6 +17,7 @@
  *              (session_policy.c, enforce.c), refusals, stops, the relay
  *   meter/     usage read out of the response (SSE too), per provider
  *   upstream/  the transfer to the provider (libcurl on libevent)
+ *   fleet/     many instances as one: leases on caps, kills, alerts (Redis)
  *   policy/    caps, limits, breakers, kills: the decisions, no I/O
  *   pricing/   the price table and the cost of a usage
  *   ledger/    the SQLite ledger: rows reserved, settled, recovered
@@ -50,6 +51,7 @@
 #include "tollgate/cli.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/fdlimit.h"
 #include "tollgate/kills.h"
 #include "tollgate/ledger.h"
@@ -323,6 +325,7 @@ cmd_serve(int foreground)
 	alerts_setup(base);
 	alerts_configure(cf);
 	resume_alerts(cf);
+	fleet_start(base, cf, enforce_counters());
 	enforce_alerts(cf);
 	ledger_set_event_cb(ledger_health_cb, NULL);
 	session_setup(base);
@@ -344,6 +347,7 @@ cmd_serve(int foreground)
 		for (i = 0; i < nitems(signos); i++)
 			event_free(sigs[i]);
 		listener_free(proxy);
+		fleet_stop(base);
 		session_shutdown();
 		session_stop_shutdown();
 		enforce_stop();
@@ -376,6 +380,7 @@ cmd_serve(int foreground)
 	listener_free(proxy);
 	admin_stop();
 	session_abort_all();
+	fleet_stop(base);
 	session_shutdown();
 	session_stop_shutdown();
 	enforce_stop();

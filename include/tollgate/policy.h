@@ -142,6 +142,7 @@ struct policy_scope {
 	int64_t sc_reset_at; /* POLICY_NEVER for total windows */
 	int64_t sc_retry_after_ms; /* rate limits only; else 0 */
 	size_t sc_fired; /* budgets: alert thresholds fired this window */
+	const struct policy_lease *sc_lease; /* budgets in a fleet; or NULL */
 	int sc_capped; /* budgets: calls are refused for want of room */
 };
 
@@ -162,6 +163,11 @@ struct policy_decision {
 	enum policy_reason pd_shadow_reason; /* a shadow policy would... */
 	struct policy_scope pd_shadow;
 	struct policy_reservation *pd_res; /* allowed: settle or release */
+	/*
+	 * Refused only for want of fleet lease, on scopes whose caps have
+	 * room: the call may wait for a top-up (pl_want says how much).
+	 */
+	int pd_lease_wait;
 };
 
 /* One alert threshold crossed, reported once per scope and window. */
@@ -171,6 +177,37 @@ struct policy_alert {
 };
 
 struct policy_counters; /* opaque; one per daemon, kept across reloads */
+struct pentry; /* one counter entry, private to src/policy/ */
+
+/*
+ * A budget scope's share of a fleet-wide cap (docs/fleet.md): the lease
+ * this instance holds in Redis and what it has told Redis. Allocated on
+ * every calendar budget entry once policy_counters_fleet is on; the fleet
+ * fills it from Redis's answers and the admission reads it, so the policy
+ * core stays free of I/O. Money in nano-USD, times in Unix ms.
+ */
+struct policy_lease {
+	struct pentry *pl_entry; /* the counter entry it belongs to */
+	const char *pl_key; /* the entry's budget key: scope and window */
+	int64_t pl_window_end; /* the entry's reset; POLICY_NEVER: total */
+	int64_t pl_cap; /* the tightest enforcing cap on it; -1: none */
+	int64_t pl_lease; /* the lease held, as Redis last answered */
+	int64_t pl_cum; /* spend settled here in the window */
+	int64_t pl_acked; /* of pl_cum, what Redis has counted */
+	int64_t pl_until; /* the lease may be used until then */
+	int64_t pl_extra; /* Redis down (when_down: local): a local share */
+	int64_t pl_want; /* a waiting call needs the lease to reach this */
+	int64_t pl_fleet_spent; /* the fleet's spend, as Redis last answered */
+	int64_t pl_fleet_leased; /* all instances' leases, likewise */
+	int64_t pl_synced; /* when Redis last answered; 0: never */
+	int64_t pl_used; /* the last admission against it */
+	int64_t pl_short_at; /* a sync granted less than it asked for */
+	int64_t pl_demand; /* spend settled in the last demand period */
+	int64_t pl_demand_cum; /* pl_cum when that period began */
+	int64_t pl_demand_at;
+	int pl_busy; /* a sync is in flight: the entry is kept */
+	int pl_degraded; /* Redis down: pl_extra is this instance's share */
+};
 
 /* parse.c */
 int policy_parse(
@@ -220,6 +257,13 @@ size_t policy_each_budget(const struct policyset *, struct policy_counters *,
     int64_t, void (*)(const struct policy_scope *, void *), void *);
 void policy_alert_mark(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, int64_t);
+
+/* lease.c */
+void policy_counters_fleet(struct policy_counters *, int);
+size_t policy_leases_each(struct policy_counters *,
+    void (*)(struct policy_lease *, int64_t, void *), void *);
+void policy_lease_answer(
+    struct policy_lease *, int64_t, int64_t, int64_t, int64_t, int64_t);
 
 /* rebuild.c */
 int policy_rebuild(struct policy_counters *, const struct policyset *,

@@ -19,6 +19,7 @@
 #include "tollgate/breaker.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/spend.h"
@@ -86,6 +87,9 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	struct timeval tv = {ENFORCE_GC_MS / 1000, 0};
 
 	en_counters = policy_counters_new();
+	/* Before the rebuild: a fleet's budgets carry leases from the start. */
+	if (cf->cf_fleet != NULL)
+		policy_counters_fleet(en_counters, 1);
 	en_breakers = breaker_state_new();
 	if (enforce_rebuild(cf, 0, cause) == -1) {
 		policy_counters_free(en_counters);
@@ -103,7 +107,7 @@ static void
 enforce_alert_cb(
     const struct policy_alert *pa, const char *const *attr, void *arg)
 {
-	alerts_threshold(pa, attr, *(const int64_t *)arg);
+	fleet_threshold(pa, attr, *(const int64_t *)arg);
 }
 
 /*

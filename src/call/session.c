@@ -57,6 +57,7 @@
 #include "tollgate/alerts.h"
 #include "tollgate/attribution.h"
 #include "tollgate/config.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/ledger.h"
 #include "tollgate/listener.h"
@@ -705,8 +706,6 @@ session_price(struct session *se)
 void
 session_start(struct session *se)
 {
-	struct ledger_row row;
-
 	se->se_started = 1;
 	if (session_price(se) == -1) {
 		session_close(se, CALL_REFUSED, "refused");
@@ -722,8 +721,26 @@ session_start(struct session *se)
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	}
-	if (session_admit(se) == -1) {
+	session_admitting(se);
+}
+
+/*
+ * Admission, and again each time the fleet answers while the call waits
+ * for a lease (session_admit returns 1): refused, waiting, or on to its
+ * ledger row.
+ */
+void
+session_admitting(struct session *se)
+{
+	struct ledger_row row;
+	int rc;
+
+	if ((rc = session_admit(se)) == -1) {
 		session_close(se, CALL_REFUSED, "refused");
+		return;
+	}
+	if (rc == 1) {
+		se->se_state = SE_WAITING;
 		return;
 	}
 	session_row(se, &row);
@@ -845,6 +862,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_closed)
 		return;
 	se->se_closed = 1;
+	fleet_wait_cancel(se->se_wait);
+	se->se_wait = NULL;
 	memset(&u, 0, sizeof(u));
 	if (se->se_meter != NULL) {
 		/* Only a finished call's held bytes reach the client. */

@@ -29,6 +29,7 @@ struct cJSON;
 struct config;
 struct conn;
 struct event;
+struct fleet_wait;
 struct http_request;
 struct ledger_ticket;
 struct meter;
@@ -37,6 +38,7 @@ struct xfer;
 
 enum se_state {
 	SE_ROUTED, /* head accepted, body being read */
+	SE_WAITING, /* waiting for the fleet to top up a lease */
 	SE_RESERVING, /* waiting for the ledger to commit the row */
 	SE_FORWARDING, /* the upstream transfer is running */
 };
@@ -93,6 +95,9 @@ struct session {
 	/* policies (session_policy.c, session_breakers.c, session_stop.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
 	struct policy_reservation *se_res; /* settled once, at close */
+	struct fleet_wait *se_wait; /* waiting for a fleet lease, or NULL */
+	int64_t se_wait_until; /* Unix ms; 0: has not waited */
+	int se_wait_over; /* waited its time: a short lease now refuses */
 	int se_res_capped; /* se_res holds a capped budget */
 	struct hdrs se_hdrs; /* budget headers for the response */
 	char *se_stop; /* a kill's reason, set while reserving; owned */
@@ -123,6 +128,7 @@ struct refusal {
 };
 
 /* session.c */
+void session_admitting(struct session *);
 void session_close(struct session *, enum call_status, const char *);
 void session_note(struct session *, const char *, ...)
     __attribute__((format(printf, 2, 3)));

@@ -29,6 +29,7 @@
 #include "tollgate/alerts.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
@@ -112,10 +113,44 @@ rewrite_bound(struct session *se, int64_t bound)
 	return (0);
 }
 
+/* The fleet answered (or the wait is over): admission runs again. */
+static void
+admit_wake(void *arg, int timed_out)
+{
+	struct session *se = arg;
+
+	se->se_wait = NULL;
+	if (timed_out)
+		se->se_wait_over = 1;
+	session_admitting(se);
+}
+
+/*
+ * Only the fleet's lease is short: wait for a top-up, up to fleet.wait
+ * from the first wait. Returns 1 when the call waits, 0 when its time is
+ * up (it is refused as the cap would refuse it).
+ */
+static int
+admit_wait(struct session *se)
+{
+	const struct fleet_conf *fc = se->se_conf->cf_fleet;
+	int64_t now = wallclock_ms();
+
+	if (fc == NULL || se->se_wait_over || fleet_state() == FLEET_OFF)
+		return (0);
+	if (se->se_wait_until == 0)
+		se->se_wait_until = now + fc->fc_wait_ms;
+	if (now >= se->se_wait_until)
+		return (0);
+	se->se_wait = fleet_wait(se->se_wait_until, admit_wake, se);
+	return (1);
+}
+
 /*
  * Check the call against the policies and reserve its worst case. Returns
- * 0 to go on (the reservation, if any, in se_res), or -1 after answering
- * and recording a refusal.
+ * 0 to go on (the reservation, if any, in se_res), -1 after answering and
+ * recording a refusal, or 1 while the call waits for a fleet lease
+ * (session_admitting runs again when the fleet answers).
  */
 int
 session_admit(struct session *se)
@@ -157,6 +192,16 @@ session_admit(struct session *se)
 		return (-1);
 	}
 
+	if (fleet_refuses_capped() && capped_by(ps, se->se_pattr) != NULL) {
+		session_refuse(se, 503, "fleet_down",
+		    REFUSE_RECORD | REFUSE_OWN_ID | REFUSE_RETRY_SOON, NULL,
+		    "%s",
+		    "the fleet's Redis does not answer, and a hard cap covers "
+		    "this call: capped calls are refused until it answers "
+		    "again (fleet.when_down: refuse)");
+		return (-1);
+	}
+
 	memset(&pc, 0, sizeof(pc));
 	memcpy(pc.pc_attr, se->se_pattr, sizeof(pc.pc_attr));
 	pc.pc_price = se->se_price;
@@ -170,6 +215,9 @@ session_admit(struct session *se)
 		    policy_reason_name(pd.pd_shadow_reason));
 		metrics_shadow(policy_reason_name(pd.pd_shadow_reason));
 	}
+	if (pd.pd_verdict == POLICY_REFUSE && pd.pd_lease_wait &&
+	    admit_wait(se))
+		return (1);
 	if (pd.pd_verdict == POLICY_REFUSE) {
 		session_refuse_policy(se, &pd, model);
 		return (-1);
@@ -232,7 +280,7 @@ session_settle(struct session *se, enum call_status status, int64_t cost,
 	n = policy_fired(
 	    ps, enforce_counters(), se->se_pattr, now, fired, nitems(fired));
 	for (i = 0; i < n; i++)
-		alerts_threshold(&fired[i], se->se_pattr, now);
+		fleet_threshold(&fired[i], se->se_pattr, now);
 }
 
 /*

@@ -32,7 +32,12 @@ struct admit {
 	struct pentry **a_budget; /* per matching policy, or NULL */
 	struct pentry **a_rate;
 	int64_t a_room; /* of the refusing cap so far */
+	size_t a_lease_short; /* enforcing caps short of fleet lease only */
+	size_t a_cap_short; /* enforcing caps short of room */
 };
+
+static void tightest(const struct admit *, const struct pentry *, int64_t *,
+    const struct policy **);
 
 /* The worst case of the call with output bound `bound`. */
 static int64_t
@@ -125,12 +130,21 @@ affordable(const struct policy_call *c, int64_t lo, int64_t hi, int64_t room)
 	return (lo);
 }
 
-/* Room left under po's cap on entry e at now. */
+/* Room left under po's cap on entry e at now, the fleet's lease aside. */
 static int64_t
-room_of(const struct admit *a, const struct policy *po, const struct pentry *e)
+cap_room(const struct admit *a, const struct policy *po, const struct pentry *e)
 {
 	return (
 	    po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) - e->e_reserved);
+}
+
+/* Room left on e for po: the cap's, and in a fleet the lease's too. */
+static int64_t
+room_of(const struct admit *a, const struct policy *po, const struct pentry *e)
+{
+	int64_t room = cap_room(a, po, e), lr = lease_room(e, a->a_now);
+
+	return (lr < room ? lr : room);
 }
 
 /*
@@ -156,7 +170,9 @@ clamp_bound(struct admit *a, int64_t bound, int64_t worst)
 		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1 ||
 		    po->po_shadow || po->po_clamp_min == -1)
 			continue;
-		room = room_of(a, po, e);
+		/* The cap's room: a short fleet lease is topped up, not
+		 * clamped to. */
+		room = cap_room(a, po, e);
 		if (worst <= room)
 			continue;
 		b = affordable(a->a_call, po->po_clamp_min, hi, room);
@@ -185,13 +201,36 @@ check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t worst_asked)
 		po = a->a_pol[i];
 		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1)
 			continue;
+		if (e->e_lease != NULL && !po->po_shadow) {
+			/* What the fleet's sync asks for and returns: the
+			 * caps in force now (a reload may raise one). */
+			const struct policy *tp;
+			int64_t cap;
+
+			tightest(a, e, &cap, &tp);
+			e->e_lease->pl_cap = cap == INT64_MAX ? -1 : cap;
+			e->e_lease->pl_used = a->a_now;
+		}
 		room = room_of(a, po, e);
 		if (worst <= room &&
 		    (po->po_shadow || po->po_clamp_min == -1 ||
 			worst_asked <= room || bound >= po->po_clamp_min))
 			continue;
-		if (!po->po_shadow)
+		if (!po->po_shadow && e->e_lease != NULL &&
+		    room < cap_room(a, po, e) && worst <= cap_room(a, po, e) &&
+		    (po->po_clamp_min == -1 || bound >= po->po_clamp_min)) {
+			/* Only the lease is short: the call may wait for
+			 * the fleet to top it up. */
+			int64_t need = e->e_reserved +
+			    (e->e_lease->pl_cum - e->e_lease->pl_acked) + worst;
+
+			if (need > e->e_lease->pl_want)
+				e->e_lease->pl_want = need;
+			a->a_lease_short++;
+		} else if (!po->po_shadow) {
+			a->a_cap_short++;
 			e->e_refused_worst = worst; /* GET /v1/budgets */
+		}
 		pcount_scope_budget(&sc, po, a->a_attr, e, a->a_now);
 		if (!po->po_shadow && a->a_pd->pd_verdict == POLICY_REFUSE &&
 		    a->a_pd->pd_reason == POLICY_HARD_CAP && room < a->a_room)
@@ -425,6 +464,10 @@ policy_admit(const struct policyset *ps, struct policy_counters *pc,
 		worst = worst_at(c, bound);
 	}
 	check_caps(&a, bound, worst, worst_asked);
+	if (pd->pd_verdict == POLICY_REFUSE &&
+	    pd->pd_reason == POLICY_HARD_CAP && a.a_cap_short == 0 &&
+	    a.a_lease_short > 0)
+		pd->pd_lease_wait = 1;
 	if (clamp != -1 && pd->pd_verdict != POLICY_REFUSE)
 		pd->pd_verdict = POLICY_CLAMP;
 	tokens = tokens_at(c, bound);

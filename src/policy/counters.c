@@ -102,6 +102,7 @@ entry_free(struct pentry *e)
 		free(e->e_per[a]);
 	free(e->e_key);
 	free(e->e_ring);
+	free(e->e_lease);
 	free(e);
 }
 
@@ -218,6 +219,7 @@ pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
 		e->e_kind = PE_CALENDAR;
 		e->e_start = start;
 		e->e_reset = reset;
+		lease_attach(pc, e);
 	}
 	return (e);
 }
@@ -344,6 +346,7 @@ pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
 	sc->sc_window_start = e->e_kind == PE_CALENDAR ? e->e_start : start;
 	sc->sc_reset_at = reset;
 	sc->sc_fired = e->e_nfired;
+	sc->sc_lease = e->e_lease;
 	/* Capped: a call was refused for want of room that has not grown
 	 * enough since, or nothing is left at all. */
 	sc->sc_capped = po->po_cap_nusd != -1 &&
@@ -383,9 +386,10 @@ policy_settle(
 		e->e_reserved -= r->r_nusd;
 		if (actual <= 0)
 			continue;
-		if (e->e_kind == PE_CALENDAR)
+		if (e->e_kind == PE_CALENDAR) {
 			e->e_spent += actual;
-		else
+			lease_settle(e, actual);
+		} else
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    ROLL_SLOTS,
 			    pcount_floor_div(r->r_started, e->e_width), actual);
@@ -419,8 +423,13 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
 			continue;
 		room =
 		    r->r_cap[i] - pcount_spent(e, now, &reset) - e->e_reserved;
+		if (lease_room(e, now) < room)
+			room = lease_room(e, now); /* a fleet's lease */
 		if (need <= room)
 			continue;
+		if (e->e_lease != NULL &&
+		    e->e_lease->pl_want < e->e_reserved + need)
+			e->e_lease->pl_want = e->e_reserved + need;
 		if (sc != NULL) {
 			memset(sc, 0, sizeof(*sc));
 			sc->sc_policy = r->r_pol[i];
@@ -548,7 +557,7 @@ entry_dead(const struct pentry *e, int64_t now)
 {
 	int64_t cur;
 
-	if (e->e_refs > 0 || e->e_reserved != 0)
+	if (e->e_refs > 0 || e->e_reserved != 0 || lease_keep(e))
 		return (0);
 	switch (e->e_kind) {
 	case PE_CALENDAR:

@@ -61,12 +61,14 @@ struct pentry {
 	size_t e_nfired;
 	int64_t e_refused_worst; /* the last cap refusal's worst case */
 	char *e_per[TAG_MAX]; /* budgets: the per-tag values, or NULL */
+	struct policy_lease *e_lease; /* calendar budgets in a fleet */
 };
 
 struct policy_counters {
 	struct pentry **pc_tab;
 	size_t pc_size; /* a power of two */
 	size_t pc_n;
+	int pc_fleet; /* calendar budgets hold fleet leases */
 };
 
 /* What one admission holds until it is settled or released. */
@@ -109,5 +111,11 @@ void pcount_scope_fill(
 void pcount_scope_budget(struct policy_scope *, const struct policy *,
     const char *const *, const struct pentry *, int64_t);
 void pcount_mark_old(struct policy_counters *);
+
+/* lease.c */
+void lease_attach(struct policy_counters *, struct pentry *);
+int64_t lease_room(const struct pentry *, int64_t);
+int lease_keep(const struct pentry *);
+void lease_settle(struct pentry *, int64_t);
 
 #endif

@@ -180,9 +180,10 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 				continue; /* policy_extend holds it */
 			if (inflight)
 				e->e_reserved += reserved;
-			else if (e->e_kind == PE_CALENDAR)
+			else if (e->e_kind == PE_CALENDAR) {
 				e->e_spent += cost;
-			else
+				lease_settle(e, cost);
+			} else
 				pcount_ring_add(e->e_ring->ri_id,
 				    e->e_ring->ri_v, ROLL_SLOTS,
 				    pcount_floor_div(t, e->e_width), cost);

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The Lua scripts the fleet runs in Redis, each atomic there: nothing
+ * else runs while one does, so a lease is granted from what the whole
+ * fleet has spent and leased at that instant. Loaded once per connection
+ * (SCRIPT LOAD) and run by EVALSHA (redis.c). Money is integer nano-USD;
+ * Lua's numbers are doubles, exact to 2^53 nano-USD ($9,007,199.25) per
+ * budget scope and window, which docs/fleet.md states as the limit.
+ */
+#include <stddef.h>
+
+#include "fleet_int.h"
+
+/*
+ * FLEET_SCRIPT_LEASE: one instance's sync on one budget scope and window.
+ * KEYS: the budget hash, the lease expiry zset. ARGV: instance, sequence
+ * number, now (Unix ms), lease TTL (ms), cap (-1: none), C = spend this
+ * instance settled in the window, F = its worst cases in flight there,
+ * T = the lease it wants to hold, expire-at (Unix ms, 0: never).
+ * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied}.
+ * A sequence number not above the last one applied changes nothing, so a
+ * retried or late sync is harmless; C is cumulative, so reporting it
+ * twice counts it once. docs/internals/fleet.md walks through the steps.
+ */
+static const char lease_lua[] =
+    "local b, e, inst = KEYS[1], KEYS[2], ARGV[1]\n"
+    "local seq, now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]),"
+    " tonumber(ARGV[4])\n"
+    "local cap, cum, fl = tonumber(ARGV[5]), tonumber(ARGV[6]),"
+    " tonumber(ARGV[7])\n"
+    "local want, xat = tonumber(ARGV[8]), tonumber(ARGV[9])\n"
+    "local function get(f) return tonumber(redis.call('HGET', b, f)"
+    " or '0') end\n"
+    "local function state(applied)\n"
+    "  return {get('l:'..inst), get('spent'), get('leased'),"
+    " get('r:'..inst), applied}\n"
+    "end\n"
+    "if seq <= get('s:'..inst) then return state(0) end\n"
+    "redis.call('HSET', b, 's:'..inst, ARGV[2])\n"
+    /* A lease its holder stopped renewing counts as spent. */
+    "for _, d in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do\n"
+    "  local l = get('l:'..d)\n"
+    "  if l > 0 then\n"
+    "    redis.call('HINCRBY', b, 'spent', l)\n"
+    "    redis.call('HINCRBY', b, 'c:'..d, l)\n"
+    "    redis.call('HINCRBY', b, 'leased', -l)\n"
+    "    redis.call('HSET', b, 'l:'..d, 0)\n"
+    "  end\n"
+    "  redis.call('ZREM', e, d)\n"
+    "end\n"
+    /* Back: what was charged for this instance's lease is replaced by
+     * what it reports it spent (its ledger knows). */
+    "local c = get('c:'..inst)\n"
+    "if c > 0 then\n"
+    "  redis.call('HINCRBY', b, 'spent', -c)\n"
+    "  redis.call('HSET', b, 'c:'..inst, 0)\n"
+    "end\n"
+    "local l = get('l:'..inst)\n"
+    "local d = cum - get('r:'..inst)\n"
+    "if d > 0 then\n"
+    "  redis.call('HINCRBY', b, 'spent', d)\n"
+    "  redis.call('HSET', b, 'r:'..inst, ARGV[6])\n"
+    "  local cut = math.min(l, d)\n"
+    "  l = l - cut\n"
+    "  redis.call('HINCRBY', b, 'leased', -cut)\n"
+    "end\n"
+    /* Calls in flight stay covered (only after a charged lease). */
+    "if l < fl then\n"
+    "  redis.call('HINCRBY', b, 'leased', fl - l)\n"
+    "  l = fl\n"
+    "end\n"
+    "if want > l and cap >= 0 then\n"
+    "  local room = cap - get('spent') - get('leased')\n"
+    "  local add = math.min(want - l, math.max(0, room))\n"
+    "  if add > 0 then\n"
+    "    l = l + add\n"
+    "    redis.call('HINCRBY', b, 'leased', add)\n"
+    "  end\n"
+    "elseif want < l then\n"
+    "  local ret = l - math.max(want, fl)\n"
+    "  if ret > 0 then\n"
+    "    l = l - ret\n"
+    "    redis.call('HINCRBY', b, 'leased', -ret)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', b, 'l:'..inst, l)\n"
+    "if l > 0 then redis.call('ZADD', e, now + ttl, inst)"
+    " else redis.call('ZREM', e, inst) end\n"
+    "if xat > 0 then\n"
+    "  redis.call('PEXPIREAT', b, xat)\n"
+    "  redis.call('PEXPIREAT', e, xat)\n"
+    "end\n"
+    "return state(1)\n";
+
+static const char *const scripts[RCONN_SCRIPTS_MAX] = {
+    [FLEET_SCRIPT_LEASE] = lease_lua,
+};
+
+/* The text of script i, or NULL past the last one. */
+const char *
+fleet_script_text(int i)
+{
+	if (i < 0 || i >= RCONN_SCRIPTS_MAX)
+		return (NULL);
+	return (scripts[i]);
+}

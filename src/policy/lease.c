@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Fleet leases on the policy counters: what an admission may spend of a
+ * fleet-wide cap. Every instance of a fleet holds, per calendar budget
+ * entry, a lease granted from the cap's remaining room by Redis (the
+ * fleet's src/fleet/lease.c asks for it and fills struct policy_lease
+ * from the answers); here the admission reads it. No I/O and no clock of
+ * its own: the fleet passes what Redis said, the admission passes now.
+ *
+ * A call fits a fleet entry when its worst case fits both the cap as the
+ * fleet last reported it (cap - spent - reserved, spent being the fleet's
+ * plus what this instance settled since it last reported) and the lease:
+ * lease + extra - unreported - reserved, where unreported is what this
+ * instance settled that Redis has not counted yet (it is still inside the
+ * lease), and extra is the local share the fleet grants itself while
+ * Redis is down (when_down: local). A lease past pl_until is not used:
+ * its holder may have been charged for it. Rolling windows and rate
+ * limits are counted per instance (docs/fleet.md).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "tollgate/policy.h"
+#include "tollgate/util.h"
+
+#include "policy_int.h"
+
+/*
+ * Turn fleet leases on (or off) for the calendar budget entries made from
+ * now on. The fleet turns it on before the counters are rebuilt from the
+ * ledger, so every entry carries its lease from the start.
+ */
+void
+policy_counters_fleet(struct policy_counters *pc, int on)
+{
+	pc->pc_fleet = on;
+}
+
+/* Give a new calendar budget entry of a fleet its (empty) lease. */
+void
+lease_attach(struct policy_counters *pc, struct pentry *e)
+{
+	struct policy_lease *pl;
+
+	if (!pc->pc_fleet || e->e_kind != PE_CALENDAR || e->e_lease != NULL)
+		return;
+	pl = xcalloc(1, sizeof(*pl));
+	pl->pl_entry = e;
+	pl->pl_key = e->e_key;
+	pl->pl_window_end = e->e_reset;
+	pl->pl_cap = -1;
+	pl->pl_cum = e->e_spent;
+	e->e_lease = pl;
+}
+
+/* Room the lease leaves on e at now (INT64_MAX without a lease). */
+int64_t
+lease_room(const struct pentry *e, int64_t now)
+{
+	const struct policy_lease *pl = e->e_lease;
+	int64_t held;
+
+	if (pl == NULL)
+		return (INT64_MAX);
+	held = pl->pl_until > now ? pl->pl_lease : 0;
+	return (
+	    held + pl->pl_extra - (pl->pl_cum - pl->pl_acked) - e->e_reserved);
+}
+
+/*
+ * Must e be kept although its window is over and nothing holds it: a sync
+ * is in flight, or Redis has not counted all it spent?
+ */
+int
+lease_keep(const struct pentry *e)
+{
+	const struct policy_lease *pl = e->e_lease;
+
+	return (pl != NULL && (pl->pl_busy || pl->pl_cum != pl->pl_acked));
+}
+
+/* A call settled actual on e: this instance's spend in the window. */
+void
+lease_settle(struct pentry *e, int64_t actual)
+{
+	if (e->e_lease != NULL && actual > 0)
+		e->e_lease->pl_cum += actual;
+}
+
+/*
+ * Call fn(lease, worst cases in flight on its entry, arg) for every fleet
+ * lease of the counters; the fleet's sync pass. Returns how many.
+ */
+size_t
+policy_leases_each(struct policy_counters *pc,
+    void (*fn)(struct policy_lease *, int64_t, void *), void *arg)
+{
+	struct pentry *e;
+	size_t i, n = 0;
+
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
+			if (e->e_lease == NULL)
+				continue;
+			fn(e->e_lease, e->e_reserved, arg);
+			n++;
+		}
+	}
+	return (n);
+}
+
+/*
+ * Redis answered a sync of pl: the lease it holds, the fleet's spend and
+ * leases, and how much of pl_cum it has counted. The entry's spend becomes
+ * the fleet's plus what this instance settled since, so caps and alert
+ * thresholds read the fleet's figure.
+ */
+void
+policy_lease_answer(struct policy_lease *pl, int64_t lease, int64_t spent,
+    int64_t leased, int64_t acked, int64_t now)
+{
+	struct pentry *e = pl->pl_entry;
+
+	pl->pl_lease = lease;
+	pl->pl_fleet_spent = spent;
+	pl->pl_fleet_leased = leased;
+	if (acked > pl->pl_acked && acked <= pl->pl_cum)
+		pl->pl_acked = acked;
+	pl->pl_synced = now;
+	e->e_spent = spent + (pl->pl_cum - pl->pl_acked);
+}
