@@ -68,10 +68,8 @@ static const struct cfgkey fleet_keys[] = {
     KEY_CALL("lease_usd", cfgp_fleet_lease_usd, FC_OFF(fc_lease_nusd), 0),
     FLEET_DURATION("lease_ttl", FC_OFF(fc_lease_ttl_ms), 3000, 600000),
     FLEET_DURATION("wait", FC_OFF(fc_wait_ms), 0, 30000),
-    FLEET_DURATION(
-	"connect_timeout", FC_OFF(fc_connect_timeout_ms), 10, 60000),
-    FLEET_DURATION(
-	"command_timeout", FC_OFF(fc_command_timeout_ms), 10, 60000),
+    FLEET_DURATION("connect_timeout", FC_OFF(fc_connect_timeout_ms), 10, 60000),
+    FLEET_DURATION("command_timeout", FC_OFF(fc_command_timeout_ms), 10, 60000),
     KEY_CALL("when_down", cfgp_fleet_when_down, FC_OFF(fc_when_down), 0),
     KEY_END,
 };
@@ -174,8 +172,9 @@ fleet_url_tcp(const char *s, struct fleet_conf *fc, char **cause)
 	end = s + strcspn(s, "/?#");
 	if (*s == '[') {
 		if ((p = memchr(s, ']', (size_t)(end - s))) == NULL) {
-			xasprintf(cause, "an IPv6 address needs its closing "
-					 "']': redis://[::1]:6379");
+			xasprintf(cause,
+			    "an IPv6 address needs its closing "
+			    "']': redis://[::1]:6379");
 			goto fail;
 		}
 		host = xstrndup(s + 1, (size_t)(p - s - 1));
@@ -186,21 +185,25 @@ fleet_url_tcp(const char *s, struct fleet_conf *fc, char **cause)
 		}
 		hend = p + 1;
 		if (hend != end && *hend != ':') {
-			xasprintf(cause, "expected ':PORT' after the IPv6 "
-					 "address");
+			xasprintf(cause,
+			    "expected ':PORT' after the IPv6 "
+			    "address");
 			goto fail;
 		}
 	} else {
 		hend = s + strcspn(s, ":/?#");
-		if (hend < end && memchr(hend + 1, ':', (size_t)(end - hend - 1))) {
-			xasprintf(cause, "an IPv6 address goes in brackets: "
-					 "redis://[::1]:6379");
+		if (hend < end &&
+		    memchr(hend + 1, ':', (size_t)(end - hend - 1))) {
+			xasprintf(cause,
+			    "an IPv6 address goes in brackets: "
+			    "redis://[::1]:6379");
 			goto fail;
 		}
 		host = xstrndup(s, (size_t)(hend - s));
 		if (*host == '\0') {
-			xasprintf(cause, "the host is missing: "
-					 "redis://HOST:PORT/DB");
+			xasprintf(cause,
+			    "the host is missing: "
+			    "redis://HOST:PORT/DB");
 			goto fail;
 		}
 		if (!fleet_host_ok(host, strlen(host))) {
@@ -214,15 +217,16 @@ fleet_url_tcp(const char *s, struct fleet_conf *fc, char **cause)
 		if (fleet_number(port, (size_t)(end - port), 65535, &v) == -1 ||
 		    v == 0) {
 			xasprintf(cause, "bad port '%s' (expected 1-65535)",
-			    cfg_esc(buf, sizeof(buf), port,
-				(size_t)(end - port)));
+			    cfg_esc(
+				buf, sizeof(buf), port, (size_t)(end - port)));
 			goto fail;
 		}
 		fc->fc_port = (int)v;
 	}
 	if (*end == '?') {
-		xasprintf(cause, "a redis:// URL takes no query; the database "
-				 "goes in the path: redis://HOST:PORT/DB");
+		xasprintf(cause,
+		    "a redis:// URL takes no query; the database "
+		    "goes in the path: redis://HOST:PORT/DB");
 		goto fail;
 	}
 	if (*end == '/' && end[1] != '\0') {
@@ -257,8 +261,9 @@ fleet_url_unix(const char *s, struct fleet_conf *fc, char **cause)
 
 	if (*s != '/') {
 		/* unix://run/redis.sock: "run" would be read as a host. */
-		xasprintf(cause, "the socket path must be absolute, after "
-				 "three slashes: unix:///run/redis.sock");
+		xasprintf(cause,
+		    "the socket path must be absolute, after "
+		    "three slashes: unix:///run/redis.sock");
 		return (-1);
 	}
 	len = strcspn(s, "?");
@@ -268,13 +273,15 @@ fleet_url_unix(const char *s, struct fleet_conf *fc, char **cause)
 		return (-1);
 	}
 	if (memchr(s, '%', len) != NULL) {
-		xasprintf(cause, "%%-escapes are not supported in the socket "
-				 "path; write it as it is");
+		xasprintf(cause,
+		    "%%-escapes are not supported in the socket "
+		    "path; write it as it is");
 		return (-1);
 	}
 	if (len == 1 || s[len - 1] == '/') {
-		xasprintf(cause, "the socket path names a directory, not a "
-				 "socket");
+		xasprintf(cause,
+		    "the socket path names a directory, not a "
+		    "socket");
 		return (-1);
 	}
 	for (q = s + len; *q != '\0'; q = amp) {
@@ -282,20 +289,21 @@ fleet_url_unix(const char *s, struct fleet_conf *fc, char **cause)
 		amp = p + strcspn(p, "&");
 		if ((size_t)(amp - p) < 3 || strncmp(p, "db=", 3) != 0) {
 			/* Not echoed: it could be a password=. */
-			xasprintf(cause, "the only query parameter allowed is "
-					 "db=N");
+			xasprintf(cause,
+			    "the only query parameter allowed is "
+			    "db=N");
 			return (-1);
 		}
 		if (seen_db++) {
 			xasprintf(cause, "db= is given twice");
 			return (-1);
 		}
-		if (fleet_number(p + 3, (size_t)(amp - p - 3), FLEET_DB_MAX,
-			&v) == -1) {
+		if (fleet_number(
+			p + 3, (size_t)(amp - p - 3), FLEET_DB_MAX, &v) == -1) {
 			xasprintf(cause,
 			    "bad database '%s' (expected a number, 0-%d)",
-			    cfg_esc(buf, sizeof(buf), p + 3,
-				(size_t)(amp - p - 3)),
+			    cfg_esc(
+				buf, sizeof(buf), p + 3, (size_t)(amp - p - 3)),
 			    FLEET_DB_MAX);
 			return (-1);
 		}
@@ -323,8 +331,8 @@ fleet_parse_url(const char *s, struct fleet_conf *fc, char **cause)
 	size_t slen;
 
 	if ((sep = strstr(s, "://")) == NULL) {
-		xasprintf(cause,
-		    "expected redis://HOST:PORT/DB or unix:///PATH");
+		xasprintf(
+		    cause, "expected redis://HOST:PORT/DB or unix:///PATH");
 		return (-1);
 	}
 	slen = (size_t)(sep - s);
@@ -353,8 +361,8 @@ fleet_parse_url(const char *s, struct fleet_conf *fc, char **cause)
 	}
 	/* Echoed only when it looks like a scheme, not like user:pass. */
 	if (slen == 0 || slen > 16 || strspn(s, FLEET_SCHEME_CHARS) < slen)
-		xasprintf(cause,
-		    "expected redis://HOST:PORT/DB or unix:///PATH");
+		xasprintf(
+		    cause, "expected redis://HOST:PORT/DB or unix:///PATH");
 	else
 		xasprintf(cause,
 		    "scheme '%s' is not supported (use redis:// or unix://)",
@@ -441,8 +449,8 @@ fleet_prefix_char(int c)
  * GET /v1/fleet; two instances with one name would share one lease.
  */
 static void
-cfgp_fleet_instance(struct cfgctx *cx, const struct cfgkey *k,
-    const char *path, const struct ynode *n, void *dst)
+cfgp_fleet_instance(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
 {
 	char **out = dst, buf[80];
 	const char *s;
@@ -519,8 +527,8 @@ fleet_ms_text(char *buf, size_t size, long long ms)
 
 /* A duration (cfgp_duration's forms) within [k_min, k_max] ms. */
 static void
-cfgp_fleet_duration(struct cfgctx *cx, const struct cfgkey *k,
-    const char *path, const struct ynode *n, void *dst)
+cfgp_fleet_duration(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
 {
 	struct cfgkey any = *k;
 	char lo[24], hi[24];
@@ -657,11 +665,11 @@ config_fleet_describe(const struct fleet_conf *fc)
 	if (fc->fc_path != NULL)
 		snprintf(where, sizeof(where), "unix socket %s", fc->fc_path);
 	else if (strchr(fc->fc_host, ':') != NULL)
-		snprintf(where, sizeof(where), "[%s]:%d", fc->fc_host,
-		    fc->fc_port);
+		snprintf(
+		    where, sizeof(where), "[%s]:%d", fc->fc_host, fc->fc_port);
 	else
-		snprintf(where, sizeof(where), "%s:%d", fc->fc_host,
-		    fc->fc_port);
+		snprintf(
+		    where, sizeof(where), "%s:%d", fc->fc_host, fc->fc_port);
 	if (fc->fc_password_env == NULL)
 		snprintf(pw, sizeof(pw), "no password");
 	else
