@@ -34,8 +34,7 @@ struct urlcase {
 
 static const struct urlcase url_cases[] = {
     {"host only", "redis://cache", "cache", 6379, NULL, 0, NULL},
-    {"host and port", "redis://10.0.0.5:6380", "10.0.0.5", 6380, NULL, 0,
-	NULL},
+    {"host and port", "redis://10.0.0.5:6380", "10.0.0.5", 6380, NULL, 0, NULL},
     {"host port db", "redis://10.0.0.5:6379/15", "10.0.0.5", 6379, NULL, 15,
 	NULL},
     {"trailing slash", "redis://cache:1/", "cache", 1, NULL, 0, NULL},
@@ -43,10 +42,9 @@ static const struct urlcase url_cases[] = {
     {"IPv6", "redis://[::1]:7000/3", "::1", 7000, NULL, 3, NULL},
     {"IPv6 no port", "redis://[fe80::1]", "fe80::1", 6379, NULL, 0, NULL},
     {"scheme in capitals", "Redis://cache", "cache", 6379, NULL, 0, NULL},
-    {"unix", "unix:///run/redis.sock", NULL, 6379, "/run/redis.sock", 0,
+    {"unix", "unix:///run/redis.sock", NULL, 6379, "/run/redis.sock", 0, NULL},
+    {"unix db", "unix:///run/redis.sock?db=4", NULL, 6379, "/run/redis.sock", 4,
 	NULL},
-    {"unix db", "unix:///run/redis.sock?db=4", NULL, 6379, "/run/redis.sock",
-	4, NULL},
     {"rediss", "rediss://cache", NULL, 0, NULL, 0,
 	"fleet.redis: rediss:// (Redis over TLS) is not supported by this "
 	"build; use redis:// or unix://"},
@@ -285,8 +283,8 @@ test_changed(void **state)
 		    changes[i].line);
 		b = load(text, &errs, &path);
 		assert_non_null(b);
-		assert_string_equal(config_fleet_changed(a->cf_fleet,
-					b->cf_fleet),
+		assert_string_equal(
+		    config_fleet_changed(a->cf_fleet, b->cf_fleet),
 		    changes[i].key);
 		config_unref(b);
 		free(path);
