@@ -167,6 +167,10 @@ reload_start_only(const struct config *cf, struct cfgerrs *errs)
 		reload_warn(errs,
 		    "a fleet: section needs a restart; this "
 		    "instance stays on its own until then");
+	else if (cf->cf_fleet == NULL)
+		reload_warn(errs,
+		    "removing fleet: needs a restart; this instance stays "
+		    "in the fleet until then");
 	else
 		reload_warn(errs,
 		    "fleet.%s changed: fleet changes need a restart; the "
