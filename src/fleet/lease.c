@@ -53,30 +53,31 @@ struct lease_sync {
 	int64_t ls_want;
 };
 
-/* Redis answered a sync: {lease, spent, leased, acked, applied}. */
+/* Redis answered a sync: {lease, spent, leased, acked, applied, holders}. */
 static void
 sync_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct lease_sync *ls = arg;
 	struct policy_lease *pl = ls->ls_pl;
-	int64_t v[5], now = wallclock_ms(), ttl;
+	int64_t v[6], now = wallclock_ms(), ttl;
 	size_t i;
 
 	pl->pl_busy = 0;
 	fl.f_busy--;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements != 5) {
+	    r->elements != 6) {
 		log_debug("fleet: lease sync of %s failed: %s", pl->pl_key,
 		    err != NULL ? err : "unexpected reply");
 		goto done;
 	}
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < 6; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			goto done;
 		v[i] = r->element[i]->integer;
 	}
 	fl.f_stats.fs_syncs++;
 	policy_lease_answer(pl, v[0], v[1], v[2], v[3], now);
+	pl->pl_holders = v[5];
 	ttl = fl.f_conf->fc_lease_ttl_ms;
 	pl->pl_until = ls->ls_sent + ttl -
 	    (LEASE_MARGIN_MS < ttl / 4 ? LEASE_MARGIN_MS : ttl / 4);
@@ -148,7 +149,7 @@ sync_send(struct policy_lease *pl, int64_t reserved, int64_t want, int64_t now)
 static void
 degrade(struct policy_lease *pl)
 {
-	int64_t room;
+	int64_t room, n;
 
 	pl->pl_degraded = 1;
 	pl->pl_until = INT64_MAX; /* the lease held stays usable */
@@ -156,10 +157,19 @@ degrade(struct policy_lease *pl)
 	if (fl.f_conf->fc_when_down != FLEET_DOWN_LOCAL || pl->pl_cap == -1 ||
 	    pl->pl_synced == 0)
 		return; /* nothing known of the fleet's spend: none */
-	room = pl->pl_cap - pl->pl_fleet_spent - pl->pl_fleet_leased;
+	/*
+	 * Split among every instance that may want it: those alive by
+	 * heartbeat, and at least those holding a lease on this scope. The
+	 * others may have been granted more since this instance last heard
+	 * from Redis: one lease_usd each is set aside for that first.
+	 */
+	n = (int64_t)(fl.f_alive > 0 ? fl.f_alive : 1);
+	if (pl->pl_holders > n)
+		n = pl->pl_holders;
+	room = pl->pl_cap - pl->pl_fleet_spent - pl->pl_fleet_leased -
+	    (n - 1) * fl.f_conf->fc_lease_nusd;
 	if (room > 0)
-		pl->pl_extra =
-		    room / (int64_t)(fl.f_alive > 0 ? fl.f_alive : 1);
+		pl->pl_extra = room / n;
 }
 
 /*
@@ -171,15 +181,16 @@ degrade(struct policy_lease *pl)
 static int64_t
 lease_headroom(const struct policy_lease *pl)
 {
-	int64_t head = pl->pl_demand, now_period = pl->pl_cum - pl->pl_demand_cum;
+	int64_t head = pl->pl_demand,
+		now_period = pl->pl_cum - pl->pl_demand_cum;
 
 	if (now_period > head)
 		head = now_period;
 	if (pl->pl_worst > 0 && pl->pl_worst <= INT64_MAX / 2 &&
 	    2 * pl->pl_worst > head)
 		head = 2 * pl->pl_worst;
-	return (head < fl.f_conf->fc_lease_nusd ? head
-						: fl.f_conf->fc_lease_nusd);
+	return (
+	    head < fl.f_conf->fc_lease_nusd ? head : fl.f_conf->fc_lease_nusd);
 }
 
 /* One entry of a pass: send its sync if one is due. */

@@ -17,7 +17,8 @@
  * number, now (Unix ms), lease TTL (ms), cap (-1: none), C = spend this
  * instance settled in the window, F = its worst cases in flight there,
  * T = the lease it wants to hold, expire-at (Unix ms, 0: never).
- * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied}.
+ * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied,
+ * instances holding a lease on the scope}.
  * A sequence number not above the last one applied changes nothing, so a
  * retried or late sync is harmless; C is cumulative, so reporting it
  * twice counts it once. docs/internals/fleet.md walks through the steps.
@@ -33,7 +34,7 @@ static const char lease_lua[] =
     " or '0') end\n"
     "local function state(applied)\n"
     "  return {get('l:'..inst), get('spent'), get('leased'),"
-    " get('r:'..inst), applied}\n"
+    " get('r:'..inst), applied, redis.call('ZCARD', e)}\n"
     "end\n"
     "if seq <= get('s:'..inst) then return state(0) end\n"
     "redis.call('HSET', b, 's:'..inst, ARGV[2])\n"

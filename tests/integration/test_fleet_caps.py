@@ -59,7 +59,9 @@ class FleetCapsTest(tglib.TGTestCase):
         self.fp = self.fakeprov()
         with open(os.path.join(self.tmp, "test-prices.yaml"), "w") as f:
             f.write(PRICES)
-        self.redis = redislib.RedisServer(self.tmp, procs=self._procs)
+        self.redis = redislib.RedisServer(
+            self.tmp, procs=self._procs,
+            args=("--enable-debug-command", "local"))
 
     def tearDown(self):
         try:
@@ -70,7 +72,7 @@ class FleetCapsTest(tglib.TGTestCase):
 
     def start(self, name, policies=None, fleet=None, when_down="local",
               ttl="30s", wait="1s", lease="1.00"):
-        f = {"redis": self.redis.url(), "instance": name,
+        f = {"redis": self.redis.url, "instance": name,
              "lease_usd": lease, "lease_ttl": ttl, "wait": wait,
              "when_down": when_down, "connect_timeout": "300ms",
              "command_timeout": "300ms"}
@@ -125,8 +127,8 @@ class FleetCapsTest(tglib.TGTestCase):
 
     def budget_hash(self):
         keys = [k for k in self.redis.cmd("KEYS", PREFIX + "b:*")]
-        self.assertEqual(len(keys), 1, keys)
-        return self.redis.hgetall(keys[0])
+        self.assertLessEqual(len(keys), 1, keys)
+        return self.redis.hgetall(keys[0]) if keys else {}
 
     def ledgers_cost(self, tgs):
         return sum(tg.ledger.scalar(
@@ -163,6 +165,10 @@ class FleetCapsTest(tglib.TGTestCase):
                                 "the fleet stranded most of the cap")
         spent = self.wait_reported(tgs)
         self.assertEqual(spent, forwarded * CALL_NUSD)
+        sys.stderr.write("\n  burst: %d of 250 forwarded ($%.2f of the $1.00 "
+                         "cap), %d refused\n" % (forwarded,
+                                                  forwarded * CALL_NUSD / 1e9,
+                                                  refused))
         # Each refusal is a hard_cap row in its instance's ledger.
         rows = sum(tg.ledger.scalar(
             "SELECT COUNT(*) FROM calls WHERE refusal_reason = 'hard_cap'")
@@ -179,7 +185,10 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertEqual(len(self.fp.find_requests(m)), 3)
 
     def test_redis_killed_mid_burst_local_then_reconciled(self):
-        tgs = [self.start("a"), self.start("b")]
+        # lease_usd $0.10: the bound docs/fleet.md states for the local
+        # shares is the cap plus what the other instance was granted
+        # after this one's last answer, at most one lease_usd.
+        tgs = [self.start("a", lease="0.10"), self.start("b", lease="0.10")]
         m = new_marker()
         self.assertEqual(sorted(set(self.burst(tgs, 20, m))), [200])
         self.wait_reported(tgs)
@@ -190,6 +199,9 @@ class FleetCapsTest(tglib.TGTestCase):
         for tg in tgs:
             self.assertTrue(tg.alive(), tg.log())
             self.assertTrue(tg.wait_log(r"fleet: .*does not answer"))
+        # Admitted while Redis is down: the leases held, then the local
+        # shares of the room nobody had leased.
+        st += self.burst(tgs, 100, m, delay_ms=50)
         # Every answered call has its row, none is lost.
         ok = sum(1 for s in st if s == 200)
         forwarded = len(self.fp.find_requests(m))
@@ -197,8 +209,12 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertEqual(sum(tg.ledger.scalar(
             "SELECT COUNT(*) FROM calls WHERE status = 'ok'")
             for tg in tgs), forwarded)
-        # Within the cap: the shares come from room nobody had leased.
-        self.assertLessEqual(forwarded * CALL_NUSD, CAP_NUSD)
+        # The shares come from room nobody had leased when each instance
+        # last heard from Redis: within the cap and one lease_usd.
+        self.assertLessEqual(forwarded * CALL_NUSD, CAP_NUSD + CAP_NUSD // 10)
+        sys.stderr.write("\n  Redis down: %d calls forwarded ($%.2f of the "
+                         "$1.00 cap)\n" % (forwarded,
+                                           forwarded * CALL_NUSD / 1e9))
         # Redis back (empty, as a restart without persistence leaves
         # it): the instances report their totals again.
         self.redis.restart()
@@ -213,7 +229,7 @@ class FleetCapsTest(tglib.TGTestCase):
                         policies=policy() + [
                             {"name": "alerts-only",
                              "match": {"team": "free"},
-                             "alert_at_percent": [50],
+                             "alert_at_usd": ["0.50"],
                              "window": "day"}])
         m = new_marker()
         self.assertEqual(self.chat(tg, m).status, 200)
