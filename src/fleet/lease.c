@@ -138,6 +138,10 @@ sync_send(struct policy_lease *pl, int64_t reserved, int64_t want, int64_t now)
 		fl.f_busy++;
 		if (want > pl->pl_lease)
 			fl.f_stats.fs_topups++;
+		/* What this sync gives back is gone from now on: calls
+		 * admitted before its answer must fit what stays. */
+		if (want < pl->pl_lease)
+			pl->pl_lease = want > reserved ? want : reserved;
 		pl->pl_want = 0;
 	} else
 		free(ls);
@@ -245,6 +249,7 @@ lease_pass(int64_t now)
 {
 	if (fl.f_pc != NULL)
 		policy_leases_each(fl.f_pc, pass_one, &now);
+	rate_pass(now);
 }
 
 /* Redis stopped answering: every lease gets its degraded rules. */
@@ -301,6 +306,7 @@ lease_leave(int64_t now)
 {
 	if (fl.f_pc != NULL)
 		policy_leases_each(fl.f_pc, leave_one, &now);
+	rate_leave(now);
 }
 
 /* Syncs in flight. */

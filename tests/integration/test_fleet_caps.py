@@ -267,6 +267,36 @@ class FleetCapsTest(tglib.TGTestCase):
         self.chat(tgs[0], m)
         self.wait_reported(tgs)
 
+    def test_requests_per_minute_hold_across_the_fleet(self):
+        # 20 requests a minute for the team, over three instances: a
+        # burst of 60 gets 20 through, however it is spread.
+        rl = [{"name": "rpm", "match": {"team": "fleet"},
+               "rate_limit": {"requests_per_minute": 20}}]
+        tgs = [self.start(n, policies=rl) for n in ("a", "b", "c")]
+        m = new_marker()
+        st = self.burst(tgs, 60, m, delay_ms=50)
+        ok = sum(1 for s in st if s == 200)
+        self.assertEqual(ok + sum(1 for s in st if s == 429), 60, st)
+        self.assertLessEqual(ok, 20, st)
+        self.assertGreaterEqual(ok, 10, "the fleet stranded the limit")
+        self.assertEqual(len(self.fp.find_requests(m)), ok)
+        sys.stderr.write("\n  requests/min 20 over 3 instances: %d of 60 "
+                         "passed\n" % ok)
+
+    def test_tokens_per_minute_hold_across_the_fleet(self):
+        # 20,000 tokens a minute; each call may use ~1,000 (its input
+        # estimate and max_tokens): about 19 fit, never more than 20.
+        rl = [{"name": "tpm", "match": {"team": "fleet"},
+               "rate_limit": {"tokens_per_minute": 20000}}]
+        tgs = [self.start(n, policies=rl) for n in ("a", "b")]
+        m = new_marker()
+        st = self.burst(tgs, 40, m, delay_ms=50)
+        ok = sum(1 for s in st if s == 200)
+        self.assertLessEqual(ok, 20, st)
+        self.assertGreaterEqual(ok, 8, "the fleet stranded the limit")
+        sys.stderr.write("\n  tokens/min 20000 over 2 instances: %d of 40 "
+                         "passed\n" % ok)
+
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
         m = new_marker()
