@@ -71,7 +71,7 @@ class FleetCapsTest(tglib.TGTestCase):
         super().tearDown()
 
     def start(self, name, policies=None, fleet=None, when_down="local",
-              ttl="30s", wait="1s", lease="1.00"):
+              ttl="30s", wait="1s", lease="1.00", extra_doc=None):
         f = {"redis": self.redis.url, "instance": name,
              "lease_usd": lease, "lease_ttl": ttl, "wait": wait,
              "when_down": when_down, "connect_timeout": "300ms",
@@ -82,6 +82,8 @@ class FleetCapsTest(tglib.TGTestCase):
                  "policies": policies if policies is not None else policy(),
                  "fleet": f,
                  "ledger": {"path": "data/%s.db" % name}}
+        if extra_doc:
+            extra.update(extra_doc)
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=extra, name=name)
         tg.ledger = ledgerlib.Ledger(
@@ -126,7 +128,8 @@ class FleetCapsTest(tglib.TGTestCase):
         return out
 
     def budget_hash(self):
-        keys = [k for k in self.redis.cmd("KEYS", PREFIX + "b:*")]
+        keys = [k for k in self.redis.cmd("KEYS", PREFIX + "b:*")
+                if "per{}" in k]  # the team's scope, not per intent
         self.assertLessEqual(len(keys), 1, keys)
         return self.redis.hgetall(keys[0]) if keys else {}
 
@@ -296,6 +299,49 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertGreaterEqual(ok, 8, "the fleet stranded the limit")
         sys.stderr.write("\n  tokens/min 20000 over 2 instances: %d of 40 "
                          "passed\n" % ok)
+
+    def test_a_threshold_is_sent_once_by_the_fleet(self):
+        # A 40 % threshold of a capped budget ($0.80 of $2.00) and a
+        # $0.30 one of a budget with no cap (its spend is reported with
+        # no lease held): three instances cross each, one webhook
+        # delivery each.
+        hook = tglib.WebhookReceiver()
+        self.addCleanup(hook.close)
+        pols = [{"name": "fleet-cap", "match": {"team": "fleet"},
+                 "window": "day", "hard_cap_usd": "2.00",
+                 "alert_at_percent": 40},
+                {"name": "watch", "match": {"team": "fleet"},
+                 "per": ["intent"], "window": "day",
+                 "alert_at_usd": ["0.30"]}]
+        alerts = {"webhooks": [{"url": "http://127.0.0.1:%d/h" % hook.port}]}
+        tgs = []
+        for n in ("a", "b", "c"):
+            tg = self.start(n, policies=pols)
+            tgs.append(tg)
+        # Alerts need the webhooks: restart-free, by config at start.
+        for tg in tgs:
+            tg.stop()
+        self._procs[:] = [p for p in self._procs if p not in tgs]
+        tgs = []
+        for n in ("a", "b", "c"):
+            tgs.append(self.start(n, policies=pols,
+                                  extra_doc={"alerts": alerts}))
+        m = new_marker()
+        st = self.burst(tgs, 90, m, delay_ms=20)
+        self.assertEqual(st.count(200), 90, st)
+        self.wait_reported(tgs)
+        # Each threshold is crossed as the fleet's spend passes it; one
+        # more call on each instance makes sure every one has seen the
+        # fleet's figure.
+        for tg in tgs:
+            self.assertEqual(self.chat(tg, m).status, 200)
+        tglib.wait_until(lambda: len(hook.bodies()) >= 2, 10,
+                         what="the two alerts")
+        time.sleep(2.5)  # a second sender would deliver within this
+        kinds = sorted((b.get("policy"), b.get("threshold_usd"))
+                       for b in hook.bodies())
+        self.assertEqual(len(kinds), 2, hook.bodies())
+        self.assertEqual([k[0] for k in kinds], ["fleet-cap", "watch"])
 
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
