@@ -200,6 +200,7 @@ struct policy_lease {
 	int64_t pl_fleet_spent; /* the fleet's spend, as Redis last answered */
 	int64_t pl_fleet_leased; /* all instances' leases, likewise */
 	int64_t pl_holders; /* instances holding a lease on it, likewise */
+	int64_t pl_starve_until; /* another instance is short until then */
 	int64_t pl_synced; /* when Redis last answered; 0: never */
 	int64_t pl_used; /* the last admission against it */
 	int64_t pl_worst; /* that admission's worst case */

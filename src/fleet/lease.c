@@ -13,7 +13,9 @@
  *            reports are batched, not sent per call.
  *   renew    a lease past half its TTL is renewed.
  *   idle     no call for LEASE_IDLE_MS: the lease shrinks to what the
- *            calls in flight hold, so idle instances strand no budget.
+ *            calls in flight hold, so idle instances strand no budget;
+ *            likewise at once while Redis says another instance was
+ *            granted less than it asked (pl_starve_until).
  *   ended    the window is over: report the rest, give the lease back.
  *
  * The lease asked for is what is in flight and unreported, plus headroom
@@ -53,24 +55,24 @@ struct lease_sync {
 	int64_t ls_want;
 };
 
-/* Redis answered a sync: {lease, spent, leased, acked, applied, holders}. */
+/* Redis answered: {lease, spent, leased, acked, applied, holders, starve}. */
 static void
 sync_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct lease_sync *ls = arg;
 	struct policy_lease *pl = ls->ls_pl;
-	int64_t v[6], now = wallclock_ms(), ttl;
+	int64_t v[7], now = wallclock_ms(), ttl;
 	size_t i;
 
 	pl->pl_busy = 0;
 	fl.f_busy--;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements != 6) {
+	    r->elements != 7) {
 		log_debug("fleet: lease sync of %s failed: %s", pl->pl_key,
 		    err != NULL ? err : "unexpected reply");
 		goto done;
 	}
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < 7; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			goto done;
 		v[i] = r->element[i]->integer;
@@ -78,6 +80,7 @@ sync_cb(const redisReply *r, const char *err, void *arg)
 	fl.f_stats.fs_syncs++;
 	policy_lease_answer(pl, v[0], v[1], v[2], v[3], now);
 	pl->pl_holders = v[5];
+	pl->pl_starve_until = v[6];
 	ttl = fl.f_conf->fc_lease_ttl_ms;
 	pl->pl_until = ls->ls_sent + ttl -
 	    (LEASE_MARGIN_MS < ttl / 4 ? LEASE_MARGIN_MS : ttl / 4);
@@ -202,7 +205,7 @@ static void
 pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 {
 	int64_t now = *(int64_t *)arg, unrep, want, head, ttl;
-	int due, ended, idle;
+	int due, ended, idle, starving;
 
 	if (!fl.f_up) {
 		if (!pl->pl_degraded)
@@ -225,7 +228,9 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		due = (pl->pl_synced == 0 && !ended) || pl->pl_lease > 0 ||
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS);
 	} else {
-		idle = now - pl->pl_used >= LEASE_IDLE_MS;
+		/* Another instance is short: hold no headroom. */
+		starving = now < pl->pl_starve_until;
+		idle = now - pl->pl_used >= LEASE_IDLE_MS || starving;
 		head = idle ? 0 : lease_headroom(pl);
 		want = reserved + unrep + head;
 		if (pl->pl_want > want)
@@ -237,7 +242,8 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS) ||
 		    (pl->pl_lease > 0 && pl->pl_until - now < ttl / 2) ||
 		    (idle && pl->pl_lease > reserved + unrep &&
-			now - pl->pl_synced >= LEASE_REPORT_MS);
+			now - pl->pl_synced >=
+			    (starving ? LEASE_RETRY_MS : LEASE_REPORT_MS));
 	}
 	if (due)
 		sync_send(pl, reserved, want, now);

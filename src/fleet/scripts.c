@@ -20,7 +20,10 @@
  * instance settled in the window, F = its worst cases in flight there,
  * T = the lease it wants to hold, expire-at (Unix ms, 0: never).
  * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied,
- * instances holding a lease on the scope}.
+ * instances holding a lease on the scope, until when an instance was
+ * granted less than it asked while others held leases (Unix ms)}: until
+ * then every holder gives back what it does not need, so the budget is
+ * not stranded in other instances' headroom.
  * A sequence number not above the last one applied changes nothing, so a
  * retried or late sync is harmless; C is cumulative, so reporting it
  * twice counts it once. docs/internals/fleet.md walks through the steps.
@@ -36,7 +39,8 @@ static const char lease_lua[] =
     " or '0') end\n"
     "local function state(applied)\n"
     "  return {get('l:'..inst), get('spent'), get('leased'),"
-    " get('r:'..inst), applied, redis.call('ZCARD', e)}\n"
+    " get('r:'..inst), applied, redis.call('ZCARD', e),"
+    " get('starve')}\n"
     "end\n"
     "if seq <= get('s:'..inst) then return state(0) end\n"
     "redis.call('HSET', b, 's:'..inst, ARGV[2])\n"
@@ -78,6 +82,11 @@ static const char lease_lua[] =
     "  if add > 0 then\n"
     "    l = l + add\n"
     "    redis.call('HINCRBY', b, 'leased', add)\n"
+    "  end\n"
+    /* Short while others hold leases: ask them to give back what
+     * they are not using (they learn it on their next sync). */
+    "  if l < want and get('leased') > l then\n"
+    "    redis.call('HSET', b, 'starve', now + 3000)\n"
     "  end\n"
     "elseif want < l then\n"
     "  local ret = l - math.max(want, fl)\n"
