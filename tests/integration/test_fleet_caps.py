@@ -343,6 +343,41 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertEqual(len(kinds), 2, hook.bodies())
         self.assertEqual([k[0] for k in kinds], ["fleet-cap", "watch"])
 
+    def test_restart_and_reload_keep_the_fleet_budget(self):
+        tgs = [self.start("a", policies=policy("0.10")),
+               self.start("b", policies=policy("0.10"))]
+        m = new_marker()
+        for i in range(6):
+            self.assertEqual(self.chat(tgs[i % 2], m).status, 200)
+        self.wait_reported(tgs)
+        # kill -9: a's ledger has its spend; the restarted process
+        # reports it again (counted once) and takes its lease back.
+        tgs[0].kill()
+        self._procs.remove(tgs[0])
+        tgs[0] = self.start("a", policies=policy("0.10"))
+        self.assertEqual(self.wait_reported(tgs), 6 * CALL_NUSD)
+        st = [self.chat(tgs[i % 2], m).status for i in range(6)]
+        self.assertEqual(st.count(200), 4, st)  # $0.10 pays for 10
+        # A reload that raises the cap: the next syncs ask with it.
+        for tg in tgs:
+            off = len(tg.log())
+            tg.write_config(tglib.make_config(
+                tglib.std_upstreams(self.fp.port),
+                extra={"prices": "test-prices.yaml",
+                       "policies": policy("0.15"),
+                       "fleet": {"redis": self.redis.url,
+                                 "instance": tg.name,
+                                 "connect_timeout": "300ms",
+                                 "command_timeout": "300ms"},
+                       "ledger": {"path": "data/%s.db" % tg.name}}))
+            tg.hup()
+            self.assertTrue(tg.wait_log(r"configuration reloaded",
+                                        start=off))
+        st = [self.chat(tgs[i % 2], m).status for i in range(8)]
+        self.assertEqual(st.count(200), 5, st)
+        self.assertEqual(self.wait_reported(tgs), 15 * CALL_NUSD)
+        self.assertEqual(len(self.fp.find_requests(m)), 15)
+
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
         m = new_marker()
