@@ -378,6 +378,19 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertEqual(self.wait_reported(tgs), 15 * CALL_NUSD)
         self.assertEqual(len(self.fp.find_requests(m)), 15)
 
+    def test_a_flushed_script_cache_is_loaded_again(self):
+        tg = self.start("a", lease="0.01")
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m).status, 200)
+        self.wait_reported([tg])
+        self.redis.cmd("SCRIPT", "FLUSH")
+        # Each call needs a top-up (the lease covers one): EVALSHA is
+        # answered NOSCRIPT and the script itself is sent.
+        for _ in range(3):
+            self.assertEqual(self.chat(tg, m).status, 200)
+        self.assertEqual(self.wait_reported([tg]), 4 * CALL_NUSD)
+        self.assertTrue(tg.alive())
+
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
         m = new_marker()
