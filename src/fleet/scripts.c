@@ -61,9 +61,13 @@ static const char lease_lua[] =
     "if d > 0 then\n"
     "  redis.call('HINCRBY', b, 'spent', d)\n"
     "  redis.call('HSET', b, 'r:'..inst, ARGV[6])\n"
+    /* Not -cut when cut is 0: Lua's -0 reaches Redis as "-0", which
+     * HINCRBY refuses, failing the script half-way. */
     "  local cut = math.min(l, d)\n"
-    "  l = l - cut\n"
-    "  redis.call('HINCRBY', b, 'leased', -cut)\n"
+    "  if cut > 0 then\n"
+    "    l = l - cut\n"
+    "    redis.call('HINCRBY', b, 'leased', -cut)\n"
+    "  end\n"
     "end\n"
     /* Calls in flight stay covered (only after a charged lease). */
     "if l < fl then\n"
