@@ -193,6 +193,7 @@ class Sim:
                    "short_grants": 0, "crashes": 0, "returns": 0,
                    "wait_ms_sum": 0, "wait_ms_max": 0, "sync_errors": 0}
         self.first_error = None
+        self.progress = []  # (ms, admitted, calls) per tick
         self.sync_t = []        # virtual ms of each tick's syncs, counts
         self.timeline = []
         self.first_refusal = None
@@ -451,6 +452,7 @@ class Sim:
                 who.append((x, want))
             elif self.quiet(x):
                 self.active.discard(i)
+        self.progress.append((now, self.st["admitted"], self.st["calls"]))
         if cmds:
             reps = self.r.pipeline(*cmds)
             self.st["syncs"] += len(cmds)
@@ -460,6 +462,23 @@ class Sim:
             for x, _ in who:
                 if x.waiting:
                     self.wake(x, now, False)
+
+    def adm_at(self, t):
+        """Calls admitted by virtual time t."""
+        last = 0
+        for ms, adm, _ in self.progress:
+            if ms > t:
+                break
+            last = adm
+        return last
+
+    def calls_after(self, t):
+        before = 0
+        for ms, _, calls in self.progress:
+            if ms > t:
+                break
+            before = calls
+        return self.st["calls"] - before
 
     def sample(self):
         """Where the cap sits now, from Redis's own hash."""
@@ -587,6 +606,17 @@ class Sim:
                                       else (self.first_refusal - self.t0)
                                       / 1e3)
             out["spent_fraction"] = self.admitted_total / self.cap
+            # Redis's load while the cap is spent, and once it is (the
+            # last third of the run: calls keep coming and are refused).
+            t99 = self.marks.get(0.99)
+            if t99 is not None:
+                upto = self.t0 + int(t99 * 1000)
+                n = sum(k for t, k in self.sync_t if t <= upto)
+                out["syncs_per_call_spending"] = n / max(1, self.adm_at(upto))
+            tail = self.t0 + int(secs * 1000 * 2 / 3)
+            n = sum(k for t, k in self.sync_t if t > tail)
+            out["drained_syncs_per_s"] = n / (secs / 3)
+            out["drained_calls_per_s"] = self.calls_after(tail) / (secs / 3)
             out["timeline"] = self.timeline
         return out
 
@@ -624,13 +654,16 @@ def row_text(o):
     f = o["final"]
     return ("drain  n=%-5d lease=$%.2f  spent %.1f%% of $%.0f  t50 %s t90 %s "
             "t99 %s s  first refusal %s s  at end: idle leases $%.2f, busy "
-            "$%.2f, dead $%.2f, charged $%.2f  %.3f syncs/call  overshoot "
-            "$%.2f" % (
+            "$%.2f, dead $%.2f, charged $%.2f  %.3f syncs/call while "
+            "spending, %.0f syncs/s for %.0f calls/s once drained  "
+            "overshoot $%.2f" % (
                 o["instances"], o["lease_usd"], 100 * o["spent_fraction"],
                 o["cap_usd"], t.get("50.0", "–"), t.get("90.0", "–"),
                 t.get("99.0", "–"), o["first_refusal_s"],
                 f["idle_leases_usd"], f["busy_leases_usd"],
-                f["dead_leases_usd"], f["charged_usd"], o["syncs_per_call"],
+                f["dead_leases_usd"], f["charged_usd"],
+                o.get("syncs_per_call_spending", float("nan")),
+                o["drained_syncs_per_s"], o["drained_calls_per_s"],
                 o["overshoot_usd"]))
 
 
