@@ -3,8 +3,8 @@
 """The fleet's budget leases at scale: up to thousands of simulated
 instances against one real redis-server, on a virtual clock.
 
-  python3 bench/fleet_sim.py                 # the full matrix (~5 minutes)
-  python3 bench/fleet_sim.py --quick         # ~20 s, exit 1 on an overshoot
+  python3 bench/fleet_sim.py                 # the full matrix (~1.5 minutes)
+  python3 bench/fleet_sim.py --quick         # ~15 s, exit 1 on an overshoot
   python3 bench/fleet_sim.py --instances 1000 --lease-usd 0.10 --scenario drain
 
 Each simulated instance is one budget entry of one tollgate, following the
@@ -670,7 +670,7 @@ def row_text(o):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="about 20 s: 100 instances, both scenarios, "
+                    help="about 15 s: 100 instances, both scenarios, "
                     "lease_usd 0.10 and 1.00; exit 1 on an overshoot")
     ap.add_argument("--instances", type=int, action="append",
                     help="fleet sizes (default 10, 100, 1000)")
