@@ -281,7 +281,13 @@ class Sim:
 
     def answer(self, x, rep, sent, want):
         """lease.c sync_cb and policy/lease.c policy_lease_answer."""
-        if isinstance(rep, Exception) or len(rep) != 6:
+        if isinstance(rep, list) and len(rep) != 6:
+            # The script's answer changed: the rules mirrored here (from
+            # src/fleet/lease.c) no longer match it.
+            raise SystemExit("fleet_sim: the lease script answers %d "
+                             "values, this simulation reads 6: update it "
+                             "with src/fleet/lease.c" % len(rep))
+        if isinstance(rep, Exception):
             # tollgate logs it and leaves the entry as it was: the sync is
             # due again (a script error is not a lost connection).
             self.st["sync_errors"] += 1
