@@ -120,7 +120,8 @@ class Inst:
     __slots__ = ("idx", "name", "rate", "alive", "has_entry", "seq",
                  "lease", "acked", "cum", "fspent", "fleased", "until",
                  "want", "used", "worst", "short_at", "demand", "demand_cum",
-                 "demand_at", "synced", "holders", "reserved", "waiting",
+                 "demand_at", "synced", "holders", "starve", "reserved",
+                 "waiting",
                  "gen", "ledger", "calls", "syncs", "last_call")
 
     def __init__(self, idx, rate, now):
@@ -144,7 +145,7 @@ class Inst:
         self.cum = self.ledger
         self.until = self.want = self.used = self.worst = 0
         self.short_at = self.demand = self.demand_cum = self.demand_at = 0
-        self.synced = self.holders = 0
+        self.synced = self.holders = self.starve = 0
         self.reserved = 0
         self.waiting = []
         self.last_call = -10 ** 12
@@ -240,7 +241,8 @@ class Sim:
             x.demand = x.cum - x.demand_cum
             x.demand_cum = x.cum
             x.demand_at = now
-        idle = now - x.used >= IDLE_MS
+        starving = now < x.starve  # another instance is short
+        idle = now - x.used >= IDLE_MS or starving
         head = 0 if idle else self.headroom(x)
         want = x.reserved + unrep + head
         if x.want > want:
@@ -251,7 +253,7 @@ class Sim:
                (unrep > 0 and now - x.synced >= REPORT_MS) or
                (x.lease > 0 and x.until - now < ttl // 2) or
                (idle and x.lease > x.reserved + unrep and
-                now - x.synced >= REPORT_MS))
+                now - x.synced >= (RETRY_MS if starving else REPORT_MS)))
         assert not ended
         return (want, x.reserved) if due else None
 
@@ -275,17 +277,20 @@ class Sim:
         x.seq += 1
         x.want = 0
         x.syncs += 1
+        # lease.c sync_send: what the sync gives back is gone at once.
+        if want < x.lease:
+            x.lease = max(want, reserved)
         return ["EVALSHA", self.sha, "2", self.kb, self.ke, x.name, x.seq,
                 now, self.ttl, self.cap, x.cum, max(reserved, 0), want,
                 self.window_end + KEEP_MS]
 
     def answer(self, x, rep, sent, want):
         """lease.c sync_cb and policy/lease.c policy_lease_answer."""
-        if isinstance(rep, list) and len(rep) != 6:
+        if isinstance(rep, list) and len(rep) != 7:
             # The script's answer changed: the rules mirrored here (from
             # src/fleet/lease.c) no longer match it.
             raise SystemExit("fleet_sim: the lease script answers %d "
-                             "values, this simulation reads 6: update it "
+                             "values, this simulation reads 7: update it "
                              "with src/fleet/lease.c" % len(rep))
         if isinstance(rep, Exception):
             # tollgate logs it and leaves the entry as it was: the sync is
@@ -295,7 +300,7 @@ class Sim:
                 self.first_error = "%s at t=%.1f s: %s" % (
                     x.name, (self.now - self.t0) / 1e3, rep)
             return
-        lease, spent, leased, acked, _, holders = rep
+        lease, spent, leased, acked, _, holders, starve = rep
         x.lease = lease
         x.fspent = spent
         x.fleased = leased
@@ -303,6 +308,7 @@ class Sim:
             x.acked = acked
         x.synced = self.now
         x.holders = holders
+        x.starve = starve
         x.until = sent + self.ttl - min(MARGIN_MS, self.ttl // 4)
         if want > lease:
             x.short_at = self.now
