@@ -199,7 +199,7 @@ class FleetCapsTest(tglib.TGTestCase):
         tgs = [self.start("a", lease="0.10"), self.start("b", lease="0.10")]
         m = new_marker()
         self.assertEqual(sorted(set(self.burst(tgs, 20, m))), [200])
-        self.wait_reported(tgs)
+        self.wait_reported(tgs, 20 * CALL_NUSD)
         stopper = threading.Timer(0.1, self.redis.kill)
         stopper.start()
         st = self.burst(tgs, 60, m, delay_ms=300)
@@ -258,7 +258,7 @@ class FleetCapsTest(tglib.TGTestCase):
                self.start("b", ttl="3s", wait="1s")]
         m = new_marker()
         self.assertEqual(self.chat(tgs[0], m).status, 200)
-        self.wait_reported(tgs)
+        self.wait_reported(tgs, CALL_NUSD)
         lease_a = int(self.budget_hash().get("l:a", 0))
         self.assertGreater(lease_a, 0)
         tgs[0].signal(signal.SIGSTOP)
@@ -335,7 +335,7 @@ class FleetCapsTest(tglib.TGTestCase):
         m = new_marker()
         st = self.burst(tgs, 90, m, delay_ms=20)
         self.assertEqual(st.count(200), 90, st)
-        self.wait_reported(tgs)
+        self.wait_reported(tgs, 90 * CALL_NUSD)
         # Each threshold is crossed as the fleet's spend passes it; one
         # more call on each instance makes sure every one has seen the
         # fleet's figure.
@@ -355,7 +355,7 @@ class FleetCapsTest(tglib.TGTestCase):
         m = new_marker()
         for i in range(6):
             self.assertEqual(self.chat(tgs[i % 2], m).status, 200)
-        self.wait_reported(tgs)
+        self.wait_reported(tgs, 6 * CALL_NUSD)
         # kill -9: a's ledger has its spend; the restarted process
         # reports it again (counted once) and takes its lease back.
         tgs[0].kill()
@@ -390,7 +390,7 @@ class FleetCapsTest(tglib.TGTestCase):
         tg = self.start("a", lease="0.01")
         m = new_marker()
         self.assertEqual(self.chat(tg, m).status, 200)
-        self.wait_reported([tg])
+        self.wait_reported([tg], CALL_NUSD)
         self.redis.cmd("SCRIPT", "FLUSH")
         # Each call needs a top-up (the lease covers one): EVALSHA is
         # answered NOSCRIPT and the script itself is sent.
@@ -405,7 +405,7 @@ class FleetCapsTest(tglib.TGTestCase):
         m = new_marker()
         for _ in range(10):  # a demand: the lease grows to cover it
             self.assertEqual(self.chat(tg, m).status, 200)
-        self.wait_reported([tg])
+        self.wait_reported([tg], 10 * CALL_NUSD)
         t = threading.Thread(target=lambda: self.redis.client(
             timeout=10).cmd("DEBUG", "SLEEP", "2"))
         t.start()
