@@ -50,11 +50,15 @@
 #define KILLS_LIFTED_MAX 100000 /* ... at most this many */
 #define KILLS_REREAD_MAX 3 /* reads redone because messages crossed them */
 #define KILLS_ID_MAX 64 /* longer ids in messages are not looked up */
+#define KILLS_DELS_KEPT 256 /* "del <id>" remembered against late HGETs */
 
 /* The fleet's kills on this instance (zero without fleet:). */
 static struct {
-	char **kf_lifted; /* lifted here while Redis did not answer */
+	char **kf_lifted; /* lifted here, Redis has not said it knows */
 	size_t kf_nlifted;
+	/* The last lifts announced, against late HGET answers. */
+	char kf_dels[KILLS_DELS_KEPT][KILLS_ID_MAX + 1];
+	size_t kf_ndels; /* announced since the start */
 	int kf_reading; /* a reconcile's HGETALL is in flight */
 	int kf_again; /* another reconcile was asked for meanwhile */
 	int kf_rereads; /* reads redone in a row */
@@ -110,8 +114,8 @@ lifted_remember(const char *id)
 	if (!kf.kf_on || lifted_find(id) != -1)
 		return;
 	if (kf.kf_nlifted >= KILLS_MAX) {
-		log_warnx("fleet: more than %d kills lifted while Redis does "
-			  "not answer; kill %s is lifted here only",
+		log_warnx("fleet: more than %d lifts wait for Redis; kill %s "
+			  "is lifted here only",
 		    KILLS_MAX, id);
 		return;
 	}
@@ -129,6 +133,23 @@ lifted_forget(const char *id)
 		return;
 	free(kf.kf_lifted[i]);
 	kf.kf_lifted[i] = kf.kf_lifted[--kf.kf_nlifted];
+}
+
+/*
+ * Was id lifted by an announcement lately? An HGET sent before a lift
+ * may be answered after its announcement arrived (two connections), and
+ * must not bring the kill back.
+ */
+static int
+dels_find(const char *id)
+{
+	size_t i,
+	    n = kf.kf_ndels < KILLS_DELS_KEPT ? kf.kf_ndels : KILLS_DELS_KEPT;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(kf.kf_dels[i], id) == 0)
+			return (1);
+	return (0);
 }
 
 /* FLEET_SCRIPT_KILL_ADD answered (arg: the id, to free). */
@@ -275,11 +296,13 @@ fleet_kill_lifted(const char *id)
 {
 	if (fl.f_conf == NULL || id == NULL)
 		return;
+	/* Until Redis has it, a read or an HGET answered meanwhile must
+	 * not bring the kill back here. */
+	lifted_remember(id);
 	if (!fl.f_up) {
 		log_info("fleet: the lift of kill %s is sent when Redis "
 			 "answers again",
 		    id);
-		lifted_remember(id);
 		return;
 	}
 	kill_lift_send(id);
@@ -360,7 +383,8 @@ get_cb(const redisReply *r, const char *err, void *arg)
 	}
 	/* nil: lifted or dropped since it was announced. */
 	if (r->type == REDIS_REPLY_STRING &&
-	    kills_find(id, wallclock_ms()) == NULL && lifted_find(id) == -1)
+	    kills_find(id, wallclock_ms()) == NULL && lifted_find(id) == -1 &&
+	    !dels_find(id))
 		(void)kill_learn(id, strlen(id), r->str, r->len);
 	free(id);
 }
@@ -389,6 +413,8 @@ fleet_kills_message(const char *msg, size_t len, void *unused)
 		return;
 	}
 	if (msg[0] == 'd') {
+		snprintf(kf.kf_dels[kf.kf_ndels++ % KILLS_DELS_KEPT],
+		    sizeof(kf.kf_dels[0]), "%s", id);
 		if (kills_remove(id, wallclock_ms()) == 0)
 			log_info("fleet: kill %s lifted in the fleet; lifted "
 				 "here",
@@ -562,8 +588,8 @@ fleet_kills_stop(void)
 	size_t i;
 
 	if (kf.kf_nlifted > 0)
-		log_warnx("fleet: %zu lifts made while Redis did not answer "
-			  "were never shared; lift them again in the fleet",
+		log_warnx("fleet: %zu lifts made here never reached Redis; "
+			  "lift them again in the fleet",
 		    kf.kf_nlifted);
 	for (i = 0; i < kf.kf_nlifted; i++)
 		free(kf.kf_lifted[i]);
