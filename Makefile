@@ -26,7 +26,7 @@ SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 BENCH_DEB_PACKAGES = wrk haproxy valgrind $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
-	format check-format bench bench-build bench-instructions bench-smoke soak clean sdk-deps \
+	format check-format bench bench-build bench-fleet bench-instructions bench-smoke soak clean sdk-deps \
 	install
 
 all: build
@@ -118,6 +118,14 @@ bench: bench-deps bench-build bench/node_modules/.package-lock.json
 # counts, so two commits compare on a busy machine.
 bench-instructions: bench-deps bench-build
 	BENCH_BUILD=$(BENCH_BUILD) python3 bench/run.py --instructions
+
+# The fleet (docs/benchmarks.md, Fleet): bench/fleet_bench.py, tollgate T3
+# with and without fleet: side by side through the binary (~2 minutes), and
+# bench/fleet_sim.py, the lease protocol of 10 to 1,000 simulated instances
+# on one redis-server (~2 minutes; exits non-zero on an overshoot).
+bench-fleet: bench-build
+	BENCH_BUILD=$(BENCH_BUILD) timeout 900 python3 bench/fleet_bench.py
+	timeout 900 python3 bench/fleet_sim.py
 
 # About 30 s, generous bounds (no lost ledger rows, added p99 < 2 ms at
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.

@@ -345,7 +345,7 @@ backend be
         wait_port(port, p, 60)
         return p, port
 
-    def start_tollgate(self, mode, up, cpu=1, wrap=()):
+    def start_tollgate(self, mode, up, cpu=1, wrap=(), extra=""):
         port = free_port()
         admin = free_port()
         d = os.path.join(self.work, "tollgate-%s-%d" % (mode, port))
@@ -377,8 +377,9 @@ ledger:
   path: %s/ledger.db
   durability: %s
 prices: %s
-%s""" % (port, admin, up, d, durability,
-                os.path.join(SOURCE, "config", "prices.yaml"), policies))
+%s%s""" % (port, admin, up, d, durability,
+                os.path.join(SOURCE, "config", "prices.yaml"), policies,
+                extra))
         p = Proc("tollgate-" + mode,
                  list(wrap) + [self.tollgate, "-d", "-c", conf],
                  self.work, cpu=cpu)

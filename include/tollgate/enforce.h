@@ -17,7 +17,7 @@ struct breaker_state;
 /* enforce.c */
 int enforce_start(struct event_base *, const struct config *, char **);
 int enforce_reload(const struct config *, char **);
-void enforce_alerts(const struct config *);
+void enforce_alerts(struct config *);
 struct policy_counters *enforce_counters(void);
 struct breaker_state *enforce_breakers(void);
 void enforce_stop(void);

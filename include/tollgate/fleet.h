@@ -59,7 +59,8 @@ int fleet_refuses_capped(void);
 const char *fleet_instance(void);
 struct fleet_wait *fleet_wait(int64_t, void (*)(void *, int), void *);
 void fleet_wait_cancel(struct fleet_wait *);
-void fleet_threshold(const struct policy_alert *, const char *const *, int64_t);
+void fleet_threshold(
+    struct config *, const struct policy_alert *, const char *const *, int64_t);
 struct cJSON *fleet_json(void);
 void fleet_get_stats(struct fleet_stats *);
 

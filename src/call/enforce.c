@@ -103,11 +103,19 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	return (0);
 }
 
+/* What enforce_alerts hands each threshold: its config and the time. */
+struct alert_arg {
+	struct config *aa_cf;
+	int64_t aa_now;
+};
+
 static void
 enforce_alert_cb(
     const struct policy_alert *pa, const char *const *attr, void *arg)
 {
-	fleet_threshold(pa, attr, *(const int64_t *)arg);
+	const struct alert_arg *aa = arg;
+
+	fleet_threshold(aa->aa_cf, pa, attr, aa->aa_now);
 }
 
 /*
@@ -133,16 +141,19 @@ enforce_reload(const struct config *cf, char **cause)
  * at each reload. The alerts are told; sessions are not involved.
  */
 void
-enforce_alerts(const struct config *cf)
+enforce_alerts(struct config *cf)
 {
+	struct alert_arg aa;
 	int64_t now;
 	size_t n;
 
 	if (en_counters == NULL || cf->cf_policies == NULL)
 		return;
 	now = wallclock_ms();
+	aa.aa_cf = cf;
+	aa.aa_now = now;
 	n = policy_fired_all(
-	    cf->cf_policies, en_counters, now, enforce_alert_cb, &now);
+	    cf->cf_policies, en_counters, now, enforce_alert_cb, &aa);
 	if (n > 0)
 		log_info("policies: %zu threshold%s already reached fired", n,
 		    n == 1 ? "" : "s");

@@ -280,7 +280,7 @@ session_settle(struct session *se, enum call_status status, int64_t cost,
 	n = policy_fired(
 	    ps, enforce_counters(), se->se_pattr, now, fired, nitems(fired));
 	for (i = 0; i < n; i++)
-		fleet_threshold(&fired[i], se->se_pattr, now);
+		fleet_threshold(se->se_conf, &fired[i], se->se_pattr, now);
 }
 
 /*

@@ -582,9 +582,19 @@ config_check_fleet(
 	char host[256], port[16];
 	size_t i, room;
 
-	(void)cx;
-	(void)root;
-	if (fc == NULL || fc->fc_instance != NULL)
+	const struct ynode *fleet, *at;
+
+	if (fc == NULL)
+		return;
+	if (fc->fc_wait_ms * 2 >= fc->fc_lease_ttl_ms) {
+		/* A call waiting longer could be admitted against a lease
+		 * checked at its start that Redis has charged since. */
+		fleet = cfg_value(root, "fleet");
+		at = fleet != NULL ? cfg_value(fleet, "wait") : NULL;
+		cfg_error(cx, at != NULL ? at : (fleet != NULL ? fleet : root),
+		    "fleet.wait: must be less than half of fleet.lease_ttl");
+	}
+	if (fc->fc_instance != NULL)
 		return;
 	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
 		snprintf(host, sizeof(host), "localhost");

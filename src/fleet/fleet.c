@@ -37,7 +37,7 @@
 
 #define FLEET_TICK_MS 100 /* waits, syncs due, the heartbeat */
 #define FLEET_BEAT_MS 1000 /* heartbeat written */
-#define FLEET_SEEN_MS 5000 /* the instances read */
+#define FLEET_SEEN_MS 2000 /* the instances read */
 #define FLEET_ALIVE_MS 10000 /* a heartbeat younger than this: alive */
 #define FLEET_FORGET_MS (24 * 3600 * 1000LL) /* heartbeats removed */
 #define FLEET_INSTANCES_MAX 4096 /* listed in GET /v1/fleet */
@@ -338,7 +338,7 @@ struct threshold {
 	const struct policy *t_po;
 	char *t_attr[POLICY_ATTR_MAX];
 	int64_t t_now;
-	struct config *t_cf; /* keeps t_po alive */
+	struct config *t_cf; /* owns t_po: kept until the answer */
 };
 
 static void
@@ -376,13 +376,14 @@ threshold_cb(const redisReply *r, const char *err, void *arg)
 }
 
 /*
- * A threshold was crossed (policy_fired): with a fleet, the instance that
- * sets its key in Redis first sends it (SET NX, kept until the window's
- * end), so the fleet sends it once; without, it is sent at once.
+ * A threshold of one of cf's policies was crossed (policy_fired): with a
+ * fleet, the instance that sets its key in Redis first sends it (SET NX,
+ * kept until the window's end), so the fleet sends it once; without, it
+ * is sent at once.
  */
 void
-fleet_threshold(
-    const struct policy_alert *pa, const char *const *attr, int64_t now)
+fleet_threshold(struct config *cf, const struct policy_alert *pa,
+    const char *const *attr, int64_t now)
 {
 	const struct policy_scope *sc = &pa->pa_scope;
 	struct threshold *t;
@@ -399,7 +400,8 @@ fleet_threshold(
 	t->t_pa = *pa;
 	t->t_po = sc->sc_policy;
 	t->t_now = now;
-	t->t_cf = config_ref(config_current());
+	/* The policy is cf's: keep cf until Redis answers. */
+	t->t_cf = config_ref(cf);
 	for (i = 0; i < POLICY_ATTR_MAX; i++)
 		if (attr[i] != NULL)
 			t->t_attr[i] = xstrdup(attr[i]);

@@ -24,8 +24,9 @@ struct rconn;
 
 /* The scripts, by index; RCONN_SCRIPTS_MAX bounds the table. */
 #define FLEET_SCRIPT_LEASE 0
-#define FLEET_SCRIPT_KILL_ADD 1
-#define FLEET_SCRIPT_KILL_LIFT 2
+#define FLEET_SCRIPT_RATE 1
+#define FLEET_SCRIPT_KILL_ADD 2
+#define FLEET_SCRIPT_KILL_LIFT 3
 #define RCONN_SCRIPTS_MAX 4
 
 /* A connection's state. */
@@ -98,6 +99,10 @@ void lease_leave(int64_t);
 int lease_busy(void);
 void lease_totals(struct lease_totals *, int64_t);
 struct cJSON *lease_json(int64_t);
+
+/* rate.c */
+void rate_pass(int64_t);
+void rate_leave(int64_t);
 
 /* kills.c */
 void fleet_kills_start(void);
