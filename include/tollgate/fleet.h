@@ -19,6 +19,7 @@
 struct cJSON;
 struct config;
 struct event_base;
+struct kill;
 struct policy_alert;
 struct policy_counters;
 
@@ -62,5 +63,9 @@ void fleet_threshold(
     struct config *, const struct policy_alert *, const char *const *, int64_t);
 struct cJSON *fleet_json(void);
 void fleet_get_stats(struct fleet_stats *);
+
+/* kills.c */
+void fleet_kill_added(const struct kill *);
+void fleet_kill_lifted(const char *);
 
 #endif

@@ -13,6 +13,10 @@
  * the list is full), kills_remove, kills_expire, kills_load or
  * kills_free_all: copy what must outlive the current loop turn. See
  * docs/internals/policy.md.
+ *
+ * With a fleet, kills are also shared through Redis (src/fleet/kills.c):
+ * a kill another instance made arrives as JSON, is checked by
+ * kills_decode and kept by kills_adopt under the id it has in the fleet.
  */
 #ifndef TOLLGATE_KILLS_H
 #define TOLLGATE_KILLS_H
@@ -40,6 +44,8 @@ struct kill {
 	char *k_source; /* "api" or "breaker:<policy>:<kind>" */
 	int64_t k_created_ms;
 	int64_t k_expires_ms; /* POLICY_NEVER: until deleted */
+	int k_learnt; /* learnt from the fleet, not made here */
+	char *k_origin; /* the instance that made it, if the fleet says */
 };
 
 /* kills.c */
@@ -57,6 +63,9 @@ void kills_set_hook(void (*)(const struct kill *, void *), void *);
 void kills_expire(int64_t);
 void kills_free_all(void);
 struct cJSON *kills_json(const struct kill *);
+struct kill *kills_decode(const char *, size_t, char **);
+int kills_adopt(struct kill *, int64_t, const struct kill **, char **);
+void kills_discard(struct kill *);
 char *kills_match_json(char *const *);
 
 #endif

@@ -4,7 +4,9 @@
  * (globs on the call attributes, a reason, an optional TTL), GET lists
  * the live ones, DELETE /v1/kills/{id} lifts one. The kills themselves
  * are src/policy/kills.c's; this file reads and answers the requests on the loop
- * thread, behind admin.c's Host, Origin and token checks.
+ * thread, behind admin.c's Host, Origin and token checks, and tells the
+ * fleet (if any) of each kill made or lifted here, so every instance
+ * applies it.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
@@ -181,6 +184,7 @@ ep_kills_add(struct admin_req *ar)
 		return;
 	}
 	cJSON_Delete(body);
+	fleet_kill_added(k);
 	admin_reply_json(ar, 201, kills_json(k));
 	return;
 bad:
@@ -216,5 +220,6 @@ ep_kill_delete(struct admin_req *ar)
 	doc = kills_json(k);
 	if (kills_remove(id, now) != 0)
 		fatalx("%s: a kill found cannot be removed", __func__);
+	fleet_kill_lifted(id);
 	admin_reply_json(ar, 200, doc);
 }

@@ -10,7 +10,8 @@
  *            that reached the provider cost and whether it failed.
  *   trip     a breaker's trip becomes a timed kill (kills_trip), which
  *            session_stop.c's kills hook turns into stops of the calls in
- *            flight it matches.
+ *            flight it matches, and which the fleet (if any) shares with
+ *            every instance.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "tollgate/breaker.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
@@ -61,12 +63,17 @@ trip(const struct breaker_trip *bt, int64_t now)
 		metrics_shadow("breaker");
 		return (NULL);
 	}
-	if (kills_trip(bt, now, &k, &why) == -1) {
+	switch (kills_trip(bt, now, &k, &why)) {
+	case -1:
 		log_warnx("policies: policy '%s': %s breaker tripped (%s) but "
 			  "its kill was not made: %s",
 		    bt->bt_policy->po_name, bt->bt_kind, bt->bt_evidence, why);
 		free(why);
 		return (NULL);
+	case 0:
+		/* A new kill stops the runaway on every instance. */
+		fleet_kill_added(k);
+		break;
 	}
 	return (k);
 }

@@ -4,8 +4,9 @@
  * by a tripped breaker, or by a reload that marks a policy killed) or by a
  * budget that runs out while a stream is relayed.
  *
- *   hook     every kill added raises an alert and, from the next loop
- *            turn, stops the calls in flight it matches (kill_hook,
+ *   hook     every kill added raises an alert (unless it was learnt
+ *            from the fleet: its maker raised it) and, from the next
+ *            loop turn, stops the calls in flight it matches (kill_hook,
  *            session_stop_setup sets it).
  *   stop     an unanswered call gets 403, a running stream its provider's
  *            in-stream error event (at an event boundary) and a clean end,
@@ -140,7 +141,10 @@ kill_hook(const struct kill *k, void *arg)
 	al.al_threshold_nusd = -1;
 	al.al_cap_nusd = -1;
 	al.al_at_ms = k->k_created_ms;
-	alerts_fire(&al);
+	/* One alert per kill: a kill learnt from the fleet was alerted by
+	 * the instance that made it. */
+	if (!k->k_learnt)
+		alerts_fire(&al);
 
 	p = xcalloc(1, sizeof(*p));
 	for (t = 0; t < POLICY_ATTR_MAX; t++)

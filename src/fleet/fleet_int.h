@@ -25,6 +25,8 @@ struct rconn;
 /* The scripts, by index; RCONN_SCRIPTS_MAX bounds the table. */
 #define FLEET_SCRIPT_LEASE 0
 #define FLEET_SCRIPT_RATE 1
+#define FLEET_SCRIPT_KILL_ADD 2
+#define FLEET_SCRIPT_KILL_LIFT 3
 #define RCONN_SCRIPTS_MAX 4
 
 /* A connection's state. */

@@ -48,6 +48,7 @@ kill_free(struct kill *k)
 		free(k->k_match[a]);
 	free(k->k_reason);
 	free(k->k_source);
+	free(k->k_origin);
 	free(k);
 }
 
@@ -171,6 +172,9 @@ kills_json(const struct kill *k)
 		fatalx("%s: cJSON", __func__);
 	add_time(o, "created_at", k->k_created_ms);
 	add_time(o, "expires_at", k->k_expires_ms);
+	if (k->k_origin != NULL &&
+	    cJSON_AddStringToObject(o, "instance", k->k_origin) == NULL)
+		fatalx("%s: cJSON", __func__);
 	return (o);
 }
 
@@ -235,6 +239,28 @@ kill_same(const char *const *match, const char *source, int64_t now)
 	return (NULL);
 }
 
+/* Queue k to the ledger's kills table; -1 if the ledger is not open. */
+static int
+kill_keep(const struct kill *k)
+{
+	struct ledger_kill lk;
+	char *json;
+	int rv;
+
+	json = kills_match_json(k->k_match);
+	memset(&lk, 0, sizeof(lk));
+	lk.lk_id = k->k_id;
+	lk.lk_created_ms = k->k_created_ms;
+	lk.lk_expires_ms =
+	    k->k_expires_ms == POLICY_NEVER ? 0 : k->k_expires_ms;
+	lk.lk_match = json;
+	lk.lk_reason = k->k_reason;
+	lk.lk_source = k->k_source;
+	rv = ledger_kill_add(&lk) != 0 ? -1 : 0;
+	free(json);
+	return (rv);
+}
+
 /*
  * Add a kill matching match (POLICY_ATTR_MAX globs, NULL for any; at least
  * one set) for ttl_ms from now (-1: until deleted), queue it to the
@@ -246,9 +272,8 @@ int
 kills_add(const char *const *match, const char *reason, const char *source,
     int64_t ttl_ms, int64_t now, const struct kill **out, char **why)
 {
-	struct ledger_kill lk;
 	struct kill *k;
-	char *json, until[SPEND_TIME_MAX], esc[160];
+	char until[SPEND_TIME_MAX], esc[160];
 	int a, any = 0;
 
 	*out = NULL;
@@ -315,22 +340,12 @@ kills_add(const char *const *match, const char *reason, const char *source,
 	k->k_created_ms = now;
 	k->k_expires_ms = ttl_ms == -1 ? POLICY_NEVER : now + ttl_ms;
 
-	json = kills_match_json(k->k_match);
-	memset(&lk, 0, sizeof(lk));
-	lk.lk_id = k->k_id;
-	lk.lk_created_ms = k->k_created_ms;
-	lk.lk_expires_ms = ttl_ms == -1 ? 0 : k->k_expires_ms;
-	lk.lk_match = json;
-	lk.lk_reason = k->k_reason;
-	lk.lk_source = k->k_source;
-	if (ledger_kill_add(&lk) != 0) {
-		free(json);
+	if (kill_keep(k) != 0) {
 		kill_free(k);
 		*why =
 		    xstrdup("the ledger is not open: the kill cannot be kept");
 		return (-1);
 	}
-	free(json);
 	kl_list[kl_n++] = k;
 	if (ttl_ms == -1 ||
 	    spend_format_time(k->k_expires_ms, until, sizeof(until)) != 0)
@@ -393,6 +408,275 @@ kills_remove(const char *id, int64_t now)
 		    id);
 	log_info("kills: %s deleted", id);
 	kill_free(kill_unlink(i));
+	return (0);
+}
+
+/* A kill id as kill_new_id makes them: "k_" and 16 lower-case hex. */
+static int
+id_ok(const char *s)
+{
+	size_t i;
+
+	if (strlen(s) != KILL_ID_LEN || s[0] != 'k' || s[1] != '_')
+		return (0);
+	for (i = 2; i < KILL_ID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+			(s[i] >= 'a' && s[i] <= 'f')))
+			return (0);
+	return (1);
+}
+
+/* A time field: RFC 3339 text, or null (lasts until lifted) if may_null. */
+static int
+time_field(const cJSON *it, int may_null, int64_t *ms)
+{
+	if (may_null && cJSON_IsNull(it)) {
+		*ms = POLICY_NEVER;
+		return (0);
+	}
+	if (!cJSON_IsString(it) || strlen(it->valuestring) > 64 ||
+	    spend_parse_time(it->valuestring, 0, ms) != 0)
+		return (-1);
+	return (0);
+}
+
+/* The string of a text field of 1 to max bytes, or NULL. */
+static const char *
+text_field(const cJSON *it, size_t max)
+{
+	if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
+	    !text_ok(it->valuestring, max))
+		return (NULL);
+	return (it->valuestring);
+}
+
+/*
+ * The match object of a shared kill into k->k_match, as POST /v1/kills
+ * reads its own: known attributes, each once, each a pattern of 1 to
+ * POLICY_GLOB_MAX bytes, at least one. NULL, or what is wrong.
+ */
+static const char *
+match_decode(struct kill *k, const cJSON *m, char *bad, size_t blen)
+{
+	const cJSON *it;
+	const char *v;
+	int a;
+
+	if (!cJSON_IsObject(m))
+		return ("match must be an object of attribute to pattern");
+	cJSON_ArrayForEach(it, m)
+	{
+		for (a = 0; a < POLICY_ATTR_MAX; a++)
+			if (strcmp(it->string, attr_names[a]) == 0)
+				break;
+		if (a == POLICY_ATTR_MAX) {
+			log_escape(bad, blen, it->string, strlen(it->string));
+			return ("match has an unknown attribute");
+		}
+		snprintf(bad, blen, "%s", attr_names[a]);
+		if (k->k_match[a] != NULL)
+			return ("match names an attribute twice");
+		if ((v = text_field(it, POLICY_GLOB_MAX)) == NULL)
+			return ("a match pattern must be a string of 1 to 128 "
+				"bytes of UTF-8 without control characters");
+		k->k_match[a] = xstrdup(v);
+	}
+	for (a = 0; a < POLICY_ATTR_MAX; a++)
+		if (k->k_match[a] != NULL)
+			return (NULL);
+	bad[0] = '\0';
+	return ("match is empty: it must name at least one attribute");
+}
+
+/*
+ * A kill from the JSON the fleet shares: one GET /v1/kills item
+ * (kills_json) plus "instance", the instance that made it. It comes from
+ * the network (another instance, or an operator's redis-cli), so it is
+ * read as strictly as POST /v1/kills reads a body: an object of known
+ * fields, each once; an id as this file makes them; a match as POST
+ * takes it. reason, source, created_at, expires_at (null: until lifted)
+ * and instance may be left out. Returns a kill in no list (for
+ * kills_adopt or kills_discard), or NULL with *why (to free).
+ */
+struct kill *
+kills_decode(const char *json, size_t len, char **why)
+{
+	static const char *const fields[] = {"id", "match", "reason", "source",
+	    "created_at", "expires_at", "instance"};
+	const cJSON *it;
+	const char *v, *err = NULL;
+	struct kill *k = NULL;
+	cJSON *o;
+	char bad[64];
+	size_t i;
+
+	bad[0] = '\0';
+	if ((o = cJSON_ParseWithLength(json, len)) == NULL) {
+		*why = xstrdup("not JSON");
+		return (NULL);
+	}
+	if (!cJSON_IsObject(o)) {
+		err = "not a JSON object";
+		goto fail;
+	}
+	cJSON_ArrayForEach(it, o)
+	{
+		for (i = 0; i < nitems(fields); i++)
+			if (strcmp(it->string, fields[i]) == 0)
+				break;
+		log_escape(bad, sizeof(bad), it->string, strlen(it->string));
+		if (i == nitems(fields)) {
+			err = "unknown field (expected id, match, reason, "
+			      "source, created_at, expires_at, instance)";
+			goto fail;
+		}
+		/* cJSON would read the first; the sender may mean the last. */
+		if (cJSON_GetObjectItemCaseSensitive(o, it->string) != it) {
+			err = "field given twice";
+			goto fail;
+		}
+	}
+	k = xcalloc(1, sizeof(*k));
+	k->k_learnt = 1;
+	snprintf(bad, sizeof(bad), "id");
+	it = cJSON_GetObjectItemCaseSensitive(o, "id");
+	if (!cJSON_IsString(it) || !id_ok(it->valuestring)) {
+		err = "id must be \"k_\" and 16 lower-case hex digits";
+		goto fail;
+	}
+	snprintf(k->k_id, sizeof(k->k_id), "%s", it->valuestring);
+	snprintf(bad, sizeof(bad), "match");
+	bad[6] = '\0'; /* the attribute at fault, if any */
+	it = cJSON_GetObjectItemCaseSensitive(o, "match");
+	if (it == NULL) {
+		err = "match is required";
+		goto fail;
+	}
+	if ((err = match_decode(k, it, bad + 6, sizeof(bad) - 6)) != NULL) {
+		if (bad[6] != '\0')
+			bad[5] = '.';
+		goto fail;
+	}
+	snprintf(bad, sizeof(bad), "reason");
+	it = cJSON_GetObjectItemCaseSensitive(o, "reason");
+	v = it == NULL || cJSON_IsNull(it) ? "killed"
+					   : text_field(it, KILL_REASON_MAX);
+	if (v == NULL) {
+		err = "reason must be a string of 1 to 512 bytes of UTF-8 "
+		      "without control characters";
+		goto fail;
+	}
+	k->k_reason = xstrdup(v);
+	snprintf(bad, sizeof(bad), "source");
+	it = cJSON_GetObjectItemCaseSensitive(o, "source");
+	v = it == NULL || cJSON_IsNull(it) ? "fleet"
+					   : text_field(it, KILL_SOURCE_MAX);
+	if (v == NULL) {
+		err = "source must be a string of 1 to 160 bytes of UTF-8 "
+		      "without control characters";
+		goto fail;
+	}
+	k->k_source = xstrdup(v);
+	snprintf(bad, sizeof(bad), "instance");
+	it = cJSON_GetObjectItemCaseSensitive(o, "instance");
+	if (it != NULL && !cJSON_IsNull(it)) {
+		if ((v = text_field(it, KILL_SOURCE_MAX)) == NULL) {
+			err = "instance must be a string of 1 to 160 bytes";
+			goto fail;
+		}
+		k->k_origin = xstrdup(v);
+	}
+	snprintf(bad, sizeof(bad), "created_at");
+	it = cJSON_GetObjectItemCaseSensitive(o, "created_at");
+	k->k_created_ms = wallclock_ms();
+	if (it != NULL && time_field(it, 0, &k->k_created_ms) != 0) {
+		err = "created_at must be an RFC 3339 time";
+		goto fail;
+	}
+	snprintf(bad, sizeof(bad), "expires_at");
+	it = cJSON_GetObjectItemCaseSensitive(o, "expires_at");
+	k->k_expires_ms = POLICY_NEVER;
+	if (it != NULL && time_field(it, 1, &k->k_expires_ms) != 0) {
+		err = "expires_at must be an RFC 3339 time, or null for a "
+		      "kill that lasts until it is lifted";
+		goto fail;
+	}
+	cJSON_Delete(o);
+	return (k);
+fail:
+	if (bad[0] != '\0')
+		xasprintf(why, "%s: %s", bad, err);
+	else
+		*why = xstrdup(err);
+	kill_free(k);
+	cJSON_Delete(o);
+	return (NULL);
+}
+
+/* Free a kill kills_decode made and nobody adopted. */
+void
+kills_discard(struct kill *k)
+{
+	kill_free(k);
+}
+
+/*
+ * Keep k (from kills_decode; this takes it) under its own id, queue it to
+ * the ledger and run the hook, as kills_add does for a kill made here.
+ * Returns 0 with *out the kill; 1 with *out the live kill that has this
+ * id already (nothing added); 2 if it has expired by now (nothing added,
+ * *out NULL); -1 with *why. A ledger that cannot keep it does not stop
+ * it: the fleet holds it, and a kill refused would let calls through.
+ */
+int
+kills_adopt(struct kill *k, int64_t now, const struct kill **out, char **why)
+{
+	char until[SPEND_TIME_MAX], esc[160], from[KILL_SOURCE_MAX * 4 + 1];
+	size_t i;
+
+	*out = NULL;
+	for (i = 0; i < kl_n; i++) {
+		if (strcmp(kl_list[i]->k_id, k->k_id) != 0)
+			continue;
+		if (kill_live(kl_list[i], now)) {
+			*out = kl_list[i];
+			kill_free(k);
+			return (1);
+		}
+		/* An expired one of the same id makes way. */
+		kill_free(kill_unlink(i));
+		break;
+	}
+	if (!kill_live(k, now)) {
+		kill_free(k);
+		return (2);
+	}
+	if (kl_n >= KILLS_MAX)
+		kills_expire(now);
+	if (kl_n >= KILLS_MAX) {
+		kill_free(k);
+		xasprintf(why, "too many live kills (at most %d)", KILLS_MAX);
+		return (-1);
+	}
+	if (kill_keep(k) != 0)
+		log_warnx("kills: %s: the ledger is not open; the kill is "
+			  "applied but will not survive a restart here",
+		    k->k_id);
+	kl_list[kl_n++] = k;
+	if (k->k_expires_ms == POLICY_NEVER ||
+	    spend_format_time(k->k_expires_ms, until, sizeof(until)) != 0)
+		snprintf(until, sizeof(until), "lifted");
+	log_escape(esc, sizeof(esc), k->k_reason, strlen(k->k_reason));
+	if (k->k_origin != NULL)
+		log_escape(
+		    from, sizeof(from), k->k_origin, strlen(k->k_origin));
+	else
+		snprintf(from, sizeof(from), "an unnamed instance");
+	log_info("kills: %s added by %s on %s (from the fleet), until %s: %s",
+	    k->k_id, k->k_source, from, until, esc);
+	*out = k;
+	if (kl_hook != NULL)
+		kl_hook(k, kl_hook_arg);
 	return (0);
 }
 

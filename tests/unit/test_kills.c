@@ -5,7 +5,8 @@
  * add hook, breaker trips deduplicated while their kill lives, the cap,
  * the JSON an admin sees, and the kills table read back by kills_load
  * after the ledger's writer has written it (live ones only: deleted and
- * expired kills stay out).
+ * expired kills stay out), and a kill shared by the fleet read back from
+ * its JSON (kills_decode, kills_adopt).
  */
 
 #include <sys/stat.h>
@@ -347,6 +348,123 @@ test_cap(void **state)
 	assert_int_equal(kills_count(), KILLS_MAX);
 }
 
+/*
+ * A kill shared by the fleet: kills_json's shape plus "instance" reads
+ * back as the same kill under the same id; everything malformed is
+ * refused, naming the field; kills_adopt keeps it once, runs the hook,
+ * and leaves out an expired one.
+ */
+static void
+test_decode_adopt(void **state)
+{
+	static const struct {
+		const char *json, *why;
+	} bad[] = {
+	    {"{", "not JSON"},
+	    {"[]", "not a JSON object"},
+	    {"{\"id\":\"k_0000000000000001\"}", "match: match is required"},
+	    {"{\"id\":\"k_000000000000000G\",\"match\":{\"team\":\"a\"}}",
+		"id: id must be"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"colour\":\"r\"}}",
+		"match.colour: match has an unknown attribute"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{}}",
+		"match: match is empty"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"\"}}",
+		"match.team: a match pattern"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"a\"},"
+	     "\"ttl\":\"2h\"}",
+		"ttl: unknown field"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"a\"},"
+	     "\"reason\":\"a\",\"reason\":\"b\"}",
+		"reason: field given twice"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"a\"},"
+	     "\"expires_at\":\"soon\"}",
+		"expires_at: expires_at must be"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"a\"},"
+	     "\"reason\":\"a\\u0001b\"}",
+		"reason: reason must be"},
+	    {"{\"id\":\"k_0000000000000001\",\"match\":{\"team\":\"a\"},"
+	     "\"instance\":7}",
+		"instance: instance must be"},
+	};
+	const char *m[POLICY_ATTR_MAX] = {NULL};
+	const struct kill *k, *out;
+	struct kill *d;
+	struct hooked h = {0, NULL};
+	const char *hand;
+	char *js, *why = NULL, id[24];
+	cJSON *o;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(bad); i++) {
+		assert_null(
+		    kills_decode(bad[i].json, strlen(bad[i].json), &why));
+		assert_non_null(why);
+		if (strstr(why, bad[i].why) != why)
+			fail_msg("case %zu: \"%s\", expected \"%s...\"", i, why,
+			    bad[i].why);
+		free(why);
+		why = NULL;
+	}
+
+	/* Round trip: made here, shared, read back elsewhere. */
+	m[TAG_TEAM] = "x*";
+	m[POLICY_ATTR_MODEL] = "gpt-4o";
+	k = add_ok(m, "runaway loop", "api", 3600 * SEC, T0);
+	snprintf(id, sizeof(id), "%s", k->k_id);
+	o = kills_json(k);
+	cJSON_AddStringToObject(o, "instance", "pod-7");
+	js = cJSON_PrintUnformatted(o);
+	cJSON_Delete(o);
+	kills_free_all();
+	kills_set_hook(hook_cb, &h);
+	d = kills_decode(js, strlen(js), &why);
+	assert_non_null(d);
+	assert_string_equal(d->k_id, id);
+	assert_string_equal(d->k_match[TAG_TEAM], "x*");
+	assert_string_equal(d->k_match[POLICY_ATTR_MODEL], "gpt-4o");
+	assert_null(d->k_match[TAG_TENANT]);
+	assert_string_equal(d->k_reason, "runaway loop");
+	assert_string_equal(d->k_source, "api");
+	assert_string_equal(d->k_origin, "pod-7");
+	assert_int_equal(d->k_learnt, 1);
+	assert_int_equal(d->k_created_ms, T0);
+	assert_int_equal(d->k_expires_ms, T0 + 3600 * SEC);
+	assert_int_equal(kills_adopt(d, T0 + SEC, &out, &why), 0);
+	assert_int_equal(h.calls, 1);
+	assert_ptr_equal(h.last, out);
+	assert_ptr_equal(kills_find(id, T0 + SEC), out);
+	o = kills_json(out);
+	assert_string_equal(
+	    cJSON_GetObjectItem(o, "instance")->valuestring, "pod-7");
+	cJSON_Delete(o);
+	/* The same id again: nothing added, no hook. */
+	d = kills_decode(js, strlen(js), &why);
+	assert_int_equal(kills_adopt(d, T0 + SEC, &out, &why), 1);
+	assert_int_equal(kills_count(), 1);
+	assert_int_equal(h.calls, 1);
+	/* Expired by the time it is read: left out. */
+	kills_free_all();
+	d = kills_decode(js, strlen(js), &why);
+	assert_int_equal(kills_adopt(d, T0 + 3600 * SEC, &out, &why), 2);
+	assert_null(out);
+	assert_int_equal(kills_count(), 0);
+	assert_int_equal(h.calls, 1);
+	cJSON_free(js);
+
+	/* The least an operator writes by hand. */
+	hand = "{\"id\":\"k_00000000000000a1\",\"match\":{\"team\":\"r\"},"
+	       "\"expires_at\":null}";
+	d = kills_decode(hand, strlen(hand), &why);
+	assert_non_null(d);
+	assert_string_equal(d->k_reason, "killed");
+	assert_string_equal(d->k_source, "fleet");
+	assert_null(d->k_origin);
+	assert_int_equal(d->k_expires_ms, POLICY_NEVER);
+	kills_discard(d);
+}
+
 static void
 test_json(void **state)
 {
@@ -558,6 +676,7 @@ main(void)
 		test_hook_and_trips, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_json, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_decode_adopt, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persist, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_old_ledger, setup, teardown),
 	};
