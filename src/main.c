@@ -122,7 +122,7 @@ static int
 cmd_check(const char *path)
 {
 	struct config *cf;
-	char *cause = NULL;
+	char *cause = NULL, *fleet;
 
 	if ((cf = load_or_report(path, CONFIG_SECRETS_OPTIONAL)) == NULL)
 		return (1);
@@ -130,6 +130,11 @@ cmd_check(const char *path)
 	if (fdlimit_check(cf, &cause) == -1) {
 		fprintf(stderr, "%s: warning: here, %s\n", path, cause);
 		free(cause);
+	}
+	if (cf->cf_fleet != NULL) {
+		fleet = config_fleet_describe(cf->cf_fleet);
+		printf("%s\n", fleet);
+		free(fleet);
 	}
 	config_unref(cf);
 	printf("configuration OK\n");

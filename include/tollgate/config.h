@@ -205,6 +205,11 @@ const char *config_deployment_model(const struct upstream_conf *, const char *);
 int config_check_reload(
     const struct config *, const struct config *, struct cfgerrs *);
 
+/* cfgfleet.c */
+const char *config_fleet_changed(
+    const struct fleet_conf *, const struct fleet_conf *);
+char *config_fleet_describe(const struct fleet_conf *);
+
 /* current.c */
 struct config *config_current(void);
 void config_set_current(struct config *);

@@ -34,6 +34,12 @@ void config_check_alerts(
     struct cfgctx *, const struct ynode *, struct config *);
 void config_free_alerts(struct config *);
 
+/* cfgfleet.c */
+void cfgp_fleet(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_check_fleet(struct cfgctx *, const struct ynode *, struct config *);
+void config_free_fleet(struct config *);
+
 /* cfgmeter.c */
 void cfgp_durability(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);

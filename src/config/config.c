@@ -132,6 +132,7 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("timezone", cfgp_timezone, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
+    KEY_CALL("fleet", cfgp_fleet, 0, 0),
     KEY_END,
 };
 
@@ -670,6 +671,7 @@ config_free(struct config *cf)
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
 	config_free_alerts(cf);
+	config_free_fleet(cf);
 	free(cf->cf_path);
 	free(cf);
 }
@@ -861,6 +863,7 @@ config_load_opts(const char *path, int flags, struct cfgerrs *errs)
 	config_check_admin(&cx, root, cf);
 	config_check_policies(&cx, root, cf);
 	config_check_alerts(&cx, root, cf);
+	config_check_fleet(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 

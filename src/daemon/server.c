@@ -101,7 +101,7 @@ reload_warn(struct cfgerrs *errs, const char *fmt, ...)
 }
 
 /*
- * Parts read at start only (listen, admin, ledger, timezone) keep the
+ * Parts read at start only (listen, admin, ledger, timezone, fleet) keep the
  * values the daemon started with: compare the new file with those, not
  * with the last reload, and name the address actually listened on.
  */
@@ -109,6 +109,7 @@ static void
 reload_start_only(const struct config *cf, struct cfgerrs *errs)
 {
 	const struct config *b = server_boot;
+	const char *what;
 	char want[96], have[96], asked[96];
 
 	if (b == NULL)
@@ -160,6 +161,21 @@ reload_start_only(const struct config *cf, struct cfgerrs *errs)
 		reload_warn(errs,
 		    "ledger changes need a restart; still writing %s",
 		    b->cf_ledger_path);
+	if ((what = config_fleet_changed(b->cf_fleet, cf->cf_fleet)) == NULL)
+		return;
+	if (b->cf_fleet == NULL)
+		reload_warn(errs,
+		    "a fleet: section needs a restart; this "
+		    "instance stays on its own until then");
+	else if (cf->cf_fleet == NULL)
+		reload_warn(errs,
+		    "removing fleet: needs a restart; this instance stays "
+		    "in the fleet until then");
+	else
+		reload_warn(errs,
+		    "fleet.%s changed: fleet changes need a restart; the "
+		    "fleet keeps the settings it started with",
+		    what);
 }
 
 /*

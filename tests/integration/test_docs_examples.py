@@ -25,7 +25,7 @@ import tglib  # noqa: E402
 # Top-level keys of tollgate's configuration (src/config/config.c).
 CONFIG_KEYS = {"listen", "admin", "limits", "upstreams", "ledger", "prices",
                "unknown_models", "attribution", "policies", "timezone",
-               "refusals", "alerts"}
+               "refusals", "alerts", "fleet"}
 
 # Blocks that are not tollgate's files: a key each holds, and why.
 FOREIGN = {
@@ -42,7 +42,8 @@ upstreams:
 # Secrets the examples name; check reads them, so they must be set.
 SECRET_ENV = {"TOLLGATE_HOOK_SECRET": "example-hook-secret-0123456789",
               "TOLLGATE_ADMIN_TOKEN": "example-admin-token-0123456789abcdef",
-              "OPENAI_API_KEY": "sk-example"}
+              "OPENAI_API_KEY": "sk-example",
+              "TOLLGATE_REDIS_PASSWORD": "example-redis-password"}
 
 
 def yaml_blocks():
