@@ -201,6 +201,7 @@ struct policy_lease {
 	int64_t pl_fleet_leased; /* all instances' leases, likewise */
 	int64_t pl_synced; /* when Redis last answered; 0: never */
 	int64_t pl_used; /* the last admission against it */
+	int64_t pl_worst; /* that admission's worst case */
 	int64_t pl_short_at; /* a sync granted less than it asked for */
 	int64_t pl_demand; /* spend settled in the last demand period */
 	int64_t pl_demand_cum; /* pl_cum when that period began */

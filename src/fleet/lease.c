@@ -162,6 +162,26 @@ degrade(struct policy_lease *pl)
 		    room / (int64_t)(fl.f_alive > 0 ? fl.f_alive : 1);
 }
 
+/*
+ * The lease asked for beyond what is in flight and unreported: the spend
+ * of the last demand period or of this one so far, whichever is more, and
+ * at least two more calls like the last; at most lease_usd. A busy entry
+ * thus doubles its lease each sync up to lease_usd, like a slow start.
+ */
+static int64_t
+lease_headroom(const struct policy_lease *pl)
+{
+	int64_t head = pl->pl_demand, now_period = pl->pl_cum - pl->pl_demand_cum;
+
+	if (now_period > head)
+		head = now_period;
+	if (pl->pl_worst > 0 && pl->pl_worst <= INT64_MAX / 2 &&
+	    2 * pl->pl_worst > head)
+		head = 2 * pl->pl_worst;
+	return (head < fl.f_conf->fc_lease_nusd ? head
+						: fl.f_conf->fc_lease_nusd);
+}
+
 /* One entry of a pass: send its sync if one is due. */
 static void
 pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
@@ -191,10 +211,7 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS);
 	} else {
 		idle = now - pl->pl_used >= LEASE_IDLE_MS;
-		head = idle ? 0
-			    : (pl->pl_demand < fl.f_conf->fc_lease_nusd
-				      ? pl->pl_demand
-				      : fl.f_conf->fc_lease_nusd);
+		head = idle ? 0 : lease_headroom(pl);
 		want = reserved + unrep + head;
 		if (pl->pl_want > want)
 			want = pl->pl_want;

@@ -210,6 +210,7 @@ check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t worst_asked)
 			tightest(a, e, &cap, &tp);
 			e->e_lease->pl_cap = cap == INT64_MAX ? -1 : cap;
 			e->e_lease->pl_used = a->a_now;
+			e->e_lease->pl_worst = worst;
 		}
 		room = room_of(a, po, e);
 		if (worst <= room &&

@@ -1,0 +1,273 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One hard cap across a fleet of tollgates, through the real binaries and
+a real redis-server.
+
+Three instances share a $1.00 daily cap. Each call's worst case is known
+and equals what it costs (max_tokens 1,000 output tokens at $10 per
+million, and the provider uses all of them: $0.01), so the number of
+calls the provider sees times $0.01 is what the fleet let through. Bursts
+of concurrent calls spread over the three never let more through than the
+cap pays for, and the spend Redis holds equals the sum of the three
+ledgers to the nano-dollar once every instance has reported.
+
+Then the failures: Redis killed in the middle of a burst (no crash, no
+lost ledger row, `when_down: local` keeps within the shares, `refuse`
+answers capped calls 503 and lets uncapped ones through, and Redis's
+spend is right again once it is back); an instance frozen (SIGSTOP) past
+its lease TTL has its lease charged as spent, and after SIGCONT it
+reconciles and the unused part returns; a Redis that answers slowly never
+holds up calls whose lease covers them; a call whose lease is short waits
+for the top-up instead of being refused.
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+import sys
+sys.dont_write_bytecode = True  # keep the source tree clean
+import ledgerlib  # noqa: E402
+import redislib  # noqa: E402
+import tglib  # noqa: E402
+from tglib import JSON_CT, new_marker  # noqa: E402
+
+PRICES = """version: "fleet-test-1"
+models:
+  test-model:
+    input: 0
+    output: 10.00
+    max_output_tokens: 30000
+"""
+
+CALL_NUSD = 10000000  # 1,000 output tokens at $10/M
+CAP_NUSD = 1000000000  # $1.00
+USES_ALL = (("x-fake-events", "1"), ("x-fake-event-tokens", "1000"))
+PREFIX = "tollgate:"
+
+
+def policy(cap="1.00", team="fleet"):
+    return [{"name": "fleet-cap", "match": {"team": team}, "window": "day",
+             "hard_cap_usd": cap}]
+
+
+class FleetCapsTest(tglib.TGTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.fp = self.fakeprov()
+        with open(os.path.join(self.tmp, "test-prices.yaml"), "w") as f:
+            f.write(PRICES)
+        self.redis = redislib.RedisServer(self.tmp, procs=self._procs)
+
+    def tearDown(self):
+        try:
+            self.redis.stop()
+        except Exception:  # noqa: BLE001 - teardown goes on
+            pass
+        super().tearDown()
+
+    def start(self, name, policies=None, fleet=None, when_down="local",
+              ttl="30s", wait="1s", lease="1.00"):
+        f = {"redis": self.redis.url(), "instance": name,
+             "lease_usd": lease, "lease_ttl": ttl, "wait": wait,
+             "when_down": when_down, "connect_timeout": "300ms",
+             "command_timeout": "300ms"}
+        if fleet:
+            f.update(fleet)
+        extra = {"prices": "test-prices.yaml",
+                 "policies": policies if policies is not None else policy(),
+                 "fleet": f,
+                 "ledger": {"path": "data/%s.db" % name}}
+        tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
+                           extra=extra, name=name)
+        tg.ledger = ledgerlib.Ledger(
+            os.path.join(self.tmp, "data/%s.db" % name))
+        self.assertTrue(tg.wait_log(r"fleet: command connection to .* ready",
+                                    timeout=10), tg.log())
+        return tg
+
+    def body(self, marker, max_tokens=1000):
+        return json.dumps({"model": "test-model", "user": marker,
+                           "max_tokens": max_tokens,
+                           "messages": [{"role": "user",
+                                         "content": "hi"}]}).encode()
+
+    def hdrs(self, team="fleet", fake=USES_ALL, extra=()):
+        return [JSON_CT, ("X-Tollgate-Team", team)] + list(fake) + \
+            list(extra)
+
+    def chat(self, tg, marker, team="fleet", fake=USES_ALL, extra=(),
+             max_tokens=1000, timeout=30):
+        return self.call(tg.port, "POST", "/v1/chat/completions",
+                         self.body(marker, max_tokens),
+                         self.hdrs(team, fake, extra), timeout=timeout)
+
+    def burst(self, tgs, n, marker, delay_ms=200):
+        """n calls at once, spread round-robin over tgs: their statuses."""
+        out = [None] * n
+        fake = USES_ALL + (("x-fake-delay-ms", str(delay_ms)),)
+
+        def one(i):
+            try:
+                r = self.chat(tgs[i % len(tgs)], marker, fake=fake,
+                              timeout=60)
+                out[i] = r.status
+            except Exception as e:  # noqa: BLE001 - counted below
+                out[i] = repr(e)
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(90)
+        return out
+
+    def budget_hash(self):
+        keys = [k for k in self.redis.cmd("KEYS", PREFIX + "b:*")]
+        self.assertEqual(len(keys), 1, keys)
+        return self.redis.hgetall(keys[0])
+
+    def ledgers_cost(self, tgs):
+        return sum(tg.ledger.scalar(
+            "SELECT COALESCE(SUM(cost_nusd), 0) FROM calls") for tg in tgs)
+
+    def wait_reported(self, tgs, timeout=15):
+        """Until Redis's spend equals the sum of the ledgers."""
+        want = self.ledgers_cost(tgs)
+
+        def same():
+            h = self.budget_hash()
+            return int(h.get("spent", 0)) == want and all(
+                int(v) == 0 for k, v in h.items() if k.startswith("c:"))
+        tglib.wait_until(same, timeout, what="spend reported to Redis")
+        return want
+
+    # ------------------------------------------------------------------
+
+    def test_bursts_never_overshoot_and_redis_equals_the_ledgers(self):
+        tgs = [self.start("a"), self.start("b"), self.start("c")]
+        m = new_marker()
+        first = self.burst(tgs, 50, m)
+        self.assertEqual(sorted(set(first)), [200], first)
+        second = self.burst(tgs, 200, m)
+        ok = sum(1 for s in second if s == 200)
+        refused = sum(1 for s in second if s == 429)
+        self.assertEqual(ok + refused, 200, second)
+        forwarded = len(self.fp.find_requests(m))
+        self.assertEqual(forwarded, 50 + ok)
+        # Every forwarded call cost its worst case: their sum is within
+        # the cap, and the fleet used nearly all of it.
+        self.assertLessEqual(forwarded * CALL_NUSD, CAP_NUSD)
+        self.assertGreaterEqual(forwarded * CALL_NUSD, CAP_NUSD // 2,
+                                "the fleet stranded most of the cap")
+        spent = self.wait_reported(tgs)
+        self.assertEqual(spent, forwarded * CALL_NUSD)
+        # Each refusal is a hard_cap row in its instance's ledger.
+        rows = sum(tg.ledger.scalar(
+            "SELECT COUNT(*) FROM calls WHERE refusal_reason = 'hard_cap'")
+            for tg in tgs)
+        self.assertEqual(rows, refused)
+
+    def test_a_short_lease_waits_for_a_top_up(self):
+        # A lease of $0.01 covers one call: the next two wait for
+        # top-ups while the first is in flight, and all three pass.
+        tg = self.start("a", lease="0.01")
+        m = new_marker()
+        st = self.burst([tg], 3, m, delay_ms=300)
+        self.assertEqual(st, [200, 200, 200], st)
+        self.assertEqual(len(self.fp.find_requests(m)), 3)
+
+    def test_redis_killed_mid_burst_local_then_reconciled(self):
+        tgs = [self.start("a"), self.start("b")]
+        m = new_marker()
+        self.assertEqual(sorted(set(self.burst(tgs, 20, m))), [200])
+        self.wait_reported(tgs)
+        stopper = threading.Timer(0.1, self.redis.kill)
+        stopper.start()
+        st = self.burst(tgs, 60, m, delay_ms=300)
+        stopper.join()
+        for tg in tgs:
+            self.assertTrue(tg.alive(), tg.log())
+            self.assertTrue(tg.wait_log(r"fleet: .*does not answer"))
+        # Every answered call has its row, none is lost.
+        ok = sum(1 for s in st if s == 200)
+        forwarded = len(self.fp.find_requests(m))
+        self.assertEqual(forwarded, 20 + ok)
+        self.assertEqual(sum(tg.ledger.scalar(
+            "SELECT COUNT(*) FROM calls WHERE status = 'ok'")
+            for tg in tgs), forwarded)
+        # Within the cap: the shares come from room nobody had leased.
+        self.assertLessEqual(forwarded * CALL_NUSD, CAP_NUSD)
+        # Redis back (empty, as a restart without persistence leaves
+        # it): the instances report their totals again.
+        self.redis.restart()
+        for tg in tgs:
+            self.assertTrue(tg.wait_log(r"fleet: Redis answers again"))
+        self.chat(tgs[0], m)
+        self.chat(tgs[1], m)
+        self.wait_reported(tgs)
+
+    def test_when_down_refuse_fails_capped_calls_closed(self):
+        tg = self.start("a", when_down="refuse",
+                        policies=policy() + [
+                            {"name": "alerts-only",
+                             "match": {"team": "free"},
+                             "alert_at_percent": [50],
+                             "window": "day"}])
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m).status, 200)
+        self.redis.kill()
+        self.assertTrue(tg.wait_log(r"fleet: .*does not answer"))
+        r = self.chat(tg, m)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.header("retry-after"), "1")
+        self.assertIn("fleet.when_down: refuse",
+                      r.json()["error"]["message"])
+        # A call no cap covers goes on.
+        self.assertEqual(self.chat(tg, m, team="other").status, 200)
+        self.assertEqual(tg.ledger.wait_count(
+            1, "refusal_reason = 'fleet_down'"), 1)
+
+    def test_frozen_instance_is_charged_then_reconciles(self):
+        tgs = [self.start("a", ttl="3s"), self.start("b", ttl="3s")]
+        m = new_marker()
+        self.assertEqual(self.chat(tgs[0], m).status, 200)
+        self.wait_reported(tgs)
+        lease_a = int(self.budget_hash().get("l:a", 0))
+        self.assertGreater(lease_a, 0)
+        tgs[0].signal(signal.SIGSTOP)
+        try:
+            # b's syncs expire a's lease: counted as spent.
+            def charged():
+                self.chat(tgs[1], m)
+                return int(self.budget_hash().get("c:a", 0)) > 0
+            tglib.wait_until(charged, 15, interval=0.5,
+                             what="a's lease charged")
+            self.assertEqual(int(self.budget_hash().get("l:a", 0)), 0)
+        finally:
+            tgs[0].signal(signal.SIGCONT)
+        # a reconciles: its charge is replaced by what its ledger spent.
+        self.chat(tgs[0], m)
+        self.wait_reported(tgs)
+
+    def test_slow_redis_does_not_hold_up_covered_calls(self):
+        tg = self.start("a", fleet={"command_timeout": "5s"})
+        m = new_marker()
+        for _ in range(10):  # a demand: the lease grows to cover it
+            self.assertEqual(self.chat(tg, m).status, 200)
+        self.wait_reported([tg])
+        t = threading.Thread(target=lambda: self.redis.client(
+            timeout=10).cmd("DEBUG", "SLEEP", "2"))
+        t.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        for _ in range(5):
+            self.assertEqual(self.chat(tg, m).status, 200)
+        took = time.monotonic() - t0
+        t.join()
+        self.assertLess(took, 1.5, "covered calls waited on a slow Redis")
+
+
+if __name__ == "__main__":
+    tglib.main()
