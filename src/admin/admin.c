@@ -31,6 +31,7 @@
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
 #include "tollgate/alerts.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/kills.h"
 #include "tollgate/ledger.h"
@@ -415,9 +416,10 @@ ep_healthz(struct admin_req *ar)
 
 /*
  * Read what /metrics shows but the metrics module does not count: the
- * calls in flight, the kills in force and the ledger's counters (all zero
- * while the ledger is closed). The metrics module sits below sessions,
- * kills and the ledger's owner, so it is told these rather than asking.
+ * calls in flight, the kills in force, the ledger's counters (all zero
+ * while the ledger is closed) and the fleet's (all zero without one). The
+ * metrics module sits below sessions, kills, the ledger's owner and the
+ * fleet, so it is told these rather than asking.
  */
 void
 admin_metrics_gauges(struct metrics_gauges *g)
@@ -426,6 +428,7 @@ admin_metrics_gauges(struct metrics_gauges *g)
 	g->mg_calls_in_flight = (uint64_t)session_count();
 	g->mg_kills_live = (uint64_t)kills_count();
 	ledger_stats(&g->mg_ledger);
+	fleet_get_stats(&g->mg_fleet);
 }
 
 static void
