@@ -51,6 +51,7 @@ enum admin_ep_id {
 	EP_SPEND,
 	EP_CALLS,
 	EP_BUDGETS,
+	EP_FLEET,
 	EP_ALERTS,
 	EP_RELOAD,
 	EP_KILLS_LIST,
@@ -62,6 +63,7 @@ static void ep_healthz(struct admin_req *);
 static void ep_metrics(struct admin_req *);
 static void ep_query(struct admin_req *);
 static void ep_budgets(struct admin_req *);
+static void ep_fleet(struct admin_req *);
 static void ep_reload(struct admin_req *);
 
 /*
@@ -81,6 +83,7 @@ static const struct admin_ep {
     {EP_SPEND, "/v1/spend", "GET", ep_query, 0},
     {EP_CALLS, "/v1/calls", "GET", ep_query, 0},
     {EP_BUDGETS, "/v1/budgets", "GET", ep_budgets, 0},
+    {EP_FLEET, "/v1/fleet", "GET", ep_fleet, 0},
     {EP_ALERTS, "/v1/alerts", "GET", ep_query, 0},
     {EP_RELOAD, "/v1/reload", "POST", ep_reload, 0},
     {EP_KILLS_LIST, "/v1/kills", "GET", ep_kills_list, 0},
@@ -559,6 +562,16 @@ static void
 ep_budgets(struct admin_req *ar)
 {
 	admin_reply_json(ar, 200, admin_budgets());
+}
+
+/*
+ * GET /v1/fleet: this instance, its Redis, every instance's heartbeat and
+ * the leases held here; {"enabled": false} on an instance without fleet:.
+ */
+static void
+ep_fleet(struct admin_req *ar)
+{
+	admin_reply_json(ar, 200, fleet_json());
 }
 
 /*
