@@ -125,8 +125,8 @@ static const char *const reason_labels[] = {"reason"};
 static const char *const provider_labels[] = {"provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
-static const char *const alert_kinds[] = {
-    "threshold", "breaker", "kill", "ledger", "unknown_model", "other"};
+static const char *const alert_kinds[] = {"threshold", "breaker", "kill",
+    "ledger", "unknown_model", "fleet", "other"};
 static const char *const alert_results[] = {
     "delivered", "retried", "failed", "dropped"};
 /* Why a listener closed a client connection before serving it. */

@@ -217,6 +217,11 @@ class FleetAdminTest(tglib.TGTestCase):
                                  (CAP - 5 * COST) // 2, row)
             text = self.admin_text(tg, "/metrics")
             self.assertEqual(metric(text, "tollgate_fleet_up"), 0)
+            # One fleet alert says so, counted under its own kind.
+            self.assertIsNotNone(tg.wait_log(
+                r"fleet: Redis at \S+ does not answer", 10), tg.log())
+            self.assertIn('tollgate_alerts_fired_total{kind="fleet"} 1\n',
+                          self.admin_text(tg, "/metrics"))
         # Calls go on against the lease and the local share.
         self.chat(a)
 

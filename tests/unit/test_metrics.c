@@ -1005,12 +1005,16 @@ test_fleet(void **state)
 	    strstr(s, "# TYPE tollgate_fleet_redis_commands_total counter\n"));
 	free(s);
 
-	/* Degraded: up is 0; a negative gauge (never) is not printed so. */
+	/* Degraded: up is 0; a negative gauge (never) is not printed so.
+	 * The fleet's alert (Redis does not answer) is a kind of its own. */
 	fs.fs_state = FLEET_DOWN;
 	fs.fs_unreported_nusd = -5;
+	metrics_alert_fired("fleet");
 	s = render_fleet_stats(&fs);
 	assert_sample(s, "tollgate_fleet_up", "0");
 	assert_sample(s, "tollgate_fleet_unreported_nusd", "0");
+	assert_sample(s, "tollgate_alerts_fired_total{kind=\"fleet\"}", "1");
+	assert_sample(s, "tollgate_alerts_fired_total{kind=\"other\"}", "0");
 	free(s);
 }
 
