@@ -199,6 +199,8 @@ struct policy_lease {
 	int64_t pl_want; /* a waiting call needs the lease to reach this */
 	int64_t pl_fleet_spent; /* the fleet's spend, as Redis last answered */
 	int64_t pl_fleet_leased; /* all instances' leases, likewise */
+	int64_t pl_holders; /* instances holding a lease on it, likewise */
+	int64_t pl_starve_until; /* another instance is short until then */
 	int64_t pl_synced; /* when Redis last answered; 0: never */
 	int64_t pl_used; /* the last admission against it */
 	int64_t pl_worst; /* that admission's worst case */
@@ -259,8 +261,36 @@ size_t policy_each_budget(const struct policyset *, struct policy_counters *,
 void policy_alert_mark(const struct policy *, struct policy_counters *,
     const char *const *, int64_t, int64_t);
 
+/*
+ * A rate-limit scope's share of a fleet-wide requests_per_minute and
+ * tokens_per_minute (docs/fleet.md): leases on counts, as struct
+ * policy_lease is on money. Requests count at admission, tokens when the
+ * call settles (its worst case held meanwhile). Cumulative counts are per
+ * process: Redis resets an instance's when its start time changes.
+ */
+struct policy_rate_lease {
+	struct pentry *rl_entry;
+	const char *rl_key; /* the entry's rate key (scope, no window) */
+	int64_t rl_rpm, rl_tpm; /* the tightest limits in force; 0: none */
+	int64_t rl_req, rl_tok; /* leases held, as Redis last answered */
+	int64_t rl_cum_req, rl_cum_tok; /* admitted / settled here */
+	int64_t rl_ack_req, rl_ack_tok; /* of those, what Redis counted */
+	int64_t rl_used_req, rl_used_tok; /* the fleet's last minute */
+	int64_t rl_leased_req, rl_leased_tok; /* all instances' leases */
+	int64_t rl_until; /* the leases may be used until then */
+	int64_t rl_want_req, rl_want_tok; /* a waiting call needs these */
+	int64_t rl_synced, rl_used, rl_short_at;
+	int64_t rl_demand_req, rl_demand_tok; /* the last demand period's */
+	int64_t rl_dcum_req, rl_dcum_tok, rl_demand_at;
+	int rl_busy;
+	int rl_degraded; /* Redis down: local counts against a share */
+	int64_t rl_share; /* ... the limits divided by this */
+};
+
 /* lease.c */
 void policy_counters_fleet(struct policy_counters *, int);
+size_t policy_rate_leases_each(struct policy_counters *,
+    void (*)(struct policy_rate_lease *, int64_t, void *), void *);
 size_t policy_leases_each(struct policy_counters *,
     void (*)(struct policy_lease *, int64_t, void *), void *);
 void policy_lease_answer(

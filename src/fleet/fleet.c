@@ -37,7 +37,7 @@
 
 #define FLEET_TICK_MS 100 /* waits, syncs due, the heartbeat */
 #define FLEET_BEAT_MS 1000 /* heartbeat written */
-#define FLEET_SEEN_MS 5000 /* the instances read */
+#define FLEET_SEEN_MS 2000 /* the instances read */
 #define FLEET_ALIVE_MS 10000 /* a heartbeat younger than this: alive */
 #define FLEET_FORGET_MS (24 * 3600 * 1000LL) /* heartbeats removed */
 #define FLEET_INSTANCES_MAX 4096 /* listed in GET /v1/fleet */

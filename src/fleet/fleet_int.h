@@ -24,6 +24,7 @@ struct rconn;
 
 /* The scripts, by index; RCONN_SCRIPTS_MAX bounds the table. */
 #define FLEET_SCRIPT_LEASE 0
+#define FLEET_SCRIPT_RATE 1
 #define RCONN_SCRIPTS_MAX 4
 
 /* A connection's state. */
@@ -97,6 +98,10 @@ void lease_leave(int64_t);
 int lease_busy(void);
 void lease_totals(struct lease_totals *, int64_t);
 struct cJSON *lease_json(int64_t);
+
+/* rate.c */
+void rate_pass(int64_t);
+void rate_leave(int64_t);
 
 /* kills.c */
 void fleet_kills_start(void);

@@ -13,7 +13,9 @@
  *            reports are batched, not sent per call.
  *   renew    a lease past half its TTL is renewed.
  *   idle     no call for LEASE_IDLE_MS: the lease shrinks to what the
- *            calls in flight hold, so idle instances strand no budget.
+ *            calls in flight hold, so idle instances strand no budget;
+ *            likewise at once while Redis says another instance was
+ *            granted less than it asked (pl_starve_until).
  *   ended    the window is over: report the rest, give the lease back.
  *
  * The lease asked for is what is in flight and unreported, plus headroom
@@ -53,30 +55,32 @@ struct lease_sync {
 	int64_t ls_want;
 };
 
-/* Redis answered a sync: {lease, spent, leased, acked, applied}. */
+/* Redis answered: {lease, spent, leased, acked, applied, holders, starve}. */
 static void
 sync_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct lease_sync *ls = arg;
 	struct policy_lease *pl = ls->ls_pl;
-	int64_t v[5], now = wallclock_ms(), ttl;
+	int64_t v[7], now = wallclock_ms(), ttl;
 	size_t i;
 
 	pl->pl_busy = 0;
 	fl.f_busy--;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements != 5) {
+	    r->elements != 7) {
 		log_debug("fleet: lease sync of %s failed: %s", pl->pl_key,
 		    err != NULL ? err : "unexpected reply");
 		goto done;
 	}
-	for (i = 0; i < 5; i++) {
+	for (i = 0; i < 7; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			goto done;
 		v[i] = r->element[i]->integer;
 	}
 	fl.f_stats.fs_syncs++;
 	policy_lease_answer(pl, v[0], v[1], v[2], v[3], now);
+	pl->pl_holders = v[5];
+	pl->pl_starve_until = v[6];
 	ttl = fl.f_conf->fc_lease_ttl_ms;
 	pl->pl_until = ls->ls_sent + ttl -
 	    (LEASE_MARGIN_MS < ttl / 4 ? LEASE_MARGIN_MS : ttl / 4);
@@ -137,6 +141,10 @@ sync_send(struct policy_lease *pl, int64_t reserved, int64_t want, int64_t now)
 		fl.f_busy++;
 		if (want > pl->pl_lease)
 			fl.f_stats.fs_topups++;
+		/* What this sync gives back is gone from now on: calls
+		 * admitted before its answer must fit what stays. */
+		if (want < pl->pl_lease)
+			pl->pl_lease = want > reserved ? want : reserved;
 		pl->pl_want = 0;
 	} else
 		free(ls);
@@ -148,7 +156,7 @@ sync_send(struct policy_lease *pl, int64_t reserved, int64_t want, int64_t now)
 static void
 degrade(struct policy_lease *pl)
 {
-	int64_t room;
+	int64_t room, n;
 
 	pl->pl_degraded = 1;
 	pl->pl_until = INT64_MAX; /* the lease held stays usable */
@@ -156,10 +164,19 @@ degrade(struct policy_lease *pl)
 	if (fl.f_conf->fc_when_down != FLEET_DOWN_LOCAL || pl->pl_cap == -1 ||
 	    pl->pl_synced == 0)
 		return; /* nothing known of the fleet's spend: none */
-	room = pl->pl_cap - pl->pl_fleet_spent - pl->pl_fleet_leased;
+	/*
+	 * Split among every instance that may want it: those alive by
+	 * heartbeat, and at least those holding a lease on this scope. The
+	 * others may have been granted more since this instance last heard
+	 * from Redis: one lease_usd each is set aside for that first.
+	 */
+	n = (int64_t)(fl.f_alive > 0 ? fl.f_alive : 1);
+	if (pl->pl_holders > n)
+		n = pl->pl_holders;
+	room = pl->pl_cap - pl->pl_fleet_spent - pl->pl_fleet_leased -
+	    (n - 1) * fl.f_conf->fc_lease_nusd;
 	if (room > 0)
-		pl->pl_extra =
-		    room / (int64_t)(fl.f_alive > 0 ? fl.f_alive : 1);
+		pl->pl_extra = room / n;
 }
 
 /*
@@ -188,7 +205,7 @@ static void
 pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 {
 	int64_t now = *(int64_t *)arg, unrep, want, head, ttl;
-	int due, ended, idle;
+	int due, ended, idle, starving;
 
 	if (!fl.f_up) {
 		if (!pl->pl_degraded)
@@ -211,7 +228,9 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		due = (pl->pl_synced == 0 && !ended) || pl->pl_lease > 0 ||
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS);
 	} else {
-		idle = now - pl->pl_used >= LEASE_IDLE_MS;
+		/* Another instance is short: hold no headroom. */
+		starving = now < pl->pl_starve_until;
+		idle = now - pl->pl_used >= LEASE_IDLE_MS || starving;
 		head = idle ? 0 : lease_headroom(pl);
 		want = reserved + unrep + head;
 		if (pl->pl_want > want)
@@ -223,7 +242,8 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS) ||
 		    (pl->pl_lease > 0 && pl->pl_until - now < ttl / 2) ||
 		    (idle && pl->pl_lease > reserved + unrep &&
-			now - pl->pl_synced >= LEASE_REPORT_MS);
+			now - pl->pl_synced >=
+			    (starving ? LEASE_RETRY_MS : LEASE_REPORT_MS));
 	}
 	if (due)
 		sync_send(pl, reserved, want, now);
@@ -235,6 +255,7 @@ lease_pass(int64_t now)
 {
 	if (fl.f_pc != NULL)
 		policy_leases_each(fl.f_pc, pass_one, &now);
+	rate_pass(now);
 }
 
 /* Redis stopped answering: every lease gets its degraded rules. */
@@ -291,6 +312,7 @@ lease_leave(int64_t now)
 {
 	if (fl.f_pc != NULL)
 		policy_leases_each(fl.f_pc, leave_one, &now);
+	rate_leave(now);
 }
 
 /* Syncs in flight. */

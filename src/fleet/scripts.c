@@ -5,7 +5,9 @@
  * fleet has spent and leased at that instant. Loaded once per connection
  * (SCRIPT LOAD) and run by EVALSHA (redis.c). Money is integer nano-USD;
  * Lua's numbers are doubles, exact to 2^53 nano-USD ($9,007,199.25) per
- * budget scope and window, which docs/fleet.md states as the limit.
+ * budget scope and window, which docs/fleet.md states as the limit. A
+ * number handed to a Redis command is printed, and Redis refuses "-0" as
+ * an integer: a negated amount is only sent when it is not zero.
  */
 #include <stddef.h>
 
@@ -17,7 +19,11 @@
  * number, now (Unix ms), lease TTL (ms), cap (-1: none), C = spend this
  * instance settled in the window, F = its worst cases in flight there,
  * T = the lease it wants to hold, expire-at (Unix ms, 0: never).
- * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied}.
+ * Returns {lease held, fleet spent, fleet leased, C acknowledged, applied,
+ * instances holding a lease on the scope, until when an instance was
+ * granted less than it asked while others held leases (Unix ms)}: until
+ * then every holder gives back what it does not need, so the budget is
+ * not stranded in other instances' headroom.
  * A sequence number not above the last one applied changes nothing, so a
  * retried or late sync is harmless; C is cumulative, so reporting it
  * twice counts it once. docs/internals/fleet.md walks through the steps.
@@ -33,7 +39,8 @@ static const char lease_lua[] =
     " or '0') end\n"
     "local function state(applied)\n"
     "  return {get('l:'..inst), get('spent'), get('leased'),"
-    " get('r:'..inst), applied}\n"
+    " get('r:'..inst), applied, redis.call('ZCARD', e),"
+    " get('starve')}\n"
     "end\n"
     "if seq <= get('s:'..inst) then return state(0) end\n"
     "redis.call('HSET', b, 's:'..inst, ARGV[2])\n"
@@ -62,7 +69,7 @@ static const char lease_lua[] =
     "  redis.call('HSET', b, 'r:'..inst, ARGV[6])\n"
     "  local cut = math.min(l, d)\n"
     "  l = l - cut\n"
-    "  redis.call('HINCRBY', b, 'leased', -cut)\n"
+    "  if cut > 0 then redis.call('HINCRBY', b, 'leased', -cut) end\n"
     "end\n"
     /* Calls in flight stay covered (only after a charged lease). */
     "if l < fl then\n"
@@ -75,6 +82,11 @@ static const char lease_lua[] =
     "  if add > 0 then\n"
     "    l = l + add\n"
     "    redis.call('HINCRBY', b, 'leased', add)\n"
+    "  end\n"
+    /* Short while others hold leases: ask them to give back what
+     * they are not using (they learn it on their next sync). */
+    "  if l < want and get('leased') > l then\n"
+    "    redis.call('HSET', b, 'starve', now + 3000)\n"
     "  end\n"
     "elseif want < l then\n"
     "  local ret = l - math.max(want, fl)\n"
@@ -92,8 +104,122 @@ static const char lease_lua[] =
     "end\n"
     "return state(1)\n";
 
+/*
+ * FLEET_SCRIPT_RATE: one instance's sync on one rate-limit scope, leases
+ * on counts. KEYS: the scope's hash (per instance: lq, lt leases; rq, rt
+ * counts reported; ep the process they count for; s the sequence), its
+ * lease expiry zset, and its one-second buckets of the fleet's requests
+ * (q:<second>) and settled tokens (t:<second>). ARGV: instance, sequence
+ * number, now, lease TTL, process epoch, requests/min and tokens/min
+ * limits (0: none), requests admitted and tokens settled here by this
+ * process (cumulative), tokens in flight here, the request and token
+ * leases wanted. Returns {request lease, token lease, fleet requests in
+ * the last minute, fleet tokens, requests leased, tokens leased, requests
+ * counted, tokens counted, applied}. Reported counts land in the current
+ * second's bucket, so they stay in the minute a little longer than the
+ * calls they count: stricter, never looser. An expired lease counts as
+ * used in the second it expired.
+ */
+static const char rate_lua[] =
+    "local h, e, bk, inst = KEYS[1], KEYS[2], KEYS[3], ARGV[1]\n"
+    "local seq, now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]),"
+    " tonumber(ARGV[4])\n"
+    "local epoch, rpm, tpm = ARGV[5], tonumber(ARGV[6]),"
+    " tonumber(ARGV[7])\n"
+    "local cq, ct, ft = tonumber(ARGV[8]), tonumber(ARGV[9]),"
+    " tonumber(ARGV[10])\n"
+    "local wq, wt = tonumber(ARGV[11]), tonumber(ARGV[12])\n"
+    "local sec = math.floor(now / 1000)\n"
+    "local function get(f) return tonumber(redis.call('HGET', h, f)"
+    " or '0') end\n"
+    "local function window()\n"
+    "  local q, t = 0, 0\n"
+    "  local kv = redis.call('HGETALL', bk)\n"
+    "  for i = 1, #kv, 2 do\n"
+    "    local s = tonumber(string.sub(kv[i], 3))\n"
+    "    if s == nil or s <= sec - 60 then redis.call('HDEL', bk, kv[i])\n"
+    "    elseif string.sub(kv[i], 1, 1) == 'q' then"
+    " q = q + tonumber(kv[i + 1])\n"
+    "    else t = t + tonumber(kv[i + 1]) end\n"
+    "  end\n"
+    "  return q, t\n"
+    "end\n"
+    "local function state(applied)\n"
+    "  local q, t = window()\n"
+    "  return {get('lq:'..inst), get('lt:'..inst), q, t, get('leasedq'),"
+    " get('leasedt'), get('rq:'..inst), get('rt:'..inst), applied}\n"
+    "end\n"
+    "if seq <= get('s:'..inst) then return state(0) end\n"
+    "redis.call('HSET', h, 's:'..inst, ARGV[2])\n"
+    "if redis.call('HGET', h, 'ep:'..inst) ~= epoch then\n"
+    "  redis.call('HSET', h, 'ep:'..inst, epoch)\n"
+    "  redis.call('HSET', h, 'rq:'..inst, 0)\n"
+    "  redis.call('HSET', h, 'rt:'..inst, 0)\n"
+    "end\n"
+    "for _, d in ipairs(redis.call('ZRANGEBYSCORE', e, '-inf', now)) do\n"
+    "  local q, t = get('lq:'..d), get('lt:'..d)\n"
+    "  if q > 0 then\n"
+    "    redis.call('HINCRBY', bk, 'q:'..sec, q)\n"
+    "    redis.call('HINCRBY', h, 'leasedq', -q)\n"
+    "  end\n"
+    "  if t > 0 then\n"
+    "    redis.call('HINCRBY', bk, 't:'..sec, t)\n"
+    "    redis.call('HINCRBY', h, 'leasedt', -t)\n"
+    "  end\n"
+    "  redis.call('HSET', h, 'lq:'..d, 0)\n"
+    "  redis.call('HSET', h, 'lt:'..d, 0)\n"
+    "  redis.call('ZREM', e, d)\n"
+    "end\n"
+    "local lq, lt = get('lq:'..inst), get('lt:'..inst)\n"
+    "local dq = cq - get('rq:'..inst)\n"
+    "if dq > 0 then\n"
+    "  redis.call('HINCRBY', bk, 'q:'..sec, dq)\n"
+    "  redis.call('HSET', h, 'rq:'..inst, ARGV[8])\n"
+    "  local cut = math.min(lq, dq)\n"
+    "  lq = lq - cut\n"
+    "  if cut > 0 then redis.call('HINCRBY', h, 'leasedq', -cut) end\n"
+    "end\n"
+    "local dt = ct - get('rt:'..inst)\n"
+    "if dt > 0 then\n"
+    "  redis.call('HINCRBY', bk, 't:'..sec, dt)\n"
+    "  redis.call('HSET', h, 'rt:'..inst, ARGV[9])\n"
+    "  local cut = math.min(lt, dt)\n"
+    "  lt = lt - cut\n"
+    "  if cut > 0 then redis.call('HINCRBY', h, 'leasedt', -cut) end\n"
+    "end\n"
+    "if lt < ft then\n"
+    "  redis.call('HINCRBY', h, 'leasedt', ft - lt)\n"
+    "  lt = ft\n"
+    "end\n"
+    "local q, t = window()\n"
+    "if wq > lq and rpm > 0 then\n"
+    "  local add = math.min(wq - lq, math.max(0, rpm - q - get('leasedq')))\n"
+    "  if add > 0 then lq = lq + add;"
+    " redis.call('HINCRBY', h, 'leasedq', add) end\n"
+    "elseif wq < lq then\n"
+    "  redis.call('HINCRBY', h, 'leasedq', wq - lq)\n"
+    "  lq = wq\n"
+    "end\n"
+    "if wt > lt and tpm > 0 then\n"
+    "  local add = math.min(wt - lt, math.max(0, tpm - t - get('leasedt')))\n"
+    "  if add > 0 then lt = lt + add;"
+    " redis.call('HINCRBY', h, 'leasedt', add) end\n"
+    "elseif wt < lt then\n"
+    "  local ret = lt - math.max(wt, ft)\n"
+    "  if ret > 0 then lt = lt - ret;"
+    " redis.call('HINCRBY', h, 'leasedt', -ret) end\n"
+    "end\n"
+    "redis.call('HSET', h, 'lq:'..inst, lq)\n"
+    "redis.call('HSET', h, 'lt:'..inst, lt)\n"
+    "if lq > 0 or lt > 0 then redis.call('ZADD', e, now + ttl, inst)"
+    " else redis.call('ZREM', e, inst) end\n"
+    "for _, k in ipairs({h, e, bk}) do"
+    " redis.call('PEXPIRE', k, 86400000) end\n"
+    "return state(1)\n";
+
 static const char *const scripts[RCONN_SCRIPTS_MAX] = {
     [FLEET_SCRIPT_LEASE] = lease_lua,
+    [FLEET_SCRIPT_RATE] = rate_lua,
 };
 
 /* The text of script i, or NULL past the last one. */

@@ -265,6 +265,39 @@ tokens_at(const struct policy_call *c, int64_t bound)
 }
 
 /*
+ * A fleet's rate leases ask Redis with the limits in force now: the
+ * tightest enforcing one of each kind over every rate entry of the call.
+ */
+static void
+rate_limits_in_force(struct admit *a)
+{
+	const struct policy *po;
+	struct policy_rate_lease *rl;
+	size_t i, k;
+
+	for (i = 0; i < a->a_n; i++)
+		if (a->a_rate[i] != NULL && a->a_rate[i]->e_rlease != NULL)
+			a->a_rate[i]->e_rlease->rl_rpm =
+			    a->a_rate[i]->e_rlease->rl_tpm = 0;
+	for (i = 0; i < a->a_n; i++) {
+		for (k = 0; k < a->a_n; k++) {
+			po = a->a_pol[k];
+			if (a->a_rate[k] != a->a_rate[i] ||
+			    a->a_rate[i] == NULL ||
+			    (rl = a->a_rate[i]->e_rlease) == NULL ||
+			    po->po_shadow)
+				continue;
+			if (po->po_rpm != 0 &&
+			    (rl->rl_rpm == 0 || po->po_rpm < rl->rl_rpm))
+				rl->rl_rpm = po->po_rpm;
+			if (po->po_tpm != 0 &&
+			    (rl->rl_tpm == 0 || po->po_tpm < rl->rl_tpm))
+				rl->rl_tpm = po->po_tpm;
+		}
+	}
+}
+
+/*
  * Requests and calls in flight counted at admission, and tokens settled
  * in the minute plus the worst cases of the calls in flight (tokens is
  * this call's), per minute.
@@ -277,7 +310,7 @@ check_rates(struct admit *a, enum policy_reason which, int64_t tokens)
 	struct pentry *e;
 	int64_t limit, n, retry;
 	size_t i;
-	int over;
+	int over, lshort;
 
 	for (i = 0; i < a->a_n; i++) {
 		po = a->a_pol[i];
@@ -299,6 +332,25 @@ check_rates(struct admit *a, enum policy_reason which, int64_t tokens)
 			over = n >= limit;
 		} else
 			continue;
+		lshort = 0;
+		if (!over && !po->po_shadow && e->e_rlease != NULL &&
+		    which != POLICY_CONCURRENCY)
+			lshort = lease_rate_short(e,
+			    which == POLICY_RATE_TOKENS,
+			    which == POLICY_RATE_TOKENS ? tokens : 1, a->a_now);
+		if (lshort != 0) {
+			/* Within the limit here, but the fleet's lease on it
+			 * is short (1: the call may wait for a top-up), or
+			 * Redis is down and this instance's share is used
+			 * (2). */
+			over = 1;
+			retry = 1000;
+			if (lshort == 1)
+				a->a_lease_short++;
+			else
+				a->a_cap_short++;
+		} else if (over && !po->po_shadow)
+			a->a_cap_short++;
 		if (!over)
 			continue;
 		pcount_scope_fill(&sc, po, a->a_attr);
@@ -377,6 +429,8 @@ reserve(struct admit *a, int64_t worst, int64_t tokens)
 			}
 			e->e_conc++;
 			e->e_tok_reserved += tokens;
+			if (e->e_rlease != NULL)
+				e->e_rlease->rl_cum_req++;
 			r->r_cap[r->r_n - 1] = INT64_MAX;
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    RATE_SLOTS, pcount_floor_div(a->a_now, 1000), 1);
@@ -472,9 +526,15 @@ policy_admit(const struct policyset *ps, struct policy_counters *pc,
 	if (clamp != -1 && pd->pd_verdict != POLICY_REFUSE)
 		pd->pd_verdict = POLICY_CLAMP;
 	tokens = tokens_at(c, bound);
+	rate_limits_in_force(&a);
 	check_rates(&a, POLICY_RATE_REQUESTS, tokens);
 	check_rates(&a, POLICY_RATE_TOKENS, tokens);
 	check_rates(&a, POLICY_CONCURRENCY, tokens);
+	if (pd->pd_verdict == POLICY_REFUSE && a.a_cap_short == 0 &&
+	    a.a_lease_short > 0 &&
+	    (pd->pd_reason == POLICY_RATE_REQUESTS ||
+		pd->pd_reason == POLICY_RATE_TOKENS))
+		pd->pd_lease_wait = 1;
 
 	if (bound != c->pc_info.ci_max_output)
 		pd->pd_out_bound = bound;

@@ -103,6 +103,7 @@ entry_free(struct pentry *e)
 	free(e->e_key);
 	free(e->e_ring);
 	free(e->e_lease);
+	free(e->e_rlease);
 	free(e);
 }
 
@@ -234,6 +235,7 @@ pcount_rate_entry(struct policy_counters *pc, const struct policy *po,
 	if (e->e_ring == NULL) {
 		e->e_kind = PE_RATE;
 		e->e_ring = xcalloc(1, sizeof(*e->e_ring));
+		lease_rate_attach(pc, e);
 	}
 	return (e);
 }
@@ -377,6 +379,8 @@ policy_settle(
 		if (e->e_kind == PE_RATE) {
 			e->e_conc--;
 			e->e_tok_reserved -= r->r_tokens;
+			if (e->e_rlease != NULL && tokens > 0)
+				e->e_rlease->rl_cum_tok += tokens;
 			if (tokens > 0)
 				pcount_ring_add(e->e_ring->ri_tok_id,
 				    e->e_ring->ri_tok, RATE_SLOTS,

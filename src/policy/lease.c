@@ -53,6 +53,92 @@ lease_attach(struct policy_counters *pc, struct pentry *e)
 	e->e_lease = pl;
 }
 
+/* Give a new rate entry of a fleet its (empty) count leases. */
+void
+lease_rate_attach(struct policy_counters *pc, struct pentry *e)
+{
+	struct policy_rate_lease *rl;
+
+	if (!pc->pc_fleet || e->e_kind != PE_RATE || e->e_rlease != NULL)
+		return;
+	rl = xcalloc(1, sizeof(*rl));
+	rl->rl_entry = e;
+	rl->rl_key = e->e_key;
+	e->e_rlease = rl;
+}
+
+/*
+ * Is the fleet's lease on rate entry e short for one more request
+ * (tokens == 0) or for a call that may use want tokens, at now? 1: short,
+ * the need is noted for the next sync; 2: Redis is down and this
+ * instance's share of the limit (counted here alone) has no room; 0: it
+ * fits.
+ */
+int
+lease_rate_short(struct pentry *e, int tokens, int64_t want, int64_t now)
+{
+	struct policy_rate_lease *rl = e->e_rlease;
+	int64_t held, room, need, retry, share;
+
+	if (rl == NULL)
+		return (0);
+	if (rl->rl_degraded) {
+		share = (tokens ? rl->rl_tpm : rl->rl_rpm) /
+		    (rl->rl_share > 0 ? rl->rl_share : 1);
+		if (share < 1)
+			share = 1;
+		if (!tokens)
+			return (
+			    pcount_rate_count(e, 0, now, share, &retry) + 1 >
+				    share
+				? 2
+				: 0);
+		pcount_token_use(e, now, share, want, &retry);
+		return (retry != 0 ? 2 : 0);
+	}
+	rl->rl_used = now;
+	if (!tokens) {
+		held = rl->rl_until > now ? rl->rl_req : 0;
+		room = held - (rl->rl_cum_req - rl->rl_ack_req);
+		if (room >= 1)
+			return (0);
+		need = (rl->rl_cum_req - rl->rl_ack_req) + 1;
+		if (need > rl->rl_want_req)
+			rl->rl_want_req = need;
+		return (1);
+	}
+	held = rl->rl_until > now ? rl->rl_tok : 0;
+	room = held - (rl->rl_cum_tok - rl->rl_ack_tok) - e->e_tok_reserved;
+	if (room >= want)
+		return (0);
+	need = (rl->rl_cum_tok - rl->rl_ack_tok) + e->e_tok_reserved + want;
+	if (need > rl->rl_want_tok)
+		rl->rl_want_tok = need;
+	return (1);
+}
+
+/*
+ * Call fn(lease, tokens in flight on its entry, arg) for every fleet rate
+ * lease of the counters; the fleet's sync pass. Returns how many.
+ */
+size_t
+policy_rate_leases_each(struct policy_counters *pc,
+    void (*fn)(struct policy_rate_lease *, int64_t, void *), void *arg)
+{
+	struct pentry *e;
+	size_t i, n = 0;
+
+	for (i = 0; i < pc->pc_size; i++) {
+		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
+			if (e->e_rlease == NULL)
+				continue;
+			fn(e->e_rlease, e->e_tok_reserved, arg);
+			n++;
+		}
+	}
+	return (n);
+}
+
 /* Room the lease leaves on e at now (INT64_MAX without a lease). */
 int64_t
 lease_room(const struct pentry *e, int64_t now)
@@ -75,7 +161,12 @@ int
 lease_keep(const struct pentry *e)
 {
 	const struct policy_lease *pl = e->e_lease;
+	const struct policy_rate_lease *rl = e->e_rlease;
 
+	if (rl != NULL)
+		return (rl->rl_busy || rl->rl_req > 0 || rl->rl_tok > 0 ||
+		    rl->rl_cum_req != rl->rl_ack_req ||
+		    rl->rl_cum_tok != rl->rl_ack_tok);
 	return (pl != NULL && (pl->pl_busy || pl->pl_cum != pl->pl_acked));
 }
 

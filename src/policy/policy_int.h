@@ -62,6 +62,7 @@ struct pentry {
 	int64_t e_refused_worst; /* the last cap refusal's worst case */
 	char *e_per[TAG_MAX]; /* budgets: the per-tag values, or NULL */
 	struct policy_lease *e_lease; /* calendar budgets in a fleet */
+	struct policy_rate_lease *e_rlease; /* rate entries in a fleet */
 };
 
 struct policy_counters {
@@ -117,5 +118,7 @@ void lease_attach(struct policy_counters *, struct pentry *);
 int64_t lease_room(const struct pentry *, int64_t);
 int lease_keep(const struct pentry *);
 void lease_settle(struct pentry *, int64_t);
+void lease_rate_attach(struct policy_counters *, struct pentry *);
+int lease_rate_short(struct pentry *, int, int64_t, int64_t);
 
 #endif
