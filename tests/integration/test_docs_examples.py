@@ -30,6 +30,7 @@ CONFIG_KEYS = {"listen", "admin", "limits", "upstreams", "ledger", "prices",
 # Blocks that are not tollgate's files: a key each holds, and why.
 FOREIGN = {
     "scrape_configs": "a Prometheus scrape configuration",
+    "apiVersion": "a Kubernetes manifest (docs/fleet.md's sidecar pod)",
 }
 
 BASE_UPSTREAMS = """\

@@ -6,7 +6,8 @@ GET /v1/fleet lists both instances by their heartbeats and the lease held
 here after a few calls; GET /v1/budgets shows the fleet's spend, which is
 the sum of both instances' spend and of their ledgers' cost_nusd; with
 Redis killed both say degraded, and once it is back (empty) they recover
-and the fleet's spend is rebuilt from the instances' own totals; /metrics
+and the fleet's spend is rebuilt from the instances' own totals (Redis
+and /v1/budgets agree with the ledgers again); /metrics
 counts Redis commands and lease syncs. Without fleet: /v1/fleet is
 {"enabled": false} and nothing fleet-related shows anywhere.
 
@@ -235,18 +236,22 @@ class FleetAdminTest(tglib.TGTestCase):
                 20, interval=0.1, what="up again")
             self.assertTrue(doc, self.admin_get(tg, "/v1/fleet"))
             self.assertIs(doc["redis"]["connected"], True)
-        rows = self.wait_fleet_spent([a, b], 6)
+        # An instance syncs a budget only while it holds a lease or has
+        # spend to report: a call on each, and both learn the total when
+        # they give their leases back (idle, 5 s).
+        self.chat(a)
+        self.chat(b)
+        rows = self.wait_fleet_spent([a, b], 8)
         for row in rows:
             self.assertEqual(row["state"], "ok", row)
             self.assertEqual(row["fleet"]["state"], "up", row)
             self.assertIsNone(row["fleet"]["local_share_nusd"], row)
         text = self.admin_text(a, "/metrics")
         self.assertEqual(metric(text, "tollgate_fleet_up"), 1)
+        # The outage is counted (errors and timeouts are not certain: a
+        # killed Redis closes the connection with nothing in flight).
         self.assertGreater(
             metric(text, "tollgate_fleet_degraded_seconds_total"), 0)
-        self.assertGreater(
-            metric(text, "tollgate_fleet_redis_errors_total") +
-            metric(text, "tollgate_fleet_redis_timeouts_total"), 0)
 
     def test_without_fleet(self):
         tg = self.start("solo")
