@@ -3,9 +3,9 @@
  * In-memory counters for GET /metrics: every finished or refused call adds
  * to series keyed by its provider, model and attribution tags, and
  * metrics_render writes them, with the gauges it is given (the ledger's
- * counters, the calls in flight, the kills live), as Prometheus text
- * (format 0.0.4). The intent tag is never a
- * label: its values are unbounded. Every family holds at most
+ * counters, the calls in flight, the kills live, the fleet's figures), as
+ * Prometheus text (format 0.0.4). The intent tag is never a label: its
+ * values are unbounded. Every family holds at most
  * METRICS_SERIES_MAX label sets; calls beyond that fold into one series
  * whose labels are all "_other" and are counted in
  * tollgate_metrics_series_dropped_total. Runs on the loop thread only.
@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
 #include "tollgate/usage.h"
 
@@ -48,6 +49,7 @@ struct metrics_gauges {
 	uint64_t mg_calls_in_flight; /* session_count() */
 	uint64_t mg_kills_live; /* kills_count() */
 	struct ledger_stats mg_ledger; /* all zero while the ledger is closed */
+	struct fleet_stats mg_fleet; /* fleet_get_stats(); FLEET_OFF: none */
 };
 
 /* metrics.c */

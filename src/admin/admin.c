@@ -31,6 +31,7 @@
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
 #include "tollgate/alerts.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/kills.h"
 #include "tollgate/ledger.h"
@@ -50,6 +51,7 @@ enum admin_ep_id {
 	EP_SPEND,
 	EP_CALLS,
 	EP_BUDGETS,
+	EP_FLEET,
 	EP_ALERTS,
 	EP_RELOAD,
 	EP_KILLS_LIST,
@@ -61,6 +63,7 @@ static void ep_healthz(struct admin_req *);
 static void ep_metrics(struct admin_req *);
 static void ep_query(struct admin_req *);
 static void ep_budgets(struct admin_req *);
+static void ep_fleet(struct admin_req *);
 static void ep_reload(struct admin_req *);
 
 /*
@@ -80,6 +83,7 @@ static const struct admin_ep {
     {EP_SPEND, "/v1/spend", "GET", ep_query, 0},
     {EP_CALLS, "/v1/calls", "GET", ep_query, 0},
     {EP_BUDGETS, "/v1/budgets", "GET", ep_budgets, 0},
+    {EP_FLEET, "/v1/fleet", "GET", ep_fleet, 0},
     {EP_ALERTS, "/v1/alerts", "GET", ep_query, 0},
     {EP_RELOAD, "/v1/reload", "POST", ep_reload, 0},
     {EP_KILLS_LIST, "/v1/kills", "GET", ep_kills_list, 0},
@@ -415,9 +419,10 @@ ep_healthz(struct admin_req *ar)
 
 /*
  * Read what /metrics shows but the metrics module does not count: the
- * calls in flight, the kills in force and the ledger's counters (all zero
- * while the ledger is closed). The metrics module sits below sessions,
- * kills and the ledger's owner, so it is told these rather than asking.
+ * calls in flight, the kills in force, the ledger's counters (all zero
+ * while the ledger is closed) and the fleet's (all zero without one). The
+ * metrics module sits below sessions, kills, the ledger's owner and the
+ * fleet, so it is told these rather than asking.
  */
 void
 admin_metrics_gauges(struct metrics_gauges *g)
@@ -426,6 +431,7 @@ admin_metrics_gauges(struct metrics_gauges *g)
 	g->mg_calls_in_flight = (uint64_t)session_count();
 	g->mg_kills_live = (uint64_t)kills_count();
 	ledger_stats(&g->mg_ledger);
+	fleet_get_stats(&g->mg_fleet);
 }
 
 static void
@@ -556,6 +562,16 @@ static void
 ep_budgets(struct admin_req *ar)
 {
 	admin_reply_json(ar, 200, admin_budgets());
+}
+
+/*
+ * GET /v1/fleet: this instance, its Redis, every instance's heartbeat and
+ * the leases held here; {"enabled": false} on an instance without fleet:.
+ */
+static void
+ep_fleet(struct admin_req *ar)
+{
+	admin_reply_json(ar, 200, fleet_json());
 }
 
 /*

@@ -4,7 +4,8 @@
  * from the policy counters on the loop thread (they are never touched by
  * another). One entry per policy and scope: two policies naming the same
  * scope (an alerts-only policy over a capped one) share its counter and
- * are listed each under its own name.
+ * are listed each under its own name. A scope whose budget is shared by a
+ * fleet also shows the fleet's figures and this instance's lease.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
@@ -81,6 +83,35 @@ add_time(cJSON *o, const char *name, int64_t ms)
 }
 
 /*
+ * The "fleet" object of a scope whose budget a fleet shares: the fleet's
+ * spend (what Redis last counted plus what this instance settled since),
+ * the lease held here, the spend Redis has not counted yet, all leases of
+ * the fleet, and while Redis does not answer the local share this
+ * instance admits against (docs/fleet.md, When Redis does not answer).
+ */
+static void
+add_fleet(cJSON *o, const struct policy_lease *pl, int degraded)
+{
+	cJSON *f;
+	int64_t unrep = pl->pl_cum - pl->pl_acked;
+
+	f = cJSON_AddObjectToObject(o, "fleet");
+	cJSON_AddStringToObject(f, "state", degraded ? "degraded" : "up");
+	add_money(f, "spent", pl->pl_fleet_spent + unrep);
+	add_money(f, "lease", pl->pl_lease);
+	add_money(f, "unreported", unrep);
+	add_money(f, "leased", pl->pl_fleet_leased);
+	if (degraded && pl->pl_degraded)
+		add_money(f, "local_share", pl->pl_extra);
+	else {
+		cJSON_AddNullToObject(f, "local_share_usd");
+		cJSON_AddNullToObject(f, "local_share_nusd");
+	}
+	add_time(
+	    f, "synced_at", pl->pl_synced > 0 ? pl->pl_synced : POLICY_NEVER);
+}
+
+/*
  * Would a live kill stop the calls of this scope? Its calls carry the
  * scope's per values and match the policy's patterns; a pattern without
  * wildcards is the value itself. With wildcards left, it is a guess that
@@ -136,7 +167,7 @@ budget_cb(const struct policy_scope *sc, void *arg)
 	cJSON *o, *scope, *th;
 	char buf[40];
 	size_t i;
-	int a;
+	int a, degraded;
 
 	o = cJSON_CreateObject();
 	if (bl->bl_n == bl->bl_cap) {
@@ -184,15 +215,20 @@ budget_cb(const struct policy_scope *sc, void *arg)
 		usd_format(buf, sizeof(buf), po->po_alerts[i]);
 		cJSON_AddItemToArray(th, cJSON_CreateRaw(buf));
 	}
+	degraded = sc->sc_lease != NULL && fleet_state() == FLEET_DOWN;
 	if (po->po_killed || scope_killed(po, sc))
 		cJSON_AddStringToObject(o, "state", "killed");
 	else if (sc->sc_capped)
 		cJSON_AddStringToObject(o, "state", "capped");
+	else if (degraded)
+		cJSON_AddStringToObject(o, "state", "degraded");
 	else if (po->po_nalerts > 0 && sc->sc_spent >= po->po_alerts[0])
 		cJSON_AddStringToObject(o, "state", "alerting");
 	else
 		cJSON_AddStringToObject(o, "state", "ok");
 	cJSON_AddBoolToObject(o, "shadow", po->po_shadow);
+	if (sc->sc_lease != NULL)
+		add_fleet(o, sc->sc_lease, degraded);
 	if ((be->be_key = cJSON_PrintUnformatted(scope)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted", __func__);
 }

@@ -332,6 +332,24 @@ fleet_usd(int64_t nusd)
 	return (buf);
 }
 
+/*
+ * Add name_usd (an exact decimal with nine places) and name_nusd (the
+ * integer) to o: money in GET /v1/fleet as the rest of the admin API
+ * writes it, never rounded.
+ */
+void
+fleet_json_money(cJSON *o, const char *name, int64_t nusd)
+{
+	char key[64], buf[40];
+
+	snprintf(key, sizeof(key), "%s_usd", name);
+	usd_format(buf, sizeof(buf), nusd);
+	cJSON_AddRawToObject(o, key, buf);
+	snprintf(key, sizeof(key), "%s_nusd", name);
+	snprintf(buf, sizeof(buf), "%" PRId64, nusd);
+	cJSON_AddRawToObject(o, key, buf);
+}
+
 /* SET NX answered: this instance sends the threshold, or another does. */
 struct threshold {
 	struct policy_alert t_pa;
@@ -449,9 +467,8 @@ beat_json(int64_t now)
 	cJSON_AddNumberToObject(o, "started_ms", (double)fl.f_started);
 	cJSON_AddNumberToObject(o, "heartbeat_ms", (double)now);
 	cJSON_AddNumberToObject(o, "leases", (double)lt.lt_leases);
-	cJSON_AddStringToObject(o, "leased_usd", fleet_usd(lt.lt_leased));
-	cJSON_AddStringToObject(
-	    o, "unreported_usd", fleet_usd(lt.lt_unreported));
+	fleet_json_money(o, "leased", lt.lt_leased);
+	fleet_json_money(o, "unreported", lt.lt_unreported);
 	cJSON_AddNumberToObject(o, "report_lag_ms", (double)lt.lt_lag_ms);
 	return (o);
 }
@@ -561,6 +578,41 @@ fleet_peers_read(void)
 	free(key);
 }
 
+#define BEAT_MONEY_MAX 8 /* money fields of a heartbeat rewritten */
+
+/*
+ * A heartbeat read back from Redis has its money parsed as doubles: write
+ * every <name>_usd again from its exact <name>_nusd (integers up to 2^53
+ * survive a double; anything else is left as it came).
+ */
+static void
+beat_money(cJSON *p)
+{
+	const cJSON *it;
+	char name[BEAT_MONEY_MAX][48], usd[sizeof(name) + 8];
+	int64_t v[BEAT_MONEY_MAX];
+	size_t i, k = 0, n;
+
+	for (it = p->child; it != NULL && k < BEAT_MONEY_MAX; it = it->next) {
+		if (it->string == NULL || !cJSON_IsNumber(it) ||
+		    (n = strlen(it->string)) <= 5 || n - 5 >= sizeof(name[0]) ||
+		    strcmp(it->string + n - 5, "_nusd") != 0 ||
+		    it->valuedouble < -9007199254740992.0 ||
+		    it->valuedouble > 9007199254740992.0)
+			continue;
+		snprintf(
+		    name[k], sizeof(name[k]), "%.*s", (int)(n - 5), it->string);
+		v[k++] = (int64_t)it->valuedouble;
+	}
+	for (i = 0; i < k; i++) {
+		snprintf(usd, sizeof(usd), "%s_usd", name[i]);
+		cJSON_DeleteItemFromObjectCaseSensitive(p, usd);
+		snprintf(usd, sizeof(usd), "%s_nusd", name[i]);
+		cJSON_DeleteItemFromObjectCaseSensitive(p, usd);
+		fleet_json_money(p, name[i], v[i]);
+	}
+}
+
 /*
  * GET /v1/fleet: this instance, its Redis, every instance's last
  * heartbeat, and the leases held here. {"enabled": false} without fleet.
@@ -596,9 +648,14 @@ fleet_json(void)
 	    redis, "last_rtt_us", (double)rs->rs_last_rtt_us);
 	arr = cJSON_AddArrayToObject(o, "instances");
 	for (i = 0; i < fl.f_npeers; i++) {
-		p = cJSON_Duplicate(fl.f_peers[i].fp_beat, 1);
+		/* Anyone who can write to Redis writes these: only an object
+		 * is shown, and its money as this API writes it. */
+		p = cJSON_IsObject(fl.f_peers[i].fp_beat)
+		    ? cJSON_Duplicate(fl.f_peers[i].fp_beat, 1)
+		    : NULL;
 		if (p == NULL)
 			p = cJSON_CreateObject();
+		beat_money(p);
 		cJSON_DeleteItemFromObjectCaseSensitive(p, "instance");
 		cJSON_AddStringToObject(p, "instance", fl.f_peers[i].fp_name);
 		cJSON_AddNumberToObject(p, "heartbeat_age_ms",

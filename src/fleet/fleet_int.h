@@ -87,6 +87,7 @@ struct lease_totals {
 /* fleet.c */
 void fleet_synced(void);
 const char *fleet_usd(int64_t);
+void fleet_json_money(struct cJSON *, const char *, int64_t);
 void fleet_beat(void);
 void fleet_beat_remove(void);
 void fleet_peers_read(void);

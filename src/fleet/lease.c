@@ -374,18 +374,14 @@ json_one(struct policy_lease *pl, int64_t reserved, void *arg)
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "scope", pl->pl_key);
 	if (pl->pl_cap != -1)
-		cJSON_AddStringToObject(o, "cap_usd", fleet_usd(pl->pl_cap));
-	cJSON_AddStringToObject(o, "lease_usd", fleet_usd(pl->pl_lease));
-	cJSON_AddStringToObject(o, "in_flight_usd", fleet_usd(reserved));
-	cJSON_AddStringToObject(
-	    o, "unreported_usd", fleet_usd(pl->pl_cum - pl->pl_acked));
-	cJSON_AddStringToObject(
-	    o, "fleet_spent_usd", fleet_usd(pl->pl_fleet_spent));
-	cJSON_AddStringToObject(
-	    o, "fleet_leased_usd", fleet_usd(pl->pl_fleet_leased));
+		fleet_json_money(o, "cap", pl->pl_cap);
+	fleet_json_money(o, "lease", pl->pl_lease);
+	fleet_json_money(o, "in_flight", reserved);
+	fleet_json_money(o, "unreported", pl->pl_cum - pl->pl_acked);
+	fleet_json_money(o, "fleet_spent", pl->pl_fleet_spent);
+	fleet_json_money(o, "fleet_leased", pl->pl_fleet_leased);
 	if (pl->pl_degraded)
-		cJSON_AddStringToObject(
-		    o, "local_share_usd", fleet_usd(pl->pl_extra));
+		fleet_json_money(o, "local_share", pl->pl_extra);
 	if (pl->pl_synced > 0)
 		cJSON_AddNumberToObject(
 		    o, "synced_ms_ago", (double)(now - pl->pl_synced));

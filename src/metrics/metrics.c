@@ -30,6 +30,7 @@
 
 #include <event2/buffer.h>
 
+#include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
 #include "tollgate/metrics.h"
 #include "tollgate/util.h"
@@ -124,8 +125,8 @@ static const char *const reason_labels[] = {"reason"};
 static const char *const provider_labels[] = {"provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
-static const char *const alert_kinds[] = {
-    "threshold", "breaker", "kill", "ledger", "unknown_model", "other"};
+static const char *const alert_kinds[] = {"threshold", "breaker", "kill",
+    "ledger", "unknown_model", "fleet", "other"};
 static const char *const alert_results[] = {
     "delivered", "retried", "failed", "dropped"};
 /* Why a listener closed a client connection before serving it. */
@@ -773,6 +774,62 @@ render_ledger(struct evbuffer *b, const struct ledger_stats *ls)
 	    ls->ls_file_checks);
 }
 
+/*
+ * The fleet's families, only on an instance in a fleet: a single instance
+ * has no Redis, and a tollgate_fleet_up of 0 there would read as "Redis
+ * down" to every alert rule written for the fleet.
+ */
+static void
+render_fleet(struct evbuffer *b, const struct fleet_stats *fs)
+{
+	if (fs->fs_state == FLEET_OFF)
+		return;
+	render_scalar(b, "tollgate_fleet_up", "gauge",
+	    "1 while Redis answers, 0 while the fleet is degraded.",
+	    fs->fs_state == FLEET_UP ? 1 : 0);
+	render_scalar(b, "tollgate_fleet_redis_commands_total", "counter",
+	    "Redis commands sent.", fs->fs_commands);
+	render_scalar(b, "tollgate_fleet_redis_errors_total", "counter",
+	    "Redis commands that failed or were answered with an error.",
+	    fs->fs_errors);
+	render_scalar(b, "tollgate_fleet_redis_timeouts_total", "counter",
+	    "Redis connects and commands past their timeout.", fs->fs_timeouts);
+	render_scalar(b, "tollgate_fleet_lease_syncs_total", "counter",
+	    "Lease syncs Redis answered.", fs->fs_syncs);
+	render_scalar(b, "tollgate_fleet_lease_topups_total", "counter",
+	    "Lease syncs that asked for more lease than was held.",
+	    fs->fs_topups);
+	render_scalar(b, "tollgate_fleet_lease_short_grants_total", "counter",
+	    "Lease syncs granted less than they asked for.", fs->fs_short);
+	render_scalar(b, "tollgate_fleet_lease_waits_total", "counter",
+	    "Waits for a lease top-up (a call may wait more than once).",
+	    fs->fs_waits);
+	render_scalar(b, "tollgate_fleet_lease_wait_timeouts_total", "counter",
+	    "Waits for a lease top-up that ran out of time.",
+	    fs->fs_wait_timeouts);
+	render_family(b, "tollgate_fleet_degraded_seconds_total", "counter",
+	    "Time spent with Redis not answering.");
+	evbuffer_add_printf(b,
+	    "tollgate_fleet_degraded_seconds_total %" PRIu64 ".%03" PRIu64 "\n",
+	    fs->fs_degraded_ms / 1000, fs->fs_degraded_ms % 1000);
+	render_scalar(b, "tollgate_fleet_leased_nusd", "gauge",
+	    "Budget leases this instance holds now, in nano-US dollars.",
+	    fs->fs_leased_nusd > 0 ? (uint64_t)fs->fs_leased_nusd : 0);
+	render_scalar(b, "tollgate_fleet_unreported_nusd", "gauge",
+	    "Spend settled here that Redis has not counted yet, in nano-US "
+	    "dollars.",
+	    fs->fs_unreported_nusd > 0 ? (uint64_t)fs->fs_unreported_nusd : 0);
+	render_scalar(b, "tollgate_fleet_kills_received_total", "counter",
+	    "Kills learnt from other instances of the fleet.", fs->fs_kills_in);
+	render_family(b, "tollgate_fleet_alert_claims_total", "counter",
+	    "Alert thresholds claimed in Redis: won (sent from here) or lost "
+	    "(another instance sent it).");
+	evbuffer_add_printf(b,
+	    "tollgate_fleet_alert_claims_total{result=\"lost\"} %" PRIu64 "\n"
+	    "tollgate_fleet_alert_claims_total{result=\"won\"} %" PRIu64 "\n",
+	    fs->fs_alerts_lost, fs->fs_alerts_won);
+}
+
 static void
 render_alerts(struct evbuffer *b)
 {
@@ -856,6 +913,7 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	    "Observations folded into an \"_other\" series because a family "
 	    "reached its cap of label sets.",
 	    metrics.m_dropped);
+	render_fleet(b, &g->mg_fleet);
 }
 
 /* Free every series and zero every counter (at exit, and in tests). */

@@ -344,19 +344,16 @@ prom_check(const char *text, char *err, size_t errlen)
 
 /* --- Helpers -------------------------------------------------------------- */
 
-/* The rendering as a string, checked; the caller frees it. */
+/* The rendering with the gauges g, checked; the caller frees it. */
 static char *
-render(void)
+render_gauges(const struct metrics_gauges *g)
 {
 	struct evbuffer *b = evbuffer_new();
-	struct metrics_gauges g;
 	char err[256], *s;
 	size_t len;
 
 	assert_non_null(b);
-	/* The gauges the admin API passes at each scrape. */
-	admin_metrics_gauges(&g);
-	metrics_render(b, &g);
+	metrics_render(b, g);
 	len = evbuffer_get_length(b);
 	s = xmalloc(len + 1);
 	assert_int_equal(evbuffer_remove(b, s, len), (int)len);
@@ -367,6 +364,27 @@ render(void)
 		fail();
 	}
 	return (s);
+}
+
+/* The rendering with the gauges the admin API passes at each scrape. */
+static char *
+render(void)
+{
+	struct metrics_gauges g;
+
+	admin_metrics_gauges(&g);
+	return (render_gauges(&g));
+}
+
+/* The same with the fleet's figures fs. */
+static char *
+render_fleet_stats(const struct fleet_stats *fs)
+{
+	struct metrics_gauges g;
+
+	admin_metrics_gauges(&g);
+	g.mg_fleet = *fs;
+	return (render_gauges(&g));
 }
 
 /* The value of the sample named exactly series, or NULL if none. */
@@ -930,6 +948,76 @@ test_checker_rejects(void **state)
 	    0);
 }
 
+/* The fleet's families: told by the admin API, shown only in a fleet. */
+static void
+test_fleet(void **state)
+{
+	struct fleet_stats fs;
+	char *s;
+
+	(void)state;
+	/* No fleet (what the admin passes on a single instance): none. */
+	s = render();
+	assert_null(strstr(s, "tollgate_fleet_"));
+	free(s);
+	memset(&fs, 0, sizeof(fs));
+	fs.fs_state = FLEET_OFF;
+	fs.fs_commands = 9;
+	s = render_fleet_stats(&fs);
+	assert_null(strstr(s, "tollgate_fleet_"));
+	free(s);
+
+	fs.fs_state = FLEET_UP;
+	fs.fs_commands = 1234;
+	fs.fs_errors = 3;
+	fs.fs_timeouts = 2;
+	fs.fs_syncs = 77;
+	fs.fs_topups = 12;
+	fs.fs_short = 4;
+	fs.fs_waits = 6;
+	fs.fs_wait_timeouts = 1;
+	fs.fs_degraded_ms = 61005;
+	fs.fs_kills_in = 5;
+	fs.fs_alerts_won = 8;
+	fs.fs_alerts_lost = 13;
+	fs.fs_leased_nusd = 1500000000;
+	fs.fs_unreported_nusd = 250000001;
+	s = render_fleet_stats(&fs);
+	assert_sample(s, "tollgate_fleet_up", "1");
+	assert_sample(s, "tollgate_fleet_redis_commands_total", "1234");
+	assert_sample(s, "tollgate_fleet_redis_errors_total", "3");
+	assert_sample(s, "tollgate_fleet_redis_timeouts_total", "2");
+	assert_sample(s, "tollgate_fleet_lease_syncs_total", "77");
+	assert_sample(s, "tollgate_fleet_lease_topups_total", "12");
+	assert_sample(s, "tollgate_fleet_lease_short_grants_total", "4");
+	assert_sample(s, "tollgate_fleet_lease_waits_total", "6");
+	assert_sample(s, "tollgate_fleet_lease_wait_timeouts_total", "1");
+	assert_sample(s, "tollgate_fleet_degraded_seconds_total", "61.005");
+	assert_sample(s, "tollgate_fleet_leased_nusd", "1500000000");
+	assert_sample(s, "tollgate_fleet_unreported_nusd", "250000001");
+	assert_sample(s, "tollgate_fleet_kills_received_total", "5");
+	assert_sample(
+	    s, "tollgate_fleet_alert_claims_total{result=\"won\"}", "8");
+	assert_sample(
+	    s, "tollgate_fleet_alert_claims_total{result=\"lost\"}", "13");
+	assert_non_null(strstr(s, "# TYPE tollgate_fleet_up gauge\n"));
+	assert_non_null(
+	    strstr(s, "# TYPE tollgate_fleet_redis_commands_total counter\n"));
+	free(s);
+
+	/* Degraded: up is 0; a negative gauge (never) is not printed so.
+	 * The fleet's alert (Redis does not answer) is a kind of its own. */
+	fs.fs_state = FLEET_DOWN;
+	fs.fs_unreported_nusd = -5;
+	metrics_alert_fired("fleet");
+	s = render_fleet_stats(&fs);
+	assert_sample(s, "tollgate_fleet_up", "0");
+	assert_sample(s, "tollgate_fleet_unreported_nusd", "0");
+	assert_sample(s, "tollgate_alerts_fired_total{kind=\"fleet\"}", "1");
+	assert_sample(s, "tollgate_alerts_fired_total{kind=\"other\"}", "0");
+	free(s);
+}
+
 int
 main(void)
 {
@@ -945,6 +1033,7 @@ main(void)
 	    cmocka_unit_test_teardown(test_folding_cap, teardown),
 	    cmocka_unit_test_teardown(test_sorted_and_stable, teardown),
 	    cmocka_unit_test_teardown(test_reset, teardown),
+	    cmocka_unit_test_teardown(test_fleet, teardown),
 	    cmocka_unit_test(test_checker_rejects),
 	};
 
