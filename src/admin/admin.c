@@ -396,25 +396,26 @@ static const struct listener_ops admin_ops = {
 static void
 ep_healthz(struct admin_req *ar)
 {
-	static const char ok[] = "{\"status\":\"ok\"}";
-	static const char failing[] =
-	    "{\"status\":\"degraded\",\"ledger\":\"failing\"}";
 	struct ledger_stats ls;
-	char body[128];
-	int n;
+	const char *ledger = NULL, *reason = NULL;
+	char body[192];
+	int n, fleet_down;
 
 	ledger_stats(&ls);
 	if (ls.ls_lost != LEDGER_LOST_NONE) {
-		n = snprintf(body, sizeof(body),
-		    "{\"status\":\"degraded\",\"ledger\":\"lost\","
-		    "\"reason\":\"%s\"}",
-		    ledger_lost_name(ls.ls_lost));
-		admin_reply(ar, 200, NULL, body, (size_t)n, NULL, NULL);
+		ledger = "lost";
+		reason = ledger_lost_name(ls.ls_lost);
 	} else if (ls.ls_failing)
-		admin_reply(
-		    ar, 200, NULL, failing, sizeof(failing) - 1, NULL, NULL);
-	else
-		admin_reply(ar, 200, NULL, ok, sizeof(ok) - 1, NULL, NULL);
+		ledger = "failing";
+	fleet_down = fleet_state() == FLEET_DOWN;
+	n = snprintf(body, sizeof(body), "{\"status\":\"%s\"%s%s%s%s%s%s%s}",
+	    ledger != NULL || fleet_down ? "degraded" : "ok",
+	    ledger != NULL ? ",\"ledger\":\"" : "",
+	    ledger != NULL ? ledger : "", ledger != NULL ? "\"" : "",
+	    reason != NULL ? ",\"reason\":\"" : "",
+	    reason != NULL ? reason : "", reason != NULL ? "\"" : "",
+	    fleet_down ? ",\"fleet\":\"degraded\"" : "");
+	admin_reply(ar, 200, NULL, body, (size_t)n, NULL, NULL);
 }
 
 /*

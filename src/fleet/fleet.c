@@ -665,6 +665,7 @@ fleet_json(void)
 		cJSON_AddItemToArray(arr, p);
 	}
 	cJSON_AddItemToObject(o, "leases", lease_json(now));
+	cJSON_AddItemToObject(o, "rate_leases", rate_json(now));
 	return (o);
 }
 

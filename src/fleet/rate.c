@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "tollgate/config.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
@@ -245,4 +247,61 @@ rate_leave(int64_t now)
 {
 	if (fl.f_pc != NULL)
 		policy_rate_leases_each(fl.f_pc, rate_leave_one, &now);
+}
+
+static void
+rate_json_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
+{
+	cJSON *arr = ((void **)arg)[0], *o;
+	int64_t now = *(int64_t *)((void **)arg)[1];
+
+	if (rl->rl_req == 0 && rl->rl_tok == 0 &&
+	    rl->rl_cum_req == rl->rl_ack_req &&
+	    rl->rl_cum_tok == rl->rl_ack_tok && inflight == 0)
+		return;
+	o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "scope", rl->rl_key);
+	if (rl->rl_rpm > 0) {
+		cJSON_AddNumberToObject(
+		    o, "requests_per_minute", (double)rl->rl_rpm);
+		cJSON_AddNumberToObject(o, "request_lease", (double)rl->rl_req);
+		cJSON_AddNumberToObject(o, "requests_unreported",
+		    (double)(rl->rl_cum_req - rl->rl_ack_req));
+		cJSON_AddNumberToObject(
+		    o, "fleet_requests", (double)rl->rl_used_req);
+		cJSON_AddNumberToObject(
+		    o, "fleet_requests_leased", (double)rl->rl_leased_req);
+	}
+	if (rl->rl_tpm > 0) {
+		cJSON_AddNumberToObject(
+		    o, "tokens_per_minute", (double)rl->rl_tpm);
+		cJSON_AddNumberToObject(o, "token_lease", (double)rl->rl_tok);
+		cJSON_AddNumberToObject(
+		    o, "tokens_in_flight", (double)inflight);
+		cJSON_AddNumberToObject(o, "tokens_unreported",
+		    (double)(rl->rl_cum_tok - rl->rl_ack_tok));
+		cJSON_AddNumberToObject(
+		    o, "fleet_tokens", (double)rl->rl_used_tok);
+		cJSON_AddNumberToObject(
+		    o, "fleet_tokens_leased", (double)rl->rl_leased_tok);
+	}
+	if (rl->rl_synced > 0)
+		cJSON_AddNumberToObject(
+		    o, "synced_ms_ago", (double)(now - rl->rl_synced));
+	cJSON_AddItemToArray(arr, o);
+}
+
+/*
+ * GET /v1/fleet's "rate_leases": the rate-limit scopes holding or owing
+ * something; fleet figures are the last minute as Redis last answered.
+ */
+cJSON *
+rate_json(int64_t now)
+{
+	cJSON *arr = cJSON_CreateArray();
+	void *args[2] = {arr, &now};
+
+	if (fl.f_pc != NULL)
+		policy_rate_leases_each(fl.f_pc, rate_json_one, args);
+	return (arr);
 }

@@ -188,6 +188,10 @@ class FleetAdminTest(tglib.TGTestCase):
         self.assertEqual(int(h["spent"]), 5 * COST, h)
 
         # /metrics: Redis commands and lease syncs counted, Redis up.
+        self.assertEqual(self.call(
+            a.admin_port, "GET", "/healthz", b"",
+            [("Host", "127.0.0.1:%d" % a.admin_port)]).json(),
+            {"status": "ok"})
         text = self.admin_text(a, "/metrics")
         self.assertEqual(metric(text, "tollgate_fleet_up"), 1)
         self.assertGreater(
@@ -225,6 +229,12 @@ class FleetAdminTest(tglib.TGTestCase):
                           self.admin_text(tg, "/metrics"))
         # Calls go on against the lease and the local share.
         self.chat(a)
+        # /healthz says so too (no token needed), still 200.
+        h = self.call(a.admin_port, "GET", "/healthz", b"",
+                      [("Host", "127.0.0.1:%d" % a.admin_port)])
+        self.assertEqual(h.status, 200)
+        self.assertEqual(h.json(), {"status": "degraded",
+                                    "fleet": "degraded"})
 
         # Redis back, empty: both recover, and the fleet's spend is
         # rebuilt from what each instance reports of its own.
@@ -246,6 +256,10 @@ class FleetAdminTest(tglib.TGTestCase):
             self.assertEqual(row["state"], "ok", row)
             self.assertEqual(row["fleet"]["state"], "up", row)
             self.assertIsNone(row["fleet"]["local_share_nusd"], row)
+        self.assertEqual(self.call(
+            a.admin_port, "GET", "/healthz", b"",
+            [("Host", "127.0.0.1:%d" % a.admin_port)]).json(),
+            {"status": "ok"})
         text = self.admin_text(a, "/metrics")
         self.assertEqual(metric(text, "tollgate_fleet_up"), 1)
         # The outage is counted (errors and timeouts are not certain: a
