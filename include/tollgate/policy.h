@@ -266,7 +266,9 @@ void policy_alert_mark(const struct policy *, struct policy_counters *,
  * tokens_per_minute (docs/fleet.md): leases on counts, as struct
  * policy_lease is on money. Requests count at admission, tokens when the
  * call settles (its worst case held meanwhile). Cumulative counts are per
- * process: Redis resets an instance's when its start time changes.
+ * process: Redis resets an instance's when its start time changes. A
+ * rolling budget (window: 1h) uses the same sliding count with its money
+ * in the token channel and its own bucket width.
  */
 struct policy_rate_lease {
 	struct pentry *rl_entry;
@@ -283,6 +285,11 @@ struct policy_rate_lease {
 	int64_t rl_demand_req, rl_demand_tok; /* the last demand period's */
 	int64_t rl_dcum_req, rl_dcum_tok, rl_demand_at;
 	int rl_busy;
+	int rl_rolling; /* a rolling budget: the token channel is its
+			 * money (rl_tpm its cap, in nano-USD) */
+	int64_t rl_width; /* Redis's bucket width in ms */
+	int64_t rl_slots; /* buckets summed for the window */
+	int64_t rl_worst; /* the last admission's worst case (rolling) */
 	int rl_degraded; /* Redis down: local counts against a share */
 	int64_t rl_share; /* ... the limits divided by this */
 };

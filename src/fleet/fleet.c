@@ -621,7 +621,7 @@ cJSON *
 fleet_json(void)
 {
 	const struct rconn_stats *rs;
-	cJSON *o, *redis, *arr, *p;
+	cJSON *o, *redis, *arr, *p, *leases;
 	int64_t now = wallclock_ms();
 	size_t i;
 
@@ -664,8 +664,9 @@ fleet_json(void)
 		    now - fl.f_peers[i].fp_beat_ms <= FLEET_ALIVE_MS);
 		cJSON_AddItemToArray(arr, p);
 	}
-	cJSON_AddItemToObject(o, "leases", lease_json(now));
-	cJSON_AddItemToObject(o, "rate_leases", rate_json(now));
+	leases = lease_json(now);
+	cJSON_AddItemToObject(o, "rate_leases", rate_json(now, leases));
+	cJSON_AddItemToObject(o, "leases", leases);
 	return (o);
 }
 

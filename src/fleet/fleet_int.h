@@ -104,7 +104,7 @@ struct cJSON *lease_json(int64_t);
 /* rate.c */
 void rate_pass(int64_t);
 void rate_leave(int64_t);
-struct cJSON *rate_json(int64_t);
+struct cJSON *rate_json(int64_t, struct cJSON *);
 
 /* kills.c */
 void fleet_kills_start(void);

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Rate limits across the fleet: requests and tokens per minute by leases
- * on counts, the instance's side of FLEET_SCRIPT_RATE (scripts.c). Each
+ * on counts, the instance's side of FLEET_SCRIPT_RATE (scripts.c); and
+ * rolling budgets, whose sliding window is the same count on money. Each
  * rate entry of the policy counters carries a struct policy_rate_lease
  * (src/policy/lease.c); the same pass as the budget leases (lease.c)
  * syncs it when it is due, by the same rules: at once when a call waits,
@@ -96,9 +97,9 @@ rate_send(struct policy_rate_lease *rl, int64_t inflight, int64_t want_req,
     int64_t want_tok, int64_t now)
 {
 	struct rate_sync *rs;
-	const char *argv[15];
+	const char *argv[17];
 	char *kh = NULL, *ke = NULL, *kb = NULL;
-	char n[12][24];
+	char n[13][24];
 	int i;
 
 	xasprintf(&kh, "%sr:%s", fl.f_conf->fc_prefix, rl->rl_key);
@@ -116,18 +117,20 @@ rate_send(struct policy_rate_lease *rl, int64_t inflight, int64_t want_req,
 	    inflight < 0 ? (int64_t)0 : inflight);
 	snprintf(n[9], sizeof(n[9]), "%" PRId64, want_req);
 	snprintf(n[10], sizeof(n[10]), "%" PRId64, want_tok);
+	snprintf(n[11], sizeof(n[11]), "%" PRId64, rl->rl_width);
+	snprintf(n[12], sizeof(n[12]), "%" PRId64, rl->rl_slots);
 	argv[0] = kh;
 	argv[1] = ke;
 	argv[2] = kb;
 	argv[3] = fl.f_conf->fc_instance;
-	for (i = 0; i < 11; i++)
+	for (i = 0; i < 13; i++)
 		argv[4 + i] = n[i];
 	rs = xcalloc(1, sizeof(*rs));
 	rs->rs_rl = rl;
 	rs->rs_sent = now;
 	rs->rs_want_req = want_req;
 	rs->rs_want_tok = want_tok;
-	if (rconn_eval(fl.f_conn, FLEET_SCRIPT_RATE, rate_cb, rs, 3, 15, argv,
+	if (rconn_eval(fl.f_conn, FLEET_SCRIPT_RATE, rate_cb, rs, 3, 17, argv,
 		NULL) == 0) {
 		rl->rl_busy = 1;
 		fl.f_busy++;
@@ -157,6 +160,26 @@ rate_headroom(int64_t demand, int64_t period, int64_t limit)
 		head = 2;
 	most = limit / 10 > 1 ? limit / 10 : 1;
 	return (head < most ? head : most);
+}
+
+/*
+ * A rolling budget's headroom, as a calendar budget's (lease.c): the
+ * spend of the last demand period or this one so far, at least two calls
+ * like the last, at most lease_usd.
+ */
+static int64_t
+budget_headroom(const struct policy_rate_lease *rl)
+{
+	int64_t head = rl->rl_demand_tok,
+		now_period = rl->rl_cum_tok - rl->rl_dcum_tok;
+
+	if (now_period > head)
+		head = now_period;
+	if (rl->rl_worst > 0 && rl->rl_worst <= INT64_MAX / 2 &&
+	    2 * rl->rl_worst > head)
+		head = 2 * rl->rl_worst;
+	return (
+	    head < fl.f_conf->fc_lease_nusd ? head : fl.f_conf->fc_lease_nusd);
 }
 
 /* One rate entry of a pass: send its sync if one is due. */
@@ -203,8 +226,11 @@ rate_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
 	if (rl->rl_tpm > 0) {
 		wt = inflight + ut +
 		    (idle ? 0
-			  : rate_headroom(rl->rl_demand_tok,
-				rl->rl_cum_tok - rl->rl_dcum_tok, rl->rl_tpm));
+			    : rl->rl_rolling
+			    ? budget_headroom(rl)
+			    : rate_headroom(rl->rl_demand_tok,
+				  rl->rl_cum_tok - rl->rl_dcum_tok,
+				  rl->rl_tpm));
 		if (rl->rl_want_tok > wt)
 			wt = rl->rl_want_tok;
 	}
@@ -261,6 +287,22 @@ rate_json_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
 		return;
 	o = cJSON_CreateObject();
 	cJSON_AddStringToObject(o, "scope", rl->rl_key);
+	if (rl->rl_rolling) {
+		/* A rolling budget: money, as "leases" writes it. */
+		if (rl->rl_tpm > 0)
+			fleet_json_money(o, "cap", rl->rl_tpm);
+		fleet_json_money(o, "lease", rl->rl_tok);
+		fleet_json_money(o, "in_flight", inflight);
+		fleet_json_money(
+		    o, "unreported", rl->rl_cum_tok - rl->rl_ack_tok);
+		fleet_json_money(o, "fleet_spent", rl->rl_used_tok);
+		fleet_json_money(o, "fleet_leased", rl->rl_leased_tok);
+		if (rl->rl_synced > 0)
+			cJSON_AddNumberToObject(
+			    o, "synced_ms_ago", (double)(now - rl->rl_synced));
+		cJSON_AddItemToArray(((void **)arg)[2], o);
+		return;
+	}
 	if (rl->rl_rpm > 0) {
 		cJSON_AddNumberToObject(
 		    o, "requests_per_minute", (double)rl->rl_rpm);
@@ -294,12 +336,13 @@ rate_json_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
 /*
  * GET /v1/fleet's "rate_leases": the rate-limit scopes holding or owing
  * something; fleet figures are the last minute as Redis last answered.
+ * Rolling budgets go into budgets, GET /v1/fleet's "leases".
  */
 cJSON *
-rate_json(int64_t now)
+rate_json(int64_t now, cJSON *budgets)
 {
 	cJSON *arr = cJSON_CreateArray();
-	void *args[2] = {arr, &now};
+	void *args[3] = {arr, &now, budgets};
 
 	if (fl.f_pc != NULL)
 		policy_rate_leases_each(fl.f_pc, rate_json_one, args);

@@ -113,10 +113,12 @@ static const char lease_lua[] =
  * number, now, lease TTL, process epoch, requests/min and tokens/min
  * limits (0: none), requests admitted and tokens settled here by this
  * process (cumulative), tokens in flight here, the request and token
- * leases wanted. Returns {request lease, token lease, fleet requests in
+ * leases wanted, the bucket width (ms) and how many buckets make the
+ * window (1000 and 60 for a minute; a rolling budget's own, its nano-USD
+ * in the token channel). Returns {request lease, token lease, fleet requests in
  * the last minute, fleet tokens, requests leased, tokens leased, requests
  * counted, tokens counted, applied}. Reported counts land in the current
- * second's bucket, so they stay in the minute a little longer than the
+ * bucket, so they stay in the minute a little longer than the
  * calls they count: stricter, never looser. An expired lease counts as
  * used in the second it expired.
  */
@@ -129,7 +131,8 @@ static const char rate_lua[] =
     "local cq, ct, ft = tonumber(ARGV[8]), tonumber(ARGV[9]),"
     " tonumber(ARGV[10])\n"
     "local wq, wt = tonumber(ARGV[11]), tonumber(ARGV[12])\n"
-    "local sec = math.floor(now / 1000)\n"
+    "local width, slots = tonumber(ARGV[13]), tonumber(ARGV[14])\n"
+    "local sec = math.floor(now / width)\n"
     "local function get(f) return tonumber(redis.call('HGET', h, f)"
     " or '0') end\n"
     "local function window()\n"
@@ -137,7 +140,8 @@ static const char rate_lua[] =
     "  local kv = redis.call('HGETALL', bk)\n"
     "  for i = 1, #kv, 2 do\n"
     "    local s = tonumber(string.sub(kv[i], 3))\n"
-    "    if s == nil or s <= sec - 60 then redis.call('HDEL', bk, kv[i])\n"
+    "    if s == nil or s <= sec - slots then"
+    " redis.call('HDEL', bk, kv[i])\n"
     "    elseif string.sub(kv[i], 1, 1) == 'q' then"
     " q = q + tonumber(kv[i + 1])\n"
     "    else t = t + tonumber(kv[i + 1]) end\n"
@@ -213,8 +217,8 @@ static const char rate_lua[] =
     "redis.call('HSET', h, 'lt:'..inst, lt)\n"
     "if lq > 0 or lt > 0 then redis.call('ZADD', e, now + ttl, inst)"
     " else redis.call('ZREM', e, inst) end\n"
-    "for _, k in ipairs({h, e, bk}) do"
-    " redis.call('PEXPIRE', k, 86400000) end\n"
+    "for _, k in ipairs({h, e, bk}) do redis.call('PEXPIRE', k,"
+    " math.max(86400000, 2 * width * slots)) end\n"
     "return state(1)\n";
 
 /*

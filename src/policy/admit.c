@@ -192,41 +192,38 @@ static void
 check_caps(struct admit *a, int64_t bound, int64_t worst, int64_t worst_asked)
 {
 	const struct policy *po;
+	const struct policy *tp;
 	struct policy_scope sc;
 	struct pentry *e;
-	int64_t room;
+	int64_t room, cap = INT64_MAX;
 	size_t i;
+	int fleet;
 
 	for (i = 0; i < a->a_n; i++) {
 		po = a->a_pol[i];
 		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1)
 			continue;
-		if (e->e_lease != NULL && !po->po_shadow) {
+		fleet = e->e_lease != NULL ||
+		    (e->e_rlease != NULL && e->e_rlease->rl_rolling);
+		if (fleet && !po->po_shadow) {
 			/* What the fleet's sync asks for and returns: the
 			 * caps in force now (a reload may raise one). */
-			const struct policy *tp;
-			int64_t cap;
-
 			tightest(a, e, &cap, &tp);
-			e->e_lease->pl_cap = cap == INT64_MAX ? -1 : cap;
-			e->e_lease->pl_used = a->a_now;
-			e->e_lease->pl_worst = worst;
+			lease_note(
+			    e, cap == INT64_MAX ? -1 : cap, worst, a->a_now, 0);
 		}
 		room = room_of(a, po, e);
 		if (worst <= room &&
 		    (po->po_shadow || po->po_clamp_min == -1 ||
 			worst_asked <= room || bound >= po->po_clamp_min))
 			continue;
-		if (!po->po_shadow && e->e_lease != NULL &&
-		    room < cap_room(a, po, e) && worst <= cap_room(a, po, e) &&
+		if (!po->po_shadow && fleet && room < cap_room(a, po, e) &&
+		    worst <= cap_room(a, po, e) &&
 		    (po->po_clamp_min == -1 || bound >= po->po_clamp_min)) {
 			/* Only the lease is short: the call may wait for
 			 * the fleet to top it up. */
-			int64_t need = e->e_reserved +
-			    (e->e_lease->pl_cum - e->e_lease->pl_acked) + worst;
-
-			if (need > e->e_lease->pl_want)
-				e->e_lease->pl_want = need;
+			lease_note(
+			    e, cap == INT64_MAX ? -1 : cap, worst, a->a_now, 1);
 			a->a_lease_short++;
 		} else if (!po->po_shadow) {
 			a->a_cap_short++;

@@ -216,6 +216,7 @@ pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
 		e->e_width = po->po_window.pw_len_ms / ROLL_BUCKETS;
 		e->e_ring = xcalloc(1, sizeof(*e->e_ring));
 		memset(e->e_ring->ri_id, 0xff, sizeof(e->e_ring->ri_id));
+		lease_rate_attach(pc, e);
 	} else {
 		e->e_kind = PE_CALENDAR;
 		e->e_start = start;
@@ -390,13 +391,13 @@ policy_settle(
 		e->e_reserved -= r->r_nusd;
 		if (actual <= 0)
 			continue;
-		if (e->e_kind == PE_CALENDAR) {
+		if (e->e_kind == PE_CALENDAR)
 			e->e_spent += actual;
-			lease_settle(e, actual);
-		} else
+		else
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    ROLL_SLOTS,
 			    pcount_floor_div(r->r_started, e->e_width), actual);
+		lease_settle(e, actual);
 	}
 	free(r->r_cap);
 	free(r->r_pol);
@@ -434,6 +435,9 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
 		if (e->e_lease != NULL &&
 		    e->e_lease->pl_want < e->e_reserved + need)
 			e->e_lease->pl_want = e->e_reserved + need;
+		if (e->e_rlease != NULL && e->e_rlease->rl_rolling &&
+		    e->e_rlease->rl_want_tok < e->e_reserved + need)
+			e->e_rlease->rl_want_tok = e->e_reserved + need;
 		if (sc != NULL) {
 			memset(sc, 0, sizeof(*sc));
 			sc->sc_policy = r->r_pol[i];

@@ -59,11 +59,22 @@ lease_rate_attach(struct policy_counters *pc, struct pentry *e)
 {
 	struct policy_rate_lease *rl;
 
-	if (!pc->pc_fleet || e->e_kind != PE_RATE || e->e_rlease != NULL)
+	if (!pc->pc_fleet ||
+	    (e->e_kind != PE_RATE && e->e_kind != PE_ROLLING) ||
+	    e->e_rlease != NULL)
 		return;
 	rl = xcalloc(1, sizeof(*rl));
 	rl->rl_entry = e;
 	rl->rl_key = e->e_key;
+	if (e->e_kind == PE_ROLLING) {
+		/* The window the local ring sums: ROLL_SLOTS buckets. */
+		rl->rl_rolling = 1;
+		rl->rl_width = e->e_width;
+		rl->rl_slots = ROLL_SLOTS;
+	} else {
+		rl->rl_width = 1000;
+		rl->rl_slots = RATE_SLOTS;
+	}
 	e->e_rlease = rl;
 }
 
@@ -144,8 +155,22 @@ int64_t
 lease_room(const struct pentry *e, int64_t now)
 {
 	const struct policy_lease *pl = e->e_lease;
-	int64_t held;
+	const struct policy_rate_lease *rl = e->e_rlease;
+	int64_t held, share;
 
+	if (rl != NULL && rl->rl_rolling) {
+		if (rl->rl_degraded) {
+			/* Redis down: the cap divided by the instances, on
+			 * this instance's own spend in the window. */
+			share =
+			    rl->rl_tpm / (rl->rl_share > 0 ? rl->rl_share : 1);
+			return (
+			    share - pcount_spent(e, now, NULL) - e->e_reserved);
+		}
+		held = rl->rl_until > now ? rl->rl_tok : 0;
+		return (
+		    held - (rl->rl_cum_tok - rl->rl_ack_tok) - e->e_reserved);
+	}
 	if (pl == NULL)
 		return (INT64_MAX);
 	held = pl->pl_until > now ? pl->pl_lease : 0;
@@ -174,8 +199,43 @@ lease_keep(const struct pentry *e)
 void
 lease_settle(struct pentry *e, int64_t actual)
 {
-	if (e->e_lease != NULL && actual > 0)
+	if (actual <= 0)
+		return;
+	if (e->e_lease != NULL)
 		e->e_lease->pl_cum += actual;
+	if (e->e_rlease != NULL && e->e_rlease->rl_rolling)
+		e->e_rlease->rl_cum_tok += actual;
+}
+
+/*
+ * An admission checked fleet entry e against a cap (the tightest, cap) at
+ * now, the call's worst case worst: what the next sync asks with. short:
+ * only the lease was short; note what the call needs.
+ */
+void
+lease_note(
+    struct pentry *e, int64_t cap, int64_t worst, int64_t now, int short_)
+{
+	struct policy_lease *pl = e->e_lease;
+	struct policy_rate_lease *rl = e->e_rlease;
+	int64_t need;
+
+	if (pl != NULL) {
+		pl->pl_cap = cap;
+		pl->pl_used = now;
+		pl->pl_worst = worst;
+		need = e->e_reserved + (pl->pl_cum - pl->pl_acked) + worst;
+		if (short_ && need > pl->pl_want)
+			pl->pl_want = need;
+	} else if (rl != NULL && rl->rl_rolling) {
+		rl->rl_tpm = cap == -1 ? 0 : cap;
+		rl->rl_used = now;
+		rl->rl_worst = worst;
+		need =
+		    e->e_reserved + (rl->rl_cum_tok - rl->rl_ack_tok) + worst;
+		if (short_ && need > rl->rl_want_tok)
+			rl->rl_want_tok = need;
+	}
 }
 
 /*

@@ -400,14 +400,34 @@ class FleetCapsTest(tglib.TGTestCase):
                          4 * CALL_NUSD)
         self.assertTrue(tg.alive())
 
+    def test_a_rolling_budget_holds_across_the_fleet(self):
+        # $0.30 an hour, sliding, over three instances: a burst of 60
+        # calls of $0.01 gets 30 through, however it is spread.
+        pol = [{"name": "hourly", "match": {"team": "fleet"},
+                "window": "1h", "hard_cap_usd": "0.30"}]
+        tgs = [self.start(n, policies=pol) for n in ("a", "b", "c")]
+        m = new_marker()
+        st = self.burst(tgs, 60, m, delay_ms=50)
+        ok = st.count(200)
+        self.assertEqual(ok + st.count(429), 60, st)
+        self.assertEqual(ok, 30, st)
+        self.assertEqual(len(self.fp.find_requests(m)), 30)
+        sys.stderr.write("\n  rolling $0.30/h over 3 instances: %d of 60 "
+                         "passed\n" % ok)
+
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
         m = new_marker()
         for _ in range(10):  # a demand: the lease grows to cover it
             self.assertEqual(self.chat(tg, m).status, 200)
         self.wait_reported([tg], 10 * CALL_NUSD)
-        t = threading.Thread(target=lambda: self.redis.client(
-            timeout=10).cmd("DEBUG", "SLEEP", "2"))
+        def sleep_redis():
+            c = self.redis.client(timeout=10)
+            try:
+                c.cmd("DEBUG", "SLEEP", "2")
+            finally:
+                c.close()
+        t = threading.Thread(target=sleep_redis)
         t.start()
         time.sleep(0.2)
         t0 = time.monotonic()
