@@ -231,11 +231,11 @@ fleet_stop(struct event_base *base)
 	}
 	if (fl.f_up) {
 		lease_leave(wallclock_ms());
+		fleet_beat_remove();
 		until = wallclock_ms() + fl.f_conf->fc_command_timeout_ms;
-		while (lease_busy() && fl.f_up && wallclock_ms() < until)
+		while (rconn_pending(fl.f_conn) && fl.f_up &&
+		    wallclock_ms() < until)
 			event_base_loop(base, EVLOOP_ONCE);
-		if (fl.f_up)
-			fleet_beat_remove();
 	}
 	fleet_kills_stop();
 	event_free(fl.f_tick);

@@ -97,7 +97,6 @@ void lease_pass(int64_t);
 void lease_down(void);
 void lease_back(void);
 void lease_leave(int64_t);
-int lease_busy(void);
 void lease_totals(struct lease_totals *, int64_t);
 struct cJSON *lease_json(int64_t);
 
@@ -118,6 +117,7 @@ struct rconn *rconn_new(struct event_base *, const struct fleet_conf *,
     const char *, const char *, void (*)(const char *, size_t, void *),
     void (*)(int, void *), void *);
 int rconn_ready_p(const struct rconn *);
+int rconn_pending(const struct rconn *);
 const char *rconn_error(const struct rconn *);
 const struct rconn_stats *rconn_stats(const struct rconn *);
 int rconn_command(

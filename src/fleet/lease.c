@@ -315,13 +315,6 @@ lease_leave(int64_t now)
 	rate_leave(now);
 }
 
-/* Syncs in flight. */
-int
-lease_busy(void)
-{
-	return (fl.f_busy > 0);
-}
-
 /* The sums of lease_totals, and the oldest report not yet answered. */
 struct totals {
 	struct lease_totals *t_lt;

@@ -572,6 +572,13 @@ rconn_ready_p(const struct rconn *r)
 	return (r != NULL && r->r_state == RCONN_READY);
 }
 
+/* Are commands sent on r still waiting for their answers? */
+int
+rconn_pending(const struct rconn *r)
+{
+	return (r != NULL && r->r_head != NULL);
+}
+
 /* Why the connection last went down; "" when it has not. */
 const char *
 rconn_error(const struct rconn *r)

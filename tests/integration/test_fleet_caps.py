@@ -415,6 +415,22 @@ class FleetCapsTest(tglib.TGTestCase):
         sys.stderr.write("\n  rolling $0.30/h over 3 instances: %d of 60 "
                          "passed\n" % ok)
 
+    def test_shutdown_gives_the_lease_back(self):
+        tgs = [self.start("a"), self.start("b")]
+        m = new_marker()
+        for _ in range(5):
+            self.assertEqual(self.chat(tgs[0], m).status, 200)
+        self.assertGreater(int(self.budget_hash().get("l:a", 0)), 0)
+        # SIGTERM: the calls are over, the spend is reported, the lease
+        # goes back at once rather than expiring in lease_ttl.
+        self.assertEqual(tgs[0].stop(), 0)
+        h = self.budget_hash()
+        self.assertEqual(int(h.get("l:a", 0)), 0, h)
+        self.assertEqual(int(h.get("r:a", 0)), 5 * CALL_NUSD, h)
+        self.assertEqual(int(h["spent"]), 5 * CALL_NUSD, h)
+        self.assertEqual(int(h["leased"]), int(h.get("l:b", 0)), h)
+        self.assertNotIn("a", self.redis.hgetall(PREFIX + "inst"))
+
     def test_slow_redis_does_not_hold_up_covered_calls(self):
         tg = self.start("a", fleet={"command_timeout": "5s"})
         m = new_marker()

@@ -676,6 +676,126 @@ test_rolling(void **state)
 	policy_free(ps);
 }
 
+/* The fleet leases of one entry, found through the leases' pass. */
+struct found {
+	const char *f_day; /* a substring of the wanted entry's key */
+	struct policy_lease *f_pl;
+	int64_t f_reserved;
+	size_t f_n;
+};
+
+static void
+find_lease(struct policy_lease *pl, int64_t reserved, void *arg)
+{
+	struct found *f = arg;
+
+	f->f_n++;
+	if (strstr(pl->pl_key, f->f_day) != NULL) {
+		f->f_pl = pl;
+		f->f_reserved = reserved;
+	}
+}
+
+static struct policy_lease *
+lease_of(
+    struct policy_counters *pc, int64_t start, int64_t *reserved, size_t *n)
+{
+	struct found f;
+	char day[32];
+
+	snprintf(day, sizeof(day), "@%lld", (long long)start);
+	memset(&f, 0, sizeof(f));
+	f.f_day = day;
+	policy_leases_each(pc, find_lease, &f);
+	if (reserved != NULL)
+		*reserved = f.f_reserved;
+	if (n != NULL)
+		*n = f.f_n;
+	return (f.f_pl);
+}
+
+/*
+ * A fleet's leases on the budget counters: a call is admitted against the
+ * lease (not only the cap), a short lease asks to wait with what the call
+ * needs, settling counts this instance's spend, an answer from Redis makes
+ * the entry's spend the fleet's, and at a window's rollover the next day's
+ * entry starts with its own empty lease while the old one is kept until
+ * Redis has counted everything it spent.
+ */
+static void
+test_fleet_leases(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_call c = mkcall("support", "acme", "gpt-4o", 30 * CENT);
+	struct policy_lease *pl, *pl2;
+	int64_t day = utc(2026, 11, 28, 0, 0, 0), resv;
+	size_t n;
+
+	(void)state;
+	ps = load_ok("- name: cap\n  window: day\n  hard_cap_usd: 1.00\n");
+	pc = policy_counters_new();
+	policy_counters_fleet(pc, 1);
+	/* No lease yet: refused, but only for want of lease: wait. */
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_reason, POLICY_HARD_CAP);
+	assert_int_equal(pd.pd_lease_wait, 1);
+	pl = lease_of(pc, day, NULL, &n);
+	assert_non_null(pl);
+	assert_int_equal(n, 1);
+	assert_int_equal(pl->pl_cap, USD);
+	assert_int_equal(pl->pl_want, 30 * CENT);
+	/* Redis grants $0.40: one call fits, a second waits again. */
+	policy_lease_answer(pl, 40 * CENT, 0, 40 * CENT, 0, T0);
+	pl->pl_until = T0 + 30000;
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_settle(pd.pd_res, 25 * CENT, 100, T0);
+	assert_int_equal(pl->pl_cum, 25 * CENT);
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_lease_wait, 1);
+	assert_int_equal(pl->pl_want, 25 * CENT + 30 * CENT);
+	/* The fleet has spent $0.80 with ours: the cap itself has no room
+	 * for $0.30 (the lease would not help): refused, no wait. */
+	policy_lease_answer(pl, 90 * CENT, 80 * CENT, 90 * CENT, 25 * CENT, T0);
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_lease_wait, 0);
+	budget_is(ps, 0, pc, &c, T0, 80 * CENT, 0);
+	/* An expired lease is not used. */
+	policy_lease_answer(pl, 40 * CENT, 10 * CENT, 40 * CENT, 25 * CENT, T0);
+	c.pc_unpriced_nusd = 10 * CENT;
+	c.pc_price = NULL;
+	policy_admit(ps, pc, &c, T0 + 30000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_lease_wait, 1);
+	policy_admit(ps, pc, &c, T0, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+	policy_settle(pd.pd_res, 10 * CENT, 100, T0);
+	/* The next day: a new entry with an empty lease of its own. */
+	policy_admit(ps, pc, &c, day + 86400000 + 1000, &pd);
+	assert_int_equal(pd.pd_verdict, POLICY_REFUSE);
+	assert_int_equal(pd.pd_lease_wait, 1);
+	pl2 = lease_of(pc, day + 86400000, &resv, &n);
+	assert_non_null(pl2);
+	assert_ptr_not_equal(pl2, pl);
+	assert_int_equal(n, 2);
+	assert_int_equal(pl2->pl_cum, 0);
+	assert_int_equal(resv, 0);
+	/* The old day owes Redis $0.10: it outlives its window until then. */
+	assert_int_equal(pl->pl_cum - pl->pl_acked, 10 * CENT);
+	policy_counters_gc(pc, day + 2 * 86400000);
+	assert_ptr_equal(lease_of(pc, day, NULL, NULL), pl);
+	policy_lease_answer(pl, 0, 20 * CENT, 0, 35 * CENT, day + 86400000);
+	policy_counters_gc(pc, day + 2 * 86400000);
+	assert_null(lease_of(pc, day, NULL, NULL));
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
 int
 main(void)
 {
@@ -691,6 +811,7 @@ main(void)
 	    cmocka_unit_test(test_fired_all),
 	    cmocka_unit_test(test_thresholds),
 	    cmocka_unit_test(test_rolling),
+	    cmocka_unit_test(test_fleet_leases),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
