@@ -143,6 +143,7 @@ struct policy_scope {
 	int64_t sc_retry_after_ms; /* rate limits only; else 0 */
 	size_t sc_fired; /* budgets: alert thresholds fired this window */
 	const struct policy_lease *sc_lease; /* budgets in a fleet; or NULL */
+	const struct policy_rate_lease *sc_rlease; /* rolling ones; or NULL */
 	int sc_capped; /* budgets: calls are refused for want of room */
 };
 

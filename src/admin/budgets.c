@@ -112,6 +112,34 @@ add_fleet(cJSON *o, const struct policy_lease *pl, int degraded)
 }
 
 /*
+ * The same for a rolling budget: the fleet's spend is what Redis last
+ * counted in the window's buckets, plus what this instance settled since.
+ */
+static void
+add_fleet_rolling(
+    cJSON *o, const struct policy_rate_lease *rl, int64_t cap, int degraded)
+{
+	cJSON *f;
+	int64_t unrep = rl->rl_cum_tok - rl->rl_ack_tok, share;
+
+	f = cJSON_AddObjectToObject(o, "fleet");
+	cJSON_AddStringToObject(f, "state", degraded ? "degraded" : "up");
+	add_money(f, "spent", rl->rl_used_tok + unrep);
+	add_money(f, "lease", rl->rl_tok);
+	add_money(f, "unreported", unrep);
+	add_money(f, "leased", rl->rl_leased_tok);
+	if (degraded && rl->rl_degraded) {
+		share = cap / (rl->rl_share > 0 ? rl->rl_share : 1);
+		add_money(f, "local_share", share);
+	} else {
+		cJSON_AddNullToObject(f, "local_share_usd");
+		cJSON_AddNullToObject(f, "local_share_nusd");
+	}
+	add_time(
+	    f, "synced_at", rl->rl_synced > 0 ? rl->rl_synced : POLICY_NEVER);
+}
+
+/*
  * Would a live kill stop the calls of this scope? Its calls carry the
  * scope's per values and match the policy's patterns; a pattern without
  * wildcards is the value itself. With wildcards left, it is a guess that
@@ -215,7 +243,8 @@ budget_cb(const struct policy_scope *sc, void *arg)
 		usd_format(buf, sizeof(buf), po->po_alerts[i]);
 		cJSON_AddItemToArray(th, cJSON_CreateRaw(buf));
 	}
-	degraded = sc->sc_lease != NULL && fleet_state() == FLEET_DOWN;
+	degraded = (sc->sc_lease != NULL || sc->sc_rlease != NULL) &&
+	    fleet_state() == FLEET_DOWN;
 	if (po->po_killed || scope_killed(po, sc))
 		cJSON_AddStringToObject(o, "state", "killed");
 	else if (sc->sc_capped)
@@ -229,6 +258,8 @@ budget_cb(const struct policy_scope *sc, void *arg)
 	cJSON_AddBoolToObject(o, "shadow", po->po_shadow);
 	if (sc->sc_lease != NULL)
 		add_fleet(o, sc->sc_lease, degraded);
+	else if (sc->sc_rlease != NULL)
+		add_fleet_rolling(o, sc->sc_rlease, po->po_cap_nusd, degraded);
 	if ((be->be_key = cJSON_PrintUnformatted(scope)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted", __func__);
 }

@@ -350,6 +350,8 @@ pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
 	sc->sc_reset_at = reset;
 	sc->sc_fired = e->e_nfired;
 	sc->sc_lease = e->e_lease;
+	sc->sc_rlease =
+	    e->e_rlease != NULL && e->e_rlease->rl_rolling ? e->e_rlease : NULL;
 	/* Capped: a call was refused for want of room that has not grown
 	 * enough since, or nothing is left at all. */
 	sc->sc_capped = po->po_cap_nusd != -1 &&

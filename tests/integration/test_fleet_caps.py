@@ -22,6 +22,7 @@ for the top-up instead of being refused.
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -45,6 +46,7 @@ CALL_NUSD = 10000000  # 1,000 output tokens at $10/M
 CAP_NUSD = 1000000000  # $1.00
 USES_ALL = (("x-fake-events", "1"), ("x-fake-event-tokens", "1000"))
 PREFIX = "tollgate:"
+ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
 
 
 def policy(cap="1.00", team="fleet"):
@@ -414,6 +416,26 @@ class FleetCapsTest(tglib.TGTestCase):
         self.assertEqual(len(self.fp.find_requests(m)), 30)
         sys.stderr.write("\n  rolling $0.30/h over 3 instances: %d of 60 "
                          "passed\n" % ok)
+        # An instance's /v1/budgets shows the fleet's spend in the
+        # window once it has synced after the others reported.
+        for tg in tgs[1:2]:
+            port = int(tglib.wait_until(
+                lambda tg=tg: ADMIN_RE.search(tg.stderr()), 10).group(1))
+
+            def fleet_spent(tg=tg, port=port):
+                self.chat(tg, m)  # refused at the cap; makes it sync
+                raw = tglib.build_request(
+                    "GET", "/v1/budgets", b"",
+                    [("Host", "127.0.0.1:%d" % port)], host=None)
+                doc = json.loads(self.call(port, "GET", "/v1/budgets",
+                                           raw=raw).body)
+                rows = [b for b in doc["budgets"] if b["policy"] == "hourly"]
+                return rows and rows[0].get("fleet", {}).get(
+                    "spent_nusd") == 30 * CALL_NUSD and rows[0]
+            row = tglib.wait_until(fleet_spent, 15, interval=0.5,
+                                   what="the fleet's spend in /v1/budgets")
+            self.assertTrue(row)
+            self.assertEqual(row["fleet"]["state"], "up")
 
     def test_shutdown_gives_the_lease_back(self):
         tgs = [self.start("a"), self.start("b")]
