@@ -160,8 +160,8 @@ ship_check_conninfo(const char *s, struct ship_conf *sc, char **cause)
 		}
 		if (strcmp(o->keyword, "sslmode") == 0 &&
 		    !ship_sslmode_ok(o->val)) {
-			xasprintf(cause, "sslmode must be one of %s",
-			    SHIP_SSLMODES);
+			xasprintf(
+			    cause, "sslmode must be one of %s", SHIP_SSLMODES);
 			goto fail;
 		}
 		if (strcmp(o->keyword, "passfile") == 0) {
@@ -242,9 +242,9 @@ cfgp_ship_sslmode(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	if ((s = cfg_string(cx, path, n, "an sslmode")) == NULL)
 		return;
 	if (!ship_sslmode_ok(s)) {
-		cfg_error(cx, n, "%s: unknown sslmode '%s' (expected one of %s)",
-		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len),
-		    SHIP_SSLMODES);
+		cfg_error(cx, n,
+		    "%s: unknown sslmode '%s' (expected one of %s)", path,
+		    cfg_esc(buf, sizeof(buf), s, n->yn_len), SHIP_SSLMODES);
 		return;
 	}
 	free(*out);

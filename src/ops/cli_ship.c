@@ -47,8 +47,9 @@ cli_ship(int argc, char **argv)
 	int ch, rc = 1;
 
 	if (argc < 2 || strcmp(argv[1], "init") != 0) {
-		if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-				     strcmp(argv[1], "-h") == 0)) {
+		if (argc >= 2 &&
+		    (strcmp(argv[1], "--help") == 0 ||
+			strcmp(argv[1], "-h") == 0)) {
 			ship_usage(stdout);
 			return (0);
 		}
