@@ -7,6 +7,7 @@
  *   tollgate -n [-c file]               the same, relayd-style
  *   tollgate spend|calls ...            read the ledger (cli.c)
  *   tollgate prices import FILE ...     a new price table (cli_prices.c)
+ *   tollgate ship init [-c file]        the fleet ledger's schema (cli_ship.c)
  *
  * src/ has one folder per room, in the order a call meets them (each
  * calls only folders below it; tools/depgraph.py checks that no two call
@@ -21,6 +22,7 @@
  *   policy/    caps, limits, breakers, kills: the decisions, no I/O
  *   pricing/   the price table and the cost of a usage
  *   ledger/    the SQLite ledger: rows reserved, settled, recovered
+ *   ship/      the fleet ledger on PostgreSQL: its schema
  *   alerts/    thresholds and webhooks, told by call/ and policy state
  *   metrics/   the Prometheus counters, told by everyone
  *   admin/     the admin API; spend/ its queries and formats
@@ -86,6 +88,7 @@ static void __attribute__((noreturn)) usage(int status)
 	    "       tollgate calls [options]   (tollgate calls --help)\n"
 	    "       tollgate prices import FILE [-o OUT] [-c file]\n"
 	    "                                  (tollgate prices --help)\n"
+	    "       tollgate ship init [-c file]\n"
 	    "  -c, --config file  configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -d                 stay in the foreground and log to stderr\n"
 	    "  -n                 check the configuration and exit\n"
@@ -122,7 +125,7 @@ static int
 cmd_check(const char *path)
 {
 	struct config *cf;
-	char *cause = NULL, *fleet;
+	char *cause = NULL, *fleet, *ship;
 
 	if ((cf = load_or_report(path, CONFIG_SECRETS_OPTIONAL)) == NULL)
 		return (1);
@@ -135,6 +138,11 @@ cmd_check(const char *path)
 		fleet = config_fleet_describe(cf->cf_fleet);
 		printf("%s\n", fleet);
 		free(fleet);
+	}
+	if (cf->cf_ship != NULL) {
+		ship = config_ship_describe(cf->cf_ship);
+		printf("%s\n", ship);
+		free(ship);
 	}
 	config_unref(cf);
 	printf("configuration OK\n");
@@ -465,6 +473,9 @@ main(int argc, char *argv[])
 	/* A new price table from a community price list (cli_prices.c). */
 	if (argc > 1 && strcmp(argv[1], "prices") == 0)
 		return (cli_prices(argc - 1, argv + 1));
+	/* The fleet ledger's schema in PostgreSQL (cli_ship.c). */
+	if (argc > 1 && strcmp(argv[1], "ship") == 0)
+		return (cli_ship(argc - 1, argv + 1));
 	parse_opts(argc, argv, &o);
 	argc -= optind;
 	argv += optind;

@@ -116,6 +116,19 @@ struct fleet_conf {
 	enum fleet_when_down fc_when_down;
 };
 
+/*
+ * ledger.ship: the PostgreSQL the fleet's ledger rows go to
+ * (docs/fleet.md). The connection string never holds a password: that
+ * comes from password_env, is a secret no message repeats, and is wiped
+ * when the config is freed.
+ */
+struct ship_conf {
+	char *sc_conninfo; /* postgres: a URI or libpq keyword=value string */
+	char *sc_sslmode; /* sslmode:, as libpq spells it; NULL: libpq's */
+	char *sc_password; /* from password_env, a secret; NULL: none */
+	char *sc_password_env;
+};
+
 struct config {
 	int cf_refs;
 	unsigned long long cf_generation; /* set by the caller that swaps it */
@@ -154,6 +167,7 @@ struct config {
 	enum durability cf_durability;
 	size_t cf_ledger_queue_max;
 	int cf_ledger_queue_max_int; /* as parsed */
+	struct ship_conf *cf_ship; /* NULL: no ledger.ship:; start only */
 
 	/* prices: and unknown_models: */
 	char *cf_prices_path; /* absolute */
@@ -209,6 +223,11 @@ int config_check_reload(
 const char *config_fleet_changed(
     const struct fleet_conf *, const struct fleet_conf *);
 char *config_fleet_describe(const struct fleet_conf *);
+
+/* cfgship.c */
+const char *config_ship_changed(
+    const struct ship_conf *, const struct ship_conf *);
+char *config_ship_describe(const struct ship_conf *);
 
 /* current.c */
 struct config *config_current(void);

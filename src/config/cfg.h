@@ -40,6 +40,11 @@ void cfgp_fleet(struct cfgctx *, const struct cfgkey *, const char *,
 void config_check_fleet(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_fleet(struct config *);
 
+/* cfgship.c */
+void cfgp_ship(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_free_ship(struct config *);
+
 /* cfgmeter.c */
 void cfgp_durability(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);

@@ -91,6 +91,7 @@ static const struct cfgkey ledger_keys[] = {
     KEY_CALL("path", cfgp_path, CF_OFF(cf_ledger_path), 0),
     KEY_CALL("durability", cfgp_durability, CF_OFF(cf_durability), 0),
     KEY_INT("queue_max", CF_OFF(cf_ledger_queue_max_int), 16, 10000000),
+    KEY_CALL("ship", cfgp_ship, 0, 0),
     KEY_END,
 };
 
@@ -672,6 +673,7 @@ config_free(struct config *cf)
 	config_free_admin(cf);
 	config_free_alerts(cf);
 	config_free_fleet(cf);
+	config_free_ship(cf);
 	free(cf->cf_path);
 	free(cf);
 }

@@ -161,6 +161,11 @@ reload_start_only(const struct config *cf, struct cfgerrs *errs)
 		reload_warn(errs,
 		    "ledger changes need a restart; still writing %s",
 		    b->cf_ledger_path);
+	if ((what = config_ship_changed(b->cf_ship, cf->cf_ship)) != NULL)
+		reload_warn(errs,
+		    "ledger.%s changed: ledger.ship changes need a restart; "
+		    "the running settings stay",
+		    what);
 	if ((what = config_fleet_changed(b->cf_fleet, cf->cf_fleet)) == NULL)
 		return;
 	if (b->cf_fleet == NULL)
