@@ -286,11 +286,11 @@ class Sim:
 
     def answer(self, x, rep, sent, want):
         """lease.c sync_cb and policy/lease.c policy_lease_answer."""
-        if isinstance(rep, list) and len(rep) != 7:
+        if isinstance(rep, list) and len(rep) != 8:
             # The script's answer changed: the rules mirrored here (from
             # src/fleet/lease.c) no longer match it.
             raise SystemExit("fleet_sim: the lease script answers %d "
-                             "values, this simulation reads 7: update it "
+                             "values, this simulation reads 8: update it "
                              "with src/fleet/lease.c" % len(rep))
         if isinstance(rep, Exception):
             # tollgate logs it and leaves the entry as it was: the sync is
@@ -300,7 +300,7 @@ class Sim:
                 self.first_error = "%s at t=%.1f s: %s" % (
                     x.name, (self.now - self.t0) / 1e3, rep)
             return
-        lease, spent, leased, acked, _, holders, starve = rep
+        lease, spent, leased, acked, _, holders, starve, _seq = rep
         x.lease = lease
         x.fspent = spent
         x.fleased = leased

@@ -111,10 +111,27 @@ state_cb(int up, void *arg)
 	fleet_wake(0);
 }
 
+/* Take w off the list of waiting calls. */
+static void
+wait_unlink(struct fleet_wait *w)
+{
+	if (w->fw_prev != NULL)
+		w->fw_prev->fw_next = w->fw_next;
+	else
+		fl.f_waits = w->fw_next;
+	if (w->fw_next != NULL)
+		w->fw_next->fw_prev = w->fw_prev;
+	else
+		fl.f_waits_tail = w->fw_prev;
+	w->fw_next = w->fw_prev = NULL;
+}
+
 /*
  * Wake every waiting call (timed_out: only those past their deadline).
  * A woken call may wait again, or end other calls that wait: each pass
- * looks from the head for one not yet woken by this wake.
+ * looks from the head for one not yet woken by this wake. Waits are added
+ * at the tail, so the ones already woken and waiting again are behind
+ * the rest, and the look finds the next one at once.
  */
 static void
 fleet_wake(int timed_out)
@@ -130,12 +147,7 @@ fleet_wake(int timed_out)
 				break;
 		if (w == NULL)
 			return;
-		if (w->fw_prev != NULL)
-			w->fw_prev->fw_next = w->fw_next;
-		else
-			fl.f_waits = w->fw_next;
-		if (w->fw_next != NULL)
-			w->fw_next->fw_prev = w->fw_prev;
+		wait_unlink(w);
 		if (timed_out)
 			fl.f_stats.fs_wait_timeouts++;
 		w->fw_cb(w->fw_arg, timed_out);
@@ -148,6 +160,16 @@ void
 fleet_synced(void)
 {
 	fleet_wake(0);
+}
+
+/* Calls started waiting: the syncs they need go out now. */
+static void
+pass_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	(void)fd;
+	(void)ev;
+	(void)arg;
+	lease_pass(wallclock_ms());
 }
 
 static void
@@ -198,6 +220,7 @@ fleet_start(
 	fl.f_sub = rconn_new(base, fl.f_conf, "subscriber", chan,
 	    fleet_kills_message, fleet_kills_sub_state, NULL);
 	fl.f_tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
+	fl.f_pass = event_new(base, -1, 0, pass_cb, NULL);
 	event_add(fl.f_tick, &tv);
 	fleet_kills_start();
 	log_info("fleet: instance %s, Redis %s, lease up to $%s per budget "
@@ -225,7 +248,7 @@ fleet_stop(struct event_base *base)
 	while (fl.f_waits != NULL) {
 		struct fleet_wait *w = fl.f_waits;
 
-		fl.f_waits = w->fw_next;
+		wait_unlink(w);
 		w->fw_cb(w->fw_arg, 1);
 		free(w);
 	}
@@ -239,6 +262,7 @@ fleet_stop(struct event_base *base)
 	}
 	fleet_kills_stop();
 	event_free(fl.f_tick);
+	event_free(fl.f_pass);
 	rconn_free(fl.f_sub);
 	rconn_free(fl.f_conn);
 	for (i = 0; i < fl.f_npeers; i++) {
@@ -290,12 +314,16 @@ fleet_wait(int64_t deadline, void (*cb)(void *, int), void *arg)
 	w->fw_cb = cb;
 	w->fw_arg = arg;
 	w->fw_gen = fl.f_wake_gen;
-	w->fw_next = fl.f_waits;
-	if (fl.f_waits != NULL)
-		fl.f_waits->fw_prev = w;
-	fl.f_waits = w;
+	w->fw_prev = fl.f_waits_tail;
+	if (fl.f_waits_tail != NULL)
+		fl.f_waits_tail->fw_next = w;
+	else
+		fl.f_waits = w;
+	fl.f_waits_tail = w;
 	fl.f_stats.fs_waits++;
-	lease_pass(wallclock_ms()); /* ask now, not at the next tick */
+	/* Ask now, not at the next tick: one pass for all the calls that
+	 * start waiting in this loop turn. */
+	event_active(fl.f_pass, 0, 0);
 	return (w);
 }
 
@@ -305,13 +333,27 @@ fleet_wait_cancel(struct fleet_wait *w)
 {
 	if (w == NULL)
 		return;
-	if (w->fw_prev != NULL)
-		w->fw_prev->fw_next = w->fw_next;
-	else
-		fl.f_waits = w->fw_next;
-	if (w->fw_next != NULL)
-		w->fw_next->fw_prev = w->fw_prev;
+	wait_unlink(w);
 	free(w);
+}
+
+/*
+ * Redis did not apply a sync: it has applied stored, a later sequence
+ * number, for this instance. Go past it, and say once why this happens.
+ */
+void
+fleet_seq_behind(int64_t stored)
+{
+	if (stored > 0 && (uint64_t)stored >= fl.f_seq)
+		fl.f_seq = (uint64_t)stored;
+	if (!fl.f_seq_warned) {
+		fl.f_seq_warned = 1;
+		log_warnx("fleet: Redis has a later sync from instance %s than "
+			  "this process sent: the clock went back across a "
+			  "restart, or another process uses the same "
+			  "fleet.instance (each must have its own)",
+		    fl.f_conf->fc_instance);
+	}
 }
 
 /* A $ amount with as many decimals as it needs, for log lines. */

@@ -64,7 +64,9 @@ struct fleet {
 	int64_t f_down_since; /* Unix ms; 0 while up */
 	int f_down_alerted;
 	uint64_t f_seq; /* the last sequence number sent */
-	struct fleet_wait *f_waits;
+	int f_seq_warned; /* fleet_seq_behind has said why */
+	struct fleet_wait *f_waits, *f_waits_tail;
+	struct event *f_pass; /* a sync pass on the next loop turn */
 	uint64_t f_wake_gen; /* fleet_wake's passes */
 	int64_t f_beat_at, f_peers_at;
 	struct fleet_peer *f_peers; /* from the last HGETALL */
@@ -86,6 +88,7 @@ struct lease_totals {
 
 /* fleet.c */
 void fleet_synced(void);
+void fleet_seq_behind(int64_t);
 const char *fleet_usd(int64_t);
 void fleet_json_money(struct cJSON *, const char *, int64_t);
 void fleet_beat(void);

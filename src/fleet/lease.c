@@ -55,27 +55,35 @@ struct lease_sync {
 	int64_t ls_want;
 };
 
-/* Redis answered: {lease, spent, leased, acked, applied, holders, starve}. */
+/* Redis answered: {lease, spent, leased, acked, applied, holders, starve,
+ * sequence}. */
 static void
 sync_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct lease_sync *ls = arg;
 	struct policy_lease *pl = ls->ls_pl;
-	int64_t v[7], now = wallclock_ms(), ttl;
+	int64_t v[8], now = wallclock_ms(), ttl;
 	size_t i;
 
 	pl->pl_busy = 0;
 	fl.f_busy--;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements != 7) {
+	    r->elements != 8) {
 		log_debug("fleet: lease sync of %s failed: %s", pl->pl_key,
 		    err != NULL ? err : "unexpected reply");
 		goto done;
 	}
-	for (i = 0; i < 7; i++) {
+	for (i = 0; i < 8; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			goto done;
 		v[i] = r->element[i]->integer;
+	}
+	if (v[4] == 0) {
+		/* Not applied: Redis has a later sequence number for this
+		 * instance (the clock went back across a restart, or another
+		 * process uses its name). Nothing here is renewed. */
+		fleet_seq_behind(v[7]);
+		goto done;
 	}
 	fl.f_stats.fs_syncs++;
 	policy_lease_answer(pl, v[0], v[1], v[2], v[3], now);

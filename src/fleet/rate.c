@@ -51,21 +51,25 @@ rate_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct rate_sync *rs = arg;
 	struct policy_rate_lease *rl = rs->rs_rl;
-	int64_t v[9], now = wallclock_ms(), ttl;
+	int64_t v[10], now = wallclock_ms(), ttl;
 	size_t i;
 
 	rl->rl_busy = 0;
 	fl.f_busy--;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements != 9) {
+	    r->elements != 10) {
 		log_debug("fleet: rate sync of %s failed: %s", rl->rl_key,
 		    err != NULL ? err : "unexpected reply");
 		goto done;
 	}
-	for (i = 0; i < 9; i++) {
+	for (i = 0; i < 10; i++) {
 		if (r->element[i]->type != REDIS_REPLY_INTEGER)
 			goto done;
 		v[i] = r->element[i]->integer;
+	}
+	if (v[8] == 0) {
+		fleet_seq_behind(v[9]); /* as lease.c's sync_cb */
+		goto done;
 	}
 	fl.f_stats.fs_syncs++;
 	rl->rl_req = v[0];

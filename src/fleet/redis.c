@@ -106,8 +106,12 @@ rcmd_free(struct rcmd *c)
 	int i;
 
 	if (c->rc_argv != NULL) {
+		/* The handshake's AUTH carries the password: wiped. */
 		for (i = 0; i < c->rc_argc; i++)
-			free(c->rc_argv[i]);
+			if (c->rc_internal)
+				freezero(c->rc_argv[i], c->rc_lens[i] + 1);
+			else
+				free(c->rc_argv[i]);
 		free(c->rc_argv);
 		free(c->rc_cargv);
 		free(c->rc_lens);

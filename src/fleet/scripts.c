@@ -40,7 +40,7 @@ static const char lease_lua[] =
     "local function state(applied)\n"
     "  return {get('l:'..inst), get('spent'), get('leased'),"
     " get('r:'..inst), applied, redis.call('ZCARD', e),"
-    " get('starve')}\n"
+    " get('starve'), get('s:'..inst)}\n"
     "end\n"
     "if seq <= get('s:'..inst) then return state(0) end\n"
     "redis.call('HSET', b, 's:'..inst, ARGV[2])\n"
@@ -117,7 +117,7 @@ static const char lease_lua[] =
  * window (1000 and 60 for a minute; a rolling budget's own, its nano-USD
  * in the token channel). Returns {request lease, token lease, fleet requests in
  * the last minute, fleet tokens, requests leased, tokens leased, requests
- * counted, tokens counted, applied}. Reported counts land in the current
+ * counted, tokens counted, applied, the last sequence number applied}. Reported counts land in the current
  * bucket, so they stay in the minute a little longer than the
  * calls they count: stricter, never looser. An expired lease counts as
  * used in the second it expired.
@@ -151,11 +151,26 @@ static const char rate_lua[] =
     "local function state(applied)\n"
     "  local q, t = window()\n"
     "  return {get('lq:'..inst), get('lt:'..inst), q, t, get('leasedq'),"
-    " get('leasedt'), get('rq:'..inst), get('rt:'..inst), applied}\n"
+    " get('leasedt'), get('rq:'..inst), get('rt:'..inst), applied,"
+    " get('s:'..inst)}\n"
     "end\n"
     "if seq <= get('s:'..inst) then return state(0) end\n"
     "redis.call('HSET', h, 's:'..inst, ARGV[2])\n"
     "if redis.call('HGET', h, 'ep:'..inst) ~= epoch then\n"
+    /* A new process of this instance: what the last one held counts
+     * as used (it may have spent it unreported), as an expired lease. */
+    "  local q, t = get('lq:'..inst), get('lt:'..inst)\n"
+    "  if q > 0 then\n"
+    "    redis.call('HINCRBY', bk, 'q:'..sec, q)\n"
+    "    redis.call('HINCRBY', h, 'leasedq', -q)\n"
+    "  end\n"
+    "  if t > 0 then\n"
+    "    redis.call('HINCRBY', bk, 't:'..sec, t)\n"
+    "    redis.call('HINCRBY', h, 'leasedt', -t)\n"
+    "  end\n"
+    "  redis.call('HSET', h, 'lq:'..inst, 0)\n"
+    "  redis.call('HSET', h, 'lt:'..inst, 0)\n"
+    "  redis.call('ZREM', e, inst)\n"
     "  redis.call('HSET', h, 'ep:'..inst, epoch)\n"
     "  redis.call('HSET', h, 'rq:'..inst, 0)\n"
     "  redis.call('HSET', h, 'rt:'..inst, 0)\n"

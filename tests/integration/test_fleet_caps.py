@@ -294,6 +294,25 @@ class FleetCapsTest(tglib.TGTestCase):
         sys.stderr.write("\n  requests/min 20 over 3 instances: %d of 60 "
                          "passed\n" % ok)
 
+    def test_a_restarted_instance_does_not_spend_its_old_lease_again(self):
+        # 10 requests a minute. a is killed right after its calls (their
+        # counts unreported) and restarts at once, inside its lease's
+        # TTL: the old process's lease counts as used, so the minute
+        # still lets 10 through in all.
+        rl = [{"name": "rpm", "match": {"team": "fleet"},
+               "rate_limit": {"requests_per_minute": 10}}]
+        a = self.start("a", policies=rl)
+        m = new_marker()
+        for _ in range(4):
+            self.assertEqual(self.chat(a, m).status, 200)
+        a.kill()
+        self._procs.remove(a)
+        a = self.start("a", policies=rl)
+        b = self.start("b", policies=rl)
+        st = self.burst([a, b], 20, m, delay_ms=20)
+        self.assertLessEqual(4 + st.count(200), 10, st)
+        self.assertEqual(len(self.fp.find_requests(m)), 4 + st.count(200))
+
     def test_tokens_per_minute_hold_across_the_fleet(self):
         # 20,000 tokens a minute; each call may use ~1,000 (its input
         # estimate and max_tokens): about 19 fit, never more than 20.
