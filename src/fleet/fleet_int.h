@@ -96,6 +96,7 @@ void fleet_beat_remove(void);
 void fleet_peers_read(void);
 
 /* lease.c */
+int64_t lease_headroom(int64_t, int64_t, int64_t);
 void lease_pass(int64_t);
 void lease_down(void);
 void lease_back(void);

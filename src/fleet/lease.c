@@ -188,22 +188,20 @@ degrade(struct policy_lease *pl)
 }
 
 /*
- * The lease asked for beyond what is in flight and unreported: the spend
- * of the last demand period or of this one so far, whichever is more, and
- * at least two more calls like the last; at most lease_usd. A busy entry
- * thus doubles its lease each sync up to lease_usd, like a slow start.
+ * The money lease asked for beyond what is in flight and unreported: the
+ * spend of the last demand period (demand) or of this one so far
+ * (period), whichever is more, and at least two more calls like the last
+ * (worst); at most lease_usd. A busy entry thus doubles its lease each
+ * sync up to lease_usd, like a slow start. Calendar budgets here, rolling
+ * ones in rate.c.
  */
-static int64_t
-lease_headroom(const struct policy_lease *pl)
+int64_t
+lease_headroom(int64_t demand, int64_t period, int64_t worst)
 {
-	int64_t head = pl->pl_demand,
-		now_period = pl->pl_cum - pl->pl_demand_cum;
+	int64_t head = demand > period ? demand : period;
 
-	if (now_period > head)
-		head = now_period;
-	if (pl->pl_worst > 0 && pl->pl_worst <= INT64_MAX / 2 &&
-	    2 * pl->pl_worst > head)
-		head = 2 * pl->pl_worst;
+	if (worst > 0 && worst <= INT64_MAX / 2 && 2 * worst > head)
+		head = 2 * worst;
 	return (
 	    head < fl.f_conf->fc_lease_nusd ? head : fl.f_conf->fc_lease_nusd);
 }
@@ -239,7 +237,9 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		/* Another instance is short: hold no headroom. */
 		starving = now < pl->pl_starve_until;
 		idle = now - pl->pl_used >= LEASE_IDLE_MS || starving;
-		head = idle ? 0 : lease_headroom(pl);
+		head = idle ? 0
+			    : lease_headroom(pl->pl_demand,
+				  pl->pl_cum - pl->pl_demand_cum, pl->pl_worst);
 		want = reserved + unrep + head;
 		if (pl->pl_want > want)
 			want = pl->pl_want;

@@ -166,26 +166,6 @@ rate_headroom(int64_t demand, int64_t period, int64_t limit)
 	return (head < most ? head : most);
 }
 
-/*
- * A rolling budget's headroom, as a calendar budget's (lease.c): the
- * spend of the last demand period or this one so far, at least two calls
- * like the last, at most lease_usd.
- */
-static int64_t
-budget_headroom(const struct policy_rate_lease *rl)
-{
-	int64_t head = rl->rl_demand_tok,
-		now_period = rl->rl_cum_tok - rl->rl_dcum_tok;
-
-	if (now_period > head)
-		head = now_period;
-	if (rl->rl_worst > 0 && rl->rl_worst <= INT64_MAX / 2 &&
-	    2 * rl->rl_worst > head)
-		head = 2 * rl->rl_worst;
-	return (
-	    head < fl.f_conf->fc_lease_nusd ? head : fl.f_conf->fc_lease_nusd);
-}
-
 /* One rate entry of a pass: send its sync if one is due. */
 static void
 rate_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
@@ -231,7 +211,9 @@ rate_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
 		wt = inflight + ut +
 		    (idle ? 0
 			    : rl->rl_rolling
-			    ? budget_headroom(rl)
+			    ? lease_headroom(rl->rl_demand_tok,
+				  rl->rl_cum_tok - rl->rl_dcum_tok,
+				  rl->rl_worst)
 			    : rate_headroom(rl->rl_demand_tok,
 				  rl->rl_cum_tok - rl->rl_dcum_tok,
 				  rl->rl_tpm));

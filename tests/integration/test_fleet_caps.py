@@ -478,21 +478,43 @@ class FleetCapsTest(tglib.TGTestCase):
         for _ in range(10):  # a demand: the lease grows to cover it
             self.assertEqual(self.chat(tg, m).status, 200)
         self.wait_reported([tg], 10 * CALL_NUSD)
+        asleep = threading.Event()
+
         def sleep_redis():
             c = self.redis.client(timeout=10)
             try:
+                c.cmd("PING")
+                asleep.set()
                 c.cmd("DEBUG", "SLEEP", "2")
             finally:
                 c.close()
         t = threading.Thread(target=sleep_redis)
         t.start()
-        time.sleep(0.2)
+        self.assertTrue(asleep.wait(10))
+        # Redis is busy once a PING on a fresh connection goes unanswered.
+        tglib.wait_until(lambda: not self.redis_answers(), 5,
+                         what="Redis asleep")
         t0 = time.monotonic()
         for _ in range(5):
             self.assertEqual(self.chat(tg, m).status, 200)
         took = time.monotonic() - t0
+        # Still asleep after the calls: they ran while Redis did not answer.
+        self.assertTrue(t.is_alive(), "Redis woke before the calls ended")
         t.join()
         self.assertLess(took, 1.5, "covered calls waited on a slow Redis")
+
+    def redis_answers(self):
+        try:
+            c = self.redis.client(timeout=0.05)
+        except Exception:  # noqa: BLE001 - busy is the answer
+            return False
+        try:
+            c.cmd("PING")
+            return True
+        except Exception:  # noqa: BLE001
+            return False
+        finally:
+            c.close()
 
 
 if __name__ == "__main__":
