@@ -59,7 +59,8 @@ static const char kill_delete_sql[] =
 /*
  * A stream's ship cursor moves only forward; the instance first recorded
  * is kept (the fleet ledger's rows are keyed by it). RETURNING gives the
- * cursor as it now is, which is what pruning may go up to.
+ * cursor as it now is; pruning goes up to the lower of it and the seq
+ * reported.
  */
 static const char cursor_sql[] =
     "INSERT INTO ship_cursor (stream, instance, seq, shipped_at)"
@@ -866,6 +867,14 @@ apply_ship_done(struct ledger_db *d, struct ledger_item *it)
 		st = d->db_prune_alerts;
 	else
 		return (SQLITE_DONE); /* kills are the audit trail: kept */
+	/*
+	 * Up to what this report vouches for, not the cursor's maximum: the
+	 * shipper resumes from the lower of its two cursors after a fleet
+	 * ledger restored from an older backup, and the rows between are
+	 * not in PostgreSQL again until it reports them.
+	 */
+	if (it->li_seq < cursor)
+		cursor = it->li_seq;
 	ledger_format_time(it->li_prune_before_ms, cut, sizeof(cut));
 	rc = SQLITE_OK;
 	BIND(bind_text(st, 1, cut));
