@@ -6,8 +6,8 @@
  * one transaction. The calls, alerts and kills tables are the local
  * ledger's (src/ledger/schema.c) with an instance column in front and
  * (instance, id) as the key: the same column names, money as BIGINT
- * nano-USD, times as the same RFC 3339 UTC text. Blocking libpq calls, for
- * tollgate ship init only.
+ * nano-USD, times as the same RFC 3339 UTC text. Blocking libpq calls:
+ * ship_connect and ship_scrub serve the fleet queries (query.c) too.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,7 +135,7 @@ static const struct ship_step ship_steps[] = {
  * caller frees it. libpq is not known to repeat a password, but its
  * messages quote servers and options, so nothing is left to chance.
  */
-static char *
+char *
 ship_scrub(const char *msg, const char *password)
 {
 	const char *p, *hit;
@@ -177,7 +177,7 @@ ship_scrub(const char *msg, const char *password)
  * expands first, so they apply whatever it says; the string's own
  * connect_timeout wins over ours.
  */
-static PGconn *
+PGconn *
 ship_connect(const struct ship_conf *sc, char **cause)
 {
 	const char *keys[6], *vals[6];
