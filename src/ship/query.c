@@ -84,8 +84,8 @@ ship_link_free(struct ship_link *sl)
 	free(sl->sl_conf.sc_conninfo);
 	free(sl->sl_conf.sc_sslmode);
 	if (sl->sl_conf.sc_password != NULL)
-		freezero(sl->sl_conf.sc_password,
-		    strlen(sl->sl_conf.sc_password));
+		freezero(
+		    sl->sl_conf.sc_password, strlen(sl->sl_conf.sc_password));
 	free(sl->sl_conf.sc_password_env);
 	pthread_mutex_destroy(&sl->sl_mtx);
 	free(sl);
@@ -145,22 +145,34 @@ link_exec(struct ship_link *sl, const struct spend_stmt *s, char **cause)
 	const char *vals[SPEND_PARAMS_MAX];
 	PGresult *r;
 	char *msg;
-	int n, i;
+	int n, i, retry;
 
 	if ((n = spend_sql_number(s->st_sql, sql, sizeof(sql))) !=
 	    s->st_nparams)
 		abort(); /* cannot happen: the statement is ours */
 	for (i = 0; i < n; i++)
 		vals[i] = s->st_params[i];
-	if (link_open(sl, cause) != 0)
-		return (NULL);
-	r = PQexecParams(sl->sl_conn, sql, n, NULL, vals, NULL, NULL, 0);
-	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK)
-		return (r);
-	msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
-				   : PQerrorMessage(sl->sl_conn),
+	for (retry = sl->sl_conn != NULL;; retry = 0) {
+		if (link_open(sl, cause) != 0)
+			return (NULL);
+		r = PQexecParams(
+		    sl->sl_conn, sql, n, NULL, vals, NULL, NULL, 0);
+		if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK)
+			return (r);
+		/*
+		 * A connection kept from an earlier query may have been
+		 * closed meanwhile (a restart, a failover, an idle timeout):
+		 * one more try on a new one, so that costs no failed query.
+		 */
+		if (!retry || PQstatus(sl->sl_conn) != CONNECTION_BAD)
+			break;
+		PQclear(r);
+		link_close(sl);
+	}
+	msg = ship_scrub(
+	    r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(sl->sl_conn),
 	    sl->sl_conf.sc_password);
-	xasprintf(cause, "fleet ledger: %s", msg);
+	xasprintf(cause, "fleet ledger: PostgreSQL: %s", msg);
 	free(msg);
 	PQclear(r);
 	link_close(sl);
@@ -205,8 +217,8 @@ link_groups(struct ship_link *sl, const struct spend_stmt *s,
 			    ? NULL
 			    : PQgetvalue(res, row, i);
 		for (i = 0; i < 4; i++)
-			if (text_int64(PQgetvalue(res, row,
-					 (int)q->sq_ngroup + i),
+			if (text_int64(
+				PQgetvalue(res, row, (int)q->sq_ngroup + i),
 				&v[i]) != 0) {
 				*cause = xstrdup("total: integer overflow");
 				goto out;
@@ -296,8 +308,8 @@ ship_query_calls(struct ship_link *sl, const struct spend_query *q,
 }
 
 static int
-fleet_run(void *sl, const struct spend_query *q, struct spend_result *r,
-    char **cause)
+fleet_run(
+    void *sl, const struct spend_query *q, struct spend_result *r, char **cause)
 {
 	return (ship_query_run(sl, q, r, cause));
 }
