@@ -606,7 +606,11 @@ keys_cmp(char *const *a, char *const *b, size_t n)
 	return (0);
 }
 
-static size_t fb_ngroup; /* for row_cmp: qsort passes no context */
+/*
+ * For row_cmp: qsort passes no context. Per thread, as the local and the
+ * fleet readers of the admin API answer queries at the same time.
+ */
+static _Thread_local size_t fb_ngroup;
 
 static int
 row_cmp(const void *a, const void *b)
@@ -634,7 +638,6 @@ spend_result_fallback(struct spend_result *r, const struct spend_query *q,
 	by_key = xreallocarray(NULL, r->sr_nrows + 1, sizeof(*by_key));
 	for (i = 0; i < r->sr_nrows; i++)
 		by_key[i] = &r->sr_rows[i];
-	/* Only one thread answers queries: the static is safe. */
 	fb_ngroup = q->sq_ngroup;
 	qsort(by_key, r->sr_nrows, sizeof(*by_key), row_cmp);
 	for (i = 0; i < fb->sr_nrows; i++) {
