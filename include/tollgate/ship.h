@@ -10,7 +10,6 @@
 
 #include "tollgate/spend.h"
 
-struct pg_conn;
 struct ship_conf;
 struct ship_link;
 
@@ -19,8 +18,6 @@ struct ship_link;
 
 /* schema.c */
 int ship_schema_init(const struct ship_conf *, char **, char **);
-struct pg_conn *ship_connect(const struct ship_conf *, char **);
-char *ship_scrub(const char *, const char *);
 
 /* query.c */
 struct ship_link *ship_link_new(const struct ship_conf *);

@@ -27,6 +27,8 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
+#include "ship_int.h"
+
 /* PostgreSQL's type oids of the integers (pg_type.h, stable since 7.x). */
 #define SHIP_INT8OID 20
 #define SHIP_INT2OID 21

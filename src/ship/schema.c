@@ -6,8 +6,8 @@
  * one transaction. The calls, alerts and kills tables are the local
  * ledger's (src/ledger/schema.c) with an instance column in front and
  * (instance, id) as the key: the same column names, money as BIGINT
- * nano-USD, times as the same RFC 3339 UTC text. Blocking libpq calls:
- * ship_connect and ship_scrub serve the fleet queries (query.c) too.
+ * nano-USD, times as the same RFC 3339 UTC text. Blocking libpq calls, for
+ * tollgate ship init only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +18,8 @@
 #include "tollgate/config.h"
 #include "tollgate/ship.h"
 #include "tollgate/util.h"
+
+#include "ship_int.h"
 
 /* Seconds libpq waits for a connection unless the string says. */
 #define SHIP_CONNECT_TIMEOUT "10"
