@@ -5,14 +5,15 @@ a real PostgreSQL (pglib), through the real binary.
 
 A tollgate meters calls of several teams, tenants, agent classes, models
 and outcomes (ok, an upstream error, a refusal, a model priced at its
-family's rates); its ledger's rows are then copied into the fleet ledger
-(made by `tollgate ship init`) under an instance name. The same checks
+family's rates); its ledger's rows then reach the fleet ledger (made by
+`tollgate ship init`): sent by its shipper, or, in a tollgate without
+one, copied there under an instance name. The same checks
 (spendchecks.py: every group_by, filters with values and empty, periods,
 CSV and table, calls pages with cursors, the status filter) run on the
 local answer and on the fleet answer, from the API and from the command
 line, and must hold to the nano-dollar; the local and fleet bodies must
 be the same bytes (calls rows aside from their instance). With the rows
-copied under two instance names the fleet answer sums both and pages
+also copied under a second instance name the fleet answer sums both and pages
 through rows that share a time and an id. Without ledger.ship: a fleet
 query is a 400 naming it. A PostgreSQL restart between two queries
 costs no failed query; with PostgreSQL stopped, a prompt 503 naming the
@@ -140,6 +141,32 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         p = self.run_bin("ship", "init", "-c", self.tg.config_path)
         self.assertEqual(p[0], 0, p)
 
+    def shipping(self):
+        """Whether this tollgate ships its rows itself (a shipper shows in
+        /healthz as "ship")."""
+        raw = tglib.build_request("GET", "/healthz", b"", [
+            ("Host", "127.0.0.1:%d" % self.admin_port)], host=None)
+        r = self.call(self.admin_port, "GET", "/healthz", raw=raw)
+        return "ship" in r.json()
+
+    def fill_fleet(self):
+        """The fleet ledger with this tollgate's calls: shipped by its
+        shipper when it has one (waited for), else copied as instance
+        "i-one"; the rows, each with its instance."""
+        if not self.shipping():
+            return self.seed("i-one")
+        want = len(self.local_rows())
+        got = tglib.wait_until(lambda: self.pg.psql(
+            "SELECT count(*) FROM calls", db=DB) == str(want) or None, 30)
+        self.assertTrue(got, "the shipper did not ship %d rows" % want)
+        instance = self.pg.psql("SELECT DISTINCT instance FROM calls",
+                                db=DB)
+        out = []
+        for r in self.local_rows():
+            r["instance"] = instance
+            out.append(r)
+        return out
+
     def seed(self, instance):
         """Copy the local ledger's calls into the fleet ledger as
         instance's; the rows, each with its instance."""
@@ -213,7 +240,8 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         self.pg.createdb(DB)
         self.start_tg()
         self.ship_init()
-        rows = self.seed("i-one")
+        rows = self.fill_fleet()
+        instance = rows[0]["instance"]
         local = [dict(r) for r in rows]
         for r in local:
             r.pop("instance")
@@ -236,7 +264,7 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
                 if kind == "calls" and "format" not in dict(params):
                     da, db = a.json(), b.json()
                     for c in db["calls"]:
-                        self.assertEqual(c.pop("instance"), "i-one")
+                        self.assertEqual(c.pop("instance"), instance)
                     # The fleet's cursor names the instance too.
                     self.assertIsNotNone(db.pop("next_cursor"))
                     da.pop("next_cursor")
@@ -250,7 +278,7 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         self.start_tg()
         self.ship_init()
         # The same calls under two names: every (time, id) twice.
-        rows = self.seed("i-a") + self.seed("i-b")
+        rows = self.fill_fleet() + self.seed("i-b")
         one = self.api_get("spend", []).json()
         both = self.api_get("spend", [("fleet", "1")]).json()
         self.assertEqual(both["total_cost_nusd"], 2 * one["total_cost_nusd"])
@@ -292,7 +320,7 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         self.pg.createdb(DB)
         self.start_tg(pg_password=SECRET)
         self.ship_init()
-        self.seed("i-one")
+        self.fill_fleet()
         want = self.api_get("spend", [("group_by", "team")]).body
         self.assertEqual(self.api_get("spend", [("group_by", "team"),
                                                 ("fleet", "1")]).body, want)
