@@ -78,7 +78,9 @@ struct spend_query {
 	int sq_limit; /* calls: rows per page */
 	char *sq_cursor_at; /* calls: continue after (started_at, id) */
 	char *sq_cursor_id;
+	char *sq_cursor_inst; /* fleet cursors: the row's instance */
 	enum spend_path sq_path;
+	int sq_fleet; /* fleet=1: the fleet ledger answers (PostgreSQL) */
 };
 
 /* One group of a spend answer. */
@@ -98,6 +100,66 @@ struct spend_result {
 	size_t sr_nrows;
 	struct spend_row sr_total; /* no keys */
 	enum spend_path sr_path; /* which answered (never AUTO) */
+	size_t sr_cap; /* rows allocated */
+};
+
+/* The SQL a statement is written in: the ledger's, or the fleet's. */
+enum spend_dialect {
+	SPEND_SQLITE,
+	SPEND_PG, /* PostgreSQL: $n placeholders, byte-order collation */
+};
+
+#define SPEND_SQL_MAX 4096
+#define SPEND_PARAMS_MAX 24
+
+/*
+ * One statement of a query, ready to run on either database: its text
+ * (with '?' for each value; numbered $1.. for SPEND_PG) and its values in
+ * order, each text or an integer. Built only from fixed fragments.
+ */
+struct spend_stmt {
+	char st_sql[SPEND_SQL_MAX];
+	size_t st_len;
+	enum spend_dialect st_dialect;
+	int st_nparams;
+	char *st_params[SPEND_PARAMS_MAX]; /* owned */
+	int st_isint[SPEND_PARAMS_MAX];
+};
+
+/* One column of a calls row, as either database gives it. */
+struct spend_cell {
+	const char *sc_name;
+	const char *sc_text; /* NULL: SQL NULL */
+	int sc_int; /* an integer column: printed bare */
+};
+
+/*
+ * A page of a calls answer being written: rows go in one by one
+ * (spend_page_row), the page ends with spend_page_end.
+ */
+struct spend_page {
+	const struct spend_query *sp_q;
+	struct spend_out *sp_o;
+	int sp_count;
+	char *sp_last_at, *sp_last_id, *sp_last_inst;
+	char *sp_cursor; /* set once a row past the limit came */
+	char **sp_cells; /* table cells */
+	size_t sp_ncells;
+};
+
+/*
+ * Where an answer comes from: the local ledger (spend_answer) or the
+ * fleet's (src/ship/query.c). ss_fail is the status of a failure of the
+ * database itself.
+ */
+struct spend_source {
+	int (*ss_run)(
+	    void *, const struct spend_query *, struct spend_result *, char **);
+	int (*ss_calls)(
+	    void *, const struct spend_query *, struct spend_out *, char **);
+	void *ss_arg;
+	int ss_fleet; /* answers fleet=1 queries (and only those) */
+	int ss_fail;
 };
 
 /*
@@ -135,6 +197,22 @@ int spend_rollup_usable(const struct spend_query *);
 void spend_result_free(struct spend_result *);
 int spend_calls(
     struct sqlite3 *, const struct spend_query *, struct spend_out *, char **);
+int spend_sql_number(const char *, char *, size_t);
+void spend_stmt_spend(
+    struct spend_stmt *, const struct spend_query *, enum spend_dialect);
+void spend_stmt_fallback(
+    struct spend_stmt *, const struct spend_query *, enum spend_dialect);
+void spend_stmt_calls(
+    struct spend_stmt *, const struct spend_query *, enum spend_dialect);
+void spend_stmt_free(struct spend_stmt *);
+int spend_result_add(struct spend_result *, const struct spend_query *,
+    char *const *, const int64_t *, char **);
+void spend_result_fallback(
+    struct spend_result *, const struct spend_query *, struct spend_result *);
+void spend_page_begin(
+    struct spend_page *, const struct spend_query *, struct spend_out *);
+int spend_page_row(struct spend_page *, const struct spend_cell *, size_t);
+void spend_page_end(struct spend_page *);
 
 /* format.c */
 void spend_out_init(struct spend_out *, size_t);
@@ -150,5 +228,7 @@ void spend_write(const struct spend_query *, const struct spend_result *,
     struct spend_out *);
 int spend_answer(struct sqlite3 *, enum spend_kind, const char *,
     struct spend_out *, const char **, char **);
+int spend_answer_from(const struct spend_source *, enum spend_kind,
+    const char *, struct spend_out *, const char **, char **);
 
 #endif

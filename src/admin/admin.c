@@ -453,14 +453,16 @@ ep_metrics(struct admin_req *ar)
 }
 
 /*
- * GET /v1/spend, /v1/calls and /v1/alerts: queue the query for the reader
- * thread.
+ * GET /v1/spend, /v1/calls and /v1/alerts: queue the query for a reader
+ * thread (fleet=1: the fleet's, or a 400 without ledger.ship:).
  */
 static void
 ep_query(struct admin_req *ar)
 {
 	struct admin_job *job;
+	struct spend_query sq;
 	const char *q = strchr(ar->ar_req->hr_target, '?');
+	char *cause = NULL;
 
 	job = xcalloc(1, sizeof(*job));
 	job->aj_kind = admin_eps[ar->ar_ep].e_id == EP_SPEND ? SPEND_KIND_SPEND
@@ -469,6 +471,26 @@ ep_query(struct admin_req *ar)
 		job->aj_run = alerts_answer;
 	job->aj_query = xstrdup(q != NULL ? q + 1 : "");
 	job->aj_req = ar;
+	if (job->aj_run == NULL) {
+		/*
+		 * Which reader: a look at the parameters (bounded, cheap). A
+		 * bad query goes to the local reader, which names the fault.
+		 */
+		if (spend_query_parse(
+			&sq, job->aj_kind, job->aj_query, &cause) == 0) {
+			job->aj_fleet = sq.sq_fleet;
+			spend_query_free(&sq);
+		}
+		free(cause);
+	}
+	if (job->aj_fleet && !reader_has_fleet()) {
+		admin_job_free(job);
+		admin_reply_error(ar, 400,
+		    "fleet: this tollgate has no ledger.ship: section, so no "
+		    "fleet ledger to ask",
+		    "fleet", NULL, NULL);
+		return;
+	}
 	if (reader_submit(job) == -1) {
 		admin_job_free(job);
 		admin_reply_error(ar, 503, "too many queries in progress", NULL,
@@ -547,6 +569,12 @@ admin_job_done(struct admin_job *job)
 		break;
 	case 413:
 		admin_reply_error(ar, 413, why, NULL, NULL, NULL);
+		break;
+	case 503:
+		/* The fleet ledger: why it failed is the operator's answer. */
+		log_warnx("admin: conn %llu: %s: %s", ar->ar_conn_id,
+		    ar->ar_path, why);
+		admin_reply_error(ar, 503, why, NULL, "Retry-After", "1");
 		break;
 	default:
 		log_warnx("admin: conn %llu: %s: %s", ar->ar_conn_id,
@@ -655,7 +683,7 @@ admin_start(
 	char *cause = NULL;
 	int port;
 
-	if (reader_start(base, cf->cf_ledger_path, &cause) == -1) {
+	if (reader_start(base, cf->cf_ledger_path, cf->cf_ship, &cause) == -1) {
 		log_warnx("admin: ledger %s: %s", cf->cf_ledger_path,
 		    cause != NULL ? cause : "cannot open");
 		free(cause);

@@ -15,10 +15,11 @@ struct conn;
 struct event_base;
 struct http_request;
 struct admin_job;
+struct ship_conf;
 
 /* Largest request body the admin API reads (POST /v1/reload). */
 #define ADMIN_BODY_MAX (64 * 1024)
-/* Queries waiting for or running on the reader thread; 503 beyond. */
+/* Queries waiting for or running on one reader thread; 503 beyond. */
 #define ADMIN_QUEUE_MAX 32
 
 /* One admin request; owned by admin.c until it is answered. */
@@ -43,6 +44,7 @@ struct admin_req {
 struct admin_job {
 	/* input, set before reader_submit */
 	enum spend_kind aj_kind;
+	int aj_fleet; /* fleet=1: for the fleet reader (PostgreSQL) */
 	/* NULL: spend_answer for aj_kind; else this (alerts_answer) */
 	int (*aj_run)(struct sqlite3 *, const char *, struct spend_out *,
 	    const char **, char **);
@@ -50,7 +52,7 @@ struct admin_job {
 	uint64_t aj_ledger_gen; /* ledger_generation(), set by reader_submit */
 	/* output, set by the thread */
 	struct spend_out aj_out;
-	int aj_status; /* spend_answer's HTTP status */
+	int aj_status; /* spend_answer's (ship_answer's) HTTP status */
 	const char *aj_ctype; /* its content type (a literal) */
 	char *aj_err; /* why, when not 200 */
 	long long aj_run_us;
@@ -78,7 +80,9 @@ void admin_job_done(struct admin_job *);
 void admin_job_free(struct admin_job *);
 
 /* reader.c */
-int reader_start(struct event_base *, const char *, char **);
+int reader_start(
+    struct event_base *, const char *, const struct ship_conf *, char **);
+int reader_has_fleet(void);
 int reader_submit(struct admin_job *);
 void reader_stop(void);
 

@@ -8,9 +8,13 @@
  *
  *   tollgate spend [--by DIMS] [--from D --to D | --month YYYY-MM]
  *       [--team X ...] [--format table|csv|json] [--ledger PATH | -c FILE]
- *       [--source auto|rollup|calls]
+ *       [--source auto|rollup|calls] [--fleet]
  *   tollgate calls [--intent ID] [--team X ...] [--status S] [--limit N]
  *       [--cursor C] [--format table|json] [--ledger PATH | -c FILE]
+ *       [--fleet]
+ *
+ * With --fleet the same query is answered from the fleet ledger, the
+ * PostgreSQL that the configuration's ledger.ship: names (src/ship/).
  *
  * Exit 0 on success, 1 when the ledger cannot be read, 2 for a bad flag.
  */
@@ -23,6 +27,7 @@
 
 #include "tollgate/cli.h"
 #include "tollgate/config.h"
+#include "tollgate/ship.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
@@ -54,6 +59,7 @@ static const struct {
 #define OPT_LEDGER 1000
 #define OPT_HELP 1001
 #define OPT_SOURCE 1002
+#define OPT_FLEET 1003
 
 /* The usage of spend or calls: on stdout when asked for, else stderr. */
 static void
@@ -68,7 +74,7 @@ cli_usage(enum spend_kind kind, FILE *f)
 		    "           [--intent X] [--model X] [--provider X]\n"
 		    "           [--format table|csv|json] [--ledger PATH | -c "
 		    "FILE]\n"
-		    "           [--source auto|rollup|calls]\n"
+		    "           [--source auto|rollup|calls] [--fleet]\n"
 		    "  DIMS: comma list of team, tenant, agent_class, "
 		    "environment, intent,\n"
 		    "        model, provider, day, month\n"
@@ -83,42 +89,99 @@ cli_usage(enum spend_kind kind, FILE *f)
 		    "           [--from D --to D | --month YYYY-MM] [--limit "
 		    "N] [--cursor C]\n"
 		    "           [--format table|json] [--ledger PATH | -c "
-		    "FILE]\n");
+		    "FILE] [--fleet]\n");
+	fprintf(f,
+	    "  --fleet: the whole fleet's answer, from the PostgreSQL that "
+	    "ledger.ship:\n"
+	    "           names in the configuration (-c)\n");
+}
+
+/* The configuration at path, its errors on stderr; NULL if it has any. */
+static struct config *
+cli_config(const char *path)
+{
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	size_t i;
+
+	/*
+	 * Reading the ledger needs its path, not the daemon's secrets; the
+	 * fleet's password, when it needs one, is checked by cli_fleet.
+	 */
+	cf = config_load_opts(path, CONFIG_SECRETS_OPTIONAL, &errs);
+	for (i = 0; cf == NULL && i < errs.ce_n; i++)
+		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
+	if (cf == NULL && errs.ce_n == 0)
+		fprintf(stderr, "%s: cannot load configuration\n", path);
+	cfgerrs_free(&errs);
+	return (cf);
 }
 
 /* The ledger's path: --ledger, else the configuration's ledger: path. */
 static char *
 ledger_path(const char *ledger, const char *config)
 {
-	struct cfgerrs errs = {0};
 	struct config *cf;
 	char *path;
-	size_t i;
 
 	if (ledger != NULL)
 		return (xstrdup(ledger));
-	/* Reading the ledger needs its path, not the daemon's secrets. */
-	if ((cf = config_load_opts(config, CONFIG_SECRETS_OPTIONAL, &errs)) ==
-	    NULL) {
-		for (i = 0; i < errs.ce_n; i++)
-			fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-		if (errs.ce_n == 0)
-			fprintf(
-			    stderr, "%s: cannot load configuration\n", config);
-		cfgerrs_free(&errs);
+	if ((cf = cli_config(config)) == NULL)
 		return (NULL);
-	}
-	cfgerrs_free(&errs);
 	path = xstrdup(cf->cf_ledger_path);
 	config_unref(cf);
 	return (path);
+}
+
+/*
+ * q answered from the fleet ledger that config's ledger.ship: names,
+ * into o. 0, or -1 after saying why on stderr.
+ */
+static int
+cli_fleet(const char *cmd, const char *config, const struct spend_query *q,
+    struct spend_out *o)
+{
+	struct config *cf;
+	struct ship_link *sl = NULL;
+	struct spend_result r;
+	char *cause = NULL;
+	int rc = -1;
+
+	if ((cf = cli_config(config)) == NULL)
+		return (-1);
+	if (cf->cf_ship == NULL) {
+		fprintf(stderr,
+		    "tollgate %s: --fleet: %s has no ledger.ship: section, so "
+		    "no fleet ledger to ask\n",
+		    cmd, config);
+		goto out;
+	}
+	sl = ship_link_new(cf->cf_ship);
+	if (q->sq_kind == SPEND_KIND_CALLS) {
+		if (ship_query_calls(sl, q, o, &cause) != 0)
+			goto fail;
+	} else {
+		if (ship_query_run(sl, q, &r, &cause) != 0)
+			goto fail;
+		spend_write(q, &r, o);
+		spend_result_free(&r);
+	}
+	rc = 0;
+	goto out;
+fail:
+	fprintf(stderr, "tollgate %s: %s\n", cmd, cause);
+out:
+	free(cause);
+	ship_link_free(sl);
+	config_unref(cf);
+	return (rc);
 }
 
 /* Both commands: flags, then the engine, then stdout. */
 static int
 cli_run(enum spend_kind kind, int argc, char **argv)
 {
-	struct option longopts[nitems(cli_params) + 5];
+	struct option longopts[nitems(cli_params) + 6];
 	const char *cmd = kind == SPEND_KIND_SPEND ? "spend" : "calls";
 	const char *ledger = NULL, *config = CLI_DEFAULT_CONFIG;
 	struct spend_query q;
@@ -141,6 +204,7 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 	longopts[i++] = (struct option){"help", no_argument, NULL, OPT_HELP};
 	longopts[i++] =
 	    (struct option){"source", required_argument, NULL, OPT_SOURCE};
+	longopts[i++] = (struct option){"fleet", no_argument, NULL, OPT_FLEET};
 	longopts[i] = (struct option){NULL, 0, NULL, 0};
 
 	spend_query_init(&q, kind);
@@ -163,6 +227,13 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 			break;
 		case 'c':
 			config = optarg;
+			break;
+		case OPT_FLEET:
+			if (spend_query_set(&q, "fleet", "1", &cause) != 0) {
+				fprintf(stderr, "tollgate %s: --fleet: %s\n",
+				    cmd, cause);
+				goto usage;
+			}
 			break;
 		case OPT_SOURCE:
 			/* A cross-check for operators: either table, same sums. */
@@ -198,6 +269,20 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 		fprintf(stderr, "tollgate %s: %s\n", cmd, cause);
 		goto usage;
 	}
+	if (q.sq_fleet) {
+		/* The fleet ledger is named by the configuration, not a file. */
+		if (ledger != NULL) {
+			fprintf(stderr,
+			    "tollgate %s: --fleet: cannot be combined with "
+			    "--ledger (the fleet ledger is ledger.ship: in the "
+			    "configuration, -c)\n",
+			    cmd);
+			goto usage;
+		}
+		if (cli_fleet(cmd, config, &q, &o) != 0)
+			goto out;
+		goto print;
+	}
 	if ((path = ledger_path(ledger, config)) == NULL)
 		goto out;
 	if ((db = spend_open(path, &cause)) == NULL) {
@@ -217,6 +302,7 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 		spend_write(&q, &r, &o);
 		spend_result_free(&r);
 	}
+print:
 	if (o.so_full) {
 		fprintf(stderr,
 		    "tollgate %s: answer larger than %d bytes; "

@@ -19,6 +19,8 @@
 #include "tollgate/ship.h"
 #include "tollgate/util.h"
 
+#include "ship_int.h"
+
 /* Seconds libpq waits for a connection unless the string says. */
 #define SHIP_CONNECT_TIMEOUT "10"
 
@@ -135,7 +137,7 @@ static const struct ship_step ship_steps[] = {
  * caller frees it. libpq is not known to repeat a password, but its
  * messages quote servers and options, so nothing is left to chance.
  */
-static char *
+char *
 ship_scrub(const char *msg, const char *password)
 {
 	const char *p, *hit;
@@ -177,7 +179,7 @@ ship_scrub(const char *msg, const char *password)
  * expands first, so they apply whatever it says; the string's own
  * connect_timeout wins over ours.
  */
-static PGconn *
+PGconn *
 ship_connect(const struct ship_conf *sc, char **cause)
 {
 	const char *keys[6], *vals[6];

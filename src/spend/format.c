@@ -458,16 +458,44 @@ spend_write(const struct spend_query *q, const struct spend_result *r,
 	}
 }
 
+static int
+local_run(
+    void *db, const struct spend_query *q, struct spend_result *r, char **cause)
+{
+	return (spend_run(db, q, r, cause));
+}
+
+static int
+local_calls(
+    void *db, const struct spend_query *q, struct spend_out *o, char **cause)
+{
+	return (spend_calls(db, q, o, cause));
+}
+
 /*
- * The admin API's GET /v1/spend or /v1/calls: parse the raw query string,
- * run it, and write the body into o (bounded by o's max). Returns the HTTP
- * status: 200 (with *ctype), 400 (a bad parameter, named in cause), 413
- * (the answer is too big), 500 (the ledger failed). On any status but 200
- * o holds nothing and cause says why.
+ * The admin API's GET /v1/spend or /v1/calls on the local ledger: parse
+ * the raw query string, run it, and write the body into o (bounded by o's
+ * max). Returns the HTTP status: 200 (with *ctype), 400 (a bad parameter,
+ * named in cause), 413 (the answer is too big), 500 (the ledger failed).
+ * On any status but 200 o holds nothing and cause says why.
  */
 int
 spend_answer(sqlite3 *db, enum spend_kind kind, const char *qs,
     struct spend_out *o, const char **ctype, char **cause)
+{
+	struct spend_source src = {local_run, local_calls, db, 0, 500};
+
+	return (spend_answer_from(&src, kind, qs, o, ctype, cause));
+}
+
+/*
+ * spend_answer on any source: the local ledger, or the fleet's. A query
+ * for the other one (fleet=1 or not) is a 400 naming fleet. A failure of
+ * the source's database is its ss_fail status.
+ */
+int
+spend_answer_from(const struct spend_source *src, enum spend_kind kind,
+    const char *qs, struct spend_out *o, const char **ctype, char **cause)
 {
 	struct spend_query q;
 	struct spend_result r;
@@ -476,11 +504,18 @@ spend_answer(sqlite3 *db, enum spend_kind kind, const char *qs,
 	*ctype = "application/json";
 	if (spend_query_parse(&q, kind, qs, cause) != 0)
 		return (400);
-	if (kind == SPEND_KIND_CALLS) {
-		if (spend_calls(db, &q, o, cause) != 0)
-			status = 500;
-	} else if (spend_run(db, &q, &r, cause) != 0)
-		status = strncmp(*cause, "group_by:", 9) == 0 ? 413 : 500;
+	if (q.sq_fleet != src->ss_fleet) {
+		*cause = xstrdup(q.sq_fleet
+			? "fleet: this tollgate has no ledger.ship: section, "
+			  "so no fleet ledger to ask"
+			: "fleet: expected 1 here");
+		status = 400;
+	} else if (kind == SPEND_KIND_CALLS) {
+		if (src->ss_calls(src->ss_arg, &q, o, cause) != 0)
+			status = src->ss_fail;
+	} else if (src->ss_run(src->ss_arg, &q, &r, cause) != 0)
+		status =
+		    strncmp(*cause, "group_by:", 9) == 0 ? 413 : src->ss_fail;
 	else {
 		spend_write(&q, &r, o);
 		spend_result_free(&r);

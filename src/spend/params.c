@@ -58,6 +58,7 @@ enum param {
 	P_STATUS,
 	P_LIMIT,
 	P_CURSOR,
+	P_FLEET,
 	P_MAX,
 };
 
@@ -70,6 +71,7 @@ static const char *param_names[P_MAX] = {
     [P_STATUS] = "status",
     [P_LIMIT] = "limit",
     [P_CURSOR] = "cursor",
+    [P_FLEET] = "fleet",
 };
 
 /* The name of a dimension: its ledger column, or day and month. */
@@ -103,6 +105,7 @@ spend_query_free(struct spend_query *q)
 	free(q->sq_status);
 	free(q->sq_cursor_at);
 	free(q->sq_cursor_id);
+	free(q->sq_cursor_inst);
 	memset(q, 0, sizeof(*q));
 }
 
@@ -426,6 +429,7 @@ set_limit(struct spend_query *q, const char *v)
 static int
 set_one(struct spend_query *q, int p, const char *v, char **cause)
 {
+	char *nl;
 	size_t i;
 
 	if (p < SPEND_FILTER_MAX) {
@@ -493,6 +497,23 @@ set_one(struct spend_query *q, int p, const char *v, char **cause)
 			*cause = xstrdup("not a cursor from a previous answer");
 			return (-1);
 		}
+		/*
+		 * A fleet answer's cursor also names the row's instance, after
+		 * a newline (which no request id holds): two instances may
+		 * have written calls with one id at one time.
+		 */
+		if ((nl = strchr(q->sq_cursor_id, '\n')) != NULL) {
+			q->sq_cursor_inst = xstrdup(nl + 1);
+			*nl = '\0';
+		}
+		return (0);
+	case P_FLEET:
+		if (strcmp(v, "1") == 0)
+			q->sq_fleet = 1;
+		else if (strcmp(v, "0") != 0) {
+			*cause = xstrdup("expected 1 (the fleet ledger) or 0");
+			return (-1);
+		}
 		return (0);
 	}
 	*cause = xstrdup("unknown parameter");
@@ -550,6 +571,15 @@ spend_query_finish(struct spend_query *q, const char *prefix, char **cause)
 	}
 	if (q->sq_has_from && q->sq_has_to && q->sq_to_ms <= q->sq_from_ms) {
 		xasprintf(cause, "%sto: must be after %sfrom", prefix, prefix);
+		return (-1);
+	}
+	/* The fleet ledger is the calls table alone: no rollup there. */
+	if (q->sq_fleet && q->sq_path != SPEND_PATH_AUTO &&
+	    q->sq_path != SPEND_PATH_CALLS) {
+		xasprintf(cause,
+		    "%sfleet: the fleet ledger has no rollup; it answers from "
+		    "its calls table only",
+		    prefix);
 		return (-1);
 	}
 	return (0);

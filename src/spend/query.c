@@ -48,21 +48,110 @@ static const struct {
     [SPEND_DIM_MONTH] = {"substr(started_at, 1, 7)", NULL, "substr(day, 1, 7)"},
 };
 
-/* A fixed-size SQL text; fragments are ours, so overflowing is a bug. */
-struct sql {
-	char s_buf[SQL_MAX];
-	size_t s_len;
-};
-
+/* Add a fragment; fragments are ours, so overflowing is a bug. */
 static void
-sql_add(struct sql *s, const char *frag)
+sql_add(struct spend_stmt *s, const char *frag)
 {
 	size_t n = strlen(frag);
 
-	if (s->s_len + n >= sizeof(s->s_buf))
+	if (s->st_len + n >= sizeof(s->st_sql))
 		abort(); /* cannot happen: at most 9 keys and 9 filters */
-	memcpy(s->s_buf + s->s_len, frag, n + 1);
-	s->s_len += n;
+	memcpy(s->st_sql + s->st_len, frag, n + 1);
+	s->st_len += n;
+}
+
+/* Add frag, which holds one '?', and the text value it stands for. */
+static void
+sql_value(struct spend_stmt *s, const char *frag, const char *v)
+{
+	if (s->st_nparams == SPEND_PARAMS_MAX)
+		abort(); /* cannot happen: at most 16 values */
+	sql_add(s, frag);
+	s->st_isint[s->st_nparams] = 0;
+	s->st_params[s->st_nparams++] = xstrdup(v);
+}
+
+/* A time as the ledger writes it, or as a day ("2026-11-28"). */
+static void
+sql_time(struct spend_stmt *s, const char *frag, int64_t ms, int day)
+{
+	char t[SPEND_TIME_MAX];
+
+	/* The parser bounds times to four-digit years: this cannot fail. */
+	if (spend_format_time(ms, t, sizeof(t)) != 0)
+		snprintf(t, sizeof(t), "9999-12-31T23:59:59.999Z");
+	if (day)
+		t[10] = '\0';
+	sql_value(s, frag, t);
+}
+
+/*
+ * A text expression compared or ordered byte by byte on both databases:
+ * SQLite's default; PostgreSQL's default follows the database's locale,
+ * which would sort the fleet's answer otherwise than the instance's.
+ */
+static void
+sql_bytes(struct spend_stmt *s, const char *expr)
+{
+	sql_add(s, expr);
+	if (s->st_dialect == SPEND_PG)
+		sql_add(s, " COLLATE \"C\"");
+}
+
+/* An empty statement in dialect d. */
+static void
+stmt_init(struct spend_stmt *s, enum spend_dialect d)
+{
+	memset(s, 0, sizeof(*s));
+	s->st_dialect = d;
+}
+
+/* Free a statement's values; it can be built again. */
+void
+spend_stmt_free(struct spend_stmt *s)
+{
+	int i;
+
+	for (i = 0; i < s->st_nparams; i++)
+		free(s->st_params[i]);
+	s->st_nparams = 0;
+	s->st_len = 0;
+}
+
+/*
+ * Number the placeholders of SQLite text for PostgreSQL: each '?' outside
+ * a quoted literal or identifier becomes $1, $2, ... in order, into out
+ * (len bytes). Returns how many there were, or -1 when out is too small.
+ */
+int
+spend_sql_number(const char *in, char *out, size_t len)
+{
+	size_t o = 0;
+	int n = 0, w;
+	char quote = 0;
+
+	for (; *in != '\0'; in++) {
+		if (quote != 0) {
+			/* A doubled quote is one quote: leaving and coming back. */
+			if (*in == quote)
+				quote = 0;
+		} else if (*in == '\'' || *in == '"')
+			quote = *in;
+		else if (*in == '?') {
+			w = snprintf(out + o, len - o, "$%d", ++n);
+			if (w < 0 || (size_t)w >= len - o)
+				return (-1);
+			o += (size_t)w;
+			continue;
+		}
+		if (o + 1 >= len)
+			return (-1);
+		out[o++] = *in;
+	}
+	if (o >= len)
+		return (-1);
+	out[o] = '\0';
+	return (n);
 }
 
 /*
@@ -182,23 +271,12 @@ spend_result_free(struct spend_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* "2026-11-28" of the day that starts at ms. */
-static void
-day_text(int64_t ms, char *buf, size_t len)
-{
-	char t[SPEND_TIME_MAX];
-
-	if (spend_format_time(ms, t, sizeof(t)) != 0)
-		snprintf(t, sizeof(t), "9999-12-31");
-	snprintf(buf, len, "%.10s", t);
-}
-
 /*
  * Filters on calls. Empty values ask for unset tags (NULL or ''); the
  * others use the column as is, so its index can.
  */
 static void
-where_filters(struct sql *s, const struct spend_query *q)
+where_filters(struct spend_stmt *s, const struct spend_query *q)
 {
 	size_t i;
 
@@ -211,96 +289,53 @@ where_filters(struct sql *s, const struct spend_query *q)
 			sql_add(s, " = ''");
 		} else {
 			sql_add(s, dims[i].column);
-			sql_add(s, " = ?");
+			sql_value(s, " = ?", q->sq_filter[i]);
 		}
 	}
 }
 
 /* The WHERE clause shared by spend on calls and by calls: time, filters. */
 static void
-where_calls(struct sql *s, const struct spend_query *q)
+where_calls(struct spend_stmt *s, const struct spend_query *q)
 {
 	if (q->sq_has_from)
-		sql_add(s, " AND started_at >= ?");
+		sql_time(s, " AND started_at >= ?", q->sq_from_ms, 0);
 	if (q->sq_has_to)
-		sql_add(s, " AND started_at < ?");
+		sql_time(s, " AND started_at < ?", q->sq_to_ms, 0);
 	where_filters(s, q);
 }
 
-/* The rollup's WHERE for days [lo, hi) (has_*: bounded) and filters. */
+/* The rollup's WHERE for days [lo, hi) (bounded as q is) and filters. */
 static void
-where_rollup(struct sql *s, const struct spend_query *q)
+where_rollup(
+    struct spend_stmt *s, const struct spend_query *q, int64_t lo, int64_t hi)
 {
 	size_t i;
 
-	sql_add(s, " WHERE 1");
+	sql_add(s, " WHERE 1 = 1");
 	if (q->sq_has_from)
-		sql_add(s, " AND day >= ?");
+		sql_time(s, " AND day >= ?", lo, 1);
 	if (q->sq_has_to)
-		sql_add(s, " AND day < ?");
+		sql_time(s, " AND day < ?", hi, 1);
 	for (i = 0; i < SPEND_FILTER_MAX; i++)
 		if (q->sq_filter[i] != NULL) {
 			sql_add(s, " AND ");
 			sql_add(s, dims[i].rollup_key);
-			sql_add(s, " = ?");
+			sql_value(s, " = ?", q->sq_filter[i]);
 		}
 }
 
-/* Bind a time, as a day for the rollup or as the ledger writes it. */
-static int
-bind_time(sqlite3_stmt *st, int *n, int64_t ms, int day)
-{
-	char t[SPEND_TIME_MAX];
-
-	if (day)
-		day_text(ms, t, sizeof(t));
-	else if (spend_format_time(ms, t, sizeof(t)) != 0)
-		return (SQLITE_RANGE);
-	return (sqlite3_bind_text(st, ++*n, t, -1, SQLITE_TRANSIENT));
-}
-
-/* Bind the filters where_filters (rollup: where_rollup) asked for. */
-static int
-bind_filters(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
-{
-	size_t i;
-	int rc = SQLITE_OK;
-
-	for (i = 0; rc == SQLITE_OK && i < SPEND_FILTER_MAX; i++) {
-		if (q->sq_filter[i] == NULL ||
-		    (!rollup && q->sq_filter[i][0] == '\0'))
-			continue;
-		rc = sqlite3_bind_text(
-		    st, ++*n, q->sq_filter[i], -1, SQLITE_STATIC);
-	}
-	return (rc);
-}
-
-/* Bind what where_calls or where_rollup asked for, with q's bounds. */
-static int
-bind_where(sqlite3_stmt *st, const struct spend_query *q, int rollup, int *n)
-{
-	int rc = SQLITE_OK;
-
-	if (q->sq_has_from)
-		rc = bind_time(st, n, q->sq_from_ms, rollup);
-	if (rc == SQLITE_OK && q->sq_has_to)
-		rc = bind_time(st, n, q->sq_to_ms, rollup);
-	if (rc == SQLITE_OK)
-		rc = bind_filters(st, q, rollup, n);
-	return (rc);
-}
-
 static const char sums_rollup[] =
-    "ifnull(sum(calls), 0), ifnull(sum(input_tokens), 0),"
-    " ifnull(sum(output_tokens), 0), ifnull(sum(cost_nusd), 0)";
+    "coalesce(sum(calls), 0), coalesce(sum(input_tokens), 0),"
+    " coalesce(sum(output_tokens), 0), coalesce(sum(cost_nusd), 0)";
 static const char sums_calls[] =
-    "count(*), ifnull(sum(input_tokens), 0),"
-    " ifnull(sum(output_tokens), 0), ifnull(sum(cost_nusd), 0)";
+    "count(*), coalesce(sum(input_tokens), 0),"
+    " coalesce(sum(output_tokens), 0), coalesce(sum(cost_nusd), 0)";
 
 /* The group keys of a SELECT, each followed by ", " (AS kN if alias). */
 static void
-select_keys(struct sql *s, const struct spend_query *q, int rollup, int alias)
+select_keys(
+    struct spend_stmt *s, const struct spend_query *q, int rollup, int alias)
 {
 	char as[32];
 	size_t i;
@@ -311,7 +346,7 @@ select_keys(struct sql *s, const struct spend_query *q, int rollup, int alias)
 			sql_add(s, as);
 			continue;
 		}
-		sql_add(s,
+		sql_bytes(s,
 		    rollup ? dims[q->sq_group[i]].rollup_key
 			   : dims[q->sq_group[i]].calls_key);
 		if (alias) {
@@ -322,56 +357,13 @@ select_keys(struct sql *s, const struct spend_query *q, int rollup, int alias)
 	}
 }
 
-/*
- * The spend SQL for q on one path. MIXED sums the rollup's whole days and
- * the calls of the partial days at the ends ([from, lo) and [hi, to)) in
- * one UNION ALL, grouped again outside.
- */
+/* GROUP BY the keys; with order, by cost descending, then the keys. */
 static void
-spend_sql(struct sql *s, const struct spend_query *q, enum spend_path path)
+group_keys(struct spend_stmt *s, const struct spend_query *q, int order)
 {
 	char num[32];
 	size_t i;
 
-	sql_add(s, "SELECT ");
-	if (path == SPEND_PATH_ROLLUP) {
-		select_keys(s, q, 1, 0);
-		sql_add(s, sums_rollup);
-		sql_add(s, " FROM calls_daily");
-		where_rollup(s, q);
-	} else if (path == SPEND_PATH_CALLS) {
-		select_keys(s, q, 0, 0);
-		sql_add(s, sums_calls);
-		sql_add(s, " FROM calls WHERE status <> 'in_flight'");
-		where_calls(s, q);
-	} else {
-		select_keys(s, q, 0, 2);
-		sql_add(s,
-		    "ifnull(sum(c), 0), ifnull(sum(i), 0),"
-		    " ifnull(sum(o), 0), ifnull(sum(n), 0) FROM (SELECT ");
-		select_keys(s, q, 1, 1);
-		sql_add(s,
-		    "calls AS c, input_tokens AS i, output_tokens AS o,"
-		    " cost_nusd AS n FROM calls_daily");
-		where_rollup(s, q);
-		sql_add(s, " UNION ALL SELECT ");
-		select_keys(s, q, 0, 1);
-		sql_add(s,
-		    "1, input_tokens, output_tokens, cost_nusd FROM calls"
-		    " WHERE status <> 'in_flight' AND (");
-		/* No "0 OR": it would hide the ranges from the index. */
-		if (q->sq_has_from)
-			sql_add(s, "(started_at >= ? AND started_at < ?)");
-		if (q->sq_has_from && q->sq_has_to)
-			sql_add(s, " OR ");
-		if (q->sq_has_to)
-			sql_add(s, "(started_at >= ? AND started_at < ?)");
-		if (!q->sq_has_from && !q->sq_has_to)
-			sql_add(s, "0");
-		sql_add(s, ")");
-		where_filters(s, q);
-		sql_add(s, ")");
-	}
 	if (q->sq_ngroup == 0)
 		return;
 	sql_add(s, " GROUP BY ");
@@ -379,6 +371,8 @@ spend_sql(struct sql *s, const struct spend_query *q, enum spend_path path)
 		snprintf(num, sizeof(num), "%s%zu", i > 0 ? ", " : "", i + 1);
 		sql_add(s, num);
 	}
+	if (!order)
+		return;
 	snprintf(num, sizeof(num), " ORDER BY %zu DESC", q->sq_ngroup + 4);
 	sql_add(s, num);
 	for (i = 0; i < q->sq_ngroup; i++) {
@@ -387,28 +381,165 @@ spend_sql(struct sql *s, const struct spend_query *q, enum spend_path path)
 	}
 }
 
-/* Bind the MIXED query: the rollup's days, the partial days, filters. */
-static int
-bind_mixed(sqlite3_stmt *st, const struct spend_query *q, int64_t lo,
-    int64_t hi, int *n)
+/*
+ * The spend SQL for q on one path. MIXED sums the rollup's whole days
+ * [lo, hi) and the calls of the partial days at the ends ([from, lo) and
+ * [hi, to)) in one UNION ALL, grouped again outside. Values are added in
+ * the order of their '?'.
+ */
+static void
+spend_sql(struct spend_stmt *s, const struct spend_query *q,
+    enum spend_path path, int64_t lo, int64_t hi)
 {
-	int rc = SQLITE_OK;
+	sql_add(s, "SELECT ");
+	if (path == SPEND_PATH_ROLLUP) {
+		select_keys(s, q, 1, 0);
+		sql_add(s, sums_rollup);
+		sql_add(s, " FROM calls_daily");
+		where_rollup(s, q, q->sq_from_ms, q->sq_to_ms);
+	} else if (path == SPEND_PATH_CALLS) {
+		select_keys(s, q, 0, 0);
+		sql_add(s, sums_calls);
+		sql_add(s, " FROM calls WHERE status <> 'in_flight'");
+		where_calls(s, q);
+	} else {
+		select_keys(s, q, 0, 2);
+		sql_add(s,
+		    "coalesce(sum(c), 0), coalesce(sum(i), 0),"
+		    " coalesce(sum(o), 0), coalesce(sum(n), 0) FROM (SELECT ");
+		select_keys(s, q, 1, 1);
+		sql_add(s,
+		    "calls AS c, input_tokens AS i, output_tokens AS o,"
+		    " cost_nusd AS n FROM calls_daily");
+		where_rollup(s, q, lo, hi);
+		sql_add(s, " UNION ALL SELECT ");
+		select_keys(s, q, 0, 1);
+		sql_add(s,
+		    "1, input_tokens, output_tokens, cost_nusd FROM calls"
+		    " WHERE status <> 'in_flight' AND (");
+		/*
+		 * No "0 OR": it would hide the ranges from the index.
+		 * mixed_days made from <= lo < hi <= to: both ends in order.
+		 */
+		if (q->sq_has_from) {
+			sql_time(s, "(started_at >= ?", q->sq_from_ms, 0);
+			sql_time(s, " AND started_at < ?)", lo, 0);
+		}
+		if (q->sq_has_from && q->sq_has_to)
+			sql_add(s, " OR ");
+		if (q->sq_has_to) {
+			sql_time(s, "(started_at >= ?", hi, 0);
+			sql_time(s, " AND started_at < ?)", q->sq_to_ms, 0);
+		}
+		if (!q->sq_has_from && !q->sq_has_to)
+			sql_add(s, "0");
+		sql_add(s, ")");
+		where_filters(s, q);
+		sql_add(s, ")");
+	}
+	group_keys(s, q, 1);
+}
 
-	if (q->sq_has_from)
-		rc = bind_time(st, n, lo, 1);
-	if (rc == SQLITE_OK && q->sq_has_to)
-		rc = bind_time(st, n, hi, 1);
-	if (rc == SQLITE_OK)
-		rc = bind_filters(st, q, 1, n);
-	/* mixed_days made from <= lo < hi <= to: both ends are in order. */
-	if (rc == SQLITE_OK && q->sq_has_from &&
-	    (rc = bind_time(st, n, q->sq_from_ms, 0)) == SQLITE_OK)
-		rc = bind_time(st, n, lo, 0);
-	if (rc == SQLITE_OK && q->sq_has_to &&
-	    (rc = bind_time(st, n, hi, 0)) == SQLITE_OK)
-		rc = bind_time(st, n, q->sq_to_ms, 0);
-	if (rc == SQLITE_OK)
-		rc = bind_filters(st, q, 0, n);
+/*
+ * The spend statement on the calls table, the one both databases run:
+ * the fleet ledger has no rollup.
+ */
+void
+spend_stmt_spend(
+    struct spend_stmt *s, const struct spend_query *q, enum spend_dialect d)
+{
+	char lim[32];
+
+	stmt_init(s, d);
+	spend_sql(s, q, SPEND_PATH_CALLS, 0, 0);
+	/*
+	 * PostgreSQL hands over the whole answer at once: no more than the
+	 * one group past SPEND_ROWS_MAX that makes it an error.
+	 */
+	if (d == SPEND_PG) {
+		snprintf(lim, sizeof(lim), "%d", SPEND_ROWS_MAX + 1);
+		sql_value(s, " LIMIT ?", lim);
+		s->st_isint[s->st_nparams - 1] = 1;
+	}
+}
+
+/*
+ * The statement of how much of q's spend was priced at a family's rates
+ * for an unknown model, grouped like the answer, with the group's calls
+ * and cost: read from the calls table whatever path answered the rest
+ * (the rollup cannot tell those rows apart).
+ */
+void
+spend_stmt_fallback(
+    struct spend_stmt *s, const struct spend_query *q, enum spend_dialect d)
+{
+	stmt_init(s, d);
+	sql_add(s, "SELECT ");
+	select_keys(s, q, 0, 0);
+	sql_add(s,
+	    "count(*), 0, 0, coalesce(sum(cost_nusd), 0) FROM calls"
+	    " WHERE status <> 'in_flight' AND " LEDGER_FALLBACK_WHERE);
+	where_calls(s, q);
+	group_keys(s, q, 0);
+}
+
+/*
+ * The calls statement: newest first (started_at, then id, descending; on
+ * the fleet ledger then instance), at most sq_limit + 1 rows (the one
+ * more says there is a next page) after the cursor.
+ */
+void
+spend_stmt_calls(
+    struct spend_stmt *s, const struct spend_query *q, enum spend_dialect d)
+{
+	char lim[32];
+	int pg = d == SPEND_PG;
+
+	stmt_init(s, d);
+	sql_add(s, "SELECT * FROM calls WHERE 1 = 1");
+	where_calls(s, q);
+	if (q->sq_status != NULL)
+		sql_value(s, " AND status = ?", q->sq_status);
+	if (q->sq_cursor_at != NULL) {
+		sql_value(s, " AND (started_at < ?", q->sq_cursor_at);
+		sql_value(s, " OR (started_at = ? AND (", q->sq_cursor_at);
+		sql_bytes(s, "id");
+		sql_value(s, " < ?", q->sq_cursor_id);
+		if (pg && q->sq_cursor_inst != NULL) {
+			sql_add(s, " OR (");
+			sql_bytes(s, "id");
+			sql_value(s, " = ? AND ", q->sq_cursor_id);
+			sql_bytes(s, "instance");
+			sql_value(s, " < ?)", q->sq_cursor_inst);
+		}
+		sql_add(s, ")))");
+	}
+	sql_add(s, " ORDER BY started_at DESC, ");
+	sql_bytes(s, "id");
+	sql_add(s, " DESC");
+	if (pg) {
+		sql_add(s, ", ");
+		sql_bytes(s, "instance");
+		sql_add(s, " DESC");
+	}
+	snprintf(lim, sizeof(lim), "%d", q->sq_limit + 1);
+	sql_value(s, " LIMIT ?", lim);
+	s->st_isint[s->st_nparams - 1] = 1;
+}
+
+/* Prepare s on db with its values bound; an SQLite code. */
+static int
+stmt_prepare(sqlite3 *db, const struct spend_stmt *s, sqlite3_stmt **st)
+{
+	int i, rc;
+
+	if ((rc = sqlite3_prepare_v2(db, s->st_sql, -1, st, NULL)) != SQLITE_OK)
+		return (rc);
+	for (i = 0; rc == SQLITE_OK && i < s->st_nparams; i++)
+		rc = s->st_isint[i] ? sqlite3_bind_int64(*st, i + 1,
+					  strtoll(s->st_params[i], NULL, 10))
+				    : sqlite3_bind_text(*st, i + 1,
+					  s->st_params[i], -1, SQLITE_STATIC);
 	return (rc);
 }
 
@@ -416,6 +547,49 @@ static int
 add_checked(int64_t *sum, int64_t v)
 {
 	return (__builtin_add_overflow(*sum, v, sum) ? -1 : 0);
+}
+
+/*
+ * Append a group to r: its keys (q's sq_ngroup of them; NULL or "" for
+ * unset) and its calls, input and output tokens and cost (v[0..3]), added
+ * to the total. -1 with a cause past SPEND_ROWS_MAX groups or when a total
+ * overflows.
+ */
+int
+spend_result_add(struct spend_result *r, const struct spend_query *q,
+    char *const *keys, const int64_t *v, char **cause)
+{
+	struct spend_row *row;
+	size_t i;
+
+	if (r->sr_nrows == SPEND_ROWS_MAX) {
+		xasprintf(cause,
+		    "group_by: more than %d groups; narrow the query with "
+		    "filters or a shorter period",
+		    SPEND_ROWS_MAX);
+		return (-1);
+	}
+	if (r->sr_nrows == r->sr_cap) {
+		r->sr_cap = r->sr_cap == 0 ? 64 : r->sr_cap * 2;
+		r->sr_rows = xreallocarray(r->sr_rows, r->sr_cap, sizeof(*row));
+	}
+	row = &r->sr_rows[r->sr_nrows++];
+	memset(row, 0, sizeof(*row));
+	for (i = 0; i < q->sq_ngroup; i++)
+		if (keys[i] != NULL && *keys[i] != '\0')
+			row->sr_keys[i] = xstrdup(keys[i]);
+	row->sr_calls = v[0];
+	row->sr_input_tokens = v[1];
+	row->sr_output_tokens = v[2];
+	row->sr_cost_nusd = v[3];
+	if (add_checked(&r->sr_total.sr_calls, v[0]) != 0 ||
+	    add_checked(&r->sr_total.sr_input_tokens, v[1]) != 0 ||
+	    add_checked(&r->sr_total.sr_output_tokens, v[2]) != 0 ||
+	    add_checked(&r->sr_total.sr_cost_nusd, v[3]) != 0) {
+		*cause = xstrdup("total: integer overflow");
+		return (-1);
+	}
+	return (0);
 }
 
 /* Group keys as the answer holds them: NULL for unset, compared as "". */
@@ -432,7 +606,11 @@ keys_cmp(char *const *a, char *const *b, size_t n)
 	return (0);
 }
 
-static size_t fb_ngroup; /* for row_cmp: qsort passes no context */
+/*
+ * For row_cmp: qsort passes no context. Per thread, as the local and the
+ * fleet readers of the admin API answer queries at the same time.
+ */
+static _Thread_local size_t fb_ngroup;
 
 static int
 row_cmp(const void *a, const void *b)
@@ -444,74 +622,73 @@ row_cmp(const void *a, const void *b)
 }
 
 /*
- * How much of q's spend was priced at a family's rates for an unknown
- * model (unknown_models family_max), per group and in total, into r: an
- * estimate, which an analyst must be able to tell from priced spend. Read
- * from the calls table, grouped like the answer, whatever path answered
- * the rest (the rollup cannot tell those rows apart); the calls_fallback
- * index holds just them. Each group is found among r's rows by a binary
- * search over them sorted by their keys.
+ * Fold the answer of the fallback statement (fb: groups with their calls
+ * and cost) into r: each group's fallback calls and cost, and the total's,
+ * so an analyst can tell an estimate from priced spend. Each group is
+ * found among r's rows by a binary search over them sorted by their keys.
+ * fb is freed.
  */
-static int
-spend_fallback(sqlite3 *db, const struct spend_query *q, struct spend_result *r)
+void
+spend_result_fallback(struct spend_result *r, const struct spend_query *q,
+    struct spend_result *fb)
 {
-	struct sql s = {{0}, 0};
-	struct spend_row **by_key = NULL, key, *kp, **hit;
-	sqlite3_stmt *st = NULL;
-	const unsigned char *t;
-	char num[32];
+	struct spend_row **by_key, *kp, **hit;
 	size_t i;
-	int rc, n = 0;
 
-	sql_add(&s, "SELECT ");
-	select_keys(&s, q, 0, 0);
-	sql_add(&s,
-	    "count(*), ifnull(sum(cost_nusd), 0) FROM calls"
-	    " WHERE status <> 'in_flight' AND " LEDGER_FALLBACK_WHERE);
-	where_calls(&s, q);
-	for (i = 0; i < q->sq_ngroup; i++) {
-		snprintf(num, sizeof(num), "%s%zu", i > 0 ? ", " : " GROUP BY ",
-		    i + 1);
-		sql_add(&s, num);
-	}
-	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
-		SQLITE_OK ||
-	    (rc = bind_where(st, q, 0, &n)) != SQLITE_OK)
-		goto out;
 	by_key = xreallocarray(NULL, r->sr_nrows + 1, sizeof(*by_key));
 	for (i = 0; i < r->sr_nrows; i++)
 		by_key[i] = &r->sr_rows[i];
 	fb_ngroup = q->sq_ngroup;
 	qsort(by_key, r->sr_nrows, sizeof(*by_key), row_cmp);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		memset(&key, 0, sizeof(key));
-		for (i = 0; i < q->sq_ngroup; i++) {
-			t = sqlite3_column_text(st, (int)i);
-			key.sr_keys[i] =
-			    (char *)(uintptr_t)(t != NULL && *t != '\0'
-				    ? (const char *)t
-				    : NULL);
-		}
-		key.sr_calls = sqlite3_column_int64(st, (int)i);
-		key.sr_cost_nusd = sqlite3_column_int64(st, (int)i + 1);
-		if (key.sr_calls == 0)
+	for (i = 0; i < fb->sr_nrows; i++) {
+		kp = &fb->sr_rows[i];
+		if (kp->sr_calls == 0)
 			continue; /* no group_by and no such call */
-		r->sr_total.sr_fallback_calls += key.sr_calls;
-		r->sr_total.sr_fallback_nusd += key.sr_cost_nusd;
-		kp = &key;
+		r->sr_total.sr_fallback_calls += kp->sr_calls;
+		r->sr_total.sr_fallback_nusd += kp->sr_cost_nusd;
 		/* A group missing from r is a call settled in between. */
 		if ((hit = bsearch(&kp, by_key, r->sr_nrows, sizeof(*by_key),
 			 row_cmp)) != NULL) {
-			(*hit)->sr_fallback_calls = key.sr_calls;
-			(*hit)->sr_fallback_nusd = key.sr_cost_nusd;
+			(*hit)->sr_fallback_calls = kp->sr_calls;
+			(*hit)->sr_fallback_nusd = kp->sr_cost_nusd;
 		}
 	}
-	if (rc == SQLITE_DONE)
-		rc = SQLITE_OK;
-out:
 	free(by_key);
+	spend_result_free(fb);
+}
+
+/* Run a grouping statement (keys, then four sums) on db into r. */
+static int
+stmt_groups(sqlite3 *db, const struct spend_stmt *s,
+    const struct spend_query *q, struct spend_result *r, char **cause)
+{
+	sqlite3_stmt *st = NULL;
+	char *keys[SPEND_DIM_MAX];
+	int64_t v[4];
+	size_t i;
+	int rc;
+
+	if ((rc = stmt_prepare(db, s, &st)) != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		for (i = 0; i < q->sq_ngroup; i++)
+			keys[i] =
+			    (char *)(uintptr_t)sqlite3_column_text(st, (int)i);
+		for (i = 0; i < 4; i++)
+			v[i] =
+			    sqlite3_column_int64(st, (int)(q->sq_ngroup + i));
+		if (spend_result_add(r, q, keys, v, cause) != 0)
+			goto out;
+	}
+	if (rc == SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return (0);
+	}
+fail:
+	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
+out:
 	sqlite3_finalize(st);
-	return (rc);
+	return (-1);
 }
 
 /*
@@ -523,16 +700,13 @@ int
 spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
     char **cause)
 {
-	struct sql s = {{0}, 0};
-	struct spend_row *row;
-	sqlite3_stmt *st = NULL;
-	const unsigned char *t;
+	struct spend_stmt s;
+	struct spend_result fb;
 	enum spend_path path;
 	int64_t lo = 0, hi = 0;
-	size_t i, cap = 0;
-	int rc, n = 0;
 
 	memset(r, 0, sizeof(*r));
+	memset(&fb, 0, sizeof(fb));
 	if ((path = q->sq_path) == SPEND_PATH_AUTO) {
 		if (spend_rollup_usable(q))
 			path = SPEND_PATH_ROLLUP;
@@ -548,90 +722,22 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 		return (-1);
 	}
 	r->sr_path = path;
-	spend_sql(&s, q, path);
-	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) != SQLITE_OK)
+	stmt_init(&s, SPEND_SQLITE);
+	spend_sql(&s, q, path, lo, hi);
+	if (stmt_groups(db, &s, q, r, cause) != 0)
 		goto fail;
-	if (path == SPEND_PATH_MIXED)
-		rc = bind_mixed(st, q, lo, hi, &n);
-	else
-		rc = bind_where(st, q, path == SPEND_PATH_ROLLUP, &n);
-	if (rc != SQLITE_OK)
+	spend_stmt_free(&s);
+	spend_stmt_fallback(&s, q, SPEND_SQLITE);
+	if (stmt_groups(db, &s, q, &fb, cause) != 0)
 		goto fail;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (r->sr_nrows == SPEND_ROWS_MAX) {
-			xasprintf(cause,
-			    "group_by: more than %d groups; narrow "
-			    "the query with filters or a shorter "
-			    "period",
-			    SPEND_ROWS_MAX);
-			goto out;
-		}
-		if (r->sr_nrows == cap) {
-			cap = cap == 0 ? 64 : cap * 2;
-			r->sr_rows =
-			    xreallocarray(r->sr_rows, cap, sizeof(*row));
-		}
-		row = &r->sr_rows[r->sr_nrows++];
-		memset(row, 0, sizeof(*row));
-		for (i = 0; i < q->sq_ngroup; i++) {
-			t = sqlite3_column_text(st, (int)i);
-			if (t != NULL && *t != '\0')
-				row->sr_keys[i] = xstrdup((const char *)t);
-		}
-		row->sr_calls = sqlite3_column_int64(st, (int)i);
-		row->sr_input_tokens = sqlite3_column_int64(st, (int)i + 1);
-		row->sr_output_tokens = sqlite3_column_int64(st, (int)i + 2);
-		row->sr_cost_nusd = sqlite3_column_int64(st, (int)i + 3);
-		if (add_checked(&r->sr_total.sr_calls, row->sr_calls) != 0 ||
-		    add_checked(&r->sr_total.sr_input_tokens,
-			row->sr_input_tokens) != 0 ||
-		    add_checked(&r->sr_total.sr_output_tokens,
-			row->sr_output_tokens) != 0 ||
-		    add_checked(&r->sr_total.sr_cost_nusd, row->sr_cost_nusd) !=
-			0) {
-			*cause = xstrdup("total: integer overflow");
-			goto out;
-		}
-	}
-	if (rc != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (spend_fallback(db, q, r) != SQLITE_OK)
-		goto fail;
+	spend_stmt_free(&s);
+	spend_result_fallback(r, q, &fb);
 	return (0);
 fail:
-	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
-out:
-	sqlite3_finalize(st);
+	spend_stmt_free(&s);
+	spend_result_free(&fb);
 	spend_result_free(r);
 	return (-1);
-}
-
-/* One column of a calls row as a JSON value (cost_nusd adds cost_usd). */
-static void
-calls_column(struct spend_out *o, sqlite3_stmt *st, int i)
-{
-	const char *name = sqlite3_column_name(st, i);
-
-	spend_out_json_str(o, name);
-	spend_out_add(o, ":", 1);
-	switch (sqlite3_column_type(st, i)) {
-	case SQLITE_NULL:
-		spend_out_add(o, "null", 4);
-		break;
-	case SQLITE_INTEGER:
-		spend_out_printf(
-		    o, "%" PRId64, (int64_t)sqlite3_column_int64(st, i));
-		if (strcmp(name, "cost_nusd") == 0) {
-			spend_out_add(o, ",\"cost_usd\":", 12);
-			spend_out_usd(o, sqlite3_column_int64(st, i));
-		}
-		break;
-	default:
-		spend_out_json_str(o, (const char *)sqlite3_column_text(st, i));
-		break;
-	}
 }
 
 /*
@@ -658,39 +764,46 @@ static const struct {
     {"cost_nusd", "cost_usd", 1},
 };
 
-/* The cells of one table row, allocated, appended to *cells. */
-static void
-calls_table_row(char ***cells, size_t *ncells, sqlite3_stmt *st, int *map)
+/* The cell named name in a row, or NULL. */
+static const struct spend_cell *
+cell_find(const struct spend_cell *row, size_t n, const char *name)
 {
-	struct spend_out usd;
-	const unsigned char *t;
 	size_t i;
 
-	*cells =
-	    xreallocarray(*cells, *ncells + nitems(call_cols), sizeof(**cells));
+	for (i = 0; i < n; i++)
+		if (strcmp(row[i].sc_name, name) == 0)
+			return (&row[i]);
+	return (NULL);
+}
+
+/* The cells of one table row, allocated, appended to the page's. */
+static void
+calls_table_row(struct spend_page *p, const struct spend_cell *row, size_t n)
+{
+	const struct spend_cell *c;
+	struct spend_out usd;
+	size_t i;
+
+	p->sp_cells = xreallocarray(
+	    p->sp_cells, p->sp_ncells + nitems(call_cols), sizeof(char *));
 	for (i = 0; i < nitems(call_cols); i++) {
+		c = cell_find(row, n, call_cols[i].name);
 		if (strcmp(call_cols[i].name, "cost_nusd") == 0) {
 			spend_out_init(&usd, 64);
-			spend_out_usd(&usd, sqlite3_column_int64(st, map[i]));
-			(*cells)[(*ncells)++] =
+			spend_out_usd(&usd,
+			    c != NULL && c->sc_text != NULL
+				? strtoll(c->sc_text, NULL, 10)
+				: 0);
+			p->sp_cells[p->sp_ncells++] =
 			    xstrndup(usd.so_buf, usd.so_len);
 			spend_out_free(&usd);
 			continue;
 		}
-		t = map[i] >= 0 ? sqlite3_column_text(st, map[i]) : NULL;
-		(*cells)[(*ncells)++] =
-		    xstrdup(t != NULL && *t != '\0' ? (const char *)t : "-");
+		p->sp_cells[p->sp_ncells++] = xstrdup(
+		    c != NULL && c->sc_text != NULL && *c->sc_text != '\0'
+			? c->sc_text
+			: "-");
 	}
-}
-
-static void
-free_cells(char **cells, size_t ncells)
-{
-	size_t i;
-
-	for (i = 0; i < ncells; i++)
-		free(cells[i]);
-	free(cells);
 }
 
 /* Print the table: headings, then the rows, each column fitted. */
@@ -724,6 +837,119 @@ calls_table_write(struct spend_out *o, char **cells, size_t ncells)
 	}
 }
 
+/* Start a page of q's calls answer in o. */
+void
+spend_page_begin(
+    struct spend_page *p, const struct spend_query *q, struct spend_out *o)
+{
+	memset(p, 0, sizeof(*p));
+	p->sp_q = q;
+	p->sp_o = o;
+	if (q->sq_format != SPEND_FORMAT_TABLE)
+		spend_out_add(o, "{\"calls\":[", 10);
+}
+
+/* Replace *dst with a copy of the cell's text ("" for none). */
+static void
+page_keep(char **dst, const struct spend_cell *c)
+{
+	free(*dst);
+	*dst = c != NULL && c->sc_text != NULL ? xstrdup(c->sc_text) : NULL;
+}
+
+/*
+ * One row of the page, as the statement of spend_stmt_calls gave it.
+ * Returns 1 when it is the row past sq_limit: it is not written, the
+ * page has a next cursor, and no more rows are wanted; else 0.
+ */
+int
+spend_page_row(struct spend_page *p, const struct spend_cell *row, size_t n)
+{
+	const struct spend_query *q = p->sp_q;
+	struct spend_out *o = p->sp_o;
+	char *id;
+	size_t i;
+	int first = 1;
+
+	if (p->sp_count == q->sq_limit) {
+		if (p->sp_last_inst != NULL) {
+			xasprintf(&id, "%s\n%s",
+			    p->sp_last_id != NULL ? p->sp_last_id : "",
+			    p->sp_last_inst);
+			p->sp_cursor = spend_cursor_encode(
+			    p->sp_last_at != NULL ? p->sp_last_at : "", id);
+			free(id);
+		} else
+			p->sp_cursor = spend_cursor_encode(
+			    p->sp_last_at != NULL ? p->sp_last_at : "",
+			    p->sp_last_id != NULL ? p->sp_last_id : "");
+		return (1);
+	}
+	page_keep(&p->sp_last_at, cell_find(row, n, "started_at"));
+	page_keep(&p->sp_last_id, cell_find(row, n, "id"));
+	page_keep(&p->sp_last_inst, cell_find(row, n, "instance"));
+	p->sp_count++;
+	if (q->sq_format == SPEND_FORMAT_TABLE) {
+		calls_table_row(p, row, n);
+		return (0);
+	}
+	spend_out_add(o, p->sp_count > 1 ? ",{" : "{", p->sp_count > 1 ? 2 : 1);
+	for (i = 0; i < n; i++) {
+		/* The shipping sequence is the ledger's bookkeeping. */
+		if (strcmp(row[i].sc_name, "ship_seq") == 0)
+			continue;
+		if (!first)
+			spend_out_add(o, ",", 1);
+		first = 0;
+		spend_out_json_str(o, row[i].sc_name);
+		spend_out_add(o, ":", 1);
+		if (row[i].sc_text == NULL)
+			spend_out_add(o, "null", 4);
+		else if (row[i].sc_int) {
+			spend_out_add(
+			    o, row[i].sc_text, strlen(row[i].sc_text));
+			if (strcmp(row[i].sc_name, "cost_nusd") == 0) {
+				spend_out_add(o, ",\"cost_usd\":", 12);
+				spend_out_usd(
+				    o, strtoll(row[i].sc_text, NULL, 10));
+			}
+		} else
+			spend_out_json_str(o, row[i].sc_text);
+	}
+	spend_out_add(o, "}", 1);
+	return (0);
+}
+
+/* End the page: the table, or the JSON's next_cursor; free its state. */
+void
+spend_page_end(struct spend_page *p)
+{
+	struct spend_out *o = p->sp_o;
+	size_t i;
+
+	if (p->sp_q->sq_format == SPEND_FORMAT_TABLE) {
+		calls_table_write(o, p->sp_cells, p->sp_ncells);
+		if (p->sp_cursor != NULL)
+			spend_out_printf(
+			    o, "(more: --cursor %s)\n", p->sp_cursor);
+	} else {
+		spend_out_add(o, "],\"next_cursor\":", 16);
+		if (p->sp_cursor != NULL)
+			spend_out_json_str(o, p->sp_cursor);
+		else
+			spend_out_add(o, "null", 4);
+		spend_out_add(o, "}\n", 2);
+	}
+	for (i = 0; i < p->sp_ncells; i++)
+		free(p->sp_cells[i]);
+	free(p->sp_cells);
+	free(p->sp_cursor);
+	free(p->sp_last_at);
+	free(p->sp_last_id);
+	free(p->sp_last_inst);
+	memset(p, 0, sizeof(*p));
+}
+
 /*
  * Answer a calls query into o: newest first (started_at, then id,
  * descending), at most sq_limit rows after the cursor, and next_cursor
@@ -735,102 +961,39 @@ int
 spend_calls(
     sqlite3 *db, const struct spend_query *q, struct spend_out *o, char **cause)
 {
-	struct sql s = {{0}, 0};
+	struct spend_cell row[64];
+	struct spend_stmt s;
+	struct spend_page p;
 	sqlite3_stmt *st = NULL;
-	char *cursor = NULL, *last_at = NULL, *last_id = NULL, **cells = NULL;
-	int map[nitems(call_cols)];
-	int rc, n = 0, i, ncol, count = 0;
-	size_t k, ncells = 0;
+	int rc, i, ncol;
 
-	sql_add(&s, "SELECT * FROM calls WHERE 1");
-	where_calls(&s, q);
-	if (q->sq_status != NULL)
-		sql_add(&s, " AND status = ?");
-	if (q->sq_cursor_at != NULL)
-		sql_add(&s,
-		    " AND (started_at < ? OR (started_at = ? AND"
-		    " id < ?))");
-	sql_add(&s, " ORDER BY started_at DESC, id DESC LIMIT ?");
-	if ((rc = sqlite3_prepare_v2(db, s.s_buf, -1, &st, NULL)) !=
-		SQLITE_OK ||
-	    (rc = bind_where(st, q, 0, &n)) != SQLITE_OK)
+	spend_stmt_calls(&s, q, SPEND_SQLITE);
+	if ((rc = stmt_prepare(db, &s, &st)) != SQLITE_OK)
 		goto fail;
-	if (q->sq_status != NULL &&
-	    (rc = sqlite3_bind_text(
-		 st, ++n, q->sq_status, -1, SQLITE_STATIC)) != SQLITE_OK)
-		goto fail;
-	if (q->sq_cursor_at != NULL &&
-	    ((rc = sqlite3_bind_text(
-		  st, ++n, q->sq_cursor_at, -1, SQLITE_STATIC)) != SQLITE_OK ||
-		(rc = sqlite3_bind_text(st, ++n, q->sq_cursor_at, -1,
-		     SQLITE_STATIC)) != SQLITE_OK ||
-		(rc = sqlite3_bind_text(st, ++n, q->sq_cursor_id, -1,
-		     SQLITE_STATIC)) != SQLITE_OK))
-		goto fail;
-	if ((rc = sqlite3_bind_int(st, ++n, q->sq_limit + 1)) != SQLITE_OK)
-		goto fail;
-
-	ncol = sqlite3_column_count(st);
-	for (k = 0; k < nitems(call_cols); k++) {
-		map[k] = -1;
-		for (i = 0; i < ncol; i++)
-			if (strcmp(sqlite3_column_name(st, i),
-				call_cols[k].name) == 0)
-				map[k] = i;
-	}
-	if (q->sq_format != SPEND_FORMAT_TABLE)
-		spend_out_add(o, "{\"calls\":[", 10);
+	if ((ncol = sqlite3_column_count(st)) > (int)nitems(row))
+		ncol = (int)nitems(row);
+	spend_page_begin(&p, q, o);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (count == q->sq_limit) {
-			cursor = spend_cursor_encode(last_at, last_id);
+		for (i = 0; i < ncol; i++) {
+			/* The type first: reading the text may convert it. */
+			row[i].sc_int =
+			    sqlite3_column_type(st, i) == SQLITE_INTEGER;
+			row[i].sc_name = sqlite3_column_name(st, i);
+			row[i].sc_text =
+			    (const char *)sqlite3_column_text(st, i);
+		}
+		if (spend_page_row(&p, row, (size_t)ncol) == 1)
 			break;
-		}
-		free(last_at);
-		free(last_id);
-		last_at =
-		    xstrdup((const char *)sqlite3_column_text(st, map[0]));
-		last_id =
-		    xstrdup((const char *)sqlite3_column_text(st, map[1]));
-		if (q->sq_format == SPEND_FORMAT_TABLE)
-			calls_table_row(&cells, &ncells, st, map);
-		else {
-			spend_out_add(
-			    o, count > 0 ? ",{" : "{", count > 0 ? 2 : 1);
-			for (i = 0; i < ncol; i++) {
-				if (i > 0)
-					spend_out_add(o, ",", 1);
-				calls_column(o, st, i);
-			}
-			spend_out_add(o, "}", 1);
-		}
-		count++;
 	}
+	spend_page_end(&p);
 	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
 		goto fail;
-	if (q->sq_format == SPEND_FORMAT_TABLE) {
-		calls_table_write(o, cells, ncells);
-		if (cursor != NULL)
-			spend_out_printf(o, "(more: --cursor %s)\n", cursor);
-	} else {
-		spend_out_add(o, "],\"next_cursor\":", 16);
-		if (cursor != NULL)
-			spend_out_json_str(o, cursor);
-		else
-			spend_out_add(o, "null", 4);
-		spend_out_add(o, "}\n", 2);
-	}
-	free(cursor);
-	free(last_at);
-	free(last_id);
-	free_cells(cells, ncells);
 	sqlite3_finalize(st);
+	spend_stmt_free(&s);
 	return (0);
 fail:
 	xasprintf(cause, "ledger: %s", sqlite3_errmsg(db));
-	free(cursor);
-	free(last_at);
-	free(last_id);
-	free_cells(cells, ncells);
 	sqlite3_finalize(st);
+	spend_stmt_free(&s);
 	return (-1);
 }

@@ -316,6 +316,10 @@ test_param_errors(void **state)
 	    {SPEND_KIND_CALLS, "status=done", "status: expected in_flight"},
 	    {SPEND_KIND_CALLS, "cursor=abc", "cursor: not a cursor"},
 	    {SPEND_KIND_CALLS, "cursor=!!!!", "cursor: not a cursor"},
+	    {SPEND_KIND_SPEND, "fleet=yes", "fleet: expected 1"},
+	    {SPEND_KIND_SPEND, "fleet=", "fleet: expected 1"},
+	    {SPEND_KIND_CALLS, "fleet=1&fleet=1",
+		"fleet: given more than once"},
 	};
 	struct spend_query q;
 	char *cause;
@@ -1190,6 +1194,160 @@ test_table(void **state)
 	spend_query_free(&q);
 }
 
+/* '?' placeholders become $1, $2, ... outside quoted text only. */
+static void
+test_sql_number(void **state)
+{
+	static const struct {
+		const char *in;
+		const char *want; /* NULL: the output is too small */
+		int n;
+	} cases[] = {
+	    {"SELECT 1", "SELECT 1", 0},
+	    {"a = ? AND b < ?", "a = $1 AND b < $2", 2},
+	    {"x = '?' AND y = ?", "x = '?' AND y = $1", 1},
+	    {"x = 'it''s ?' OR y = ?", "x = 'it''s ?' OR y = $1", 1},
+	    {"\"odd?\" = ? COLLATE \"C\"", "\"odd?\" = $1 COLLATE \"C\"", 1},
+	    {"?????????? ?", "$1$2$3$4$5$6$7$8$9$10 $11", 11},
+	    {"", "", 0},
+	};
+	char out[64], small[8];
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		assert_int_equal(
+		    spend_sql_number(cases[i].in, out, sizeof(out)),
+		    cases[i].n);
+		assert_string_equal(out, cases[i].want);
+	}
+	/* Too small, by the placeholder or by the text: refused, no overrun. */
+	assert_int_equal(
+	    spend_sql_number("a = ? ? ?", small, sizeof(small)), -1);
+	assert_int_equal(
+	    spend_sql_number("abcdefgh", small, sizeof(small)), -1);
+	assert_int_equal(spend_sql_number("abcdefg", small, sizeof(small)), 0);
+	assert_string_equal(small, "abcdefg");
+}
+
+/*
+ * fleet=1: parsed for both kinds, refused with a rollup source, and the
+ * local ledger refuses to answer it; fleet=0 is the local answer.
+ */
+static void
+test_fleet_param(void **state)
+{
+	struct spend_query q;
+	struct spend_out o;
+	const char *ctype;
+	char *cause = NULL;
+
+	(void)state;
+	parse_ok(&q, SPEND_KIND_SPEND, "fleet=1&group_by=team");
+	assert_true(q.sq_fleet);
+	spend_query_free(&q);
+	parse_ok(&q, SPEND_KIND_CALLS, "fleet=0");
+	assert_false(q.sq_fleet);
+	spend_query_free(&q);
+
+	spend_query_init(&q, SPEND_KIND_SPEND);
+	assert_int_equal(spend_query_set(&q, "fleet", "1", &cause), 0);
+	q.sq_path = SPEND_PATH_ROLLUP;
+	assert_int_equal(spend_query_finish(&q, "--", &cause), -1);
+	assert_string_equal(cause,
+	    "--fleet: the fleet ledger has no rollup; it answers from its "
+	    "calls table only");
+	free(cause);
+	cause = NULL;
+	q.sq_path = SPEND_PATH_CALLS;
+	assert_int_equal(spend_query_finish(&q, "--", &cause), 0);
+	spend_query_free(&q);
+
+	spend_out_init(&o, SPEND_OUT_MAX);
+	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND, "fleet=1", &o,
+			     &ctype, &cause),
+	    400);
+	assert_non_null(strstr(cause, "ledger.ship"));
+	assert_int_equal(o.so_len, 0);
+	free(cause);
+	cause = NULL;
+	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND,
+			     "fleet=0&group_by=team", &o, &ctype, &cause),
+	    200);
+	spend_out_free(&o);
+}
+
+/*
+ * The statements for PostgreSQL: the same text as SQLite's but for
+ * byte-order collation, no SQLite-only syntax, a bound on the groups,
+ * and (calls) the instance as the last key of the order and the cursor.
+ */
+static void
+test_pg_statements(void **state)
+{
+	struct spend_query q;
+	struct spend_stmt lite, pg;
+	char num[SPEND_SQL_MAX + 64];
+	char *at = NULL, *id = NULL, *cur;
+	int i;
+
+	(void)state;
+	parse_ok(&q, SPEND_KIND_SPEND,
+	    "group_by=team,day&team=&model=gpt-4o&from=2026-11-01T12:00:00Z"
+	    "&to=2026-11-03");
+	spend_stmt_spend(&lite, &q, SPEND_SQLITE);
+	spend_stmt_spend(&pg, &q, SPEND_PG);
+	assert_null(strstr(lite.st_sql, "COLLATE"));
+	assert_non_null(strstr(pg.st_sql, "coalesce(team, '') COLLATE \"C\""));
+	assert_null(strstr(pg.st_sql, "ifnull"));
+	assert_null(strstr(pg.st_sql, "WHERE 1 "));
+	assert_int_equal(lite.st_nparams, 3); /* from, to, model */
+	assert_int_equal(pg.st_nparams, 4); /* and the bound on groups */
+	for (i = 0; i < lite.st_nparams; i++)
+		assert_string_equal(lite.st_params[i], pg.st_params[i]);
+	assert_string_equal(pg.st_params[0], "2026-11-01T12:00:00.000Z");
+	assert_string_equal(pg.st_params[1], "2026-11-04T00:00:00.000Z");
+	assert_string_equal(pg.st_params[2], "gpt-4o");
+	assert_true(pg.st_isint[3]);
+	assert_int_equal(spend_sql_number(pg.st_sql, num, sizeof(num)), 4);
+	assert_non_null(strstr(num, "started_at >= $1 AND started_at < $2"));
+	assert_non_null(strstr(num, "model = $3"));
+	assert_non_null(strstr(num, "LIMIT $4"));
+	assert_null(strchr(num, '?'));
+	spend_stmt_free(&lite);
+	spend_stmt_free(&pg);
+	spend_query_free(&q);
+
+	/* A fleet cursor carries the instance: the order ends with it. */
+	cur = spend_cursor_encode("2026-11-28T14:23:00.123Z", "req-1\ni-2");
+	assert_int_equal(spend_cursor_decode(cur, &at, &id), 0);
+	free(at);
+	free(id);
+	xasprintf(&at, "status=ok&limit=5&cursor=%s", cur);
+	parse_ok(&q, SPEND_KIND_CALLS, at);
+	free(at);
+	free(cur);
+	assert_string_equal(q.sq_cursor_id, "req-1");
+	assert_string_equal(q.sq_cursor_inst, "i-2");
+	spend_stmt_calls(&pg, &q, SPEND_PG);
+	assert_int_equal(spend_sql_number(pg.st_sql, num, sizeof(num)), 7);
+	assert_non_null(strstr(num,
+	    "AND status = $1 AND (started_at < $2 OR (started_at = $3 AND "
+	    "(id COLLATE \"C\" < $4 OR (id COLLATE \"C\" = $5 AND instance "
+	    "COLLATE \"C\" < $6)))) ORDER BY started_at DESC, id COLLATE "
+	    "\"C\" DESC, instance COLLATE \"C\" DESC LIMIT $7"));
+	assert_string_equal(pg.st_params[6], "6");
+	spend_stmt_free(&pg);
+	/* The local ledger has no instance: its cursor ignores one. */
+	spend_stmt_calls(&lite, &q, SPEND_SQLITE);
+	assert_non_null(strstr(lite.st_sql,
+	    "AND (started_at < ? OR (started_at = ? AND (id < ?))) ORDER BY "
+	    "started_at DESC, id DESC LIMIT ?"));
+	assert_int_equal(lite.st_nparams, 5);
+	spend_stmt_free(&lite);
+	spend_query_free(&q);
+}
+
 int
 main(void)
 {
@@ -1212,6 +1370,9 @@ main(void)
 	    cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_calls_order),
 	    cmocka_unit_test(test_calls_paging),
+	    cmocka_unit_test(test_sql_number),
+	    cmocka_unit_test(test_fleet_param),
+	    cmocka_unit_test(test_pg_statements),
 	};
 
 	return (cmocka_run_group_tests(tests, group_setup, group_teardown));
