@@ -22,8 +22,13 @@
  * reopens it there; a file that is not tollgate's is never written.
  * ledger_set_event_cb hears of it (and of failing writes) on the loop.
  *
+ * For the fleet ledger every row that becomes final, and every change to
+ * one, takes the next ship_seq (calls, alerts, kills; never a row in
+ * flight), so a shipper sends what is above its cursor, and reports it
+ * with ledger_ship_done, which may also prune what was shipped.
+ *
  * Every function runs on the loop thread that owns the event base given to
- * ledger_open. ledger_close refuses new reservations and records at once,
+ * ledger_open, but ledger_ship_done, which any thread may call. ledger_close refuses new reservations and records at once,
  * answers those still queued (their callbacks run inside it and may still
  * settle), writes every settlement, and checkpoints. See
  * docs/internals/ledger.md.
@@ -45,6 +50,9 @@ struct event_base;
  * calls_fallback index is partial on exactly this.
  */
 #define LEDGER_FALLBACK_WHERE "price_version LIKE '%+fallback:%'"
+
+/* The most rows one ledger_ship_done deletes (its pruning). */
+#define LEDGER_PRUNE_MAX 1000
 
 enum durability {
 	DURABILITY_PROCESS, /* WAL, synchronous=NORMAL */
@@ -198,6 +206,7 @@ struct ledger_stats {
 	uint64_t ls_rebuilds; /* lost ledgers rebuilt at their path */
 	uint64_t ls_rebuild_failures; /* attempts that failed (retried) */
 	uint64_t ls_file_checks; /* open file compared with its path */
+	uint64_t ls_pruned; /* shipped rows deleted (ledger_ship_done) */
 };
 
 /* ledger.c */
@@ -212,6 +221,7 @@ int ledger_kill_add(const struct ledger_kill *);
 int ledger_kill_delete(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
+int ledger_ship_done(const char *, const char *, int64_t, int64_t);
 void ledger_stats(struct ledger_stats *);
 uint64_t ledger_generation(void);
 void ledger_set_event_cb(ledger_event_cb, void *);

@@ -114,7 +114,9 @@ ledger_item_what(const struct ledger_item *it, char *buf, size_t len)
 		log_escape(id, sizeof(id), it->li_kill.lk_id,
 		    strlen(it->li_kill.lk_id));
 		snprintf(buf, len, "kill %s", id);
-	} else if (it->li_op == LEDGER_OP_ALERT ||
+	} else if (it->li_op == LEDGER_OP_SHIP_DONE)
+		snprintf(buf, len, "ship cursor of %s", it->li_stream);
+	else if (it->li_op == LEDGER_OP_ALERT ||
 	    it->li_op == LEDGER_OP_ALERT_DELIVERY)
 		snprintf(buf, len, "alert %s",
 		    ledger_safe_id(&it->li_row, id, sizeof(id)));
@@ -711,6 +713,53 @@ ledger_kill_delete(const char *id, int64_t now)
 		return (-1);
 	it->li_deleted_ms = now;
 	if (enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * The fleet ledger has stream's rows up to ship_seq seq, under the name
+ * instance: record it in ship_cursor (the cursor never moves back, and
+ * the instance first recorded stays), and when prune_before_ms > 0 delete
+ * up to LEDGER_PRUNE_MAX rows of calls or alerts so shipped and older
+ * than it; kills are never pruned. Queued for the writer, which does both
+ * in one batch's transaction; never refused for a full queue. Callable
+ * from any thread while the ledger is open (the shipper's): it reads only
+ * what ledger_open set and takes l_lock, and its caller must be stopped
+ * before ledger_close. 0, or -1 when the arguments are bad or the ledger
+ * is not open.
+ */
+int
+ledger_ship_done(const char *stream, const char *instance, int64_t seq,
+    int64_t prune_before_ms)
+{
+	struct ledger *l = ledger;
+	struct ledger_item *it;
+	size_t slen, ilen;
+
+	if (l == NULL)
+		return (-1);
+	if (stream == NULL ||
+	    (strcmp(stream, "calls") != 0 && strcmp(stream, "alerts") != 0 &&
+		strcmp(stream, "kills") != 0) ||
+	    instance == NULL || instance[0] == '\0' || seq < 0 ||
+	    (ilen = strlen(instance)) > LEDGER_ROW_STRINGS_MAX) {
+		log_warnx("ledger: bad ship cursor refused");
+		return (-1);
+	}
+	slen = strlen(stream);
+	it = xmalloc(sizeof(*it) + slen + 1 + ilen + 1);
+	memset(it, 0, sizeof(*it));
+	it->li_op = LEDGER_OP_SHIP_DONE;
+	memcpy(it->li_strings, stream, slen + 1);
+	memcpy(it->li_strings + slen + 1, instance, ilen + 1);
+	it->li_stream = it->li_strings;
+	it->li_instance = it->li_strings + slen + 1;
+	it->li_seq = seq;
+	it->li_prune_before_ms = prune_before_ms;
+	if (enqueue(l, it) != 0) {
 		free(it);
 		return (-1);
 	}

@@ -25,9 +25,13 @@ struct event_base;
 /*
  * 2: status may be 'killed' (a call tollgate ended while it ran). A
  * version-1 ledger is brought to 2 at open by widening that CHECK.
+ * 3: calls, alerts and kills have ship_seq, and the ship_cursor table
+ * says how far the fleet ledger has them (ledger_schema_ship).
  */
-#define LEDGER_SCHEMA_VERSION 2
-#define LEDGER_SCHEMA_VERSION_STR "2"
+#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION_STR "3"
+#define LEDGER_SCHEMA_KILLED 2 /* the version that takes 'killed' */
+#define LEDGER_SCHEMA_KILLED_STR "2"
 #define LEDGER_BUSY_MS 5000 /* busy_timeout of the write connection */
 #define LEDGER_TIME_MAX 32 /* "2026-11-28T14:23:00.123Z" and NUL */
 #define LEDGER_ERRMSG_MAX 256
@@ -43,6 +47,7 @@ enum ledger_op {
 	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
 	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
 	LEDGER_OP_UNRESERVE, /* delete an in_flight row never forwarded */
+	LEDGER_OP_SHIP_DONE, /* move a ship cursor, prune what it passed */
 };
 
 /* Reservations, records and alerts count against queue_max; the rest
@@ -66,6 +71,12 @@ struct ledger_item {
 	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
 	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE */
 	struct ledger_alert li_alert; /* alert ops; li_row.lr_id = la_id */
+	/* LEDGER_OP_SHIP_DONE: ledger_ship_done's arguments, the result. */
+	const char *li_stream; /* in li_strings */
+	const char *li_instance; /* in li_strings */
+	int64_t li_seq;
+	int64_t li_prune_before_ms; /* 0: no pruning */
+	uint64_t li_pruned; /* rows the op deleted */
 	char li_strings[];
 };
 TAILQ_HEAD(ledger_items, ledger_item);
@@ -96,6 +107,13 @@ struct ledger_db {
 	ino_t db_shm_ino;
 	int db_placed_fd; /* a rebuilt copy put at db_file, not yet open */
 	int db_v1; /* the status CHECK could not be widened: no 'killed' */
+	/*
+	 * The last ship_seq given: every row that becomes final or changes
+	 * takes the next. Loaded at open, carried over a rebuild, never
+	 * decremented (not on a rollback either): "ship_seq > a cursor" is
+	 * what is still to ship.
+	 */
+	int64_t db_ship_seq;
 
 	sqlite3_stmt *db_begin; /* BEGIN IMMEDIATE */
 	sqlite3_stmt *db_commit;
@@ -107,6 +125,9 @@ struct ledger_db {
 	sqlite3_stmt *db_unreserve; /* LEDGER_OP_UNRESERVE */
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
+	sqlite3_stmt *db_cursor; /* upsert a ship_cursor row */
+	sqlite3_stmt *db_prune_calls; /* shipped and older than the cut */
+	sqlite3_stmt *db_prune_alerts;
 	int db_synchronous; /* read back after it was set: 1 or 2 */
 	long long db_busy_deadline; /* busy_wait's, monotonic µs */
 
@@ -218,6 +239,7 @@ int ledger_schema_fix_checks(
 int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
 int ledger_schema_served(struct ledger_db *, char **);
+int ledger_schema_ship(struct ledger_db *, const char *, int64_t, char **);
 
 /* store.c */
 int ledger_db_fail(struct ledger_db *, char **, const char *, ...)

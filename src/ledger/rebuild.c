@@ -387,6 +387,12 @@ ledger_db_rebuild(struct ledger_db *d, struct ledger_db *fresh,
 		goto out;
 	fd = -1; /* fresh's */
 	fresh->db_path = xstrdup(d->db_path);
+	/*
+	 * The copy's highest ship_seq may be below numbers already given
+	 * (a batch that rolled back): go on from the open ledger's counter.
+	 */
+	if (d->db_ship_seq > fresh->db_ship_seq)
+		fresh->db_ship_seq = d->db_ship_seq;
 	ret = 0;
 out:
 	if (fd != -1 && placed)

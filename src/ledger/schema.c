@@ -63,16 +63,18 @@
 	" reasoning_tokens = reasoning_tokens - " r ".reasoning_tokens,"       \
 	" cost_nusd = cost_nusd - " r ".cost_nusd" ROLLUP_MATCH(r) ";"         \
 	" DELETE FROM calls_daily" ROLLUP_MATCH(r) " AND calls = 0;"
-#define ROLLUP_TRIGGERS                                                        \
-	"CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"              \
-	" WHEN NEW.status <> 'in_flight'"                                      \
-	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
+#define ROLLUP_UPDATE_TRIGGERS                                                 \
 	"CREATE TRIGGER calls_daily_update_out AFTER UPDATE ON calls"          \
 	" WHEN OLD.status <> 'in_flight'"                                      \
 	" BEGIN " ROLLUP_SUB("OLD") " END;"                                    \
 	"CREATE TRIGGER calls_daily_update_in AFTER UPDATE ON calls"           \
 	" WHEN NEW.status <> 'in_flight'"                                      \
+	" BEGIN " ROLLUP_ADD("NEW") " END;"
+#define ROLLUP_TRIGGERS                                                        \
+	"CREATE TRIGGER calls_daily_insert AFTER INSERT ON calls"              \
+	" WHEN NEW.status <> 'in_flight'"                                      \
 	" BEGIN " ROLLUP_ADD("NEW") " END;"                                    \
+	ROLLUP_UPDATE_TRIGGERS                                                 \
 	"CREATE TRIGGER calls_daily_delete AFTER DELETE ON calls"              \
 	" WHEN OLD.status <> 'in_flight'"                                      \
 	" BEGIN " ROLLUP_SUB("OLD") " END;"
@@ -251,7 +253,11 @@ ledger_schema_check(struct ledger_db *d, int64_t *version, char **cause)
 	return (0);
 }
 
-/* Create schema version 1 in one transaction, version number included. */
+/*
+ * Create the calls table and its rollup in one transaction, with version
+ * 2's number: the tables added at every open, and ledger_schema_ship, take
+ * it on from there in the same open.
+ */
 int
 ledger_schema_create(struct ledger_db *d, const char *path, char **cause)
 {
@@ -268,7 +274,7 @@ ledger_schema_create(struct ledger_db *d, const char *path, char **cause)
 	    (sqlite3_exec(d->db_conn, schema_v1, NULL, NULL, NULL) !=
 		    SQLITE_OK ||
 		sqlite3_exec(d->db_conn,
-		    "PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR, NULL,
+		    "PRAGMA user_version = " LEDGER_SCHEMA_KILLED_STR, NULL,
 		    NULL, NULL) != SQLITE_OK))
 		goto fail;
 	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -308,7 +314,8 @@ replace_once(char **sql, const char *from, const char *to)
  * reloads it), in one transaction with the new user_version. When that is
  * refused (a defensive SQLite build, say) the ledger opens as it was, a
  * warning says so, and calls tollgate ends are recorded 'error' as before
- * (db_v1); -1 only when the table cannot even be read.
+ * (db_v1, which the table's text decides, whatever the version says);
+ * -1 only when the table cannot even be read.
  */
 int
 ledger_schema_fix_checks(
@@ -317,9 +324,11 @@ ledger_schema_fix_checks(
 	sqlite3_stmt *st = NULL;
 	char *sql = NULL, *upd = NULL;
 	int64_t sv;
-	int changed = 0, widened;
+	int changed = 0, widened, was_widened;
 
 	d->db_v1 = 0;
+	/* Until the table's text is read, the version says. */
+	was_widened = version >= LEDGER_SCHEMA_KILLED;
 	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
 	    SQLITE_OK)
 		return (ledger_db_fail(d, cause, "reading the calls table"));
@@ -333,6 +342,7 @@ ledger_schema_fix_checks(
 		sql = xstrdup((const char *)sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
 	st = NULL;
+	was_widened = sql != NULL && strstr(sql, CHECK_STATUS) != NULL;
 	if (sql != NULL) {
 		changed |= replace_once(&sql, CHECK_STATUS_V1, CHECK_STATUS);
 		changed |= replace_once(&sql, CHECK_STATUS_V1_OR, CHECK_STATUS);
@@ -341,7 +351,7 @@ ledger_schema_fix_checks(
 	widened = sql != NULL && strstr(sql, CHECK_STATUS) != NULL;
 	if (!changed) {
 		free(sql);
-		if (version < LEDGER_SCHEMA_VERSION && !widened) {
+		if (!widened) {
 			/* A table text this tollgate does not know. */
 			d->db_v1 = 1;
 			log_warnx(
@@ -350,10 +360,10 @@ ledger_schema_fix_checks(
 			    "run are recorded as 'error', not 'killed'",
 			    path);
 		}
-		if (version < LEDGER_SCHEMA_VERSION && widened &&
+		if (version < LEDGER_SCHEMA_KILLED && widened &&
 		    sqlite3_exec(d->db_conn,
-			"PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR,
-			NULL, NULL, NULL) != SQLITE_OK)
+			"PRAGMA user_version = " LEDGER_SCHEMA_KILLED_STR, NULL,
+			NULL, NULL) != SQLITE_OK)
 			goto fail;
 		return (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) ==
 			    SQLITE_OK
@@ -376,9 +386,9 @@ ledger_schema_fix_checks(
 	if (sqlite3_exec(d->db_conn, upd, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(d->db_conn, "PRAGMA writable_schema = OFF", NULL, NULL,
 		NULL) != SQLITE_OK ||
-	    (widened &&
+	    (widened && version < LEDGER_SCHEMA_KILLED &&
 		sqlite3_exec(d->db_conn,
-		    "PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR, NULL,
+		    "PRAGMA user_version = " LEDGER_SCHEMA_KILLED_STR, NULL,
 		    NULL, NULL) != SQLITE_OK) ||
 	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
@@ -387,7 +397,7 @@ ledger_schema_fix_checks(
 	d->db_v1 = !widened;
 	log_info("ledger: %s: CHECK constraints rewritten to the faster form "
 		 "that takes status 'killed' (schema version %d)",
-	    path, LEDGER_SCHEMA_VERSION);
+	    path, LEDGER_SCHEMA_KILLED);
 	return (0);
 fail:
 	/* The ledger stays as it was, and works as it did. */
@@ -401,7 +411,7 @@ fail:
 	ledger_db_rollback(d);
 	free(upd);
 	free(sql);
-	d->db_v1 = version < LEDGER_SCHEMA_VERSION;
+	d->db_v1 = !was_widened;
 	return (0);
 }
 
@@ -462,4 +472,172 @@ ledger_schema_served(struct ledger_db *d, char **cause)
 		NULL, NULL, NULL) != SQLITE_OK)
 		return (ledger_db_fail(d, cause, "creating calls_fallback"));
 	return (0);
+}
+
+/*
+ * The three tables whose rows ship to the fleet ledger, with the column
+ * each is numbered in order of when it was written: a row's ship_seq is
+ * given to it by the writer; the numbering below is for the rows a
+ * version-2 ledger already holds (calls: the final ones only).
+ */
+static const struct {
+	const char *table;
+	const char *final; /* the rows that ship, as an SQL condition */
+	const char *index;
+} ship_tables[] = {
+    {"calls", "status <> 'in_flight'",
+	"CREATE INDEX IF NOT EXISTS calls_ship ON calls (ship_seq)"
+	" WHERE ship_seq IS NOT NULL"},
+    {"alerts", "1",
+	"CREATE INDEX IF NOT EXISTS alerts_ship ON alerts (ship_seq)"
+	" WHERE ship_seq IS NOT NULL"},
+    {"kills", "1",
+	"CREATE INDEX IF NOT EXISTS kills_ship ON kills (ship_seq)"
+	" WHERE ship_seq IS NOT NULL"},
+};
+
+/* How far the fleet ledger (PostgreSQL) has each table's rows. */
+static const char ship_cursor_schema[] =
+    "CREATE TABLE IF NOT EXISTS ship_cursor ("
+    " stream TEXT PRIMARY KEY NOT NULL,"
+    " instance TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " shipped_at TEXT NOT NULL"
+    ");";
+
+/*
+ * Give ship_seq, counting on from *seq, to the rows of table i that ship;
+ * *seq ends at the last number given.
+ */
+static int
+ship_number(struct ledger_db *d, size_t i, int64_t *seq)
+{
+	sqlite3_stmt *st = NULL;
+	char *sql;
+	int rc;
+
+	xasprintf(&sql,
+	    "UPDATE %s SET ship_seq = ?1 + n.rn FROM (SELECT rowid AS rid,"
+	    " row_number() OVER (ORDER BY rowid) AS rn FROM %s WHERE %s)"
+	    " AS n WHERE %s.rowid = n.rid",
+	    ship_tables[i].table, ship_tables[i].table, ship_tables[i].final,
+	    ship_tables[i].table);
+	rc = sqlite3_prepare_v2(d->db_conn, sql, -1, &st, NULL);
+	free(sql);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 1, *seq);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE) {
+		*seq += sqlite3_changes64(d->db_conn);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return (rc);
+}
+
+/*
+ * Version 3, for the fleet ledger: ship_seq on calls, alerts and kills,
+ * their partial indexes and the ship_cursor table, in one transaction
+ * with the version number. A table without the column gains it and its
+ * rows that ship are numbered, so a version-2 ledger ships what it
+ * already holds. The rollup's update triggers are dropped while calls
+ * are numbered (a new ship_seq changes no sum; they would take each row
+ * out of calls_daily and put it back) and made again. Then the writer's
+ * counter, d->db_ship_seq, is set to the highest number given or
+ * shipped: a cursor can be ahead of every row left, once the rows it
+ * passed are pruned.
+ */
+int
+ledger_schema_ship(
+    struct ledger_db *d, const char *path, int64_t version, char **cause)
+{
+	int64_t has, triggers = 0, top, numbered, v;
+	int added[nitems(ship_tables)];
+	size_t i;
+	char *sql;
+	int rc;
+
+	if (sqlite3_exec(d->db_conn, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (ledger_db_fail(d, cause, "adding ship_seq"));
+	if (sqlite3_exec(d->db_conn, ship_cursor_schema, NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		goto fail;
+	for (i = 0; i < nitems(ship_tables); i++) {
+		xasprintf(&sql,
+		    "SELECT count(*) FROM pragma_table_info('%s')"
+		    " WHERE name = 'ship_seq'",
+		    ship_tables[i].table);
+		rc = ledger_db_query_int(d, sql, &has);
+		free(sql);
+		if (rc != SQLITE_OK)
+			goto fail;
+		added[i] = has == 0;
+		if (added[i]) {
+			xasprintf(&sql,
+			    "ALTER TABLE %s ADD COLUMN ship_seq INTEGER",
+			    ship_tables[i].table);
+			rc = sqlite3_exec(d->db_conn, sql, NULL, NULL, NULL);
+			free(sql);
+			if (rc != SQLITE_OK)
+				goto fail;
+		}
+		if (sqlite3_exec(d->db_conn, ship_tables[i].index, NULL, NULL,
+			NULL) != SQLITE_OK)
+			goto fail;
+	}
+	/* Each through its partial index: a few pages, whatever the size. */
+	if (ledger_db_query_int(d,
+		"SELECT max(coalesce((SELECT ship_seq FROM calls WHERE"
+		" ship_seq IS NOT NULL ORDER BY ship_seq DESC LIMIT 1), 0),"
+		" coalesce((SELECT ship_seq FROM alerts WHERE ship_seq IS NOT"
+		" NULL ORDER BY ship_seq DESC LIMIT 1), 0),"
+		" coalesce((SELECT ship_seq FROM kills WHERE ship_seq IS NOT"
+		" NULL ORDER BY ship_seq DESC LIMIT 1), 0),"
+		" coalesce((SELECT max(seq) FROM ship_cursor), 0))",
+		&top) != SQLITE_OK)
+		goto fail;
+	numbered = top;
+	for (i = 0; i < nitems(ship_tables); i++) {
+		if (!added[i])
+			continue;
+		if (i == 0 &&
+		    (ledger_db_query_int(d,
+			 "SELECT count(*) FROM sqlite_schema WHERE"
+			 " type = 'trigger' AND name IN"
+			 " ('calls_daily_update_out', 'calls_daily_update_in')",
+			 &triggers) != SQLITE_OK ||
+			(triggers == 2 &&
+			    sqlite3_exec(d->db_conn,
+				"DROP TRIGGER calls_daily_update_out;"
+				" DROP TRIGGER calls_daily_update_in",
+				NULL, NULL, NULL) != SQLITE_OK)))
+			goto fail;
+		if (ship_number(d, i, &top) != SQLITE_OK)
+			goto fail;
+		if (i == 0 && triggers == 2 &&
+		    sqlite3_exec(d->db_conn, ROLLUP_UPDATE_TRIGGERS, NULL, NULL,
+			NULL) != SQLITE_OK)
+			goto fail;
+	}
+	numbered = top - numbered;
+	if (ledger_db_query_int(d, "PRAGMA user_version", &v) != SQLITE_OK ||
+	    (v < LEDGER_SCHEMA_VERSION &&
+		sqlite3_exec(d->db_conn,
+		    "PRAGMA user_version = " LEDGER_SCHEMA_VERSION_STR, NULL,
+		    NULL, NULL) != SQLITE_OK) ||
+	    sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	if (top > d->db_ship_seq)
+		d->db_ship_seq = top;
+	if (version > 0 && version < LEDGER_SCHEMA_VERSION)
+		log_info("ledger: %s: schema version %" PRId64
+			 " brought to %d: "
+			 "ship_seq added, %" PRId64 " existing rows numbered "
+			 "to ship",
+		    path, version, LEDGER_SCHEMA_VERSION, numbered);
+	return (0);
+fail:
+	ledger_db_fail(d, cause, "adding ship_seq");
+	ledger_db_rollback(d);
+	return (-1);
 }

@@ -29,24 +29,62 @@
 
 #include "ledger_int.h"
 
+/*
+ * Every statement that makes a row final, or changes a final row, gives
+ * it the next ship_seq (bound by the writer, next_seq): the shipper sends
+ * what is above its cursor, and so a changed row again.
+ */
 static const char alert_sql[] =
     "INSERT INTO alerts (id, fired_at, kind, policy, scope_key, intent, team,"
     " tenant, agent_class, environment, window, window_start, reset_at,"
-    " threshold_nusd, spent_nusd, cap_nusd, message, delivery, attempts)"
+    " threshold_nusd, spent_nusd, cap_nusd, message, delivery, attempts,"
+    " ship_seq)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-    " ?15, ?16, ?17, ?18, ?19) ON CONFLICT (id) DO NOTHING";
+    " ?15, ?16, ?17, ?18, ?19, ?20) ON CONFLICT (id) DO NOTHING";
 
 /* A delivery state never goes back to pending once it is final. */
 static const char alert_delivery_sql[] =
-    "UPDATE alerts SET delivery = ?2, attempts = ?3"
+    "UPDATE alerts SET delivery = ?2, attempts = ?3, ship_seq = ?4"
     " WHERE id = ?1 AND delivery IN ('none', 'pending')";
 
 static const char kill_add_sql[] =
-    "INSERT INTO kills (id, created_at, expires_at, match, reason, source)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
+    "INSERT INTO kills (id, created_at, expires_at, match, reason, source,"
+    " ship_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    " ON CONFLICT (id) DO NOTHING";
 
 static const char kill_delete_sql[] =
-    "UPDATE kills SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL";
+    "UPDATE kills SET deleted_at = ?2, ship_seq = ?3"
+    " WHERE id = ?1 AND deleted_at IS NULL";
+
+/*
+ * A stream's ship cursor moves only forward; the instance first recorded
+ * is kept (the fleet ledger's rows are keyed by it). RETURNING gives the
+ * cursor as it now is, which is what pruning may go up to.
+ */
+static const char cursor_sql[] =
+    "INSERT INTO ship_cursor (stream, instance, seq, shipped_at)"
+    " VALUES (?1, ?2, ?3, ?4) ON CONFLICT (stream) DO UPDATE SET"
+    " seq = max(seq, excluded.seq), shipped_at = excluded.shipped_at"
+    " RETURNING seq";
+
+/*
+ * Pruning: at most ?3 rows that started (fired) before ?1 and are shipped
+ * (ship_seq at or below the cursor ?2; a row changed since has a higher
+ * one). It walks the started_at (fired_at) index from its oldest end, so
+ * it reads only rows older than the cut. The rollup's delete trigger
+ * takes each call out of calls_daily.
+ */
+static const char prune_calls_sql[] =
+    "DELETE FROM calls WHERE rowid IN (SELECT rowid FROM calls"
+    " INDEXED BY calls_started WHERE started_at < ?1"
+    " AND status <> 'in_flight' AND ship_seq IS NOT NULL"
+    " AND ship_seq <= ?2 ORDER BY started_at LIMIT ?3)";
+
+static const char prune_alerts_sql[] =
+    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts"
+    " INDEXED BY alerts_fired WHERE fired_at < ?1"
+    " AND ship_seq IS NOT NULL AND ship_seq <= ?2"
+    " ORDER BY fired_at LIMIT ?3)";
 
 /* Column order of db_insert: docs/operations.md's, numbered from 1. */
 static const char insert_sql[] =
@@ -55,10 +93,11 @@ static const char insert_sql[] =
     " key_fingerprint, stream, status, http_status, input_tokens,"
     " output_tokens, cached_input_tokens, cache_write_tokens,"
     " reasoning_tokens, usage_source, cost_nusd, reserved_nusd,"
-    " price_version, refusal_reason, latency_ms, ttfb_ms, served_model)"
+    " price_version, refusal_reason, latency_ms, ttfb_ms, served_model,"
+    " ship_seq)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
     " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28,"
-    " ?29)"
+    " ?29, ?30)"
     " ON CONFLICT (id) DO NOTHING";
 
 /*
@@ -73,7 +112,7 @@ static const char settle_sql[] =
     " cost_nusd = ?11, model = coalesce(?12, model),"
     " price_version = coalesce(?13, price_version), latency_ms = ?14,"
     " ttfb_ms = ?15, refusal_reason = ?16,"
-    " served_model = coalesce(?17, served_model)"
+    " served_model = coalesce(?17, served_model), ship_seq = ?18"
     " WHERE id = ?1 AND status = 'in_flight'";
 
 /*
@@ -84,12 +123,18 @@ static const char settle_sql[] =
 static const char unreserve_sql[] =
     "DELETE FROM calls WHERE id = ?1 AND status = 'in_flight'";
 
-/* Charged at the reservation: a crash never frees budget. */
+/*
+ * Charged at the reservation: a crash never frees budget. Each row takes
+ * the next ship_seq after ?2, as the writer would give them one by one;
+ * ordered as the calls_in_flight index is, so only that index is read.
+ */
 static const char recover_sql[] =
     "UPDATE calls SET status = 'interrupted', finished_at = ?1,"
     " cost_nusd = reserved_nusd, usage_source = CASE usage_source"
-    " WHEN 'none' THEN 'estimated' ELSE usage_source END"
-    " WHERE status = 'in_flight'";
+    " WHEN 'none' THEN 'estimated' ELSE usage_source END,"
+    " ship_seq = ?2 + n.rn FROM (SELECT rowid AS rid, row_number()"
+    " OVER (ORDER BY started_at, rowid) AS rn FROM calls"
+    " WHERE status = 'in_flight') AS n WHERE calls.rowid = n.rid";
 
 /* Wall-clock time in Unix milliseconds. */
 int64_t
@@ -296,9 +341,12 @@ recover(struct ledger_db *d, const char *path, uint64_t *count, char **cause)
 	if (sqlite3_prepare_v2(d->db_conn, recover_sql, -1, &st, NULL) !=
 		SQLITE_OK ||
 	    sqlite3_bind_text(st, 1, now, -1, SQLITE_STATIC) != SQLITE_OK ||
+	    sqlite3_bind_int64(st, 2, d->db_ship_seq) != SQLITE_OK ||
 	    sqlite3_step(st) != SQLITE_DONE)
 		goto fail;
 	*count = (uint64_t)sqlite3_changes64(d->db_conn);
+	/* Taken whether or not the commit lands: never given twice. */
+	d->db_ship_seq += (int64_t)*count;
 	sqlite3_finalize(st);
 	st = NULL;
 	if (sqlite3_exec(d->db_conn, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
@@ -369,6 +417,9 @@ prepare(struct ledger_db *d, char **cause)
 	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
 	    {kill_add_sql, offsetof(struct ledger_db, db_kill_add)},
 	    {kill_delete_sql, offsetof(struct ledger_db, db_kill_delete)},
+	    {cursor_sql, offsetof(struct ledger_db, db_cursor)},
+	    {prune_calls_sql, offsetof(struct ledger_db, db_prune_calls)},
+	    {prune_alerts_sql, offsetof(struct ledger_db, db_prune_alerts)},
 	};
 	sqlite3_stmt **st;
 	size_t i;
@@ -407,7 +458,9 @@ db_connect(
 		ledger_schema_fix_checks(d, path, version, cause) != 0) ||
 	    ledger_schema_alerts(d, cause) != 0 ||
 	    ledger_schema_kills(d, cause) != 0 ||
-	    ledger_schema_served(d, cause) != 0 || prepare(d, cause) != 0)
+	    ledger_schema_served(d, cause) != 0 ||
+	    ledger_schema_ship(d, path, version, cause) != 0 ||
+	    prepare(d, cause) != 0)
 		return (-1);
 	return (ledger_db_identify(d, cause));
 }
@@ -569,6 +622,17 @@ bind_int_min(sqlite3_stmt *st, int i, int64_t v, int64_t min)
 	return (sqlite3_bind_int64(st, i, v));
 }
 
+/*
+ * The next ship_seq, for a row a statement makes final or changes. Taken
+ * even if the statement changes nothing or the batch rolls back: a gap
+ * costs nothing, a number given twice would hide a row from the shipper.
+ */
+static int64_t
+next_seq(struct ledger_db *d)
+{
+	return (++d->db_ship_seq);
+}
+
 /* Bind in turn, stopping at the first error. */
 #define BIND(call)                                                             \
 	do {                                                                   \
@@ -629,6 +693,10 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 27, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 28, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 29, r->lr_served_model));
+	/* A reservation is in flight: it ships once settled. */
+	BIND(status == CALL_IN_FLIGHT
+		? sqlite3_bind_null(st, 30)
+		: sqlite3_bind_int64(st, 30, next_seq(d)));
 	return (run_item(d, it, st, rc));
 }
 
@@ -661,6 +729,7 @@ apply_settle(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 16, r->lr_refusal_reason));
 	BIND(bind_text(st, 17, r->lr_served_model));
+	BIND(sqlite3_bind_int64(st, 18, next_seq(d)));
 	return (run_item(d, it, st, rc));
 }
 
@@ -697,6 +766,7 @@ apply_alert(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(st, 1, a->la_id));
 		BIND(bind_text(st, 2, a->la_delivery));
 		BIND(sqlite3_bind_int(st, 3, a->la_attempts));
+		BIND(sqlite3_bind_int64(st, 4, next_seq(d)));
 	} else {
 		st = d->db_alert;
 		BIND(bind_text(st, 1, a->la_id));
@@ -716,6 +786,7 @@ apply_alert(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(
 		    st, 18, a->la_delivery != NULL ? a->la_delivery : "none"));
 		BIND(sqlite3_bind_int(st, 19, a->la_attempts));
+		BIND(sqlite3_bind_int64(st, 20, next_seq(d)));
 	}
 	return (run_item(d, it, st, rc));
 }
@@ -734,6 +805,7 @@ apply_kill(struct ledger_db *d, struct ledger_item *it)
 		ledger_format_time(it->li_deleted_ms, created, sizeof(created));
 		BIND(bind_text(st, 1, k->lk_id));
 		BIND(bind_text(st, 2, created));
+		BIND(sqlite3_bind_int64(st, 3, next_seq(d)));
 	} else {
 		st = d->db_kill_add;
 		ledger_format_time(k->lk_created_ms, created, sizeof(created));
@@ -744,10 +816,63 @@ apply_kill(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(st, 4, k->lk_match));
 		BIND(bind_text(st, 5, k->lk_reason));
 		BIND(bind_text(st, 6, k->lk_source));
+		BIND(sqlite3_bind_int64(st, 7, next_seq(d)));
 	}
-#undef BIND
 	return (run_item(d, it, st, rc));
 }
+
+/*
+ * Move a stream's ship cursor (ledger_ship_done), then, when asked, delete
+ * up to LEDGER_PRUNE_MAX rows of calls or alerts that it passed and that
+ * are older than the cut; it->li_pruned says how many. In the batch's
+ * transaction, like any write: a rollback undoes both.
+ */
+static int
+apply_ship_done(struct ledger_db *d, struct ledger_item *it)
+{
+	sqlite3_stmt *st = d->db_cursor;
+	char now[LEDGER_TIME_MAX], cut[LEDGER_TIME_MAX];
+	int64_t cursor;
+	int rc = SQLITE_OK;
+
+	it->li_pruned = 0;
+	ledger_format_time(ledger_now_ms(), now, sizeof(now));
+	BIND(bind_text(st, 1, it->li_stream));
+	BIND(bind_text(st, 2, it->li_instance));
+	BIND(sqlite3_bind_int64(st, 3, it->li_seq));
+	BIND(bind_text(st, 4, now));
+	if (rc != SQLITE_OK)
+		return (run_item(d, it, st, rc));
+	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "%s",
+		    sqlite3_errmsg(d->db_conn));
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return (rc == SQLITE_DONE ? SQLITE_ERROR : rc);
+	}
+	cursor = sqlite3_column_int64(st, 0);
+	if ((rc = step_stmt(d, st)) != SQLITE_DONE)
+		return (rc);
+	it->li_changed = 1;
+	if (it->li_prune_before_ms <= 0)
+		return (SQLITE_DONE);
+	if (strcmp(it->li_stream, "calls") == 0)
+		st = d->db_prune_calls;
+	else if (strcmp(it->li_stream, "alerts") == 0)
+		st = d->db_prune_alerts;
+	else
+		return (SQLITE_DONE); /* kills are the audit trail: kept */
+	ledger_format_time(it->li_prune_before_ms, cut, sizeof(cut));
+	rc = SQLITE_OK;
+	BIND(bind_text(st, 1, cut));
+	BIND(sqlite3_bind_int64(st, 2, cursor));
+	BIND(sqlite3_bind_int(st, 3, LEDGER_PRUNE_MAX));
+	if ((rc = run_item(d, it, st, rc)) == SQLITE_DONE)
+		it->li_pruned = (uint64_t)sqlite3_changes64(d->db_conn);
+	it->li_changed = 1;
+	return (rc);
+}
+#undef BIND
 
 /*
  * Write a batch as one transaction. On failure nothing of it is written:
@@ -780,6 +905,8 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		else if (it->li_op == LEDGER_OP_KILL_ADD ||
 		    it->li_op == LEDGER_OP_KILL_DELETE)
 			rc = apply_kill(d, it);
+		else if (it->li_op == LEDGER_OP_SHIP_DONE)
+			rc = apply_ship_done(d, it);
 		else
 			rc = apply_insert(d, it);
 		if (rc != SQLITE_DONE) {
@@ -817,6 +944,10 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_alert_delivery);
 	sqlite3_finalize(d->db_kill_add);
 	sqlite3_finalize(d->db_kill_delete);
+	sqlite3_finalize(d->db_cursor);
+	sqlite3_finalize(d->db_prune_calls);
+	sqlite3_finalize(d->db_prune_alerts);
+	d->db_cursor = d->db_prune_calls = d->db_prune_alerts = NULL;
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
 	d->db_insert = d->db_settle = d->db_unreserve = NULL;
 	d->db_alert = d->db_alert_delivery = NULL;

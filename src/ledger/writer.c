@@ -76,37 +76,58 @@ finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 	return (wake);
 }
 
+/*
+ * Count a committed item: a row written, or for a ship cursor the rows
+ * it pruned (the cursor's own row is bookkeeping, not a row written).
+ * Lock held.
+ */
+static void
+count_done(struct ledger *l, const struct ledger_item *it)
+{
+	if (it->li_op == LEDGER_OP_SHIP_DONE)
+		l->l_stats.ls_pruned += it->li_pruned;
+	else if (it->li_changed)
+		l->l_stats.ls_rows_written++;
+}
+
+/* Say why a committed item changed nothing, where it matters. */
+static void
+log_skipped(struct ledger_item *it)
+{
+	char idbuf[80];
+
+	if (it->li_op == LEDGER_OP_ALERT ||
+	    it->li_op == LEDGER_OP_ALERT_DELIVERY)
+		log_debug("ledger: alert %s: already written, or unknown; "
+			  "skipped",
+		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
+	else if (it->li_op == LEDGER_OP_RECORD)
+		log_warnx("ledger: call %s: a row with this id exists, record "
+			  "skipped",
+		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
+	else if (it->li_op == LEDGER_OP_SETTLE ||
+	    it->li_op == LEDGER_OP_UNRESERVE)
+		log_debug("ledger: call %s: not in flight, %s skipped",
+		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)),
+		    it->li_op == LEDGER_OP_SETTLE ? "settlement"
+						  : "withdrawal");
+	else if (it->li_op == LEDGER_OP_KILL_ADD)
+		log_warnx("ledger: %s: a kill with this id exists, not written",
+		    ledger_item_what(it, idbuf, sizeof(idbuf)));
+}
+
 /* The batch committed: answer and free every item. Lock held. */
 static int
 batch_done(struct ledger *l, struct ledger_items *batch)
 {
 	struct ledger_item *it;
-	char idbuf[80];
 	int wake = 0;
 
 	while ((it = TAILQ_FIRST(batch)) != NULL) {
 		TAILQ_REMOVE(batch, it, li_entry);
-		if (it->li_changed)
-			l->l_stats.ls_rows_written++;
-		else if (it->li_op == LEDGER_OP_ALERT ||
-		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
-			log_debug("ledger: alert %s: already written, or "
-				  "unknown; skipped",
-			    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-		else if (it->li_op == LEDGER_OP_RECORD)
-			log_warnx("ledger: call %s: a row with this id exists, "
-				  "record skipped",
-			    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-		else if (it->li_op == LEDGER_OP_SETTLE ||
-		    it->li_op == LEDGER_OP_UNRESERVE)
-			log_debug("ledger: call %s: not in flight, %s skipped",
-			    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)),
-			    it->li_op == LEDGER_OP_SETTLE ? "settlement"
-							  : "withdrawal");
-		else if (it->li_op == LEDGER_OP_KILL_ADD)
-			log_warnx("ledger: %s: a kill with this id exists, "
-				  "not written",
-			    ledger_item_what(it, idbuf, sizeof(idbuf)));
+		count_done(l, it);
+		if (!it->li_changed)
+			log_skipped(it);
 		wake |= finish(
 		    l, it, it->li_changed ? LEDGER_OK : LEDGER_DUPLICATE);
 	}
@@ -134,7 +155,8 @@ drop(struct ledger *l, struct ledger_item *it, const char *why)
 			: it->li_op == LEDGER_OP_ALERT	? "alert"
 			: it->li_op == LEDGER_OP_ALERT_DELIVERY
 			? "delivery state"
-			: "kill change",
+			: it->li_op == LEDGER_OP_SHIP_DONE ? "cursor"
+							   : "kill change",
 		    why);
 	}
 	return (finish(l, it, LEDGER_UNAVAILABLE));
@@ -380,8 +402,7 @@ lost_batch(struct ledger *l, struct writer *w, struct ledger_items *batch)
 	TAILQ_INIT(&refused);
 	while ((it = TAILQ_FIRST(batch)) != NULL) {
 		TAILQ_REMOVE(batch, it, li_entry);
-		if (it->li_changed)
-			l->l_stats.ls_rows_written++;
+		count_done(l, it);
 		if (it->li_op != LEDGER_OP_RESERVE || !it->li_changed) {
 			wake |= finish(l, it,
 			    it->li_changed ? LEDGER_OK : LEDGER_DUPLICATE);

@@ -422,7 +422,7 @@ class LedgerTest(ledgerlib.MeterTestCase):
             self.assertIn(new, sql)
             self.assertNotIn(old, sql)
         c = sqlite3.connect(self.ledger.path, timeout=10)
-        self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 3)
         c.close()
         r2 = self.call(tg.port, "POST", "/v1/chat/completions",
                        tglib.openai_chat(new_marker()), [JSON_CT, AGENT])

@@ -352,7 +352,7 @@ test_open_process(void **state)
 	assert_int_equal(sb.st_mode & 0777, 0700);
 	snprintf(fx.path, sizeof(fx.path), "%s/a/b/ledger.db", fx.dir);
 	assert_string_equal(q_text("PRAGMA journal_mode"), "wal");
-	assert_int_equal(q_int("PRAGMA user_version"), 2);
+	assert_int_equal(q_int("PRAGMA user_version"), 3);
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "type = 'trigger'"),
 	    4);
@@ -384,7 +384,8 @@ test_open_columns(void **state)
 	    "status", "http_status", "input_tokens", "output_tokens",
 	    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
 	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
-	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model"};
+	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model",
+	    "ship_seq"};
 	size_t i;
 
 	(void)state;
@@ -401,7 +402,7 @@ test_open_columns(void **state)
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "type = 'index' AND tbl_name = 'calls' AND "
 			       "sql IS NOT NULL"),
-	    5);
+	    6);
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "name = 'calls_fallback'"),
 	    1);
@@ -1686,7 +1687,7 @@ test_fix_checks(void **state)
 	assert_true(q_int("SELECT instr(sql, 'status = ''interrupted''') "
 			  "FROM sqlite_schema WHERE name = 'calls'") > 0);
 	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
-	assert_int_equal(q_int("PRAGMA user_version"), 2);
+	assert_int_equal(q_int("PRAGMA user_version"), 3);
 	assert_int_equal(
 	    q_int("SELECT count(*) FROM calls WHERE id = 'old1'"), 1);
 	r = mkrow("new1");
@@ -1763,9 +1764,28 @@ test_fix_checks_refused(void **state)
 	flush();
 	assert_string_equal(
 	    q_text("SELECT status FROM calls WHERE id = 'new1'"), "error");
-	assert_int_equal(q_int("PRAGMA user_version"), 1);
+	/*
+	 * Version 3 all the same (ship_seq): the table's text, not the
+	 * version, says 'killed' is not taken, at this open and the next.
+	 */
+	assert_int_equal(q_int("PRAGMA user_version"), 3);
 	ledger_close();
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+	assert_int_equal(
+	    sqlite3_auto_extension((void (*)(void))defensive_ext), SQLITE_OK);
+	open_ok(DURABILITY_PROCESS, 0);
+	sqlite3_reset_auto_extension();
+	r = mkrow("new2");
+	a.fired = 0;
+	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+	s = mksettle("new2");
+	s.lr_status = CALL_KILLED;
+	ledger_settle(&s);
+	flush();
+	assert_string_equal(
+	    q_text("SELECT status FROM calls WHERE id = 'new2'"), "error");
 }
 
 /* The WAL header's first salt: it changes each time the WAL starts over. */
