@@ -287,8 +287,8 @@ ship_instance_char(int c)
  * overwrite each other's rows.
  */
 static void
-cfgp_ship_instance(struct cfgctx *cx, const struct cfgkey *k,
-    const char *path, const struct ynode *n, void *dst)
+cfgp_ship_instance(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
 {
 	char **out = dst, buf[80];
 	const char *s;
@@ -300,8 +300,7 @@ cfgp_ship_instance(struct cfgctx *cx, const struct cfgkey *k,
 	for (i = 0; i < n->yn_len && ship_instance_char((unsigned char)s[i]);
 	     i++)
 		;
-	if (n->yn_len == 0 || n->yn_len > SHIP_INSTANCE_MAX ||
-	    i != n->yn_len) {
+	if (n->yn_len == 0 || n->yn_len > SHIP_INSTANCE_MAX || i != n->yn_len) {
 		cfg_error(cx, n,
 		    "%s: bad instance name '%s' (1-%d characters of "
 		    "A-Z a-z 0-9 . _ : -)",
@@ -315,8 +314,8 @@ cfgp_ship_instance(struct cfgctx *cx, const struct cfgkey *k,
 
 /* ledger.ship.interval: the idle poll, 10ms to 60s. */
 static void
-cfgp_ship_interval(struct cfgctx *cx, const struct cfgkey *k,
-    const char *path, const struct ynode *n, void *dst)
+cfgp_ship_interval(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
 {
 	size_t nerr = cx->cx_nerr;
 	long v = -1;
@@ -415,8 +414,7 @@ config_keep_local_ms(const struct config *cf, char **why)
 		*why = NULL;
 	if (cf->cf_keep_local_ms <= 0 || cf->cf_ship == NULL)
 		return (0);
-	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n;
-	     i++) {
+	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
 		po = &cf->cf_policies->ps_pol[i];
 		if (po->po_cap_nusd == -1 && po->po_nalerts == 0)
 			continue; /* no budget: nothing rebuilt */

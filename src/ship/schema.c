@@ -311,8 +311,8 @@ ship_where(PGconn *conn)
  * and nothing changed.
  */
 int
-ship_migrate(PGconn *conn, const struct ship_conf *sc, int *from, int *to,
-    char **cause)
+ship_migrate(
+    PGconn *conn, const struct ship_conf *sc, int *from, int *to, char **cause)
 {
 	char *sql = NULL, *where = NULL;
 	size_t i;

@@ -15,8 +15,8 @@ struct ship_conf;
 /* schema.c */
 char *ship_scrub(const char *, const char *);
 PGconn *ship_connect(const struct ship_conf *, char **);
-int ship_exec(PGconn *, const struct ship_conf *, const char *,
-    ExecStatusType, const char *, PGresult **, char **);
+int ship_exec(PGconn *, const struct ship_conf *, const char *, ExecStatusType,
+    const char *, PGresult **, char **);
 int ship_migrate(PGconn *, const struct ship_conf *, int *, int *, char **);
 
 #endif
