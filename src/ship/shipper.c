@@ -109,6 +109,7 @@ static struct {
 	PGconn *sp_conn;
 	unsigned sp_seed; /* for the back-off's jitter */
 	int64_t sp_pruned_at_ms; /* last idle prune request */
+	int64_t sp_measured_ms; /* last shipper_measure, monotonic */
 } shipper = {
     .sp_lock = PTHREAD_MUTEX_INITIALIZER,
     .sp_cond = PTHREAD_COND_INITIALIZER,
@@ -303,8 +304,8 @@ shipper_db_open(char **cause)
 	}
 	return (0);
 fail:
-	xasprintf(cause, "%s: %s", shipper.sp_path,
-	    sqlite3_errmsg(shipper.sp_db));
+	xasprintf(
+	    cause, "%s: %s", shipper.sp_path, sqlite3_errmsg(shipper.sp_db));
 	free(sql);
 	shipper_db_close();
 	return (-1);
@@ -326,6 +327,7 @@ shipper_measure(void)
 
 	if (shipper.sp_db == NULL)
 		return;
+	shipper.sp_measured_ms = monotime_us() / 1000;
 	for (i = 0; i < SHIP_NSTREAMS; i++) {
 		st = shipper.sp_count[i];
 		sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
@@ -364,11 +366,11 @@ shipper_upsert_sql(size_t i)
 		end = p + strcspn(p, ",");
 		n = (size_t)(end - p);
 		if (set == NULL)
-			xasprintf(&set, "%.*s = EXCLUDED.%.*s", (int)n, p,
-			    (int)n, p);
+			xasprintf(
+			    &set, "%.*s = EXCLUDED.%.*s", (int)n, p, (int)n, p);
 		else {
-			xasprintf(&tmp, "%s, %.*s = EXCLUDED.%.*s", set,
-			    (int)n, p, (int)n, p);
+			xasprintf(&tmp, "%s, %.*s = EXCLUDED.%.*s", set, (int)n,
+			    p, (int)n, p);
 			free(set);
 			set = tmp;
 		}
@@ -416,13 +418,12 @@ shipper_connect(char **cause)
 			 "%d to %d",
 		    from, to);
 	if (ship_exec(shipper.sp_conn, sc, SHIP_STATEMENT_TIMEOUT,
-		PGRES_COMMAND_OK, "setting up the session", NULL,
-		cause) == -1)
+		PGRES_COMMAND_OK, "setting up the session", NULL, cause) == -1)
 		goto fail;
 	params[0] = shipper.sp_instance;
 	r = PQexecParams(shipper.sp_conn,
-	    "SELECT stream, seq FROM ship_cursors WHERE instance = $1", 1,
-	    NULL, params, NULL, NULL, 0);
+	    "SELECT stream, seq FROM ship_cursors WHERE instance = $1", 1, NULL,
+	    params, NULL, NULL, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
 		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
 					   : PQerrorMessage(shipper.sp_conn),
@@ -511,13 +512,14 @@ shipper_batch(size_t i, int *nrows, char **cause)
 	params[0] = shipper.sp_instance;
 	params[1] = json;
 	params[2] = seq;
-	r = PQexecParams(shipper.sp_conn, shipper.sp_upsert[i], 3, NULL,
-	    params, NULL, NULL, 0);
+	r = PQexecParams(shipper.sp_conn, shipper.sp_upsert[i], 3, NULL, params,
+	    NULL, NULL, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
 		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
 					   : PQerrorMessage(shipper.sp_conn),
 		    sc->sc_password);
-		xasprintf(cause, "shipping %s: %s", ship_tables[i].st_name, msg);
+		xasprintf(
+		    cause, "shipping %s: %s", ship_tables[i].st_name, msg);
 		free(msg);
 		goto fail;
 	}
@@ -620,8 +622,7 @@ shipper_main(void *arg)
 			}
 			shipper_measure();
 		}
-		if (shipper.sp_conn == NULL &&
-		    shipper_connect(&cause) == 0) {
+		if (shipper.sp_conn == NULL && shipper_connect(&cause) == 0) {
 			/* From the resume point, before anyone reads "up". */
 			shipper_measure();
 			log_info("ship: shipping to the fleet ledger as "
@@ -662,9 +663,18 @@ shipper_main(void *arg)
 			continue;
 		}
 		backoff = SHIP_BACKOFF_MIN_MS;
-		shipper_measure();
-		if (full)
+		/*
+		 * Counting a large backlog after every batch would cost the
+		 * drain a good part of its time: while batches are full, once
+		 * a second is enough; idle, the count is small and exact.
+		 */
+		if (full) {
+			if (monotime_us() / 1000 - shipper.sp_measured_ms >=
+			    SHIP_MEASURE_EVERY_MS)
+				shipper_measure();
 			continue;
+		}
+		shipper_measure();
 		shipper_prune_idle();
 		shipper_sleep(shipper.sp_sc->sc_interval_ms);
 	}
@@ -698,8 +708,8 @@ shipper_start(const struct config *cf, char **cause)
 	shipper.sp_stats.sh_state = SHIP_CONNECTING;
 	shipper.sp_stop = 0;
 	shipper_configure(cf);
-	if ((error = thread_start(&shipper.sp_thread, "tg-shipper",
-		 shipper_main, NULL)) != 0) {
+	if ((error = thread_start(
+		 &shipper.sp_thread, "tg-shipper", shipper_main, NULL)) != 0) {
 		xasprintf(cause, "cannot start the shipper's thread: %s",
 		    strerror(error));
 		shipper.sp_stats.sh_state = SHIP_OFF;
