@@ -37,6 +37,7 @@ struct event_base;
 #define LEDGER_ERRMSG_MAX 256
 #define LEDGER_EVENT_MSG_MAX 512
 #define LEDGER_EVENTS_MAX 16 /* events waiting for the loop; more dropped */
+#define LEDGER_PRUNE_SCAN (2 * LEDGER_PRUNE_MAX) /* index entries read */
 
 enum ledger_op {
 	LEDGER_OP_RESERVE, /* insert the in_flight row, answer a ticket */

@@ -70,21 +70,25 @@ static const char cursor_sql[] =
 /*
  * Pruning: at most ?3 rows that started (fired) before ?1 and are shipped
  * (ship_seq at or below the cursor ?2; a row changed since has a higher
- * one). It walks the started_at (fired_at) index from its oldest end, so
- * it reads only rows older than the cut. The rollup's delete trigger
- * takes each call out of calls_daily.
+ * one). It walks the started_at (fired_at) index from its oldest end and
+ * reads at most ?4 entries of it: old rows that cannot go yet (not
+ * shipped: the shipper catching up) would otherwise be read again on
+ * every batch the shipper reports, all of them, in the writer's
+ * transaction. They ship oldest first, so pruning follows them. The
+ * rollup's delete trigger takes each call out of calls_daily.
  */
 static const char prune_calls_sql[] =
-    "DELETE FROM calls WHERE rowid IN (SELECT rowid FROM calls"
-    " INDEXED BY calls_started WHERE started_at < ?1"
-    " AND status <> 'in_flight' AND ship_seq IS NOT NULL"
-    " AND ship_seq <= ?2 ORDER BY started_at LIMIT ?3)";
+    "DELETE FROM calls WHERE rowid IN (SELECT rid FROM (SELECT rowid AS rid,"
+    " status, ship_seq FROM calls INDEXED BY calls_started"
+    " WHERE started_at < ?1 ORDER BY started_at LIMIT ?4)"
+    " WHERE status <> 'in_flight' AND ship_seq IS NOT NULL"
+    " AND ship_seq <= ?2 LIMIT ?3)";
 
 static const char prune_alerts_sql[] =
-    "DELETE FROM alerts WHERE rowid IN (SELECT rowid FROM alerts"
-    " INDEXED BY alerts_fired WHERE fired_at < ?1"
-    " AND ship_seq IS NOT NULL AND ship_seq <= ?2"
-    " ORDER BY fired_at LIMIT ?3)";
+    "DELETE FROM alerts WHERE rowid IN (SELECT rid FROM (SELECT rowid AS rid,"
+    " ship_seq FROM alerts INDEXED BY alerts_fired WHERE fired_at < ?1"
+    " ORDER BY fired_at LIMIT ?4) WHERE ship_seq IS NOT NULL"
+    " AND ship_seq <= ?2 LIMIT ?3)";
 
 /* Column order of db_insert: docs/operations.md's, numbered from 1. */
 static const char insert_sql[] =
@@ -867,6 +871,7 @@ apply_ship_done(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_text(st, 1, cut));
 	BIND(sqlite3_bind_int64(st, 2, cursor));
 	BIND(sqlite3_bind_int(st, 3, LEDGER_PRUNE_MAX));
+	BIND(sqlite3_bind_int(st, 4, LEDGER_PRUNE_SCAN));
 	if ((rc = run_item(d, it, st, rc)) == SQLITE_DONE)
 		it->li_pruned = (uint64_t)sqlite3_changes64(d->db_conn);
 	it->li_changed = 1;

@@ -442,6 +442,82 @@ class LedgerTest(ledgerlib.MeterTestCase):
         self.assertNotIn("CHECK constraints rewritten", tg.log())
         self.assertEqual(tg.stop(), 0)
 
+    # What version 3 added, taken away again: the ledger as the previous
+    # schema (version 2) made it, columns in the same order.
+    TO_V2 = ("DROP INDEX calls_ship; DROP INDEX alerts_ship;"
+             " DROP INDEX kills_ship; DROP TABLE ship_cursor;"
+             " ALTER TABLE calls DROP COLUMN ship_seq;"
+             " ALTER TABLE alerts DROP COLUMN ship_seq;"
+             " ALTER TABLE kills DROP COLUMN ship_seq;"
+             " PRAGMA user_version = 2")
+
+    def test_v2_ledger_migrated_at_open(self):
+        tg = self.start(self.fp, name="t1")
+        firsts = []
+        for _ in range(3):
+            r = self.call(tg.port, "POST", "/v1/chat/completions",
+                          tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
+            self.assertEqual(r.status, 200, r)
+            firsts.append(self.settled_row(r))
+        self.assertEqual(tg.stop(), 0)
+        c = sqlite3.connect(self.ledger.path, isolation_level=None)
+        c.executescript(self.TO_V2)
+        # Rows the previous tollgate wrote: an alert, a kill, and a call
+        # a crash left in flight.
+        c.executescript(
+            "INSERT INTO alerts (id, fired_at, kind) VALUES"
+            " ('al1', '2026-11-28T00:00:00.000Z', 'threshold');"
+            "INSERT INTO kills (id, created_at, match, reason, source)"
+            " VALUES ('k1', '2026-11-28T00:00:00.000Z', '{}', 'r', 'a');"
+            "INSERT INTO calls (id, started_at, status, reserved_nusd)"
+            " VALUES ('crashed', '2026-11-28T00:00:00.000Z', 'in_flight',"
+            " 777)")
+        daily = c.execute("SELECT sum(calls), sum(cost_nusd) FROM"
+                          " calls_daily").fetchone()
+        self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 2)
+        self.assertNotIn("ship_seq", [r[1] for r in c.execute(
+            "PRAGMA table_info(calls)")])
+        c.close()
+
+        tg = self.start(self.fp, name="t2")
+        self.assertTrue(tg.wait_log(r"schema version 2 brought to 3: "
+                                    r"ship_seq added, 5 existing rows "
+                                    r"numbered to ship"), tg.log())
+        r = self.call(tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(new_marker()), [JSON_CT, AGENT])
+        self.assertEqual(r.status, 200, r)
+        last = self.settled_row(r)
+        self.assertEqual(self.ledger.scalar("PRAGMA user_version"), 3)
+        seqs = [self.ledger.row(f["id"])["ship_seq"] for f in firsts]
+        self.assertEqual(sorted(seqs), [1, 2, 3])
+        self.assertEqual(self.ledger.scalar(
+            "SELECT ship_seq FROM alerts WHERE id = 'al1'"), 4)
+        self.assertEqual(self.ledger.scalar(
+            "SELECT ship_seq FROM kills WHERE id = 'k1'"), 5)
+        crashed = self.ledger.row("crashed")
+        self.assertEqual((crashed["status"], crashed["ship_seq"]),
+                         ("interrupted", 6))
+        self.assertEqual(last["ship_seq"], 7)
+        # Nothing else changed, and the rollup still equals the rows.
+        for f in firsts:
+            got = dict(self.ledger.row(f["id"]))
+            del got["ship_seq"]
+            want = dict(f)
+            del want["ship_seq"]
+            self.assertEqual(got, want)
+        self.assertEqual(
+            self.ledger.query("SELECT sum(calls) AS n, sum(cost_nusd) AS c"
+                              " FROM calls_daily")[0],
+            {"n": daily[0] + 2,
+             "c": daily[1] + 777 + last["cost_nusd"]})
+        self.assertEqual(self.ledger.integrity(), "ok")
+        self.assertEqual(tg.stop(), 0)
+        # Opened again, nothing more to number.
+        tg = self.start(self.fp, name="t3")
+        self.assertNotIn("brought to 3", tg.log())
+        self.assertEqual(self.ledger.row(last["id"])["ship_seq"], 7)
+        self.assertEqual(tg.stop(), 0)
+
     def burst(self, tg, n, tag):
         """n calls at once, each on its own connection: [(marker, client)]."""
         out = []

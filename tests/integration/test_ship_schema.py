@@ -181,7 +181,7 @@ def local_columns(path, table):
         db.close()
     types = {"INTEGER": "bigint", "TEXT": "text"}
     # A primary key column is NOT NULL in both. ship_seq is the local
-    # ledger's own (what is left to ship), never shipped.
+    # ledger's order of shipping, not a fact of the row: not shipped.
     return [(r[1], types[r[2]], bool(r[3] or r[5])) for r in rows
             if r[1] != "ship_seq"]
 

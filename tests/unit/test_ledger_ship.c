@@ -507,8 +507,8 @@ ship_thread(void *arg)
 {
 	struct ship_arg *a = arg;
 
-	a->rc = ledger_ship_done(
-	    a->stream, a->instance, a->seq, a->prune_before);
+	a->rc =
+	    ledger_ship_done(a->stream, a->instance, a->seq, a->prune_before);
 	return (NULL);
 }
 
@@ -688,6 +688,85 @@ test_prune_max(void **state)
 	assert_int_equal(st.ls_pruned, (uint64_t)n);
 }
 
+/* The VM steps the writer's pruning statement took since the last call. */
+static int
+prune_steps(void)
+{
+	return (sqlite3_stmt_status(
+	    ledger->l_db.db_prune_calls, SQLITE_STMTSTATUS_VM_STEP, 1));
+}
+
+/* n refusals that started at old + i ms, i < n, flushed as they go. */
+static void
+record_old(const char *prefix, int n, int64_t old)
+{
+	char id[32];
+	int i;
+
+	for (i = 0; i < n; i++) {
+		snprintf(id, sizeof(id), "%s%06d", prefix, i);
+		record(id, old + i);
+		if (i % 1000 == 999)
+			flush();
+	}
+	flush();
+}
+
+/*
+ * Old rows not shipped yet (the shipper catching up after PostgreSQL was
+ * away) cannot go, and the walk from the oldest end would meet every one
+ * of them on every batch the shipper reports, in the writer's
+ * transaction, ahead of the calls waiting for their reservation. So it
+ * reads at most LEDGER_PRUNE_SCAN entries of the index: its cost does
+ * not grow with the backlog. TG_SHIP_BACKLOG=n times one op over n rows.
+ */
+static void
+test_prune_backlog(void **state)
+{
+	int64_t old = T0 - 20 * DAY_MS;
+	long long t0;
+	int n = 5000, s1, s2;
+	const char *env = getenv("TG_SHIP_BACKLOG");
+	long big;
+
+	(void)state;
+	open_ok();
+	record_old("b", n, old);
+	prune_steps();
+	/* Shipped to 0: nothing may go. */
+	assert_int_equal(ship_from_thread("calls", "i1", 0, T0), 0);
+	flush();
+	s1 = prune_steps();
+	record_old("c", n, old);
+	assert_int_equal(ship_from_thread("calls", "i1", 0, T0), 0);
+	flush();
+	s2 = prune_steps();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2 * n);
+	assert_true(s1 > 0);
+	assert_true(s2 <= s1 + s1 / 10);
+
+	/* Shipped, they go, oldest first, backlog or not. */
+	assert_int_equal(ship_from_thread("calls", "i1",
+			     q_int("SELECT max(ship_seq) FROM calls"), T0),
+	    0);
+	flush();
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM calls"), 2 * n - LEDGER_PRUNE_MAX);
+	assert_rollup_exact();
+
+	if (env != NULL && (big = strtol(env, NULL, 10)) > 0 &&
+	    big <= 10000000) {
+		record_old("d", (int)big, old - DAY_MS);
+		prune_steps();
+		t0 = monotime_us();
+		assert_int_equal(ship_from_thread("calls", "i1", 0, T0), 0);
+		flush();
+		log_info("prune over a backlog of %ld rows: %d VM steps, "
+			 "%lld us",
+		    big, prune_steps(), monotime_us() - t0);
+	}
+}
+
 /*
  * A version-2 ledger (as the previous schema made it: no ship_seq, no
  * ship_cursor) is brought to 3 at open: its final calls, alerts and
@@ -780,6 +859,8 @@ main(void)
 		test_ship_done_cursor, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_prune_max, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_prune_backlog, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_v2, setup, teardown),
 	};
 
