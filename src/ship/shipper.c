@@ -48,6 +48,9 @@
 #define SHIP_PRUNE_EVERY_MS 1000
 /* While backing off, the backlog and the lag are measured this often. */
 #define SHIP_MEASURE_EVERY_MS 1000
+/* With nothing to ship, PostgreSQL is asked whether it is there this often,
+ * so that "up" in /healthz is never older than that. */
+#define SHIP_PING_EVERY_MS 5000
 
 /*
  * One stream: its columns, the same names in the local ledger and in
@@ -110,6 +113,7 @@ static struct {
 	unsigned sp_seed; /* for the back-off's jitter */
 	int64_t sp_pruned_at_ms; /* last idle prune request */
 	int64_t sp_measured_ms; /* last shipper_measure, monotonic */
+	int64_t sp_heard_ms; /* PostgreSQL's last answer, monotonic */
 } shipper = {
     .sp_lock = PTHREAD_MUTEX_INITIALIZER,
     .sp_cond = PTHREAD_COND_INITIALIZER,
@@ -524,6 +528,7 @@ shipper_batch(size_t i, int *nrows, char **cause)
 		goto fail;
 	}
 	shipper.sp_cursor[i] = last;
+	shipper.sp_heard_ms = monotime_us() / 1000;
 	pthread_mutex_lock(&shipper.sp_lock);
 	keep = shipper.sp_keep_ms;
 	shipper.sp_stats.sh_rows[i] += (uint64_t)n;
@@ -623,6 +628,7 @@ shipper_main(void *arg)
 			shipper_measure();
 		}
 		if (shipper.sp_conn == NULL && shipper_connect(&cause) == 0) {
+			shipper.sp_heard_ms = monotime_us() / 1000;
 			/* From the resume point, before anyone reads "up". */
 			shipper_measure();
 			log_info("ship: shipping to the fleet ledger as "
@@ -639,6 +645,15 @@ shipper_main(void *arg)
 			if (shipper_batch(i, &n, &cause) == 0 &&
 			    n == shipper.sp_sc->sc_batch)
 				full = 1;
+		}
+		/* Nothing to ship for a while: is PostgreSQL still there? */
+		if (cause == NULL && shipper.sp_conn != NULL &&
+		    monotime_us() / 1000 - shipper.sp_heard_ms >=
+			SHIP_PING_EVERY_MS) {
+			if (ship_exec(shipper.sp_conn, shipper.sp_sc,
+				"SELECT 1", PGRES_TUPLES_OK,
+				"asking PostgreSQL", NULL, &cause) == 0)
+				shipper.sp_heard_ms = monotime_us() / 1000;
 		}
 		if (cause != NULL) {
 			shipper_failed(cause);

@@ -9,7 +9,8 @@ nano-dollar; a kill -9 in the middle of a large backlog leaves no
 duplicate and no gap after the restart; ledger.keep_local prunes shipped
 rows only, never one PostgreSQL has not got; a wrong password or an
 unreachable server leaves the proxy answering, /healthz saying "down" with
-a scrubbed error and the password in no log."""
+a scrubbed error and the password in no log; an outage shows in /healthz
+even with nothing to ship."""
 
 import json
 import os
@@ -225,10 +226,14 @@ class ShipTest(ledgerlib.MeterTestCase):
         b = self.start_ship(pg, "b", instance="pod-b", batch=7)
         done = {"a": 0, "b": 0}
         failed = []
-        seen_down = []
+        gate = threading.Event()
 
-        def load(tg, key, n):
-            for _ in range(n):
+        def load(tg, key):
+            # 40 calls, a pause while PostgreSQL is stopped, 10 more: so
+            # rows are surely made while it is away.
+            for k in range(50):
+                if k == 40:
+                    gate.wait(60)
                 r = self.chat(tg)
                 if r.status != 200:
                     failed.append(r)
@@ -237,28 +242,25 @@ class ShipTest(ledgerlib.MeterTestCase):
         threads = []
         for tg, key in ((a, "a"), (b, "b")):
             for _ in range(2):
-                t = threading.Thread(target=load, args=(tg, key, 50))
+                t = threading.Thread(target=load, args=(tg, key))
                 t.start()
                 threads.append(t)
         self.assertTrue(tglib.wait_until(
-            lambda: done["a"] + done["b"] >= 80, 60))
+            lambda: done["a"] + done["b"] >= 160, 60))
         pg.stop("immediate")
+        gate.set()
         # Calls go on while PostgreSQL is away; the backlog shows it.
         self.assertTrue(tglib.wait_until(
             lambda: self.health(a)["ship"]["state"] == "down" and
-            self.health(a)["ship"]["backlog"] > 0 or
-            done["a"] >= 100, 20))
-        h = self.health(a)
-        if h["ship"]["state"] == "down":
-            seen_down.append(h)
-            self.assertEqual(h["status"], "ok", h)
+            self.health(a)["ship"]["backlog"] > 0, 20),
+            "the outage never showed in /healthz: %r" % self.health(a))
+        self.assertEqual(self.health(a)["status"], "ok")
         time.sleep(1)
         pg.restart()
         for t in threads:
             t.join(120)
         self.assertEqual(failed, [])
         self.assertEqual((done["a"], done["b"]), (100, 100))
-        self.assertTrue(seen_down, "the outage never showed in /healthz")
         self.wait_shipped(a)
         self.wait_shipped(b)
         total_local = 0
@@ -415,6 +417,23 @@ class ShipTest(ledgerlib.MeterTestCase):
         self.assertIn("Connection refused",
                       self.health(tg)["ship"]["last_error"])
         self.assertEqual(tg.stop(), 0)
+
+    def test_outage_shows_while_idle(self):
+        # Nothing to ship: the shipper still notices PostgreSQL going away
+        # (it asks every 5 s), so "up" is never a stale answer.
+        pg = self.pg()
+        tg = self.start_ship(pg, "a", instance="pod-a")
+        self.assertEqual(self.chat(tg).status, 200)
+        self.wait_shipped(tg)
+        pg.stop("immediate")
+        t0 = time.monotonic()
+        self.assertTrue(tglib.wait_until(
+            lambda: self.health(tg)["ship"]["state"] == "down", 15, 0.1),
+            self.health(tg))
+        self.assertLess(time.monotonic() - t0, 8)
+        self.assertEqual(self.health(tg)["ship"]["backlog"], 0)
+        pg.restart()
+        self.wait_shipped(tg, 40)
 
     def test_newer_schema_is_refused(self):
         pg = self.pg()
