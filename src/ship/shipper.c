@@ -110,6 +110,7 @@ static struct {
 	sqlite3_stmt *sp_oldest[SHIP_NSTREAMS]; /* time of the first left */
 	char *sp_upsert[SHIP_NSTREAMS]; /* the batch's statement */
 	PGconn *sp_conn;
+	PGcancel *sp_cancel; /* sp_conn's; under sp_lock, for shipper_stop */
 	unsigned sp_seed; /* for the back-off's jitter */
 	int64_t sp_pruned_at_ms; /* last idle prune request */
 	int64_t sp_measured_ms; /* last shipper_measure, monotonic */
@@ -205,6 +206,25 @@ shipper_failed(const char *cause)
 	strcopy(shipper.sp_stats.sh_last_error,
 	    sizeof(shipper.sp_stats.sh_last_error), cause);
 	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/*
+ * Keep what shipper_stop needs to cancel a statement on the new
+ * connection, or drop it with the connection (conn NULL).
+ */
+static void
+shipper_set_conn(PGconn *conn)
+{
+	PGcancel *c = conn != NULL ? PQgetCancel(conn) : NULL;
+
+	pthread_mutex_lock(&shipper.sp_lock);
+	if (shipper.sp_cancel != NULL)
+		PQfreeCancel(shipper.sp_cancel);
+	shipper.sp_cancel = c;
+	pthread_mutex_unlock(&shipper.sp_lock);
+	if (conn == NULL && shipper.sp_conn != NULL)
+		PQfinish(shipper.sp_conn);
+	shipper.sp_conn = conn;
 }
 
 /* Close the local connection and its statements. */
@@ -407,14 +427,16 @@ shipper_connect(char **cause)
 	const struct ship_conf *sc = shipper.sp_sc;
 	const char *params[1];
 	PGresult *r = NULL;
+	PGconn *conn;
 	int64_t local[SHIP_NSTREAMS], pg[SHIP_NSTREAMS], v;
 	char *inst = NULL, *msg;
 	const char *stream;
 	int from, to, k;
 	size_t i;
 
-	if ((shipper.sp_conn = ship_connect(sc, cause)) == NULL)
+	if ((conn = ship_connect(sc, cause)) == NULL)
 		return (-1);
+	shipper_set_conn(conn);
 	if (ship_migrate(shipper.sp_conn, sc, &from, &to, cause) == -1)
 		goto fail;
 	if (from != to)
@@ -455,8 +477,7 @@ shipper_connect(char **cause)
 	return (0);
 fail:
 	PQclear(r);
-	PQfinish(shipper.sp_conn);
-	shipper.sp_conn = NULL;
+	shipper_set_conn(NULL);
 	return (-1);
 }
 
@@ -655,12 +676,17 @@ shipper_main(void *arg)
 				"asking PostgreSQL", NULL, &cause) == 0)
 				shipper.sp_heard_ms = monotime_us() / 1000;
 		}
+		if (cause != NULL && shipper_stopping()) {
+			/* Cancelled by shipper_stop: not a failure. */
+			log_debug("ship: stopped: %s", cause);
+			free(cause);
+			break;
+		}
 		if (cause != NULL) {
 			shipper_failed(cause);
 			free(cause);
 			cause = NULL;
-			PQfinish(shipper.sp_conn);
-			shipper.sp_conn = NULL;
+			shipper_set_conn(NULL);
 			/* Between half and all of the back-off, the backlog
 			 * kept fresh for /healthz meanwhile. */
 			wait = backoff / 2 +
@@ -693,8 +719,7 @@ shipper_main(void *arg)
 		shipper_prune_idle();
 		shipper_sleep(shipper.sp_sc->sc_interval_ms);
 	}
-	PQfinish(shipper.sp_conn);
-	shipper.sp_conn = NULL;
+	shipper_set_conn(NULL);
 	shipper_db_close();
 	return (NULL);
 }
@@ -749,18 +774,25 @@ shipper_configure(const struct config *cf)
 }
 
 /*
- * Stop the thread and wait for it (a statement in progress ends first),
- * before ledger_close. The stats go back to off.
+ * Stop the thread and wait for it, before ledger_close. A statement in
+ * progress is cancelled (its batch is rolled back and goes again at the
+ * next start), so that a PostgreSQL stuck on a lock does not hold the
+ * exit; a connection being made takes at most its connect_timeout. The
+ * stats go back to off.
  */
 void
 shipper_stop(void)
 {
+	char err[256];
 	size_t i;
 
 	if (shipper.sp_running) {
 		pthread_mutex_lock(&shipper.sp_lock);
 		shipper.sp_stop = 1;
 		pthread_cond_broadcast(&shipper.sp_cond);
+		if (shipper.sp_cancel != NULL &&
+		    PQcancel(shipper.sp_cancel, err, sizeof(err)) == 0)
+			log_debug("ship: cannot cancel the statement: %s", err);
 		pthread_mutex_unlock(&shipper.sp_lock);
 		pthread_join(shipper.sp_thread, NULL);
 		shipper.sp_running = 0;

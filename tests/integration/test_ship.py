@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -434,6 +435,46 @@ class ShipTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.health(tg)["ship"]["backlog"], 0)
         pg.restart()
         self.wait_shipped(tg, 40)
+
+    def test_stop_cancels_a_stuck_statement(self):
+        # A batch waiting on a lock another session holds: SIGTERM cancels
+        # it rather than waiting for the statement timeout (60 s), and the
+        # rolled-back batch ships after the restart.
+        pg = self.pg()
+        tg = self.start_ship(pg, "a", instance="pod-a")
+        self.assertEqual(self.chat(tg).status, 200)
+        self.wait_shipped(tg)
+        locker = subprocess.Popen(
+            [os.path.join(pg.bin, "psql"), "-X", "-q", "-h", "127.0.0.1",
+             "-p", str(pg.port), "-U", pglib.SUPERUSER, "-d", "fleet"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.addCleanup(locker.kill)
+        locker.stdin.write(b"BEGIN; LOCK TABLE calls IN ACCESS EXCLUSIVE "
+                           b"MODE;\n")
+        locker.stdin.flush()
+        self.assertTrue(tglib.wait_until(lambda: pg.psql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = "
+            "l.relation WHERE c.relname = 'calls' AND l.granted AND "
+            "l.mode = 'AccessExclusiveLock'", db="fleet") == "1", 10))
+        self.assertEqual(self.chat(tg).status, 200)
+        self.assertTrue(tglib.wait_until(lambda: pg.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+            " = 'tollgate' AND wait_event_type = 'Lock'",
+            db="fleet") == "1", 10), "the batch never waited on the lock")
+        t0 = time.monotonic()
+        self.assertEqual(tg.stop(), 0)
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertNotIn("warn: ship:", tg.stderr())
+        locker.stdin.write(b"ROLLBACK;\n")
+        locker.stdin.close()
+        locker.wait(10)
+        self.assertEqual(pg.psql("SELECT count(*) FROM calls", db="fleet"),
+                         "1")
+        tg = self.start_ship(pg, "a", instance="pod-a")
+        self.wait_shipped(tg)
+        self.assertEqual(pg.psql("SELECT count(*) FROM calls", db="fleet"),
+                         "2")
 
     def test_newer_schema_is_refused(self):
         pg = self.pg()
