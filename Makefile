@@ -26,7 +26,7 @@ SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
 BENCH_DEB_PACKAGES = wrk haproxy valgrind $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
-	format check-format bench bench-build bench-fleet bench-instructions bench-smoke soak clean sdk-deps \
+	format check-format bench bench-build bench-fleet bench-ship bench-instructions bench-smoke soak clean sdk-deps \
 	install
 
 all: build
@@ -126,6 +126,12 @@ bench-instructions: bench-deps bench-build
 bench-fleet: bench-build
 	BENCH_BUILD=$(BENCH_BUILD) timeout 900 python3 bench/fleet_bench.py
 	timeout 900 python3 bench/fleet_sim.py
+
+# The fleet ledger (docs/benchmarks.md, Fleet ledger): bench/ship_bench.py,
+# tollgate T1 with ledger.ship: on and off side by side, and the rows/s one
+# shipper drains a 50,000-row backlog at into a PostgreSQL started here.
+bench-ship: bench-build
+	BENCH_BUILD=$(BENCH_BUILD) timeout 1200 python3 bench/ship_bench.py
 
 # About 30 s, generous bounds (no lost ledger rows, added p99 < 2 ms at
 # c=1, RSS < 64 MB); exits non-zero on failure. Needs no peers.

@@ -345,7 +345,8 @@ backend be
         wait_port(port, p, 60)
         return p, port
 
-    def start_tollgate(self, mode, up, cpu=1, wrap=(), extra=""):
+    def start_tollgate(self, mode, up, cpu=1, wrap=(), extra="",
+                       ledger_extra=""):
         port = free_port()
         admin = free_port()
         d = os.path.join(self.work, "tollgate-%s-%d" % (mode, port))
@@ -376,8 +377,8 @@ upstreams:
 ledger:
   path: %s/ledger.db
   durability: %s
-prices: %s
-%s%s""" % (port, admin, up, d, durability,
+%sprices: %s
+%s%s""" % (port, admin, up, d, durability, ledger_extra,
                 os.path.join(SOURCE, "config", "prices.yaml"), policies,
                 extra))
         p = Proc("tollgate-" + mode,

@@ -64,6 +64,7 @@
 #include "tollgate/pricing.h"
 #include "tollgate/server.h"
 #include "tollgate/session.h"
+#include "tollgate/ship.h"
 #include "tollgate/spend.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -125,7 +126,8 @@ static int
 cmd_check(const char *path)
 {
 	struct config *cf;
-	char *cause = NULL, *fleet, *ship;
+	char *cause = NULL, *fleet, *ship, *why = NULL;
+	int64_t keep;
 
 	if ((cf = load_or_report(path, CONFIG_SECRETS_OPTIONAL)) == NULL)
 		return (1);
@@ -143,6 +145,18 @@ cmd_check(const char *path)
 		ship = config_ship_describe(cf->cf_ship);
 		printf("%s\n", ship);
 		free(ship);
+		printf("ledger.ship: rows shipped as instance %s, in batches "
+		       "of %d, polled every %ldms when idle\n",
+		    cf->cf_ship->sc_instance, cf->cf_ship->sc_batch,
+		    cf->cf_ship->sc_interval_ms);
+	}
+	if ((keep = config_keep_local_ms(cf, &why)) > 0)
+		printf("ledger.keep_local: shipped rows older than %lld "
+		       "seconds are pruned\n",
+		    (long long)(keep / 1000));
+	if (why != NULL) {
+		printf("%s\n", why);
+		free(why);
 	}
 	config_unref(cf);
 	printf("configuration OK\n");
@@ -339,6 +353,8 @@ cmd_serve(int foreground)
 	alerts_configure(cf);
 	resume_alerts(cf);
 	fleet_start(base, cf, enforce_counters());
+	if (shipper_start(cf, &cause) == -1)
+		fatalx("ship: %s", cause);
 	enforce_alerts(cf);
 	ledger_set_event_cb(ledger_health_cb, NULL);
 	session_setup(base);
@@ -365,6 +381,7 @@ cmd_serve(int foreground)
 		session_stop_shutdown();
 		enforce_stop();
 		alerts_shutdown();
+		shipper_stop();
 		ledger_close();
 		kills_free_all();
 		event_free(kills_timer);
@@ -398,6 +415,7 @@ cmd_serve(int foreground)
 	session_stop_shutdown();
 	enforce_stop();
 	alerts_shutdown();
+	shipper_stop();
 	ledger_close();
 	kills_free_all();
 	event_free(kills_timer);

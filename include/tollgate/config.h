@@ -127,7 +127,14 @@ struct ship_conf {
 	char *sc_sslmode; /* sslmode:, as libpq spells it; NULL: libpq's */
 	char *sc_password; /* from password_env, a secret; NULL: none */
 	char *sc_password_env;
+	char *sc_instance; /* instance:; fleet.instance or host:port */
+	int sc_batch; /* batch: rows per batch */
+	long sc_interval_ms; /* interval: the idle poll */
 };
+
+/* ledger.ship.batch and interval when left out. */
+#define SHIP_BATCH_DEFAULT 500
+#define SHIP_INTERVAL_DEFAULT_MS 1000
 
 struct config {
 	int cf_refs;
@@ -168,6 +175,7 @@ struct config {
 	size_t cf_ledger_queue_max;
 	int cf_ledger_queue_max_int; /* as parsed */
 	struct ship_conf *cf_ship; /* NULL: no ledger.ship:; start only */
+	long cf_keep_local_ms; /* keep_local:; 0: keep every row */
 
 	/* prices: and unknown_models: */
 	char *cf_prices_path; /* absolute */
@@ -228,6 +236,7 @@ char *config_fleet_describe(const struct fleet_conf *);
 const char *config_ship_changed(
     const struct ship_conf *, const struct ship_conf *);
 char *config_ship_describe(const struct ship_conf *);
+int64_t config_keep_local_ms(const struct config *, char **);
 
 /* current.c */
 struct config *config_current(void);

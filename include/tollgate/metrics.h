@@ -18,6 +18,7 @@
 
 #include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
+#include "tollgate/ship.h"
 #include "tollgate/usage.h"
 
 struct evbuffer;
@@ -50,6 +51,7 @@ struct metrics_gauges {
 	uint64_t mg_kills_live; /* kills_count() */
 	struct ledger_stats mg_ledger; /* all zero while the ledger is closed */
 	struct fleet_stats mg_fleet; /* fleet_get_stats(); FLEET_OFF: none */
+	struct ship_stats mg_ship; /* ship_stats(); SHIP_OFF: none */
 };
 
 /* metrics.c */

@@ -41,6 +41,7 @@
 #include "tollgate/reply.h"
 #include "tollgate/server.h"
 #include "tollgate/session.h"
+#include "tollgate/ship.h"
 #include "tollgate/util.h"
 
 #include "admin_int.h"
@@ -392,14 +393,17 @@ static const struct listener_ops admin_ops = {
  * refuses calls (its writes fail, or its file is lost): tollgate gets
  * over either by itself, and a restart while the file is lost would drop
  * what only the open file holds, so neither is a reason to restart it.
+ * With ledger.ship: it also says how shipping goes; shipping is not on
+ * the call path, so PostgreSQL being away leaves the status "ok".
  */
 static void
 ep_healthz(struct admin_req *ar)
 {
 	struct ledger_stats ls;
+	struct ship_stats ss;
 	const char *ledger = NULL, *reason = NULL;
-	char body[192];
-	int n, fleet_down;
+	cJSON *doc, *ship;
+	int fleet_down;
 
 	ledger_stats(&ls);
 	if (ls.ls_lost != LEDGER_LOST_NONE) {
@@ -408,14 +412,33 @@ ep_healthz(struct admin_req *ar)
 	} else if (ls.ls_failing)
 		ledger = "failing";
 	fleet_down = fleet_state() == FLEET_DOWN;
-	n = snprintf(body, sizeof(body), "{\"status\":\"%s\"%s%s%s%s%s%s%s}",
-	    ledger != NULL || fleet_down ? "degraded" : "ok",
-	    ledger != NULL ? ",\"ledger\":\"" : "",
-	    ledger != NULL ? ledger : "", ledger != NULL ? "\"" : "",
-	    reason != NULL ? ",\"reason\":\"" : "",
-	    reason != NULL ? reason : "", reason != NULL ? "\"" : "",
-	    fleet_down ? ",\"fleet\":\"degraded\"" : "");
-	admin_reply(ar, 200, NULL, body, (size_t)n, NULL, NULL);
+	ship_stats(&ss);
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    cJSON_AddStringToObject(doc, "status",
+		ledger != NULL || fleet_down ? "degraded" : "ok") == NULL ||
+	    (ledger != NULL &&
+		cJSON_AddStringToObject(doc, "ledger", ledger) == NULL) ||
+	    (reason != NULL &&
+		cJSON_AddStringToObject(doc, "reason", reason) == NULL) ||
+	    (fleet_down &&
+		cJSON_AddStringToObject(doc, "fleet", "degraded") == NULL))
+		fatalx("%s: cJSON", __func__);
+	if (ss.sh_state != SHIP_OFF) {
+		if ((ship = cJSON_AddObjectToObject(doc, "ship")) == NULL ||
+		    cJSON_AddStringToObject(
+			ship, "state", ship_state_name(ss.sh_state)) == NULL ||
+		    cJSON_AddNumberToObject(
+			ship, "backlog", (double)ss.sh_backlog) == NULL ||
+		    cJSON_AddNumberToObject(ship, "lag_seconds",
+			(double)ss.sh_lag_ms / 1000.0) == NULL ||
+		    (ss.sh_last_error[0] != '\0'
+			    ? cJSON_AddStringToObject(
+				  ship, "last_error", ss.sh_last_error)
+			    : cJSON_AddNullToObject(ship, "last_error")) ==
+			NULL)
+			fatalx("%s: cJSON", __func__);
+	}
+	admin_reply_json(ar, 200, doc);
 }
 
 /*
@@ -433,6 +456,7 @@ admin_metrics_gauges(struct metrics_gauges *g)
 	g->mg_kills_live = (uint64_t)kills_count();
 	ledger_stats(&g->mg_ledger);
 	fleet_get_stats(&g->mg_fleet);
+	ship_stats(&g->mg_ship);
 }
 
 static void

@@ -43,6 +43,7 @@ void config_free_fleet(struct config *);
 /* cfgship.c */
 void cfgp_ship(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+void config_check_ship(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_ship(struct config *);
 
 /* cfgmeter.c */

@@ -6,23 +6,34 @@
  * accepted here is what libpq will connect with; it never carries a
  * password, which comes from an environment variable (password_env), is a
  * secret that no message repeats, and is wiped when the config is freed.
- * src/ship/ reads all of this at start only; a reload that changes it is
- * warned about by server_reload.
+ * The shipper's own keys (instance, batch, interval) and ledger.keep_local,
+ * which only a shipping ledger may set, are checked here too, with the
+ * floor that keeps pruning out of the budget windows. src/ship/ reads
+ * all of this at start only; a reload that changes it is warned about by
+ * server_reload.
  */
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
 #include "tollgate/config.h"
+#include "tollgate/policy.h"
 #include "tollgate/util.h"
 
 #include "cfg.h"
 
 #define SC_OFF(f) offsetof(struct ship_conf, f)
+
+#define SHIP_INSTANCE_MAX 64 /* as fleet.instance */
+#define SHIP_BATCH_MAX 5000
+#define SHIP_INTERVAL_MIN_MS 10
+#define SHIP_INTERVAL_MAX_MS (60 * 1000)
+#define SHIP_DAY_MS (24LL * 3600 * 1000)
 
 static void cfgp_ship_postgres(struct cfgctx *, const struct cfgkey *,
     const char *, const struct ynode *, void *);
@@ -30,11 +41,18 @@ static void cfgp_ship_password_env(struct cfgctx *, const struct cfgkey *,
     const char *, const struct ynode *, void *);
 static void cfgp_ship_sslmode(struct cfgctx *, const struct cfgkey *,
     const char *, const struct ynode *, void *);
+static void cfgp_ship_instance(struct cfgctx *, const struct cfgkey *,
+    const char *, const struct ynode *, void *);
+static void cfgp_ship_interval(struct cfgctx *, const struct cfgkey *,
+    const char *, const struct ynode *, void *);
 
 static const struct cfgkey ship_keys[] = {
     KEY_CALL("postgres", cfgp_ship_postgres, 0, CFGKEY_REQUIRED),
     KEY_CALL("password_env", cfgp_ship_password_env, 0, 0),
     KEY_CALL("sslmode", cfgp_ship_sslmode, SC_OFF(sc_sslmode), 0),
+    KEY_CALL("instance", cfgp_ship_instance, SC_OFF(sc_instance), 0),
+    KEY_INT("batch", SC_OFF(sc_batch), 1, SHIP_BATCH_MAX),
+    KEY_CALL("interval", cfgp_ship_interval, SC_OFF(sc_interval_ms), 0),
     KEY_END,
 };
 
@@ -61,6 +79,7 @@ ship_conf_free(struct ship_conf *sc)
 	if (sc->sc_password != NULL)
 		freezero(sc->sc_password, strlen(sc->sc_password));
 	free(sc->sc_password_env);
+	free(sc->sc_instance);
 	free(sc);
 }
 
@@ -79,6 +98,8 @@ cfgp_ship(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 		return;
 	ship_conf_free(cf->cf_ship);
 	cf->cf_ship = xcalloc(1, sizeof(*cf->cf_ship));
+	cf->cf_ship->sc_batch = SHIP_BATCH_DEFAULT;
+	cf->cf_ship->sc_interval_ms = SHIP_INTERVAL_DEFAULT_MS;
 	cfg_apply(cx, ship_keys, path, n, n, cf->cf_ship);
 }
 
@@ -251,6 +272,178 @@ cfgp_ship_sslmode(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	*out = xstrdup(s);
 }
 
+/* A byte of an instance name: [A-Za-z0-9._:-], as fleet.instance. */
+static int
+ship_instance_char(int c)
+{
+	return ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+	    c == '-');
+}
+
+/*
+ * ledger.ship.instance: the name this ledger's rows carry in PostgreSQL,
+ * the first half of their key there; two instances with one name would
+ * overwrite each other's rows.
+ */
+static void
+cfgp_ship_instance(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	char **out = dst, buf[80];
+	const char *s;
+	size_t i;
+
+	(void)k;
+	if ((s = cfg_string(cx, path, n, "an instance name")) == NULL)
+		return;
+	for (i = 0; i < n->yn_len && ship_instance_char((unsigned char)s[i]);
+	     i++)
+		;
+	if (n->yn_len == 0 || n->yn_len > SHIP_INSTANCE_MAX || i != n->yn_len) {
+		cfg_error(cx, n,
+		    "%s: bad instance name '%s' (1-%d characters of "
+		    "A-Z a-z 0-9 . _ : -)",
+		    path, cfg_esc(buf, sizeof(buf), s, n->yn_len),
+		    SHIP_INSTANCE_MAX);
+		return;
+	}
+	free(*out);
+	*out = xstrdup(s);
+}
+
+/* ledger.ship.interval: the idle poll, 10ms to 60s. */
+static void
+cfgp_ship_interval(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	size_t nerr = cx->cx_nerr;
+	long v = -1;
+
+	cfgp_duration(cx, k, path, n, &v);
+	if (cx->cx_nerr != nerr)
+		return;
+	if (v < SHIP_INTERVAL_MIN_MS || v > SHIP_INTERVAL_MAX_MS) {
+		cfg_error(cx, n, "%s: must be between 10ms and 60s", path);
+		return;
+	}
+	*(long *)dst = v;
+}
+
+/*
+ * Whole-file part of ledger.ship: and ledger.keep_local: keep_local
+ * without ship: is refused (pruning is of shipped rows only), and the
+ * instance name defaults to fleet.instance (config_check_fleet has set
+ * it) or this host's name and the listen port.
+ */
+void
+config_check_ship(
+    struct cfgctx *cx, const struct ynode *root, struct config *cf)
+{
+	struct ship_conf *sc = cf->cf_ship;
+	const struct ynode *ledger, *at;
+	char host[256], port[16];
+	size_t i, room;
+
+	if (sc == NULL && cf->cf_keep_local_ms > 0) {
+		ledger = cfg_value(root, "ledger");
+		at = ledger != NULL ? cfg_value(ledger, "keep_local") : NULL;
+		cfg_error(cx, at != NULL ? at : root,
+		    "ledger.keep_local: needs ledger.ship: (only rows already "
+		    "shipped to PostgreSQL are pruned)");
+		return;
+	}
+	if (sc == NULL || sc->sc_instance != NULL)
+		return;
+	if (cf->cf_fleet != NULL && cf->cf_fleet->fc_instance != NULL) {
+		sc->sc_instance = xstrdup(cf->cf_fleet->fc_instance);
+		return;
+	}
+	if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	snprintf(port, sizeof(port), ":%d", cf->cf_listen_port);
+	room = SHIP_INSTANCE_MAX - strlen(port);
+	if (strlen(host) > room)
+		host[room] = '\0';
+	for (i = 0; host[i] != '\0'; i++)
+		if (!ship_instance_char((unsigned char)host[i]))
+			host[i] = '_';
+	xasprintf(&sc->sc_instance, "%s%s", host, port);
+}
+
+/*
+ * How long a policy's budget window reaches back, in ms, at most: what
+ * the budgets are rebuilt from at start-up (src/policy/rebuild.c), or -1
+ * for a total window, rebuilt from every row.
+ */
+static int64_t
+ship_window_reach_ms(const struct policy_window *w)
+{
+	switch (w->pw_kind) {
+	case POLICY_WIN_DAY:
+		return (SHIP_DAY_MS);
+	case POLICY_WIN_WEEK:
+		return (7 * SHIP_DAY_MS);
+	case POLICY_WIN_MONTH:
+		return (31 * SHIP_DAY_MS);
+	case POLICY_WIN_ROLLING:
+		return (w->pw_len_ms);
+	case POLICY_WIN_TOTAL:
+		break;
+	}
+	return (-1);
+}
+
+/*
+ * The age past which shipped rows may be pruned from the local ledger,
+ * in ms, or 0 when none are (no keep_local, or a policy with a total
+ * window). Never less than the longest budget window of any policy plus
+ * a day (the calendar windows may follow a time zone), since the budgets
+ * are rebuilt from those rows at start-up. *why, when not NULL, gets a
+ * sentence (the caller frees it) when that raises or stops keep_local.
+ */
+int64_t
+config_keep_local_ms(const struct config *cf, char **why)
+{
+	const struct policy *po, *longest = NULL;
+	int64_t reach, floor = 0;
+	size_t i;
+
+	if (why != NULL)
+		*why = NULL;
+	if (cf->cf_keep_local_ms <= 0 || cf->cf_ship == NULL)
+		return (0);
+	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
+		po = &cf->cf_policies->ps_pol[i];
+		if (po->po_cap_nusd == -1 && po->po_nalerts == 0)
+			continue; /* no budget: nothing rebuilt */
+		if ((reach = ship_window_reach_ms(&po->po_window)) == -1) {
+			if (why != NULL)
+				xasprintf(why,
+				    "ledger.keep_local: no row is pruned: "
+				    "policy '%s' has a total window, whose "
+				    "budget is rebuilt from every row",
+				    po->po_name != NULL ? po->po_name : "?");
+			return (0);
+		}
+		if (reach + SHIP_DAY_MS > floor) {
+			floor = reach + SHIP_DAY_MS;
+			longest = po;
+		}
+	}
+	if (floor <= cf->cf_keep_local_ms)
+		return (cf->cf_keep_local_ms);
+	if (why != NULL)
+		xasprintf(why,
+		    "ledger.keep_local: raised to %lld hours, the window of "
+		    "policy '%s' and a day, whose budget is rebuilt from "
+		    "those rows at start-up",
+		    (long long)(floor / 3600000),
+		    longest->po_name != NULL ? longest->po_name : "?");
+	return (floor);
+}
+
 /* Release ledger.ship:'s fields, wiping the password. */
 void
 config_free_ship(struct config *cf)
@@ -286,6 +479,12 @@ config_ship_changed(const struct ship_conf *a, const struct ship_conf *b)
 		return ("password_env");
 	if (ship_str_differs(a->sc_sslmode, b->sc_sslmode))
 		return ("sslmode");
+	if (ship_str_differs(a->sc_instance, b->sc_instance))
+		return ("instance");
+	if (a->sc_batch != b->sc_batch)
+		return ("batch");
+	if (a->sc_interval_ms != b->sc_interval_ms)
+		return ("interval");
 	return (NULL);
 }
 

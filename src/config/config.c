@@ -92,6 +92,7 @@ static const struct cfgkey ledger_keys[] = {
     KEY_CALL("durability", cfgp_durability, CF_OFF(cf_durability), 0),
     KEY_INT("queue_max", CF_OFF(cf_ledger_queue_max_int), 16, 10000000),
     KEY_CALL("ship", cfgp_ship, 0, 0),
+    KEY_DURATION("keep_local", CF_OFF(cf_keep_local_ms)),
     KEY_END,
 };
 
@@ -866,6 +867,7 @@ config_load_opts(const char *path, int flags, struct cfgerrs *errs)
 	config_check_policies(&cx, root, cf);
 	config_check_alerts(&cx, root, cf);
 	config_check_fleet(&cx, root, cf);
+	config_check_ship(&cx, root, cf);
 	if (cx.cx_nerr != 0)
 		goto fail;
 

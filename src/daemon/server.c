@@ -23,6 +23,7 @@
 #include "tollgate/policy.h"
 #include "tollgate/server.h"
 #include "tollgate/session.h"
+#include "tollgate/ship.h"
 
 static unsigned long long server_gen;
 
@@ -260,6 +261,8 @@ server_reload(const char *path, struct cfgerrs *errs)
 	/* A larger max_connections may need a higher open files limit. */
 	listener_set_fd_cap(fdlimit_apply(cf));
 	alerts_configure(cf);
+	/* A new policy's window may raise how long rows are kept. */
+	shipper_configure(cf);
 	log_info("configuration reloaded: generation %llu", server_gen);
 	session_apply_kills(cf);
 	rc = enforce_reload(cf, &cause);

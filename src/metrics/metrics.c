@@ -830,6 +830,43 @@ render_fleet(struct evbuffer *b, const struct fleet_stats *fs)
 	    fs->fs_alerts_lost, fs->fs_alerts_won);
 }
 
+/*
+ * The shipper's families, only with ledger.ship: configured, for the
+ * reason render_fleet gives. The backlog and the lag are what an alert
+ * rule watches: both grow while PostgreSQL is away.
+ */
+static void
+render_ship(struct evbuffer *b, const struct ship_stats *ss,
+    const struct ledger_stats *ls)
+{
+	size_t i;
+
+	if (ss->sh_state == SHIP_OFF)
+		return;
+	render_scalar(b, "tollgate_ship_up", "gauge",
+	    "1 while the fleet ledger's PostgreSQL takes rows, else 0.",
+	    ss->sh_state == SHIP_UP ? 1 : 0);
+	render_scalar(b, "tollgate_ship_backlog_rows", "gauge",
+	    "Final ledger rows not shipped to PostgreSQL yet.", ss->sh_backlog);
+	render_family(b, "tollgate_ship_lag_seconds", "gauge",
+	    "Age of the oldest row not shipped yet; 0 when none.");
+	evbuffer_add_printf(b,
+	    "tollgate_ship_lag_seconds %" PRId64 ".%03" PRId64 "\n",
+	    ss->sh_lag_ms / 1000, ss->sh_lag_ms % 1000);
+	render_family(b, "tollgate_ship_rows_total", "counter",
+	    "Rows shipped to PostgreSQL, by stream (a changed row again).");
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		evbuffer_add_printf(b,
+		    "tollgate_ship_rows_total{stream=\"%s\"} %" PRIu64 "\n",
+		    ship_stream_name((enum ship_stream)i), ss->sh_rows[i]);
+	render_scalar(b, "tollgate_ship_errors_total", "counter",
+	    "Failed connections and statements to PostgreSQL.", ss->sh_errors);
+	render_scalar(b, "tollgate_ledger_pruned_rows_total", "counter",
+	    "Shipped rows older than ledger.keep_local deleted from the "
+	    "local ledger.",
+	    ls->ls_pruned);
+}
+
 static void
 render_alerts(struct evbuffer *b)
 {
@@ -914,6 +951,7 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	    "reached its cap of label sets.",
 	    metrics.m_dropped);
 	render_fleet(b, &g->mg_fleet);
+	render_ship(b, &g->mg_ship, &g->mg_ledger);
 }
 
 /* Free every series and zero every counter (at exit, and in tests). */

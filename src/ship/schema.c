@@ -6,8 +6,10 @@
  * one transaction. The calls, alerts and kills tables are the local
  * ledger's (src/ledger/schema.c) with an instance column in front and
  * (instance, id) as the key: the same column names, money as BIGINT
- * nano-USD, times as the same RFC 3339 UTC text. Blocking libpq calls, for
- * tollgate ship init only.
+ * nano-USD, times as the same RFC 3339 UTC text; ship_cursors records how
+ * far each instance's streams have shipped. Blocking libpq calls, made by
+ * tollgate ship init and by the shipper's own thread (ship_migrate at
+ * each connect), never by the event loop.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,19 @@ struct ship_step {
 	" PRIMARY KEY (instance, id)"                                          \
 	");"                                                                   \
 	"CREATE INDEX kills_created ON kills (created_at);"
+/*
+ * How far each instance's streams ('calls', 'alerts', 'kills') have
+ * shipped: the highest local ship_seq whose row is here, written in the
+ * same statement as the rows it covers, so it never runs ahead of them.
+ */
+#define SHIP_CURSORS_V2                                                        \
+	"CREATE TABLE ship_cursors ("                                          \
+	" instance TEXT NOT NULL,"                                             \
+	" stream TEXT NOT NULL,"                                               \
+	" seq BIGINT NOT NULL,"                                                \
+	" shipped_at TIMESTAMPTZ NOT NULL DEFAULT now(),"                      \
+	" PRIMARY KEY (instance, stream)"                                      \
+	");"
 /* clang-format on */
 
 /*
@@ -129,6 +144,7 @@ struct ship_step {
  */
 static const struct ship_step ship_steps[] = {
     {1, SHIP_CALLS_V1 SHIP_ALERTS_V1 SHIP_KILLS_V1},
+    {2, SHIP_CURSORS_V2},
 };
 
 /*
@@ -175,7 +191,7 @@ ship_scrub(const char *msg, const char *password)
 
 /*
  * A connection to the database ledger.ship names, or NULL with *cause
- * set. The password and sslmode are given beside the string, which libpq
+ * set (its message scrubbed of the password). The password and sslmode are given beside the string, which libpq
  * expands first, so they apply whatever it says; the string's own
  * connect_timeout wins over ours.
  */
@@ -223,7 +239,7 @@ ship_connect(const struct ship_conf *sc, char **cause)
  * (what it was doing, then PostgreSQL's message, scrubbed). *res, when
  * given, gets the result to clear.
  */
-static int
+int
 ship_exec(PGconn *conn, const struct ship_conf *sc, const char *sql,
     ExecStatusType want, const char *doing, PGresult **res, char **cause)
 {
@@ -287,24 +303,22 @@ ship_where(PGconn *conn)
 }
 
 /*
- * Bring the database ledger.ship names to SHIP_SCHEMA_VERSION: every step
- * after the version it is at, in order, in one transaction with the
- * version rows, under a lock that makes a second tollgate ship init wait.
- * A database already there is left as it is; a newer one is refused.
- * Returns 0 with *report saying what was done, or -1 with *cause set.
+ * Bring the database conn is on to SHIP_SCHEMA_VERSION: every step after
+ * the version it is at, in order, in one transaction with the version
+ * rows, under a lock that makes a second migration wait. A database
+ * already there is left as it is; a newer one is refused. Returns 0 with
+ * *from and *to the versions before and after, or -1 with *cause set
+ * and nothing changed.
  */
 int
-ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
+ship_migrate(
+    PGconn *conn, const struct ship_conf *sc, int *from, int *to, char **cause)
 {
-	PGconn *conn;
 	char *sql = NULL, *where = NULL;
 	size_t i;
-	int from, to = 0, begun = 0;
+	int begun = 0;
 
-	*report = NULL;
-	if ((conn = ship_connect(sc, cause)) == NULL)
-		return (-1);
-	where = ship_where(conn);
+	*to = 0;
 	if (ship_exec(conn, sc, "SET client_min_messages = warning",
 		PGRES_COMMAND_OK, "setting up the session", NULL,
 		cause) == -1 ||
@@ -314,7 +328,7 @@ ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
 	begun = 1;
 	if (ship_exec(conn, sc,
 		"SELECT pg_advisory_xact_lock(" SHIP_LOCK_KEY ")",
-		PGRES_TUPLES_OK, "waiting for another tollgate ship init", NULL,
+		PGRES_TUPLES_OK, "waiting for another schema migration", NULL,
 		cause) == -1 ||
 	    ship_exec(conn, sc,
 		"CREATE TABLE IF NOT EXISTS tollgate_schema ("
@@ -323,30 +337,29 @@ ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
 		" tollgate TEXT NOT NULL)",
 		PGRES_COMMAND_OK, "creating tollgate_schema", NULL,
 		cause) == -1 ||
-	    ship_schema_version(conn, sc, &from, cause) == -1)
+	    ship_schema_version(conn, sc, from, cause) == -1)
 		goto fail;
-	if (from > SHIP_SCHEMA_VERSION) {
+	*to = *from;
+	if (*from > SHIP_SCHEMA_VERSION) {
+		where = ship_where(conn);
 		xasprintf(cause,
 		    "the fleet ledger at %s has schema version %d, newer "
 		    "than this tollgate knows (%d); use a newer tollgate",
-		    where, from, SHIP_SCHEMA_VERSION);
+		    where, *from, SHIP_SCHEMA_VERSION);
 		goto fail;
 	}
-	if (from == SHIP_SCHEMA_VERSION) {
+	if (*from == SHIP_SCHEMA_VERSION) {
 		/* Nothing changed: the version table, if just made, goes. */
-		(void)ship_exec(conn, sc, "ROLLBACK", PGRES_COMMAND_OK,
-		    "ending the transaction", NULL, cause);
-		xasprintf(report,
-		    "ship init: the fleet ledger at %s is at schema version "
-		    "%d already; nothing to do",
-		    where, from);
-		goto done;
+		if (ship_exec(conn, sc, "ROLLBACK", PGRES_COMMAND_OK,
+			"ending the transaction", NULL, cause) == -1)
+			return (-1);
+		return (0);
 	}
 	for (i = 0; i < nitems(ship_steps); i++) {
-		if (ship_steps[i].ss_version <= from)
+		if (ship_steps[i].ss_version <= *from)
 			continue;
-		to = ship_steps[i].ss_version;
-		xasprintf(&sql, "applying schema version %d", to);
+		*to = ship_steps[i].ss_version;
+		xasprintf(&sql, "applying schema version %d", *to);
 		if (ship_exec(conn, sc, ship_steps[i].ss_sql, PGRES_COMMAND_OK,
 			sql, NULL, cause) == -1)
 			goto fail;
@@ -354,7 +367,7 @@ ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
 		xasprintf(&sql,
 		    "INSERT INTO tollgate_schema (version, tollgate)"
 		    " VALUES (%d, 'tollgate %s')",
-		    to, TOLLGATE_VERSION);
+		    *to, TOLLGATE_VERSION);
 		if (ship_exec(conn, sc, sql, PGRES_COMMAND_OK,
 			"recording the schema version", NULL, cause) == -1)
 			goto fail;
@@ -366,26 +379,55 @@ ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
 		begun = 0;
 		goto fail;
 	}
-	if (from == 0)
+	return (0);
+fail:
+	/* Nothing of a failed migration stays: every step is in the
+	 * transaction. */
+	if (begun)
+		PQclear(PQexec(conn, "ROLLBACK"));
+	free(sql);
+	free(where);
+	return (-1);
+}
+
+/*
+ * Bring the database ledger.ship names to SHIP_SCHEMA_VERSION
+ * (ship_migrate), for tollgate ship init. Returns 0 with *report saying
+ * what was done, or -1 with *cause set.
+ */
+int
+ship_schema_init(const struct ship_conf *sc, char **report, char **cause)
+{
+	PGconn *conn;
+	char *where;
+	int from, to;
+
+	*report = NULL;
+	if ((conn = ship_connect(sc, cause)) == NULL)
+		return (-1);
+	where = ship_where(conn);
+	if (ship_migrate(conn, sc, &from, &to, cause) == -1) {
+		free(where);
+		PQfinish(conn);
+		return (-1);
+	}
+	if (from == to)
+		xasprintf(report,
+		    "ship init: the fleet ledger at %s is at schema version "
+		    "%d already; nothing to do",
+		    where, from);
+	else if (from == 0)
 		xasprintf(report,
 		    "ship init: created the fleet ledger at %s, schema "
-		    "version %d (tables tollgate_schema, calls, alerts, kills)",
+		    "version %d (tables tollgate_schema, calls, alerts, kills, "
+		    "ship_cursors)",
 		    where, to);
 	else
 		xasprintf(report,
 		    "ship init: migrated the fleet ledger at %s from schema "
 		    "version %d to %d",
 		    where, from, to);
-done:
 	free(where);
 	PQfinish(conn);
 	return (0);
-fail:
-	/* Nothing of a failed init stays: every step is in the transaction. */
-	if (begun)
-		PQclear(PQexec(conn, "ROLLBACK"));
-	free(sql);
-	free(where);
-	PQfinish(conn);
-	return (-1);
 }

@@ -238,12 +238,13 @@ class ShipInitTest(tglib.TGTestCase):
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertRegex(out, r"^ship init: created the fleet ledger at "
-                         r"127\.0\.0\.1:%d/%s, schema version 1 \(tables "
-                         r"tollgate_schema, calls, alerts, kills\)\n$" %
+                         r"127\.0\.0\.1:%d/%s, schema version 2 \(tables "
+                         r"tollgate_schema, calls, alerts, kills, "
+                         r"ship_cursors\)\n$" %
                          (self.pg.port, self.db))
         self.assertLess(time.monotonic() - t0, 10)
-        self.assertEqual(self.psql("SELECT version FROM tollgate_schema"),
-                         "1")
+        self.assertEqual(self.psql("SELECT version FROM tollgate_schema "
+                                   "ORDER BY 1"), "1\n2")
         # A fresh local ledger, made by the daemon itself.
         tg = tglib.Tollgate(self.tmp, ship_config(
             self.pg.url(self.db), ledger="data/local.db"), wait=False)
@@ -268,7 +269,11 @@ class ShipInitTest(tglib.TGTestCase):
             "tc.table_name ORDER BY 1")
         self.assertEqual(keys.splitlines(), [
             "alerts|instance,id", "calls|instance,id", "kills|instance,id",
-            "tollgate_schema|version"])
+            "ship_cursors|instance,stream", "tollgate_schema|version"])
+        self.assertEqual(self.pg_columns("ship_cursors"), [
+            ("instance", "text", True), ("stream", "text", True),
+            ("seq", "bigint", True),
+            ("shipped_at", "timestamp with time zone", True)])
         idx = self.psql("SELECT indexdef FROM pg_indexes WHERE tablename = "
                         "'calls'")
         for cols in ("(started_at)", "(instance, started_at)",
@@ -292,10 +297,30 @@ class ShipInitTest(tglib.TGTestCase):
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertEqual(out, "ship init: the fleet ledger at 127.0.0.1:%d/%s"
-                         " is at schema version 1 already; nothing to do\n"
+                         " is at schema version 2 already; nothing to do\n"
                          % (self.pg.port, self.db))
         self.assertEqual(self.psql("SELECT count(*) FROM tollgate_schema"),
-                         "1")
+                         "2")
+        self.assertEqual(self.psql("SELECT id FROM calls"), "c1")
+
+    def test_version_1_is_migrated_to_2(self):
+        # A database as the first release left it: version 1, no
+        # ship_cursors; its rows stay.
+        rc, out, err = self.init()
+        self.assertEqual(rc, 0, out + err)
+        self.psql("DROP TABLE ship_cursors; DELETE FROM tollgate_schema "
+                  "WHERE version = 2; INSERT INTO calls (instance, id, "
+                  "started_at, status) VALUES ('pod-1', 'c1', "
+                  "'2026-12-01T00:00:00.000Z', 'ok')")
+        rc, out, err = self.init()
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(out, "ship init: migrated the fleet ledger at "
+                         "127.0.0.1:%d/%s from schema version 1 to 2\n"
+                         % (self.pg.port, self.db))
+        self.assertEqual(self.psql("SELECT version FROM tollgate_schema "
+                                   "ORDER BY 1"), "1\n2")
+        self.assertEqual(self.psql("SELECT count(*) FROM ship_cursors"),
+                         "0")
         self.assertEqual(self.psql("SELECT id FROM calls"), "c1")
 
     def test_newer_schema_is_refused(self):
@@ -307,7 +332,7 @@ class ShipInitTest(tglib.TGTestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertEqual(out, "")
         self.assertIn("has schema version 7, newer than this tollgate knows "
-                      "(1); use a newer tollgate", err)
+                      "(2); use a newer tollgate", err)
 
     def test_a_failed_step_leaves_nothing(self):
         # A table in the way: the whole init is rolled back.

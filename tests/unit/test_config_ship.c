@@ -4,7 +4,10 @@
  * of named connection strings, each loading as written or failing with
  * the listed message at 3:15 and never repeating the password; then the
  * password taken from its variable, the summary tollgate check prints,
- * and config_ship_changed naming every key that differs. Freeing every
+ * and config_ship_changed naming every key that differs; the shipper's
+ * keys (instance, batch, interval) with their defaults and bounds, and
+ * ledger.keep_local with the floor the policies' windows put under it.
+ * Freeing every
  * loaded config lets ASan see a leak in any path of the section.
  */
 #include <setjmp.h>
@@ -217,10 +220,178 @@ test_changed(void **state)
 	cfgerrs_free(&errs);
 }
 
+/* One ledger: section's keys that must fail, and the message at its place. */
+struct keycase {
+	const char *name;
+	const char *keys; /* lines under ledger.ship: after postgres: */
+	const char *error; /* after "FILE:" */
+};
+
+static const struct keycase key_cases[] = {
+    {"batch zero", "    batch: 0\n", "4:12: ledger.ship.batch"},
+    {"batch too big", "    batch: 5001\n", "4:12: ledger.ship.batch"},
+    {"interval too short", "    interval: 5ms\n",
+	"4:15: ledger.ship.interval: must be between 10ms and 60s"},
+    {"interval too long", "    interval: 2m\n",
+	"4:15: ledger.ship.interval: must be between 10ms and 60s"},
+    {"instance bad byte", "    instance: \"pod a\"\n",
+	"4:15: ledger.ship.instance: bad instance name 'pod a' (1-64 "
+	"characters of A-Z a-z 0-9 . _ : -)"},
+    {"instance too long",
+	"    instance: "
+	"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+	"4:15: ledger.ship.instance: bad instance name"},
+};
+
+static void
+run_key_case(void **state)
+{
+	const struct keycase *tc = *state;
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	char *text, *path, *want;
+
+	xasprintf(
+	    &text, "ledger:\n  ship:\n    postgres: host=h\n%s", tc->keys);
+	cf = load(text, &errs, &path);
+	assert_null(cf);
+	assert_int_equal(errs.ce_n, 1);
+	xasprintf(&want, "%s:%s", path, tc->error);
+	assert_non_null(strstr(errs.ce_msgs[0], want));
+	free(want);
+	cfgerrs_free(&errs);
+	free(path);
+	free(text);
+}
+
+static void
+test_shipper_keys(void **state)
+{
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	char *path, host[256], *want;
+
+	(void)state;
+	/* Defaults: the host's name and the listen port. */
+	cf = load("listen: 127.0.0.1:7001\nledger:\n  ship:\n"
+		  "    postgres: host=h\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(cf->cf_ship->sc_batch, 500);
+	assert_int_equal(cf->cf_ship->sc_interval_ms, 1000);
+	assert_int_equal(gethostname(host, sizeof(host)), 0);
+	host[sizeof(host) - 1] = '\0';
+	xasprintf(&want, "%.58s:7001", host);
+	if (strchr(host, ' ') == NULL)
+		assert_string_equal(cf->cf_ship->sc_instance, want);
+	free(want);
+	assert_int_equal(config_keep_local_ms(cf, NULL), 0);
+	config_unref(cf);
+
+	/* fleet.instance when there is a fleet; the keys as written. */
+	cf = load("fleet:\n  redis: redis://127.0.0.1:6379\n"
+		  "  instance: pod-7\n"
+		  "ledger:\n  ship:\n    postgres: host=h\n"
+		  "    batch: 5000\n    interval: 10ms\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_string_equal(cf->cf_ship->sc_instance, "pod-7");
+	assert_int_equal(cf->cf_ship->sc_batch, 5000);
+	assert_int_equal(cf->cf_ship->sc_interval_ms, 10);
+	config_unref(cf);
+	cf = load("fleet:\n  redis: redis://127.0.0.1:6379\n"
+		  "  instance: pod-7\n"
+		  "ledger:\n  ship:\n    postgres: host=h\n"
+		  "    instance: ledger-7\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_string_equal(cf->cf_ship->sc_instance, "ledger-7");
+	config_unref(cf);
+	assert_int_equal(errs.ce_n, 0);
+	cfgerrs_free(&errs);
+}
+
+static void
+test_keep_local(void **state)
+{
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	char *path, *why;
+
+	(void)state;
+	/* Without ship: refused at the key. */
+	cf = load("ledger:\n  path: x.db\n  keep_local: 1h\n", &errs, &path);
+	assert_null(cf);
+	assert_int_equal(errs.ce_n, 1);
+	assert_non_null(strstr(
+	    errs.ce_msgs[0], ":3:15: ledger.keep_local: needs ledger.ship:"));
+	free(path);
+	cfgerrs_free(&errs);
+
+	/* No budget policy: as written. */
+	cf = load("ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n"
+		  "policies:\n  - name: rate\n    rate_limit:\n"
+		  "      requests_per_minute: 10\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why), 90 * 1000);
+	assert_null(why);
+	config_unref(cf);
+
+	/* A weekly and a rolling budget: the week and a day. */
+	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+		  "policies:\n  - name: weekly\n    window: week\n"
+		  "    hard_cap_usd: 5\n"
+		  "  - name: hourly\n    window: 60m\n    alert_at_usd: 1\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why), 8 * 86400 * 1000LL);
+	assert_non_null(why);
+	assert_string_equal(why,
+	    "ledger.keep_local: raised to 192 hours, the window of policy "
+	    "'weekly' and a day, whose budget is rebuilt from those rows at "
+	    "start-up");
+	free(why);
+	config_unref(cf);
+
+	/* Longer than every window: as written. */
+	cf = load("ledger:\n  keep_local: 1000h\n  ship:\n"
+		  "    postgres: host=h\n"
+		  "policies:\n  - name: monthly\n    window: month\n"
+		  "    hard_cap_usd: 5\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why), 1000 * 3600000LL);
+	assert_null(why);
+	config_unref(cf);
+
+	/* A total window: nothing is pruned. */
+	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+		  "policies:\n  - name: forever\n    window: total\n"
+		  "    hard_cap_usd: 5\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why), 0);
+	assert_non_null(why);
+	assert_non_null(strstr(why, "policy 'forever' has a total window"));
+	free(why);
+	config_unref(cf);
+	assert_int_equal(errs.ce_n, 0);
+	cfgerrs_free(&errs);
+}
+
 int
 main(void)
 {
-	static struct CMUnitTest tests[nitems(ship_cases) + 2];
+	static struct CMUnitTest
+	    tests[nitems(ship_cases) + nitems(key_cases) + 4];
 	size_t i, n = 0;
 
 	for (i = 0; i < nitems(ship_cases); i++) {
@@ -229,8 +400,16 @@ main(void)
 		tests[n].initial_state = (void *)(uintptr_t)&ship_cases[i];
 		n++;
 	}
+	for (i = 0; i < nitems(key_cases); i++) {
+		tests[n].name = key_cases[i].name;
+		tests[n].test_func = run_key_case;
+		tests[n].initial_state = (void *)(uintptr_t)&key_cases[i];
+		n++;
+	}
 	tests[n++] =
 	    (struct CMUnitTest)cmocka_unit_test(test_password_and_summary);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_shipper_keys);
+	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_keep_local);
 	tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_changed);
 	return (cmocka_run_group_tests_name("config_ship", tests, NULL, NULL));
 }

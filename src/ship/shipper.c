@@ -1,0 +1,815 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The shipper: a thread of its own that sends the local ledger's final
+ * rows (calls, alerts, kills) to the fleet ledger in PostgreSQL. It reads
+ * the ledger on a read-only SQLite connection of its own (reopened when
+ * the ledger's file is rebuilt) and talks to PostgreSQL with blocking
+ * libpq on this thread only, so the event loop never waits for either.
+ *
+ * Every row that becomes final or changes gets the next ship_seq from the
+ * ledger's writer; what is still to ship is exactly "ship_seq > cursor".
+ * A batch is one statement, atomic on its own: the rows upserted by
+ * (instance, id) and the stream's cursor in ship_cursors raised to the
+ * batch's last ship_seq. Only then is the local cursor written
+ * (ledger_ship_done, which also prunes old shipped rows). After a crash
+ * between the two, shipping resumes from the smaller of the two cursors
+ * and sends a batch again, which the upsert makes harmless; a PostgreSQL
+ * restored from an older backup is refilled the same way.
+ *
+ * On any PostgreSQL error the connection is closed and made again after a
+ * back-off (0.5 s doubling to 30 s, jittered). ship_stats gives the loop
+ * a snapshot for /metrics and /healthz under a mutex.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+
+#include "tollgate/config.h"
+#include "tollgate/ledger.h"
+#include "tollgate/log.h"
+#include "tollgate/ship.h"
+#include "tollgate/spend.h"
+#include "tollgate/util.h"
+
+#include "ship_int.h"
+
+#define SHIP_BACKOFF_MIN_MS 500
+#define SHIP_BACKOFF_MAX_MS (30 * 1000)
+/* A statement PostgreSQL has not answered by then is an error. */
+#define SHIP_STATEMENT_TIMEOUT "SET statement_timeout = '60s'"
+/* An idle shipper asks the ledger to prune at most this often. */
+#define SHIP_PRUNE_EVERY_MS 1000
+/* While backing off, the backlog and the lag are measured this often. */
+#define SHIP_MEASURE_EVERY_MS 1000
+/* With nothing to ship, PostgreSQL is asked whether it is there this often,
+ * so that "up" in /healthz is never older than that. */
+#define SHIP_PING_EVERY_MS 5000
+
+/*
+ * One stream: its columns, the same names in the local ledger and in
+ * PostgreSQL (after PostgreSQL's instance column), the first being id,
+ * and what its rows' "finished" time is, for the lag.
+ */
+struct ship_table {
+	const char *st_name; /* the table, and the stream's name */
+	const char *st_cols; /* local and PostgreSQL columns but instance */
+	const char *st_time; /* SQL for the row's finished time */
+};
+
+/* clang-format off */
+static const struct ship_table ship_tables[SHIP_NSTREAMS] = {
+    {"calls",
+	"id, started_at, finished_at, provider, endpoint, upstream, model,"
+	" intent, team, tenant, agent_class, environment, key_fingerprint,"
+	" stream, status, http_status, input_tokens, output_tokens,"
+	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"
+	" usage_source, cost_nusd, reserved_nusd, price_version,"
+	" refusal_reason, latency_ms, ttfb_ms, served_model",
+	"coalesce(finished_at, started_at)"},
+    {"alerts",
+	"id, fired_at, kind, policy, scope_key, intent, team, tenant,"
+	" agent_class, environment, \"window\", window_start, reset_at,"
+	" threshold_nusd, spent_nusd, cap_nusd, message, delivery, attempts",
+	"fired_at"},
+    {"kills",
+	"id, created_at, expires_at, match, reason, source, deleted_at",
+	"coalesce(deleted_at, created_at)"},
+};
+/* clang-format on */
+
+/*
+ * The shipper. sp_lock guards sp_stop, sp_keep_ms and sp_stats, which the
+ * loop reads and writes; everything else is the thread's alone while it
+ * runs.
+ */
+static struct {
+	int sp_running;
+	pthread_t sp_thread;
+	pthread_mutex_t sp_lock;
+	pthread_cond_t sp_cond; /* signalled by shipper_stop */
+	int sp_stop;
+	int64_t sp_keep_ms; /* config_keep_local_ms; 0: no pruning */
+	struct ship_stats sp_stats;
+
+	struct config *sp_cf; /* a reference, for its ship_conf */
+	const struct ship_conf *sp_sc; /* borrowed from sp_cf */
+	char *sp_path; /* the ledger's path */
+	char *sp_instance; /* the name the rows are keyed by */
+	int64_t sp_cursor[SHIP_NSTREAMS]; /* shipped up to this ship_seq */
+	sqlite3 *sp_db; /* read-only, on the ledger */
+	uint64_t sp_gen; /* ledger_generation when sp_db was opened */
+	sqlite3_stmt *sp_rows[SHIP_NSTREAMS]; /* a batch's rows */
+	sqlite3_stmt *sp_count[SHIP_NSTREAMS]; /* rows left to ship */
+	sqlite3_stmt *sp_oldest[SHIP_NSTREAMS]; /* time of the first left */
+	char *sp_upsert[SHIP_NSTREAMS]; /* the batch's statement */
+	PGconn *sp_conn;
+	PGcancel *sp_cancel; /* sp_conn's; under sp_lock, for shipper_stop */
+	unsigned sp_seed; /* for the back-off's jitter */
+	int64_t sp_pruned_at_ms; /* last idle prune request */
+	int64_t sp_measured_ms; /* last shipper_measure, monotonic */
+	int64_t sp_heard_ms; /* PostgreSQL's last answer, monotonic */
+} shipper = {
+    .sp_lock = PTHREAD_MUTEX_INITIALIZER,
+    .sp_cond = PTHREAD_COND_INITIALIZER,
+};
+
+/* The name /healthz and the metrics give a state. */
+const char *
+ship_state_name(enum ship_state s)
+{
+	switch (s) {
+	case SHIP_OFF:
+		return ("off");
+	case SHIP_CONNECTING:
+		return ("connecting");
+	case SHIP_UP:
+		return ("up");
+	case SHIP_DOWN:
+		return ("down");
+	}
+	return ("?");
+}
+
+/* A stream's name, as in ship_cursor and ship_cursors. */
+const char *
+ship_stream_name(enum ship_stream s)
+{
+	return (s < SHIP_NSTREAMS ? ship_tables[s].st_name : "?");
+}
+
+/* A snapshot of the shipper's state and counters; all zero (off) if none. */
+void
+ship_stats(struct ship_stats *out)
+{
+	pthread_mutex_lock(&shipper.sp_lock);
+	*out = shipper.sp_stats;
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/* Has shipper_stop asked the thread to end? */
+static int
+shipper_stopping(void)
+{
+	int stop;
+
+	pthread_mutex_lock(&shipper.sp_lock);
+	stop = shipper.sp_stop;
+	pthread_mutex_unlock(&shipper.sp_lock);
+	return (stop);
+}
+
+/* Sleep ms, or less when shipper_stop is called. */
+static void
+shipper_sleep(int64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&shipper.sp_lock);
+	while (!shipper.sp_stop &&
+	    pthread_cond_timedwait(&shipper.sp_cond, &shipper.sp_lock, &ts) ==
+		0)
+		;
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/*
+ * Record a failure: the state goes down and the error is kept. It is
+ * logged as a warning when the state changes or the error is new, so
+ * that a long outage is not a line per retry.
+ */
+static void
+shipper_failed(const char *cause)
+{
+	pthread_mutex_lock(&shipper.sp_lock);
+	if (shipper.sp_stats.sh_state != SHIP_DOWN ||
+	    strncmp(shipper.sp_stats.sh_last_error, cause,
+		sizeof(shipper.sp_stats.sh_last_error) - 1) != 0)
+		log_warnx("ship: %s", cause);
+	else
+		log_debug("ship: %s", cause);
+	shipper.sp_stats.sh_state = SHIP_DOWN;
+	shipper.sp_stats.sh_errors++;
+	strcopy(shipper.sp_stats.sh_last_error,
+	    sizeof(shipper.sp_stats.sh_last_error), cause);
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/*
+ * Keep what shipper_stop needs to cancel a statement on the new
+ * connection, or drop it with the connection (conn NULL).
+ */
+static void
+shipper_set_conn(PGconn *conn)
+{
+	PGcancel *c = conn != NULL ? PQgetCancel(conn) : NULL;
+
+	pthread_mutex_lock(&shipper.sp_lock);
+	if (shipper.sp_cancel != NULL)
+		PQfreeCancel(shipper.sp_cancel);
+	shipper.sp_cancel = c;
+	pthread_mutex_unlock(&shipper.sp_lock);
+	if (conn == NULL && shipper.sp_conn != NULL)
+		PQfinish(shipper.sp_conn);
+	shipper.sp_conn = conn;
+}
+
+/* Close the local connection and its statements. */
+static void
+shipper_db_close(void)
+{
+	size_t i;
+
+	for (i = 0; i < SHIP_NSTREAMS; i++) {
+		sqlite3_finalize(shipper.sp_rows[i]);
+		sqlite3_finalize(shipper.sp_count[i]);
+		sqlite3_finalize(shipper.sp_oldest[i]);
+		shipper.sp_rows[i] = NULL;
+		shipper.sp_count[i] = NULL;
+		shipper.sp_oldest[i] = NULL;
+	}
+	sqlite3_close(shipper.sp_db);
+	shipper.sp_db = NULL;
+}
+
+/*
+ * Read ship_cursor: into cursor[] each stream's seq (0 when it has none),
+ * and the instance name the ledger shipped under into *instance (NULL
+ * when it never shipped). Returns 0, or -1 with *cause set.
+ */
+static int
+shipper_local_cursors(int64_t *cursor, char **instance, char **cause)
+{
+	sqlite3_stmt *st = NULL;
+	const char *stream, *inst;
+	size_t i;
+	int rc;
+
+	*instance = NULL;
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		cursor[i] = 0;
+	if (sqlite3_prepare_v2(shipper.sp_db,
+		"SELECT stream, instance, seq FROM ship_cursor", -1, &st,
+		NULL) != SQLITE_OK)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		stream = (const char *)sqlite3_column_text(st, 0);
+		inst = (const char *)sqlite3_column_text(st, 1);
+		for (i = 0; stream != NULL && i < SHIP_NSTREAMS; i++)
+			if (strcmp(stream, ship_tables[i].st_name) == 0)
+				cursor[i] = sqlite3_column_int64(st, 2);
+		if (*instance == NULL && inst != NULL)
+			*instance = xstrdup(inst);
+	}
+	if (rc != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(st);
+	return (0);
+fail:
+	xasprintf(cause, "reading ship_cursor in %s: %s", shipper.sp_path,
+	    sqlite3_errmsg(shipper.sp_db));
+	sqlite3_finalize(st);
+	free(*instance);
+	*instance = NULL;
+	return (-1);
+}
+
+/*
+ * Open the ledger read-only (again, when its file was rebuilt) and
+ * prepare the statements. Returns 0, or -1 with *cause set.
+ */
+static int
+shipper_db_open(char **cause)
+{
+	char *sql = NULL;
+	size_t i;
+
+	shipper_db_close();
+	shipper.sp_gen = ledger_generation();
+	if ((shipper.sp_db = spend_open(shipper.sp_path, cause)) == NULL)
+		return (-1);
+	for (i = 0; i < SHIP_NSTREAMS; i++) {
+		xasprintf(&sql,
+		    "SELECT %s, ship_seq FROM %s WHERE ship_seq > ?1"
+		    " ORDER BY ship_seq LIMIT ?2",
+		    ship_tables[i].st_cols, ship_tables[i].st_name);
+		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
+			&shipper.sp_rows[i], NULL) != SQLITE_OK)
+			goto fail;
+		free(sql);
+		xasprintf(&sql, "SELECT count(*) FROM %s WHERE ship_seq > ?1",
+		    ship_tables[i].st_name);
+		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
+			&shipper.sp_count[i], NULL) != SQLITE_OK)
+			goto fail;
+		free(sql);
+		xasprintf(&sql,
+		    "SELECT %s FROM %s WHERE ship_seq > ?1"
+		    " ORDER BY ship_seq LIMIT 1",
+		    ship_tables[i].st_time, ship_tables[i].st_name);
+		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
+			&shipper.sp_oldest[i], NULL) != SQLITE_OK)
+			goto fail;
+		free(sql);
+		sql = NULL;
+	}
+	return (0);
+fail:
+	xasprintf(
+	    cause, "%s: %s", shipper.sp_path, sqlite3_errmsg(shipper.sp_db));
+	free(sql);
+	shipper_db_close();
+	return (-1);
+}
+
+/*
+ * Count what is left to ship after the cursors and the age of the oldest
+ * of it, into the stats. Each statement is reset at once, so that no read
+ * transaction stays open to hold the ledger's checkpoints back.
+ */
+static void
+shipper_measure(void)
+{
+	sqlite3_stmt *st;
+	const char *t;
+	uint64_t backlog = 0;
+	int64_t oldest = 0, ms, now = wallclock_ms();
+	size_t i;
+
+	if (shipper.sp_db == NULL)
+		return;
+	shipper.sp_measured_ms = monotime_us() / 1000;
+	for (i = 0; i < SHIP_NSTREAMS; i++) {
+		st = shipper.sp_count[i];
+		sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
+		if (sqlite3_step(st) == SQLITE_ROW)
+			backlog += (uint64_t)sqlite3_column_int64(st, 0);
+		sqlite3_reset(st);
+		st = shipper.sp_oldest[i];
+		sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
+		if (sqlite3_step(st) == SQLITE_ROW &&
+		    (t = (const char *)sqlite3_column_text(st, 0)) != NULL &&
+		    spend_parse_time(t, 0, &ms) == 0 &&
+		    (oldest == 0 || ms < oldest))
+			oldest = ms;
+		sqlite3_reset(st);
+	}
+	pthread_mutex_lock(&shipper.sp_lock);
+	shipper.sp_stats.sh_backlog = backlog;
+	shipper.sp_stats.sh_lag_ms =
+	    oldest != 0 && now > oldest ? now - oldest : 0;
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/* The batch's statement for stream i (see the file's comment). */
+static char *
+shipper_upsert_sql(size_t i)
+{
+	const struct ship_table *t = &ship_tables[i];
+	const char *p, *end;
+	char *set = NULL, *tmp, *sql;
+	size_t n;
+
+	/* Every column but id (the key's half) is updated. */
+	for (p = strchr(t->st_cols, ',') + 1; *p != '\0'; p = end) {
+		while (*p == ' ')
+			p++;
+		end = p + strcspn(p, ",");
+		n = (size_t)(end - p);
+		if (set == NULL)
+			xasprintf(
+			    &set, "%.*s = EXCLUDED.%.*s", (int)n, p, (int)n, p);
+		else {
+			xasprintf(&tmp, "%s, %.*s = EXCLUDED.%.*s", set, (int)n,
+			    p, (int)n, p);
+			free(set);
+			set = tmp;
+		}
+		if (*end == ',')
+			end++;
+	}
+	xasprintf(&sql,
+	    "WITH c AS (INSERT INTO %s (instance, %s)"
+	    " SELECT $1::text, %s FROM json_populate_recordset(NULL::%s,"
+	    " $2::json)"
+	    " ON CONFLICT (instance, id) DO UPDATE SET %s)"
+	    " INSERT INTO ship_cursors (instance, stream, seq)"
+	    " VALUES ($1::text, '%s', $3::bigint)"
+	    " ON CONFLICT (instance, stream) DO UPDATE SET"
+	    " seq = GREATEST(ship_cursors.seq, EXCLUDED.seq),"
+	    " shipped_at = now()",
+	    t->st_name, t->st_cols, t->st_cols, t->st_name, set, t->st_name);
+	free(set);
+	return (sql);
+}
+
+/*
+ * Connect, migrate the schema and find where to resume: for each stream
+ * the smaller of the local cursor and PostgreSQL's for this instance.
+ * Returns 0, or -1 with *cause set and no connection.
+ */
+static int
+shipper_connect(char **cause)
+{
+	const struct ship_conf *sc = shipper.sp_sc;
+	const char *params[1];
+	PGresult *r = NULL;
+	PGconn *conn;
+	int64_t local[SHIP_NSTREAMS], pg[SHIP_NSTREAMS], v;
+	char *inst = NULL, *msg;
+	const char *stream;
+	int from, to, k;
+	size_t i;
+
+	if ((conn = ship_connect(sc, cause)) == NULL)
+		return (-1);
+	shipper_set_conn(conn);
+	if (ship_migrate(shipper.sp_conn, sc, &from, &to, cause) == -1)
+		goto fail;
+	if (from != to)
+		log_info("ship: migrated the fleet ledger from schema version "
+			 "%d to %d",
+		    from, to);
+	if (ship_exec(shipper.sp_conn, sc, SHIP_STATEMENT_TIMEOUT,
+		PGRES_COMMAND_OK, "setting up the session", NULL, cause) == -1)
+		goto fail;
+	params[0] = shipper.sp_instance;
+	r = PQexecParams(shipper.sp_conn,
+	    "SELECT stream, seq FROM ship_cursors WHERE instance = $1", 1, NULL,
+	    params, NULL, NULL, 0);
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
+		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
+					   : PQerrorMessage(shipper.sp_conn),
+		    sc->sc_password);
+		xasprintf(cause, "reading ship_cursors: %s", msg);
+		free(msg);
+		goto fail;
+	}
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		pg[i] = 0;
+	for (k = 0; k < PQntuples(r); k++) {
+		stream = PQgetvalue(r, k, 0);
+		v = strtoll(PQgetvalue(r, k, 1), NULL, 10);
+		for (i = 0; i < SHIP_NSTREAMS; i++)
+			if (strcmp(stream, ship_tables[i].st_name) == 0)
+				pg[i] = v;
+	}
+	PQclear(r);
+	r = NULL;
+	if (shipper_local_cursors(local, &inst, cause) == -1)
+		goto fail;
+	free(inst);
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		shipper.sp_cursor[i] = local[i] < pg[i] ? local[i] : pg[i];
+	return (0);
+fail:
+	PQclear(r);
+	shipper_set_conn(NULL);
+	return (-1);
+}
+
+/*
+ * Ship one batch of stream i: up to batch rows after its cursor, as one
+ * statement with the cursor. *nrows gets how many were shipped. Returns
+ * 0, or -1 with *cause set (PostgreSQL's error, scrubbed, or the local
+ * ledger's).
+ */
+static int
+shipper_batch(size_t i, int *nrows, char **cause)
+{
+	const struct ship_conf *sc = shipper.sp_sc;
+	sqlite3_stmt *st = shipper.sp_rows[i];
+	cJSON *rows = NULL, *row;
+	PGresult *r = NULL;
+	const char *params[3], *v;
+	char *json = NULL, *msg, seq[24];
+	int64_t last = 0, before = 0, keep;
+	int rc, c, ncols, n = 0;
+
+	*nrows = 0;
+	rows = cJSON_CreateArray();
+	sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
+	sqlite3_bind_int(st, 2, sc->sc_batch);
+	ncols = sqlite3_column_count(st) - 1; /* the last is ship_seq */
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row = cJSON_CreateObject();
+		/* Every value as text, which PostgreSQL reads with the
+		 * column's own type: no number goes through a double. */
+		for (c = 0; c < ncols; c++) {
+			v = (const char *)sqlite3_column_text(st, c);
+			if (v == NULL)
+				cJSON_AddNullToObject(
+				    row, sqlite3_column_name(st, c));
+			else
+				cJSON_AddStringToObject(
+				    row, sqlite3_column_name(st, c), v);
+		}
+		cJSON_AddItemToArray(rows, row);
+		last = sqlite3_column_int64(st, ncols);
+		n++;
+	}
+	if (rc != SQLITE_DONE) {
+		xasprintf(cause, "reading %s from %s: %s",
+		    ship_tables[i].st_name, shipper.sp_path,
+		    sqlite3_errmsg(shipper.sp_db));
+		sqlite3_reset(st);
+		goto fail;
+	}
+	sqlite3_reset(st);
+	if (n == 0)
+		goto done;
+	if ((json = cJSON_PrintUnformatted(rows)) == NULL)
+		fatalx("%s: out of memory", __func__);
+	snprintf(seq, sizeof(seq), "%" PRId64, last);
+	params[0] = shipper.sp_instance;
+	params[1] = json;
+	params[2] = seq;
+	r = PQexecParams(shipper.sp_conn, shipper.sp_upsert[i], 3, NULL, params,
+	    NULL, NULL, 0);
+	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
+		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
+					   : PQerrorMessage(shipper.sp_conn),
+		    sc->sc_password);
+		xasprintf(
+		    cause, "shipping %s: %s", ship_tables[i].st_name, msg);
+		free(msg);
+		goto fail;
+	}
+	shipper.sp_cursor[i] = last;
+	shipper.sp_heard_ms = monotime_us() / 1000;
+	pthread_mutex_lock(&shipper.sp_lock);
+	keep = shipper.sp_keep_ms;
+	shipper.sp_stats.sh_rows[i] += (uint64_t)n;
+	shipper.sp_stats.sh_batches++;
+	shipper.sp_stats.sh_last_ok_ms = wallclock_ms();
+	pthread_mutex_unlock(&shipper.sp_lock);
+	if (keep > 0 && i != SHIP_KILLS)
+		before = wallclock_ms() - keep;
+	/* PostgreSQL has the rows: the local cursor may follow. */
+	(void)ledger_ship_done(
+	    ship_tables[i].st_name, shipper.sp_instance, last, before);
+	*nrows = n;
+done:
+	PQclear(r);
+	free(json);
+	cJSON_Delete(rows);
+	return (0);
+fail:
+	PQclear(r);
+	free(json);
+	cJSON_Delete(rows);
+	return (-1);
+}
+
+/*
+ * Pruning happens when a batch is recorded; with nothing new to ship,
+ * the ledger is asked now and then to prune what has aged since.
+ */
+static void
+shipper_prune_idle(void)
+{
+	int64_t keep, now = wallclock_ms();
+	size_t i;
+
+	pthread_mutex_lock(&shipper.sp_lock);
+	keep = shipper.sp_keep_ms;
+	pthread_mutex_unlock(&shipper.sp_lock);
+	if (keep <= 0 || now - shipper.sp_pruned_at_ms < SHIP_PRUNE_EVERY_MS)
+		return;
+	shipper.sp_pruned_at_ms = now;
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		if (i != SHIP_KILLS && shipper.sp_cursor[i] > 0)
+			(void)ledger_ship_done(ship_tables[i].st_name,
+			    shipper.sp_instance, shipper.sp_cursor[i],
+			    now - keep);
+}
+
+/*
+ * The name rows are keyed by: the one this ledger already shipped under
+ * if it did (its rows in PostgreSQL carry it), else the configured one.
+ * Also sets the cursors to the local ones until the first connect.
+ */
+static int
+shipper_pick_instance(char **cause)
+{
+	char *recorded = NULL;
+
+	if (shipper_local_cursors(shipper.sp_cursor, &recorded, cause) == -1)
+		return (-1);
+	if (recorded != NULL &&
+	    strcmp(recorded, shipper.sp_sc->sc_instance) != 0) {
+		log_warnx("ship: this ledger shipped as instance '%s'; "
+			  "ledger.ship.instance says '%s': keeping '%s', the "
+			  "name its rows have in PostgreSQL",
+		    recorded, shipper.sp_sc->sc_instance, recorded);
+		shipper.sp_instance = recorded;
+		return (0);
+	}
+	free(recorded);
+	shipper.sp_instance = xstrdup(shipper.sp_sc->sc_instance);
+	return (0);
+}
+
+/* The thread: connect, ship while there is something, back off on error. */
+static void *
+shipper_main(void *arg)
+{
+	int64_t backoff = SHIP_BACKOFF_MIN_MS, wait;
+	char *cause = NULL;
+	size_t i;
+	int n, full;
+
+	(void)arg;
+	while (!shipper_stopping()) {
+		if (shipper.sp_db == NULL ||
+		    ledger_generation() != shipper.sp_gen) {
+			if (shipper_db_open(&cause) == -1 ||
+			    (shipper.sp_instance == NULL &&
+				shipper_pick_instance(&cause) == -1)) {
+				shipper_failed(cause);
+				free(cause);
+				cause = NULL;
+				shipper_db_close();
+				shipper_sleep(SHIP_BACKOFF_MAX_MS);
+				continue;
+			}
+			shipper_measure();
+		}
+		if (shipper.sp_conn == NULL && shipper_connect(&cause) == 0) {
+			shipper.sp_heard_ms = monotime_us() / 1000;
+			/* From the resume point, before anyone reads "up". */
+			shipper_measure();
+			log_info("ship: shipping to the fleet ledger as "
+				 "instance '%s'",
+			    shipper.sp_instance);
+			pthread_mutex_lock(&shipper.sp_lock);
+			shipper.sp_stats.sh_state = SHIP_UP;
+			pthread_mutex_unlock(&shipper.sp_lock);
+		}
+		full = 0;
+		for (i = 0; i < SHIP_NSTREAMS && cause == NULL; i++) {
+			if (shipper.sp_conn == NULL)
+				break; /* cause says why */
+			if (shipper_batch(i, &n, &cause) == 0 &&
+			    n == shipper.sp_sc->sc_batch)
+				full = 1;
+		}
+		/* Nothing to ship for a while: is PostgreSQL still there? */
+		if (cause == NULL && shipper.sp_conn != NULL &&
+		    monotime_us() / 1000 - shipper.sp_heard_ms >=
+			SHIP_PING_EVERY_MS) {
+			if (ship_exec(shipper.sp_conn, shipper.sp_sc,
+				"SELECT 1", PGRES_TUPLES_OK,
+				"asking PostgreSQL", NULL, &cause) == 0)
+				shipper.sp_heard_ms = monotime_us() / 1000;
+		}
+		if (cause != NULL && shipper_stopping()) {
+			/* Cancelled by shipper_stop: not a failure. */
+			log_debug("ship: stopped: %s", cause);
+			free(cause);
+			break;
+		}
+		if (cause != NULL) {
+			shipper_failed(cause);
+			free(cause);
+			cause = NULL;
+			shipper_set_conn(NULL);
+			/* Between half and all of the back-off, the backlog
+			 * kept fresh for /healthz meanwhile. */
+			wait = backoff / 2 +
+			    rand_r(&shipper.sp_seed) % (backoff / 2 + 1);
+			for (; wait > 0 && !shipper_stopping();
+			     wait -= SHIP_MEASURE_EVERY_MS) {
+				shipper_measure();
+				shipper_sleep(wait < SHIP_MEASURE_EVERY_MS
+					? wait
+					: SHIP_MEASURE_EVERY_MS);
+			}
+			backoff = backoff * 2 > SHIP_BACKOFF_MAX_MS
+			    ? SHIP_BACKOFF_MAX_MS
+			    : backoff * 2;
+			continue;
+		}
+		backoff = SHIP_BACKOFF_MIN_MS;
+		/*
+		 * Counting a large backlog after every batch would cost the
+		 * drain a good part of its time: while batches are full, once
+		 * a second is enough; idle, the count is small and exact.
+		 */
+		if (full) {
+			if (monotime_us() / 1000 - shipper.sp_measured_ms >=
+			    SHIP_MEASURE_EVERY_MS)
+				shipper_measure();
+			continue;
+		}
+		shipper_measure();
+		shipper_prune_idle();
+		shipper_sleep(shipper.sp_sc->sc_interval_ms);
+	}
+	shipper_set_conn(NULL);
+	shipper_db_close();
+	return (NULL);
+}
+
+/*
+ * Start shipping the ledger at cf's path to cf's ledger.ship: (nothing
+ * without one). Called after ledger_open. Returns 0, or -1 with *cause
+ * set when the thread cannot start; PostgreSQL being unreachable is not
+ * an error here: the thread keeps trying.
+ */
+int
+shipper_start(const struct config *cf, char **cause)
+{
+	size_t i;
+	int error;
+
+	if (cf->cf_ship == NULL || shipper.sp_running)
+		return (0);
+	shipper.sp_cf = config_ref((struct config *)(uintptr_t)cf);
+	shipper.sp_sc = cf->cf_ship;
+	shipper.sp_path = xstrdup(cf->cf_ledger_path);
+	shipper.sp_seed = (unsigned)monotime_us();
+	for (i = 0; i < SHIP_NSTREAMS; i++)
+		shipper.sp_upsert[i] = shipper_upsert_sql(i);
+	memset(&shipper.sp_stats, 0, sizeof(shipper.sp_stats));
+	shipper.sp_stats.sh_state = SHIP_CONNECTING;
+	shipper.sp_stop = 0;
+	shipper_configure(cf);
+	if ((error = thread_start(
+		 &shipper.sp_thread, "tg-shipper", shipper_main, NULL)) != 0) {
+		xasprintf(cause, "cannot start the shipper's thread: %s",
+		    strerror(error));
+		shipper.sp_stats.sh_state = SHIP_OFF;
+		return (-1);
+	}
+	shipper.sp_running = 1;
+	return (0);
+}
+
+/*
+ * Take what a reload may change: the age past which shipped rows are
+ * pruned (config_keep_local_ms, which a new policy's window may raise).
+ */
+void
+shipper_configure(const struct config *cf)
+{
+	int64_t keep = config_keep_local_ms(cf, NULL);
+
+	pthread_mutex_lock(&shipper.sp_lock);
+	shipper.sp_keep_ms = keep;
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
+
+/*
+ * Stop the thread and wait for it, before ledger_close. A statement in
+ * progress is cancelled (its batch is rolled back and goes again at the
+ * next start), so that a PostgreSQL stuck on a lock does not hold the
+ * exit; a connection being made takes at most its connect_timeout. The
+ * stats go back to off.
+ */
+void
+shipper_stop(void)
+{
+	char err[256];
+	size_t i;
+
+	if (shipper.sp_running) {
+		pthread_mutex_lock(&shipper.sp_lock);
+		shipper.sp_stop = 1;
+		pthread_cond_broadcast(&shipper.sp_cond);
+		if (shipper.sp_cancel != NULL &&
+		    PQcancel(shipper.sp_cancel, err, sizeof(err)) == 0)
+			log_debug("ship: cannot cancel the statement: %s", err);
+		pthread_mutex_unlock(&shipper.sp_lock);
+		pthread_join(shipper.sp_thread, NULL);
+		shipper.sp_running = 0;
+	}
+	for (i = 0; i < SHIP_NSTREAMS; i++) {
+		free(shipper.sp_upsert[i]);
+		shipper.sp_upsert[i] = NULL;
+	}
+	free(shipper.sp_path);
+	free(shipper.sp_instance);
+	shipper.sp_path = NULL;
+	shipper.sp_instance = NULL;
+	if (shipper.sp_cf != NULL)
+		config_unref(shipper.sp_cf);
+	shipper.sp_cf = NULL;
+	shipper.sp_sc = NULL;
+	pthread_mutex_lock(&shipper.sp_lock);
+	memset(&shipper.sp_stats, 0, sizeof(shipper.sp_stats));
+	pthread_mutex_unlock(&shipper.sp_lock);
+}
