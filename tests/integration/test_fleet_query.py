@@ -6,8 +6,7 @@ a real PostgreSQL (pglib), through the real binary.
 A tollgate meters calls of several teams, tenants, agent classes, models
 and outcomes (ok, an upstream error, a refusal, a model priced at its
 family's rates); its ledger's rows then reach the fleet ledger (made by
-`tollgate ship init`): sent by its shipper, or, in a tollgate without
-one, copied there under an instance name. The same checks
+`tollgate ship init`), sent by its shipper. The same checks
 (spendchecks.py: every group_by, filters with values and empty, periods,
 CSV and table, calls pages with cursors, the status filter) run on the
 local answer and on the fleet answer, from the API and from the command
@@ -141,20 +140,9 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         p = self.run_bin("ship", "init", "-c", self.tg.config_path)
         self.assertEqual(p[0], 0, p)
 
-    def shipping(self):
-        """Whether this tollgate ships its rows itself (a shipper shows in
-        /healthz as "ship")."""
-        raw = tglib.build_request("GET", "/healthz", b"", [
-            ("Host", "127.0.0.1:%d" % self.admin_port)], host=None)
-        r = self.call(self.admin_port, "GET", "/healthz", raw=raw)
-        return "ship" in r.json()
-
     def fill_fleet(self):
-        """The fleet ledger with this tollgate's calls: shipped by its
-        shipper when it has one (waited for), else copied as instance
-        "i-one"; the rows, each with its instance."""
-        if not self.shipping():
-            return self.seed("i-one")
+        """The fleet ledger with this tollgate's calls, shipped by its own
+        shipper (waited for); the rows, each with its instance."""
         want = len(self.local_rows())
         got = tglib.wait_until(lambda: self.pg.psql(
             "SELECT count(*) FROM calls", db=DB) == str(want) or None, 30)

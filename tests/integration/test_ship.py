@@ -276,6 +276,12 @@ class ShipTest(ledgerlib.MeterTestCase):
         self.assertGreater(total_local, 0)
         self.assertEqual(int(pg.psql("SELECT sum(cost_nusd) FROM calls",
                                      db="fleet")), total_local)
+        # The fleet's answer is that sum, from either instance.
+        for tg in (a, b):
+            r = self.admin(tg, "GET", "/v1/spend?fleet=1")
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["total_cost_nusd"], total_local)
+            self.assertEqual(r.json()["total_calls"], 200)
         self.assertRegex(self.metrics(a),
                          r"tollgate_ship_errors_total [1-9]")
 
