@@ -377,6 +377,9 @@ config_check_ship(
  * the budgets are rebuilt from at start-up (src/policy/rebuild.c), or -1
  * for a total window, rebuilt from every row.
  */
+/* What keep_local is raised to for a rate limit's rebuild (11 min). */
+#define SHIP_RATE_REACH_MS (3600 * 1000LL)
+
 static int64_t
 ship_window_reach_ms(const struct policy_window *w)
 {
@@ -388,7 +391,12 @@ ship_window_reach_ms(const struct policy_window *w)
 	case POLICY_WIN_MONTH:
 		return (31 * SHIP_DAY_MS);
 	case POLICY_WIN_ROLLING:
-		return (w->pw_len_ms);
+		/*
+		 * Its counter is 60 buckets of len/60 and the oldest still
+		 * counts (policy_window_at): a bucket beyond the length, and
+		 * a minute for the rounding of its width.
+		 */
+		return (w->pw_len_ms + w->pw_len_ms / 60 + 60000);
 	case POLICY_WIN_TOTAL:
 		break;
 	}
@@ -398,8 +406,8 @@ ship_window_reach_ms(const struct policy_window *w)
 /*
  * The age past which shipped rows may be pruned from the local ledger,
  * in ms, or 0 when none are (no keep_local, or a policy with a total
- * window). Never less than the longest budget window of any policy plus
- * a day (the calendar windows may follow a time zone), since the budgets
+ * window). Never less than an hour when a policy has a rate limit, nor
+ * than the longest budget window of any policy plus a day (the calendar windows may follow a time zone), since the budgets
  * are rebuilt from those rows at start-up. *why, when not NULL, gets a
  * sentence (the caller frees it) when that raises or stops keep_local.
  */
@@ -416,6 +424,12 @@ config_keep_local_ms(const struct config *cf, char **why)
 		return (0);
 	for (i = 0; cf->cf_policies != NULL && i < cf->cf_policies->ps_n; i++) {
 		po = &cf->cf_policies->ps_pol[i];
+		/* Rate limits are rebuilt from the last 11 minutes' rows. */
+		if ((po->po_rpm > 0 || po->po_tpm > 0) &&
+		    SHIP_RATE_REACH_MS > floor) {
+			floor = SHIP_RATE_REACH_MS;
+			longest = NULL;
+		}
 		if (po->po_cap_nusd == -1 && po->po_nalerts == 0)
 			continue; /* no budget: nothing rebuilt */
 		if ((reach = ship_window_reach_ms(&po->po_window)) == -1) {
@@ -434,12 +448,16 @@ config_keep_local_ms(const struct config *cf, char **why)
 	}
 	if (floor <= cf->cf_keep_local_ms)
 		return (cf->cf_keep_local_ms);
-	if (why != NULL)
+	if (why != NULL && longest == NULL)
+		xasprintf(why,
+		    "ledger.keep_local: raised to an hour: rate limits are "
+		    "rebuilt from the last minutes' rows at start-up");
+	else if (why != NULL)
 		xasprintf(why,
 		    "ledger.keep_local: raised to %lld hours, the window of "
 		    "policy '%s' and a day, whose budget is rebuilt from "
 		    "those rows at start-up",
-		    (long long)(floor / 3600000),
+		    (long long)((floor + 3599999) / 3600000),
 		    longest->po_name != NULL ? longest->po_name : "?");
 	return (floor);
 }

@@ -29,6 +29,9 @@
 
 #include "ship_int.h"
 
+/* The longest a fleet answer's statement may run on the server. */
+#define SHIP_QUERY_TIMEOUT "SET statement_timeout = '30s'"
+
 /* PostgreSQL's type oids of the integers (pg_type.h, stable since 7.x). */
 #define SHIP_INT8OID 20
 #define SHIP_INT2OID 21
@@ -130,6 +133,19 @@ link_open(struct ship_link *sl, char **cause)
 		free(why);
 		return (-1);
 	}
+	/*
+	 * One query at a time runs on the fleet's reader thread: a query
+	 * that scans for longer ends in an error rather than holding every
+	 * fleet answer behind it.
+	 */
+	if (ship_exec(sl->sl_conn, sc, SHIP_QUERY_TIMEOUT, PGRES_COMMAND_OK,
+		"setting up the session", NULL, &why) == -1) {
+		xasprintf(cause, "fleet ledger: %s", why);
+		free(why);
+		PQfinish(sl->sl_conn);
+		sl->sl_conn = NULL;
+		return (-1);
+	}
 	pthread_mutex_lock(&sl->sl_mtx);
 	sl->sl_cancel = PQgetCancel(sl->sl_conn);
 	pthread_mutex_unlock(&sl->sl_mtx);
@@ -171,9 +187,7 @@ link_exec(struct ship_link *sl, const struct spend_stmt *s, char **cause)
 		PQclear(r);
 		link_close(sl);
 	}
-	msg = ship_scrub(
-	    r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(sl->sl_conn),
-	    sl->sl_conf.sc_password);
+	msg = ship_error(r, sl->sl_conn, sl->sl_conf.sc_password);
 	xasprintf(cause, "fleet ledger: PostgreSQL: %s", msg);
 	free(msg);
 	PQclear(r);

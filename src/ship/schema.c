@@ -23,6 +23,10 @@
 
 #include "ship_int.h"
 
+/* Milliseconds unacknowledged data may wait before the connection is
+ * dropped, unless the string says. */
+#define SHIP_TCP_USER_TIMEOUT_MS "30000"
+
 /* Seconds libpq waits for a connection unless the string says. */
 #define SHIP_CONNECT_TIMEOUT "10"
 
@@ -190,21 +194,58 @@ ship_scrub(const char *msg, const char *password)
 }
 
 /*
+ * What went wrong with r (NULL: no result) on conn, for a message that
+ * may be shown: PostgreSQL's primary message only, never its DETAIL or
+ * CONTEXT, which can quote a failing row's values; scrubbed of the
+ * password. The caller frees it.
+ */
+char *
+ship_error(const PGresult *r, const PGconn *conn, const char *password)
+{
+	const char *m = NULL;
+
+	if (r != NULL)
+		m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	if (m == NULL || *m == '\0')
+		m = r != NULL && *PQresultErrorMessage(r) != '\0'
+		    ? PQresultErrorMessage(r)
+		    : PQerrorMessage(conn);
+	return (ship_scrub(m, password));
+}
+
+/*
  * A connection to the database ledger.ship names, or NULL with *cause
- * set (its message scrubbed of the password). The password and sslmode are given beside the string, which libpq
- * expands first, so they apply whatever it says; the string's own
- * connect_timeout wins over ours.
+ * set (its message scrubbed of the password). The password and sslmode
+ * are given after the string, which libpq expands in place, so they apply
+ * whatever it says; the string's own connect_timeout and keepalive
+ * settings win over ours, given before it.
  */
 PGconn *
 ship_connect(const struct ship_conf *sc, char **cause)
 {
-	const char *keys[6], *vals[6];
+	const char *keys[12], *vals[12];
 	PGconn *conn;
 	char *msg;
 	int n = 0;
 
 	keys[n] = "connect_timeout";
 	vals[n++] = SHIP_CONNECT_TIMEOUT;
+	/*
+	 * statement_timeout is the server's: on a dead path (a partition, a
+	 * failover to another address) nothing answers, and a blocking
+	 * libpq call would wait for the kernel to give up, about 15 minutes.
+	 * Keepalives and tcp_user_timeout end it in about 30 seconds.
+	 */
+	keys[n] = "keepalives";
+	vals[n++] = "1";
+	keys[n] = "keepalives_idle";
+	vals[n++] = "10";
+	keys[n] = "keepalives_interval";
+	vals[n++] = "5";
+	keys[n] = "keepalives_count";
+	vals[n++] = "3";
+	keys[n] = "tcp_user_timeout";
+	vals[n++] = SHIP_TCP_USER_TIMEOUT_MS;
 	keys[n] = "dbname";
 	vals[n++] = sc->sc_conninfo;
 	keys[n] = "fallback_application_name";
@@ -254,9 +295,7 @@ ship_exec(PGconn *conn, const struct ship_conf *sc, const char *sql,
 			PQclear(r);
 		return (0);
 	}
-	msg = ship_scrub(
-	    r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(conn),
-	    sc->sc_password);
+	msg = ship_error(r, conn, sc->sc_password);
 	xasprintf(cause, "%s: %s", doing, msg);
 	free(msg);
 	PQclear(r);

@@ -14,6 +14,7 @@ struct ship_conf;
 
 /* schema.c */
 char *ship_scrub(const char *, const char *);
+char *ship_error(const PGresult *, const PGconn *, const char *);
 PGconn *ship_connect(const struct ship_conf *, char **);
 int ship_exec(PGconn *, const struct ship_conf *, const char *, ExecStatusType,
     const char *, PGresult **, char **);

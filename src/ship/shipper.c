@@ -20,12 +20,16 @@
  * back-off (0.5 s doubling to 30 s, jittered). ship_stats gives the loop
  * a snapshot for /metrics and /healthz under a mutex.
  */
+#include <sys/socket.h>
+
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
@@ -46,6 +50,10 @@
 #define SHIP_STATEMENT_TIMEOUT "SET statement_timeout = '60s'"
 /* An idle shipper asks the ledger to prune at most this often. */
 #define SHIP_PRUNE_EVERY_MS 1000
+/* How long shipper_stop waits for its cancel request to be answered. */
+#define SHIP_CANCEL_WAIT_MS 2000
+/* How often the ledger is read for the instance name just recorded. */
+#define SHIP_RECORD_POLL_MS 10
 /* While backing off, the backlog and the lag are measured this often. */
 #define SHIP_MEASURE_EVERY_MS 1000
 /* With nothing to ship, PostgreSQL is asked whether it is there this often,
@@ -110,15 +118,20 @@ static struct {
 	sqlite3_stmt *sp_oldest[SHIP_NSTREAMS]; /* time of the first left */
 	char *sp_upsert[SHIP_NSTREAMS]; /* the batch's statement */
 	PGconn *sp_conn;
+	int sp_fd; /* sp_conn's socket, -1: none; under sp_lock */
 	PGcancel *sp_cancel; /* sp_conn's; under sp_lock, for shipper_stop */
+	int64_t sp_oldest_ms; /* finished time of the oldest unshipped row */
 	unsigned sp_seed; /* for the back-off's jitter */
 	int64_t sp_pruned_at_ms; /* last idle prune request */
 	int64_t sp_measured_ms; /* last shipper_measure, monotonic */
 	int64_t sp_heard_ms; /* PostgreSQL's last answer, monotonic */
 } shipper = {
     .sp_lock = PTHREAD_MUTEX_INITIALIZER,
-    .sp_cond = PTHREAD_COND_INITIALIZER,
+    .sp_fd = -1,
 };
+
+/* Set by the cancel thread once its request is answered (or failed). */
+static atomic_int shipper_cancelled;
 
 /* The name /healthz and the metrics give a state. */
 const char *
@@ -148,8 +161,17 @@ ship_stream_name(enum ship_stream s)
 void
 ship_stats(struct ship_stats *out)
 {
+	int64_t now = wallclock_ms();
+
 	pthread_mutex_lock(&shipper.sp_lock);
 	*out = shipper.sp_stats;
+	/*
+	 * The lag is counted to now, not to the last measure: a shipper
+	 * stuck in a statement shows a growing lag, as an alert expects.
+	 */
+	out->sh_lag_ms = shipper.sp_oldest_ms != 0 && now > shipper.sp_oldest_ms
+	    ? now - shipper.sp_oldest_ms
+	    : 0;
 	pthread_mutex_unlock(&shipper.sp_lock);
 }
 
@@ -171,7 +193,7 @@ shipper_sleep(int64_t ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (ms % 1000) * 1000000;
 	if (ts.tv_nsec >= 1000000000) {
@@ -209,8 +231,10 @@ shipper_failed(const char *cause)
 }
 
 /*
- * Keep what shipper_stop needs to cancel a statement on the new
- * connection, or drop it with the connection (conn NULL).
+ * Take conn as the connection, or drop the one there is (conn NULL).
+ * Its socket is kept for shipper_stop under sp_lock, and the old
+ * connection is closed under it too, so shipper_stop never shuts down a
+ * descriptor that was closed and given to something else.
  */
 static void
 shipper_set_conn(PGconn *conn)
@@ -218,13 +242,32 @@ shipper_set_conn(PGconn *conn)
 	PGcancel *c = conn != NULL ? PQgetCancel(conn) : NULL;
 
 	pthread_mutex_lock(&shipper.sp_lock);
+	if (shipper.sp_conn != NULL && shipper.sp_conn != conn)
+		PQfinish(shipper.sp_conn);
+	shipper.sp_conn = conn;
+	shipper.sp_fd = conn != NULL ? PQsocket(conn) : -1;
 	if (shipper.sp_cancel != NULL)
 		PQfreeCancel(shipper.sp_cancel);
 	shipper.sp_cancel = c;
 	pthread_mutex_unlock(&shipper.sp_lock);
-	if (conn == NULL && shipper.sp_conn != NULL)
-		PQfinish(shipper.sp_conn);
-	shipper.sp_conn = conn;
+}
+
+/*
+ * Ask PostgreSQL to cancel the statement in progress, on a thread of its
+ * own: the request is a connection of its own, which on a dead path
+ * would wait as long as the statement.
+ */
+static void *
+shipper_cancel_main(void *arg)
+{
+	PGcancel *c = arg;
+	char err[256];
+
+	if (PQcancel(c, err, sizeof(err)) == 0)
+		log_debug("ship: cannot cancel the statement: %s", err);
+	PQfreeCancel(c);
+	atomic_store(&shipper_cancelled, 1);
+	return (NULL);
 }
 
 /* Close the local connection and its statements. */
@@ -346,7 +389,7 @@ shipper_measure(void)
 	sqlite3_stmt *st;
 	const char *t;
 	uint64_t backlog = 0;
-	int64_t oldest = 0, ms, now = wallclock_ms();
+	int64_t oldest = 0, ms;
 	size_t i;
 
 	if (shipper.sp_db == NULL)
@@ -369,8 +412,7 @@ shipper_measure(void)
 	}
 	pthread_mutex_lock(&shipper.sp_lock);
 	shipper.sp_stats.sh_backlog = backlog;
-	shipper.sp_stats.sh_lag_ms =
-	    oldest != 0 && now > oldest ? now - oldest : 0;
+	shipper.sp_oldest_ms = oldest;
 	pthread_mutex_unlock(&shipper.sp_lock);
 }
 
@@ -437,23 +479,22 @@ shipper_connect(char **cause)
 	if ((conn = ship_connect(sc, cause)) == NULL)
 		return (-1);
 	shipper_set_conn(conn);
+	/* First, so that the migration's lock wait is bounded too. */
+	if (ship_exec(shipper.sp_conn, sc, SHIP_STATEMENT_TIMEOUT,
+		PGRES_COMMAND_OK, "setting up the session", NULL, cause) == -1)
+		goto fail;
 	if (ship_migrate(shipper.sp_conn, sc, &from, &to, cause) == -1)
 		goto fail;
 	if (from != to)
 		log_info("ship: migrated the fleet ledger from schema version "
 			 "%d to %d",
 		    from, to);
-	if (ship_exec(shipper.sp_conn, sc, SHIP_STATEMENT_TIMEOUT,
-		PGRES_COMMAND_OK, "setting up the session", NULL, cause) == -1)
-		goto fail;
 	params[0] = shipper.sp_instance;
 	r = PQexecParams(shipper.sp_conn,
 	    "SELECT stream, seq FROM ship_cursors WHERE instance = $1", 1, NULL,
 	    params, NULL, NULL, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
-		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
-					   : PQerrorMessage(shipper.sp_conn),
-		    sc->sc_password);
+		msg = ship_error(r, shipper.sp_conn, sc->sc_password);
 		xasprintf(cause, "reading ship_cursors: %s", msg);
 		free(msg);
 		goto fail;
@@ -540,9 +581,7 @@ shipper_batch(size_t i, int *nrows, char **cause)
 	r = PQexecParams(shipper.sp_conn, shipper.sp_upsert[i], 3, NULL, params,
 	    NULL, NULL, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
-		msg = ship_scrub(r != NULL ? PQresultErrorMessage(r)
-					   : PQerrorMessage(shipper.sp_conn),
-		    sc->sc_password);
+		msg = ship_error(r, shipper.sp_conn, sc->sc_password);
 		xasprintf(
 		    cause, "shipping %s: %s", ship_tables[i].st_name, msg);
 		free(msg);
@@ -618,9 +657,36 @@ shipper_pick_instance(char **cause)
 		shipper.sp_instance = recorded;
 		return (0);
 	}
-	free(recorded);
-	shipper.sp_instance = xstrdup(shipper.sp_sc->sc_instance);
-	return (0);
+	if (recorded != NULL) {
+		free(recorded);
+		shipper.sp_instance = xstrdup(shipper.sp_sc->sc_instance);
+		return (0);
+	}
+	/*
+	 * Never shipped: the name goes into the ledger before any row goes
+	 * to PostgreSQL under it. Otherwise a crash after the first batch
+	 * and a restart under another name (a pod's default host:port)
+	 * would ship that batch again as other rows.
+	 */
+	if (ledger_ship_done(ship_tables[SHIP_CALLS].st_name,
+		shipper.sp_sc->sc_instance, 0, 0) == -1) {
+		xasprintf(cause, "cannot record the instance name in %s",
+		    shipper.sp_path);
+		return (-1);
+	}
+	while (!shipper_stopping()) {
+		if (shipper_local_cursors(
+			shipper.sp_cursor, &recorded, cause) == -1)
+			return (-1);
+		if (recorded != NULL) {
+			/* What the ledger kept, whoever recorded it. */
+			shipper.sp_instance = recorded;
+			return (0);
+		}
+		shipper_sleep(SHIP_RECORD_POLL_MS);
+	}
+	xasprintf(cause, "stopped");
+	return (-1);
 }
 
 /* The thread: connect, ship while there is something, back off on error. */
@@ -628,7 +694,7 @@ static void *
 shipper_main(void *arg)
 {
 	int64_t backoff = SHIP_BACKOFF_MIN_MS, wait;
-	char *cause = NULL;
+	char *cause = NULL, *why = NULL;
 	size_t i;
 	int n, full;
 
@@ -659,13 +725,26 @@ shipper_main(void *arg)
 			shipper.sp_stats.sh_state = SHIP_UP;
 			pthread_mutex_unlock(&shipper.sp_lock);
 		}
+		/*
+		 * A stream whose batch PostgreSQL refuses (a row it will not
+		 * take) does not hold the others back: they ship while the
+		 * connection stands, and the first error is what is kept.
+		 */
 		full = 0;
-		for (i = 0; i < SHIP_NSTREAMS && cause == NULL; i++) {
-			if (shipper.sp_conn == NULL)
-				break; /* cause says why */
-			if (shipper_batch(i, &n, &cause) == 0 &&
-			    n == shipper.sp_sc->sc_batch)
-				full = 1;
+		for (i = 0; i < SHIP_NSTREAMS && shipper.sp_conn != NULL; i++) {
+			if (shipper_batch(i, &n, &why) == 0) {
+				if (n == shipper.sp_sc->sc_batch)
+					full = 1;
+				continue;
+			}
+			if (cause == NULL)
+				cause = why;
+			else
+				free(why);
+			why = NULL;
+			if (PQstatus(shipper.sp_conn) != CONNECTION_OK ||
+			    shipper_stopping())
+				break;
 		}
 		/* Nothing to ship for a while: is PostgreSQL still there? */
 		if (cause == NULL && shipper.sp_conn != NULL &&
@@ -733,6 +812,8 @@ shipper_main(void *arg)
 int
 shipper_start(const struct config *cf, char **cause)
 {
+	static int cond_made;
+	pthread_condattr_t ca;
 	size_t i;
 	int error;
 
@@ -748,6 +829,14 @@ shipper_start(const struct config *cf, char **cause)
 	shipper.sp_stats.sh_state = SHIP_CONNECTING;
 	shipper.sp_stop = 0;
 	shipper_configure(cf);
+	/* Timed waits on the monotonic clock: a clock step is no pause. */
+	if (!cond_made) {
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&shipper.sp_cond, &ca);
+		pthread_condattr_destroy(&ca);
+		cond_made = 1;
+	}
 	if ((error = thread_start(
 		 &shipper.sp_thread, "tg-shipper", shipper_main, NULL)) != 0) {
 		xasprintf(cause, "cannot start the shipper's thread: %s",
@@ -775,24 +864,46 @@ shipper_configure(const struct config *cf)
 
 /*
  * Stop the thread and wait for it, before ledger_close. A statement in
- * progress is cancelled (its batch is rolled back and goes again at the
- * next start), so that a PostgreSQL stuck on a lock does not hold the
- * exit; a connection being made takes at most its connect_timeout. The
- * stats go back to off.
+ * progress (one waiting on a lock, say) is cancelled, so that PostgreSQL
+ * rolls it back and its batch goes again at the next start; the cancel
+ * request is a connection of its own, made on a thread of its own and
+ * waited for SHIP_CANCEL_WAIT_MS at most. Then the connection's socket is
+ * shut down, which needs no answer from anyone: on a dead path the
+ * statement ends there. A connection being made takes at most its
+ * connect_timeout. The stats go back to off.
  */
 void
 shipper_stop(void)
 {
-	char err[256];
+	pthread_t t;
+	PGcancel *c;
 	size_t i;
+	int waited;
 
 	if (shipper.sp_running) {
 		pthread_mutex_lock(&shipper.sp_lock);
 		shipper.sp_stop = 1;
 		pthread_cond_broadcast(&shipper.sp_cond);
-		if (shipper.sp_cancel != NULL &&
-		    PQcancel(shipper.sp_cancel, err, sizeof(err)) == 0)
-			log_debug("ship: cannot cancel the statement: %s", err);
+		c = shipper.sp_cancel;
+		shipper.sp_cancel = NULL;
+		pthread_mutex_unlock(&shipper.sp_lock);
+		atomic_store(&shipper_cancelled, 0);
+		if (c != NULL &&
+		    thread_start(
+			&t, "tg-ship-cancel", shipper_cancel_main, c) != 0) {
+			PQfreeCancel(c);
+			c = NULL;
+		}
+		if (c != NULL) {
+			pthread_detach(t);
+			for (waited = 0; waited < SHIP_CANCEL_WAIT_MS &&
+			     !atomic_load(&shipper_cancelled);
+			     waited += 5)
+				(void)usleep(5000);
+		}
+		pthread_mutex_lock(&shipper.sp_lock);
+		if (shipper.sp_fd >= 0)
+			(void)shutdown(shipper.sp_fd, SHUT_RDWR);
 		pthread_mutex_unlock(&shipper.sp_lock);
 		pthread_join(shipper.sp_thread, NULL);
 		shipper.sp_running = 0;

@@ -138,13 +138,35 @@ class ShipTest(ledgerlib.MeterTestCase):
                                [JSON_CT, ("X-Tollgate-Team", team)])
 
     def wait_shipped(self, tg, timeout=60):
-        """Until /healthz says up with nothing left to ship."""
+        """Until /healthz says up with nothing left to ship, and the local
+        ledger agrees: no call in flight (a call answered may not be
+        settled yet, and then /healthz cannot know of it) and each
+        stream's cursor at its table's last ship_seq."""
         last = {}
+
+        def local_done():
+            db = sqlite3.connect("file:%s?mode=ro" % tg.ledger_path,
+                                 uri=True)
+            try:
+                if db.execute("SELECT count(*) FROM calls WHERE status = "
+                              "'in_flight'").fetchone()[0]:
+                    return False
+                for t in ("calls", "alerts", "kills"):
+                    top = db.execute("SELECT max(ship_seq) FROM %s" % t
+                                     ).fetchone()[0]
+                    cur = db.execute("SELECT seq FROM ship_cursor WHERE "
+                                     "stream = ?", (t,)).fetchone()
+                    if top is not None and (cur is None or cur[0] < top):
+                        return False
+                return True
+            finally:
+                db.close()
 
         def done():
             last["h"] = self.health(tg)
             s = last["h"].get("ship", {})
-            return s.get("state") == "up" and s.get("backlog") == 0
+            return (s.get("state") == "up" and s.get("backlog") == 0 and
+                    local_done())
         self.assertTrue(tglib.wait_until(done, timeout, 0.1),
                         "not shipped within %d s: %r" % (timeout,
                                                          last.get("h")))
@@ -481,6 +503,63 @@ class ShipTest(ledgerlib.MeterTestCase):
         self.wait_shipped(tg)
         self.assertEqual(pg.psql("SELECT count(*) FROM calls", db="fleet"),
                          "2")
+
+    def test_a_refused_row_holds_back_only_its_stream(self):
+        # A call row PostgreSQL refuses (here: a CHECK added by hand) stops
+        # the calls stream, not the others: a kill made meanwhile ships.
+        # /healthz, which needs no token, gives the primary message only,
+        # never the DETAIL that quotes the row's values.
+        pg = self.pg()
+        tg = self.start_ship(pg, "a", instance="pod-a")
+        self.assertEqual(self.chat(tg).status, 200)
+        self.wait_shipped(tg)
+        pg.psql("ALTER TABLE calls ADD CONSTRAINT no_poison CHECK (team IS "
+                "DISTINCT FROM 'poison-team')", db="fleet")
+        self.assertEqual(self.chat(tg, team="poison-team").status, 200)
+        r = self.admin(tg, "POST", "/v1/kills",
+                       {"match": {"team": "elsewhere"}, "reason": "test"})
+        self.assertEqual(r.status, 201, r)
+        self.assertTrue(tglib.wait_until(lambda: pg.psql(
+            "SELECT count(*) FROM kills", db="fleet") == "1", 20),
+            self.health(tg))
+        h = self.health(tg)["ship"]
+        self.assertIn("violates check constraint", h["last_error"])
+        self.assertNotIn("poison-team", h["last_error"])
+        self.assertNotIn("Failing row", h["last_error"])
+        self.assertEqual(pg.psql("SELECT count(*) FROM calls", db="fleet"),
+                         "1")
+        pg.psql("ALTER TABLE calls DROP CONSTRAINT no_poison", db="fleet")
+        self.wait_shipped(tg, 60)
+        self.assertEqual(pg.psql("SELECT count(*) FROM calls", db="fleet"),
+                         "2")
+
+    def test_instance_recorded_before_the_first_row_ships(self):
+        # The name is in the local ledger before anything reaches
+        # PostgreSQL under it, so a crash after the first batch and a
+        # restart under another name cannot ship that batch twice.
+        pg = self.pg()
+        pg.stop("immediate")
+        tg = self.start_ship(pg, "a", instance="pod-a")
+        self.assertEqual(self.chat(tg).status, 200)
+
+        def recorded():
+            db = sqlite3.connect("file:%s?mode=ro" % tg.ledger_path,
+                                 uri=True)
+            try:
+                return db.execute("SELECT DISTINCT instance FROM "
+                                  "ship_cursor").fetchall()
+            finally:
+                db.close()
+        self.assertTrue(tglib.wait_until(lambda: recorded() == [("pod-a",)],
+                                         10), recorded())
+        self.assertNotEqual(self.health(tg)["ship"]["state"], "up")
+        self.assertEqual(tg.stop(), 0)
+        pg.restart()
+        tg = self.start_ship(pg, "a", instance="pod-z")
+        self.assertTrue(tg.wait_log(r"keeping 'pod-a'"))
+        self.wait_shipped(tg)
+        self.assertEqual(pg.psql("SELECT instance, count(*) FROM calls "
+                                 "GROUP BY 1", db="fleet"), "pod-a|1")
 
     def test_newer_schema_is_refused(self):
         pg = self.pg()

@@ -332,14 +332,42 @@ test_keep_local(void **state)
 	cfgerrs_free(&errs);
 
 	/* No budget policy: as written. */
+	cf = load("ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why), 90 * 1000);
+	assert_null(why);
+	config_unref(cf);
+
+	/* A rate limit is rebuilt from the last 11 minutes: an hour. */
 	cf = load("ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n"
 		  "policies:\n  - name: rate\n    rate_limit:\n"
 		  "      requests_per_minute: 10\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
-	assert_int_equal(config_keep_local_ms(cf, &why), 90 * 1000);
-	assert_null(why);
+	assert_int_equal(config_keep_local_ms(cf, &why), 3600 * 1000);
+	assert_non_null(why);
+	assert_string_equal(why,
+	    "ledger.keep_local: raised to an hour: rate limits are rebuilt "
+	    "from the last minutes' rows at start-up");
+	free(why);
+	config_unref(cf);
+
+	/*
+	 * A rolling window's counter reaches a bucket (len/60) past its
+	 * length: 90 days reach 91.5, and a minute for rounding, and a day.
+	 */
+	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+		  "policies:\n  - name: quarter\n    window: 2160h\n"
+		  "    hard_cap_usd: 5\n",
+	    &errs, &path);
+	free(path);
+	assert_non_null(cf);
+	assert_int_equal(config_keep_local_ms(cf, &why),
+	    (90 * 86400 + 90 * 86400 / 60 + 60 + 86400) * 1000LL);
+	free(why);
 	config_unref(cf);
 
 	/* A weekly and a rolling budget: the week and a day. */
