@@ -49,6 +49,8 @@ struct usage {
 	enum usage_source u_source;
 	int u_incomplete; /* the stream ended early or with an error */
 	char u_model[USAGE_MODEL_MAX]; /* model the provider reported, or "" */
+	int u_model_repaired; /* u_model is not byte for byte what the
+				 provider said (not UTF-8, or too long) */
 	char
 	    u_service_tier[USAGE_TIER_MAX]; /* e.g. "flex", "priority", or "" */
 };

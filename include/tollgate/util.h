@@ -33,6 +33,7 @@ int hex_digit(int);
 int utf8_valid(const char *, size_t);
 size_t utf8_seqlen(const char *, size_t);
 char *utf8_dup(const char *);
+int utf8_copy(char *, size_t, const char *);
 long long monotime_us(void);
 int64_t wallclock_ms(void);
 int wallclock_check(void);

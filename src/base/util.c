@@ -221,6 +221,47 @@ utf8_dup(const char *s)
 	return (out);
 }
 
+/*
+ * Copy src into dst of size bytes as well-formed UTF-8: every byte that is
+ * not part of a sequence becomes U+FFFD, and a value that does not fit is
+ * cut before the first character that would not, never inside one, so the
+ * copy is valid wherever it ends. Returns 1 when dst holds src exactly, 0
+ * when something was replaced or cut: a caller that matches the value
+ * against names (prices, tiers) must not treat a repaired copy as the
+ * name it was given.
+ */
+int
+utf8_copy(char *dst, size_t size, const char *src)
+{
+	size_t i = 0, o = 0, n, used, len;
+	const char *from;
+	int exact = 1;
+
+	if (size == 0)
+		return (src[0] == '\0');
+	len = strlen(src);
+	while (i < len) {
+		if ((used = utf8_seqlen(src + i, len - i)) == 0) {
+			from = UTF8_REPLACEMENT; /* for one stray byte */
+			n = 3;
+			used = 1;
+			exact = 0;
+		} else {
+			from = src + i;
+			n = used;
+		}
+		if (o + n > size - 1) {
+			exact = 0;
+			break;
+		}
+		memcpy(dst + o, from, n);
+		o += n;
+		i += used;
+	}
+	dst[o] = '\0';
+	return (exact);
+}
+
 /* The value of the hex digit c, or -1 (percent-escapes in URLs). */
 int
 hex_digit(int c)

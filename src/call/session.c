@@ -286,13 +286,15 @@ session_model(const struct session *se)
 
 /*
  * The price of the model the provider says served the call, or NULL when
- * it said none or the table does not know it.
+ * it said none, the table does not know it, or the name had to be
+ * repaired to be recorded: a name cut short or with stray bytes replaced
+ * is not the one the provider gave and could match another model's price.
  */
 static const struct price *
 session_served(const struct session *se, const struct usage *u)
 {
 	if (u == NULL || u->u_source == USAGE_NONE || u->u_model[0] == '\0' ||
-	    se->se_conf->cf_prices == NULL)
+	    u->u_model_repaired || se->se_conf->cf_prices == NULL)
 		return (NULL);
 	return (pricing_lookup(se->se_conf->cf_prices, u->u_model));
 }

@@ -135,8 +135,9 @@ ship_uri_has_password(const char *s)
 }
 
 /*
- * The connection string s checked with libpq's parser: no password in it,
- * a known sslmode if it has one. Returns 0, or -1 with *cause set; the
+ * The connection string s checked with libpq's parser: no password or
+ * other secret (sslpassword) in it, no passfile, a known sslmode if it
+ * has one. Returns 0, or -1 with *cause set; the
  * string is never repeated when it might hold a password.
  */
 static int
@@ -157,7 +158,7 @@ ship_check_conninfo(const char *s, struct ship_conf *sc, char **cause)
 	if ((opts = PQconninfoParse(s, &err)) == NULL) {
 		/* libpq's message can quote the string or a piece of it. */
 		if (err != NULL && strcasestr(s, "password") == NULL &&
-		    strchr(s, '%') == NULL) {
+		    strcasestr(s, "secret") == NULL && strchr(s, '%') == NULL) {
 			err[strcspn(err, "\n")] = '\0';
 			xasprintf(cause,
 			    "not a valid PostgreSQL connection string: %s",
@@ -177,6 +178,21 @@ ship_check_conninfo(const char *s, struct ship_conf *sc, char **cause)
 			    "a password in the connection string is not "
 			    "allowed; put it in an environment variable and "
 			    "name it in password_env");
+			goto fail;
+		}
+		/*
+		 * libpq marks its secrets "*" (password, sslpassword, and
+		 * any it adds later): tollgate check prints the string, and
+		 * a config file is no place for a secret.
+		 */
+		if (o->dispchar != NULL && strchr(o->dispchar, '*') != NULL) {
+			xasprintf(cause,
+			    "%s in the connection string is not allowed: it "
+			    "is a secret, and the string is printed by "
+			    "tollgate check; use a client key (sslkey) "
+			    "without a passphrase, readable only by "
+			    "tollgate's user",
+			    o->keyword);
 			goto fail;
 		}
 		if (strcmp(o->keyword, "sslmode") == 0 &&

@@ -150,6 +150,32 @@ row_fields(struct ledger_row *r, const char **f[])
 #define ROW_FIELDS_MAX (9 + TAG_MAX)
 
 /*
+ * Every TEXT value the ledger holds is valid UTF-8: the fleet ledger
+ * (PostgreSQL, a UTF8 database) refuses a row with anything else, for
+ * ever, and JSON answers would carry it. Values are checked or repaired
+ * where they enter, so this is the last resort: each of the n strings
+ * that is not UTF-8 is pointed at a copy with U+FFFD for its stray bytes,
+ * kept in fixed[] for the caller to free, and logged. The row is still
+ * recorded, as its cost must be. Returns how many were replaced.
+ */
+static size_t
+text_repair(
+    const char **f[], size_t n, char **fixed, const char *what, const char *id)
+{
+	size_t i, nfixed = 0;
+
+	for (i = 0; i < n; i++) {
+		if (*f[i] == NULL || utf8_valid(*f[i], strlen(*f[i])))
+			continue;
+		*f[i] = fixed[nfixed++] = utf8_dup(*f[i]);
+		log_warnx("ledger: %s %s: a text value that is not UTF-8 was "
+			  "recorded with U+FFFD",
+		    what, id);
+	}
+	return (nfixed);
+}
+
+/*
  * A deep copy of row as a queued item, or NULL (logged) if the row is not
  * one the ledger can write: no id, a status or usage source out of range,
  * an in_flight status where the call must be over, too many bytes.
@@ -160,8 +186,8 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 	struct ledger_item *it;
 	struct ledger_row copy;
 	const char **f[ROW_FIELDS_MAX];
-	char idbuf[64], *p;
-	size_t i, n, len, total = 0;
+	char idbuf[64], *p, *fixed[ROW_FIELDS_MAX];
+	size_t i, n, len, total = 0, nfixed;
 
 	if (row == NULL || row->lr_id == NULL || row->lr_id[0] == '\0') {
 		log_warnx("ledger: row without an id refused");
@@ -182,19 +208,22 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 	}
 	copy = *row;
 	n = row_fields(&copy, f);
+	nfixed = text_repair(
+	    f, n, fixed, "call", ledger_safe_id(row, idbuf, sizeof(idbuf)));
 	for (i = 0; i < n; i++)
 		if (*f[i] != NULL)
 			total += strlen(*f[i]) + 1;
 	if (total > LEDGER_ROW_STRINGS_MAX) {
 		log_warnx("ledger: call %s: row of %zu bytes refused",
 		    ledger_safe_id(row, idbuf, sizeof(idbuf)), total);
-		return (NULL);
+		it = NULL;
+		goto done;
 	}
 
 	it = xmalloc(sizeof(*it) + total);
 	memset(it, 0, sizeof(*it));
 	it->li_op = op;
-	it->li_row = *row;
+	it->li_row = copy;
 	n = row_fields(&it->li_row, f);
 	p = it->li_strings;
 	for (i = 0; i < n; i++) {
@@ -205,6 +234,9 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 		*f[i] = p;
 		p += len;
 	}
+done:
+	while (nfixed > 0)
+		free(fixed[--nfixed]);
 	return (it);
 }
 
@@ -551,8 +583,8 @@ alert_item_new(enum ledger_op op, const struct ledger_alert *a)
 	struct ledger_item *it;
 	struct ledger_alert copy;
 	const char **f[ALERT_FIELDS_MAX];
-	char *p;
-	size_t i, n, len, total = 0;
+	char *p, *fixed[ALERT_FIELDS_MAX], idbuf[64];
+	size_t i, n, len, total = 0, nfixed;
 
 	if (a == NULL || a->la_id == NULL || a->la_id[0] == '\0') {
 		log_warnx("ledger: alert without an id refused");
@@ -560,17 +592,20 @@ alert_item_new(enum ledger_op op, const struct ledger_alert *a)
 	}
 	copy = *a;
 	n = alert_fields(&copy, f);
+	log_escape(idbuf, sizeof(idbuf), a->la_id, strlen(a->la_id));
+	nfixed = text_repair(f, n, fixed, "alert", idbuf);
 	for (i = 0; i < n; i++)
 		if (*f[i] != NULL)
 			total += strlen(*f[i]) + 1;
 	if (total > LEDGER_ROW_STRINGS_MAX) {
 		log_warnx("ledger: alert of %zu bytes refused", total);
-		return (NULL);
+		it = NULL;
+		goto done;
 	}
 	it = xmalloc(sizeof(*it) + total);
 	memset(it, 0, sizeof(*it));
 	it->li_op = op;
-	it->li_alert = *a;
+	it->li_alert = copy;
 	n = alert_fields(&it->li_alert, f);
 	p = it->li_strings;
 	for (i = 0; i < n; i++) {
@@ -582,6 +617,9 @@ alert_item_new(enum ledger_op op, const struct ledger_alert *a)
 		p += len;
 	}
 	it->li_row.lr_id = it->li_alert.la_id;
+done:
+	while (nfixed > 0)
+		free(fixed[--nfixed]);
 	return (it);
 }
 

@@ -826,13 +826,42 @@ meter_json_error(struct meter_acc *a, const cJSON *name)
 	a->ma_errtype[n] = '\0';
 }
 
-/* Copy a string member into a fixed buffer; other types leave it alone. */
+/*
+ * Copy a string member into a fixed buffer when it is well-formed UTF-8
+ * and fits; anything else leaves dst alone. The names copied this way
+ * (service tiers) only select prices, and a name cut short or with stray
+ * bytes is one the provider never gave: it could select the wrong tier's
+ * rates, so it counts as none.
+ */
 void
 meter_setstr(char *dst, size_t size, const cJSON *it)
 {
-	if (cJSON_IsString(it) && it->valuestring != NULL &&
-	    it->valuestring[0] != '\0')
-		strcopy(dst, size, it->valuestring);
+	size_t len;
+
+	if (!cJSON_IsString(it) || it->valuestring == NULL ||
+	    it->valuestring[0] == '\0')
+		return;
+	len = strlen(it->valuestring);
+	if (len < size && utf8_valid(it->valuestring, len))
+		memcpy(dst, it->valuestring, len + 1);
+}
+
+/*
+ * The model the provider says served the call, from a string member. It
+ * is recorded in the ledger's served_model, which must hold valid UTF-8
+ * (PostgreSQL refuses anything else when the row is shipped), so stray
+ * bytes become U+FFFD and a name too long is cut between characters: the
+ * row still shows what the provider answered. Such a repaired name is
+ * flagged so that it never prices the call (see session_served).
+ */
+void
+meter_setmodel(struct usage *u, const cJSON *it)
+{
+	if (!cJSON_IsString(it) || it->valuestring == NULL ||
+	    it->valuestring[0] == '\0')
+		return;
+	u->u_model_repaired =
+	    !utf8_copy(u->u_model, sizeof(u->u_model), it->valuestring);
 }
 
 /*

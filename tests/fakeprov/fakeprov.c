@@ -71,6 +71,13 @@
  *                            microseconds>" (CRLF-terminated for Gemini)
  *   x-fake-input-tokens, x-fake-cached-tokens, x-fake-cache-write-tokens,
  *   x-fake-reasoning-tokens, x-fake-model: see "Deterministic usage".
+ *   x-fake-model-hex: HEX    the response "model" is the bytes HEX spells,
+ *                            written between the quotes as they are (not
+ *                            escaped): a provider that answers with a name
+ *                            that is not UTF-8
+ *   x-fake-error-name-hex: HEX  the mid-stream error event's name (its
+ *                            type, code or status) is the bytes HEX spells,
+ *                            written as they are
  *   x-fake-tool: NAME        OpenAI chat and Anthropic messages answer with a
  *                            call of tool NAME whose arguments are the JSON
  *                            object {"q":"<the reply text>"}; streamed, each
@@ -200,6 +207,7 @@ struct xchg {
 	struct evbuffer *x_buf; /* owned: scratch for one event */
 	char *x_model; /* owned: JSON string literal */
 	char *x_tool; /* owned: JSON string literal of x-fake-tool, or NULL */
+	char *x_errname; /* owned: JSON string literal, or NULL: the default */
 	enum endpoint x_ep;
 	enum family x_fam;
 	enum hang x_hang;
@@ -404,6 +412,46 @@ json_literal(const char *s)
 	r = xcalloc(1, len + 1);
 	evbuffer_remove(b, r, len);
 	evbuffer_free(b);
+	return (r);
+}
+
+/* The value of the hex digit c, or -1. */
+static int
+hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return (c - '0');
+	if (c >= 'a' && c <= 'f')
+		return (c - 'a' + 10);
+	if (c >= 'A' && c <= 'F')
+		return (c - 'A' + 10);
+	return (-1);
+}
+
+/*
+ * The bytes the hex digits hex spell, between quotes and not escaped, as
+ * a malloc'd JSON string literal; NULL if hex is not pairs of hex digits.
+ */
+static char *
+raw_literal(const char *hex)
+{
+	size_t n = strlen(hex), i;
+	char *r;
+	int hi, lo;
+
+	if (n == 0 || n % 2 != 0)
+		return (NULL);
+	r = xcalloc(1, n / 2 + 3);
+	r[0] = '"';
+	for (i = 0; i < n; i += 2) {
+		if ((hi = hexval(hex[i])) < 0 ||
+		    (lo = hexval(hex[i + 1])) < 0) {
+			free(r);
+			return (NULL);
+		}
+		r[1 + i / 2] = (char)(hi << 4 | lo);
+	}
+	r[1 + n / 2] = '"';
 	return (r);
 }
 
@@ -1437,36 +1485,39 @@ static void
 stream_error_frame(struct xchg *x, long k, struct evbuffer *o)
 {
 	static const char msg[] = "fakeprov: injected mid-stream error";
+	const char *name = x->x_errname;
 
 	switch (x->x_ep) {
 	case EP_RESPONSES:
 		sse_begin(x, o, "error", k);
 		evbuffer_add_printf(o,
-		    "{\"type\":\"error\",\"code\":\"fake_error\","
+		    "{\"type\":\"error\",\"code\":%s,"
 		    "\"message\":\"%s\",\"param\":null,"
 		    "\"sequence_number\":%ld}",
-		    msg, k);
+		    name != NULL ? name : "\"fake_error\"", msg, k);
 		break;
 	case EP_MESSAGES:
 		sse_begin(x, o, "error", k);
 		evbuffer_add_printf(o,
 		    "{\"type\":\"error\",\"error\":"
-		    "{\"type\":\"overloaded_error\","
-		    "\"message\":\"Overloaded\"}}");
+		    "{\"type\":%s,"
+		    "\"message\":\"Overloaded\"}}",
+		    name != NULL ? name : "\"overloaded_error\"");
 		break;
 	default:
 		sse_begin(x, o, NULL, k);
 		if (x->x_fam == FAM_GEMINI)
 			evbuffer_add_printf(o,
 			    "{\"error\":{\"code\":503,\"message\":\"%s\","
-			    "\"status\":\"UNAVAILABLE\"}}",
-			    msg);
+			    "\"status\":%s}}",
+			    msg, name != NULL ? name : "\"UNAVAILABLE\"");
 		else
 			evbuffer_add_printf(o,
 			    "{\"error\":{\"message\":\"%s\",\"type\":"
-			    "\"server_error\",\"param\":null,\"code\":"
-			    "\"fake_error\"}}",
-			    msg);
+			    "%s,\"param\":null,\"code\":"
+			    "%s}}",
+			    msg, name != NULL ? name : "\"server_error\"",
+			    name != NULL ? name : "\"fake_error\"");
 		break;
 	}
 	sse_end(x, o, k);
@@ -1486,6 +1537,7 @@ xchg_free(struct xchg *x)
 	evbuffer_free(x->x_buf);
 	free(x->x_model);
 	free(x->x_tool);
+	free(x->x_errname);
 	free(x);
 }
 
@@ -2156,9 +2208,14 @@ request_cb(struct evhttp_request *req, void *arg)
 	if ((x->x_ep == EP_CHAT || x->x_ep == EP_MESSAGES) &&
 	    (v = evhttp_find_header(h, "x-fake-tool")) != NULL && *v != '\0')
 		x->x_tool = json_literal(v);
-	if ((v = evhttp_find_header(h, "x-fake-model")) != NULL)
+	if ((v = evhttp_find_header(h, "x-fake-model-hex")) != NULL)
+		x->x_model = raw_literal(v);
+	if ((v = evhttp_find_header(h, "x-fake-error-name-hex")) != NULL)
+		x->x_errname = raw_literal(v);
+	if (x->x_model == NULL &&
+	    (v = evhttp_find_header(h, "x-fake-model")) != NULL)
 		x->x_model = json_literal(v);
-	else
+	if (x->x_model == NULL)
 		x->x_model = json_literal(
 		    model != NULL ? model : default_model(x->x_ep));
 	free(model);

@@ -2,7 +2,8 @@
 /*
  * Unit tests for the ledger.ship: section (src/config/cfgship.c): a table
  * of named connection strings, each loading as written or failing with
- * the listed message at 3:15 and never repeating the password; then the
+ * the listed message at 3:15 and never repeating the password or the
+ * client key's passphrase (sslpassword, refused like it); then the
  * password taken from its variable, the summary tollgate check prints,
  * and config_ship_changed naming every key that differs; the shipper's
  * keys (instance, batch, interval) with their defaults and bounds, and
@@ -29,6 +30,12 @@
 	"ledger.ship.postgres: a password in the connection string is not "    \
 	"allowed; put it in an environment variable and name it in "           \
 	"password_env"
+
+#define NO_SSLPW                                                               \
+	"ledger.ship.postgres: sslpassword in the connection string is not "   \
+	"allowed: it is a secret, and the string is printed by tollgate "      \
+	"check; use a client key (sslkey) without a passphrase, readable "     \
+	"only by tollgate's user"
 
 struct shipcase {
 	const char *name;
@@ -60,6 +67,18 @@ static const struct shipcase ship_cases[] = {
     {"passfile", "host=h passfile=/root/.pgpass",
 	"ledger.ship.postgres: passfile is not allowed; name the variable "
 	"holding the password in password_env"},
+    {"sslpassword keyword", "host=h sslkey=/k sslpassword=" PW, NO_SSLPW},
+    {"sslpassword in query",
+	"postgresql://10.0.0.6/t?sslkey=/k&sslpassword=" PW, NO_SSLPW},
+    {"escaped sslpassword key", "postgresql://10.0.0.6/t?%73slpassword=" PW,
+	NO_SSLPW},
+    {"sslpassword quoted", "host=h sslpassword='" PW " x'", NO_SSLPW},
+    {"malformed with sslpassword", "host=h sslpassword='" PW,
+	"ledger.ship.postgres: not a valid PostgreSQL connection string "
+	"(expected postgresql://USER@HOST:PORT/DB or host=HOST port=PORT "
+	"user=USER dbname=DB)"},
+    {"client key without passphrase",
+	"host=h sslmode=verify-full sslcert=/c.pem sslkey=/k.pem", NULL},
     {"bad sslmode inside", "postgresql://h/t?sslmode=sometimes",
 	"ledger.ship.postgres: sslmode must be one of disable, allow, prefer, "
 	"require, verify-ca, verify-full"},

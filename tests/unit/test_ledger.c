@@ -645,6 +645,51 @@ test_record_refused(void **state)
 	assert_int_equal(q_int("SELECT calls FROM calls_daily"), 1);
 }
 
+/*
+ * Text that is not UTF-8 never reaches a TEXT column of calls or alerts:
+ * the row is still recorded (its cost must be), with each stray byte as
+ * U+FFFD, and the caller's strings are left as they were.
+ */
+static void
+test_text_not_utf8(void **state)
+{
+	struct ledger_row r = mkrow("u1");
+	struct ledger_alert al;
+	char served[] = "gpt-4o\xff", reason[] = "stream_error:\xc3";
+	char message[] = "spent \xe2\x82";
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	r.lr_status = CALL_ERROR;
+	r.lr_finished_ms = T0;
+	r.lr_cost_nusd = 1234;
+	r.lr_served_model = served;
+	r.lr_refusal_reason = reason;
+	assert_int_equal(ledger_record(&r), 0);
+	flush();
+	assert_string_equal(q_text("SELECT served_model FROM calls"),
+	    "gpt-4o" UTF8_REPLACEMENT);
+	assert_string_equal(q_text("SELECT refusal_reason FROM calls"),
+	    "stream_error:" UTF8_REPLACEMENT);
+	assert_int_equal(q_int("SELECT cost_nusd FROM calls"), 1234);
+	assert_string_equal(served, "gpt-4o\xff");
+	assert_rollup_exact();
+
+	/* An alert likewise. */
+	memset(&al, 0, sizeof(al));
+	al.la_id = "a1";
+	al.la_fired_ms = T0;
+	al.la_kind = "threshold";
+	al.la_window_start = al.la_reset_at = al.la_threshold_nusd = -1;
+	al.la_cap_nusd = -1;
+	al.la_message = message;
+	al.la_delivery = "none";
+	assert_int_equal(ledger_alert(&al), 0);
+	flush();
+	assert_string_equal(q_text("SELECT message FROM alerts"),
+	    "spent " UTF8_REPLACEMENT UTF8_REPLACEMENT);
+}
+
 static void
 test_bad_rows(void **state)
 {
@@ -1971,6 +2016,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(
 		test_record_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_rows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_text_not_utf8, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_burst, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(

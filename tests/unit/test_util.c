@@ -130,6 +130,49 @@ test_utf8_dup(void **state)
 	}
 }
 
+/*
+ * utf8_copy repairs like utf8_dup and cuts between characters, never
+ * inside one, and says whether the copy is the value as given.
+ */
+static void
+test_utf8_copy(void **state)
+{
+	static const struct {
+		const char *name, *in;
+		size_t size;
+		const char *out;
+		int exact;
+	} cases[] = {
+	    {"fits", "gpt-4o", 16, "gpt-4o", 1},
+	    {"empty", "", 4, "", 1},
+	    {"exactly fits", "abc", 4, "abc", 1},
+	    {"ascii cut", "abcdef", 4, "abc", 0},
+	    {"two-byte cut before", "ab\xc3\xa9", 4, "ab", 0},
+	    {"three-byte cut before", "a\xe2\x82\xac", 4, "a", 0},
+	    {"four-byte cut before", "\xf0\x9f\x98\x80", 4, "", 0},
+	    {"four-byte fits", "\xf0\x9f\x98\x80", 5, "\xf0\x9f\x98\x80", 1},
+	    {"stray byte", "gpt\xff", 16, "gpt" UTF8_REPLACEMENT, 0},
+	    {"replacement cut", "ab\xff", 5, "ab", 0},
+	    {"sequence cut short", "x\xe2\x82", 16,
+		"x" UTF8_REPLACEMENT UTF8_REPLACEMENT, 0},
+	    {"size 1", "abc", 1, "", 0},
+	};
+	char buf[32];
+	size_t i;
+	int exact;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		memset(buf, 'Z', sizeof(buf));
+		exact = utf8_copy(buf, cases[i].size, cases[i].in);
+		if (strcmp(buf, cases[i].out) != 0 || exact != cases[i].exact)
+			fail_msg("%s: '%s' (%d), want '%s' (%d)", cases[i].name,
+			    buf, exact, cases[i].out, cases[i].exact);
+		assert_true(utf8_valid(buf, strlen(buf)));
+		assert_true(strlen(buf) < cases[i].size);
+	}
+}
+
 static void
 test_strcopy_cuts(void **state)
 {
@@ -149,6 +192,7 @@ main(void)
 	    cmocka_unit_test(test_utf8_valid),
 	    cmocka_unit_test(test_utf8_seqlen),
 	    cmocka_unit_test(test_utf8_dup),
+	    cmocka_unit_test(test_utf8_copy),
 	    cmocka_unit_test(test_strcopy_cuts),
 	};
 

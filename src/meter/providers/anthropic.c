@@ -171,7 +171,7 @@ anthropic_event(
 		    a, cJSON_GetObjectItemCaseSensitive(root, "content_block"));
 	} else if (is(type, "message_start")) {
 		msg = cJSON_GetObjectItemCaseSensitive(root, "message");
-		meter_setstr(a->ma_usage.u_model, sizeof(a->ma_usage.u_model),
+		meter_setmodel(&a->ma_usage,
 		    cJSON_GetObjectItemCaseSensitive(msg, "model"));
 		anthropic_usage(
 		    a, cJSON_GetObjectItemCaseSensitive(msg, "usage"));
@@ -194,8 +194,8 @@ anthropic_body(struct meter_acc *a, const cJSON *root)
 	t = cJSON_GetObjectItemCaseSensitive(root, "type");
 	if (cJSON_IsString(t) && is(t->valuestring, "error"))
 		a->ma_error = 1;
-	meter_setstr(a->ma_usage.u_model, sizeof(a->ma_usage.u_model),
-	    cJSON_GetObjectItemCaseSensitive(root, "model"));
+	meter_setmodel(
+	    &a->ma_usage, cJSON_GetObjectItemCaseSensitive(root, "model"));
 	cJSON_ArrayForEach(b, cJSON_GetObjectItemCaseSensitive(root, "content"))
 	{
 		block_text(a, b);

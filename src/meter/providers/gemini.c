@@ -76,8 +76,8 @@ gemini_chunk(struct meter_acc *a, const cJSON *root)
 	if (err != NULL && !cJSON_IsNull(err))
 		meter_json_error(
 		    a, cJSON_GetObjectItemCaseSensitive(err, "status"));
-	meter_setstr(u->u_model, sizeof(u->u_model),
-	    cJSON_GetObjectItemCaseSensitive(root, "modelVersion"));
+	meter_setmodel(
+	    u, cJSON_GetObjectItemCaseSensitive(root, "modelVersion"));
 	meter_setstr(u->u_service_tier, sizeof(u->u_service_tier),
 	    cJSON_GetObjectItemCaseSensitive(root, "serviceTier"));
 	cJSON_ArrayForEach(

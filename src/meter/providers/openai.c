@@ -272,8 +272,8 @@ openai_usage(struct meter_acc *a, enum endpoint ep, const cJSON *usage)
 static void
 top_fields(struct meter_acc *a, const cJSON *obj)
 {
-	meter_setstr(a->ma_usage.u_model, sizeof(a->ma_usage.u_model),
-	    cJSON_GetObjectItemCaseSensitive(obj, "model"));
+	meter_setmodel(
+	    &a->ma_usage, cJSON_GetObjectItemCaseSensitive(obj, "model"));
 	meter_setstr(a->ma_usage.u_service_tier,
 	    sizeof(a->ma_usage.u_service_tier),
 	    cJSON_GetObjectItemCaseSensitive(obj, "service_tier"));

@@ -79,6 +79,7 @@ int meter_json_has(const cJSON *, const char *);
 void meter_json_text(struct meter_acc *, const cJSON *);
 void meter_json_printed(struct meter_acc *, const cJSON *);
 void meter_setstr(char *, size_t, const cJSON *);
+void meter_setmodel(struct usage *, const cJSON *);
 void meter_json_error(struct meter_acc *, const cJSON *);
 void meter_event_type(const struct sse_event *, const cJSON *, char *, size_t);
 cJSON *meter_json_tail(const char *, size_t, const char *);
