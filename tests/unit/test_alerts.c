@@ -13,7 +13,6 @@
 
 #include <netinet/in.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,6 +45,7 @@
 #include "tollgate/yaml.h"
 
 #include "policytest.h"
+#include "tmptree.h"
 
 #define SECRET "tollgate-test-secret"
 
@@ -421,15 +421,6 @@ recv_cb(struct evhttp_request *req, void *arg)
 }
 
 static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
-
-static int
 setup(void **state)
 {
 	struct evhttp_bound_socket *bs;
@@ -474,7 +465,7 @@ teardown(void **state)
 		free(fx.got[i].id);
 		free(fx.got[i].ctype);
 	}
-	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+	tmptree_remove(fx.dir);
 	return (0);
 }
 

@@ -11,7 +11,6 @@
 
 #include <sys/stat.h>
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +32,8 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
+#include "tmptree.h"
+
 #define T0 1795875780123LL /* 2026-11-28T14:23:00.123Z */
 #define SEC 1000LL
 
@@ -41,15 +42,6 @@ static struct {
 	char path[128];
 	struct event_base *base;
 } fx;
-
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
 
 static int
 setup(void **state)
@@ -79,7 +71,7 @@ teardown(void **state)
 	kills_free_all();
 	ledger_close();
 	event_base_free(fx.base);
-	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+	tmptree_remove(fx.dir);
 	return (0);
 }
 

@@ -2,7 +2,8 @@
 /*
  * The ledger, driven for real: a real event_base, a database in a temp
  * directory, the writer thread, and every row read back through a separate
- * read-only connection. The ledger's sources are compiled in here with
+ * read-only connection (the fixture of ledgertest.h, which
+ * test_ledger_ship.c shares). The ledger's sources are compiled in here with
  * TG_UNITTEST, which adds the test hooks (a disk that fills up, a writer
  * that holds still) and nothing to the daemon. TG_LEDGER_BENCH=1 also runs
  * the 10,000-row bursts of docs/internals/ledger.md.
@@ -14,7 +15,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,16 +40,9 @@
 #include "../../src/ledger/checkpoint.c"
 #include "../../src/ledger/rebuild.c"
 
-/* 2026-11-28T14:23:00.123Z */
-#define T0 1795875780123LL
-#define DAY_MS 86400000LL
-#define BIG 6000 /* bytes: a string that needs overflow pages */
+#include "ledgertest.h"
 
-static struct {
-	char dir[64];
-	char path[128];
-	struct event_base *base;
-} fx;
+#define BIG 6000 /* bytes: a string that needs overflow pages */
 
 struct answer {
 	int fired;
@@ -72,105 +65,26 @@ answer_cb(void *arg, enum ledger_result r)
 }
 
 static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
-
-static int
 setup(void **state)
 {
 	(void)state;
-	snprintf(fx.dir, sizeof(fx.dir), "/tmp/tg-ledger-XXXXXX");
-	if (mkdtemp(fx.dir) == NULL)
-		return (-1);
-	snprintf(fx.path, sizeof(fx.path), "%s/ledger.db", fx.dir);
-	fx.base = event_base_new();
 	answers_fired = 0;
-	return (fx.base == NULL ? -1 : 0);
+	return (ledgertest_setup("/tmp/tg-ledger-XXXXXX"));
 }
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	ledger_close();
-	event_base_free(fx.base);
-	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
-	return (0);
-}
-
-static void
-open_ok(enum durability dur, size_t queue_max)
-{
-	char *cause = NULL;
-
-	if (ledger_open(fx.base, fx.path, dur, queue_max, &cause) != 0)
-		fail_msg("ledger_open: %s", cause);
-}
-
-/* Run the loop until *count reaches want; fail after 20 s. */
-static void
-run_until(const int *count, int want)
-{
-	long long deadline = monotime_us() + 20000000LL;
-
-	while (*count < want) {
-		if (monotime_us() > deadline)
-			fail_msg("timed out: %d of %d", *count, want);
-		event_base_loop(fx.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-		if (*count < want)
-			usleep(500);
-	}
-}
-
-/* Wait until the writer has finished every item, then run the callbacks. */
-static void
-flush(void)
-{
-	struct ledger_stats st;
-	long long deadline = monotime_us() + 20000000LL;
-
-	for (;;) {
-		ledger_stats(&st);
-		if (st.ls_queue_depth == 0)
-			break;
-		if (monotime_us() > deadline)
-			fail_msg(
-			    "flush timed out, %zu queued", st.ls_queue_depth);
-		usleep(500);
-	}
-	event_base_loop(fx.base, EVLOOP_NONBLOCK);
-}
-
+/* A streamed call with every tag, a key and a price version. */
 static struct ledger_row
 mkrow(const char *id)
 {
-	struct ledger_row r;
+	struct ledger_row r = mkrow_at(id, T0);
 
-	memset(&r, 0, sizeof(r));
-	r.lr_id = id;
-	r.lr_started_ms = T0;
-	r.lr_provider = "openai";
-	r.lr_endpoint = "chat_completions";
-	r.lr_upstream = "openai";
-	r.lr_model = "gpt-4o";
 	r.lr_tags[TAG_INTENT] = "summarise";
-	r.lr_tags[TAG_TEAM] = "support";
 	r.lr_tags[TAG_TENANT] = "acme";
 	r.lr_tags[TAG_AGENT_CLASS] = "ticket-agent";
 	r.lr_tags[TAG_ENVIRONMENT] = "prod";
 	r.lr_key_fingerprint = "0123456789abcdef";
 	r.lr_stream = 1;
-	r.lr_status = CALL_IN_FLIGHT;
-	r.lr_usage_source = USAGE_NONE;
-	r.lr_reserved_nusd = 3000000;
 	r.lr_price_version = "2026-11-01";
-	r.lr_latency_ms = -1;
-	r.lr_ttfb_ms = -1;
 	return (r);
 }
 
@@ -180,115 +94,13 @@ mksettle(const char *id)
 {
 	struct ledger_row r = mkrow(id);
 
-	r.lr_status = CALL_OK;
-	r.lr_finished_ms = T0 + 1500;
-	r.lr_http_status = 200;
-	r.lr_input_tokens = 1200;
-	r.lr_output_tokens = 300;
+	set_ok(&r);
 	r.lr_cached_input_tokens = 1000;
 	r.lr_cache_write_tokens = 0;
 	r.lr_reasoning_tokens = 100;
-	r.lr_usage_source = USAGE_REPORTED;
-	r.lr_cost_nusd = 1234567;
 	r.lr_model = "gpt-4o-2024-08-06";
-	r.lr_latency_ms = 1500;
 	r.lr_ttfb_ms = 230;
 	return (r);
-}
-
-/* A read-only query answering one number (NULL: INT64_MIN). */
-static int64_t
-q_int(const char *fmt, ...)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	va_list ap;
-	char *sql;
-	int64_t v = INT64_MIN;
-
-	va_start(ap, fmt);
-	sql = sqlite3_vmprintf(fmt, ap);
-	va_end(ap);
-	assert_int_equal(
-	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
-	    SQLITE_OK);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	sqlite3_free(sql);
-	return (v);
-}
-
-/* A read-only query answering one string, or "(null)"; static buffer. */
-static const char *
-q_text(const char *fmt, ...)
-{
-	static char buf[256];
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	const unsigned char *t;
-	va_list ap;
-	char *sql;
-
-	va_start(ap, fmt);
-	sql = sqlite3_vmprintf(fmt, ap);
-	va_end(ap);
-	assert_int_equal(
-	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
-	    SQLITE_OK);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	snprintf(buf, sizeof(buf), "(none)");
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		t = sqlite3_column_text(st, 0);
-		snprintf(buf, sizeof(buf), "%s",
-		    t != NULL ? (const char *)t : "(null)");
-	}
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	sqlite3_free(sql);
-	return (buf);
-}
-
-/* Plain SQL on the closed ledger, as an operator or a crash would leave. */
-static void
-rw_exec(const char *sql)
-{
-	sqlite3 *db;
-	char *err = NULL;
-
-	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-		fail_msg("%s: %s", sql, err);
-	sqlite3_close(db);
-}
-
-#define GROUP_SUMS                                                             \
-	"SELECT substr(started_at, 1, 10), coalesce(provider, ''),"            \
-	" coalesce(model, ''), coalesce(team, ''), coalesce(tenant, ''),"      \
-	" coalesce(agent_class, ''), coalesce(environment, ''), count(*),"     \
-	" sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"    \
-	" sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nusd)"      \
-	" FROM calls WHERE status <> 'in_flight' GROUP BY 1, 2, 3, 4, 5, 6, 7"
-
-/* The rollup equals the sums over calls, group by group, to the nano-USD. */
-static void
-assert_rollup_exact(void)
-{
-	assert_int_equal(q_int("SELECT count(*) FROM (SELECT * FROM "
-			       "calls_daily EXCEPT " GROUP_SUMS ")"),
-	    0);
-	assert_int_equal(q_int("SELECT count(*) FROM (" GROUP_SUMS
-			       " EXCEPT SELECT * FROM calls_daily)"),
-	    0);
-	assert_int_equal(q_int("SELECT coalesce(sum(cost_nusd), 0) FROM "
-			       "calls_daily"),
-	    q_int("SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE "
-		  "status <> 'in_flight'"));
 }
 
 static void

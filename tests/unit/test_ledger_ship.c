@@ -1,17 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The ledger's side of the fleet ledger, driven for real like
- * test_ledger.c: ship_seq given to every row as it becomes final or
- * changes and never to a row in flight, the counter across a restart and
- * a rebuilt file, the migration of a version-2 ledger, and
- * ledger_ship_done from another thread with its cursor and bounded
- * pruning, the rollup kept equal to the rows left.
+ * test_ledger.c and on its fixture (ledgertest.h): ship_seq given to
+ * every row as it becomes final or changes and never to a row in flight,
+ * the counter across a restart and a rebuilt file, the migration of a
+ * version-2 ledger, and ledger_ship_done from another thread with its
+ * cursor and bounded pruning, the rollup kept equal to the rows left.
  */
 #define TG_UNITTEST 1
 
-#include <sys/stat.h>
-
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -38,15 +35,7 @@
 #include "../../src/ledger/checkpoint.c"
 #include "../../src/ledger/rebuild.c"
 
-/* 2026-11-28T14:23:00.123Z */
-#define T0 1795875780123LL
-#define DAY_MS 86400000LL
-
-static struct {
-	char dir[64];
-	char path[128];
-	struct event_base *base;
-} fx;
+#include "ledgertest.h"
 
 struct answer {
 	int fired;
@@ -63,114 +52,19 @@ answer_cb(void *arg, enum ledger_result r)
 }
 
 static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
-
-static int
 setup(void **state)
 {
 	(void)state;
-	snprintf(fx.dir, sizeof(fx.dir), "/tmp/tg-ship-XXXXXX");
-	if (mkdtemp(fx.dir) == NULL)
-		return (-1);
-	snprintf(fx.path, sizeof(fx.path), "%s/ledger.db", fx.dir);
-	fx.base = event_base_new();
-	return (fx.base == NULL ? -1 : 0);
+	return (ledgertest_setup("/tmp/tg-ship-XXXXXX"));
 }
 
-static int
-teardown(void **state)
-{
-	(void)state;
-	ledger_close();
-	event_base_free(fx.base);
-	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
-	return (0);
-}
-
-static void
-open_ok(void)
-{
-	char *cause = NULL;
-
-	if (ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause) != 0)
-		fail_msg("ledger_open: %s", cause);
-}
-
-/* Run the loop until *count reaches want; fail after 20 s. */
-static void
-run_until(const int *count, int want)
-{
-	long long deadline = monotime_us() + 20000000LL;
-
-	while (*count < want) {
-		if (monotime_us() > deadline)
-			fail_msg("timed out: %d of %d", *count, want);
-		event_base_loop(fx.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
-		if (*count < want)
-			usleep(500);
-	}
-}
-
-/* Wait until the writer has finished every item. */
-static void
-flush(void)
-{
-	struct ledger_stats st;
-	long long deadline = monotime_us() + 20000000LL;
-
-	for (;;) {
-		ledger_stats(&st);
-		if (st.ls_queue_depth == 0)
-			break;
-		if (monotime_us() > deadline)
-			fail_msg(
-			    "flush timed out, %zu queued", st.ls_queue_depth);
-		usleep(500);
-	}
-	event_base_loop(fx.base, EVLOOP_NONBLOCK);
-}
-
-static struct ledger_row
-mkrow(const char *id, int64_t started)
-{
-	struct ledger_row r;
-
-	memset(&r, 0, sizeof(r));
-	r.lr_id = id;
-	r.lr_started_ms = started;
-	r.lr_provider = "openai";
-	r.lr_endpoint = "chat_completions";
-	r.lr_upstream = "openai";
-	r.lr_model = "gpt-4o";
-	r.lr_tags[TAG_TEAM] = "support";
-	r.lr_status = CALL_IN_FLIGHT;
-	r.lr_usage_source = USAGE_NONE;
-	r.lr_reserved_nusd = 3000000;
-	r.lr_latency_ms = -1;
-	r.lr_ttfb_ms = -1;
-	return (r);
-}
-
-/* The outcome of the call reserved by mkrow(id, started). */
+/* The outcome of the call reserved by mkrow_at(id, started). */
 static struct ledger_row
 mksettle(const char *id, int64_t started)
 {
-	struct ledger_row r = mkrow(id, started);
+	struct ledger_row r = mkrow_at(id, started);
 
-	r.lr_status = CALL_OK;
-	r.lr_finished_ms = started + 1500;
-	r.lr_http_status = 200;
-	r.lr_input_tokens = 1200;
-	r.lr_output_tokens = 300;
-	r.lr_usage_source = USAGE_REPORTED;
-	r.lr_cost_nusd = 1234567;
-	r.lr_latency_ms = 1500;
+	set_ok(&r);
 	return (r);
 }
 
@@ -178,7 +72,7 @@ mksettle(const char *id, int64_t started)
 static void
 record(const char *id, int64_t started)
 {
-	struct ledger_row r = mkrow(id, started);
+	struct ledger_row r = mkrow_at(id, started);
 
 	r.lr_status = CALL_REFUSED;
 	r.lr_finished_ms = started;
@@ -192,7 +86,7 @@ record(const char *id, int64_t started)
 static void
 reserve_ok(const char *id, int64_t started)
 {
-	struct ledger_row r = mkrow(id, started);
+	struct ledger_row r = mkrow_at(id, started);
 	struct answer a = {0};
 
 	assert_non_null(ledger_reserve(&r, answer_cb, &a));
@@ -217,77 +111,6 @@ alert(const char *id, int64_t fired)
 	assert_int_equal(ledger_alert(&a), 0);
 }
 
-/* A read-only query answering one number (NULL: INT64_MIN). */
-static int64_t
-q_int(const char *fmt, ...)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	va_list ap;
-	char *sql;
-	int64_t v = INT64_MIN;
-
-	va_start(ap, fmt);
-	sql = sqlite3_vmprintf(fmt, ap);
-	va_end(ap);
-	assert_int_equal(
-	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
-	    SQLITE_OK);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	if (sqlite3_step(st) == SQLITE_ROW &&
-	    sqlite3_column_type(st, 0) != SQLITE_NULL)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	sqlite3_free(sql);
-	return (v);
-}
-
-/* A read-only query answering one string, or "(null)"; static buffer. */
-static const char *
-q_text(const char *fmt, ...)
-{
-	static char buf[256];
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	const unsigned char *t;
-	va_list ap;
-	char *sql;
-
-	va_start(ap, fmt);
-	sql = sqlite3_vmprintf(fmt, ap);
-	va_end(ap);
-	assert_int_equal(
-	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
-	    SQLITE_OK);
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-	snprintf(buf, sizeof(buf), "(none)");
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		t = sqlite3_column_text(st, 0);
-		snprintf(buf, sizeof(buf), "%s",
-		    t != NULL ? (const char *)t : "(null)");
-	}
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	sqlite3_free(sql);
-	return (buf);
-}
-
-/* Plain SQL on the closed ledger, as an operator or an older tollgate. */
-static void
-rw_exec(const char *sql)
-{
-	sqlite3 *db;
-	char *err = NULL;
-
-	assert_int_equal(sqlite3_open(fx.path, &db), SQLITE_OK);
-	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
-		fail_msg("%s: %s", sql, err);
-	sqlite3_close(db);
-}
-
 static int64_t
 seq_of(const char *table, const char *id)
 {
@@ -307,26 +130,6 @@ assert_seqs_unique(void)
 	    0);
 }
 
-#define GROUP_SUMS                                                             \
-	"SELECT substr(started_at, 1, 10), coalesce(provider, ''),"            \
-	" coalesce(model, ''), coalesce(team, ''), coalesce(tenant, ''),"      \
-	" coalesce(agent_class, ''), coalesce(environment, ''), count(*),"     \
-	" sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),"    \
-	" sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nusd)"      \
-	" FROM calls WHERE status <> 'in_flight' GROUP BY 1, 2, 3, 4, 5, 6, 7"
-
-/* The rollup equals the sums over calls, group by group, to the nano-USD. */
-static void
-assert_rollup_exact(void)
-{
-	assert_int_equal(q_int("SELECT count(*) FROM (SELECT * FROM "
-			       "calls_daily EXCEPT " GROUP_SUMS ")"),
-	    0);
-	assert_int_equal(q_int("SELECT count(*) FROM (" GROUP_SUMS
-			       " EXCEPT SELECT * FROM calls_daily)"),
-	    0);
-}
-
 /*
  * Each kind of final write and each change takes the next number; a row
  * in flight has none, and a write that changes nothing gives none.
@@ -339,7 +142,7 @@ test_seq_each_write(void **state)
 	int64_t prev;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	assert_int_equal(q_int("PRAGMA user_version"), 3);
 	reserve_ok("c1", T0);
 	assert_int_equal(seq_of("calls", "c1"), INT64_MIN);
@@ -382,7 +185,7 @@ test_seq_each_write(void **state)
 	/* A reservation, in one batch with a refusal: only the refusal. */
 	ledger_test_pause(1);
 	{
-		struct ledger_row r = mkrow("c2", T0);
+		struct ledger_row r = mkrow_at("c2", T0);
 		struct answer a = {0};
 
 		assert_non_null(ledger_reserve(&r, answer_cb, &a));
@@ -412,7 +215,7 @@ test_seq_reopen(void **state)
 	int64_t top;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	reserve_ok("c1", T0);
 	reserve_ok("c2", T0);
 	reserve_ok("c3", T0);
@@ -423,7 +226,7 @@ test_seq_reopen(void **state)
 	assert_true(top >= 1);
 	ledger_close(); /* c1, c2 left in flight, as by a crash */
 
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE status ="
 			       " 'interrupted' AND ship_seq > %lld",
 			     (long long)top),
@@ -440,7 +243,7 @@ test_seq_reopen(void **state)
 	flush();
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 0);
 	ledger_close();
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	record("r2", T0);
 	flush();
 	assert_int_equal(seq_of("calls", "r2"), top + 2);
@@ -463,7 +266,7 @@ test_seq_rebuild(void **state)
 	char p[200];
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	reserve_ok("c1", T0);
 	s = mksettle("c1", T0);
 	ledger_settle(&s);
@@ -479,7 +282,7 @@ test_seq_rebuild(void **state)
 	assert_int_equal(unlink(p), 0);
 	for (;;) {
 		memset(&a, 0, sizeof(a));
-		r = mkrow("c2", T0);
+		r = mkrow_at("c2", T0);
 		assert_non_null(ledger_reserve(&r, answer_cb, &a));
 		run_until(&a.fired, 1);
 		if (a.result == LEDGER_OK)
@@ -534,12 +337,10 @@ static void
 test_ship_done_cursor(void **state)
 {
 	struct ledger_stats st;
-	char *cause = NULL;
 
 	(void)state;
 	assert_int_equal(ship_from_thread("calls", "i1", 1, 0), -1);
-	if (ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 1, &cause) != 0)
-		fail_msg("ledger_open: %s", cause);
+	open_ok(DURABILITY_PROCESS, 1);
 	ledger_test_pause(1);
 	record("r1", T0); /* fills queue_max */
 	assert_int_equal(ship_from_thread("calls", "host:8080", 5, 0), 0);
@@ -586,7 +387,7 @@ test_prune(void **state)
 	int64_t old = T0 - 10 * DAY_MS, cursor;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	record("old1", old);
 	record("old2", old + 1);
 	reserve_ok("old_fl", old); /* in flight: never pruned */
@@ -679,7 +480,7 @@ test_prune_max(void **state)
 	int i, n = LEDGER_PRUNE_MAX * 2 + 300;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	for (i = 0; i < n; i++) {
 		snprintf(id, sizeof(id), "p%05d", i);
 		record(id, T0 - 30 * DAY_MS + i * 1000LL);
@@ -752,7 +553,7 @@ test_prune_backlog(void **state)
 	long big;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	record_old("b", n, old);
 	prune_steps();
 	/* Shipped to 0: nothing may go. */
@@ -801,7 +602,7 @@ test_migrate_v2(void **state)
 	int64_t daily_before;
 
 	(void)state;
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	reserve_ok("c_fl", T0);
 	{
 		struct ledger_row s = mksettle("c1", T0);
@@ -825,7 +626,7 @@ test_migrate_v2(void **state)
 	daily_before = q_int("SELECT sum(cost_nusd) * 1000 + sum(calls) FROM"
 			     " calls_daily");
 
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	assert_int_equal(q_int("PRAGMA user_version"), 3);
 	assert_int_equal(q_int("SELECT count(*) FROM calls WHERE ship_seq IS"
 			       " NULL"),
@@ -864,7 +665,7 @@ test_migrate_v2(void **state)
 
 	/* A second open numbers nothing again. */
 	ledger_close();
-	open_ok();
+	open_ok(DURABILITY_PROCESS, 0);
 	assert_int_equal(seq_of("calls", "r2"), 6);
 	assert_int_equal(seq_of("kills", "k1"), 4);
 }

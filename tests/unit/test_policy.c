@@ -7,7 +7,6 @@
  * test_policy_admit.c.
  */
 
-#include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +31,7 @@
 #include "tollgate/yaml.h"
 
 #include "policytest.h"
+#include "tmptree.h"
 
 static void
 test_parse_full(void **state)
@@ -424,15 +424,6 @@ test_windows(void **state)
 	assert_int_equal(r, utc(2028, 3, 6, 0, 0, 0));
 }
 
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
-
 static void
 reserved_cb(void *arg, enum ledger_result r)
 {
@@ -531,7 +522,7 @@ test_rebuild(void **state)
 	policy_counters_free(pc);
 	policy_free(ps);
 	sqlite3_close(db);
-	nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+	tmptree_remove(dir);
 }
 
 int

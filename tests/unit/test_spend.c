@@ -9,7 +9,6 @@
  */
 #include <sys/stat.h>
 
-#include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +27,8 @@
 #include "tollgate/ledger.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
+
+#include "tmptree.h"
 
 #define DAY_MS 86400000LL
 /* 2026-10-25T00:00:00.000Z */
@@ -118,15 +119,6 @@ fill_row(struct ledger_row *r, char *id, size_t idlen, int i)
 	r->lr_ttfb_ms = -1;
 }
 
-static int
-rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return (remove(p));
-}
-
 /* One ledger for every case: made by the real writer, then read-only. */
 static int
 group_setup(void **state)
@@ -174,7 +166,7 @@ group_teardown(void **state)
 {
 	(void)state;
 	sqlite3_close(fx.db);
-	nftw(fx.dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+	tmptree_remove(fx.dir);
 	return (0);
 }
 
