@@ -10,8 +10,10 @@ Two measures, against a real PostgreSQL started here (tests/integration/
 pglib.py: initdb and postgres on a free loopback port, fsync off, commits
 still through the WAL):
 
-  - the proxy with shipping off (T1, bench/run.py's tollgate) and on (T1S:
-    T1 plus ledger.ship: to that PostgreSQL, batch 500, interval 1s),
+  - the proxy with shipping off (T1, bench/run.py's tollgate), on (T1S:
+    T1 plus ledger.ship: to that PostgreSQL, batch 500, interval 1s), and
+    on with pruning (T1P: T1S with keep_local: 1s, so every report deletes
+    the rows just shipped, up to 1,000, in the writer's transactions),
     interleaved round by round against the same nginx mock: added latency
     at c=1 over direct (bench/loadgen) and req/s at c=32 (wrk). T1S ships
     while it serves, so its PostgreSQL statements run beside the calls;
@@ -59,6 +61,13 @@ class ShipBench(run.Bench):
         if name == "T1S":
             return self.start_tollgate("T1", up,
                                        ledger_extra=self.ship_section("on"))
+        if name == "T1P":
+            # Pruning all the time: rows a second old are deleted as soon
+            # as they are shipped, up to 1,000 per report, in the writer's
+            # transactions that calls wait on.
+            return self.start_tollgate(
+                "T1", up, ledger_extra="  keep_local: 1s\n" +
+                self.ship_section("prune"))
         return super().start_sut(name, up)
 
 
@@ -160,6 +169,7 @@ def main():
     pg = pglib.PgServer(work, name="postgres")
     try:
         pg.createdb("on")
+        pg.createdb("prune")
         pg.createdb("drain")
         b = ShipBench(args, pg)
         R = {"machine": run.machine(), "rounds": args.rounds}
@@ -168,10 +178,11 @@ def main():
         # c=1: direct, T1, T1S interleaved (run.py's own section).
         R["c1"] = run.sec_added_latency(b, mport, rounds=args.rounds,
                                         n=args.n,
-                                        systems=["direct", "T1", "T1S"])
+                                        systems=["direct", "T1", "T1S",
+                                                 "T1P"])
 
         # c=32 throughput, interleaved rounds, both alive throughout.
-        procs = {s: b.start_sut(s, mport) for s in ("T1", "T1S")}
+        procs = {s: b.start_sut(s, mport) for s in ("T1", "T1S", "T1P")}
         for s, (p, port) in procs.items():
             b.wrk_run(port, "warm32-" + s, 32, 2,
                       b.headers(mport, b.intent("w32-" + s)))
@@ -182,8 +193,12 @@ def main():
                                 b.headers(mport, b.intent("c32-" + s)))
                 rps[s].append(res["rps"])
         m = run.metrics(procs["T1S"][0].admin)
+        mp = run.metrics(procs["T1P"][0].admin)
         for s, (p, port) in procs.items():
             p.stop()
+        R["c32_prune_metrics"] = {k: v for k, v in mp.items()
+                                  if k.startswith(("tollgate_ship",
+                                                   "tollgate_ledger_pruned"))}
         R["c32"] = {s: {"rps": run.median(v), "rounds": v}
                     for s, v in rps.items()}
         R["c32_ship_metrics"] = {k: v for k, v in m.items()
@@ -209,19 +224,25 @@ def report(R):
           % (M["date"], M["tollgate"], M["loadavg_start"][0],
              M["loadavg_end"][0], R["rounds"]))
     print()
-    print("| | T1 (no ship) | T1 + ledger.ship | difference |")
-    print("|---|---|---|---|")
+    print("| | T1 (no ship) | T1 + ledger.ship | + keep_local 1s | "
+          "ship / T1 | prune / T1 |")
+    print("|---|---|---|---|---|---|")
     for k, lab in (("added_p50", "added p50 at c=1, µs"),
                    ("added_p99", "added p99 at c=1, µs")):
-        a, f = c1["T1"][k], c1["T1S"][k]
-        print("| %s | %.0f | %.0f | %+.0f µs |" % (lab, a, f, f - a))
-    a, f = c32["T1"]["rps"], c32["T1S"]["rps"]
-    print("| req/s at c=32 (median of rounds) | %.0f | %.0f | %.2f× |" %
-          (a, f, f / a if a else float("nan")))
+        a, f, g = c1["T1"][k], c1["T1S"][k], c1["T1P"][k]
+        print("| %s | %.0f | %.0f | %.0f | %+.0f µs | %+.0f µs |" %
+              (lab, a, f, g, f - a, g - a))
+    a, f, g = c32["T1"]["rps"], c32["T1S"]["rps"], c32["T1P"]["rps"]
+    print("| req/s at c=32 (median of rounds) | %.0f | %.0f | %.0f | "
+          "%.2f× | %.2f× |" % (a, f, g, f / a if a else float("nan"),
+                                g / a if a else float("nan")))
     print()
-    print("c=32 rounds, req/s: T1 %s; T1S %s" % (
+    print("c=32 rounds, req/s: T1 %s; T1S %s; T1P %s" % (
         ", ".join("%.0f" % x for x in c32["T1"]["rounds"]),
-        ", ".join("%.0f" % x for x in c32["T1S"]["rounds"])))
+        ", ".join("%.0f" % x for x in c32["T1S"]["rounds"]),
+        ", ".join("%.0f" % x for x in c32["T1P"]["rounds"])))
+    print("T1P after c=32: %s" % json.dumps(R["c32_prune_metrics"],
+                                            sort_keys=True))
     print("T1S after c=32: %s" % json.dumps(R["c32_ship_metrics"],
                                             sort_keys=True))
     print()
