@@ -23,6 +23,8 @@
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
 
+#include "cfgfile.h"
+
 #define MAX_ERRORS 16
 
 struct cfgcase {
@@ -939,17 +941,6 @@ expand(const char *s, const char *dir)
 	xasprintf(&tmp, "%s%s", out, s);
 	free(out);
 	return (tmp);
-}
-
-static void
-write_file(const char *path, const char *text)
-{
-	FILE *f;
-
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
 }
 
 static void

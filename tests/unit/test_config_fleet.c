@@ -22,6 +22,8 @@
 #include "tollgate/config.h"
 #include "tollgate/util.h"
 
+#include "cfgfile.h"
+
 struct urlcase {
 	const char *name;
 	const char *url;
@@ -87,33 +89,6 @@ static const struct urlcase url_cases[] = {
 };
 
 static void
-write_file(const char *path, const char *text)
-{
-	FILE *f;
-
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
-}
-
-/* Load text as a file in a fresh temporary directory. */
-static struct config *
-load(const char *text, struct cfgerrs *errs, char **pathp)
-{
-	char dir[] = "/tmp/tg-test-fleet.XXXXXX";
-	struct config *cf;
-
-	assert_non_null(mkdtemp(dir));
-	xasprintf(pathp, "%s/tollgate.yaml", dir);
-	write_file(*pathp, text);
-	cf = config_load(*pathp, errs);
-	unlink(*pathp);
-	rmdir(dir);
-	return (cf);
-}
-
-static void
 run_url_case(void **state)
 {
 	const struct urlcase *tc = *state;
@@ -122,7 +97,7 @@ run_url_case(void **state)
 	char *text, *path, *want;
 
 	xasprintf(&text, "fleet:\n  redis: \"%s\"\n", tc->url);
-	cf = load(text, &errs, &path);
+	cf = cfgfile_load(text, &errs, &path);
 	if (tc->error != NULL) {
 		assert_null(cf);
 		assert_int_equal(errs.ce_n, 1);
@@ -161,8 +136,8 @@ test_defaults(void **state)
 	char *path, host[256], *want;
 
 	(void)state;
-	cf = load("listen: 127.0.0.1:9001\n"
-		  "fleet: { redis: redis://127.0.0.1:6379 }\n",
+	cf = cfgfile_load("listen: 127.0.0.1:9001\n"
+			  "fleet: { redis: redis://127.0.0.1:6379 }\n",
 	    &errs, &path);
 	assert_non_null(cf);
 	fc = cf->cf_fleet;
@@ -184,11 +159,11 @@ test_defaults(void **state)
 	free(path);
 
 	/* No fleet:, or an empty one: off. */
-	cf = load("listen: 127.0.0.1:0\n", &errs, &path);
+	cf = cfgfile_load("listen: 127.0.0.1:0\n", &errs, &path);
 	assert_null(cf->cf_fleet);
 	config_unref(cf);
 	free(path);
-	cf = load("fleet:\n", &errs, &path);
+	cf = cfgfile_load("fleet:\n", &errs, &path);
 	assert_null(cf->cf_fleet);
 	config_unref(cf);
 	free(path);
@@ -206,17 +181,17 @@ test_values(void **state)
 
 	(void)state;
 	setenv("TG_UNIT_REDIS_PW", "pw-value", 1);
-	cf = load("fleet:\n"
-		  "  redis: unix:///run/redis.sock?db=2\n"
-		  "  password_env: TG_UNIT_REDIS_PW\n"
-		  "  instance: pod-7.eu:1\n"
-		  "  key_prefix: \"tg{a}:\"\n"
-		  "  lease_usd: 0.25\n"
-		  "  lease_ttl: 10m\n"
-		  "  wait: 0\n"
-		  "  connect_timeout: 10ms\n"
-		  "  command_timeout: 60s\n"
-		  "  when_down: refuse\n",
+	cf = cfgfile_load("fleet:\n"
+			  "  redis: unix:///run/redis.sock?db=2\n"
+			  "  password_env: TG_UNIT_REDIS_PW\n"
+			  "  instance: pod-7.eu:1\n"
+			  "  key_prefix: \"tg{a}:\"\n"
+			  "  lease_usd: 0.25\n"
+			  "  lease_ttl: 10m\n"
+			  "  wait: 0\n"
+			  "  connect_timeout: 10ms\n"
+			  "  command_timeout: 60s\n"
+			  "  when_down: refuse\n",
 	    &errs, &path);
 	unsetenv("TG_UNIT_REDIS_PW");
 	assert_int_equal(errs.ce_n, 0);
@@ -266,10 +241,10 @@ test_changed(void **state)
 
 	(void)state;
 	setenv("TG_UNIT_REDIS_PW2", "pw2", 1);
-	a = load(base, &errs, &path);
+	a = cfgfile_load(base, &errs, &path);
 	free(path);
 	assert_non_null(a);
-	b = load(base, &errs, &path);
+	b = cfgfile_load(base, &errs, &path);
 	free(path);
 	assert_null(config_fleet_changed(a->cf_fleet, b->cf_fleet));
 	assert_null(config_fleet_changed(NULL, NULL));
@@ -281,7 +256,7 @@ test_changed(void **state)
 		xasprintf(&text, "%s%s",
 		    strcmp(changes[i].key, "redis") == 0 ? head : base,
 		    changes[i].line);
-		b = load(text, &errs, &path);
+		b = cfgfile_load(text, &errs, &path);
 		assert_non_null(b);
 		assert_string_equal(
 		    config_fleet_changed(a->cf_fleet, b->cf_fleet),
@@ -294,10 +269,10 @@ test_changed(void **state)
 	setenv("TG_UNIT_REDIS_PW2", "pw2", 1);
 	xasprintf(&text, "%s  password_env: TG_UNIT_REDIS_PW2\n", base);
 	config_unref(a);
-	a = load(text, &errs, &path);
+	a = cfgfile_load(text, &errs, &path);
 	free(path);
 	setenv("TG_UNIT_REDIS_PW2", "pw3", 1);
-	b = load(text, &errs, &path);
+	b = cfgfile_load(text, &errs, &path);
 	free(path);
 	assert_string_equal(
 	    config_fleet_changed(a->cf_fleet, b->cf_fleet), "password_env");

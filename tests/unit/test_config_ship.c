@@ -25,6 +25,8 @@
 #include "tollgate/config.h"
 #include "tollgate/util.h"
 
+#include "cfgfile.h"
+
 #define PW "s3cret-pw"
 #define NO_PW                                                                  \
 	"ledger.ship.postgres: a password in the connection string is not "    \
@@ -87,33 +89,6 @@ static const struct shipcase ship_cases[] = {
 };
 
 static void
-write_file(const char *path, const char *text)
-{
-	FILE *f;
-
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
-}
-
-/* Load text as a file in a fresh temporary directory. */
-static struct config *
-load(const char *text, struct cfgerrs *errs, char **pathp)
-{
-	char dir[] = "/tmp/tg-test-ship.XXXXXX";
-	struct config *cf;
-
-	assert_non_null(mkdtemp(dir));
-	xasprintf(pathp, "%s/tollgate.yaml", dir);
-	write_file(*pathp, text);
-	cf = config_load(*pathp, errs);
-	unlink(*pathp);
-	rmdir(dir);
-	return (cf);
-}
-
-static void
 run_ship_case(void **state)
 {
 	const struct shipcase *tc = *state;
@@ -123,7 +98,7 @@ run_ship_case(void **state)
 
 	xasprintf(
 	    &text, "ledger:\n  ship:\n    postgres: \"%s\"\n", tc->postgres);
-	cf = load(text, &errs, &path);
+	cf = cfgfile_load(text, &errs, &path);
 	if (tc->error != NULL) {
 		assert_null(cf);
 		assert_int_equal(errs.ce_n, 1);
@@ -153,10 +128,10 @@ test_password_and_summary(void **state)
 
 	(void)state;
 	setenv("TG_UNIT_PG_PW", PW, 1);
-	cf = load("ledger:\n  ship:\n"
-		  "    postgres: postgresql://tollgate@h/t\n"
-		  "    password_env: TG_UNIT_PG_PW\n"
-		  "    sslmode: verify-full\n",
+	cf = cfgfile_load("ledger:\n  ship:\n"
+			  "    postgres: postgresql://tollgate@h/t\n"
+			  "    password_env: TG_UNIT_PG_PW\n"
+			  "    sslmode: verify-full\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -171,19 +146,19 @@ test_password_and_summary(void **state)
 	unsetenv("TG_UNIT_PG_PW");
 
 	/* No ship:, or an empty one: off. */
-	cf = load("ledger:\n  path: x.db\n", &errs, &path);
+	cf = cfgfile_load("ledger:\n  path: x.db\n", &errs, &path);
 	free(path);
 	assert_null(cf->cf_ship);
 	config_unref(cf);
-	cf = load("ledger:\n  ship:\n", &errs, &path);
+	cf = cfgfile_load("ledger:\n  ship:\n", &errs, &path);
 	free(path);
 	assert_null(cf->cf_ship);
 	config_unref(cf);
 	assert_int_equal(errs.ce_n, 0);
 
 	/* An unknown sslmode, at its own place. */
-	cf = load("ledger:\n  ship:\n    postgres: host=h\n"
-		  "    sslmode: sometimes\n",
+	cf = cfgfile_load("ledger:\n  ship:\n    postgres: host=h\n"
+			  "    sslmode: sometimes\n",
 	    &errs, &path);
 	assert_null(cf);
 	assert_int_equal(errs.ce_n, 1);
@@ -213,12 +188,13 @@ test_changed(void **state)
 
 	(void)state;
 	setenv("TG_UNIT_PG_PW", PW, 1);
-	a = load("ledger:\n  ship:\n    postgres: host=h\n", &errs, &path);
+	a = cfgfile_load(
+	    "ledger:\n  ship:\n    postgres: host=h\n", &errs, &path);
 	free(path);
 	assert_non_null(a);
 	for (i = 0; i < nitems(cases); i++) {
 		xasprintf(&text, "ledger:\n  ship:\n%s", cases[i].text);
-		b = load(text, &errs, &path);
+		b = cfgfile_load(text, &errs, &path);
 		free(path);
 		free(text);
 		assert_non_null(b);
@@ -272,7 +248,7 @@ run_key_case(void **state)
 
 	xasprintf(
 	    &text, "ledger:\n  ship:\n    postgres: host=h\n%s", tc->keys);
-	cf = load(text, &errs, &path);
+	cf = cfgfile_load(text, &errs, &path);
 	assert_null(cf);
 	assert_int_equal(errs.ce_n, 1);
 	xasprintf(&want, "%s:%s", path, tc->error);
@@ -292,8 +268,8 @@ test_shipper_keys(void **state)
 
 	(void)state;
 	/* Defaults: the host's name and the listen port. */
-	cf = load("listen: 127.0.0.1:7001\nledger:\n  ship:\n"
-		  "    postgres: host=h\n",
+	cf = cfgfile_load("listen: 127.0.0.1:7001\nledger:\n  ship:\n"
+			  "    postgres: host=h\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -309,10 +285,10 @@ test_shipper_keys(void **state)
 	config_unref(cf);
 
 	/* fleet.instance when there is a fleet; the keys as written. */
-	cf = load("fleet:\n  redis: redis://127.0.0.1:6379\n"
-		  "  instance: pod-7\n"
-		  "ledger:\n  ship:\n    postgres: host=h\n"
-		  "    batch: 5000\n    interval: 10ms\n",
+	cf = cfgfile_load("fleet:\n  redis: redis://127.0.0.1:6379\n"
+			  "  instance: pod-7\n"
+			  "ledger:\n  ship:\n    postgres: host=h\n"
+			  "    batch: 5000\n    interval: 10ms\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -320,10 +296,10 @@ test_shipper_keys(void **state)
 	assert_int_equal(cf->cf_ship->sc_batch, 5000);
 	assert_int_equal(cf->cf_ship->sc_interval_ms, 10);
 	config_unref(cf);
-	cf = load("fleet:\n  redis: redis://127.0.0.1:6379\n"
-		  "  instance: pod-7\n"
-		  "ledger:\n  ship:\n    postgres: host=h\n"
-		  "    instance: ledger-7\n",
+	cf = cfgfile_load("fleet:\n  redis: redis://127.0.0.1:6379\n"
+			  "  instance: pod-7\n"
+			  "ledger:\n  ship:\n    postgres: host=h\n"
+			  "    instance: ledger-7\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -342,7 +318,8 @@ test_keep_local(void **state)
 
 	(void)state;
 	/* Without ship: refused at the key. */
-	cf = load("ledger:\n  path: x.db\n  keep_local: 1h\n", &errs, &path);
+	cf = cfgfile_load(
+	    "ledger:\n  path: x.db\n  keep_local: 1h\n", &errs, &path);
 	assert_null(cf);
 	assert_int_equal(errs.ce_n, 1);
 	assert_non_null(strstr(
@@ -351,7 +328,8 @@ test_keep_local(void **state)
 	cfgerrs_free(&errs);
 
 	/* No budget policy: as written. */
-	cf = load("ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n",
+	cf = cfgfile_load(
+	    "ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -360,9 +338,10 @@ test_keep_local(void **state)
 	config_unref(cf);
 
 	/* A rate limit is rebuilt from the last 11 minutes: an hour. */
-	cf = load("ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n"
-		  "policies:\n  - name: rate\n    rate_limit:\n"
-		  "      requests_per_minute: 10\n",
+	cf = cfgfile_load(
+	    "ledger:\n  keep_local: 90s\n  ship:\n    postgres: host=h\n"
+	    "policies:\n  - name: rate\n    rate_limit:\n"
+	    "      requests_per_minute: 10\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -378,9 +357,10 @@ test_keep_local(void **state)
 	 * A rolling window's counter reaches a bucket (len/60) past its
 	 * length: 90 days reach 91.5, and a minute for rounding, and a day.
 	 */
-	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
-		  "policies:\n  - name: quarter\n    window: 2160h\n"
-		  "    hard_cap_usd: 5\n",
+	cf = cfgfile_load(
+	    "ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+	    "policies:\n  - name: quarter\n    window: 2160h\n"
+	    "    hard_cap_usd: 5\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -390,10 +370,11 @@ test_keep_local(void **state)
 	config_unref(cf);
 
 	/* A weekly and a rolling budget: the week and a day. */
-	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
-		  "policies:\n  - name: weekly\n    window: week\n"
-		  "    hard_cap_usd: 5\n"
-		  "  - name: hourly\n    window: 60m\n    alert_at_usd: 1\n",
+	cf = cfgfile_load(
+	    "ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+	    "policies:\n  - name: weekly\n    window: week\n"
+	    "    hard_cap_usd: 5\n"
+	    "  - name: hourly\n    window: 60m\n    alert_at_usd: 1\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -407,10 +388,10 @@ test_keep_local(void **state)
 	config_unref(cf);
 
 	/* Longer than every window: as written. */
-	cf = load("ledger:\n  keep_local: 1000h\n  ship:\n"
-		  "    postgres: host=h\n"
-		  "policies:\n  - name: monthly\n    window: month\n"
-		  "    hard_cap_usd: 5\n",
+	cf = cfgfile_load("ledger:\n  keep_local: 1000h\n  ship:\n"
+			  "    postgres: host=h\n"
+			  "policies:\n  - name: monthly\n    window: month\n"
+			  "    hard_cap_usd: 5\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);
@@ -419,9 +400,10 @@ test_keep_local(void **state)
 	config_unref(cf);
 
 	/* A total window: nothing is pruned. */
-	cf = load("ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
-		  "policies:\n  - name: forever\n    window: total\n"
-		  "    hard_cap_usd: 5\n",
+	cf = cfgfile_load(
+	    "ledger:\n  keep_local: 1h\n  ship:\n    postgres: host=h\n"
+	    "policies:\n  - name: forever\n    window: total\n"
+	    "    hard_cap_usd: 5\n",
 	    &errs, &path);
 	free(path);
 	assert_non_null(cf);

@@ -33,6 +33,8 @@
 #include "tollgate/usage.h"
 #include "tollgate/util.h"
 
+#include "cfgfile.h"
+
 #define SHIPPED TG_SOURCE_DIR "/config/prices.yaml"
 #define MAX_ERRORS 8
 
@@ -383,17 +385,6 @@ run_worst(void **state)
 }
 
 /* Helpers for the file-based tables. */
-
-static void
-write_file(const char *path, const char *text)
-{
-	FILE *f;
-
-	f = fopen(path, "w");
-	assert_non_null(f);
-	assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
-	assert_int_equal(fclose(f), 0);
-}
 
 /*
  * Load text as a price file in a fresh directory. The errors must be
