@@ -72,6 +72,8 @@ void shipper_configure(const struct config *);
 void shipper_stop(void);
 void ship_stats(struct ship_stats *);
 const char *ship_state_name(enum ship_state);
+
+/* outbox.c */
 const char *ship_stream_name(enum ship_stream);
 
 #endif

@@ -2,8 +2,8 @@
 /*
  * The shipper: a thread of its own that sends the local ledger's final
  * rows (calls, alerts, kills) to the fleet ledger in PostgreSQL. It reads
- * the ledger on a read-only SQLite connection of its own (reopened when
- * the ledger's file is rebuilt) and talks to PostgreSQL with blocking
+ * the ledger on a read-only SQLite connection of its own (outbox.c,
+ * reopened when the ledger's file is rebuilt) and talks to PostgreSQL with blocking
  * libpq on this thread only, so the event loop never waits for either.
  *
  * Every row that becomes final or changes gets the next ship_seq from the
@@ -31,15 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
 #include <libpq-fe.h>
-#include <sqlite3.h>
 
 #include "tollgate/config.h"
 #include "tollgate/ledger.h"
 #include "tollgate/log.h"
 #include "tollgate/ship.h"
-#include "tollgate/spend.h"
 #include "tollgate/util.h"
 
 #include "ship_int.h"
@@ -61,38 +58,6 @@
 #define SHIP_PING_EVERY_MS 5000
 
 /*
- * One stream: its columns, the same names in the local ledger and in
- * PostgreSQL (after PostgreSQL's instance column), the first being id,
- * and what its rows' "finished" time is, for the lag.
- */
-struct ship_table {
-	const char *st_name; /* the table, and the stream's name */
-	const char *st_cols; /* local and PostgreSQL columns but instance */
-	const char *st_time; /* SQL for the row's finished time */
-};
-
-/* clang-format off */
-static const struct ship_table ship_tables[SHIP_NSTREAMS] = {
-    {"calls",
-	"id, started_at, finished_at, provider, endpoint, upstream, model,"
-	" intent, team, tenant, agent_class, environment, key_fingerprint,"
-	" stream, status, http_status, input_tokens, output_tokens,"
-	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"
-	" usage_source, cost_nusd, reserved_nusd, price_version,"
-	" refusal_reason, latency_ms, ttfb_ms, served_model",
-	"coalesce(finished_at, started_at)"},
-    {"alerts",
-	"id, fired_at, kind, policy, scope_key, intent, team, tenant,"
-	" agent_class, environment, \"window\", window_start, reset_at,"
-	" threshold_nusd, spent_nusd, cap_nusd, message, delivery, attempts",
-	"fired_at"},
-    {"kills",
-	"id, created_at, expires_at, match, reason, source, deleted_at",
-	"coalesce(deleted_at, created_at)"},
-};
-/* clang-format on */
-
-/*
  * The shipper. sp_lock guards sp_stop, sp_keep_ms and sp_stats, which the
  * loop reads and writes; everything else is the thread's alone while it
  * runs.
@@ -108,14 +73,9 @@ static struct {
 
 	struct config *sp_cf; /* a reference, for its ship_conf */
 	const struct ship_conf *sp_sc; /* borrowed from sp_cf */
-	char *sp_path; /* the ledger's path */
+	struct ship_outbox sp_box; /* the ledger, read-only; its path */
 	char *sp_instance; /* the name the rows are keyed by */
 	int64_t sp_cursor[SHIP_NSTREAMS]; /* shipped up to this ship_seq */
-	sqlite3 *sp_db; /* read-only, on the ledger */
-	uint64_t sp_gen; /* ledger_generation when sp_db was opened */
-	sqlite3_stmt *sp_rows[SHIP_NSTREAMS]; /* a batch's rows */
-	sqlite3_stmt *sp_count[SHIP_NSTREAMS]; /* rows left to ship */
-	sqlite3_stmt *sp_oldest[SHIP_NSTREAMS]; /* time of the first left */
 	char *sp_upsert[SHIP_NSTREAMS]; /* the batch's statement */
 	PGconn *sp_conn;
 	int sp_fd; /* sp_conn's socket, -1: none; under sp_lock */
@@ -148,13 +108,6 @@ ship_state_name(enum ship_state s)
 		return ("down");
 	}
 	return ("?");
-}
-
-/* A stream's name, as in ship_cursor and ship_cursors. */
-const char *
-ship_stream_name(enum ship_stream s)
-{
-	return (s < SHIP_NSTREAMS ? ship_tables[s].st_name : "?");
 }
 
 /* A snapshot of the shipper's state and counters; all zero (off) if none. */
@@ -270,192 +223,25 @@ shipper_cancel_main(void *arg)
 	return (NULL);
 }
 
-/* Close the local connection and its statements. */
-static void
-shipper_db_close(void)
-{
-	size_t i;
-
-	for (i = 0; i < SHIP_NSTREAMS; i++) {
-		sqlite3_finalize(shipper.sp_rows[i]);
-		sqlite3_finalize(shipper.sp_count[i]);
-		sqlite3_finalize(shipper.sp_oldest[i]);
-		shipper.sp_rows[i] = NULL;
-		shipper.sp_count[i] = NULL;
-		shipper.sp_oldest[i] = NULL;
-	}
-	sqlite3_close(shipper.sp_db);
-	shipper.sp_db = NULL;
-}
-
 /*
- * Read ship_cursor: into cursor[] each stream's seq (0 when it has none),
- * and the instance name the ledger shipped under into *instance (NULL
- * when it never shipped). Returns 0, or -1 with *cause set.
- */
-static int
-shipper_local_cursors(int64_t *cursor, char **instance, char **cause)
-{
-	sqlite3_stmt *st = NULL;
-	const char *stream, *inst;
-	size_t i;
-	int rc;
-
-	*instance = NULL;
-	for (i = 0; i < SHIP_NSTREAMS; i++)
-		cursor[i] = 0;
-	if (sqlite3_prepare_v2(shipper.sp_db,
-		"SELECT stream, instance, seq FROM ship_cursor", -1, &st,
-		NULL) != SQLITE_OK)
-		goto fail;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		stream = (const char *)sqlite3_column_text(st, 0);
-		inst = (const char *)sqlite3_column_text(st, 1);
-		for (i = 0; stream != NULL && i < SHIP_NSTREAMS; i++)
-			if (strcmp(stream, ship_tables[i].st_name) == 0)
-				cursor[i] = sqlite3_column_int64(st, 2);
-		if (*instance == NULL && inst != NULL)
-			*instance = xstrdup(inst);
-	}
-	if (rc != SQLITE_DONE)
-		goto fail;
-	sqlite3_finalize(st);
-	return (0);
-fail:
-	xasprintf(cause, "reading ship_cursor in %s: %s", shipper.sp_path,
-	    sqlite3_errmsg(shipper.sp_db));
-	sqlite3_finalize(st);
-	free(*instance);
-	*instance = NULL;
-	return (-1);
-}
-
-/*
- * Open the ledger read-only (again, when its file was rebuilt) and
- * prepare the statements. Returns 0, or -1 with *cause set.
- */
-static int
-shipper_db_open(char **cause)
-{
-	char *sql = NULL;
-	size_t i;
-
-	shipper_db_close();
-	shipper.sp_gen = ledger_generation();
-	if ((shipper.sp_db = spend_open(shipper.sp_path, cause)) == NULL)
-		return (-1);
-	for (i = 0; i < SHIP_NSTREAMS; i++) {
-		xasprintf(&sql,
-		    "SELECT %s, ship_seq FROM %s WHERE ship_seq > ?1"
-		    " ORDER BY ship_seq LIMIT ?2",
-		    ship_tables[i].st_cols, ship_tables[i].st_name);
-		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
-			&shipper.sp_rows[i], NULL) != SQLITE_OK)
-			goto fail;
-		free(sql);
-		xasprintf(&sql, "SELECT count(*) FROM %s WHERE ship_seq > ?1",
-		    ship_tables[i].st_name);
-		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
-			&shipper.sp_count[i], NULL) != SQLITE_OK)
-			goto fail;
-		free(sql);
-		xasprintf(&sql,
-		    "SELECT %s FROM %s WHERE ship_seq > ?1"
-		    " ORDER BY ship_seq LIMIT 1",
-		    ship_tables[i].st_time, ship_tables[i].st_name);
-		if (sqlite3_prepare_v2(shipper.sp_db, sql, -1,
-			&shipper.sp_oldest[i], NULL) != SQLITE_OK)
-			goto fail;
-		free(sql);
-		sql = NULL;
-	}
-	return (0);
-fail:
-	xasprintf(
-	    cause, "%s: %s", shipper.sp_path, sqlite3_errmsg(shipper.sp_db));
-	free(sql);
-	shipper_db_close();
-	return (-1);
-}
-
-/*
- * Count what is left to ship after the cursors and the age of the oldest
- * of it, into the stats. Each statement is reset at once, so that no read
- * transaction stays open to hold the ledger's checkpoints back.
+ * Count what is left to ship and the age of its oldest row, into the
+ * stats (the lag is counted from it when read).
  */
 static void
 shipper_measure(void)
 {
-	sqlite3_stmt *st;
-	const char *t;
-	uint64_t backlog = 0;
-	int64_t oldest = 0, ms;
-	size_t i;
+	uint64_t backlog;
+	int64_t oldest;
 
-	if (shipper.sp_db == NULL)
+	if (shipper.sp_box.ob_db == NULL)
 		return;
 	shipper.sp_measured_ms = monotime_us() / 1000;
-	for (i = 0; i < SHIP_NSTREAMS; i++) {
-		st = shipper.sp_count[i];
-		sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
-		if (sqlite3_step(st) == SQLITE_ROW)
-			backlog += (uint64_t)sqlite3_column_int64(st, 0);
-		sqlite3_reset(st);
-		st = shipper.sp_oldest[i];
-		sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
-		if (sqlite3_step(st) == SQLITE_ROW &&
-		    (t = (const char *)sqlite3_column_text(st, 0)) != NULL &&
-		    spend_parse_time(t, 0, &ms) == 0 &&
-		    (oldest == 0 || ms < oldest))
-			oldest = ms;
-		sqlite3_reset(st);
-	}
+	ship_outbox_measure(
+	    &shipper.sp_box, shipper.sp_cursor, &backlog, &oldest);
 	pthread_mutex_lock(&shipper.sp_lock);
 	shipper.sp_stats.sh_backlog = backlog;
 	shipper.sp_oldest_ms = oldest;
 	pthread_mutex_unlock(&shipper.sp_lock);
-}
-
-/* The batch's statement for stream i (see the file's comment). */
-static char *
-shipper_upsert_sql(size_t i)
-{
-	const struct ship_table *t = &ship_tables[i];
-	const char *p, *end;
-	char *set = NULL, *tmp, *sql;
-	size_t n;
-
-	/* Every column but id (the key's half) is updated. */
-	for (p = strchr(t->st_cols, ',') + 1; *p != '\0'; p = end) {
-		while (*p == ' ')
-			p++;
-		end = p + strcspn(p, ",");
-		n = (size_t)(end - p);
-		if (set == NULL)
-			xasprintf(
-			    &set, "%.*s = EXCLUDED.%.*s", (int)n, p, (int)n, p);
-		else {
-			xasprintf(&tmp, "%s, %.*s = EXCLUDED.%.*s", set, (int)n,
-			    p, (int)n, p);
-			free(set);
-			set = tmp;
-		}
-		if (*end == ',')
-			end++;
-	}
-	xasprintf(&sql,
-	    "WITH c AS (INSERT INTO %s (instance, %s)"
-	    " SELECT $1::text, %s FROM json_populate_recordset(NULL::%s,"
-	    " $2::json)"
-	    " ON CONFLICT (instance, id) DO UPDATE SET %s)"
-	    " INSERT INTO ship_cursors (instance, stream, seq)"
-	    " VALUES ($1::text, '%s', $3::bigint)"
-	    " ON CONFLICT (instance, stream) DO UPDATE SET"
-	    " seq = GREATEST(ship_cursors.seq, EXCLUDED.seq),"
-	    " shipped_at = now()",
-	    t->st_name, t->st_cols, t->st_cols, t->st_name, set, t->st_name);
-	free(set);
-	return (sql);
 }
 
 /*
@@ -505,12 +291,13 @@ shipper_connect(char **cause)
 		stream = PQgetvalue(r, k, 0);
 		v = strtoll(PQgetvalue(r, k, 1), NULL, 10);
 		for (i = 0; i < SHIP_NSTREAMS; i++)
-			if (strcmp(stream, ship_tables[i].st_name) == 0)
+			if (strcmp(stream,
+				ship_stream_name((enum ship_stream)i)) == 0)
 				pg[i] = v;
 	}
 	PQclear(r);
 	r = NULL;
-	if (shipper_local_cursors(local, &inst, cause) == -1)
+	if (ship_outbox_cursors(&shipper.sp_box, local, &inst, cause) == -1)
 		goto fail;
 	free(inst);
 	for (i = 0; i < SHIP_NSTREAMS; i++)
@@ -532,48 +319,18 @@ static int
 shipper_batch(size_t i, int *nrows, char **cause)
 {
 	const struct ship_conf *sc = shipper.sp_sc;
-	sqlite3_stmt *st = shipper.sp_rows[i];
-	cJSON *rows = NULL, *row;
 	PGresult *r = NULL;
-	const char *params[3], *v;
+	const char *params[3];
 	char *json = NULL, *msg, seq[24];
-	int64_t last = 0, before = 0, keep;
-	int rc, c, ncols, n = 0;
+	int64_t last, before = 0, keep;
+	int n;
 
 	*nrows = 0;
-	rows = cJSON_CreateArray();
-	sqlite3_bind_int64(st, 1, shipper.sp_cursor[i]);
-	sqlite3_bind_int(st, 2, sc->sc_batch);
-	ncols = sqlite3_column_count(st) - 1; /* the last is ship_seq */
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		row = cJSON_CreateObject();
-		/* Every value as text, which PostgreSQL reads with the
-		 * column's own type: no number goes through a double. */
-		for (c = 0; c < ncols; c++) {
-			v = (const char *)sqlite3_column_text(st, c);
-			if (v == NULL)
-				cJSON_AddNullToObject(
-				    row, sqlite3_column_name(st, c));
-			else
-				cJSON_AddStringToObject(
-				    row, sqlite3_column_name(st, c), v);
-		}
-		cJSON_AddItemToArray(rows, row);
-		last = sqlite3_column_int64(st, ncols);
-		n++;
-	}
-	if (rc != SQLITE_DONE) {
-		xasprintf(cause, "reading %s from %s: %s",
-		    ship_tables[i].st_name, shipper.sp_path,
-		    sqlite3_errmsg(shipper.sp_db));
-		sqlite3_reset(st);
-		goto fail;
-	}
-	sqlite3_reset(st);
+	if (ship_outbox_rows(&shipper.sp_box, i, shipper.sp_cursor[i],
+		sc->sc_batch, &json, &n, &last, cause) == -1)
+		return (-1);
 	if (n == 0)
-		goto done;
-	if ((json = cJSON_PrintUnformatted(rows)) == NULL)
-		fatalx("%s: out of memory", __func__);
+		return (0);
 	snprintf(seq, sizeof(seq), "%" PRId64, last);
 	params[0] = shipper.sp_instance;
 	params[1] = json;
@@ -582,8 +339,8 @@ shipper_batch(size_t i, int *nrows, char **cause)
 	    NULL, NULL, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
 		msg = ship_error(r, shipper.sp_conn, sc->sc_password);
-		xasprintf(
-		    cause, "shipping %s: %s", ship_tables[i].st_name, msg);
+		xasprintf(cause, "shipping %s: %s",
+		    ship_stream_name((enum ship_stream)i), msg);
 		free(msg);
 		goto fail;
 	}
@@ -598,18 +355,15 @@ shipper_batch(size_t i, int *nrows, char **cause)
 	if (keep > 0 && i != SHIP_KILLS)
 		before = wallclock_ms() - keep;
 	/* PostgreSQL has the rows: the local cursor may follow. */
-	(void)ledger_ship_done(
-	    ship_tables[i].st_name, shipper.sp_instance, last, before);
+	(void)ledger_ship_done(ship_stream_name((enum ship_stream)i),
+	    shipper.sp_instance, last, before);
 	*nrows = n;
-done:
 	PQclear(r);
 	free(json);
-	cJSON_Delete(rows);
 	return (0);
 fail:
 	PQclear(r);
 	free(json);
-	cJSON_Delete(rows);
 	return (-1);
 }
 
@@ -631,7 +385,8 @@ shipper_prune_idle(void)
 	shipper.sp_pruned_at_ms = now;
 	for (i = 0; i < SHIP_NSTREAMS; i++)
 		if (i != SHIP_KILLS && shipper.sp_cursor[i] > 0)
-			(void)ledger_ship_done(ship_tables[i].st_name,
+			(void)ledger_ship_done(
+			    ship_stream_name((enum ship_stream)i),
 			    shipper.sp_instance, shipper.sp_cursor[i],
 			    now - keep);
 }
@@ -646,7 +401,8 @@ shipper_pick_instance(char **cause)
 {
 	char *recorded = NULL;
 
-	if (shipper_local_cursors(shipper.sp_cursor, &recorded, cause) == -1)
+	if (ship_outbox_cursors(
+		&shipper.sp_box, shipper.sp_cursor, &recorded, cause) == -1)
 		return (-1);
 	if (recorded != NULL &&
 	    strcmp(recorded, shipper.sp_sc->sc_instance) != 0) {
@@ -668,15 +424,15 @@ shipper_pick_instance(char **cause)
 	 * and a restart under another name (a pod's default host:port)
 	 * would ship that batch again as other rows.
 	 */
-	if (ledger_ship_done(ship_tables[SHIP_CALLS].st_name,
+	if (ledger_ship_done(ship_stream_name(SHIP_CALLS),
 		shipper.sp_sc->sc_instance, 0, 0) == -1) {
 		xasprintf(cause, "cannot record the instance name in %s",
-		    shipper.sp_path);
+		    shipper.sp_box.ob_path);
 		return (-1);
 	}
 	while (!shipper_stopping()) {
-		if (shipper_local_cursors(
-			shipper.sp_cursor, &recorded, cause) == -1)
+		if (ship_outbox_cursors(&shipper.sp_box, shipper.sp_cursor,
+			&recorded, cause) == -1)
 			return (-1);
 		if (recorded != NULL) {
 			/* What the ledger kept, whoever recorded it. */
@@ -700,15 +456,15 @@ shipper_main(void *arg)
 
 	(void)arg;
 	while (!shipper_stopping()) {
-		if (shipper.sp_db == NULL ||
-		    ledger_generation() != shipper.sp_gen) {
-			if (shipper_db_open(&cause) == -1 ||
+		if (shipper.sp_box.ob_db == NULL ||
+		    ledger_generation() != shipper.sp_box.ob_gen) {
+			if (ship_outbox_open(&shipper.sp_box, &cause) == -1 ||
 			    (shipper.sp_instance == NULL &&
 				shipper_pick_instance(&cause) == -1)) {
 				shipper_failed(cause);
 				free(cause);
 				cause = NULL;
-				shipper_db_close();
+				ship_outbox_close(&shipper.sp_box);
 				shipper_sleep(SHIP_BACKOFF_MAX_MS);
 				continue;
 			}
@@ -799,7 +555,7 @@ shipper_main(void *arg)
 		shipper_sleep(shipper.sp_sc->sc_interval_ms);
 	}
 	shipper_set_conn(NULL);
-	shipper_db_close();
+	ship_outbox_close(&shipper.sp_box);
 	return (NULL);
 }
 
@@ -821,10 +577,10 @@ shipper_start(const struct config *cf, char **cause)
 		return (0);
 	shipper.sp_cf = config_ref((struct config *)(uintptr_t)cf);
 	shipper.sp_sc = cf->cf_ship;
-	shipper.sp_path = xstrdup(cf->cf_ledger_path);
+	shipper.sp_box.ob_path = xstrdup(cf->cf_ledger_path);
 	shipper.sp_seed = (unsigned)monotime_us();
 	for (i = 0; i < SHIP_NSTREAMS; i++)
-		shipper.sp_upsert[i] = shipper_upsert_sql(i);
+		shipper.sp_upsert[i] = ship_outbox_upsert_sql(i);
 	memset(&shipper.sp_stats, 0, sizeof(shipper.sp_stats));
 	shipper.sp_stats.sh_state = SHIP_CONNECTING;
 	shipper.sp_stop = 0;
@@ -912,9 +668,9 @@ shipper_stop(void)
 		free(shipper.sp_upsert[i]);
 		shipper.sp_upsert[i] = NULL;
 	}
-	free(shipper.sp_path);
+	free(shipper.sp_box.ob_path);
 	free(shipper.sp_instance);
-	shipper.sp_path = NULL;
+	shipper.sp_box.ob_path = NULL;
 	shipper.sp_instance = NULL;
 	if (shipper.sp_cf != NULL)
 		config_unref(shipper.sp_cf);
