@@ -5,32 +5,38 @@
  * commit (and of the fsync under durability: power) is paid per batch, not
  * per row. The event loop never waits on SQLite.
  *
- * A call's row is inserted with status in_flight and its reservation by
- * ledger_reserve; the call is forwarded only after the callback says the
- * row is committed. ledger_settle later replaces it with the outcome.
- * At start-up, rows left in_flight by a crash become interrupted and are
- * charged at their reservation. When the ledger cannot write, reservations
- * fail (the caller answers 503) and the failure is logged and counted;
+ * A call is reserved by ledger_reserve: its row goes to the reservation
+ * journal (<path>.journal.<n>) with one write(2) per loop turn for every
+ * call admitted in it, and the call is forwarded once the callback says
+ * the write returned (under durability: power, once a sync covers it).
+ * ledger_settle writes its outcome to the journal too, and the writer
+ * inserts the call's one row, final, off the call's path. Until then the
+ * call is in memory (its id in use, its row in /v1/calls). At start-up
+ * the journal's tail is replayed: a reservation never settled becomes an
+ * interrupted row charged at its reservation, a settlement the ledger
+ * lacks becomes its row; rows a crash of an older version left in_flight
+ * become interrupted too. When the journal cannot be written, or the
+ * ledger's file is lost, reservations fail (the caller answers 503);
  * settlements are kept and retried, never dropped.
  *
  * The writer also makes sure the file it writes is the one a restart
- * would open: after every batch that answers a reservation, and once a
- * second, it compares the open file with what is at its path. A ledger
- * deleted, moved, replaced, or whose -wal or -shm went, and one whose
- * fsync failed, is "lost": reservations are refused at once while the
- * writer copies the open database into a fresh file at the path and
+ * would open: after every batch that answers a probe or a journal mark,
+ * and once a second, it compares the open file with what is at its path.
+ * A ledger deleted, moved, replaced, or whose -wal or -shm went, and one
+ * whose fsync failed, is "lost": reservations are refused at once while
+ * the writer copies the open database into a fresh file at the path and
  * reopens it there; a file that is not tollgate's is never written.
  * ledger_set_event_cb hears of it (and of failing writes) on the loop.
  *
  * For the fleet ledger every row that becomes final, and every change to
- * one, takes the next ship_seq (calls, alerts, kills; never a row in
- * flight), so a shipper sends what is above its cursor, and reports it
- * with ledger_ship_done, which may also prune what was shipped.
+ * one, takes the next ship_seq (calls, alerts, kills), so a shipper sends
+ * what is above its cursor, and reports it with ledger_ship_done, which
+ * may also prune what was shipped.
  *
- * Every function runs on the loop thread that owns the event base given to
- * ledger_open, but ledger_ship_done, which any thread may call. ledger_close refuses new reservations and records at once,
- * answers those still queued (their callbacks run inside it and may still
- * settle), writes every settlement, and checkpoints. See
+ * Every function runs on the loop thread that owns the event base given
+ * to ledger_open, but ledger_ship_done, which any thread may call.
+ * ledger_close refuses new reservations and those not yet answered,
+ * writes every settlement, and checkpoints. See
  * docs/internals/ledger.md.
  */
 #ifndef TOLLGATE_LEDGER_H
@@ -50,6 +56,9 @@ struct event_base;
  * calls_fallback index is partial on exactly this.
  */
 #define LEDGER_FALLBACK_WHERE "price_version LIKE '%+fallback:%'"
+
+/* ledger_reserve's flags: the request id is the client's, not ours. */
+#define LEDGER_ID_CLIENT 0x1
 
 /* The most rows one ledger_ship_done deletes (its pruning). */
 #define LEDGER_PRUNE_MAX 1000
@@ -138,7 +147,7 @@ struct ledger_kill {
 };
 
 enum ledger_result {
-	LEDGER_OK, /* the row is committed */
+	LEDGER_OK, /* the reservation is in the journal: forward */
 	LEDGER_DUPLICATE, /* a row with this id exists: nothing written */
 	LEDGER_UNAVAILABLE, /* the write failed (disk full, busy, I/O) */
 };
@@ -207,13 +216,23 @@ struct ledger_stats {
 	uint64_t ls_rebuild_failures; /* attempts that failed (retried) */
 	uint64_t ls_file_checks; /* open file compared with its path */
 	uint64_t ls_pruned; /* shipped rows deleted (ledger_ship_done) */
+	uint64_t ls_replayed; /* rows written from the journal at start-up */
+	size_t ls_in_flight; /* calls reserved, not yet settled */
+	uint64_t ls_journal_writes; /* write(2)s of the loop's turns */
+	uint64_t ls_journal_rotations; /* segments started */
+	uint64_t ls_journal_failures; /* writes or syncs that failed */
+	uint64_t ls_journal_segment; /* the open segment's number */
+	int64_t ls_journal_bytes; /* its size */
+	uint64_t ls_journal_syncs; /* power: fdatasyncs */
+	uint64_t ls_journal_sync_us_total;
+	uint64_t ls_journal_sync_us_max;
 };
 
 /* ledger.c */
 int ledger_open(
     struct event_base *, const char *, enum durability, size_t, char **);
 struct ledger_ticket *ledger_reserve(
-    const struct ledger_row *, ledger_cb, void *);
+    const struct ledger_row *, int, ledger_cb, void *);
 void ledger_ticket_cancel(struct ledger_ticket *);
 void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
@@ -222,6 +241,7 @@ int ledger_kill_delete(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
 int ledger_ship_done(const char *, const char *, int64_t, int64_t);
+size_t ledger_in_flight(struct ledger_row **);
 void ledger_stats(struct ledger_stats *);
 uint64_t ledger_generation(void);
 void ledger_set_event_cb(ledger_event_cb, void *);

@@ -81,6 +81,7 @@ struct spend_query {
 	char *sq_cursor_inst; /* fleet cursors: the row's instance */
 	enum spend_path sq_path;
 	int sq_fleet; /* fleet=1: the fleet ledger answers (PostgreSQL) */
+	const char *sq_calls_from; /* calls: the table, NULL for "calls" */
 };
 
 /* One group of a spend answer. */
@@ -159,6 +160,7 @@ struct spend_source {
 	    void *, const struct spend_query *, struct spend_out *, char **);
 	void *ss_arg;
 	int ss_fleet; /* answers fleet=1 queries (and only those) */
+	const char *ss_calls_from; /* sq_calls_from for its calls queries */
 	int ss_fail;
 };
 
@@ -226,7 +228,7 @@ void spend_out_cell(struct spend_out *, const char *, int);
 size_t spend_text_width(const char *);
 void spend_write(const struct spend_query *, const struct spend_result *,
     struct spend_out *);
-int spend_answer(struct sqlite3 *, enum spend_kind, const char *,
+int spend_answer(struct sqlite3 *, const char *, enum spend_kind, const char *,
     struct spend_out *, const char **, char **);
 int spend_answer_from(const struct spend_source *, enum spend_kind,
     const char *, struct spend_out *, const char **, char **);

@@ -507,6 +507,10 @@ ep_query(struct admin_req *ar)
 		}
 		free(cause);
 	}
+	/* Taken now: the reader must not touch the loop's table. */
+	if (job->aj_run == NULL && !job->aj_fleet &&
+	    job->aj_kind == SPEND_KIND_CALLS)
+		job->aj_nopen = ledger_in_flight(&job->aj_open);
 	if (job->aj_fleet && !reader_has_fleet()) {
 		admin_job_free(job);
 		admin_reply_error(ar, 400,
@@ -530,6 +534,7 @@ admin_job_free(struct admin_job *job)
 {
 	spend_out_free(&job->aj_out);
 	free(job->aj_query);
+	free(job->aj_open);
 	free(job->aj_err);
 	free(job);
 }

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 
+#include "tollgate/ledger.h"
 #include "tollgate/spend.h"
 
 struct conn;
@@ -50,6 +51,8 @@ struct admin_job {
 	    const char **, char **);
 	char *aj_query; /* the raw query string, "" if none */
 	uint64_t aj_ledger_gen; /* ledger_generation(), set by reader_submit */
+	struct ledger_row *aj_open; /* calls: the calls in flight, or NULL */
+	size_t aj_nopen;
 	/* output, set by the thread */
 	struct spend_out aj_out;
 	int aj_status; /* spend_answer's (ship_answer's) HTTP status */
@@ -68,6 +71,17 @@ struct admin_job {
 void ep_kills_list(struct admin_req *);
 void ep_kills_add(struct admin_req *);
 void ep_kill_delete(struct admin_req *);
+
+/*
+ * A calls query on the local ledger reads the calls table and the calls
+ * in flight (inflight.c) as one.
+ */
+#define ADMIN_CALLS_NOW                                                        \
+	"(SELECT * FROM main.calls UNION ALL SELECT * FROM temp.calls_open)"
+
+/* inflight.c */
+int admin_in_flight_load(
+    struct sqlite3 *, const struct ledger_row *, size_t, char **);
 
 /* budgets.c */
 struct cJSON *admin_budgets(void);

@@ -33,7 +33,7 @@ static struct event *en_gc;
 
 /* Fill the scopes of cf's policies that have no counter yet. */
 static int
-enforce_rebuild(const struct config *cf, int live, char **cause)
+enforce_rebuild(const struct config *cf, char **cause)
 {
 	sqlite3 *db;
 	long long t0 = monotime_us();
@@ -46,7 +46,7 @@ enforce_rebuild(const struct config *cf, int live, char **cause)
 	if ((db = spend_open(cf->cf_ledger_path, cause)) == NULL)
 		return (-1);
 	now = wallclock_ms();
-	rc = policy_rebuild(en_counters, cf->cf_policies, db, now, live, cause);
+	rc = policy_rebuild(en_counters, cf->cf_policies, db, now, cause);
 	/* Thresholds that fired in these windows before stay fired. */
 	if (rc == 0)
 		rc = alerts_restore(
@@ -91,7 +91,7 @@ enforce_start(struct event_base *base, const struct config *cf, char **cause)
 	if (cf->cf_fleet != NULL)
 		policy_counters_fleet(en_counters, 1);
 	en_breakers = breaker_state_new();
-	if (enforce_rebuild(cf, 0, cause) == -1) {
+	if (enforce_rebuild(cf, cause) == -1) {
 		policy_counters_free(en_counters);
 		en_counters = NULL;
 		breaker_state_free(en_breakers);
@@ -131,7 +131,7 @@ enforce_reload(const struct config *cf, char **cause)
 {
 	if (en_counters == NULL)
 		return (0);
-	return (enforce_rebuild(cf, 1, cause));
+	return (enforce_rebuild(cf, cause));
 }
 
 /*

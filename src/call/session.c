@@ -747,7 +747,10 @@ session_admitting(struct session *se)
 	}
 	session_row(se, &row);
 	se->se_state = SE_RESERVING;
-	if ((se->se_ticket = ledger_reserve(&row, reserved_cb, se)) == NULL) {
+	se->se_ticket = ledger_reserve(&row,
+	    se->se_attr.at_request_id[0] != '\0' ? LEDGER_ID_CLIENT : 0,
+	    reserved_cb, se);
+	if (se->se_ticket == NULL) {
 		/* Not recorded: the ledger's queue is full. */
 		session_refuse(se, 503, "ledger_busy", REFUSE_RETRY_SOON, NULL,
 		    "%s", "the spend ledger is behind; try again");

@@ -33,7 +33,9 @@
 #include "ledger_int.h"
 
 #define LEDGER_QUEUE_DEFAULT 4096 /* queue_max 0 */
-#define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
+/* A segment past this size is followed by a new one at the next write. */
+#define JOURNAL_SEGMENT_MAX (8 * 1024 * 1024)
+#define JOURNAL_WATCH_SEC 1 /* the open segment checked this often */
 
 static struct ledger *ledger;
 
@@ -126,9 +128,9 @@ ledger_item_what(const struct ledger_item *it, char *buf, size_t len)
 	return (buf);
 }
 
-/* The string fields of a row, as pointers to them. */
-static size_t
-row_fields(struct ledger_row *r, const char **f[])
+/* The string fields of a row, as pointers to them; how many. */
+size_t
+ledger_row_fields(struct ledger_row *r, const char **f[])
 {
 	size_t n = 0;
 	int i;
@@ -146,8 +148,6 @@ row_fields(struct ledger_row *r, const char **f[])
 	f[n++] = &r->lr_served_model;
 	return (n);
 }
-
-#define ROW_FIELDS_MAX (9 + TAG_MAX)
 
 /*
  * Every TEXT value the ledger holds is valid UTF-8: the fleet ledger
@@ -176,17 +176,17 @@ text_repair(
 }
 
 /*
- * A deep copy of row as a queued item, or NULL (logged) if the row is not
- * one the ledger can write: no id, a status or usage source out of range,
- * an in_flight status where the call must be over, too many bytes.
+ * A deep copy of row as an item of kind op, or NULL (logged) if the row
+ * is not one the ledger can write: no id, a status or usage source out of
+ * range, an in_flight status where the call must be over, too many bytes.
  */
-static struct ledger_item *
-item_new(enum ledger_op op, const struct ledger_row *row)
+struct ledger_item *
+ledger_item_new(enum ledger_op op, const struct ledger_row *row)
 {
 	struct ledger_item *it;
 	struct ledger_row copy;
-	const char **f[ROW_FIELDS_MAX];
-	char idbuf[64], *p, *fixed[ROW_FIELDS_MAX];
+	const char **f[LEDGER_ROW_FIELDS_MAX];
+	char idbuf[64], *p, *fixed[LEDGER_ROW_FIELDS_MAX];
 	size_t i, n, len, total = 0, nfixed;
 
 	if (row == NULL || row->lr_id == NULL || row->lr_id[0] == '\0') {
@@ -207,7 +207,7 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 		return (NULL);
 	}
 	copy = *row;
-	n = row_fields(&copy, f);
+	n = ledger_row_fields(&copy, f);
 	nfixed = text_repair(
 	    f, n, fixed, "call", ledger_safe_id(row, idbuf, sizeof(idbuf)));
 	for (i = 0; i < n; i++)
@@ -224,7 +224,7 @@ item_new(enum ledger_op op, const struct ledger_row *row)
 	memset(it, 0, sizeof(*it));
 	it->li_op = op;
 	it->li_row = copy;
-	n = row_fields(&it->li_row, f);
+	n = ledger_row_fields(&it->li_row, f);
 	p = it->li_strings;
 	for (i = 0; i < n; i++) {
 		if (*f[i] == NULL)
@@ -276,16 +276,17 @@ ledger_event_push(struct ledger *l, enum ledger_event_kind kind,
 }
 
 /*
- * Queue an item. Reservations and records count against queue_max and are
- * refused when it is reached; settlements are always taken (each follows a
- * reservation that was admitted). While the file is lost a reservation is
- * answered LEDGER_UNAVAILABLE at once, through the done list like any
- * answer: the writer may be busy copying the ledger for seconds. 0 or -1.
+ * Queue an item for the writer. Records, alerts and probes are refused
+ * when queue_max items wait (the writer is behind: the caller fails
+ * closed); settlements, marks, kills and cursors are always taken. 0, or
+ * -1.
  */
 static int
 enqueue(struct ledger *l, struct ledger_item *it)
 {
 	char idbuf[80];
+	int admitted = it->li_op == LEDGER_OP_RECORD ||
+	    it->li_op == LEDGER_OP_ALERT || it->li_op == LEDGER_OP_PROBE;
 
 	pthread_mutex_lock(&l->l_lock);
 	if (l->l_stopping) {
@@ -294,23 +295,10 @@ enqueue(struct ledger *l, struct ledger_item *it)
 		    ledger_item_what(it, idbuf, sizeof(idbuf)));
 		return (-1);
 	}
-	if (it->li_op == LEDGER_OP_RESERVE && l->l_lost != LEDGER_LOST_NONE) {
-		it->li_ticket->lt_result = LEDGER_UNAVAILABLE;
-		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
+	if (admitted && l->l_depth >= l->l_queue_max) {
+		l->l_stats.ls_refused_full++;
 		pthread_mutex_unlock(&l->l_lock);
-		free(it);
-		ledger_wake_loop(l);
-		return (0);
-	}
-	if (LEDGER_OP_ADMITTED(it->li_op)) {
-		if (l->l_admitted >= l->l_queue_max) {
-			l->l_stats.ls_refused_full++;
-			pthread_mutex_unlock(&l->l_lock);
-			return (-1);
-		}
-		l->l_admitted++;
-		if (it->li_op == LEDGER_OP_RESERVE)
-			l->l_reserving++;
+		return (-1);
 	}
 	l->l_depth++;
 	TAILQ_INSERT_TAIL(&l->l_queue, it, li_entry);
@@ -326,8 +314,295 @@ enqueue(struct ledger *l, struct ledger_item *it)
 }
 
 /*
- * Run the callbacks of answered reservations, and the event callback for
- * each change in the ledger's health; on the loop thread.
+ * The turn has records to write: the write runs once the callbacks
+ * already due in this loop turn have run, so every call they admit
+ * shares it.
+ */
+static void
+flush_arm(struct ledger *l)
+{
+	if (l->l_flush_armed || l->l_flush == NULL)
+		return;
+	l->l_flush_armed = 1;
+	event_active(l->l_flush, EV_TIMEOUT, 1);
+}
+
+/*
+ * A call leaves the table without a row: refused, a duplicate, or its
+ * session gone before it was forwarded. If its reservation reached the
+ * journal, a withdrawal follows it there, so a restart does not charge a
+ * call that never went upstream.
+ */
+static void
+withdraw(struct ledger *l, struct ledger_item *it)
+{
+	if (it == NULL)
+		return;
+	if (it->li_journaled) {
+		if (journal_append(&l->l_journal.j_buf, JOURNAL_WITHDRAW,
+			&it->li_row) == 0)
+			flush_arm(l);
+	}
+	inflight_remove(&l->l_inflight, it);
+	free(it);
+}
+
+/*
+ * Run a reservation's callback with its answer and free the ticket. A
+ * call that is not going ahead leaves the table; one whose session went
+ * away meanwhile is withdrawn, never forwarded.
+ */
+static void
+answer(struct ledger *l, struct ledger_ticket *t)
+{
+	if (t->lt_result != LEDGER_OK || t->lt_cancelled) {
+		withdraw(l, t->lt_item);
+		t->lt_item = NULL;
+	}
+	if (!t->lt_cancelled)
+		t->lt_cb(t->lt_arg, t->lt_result);
+	free(t);
+}
+
+/* Put a reservation's record in the turn's buffer; its answer follows
+ * the write. */
+static void
+journal_reserve(struct ledger *l, struct ledger_ticket *t)
+{
+	if (journal_append(
+		&l->l_journal.j_buf, JOURNAL_RESERVE, &t->lt_item->li_row) != 0)
+		t->lt_result = LEDGER_UNAVAILABLE;
+	else
+		t->lt_result = LEDGER_OK;
+	TAILQ_INSERT_TAIL(&l->l_pending, t, lt_entry);
+	flush_arm(l);
+}
+
+/* Ask the writer to say when everything queued so far is committed. */
+static void
+mark_segment(struct ledger *l, uint64_t seg)
+{
+	struct ledger_ticket *t;
+	struct ledger_item *it;
+
+	t = xcalloc(1, sizeof(*t));
+	t->lt_mark = seg;
+	it = xcalloc(1, sizeof(*it));
+	it->li_op = LEDGER_OP_MARK;
+	it->li_seq = (int64_t)seg;
+	it->li_ticket = t;
+	if (enqueue(l, it) != 0) {
+		free(it);
+		free(t);
+	}
+}
+
+/*
+ * Start the next journal segment and write at its head the reservation
+ * of every call in flight, so the segments before it hold nothing a
+ * restart needs once the writer has committed what they led to (a mark
+ * says when). A segment that was deleted or replaced under us is not
+ * marked: there is nothing of ours to delete. 0, or -1 (logged).
+ */
+static int
+journal_rotate(struct ledger *l, int gone)
+{
+	struct ledger_journal *j = &l->l_journal;
+	struct ledger_item *it;
+	struct buf head;
+	uint64_t old = j->j_seg;
+	int had = j->j_fd != -1;
+	char *cause = NULL;
+	int rc = 0;
+
+	if (journal_start(j, old + 1, &cause) != 0) {
+		log_warnx("ledger: journal: cannot start a segment: %s", cause);
+		free(cause);
+		l->l_journal_failures++;
+		return (-1);
+	}
+	l->l_journal_rotations++;
+	if (l->l_syncer != NULL)
+		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
+	buf_init(
+	    &head, 64 * 1024, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 0);
+	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
+	{
+		if (it->li_journaled &&
+		    journal_append(&head, JOURNAL_RESERVE, &it->li_row) != 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (rc == 0 &&
+	    journal_write_bytes(j, buf_ptr(&head), buf_len(&head)) != 0)
+		rc = -1;
+	buf_free(&head);
+	if (rc != 0) {
+		/* The old segment stays, with every reservation in it. */
+		log_warn("ledger: journal segment %llu: writing the calls in "
+			 "flight",
+		    (unsigned long long)j->j_seg);
+		j->j_broken = 1;
+		l->l_journal_failures++;
+		return (-1);
+	}
+	if (had && !gone)
+		mark_segment(l, old);
+	return (0);
+}
+
+/*
+ * The turn's write: one write(2) of every record appended since the last
+ * one, then each reservation waiting on it is answered, or under
+ * durability: power waits for the sync that covers it.
+ */
+static void
+flush_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct ledger *l = arg;
+	struct ledger_journal *j = &l->l_journal;
+	struct ledger_tickets done;
+	struct ledger_ticket *t;
+	struct ledger_item *it;
+	int failed = 0, saved;
+
+	(void)fd;
+	(void)events;
+	l->l_flush_armed = 0;
+	if (j->j_fd == -1 || j->j_broken || j->j_size >= JOURNAL_SEGMENT_MAX)
+		failed = journal_rotate(l, j->j_broken) != 0;
+	if (!failed && buf_len(&j->j_buf) > 0) {
+		if (journal_flush(j) != 0) {
+			saved = errno;
+			failed = 1;
+			l->l_journal_failures++;
+			errno = saved;
+			log_warn("ledger: journal segment %llu: write",
+			    (unsigned long long)j->j_seg);
+		} else
+			l->l_journal_writes++;
+	}
+	buf_reset(&j->j_buf);
+
+	TAILQ_INIT(&done);
+	TAILQ_CONCAT(&done, &l->l_pending, lt_entry);
+	while ((t = TAILQ_FIRST(&done)) != NULL) {
+		TAILQ_REMOVE(&done, t, lt_entry);
+		it = t->lt_item;
+		if (t->lt_result == LEDGER_OK && failed)
+			t->lt_result = LEDGER_UNAVAILABLE;
+		/* Cut off, or maybe half there: withdrawn in the next. */
+		if (it != NULL && (t->lt_result == LEDGER_OK || j->j_broken))
+			it->li_journaled = 1;
+		if (t->lt_result == LEDGER_OK && l->l_syncer != NULL) {
+			t->lt_seg = j->j_seg;
+			t->lt_off = j->j_size;
+			TAILQ_INSERT_TAIL(&l->l_syncwait, t, lt_entry);
+			continue;
+		}
+		answer(l, t);
+	}
+	if (l->l_syncer != NULL && !TAILQ_EMPTY(&l->l_syncwait))
+		syncer_want(l->l_syncer, j->j_seg, j->j_size);
+}
+
+/* Once a second: a segment deleted or replaced under us is left. */
+static void
+watch_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct ledger *l = arg;
+	struct ledger_journal *j = &l->l_journal;
+
+	(void)fd;
+	(void)events;
+	if (j->j_fd == -1 || j->j_broken || !journal_gone(j))
+		return;
+	log_warnx("ledger: journal segment %llu was deleted or replaced; "
+		  "starting another with the calls in flight",
+	    (unsigned long long)j->j_seg);
+	j->j_broken = 1;
+	flush_arm(l);
+}
+
+/*
+ * Power: answer the reservations whose records the syncer has put on
+ * disk, and delete the segments whose successors are there. A failed
+ * sync refuses everything waiting and starts a new segment.
+ */
+static void
+sync_dispatch(struct ledger *l)
+{
+	struct ledger_ticket *t;
+	struct journal_del *d;
+	size_t i = 0, k = 0;
+	int failed = 0;
+
+	while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
+		if (!syncer_covers(l->l_syncer, t->lt_seg, t->lt_off, &failed))
+			break;
+		TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+		answer(l, t);
+	}
+	(void)syncer_covers(l->l_syncer, 0, 0, &failed);
+	if (failed) {
+		log_warnx("ledger: journal: a sync failed; the calls waiting "
+			  "on it are refused, and a new segment starts");
+		l->l_journal_failures++;
+		while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
+			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+			t->lt_result = LEDGER_UNAVAILABLE;
+			answer(l, t);
+		}
+		l->l_journal.j_broken = 1;
+		flush_arm(l);
+	}
+	for (i = 0; i < l->l_ndels; i++) {
+		d = &l->l_dels[i];
+		if (syncer_covers(
+			l->l_syncer, d->jd_after_seg, d->jd_after_off, &failed))
+			journal_unlink(l->l_path, d->jd_seg);
+		else
+			l->l_dels[k++] = *d;
+	}
+	l->l_ndels = k;
+}
+
+/*
+ * The writer has committed everything queued before segment seg's mark:
+ * the segment is needed no more, unless something was given up since (it
+ * stays for the next start to read). Under power it goes once the
+ * segment after it, which repeats its calls in flight, is on disk.
+ */
+static void
+mark_done(struct ledger *l, uint64_t seg, enum ledger_result r)
+{
+	struct ledger_journal *j = &l->l_journal;
+	struct journal_del *d;
+
+	if (r != LEDGER_OK) {
+		log_warnx("ledger: journal segment %llu is kept for the next "
+			  "start: not everything it leads to was written",
+		    (unsigned long long)seg);
+		return;
+	}
+	if (l->l_syncer == NULL) {
+		journal_unlink(l->l_path, seg);
+		return;
+	}
+	l->l_dels = xreallocarray(l->l_dels, l->l_ndels + 1, sizeof(*d));
+	d = &l->l_dels[l->l_ndels++];
+	d->jd_seg = seg;
+	d->jd_after_seg = j->j_seg;
+	d->jd_after_off = j->j_size;
+	syncer_want(l->l_syncer, j->j_seg, j->j_size);
+}
+
+/*
+ * Run the answers the writer has put on the done list (probes of client
+ * request ids, marks), the answers the syncer has made possible, and the
+ * event callback for each change in the ledger's health; on the loop
+ * thread.
  */
 static void
 ledger_dispatch(struct ledger *l)
@@ -352,16 +627,26 @@ ledger_dispatch(struct ledger *l)
 		free(ev);
 	}
 
-	/*
-	 * A callback may cancel a ticket further down this list (its session
-	 * closing another), so the flag is read just before each call.
-	 */
 	while ((t = TAILQ_FIRST(&done)) != NULL) {
 		TAILQ_REMOVE(&done, t, lt_entry);
-		if (!t->lt_cancelled)
-			t->lt_cb(t->lt_arg, t->lt_result);
-		free(t);
+		if (t->lt_item == NULL) {
+			mark_done(l, t->lt_mark, t->lt_result);
+			free(t);
+			continue;
+		}
+		l->l_probing--;
+		/* The id is free: now the reservation goes to the journal. */
+		if (t->lt_result == LEDGER_OK && !t->lt_cancelled &&
+		    !l->l_closing)
+			journal_reserve(l, t);
+		else {
+			if (t->lt_result == LEDGER_OK)
+				t->lt_result = LEDGER_UNAVAILABLE;
+			answer(l, t);
+		}
 	}
+	if (l->l_syncer != NULL)
+		sync_dispatch(l);
 }
 
 static void
@@ -381,6 +666,11 @@ ledger_free(struct ledger *l)
 {
 	struct ledger_ev *ev;
 
+	syncer_stop(l->l_syncer);
+	if (l->l_flush != NULL)
+		event_free(l->l_flush);
+	if (l->l_watch != NULL)
+		event_free(l->l_watch);
 	if (l->l_event != NULL)
 		event_free(l->l_event);
 	if (l->l_efd != -1)
@@ -391,6 +681,9 @@ ledger_free(struct ledger *l)
 		TAILQ_REMOVE(&l->l_events, ev, ev_entry);
 		free(ev);
 	}
+	journal_free(&l->l_journal);
+	inflight_free(&l->l_inflight);
+	free(l->l_dels);
 	pthread_cond_destroy(&l->l_batch);
 	pthread_cond_destroy(&l->l_wake);
 	pthread_mutex_destroy(&l->l_lock);
@@ -400,10 +693,11 @@ ledger_free(struct ledger *l)
 
 /*
  * Open the ledger at path (its directory is made if missing), recover the
- * rows a crash left in flight, and start the writer thread. Answers reach
- * callbacks through an event on base. queue_max bounds the reservations and
- * records waiting to be written (0: a default of 4096). 0, or -1 with
- * *cause set.
+ * rows a crash left in flight and replay the journal it left, start a new
+ * journal segment, and start the writer thread (and the syncer, under
+ * durability: power). Answers reach callbacks through events on base.
+ * queue_max bounds the items waiting to be written (0: a default of
+ * 4096). 0, or -1 with *cause set.
  */
 int
 ledger_open(struct event_base *base, const char *path, enum durability dur,
@@ -411,7 +705,8 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 {
 	struct ledger *l;
 	pthread_condattr_t ca;
-	uint64_t interrupted;
+	struct timeval tv = {JOURNAL_WATCH_SEC, 0};
+	uint64_t interrupted, next, settled, replayed;
 	int error;
 
 	if (ledger != NULL) {
@@ -428,10 +723,15 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 	l->l_db.db_placed_fd = -1;
 	l->l_base = base;
 	l->l_path = xstrdup(path);
+	l->l_durability = dur;
 	l->l_queue_max = queue_max != 0 ? queue_max : LEDGER_QUEUE_DEFAULT;
 	TAILQ_INIT(&l->l_queue);
 	TAILQ_INIT(&l->l_done);
 	TAILQ_INIT(&l->l_events);
+	TAILQ_INIT(&l->l_pending);
+	TAILQ_INIT(&l->l_syncwait);
+	journal_init(&l->l_journal, path);
+	inflight_init(&l->l_inflight);
 	pthread_mutex_init(&l->l_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -441,7 +741,14 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 
 	if (ledger_db_open(&l->l_db, path, dur, &interrupted, cause) != 0)
 		goto fail;
-	l->l_stats.ls_interrupted = interrupted;
+	/* Under the database's flock: one tollgate reads these segments. */
+	if (ledger_replay(&l->l_db, path, &next, &settled, &replayed, cause) !=
+	    0)
+		goto fail;
+	l->l_stats.ls_interrupted = interrupted + replayed;
+	l->l_stats.ls_replayed = settled + replayed;
+	if (journal_start(&l->l_journal, next, cause) != 0)
+		goto fail;
 	l->l_ckpt = ledger_ckpt_start(&l->l_db, l->l_db.db_file);
 	if ((l->l_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1) {
 		xasprintf(cause, "ledger: eventfd: %s", strerror(errno));
@@ -453,14 +760,29 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 		*cause = xstrdup("ledger: cannot add the answer event");
 		goto fail;
 	}
+	l->l_flush = event_new(base, -1, 0, flush_cb, l);
+	l->l_watch = event_new(base, -1, EV_PERSIST, watch_cb, l);
+	if (l->l_flush == NULL || l->l_watch == NULL ||
+	    event_add(l->l_watch, &tv) == -1) {
+		*cause = xstrdup("ledger: cannot add the journal's events");
+		goto fail;
+	}
+	if (dur == DURABILITY_POWER) {
+		if ((l->l_syncer = syncer_start(path, l->l_efd, cause)) == NULL)
+			goto fail;
+		syncer_segment(
+		    l->l_syncer, l->l_journal.j_seg, l->l_journal.j_fd);
+	}
 
 	error = thread_start(&l->l_thread, "tg-ledger", ledger_writer, l);
 	if (error != 0) {
 		xasprintf(cause, "ledger: pthread_create: %s", strerror(error));
 		goto fail;
 	}
-	log_info("ledger: %s open (wal, synchronous=%s)", path,
-	    l->l_db.db_synchronous == 2 ? "full" : "normal");
+	log_info("ledger: %s open (wal, synchronous=%s, journal segment "
+		 "%llu)",
+	    path, l->l_db.db_synchronous == 2 ? "full" : "normal",
+	    (unsigned long long)l->l_journal.j_seg);
 	ledger = l;
 	return (0);
 fail:
@@ -469,38 +791,78 @@ fail:
 }
 
 /*
- * Queue the in_flight row of a call about to be forwarded. The callback
- * runs on the loop once the row is committed (LEDGER_OK), or with
- * LEDGER_DUPLICATE or LEDGER_UNAVAILABLE; the ticket is valid until then.
- * NULL when the queue is full or the ledger closed: refuse the call.
+ * Reserve a call about to be forwarded: its row goes to the journal with
+ * the loop turn's single write, and the callback runs once that write
+ * has returned (under durability: power, once the sync covering it has),
+ * with LEDGER_OK: forward it. LEDGER_DUPLICATE: its id is in use (a call
+ * in flight, or, for an id the client chose (LEDGER_ID_CLIENT), a row in
+ * the ledger, which the writer is asked first). LEDGER_UNAVAILABLE: the
+ * journal cannot be written or the ledger's file is lost. The ticket is
+ * valid until then. NULL when the writer is behind by queue_max items or
+ * the ledger is closed: refuse the call.
  */
 struct ledger_ticket *
-ledger_reserve(const struct ledger_row *row, ledger_cb cb, void *arg)
+ledger_reserve(const struct ledger_row *row, int flags, ledger_cb cb, void *arg)
 {
 	struct ledger *l = ledger;
 	struct ledger_ticket *t;
-	struct ledger_item *it;
+	struct ledger_item *it, *probe;
+	enum ledger_lost lost;
+	size_t depth, idlen;
 
 	if (l == NULL || l->l_closing || cb == NULL)
 		return (NULL);
-	if ((it = item_new(LEDGER_OP_RESERVE, row)) == NULL)
+	pthread_mutex_lock(&l->l_lock);
+	lost = l->l_lost;
+	depth = l->l_depth;
+	if (depth >= l->l_queue_max)
+		l->l_stats.ls_refused_full++;
+	pthread_mutex_unlock(&l->l_lock);
+	if (depth >= l->l_queue_max)
+		return (NULL);
+	if ((it = ledger_item_new(LEDGER_OP_RESERVE, row)) == NULL)
 		return (NULL);
 	t = xcalloc(1, sizeof(*t));
 	t->lt_cb = cb;
 	t->lt_arg = arg;
-	it->li_ticket = t;
-	if (enqueue(l, it) != 0) {
-		free(t);
+	if (lost != LEDGER_LOST_NONE ||
+	    inflight_find(&l->l_inflight, it->li_row.lr_id) != NULL) {
+		/* Answered with the turn's write, like any answer. */
+		t->lt_result = lost != LEDGER_LOST_NONE ? LEDGER_UNAVAILABLE
+							: LEDGER_DUPLICATE;
 		free(it);
+		TAILQ_INSERT_TAIL(&l->l_pending, t, lt_entry);
+		flush_arm(l);
+		return (t);
+	}
+	inflight_add(&l->l_inflight, it);
+	t->lt_item = it;
+	if (!(flags & LEDGER_ID_CLIENT)) {
+		journal_reserve(l, t);
+		return (t);
+	}
+	idlen = strlen(it->li_row.lr_id);
+	probe = xcalloc(1, sizeof(*probe) + idlen + 1);
+	probe->li_op = LEDGER_OP_PROBE;
+	memcpy(probe->li_strings, it->li_row.lr_id, idlen + 1);
+	probe->li_row.lr_id = probe->li_strings;
+	probe->li_ticket = t;
+	if (enqueue(l, probe) != 0) {
+		free(probe);
+		inflight_remove(&l->l_inflight, it);
+		free(it);
+		free(t);
 		return (NULL);
 	}
+	l->l_probing++;
 	return (t);
 }
 
 /*
  * The caller no longer wants the answer (its session went away): the
- * callback will not run, the row is still written, and the ledger frees
- * the ticket. Call only before the callback has run.
+ * callback will not run, the call is withdrawn if its answer was OK (it
+ * is never forwarded), and the ledger frees the ticket. Call only before
+ * the callback has run.
  */
 void
 ledger_ticket_cancel(struct ledger_ticket *t)
@@ -510,24 +872,36 @@ ledger_ticket_cancel(struct ledger_ticket *t)
 }
 
 /*
- * Queue the outcome of a call whose reservation was answered LEDGER_OK.
- * Always accepted while the ledger is open; kept and retried if the
- * ledger cannot write, never dropped before ledger_close.
+ * The outcome of a call whose reservation was answered LEDGER_OK: its
+ * final row goes to the journal with the turn's write and to the writer,
+ * which inserts it. Always accepted while the ledger is open; kept and
+ * retried if the ledger cannot write, never dropped before ledger_close.
  */
 void
 ledger_settle(const struct ledger_row *row)
 {
-	struct ledger_item *it;
+	struct ledger *l = ledger;
+	struct ledger_item *it, *open;
 	char idbuf[64];
 
-	if (ledger == NULL) {
+	if (l == NULL) {
 		log_warnx("ledger: call %s: ledger closed, settlement dropped",
 		    ledger_safe_id(row, idbuf, sizeof(idbuf)));
 		return;
 	}
-	if ((it = item_new(LEDGER_OP_SETTLE, row)) == NULL)
+	if ((it = ledger_item_new(LEDGER_OP_SETTLE, row)) == NULL)
 		return;
-	if (enqueue(ledger, it) != 0)
+	if ((open = inflight_find(&l->l_inflight, it->li_row.lr_id)) != NULL) {
+		inflight_remove(&l->l_inflight, open);
+		free(open);
+	} else
+		log_warnx("ledger: call %s: settled, but not in flight",
+		    ledger_safe_id(row, idbuf, sizeof(idbuf)));
+	/* A crash before the writer commits it finds it here. */
+	if (journal_append(&l->l_journal.j_buf, JOURNAL_SETTLE, &it->li_row) ==
+	    0)
+		flush_arm(l);
+	if (enqueue(l, it) != 0)
 		free(it);
 }
 
@@ -542,7 +916,7 @@ ledger_record(const struct ledger_row *row)
 
 	if (ledger == NULL || ledger->l_closing)
 		return (-1);
-	if ((it = item_new(LEDGER_OP_RECORD, row)) == NULL)
+	if ((it = ledger_item_new(LEDGER_OP_RECORD, row)) == NULL)
 		return (-1);
 	if (enqueue(ledger, it) != 0) {
 		free(it);
@@ -804,6 +1178,55 @@ ledger_ship_done(const char *stream, const char *instance, int64_t seq,
 	return (0);
 }
 
+/*
+ * A copy of the rows of the calls in flight, in order of reservation, in
+ * *rows: one allocation (the rows and their strings) that the caller
+ * frees, NULL when there are none. Any thread may read and free it.
+ * Returns how many.
+ */
+size_t
+ledger_in_flight(struct ledger_row **rows)
+{
+	struct ledger *l = ledger;
+	struct ledger_item *it;
+	struct ledger_row *out;
+	const char **f[LEDGER_ROW_FIELDS_MAX];
+	size_t n = 0, strs = 0, i, k, nf, len;
+	char *p;
+
+	*rows = NULL;
+	if (l == NULL || l->l_inflight.if_n == 0)
+		return (0);
+	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
+	{
+		nf = ledger_row_fields(&it->li_row, f);
+		for (k = 0; k < nf; k++)
+			if (*f[k] != NULL)
+				strs += strlen(*f[k]) + 1;
+		n++;
+	}
+	out = xmalloc(n * sizeof(*out) + strs);
+	p = (char *)(out + n);
+	i = 0;
+	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
+	{
+		out[i] = it->li_row;
+		out[i].lr_status = CALL_IN_FLIGHT;
+		nf = ledger_row_fields(&out[i], f);
+		for (k = 0; k < nf; k++) {
+			if (*f[k] == NULL)
+				continue;
+			len = strlen(*f[k]) + 1;
+			memcpy(p, *f[k], len);
+			*f[k] = p;
+			p += len;
+		}
+		i++;
+	}
+	*rows = out;
+	return (n);
+}
+
 /* A snapshot of the counters; all zero when the ledger is not open. */
 void
 ledger_stats(struct ledger_stats *s)
@@ -820,6 +1243,14 @@ ledger_stats(struct ledger_stats *s)
 	/* Under l_lock: the writer replaces l_ckpt when it rebuilds. */
 	ledger_ckpt_stats(l->l_ckpt, s);
 	pthread_mutex_unlock(&l->l_lock);
+	/* The loop's own, read on the loop (ledger_stats' caller). */
+	s->ls_in_flight = l->l_inflight.if_n;
+	s->ls_journal_writes = l->l_journal_writes;
+	s->ls_journal_rotations = l->l_journal_rotations;
+	s->ls_journal_failures = l->l_journal_failures;
+	s->ls_journal_segment = l->l_journal.j_seg;
+	s->ls_journal_bytes = l->l_journal.j_size;
+	syncer_stats(l->l_syncer, s);
 }
 
 /*
@@ -855,15 +1286,49 @@ ledger_set_event_cb(ledger_event_cb cb, void *arg)
 }
 
 /*
- * Close the ledger: refuse new reservations and records, answer those
- * queued (running their callbacks here, which may still settle), let the
- * writer write every settlement, checkpoint, and free everything. Safe
- * when the ledger is not open, and from a callback during a close.
+ * After the writer has left: the journal's segments are deleted when
+ * everything they lead to is in the ledger (no call in flight, nothing
+ * given up); otherwise they stay, and the next start reads them.
+ */
+static void
+journal_finish(struct ledger *l)
+{
+	uint64_t *segs = NULL;
+	size_t i, n;
+	char *cause = NULL;
+
+	if (l->l_inflight.if_n > 0 || l->l_stats.ls_dropped > 0 ||
+	    l->l_lost != LEDGER_LOST_NONE) {
+		log_warnx("ledger: journal kept (%zu calls in flight, %llu "
+			  "writes given up): the next start writes what it "
+			  "holds",
+		    l->l_inflight.if_n,
+		    (unsigned long long)l->l_stats.ls_dropped);
+		return;
+	}
+	if (journal_segments(l->l_path, &segs, &n, &cause) != 0) {
+		log_warnx("ledger: journal: %s", cause);
+		free(cause);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		if (segs[i] <= l->l_journal.j_seg)
+			journal_unlink(l->l_path, segs[i]);
+	free(segs);
+}
+
+/*
+ * Close the ledger: refuse new reservations and records, refuse those
+ * still waiting for their answer (they are never forwarded), write the
+ * journal, let the writer write every settlement, checkpoint, and free
+ * everything. Safe when the ledger is not open, and from a callback
+ * during a close.
  */
 void
 ledger_close(void)
 {
 	struct ledger *l = ledger;
+	struct ledger_ticket *t;
 
 	if (l == NULL || l->l_closing)
 		return;
@@ -876,7 +1341,8 @@ ledger_close(void)
 	l->l_test_paused = 0;
 	pthread_cond_signal(&l->l_wake);
 #endif
-	while (l->l_reserving > 0 || !TAILQ_EMPTY(&l->l_done)) {
+	/* Probes come back (refused now: l_closing) before the writer goes. */
+	while (l->l_probing > 0 || !TAILQ_EMPTY(&l->l_done)) {
 		if (TAILQ_EMPTY(&l->l_done)) {
 			pthread_cond_wait(&l->l_batch, &l->l_lock);
 			continue;
@@ -885,12 +1351,30 @@ ledger_close(void)
 		ledger_dispatch(l);
 		pthread_mutex_lock(&l->l_lock);
 	}
+	pthread_mutex_unlock(&l->l_lock);
+	while ((t = TAILQ_FIRST(&l->l_pending)) != NULL ||
+	    (t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
+		if (t == TAILQ_FIRST(&l->l_pending))
+			TAILQ_REMOVE(&l->l_pending, t, lt_entry);
+		else
+			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+		t->lt_result = LEDGER_UNAVAILABLE;
+		answer(l, t);
+	}
+	/* Settlements and withdrawals of this turn. */
+	flush_cb(-1, 0, l);
+	if (l->l_syncer != NULL)
+		syncer_want(
+		    l->l_syncer, l->l_journal.j_seg, l->l_journal.j_size);
+
+	pthread_mutex_lock(&l->l_lock);
 	l->l_stopping = 1;
 	pthread_cond_signal(&l->l_wake);
 	pthread_mutex_unlock(&l->l_lock);
 
 	pthread_join(l->l_thread, NULL);
 	ledger_dispatch(l);
+	journal_finish(l);
 	log_info("ledger: %s closed (%" PRIu64 " rows written, %" PRIu64
 		 " commits, %" PRIu64 " failures)",
 	    l->l_path, l->l_stats.ls_rows_written, l->l_stats.ls_commits,

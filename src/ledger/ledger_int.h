@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/buf.h"
 #include "tollgate/ledger.h"
 
 struct event;
@@ -38,24 +39,34 @@ struct event_base;
 #define LEDGER_EVENT_MSG_MAX 512
 #define LEDGER_EVENTS_MAX 16 /* events waiting for the loop; more dropped */
 #define LEDGER_PRUNE_SCAN (2 * LEDGER_PRUNE_MAX) /* index entries read */
+#define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
+#define LEDGER_ROW_FIELDS_MAX (9 + TAG_MAX) /* ledger_row_fields */
+/* The most one journal record holds: a row's strings and numbers. */
+#define JOURNAL_RECORD_MAX (LEDGER_ROW_STRINGS_MAX + 4096)
 
 enum ledger_op {
-	LEDGER_OP_RESERVE, /* insert the in_flight row, answer a ticket */
-	LEDGER_OP_SETTLE, /* update the in_flight row with the outcome */
+	LEDGER_OP_RESERVE, /* a call in flight (never queued: inflight.c) */
+	LEDGER_OP_SETTLE, /* insert a reserved call's final row */
 	LEDGER_OP_RECORD, /* insert a final row (refusals) */
+	LEDGER_OP_PROBE, /* is a client's request id in the ledger? */
+	LEDGER_OP_MARK, /* a journal segment is written: li_seq */
 	LEDGER_OP_ALERT, /* insert an alert (li_alert) */
 	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
 	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
 	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
-	LEDGER_OP_UNRESERVE, /* delete an in_flight row never forwarded */
 	LEDGER_OP_SHIP_DONE, /* move a ship cursor, prune what it passed */
 };
 
-/* Reservations, records and alerts count against queue_max; the rest
- * never. */
-#define LEDGER_OP_ADMITTED(op)                                                 \
-	((op) == LEDGER_OP_RESERVE || (op) == LEDGER_OP_RECORD ||              \
-	    (op) == LEDGER_OP_ALERT)
+/* A queued item that answers a ticket. */
+#define LEDGER_OP_TICKETED(op)                                                 \
+	((op) == LEDGER_OP_PROBE || (op) == LEDGER_OP_MARK)
+
+/* What a journal record is (journal.c). */
+enum journal_rec {
+	JOURNAL_RESERVE = 1, /* a call forwarded: its row as reserved */
+	JOURNAL_SETTLE = 2, /* its final row */
+	JOURNAL_WITHDRAW = 3, /* reserved but never forwarded: no row */
+};
 
 /*
  * One queued write: a deep copy of the caller's row in a single allocation,
@@ -66,7 +77,11 @@ enum ledger_op {
 struct ledger_item {
 	TAILQ_ENTRY(ledger_item) li_entry;
 	enum ledger_op li_op;
-	struct ledger_ticket *li_ticket; /* reservations only */
+	struct ledger_ticket *li_ticket; /* LEDGER_OP_TICKETED, in flight */
+	/* A call in flight (LEDGER_OP_RESERVE), in inflight.c's table. */
+	TAILQ_ENTRY(ledger_item) li_open;
+	struct ledger_item *li_hnext;
+	int li_journaled; /* its reservation is in the journal */
 	int li_changed; /* its statement changed a row */
 	struct ledger_row li_row; /* strings point into li_strings */
 	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
@@ -75,7 +90,7 @@ struct ledger_item {
 	/* LEDGER_OP_SHIP_DONE: ledger_ship_done's arguments, the result. */
 	const char *li_stream; /* in li_strings */
 	const char *li_instance; /* in li_strings */
-	int64_t li_seq;
+	int64_t li_seq; /* and LEDGER_OP_MARK's segment */
 	int64_t li_prune_before_ms; /* 0: no pruning */
 	uint64_t li_pruned; /* rows the op deleted */
 	char li_strings[];
@@ -119,11 +134,10 @@ struct ledger_db {
 	sqlite3_stmt *db_begin; /* BEGIN IMMEDIATE */
 	sqlite3_stmt *db_commit;
 	sqlite3_stmt *db_rollback;
-	sqlite3_stmt *db_insert; /* reservations and records */
+	sqlite3_stmt *db_insert; /* final rows: settlements and records */
+	sqlite3_stmt *db_probe; /* LEDGER_OP_PROBE */
 	sqlite3_stmt *db_kill_add;
 	sqlite3_stmt *db_kill_delete;
-	sqlite3_stmt *db_settle;
-	sqlite3_stmt *db_unreserve; /* LEDGER_OP_UNRESERVE */
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
 	sqlite3_stmt *db_cursor; /* upsert a ship_cursor row */
@@ -139,20 +153,55 @@ struct ledger_db {
 };
 
 /*
- * A reservation's answer. Made by ledger_reserve, filled by the writer and
- * put on the done list under the lock, freed on the loop thread once its
- * callback has run or been skipped (ledger_dispatch, or ledger_close). The
- * loop thread alone reads and writes lt_cancelled, so a cancel needs no
- * lock and the ticket is never freed under the writer's feet.
+ * A reservation's answer, or a journal mark's. Made by ledger_reserve on
+ * the loop; a probe's goes to the writer, which fills lt_result and puts
+ * it on the done list under the lock. On the loop it then waits on
+ * l_pending for the turn's journal write, and under durability: power on
+ * l_syncwait for the sync covering lt_seg and lt_off. Freed on the loop
+ * thread once its callback has run or been skipped. The loop thread
+ * alone reads and writes lt_cancelled, so a cancel needs no lock and the
+ * ticket is never freed under the writer's feet.
  */
 struct ledger_ticket {
-	TAILQ_ENTRY(ledger_ticket) lt_entry; /* done list */
+	TAILQ_ENTRY(ledger_ticket) lt_entry; /* one list at a time */
 	ledger_cb lt_cb;
 	void *lt_arg;
 	enum ledger_result lt_result; /* writer, under l_lock */
 	int lt_cancelled; /* loop thread only */
+	struct ledger_item *lt_item; /* the call, in l_inflight; or NULL */
+	uint64_t lt_seg; /* where its reservation was written */
+	int64_t lt_off;
+	uint64_t lt_mark; /* a mark's segment; lt_item NULL */
 };
 TAILQ_HEAD(ledger_tickets, ledger_ticket);
+
+/* The calls in flight (inflight.c); loop thread only. */
+struct ledger_inflight {
+	struct ledger_item **if_buckets;
+	size_t if_nbuckets; /* a power of two */
+	size_t if_n;
+	struct ledger_items if_all; /* by li_open, in order of reservation */
+};
+
+/* The journal's open segment and the turn's records (journal.c). */
+struct ledger_journal {
+	char *j_path; /* the ledger's path: segments are <path>.journal.<n> */
+	int j_fd; /* the open segment, O_APPEND; -1 when none */
+	uint64_t j_seg; /* its number */
+	int64_t j_size; /* bytes in it */
+	int j_broken; /* a failed write could not be cut off */
+	struct buf j_buf; /* the turn's records, one write(2) */
+};
+
+/* A segment to delete once the segment after it is on disk (power). */
+struct journal_del {
+	uint64_t jd_seg;
+	uint64_t jd_after_seg;
+	int64_t jd_after_off;
+};
+
+typedef void (*journal_read_cb)(
+    enum journal_rec, const struct ledger_row *, void *);
 
 /* A health event waiting for the loop (ledger_event_cb). */
 struct ledger_ev {
@@ -177,15 +226,29 @@ struct ledger {
 	int l_closing; /* ledger_close running: no reservations, records */
 	ledger_event_cb l_event_cb;
 	void *l_event_arg;
+	enum durability l_durability;
+	struct ledger_journal l_journal;
+	struct ledger_inflight l_inflight;
+	struct ledger_tickets l_pending; /* waiting for the turn's write */
+	struct ledger_tickets l_syncwait; /* power: waiting for a sync */
+	struct event *l_flush; /* active: the turn has records to write */
+	int l_flush_armed;
+	struct event *l_watch; /* once a second: is the segment still there */
+	struct ledger_syncer *l_syncer; /* power only */
+	struct journal_del *l_dels; /* power: segments to delete after */
+	size_t l_ndels;
+	size_t l_probing; /* probes at the writer, not yet answered */
+	uint64_t l_journal_rotations;
+	uint64_t l_journal_failures;
+	uint64_t l_journal_writes;
 
 	pthread_mutex_t l_lock; /* guards everything below */
 	pthread_cond_t l_wake; /* the writer: items queued, stop */
 	pthread_cond_t l_batch; /* ledger_close: a batch finished */
 	struct ledger_items l_queue;
 	struct ledger_tickets l_done;
-	size_t l_admitted; /* reservations and records not yet finished */
-	size_t l_reserving; /* reservations not yet answered */
-	size_t l_depth; /* items not yet finished, settlements too */
+	size_t l_depth; /* items not yet finished */
+	uint64_t l_mark_drops; /* items given up since the last mark */
 	int l_stopping; /* the writer drains and exits */
 	struct ledger_stats l_stats;
 	/*
@@ -206,11 +269,45 @@ struct ledger {
 };
 
 /* ledger.c */
+size_t ledger_row_fields(struct ledger_row *, const char **[]);
+struct ledger_item *ledger_item_new(enum ledger_op, const struct ledger_row *);
 const char *ledger_safe_id(const struct ledger_row *, char *, size_t);
 const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 void ledger_wake_loop(struct ledger *);
 void ledger_event_push(struct ledger *, enum ledger_event_kind,
     enum ledger_lost, const char *, ...) __attribute__((format(printf, 4, 5)));
+
+/* inflight.c */
+void inflight_init(struct ledger_inflight *);
+struct ledger_item *inflight_find(const struct ledger_inflight *, const char *);
+void inflight_add(struct ledger_inflight *, struct ledger_item *);
+void inflight_remove(struct ledger_inflight *, struct ledger_item *);
+void inflight_free(struct ledger_inflight *);
+
+/* journal.c */
+char *journal_name(const char *, uint64_t);
+int journal_append(struct buf *, enum journal_rec, const struct ledger_row *);
+int64_t journal_read(const char *, journal_read_cb, void *, size_t *, char **);
+int journal_segments(const char *, uint64_t **, size_t *, char **);
+int journal_start(struct ledger_journal *, uint64_t, char **);
+void journal_init(struct ledger_journal *, const char *);
+int journal_write_bytes(struct ledger_journal *, const char *, size_t);
+int journal_flush(struct ledger_journal *);
+void journal_unlink(const char *, uint64_t);
+int journal_gone(struct ledger_journal *);
+void journal_free(struct ledger_journal *);
+
+/* replay.c */
+int ledger_replay(struct ledger_db *, const char *, uint64_t *, uint64_t *,
+    uint64_t *, char **);
+
+/* syncer.c */
+struct ledger_syncer *syncer_start(const char *, int, char **);
+void syncer_segment(struct ledger_syncer *, uint64_t, int);
+void syncer_want(struct ledger_syncer *, uint64_t, int64_t);
+int syncer_covers(struct ledger_syncer *, uint64_t, int64_t, int *);
+void syncer_stats(struct ledger_syncer *, struct ledger_stats *);
+void syncer_stop(struct ledger_syncer *);
 
 /* writer.c */
 void *ledger_writer(void *);

@@ -105,28 +105,8 @@ static const char insert_sql[] =
     " ?29, ?30)"
     " ON CONFLICT (id) DO NOTHING";
 
-/*
- * A settlement only touches a row still in flight, so a late or repeated
- * one cannot overwrite an outcome. A NULL model or price version keeps the
- * reservation's.
- */
-static const char settle_sql[] =
-    "UPDATE calls SET status = ?2, finished_at = ?3, http_status = ?4,"
-    " input_tokens = ?5, output_tokens = ?6, cached_input_tokens = ?7,"
-    " cache_write_tokens = ?8, reasoning_tokens = ?9, usage_source = ?10,"
-    " cost_nusd = ?11, model = coalesce(?12, model),"
-    " price_version = coalesce(?13, price_version), latency_ms = ?14,"
-    " ttfb_ms = ?15, refusal_reason = ?16,"
-    " served_model = coalesce(?17, served_model), ship_seq = ?18"
-    " WHERE id = ?1 AND status = 'in_flight'";
-
-/*
- * A reservation whose answer was UNAVAILABLE after all (its row went to a
- * file a restart would not open): the call was never forwarded, so its
- * row goes, as if never written, and the client may retry with its id.
- */
-static const char unreserve_sql[] =
-    "DELETE FROM calls WHERE id = ?1 AND status = 'in_flight'";
+/* Whether a request id a client chose is taken (LEDGER_OP_PROBE). */
+static const char probe_sql[] = "SELECT 1 FROM calls WHERE id = ?1";
 
 /*
  * Charged at the reservation: a crash never frees budget. Each row takes
@@ -416,8 +396,7 @@ prepare(struct ledger_db *d, char **cause)
 	    {"COMMIT", offsetof(struct ledger_db, db_commit)},
 	    {"ROLLBACK", offsetof(struct ledger_db, db_rollback)},
 	    {insert_sql, offsetof(struct ledger_db, db_insert)},
-	    {settle_sql, offsetof(struct ledger_db, db_settle)},
-	    {unreserve_sql, offsetof(struct ledger_db, db_unreserve)},
+	    {probe_sql, offsetof(struct ledger_db, db_probe)},
 	    {alert_sql, offsetof(struct ledger_db, db_alert)},
 	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
 	    {kill_add_sql, offsetof(struct ledger_db, db_kill_add)},
@@ -645,8 +624,6 @@ next_seq(struct ledger_db *d)
 			rc = (call);                                           \
 	} while (0)
 
-/* Insert a reservation (in_flight) or a final row; a known id is skipped. */
-
 /*
  * The status a row is written with: 'killed' only where the ledger's
  * CHECK takes it (a version-1 ledger that could not be widened records
@@ -658,6 +635,7 @@ row_status(const struct ledger_db *d, enum call_status s)
 	return (s == CALL_KILLED && d->db_v1 ? CALL_ERROR : s);
 }
 
+/* Insert a final row; a known id is skipped. */
 static int
 apply_insert(struct ledger_db *d, struct ledger_item *it)
 {
@@ -667,7 +645,7 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	enum call_status status;
 	int i, rc = SQLITE_OK;
 
-	status = it->li_op == LEDGER_OP_RESERVE ? CALL_IN_FLIGHT : r->lr_status;
+	status = r->lr_status;
 	ledger_format_time(r->lr_started_ms, started, sizeof(started));
 	ledger_format_time(
 	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
@@ -705,45 +683,32 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	return (run_item(d, it, st, rc));
 }
 
-/* Settle a row still in flight with its outcome. */
+/*
+ * Whether the id is free: li_changed 1 when no row has it (the answer is
+ * then LEDGER_OK), 0 when one has (LEDGER_DUPLICATE).
+ */
 static int
-apply_settle(struct ledger_db *d, struct ledger_item *it)
+apply_probe(struct ledger_db *d, struct ledger_item *it)
 {
-	const struct ledger_row *r = &it->li_row;
-	sqlite3_stmt *st = d->db_settle;
-	char finished[LEDGER_TIME_MAX];
-	int rc = SQLITE_OK;
+	sqlite3_stmt *st = d->db_probe;
+	int rc;
 
-	ledger_format_time(
-	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
-	    finished, sizeof(finished));
-	BIND(bind_text(st, 1, r->lr_id));
-	BIND(bind_text(st, 2, ledger_status_name(row_status(d, r->lr_status))));
-	BIND(bind_text(st, 3, finished));
-	BIND(bind_int_min(st, 4, r->lr_http_status, 1));
-	BIND(sqlite3_bind_int64(st, 5, r->lr_input_tokens));
-	BIND(sqlite3_bind_int64(st, 6, r->lr_output_tokens));
-	BIND(sqlite3_bind_int64(st, 7, r->lr_cached_input_tokens));
-	BIND(sqlite3_bind_int64(st, 8, r->lr_cache_write_tokens));
-	BIND(sqlite3_bind_int64(st, 9, r->lr_reasoning_tokens));
-	BIND(bind_text(st, 10, ledger_usage_source_name(r->lr_usage_source)));
-	BIND(sqlite3_bind_int64(st, 11, r->lr_cost_nusd));
-	BIND(bind_text(st, 12, r->lr_model));
-	BIND(bind_text(st, 13, r->lr_price_version));
-	BIND(bind_int_min(st, 14, r->lr_latency_ms, 0));
-	BIND(bind_int_min(st, 15, r->lr_ttfb_ms, 0));
-	BIND(bind_text(st, 16, r->lr_refusal_reason));
-	BIND(bind_text(st, 17, r->lr_served_model));
-	BIND(sqlite3_bind_int64(st, 18, next_seq(d)));
-	return (run_item(d, it, st, rc));
-}
-
-/* Withdraw a reservation that was never forwarded. */
-static int
-apply_unreserve(struct ledger_db *d, struct ledger_item *it)
-{
-	return (run_item(d, it, d->db_unreserve,
-	    bind_text(d->db_unreserve, 1, it->li_row.lr_id)));
+	if ((rc = bind_text(st, 1, it->li_row.lr_id)) != SQLITE_OK) {
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+		    sqlite3_errstr(rc));
+		sqlite3_clear_bindings(st);
+		return (rc);
+	}
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+		it->li_changed = rc == SQLITE_DONE;
+		rc = SQLITE_DONE;
+	} else
+		snprintf(d->db_errmsg, sizeof(d->db_errmsg), "%s",
+		    sqlite3_errmsg(d->db_conn));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return (rc);
 }
 
 /* Bind a time as RFC 3339 text, or NULL when it is below 0. */
@@ -909,11 +874,13 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 	TAILQ_FOREACH(it, batch, li_entry)
 	{
 		it->li_changed = 0;
-		if (it->li_op == LEDGER_OP_SETTLE)
-			rc = apply_settle(d, it);
-		else if (it->li_op == LEDGER_OP_UNRESERVE)
-			rc = apply_unreserve(d, it);
-		else if (it->li_op == LEDGER_OP_ALERT ||
+		if (it->li_op == LEDGER_OP_PROBE)
+			rc = apply_probe(d, it);
+		else if (it->li_op == LEDGER_OP_MARK) {
+			/* Committed with everything queued before it. */
+			it->li_changed = 1;
+			rc = SQLITE_DONE;
+		} else if (it->li_op == LEDGER_OP_ALERT ||
 		    it->li_op == LEDGER_OP_ALERT_DELIVERY)
 			rc = apply_alert(d, it);
 		else if (it->li_op == LEDGER_OP_KILL_ADD ||
@@ -952,8 +919,7 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_commit);
 	sqlite3_finalize(d->db_rollback);
 	sqlite3_finalize(d->db_insert);
-	sqlite3_finalize(d->db_settle);
-	sqlite3_finalize(d->db_unreserve);
+	sqlite3_finalize(d->db_probe);
 	sqlite3_finalize(d->db_alert);
 	sqlite3_finalize(d->db_alert_delivery);
 	sqlite3_finalize(d->db_kill_add);
@@ -963,7 +929,7 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_prune_alerts);
 	d->db_cursor = d->db_prune_calls = d->db_prune_alerts = NULL;
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
-	d->db_insert = d->db_settle = d->db_unreserve = NULL;
+	d->db_insert = d->db_probe = NULL;
 	d->db_alert = d->db_alert_delivery = NULL;
 	d->db_kill_add = d->db_kill_delete = NULL;
 	if (d->db_conn != NULL) {

@@ -3,24 +3,28 @@
  * The ledger's writer thread, which owns the only write connection once
  * ledger_open has started it. It takes what is queued (the retry list
  * first, then up to LEDGER_BATCH_MAX new items), writes it as one
- * transaction through store.c, and answers each reservation by putting its
- * ticket on the done list and waking the loop through the eventfd, where
- * ledger.c runs the callbacks. So the commit, and its fsync under
- * durability: power, is paid per batch.
+ * transaction through store.c: final rows of settled calls and refusals,
+ * alerts, kills, ship cursors. A probe (is a client's request id in the
+ * ledger?) and a journal mark (everything before it is committed) are
+ * answered by putting their ticket on the done list and waking the loop
+ * through the eventfd, where ledger.c runs them. So the commit, and its
+ * fsync under durability: power, is paid per batch, and no call waits
+ * for it unless its client chose its request id.
  *
- * When a transaction fails, its reservations are answered UNAVAILABLE (the
- * caller refuses the call with 503) and its settlements and records are
- * kept, in order, and retried with backoff until they land; a row SQLite
- * itself refuses is given up alone. Once the ledger is closing, retries
- * stop after LEDGER_STOP_RETRY_US.
+ * When a transaction fails, its probes are answered UNAVAILABLE (the
+ * caller refuses the call with 503) and everything else is kept, in
+ * order, and retried with backoff until it lands; a row SQLite itself
+ * refuses is given up alone (and the journal segment it came from is
+ * kept for the next start). Once the ledger is closing, retries stop
+ * after LEDGER_STOP_RETRY_US.
  *
- * Before a batch's reservations are answered, and at least once every
+ * Before a batch's probes and marks are answered, and at least once every
  * LEDGER_CHECK_US, the writer makes sure the file it writes is still the
  * one at the ledger's path (rebuild.c). A file deleted, moved or replaced,
  * a -wal or -shm gone, or a failed fsync makes the ledger lost: that
- * batch's reservations are answered UNAVAILABLE and their rows settled as
- * refused, every later reservation is refused at once (ledger.c), and the
- * writer rebuilds the ledger at its path from the open connection,
+ * batch's probes are answered UNAVAILABLE and its marks keep their
+ * segments, every later reservation is refused at once (ledger.c), and
+ * the writer rebuilds the ledger at its path from the open connection,
  * retrying with backoff, while settlements keep going into the open
  * connection and so into the rebuilt file. See docs/internals/ledger.md.
  */
@@ -54,21 +58,24 @@
 #define LEDGER_FAILING_EVENT_US 60000000LL /* one FAILING event a minute */
 
 /*
- * An item is done with: answer a reservation, release its place in the
- * queue, free it. Called by the writer with l_lock held; returns whether
- * the loop must be woken.
+ * An item is done with: answer a probe or a mark, release its place in
+ * the queue, free it. A mark is answered OK only if nothing was given up
+ * since the one before. Called by the writer with l_lock held; returns
+ * whether the loop must be woken.
  */
 static int
 finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 {
 	int wake = 0;
 
-	if (LEDGER_OP_ADMITTED(it->li_op))
-		l->l_admitted--;
-	if (it->li_op == LEDGER_OP_RESERVE) {
+	if (LEDGER_OP_TICKETED(it->li_op)) {
+		if (it->li_op == LEDGER_OP_MARK) {
+			if (l->l_mark_drops > 0)
+				r = LEDGER_UNAVAILABLE;
+			l->l_mark_drops = 0;
+		}
 		it->li_ticket->lt_result = r;
 		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
-		l->l_reserving--;
 		wake = 1;
 	}
 	l->l_depth--;
@@ -86,7 +93,7 @@ count_done(struct ledger *l, const struct ledger_item *it)
 {
 	if (it->li_op == LEDGER_OP_SHIP_DONE)
 		l->l_stats.ls_pruned += it->li_pruned;
-	else if (it->li_changed)
+	else if (it->li_changed && !LEDGER_OP_TICKETED(it->li_op))
 		l->l_stats.ls_rows_written++;
 }
 
@@ -101,16 +108,11 @@ log_skipped(struct ledger_item *it)
 		log_debug("ledger: alert %s: already written, or unknown; "
 			  "skipped",
 		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-	else if (it->li_op == LEDGER_OP_RECORD)
-		log_warnx("ledger: call %s: a row with this id exists, record "
+	else if (it->li_op == LEDGER_OP_RECORD || it->li_op == LEDGER_OP_SETTLE)
+		log_warnx("ledger: call %s: a row with this id exists, %s "
 			  "skipped",
-		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)));
-	else if (it->li_op == LEDGER_OP_SETTLE ||
-	    it->li_op == LEDGER_OP_UNRESERVE)
-		log_debug("ledger: call %s: not in flight, %s skipped",
 		    ledger_safe_id(&it->li_row, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE ? "settlement"
-						  : "withdrawal");
+		    it->li_op == LEDGER_OP_SETTLE ? "settlement" : "record");
 	else if (it->li_op == LEDGER_OP_KILL_ADD)
 		log_warnx("ledger: %s: a kill with this id exists, not written",
 		    ledger_item_what(it, idbuf, sizeof(idbuf)));
@@ -135,22 +137,22 @@ batch_done(struct ledger *l, struct ledger_items *batch)
 }
 
 /*
- * Give up on an item: a reservation is answered UNAVAILABLE, a settlement
- * or record is dropped and counted (its row stays in flight and is charged
- * at the reservation by the next start's recovery). Lock held.
+ * Give up on an item: a probe or a mark is answered UNAVAILABLE, anything
+ * else is dropped and counted, and the next mark keeps its journal
+ * segment (a settlement is in it: the next start writes the row). Lock
+ * held.
  */
 static int
 drop(struct ledger *l, struct ledger_item *it, const char *why)
 {
 	char idbuf[80];
 
-	if (it->li_op != LEDGER_OP_RESERVE) {
+	if (!LEDGER_OP_TICKETED(it->li_op)) {
 		l->l_stats.ls_dropped++;
+		l->l_mark_drops++;
 		log_warnx("ledger: %s: %s not written: %s",
 		    ledger_item_what(it, idbuf, sizeof(idbuf)),
-		    it->li_op == LEDGER_OP_SETTLE ? "settlement"
-			: it->li_op == LEDGER_OP_UNRESERVE
-			? "withdrawal of a reservation"
+		    it->li_op == LEDGER_OP_SETTLE	? "settlement"
 			: it->li_op == LEDGER_OP_RECORD ? "record"
 			: it->li_op == LEDGER_OP_ALERT	? "alert"
 			: it->li_op == LEDGER_OP_ALERT_DELIVERY
@@ -238,8 +240,8 @@ tell_recovered(struct ledger *l, struct writer *w, const char *how)
 }
 
 /*
- * The batch failed. Reservations are answered UNAVAILABLE, settlements
- * and records go back to the retry list, keeping their order. When SQLite
+ * The batch failed. Probes are answered UNAVAILABLE, the rest goes back
+ * to the retry list, keeping its order. When SQLite
  * blames one row (a constraint: retrying cannot help) that row alone is
  * given up and the others are retried at once. Lock held.
  */
@@ -262,7 +264,7 @@ batch_failed(struct ledger *l, struct writer *w, struct ledger_items *batch,
 		TAILQ_REMOVE(batch, it, li_entry);
 		if (it == bad)
 			wake |= drop(l, it, why);
-		else if (bad == NULL && it->li_op == LEDGER_OP_RESERVE)
+		else if (bad == NULL && it->li_op == LEDGER_OP_PROBE)
 			wake |= finish(l, it, LEDGER_UNAVAILABLE);
 		else
 			TAILQ_INSERT_TAIL(&w->w_retry, it, li_entry);
@@ -384,47 +386,34 @@ enter_lost(
 
 /*
  * The batch committed, but into a file a restart would not open. Its
- * reservations are answered UNAVAILABLE: those calls are not forwarded,
- * and their rows, which the rebuild would carry over, are withdrawn (the
- * item becomes LEDGER_OP_UNRESERVE, on the retry list), as if never
- * written: a client retrying with the same request id is not told the
- * call was made. The rest of the batch is done: it is in the open file,
+ * probes are answered UNAVAILABLE (those calls are not forwarded) and its
+ * marks too (their segments stay: what they led to is only in the lost
+ * file until it is rebuilt). The rest is done: it is in the open file,
  * and so in the rebuilt one. Lock held; returns whether the loop must be
  * woken.
  */
 static int
-lost_batch(struct ledger *l, struct writer *w, struct ledger_items *batch)
+lost_batch(struct ledger *l, struct ledger_items *batch)
 {
-	struct ledger_items refused;
 	struct ledger_item *it;
 	int wake = 0;
 
-	TAILQ_INIT(&refused);
 	while ((it = TAILQ_FIRST(batch)) != NULL) {
 		TAILQ_REMOVE(batch, it, li_entry);
 		count_done(l, it);
-		if (it->li_op != LEDGER_OP_RESERVE || !it->li_changed) {
+		if (LEDGER_OP_TICKETED(it->li_op))
+			wake |= finish(l, it, LEDGER_UNAVAILABLE);
+		else
 			wake |= finish(l, it,
 			    it->li_changed ? LEDGER_OK : LEDGER_DUPLICATE);
-			continue;
-		}
-		it->li_ticket->lt_result = LEDGER_UNAVAILABLE;
-		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
-		it->li_ticket = NULL;
-		l->l_reserving--;
-		l->l_admitted--; /* like a settlement: never counted */
-		wake = 1;
-		it->li_op = LEDGER_OP_UNRESERVE;
-		TAILQ_INSERT_TAIL(&refused, it, li_entry);
 	}
-	TAILQ_CONCAT(&w->w_retry, &refused, li_entry);
 	return (wake);
 }
 
 /*
- * Nothing new is admitted while the file is lost: a reservation queued
- * before the loss was seen is answered UNAVAILABLE, unwritten. Lock
- * held; returns whether the loop must be woken.
+ * Nothing new is admitted while the file is lost: a probe queued before
+ * the loss was seen is answered UNAVAILABLE, unwritten. Lock held;
+ * returns whether the loop must be woken.
  */
 static int
 refuse_reservations(struct ledger *l, struct ledger_items *batch)
@@ -434,7 +423,7 @@ refuse_reservations(struct ledger *l, struct ledger_items *batch)
 
 	for (it = TAILQ_FIRST(batch); it != NULL; it = next) {
 		next = TAILQ_NEXT(it, li_entry);
-		if (it->li_op != LEDGER_OP_RESERVE)
+		if (it->li_op != LEDGER_OP_PROBE)
 			continue;
 		TAILQ_REMOVE(batch, it, li_entry);
 		wake |= finish(l, it, LEDGER_UNAVAILABLE);
@@ -805,7 +794,7 @@ ledger_writer(void *arg)
 		TAILQ_FOREACH(it, &batch, li_entry)
 		{
 			nbatch++;
-			if (it->li_op == LEDGER_OP_RESERVE)
+			if (LEDGER_OP_TICKETED(it->li_op))
 				nres++;
 		}
 		pthread_mutex_unlock(&l->l_lock);
@@ -816,8 +805,8 @@ ledger_writer(void *arg)
 		us = now - t0;
 
 		/*
-		 * Before a reservation is answered, its row must be in the
-		 * file a restart would open; after a failure, the failure may
+		 * Before a probe or a mark is answered, the file must be the
+		 * one a restart would open; after a failure, the failure may
 		 * be that the file went. A failed fsync leaves the file's
 		 * state on disk unknown: it is lost all the same.
 		 */
@@ -852,7 +841,7 @@ ledger_writer(void *arg)
 			if (nbatch > l->l_stats.ls_batch_max)
 				l->l_stats.ls_batch_max = nbatch;
 			if (why != LEDGER_LOST_NONE) {
-				(void)lost_batch(l, &w, &batch);
+				(void)lost_batch(l, &batch);
 				wake = 1;
 			} else
 				wake |= batch_done(l, &batch);

@@ -4,7 +4,10 @@
  * reload): every call row of the current windows is summed into the
  * budgets of the policies it matches, exactly as policy_admit and
  * policy_settle would have: final rows as spent at cost_nusd in the
- * window they started in, in_flight rows as reserved at reserved_nusd.
+ * window they started in. The table holds no call in flight: those are
+ * in the journal and in memory until they settle (a reload's running
+ * calls are added by policy_extend), and start-up writes what a crash
+ * left in flight as interrupted before this runs.
  * Only entries this rebuild creates are filled, so a scope that is
  * already live is never counted twice. The query is parameterised and
  * read-only; the connection is the caller's (spend_open).
@@ -26,7 +29,8 @@ static const char rebuild_sql[] =
     "SELECT started_at, status, cost_nusd, reserved_nusd, intent, team,"
     " tenant, agent_class, environment, model, provider, finished_at,"
     " input_tokens + output_tokens FROM calls"
-    " WHERE started_at >= ?1 AND status <> 'refused'";
+    " WHERE started_at >= ?1 AND status <> 'refused'"
+    " AND status <> 'in_flight'";
 
 /* Rate limits look back a minute; a call may have started this long
  * before the tokens it settled within that minute. */
@@ -102,24 +106,21 @@ rate_row(struct pentry *e, int64_t t, int64_t fin, int64_t tokens, int64_t now)
 
 /*
  * Fill the counters for the policies of ps from the ledger's calls table
- * on the read-only connection db, as of now. With live set (a reload,
- * while calls run), in_flight rows are left out: those calls are still
- * running and policy_extend adds their reservations, which their settles
- * then take off again. Returns 0, or -1 with *cause (the caller frees it)
- * when the query fails.
+ * on the read-only connection db, as of now. Returns 0, or -1 with
+ * *cause (the caller frees it) when the query fails.
  */
 int
 policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
-    sqlite3 *db, int64_t now, int live, char **cause)
+    sqlite3 *db, int64_t now, char **cause)
 {
 	const struct policy *po;
 	const char *attr[POLICY_ATTR_MAX];
 	struct pentry **done = NULL, *e;
 	sqlite3_stmt *st = NULL;
-	int64_t lo = INT64_MAX, start, reset, t, cost, reserved, fin, tokens;
+	int64_t lo = INT64_MAX, start, reset, t, cost, fin, tokens;
 	char from[64];
 	size_t i, k, ndone;
-	int a, rc, inflight, rv = -1;
+	int a, rc, rv = -1;
 
 	pcount_mark_old(pc);
 	for (i = 0; i < ps->ps_n; i++) {
@@ -143,10 +144,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 		t = parse_time((const char *)sqlite3_column_text(st, 0));
 		if (t == -1)
 			continue;
-		inflight = strcmp((const char *)sqlite3_column_text(st, 1),
-			       "in_flight") == 0;
 		cost = sqlite3_column_int64(st, 2);
-		reserved = sqlite3_column_int64(st, 3);
 		for (a = 0; a < POLICY_ATTR_MAX; a++)
 			attr[a] = (const char *)sqlite3_column_text(st, 4 + a);
 		fin = parse_time((const char *)sqlite3_column_text(st, 11));
@@ -176,11 +174,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 			if (k < ndone)
 				continue;
 			done[ndone++] = e;
-			if (inflight && live)
-				continue; /* policy_extend holds it */
-			if (inflight)
-				e->e_reserved += reserved;
-			else if (e->e_kind == PE_CALENDAR) {
+			if (e->e_kind == PE_CALENDAR) {
 				e->e_spent += cost;
 				lease_settle(e, cost);
 			} else

@@ -346,7 +346,7 @@ int
 ship_answer(struct ship_link *sl, enum spend_kind kind, const char *qs,
     struct spend_out *o, const char **ctype, char **cause)
 {
-	struct spend_source src = {fleet_run, fleet_calls, sl, 1, 503};
+	struct spend_source src = {fleet_run, fleet_calls, sl, 1, NULL, 503};
 
 	return (spend_answer_from(&src, kind, qs, o, ctype, cause));
 }

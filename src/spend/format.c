@@ -474,16 +474,18 @@ local_calls(
 
 /*
  * The admin API's GET /v1/spend or /v1/calls on the local ledger: parse
- * the raw query string, run it, and write the body into o (bounded by o's
+ * the raw query string, run it (a calls query reads calls_from, when not
+ * NULL, instead of the calls table), and write the body into o (bounded by o's
  * max). Returns the HTTP status: 200 (with *ctype), 400 (a bad parameter,
  * named in cause), 413 (the answer is too big), 500 (the ledger failed).
  * On any status but 200 o holds nothing and cause says why.
  */
 int
-spend_answer(sqlite3 *db, enum spend_kind kind, const char *qs,
-    struct spend_out *o, const char **ctype, char **cause)
+spend_answer(sqlite3 *db, const char *calls_from, enum spend_kind kind,
+    const char *qs, struct spend_out *o, const char **ctype, char **cause)
 {
-	struct spend_source src = {local_run, local_calls, db, 0, 500};
+	struct spend_source src = {
+	    local_run, local_calls, db, 0, calls_from, 500};
 
 	return (spend_answer_from(&src, kind, qs, o, ctype, cause));
 }
@@ -504,6 +506,7 @@ spend_answer_from(const struct spend_source *src, enum spend_kind kind,
 	*ctype = "application/json";
 	if (spend_query_parse(&q, kind, qs, cause) != 0)
 		return (400);
+	q.sq_calls_from = src->ss_calls_from;
 	if (q.sq_fleet != src->ss_fleet) {
 		*cause = xstrdup(q.sq_fleet
 			? "fleet: this tollgate has no ledger.ship: section, "

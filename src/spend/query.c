@@ -496,7 +496,9 @@ spend_stmt_calls(
 	int pg = d == SPEND_PG;
 
 	stmt_init(s, d);
-	sql_add(s, "SELECT * FROM calls WHERE 1 = 1");
+	sql_add(s, "SELECT * FROM ");
+	sql_add(s, q->sq_calls_from != NULL ? q->sq_calls_from : "calls");
+	sql_add(s, " WHERE 1 = 1");
 	where_calls(s, q);
 	if (q->sq_status != NULL)
 		sql_value(s, " AND status = ?", q->sq_status);

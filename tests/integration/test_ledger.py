@@ -552,23 +552,41 @@ class LedgerTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.ledger.count("status = 'ok'"), ok)
 
         # Now hold the ledger's write lock from another connection: no row
-        # can be committed, so no call may go upstream.
+        # can be committed. Calls are still safe in the journal, so they go
+        # on, but only while the writer is behind by fewer than queue_max
+        # rows: then every call is a clean 503, never forwarded.
         self.assertNoInFlight()
-        since = self.fp.mark()
         lockc = sqlite3.connect(self.ledger.path, timeout=10,
                                 isolation_level=None)
+        forwarded = []
         try:
             lockc.execute("BEGIN IMMEDIATE")
-            res = self.burst(tg, 64, "locked")
-            for m, c in res:
-                self.assertIsNone(c.error, repr(c.error))
-                self.assertClean503(c.resp)
-            self.assertEqual(self.fp.requests()[since:], [],
-                             "calls were forwarded while their rows could "
-                             "not be committed")
+            refused = 0
+            for i in range(40):
+                m = new_marker("locked")
+                r = self.call(tg.port, "POST", "/v1/chat/completions",
+                              tglib.openai_chat(m), [JSON_CT, AGENT])
+                if r.status == 200:
+                    self.assertEqual(refused, 0, "a call went through "
+                                     "after the writer was found behind")
+                    forwarded.append(r)
+                    continue
+                self.assertClean503(r)
+                self.assertEqual(self.fp.find_requests(m), [],
+                                 "a call answered 503 was forwarded")
+                refused += 1
+            self.assertLessEqual(len(forwarded), 16,
+                                 "more calls went through than queue_max "
+                                 "rows may wait for the writer")
+            self.assertGreater(refused, 0, "the writer's backlog is not "
+                               "bounded: no call was refused")
         finally:
             lockc.execute("ROLLBACK")
             lockc.close()
+        # Every call that went through while the ledger was locked has its
+        # row once the lock is gone.
+        for r in forwarded:
+            self.assertEqual(self.settled_row(r, 30)["status"], "ok")
         # The ledger recovers: calls go through and are recorded.
         r = tglib.wait_until(lambda: (lambda r: r.status == 200 and r)(
             self.call(tg.port, "POST", "/v1/chat/completions",

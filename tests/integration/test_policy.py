@@ -749,10 +749,13 @@ class PolicyTest(tglib.TGTestCase):
             self.chat(tg, new_marker(), [("Team", "s")]).status, 200)
         con = sqlite3.connect(tg.ledger.path, isolation_level=None,
                               timeout=10)
-        con.execute("BEGIN EXCLUSIVE")  # the next row waits
+        con.execute("BEGIN EXCLUSIVE")  # the writer waits
         m = new_marker()
+        # A request id of the client's own: the writer must say it is
+        # unused before the call is reserved, so the call waits on it.
         c = Caller(self, tg.port, "/v1/chat/completions", chat_body(m),
-                   [JSON_CT, ("X-Tollgate-Team", "s")])
+                   [JSON_CT, ("X-Tollgate-Team", "s"),
+                    ("X-Tollgate-Request-Id", "held-" + m)])
         c.start()
         time.sleep(0.5)
         pol[0]["killed"] = True
@@ -1038,7 +1041,8 @@ class PolicyTest(tglib.TGTestCase):
         cs = [self.hold(tg, m, tags) for _ in range(3)]
         cs.append(self.hold(tg, m, [("Team", "v"), ("Tenant", "t1"),
                                     ("Agent-Class", "bystander")]))
-        self.assertEqual(tg.ledger.wait_count(4, "status = 'in_flight'"), 4)
+        self.assertTrue(tglib.wait_until(
+            lambda: len(tg.in_flight()) == 4, 10), tg.in_flight())
         time.sleep(0.2)  # forwarded, waiting for the provider
         r = self.admin(tg, "POST", "/v1/kills",
                        {"match": {"agent_class": "looper"}, "ttl": "1h"})
@@ -1063,7 +1067,8 @@ class PolicyTest(tglib.TGTestCase):
         m = new_marker()
         tags = [("Team", "v"), ("Tenant", "t1"), ("Intent", "x")]
         cs = [self.hold(tg, m, tags, max_tokens=1000 + i) for i in range(3)]
-        self.assertEqual(tg.ledger.wait_count(3, "status = 'in_flight'"), 3)
+        self.assertTrue(tglib.wait_until(
+            lambda: len(tg.in_flight()) == 3, 10), tg.in_flight())
         time.sleep(0.2)
         self.assertEqual(self.chat(tg, m, tags, max_tokens=5,
                                    fake=()).status, 200)

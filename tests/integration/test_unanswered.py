@@ -100,8 +100,10 @@ class UnansweredTest(ledgerlib.MeterTestCase):
         c.send(tglib.build_request(
             "POST", "/v1/chat/completions", BODY,
             [JSON_CT, ("X-Tollgate-Request-Id", rid)]))
-        # Its row is reserved before the connect starts.
-        self.assertIsNotNone(self.ledger.wait_row(rid, settled=False))
+        # It is reserved (in flight) before the connect starts.
+        self.assertTrue(tglib.wait_until(lambda: [
+            r for r in tg.in_flight() if r["id"] == rid], 10),
+            "never in flight")
         c.close()
         r = self.settled_row(rid)
         self.assertEqual(r["status"], "client_closed", r)

@@ -21,6 +21,7 @@ TG_KEEP_TMP=1 keeps every temp dir; TG_TEST_VERBOSE=1 prints logs always.
 
 import atexit
 import ctypes
+import http.client
 import json
 import os
 import re
@@ -499,6 +500,38 @@ class Tollgate(Proc):
         """First match of regex pattern in stderr after offset start."""
         rx = re.compile(pattern)
         return wait_until(lambda: rx.search(self.stderr(), start), timeout)
+
+    ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
+
+    def admin_get(self, path, token=None, timeout=10):
+        """GET path on the admin listener: (status, parsed JSON or None)."""
+        m = wait_until(lambda: self.ADMIN_RE.search(self.stderr()), 10)
+        if not m:
+            raise AssertionError("no 'admin listening on' line:\n" +
+                                 self.describe())
+        c = http.client.HTTPConnection("127.0.0.1", int(m.group(1)),
+                                       timeout=timeout)
+        try:
+            hdrs = {"Authorization": "Bearer " + token} if token else {}
+            c.request("GET", path, headers=hdrs)
+            r = c.getresponse()
+            body = r.read()
+            try:
+                return r.status, json.loads(body)
+            except ValueError:
+                return r.status, None
+        finally:
+            c.close()
+
+    def in_flight(self, token=None):
+        """The calls in flight as /v1/calls shows them (rows in memory
+        and in the journal, not yet in the SQLite file)."""
+        status, body = self.admin_get(
+            "/v1/calls?status=in_flight&limit=1000", token)
+        if status != 200:
+            raise AssertionError("/v1/calls?status=in_flight: %d %r" %
+                                 (status, body))
+        return body["calls"]
 
     def calls(self):
         """Per-call summary lines: list of dicts."""

@@ -39,6 +39,10 @@
 #include "../../src/ledger/writer.c"
 #include "../../src/ledger/checkpoint.c"
 #include "../../src/ledger/rebuild.c"
+#include "../../src/ledger/inflight.c"
+#include "../../src/ledger/journal.c"
+#include "../../src/ledger/replay.c"
+#include "../../src/ledger/syncer.c"
 
 #include "ledgertest.h"
 
@@ -274,7 +278,7 @@ test_reserve_ok(void **state)
 
 	(void)state;
 	open_ok(DURABILITY_PROCESS, 0);
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 
@@ -313,7 +317,7 @@ test_settle_final(void **state)
 
 	(void)state;
 	open_ok(DURABILITY_PROCESS, 0);
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	/* The caller's strings are copied: scribble over them. */
 	snprintf(id, sizeof(id), "s1");
@@ -360,7 +364,7 @@ test_settle_final(void **state)
 
 	/* A NULL model at settlement keeps the reservation's. */
 	r = mkrow("s2");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 2);
 	s = mksettle("s2");
 	s.lr_model = NULL;
@@ -381,23 +385,23 @@ test_duplicate(void **state)
 
 	(void)state;
 	open_ok(DURABILITY_PROCESS, 0);
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 
 	/* Another batch. */
 	r.lr_provider = "anthropic";
 	r.lr_reserved_nusd = 99;
-	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &b));
 	run_until(&b.fired, 1);
 	assert_int_equal(b.result, LEDGER_DUPLICATE);
 
 	/* The same batch: the writer is held while both are queued. */
 	ledger_test_pause(1);
 	r = mkrow("d2");
-	assert_non_null(ledger_reserve(&r, answer_cb, &c));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &c));
 	r.lr_reserved_nusd = 7;
-	assert_non_null(ledger_reserve(&r, answer_cb, &d));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &d));
 	ledger_test_pause(0);
 	run_until(&d.fired, 1);
 	assert_int_equal(c.result, LEDGER_OK);
@@ -449,7 +453,7 @@ test_record_refused(void **state)
 	r.lr_refusal_reason = "other";
 	assert_int_equal(ledger_record(&r), 0);
 	r = mkrow("ref1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_DUPLICATE);
 	assert_string_equal(
@@ -512,19 +516,19 @@ test_bad_rows(void **state)
 	(void)state;
 	/* Not open. */
 	r.lr_id = "x";
-	assert_null(ledger_reserve(&r, answer_cb, &a));
+	assert_null(ledger_reserve(&r, 0, answer_cb, &a));
 	assert_int_equal(ledger_record(&r), -1);
 	ledger_settle(&r);
 	ledger_close();
 
 	open_ok(DURABILITY_PROCESS, 0);
 	r.lr_id = NULL;
-	assert_null(ledger_reserve(&r, answer_cb, &a));
+	assert_null(ledger_reserve(&r, 0, answer_cb, &a));
 	r.lr_id = "";
-	assert_null(ledger_reserve(&r, answer_cb, &a));
+	assert_null(ledger_reserve(&r, 0, answer_cb, &a));
 	r.lr_id = "x";
 	r.lr_status = (enum call_status)42;
-	assert_null(ledger_reserve(&r, answer_cb, &a));
+	assert_null(ledger_reserve(&r, 0, answer_cb, &a));
 	r.lr_status = CALL_OK;
 	r.lr_usage_source = (enum usage_source)42;
 	assert_int_equal(ledger_record(&r), -1);
@@ -613,7 +617,7 @@ test_burst(void **state)
 		ans[i].index = i;
 		ans[i].settle = 1;
 		r = burst_row(i);
-		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, burst_cb, &ans[i]));
 		want += burst_cost(i);
 	}
 	run_until(&answers_fired, BURST);
@@ -650,12 +654,12 @@ test_recovery(void **state)
 	(void)state;
 	open_ok(DURABILITY_PROCESS, 0);
 	r = mkrow("c1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	r = mkrow("c2");
 	r.lr_reserved_nusd = 4000000;
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	r = mkrow("c3");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 3);
 	s = mksettle("c3");
 	ledger_settle(&s);
@@ -762,9 +766,10 @@ test_queue_full(void **state)
 		snprintf(ids[i], sizeof(ids[i]), "q%d", i);
 		r = mkrow(ids[i]);
 		if (i < 4)
-			assert_non_null(ledger_reserve(&r, answer_cb, &a[i]));
+			assert_non_null(
+			    ledger_reserve(&r, 0, answer_cb, &a[i]));
 		else
-			assert_null(ledger_reserve(&r, answer_cb, &a[i]));
+			assert_null(ledger_reserve(&r, 0, answer_cb, &a[i]));
 	}
 	r = mksettle("q9");
 	r.lr_status = CALL_REFUSED;
@@ -803,7 +808,7 @@ test_disk_full(void **state)
 	memset(big, 'z', BIG);
 	open_ok(DURABILITY_PROCESS, 0);
 	r = mkrow("f1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 
@@ -811,7 +816,7 @@ test_disk_full(void **state)
 	ledger_test_max_pages(1);
 	r = mkrow("f2");
 	r.lr_upstream = big;
-	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &b));
 	run_until(&b.fired, 1);
 	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
 
@@ -852,7 +857,7 @@ test_disk_full(void **state)
 	    q_text("SELECT status FROM calls WHERE id = 'f3'"), "refused");
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
 	r = mkrow("f4");
-	assert_non_null(ledger_reserve(&r, answer_cb, &d));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &d));
 	run_until(&d.fired, 1);
 	assert_int_equal(d.result, LEDGER_OK);
 	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
@@ -871,7 +876,7 @@ test_disk_full_at_close(void **state)
 	memset(big, 'z', BIG);
 	open_ok(DURABILITY_PROCESS, 0);
 	r = mkrow("g1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	ledger_test_max_pages(1);
 	s = mksettle("g1");
@@ -910,7 +915,7 @@ test_busy(void **state)
 	    sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
 	    SQLITE_OK);
 	r = mkrow("k1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_UNAVAILABLE);
 	r = mksettle("k2");
@@ -928,7 +933,7 @@ test_busy(void **state)
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 1);
 	assert_string_equal(q_text("SELECT status FROM calls"), "refused");
 	r = mkrow("k1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &b));
 	run_until(&b.fired, 1);
 	assert_int_equal(b.result, LEDGER_OK);
 	ledger_stats(&st);
@@ -951,13 +956,13 @@ test_poison_row(void **state)
 	(void)state;
 	open_ok(DURABILITY_PROCESS, 0);
 	r = mkrow("p1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	ledger_test_pause(1);
 	r = mkrow("p2");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	s = mksettle("p1");
-	it = item_new(LEDGER_OP_SETTLE, &s);
+	it = ledger_item_new(LEDGER_OP_SETTLE, &s);
 	assert_non_null(it);
 	it->li_row.lr_status = (enum call_status)42;
 	assert_int_equal(enqueue(ledger, it), 0);
@@ -993,14 +998,14 @@ test_cancel(void **state)
 	/* Cancelled before the writer has it. */
 	ledger_test_pause(1);
 	r = mkrow("t1");
-	t = ledger_reserve(&r, answer_cb, &a);
+	t = ledger_reserve(&r, 0, answer_cb, &a);
 	assert_non_null(t);
 	ledger_test_pause(0);
 	ledger_ticket_cancel(t);
 	flush();
 	/* Cancelled after the commit, before the loop heard of it. */
 	r = mkrow("t2");
-	t = ledger_reserve(&r, answer_cb, &b);
+	t = ledger_reserve(&r, 0, answer_cb, &b);
 	do {
 		usleep(500);
 		ledger_stats(&st);
@@ -1016,7 +1021,7 @@ test_cancel(void **state)
 	/* Cancelled, then the ledger closes with it still queued. */
 	ledger_test_pause(1);
 	r = mkrow("t3");
-	t = ledger_reserve(&r, answer_cb, &c);
+	t = ledger_reserve(&r, 0, answer_cb, &c);
 	ledger_ticket_cancel(t);
 	ledger_close();
 	assert_int_equal(c.fired, 0);
@@ -1040,7 +1045,7 @@ test_close_drains(void **state)
 		ans[i].index = i;
 		ans[i].settle = 1;
 		r = burst_row(i);
-		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, burst_cb, &ans[i]));
 	}
 	ledger_close();
 	assert_int_equal(answers_fired, 300);
@@ -1048,7 +1053,7 @@ test_close_drains(void **state)
 			       "('ok', 'client_closed')"),
 	    300);
 	/* Closed: refused, and closing again is harmless. */
-	assert_null(ledger_reserve(&r, burst_cb, &ans[0]));
+	assert_null(ledger_reserve(&r, 0, burst_cb, &ans[0]));
 	assert_int_equal(ledger_record(&r), -1);
 	ledger_close();
 	ledger_close();
@@ -1077,7 +1082,7 @@ reserve_until_ok(const char *id)
 
 	for (;;) {
 		memset(&a, 0, sizeof(a));
-		assert_non_null(ledger_reserve(&r, answer_cb, &a));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 		run_until(&a.fired, 1);
 		if (a.result == LEDGER_OK)
 			return;
@@ -1152,7 +1157,7 @@ test_lost_deleted(void **state)
 
 	unlink_files(all);
 	r = mkrow("d2");
-	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &b));
 	run_until(&b.fired, 1);
 	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
 	reserve_until_ok("d3");
@@ -1255,7 +1260,7 @@ test_lost_replaced(void **state)
 	assert_int_equal(rename(other, fx.path), 0);
 
 	r = mkrow("p2");
-	assert_non_null(ledger_reserve(&r, answer_cb, &b));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &b));
 	run_until(&b.fired, 1);
 	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
 	deadline = monotime_us() + 10000000LL;
@@ -1316,7 +1321,7 @@ test_close_race(void **state)
 			ans[i].settle = 1;
 			r = burst_row(i);
 			/* Past queue_max the call would be refused. */
-			if (ledger_reserve(&r, burst_cb, &ans[i]) == NULL) {
+			if (ledger_reserve(&r, 0, burst_cb, &ans[i]) == NULL) {
 				snprintf(
 				    burst_ids[i], sizeof(burst_ids[i]), "skip");
 				break;
@@ -1359,8 +1364,8 @@ bench_one(enum durability dur, int settle)
 		ans[i].settle = settle;
 		r = burst_row(i % BURST);
 		r.lr_id = ids[i];
-		assert_non_null(
-		    ledger_reserve(&r, settle ? burst_cb : answer_cb, &ans[i]));
+		assert_non_null(ledger_reserve(
+		    &r, 0, settle ? burst_cb : answer_cb, &ans[i]));
 	}
 	run_until(&answers_fired, n);
 	flush();
@@ -1397,7 +1402,7 @@ bench_trickle(enum durability dur)
 		snprintf(ids[i], sizeof(ids[i]), "t%05d", i);
 		r = mkrow(ids[i]);
 		t0 = monotime_us();
-		assert_non_null(ledger_reserve(&r, answer_cb, &a));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 		while (a.fired <= i)
 			event_base_loop(fx.base, EVLOOP_ONCE);
 		lat[i] = monotime_us() - t0;
@@ -1458,7 +1463,7 @@ test_checkpoint_reader(void **state)
 		ans[i].settle = 1;
 		r = burst_row(i % BURST);
 		r.lr_id = ids[i];
-		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, burst_cb, &ans[i]));
 		run_until(&answers_fired, i + 1);
 	}
 	flush();
@@ -1548,7 +1553,7 @@ test_fix_checks(void **state)
 	assert_int_equal(
 	    q_int("SELECT count(*) FROM calls WHERE id = 'old1'"), 1);
 	r = mkrow("new1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 	/* Version 2 takes 'killed'. */
@@ -1612,7 +1617,7 @@ test_fix_checks_refused(void **state)
 			  "sqlite_schema WHERE name = 'calls'") > 0);
 	assert_string_equal(q_text("PRAGMA integrity_check"), "ok");
 	r = mkrow("new1");
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 	s = mksettle("new1");
@@ -1634,7 +1639,7 @@ test_fix_checks_refused(void **state)
 	sqlite3_reset_auto_extension();
 	r = mkrow("new2");
 	a.fired = 0;
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 	s = mksettle("new2");
@@ -1701,7 +1706,7 @@ test_checkpointer(void **state)
 		ans[i].settle = 1;
 		r = burst_row(i % BURST);
 		r.lr_id = ids[i];
-		assert_non_null(ledger_reserve(&r, burst_cb, &ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, burst_cb, &ans[i]));
 		run_until(&answers_fired, i + 1);
 		if (i % 50 == 49 && (salt = wal_salt(wal)) != 0) {
 			if (first != 0 && salt != first)
@@ -1774,7 +1779,7 @@ bench_rebuild(void)
 		memset(&ans[i], 0, sizeof(ans[i]));
 		r = burst_row(i % BURST);
 		r.lr_id = ids[i];
-		assert_non_null(ledger_reserve(&r, answer_cb, &ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &ans[i]));
 	}
 	run_until(&answers_fired, n);
 	flush();

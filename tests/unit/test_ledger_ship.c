@@ -34,6 +34,10 @@
 #include "../../src/ledger/writer.c"
 #include "../../src/ledger/checkpoint.c"
 #include "../../src/ledger/rebuild.c"
+#include "../../src/ledger/inflight.c"
+#include "../../src/ledger/journal.c"
+#include "../../src/ledger/replay.c"
+#include "../../src/ledger/syncer.c"
 
 #include "ledgertest.h"
 
@@ -89,7 +93,7 @@ reserve_ok(const char *id, int64_t started)
 	struct ledger_row r = mkrow_at(id, started);
 	struct answer a = {0};
 
-	assert_non_null(ledger_reserve(&r, answer_cb, &a));
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 	run_until(&a.fired, 1);
 	assert_int_equal(a.result, LEDGER_OK);
 }
@@ -188,7 +192,7 @@ test_seq_each_write(void **state)
 		struct ledger_row r = mkrow_at("c2", T0);
 		struct answer a = {0};
 
-		assert_non_null(ledger_reserve(&r, answer_cb, &a));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 		record("r2", T0);
 		ledger_test_pause(0);
 		run_until(&a.fired, 1);
@@ -283,7 +287,7 @@ test_seq_rebuild(void **state)
 	for (;;) {
 		memset(&a, 0, sizeof(a));
 		r = mkrow_at("c2", T0);
-		assert_non_null(ledger_reserve(&r, answer_cb, &a));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
 		run_until(&a.fired, 1);
 		if (a.result == LEDGER_OK)
 			break;

@@ -424,13 +424,6 @@ test_windows(void **state)
 	assert_int_equal(r, utc(2028, 3, 6, 0, 0, 0));
 }
 
-static void
-reserved_cb(void *arg, enum ledger_result r)
-{
-	(void)arg;
-	(void)r;
-}
-
 /* One row for the rebuild ledger. */
 static void
 row(const char *id, int64_t started, const char *team, const char *tenant,
@@ -441,7 +434,7 @@ row(const char *id, int64_t started, const char *team, const char *tenant,
 	memset(&r, 0, sizeof(r));
 	r.lr_id = id;
 	r.lr_started_ms = started;
-	r.lr_finished_ms = st == CALL_IN_FLIGHT ? 0 : started + 1000;
+	r.lr_finished_ms = started + 1000;
 	r.lr_provider = "openai";
 	r.lr_endpoint = "chat_completions";
 	r.lr_upstream = "openai";
@@ -450,15 +443,12 @@ row(const char *id, int64_t started, const char *team, const char *tenant,
 	r.lr_tags[TAG_TENANT] = tenant;
 	r.lr_status = st;
 	r.lr_usage_source = USAGE_REPORTED;
-	r.lr_cost_nusd = st == CALL_IN_FLIGHT ? 0 : cost;
+	r.lr_cost_nusd = cost;
 	r.lr_reserved_nusd = cost + 7;
 	r.lr_price_version = "test";
 	r.lr_latency_ms = 1000;
 	r.lr_ttfb_ms = -1;
-	if (st == CALL_IN_FLIGHT)
-		assert_non_null(ledger_reserve(&r, reserved_cb, NULL));
-	else
-		assert_int_equal(ledger_record(&r), 0);
+	assert_int_equal(ledger_record(&r), 0);
 }
 
 static void
@@ -484,7 +474,6 @@ test_rebuild(void **state)
 	row("a2", day - 1, "support", "acme", CALL_OK, 5 * USD); /* Friday */
 	row("a3", day + 7200000, "support", "acme", CALL_ERROR, 2 * CENT);
 	row("a4", day + 7200000, "support", "acme", CALL_REFUSED, 0);
-	row("a5", day + 9000000, "support", "acme", CALL_IN_FLIGHT, 3 * USD);
 	row("a6", day + 9000000, "support", "acme", CALL_INTERRUPTED, 1);
 	row("g1", day + 1, "support", "globex", CALL_OK, 2 * USD);
 	row("r1", day + 1, "research", "acme", CALL_OK, 7 * USD);
@@ -500,17 +489,17 @@ test_rebuild(void **state)
 		     "- name: ever\n  window: total\n  alert_at_usd: 1\n"
 		     "- name: rate\n  rate_limit: {concurrent: 1}\n");
 	pc = policy_counters_new();
-	assert_int_equal(policy_rebuild(pc, ps, db, T0, 0, &cause), 0);
-	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 3 * USD + 7);
+	assert_int_equal(policy_rebuild(pc, ps, db, T0, &cause), 0);
+	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 0);
 	budget_is(ps, 0, pc, &g, T0, 2 * USD, 0);
 	/* The rolling 24h reaches back into Friday. */
-	budget_is(ps, 1, pc, &c, T0, 8 * USD + 2 * CENT + 1, 3 * USD + 7);
-	budget_is(ps, 2, pc, &c, T0, 15 * USD + 2 * CENT + 1, 3 * USD + 7);
+	budget_is(ps, 1, pc, &c, T0, 8 * USD + 2 * CENT + 1, 0);
+	budget_is(ps, 2, pc, &c, T0, 15 * USD + 2 * CENT + 1, 0);
 	/* A second rebuild (a reload) never counts a live scope twice. */
-	assert_int_equal(policy_rebuild(pc, ps, db, T0, 0, &cause), 0);
-	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 3 * USD + 7);
-	/* What is left of acme's $10 today: $5.98 less a few nano. */
-	c.pc_unpriced_nusd = 10 * USD - (USD + 2 * CENT + 1) - (3 * USD + 7);
+	assert_int_equal(policy_rebuild(pc, ps, db, T0, &cause), 0);
+	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 0);
+	/* What is left of acme's $10 today: $8.98 less one nano. */
+	c.pc_unpriced_nusd = 10 * USD - (USD + 2 * CENT + 1);
 	policy_admit(ps, pc, &c, T0, &pd);
 	assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
 	c.pc_unpriced_nusd = 1;

@@ -36,6 +36,7 @@
 /* 2026-12-01T00:00:00.000Z */
 #define T_DEC1 1796083200000LL
 #define NROWS 3000
+#define NROWS_STR "3000"
 #define NINFLIGHT 40
 
 static struct {
@@ -72,13 +73,6 @@ rnd(uint32_t n)
 	rng ^= rng >> 7;
 	rng ^= rng << 17;
 	return ((uint32_t)(rng % n));
-}
-
-static void
-reserved_cb(void *arg, enum ledger_result r)
-{
-	(void)arg;
-	(void)r;
 }
 
 static void
@@ -125,6 +119,7 @@ group_setup(void **state)
 {
 	struct event_base *base;
 	struct ledger_row r;
+	sqlite3 *rw = NULL;
 	char id[32], *cause = NULL;
 	int i;
 
@@ -145,15 +140,28 @@ group_setup(void **state)
 		if (ledger_record(&r) != 0)
 			return (-1);
 	}
+	/*
+	 * Rows in flight: the ledger writes a call's row once, final, so
+	 * these are written final and then put back in flight, as a crash
+	 * of an older version left them (and as /v1/calls shows the calls
+	 * in flight beside the table).
+	 */
 	for (i = NROWS; i < NROWS + NINFLIGHT; i++) {
 		fill_row(&r, id, sizeof(id), i);
-		r.lr_status = CALL_IN_FLIGHT;
-		r.lr_finished_ms = 0;
-		if (ledger_reserve(&r, reserved_cb, NULL) == NULL)
+		if (ledger_record(&r) != 0)
 			return (-1);
 	}
-	ledger_close(); /* waits for every row; in-flight ones stay so */
+	ledger_close(); /* waits for every row */
 	event_base_free(base);
+	if (sqlite3_open(fx.path, &rw) != SQLITE_OK ||
+	    sqlite3_exec(rw,
+		"UPDATE calls SET status = 'in_flight', finished_at = NULL,"
+		" ship_seq = NULL WHERE rowid > " NROWS_STR,
+		NULL, NULL, NULL) != SQLITE_OK) {
+		fprintf(stderr, "in flight: %s\n", sqlite3_errmsg(rw));
+		return (-1);
+	}
+	sqlite3_close(rw);
 	if ((fx.db = spend_open(fx.path, &cause)) == NULL) {
 		fprintf(stderr, "spend_open: %s\n", cause);
 		return (-1);
@@ -844,7 +852,7 @@ test_json(void **state)
 
 	(void)state;
 	spend_out_init(&o, SPEND_OUT_MAX);
-	status = spend_answer(fx.db, SPEND_KIND_SPEND,
+	status = spend_answer(fx.db, NULL, SPEND_KIND_SPEND,
 	    "group_by=team,agent_class&month=2026-11", &o, &ctype, &cause);
 	assert_int_equal(status, 200);
 	assert_string_equal(ctype, "application/json");
@@ -890,7 +898,7 @@ test_json(void **state)
 	spend_out_free(&o);
 
 	spend_out_init(&o, SPEND_OUT_MAX);
-	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND,
+	assert_int_equal(spend_answer(fx.db, NULL, SPEND_KIND_SPEND,
 			     "group_by=colour", &o, &ctype, &cause),
 	    400);
 	assert_string_equal(cause,
@@ -900,7 +908,7 @@ test_json(void **state)
 	free(cause);
 	cause = NULL;
 	assert_int_equal(o.so_len, 0);
-	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND,
+	assert_int_equal(spend_answer(fx.db, NULL, SPEND_KIND_SPEND,
 			     "group_by=day&format=csv", &o, &ctype, &cause),
 	    200);
 	assert_string_equal(ctype, "text/csv; charset=utf-8");
@@ -908,8 +916,8 @@ test_json(void **state)
 
 	/* A buffer too small for the answer: 413, nothing half-written. */
 	spend_out_init(&o, 256);
-	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND, "group_by=day",
-			     &o, &ctype, &cause),
+	assert_int_equal(spend_answer(fx.db, NULL, SPEND_KIND_SPEND,
+			     "group_by=day", &o, &ctype, &cause),
 	    413);
 	assert_int_equal(o.so_len, 0);
 	free(cause);
@@ -1256,14 +1264,14 @@ test_fleet_param(void **state)
 	spend_query_free(&q);
 
 	spend_out_init(&o, SPEND_OUT_MAX);
-	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND, "fleet=1", &o,
-			     &ctype, &cause),
+	assert_int_equal(spend_answer(fx.db, NULL, SPEND_KIND_SPEND, "fleet=1",
+			     &o, &ctype, &cause),
 	    400);
 	assert_non_null(strstr(cause, "ledger.ship"));
 	assert_int_equal(o.so_len, 0);
 	free(cause);
 	cause = NULL;
-	assert_int_equal(spend_answer(fx.db, SPEND_KIND_SPEND,
+	assert_int_equal(spend_answer(fx.db, NULL, SPEND_KIND_SPEND,
 			     "fleet=0&group_by=team", &o, &ctype, &cause),
 	    200);
 	spend_out_free(&o);
