@@ -772,6 +772,33 @@ render_ledger(struct evbuffer *b, const struct ledger_stats *ls)
 	    "Times the ledger's open file was compared with the one at its "
 	    "path.",
 	    ls->ls_file_checks);
+	render_scalar(b, "tollgate_ledger_replayed_rows", "gauge",
+	    "Rows written from the journal a stopped run left, at start-up.",
+	    ls->ls_replayed);
+	render_scalar(b, "tollgate_ledger_in_flight", "gauge",
+	    "Calls reserved in the journal and not yet settled.",
+	    ls->ls_in_flight);
+	render_scalar(b, "tollgate_journal_writes_total", "counter",
+	    "Writes to the reservation journal (one per loop turn with "
+	    "records).",
+	    ls->ls_journal_writes);
+	render_scalar(b, "tollgate_journal_segments_total", "counter",
+	    "Journal segments started since the ledger opened.",
+	    ls->ls_journal_rotations);
+	render_scalar(b, "tollgate_journal_failures_total", "counter",
+	    "Journal writes or syncs that failed (the calls waiting on them "
+	    "were refused).",
+	    ls->ls_journal_failures);
+	render_scalar(b, "tollgate_journal_segment_bytes", "gauge",
+	    "Size of the open journal segment.",
+	    (uint64_t)(ls->ls_journal_bytes > 0 ? ls->ls_journal_bytes : 0));
+	render_family(b, "tollgate_journal_sync_seconds", "summary",
+	    "Time spent in the journal's fdatasync (durability: power).");
+	evbuffer_add_printf(b,
+	    "tollgate_journal_sync_seconds_sum %" PRIu64 ".%06" PRIu64 "\n"
+	    "tollgate_journal_sync_seconds_count %" PRIu64 "\n",
+	    ls->ls_journal_sync_us_total / 1000000,
+	    ls->ls_journal_sync_us_total % 1000000, ls->ls_journal_syncs);
 }
 
 /*

@@ -16,6 +16,11 @@
  *   FAULTFS_MATCH    the default SUBSTRING; every path when unset
  *   FAULTFS_LOG      a file that gets one line "OP ERRNO PATH" per failure
  *                    injected, so a test can prove there were some
+ *   FAULTFS_SYNCLOG  a file that gets one line "SIZE PATH" after every
+ *                    fsync or fdatasync that succeeded: the file's size
+ *                    then, all of which is on disk. A test simulates a
+ *                    power cut by cutting an append-only file back to the
+ *                    last size logged for it.
  *
  * Without FAULTFS_CONTROL nothing ever fails. A call that fails has done
  * nothing: no byte is written, nothing synced. Test use only; never built
@@ -208,26 +213,59 @@ pwritev(int fd, const struct iovec *iov, int n, off_t off)
 	return (real_pwritev(fd, iov, n, off));
 }
 
+/* After a sync of fd that succeeded: "size path" to FAULTFS_SYNCLOG. */
+static void
+synced(int fd)
+{
+	const char *log = getenv("FAULTFS_SYNCLOG");
+	char line[PATH_MAX + 64], path[PATH_MAX], link[64];
+	struct stat st;
+	ssize_t pn;
+	int lfd, n, saved = errno;
+
+	if (log == NULL || fstat(fd, &st) == -1)
+		goto out;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if ((pn = readlink(link, path, sizeof(path) - 1)) <= 0)
+		goto out;
+	path[pn] = '\0';
+	n = snprintf(
+	    line, sizeof(line), "%lld %s\n", (long long)st.st_size, path);
+	if (n <= 0 || (size_t)n >= sizeof(line))
+		goto out;
+	lfd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (lfd != -1) {
+		(void)real_write(lfd, line, (size_t)n);
+		close(lfd);
+	}
+out:
+	errno = saved;
+}
+
 int
 fsync(int fd)
 {
-	int err;
+	int err, rc;
 
 	if ((err = fault_for(fd, "fsync")) != 0) {
 		errno = err;
 		return (-1);
 	}
-	return (real_fsync(fd));
+	if ((rc = real_fsync(fd)) == 0)
+		synced(fd);
+	return (rc);
 }
 
 int
 fdatasync(int fd)
 {
-	int err;
+	int err, rc;
 
 	if ((err = fault_for(fd, "fsync")) != 0) {
 		errno = err;
 		return (-1);
 	}
-	return (real_fdatasync(fd));
+	if ((rc = real_fdatasync(fd)) == 0)
+		synced(fd);
+	return (rc);
 }
