@@ -288,6 +288,8 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	int admitted = it->li_op == LEDGER_OP_RECORD ||
 	    it->li_op == LEDGER_OP_ALERT || it->li_op == LEDGER_OP_PROBE;
 
+	int wake;
+
 	pthread_mutex_lock(&l->l_lock);
 	if (l->l_stopping) {
 		pthread_mutex_unlock(&l->l_lock);
@@ -301,7 +303,13 @@ enqueue(struct ledger *l, struct ledger_item *it)
 		return (-1);
 	}
 	l->l_depth++;
+	l->l_queued++;
+	if (it->li_op == LEDGER_OP_PROBE)
+		l->l_probes_queued++;
 	TAILQ_INSERT_TAIL(&l->l_queue, it, li_entry);
+	/* A writer letting rows gather wakes by itself, unless hurried. */
+	wake = !l->l_lingering || it->li_op == LEDGER_OP_PROBE ||
+	    l->l_queued >= LEDGER_LINGER_ITEMS;
 	pthread_mutex_unlock(&l->l_lock);
 	/*
 	 * Signalled after the unlock: a writer woken while we still held
@@ -309,7 +317,8 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	 * nothing on a busy core. It checks the queue under the lock before
 	 * it waits, so the signal cannot be lost.
 	 */
-	pthread_cond_signal(&l->l_wake);
+	if (wake)
+		pthread_cond_signal(&l->l_wake);
 	return (0);
 }
 
@@ -410,12 +419,19 @@ journal_rotate(struct ledger *l, int gone)
 	struct ledger_journal *j = &l->l_journal;
 	struct ledger_item *it;
 	struct buf head;
-	uint64_t old = j->j_seg;
+	uint64_t old = j->j_seg, next = old + 1;
 	int had = j->j_fd != -1;
 	char *cause = NULL;
 	int rc = 0;
 
-	if (journal_start(j, old + 1, &cause) != 0) {
+	/* A name already taken (a file put there) is passed over. */
+	while (journal_start(j, next, &cause) != 0 && errno == EEXIST &&
+	    next < old + 100) {
+		free(cause);
+		cause = NULL;
+		next++;
+	}
+	if (j->j_seg != next) {
 		log_warnx("ledger: journal: cannot start a segment: %s", cause);
 		free(cause);
 		l->l_journal_failures++;

@@ -39,6 +39,16 @@ struct event_base;
 #define LEDGER_EVENT_MSG_MAX 512
 #define LEDGER_EVENTS_MAX 16 /* events waiting for the loop; more dropped */
 #define LEDGER_PRUNE_SCAN (2 * LEDGER_PRUNE_MAX) /* index entries read */
+/*
+ * No call waits for a commit (but for a probe of its client's request
+ * id), so the writer lets rows gather: a transaction at most every
+ * LEDGER_LINGER_US, unless LEDGER_LINGER_ITEMS wait, a probe does, or
+ * the ledger closes. Each commit's fixed cost (its WAL frames, their
+ * checksums, the fsync under durability: power) is then shared by the
+ * calls of that time instead of paid by each.
+ */
+#define LEDGER_LINGER_US 2000LL
+#define LEDGER_LINGER_ITEMS 256
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
 #define LEDGER_ROW_FIELDS_MAX (9 + TAG_MAX) /* ledger_row_fields */
 /* The most one journal record holds: a row's strings and numbers. */
@@ -248,6 +258,9 @@ struct ledger {
 	struct ledger_items l_queue;
 	struct ledger_tickets l_done;
 	size_t l_depth; /* items not yet finished */
+	size_t l_queued; /* items on l_queue */
+	size_t l_probes_queued; /* probes on l_queue: a call waits on each */
+	int l_lingering; /* the writer lets rows gather: no need to wake it */
 	uint64_t l_mark_drops; /* items given up since the last mark */
 	int l_stopping; /* the writer drains and exits */
 	struct ledger_stats l_stats;

@@ -184,6 +184,7 @@ struct writer {
 	long long w_backoff; /* µs */
 	long long w_next_try;
 	long long w_stop_deadline; /* 0 until the writer sees l_stopping */
+	long long w_last_commit; /* when the last transaction began */
 	char w_why[LEDGER_ERRMSG_MAX + 128]; /* the last failure */
 
 	/* The file lost: reservations refused until it is rebuilt. */
@@ -737,12 +738,27 @@ ledger_writer(void *arg)
 			}
 		}
 
+		/* Let rows gather (LEDGER_LINGER_US) unless one must not. */
+		if (l->l_queued > 0 && !l->l_stopping && !w.w_failing &&
+		    l->l_probes_queued == 0 &&
+		    l->l_queued < LEDGER_LINGER_ITEMS &&
+		    now < w.w_last_commit + LEDGER_LINGER_US &&
+		    (w.w_lost == LEDGER_LOST_NONE || now < w.w_lost_next)) {
+			l->l_lingering = 1;
+			wait_until(l, w.w_last_commit + LEDGER_LINGER_US);
+			l->l_lingering = 0;
+			continue;
+		}
+
 		TAILQ_INIT(&batch);
 		TAILQ_CONCAT(&batch, &w.w_retry, li_entry);
 		for (nfresh = 0; nfresh < LEDGER_BATCH_MAX &&
 		     (it = TAILQ_FIRST(&l->l_queue)) != NULL;
 		     nfresh++) {
 			TAILQ_REMOVE(&l->l_queue, it, li_entry);
+			l->l_queued--;
+			if (it->li_op == LEDGER_OP_PROBE)
+				l->l_probes_queued--;
 			TAILQ_INSERT_TAIL(&batch, it, li_entry);
 		}
 		if (w.w_lost != LEDGER_LOST_NONE &&
@@ -800,6 +816,7 @@ ledger_writer(void *arg)
 		pthread_mutex_unlock(&l->l_lock);
 
 		t0 = monotime_us();
+		w.w_last_commit = t0;
 		rc = ledger_db_apply(&l->l_db, &batch);
 		now = monotime_us();
 		us = now - t0;
