@@ -33,12 +33,13 @@ Each round, in a fresh temp dir:
     SIGTERM (it must exit 0); the ledger is then opened read-only.
 A round fails when an answered id has no row, or only an `in_flight` one;
 when any row is left `in_flight`; when the `interrupted` rows' cost differs
-from their reservations; when a call fakeprov received has no row; when a
-row names an id this client never sent; or when PRAGMA integrity_check is
-not ok. Answers that are complete are "answered"; those cut or never given
-are "unknown" (of which "open at the kill": sent before the kill, so the
-kill cut them off; the others went out after it). One line per round,
-then a summary; exit 1 if any round failed.
+from their reservations (in sum, and row by row, each with a reservation);
+when a call fakeprov received has no row; when a row names an id this
+client never sent; or when PRAGMA integrity_check is not ok. Answers
+that are complete are "answered"; those cut or never given are "unknown"
+(of which "open at the kill": sent before the kill, so the kill cut them
+off; the others went out after it). One line per round, then a summary;
+exit 1 if any round failed.
 
 The client measures itself: the achieved rate over the part of the run
 before the kill, and how late requests went out behind their schedule
@@ -307,6 +308,12 @@ def check_ledger(path, answered, sent_ids, forwarded):
             "SELECT count(*), coalesce(sum(cost_nusd), 0), "
             "coalesce(sum(reserved_nusd), 0) FROM calls "
             "WHERE status = 'interrupted'").fetchone()
+        # Each interrupted row on its own, so two wrong rows cannot
+        # cancel out in the sums.
+        uncharged = db.execute(
+            "SELECT count(*) FROM calls WHERE status = 'interrupted' AND "
+            "(reserved_nusd <= 0 OR cost_nusd != reserved_nusd)"
+        ).fetchone()[0]
         by_status = dict(db.execute(
             "SELECT status, count(*) FROM calls GROUP BY status"))
     finally:
@@ -329,6 +336,9 @@ def check_ledger(path, answered, sent_ids, forwarded):
     if inter_cost != inter_res:
         problems.append("interrupted rows cost %d nUSD but reserved %d" %
                         (inter_cost, inter_res))
+    if uncharged:
+        problems.append("%d interrupted row(s) with no reservation or not "
+                        "charged exactly their reservation" % uncharged)
     if unforwarded:
         problems.append("%d call(s) the provider received without a row: "
                         "%s" % (len(unforwarded), " ".join(unforwarded[:10])))
