@@ -23,9 +23,13 @@ Each round, in a fresh temp dir:
     (3 to 8 events paced 2 to 8 ms, include_usage), the rest plain chat
     calls answered after 0 to 40 ms, and 3 % of all of them are answered
     500 or 429 by the provider, so some calls are always in flight.
-    Every request carries its own X-Tollgate-Request-Id (the ledger's
-    primary key) and the same id in its body, where fakeprov's record
-    shows which calls went upstream;
+    Every request carries a marker of its own in its body, where
+    fakeprov's record shows which calls went upstream. By default the
+    ledger's id of a call is the one tollgate makes and answers with
+    (x-tollgate-request-id), the path almost every call takes; with
+    --ids client each request sends the marker as its own
+    X-Tollgate-Request-Id, which tollgate checks against the ledger before
+    the call is reserved;
   - at 70 % of --seconds, tollgate is killed with SIGKILL; the client keeps
     its schedule to the end (the rest is refused at connect);
   - tollgate is started again on the same config and ledger, waited for
@@ -34,8 +38,11 @@ Each round, in a fresh temp dir:
 A round fails when an answered id has no row, or only an `in_flight` one;
 when any row is left `in_flight`; when the `interrupted` rows' cost differs
 from their reservations (in sum, and row by row, each with a reservation);
-when a call fakeprov received has no row; when a row names an id this
-client never sent; or when PRAGMA integrity_check is not ok. Answers
+when a call fakeprov received has no row (with tollgate's ids: when there
+are fewer rows than calls fakeprov received, or more rows beyond them than
+interrupted ones, a reservation the kill cut off before it went out); when
+a row names an id this client never sent (client ids); or when PRAGMA
+integrity_check is not ok. Answers
 that are complete are "answered"; those cut or never given are "unknown"
 (of which "open at the kill": sent before the kill, so the kill cut them
 off; the others went out after it). One line per round, then a summary;
@@ -99,7 +106,7 @@ def config_text(up_port, durability):
 
 class Req:
     __slots__ = ("rid", "stream", "data", "due", "sent", "status",
-                 "outcome")
+                 "outcome", "tid")
 
     def __init__(self, rid, stream, data, due):
         self.rid = rid
@@ -108,18 +115,20 @@ class Req:
         self.due = due
         self.sent = None
         self.status = None
+        self.tid = None  # the x-tollgate-request-id answered
         # answered | cut (sent, answer missing or incomplete) | unsent
         self.outcome = None
 
 
-def make_request(rnd, rid, due):
+def make_request(rnd, rid, due, client_ids):
     stream = rnd.random() < STREAM_SHARE
     body = {"model": "gpt-4o-mini", "user": rid, "max_tokens": 64,
             "messages": [{"role": "user", "content": "hello " + rid}]}
     hdrs = ["POST /v1/chat/completions HTTP/1.1", "Host: 127.0.0.1",
             "Content-Type: application/json",
-            "Authorization: Bearer sk-crashloop-not-a-key",
-            "X-Tollgate-Request-Id: " + rid]
+            "Authorization: Bearer sk-crashloop-not-a-key"]
+    if client_ids:
+        hdrs.append("X-Tollgate-Request-Id: " + rid)
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -153,6 +162,8 @@ async def read_answer(reader, req):
             chunked = b"chunked" in value
         elif name == b"connection":
             close = value == b"close"
+        elif name == b"x-tollgate-request-id":
+            req.tid = line.partition(b":")[2].strip().decode()
     if chunked:
         parts = []
         while True:
@@ -177,13 +188,15 @@ async def read_answer(reader, req):
 
 
 class Client:
-    def __init__(self, port, rate, seconds, conns, seed, prefix):
+    def __init__(self, port, rate, seconds, conns, seed, prefix,
+                 client_ids):
         self.port = port
         self.rate = rate
         self.seconds = seconds
         self.conns = conns
         self.rnd = random.Random(seed)
         self.prefix = prefix
+        self.client_ids = client_ids
         self.reqs = []
         self.queue = None
         self.killed_at = None
@@ -228,7 +241,7 @@ class Client:
             # the answers, decides when a request is sent.
             while i < n and t0 + i / self.rate <= now:
                 req = make_request(self.rnd, "%s-%06d" % (self.prefix, i),
-                                   t0 + i / self.rate)
+                                   t0 + i / self.rate, self.client_ids)
                 self.reqs.append(req)
                 self.queue.put_nowait(req)
                 i += 1
@@ -321,8 +334,18 @@ def check_ledger(path, answered, sent_ids, forwarded):
     missing = sorted(i for i in answered if i not in rows)
     open_answered = sorted(i for i in answered
                            if rows.get(i) == "in_flight")
-    unforwarded = sorted(i for i in forwarded if i not in rows)
-    strangers = sorted(i for i in rows if i not in sent_ids)
+    if sent_ids is not None:
+        unforwarded = sorted(i for i in forwarded if i not in rows)
+        strangers = sorted(i for i in rows if i not in sent_ids)
+    else:
+        # tollgate's own ids: a row for every call the provider received;
+        # a row more only for a call reserved and then cut off by the kill
+        # before it went out, which is interrupted (charged, not lost).
+        extra = len(rows) - len(forwarded)
+        unforwarded = ["(%d calls, %d rows)" % (len(forwarded), len(rows))] \
+            if extra < 0 else []
+        strangers = ["(%d rows more than calls, %d interrupted)" % (
+            extra, inter_n)] if extra > inter_n else []
     inflight = by_status.get("in_flight", 0)
     if missing:
         problems.append("%d answered id(s) without a row: %s" % (
@@ -366,8 +389,9 @@ def run_round(args, k, base):
         tg = tglib.Tollgate(work, cfg, name="tollgate")
         procs.append(tg)
         prefix = "cl%02d" % k
+        client_ids = args.ids == "client"
         client = Client(tg.port, args.rate, args.seconds, args.conns,
-                        args.seed * 1000 + k, prefix)
+                        args.seed * 1000 + k, prefix, client_ids)
         cpu0 = time.process_time()
         t_run = time.monotonic()
         asyncio.run(client.run(lambda: os.kill(tg.pid, signal.SIGKILL)))
@@ -379,7 +403,10 @@ def run_round(args, k, base):
         tg.kill()
 
         reqs = client.reqs
-        answered = {r.rid for r in reqs if r.outcome == "answered"}
+        # The ledger's id of each call answered: the client's own, or the
+        # one tollgate made and answered with.
+        answered = {(r.rid if client_ids else r.tid) for r in reqs
+                    if r.outcome == "answered"}
         unknown = sum(1 for r in reqs if r.outcome != "answered")
         # Sent before the kill and not answered whole: the calls the kill
         # cut off. The rest of the unknown went out afterwards, on a
@@ -424,7 +451,7 @@ def run_round(args, k, base):
         res["forwarded"] = len(forwarded)
         facts, more = check_ledger(
             os.path.join(work, "data", "ledger.db"), answered,
-            {r.rid for r in reqs}, forwarded)
+            {r.rid for r in reqs} if client_ids else None, forwarded)
         res.update(facts)
         problems += more
     except AssertionError as e:
@@ -453,6 +480,11 @@ def main():
     ap.add_argument("--conns", type=int, default=64,
                     help="keep-alive connections of the client")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ids", choices=("tollgate", "client"),
+                    default="tollgate",
+                    help="whose request ids: tollgate's own (the calls' fast "
+                    "path) or the client's X-Tollgate-Request-Id (each "
+                    "checked against the ledger before it is reserved)")
     ap.add_argument("--keep", action="store_true",
                     help="keep the work dir of a failed round")
     ap.add_argument("--build", default=os.environ.get(
@@ -469,8 +501,9 @@ def main():
             sys.exit("crashloop: %s is missing (run make bench-build)" % b)
     base = tempfile.mkdtemp(prefix="crashloop-")
     log("%d rounds, %g req/s for %g s, kill -9 at %d %%, durability %s, "
-        "%d connections" % (args.rounds, args.rate, args.seconds,
-                            KILL_AT * 100, args.durability, args.conns))
+        "%d connections, %s request ids" % (
+            args.rounds, args.rate, args.seconds, KILL_AT * 100,
+            args.durability, args.conns, args.ids))
     t0 = time.monotonic()
     results = []
     try:
@@ -503,9 +536,10 @@ def main():
             r["problems"] for r in results) or not args.keep else None
     failed = [r["round"] for r in results if r["problems"]]
     total = time.monotonic() - t0
-    print("crashloop: %d of %d rounds passed (durability %s), %d answered, "
-          "%d interrupted, %d missing, %d unknown; %.0f s" % (
+    print("crashloop: %d of %d rounds passed (durability %s, %s ids), %d "
+          "answered, %d interrupted, %d missing, %d unknown; %.0f s" % (
               len(results) - len(failed), len(results), args.durability,
+              args.ids,
               sum(r.get("answered", 0) for r in results),
               sum(r.get("interrupted", 0) for r in results),
               sum(r.get("missing", 0) for r in results),
