@@ -452,6 +452,19 @@ journal_rotate(struct ledger *l, int gone)
 	return (0);
 }
 
+/* The size past which the open segment is followed by a new one. */
+static int64_t
+segment_max(const struct ledger *l)
+{
+#ifdef TG_UNITTEST
+	if (l->l_test_segment_max > 0)
+		return (l->l_test_segment_max);
+#else
+	(void)l;
+#endif
+	return (JOURNAL_SEGMENT_MAX);
+}
+
 /*
  * The turn's write: one write(2) of every record appended since the last
  * one, then each reservation waiting on it is answered, or under
@@ -470,7 +483,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	l->l_flush_armed = 0;
-	if (j->j_fd == -1 || j->j_broken || j->j_size >= JOURNAL_SEGMENT_MAX)
+	if (j->j_fd == -1 || j->j_broken || j->j_size >= segment_max(l))
 		failed = journal_rotate(l, j->j_broken) != 0;
 	if (!failed && buf_len(&j->j_buf) > 0) {
 		if (journal_flush(j) != 0) {
@@ -1418,6 +1431,14 @@ ledger_test_pause(int paused)
 	ledger->l_test_paused = paused;
 	pthread_cond_signal(&ledger->l_wake);
 	pthread_mutex_unlock(&ledger->l_lock);
+}
+
+/* Test hook: start a new journal segment past n bytes (0: the default). */
+void
+ledger_test_segment_max(int64_t n)
+{
+	if (ledger != NULL)
+		ledger->l_test_segment_max = n;
 }
 
 /* Test hook: PRAGMA synchronous as read back at open (1 or 2). */
