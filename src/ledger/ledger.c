@@ -1371,6 +1371,14 @@ ledger_close(void)
 			TAILQ_REMOVE(&l->l_pending, t, lt_entry);
 		else
 			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+		/*
+		 * A reservation still waiting for the turn's write has its
+		 * record in the buffer, which is written below: a withdrawal
+		 * must follow it, or a journal kept for calls still in flight
+		 * would have the next start charge a call never forwarded.
+		 */
+		if (t->lt_item != NULL && t->lt_result == LEDGER_OK)
+			t->lt_item->li_journaled = 1;
 		t->lt_result = LEDGER_UNAVAILABLE;
 		answer(l, t);
 	}
