@@ -425,7 +425,7 @@ journal_rotate(struct ledger *l, int gone)
 	if (l->l_syncer != NULL)
 		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
 	buf_init(
-	    &head, 64 * 1024, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 0);
+	    &head, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 64 * 1024, 0);
 	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
 	{
 		if (it->li_journaled &&

@@ -784,6 +784,60 @@ test_rotation(void **state)
 }
 
 /*
+ * A rotation with many calls in flight (more than 64 KiB of their
+ * reservations) writes them all at the head of the new segment, and a
+ * loop turn that admits hundreds of calls writes them all: neither
+ * buffer may refuse what the journal must hold.
+ */
+static void
+test_rotation_many(void **state)
+{
+	static struct answer ans[1000];
+	static char ids[1000][16];
+	struct ledger_stats st;
+	struct ledger_row r;
+	size_t torn;
+	int i, n = 1000;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	/* In turns of 100: each turn's write stays small. */
+	for (i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "m%04d", i);
+		r = mkrow_at(ids[i], T0);
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &ans[i]));
+		if (i % 100 == 99)
+			run_until(&answers_fired, i + 1);
+	}
+	for (i = 0; i < n; i++)
+		assert_int_equal(ans[i].result, LEDGER_OK);
+	ledger_test_segment_max(1);
+	assert_int_equal(reserve("after", 0), LEDGER_OK);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_journal_failures, 0);
+	assert_int_equal(st.ls_journal_rotations, 1);
+	(void)read_seg(fx.path, cur_seg(), &torn);
+	assert_int_equal(nseen, (size_t)n + 1);
+	assert_int_equal(torn, 0);
+	seen_clear();
+	ledger_test_segment_max(0);
+
+	/* A thousand more in one turn. */
+	answers_fired = 0;
+	for (i = 0; i < n; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "o%04d", i);
+		r = mkrow_at(ids[i], T0);
+		memset(&ans[i], 0, sizeof(ans[i]));
+		assert_non_null(ledger_reserve(&r, 0, answer_cb, &ans[i]));
+	}
+	run_until(&answers_fired, n);
+	for (i = 0; i < n; i++)
+		assert_int_equal(ans[i].result, LEDGER_OK);
+	ledger_stats(&st);
+	assert_int_equal(st.ls_in_flight, (size_t)2 * n + 1);
+}
+
+/*
  * The open segment deleted under the ledger: within about a second a new
  * segment holds the calls in flight, so a crash still finds them.
  */
@@ -1050,6 +1104,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(
 		test_replay_refused_row, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_rotation_many, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_segment_deleted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_client_probe, setup, teardown),
