@@ -7,7 +7,8 @@
  * call went upstream and a crash never frees budget); a withdrawal cancels
  * its reservation. All of it is inserted in one transaction, a row whose
  * id the ledger has already skipped, so reading the same journal twice
- * changes nothing; the segments are deleted only after the commit. See
+ * changes nothing; a row SQLite itself refuses is given up alone, as the
+ * writer gave it up; the segments are deleted only after the commit. See
  * docs/internals/ledger.md, The reservation journal.
  */
 #include <inttypes.h>
