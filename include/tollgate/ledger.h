@@ -251,11 +251,12 @@ const char *ledger_usage_source_name(enum usage_source);
 const char *ledger_lost_name(enum ledger_lost);
 
 #ifdef TG_UNITTEST
-/* Test hooks, compiled only into tests/unit/test_ledger.c. */
+/* Test hooks, compiled only into the ledger's unit tests. */
 void ledger_test_max_pages(int64_t);
 void ledger_test_pause(int);
 void ledger_test_busy_timeout(int);
 int ledger_test_synchronous(void);
+void ledger_test_segment_max(int64_t);
 #endif
 
 #endif

@@ -421,7 +421,7 @@ journal_init(struct ledger_journal *j, const char *path)
 	memset(j, 0, sizeof(*j));
 	j->j_fd = -1;
 	j->j_path = xstrdup(path);
-	buf_init(&j->j_buf, 64 * 1024, JOURNAL_BUF_MAX, 0);
+	buf_init(&j->j_buf, JOURNAL_BUF_MAX, 64 * 1024, 0);
 }
 
 /*

@@ -441,7 +441,7 @@ journal_rotate(struct ledger *l, int gone)
 	if (l->l_syncer != NULL)
 		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
 	buf_init(
-	    &head, 64 * 1024, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 0);
+	    &head, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 64 * 1024, 0);
 	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
 	{
 		if (it->li_journaled &&
@@ -468,6 +468,19 @@ journal_rotate(struct ledger *l, int gone)
 	return (0);
 }
 
+/* The size past which the open segment is followed by a new one. */
+static int64_t
+segment_max(const struct ledger *l)
+{
+#ifdef TG_UNITTEST
+	if (l->l_test_segment_max > 0)
+		return (l->l_test_segment_max);
+#else
+	(void)l;
+#endif
+	return (JOURNAL_SEGMENT_MAX);
+}
+
 /*
  * The turn's write: one write(2) of every record appended since the last
  * one, then each reservation waiting on it is answered, or under
@@ -486,7 +499,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	l->l_flush_armed = 0;
-	if (j->j_fd == -1 || j->j_broken || j->j_size >= JOURNAL_SEGMENT_MAX)
+	if (j->j_fd == -1 || j->j_broken || j->j_size >= segment_max(l))
 		failed = journal_rotate(l, j->j_broken) != 0;
 	if (!failed && buf_len(&j->j_buf) > 0) {
 		if (journal_flush(j) != 0) {
@@ -1374,6 +1387,14 @@ ledger_close(void)
 			TAILQ_REMOVE(&l->l_pending, t, lt_entry);
 		else
 			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+		/*
+		 * A reservation still waiting for the turn's write has its
+		 * record in the buffer, which is written below: a withdrawal
+		 * must follow it, or a journal kept for calls still in flight
+		 * would have the next start charge a call never forwarded.
+		 */
+		if (t->lt_item != NULL && t->lt_result == LEDGER_OK)
+			t->lt_item->li_journaled = 1;
 		t->lt_result = LEDGER_UNAVAILABLE;
 		answer(l, t);
 	}
@@ -1434,6 +1455,14 @@ ledger_test_pause(int paused)
 	ledger->l_test_paused = paused;
 	pthread_cond_signal(&ledger->l_wake);
 	pthread_mutex_unlock(&ledger->l_lock);
+}
+
+/* Test hook: start a new journal segment past n bytes (0: the default). */
+void
+ledger_test_segment_max(int64_t n)
+{
+	if (ledger != NULL)
+		ledger->l_test_segment_max = n;
 }
 
 /* Test hook: PRAGMA synchronous as read back at open (1 or 2). */

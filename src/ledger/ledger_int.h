@@ -278,6 +278,7 @@ struct ledger {
 	int l_test_paused;
 	int64_t l_test_pages;
 	int l_test_busy_ms;
+	int64_t l_test_segment_max; /* loop thread only; 0: the default */
 #endif
 };
 

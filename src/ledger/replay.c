@@ -7,7 +7,8 @@
  * call went upstream and a crash never frees budget); a withdrawal cancels
  * its reservation. All of it is inserted in one transaction, a row whose
  * id the ledger has already skipped, so reading the same journal twice
- * changes nothing; the segments are deleted only after the commit. See
+ * changes nothing; a row SQLite itself refuses is given up alone, as the
+ * writer gave it up; the segments are deleted only after the commit. See
  * docs/internals/ledger.md, The reservation journal.
  */
 #include <inttypes.h>
@@ -79,7 +80,7 @@ ledger_replay(struct ledger_db *d, const char *path, uint64_t *next,
 	uint64_t *segs = NULL, nint = 0;
 	int64_t now = ledger_now_ms();
 	size_t i, nsegs, torn;
-	char *name;
+	char *name, idbuf[80];
 	int rv = -1;
 
 	*next = 1;
@@ -116,13 +117,28 @@ ledger_replay(struct ledger_db *d, const char *path, uint64_t *next,
 		it->li_seq = 1; /* counted below as interrupted */
 		TAILQ_INSERT_TAIL(&rp.rp_final, it, li_entry);
 	}
-	if (!TAILQ_EMPTY(&rp.rp_final) &&
+	/*
+	 * A row SQLite itself refuses (a constraint) was given up by the
+	 * writer too, and would be refused at every start: it is given up
+	 * alone, so the rest is written and tollgate starts.
+	 */
+	while (!TAILQ_EMPTY(&rp.rp_final) &&
 	    ledger_db_apply(d, &rp.rp_final) != 0) {
-		xasprintf(cause,
-		    "replaying the journal: %s (SQLite error %d); its "
-		    "segments are kept",
-		    d->db_errmsg, d->db_err);
-		goto out;
+		if ((it = d->db_failed_item) == NULL ||
+		    !ledger_db_blames_row(d->db_err)) {
+			xasprintf(cause,
+			    "replaying the journal: %s (SQLite error %d); its "
+			    "segments are kept",
+			    d->db_errmsg, d->db_err);
+			goto out;
+		}
+		log_warnx("ledger: journal: %s: its row is refused: %s "
+			  "(SQLite error %d); not written",
+		    ledger_item_what(it, idbuf, sizeof(idbuf)), d->db_errmsg,
+		    d->db_err);
+		TAILQ_REMOVE(&rp.rp_final, it, li_entry);
+		free(it);
+		rp.rp_bad++;
 	}
 	TAILQ_FOREACH(it, &rp.rp_final, li_entry)
 	{

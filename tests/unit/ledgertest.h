@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The fixture the ledger tests share (test_ledger.c and test_ledger_ship.c):
- * a database in a temp directory and a real event_base, the ledger opened
- * on them, the loop run until answers arrive or the writer is idle, a call
- * row and the outcome that settles it, and read-only queries through a
- * connection of their own. Each test keeps its own rows, answers and
+ * The fixture the ledger tests share (test_ledger.c, test_ledger_ship.c,
+ * test_journal.c): a database in a temp directory and a real event_base,
+ * the ledger opened on them, the loop run until answers arrive or the
+ * writer is idle, a call row and the outcome that settles it, and
+ * read-only queries through a connection of their own. Each test keeps its own rows, answers and
  * checks. Include after cmocka.h, sqlite3.h and the ledger's sources.
  */
 #ifndef TOLLGATE_LEDGERTEST_H
