@@ -446,19 +446,23 @@ journal_rotate(struct ledger *l, int gone)
 	{
 		if (it->li_journaled &&
 		    journal_append(&head, JOURNAL_RESERVE, &it->li_row) != 0) {
+			log_warnx("ledger: journal segment %llu: the %zu calls "
+				  "in flight do not fit in its head",
+			    (unsigned long long)j->j_seg, l->l_inflight.if_n);
 			rc = -1;
 			break;
 		}
 	}
 	if (rc == 0 &&
-	    journal_write_bytes(j, buf_ptr(&head), buf_len(&head)) != 0)
-		rc = -1;
-	buf_free(&head);
-	if (rc != 0) {
-		/* The old segment stays, with every reservation in it. */
+	    journal_write_bytes(j, buf_ptr(&head), buf_len(&head)) != 0) {
 		log_warn("ledger: journal segment %llu: writing the calls in "
 			 "flight",
 		    (unsigned long long)j->j_seg);
+		rc = -1;
+	}
+	buf_free(&head);
+	if (rc != 0) {
+		/* The old segment stays, with every reservation in it. */
 		j->j_broken = 1;
 		l->l_journal_failures++;
 		return (-1);
