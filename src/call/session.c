@@ -9,11 +9,13 @@
  *             stream, output bound, n, input estimate; OpenAI streams get
  *             include_usage), the model is priced (or refused, or recorded
  *             unpriced, as the config says) and its worst case computed.
- *   reserve   the call's row, status in_flight with its reservation, is
- *             queued to the ledger; nothing goes upstream until the ledger
- *             says the row is committed. A full queue or a ledger that
- *             cannot write is a 503 (fail closed); a repeated request id is
- *             a 409.
+ *   reserve   the call's row with its reservation goes to the ledger's
+ *             journal with the loop turn's one write; nothing goes
+ *             upstream until the ledger says the write has returned (and,
+ *             under durability: power, is synced; a request id the client
+ *             chose is first checked against the ledger). A journal that
+ *             cannot be written or a writer far behind is a 503 (fail
+ *             closed); a repeated request id is a 409.
  *   forward   relay.c sends the request upstream with the client's
  *             headers filtered (hop-by-hop, X-Tollgate-*, Host, framing
  *             and encoding removed; provider credentials passed untouched,
@@ -25,12 +27,13 @@
  *             pauses the transfer while the client's output is above the
  *             high watermark.
  *   settle    session_close: the meter's usage is priced in nano-USD and
- *             the row settled (ok, error, client_closed, upstream_error),
- *             one log line is written, and everything is released.
+ *             the row settled (ok, error, client_closed, upstream_error):
+ *             the journal and then SQLite get its one row, final. One log
+ *             line is written, and everything is released.
  *
- * A session whose client leaves while its reservation is being committed
- * lives on until the ledger answers, so the row it queued is settled and
- * never left in flight.
+ * A session whose client leaves while its reservation is being written
+ * lives on until the ledger answers, so a reservation written is settled
+ * and never left in flight.
  *
  * A closed session's struct outlives its close by one loop turn: callers up
  * the stack (libcurl's callbacks, the listener, timers, the stop code) may
@@ -509,15 +512,15 @@ reserved_cb(void *arg, enum ledger_result res)
 	se->se_ticket = NULL;
 	switch (res) {
 	case LEDGER_OK:
-		se->se_row_committed = 1;
+		se->se_reserved = 1;
 		if (se->se_client_gone) {
 			session_close(se, CALL_CLIENT_CLOSED, "client_gone");
 			return;
 		}
 		if (se->se_stop != NULL) {
-			/* Killed while its row was being written: never
-			 * forwarded, so it costs nothing. Its row is in
-			 * the ledger under its id: session_close settles
+			/* Killed while it was being reserved: never
+			 * forwarded, so it costs nothing. Its reservation
+			 * is in the journal: session_close settles
 			 * it as refused. */
 			session_refuse_kill(se, 0, se->se_stop, NULL, NULL);
 			session_close(se, CALL_REFUSED, "killed");
@@ -775,7 +778,7 @@ session_client_gone(struct session *se)
 	se->se_conn = NULL;
 	se->se_client_gone = 1;
 	if (se->se_state == SE_RESERVING)
-		return; /* reserved_cb ends it once the row is written */
+		return; /* reserved_cb ends it once the ledger answers */
 	if (ended) {
 		session_note(se, "client hung up after the last event");
 		session_close(se, CALL_OK, "ok");
@@ -887,13 +890,13 @@ session_close(struct session *se, enum call_status status, const char *reason)
 			conn_reply_abort(se->se_conn);
 		se->se_conn = NULL;
 	}
-	cost = se->se_row_committed ? session_cost(se, &u) : 0;
+	cost = se->se_reserved ? session_cost(se, &u) : 0;
 	/* An unanswered call is charged its worst case: the provider may
 	 * well finish and bill it after tollgate has stopped listening. */
-	if (se->se_row_committed && unanswered_but_sent(se) &&
+	if (se->se_reserved && unanswered_but_sent(se) &&
 	    cost < se->se_reserved_nusd)
 		cost = se->se_reserved_nusd;
-	if (se->se_row_committed) {
+	if (se->se_reserved) {
 		session_row(se, &row);
 		row.lr_status = status;
 		row.lr_http_status = se->se_status;
@@ -915,8 +918,8 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
 	}
 	session_settle(se, status, cost, &u);
-	pv = se->se_row_committed ? session_price_version(se, &u) : NULL;
-	if (se->se_row_committed && se->se_fallback_pv != NULL &&
+	pv = se->se_reserved ? session_price_version(se, &u) : NULL;
+	if (se->se_reserved && se->se_fallback_pv != NULL &&
 	    session_by_served(se, &u)) {
 		log_escape_word(
 		    model, sizeof(model), u.u_model, strlen(u.u_model));
@@ -958,7 +961,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	 * Settled after the call's log line: the writer thread may commit at
 	 * once, and whoever sees the row must find its line already logged.
 	 */
-	if (se->se_row_committed)
+	if (se->se_reserved)
 		ledger_settle(&row);
 
 	if (se->se_refusal != NULL)
@@ -973,7 +976,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		mc.mc_agent_class =
 		    attribution_tag(&se->se_attr, TAG_AGENT_CLASS);
 		mc.mc_status = status;
-		mc.mc_usage = se->se_row_committed ? &u : NULL;
+		mc.mc_usage = se->se_reserved ? &u : NULL;
 		mc.mc_cost_nusd = cost;
 		mc.mc_unpriced = pv != NULL && strcmp(pv, "unpriced") == 0;
 		mc.mc_fallback = pv != NULL && pv == se->se_fallback_pv;

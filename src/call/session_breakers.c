@@ -158,7 +158,7 @@ session_settle_breakers(
 	int is_error;
 	size_t i, n;
 
-	if (!se->se_row_committed || se->se_state != SE_FORWARDING)
+	if (!se->se_reserved || se->se_state != SE_FORWARDING)
 		return;
 	/* The provider's failures, never the caller's own 4xx. */
 	is_error = status == CALL_UPSTREAM_ERROR || se->se_status >= 500 ||

@@ -39,7 +39,7 @@ struct xfer;
 enum se_state {
 	SE_ROUTED, /* head accepted, body being read */
 	SE_WAITING, /* waiting for the fleet to top up a lease */
-	SE_RESERVING, /* waiting for the ledger to commit the row */
+	SE_RESERVING, /* its reservation going to the journal (ledger.h) */
 	SE_FORWARDING, /* the upstream transfer is running */
 };
 
@@ -71,7 +71,7 @@ struct session {
 					body itself (relay_forward) */
 	struct meter *se_meter;
 	struct ledger_ticket *se_ticket;
-	int se_row_committed; /* the ledger has our in_flight row */
+	int se_reserved; /* the journal has our reservation: settle it */
 	int se_client_gone;
 	int64_t se_reserved_nusd;
 	struct xfer *se_xfer;
