@@ -365,6 +365,15 @@ backend be
     alert_at_percent: 80
     rate_limit: { requests_per_minute: 1000000000, tokens_per_minute: 2000000000, concurrent: 100000 }
 """
+        if getattr(self.args, "seed_ledger", None):
+            # A large ledger to start from (bench/ledger_1m.py --keep):
+            # copied whole, so each system writes into its own.
+            src = sqlite3.connect("file:%s?mode=ro" % self.args.seed_ledger,
+                                  uri=True)
+            dst = sqlite3.connect(os.path.join(d, "ledger.db"))
+            src.backup(dst)
+            dst.close()
+            src.close()
         conf = os.path.join(d, "tollgate.yaml")
         with open(conf, "w") as f:
             f.write("""listen: 127.0.0.1:%d
@@ -1345,6 +1354,9 @@ def full(args):
                     b, fport, [1000, 2000, 4000, 8000], 3,
                     ["direct", "nginx", "portkey", "T1"])),
             ]
+        if args.sections:
+            plan = [(n, f) for n, f in plan
+                    if n in args.sections.split(",")]
         for name, fn in plan:
             t = time.monotonic()
             try:
@@ -1567,6 +1579,12 @@ def main():
                     "(about 2 minutes; needs valgrind)")
     ap.add_argument("--redoc", action="store_true",
                     help="only rewrite --doc from --out/results.json")
+    ap.add_argument("--sections",
+                    help="only these sections, comma-separated (c1, "
+                    "throughput, fixed_rate, ...)")
+    ap.add_argument("--seed-ledger",
+                    help="start every tollgate from a copy of this ledger "
+                    "(a large one from bench/ledger_1m.py --keep)")
     args = ap.parse_args()
     args.build = os.path.abspath(args.build)
     if args.redoc:

@@ -70,6 +70,18 @@ def local_count(path, where="1"):
         db.close()
 
 
+def wait_local(path, n, timeout=20):
+    """The local ledger's row count once it reaches n (a call's row is
+    written a moment after its answer), or the last count seen."""
+    last = [None]
+
+    def probe():
+        last[0] = local_count(path)
+        return last[0] >= n
+    tglib.wait_until(probe, timeout, 0.02)
+    return last[0]
+
+
 def local_sum(path):
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
@@ -139,9 +151,10 @@ class ShipTest(ledgerlib.MeterTestCase):
 
     def wait_shipped(self, tg, timeout=60):
         """Until /healthz says up with nothing left to ship, and the local
-        ledger agrees: no call in flight (a call answered may not be
-        settled yet, and then /healthz cannot know of it) and each
-        stream's cursor at its table's last ship_seq."""
+        ledger agrees: no call in flight and no row waiting for the writer
+        (a call answered may not be settled or written yet, and then
+        /healthz cannot know of it) and each stream's cursor at its
+        table's last ship_seq."""
         last = {}
 
         def local_done():
@@ -162,11 +175,16 @@ class ShipTest(ledgerlib.MeterTestCase):
             finally:
                 db.close()
 
+        def written():
+            m = self.metrics(tg)
+            return (re.search(r"^tollgate_ledger_in_flight 0$", m, re.M) and
+                    re.search(r"^tollgate_ledger_queue_depth 0$", m, re.M))
+
         def done():
             last["h"] = self.health(tg)
             s = last["h"].get("ship", {})
-            return (s.get("state") == "up" and s.get("backlog") == 0 and
-                    local_done())
+            return (written() and s.get("state") == "up" and
+                    s.get("backlog") == 0 and local_done())
         self.assertTrue(tglib.wait_until(done, timeout, 0.1),
                         "not shipped within %d s: %r" % (timeout,
                                                          last.get("h")))
@@ -284,6 +302,8 @@ class ShipTest(ledgerlib.MeterTestCase):
             t.join(120)
         self.assertEqual(failed, [])
         self.assertEqual((done["a"], done["b"]), (100, 100))
+        for tg in (a, b):
+            self.assertEqual(wait_local(tg.ledger_path, 100), 100)
         self.wait_shipped(a)
         self.wait_shipped(b)
         total_local = 0
@@ -334,7 +354,7 @@ class ShipTest(ledgerlib.MeterTestCase):
             t.start()
         for t in threads:
             t.join(300)
-        self.assertEqual(local_count(tg.ledger_path), n)
+        self.assertEqual(wait_local(tg.ledger_path, n), n)
         self.assertTrue(tglib.wait_until(
             lambda: self.health(tg)["ship"]["backlog"] == n - 1, 10))
         pg.restart()
