@@ -381,20 +381,23 @@ write_all(int fd, const char *p, size_t len)
 
 /*
  * Start segment seg: create it (O_EXCL: never append to a file that is
- * there) and write its magic. 0, or -1 with *cause.
+ * there) and write its magic. 0, or -1 with *cause and errno kept
+ * (EEXIST: the name is taken).
  */
 int
 journal_start(struct ledger_journal *j, uint64_t seg, char **cause)
 {
 	char *name;
-	int fd;
+	int fd, saved;
 
 	name = journal_name(j->j_path, seg);
 	fd = open(
 	    name, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
 	if (fd == -1) {
-		xasprintf(cause, "%s: %s", name, strerror(errno));
+		saved = errno;
+		xasprintf(cause, "%s: %s", name, strerror(saved));
 		free(name);
+		errno = saved;
 		return (-1);
 	}
 	if (write_all(fd, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN) == -1) {

@@ -287,7 +287,6 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	char idbuf[80];
 	int admitted = it->li_op == LEDGER_OP_RECORD ||
 	    it->li_op == LEDGER_OP_ALERT || it->li_op == LEDGER_OP_PROBE;
-
 	int wake;
 
 	pthread_mutex_lock(&l->l_lock);

@@ -244,11 +244,21 @@ class JournalTest(ledgerlib.MeterTestCase):
         rid = tg.in_flight()[0]["id"]
         first = self.segments()
         self.assertEqual(len(first), 1)
+        # The next name is taken by a file that is not tollgate's: it is
+        # passed over, never written or deleted.
+        n = int(first[0].rsplit(".", 1)[1])
+        squat = "%s.journal.%d" % (self.ledger.path, n + 1)
+        with open(squat, "wb") as f:
+            f.write(b"not ours")
         os.unlink(first[0])
         self.assertTrue(tg.wait_log(r"was deleted or replaced", 5),
                         tg.log())
-        self.assertTrue(tglib.wait_until(lambda: self.segments(), 5))
-        self.assertNotEqual(self.segments(), first)
+        nxt = "%s.journal.%d" % (self.ledger.path, n + 2)
+        self.assertTrue(tglib.wait_until(lambda: os.path.exists(nxt), 5),
+                        self.segments())
+        with open(squat, "rb") as f:
+            self.assertEqual(f.read(), b"not ours")
+        os.unlink(squat)  # or the next start refuses it: not a journal
         # The call in flight is in the new segment: a crash now still
         # leaves its row.
         tg.kill()
