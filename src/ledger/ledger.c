@@ -437,8 +437,6 @@ journal_rotate(struct ledger *l, int gone)
 		return (-1);
 	}
 	l->l_journal_rotations++;
-	if (l->l_syncer != NULL)
-		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
 	buf_init(
 	    &head, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 64 * 1024, 0);
 	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
@@ -466,6 +464,9 @@ journal_rotate(struct ledger *l, int gone)
 		l->l_journal_failures++;
 		return (-1);
 	}
+	/* The head first: a sync of the new segment covers it. */
+	if (l->l_syncer != NULL)
+		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
 	if (had && !gone)
 		mark_segment(l, old);
 	return (0);
@@ -502,8 +503,14 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	(void)fd;
 	(void)events;
 	l->l_flush_armed = 0;
-	if (j->j_fd == -1 || j->j_broken || j->j_size >= segment_max(l))
+	if (j->j_fd == -1 || j->j_broken || j->j_size >= segment_max(l)) {
+		/* One that is broken, not gone, is kept (mark_done). */
+		if (j->j_broken && !l->l_journal_gone && j->j_fd != -1)
+			l->l_journal_keep = 1;
 		failed = journal_rotate(l, j->j_broken) != 0;
+		if (!failed)
+			l->l_journal_gone = 0;
+	}
 	if (!failed && buf_len(&j->j_buf) > 0) {
 		if (journal_flush(j) != 0) {
 			saved = errno;
@@ -554,6 +561,7 @@ watch_cb(evutil_socket_t fd, short events, void *arg)
 		  "starting another with the calls in flight",
 	    (unsigned long long)j->j_seg);
 	j->j_broken = 1;
+	l->l_journal_gone = 1;
 	flush_arm(l);
 }
 
@@ -568,16 +576,9 @@ sync_dispatch(struct ledger *l)
 	struct ledger_ticket *t;
 	struct journal_del *d;
 	size_t i = 0, k = 0;
-	int failed = 0;
 
-	while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
-		if (!syncer_covers(l->l_syncer, t->lt_seg, t->lt_off, &failed))
-			break;
-		TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
-		answer(l, t);
-	}
-	(void)syncer_covers(l->l_syncer, 0, 0, &failed);
-	if (failed) {
+	/* First: a bad segment's calls must not be answered OK. */
+	if (syncer_failed_take(l->l_syncer)) {
 		log_warnx("ledger: journal: a sync failed; the calls waiting "
 			  "on it are refused, and a new segment starts");
 		l->l_journal_failures++;
@@ -589,10 +590,18 @@ sync_dispatch(struct ledger *l)
 		l->l_journal.j_broken = 1;
 		flush_arm(l);
 	}
+	while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
+		if (!syncer_covers(l->l_syncer, t->lt_seg, t->lt_off))
+			break;
+		TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
+		answer(l, t);
+	}
 	for (i = 0; i < l->l_ndels; i++) {
 		d = &l->l_dels[i];
+		if (l->l_journal_keep)
+			continue; /* dropped: kept to the next start or close */
 		if (syncer_covers(
-			l->l_syncer, d->jd_after_seg, d->jd_after_off, &failed))
+			l->l_syncer, d->jd_after_seg, d->jd_after_off))
 			journal_unlink(l->l_path, d->jd_seg);
 		else
 			l->l_dels[k++] = *d;
@@ -602,9 +611,10 @@ sync_dispatch(struct ledger *l)
 
 /*
  * The writer has committed everything queued before segment seg's mark:
- * the segment is needed no more, unless something was given up since (it
- * stays for the next start to read). Under power it goes once the
- * segment after it, which repeats its calls in flight, is on disk.
+ * the segment is needed no more, unless something was given up since, or
+ * an earlier segment was kept (they all stay, for the close or the next
+ * start to settle). Under power it goes once the segment after it, which
+ * repeats its calls in flight, is on disk.
  */
 static void
 mark_done(struct ledger *l, uint64_t seg, enum ledger_result r)
@@ -613,11 +623,19 @@ mark_done(struct ledger *l, uint64_t seg, enum ledger_result r)
 	struct journal_del *d;
 
 	if (r != LEDGER_OK) {
-		log_warnx("ledger: journal segment %llu is kept for the next "
-			  "start: not everything it leads to was written",
+		log_warnx("ledger: journal segment %llu is kept, and every "
+			  "segment after it, until tollgate stops: not "
+			  "everything it leads to was written",
 		    (unsigned long long)seg);
+		l->l_journal_keep = 1;
 		return;
 	}
+	/*
+	 * Segments go in order: a later one may hold what cancels a call
+	 * in one that is kept (its withdrawal, its settlement).
+	 */
+	if (l->l_journal_keep)
+		return;
 	if (l->l_syncer == NULL) {
 		journal_unlink(l->l_path, seg);
 		return;

@@ -248,6 +248,8 @@ struct ledger {
 	struct journal_del *l_dels; /* power: segments to delete after */
 	size_t l_ndels;
 	size_t l_probing; /* probes at the writer, not yet answered */
+	int l_journal_keep; /* a segment was kept: keep every later one */
+	int l_journal_gone; /* the open segment went from under us */
 	uint64_t l_journal_rotations;
 	uint64_t l_journal_failures;
 	uint64_t l_journal_writes;
@@ -319,7 +321,8 @@ int ledger_replay(struct ledger_db *, const char *, uint64_t *, uint64_t *,
 struct ledger_syncer *syncer_start(const char *, int, char **);
 void syncer_segment(struct ledger_syncer *, uint64_t, int);
 void syncer_want(struct ledger_syncer *, uint64_t, int64_t);
-int syncer_covers(struct ledger_syncer *, uint64_t, int64_t, int *);
+int syncer_covers(struct ledger_syncer *, uint64_t, int64_t);
+int syncer_failed_take(struct ledger_syncer *);
 void syncer_stats(struct ledger_syncer *, struct ledger_stats *);
 void syncer_stop(struct ledger_syncer *);
 

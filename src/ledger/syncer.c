@@ -8,7 +8,12 @@
  * share the next one, and each call waits only for the sync that covers
  * its record. A segment the loop has moved on from is synced whole, and
  * its directory entry with the first sync of the next, before anything
- * later is said to be on disk. See docs/internals/ledger.md.
+ * later is said to be on disk. A sync that fails marks its segment bad
+ * for good: after a failed fsync Linux may report the next one of the
+ * same file as a success though the pages never reached the disk, so
+ * nothing in a bad segment is ever said to be on disk, and the loop,
+ * told once (syncer_failed_take), refuses what waits and starts another
+ * segment. See docs/internals/ledger.md.
  */
 #include <sys/queue.h>
 
@@ -50,7 +55,8 @@ struct ledger_syncer {
 	struct sync_olds sy_old;
 	uint64_t sy_done_seg; /* what is on disk: every segment before */
 	int64_t sy_done; /* and this many bytes of sy_done_seg */
-	int sy_failed; /* an fsync failed since syncer_failed_clear */
+	uint64_t sy_bad_seg; /* the last segment whose sync failed, or 0 */
+	int sy_failed; /* a sync failed since syncer_failed_take */
 	uint64_t sy_syncs;
 	uint64_t sy_sync_us_total;
 	uint64_t sy_sync_us_max;
@@ -83,6 +89,15 @@ wake_loop(struct ledger_syncer *sy)
 		log_warn("ledger: eventfd write");
 }
 
+/* Segment seg could not be synced: it is bad for good. Lock held. */
+static void
+failed(struct ledger_syncer *sy, uint64_t seg)
+{
+	sy->sy_failed = 1;
+	if (seg > sy->sy_bad_seg)
+		sy->sy_bad_seg = seg;
+}
+
 static void *
 syncer_main(void *arg)
 {
@@ -96,6 +111,12 @@ syncer_main(void *arg)
 	for (;;) {
 		if ((so = TAILQ_FIRST(&sy->sy_old)) != NULL) {
 			TAILQ_REMOVE(&sy->sy_old, so, so_entry);
+			if (so->so_seg <= sy->sy_bad_seg) {
+				/* Bad already: nothing to gain by trying. */
+				close(so->so_fd);
+				free(so);
+				continue;
+			}
 			pthread_mutex_unlock(&sy->sy_lock);
 			rc = timed_sync(sy, so->so_fd, 0);
 			if (rc == -1)
@@ -105,15 +126,17 @@ syncer_main(void *arg)
 			close(so->so_fd);
 			pthread_mutex_lock(&sy->sy_lock);
 			if (rc == -1)
-				sy->sy_failed = 1;
-			else if (so->so_seg >= sy->sy_done_seg) {
+				failed(sy, so->so_seg);
+			else if (so->so_seg >= sy->sy_done_seg &&
+			    so->so_seg > sy->sy_bad_seg) {
 				sy->sy_done_seg = so->so_seg;
 				sy->sy_done = INT64_MAX;
 			}
 			free(so);
 			continue;
 		}
-		if (sy->sy_fd != -1 &&
+		/* A bad segment is never synced again: the loop leaves it. */
+		if (sy->sy_fd != -1 && sy->sy_seg > sy->sy_bad_seg &&
 		    (sy->sy_done_seg != sy->sy_seg ||
 			sy->sy_done < sy->sy_want)) {
 			fd = sy->sy_fd;
@@ -131,21 +154,17 @@ syncer_main(void *arg)
 				    (unsigned long long)seg);
 			pthread_mutex_lock(&sy->sy_lock);
 			if (rc == -1)
-				sy->sy_failed = 1;
-			else if (seg > sy->sy_done_seg ||
-			    (seg == sy->sy_done_seg && want > sy->sy_done)) {
+				failed(sy, seg);
+			else if (seg > sy->sy_bad_seg &&
+			    (seg > sy->sy_done_seg ||
+				(seg == sy->sy_done_seg &&
+				    want > sy->sy_done))) {
 				sy->sy_done_seg = seg;
 				sy->sy_done = want;
 			}
 			pthread_mutex_unlock(&sy->sy_lock);
 			wake_loop(sy);
 			pthread_mutex_lock(&sy->sy_lock);
-			if (rc == -1 && !sy->sy_stop)
-				/* Until the loop starts another segment. */
-				while (sy->sy_failed && !sy->sy_stop &&
-				    TAILQ_EMPTY(&sy->sy_old))
-					pthread_cond_wait(
-					    &sy->sy_wake, &sy->sy_lock);
 			continue;
 		}
 		if (sy->sy_stop)
@@ -217,9 +236,7 @@ syncer_segment(struct ledger_syncer *sy, uint64_t seg, int fd)
 	sy->sy_want = 0;
 	sy->sy_dir_dirty = 1;
 	if (copy == -1)
-		sy->sy_failed = 1;
-	else
-		sy->sy_failed = 0;
+		failed(sy, seg);
 	pthread_cond_signal(&sy->sy_wake);
 	pthread_mutex_unlock(&sy->sy_lock);
 }
@@ -236,21 +253,34 @@ syncer_want(struct ledger_syncer *sy, uint64_t seg, int64_t off)
 	pthread_mutex_unlock(&sy->sy_lock);
 }
 
-/*
- * Whether segment seg is on disk up to off. *failed says an fsync failed
- * (what the segments hold is unknown: start another).
- */
+/* Whether segment seg is on disk up to off (never, once it is bad). */
 int
-syncer_covers(struct ledger_syncer *sy, uint64_t seg, int64_t off, int *failed)
+syncer_covers(struct ledger_syncer *sy, uint64_t seg, int64_t off)
 {
 	int yes;
 
 	pthread_mutex_lock(&sy->sy_lock);
-	yes = sy->sy_done_seg > seg ||
-	    (sy->sy_done_seg == seg && sy->sy_done >= off);
-	*failed = sy->sy_failed;
+	yes = seg > sy->sy_bad_seg &&
+	    (sy->sy_done_seg > seg ||
+		(sy->sy_done_seg == seg && sy->sy_done >= off));
 	pthread_mutex_unlock(&sy->sy_lock);
 	return (yes);
+}
+
+/*
+ * Whether a sync failed since the last call: once per failure, so the
+ * loop refuses what waits and starts another segment once.
+ */
+int
+syncer_failed_take(struct ledger_syncer *sy)
+{
+	int f;
+
+	pthread_mutex_lock(&sy->sy_lock);
+	f = sy->sy_failed;
+	sy->sy_failed = 0;
+	pthread_mutex_unlock(&sy->sy_lock);
+	return (f);
 }
 
 /* Counters for /metrics. */

@@ -217,7 +217,8 @@ tell_failing(struct ledger *l, struct writer *w, const char *why, long long now)
 		now - w->w_failing_told < LEDGER_FAILING_EVENT_US))
 		return (0);
 	ledger_event_push(l, LEDGER_EVENT_FAILING, LEDGER_LOST_NONE,
-	    "ledger %s: writes fail: %s; calls are refused (503) until a "
+	    "ledger %s: writes fail: %s; calls go on, kept in the journal, "
+	    "until queue_max rows wait, then are refused (503) until a "
 	    "write succeeds",
 	    l->l_db.db_file, why);
 	w->w_told = 1;
@@ -281,8 +282,9 @@ batch_failed(struct ledger *l, struct writer *w, struct ledger_items *batch,
 		w->w_streak_start = now;
 		w->w_backoff = LEDGER_BACKOFF_MIN_US;
 		l->l_stats.ls_failing = 1;
-		log_warnx("ledger: write failed: %s; refusing reservations, "
-			  "retrying settlements",
+		log_warnx("ledger: write failed: %s; retrying, calls kept in "
+			  "the journal meanwhile (refused once queue_max rows "
+			  "wait)",
 		    why);
 		wake |= tell_failing(l, w, why, now);
 	} else {
@@ -386,7 +388,8 @@ enter_lost(
 }
 
 /*
- * The batch committed, but into a file a restart would not open. Its
+ * The batch committed, but into a file a restart would not open (the
+ * loss found by this commit's check, or earlier and not mended yet). Its
  * probes are answered UNAVAILABLE (those calls are not forwarded) and its
  * marks too (their segments stay: what they led to is only in the lost
  * file until it is rebuilt). The rest is done: it is in the open file,
@@ -738,6 +741,23 @@ ledger_writer(void *arg)
 			}
 		}
 
+		/*
+		 * Failing: wait out the backoff. Only a probe (a call waits
+		 * on its answer) or the ledger closing cuts it short; calls
+		 * go on meanwhile, their settlements gathering, and each
+		 * retry writes them all at once.
+		 */
+		if (w.w_failing && now < w.w_next_try && !l->l_stopping &&
+		    l->l_probes_queued == 0) {
+			next = w.w_next_try;
+			if (w.w_lost != LEDGER_LOST_NONE &&
+			    w.w_lost_next < next)
+				next = w.w_lost_next;
+			l->l_lingering = 1;
+			wait_until(l, next);
+			l->l_lingering = 0;
+			continue;
+		}
 		/* Let rows gather (LEDGER_LINGER_US) unless one must not. */
 		if (l->l_queued > 0 && !l->l_stopping && !w.w_failing &&
 		    l->l_probes_queued == 0 &&
@@ -778,8 +798,8 @@ ledger_writer(void *arg)
 
 		/*
 		 * Only retries: wait out the backoff, unless new items come
-		 * (a reservation deserves an answer now, not in 5 s). Once
-		 * closing, give up when the deadline passes.
+		 * (a probe deserves an answer now, not in 5 s). Once closing,
+		 * give up when the deadline passes.
 		 */
 		if (nfresh == 0 && w.w_failing) {
 			if (l->l_stopping && now >= w.w_stop_deadline) {
@@ -857,7 +877,12 @@ ledger_writer(void *arg)
 				l->l_stats.ls_commit_us_max = (uint64_t)us;
 			if (nbatch > l->l_stats.ls_batch_max)
 				l->l_stats.ls_batch_max = nbatch;
-			if (why != LEDGER_LOST_NONE) {
+			/*
+			 * Into a file a restart would not open (found so now,
+			 * or earlier and not rebuilt yet): no mark may free a
+			 * journal segment on the strength of this commit.
+			 */
+			if (w.w_lost != LEDGER_LOST_NONE) {
 				(void)lost_batch(l, &batch);
 				wake = 1;
 			} else

@@ -10,6 +10,7 @@
  */
 #define TG_UNITTEST 1
 
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 
 #include <dirent.h>
@@ -1088,6 +1089,141 @@ test_journal_write_fail(void **state)
 	    q_int("SELECT cost_nusd FROM calls WHERE id = 'a'"), 42);
 }
 
+/*
+ * A segment must not go while the ledger's file is lost: what it led to
+ * is then only in the file tollgate has open, which a restart does not
+ * find. Segment 1 holds a's settlement; its mark is queued behind that
+ * settlement while the writer is held; the file at the path is replaced
+ * and the writer finds it lost before it commits the batch: the mark is
+ * refused and segment 1 stays.
+ */
+static void
+test_lost_keeps_segment(void **state)
+{
+	char other[sizeof(fx.dir) + 16], *name;
+	struct stat st;
+	sqlite3 *db;
+	uint64_t first;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	first = cur_seg();
+	assert_int_equal(reserve("a", 0), LEDGER_OK);
+	ledger_test_pause(1);
+	settle("a", 100);
+	event_base_loop(fx.base, EVLOOP_NONBLOCK); /* SETTLE a in segment 1 */
+	ledger_test_segment_max(1);
+	assert_int_equal(reserve("b", 0), LEDGER_OK); /* rotates: a mark */
+	assert_true(cur_seg() > first);
+
+	/* Another database takes the ledger's path. */
+	snprintf(other, sizeof(other), "%s/other.db", fx.dir);
+	assert_int_equal(sqlite3_open(other, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "CREATE TABLE t (x)", NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(rename(other, fx.path), 0);
+	usleep(1100000); /* past the writer's once-a-second check */
+	ledger_test_pause(0);
+	flush();
+	for (int i = 0; i < 50; i++) {
+		event_base_loop(fx.base, EVLOOP_NONBLOCK);
+		usleep(2000);
+	}
+	name = journal_name(fx.path, first);
+	assert_int_equal(stat(name, &st), 0);
+	free(name);
+	ledger_close();
+}
+
+/*
+ * A segment whose sync failed is never said to be on disk, not even once
+ * a later segment has been synced: after a failed fsync the kernel may
+ * report the next one as a success. fdatasync of a pipe fails (EINVAL).
+ */
+static void
+test_syncer_bad_segment(void **state)
+{
+	struct ledger_syncer *sy;
+	char file[sizeof(fx.dir) + 16], *cause = NULL;
+	long long deadline;
+	int efd, p[2], fd;
+
+	(void)state;
+	assert_true((efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) != -1);
+	assert_int_equal(pipe(p), 0);
+	sy = syncer_start(fx.path, efd, &cause);
+	assert_non_null(sy);
+	syncer_segment(sy, 1, p[1]);
+	syncer_want(sy, 1, 100);
+	deadline = monotime_us() + 10000000LL;
+	while (!syncer_failed_take(sy)) {
+		assert_true(monotime_us() < deadline);
+		usleep(1000);
+	}
+	snprintf(file, sizeof(file), "%s/seg2", fx.dir);
+	assert_true((fd = open(file, O_RDWR | O_CREAT, 0600)) != -1);
+	assert_int_equal(write(fd, "0123456789", 10), 10);
+	syncer_segment(sy, 2, fd);
+	syncer_want(sy, 2, 10);
+	while (!syncer_covers(sy, 2, 10)) {
+		assert_true(monotime_us() < deadline);
+		usleep(1000);
+	}
+	assert_false(syncer_covers(sy, 1, 100));
+	assert_false(syncer_covers(sy, 1, 1));
+	assert_false(syncer_failed_take(sy)); /* told once */
+	syncer_stop(sy);
+	close(fd);
+	close(p[0]);
+	close(p[1]);
+	close(efd);
+}
+
+/*
+ * While SQLite writes fail, the writer waits out its backoff: settlements
+ * that keep coming (calls go on, their rows in the journal) gather, and
+ * do not each set off a retry of the whole backlog.
+ */
+static void
+test_failing_backoff(void **state)
+{
+	static char big[6001];
+	struct ledger_stats st;
+	struct ledger_row s;
+	char id[16];
+	int i;
+
+	(void)state;
+	memset(big, 'z', sizeof(big) - 1);
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_int_equal(reserve("f0", 0), LEDGER_OK);
+	settle("f0", 1);
+	flush();
+	ledger_test_max_pages(1);
+	for (i = 0; i < 200; i++) {
+		snprintf(id, sizeof(id), "f%d", i + 1);
+		assert_int_equal(reserve(id, 0), LEDGER_OK);
+		s = mkrow_at(id, T0);
+		set_ok(&s);
+		s.lr_refusal_reason = big;
+		ledger_settle(&s);
+		event_base_loop(fx.base, EVLOOP_NONBLOCK);
+		usleep(1000);
+	}
+	ledger_stats(&st);
+	assert_int_equal(st.ls_failing, 1);
+	if (st.ls_failures > 20)
+		fail_msg("%" PRIu64 " failed transactions for 200 settlements "
+			 "in %s",
+		    st.ls_failures, "about 0.3 s");
+	ledger_test_max_pages(1000000);
+	flush();
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 201);
+	ledger_close();
+}
+
 int
 main(void)
 {
@@ -1112,6 +1248,12 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_power_sync, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_journal_write_fail, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_lost_keeps_segment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_syncer_bad_segment, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_failing_backoff, setup, teardown),
 	};
 
 	log_init(1, 0);
