@@ -74,10 +74,12 @@ void ep_kill_delete(struct admin_req *);
 
 /*
  * A calls query on the local ledger reads the calls table and the calls
- * in flight (inflight.c) as one.
+ * in flight (inflight.c) as one; a call that settled and was written
+ * after the copy was taken shows once, final.
  */
 #define ADMIN_CALLS_NOW                                                        \
-	"(SELECT * FROM main.calls UNION ALL SELECT * FROM temp.calls_open)"
+	"(SELECT * FROM main.calls UNION ALL SELECT * FROM temp.calls_open o"  \
+	" WHERE NOT EXISTS (SELECT 1 FROM main.calls c WHERE c.id = o.id))"
 
 /* inflight.c */
 int admin_in_flight_load(

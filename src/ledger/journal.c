@@ -40,7 +40,14 @@
 #define JOURNAL_HEAD 8 /* a record's length and CRC */
 /* The most one turn's records may hold before a write is forced. */
 #define JOURNAL_BUF_MAX (64 * 1024 * 1024)
-#define JOURNAL_READ_CHUNK (1024 * 1024)
+/*
+ * The largest segment a start-up reads: a segment is started past 8 MiB,
+ * and the write that passes it holds at most one turn's buffer and the
+ * calls in flight. Anything larger is not one of ours.
+ */
+#define JOURNAL_READ_MAX (4 * JOURNAL_BUF_MAX)
+/* The buffer a turn keeps between writes; a burst's larger one goes. */
+#define JOURNAL_BUF_KEEP (1024 * 1024)
 
 static void
 put32(char *p, uint32_t v)
@@ -252,6 +259,14 @@ journal_read(
 		close(fd);
 		return (-1);
 	}
+	if (st.st_size > JOURNAL_READ_MAX) {
+		xasprintf(cause,
+		    "%s: %lld bytes, larger than any journal segment; move it "
+		    "away if it is not tollgate's",
+		    name, (long long)st.st_size);
+		close(fd);
+		return (-1);
+	}
 	size = (size_t)st.st_size;
 	data = xmalloc(size + 1);
 	for (off = 0; off < size; off += (size_t)got) {
@@ -338,6 +353,9 @@ journal_segments(const char *path, uint64_t **segs, size_t *n, char **cause)
 		    strncmp(de->d_name + blen, ".journal.", 9) != 0)
 			continue;
 		if (de->d_name[blen + 9] < '0' || de->d_name[blen + 9] > '9')
+			continue;
+		/* Only the names tollgate writes: no sign, no leading 0. */
+		if (de->d_name[blen + 9] == '0')
 			continue;
 		errno = 0;
 		v = strtoull(de->d_name + blen + 9, &end, 10);
@@ -459,7 +477,10 @@ journal_write_bytes(struct ledger_journal *j, const char *p, size_t n)
 	return (-1);
 }
 
-/* Write the turn's buffer (journal_write_bytes) and empty it. */
+/*
+ * Write the turn's buffer (journal_write_bytes) and empty it; one a burst
+ * made large is given back.
+ */
 int
 journal_flush(struct ledger_journal *j)
 {
@@ -467,7 +488,30 @@ journal_flush(struct ledger_journal *j)
 
 	rc = journal_write_bytes(j, buf_ptr(&j->j_buf), buf_len(&j->j_buf));
 	buf_reset(&j->j_buf);
+	if (j->j_buf.b_size > JOURNAL_BUF_KEEP) {
+		buf_free(&j->j_buf);
+		buf_init(&j->j_buf, JOURNAL_BUF_MAX, 64 * 1024, 0);
+	}
 	return (rc);
+}
+
+/*
+ * Whether the file name is a journal segment of tollgate's (it begins
+ * with the magic): what a clean stop may delete.
+ */
+int
+journal_is_ours(const char *name)
+{
+	char magic[JOURNAL_MAGIC_LEN];
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(name, O_RDONLY | O_CLOEXEC)) == -1)
+		return (0);
+	n = read(fd, magic, sizeof(magic));
+	close(fd);
+	return (n == (ssize_t)sizeof(magic) &&
+	    memcmp(magic, JOURNAL_MAGIC, sizeof(magic)) == 0);
 }
 
 /* Remove segment seg of the ledger at path; a failure is logged. */

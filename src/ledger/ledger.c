@@ -1345,7 +1345,7 @@ journal_finish(struct ledger *l)
 {
 	uint64_t *segs = NULL;
 	size_t i, n;
-	char *cause = NULL;
+	char *cause = NULL, *name;
 
 	if (l->l_inflight.if_n > 0 || l->l_stats.ls_dropped > 0 ||
 	    l->l_lost != LEDGER_LOST_NONE) {
@@ -1361,9 +1361,15 @@ journal_finish(struct ledger *l)
 		free(cause);
 		return;
 	}
-	for (i = 0; i < n; i++)
-		if (segs[i] <= l->l_journal.j_seg)
+	for (i = 0; i < n; i++) {
+		if (segs[i] > l->l_journal.j_seg)
+			continue;
+		/* A file another put at a segment's name stays. */
+		name = journal_name(l->l_path, segs[i]);
+		if (journal_is_ours(name))
 			journal_unlink(l->l_path, segs[i]);
+		free(name);
+	}
 	free(segs);
 }
 

@@ -581,12 +581,30 @@ test_replay_not_journal(void **state)
 	assert_int_equal(access(good, F_OK), 0);
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 0);
 
-	/* Taken away, the ledger opens and replays what is there. */
+	/* Too large to be a segment (sparse): refused, not read whole. */
 	assert_int_equal(unlink(name), 0);
+	assert_true((fd = open(name, O_WRONLY | O_CREAT, 0600)) != -1);
+	assert_int_equal(ftruncate(fd, (off_t)1 << 40), 0);
+	close(fd);
+	assert_int_equal(
+	    ledger_open(fx.base, fx.path, DURABILITY_PROCESS, 0, &cause), -1);
+	assert_non_null(strstr(cause, name));
+	assert_non_null(strstr(cause, "larger than any journal segment"));
+	free(cause);
+	assert_int_equal(access(good, F_OK), 0);
+
+	/* Taken away, the ledger opens and replays what is there; a name
+	 * tollgate never writes (a leading zero) is not read, nor deleted. */
+	assert_int_equal(unlink(name), 0);
+	free(name);
+	xasprintf(&name, "%s.journal.007", fx.path);
+	assert_true((fd = open(name, O_WRONLY | O_CREAT, 0600)) != -1);
+	close(fd);
 	open_ok(DURABILITY_PROCESS, 0);
 	assert_string_equal(
 	    q_text("SELECT status FROM calls WHERE id = 'n1'"), "interrupted");
 	assert_int_equal(access(good, F_OK), -1);
+	assert_int_equal(access(name, F_OK), 0);
 	free(name);
 	free(good);
 }
