@@ -38,11 +38,11 @@ Each round, in a fresh temp dir:
 A round fails when an answered id has no row, or only an `in_flight` one;
 when any row is left `in_flight`; when the `interrupted` rows' cost differs
 from their reservations (in sum, and row by row, each with a reservation);
-when a call fakeprov received has no row (with tollgate's ids: when there
-are fewer rows than calls fakeprov received, or more rows beyond them than
-interrupted ones, a reservation the kill cut off before it went out); when
-a row names an id this client never sent (client ids); or when PRAGMA
-integrity_check is not ok. Answers
+when a call fakeprov received has no row (each call's marker is also its
+X-Tollgate-Intent, so its row names it whoever made the id); when a row
+names a marker this client never sent, or is for a call fakeprov never
+received and is not `interrupted` (only a reservation the kill cut off
+before it went out may be); or when PRAGMA integrity_check is not ok. Answers
 that are complete are "answered"; those cut or never given are "unknown"
 (of which "open at the kill": sent before the kill, so the kill cut them
 off; the others went out after it). One line per round, then a summary;
@@ -126,7 +126,9 @@ def make_request(rnd, rid, due, client_ids):
             "messages": [{"role": "user", "content": "hello " + rid}]}
     hdrs = ["POST /v1/chat/completions HTTP/1.1", "Host: 127.0.0.1",
             "Content-Type: application/json",
-            "Authorization: Bearer sk-crashloop-not-a-key"]
+            "Authorization: Bearer sk-crashloop-not-a-key",
+            # The marker as the call's intent: its row names it.
+            "X-Tollgate-Intent: " + rid]
     if client_ids:
         hdrs.append("X-Tollgate-Request-Id: " + rid)
     if stream:
@@ -310,12 +312,13 @@ def provider_ids(fp, prefix):
     return ids
 
 
-def check_ledger(path, answered, sent_ids, forwarded):
+def check_ledger(path, answered, sent_markers, forwarded):
     """The round's verdict from the ledger: (facts, problems)."""
     problems = []
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
     try:
         rows = dict(db.execute("SELECT id, status FROM calls"))
+        by_marker = dict(db.execute("SELECT intent, status FROM calls"))
         integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
         inter_n, inter_cost, inter_res = db.execute(
             "SELECT count(*), coalesce(sum(cost_nusd), 0), "
@@ -334,18 +337,17 @@ def check_ledger(path, answered, sent_ids, forwarded):
     missing = sorted(i for i in answered if i not in rows)
     open_answered = sorted(i for i in answered
                            if rows.get(i) == "in_flight")
-    if sent_ids is not None:
-        unforwarded = sorted(i for i in forwarded if i not in rows)
-        strangers = sorted(i for i in rows if i not in sent_ids)
-    else:
-        # tollgate's own ids: a row for every call the provider received;
-        # a row more only for a call reserved and then cut off by the kill
-        # before it went out, which is interrupted (charged, not lost).
-        extra = len(rows) - len(forwarded)
-        unforwarded = ["(%d calls, %d rows)" % (len(forwarded), len(rows))] \
-            if extra < 0 else []
-        strangers = ["(%d rows more than calls, %d interrupted)" % (
-            extra, inter_n)] if extra > inter_n else []
+    # Each row names its call's marker as its intent (and, with client
+    # ids, as its id): a row for every call the provider received, and a
+    # row for no call the provider did not receive unless the kill cut it
+    # off after its reservation, when it is interrupted (charged, not
+    # lost).
+    unforwarded = sorted(i for i in forwarded if i not in by_marker)
+    strangers = sorted(i for i in by_marker if i not in sent_markers)
+    strangers += sorted("%s (%s, never forwarded)" % (i, s)
+                        for i, s in by_marker.items()
+                        if i in sent_markers and i not in forwarded and
+                        s != "interrupted")
     inflight = by_status.get("in_flight", 0)
     if missing:
         problems.append("%d answered id(s) without a row: %s" % (
@@ -366,7 +368,7 @@ def check_ledger(path, answered, sent_ids, forwarded):
         problems.append("%d call(s) the provider received without a row: "
                         "%s" % (len(unforwarded), " ".join(unforwarded[:10])))
     if strangers:
-        problems.append("%d row(s) with an id never sent: %s" % (
+        problems.append("%d row(s) for no call the provider received: %s" % (
             len(strangers), " ".join(strangers[:10])))
     if integrity != "ok":
         problems.append("integrity_check: %s" % integrity)
@@ -451,7 +453,7 @@ def run_round(args, k, base):
         res["forwarded"] = len(forwarded)
         facts, more = check_ledger(
             os.path.join(work, "data", "ledger.db"), answered,
-            {r.rid for r in reqs} if client_ids else None, forwarded)
+            {r.rid for r in reqs}, forwarded)
         res.update(facts)
         problems += more
     except AssertionError as e:
