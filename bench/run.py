@@ -1001,7 +1001,7 @@ def write_doc(b, path):
         ss[c]["levels"][ss[c]["sustained"]]["rss_mb_per_1000"], 1)))
     A(row("CPU µs per call (wrk run)", lambda c: fmt(
         tp[c]["cpu_us_per_call"], 1)))
-    A(row("Ledger writes/s (reserve + settle), writes per commit",
+    A(row("Ledger rows/s (one per call), rows per commit",
           lambda c: "%s, %s" % (
         fmt(tp[c]["ledger_rows_per_s"]), fmt(tp[c]["ledger_rows_per_commit"],
                                               1))))
@@ -1213,8 +1213,8 @@ def verdict(b):
             t = tp[m]
             say(t["ledger_writer_busy"] < 0.9,
                 "%s ledger not the bottleneck: writer busy %.0f %% of the "
-                "wrk run, %.0f writes/s (a reservation and a settlement "
-                "per call), %.1f per commit, capacity %.0f writes/s" % (
+                "wrk run, %.0f rows/s (one per call, written final), "
+                "%.1f per commit, capacity %.0f rows/s" % (
                     m, 100 * t["ledger_writer_busy"], t["ledger_rows_per_s"],
                     t["ledger_rows_per_commit"],
                     t["ledger_capacity_rows_per_s"]))
