@@ -479,20 +479,45 @@ journal_write_bytes(struct ledger_journal *j, const char *p, size_t n)
 
 /*
  * Write the turn's buffer (journal_write_bytes) and empty it; one a burst
- * made large is given back.
+ * made large is given back. A failed write leaves the buffer as it was
+ * (journal_keep_outcomes).
  */
 int
 journal_flush(struct ledger_journal *j)
 {
-	int rc;
-
-	rc = journal_write_bytes(j, buf_ptr(&j->j_buf), buf_len(&j->j_buf));
+	if (journal_write_bytes(j, buf_ptr(&j->j_buf), buf_len(&j->j_buf)) != 0)
+		return (-1);
 	buf_reset(&j->j_buf);
 	if (j->j_buf.b_size > JOURNAL_BUF_KEEP) {
 		buf_free(&j->j_buf);
 		buf_init(&j->j_buf, JOURNAL_BUF_MAX, 64 * 1024, 0);
 	}
-	return (rc);
+	return (0);
+}
+
+/*
+ * A write of the turn's buffer failed: keep its settlements and
+ * withdrawals for the next write (a crash before the writer has the row
+ * must still find the outcome), and drop its reservations, whose calls
+ * were refused. The buffer holds whole records only.
+ */
+void
+journal_keep_outcomes(struct ledger_journal *j)
+{
+	char *p = buf_ptr(&j->j_buf);
+	size_t len = buf_len(&j->j_buf), off = 0, keep = 0, n;
+
+	while (len - off >= JOURNAL_HEAD + 1) {
+		n = JOURNAL_HEAD + get32(p + off);
+		if (n > len - off)
+			break; /* cannot be: appended whole */
+		if ((unsigned char)p[off + JOURNAL_HEAD] != JOURNAL_RESERVE) {
+			memmove(p + keep, p + off, n);
+			keep += n;
+		}
+		off += n;
+	}
+	j->j_buf.b_len = keep;
 }
 
 /*

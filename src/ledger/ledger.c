@@ -522,7 +522,9 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 		} else
 			l->l_journal_writes++;
 	}
-	buf_reset(&j->j_buf);
+	/* Not written: the outcomes wait for the next write. */
+	if (failed)
+		journal_keep_outcomes(j);
 
 	TAILQ_INIT(&done);
 	TAILQ_CONCAT(&done, &l->l_pending, lt_entry);

@@ -309,6 +309,7 @@ int journal_start(struct ledger_journal *, uint64_t, char **);
 void journal_init(struct ledger_journal *, const char *);
 int journal_write_bytes(struct ledger_journal *, const char *, size_t);
 int journal_flush(struct ledger_journal *);
+void journal_keep_outcomes(struct ledger_journal *);
 int journal_is_ours(const char *);
 void journal_unlink(const char *, uint64_t);
 int journal_gone(struct ledger_journal *);

@@ -1082,7 +1082,7 @@ test_journal_write_fail(void **state)
 	assert_int_equal(ledger_in_flight(&rows), 1);
 	assert_string_equal(rows[0].lr_id, "a");
 	free(rows);
-	settle("a", 42); /* its record is lost; its row is not */
+	settle("a", 42); /* its record waits for the next write */
 	flush();
 	assert_int_equal(
 	    q_int("SELECT cost_nusd FROM calls WHERE id = 'a'"), 42);
@@ -1095,6 +1095,7 @@ test_journal_write_fail(void **state)
 	assert_int_equal(seen_count(JOURNAL_RESERVE, "b"), 0);
 	assert_int_equal(seen_count(JOURNAL_RESERVE, "b2"), 0);
 	assert_int_equal(seen_count(JOURNAL_RESERVE, "c"), 1);
+	assert_int_equal(seen_count(JOURNAL_SETTLE, "a"), 1);
 	seen_clear();
 	ledger_close();
 	open_ok(DURABILITY_PROCESS, 0);
