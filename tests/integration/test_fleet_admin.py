@@ -104,6 +104,8 @@ class FleetAdminTest(tglib.TGTestCase):
         return rows[0]
 
     def ledger_sum(self, *tgs):
+        for tg in tgs:
+            tg.wait_written()
         return sum(tg.ledger.scalar(
             "SELECT coalesce(sum(cost_nusd), 0) FROM calls "
             "WHERE status = 'ok'") for tg in tgs)

@@ -138,6 +138,8 @@ class FleetCapsTest(tglib.TGTestCase):
         return self.redis.hgetall(keys[0]) if keys else {}
 
     def ledgers_cost(self, tgs):
+        for tg in tgs:
+            tg.wait_written()
         return sum(tg.ledger.scalar(
             "SELECT COALESCE(SUM(cost_nusd), 0) FROM calls") for tg in tgs)
 
@@ -180,6 +182,8 @@ class FleetCapsTest(tglib.TGTestCase):
                                                   forwarded * CALL_NUSD / 1e9,
                                                   refused))
         # Each refusal is a hard_cap row in its instance's ledger.
+        for tg in tgs:
+            tg.wait_written()
         rows = sum(tg.ledger.scalar(
             "SELECT COUNT(*) FROM calls WHERE refusal_reason = 'hard_cap'")
             for tg in tgs)
@@ -216,6 +220,8 @@ class FleetCapsTest(tglib.TGTestCase):
         ok = sum(1 for s in st if s == 200)
         forwarded = len(self.fp.find_requests(m))
         self.assertEqual(forwarded, 20 + ok)
+        for tg in tgs:
+            tg.wait_written()
         self.assertEqual(sum(tg.ledger.scalar(
             "SELECT COUNT(*) FROM calls WHERE status = 'ok'")
             for tg in tgs), forwarded)

@@ -87,6 +87,7 @@ class FleetReportsTest(tglib.TGTestCase):
         return int(m.group(1)) if m else 0
 
     def ledger_cost(self, tg):
+        tg.wait_written()
         return tg.ledger.scalar(
             "SELECT COALESCE(SUM(cost_nusd), 0) FROM calls")
 

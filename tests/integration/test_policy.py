@@ -146,6 +146,7 @@ class PolicyTest(tglib.TGTestCase):
         return len(self.fp.find_requests(marker))
 
     def settled_cost(self, tg, where="1"):
+        tg.wait_written()
         return tg.ledger.scalar(
             "SELECT coalesce(sum(cost_nusd), 0) FROM calls WHERE %s" % where)
 

@@ -523,6 +523,28 @@ class Tollgate(Proc):
         finally:
             c.close()
 
+    def wait_written(self, timeout=10, token=None):
+        """Until the ledger's writer has nothing queued: every call
+        answered before this has its row in the SQLite file (a call's row
+        is written a moment after its answer)."""
+        m = wait_until(lambda: self.ADMIN_RE.search(self.stderr()), 10)
+        if not m:
+            raise AssertionError("no 'admin listening on' line")
+        port = int(m.group(1))
+
+        def idle():
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                c.request("GET", "/metrics", headers={
+                    "Authorization": "Bearer " + token} if token else {})
+                body = c.getresponse().read().decode()
+            finally:
+                c.close()
+            return re.search(r"^tollgate_ledger_queue_depth 0$", body, re.M)
+        if not wait_until(idle, timeout, 0.01):
+            raise AssertionError("the ledger's writer still had rows "
+                                 "queued after %d s" % timeout)
+
     def in_flight(self, token=None):
         """The calls in flight as /v1/calls shows them (rows in memory
         and in the journal, not yet in the SQLite file)."""
