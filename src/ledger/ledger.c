@@ -486,6 +486,50 @@ segment_max(const struct ledger *l)
 }
 
 /*
+ * The journal's health, told as the writer tells SQLite's: its first
+ * failure (at most one a minute) and its recovery reach ledger_event_cb,
+ * and while it fails the ledger counts as failing (/healthz, /metrics).
+ */
+static void
+journal_health(struct ledger *l, int failed, int err)
+{
+	struct ledger_event ev;
+	char msg[LEDGER_EVENT_MSG_MAX];
+	long long now = monotime_us();
+
+	if (failed == l->l_journal_failing)
+		return;
+	l->l_journal_failing = failed;
+	memset(&ev, 0, sizeof(ev));
+	if (failed) {
+		/* A disk on the edge fails and works by turns. */
+		if (l->l_journal_told_at != 0 &&
+		    now - l->l_journal_told_at < 60 * 1000000LL)
+			return;
+		l->l_journal_told = 1;
+		l->l_journal_told_at = now;
+		snprintf(msg, sizeof(msg),
+		    "ledger %s: the journal cannot be written: %s; calls are "
+		    "refused (503) until it can",
+		    l->l_path, strerror(err));
+		ev.le_kind = LEDGER_EVENT_FAILING;
+	} else {
+		if (!l->l_journal_told)
+			return;
+		snprintf(msg, sizeof(msg),
+		    "ledger %s: the journal is written again; calls are taken "
+		    "again",
+		    l->l_path);
+		ev.le_kind = LEDGER_EVENT_RECOVERED;
+		l->l_journal_told = 0;
+	}
+	ev.le_message = msg;
+	log_info("ledger: %s", msg);
+	if (l->l_event_cb != NULL)
+		l->l_event_cb(&ev, l->l_event_arg);
+}
+
+/*
  * The turn's write: one write(2) of every record appended since the last
  * one, then each reservation waiting on it is answered, or under
  * durability: power waits for the sync that covers it.
@@ -498,7 +542,7 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 	struct ledger_tickets done;
 	struct ledger_ticket *t;
 	struct ledger_item *it;
-	int failed = 0, saved;
+	int failed = 0, saved = 0, wrote = 0;
 
 	(void)fd;
 	(void)events;
@@ -508,7 +552,9 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 		if (j->j_broken && !l->l_journal_gone && j->j_fd != -1)
 			l->l_journal_keep = 1;
 		failed = journal_rotate(l, j->j_broken) != 0;
-		if (!failed)
+		if (failed)
+			saved = errno;
+		else
 			l->l_journal_gone = 0;
 	}
 	if (!failed && buf_len(&j->j_buf) > 0) {
@@ -519,9 +565,15 @@ flush_cb(evutil_socket_t fd, short events, void *arg)
 			errno = saved;
 			log_warn("ledger: journal segment %llu: write",
 			    (unsigned long long)j->j_seg);
-		} else
+		} else {
 			l->l_journal_writes++;
+			wrote = 1;
+		}
 	}
+	if (failed)
+		journal_health(l, 1, saved != 0 ? saved : EIO);
+	else if (wrote)
+		journal_health(l, 0, 0);
 	/* Not written: the outcomes wait for the next write. */
 	if (failed)
 		journal_keep_outcomes(j);
@@ -584,6 +636,7 @@ sync_dispatch(struct ledger *l)
 		log_warnx("ledger: journal: a sync failed; the calls waiting "
 			  "on it are refused, and a new segment starts");
 		l->l_journal_failures++;
+		journal_health(l, 1, EIO);
 		while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
 			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
 			t->lt_result = LEDGER_UNAVAILABLE;
@@ -1301,6 +1354,7 @@ ledger_stats(struct ledger_stats *s)
 	s->ls_journal_rotations = l->l_journal_rotations;
 	s->ls_journal_failures = l->l_journal_failures;
 	s->ls_journal_segment = l->l_journal.j_seg;
+	s->ls_failing |= l->l_journal_failing;
 	s->ls_journal_bytes = l->l_journal.j_size;
 	syncer_stats(l->l_syncer, s);
 }

@@ -41,14 +41,20 @@ struct event_base;
 #define LEDGER_PRUNE_SCAN (2 * LEDGER_PRUNE_MAX) /* index entries read */
 /*
  * No call waits for a commit (but for a probe of its client's request
- * id), so the writer lets rows gather: a transaction at most every
- * LEDGER_LINGER_US, unless LEDGER_LINGER_ITEMS wait, a probe does, or
- * the ledger closes. Each commit's fixed cost (its WAL frames, their
+ * id), so under load the writer lets rows gather: a transaction at most
+ * every LEDGER_LINGER_US, unless LEDGER_LINGER_ITEMS wait, a probe does,
+ * or the ledger closes. Each commit's fixed cost (its WAL frames, their
  * checksums, the fsync under durability: power) is then shared by the
  * calls of that time instead of paid by each.
  */
 #define LEDGER_LINGER_US 2000LL
 #define LEDGER_LINGER_ITEMS 256
+/*
+ * Only under load: after a batch of fewer items than this, the next is
+ * written at once, so a lone call's row is in the file as soon as it
+ * would be without the wait.
+ */
+#define LEDGER_LINGER_LOAD 4
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
 #define LEDGER_ROW_FIELDS_MAX (9 + TAG_MAX) /* ledger_row_fields */
 /* The most one journal record holds: a row's strings and numbers. */
@@ -250,6 +256,9 @@ struct ledger {
 	size_t l_probing; /* probes at the writer, not yet answered */
 	int l_journal_keep; /* a segment was kept: keep every later one */
 	int l_journal_gone; /* the open segment went from under us */
+	int l_journal_failing; /* the last journal write failed */
+	int l_journal_told; /* its FAILING went out, RECOVERED not yet */
+	long long l_journal_told_at; /* when the last FAILING went out */
 	uint64_t l_journal_rotations;
 	uint64_t l_journal_failures;
 	uint64_t l_journal_writes;

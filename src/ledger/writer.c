@@ -185,6 +185,7 @@ struct writer {
 	long long w_next_try;
 	long long w_stop_deadline; /* 0 until the writer sees l_stopping */
 	long long w_last_commit; /* when the last transaction began */
+	size_t w_last_batch; /* items in it */
 	char w_why[LEDGER_ERRMSG_MAX + 128]; /* the last failure */
 
 	/* The file lost: reservations refused until it is rebuilt. */
@@ -762,6 +763,7 @@ ledger_writer(void *arg)
 		if (l->l_queued > 0 && !l->l_stopping && !w.w_failing &&
 		    l->l_probes_queued == 0 &&
 		    l->l_queued < LEDGER_LINGER_ITEMS &&
+		    w.w_last_batch >= LEDGER_LINGER_LOAD &&
 		    now < w.w_last_commit + LEDGER_LINGER_US &&
 		    (w.w_lost == LEDGER_LOST_NONE || now < w.w_lost_next)) {
 			l->l_lingering = 1;
@@ -837,6 +839,7 @@ ledger_writer(void *arg)
 
 		t0 = monotime_us();
 		w.w_last_commit = t0;
+		w.w_last_batch = nbatch;
 		rc = ledger_db_apply(&l->l_db, &batch);
 		now = monotime_us();
 		us = now - t0;

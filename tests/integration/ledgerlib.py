@@ -395,12 +395,17 @@ FINAL = ("ok", "error", "refused", "client_closed", "upstream_error", "killed",
 
 class Ledger:
     """The SQLite ledger at path, opened read-only for each query so every
-    read sees the latest commits."""
+    read sees the latest commits. With tg, each read first waits (a few
+    seconds at most) until that tollgate's writer has nothing queued: a
+    call's row reaches the file a moment after its answer."""
 
-    def __init__(self, path):
+    def __init__(self, path, tg=None):
         self.path = path
+        self.tg = tg
 
     def connect(self):
+        if self.tg is not None:
+            self.tg.wait_written(timeout=3, quiet=True)
         if not os.path.exists(self.path):
             raise AssertionError("no ledger at %s" % self.path)
         uri = "file:%s?mode=ro" % urllib.parse.quote(self.path)
@@ -605,7 +610,7 @@ class MeterTestCase(tglib.TGTestCase):
             path = "data/%s.db" % name
         else:
             path = (ledger or {}).get("path", "data/ledger.db")
-        self.ledger = Ledger(os.path.join(self.tmp, path))
+        self.ledger = Ledger(os.path.join(self.tmp, path), tg)
         return tg
 
     def settled_row(self, resp_or_id, timeout=10):

@@ -99,7 +99,7 @@ class AdminTest(ledgerlib.MeterTestCase):
         tg.admin_port = int(m.group(1))
         self.assertNotEqual(tg.admin_port, tg.port)
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
-                                                    "data/ledger.db"))
+                                                    "data/ledger.db"), tg)
         self.tg = tg
         return tg
 

@@ -84,7 +84,7 @@ class AlertsTest(ledgerlib.MeterTestCase):
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
         self.db_path = os.path.join(self.tmp, "data/ledger.db")
-        self.ledger = ledgerlib.Ledger(self.db_path)
+        self.ledger = ledgerlib.Ledger(self.db_path, tg)
         return tg
 
     def get(self, tg, path):

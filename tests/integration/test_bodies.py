@@ -116,7 +116,7 @@ class BodiesTest(ledgerlib.MeterTestCase):
             extra["policies"] = policies
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=extra)
-        self.ledger = ledgerlib.Ledger(self.tmp + "/data/ledger.db")
+        self.ledger = ledgerlib.Ledger(self.tmp + "/data/ledger.db", tg)
         return tg
 
     def post(self, tg, path, body, hdrs=()):

@@ -52,7 +52,7 @@ class FailedCallsTest(ledgerlib.MeterTestCase):
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(fp.port),
                            extra=extra)
         self.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/ledger.db"))
+            os.path.join(self.tmp, "data/ledger.db"), tg)
         return tg
 
     def test_error_replies_cost_nothing(self):

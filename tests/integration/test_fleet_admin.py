@@ -65,7 +65,7 @@ class FleetAdminTest(tglib.TGTestCase):
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=doc, name=name)
         tg.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/%s.db" % name))
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))

@@ -91,7 +91,7 @@ class FleetCapsTest(tglib.TGTestCase):
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=extra, name=name)
         tg.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/%s.db" % name))
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
         self.assertTrue(tg.wait_log(r"fleet: command connection to .* ready",
                                     timeout=10), tg.log())
         return tg

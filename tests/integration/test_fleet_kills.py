@@ -100,7 +100,7 @@ class FleetKillsTest(tglib.TGTestCase):
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
         tg.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/%s.db" % name))
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
         if wait:
             for rx in READY:
                 self.assertTrue(tg.wait_log(rx, 10),

@@ -119,7 +119,7 @@ class JournalTest(ledgerlib.MeterTestCase):
                 "path": "data/ledger.db", "durability": "power"}),
             name=name, env=env)
         self.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/ledger.db"))
+            os.path.join(self.tmp, "data/ledger.db"), tg)
         return tg
 
     def last_synced(self, synclog):

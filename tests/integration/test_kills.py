@@ -43,7 +43,7 @@ class KillsTest(ledgerlib.MeterTestCase):
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
-                                                    "data/ledger.db"))
+                                                    "data/ledger.db"), tg)
         self.tg = tg
         return tg
 

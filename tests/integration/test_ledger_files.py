@@ -132,7 +132,7 @@ class LedgerFilesTest(ledgerlib.MeterTestCase):
         self.assertTrue(m, "no 'admin listening on' line")
         tg.admin_port = int(m.group(1))
         self.db = os.path.join(self.tmp, path)
-        self.ledger = ledgerlib.Ledger(self.db)
+        self.ledger = ledgerlib.Ledger(self.db, tg)
         return tg
 
     def one(self, tg, tag="c"):

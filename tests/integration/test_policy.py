@@ -110,7 +110,7 @@ class PolicyTest(tglib.TGTestCase):
             upstreams=upstreams or tglib.std_upstreams(self.fp.port),
             extra=doc, name=name, env={"TOLLGATE_TEST_CLOCK": self.clock})
         tg.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/%s.db" % name))
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
         return tg
 
     def chat(self, tg, marker, tags=(), max_tokens=30000, fake=(FULL,),

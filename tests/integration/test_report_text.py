@@ -89,7 +89,7 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         # Signals are handled from the 'started' line on.
         self.assertTrue(tg.wait_log(r"tollgate \S+ started", 10))
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
-                                                    "data/ledger.db"))
+                                                    "data/ledger.db"), tg)
         return tg
 
     def chat(self, tg, team=None, model="gpt-4o-mini", hdrs=()):

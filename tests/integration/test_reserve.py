@@ -83,7 +83,7 @@ class ReserveTest(tglib.TGTestCase):
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=self.doc(policies, extra))
         tg.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/tollgate.db"))
+            os.path.join(self.tmp, "data/tollgate.db"), tg)
         return tg
 
     def reload_with(self, tg, policies, extra=None):

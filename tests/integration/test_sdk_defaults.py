@@ -58,7 +58,7 @@ class SdkDefaultsTest(ledgerlib.MeterTestCase):
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(fp.port),
                            extra=extra)
         self.ledger = ledgerlib.Ledger(
-            os.path.join(self.tmp, "data/ledger.db"))
+            os.path.join(self.tmp, "data/ledger.db"), tg)
         for model, family, source in SDK_DEFAULTS:
             with self.subTest(model=model, source=source):
                 path, body = request(family, model, tglib.new_marker())

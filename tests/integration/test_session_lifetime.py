@@ -51,7 +51,7 @@ class SessionLifetimeTest(tglib.TGTestCase):
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=doc, limits=limits)
         tg.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
-                                                  "data/tollgate.db"))
+                                                  "data/tollgate.db"), tg)
         return tg
 
     def test_streams_stopped_inside_curl_callbacks(self):
