@@ -21,6 +21,10 @@
  *                    then, all of which is on disk. A test simulates a
  *                    power cut by cutting an append-only file back to the
  *                    last size logged for it.
+ *   FAULTFS_SYNC_DELAY_MS  every fsync and fdatasync waits this long
+ *                    first, as a slow disk's would: what is written
+ *                    meanwhile is not yet on disk when a test cuts the
+ *                    power.
  *
  * Without FAULTFS_CONTROL nothing ever fails. A call that fails has done
  * nothing: no byte is written, nothing synced. Test use only; never built
@@ -242,6 +246,16 @@ out:
 	errno = saved;
 }
 
+/* FAULTFS_SYNC_DELAY_MS, before a sync. */
+static void
+sync_delay(void)
+{
+	const char *d = getenv("FAULTFS_SYNC_DELAY_MS");
+
+	if (d != NULL && atoi(d) > 0)
+		usleep((useconds_t)atoi(d) * 1000);
+}
+
 int
 fsync(int fd)
 {
@@ -251,6 +265,7 @@ fsync(int fd)
 		errno = err;
 		return (-1);
 	}
+	sync_delay();
 	if ((rc = real_fsync(fd)) == 0)
 		synced(fd);
 	return (rc);
@@ -265,6 +280,7 @@ fdatasync(int fd)
 		errno = err;
 		return (-1);
 	}
+	sync_delay();
 	if ((rc = real_fdatasync(fd)) == 0)
 		synced(fd);
 	return (rc);

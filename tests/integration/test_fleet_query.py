@@ -95,7 +95,7 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         self.assertTrue(m, "no 'admin listening on' line")
         self.admin_port = int(m.group(1))
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
-                                                    "data/ledger.db"), tg)
+                                                    "data/ledger.db"), self.tg)
         self.make_calls()
 
     def make_calls(self):

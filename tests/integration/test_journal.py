@@ -113,7 +113,10 @@ class JournalTest(ledgerlib.MeterTestCase):
             asan = _asan_runtime(tglib.TOLLGATE_BIN)
             if asan:
                 preload = asan + ":" + FAULTFS_LIB
-            env = {"LD_PRELOAD": preload, "FAULTFS_SYNCLOG": synclog}
+            # A slow disk: what is written while a sync runs is not on
+            # disk yet when the power is cut.
+            env = {"LD_PRELOAD": preload, "FAULTFS_SYNCLOG": synclog,
+                   "FAULTFS_SYNC_DELAY_MS": "5"}
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=ledgerlib.metering_extra(ledger={
                 "path": "data/ledger.db", "durability": "power"}),
