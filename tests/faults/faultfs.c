@@ -251,9 +251,14 @@ static void
 sync_delay(void)
 {
 	const char *d = getenv("FAULTFS_SYNC_DELAY_MS");
+	char *end;
+	long ms;
 
-	if (d != NULL && atoi(d) > 0)
-		usleep((useconds_t)atoi(d) * 1000);
+	if (d == NULL)
+		return;
+	ms = strtol(d, &end, 10);
+	if (*end == '\0' && ms > 0 && ms <= 10000)
+		usleep((useconds_t)ms * 1000);
 }
 
 int
