@@ -13,8 +13,6 @@ import glob
 import http.client
 import json
 import os
-import re
-import subprocess
 import threading
 import time
 
@@ -25,31 +23,6 @@ import ledgerlib  # noqa: E402
 from tglib import JSON_CT  # noqa: E402
 from ledgerlib import AGENT, describe_row  # noqa: E402
 from ledgerlib import marker as new_marker  # noqa: E402
-
-
-def _faultfs_lib():
-    lib = os.environ.get("FAULTFS_LIB")
-    if lib:
-        return lib
-    if tglib.FAKEPROV_BIN:
-        return os.path.join(os.path.dirname(tglib.FAKEPROV_BIN),
-                            "libfaultfs.so")
-    return None
-
-
-FAULTFS_LIB = _faultfs_lib()
-
-
-def _asan_runtime(binary):
-    """The ASan runtime binary links, if any: it must come first in
-    LD_PRELOAD, before the shim."""
-    try:
-        out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(rb"libasan\S*\s+=>\s+(\S+)", out)
-    return m.group(1).decode() if m else None
 
 
 class Load(threading.Thread):
@@ -103,20 +76,24 @@ class JournalTest(ledgerlib.MeterTestCase):
     def segments(self):
         return sorted(glob.glob(self.ledger.path + ".journal.*"))
 
+    def hold(self, tg, m, hdrs=(), events=200, pace_ms=50):
+        """A stream marked m, on its own connection, once the provider
+        has it: a call in flight for events x pace_ms."""
+        c = self.raw(tg.port, timeout=30)
+        c.send(tglib.build_request(
+            "POST", "/v1/chat/completions", tglib.openai_chat(m, stream=True),
+            [JSON_CT, AGENT, ("x-fake-events", str(events)),
+             ("x-fake-pace-ms", str(pace_ms))] + list(hdrs)))
+        self.fp.wait_request(m)
+        return c
+
     def start_power(self, name, synclog=None):
         env = None
         if synclog is not None:
-            self.assertTrue(FAULTFS_LIB and os.path.exists(FAULTFS_LIB),
-                            "the fault shim is not built (FAULTFS_LIB=%r)"
-                            % FAULTFS_LIB)
-            preload = FAULTFS_LIB
-            asan = _asan_runtime(tglib.TOLLGATE_BIN)
-            if asan:
-                preload = asan + ":" + FAULTFS_LIB
             # A slow disk: what is written while a sync runs is not on
             # disk yet when the power is cut.
-            env = {"LD_PRELOAD": preload, "FAULTFS_SYNCLOG": synclog,
-                   "FAULTFS_SYNC_DELAY_MS": "5"}
+            env = tglib.faultfs_env(FAULTFS_SYNCLOG=synclog,
+                                    FAULTFS_SYNC_DELAY_MS="5")
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=ledgerlib.metering_extra(ledger={
                 "path": "data/ledger.db", "durability": "power"}),
@@ -200,14 +177,7 @@ class JournalTest(ledgerlib.MeterTestCase):
         held = []
         for i in range(3):
             m = new_marker("torn")
-            c = self.raw(tg.port, timeout=30)
-            c.send(tglib.build_request(
-                "POST", "/v1/chat/completions",
-                tglib.openai_chat(m, stream=True),
-                [JSON_CT, AGENT, ("x-fake-events", "200"),
-                 ("x-fake-pace-ms", "50")]))
-            self.fp.wait_request(m)
-            held.append(c)
+            held.append(self.hold(tg, m))
         ids = [r["id"] for r in tg.in_flight()]
         self.assertEqual(len(ids), 3)
         tg.kill()
@@ -238,12 +208,7 @@ class JournalTest(ledgerlib.MeterTestCase):
     def test_segment_deleted_under_tollgate_starts_another(self):
         tg = self.start(self.fp, name="del0")
         m = new_marker("del")
-        c = self.raw(tg.port, timeout=30)
-        c.send(tglib.build_request(
-            "POST", "/v1/chat/completions", tglib.openai_chat(m, stream=True),
-            [JSON_CT, AGENT, ("x-fake-events", "200"),
-             ("x-fake-pace-ms", "50")]))
-        self.fp.wait_request(m)
+        self.hold(tg, m)
         rid = tg.in_flight()[0]["id"]
         first = self.segments()
         self.assertEqual(len(first), 1)
@@ -276,12 +241,7 @@ class JournalTest(ledgerlib.MeterTestCase):
     def test_in_flight_is_served_from_memory(self):
         tg = self.start(self.fp, name="mem")
         m = new_marker("mem")
-        c = self.raw(tg.port, timeout=30)
-        c.send(tglib.build_request(
-            "POST", "/v1/chat/completions", tglib.openai_chat(m, stream=True),
-            [JSON_CT, AGENT, ("X-Tollgate-Team", "mem-team"),
-             ("x-fake-events", "20"), ("x-fake-pace-ms", "100")]))
-        self.fp.wait_request(m)
+        c = self.hold(tg, m, [("X-Tollgate-Team", "mem-team")], 20, 100)
         rows = tg.in_flight()
         self.assertEqual(len(rows), 1, rows)
         r = rows[0]
@@ -320,12 +280,7 @@ class JournalTest(ledgerlib.MeterTestCase):
         # In flight: found in memory.
         held = "held-" + new_marker()
         m = new_marker("held")
-        c = self.raw(tg.port, timeout=30)
-        c.send(tglib.build_request(
-            "POST", "/v1/chat/completions", tglib.openai_chat(m, stream=True),
-            [JSON_CT, AGENT, ("X-Tollgate-Request-Id", held),
-             ("x-fake-events", "20"), ("x-fake-pace-ms", "100")]))
-        self.fp.wait_request(m)
+        c = self.hold(tg, m, [("X-Tollgate-Request-Id", held)], 20, 100)
         since = self.fp.mark()
         r = self.call(tg.port, "POST", "/v1/chat/completions",
                       tglib.openai_chat(new_marker()),

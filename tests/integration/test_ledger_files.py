@@ -24,7 +24,6 @@ import re
 import shutil
 import signal
 import sqlite3
-import subprocess
 import threading
 import time
 
@@ -36,31 +35,6 @@ from tglib import JSON_CT  # noqa: E402
 from ledgerlib import AGENT  # noqa: E402
 
 ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
-
-
-def _faultfs_lib():
-    lib = os.environ.get("FAULTFS_LIB")
-    if lib:
-        return lib
-    if tglib.FAKEPROV_BIN:
-        return os.path.join(os.path.dirname(tglib.FAKEPROV_BIN),
-                            "libfaultfs.so")
-    return None
-
-
-FAULTFS_LIB = _faultfs_lib()
-
-
-def _asan_runtime(binary):
-    """The ASan runtime binary links, if any: it must come first in
-    LD_PRELOAD, before the shim."""
-    try:
-        out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    m = re.search(rb"libasan\S*\s+=>\s+(\S+)", out)
-    return m.group(1).decode() if m else None
 
 
 class Receiver(tglib.WebhookReceiver):
@@ -116,16 +90,9 @@ class LedgerFilesTest(ledgerlib.MeterTestCase):
             "format": "json"}]}
         env = None
         if faults:
-            self.assertTrue(FAULTFS_LIB and os.path.exists(FAULTFS_LIB),
-                            "the fault shim is not built (FAULTFS_LIB=%r)"
-                            % FAULTFS_LIB)
-            preload = FAULTFS_LIB
-            asan = _asan_runtime(tglib.TOLLGATE_BIN)
-            if asan:
-                preload = asan + ":" + FAULTFS_LIB
-            env = {"LD_PRELOAD": preload, "FAULTFS_CONTROL": self.ctl,
-                   "FAULTFS_MATCH": "ledger.db",
-                   "FAULTFS_LOG": self.fault_log}
+            env = tglib.faultfs_env(FAULTFS_CONTROL=self.ctl,
+                                    FAULTFS_MATCH="ledger.db",
+                                    FAULTFS_LOG=self.fault_log)
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=extra, name=name, env=env)
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)

@@ -57,6 +57,46 @@ def _find_bin(env, name):
 TOLLGATE_BIN = _find_bin("TOLLGATE_BIN", "tollgate")
 FAKEPROV_BIN = _find_bin("FAKEPROV_BIN", "fakeprov")
 
+
+def _faultfs_lib():
+    lib = os.environ.get("FAULTFS_LIB")
+    if lib:
+        return lib
+    if FAKEPROV_BIN:
+        return os.path.join(os.path.dirname(FAKEPROV_BIN), "libfaultfs.so")
+    return None
+
+
+# The fault shim (tests/faults/faultfs.c), LD_PRELOADed by faultfs_env.
+FAULTFS_LIB = _faultfs_lib()
+
+
+def _asan_runtime(binary):
+    """The ASan runtime binary links, if any: it must come first in
+    LD_PRELOAD, before the shim."""
+    try:
+        out = subprocess.run(["ldd", binary], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(rb"libasan\S*\s+=>\s+(\S+)", out)
+    return m.group(1).decode() if m else None
+
+
+def faultfs_env(**variables):
+    """An env for Tollgate with the fault shim preloaded (after the ASan
+    runtime, when tollgate has one) and its FAULTFS_* variables."""
+    if not (FAULTFS_LIB and os.path.exists(FAULTFS_LIB)):
+        raise AssertionError("the fault shim is not built (FAULTFS_LIB=%r)"
+                             % FAULTFS_LIB)
+    preload = FAULTFS_LIB
+    asan = _asan_runtime(TOLLGATE_BIN)
+    if asan:
+        preload = asan + ":" + FAULTFS_LIB
+    env = {"LD_PRELOAD": preload}
+    env.update(variables)
+    return env
+
 KiB = 1024
 MiB = 1024 * 1024
 
