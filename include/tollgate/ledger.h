@@ -225,7 +225,6 @@ struct ledger_stats {
 	int64_t ls_journal_bytes; /* its size */
 	uint64_t ls_journal_syncs; /* power: fdatasyncs */
 	uint64_t ls_journal_sync_us_total;
-	uint64_t ls_journal_sync_us_max;
 };
 
 /* ledger.c */

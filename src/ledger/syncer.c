@@ -59,7 +59,6 @@ struct ledger_syncer {
 	int sy_failed; /* a sync failed since syncer_failed_take */
 	uint64_t sy_syncs;
 	uint64_t sy_sync_us_total;
-	uint64_t sy_sync_us_max;
 };
 
 /* fdatasync, and note how long it took. Lock not held. */
@@ -74,8 +73,6 @@ timed_sync(struct ledger_syncer *sy, int fd, int full)
 	pthread_mutex_lock(&sy->sy_lock);
 	sy->sy_syncs++;
 	sy->sy_sync_us_total += (uint64_t)us;
-	if ((uint64_t)us > sy->sy_sync_us_max)
-		sy->sy_sync_us_max = (uint64_t)us;
 	pthread_mutex_unlock(&sy->sy_lock);
 	return (rc);
 }
@@ -292,7 +289,6 @@ syncer_stats(struct ledger_syncer *sy, struct ledger_stats *s)
 	pthread_mutex_lock(&sy->sy_lock);
 	s->ls_journal_syncs = sy->sy_syncs;
 	s->ls_journal_sync_us_total = sy->sy_sync_us_total;
-	s->ls_journal_sync_us_max = sy->sy_sync_us_max;
 	pthread_mutex_unlock(&sy->sy_lock);
 }
 

@@ -421,7 +421,7 @@ lost_batch(struct ledger *l, struct ledger_items *batch)
  * returns whether the loop must be woken.
  */
 static int
-refuse_reservations(struct ledger *l, struct ledger_items *batch)
+refuse_probes(struct ledger *l, struct ledger_items *batch)
 {
 	struct ledger_item *it, *next;
 	int wake = 0;
@@ -783,8 +783,7 @@ ledger_writer(void *arg)
 				l->l_probes_queued--;
 			TAILQ_INSERT_TAIL(&batch, it, li_entry);
 		}
-		if (w.w_lost != LEDGER_LOST_NONE &&
-		    refuse_reservations(l, &batch)) {
+		if (w.w_lost != LEDGER_LOST_NONE && refuse_probes(l, &batch)) {
 			pthread_cond_broadcast(&l->l_batch);
 			ledger_wake_loop(l);
 		}
