@@ -227,6 +227,29 @@ struct ledger_stats {
 	uint64_t ls_journal_sync_us_total;
 };
 
+/*
+ * The calls table's columns a ledger_row fills, in order: the insert's
+ * and temp.calls_open's (unwritten.c).
+ */
+#define LEDGER_ROW_COLUMNS                                                     \
+	"id, started_at, finished_at, provider, endpoint, upstream, model,"    \
+	" intent, team, tenant, agent_class, environment, key_fingerprint,"    \
+	" stream, status, http_status, input_tokens, output_tokens,"           \
+	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"          \
+	" usage_source, cost_nusd, reserved_nusd, price_version,"              \
+	" refusal_reason, latency_ms, ttfb_ms, served_model"
+
+/*
+ * The calls table and the rows it does not have yet (ledger_rows_load)
+ * read as one, for a query's FROM: a row the writer committed after the
+ * copy was taken shows once, as SQLite has it.
+ */
+#define LEDGER_CALLS_NOW                                                       \
+	"(SELECT * FROM main.calls UNION ALL SELECT * FROM temp.calls_open o"  \
+	" WHERE NOT EXISTS (SELECT 1 FROM main.calls c WHERE c.id = o.id))"
+
+struct sqlite3;
+
 /* ledger.c */
 int ledger_open(
     struct event_base *, const char *, enum durability, size_t, char **);
@@ -240,7 +263,6 @@ int ledger_kill_delete(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
 int ledger_ship_done(const char *, const char *, int64_t, int64_t);
-size_t ledger_in_flight(struct ledger_row **);
 void ledger_stats(struct ledger_stats *);
 uint64_t ledger_generation(void);
 void ledger_set_event_cb(ledger_event_cb, void *);
@@ -248,6 +270,12 @@ void ledger_close(void);
 const char *ledger_status_name(enum call_status);
 const char *ledger_usage_source_name(enum usage_source);
 const char *ledger_lost_name(enum ledger_lost);
+
+size_t ledger_unwritten(struct ledger_row **);
+
+/* unwritten.c */
+int ledger_rows_load(
+    struct sqlite3 *, const struct ledger_row *, size_t, char **);
 
 #ifdef TG_UNITTEST
 /* Test hooks, compiled only into the ledger's unit tests. */

@@ -306,6 +306,6 @@ void policy_lease_answer(
 
 /* rebuild.c */
 int policy_rebuild(struct policy_counters *, const struct policyset *,
-    sqlite3 *, int64_t, char **);
+    sqlite3 *, const char *, int64_t, char **);
 
 #endif

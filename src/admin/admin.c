@@ -510,7 +510,7 @@ ep_query(struct admin_req *ar)
 	/* Taken now: the reader must not touch the loop's table. */
 	if (job->aj_run == NULL && !job->aj_fleet &&
 	    job->aj_kind == SPEND_KIND_CALLS)
-		job->aj_nopen = ledger_in_flight(&job->aj_open);
+		job->aj_nopen = ledger_unwritten(&job->aj_open);
 	if (job->aj_fleet && !reader_has_fleet()) {
 		admin_job_free(job);
 		admin_reply_error(ar, 400,

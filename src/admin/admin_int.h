@@ -51,7 +51,7 @@ struct admin_job {
 	    const char **, char **);
 	char *aj_query; /* the raw query string, "" if none */
 	uint64_t aj_ledger_gen; /* ledger_generation(), set by reader_submit */
-	struct ledger_row *aj_open; /* calls: the calls in flight, or NULL */
+	struct ledger_row *aj_open; /* calls: rows not in SQLite yet, or NULL */
 	size_t aj_nopen;
 	/* output, set by the thread */
 	struct spend_out aj_out;
@@ -71,19 +71,6 @@ struct admin_job {
 void ep_kills_list(struct admin_req *);
 void ep_kills_add(struct admin_req *);
 void ep_kill_delete(struct admin_req *);
-
-/*
- * A calls query on the local ledger reads the calls table and the calls
- * in flight (inflight.c) as one; a call that settled and was written
- * after the copy was taken shows once, final.
- */
-#define ADMIN_CALLS_NOW                                                        \
-	"(SELECT * FROM main.calls UNION ALL SELECT * FROM temp.calls_open o"  \
-	" WHERE NOT EXISTS (SELECT 1 FROM main.calls c WHERE c.id = o.id))"
-
-/* inflight.c */
-int admin_in_flight_load(
-    struct sqlite3 *, const struct ledger_row *, size_t, char **);
 
 /* budgets.c */
 struct cJSON *admin_budgets(void);

@@ -125,13 +125,13 @@ reader_run(struct reader *rd, struct admin_job *job)
 		job->aj_status = job->aj_run(rd->rd_db, job->aj_query,
 		    &job->aj_out, &job->aj_ctype, &job->aj_err);
 	else if (job->aj_kind == SPEND_KIND_CALLS &&
-	    admin_in_flight_load(
+	    ledger_rows_load(
 		rd->rd_db, job->aj_open, job->aj_nopen, &job->aj_err) != 0) {
 		job->aj_status = 500;
 		job->aj_ctype = "application/json";
 	} else
 		job->aj_status = spend_answer(rd->rd_db,
-		    job->aj_kind == SPEND_KIND_CALLS ? ADMIN_CALLS_NOW : NULL,
+		    job->aj_kind == SPEND_KIND_CALLS ? LEDGER_CALLS_NOW : NULL,
 		    job->aj_kind, job->aj_query, &job->aj_out, &job->aj_ctype,
 		    &job->aj_err);
 	job->aj_run_us = monotime_us() - t0;

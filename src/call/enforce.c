@@ -20,6 +20,7 @@
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fleet.h"
+#include "tollgate/ledger.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/spend.h"
@@ -31,14 +32,20 @@ static struct policy_counters *en_counters;
 static struct breaker_state *en_breakers;
 static struct event *en_gc;
 
-/* Fill the scopes of cf's policies that have no counter yet. */
+/*
+ * Fill the scopes of cf's policies that have no counter yet, from the
+ * ledger's file and the rows the writer has not written yet (calls settled
+ * a moment ago; many more while SQLite fails): a scope a reload adds
+ * counts them too.
+ */
 static int
 enforce_rebuild(const struct config *cf, char **cause)
 {
 	sqlite3 *db;
+	struct ledger_row *rows;
 	long long t0 = monotime_us();
 	int64_t now;
-	size_t before = policy_counters_count(en_counters);
+	size_t before = policy_counters_count(en_counters), n;
 	int rc;
 
 	if (cf->cf_policies == NULL || cf->cf_policies->ps_n == 0)
@@ -46,7 +53,12 @@ enforce_rebuild(const struct config *cf, char **cause)
 	if ((db = spend_open(cf->cf_ledger_path, cause)) == NULL)
 		return (-1);
 	now = wallclock_ms();
-	rc = policy_rebuild(en_counters, cf->cf_policies, db, now, cause);
+	n = ledger_unwritten(&rows);
+	rc = ledger_rows_load(db, rows, n, cause);
+	free(rows);
+	if (rc == 0)
+		rc = policy_rebuild(en_counters, cf->cf_policies, db,
+		    LEDGER_CALLS_NOW, now, cause);
 	/* Thresholds that fired in these windows before stay fired. */
 	if (rc == 0)
 		rc = alerts_restore(

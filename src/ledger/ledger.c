@@ -788,6 +788,7 @@ ledger_free(struct ledger *l)
 	}
 	journal_free(&l->l_journal);
 	inflight_free(&l->l_inflight);
+	unwritten_trim(l, INT64_MAX);
 	free(l->l_dels);
 	pthread_cond_destroy(&l->l_batch);
 	pthread_cond_destroy(&l->l_wake);
@@ -837,6 +838,7 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 	TAILQ_INIT(&l->l_syncwait);
 	journal_init(&l->l_journal, path);
 	inflight_init(&l->l_inflight);
+	TAILQ_INIT(&l->l_unwritten);
 	pthread_mutex_init(&l->l_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -986,7 +988,7 @@ void
 ledger_settle(const struct ledger_row *row)
 {
 	struct ledger *l = ledger;
-	struct ledger_item *it, *open;
+	struct ledger_item *it, *open, *keep;
 	char idbuf[64];
 
 	if (l == NULL) {
@@ -1006,8 +1008,18 @@ ledger_settle(const struct ledger_row *row)
 	if (journal_append(&l->l_journal.j_buf, JOURNAL_SETTLE, &it->li_row) ==
 	    0)
 		flush_arm(l);
-	if (enqueue(l, it) != 0)
+	/* Seen by /v1/calls and a reload until the writer is done with it. */
+	keep = ledger_item_new(LEDGER_OP_SETTLE, &it->li_row);
+	it->li_seq = ++l->l_settle_seq;
+	if (enqueue(l, it) != 0) {
 		free(it);
+		free(keep);
+	} else if (keep != NULL) {
+		keep->li_seq = l->l_settle_seq;
+		TAILQ_INSERT_TAIL(&l->l_unwritten, keep, li_open);
+		l->l_nunwritten++;
+	}
+	unwritten_trim(l, unwritten_done(l));
 }
 
 /*
@@ -1284,52 +1296,14 @@ ledger_ship_done(const char *stream, const char *instance, int64_t seq,
 }
 
 /*
- * A copy of the rows of the calls in flight, in order of reservation, in
- * *rows: one allocation (the rows and their strings) that the caller
- * frees, NULL when there are none. Any thread may read and free it.
- * Returns how many.
+ * A copy of the rows SQLite may not have yet (unwritten_copy), for a
+ * reader thread. Returns how many.
  */
 size_t
-ledger_in_flight(struct ledger_row **rows)
+ledger_unwritten(struct ledger_row **rows)
 {
-	struct ledger *l = ledger;
-	struct ledger_item *it;
-	struct ledger_row *out;
-	const char **f[LEDGER_ROW_FIELDS_MAX];
-	size_t n = 0, strs = 0, i, k, nf, len;
-	char *p;
-
 	*rows = NULL;
-	if (l == NULL || l->l_inflight.if_n == 0)
-		return (0);
-	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
-	{
-		nf = ledger_row_fields(&it->li_row, f);
-		for (k = 0; k < nf; k++)
-			if (*f[k] != NULL)
-				strs += strlen(*f[k]) + 1;
-		n++;
-	}
-	out = xmalloc(n * sizeof(*out) + strs);
-	p = (char *)(out + n);
-	i = 0;
-	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
-	{
-		out[i] = it->li_row;
-		out[i].lr_status = CALL_IN_FLIGHT;
-		nf = ledger_row_fields(&out[i], f);
-		for (k = 0; k < nf; k++) {
-			if (*f[k] == NULL)
-				continue;
-			len = strlen(*f[k]) + 1;
-			memcpy(p, *f[k], len);
-			*f[k] = p;
-			p += len;
-		}
-		i++;
-	}
-	*rows = out;
-	return (n);
+	return (ledger != NULL ? unwritten_copy(ledger, rows) : 0);
 }
 
 /* A snapshot of the counters; all zero when the ledger is not open. */

@@ -60,6 +60,12 @@ struct event_base;
 /* The most one journal record holds: a row's strings and numbers. */
 #define JOURNAL_RECORD_MAX (LEDGER_ROW_STRINGS_MAX + 4096)
 
+/* The two times of a row being bound (ledger_row_bind). */
+struct ledger_times {
+	char lt_started[LEDGER_TIME_MAX];
+	char lt_finished[LEDGER_TIME_MAX];
+};
+
 enum ledger_op {
 	LEDGER_OP_RESERVE, /* a call in flight (never queued: inflight.c) */
 	LEDGER_OP_SETTLE, /* insert a reserved call's final row */
@@ -245,6 +251,14 @@ struct ledger {
 	enum durability l_durability;
 	struct ledger_journal l_journal;
 	struct ledger_inflight l_inflight;
+	/*
+	 * Settled calls whose rows the writer has not finished with, oldest
+	 * first (by li_open; li_seq numbers them): copies of what was queued,
+	 * so /v1/calls and a reload's rebuild see them before SQLite does.
+	 */
+	struct ledger_items l_unwritten;
+	size_t l_nunwritten;
+	int64_t l_settle_seq; /* the last settlement's number */
 	struct ledger_tickets l_pending; /* waiting for the turn's write */
 	struct ledger_tickets l_syncwait; /* power: waiting for a sync */
 	struct event *l_flush; /* active: the turn has records to write */
@@ -273,6 +287,8 @@ struct ledger {
 	size_t l_probes_queued; /* probes on l_queue: a call waits on each */
 	int l_lingering; /* the writer lets rows gather: no need to wake it */
 	uint64_t l_mark_drops; /* items given up since the last mark */
+	int64_t
+	    l_settled_done; /* the writer is done with settlements to here */
 	int l_stopping; /* the writer drains and exits */
 	struct ledger_stats l_stats;
 	/*
@@ -301,6 +317,11 @@ const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 void ledger_wake_loop(struct ledger *);
 void ledger_event_push(struct ledger *, enum ledger_event_kind,
     enum ledger_lost, const char *, ...) __attribute__((format(printf, 4, 5)));
+
+/* unwritten.c */
+void unwritten_trim(struct ledger *, int64_t);
+int64_t unwritten_done(struct ledger *);
+size_t unwritten_copy(struct ledger *, struct ledger_row **);
 
 /* inflight.c */
 void inflight_init(struct ledger_inflight *);
@@ -383,6 +404,8 @@ int ledger_busy_step(long long *, int, long long);
 void ledger_db_close(struct ledger_db *);
 void ledger_format_time(int64_t, char *, size_t);
 int64_t ledger_now_ms(void);
+int ledger_row_bind(sqlite3_stmt *, const struct ledger_row *, enum call_status,
+    struct ledger_times *);
 #ifdef TG_UNITTEST
 void ledger_db_max_pages(struct ledger_db *, int64_t);
 #endif

@@ -93,13 +93,7 @@ static const char prune_alerts_sql[] =
 
 /* Column order of db_insert: docs/operations.md's, numbered from 1. */
 static const char insert_sql[] =
-    "INSERT INTO calls (id, started_at, finished_at, provider, endpoint,"
-    " upstream, model, intent, team, tenant, agent_class, environment,"
-    " key_fingerprint, stream, status, http_status, input_tokens,"
-    " output_tokens, cached_input_tokens, cache_write_tokens,"
-    " reasoning_tokens, usage_source, cost_nusd, reserved_nusd,"
-    " price_version, refusal_reason, latency_ms, ttfb_ms, served_model,"
-    " ship_seq)"
+    "INSERT INTO calls (" LEDGER_ROW_COLUMNS ", ship_seq)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
     " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28,"
     " ?29, ?30)"
@@ -635,24 +629,26 @@ row_status(const struct ledger_db *d, enum call_status s)
 	return (s == CALL_KILLED && d->db_v1 ? CALL_ERROR : s);
 }
 
-/* Insert a final row; a known id is skipped. */
-static int
-apply_insert(struct ledger_db *d, struct ledger_item *it)
+/*
+ * Bind r to ?1 to ?29 of st, in the order of LEDGER_ROW_COLUMNS, with
+ * status s; its two times are formatted into tb, which must outlive the
+ * statement's step. A call in flight has no finished_at; a final row
+ * without one finishes now. Returns SQLite's result code.
+ */
+int
+ledger_row_bind(sqlite3_stmt *st, const struct ledger_row *r,
+    enum call_status s, struct ledger_times *tb)
 {
-	const struct ledger_row *r = &it->li_row;
-	sqlite3_stmt *st = d->db_insert;
-	char started[LEDGER_TIME_MAX], finished[LEDGER_TIME_MAX];
-	enum call_status status;
+	char *started = tb->lt_started, *finished = tb->lt_finished;
 	int i, rc = SQLITE_OK;
 
-	status = r->lr_status;
-	ledger_format_time(r->lr_started_ms, started, sizeof(started));
+	ledger_format_time(r->lr_started_ms, started, LEDGER_TIME_MAX);
 	ledger_format_time(
 	    r->lr_finished_ms != 0 ? r->lr_finished_ms : ledger_now_ms(),
-	    finished, sizeof(finished));
+	    finished, LEDGER_TIME_MAX);
 	BIND(bind_text(st, 1, r->lr_id));
 	BIND(bind_text(st, 2, started));
-	BIND(bind_text(st, 3, status == CALL_IN_FLIGHT ? NULL : finished));
+	BIND(bind_text(st, 3, s == CALL_IN_FLIGHT ? NULL : finished));
 	BIND(bind_text(st, 4, r->lr_provider));
 	BIND(bind_text(st, 5, r->lr_endpoint));
 	BIND(bind_text(st, 6, r->lr_upstream));
@@ -661,7 +657,7 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 		BIND(bind_text(st, 8 + i, r->lr_tags[i]));
 	BIND(bind_text(st, 13, r->lr_key_fingerprint));
 	BIND(sqlite3_bind_int(st, 14, r->lr_stream != 0));
-	BIND(bind_text(st, 15, ledger_status_name(row_status(d, status))));
+	BIND(bind_text(st, 15, ledger_status_name(s)));
 	BIND(bind_int_min(st, 16, r->lr_http_status, 1));
 	BIND(sqlite3_bind_int64(st, 17, r->lr_input_tokens));
 	BIND(sqlite3_bind_int64(st, 18, r->lr_output_tokens));
@@ -676,6 +672,20 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(bind_int_min(st, 27, r->lr_latency_ms, 0));
 	BIND(bind_int_min(st, 28, r->lr_ttfb_ms, 0));
 	BIND(bind_text(st, 29, r->lr_served_model));
+	return (rc);
+}
+
+/* Insert a final row; a known id is skipped. */
+static int
+apply_insert(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_row *r = &it->li_row;
+	sqlite3_stmt *st = d->db_insert;
+	enum call_status status = row_status(d, r->lr_status);
+	struct ledger_times tb;
+	int rc;
+
+	rc = ledger_row_bind(st, r, status, &tb);
 	/* A reservation is in flight: it ships once settled. */
 	BIND(status == CALL_IN_FLIGHT
 		? sqlite3_bind_null(st, 30)

@@ -7,7 +7,9 @@
  * window they started in. The table holds no call in flight: those are
  * in the journal and in memory until they settle (a reload's running
  * calls are added by policy_extend), and start-up writes what a crash
- * left in flight as interrupted before this runs.
+ * left in flight as interrupted before this runs. A settled call reaches
+ * the table a moment after its answer, so a reload reads the rows not
+ * yet written beside it (calls_from).
  * Only entries this rebuild creates are filled, so a scope that is
  * already live is never counted twice. The query is parameterised and
  * read-only; the connection is the caller's (spend_open).
@@ -25,10 +27,11 @@
 
 #include "policy_int.h"
 
+/* Read from calls, or from the FROM the caller names (%s). */
 static const char rebuild_sql[] =
     "SELECT started_at, status, cost_nusd, reserved_nusd, intent, team,"
     " tenant, agent_class, environment, model, provider, finished_at,"
-    " input_tokens + output_tokens FROM calls"
+    " input_tokens + output_tokens FROM %s"
     " WHERE started_at >= ?1 AND status <> 'refused'"
     " AND status <> 'in_flight'";
 
@@ -106,12 +109,14 @@ rate_row(struct pentry *e, int64_t t, int64_t fin, int64_t tokens, int64_t now)
 
 /*
  * Fill the counters for the policies of ps from the ledger's calls table
- * on the read-only connection db, as of now. Returns 0, or -1 with
- * *cause (the caller frees it) when the query fails.
+ * on the read-only connection db, as of now, or from calls_from when not
+ * NULL (a reload reads LEDGER_CALLS_NOW: the rows the writer has not
+ * written yet count too). Returns 0, or -1 with *cause (the caller frees
+ * it) when the query fails.
  */
 int
 policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
-    sqlite3 *db, int64_t now, char **cause)
+    sqlite3 *db, const char *calls_from, int64_t now, char **cause)
 {
 	const struct policy *po;
 	const char *attr[POLICY_ATTR_MAX];
@@ -119,6 +124,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	sqlite3_stmt *st = NULL;
 	int64_t lo = INT64_MAX, start, reset, t, cost, fin, tokens;
 	char from[64];
+	char *sql = NULL;
 	size_t i, k, ndone;
 	int a, rc, rv = -1;
 
@@ -136,7 +142,8 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	if (lo == INT64_MAX)
 		return (0);
 	fmt_time(from, sizeof(from), lo < 0 ? 0 : lo);
-	if (sqlite3_prepare_v2(db, rebuild_sql, -1, &st, NULL) != SQLITE_OK ||
+	xasprintf(&sql, rebuild_sql, calls_from != NULL ? calls_from : "calls");
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
 	    sqlite3_bind_text(st, 1, from, -1, SQLITE_STATIC) != SQLITE_OK)
 		goto fail;
 	done = xcalloc(2 * ps->ps_n, sizeof(*done));
@@ -191,6 +198,7 @@ fail:
 	xasprintf(cause, "policy rebuild: %s", sqlite3_errmsg(db));
 out:
 	sqlite3_finalize(st);
+	free(sql);
 	free(done);
 	return (rv);
 }

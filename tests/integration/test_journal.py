@@ -13,6 +13,7 @@ import glob
 import http.client
 import json
 import os
+import sqlite3
 import threading
 import time
 
@@ -261,6 +262,36 @@ class JournalTest(ledgerlib.MeterTestCase):
         self.assertEqual(row["status"], "ok", describe_row(row))
         self.assertEqual(row["reserved_nusd"], r["reserved_nusd"])
         self.assertTrue(tglib.wait_until(lambda: tg.in_flight() == [], 5))
+
+    def test_settled_not_written_is_served_from_memory(self):
+        """A call's row reaches the file a moment after its answer, and
+        much later while SQLite cannot be written. Meanwhile /v1/calls
+        shows its final row from memory, once, and then the file's."""
+        tg = self.start(self.fp, name="unw")
+        lockc = sqlite3.connect(self.ledger.path, timeout=10,
+                                isolation_level=None)
+        try:
+            lockc.execute("BEGIN IMMEDIATE")
+            m = new_marker("unw")
+            r = self.call(tg.port, "POST", "/v1/chat/completions",
+                          tglib.openai_chat(m),
+                          [JSON_CT, AGENT, ("X-Tollgate-Team", "unw-team")])
+            self.assertEqual(r.status, 200, r)
+            rid = r.header("x-tollgate-request-id")
+            status, page = tg.admin_get("/v1/calls?team=unw-team")
+            self.assertEqual(status, 200)
+            self.assertEqual([(x["id"], x["status"]) for x in page["calls"]],
+                             [(rid, "ok")])
+            self.assertGreater(page["calls"][0]["cost_nusd"], 0)
+            self.assertIsNotNone(page["calls"][0]["finished_at"])
+        finally:
+            lockc.execute("ROLLBACK")
+            lockc.close()
+        row = self.settled_row(rid)
+        self.assertEqual(row["status"], "ok", describe_row(row))
+        status, page = tg.admin_get("/v1/calls?team=unw-team")
+        self.assertEqual([(x["id"], x["cost_nusd"]) for x in page["calls"]],
+                         [(rid, row["cost_nusd"])])
 
     def test_request_id_in_use_is_refused(self):
         tg = self.start(self.fp, name="dup")

@@ -626,6 +626,36 @@ class PolicyTest(tglib.TGTestCase):
         self.assertEqual(r.header("x-tollgate-budget-remaining-usd"),
                          "0.000000000")
 
+    def test_reload_counts_calls_not_yet_written(self):
+        """A budget a reload brings is rebuilt from the ledger, and a call
+        settled a moment ago may not be in the file yet (the writer lets
+        rows gather, and while SQLite fails they wait in memory). Held
+        out of the file by a write lock, two calls' $0.60 must still count
+        against the new cap."""
+        tg = self.start([])
+        m = new_marker()
+        self.assertEqual(self.chat(tg, m, [("Team", "x")]).status, 200)
+        tg.ledger.wait_count(1, "status = 'ok'")
+        lockc = sqlite3.connect(tg.ledger.path, timeout=10,
+                                isolation_level=None)
+        try:
+            lockc.execute("BEGIN IMMEDIATE")
+            for _ in range(2):
+                self.assertEqual(
+                    self.chat(tg, m, [("Team", "x")]).status, 200)
+            pol = [{"name": "team-budget", "window": "day",
+                    "match": {"team": "x"}, "hard_cap_usd": "1.10"}]
+            self.reload_with(tg, pol)
+            r = self.chat(tg, m, [("Team", "x")])
+            self.assertEqual(r.status, 429, r)
+            self.assertEqual(r.json()["tollgate"]["spent_usd"], 0.9)
+        finally:
+            lockc.execute("ROLLBACK")
+            lockc.close()
+        tg.ledger.wait_count(3, "status = 'ok'")
+        self.assertEqual(self.chat(tg, m, [("Team", "x")],
+                                   max_tokens=10000).status, 200)
+
     def test_cap_reached_mid_stream_ends_it(self):
         """A provider that ignores max_tokens: the stream costs more than
         its reservation; once the budget has no room left for what it has

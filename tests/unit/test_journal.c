@@ -1079,7 +1079,7 @@ test_journal_write_fail(void **state)
 	ledger_stats(&st);
 	assert_true(st.ls_journal_failures >= 2);
 	assert_int_equal(st.ls_in_flight, 1);
-	assert_int_equal(ledger_in_flight(&rows), 1);
+	assert_int_equal(ledger_unwritten(&rows), 1);
 	assert_string_equal(rows[0].lr_id, "a");
 	free(rows);
 	settle("a", 42); /* its record waits for the next write */

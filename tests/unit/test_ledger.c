@@ -300,6 +300,88 @@ test_open_refused(void **state)
 	open_ok(DURABILITY_PROCESS, 0);
 }
 
+/* One number from db, a connection of the test's own (NULL: -1). */
+static int64_t
+db_int(sqlite3 *db, const char *fmt, ...)
+{
+	sqlite3_stmt *st;
+	va_list ap;
+	char *sql;
+	int64_t v = -1;
+
+	va_start(ap, fmt);
+	sql = sqlite3_vmprintf(fmt, ap);
+	va_end(ap);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	sqlite3_free(sql);
+	if (sqlite3_step(st) == SQLITE_ROW &&
+	    sqlite3_column_type(st, 0) != SQLITE_NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return (v);
+}
+
+/*
+ * A settled call's row is the ledger's to show until the writer is done
+ * with it: ledger_unwritten has it, final, while the writer is held, and
+ * LEDGER_CALLS_NOW over a reader's connection sees it once, before and
+ * after the write.
+ */
+static void
+test_unwritten_settled(void **state)
+{
+	struct ledger_row r = mkrow("u1"), s = mksettle("u1"), *rows;
+	struct answer a = {0};
+	sqlite3 *db;
+	char *cause = NULL;
+	size_t n;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	assert_non_null(ledger_reserve(&r, 0, answer_cb, &a));
+	run_until(&a.fired, 1);
+	ledger_test_pause(1);
+	ledger_settle(&s);
+	n = ledger_unwritten(&rows);
+	assert_int_equal(n, 1);
+	assert_string_equal(rows[0].lr_id, "u1");
+	assert_int_equal(rows[0].lr_status, CALL_OK);
+	assert_int_equal(rows[0].lr_cost_nusd, s.lr_cost_nusd);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 0);
+
+	assert_int_equal(
+	    sqlite3_open_v2(fx.path, &db, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL),
+	    SQLITE_OK);
+	assert_int_equal(ledger_rows_load(db, rows, n, &cause), 0);
+	free(rows);
+	assert_int_equal(db_int(db,
+			     "SELECT count(*) FROM " LEDGER_CALLS_NOW
+			     " WHERE status = 'ok' AND cost_nusd = %lld",
+			     (long long)s.lr_cost_nusd),
+	    1);
+	/* Still a read-only reader: the ledger itself cannot be written. */
+	assert_int_not_equal(
+	    sqlite3_exec(db, "DELETE FROM main.calls", NULL, NULL, NULL),
+	    SQLITE_OK);
+
+	ledger_test_pause(0);
+	flush();
+	/* Written: the copy is gone, and the union still shows it once. */
+	assert_int_equal(ledger_unwritten(&rows), 0);
+	assert_null(rows);
+	assert_int_equal(
+	    db_int(db,
+		"SELECT count(*) FROM " LEDGER_CALLS_NOW " WHERE id = 'u1'"),
+	    1);
+	sqlite3_close(db);
+	assert_int_equal(
+	    q_int("SELECT count(*) FROM calls WHERE id = 'u1'"), 1);
+}
+
 static void
 test_reserve_ok(void **state)
 {
@@ -317,7 +399,7 @@ test_reserve_ok(void **state)
 
 	/* In the journal and in memory; no row until it is settled. */
 	assert_int_equal(q_int("SELECT count(*) FROM calls"), 0);
-	assert_int_equal(ledger_in_flight(&rows), 1);
+	assert_int_equal(ledger_unwritten(&rows), 1);
 	assert_string_equal(rows[0].lr_id, "r1");
 	assert_int_equal(rows[0].lr_status, CALL_IN_FLIGHT);
 	assert_int_equal(rows[0].lr_started_ms, T0);
@@ -2011,6 +2093,8 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_open_columns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reserve_ok, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_unwritten_settled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_settle_final, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(

@@ -489,14 +489,14 @@ test_rebuild(void **state)
 		     "- name: ever\n  window: total\n  alert_at_usd: 1\n"
 		     "- name: rate\n  rate_limit: {concurrent: 1}\n");
 	pc = policy_counters_new();
-	assert_int_equal(policy_rebuild(pc, ps, db, T0, &cause), 0);
+	assert_int_equal(policy_rebuild(pc, ps, db, NULL, T0, &cause), 0);
 	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 0);
 	budget_is(ps, 0, pc, &g, T0, 2 * USD, 0);
 	/* The rolling 24h reaches back into Friday. */
 	budget_is(ps, 1, pc, &c, T0, 8 * USD + 2 * CENT + 1, 0);
 	budget_is(ps, 2, pc, &c, T0, 15 * USD + 2 * CENT + 1, 0);
 	/* A second rebuild (a reload) never counts a live scope twice. */
-	assert_int_equal(policy_rebuild(pc, ps, db, T0, &cause), 0);
+	assert_int_equal(policy_rebuild(pc, ps, db, NULL, T0, &cause), 0);
 	budget_is(ps, 0, pc, &c, T0, USD + 2 * CENT + 1, 0);
 	/* What is left of acme's $10 today: $8.98 less one nano. */
 	c.pc_unpriced_nusd = 10 * USD - (USD + 2 * CENT + 1);
