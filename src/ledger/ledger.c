@@ -1,16 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The ledger's public API and its queue, on the event loop's side. The
- * loop (one thread) copies each row into a queued item and never waits on
- * SQLite: the writer thread (writer.c) takes the queue, writes it and
- * hands each reservation's answer back through an eventfd that a libevent
- * event on the loop's base watches, and ledger_dispatch runs the callbacks
- * here. ledger_open opens the database (store.c) and starts the writer;
- * ledger_close answers what is waiting, lets the writer finish and frees
- * everything. While the writer finds the ledger's file lost (rebuild.c),
- * reservations are answered LEDGER_UNAVAILABLE here at once; the writer's
- * news of the ledger's health reaches ledger_event_cb through the same
- * eventfd. See docs/internals/ledger.md.
+ * loop (one thread) copies each row into an item and never waits on
+ * SQLite: a reservation goes to the journal with the turn's write
+ * (turn.c), an outcome to the journal and to the writer thread's queue
+ * (writer.c), which writes it and hands answers back through an eventfd
+ * that a libevent event on the loop's base watches. ledger_open opens the
+ * database (store.c), replays what a crash left (replay.c) and starts the
+ * writer; ledger_close answers what is waiting, lets the writer finish and
+ * frees everything. While the writer finds the ledger's file lost
+ * (rebuild.c), reservations are answered LEDGER_UNAVAILABLE at once; the
+ * writer's news of the ledger's health reaches ledger_event_cb through the
+ * same eventfd. See docs/internals/ledger.md.
  */
 #include <sys/eventfd.h>
 
@@ -33,9 +34,6 @@
 #include "ledger_int.h"
 
 #define LEDGER_QUEUE_DEFAULT 4096 /* queue_max 0 */
-/* A segment past this size is followed by a new one at the next write. */
-#define JOURNAL_SEGMENT_MAX (8 * 1024 * 1024)
-#define JOURNAL_WATCH_SEC 1 /* the open segment checked this often */
 
 static struct ledger *ledger;
 
@@ -281,8 +279,8 @@ ledger_event_push(struct ledger *l, enum ledger_event_kind kind,
  * closed); settlements, marks, kills and cursors are always taken. 0, or
  * -1.
  */
-static int
-enqueue(struct ledger *l, struct ledger_item *it)
+int
+ledger_enqueue(struct ledger *l, struct ledger_item *it)
 {
 	char idbuf[80];
 	int admitted = it->li_op == LEDGER_OP_RECORD ||
@@ -319,450 +317,6 @@ enqueue(struct ledger *l, struct ledger_item *it)
 	if (wake)
 		pthread_cond_signal(&l->l_wake);
 	return (0);
-}
-
-/*
- * The turn has records to write: the write runs once the callbacks
- * already due in this loop turn have run, so every call they admit
- * shares it.
- */
-static void
-flush_arm(struct ledger *l)
-{
-	if (l->l_flush_armed || l->l_flush == NULL)
-		return;
-	l->l_flush_armed = 1;
-	event_active(l->l_flush, EV_TIMEOUT, 1);
-}
-
-/*
- * A call leaves the table without a row: refused, a duplicate, or its
- * session gone before it was forwarded. If its reservation reached the
- * journal, a withdrawal follows it there, so a restart does not charge a
- * call that never went upstream.
- */
-static void
-withdraw(struct ledger *l, struct ledger_item *it)
-{
-	if (it == NULL)
-		return;
-	if (it->li_journaled) {
-		if (journal_append(&l->l_journal.j_buf, JOURNAL_WITHDRAW,
-			&it->li_row) == 0)
-			flush_arm(l);
-	}
-	inflight_remove(&l->l_inflight, it);
-	free(it);
-}
-
-/*
- * Run a reservation's callback with its answer and free the ticket. A
- * call that is not going ahead leaves the table; one whose session went
- * away meanwhile is withdrawn, never forwarded.
- */
-static void
-answer(struct ledger *l, struct ledger_ticket *t)
-{
-	if (t->lt_result != LEDGER_OK || t->lt_cancelled) {
-		withdraw(l, t->lt_item);
-		t->lt_item = NULL;
-	}
-	if (!t->lt_cancelled)
-		t->lt_cb(t->lt_arg, t->lt_result);
-	free(t);
-}
-
-/* Put a reservation's record in the turn's buffer; its answer follows
- * the write. */
-static void
-journal_reserve(struct ledger *l, struct ledger_ticket *t)
-{
-	if (journal_append(
-		&l->l_journal.j_buf, JOURNAL_RESERVE, &t->lt_item->li_row) != 0)
-		t->lt_result = LEDGER_UNAVAILABLE;
-	else
-		t->lt_result = LEDGER_OK;
-	TAILQ_INSERT_TAIL(&l->l_pending, t, lt_entry);
-	flush_arm(l);
-}
-
-/* Ask the writer to say when everything queued so far is committed. */
-static void
-mark_segment(struct ledger *l, uint64_t seg)
-{
-	struct ledger_ticket *t;
-	struct ledger_item *it;
-
-	t = xcalloc(1, sizeof(*t));
-	t->lt_mark = seg;
-	it = xcalloc(1, sizeof(*it));
-	it->li_op = LEDGER_OP_MARK;
-	it->li_seq = (int64_t)seg;
-	it->li_ticket = t;
-	if (enqueue(l, it) != 0) {
-		free(it);
-		free(t);
-	}
-}
-
-/*
- * Start the next journal segment and write at its head the reservation
- * of every call in flight, so the segments before it hold nothing a
- * restart needs once the writer has committed what they led to (a mark
- * says when). A segment that was deleted or replaced under us is not
- * marked: there is nothing of ours to delete. 0, or -1 (logged).
- */
-static int
-journal_rotate(struct ledger *l, int gone)
-{
-	struct ledger_journal *j = &l->l_journal;
-	struct ledger_item *it;
-	struct buf head;
-	uint64_t old = j->j_seg, next = old + 1;
-	int had = j->j_fd != -1;
-	char *cause = NULL;
-	int rc = 0;
-
-	/* A name already taken (a file put there) is passed over. */
-	while (journal_start(j, next, &cause) != 0 && errno == EEXIST &&
-	    next < old + 100) {
-		free(cause);
-		cause = NULL;
-		next++;
-	}
-	if (j->j_seg != next) {
-		log_warnx("ledger: journal: cannot start a segment: %s", cause);
-		free(cause);
-		l->l_journal_failures++;
-		return (-1);
-	}
-	l->l_journal_rotations++;
-	buf_init(
-	    &head, JOURNAL_RECORD_MAX * 2 + 64 * 1024 * 1024, 64 * 1024, 0);
-	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
-	{
-		if (it->li_journaled &&
-		    journal_append(&head, JOURNAL_RESERVE, &it->li_row) != 0) {
-			log_warnx("ledger: journal segment %llu: the %zu calls "
-				  "in flight do not fit in its head",
-			    (unsigned long long)j->j_seg, l->l_inflight.if_n);
-			rc = -1;
-			break;
-		}
-	}
-	if (rc == 0 &&
-	    journal_write_bytes(j, buf_ptr(&head), buf_len(&head)) != 0) {
-		log_warn("ledger: journal segment %llu: writing the calls in "
-			 "flight",
-		    (unsigned long long)j->j_seg);
-		rc = -1;
-	}
-	buf_free(&head);
-	if (rc != 0) {
-		/* The old segment stays, with every reservation in it. */
-		j->j_broken = 1;
-		l->l_journal_failures++;
-		return (-1);
-	}
-	/* The head first: a sync of the new segment covers it. */
-	if (l->l_syncer != NULL)
-		syncer_segment(l->l_syncer, j->j_seg, j->j_fd);
-	if (had && !gone)
-		mark_segment(l, old);
-	return (0);
-}
-
-/* The size past which the open segment is followed by a new one. */
-static int64_t
-segment_max(const struct ledger *l)
-{
-#ifdef TG_UNITTEST
-	if (l->l_test_segment_max > 0)
-		return (l->l_test_segment_max);
-#else
-	(void)l;
-#endif
-	return (JOURNAL_SEGMENT_MAX);
-}
-
-/*
- * The journal's health, told as the writer tells SQLite's: its first
- * failure (at most one a minute) and its recovery reach ledger_event_cb,
- * and while it fails the ledger counts as failing (/healthz, /metrics).
- */
-static void
-journal_health(struct ledger *l, int failed, int err)
-{
-	struct ledger_event ev;
-	char msg[LEDGER_EVENT_MSG_MAX];
-	long long now = monotime_us();
-
-	if (failed == l->l_journal_failing)
-		return;
-	l->l_journal_failing = failed;
-	memset(&ev, 0, sizeof(ev));
-	if (failed) {
-		/* A disk on the edge fails and works by turns. */
-		if (l->l_journal_told_at != 0 &&
-		    now - l->l_journal_told_at < 60 * 1000000LL)
-			return;
-		l->l_journal_told = 1;
-		l->l_journal_told_at = now;
-		snprintf(msg, sizeof(msg),
-		    "ledger %s: the journal cannot be written: %s; calls are "
-		    "refused (503) until it can",
-		    l->l_path, strerror(err));
-		ev.le_kind = LEDGER_EVENT_FAILING;
-	} else {
-		if (!l->l_journal_told)
-			return;
-		snprintf(msg, sizeof(msg),
-		    "ledger %s: the journal is written again; calls are taken "
-		    "again",
-		    l->l_path);
-		ev.le_kind = LEDGER_EVENT_RECOVERED;
-		l->l_journal_told = 0;
-	}
-	ev.le_message = msg;
-	log_info("ledger: %s", msg);
-	if (l->l_event_cb != NULL)
-		l->l_event_cb(&ev, l->l_event_arg);
-}
-
-/*
- * The turn's write: one write(2) of every record appended since the last
- * one, then each reservation waiting on it is answered, or under
- * durability: power waits for the sync that covers it.
- */
-static void
-flush_cb(evutil_socket_t fd, short events, void *arg)
-{
-	struct ledger *l = arg;
-	struct ledger_journal *j = &l->l_journal;
-	struct ledger_tickets done;
-	struct ledger_ticket *t;
-	struct ledger_item *it;
-	int failed = 0, saved = 0, wrote = 0;
-
-	(void)fd;
-	(void)events;
-	l->l_flush_armed = 0;
-	if (j->j_fd == -1 || j->j_broken || j->j_size >= segment_max(l)) {
-		/* One that is broken, not gone, is kept (mark_done). */
-		if (j->j_broken && !l->l_journal_gone && j->j_fd != -1)
-			l->l_journal_keep = 1;
-		failed = journal_rotate(l, j->j_broken) != 0;
-		if (failed)
-			saved = errno;
-		else
-			l->l_journal_gone = 0;
-	}
-	if (!failed && buf_len(&j->j_buf) > 0) {
-		if (journal_flush(j) != 0) {
-			saved = errno;
-			failed = 1;
-			l->l_journal_failures++;
-			errno = saved;
-			log_warn("ledger: journal segment %llu: write",
-			    (unsigned long long)j->j_seg);
-		} else {
-			l->l_journal_writes++;
-			wrote = 1;
-		}
-	}
-	if (failed)
-		journal_health(l, 1, saved != 0 ? saved : EIO);
-	else if (wrote)
-		journal_health(l, 0, 0);
-	/* Not written: the outcomes wait for the next write. */
-	if (failed)
-		journal_keep_outcomes(j);
-
-	TAILQ_INIT(&done);
-	TAILQ_CONCAT(&done, &l->l_pending, lt_entry);
-	while ((t = TAILQ_FIRST(&done)) != NULL) {
-		TAILQ_REMOVE(&done, t, lt_entry);
-		it = t->lt_item;
-		if (t->lt_result == LEDGER_OK && failed)
-			t->lt_result = LEDGER_UNAVAILABLE;
-		/* Cut off, or maybe half there: withdrawn in the next. */
-		if (it != NULL && (t->lt_result == LEDGER_OK || j->j_broken))
-			it->li_journaled = 1;
-		if (t->lt_result == LEDGER_OK && l->l_syncer != NULL) {
-			t->lt_seg = j->j_seg;
-			t->lt_off = j->j_size;
-			TAILQ_INSERT_TAIL(&l->l_syncwait, t, lt_entry);
-			continue;
-		}
-		answer(l, t);
-	}
-	if (l->l_syncer != NULL && !TAILQ_EMPTY(&l->l_syncwait))
-		syncer_want(l->l_syncer, j->j_seg, j->j_size);
-}
-
-/* Once a second: a segment deleted or replaced under us is left. */
-static void
-watch_cb(evutil_socket_t fd, short events, void *arg)
-{
-	struct ledger *l = arg;
-	struct ledger_journal *j = &l->l_journal;
-
-	(void)fd;
-	(void)events;
-	if (j->j_fd == -1 || j->j_broken || !journal_gone(j))
-		return;
-	log_warnx("ledger: journal segment %llu was deleted or replaced; "
-		  "starting another with the calls in flight",
-	    (unsigned long long)j->j_seg);
-	j->j_broken = 1;
-	l->l_journal_gone = 1;
-	flush_arm(l);
-}
-
-/*
- * Power: answer the reservations whose records the syncer has put on
- * disk, and delete the segments whose successors are there. A failed
- * sync refuses everything waiting and starts a new segment.
- */
-static void
-sync_dispatch(struct ledger *l)
-{
-	struct ledger_ticket *t;
-	struct journal_del *d;
-	size_t i = 0, k = 0;
-
-	/* First: a bad segment's calls must not be answered OK. */
-	if (syncer_failed_take(l->l_syncer)) {
-		log_warnx("ledger: journal: a sync failed; the calls waiting "
-			  "on it are refused, and a new segment starts");
-		l->l_journal_failures++;
-		journal_health(l, 1, EIO);
-		while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
-			TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
-			t->lt_result = LEDGER_UNAVAILABLE;
-			answer(l, t);
-		}
-		l->l_journal.j_broken = 1;
-		flush_arm(l);
-	}
-	while ((t = TAILQ_FIRST(&l->l_syncwait)) != NULL) {
-		if (!syncer_covers(l->l_syncer, t->lt_seg, t->lt_off))
-			break;
-		TAILQ_REMOVE(&l->l_syncwait, t, lt_entry);
-		answer(l, t);
-	}
-	for (i = 0; i < l->l_ndels; i++) {
-		d = &l->l_dels[i];
-		if (l->l_journal_keep)
-			continue; /* dropped: kept to the next start or close */
-		if (syncer_covers(
-			l->l_syncer, d->jd_after_seg, d->jd_after_off))
-			journal_unlink(l->l_path, d->jd_seg);
-		else
-			l->l_dels[k++] = *d;
-	}
-	l->l_ndels = k;
-}
-
-/*
- * The writer has committed everything queued before segment seg's mark:
- * the segment is needed no more, unless something was given up since, or
- * an earlier segment was kept (they all stay, for the close or the next
- * start to settle). Under power it goes once the segment after it, which
- * repeats its calls in flight, is on disk.
- */
-static void
-mark_done(struct ledger *l, uint64_t seg, enum ledger_result r)
-{
-	struct ledger_journal *j = &l->l_journal;
-	struct journal_del *d;
-
-	if (r != LEDGER_OK) {
-		log_warnx("ledger: journal segment %llu is kept, and every "
-			  "segment after it, until tollgate stops: not "
-			  "everything it leads to was written",
-		    (unsigned long long)seg);
-		l->l_journal_keep = 1;
-		return;
-	}
-	/*
-	 * Segments go in order: a later one may hold what cancels a call
-	 * in one that is kept (its withdrawal, its settlement).
-	 */
-	if (l->l_journal_keep)
-		return;
-	if (l->l_syncer == NULL) {
-		journal_unlink(l->l_path, seg);
-		return;
-	}
-	l->l_dels = xreallocarray(l->l_dels, l->l_ndels + 1, sizeof(*d));
-	d = &l->l_dels[l->l_ndels++];
-	d->jd_seg = seg;
-	d->jd_after_seg = j->j_seg;
-	d->jd_after_off = j->j_size;
-	syncer_want(l->l_syncer, j->j_seg, j->j_size);
-}
-
-/*
- * Run the answers the writer has put on the done list (probes of client
- * request ids, marks), the answers the syncer has made possible, and the
- * event callback for each change in the ledger's health; on the loop
- * thread.
- */
-static void
-ledger_dispatch(struct ledger *l)
-{
-	struct ledger_tickets done;
-	struct ledger_ticket *t;
-	struct ledger_evs evs;
-	struct ledger_ev *ev;
-
-	TAILQ_INIT(&done);
-	TAILQ_INIT(&evs);
-	pthread_mutex_lock(&l->l_lock);
-	TAILQ_CONCAT(&done, &l->l_done, lt_entry);
-	TAILQ_CONCAT(&evs, &l->l_events, ev_entry);
-	l->l_nevents = 0;
-	pthread_mutex_unlock(&l->l_lock);
-
-	while ((ev = TAILQ_FIRST(&evs)) != NULL) {
-		TAILQ_REMOVE(&evs, ev, ev_entry);
-		if (l->l_event_cb != NULL)
-			l->l_event_cb(&ev->ev_event, l->l_event_arg);
-		free(ev);
-	}
-
-	while ((t = TAILQ_FIRST(&done)) != NULL) {
-		TAILQ_REMOVE(&done, t, lt_entry);
-		if (t->lt_item == NULL) {
-			mark_done(l, t->lt_mark, t->lt_result);
-			free(t);
-			continue;
-		}
-		l->l_probing--;
-		/* The id is free: now the reservation goes to the journal. */
-		if (t->lt_result == LEDGER_OK && !t->lt_cancelled &&
-		    !l->l_closing)
-			journal_reserve(l, t);
-		else {
-			if (t->lt_result == LEDGER_OK)
-				t->lt_result = LEDGER_UNAVAILABLE;
-			answer(l, t);
-		}
-	}
-	if (l->l_syncer != NULL)
-		sync_dispatch(l);
-}
-
-static void
-ledger_done_cb(evutil_socket_t fd, short events, void *arg)
-{
-	uint64_t n;
-
-	(void)events;
-	if (read(fd, &n, sizeof(n)) == -1 && errno != EAGAIN)
-		log_warn("ledger: eventfd read");
-	ledger_dispatch(arg);
 }
 
 /* Free a ledger that ledger_open did not finish, or ledger_close ended. */
@@ -862,13 +416,13 @@ ledger_open(struct event_base *base, const char *path, enum durability dur,
 		goto fail;
 	}
 	l->l_event =
-	    event_new(base, l->l_efd, EV_READ | EV_PERSIST, ledger_done_cb, l);
+	    event_new(base, l->l_efd, EV_READ | EV_PERSIST, turn_done_cb, l);
 	if (l->l_event == NULL || event_add(l->l_event, NULL) == -1) {
 		*cause = xstrdup("ledger: cannot add the answer event");
 		goto fail;
 	}
-	l->l_flush = event_new(base, -1, 0, flush_cb, l);
-	l->l_watch = event_new(base, -1, EV_PERSIST, watch_cb, l);
+	l->l_flush = event_new(base, -1, 0, turn_flush_cb, l);
+	l->l_watch = event_new(base, -1, EV_PERSIST, turn_watch_cb, l);
 	if (l->l_flush == NULL || l->l_watch == NULL ||
 	    event_add(l->l_watch, &tv) == -1) {
 		*cause = xstrdup("ledger: cannot add the journal's events");
@@ -939,13 +493,13 @@ ledger_reserve(const struct ledger_row *row, int flags, ledger_cb cb, void *arg)
 							: LEDGER_DUPLICATE;
 		free(it);
 		TAILQ_INSERT_TAIL(&l->l_pending, t, lt_entry);
-		flush_arm(l);
+		turn_arm(l);
 		return (t);
 	}
 	inflight_add(&l->l_inflight, it);
 	t->lt_item = it;
 	if (!(flags & LEDGER_ID_CLIENT)) {
-		journal_reserve(l, t);
+		turn_reserve(l, t);
 		return (t);
 	}
 	idlen = strlen(it->li_row.lr_id);
@@ -954,7 +508,7 @@ ledger_reserve(const struct ledger_row *row, int flags, ledger_cb cb, void *arg)
 	memcpy(probe->li_strings, it->li_row.lr_id, idlen + 1);
 	probe->li_row.lr_id = probe->li_strings;
 	probe->li_ticket = t;
-	if (enqueue(l, probe) != 0) {
+	if (ledger_enqueue(l, probe) != 0) {
 		free(probe);
 		inflight_remove(&l->l_inflight, it);
 		free(it);
@@ -1007,11 +561,11 @@ ledger_settle(const struct ledger_row *row)
 	/* A crash before the writer commits it finds it here. */
 	if (journal_append(&l->l_journal.j_buf, JOURNAL_SETTLE, &it->li_row) ==
 	    0)
-		flush_arm(l);
+		turn_arm(l);
 	/* Seen by /v1/calls and a reload until the writer is done with it. */
 	keep = ledger_item_new(LEDGER_OP_SETTLE, &it->li_row);
 	it->li_seq = ++l->l_settle_seq;
-	if (enqueue(l, it) != 0) {
+	if (ledger_enqueue(l, it) != 0) {
 		free(it);
 		free(keep);
 	} else if (keep != NULL) {
@@ -1035,7 +589,7 @@ ledger_record(const struct ledger_row *row)
 		return (-1);
 	if ((it = ledger_item_new(LEDGER_OP_RECORD, row)) == NULL)
 		return (-1);
-	if (enqueue(ledger, it) != 0) {
+	if (ledger_enqueue(ledger, it) != 0) {
 		free(it);
 		return (-1);
 	}
@@ -1127,7 +681,7 @@ ledger_alert(const struct ledger_alert *a)
 		return (-1);
 	if ((it = alert_item_new(LEDGER_OP_ALERT, a)) == NULL)
 		return (-1);
-	if (enqueue(ledger, it) != 0) {
+	if (ledger_enqueue(ledger, it) != 0) {
 		free(it);
 		return (-1);
 	}
@@ -1153,7 +707,7 @@ ledger_alert_delivery(const char *id, const char *status, int attempts)
 	a.la_attempts = attempts;
 	if ((it = alert_item_new(LEDGER_OP_ALERT_DELIVERY, &a)) == NULL)
 		return;
-	if (enqueue(ledger, it) != 0)
+	if (ledger_enqueue(ledger, it) != 0)
 		free(it);
 }
 
@@ -1219,7 +773,7 @@ ledger_kill_add(const struct ledger_kill *k)
 		return (-1);
 	if ((it = kill_item_new(LEDGER_OP_KILL_ADD, k)) == NULL)
 		return (-1);
-	if (enqueue(ledger, it) != 0) {
+	if (ledger_enqueue(ledger, it) != 0) {
 		free(it);
 		return (-1);
 	}
@@ -1241,7 +795,7 @@ ledger_kill_delete(const char *id, int64_t now)
 	if ((it = kill_item_new(LEDGER_OP_KILL_DELETE, &k)) == NULL)
 		return (-1);
 	it->li_deleted_ms = now;
-	if (enqueue(ledger, it) != 0) {
+	if (ledger_enqueue(ledger, it) != 0) {
 		free(it);
 		return (-1);
 	}
@@ -1288,7 +842,7 @@ ledger_ship_done(const char *stream, const char *instance, int64_t seq,
 	it->li_instance = it->li_strings + slen + 1;
 	it->li_seq = seq;
 	it->li_prune_before_ms = prune_before_ms;
-	if (enqueue(l, it) != 0) {
+	if (ledger_enqueue(l, it) != 0) {
 		free(it);
 		return (-1);
 	}
@@ -1366,44 +920,6 @@ ledger_set_event_cb(ledger_event_cb cb, void *arg)
 }
 
 /*
- * After the writer has left: the journal's segments are deleted when
- * everything they lead to is in the ledger (no call in flight, nothing
- * given up); otherwise they stay, and the next start reads them.
- */
-static void
-journal_finish(struct ledger *l)
-{
-	uint64_t *segs = NULL;
-	size_t i, n;
-	char *cause = NULL, *name;
-
-	if (l->l_inflight.if_n > 0 || l->l_stats.ls_dropped > 0 ||
-	    l->l_lost != LEDGER_LOST_NONE) {
-		log_warnx("ledger: journal kept (%zu calls in flight, %llu "
-			  "writes given up): the next start writes what it "
-			  "holds",
-		    l->l_inflight.if_n,
-		    (unsigned long long)l->l_stats.ls_dropped);
-		return;
-	}
-	if (journal_segments(l->l_path, &segs, &n, &cause) != 0) {
-		log_warnx("ledger: journal: %s", cause);
-		free(cause);
-		return;
-	}
-	for (i = 0; i < n; i++) {
-		if (segs[i] > l->l_journal.j_seg)
-			continue;
-		/* A file another put at a segment's name stays. */
-		name = journal_name(l->l_path, segs[i]);
-		if (journal_is_ours(name))
-			journal_unlink(l->l_path, segs[i]);
-		free(name);
-	}
-	free(segs);
-}
-
-/*
  * Close the ledger: refuse new reservations and records, refuse those
  * still waiting for their answer (they are never forwarded), write the
  * journal, let the writer write every settlement, checkpoint, and free
@@ -1434,7 +950,7 @@ ledger_close(void)
 			continue;
 		}
 		pthread_mutex_unlock(&l->l_lock);
-		ledger_dispatch(l);
+		turn_dispatch(l);
 		pthread_mutex_lock(&l->l_lock);
 	}
 	pthread_mutex_unlock(&l->l_lock);
@@ -1453,10 +969,10 @@ ledger_close(void)
 		if (t->lt_item != NULL && t->lt_result == LEDGER_OK)
 			t->lt_item->li_journaled = 1;
 		t->lt_result = LEDGER_UNAVAILABLE;
-		answer(l, t);
+		turn_answer(l, t);
 	}
 	/* Settlements and withdrawals of this turn. */
-	flush_cb(-1, 0, l);
+	turn_flush_cb(-1, 0, l);
 	if (l->l_syncer != NULL)
 		syncer_want(
 		    l->l_syncer, l->l_journal.j_seg, l->l_journal.j_size);
@@ -1467,8 +983,8 @@ ledger_close(void)
 	pthread_mutex_unlock(&l->l_lock);
 
 	pthread_join(l->l_thread, NULL);
-	ledger_dispatch(l);
-	journal_finish(l);
+	turn_dispatch(l);
+	turn_finish(l);
 	log_info("ledger: %s closed (%" PRIu64 " rows written, %" PRIu64
 		 " commits, %" PRIu64 " failures)",
 	    l->l_path, l->l_stats.ls_rows_written, l->l_stats.ls_commits,

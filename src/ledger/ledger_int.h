@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/util.h>
 #include <sqlite3.h>
 
 #include "tollgate/buf.h"
@@ -55,6 +56,7 @@ struct event_base;
  * would be without the wait.
  */
 #define LEDGER_LINGER_LOAD 4
+#define JOURNAL_WATCH_SEC 1 /* the open segment checked this often */
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
 #define LEDGER_ROW_FIELDS_MAX (9 + TAG_MAX) /* ledger_row_fields */
 /* The most one journal record holds: a row's strings and numbers. */
@@ -317,6 +319,19 @@ const char *ledger_item_what(const struct ledger_item *, char *, size_t);
 void ledger_wake_loop(struct ledger *);
 void ledger_event_push(struct ledger *, enum ledger_event_kind,
     enum ledger_lost, const char *, ...) __attribute__((format(printf, 4, 5)));
+
+/* ledger.c */
+int ledger_enqueue(struct ledger *, struct ledger_item *);
+
+/* turn.c */
+void turn_arm(struct ledger *);
+void turn_reserve(struct ledger *, struct ledger_ticket *);
+void turn_answer(struct ledger *, struct ledger_ticket *);
+void turn_flush_cb(evutil_socket_t, short, void *);
+void turn_watch_cb(evutil_socket_t, short, void *);
+void turn_done_cb(evutil_socket_t, short, void *);
+void turn_dispatch(struct ledger *);
+void turn_finish(struct ledger *);
 
 /* unwritten.c */
 void unwritten_trim(struct ledger *, int64_t);

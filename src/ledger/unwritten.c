@@ -20,10 +20,11 @@
 
 #include "ledger_int.h"
 
-static const char create_sql[] = "CREATE TEMP TABLE IF NOT EXISTS calls_open AS"
-				 " SELECT * FROM main.calls WHERE 0";
+static const char open_create_sql[] =
+    "CREATE TEMP TABLE IF NOT EXISTS calls_open AS"
+    " SELECT * FROM main.calls WHERE 0";
 
-static const char insert_sql[] =
+static const char open_insert_sql[] =
     "INSERT INTO temp.calls_open (" LEDGER_ROW_COLUMNS ") VALUES (?1, ?2,"
     " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
     " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
@@ -38,8 +39,8 @@ unwritten_trim(struct ledger *l, int64_t done)
 {
 	struct ledger_item *it;
 
-	while ((it = TAILQ_FIRST(&l->l_unwritten)) != NULL &&
-	    it->li_seq <= done) {
+	while (
+	    (it = TAILQ_FIRST(&l->l_unwritten)) != NULL && it->li_seq <= done) {
 		TAILQ_REMOVE(&l->l_unwritten, it, li_open);
 		l->l_nunwritten--;
 		free(it);
@@ -131,7 +132,7 @@ unwritten_copy(struct ledger *l, struct ledger_row **rows)
 		o[-1].lr_status = CALL_IN_FLIGHT;
 	}
 	TAILQ_FOREACH(it, &l->l_unwritten, li_open)
-		row_copy(it, &o, &p);
+	row_copy(it, &o, &p);
 	*rows = out;
 	return (n);
 }
@@ -155,14 +156,14 @@ ledger_rows_load(
 	 */
 	if (sqlite3_exec(db, "PRAGMA query_only = 0", NULL, NULL, NULL) !=
 		SQLITE_OK ||
-	    sqlite3_exec(db, create_sql, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(db, open_create_sql, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(db, "DELETE FROM temp.calls_open", NULL, NULL, NULL) !=
 		SQLITE_OK)
 		goto fail;
 	if (n == 0)
 		goto done;
 	if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-	    sqlite3_prepare_v2(db, insert_sql, -1, &st, NULL) != SQLITE_OK)
+	    sqlite3_prepare_v2(db, open_insert_sql, -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	for (i = 0; i < n; i++) {
 		if (ledger_row_bind(st, &rows[i], rows[i].lr_status, &tb) !=
@@ -180,7 +181,8 @@ done:
 	(void)sqlite3_exec(db, "PRAGMA query_only = 1", NULL, NULL, NULL);
 	return (0);
 fail:
-	xasprintf(cause, "ledger: rows not yet written: %s", sqlite3_errmsg(db));
+	xasprintf(
+	    cause, "ledger: rows not yet written: %s", sqlite3_errmsg(db));
 	sqlite3_finalize(st);
 	if (!sqlite3_get_autocommit(db))
 		(void)sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);

@@ -904,7 +904,7 @@ ledger_writer(void *arg)
 		if (wake) {
 			/*
 			 * Woken while l_lock is held, the loop would block on
-			 * it in ledger_dispatch at once: wake it unlocked.
+			 * it in turn_dispatch at once: wake it unlocked.
 			 */
 			pthread_mutex_unlock(&l->l_lock);
 			ledger_wake_loop(l);

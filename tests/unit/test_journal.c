@@ -44,6 +44,8 @@
 #include "../../src/ledger/journal.c"
 #include "../../src/ledger/replay.c"
 #include "../../src/ledger/syncer.c"
+#include "../../src/ledger/turn.c"
+#include "../../src/ledger/unwritten.c"
 
 #include "ledgertest.h"
 

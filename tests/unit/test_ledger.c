@@ -45,6 +45,8 @@
 #include "../../src/ledger/journal.c"
 #include "../../src/ledger/replay.c"
 #include "../../src/ledger/syncer.c"
+#include "../../src/ledger/turn.c"
+#include "../../src/ledger/unwritten.c"
 
 #include "ledgertest.h"
 
@@ -1173,7 +1175,7 @@ test_poison_row(void **state)
 	it = ledger_item_new(LEDGER_OP_SETTLE, &s);
 	assert_non_null(it);
 	it->li_row.lr_status = (enum call_status)42;
-	assert_int_equal(enqueue(ledger, it), 0);
+	assert_int_equal(ledger_enqueue(ledger, it), 0);
 	s = mksettle("p2");
 	ledger_settle(&s);
 	r = mksettle("p3");
