@@ -115,6 +115,71 @@ def wait_port(port, proc, timeout=20.0):
     raise RuntimeError("%s did not listen on %d" % (proc.name, port))
 
 
+def memory_cgroup(name, mb):
+    """A memory cgroup (v2 unified, else v1) limited to mb MiB; its path."""
+    for root, limit in (("/sys/fs/cgroup", "memory.max"),
+                        ("/sys/fs/cgroup/unified", "memory.max"),
+                        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")):
+        if not os.path.exists(os.path.join(root, "cgroup.procs")):
+            continue
+        if limit == "memory.max" and "memory" not in open(os.path.join(
+                root, "cgroup.controllers")).read().split():
+            continue
+        path = os.path.join(root, name)
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, limit), "w") as f:
+            f.write(str(mb * 1024 * 1024))
+        return path
+    raise RuntimeError("no memory cgroup controller to limit tollgate with")
+
+
+def cgroup_memory(path):
+    """What a memory cgroup holds: its page cache and peak, in MiB."""
+    out = {}
+    try:
+        with open(os.path.join(path, "memory.stat")) as f:
+            st = dict(line.split() for line in f)
+        out["cache_mb"] = int(st.get("file", st.get("cache", 0))) / 2**20
+        for peak in ("memory.peak", "memory.max_usage_in_bytes"):
+            if os.path.exists(os.path.join(path, peak)):
+                with open(os.path.join(path, peak)) as f:
+                    out["peak_mb"] = int(f.read()) / 2**20
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def note_memory(p, row):
+    """A memory-limited tollgate's cgroup figures and storage reads."""
+    if getattr(p, "cgroup", None):
+        row.update(cgroup_memory(p.cgroup))
+        row["read_from_storage_mb"] = proc_read_mb(p.pid)
+        for limit in ("memory.max", "memory.limit_in_bytes"):
+            path = os.path.join(p.cgroup, limit)
+            if os.path.exists(path):
+                with open(path) as f:
+                    row["memory_limit_mb"] = int(f.read()) / 2**20
+
+
+def drop_cgroup(p):
+    """Remove a stopped tollgate's memory cgroup."""
+    if getattr(p, "cgroup", None):
+        try:
+            os.rmdir(p.cgroup)
+        except OSError:
+            pass
+
+
+def proc_read_mb(pid):
+    """Bytes pid has read from storage (not the page cache), in MiB."""
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            io = dict(line.split(": ") for line in f.read().splitlines())
+        return int(io["read_bytes"]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 class Proc:
     def __init__(self, name, argv, workdir, cpu=None, env=None):
         self.name = name
@@ -348,7 +413,7 @@ backend be
         return p, port
 
     def start_tollgate(self, mode, up, cpu=1, wrap=(), extra="",
-                       ledger_extra=""):
+                       ledger_extra="", memory_mb=None):
         port = free_port()
         admin = free_port()
         d = os.path.join(self.work, "tollgate-%s-%d" % (mode, port))
@@ -392,12 +457,24 @@ ledger:
 %s%s""" % (port, admin, up, d, durability, ledger_extra,
                 os.path.join(SOURCE, "config", "prices.yaml"), policies,
                 extra))
-        p = Proc("tollgate-" + mode,
+        cg = None
+        if memory_mb:
+            # Its own memory cgroup, with the page cache dropped first, so
+            # the ledger's pages it reads or writes are charged to it and
+            # a ledger larger than memory_mb cannot stay cached.
+            cg = memory_cgroup("tg-bench-%d" % port, memory_mb)
+            os.sync()
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("1")
+            wrap = ("sh", "-c", 'echo $$ > "$0" && exec "$@"',
+                    os.path.join(cg, "cgroup.procs")) + tuple(wrap)
+        p = Proc("tollgate-" + mode + ("m" if memory_mb else ""),
                  list(wrap) + [self.tollgate, "-d", "-c", conf],
                  self.work, cpu=cpu)
         wait_port(port, p, 120 if wrap else 20)
         p.admin = admin
         p.ledger = os.path.join(d, "ledger.db")
+        p.cgroup = cg
         return p, port
 
     def start_sut(self, name, up):
@@ -413,6 +490,9 @@ ledger:
             return self.start_nginx_proxy(up, cpu=None)
         if name.endswith("u"):  # T1u: tollgate T1 on both cores
             return self.start_tollgate(name[:-1], up, cpu=None)
+        if name.endswith("m"):  # T1m: T1 in a memory cgroup
+            return self.start_tollgate(name[:-1], up,
+                                       memory_mb=self.args.memory_limit)
         return self.start_tollgate(name, up)
 
     def headers(self, up, intent="bench"):
@@ -636,9 +716,12 @@ def sec_added_latency(b, up, body_args=None, rounds=7, n=2000, warm=1000,
             per[s]["p99"].append(res["lat_us"]["p99"])
             per[s]["p999"].append(res["lat_us"]["p999"])
             per[s]["errors"] += res["errors"] + res["non2xx"]
+    cg = {}
     for s, (p, port) in procs.items():
         if p is not None:
+            note_memory(p, cg.setdefault(s, {}))
             p.stop()
+            drop_cgroup(p)
     out = {}
     d50 = median(per.get("direct", {}).get("p50", [0]))
     d99 = median(per.get("direct", {}).get("p99", [0]))
@@ -648,6 +731,7 @@ def sec_added_latency(b, up, body_args=None, rounds=7, n=2000, warm=1000,
                   "p99_iqr": iqr(v["p99"]), "errors": v["errors"],
                   "added_p50": median(v["p50"]) - d50,
                   "added_p99": median(v["p99"]) - d99}
+        out[s].update(cg.get(s, {}))
     b.results[key] = out
     return out
 
@@ -656,7 +740,8 @@ def sec_throughput(b, up, secs, conns=64, unpinned=False):
     """wrk at c=conns, pinned; RSS, CPU per call, ledger rows per system."""
     log("throughput: wrk -t1 -c%d -d%ds per system" % (conns, secs))
     out = {}
-    for s in SYSTEMS:
+    extra = ["T1m"] if getattr(b.args, "memory_limit", None) else []
+    for s in SYSTEMS + extra:
         if s == "portkey" and not os.path.exists(b.portkey_js()):
             continue
         p, port = b.start_sut(s, up)
@@ -685,6 +770,7 @@ def sec_throughput(b, up, secs, conns=64, unpinned=False):
             row["rss_peak_mb"] = samp.peak(tstart) / 1024
             row["rss_after_mb"] = p.rss_kb() / 1024
             samp.stop()
+            note_memory(p, row)
         if m1:
             rows = m1.get("tollgate_ledger_rows_written_total", 0) - \
                 m0.get("tollgate_ledger_rows_written_total", 0)
@@ -711,6 +797,7 @@ def sec_throughput(b, up, secs, conns=64, unpinned=False):
             b.record("metrics", {"system": s, "before": m0, "after": m1})
         if p is not None:
             p.stop()
+            drop_cgroup(p)
         if hasattr(p, "ledger"):
             c = ledger_counts(p.ledger, intent).get(intent, (0, 0, 0, 0))
             ok2xx = res.get("requests", 0) - res["non2xx"]
@@ -1347,7 +1434,8 @@ def full(args):
             plan = [
                 ("c1", lambda: sec_added_latency(
                     b, mport, rounds=args.rounds,
-                    systems=SYSTEMS + ["nginxu", "T1u"])),
+                    systems=SYSTEMS + ["nginxu", "T1u"] + (
+                        ["T1m"] if args.memory_limit else []))),
                 ("throughput", lambda: sec_throughput(b, mport, 10,
                                                       unpinned=True)),
                 ("fixed_rate", lambda: sec_fixed_rate(
@@ -1579,6 +1667,10 @@ def main():
                     help="where ledgers go (default: $TMPDIR); keep it on "
                     "a real disk, not tmpfs")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--memory-limit", type=int, metavar="MB",
+                    help="also run T1m: T1 in a memory cgroup of MB MiB, "
+                    "the page cache dropped at its start (with "
+                    "--seed-ledger: a ledger that outgrows memory)")
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--quick", action="store_true",
                     help="seconds per section: checks the tools, not the "
