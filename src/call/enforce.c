@@ -43,6 +43,7 @@ enforce_rebuild(const struct config *cf, char **cause)
 {
 	sqlite3 *db;
 	struct ledger_row *rows;
+	char *why = NULL;
 	long long t0 = monotime_us();
 	int64_t now;
 	size_t before = policy_counters_count(en_counters), n;
@@ -54,11 +55,18 @@ enforce_rebuild(const struct config *cf, char **cause)
 		return (-1);
 	now = wallclock_ms();
 	n = ledger_unwritten(&rows);
-	rc = ledger_rows_load(db, rows, n, cause);
+	rc = ledger_rows_load(db, rows, n, &why);
 	free(rows);
-	if (rc == 0)
-		rc = policy_rebuild(en_counters, cf->cf_policies, db,
-		    LEDGER_CALLS_NOW, now, cause);
+	if (rc != 0) {
+		/* The file's rows are still far better than none. */
+		log_warnx(
+		    "policies: %s; budgets rebuilt from the ledger's file "
+		    "alone, without %zu call%s not yet written",
+		    why, n, n == 1 ? "" : "s");
+		free(why);
+	}
+	rc = policy_rebuild(en_counters, cf->cf_policies, db,
+	    rc == 0 ? LEDGER_CALLS_NOW : NULL, now, cause);
 	/* Thresholds that fired in these windows before stay fired. */
 	if (rc == 0)
 		rc = alerts_restore(

@@ -342,7 +342,7 @@ ledger_free(struct ledger *l)
 	}
 	journal_free(&l->l_journal);
 	inflight_free(&l->l_inflight);
-	unwritten_trim(l, INT64_MAX);
+	unwritten_trim(l, 1);
 	free(l->l_dels);
 	pthread_cond_destroy(&l->l_batch);
 	pthread_cond_destroy(&l->l_wake);
@@ -542,7 +542,7 @@ void
 ledger_settle(const struct ledger_row *row)
 {
 	struct ledger *l = ledger;
-	struct ledger_item *it, *open, *keep;
+	struct ledger_item *it, *open;
 	char idbuf[64];
 
 	if (l == NULL) {
@@ -562,18 +562,18 @@ ledger_settle(const struct ledger_row *row)
 	if (journal_append(&l->l_journal.j_buf, JOURNAL_SETTLE, &it->li_row) ==
 	    0)
 		turn_arm(l);
-	/* Seen by /v1/calls and a reload until the writer is done with it. */
-	keep = ledger_item_new(LEDGER_OP_SETTLE, &it->li_row);
-	it->li_seq = ++l->l_settle_seq;
+	/*
+	 * Seen by /v1/calls and a reload until the writer is done with it:
+	 * listed before the writer can see it, so it is never freed unlisted.
+	 */
+	TAILQ_INSERT_TAIL(&l->l_unwritten, it, li_open);
+	l->l_nunwritten++;
 	if (ledger_enqueue(l, it) != 0) {
+		TAILQ_REMOVE(&l->l_unwritten, it, li_open);
+		l->l_nunwritten--;
 		free(it);
-		free(keep);
-	} else if (keep != NULL) {
-		keep->li_seq = l->l_settle_seq;
-		TAILQ_INSERT_TAIL(&l->l_unwritten, keep, li_open);
-		l->l_nunwritten++;
 	}
-	unwritten_trim(l, unwritten_done(l));
+	unwritten_trim(l, 0);
 }
 
 /*

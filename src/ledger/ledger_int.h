@@ -107,6 +107,12 @@ struct ledger_item {
 	struct ledger_item *li_hnext;
 	int li_journaled; /* its reservation is in the journal */
 	int li_changed; /* its statement changed a row */
+	/*
+	 * A settlement the writer is done with (l_lock): written, or given
+	 * up and left to the journal. The loop, which keeps settlements on
+	 * l_unwritten, frees it then; the writer never does.
+	 */
+	int li_done;
 	struct ledger_row li_row; /* strings point into li_strings */
 	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
 	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE */
@@ -254,13 +260,12 @@ struct ledger {
 	struct ledger_journal l_journal;
 	struct ledger_inflight l_inflight;
 	/*
-	 * Settled calls whose rows the writer has not finished with, oldest
-	 * first (by li_open; li_seq numbers them): copies of what was queued,
-	 * so /v1/calls and a reload's rebuild see them before SQLite does.
+	 * Settlements in the writer's queue, oldest first (by li_open), the
+	 * very items it writes: so /v1/calls and a reload's rebuild see them
+	 * before SQLite does. Freed here once li_done (unwritten.c).
 	 */
 	struct ledger_items l_unwritten;
 	size_t l_nunwritten;
-	int64_t l_settle_seq; /* the last settlement's number */
 	struct ledger_tickets l_pending; /* waiting for the turn's write */
 	struct ledger_tickets l_syncwait; /* power: waiting for a sync */
 	struct event *l_flush; /* active: the turn has records to write */
@@ -289,8 +294,6 @@ struct ledger {
 	size_t l_probes_queued; /* probes on l_queue: a call waits on each */
 	int l_lingering; /* the writer lets rows gather: no need to wake it */
 	uint64_t l_mark_drops; /* items given up since the last mark */
-	int64_t
-	    l_settled_done; /* the writer is done with settlements to here */
 	int l_stopping; /* the writer drains and exits */
 	struct ledger_stats l_stats;
 	/*
@@ -334,8 +337,7 @@ void turn_dispatch(struct ledger *);
 void turn_finish(struct ledger *);
 
 /* unwritten.c */
-void unwritten_trim(struct ledger *, int64_t);
-int64_t unwritten_done(struct ledger *);
+void unwritten_trim(struct ledger *, int);
 size_t unwritten_copy(struct ledger *, struct ledger_row **);
 
 /* inflight.c */

@@ -311,7 +311,10 @@ turn_flush_cb(evutil_socket_t fd, short events, void *arg)
 		syncer_want(l->l_syncer, j->j_seg, j->j_size);
 }
 
-/* Once a second: a segment deleted or replaced under us is left. */
+/*
+ * Once a second: the settlements written since are freed, and a segment
+ * deleted or replaced under us is left.
+ */
 void
 turn_watch_cb(evutil_socket_t fd, short events, void *arg)
 {
@@ -320,6 +323,8 @@ turn_watch_cb(evutil_socket_t fd, short events, void *arg)
 
 	(void)fd;
 	(void)events;
+	/* Rows written since the last settlement, when calls have stopped. */
+	unwritten_trim(l, 0);
 	if (j->j_fd == -1 || j->j_broken || !journal_gone(j))
 		return;
 	log_warnx("ledger: journal segment %llu was deleted or replaced; "
@@ -475,7 +480,6 @@ turn_done_cb(evutil_socket_t fd, short events, void *arg)
 		log_warn("ledger: eventfd read");
 	turn_dispatch(arg);
 }
-
 
 /*
  * After the writer has left: the journal's segments are deleted when

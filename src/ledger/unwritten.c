@@ -3,12 +3,15 @@
  * The rows SQLite does not have yet, for the readers that must not miss
  * them. A call's row reaches SQLite a moment after its answer: in flight
  * it is in the journal and in memory (inflight.c); once settled, the
- * loop keeps a copy of its final row (l_unwritten) until the writer is
- * done with it. ledger_unwritten copies both on the loop, for a reader
+ * loop keeps its final row, the writer's own queued item, on l_unwritten
+ * until the writer is done with it. ledger_unwritten copies both on the loop, for a reader
  * thread; ledger_rows_load puts such a copy into temp.calls_open on the
  * reader's own connection, where LEDGER_CALLS_NOW reads it and the calls
  * table as one: /v1/calls, and a reload's rebuild of budget counters.
  */
+#include <sys/queue.h>
+
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,33 +33,34 @@ static const char open_insert_sql[] =
     " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)";
 
 /*
- * Let go of the copies of settled calls the writer is done with
- * (numbered up to done: written, or given up and left to the journal).
- * Loop thread only.
+ * Free the settlements at the head of l_unwritten the writer is done
+ * with (written, or given up and left to the journal), or, with all set
+ * once the writer has stopped, every one. One lock; the frees after it.
+ * A settlement done out of order waits for those before it, shown once
+ * by LEDGER_CALLS_NOW meanwhile. Loop thread only.
  */
 void
-unwritten_trim(struct ledger *l, int64_t done)
+unwritten_trim(struct ledger *l, int all)
 {
+	struct ledger_items gone = TAILQ_HEAD_INITIALIZER(gone);
 	struct ledger_item *it;
 
-	while (
-	    (it = TAILQ_FIRST(&l->l_unwritten)) != NULL && it->li_seq <= done) {
+	if (TAILQ_EMPTY(&l->l_unwritten))
+		return;
+	if (!all)
+		pthread_mutex_lock(&l->l_lock);
+	while ((it = TAILQ_FIRST(&l->l_unwritten)) != NULL &&
+	    (all || it->li_done)) {
 		TAILQ_REMOVE(&l->l_unwritten, it, li_open);
+		TAILQ_INSERT_TAIL(&gone, it, li_open);
 		l->l_nunwritten--;
+	}
+	if (!all)
+		pthread_mutex_unlock(&l->l_lock);
+	while ((it = TAILQ_FIRST(&gone)) != NULL) {
+		TAILQ_REMOVE(&gone, it, li_open);
 		free(it);
 	}
-}
-
-/* The number of the last settlement the writer is done with. */
-int64_t
-unwritten_done(struct ledger *l)
-{
-	int64_t done;
-
-	pthread_mutex_lock(&l->l_lock);
-	done = l->l_settled_done;
-	pthread_mutex_unlock(&l->l_lock);
-	return (done);
 }
 
 /* Copy its row and its strings to *out and *p; advance both. */
@@ -94,13 +98,13 @@ row_strings(struct ledger_item *it)
 }
 
 /*
- * A copy of the rows SQLite may not have yet, in *rows: l's the calls in
+ * A copy of the rows SQLite may not have yet, in *rows: l's calls in
  * flight in order of reservation (status in_flight, at their
- * reservation), then the settled calls the writer has not finished
- * with, final. One allocation (the rows and their strings) that the
- * caller frees, NULL when there are none; any thread may read and free
- * it. A row the writer commits meanwhile may be in SQLite too: readers
- * take SQLite's. Returns how many.
+ * reservation), then the settlements the writer is not done with, final
+ * (under l_lock, which says which those are). One allocation (the rows
+ * and their strings) that the caller frees, NULL when there are none;
+ * any thread may read and free it. A row the writer commits after this
+ * may be in SQLite too: readers take SQLite's. Returns how many.
  */
 size_t
 unwritten_copy(struct ledger *l, struct ledger_row **rows)
@@ -111,9 +115,10 @@ unwritten_copy(struct ledger *l, struct ledger_row **rows)
 	char *p;
 
 	*rows = NULL;
-	unwritten_trim(l, unwritten_done(l));
+	unwritten_trim(l, 0);
 	if (l->l_inflight.if_n == 0 && l->l_nunwritten == 0)
 		return (0);
+	pthread_mutex_lock(&l->l_lock);
 	TAILQ_FOREACH(it, &l->l_inflight.if_all, li_open)
 	{
 		strs += row_strings(it);
@@ -121,8 +126,14 @@ unwritten_copy(struct ledger *l, struct ledger_row **rows)
 	}
 	TAILQ_FOREACH(it, &l->l_unwritten, li_open)
 	{
+		if (it->li_done)
+			continue;
 		strs += row_strings(it);
 		n++;
+	}
+	if (n == 0) {
+		pthread_mutex_unlock(&l->l_lock);
+		return (0);
 	}
 	out = o = xmalloc(n * sizeof(*out) + strs);
 	p = (char *)(out + n);
@@ -132,7 +143,11 @@ unwritten_copy(struct ledger *l, struct ledger_row **rows)
 		o[-1].lr_status = CALL_IN_FLIGHT;
 	}
 	TAILQ_FOREACH(it, &l->l_unwritten, li_open)
-	row_copy(it, &o, &p);
+	{
+		if (!it->li_done)
+			row_copy(it, &o, &p);
+	}
+	pthread_mutex_unlock(&l->l_lock);
 	*rows = out;
 	return (n);
 }
@@ -152,9 +167,13 @@ ledger_rows_load(
 
 	/*
 	 * A query_only connection may not write temporary tables either;
-	 * opened read-only, the ledger itself stays out of reach.
+	 * opened read-only, the ledger itself stays out of reach. In memory:
+	 * these rows pile up while the disk is full, which a temporary file
+	 * would then fail on too.
 	 */
 	if (sqlite3_exec(db, "PRAGMA query_only = 0", NULL, NULL, NULL) !=
+		SQLITE_OK ||
+	    sqlite3_exec(db, "PRAGMA temp_store = MEMORY", NULL, NULL, NULL) !=
 		SQLITE_OK ||
 	    sqlite3_exec(db, open_create_sql, NULL, NULL, NULL) != SQLITE_OK ||
 	    sqlite3_exec(db, "DELETE FROM temp.calls_open", NULL, NULL, NULL) !=

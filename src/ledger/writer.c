@@ -58,8 +58,8 @@
 #define LEDGER_FAILING_EVENT_US 60000000LL /* one FAILING event a minute */
 
 /*
- * An item is done with: answer a probe or a mark, note a settlement's
- * number, release its place in the queue, free it. A mark is answered OK only if nothing was given up
+ * An item is done with: answer a probe or a mark, release its place in
+ * the queue, free it (a settlement: mark it done for the loop to free). A mark is answered OK only if nothing was given up
  * since the one before. Called by the writer with l_lock held; returns
  * whether the loop must be woken.
  */
@@ -78,11 +78,12 @@ finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
 		wake = 1;
 	}
-	/* Written or given up: the loop's copy may go (unwritten_trim). */
-	if (it->li_op == LEDGER_OP_SETTLE && it->li_seq > l->l_settled_done)
-		l->l_settled_done = it->li_seq;
 	l->l_depth--;
-	free(it);
+	/* The loop still shows it; it frees it (unwritten_trim). */
+	if (it->li_op == LEDGER_OP_SETTLE)
+		it->li_done = 1;
+	else
+		free(it);
 	return (wake);
 }
 
