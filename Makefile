@@ -14,7 +14,7 @@ CMAKE_FLAGS ?=
 DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
 	sqlite3 nginx-light libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
 	libsqlite3-dev libyaml-dev libcmocka-dev curl tzdata libhiredis-dev \
-	redis-server libpq-dev postgresql zlib1g-dev
+	redis-server libpq-dev postgresql zlib1g-dev libmimalloc-dev
 
 # The SDK suite (tests/sdk) needs node >= 18 and npm. Debian's own nodejs
 # and npm are installed only when there is no node at all: a node from

@@ -128,6 +128,22 @@ struct ledger_item {
 TAILQ_HEAD(ledger_items, ledger_item);
 
 /*
+ * One calls_daily key's sums over the final rows a transaction inserted
+ * (store.c): the key's strings point into the batch's items, NULL for ''.
+ */
+struct ledger_rollup {
+	char ru_day[11]; /* started_at's date, "2026-11-28" */
+	const char *ru_key[6]; /* provider, model, team .. environment */
+	int64_t ru_calls;
+	int64_t ru_input_tokens;
+	int64_t ru_output_tokens;
+	int64_t ru_cached_input_tokens;
+	int64_t ru_cache_write_tokens;
+	int64_t ru_reasoning_tokens;
+	int64_t ru_cost_nusd;
+};
+
+/*
  * The only write connection. Owned by ledger_open's caller until the writer
  * thread starts, then by the writer thread alone.
  */
@@ -173,6 +189,11 @@ struct ledger_db {
 	sqlite3_stmt *db_cursor; /* upsert a ship_cursor row */
 	sqlite3_stmt *db_prune_calls; /* shipped and older than the cut */
 	sqlite3_stmt *db_prune_alerts;
+	sqlite3_stmt *db_rollup; /* add a key's sums to calls_daily */
+	int db_rollup_self; /* the writer keeps calls_daily for its inserts */
+	struct ledger_rollup *db_rollups; /* this transaction's, by key */
+	size_t db_nrollups;
+	size_t db_rollups_cap;
 	int db_synchronous; /* read back after it was set: 1 or 2 */
 	long long db_busy_deadline; /* busy_wait's, monotonic µs */
 
@@ -404,6 +425,7 @@ int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
 int ledger_schema_served(struct ledger_db *, char **);
 int ledger_schema_ship(struct ledger_db *, const char *, int64_t, char **);
+int ledger_schema_rollup_writer(struct ledger_db *, const char *, char **);
 
 /* store.c */
 int ledger_db_fail(struct ledger_db *, char **, const char *, ...)

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The ledger's schema: the calls table and the calls_daily rollup its
- * triggers keep, the alerts and kills tables, the version check, and the
- * rewrite of the first ledgers' CHECK constraints. Run by store.c while it
+ * triggers keep (the write connection's copies of them, which leave its
+ * own inserts to the writer), the alerts and kills tables, the version
+ * check, and the rewrite of the first ledgers' CHECK constraints. Run by store.c while it
  * opens the write connection, on the thread that opens it.
  */
 #include <inttypes.h>
@@ -412,6 +413,114 @@ fail:
 	free(upd);
 	free(sql);
 	d->db_v1 = !was_widened;
+	return (0);
+}
+
+/* Drop every TEMP trigger of the write connection. */
+static int
+drop_temp_triggers(struct ledger_db *d)
+{
+	sqlite3_stmt *st = NULL;
+	char *sql;
+	int rc;
+
+	for (;;) {
+		if (sqlite3_prepare_v2(d->db_conn,
+			"SELECT name FROM temp.sqlite_schema WHERE"
+			" type = 'trigger' LIMIT 1",
+			-1, &st, NULL) != SQLITE_OK)
+			return (-1);
+		if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
+			sqlite3_finalize(st);
+			return (rc == SQLITE_DONE ? 0 : -1);
+		}
+		sql = sqlite3_mprintf("DROP TRIGGER temp.\"%w\"",
+		    (const char *)sqlite3_column_text(st, 0));
+		sqlite3_finalize(st);
+		if (sql == NULL)
+			return (-1);
+		rc = sqlite3_exec(d->db_conn, sql, NULL, NULL, NULL);
+		sqlite3_free(sql);
+		if (rc != SQLITE_OK)
+			return (-1);
+	}
+}
+
+/*
+ * The write connection's rollup, once the schema is in place and before
+ * its statements are prepared (a statement's triggers are coded when it
+ * is prepared). The calls_daily_insert trigger costs about 36,000
+ * instructions a row (a sub-program run per insert, even when its WHEN is
+ * false); the writer adds the rows it inserts itself instead, one upsert
+ * per rollup key a transaction (store.c). SQLite turns a schema's
+ * triggers off for one connection only all together
+ * (SQLITE_DBCONFIG_ENABLE_TRIGGER; TEMP triggers still run), so every
+ * other trigger, the rollup's for updates (recovery) and deletes
+ * (pruning) and any an operator added, is made again as a TEMP trigger of
+ * this connection from its text: this connection runs them as before,
+ * and every other one, sqlite3 by hand for one, runs all of them. Sets
+ * d->db_rollup_self; when a trigger cannot be copied the triggers stay
+ * as they are, with a warning, and the insert trigger keeps the rollup.
+ */
+int
+ledger_schema_rollup_writer(struct ledger_db *d, const char *path, char **cause)
+{
+	static const char create[] = "CREATE TRIGGER ";
+	sqlite3_stmt *st = NULL;
+	const char *name, *sql;
+	char *temp = NULL;
+	int on = 1, rc;
+
+	d->db_rollup_self = 0;
+	if (sqlite3_prepare_v2(d->db_conn,
+		"SELECT name, sql FROM main.sqlite_schema WHERE"
+		" type = 'trigger' AND name <> 'calls_daily_insert'",
+		-1, &st, NULL) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "reading the triggers"));
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		name = (const char *)sqlite3_column_text(st, 0);
+		sql = (const char *)sqlite3_column_text(st, 1);
+		/* SQLite keeps every trigger's text from this prefix. */
+		if (name == NULL || sql == NULL ||
+		    strncmp(sql, create, sizeof(create) - 1) != 0) {
+			log_warnx("ledger: %s: trigger %s cannot be copied; "
+				  "calls_daily is kept by its triggers",
+			    path, name != NULL ? name : "?");
+			goto keep;
+		}
+		xasprintf(
+		    &temp, "CREATE TEMP TRIGGER %s", sql + sizeof(create) - 1);
+		if (sqlite3_exec(d->db_conn, temp, NULL, NULL, NULL) !=
+		    SQLITE_OK) {
+			log_warnx("ledger: %s: trigger %s cannot be copied "
+				  "(%s); calls_daily is kept by its triggers",
+			    path, name, sqlite3_errmsg(d->db_conn));
+			goto keep;
+		}
+		free(temp);
+		temp = NULL;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc != SQLITE_DONE)
+		return (ledger_db_fail(d, cause, "reading the triggers"));
+	if (sqlite3_db_config(d->db_conn, SQLITE_DBCONFIG_ENABLE_TRIGGER, 0,
+		&on) != SQLITE_OK ||
+	    on != 0) {
+		log_warnx("ledger: %s: triggers cannot be turned off; "
+			  "calls_daily is kept by its triggers",
+		    path);
+		goto keep;
+	}
+	d->db_rollup_self = 1;
+	return (0);
+keep:
+	/* The copies made so far would run twice beside the originals. */
+	free(temp);
+	sqlite3_finalize(st);
+	if (drop_temp_triggers(d) != 0)
+		return (
+		    ledger_db_fail(d, cause, "dropping the copied triggers"));
 	return (0);
 }
 

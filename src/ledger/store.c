@@ -99,6 +99,24 @@ static const char insert_sql[] =
     " ?29, ?30)"
     " ON CONFLICT (id) DO NOTHING";
 
+/*
+ * One rollup key's sums, added to calls_daily once a transaction for all
+ * the rows it inserted with that key (ledger_schema_rollup_writer says
+ * why not by trigger). Columns in calls_daily's order.
+ */
+static const char rollup_sql[] =
+    "INSERT INTO calls_daily VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " ?10, ?11, ?12, ?13, ?14)"
+    " ON CONFLICT (day, provider, model, team, tenant, agent_class,"
+    " environment) DO UPDATE SET calls = calls + excluded.calls,"
+    " input_tokens = input_tokens + excluded.input_tokens,"
+    " output_tokens = output_tokens + excluded.output_tokens,"
+    " cached_input_tokens = cached_input_tokens +"
+    " excluded.cached_input_tokens,"
+    " cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,"
+    " reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,"
+    " cost_nusd = cost_nusd + excluded.cost_nusd";
+
 /* Whether a request id a client chose is taken (LEDGER_OP_PROBE). */
 static const char probe_sql[] = "SELECT 1 FROM calls WHERE id = ?1";
 
@@ -398,6 +416,7 @@ prepare(struct ledger_db *d, char **cause)
 	    {cursor_sql, offsetof(struct ledger_db, db_cursor)},
 	    {prune_calls_sql, offsetof(struct ledger_db, db_prune_calls)},
 	    {prune_alerts_sql, offsetof(struct ledger_db, db_prune_alerts)},
+	    {rollup_sql, offsetof(struct ledger_db, db_rollup)},
 	};
 	sqlite3_stmt **st;
 	size_t i;
@@ -438,6 +457,7 @@ db_connect(
 	    ledger_schema_kills(d, cause) != 0 ||
 	    ledger_schema_served(d, cause) != 0 ||
 	    ledger_schema_ship(d, path, version, cause) != 0 ||
+	    ledger_schema_rollup_writer(d, path, cause) != 0 ||
 	    prepare(d, cause) != 0)
 		return (-1);
 	return (ledger_db_identify(d, cause));
@@ -611,13 +631,6 @@ next_seq(struct ledger_db *d)
 	return (++d->db_ship_seq);
 }
 
-/* Bind in turn, stopping at the first error. */
-#define BIND(call)                                                             \
-	do {                                                                   \
-		if (rc == SQLITE_OK)                                           \
-			rc = (call);                                           \
-	} while (0)
-
 /*
  * The status a row is written with: 'killed' only where the ledger's
  * CHECK takes it (a version-1 ledger that could not be widened records
@@ -627,6 +640,110 @@ static enum call_status
 row_status(const struct ledger_db *d, enum call_status s)
 {
 	return (s == CALL_KILLED && d->db_v1 ? CALL_ERROR : s);
+}
+
+/* '' and NULL are one key in calls_daily. */
+static int
+rollup_key_eq(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return ((a == NULL || *a == '\0') && (b == NULL || *b == '\0'));
+	return (strcmp(a, b) == 0);
+}
+
+/*
+ * Add a final row the transaction inserted to its key's sums. Keys are
+ * few in a batch (a day, a handful of models and teams), so a linear
+ * search.
+ */
+static void
+rollup_add(struct ledger_db *d, const struct ledger_row *r, const char *started)
+{
+	struct ledger_rollup *ru;
+	const char *key[nitems(ru->ru_key)];
+	size_t i, k;
+
+	key[0] = r->lr_provider;
+	key[1] = r->lr_model;
+	key[2] = r->lr_tags[TAG_TEAM];
+	key[3] = r->lr_tags[TAG_TENANT];
+	key[4] = r->lr_tags[TAG_AGENT_CLASS];
+	key[5] = r->lr_tags[TAG_ENVIRONMENT];
+	for (i = 0; i < d->db_nrollups; i++) {
+		ru = &d->db_rollups[i];
+		if (strncmp(ru->ru_day, started, sizeof(ru->ru_day) - 1) != 0)
+			continue;
+		for (k = 0; k < nitems(key); k++)
+			if (!rollup_key_eq(ru->ru_key[k], key[k]))
+				break;
+		if (k == nitems(key))
+			break;
+	}
+	if (i == d->db_nrollups) {
+		if (d->db_nrollups == d->db_rollups_cap) {
+			d->db_rollups_cap = d->db_rollups_cap * 2 + 8;
+			d->db_rollups = xreallocarray(d->db_rollups,
+			    d->db_rollups_cap, sizeof(*d->db_rollups));
+		}
+		ru = &d->db_rollups[d->db_nrollups++];
+		memset(ru, 0, sizeof(*ru));
+		memcpy(ru->ru_day, started, sizeof(ru->ru_day) - 1);
+		for (k = 0; k < nitems(key); k++)
+			ru->ru_key[k] = key[k];
+	}
+	ru->ru_calls++;
+	ru->ru_input_tokens += r->lr_input_tokens;
+	ru->ru_output_tokens += r->lr_output_tokens;
+	ru->ru_cached_input_tokens += r->lr_cached_input_tokens;
+	ru->ru_cache_write_tokens += r->lr_cache_write_tokens;
+	ru->ru_reasoning_tokens += r->lr_reasoning_tokens;
+	ru->ru_cost_nusd += r->lr_cost_nusd;
+}
+
+/* Bind in turn, stopping at the first error. */
+#define BIND(call)                                                             \
+	do {                                                                   \
+		if (rc == SQLITE_OK)                                           \
+			rc = (call);                                           \
+	} while (0)
+
+/*
+ * Add the transaction's sums to calls_daily, one upsert per key, in the
+ * transaction that inserted the rows: a rollback takes both back.
+ */
+static int
+rollup_flush(struct ledger_db *d)
+{
+	sqlite3_stmt *st = d->db_rollup;
+	struct ledger_rollup *ru;
+	size_t i, k;
+	int rc = SQLITE_DONE;
+
+	for (i = 0; i < d->db_nrollups && rc == SQLITE_DONE; i++) {
+		ru = &d->db_rollups[i];
+		rc = SQLITE_OK;
+		BIND(sqlite3_bind_text(st, 1, ru->ru_day, -1, SQLITE_STATIC));
+		for (k = 0; k < nitems(ru->ru_key); k++)
+			BIND(sqlite3_bind_text(st, 2 + (int)k,
+			    ru->ru_key[k] != NULL ? ru->ru_key[k] : "", -1,
+			    SQLITE_STATIC));
+		BIND(sqlite3_bind_int64(st, 8, ru->ru_calls));
+		BIND(sqlite3_bind_int64(st, 9, ru->ru_input_tokens));
+		BIND(sqlite3_bind_int64(st, 10, ru->ru_output_tokens));
+		BIND(sqlite3_bind_int64(st, 11, ru->ru_cached_input_tokens));
+		BIND(sqlite3_bind_int64(st, 12, ru->ru_cache_write_tokens));
+		BIND(sqlite3_bind_int64(st, 13, ru->ru_reasoning_tokens));
+		BIND(sqlite3_bind_int64(st, 14, ru->ru_cost_nusd));
+		if (rc != SQLITE_OK) {
+			snprintf(d->db_errmsg, sizeof(d->db_errmsg), "bind: %s",
+			    sqlite3_errstr(rc));
+			sqlite3_clear_bindings(st);
+			break;
+		}
+		rc = step_stmt(d, st);
+	}
+	d->db_nrollups = 0;
+	return (rc);
 }
 
 /*
@@ -690,7 +807,10 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(status == CALL_IN_FLIGHT
 		? sqlite3_bind_null(st, 30)
 		: sqlite3_bind_int64(st, 30, next_seq(d)));
-	return (run_item(d, it, st, rc));
+	if ((rc = run_item(d, it, st, rc)) == SQLITE_DONE && it->li_changed &&
+	    status != CALL_IN_FLIGHT && d->db_rollup_self)
+		rollup_add(d, r, tb.lt_started);
+	return (rc);
 }
 
 /*
@@ -879,6 +999,7 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 	d->db_failed_item = NULL;
 	ledger_db_rollback(
 	    d); /* never inherit a transaction a failure left open */
+	d->db_nrollups = 0;
 	if ((rc = step_stmt(d, d->db_begin)) != SQLITE_DONE)
 		goto fail;
 	TAILQ_FOREACH(it, batch, li_entry)
@@ -905,7 +1026,8 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 			goto fail;
 		}
 	}
-	if ((rc = step_stmt(d, d->db_commit)) != SQLITE_DONE)
+	if ((rc = rollup_flush(d)) != SQLITE_DONE ||
+	    (rc = step_stmt(d, d->db_commit)) != SQLITE_DONE)
 		goto fail;
 	return (0);
 fail:
@@ -914,6 +1036,7 @@ fail:
 	 * transaction back on its own (docs/operations.md, When the ledger cannot write); if not, we do.
 	 */
 	d->db_err = rc;
+	d->db_nrollups = 0;
 	ledger_db_rollback(d);
 	return (-1);
 }
@@ -937,6 +1060,11 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_cursor);
 	sqlite3_finalize(d->db_prune_calls);
 	sqlite3_finalize(d->db_prune_alerts);
+	sqlite3_finalize(d->db_rollup);
+	d->db_rollup = NULL;
+	free(d->db_rollups);
+	d->db_rollups = NULL;
+	d->db_nrollups = d->db_rollups_cap = 0;
 	d->db_cursor = d->db_prune_calls = d->db_prune_alerts = NULL;
 	d->db_begin = d->db_commit = d->db_rollback = NULL;
 	d->db_insert = d->db_probe = NULL;
