@@ -99,10 +99,10 @@ static const char insert_sql[] =
     " output_tokens, cached_input_tokens, cache_write_tokens,"
     " reasoning_tokens, usage_source, cost_nusd, reserved_nusd,"
     " price_version, refusal_reason, latency_ms, ttfb_ms, served_model,"
-    " ship_seq)"
+    " ship_seq, routed_from, routed_rule, saved_nusd)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
     " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28,"
-    " ?29, ?30)"
+    " ?29, ?30, ?31, ?32, ?33)"
     " ON CONFLICT (id) DO NOTHING";
 
 /* Whether a request id a client chose is taken (LEDGER_OP_PROBE). */
@@ -444,7 +444,7 @@ db_connect(
 	    ledger_schema_kills(d, cause) != 0 ||
 	    ledger_schema_served(d, cause) != 0 ||
 	    ledger_schema_ship(d, path, version, cause) != 0 ||
-	    prepare(d, cause) != 0)
+	    ledger_schema_routing(d, cause) != 0 || prepare(d, cause) != 0)
 		return (-1);
 	return (ledger_db_identify(d, cause));
 }
@@ -680,6 +680,9 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	BIND(status == CALL_IN_FLIGHT
 		? sqlite3_bind_null(st, 30)
 		: sqlite3_bind_int64(st, 30, next_seq(d)));
+	BIND(bind_text(st, 31, r->lr_routed_from));
+	BIND(bind_text(st, 32, r->lr_routed_rule));
+	BIND(sqlite3_bind_int64(st, 33, r->lr_saved_nusd));
 	return (run_item(d, it, st, rc));
 }
 
