@@ -62,8 +62,7 @@ route_headroom(void *arg)
 		if (po->po_cap_nusd == -1 || po->po_shadow ||
 		    !policy_matches(po, attr))
 			continue;
-		if (policy_budget(po, enforce_counters(), attr, now, &sc) ==
-		    -1)
+		if (policy_budget(po, enforce_counters(), attr, now, &sc) == -1)
 			ppm = 1000000; /* nothing spent in it yet */
 		else if (sc.sc_limit <= 0)
 			ppm = 0;
@@ -71,8 +70,7 @@ route_headroom(void *arg)
 			left = sc.sc_limit - sc.sc_spent - sc.sc_reserved;
 			if (left < 0)
 				left = 0;
-			ppm = (int64_t)((__int128)left * 1000000 /
-			    sc.sc_limit);
+			ppm = (int64_t)((__int128)left * 1000000 / sc.sc_limit);
 		}
 		if (best < 0 || ppm < best)
 			best = ppm;
@@ -110,8 +108,8 @@ route_path_model(struct session *se, const char *model)
 	if ((at = strstr(rt->rt_path, needle)) == NULL)
 		return (-1);
 	at += strlen("/models/");
-	xasprintf(&np, "%.*s%s%s", (int)(at - rt->rt_path), rt->rt_path,
-	    model, at + mlen);
+	xasprintf(&np, "%.*s%s%s", (int)(at - rt->rt_path), rt->rt_path, model,
+	    at + mlen);
 	free(rt->rt_path);
 	rt->rt_path = np;
 	strcopy(rt->rt_model, sizeof(rt->rt_model), model);

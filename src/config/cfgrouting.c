@@ -214,8 +214,7 @@ check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
 				break;
 		}
 	}
-	for (p = 0; cf->cf_policies != NULL && p < cf->cf_policies->ps_n;
-	     p++) {
+	for (p = 0; cf->cf_policies != NULL && p < cf->cf_policies->ps_n; p++) {
 		po = &cf->cf_policies->ps_pol[p];
 		if (po->po_shadow || !policy_covers(po, rr, provider) ||
 		    !policy_refuses(po, rr->rr_model))

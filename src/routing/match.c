@@ -55,8 +55,8 @@ routing_rule_matches(const struct routing_rule *rr, const char *const *attr)
  * left.
  */
 const struct routing_rule *
-routing_select(const struct routingset *rs, const char *const *attr,
-    int flags, routing_headroom_fn headroom, void *arg)
+routing_select(const struct routingset *rs, const char *const *attr, int flags,
+    routing_headroom_fn headroom, void *arg)
 {
 	const struct routing_rule *rr;
 	int64_t left = -2; /* not asked yet */
