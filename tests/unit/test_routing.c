@@ -28,7 +28,8 @@
 #define UPSTREAMS                                                              \
 	"upstreams:\n"                                                         \
 	"  openai: { type: openai, base_url: \"http://127.0.0.1:1\" }\n"       \
-	"  local: { type: openai_compatible, base_url: \"http://127.0.0.1:2\" "\
+	"  local: { type: openai_compatible, base_url: "                       \
+	"\"http://127.0.0.1:2\" "                                              \
 	"}\n"                                                                  \
 	"  anthropic: { type: anthropic, base_url: \"http://127.0.0.1:3\" }\n" \
 	"  gemini: { type: gemini, base_url: \"http://127.0.0.1:4\" }\n"       \
@@ -82,21 +83,14 @@ static const struct rcase cases[] = {
 	"    when_budget_below_percent: 20\n"
 	"    upstream: local\n"
 	"    max_tokens: 512\n",
-	check_two,
-	{NULL}},
+	check_two, {NULL}},
     {"absent", "", check_none, {NULL}},
     {"empty", "routing: []\n", check_none, {NULL}},
-    {"not a list",
-	"routing: { name: x }\n",
-	NULL,
+    {"not a list", "routing: { name: x }\n", NULL,
 	{"7:10: routing: expected a list of rules"}},
-    {"item not a mapping",
-	"routing:\n  - small\n",
-	NULL,
+    {"item not a mapping", "routing:\n  - small\n", NULL,
 	{"8:5: routing[0]: expected a mapping"}},
-    {"no name, no action",
-	"routing:\n  - match: { team: a }\n",
-	NULL,
+    {"no name, no action", "routing:\n  - match: { team: a }\n", NULL,
 	{"8:5: routing[0]: missing required key 'name'",
 	    "8:5: routing[0]: a rule does nothing without model, upstream or "
 	    "max_tokens"}},
@@ -104,8 +98,7 @@ static const struct rcase cases[] = {
 	"routing:\n"
 	"  - { name: a, model: gpt-4o }\n"
 	"  - { name: a, max_tokens: 5 }\n",
-	NULL,
-	{"9:5: routing[1] (a): duplicate rule name (first at line 8)"}},
+	NULL, {"9:5: routing[1] (a): duplicate rule name (first at line 8)"}},
     {"bad percent and bound",
 	"routing:\n"
 	"  - { name: a, model: gpt-4o, when_budget_below_percent: 0 }\n"
@@ -130,9 +123,7 @@ static const struct rcase cases[] = {
 	    "9:42: routing[1].match: unknown attribute 'colour' (expected "
 	    "intent, team, tenant, agent_class, environment, model, "
 	    "provider, upstream or endpoint)"}},
-    {"unknown upstream",
-	"routing:\n  - { name: a, upstream: nowhere }\n",
-	NULL,
+    {"unknown upstream", "routing:\n  - { name: a, upstream: nowhere }\n", NULL,
 	{"8:26: routing[0] (a).upstream: no upstream named 'nowhere' is "
 	 "configured"}},
     {"incompatible upstream",
@@ -330,8 +321,8 @@ test_budget_condition(void **state)
 	assert_string_equal(pick("x", "gpt-4o", "chat", 0), "rest");
 	assert_int_equal(headroom_asked, 1);
 	/* Without a function: as if no cap. */
-	assert_null(routing_select(&set, (const char *[ROUTING_ATTR_MAX]){0},
-	    0, NULL, NULL));
+	assert_null(routing_select(
+	    &set, (const char *[ROUTING_ATTR_MAX]){0}, 0, NULL, NULL));
 }
 
 static void
@@ -361,7 +352,8 @@ test_model_names(void **state)
 	assert_false(routing_model_ok("gpt 4o"));
 	assert_false(routing_model_ok("a\"b"));
 	assert_false(routing_model_ok("a\\b"));
-	assert_string_equal(routing_attr_name(ROUTING_ATTR_UPSTREAM), "upstream");
+	assert_string_equal(
+	    routing_attr_name(ROUTING_ATTR_UPSTREAM), "upstream");
 	assert_string_equal(routing_attr_name(99), "?");
 }
 
