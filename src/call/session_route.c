@@ -182,8 +182,22 @@ session_route(struct session *se)
 	/* Checked at load: the same wire API, and never Azure. */
 	if (rr->rr_upstream != NULL &&
 	    (to = config_find_upstream(se->se_conf, rr->rr_upstream,
-		 strlen(rr->rr_upstream))) != NULL)
+		 strlen(rr->rr_upstream))) != NULL &&
+	    to != uc) {
+		/*
+		 * A call that named no tier, to an upstream without a
+		 * service_tier_default, gets the new upstream's default. (A
+		 * tier equal to the first upstream's default may have been
+		 * asked for: it is kept, as the body still says it.)
+		 */
+		if (uc->uc_service_tier == NULL &&
+		    se->se_ci.ci_service_tier[0] == '\0' &&
+		    to->uc_service_tier != NULL)
+			strcopy(se->se_ci.ci_service_tier,
+			    sizeof(se->se_ci.ci_service_tier),
+			    to->uc_service_tier);
 		se->se_route.rt_upstream = to;
+	}
 	if (rr->rr_model != NULL && strcmp(rr->rr_model, se->se_ci.ci_model)) {
 		if (route_model(se, rr->rr_model) == -1)
 			goto bad;
@@ -204,7 +218,11 @@ session_route(struct session *se)
 		goto bad;
 	hdrs_add(&se->se_hdrs, "x-tollgate-route", 16, rr->rr_name,
 	    strlen(rr->rr_name));
-	session_note(se, "routed by rule %s", rr->rr_name);
+	if (se->se_routed_from[0] != '\0')
+		session_note(se, "routed by rule %s from model %s", rr->rr_name,
+		    se->se_routed_from);
+	else
+		session_note(se, "routed by rule %s", rr->rr_name);
 	return (0);
 bad:
 	session_refuse(se, 400, "bad_body", REFUSE_RECORD | REFUSE_OWN_ID, NULL,
