@@ -62,7 +62,10 @@ route_headroom(void *arg)
 		if (po->po_cap_nusd == -1 || po->po_shadow ||
 		    !policy_matches(po, attr))
 			continue;
-		if (policy_budget(po, enforce_counters(), attr, now, &sc) == -1)
+		if (po->po_cap_nusd <= 0)
+			ppm = 0; /* a cap of 0 has no room at all */
+		else if (policy_budget(
+			     po, enforce_counters(), attr, now, &sc) == -1)
 			ppm = 1000000; /* nothing spent in it yet */
 		else if (sc.sc_limit <= 0)
 			ppm = 0;

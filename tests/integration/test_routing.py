@@ -190,7 +190,9 @@ class RoutingTest(ledgerlib.MeterTestCase):
             {"name": "low-budget", "when_budget_below_percent": 50,
              "model": "gpt-4o-mini"}], policies=[{
                  "name": "team-day", "match": {"team": "t1"},
-                 "window": "day", "hard_cap_usd": 4}])
+                 "window": "day", "hard_cap_usd": 4}, {
+                 "name": "closed", "match": {"team": "t0"},
+                 "window": "day", "hard_cap_usd": 0}])
         team = ("X-Tollgate-Team", "t1")
         big = [("x-fake-input-tokens", "1000000")]
         # Full budget: as asked. It costs $2.50 of the $4 cap.
@@ -207,6 +209,15 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertEqual(json.loads(rec2["body"])["model"], "gpt-4o-mini")
         self.assertEqual(r2.header("x-tollgate-route"), "low-budget")
         self.assertEqual(self.row(r2)["routed_from"], "gpt-4o")
+        # A cap of 0 has no room at all: routed (then refused by it).
+        r0 = self.call(tg.port, "POST", "/v1/chat/completions",
+                       tglib.openai_chat(new_marker(), False, "gpt-4o"),
+                       [JSON_CT, ("X-Tollgate-Team", "t0")])
+        self.assertEqual(r0.status, 429, r0)
+        row0 = self.settled_row(r0)
+        self.assertEqual((row0["status"], row0["routed_rule"],
+                          row0["model"]), ("refused", "low-budget",
+                                           "gpt-4o-mini"))
         # A call no hard cap covers is never routed by such a rule.
         r3, body3, rec3 = self.chat(tg, "gpt-4o", [("X-Tollgate-Team", "t2")],
                                     extra={"max_tokens": 10})
