@@ -17,6 +17,7 @@
 
 struct pricebook;
 struct policyset;
+struct routingset;
 
 enum upstream_type {
 	UPSTREAM_OPENAI,
@@ -194,6 +195,9 @@ struct config {
 	struct policyset *cf_policies; /* never NULL once loaded; owned */
 	int cf_hard_cap_status; /* 429 or 402 */
 	char *cf_timezone; /* calendar windows' zone; NULL: UTC */
+
+	/* routing: (src/routing/), first match wins */
+	struct routingset *cf_routing; /* never NULL once loaded; owned */
 
 	/* fleet: (read at start only; a reload warns when it changes) */
 	struct fleet_conf *cf_fleet; /* NULL: no fleet: section, one instance */

@@ -56,6 +56,8 @@ struct event_base;
  * calls_fallback index is partial on exactly this.
  */
 #define LEDGER_FALLBACK_WHERE "price_version LIKE '%+fallback:%'"
+/* The rows a routing rule applied to: what saved_usd sums. */
+#define LEDGER_ROUTED_WHERE "routed_rule IS NOT NULL"
 
 /* ledger_reserve's flags: the request id is the client's, not ours. */
 #define LEDGER_ID_CLIENT 0x1
@@ -108,6 +110,12 @@ struct ledger_row {
 	const char *lr_refusal_reason;
 	int64_t lr_latency_ms; /* -1 if unknown */
 	int64_t lr_ttfb_ms; /* -1 if none */
+	const char *lr_routed_from; /* the model asked for, when a routing
+				       rule sent another; else NULL */
+	const char *lr_routed_rule; /* the routing rule that applied, or
+				       NULL */
+	int64_t lr_saved_nusd; /* the asked model's price for the same
+				  tokens minus the cost; 0 when not routed */
 };
 
 /*
@@ -237,7 +245,8 @@ struct ledger_stats {
 	" stream, status, http_status, input_tokens, output_tokens,"           \
 	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"          \
 	" usage_source, cost_nusd, reserved_nusd, price_version,"              \
-	" refusal_reason, latency_ms, ttfb_ms, served_model"
+	" refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"     \
+	" routed_rule, saved_nusd"
 
 /*
  * The calls table and the rows it does not have yet (ledger_rows_load)

@@ -73,6 +73,8 @@ int meter_request(const struct route *, const char *, size_t,
     struct call_info *, char **, size_t *, char **);
 int meter_set_bound(
     const struct route *, const char *, size_t, int64_t, char **, size_t *);
+int meter_set_model(const struct route *, const char *, size_t, const char *,
+    char **, size_t *);
 
 /* meter.c */
 struct meter *meter_new(const struct route *, const struct call_info *);

@@ -93,6 +93,8 @@ struct spend_row {
 	int64_t sr_cost_nusd;
 	int64_t sr_fallback_calls; /* of sr_calls: priced at a family's */
 	int64_t sr_fallback_nusd; /* rates for an unknown model */
+	int64_t sr_routed_calls; /* of sr_calls: a routing rule applied */
+	int64_t sr_saved_nusd; /* what those saved (may be negative) */
 };
 
 /* A spend answer; owns its rows (spend_result_free). */
@@ -204,12 +206,16 @@ void spend_stmt_spend(
     struct spend_stmt *, const struct spend_query *, enum spend_dialect);
 void spend_stmt_fallback(
     struct spend_stmt *, const struct spend_query *, enum spend_dialect);
+void spend_stmt_saved(
+    struct spend_stmt *, const struct spend_query *, enum spend_dialect);
 void spend_stmt_calls(
     struct spend_stmt *, const struct spend_query *, enum spend_dialect);
 void spend_stmt_free(struct spend_stmt *);
 int spend_result_add(struct spend_result *, const struct spend_query *,
     char *const *, const int64_t *, char **);
 void spend_result_fallback(
+    struct spend_result *, const struct spend_query *, struct spend_result *);
+void spend_result_saved(
     struct spend_result *, const struct spend_query *, struct spend_result *);
 void spend_page_begin(
     struct spend_page *, const struct spend_query *, struct spend_out *);

@@ -72,6 +72,7 @@
 #include "tollgate/pricing.h"
 #include "tollgate/reply.h"
 #include "tollgate/route.h"
+#include "tollgate/routing.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -364,6 +365,9 @@ session_row(const struct session *se, struct ledger_row *row)
 	row->lr_usage_source = USAGE_NONE;
 	row->lr_latency_ms = -1;
 	row->lr_ttfb_ms = -1;
+	row->lr_routed_from =
+	    se->se_routed_from[0] != '\0' ? se->se_routed_from : NULL;
+	row->lr_routed_rule = se->se_rule != NULL ? se->se_rule->rr_name : NULL;
 }
 
 /* Record a call tollgate refused after routing: a final row, no cost. */
@@ -670,6 +674,10 @@ session_price(struct session *se)
 	}
 	if (!se->se_route.rt_metered)
 		return (0);
+	/* The one place a call meets the routing rules: before its price,
+	 * so the call is priced, reserved and checked as it will be sent. */
+	if (session_route(se) == -1)
+		return (-1);
 
 	se->se_price = session_model(se) != NULL
 	    ? pricing_lookup(cf->cf_prices, session_model(se))
@@ -922,6 +930,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
 		row.lr_ttfb_ms =
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
+		row.lr_saved_nusd = session_saved(se, &u, cost);
 	}
 	session_settle(se, status, cost, &u);
 	pv = se->se_reserved ? session_price_version(se, &u) : NULL;
@@ -972,6 +981,9 @@ session_close(struct session *se, enum call_status status, const char *reason)
 
 	if (se->se_refusal != NULL)
 		metrics_refusal(se->se_refusal);
+	if (se->se_rule != NULL)
+		metrics_routed(se->se_rule->rr_name,
+		    se->se_reserved ? row.lr_saved_nusd : 0);
 	if (se->se_route.rt_upstream != NULL) {
 		memset(&mc, 0, sizeof(mc));
 		mc.mc_provider = config_upstream_type_name(

@@ -34,6 +34,7 @@ struct http_request;
 struct ledger_ticket;
 struct meter;
 struct price;
+struct routing_rule;
 struct xfer;
 
 enum se_state {
@@ -64,6 +65,12 @@ struct session {
 				   rates (unknown_models family_max) */
 	char *se_fallback_pv; /* "<version>+fallback:<family>" while
 				 se_price is se_family; owned */
+	/* routing (session_route.c) */
+	const struct routing_rule *se_rule; /* the rule that applied, or
+					       NULL; borrowed from se_conf */
+	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
+						 the rule sent another */
+	const struct price *se_asked_price; /* its price, or NULL */
 	char *se_body; /* rewritten request body, or NULL; once forwarded,
 			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;
@@ -171,6 +178,10 @@ int session_admit(struct session *);
 void session_settle(
     struct session *, enum call_status, int64_t, const struct usage *);
 void session_check_overrun(struct session *);
+
+/* session_route.c */
+int session_route(struct session *);
+int64_t session_saved(const struct session *, const struct usage *, int64_t);
 
 /* relay.c */
 void relay_forward(struct session *);

@@ -46,6 +46,13 @@ void cfgp_ship(struct cfgctx *, const struct cfgkey *, const char *,
 void config_check_ship(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_ship(struct config *);
 
+/* cfgrouting.c */
+void cfgp_routing(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_check_routing(
+    struct cfgctx *, const struct ynode *, struct config *);
+void config_free_routing(struct config *);
+
 /* cfgmeter.c */
 void cfgp_durability(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);

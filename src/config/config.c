@@ -31,6 +31,7 @@
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
+#include "tollgate/routing.h"
 #include "tollgate/util.h"
 
 #include "cfg.h"
@@ -131,6 +132,7 @@ static const struct cfgkey top_keys[] = {
     KEY_SECTION("unknown_models", unknown_model_keys),
     KEY_SECTION("attribution", attribution_keys),
     KEY_CALL("policies", cfgp_policies, 0, 0),
+    KEY_CALL("routing", cfgp_routing, 0, 0),
     KEY_CALL("timezone", cfgp_timezone, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
@@ -669,6 +671,7 @@ config_free(struct config *cf)
 	if (cf->cf_prices != NULL)
 		pricing_free(cf->cf_prices);
 	policy_free(cf->cf_policies);
+	config_free_routing(cf);
 	free(cf->cf_timezone);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
@@ -865,6 +868,9 @@ config_load_opts(const char *path, int flags, struct cfgerrs *errs)
 	config_check_meter(&cx, root, cf);
 	config_check_admin(&cx, root, cf);
 	config_check_policies(&cx, root, cf);
+	if (cf->cf_routing == NULL)
+		cf->cf_routing = xcalloc(1, sizeof(*cf->cf_routing));
+	config_check_routing(&cx, root, cf);
 	config_check_alerts(&cx, root, cf);
 	config_check_fleet(&cx, root, cf);
 	config_check_ship(&cx, root, cf);

@@ -10,6 +10,11 @@
  * a record is never followed by a torn one; when even that fails the
  * segment is broken and the next write goes to a fresh one.
  *
+ * The magic says the record format: TGJRNL02 records carry the routing
+ * columns (saved_nusd among the numbers, routed_from and routed_rule after
+ * the other strings); segments with TGJRNL01, written before them, are
+ * still read, their rows without routing. New segments are always 02.
+ *
  * The reader gives each whole record of a segment to a callback and stops
  * at the first that is short or whose CRC does not match: the tail a crash
  * left half-written. Nothing here knows what the records mean (ledger.c
@@ -35,7 +40,8 @@
 
 #include "ledger_int.h"
 
-#define JOURNAL_MAGIC "TGJRNL01"
+#define JOURNAL_MAGIC "TGJRNL02"
+#define JOURNAL_MAGIC_V1 "TGJRNL01" /* before the routing columns */
 #define JOURNAL_MAGIC_LEN 8
 #define JOURNAL_HEAD 8 /* a record's length and CRC */
 /* The most one turn's records may hold before a write is forced. */
@@ -90,8 +96,11 @@ journal_name(const char *path, uint64_t seg)
 	return (name);
 }
 
-/* A row's numbers, in the order they are written. */
-#define ROW_INTS 15
+/* A row's numbers, in the order they are written; version 1 had 15. */
+#define ROW_INTS 16
+#define ROW_INTS_V1 15
+/* The strings a version-1 record has: all but the routing ones. */
+#define ROW_FIELDS_V1_LESS 2
 
 static void
 row_ints(const struct ledger_row *r, int64_t v[ROW_INTS])
@@ -111,6 +120,7 @@ row_ints(const struct ledger_row *r, int64_t v[ROW_INTS])
 	v[12] = r->lr_reserved_nusd;
 	v[13] = r->lr_latency_ms;
 	v[14] = r->lr_ttfb_ms;
+	v[15] = r->lr_saved_nusd;
 }
 
 /*
@@ -164,19 +174,20 @@ journal_append(struct buf *b, enum journal_rec t, const struct ledger_row *row)
 }
 
 /*
- * Decode one record's payload (len bytes at p) into *t and *row, whose
+ * Decode one record's payload (len bytes at p) of a segment whose magic
+ * is version v1 (1) or the current one (0) into *t and *row, whose
  * strings point into strs (at least len bytes, NUL-terminated copies).
  * 0, or -1 when it does not parse.
  */
 static int
-decode(const char *p, size_t len, char *strs, enum journal_rec *t,
+decode(const char *p, size_t len, int v1, char *strs, enum journal_rec *t,
     struct ledger_row *row)
 {
 	const char **f[LEDGER_ROW_FIELDS_MAX];
 	const char *end = p + len;
 	int64_t v[ROW_INTS];
 	uint32_t slen;
-	size_t i, n;
+	size_t i, n, nints = v1 ? ROW_INTS_V1 : ROW_INTS;
 
 	if (len < 1)
 		return (-1);
@@ -186,9 +197,10 @@ decode(const char *p, size_t len, char *strs, enum journal_rec *t,
 		return (-1);
 	memset(row, 0, sizeof(*row));
 	if (*t != JOURNAL_WITHDRAW) {
-		if ((size_t)(end - p) < ROW_INTS * 8)
+		if ((size_t)(end - p) < nints * 8)
 			return (-1);
-		for (i = 0; i < ROW_INTS; i++, p += 8)
+		v[15] = 0;
+		for (i = 0; i < nints; i++, p += 8)
 			v[i] = get64(p);
 		row->lr_started_ms = v[0];
 		row->lr_finished_ms = v[1];
@@ -205,7 +217,10 @@ decode(const char *p, size_t len, char *strs, enum journal_rec *t,
 		row->lr_reserved_nusd = v[12];
 		row->lr_latency_ms = v[13];
 		row->lr_ttfb_ms = v[14];
+		row->lr_saved_nusd = v[15];
 		n = ledger_row_fields(row, f);
+		if (v1)
+			n -= ROW_FIELDS_V1_LESS;
 	} else {
 		f[0] = &row->lr_id;
 		n = 1;
@@ -247,7 +262,7 @@ journal_read(
 	char *data = NULL, *strs = NULL;
 	size_t size, off, len;
 	ssize_t got;
-	int fd;
+	int fd, v1;
 
 	*torn = 0;
 	if ((fd = open(name, O_RDONLY | O_CLOEXEC)) == -1) {
@@ -286,9 +301,11 @@ journal_read(
 		free(data);
 		return ((int64_t)size);
 	}
-	if (memcmp(data, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN) != 0) {
+	v1 = memcmp(data, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN) == 0;
+	if (!v1 && memcmp(data, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN) != 0) {
 		xasprintf(cause,
-		    "%s is not a tollgate journal (no " JOURNAL_MAGIC " magic)",
+		    "%s is not a tollgate journal this tollgate can read "
+		    "(no " JOURNAL_MAGIC " or " JOURNAL_MAGIC_V1 " magic)",
 		    name);
 		free(data);
 		return (-1);
@@ -302,7 +319,8 @@ journal_read(
 		    (uint32_t)crc32_z(0,
 			(const unsigned char *)data + off + JOURNAL_HEAD,
 			len) != get32(data + off + 4) ||
-		    decode(data + off + JOURNAL_HEAD, len, strs, &t, &row) != 0)
+		    decode(data + off + JOURNAL_HEAD, len, v1, strs, &t,
+			&row) != 0)
 			break;
 		cb(t, &row, arg);
 		off += JOURNAL_HEAD + len;
@@ -536,7 +554,8 @@ journal_is_ours(const char *name)
 	n = read(fd, magic, sizeof(magic));
 	close(fd);
 	return (n == (ssize_t)sizeof(magic) &&
-	    memcmp(magic, JOURNAL_MAGIC, sizeof(magic)) == 0);
+	    (memcmp(magic, JOURNAL_MAGIC, sizeof(magic)) == 0 ||
+		memcmp(magic, JOURNAL_MAGIC_V1, sizeof(magic)) == 0));
 }
 
 /* Remove segment seg of the ledger at path; a failure is logged. */

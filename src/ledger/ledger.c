@@ -144,6 +144,9 @@ ledger_row_fields(struct ledger_row *r, const char **f[])
 	f[n++] = &r->lr_price_version;
 	f[n++] = &r->lr_refusal_reason;
 	f[n++] = &r->lr_served_model;
+	/* Last: a version-1 journal record ends before them (journal.c). */
+	f[n++] = &r->lr_routed_from;
+	f[n++] = &r->lr_routed_rule;
 	return (n);
 }
 

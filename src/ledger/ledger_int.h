@@ -58,7 +58,7 @@ struct event_base;
 #define LEDGER_LINGER_LOAD 4
 #define JOURNAL_WATCH_SEC 1 /* the open segment checked this often */
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
-#define LEDGER_ROW_FIELDS_MAX (9 + TAG_MAX) /* ledger_row_fields */
+#define LEDGER_ROW_FIELDS_MAX (11 + TAG_MAX) /* ledger_row_fields */
 /* The most one journal record holds: a row's strings and numbers. */
 #define JOURNAL_RECORD_MAX (LEDGER_ROW_STRINGS_MAX + 4096)
 
@@ -424,6 +424,7 @@ int ledger_schema_fix_checks(
 int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
 int ledger_schema_served(struct ledger_db *, char **);
+int ledger_schema_routing(struct ledger_db *, char **);
 int ledger_schema_ship(struct ledger_db *, const char *, int64_t, char **);
 int ledger_schema_rollup_writer(struct ledger_db *, const char *, char **);
 

@@ -583,6 +583,58 @@ ledger_schema_served(struct ledger_db *d, char **cause)
 	return (0);
 }
 
+/* The routing columns: what a routing rule did to a call (ledger.h). */
+static const struct {
+	const char *name;
+	const char *ddl;
+} routing_cols[] = {
+    {"routed_from", "ALTER TABLE calls ADD COLUMN routed_from TEXT"},
+    {"routed_rule", "ALTER TABLE calls ADD COLUMN routed_rule TEXT"},
+    {"saved_nusd",
+	"ALTER TABLE calls ADD COLUMN saved_nusd INTEGER NOT NULL DEFAULT 0"},
+};
+
+/*
+ * The calls table's routing columns (routed_from, routed_rule,
+ * saved_nusd) and the index of routed rows, in ledgers old and new, as
+ * served_model was added: nullable or defaulted columns at the end, which
+ * every statement that names its columns reads and writes alike, so no
+ * schema version is spent on them. The rows already there were not
+ * routed: NULL, NULL, 0 is what they are.
+ */
+int
+ledger_schema_routing(struct ledger_db *d, char **cause)
+{
+	char *sql;
+	int64_t has;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < nitems(routing_cols); i++) {
+		xasprintf(&sql,
+		    "SELECT count(*) FROM pragma_table_info('calls')"
+		    " WHERE name = '%s'",
+		    routing_cols[i].name);
+		rc = ledger_db_query_int(d, sql, &has);
+		free(sql);
+		if (rc != SQLITE_OK)
+			return (ledger_db_fail(
+			    d, cause, "reading the calls table"));
+		if (has == 0 &&
+		    sqlite3_exec(d->db_conn, routing_cols[i].ddl, NULL, NULL,
+			NULL) != SQLITE_OK)
+			return (ledger_db_fail(
+			    d, cause, "adding the routing columns"));
+	}
+	/* /v1/spend reads the routed calls' savings from this alone. */
+	if (sqlite3_exec(d->db_conn,
+		"CREATE INDEX IF NOT EXISTS calls_routed ON calls"
+		" (started_at) WHERE " LEDGER_ROUTED_WHERE,
+		NULL, NULL, NULL) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "creating calls_routed"));
+	return (0);
+}
+
 /*
  * The three tables whose rows ship to the fleet ledger, with the column
  * each is numbered in order of when it was written: a row's ship_seq is

@@ -855,3 +855,47 @@ meter_set_bound(const struct route *rt, const char *body, size_t len, int64_t v,
 		return (-1);
 	}
 }
+
+/*
+ * Write model into a request body of route rt as its top-level "model"
+ * member, replaced where it is or added at the end; model is a name
+ * routing_model_ok accepts, so it needs no escaping. The text is edited,
+ * never re-serialised, so every other byte stays as the client sent it.
+ * Returns 0 with an allocated *out, or -1 when the body cannot be edited
+ * safely (not one plain object).
+ */
+int
+meter_set_model(const struct route *rt, const char *body, size_t len,
+    const char *model, char **out, size_t *outlen)
+{
+	struct json_span js;
+	char *ins;
+	size_t start, close;
+	int empty;
+
+	(void)rt;
+	*out = NULL;
+	*outlen = 0;
+	start = meter_json_ws(body, len, 0);
+	if (start >= len || body[start] != '{' ||
+	    meter_json_skip(body + start, len - start) == 0)
+		return (-1);
+	switch (meter_json_member(body + start, len - start, "model", &js)) {
+	case 1:
+		xasprintf(&ins, "\"%s\"", model);
+		meter_json_splice(body, len, start + js.js_val,
+		    start + js.js_valend, ins, out, outlen);
+		free(ins);
+		return (0);
+	case 0:
+		if ((close = meter_json_close(
+			 body + start, len - start, &empty)) == SIZE_MAX)
+			return (-1);
+		xasprintf(&ins, "%s\"model\":\"%s\"", empty ? "" : ",", model);
+		meter_json_splice(
+		    body, len, start + close, start + close, ins, out, outlen);
+		free(ins);
+		return (0);
+	}
+	return (-1);
+}

@@ -122,6 +122,7 @@ static const char *const attr_labels[] = {
     "provider", "model", "team", "tenant", "agent_class", "status"};
 static const char *const unpriced_labels[] = {"provider", "model"};
 static const char *const reason_labels[] = {"reason"};
+static const char *const rule_labels[] = {"rule"};
 static const char *const provider_labels[] = {"provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
@@ -144,6 +145,7 @@ static struct {
 	struct mtable m_fallback; /* calls, cost */
 	struct mtable m_refusals;
 	struct mtable m_shadow;
+	struct mtable m_routed; /* calls, saved (an int64_t's bits) */
 	struct mtable m_ttfb;
 	struct mtable m_duration;
 	uint64_t m_alerts[nitems(alert_kinds)];
@@ -182,6 +184,7 @@ metrics_init(void)
 	table_init(&metrics.m_fallback, unpriced_labels, 2, 2);
 	table_init(&metrics.m_refusals, reason_labels, 1, 1);
 	table_init(&metrics.m_shadow, reason_labels, 1, 1);
+	table_init(&metrics.m_routed, rule_labels, 1, 2);
 	table_init(&metrics.m_ttfb, provider_labels, 1, HIST_NVALUES);
 	table_init(&metrics.m_duration, provider_labels, 1, HIST_NVALUES);
 	metrics.m_init = 1;
@@ -442,6 +445,24 @@ metrics_shadow(const char *reason)
 	s->ms_value[0]++;
 }
 
+/*
+ * Count one call a routing rule applied to, and what it saved against the
+ * model asked for (negative when it cost more). Rule names come from the
+ * config, so the family is bounded by it.
+ */
+void
+metrics_routed(const char *rule, int64_t saved_nusd)
+{
+	struct mseries *s;
+	struct mkey k;
+
+	metrics_init();
+	key_set(&k, 0, rule);
+	s = table_get(&metrics.m_routed, &k);
+	s->ms_value[0]++;
+	s->ms_value[1] = (uint64_t)((int64_t)s->ms_value[1] + saved_nusd);
+}
+
 /* The index of name in a fixed list of n, or n - 1 ("other") if absent. */
 static size_t
 fixed_index(const char *const *list, size_t n, const char *name)
@@ -609,6 +630,27 @@ render_counter(struct evbuffer *b, const char *name, const char *help,
 	for (i = 0; i < t->mt_n; i++) {
 		render_series(b, name, t, v[i], t->mt_nlabels, NULL, NULL);
 		evbuffer_add_printf(b, "%" PRIu64 "\n", v[i]->ms_value[value]);
+	}
+	free(v);
+}
+
+/* The routed calls' savings: a gauge, as a saving can be negative. */
+static void
+render_routed(struct evbuffer *b, const struct mtable *t)
+{
+	struct mseries **v;
+	size_t i;
+
+	render_family(b, "tollgate_routed_saved_nusd", "gauge",
+	    "What the calls a routing rule applied to saved against the "
+	    "model asked for, in nano-US dollars, since start (negative: "
+	    "they cost more).");
+	v = table_sorted(t);
+	for (i = 0; i < t->mt_n; i++) {
+		render_series(b, "tollgate_routed_saved_nusd", t, v[i],
+		    t->mt_nlabels, NULL, NULL);
+		evbuffer_add_printf(
+		    b, "%" PRId64 "\n", (int64_t)v[i]->ms_value[1]);
 	}
 	free(v);
 }
@@ -953,6 +995,9 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	render_counter(b, "tollgate_shadow_refusals_total",
 	    "Calls a shadow policy would have refused, by reason.",
 	    &metrics.m_shadow, 0);
+	render_counter(b, "tollgate_routed_total",
+	    "Calls a routing rule applied to, by rule.", &metrics.m_routed, 0);
+	render_routed(b, &metrics.m_routed);
 	render_histogram(b, "tollgate_upstream_ttfb_seconds",
 	    "Time from forwarding a call to the provider's response headers.",
 	    &metrics.m_ttfb);
@@ -993,6 +1038,7 @@ metrics_reset(void)
 	table_free(&metrics.m_fallback);
 	table_free(&metrics.m_refusals);
 	table_free(&metrics.m_shadow);
+	table_free(&metrics.m_routed);
 	table_free(&metrics.m_ttfb);
 	table_free(&metrics.m_duration);
 	memset(&metrics, 0, sizeof(metrics));

@@ -43,7 +43,8 @@ static const struct ship_table ship_tables[SHIP_NSTREAMS] = {
 	" stream, status, http_status, input_tokens, output_tokens,"
 	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"
 	" usage_source, cost_nusd, reserved_nusd, price_version,"
-	" refusal_reason, latency_ms, ttfb_ms, served_model",
+	" refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"
+	" routed_rule, saved_nusd",
 	"coalesce(finished_at, started_at)"},
     {"alerts",
 	"id, fired_at, kind, policy, scope_key, intent, team, tenant,"

@@ -140,6 +140,14 @@ struct ship_step {
 	" shipped_at TIMESTAMPTZ NOT NULL DEFAULT now(),"                      \
 	" PRIMARY KEY (instance, stream)"                                      \
 	");"
+/*
+ * What a routing rule did to a call (docs/spend-less.md): the model asked
+ * for, the rule, and what it saved. Rows shipped before are unrouted.
+ */
+#define SHIP_ROUTING_V3                                                        \
+	"ALTER TABLE calls ADD COLUMN routed_from TEXT,"                       \
+	" ADD COLUMN routed_rule TEXT,"                                        \
+	" ADD COLUMN saved_nusd BIGINT NOT NULL DEFAULT 0;"
 /* clang-format on */
 
 /*
@@ -149,6 +157,7 @@ struct ship_step {
 static const struct ship_step ship_steps[] = {
     {1, SHIP_CALLS_V1 SHIP_ALERTS_V1 SHIP_KILLS_V1},
     {2, SHIP_CURSORS_V2},
+    {3, SHIP_ROUTING_V3},
 };
 
 /*

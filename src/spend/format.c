@@ -285,12 +285,17 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 		    row->sr_cost_nusd);
 		spend_out_usd(o, row->sr_cost_nusd);
 		spend_out_printf(o,
+		    ",\"saved_nusd\":%" PRId64 ",\"saved_usd\":",
+		    row->sr_saved_nusd);
+		spend_out_usd(o, row->sr_saved_nusd);
+		spend_out_printf(o,
 		    ",\"fallback_calls\":%" PRId64
 		    ",\"fallback_cost_nusd\":%" PRId64
 		    ",\"fallback_cost_usd\":",
 		    row->sr_fallback_calls, row->sr_fallback_nusd);
 		spend_out_usd(o, row->sr_fallback_nusd);
-		spend_out_add(o, "}", 1);
+		spend_out_printf(
+		    o, ",\"routed_calls\":%" PRId64 "}", row->sr_routed_calls);
 	}
 	spend_out_add(o, "],\"total_cost_usd\":", 19);
 	spend_out_usd(o, r->sr_total.sr_cost_nusd);
@@ -303,6 +308,11 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 	    r->sr_total.sr_input_tokens, r->sr_total.sr_output_tokens,
 	    r->sr_total.sr_fallback_calls, r->sr_total.sr_fallback_nusd);
 	spend_out_usd(o, r->sr_total.sr_fallback_nusd);
+	spend_out_printf(o,
+	    ",\"routed_calls\":%" PRId64 ",\"total_saved_nusd\":%" PRId64
+	    ",\"total_saved_usd\":",
+	    r->sr_total.sr_routed_calls, r->sr_total.sr_saved_nusd);
+	spend_out_usd(o, r->sr_total.sr_saved_nusd);
 	spend_out_add(o, ",\"from\":", 8);
 	if (q->sq_has_from &&
 	    spend_format_time(q->sq_from_ms, t, sizeof(t)) == 0)
@@ -333,9 +343,9 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 	for (k = 0; k < q->sq_ngroup; k++)
 		spend_out_printf(o, "%s,", spend_dim_name(q->sq_group[k]));
 	spend_out_add(o,
-	    "calls,input_tokens,output_tokens,cost_usd,fallback_calls,"
-	    "fallback_cost_usd\r\n",
-	    76);
+	    "calls,input_tokens,output_tokens,cost_usd,saved_usd,"
+	    "fallback_calls,fallback_cost_usd,routed_calls\r\n",
+	    99);
 	for (i = 0; i < r->sr_nrows; i++) {
 		row = &r->sr_rows[i];
 		for (k = 0; k < q->sq_ngroup; k++) {
@@ -346,9 +356,11 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 		spend_out_printf(o, "%" PRId64 ",%" PRId64 ",%" PRId64 ",",
 		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens);
 		spend_out_usd(o, row->sr_cost_nusd);
+		spend_out_add(o, ",", 1);
+		spend_out_usd(o, row->sr_saved_nusd);
 		spend_out_printf(o, ",%" PRId64 ",", row->sr_fallback_calls);
 		spend_out_usd(o, row->sr_fallback_nusd);
-		spend_out_add(o, "\r\n", 2);
+		spend_out_printf(o, ",%" PRId64 "\r\n", row->sr_routed_calls);
 	}
 }
 
@@ -436,6 +448,16 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 		    r->sr_total.sr_fallback_calls,
 		    r->sr_total.sr_fallback_calls == 1 ? "" : "s");
 		spend_out_usd(o, r->sr_total.sr_fallback_nusd);
+		spend_out_add(o, "\n", 1);
+	}
+	/* Negative when rules sent calls to dearer models. */
+	if (r->sr_total.sr_routed_calls > 0) {
+		spend_out_printf(o,
+		    "of which %" PRId64 " call%s sent elsewhere by routing "
+		    "rules, saving $",
+		    r->sr_total.sr_routed_calls,
+		    r->sr_total.sr_routed_calls == 1 ? "" : "s");
+		spend_out_usd(o, r->sr_total.sr_saved_nusd);
 		spend_out_add(o, "\n", 1);
 	}
 }

@@ -10,6 +10,7 @@
  * same numbers to the nano-dollar.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -484,6 +485,26 @@ spend_stmt_fallback(
 }
 
 /*
+ * The statement of what the routed calls of q saved (the asked model's
+ * price minus the cost, saved_nusd), grouped like the answer, with the
+ * group's routed calls: read from the calls table through its
+ * calls_routed index whatever path answered the rest.
+ */
+void
+spend_stmt_saved(
+    struct spend_stmt *s, const struct spend_query *q, enum spend_dialect d)
+{
+	stmt_init(s, d);
+	sql_add(s, "SELECT ");
+	select_keys(s, q, 0, 0);
+	sql_add(s,
+	    "count(*), 0, 0, coalesce(sum(saved_nusd), 0) FROM calls"
+	    " WHERE status <> 'in_flight' AND " LEDGER_ROUTED_WHERE);
+	where_calls(s, q);
+	group_keys(s, q, 0);
+}
+
+/*
  * The calls statement: newest first (started_at, then id, descending; on
  * the fleet ledger then instance), at most sq_limit + 1 rows (the one
  * more says there is a next page) after the cursor.
@@ -624,19 +645,19 @@ row_cmp(const void *a, const void *b)
 }
 
 /*
- * Fold the answer of the fallback statement (fb: groups with their calls
- * and cost) into r: each group's fallback calls and cost, and the total's,
- * so an analyst can tell an estimate from priced spend. Each group is
- * found among r's rows by a binary search over them sorted by their keys.
- * fb is freed.
+ * Fold the answer of an extra statement (fb: groups with their calls and
+ * a sum) into r's members at calls_off and nusd_off, each group's and the
+ * total's. Each group is found among r's rows by a binary search over
+ * them sorted by their keys. fb is freed.
  */
-void
-spend_result_fallback(struct spend_result *r, const struct spend_query *q,
-    struct spend_result *fb)
+static void
+result_fold(struct spend_result *r, const struct spend_query *q,
+    struct spend_result *fb, size_t calls_off, size_t nusd_off)
 {
 	struct spend_row **by_key, *kp, **hit;
 	size_t i;
 
+#define AT(row, off) (*(int64_t *)(void *)((char *)(row) + (off)))
 	by_key = xreallocarray(NULL, r->sr_nrows + 1, sizeof(*by_key));
 	for (i = 0; i < r->sr_nrows; i++)
 		by_key[i] = &r->sr_rows[i];
@@ -646,17 +667,44 @@ spend_result_fallback(struct spend_result *r, const struct spend_query *q,
 		kp = &fb->sr_rows[i];
 		if (kp->sr_calls == 0)
 			continue; /* no group_by and no such call */
-		r->sr_total.sr_fallback_calls += kp->sr_calls;
-		r->sr_total.sr_fallback_nusd += kp->sr_cost_nusd;
+		AT(&r->sr_total, calls_off) += kp->sr_calls;
+		AT(&r->sr_total, nusd_off) += kp->sr_cost_nusd;
 		/* A group missing from r is a call settled in between. */
 		if ((hit = bsearch(&kp, by_key, r->sr_nrows, sizeof(*by_key),
 			 row_cmp)) != NULL) {
-			(*hit)->sr_fallback_calls = kp->sr_calls;
-			(*hit)->sr_fallback_nusd = kp->sr_cost_nusd;
+			AT(*hit, calls_off) = kp->sr_calls;
+			AT(*hit, nusd_off) = kp->sr_cost_nusd;
 		}
 	}
+#undef AT
 	free(by_key);
 	spend_result_free(fb);
+}
+
+/*
+ * Fold the answer of the fallback statement (fb: groups with their calls
+ * and cost) into r: each group's fallback calls and cost, and the total's,
+ * so an analyst can tell an estimate from priced spend. fb is freed.
+ */
+void
+spend_result_fallback(struct spend_result *r, const struct spend_query *q,
+    struct spend_result *fb)
+{
+	result_fold(r, q, fb, offsetof(struct spend_row, sr_fallback_calls),
+	    offsetof(struct spend_row, sr_fallback_nusd));
+}
+
+/*
+ * Fold the answer of the saved statement (fb: groups with their routed
+ * calls and what they saved) into r, each group's and the total's. fb is
+ * freed.
+ */
+void
+spend_result_saved(struct spend_result *r, const struct spend_query *q,
+    struct spend_result *fb)
+{
+	result_fold(r, q, fb, offsetof(struct spend_row, sr_routed_calls),
+	    offsetof(struct spend_row, sr_saved_nusd));
 }
 
 /* Run a grouping statement (keys, then four sums) on db into r. */
@@ -691,6 +739,23 @@ fail:
 out:
 	sqlite3_finalize(st);
 	return (-1);
+}
+
+/* Has the ledger's calls table the routing columns (ledger.c adds them)? */
+static int
+has_routing(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int has = 0;
+
+	if (sqlite3_prepare_v2(db,
+		"SELECT count(*) FROM pragma_table_info('calls')"
+		" WHERE name = 'routed_rule'",
+		-1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		has = sqlite3_column_int(st, 0) > 0;
+	sqlite3_finalize(st);
+	return (has);
 }
 
 /*
@@ -734,6 +799,14 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 		goto fail;
 	spend_stmt_free(&s);
 	spend_result_fallback(r, q, &fb);
+	/* A ledger no tollgate with routing has opened has no saving. */
+	if (!has_routing(db))
+		return (0);
+	spend_stmt_saved(&s, q, SPEND_SQLITE);
+	if (stmt_groups(db, &s, q, &fb, cause) != 0)
+		goto fail;
+	spend_stmt_free(&s);
+	spend_result_saved(r, q, &fb);
 	return (0);
 fail:
 	spend_stmt_free(&s);

@@ -25,7 +25,7 @@ import tglib  # noqa: E402
 # Top-level keys of tollgate's configuration (src/config/config.c).
 CONFIG_KEYS = {"listen", "admin", "limits", "upstreams", "ledger", "prices",
                "unknown_models", "attribution", "policies", "timezone",
-               "refusals", "alerts", "fleet"}
+               "refusals", "alerts", "fleet", "routing"}
 
 # Blocks that are not tollgate's files: a key each holds, and why.
 FOREIGN = {
@@ -68,13 +68,15 @@ def top_keys(text):
 
 
 def config_key_names():
-    """Every key name in tollgate's config key tables (src/config/*.c and
-    the policies' src/policy/parse.c): KEY_*("name", ...), REQ("name", ...)
-    and {.k_name = "name", ...}."""
+    """Every key name in tollgate's config key tables (src/config/*.c,
+    the policies' src/policy/parse.c and the routing rules'
+    src/routing/parse.c): KEY_*("name", ...), REQ("name", ...) and
+    {.k_name = "name", ...}."""
     root = tglib.SOURCE_DIR
     names = set()
     files = glob.glob(os.path.join(root, "src", "config", "*.c")) + \
-        [os.path.join(root, "src", "policy", "parse.c")]
+        [os.path.join(root, "src", "policy", "parse.c"),
+         os.path.join(root, "src", "routing", "parse.c")]
     for path in files:
         with open(path) as f:
             text = f.read()

@@ -88,6 +88,13 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         extra = ledgerlib.metering_extra(ledger=ledger, attribution={
             "headers": ["intent", "team", "tenant", "agent_class"]})
         extra["admin"] = {"listen": "127.0.0.1:0"}
+        # Savings both ways: a triage call sent cheaper, ticket-agent
+        # calls sent dearer (saved_nusd negative).
+        extra["routing"] = [
+            {"name": "triage-mini", "model": "gpt-4o-mini",
+             "match": {"agent_class": "triage", "model": "gpt-4o"}},
+            {"name": "dearer", "model": "gpt-4o",
+             "match": {"agent_class": "ticket-agent"}}]
         self.tg = self.tollgate(
             upstreams=ledgerlib.metering_upstreams(self.fp.port),
             extra=extra, env=self.env)
@@ -125,6 +132,9 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
                                      ("X-Tollgate-Agent-Class", "triage")])
         self.assertEqual(r.status, 400, r)
         self.settled_row(r)
+        saved = [r["saved_nusd"] for r in self.ledger.query(
+            "SELECT saved_nusd FROM calls WHERE routed_rule IS NOT NULL")]
+        self.assertTrue(min(saved) < 0 < max(saved), saved)
 
     def local_rows(self):
         rows = self.ledger.query("SELECT * FROM calls")

@@ -40,7 +40,8 @@ COLUMNS = {
         " stream, status, http_status, input_tokens, output_tokens,"
         " cached_input_tokens, cache_write_tokens, reasoning_tokens,"
         " usage_source, cost_nusd, reserved_nusd, price_version,"
-        " refusal_reason, latency_ms, ttfb_ms, served_model"),
+        " refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"
+        " routed_rule, saved_nusd"),
     "alerts": (
         "id, fired_at, kind, policy, scope_key, intent, team, tenant,"
         " agent_class, environment, \"window\", window_start, reset_at,"
@@ -211,10 +212,15 @@ class ShipTest(ledgerlib.MeterTestCase):
         pol = [{"name": "watch", "window": "day",
                 "alert_at_usd": "0.000000001",
                 "models": {"allow": ["gpt-4o-mini"]}}]
+        # One call routed: its routing columns ship too.
+        rules = [{"name": "mini", "match": {"team": "routed"},
+                  "model": "gpt-4o-mini"}]
         tg = self.start_ship(pg, "a", instance="pod-a",
-                             extra={"policies": pol})
+                             extra={"policies": pol, "routing": rules})
         for _ in range(3):
             self.assertEqual(self.chat(tg).status, 200)
+        routed = self.chat(tg, model="gpt-4o", team="routed")
+        self.assertEqual(routed.status, 200, routed)
         refused = self.chat(tg, model="gpt-4o")
         self.assertEqual(refused.status, 400, refused)
         r = self.admin(tg, "POST", "/v1/kills",
@@ -225,9 +231,13 @@ class ShipTest(ledgerlib.MeterTestCase):
                          200)
         self.wait_shipped(tg)
         calls = self.assertSameRows(pg, tg, "pod-a", "calls")
-        self.assertEqual(len(calls), 4)
+        self.assertEqual(len(calls), 5)
         self.assertEqual(sorted(c["status"] for c in calls.values()),
-                         ["ok", "ok", "ok", "refused"])
+                         ["ok", "ok", "ok", "ok", "refused"])
+        r = calls[routed.header("x-tollgate-request-id")]
+        self.assertEqual((r["routed_from"], r["routed_rule"]),
+                         ("gpt-4o", "mini"))
+        self.assertGreater(r["saved_nusd"], 0)
         alerts = self.assertSameRows(pg, tg, "pod-a", "alerts")
         self.assertGreaterEqual(len(alerts), 1)
         kills = self.assertSameRows(pg, tg, "pod-a", "kills")
@@ -247,7 +257,7 @@ class ShipTest(ledgerlib.MeterTestCase):
         self.assertIn("tollgate_ship_backlog_rows 0\n", m)
         self.assertIn("tollgate_ship_lag_seconds 0.000\n", m)
         self.assertRegex(m, r'tollgate_ship_rows_total\{stream="calls"\} '
-                         r'[4-9]\n')
+                         r'[5-9]\n')
         self.assertIn("tollgate_ship_errors_total 0\n", m)
         self.assertIn("tollgate_ledger_pruned_rows_total 0\n", m)
 

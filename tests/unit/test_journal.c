@@ -284,6 +284,7 @@ assert_row_equal(const struct ledger_row *a, const struct ledger_row *b)
 	assert_int_equal(a->lr_reserved_nusd, b->lr_reserved_nusd);
 	assert_int_equal(a->lr_latency_ms, b->lr_latency_ms);
 	assert_int_equal(a->lr_ttfb_ms, b->lr_ttfb_ms);
+	assert_int_equal(a->lr_saved_nusd, b->lr_saved_nusd);
 }
 
 /* A row with every string set and every number distinct. */
@@ -317,7 +318,78 @@ full_row(void)
 	r.lr_refusal_reason = "kill:k1 \xc3\xa9";
 	r.lr_latency_ms = 9;
 	r.lr_ttfb_ms = -1;
+	r.lr_routed_from = "claude-opus-4-5";
+	r.lr_routed_rule = "cheaper-steps";
+	r.lr_saved_nusd = -10; /* routed to a dearer model: the sign survives */
 	return (r);
+}
+
+/*
+ * A segment as a tollgate from before the routing columns wrote it: the
+ * TGJRNL01 magic, and a record of row without saved_nusd, routed_from and
+ * routed_rule.
+ */
+static void
+write_v1_seg(const char *path, uint64_t seg, enum journal_rec t,
+    const struct ledger_row *row)
+{
+	struct ledger_row copy = *row;
+	const char **f[LEDGER_ROW_FIELDS_MAX];
+	int64_t v[ROW_INTS];
+	char rec[4096], *p = rec + JOURNAL_HEAD, *name;
+	size_t i, n, len;
+	FILE *fp;
+
+	n = ledger_row_fields(&copy, f) - ROW_FIELDS_V1_LESS;
+	*p++ = (char)t;
+	row_ints(row, v);
+	for (i = 0; i < ROW_INTS_V1; i++, p += 8)
+		put64(p, v[i]);
+	for (i = 0; i < n; i++) {
+		len = *f[i] != NULL ? strlen(*f[i]) : 0;
+		put32(p, *f[i] != NULL ? (uint32_t)len : UINT32_MAX);
+		memcpy(p + 4, *f[i] != NULL ? *f[i] : "", len);
+		p += 4 + len;
+	}
+	put32(rec, (uint32_t)(p - rec - JOURNAL_HEAD));
+	put32(rec + 4,
+	    (uint32_t)crc32_z(0, (const unsigned char *)rec + JOURNAL_HEAD,
+		(size_t)(p - rec - JOURNAL_HEAD)));
+	name = journal_name(path, seg);
+	assert_non_null(fp = fopen(name, "w"));
+	assert_int_equal(fwrite(JOURNAL_MAGIC_V1, 1, 8, fp), 8);
+	assert_int_equal(
+	    fwrite(rec, 1, (size_t)(p - rec), fp), (size_t)(p - rec));
+	assert_int_equal(fclose(fp), 0);
+	free(name);
+}
+
+/*
+ * A segment written before the routing columns still reads: every field
+ * it has comes back, the routing ones unset; it is one of ours.
+ */
+static void
+test_record_v1(void **state)
+{
+	struct ledger_row full = full_row(), want;
+	char *name;
+	size_t torn;
+
+	(void)state;
+	write_v1_seg(fx.path, 1, JOURNAL_SETTLE, &full);
+	assert_true(read_seg(fx.path, 1, &torn) > 8);
+	assert_int_equal(torn, 0);
+	assert_int_equal(nseen, 1);
+	assert_int_equal(seen[0].t, JOURNAL_SETTLE);
+	want = full;
+	want.lr_routed_from = NULL;
+	want.lr_routed_rule = NULL;
+	want.lr_saved_nusd = 0;
+	assert_row_equal(&seen[0].it->li_row, &want);
+	name = journal_name(fx.path, 1);
+	assert_true(journal_is_ours(name));
+	free(name);
+	seen_clear();
 }
 
 /* Every field of every record type comes back as it was appended. */
@@ -1251,6 +1323,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(
 		test_record_roundtrip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_record_v1, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(

@@ -234,7 +234,7 @@ test_open_columns(void **state)
 	    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
 	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
 	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model",
-	    "ship_seq"};
+	    "ship_seq", "routed_from", "routed_rule", "saved_nusd"};
 	size_t i;
 
 	(void)state;
@@ -251,9 +251,12 @@ test_open_columns(void **state)
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "type = 'index' AND tbl_name = 'calls' AND "
 			       "sql IS NOT NULL"),
-	    6);
+	    7);
 	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
 			       "name = 'calls_fallback'"),
+	    1);
+	assert_int_equal(q_int("SELECT count(*) FROM sqlite_schema WHERE "
+			       "name = 'calls_routed'"),
 	    1);
 }
 
