@@ -236,6 +236,9 @@ const char *config_fleet_changed(
     const struct fleet_conf *, const struct fleet_conf *);
 char *config_fleet_describe(const struct fleet_conf *);
 
+/* cfgrouting.c */
+int config_routing_endpoint_known(const char *);
+
 /* cfgship.c */
 const char *config_ship_changed(
     const struct ship_conf *, const struct ship_conf *);

@@ -60,6 +60,12 @@ typedef int64_t (*routing_headroom_fn)(void *);
 
 /* routing_select's flags: the call's model and upstream cannot change. */
 #define ROUTING_FIXED 0x1
+/*
+ * The call generates no text (embeddings): its model is not one a
+ * generation model could stand for and it has no output bound, so rules
+ * that rewrite the model or set max_tokens do not match.
+ */
+#define ROUTING_NO_OUTPUT 0x2
 
 /* parse.c */
 int routing_parse(

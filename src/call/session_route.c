@@ -164,7 +164,7 @@ session_route(struct session *se)
 	const struct upstream_conf *uc = se->se_route.rt_upstream, *to;
 	const struct routing_rule *rr;
 	const char *attr[ROUTING_ATTR_MAX];
-	int t;
+	int flags = 0, t;
 
 	if (rs == NULL || rs->rs_n == 0 || !se->se_route.rt_metered)
 		return (0);
@@ -176,9 +176,12 @@ session_route(struct session *se)
 	attr[ROUTING_ATTR_UPSTREAM] = uc->uc_name;
 	attr[ROUTING_ATTR_ENDPOINT] =
 	    route_endpoint_name(se->se_route.rt_endpoint);
-	if ((rr = routing_select(rs, attr,
-		 uc->uc_type == UPSTREAM_AZURE_OPENAI ? ROUTING_FIXED : 0,
-		 route_headroom, se)) == NULL)
+	if (uc->uc_type == UPSTREAM_AZURE_OPENAI)
+		flags |= ROUTING_FIXED;
+	if (se->se_route.rt_endpoint == EP_EMBEDDINGS ||
+	    se->se_route.rt_endpoint == EP_GEMINI_EMBED)
+		flags |= ROUTING_NO_OUTPUT;
+	if ((rr = routing_select(rs, attr, flags, route_headroom, se)) == NULL)
 		return (0);
 	se->se_rule = rr;
 
@@ -239,12 +242,15 @@ bad:
  * What a routed call saved: the price of the model asked for, for the
  * tokens the call used, minus what it cost. Negative when the rule sent
  * it to a dearer model; 0 when no model was rewritten, the model asked
- * for has no price, or nothing was used.
+ * for has no price, or the provider reported no usage: an estimate
+ * (a call cut short, one charged at its reservation) would price the
+ * asked model at its worst case against a cost that is not, and a
+ * client could inflate the figure by hanging up.
  */
 int64_t
 session_saved(const struct session *se, const struct usage *u, int64_t cost)
 {
-	if (se->se_asked_price == NULL || u->u_source == USAGE_NONE)
+	if (se->se_asked_price == NULL || u->u_source != USAGE_REPORTED)
 		return (0);
 	return (pricing_cost(se->se_asked_price, u) - cost);
 }

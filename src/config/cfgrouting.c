@@ -135,6 +135,123 @@ policy_refuses(const struct policy *po, const char *model)
 	return (po->po_nallow != 0);
 }
 
+/*
+ * The endpoints a metered call can have, by the names route.c gives them
+ * (route_endpoint_name; the unit test test_routing checks the two agree):
+ * what match.endpoint is matched against.
+ */
+static const char *const routable_endpoints[] = {"chat.completions",
+    "completions", "embeddings", "responses", "messages", "generateContent",
+    "streamGenerateContent", "embedContent"};
+
+/* Is name an endpoint a rule's match.endpoint can meet? */
+int
+config_routing_endpoint_known(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < nitems(routable_endpoints); i++)
+		if (strcmp(routable_endpoints[i], name) == 0)
+			return (1);
+	return (0);
+}
+
+/*
+ * A match pattern that takes none of the values its key can have never
+ * lets its rule apply: 'chat' for 'chat.completions', a misspelled
+ * upstream. Said at its line, with the values it could take.
+ */
+static void
+check_match(struct cfgctx *cx, const struct ynode *item, const char *where,
+    const struct routing_rule *rr, const struct config *cf)
+{
+	static const enum upstream_type types[] = {UPSTREAM_OPENAI,
+	    UPSTREAM_ANTHROPIC, UPSTREAM_GEMINI, UPSTREAM_AZURE_OPENAI,
+	    UPSTREAM_OPENAI_COMPATIBLE};
+	const struct ynode *m = cfg_value(item, "match"), *at;
+	const char *g;
+	char known[512];
+	size_t i, len = 0;
+	int hit = 0;
+
+	known[0] = '\0';
+	if ((g = rr->rr_match[ROUTING_ATTR_ENDPOINT]) != NULL) {
+		for (i = 0; i < nitems(routable_endpoints); i++) {
+			hit |= policy_glob(g, routable_endpoints[i]);
+			len += (size_t)snprintf(known + len,
+			    sizeof(known) - len, "%s%s", i > 0 ? ", " : "",
+			    routable_endpoints[i]);
+		}
+		at = m != NULL ? cfg_value(m, "endpoint") : item;
+		if (!hit)
+			cfg_error(cx, at,
+			    "%s.match.endpoint: '%s' matches no endpoint a "
+			    "metered call has (%s)",
+			    where, g, known);
+	}
+	if ((g = rr->rr_match[ROUTING_ATTR_PROVIDER]) != NULL) {
+		hit = 0;
+		for (i = 0, len = 0; i < nitems(types); i++) {
+			hit |=
+			    policy_glob(g, config_upstream_type_name(types[i]));
+			len += (size_t)snprintf(known + len,
+			    sizeof(known) - len, "%s%s", i > 0 ? ", " : "",
+			    config_upstream_type_name(types[i]));
+		}
+		at = m != NULL ? cfg_value(m, "provider") : item;
+		if (!hit)
+			cfg_error(cx, at,
+			    "%s.match.provider: '%s' matches no upstream type "
+			    "(%s)",
+			    where, g, known);
+	}
+	if ((g = rr->rr_match[ROUTING_ATTR_UPSTREAM]) != NULL) {
+		hit = 0;
+		for (i = 0; i < cf->cf_nupstreams; i++)
+			hit |= policy_glob(g, cf->cf_upstreams[i].uc_name);
+		at = m != NULL ? cfg_value(m, "upstream") : item;
+		if (!hit)
+			cfg_error(cx, at,
+			    "%s.match.upstream: '%s' matches no configured "
+			    "upstream",
+			    where, g);
+	}
+}
+
+/*
+ * A model name belongs to one API: a rule that rewrites the model must
+ * take calls of one wire API only, or it sends a model of one provider
+ * to another (gpt-4o-mini to Anthropic). 0, or -1 after saying so.
+ */
+static int
+check_model_api(struct cfgctx *cx, const struct ynode *item, const char *where,
+    const struct routing_rule *rr, const struct config *cf)
+{
+	const struct upstream_conf *first = NULL, *uc;
+	size_t u;
+
+	for (u = 0; u < cf->cf_nupstreams; u++) {
+		uc = &cf->cf_upstreams[u];
+		if (uc->uc_type == UPSTREAM_AZURE_OPENAI || !rule_takes(rr, uc))
+			continue;
+		if (first == NULL) {
+			first = uc;
+			continue;
+		}
+		if (wire_api(uc->uc_type) == wire_api(first->uc_type))
+			continue;
+		cfg_error(cx, cfg_value(item, "model"),
+		    "%s.model: the rule can take calls for upstream '%s' (%s) "
+		    "and for '%s' (%s), and a model name belongs to one API; "
+		    "narrow match.provider or match.upstream",
+		    where, first->uc_name,
+		    config_upstream_type_name(first->uc_type), uc->uc_name,
+		    config_upstream_type_name(uc->uc_type));
+		return (-1);
+	}
+	return (0);
+}
+
 /* The checks of one rule, rr, whose mapping is item. */
 static void
 check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
@@ -148,6 +265,7 @@ check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
 	size_t u, p;
 
 	snprintf(where, sizeof(where), "routing[%zu] (%s)", i, rr->rr_name);
+	check_match(cx, item, where, rr, cf);
 	if (rr->rr_upstream != NULL) {
 		at = cfg_value(item, "upstream");
 		to = config_find_upstream(
@@ -189,6 +307,8 @@ check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
 		 strlen(rr->rr_match[ROUTING_ATTR_UPSTREAM]))) != NULL)
 		provider = config_upstream_type_name(uc->uc_type);
 	if (rr->rr_model == NULL)
+		return;
+	if (to == NULL && check_model_api(cx, item, where, rr, cf) != 0)
 		return;
 
 	at = cfg_value(item, "model");

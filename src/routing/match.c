@@ -49,7 +49,8 @@ routing_rule_matches(const struct routing_rule *rr, const char *const *attr)
  * The rule of rs that applies to a call with attributes attr, or NULL.
  * With ROUTING_FIXED in flags (an Azure call, whose path names its
  * deployment), rules that rewrite the model or switch the upstream do not
- * match. headroom (with arg) is asked, once at most, for the rules that depend
+ * match; with ROUTING_NO_OUTPUT (embeddings), rules that rewrite the
+ * model or the output bound do not. headroom (with arg) is asked, once at most, for the rules that depend
  * on a budget: such a rule applies only when a hard cap covers the call
  * and its tightest budget has less than the rule's percent of its cap
  * left.
@@ -68,6 +69,9 @@ routing_select(const struct routingset *rs, const char *const *attr, int flags,
 		rr = &rs->rs_rules[i];
 		if ((flags & ROUTING_FIXED) &&
 		    (rr->rr_model != NULL || rr->rr_upstream != NULL))
+			continue;
+		if ((flags & ROUTING_NO_OUTPUT) &&
+		    (rr->rr_model != NULL || rr->rr_max_tokens != -1))
 			continue;
 		if (!routing_rule_matches(rr, attr))
 			continue;

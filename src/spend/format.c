@@ -342,9 +342,10 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 
 	for (k = 0; k < q->sq_ngroup; k++)
 		spend_out_printf(o, "%s,", spend_dim_name(q->sq_group[k]));
+	/* Columns only ever added at the end: scripts read them by place. */
 	spend_out_add(o,
-	    "calls,input_tokens,output_tokens,cost_usd,saved_usd,"
-	    "fallback_calls,fallback_cost_usd,routed_calls\r\n",
+	    "calls,input_tokens,output_tokens,cost_usd,fallback_calls,"
+	    "fallback_cost_usd,saved_usd,routed_calls\r\n",
 	    99);
 	for (i = 0; i < r->sr_nrows; i++) {
 		row = &r->sr_rows[i];
@@ -356,10 +357,10 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 		spend_out_printf(o, "%" PRId64 ",%" PRId64 ",%" PRId64 ",",
 		    row->sr_calls, row->sr_input_tokens, row->sr_output_tokens);
 		spend_out_usd(o, row->sr_cost_nusd);
-		spend_out_add(o, ",", 1);
-		spend_out_usd(o, row->sr_saved_nusd);
 		spend_out_printf(o, ",%" PRId64 ",", row->sr_fallback_calls);
 		spend_out_usd(o, row->sr_fallback_nusd);
+		spend_out_add(o, ",", 1);
+		spend_out_usd(o, row->sr_saved_nusd);
 		spend_out_printf(o, ",%" PRId64 "\r\n", row->sr_routed_calls);
 	}
 }

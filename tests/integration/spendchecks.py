@@ -177,8 +177,8 @@ def check_csv_table(tc, src, rows):
     if a.ctype:
         tc.assertTrue(a.ctype.startswith("text/csv"), a)
     tc.assertTrue(a.body.startswith(
-        "team,model,calls,input_tokens,output_tokens,cost_usd,saved_usd,"
-        "fallback_calls,fallback_cost_usd,routed_calls\r\n"), a)
+        "team,model,calls,input_tokens,output_tokens,cost_usd,"
+        "fallback_calls,fallback_cost_usd,saved_usd,routed_calls\r\n"), a)
     want = groups(rows, ("team", "model"))
     got = {}
     for rec in csv.DictReader(io.StringIO(a.body, newline="")):

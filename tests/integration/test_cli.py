@@ -181,8 +181,9 @@ class CliTest(ledgerlib.MeterTestCase):
         out, _ = self.run_cli("spend", "--by", "team", "--format", "csv",
                               "--ledger", self.path)
         self.assertTrue(out.startswith(
-            "team,calls,input_tokens,output_tokens,cost_usd,saved_usd,"
-            "fallback_calls,fallback_cost_usd,routed_calls\r\n"), out)
+            "team,calls,input_tokens,output_tokens,cost_usd,"
+            "fallback_calls,fallback_cost_usd,saved_usd,routed_calls\r\n"),
+            out)
         rows = list(csv.DictReader(io.StringIO(out, newline="")))
         want = self.sql_groups(("team",))
         got = {}

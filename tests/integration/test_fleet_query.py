@@ -92,9 +92,10 @@ class FleetQueryTest(ledgerlib.MeterTestCase):
         # calls sent dearer (saved_nusd negative).
         extra["routing"] = [
             {"name": "triage-mini", "model": "gpt-4o-mini",
-             "match": {"agent_class": "triage", "model": "gpt-4o"}},
+             "match": {"agent_class": "triage", "model": "gpt-4o",
+                       "provider": "openai"}},
             {"name": "dearer", "model": "gpt-4o",
-             "match": {"agent_class": "ticket-agent"}}]
+             "match": {"agent_class": "ticket-agent", "provider": "openai"}}]
         self.tg = self.tollgate(
             upstreams=ledgerlib.metering_upstreams(self.fp.port),
             extra=extra, env=self.env)

@@ -124,9 +124,9 @@ class ReportTextTest(ledgerlib.MeterTestCase):
     def check_formula_csv(self, data, what):
         rows = self.csv_rows(data, what)
         self.assertEqual(rows[0], ["team", "calls", "input_tokens",
-                                   "output_tokens", "cost_usd", "saved_usd",
+                                   "output_tokens", "cost_usd",
                                    "fallback_calls", "fallback_cost_usd",
-                                   "routed_calls"],
+                                   "saved_usd", "routed_calls"],
                          what)
         cells = {r[0]: r for r in rows[1:]}
         for team in FORMULA_TEAMS:

@@ -17,6 +17,7 @@ import os
 import re
 import sqlite3
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 import tglib  # noqa: E402
@@ -31,7 +32,8 @@ KNOBS = [("x-fake-input-tokens", "3000"), ("x-fake-events", "4"),
          ("x-fake-event-tokens", "50")]
 
 SMALL_STEPS = {"name": "small-steps",
-               "match": {"agent_class": "classifier", "model": "gpt-4o*"},
+               "match": {"agent_class": "classifier", "model": "gpt-4o*",
+                         "provider": "openai"},
                "model": "gpt-4o-mini"}
 
 
@@ -41,13 +43,13 @@ class RoutingTest(ledgerlib.MeterTestCase):
         super().setUp()
         self.fp = self.fakeprov()
 
-    def start_tg(self, routing, policies=None, name="tollgate"):
+    def start_tg(self, routing, policies=None, name="tollgate", ups=None):
         ex = ledgerlib.metering_extra()
         ex["routing"] = routing
         if policies:
             ex["policies"] = policies
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
-            self.fp.port), extra=ex, name=name)
+            self.fp.port, **(ups or {})), extra=ex, name=name)
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
                                                     "data/ledger.db"), tg)
         return tg
@@ -188,6 +190,7 @@ class RoutingTest(ledgerlib.MeterTestCase):
     def test_when_budget_below_percent_switches_on(self):
         tg = self.start_tg([
             {"name": "low-budget", "when_budget_below_percent": 50,
+             "match": {"provider": "openai"},
              "model": "gpt-4o-mini"}], policies=[{
                  "name": "team-day", "match": {"team": "t1"},
                  "window": "day", "hard_cap_usd": 4}, {
@@ -279,6 +282,44 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertGreater(self.assertSaved(row, "gpt-4o", "gpt-4o-mini",
                                             u), 0)
 
+    def test_cut_call_saves_nothing(self):
+        """A routed call whose answer stops halfway is charged from an
+        estimate: pricing the asked model at that estimate would record a
+        saving no one made."""
+        tg = self.start_tg([SMALL_STEPS],
+                           ups={"openai": {"idle_timeout": "1s"}})
+        body = tglib.openai_chat(new_marker(), model="gpt-4o")
+        c = self.raw(tg.port, timeout=10)
+        c.send(tglib.build_request("POST", "/v1/chat/completions", body,
+                                   [JSON_CT, CLASSIFIER,
+                                    ("x-fake-hang", "body")]))
+        resp = tglib.Response()
+        c.read_head(resp, time.monotonic() + 10)
+        row = self.settled_row(resp.header("x-tollgate-request-id"))
+        d = describe_row(row)
+        self.assertEqual(row["status"], "upstream_error", d)
+        self.assertEqual(row["usage_source"], "estimated", d)
+        self.assertEqual(row["routed_from"], "gpt-4o", d)
+        self.assertGreater(row["cost_nusd"], 0, d)
+        self.assertEqual(row["saved_nusd"], 0, d)
+
+    def test_embeddings_keep_their_model(self):
+        """A rule that rewrites the model or the bound is for calls that
+        generate text: an embeddings call it would match goes as asked."""
+        tg = self.start_tg([{"name": "mini", "match": {"provider": "openai"},
+                             "model": "gpt-4o-mini", "max_tokens": 50}])
+        m = new_marker()
+        body = json.dumps({"model": "text-embedding-3-small",
+                           "input": m}).encode()
+        r = self.call(tg.port, "POST", "/v1/embeddings", body, [JSON_CT])
+        self.assertEqual(r.status, 200, r)
+        rec = self.fp.wait_request(m)
+        self.assertEqual(rec["body"].encode(), body)
+        self.assertIsNone(r.header("x-tollgate-route"))
+        row = self.row(r)
+        self.assertEqual(row["model"], "text-embedding-3-small")
+        self.assertIsNone(row["routed_rule"])
+
     def test_upstream_switch(self):
         tg = self.start_tg([
             {"name": "to-local", "match": {"agent_class": "classifier",
@@ -342,26 +383,35 @@ class RoutingTest(ledgerlib.MeterTestCase):
         # Against the rest of the file: the policy, the prices, the
         # upstreams.
         self.check_errors([
-            {"name": "nope", "match": {"agent_class": "classifier"},
+            {"name": "nope", "match": {"agent_class": "classifier",
+                                       "provider": "openai"},
              "model": "gpt-4o-mini"},
-            {"name": "unpriced", "model": "gpt-nonesuch"},
+            {"name": "unpriced", "match": {"provider": "openai"},
+             "model": "gpt-nonesuch"},
+            {"name": "every-api", "model": "gpt-4.1-nano"},
+            {"name": "typo", "match": {"endpoint": "chat"},
+             "max_tokens": 100},
             {"name": "ghost", "upstream": "nowhere"},
             {"name": "cross", "match": {"upstream": "anthropic"},
              "upstream": "local"},
             {"name": "to-azure", "upstream": "azure"},
-            {"name": "fine", "match": {"agent_class": "other"},
+            {"name": "fine", "match": {"agent_class": "other",
+                                       "upstream": "openai"},
              "model": "gpt-4.1-mini"},
         ], [("model: gpt-4o-mini", "policy 'only-4o' (line"),
             ("model: gpt-nonesuch", "'gpt-nonesuch' has no price"),
+            ("model: gpt-4.1-nano", "a model name belongs to one API"),
+            ("endpoint: chat", "'chat' matches no endpoint"),
             ("upstream: nowhere", "no upstream named 'nowhere'"),
             ("upstream: local", "does not speak the same API"),
             ("upstream: azure", "is an azure_openai upstream")])
         # Within the rules.
         self.check_errors([
-            {"name": "twice", "model": "gpt-4o"},
+            {"name": "twice", "match": {"provider": "openai"},
+             "model": "gpt-4o"},
             {"max_tokens": 10, "name": "twice"},
             {"name": "pct", "when_budget_below_percent": 150,
-             "model": "gpt-4o"},
+             "match": {"provider": "openai"}, "model": "gpt-4o"},
             {"name": "idle", "match": {"team": "a"}},
             {"name": "odd", "match": {"colour": "red"}, "max_tokens": 1},
             {"name": "bad model", "model": "gpt 4o"},

@@ -213,7 +213,8 @@ class ShipTest(ledgerlib.MeterTestCase):
                 "alert_at_usd": "0.000000001",
                 "models": {"allow": ["gpt-4o-mini"]}}]
         # One call routed: its routing columns ship too.
-        rules = [{"name": "mini", "match": {"team": "routed"},
+        rules = [{"name": "mini", "match": {"team": "routed",
+                                            "provider": "openai"},
                   "model": "gpt-4o-mini"}]
         tg = self.start_ship(pg, "a", instance="pod-a",
                              extra={"policies": pol, "routing": rules})

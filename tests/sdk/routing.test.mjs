@@ -15,10 +15,10 @@ import {
 
 const RULES = `routing:
   - name: small-steps
-    match: { agent_class: ${AGENT_CLASS}, model: "gpt-4o" }
+    match: { agent_class: ${AGENT_CLASS}, model: "gpt-4o", provider: openai }
     model: gpt-4o-mini
   - name: haiku
-    match: { model: claude-sonnet-4-6 }
+    match: { model: claude-sonnet-4-6, provider: anthropic }
     model: claude-haiku-4-5
 `;
 

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "tollgate/config.h"
+#include "tollgate/route.h"
 #include "tollgate/routing.h"
 #include "tollgate/util.h"
 
@@ -76,7 +77,7 @@ static const struct rcase cases[] = {
 	"routing:\n"
 	"  - name: small\n"
 	"    match: { agent_class: classifier, model: \"gpt-4o*\", "
-	"upstream: \"*\" }\n"
+	"upstream: \"*\", provider: openai }\n"
 	"    model: gpt-4o-mini\n"
 	"  - name: low\n"
 	"    match: { provider: \"open*\" }\n"
@@ -96,14 +97,14 @@ static const struct rcase cases[] = {
 	    "max_tokens"}},
     {"duplicate name",
 	"routing:\n"
-	"  - { name: a, model: gpt-4o }\n"
+	"  - { name: a, max_tokens: 7 }\n"
 	"  - { name: a, max_tokens: 5 }\n",
 	NULL, {"9:5: routing[1] (a): duplicate rule name (first at line 8)"}},
     {"bad percent and bound",
 	"routing:\n"
-	"  - { name: a, model: gpt-4o, when_budget_below_percent: 0 }\n"
+	"  - { name: a, max_tokens: 7, when_budget_below_percent: 0 }\n"
 	"  - { name: b, max_tokens: -3 }\n"
-	"  - { name: c, model: gpt-4o, when_budget_below_percent: ten }\n",
+	"  - { name: c, max_tokens: 7, when_budget_below_percent: ten }\n",
 	NULL,
 	{"8:58: routing[0].when_budget_below_percent: must be between 1 "
 	 "and 100",
@@ -154,7 +155,8 @@ static const struct rcase cases[] = {
 	"routing:\n"
 	"  - { name: a, match: { agent_class: bot, provider: openai }, "
 	"model: gpt-4o-mini }\n"
-	"  - { name: b, match: { agent_class: \"b*\" }, model: gpt-4o-mini }\n"
+	"  - { name: b, match: { agent_class: \"b*\", provider: openai }, "
+	"model: gpt-4o-mini }\n"
 	"  - { name: c, match: { agent_class: bot, provider: \"open*\" }, "
 	"upstream: local, model: gpt-4o-mini }\n"
 	"  - { name: d, match: { agent_class: bot, provider: \"open*\" }, "
@@ -166,7 +168,59 @@ static const struct rcase cases[] = {
 	    "15:89: routing[3] (d).model: policy 'only-4o' (line 8) does not "
 	    "allow 'gpt-4o-mini' for the calls this rule matches: every call "
 	    "it routes would be refused"}},
+    {"match values that take nothing",
+	"routing:\n"
+	"  - { name: a, match: { endpoint: chat }, max_tokens: 5 }\n"
+	"  - { name: b, match: { provider: opnai }, max_tokens: 5 }\n"
+	"  - { name: c, match: { upstream: \"nowhere*\" }, max_tokens: 5 }\n"
+	"  - { name: d, match: { endpoint: \"chat.*\", provider: \"open*\", "
+	"upstream: \"o*\" }, max_tokens: 5 }\n",
+	NULL,
+	{"8:35: routing[0] (a).match.endpoint: 'chat' matches no endpoint a "
+	 "metered call has (chat.completions, completions, embeddings, "
+	 "responses, messages, generateContent, streamGenerateContent, "
+	 "embedContent)",
+	    "9:35: routing[1] (b).match.provider: 'opnai' matches no upstream "
+	    "type (openai, anthropic, gemini, azure_openai, "
+	    "openai_compatible)",
+	    "10:35: routing[2] (c).match.upstream: 'nowhere*' matches no "
+	    "configured upstream"}},
+    {"a model for several APIs",
+	"routing:\n"
+	"  - { name: a, model: gpt-4o-mini }\n"
+	"  - { name: b, match: { upstream: \"*\" }, model: gpt-4o-mini }\n"
+	"  - { name: c, match: { provider: \"open*\" }, model: gpt-4o-mini }\n"
+	"  - { name: d, match: { upstream: anthropic }, "
+	"model: claude-3-5-haiku-20241022 }\n",
+	NULL,
+	{"8:23: routing[0] (a).model: the rule can take calls for upstream "
+	 "'openai' (openai) and for 'anthropic' (anthropic), and a model "
+	 "name belongs to one API; narrow match.provider or match.upstream",
+	    "9:49: routing[1] (b).model: the rule can take calls for upstream "
+	    "'openai' (openai) and for 'anthropic' (anthropic), and a model "
+	    "name belongs to one API; narrow match.provider or "
+	    "match.upstream"}},
 };
+
+/* Every endpoint a metered call can have is one match.endpoint knows. */
+static void
+test_endpoint_names(void **state)
+{
+	enum endpoint ep;
+	const char *name;
+
+	(void)state;
+	for (ep = EP_CHAT; ep <= EP_GEMINI_EMBED; ep++) {
+		name = route_endpoint_name(ep);
+		if (ep == EP_MODELS || ep == EP_COUNT_TOKENS ||
+		    ep == EP_GEMINI_COUNT_TOKENS) {
+			assert_false(config_routing_endpoint_known(name));
+			continue;
+		}
+		if (!config_routing_endpoint_known(name))
+			fail_msg("endpoint %s is not known to routing", name);
+	}
+}
 
 static int
 run_case(const struct rcase *c)
@@ -362,6 +416,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_config_cases),
+	    cmocka_unit_test(test_endpoint_names),
 	    cmocka_unit_test(test_first_match_wins),
 	    cmocka_unit_test(test_budget_condition),
 	    cmocka_unit_test(test_fixed_calls),

@@ -747,24 +747,24 @@ test_csv(void **state)
 		if (lines++ == 0) {
 			assert_string_equal(line,
 			    "team,calls,input_tokens,"
-			    "output_tokens,cost_usd,saved_usd,fallback_calls,"
-			    "fallback_cost_usd,routed_calls");
+			    "output_tokens,cost_usd,fallback_calls,"
+			    "fallback_cost_usd,saved_usd,routed_calls");
 			continue;
 		}
 		if (strncmp(line, "\"comma,team\",", 13) == 0)
 			quoted = 1;
 		/* cost_usd is the fifth field from the end. */
 		last = strrchr(line, ',');
-		assert_string_equal(last + 1, "0");
+		assert_string_equal(last + 1, "0"); /* routed_calls */
 		*last = '\0';
 		last = strrchr(line, ',');
-		*last = '\0';
-		assert_string_equal(last + 1, "0.000000000");
-		last = strrchr(line, ',');
-		assert_string_equal(last + 1, "0");
+		assert_string_equal(last + 1, "0.000000000"); /* saved_usd */
 		*last = '\0';
 		last = strrchr(line, ',');
 		assert_string_equal(last + 1, "0.000000000");
+		*last = '\0';
+		last = strrchr(line, ',');
+		assert_string_equal(last + 1, "0"); /* fallback_calls */
 		*last = '\0';
 		last = strrchr(line, ',');
 		sum += usd_to_nusd(last + 1);
@@ -834,9 +834,9 @@ test_csv_cells(void **state)
 		spend_write(&q, &r, &o);
 		snprintf(want, sizeof(want),
 		    "team,calls,input_tokens,output_tokens,cost_usd,"
-		    "saved_usd,fallback_calls,fallback_cost_usd,"
+		    "fallback_calls,fallback_cost_usd,saved_usd,"
 		    "routed_calls\r\n"
-		    "%s,2,30,4,0.000001500,0.000000000,0,0.000000000,0\r\n",
+		    "%s,2,30,4,0.000001500,0,0.000000000,0.000000000,0\r\n",
 		    cases[i].cell);
 		if (strcmp(o.so_buf, want) != 0)
 			fail_msg("%s: '%s', want '%s'", cases[i].key, o.so_buf,
