@@ -20,7 +20,7 @@
  *             headers filtered (hop-by-hop, X-Tollgate-*, Host, framing
  *             and encoding removed; provider credentials passed untouched,
  *             or replaced by the upstream's own key for calls made with a
- *             tollgate key).
+ *             tollgate key and calls a routing rule switched upstream).
  *   relay     relay.c passes response bytes through the meter, which reads
  *             usage from them and hands back what the client receives (the
  *             same bytes, or whole events without the injected usage), and

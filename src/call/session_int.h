@@ -71,6 +71,8 @@ struct session {
 	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
 						 the rule sent another */
 	const struct price *se_asked_price; /* its price, or NULL */
+	int se_switched; /* the rule changed the upstream: the client's
+			    credentials are not forwarded (relay.c) */
 	char *se_body; /* rewritten request body, or NULL; once forwarded,
 			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;

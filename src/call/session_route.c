@@ -200,6 +200,9 @@ session_route(struct session *se)
 			    sizeof(se->se_ci.ci_service_tier),
 			    to->uc_service_tier);
 		se->se_route.rt_upstream = to;
+		/* The client's key was meant for the first upstream's host,
+		 * not this one: relay.c sends this upstream's own key. */
+		se->se_switched = 1;
 	}
 	if (rr->rr_model != NULL && strcmp(rr->rr_model, se->se_ci.ci_model)) {
 		if (route_model(se, rr->rr_model) == -1)

@@ -34,6 +34,24 @@ SMALL_STEPS = {"name": "small-steps",
                "match": {"agent_class": "classifier", "model": "gpt-4o*"},
                "model": "gpt-4o-mini"}
 
+# Credentials: the client's own provider key, the upstreams' keys
+# (api_key_env) and a tollgate key. Canaries: none may reach a host or a
+# log line it is not meant for.
+KEY_CLIENT = "sk-CANARY-routing-client-5e1a"
+KEY_OPENAI_UP = "sk-CANARY-routing-openai-upstream-31c4"
+KEY_LOCAL_UP = "sk-CANARY-routing-local-upstream-77b2"
+KEY_TOLLGATE = "tg-CANARY-routing-agent-9f0d"
+ENV_OPENAI = "TG_ROUTING_TEST_OPENAI_KEY"
+ENV_LOCAL = "TG_ROUTING_TEST_LOCAL_KEY"
+# Every place a client puts a provider secret: the headers and ?key=.
+CLIENT_SECRETS = [("Authorization", "Bearer " + KEY_CLIENT),
+                  ("x-api-key", KEY_CLIENT), ("api-key", KEY_CLIENT),
+                  ("x-goog-api-key", KEY_CLIENT),
+                  ("Cookie", "session=" + KEY_CLIENT)]
+TO_LOCAL = {"name": "to-local", "match": {"agent_class": "classifier",
+                                          "upstream": "openai"},
+            "upstream": "local"}
+
 
 class RoutingTest(ledgerlib.MeterTestCase):
 
@@ -292,6 +310,95 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertEqual(row["provider"], "openai_compatible")
         self.assertEqual(row["routed_rule"], "to-local")
         self.assertIsNone(row["routed_from"])
+
+    def keyed_tg(self, local_key, name):
+        """tollgate whose openai upstream is fakeprov and whose local one
+        is a second fakeprov (self.fp2), openai with its own key, local
+        with one only if local_key; calls with KEY_TOLLGATE are bound."""
+        env = {ENV_OPENAI: KEY_OPENAI_UP, ENV_LOCAL: KEY_LOCAL_UP}
+        local = {"type": "openai_compatible",
+                 "base_url": "http://127.0.0.1:%d" % self.fp2.port}
+        if local_key:
+            local["api_key_env"] = ENV_LOCAL
+        ex = ledgerlib.metering_extra(attribution={"keys": [
+            {"tollgate_key_sha256": ledgerlib.key_sha256(KEY_TOLLGATE),
+             "tags": {"agent_class": "classifier"}}]})
+        ex["routing"] = [TO_LOCAL]
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port, openai={"api_key_env": ENV_OPENAI}, local=local),
+            extra=ex, name=name, env=env)
+        self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
+                                                    "data/ledger.db"), tg)
+        return tg
+
+    def keyed_call(self, tg, fp, hdrs, query=""):
+        """A chat call with hdrs; the request fp received."""
+        m = new_marker()
+        r = self.call(tg.port, "POST", "/v1/chat/completions" + query,
+                      tglib.openai_chat(m, False, "gpt-4o"),
+                      [JSON_CT] + hdrs)
+        self.assertEqual(r.status, 200, r)
+        return r, fp.wait_request(m)
+
+    def assertNoSecret(self, rec, secrets, what):
+        text = json.dumps([rec["path"], rec["headers"]])
+        for k in secrets:
+            self.assertNotIn(k, text, "%s: %s reached the upstream: %s" %
+                             (what, k, text))
+
+    def test_upstream_switch_never_forwards_the_clients_key(self):
+        self.fp2 = self.fakeprov(name="fakeprov-local")
+        allkeys = [KEY_CLIENT, KEY_OPENAI_UP, KEY_LOCAL_UP, KEY_TOLLGATE]
+        # The target upstream has no key (a local server): the call goes
+        # with no credential at all, none of the client's secrets, and
+        # the rest of the query.
+        tg = self.keyed_tg(False, "tollgate")
+        r, rec = self.keyed_call(tg, self.fp2, [CLASSIFIER] + CLIENT_SECRETS,
+                                 "?key=%s&keep=1" % KEY_CLIENT)
+        self.assertEqual(r.header("x-tollgate-route"), "to-local")
+        self.assertNoSecret(rec, allkeys, "switched, keyless target")
+        for h, _ in CLIENT_SECRETS:
+            self.assertEqual(tglib.rec_header(rec, h), [], h)
+        self.assertEqual(rec["path"], "/v1/chat/completions?keep=1")
+        self.assertEqual(self.row(r)["upstream"], "local")
+        # Not switched: the client's credentials go where it sent them.
+        r, rec = self.keyed_call(tg, self.fp, [RESEARCHER] + CLIENT_SECRETS,
+                                 "?key=%s&keep=1" % KEY_CLIENT)
+        self.assertIsNone(r.header("x-tollgate-route"))
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_CLIENT])
+        self.assertEqual(tglib.rec_header(rec, "x-api-key"), [KEY_CLIENT])
+        self.assertIn("key=" + KEY_CLIENT, rec["path"])
+        self.assertEqual(tg.stop(), 0)
+        for k in allkeys:
+            self.assertNotIn(k, tg.log())
+
+        # The target has its own key: that one goes, and only it.
+        tg = self.keyed_tg(True, "tollgate2")
+        r, rec = self.keyed_call(tg, self.fp2, [CLASSIFIER] + CLIENT_SECRETS,
+                                 "?key=%s" % KEY_CLIENT)
+        self.assertNoSecret(rec, [KEY_CLIENT, KEY_OPENAI_UP, KEY_TOLLGATE],
+                            "switched, keyed target")
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_LOCAL_UP])
+        self.assertEqual(rec["path"], "/v1/chat/completions")
+        # A tollgate key gets the target's key, never the first one's.
+        r, rec = self.keyed_call(
+            tg, self.fp2, [("Authorization", "Bearer " + KEY_TOLLGATE)])
+        self.assertEqual(r.header("x-tollgate-route"), "to-local")
+        self.assertNoSecret(rec, [KEY_CLIENT, KEY_OPENAI_UP, KEY_TOLLGATE],
+                            "tollgate key, switched")
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_LOCAL_UP])
+        # Not switched: the client's key goes to the first upstream.
+        r, rec = self.keyed_call(tg, self.fp, [RESEARCHER,
+                                               ("Authorization",
+                                                "Bearer " + KEY_CLIENT)])
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_CLIENT])
+        self.assertEqual(tg.stop(), 0)
+        for k in allkeys:
+            self.assertNotIn(k, tg.log())
 
     def test_allowed_models_checked_against_the_rewrite(self):
         # The policy allows only gpt-4o; the rule sends gpt-4o-mini for
