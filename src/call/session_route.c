@@ -187,19 +187,11 @@ session_route(struct session *se)
 	    (to = config_find_upstream(se->se_conf, rr->rr_upstream,
 		 strlen(rr->rr_upstream))) != NULL &&
 	    to != uc) {
-		/*
-		 * A call that named no tier, to an upstream without a
-		 * service_tier_default, gets the new upstream's default. (A
-		 * tier equal to the first upstream's default may have been
-		 * asked for: it is kept, as the body still says it.)
-		 */
-		if (uc->uc_service_tier == NULL &&
-		    se->se_ci.ci_service_tier[0] == '\0' &&
-		    to->uc_service_tier != NULL)
-			strcopy(se->se_ci.ci_service_tier,
-			    sizeof(se->se_ci.ci_service_tier),
-			    to->uc_service_tier);
 		se->se_route.rt_upstream = to;
+		/* A call that named no tier runs at the new upstream's
+		 * service_tier_default (or its base tier), not the first's:
+		 * priced and reserved so. One that named it keeps it. */
+		meter_tier(&se->se_route, &se->se_ci);
 		/* The client's key was meant for the first upstream's host,
 		 * not this one: relay.c sends this upstream's own key. */
 		se->se_switched = 1;

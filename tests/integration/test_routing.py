@@ -400,6 +400,47 @@ class RoutingTest(ledgerlib.MeterTestCase):
         for k in allkeys:
             self.assertNotIn(k, tg.log())
 
+    def test_switched_upstream_reserves_at_its_own_tier(self):
+        # openai's account runs at flex (gpt-4o has no flex rates: base),
+        # local's at priority: a call routed to local that named no tier
+        # runs at priority and must be reserved so, as one sent there.
+        ex = ledgerlib.metering_extra()
+        ex["routing"] = [TO_LOCAL]
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port, openai={"service_tier_default": "flex"},
+            local={"service_tier_default": "priority"}), extra=ex)
+        self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
+                                                    "data/ledger.db"), tg)
+
+        def reserved(path, hdrs, tier=None):
+            m = new_marker()
+            extra = {"max_tokens": 1000}
+            if tier is not None:
+                extra["service_tier"] = tier
+            r = self.call(tg.port, "POST", path,
+                          tglib.openai_chat(m, False, "gpt-4o", extra),
+                          [JSON_CT] + hdrs)
+            self.assertEqual(r.status, 200, r)
+            row = self.row(r)
+            self.assertEqual(row["upstream"], "local", describe_row(row))
+            return row["reserved_nusd"]
+
+        routed = reserved("/v1/chat/completions", [CLASSIFIER])
+        direct = reserved("/local/v1/chat/completions", [RESEARCHER])
+        self.assertEqual(routed, direct)
+        # The priority worst case, not the base one.
+        base = reserved("/local/v1/chat/completions", [RESEARCHER],
+                        "default")
+        self.assertGreater(routed, base)
+        # A tier the request named is kept: "default" stays base, "auto"
+        # is the account's, the target's. (Same bodies, same estimate.)
+        self.assertEqual(reserved("/v1/chat/completions", [CLASSIFIER],
+                                  "default"), base)
+        self.assertEqual(reserved("/v1/chat/completions", [CLASSIFIER],
+                                  "auto"),
+                         reserved("/local/v1/chat/completions",
+                                  [RESEARCHER], "auto"))
+
     def test_allowed_models_checked_against_the_rewrite(self):
         # The policy allows only gpt-4o; the rule sends gpt-4o-mini for
         # one agent class: refused as the call will be sent. (Not
