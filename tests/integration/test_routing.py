@@ -10,6 +10,7 @@ the budget is charged at the model sent; /v1/spend, the CSV export and
 /metrics carry the savings; tollgate check names a bad rule's file:line;
 and a ledger made before the routing columns gains them."""
 
+import calendar
 import csv
 import io
 import json
@@ -17,10 +18,12 @@ import os
 import re
 import sqlite3
 import sys
+import time
 
 sys.dont_write_bytecode = True  # keep the source tree clean
 import tglib  # noqa: E402
 import ledgerlib  # noqa: E402
+import redislib  # noqa: E402
 from tglib import JSON_CT  # noqa: E402
 from ledgerlib import ANTHROPIC_VERSION, describe_row  # noqa: E402
 from ledgerlib import marker as new_marker  # noqa: E402
@@ -544,6 +547,122 @@ class RoutingTest(ledgerlib.MeterTestCase):
             "SELECT * FROM pragma_table_info('calls')")]
         self.assertEqual(cols[-3:], ["routed_from", "routed_rule",
                                      "saved_nusd"])
+
+
+LOW_BUDGET = {"name": "low-budget", "when_budget_below_percent": 50,
+              "model": "gpt-4o-mini"}
+BIG = ("x-fake-input-tokens", "1000000")  # $2.50 of gpt-4o input
+
+
+class FleetRoutingTest(ledgerlib.MeterTestCase):
+    """when_budget_below_percent on instances that share their caps: the
+    rule reads the fleet's spend, not this instance's alone."""
+
+    def setUp(self):
+        super().setUp()
+        self.fp = self.fakeprov()
+        self.redis = redislib.RedisServer(self.tmp, procs=self._procs)
+
+    def tearDown(self):
+        try:
+            self.redis.stop()
+        except Exception:  # noqa: BLE001 - teardown goes on
+            pass
+        super().tearDown()
+
+    def start_tg(self, name):
+        ex = ledgerlib.metering_extra(ledger={"path": "data/%s.db" % name})
+        ex["routing"] = [LOW_BUDGET]
+        ex["policies"] = [
+            {"name": "team-day", "match": {"team": "t1"}, "window": "day",
+             "hard_cap_usd": 10},
+            {"name": "team-hour", "match": {"team": "t2"}, "window": "1h",
+             "hard_cap_usd": 4}]
+        # wait: a loaded machine can take more than 1 s to answer.
+        ex["fleet"] = {"redis": self.redis.url, "instance": name,
+                       "lease_usd": "20.00", "lease_ttl": "30s",
+                       "wait": "5s", "connect_timeout": "300ms",
+                       "command_timeout": "300ms"}
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port), extra=ex, name=name)
+        tg.ledger = ledgerlib.Ledger(
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
+        self.assertTrue(tg.wait_log(r"fleet: command connection to .* ready",
+                                    timeout=10), tg.log())
+        return tg
+
+    def chat(self, tg, team, hdrs=()):
+        """A gpt-4o call of team on tg: (response, model sent, row)."""
+        m = new_marker()
+        r = self.call(tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(m, False, "gpt-4o",
+                                        {"max_tokens": 10}),
+                      [JSON_CT, ("X-Tollgate-Team", team)] + list(hdrs),
+                      timeout=30)
+        self.assertEqual(r.status, 200, r)
+        rec = self.fp.wait_request(m)
+        self.ledger = tg.ledger
+        return r, json.loads(rec["body"])["model"], self.settled_row(r)
+
+    def fleet_of(self, tg, policy):
+        st, doc = tg.admin_get("/v1/budgets")
+        self.assertEqual(st, 200, doc)
+        b = [x for x in doc["budgets"] if x["policy"] == policy]
+        self.assertEqual(len(b), 1, doc)
+        self.assertIn("fleet", b[0], b[0])
+        return b[0]["fleet"]
+
+    def reported(self, tg, policy, spent):
+        """Wait until tg has told Redis what it spent on policy."""
+        tglib.wait_until(lambda: self.fleet_of(tg, policy)
+                         ["unreported_nusd"] == 0 and
+                         self.fleet_of(tg, policy)["spent_nusd"] >= spent,
+                         15, what="%s reported to the fleet" % tg.name)
+
+    def test_budget_low_on_the_fleet_routes_on_every_instance(self):
+        a = self.start_tg("tg-a")
+        b = self.start_tg("tg-b")
+        # b knows the budget (a call, the fleet's spend 0): as asked.
+        r, model, _ = self.chat(b, "t1")
+        self.assertEqual(model, "gpt-4o")
+        self.assertIsNone(r.header("x-tollgate-route"))
+        # b goes idle: its lease back, its figure older than any call's.
+        tglib.wait_until(lambda: self.fleet_of(b, "team-day")
+                         ["lease_nusd"] == 0, 20, what="b idle")
+        time.sleep(2.5)
+        # a spends more than half the $10 cap.
+        spent = 0
+        for _ in range(2):
+            r, model, row = self.chat(a, "t1", [BIG])
+            self.assertEqual(model, "gpt-4o")
+            spent += row["cost_nusd"]
+        self.assertGreater(spent, 5 * 10 ** 9)
+        self.reported(a, "team-day", spent)
+        # On b, whose own spend is a few cents: the rule applies.
+        r, model, row = self.chat(b, "t1")
+        self.assertEqual(model, "gpt-4o-mini", b.log())
+        self.assertEqual(r.header("x-tollgate-route"), "low-budget")
+        self.assertEqual(row["routed_rule"], "low-budget")
+        self.assertGreaterEqual(self.fleet_of(b, "team-day")["spent_nusd"],
+                                spent)
+
+    def test_first_call_and_rolling_window_read_the_fleet(self):
+        a = self.start_tg("tg-a")
+        spent = {"t1": 0, "t2": 0}
+        for team in ("t1", "t1", "t2"):
+            r, model, row = self.chat(a, team, [BIG])
+            self.assertEqual(model, "gpt-4o")
+            spent[team] += row["cost_nusd"]
+        self.reported(a, "team-day", spent["t1"])
+        self.reported(a, "team-hour", spent["t2"])
+        # b has never seen either budget (no figure at all), and its
+        # rolling count is its own: the fleet's spend routes its first
+        # call of each.
+        b = self.start_tg("tg-b")
+        for team in ("t1", "t2"):
+            r, model, _ = self.chat(b, team)
+            self.assertEqual(model, "gpt-4o-mini", team)
+            self.assertEqual(r.header("x-tollgate-route"), "low-budget")
 
 
 if __name__ == "__main__":
