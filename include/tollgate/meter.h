@@ -52,6 +52,9 @@ struct meter; /* opaque */
  *   spellings, a name with escapes, a value tollgate reads that readers
  *   could read differently (a bound that is not a plain whole number, a
  *   model with a control character or invalid UTF-8).
+ * meter_tier(route, ci) gives a call that named no service tier its
+ *   upstream's service_tier_default (or the base tier); meter_request
+ *   does, and a routing rule that changes the upstream does again.
  * meter_new(route, ci) starts metering a response.
  * meter_response(m, status, content_type) gives the response head
  *   (content_type may be NULL); SSE is metered as a stream, anything else
@@ -75,6 +78,7 @@ int meter_set_bound(
     const struct route *, const char *, size_t, int64_t, char **, size_t *);
 int meter_set_model(const struct route *, const char *, size_t, const char *,
     char **, size_t *);
+void meter_tier(const struct route *, struct call_info *);
 
 /* meter.c */
 struct meter *meter_new(const struct route *, const struct call_info *);

@@ -210,6 +210,7 @@ struct policy_lease {
 	int64_t pl_demand_cum; /* pl_cum when that period began */
 	int64_t pl_demand_at;
 	int pl_busy; /* a sync is in flight: the entry is kept */
+	int pl_peek; /* a call waits for the fleet's spend: sync at once */
 	int pl_degraded; /* Redis down: pl_extra is this instance's share */
 };
 
@@ -293,6 +294,7 @@ struct policy_rate_lease {
 	int64_t rl_worst; /* the last admission's worst case (rolling) */
 	int rl_degraded; /* Redis down: local counts against a share */
 	int64_t rl_share; /* ... the limits divided by this */
+	int rl_peek; /* a call waits for the fleet's spend: sync at once */
 };
 
 /* lease.c */
@@ -303,6 +305,9 @@ size_t policy_leases_each(struct policy_counters *,
     void (*)(struct policy_lease *, int64_t, void *), void *);
 void policy_lease_answer(
     struct policy_lease *, int64_t, int64_t, int64_t, int64_t, int64_t);
+int64_t policy_fleet_spent(const struct policy_scope *);
+int policy_budget_stale(const struct policy *, struct policy_counters *,
+    const char *const *, int64_t, int64_t);
 
 /* rebuild.c */
 int policy_rebuild(struct policy_counters *, const struct policyset *,

@@ -30,6 +30,8 @@ struct call_info {
 	 * the tier the provider reports.
 	 */
 	char ci_service_tier[USAGE_TIER_MAX];
+	int ci_tier_asked; /* the request named its tier ("default" too):
+			      no upstream's default replaces it */
 };
 
 enum usage_source {

@@ -90,14 +90,15 @@ add_time(cJSON *o, const char *name, int64_t ms)
  * instance admits against (docs/fleet.md, When Redis does not answer).
  */
 static void
-add_fleet(cJSON *o, const struct policy_lease *pl, int degraded)
+add_fleet(cJSON *o, const struct policy_scope *sc, int degraded)
 {
+	const struct policy_lease *pl = sc->sc_lease;
 	cJSON *f;
 	int64_t unrep = pl->pl_cum - pl->pl_acked;
 
 	f = cJSON_AddObjectToObject(o, "fleet");
 	cJSON_AddStringToObject(f, "state", degraded ? "degraded" : "up");
-	add_money(f, "spent", pl->pl_fleet_spent + unrep);
+	add_money(f, "spent", policy_fleet_spent(sc));
 	add_money(f, "lease", pl->pl_lease);
 	add_money(f, "unreported", unrep);
 	add_money(f, "leased", pl->pl_fleet_leased);
@@ -117,14 +118,15 @@ add_fleet(cJSON *o, const struct policy_lease *pl, int degraded)
  */
 static void
 add_fleet_rolling(
-    cJSON *o, const struct policy_rate_lease *rl, int64_t cap, int degraded)
+    cJSON *o, const struct policy_scope *sc, int64_t cap, int degraded)
 {
+	const struct policy_rate_lease *rl = sc->sc_rlease;
 	cJSON *f;
 	int64_t unrep = rl->rl_cum_tok - rl->rl_ack_tok, share;
 
 	f = cJSON_AddObjectToObject(o, "fleet");
 	cJSON_AddStringToObject(f, "state", degraded ? "degraded" : "up");
-	add_money(f, "spent", rl->rl_used_tok + unrep);
+	add_money(f, "spent", policy_fleet_spent(sc));
 	add_money(f, "lease", rl->rl_tok);
 	add_money(f, "unreported", unrep);
 	add_money(f, "leased", rl->rl_leased_tok);
@@ -257,9 +259,9 @@ budget_cb(const struct policy_scope *sc, void *arg)
 		cJSON_AddStringToObject(o, "state", "ok");
 	cJSON_AddBoolToObject(o, "shadow", po->po_shadow);
 	if (sc->sc_lease != NULL)
-		add_fleet(o, sc->sc_lease, degraded);
+		add_fleet(o, sc, degraded);
 	else if (sc->sc_rlease != NULL)
-		add_fleet_rolling(o, sc->sc_rlease, po->po_cap_nusd, degraded);
+		add_fleet_rolling(o, sc, po->po_cap_nusd, degraded);
 	if ((be->be_key = cJSON_PrintUnformatted(scope)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted", __func__);
 }

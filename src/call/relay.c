@@ -4,7 +4,8 @@
  * relay_forward sends the request upstream with the client's headers
  * filtered (hop-by-hop, X-Tollgate-*, Host, framing and encoding removed;
  * provider credentials passed untouched, or replaced by the upstream's own
- * key for calls made with a tollgate key). Response headers and body bytes
+ * key for calls made with a tollgate key and for calls a routing rule sent
+ * to another upstream). Response headers and body bytes
  * are relayed to the client as they arrive, through the meter, which reads
  * usage from them and hands back what the client receives. When the
  * client's output buffer passes the configured high watermark the transfer
@@ -58,6 +59,21 @@ replaced_upstream(const char *name)
 	}
 }
 
+/*
+ * Whether the upstream's own key (api_key_env) replaces the client's
+ * credentials: for a call made with a tollgate key, which no provider
+ * knows, and for one a routing rule sent to another upstream than the one
+ * its path names, whose host must never see a key the client meant for
+ * the first (a shared local server, another vendor, maybe plain http).
+ */
+static int
+own_key(const struct session *se)
+{
+	return (se->se_switched ||
+	    (se->se_attr.at_binding != NULL &&
+		se->se_attr.at_binding->kb_tollgate));
+}
+
 /* Build the header list sent upstream from the client's. */
 static void
 upstream_headers(struct session *se, struct hdrs *out)
@@ -65,8 +81,7 @@ upstream_headers(struct session *se, struct hdrs *out)
 	const struct http_request *req = se->se_req;
 	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	const char *connhdr = hdrs_get(&req->hr_headers, "Connection");
-	int swap_key = se->se_attr.at_binding != NULL &&
-	    se->se_attr.at_binding->kb_tollgate;
+	int swap_key = own_key(se);
 	char *v;
 	size_t i;
 
@@ -82,7 +97,8 @@ upstream_headers(struct session *se, struct hdrs *out)
 		if (replaced_upstream(h->h_name) ||
 		    strcaseprefix(h->h_name, "X-Tollgate-"))
 			continue;
-		/* A tollgate key never reaches the provider. */
+		/* A tollgate key never reaches the provider, nor a client's
+		 * key an upstream a rule switched to. */
 		if (swap_key && http_is_secret_header(h->h_name))
 			continue;
 		hdrs_add(out, h->h_name, strlen(h->h_name), h->h_value,
@@ -322,10 +338,9 @@ relay_forward(struct session *se)
 	/* The headers are in hs now; the client's (keys among them) are
 	 * not needed again. */
 	hdrs_clear(&req->hr_headers);
-	/* A key in the query is the client's; with a tollgate key it must
-	 * not reach the provider either. */
-	if (se->se_attr.at_binding != NULL &&
-	    se->se_attr.at_binding->kb_tollgate)
+	/* A key in the query is the client's; with a tollgate key, or to
+	 * an upstream a rule switched to, it must not be forwarded either. */
+	if (own_key(se))
 		query = attribution_strip_query_key(se->se_route.rt_query);
 	else if (se->se_route.rt_query != NULL)
 		query = xstrdup(se->se_route.rt_query);

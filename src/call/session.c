@@ -20,7 +20,7 @@
  *             headers filtered (hop-by-hop, X-Tollgate-*, Host, framing
  *             and encoding removed; provider credentials passed untouched,
  *             or replaced by the upstream's own key for calls made with a
- *             tollgate key).
+ *             tollgate key and calls a routing rule switched upstream).
  *   relay     relay.c passes response bytes through the meter, which reads
  *             usage from them and hands back what the client receives (the
  *             same bytes, or whole events without the injected usage), and
@@ -626,15 +626,15 @@ session_family_price(struct session *se)
 }
 
 /*
- * Read and price the request. Returns 0 to go on, or -1 after refusing it.
+ * Read the request: what it asks for, into se_ci. Returns 0 to go on, or
+ * -1 after refusing it.
  */
 static int
-session_price(struct session *se)
+session_read(struct session *se)
 {
 	struct http_request *req = se->se_req;
-	const struct config *cf = se->se_conf;
 	const char *body, *mapped;
-	char *cause = NULL, model[160];
+	char *cause = NULL;
 
 	body = (const char *)evbuffer_pullup(req->hr_body, -1);
 	/* A body to refuse comes back with its cause. */
@@ -672,12 +672,26 @@ session_price(struct session *se)
 		free(cause);
 		return (-1);
 	}
+	return (0);
+}
+
+/*
+ * Route and price the request. Returns 0 to go on, 1 while a routing rule
+ * waits for the fleet (session_start runs again), or -1 after refusing it.
+ */
+static int
+session_price(struct session *se)
+{
+	const struct config *cf = se->se_conf;
+	char model[160];
+	int rc;
+
 	if (!se->se_route.rt_metered)
 		return (0);
 	/* The one place a call meets the routing rules: before its price,
 	 * so the call is priced, reserved and checked as it will be sent. */
-	if (session_route(se) == -1)
-		return (-1);
+	if ((rc = session_route(se)) != 0)
+		return (rc);
 
 	se->se_price = session_model(se) != NULL
 	    ? pricing_lookup(cf->cf_prices, session_model(se))
@@ -721,12 +735,29 @@ session_price(struct session *se)
 	return (0);
 }
 
-/* The request body is complete: price it, then reserve its row. */
+/*
+ * The request body is complete: read and price it, then reserve its row.
+ * Runs again when a routing rule waited for the fleet (SE_WAITING), the
+ * request already read.
+ */
 void
 session_start(struct session *se)
 {
+	int rc;
+
 	se->se_started = 1;
-	if (session_price(se) == -1) {
+	if (!se->se_read) {
+		se->se_read = 1;
+		if (session_read(se) == -1) {
+			session_close(se, CALL_REFUSED, "refused");
+			return;
+		}
+	}
+	if ((rc = session_price(se)) == 1) {
+		se->se_state = SE_WAITING;
+		return;
+	}
+	if (rc == -1) {
 		session_close(se, CALL_REFUSED, "refused");
 		return;
 	}

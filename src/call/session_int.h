@@ -39,7 +39,8 @@ struct xfer;
 
 enum se_state {
 	SE_ROUTED, /* head accepted, body being read */
-	SE_WAITING, /* waiting for the fleet to top up a lease */
+	SE_WAITING, /* waiting for the fleet to top up a lease, or for its
+		       spend on a budget a routing rule reads */
 	SE_RESERVING, /* its reservation going to the journal (ledger.h) */
 	SE_FORWARDING, /* the upstream transfer is running */
 };
@@ -71,6 +72,11 @@ struct session {
 	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
 						 the rule sent another */
 	const struct price *se_asked_price; /* its price, or NULL */
+	int se_switched; /* the rule changed the upstream: the client's
+			    credentials are not forwarded (relay.c) */
+	int se_route_stale; /* a budget a rule reads has only an old
+			       figure of the fleet's spend */
+	int se_read; /* the request has been read (session_start) */
 	char *se_body; /* rewritten request body, or NULL; once forwarded,
 			  the body libcurl sends (NULL when empty) */
 	size_t se_bodylen;
@@ -102,7 +108,8 @@ struct session {
 	/* policies (session_policy.c, session_breakers.c, session_stop.c) */
 	const char *se_pattr[POLICY_ATTR_MAX]; /* what policies match on */
 	struct policy_reservation *se_res; /* settled once, at close */
-	struct fleet_wait *se_wait; /* waiting for a fleet lease, or NULL */
+	struct fleet_wait *se_wait; /* waiting for a fleet lease (or, for
+				      a routing rule, the fleet's spend) */
 	int64_t se_wait_until; /* Unix ms; 0: has not waited */
 	int se_wait_over; /* waited its time: a short lease now refuses */
 	int se_res_capped; /* se_res holds a capped budget */

@@ -3,7 +3,9 @@
  * A call against the routing rules (src/routing/, docs/spend-less.md),
  * once its request has been read and before it is priced, so that the
  * price, the reservation and every policy check see the call as it will
- * be sent. The first rule that matches applies: the model is rewritten
+ * be sent. A rule that reads a budget a fleet shares waits, at most
+ * fleet.wait, for the fleet's spend on it when this instance's figure is
+ * old. The first rule that matches applies: the model is rewritten
  * (in the body, or in the path for Gemini), the upstream switched, the
  * output bound lowered or set; the body is edited only when a rule
  * changed it, so an unrouted call is forwarded byte for byte. The
@@ -21,6 +23,7 @@
 #include "tollgate/attribution.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/meter.h"
 #include "tollgate/policy.h"
@@ -32,10 +35,29 @@
 #include "session_int.h"
 
 /*
+ * How old the fleet's spend on a budget may be for when_budget_below_percent
+ * to read it without asking Redis first: a busy instance reports, and so
+ * learns it, about once a second (src/fleet/lease.c).
+ */
+#define ROUTE_FLEET_FRESH_MS 2000
+
+/* May the call still wait for the fleet (up to fleet.wait in all)? */
+static int
+route_may_wait(const struct session *se)
+{
+	return (se->se_conf->cf_fleet != NULL && !se->se_wait_over &&
+	    fleet_state() == FLEET_UP &&
+	    (se->se_wait_until == 0 || wallclock_ms() < se->se_wait_until));
+}
+
+/*
  * For when_budget_below_percent: the share of its cap (in millionths)
  * the tightest enforcing hard cap over the call has left, spend and
  * reservations in flight both counted, or -1 when no hard cap covers it.
- * The policies see the call as it was asked.
+ * The policies see the call as it was asked. A budget a fleet shares
+ * counts the fleet's spend, as GET /v1/budgets shows it; when this
+ * instance knows it only from more than ROUTE_FLEET_FRESH_MS ago, or not
+ * at all, se_route_stale says so and the fleet is asked for it.
  */
 static int64_t
 route_headroom(void *arg)
@@ -45,9 +67,9 @@ route_headroom(void *arg)
 	const struct policy *po;
 	const char *attr[POLICY_ATTR_MAX];
 	struct policy_scope sc;
-	int64_t left, ppm, best = -1, now = wallclock_ms();
+	int64_t left, ppm, spent, best = -1, now = wallclock_ms();
 	size_t i;
-	int t;
+	int t, peek = route_may_wait(se);
 
 	if (ps == NULL)
 		return (-1);
@@ -62,15 +84,25 @@ route_headroom(void *arg)
 		if (po->po_cap_nusd == -1 || po->po_shadow ||
 		    !policy_matches(po, attr))
 			continue;
-		if (po->po_cap_nusd <= 0)
-			ppm = 0; /* a cap of 0 has no room at all */
-		else if (policy_budget(
-			     po, enforce_counters(), attr, now, &sc) == -1)
+		if (po->po_cap_nusd <= 0) {
+			best = 0; /* a cap of 0 has no room at all */
+			continue;
+		}
+		if (peek &&
+		    policy_budget_stale(po, enforce_counters(), attr, now,
+			now - ROUTE_FLEET_FRESH_MS))
+			se->se_route_stale = 1;
+		if (policy_budget(po, enforce_counters(), attr, now, &sc) == -1)
 			ppm = 1000000; /* nothing spent in it yet */
 		else if (sc.sc_limit <= 0)
 			ppm = 0;
 		else {
-			left = sc.sc_limit - sc.sc_spent - sc.sc_reserved;
+			/* A rolling budget's own count is this instance's;
+			 * the fleet's includes it. */
+			spent = policy_fleet_spent(&sc);
+			if (spent < sc.sc_spent)
+				spent = sc.sc_spent;
+			left = sc.sc_limit - spent - sc.sc_reserved;
 			if (left < 0)
 				left = 0;
 			ppm = (int64_t)((__int128)left * 1000000 / sc.sc_limit);
@@ -152,10 +184,24 @@ route_bound(struct session *se, int64_t bound)
 	return (0);
 }
 
+/* The fleet answered (or fleet.wait is over): route the call again. */
+static void
+route_wake(void *arg, int timed_out)
+{
+	struct session *se = arg;
+
+	se->se_wait = NULL;
+	if (timed_out)
+		se->se_wait_over = 1;
+	session_start(se);
+}
+
 /*
  * Apply the first routing rule that matches the call. Returns 0 to go on
- * (routed or not), or -1 after refusing a body the rule's change cannot
- * be written into.
+ * (routed or not), 1 while the call waits for the fleet's spend on a
+ * budget a rule reads (session_start runs again when it comes, or at
+ * fleet.wait), or -1 after refusing a body the rule's change cannot be
+ * written into.
  */
 int
 session_route(struct session *se)
@@ -181,7 +227,22 @@ session_route(struct session *se)
 	if (se->se_route.rt_endpoint == EP_EMBEDDINGS ||
 	    se->se_route.rt_endpoint == EP_GEMINI_EMBED)
 		flags |= ROUTING_NO_OUTPUT;
-	if ((rr = routing_select(rs, attr, flags, route_headroom, se)) == NULL)
+	se->se_route_stale = 0;
+	rr = routing_select(rs, attr, flags, route_headroom, se);
+	/*
+	 * Another instance may have spent the budget since this one last
+	 * heard: the rule decides on the fleet's figure, so wait for it
+	 * (the first such call on an instance has none at all). Nothing has
+	 * been changed yet; the routing runs again from the start.
+	 */
+	if (se->se_route_stale && route_may_wait(se)) {
+		if (se->se_wait_until == 0)
+			se->se_wait_until =
+			    wallclock_ms() + se->se_conf->cf_fleet->fc_wait_ms;
+		se->se_wait = fleet_wait(se->se_wait_until, route_wake, se);
+		return (1);
+	}
+	if (rr == NULL)
 		return (0);
 	se->se_rule = rr;
 
@@ -190,19 +251,14 @@ session_route(struct session *se)
 	    (to = config_find_upstream(se->se_conf, rr->rr_upstream,
 		 strlen(rr->rr_upstream))) != NULL &&
 	    to != uc) {
-		/*
-		 * A call that named no tier, to an upstream without a
-		 * service_tier_default, gets the new upstream's default. (A
-		 * tier equal to the first upstream's default may have been
-		 * asked for: it is kept, as the body still says it.)
-		 */
-		if (uc->uc_service_tier == NULL &&
-		    se->se_ci.ci_service_tier[0] == '\0' &&
-		    to->uc_service_tier != NULL)
-			strcopy(se->se_ci.ci_service_tier,
-			    sizeof(se->se_ci.ci_service_tier),
-			    to->uc_service_tier);
 		se->se_route.rt_upstream = to;
+		/* A call that named no tier runs at the new upstream's
+		 * service_tier_default (or its base tier), not the first's:
+		 * priced and reserved so. One that named it keeps it. */
+		meter_tier(&se->se_route, &se->se_ci);
+		/* The client's key was meant for the first upstream's host,
+		 * not this one: relay.c sends this upstream's own key. */
+		se->se_switched = 1;
 	}
 	if (rr->rr_model != NULL && strcmp(rr->rr_model, se->se_ci.ci_model)) {
 		if (route_model(se, rr->rr_model) == -1)

@@ -9,6 +9,8 @@
  *            again no sooner than LEASE_RETRY_MS after a short grant.
  *   first    never synced: learn the fleet's spend, report this
  *            instance's (after a restart, from its ledger).
+ *   peek     a call waits to read the fleet's spend (a routing rule's
+ *            when_budget_below_percent): learn it at once.
  *   report   spend Redis has not counted, at most every LEASE_REPORT_MS:
  *            reports are batched, not sent per call.
  *   renew    a lease past half its TTL is renewed.
@@ -154,6 +156,7 @@ sync_send(struct policy_lease *pl, int64_t reserved, int64_t want, int64_t now)
 		if (want < pl->pl_lease)
 			pl->pl_lease = want > reserved ? want : reserved;
 		pl->pl_want = 0;
+		pl->pl_peek = 0; /* its answer brings the fleet's spend */
 	} else
 		free(ls);
 	free(kb);
@@ -232,7 +235,8 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		/* Nothing to admit against: report, hold nothing. */
 		want = 0;
 		due = (pl->pl_synced == 0 && !ended) || pl->pl_lease > 0 ||
-		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS);
+		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS) ||
+		    (pl->pl_peek && !ended);
 	} else {
 		/* Another instance is short: hold no headroom. */
 		starving = now < pl->pl_starve_until;
@@ -246,7 +250,7 @@ pass_one(struct policy_lease *pl, int64_t reserved, void *arg)
 		due = (pl->pl_want > 0 &&
 			  (pl->pl_short_at == 0 ||
 			      now - pl->pl_short_at >= LEASE_RETRY_MS)) ||
-		    pl->pl_synced == 0 ||
+		    pl->pl_synced == 0 || pl->pl_peek ||
 		    (unrep > 0 && now - pl->pl_synced >= LEASE_REPORT_MS) ||
 		    (pl->pl_lease > 0 && pl->pl_until - now < ttl / 2) ||
 		    (idle && pl->pl_lease > reserved + unrep &&

@@ -147,6 +147,7 @@ rate_send(struct policy_rate_lease *rl, int64_t inflight, int64_t want_req,
 		if (want_tok < rl->rl_tok)
 			rl->rl_tok = want_tok > inflight ? want_tok : inflight;
 		rl->rl_want_req = rl->rl_want_tok = 0;
+		rl->rl_peek = 0; /* its answer brings the fleet's spend */
 	} else
 		free(rs);
 	free(kh);
@@ -220,9 +221,10 @@ rate_one(struct policy_rate_lease *rl, int64_t inflight, void *arg)
 		if (rl->rl_want_tok > wt)
 			wt = rl->rl_want_tok;
 	}
-	due = ((rl->rl_want_req > 0 || rl->rl_want_tok > 0) &&
-		  (rl->rl_short_at == 0 ||
-		      now - rl->rl_short_at >= RATE_RETRY_MS)) ||
+	due = rl->rl_peek ||
+	    ((rl->rl_want_req > 0 || rl->rl_want_tok > 0) &&
+		(rl->rl_short_at == 0 ||
+		    now - rl->rl_short_at >= RATE_RETRY_MS)) ||
 	    ((ur > 0 || ut > 0) && now - rl->rl_synced >= RATE_REPORT_MS) ||
 	    ((rl->rl_req > 0 || rl->rl_tok > 0) &&
 		rl->rl_until - now < ttl / 2) ||

@@ -619,14 +619,31 @@ request_check(const struct route *rt, const char *body, size_t len,
 static void
 request_tier(const struct route *rt, struct call_info *ci)
 {
-	const struct upstream_conf *uc = rt->rt_upstream;
-
+	ci->ci_tier_asked = ci->ci_service_tier[0] != '\0';
 	if (strcmp(ci->ci_service_tier, "default") == 0)
 		ci->ci_service_tier[0] = '\0';
-	else if (ci->ci_service_tier[0] == '\0' && uc != NULL &&
-	    uc->uc_service_tier != NULL)
+	else
+		meter_tier(rt, ci);
+}
+
+/*
+ * Give a call that named no tier its upstream's service_tier_default, or
+ * the base tier when that has none; a tier the request named is kept. Run
+ * again when a routing rule changes the upstream, since the default is
+ * the upstream's, not the request's.
+ */
+void
+meter_tier(const struct route *rt, struct call_info *ci)
+{
+	const struct upstream_conf *uc = rt->rt_upstream;
+
+	if (ci->ci_tier_asked)
+		return;
+	if (uc != NULL && uc->uc_service_tier != NULL)
 		strcopy(ci->ci_service_tier, sizeof(ci->ci_service_tier),
 		    uc->uc_service_tier);
+	else
+		ci->ci_service_tier[0] = '\0';
 }
 
 /*

@@ -278,5 +278,61 @@ policy_lease_answer(struct policy_lease *pl, int64_t lease, int64_t spent,
 	if (acked > pl->pl_acked && acked <= pl->pl_cum)
 		pl->pl_acked = acked;
 	pl->pl_synced = now;
+	pl->pl_peek = 0;
 	e->e_spent = spent + (pl->pl_cum - pl->pl_acked);
+}
+
+/*
+ * The spend of a budget scope across the fleet, as GET /v1/budgets shows
+ * it in the scope's "fleet" object: what Redis last counted for every
+ * instance plus what this instance settled that Redis has not counted
+ * yet. A scope no fleet shares has only its own spend.
+ */
+int64_t
+policy_fleet_spent(const struct policy_scope *sc)
+{
+	const struct policy_lease *pl = sc->sc_lease;
+	const struct policy_rate_lease *rl = sc->sc_rlease;
+
+	if (pl != NULL)
+		return (pl->pl_fleet_spent + (pl->pl_cum - pl->pl_acked));
+	if (rl != NULL)
+		return (rl->rl_used_tok + (rl->rl_cum_tok - rl->rl_ack_tok));
+	return (sc->sc_spent);
+}
+
+/*
+ * Does this instance know the fleet's spend on po's budget for a call
+ * with attributes attr only from before since (Unix ms), or not at all?
+ * Then the budget's entry is made if it has none and marked so that the
+ * fleet's next pass asks Redis for it (pl_peek), and 1 is returned. 0
+ * when the figure is as recent as since, or no fleet shares budgets.
+ */
+int
+policy_budget_stale(const struct policy *po, struct policy_counters *pc,
+    const char *const *attr, int64_t now, int64_t since)
+{
+	struct pentry *e;
+	struct policy_rate_lease *rl;
+
+	if (!pc->pc_fleet || !pcount_has_budget(po))
+		return (0);
+	e = pcount_budget_entry(pc, po, attr, now, 1);
+	if (e->e_lease != NULL) {
+		if (e->e_lease->pl_synced >= since)
+			return (0);
+		e->e_lease->pl_peek = 1;
+		return (1);
+	}
+	if ((rl = e->e_rlease) != NULL && rl->rl_rolling) {
+		if (rl->rl_synced >= since)
+			return (0);
+		/* The pass syncs only entries with a cap; an admission
+		 * would set it to this one, the entry's policy's. */
+		if (rl->rl_tpm == 0 && po->po_cap_nusd > 0)
+			rl->rl_tpm = po->po_cap_nusd;
+		rl->rl_peek = 1;
+		return (1);
+	}
+	return (0);
 }

@@ -10,6 +10,7 @@ the budget is charged at the model sent; /v1/spend, the CSV export and
 /metrics carry the savings; tollgate check names a bad rule's file:line;
 and a ledger made before the routing columns gains them."""
 
+import calendar
 import csv
 import io
 import json
@@ -22,6 +23,7 @@ import time
 sys.dont_write_bytecode = True  # keep the source tree clean
 import tglib  # noqa: E402
 import ledgerlib  # noqa: E402
+import redislib  # noqa: E402
 from tglib import JSON_CT  # noqa: E402
 from ledgerlib import ANTHROPIC_VERSION, describe_row  # noqa: E402
 from ledgerlib import marker as new_marker  # noqa: E402
@@ -35,6 +37,24 @@ SMALL_STEPS = {"name": "small-steps",
                "match": {"agent_class": "classifier", "model": "gpt-4o*",
                          "provider": "openai"},
                "model": "gpt-4o-mini"}
+
+# Credentials: the client's own provider key, the upstreams' keys
+# (api_key_env) and a tollgate key. Canaries: none may reach a host or a
+# log line it is not meant for.
+KEY_CLIENT = "sk-CANARY-routing-client-5e1a"
+KEY_OPENAI_UP = "sk-CANARY-routing-openai-upstream-31c4"
+KEY_LOCAL_UP = "sk-CANARY-routing-local-upstream-77b2"
+KEY_TOLLGATE = "tg-CANARY-routing-agent-9f0d"
+ENV_OPENAI = "TG_ROUTING_TEST_OPENAI_KEY"
+ENV_LOCAL = "TG_ROUTING_TEST_LOCAL_KEY"
+# Every place a client puts a provider secret: the headers and ?key=.
+CLIENT_SECRETS = [("Authorization", "Bearer " + KEY_CLIENT),
+                  ("x-api-key", KEY_CLIENT), ("api-key", KEY_CLIENT),
+                  ("x-goog-api-key", KEY_CLIENT),
+                  ("Cookie", "session=" + KEY_CLIENT)]
+TO_LOCAL = {"name": "to-local", "match": {"agent_class": "classifier",
+                                          "upstream": "openai"},
+            "upstream": "local"}
 
 
 class RoutingTest(ledgerlib.MeterTestCase):
@@ -334,6 +354,136 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertEqual(row["routed_rule"], "to-local")
         self.assertIsNone(row["routed_from"])
 
+    def keyed_tg(self, local_key, name):
+        """tollgate whose openai upstream is fakeprov and whose local one
+        is a second fakeprov (self.fp2), openai with its own key, local
+        with one only if local_key; calls with KEY_TOLLGATE are bound."""
+        env = {ENV_OPENAI: KEY_OPENAI_UP, ENV_LOCAL: KEY_LOCAL_UP}
+        local = {"type": "openai_compatible",
+                 "base_url": "http://127.0.0.1:%d" % self.fp2.port}
+        if local_key:
+            local["api_key_env"] = ENV_LOCAL
+        ex = ledgerlib.metering_extra(attribution={"keys": [
+            {"tollgate_key_sha256": ledgerlib.key_sha256(KEY_TOLLGATE),
+             "tags": {"agent_class": "classifier"}}]})
+        ex["routing"] = [TO_LOCAL]
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port, openai={"api_key_env": ENV_OPENAI}, local=local),
+            extra=ex, name=name, env=env)
+        self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
+                                                    "data/ledger.db"), tg)
+        return tg
+
+    def keyed_call(self, tg, fp, hdrs, query=""):
+        """A chat call with hdrs; the request fp received."""
+        m = new_marker()
+        r = self.call(tg.port, "POST", "/v1/chat/completions" + query,
+                      tglib.openai_chat(m, False, "gpt-4o"),
+                      [JSON_CT] + hdrs)
+        self.assertEqual(r.status, 200, r)
+        return r, fp.wait_request(m)
+
+    def assertNoSecret(self, rec, secrets, what):
+        text = json.dumps([rec["path"], rec["headers"]])
+        for k in secrets:
+            self.assertNotIn(k, text, "%s: %s reached the upstream: %s" %
+                             (what, k, text))
+
+    def test_upstream_switch_never_forwards_the_clients_key(self):
+        self.fp2 = self.fakeprov(name="fakeprov-local")
+        allkeys = [KEY_CLIENT, KEY_OPENAI_UP, KEY_LOCAL_UP, KEY_TOLLGATE]
+        # The target upstream has no key (a local server): the call goes
+        # with no credential at all, none of the client's secrets, and
+        # the rest of the query.
+        tg = self.keyed_tg(False, "tollgate")
+        r, rec = self.keyed_call(tg, self.fp2, [CLASSIFIER] + CLIENT_SECRETS,
+                                 "?key=%s&keep=1" % KEY_CLIENT)
+        self.assertEqual(r.header("x-tollgate-route"), "to-local")
+        self.assertNoSecret(rec, allkeys, "switched, keyless target")
+        for h, _ in CLIENT_SECRETS:
+            self.assertEqual(tglib.rec_header(rec, h), [], h)
+        self.assertEqual(rec["path"], "/v1/chat/completions?keep=1")
+        self.assertEqual(self.row(r)["upstream"], "local")
+        # Not switched: the client's credentials go where it sent them.
+        r, rec = self.keyed_call(tg, self.fp, [RESEARCHER] + CLIENT_SECRETS,
+                                 "?key=%s&keep=1" % KEY_CLIENT)
+        self.assertIsNone(r.header("x-tollgate-route"))
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_CLIENT])
+        self.assertEqual(tglib.rec_header(rec, "x-api-key"), [KEY_CLIENT])
+        self.assertIn("key=" + KEY_CLIENT, rec["path"])
+        self.assertEqual(tg.stop(), 0)
+        for k in allkeys:
+            self.assertNotIn(k, tg.log())
+
+        # The target has its own key: that one goes, and only it.
+        tg = self.keyed_tg(True, "tollgate2")
+        r, rec = self.keyed_call(tg, self.fp2, [CLASSIFIER] + CLIENT_SECRETS,
+                                 "?key=%s" % KEY_CLIENT)
+        self.assertNoSecret(rec, [KEY_CLIENT, KEY_OPENAI_UP, KEY_TOLLGATE],
+                            "switched, keyed target")
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_LOCAL_UP])
+        self.assertEqual(rec["path"], "/v1/chat/completions")
+        # A tollgate key gets the target's key, never the first one's.
+        r, rec = self.keyed_call(
+            tg, self.fp2, [("Authorization", "Bearer " + KEY_TOLLGATE)])
+        self.assertEqual(r.header("x-tollgate-route"), "to-local")
+        self.assertNoSecret(rec, [KEY_CLIENT, KEY_OPENAI_UP, KEY_TOLLGATE],
+                            "tollgate key, switched")
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_LOCAL_UP])
+        # Not switched: the client's key goes to the first upstream.
+        r, rec = self.keyed_call(tg, self.fp, [RESEARCHER,
+                                               ("Authorization",
+                                                "Bearer " + KEY_CLIENT)])
+        self.assertEqual(tglib.rec_header(rec, "authorization"),
+                         ["Bearer " + KEY_CLIENT])
+        self.assertEqual(tg.stop(), 0)
+        for k in allkeys:
+            self.assertNotIn(k, tg.log())
+
+    def test_switched_upstream_reserves_at_its_own_tier(self):
+        # openai's account runs at flex (gpt-4o has no flex rates: base),
+        # local's at priority: a call routed to local that named no tier
+        # runs at priority and must be reserved so, as one sent there.
+        ex = ledgerlib.metering_extra()
+        ex["routing"] = [TO_LOCAL]
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port, openai={"service_tier_default": "flex"},
+            local={"service_tier_default": "priority"}), extra=ex)
+        self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
+                                                    "data/ledger.db"), tg)
+
+        def reserved(path, hdrs, tier=None):
+            m = new_marker()
+            extra = {"max_tokens": 1000}
+            if tier is not None:
+                extra["service_tier"] = tier
+            r = self.call(tg.port, "POST", path,
+                          tglib.openai_chat(m, False, "gpt-4o", extra),
+                          [JSON_CT] + hdrs)
+            self.assertEqual(r.status, 200, r)
+            row = self.row(r)
+            self.assertEqual(row["upstream"], "local", describe_row(row))
+            return row["reserved_nusd"]
+
+        routed = reserved("/v1/chat/completions", [CLASSIFIER])
+        direct = reserved("/local/v1/chat/completions", [RESEARCHER])
+        self.assertEqual(routed, direct)
+        # The priority worst case, not the base one.
+        base = reserved("/local/v1/chat/completions", [RESEARCHER],
+                        "default")
+        self.assertGreater(routed, base)
+        # A tier the request named is kept: "default" stays base, "auto"
+        # is the account's, the target's. (Same bodies, same estimate.)
+        self.assertEqual(reserved("/v1/chat/completions", [CLASSIFIER],
+                                  "default"), base)
+        self.assertEqual(reserved("/v1/chat/completions", [CLASSIFIER],
+                                  "auto"),
+                         reserved("/local/v1/chat/completions",
+                                  [RESEARCHER], "auto"))
+
     def test_allowed_models_checked_against_the_rewrite(self):
         # The policy allows only gpt-4o; the rule sends gpt-4o-mini for
         # one agent class: refused as the call will be sent. (Not
@@ -446,6 +596,122 @@ class RoutingTest(ledgerlib.MeterTestCase):
             "SELECT * FROM pragma_table_info('calls')")]
         self.assertEqual(cols[-3:], ["routed_from", "routed_rule",
                                      "saved_nusd"])
+
+
+LOW_BUDGET = {"name": "low-budget", "when_budget_below_percent": 50,
+              "match": {"provider": "openai"}, "model": "gpt-4o-mini"}
+BIG = ("x-fake-input-tokens", "1000000")  # $2.50 of gpt-4o input
+
+
+class FleetRoutingTest(ledgerlib.MeterTestCase):
+    """when_budget_below_percent on instances that share their caps: the
+    rule reads the fleet's spend, not this instance's alone."""
+
+    def setUp(self):
+        super().setUp()
+        self.fp = self.fakeprov()
+        self.redis = redislib.RedisServer(self.tmp, procs=self._procs)
+
+    def tearDown(self):
+        try:
+            self.redis.stop()
+        except Exception:  # noqa: BLE001 - teardown goes on
+            pass
+        super().tearDown()
+
+    def start_tg(self, name):
+        ex = ledgerlib.metering_extra(ledger={"path": "data/%s.db" % name})
+        ex["routing"] = [LOW_BUDGET]
+        ex["policies"] = [
+            {"name": "team-day", "match": {"team": "t1"}, "window": "day",
+             "hard_cap_usd": 10},
+            {"name": "team-hour", "match": {"team": "t2"}, "window": "1h",
+             "hard_cap_usd": 4}]
+        # wait: a loaded machine can take more than 1 s to answer.
+        ex["fleet"] = {"redis": self.redis.url, "instance": name,
+                       "lease_usd": "20.00", "lease_ttl": "30s",
+                       "wait": "5s", "connect_timeout": "300ms",
+                       "command_timeout": "300ms"}
+        tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
+            self.fp.port), extra=ex, name=name)
+        tg.ledger = ledgerlib.Ledger(
+            os.path.join(self.tmp, "data/%s.db" % name), tg)
+        self.assertTrue(tg.wait_log(r"fleet: command connection to .* ready",
+                                    timeout=10), tg.log())
+        return tg
+
+    def chat(self, tg, team, hdrs=()):
+        """A gpt-4o call of team on tg: (response, model sent, row)."""
+        m = new_marker()
+        r = self.call(tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(m, False, "gpt-4o",
+                                        {"max_tokens": 10}),
+                      [JSON_CT, ("X-Tollgate-Team", team)] + list(hdrs),
+                      timeout=30)
+        self.assertEqual(r.status, 200, r)
+        rec = self.fp.wait_request(m)
+        self.ledger = tg.ledger
+        return r, json.loads(rec["body"])["model"], self.settled_row(r)
+
+    def fleet_of(self, tg, policy):
+        st, doc = tg.admin_get("/v1/budgets")
+        self.assertEqual(st, 200, doc)
+        b = [x for x in doc["budgets"] if x["policy"] == policy]
+        self.assertEqual(len(b), 1, doc)
+        self.assertIn("fleet", b[0], b[0])
+        return b[0]["fleet"]
+
+    def reported(self, tg, policy, spent):
+        """Wait until tg has told Redis what it spent on policy."""
+        tglib.wait_until(lambda: self.fleet_of(tg, policy)
+                         ["unreported_nusd"] == 0 and
+                         self.fleet_of(tg, policy)["spent_nusd"] >= spent,
+                         15, what="%s reported to the fleet" % tg.name)
+
+    def test_budget_low_on_the_fleet_routes_on_every_instance(self):
+        a = self.start_tg("tg-a")
+        b = self.start_tg("tg-b")
+        # b knows the budget (a call, the fleet's spend 0): as asked.
+        r, model, _ = self.chat(b, "t1")
+        self.assertEqual(model, "gpt-4o")
+        self.assertIsNone(r.header("x-tollgate-route"))
+        # b goes idle: its lease back, its figure older than any call's.
+        tglib.wait_until(lambda: self.fleet_of(b, "team-day")
+                         ["lease_nusd"] == 0, 20, what="b idle")
+        time.sleep(2.5)
+        # a spends more than half the $10 cap.
+        spent = 0
+        for _ in range(2):
+            r, model, row = self.chat(a, "t1", [BIG])
+            self.assertEqual(model, "gpt-4o")
+            spent += row["cost_nusd"]
+        self.assertGreater(spent, 5 * 10 ** 9)
+        self.reported(a, "team-day", spent)
+        # On b, whose own spend is a few cents: the rule applies.
+        r, model, row = self.chat(b, "t1")
+        self.assertEqual(model, "gpt-4o-mini", b.log())
+        self.assertEqual(r.header("x-tollgate-route"), "low-budget")
+        self.assertEqual(row["routed_rule"], "low-budget")
+        self.assertGreaterEqual(self.fleet_of(b, "team-day")["spent_nusd"],
+                                spent)
+
+    def test_first_call_and_rolling_window_read_the_fleet(self):
+        a = self.start_tg("tg-a")
+        spent = {"t1": 0, "t2": 0}
+        for team in ("t1", "t1", "t2"):
+            r, model, row = self.chat(a, team, [BIG])
+            self.assertEqual(model, "gpt-4o")
+            spent[team] += row["cost_nusd"]
+        self.reported(a, "team-day", spent["t1"])
+        self.reported(a, "team-hour", spent["t2"])
+        # b has never seen either budget (no figure at all), and its
+        # rolling count is its own: the fleet's spend routes its first
+        # call of each.
+        b = self.start_tg("tg-b")
+        for team in ("t1", "t2"):
+            r, model, _ = self.chat(b, team)
+            self.assertEqual(model, "gpt-4o-mini", team)
+            self.assertEqual(r.header("x-tollgate-route"), "low-budget")
 
 
 if __name__ == "__main__":
