@@ -181,6 +181,8 @@ void session_stop_capped(struct session *, const char *);
 
 /* session_policy.c */
 const char *session_forward_body(struct session *, size_t *);
+void session_replace_body(struct session *, char *, size_t);
+int session_rewrite_bound(struct session *, int64_t);
 int session_admit(struct session *);
 void session_settle(
     struct session *, enum call_status, int64_t, const struct usage *);

@@ -89,19 +89,10 @@ session_forward_body(struct session *se, size_t *len)
 	return ((const char *)evbuffer_pullup(se->se_req->hr_body, -1));
 }
 
-/* Write bound into the body that will be forwarded. */
-static int
-rewrite_bound(struct session *se, int64_t bound)
+/* Put nb (nlen bytes, allocated) in place of the body to be forwarded. */
+void
+session_replace_body(struct session *se, char *nb, size_t nlen)
 {
-	const char *body;
-	size_t len;
-	char *nb;
-	size_t nlen;
-
-	if ((body = session_forward_body(se, &len)) == NULL)
-		return (-1);
-	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
-		return (-1);
 	if (se->se_bodybuf != NULL) {
 		evbuffer_free(se->se_bodybuf);
 		se->se_bodybuf = NULL;
@@ -109,6 +100,24 @@ rewrite_bound(struct session *se, int64_t bound)
 		free(se->se_body);
 	se->se_body = nb;
 	se->se_bodylen = nlen;
+}
+
+/*
+ * Write bound into the body that will be forwarded (a policy's bound, a
+ * routing rule's max_tokens). 0, or -1 when the body cannot take it.
+ */
+int
+session_rewrite_bound(struct session *se, int64_t bound)
+{
+	const char *body;
+	char *nb;
+	size_t len, nlen;
+
+	if ((body = session_forward_body(se, &len)) == NULL)
+		return (-1);
+	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
+		return (-1);
+	session_replace_body(se, nb, nlen);
 	se->se_ci.ci_max_output = bound;
 	return (0);
 }
@@ -231,7 +240,7 @@ session_admit(struct session *se)
 	}
 	if (pd.pd_out_bound >= 0 &&
 	    pd.pd_out_bound != se->se_ci.ci_max_output) {
-		if (rewrite_bound(se, pd.pd_out_bound) == -1) {
+		if (session_rewrite_bound(se, pd.pd_out_bound) == -1) {
 			policy_release(se->se_res, se->se_started_ms);
 			se->se_res = NULL;
 			session_refuse(se, 400, "bad_body",

@@ -113,19 +113,6 @@ route_headroom(void *arg)
 	return (best);
 }
 
-/* Put nb (nlen bytes, allocated) in place of the body to be forwarded. */
-static void
-route_body(struct session *se, char *nb, size_t nlen)
-{
-	if (se->se_bodybuf != NULL) {
-		evbuffer_free(se->se_bodybuf);
-		se->se_bodybuf = NULL;
-	} else
-		free(se->se_body);
-	se->se_body = nb;
-	se->se_bodylen = nlen;
-}
-
 /*
  * Gemini names the model in the path (/v1beta/models/{model}:method):
  * put model there instead of the one routed. -1 when the path does not
@@ -164,23 +151,7 @@ route_model(struct session *se, const char *model)
 	body = session_forward_body(se, &len);
 	if (meter_set_model(&se->se_route, body, len, model, &nb, &nlen) == -1)
 		return (-1);
-	route_body(se, nb, nlen);
-	return (0);
-}
-
-/* Write the output bound into the body, as a policy's bound is. */
-static int
-route_bound(struct session *se, int64_t bound)
-{
-	const char *body;
-	char *nb;
-	size_t len, nlen;
-
-	body = session_forward_body(se, &len);
-	if (meter_set_bound(&se->se_route, body, len, bound, &nb, &nlen) == -1)
-		return (-1);
-	route_body(se, nb, nlen);
-	se->se_ci.ci_max_output = bound;
+	session_replace_body(se, nb, nlen);
 	return (0);
 }
 
@@ -276,7 +247,7 @@ session_route(struct session *se)
 	if (rr->rr_max_tokens >= 0 && se->se_ci.ci_max_output != 0 &&
 	    (se->se_ci.ci_max_output < 0 ||
 		se->se_ci.ci_max_output > rr->rr_max_tokens) &&
-	    route_bound(se, rr->rr_max_tokens) == -1)
+	    session_rewrite_bound(se, rr->rr_max_tokens) == -1)
 		goto bad;
 	hdrs_add(&se->se_hdrs, "x-tollgate-route", 16, rr->rr_name,
 	    strlen(rr->rr_name));
