@@ -387,6 +387,38 @@ test_unwritten_settled(void **state)
 	    q_int("SELECT count(*) FROM calls WHERE id = 'u1'"), 1);
 }
 
+/* Conditions on the writer for wait_writer, read under its lock. */
+static int
+queued_none(void)
+{
+	return (ledger->l_queued == 0);
+}
+
+static int
+dropped_one(void)
+{
+	return (ledger->l_stats.ls_dropped == 1);
+}
+
+/* Wait until cond holds of the writer, or fail after 20 s. */
+static void
+wait_writer(int (*cond)(void))
+{
+	long long deadline = monotime_us() + 20000000LL;
+	int ok;
+
+	for (;;) {
+		pthread_mutex_lock(&ledger->l_lock);
+		ok = cond();
+		pthread_mutex_unlock(&ledger->l_lock);
+		if (ok)
+			return;
+		if (monotime_us() > deadline)
+			fail_msg("timed out waiting for the writer");
+		usleep(1000);
+	}
+}
+
 /*
  * A row SQLite refuses is given up alone while the rows before it in its
  * batch are retried: those must stay shown until they are written, not
@@ -426,12 +458,13 @@ test_unwritten_drop_midbatch(void **state)
 	    sqlite3_exec(other, "BEGIN EXCLUSIVE", NULL, NULL, NULL),
 	    SQLITE_OK);
 	ledger_test_pause(0);
-	usleep(300000); /* the writer waits in BEGIN's busy handler */
+	/* The writer has taken the batch: it waits in BEGIN's busy handler. */
+	wait_writer(queued_none);
 	ledger_test_pause(1); /* seen at its loop's top, after this batch */
 	assert_int_equal(
 	    sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(other);
-	usleep(300000);
+	wait_writer(dropped_one); /* g3 given up; g1 and g2 wait to retry */
 	n = ledger_unwritten(&rows);
 	assert_int_equal(n, 2);
 	assert_string_equal(rows[0].lr_id, "g1");
