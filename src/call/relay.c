@@ -348,6 +348,7 @@ relay_forward(struct session *se)
 	if (query != NULL)
 		freezero(query, strlen(query));
 	se->se_meter = meter_new(&se->se_route, &se->se_ci);
+	se->se_attempts++;
 	se->se_xfer = xfer_start(uc, req->hr_method, url, &hs, body, bodylen,
 	    se->se_ci.ci_stream, &session_xfer_cbs, se);
 	hdrs_clear(&hs);

@@ -72,6 +72,7 @@ struct session {
 	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
 						 the rule sent another */
 	const struct price *se_asked_price; /* its price, or NULL */
+	int se_attempts; /* upstream transfers started (lr_attempts) */
 	int se_switched; /* the rule changed the upstream: the client's
 			    credentials are not forwarded (relay.c) */
 	int se_route_stale; /* a budget a rule reads has only an old
