@@ -270,6 +270,7 @@ int ledger_open(
 struct ledger_ticket *ledger_reserve(
     const struct ledger_row *, int, ledger_cb, void *);
 void ledger_ticket_cancel(struct ledger_ticket *);
+struct ledger_ticket *ledger_barrier(ledger_cb, void *);
 void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
 int ledger_kill_add(const struct ledger_kill *);

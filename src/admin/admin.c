@@ -25,6 +25,7 @@
 
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -95,6 +96,7 @@ static const struct admin_ep {
 #define ADMIN_HOSTS 4
 
 static struct listener *ad_listener;
+static struct event_base *ad_base; /* admin_reply_recorded's timers */
 static char *ad_config_path; /* what POST /v1/reload reloads */
 static unsigned char ad_token_sha[32];
 static int ad_has_token;
@@ -122,6 +124,11 @@ admin_log(unsigned long long id, const char *method, const char *path,
 static void
 admin_req_free(struct admin_req *ar)
 {
+	/* Still waiting for the ledger: it answers no one now. */
+	ledger_ticket_cancel(ar->ar_ticket);
+	if (ar->ar_timer != NULL)
+		event_free(ar->ar_timer);
+	cJSON_Delete(ar->ar_doc);
 	if (ar->ar_started)
 		http_request_free(ar->ar_req);
 	free(ar);
@@ -165,6 +172,65 @@ admin_reply_json(struct admin_req *ar, int status, cJSON *doc)
 
 	admin_reply(ar, status, NULL, s, strlen(s), NULL, NULL);
 	free(s);
+}
+
+/*
+ * The change ar answers for is committed to the ledger (LEDGER_OK), or
+ * was not in time or at all: the answer says which. 201 or 200 (the
+ * status asked for) with "recorded": true; 202 with "recorded": false
+ * when the change is in force but a restart before the ledger has it
+ * would lose it (it goes on being retried).
+ */
+static void
+recorded_answer(struct admin_req *ar, int recorded)
+{
+	cJSON *doc = ar->ar_doc;
+
+	ar->ar_doc = NULL;
+	ar->ar_ticket = NULL;
+	cJSON_AddBoolToObject(doc, "recorded", recorded);
+	admin_reply_json(ar, recorded ? ar->ar_status : 202, doc);
+}
+
+static void
+recorded_cb(void *arg, enum ledger_result res)
+{
+	recorded_answer(arg, res == LEDGER_OK);
+}
+
+static void
+recorded_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct admin_req *ar = arg;
+
+	(void)fd;
+	(void)ev;
+	ledger_ticket_cancel(ar->ar_ticket);
+	recorded_answer(ar, 0);
+}
+
+/*
+ * Answer ar with doc (which is taken) once everything queued to the
+ * ledger so far, the change ar made among it, is committed: status with
+ * "recorded": true, or 202 with "recorded": false after
+ * ADMIN_RECORD_WAIT_MS, or at once when the ledger cannot take it.
+ */
+void
+admin_reply_recorded(struct admin_req *ar, int status, cJSON *doc)
+{
+	struct timeval tv = {
+	    ADMIN_RECORD_WAIT_MS / 1000, (ADMIN_RECORD_WAIT_MS % 1000) * 1000};
+
+	ar->ar_doc = doc;
+	ar->ar_status = status;
+	if ((ar->ar_ticket = ledger_barrier(recorded_cb, ar)) == NULL) {
+		recorded_answer(ar, 0);
+		return;
+	}
+	if ((ar->ar_timer = evtimer_new(ad_base, recorded_timeout_cb, ar)) ==
+	    NULL)
+		fatalx("%s: evtimer_new", __func__);
+	evtimer_add(ar->ar_timer, &tv);
 }
 
 /* {"error":msg[,"parameter":param]} as a string to free. */
@@ -718,6 +784,7 @@ admin_start(
 		free(cause);
 		return (-1);
 	}
+	ad_base = base;
 	ad_listener = listener_new(
 	    base, cf->cf_admin_host, cf->cf_admin_port, &admin_ops, "admin");
 	if (ad_listener == NULL) {

@@ -13,6 +13,7 @@
 #include "tollgate/spend.h"
 
 struct conn;
+struct event;
 struct event_base;
 struct http_request;
 struct admin_job;
@@ -20,6 +21,11 @@ struct ship_conf;
 
 /* Largest request body the admin API reads (POST /v1/reload). */
 #define ADMIN_BODY_MAX (64 * 1024)
+/*
+ * How long an answer that changes the ledger (a kill made or lifted)
+ * waits for the change to be committed before it says it is not yet.
+ */
+#define ADMIN_RECORD_WAIT_MS 2000
 /* Queries waiting for or running on one reader thread; 503 beyond. */
 #define ADMIN_QUEUE_MAX 32
 
@@ -34,6 +40,11 @@ struct admin_req {
 	char ar_method[16];
 	char ar_path[96]; /* escaped, without the query, for the log */
 	struct admin_job *ar_job; /* on the reader, or NULL */
+	/* admin_reply_recorded: the answer waits for the ledger's write */
+	struct ledger_ticket *ar_ticket; /* until the ledger answers */
+	struct event *ar_timer; /* ADMIN_RECORD_WAIT_MS */
+	struct cJSON *ar_doc; /* the answer, owned */
+	int ar_status; /* its status once recorded */
 };
 
 /*
@@ -77,6 +88,7 @@ struct cJSON *admin_budgets(void);
 
 /* admin.c */
 void admin_reply_json(struct admin_req *, int, struct cJSON *);
+void admin_reply_recorded(struct admin_req *, int, struct cJSON *);
 void admin_reply_error(struct admin_req *, int, const char *, const char *,
     const char *, const char *);
 void admin_job_done(struct admin_job *);

@@ -185,7 +185,8 @@ ep_kills_add(struct admin_req *ar)
 	}
 	cJSON_Delete(body);
 	fleet_kill_added(k);
-	admin_reply_json(ar, 201, kills_json(k));
+	/* In force now; the answer says whether the ledger has it too. */
+	admin_reply_recorded(ar, 201, kills_json(k));
 	return;
 bad:
 	cJSON_Delete(body);
@@ -221,5 +222,5 @@ ep_kill_delete(struct admin_req *ar)
 	if (kills_remove(id, now) != 0)
 		fatalx("%s: a kill found cannot be removed", __func__);
 	fleet_kill_lifted(id);
-	admin_reply_json(ar, 200, doc);
+	admin_reply_recorded(ar, 200, doc);
 }

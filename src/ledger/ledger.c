@@ -311,6 +311,7 @@ ledger_enqueue(struct ledger *l, struct ledger_item *it)
 	TAILQ_INSERT_TAIL(&l->l_queue, it, li_entry);
 	/* A writer letting rows gather wakes by itself, unless hurried. */
 	wake = !l->l_lingering || it->li_op == LEDGER_OP_PROBE ||
+	    it->li_op == LEDGER_OP_BARRIER ||
 	    l->l_queued >= LEDGER_LINGER_ITEMS;
 	pthread_mutex_unlock(&l->l_lock);
 	/*
@@ -535,6 +536,40 @@ ledger_ticket_cancel(struct ledger_ticket *t)
 {
 	if (t != NULL)
 		t->lt_cancelled = 1;
+}
+
+/*
+ * Run cb with LEDGER_OK once everything queued to the writer before this
+ * call is committed to the file, or with LEDGER_UNAVAILABLE when some of
+ * it was given up (or the file was lost) meanwhile: what an answer that
+ * promises a change is recorded waits for. Returns the ticket, which
+ * ledger_ticket_cancel cancels, or NULL when the ledger is closed.
+ */
+struct ledger_ticket *
+ledger_barrier(ledger_cb cb, void *arg)
+{
+	struct ledger *l = ledger;
+	struct ledger_ticket *t;
+	struct ledger_item *it;
+
+	if (l == NULL || l->l_closing || cb == NULL)
+		return (NULL);
+	t = xcalloc(1, sizeof(*t));
+	t->lt_cb = cb;
+	t->lt_arg = arg;
+	t->lt_barrier = 1;
+	pthread_mutex_lock(&l->l_lock);
+	t->lt_dropped = l->l_stats.ls_dropped;
+	pthread_mutex_unlock(&l->l_lock);
+	it = xcalloc(1, sizeof(*it));
+	it->li_op = LEDGER_OP_BARRIER;
+	it->li_ticket = t;
+	if (ledger_enqueue(l, it) != 0) {
+		free(it);
+		free(t);
+		return (NULL);
+	}
+	return (t);
 }
 
 /*

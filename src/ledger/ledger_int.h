@@ -74,6 +74,7 @@ enum ledger_op {
 	LEDGER_OP_RECORD, /* insert a final row (refusals) */
 	LEDGER_OP_PROBE, /* is a client's request id in the ledger? */
 	LEDGER_OP_MARK, /* a journal segment is written: li_seq */
+	LEDGER_OP_BARRIER, /* everything queued before it is committed */
 	LEDGER_OP_ALERT, /* insert an alert (li_alert) */
 	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
 	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
@@ -83,7 +84,8 @@ enum ledger_op {
 
 /* A queued item that answers a ticket. */
 #define LEDGER_OP_TICKETED(op)                                                 \
-	((op) == LEDGER_OP_PROBE || (op) == LEDGER_OP_MARK)
+	((op) == LEDGER_OP_PROBE || (op) == LEDGER_OP_MARK ||                  \
+	    (op) == LEDGER_OP_BARRIER)
 
 /* What a journal record is (journal.c). */
 enum journal_rec {
@@ -223,6 +225,8 @@ struct ledger_ticket {
 	uint64_t lt_seg; /* where its reservation was written */
 	int64_t lt_off;
 	uint64_t lt_mark; /* a mark's segment; lt_item NULL */
+	int lt_barrier; /* ledger_barrier's; lt_item NULL */
+	uint64_t lt_dropped; /* ls_dropped when it was queued (barriers) */
 };
 TAILQ_HEAD(ledger_tickets, ledger_ticket);
 

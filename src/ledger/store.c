@@ -1014,7 +1014,8 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		it->li_changed = 0;
 		if (it->li_op == LEDGER_OP_PROBE)
 			rc = apply_probe(d, it);
-		else if (it->li_op == LEDGER_OP_MARK) {
+		else if (it->li_op == LEDGER_OP_MARK ||
+		    it->li_op == LEDGER_OP_BARRIER) {
 			/* Committed with everything queued before it. */
 			it->li_changed = 1;
 			rc = SQLITE_DONE;

@@ -450,6 +450,12 @@ turn_dispatch(struct ledger *l)
 
 	while ((t = TAILQ_FIRST(&done)) != NULL) {
 		TAILQ_REMOVE(&done, t, lt_entry);
+		if (t->lt_barrier) {
+			if (!t->lt_cancelled)
+				t->lt_cb(t->lt_arg, t->lt_result);
+			free(t);
+			continue;
+		}
 		if (t->lt_item == NULL) {
 			mark_done(l, t->lt_mark, t->lt_result);
 			free(t);

@@ -74,6 +74,11 @@ finish(struct ledger *l, struct ledger_item *it, enum ledger_result r)
 				r = LEDGER_UNAVAILABLE;
 			l->l_mark_drops = 0;
 		}
+		/* Something queued before it was given up: not all of it
+		 * is in the file. */
+		if (it->li_op == LEDGER_OP_BARRIER &&
+		    l->l_stats.ls_dropped != it->li_ticket->lt_dropped)
+			r = LEDGER_UNAVAILABLE;
 		it->li_ticket->lt_result = r;
 		TAILQ_INSERT_TAIL(&l->l_done, it->li_ticket, lt_entry);
 		wake = 1;

@@ -8,13 +8,14 @@ drops a kill whose TTL has run out."""
 import json
 import os
 import re
+import sqlite3
 import time
 
 import sys
 sys.dont_write_bytecode = True  # keep the source tree clean
 import tglib  # noqa: E402
 import ledgerlib  # noqa: E402
-from tglib import JSON_CT  # noqa: E402
+from tglib import JSON_CT, new_marker  # noqa: E402
 
 TOKEN = "adm-CANARY-7a0c3e91b5d24f68"
 TOKEN_ENV = "TG_TEST_ADMIN_TOKEN"
@@ -70,7 +71,11 @@ class KillsTest(ledgerlib.MeterTestCase):
     def post_kill(self, body, status=201):
         r = self.admin("POST", "/v1/kills", body)
         self.assertEqual(r.status, status, r)
-        return r.json()
+        doc = r.json()
+        if status in (201, 202):
+            # 201: in force and in the ledger; 202: in force only.
+            self.assertIs(doc.pop("recorded"), status == 201, doc)
+        return doc
 
     def list_kills(self):
         r = self.admin("GET", "/v1/kills")
@@ -93,6 +98,40 @@ class KillsTest(ledgerlib.MeterTestCase):
         return {r["id"]: r for r in self.ledger.query("SELECT * FROM kills")}
 
     # -- POST, GET, DELETE ---------------------------------------------------
+
+    def test_answer_says_whether_the_ledger_has_it(self):
+        # A 201 means the kill is in the ledger's file when the answer
+        # comes: a restart right after it keeps it. While the file cannot
+        # be written the kill is in force at once all the same, and the
+        # answer says it is not recorded yet (202), never 201.
+        self.start_admin()
+        k = self.post_kill({"match": {"team": "now"}})
+        self.assertIn(k["id"], self.table())
+        r = self.admin("DELETE", "/v1/kills/" + k["id"])
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json()["recorded"])
+        self.assertIsNotNone(self.table()[k["id"]]["deleted_at"])
+
+        lockc = sqlite3.connect(self.ledger.path, timeout=10,
+                                isolation_level=None)
+        try:
+            lockc.execute("BEGIN IMMEDIATE")
+            t0 = time.monotonic()
+            k2 = self.post_kill({"match": {"team": "locked"}}, status=202)
+            self.assertGreaterEqual(time.monotonic() - t0, 1.9)
+            # In force while unrecorded: the call is refused.
+            r = self.call(self.tg.port, "POST", "/v1/chat/completions",
+                          tglib.openai_chat(new_marker()),
+                          [JSON_CT, ("X-Tollgate-Team", "locked")])
+            self.assertEqual(r.status, 403, r)
+            self.assertEqual([x["id"] for x in self.list_kills()],
+                             [k2["id"]])
+        finally:
+            lockc.execute("ROLLBACK")
+            lockc.close()
+        # Retried until written.
+        tglib.wait_until(lambda: k2["id"] in self.table(), 30,
+                         what="the kill written once the lock went")
 
     def test_post_get_delete(self):
         self.start_admin()
@@ -135,7 +174,7 @@ class KillsTest(ledgerlib.MeterTestCase):
 
         r = self.admin("DELETE", "/v1/kills/" + k["id"])
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json(), k)
+        self.assertEqual(r.json(), dict(k, recorded=True))
         self.assertEqual(self.list_kills(), [k2])
         r = self.admin("DELETE", "/v1/kills/" + k["id"])
         self.assertError(r, 404)

@@ -426,6 +426,55 @@ wait_writer(int (*cond)(void))
  * be let go with it. The writer is held after the batch by a lock
  * another connection takes.
  */
+/*
+ * ledger_barrier answers once everything queued before it is in the
+ * file; UNAVAILABLE when some of it was given up; never after a cancel.
+ */
+static void
+test_barrier(void **state)
+{
+	struct answer a = {0}, b = {0}, c = {0};
+	struct ledger_row r = mkrow("bar1");
+	struct ledger_item *it;
+
+	(void)state;
+	open_ok(DURABILITY_PROCESS, 0);
+	r.lr_status = CALL_REFUSED;
+	r.lr_finished_ms = T0;
+	assert_int_equal(ledger_record(&r), 0);
+	assert_non_null(ledger_barrier(answer_cb, &a));
+	run_until(&a.fired, 1);
+	assert_int_equal(a.result, LEDGER_OK);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 1);
+
+	/* A row SQLite refuses (a bad status) is given up before it. */
+	ledger_test_pause(1);
+	r = mkrow("bar2");
+	r.lr_status = CALL_REFUSED;
+	r.lr_finished_ms = T0;
+	assert_int_equal(ledger_record(&r), 0);
+	pthread_mutex_lock(&ledger->l_lock);
+	it = TAILQ_LAST(&ledger->l_queue, ledger_items);
+	it->li_row.lr_status = (enum call_status)42;
+	pthread_mutex_unlock(&ledger->l_lock);
+	assert_non_null(ledger_barrier(answer_cb, &b));
+	ledger_test_pause(0);
+	run_until(&b.fired, 1);
+	assert_int_equal(b.result, LEDGER_UNAVAILABLE);
+
+	/* Once something else was written, a new barrier is OK again. */
+	r = mkrow("bar3");
+	r.lr_status = CALL_REFUSED;
+	r.lr_finished_ms = T0;
+	assert_int_equal(ledger_record(&r), 0);
+	ledger_ticket_cancel(ledger_barrier(answer_cb, &c));
+	assert_non_null(ledger_barrier(answer_cb, &a));
+	run_until(&a.fired, 2);
+	assert_int_equal(a.result, LEDGER_OK);
+	assert_int_equal(c.fired, 0);
+	assert_int_equal(q_int("SELECT count(*) FROM calls"), 2);
+}
+
 static void
 test_unwritten_drop_midbatch(void **state)
 {
@@ -2194,6 +2243,7 @@ main(void)
 		test_unwritten_settled, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 		test_unwritten_drop_midbatch, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_barrier, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_settle_final, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_duplicate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
