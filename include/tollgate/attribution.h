@@ -30,5 +30,6 @@ int attribution_resolve(const struct config *, const struct hdrs *,
     const char *, struct attribution *, const char **, char **);
 const char *attribution_tag(const struct attribution *, enum tag);
 char *attribution_strip_query_key(const char *);
+int attribution_request_id_ok(const char *);
 
 #endif

@@ -59,6 +59,9 @@ struct event_base;
 /* The rows a routing rule applied to: what saved_usd sums. */
 #define LEDGER_ROUTED_WHERE "routed_rule IS NOT NULL"
 
+/* The endpoint of a row that is no call: a cost POST /v1/usage recorded. */
+#define LEDGER_ENDPOINT_EXTERNAL "external"
+
 /* ledger_reserve's flags: the request id is the client's, not ours. */
 #define LEDGER_ID_CLIENT 0x1
 
@@ -121,6 +124,8 @@ struct ledger_row {
 	const char *lr_attempt_log; /* the attempts that failed, as a JSON
 				       array, or NULL when none did */
 	int lr_cache_hit; /* answered from the response cache */
+	int64_t lr_units; /* an external cost's units (POST /v1/usage);
+			     0 for calls */
 };
 
 /*
@@ -251,7 +256,7 @@ struct ledger_stats {
 	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"          \
 	" usage_source, cost_nusd, reserved_nusd, price_version,"              \
 	" refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"     \
-	" routed_rule, saved_nusd, attempts, attempt_log, cache_hit"
+	" routed_rule, saved_nusd, attempts, attempt_log, cache_hit, units"
 
 /*
  * The calls table and the rows it does not have yet (ledger_rows_load)

@@ -245,6 +245,8 @@ int policy_admit(const struct policyset *, struct policy_counters *,
 
 /* counters.c */
 void policy_settle(struct policy_reservation *, int64_t, int64_t, int64_t);
+void policy_charge(const struct policyset *, struct policy_counters *,
+    const char *const *, int64_t, int64_t);
 void policy_release(struct policy_reservation *, int64_t);
 int policy_grow(
     struct policy_reservation *, int64_t, int64_t, struct policy_scope *);

@@ -49,6 +49,11 @@ struct pricebook; /* opaque; immutable once loaded */
 struct pricebook *pricing_load(const char *, struct cfgerrs *);
 void pricing_free(struct pricebook *);
 
+/* external.c */
+int pricing_external(
+    const struct pricebook *, const char *, const char *, int64_t *);
+int pricing_external_name_ok(const char *);
+
 /* pricing.c */
 const char *pricing_version(const struct pricebook *);
 const struct price *pricing_lookup(const struct pricebook *, const char *);

@@ -32,6 +32,7 @@
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
 #include "tollgate/alerts.h"
+#include "tollgate/external.h"
 #include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/kills.h"
@@ -59,6 +60,7 @@ enum admin_ep_id {
 	EP_KILLS_LIST,
 	EP_KILLS_ADD,
 	EP_KILL_DELETE,
+	EP_USAGE,
 };
 
 static void ep_healthz(struct admin_req *);
@@ -91,6 +93,7 @@ static const struct admin_ep {
     {EP_KILLS_LIST, "/v1/kills", "GET", ep_kills_list, 0},
     {EP_KILLS_ADD, "/v1/kills", "POST", ep_kills_add, 0},
     {EP_KILL_DELETE, ADMIN_KILLS_PREFIX, "DELETE", ep_kill_delete, 1},
+    {EP_USAGE, "/v1/usage", "POST", ep_usage, 0},
 };
 
 #define ADMIN_HOSTS 4
@@ -126,6 +129,7 @@ admin_req_free(struct admin_req *ar)
 {
 	/* Still waiting for the ledger: it answers no one now. */
 	ledger_ticket_cancel(ar->ar_ticket);
+	external_cancel(ar->ar_ext);
 	if (ar->ar_timer != NULL)
 		event_free(ar->ar_timer);
 	cJSON_Delete(ar->ar_doc);

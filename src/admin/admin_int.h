@@ -17,6 +17,7 @@ struct event;
 struct event_base;
 struct http_request;
 struct admin_job;
+struct external_req;
 struct ship_conf;
 
 /* Largest request body the admin API reads (POST /v1/reload). */
@@ -45,6 +46,8 @@ struct admin_req {
 	struct event *ar_timer; /* ADMIN_RECORD_WAIT_MS */
 	struct cJSON *ar_doc; /* the answer, owned */
 	int ar_status; /* its status once recorded */
+	struct external_req *ar_ext; /* POST /v1/usage, until it is */
+	char ar_usage_id[72]; /* its id, for the answer */
 };
 
 /*
@@ -82,6 +85,9 @@ struct admin_job {
 void ep_kills_list(struct admin_req *);
 void ep_kills_add(struct admin_req *);
 void ep_kill_delete(struct admin_req *);
+
+/* usage.c */
+void ep_usage(struct admin_req *);
 
 /* budgets.c */
 struct cJSON *admin_budgets(void);

@@ -228,8 +228,9 @@ tollgate_headers(const struct hdrs *hs, const char *v[TAG_MAX + 1])
 	return (-1);
 }
 
-static int
-request_id_ok(const char *s)
+/* A client's request id: 1 to REQUEST_ID_MAX of [A-Za-z0-9._:-]. */
+int
+attribution_request_id_ok(const char *s)
 {
 	size_t i, n = strlen(s);
 
@@ -350,7 +351,7 @@ attribution_resolve(const struct config *cf, const struct hdrs *hs,
 	}
 
 	if ((v = hv[TAG_MAX]) != NULL) {
-		if (!request_id_ok(v)) {
+		if (!attribution_request_id_ok(v)) {
 			*code = "bad_request_id";
 			xasprintf(msg,
 			    "X-Tollgate-Request-Id must be 1 to %d "

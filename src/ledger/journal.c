@@ -11,8 +11,9 @@
  * segment is broken and the next write goes to a fresh one.
  *
  * The magic says the record format. TGJRNL03 records carry the columns
- * of what was done to spend less: attempts and cache_hit after the other
- * numbers, attempt_log after the other strings. TGJRNL02, written before
+ * of what was done to spend less and of costs that were no call:
+ * attempts, cache_hit and units after the other numbers, attempt_log
+ * after the other strings. TGJRNL02, written before
  * them, ends before those (its rows were sent once, or refused);
  * TGJRNL01, written before routing, also lacks saved_nusd, routed_from
  * and routed_rule. Older segments are still read; new ones are always 03.
@@ -114,7 +115,7 @@ journal_version(const char *p)
 }
 
 /* A row's numbers, in the order they are written. */
-#define ROW_INTS 18
+#define ROW_INTS 19
 
 /*
  * What each record version lacks of the current one: its numbers and
@@ -125,9 +126,9 @@ static const struct {
 	size_t jv_ints_less;
 	size_t jv_fields_less;
 } journal_versions[JOURNAL_VERSION] = {
-    {3, 3}, /* 01: no saved_nusd, attempts, cache_hit; no routed_from,
-	       routed_rule, attempt_log */
-    {2, 1}, /* 02: no attempts, cache_hit; no attempt_log */
+    {4, 3}, /* 01: no saved_nusd, attempts, cache_hit, units; no
+	       routed_from, routed_rule, attempt_log */
+    {3, 1}, /* 02: no attempts, cache_hit, units; no attempt_log */
     {0, 0}, /* 03 */
 };
 
@@ -152,6 +153,7 @@ row_ints(const struct ledger_row *r, int64_t v[ROW_INTS])
 	v[15] = r->lr_saved_nusd;
 	v[16] = r->lr_attempts;
 	v[17] = r->lr_cache_hit;
+	v[18] = r->lr_units;
 }
 
 /*
@@ -255,6 +257,7 @@ decode(const char *p, size_t len, int ver, char *strs, enum journal_rec *t,
 		row->lr_attempts =
 		    ver < 3 ? row->lr_status != CALL_REFUSED : (int)v[16];
 		row->lr_cache_hit = (int)v[17];
+		row->lr_units = v[18];
 		n = ledger_row_fields(row, f) -
 		    journal_versions[ver - 1].jv_fields_less;
 	} else {

@@ -124,6 +124,7 @@ static const char *const unpriced_labels[] = {"provider", "model"};
 static const char *const reason_labels[] = {"reason"};
 static const char *const rule_labels[] = {"rule"};
 static const char *const provider_labels[] = {"provider"};
+static const char *const source_labels[] = {"source"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
 static const char *const alert_kinds[] = {"threshold", "breaker", "kill",
@@ -148,6 +149,7 @@ static struct {
 	struct mtable m_routed; /* calls, saved (an int64_t's bits) */
 	struct mtable m_ttfb;
 	struct mtable m_duration;
+	struct mtable m_external; /* costs, nano-USD */
 	uint64_t m_alerts[nitems(alert_kinds)];
 	uint64_t m_deliveries[nitems(alert_results)];
 	uint64_t m_conns_closed[nitems(conn_reasons)];
@@ -187,6 +189,7 @@ metrics_init(void)
 	table_init(&metrics.m_routed, rule_labels, 1, 2);
 	table_init(&metrics.m_ttfb, provider_labels, 1, HIST_NVALUES);
 	table_init(&metrics.m_duration, provider_labels, 1, HIST_NVALUES);
+	table_init(&metrics.m_external, source_labels, 1, 2);
 	metrics.m_init = 1;
 }
 
@@ -461,6 +464,21 @@ metrics_routed(const char *rule, int64_t saved_nusd)
 	s = table_get(&metrics.m_routed, &k);
 	s->ms_value[0]++;
 	s->ms_value[1] = (uint64_t)((int64_t)s->ms_value[1] + saved_nusd);
+}
+
+/* Count one external cost (POST /v1/usage) of nusd from source. */
+void
+metrics_external(const char *source, int64_t nusd)
+{
+	struct mseries *s;
+	struct mkey k;
+
+	metrics_init();
+	key_set(&k, 0, source);
+	s = table_get(&metrics.m_external, &k);
+	s->ms_value[0]++;
+	if (nusd > 0)
+		s->ms_value[1] += (uint64_t)nusd;
 }
 
 /* The index of name in a fixed list of n, or n - 1 ("other") if absent. */
@@ -998,6 +1016,13 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	render_counter(b, "tollgate_routed_total",
 	    "Calls a routing rule applied to, by rule.", &metrics.m_routed, 0);
 	render_routed(b, &metrics.m_routed);
+	render_counter(b, "tollgate_external_costs_total",
+	    "Costs that were not calls, recorded through POST /v1/usage, by "
+	    "source.",
+	    &metrics.m_external, 0);
+	render_counter(b, "tollgate_external_cost_nusd_total",
+	    "Their cost in nano-US dollars, by source.", &metrics.m_external,
+	    1);
 	render_histogram(b, "tollgate_upstream_ttfb_seconds",
 	    "Time from forwarding a call to the provider's response headers.",
 	    &metrics.m_ttfb);
@@ -1041,5 +1066,6 @@ metrics_reset(void)
 	table_free(&metrics.m_routed);
 	table_free(&metrics.m_ttfb);
 	table_free(&metrics.m_duration);
+	table_free(&metrics.m_external);
 	memset(&metrics, 0, sizeof(metrics));
 }

@@ -407,6 +407,38 @@ policy_settle(
 }
 
 /*
+ * A cost that was not a call tollgate admitted (POST /v1/usage) has been
+ * incurred: count it at now on every budget of ps whose match attr
+ * meets, as a call's settlement would, caps or not. It is a fact, not a
+ * request: nothing refuses it, and the next call meets the spend. Rate
+ * limits do not count it; they count calls.
+ */
+void
+policy_charge(const struct policyset *ps, struct policy_counters *pc,
+    const char *const *attr, int64_t nusd, int64_t now)
+{
+	const struct policy *po;
+	struct pentry *e;
+	size_t i;
+
+	if (ps == NULL || nusd <= 0)
+		return;
+	for (i = 0; i < ps->ps_n; i++) {
+		po = &ps->ps_pol[i];
+		if (!pcount_has_budget(po) || !policy_matches(po, attr))
+			continue;
+		e = pcount_budget_entry(pc, po, attr, now, 1);
+		if (e->e_kind == PE_CALENDAR)
+			e->e_spent += nusd;
+		else
+			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
+			    ROLL_SLOTS, pcount_floor_div(now, e->e_width),
+			    nusd);
+		lease_settle(e, nusd);
+	}
+}
+
+/*
  * A call in progress has already cost nusd, more than it reserved (its
  * provider is not keeping to the output bound, or the input estimate was
  * short): grow the reservation to nusd on every budget at once, or on

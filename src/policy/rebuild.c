@@ -22,6 +22,7 @@
 
 #include <sqlite3.h>
 
+#include "tollgate/ledger.h"
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
 
@@ -31,7 +32,7 @@
 static const char rebuild_sql[] =
     "SELECT started_at, status, cost_nusd, reserved_nusd, intent, team,"
     " tenant, agent_class, environment, model, provider, finished_at,"
-    " input_tokens + output_tokens FROM %s"
+    " input_tokens + output_tokens, endpoint FROM %s"
     " WHERE started_at >= ?1 AND status <> 'refused'"
     " AND status <> 'in_flight'";
 
@@ -126,7 +127,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 	char from[64];
 	char *sql = NULL;
 	size_t i, k, ndone;
-	int a, rc, rv = -1;
+	int a, rc, rv = -1, external;
 
 	pcount_mark_old(pc);
 	for (i = 0; i < ps->ps_n; i++) {
@@ -156,10 +157,15 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 			attr[a] = (const char *)sqlite3_column_text(st, 4 + a);
 		fin = parse_time((const char *)sqlite3_column_text(st, 11));
 		tokens = sqlite3_column_int64(st, 12);
+		external = sqlite3_column_text(st, 13) != NULL &&
+		    strcmp((const char *)sqlite3_column_text(st, 13),
+			LEDGER_ENDPOINT_EXTERNAL) == 0;
 		for (i = 0, ndone = 0; i < ps->ps_n; i++) {
 			po = &ps->ps_pol[i];
+			/* Rate limits count calls: an external cost
+			 * (POST /v1/usage) is none. */
 			if (pcount_has_rate(po) && policy_matches(po, attr) &&
-			    t < now) {
+			    t < now && !external) {
 				e = pcount_rate_entry(pc, po, attr);
 				for (k = 0; k < ndone && done[k] != e; k++)
 					;

@@ -53,6 +53,8 @@ static void cfgp_models(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void cfgp_aliases(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+static void cfgp_external(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
 static void cfgp_tiers(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void cfgp_usd(struct cfgctx *, const struct cfgkey *, const char *,
@@ -109,6 +111,7 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("version", cfgp_version, 0, 0),
     KEY_CALL("models", cfgp_models, 0, 0),
     KEY_CALL("aliases", cfgp_aliases, 0, 0),
+    KEY_CALL("external", cfgp_external, 0, 0),
     KEY_END,
 };
 
@@ -374,6 +377,17 @@ cfgp_aliases(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	pl->pl_aliases = n;
 }
 
+/* external: the prices of costs that are not calls (external.c). */
+static void
+cfgp_external(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct pbload *pl = dst;
+
+	(void)k;
+	pricing_external_load(cx, path, n, pl->pl_book);
+}
+
 /* Sorting and the checks that need every model. */
 
 static int
@@ -535,6 +549,7 @@ pricing_free(struct pricebook *pb)
 
 	if (pb == NULL)
 		return;
+	pricing_external_free(pb);
 	for (i = 0; i < pb->pb_nmodels; i++) {
 		p = &pb->pb_models[i];
 		for (t = 0; t < p->p_ntiers; t++)

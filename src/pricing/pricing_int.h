@@ -18,13 +18,30 @@ struct pb_alias {
 	const struct price *a_price; /* borrowed from pb_models */
 };
 
+/* One unit of an external source and its price (external:). */
+struct pb_external {
+	char *x_source;
+	char *x_unit;
+	int64_t x_nusd; /* nano-USD per unit */
+};
+
 /* The loaded table; owns every string and array below. */
 struct pricebook {
 	char *pb_version;
+	struct pb_external *pb_ext; /* sorted by source, then unit */
+	size_t pb_next;
 	struct price *pb_models; /* sorted by p_model */
 	size_t pb_nmodels;
 	struct pb_alias *pb_aliases; /* sorted by a_name */
 	size_t pb_naliases;
 };
+
+struct cfgctx;
+struct ynode;
+
+/* external.c */
+void pricing_external_load(
+    struct cfgctx *, const char *, const struct ynode *, struct pricebook *);
+void pricing_external_free(struct pricebook *);
 
 #endif

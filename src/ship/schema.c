@@ -150,14 +150,15 @@ struct ship_step {
 	" ADD COLUMN saved_nusd BIGINT NOT NULL DEFAULT 0;"
 /*
  * How many upstream attempts a call took (NULL on rows shipped by a
- * tollgate that did not record it), the ones that failed, and whether the
- * response cache answered it.
+ * tollgate that did not record it), the ones that failed, whether the
+ * response cache answered it, and the units of a cost that was no call.
  */
 #define SHIP_ATTEMPTS_V4                                                       \
 	"ALTER TABLE calls ADD COLUMN attempts BIGINT,"                        \
 	" ADD COLUMN attempt_log TEXT,"                                        \
 	" ADD COLUMN cache_hit BIGINT NOT NULL DEFAULT 0"                      \
-	" CHECK (cache_hit IN (0, 1));"
+	" CHECK (cache_hit IN (0, 1)),"                                        \
+	" ADD COLUMN units BIGINT NOT NULL DEFAULT 0;"
 /* clang-format on */
 
 /*

@@ -581,7 +581,7 @@ class RoutingTest(ledgerlib.MeterTestCase):
         db = sqlite3.connect(os.path.join(self.tmp, "data/ledger.db"))
         db.execute("DROP INDEX calls_routed")
         for col in ("routed_from", "routed_rule", "saved_nusd", "attempts",
-                    "attempt_log", "cache_hit"):
+                    "attempt_log", "cache_hit", "units"):
             db.execute("ALTER TABLE calls DROP COLUMN %s" % col)
         db.commit()
         db.close()
@@ -604,9 +604,9 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertEqual(row["cache_hit"], 0)
         cols = [c["name"] for c in self.ledger.query(
             "SELECT * FROM pragma_table_info('calls')")]
-        self.assertEqual(cols[-6:], ["routed_from", "routed_rule",
+        self.assertEqual(cols[-7:], ["routed_from", "routed_rule",
                                      "saved_nusd", "attempts",
-                                     "attempt_log", "cache_hit"])
+                                     "attempt_log", "cache_hit", "units"])
         # A refused call made no attempt; /v1/calls shows the columns.
         r = self.call(tg.port, "POST", "/v1/chat/completions",
                       tglib.openai_chat(new_marker(), False, "gpt-4o"),

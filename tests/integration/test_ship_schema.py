@@ -312,7 +312,8 @@ class ShipInitTest(tglib.TGTestCase):
                   "WHERE version >= 2; ALTER TABLE calls DROP COLUMN "
                   "routed_from, DROP COLUMN routed_rule, DROP COLUMN "
                   "saved_nusd, DROP COLUMN attempts, DROP COLUMN "
-                  "attempt_log, DROP COLUMN cache_hit; INSERT INTO calls "
+                  "attempt_log, DROP COLUMN cache_hit, DROP COLUMN units; "
+                  "INSERT INTO calls "
                   "(instance, id, "
                   "started_at, status) VALUES ('pod-1', 'c1', "
                   "'2026-12-01T00:00:00.000Z', 'ok')")
@@ -336,7 +337,7 @@ class ShipInitTest(tglib.TGTestCase):
                   "TABLE calls DROP COLUMN routed_from, DROP COLUMN "
                   "routed_rule, DROP COLUMN saved_nusd, DROP COLUMN "
                   "attempts, DROP COLUMN attempt_log, DROP COLUMN "
-                  "cache_hit; INSERT INTO calls "
+                  "cache_hit, DROP COLUMN units; INSERT INTO calls "
                   "(instance, id, started_at, status) VALUES ('pod-1', "
                   "'c1', '2026-12-01T00:00:00.000Z', 'ok')")
         rc, out, err = self.init()
@@ -344,10 +345,11 @@ class ShipInitTest(tglib.TGTestCase):
         self.assertEqual(out, "ship init: migrated the fleet ledger at "
                          "127.0.0.1:%d/%s from schema version 2 to 4\n"
                          % (self.pg.port, self.db))
-        self.assertEqual(self.pg_columns("calls")[-6:], [
+        self.assertEqual(self.pg_columns("calls")[-7:], [
             ("routed_from", "text", False), ("routed_rule", "text", False),
             ("saved_nusd", "bigint", True), ("attempts", "bigint", False),
-            ("attempt_log", "text", False), ("cache_hit", "bigint", True)])
+            ("attempt_log", "text", False), ("cache_hit", "bigint", True),
+            ("units", "bigint", True)])
         self.assertEqual(self.psql("SELECT id, routed_from IS NULL, "
                                    "saved_nusd, attempts IS NULL, cache_hit "
                                    "FROM calls"), "c1|t|0|t|0")
@@ -360,7 +362,8 @@ class ShipInitTest(tglib.TGTestCase):
         self.assertEqual(rc, 0, out + err)
         self.psql("DELETE FROM tollgate_schema WHERE version = 4; ALTER "
                   "TABLE calls DROP COLUMN attempts, DROP COLUMN "
-                  "attempt_log, DROP COLUMN cache_hit; INSERT INTO calls "
+                  "attempt_log, DROP COLUMN cache_hit, DROP COLUMN units; "
+                  "INSERT INTO calls "
                   "(instance, id, started_at, status) VALUES ('pod-1', "
                   "'c1', '2026-12-01T00:00:00.000Z', 'ok')")
         rc, out, err = self.init()
@@ -369,8 +372,8 @@ class ShipInitTest(tglib.TGTestCase):
                          "127.0.0.1:%d/%s from schema version 3 to 4\n"
                          % (self.pg.port, self.db))
         self.assertEqual(self.psql("SELECT id, attempts IS NULL, "
-                                   "attempt_log IS NULL, cache_hit FROM "
-                                   "calls"), "c1|t|t|0")
+                                   "attempt_log IS NULL, cache_hit, units "
+                                   "FROM calls"), "c1|t|t|0|0")
         with self.assertRaises(pglib.PgError):
             self.psql("UPDATE calls SET cache_hit = 2")
 

@@ -287,6 +287,7 @@ assert_row_equal(const struct ledger_row *a, const struct ledger_row *b)
 	assert_int_equal(a->lr_saved_nusd, b->lr_saved_nusd);
 	assert_int_equal(a->lr_attempts, b->lr_attempts);
 	assert_int_equal(a->lr_cache_hit, b->lr_cache_hit);
+	assert_int_equal(a->lr_units, b->lr_units);
 }
 
 /* A row with every string set and every number distinct. */
@@ -326,6 +327,7 @@ full_row(void)
 	r.lr_attempts = 3;
 	r.lr_attempt_log = "[{\"upstream\":\"a\",\"status\":503}]";
 	r.lr_cache_hit = 1;
+	r.lr_units = 12;
 	return (r);
 }
 
@@ -396,6 +398,7 @@ test_record_v1(void **state)
 	want.lr_attempts = 1; /* not refused: it was sent once */
 	want.lr_attempt_log = NULL;
 	want.lr_cache_hit = 0;
+	want.lr_units = 0;
 	assert_row_equal(&seen[0].it->li_row, &want);
 	name = journal_name(fx.path, 1);
 	assert_true(journal_is_ours(name));
@@ -427,6 +430,7 @@ test_record_v2(void **state)
 	want.lr_attempts = 1;
 	want.lr_attempt_log = NULL;
 	want.lr_cache_hit = 0;
+	want.lr_units = 0;
 	assert_row_equal(&seen[0].it->li_row, &want);
 	assert_true(read_seg(fx.path, 2, &torn) > 8);
 	assert_int_equal(torn, 0);
@@ -435,6 +439,7 @@ test_record_v2(void **state)
 	want.lr_attempts = 0;
 	want.lr_attempt_log = NULL;
 	want.lr_cache_hit = 0;
+	want.lr_units = 0;
 	assert_row_equal(&seen[0].it->li_row, &want);
 	name = journal_name(fx.path, 2);
 	assert_true(journal_is_ours(name));

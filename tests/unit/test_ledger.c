@@ -235,7 +235,7 @@ test_open_columns(void **state)
 	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
 	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model",
 	    "ship_seq", "routed_from", "routed_rule", "saved_nusd", "attempts",
-	    "attempt_log", "cache_hit"};
+	    "attempt_log", "cache_hit", "units"};
 	size_t i;
 
 	(void)state;

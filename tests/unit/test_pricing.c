@@ -600,6 +600,21 @@ check_empty_aliases(const struct pricebook *pb)
 
 #define ONE_MODEL "  m: {input: 1, output: 1, max_output_tokens: 1}\n"
 
+static void
+check_external(const struct pricebook *pb)
+{
+	int64_t v = -1;
+
+	assert_int_equal(pricing_external(pb, "serpapi", "search", &v), 0);
+	assert_int_equal(v, 5000000);
+	assert_int_equal(pricing_external(pb, "serpapi", "page", &v), 0);
+	assert_int_equal(v, 1000000000);
+	assert_int_equal(pricing_external(pb, "e2b", "compute_minute", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(pricing_external(pb, "serpapi", "minute", &v), -1);
+	assert_int_equal(pricing_external(pb, "nobody", "search", &v), -1);
+}
+
 static const struct loadcase load_cases[] = {
     /* Files that load. */
     {.name = "load.defaults",
@@ -652,6 +667,30 @@ static const struct loadcase load_cases[] = {
 		"    output: 10\n"
 		"    max_output_tokens: 16384\n",
 	.errors = {"5:5: unknown key 'cahced_input' in models.gpt-4o"}},
+    {.name = "load.external",
+	.yaml = "version: v1\nmodels:\n" ONE_MODEL "external:\n"
+		"  serpapi: {search: 0.005, page: 1}\n"
+		"  e2b:\n"
+		"    compute_minute: 0.000000001\n",
+	.check = check_external},
+    {.name = "err.external",
+	.yaml = "version: v1\nmodels:\n" ONE_MODEL "external:\n"
+		"  SerpAPI: {search: 0.005}\n"
+		"  e2b:\n"
+		"    minute: 0.0000000001\n"
+		"    second: -1\n"
+		"    cpu: 1e3\n"
+		"    gpu: 1000001\n"
+		"  empty: {}\n",
+	.errors = {"5:3: external: bad source name 'SerpAPI' (a-z, 0-9, '_', "
+		   "'.', '-'; at most 64 characters)",
+	    "7:13: external.e2b.minute: at most 9 decimal places (USD per "
+	    "unit)",
+	    "8:13: external.e2b.second: must not be negative",
+	    "9:10: external.e2b.cpu: expected a price in USD per unit, e.g. "
+	    "0.005",
+	    "10:10: external.e2b.gpu: must be at most 1000000 (USD per unit)",
+	    "11:10: external.empty: expected a mapping of unit: USD per unit"}},
     {.name = "err.unknown_top_key",
 	.yaml = "version: v1\nmodels:\n" ONE_MODEL "prices: {}\n",
 	.errors = {"4:1: unknown key 'prices' at top level"}},
