@@ -6,6 +6,7 @@
  *   tollgate check [-c file]            validate a config and exit
  *   tollgate -n [-c file]               the same, relayd-style
  *   tollgate spend|calls ...            read the ledger (cli.c)
+ *   tollgate intent ID                  one intent's timeline (cli_intent.c)
  *   tollgate prices import FILE ...     a new price table (cli_prices.c)
  *   tollgate ship init [-c file]        the fleet ledger's schema (cli_ship.c)
  *
@@ -87,6 +88,7 @@ static void __attribute__((noreturn)) usage(int status)
 	    "       tollgate check [-c file]\n"
 	    "       tollgate spend [options]   (tollgate spend --help)\n"
 	    "       tollgate calls [options]   (tollgate calls --help)\n"
+	    "       tollgate intent ID [options] (tollgate intent --help)\n"
 	    "       tollgate prices import FILE [-o OUT] [-c file]\n"
 	    "                                  (tollgate prices --help)\n"
 	    "       tollgate ship init [-c file]\n"
@@ -488,6 +490,8 @@ main(int argc, char *argv[])
 		return (cli_spend(argc - 1, argv + 1));
 	if (argc > 1 && strcmp(argv[1], "calls") == 0)
 		return (cli_calls(argc - 1, argv + 1));
+	if (argc > 1 && strcmp(argv[1], "intent") == 0)
+		return (cli_intent(argc - 1, argv + 1));
 	/* A new price table from a community price list (cli_prices.c). */
 	if (argc > 1 && strcmp(argv[1], "prices") == 0)
 		return (cli_prices(argc - 1, argv + 1));

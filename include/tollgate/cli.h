@@ -12,6 +12,9 @@
 int cli_spend(int, char **);
 int cli_calls(int, char **);
 
+/* cli_intent.c */
+int cli_intent(int, char **);
+
 /* cli_prices.c */
 int cli_prices(int, char **);
 

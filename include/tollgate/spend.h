@@ -179,6 +179,12 @@ struct spend_out {
 	struct buf so_b;
 };
 
+/* intent.c */
+#define SPEND_INTENT_LIMIT_DEFAULT 500
+#define SPEND_INTENT_LIMIT_MAX 5000
+int spend_intent(struct sqlite3 *, const char *, const char *, int, int,
+    struct spend_out *, char **);
+
 /* params.c */
 void spend_query_init(struct spend_query *, enum spend_kind);
 void spend_query_free(struct spend_query *);

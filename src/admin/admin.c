@@ -61,6 +61,7 @@ enum admin_ep_id {
 	EP_KILLS_ADD,
 	EP_KILL_DELETE,
 	EP_USAGE,
+	EP_INTENT,
 };
 
 static void ep_healthz(struct admin_req *);
@@ -94,6 +95,7 @@ static const struct admin_ep {
     {EP_KILLS_ADD, "/v1/kills", "POST", ep_kills_add, 0},
     {EP_KILL_DELETE, ADMIN_KILLS_PREFIX, "DELETE", ep_kill_delete, 1},
     {EP_USAGE, "/v1/usage", "POST", ep_usage, 0},
+    {EP_INTENT, ADMIN_INTENTS_PREFIX, "GET", ep_intent, 1},
 };
 
 #define ADMIN_HOSTS 4
@@ -604,6 +606,7 @@ admin_job_free(struct admin_job *job)
 {
 	spend_out_free(&job->aj_out);
 	free(job->aj_query);
+	free(job->aj_intent);
 	free(job->aj_open);
 	free(job->aj_err);
 	free(job);

@@ -64,6 +64,8 @@ struct admin_job {
 	int (*aj_run)(struct sqlite3 *, const char *, struct spend_out *,
 	    const char **, char **);
 	char *aj_query; /* the raw query string, "" if none */
+	char *aj_intent; /* GET /v1/intents/{id}: the intent, or NULL */
+	int aj_limit; /* and its events' limit */
 	uint64_t aj_ledger_gen; /* ledger_generation(), set by reader_submit */
 	struct ledger_row *aj_open; /* calls: rows not in SQLite yet, or NULL */
 	size_t aj_nopen;
@@ -80,6 +82,8 @@ struct admin_job {
 
 /* The prefix of DELETE /v1/kills/{id}. */
 #define ADMIN_KILLS_PREFIX "/v1/kills/"
+/* The prefix of GET /v1/intents/{id}. */
+#define ADMIN_INTENTS_PREFIX "/v1/intents/"
 
 /* kills.c */
 void ep_kills_list(struct admin_req *);
@@ -88,6 +92,9 @@ void ep_kill_delete(struct admin_req *);
 
 /* usage.c */
 void ep_usage(struct admin_req *);
+
+/* intents.c */
+void ep_intent(struct admin_req *);
 
 /* budgets.c */
 struct cJSON *admin_budgets(void);

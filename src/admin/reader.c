@@ -124,7 +124,16 @@ reader_run(struct reader *rd, struct admin_job *job)
 	if (job->aj_run != NULL)
 		job->aj_status = job->aj_run(rd->rd_db, job->aj_query,
 		    &job->aj_out, &job->aj_ctype, &job->aj_err);
-	else if (job->aj_kind == SPEND_KIND_CALLS &&
+	else if (job->aj_intent != NULL) {
+		job->aj_ctype = "application/json";
+		job->aj_status = ledger_rows_load(rd->rd_db, job->aj_open,
+				     job->aj_nopen, &job->aj_err) != 0 ||
+			spend_intent(rd->rd_db, LEDGER_CALLS_NOW,
+			    job->aj_intent, job->aj_limit, 0, &job->aj_out,
+			    &job->aj_err) != 0
+		    ? 500
+		    : 200;
+	} else if (job->aj_kind == SPEND_KIND_CALLS &&
 	    ledger_rows_load(
 		rd->rd_db, job->aj_open, job->aj_nopen, &job->aj_err) != 0) {
 		job->aj_status = 500;

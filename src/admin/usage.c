@@ -165,7 +165,8 @@ usage_parse(const cJSON *body, const struct config *cf,
 		snprintf(param, plen, "%s", tag_name(t));
 		s = str_field(body, tag_name(t), &err);
 		if (err != NULL ||
-		    (s != NULL && (s[0] == '\0' || !tag_value_ok(s, strlen(s)))))
+		    (s != NULL &&
+			(s[0] == '\0' || !tag_value_ok(s, strlen(s)))))
 			return ("a tag must be 1 to 128 printable characters "
 				"without spaces, '*' or '?'");
 		if (s == NULL)
@@ -200,10 +201,10 @@ ep_usage(struct admin_req *ar)
 		    ar, 400, "the body is not JSON", NULL, NULL, NULL);
 		return;
 	}
-	if ((err = usage_parse(body, config_current(), &ec, param,
-		 sizeof(param))) != NULL) {
-		admin_reply_error(ar, 400, err,
-		    param[0] != '\0' ? param : NULL, NULL, NULL);
+	if ((err = usage_parse(
+		 body, config_current(), &ec, param, sizeof(param))) != NULL) {
+		admin_reply_error(
+		    ar, 400, err, param[0] != '\0' ? param : NULL, NULL, NULL);
 		cJSON_Delete(body);
 		return;
 	}
@@ -211,8 +212,8 @@ ep_usage(struct admin_req *ar)
 	ar->ar_ext = external_record(&ec, usage_done, ar, &cause);
 	cJSON_Delete(body);
 	if (ar->ar_ext == NULL) {
-		log_warnx("admin: conn %llu: usage refused: %s",
-		    ar->ar_conn_id, cause);
+		log_warnx("admin: conn %llu: usage refused: %s", ar->ar_conn_id,
+		    cause);
 		admin_reply_error(ar,
 		    strncmp(cause, "the ledger", 10) == 0 ? 503 : 400, cause,
 		    strncmp(cause, "the ledger", 10) == 0 ? NULL : "unit", NULL,

@@ -110,12 +110,13 @@ unit_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
 	}
 	if (unit_usd(en->en_val, &nusd, &why) == -1) {
 		cfg_error(cx, en->en_val, "%s: %s", en->en_where,
-		    why != NULL ? why
-				: "expected a price in USD per unit, e.g. 0.005");
+		    why != NULL
+			? why
+			: "expected a price in USD per unit, e.g. 0.005");
 		return;
 	}
-	pb->pb_ext = xreallocarray(
-	    pb->pb_ext, pb->pb_next + 1, sizeof(*pb->pb_ext));
+	pb->pb_ext =
+	    xreallocarray(pb->pb_ext, pb->pb_next + 1, sizeof(*pb->pb_ext));
 	x = &pb->pb_ext[pb->pb_next++];
 	x->x_source = xstrdup(xw->xw_source);
 	x->x_unit = xstrdup(en->en_key->yn_str);
