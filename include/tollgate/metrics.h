@@ -41,6 +41,29 @@ struct metrics_call {
 	int64_t mc_duration_us;
 };
 
+/* The most budget scopes /metrics shows: the ones that spent most. */
+#define METRICS_BUDGETS_MAX 256
+
+/* One budget scope's figures, as /v1/budgets has them (the admin's). */
+struct metrics_budget {
+	char *mb_policy;
+	char *mb_scope; /* "team=t1,tenant=acme"; "" for one scope */
+	char *mb_state; /* ok, alerting, capped, degraded, killed */
+	int64_t mb_spent_nusd;
+	int64_t mb_reserved_nusd;
+	int64_t mb_cap_nusd; /* -1: none */
+};
+
+/* The process itself, read from the kernel at each scrape. */
+struct metrics_process {
+	uint64_t mp_cpu_us; /* user and system CPU time */
+	uint64_t mp_rss_bytes;
+	uint64_t mp_vsz_bytes;
+	uint64_t mp_open_fds;
+	uint64_t mp_max_fds;
+	int64_t mp_start_ms; /* Unix ms; 0: unknown */
+};
+
 /*
  * What /metrics shows but metrics.c does not count: the admin layer reads
  * these at each scrape (admin_metrics_gauges) and passes them in, so that
@@ -52,6 +75,12 @@ struct metrics_gauges {
 	struct ledger_stats mg_ledger; /* all zero while the ledger is closed */
 	struct fleet_stats mg_fleet; /* fleet_get_stats(); FLEET_OFF: none */
 	struct ship_stats mg_ship; /* ship_stats(); SHIP_OFF: none */
+	struct metrics_budget *mg_budgets; /* sorted; the first mg_nbudgets
+					      are shown */
+	size_t mg_nbudgets; /* at most METRICS_BUDGETS_MAX */
+	size_t mg_budgets_all; /* in mg_budgets */
+	size_t mg_budgets_dropped; /* scopes past the cap, not shown */
+	struct metrics_process mg_process;
 };
 
 /* metrics.c */

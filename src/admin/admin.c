@@ -529,6 +529,7 @@ admin_metrics_gauges(struct metrics_gauges *g)
 	ledger_stats(&g->mg_ledger);
 	fleet_get_stats(&g->mg_fleet);
 	ship_stats(&g->mg_ship);
+	admin_process_stats(&g->mg_process);
 }
 
 static void
@@ -541,7 +542,9 @@ ep_metrics(struct admin_req *ar)
 	if ((b = evbuffer_new()) == NULL)
 		fatalx("%s: evbuffer_new", __func__);
 	admin_metrics_gauges(&g);
+	admin_budget_gauges(&g);
 	metrics_render(b, &g);
+	admin_budget_gauges_free(&g);
 	len = evbuffer_get_length(b);
 	admin_reply(ar, 200, "text/plain; version=0.0.4; charset=utf-8",
 	    (const char *)evbuffer_pullup(b, -1), len, NULL, NULL);
@@ -792,6 +795,7 @@ admin_start(
 		return (-1);
 	}
 	ad_base = base;
+	admin_process_started();
 	ad_listener = listener_new(
 	    base, cf->cf_admin_host, cf->cf_admin_port, &admin_ops, "admin");
 	if (ad_listener == NULL) {

@@ -18,6 +18,8 @@ struct event_base;
 struct http_request;
 struct admin_job;
 struct external_req;
+struct metrics_gauges;
+struct metrics_process;
 struct ship_conf;
 
 /* Largest request body the admin API reads (POST /v1/reload). */
@@ -98,6 +100,12 @@ void ep_intent(struct admin_req *);
 
 /* budgets.c */
 struct cJSON *admin_budgets(void);
+void admin_budget_gauges(struct metrics_gauges *);
+void admin_budget_gauges_free(struct metrics_gauges *);
+
+/* process.c */
+void admin_process_stats(struct metrics_process *);
+void admin_process_started(void);
 
 /* admin.c */
 void admin_reply_json(struct admin_req *, int, struct cJSON *);

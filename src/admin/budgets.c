@@ -19,6 +19,7 @@
 #include "tollgate/fleet.h"
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
+#include "tollgate/metrics.h"
 #include "tollgate/policy.h"
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
@@ -317,4 +318,106 @@ admin_budgets(void)
 	}
 	free(bl.bl_v);
 	return (doc);
+}
+
+/* "team=t1,tenant=acme" from a budget's scope object, owned. */
+static char *
+scope_text(const cJSON *scope)
+{
+	const cJSON *it;
+	char *s = xstrdup(""), *n;
+
+	cJSON_ArrayForEach(it, scope)
+	{
+		if (!cJSON_IsString(it))
+			continue;
+		xasprintf(&n, "%s%s%s=%s", s, s[0] != '\0' ? "," : "",
+		    it->string, it->valuestring);
+		free(s);
+		s = n;
+	}
+	return (s);
+}
+
+static int64_t
+num(const cJSON *o, const char *name, int64_t none)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+	/* add_money writes them as raw integers: exact, never a double. */
+	if (v == NULL || !cJSON_IsRaw(v) || v->valuestring == NULL)
+		return (none);
+	return ((int64_t)strtoll(v->valuestring, NULL, 10));
+}
+
+static int
+gauge_cmp(const void *a, const void *b)
+{
+	const struct metrics_budget *x = a, *y = b;
+	int c;
+
+	if (x->mb_spent_nusd != y->mb_spent_nusd)
+		return (x->mb_spent_nusd > y->mb_spent_nusd ? -1 : 1);
+	if ((c = strcmp(x->mb_policy, y->mb_policy)) != 0)
+		return (c);
+	return (strcmp(x->mb_scope, y->mb_scope));
+}
+
+/*
+ * The budget scopes of /v1/budgets for /metrics: the METRICS_BUDGETS_MAX
+ * that spent most (ties by policy and scope, so the set is stable), into
+ * g, with how many were left out. Free with admin_budget_gauges_free.
+ */
+void
+admin_budget_gauges(struct metrics_gauges *g)
+{
+	cJSON *doc = admin_budgets(), *it, *list;
+	struct metrics_budget *v = NULL, *mb;
+	const cJSON *st, *po;
+	size_t n = 0, cap = 0;
+
+	list = cJSON_GetObjectItemCaseSensitive(doc, "budgets");
+	cJSON_ArrayForEach(it, list)
+	{
+		if (n == cap) {
+			cap = cap == 0 ? 16 : cap * 2;
+			v = xreallocarray(v, cap, sizeof(*v));
+		}
+		mb = &v[n++];
+		po = cJSON_GetObjectItemCaseSensitive(it, "policy");
+		st = cJSON_GetObjectItemCaseSensitive(it, "state");
+		mb->mb_policy =
+		    xstrdup(cJSON_IsString(po) ? po->valuestring : "");
+		mb->mb_scope =
+		    scope_text(cJSON_GetObjectItemCaseSensitive(it, "scope"));
+		mb->mb_state =
+		    xstrdup(cJSON_IsString(st) ? st->valuestring : "ok");
+		mb->mb_spent_nusd = num(it, "spent_nusd", 0);
+		mb->mb_reserved_nusd = num(it, "reserved_nusd", 0);
+		mb->mb_cap_nusd = num(it, "cap_nusd", -1);
+	}
+	cJSON_Delete(doc);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), gauge_cmp);
+	g->mg_budgets = v;
+	g->mg_nbudgets = n < METRICS_BUDGETS_MAX ? n : METRICS_BUDGETS_MAX;
+	g->mg_budgets_dropped = n - g->mg_nbudgets;
+	g->mg_budgets_all = n;
+}
+
+/* Free what admin_budget_gauges put in g. */
+void
+admin_budget_gauges_free(struct metrics_gauges *g)
+{
+	struct metrics_budget *v = g->mg_budgets;
+	size_t i;
+
+	for (i = 0; i < g->mg_budgets_all; i++) {
+		free(v[i].mb_policy);
+		free(v[i].mb_scope);
+		free(v[i].mb_state);
+	}
+	free(v);
+	g->mg_budgets = NULL;
+	g->mg_nbudgets = g->mg_budgets_all = 0;
 }

@@ -976,6 +976,90 @@ render_alerts(struct evbuffer *b)
 		    alert_results[i], metrics.m_deliveries[i]);
 }
 
+/* One gauge line of a budget scope: name{policy,scope[,extra]} v. */
+static void
+budget_line(struct evbuffer *b, const char *name,
+    const struct metrics_budget *mb, const char *state, int64_t v)
+{
+	evbuffer_add_printf(b, "%s{policy=\"", name);
+	render_value(
+	    b, mb->mb_policy, strnlen(mb->mb_policy, METRICS_LABEL_MAX));
+	evbuffer_add_printf(b, "\",scope=\"");
+	render_value(b, mb->mb_scope, strnlen(mb->mb_scope, METRICS_LABEL_MAX));
+	if (state != NULL) {
+		evbuffer_add_printf(b, "\",state=\"");
+		render_value(b, state, strlen(state));
+	}
+	evbuffer_add_printf(b, "\"} %lld\n", (long long)v);
+}
+
+/*
+ * Each budget scope's spend, reservations, cap and state, for the scopes
+ * the admin layer chose (the ones that spent most, at most
+ * METRICS_BUDGETS_MAX: the cardinality is bounded whatever the tags).
+ */
+static void
+render_budgets(struct evbuffer *b, const struct metrics_gauges *g)
+{
+	size_t i;
+
+	render_family(b, "tollgate_budget_spent_nusd", "gauge",
+	    "A budget scope's spend in its window, nano-US dollars (this "
+	    "instance's count; /v1/budgets has the fleet's).");
+	for (i = 0; i < g->mg_nbudgets; i++)
+		budget_line(b, "tollgate_budget_spent_nusd", &g->mg_budgets[i],
+		    NULL, g->mg_budgets[i].mb_spent_nusd);
+	render_family(b, "tollgate_budget_reserved_nusd", "gauge",
+	    "Held by its calls in flight, nano-US dollars.");
+	for (i = 0; i < g->mg_nbudgets; i++)
+		budget_line(b, "tollgate_budget_reserved_nusd",
+		    &g->mg_budgets[i], NULL, g->mg_budgets[i].mb_reserved_nusd);
+	render_family(b, "tollgate_budget_cap_nusd", "gauge",
+	    "Its hard cap, nano-US dollars (scopes with one).");
+	for (i = 0; i < g->mg_nbudgets; i++)
+		if (g->mg_budgets[i].mb_cap_nusd >= 0)
+			budget_line(b, "tollgate_budget_cap_nusd",
+			    &g->mg_budgets[i], NULL,
+			    g->mg_budgets[i].mb_cap_nusd);
+	render_family(b, "tollgate_budget_state", "gauge",
+	    "1 for the scope's state (ok, alerting, capped, degraded, "
+	    "killed).");
+	for (i = 0; i < g->mg_nbudgets; i++)
+		budget_line(b, "tollgate_budget_state", &g->mg_budgets[i],
+		    g->mg_budgets[i].mb_state, 1);
+	render_scalar(b, "tollgate_budget_scopes_not_shown", "gauge",
+	    "Budget scopes left out of these gauges: only the "
+	    "METRICS_BUDGETS_MAX that spent most are shown.",
+	    g->mg_budgets_dropped);
+}
+
+/* The process_* metrics every Prometheus client library exports. */
+static void
+render_process(struct evbuffer *b, const struct metrics_process *p)
+{
+	render_family(b, "process_cpu_seconds_total", "counter",
+	    "Total user and system CPU time spent in seconds.");
+	evbuffer_add_printf(b, "process_cpu_seconds_total %llu.%06llu\n",
+	    (unsigned long long)(p->mp_cpu_us / 1000000),
+	    (unsigned long long)(p->mp_cpu_us % 1000000));
+	render_scalar(b, "process_resident_memory_bytes", "gauge",
+	    "Resident memory size in bytes.", p->mp_rss_bytes);
+	render_scalar(b, "process_virtual_memory_bytes", "gauge",
+	    "Virtual memory size in bytes.", p->mp_vsz_bytes);
+	render_scalar(b, "process_open_fds", "gauge",
+	    "Number of open file descriptors.", p->mp_open_fds);
+	render_scalar(b, "process_max_fds", "gauge",
+	    "Maximum number of open file descriptors.", p->mp_max_fds);
+	if (p->mp_start_ms > 0) {
+		render_family(b, "process_start_time_seconds", "gauge",
+		    "Start time of the process since unix epoch in seconds.");
+		evbuffer_add_printf(b,
+		    "process_start_time_seconds %lld.%03lld\n",
+		    (long long)(p->mp_start_ms / 1000),
+		    (long long)(p->mp_start_ms % 1000));
+	}
+}
+
 /*
  * Write every metric as Prometheus text, format 0.0.4, with g's gauges
  * for what the counters here do not hold.
@@ -1049,6 +1133,8 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	    metrics.m_dropped);
 	render_fleet(b, &g->mg_fleet);
 	render_ship(b, &g->mg_ship, &g->mg_ledger);
+	render_budgets(b, g);
+	render_process(b, &g->mg_process);
 }
 
 /* Free every series and zero every counter (at exit, and in tests). */

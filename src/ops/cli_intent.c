@@ -30,9 +30,10 @@
 static void
 intent_usage(FILE *f)
 {
-	fprintf(f, "usage: tollgate intent ID [--limit N] [--format "
-		   "table|json]\n"
-		   "           [--ledger PATH | -c FILE]\n");
+	fprintf(f,
+	    "usage: tollgate intent ID [--limit N] [--format "
+	    "table|json]\n"
+	    "           [--ledger PATH | -c FILE]\n");
 }
 
 /* The ledger's path: --ledger, else the configuration's ledger: path. */
@@ -105,8 +106,9 @@ cli_intent(int argc, char **argv)
 			else if (strcmp(optarg, "json") == 0)
 				table = 0;
 			else {
-				fprintf(stderr, "tollgate intent: --format: "
-						"expected table or json\n");
+				fprintf(stderr,
+				    "tollgate intent: --format: "
+				    "expected table or json\n");
 				goto usage;
 			}
 			break;

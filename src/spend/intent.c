@@ -128,8 +128,8 @@ col_index(sqlite3_stmt *st, const char *name)
 
 /* "name":value for one column of a row into o (after a comma). */
 static void
-json_col(struct spend_out *o, sqlite3_stmt *st, int i, const char *name,
-    int isint)
+json_col(
+    struct spend_out *o, sqlite3_stmt *st, int i, const char *name, int isint)
 {
 	spend_out_printf(o, ",\"%s\":", name);
 	if (i < 0 || sqlite3_column_type(st, i) == SQLITE_NULL)
@@ -206,18 +206,18 @@ read_calls(sqlite3 *db, const char *from, const char *intent, int limit,
 
 		status = tcol(st, idx[6], "");
 		ep = tcol(st, idx[1], "");
-		type = strcmp(ep, "external") == 0 ? "external"
+		type = strcmp(ep, "external") == 0   ? "external"
 		    : strcmp(status, "refused") == 0 ? "refusal"
-						      : "call";
+						     : "call";
 		if (table) {
 			if (strcmp(type, "external") == 0)
 				snprintf(what, sizeof(what),
 				    "%s %s x%lld  id=%s", tcol(st, idx[2], "-"),
 				    tcol(st, idx[4], "-"),
-				    idx[29] >= 0 ? (long long)
-						       sqlite3_column_int64(
-							   st, idx[29])
-						 : 0LL,
+				    idx[29] >= 0
+					? (long long)sqlite3_column_int64(
+					      st, idx[29])
+					: 0LL,
 				    tcol(st, idx[0], ""));
 			else
 				snprintf(what, sizeof(what),
@@ -232,8 +232,7 @@ read_calls(sqlite3 *db, const char *from, const char *intent, int limit,
 				    idx[8] >= 0 && col(st, idx[8]) != NULL
 					? " reason="
 					: "",
-				    tcol(st, idx[8], ""),
-				    tcol(st, idx[0], ""));
+				    tcol(st, idx[8], ""), tcol(st, idx[0], ""));
 			e->ev_text = line_text(e->ev_at, type, what,
 			    sqlite3_column_int64(st, idx[20]), 1);
 			continue;
@@ -284,8 +283,8 @@ read_alerts(
 		e = events_add(ev, col(st, 0), col(st, 1));
 		if (table) {
 			snprintf(what, sizeof(what), "%s %s: %s  id=%s",
-			    tcol(st, 2, "-"), tcol(st, 3, "-"),
-			    tcol(st, 5, ""), tcol(st, 1, ""));
+			    tcol(st, 2, "-"), tcol(st, 3, "-"), tcol(st, 5, ""),
+			    tcol(st, 1, ""));
 			e->ev_text = line_text(e->ev_at, "alert", what,
 			    sqlite3_column_int64(st, 6), 1);
 			continue;
@@ -301,7 +300,7 @@ read_alerts(
 		json_col(&o, st, 5, "message", 0);
 		for (i = 6; i <= 8; i++)
 			json_col(&o, st, i,
-			    i == 6   ? "spent_nusd"
+			    i == 6	 ? "spent_nusd"
 				: i == 7 ? "cap_nusd"
 					 : "threshold_nusd",
 			    1);
@@ -351,8 +350,7 @@ read_kills(
 			    tcol(st, 2, ""), tcol(st, 3, ""),
 			    col(st, 6) != NULL ? " lifted " : "",
 			    tcol(st, 6, ""), tcol(st, 1, ""));
-			e->ev_text =
-			    line_text(e->ev_at, "kill", what, 0, 0);
+			e->ev_text = line_text(e->ev_at, "kill", what, 0, 0);
 			continue;
 		}
 		spend_out_init(&o, 16384);
@@ -387,8 +385,7 @@ struct totals {
 };
 
 static int
-read_totals(sqlite3 *db, const char *from, const char *intent,
-    struct totals *t)
+read_totals(sqlite3 *db, const char *from, const char *intent, struct totals *t)
 {
 	sqlite3_stmt *st = NULL;
 	char *sql;
@@ -432,8 +429,8 @@ fail:
  * o. 0, or -1 with *cause when a query fails.
  */
 int
-spend_intent(sqlite3 *db, const char *calls_from, const char *intent,
-    int limit, int table, struct spend_out *o, char **cause)
+spend_intent(sqlite3 *db, const char *calls_from, const char *intent, int limit,
+    int table, struct spend_out *o, char **cause)
 {
 	struct events ev = {0};
 	struct totals t;
@@ -462,16 +459,16 @@ spend_intent(sqlite3 *db, const char *calls_from, const char *intent,
 		spend_out_printf(o, " (tokens in %lld, out %lld)\n",
 		    (long long)t.t_in, (long long)t.t_out);
 		if (t.t_first[0] != '\0')
-			spend_out_printf(o, "from %s to %s\n", t.t_first,
-			    t.t_last);
+			spend_out_printf(
+			    o, "from %s to %s\n", t.t_first, t.t_last);
 		if (skip > 0)
 			spend_out_printf(o,
 			    "(the %zu oldest events are not shown; raise "
 			    "--limit)\n",
 			    skip);
 		for (i = skip; i < ev.e_n; i++)
-			spend_out_add(o, ev.e_v[i].ev_text,
-			    strlen(ev.e_v[i].ev_text));
+			spend_out_add(
+			    o, ev.e_v[i].ev_text, strlen(ev.e_v[i].ev_text));
 		rv = 0;
 		goto out;
 	}
@@ -501,7 +498,8 @@ spend_intent(sqlite3 *db, const char *calls_from, const char *intent,
 			spend_out_add(o, ",", 1);
 		spend_out_add(o, ev.e_v[i].ev_text, strlen(ev.e_v[i].ev_text));
 	}
-	spend_out_printf(o, "],\"truncated\":%s}\n", skip > 0 ? "true" : "false");
+	spend_out_printf(
+	    o, "],\"truncated\":%s}\n", skip > 0 ? "true" : "false");
 	rv = 0;
 out:
 	events_free(&ev);

@@ -88,9 +88,12 @@ class AdminTest(ledgerlib.MeterTestCase):
         super().setUp()
         self.fp = self.fakeprov()
 
-    def start_admin(self, admin=None, env=None, name="tollgate"):
+    def start_admin(self, admin=None, env=None, name="tollgate",
+                    policies=None):
         extra = ledgerlib.metering_extra()
         extra["admin"] = admin if admin is not None else admin_cfg()
+        if policies:
+            extra["policies"] = policies
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=extra, name=name,
             env=env if env is not None else {TOKEN_ENV: TOKEN})
@@ -494,6 +497,56 @@ class AdminTest(ledgerlib.MeterTestCase):
                                 if k[0] == "tollgate_calls_total"))
         for (name, labels), _ in after.items():
             self.assertNotIn("intent", dict(labels), name)
+
+    def test_budget_and_process_metrics(self):
+        """Each budget scope's spend, reservations, cap and state are
+        gauges with the figures /v1/budgets has, for at most 256 scopes
+        (those that spent most; the rest are counted, not shown), and
+        the process_* metrics are there."""
+        t0 = time.time()
+        self.start_admin(policies=[
+            {"name": "per-team", "match": {"team": "*"}, "per": ["team"],
+             "window": "day", "hard_cap_usd": "10",
+             "alert_at_usd": ["0.000001"]}])
+        conn = tglib.RawConn(self.tg.port, timeout=30)
+        for i in range(300):
+            # team-000 makes two calls: it spent most, and is shown.
+            for _ in range(2 if i == 0 else 1):
+                conn.send(tglib.build_request(
+                    "POST", "/v1/chat/completions",
+                    tglib.openai_chat(ledgerlib.marker("g")),
+                    [JSON_CT, ("X-Tollgate-Team", "team-%03d" % i)]))
+                self.assertEqual(conn.read_response().status, 200)
+        conn.close()
+        series, types = self.metrics()
+        self.assertEqual(types.get("tollgate_budget_spent_nusd"), "gauge")
+        spent = {dict(lb)["scope"]: v for (n, lb), v in series.items()
+                 if n == "tollgate_budget_spent_nusd"}
+        self.assertEqual(len(spent), 256)
+        self.assertEqual(series[("tollgate_budget_scopes_not_shown", ())],
+                         300 - 256)
+        r = self.admin("GET", "/v1/budgets")
+        b = {x["scope"]["team"]: x for x in r.json()["budgets"]}
+        self.assertEqual(spent["team=team-000"],
+                         b["team-000"]["spent_nusd"])
+        self.assertGreater(spent["team=team-000"],
+                           b["team-001"]["spent_nusd"])
+        labels = (("policy", "per-team"), ("scope", "team=team-000"))
+        self.assertEqual(series[("tollgate_budget_cap_nusd", labels)],
+                         10 * 10**9)
+        self.assertEqual(series[("tollgate_budget_reserved_nusd", labels)],
+                         0)
+        self.assertEqual(series[("tollgate_budget_state",
+                                 labels + (("state", "alerting"),))], 1)
+        self.assertGreater(series[("process_resident_memory_bytes", ())],
+                           1 << 20)
+        self.assertGreaterEqual(series[("process_open_fds", ())], 5)
+        self.assertGreater(series[("process_max_fds", ())],
+                           series[("process_open_fds", ())])
+        self.assertGreater(series[("process_cpu_seconds_total", ())], 0)
+        self.assertEqual(types.get("process_cpu_seconds_total"), "counter")
+        self.assertLess(abs(series[("process_start_time_seconds", ())] -
+                            t0), 60)
 
     def test_checkpoints_keep_the_wal_small(self):
         """The checkpointer thread copies the WAL into the database off the
