@@ -14,6 +14,7 @@
 
 struct conn;
 struct event_base;
+struct hdrs;
 struct http_request;
 struct admin_job;
 struct ship_conf;
@@ -75,7 +76,12 @@ void ep_kill_delete(struct admin_req *);
 /* budgets.c */
 struct cJSON *admin_budgets(void);
 
+/* dashboard.c */
+void ep_dashboard(struct admin_req *);
+
 /* admin.c */
+void admin_reply_page(struct admin_req *, const char *, const void *, size_t,
+    const struct hdrs *);
 void admin_reply_json(struct admin_req *, int, struct cJSON *);
 void admin_reply_error(struct admin_req *, int, const char *, const char *,
     const char *, const char *);
