@@ -11,11 +11,13 @@ JOBS	?= $(shell nproc 2>/dev/null || echo 2)
 WERROR	?= $(if $(CI),ON,OFF)
 CMAKE_FLAGS ?=
 
+# chromium runs the dashboard test (tests/dashboard), tmux the test of
+# tollgate top (tests/integration/test_top.py).
 DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
 	sqlite3 nginx-light libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
 	libsqlite3-dev libyaml-dev libcmocka-dev curl tzdata libhiredis-dev \
 	redis-server libpq-dev postgresql zlib1g-dev libmimalloc-dev \
-	chromium
+	chromium tmux
 
 # The SDK suite (tests/sdk) needs node >= 18 and npm. Debian's own nodejs
 # and npm are installed only when there is no node at all: a node from
