@@ -223,6 +223,37 @@ class TopTest(ledgerlib.MeterTestCase):
         self.assertRegex(stty, r"(?<!-)\becho\b")
         self.assertNotIn("admin API unreachable", self.pane())
 
+    def test_config_and_sigint(self):
+        # -c FILE: the admin address and token come from its admin:
+        # (token_env, set in the session's environment; no
+        # TOLLGATE_ADMIN_TOKEN). ^C is a SIGINT: exit 130, terminal back.
+        self.assertEqual(self.chat("alpha").status, 200)
+        with open(self.tg.config_path) as f:
+            text = f.read()
+        old = "admin:\n  listen: 127.0.0.1:0\n"
+        self.assertIn(old, text)
+        cfg = os.path.join(self.tmp, "top.yaml")
+        with open(cfg, "w") as f:
+            f.write(text.replace(old, "admin:\n  listen: 127.0.0.1:%d\n"
+                                 % self.admin_port))
+        status = os.path.join(self.tmp, "top.status")
+        cmd = "%s top -c %s; echo $? > %s; stty -a > %s.stty; sleep 60" % (
+            tglib.TOLLGATE_BIN, cfg, status, status)
+        self.tmux("new-session", "-d", "-s", "top", "-x", "132", "-y", "30",
+                  "-e", "%s=%s" % (TOKEN_ENV, TOKEN), cmd)
+        pane = self.wait_pane(lambda p: self.row_of(p, "alpha"),
+                              "alpha's budget, read with the config's token")
+        self.assertIn("http://127.0.0.1:%d" % self.admin_port, pane)
+        self.keys("C-c")
+        self.assertTrue(tglib.wait_until(
+            lambda: os.path.exists(status + ".stty"), 10), self.pane())
+        with open(status) as f:
+            self.assertEqual(f.read().strip(), "130")
+        with open(status + ".stty") as f:
+            stty = f.read()
+        self.assertRegex(stty, r"(?<!-)\bicanon\b")
+        self.assertRegex(stty, r"(?<!-)\becho\b")
+
     def test_needs_a_terminal_and_good_flags(self):
         binp = tglib.TOLLGATE_BIN
         r = subprocess.run([binp, "top", "--admin",
