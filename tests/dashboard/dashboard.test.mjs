@@ -42,9 +42,9 @@ function usd(nusd) {
 }
 
 // One chat call through the proxy with tags; returns status and body.
-async function call(s, team, extra = {}) {
+async function call(s, team, extra = {}, signal = undefined) {
   const r = await fetch(`${s.base}/v1/chat/completions`, {
-    method: 'POST',
+    method: 'POST', signal,
     headers: {
       authorization: `Bearer ${KEYS.openai}`, 'content-type': 'application/json',
       'x-tollgate-agent-class': AGENT_CLASS, 'x-tollgate-team': team,
@@ -89,8 +89,10 @@ describe('dashboard', () => {
     const total = ledgerQuery(s.ledgerPath,
         'SELECT sum(cost_nusd) AS c FROM calls')[0].c;
     assert.ok(byTeam.get('alpha').c > 0);
-    // One call held at fakeprov while the page loads: a call in flight.
-    const slow = call(s, 'gamma', { 'x-fake-delay-ms': '6000' });
+    // One call fakeprov never answers: in flight until the end.
+    const hold = new AbortController();
+    const slow = call(s, 'gamma', { 'x-fake-hang': 'headers' }, hold.signal)
+        .catch((e) => e);
 
     const browser = await puppeteer.launch({
       executablePath: CHROMIUM, headless: true,
@@ -155,13 +157,22 @@ describe('dashboard', () => {
     assert.equal(await page.$eval('#sum-today', (e) => e.textContent), usd(total));
     assert.equal(await page.$eval('#sum-burn', (e) => e.textContent), `${usd(total)}/h`);
 
-    // The charts: this hour's and today's bars hold the total.
-    const hourKey = new Date().toISOString().slice(0, 13) + ':00:00Z';
-    const dayKey = new Date().toISOString().slice(0, 10);
-    assert.equal(await page.$eval(`#chart-hours rect[data-key="${hourKey}"]`,
-        (e) => e.getAttribute('data-nusd')), String(total));
-    assert.equal(await page.$eval(`#chart-days rect[data-key="${dayKey}"]`,
-        (e) => e.getAttribute('data-nusd')), String(total));
+    // The charts: each hour's and day's bar holds what the ledger has for
+    // it (the seeded calls may straddle an hour).
+    const buckets = ledgerQuery(s.ledgerPath,
+        "SELECT substr(started_at, 1, 13) || ':00:00Z' AS h,"
+        + ' substr(started_at, 1, 10) AS d, sum(cost_nusd) AS c FROM calls'
+        + " WHERE status <> 'in_flight' GROUP BY 1, 2");
+    const perDay = new Map();
+    for (const b of buckets) {
+      assert.equal(await page.$eval(`#chart-hours rect[data-key="${b.h}"]`,
+          (e) => e.getAttribute('data-nusd')), String(b.c), `hour ${b.h}`);
+      perDay.set(b.d, (perDay.get(b.d) || 0) + b.c);
+    }
+    for (const [d, c] of perDay) {
+      assert.equal(await page.$eval(`#chart-days rect[data-key="${d}"]`,
+          (e) => e.getAttribute('data-nusd')), String(c), `day ${d}`);
+    }
     assert.equal(await page.$$eval('#chart-hours rect.b', (r) => r.length), 24);
     assert.equal(await page.$$eval('#chart-days rect.b', (r) => r.length), 30);
 
@@ -217,6 +228,7 @@ describe('dashboard', () => {
       headers: { authorization: `Bearer ${TOKEN}` } })).json()).kills.length === 0,
     10000, 'the kill to be lifted');
     assert.equal((await call(s, 'alpha')).status, 200);
+    hold.abort();
     await slow;
 
     assert.deepEqual(problems, []);
