@@ -3,7 +3,9 @@
  * tollgate top: the live terminal view of a running tollgate, read from
  * its admin API once a second. The terminal is put in raw mode on the
  * alternate screen and given back as it was on every way out: q, SIGINT,
- * SIGTERM, SIGHUP, or an error. SIGWINCH redraws at the new size. When
+ * SIGTERM, SIGHUP, or an error; ^Z is ignored, since a stopped top would
+ * leave the shell a terminal in raw mode. SIGWINCH redraws at the new
+ * size. When
  * the admin API cannot be reached the screen says why and the next
  * refresh tries again.
  *
@@ -249,6 +251,9 @@ top_refresh(struct top *t)
 	if (t->t_snap.ts_ok)
 		top_burn(&t->t_snap, &t->t_hist, &t->t_nhist, now_ms());
 	top_order(t);
+	/* The selection follows its budget when the order changes. */
+	if (t->t_snap.ts_ok)
+		remember_sel(t);
 }
 
 /* The API's answer to an action, as the message line. */
@@ -670,6 +675,8 @@ top_main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGHUP, &sa, NULL);
 	sigaction(SIGWINCH, &sa, NULL);
+	/* Stopped with ^Z, the shell would get a terminal still in raw mode. */
+	signal(SIGTSTP, SIG_IGN);
 	if (term_raw(&cause) != 0) {
 		fprintf(stderr, "tollgate top: %s\n", cause);
 		free(cause);
