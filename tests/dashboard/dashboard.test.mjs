@@ -219,6 +219,11 @@ describe('dashboard', () => {
     assert.equal(refused.status, 403, refused.body);
     assert.match(refused.body, /killed/);
     assert.equal((await call(s, 'beta')).status, 200);
+    // The refusal shows under Recent refusals at the next refresh.
+    await page.waitForFunction(
+        () => [...document.querySelectorAll('#refusals tbody tr')].some(
+            (tr) => tr.cells.length > 5 && tr.cells[1].textContent === 'alpha'
+                && tr.cells[5].textContent === 'killed'), { timeout: 15000 });
 
     // Lift it through the page, again with a confirmation.
     await page.click('#kills tbody tr td:last-child button');
