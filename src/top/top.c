@@ -464,6 +464,7 @@ top_key(struct top *t, const char *buf, size_t n)
 	case 'l':
 		ask_lift(t);
 		break;
+	/* Extending a budget will have its key here, beside k and l. */
 	default:
 		break;
 	}

@@ -7,8 +7,8 @@
 // text, the page logs no console error and requests nothing but the admin
 // origin. A screenshot is kept in TG_ARTIFACT_DIR (build/test-artifacts).
 //
-// Without Debian's chromium the test is skipped, except in CI (CI=true),
-// where it fails.
+// Without Debian's chromium (or CHROMIUM_BIN) the test is skipped, except
+// in CI (CI=true), where it fails.
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,8 +19,9 @@ import {
   AGENT_CLASS, KEYS, ledgerQuery, ownStack, waitFor,
 } from '../sdk/lib/harness.mjs';
 
-const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser']
-    .find((p) => fs.existsSync(p));
+// Debian's chromium, or the browser CHROMIUM_BIN names.
+const CHROMIUM = [process.env.CHROMIUM_BIN, '/usr/bin/chromium',
+  '/usr/bin/chromium-browser'].find((p) => p && fs.existsSync(p));
 const TOKEN = 'dash-token-7f3a9c01e5b24d68';
 const HOSTILE = '<img/src=x/onerror=window.__pwned=1>';
 const POLICIES = `policies:
