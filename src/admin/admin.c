@@ -5,13 +5,14 @@
  * request. The checks run in this order as soon as the head is read,
  * before any body is: Host allowlist (421), Origin or a cross-site
  * Sec-Fetch-Site (403; an Origin naming this very listener, as a browser
- * sends on the dashboard's own POST and DELETE, is let through), the bearer
- * token (401; GET /healthz and the dashboard's files are exempt: they hold
- * no data),  * then the route (404, 405), the POST content type (415) and the body
- * size (413). A loopback listener is still reachable from a browser on
- * this machine, through DNS rebinding or a form posting text/plain, and
- * these checks are what stops that (docs/api.md, Security). No response ever
- * carries an Access-Control-* header, so no browser page can read one.
+ * sends on the dashboard's own POST and DELETE, is let through), the
+ * bearer token (401; GET /healthz and the dashboard's files are exempt:
+ * they hold no data), then the route (404, 405), the POST content type
+ * (415) and the body size (413). A loopback listener is still reachable
+ * from a browser on this machine, through DNS rebinding or a form posting
+ * text/plain, and these checks are what stops that (docs/api.md,
+ * Security). No response ever carries an Access-Control-* header, so no
+ * browser page can read one.
  * A route is an exact path, or a prefix ending in '/' that takes one more
  * path segment (DELETE /v1/kills/{id}).
  *
