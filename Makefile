@@ -11,10 +11,13 @@ JOBS	?= $(shell nproc 2>/dev/null || echo 2)
 WERROR	?= $(if $(CI),ON,OFF)
 CMAKE_FLAGS ?=
 
+# chromium runs the dashboard test (tests/dashboard), tmux the test of
+# tollgate top (tests/integration/test_top.py).
 DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
 	sqlite3 nginx-light libevent-dev libcurl4-openssl-dev libssl-dev libcjson-dev \
 	libsqlite3-dev libyaml-dev libcmocka-dev curl tzdata libhiredis-dev \
-	redis-server libpq-dev postgresql zlib1g-dev libmimalloc-dev
+	redis-server libpq-dev postgresql zlib1g-dev libmimalloc-dev \
+	chromium tmux
 
 # The SDK suite (tests/sdk) needs node >= 18 and npm. Debian's own nodejs
 # and npm are installed only when there is no node at all: a node from
@@ -22,11 +25,16 @@ DEB_PACKAGES = build-essential cmake pkg-config clang-format python3 openssl \
 NODE_DEB_PACKAGES = nodejs npm
 SDK_DIR = tests/sdk
 SDK_STAMP = $(SDK_DIR)/node_modules/.tollgate-npm-ci
+# The dashboard test (tests/dashboard): puppeteer-core driving Debian's
+# chromium; puppeteer-core downloads no browser.
+DASH_DIR = tests/dashboard
+DASH_STAMP = $(DASH_DIR)/node_modules/.tollgate-npm-ci
 # The benchmark's peers and load tools; nodejs only if no node is installed.
 BENCH_DEB_PACKAGES = wrk haproxy valgrind $(if $(shell command -v node),,nodejs npm)
 
 .PHONY: all deps bench-deps build asan run test test-plain test-asan check \
 	format check-format bench bench-build bench-fleet bench-ship bench-instructions bench-smoke crashloop soak clean sdk-deps \
+	dashboard-deps \
 	install
 
 all: build
@@ -67,6 +75,12 @@ $(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
 	cd $(SDK_DIR) && npm ci --no-audit --no-fund --prefer-offline
 	touch $@
 
+dashboard-deps: deps $(DASH_STAMP)
+
+$(DASH_STAMP): $(DASH_DIR)/package.json $(DASH_DIR)/package-lock.json
+	cd $(DASH_DIR) && npm ci --no-audit --no-fund --prefer-offline
+	touch $@
+
 $(BUILD)/CMakeCache.txt:
 	cmake -S . -B $(BUILD) -DTG_WERROR=$(WERROR) $(CMAKE_FLAGS)
 
@@ -88,10 +102,10 @@ run: build
 # also runs through a memory-checked tollgate, for about ten seconds more.
 test: test-plain test-asan
 
-test-plain: build sdk-deps
+test-plain: build sdk-deps dashboard-deps
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test-asan: asan sdk-deps
+test-asan: asan sdk-deps dashboard-deps
 	cd $(ASAN_BUILD) && \
 	    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

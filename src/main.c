@@ -9,6 +9,7 @@
  *   tollgate intent ID                  one intent's timeline (cli_intent.c)
  *   tollgate prices import FILE ...     a new price table (cli_prices.c)
  *   tollgate ship init [-c file]        the fleet ledger's schema (cli_ship.c)
+ *   tollgate top [-c file] [--admin URL] the live terminal view (top/)
  *
  * src/ has one folder per room, in the order a call meets them (each
  * calls only folders below it; tools/depgraph.py checks that no two call
@@ -28,6 +29,7 @@
  *   metrics/   the Prometheus counters, told by everyone
  *   admin/     the admin API; spend/ its queries and formats
  *   ops/       the command line: spend, calls, prices import
+ *   top/       tollgate top: the live view, over the admin API
  *   daemon/    the configuration in force, reload
  *   config/    the YAML configuration; yaml/ the walker it is read with
  *   base/      log, util, buf, tags, http heads: used by all, using none
@@ -52,6 +54,7 @@
 #include "tollgate/admin.h"
 #include "tollgate/alerts.h"
 #include "tollgate/cli.h"
+#include "tollgate/top.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fleet.h"
@@ -92,6 +95,7 @@ static void __attribute__((noreturn)) usage(int status)
 	    "       tollgate prices import FILE [-o OUT] [-c file]\n"
 	    "                                  (tollgate prices --help)\n"
 	    "       tollgate ship init [-c file]\n"
+	    "       tollgate top [-c file] [--admin URL] [--interval S]\n"
 	    "  -c, --config file  configuration (default " DEFAULT_CONFIG ")\n"
 	    "  -d                 stay in the foreground and log to stderr\n"
 	    "  -n                 check the configuration and exit\n"
@@ -498,6 +502,9 @@ main(int argc, char *argv[])
 	/* The fleet ledger's schema in PostgreSQL (cli_ship.c). */
 	if (argc > 1 && strcmp(argv[1], "ship") == 0)
 		return (cli_ship(argc - 1, argv + 1));
+	/* The live view of a running tollgate, over its admin API (top/). */
+	if (argc > 1 && strcmp(argv[1], "top") == 0)
+		return (top_main(argc - 1, argv + 1));
 	parse_opts(argc, argv, &o);
 	argc -= optind;
 	argv += optind;

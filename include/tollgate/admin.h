@@ -3,7 +3,7 @@
  * The admin API: a second listener (127.0.0.1:8788 by default, never the
  * proxy's port) with the same strict HTTP/1.1 reader as the proxy, that
  * answers GET /healthz, /metrics, /v1/spend, /v1/calls, /v1/budgets and
- * /v1/alerts and POST /v1/reload. Every request passes a Host allowlist
+ * /v1/alerts, POST /v1/reload, the kills, and the dashboard page at /. Every request passes a Host allowlist
  * (DNS rebinding), is refused if a browser marks it cross-origin (CSRF),
  * and needs the bearer token when one is configured, compared in constant
  * time. Spend queries run on a reader thread with its own read-only ledger

@@ -31,6 +31,7 @@ enum spend_dim {
 	SPEND_DIM_PROVIDER,
 	SPEND_DIM_DAY, /* UTC date the call started: 2026-11-28 */
 	SPEND_DIM_MONTH, /* 2026-11 */
+	SPEND_DIM_HOUR, /* UTC hour the call started: 2026-11-28T14:00:00Z */
 	SPEND_DIM_MAX,
 };
 #define SPEND_FILTER_MAX SPEND_DIM_DAY

@@ -4,12 +4,15 @@
  * the checks every request passes, the endpoints, and the one log line per
  * request. The checks run in this order as soon as the head is read,
  * before any body is: Host allowlist (421), Origin or a cross-site
- * Sec-Fetch-Site (403), the bearer token (401; GET /healthz is exempt),
- * then the route (404, 405), the POST content type (415) and the body
- * size (413). A loopback listener is still reachable from a browser on
- * this machine, through DNS rebinding or a form posting text/plain, and
- * these checks are what stops that (docs/api.md, Security). No response ever
- * carries an Access-Control-* header, so no browser page can read one.
+ * Sec-Fetch-Site (403; an Origin naming this very listener, as a browser
+ * sends on the dashboard's own POST and DELETE, is let through), the
+ * bearer token (401; GET /healthz and the dashboard's files are exempt:
+ * they hold no data), then the route (404, 405), the POST content type
+ * (415) and the body size (413). A loopback listener is still reachable
+ * from a browser on this machine, through DNS rebinding or a form posting
+ * text/plain, and these checks are what stops that (docs/api.md,
+ * Security). No response ever carries an Access-Control-* header, so no
+ * browser page can read one.
  * A route is an exact path, or a prefix ending in '/' that takes one more
  * path segment (DELETE /v1/kills/{id}).
  *
@@ -62,6 +65,7 @@ enum admin_ep_id {
 	EP_KILL_DELETE,
 	EP_USAGE,
 	EP_INTENT,
+	EP_DASHBOARD,
 };
 
 static void ep_healthz(struct admin_req *);
@@ -74,7 +78,9 @@ static void ep_reload(struct admin_req *);
 /*
  * The routes: a path and the one method it answers. A path may appear
  * once per method. A prefix route's path ends in '/' and matches that
- * prefix followed by one non-empty segment without another '/'.
+ * prefix followed by one non-empty segment without another '/'. An open
+ * route needs no token: liveness, and the dashboard's page, script and
+ * style, which hold no data (the page asks for the token, dashboard.c).
  */
 static const struct admin_ep {
 	enum admin_ep_id e_id;
@@ -82,20 +88,25 @@ static const struct admin_ep {
 	const char *e_method;
 	void (*e_run)(struct admin_req *);
 	int e_prefix;
+	int e_open;
 } admin_eps[] = {
-    {EP_HEALTHZ, "/healthz", "GET", ep_healthz, 0},
-    {EP_METRICS, "/metrics", "GET", ep_metrics, 0},
-    {EP_SPEND, "/v1/spend", "GET", ep_query, 0},
-    {EP_CALLS, "/v1/calls", "GET", ep_query, 0},
-    {EP_BUDGETS, "/v1/budgets", "GET", ep_budgets, 0},
-    {EP_FLEET, "/v1/fleet", "GET", ep_fleet, 0},
-    {EP_ALERTS, "/v1/alerts", "GET", ep_query, 0},
-    {EP_RELOAD, "/v1/reload", "POST", ep_reload, 0},
-    {EP_KILLS_LIST, "/v1/kills", "GET", ep_kills_list, 0},
-    {EP_KILLS_ADD, "/v1/kills", "POST", ep_kills_add, 0},
-    {EP_KILL_DELETE, ADMIN_KILLS_PREFIX, "DELETE", ep_kill_delete, 1},
-    {EP_USAGE, "/v1/usage", "POST", ep_usage, 0},
-    {EP_INTENT, ADMIN_INTENTS_PREFIX, "GET", ep_intent, 1},
+    {EP_HEALTHZ, "/healthz", "GET", ep_healthz, 0, 1},
+    {EP_METRICS, "/metrics", "GET", ep_metrics, 0, 0},
+    {EP_SPEND, "/v1/spend", "GET", ep_query, 0, 0},
+    {EP_CALLS, "/v1/calls", "GET", ep_query, 0, 0},
+    {EP_BUDGETS, "/v1/budgets", "GET", ep_budgets, 0, 0},
+    {EP_FLEET, "/v1/fleet", "GET", ep_fleet, 0, 0},
+    {EP_ALERTS, "/v1/alerts", "GET", ep_query, 0, 0},
+    {EP_RELOAD, "/v1/reload", "POST", ep_reload, 0, 0},
+    {EP_KILLS_LIST, "/v1/kills", "GET", ep_kills_list, 0, 0},
+    {EP_KILLS_ADD, "/v1/kills", "POST", ep_kills_add, 0, 0},
+    {EP_KILL_DELETE, ADMIN_KILLS_PREFIX, "DELETE", ep_kill_delete, 1, 0},
+    {EP_DASHBOARD, "/", "GET", ep_dashboard, 0, 1},
+    {EP_DASHBOARD, "/dashboard", "GET", ep_dashboard, 0, 1},
+    {EP_DASHBOARD, "/dashboard.js", "GET", ep_dashboard, 0, 1},
+    {EP_DASHBOARD, "/dashboard.css", "GET", ep_dashboard, 0, 1},
+    {EP_USAGE, "/v1/usage", "POST", ep_usage, 0, 0},
+    {EP_INTENT, ADMIN_INTENTS_PREFIX, "GET", ep_intent, 1, 0},
 };
 
 #define ADMIN_HOSTS 4
@@ -142,21 +153,34 @@ admin_req_free(struct admin_req *ar)
 
 /*
  * Answer on conn co: JSON unless ctype says otherwise, never cached, with
- * one optional extra header.
+ * one optional extra header and the optional set extra.
  */
 static void
-admin_send(struct conn *co, int status, const char *ctype, const char *body,
-    size_t len, const char *hname, const char *hval)
+admin_send_hdrs(struct conn *co, int status, const char *ctype,
+    const char *body, size_t len, const char *hname, const char *hval,
+    const struct hdrs *extra)
 {
 	struct hdrs hs = {0};
+	size_t i;
 
 	hdrs_add(&hs, "Cache-Control", 13, "no-store", 8);
 	hdrs_add(&hs, "X-Content-Type-Options", 22, "nosniff", 7);
 	if (hname != NULL)
 		hdrs_add(&hs, hname, strlen(hname), hval, strlen(hval));
+	for (i = 0; extra != NULL && i < extra->hs_n; i++)
+		hdrs_add(&hs, extra->hs_v[i].h_name,
+		    strlen(extra->hs_v[i].h_name), extra->hs_v[i].h_value,
+		    strlen(extra->hs_v[i].h_value));
 	conn_reply_full(co, status, &hs,
 	    ctype != NULL ? ctype : "application/json", body, len);
 	hdrs_clear(&hs);
+}
+
+static void
+admin_send(struct conn *co, int status, const char *ctype, const char *body,
+    size_t len, const char *hname, const char *hval)
+{
+	admin_send_hdrs(co, status, ctype, body, len, hname, hval, NULL);
 }
 
 /* Answer ar, log it and free it. */
@@ -167,6 +191,17 @@ admin_reply(struct admin_req *ar, int status, const char *ctype,
 	admin_send(ar->ar_conn, status, ctype, body, len, hname, hval);
 	admin_log(ar->ar_conn_id, ar->ar_method, ar->ar_path, status,
 	    ar->ar_t0_us, NULL);
+	admin_req_free(ar);
+}
+
+/* Answer ar with body, of type ctype, and the headers in extra. */
+void
+admin_reply_page(struct admin_req *ar, const char *ctype, const void *body,
+    size_t len, const struct hdrs *extra)
+{
+	admin_send_hdrs(ar->ar_conn, 200, ctype, body, len, NULL, NULL, extra);
+	admin_log(ar->ar_conn_id, ar->ar_method, ar->ar_path, 200, ar->ar_t0_us,
+	    NULL);
 	admin_req_free(ar);
 }
 
@@ -304,14 +339,24 @@ admin_host_ok(const struct http_request *req)
 	return (0);
 }
 
-/* Does a browser say this request comes from another site? */
+/*
+ * Does a browser say this request comes from another site? An Origin is
+ * let through only when it is exactly this listener as the request names
+ * it ("http://" and the Host, which the allowlist has passed): a browser
+ * sends that on a POST or DELETE from the dashboard that this listener
+ * served, and no page of another origin can send it.
+ */
 static int
 admin_cross_origin(const struct http_request *req)
 {
-	const char *s;
+	const char *s, *h;
 
-	if (hdrs_count(&req->hr_headers, "origin") != 0)
-		return (1);
+	if ((s = hdrs_get(&req->hr_headers, "origin")) != NULL) {
+		h = hdrs_get(&req->hr_headers, "host");
+		if (hdrs_count(&req->hr_headers, "origin") != 1 || h == NULL ||
+		    strncmp(s, "http://", 7) != 0 || strcasecmp(s + 7, h) != 0)
+			return (1);
+	}
 	if ((s = hdrs_get(&req->hr_headers, "sec-fetch-site")) != NULL &&
 	    (strcasecmp(s, "cross-site") == 0 ||
 		strcasecmp(s, "same-site") == 0))
@@ -385,9 +430,7 @@ admin_head_op(struct conn *co, struct http_request *req)
 		    "cross-origin requests are refused", NULL, NULL);
 		return (NULL);
 	}
-	if (!(ep != NULL && ep->e_id == EP_HEALTHZ &&
-		strcmp(req->hr_method, "GET") == 0) &&
-	    !admin_token_ok(req)) {
+	if (!(ep != NULL && ep->e_open) && !admin_token_ok(req)) {
 		admin_refuse(co, req, path, t0, 401,
 		    "missing or wrong bearer token", "WWW-Authenticate",
 		    "Bearer");

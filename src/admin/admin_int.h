@@ -15,6 +15,7 @@
 struct conn;
 struct event;
 struct event_base;
+struct hdrs;
 struct http_request;
 struct admin_job;
 struct external_req;
@@ -107,7 +108,12 @@ void admin_budget_gauges_free(struct metrics_gauges *);
 void admin_process_stats(struct metrics_process *);
 void admin_process_started(void);
 
+/* dashboard.c */
+void ep_dashboard(struct admin_req *);
+
 /* admin.c */
+void admin_reply_page(struct admin_req *, const char *, const void *, size_t,
+    const struct hdrs *);
 void admin_reply_json(struct admin_req *, int, struct cJSON *);
 void admin_reply_recorded(struct admin_req *, int, struct cJSON *);
 void admin_reply_error(struct admin_req *, int, const char *, const char *,

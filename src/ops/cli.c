@@ -77,7 +77,7 @@ cli_usage(enum spend_kind kind, FILE *f)
 		    "           [--source auto|rollup|calls] [--fleet]\n"
 		    "  DIMS: comma list of team, tenant, agent_class, "
 		    "environment, intent,\n"
-		    "        model, provider, day, month\n"
+		    "        model, provider, day, month, hour\n"
 		    "  D: YYYY-MM-DD (whole UTC day) or RFC 3339 "
 		    "(2026-11-28T14:00:00Z)\n");
 	else

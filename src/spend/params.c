@@ -35,6 +35,7 @@ static const char *dim_names[SPEND_DIM_MAX] = {
     "provider",
     "day",
     "month",
+    "hour",
 };
 
 static const char *status_names[] = {
@@ -377,7 +378,7 @@ set_dims(struct spend_query *q, const char *v, char **cause)
 			xasprintf(cause,
 			    "unknown dimension '%s' (one of team, "
 			    "tenant, agent_class, environment, "
-			    "intent, model, provider, day, month)",
+			    "intent, model, provider, day, month, hour)",
 			    safe);
 			return (-1);
 		}

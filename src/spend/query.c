@@ -47,6 +47,8 @@ static const struct {
     [SPEND_DIM_PROVIDER] = {"coalesce(provider, '')", "provider", "provider"},
     [SPEND_DIM_DAY] = {"substr(started_at, 1, 10)", NULL, "day"},
     [SPEND_DIM_MONTH] = {"substr(started_at, 1, 7)", NULL, "substr(day, 1, 7)"},
+    /* The rollup is by day: an hour is always read from calls. */
+    [SPEND_DIM_HOUR] = {"(substr(started_at, 1, 13) || ':00:00Z')", NULL, NULL},
 };
 
 /* Add a fragment; fragments are ours, so overflowing is a bug. */

@@ -22,7 +22,7 @@ import json
 from decimal import Decimal
 
 DIMS = ("team", "tenant", "agent_class", "environment", "intent", "model",
-        "provider", "day", "month")
+        "provider", "day", "month", "hour")
 FILTERS = DIMS[:7]
 STATUSES = ("ok", "error", "refused", "in_flight")
 
@@ -66,6 +66,8 @@ def key_of(row, dim):
         return row["started_at"][:10]
     if dim == "month":
         return row["started_at"][:7]
+    if dim == "hour":
+        return row["started_at"][:13] + ":00:00Z"
     return row[dim] or None
 
 
@@ -124,7 +126,7 @@ def check_spend_doc(tc, src, doc, rows, dims, what):
 def check_group_by(tc, src, rows):
     """Every dimension alone, none, and some together."""
     for dims in [()] + [(d,) for d in DIMS] + [
-            ("team", "agent_class"), ("month", "team"),
+            ("team", "agent_class"), ("month", "team"), ("hour", "team"),
             ("provider", "model", "day"), DIMS]:
         params = [("group_by", ",".join(dims))] if dims else []
         doc = src.ok(tc, "spend", params).json()

@@ -36,9 +36,10 @@ CALLS = [
 ]
 
 DIMS = ("team", "tenant", "agent_class", "environment", "intent", "model",
-        "provider", "day", "month")
+        "provider", "day", "month", "hour")
 SQL_KEY = {"day": "substr(started_at, 1, 10)",
-           "month": "substr(started_at, 1, 7)"}
+           "month": "substr(started_at, 1, 7)",
+           "hour": "substr(started_at, 1, 13) || ':00:00Z'"}
 
 
 def usd(nusd):
@@ -130,7 +131,7 @@ class CliTest(ledgerlib.MeterTestCase):
         self.assertGreater(self.ledger.scalar(
             "SELECT sum(cost_nusd) FROM calls"), 0)
         for dims in [()] + [(d,) for d in DIMS] + [
-                ("team", "agent_class"), ("month", "team"),
+                ("team", "agent_class"), ("month", "team"), ("hour", "team"),
                 ("provider", "model", "day"), DIMS]:
             with self.subTest(by=dims):
                 args = ["--by", ",".join(dims)] if dims else []

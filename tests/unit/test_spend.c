@@ -520,6 +520,44 @@ test_group_rows(void **state)
 	spend_query_free(&q);
 }
 
+/*
+ * group_by=hour: the UTC hour as "YYYY-MM-DDTHH:00:00Z", the sums of
+ * plain SQL over calls, and never the daily rollup.
+ */
+static void
+test_group_hour(void **state)
+{
+	struct spend_query q;
+	struct spend_result r;
+	int64_t want, total = 0;
+	char prefix[16];
+	size_t i;
+
+	(void)state;
+	parse_ok(&q, SPEND_KIND_SPEND, "group_by=hour");
+	assert_false(spend_rollup_usable(&q));
+	run_ok(&q, &r);
+	assert_true(r.sr_nrows > 1);
+	for (i = 0; i < r.sr_nrows; i++) {
+		assert_int_equal(strlen(r.sr_rows[i].sr_keys[0]), 20);
+		assert_string_equal(r.sr_rows[i].sr_keys[0] + 13, ":00:00Z");
+		snprintf(
+		    prefix, sizeof(prefix), "%.13s", r.sr_rows[i].sr_keys[0]);
+		want = sql_int("SELECT sum(cost_nusd) FROM calls WHERE"
+			       " status <> 'in_flight' AND"
+			       " substr(started_at, 1, 13) = ?",
+		    prefix, NULL);
+		assert_int_equal(r.sr_rows[i].sr_cost_nusd, want);
+		total += r.sr_rows[i].sr_cost_nusd;
+	}
+	assert_int_equal(total,
+	    sql_int("SELECT sum(cost_nusd) FROM calls WHERE"
+		    " status <> 'in_flight'",
+		NULL));
+	spend_result_free(&r);
+	spend_query_free(&q);
+}
+
 /* The rollup and calls answer every rollup-able query identically. */
 static void
 test_rollup_equals_calls(void **state)
@@ -912,7 +950,7 @@ test_json(void **state)
 	assert_string_equal(cause,
 	    "group_by: unknown dimension 'colour' (one "
 	    "of team, tenant, agent_class, environment, "
-	    "intent, model, provider, day, month)");
+	    "intent, model, provider, day, month, hour)");
 	free(cause);
 	cause = NULL;
 	assert_int_equal(o.so_len, 0);
@@ -1368,6 +1406,7 @@ main(void)
 	    cmocka_unit_test(test_json_strings),
 	    cmocka_unit_test(test_totals),
 	    cmocka_unit_test(test_group_rows),
+	    cmocka_unit_test(test_group_hour),
 	    cmocka_unit_test(test_rollup_equals_calls),
 	    cmocka_unit_test(test_mixed_equals_calls),
 	    cmocka_unit_test(test_filters),

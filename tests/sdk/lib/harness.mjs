@@ -11,6 +11,8 @@
 //       which must exit 0) at the end. opts.extraYaml is appended to the
 //       generated config at top level (a policies: block, ...);
 //       opts.attribution = false drops the default attribution block.
+//       opts.adminYaml is added under admin: (indented lines, e.g.
+//       "  token_env: NAME\n").
 //   stack.base            http://127.0.0.1:PORT of the proxy
 //   stack.admin           http://127.0.0.1:PORT of the admin API
 //   stack.requestsWith(m) fakeprov's record of every request whose body
@@ -168,12 +170,12 @@ process.on('exit', () => {
   for (const p of live) if (p.alive()) p.child.kill('SIGKILL');
 });
 
-function yamlConfig(fpBase, extraYaml) {
+function yamlConfig(fpBase, extraYaml, adminYaml) {
   const prices = path.join(SOURCE_DIR, 'config', 'prices.yaml');
   return `listen: 127.0.0.1:0
 admin:
   listen: 127.0.0.1:0
-ledger:
+${adminYaml}ledger:
   path: data/ledger.db
 prices: ${JSON.stringify(prices)}
 upstreams:
@@ -264,7 +266,8 @@ async function launch(stack, recordPath, opts) {
   const extra = (opts.attribution === false ? '' : DEFAULT_ATTRIBUTION) +
       (opts.extraYaml || '');
   const cfgPath = path.join(dir, 'tollgate.yaml');
-  fs.writeFileSync(cfgPath, yamlConfig(stack.fakeprovBase, extra));
+  fs.writeFileSync(cfgPath,
+      yamlConfig(stack.fakeprovBase, extra, opts.adminYaml || ''));
   const tg = new Proc('tollgate', [findBin('TOLLGATE_BIN', 'tollgate'), '-d',
     '-c', cfgPath], dir);
   procs.push(tg);
