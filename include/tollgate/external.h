@@ -35,9 +35,20 @@ enum external_result {
 /* Runs on the loop with the outcome and the cost, in nano-USD. */
 typedef void (*external_cb)(void *, enum external_result, int64_t);
 
+/* Why external_record refused a cost at once. */
+enum external_refusal {
+	EXTERNAL_BAD_UNIT, /* the price file has no price for it (400) */
+	EXTERNAL_BAD_AMOUNT, /* more than EXTERNAL_COST_MAX_NUSD (400) */
+	EXTERNAL_BUSY, /* the ledger takes no more writes now (503) */
+	EXTERNAL_IN_PROGRESS, /* its id is being recorded now (409) */
+};
+
+/* The largest cost one request may record: $1,000,000, in nano-USD. */
+#define EXTERNAL_COST_MAX_NUSD 1000000000000000LL
+
 /* external.c */
-struct external_req *external_record(
-    const struct external_cost *, external_cb, void *, char **);
+struct external_req *external_record(const struct external_cost *, external_cb,
+    void *, enum external_refusal *, char **);
 void external_cancel(struct external_req *);
 
 #endif

@@ -44,10 +44,19 @@ struct metrics_call {
 /* The most budget scopes /metrics shows: the ones that spent most. */
 #define METRICS_BUDGETS_MAX 256
 
+/*
+ * The labels a budget scope is shown with: its tags and patterns, one
+ * label each (never intent: a budget split or matched by intent is not
+ * shown, as intent is never a label).
+ */
+#define METRICS_BUDGET_NLABELS 6
+extern const char *const metrics_budget_labels[METRICS_BUDGET_NLABELS];
+
 /* One budget scope's figures, as /v1/budgets has them (the admin's). */
 struct metrics_budget {
 	char *mb_policy;
-	char *mb_scope; /* "team=t1,tenant=acme"; "" for one scope */
+	char *mb_labels[METRICS_BUDGET_NLABELS]; /* NULL: not in the scope */
+	char *mb_key; /* the labels in one string, to order by */
 	char *mb_state; /* ok, alerting, capped, degraded, killed */
 	int64_t mb_spent_nusd;
 	int64_t mb_reserved_nusd;

@@ -259,19 +259,39 @@ recorded_timeout_cb(evutil_socket_t fd, short ev, void *arg)
 void
 admin_reply_recorded(struct admin_req *ar, int status, cJSON *doc)
 {
-	struct timeval tv = {
-	    ADMIN_RECORD_WAIT_MS / 1000, (ADMIN_RECORD_WAIT_MS % 1000) * 1000};
-
 	ar->ar_doc = doc;
 	ar->ar_status = status;
 	if ((ar->ar_ticket = ledger_barrier(recorded_cb, ar)) == NULL) {
 		recorded_answer(ar, 0);
 		return;
 	}
-	if ((ar->ar_timer = evtimer_new(ad_base, recorded_timeout_cb, ar)) ==
-	    NULL)
+	admin_deadline(ar, recorded_timeout_cb);
+}
+
+/*
+ * Run cb on ar after ADMIN_RECORD_WAIT_MS unless admin_deadline_clear
+ * comes first: a bound on how long an answer waits for the ledger.
+ */
+void
+admin_deadline(struct admin_req *ar, void (*cb)(evutil_socket_t, short, void *))
+{
+	struct timeval tv = {
+	    ADMIN_RECORD_WAIT_MS / 1000, (ADMIN_RECORD_WAIT_MS % 1000) * 1000};
+
+	if (ar->ar_timer != NULL)
+		event_free(ar->ar_timer);
+	if ((ar->ar_timer = evtimer_new(ad_base, cb, ar)) == NULL)
 		fatalx("%s: evtimer_new", __func__);
 	evtimer_add(ar->ar_timer, &tv);
+}
+
+/* Stop what admin_deadline started. */
+void
+admin_deadline_clear(struct admin_req *ar)
+{
+	if (ar->ar_timer != NULL)
+		event_free(ar->ar_timer);
+	ar->ar_timer = NULL;
 }
 
 /* {"error":msg[,"parameter":param]} as a string to free. */

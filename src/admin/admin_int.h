@@ -116,6 +116,8 @@ void admin_reply_page(struct admin_req *, const char *, const void *, size_t,
     const struct hdrs *);
 void admin_reply_json(struct admin_req *, int, struct cJSON *);
 void admin_reply_recorded(struct admin_req *, int, struct cJSON *);
+void admin_deadline(struct admin_req *, void (*)(int, short, void *));
+void admin_deadline_clear(struct admin_req *);
 void admin_reply_error(struct admin_req *, int, const char *, const char *,
     const char *, const char *);
 void admin_job_done(struct admin_job *);

@@ -320,23 +320,34 @@ admin_budgets(void)
 	return (doc);
 }
 
-/* "team=t1,tenant=acme" from a budget's scope object, owned. */
-static char *
-scope_text(const cJSON *scope)
+/*
+ * A budget's scope object into mb's labels, one per tag or pattern, and
+ * its ordering key; -1 when the scope names intent, which is never a
+ * label (its values grow without bound).
+ */
+static int
+scope_labels(const cJSON *scope, struct metrics_budget *mb)
 {
 	const cJSON *it;
-	char *s = xstrdup(""), *n;
+	char *k, *n;
+	size_t i;
 
-	cJSON_ArrayForEach(it, scope)
-	{
-		if (!cJSON_IsString(it))
-			continue;
-		xasprintf(&n, "%s%s%s=%s", s, s[0] != '\0' ? "," : "",
-		    it->string, it->valuestring);
-		free(s);
-		s = n;
+	if (cJSON_GetObjectItemCaseSensitive(scope, "intent") != NULL)
+		return (-1);
+	k = xstrdup("");
+	for (i = 0; i < METRICS_BUDGET_NLABELS; i++) {
+		it = cJSON_GetObjectItemCaseSensitive(
+		    scope, metrics_budget_labels[i]);
+		mb->mb_labels[i] =
+		    cJSON_IsString(it) ? xstrdup(it->valuestring) : NULL;
+		/* A separator no tag value may hold (tags are printable). */
+		xasprintf(&n, "%s%s\001", k,
+		    mb->mb_labels[i] != NULL ? mb->mb_labels[i] : "");
+		free(k);
+		k = n;
 	}
-	return (s);
+	mb->mb_key = k;
+	return (0);
 }
 
 static int64_t
@@ -360,13 +371,14 @@ gauge_cmp(const void *a, const void *b)
 		return (x->mb_spent_nusd > y->mb_spent_nusd ? -1 : 1);
 	if ((c = strcmp(x->mb_policy, y->mb_policy)) != 0)
 		return (c);
-	return (strcmp(x->mb_scope, y->mb_scope));
+	return (strcmp(x->mb_key, y->mb_key));
 }
 
 /*
  * The budget scopes of /v1/budgets for /metrics: the METRICS_BUDGETS_MAX
  * that spent most (ties by policy and scope, so the set is stable), into
- * g, with how many were left out. Free with admin_budget_gauges_free.
+ * g, with how many were left out (those, and every scope that names an
+ * intent). Free with admin_budget_gauges_free.
  */
 void
 admin_budget_gauges(struct metrics_gauges *g)
@@ -374,7 +386,7 @@ admin_budget_gauges(struct metrics_gauges *g)
 	cJSON *doc = admin_budgets(), *it, *list;
 	struct metrics_budget *v = NULL, *mb;
 	const cJSON *st, *po;
-	size_t n = 0, cap = 0;
+	size_t n = 0, cap = 0, intents = 0;
 
 	list = cJSON_GetObjectItemCaseSensitive(doc, "budgets");
 	cJSON_ArrayForEach(it, list)
@@ -383,13 +395,18 @@ admin_budget_gauges(struct metrics_gauges *g)
 			cap = cap == 0 ? 16 : cap * 2;
 			v = xreallocarray(v, cap, sizeof(*v));
 		}
-		mb = &v[n++];
+		mb = &v[n];
+		memset(mb, 0, sizeof(*mb));
+		if (scope_labels(cJSON_GetObjectItemCaseSensitive(it, "scope"),
+			mb) == -1) {
+			intents++;
+			continue;
+		}
+		n++;
 		po = cJSON_GetObjectItemCaseSensitive(it, "policy");
 		st = cJSON_GetObjectItemCaseSensitive(it, "state");
 		mb->mb_policy =
 		    xstrdup(cJSON_IsString(po) ? po->valuestring : "");
-		mb->mb_scope =
-		    scope_text(cJSON_GetObjectItemCaseSensitive(it, "scope"));
 		mb->mb_state =
 		    xstrdup(cJSON_IsString(st) ? st->valuestring : "ok");
 		mb->mb_spent_nusd = num(it, "spent_nusd", 0);
@@ -401,7 +418,7 @@ admin_budget_gauges(struct metrics_gauges *g)
 		qsort(v, n, sizeof(*v), gauge_cmp);
 	g->mg_budgets = v;
 	g->mg_nbudgets = n < METRICS_BUDGETS_MAX ? n : METRICS_BUDGETS_MAX;
-	g->mg_budgets_dropped = n - g->mg_nbudgets;
+	g->mg_budgets_dropped = n - g->mg_nbudgets + intents;
 	g->mg_budgets_all = n;
 }
 
@@ -410,11 +427,13 @@ void
 admin_budget_gauges_free(struct metrics_gauges *g)
 {
 	struct metrics_budget *v = g->mg_budgets;
-	size_t i;
+	size_t i, j;
 
 	for (i = 0; i < g->mg_budgets_all; i++) {
 		free(v[i].mb_policy);
-		free(v[i].mb_scope);
+		for (j = 0; j < METRICS_BUDGET_NLABELS; j++)
+			free(v[i].mb_labels[j]);
+		free(v[i].mb_key);
 		free(v[i].mb_state);
 	}
 	free(v);

@@ -133,6 +133,11 @@ reader_run(struct reader *rd, struct admin_job *job)
 			    &job->aj_err) != 0
 		    ? 500
 		    : 200;
+		if (job->aj_status == 200 && job->aj_out.so_full) {
+			job->aj_status = 413;
+			job->aj_err =
+			    xstrdup("the answer is too large; lower limit");
+		}
 	} else if (job->aj_kind == SPEND_KIND_CALLS &&
 	    ledger_rows_load(
 		rd->rd_db, job->aj_open, job->aj_nopen, &job->aj_err) != 0) {

@@ -43,10 +43,11 @@ static void
 usage_done(void *arg, enum external_result res, int64_t nusd)
 {
 	struct admin_req *ar = arg;
-	char usd[32];
+	char usd[32], n[32];
 	cJSON *doc;
 
 	ar->ar_ext = NULL;
+	admin_deadline_clear(ar);
 	if (res == EXTERNAL_UNAVAILABLE) {
 		admin_reply_error(ar, 503,
 		    "the ledger could not record the cost; retry with the same "
@@ -62,11 +63,33 @@ usage_done(void *arg, enum external_result res, int64_t nusd)
 		admin_reply_json(ar, 200, doc);
 		return;
 	}
-	cJSON_AddNumberToObject(doc, "cost_nusd", (double)nusd);
+	/* An integer, never a double: exact above 2^53 too. */
+	snprintf(n, sizeof(n), "%lld", (long long)nusd);
+	cJSON_AddRawToObject(doc, "cost_nusd", n);
 	usd_text(usd, sizeof(usd), nusd);
 	cJSON_AddRawToObject(doc, "cost_usd", usd);
 	cJSON_AddBoolToObject(doc, "duplicate", 0);
 	admin_reply_recorded(ar, 201, doc);
+}
+
+/*
+ * The ledger has not answered within ADMIN_RECORD_WAIT_MS (its file is
+ * locked or failing): say so now. The cost goes on being recorded; a
+ * retry with its id answers 409 until it is, then duplicate.
+ */
+static void
+usage_timeout(int fd, short ev, void *arg)
+{
+	struct admin_req *ar = arg;
+
+	(void)fd;
+	(void)ev;
+	external_cancel(ar->ar_ext);
+	ar->ar_ext = NULL;
+	admin_reply_error(ar, 503,
+	    "the ledger has not answered in time; the cost may yet be "
+	    "recorded: retry with the same id",
+	    NULL, "Retry-After", "1");
 }
 
 /* A string field, or NULL when absent or null; err when not a string. */
@@ -189,6 +212,7 @@ ep_usage(struct admin_req *ar)
 {
 	struct evbuffer *b = ar->ar_req->hr_body;
 	struct external_cost ec;
+	enum external_refusal why;
 	const char *err;
 	cJSON *body = NULL;
 	char param[64], *cause = NULL;
@@ -209,15 +233,27 @@ ep_usage(struct admin_req *ar)
 		return;
 	}
 	snprintf(ar->ar_usage_id, sizeof(ar->ar_usage_id), "%s", ec.ec_id);
-	ar->ar_ext = external_record(&ec, usage_done, ar, &cause);
+	ar->ar_ext = external_record(&ec, usage_done, ar, &why, &cause);
 	cJSON_Delete(body);
-	if (ar->ar_ext == NULL) {
-		log_warnx("admin: conn %llu: usage refused: %s", ar->ar_conn_id,
-		    cause);
-		admin_reply_error(ar,
-		    strncmp(cause, "the ledger", 10) == 0 ? 503 : 400, cause,
-		    strncmp(cause, "the ledger", 10) == 0 ? NULL : "unit", NULL,
-		    NULL);
-		free(cause);
+	if (ar->ar_ext != NULL) {
+		admin_deadline(ar, usage_timeout);
+		return;
 	}
+	log_warnx("admin: conn %llu: usage refused: %s", ar->ar_conn_id, cause);
+	switch (why) {
+	case EXTERNAL_IN_PROGRESS:
+		admin_reply_error(ar, 409, cause, "id", "Retry-After", "1");
+		break;
+	case EXTERNAL_BUSY:
+		admin_reply_error(ar, 503, cause, NULL, "Retry-After", "1");
+		break;
+	case EXTERNAL_BAD_UNIT:
+		admin_reply_error(ar, 400, cause, "unit", NULL, NULL);
+		break;
+	case EXTERNAL_BAD_AMOUNT:
+		admin_reply_error(ar, 400, cause,
+		    ec.ec_units > 0 ? "units" : "cost_usd", NULL, NULL);
+		break;
+	}
+	free(cause);
 }

@@ -30,6 +30,7 @@
 
 /* One cost between its reservation and its answer. */
 struct external_req {
+	struct external_req *xr_next; /* xr_open: the ids being recorded */
 	struct ledger_ticket *xr_ticket;
 	external_cb xr_cb;
 	void *xr_arg;
@@ -46,11 +47,35 @@ keep(struct external_req *xr, size_t i, const char *s)
 	return (xr->xr_strs[i]);
 }
 
+/*
+ * The costs being recorded, few and short-lived: a second request for an
+ * id still among them is told to retry rather than "duplicate", which
+ * would be a lie if the first then failed.
+ */
+static struct external_req *xr_open;
+
+static int
+external_open(const char *id)
+{
+	struct external_req *xr;
+
+	for (xr = xr_open; xr != NULL; xr = xr->xr_next)
+		if (strcmp(xr->xr_row.lr_id, id) == 0)
+			return (1);
+	return (0);
+}
+
 static void
 external_free(struct external_req *xr)
 {
+	struct external_req **pp;
 	size_t i;
 
+	for (pp = &xr_open; *pp != NULL; pp = &(*pp)->xr_next)
+		if (*pp == xr) {
+			*pp = xr->xr_next;
+			break;
+		}
 	for (i = 0; i < nitems(xr->xr_strs); i++)
 		free(xr->xr_strs[i]);
 	free(xr->xr_pv);
@@ -95,8 +120,9 @@ reserved_cb(void *arg, enum ledger_result res)
 	ledger_settle(&xr->xr_row);
 	row_attr(&xr->xr_row, attr);
 	if (cf != NULL && cf->cf_policies != NULL) {
-		policy_charge(
-		    cf->cf_policies, enforce_counters(), attr, nusd, now);
+		/* At the time its row says, as a restart's rebuild counts it. */
+		policy_charge(cf->cf_policies, enforce_counters(), attr, nusd,
+		    xr->xr_row.lr_started_ms);
 		n = policy_fired(cf->cf_policies, enforce_counters(), attr, now,
 		    fired, nitems(fired));
 		for (i = 0; i < n; i++)
@@ -111,13 +137,14 @@ reserved_cb(void *arg, enum ledger_result res)
 /*
  * Record the cost ec: priced (its amount, or its units at the price
  * file's external: rate), then written and counted as above. Returns the
- * request, whose callback runs once with the outcome, or NULL with
- * *cause (a unit the price file does not list, a cost too large, or the
- * ledger refusing more writes; the caller answers at once).
+ * request, whose callback runs once with the outcome, or NULL with *why
+ * and *cause (a unit the price file does not list, a cost above
+ * EXTERNAL_COST_MAX_NUSD, its id being recorded now, or the ledger
+ * refusing more writes; the caller answers at once).
  */
 struct external_req *
-external_record(
-    const struct external_cost *ec, external_cb cb, void *arg, char **cause)
+external_record(const struct external_cost *ec, external_cb cb, void *arg,
+    enum external_refusal *why, char **cause)
 {
 	const struct config *cf = config_current();
 	struct external_req *xr;
@@ -126,10 +153,19 @@ external_record(
 	int t;
 
 	*cause = NULL;
+	*why = EXTERNAL_BAD_AMOUNT;
+	if (external_open(ec->ec_id)) {
+		*why = EXTERNAL_IN_PROGRESS;
+		xasprintf(cause,
+		    "a cost with this id is being recorded now; retry in a "
+		    "moment (it will answer duplicate once recorded)");
+		return (NULL);
+	}
 	if (nusd < 0) {
 		if (cf == NULL || ec->ec_unit == NULL ||
 		    pricing_external(cf->cf_prices, ec->ec_source, ec->ec_unit,
 			&per) == -1) {
+			*why = EXTERNAL_BAD_UNIT;
 			xasprintf(cause,
 			    "the price file's external: table has no price "
 			    "for unit '%s' of source '%s'; give cost_usd, or "
@@ -138,11 +174,17 @@ external_record(
 			    ec->ec_source);
 			return (NULL);
 		}
-		if (per != 0 && ec->ec_units > INT64_MAX / per) {
-			xasprintf(cause, "units * price overflows");
+		if (per != 0 && ec->ec_units > EXTERNAL_COST_MAX_NUSD / per) {
+			xasprintf(cause,
+			    "units at the unit's price come to more than "
+			    "$1000000, the most one cost may be");
 			return (NULL);
 		}
 		nusd = ec->ec_units * per;
+	}
+	if (nusd > EXTERNAL_COST_MAX_NUSD) {
+		xasprintf(cause, "a cost may be at most $1000000");
+		return (NULL);
 	}
 	xr = xcalloc(1, sizeof(*xr));
 	xr->xr_cb = cb;
@@ -171,9 +213,12 @@ external_record(
 	if ((xr->xr_ticket = ledger_reserve(
 		 r, LEDGER_ID_CLIENT, reserved_cb, xr)) == NULL) {
 		external_free(xr);
+		*why = EXTERNAL_BUSY;
 		xasprintf(cause, "the ledger cannot take the cost now");
 		return (NULL);
 	}
+	xr->xr_next = xr_open;
+	xr_open = xr;
 	return (xr);
 }
 

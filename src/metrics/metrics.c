@@ -125,6 +125,8 @@ static const char *const reason_labels[] = {"reason"};
 static const char *const rule_labels[] = {"rule"};
 static const char *const provider_labels[] = {"provider"};
 static const char *const source_labels[] = {"source"};
+const char *const metrics_budget_labels[METRICS_BUDGET_NLABELS] = {
+    "team", "tenant", "agent_class", "environment", "model", "provider"};
 
 /* Alert kinds and delivery results: fixed label values, always shown. */
 static const char *const alert_kinds[] = {"threshold", "breaker", "kill",
@@ -976,16 +978,23 @@ render_alerts(struct evbuffer *b)
 		    alert_results[i], metrics.m_deliveries[i]);
 }
 
-/* One gauge line of a budget scope: name{policy,scope[,extra]} v. */
+/* One gauge line of a budget scope: name{policy,its tags[,state]} v. */
 static void
 budget_line(struct evbuffer *b, const char *name,
     const struct metrics_budget *mb, const char *state, int64_t v)
 {
+	size_t i;
+
 	evbuffer_add_printf(b, "%s{policy=\"", name);
 	render_value(
 	    b, mb->mb_policy, strnlen(mb->mb_policy, METRICS_LABEL_MAX));
-	evbuffer_add_printf(b, "\",scope=\"");
-	render_value(b, mb->mb_scope, strnlen(mb->mb_scope, METRICS_LABEL_MAX));
+	for (i = 0; i < METRICS_BUDGET_NLABELS; i++) {
+		if (mb->mb_labels[i] == NULL)
+			continue;
+		evbuffer_add_printf(b, "\",%s=\"", metrics_budget_labels[i]);
+		render_value(b, mb->mb_labels[i],
+		    strnlen(mb->mb_labels[i], METRICS_LABEL_MAX));
+	}
 	if (state != NULL) {
 		evbuffer_add_printf(b, "\",state=\"");
 		render_value(b, state, strlen(state));

@@ -46,6 +46,20 @@ pcount_floor_div(int64_t a, int64_t b)
 	return ((a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q);
 }
 
+/*
+ * a + b, held at INT64_MAX or INT64_MIN rather than wrapping: a spend
+ * counter that wrapped would read as room under every cap.
+ */
+int64_t
+pcount_add(int64_t a, int64_t b)
+{
+	if (b > 0 && a > INT64_MAX - b)
+		return (INT64_MAX);
+	if (b < 0 && a < INT64_MIN - b)
+		return (INT64_MIN);
+	return (a + b);
+}
+
 /* Add v to bucket id of a ring of n slots; older than the slot: dropped. */
 void
 pcount_ring_add(int64_t *ids, int64_t *vals, size_t n, int64_t id, int64_t v)
@@ -58,7 +72,7 @@ pcount_ring_add(int64_t *ids, int64_t *vals, size_t n, int64_t id, int64_t v)
 		ids[i] = id;
 		vals[i] = 0;
 	}
-	vals[i] += v;
+	vals[i] = pcount_add(vals[i], v);
 }
 
 /* Sum of buckets lo..hi; *oldest gets the oldest non-empty id, or hi+1. */
@@ -72,7 +86,7 @@ pcount_ring_sum(const int64_t *ids, const int64_t *vals, size_t n, int64_t lo,
 	for (i = 0; i < n; i++) {
 		if (ids[i] < lo || ids[i] > hi || vals[i] == 0)
 			continue;
-		sum += vals[i];
+		sum = pcount_add(sum, vals[i]);
 		if (ids[i] < old)
 			old = ids[i];
 	}
@@ -394,7 +408,7 @@ policy_settle(
 		if (actual <= 0)
 			continue;
 		if (e->e_kind == PE_CALENDAR)
-			e->e_spent += actual;
+			e->e_spent = pcount_add(e->e_spent, actual);
 		else
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    ROLL_SLOTS,
@@ -429,7 +443,7 @@ policy_charge(const struct policyset *ps, struct policy_counters *pc,
 			continue;
 		e = pcount_budget_entry(pc, po, attr, now, 1);
 		if (e->e_kind == PE_CALENDAR)
-			e->e_spent += nusd;
+			e->e_spent = pcount_add(e->e_spent, nusd);
 		else
 			pcount_ring_add(e->e_ring->ri_id, e->e_ring->ri_v,
 			    ROLL_SLOTS, pcount_floor_div(now, e->e_width),

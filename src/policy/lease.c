@@ -202,9 +202,10 @@ lease_settle(struct pentry *e, int64_t actual)
 	if (actual <= 0)
 		return;
 	if (e->e_lease != NULL)
-		e->e_lease->pl_cum += actual;
+		e->e_lease->pl_cum = pcount_add(e->e_lease->pl_cum, actual);
 	if (e->e_rlease != NULL && e->e_rlease->rl_rolling)
-		e->e_rlease->rl_cum_tok += actual;
+		e->e_rlease->rl_cum_tok =
+		    pcount_add(e->e_rlease->rl_cum_tok, actual);
 }
 
 /*

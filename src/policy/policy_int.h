@@ -93,6 +93,7 @@ char *policy_budget_key(const struct policy *, const char *const *, int64_t);
 
 /* counters.c */
 int64_t pcount_floor_div(int64_t, int64_t);
+int64_t pcount_add(int64_t, int64_t);
 void pcount_ring_add(int64_t *, int64_t *, size_t, int64_t, int64_t);
 int64_t pcount_ring_sum(
     const int64_t *, const int64_t *, size_t, int64_t, int64_t, int64_t *);

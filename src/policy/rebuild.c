@@ -188,7 +188,7 @@ policy_rebuild(struct policy_counters *pc, const struct policyset *ps,
 				continue;
 			done[ndone++] = e;
 			if (e->e_kind == PE_CALENDAR) {
-				e->e_spent += cost;
+				e->e_spent = pcount_add(e->e_spent, cost);
 				lease_settle(e, cost);
 			} else
 				pcount_ring_add(e->e_ring->ri_id,

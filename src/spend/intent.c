@@ -330,7 +330,10 @@ read_kills(
 	    " deleted_at FROM kills"
 	    " WHERE json_valid(match)"
 	    " AND json_extract(match, '$.intent') IS NOT NULL"
-	    " AND ?1 GLOB json_extract(match, '$.intent')"
+	    /* A kill's pattern knows '*' and '?' only: a '[' in it is
+	     * itself, which GLOB reads as a class unless written "[[]". */
+	    " AND ?1 GLOB replace(json_extract(match, '$.intent'), '[',"
+	    " '[[]')"
 	    " ORDER BY created_at DESC, id DESC LIMIT ?2";
 	sqlite3_stmt *st = NULL;
 	struct spend_out o;

@@ -510,7 +510,10 @@ class AdminTest(ledgerlib.MeterTestCase):
         self.start_admin(policies=[
             {"name": "per-team", "match": {"team": "*"}, "per": ["team"],
              "window": "day", "hard_cap_usd": "10",
-             "alert_at_usd": ["0.000001"]}])
+             "alert_at_usd": ["0.000001"]},
+            # Intent is never a label: such scopes are counted, not shown.
+            {"name": "per-intent", "per": ["intent"], "window": "day",
+             "alert_at_usd": ["100"]}])
         conn = tglib.RawConn(self.tg.port, timeout=30)
         for i in range(300):
             # team-000 makes two calls: it spent most, and is shown.
@@ -523,24 +526,29 @@ class AdminTest(ledgerlib.MeterTestCase):
         conn.close()
         series, types = self.metrics()
         self.assertEqual(types.get("tollgate_budget_spent_nusd"), "gauge")
-        spent = {dict(lb)["scope"]: v for (n, lb), v in series.items()
+        spent = {dict(lb)["team"]: v for (n, lb), v in series.items()
                  if n == "tollgate_budget_spent_nusd"}
         self.assertEqual(len(spent), 256)
-        self.assertEqual(series[("tollgate_budget_scopes_not_shown", ())],
-                         300 - 256)
+        for (n, lb), _ in series.items():
+            self.assertNotIn("intent", dict(lb), n)
+        # 44 teams past the 256, and every per-intent scope.
         r = self.admin("GET", "/v1/budgets")
-        b = {x["scope"]["team"]: x for x in r.json()["budgets"]}
-        self.assertEqual(spent["team=team-000"],
-                         b["team-000"]["spent_nusd"])
-        self.assertGreater(spent["team=team-000"],
-                           b["team-001"]["spent_nusd"])
-        labels = (("policy", "per-team"), ("scope", "team=team-000"))
+        nintent = len([x for x in r.json()["budgets"]
+                       if x["policy"] == "per-intent"])
+        self.assertGreater(nintent, 0)
+        self.assertEqual(series[("tollgate_budget_scopes_not_shown", ())],
+                         300 - 256 + nintent)
+        b = {x["scope"]["team"]: x for x in r.json()["budgets"]
+             if x["policy"] == "per-team"}
+        self.assertEqual(spent["team-000"], b["team-000"]["spent_nusd"])
+        self.assertGreater(spent["team-000"], b["team-001"]["spent_nusd"])
+        labels = (("policy", "per-team"), ("team", "team-000"))
         self.assertEqual(series[("tollgate_budget_cap_nusd", labels)],
                          10 * 10**9)
         self.assertEqual(series[("tollgate_budget_reserved_nusd", labels)],
                          0)
-        self.assertEqual(series[("tollgate_budget_state",
-                                 labels + (("state", "alerting"),))], 1)
+        self.assertEqual(series[("tollgate_budget_state", tuple(sorted(
+            labels + (("state", "alerting"),))))], 1)
         self.assertGreater(series[("process_resident_memory_bytes", ())],
                            1 << 20)
         self.assertGreaterEqual(series[("process_open_fds", ())], 5)

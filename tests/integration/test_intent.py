@@ -118,6 +118,13 @@ class IntentTest(ledgerlib.MeterTestCase):
                          (kill, "looping", {"intent": "inv-77*"}))
         self.assertFalse(doc["truncated"])
         self.assertNotIn("inv-other", r.body.decode())
+        # A kill's '[' is itself, as the runtime reads it: this one
+        # does not cover inv-7731, so the timeline does not list it.
+        r = self.admin("POST", "/v1/kills", {
+            "match": {"intent": "inv-[7]731"}, "reason": "literal"})
+        self.assertEqual(r.status, 201, r)
+        r = self.admin("GET", "/v1/intents/" + INTENT)
+        self.assertEqual(r.json(), doc)
 
         # limit keeps the newest events, in time order, and says so.
         r = self.admin("GET", "/v1/intents/%s?limit=2" % INTENT)

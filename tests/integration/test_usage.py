@@ -9,8 +9,10 @@ a restart; every bad field named."""
 import json
 import os
 import re
+import sqlite3
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tglib  # noqa: E402
@@ -144,11 +146,65 @@ class UsageTest(ledgerlib.MeterTestCase):
             t.start()
         for t in ts:
             t.join(20)
-        self.assertEqual(sorted(res), [200, 200, 200, 201])
+        # One records it; the others are duplicates, or told to retry
+        # while it is being recorded (409), never counted again.
+        self.assertEqual(res.count(201), 1, res)
+        self.assertEqual(len([x for x in res if x in (200, 409)]), 3, res)
         st, b = self.tg.admin_get("/v1/budgets", token=TOKEN)
         bud = [x for x in b["budgets"] if x["policy"] == "t1-day"][0]
         self.assertEqual(bud["spent_nusd"], 20000000, bud)
         self.assertEqual(self.ledger.count("endpoint = 'external'"), 2)
+
+    def test_a_locked_ledger_answers_in_time_and_counts_once(self):
+        # The file is write-locked: the answer does not wait for it past
+        # 2 s (503, retry), a retry while the first is still being
+        # recorded is 409, and once the lock goes the cost is recorded
+        # once; the next retry is a duplicate.
+        self.start_tg()
+        lockc = sqlite3.connect(self.ledger.path, timeout=10,
+                                isolation_level=None)
+        body = {"id": "lock-1", "source": "serpapi", "cost_usd": "0.01",
+                "team": "t1"}
+        try:
+            lockc.execute("BEGIN IMMEDIATE")
+            t0 = time.monotonic()
+            r = self.admin("POST", "/v1/usage", body)
+            self.assertEqual(r.status, 503, r)
+            self.assertLess(time.monotonic() - t0, 5)
+            r = self.admin("POST", "/v1/usage", body)
+            self.assertEqual(r.status, 409, r)
+            self.assertEqual(r.json()["parameter"], "id")
+        finally:
+            lockc.execute("ROLLBACK")
+            lockc.close()
+        self.assertTrue(tglib.wait_until(
+            lambda: self.row("lock-1") is not None and
+            self.row("lock-1")["status"] == "ok", 30))
+        self.assertTrue(tglib.wait_until(lambda: self.admin(
+            "POST", "/v1/usage", body).status == 200, 10))
+        st, b = self.tg.admin_get("/v1/budgets", token=TOKEN)
+        bud = [x for x in b["budgets"] if x["policy"] == "t1-day"][0]
+        self.assertEqual(bud["spent_nusd"], 10000000, bud)
+
+    def test_no_cost_can_wrap_a_budget(self):
+        # At most $1,000,000 a cost, however it is given; ten of them
+        # leave the cap holding (a counter that wrapped would read as room).
+        self.start_tg()
+        self.assertEqual(self.usage({
+            "id": "big-x", "source": "serpapi", "cost_usd": "1000000.01",
+            "team": "t1"}, status=400)["parameter"], "cost_usd")
+        self.assertEqual(self.usage({
+            "id": "big-u", "source": "serpapi", "unit": "search",
+            "units": 1000000000, "team": "t1"}, status=400)["parameter"],
+            "units")
+        for i in range(10):
+            doc = self.usage({"id": "big-%d" % i, "source": "serpapi",
+                              "cost_usd": "1000000", "team": "t1"})
+            self.assertEqual(doc["cost_nusd"], 10**15)
+        self.assertEqual(self.llm("t1").status, 429)
+        st, b = self.tg.admin_get("/v1/budgets", token=TOKEN)
+        bud = [x for x in b["budgets"] if x["policy"] == "t1-day"][0]
+        self.assertEqual(bud["spent_nusd"], 10 * 10**15, bud)
 
     def test_units_priced_from_the_price_file(self):
         self.start_tg()
