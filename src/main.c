@@ -53,6 +53,7 @@
 
 #include "tollgate/admin.h"
 #include "tollgate/alerts.h"
+#include "tollgate/cache.h"
 #include "tollgate/cli.h"
 #include "tollgate/top.h"
 #include "tollgate/config.h"
@@ -337,17 +338,29 @@ cmd_serve(int foreground)
 		return (1);
 	}
 	wallclock_check();
-	if (enforce_start(base, cf, &cause) == -1) {
-		log_errorx("policies: cannot rebuild budgets from %s: %s",
-		    cf->cf_ledger_path, cause);
+	/* In a fleet the cache lives in its Redis (src/fleet/cache.c). */
+	if (cf->cf_cache != NULL && cf->cf_fleet == NULL &&
+	    cache_open(cf->cf_cache->cc_path, &cause) == -1) {
+		log_errorx("cache %s: %s", cf->cf_cache->cc_path, cause);
 		free(cause);
 		ledger_close();
 		config_unref(cf);
 		event_base_free(base);
 		return (1);
 	}
+	if (enforce_start(base, cf, &cause) == -1) {
+		log_errorx("policies: cannot rebuild budgets from %s: %s",
+		    cf->cf_ledger_path, cause);
+		free(cause);
+		ledger_close();
+		cache_close();
+		config_unref(cf);
+		event_base_free(base);
+		return (1);
+	}
 	if (kills_start(cf->cf_ledger_path) == -1) {
 		ledger_close();
+		cache_close();
 		config_unref(cf);
 		event_base_free(base);
 		return (1);
@@ -389,6 +402,7 @@ cmd_serve(int foreground)
 		alerts_shutdown();
 		shipper_stop();
 		ledger_close();
+		cache_close();
 		kills_free_all();
 		event_free(kills_timer);
 		upstream_shutdown();
@@ -423,6 +437,7 @@ cmd_serve(int foreground)
 	alerts_shutdown();
 	shipper_stop();
 	ledger_close();
+	cache_close();
 	kills_free_all();
 	event_free(kills_timer);
 	upstream_shutdown();

@@ -18,6 +18,7 @@
 struct pricebook;
 struct policyset;
 struct routingset;
+struct cache_conf;
 
 enum upstream_type {
 	UPSTREAM_OPENAI,
@@ -198,6 +199,9 @@ struct config {
 
 	/* routing: (src/routing/), first match wins */
 	struct routingset *cf_routing; /* never NULL once loaded; owned */
+
+	/* cache: (src/cache/); its path is read at start only */
+	struct cache_conf *cf_cache; /* NULL: no cache: section */
 
 	/* fleet: (read at start only; a reload warns when it changes) */
 	struct fleet_conf *cf_fleet; /* NULL: no fleet: section, one instance */

@@ -64,6 +64,16 @@ void fleet_threshold(
 struct cJSON *fleet_json(void);
 void fleet_get_stats(struct fleet_stats *);
 
+/* cache.c: the response cache's entries in Redis */
+struct cache_entry;
+struct fleet_cache_req;
+typedef void (*fleet_cache_cb)(void *, const struct cache_entry *);
+struct fleet_cache_req *fleet_cache_get(
+    const unsigned char *, fleet_cache_cb, void *);
+void fleet_cache_cancel(struct fleet_cache_req *);
+int fleet_cache_put(const unsigned char *, const struct cache_entry *, long);
+int fleet_cache_on(void);
+
 /* kills.c */
 void fleet_kill_added(const struct kill *);
 void fleet_kill_lifted(const char *);

@@ -56,8 +56,12 @@ struct event_base;
  * calls_fallback index is partial on exactly this.
  */
 #define LEDGER_FALLBACK_WHERE "price_version LIKE '%+fallback:%'"
-/* The rows a routing rule applied to: what saved_usd sums. */
-#define LEDGER_ROUTED_WHERE "routed_rule IS NOT NULL"
+/*
+ * The rows that saved something, a routing rule applied to or the
+ * response cache answered: what saved_usd sums; the calls_routed index
+ * is partial on exactly this.
+ */
+#define LEDGER_ROUTED_WHERE "(routed_rule IS NOT NULL OR cache_hit = 1)"
 
 /* The endpoint of a row that is no call: a cost POST /v1/usage recorded. */
 #define LEDGER_ENDPOINT_EXTERNAL "external"

@@ -98,6 +98,8 @@ void metrics_refusal(const char *);
 void metrics_shadow(const char *);
 void metrics_routed(const char *, int64_t);
 void metrics_external(const char *, int64_t);
+void metrics_cache_hit(int64_t);
+void metrics_cache_miss(void);
 void metrics_alert_fired(const char *);
 void metrics_alert_delivery(const char *);
 void metrics_conn_closed(const char *);

@@ -71,6 +71,8 @@ typedef int64_t (*routing_headroom_fn)(void *);
 int routing_parse(
     struct cfgctx *, const char *, const struct ynode *, struct routingset **);
 void routing_free(struct routingset *);
+void routing_parse_match(
+    struct cfgctx *, const char *, const struct ynode *, struct routing_rule *);
 int routing_model_ok(const char *);
 
 /* match.c */

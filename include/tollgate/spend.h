@@ -95,7 +95,9 @@ struct spend_row {
 	int64_t sr_fallback_calls; /* of sr_calls: priced at a family's */
 	int64_t sr_fallback_nusd; /* rates for an unknown model */
 	int64_t sr_routed_calls; /* of sr_calls: a routing rule applied */
-	int64_t sr_saved_nusd; /* what those saved (may be negative) */
+	int64_t sr_saved_nusd; /* what those and the cache hits saved (may
+				  be negative) */
+	int64_t sr_cache_hits; /* of sr_calls: answered from the cache */
 };
 
 /* A spend answer; owns its rows (spend_result_free). */
@@ -214,7 +216,7 @@ void spend_stmt_spend(
 void spend_stmt_fallback(
     struct spend_stmt *, const struct spend_query *, enum spend_dialect);
 void spend_stmt_saved(
-    struct spend_stmt *, const struct spend_query *, enum spend_dialect);
+    struct spend_stmt *, const struct spend_query *, enum spend_dialect, int);
 void spend_stmt_calls(
     struct spend_stmt *, const struct spend_query *, enum spend_dialect);
 void spend_stmt_free(struct spend_stmt *);

@@ -136,6 +136,7 @@ relay_emit(void *arg, const char *buf, size_t len)
 		return;
 	conn_reply_data(se->se_conn, buf, len);
 	se->se_bytes_out += len;
+	session_cache_keep(se, buf, len);
 }
 
 static void
@@ -151,6 +152,7 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	se->se_status = (int)code;
 	se->se_headers_seen = 1;
 	meter_response(se->se_meter, (int)code, hdrs_get(resp, "Content-Type"));
+	session_cache_type(se, hdrs_get(resp, "Content-Type"));
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	if (se->se_conn == NULL)
 		return;

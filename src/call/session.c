@@ -369,6 +369,7 @@ session_row(const struct session *se, struct ledger_row *row)
 	    se->se_routed_from[0] != '\0' ? se->se_routed_from : NULL;
 	row->lr_routed_rule = se->se_rule != NULL ? se->se_rule->rr_name : NULL;
 	row->lr_attempts = se->se_attempts;
+	row->lr_cache_hit = se->se_cache == SE_CACHE_HIT;
 }
 
 /* Record a call tollgate refused after routing: a final row, no cost. */
@@ -515,6 +516,32 @@ refused:
 	return (NULL);
 }
 
+/*
+ * The call's reservation is written (and, when the fleet's Redis was
+ * asked for a cached answer, it has answered): on to the provider, unless
+ * the client left, a kill came meanwhile, or the cache has the answer.
+ */
+void
+session_reserved(struct session *se)
+{
+	if (se->se_client_gone) {
+		session_close(se, CALL_CLIENT_CLOSED, "client_gone");
+		return;
+	}
+	if (se->se_stop != NULL) {
+		/* Killed while it was being reserved: never forwarded, so
+		 * it costs nothing. Its reservation is in the journal:
+		 * session_close settles it as refused. */
+		session_refuse_kill(se, 0, se->se_stop, NULL, NULL);
+		session_close(se, CALL_REFUSED, "killed");
+		return;
+	}
+	/* Admitted and reserved: a cached answer costs nothing. */
+	if (session_cache_serve(se))
+		return;
+	relay_forward(se);
+}
+
 static void
 reserved_cb(void *arg, enum ledger_result res)
 {
@@ -524,20 +551,7 @@ reserved_cb(void *arg, enum ledger_result res)
 	switch (res) {
 	case LEDGER_OK:
 		se->se_reserved = 1;
-		if (se->se_client_gone) {
-			session_close(se, CALL_CLIENT_CLOSED, "client_gone");
-			return;
-		}
-		if (se->se_stop != NULL) {
-			/* Killed while it was being reserved: never
-			 * forwarded, so it costs nothing. Its reservation
-			 * is in the journal: session_close settles
-			 * it as refused. */
-			session_refuse_kill(se, 0, se->se_stop, NULL, NULL);
-			session_close(se, CALL_REFUSED, "killed");
-			return;
-		}
-		relay_forward(se);
+		session_reserved(se);
 		return;
 	case LEDGER_DUPLICATE:
 		/* Retrying cannot help: tell the SDKs not to. Not
@@ -927,6 +941,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	}
 	if (unanswered_but_sent(se))
 		estimate_unanswered(se, &u);
+	session_cache_usage(se, &u);
 	if (se->se_conn != NULL) {
 		if (se->se_replied &&
 		    (status == CALL_OK || status == CALL_ERROR ||
@@ -936,7 +951,10 @@ session_close(struct session *se, enum call_status status, const char *reason)
 			conn_reply_abort(se->se_conn);
 		se->se_conn = NULL;
 	}
-	cost = se->se_reserved ? session_cost(se, &u) : 0;
+	/* A cached answer is free: the provider never saw the call. */
+	cost = se->se_reserved && se->se_cache != SE_CACHE_HIT
+	    ? session_cost(se, &u)
+	    : 0;
 	/* An unanswered call is charged its worst case: the provider may
 	 * well finish and bill it after tollgate has stopped listening. */
 	if (se->se_reserved && unanswered_but_sent(se) &&
@@ -962,8 +980,12 @@ session_close(struct session *se, enum call_status status, const char *reason)
 		row.lr_latency_ms = (monotime_us() - se->se_t0_us) / 1000;
 		row.lr_ttfb_ms =
 		    se->se_ttfb_us >= 0 ? se->se_ttfb_us / 1000 : -1;
-		row.lr_saved_nusd = session_saved(se, &u, cost);
+		row.lr_saved_nusd = se->se_cache == SE_CACHE_HIT
+		    ? session_cache_saved(se, &u)
+		    : session_saved(se, &u, cost);
 	}
+	session_cache_close(
+	    se, status, &u, se->se_reserved ? row.lr_saved_nusd : 0);
 	session_settle(se, status, cost, &u);
 	pv = se->se_reserved ? session_price_version(se, &u) : NULL;
 	if (se->se_reserved && se->se_fallback_pv != NULL &&
@@ -1013,9 +1035,12 @@ session_close(struct session *se, enum call_status status, const char *reason)
 
 	if (se->se_refusal != NULL)
 		metrics_refusal(se->se_refusal);
+	/* A hit's saving is the cache's (tollgate_cache_saved_nusd). */
 	if (se->se_rule != NULL)
 		metrics_routed(se->se_rule->rr_name,
-		    se->se_reserved ? row.lr_saved_nusd : 0);
+		    se->se_reserved && se->se_cache != SE_CACHE_HIT
+			? row.lr_saved_nusd
+			: 0);
 	if (se->se_route.rt_upstream != NULL) {
 		memset(&mc, 0, sizeof(mc));
 		mc.mc_provider = config_upstream_type_name(

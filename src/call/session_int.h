@@ -18,6 +18,7 @@
 #include <event2/util.h>
 
 #include "tollgate/attribution.h"
+#include "tollgate/cache.h"
 #include "tollgate/http.h"
 #include "tollgate/ledger.h"
 #include "tollgate/policy.h"
@@ -26,9 +27,11 @@
 #include "tollgate/usage.h"
 
 struct cJSON;
+struct evbuffer;
 struct config;
 struct conn;
 struct event;
+struct fleet_cache_req;
 struct fleet_wait;
 struct http_request;
 struct ledger_ticket;
@@ -120,6 +123,21 @@ struct session {
 	int se_closed; /* session_close has run or is running: inert, not
 			  to be stopped, answered or closed again */
 
+	/* the response cache (session_cache.c) */
+	enum {
+		SE_CACHE_NONE, /* not looked up (yet) */
+		SE_CACHE_ASKING, /* waiting for the fleet's Redis */
+		SE_CACHE_MISS,
+		SE_CACHE_HIT,
+		SE_CACHE_SKIP, /* not cached: no-store, not taken, no key */
+	} se_cache;
+	struct fleet_cache_req *se_cache_req; /* the Redis lookup, or NULL */
+	unsigned char se_cache_key[CACHE_KEY_LEN];
+	struct evbuffer *se_cache_buf; /* a miss's answer as relayed, to be
+					  stored; NULL once too large */
+	char *se_cache_ctype; /* its Content-Type; owned */
+	struct usage se_cache_usage; /* a hit's: the stored answer's */
+
 	struct session *se_prev, *se_next; /* the live list */
 	struct session *se_reap_next; /* the dead list, once closed */
 };
@@ -144,6 +162,7 @@ struct refusal {
 
 /* session.c */
 void session_admitting(struct session *);
+void session_reserved(struct session *);
 void session_close(struct session *, enum call_status, const char *);
 void session_note(struct session *, const char *, ...)
     __attribute__((format(printf, 2, 3)));
@@ -192,6 +211,15 @@ void session_check_overrun(struct session *);
 /* session_route.c */
 int session_route(struct session *);
 int64_t session_saved(const struct session *, const struct usage *, int64_t);
+
+/* session_cache.c */
+int session_cache_serve(struct session *);
+void session_cache_type(struct session *, const char *);
+void session_cache_keep(struct session *, const char *, size_t);
+void session_cache_usage(const struct session *, struct usage *);
+int64_t session_cache_saved(const struct session *, const struct usage *);
+void session_cache_close(
+    struct session *, enum call_status, const struct usage *, int64_t);
 
 /* relay.c */
 void relay_forward(struct session *);

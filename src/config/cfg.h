@@ -13,6 +13,7 @@
 #include "tollgate/yaml.h"
 
 struct config;
+struct routing_rule;
 
 /* config.c */
 int cfg_hostport(
@@ -46,7 +47,15 @@ void cfgp_ship(struct cfgctx *, const struct cfgkey *, const char *,
 void config_check_ship(struct cfgctx *, const struct ynode *, struct config *);
 void config_free_ship(struct config *);
 
+/* cfgcache.c */
+void cfgp_cache(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_check_cache(struct cfgctx *, const struct ynode *, struct config *);
+void config_free_cache(struct config *);
+
 /* cfgrouting.c */
+void config_check_match(struct cfgctx *, const struct ynode *, const char *,
+    const struct routing_rule *, const struct config *);
 void cfgp_routing(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void config_check_routing(

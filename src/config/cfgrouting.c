@@ -347,6 +347,18 @@ check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
 	}
 }
 
+/*
+ * Another section's match: (the cache's, parsed as a rule's match into
+ * rr): a provider, upstream or endpoint pattern that takes no value is
+ * said at its line, as for a rule.
+ */
+void
+config_check_match(struct cfgctx *cx, const struct ynode *item,
+    const char *where, const struct routing_rule *rr, const struct config *cf)
+{
+	check_match(cx, item, where, rr, cf);
+}
+
 /* The rules against the upstreams, the prices and the policies. */
 void
 config_check_routing(

@@ -133,6 +133,7 @@ static const struct cfgkey top_keys[] = {
     KEY_SECTION("attribution", attribution_keys),
     KEY_CALL("policies", cfgp_policies, 0, 0),
     KEY_CALL("routing", cfgp_routing, 0, 0),
+    KEY_CALL("cache", cfgp_cache, 0, 0),
     KEY_CALL("timezone", cfgp_timezone, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
@@ -672,6 +673,7 @@ config_free(struct config *cf)
 		pricing_free(cf->cf_prices);
 	policy_free(cf->cf_policies);
 	config_free_routing(cf);
+	config_free_cache(cf);
 	free(cf->cf_timezone);
 	free(cf->cf_listen_host);
 	config_free_admin(cf);
@@ -871,6 +873,7 @@ config_load_opts(const char *path, int flags, struct cfgerrs *errs)
 	if (cf->cf_routing == NULL)
 		cf->cf_routing = xcalloc(1, sizeof(*cf->cf_routing));
 	config_check_routing(&cx, root, cf);
+	config_check_cache(&cx, root, cf);
 	config_check_alerts(&cx, root, cf);
 	config_check_fleet(&cx, root, cf);
 	config_check_ship(&cx, root, cf);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "tollgate/alerts.h"
+#include "tollgate/cache.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
 #include "tollgate/fdlimit.h"
@@ -162,6 +163,15 @@ reload_start_only(const struct config *cf, struct cfgerrs *errs)
 		reload_warn(errs,
 		    "ledger changes need a restart; still writing %s",
 		    b->cf_ledger_path);
+	/* The store is opened at start: a new file is not opened mid-run
+	 * (a cache: added by a reload caches nothing until a restart). */
+	if (cf->cf_cache != NULL && b->cf_fleet == NULL &&
+	    (cache_path() == NULL ||
+		strcmp(cf->cf_cache->cc_path, cache_path()) != 0))
+		reload_warn(errs, "cache.path needs a restart; %s%s",
+		    cache_path() != NULL ? "the cache stays in "
+					 : "no answer is cached until then",
+		    cache_path() != NULL ? cache_path() : "");
 	if ((what = config_ship_changed(b->cf_ship, cf->cf_ship)) != NULL)
 		reload_warn(errs,
 		    "ledger.%s changed: ledger.ship changes need a restart; "

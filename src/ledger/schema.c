@@ -638,7 +638,23 @@ ledger_schema_routing(struct ledger_db *d, char **cause)
 			return (ledger_db_fail(
 			    d, cause, "adding the routing columns"));
 	}
-	/* /v1/spend reads the routed calls' savings from this alone. */
+	/*
+	 * /v1/spend reads the savings from this alone. Made before cache
+	 * hits saved anything, it was partial on the routed rows only: a
+	 * query on the wider condition would not use it, so it is made
+	 * again on the condition of today.
+	 */
+	xasprintf(&sql,
+	    "SELECT count(*) FROM sqlite_schema WHERE name = 'calls_routed'"
+	    " AND sql NOT LIKE '%%cache_hit%%'");
+	rc = ledger_db_query_int(d, sql, &has);
+	free(sql);
+	if (rc != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "reading calls_routed"));
+	if (has != 0 &&
+	    sqlite3_exec(d->db_conn, "DROP INDEX calls_routed", NULL, NULL,
+		NULL) != SQLITE_OK)
+		return (ledger_db_fail(d, cause, "dropping calls_routed"));
 	if (sqlite3_exec(d->db_conn,
 		"CREATE INDEX IF NOT EXISTS calls_routed ON calls"
 		" (started_at) WHERE " LEDGER_ROUTED_WHERE,

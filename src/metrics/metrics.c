@@ -30,6 +30,7 @@
 
 #include <event2/buffer.h>
 
+#include "tollgate/cache.h"
 #include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
 #include "tollgate/metrics.h"
@@ -155,6 +156,9 @@ static struct {
 	uint64_t m_alerts[nitems(alert_kinds)];
 	uint64_t m_deliveries[nitems(alert_results)];
 	uint64_t m_conns_closed[nitems(conn_reasons)];
+	uint64_t m_cache_hits;
+	uint64_t m_cache_misses;
+	int64_t m_cache_saved; /* nano-USD the hits saved */
 } metrics;
 
 static void
@@ -483,6 +487,21 @@ metrics_external(const char *source, int64_t nusd)
 		s->ms_value[1] += (uint64_t)nusd;
 }
 
+/* Count a call answered from the response cache and what it saved. */
+void
+metrics_cache_hit(int64_t saved_nusd)
+{
+	metrics.m_cache_hits++;
+	metrics.m_cache_saved += saved_nusd;
+}
+
+/* Count a call the response cache took but had no answer for. */
+void
+metrics_cache_miss(void)
+{
+	metrics.m_cache_misses++;
+}
+
 /* The index of name in a fixed list of n, or n - 1 ("other") if absent. */
 static size_t
 fixed_index(const char *const *list, size_t n, const char *name)
@@ -756,6 +775,35 @@ render_scalar(struct evbuffer *b, const char *name, const char *type,
 {
 	render_family(b, name, type, help);
 	evbuffer_add_printf(b, "%s %" PRIu64 "\n", name, value);
+}
+
+/* The response cache's counters and its store's figures. */
+static void
+render_cache(struct evbuffer *b)
+{
+	struct cache_stats cs;
+
+	cache_get_stats(&cs);
+	render_scalar(b, "tollgate_cache_hits_total", "counter",
+	    "Calls answered from the response cache.", metrics.m_cache_hits);
+	render_scalar(b, "tollgate_cache_misses_total", "counter",
+	    "Calls the response cache took but had no answer for.",
+	    metrics.m_cache_misses);
+	render_family(b, "tollgate_cache_saved_nusd", "counter",
+	    "What the calls answered from the response cache would have cost "
+	    "at the provider, in nano-US dollars, since start.");
+	evbuffer_add_printf(b, "tollgate_cache_saved_nusd %" PRId64 "\n",
+	    metrics.m_cache_saved);
+	render_scalar(b, "tollgate_cache_entries", "gauge",
+	    "Answers in the response cache's store.",
+	    (uint64_t)(cs.cs_entries > 0 ? cs.cs_entries : 0));
+	render_scalar(b, "tollgate_cache_bytes", "gauge",
+	    "Bytes of answers in the response cache's store.",
+	    (uint64_t)(cs.cs_bytes > 0 ? cs.cs_bytes : 0));
+	render_scalar(b, "tollgate_cache_dropped_total", "counter",
+	    "Answers the response cache's store could not keep (its queue "
+	    "full, or a failed write).",
+	    cs.cs_dropped);
 }
 
 static void
@@ -1116,6 +1164,7 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	render_counter(b, "tollgate_external_cost_nusd_total",
 	    "Their cost in nano-US dollars, by source.", &metrics.m_external,
 	    1);
+	render_cache(b);
 	render_histogram(b, "tollgate_upstream_ttfb_seconds",
 	    "Time from forwarding a call to the provider's response headers.",
 	    &metrics.m_ttfb);

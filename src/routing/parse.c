@@ -146,6 +146,17 @@ r_match(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	cfg_map_each(cx, path, n, "attribute: pattern", match_cb, dst);
 }
 
+/*
+ * A match: map alone, for another section that picks calls the way a
+ * rule does (the cache's), into rr's patterns; errors go to cx.
+ */
+void
+routing_parse_match(struct cfgctx *cx, const char *path, const struct ynode *n,
+    struct routing_rule *rr)
+{
+	r_match(cx, NULL, path, n, rr->rr_match);
+}
+
 static void
 r_model(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)

@@ -273,7 +273,7 @@ ship_query_run(struct ship_link *sl, const struct spend_query *q,
 		goto fail;
 	spend_stmt_free(&s);
 	spend_result_fallback(r, q, &fb);
-	spend_stmt_saved(&s, q, SPEND_PG);
+	spend_stmt_saved(&s, q, SPEND_PG, 1);
 	if (link_groups(sl, &s, q, &fb, cause) != 0)
 		goto fail;
 	spend_stmt_free(&s);

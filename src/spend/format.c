@@ -294,8 +294,9 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 		    ",\"fallback_cost_usd\":",
 		    row->sr_fallback_calls, row->sr_fallback_nusd);
 		spend_out_usd(o, row->sr_fallback_nusd);
-		spend_out_printf(
-		    o, ",\"routed_calls\":%" PRId64 "}", row->sr_routed_calls);
+		spend_out_printf(o,
+		    ",\"routed_calls\":%" PRId64 ",\"cache_hits\":%" PRId64 "}",
+		    row->sr_routed_calls, row->sr_cache_hits);
 	}
 	spend_out_add(o, "],\"total_cost_usd\":", 19);
 	spend_out_usd(o, r->sr_total.sr_cost_nusd);
@@ -309,9 +310,10 @@ write_json(const struct spend_query *q, const struct spend_result *r,
 	    r->sr_total.sr_fallback_calls, r->sr_total.sr_fallback_nusd);
 	spend_out_usd(o, r->sr_total.sr_fallback_nusd);
 	spend_out_printf(o,
-	    ",\"routed_calls\":%" PRId64 ",\"total_saved_nusd\":%" PRId64
-	    ",\"total_saved_usd\":",
-	    r->sr_total.sr_routed_calls, r->sr_total.sr_saved_nusd);
+	    ",\"routed_calls\":%" PRId64 ",\"cache_hits\":%" PRId64
+	    ",\"total_saved_nusd\":%" PRId64 ",\"total_saved_usd\":",
+	    r->sr_total.sr_routed_calls, r->sr_total.sr_cache_hits,
+	    r->sr_total.sr_saved_nusd);
 	spend_out_usd(o, r->sr_total.sr_saved_nusd);
 	spend_out_add(o, ",\"from\":", 8);
 	if (q->sq_has_from &&
@@ -345,8 +347,8 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 	/* Columns only ever added at the end: scripts read them by place. */
 	spend_out_add(o,
 	    "calls,input_tokens,output_tokens,cost_usd,fallback_calls,"
-	    "fallback_cost_usd,saved_usd,routed_calls\r\n",
-	    99);
+	    "fallback_cost_usd,saved_usd,routed_calls,cache_hits\r\n",
+	    110);
 	for (i = 0; i < r->sr_nrows; i++) {
 		row = &r->sr_rows[i];
 		for (k = 0; k < q->sq_ngroup; k++) {
@@ -361,7 +363,8 @@ write_csv(const struct spend_query *q, const struct spend_result *r,
 		spend_out_usd(o, row->sr_fallback_nusd);
 		spend_out_add(o, ",", 1);
 		spend_out_usd(o, row->sr_saved_nusd);
-		spend_out_printf(o, ",%" PRId64 "\r\n", row->sr_routed_calls);
+		spend_out_printf(o, ",%" PRId64 ",%" PRId64 "\r\n",
+		    row->sr_routed_calls, row->sr_cache_hits);
 	}
 }
 
@@ -452,12 +455,21 @@ write_table(const struct spend_query *q, const struct spend_result *r,
 		spend_out_add(o, "\n", 1);
 	}
 	/* Negative when rules sent calls to dearer models. */
-	if (r->sr_total.sr_routed_calls > 0) {
-		spend_out_printf(o,
-		    "of which %" PRId64 " call%s sent elsewhere by routing "
-		    "rules, saving $",
-		    r->sr_total.sr_routed_calls,
-		    r->sr_total.sr_routed_calls == 1 ? "" : "s");
+	if (r->sr_total.sr_routed_calls > 0 || r->sr_total.sr_cache_hits > 0) {
+		spend_out_printf(o, "of which ");
+		if (r->sr_total.sr_routed_calls > 0)
+			spend_out_printf(o,
+			    "%" PRId64 " call%s sent elsewhere by routing "
+			    "rules%s",
+			    r->sr_total.sr_routed_calls,
+			    r->sr_total.sr_routed_calls == 1 ? "" : "s",
+			    r->sr_total.sr_cache_hits > 0 ? " and " : "");
+		if (r->sr_total.sr_cache_hits > 0)
+			spend_out_printf(o,
+			    "%" PRId64 " call%s answered from the cache",
+			    r->sr_total.sr_cache_hits,
+			    r->sr_total.sr_cache_hits == 1 ? "" : "s");
+		spend_out_printf(o, ", saving $");
 		spend_out_usd(o, r->sr_total.sr_saved_nusd);
 		spend_out_add(o, "\n", 1);
 	}

@@ -487,21 +487,29 @@ spend_stmt_fallback(
 }
 
 /*
- * The statement of what the routed calls of q saved (the asked model's
- * price minus the cost, saved_nusd), grouped like the answer, with the
- * group's routed calls: read from the calls table through its
- * calls_routed index whatever path answered the rest.
+ * The statement of what the calls of q saved (saved_nusd: for a routed
+ * call the asked model's price minus the cost, for a cache hit what the
+ * provider would have charged), grouped like the answer, with the group's
+ * routed calls and cache hits: read from the calls table through its
+ * calls_routed index whatever path answered the rest. Without cached
+ * (a ledger from before the cache_hit column) only the routed calls.
  */
 void
-spend_stmt_saved(
-    struct spend_stmt *s, const struct spend_query *q, enum spend_dialect d)
+spend_stmt_saved(struct spend_stmt *s, const struct spend_query *q,
+    enum spend_dialect d, int cached)
 {
 	stmt_init(s, d);
 	sql_add(s, "SELECT ");
 	select_keys(s, q, 0, 0);
-	sql_add(s,
-	    "count(*), 0, 0, coalesce(sum(saved_nusd), 0) FROM calls"
-	    " WHERE status <> 'in_flight' AND " LEDGER_ROUTED_WHERE);
+	if (cached)
+		sql_add(s,
+		    "count(routed_rule), coalesce(sum(cache_hit), 0), 0,"
+		    " coalesce(sum(saved_nusd), 0) FROM calls"
+		    " WHERE status <> 'in_flight' AND " LEDGER_ROUTED_WHERE);
+	else
+		sql_add(s,
+		    "count(*), 0, 0, coalesce(sum(saved_nusd), 0) FROM calls"
+		    " WHERE status <> 'in_flight' AND routed_rule IS NOT NULL");
 	where_calls(s, q);
 	group_keys(s, q, 0);
 }
@@ -648,13 +656,15 @@ row_cmp(const void *a, const void *b)
 
 /*
  * Fold the answer of an extra statement (fb: groups with their calls and
- * a sum) into r's members at calls_off and nusd_off, each group's and the
+ * a sum, and maybe a second count) into r's members at calls_off,
+ * nusd_off and second_off (SIZE_MAX: none), each group's and the
  * total's. Each group is found among r's rows by a binary search over
  * them sorted by their keys. fb is freed.
  */
 static void
 result_fold(struct spend_result *r, const struct spend_query *q,
-    struct spend_result *fb, size_t calls_off, size_t nusd_off)
+    struct spend_result *fb, size_t calls_off, size_t nusd_off,
+    size_t second_off)
 {
 	struct spend_row **by_key, *kp, **hit;
 	size_t i;
@@ -667,15 +677,22 @@ result_fold(struct spend_result *r, const struct spend_query *q,
 	qsort(by_key, r->sr_nrows, sizeof(*by_key), row_cmp);
 	for (i = 0; i < fb->sr_nrows; i++) {
 		kp = &fb->sr_rows[i];
-		if (kp->sr_calls == 0)
-			continue; /* no group_by and no such call */
+		/* No group_by and no such call (nor, for the saved
+		 * statement, cache hit: its count is the second one). */
+		if (kp->sr_calls == 0 &&
+		    (second_off == SIZE_MAX || kp->sr_input_tokens == 0))
+			continue;
 		AT(&r->sr_total, calls_off) += kp->sr_calls;
 		AT(&r->sr_total, nusd_off) += kp->sr_cost_nusd;
+		if (second_off != SIZE_MAX)
+			AT(&r->sr_total, second_off) += kp->sr_input_tokens;
 		/* A group missing from r is a call settled in between. */
 		if ((hit = bsearch(&kp, by_key, r->sr_nrows, sizeof(*by_key),
 			 row_cmp)) != NULL) {
 			AT(*hit, calls_off) = kp->sr_calls;
 			AT(*hit, nusd_off) = kp->sr_cost_nusd;
+			if (second_off != SIZE_MAX)
+				AT(*hit, second_off) = kp->sr_input_tokens;
 		}
 	}
 #undef AT
@@ -693,20 +710,21 @@ spend_result_fallback(struct spend_result *r, const struct spend_query *q,
     struct spend_result *fb)
 {
 	result_fold(r, q, fb, offsetof(struct spend_row, sr_fallback_calls),
-	    offsetof(struct spend_row, sr_fallback_nusd));
+	    offsetof(struct spend_row, sr_fallback_nusd), SIZE_MAX);
 }
 
 /*
  * Fold the answer of the saved statement (fb: groups with their routed
- * calls and what they saved) into r, each group's and the total's. fb is
- * freed.
+ * calls, cache hits and what they saved) into r, each group's and the
+ * total's. fb is freed.
  */
 void
 spend_result_saved(struct spend_result *r, const struct spend_query *q,
     struct spend_result *fb)
 {
 	result_fold(r, q, fb, offsetof(struct spend_row, sr_routed_calls),
-	    offsetof(struct spend_row, sr_saved_nusd));
+	    offsetof(struct spend_row, sr_saved_nusd),
+	    offsetof(struct spend_row, sr_cache_hits));
 }
 
 /* Run a grouping statement (keys, then four sums) on db into r. */
@@ -743,17 +761,18 @@ out:
 	return (-1);
 }
 
-/* Has the ledger's calls table the routing columns (ledger.c adds them)? */
+/* Has the ledger's calls table the column name (ledger.c adds them)? */
 static int
-has_routing(sqlite3 *db)
+has_column(sqlite3 *db, const char *name)
 {
 	sqlite3_stmt *st = NULL;
 	int has = 0;
 
 	if (sqlite3_prepare_v2(db,
 		"SELECT count(*) FROM pragma_table_info('calls')"
-		" WHERE name = 'routed_rule'",
+		" WHERE name = ?1",
 		-1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		has = sqlite3_column_int(st, 0) > 0;
 	sqlite3_finalize(st);
@@ -802,9 +821,9 @@ spend_run(sqlite3 *db, const struct spend_query *q, struct spend_result *r,
 	spend_stmt_free(&s);
 	spend_result_fallback(r, q, &fb);
 	/* A ledger no tollgate with routing has opened has no saving. */
-	if (!has_routing(db))
+	if (!has_column(db, "routed_rule"))
 		return (0);
-	spend_stmt_saved(&s, q, SPEND_SQLITE);
+	spend_stmt_saved(&s, q, SPEND_SQLITE, has_column(db, "cache_hit"));
 	if (stmt_groups(db, &s, q, &fb, cause) != 0)
 		goto fail;
 	spend_stmt_free(&s);

@@ -77,11 +77,11 @@ def final(rows):
 
 def groups(rows, dims):
     """{keys: [calls, input, output, cost, fallback calls, fallback cost,
-    routed calls, saved]} of the final rows."""
+    routed calls, saved, cache hits]} of the final rows."""
     out = {}
     for r in final(rows):
         g = out.setdefault(tuple(key_of(r, d) for d in dims),
-                           [0, 0, 0, 0, 0, 0, 0, 0])
+                           [0, 0, 0, 0, 0, 0, 0, 0, 0])
         g[0] += 1
         g[1] += r["input_tokens"]
         g[2] += r["output_tokens"]
@@ -91,8 +91,16 @@ def groups(rows, dims):
             g[5] += r["cost_nusd"]
         if r["routed_rule"] is not None:
             g[6] += 1
+        if cached(r):
+            g[8] += 1
+        if r["routed_rule"] is not None or cached(r):
             g[7] += r["saved_nusd"]
     return out
+
+
+def cached(r):
+    """Was the row answered from the response cache?"""
+    return "cache_hit" in r.keys() and r["cache_hit"] == 1
 
 
 def check_spend_doc(tc, src, doc, rows, dims, what):
@@ -105,13 +113,13 @@ def check_spend_doc(tc, src, doc, rows, dims, what):
         got[key] = [g["calls"], g["input_tokens"], g["output_tokens"],
                     g["cost_nusd"], g["fallback_calls"],
                     g["fallback_cost_nusd"], g["routed_calls"],
-                    g["saved_nusd"]]
+                    g["saved_nusd"], g["cache_hits"]]
         tc.assertEqual(Decimal(str(g["cost_usd"])),
                        Decimal(g["cost_nusd"]) / 10**9)
         tc.assertEqual(Decimal(str(g["saved_usd"])),
                        Decimal(g["saved_nusd"]) / 10**9)
     if not want and not dims:
-        want = {(): [0, 0, 0, 0, 0, 0, 0, 0]}
+        want = {(): [0, 0, 0, 0, 0, 0, 0, 0, 0]}
     tc.assertEqual(got, want, "%s %s" % (src.name, what))
     total = sum(v[3] for v in want.values())
     tc.assertEqual(doc["total_cost_nusd"], total, "%s %s" % (src.name, what))
@@ -119,6 +127,7 @@ def check_spend_doc(tc, src, doc, rows, dims, what):
     tc.assertEqual(doc["fallback_cost_nusd"], sum(v[5] for v in want.values()))
     tc.assertEqual(doc["routed_calls"], sum(v[6] for v in want.values()))
     tc.assertEqual(doc["total_saved_nusd"], sum(v[7] for v in want.values()))
+    tc.assertEqual(doc["cache_hits"], sum(v[8] for v in want.values()))
     costs = [g["cost_nusd"] for g in doc["rows"]]
     tc.assertEqual(costs, sorted(costs, reverse=True), src.name)
 
@@ -180,7 +189,8 @@ def check_csv_table(tc, src, rows):
         tc.assertTrue(a.ctype.startswith("text/csv"), a)
     tc.assertTrue(a.body.startswith(
         "team,model,calls,input_tokens,output_tokens,cost_usd,"
-        "fallback_calls,fallback_cost_usd,saved_usd,routed_calls\r\n"), a)
+        "fallback_calls,fallback_cost_usd,saved_usd,routed_calls,"
+        "cache_hits\r\n"), a)
     want = groups(rows, ("team", "model"))
     got = {}
     for rec in csv.DictReader(io.StringIO(a.body, newline="")):
@@ -192,17 +202,26 @@ def check_csv_table(tc, src, rows):
             int(rec["fallback_calls"]),
             int(Decimal(rec["fallback_cost_usd"]) * 10**9),
             int(rec["routed_calls"]),
-            int(Decimal(rec["saved_usd"]) * 10**9)]
+            int(Decimal(rec["saved_usd"]) * 10**9),
+            int(rec["cache_hits"])]
     tc.assertEqual(got, want, src.name + " csv")
     a = src.ok(tc, "spend", [("group_by", "team"), ("format", "table")])
     lines = a.body.splitlines()
     tc.assertTrue(lines[0].startswith("team "), a.body)
     routed = [r for r in final(rows) if r["routed_rule"] is not None]
-    if routed:
-        tc.assertEqual(lines.pop(), "of which %d call%s sent elsewhere by "
-                       "routing rules, saving $%s"
-                       % (len(routed), "" if len(routed) == 1 else "s",
-                          usd(sum(r["saved_nusd"] for r in routed))), a.body)
+    hits = [r for r in final(rows) if cached(r)]
+    if routed or hits:
+        parts = []
+        if routed:
+            parts.append("%d call%s sent elsewhere by routing rules"
+                         % (len(routed), "" if len(routed) == 1 else "s"))
+        if hits:
+            parts.append("%d call%s answered from the cache"
+                         % (len(hits), "" if len(hits) == 1 else "s"))
+        saved = sum(r["saved_nusd"] for r in final(rows)
+                    if r["routed_rule"] is not None or cached(r))
+        tc.assertEqual(lines.pop(), "of which %s, saving $%s"
+                       % (" and ".join(parts), usd(saved)), a.body)
     fb = [r for r in final(rows) if "+fallback:" in (r["price_version"] or "")]
     if fb:
         # An estimate never passes for a price: a line says how much.

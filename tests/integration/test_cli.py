@@ -183,7 +183,8 @@ class CliTest(ledgerlib.MeterTestCase):
                               "--ledger", self.path)
         self.assertTrue(out.startswith(
             "team,calls,input_tokens,output_tokens,cost_usd,"
-            "fallback_calls,fallback_cost_usd,saved_usd,routed_calls\r\n"),
+            "fallback_calls,fallback_cost_usd,saved_usd,routed_calls,"
+            "cache_hits\r\n"),
             out)
         rows = list(csv.DictReader(io.StringIO(out, newline="")))
         want = self.sql_groups(("team",))

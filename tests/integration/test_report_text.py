@@ -126,7 +126,8 @@ class ReportTextTest(ledgerlib.MeterTestCase):
         self.assertEqual(rows[0], ["team", "calls", "input_tokens",
                                    "output_tokens", "cost_usd",
                                    "fallback_calls", "fallback_cost_usd",
-                                   "saved_usd", "routed_calls"],
+                                   "saved_usd", "routed_calls",
+                                   "cache_hits"],
                          what)
         cells = {r[0]: r for r in rows[1:]}
         for team in FORMULA_TEAMS:

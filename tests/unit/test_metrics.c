@@ -60,7 +60,7 @@ static const char *const families[] = {
 
 /* --- A Prometheus text format 0.0.4 checker ----------------------------- */
 
-#define CHECK_FAMILIES_MAX 64
+#define CHECK_FAMILIES_MAX 96
 
 struct check_family {
 	char cf_name[128];
@@ -373,6 +373,8 @@ render(void)
 	struct metrics_gauges g;
 
 	admin_metrics_gauges(&g);
+	/* The process's own figures move between two renders (CPU time). */
+	memset(&g.mg_process, 0, sizeof(g.mg_process));
 	return (render_gauges(&g));
 }
 

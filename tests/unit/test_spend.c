@@ -786,12 +786,16 @@ test_csv(void **state)
 			assert_string_equal(line,
 			    "team,calls,input_tokens,"
 			    "output_tokens,cost_usd,fallback_calls,"
-			    "fallback_cost_usd,saved_usd,routed_calls");
+			    "fallback_cost_usd,saved_usd,routed_calls,"
+			    "cache_hits");
 			continue;
 		}
 		if (strncmp(line, "\"comma,team\",", 13) == 0)
 			quoted = 1;
-		/* cost_usd is the fifth field from the end. */
+		/* cost_usd is the sixth field from the end. */
+		last = strrchr(line, ',');
+		assert_string_equal(last + 1, "0"); /* cache_hits */
+		*last = '\0';
 		last = strrchr(line, ',');
 		assert_string_equal(last + 1, "0"); /* routed_calls */
 		*last = '\0';
@@ -873,8 +877,8 @@ test_csv_cells(void **state)
 		snprintf(want, sizeof(want),
 		    "team,calls,input_tokens,output_tokens,cost_usd,"
 		    "fallback_calls,fallback_cost_usd,saved_usd,"
-		    "routed_calls\r\n"
-		    "%s,2,30,4,0.000001500,0,0.000000000,0.000000000,0\r\n",
+		    "routed_calls,cache_hits\r\n"
+		    "%s,2,30,4,0.000001500,0,0.000000000,0.000000000,0,0\r\n",
 		    cases[i].cell);
 		if (strcmp(o.so_buf, want) != 0)
 			fail_msg("%s: '%s', want '%s'", cases[i].key, o.so_buf,
