@@ -59,6 +59,7 @@ void metrics_call(const struct metrics_call *);
 void metrics_refusal(const char *);
 void metrics_shadow(const char *);
 void metrics_routed(const char *, int64_t);
+void metrics_attempt_failed(const char *, const char *, const char *);
 void metrics_alert_fired(const char *);
 void metrics_alert_delivery(const char *);
 void metrics_conn_closed(const char *);

@@ -683,6 +683,7 @@ static int
 session_price(struct session *se)
 {
 	const struct config *cf = se->se_conf;
+	const struct upstream_conf *path_up;
 	char model[160];
 	int rc;
 
@@ -690,8 +691,10 @@ session_price(struct session *se)
 		return (0);
 	/* The one place a call meets the routing rules: before its price,
 	 * so the call is priced, reserved and checked as it will be sent. */
+	path_up = se->se_route.rt_upstream;
 	if ((rc = session_route(se)) != 0)
 		return (rc);
+	session_chain(se, path_up);
 
 	se->se_price = session_model(se) != NULL
 	    ? pricing_lookup(cf->cf_prices, session_model(se))
@@ -729,9 +732,10 @@ session_price(struct session *se)
 			break;
 		}
 	}
+	/* Every attempt of its chain is covered: the dearest. */
 	if (se->se_price != NULL)
-		se->se_reserved_nusd =
-		    pricing_worst_case(se->se_price, &se->se_ci);
+		se->se_reserved_nusd = session_chain_worst(
+		    se, pricing_worst_case(se->se_price, &se->se_ci));
 	return (0);
 }
 
@@ -941,6 +945,9 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_reserved && unanswered_but_sent(se) &&
 	    cost < se->se_reserved_nusd)
 		cost = se->se_reserved_nusd;
+	/* Attempts sent and never answered before another served it. */
+	if (se->se_reserved)
+		cost += se->se_lost_nusd;
 	if (se->se_reserved) {
 		session_row(se, &row);
 		row.lr_status = status;
@@ -1063,6 +1070,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	se->se_note = NULL;
 	free(se->se_fallback_pv);
 	se->se_fallback_pv = NULL;
+	session_retry_free(se);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);

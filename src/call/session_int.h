@@ -20,9 +20,11 @@
 #include "tollgate/attribution.h"
 #include "tollgate/http.h"
 #include "tollgate/ledger.h"
+#include "tollgate/pick.h"
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/route.h"
+#include "tollgate/routing.h"
 #include "tollgate/usage.h"
 
 struct cJSON;
@@ -116,6 +118,24 @@ struct session {
 	struct hdrs se_hdrs; /* budget headers for the response */
 	char *se_stop; /* a kill's reason, set while reserving; owned */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
+
+	/* attempts: failover and retries (session_retry.c) */
+	const struct upstream_conf *se_chain[1 + ROUTING_FALLBACK_MAX];
+	/* borrowed from se_conf: where the call goes first, then its
+	   rule's fallbacks; se_nchain 0: one attempt, never retried */
+	int se_nchain;
+	int se_at; /* se_chain's index of the attempt running */
+	int se_attempts; /* attempts made, the running one included */
+	const struct upstream_conf *se_path_up; /* the upstream its path
+						   named, before any rule */
+	struct pick se_pick; /* the URL and key of the attempt running */
+	int se_discard; /* the attempt running failed with an answer that
+			   is not relayed: another one follows */
+	int64_t se_lost_nusd; /* worst cases of attempts that were sent and
+				 never answered, charged on top */
+	struct event *se_retry_timer; /* the wait before the next attempt */
+	char *se_attempt_log; /* JSON array of the failed attempts; owned */
+	long long se_attempt_us; /* when the attempt running began */
 	int se_closed; /* session_close has run or is running: inert, not
 			  to be stopped, answered or closed again */
 
@@ -192,8 +212,15 @@ void session_check_overrun(struct session *);
 int session_route(struct session *);
 int64_t session_saved(const struct session *, const struct usage *, int64_t);
 
+/* session_retry.c */
+void session_chain(struct session *, const struct upstream_conf *);
+int64_t session_chain_worst(const struct session *, int64_t);
+int session_retry(struct session *, int, const char *, long);
+void session_retry_free(struct session *);
+
 /* relay.c */
 void relay_forward(struct session *);
+void relay_attempt(struct session *);
 void relay_emit(void *, const char *, size_t);
 void relay_timer_cb(evutil_socket_t, short, void *);
 
