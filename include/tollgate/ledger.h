@@ -116,6 +116,11 @@ struct ledger_row {
 				       NULL */
 	int64_t lr_saved_nusd; /* the asked model's price for the same
 				  tokens minus the cost; 0 when not routed */
+	int lr_attempts; /* upstream attempts made: 0 for a refused call or
+			    a cache hit, 1 for a call sent once */
+	const char *lr_attempt_log; /* the attempts that failed, as a JSON
+				       array, or NULL when none did */
+	int lr_cache_hit; /* answered from the response cache */
 };
 
 /*
@@ -246,7 +251,7 @@ struct ledger_stats {
 	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"          \
 	" usage_source, cost_nusd, reserved_nusd, price_version,"              \
 	" refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"     \
-	" routed_rule, saved_nusd"
+	" routed_rule, saved_nusd, attempts, attempt_log, cache_hit"
 
 /*
  * The calls table and the rows it does not have yet (ledger_rows_load)

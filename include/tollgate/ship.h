@@ -19,7 +19,7 @@ struct ship_conf;
 struct ship_link;
 
 /* The newest fleet ledger schema this tollgate knows. */
-#define SHIP_SCHEMA_VERSION 3
+#define SHIP_SCHEMA_VERSION 4
 
 /* The shipper's connection to PostgreSQL. */
 enum ship_state {

@@ -368,6 +368,8 @@ session_row(const struct session *se, struct ledger_row *row)
 	row->lr_routed_from =
 	    se->se_routed_from[0] != '\0' ? se->se_routed_from : NULL;
 	row->lr_routed_rule = se->se_rule != NULL ? se->se_rule->rr_name : NULL;
+	row->lr_attempts = se->se_attempts;
+	row->lr_attempt_log = se->se_attempt_log;
 }
 
 /* Record a call tollgate refused after routing: a final row, no cost. */

@@ -74,6 +74,8 @@ struct session {
 	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
 						 the rule sent another */
 	const struct price *se_asked_price; /* its price, or NULL */
+	int se_attempts; /* upstream transfers started (lr_attempts), the
+			    running one included (session_retry.c) */
 	int se_switched; /* the rule changed the upstream: the client's
 			    credentials are not forwarded (relay.c) */
 	int se_route_stale; /* a budget a rule reads has only an old
@@ -125,7 +127,6 @@ struct session {
 	   rule's fallbacks; se_nchain 0: one attempt, never retried */
 	int se_nchain;
 	int se_at; /* se_chain's index of the attempt running */
-	int se_attempts; /* attempts made, the running one included */
 	const struct upstream_conf *se_path_up; /* the upstream its path
 						   named, before any rule */
 	struct pick se_pick; /* the URL and key of the attempt running */

@@ -10,10 +10,12 @@
  * a record is never followed by a torn one; when even that fails the
  * segment is broken and the next write goes to a fresh one.
  *
- * The magic says the record format: TGJRNL02 records carry the routing
- * columns (saved_nusd among the numbers, routed_from and routed_rule after
- * the other strings); segments with TGJRNL01, written before them, are
- * still read, their rows without routing. New segments are always 02.
+ * The magic says the record format. TGJRNL03 records carry the columns
+ * of what was done to spend less: attempts and cache_hit after the other
+ * numbers, attempt_log after the other strings. TGJRNL02, written before
+ * them, ends before those (its rows were sent once, or refused);
+ * TGJRNL01, written before routing, also lacks saved_nusd, routed_from
+ * and routed_rule. Older segments are still read; new ones are always 03.
  *
  * The reader gives each whole record of a segment to a callback and stops
  * at the first that is short or whose CRC does not match: the tail a crash
@@ -40,9 +42,11 @@
 
 #include "ledger_int.h"
 
-#define JOURNAL_MAGIC "TGJRNL02"
+#define JOURNAL_MAGIC "TGJRNL03"
+#define JOURNAL_MAGIC_V2 "TGJRNL02" /* before attempts and cache_hit */
 #define JOURNAL_MAGIC_V1 "TGJRNL01" /* before the routing columns */
 #define JOURNAL_MAGIC_LEN 8
+#define JOURNAL_VERSION 3
 #define JOURNAL_HEAD 8 /* a record's length and CRC */
 /* The most one turn's records may hold before a write is forced. */
 #define JOURNAL_BUF_MAX (64 * 1024 * 1024)
@@ -96,11 +100,36 @@ journal_name(const char *path, uint64_t seg)
 	return (name);
 }
 
-/* A row's numbers, in the order they are written; version 1 had 15. */
-#define ROW_INTS 16
-#define ROW_INTS_V1 15
-/* The strings a version-1 record has: all but the routing ones. */
-#define ROW_FIELDS_V1_LESS 2
+/* The record version a segment's magic (8 bytes at p) says, or 0. */
+static int
+journal_version(const char *p)
+{
+	if (memcmp(p, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN) == 0)
+		return (JOURNAL_VERSION);
+	if (memcmp(p, JOURNAL_MAGIC_V2, JOURNAL_MAGIC_LEN) == 0)
+		return (2);
+	if (memcmp(p, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN) == 0)
+		return (1);
+	return (0);
+}
+
+/* A row's numbers, in the order they are written. */
+#define ROW_INTS 18
+
+/*
+ * What each record version lacks of the current one: its numbers and
+ * strings end that many before the current ones (ledger_row_fields puts
+ * the newer strings last).
+ */
+static const struct {
+	size_t jv_ints_less;
+	size_t jv_fields_less;
+} journal_versions[JOURNAL_VERSION] = {
+    {3, 3}, /* 01: no saved_nusd, attempts, cache_hit; no routed_from,
+	       routed_rule, attempt_log */
+    {2, 1}, /* 02: no attempts, cache_hit; no attempt_log */
+    {0, 0}, /* 03 */
+};
 
 static void
 row_ints(const struct ledger_row *r, int64_t v[ROW_INTS])
@@ -121,6 +150,8 @@ row_ints(const struct ledger_row *r, int64_t v[ROW_INTS])
 	v[13] = r->lr_latency_ms;
 	v[14] = r->lr_ttfb_ms;
 	v[15] = r->lr_saved_nusd;
+	v[16] = r->lr_attempts;
+	v[17] = r->lr_cache_hit;
 }
 
 /*
@@ -175,19 +206,20 @@ journal_append(struct buf *b, enum journal_rec t, const struct ledger_row *row)
 
 /*
  * Decode one record's payload (len bytes at p) of a segment whose magic
- * is version v1 (1) or the current one (0) into *t and *row, whose
+ * is version ver (1 to JOURNAL_VERSION) into *t and *row, whose
  * strings point into strs (at least len bytes, NUL-terminated copies).
  * 0, or -1 when it does not parse.
  */
 static int
-decode(const char *p, size_t len, int v1, char *strs, enum journal_rec *t,
+decode(const char *p, size_t len, int ver, char *strs, enum journal_rec *t,
     struct ledger_row *row)
 {
 	const char **f[LEDGER_ROW_FIELDS_MAX];
 	const char *end = p + len;
 	int64_t v[ROW_INTS];
 	uint32_t slen;
-	size_t i, n, nints = v1 ? ROW_INTS_V1 : ROW_INTS;
+	size_t i, n;
+	size_t nints = ROW_INTS - journal_versions[ver - 1].jv_ints_less;
 
 	if (len < 1)
 		return (-1);
@@ -199,7 +231,8 @@ decode(const char *p, size_t len, int v1, char *strs, enum journal_rec *t,
 	if (*t != JOURNAL_WITHDRAW) {
 		if ((size_t)(end - p) < nints * 8)
 			return (-1);
-		v[15] = 0;
+		for (i = nints; i < ROW_INTS; i++)
+			v[i] = 0;
 		for (i = 0; i < nints; i++, p += 8)
 			v[i] = get64(p);
 		row->lr_started_ms = v[0];
@@ -218,9 +251,12 @@ decode(const char *p, size_t len, int v1, char *strs, enum journal_rec *t,
 		row->lr_latency_ms = v[13];
 		row->lr_ttfb_ms = v[14];
 		row->lr_saved_nusd = v[15];
-		n = ledger_row_fields(row, f);
-		if (v1)
-			n -= ROW_FIELDS_V1_LESS;
+		/* Rows of an older tollgate were sent once, or refused. */
+		row->lr_attempts =
+		    ver < 3 ? row->lr_status != CALL_REFUSED : (int)v[16];
+		row->lr_cache_hit = (int)v[17];
+		n = ledger_row_fields(row, f) -
+		    journal_versions[ver - 1].jv_fields_less;
 	} else {
 		f[0] = &row->lr_id;
 		n = 1;
@@ -262,7 +298,7 @@ journal_read(
 	char *data = NULL, *strs = NULL;
 	size_t size, off, len;
 	ssize_t got;
-	int fd, v1;
+	int fd, ver;
 
 	*torn = 0;
 	if ((fd = open(name, O_RDONLY | O_CLOEXEC)) == -1) {
@@ -301,11 +337,11 @@ journal_read(
 		free(data);
 		return ((int64_t)size);
 	}
-	v1 = memcmp(data, JOURNAL_MAGIC_V1, JOURNAL_MAGIC_LEN) == 0;
-	if (!v1 && memcmp(data, JOURNAL_MAGIC, JOURNAL_MAGIC_LEN) != 0) {
+	if ((ver = journal_version(data)) == 0) {
 		xasprintf(cause,
 		    "%s is not a tollgate journal this tollgate can read "
-		    "(no " JOURNAL_MAGIC " or " JOURNAL_MAGIC_V1 " magic)",
+		    "(no " JOURNAL_MAGIC ", " JOURNAL_MAGIC_V2
+		    " or " JOURNAL_MAGIC_V1 " magic)",
 		    name);
 		free(data);
 		return (-1);
@@ -319,7 +355,7 @@ journal_read(
 		    (uint32_t)crc32_z(0,
 			(const unsigned char *)data + off + JOURNAL_HEAD,
 			len) != get32(data + off + 4) ||
-		    decode(data + off + JOURNAL_HEAD, len, v1, strs, &t,
+		    decode(data + off + JOURNAL_HEAD, len, ver, strs, &t,
 			&row) != 0)
 			break;
 		cb(t, &row, arg);
@@ -553,9 +589,7 @@ journal_is_ours(const char *name)
 		return (0);
 	n = read(fd, magic, sizeof(magic));
 	close(fd);
-	return (n == (ssize_t)sizeof(magic) &&
-	    (memcmp(magic, JOURNAL_MAGIC, sizeof(magic)) == 0 ||
-		memcmp(magic, JOURNAL_MAGIC_V1, sizeof(magic)) == 0));
+	return (n == (ssize_t)sizeof(magic) && journal_version(magic) != 0);
 }
 
 /* Remove segment seg of the ledger at path; a failure is logged. */

@@ -147,6 +147,8 @@ ledger_row_fields(struct ledger_row *r, const char **f[])
 	/* Last: a version-1 journal record ends before them (journal.c). */
 	f[n++] = &r->lr_routed_from;
 	f[n++] = &r->lr_routed_rule;
+	/* Last: a version-2 journal record ends before it. */
+	f[n++] = &r->lr_attempt_log;
 	return (n);
 }
 

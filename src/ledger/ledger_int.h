@@ -58,7 +58,7 @@ struct event_base;
 #define LEDGER_LINGER_LOAD 4
 #define JOURNAL_WATCH_SEC 1 /* the open segment checked this often */
 #define LEDGER_ROW_STRINGS_MAX 65536 /* bytes of strings in one row */
-#define LEDGER_ROW_FIELDS_MAX (11 + TAG_MAX) /* ledger_row_fields */
+#define LEDGER_ROW_FIELDS_MAX (12 + TAG_MAX) /* ledger_row_fields */
 /* The most one journal record holds: a row's strings and numbers. */
 #define JOURNAL_RECORD_MAX (LEDGER_ROW_STRINGS_MAX + 4096)
 

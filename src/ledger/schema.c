@@ -583,7 +583,12 @@ ledger_schema_served(struct ledger_db *d, char **cause)
 	return (0);
 }
 
-/* The routing columns: what a routing rule did to a call (ledger.h). */
+/*
+ * The columns of what was done to spend less on a call (ledger.h): what a
+ * routing rule did, how many upstream attempts it took and which failed,
+ * whether the response cache answered it. attempts is NULL on the rows
+ * written before it was recorded.
+ */
 static const struct {
 	const char *name;
 	const char *ddl;
@@ -592,15 +597,20 @@ static const struct {
     {"routed_rule", "ALTER TABLE calls ADD COLUMN routed_rule TEXT"},
     {"saved_nusd",
 	"ALTER TABLE calls ADD COLUMN saved_nusd INTEGER NOT NULL DEFAULT 0"},
+    {"attempts", "ALTER TABLE calls ADD COLUMN attempts INTEGER"},
+    {"attempt_log", "ALTER TABLE calls ADD COLUMN attempt_log TEXT"},
+    {"cache_hit",
+	"ALTER TABLE calls ADD COLUMN cache_hit INTEGER NOT NULL DEFAULT 0"},
 };
 
 /*
  * The calls table's routing columns (routed_from, routed_rule,
- * saved_nusd) and the index of routed rows, in ledgers old and new, as
- * served_model was added: nullable or defaulted columns at the end, which
- * every statement that names its columns reads and writes alike, so no
- * schema version is spent on them. The rows already there were not
- * routed: NULL, NULL, 0 is what they are.
+ * saved_nusd, attempts, attempt_log, cache_hit) and the index of routed
+ * rows, in ledgers old and new, as served_model was added: nullable or
+ * defaulted columns at the end, which every statement that names its
+ * columns reads and writes alike, so no schema version is spent on them.
+ * The rows already there were not routed, failed over or cached: NULL,
+ * NULL, 0, NULL (not recorded), NULL, 0 is what they are.
  */
 int
 ledger_schema_routing(struct ledger_db *d, char **cause)

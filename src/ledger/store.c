@@ -91,12 +91,12 @@ static const char prune_alerts_sql[] =
     " ORDER BY fired_at LIMIT ?4) WHERE ship_seq IS NOT NULL"
     " AND ship_seq <= ?2 LIMIT ?3)";
 
-/* db_insert: the row's columns (ledger_row_bind, ?1 to ?32), then ship_seq. */
+/* db_insert: the row's columns (ledger_row_bind, ?1 to ?35), then ship_seq. */
 static const char insert_sql[] =
     "INSERT INTO calls (" LEDGER_ROW_COLUMNS ", ship_seq)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
     " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28,"
-    " ?29, ?30, ?31, ?32, ?33)"
+    " ?29, ?30, ?31, ?32, ?33, ?34, ?35, ?36)"
     " ON CONFLICT (id) DO NOTHING";
 
 /*
@@ -748,7 +748,7 @@ rollup_flush(struct ledger_db *d)
 }
 
 /*
- * Bind r to ?1 to ?32 of st, in the order of LEDGER_ROW_COLUMNS, with
+ * Bind r to ?1 to ?35 of st, in the order of LEDGER_ROW_COLUMNS, with
  * status s; its two times are formatted into tb, which must outlive the
  * statement's step. A call in flight has no finished_at; a final row
  * without one finishes now. Returns SQLite's result code.
@@ -793,6 +793,9 @@ ledger_row_bind(sqlite3_stmt *st, const struct ledger_row *r,
 	BIND(bind_text(st, 30, r->lr_routed_from));
 	BIND(bind_text(st, 31, r->lr_routed_rule));
 	BIND(sqlite3_bind_int64(st, 32, r->lr_saved_nusd));
+	BIND(sqlite3_bind_int(st, 33, r->lr_attempts));
+	BIND(bind_text(st, 34, r->lr_attempt_log));
+	BIND(sqlite3_bind_int(st, 35, r->lr_cache_hit != 0));
 	return (rc);
 }
 
@@ -809,8 +812,8 @@ apply_insert(struct ledger_db *d, struct ledger_item *it)
 	rc = ledger_row_bind(st, r, status, &tb);
 	/* A reservation is in flight: it ships once settled. */
 	BIND(status == CALL_IN_FLIGHT
-		? sqlite3_bind_null(st, 33)
-		: sqlite3_bind_int64(st, 33, next_seq(d)));
+		? sqlite3_bind_null(st, 36)
+		: sqlite3_bind_int64(st, 36, next_seq(d)));
 	if ((rc = run_item(d, it, st, rc)) == SQLITE_DONE && it->li_changed &&
 	    status != CALL_IN_FLIGHT && d->db_rollup_self)
 		rollup_add(d, r, tb.lt_started);

@@ -31,7 +31,7 @@ static const char open_insert_sql[] =
     "INSERT INTO temp.calls_open (" LEDGER_ROW_COLUMNS ") VALUES (?1, ?2,"
     " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
     " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31,"
-    " ?32)";
+    " ?32, ?33, ?34, ?35)";
 
 /*
  * Free the settlements at the head of l_unwritten the writer is done

@@ -37,15 +37,7 @@ struct ship_table {
 
 /* clang-format off */
 static const struct ship_table ship_tables[SHIP_NSTREAMS] = {
-    {"calls",
-	"id, started_at, finished_at, provider, endpoint, upstream, model,"
-	" intent, team, tenant, agent_class, environment, key_fingerprint,"
-	" stream, status, http_status, input_tokens, output_tokens,"
-	" cached_input_tokens, cache_write_tokens, reasoning_tokens,"
-	" usage_source, cost_nusd, reserved_nusd, price_version,"
-	" refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"
-	" routed_rule, saved_nusd",
-	"coalesce(finished_at, started_at)"},
+    {"calls", LEDGER_ROW_COLUMNS, "coalesce(finished_at, started_at)"},
     {"alerts",
 	"id, fired_at, kind, policy, scope_key, intent, team, tenant,"
 	" agent_class, environment, \"window\", window_start, reset_at,"

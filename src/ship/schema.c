@@ -148,6 +148,16 @@ struct ship_step {
 	"ALTER TABLE calls ADD COLUMN routed_from TEXT,"                       \
 	" ADD COLUMN routed_rule TEXT,"                                        \
 	" ADD COLUMN saved_nusd BIGINT NOT NULL DEFAULT 0;"
+/*
+ * How many upstream attempts a call took (NULL on rows shipped by a
+ * tollgate that did not record it), the ones that failed, and whether the
+ * response cache answered it.
+ */
+#define SHIP_ATTEMPTS_V4                                                       \
+	"ALTER TABLE calls ADD COLUMN attempts BIGINT,"                        \
+	" ADD COLUMN attempt_log TEXT,"                                        \
+	" ADD COLUMN cache_hit BIGINT NOT NULL DEFAULT 0"                      \
+	" CHECK (cache_hit IN (0, 1));"
 /* clang-format on */
 
 /*
@@ -158,6 +168,7 @@ static const struct ship_step ship_steps[] = {
     {1, SHIP_CALLS_V1 SHIP_ALERTS_V1 SHIP_KILLS_V1},
     {2, SHIP_CURSORS_V2},
     {3, SHIP_ROUTING_V3},
+    {4, SHIP_ATTEMPTS_V4},
 };
 
 /*

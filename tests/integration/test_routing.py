@@ -580,11 +580,14 @@ class RoutingTest(ledgerlib.MeterTestCase):
         # The schema as tollgate wrote it before routing.
         db = sqlite3.connect(os.path.join(self.tmp, "data/ledger.db"))
         db.execute("DROP INDEX calls_routed")
-        for col in ("routed_from", "routed_rule", "saved_nusd"):
+        for col in ("routed_from", "routed_rule", "saved_nusd", "attempts",
+                    "attempt_log", "cache_hit"):
             db.execute("ALTER TABLE calls DROP COLUMN %s" % col)
         db.commit()
         db.close()
-        tg = self.start_tg([SMALL_STEPS], name="tollgate2")
+        tg = self.start_tg([SMALL_STEPS], name="tollgate2", policies=[{
+            "name": "t9-mini", "match": {"team": "t9"},
+            "models": {"allow": ["gpt-4o-mini"]}}])
         r, _, _ = self.chat(tg, "gpt-4o", [CLASSIFIER])
         row = self.row(r)
         self.assertEqual(row["routed_from"], "gpt-4o")
@@ -592,10 +595,32 @@ class RoutingTest(ledgerlib.MeterTestCase):
         self.assertIsNone(before["routed_from"])
         self.assertIsNone(before["routed_rule"])
         self.assertEqual(before["saved_nusd"], 0)
+        # Not recorded before: attempts NULL; never cached.
+        self.assertIsNone(before["attempts"])
+        self.assertIsNone(before["attempt_log"])
+        self.assertEqual(before["cache_hit"], 0)
+        self.assertEqual(row["attempts"], 1)
+        self.assertIsNone(row["attempt_log"])
+        self.assertEqual(row["cache_hit"], 0)
         cols = [c["name"] for c in self.ledger.query(
             "SELECT * FROM pragma_table_info('calls')")]
-        self.assertEqual(cols[-3:], ["routed_from", "routed_rule",
-                                     "saved_nusd"])
+        self.assertEqual(cols[-6:], ["routed_from", "routed_rule",
+                                     "saved_nusd", "attempts",
+                                     "attempt_log", "cache_hit"])
+        # A refused call made no attempt; /v1/calls shows the columns.
+        r = self.call(tg.port, "POST", "/v1/chat/completions",
+                      tglib.openai_chat(new_marker(), False, "gpt-4o"),
+                      [JSON_CT, ("X-Tollgate-Team", "t9")])
+        self.assertEqual(r.status, 400, r)
+        refused = self.settled_row(r)
+        self.assertEqual(refused["status"], "refused")
+        self.assertEqual(refused["attempts"], 0)
+        st, doc = tg.admin_get("/v1/calls?agent_class=classifier")
+        self.assertEqual(st, 200, doc)
+        shown = {c["id"]: c for c in doc["calls"]}
+        self.assertEqual(shown[row["id"]]["attempts"], 1, doc)
+        self.assertEqual(shown[row["id"]]["cache_hit"], 0, doc)
+        self.assertIsNone(shown[old]["attempts"], doc)
 
 
 LOW_BUDGET = {"name": "low-budget", "when_budget_below_percent": 50,

@@ -41,7 +41,7 @@ COLUMNS = {
         " cached_input_tokens, cache_write_tokens, reasoning_tokens,"
         " usage_source, cost_nusd, reserved_nusd, price_version,"
         " refusal_reason, latency_ms, ttfb_ms, served_model, routed_from,"
-        " routed_rule, saved_nusd"),
+        " routed_rule, saved_nusd, attempts, attempt_log, cache_hit"),
     "alerts": (
         "id, fired_at, kind, policy, scope_key, intent, team, tenant,"
         " agent_class, environment, \"window\", window_start, reset_at,"

@@ -238,13 +238,13 @@ class ShipInitTest(tglib.TGTestCase):
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertRegex(out, r"^ship init: created the fleet ledger at "
-                         r"127\.0\.0\.1:%d/%s, schema version 3 \(tables "
+                         r"127\.0\.0\.1:%d/%s, schema version 4 \(tables "
                          r"tollgate_schema, calls, alerts, kills, "
                          r"ship_cursors\)\n$" %
                          (self.pg.port, self.db))
         self.assertLess(time.monotonic() - t0, 10)
         self.assertEqual(self.psql("SELECT version FROM tollgate_schema "
-                                   "ORDER BY 1"), "1\n2\n3")
+                                   "ORDER BY 1"), "1\n2\n3\n4")
         # A fresh local ledger, made by the daemon itself.
         tg = tglib.Tollgate(self.tmp, ship_config(
             self.pg.url(self.db), ledger="data/local.db"), wait=False)
@@ -297,13 +297,13 @@ class ShipInitTest(tglib.TGTestCase):
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertEqual(out, "ship init: the fleet ledger at 127.0.0.1:%d/%s"
-                         " is at schema version 3 already; nothing to do\n"
+                         " is at schema version 4 already; nothing to do\n"
                          % (self.pg.port, self.db))
         self.assertEqual(self.psql("SELECT count(*) FROM tollgate_schema"),
-                         "3")
+                         "4")
         self.assertEqual(self.psql("SELECT id FROM calls"), "c1")
 
-    def test_version_1_is_migrated_to_3(self):
+    def test_version_1_is_migrated_to_4(self):
         # A database as the first release left it: version 1, no
         # ship_cursors, no routing columns; its rows stay.
         rc, out, err = self.init()
@@ -311,40 +311,68 @@ class ShipInitTest(tglib.TGTestCase):
         self.psql("DROP TABLE ship_cursors; DELETE FROM tollgate_schema "
                   "WHERE version >= 2; ALTER TABLE calls DROP COLUMN "
                   "routed_from, DROP COLUMN routed_rule, DROP COLUMN "
-                  "saved_nusd; INSERT INTO calls (instance, id, "
+                  "saved_nusd, DROP COLUMN attempts, DROP COLUMN "
+                  "attempt_log, DROP COLUMN cache_hit; INSERT INTO calls "
+                  "(instance, id, "
                   "started_at, status) VALUES ('pod-1', 'c1', "
                   "'2026-12-01T00:00:00.000Z', 'ok')")
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertEqual(out, "ship init: migrated the fleet ledger at "
-                         "127.0.0.1:%d/%s from schema version 1 to 3\n"
+                         "127.0.0.1:%d/%s from schema version 1 to 4\n"
                          % (self.pg.port, self.db))
         self.assertEqual(self.psql("SELECT version FROM tollgate_schema "
-                                   "ORDER BY 1"), "1\n2\n3")
+                                   "ORDER BY 1"), "1\n2\n3\n4")
         self.assertEqual(self.psql("SELECT count(*) FROM ship_cursors"),
                          "0")
         self.assertEqual(self.psql("SELECT id FROM calls"), "c1")
 
-    def test_version_2_is_migrated_to_3(self):
+    def test_version_2_is_migrated_to_4(self):
         # A database from before routing: its calls gain routed_from,
         # routed_rule and saved_nusd, and its rows read as unrouted.
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
-        self.psql("DELETE FROM tollgate_schema WHERE version = 3; ALTER "
+        self.psql("DELETE FROM tollgate_schema WHERE version >= 3; ALTER "
                   "TABLE calls DROP COLUMN routed_from, DROP COLUMN "
-                  "routed_rule, DROP COLUMN saved_nusd; INSERT INTO calls "
+                  "routed_rule, DROP COLUMN saved_nusd, DROP COLUMN "
+                  "attempts, DROP COLUMN attempt_log, DROP COLUMN "
+                  "cache_hit; INSERT INTO calls "
                   "(instance, id, started_at, status) VALUES ('pod-1', "
                   "'c1', '2026-12-01T00:00:00.000Z', 'ok')")
         rc, out, err = self.init()
         self.assertEqual(rc, 0, out + err)
         self.assertEqual(out, "ship init: migrated the fleet ledger at "
-                         "127.0.0.1:%d/%s from schema version 2 to 3\n"
+                         "127.0.0.1:%d/%s from schema version 2 to 4\n"
                          % (self.pg.port, self.db))
-        self.assertEqual(self.pg_columns("calls")[-3:], [
+        self.assertEqual(self.pg_columns("calls")[-6:], [
             ("routed_from", "text", False), ("routed_rule", "text", False),
-            ("saved_nusd", "bigint", True)])
+            ("saved_nusd", "bigint", True), ("attempts", "bigint", False),
+            ("attempt_log", "text", False), ("cache_hit", "bigint", True)])
         self.assertEqual(self.psql("SELECT id, routed_from IS NULL, "
-                                   "saved_nusd FROM calls"), "c1|t|0")
+                                   "saved_nusd, attempts IS NULL, cache_hit "
+                                   "FROM calls"), "c1|t|0|t|0")
+
+    def test_version_3_is_migrated_to_4(self):
+        # A database from before attempts and the response cache: its
+        # calls gain attempts (NULL: not recorded), attempt_log and
+        # cache_hit (0), and an instance that ships to it sends them.
+        rc, out, err = self.init()
+        self.assertEqual(rc, 0, out + err)
+        self.psql("DELETE FROM tollgate_schema WHERE version = 4; ALTER "
+                  "TABLE calls DROP COLUMN attempts, DROP COLUMN "
+                  "attempt_log, DROP COLUMN cache_hit; INSERT INTO calls "
+                  "(instance, id, started_at, status) VALUES ('pod-1', "
+                  "'c1', '2026-12-01T00:00:00.000Z', 'ok')")
+        rc, out, err = self.init()
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(out, "ship init: migrated the fleet ledger at "
+                         "127.0.0.1:%d/%s from schema version 3 to 4\n"
+                         % (self.pg.port, self.db))
+        self.assertEqual(self.psql("SELECT id, attempts IS NULL, "
+                                   "attempt_log IS NULL, cache_hit FROM "
+                                   "calls"), "c1|t|t|0")
+        with self.assertRaises(pglib.PgError):
+            self.psql("UPDATE calls SET cache_hit = 2")
 
     def test_newer_schema_is_refused(self):
         rc, out, err = self.init()
@@ -355,7 +383,7 @@ class ShipInitTest(tglib.TGTestCase):
         self.assertEqual(rc, 1, out + err)
         self.assertEqual(out, "")
         self.assertIn("has schema version 7, newer than this tollgate knows "
-                      "(3); use a newer tollgate", err)
+                      "(4); use a newer tollgate", err)
 
     def test_a_failed_step_leaves_nothing(self):
         # A table in the way: the whole init is rolled back.

@@ -285,6 +285,8 @@ assert_row_equal(const struct ledger_row *a, const struct ledger_row *b)
 	assert_int_equal(a->lr_latency_ms, b->lr_latency_ms);
 	assert_int_equal(a->lr_ttfb_ms, b->lr_ttfb_ms);
 	assert_int_equal(a->lr_saved_nusd, b->lr_saved_nusd);
+	assert_int_equal(a->lr_attempts, b->lr_attempts);
+	assert_int_equal(a->lr_cache_hit, b->lr_cache_hit);
 }
 
 /* A row with every string set and every number distinct. */
@@ -321,16 +323,18 @@ full_row(void)
 	r.lr_routed_from = "claude-opus-4-5";
 	r.lr_routed_rule = "cheaper-steps";
 	r.lr_saved_nusd = -10; /* routed to a dearer model: the sign survives */
+	r.lr_attempts = 3;
+	r.lr_attempt_log = "[{\"upstream\":\"a\",\"status\":503}]";
+	r.lr_cache_hit = 1;
 	return (r);
 }
 
 /*
- * A segment as a tollgate from before the routing columns wrote it: the
- * TGJRNL01 magic, and a record of row without saved_nusd, routed_from and
- * routed_rule.
+ * A segment as an older tollgate wrote it: version ver's magic, and a
+ * record of row without the numbers and strings that version lacks.
  */
 static void
-write_v1_seg(const char *path, uint64_t seg, enum journal_rec t,
+write_old_seg(const char *path, uint64_t seg, int ver, enum journal_rec t,
     const struct ledger_row *row)
 {
 	struct ledger_row copy = *row;
@@ -340,10 +344,12 @@ write_v1_seg(const char *path, uint64_t seg, enum journal_rec t,
 	size_t i, n, len;
 	FILE *fp;
 
-	n = ledger_row_fields(&copy, f) - ROW_FIELDS_V1_LESS;
+	n = ledger_row_fields(&copy, f) -
+	    journal_versions[ver - 1].jv_fields_less;
 	*p++ = (char)t;
 	row_ints(row, v);
-	for (i = 0; i < ROW_INTS_V1; i++, p += 8)
+	for (i = 0; i < ROW_INTS - journal_versions[ver - 1].jv_ints_less;
+	     i++, p += 8)
 		put64(p, v[i]);
 	for (i = 0; i < n; i++) {
 		len = *f[i] != NULL ? strlen(*f[i]) : 0;
@@ -357,7 +363,9 @@ write_v1_seg(const char *path, uint64_t seg, enum journal_rec t,
 		(size_t)(p - rec - JOURNAL_HEAD)));
 	name = journal_name(path, seg);
 	assert_non_null(fp = fopen(name, "w"));
-	assert_int_equal(fwrite(JOURNAL_MAGIC_V1, 1, 8, fp), 8);
+	assert_int_equal(
+	    fwrite(ver == 1 ? JOURNAL_MAGIC_V1 : JOURNAL_MAGIC_V2, 1, 8, fp),
+	    8);
 	assert_int_equal(
 	    fwrite(rec, 1, (size_t)(p - rec), fp), (size_t)(p - rec));
 	assert_int_equal(fclose(fp), 0);
@@ -376,7 +384,7 @@ test_record_v1(void **state)
 	size_t torn;
 
 	(void)state;
-	write_v1_seg(fx.path, 1, JOURNAL_SETTLE, &full);
+	write_old_seg(fx.path, 1, 1, JOURNAL_SETTLE, &full);
 	assert_true(read_seg(fx.path, 1, &torn) > 8);
 	assert_int_equal(torn, 0);
 	assert_int_equal(nseen, 1);
@@ -385,8 +393,50 @@ test_record_v1(void **state)
 	want.lr_routed_from = NULL;
 	want.lr_routed_rule = NULL;
 	want.lr_saved_nusd = 0;
+	want.lr_attempts = 1; /* not refused: it was sent once */
+	want.lr_attempt_log = NULL;
+	want.lr_cache_hit = 0;
 	assert_row_equal(&seen[0].it->li_row, &want);
 	name = journal_name(fx.path, 1);
+	assert_true(journal_is_ours(name));
+	free(name);
+	seen_clear();
+}
+
+/*
+ * A segment written before attempts and cache_hit still reads: the
+ * routing fields come back, a refused row made no attempt, others one.
+ */
+static void
+test_record_v2(void **state)
+{
+	struct ledger_row full = full_row(), refused = full_row(), want;
+	char *name;
+	size_t torn;
+
+	(void)state;
+	refused.lr_id = "refused-2";
+	refused.lr_status = CALL_REFUSED;
+	refused.lr_http_status = 429;
+	write_old_seg(fx.path, 1, 2, JOURNAL_SETTLE, &full);
+	write_old_seg(fx.path, 2, 2, JOURNAL_SETTLE, &refused);
+	assert_true(read_seg(fx.path, 1, &torn) > 8);
+	assert_int_equal(torn, 0);
+	assert_int_equal(nseen, 1);
+	want = full;
+	want.lr_attempts = 1;
+	want.lr_attempt_log = NULL;
+	want.lr_cache_hit = 0;
+	assert_row_equal(&seen[0].it->li_row, &want);
+	assert_true(read_seg(fx.path, 2, &torn) > 8);
+	assert_int_equal(torn, 0);
+	assert_int_equal(nseen, 1);
+	want = refused;
+	want.lr_attempts = 0;
+	want.lr_attempt_log = NULL;
+	want.lr_cache_hit = 0;
+	assert_row_equal(&seen[0].it->li_row, &want);
+	name = journal_name(fx.path, 2);
 	assert_true(journal_is_ours(name));
 	free(name);
 	seen_clear();
@@ -1324,6 +1374,7 @@ main(void)
 	    cmocka_unit_test_setup_teardown(
 		test_record_roundtrip, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_record_v1, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_record_v2, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(

@@ -234,7 +234,8 @@ test_open_columns(void **state)
 	    "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
 	    "usage_source", "cost_nusd", "reserved_nusd", "price_version",
 	    "refusal_reason", "latency_ms", "ttfb_ms", "served_model",
-	    "ship_seq", "routed_from", "routed_rule", "saved_nusd"};
+	    "ship_seq", "routed_from", "routed_rule", "saved_nusd", "attempts",
+	    "attempt_log", "cache_hit"};
 	size_t i;
 
 	(void)state;
