@@ -736,8 +736,7 @@ session_price(struct session *se)
 	}
 	/* Every attempt of its chain is covered: the dearest. */
 	if (se->se_price != NULL)
-		se->se_reserved_nusd = session_chain_worst(
-		    se, pricing_worst_case(se->se_price, &se->se_ci));
+		se->se_reserved_nusd = session_chain_worst(se);
 	return (0);
 }
 

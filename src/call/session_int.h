@@ -215,7 +215,8 @@ int64_t session_saved(const struct session *, const struct usage *, int64_t);
 
 /* session_retry.c */
 void session_chain(struct session *, const struct upstream_conf *);
-int64_t session_chain_worst(const struct session *, int64_t);
+void session_chain_info(const struct session *, struct call_info *);
+int64_t session_chain_worst(const struct session *);
 int session_retry(struct session *, int, const char *, long);
 void session_retry_free(struct session *);
 

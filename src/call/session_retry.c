@@ -89,30 +89,44 @@ session_chain(struct session *se, const struct upstream_conf *path_up)
 }
 
 /*
- * The call's reservation: worst, its worst case at the upstream it goes
- * to first, or that at a later upstream of its chain when dearer (a
- * service_tier_default of its own prices the call at another tier).
+ * The call as its dearest attempt would be billed, into *ci: the call's
+ * own info, with the service tier of whichever upstream of its chain
+ * prices its worst case highest (a service_tier_default of its own bills
+ * the same call at another tier). What the policies reserve, so that a
+ * cap holds whichever attempt serves the call.
  */
-int64_t
-session_chain_worst(const struct session *se, int64_t worst)
+void
+session_chain_info(const struct session *se, struct call_info *ci)
 {
 	struct route rt;
-	struct call_info ci;
-	int64_t w;
+	struct call_info c;
+	int64_t w, worst;
 	int i;
 
-	if (se->se_price == NULL)
-		return (worst);
+	*ci = se->se_ci;
+	if (se->se_price == NULL || se->se_nchain < 2)
+		return;
+	worst = pricing_worst_case(se->se_price, ci);
 	for (i = 1; i < se->se_nchain; i++) {
 		rt = se->se_route;
 		rt.rt_upstream = se->se_chain[i];
-		ci = se->se_ci;
-		meter_tier(&rt, &ci);
-		w = pricing_worst_case(se->se_price, &ci);
-		if (w > worst)
+		c = se->se_ci;
+		meter_tier(&rt, &c);
+		if ((w = pricing_worst_case(se->se_price, &c)) > worst) {
 			worst = w;
+			*ci = c;
+		}
 	}
-	return (worst);
+}
+
+/* The call's worst case over every attempt of its chain. */
+int64_t
+session_chain_worst(const struct session *se)
+{
+	struct call_info ci;
+
+	session_chain_info(se, &ci);
+	return (pricing_worst_case(se->se_price, &ci));
 }
 
 /* Add the attempt that just failed to the call's attempt log. */

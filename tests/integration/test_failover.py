@@ -28,6 +28,7 @@ KEY_CLIENT = "sk-CANARY-failover-client-0c3e"
 KEY_BACKUP = "sk-CANARY-failover-backup-5a71"
 KEY_A = "sk-CANARY-failover-key-a-91d2"
 KEY_B = "sk-CANARY-failover-key-b-2b8f"
+KEY_TOLLGATE = "tg-CANARY-failover-agent-44e0"
 ENV_BACKUP = "TG_FAILOVER_BACKUP_KEY"
 ENV_A = "TG_FAILOVER_KEY_A"
 ENV_B = "TG_FAILOVER_KEY_B"
@@ -69,6 +70,9 @@ class FailoverTest(ledgerlib.MeterTestCase):
             ex["retry"] = retry
         if policies:
             ex["policies"] = policies
+        ex["attribution"] = {"keys": [
+            {"tollgate_key_sha256": ledgerlib.key_sha256(KEY_TOLLGATE),
+             "tags": {"agent_class": "keyed"}}]}
         tg = self.tollgate(upstreams=u, extra=ex, name=name)
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
                                                     "data/ledger.db"), tg)
@@ -79,12 +83,13 @@ class FailoverTest(ledgerlib.MeterTestCase):
         self.fp_other = self.fakeprov(name="other")
 
     def chat(self, tg, stream=False, hdrs=(), model="gpt-4o-mini",
-             timeout=20):
+             timeout=20, key=KEY_CLIENT, extra=None):
         m = new_marker()
-        body = tglib.openai_chat(m, stream, model)
+        body = tglib.openai_chat(m, stream, model, extra)
         t0 = time.monotonic()
         r = self.call(tg.port, "POST", "/v1/chat/completions", body,
-                      [JSON_CT, AUTH] + list(hdrs), timeout=timeout)
+                      [JSON_CT, ("Authorization", "Bearer " + key)] +
+                      list(hdrs), timeout=timeout)
         r.elapsed = time.monotonic() - t0
         r.marker = m
         return r
@@ -110,7 +115,7 @@ class FailoverTest(ledgerlib.MeterTestCase):
         for f in os.listdir(d):
             with open(os.path.join(d, f), "rb") as fh:
                 blobs[f] = fh.read()
-        for k in (KEY_CLIENT, KEY_BACKUP, KEY_A, KEY_B):
+        for k in (KEY_CLIENT, KEY_BACKUP, KEY_A, KEY_B, KEY_TOLLGATE):
             for where, data in blobs.items():
                 self.assertNotIn(k.encode(), data,
                                  "key %s found in %s" % (k, where))
@@ -142,8 +147,6 @@ class FailoverTest(ledgerlib.MeterTestCase):
 
     def check_attempts(self, row, n, log):
         """The row's attempts and attempt_log, once the ledger has them."""
-        if "attempts" not in row.keys():
-            return
         self.assertEqual(row["attempts"], n, ledgerlib.describe_row(row))
         if not log:
             self.assertIsNone(row["attempt_log"])
@@ -282,6 +285,204 @@ class FailoverTest(ledgerlib.MeterTestCase):
         self.assertIn('\ntollgate_upstream_attempts_failed_total{'
                       'upstream="openai",reason="status_5xx",'
                       'next="retry"} 1\n', text)
+
+
+    # -- several keys and URLs ------------------------------------------
+
+    def test_keys_take_turns_and_429_sits_out(self):
+        p = self.fakeprov(name="primary",
+                          args=["--fail-status", "429", "--fail-count", "1",
+                                "--fail-retry-after", "1",
+                                "--fail-key", KEY_A])
+        tg = self.start_tg(p, retry={"attempts": 2, "backoff": "10ms"},
+                           ups={"openai": {"keys_env": [ENV_A, ENV_B]}})
+
+        def key_of(r):
+            got = p.find_requests(r.marker)
+            return [auth_of(g)[len("Bearer "):] for g in got]
+
+        # A's first call gets a 429 (retry-after: 1): B serves it at
+        # once, without waiting out the retry-after, as another key is in.
+        r1 = self.chat(tg, key=KEY_TOLLGATE)
+        self.assertEqual(r1.status, 200, r1)
+        self.assertEqual(key_of(r1), [KEY_A, KEY_B])
+        self.assertEqual(r1.header("x-tollgate-attempts"), "2")
+        self.assertLess(r1.elapsed, 0.9)
+        row = self.settled_row(r1)
+        log = json.loads(row["attempt_log"])
+        self.assertEqual(log[0]["key"], ledgerlib.key_fp(KEY_A))
+        self.assertEqual(log[0]["status"], 429)
+        # While A sits out, every call goes with B.
+        t_out = time.monotonic()
+        for _ in range(3):
+            r = self.chat(tg, key=KEY_TOLLGATE)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(key_of(r), [KEY_B])
+        self.assertLess(time.monotonic() - t_out, 0.9,
+                        "too slow to observe the sit-out")
+        # After its retry-after, A is back in turn.
+        time.sleep(1.2)
+        seen = set()
+        for _ in range(2):
+            r = self.chat(tg, key=KEY_TOLLGATE)
+            seen.update(key_of(r))
+        self.assertEqual(seen, {KEY_A, KEY_B})
+        self.assertNoKeys(tg)
+
+    def test_weighted_urls_and_a_dead_one(self):
+        p1 = self.fakeprov(name="heavy")
+        p2 = self.fakeprov(name="light")
+        dead = self.dead_url()
+        tg = self.start_tg(p1, ups={"openai": {"base_url": [
+            {"url": p1.base, "weight": 3}, {"url": p2.base, "weight": 1},
+            {"url": dead, "weight": 2}]}},
+            retry={"attempts": 2, "backoff": "10ms"})
+        for _ in range(40):
+            r = self.chat(tg)
+            self.assertEqual(r.status, 200, r)
+        n1, n2 = len(p1.requests()), len(p2.requests())
+        self.assertEqual(n1 + n2, 40)
+        # 3 : 1 once the dead URL is out (the first call found it dead).
+        self.assertTrue(27 <= n1 <= 33 and 7 <= n2 <= 13, (n1, n2))
+        deadrows = self.ledger.rows("attempts = 2")
+        self.assertLessEqual(len(deadrows), 2, [ledgerlib.describe_row(r)
+                                                for r in deadrows])
+
+    # -- money ----------------------------------------------------------
+
+    def test_cap_covers_the_dearest_fallback(self):
+        # The backup bills the priority tier (dearer), the primary the
+        # standard one; the primary fails every call. gpt-4o, 1000
+        # output tokens: worst case $0.0100 standard, $0.0170 priority.
+        p = self.fakeprov(name="primary", args=["--fail-status", "503"])
+        b = self.fakeprov(name="backup")
+        cap = "0.05"
+        tg = self.start_tg(p, b, routing=[FAILOVER],
+                           ups={"backup": {"service_tier_default":
+                                           "priority"}},
+                           policies=[{"name": "cap", "window": "day",
+                                      "hard_cap_usd": cap}])
+        hdrs = [("x-fake-delay-ms", "1500"), ("x-fake-events", "10"),
+                ("x-fake-event-tokens", "100"),
+                ("x-fake-input-tokens", "5")]
+        out = []
+
+        def one():
+            out.append(self.chat(tg, model="gpt-4o", hdrs=hdrs,
+                                 extra={"max_tokens": 1000}))
+        ts = [threading.Thread(target=one) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        ok = [r for r in out if r.status == 200]
+        refused = [r for r in out if r.status == 429]
+        self.assertEqual(len(ok) + len(refused), 6, out)
+        rows = [self.settled_row(r) for r in ok]
+        prio = self.prices.cost_nusd("gpt-4o", {
+            "input": 0, "output": 1000, "cached": 0, "cache_write": 0,
+            "reasoning": 0}) * 17 // 10
+        for row in rows:
+            # Reserved at the backup's tier: the dearest of the chain.
+            self.assertGreaterEqual(row["reserved_nusd"], prio,
+                                    ledgerlib.describe_row(row))
+        # Only what the dearest worst case lets fit at once.
+        self.assertLessEqual(len(ok), 2, [r.status for r in out])
+        self.assertGreaterEqual(len(ok), 1)
+        self.assertLessEqual(sum(r["cost_nusd"] for r in rows),
+                             50 * 10 ** 6)
+
+
+    # -- tollgate check -------------------------------------------------
+
+    def check_errors(self, ups_extra=None, routing=None, retry=None):
+        u = ledgerlib.metering_upstreams(self.fp_other.port)
+        u["backup"] = {"type": "openai_compatible",
+                       "base_url": self.fp_other.base}
+        u["claude2"] = {"type": "anthropic", "base_url": self.fp_other.base}
+        for k, v in (ups_extra or {}).items():
+            u.setdefault(k, {}).update(v)
+        ex = ledgerlib.metering_extra()
+        if routing is not None:
+            ex["routing"] = routing
+        if retry is not None:
+            ex["retry"] = retry
+        text = tglib.make_config(u, extra=ex)
+        rc, out, err, path = tglib.run_check(text, self.tmp)
+        self.assertNotEqual(rc, 0, out + err)
+        return text, err.replace(path, "FILE")
+
+    def assertErrorAt(self, text, err, needle, msg_re):
+        """An error at the line of needle's first occurrence whose message
+        matches msg_re."""
+        line = next(i for i, l in enumerate(text.split("\n"), 1)
+                    if needle in l)
+        self.assertRegex(err, r"FILE:%d:\d+: .*%s" % (line, msg_re), err)
+
+    def test_check_refuses_bad_fallbacks(self):
+        rule = dict(FAILOVER)
+        for fb, msg in [
+                (["nowhere"], r"no upstream named 'nowhere'"),
+                (["openai"], r"cannot fail over to itself"),
+                (["azure"], r"azure_openai upstream.*cannot be a fallback"),
+                (["claude2"], r"does not speak the same API")]:
+            rule["fallback"] = fb
+            text, err = self.check_errors(routing=[rule])
+            self.assertErrorAt(text, err, "- " + fb[0], msg)
+        rule["fallback"] = ["backup", "backup"]
+        text, err = self.check_errors(routing=[rule])
+        self.assertRegex(err, r"fallback\[1\]: 'backup' is listed twice")
+        rule["fallback"] = []
+        text, err = self.check_errors(routing=[rule])
+        self.assertRegex(err, r"fallback: expected a list of 1 to 8")
+
+    def test_check_refuses_bad_keys_urls_and_retry(self):
+        text, err = self.check_errors({"openai": {"keys_env": []}})
+        self.assertErrorAt(text, err, "keys_env", r"at least one")
+        # An unset variable: check warns (it must not need production
+        # secrets), the daemon refuses to start, as for api_key_env.
+        u = ledgerlib.metering_upstreams(
+            self.fp_other.port,
+            openai={"keys_env": [ENV_A, "TG_FAILOVER_UNSET_VAR"]})
+        text = tglib.make_config(u, extra=ledgerlib.metering_extra())
+        rc, out, err, path = tglib.run_check(text, self.tmp)
+        self.assertEqual(rc, 0, err)
+        self.assertRegex(err, r"warning: upstreams\.openai\.keys_env\[1\]: "
+                         r"the environment variable TG_FAILOVER_UNSET_VAR "
+                         r"is not set here")
+        tg = tglib.Tollgate(self.tmp, text, wait=False, name="unset")
+        self._procs.append(tg)
+        self.assertEqual(tg.wait(15), 1)
+        tg.expected_exit = True
+        self.assertIn("keys_env[1]: the environment variable "
+                      "TG_FAILOVER_UNSET_VAR is not set", tg.stderr())
+        text, err = self.check_errors(
+            {"openai": {"keys_env": [ENV_A, ENV_A]}})
+        self.assertRegex(err, r"keys_env\[1\]: %s is already listed" % ENV_A)
+        text, err = self.check_errors(
+            {"openai": {"keys_env": [ENV_A], "api_key_env": ENV_B}})
+        self.assertErrorAt(text, err, "keys_env",
+                           r"api_key_env or keys_env, not both")
+        for w in ("0", "x", "1.5"):
+            text, err = self.check_errors({"openai": {"base_url": [
+                {"url": self.fp_other.base, "weight": w}]}})
+            self.assertErrorAt(text, err, "weight: " + w,
+                               r"base_url\[0\]\.weight: expected a whole "
+                               r"number from 1 to 1000")
+        text, err = self.check_errors({"openai": {"base_url": [
+            self.fp_other.base, self.fp_other.base + "/"]}})
+        self.assertRegex(err, r"base_url\[1\]: the same URL is listed twice")
+        text, err = self.check_errors({"openai": {"base_url": [
+            "http://example.com"]}})
+        self.assertRegex(err, r"base_url\[0\]: http is only allowed")
+        text, err = self.check_errors(retry={"backoff": "2s",
+                                             "max_backoff": "1s"})
+        self.assertErrorAt(text, err, "max_backoff",
+                           r"shorter than retry.backoff")
+        text, err = self.check_errors(retry={"attempts": 0})
+        self.assertErrorAt(text, err, "attempts", r"retry.attempts")
+        # No key ever echoed in a message.
+        self.assertNotIn(KEY_A, err)
 
 
 if __name__ == "__main__":
