@@ -212,11 +212,15 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 	    se->se_conn == NULL || se->se_cut || se->se_stop != NULL)
 		return (0);
 	sent = status == 0 && se->se_xfer != NULL && xfer_sent(se->se_xfer);
-	reason = status == 429 ? "status_429"
-	    : status >= 500    ? "status_5xx"
-	    : status != 0      ? "status_408"
-	    : sent	       ? "timeout"
-			       : "connect";
+	if (status != 0)
+		reason = status == 429 ? "status_429"
+		    : status >= 500    ? "status_5xx"
+				       : "status_408";
+	else if (!sent)
+		reason = "connect";
+	else
+		reason = strcmp(error, "upstream_timeout") == 0 ? "timeout"
+								: "reset";
 	if (status == 429 && se->se_pick.pk_key >= 0)
 		pick_out_key(uc, se->se_pick.pk_key,
 		    now + (ra_ms > 0 ? ra_ms : RETRY_429_OUT_MS));

@@ -279,7 +279,7 @@ cfgp_keys_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 {
 	struct upstream_conf *uc = dst;
 	char where[CFG_PATH_MAX];
-	size_t i, j;
+	size_t i, j, nerr = cx->cx_nerr;
 
 	(void)k;
 	if (n->yn_type != YN_SEQ || n->yn_nkids == 0) {
@@ -312,7 +312,8 @@ cfgp_keys_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 			}
 		}
 	}
-	for (i = 0; i < uc->uc_nkeys; i++)
+	/* Two names for one key (a name given twice is said above). */
+	for (i = 0; cx->cx_nerr == nerr && i < uc->uc_nkeys; i++)
 		for (j = 0; j < i; j++)
 			if (strcmp(uc->uc_keys[i], uc->uc_keys[j]) == 0) {
 				/* The values are secrets: named by place. */
