@@ -10,7 +10,10 @@
 //       fakeprov + tollgate in a temp dir, stopped (tollgate by SIGTERM,
 //       which must exit 0) at the end. opts.extraYaml is appended to the
 //       generated config at top level (a policies: block, ...);
-//       opts.attribution = false drops the default attribution block.
+//       opts.attribution = false drops the default attribution block;
+//       opts.upstreamsYaml adds lines under upstreams: (FPBASE stands for
+//       fakeprov's base URL); opts.fakeprovArgs are fakeprov's own
+//       (--fail-status, --fail-key, ...).
 //   stack.base            http://127.0.0.1:PORT of the proxy
 //   stack.admin           http://127.0.0.1:PORT of the admin API
 //   stack.requestsWith(m) fakeprov's record of every request whose body
@@ -168,7 +171,7 @@ process.on('exit', () => {
   for (const p of live) if (p.alive()) p.child.kill('SIGKILL');
 });
 
-function yamlConfig(fpBase, extraYaml) {
+function yamlConfig(fpBase, extraYaml, upstreamsYaml = '') {
   const prices = path.join(SOURCE_DIR, 'config', 'prices.yaml');
   return `listen: 127.0.0.1:0
 admin:
@@ -180,7 +183,7 @@ upstreams:
   openai: { type: openai, base_url: "${fpBase}" }
   anthropic: { type: anthropic, base_url: "${fpBase}" }
   gemini: { type: gemini, base_url: "${fpBase}" }
-${extraYaml}
+${upstreamsYaml.replaceAll('FPBASE', fpBase)}${extraYaml}
 `;
 }
 
@@ -254,7 +257,8 @@ export async function startStack(opts = {}) {
 async function launch(stack, recordPath, opts) {
   const { dir, procs } = stack;
   const fp = new Proc('fakeprov', [findBin('FAKEPROV_BIN', 'fakeprov'),
-    '--listen', '127.0.0.1:0', '--record', recordPath], dir);
+    '--listen', '127.0.0.1:0', '--record', recordPath,
+    ...(opts.fakeprovArgs || [])], dir);
   procs.push(fp);
   live.add(fp);
   const fm = await fp.waitLine(/fakeprov listening on 127\.0\.0\.1:(\d+) http/, 'out');
@@ -264,7 +268,8 @@ async function launch(stack, recordPath, opts) {
   const extra = (opts.attribution === false ? '' : DEFAULT_ATTRIBUTION) +
       (opts.extraYaml || '');
   const cfgPath = path.join(dir, 'tollgate.yaml');
-  fs.writeFileSync(cfgPath, yamlConfig(stack.fakeprovBase, extra));
+  fs.writeFileSync(cfgPath, yamlConfig(stack.fakeprovBase, extra,
+      opts.upstreamsYaml));
   const tg = new Proc('tollgate', [findBin('TOLLGATE_BIN', 'tollgate'), '-d',
     '-c', cfgPath], dir);
   procs.push(tg);
