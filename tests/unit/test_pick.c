@@ -308,7 +308,8 @@ test_keys_out_and_back(void **state)
 
 	pick_out_key(&h.h_uc, 0, t + 1000);
 	for (i = 0; i < 4; i++) {
-		assert_int_equal(pick_choose(&h.h_uc, 1, t + 500, &pk, &back), 0);
+		assert_int_equal(
+		    pick_choose(&h.h_uc, 1, t + 500, &pk, &back), 0);
 		assert_int_equal(pk.pk_key, 1);
 	}
 	assert_int_equal(pick_ready_at(&h.h_uc, 1, t + 500), 0);
