@@ -222,7 +222,13 @@ session_reply_error(
     struct session *se, int status, const char *code, const char *msg)
 {
 	struct hdrs hs = {0};
+	char cnt[16];
 
+	/* After a failover or retry, how many attempts it took. */
+	if (se->se_attempts > 1) {
+		snprintf(cnt, sizeof(cnt), "%d", se->se_attempts);
+		hdrs_add(&hs, "x-tollgate-attempts", 19, cnt, strlen(cnt));
+	}
 	session_reply(se, status, &hs,
 	    reply_error_body(
 		se->se_route.rt_family, status, code, msg, se->se_reqid));

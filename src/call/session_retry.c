@@ -83,6 +83,13 @@ session_chain(struct session *se, const struct upstream_conf *path_up)
 		for (j = 0; uc != NULL && j < se->se_nchain; j++)
 			if (se->se_chain[j] == uc)
 				uc = NULL;
+		/* A call made with a tollgate key is never sent without an
+		 * upstream key of the upstream's own (session_start refuses
+		 * it for the first): such a fallback is not in its chain. */
+		if (uc != NULL && uc->uc_nkeys == 0 &&
+		    se->se_attr.at_binding != NULL &&
+		    se->se_attr.at_binding->kb_tollgate)
+			uc = NULL;
 		if (uc != NULL)
 			se->se_chain[se->se_nchain++] = uc;
 	}

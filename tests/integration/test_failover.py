@@ -186,6 +186,46 @@ class FailoverTest(ledgerlib.MeterTestCase):
         # case on top of what the backup's answer cost.
         self.assertGreater(row["cost_nusd"], row["reserved_nusd"])
 
+    def test_header_timeout_under_a_cap_not_failed_over(self):
+        # Sent and unanswered, the call may be billed: under a hard cap
+        # one reservation cannot cover two worst cases (fail closed).
+        p = self.fakeprov(name="primary", args=["--fail-hang"])
+        b = self.fakeprov(name="backup")
+        tg = self.start_tg(p, b, routing=[FAILOVER],
+                           ups={"openai": {"base_url": p.base,
+                                           "header_timeout": "300ms"}},
+                           policies=[{"name": "cap", "window": "day",
+                                      "hard_cap_usd": "10"}])
+        r = self.chat(tg)
+        self.assertEqual(r.status, 504, r)
+        self.assertIsNone(r.header("x-tollgate-attempts"))
+        self.assertEqual(b.find_requests(r.marker), [])
+        row = self.settled_row(r)
+        self.assertEqual(row["upstream"], "openai")
+        self.assertEqual(row["cost_nusd"], row["reserved_nusd"])
+        self.check_attempts(row, 1, [("openai", None, "upstream_timeout")])
+
+    def test_tollgate_key_never_fails_over_keyless(self):
+        # A tollgate key is never sent on, and a call made with one never
+        # goes without a key of the upstream's own: a keyless fallback
+        # is left out of its chain.
+        p = self.fakeprov(name="primary", args=["--fail-status", "503"])
+        b = self.fakeprov(name="backup")
+        tg = self.start_tg(p, routing=[FAILOVER], ups={
+            "openai": {"api_key_env": ENV_A},
+            "backup": {"type": "openai_compatible", "base_url": b.base}})
+        r = self.chat(tg, key=KEY_TOLLGATE)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(b.find_requests(r.marker), [])
+        self.assertEqual(auth_of(p.find_requests(r.marker)[0]),
+                         "Bearer " + KEY_A)
+        # A client's own key fails over to it, without the key.
+        r = self.chat(tg)
+        self.assertEqual(r.status, 200, r)
+        got = b.find_requests(r.marker)
+        self.assertEqual([auth_of(g) for g in got], [None])
+        self.assertNoKeys(tg)
+
     def test_stream_fails_over_cleanly(self):
         p = self.fakeprov(name="primary", args=["--fail-status", "503"])
         b = self.fakeprov(name="backup")
@@ -227,6 +267,20 @@ class FailoverTest(ledgerlib.MeterTestCase):
         row = self.settled_row(r)
         self.assertEqual(row["upstream"], "openai")
         self.check_attempts(row, 1, None)
+
+    def test_all_unreachable_502_names_every_attempt(self):
+        tg = self.start_tg(self.dead_url(), self.dead_url(),
+                           routing=[FAILOVER])
+        r = self.chat(tg)
+        self.assertEqual(r.status, 502, r)
+        self.assertEqual(r.header("x-tollgate-attempts"), "2")
+        self.assertEqual(r.json()["error"]["code"], "upstream_unavailable")
+        row = self.settled_row(r)
+        self.assertEqual(row["status"], "upstream_error")
+        self.assertEqual(row["cost_nusd"], 0)
+        self.check_attempts(row, 2, [
+            ("openai", None, "upstream_unavailable"),
+            ("backup", None, "upstream_unavailable")])
 
     def test_last_failure_relayed_when_all_fail(self):
         p = self.fakeprov(name="primary", args=["--fail-status", "503"])
