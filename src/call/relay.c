@@ -10,8 +10,12 @@
  * usage from them and hands back what the client receives. When the
  * client's output buffer passes the configured high watermark the transfer
  * is paused, and it is resumed when the buffer drains, so a slow reader
- * costs a bounded amount of memory (every buffer has a cap: docs/internals/buf.md). Every end of the
- * transfer goes to session_close in session.c.
+ * costs a bounded amount of memory (every buffer has a cap: docs/internals/buf.md). Each
+ * attempt goes with the URL and key src/upstream/pick.c chooses. A
+ * failure before anything was relayed (no connection, no headers in
+ * time, a 408, 429 or 5xx) first goes to session_retry (session_retry.c),
+ * which may plan another attempt; every other end of the transfer goes to
+ * session_close in session.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,7 +411,9 @@ relay_pick(struct session *se)
 			0 ||
 		    se->se_at + 1 >= se->se_nchain)
 			return;
-		session_note(se, "upstream %s passed over: out until %lld ms",
+		session_note(se,
+		    "upstream %s passed over: its URLs or keys are out for "
+		    "%lld ms more",
 		    uc->uc_name, (long long)(back - now));
 		se->se_at++;
 	}

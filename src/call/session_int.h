@@ -5,8 +5,8 @@
  * path), session_policy.c (admission and settlement against the policies),
  * session_breakers.c (kills and breakers at admission and settlement),
  * session_refuse.c (every refusal's answer), session_stop.c (stopping
- * calls in flight) and relay.c (the upstream transfer and the relay of its
- * response). Nothing else includes this; the public interface is
+ * calls in flight), session_retry.c (failover and retries) and relay.c
+ * (the upstream transfer and the relay of its response). Nothing else includes this; the public interface is
  * include/tollgate/session.h.
  */
 #ifndef TOLLGATE_SESSION_INT_H
