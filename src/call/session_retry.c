@@ -10,11 +10,13 @@
  * the next upstream of the chain at once, or, past the chain's end, by
  * its head again after a backoff (doubling from retry.backoff up to
  * retry.max_backoff, or the retry-after the failed answer asked when
- * longer). A retry-after longer than max_backoff, retry.attempts
+ * longer). A retry-after longer than max_backoff, or retry.attempts
  * attempts in all (one per upstream of the chain without a retry:
- * section), or the first upstream's header_timeout since the call began
- * ends the attempts: the client gets the last failure as it would
- * without any (the provider's answer relayed, or tollgate's 502/504).
+ * section), ends the attempts: the client gets the last failure as it
+ * would without any (the provider's answer relayed, or tollgate's
+ * 502/504). Each attempt is bounded by its upstream's timeouts and each
+ * wait by max_backoff, so a call's attempts end within attempts x
+ * (connect_timeout + header_timeout) + (attempts - 1) x max_backoff.
  * An attempt whose answer has begun to reach the client is never
  * followed by another. The wait is a timer on the loop.
  *
@@ -212,7 +214,6 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 	const char *reason;
 	struct timeval tv;
 	int64_t now = wallclock_ms(), wait = 0, back;
-	long long spent_ms;
 	int max, next, round, sent, shift;
 
 	if (se->se_nchain == 0 || se->se_closed || se->se_replied ||
@@ -265,9 +266,6 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 		if (wait > cf->cf_retry_max_backoff_ms)
 			goto none;
 	}
-	spent_ms = (monotime_us() - se->se_t0_us) / 1000;
-	if (spent_ms + wait > se->se_chain[0]->uc_header_timeout_ms)
-		goto none;
 
 	if (sent)
 		se->se_lost_nusd += se->se_reserved_nusd;
