@@ -28,19 +28,38 @@ enum upstream_type {
 	UPSTREAM_OPENAI_COMPATIBLE,
 };
 
+/* One of an upstream's base URLs and its share of the calls. */
+struct upstream_url {
+	char *uu_url; /* scheme://host[:port][/prefix], no trailing / */
+	char *uu_host; /* its host, for logs */
+	int uu_weight; /* 1 for the plain string form */
+};
+
+/* Most base URLs and keys one upstream may list. */
+#define UPSTREAM_URLS_MAX 16
+#define UPSTREAM_KEYS_MAX 16
+
 /* One upstream provider endpoint; owned by its struct config. */
 struct upstream_conf {
 	char *uc_name; /* key under upstreams:, [a-z0-9_-]+ */
 	enum upstream_type uc_type;
-	char *uc_base_url; /* scheme://host[:port][/prefix], no trailing / */
-	char *uc_host; /* host part of base_url, for logs */
+	char *uc_base_url; /* the first of uc_urls, borrowed from it */
+	char *uc_host; /* host part of base_url, for logs; borrowed */
+	struct upstream_url *uc_urls; /* base_url: one, or its list */
+	size_t uc_nurls;
 	char *uc_ca_file; /* absolute path, or NULL for the system CAs */
 	long uc_connect_timeout_ms; /* TCP + TLS handshake */
 	long uc_header_timeout_ms; /* request sent -> response headers */
 	long uc_idle_timeout_ms; /* longest silence between body bytes */
-	char *uc_api_key; /* from api_key_env: sent upstream for calls
-				  * made with a tollgate key */
+	char *uc_api_key; /* the first of uc_keys (borrowed), or NULL */
 	char *uc_api_key_env; /* the variable's name, for messages */
+	char **uc_keys; /* api_key_env's key, or keys_env's: sent upstream
+			   for calls made with a tollgate key and calls sent
+			   to another upstream than their path's; secrets,
+			   wiped at free */
+	char (*uc_key_fps)[17]; /* their fingerprints: 16 hex digits of the
+				   SHA-256, all that is ever shown */
+	size_t uc_nkeys;
 	struct deployment *uc_deployments; /* azure_openai: name -> model */
 	size_t uc_ndeployments;
 	char *uc_service_tier; /* service_tier_default: the tier of calls
@@ -202,6 +221,11 @@ struct config {
 
 	/* cache: (src/cache/); its path is read at start only */
 	struct cache_conf *cf_cache; /* NULL: no cache: section */
+	/* retry: (docs/spend-less.md, Failover and retries) */
+	int cf_retry_attempts; /* most upstream attempts a call makes; 0:
+				  one per upstream of its chain */
+	long cf_retry_backoff_ms; /* the wait before a second round */
+	long cf_retry_max_backoff_ms; /* the longest wait, retry-after too */
 
 	/* fleet: (read at start only; a reload warns when it changes) */
 	struct fleet_conf *cf_fleet; /* NULL: no fleet: section, one instance */

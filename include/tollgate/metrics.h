@@ -100,6 +100,7 @@ void metrics_routed(const char *, int64_t);
 void metrics_external(const char *, int64_t);
 void metrics_cache_hit(int64_t);
 void metrics_cache_miss(void);
+void metrics_attempt_failed(const char *, const char *, const char *);
 void metrics_alert_fired(const char *);
 void metrics_alert_delivery(const char *);
 void metrics_conn_closed(const char *);

@@ -42,7 +42,13 @@ struct routing_rule {
 	int64_t rr_max_tokens; /* output bound at most this; -1: as asked */
 	int rr_below_pct; /* only while the tightest capped budget has less
 			     than this % of its cap left; -1: always */
+	char **rr_fallback; /* upstreams to fail over to, in order */
+	size_t rr_nfallback;
+	size_t rr_fallback_line; /* where fallback: is, for messages */
 };
+
+/* Most upstreams one rule's fallback: may list. */
+#define ROUTING_FALLBACK_MAX 8
 
 /* An immutable list of rules, in file order. */
 struct routingset {

@@ -39,7 +39,7 @@ int upstream_init(struct event_base *, int);
 void upstream_set_max_connections(int);
 void upstream_shutdown(void);
 struct xfer *xfer_start(const struct upstream_conf *, const char *,
-    const char *, const struct hdrs *, const char *, size_t, int,
+    const char *, const char *, const struct hdrs *, const char *, size_t, int,
     const struct xfer_cbs *, void *);
 int xfer_sent(const struct xfer *);
 void xfer_resume(struct xfer *);

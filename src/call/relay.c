@@ -10,14 +10,20 @@
  * usage from them and hands back what the client receives. When the
  * client's output buffer passes the configured high watermark the transfer
  * is paused, and it is resumed when the buffer drains, so a slow reader
- * costs a bounded amount of memory (every buffer has a cap: docs/internals/buf.md). Every end of the
- * transfer goes to session_close in session.c.
+ * costs a bounded amount of memory (every buffer has a cap: docs/internals/buf.md). Each
+ * attempt goes with the URL and key src/upstream/pick.c chooses. A
+ * failure before anything was relayed (no connection, no headers in
+ * time, a 408, 429 or 5xx) first goes to session_retry (session_retry.c),
+ * which may plan another attempt; every other end of the transfer goes to
+ * session_close in session.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
+#include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -27,6 +33,7 @@
 #include "tollgate/listener.h"
 #include "tollgate/log.h"
 #include "tollgate/meter.h"
+#include "tollgate/pick.h"
 #include "tollgate/session.h"
 #include "tollgate/upstream.h"
 #include "tollgate/util.h"
@@ -37,6 +44,7 @@
 #define RELAY_BODY_COPY_MAX (16 * 1024)
 
 static void relay_failed(struct session *, int, const char *);
+static long relay_retry_after(const char *);
 
 /*
  * Headers the request's framing and tollgate's own handling replace: the
@@ -64,12 +72,15 @@ replaced_upstream(const char *name)
  * credentials: for a call made with a tollgate key, which no provider
  * knows, and for one a routing rule sent to another upstream than the one
  * its path names, whose host must never see a key the client meant for
- * the first (a shared local server, another vendor, maybe plain http).
+ * the first (a shared local server, another vendor, maybe plain http),
+ * or failed over to another (session_retry.c).
  */
 static int
 own_key(const struct session *se)
 {
 	return (se->se_switched ||
+	    (se->se_path_up != NULL &&
+		se->se_route.rt_upstream != se->se_path_up) ||
 	    (se->se_attr.at_binding != NULL &&
 		se->se_attr.at_binding->kb_tollgate));
 }
@@ -82,6 +93,7 @@ upstream_headers(struct session *se, struct hdrs *out)
 	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	const char *connhdr = hdrs_get(&req->hr_headers, "Connection");
 	int swap_key = own_key(se);
+	const char *key;
 	char *v;
 	size_t i;
 
@@ -104,23 +116,22 @@ upstream_headers(struct session *se, struct hdrs *out)
 		hdrs_add(out, h->h_name, strlen(h->h_name), h->h_value,
 		    strlen(h->h_value));
 	}
-	if (!swap_key || uc->uc_api_key == NULL)
+	/* The key the picker chose for this attempt (pick.c). */
+	if (!swap_key || se->se_pick.pk_key < 0)
 		return;
+	key = uc->uc_keys[se->se_pick.pk_key];
 	switch (uc->uc_type) {
 	case UPSTREAM_ANTHROPIC:
-		hdrs_add(out, "x-api-key", 9, uc->uc_api_key,
-		    strlen(uc->uc_api_key));
+		hdrs_add(out, "x-api-key", 9, key, strlen(key));
 		break;
 	case UPSTREAM_GEMINI:
-		hdrs_add(out, "x-goog-api-key", 14, uc->uc_api_key,
-		    strlen(uc->uc_api_key));
+		hdrs_add(out, "x-goog-api-key", 14, key, strlen(key));
 		break;
 	case UPSTREAM_AZURE_OPENAI:
-		hdrs_add(
-		    out, "api-key", 7, uc->uc_api_key, strlen(uc->uc_api_key));
+		hdrs_add(out, "api-key", 7, key, strlen(key));
 		break;
 	default:
-		xasprintf(&v, "Bearer %s", uc->uc_api_key);
+		xasprintf(&v, "Bearer %s", key);
 		hdrs_add(out, "Authorization", 13, v, strlen(v));
 		freezero(v, strlen(v));
 		break;
@@ -146,8 +157,17 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	struct session *se = arg;
 	struct hdr stackv[32], *v = stackv;
 	struct hdrs hs = {0};
+	char cnt[16];
 	size_t i, n;
 
+	/* 408, 429 and a 5xx other than 501 and 505 may go to another
+	 * attempt, before anything of them reaches the client. */
+	if (!se->se_replied &&
+	    (code == 408 || code == 429 ||
+		(code >= 500 && code != 501 && code != 505)) &&
+	    session_retry(se, (int)code, "provider_error",
+		relay_retry_after(hdrs_get(resp, "Retry-After"))))
+		return; /* se_xfer is gone, the next attempt is planned */
 	se->se_ttfb_us = monotime_us() - se->se_t0_us;
 	se->se_status = (int)code;
 	se->se_headers_seen = 1;
@@ -156,6 +176,11 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	session_arm_timer(se, se->se_route.rt_upstream->uc_idle_timeout_ms);
 	if (se->se_conn == NULL)
 		return;
+	if (se->se_attempts > 1) {
+		snprintf(cnt, sizeof(cnt), "%d", se->se_attempts);
+		hdrs_add(
+		    &se->se_hdrs, "x-tollgate-attempts", 19, cnt, strlen(cnt));
+	}
 	/*
 	 * The reply's list borrows its strings from resp, se_hdrs and the
 	 * session: conn_reply_start copies them into the output at once, so
@@ -215,6 +240,13 @@ on_data(void *arg, const char *buf, size_t len)
 static void
 relay_failed(struct session *se, int timeout, const char *detail)
 {
+	if (detail != NULL)
+		session_note(se, "upstream %s: %s",
+		    se->se_route.rt_upstream->uc_name, detail);
+	if (!se->se_replied &&
+	    session_retry(se, 0,
+		timeout ? "upstream_timeout" : "upstream_unavailable", 0))
+		return; /* another attempt follows */
 	if (!se->se_replied) {
 		if (timeout)
 			session_reply_error(se, 504, "upstream_timeout",
@@ -227,9 +259,6 @@ relay_failed(struct session *se, int timeout, const char *detail)
 		conn_reply_abort(se->se_conn);
 		se->se_conn = NULL;
 	}
-	if (detail != NULL)
-		session_note(se, "upstream %s: %s",
-		    se->se_route.rt_upstream->uc_name, detail);
 	session_close(se, CALL_UPSTREAM_ERROR,
 	    timeout ? "upstream_timeout" : "upstream_error");
 }
@@ -294,16 +323,40 @@ make_url(const char *base, const char *path, const char *query)
 	return (url);
 }
 
+/*
+ * A response's Retry-After in ms: delay-seconds or an HTTP date (RFC 9110
+ * 10.2.3), or 0 when absent, unreadable or past.
+ */
+static long
+relay_retry_after(const char *v)
+{
+	char *end;
+	long long sec;
+	time_t t, now;
+
+	if (v == NULL)
+		return (0);
+	v += strspn(v, " \t");
+	if (*v >= '0' && *v <= '9') {
+		sec = strtoll(v, &end, 10);
+		if (*end != '\0' && *end != ' ' && *end != '\t')
+			return (0);
+		return (sec > 86400 ? 86400 * 1000L : (long)sec * 1000);
+	}
+	if ((t = curl_getdate(v, NULL)) == -1)
+		return (0);
+	now = time(NULL);
+	if (t <= now)
+		return (0);
+	return (t - now > 86400 ? 86400 * 1000L : (long)(t - now) * 1000);
+}
+
 /* The row is committed: send the request to the provider. */
 void
 relay_forward(struct session *se)
 {
-	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	struct http_request *req = se->se_req;
-	struct hdrs hs = {0};
-	char *url, *query = NULL;
-	const char *body;
-	size_t bodylen, len;
+	size_t len;
 
 	se->se_state = SE_FORWARDING;
 	if (se->se_body == NULL && req->hr_body != NULL &&
@@ -329,30 +382,87 @@ relay_forward(struct session *se)
 			    (char *)evbuffer_pullup(se->se_bodybuf, -1);
 		}
 	}
-	body = se->se_body != NULL ? se->se_body : "";
-	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
 	if (req->hr_body != NULL) {
 		evbuffer_free(req->hr_body);
 		req->hr_body = NULL;
 	}
+	relay_attempt(se);
+}
+
+/*
+ * Choose the attempt's URL and key (src/upstream/pick.c). An upstream of
+ * the chain whose every URL or key is out is passed over for the next
+ * one, when there is a next; the last is tried anyway.
+ */
+static void
+relay_pick(struct session *se)
+{
+	const struct upstream_conf *uc;
+	int64_t back, now = wallclock_ms();
+
+	for (;;) {
+		if (se->se_nchain > 0 &&
+		    se->se_route.rt_upstream != se->se_chain[se->se_at]) {
+			se->se_route.rt_upstream = se->se_chain[se->se_at];
+			/* The tier of a call that named none is the
+			 * upstream's: priced so if this one serves it. */
+			meter_tier(&se->se_route, &se->se_ci);
+		}
+		uc = se->se_route.rt_upstream;
+		if (pick_choose(uc, own_key(se), now, &se->se_pick, &back) ==
+			0 ||
+		    se->se_at + 1 >= se->se_nchain)
+			return;
+		session_note(se,
+		    "upstream %s passed over: its URLs or keys are out for "
+		    "%lld ms more",
+		    uc->uc_name, (long long)(back - now));
+		se->se_at++;
+	}
+}
+
+/* Start an attempt: the first, or one session_retry.c planned. */
+void
+relay_attempt(struct session *se)
+{
+	const struct upstream_conf *uc;
+	struct http_request *req = se->se_req;
+	struct hdrs hs = {0};
+	char *url, *query = NULL;
+	const char *body;
+	size_t bodylen;
+
+	relay_pick(se);
+	uc = se->se_route.rt_upstream;
+	se->se_attempts++;
+	se->se_attempt_us = monotime_us();
+	se->se_nothing_sent = 0;
+	se->se_status = 0;
+	se->se_headers_seen = 0;
+	se->se_ttfb_us = -1;
+	body = se->se_body != NULL ? se->se_body : "";
+	bodylen = se->se_body != NULL ? se->se_bodylen : 0;
 	se->se_bytes_in = bodylen;
 	upstream_headers(se, &hs);
 	/* The headers are in hs now; the client's (keys among them) are
-	 * not needed again. */
-	hdrs_clear(&req->hr_headers);
+	 * not needed again unless another attempt may follow. */
+	if (se->se_nchain == 0 ||
+	    (se->se_conf->cf_retry_attempts <= 1 && se->se_nchain == 1))
+		hdrs_clear(&req->hr_headers);
 	/* A key in the query is the client's; with a tollgate key, or to
 	 * an upstream a rule switched to, it must not be forwarded either. */
 	if (own_key(se))
 		query = attribution_strip_query_key(se->se_route.rt_query);
 	else if (se->se_route.rt_query != NULL)
 		query = xstrdup(se->se_route.rt_query);
-	url = make_url(uc->uc_base_url, se->se_route.rt_path, query);
+	url = make_url(uc->uc_urls[se->se_pick.pk_url].uu_url,
+	    se->se_route.rt_path, query);
 	if (query != NULL)
 		freezero(query, strlen(query));
 	se->se_meter = meter_new(&se->se_route, &se->se_ci);
-	se->se_attempts++;
-	se->se_xfer = xfer_start(uc, req->hr_method, url, &hs, body, bodylen,
-	    se->se_ci.ci_stream, &session_xfer_cbs, se);
+	se->se_xfer = xfer_start(uc, uc->uc_urls[se->se_pick.pk_url].uu_url,
+	    req->hr_method, url, &hs, body, bodylen, se->se_ci.ci_stream,
+	    &session_xfer_cbs, se);
 	hdrs_clear(&hs);
 	freezero(url, strlen(url)); /* the query may hold a key */
 	if (se->se_xfer == NULL) {

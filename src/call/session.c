@@ -222,7 +222,13 @@ session_reply_error(
     struct session *se, int status, const char *code, const char *msg)
 {
 	struct hdrs hs = {0};
+	char cnt[16];
 
+	/* After a failover or retry, how many attempts it took. */
+	if (se->se_attempts > 1) {
+		snprintf(cnt, sizeof(cnt), "%d", se->se_attempts);
+		hdrs_add(&hs, "x-tollgate-attempts", 19, cnt, strlen(cnt));
+	}
 	session_reply(se, status, &hs,
 	    reply_error_body(
 		se->se_route.rt_family, status, code, msg, se->se_reqid));
@@ -370,6 +376,7 @@ session_row(const struct session *se, struct ledger_row *row)
 	row->lr_routed_rule = se->se_rule != NULL ? se->se_rule->rr_name : NULL;
 	row->lr_attempts = se->se_attempts;
 	row->lr_cache_hit = se->se_cache == SE_CACHE_HIT;
+	row->lr_attempt_log = se->se_attempt_log;
 }
 
 /* Record a call tollgate refused after routing: a final row, no cost. */
@@ -698,6 +705,7 @@ static int
 session_price(struct session *se)
 {
 	const struct config *cf = se->se_conf;
+	const struct upstream_conf *path_up;
 	char model[160];
 	int rc;
 
@@ -705,8 +713,10 @@ session_price(struct session *se)
 		return (0);
 	/* The one place a call meets the routing rules: before its price,
 	 * so the call is priced, reserved and checked as it will be sent. */
+	path_up = se->se_route.rt_upstream;
 	if ((rc = session_route(se)) != 0)
 		return (rc);
+	session_chain(se, path_up);
 
 	se->se_price = session_model(se) != NULL
 	    ? pricing_lookup(cf->cf_prices, session_model(se))
@@ -744,9 +754,9 @@ session_price(struct session *se)
 			break;
 		}
 	}
+	/* Every attempt of its chain is covered: the dearest. */
 	if (se->se_price != NULL)
-		se->se_reserved_nusd =
-		    pricing_worst_case(se->se_price, &se->se_ci);
+		se->se_reserved_nusd = session_chain_worst(se);
 	return (0);
 }
 
@@ -960,6 +970,9 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	if (se->se_reserved && unanswered_but_sent(se) &&
 	    cost < se->se_reserved_nusd)
 		cost = se->se_reserved_nusd;
+	/* Attempts sent and never answered before another served it. */
+	if (se->se_reserved)
+		cost += se->se_lost_nusd;
 	if (se->se_reserved) {
 		session_row(se, &row);
 		row.lr_status = status;
@@ -1089,6 +1102,7 @@ session_close(struct session *se, enum call_status status, const char *reason)
 	se->se_note = NULL;
 	free(se->se_fallback_pv);
 	se->se_fallback_pv = NULL;
+	session_retry_free(se);
 	hdrs_clear(&se->se_hdrs);
 	route_clear(&se->se_route);
 	config_unref(se->se_conf);

@@ -5,8 +5,8 @@
  * path), session_policy.c (admission and settlement against the policies),
  * session_breakers.c (kills and breakers at admission and settlement),
  * session_refuse.c (every refusal's answer), session_stop.c (stopping
- * calls in flight) and relay.c (the upstream transfer and the relay of its
- * response). Nothing else includes this; the public interface is
+ * calls in flight), session_retry.c (failover and retries) and relay.c
+ * (the upstream transfer and the relay of its response). Nothing else includes this; the public interface is
  * include/tollgate/session.h.
  */
 #ifndef TOLLGATE_SESSION_INT_H
@@ -21,9 +21,11 @@
 #include "tollgate/cache.h"
 #include "tollgate/http.h"
 #include "tollgate/ledger.h"
+#include "tollgate/pick.h"
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/route.h"
+#include "tollgate/routing.h"
 #include "tollgate/usage.h"
 
 struct cJSON;
@@ -75,7 +77,8 @@ struct session {
 	char se_routed_from[USAGE_MODEL_MAX]; /* the model asked for, when
 						 the rule sent another */
 	const struct price *se_asked_price; /* its price, or NULL */
-	int se_attempts; /* upstream transfers started (lr_attempts) */
+	int se_attempts; /* upstream transfers started (lr_attempts), the
+			    running one included (session_retry.c) */
 	int se_switched; /* the rule changed the upstream: the client's
 			    credentials are not forwarded (relay.c) */
 	int se_route_stale; /* a budget a rule reads has only an old
@@ -120,6 +123,23 @@ struct session {
 	struct hdrs se_hdrs; /* budget headers for the response */
 	char *se_stop; /* a kill's reason, set while reserving; owned */
 	int se_cut; /* stopped by tollgate: the response is incomplete */
+
+	/* attempts: failover and retries (session_retry.c) */
+	const struct upstream_conf *se_chain[1 + ROUTING_FALLBACK_MAX];
+	/* borrowed from se_conf: where the call goes first, then its
+	   rule's fallbacks; se_nchain 0: one attempt, never retried */
+	int se_nchain;
+	int se_at; /* se_chain's index of the attempt running */
+	const struct upstream_conf *se_path_up; /* the upstream its path
+						   named, before any rule */
+	struct pick se_pick; /* the URL and key of the attempt running */
+	int se_discard; /* the attempt running failed with an answer that
+			   is not relayed: another one follows */
+	int64_t se_lost_nusd; /* worst cases of attempts that were sent and
+				 never answered, charged on top */
+	struct event *se_retry_timer; /* the wait before the next attempt */
+	char *se_attempt_log; /* JSON array of the failed attempts; owned */
+	long long se_attempt_us; /* when the attempt running began */
 	int se_closed; /* session_close has run or is running: inert, not
 			  to be stopped, answered or closed again */
 
@@ -220,9 +240,16 @@ void session_cache_usage(const struct session *, struct usage *);
 int64_t session_cache_saved(const struct session *, const struct usage *);
 void session_cache_close(
     struct session *, enum call_status, const struct usage *, int64_t);
+/* session_retry.c */
+void session_chain(struct session *, const struct upstream_conf *);
+void session_chain_info(const struct session *, struct call_info *);
+int64_t session_chain_worst(const struct session *);
+int session_retry(struct session *, int, const char *, long);
+void session_retry_free(struct session *);
 
 /* relay.c */
 void relay_forward(struct session *);
+void relay_attempt(struct session *);
 void relay_emit(void *, const char *, size_t);
 void relay_timer_cb(evutil_socket_t, short, void *);
 

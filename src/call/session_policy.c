@@ -214,7 +214,8 @@ session_admit(struct session *se)
 	memset(&pc, 0, sizeof(pc));
 	memcpy(pc.pc_attr, se->se_pattr, sizeof(pc.pc_attr));
 	pc.pc_price = se->se_price;
-	pc.pc_info = se->se_ci;
+	/* Reserved at the dearest attempt its failover chain may make. */
+	session_chain_info(se, &pc.pc_info);
 	pc.pc_unpriced_nusd = 0;
 	policy_admit(ps, enforce_counters(), &pc, se->se_started_ms, &pd);
 

@@ -14,6 +14,7 @@
 
 struct config;
 struct routing_rule;
+struct upstream_conf;
 
 /* config.c */
 int cfg_hostport(
@@ -71,6 +72,9 @@ void cfgp_keys(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_api_key_env(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+void cfgp_keys_env(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
+void config_free_keys(struct upstream_conf *);
 void cfgp_deployments(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 void cfgp_service_tier(struct cfgctx *, const struct cfgkey *, const char *,

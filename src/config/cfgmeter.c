@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "tollgate/config.h"
+#include "tollgate/log.h"
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
 
@@ -182,30 +185,145 @@ cfgp_keys(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	free(valid);
 }
 
+/*
+ * Add key v to uc's keys, with its fingerprint: the first 16 hex digits
+ * of its SHA-256, as attribution.c fingerprints a client's key, so the
+ * two can be compared and neither key ever shown.
+ */
+static void
+upstream_add_key(struct upstream_conf *uc, const char *v)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	size_t i, k = uc->uc_nkeys;
+
+	uc->uc_keys = xreallocarray(uc->uc_keys, k + 1, sizeof(*uc->uc_keys));
+	uc->uc_key_fps =
+	    xreallocarray(uc->uc_key_fps, k + 1, sizeof(*uc->uc_key_fps));
+	uc->uc_keys[k] = xstrdup(v);
+	if (EVP_Digest(v, strlen(v), md, &mdlen, EVP_sha256(), NULL) != 1 ||
+	    mdlen < 8)
+		fatalx("%s: EVP_Digest", __func__);
+	for (i = 0; i < 8; i++) {
+		uc->uc_key_fps[k][2 * i] = hex[md[i] >> 4];
+		uc->uc_key_fps[k][2 * i + 1] = hex[md[i] & 0xf];
+	}
+	uc->uc_key_fps[k][16] = '\0';
+	explicit_bzero(md, sizeof(md));
+	uc->uc_nkeys = k + 1;
+	uc->uc_api_key = uc->uc_keys[0];
+}
+
+/* Wipe and free uc's keys. */
+void
+config_free_keys(struct upstream_conf *uc)
+{
+	size_t i;
+
+	for (i = 0; i < uc->uc_nkeys; i++)
+		freezero(uc->uc_keys[i], strlen(uc->uc_keys[i]));
+	free(uc->uc_keys);
+	free(uc->uc_key_fps);
+	uc->uc_keys = NULL;
+	uc->uc_key_fps = NULL;
+	uc->uc_nkeys = 0;
+	uc->uc_api_key = NULL;
+}
+
+/*
+ * One variable of api_key_env or keys_env, named by n: its key is read
+ * from the environment now. 0, or -1 when it is not a variable name.
+ */
+static int
+read_key_env(struct cfgctx *cx, const char *path, const struct ynode *n,
+    struct upstream_conf *uc)
+{
+	const char *s, *v;
+
+	if ((s = cfg_string(cx, path, n, "an environment variable name")) ==
+	    NULL)
+		return (-1);
+	if (uc->uc_api_key_env == NULL)
+		uc->uc_api_key_env = xstrdup(s);
+	if ((v = getenv(s)) == NULL || v[0] == '\0') {
+		cfg_secret_env(cx, n, path, s);
+		return (0);
+	}
+	upstream_add_key(uc, v);
+	return (0);
+}
+
 /* upstreams.NAME.api_key_env: read the key from the environment now. */
 void
 cfgp_api_key_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
     const struct ynode *n, void *dst)
 {
 	struct upstream_conf *uc = dst;
-	const char *s, *v;
 
 	(void)k;
-	if ((s = cfg_string(cx, path, n, "an environment variable name")) ==
-	    NULL)
+	free(uc->uc_api_key_env);
+	uc->uc_api_key_env = NULL;
+	config_free_keys(uc);
+	read_key_env(cx, path, n, uc);
+}
+
+/*
+ * upstreams.NAME.keys_env: a list of variables, each holding one key of
+ * the upstream's; calls that carry the upstream's own key take them in
+ * turn (src/upstream/pick.c).
+ */
+void
+cfgp_keys_env(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct upstream_conf *uc = dst;
+	char where[CFG_PATH_MAX];
+	size_t i, j, nerr = cx->cx_nerr;
+
+	(void)k;
+	if (n->yn_type != YN_SEQ || n->yn_nkids == 0) {
+		cfg_error(cx, n,
+		    "%s: expected a list of environment variable names, "
+		    "at least one",
+		    path);
 		return;
-	if ((v = getenv(s)) == NULL || v[0] == '\0') {
-		if (cfg_secret_env(cx, n, path, s) == 0) {
-			free(uc->uc_api_key_env);
-			uc->uc_api_key_env = xstrdup(s);
-		}
+	}
+	if (n->yn_nkids > UPSTREAM_KEYS_MAX) {
+		cfg_error(
+		    cx, n, "%s: at most %d keys", path, UPSTREAM_KEYS_MAX);
 		return;
 	}
 	free(uc->uc_api_key_env);
-	uc->uc_api_key_env = xstrdup(s);
-	if (uc->uc_api_key != NULL)
-		freezero(uc->uc_api_key, strlen(uc->uc_api_key));
-	uc->uc_api_key = xstrdup(v);
+	uc->uc_api_key_env = NULL;
+	config_free_keys(uc);
+	for (i = 0; i < n->yn_nkids; i++) {
+		snprintf(where, sizeof(where), "%s[%zu]", path, i);
+		if (read_key_env(cx, where, n->yn_kids[i], uc) == -1)
+			continue;
+		for (j = 0; j < i; j++) {
+			if (n->yn_kids[j]->yn_type == YN_SCALAR &&
+			    strcmp(n->yn_kids[j]->yn_str,
+				n->yn_kids[i]->yn_str) == 0) {
+				cfg_error(cx, n->yn_kids[i],
+				    "%s: %s is already listed at %s[%zu]",
+				    where, n->yn_kids[i]->yn_str, path, j);
+				break;
+			}
+		}
+	}
+	/* Two names for one key (a name given twice is said above). */
+	for (i = 0; cx->cx_nerr == nerr && i < uc->uc_nkeys; i++)
+		for (j = 0; j < i; j++)
+			if (strcmp(uc->uc_keys[i], uc->uc_keys[j]) == 0) {
+				/* The values are secrets: named by place. */
+				cfg_error(cx, n,
+				    "%s: two of its variables hold the same "
+				    "key (fingerprint %s)",
+				    path, uc->uc_key_fps[i]);
+				i = uc->uc_nkeys;
+				break;
+			}
 }
 
 /*

@@ -79,9 +79,11 @@ rule_takes(const struct routing_rule *rr, const struct upstream_conf *uc)
 	if ((m = rr->rr_match[ROUTING_ATTR_PROVIDER]) != NULL &&
 	    !policy_glob(m, config_upstream_type_name(uc->uc_type)))
 		return (0);
-	/* Rules that change the model or the upstream skip Azure calls. */
+	/* Rules that change the model or the upstream, or fail over to
+	 * others, skip Azure calls. */
 	return (uc->uc_type != UPSTREAM_AZURE_OPENAI ||
-	    (rr->rr_model == NULL && rr->rr_upstream == NULL));
+	    (rr->rr_model == NULL && rr->rr_upstream == NULL &&
+		rr->rr_nfallback == 0));
 }
 
 /* A pattern that matches one value only: no '*' or '?'. */
@@ -252,6 +254,78 @@ check_model_api(struct cfgctx *cx, const struct ynode *item, const char *where,
 	return (0);
 }
 
+/*
+ * The rule's fallback: list: each name an upstream that exists, is not
+ * the one the rule sends calls to, and speaks the wire API of every
+ * upstream the rule's calls can be sent to (to, when the rule switches
+ * them; else each upstream it takes). Azure is refused as a target: its
+ * path names a deployment, and a call is never translated into it.
+ */
+static void
+check_fallback(struct cfgctx *cx, const struct ynode *item, const char *where,
+    const struct routing_rule *rr, const struct config *cf,
+    const struct upstream_conf *to)
+{
+	const struct ynode *list = cfg_value(item, "fallback"), *at;
+	const struct upstream_conf *fb, *uc;
+	const char *self = NULL;
+	size_t i, u;
+
+	if (list == NULL || list->yn_type != YN_SEQ)
+		return;
+	if (to != NULL)
+		self = to->uc_name;
+	else if (literal(rr->rr_match[ROUTING_ATTR_UPSTREAM]))
+		self = rr->rr_match[ROUTING_ATTR_UPSTREAM];
+	for (i = 0; i < rr->rr_nfallback && i < list->yn_nkids; i++) {
+		at = list->yn_kids[i];
+		fb = config_find_upstream(
+		    cf, rr->rr_fallback[i], strlen(rr->rr_fallback[i]));
+		if (fb == NULL) {
+			cfg_error(cx, at,
+			    "%s.fallback[%zu]: no upstream named '%s' is "
+			    "configured",
+			    where, i, rr->rr_fallback[i]);
+			continue;
+		}
+		if (self != NULL && strcmp(self, fb->uc_name) == 0) {
+			cfg_error(cx, at,
+			    "%s.fallback[%zu]: '%s' is the upstream the rule's "
+			    "calls go to first: a call cannot fail over to "
+			    "itself (retry: tries it again)",
+			    where, i, fb->uc_name);
+			continue;
+		}
+		if (fb->uc_type == UPSTREAM_AZURE_OPENAI) {
+			cfg_error(cx, at,
+			    "%s.fallback[%zu]: '%s' is an azure_openai "
+			    "upstream, whose path names a deployment and an "
+			    "api-version; calls are not translated to it, so "
+			    "it cannot be a fallback",
+			    where, i, fb->uc_name);
+			continue;
+		}
+		for (u = 0; u < cf->cf_nupstreams; u++) {
+			uc = to != NULL ? to : &cf->cf_upstreams[u];
+			if ((to != NULL || rule_takes(rr, uc)) &&
+			    wire_api(uc->uc_type) != wire_api(fb->uc_type)) {
+				cfg_error(cx, at,
+				    "%s.fallback[%zu]: the rule's calls can go "
+				    "to upstream '%s' (%s), and '%s' (%s) does "
+				    "not speak the same API; calls are never "
+				    "translated between APIs",
+				    where, i, uc->uc_name,
+				    config_upstream_type_name(uc->uc_type),
+				    fb->uc_name,
+				    config_upstream_type_name(fb->uc_type));
+				break;
+			}
+			if (to != NULL)
+				break;
+		}
+	}
+}
+
 /* The checks of one rule, rr, whose mapping is item. */
 static void
 check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
@@ -266,10 +340,13 @@ check_rule(struct cfgctx *cx, const struct ynode *item, size_t i,
 
 	snprintf(where, sizeof(where), "routing[%zu] (%s)", i, rr->rr_name);
 	check_match(cx, item, where, rr, cf);
-	if (rr->rr_upstream != NULL) {
-		at = cfg_value(item, "upstream");
+	if (rr->rr_upstream != NULL)
 		to = config_find_upstream(
 		    cf, rr->rr_upstream, strlen(rr->rr_upstream));
+	check_fallback(cx, item, where, rr, cf,
+	    to != NULL && to->uc_type != UPSTREAM_AZURE_OPENAI ? to : NULL);
+	if (rr->rr_upstream != NULL) {
+		at = cfg_value(item, "upstream");
 		if (to == NULL) {
 			cfg_error(cx, at,
 			    "%s.upstream: no upstream named '%s' is "
@@ -364,9 +441,18 @@ void
 config_check_routing(
     struct cfgctx *cx, const struct ynode *root, struct config *cf)
 {
-	const struct ynode *list;
+	const struct ynode *list, *rt;
 	size_t i;
 
+	if (root != NULL && (rt = cfg_value(root, "retry")) != NULL &&
+	    cf->cf_retry_max_backoff_ms < cf->cf_retry_backoff_ms)
+		cfg_error(cx,
+		    cfg_value(rt, "max_backoff") != NULL
+			? cfg_value(rt, "max_backoff")
+			: rt,
+		    "retry.max_backoff: %ld ms is shorter than retry.backoff "
+		    "(%ld ms)",
+		    cf->cf_retry_max_backoff_ms, cf->cf_retry_backoff_ms);
 	if (cf->cf_routing == NULL || root == NULL ||
 	    (list = cfg_value(root, "routing")) == NULL ||
 	    list->yn_type != YN_SEQ)

@@ -82,6 +82,7 @@ static const struct cfgkey upstream_keys[] = {
     KEY_DURATION("idle_timeout", UC_OFF(uc_idle_timeout_ms)),
     KEY_CALL("ca_file", cfgp_file, UC_OFF(uc_ca_file), 0),
     KEY_CALL("api_key_env", cfgp_api_key_env, 0, 0),
+    KEY_CALL("keys_env", cfgp_keys_env, 0, 0),
     KEY_CALL("deployments", cfgp_deployments, 0, 0),
     KEY_CALL(
 	"service_tier_default", cfgp_service_tier, UC_OFF(uc_service_tier), 0),
@@ -122,6 +123,14 @@ static const struct cfgkey refusal_keys[] = {
     KEY_END,
 };
 
+/* retry: how a call that failed upstream is tried again. */
+static const struct cfgkey retry_keys[] = {
+    KEY_INT("attempts", CF_OFF(cf_retry_attempts), 1, 10),
+    KEY_DURATION("backoff", CF_OFF(cf_retry_backoff_ms)),
+    KEY_DURATION("max_backoff", CF_OFF(cf_retry_max_backoff_ms)),
+    KEY_END,
+};
+
 static const struct cfgkey top_keys[] = {
     KEY_CALL("listen", cfgp_listen, 0, 0),
     KEY_CALL("admin", cfgp_admin, 0, 0),
@@ -134,6 +143,7 @@ static const struct cfgkey top_keys[] = {
     KEY_CALL("policies", cfgp_policies, 0, 0),
     KEY_CALL("routing", cfgp_routing, 0, 0),
     KEY_CALL("cache", cfgp_cache, 0, 0),
+    KEY_SECTION("retry", retry_keys),
     KEY_CALL("timezone", cfgp_timezone, 0, 0),
     KEY_SECTION("refusals", refusal_keys),
     KEY_CALL("alerts", cfgp_alerts, 0, 0),
@@ -300,24 +310,27 @@ check_base_path(
 {
 	static const char *const prefixes[] = {"/v1", "/v1beta", "/openai"};
 	const struct ynode *val = en->en_val, *at = en->en_key, *bu;
-	const char *url = uc->uc_base_url, *p, *seg;
-	size_t i;
+	const char *url, *p, *seg;
+	size_t i, u;
 
-	if (url == NULL || (p = strstr(url, "://")) == NULL ||
-	    (p = strchr(p + 3, '/')) == NULL)
-		return; /* no path, or base_url already refused */
-	seg = strrchr(p, '/');
-	for (i = 0; i < nitems(prefixes); i++) {
-		if (strcmp(seg, prefixes[i]) != 0)
-			continue;
-		if ((bu = cfg_value(val, "base_url")) != NULL)
-			at = bu;
-		cfg_error(cx, at,
-		    "%s.base_url: ends in '%s', and the client's path, which "
-		    "starts with %s/, is appended to it (calls would go to "
-		    "%s%s/...): drop the '%s'",
-		    en->en_where, seg, seg, seg, seg, seg);
-		return;
+	for (u = 0; u < uc->uc_nurls; u++) {
+		url = uc->uc_urls[u].uu_url;
+		if ((p = strstr(url, "://")) == NULL ||
+		    (p = strchr(p + 3, '/')) == NULL)
+			continue; /* no path */
+		seg = strrchr(p, '/');
+		for (i = 0; i < nitems(prefixes); i++) {
+			if (strcmp(seg, prefixes[i]) != 0)
+				continue;
+			if ((bu = cfg_value(val, "base_url")) != NULL)
+				at = bu;
+			cfg_error(cx, at,
+			    "%s.base_url: ends in '%s', and the client's "
+			    "path, which starts with %s/, is appended to it "
+			    "(calls would go to %s%s/...): drop the '%s'",
+			    en->en_where, seg, seg, seg, seg, seg);
+			return;
+		}
 	}
 }
 
@@ -338,6 +351,10 @@ upstream_cb(struct cfgctx *cx, const struct cfgentry *en, void *arg)
 		return;
 	}
 	cfg_apply(cx, upstream_keys, en->en_where, en->en_key, en->en_val, uc);
+	if (cfg_value(en->en_val, "api_key_env") != NULL &&
+	    cfg_value(en->en_val, "keys_env") != NULL)
+		cfg_error(cx, cfg_key(en->en_val, "keys_env"),
+		    "%s: give api_key_env or keys_env, not both", en->en_where);
 	check_base_path(cx, en, uc);
 }
 
@@ -408,24 +425,25 @@ url_has(CURLU *u, CURLUPart part)
 }
 
 /*
- * The upstream's base URL. It comes only from this file and carries
- * provider keys, so it is held to https (plain http only to this machine),
- * and anything that could redirect or smuggle credentials is refused.
+ * One base URL. It comes only from this file and carries provider keys,
+ * so it is held to https (plain http only to this machine), and anything
+ * that could redirect or smuggle credentials is refused. Stores the URL
+ * without trailing slashes and its host into *urlp and *hostp; 0, or -1
+ * after an error.
  */
-static void
-cfgp_base_url(struct cfgctx *cx, const struct cfgkey *k, const char *path,
-    const struct ynode *n, void *dst)
+static int
+parse_base_url(struct cfgctx *cx, const char *path, const struct ynode *n,
+    char **urlp, char **hostp)
 {
-	struct upstream_conf *uc = dst;
 	CURLU *u;
 	CURLUcode rc;
 	char *scheme = NULL, *host = NULL, *url = NULL, buf[160];
 	const char *s;
 	size_t len, nerr = cx->cx_nerr;
+	int ret = -1;
 
-	(void)k;
 	if ((s = cfg_string(cx, path, n, "a URL")) == NULL)
-		return;
+		return (-1);
 	if ((u = curl_url()) == NULL)
 		fatalx("%s: curl_url", __func__);
 	rc = curl_url_set(u, CURLUPART_URL, s, CURLU_NON_SUPPORT_SCHEME);
@@ -472,15 +490,125 @@ cfgp_base_url(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	len = strlen(url);
 	while (len > 0 && url[len - 1] == '/')
 		len--;
-	free(uc->uc_base_url);
-	free(uc->uc_host);
-	uc->uc_base_url = xstrndup(url, len);
-	uc->uc_host = xstrdup(host);
+	*urlp = xstrndup(url, len);
+	*hostp = xstrdup(host);
+	ret = 0;
 out:
 	curl_free(url);
 	curl_free(host);
 	curl_free(scheme);
 	curl_url_cleanup(u);
+	return (ret);
+}
+
+/* Free uc's base URLs. */
+static void
+free_urls(struct upstream_conf *uc)
+{
+	size_t i;
+
+	for (i = 0; i < uc->uc_nurls; i++) {
+		free(uc->uc_urls[i].uu_url);
+		free(uc->uc_urls[i].uu_host);
+	}
+	free(uc->uc_urls);
+	uc->uc_urls = NULL;
+	uc->uc_nurls = 0;
+	uc->uc_base_url = NULL;
+	uc->uc_host = NULL;
+}
+
+/* An item of a base_url list: a URL, or { url: URL, weight: N }. */
+static void
+base_url_item(struct cfgctx *cx, const char *path, const struct ynode *n,
+    struct upstream_conf *uc)
+{
+	struct upstream_url *uu = &uc->uc_urls[uc->uc_nurls];
+	const struct ynode *un = n, *wn = NULL;
+	char where[CFG_PATH_MAX + 16], *end;
+	long w = 1;
+	size_t i;
+
+	if (n->yn_type == YN_MAP) {
+		for (i = 0; i + 1 < n->yn_nkids; i += 2) {
+			if (strcmp(n->yn_kids[i]->yn_str, "url") == 0)
+				continue;
+			if (strcmp(n->yn_kids[i]->yn_str, "weight") == 0)
+				continue;
+			cfg_error(cx, n->yn_kids[i],
+			    "%s: unknown key '%s' (expected url and weight)",
+			    path, n->yn_kids[i]->yn_str);
+		}
+		if ((un = cfg_value(n, "url")) == NULL) {
+			cfg_error(cx, n, "%s: url is required", path);
+			return;
+		}
+		wn = cfg_value(n, "weight");
+	}
+	if (wn != NULL) {
+		snprintf(where, sizeof(where), "%s.weight", path);
+		errno = 0;
+		w = wn->yn_type == YN_SCALAR ? strtol(wn->yn_str, &end, 10) : 0;
+		if (wn->yn_type != YN_SCALAR || wn->yn_len == 0 ||
+		    *end != '\0' || errno != 0 || w < 1 || w > 1000) {
+			cfg_error(cx, wn,
+			    "%s: expected a whole number from 1 to 1000",
+			    where);
+			return;
+		}
+	}
+	snprintf(where, sizeof(where), "%s%s", path, n == un ? "" : ".url");
+	if (parse_base_url(cx, where, un, &uu->uu_url, &uu->uu_host) == -1)
+		return;
+	for (i = 0; i < uc->uc_nurls; i++) {
+		if (strcmp(uc->uc_urls[i].uu_url, uu->uu_url) != 0)
+			continue;
+		cfg_error(cx, un, "%s: the same URL is listed twice", where);
+		free(uu->uu_url);
+		free(uu->uu_host);
+		return;
+	}
+	uu->uu_weight = (int)w;
+	uc->uc_nurls++;
+}
+
+/*
+ * upstreams.NAME.base_url: one URL, or a list of them (each a URL or a
+ * { url, weight } mapping) that calls are spread over by weight.
+ */
+static void
+cfgp_base_url(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct upstream_conf *uc = dst;
+	char where[CFG_PATH_MAX];
+	size_t i;
+
+	(void)k;
+	free_urls(uc);
+	if (n->yn_type == YN_SEQ) {
+		if (n->yn_nkids == 0 || n->yn_nkids > UPSTREAM_URLS_MAX) {
+			cfg_error(cx, n, "%s: expected 1 to %d URLs", path,
+			    UPSTREAM_URLS_MAX);
+			return;
+		}
+		uc->uc_urls = xcalloc(n->yn_nkids, sizeof(*uc->uc_urls));
+		for (i = 0; i < n->yn_nkids; i++) {
+			snprintf(where, sizeof(where), "%s[%zu]", path, i);
+			base_url_item(cx, where, n->yn_kids[i], uc);
+		}
+	} else {
+		uc->uc_urls = xcalloc(1, sizeof(*uc->uc_urls));
+		if (parse_base_url(cx, path, n, &uc->uc_urls[0].uu_url,
+			&uc->uc_urls[0].uu_host) == 0) {
+			uc->uc_urls[0].uu_weight = 1;
+			uc->uc_nurls = 1;
+		}
+	}
+	if (uc->uc_nurls > 0) {
+		uc->uc_base_url = uc->uc_urls[0].uu_url;
+		uc->uc_host = uc->uc_urls[0].uu_host;
+	}
 }
 
 /* Loading. */
@@ -630,6 +758,8 @@ config_defaults(struct config *cf)
 	/* An unknown model is never recorded at $0 unless asked to be. */
 	cf->cf_unknown_model = UNKNOWN_MODEL_FAMILY_MAX;
 	cf->cf_hard_cap_status = 429;
+	cf->cf_retry_backoff_ms = 200;
+	cf->cf_retry_max_backoff_ms = 2000;
 	for (t = 0; t < TAG_MAX; t++)
 		cf->cf_tag_from_header[t] = 1;
 	config_defaults_alerts(cf);
@@ -645,13 +775,11 @@ config_free(struct config *cf)
 	for (i = 0; i < cf->cf_nupstreams; i++) {
 		uc = &cf->cf_upstreams[i];
 		free(uc->uc_name);
-		free(uc->uc_base_url);
-		free(uc->uc_host);
+		free_urls(uc);
 		free(uc->uc_ca_file);
 		free(uc->uc_api_key_env);
 		free(uc->uc_service_tier);
-		if (uc->uc_api_key != NULL)
-			freezero(uc->uc_api_key, strlen(uc->uc_api_key));
+		config_free_keys(uc);
 		for (j = 0; j < uc->uc_ndeployments; j++) {
 			free(uc->uc_deployments[j].dp_name);
 			free(uc->uc_deployments[j].dp_model);

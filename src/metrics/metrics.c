@@ -124,6 +124,7 @@ static const char *const attr_labels[] = {
 static const char *const unpriced_labels[] = {"provider", "model"};
 static const char *const reason_labels[] = {"reason"};
 static const char *const rule_labels[] = {"rule"};
+static const char *const attempt_labels[] = {"upstream", "reason", "next"};
 static const char *const provider_labels[] = {"provider"};
 static const char *const source_labels[] = {"source"};
 const char *const metrics_budget_labels[METRICS_BUDGET_NLABELS] = {
@@ -150,6 +151,7 @@ static struct {
 	struct mtable m_refusals;
 	struct mtable m_shadow;
 	struct mtable m_routed; /* calls, saved (an int64_t's bits) */
+	struct mtable m_attempts; /* failed upstream attempts */
 	struct mtable m_ttfb;
 	struct mtable m_duration;
 	struct mtable m_external; /* costs, nano-USD */
@@ -193,6 +195,7 @@ metrics_init(void)
 	table_init(&metrics.m_refusals, reason_labels, 1, 1);
 	table_init(&metrics.m_shadow, reason_labels, 1, 1);
 	table_init(&metrics.m_routed, rule_labels, 1, 2);
+	table_init(&metrics.m_attempts, attempt_labels, 3, 1);
 	table_init(&metrics.m_ttfb, provider_labels, 1, HIST_NVALUES);
 	table_init(&metrics.m_duration, provider_labels, 1, HIST_NVALUES);
 	table_init(&metrics.m_external, source_labels, 1, 2);
@@ -500,6 +503,28 @@ void
 metrics_cache_miss(void)
 {
 	metrics.m_cache_misses++;
+}
+
+/*
+ * Count one upstream attempt that failed before any of its answer was
+ * relayed: the upstream, why (status_429, status_5xx, connect, timeout),
+ * and what followed (failover to the next upstream of the chain, retry
+ * of the chain from its start, none). Upstream names come from the
+ * config, so the family is bounded by it.
+ */
+void
+metrics_attempt_failed(
+    const char *upstream, const char *reason, const char *next)
+{
+	struct mseries *s;
+	struct mkey k;
+
+	metrics_init();
+	key_set(&k, 0, upstream);
+	key_set(&k, 1, reason);
+	key_set(&k, 2, next);
+	s = table_get(&metrics.m_attempts, &k);
+	s->ms_value[0]++;
 }
 
 /* The index of name in a fixed list of n, or n - 1 ("other") if absent. */
@@ -1157,6 +1182,11 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	render_counter(b, "tollgate_routed_total",
 	    "Calls a routing rule applied to, by rule.", &metrics.m_routed, 0);
 	render_routed(b, &metrics.m_routed);
+	render_counter(b, "tollgate_upstream_attempts_failed_total",
+	    "Upstream attempts that failed before any of their answer was "
+	    "relayed, by upstream, reason and what followed (failover, "
+	    "retry, none).",
+	    &metrics.m_attempts, 0);
 	render_counter(b, "tollgate_external_costs_total",
 	    "Costs that were not calls, recorded through POST /v1/usage, by "
 	    "source.",
@@ -1208,6 +1238,7 @@ metrics_reset(void)
 	table_free(&metrics.m_refusals);
 	table_free(&metrics.m_shadow);
 	table_free(&metrics.m_routed);
+	table_free(&metrics.m_attempts);
 	table_free(&metrics.m_ttfb);
 	table_free(&metrics.m_duration);
 	table_free(&metrics.m_external);

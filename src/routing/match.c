@@ -48,8 +48,8 @@ routing_rule_matches(const struct routing_rule *rr, const char *const *attr)
 /*
  * The rule of rs that applies to a call with attributes attr, or NULL.
  * With ROUTING_FIXED in flags (an Azure call, whose path names its
- * deployment), rules that rewrite the model or switch the upstream do not
- * match; with ROUTING_NO_OUTPUT (embeddings), rules that rewrite the
+ * deployment), rules that rewrite the model, switch the upstream or fail
+ * over to others do not match; with ROUTING_NO_OUTPUT (embeddings), rules that rewrite the
  * model or the output bound do not. headroom (with arg) is asked, once at most, for the rules that depend
  * on a budget: such a rule applies only when a hard cap covers the call
  * and its tightest budget has less than the rule's percent of its cap
@@ -68,7 +68,8 @@ routing_select(const struct routingset *rs, const char *const *attr, int flags,
 	for (i = 0; i < rs->rs_n; i++) {
 		rr = &rs->rs_rules[i];
 		if ((flags & ROUTING_FIXED) &&
-		    (rr->rr_model != NULL || rr->rr_upstream != NULL))
+		    (rr->rr_model != NULL || rr->rr_upstream != NULL ||
+			rr->rr_nfallback > 0))
 			continue;
 		if ((flags & ROUTING_NO_OUTPUT) &&
 		    (rr->rr_model != NULL || rr->rr_max_tokens != -1))

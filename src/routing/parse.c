@@ -28,6 +28,8 @@ struct rraw {
 	char *r_upstream;
 	int r_max_tokens; /* 0: not given */
 	int r_below_pct; /* 0: not given */
+	char **r_fallback;
+	size_t r_nfallback;
 };
 
 static void r_name(struct cfgctx *, const struct cfgkey *, const char *,
@@ -38,6 +40,8 @@ static void r_model(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
 static void r_upstream(struct cfgctx *, const struct cfgkey *, const char *,
     const struct ynode *, void *);
+static void r_fallback(struct cfgctx *, const struct cfgkey *, const char *,
+    const struct ynode *, void *);
 
 #define OFF(f) offsetof(struct rraw, f)
 
@@ -46,6 +50,7 @@ static const struct cfgkey rule_keys[] = {
     KEY_CALL("match", r_match, OFF(r_match), 0),
     KEY_CALL("model", r_model, OFF(r_model), 0),
     KEY_CALL("upstream", r_upstream, OFF(r_upstream), 0),
+    KEY_CALL("fallback", r_fallback, 0, 0),
     KEY_INT("max_tokens", OFF(r_max_tokens), 1, INT_MAX),
     KEY_INT("when_budget_below_percent", OFF(r_below_pct), 1, 100),
     KEY_END,
@@ -192,11 +197,60 @@ r_upstream(struct cfgctx *cx, const struct cfgkey *k, const char *path,
 	*(char **)dst = xstrdup(s);
 }
 
+/*
+ * fallback: the upstreams a call the rule matches fails over to, in
+ * order, when the one it is sent to fails before any of its answer is
+ * relayed. Names only here; config/ checks them against the upstreams.
+ */
+static void
+r_fallback(struct cfgctx *cx, const struct cfgkey *k, const char *path,
+    const struct ynode *n, void *dst)
+{
+	struct rraw *r = dst;
+	const struct ynode *it;
+	char where[CFG_PATH_MAX];
+	size_t i, j;
+
+	(void)k;
+	if (n->yn_type != YN_SEQ || n->yn_nkids == 0 ||
+	    n->yn_nkids > ROUTING_FALLBACK_MAX) {
+		cfg_error(cx, n,
+		    "%s: expected a list of 1 to %d upstream names", path,
+		    ROUTING_FALLBACK_MAX);
+		return;
+	}
+	r->r_fallback = xcalloc(n->yn_nkids, sizeof(*r->r_fallback));
+	for (i = 0; i < n->yn_nkids; i++) {
+		it = n->yn_kids[i];
+		snprintf(where, sizeof(where), "%s[%zu]", path, i);
+		if (it->yn_type != YN_SCALAR || ynode_is_null(it) ||
+		    strlen(it->yn_str) != it->yn_len ||
+		    !name_ok(it->yn_str, 64)) {
+			cfg_error(cx, it,
+			    "%s: expected the name of an upstream", where);
+			continue;
+		}
+		for (j = 0; j < r->r_nfallback; j++)
+			if (strcmp(r->r_fallback[j], it->yn_str) == 0)
+				break;
+		if (j < r->r_nfallback) {
+			cfg_error(cx, it, "%s: '%s' is listed twice", where,
+			    it->yn_str);
+			continue;
+		}
+		r->r_fallback[r->r_nfallback++] = xstrdup(it->yn_str);
+	}
+}
+
 static void
 rule_clear(struct routing_rule *rr)
 {
+	size_t i;
 	int a;
 
+	for (i = 0; i < rr->rr_nfallback; i++)
+		free(rr->rr_fallback[i]);
+	free(rr->rr_fallback);
 	free(rr->rr_name);
 	for (a = 0; a < ROUTING_ATTR_MAX; a++)
 		free(rr->rr_match[a]);
@@ -247,10 +301,11 @@ routing_parse(struct cfgctx *cx, const char *path, const struct ynode *n,
 			    r.r_name);
 		if (cfg_value(item, "model") == NULL &&
 		    cfg_value(item, "upstream") == NULL &&
-		    cfg_value(item, "max_tokens") == NULL)
+		    cfg_value(item, "max_tokens") == NULL &&
+		    cfg_value(item, "fallback") == NULL)
 			cfg_error(cx, item,
-			    "%s: a rule does nothing without model, upstream "
-			    "or max_tokens",
+			    "%s: a rule does nothing without model, upstream, "
+			    "max_tokens or fallback",
 			    where);
 		rr = &rs->rs_rules[rs->rs_n++];
 		rr->rr_name = r.r_name;
@@ -261,6 +316,11 @@ routing_parse(struct cfgctx *cx, const char *path, const struct ynode *n,
 		rr->rr_upstream = r.r_upstream;
 		rr->rr_max_tokens = r.r_max_tokens != 0 ? r.r_max_tokens : -1;
 		rr->rr_below_pct = r.r_below_pct != 0 ? r.r_below_pct : -1;
+		rr->rr_fallback = r.r_fallback;
+		rr->rr_nfallback = r.r_nfallback;
+		if (cfg_value(item, "fallback") != NULL)
+			rr->rr_fallback_line =
+			    cfg_value(item, "fallback")->yn_line;
 		for (j = 0; rr->rr_name != NULL && j + 1 < rs->rs_n; j++) {
 			if (rs->rs_rules[j].rr_name != NULL &&
 			    strcmp(rs->rs_rules[j].rr_name, rr->rr_name) == 0) {

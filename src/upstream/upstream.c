@@ -408,16 +408,16 @@ add_header_line(struct xfer *x, const char *name, const char *value)
 }
 
 /*
- * Start a transfer to uc: method GET or POST, url already built from the
- * config's base_url and the routed path, headers already filtered by the
+ * Start a transfer to uc: method GET or POST, url already built from base
+ * (one of uc's base URLs, borrowed for the transfer) and the routed path, headers already filtered by the
  * caller, body borrowed (it must outlive the transfer). stream is set when
  * the response is expected to be an event stream. Returns NULL if curl
  * refuses the transfer.
  */
 struct xfer *
-xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
-    const struct hdrs *hs, const char *body, size_t bodylen, int stream,
-    const struct xfer_cbs *cbs, void *arg)
+xfer_start(const struct upstream_conf *uc, const char *base, const char *method,
+    const char *url, const struct hdrs *hs, const char *body, size_t bodylen,
+    int stream, const struct xfer_cbs *cbs, void *arg)
 {
 	struct xfer *x;
 	struct origin *o;
@@ -431,8 +431,8 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	x->xf_arg = arg;
 	/* A stream's handle is never a reused one: see XFER_STREAM_BUFSIZE. */
 	x->xf_stream = stream;
-	x->xf_tls = strncmp(uc->uc_base_url, "https:", 6) == 0;
-	x->xf_base_url = uc->uc_base_url;
+	x->xf_tls = strncmp(base, "https:", 6) == 0;
+	x->xf_base_url = base;
 	if ((e = x->xf_easy = stream ? curl_easy_init() : easy_get()) == NULL)
 		fatalx("%s: curl_easy_init", __func__);
 
@@ -481,7 +481,7 @@ xfer_start(const struct upstream_conf *uc, const char *method, const char *url,
 	if (x->xf_tls) {
 		curl_easy_setopt(
 		    e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-		o = origin_find(uc->uc_base_url, 0);
+		o = origin_find(base, 0);
 		curl_easy_setopt(
 		    e, CURLOPT_PIPEWAIT, o != NULL && o->or_h2 ? 1L : 0L);
 	} else {

@@ -15,6 +15,15 @@
  * Command line:
  *   fakeprov [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
  *            [--record FILE]
+ *            [--fail-status CODE | --fail-hang] [--fail-retry-after S]
+ *            [--fail-count N] [--fail-key SUBSTR]
+ * The --fail options script this instance, whatever the request says, so
+ * that two instances behind one tollgate can answer differently (a
+ * failing primary, a healthy backup): the requests they match (all, or
+ * those whose Authorization, api-key or x-api-key holds SUBSTR; only the
+ * first N of them with --fail-count) are answered as if they carried
+ * x-fake-status: CODE (and x-fake-retry-after: S), or x-fake-hang:
+ * headers with --fail-hang.
  * After binding it prints exactly one line to stdout,
  * "fakeprov listening on 127.0.0.1:PORT http" (or https), and flushes it.
  * SIGTERM and SIGINT make it free everything and exit 0.
@@ -249,6 +258,12 @@ static struct event_base *g_base;
 static struct evhttp *g_http;
 static SSL_CTX *g_ssl_ctx;
 static FILE *g_record;
+/* --fail-*: how this instance fails the requests it matches. */
+static int g_fail_status;
+static int g_fail_hang;
+static long g_fail_retry_after = -1;
+static long g_fail_count = -1; /* -1: every match */
+static const char *g_fail_key;
 static unsigned long long g_seq;
 static int g_stopping;
 static char g_filler[FILLER_LEN];
@@ -2079,6 +2094,41 @@ parse_body(struct xchg *x, const char *body, size_t len, char **model)
 	cJSON_Delete(root);
 }
 
+/* Does this request carry a credential holding g_fail_key? */
+static int
+fail_key_matches(struct evkeyvalq *h)
+{
+	static const char *const names[] = {
+	    "authorization", "api-key", "x-api-key", "x-goog-api-key"};
+	const char *v;
+	size_t i;
+
+	if (g_fail_key == NULL)
+		return (1);
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if ((v = evhttp_find_header(h, names[i])) != NULL &&
+		    strstr(v, g_fail_key) != NULL)
+			return (1);
+	return (0);
+}
+
+/* The --fail options, for a request they match. */
+static void
+fail_knobs(struct xchg *x, struct evkeyvalq *h)
+{
+	if ((g_fail_status == 0 && !g_fail_hang) || g_fail_count == 0 ||
+	    !fail_key_matches(h))
+		return;
+	if (g_fail_count > 0)
+		g_fail_count--;
+	if (g_fail_hang)
+		x->x_hang = HANG_HEADERS;
+	else
+		x->x_status = g_fail_status;
+	if (g_fail_retry_after >= 0)
+		x->x_retry_after = g_fail_retry_after;
+}
+
 static void
 parse_knobs(struct xchg *x, struct evkeyvalq *h, size_t body_len)
 {
@@ -2115,6 +2165,7 @@ parse_knobs(struct xchg *x, struct evkeyvalq *h, size_t body_len)
 	}
 	v = evhttp_find_header(h, "x-fake-sse-timestamps");
 	x->x_timestamps = v != NULL && strcmp(v, "0") != 0 && *v != '\0';
+	fail_knobs(x, h);
 }
 
 static const char *
@@ -2318,7 +2369,9 @@ usage(void)
 {
 	fprintf(stderr,
 	    "usage: fakeprov [--listen HOST:PORT] "
-	    "[--tls-cert FILE --tls-key FILE] [--record FILE]\n");
+	    "[--tls-cert FILE --tls-key FILE] [--record FILE]\n"
+	    "       [--fail-status CODE | --fail-hang] [--fail-retry-after S]"
+	    " [--fail-count N] [--fail-key SUBSTR]\n");
 	exit(2);
 }
 
@@ -2401,6 +2454,17 @@ main(int argc, char *argv[])
 			key = argv[++c];
 		else if (strcmp(argv[c], "--record") == 0 && c + 1 < argc)
 			record = argv[++c];
+		else if (strcmp(argv[c], "--fail-status") == 0 && c + 1 < argc)
+			g_fail_status = (int)strtol(argv[++c], NULL, 10);
+		else if (strcmp(argv[c], "--fail-hang") == 0)
+			g_fail_hang = 1;
+		else if (strcmp(argv[c], "--fail-retry-after") == 0 &&
+		    c + 1 < argc)
+			g_fail_retry_after = strtol(argv[++c], NULL, 10);
+		else if (strcmp(argv[c], "--fail-count") == 0 && c + 1 < argc)
+			g_fail_count = strtol(argv[++c], NULL, 10);
+		else if (strcmp(argv[c], "--fail-key") == 0 && c + 1 < argc)
+			g_fail_key = argv[++c];
 		else
 			usage();
 	}

@@ -25,7 +25,8 @@ import tglib  # noqa: E402
 # Top-level keys of tollgate's configuration (src/config/config.c).
 CONFIG_KEYS = {"listen", "admin", "limits", "upstreams", "ledger", "prices",
                "unknown_models", "attribution", "policies", "timezone",
-               "refusals", "alerts", "fleet", "routing", "cache"}
+               "refusals", "alerts", "fleet", "routing", "cache",
+               "retry"}
 
 # Blocks that are not tollgate's files: a key each holds, and why.
 FOREIGN = {

@@ -72,7 +72,50 @@ check_none(const struct routingset *rs)
 	assert_int_equal(rs->rs_n, 0);
 }
 
+static void
+check_fallback(const struct routingset *rs)
+{
+	const struct routing_rule *rr = &rs->rs_rules[0];
+
+	assert_int_equal(rs->rs_n, 1);
+	assert_int_equal(rr->rr_nfallback, 2);
+	assert_string_equal(rr->rr_fallback[0], "local");
+	assert_string_equal(rr->rr_fallback[1], "openai2");
+	assert_null(rr->rr_upstream);
+	assert_null(rr->rr_model);
+}
+
 static const struct rcase cases[] = {
+    {"fallback",
+	"  openai2: { type: openai, base_url: \"http://127.0.0.1:6\" }\n"
+	"routing:\n"
+	"  - { name: f, match: { upstream: openai }, fallback: [local, "
+	"openai2] }\n",
+	check_fallback, {NULL}},
+    {"fallback errors",
+	"routing:\n"
+	"  - { name: a, match: { upstream: openai }, fallback: [nowhere] }\n"
+	"  - { name: b, match: { upstream: openai }, fallback: [openai] }\n"
+	"  - { name: c, match: { upstream: openai }, fallback: [azure] }\n"
+	"  - { name: d, match: { upstream: openai }, fallback: [anthropic] }\n"
+	"  - { name: e, match: { upstream: openai }, fallback: [local, "
+	"local] }\n"
+	"  - { name: f, fallback: [] }\n",
+	NULL,
+	{"8:56: routing[0] (a).fallback[0]: no upstream named 'nowhere' is "
+	 "configured",
+	    "9:56: routing[1] (b).fallback[0]: 'openai' is the upstream the "
+	    "rule's calls go to first: a call cannot fail over to itself "
+	    "(retry: tries it again)",
+	    "10:56: routing[2] (c).fallback[0]: 'azure' is an azure_openai "
+	    "upstream, whose path names a deployment and an api-version; "
+	    "calls are not translated to it, so it cannot be a fallback",
+	    "11:56: routing[3] (d).fallback[0]: the rule's calls can go to "
+	    "upstream 'openai' (openai), and 'anthropic' (anthropic) does not "
+	    "speak the same API; calls are never translated between APIs",
+	    "12:63: routing[4].fallback[1]: 'local' is listed twice",
+	    "13:26: routing[5].fallback: expected a list of 1 to 8 upstream "
+	    "names"}},
     {"two rules",
 	"routing:\n"
 	"  - name: small\n"
@@ -93,8 +136,8 @@ static const struct rcase cases[] = {
 	{"8:5: routing[0]: expected a mapping"}},
     {"no name, no action", "routing:\n  - match: { team: a }\n", NULL,
 	{"8:5: routing[0]: missing required key 'name'",
-	    "8:5: routing[0]: a rule does nothing without model, upstream or "
-	    "max_tokens"}},
+	    "8:5: routing[0]: a rule does nothing without model, upstream, "
+	    "max_tokens or fallback"}},
     {"duplicate name",
 	"routing:\n"
 	"  - { name: a, max_tokens: 7 }\n"

@@ -13,6 +13,9 @@
 //       opts.attribution = false drops the default attribution block.
 //       opts.adminYaml is added under admin: (indented lines, e.g.
 //       "  token_env: NAME\n").
+//       opts.upstreamsYaml adds lines under upstreams: (FPBASE stands for
+//       fakeprov's base URL); opts.fakeprovArgs are fakeprov's own
+//       (--fail-status, --fail-key, ...).
 //   stack.base            http://127.0.0.1:PORT of the proxy
 //   stack.admin           http://127.0.0.1:PORT of the admin API
 //   stack.requestsWith(m) fakeprov's record of every request whose body
@@ -170,7 +173,7 @@ process.on('exit', () => {
   for (const p of live) if (p.alive()) p.child.kill('SIGKILL');
 });
 
-function yamlConfig(fpBase, extraYaml, adminYaml) {
+function yamlConfig(fpBase, extraYaml, adminYaml = '', upstreamsYaml = '') {
   const prices = path.join(SOURCE_DIR, 'config', 'prices.yaml');
   return `listen: 127.0.0.1:0
 admin:
@@ -182,7 +185,7 @@ upstreams:
   openai: { type: openai, base_url: "${fpBase}" }
   anthropic: { type: anthropic, base_url: "${fpBase}" }
   gemini: { type: gemini, base_url: "${fpBase}" }
-${extraYaml}
+${upstreamsYaml.replaceAll('FPBASE', fpBase)}${extraYaml}
 `;
 }
 
@@ -256,7 +259,8 @@ export async function startStack(opts = {}) {
 async function launch(stack, recordPath, opts) {
   const { dir, procs } = stack;
   const fp = new Proc('fakeprov', [findBin('FAKEPROV_BIN', 'fakeprov'),
-    '--listen', '127.0.0.1:0', '--record', recordPath], dir);
+    '--listen', '127.0.0.1:0', '--record', recordPath,
+    ...(opts.fakeprovArgs || [])], dir);
   procs.push(fp);
   live.add(fp);
   const fm = await fp.waitLine(/fakeprov listening on 127\.0\.0\.1:(\d+) http/, 'out');
@@ -266,8 +270,8 @@ async function launch(stack, recordPath, opts) {
   const extra = (opts.attribution === false ? '' : DEFAULT_ATTRIBUTION) +
       (opts.extraYaml || '');
   const cfgPath = path.join(dir, 'tollgate.yaml');
-  fs.writeFileSync(cfgPath,
-      yamlConfig(stack.fakeprovBase, extra, opts.adminYaml || ''));
+  fs.writeFileSync(cfgPath, yamlConfig(stack.fakeprovBase, extra,
+      opts.adminYaml || '', opts.upstreamsYaml || ''));
   const tg = new Proc('tollgate', [findBin('TOLLGATE_BIN', 'tollgate'), '-d',
     '-c', cfgPath], dir);
   procs.push(tg);
