@@ -187,9 +187,15 @@ text_ok(const char *s, size_t max)
 {
 	size_t n = 0;
 
-	for (; s[n] != '\0'; n++)
+	for (; s[n] != '\0'; n++) {
 		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
 			return (0);
+		/* C1 controls too: a terminal may obey them (tollgate top). */
+		if ((unsigned char)s[n] == 0xc2 &&
+		    (unsigned char)s[n + 1] >= 0x80 &&
+		    (unsigned char)s[n + 1] <= 0x9f)
+			return (0);
+	}
 	return (n <= max && utf8_valid(s, n));
 }
 

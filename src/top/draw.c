@@ -77,6 +77,16 @@ line(struct buf *f, int cols, int inverse, const char *fmt, ...)
 		c = (unsigned char)text[i];
 		if ((c & 0xc0) != 0x80 && w++ >= cols)
 			break;
+		/*
+		 * C1 controls (U+0080 to U+009F, 0xc2 0x80-0x9f in UTF-8) are
+		 * obeyed as escapes by some terminals, like C0 and DEL.
+		 */
+		if (c == 0xc2 && (unsigned char)text[i + 1] >= 0x80 &&
+		    (unsigned char)text[i + 1] <= 0x9f) {
+			buf_add(f, "?", 1);
+			i++;
+			continue;
+		}
 		if (c < 0x20 || c == 0x7f)
 			c = '?';
 		buf_add(f, &c, 1);

@@ -266,6 +266,11 @@ class KillsTest(ledgerlib.MeterTestCase):
         r = self.admin("POST", "/v1/kills",
                        {"match": {"team": "a"}, "reason": "x\ny"})
         self.assertError(r, 400)
+        # Nor a C1 control (U+009B is a CSI to some terminals: tollgate
+        # top shows the reason).
+        r = self.admin("POST", "/v1/kills",
+                       {"match": {"team": "a"}, "reason": "x\u009b2J"})
+        self.assertError(r, 400)
         self.assertEqual(self.list_kills(), [])
         # Every accepted ttl unit.
         for ttl, secs in (("90s", 90), ("10m", 600), ("2h", 7200),
