@@ -7,6 +7,7 @@
  *   tollgate -n [-c file]               the same, relayd-style
  *   tollgate spend|calls ...            read the ledger (cli.c)
  *   tollgate intent ID                  one intent's timeline (cli_intent.c)
+ *   tollgate usage ...                  record a cost that is no call
  *   tollgate prices import FILE ...     a new price table (cli_prices.c)
  *   tollgate ship init [-c file]        the fleet ledger's schema (cli_ship.c)
  *   tollgate top [-c file] [--admin URL] the live terminal view (top/)
@@ -93,6 +94,7 @@ static void __attribute__((noreturn)) usage(int status)
 	    "       tollgate spend [options]   (tollgate spend --help)\n"
 	    "       tollgate calls [options]   (tollgate calls --help)\n"
 	    "       tollgate intent ID [options] (tollgate intent --help)\n"
+	    "       tollgate usage [options]   (tollgate usage --help)\n"
 	    "       tollgate prices import FILE [-o OUT] [-c file]\n"
 	    "                                  (tollgate prices --help)\n"
 	    "       tollgate ship init [-c file]\n"
@@ -511,6 +513,9 @@ main(int argc, char *argv[])
 		return (cli_calls(argc - 1, argv + 1));
 	if (argc > 1 && strcmp(argv[1], "intent") == 0)
 		return (cli_intent(argc - 1, argv + 1));
+	/* A cost that is not a call, through the daemon (cli_usage.c). */
+	if (argc > 1 && strcmp(argv[1], "usage") == 0)
+		return (cli_usage_post(argc - 1, argv + 1));
 	/* A new price table from a community price list (cli_prices.c). */
 	if (argc > 1 && strcmp(argv[1], "prices") == 0)
 		return (cli_prices(argc - 1, argv + 1));

@@ -15,6 +15,9 @@ int cli_calls(int, char **);
 /* cli_intent.c */
 int cli_intent(int, char **);
 
+/* cli_usage.c */
+int cli_usage_post(int, char **);
+
 /* cli_prices.c */
 int cli_prices(int, char **);
 

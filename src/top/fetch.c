@@ -13,8 +13,8 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
 
+#include "tollgate/adminc.h"
 #include "tollgate/buf.h"
 #include "tollgate/log.h"
 #include "tollgate/util.h"
@@ -25,87 +25,17 @@
 static const char *const kill_attrs[] = {"intent", "team", "tenant",
     "agent_class", "environment", "model", "provider"};
 
-static size_t
-body_cb(char *ptr, size_t size, size_t n, void *arg)
-{
-	struct buf *b = arg;
-
-	/* A short count makes libcurl fail the transfer: the cap is hit. */
-	if (buf_add(b, ptr, size * n) != 0)
-		return (0);
-	return (size * n);
-}
-
-/*
- * One request to the admin API: method, path (with its query) and an
- * optional JSON body. 0 with the answer's status and body (to free) when
- * one came back, whatever its status; -1 with *cause when none did.
- */
-int
-top_request(struct top_client *tc, const char *method, const char *path,
-    const char *body, char **out, long *status, char **cause)
-{
-	struct curl_slist *hs = NULL;
-	struct buf b;
-	char *url = NULL;
-	CURLcode rc;
-	CURL *c;
-
-	*out = NULL;
-	*status = 0;
-	buf_init(&b, TOP_BODY_MAX, 0, BUF_NUL);
-	if (tc->tc_curl == NULL && (tc->tc_curl = curl_easy_init()) == NULL)
-		fatalx("%s: curl_easy_init", __func__);
-	c = tc->tc_curl;
-	curl_easy_reset(c);
-	xasprintf(&url, "%s%s", tc->tc_base, path);
-	if (tc->tc_auth != NULL)
-		hs = curl_slist_append(hs, tc->tc_auth);
-	if (body != NULL)
-		hs = curl_slist_append(hs, "Content-Type: application/json");
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hs);
-	if (body != NULL)
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, body_cb);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 1000L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-	/* Never follow a redirect: the token is for this listener alone. */
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	rc = curl_easy_perform(c);
-	curl_slist_free_all(hs);
-	free(url);
-	if (rc != CURLE_OK) {
-		if (rc == CURLE_WRITE_ERROR)
-			xasprintf(
-			    cause, "answer larger than %d bytes", TOP_BODY_MAX);
-		else
-			xasprintf(cause, "%s", curl_easy_strerror(rc));
-		buf_free(&b);
-		return (-1);
-	}
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-	if (buf_add(&b, "", 0) != 0 || (*out = buf_take(&b, NULL)) == NULL)
-		*out = xstrdup("");
-	buf_free(&b);
-	return (0);
-}
-
 /* GET path as a JSON object into *doc, or -1 with a reason in s. */
 static int
-get_json(
-    struct top_client *tc, struct top_snap *s, const char *path, cJSON **doc)
+get_json(struct adminc *tc, struct top_snap *s, const char *path, cJSON **doc)
 {
 	char *body, *cause = NULL;
 	const cJSON *err;
 	long status;
 
 	*doc = NULL;
-	if (top_request(tc, "GET", path, NULL, &body, &status, &cause) != 0) {
+	if (adminc_request(tc, "GET", path, NULL, &body, &status, &cause) !=
+	    0) {
 		snprintf(s->ts_error, sizeof(s->ts_error),
 		    "admin API unreachable: %s", cause);
 		free(cause);
@@ -316,7 +246,7 @@ utc_text(int64_t t, char *buf, size_t len, int day_only)
 
 /* Read everything the screen shows into s (emptied first), at now_ms. */
 void
-top_fetch(struct top_client *tc, struct top_snap *s, int64_t now_ms)
+top_fetch(struct adminc *tc, struct top_snap *s, int64_t now_ms)
 {
 	cJSON *budgets = NULL, *kills = NULL, *inflight = NULL;
 	cJSON *refused = NULL, *spend = NULL;

@@ -34,7 +34,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
-#include "tollgate/config.h"
+#include "tollgate/adminc.h"
 #include "tollgate/top.h"
 #include "tollgate/log.h"
 #include "tollgate/util.h"
@@ -132,7 +132,7 @@ mono_ms(void)
 
 /* Everything the loop holds. */
 struct top {
-	struct top_client t_client;
+	struct adminc t_client;
 	struct top_snap t_snap;
 	struct top_hist *t_hist;
 	size_t t_nhist;
@@ -287,8 +287,8 @@ do_kill(struct top *t)
 	long status;
 	int rc;
 
-	rc = top_request(&t->t_client, "POST", "/v1/kills", t->t_pending, &body,
-	    &status, &cause);
+	rc = adminc_request(&t->t_client, "POST", "/v1/kills", t->t_pending,
+	    &body, &status, &cause);
 	action_result(t, "kill", rc, status, body, cause);
 	free(body);
 	free(cause);
@@ -302,7 +302,7 @@ do_lift(struct top *t)
 	int rc;
 
 	xasprintf(&path, "/v1/kills/%s", t->t_pending);
-	rc = top_request(
+	rc = adminc_request(
 	    &t->t_client, "DELETE", path, NULL, &body, &status, &cause);
 	action_result(t, "lift", rc, status, body, cause);
 	free(path);
@@ -513,50 +513,7 @@ top_usage(FILE *f)
 
 /* The admin URL and token from the configuration at path. */
 static int
-top_from_config(struct top_client *tc, const char *path, int need_url)
-{
-	struct cfgerrs errs = {0};
-	struct config *cf;
-	const char *host;
-	size_t i;
-
-	cf = config_load_opts(path, CONFIG_SECRETS_OPTIONAL, &errs);
-	for (i = 0; cf == NULL && i < errs.ce_n; i++)
-		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-	if (cf == NULL && errs.ce_n == 0)
-		fprintf(stderr, "%s: cannot load configuration\n", path);
-	cfgerrs_free(&errs);
-	if (cf == NULL)
-		return (-1);
-	if (need_url) {
-		if (cf->cf_admin_port == 0) {
-			fprintf(stderr,
-			    "%s: admin.listen has port 0 (chosen at start): "
-			    "give --admin URL\n",
-			    path);
-			config_unref(cf);
-			return (-1);
-		}
-		host = cf->cf_admin_host;
-		/* A wildcard address is reached on loopback. */
-		if (strcmp(host, "0.0.0.0") == 0 || host[0] == '\0')
-			host = "127.0.0.1";
-		else if (strcmp(host, "::") == 0)
-			host = "::1";
-		xasprintf(&tc->tc_base,
-		    strchr(host, ':') != NULL ? "http://[%s]:%d"
-					      : "http://%s:%d",
-		    host, cf->cf_admin_port);
-	}
-	if (tc->tc_auth == NULL && cf->cf_admin_token != NULL)
-		xasprintf(&tc->tc_auth, "Authorization: Bearer %s",
-		    cf->cf_admin_token);
-	config_unref(cf);
-	return (0);
-}
-
-static int
-top_args(struct top_client *tc, int argc, char **argv, int *interval_ms)
+top_args(struct adminc *tc, int argc, char **argv, int *interval_ms)
 {
 	static const struct option longopts[] = {
 	    {"admin", required_argument, NULL, 'a'},
@@ -564,7 +521,7 @@ top_args(struct top_client *tc, int argc, char **argv, int *interval_ms)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *config = NULL, *admin = NULL, *tok;
+	const char *config = NULL, *admin = NULL;
 	char *end;
 	double secs;
 	int ch;
@@ -602,28 +559,14 @@ top_args(struct top_client *tc, int argc, char **argv, int *interval_ms)
 		top_usage(stderr);
 		return (2);
 	}
-	if ((tok = getenv("TOLLGATE_ADMIN_TOKEN")) != NULL && *tok != '\0')
-		xasprintf(&tc->tc_auth, "Authorization: Bearer %s", tok);
-	if (admin != NULL) {
-		if (strncmp(admin, "http://", 7) != 0 &&
-		    strncmp(admin, "https://", 8) != 0) {
-			fprintf(stderr,
-			    "--admin: expected http://HOST:PORT, got '%s'\n",
-			    admin);
-			return (2);
-		}
-		tc->tc_base = xstrdup(admin);
-		while (strlen(tc->tc_base) > 8 &&
-		    tc->tc_base[strlen(tc->tc_base) - 1] == '/')
-			tc->tc_base[strlen(tc->tc_base) - 1] = '\0';
+	switch (adminc_setup(tc, admin, config, TOP_DEFAULT_CONFIG)) {
+	case 0:
+		return (-1);
+	case 2:
+		return (2);
+	default:
+		return (1);
 	}
-	if (config != NULL || admin == NULL) {
-		if (top_from_config(tc,
-			config != NULL ? config : TOP_DEFAULT_CONFIG,
-			admin == NULL) != 0)
-			return (1);
-	}
-	return (-1);
 }
 
 static void
@@ -634,14 +577,7 @@ top_free(struct top *t)
 	free(t->t_order);
 	free(t->t_selkey);
 	free(t->t_pending);
-	free(t->t_client.tc_base);
-	if (t->t_client.tc_auth != NULL) {
-		explicit_bzero(
-		    t->t_client.tc_auth, strlen(t->t_client.tc_auth));
-		free(t->t_client.tc_auth);
-	}
-	if (t->t_client.tc_curl != NULL)
-		curl_easy_cleanup(t->t_client.tc_curl);
+	adminc_free(&t->t_client);
 }
 
 /* tollgate top: the loop; returns the exit status. */
@@ -686,7 +622,7 @@ top_main(int argc, char **argv)
 		return (1);
 	}
 	t.t_view.tv_snap = &t.t_snap;
-	t.t_view.tv_base = t.t_client.tc_base;
+	t.t_view.tv_base = t.t_client.ac_base;
 	t.t_view.tv_filter = t.t_filter;
 	t.t_view.tv_input = t.t_input;
 	t.t_view.tv_prompt = t.t_prompt;

@@ -10,10 +10,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tollgate/adminc.h"
+
 /* Samples of a budget's spend kept for its burn rate: about a minute. */
 #define TOP_HIST_MAX 61
 /* Largest admin API answer top reads; past it, an error is shown. */
-#define TOP_BODY_MAX (16 * 1024 * 1024)
 
 /* One budget scope of GET /v1/budgets; strings owned. */
 struct top_budget {
@@ -83,17 +84,9 @@ enum top_mode {
 };
 
 /* The client: where the admin API is, and its token. */
-struct top_client {
-	char *tc_base; /* "http://127.0.0.1:8788", no trailing '/' */
-	char *tc_auth; /* "Authorization: Bearer ...", or NULL; a secret */
-	void *tc_curl; /* CURL *, reused between requests */
-};
-
 /* fetch.c */
 void top_snap_free(struct top_snap *);
-void top_fetch(struct top_client *, struct top_snap *, int64_t);
-int top_request(struct top_client *, const char *, const char *, const char *,
-    char **, long *, char **);
+void top_fetch(struct adminc *, struct top_snap *, int64_t);
 void top_burn(struct top_snap *, struct top_hist **, size_t *, int64_t);
 void top_hist_free(struct top_hist *, size_t);
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -219,6 +220,43 @@ class UsageTest(ledgerlib.MeterTestCase):
         doc = self.usage({"id": "u-2", "source": "e2b",
                           "unit": "compute_minute", "units": 1000000})
         self.assertEqual(doc["cost_nusd"], 800001000000, doc)
+
+    def test_tollgate_usage_from_a_shell(self):
+        # tollgate usage posts one cost to the running daemon: recorded,
+        # then a duplicate (both exit 0); refused ones exit 1 with the
+        # reason; bad flags exit 2. The token comes from the environment
+        # and never reaches the output.
+        self.start_tg()
+        env = dict(os.environ, TOLLGATE_ADMIN_TOKEN=TOKEN)
+        url = "http://127.0.0.1:%d" % self.tg.admin_port
+
+        def run(*args):
+            p = subprocess.run(
+                [tglib.TOLLGATE_BIN, "usage", "--admin", url] + list(args),
+                capture_output=True, text=True, timeout=30, env=env)
+            self.assertNotIn(TOKEN, p.stdout + p.stderr)
+            return p.returncode, p.stdout, p.stderr
+        rc, out, err = run("--id", "sh-1", "--source", "serpapi",
+                           "--unit", "search", "--units", "4",
+                           "--team", "t1", "--intent", "nightly")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out)["cost_nusd"], 20000000)
+        row = self.row("sh-1")
+        self.assertEqual((row["team"], row["intent"], row["units"]),
+                         ("t1", "nightly", 4))
+        rc, out, err = run("--id", "sh-1", "--source", "serpapi",
+                           "--cost-usd", "9")
+        self.assertEqual(rc, 0, err)
+        self.assertTrue(json.loads(out)["duplicate"])
+        rc, out, err = run("--id", "sh-2", "--source", "serpapi",
+                           "--unit", "nothing", "--units", "1")
+        self.assertEqual(rc, 1)
+        self.assertIn("no price for unit 'nothing'", err)
+        rc, out, err = run("--source", "serpapi", "--cost-usd", "1")
+        self.assertEqual(rc, 2)
+        rc, out, err = run("--id", "x", "--source", "s", "--units", "1.5")
+        self.assertEqual(rc, 2)
+        self.assertEqual(self.ledger.count("endpoint = 'external'"), 1)
 
     def test_bad_requests_are_named(self):
         self.start_tg()
