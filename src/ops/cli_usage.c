@@ -100,9 +100,10 @@ cli_usage_post(int argc, char **argv)
 			units = strtol(optarg, &end, 10);
 			if (*optarg == '\0' || *end != '\0' || units < 1 ||
 			    units > 1000000000L) {
-				fprintf(stderr, "tollgate usage: --units: a "
-						"whole number from 1 to "
-						"1000000000\n");
+				fprintf(stderr,
+				    "tollgate usage: --units: a "
+				    "whole number from 1 to "
+				    "1000000000\n");
 				goto usage;
 			}
 			cJSON_AddNumberToObject(body, "units", (double)units);
@@ -128,8 +129,9 @@ cli_usage_post(int argc, char **argv)
 	}
 	if (cJSON_GetObjectItemCaseSensitive(body, "id") == NULL ||
 	    cJSON_GetObjectItemCaseSensitive(body, "source") == NULL) {
-		fprintf(stderr, "tollgate usage: --id and --source are "
-				"required\n");
+		fprintf(stderr,
+		    "tollgate usage: --id and --source are "
+		    "required\n");
 		goto usage;
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
