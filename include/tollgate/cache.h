@@ -18,10 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct hdrs;
+
 #include "tollgate/routing.h"
 #include "tollgate/usage.h"
 
 #define CACHE_KEY_LEN 32 /* a SHA-256 */
+/* The largest answer cache.max_entry_bytes may let the store keep. */
+#define CACHE_MAX_ENTRY_BYTES (64 * 1024 * 1024)
 
 /* The cache: section, read-only once loaded; owned by its config. */
 struct cache_conf {
@@ -38,9 +42,12 @@ struct cache_conf {
 struct cache_keyparts {
 	const char *kp_tenant;
 	const char *kp_key; /* the client's key fingerprint, or binding */
+	const char *kp_binding; /* "tollgate", "provider" or NULL: none */
 	const char *kp_upstream;
 	const char *kp_path; /* with Gemini's model in it */
 	int kp_stream;
+	int kp_usage_injected; /* tollgate added include_usage */
+	const struct hdrs *kp_hdrs; /* the request's (cache_key_hdrs) */
 };
 
 /* One stored answer; its strings and body owned by whoever holds it. */
@@ -62,6 +69,7 @@ struct cache_stats {
 };
 
 /* entry.c */
+int cache_entry_valid(const struct cache_entry *);
 char *cache_entry_encode(const struct cache_entry *, size_t *);
 int cache_entry_decode(const char *, size_t, struct cache_entry *);
 
@@ -74,7 +82,7 @@ int cache_key(const struct cache_keyparts *, const char *, size_t,
 int cache_open(const char *, char **);
 int cache_is_open(void);
 const char *cache_path(void);
-int cache_get(const unsigned char *, int64_t, struct cache_entry *);
+int cache_get(const unsigned char *, int64_t, int64_t, struct cache_entry *);
 void cache_put(const unsigned char *, const char *, struct cache_entry *,
     int64_t, const struct cache_conf *);
 void cache_entry_clear(struct cache_entry *);

@@ -71,6 +71,22 @@ get_bytes(const unsigned char **pp, size_t *left, const char **s, size_t *len)
 	return (0);
 }
 
+/*
+ * Is e an answer the cache stores: a 2xx status and no negative token
+ * count? Anything else read back from a store was not written by this
+ * version, and is not served.
+ */
+int
+cache_entry_valid(const struct cache_entry *e)
+{
+	const struct usage *u = &e->ce_usage;
+
+	return (e->ce_status >= 200 && e->ce_status <= 299 &&
+	    e->ce_created_ms >= 0 && u->u_input >= 0 && u->u_output >= 0 &&
+	    u->u_cached >= 0 && u->u_cache_write >= 0 &&
+	    u->u_cache_write_1h >= 0 && u->u_reasoning >= 0);
+}
+
 /* e as a new string of *len bytes. */
 char *
 cache_entry_encode(const struct cache_entry *e, size_t *len)
@@ -122,8 +138,8 @@ cache_entry_decode(const char *s, size_t len, struct cache_entry *e)
 		if (get_bytes(&p, &left, &str[i], &slen[i]) == -1)
 			return (-1);
 	if (left != 0 || slen[0] >= sizeof(e->ce_usage.u_model) ||
-	    slen[1] >= sizeof(e->ce_usage.u_service_tier) || nums[0] < 100 ||
-	    nums[0] > 599)
+	    slen[1] >= sizeof(e->ce_usage.u_service_tier) || nums[0] < 200 ||
+	    nums[0] > 299)
 		return (-1);
 	e->ce_status = (int)nums[0];
 	e->ce_created_ms = nums[1];
@@ -142,5 +158,9 @@ cache_entry_decode(const char *s, size_t len, struct cache_entry *e)
 		memcpy(e->ce_body, str[3], slen[3]);
 	e->ce_body[slen[3]] = '\0';
 	e->ce_len = slen[3];
+	if (!cache_entry_valid(e)) {
+		cache_entry_clear(e);
+		return (-1);
+	}
 	return (0);
 }

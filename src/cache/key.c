@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
 #include "tollgate/cache.h"
+#include "tollgate/http.h"
 #include "tollgate/log.h"
 #include "tollgate/util.h"
 
@@ -29,6 +31,20 @@
  * not cached rather than risk serving one request another's answer.
  */
 #define CACHE_EXACT_MAX 9007199254740992.0
+
+/*
+ * Request headers that select what the provider answers (an API version,
+ * beta features, the organisation or project billed and its models):
+ * two requests that differ in one of them are not the same request.
+ */
+static const char *const cache_key_hdrs[] = {
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-organization",
+    "openai-project",
+    "openai-beta",
+    "x-goog-user-project",
+};
 
 /* A member and where it came in its object. */
 struct member {
@@ -105,6 +121,32 @@ canon_sort(cJSON *j)
 }
 
 /*
+ * Does the JSON text of len bytes hold a NUL inside its value: a raw one
+ * or a \u0000 escape (in a string or a member name)? cJSON keeps strings
+ * as C strings, so whatever follows a NUL would be dropped from the
+ * canonical form while the provider still reads it: two different
+ * requests would share a key.
+ */
+static int
+canon_has_nul(const char *s, size_t len)
+{
+	size_t i;
+
+	if (memchr(s, '\0', len) != NULL)
+		return (1);
+	for (i = 0; i + 1 < len; i++) {
+		if (s[i] != '\\')
+			continue;
+		/* An escaped backslash is not the start of an escape. */
+		if (s[i + 1] == 'u' && i + 5 < len && s[i + 2] == '0' &&
+		    s[i + 3] == '0' && s[i + 4] == '0' && s[i + 5] == '0')
+			return (1);
+		i++;
+	}
+	return (0);
+}
+
+/*
  * The canonical form of a JSON body of len bytes: a new string of *outlen
  * bytes, or NULL with *cause when the body is not one JSON value (or holds
  * a number too large to compare exactly), which makes the request
@@ -114,7 +156,7 @@ char *
 cache_canonical(const char *body, size_t len, size_t *outlen, char **cause)
 {
 	cJSON *j;
-	const char *end = NULL;
+	const char *end = NULL, *vend;
 	char *out;
 
 	*cause = NULL;
@@ -123,6 +165,7 @@ cache_canonical(const char *body, size_t len, size_t *outlen, char **cause)
 		xasprintf(cause, "the body is not JSON");
 		return (NULL);
 	}
+	vend = end != NULL ? end : body + len;
 	while (end != NULL && end < body + len &&
 	    (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n' ||
 		*end == '\0'))
@@ -130,6 +173,12 @@ cache_canonical(const char *body, size_t len, size_t *outlen, char **cause)
 	if (end != body + len) {
 		cJSON_Delete(j);
 		xasprintf(cause, "the body has bytes after its JSON value");
+		return (NULL);
+	}
+	/* Only the value: NULs after it were skipped above. */
+	if (canon_has_nul(body, (size_t)(vend - body))) {
+		cJSON_Delete(j);
+		xasprintf(cause, "the body has a NUL character in a string");
 		return (NULL);
 	}
 	if (canon_sort(j) == -1) {
@@ -170,6 +219,32 @@ key_str(EVP_MD_CTX *md, const char *s)
 }
 
 /*
+ * Hash the values of the headers in cache_key_hdrs, in that order: for
+ * each name, how many times it came then each value as sent, so that an
+ * absent header is not an empty one.
+ */
+static void
+key_hdrs(EVP_MD_CTX *md, const struct hdrs *hs)
+{
+	char count[24];
+	size_t h, i, n;
+
+	for (h = 0; h < sizeof(cache_key_hdrs) / sizeof(*cache_key_hdrs); h++) {
+		key_str(md, cache_key_hdrs[h]);
+		for (n = 0, i = 0; hs != NULL && i < hs->hs_n; i++)
+			if (strcasecmp(hs->hs_v[i].h_name, cache_key_hdrs[h]) ==
+			    0)
+				n++;
+		snprintf(count, sizeof(count), "%zu", n);
+		key_str(md, count);
+		for (i = 0; hs != NULL && i < hs->hs_n; i++)
+			if (strcasecmp(hs->hs_v[i].h_name, cache_key_hdrs[h]) ==
+			    0)
+				key_str(md, hs->hs_v[i].h_value);
+	}
+}
+
+/*
  * The key (CACHE_KEY_LEN bytes into out) of a request: kp and the
  * canonical form of its body. Returns 0, or -1 with *cause when the body
  * cannot be canonicalised (the request is not cached).
@@ -189,12 +264,17 @@ cache_key(const struct cache_keyparts *kp, const char *body, size_t len,
 		fatalx("%s: EVP_MD_CTX_new", __func__);
 	if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
 		fatalx("%s: EVP_DigestInit_ex", __func__);
-	key_str(md, "tollgate-cache-1"); /* a new layout gets a new tag */
+	key_str(md, "tollgate-cache-2"); /* a new layout gets a new tag */
 	key_str(md, kp->kp_tenant);
 	key_str(md, kp->kp_key);
+	key_str(md, kp->kp_binding);
 	key_str(md, kp->kp_upstream);
 	key_str(md, kp->kp_path);
 	key_str(md, kp->kp_stream ? "stream" : "whole");
+	/* The stored bytes are what the client got: without the usage
+	 * chunk when tollgate asked for it, with it when the client did. */
+	key_str(md, kp->kp_usage_injected ? "usage-injected" : "as-sent");
+	key_hdrs(md, kp->kp_hdrs);
 	key_part(md, canon, clen);
 	if (EVP_DigestFinal_ex(md, out, &n) != 1 || n != CACHE_KEY_LEN)
 		fatalx("%s: EVP_DigestFinal_ex", __func__);

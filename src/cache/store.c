@@ -16,7 +16,10 @@
  * but future savings, so it is written with synchronous=NORMAL and a
  * store that cannot write only counts what it dropped.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -74,7 +78,8 @@ static const char cache_get_sql[] =
     "SELECT status, content_type, body, created_ms, input_tokens,"
     " output_tokens, cached_input_tokens, cache_write_tokens,"
     " cache_write_1h_tokens, reasoning_tokens, served_model, service_tier"
-    " FROM entries WHERE key = ?1 AND expires_ms > ?2";
+    " FROM entries WHERE key = ?1 AND expires_ms > ?2"
+    " AND created_ms > ?2 - ?3";
 
 static const char cache_put_sql[] =
     "INSERT INTO entries (key, tenant, created_ms, expires_ms, status,"
@@ -372,6 +377,31 @@ open_db(const char *path, int flags, sqlite3 **dbp, char **cause)
 }
 
 /*
+ * Create the file 0600 before SQLite does: it holds every tenant's
+ * answers, and its -wal and -shm take its mode. A file an older version
+ * left readable by others is narrowed the same way.
+ */
+static int
+cache_create(const char *path, char **cause)
+{
+	struct stat sb;
+	int fd;
+
+	if ((fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0600)) == -1) {
+		xasprintf(cause, "open: %s", strerror(errno));
+		return (-1);
+	}
+	if (fstat(fd, &sb) == -1 ||
+	    ((sb.st_mode & 077) != 0 && fchmod(fd, sb.st_mode & 0700) == -1)) {
+		xasprintf(cause, "chmod: %s", strerror(errno));
+		close(fd);
+		return (-1);
+	}
+	close(fd);
+	return (0);
+}
+
+/*
  * Open (creating it if need be) the store at path and start its thread.
  * Returns 0, or -1 with *cause.
  */
@@ -383,6 +413,8 @@ cache_open(const char *path, char **cause)
 	*cause = NULL;
 	if (cs.cs_path != NULL)
 		return (0);
+	if (cache_create(path, cause) == -1)
+		return (-1);
 	if (open_db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &cs.cs_wr,
 		cause) == -1)
 		return (-1);
@@ -450,12 +482,15 @@ column_copy(sqlite3_stmt *st, int i, char *dst, size_t len)
 
 /*
  * Look key up, on the loop: 1 with *e filled (the caller clears it) when
- * an entry that has not expired at now (Unix ms) is there, 0 when none
- * is, -1 when the store could not be read (counted as a miss by the
- * caller: the call goes to the provider).
+ * an entry that has not expired at now (Unix ms) and was stored less than
+ * ttl_ms ago (the TTL now: a reload that lowers it shortens the entries
+ * stored already) is there, 0 when none is (or the row is not an answer
+ * this version stores), -1 when the store could not be read (counted as
+ * a miss by the caller: the call goes to the provider).
  */
 int
-cache_get(const unsigned char *key, int64_t now, struct cache_entry *e)
+cache_get(const unsigned char *key, int64_t now, int64_t ttl_ms,
+    struct cache_entry *e)
 {
 	sqlite3_stmt *st = cs.cs_get;
 	const void *body;
@@ -467,6 +502,7 @@ cache_get(const unsigned char *key, int64_t now, struct cache_entry *e)
 	sqlite3_reset(st);
 	sqlite3_bind_blob(st, 1, key, CACHE_KEY_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, now);
+	sqlite3_bind_int64(st, 3, ttl_ms);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE) {
 		sqlite3_reset(st);
@@ -499,6 +535,12 @@ cache_get(const unsigned char *key, int64_t now, struct cache_entry *e)
 	    sizeof(e->ce_usage.u_service_tier));
 	e->ce_usage.u_source = USAGE_REPORTED; /* only such are stored */
 	sqlite3_reset(st);
+	/* Only whole 2xx answers with their usage are stored: a row that
+	 * is not one was not written by this version, and is a miss. */
+	if (!cache_entry_valid(e)) {
+		cache_entry_clear(e);
+		return (0);
+	}
 	return (1);
 }
 
@@ -542,8 +584,8 @@ cache_put(const unsigned char *key, const char *tenant, struct cache_entry *e,
 }
 
 /*
- * Wait until every answer queued so far is written (tests, and the
- * admin's view of the figures; never on a call's path).
+ * Wait until every answer queued so far is written (for the unit tests;
+ * never on a call's path).
  */
 void
 cache_sync(void)

@@ -3,14 +3,17 @@
  * A call against the response cache (src/cache/, docs/spend-less.md).
  * Once the call is admitted and its reservation written, a call the
  * cache's match takes is looked up by its key: the tenant, the client's
- * key fingerprint, the upstream, the path, stream or not and the body it
- * would be sent with, canonicalised. A hit is answered from the store
+ * key fingerprint and its kind of binding, the upstream, the path, stream
+ * or not, whether tollgate asked for the stream's usage, the headers that
+ * change the answer (src/cache/key.c) and the body it would be sent with,
+ * canonicalised. A hit is answered from the store
  * (the stored status, Content-Type and body bytes, streams included) and
  * closed at once: its row is ok, costs nothing, carries the stored
  * answer's usage and saves what the provider would have charged for it.
  * A miss goes upstream while the bytes the client receives are kept (up
  * to cache.max_entry_bytes), and at close a complete 2xx answer whose
- * usage the provider reported is handed to the store. A request that
+ * usage the provider reported is handed to the store, unless another
+ * upstream than the one its key names served it (a failover). A request that
  * says Cache-Control: no-store or no-cache neither reads nor fills it.
  * The response says which it was in X-Tollgate-Cache.
  */
@@ -94,9 +97,17 @@ cache_make_key(struct session *se)
 	memset(&kp, 0, sizeof(kp));
 	kp.kp_tenant = attribution_tag(&se->se_attr, TAG_TENANT);
 	kp.kp_key = se->se_attr.at_key_fp;
+	/* A binding the config no longer has must not keep its hits. */
+	if (se->se_attr.at_binding != NULL)
+		kp.kp_binding = se->se_attr.at_binding->kb_tollgate
+		    ? "tollgate"
+		    : "provider";
 	kp.kp_upstream = se->se_route.rt_upstream->uc_name;
 	kp.kp_path = path;
 	kp.kp_stream = se->se_ci.ci_stream;
+	kp.kp_usage_injected = se->se_ci.ci_usage_injected;
+	kp.kp_hdrs = &se->se_req->hr_headers;
+	se->se_cache_up = se->se_route.rt_upstream;
 	body = session_forward_body(se, &len);
 	rc = cache_key(&kp, body != NULL ? body : "", body != NULL ? len : 0,
 	    se->se_cache_key, &cause);
@@ -174,7 +185,11 @@ cache_fleet_cb(void *arg, const struct cache_entry *e)
 		session_reserved(se);
 		return;
 	}
-	if (e != NULL) {
+	/* Redis expires an entry by the TTL it was stored with: one a
+	 * reload has shortened since is a miss. */
+	if (e != NULL &&
+	    e->ce_created_ms >
+		wallclock_ms() - se->se_conf->cf_cache->cc_ttl_ms) {
 		cache_hit(se, e);
 		return;
 	}
@@ -218,7 +233,8 @@ session_cache_serve(struct session *se)
 		return (0);
 	}
 	/* Unreadable counts as a miss: the provider answers. */
-	if (cache_get(se->se_cache_key, wallclock_ms(), &e) != 1) {
+	if (cache_get(se->se_cache_key, wallclock_ms(), cc->cc_ttl_ms, &e) !=
+	    1) {
 		cache_miss(se);
 		return (0);
 	}
@@ -308,6 +324,14 @@ session_cache_close(struct session *se, enum call_status status,
 	    se->se_error[0] != '\0' || u->u_source != USAGE_REPORTED ||
 	    u->u_incomplete || cc == NULL)
 		goto done;
+	/* Served by a fallback: the key names the first upstream, whose
+	 * answer this is not. */
+	if (se->se_route.rt_upstream != se->se_cache_up) {
+		session_note(se,
+		    "not cached: answered by another upstream than the "
+		    "one its key names");
+		goto done;
+	}
 	memset(&e, 0, sizeof(e));
 	e.ce_status = se->se_status;
 	e.ce_ctype = se->se_cache_ctype;

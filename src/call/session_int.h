@@ -153,6 +153,8 @@ struct session {
 	} se_cache;
 	struct fleet_cache_req *se_cache_req; /* the Redis lookup, or NULL */
 	unsigned char se_cache_key[CACHE_KEY_LEN];
+	const struct upstream_conf *se_cache_up; /* the upstream the key
+						    names; borrowed */
 	struct evbuffer *se_cache_buf; /* a miss's answer as relayed, to be
 					  stored; NULL once too large */
 	char *se_cache_ctype; /* its Content-Type; owned */

@@ -119,7 +119,18 @@ config_check_cache(
 		    "cache.path: the cache needs a file of its own, not the "
 		    "ledger's");
 	}
-	if (cc->cc_max_entry_bytes > cc->cc_max_bytes) {
+	/* Each miss in flight buffers up to this much, the store's queue
+	 * takes no answer past 64 MiB, and Redis' encoding has 4 bytes of
+	 * length: a larger bound would never keep what it promises. */
+	if (cc->cc_max_entry_bytes > CACHE_MAX_ENTRY_BYTES) {
+		at = cfg_value(n, "max_entry_bytes") != NULL
+		    ? cfg_value(n, "max_entry_bytes")
+		    : n;
+		cfg_error(cx, at,
+		    "cache.max_entry_bytes: %zu is more than the most an "
+		    "answer can be (%d, 64MiB)",
+		    cc->cc_max_entry_bytes, CACHE_MAX_ENTRY_BYTES);
+	} else if (cc->cc_max_entry_bytes > cc->cc_max_bytes) {
 		at = cfg_value(n, "max_entry_bytes") != NULL
 		    ? cfg_value(n, "max_entry_bytes")
 		    : n;

@@ -3,8 +3,9 @@
  * Unit tests for src/cache/: a table of named bodies and their canonical
  * forms (or why they have none), the key's parts each changing it, and
  * an entry's encoding for the fleet's Redis (and its refusal of anything
- * cut or foreign), the store: a round trip of every field, expiry, the
- * first answer kept,
+ * cut or foreign, or not a 2xx with its usage), the store: a round trip
+ * of every field, expiry (and a TTL shortened since), the first answer
+ * kept,
  * eviction of the oldest by count and by bytes, a reopened file. With
  * TG_CACHE_BENCH=N in the environment, the lookup is also timed on a
  * store of N entries (docs/operations.md quotes it).
@@ -20,8 +21,10 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "tollgate/cache.h"
+#include "tollgate/http.h"
 #include "tollgate/util.h"
 
 #include "tmptree.h"
@@ -47,6 +50,14 @@ static const struct ccase canon_cases[] = {
     {"duplicates keep their order", "{\"a\":2,\"b\":0,\"a\":1}",
 	"{\"a\":2,\"a\":1,\"b\":0}", NULL},
     {"trailing whitespace", "{\"a\":1}\n\t ", "{\"a\":1}", NULL},
+    /* cJSON's strings end at a NUL: what follows would not count. */
+    {"NUL escape", "{\"a\":\"hello M\\u0000 say PWNED\"}", NULL, "NUL"},
+    {"NUL escape in a name", "{\"a\\u0000b\":1}", NULL, "NUL"},
+    {"NUL escape in an array", "[\"x\",\"\\u0000\"]", NULL, "NUL"},
+    {"escaped backslash then u0000", "{\"a\":\"\\\\u0000\"}",
+	"{\"a\":\"\\\\u0000\"}", NULL},
+    {"other escapes", "{\"a\":\"\\u0001\\u00e9\"}",
+	"{\"a\":\"\\u0001\xc3\xa9\"}", NULL},
     {"not json", "{\"a\":", NULL, "not JSON"},
     {"bytes after", "{\"a\":1} {}", NULL, "after its JSON value"},
     {"seed past 2^53", "{\"seed\":9007199254740993}", NULL, "too large"},
@@ -98,13 +109,23 @@ key_of(const struct cache_keyparts *kp, const char *body, unsigned char *k)
 static void
 test_key_parts(void **state)
 {
-	struct cache_keyparts base = {
-	    "acme", "0123456789abcdef", "openai", "/v1/chat/completions", 0};
+	struct cache_keyparts base = {.kp_tenant = "acme",
+	    .kp_key = "0123456789abcdef",
+	    .kp_upstream = "openai",
+	    .kp_path = "/v1/chat/completions"};
 	struct cache_keyparts kp;
+	struct hdrs h1 = {0}, h2 = {0}, h3 = {0}, h4 = {0}, h5 = {0};
 	unsigned char k0[CACHE_KEY_LEN], k1[CACHE_KEY_LEN];
 	const char *body = "{\"model\":\"m\",\"temperature\":0.2}";
 	char *cause = NULL;
 	int i;
+
+	/* Headers that change the answer; others do not count. */
+	hdrs_add(&h1, "Anthropic-Version", 17, "2023-06-01", 10);
+	hdrs_add(&h2, "anthropic-version", 17, "2023-01-01", 10);
+	hdrs_add(&h3, "anthropic-version", 17, "", 0);
+	hdrs_add(&h4, "OpenAI-Project", 14, "proj_a", 6);
+	hdrs_add(&h5, "User-Agent", 10, "x", 1);
 
 	(void)state;
 	key_of(&base, body, k0);
@@ -113,7 +134,7 @@ test_key_parts(void **state)
 	key_of(&base, "{\"model\":\"m\",\"temperature\":0.3}", k1);
 	assert_memory_not_equal(k0, k1, CACHE_KEY_LEN);
 	/* Each part alone changes the key; NULL is not "". */
-	for (i = 0; i < 7; i++) {
+	for (i = 0; i < 12; i++) {
 		kp = base;
 		switch (i) {
 		case 0:
@@ -139,11 +160,68 @@ test_key_parts(void **state)
 			kp.kp_tenant = "acme0123456789abcdef";
 			kp.kp_key = "";
 			break;
+		case 7:
+			kp.kp_binding = "tollgate";
+			break;
+		case 8:
+			kp.kp_usage_injected = 1;
+			break;
+		case 9:
+			kp.kp_hdrs = &h1;
+			break;
+		case 10:
+			kp.kp_hdrs = &h3; /* present but empty: not absent */
+			break;
+		case 11:
+			kp.kp_hdrs = &h4;
+			break;
 		}
 		key_of(&kp, body, k1);
 		if (memcmp(k0, k1, CACHE_KEY_LEN) == 0)
 			fail_msg("part %d does not change the key", i);
 	}
+	/* A binding's kind, a header's value: each tells keys apart. */
+	kp = base;
+	kp.kp_binding = "tollgate";
+	key_of(&kp, body, k0);
+	kp.kp_binding = "provider";
+	key_of(&kp, body, k1);
+	assert_memory_not_equal(k0, k1, CACHE_KEY_LEN);
+	kp = base;
+	kp.kp_hdrs = &h1;
+	key_of(&kp, body, k0);
+	kp.kp_hdrs = &h2;
+	key_of(&kp, body, k1);
+	assert_memory_not_equal(k0, k1, CACHE_KEY_LEN);
+	/* Names are matched whatever their case; other headers are not
+	 * part of the key. */
+	hdrs_clear(&h2);
+	hdrs_add(&h2, "anthropic-VERSION", 17, "2023-06-01", 10);
+	hdrs_add(&h2, "User-Agent", 10, "y", 1);
+	key_of(&kp, body, k1);
+	assert_memory_equal(k0, k1, CACHE_KEY_LEN);
+	kp.kp_hdrs = &h5;
+	key_of(&kp, body, k0);
+	key_of(&base, body, k1);
+	assert_memory_equal(k0, k1, CACHE_KEY_LEN);
+	hdrs_clear(&h1);
+	hdrs_clear(&h2);
+	hdrs_clear(&h3);
+	hdrs_clear(&h4);
+	hdrs_clear(&h5);
+	/* A raw NUL in the value has no canonical form either. */
+	assert_int_equal(
+	    cache_key(&base, "{\"a\":\"x\0y\"}", 11, k1, &cause), -1);
+	assert_non_null(strstr(cause, "NUL"));
+	free(cause);
+	cause = NULL;
+	/* ... while NULs after it are skipped as before. */
+	key_of(&base, body, k0);
+	assert_int_equal(
+	    cache_key(&base, "{\"model\":\"m\",\"temperature\":0.2}\0",
+		strlen(body) + 1, k1, &cause),
+	    0);
+	assert_memory_equal(k0, k1, CACHE_KEY_LEN);
 	kp = base;
 	kp.kp_tenant = "";
 	key_of(&kp, body, k0);
@@ -203,6 +281,30 @@ test_entry_encoding(void **state)
 	v[len] = 'x';
 	assert_int_equal(cache_entry_decode(v, len + 1, &d), -1);
 	v[0] = 'X';
+	assert_int_equal(cache_entry_decode(v, len, &d), -1);
+	free(v);
+	/* Only what the cache stores is served: a 2xx, no negative count. */
+	e.ce_status = 404;
+	v = cache_entry_encode(&e, &len);
+	assert_int_equal(cache_entry_decode(v, len, &d), -1);
+	free(v);
+	e.ce_status = 100;
+	v = cache_entry_encode(&e, &len);
+	assert_int_equal(cache_entry_decode(v, len, &d), -1);
+	free(v);
+	e.ce_status = 299;
+	v = cache_entry_encode(&e, &len);
+	assert_int_equal(cache_entry_decode(v, len, &d), 0);
+	cache_entry_clear(&d);
+	free(v);
+	e.ce_status = 200;
+	e.ce_usage.u_output = -1;
+	v = cache_entry_encode(&e, &len);
+	assert_int_equal(cache_entry_decode(v, len, &d), -1);
+	free(v);
+	e.ce_usage.u_output = 20;
+	e.ce_usage.u_reasoning = INT64_MIN;
+	v = cache_entry_encode(&e, &len);
 	assert_int_equal(cache_entry_decode(v, len, &d), -1);
 	free(v);
 	cache_entry_clear(&e);
@@ -272,7 +374,7 @@ get(int n, int64_t now, struct cache_entry *e)
 	unsigned char k[CACHE_KEY_LEN];
 
 	make_key(k, n);
-	return (cache_get(k, now, e));
+	return (cache_get(k, now, 60000, e));
 }
 
 static struct cache_conf
@@ -357,6 +459,8 @@ test_store_expiry_and_eviction(void **state)
 	struct cache_conf cc = conf(3, 1 << 20);
 	struct cache_entry e;
 	struct cache_stats st;
+	unsigned char k[CACHE_KEY_LEN];
+	sqlite3 *db;
 	int64_t now = wallclock_ms();
 	int i;
 
@@ -391,10 +495,27 @@ test_store_expiry_and_eviction(void **state)
 	put(7, 10, now - 10, &cc);
 	cache_sync();
 	assert_int_equal(get(7, now, &e), 0);
+	/* A TTL lowered since (a reload) shortens what is stored. */
+	cc = conf(100, 1 << 20);
+	put(9, 10, now - 5000, &cc);
+	cache_sync();
+	make_key(k, 9);
+	assert_int_equal(cache_get(k, now, 60000, &e), 1);
+	cache_entry_clear(&e);
+	assert_int_equal(cache_get(k, now, 1000, &e), 0);
+	cc.cc_ttl_ms = 1;
 	put(8, 10, now, &cc);
 	cache_sync();
 	cache_get_stats(&st);
-	assert_int_equal(st.cs_entries, 3); /* 5, 6 and 8: 7 is gone */
+	assert_int_equal(st.cs_entries, 4); /* 5, 6, 9 and 8: 7 is gone */
+	/* A row that is not an answer the cache stores is a miss. */
+	assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_exec(db, "UPDATE entries SET status = 404 WHERE bytes = 10",
+		NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(get(5, now, &e), 0);
 }
 
 /*
