@@ -704,7 +704,8 @@ class CacheTest(ledgerlib.MeterTestCase):
 class FleetCacheTest(ledgerlib.MeterTestCase):
     """With fleet: the cache lives in the fleet's Redis: an answer one
     instance stored is served by another, as SET ... PX ... NX left it;
-    no SQLite store is made; Redis down is a miss, never an error."""
+    no SQLite store is made; Redis down is a miss, never an error; a TTL
+    lowered by a reload shortens what Redis still holds."""
 
     def setUp(self):
         super().setUp()
@@ -775,6 +776,29 @@ class FleetCacheTest(ledgerlib.MeterTestCase):
         self.assertEqual(self.post(a, body).header("x-tollgate-cache"),
                          "hit")
         self.assertEqual(len(self.entries()), 1)
+
+    def test_reload_lowering_ttl_shortens_redis_entries(self):
+        """Redis expires an entry by the TTL it was stored with: a reload
+        that lowers cache.ttl shortens it at the lookup."""
+        a = self.start_tg("tg-a")
+        m = new_marker()
+        body = tglib.openai_chat(m)
+        self.post(a, body)
+        tglib.wait_until(lambda: len(self.entries()) == 1, 10)
+        self.assertEqual(self.post(a, body).header("x-tollgate-cache"),
+                         "hit")
+        with open(a.config_path) as f:
+            cfg = f.read()
+        self.assertIn("ttl: 1h", cfg)
+        off = len(a.log())
+        a.write_config(cfg.replace("ttl: 1h", "ttl: 1s"))
+        a.hup()
+        self.assertTrue(a.wait_log(r"configuration reloaded", start=off))
+        time.sleep(1.2)
+        self.assertEqual(len(self.entries()), 1)  # Redis still has it
+        self.assertEqual(self.post(a, body).header("x-tollgate-cache"),
+                         "miss")
+        self.assertEqual(len(self.fp.find_requests(m)), 2)
 
     def test_redis_down_is_a_miss(self):
         a = self.start_tg("tg-a")
