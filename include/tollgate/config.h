@@ -38,6 +38,8 @@ struct upstream_url {
 /* Most base URLs and keys one upstream may list. */
 #define UPSTREAM_URLS_MAX 16
 #define UPSTREAM_KEYS_MAX 16
+/* The most retry.backoff and retry.max_backoff can be. */
+#define RETRY_BACKOFF_MAX_MS (60 * 1000)
 
 /* One upstream provider endpoint; owned by its struct config. */
 struct upstream_conf {

@@ -42,6 +42,7 @@ struct xfer *xfer_start(const struct upstream_conf *, const char *,
     const char *, const char *, const struct hdrs *, const char *, size_t, int,
     const struct xfer_cbs *, void *);
 int xfer_sent(const struct xfer *);
+long upstream_retry_after(const struct hdrs *);
 void xfer_resume(struct xfer *);
 void xfer_free(struct xfer *);
 

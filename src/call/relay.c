@@ -21,9 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
-#include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 
@@ -44,7 +42,6 @@
 #define RELAY_BODY_COPY_MAX (16 * 1024)
 
 static void relay_failed(struct session *, int, const char *);
-static long relay_retry_after(const char *);
 
 /*
  * Headers the request's framing and tollgate's own handling replace: the
@@ -165,8 +162,8 @@ on_headers(void *arg, long code, const struct hdrs *resp)
 	if (!se->se_replied &&
 	    (code == 408 || code == 429 ||
 		(code >= 500 && code != 501 && code != 505)) &&
-	    session_retry(se, (int)code, "provider_error",
-		relay_retry_after(hdrs_get(resp, "Retry-After"))))
+	    session_retry(
+		se, (int)code, "provider_error", upstream_retry_after(resp)))
 		return; /* se_xfer is gone, the next attempt is planned */
 	se->se_ttfb_us = monotime_us() - se->se_t0_us;
 	se->se_status = (int)code;
@@ -321,34 +318,6 @@ make_url(const char *base, const char *path, const char *query)
 	}
 	url[n] = '\0';
 	return (url);
-}
-
-/*
- * A response's Retry-After in ms: delay-seconds or an HTTP date (RFC 9110
- * 10.2.3), or 0 when absent, unreadable or past.
- */
-static long
-relay_retry_after(const char *v)
-{
-	char *end;
-	long long sec;
-	time_t t, now;
-
-	if (v == NULL)
-		return (0);
-	v += strspn(v, " \t");
-	if (*v >= '0' && *v <= '9') {
-		sec = strtoll(v, &end, 10);
-		if (*end != '\0' && *end != ' ' && *end != '\t')
-			return (0);
-		return (sec > 86400 ? 86400 * 1000L : (long)sec * 1000);
-	}
-	if ((t = curl_getdate(v, NULL)) == -1)
-		return (0);
-	now = time(NULL);
-	if (t <= now)
-		return (0);
-	return (t - now > 86400 ? 86400 * 1000L : (long)(t - now) * 1000);
 }
 
 /* The row is committed: send the request to the provider. */

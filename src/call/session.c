@@ -20,7 +20,8 @@
  *             headers filtered (hop-by-hop, X-Tollgate-*, Host, framing
  *             and encoding removed; provider credentials passed untouched,
  *             or replaced by the upstream's own key for calls made with a
- *             tollgate key and calls a routing rule switched upstream).
+ *             tollgate key, calls a routing rule switched upstream and
+ *             attempts failed over to a rule's fallback, session_retry.c).
  *   relay     relay.c passes response bytes through the meter, which reads
  *             usage from them and hands back what the client receives (the
  *             same bytes, or whole events without the injected usage), and

@@ -133,8 +133,6 @@ struct session {
 	const struct upstream_conf *se_path_up; /* the upstream its path
 						   named, before any rule */
 	struct pick se_pick; /* the URL and key of the attempt running */
-	int se_discard; /* the attempt running failed with an answer that
-			   is not relayed: another one follows */
 	int64_t se_lost_nusd; /* worst cases of attempts that were sent and
 				 never answered, charged on top */
 	struct event *se_retry_timer; /* the wait before the next attempt */

@@ -25,12 +25,15 @@
  * without connecting costs nothing. One that was sent and never answered
  * (a header timeout) may still be billed by its provider, so it is
  * charged its worst case on top of what serves the call; a call a hard
- * cap covers is therefore never tried again after one (fail closed).
+ * cap covers is therefore never tried again after one (fail closed), nor
+ * after a 502, 504 or 520-527, a gateway's answer that can come after
+ * the model behind it ran.
  *
  * Health: a 429 to a key of the upstream's own leaves that key out for
- * the retry-after (or RETRY_429_OUT_MS); a URL that would not connect is
- * left out for RETRY_DOWN_MS (src/upstream/pick.c). relay.c asks the
- * picker which URL and key each attempt goes with.
+ * the retry-after (or RETRY_429_OUT_MS, at most RETRY_429_OUT_MAX_MS),
+ * and the retry goes at once when another key is in; a URL that would
+ * not connect is left out for RETRY_DOWN_MS (src/upstream/pick.c).
+ * relay.c asks the picker which URL and key each attempt goes with.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -54,6 +57,9 @@
 
 /* A key that got a 429 without a retry-after is left out this long. */
 #define RETRY_429_OUT_MS 1000
+/* A key is never left out longer than this, whatever the retry-after:
+ * a provider's hour-long answer must not take a key away until then. */
+#define RETRY_429_OUT_MAX_MS (60 * 1000)
 /* A URL that would not connect is left out this long. */
 #define RETRY_DOWN_MS 5000
 /* The attempt log never grows past this (about 30 attempts). */
@@ -85,6 +91,11 @@ session_chain(struct session *se, const struct upstream_conf *path_up)
 		for (j = 0; uc != NULL && j < se->se_nchain; j++)
 			if (se->se_chain[j] == uc)
 				uc = NULL;
+		/* Checked at load too: a call keeps its provider (what its
+		 * policies matched at admission) whichever attempt serves
+		 * it, so a fallback of another type is never in its chain. */
+		if (uc != NULL && uc->uc_type != se->se_chain[0]->uc_type)
+			uc = NULL;
 		/* A call made with a tollgate key is never sent without an
 		 * upstream key of the upstream's own (session_start refuses
 		 * it for the first): such a fallback is not in its chain. */
@@ -185,6 +196,17 @@ wants_key(const struct session *se, const struct upstream_conf *uc)
 		se->se_attr.at_binding->kb_tollgate));
 }
 
+/*
+ * Does an answer with status say a gateway gave up on a request the
+ * model behind it may have run, and its provider billed?
+ */
+static int
+billed_maybe(int status)
+{
+	return (
+	    status == 502 || status == 504 || (status >= 520 && status <= 527));
+}
+
 static void
 retry_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -213,7 +235,7 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	const char *reason;
 	struct timeval tv;
-	int64_t now = wallclock_ms(), wait = 0, back;
+	int64_t now = wallclock_ms(), wait = 0, back, out;
 	int max, next, round, sent, shift;
 
 	if (se->se_nchain == 0 || se->se_closed || se->se_replied ||
@@ -229,25 +251,35 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 	else
 		reason = strcmp(error, "upstream_timeout") == 0 ? "timeout"
 								: "reset";
-	if (status == 429 && se->se_pick.pk_key >= 0)
-		pick_out_key(uc, se->se_pick.pk_key,
-		    now + (ra_ms > 0 ? ra_ms : RETRY_429_OUT_MS));
-	else if (status == 0 && !sent)
+	if (status == 429 && se->se_pick.pk_key >= 0) {
+		out = ra_ms > 0 ? ra_ms : RETRY_429_OUT_MS;
+		if (out > RETRY_429_OUT_MAX_MS)
+			out = RETRY_429_OUT_MAX_MS;
+		pick_out_key(uc, se->se_pick.pk_key, now + out);
+	} else if (status == 0 && !sent)
 		pick_out_url(uc, se->se_pick.pk_url, now + RETRY_DOWN_MS);
 
 	max = cf->cf_retry_attempts > 0 ? cf->cf_retry_attempts : se->se_nchain;
 	if (se->se_attempts >= max)
 		goto none;
-	/* Sent, maybe billed: a capped call must not pay for two. */
-	if (sent && se->se_res_capped)
+	/* Sent, maybe billed: a capped call must not pay for two. A
+	 * gateway's 502, 504 or 52x may come after the model ran. */
+	if ((sent || billed_maybe(status)) && se->se_res_capped)
 		goto none;
 	if (se->se_at + 1 < se->se_nchain)
 		next = se->se_at + 1;
+	else if (status == 429 && se->se_pick.pk_key >= 0 &&
+	    pick_ready_at(uc, wants_key(se, uc), now) == 0)
+		/* The 429 was this key's, and another key of the upstream
+		 * is in: nothing to wait for. */
+		next = se->se_at;
 	else {
 		next = 0;
 		round = se->se_attempts / se->se_nchain;
 		shift = round > 1 ? round - 1 : 0;
-		wait = cf->cf_retry_backoff_ms << (shift > 20 ? 20 : shift);
+		/* backoff is at most 60 s (checked at load): no overflow. */
+		wait = (int64_t)cf->cf_retry_backoff_ms
+		    << (shift > 20 ? 20 : shift);
 		if (wait > cf->cf_retry_max_backoff_ms)
 			wait = cf->cf_retry_max_backoff_ms;
 		/* A 429 to a key of the upstream's own left that key out

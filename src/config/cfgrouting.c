@@ -256,10 +256,14 @@ check_model_api(struct cfgctx *cx, const struct ynode *item, const char *where,
 
 /*
  * The rule's fallback: list: each name an upstream that exists, is not
- * the one the rule sends calls to, and speaks the wire API of every
- * upstream the rule's calls can be sent to (to, when the rule switches
- * them; else each upstream it takes). Azure is refused as a target: its
- * path names a deployment, and a call is never translated into it.
+ * the one the rule sends calls to, and is of the type of every upstream
+ * the rule's calls can be sent to (to, when the rule switches them; else
+ * each upstream it takes). The same type, not only the same wire API:
+ * policies, kills and rate limits match the call's provider at
+ * admission, and the output bound is written with that type's field
+ * name, so a call must keep its provider whichever attempt serves it.
+ * Azure is refused as a target: its path names a deployment, and a call
+ * is never translated into it.
  */
 static void
 check_fallback(struct cfgctx *cx, const struct ynode *item, const char *where,
@@ -314,6 +318,22 @@ check_fallback(struct cfgctx *cx, const struct ynode *item, const char *where,
 				    "to upstream '%s' (%s), and '%s' (%s) does "
 				    "not speak the same API; calls are never "
 				    "translated between APIs",
+				    where, i, uc->uc_name,
+				    config_upstream_type_name(uc->uc_type),
+				    fb->uc_name,
+				    config_upstream_type_name(fb->uc_type));
+				break;
+			}
+			if ((to != NULL || rule_takes(rr, uc)) &&
+			    uc->uc_type != fb->uc_type) {
+				cfg_error(cx, at,
+				    "%s.fallback[%zu]: the rule's calls can go "
+				    "to upstream '%s' (type %s), and '%s' is "
+				    "of "
+				    "type %s; a fallback must be of the same "
+				    "type, so that a call's provider, which "
+				    "policies, kills and rate limits match, "
+				    "never changes when it fails over",
 				    where, i, uc->uc_name,
 				    config_upstream_type_name(uc->uc_type),
 				    fb->uc_name,
@@ -441,10 +461,30 @@ void
 config_check_routing(
     struct cfgctx *cx, const struct ynode *root, struct config *cf)
 {
-	const struct ynode *list, *rt;
+	const struct ynode *list, *rt = NULL;
 	size_t i;
 
-	if (root != NULL && (rt = cfg_value(root, "retry")) != NULL &&
+	/* Bounded so that a wait never holds a client for minutes, and
+	 * the doubling of the backoff cannot overflow. */
+	if (root != NULL)
+		rt = cfg_value(root, "retry");
+	if (rt != NULL && cf->cf_retry_backoff_ms > RETRY_BACKOFF_MAX_MS)
+		cfg_error(cx,
+		    cfg_value(rt, "backoff") != NULL ? cfg_value(rt, "backoff")
+						     : rt,
+		    "retry.backoff: %ld ms is more than the most allowed, "
+		    "60s",
+		    cf->cf_retry_backoff_ms);
+	else if (rt != NULL &&
+	    cf->cf_retry_max_backoff_ms > RETRY_BACKOFF_MAX_MS)
+		cfg_error(cx,
+		    cfg_value(rt, "max_backoff") != NULL
+			? cfg_value(rt, "max_backoff")
+			: rt,
+		    "retry.max_backoff: %ld ms is more than the most "
+		    "allowed, 60s",
+		    cf->cf_retry_max_backoff_ms);
+	else if (rt != NULL &&
 	    cf->cf_retry_max_backoff_ms < cf->cf_retry_backoff_ms)
 		cfg_error(cx,
 		    cfg_value(rt, "max_backoff") != NULL

@@ -12,11 +12,14 @@
  * are ignored. Transfers must not be removed from the multi handle inside
  * one of curl's own callbacks, so xfer_free called inside curl
  * (curlev_inside) only queues the transfer, and the queue is freed when
- * curl has returned (reap_cb).
+ * curl has returned (reap_cb). The wait a response asks for
+ * (retry-after-ms, Retry-After) is read here too, with curl's date
+ * parser (upstream_retry_after).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <openssl/ssl.h>
@@ -40,6 +43,8 @@
  * handles are always made fresh and cleaned up.
  */
 #define XFER_STREAM_BUFSIZE 1024L
+/* The longest retry-after read: a day. */
+#define RETRY_AFTER_MAX_MS (86400 * 1000L)
 
 /* One upstream transfer; owned by the session that started it. */
 struct xfer {
@@ -565,4 +570,48 @@ xfer_free(struct xfer *x)
 	curl_slist_free_all(x->xf_headers);
 	hdrs_clear(&x->xf_resp);
 	free(x);
+}
+
+/*
+ * The wait a response asked for, in ms: retry-after-ms when it holds a
+ * number (finer, and what several providers send), else Retry-After,
+ * delay-seconds or an HTTP date (RFC 9110 10.2.3); 0 when absent,
+ * unreadable or past. At most a day: the callers bound it further.
+ */
+long
+upstream_retry_after(const struct hdrs *resp)
+{
+	const char *v;
+	char *end;
+	long long n;
+	time_t t, now;
+
+	if ((v = hdrs_get(resp, "retry-after-ms")) != NULL) {
+		v += strspn(v, " \t");
+		if (*v >= '0' && *v <= '9') {
+			n = strtoll(v, &end, 10);
+			if (*end == '\0' || *end == ' ' || *end == '\t' ||
+			    *end == '.')
+				return (n > RETRY_AFTER_MAX_MS
+					? RETRY_AFTER_MAX_MS
+					: (long)n);
+		}
+	}
+	if ((v = hdrs_get(resp, "Retry-After")) == NULL)
+		return (0);
+	v += strspn(v, " \t");
+	if (*v >= '0' && *v <= '9') {
+		n = strtoll(v, &end, 10);
+		if (*end != '\0' && *end != ' ' && *end != '\t')
+			return (0);
+		return (n > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS
+						      : (long)n * 1000);
+	}
+	if ((t = curl_getdate(v, NULL)) == -1)
+		return (0);
+	now = time(NULL);
+	if (t <= now)
+		return (0);
+	return (t - now > RETRY_AFTER_MAX_MS / 1000 ? RETRY_AFTER_MAX_MS
+						    : (long)(t - now) * 1000);
 }

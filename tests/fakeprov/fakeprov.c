@@ -16,13 +16,15 @@
  *   fakeprov [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
  *            [--record FILE]
  *            [--fail-status CODE | --fail-hang] [--fail-retry-after S]
- *            [--fail-count N] [--fail-key SUBSTR]
+ *            [--fail-retry-after-ms MS] [--fail-count N]
+ *            [--fail-key SUBSTR]
  * The --fail options script this instance, whatever the request says, so
  * that two instances behind one tollgate can answer differently (a
  * failing primary, a healthy backup): the requests they match (all, or
  * those whose Authorization, api-key or x-api-key holds SUBSTR; only the
  * first N of them with --fail-count) are answered as if they carried
- * x-fake-status: CODE (and x-fake-retry-after: S), or x-fake-hang:
+ * x-fake-status: CODE (and x-fake-retry-after: S, and a retry-after-ms:
+ * MS header), or x-fake-hang:
  * headers with --fail-hang.
  * After binding it prints exactly one line to stdout,
  * "fakeprov listening on 127.0.0.1:PORT http" (or https), and flushes it.
@@ -243,6 +245,7 @@ struct xchg {
 	long x_close_after;
 	long x_error_after;
 	long x_retry_after;
+	long x_retry_after_ms; /* -1: no retry-after-ms header */
 	long x_nframes; /* events in the stream */
 	long x_sent; /* events flushed so far */
 	long long x_etokens;
@@ -262,6 +265,7 @@ static FILE *g_record;
 static int g_fail_status;
 static int g_fail_hang;
 static long g_fail_retry_after = -1;
+static long g_fail_retry_after_ms = -1;
 static long g_fail_count = -1; /* -1: every match */
 static const char *g_fail_key;
 static unsigned long long g_seq;
@@ -1803,6 +1807,10 @@ set_headers(struct xchg *x, const char *ctype)
 		snprintf(v, sizeof(v), "%ld", x->x_retry_after);
 		evhttp_add_header(h, "retry-after", v);
 	}
+	if (x->x_retry_after_ms >= 0) {
+		snprintf(v, sizeof(v), "%ld", x->x_retry_after_ms);
+		evhttp_add_header(h, "retry-after-ms", v);
+	}
 }
 
 static void
@@ -2127,6 +2135,8 @@ fail_knobs(struct xchg *x, struct evkeyvalq *h)
 		x->x_status = g_fail_status;
 	if (g_fail_retry_after >= 0)
 		x->x_retry_after = g_fail_retry_after;
+	if (g_fail_retry_after_ms >= 0)
+		x->x_retry_after_ms = g_fail_retry_after_ms;
 }
 
 static void
@@ -2137,6 +2147,7 @@ parse_knobs(struct xchg *x, struct evkeyvalq *h, size_t body_len)
 
 	x->x_status = (int)hdr_num(h, "x-fake-status", 0, 999);
 	x->x_retry_after = (long)hdr_num(h, "x-fake-retry-after", -1, 86400);
+	x->x_retry_after_ms = -1;
 	x->x_delay_ms = (long)hdr_num(h, "x-fake-delay-ms", 0, 86400000);
 	x->x_pace_ms = (long)hdr_num(h, "x-fake-pace-ms", 0, 86400000);
 	x->x_end_delay_ms =
@@ -2371,6 +2382,7 @@ usage(void)
 	    "usage: fakeprov [--listen HOST:PORT] "
 	    "[--tls-cert FILE --tls-key FILE] [--record FILE]\n"
 	    "       [--fail-status CODE | --fail-hang] [--fail-retry-after S]"
+	    " [--fail-retry-after-ms MS]"
 	    " [--fail-count N] [--fail-key SUBSTR]\n");
 	exit(2);
 }
@@ -2461,6 +2473,9 @@ main(int argc, char *argv[])
 		else if (strcmp(argv[c], "--fail-retry-after") == 0 &&
 		    c + 1 < argc)
 			g_fail_retry_after = strtol(argv[++c], NULL, 10);
+		else if (strcmp(argv[c], "--fail-retry-after-ms") == 0 &&
+		    c + 1 < argc)
+			g_fail_retry_after_ms = strtol(argv[++c], NULL, 10);
 		else if (strcmp(argv[c], "--fail-count") == 0 && c + 1 < argc)
 			g_fail_count = strtol(argv[++c], NULL, 10);
 		else if (strcmp(argv[c], "--fail-key") == 0 && c + 1 < argc)

@@ -51,13 +51,13 @@ class FailoverTest(ledgerlib.MeterTestCase):
     def start_tg(self, primary, backup=None, routing=None, retry=None,
                  policies=None, ups=None, name="tollgate"):
         """tollgate with 'openai' at primary (a Fakeprov or a base URL)
-        and, when given, 'backup' (openai_compatible, its own key) at
-        backup."""
+        and, when given, 'backup' (type openai too, as a fallback must
+        be, its own key) at backup."""
         base = primary if isinstance(primary, str) else primary.base
         u = ledgerlib.metering_upstreams(
             self.fp_other.port, openai={"base_url": base})
         if backup is not None:
-            u["backup"] = {"type": "openai_compatible",
+            u["backup"] = {"type": "openai",
                            "base_url": backup if isinstance(backup, str)
                            else backup.base,
                            "api_key_env": ENV_BACKUP}
@@ -73,7 +73,12 @@ class FailoverTest(ledgerlib.MeterTestCase):
         ex["attribution"] = {"keys": [
             {"tollgate_key_sha256": ledgerlib.key_sha256(KEY_TOLLGATE),
              "tags": {"agent_class": "keyed"}}]}
+        # One ledger per test: the tollgate before this one leaves it.
+        if getattr(self, "last_tg", None) is not None:
+            self.last_tg.expected_exit = True
+            self.assertEqual(self.last_tg.stop(), 0)
         tg = self.tollgate(upstreams=u, extra=ex, name=name)
+        self.last_tg = tg
         self.ledger = ledgerlib.Ledger(os.path.join(self.tmp,
                                                     "data/ledger.db"), tg)
         return tg
@@ -213,7 +218,7 @@ class FailoverTest(ledgerlib.MeterTestCase):
         b = self.fakeprov(name="backup")
         tg = self.start_tg(p, routing=[FAILOVER], ups={
             "openai": {"api_key_env": ENV_A},
-            "backup": {"type": "openai_compatible", "base_url": b.base}})
+            "backup": {"type": "openai", "base_url": b.base}})
         r = self.chat(tg, key=KEY_TOLLGATE)
         self.assertEqual(r.status, 503, r)
         self.assertEqual(b.find_requests(r.marker), [])
@@ -383,6 +388,41 @@ class FailoverTest(ledgerlib.MeterTestCase):
         self.assertEqual(seen, {KEY_A, KEY_B})
         self.assertNoKeys(tg)
 
+    def test_429_on_a_key_retries_at_once_with_another(self):
+        # Another key is in: the retry need not wait the backoff.
+        p = self.fakeprov(name="primary",
+                          args=["--fail-status", "429", "--fail-count", "1",
+                                "--fail-key", KEY_A])
+        tg = self.start_tg(p, retry={"attempts": 2, "backoff": "1500ms",
+                                     "max_backoff": "2s"},
+                           ups={"openai": {"keys_env": [ENV_A, ENV_B]}})
+        r = self.chat(tg, key=KEY_TOLLGATE)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([auth_of(g) for g in p.find_requests(r.marker)],
+                         ["Bearer " + KEY_A, "Bearer " + KEY_B])
+        self.assertLess(r.elapsed, 1.0)
+
+    def test_retry_after_ms_preferred(self):
+        # retry-after-ms (1200) is read before retry-after (0).
+        p = self.fakeprov(name="primary",
+                          args=["--fail-status", "503", "--fail-count", "1",
+                                "--fail-retry-after", "0",
+                                "--fail-retry-after-ms", "1200"])
+        tg = self.start_tg(p, retry={"attempts": 2, "backoff": "10ms",
+                                     "max_backoff": "2s"})
+        r = self.chat(tg)
+        self.assertEqual(r.status, 200, r)
+        self.assertGreaterEqual(r.elapsed, 1.15)
+        # One longer than max_backoff ends the attempts.
+        p2 = self.fakeprov(name="primary2",
+                           args=["--fail-status", "503",
+                                 "--fail-retry-after-ms", "5000"])
+        tg = self.start_tg(p2, retry={"attempts": 2, "backoff": "10ms",
+                                      "max_backoff": "2s"}, name="tg2")
+        r = self.chat(tg)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(len(p2.find_requests(r.marker)), 1)
+
     def test_weighted_urls_and_a_dead_one(self):
         p1 = self.fakeprov(name="heavy")
         p2 = self.fakeprov(name="light")
@@ -447,11 +487,99 @@ class FailoverTest(ledgerlib.MeterTestCase):
                              50 * 10 ** 6)
 
 
+    # -- a call keeps its provider -------------------------------------
+
+    def admin_post(self, tg, path, doc):
+        m = tglib.wait_until(lambda: tg.ADMIN_RE.search(tg.stderr()), 10)
+        port = int(m.group(1))
+        raw = tglib.build_request("POST", path, json.dumps(doc).encode(),
+                                  [("Host", "127.0.0.1:%d" % port), JSON_CT],
+                                  host=None)
+        return self.call(port, "POST", path, raw=raw)
+
+    def test_provider_cap_holds_over_failover(self):
+        # A cap on the provider holds for a call that would fail over: the
+        # fallback is of the same type, so the provider the policy matched
+        # at admission is the one the row records.
+        p = self.fakeprov(name="primary", args=["--fail-status", "503"])
+        b = self.fakeprov(name="backup")
+        tg = self.start_tg(p, b, routing=[FAILOVER], policies=[
+            {"name": "openai-cap", "match": {"provider": "openai"},
+             "window": "day", "hard_cap_usd": "0.000001"}])
+        r = self.chat(tg)
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(p.find_requests(r.marker), [])
+        self.assertEqual(b.find_requests(r.marker), [])
+        # With the cap off, the same call fails over and is recorded
+        # under the provider the cap matched.
+        tg2 = self.start_tg(p, b, routing=[FAILOVER], name="uncapped")
+        r = self.chat(tg2)
+        self.assertEqual(r.status, 200, r)
+        row = self.settled_row(r)
+        self.assertEqual((row["upstream"], row["provider"]),
+                         ("backup", "openai"))
+
+    def test_provider_kill_stops_failed_over_call(self):
+        p = self.fakeprov(name="primary", args=["--fail-status", "503"])
+        b = self.fakeprov(name="backup")
+        tg = self.start_tg(p, b, routing=[FAILOVER])
+        k = self.admin_post(tg, "/v1/kills",
+                            {"match": {"provider": "openai"}})
+        self.assertIn(k.status, (201, 202), k)
+        r = self.chat(tg)
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(p.find_requests(r.marker), [])
+        self.assertEqual(b.find_requests(r.marker), [])
+
+    def test_default_output_bound_reaches_fallback(self):
+        # The bound a policy adds is written once, with the field name of
+        # the chain's type, and that is the name the fallback reads.
+        for typ, field, other in (
+                ("openai_compatible", "max_tokens", "max_completion_tokens"),
+                ("openai", "max_completion_tokens", "max_tokens")):
+            p = self.fakeprov(name="primary-" + typ,
+                              args=["--fail-status", "503"])
+            b = self.fakeprov(name="backup-" + typ)
+            tg = self.start_tg(p, b, routing=[FAILOVER], name=typ, ups={
+                "openai": {"type": typ},
+                "backup": {"type": typ}}, policies=[
+                {"name": "bound", "window": "day", "hard_cap_usd": "100",
+                 "default_output_tokens": 321}])
+            r = self.chat(tg)
+            self.assertEqual(r.status, 200, r)
+            got = b.find_requests(r.marker)
+            self.assertEqual(len(got), 1)
+            body = json.loads(got[0]["body"])
+            self.assertEqual(body.get(field), 321, (typ, body))
+            self.assertNotIn(other, body, (typ, body))
+
+    def test_capped_gateway_answer_not_retried(self):
+        # A 502, 504 or 52x may come from a gateway after the model ran
+        # behind it and billed: under a hard cap no second attempt.
+        for st in ("502", "504", "524"):
+            p = self.fakeprov(name="primary" + st, args=["--fail-status", st])
+            b = self.fakeprov(name="backup" + st)
+            tg = self.start_tg(p, b, routing=[FAILOVER], name="tg" + st,
+                               retry={"attempts": 3, "backoff": "10ms"},
+                               policies=[{"name": "cap", "window": "day",
+                                          "hard_cap_usd": "10"}])
+            r = self.chat(tg)
+            self.assertEqual(r.status, int(st), r)
+            self.assertIsNone(r.header("x-tollgate-attempts"))
+            self.assertEqual(len(p.find_requests(r.marker)), 1)
+            self.assertEqual(b.find_requests(r.marker), [])
+        # Without a cap, the gateway's 502 fails over as before.
+        tg = self.start_tg(p, b, routing=[FAILOVER], name="uncapped")
+        r = self.chat(tg)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.header("x-tollgate-attempts"), "2")
+
     # -- tollgate check -------------------------------------------------
 
     def check_errors(self, ups_extra=None, routing=None, retry=None):
         u = ledgerlib.metering_upstreams(self.fp_other.port)
-        u["backup"] = {"type": "openai_compatible",
+        u["backup"] = {"type": "openai", "base_url": self.fp_other.base}
+        u["compat"] = {"type": "openai_compatible",
                        "base_url": self.fp_other.base}
         u["claude2"] = {"type": "anthropic", "base_url": self.fp_other.base}
         for k, v in (ups_extra or {}).items():
@@ -479,7 +607,11 @@ class FailoverTest(ledgerlib.MeterTestCase):
                 (["nowhere"], r"no upstream named 'nowhere'"),
                 (["openai"], r"cannot fail over to itself"),
                 (["azure"], r"azure_openai upstream.*cannot be a fallback"),
-                (["claude2"], r"does not speak the same API")]:
+                (["claude2"], r"does not speak the same API"),
+                # The call's provider is what its policies matched at
+                # admission: a fallback never changes it.
+                (["compat"], r"'compat' is of type openai_compatible; a "
+                 r"fallback must be of the same type")]:
             rule["fallback"] = fb
             text, err = self.check_errors(routing=[rule])
             self.assertErrorAt(text, err, "- " + fb[0], msg)
@@ -533,6 +665,14 @@ class FailoverTest(ledgerlib.MeterTestCase):
                                              "max_backoff": "1s"})
         self.assertErrorAt(text, err, "max_backoff",
                            r"shorter than retry.backoff")
+        text, err = self.check_errors(retry={"backoff": "61s",
+                                             "max_backoff": "90s"})
+        self.assertErrorAt(text, err, "backoff: 61s",
+                           r"retry.backoff: 61000 ms is more than the most "
+                           r"allowed, 60s")
+        text, err = self.check_errors(retry={"max_backoff": "10m"})
+        self.assertErrorAt(text, err, "max_backoff",
+                           r"retry.max_backoff: 600000 ms is more than")
         text, err = self.check_errors(retry={"attempts": 0})
         self.assertErrorAt(text, err, "attempts", r"retry.attempts")
         # No key ever echoed in a message.

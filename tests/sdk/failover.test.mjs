@@ -23,10 +23,11 @@ const KNOBS = { 'x-fake-input-tokens': '100', 'x-fake-events': '2',
 
 describe('failover', () => {
   // fakeprov fails every request that carries the client's key, the
-  // primary's; the backup's requests carry the backup's own.
+  // primary's; the backup's requests carry the backup's own. The backup
+  // is of the primary's type, as a fallback must be.
   const stack = sharedStack({
     fakeprovArgs: ['--fail-status', '503', '--fail-key', KEYS.openai],
-    upstreamsYaml: '  backup: { type: openai_compatible, base_url: '
+    upstreamsYaml: '  backup: { type: openai, base_url: '
       + '"FPBASE", api_key_env: TG_SDK_BACKUP_KEY }\n',
     extraYaml: `routing:
   - name: to-backup

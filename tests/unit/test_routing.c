@@ -79,8 +79,8 @@ check_fallback(const struct routingset *rs)
 
 	assert_int_equal(rs->rs_n, 1);
 	assert_int_equal(rr->rr_nfallback, 2);
-	assert_string_equal(rr->rr_fallback[0], "local");
-	assert_string_equal(rr->rr_fallback[1], "openai2");
+	assert_string_equal(rr->rr_fallback[0], "openai2");
+	assert_string_equal(rr->rr_fallback[1], "openai3");
 	assert_null(rr->rr_upstream);
 	assert_null(rr->rr_model);
 }
@@ -88,9 +88,10 @@ check_fallback(const struct routingset *rs)
 static const struct rcase cases[] = {
     {"fallback",
 	"  openai2: { type: openai, base_url: \"http://127.0.0.1:6\" }\n"
+	"  openai3: { type: openai, base_url: \"http://127.0.0.1:7\" }\n"
 	"routing:\n"
-	"  - { name: f, match: { upstream: openai }, fallback: [local, "
-	"openai2] }\n",
+	"  - { name: f, match: { upstream: openai }, fallback: [openai2, "
+	"openai3] }\n",
 	check_fallback, {NULL}},
     {"fallback errors",
 	"routing:\n"
@@ -113,6 +114,11 @@ static const struct rcase cases[] = {
 	    "11:56: routing[3] (d).fallback[0]: the rule's calls can go to "
 	    "upstream 'openai' (openai), and 'anthropic' (anthropic) does not "
 	    "speak the same API; calls are never translated between APIs",
+	    "12:56: routing[4] (e).fallback[0]: the rule's calls can go to "
+	    "upstream 'openai' (type openai), and 'local' is of type "
+	    "openai_compatible; a fallback must be of the same type, so that "
+	    "a call's provider, which policies, kills and rate limits match, "
+	    "never changes when it fails over",
 	    "12:63: routing[4].fallback[1]: 'local' is listed twice",
 	    "13:26: routing[5].fallback: expected a list of 1 to 8 upstream "
 	    "names"}},
