@@ -650,7 +650,8 @@ class CacheTest(ledgerlib.MeterTestCase):
         backup = self.fakeprov(name="backup")
         ups = ledgerlib.metering_upstreams(
             self.fp.port, openai={"base_url": primary.base})
-        ups["backup"] = {"type": "openai_compatible",
+        # A fallback is of the primary's type (docs/spend-less.md).
+        ups["backup"] = {"type": "openai",
                          "base_url": backup.base, "api_key_env": ENV_UP}
         ex = ledgerlib.metering_extra()
         ex["cache"] = CACHE
