@@ -252,6 +252,7 @@ struct config {
 /* config.c */
 struct config *config_load(const char *, struct cfgerrs *);
 struct config *config_load_opts(const char *, int, struct cfgerrs *);
+struct config *config_load_cli(const char *);
 struct config *config_ref(struct config *);
 void config_unref(struct config *);
 const struct upstream_conf *config_find_upstream(

@@ -36,18 +36,10 @@ body_cb(char *ptr, size_t size, size_t n, void *arg)
 static int
 from_config(struct adminc *ac, const char *path, int need_url)
 {
-	struct cfgerrs errs = {0};
 	struct config *cf;
 	const char *host;
-	size_t i;
 
-	cf = config_load_opts(path, CONFIG_SECRETS_OPTIONAL, &errs);
-	for (i = 0; cf == NULL && i < errs.ce_n; i++)
-		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-	if (cf == NULL && errs.ce_n == 0)
-		fprintf(stderr, "%s: cannot load configuration\n", path);
-	cfgerrs_free(&errs);
-	if (cf == NULL)
+	if ((cf = config_load_cli(path)) == NULL)
 		return (-1);
 	if (need_url) {
 		if (cf->cf_admin_port == 0) {

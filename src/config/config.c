@@ -924,6 +924,27 @@ config_load(const char *path, struct cfgerrs *errs)
 }
 
 /*
+ * The configuration at path for a command line tool: production secrets
+ * optional (CONFIG_SECRETS_OPTIONAL), every error on stderr. NULL if it
+ * has any.
+ */
+struct config *
+config_load_cli(const char *path)
+{
+	struct cfgerrs errs = {0};
+	struct config *cf;
+	size_t i;
+
+	cf = config_load_opts(path, CONFIG_SECRETS_OPTIONAL, &errs);
+	for (i = 0; cf == NULL && i < errs.ce_n; i++)
+		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
+	if (cf == NULL && errs.ce_n == 0)
+		fprintf(stderr, "%s: cannot load configuration\n", path);
+	cfgerrs_free(&errs);
+	return (cf);
+}
+
+/*
  * config_load with flags (CONFIG_SECRETS_OPTIONAL); warnings, if any, are
  * appended to errs->ce_warns.
  */

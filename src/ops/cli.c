@@ -31,6 +31,8 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
+#include "cli_int.h"
+
 #define CLI_DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
 
 /* Long options that are query parameters: flag name -> parameter name. */
@@ -96,37 +98,16 @@ cli_usage(enum spend_kind kind, FILE *f)
 	    "           names in the configuration (-c)\n");
 }
 
-/* The configuration at path, its errors on stderr; NULL if it has any. */
-static struct config *
-cli_config(const char *path)
-{
-	struct cfgerrs errs = {0};
-	struct config *cf;
-	size_t i;
-
-	/*
-	 * Reading the ledger needs its path, not the daemon's secrets; the
-	 * fleet's password, when it needs one, is checked by cli_fleet.
-	 */
-	cf = config_load_opts(path, CONFIG_SECRETS_OPTIONAL, &errs);
-	for (i = 0; cf == NULL && i < errs.ce_n; i++)
-		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-	if (cf == NULL && errs.ce_n == 0)
-		fprintf(stderr, "%s: cannot load configuration\n", path);
-	cfgerrs_free(&errs);
-	return (cf);
-}
-
 /* The ledger's path: --ledger, else the configuration's ledger: path. */
-static char *
-ledger_path(const char *ledger, const char *config)
+char *
+cli_ledger_path(const char *ledger, const char *config)
 {
 	struct config *cf;
 	char *path;
 
 	if (ledger != NULL)
 		return (xstrdup(ledger));
-	if ((cf = cli_config(config)) == NULL)
+	if ((cf = config_load_cli(config)) == NULL)
 		return (NULL);
 	path = xstrdup(cf->cf_ledger_path);
 	config_unref(cf);
@@ -147,7 +128,7 @@ cli_fleet(const char *cmd, const char *config, const struct spend_query *q,
 	char *cause = NULL;
 	int rc = -1;
 
-	if ((cf = cli_config(config)) == NULL)
+	if ((cf = config_load_cli(config)) == NULL)
 		return (-1);
 	if (cf->cf_ship == NULL) {
 		fprintf(stderr,
@@ -283,7 +264,7 @@ cli_run(enum spend_kind kind, int argc, char **argv)
 			goto out;
 		goto print;
 	}
-	if ((path = ledger_path(ledger, config)) == NULL)
+	if ((path = cli_ledger_path(ledger, config)) == NULL)
 		goto out;
 	if ((db = spend_open(path, &cause)) == NULL) {
 		fprintf(stderr, "tollgate %s: %s\n", cmd, cause);

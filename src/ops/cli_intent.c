@@ -17,10 +17,11 @@
 #include <sqlite3.h>
 
 #include "tollgate/cli.h"
-#include "tollgate/config.h"
 #include "tollgate/spend.h"
 #include "tollgate/tags.h"
 #include "tollgate/util.h"
+
+#include "cli_int.h"
 
 #define CLI_DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
 #define OPT_LEDGER 1000
@@ -34,30 +35,6 @@ intent_usage(FILE *f)
 	    "usage: tollgate intent ID [--limit N] [--format "
 	    "table|json]\n"
 	    "           [--ledger PATH | -c FILE]\n");
-}
-
-/* The ledger's path: --ledger, else the configuration's ledger: path. */
-static char *
-intent_ledger(const char *ledger, const char *config)
-{
-	struct cfgerrs errs = {0};
-	struct config *cf;
-	char *path;
-	size_t i;
-
-	if (ledger != NULL)
-		return (xstrdup(ledger));
-	cf = config_load_opts(config, CONFIG_SECRETS_OPTIONAL, &errs);
-	for (i = 0; cf == NULL && i < errs.ce_n; i++)
-		fprintf(stderr, "%s\n", errs.ce_msgs[i]);
-	if (cf == NULL && errs.ce_n == 0)
-		fprintf(stderr, "%s: cannot load configuration\n", config);
-	cfgerrs_free(&errs);
-	if (cf == NULL)
-		return (NULL);
-	path = xstrdup(cf->cf_ledger_path);
-	config_unref(cf);
-	return (path);
 }
 
 /* tollgate intent ...: argv[0] is "intent". */
@@ -132,7 +109,7 @@ cli_intent(int argc, char **argv)
 		    TAG_VALUE_MAX);
 		goto usage;
 	}
-	if ((path = intent_ledger(ledger, config)) == NULL)
+	if ((path = cli_ledger_path(ledger, config)) == NULL)
 		goto out;
 	if ((db = spend_open(path, &cause)) == NULL) {
 		fprintf(stderr, "tollgate intent: %s\n", cause);
