@@ -29,15 +29,6 @@
 
 /* The most units one request may report. */
 #define USAGE_UNITS_MAX 1000000000LL
-#define NUSD_PER_USD 1000000000LL
-
-/* "1.234567890" for nusd, into buf. */
-static void
-usd_text(char *buf, size_t len, int64_t nusd)
-{
-	snprintf(buf, len, "%lld.%09lld", (long long)(nusd / NUSD_PER_USD),
-	    (long long)(nusd % NUSD_PER_USD));
-}
 
 static void
 usage_done(void *arg, enum external_result res, int64_t nusd)
@@ -66,7 +57,7 @@ usage_done(void *arg, enum external_result res, int64_t nusd)
 	/* An integer, never a double: exact above 2^53 too. */
 	snprintf(n, sizeof(n), "%lld", (long long)nusd);
 	cJSON_AddRawToObject(doc, "cost_nusd", n);
-	usd_text(usd, sizeof(usd), nusd);
+	usd_format(usd, sizeof(usd), nusd);
 	cJSON_AddRawToObject(doc, "cost_usd", usd);
 	cJSON_AddBoolToObject(doc, "duplicate", 0);
 	admin_reply_recorded(ar, 201, doc);

@@ -107,6 +107,35 @@ event_cmp(const void *a, const void *b)
 	return (strcmp(x->ev_id, y->ev_id));
 }
 
+/*
+ * sql prepared on db with the intent bound to ?1 and, when limit >= 0,
+ * limit to ?2; NULL when either fails.
+ */
+static sqlite3_stmt *
+intent_stmt(sqlite3 *db, const char *sql, const char *intent, int limit)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, intent, -1, SQLITE_TRANSIENT) !=
+		SQLITE_OK ||
+	    (limit >= 0 && sqlite3_bind_int(st, 2, limit) != SQLITE_OK)) {
+		sqlite3_finalize(st);
+		return (NULL);
+	}
+	return (st);
+}
+
+/* An event's JSON object begun in o: {"at":...,"type":"type". */
+static void
+event_open(struct spend_out *o, const struct event *e, const char *type)
+{
+	spend_out_init(o, 65536);
+	spend_out_printf(o, "{\"at\":");
+	spend_out_json_str(o, e->ev_at);
+	spend_out_printf(o, ",\"type\":\"%s\"", type);
+}
+
 /* The text of column i of st, or NULL. */
 static const char *
 col(sqlite3_stmt *st, int i)
@@ -191,12 +220,9 @@ read_calls(sqlite3 *db, const char *from, const char *intent, int limit,
 	    "SELECT * FROM %s WHERE intent = ?1"
 	    " ORDER BY started_at DESC, id DESC LIMIT ?2",
 	    from);
-	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	st = intent_stmt(db, sql, intent, limit);
 	free(sql);
-	if (rc != SQLITE_OK ||
-	    sqlite3_bind_text(st, 1, intent, -1, SQLITE_TRANSIENT) !=
-		SQLITE_OK ||
-	    sqlite3_bind_int(st, 2, limit) != SQLITE_OK)
+	if (st == NULL)
 		goto fail;
 	for (i = 0; i < nitems(call_cols); i++)
 		idx[i] = col_index(st, call_cols[i].c_name);
@@ -237,10 +263,7 @@ read_calls(sqlite3 *db, const char *from, const char *intent, int limit,
 			    sqlite3_column_int64(st, idx[20]), 1);
 			continue;
 		}
-		spend_out_init(&o, 65536);
-		spend_out_printf(&o, "{\"at\":");
-		spend_out_json_str(&o, e->ev_at);
-		spend_out_printf(&o, ",\"type\":\"%s\"", type);
+		event_open(&o, e, type);
 		for (i = 0; i < nitems(call_cols); i++)
 			json_col(&o, st, idx[i], call_cols[i].c_name,
 			    call_cols[i].c_int);
@@ -274,10 +297,7 @@ read_alerts(
 	char what[1024];
 	int rc, i;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_bind_text(st, 1, intent, -1, SQLITE_TRANSIENT) !=
-		SQLITE_OK ||
-	    sqlite3_bind_int(st, 2, limit) != SQLITE_OK)
+	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		e = events_add(ev, col(st, 0), col(st, 1));
@@ -289,10 +309,7 @@ read_alerts(
 			    sqlite3_column_int64(st, 6), 1);
 			continue;
 		}
-		spend_out_init(&o, 16384);
-		spend_out_printf(&o, "{\"at\":");
-		spend_out_json_str(&o, e->ev_at);
-		spend_out_printf(&o, ",\"type\":\"alert\"");
+		event_open(&o, e, "alert");
 		json_col(&o, st, 1, "id", 0);
 		json_col(&o, st, 2, "kind", 0);
 		json_col(&o, st, 3, "policy", 0);
@@ -341,10 +358,7 @@ read_kills(
 	char what[1024];
 	int rc;
 
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
-	    sqlite3_bind_text(st, 1, intent, -1, SQLITE_TRANSIENT) !=
-		SQLITE_OK ||
-	    sqlite3_bind_int(st, 2, limit) != SQLITE_OK)
+	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		e = events_add(ev, col(st, 0), col(st, 1));
@@ -356,10 +370,7 @@ read_kills(
 			e->ev_text = line_text(e->ev_at, "kill", what, 0, 0);
 			continue;
 		}
-		spend_out_init(&o, 16384);
-		spend_out_printf(&o, "{\"at\":");
-		spend_out_json_str(&o, e->ev_at);
-		spend_out_printf(&o, ",\"type\":\"kill\"");
+		event_open(&o, e, "kill");
 		json_col(&o, st, 1, "id", 0);
 		json_col(&o, st, 2, "reason", 0);
 		json_col(&o, st, 3, "source", 0);
@@ -392,7 +403,6 @@ read_totals(sqlite3 *db, const char *from, const char *intent, struct totals *t)
 {
 	sqlite3_stmt *st = NULL;
 	char *sql;
-	int rc;
 
 	memset(t, 0, sizeof(*t));
 	xasprintf(&sql,
@@ -403,12 +413,9 @@ read_totals(sqlite3 *db, const char *from, const char *intent, struct totals *t)
 	    " coalesce(sum(output_tokens), 0), min(started_at),"
 	    " max(started_at) FROM %s WHERE intent = ?1",
 	    from);
-	rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	st = intent_stmt(db, sql, intent, -1);
 	free(sql);
-	if (rc != SQLITE_OK ||
-	    sqlite3_bind_text(st, 1, intent, -1, SQLITE_TRANSIENT) !=
-		SQLITE_OK ||
-	    sqlite3_step(st) != SQLITE_ROW)
+	if (st == NULL || sqlite3_step(st) != SQLITE_ROW)
 		goto fail;
 	t->t_calls = sqlite3_column_int64(st, 0);
 	t->t_external = sqlite3_column_int64(st, 1);
