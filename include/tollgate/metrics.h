@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 
+#include "tollgate/cache.h"
 #include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
 #include "tollgate/ship.h"
@@ -84,6 +85,7 @@ struct metrics_gauges {
 	struct ledger_stats mg_ledger; /* all zero while the ledger is closed */
 	struct fleet_stats mg_fleet; /* fleet_get_stats(); FLEET_OFF: none */
 	struct ship_stats mg_ship; /* ship_stats(); SHIP_OFF: none */
+	struct cache_stats mg_cache; /* cache_get_stats(); zero: no cache */
 	struct metrics_budget *mg_budgets; /* sorted; the first mg_nbudgets
 					      are shown */
 	size_t mg_nbudgets; /* at most METRICS_BUDGETS_MAX */

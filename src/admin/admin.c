@@ -35,6 +35,7 @@
 #include "tollgate/admin.h"
 #include "tollgate/config.h"
 #include "tollgate/alerts.h"
+#include "tollgate/cache.h"
 #include "tollgate/external.h"
 #include "tollgate/fleet.h"
 #include "tollgate/http.h"
@@ -592,6 +593,7 @@ admin_metrics_gauges(struct metrics_gauges *g)
 	ledger_stats(&g->mg_ledger);
 	fleet_get_stats(&g->mg_fleet);
 	ship_stats(&g->mg_ship);
+	cache_get_stats(&g->mg_cache);
 	admin_process_stats(&g->mg_process);
 }
 

@@ -30,7 +30,6 @@
 
 #include <event2/buffer.h>
 
-#include "tollgate/cache.h"
 #include "tollgate/fleet.h"
 #include "tollgate/ledger.h"
 #include "tollgate/metrics.h"
@@ -804,11 +803,8 @@ render_scalar(struct evbuffer *b, const char *name, const char *type,
 
 /* The response cache's counters and its store's figures. */
 static void
-render_cache(struct evbuffer *b)
+render_cache(struct evbuffer *b, const struct cache_stats *cs)
 {
-	struct cache_stats cs;
-
-	cache_get_stats(&cs);
 	render_scalar(b, "tollgate_cache_hits_total", "counter",
 	    "Calls answered from the response cache.", metrics.m_cache_hits);
 	render_scalar(b, "tollgate_cache_misses_total", "counter",
@@ -821,14 +817,14 @@ render_cache(struct evbuffer *b)
 	    metrics.m_cache_saved);
 	render_scalar(b, "tollgate_cache_entries", "gauge",
 	    "Answers in the response cache's store.",
-	    (uint64_t)(cs.cs_entries > 0 ? cs.cs_entries : 0));
+	    (uint64_t)(cs->cs_entries > 0 ? cs->cs_entries : 0));
 	render_scalar(b, "tollgate_cache_bytes", "gauge",
 	    "Bytes of answers in the response cache's store.",
-	    (uint64_t)(cs.cs_bytes > 0 ? cs.cs_bytes : 0));
+	    (uint64_t)(cs->cs_bytes > 0 ? cs->cs_bytes : 0));
 	render_scalar(b, "tollgate_cache_dropped_total", "counter",
 	    "Answers the response cache's store could not keep (its queue "
 	    "full, or a failed write).",
-	    cs.cs_dropped);
+	    cs->cs_dropped);
 }
 
 static void
@@ -1194,7 +1190,7 @@ metrics_render(struct evbuffer *b, const struct metrics_gauges *g)
 	render_counter(b, "tollgate_external_cost_nusd_total",
 	    "Their cost in nano-US dollars, by source.", &metrics.m_external,
 	    1);
-	render_cache(b);
+	render_cache(b, &g->mg_cache);
 	render_histogram(b, "tollgate_upstream_ttfb_seconds",
 	    "Time from forwarding a call to the provider's response headers.",
 	    &metrics.m_ttfb);
