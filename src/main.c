@@ -59,6 +59,7 @@
 #include "tollgate/top.h"
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/extensions.h"
 #include "tollgate/fleet.h"
 #include "tollgate/fdlimit.h"
 #include "tollgate/kills.h"
@@ -205,7 +206,7 @@ drain_check_cb(evutil_socket_t fd, short ev, void *arg)
 	evtimer_add(drain_timer, &tv);
 }
 
-/* Once a second: kills whose TTL ran out stop being listed. */
+/* Once a second: kills and extensions that ran out stop being listed. */
 static void
 kills_timer_cb(evutil_socket_t fd, short ev, void *arg)
 {
@@ -213,11 +214,12 @@ kills_timer_cb(evutil_socket_t fd, short ev, void *arg)
 	(void)ev;
 	(void)arg;
 	kills_expire(wallclock_ms());
+	extensions_expire(wallclock_ms());
 }
 
 /*
- * The kills live at the last stop, from the ledger's kills table (which
- * ledger_open has made if it was missing).
+ * The kills and budget extensions live at the last stop, from the
+ * ledger's tables (which ledger_open has made if they were missing).
  */
 static int
 kills_start(const char *path)
@@ -227,7 +229,8 @@ kills_start(const char *path)
 	char *cause = NULL;
 
 	if ((ro = spend_open(path, &cause)) == NULL ||
-	    kills_load(ro, wallclock_ms(), &cause) == -1) {
+	    kills_load(ro, wallclock_ms(), &cause) == -1 ||
+	    extensions_load(ro, wallclock_ms(), &cause) == -1) {
 		log_errorx("ledger %s: %s", path, cause);
 		free(cause);
 		sqlite3_close(ro);
@@ -406,6 +409,7 @@ cmd_serve(int foreground)
 		ledger_close();
 		cache_close();
 		kills_free_all();
+		extensions_free_all();
 		event_free(kills_timer);
 		upstream_shutdown();
 		server_set_config(NULL);
@@ -441,6 +445,7 @@ cmd_serve(int foreground)
 	ledger_close();
 	cache_close();
 	kills_free_all();
+	extensions_free_all();
 	event_free(kills_timer);
 	upstream_shutdown();
 	for (i = 0; i < nitems(signos); i++)

@@ -62,13 +62,15 @@ struct extension {
 
 /* extensions.c */
 int extensions_scope(const struct policy *, const struct cJSON *,
-    char *[TAG_MAX], char *, size_t, char **);
-int extensions_add(const struct policy *, char *const[TAG_MAX], int64_t,
+    const char *[TAG_MAX], char *, size_t, char **);
+int extensions_add(const struct policy *, const char *const *, int64_t,
     const char *, const char *, int64_t, int64_t, const struct extension **,
     char **);
 int extensions_revoke(const char *, int64_t);
 const struct extension *extensions_find(const char *, int64_t);
 void extensions_each(void (*)(const struct extension *, void *), void *);
+void extensions_on(const struct policy *, const char *const *, int64_t,
+    void (*)(const struct extension *, void *), void *);
 size_t extensions_count(void);
 void extensions_expire(int64_t);
 void extensions_free_all(void);

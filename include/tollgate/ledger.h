@@ -168,6 +168,28 @@ struct ledger_kill {
 	const char *lk_source;
 };
 
+/*
+ * A budget extension as the extensions table keeps it
+ * (include/tollgate/extensions.h); the strings are borrowed by
+ * ledger_extension_add, which copies them. Times are Unix ms; 0: none.
+ */
+struct ledger_extension {
+	const char *le_id;
+	int64_t le_created_ms;
+	const char *le_policy;
+	const char *le_scope; /* a JSON object, as GET /v1/budgets shows */
+	const char *le_key; /* the budget key it raises */
+	const char *le_intent; /* the scope's per-intent value, or NULL */
+	const char *le_window;
+	int64_t le_window_start_ms;
+	int64_t le_ends_ms; /* 0: until revoked */
+	int64_t le_expires_ms; /* 0: none asked */
+	int64_t le_nusd;
+	const char *le_reason;
+	const char *le_by;
+	const char *le_instance; /* the instance that made it, or NULL */
+};
+
 enum ledger_result {
 	LEDGER_OK, /* the reservation is in the journal: forward */
 	LEDGER_DUPLICATE, /* a row with this id exists: nothing written */
@@ -284,6 +306,8 @@ void ledger_settle(const struct ledger_row *);
 int ledger_record(const struct ledger_row *);
 int ledger_kill_add(const struct ledger_kill *);
 int ledger_kill_delete(const char *, int64_t);
+int ledger_extension_add(const struct ledger_extension *);
+int ledger_extension_revoke(const char *, int64_t);
 int ledger_alert(const struct ledger_alert *);
 void ledger_alert_delivery(const char *, const char *, int);
 int ledger_ship_done(const char *, const char *, int64_t, int64_t);

@@ -26,6 +26,7 @@
 #include "tollgate/tags.h"
 #include "tollgate/usage.h"
 
+struct cJSON;
 struct cfgctx;
 struct ynode;
 struct price;
@@ -224,6 +225,8 @@ int policy_parse_duration(const char *, int64_t *);
 int policy_has_breakers(const struct policy *);
 
 /* scope.c */
+const char *policy_attr_name(int);
+struct cJSON *policy_scope_json(const struct policy *, const char *const *);
 int policy_glob(const char *, const char *);
 int policy_matches(const struct policy *, const char *const *);
 char *policy_scope_key(const struct policy *, const char *const *);

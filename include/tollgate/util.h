@@ -31,6 +31,8 @@ void strcopy(char *, size_t, const char *);
 int strcaseprefix(const char *, const char *);
 int hex_digit(int);
 int utf8_valid(const char *, size_t);
+int utf8_text_ok(const char *, size_t);
+void random_id(char *, size_t, char);
 size_t utf8_seqlen(const char *, size_t);
 char *utf8_dup(const char *);
 int utf8_copy(char *, size_t, const char *);

@@ -66,6 +66,9 @@ enum admin_ep_id {
 	EP_KILL_DELETE,
 	EP_USAGE,
 	EP_INTENT,
+	EP_EXTEND,
+	EP_EXTENSIONS_LIST,
+	EP_EXTENSION_REVOKE,
 	EP_DASHBOARD,
 };
 
@@ -108,6 +111,11 @@ static const struct admin_ep {
     {EP_DASHBOARD, "/dashboard.css", "GET", ep_dashboard, 0, 1},
     {EP_USAGE, "/v1/usage", "POST", ep_usage, 0, 0},
     {EP_INTENT, ADMIN_INTENTS_PREFIX, "GET", ep_intent, 1, 0},
+    {EP_EXTEND, "/v1/budgets/extend", "POST", ep_extend, 0, 0},
+    {EP_EXTENSIONS_LIST, "/v1/budgets/extensions", "GET", ep_extensions_list, 0,
+	0},
+    {EP_EXTENSION_REVOKE, ADMIN_EXTENSIONS_PREFIX, "DELETE",
+	ep_extension_revoke, 1, 0},
 };
 
 #define ADMIN_HOSTS 4

@@ -85,6 +85,8 @@ struct admin_job {
 
 /* The prefix of DELETE /v1/kills/{id}. */
 #define ADMIN_KILLS_PREFIX "/v1/kills/"
+/* The prefix of DELETE /v1/budgets/extensions/{id}. */
+#define ADMIN_EXTENSIONS_PREFIX "/v1/budgets/extensions/"
 /* The prefix of GET /v1/intents/{id}. */
 #define ADMIN_INTENTS_PREFIX "/v1/intents/"
 
@@ -92,6 +94,11 @@ struct admin_job {
 void ep_kills_list(struct admin_req *);
 void ep_kills_add(struct admin_req *);
 void ep_kill_delete(struct admin_req *);
+
+/* extend.c */
+void ep_extend(struct admin_req *);
+void ep_extensions_list(struct admin_req *);
+void ep_extension_revoke(struct admin_req *);
 
 /* usage.c */
 void ep_usage(struct admin_req *);

@@ -16,6 +16,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/enforce.h"
+#include "tollgate/extensions.h"
 #include "tollgate/fleet.h"
 #include "tollgate/kills.h"
 #include "tollgate/log.h"
@@ -25,39 +26,6 @@
 #include "tollgate/util.h"
 
 #include "admin_int.h"
-
-static const char *const attr_names[POLICY_ATTR_MAX] = {"intent", "team",
-    "tenant", "agent_class", "environment", "model", "provider"};
-
-/* "day", "week", "month", "total" or a rolling length: "90m", "24h". */
-static void
-window_name(const struct policy_window *w, char *buf, size_t len)
-{
-	int64_t min = w->pw_len_ms / 60000;
-
-	switch (w->pw_kind) {
-	case POLICY_WIN_DAY:
-		snprintf(buf, len, "day");
-		return;
-	case POLICY_WIN_WEEK:
-		snprintf(buf, len, "week");
-		return;
-	case POLICY_WIN_MONTH:
-		snprintf(buf, len, "month");
-		return;
-	case POLICY_WIN_TOTAL:
-		snprintf(buf, len, "total");
-		return;
-	case POLICY_WIN_ROLLING:
-		break;
-	}
-	if (min % 1440 == 0)
-		snprintf(buf, len, "%lldd", (long long)(min / 1440));
-	else if (min % 60 == 0)
-		snprintf(buf, len, "%lldh", (long long)(min / 60));
-	else
-		snprintf(buf, len, "%lldm", (long long)min);
-}
 
 static void
 add_money(cJSON *o, const char *name, int64_t nusd)
@@ -190,12 +158,19 @@ bent_cmp(const void *a, const void *b)
 }
 
 static void
+ext_cb(const struct extension *x, void *arg)
+{
+	cJSON_AddItemToArray(arg, extensions_json(x));
+}
+
+static void
 budget_cb(const struct policy_scope *sc, void *arg)
 {
 	const struct policy *po = sc->sc_policy;
 	struct blist *bl = arg;
 	struct bent *be;
 	cJSON *o, *scope, *th;
+	const char *per[TAG_MAX];
 	char buf[40];
 	size_t i;
 	int a, degraded;
@@ -210,31 +185,35 @@ budget_cb(const struct policy_scope *sc, void *arg)
 	be->be_pol = (size_t)(po - bl->bl_ps->ps_pol);
 	be->be_obj = o;
 	cJSON_AddStringToObject(o, "policy", po->po_name);
-	scope = cJSON_AddObjectToObject(o, "scope");
-	for (a = 0; a < POLICY_ATTR_MAX; a++) {
-		if (a < TAG_MAX && po->po_per[a])
-			cJSON_AddStringToObject(scope, attr_names[a],
-			    sc->sc_per[a][0] != '\0' ? sc->sc_per[a] : "");
-		else if (po->po_match[a] != NULL)
-			cJSON_AddStringToObject(
-			    scope, attr_names[a], po->po_match[a]);
-	}
-	window_name(&po->po_window, buf, sizeof(buf));
+	for (a = 0; a < TAG_MAX; a++)
+		per[a] = sc->sc_per[a];
+	scope = policy_scope_json(po, per);
+	cJSON_AddItemToObject(o, "scope", scope);
+	policy_window_name(&po->po_window, buf, sizeof(buf));
 	cJSON_AddStringToObject(o, "window", buf);
 	add_time(o, "window_start", sc->sc_window_start);
 	add_time(o, "reset_at", sc->sc_reset_at);
 	add_money(o, "spent", sc->sc_spent);
 	add_money(o, "reserved", sc->sc_reserved);
 	if (po->po_cap_nusd != -1) {
-		add_money(o, "cap", po->po_cap_nusd);
+		/* sc_limit: the cap with the scope's live extensions. */
+		add_money(o, "cap", sc->sc_limit);
 		add_money(o, "remaining",
-		    po->po_cap_nusd - sc->sc_spent - sc->sc_reserved);
+		    sc->sc_limit - sc->sc_spent - sc->sc_reserved);
+		add_money(o, "hard_cap", po->po_cap_nusd);
+		add_money(o, "extended", sc->sc_limit - po->po_cap_nusd);
 	} else {
 		cJSON_AddNullToObject(o, "cap_usd");
 		cJSON_AddNullToObject(o, "cap_nusd");
 		cJSON_AddNullToObject(o, "remaining_usd");
 		cJSON_AddNullToObject(o, "remaining_nusd");
+		cJSON_AddNullToObject(o, "hard_cap_usd");
+		cJSON_AddNullToObject(o, "hard_cap_nusd");
+		cJSON_AddNullToObject(o, "extended_usd");
+		cJSON_AddNullToObject(o, "extended_nusd");
 	}
+	extensions_on(po, per, wallclock_ms(), ext_cb,
+	    cJSON_AddArrayToObject(o, "extensions"));
 	if (po->po_nalerts > 0)
 		add_money(o, "alert_at", po->po_alerts[0]);
 	else {

@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "tollgate/log.h"
 #include "tollgate/util.h"
 
@@ -144,6 +146,51 @@ utf8_valid(const char *s, size_t len)
 			return (0);
 	}
 	return (1);
+}
+
+/*
+ * Is s text a log line, a terminal and every JSON answer can carry: at
+ * most max bytes of UTF-8 without control bytes, C1 controls included (a
+ * terminal may obey them)?
+ */
+int
+utf8_text_ok(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	for (; s[n] != '\0'; n++) {
+		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
+			return (0);
+		if ((unsigned char)s[n] == 0xc2 &&
+		    (unsigned char)s[n + 1] >= 0x80 &&
+		    (unsigned char)s[n + 1] <= 0x9f)
+			return (0);
+	}
+	return (n <= max && utf8_valid(s, n));
+}
+
+/*
+ * A random id into buf: the letter kind, '_' and 16 lower-case hex
+ * digits ("k_3f9c0a7e12b45d68"), cut to fit len.
+ */
+void
+random_id(char *buf, size_t len, char kind)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[8];
+	size_t i;
+
+	if (len < 3)
+		fatalx("%s: buffer too small", __func__);
+	if (RAND_bytes(r, sizeof(r)) != 1)
+		fatalx("%s: RAND_bytes", __func__);
+	buf[0] = kind;
+	buf[1] = '_';
+	for (i = 0; i < sizeof(r) && 2 + 2 * i + 2 < len; i++) {
+		buf[2 + 2 * i] = hex[r[i] >> 4];
+		buf[3 + 2 * i] = hex[r[i] & 15];
+	}
+	buf[2 + 2 * i] = '\0';
 }
 
 /*

@@ -114,6 +114,11 @@ ledger_item_what(const struct ledger_item *it, char *buf, size_t len)
 		log_escape(id, sizeof(id), it->li_kill.lk_id,
 		    strlen(it->li_kill.lk_id));
 		snprintf(buf, len, "kill %s", id);
+	} else if (it->li_op == LEDGER_OP_EXT_ADD ||
+	    it->li_op == LEDGER_OP_EXT_REVOKE) {
+		log_escape(
+		    id, sizeof(id), it->li_ext.le_id, strlen(it->li_ext.le_id));
+		snprintf(buf, len, "extension %s", id);
 	} else if (it->li_op == LEDGER_OP_SHIP_DONE)
 		snprintf(buf, len, "ship cursor of %s", it->li_stream);
 	else if (it->li_op == LEDGER_OP_ALERT ||
@@ -833,6 +838,109 @@ ledger_kill_delete(const char *id, int64_t now)
 	if (ledger == NULL)
 		return (-1);
 	if ((it = kill_item_new(LEDGER_OP_KILL_DELETE, &k)) == NULL)
+		return (-1);
+	it->li_deleted_ms = now;
+	if (ledger_enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/* Copy s (if any) to *p, move *p past it, and return the copy. */
+static const char *
+item_string(char **p, const char *s)
+{
+	size_t len;
+	char *r = *p;
+
+	if (s == NULL)
+		return (NULL);
+	len = strlen(s) + 1;
+	memcpy(r, s, len);
+	*p += len;
+	return (r);
+}
+
+/*
+ * A queued extension operation: the item owns copies of x's strings.
+ * NULL when x is not one the table can hold.
+ */
+static struct ledger_item *
+ext_item_new(enum ledger_op op, const struct ledger_extension *x)
+{
+	struct ledger_item *it;
+	const char *src[] = {x->le_id, x->le_policy, x->le_scope, x->le_key,
+	    x->le_intent, x->le_window, x->le_reason, x->le_by, x->le_instance};
+	size_t i, total = 0;
+	char *p;
+
+	if (x->le_id == NULL || x->le_id[0] == '\0' ||
+	    (op == LEDGER_OP_EXT_ADD &&
+		(x->le_policy == NULL || x->le_scope == NULL ||
+		    x->le_key == NULL || x->le_window == NULL ||
+		    x->le_reason == NULL || x->le_by == NULL))) {
+		log_warnx("ledger: incomplete extension refused");
+		return (NULL);
+	}
+	for (i = 0; i < nitems(src); i++)
+		if (src[i] != NULL)
+			total += strlen(src[i]) + 1;
+	if (total > LEDGER_ROW_STRINGS_MAX) {
+		log_warnx("ledger: extension of %zu bytes refused", total);
+		return (NULL);
+	}
+	it = xmalloc(sizeof(*it) + total);
+	memset(it, 0, sizeof(*it));
+	it->li_op = op;
+	it->li_ext = *x;
+	p = it->li_strings;
+	it->li_ext.le_id = item_string(&p, x->le_id);
+	it->li_ext.le_policy = item_string(&p, x->le_policy);
+	it->li_ext.le_scope = item_string(&p, x->le_scope);
+	it->li_ext.le_key = item_string(&p, x->le_key);
+	it->li_ext.le_intent = item_string(&p, x->le_intent);
+	it->li_ext.le_window = item_string(&p, x->le_window);
+	it->li_ext.le_reason = item_string(&p, x->le_reason);
+	it->li_ext.le_by = item_string(&p, x->le_by);
+	it->li_ext.le_instance = item_string(&p, x->le_instance);
+	return (it);
+}
+
+/*
+ * Queue a budget extension for the extensions table, always accepted
+ * while the ledger is open and retried until written, like a kill. 0, or
+ * -1 when the ledger is closed or the extension malformed.
+ */
+int
+ledger_extension_add(const struct ledger_extension *x)
+{
+	struct ledger_item *it;
+
+	if (ledger == NULL)
+		return (-1);
+	if ((it = ext_item_new(LEDGER_OP_EXT_ADD, x)) == NULL)
+		return (-1);
+	if (ledger_enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
+ * Queue the revocation of extension id at now (Unix ms): the row stays,
+ * with revoked_at set, as the audit trail. 0, or -1 as above.
+ */
+int
+ledger_extension_revoke(const char *id, int64_t now)
+{
+	struct ledger_extension x = {.le_id = id};
+	struct ledger_item *it;
+
+	if (ledger == NULL)
+		return (-1);
+	if ((it = ext_item_new(LEDGER_OP_EXT_REVOKE, &x)) == NULL)
 		return (-1);
 	it->li_deleted_ms = now;
 	if (ledger_enqueue(ledger, it) != 0) {

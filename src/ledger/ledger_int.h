@@ -79,6 +79,8 @@ enum ledger_op {
 	LEDGER_OP_ALERT_DELIVERY, /* update an alert's delivery status */
 	LEDGER_OP_KILL_ADD, /* insert a runtime kill */
 	LEDGER_OP_KILL_DELETE, /* mark a runtime kill deleted */
+	LEDGER_OP_EXT_ADD, /* insert a budget extension */
+	LEDGER_OP_EXT_REVOKE, /* mark a budget extension revoked */
 	LEDGER_OP_SHIP_DONE, /* move a ship cursor, prune what it passed */
 };
 
@@ -117,7 +119,8 @@ struct ledger_item {
 	int li_done;
 	struct ledger_row li_row; /* strings point into li_strings */
 	struct ledger_kill li_kill; /* kill ops; strings in li_strings */
-	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE */
+	int64_t li_deleted_ms; /* LEDGER_OP_KILL_DELETE, _EXT_REVOKE */
+	struct ledger_extension li_ext; /* extension ops; likewise */
 	struct ledger_alert li_alert; /* alert ops; li_row.lr_id = la_id */
 	/* LEDGER_OP_SHIP_DONE: ledger_ship_done's arguments, the result. */
 	const char *li_stream; /* in li_strings */
@@ -186,6 +189,8 @@ struct ledger_db {
 	sqlite3_stmt *db_probe; /* LEDGER_OP_PROBE */
 	sqlite3_stmt *db_kill_add;
 	sqlite3_stmt *db_kill_delete;
+	sqlite3_stmt *db_ext_add;
+	sqlite3_stmt *db_ext_revoke;
 	sqlite3_stmt *db_alert; /* insert an alert */
 	sqlite3_stmt *db_alert_delivery; /* update its delivery */
 	sqlite3_stmt *db_cursor; /* upsert a ship_cursor row */
@@ -427,6 +432,7 @@ int ledger_schema_fix_checks(
     struct ledger_db *, const char *, int64_t, char **);
 int ledger_schema_alerts(struct ledger_db *, char **);
 int ledger_schema_kills(struct ledger_db *, char **);
+int ledger_schema_extensions(struct ledger_db *, char **);
 int ledger_schema_served(struct ledger_db *, char **);
 int ledger_schema_routing(struct ledger_db *, char **);
 int ledger_schema_ship(struct ledger_db *, const char *, int64_t, char **);

@@ -218,6 +218,38 @@ static const char kills_schema[] =
     " WHERE deleted_at IS NULL;";
 
 /*
+ * Budget extensions (include/tollgate/extensions.h), one row per
+ * extension ever made: a revocation sets revoked_at and keeps the row, as
+ * the audit trail. scope is the JSON object GET /v1/budgets shows,
+ * budget_key the counter it raises, intent the scope's per-intent value
+ * (for an intent's timeline). ends_at NULL: until revoked; expires_at
+ * NULL: no expiry was asked. Times as in the kills table. Made by its own
+ * statement, so a ledger from before it gains it on open.
+ */
+static const char extensions_schema[] =
+    "CREATE TABLE IF NOT EXISTS extensions ("
+    " id TEXT PRIMARY KEY NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " policy TEXT NOT NULL,"
+    " scope TEXT NOT NULL,"
+    " budget_key TEXT NOT NULL,"
+    " intent TEXT,"
+    " window TEXT NOT NULL,"
+    " window_start TEXT NOT NULL,"
+    " ends_at TEXT,"
+    " expires_at TEXT,"
+    " nusd INTEGER NOT NULL CHECK (nusd > 0),"
+    " reason TEXT NOT NULL,"
+    " granted_by TEXT NOT NULL,"
+    " instance TEXT,"
+    " revoked_at TEXT"
+    ");"
+    "CREATE INDEX IF NOT EXISTS extensions_live ON extensions (created_at)"
+    " WHERE revoked_at IS NULL;"
+    "CREATE INDEX IF NOT EXISTS extensions_intent ON extensions"
+    " (intent, created_at) WHERE intent IS NOT NULL;";
+
+/*
  * Refuse what this tollgate cannot write to: a newer schema, or a database
  * that has tables but was never a ledger.
  */
@@ -548,6 +580,17 @@ ledger_schema_kills(struct ledger_db *d, char **cause)
 	if (sqlite3_exec(d->db_conn, kills_schema, NULL, NULL, NULL) !=
 	    SQLITE_OK)
 		return (ledger_db_fail(d, cause, "creating the kills table"));
+	return (0);
+}
+
+/* The extensions table, in ledgers old and new. */
+int
+ledger_schema_extensions(struct ledger_db *d, char **cause)
+{
+	if (sqlite3_exec(d->db_conn, extensions_schema, NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return (
+		    ledger_db_fail(d, cause, "creating the extensions table"));
 	return (0);
 }
 

@@ -56,6 +56,15 @@ static const char kill_delete_sql[] =
     "UPDATE kills SET deleted_at = ?2, ship_seq = ?3"
     " WHERE id = ?1 AND deleted_at IS NULL";
 
+static const char ext_add_sql[] =
+    "INSERT INTO extensions (id, created_at, policy, scope, budget_key,"
+    " intent, window, window_start, ends_at, expires_at, nusd, reason,"
+    " granted_by, instance) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+    " ?10, ?11, ?12, ?13, ?14) ON CONFLICT (id) DO NOTHING";
+
+static const char ext_revoke_sql[] = "UPDATE extensions SET revoked_at = ?2"
+				     " WHERE id = ?1 AND revoked_at IS NULL";
+
 /*
  * A stream's ship cursor moves only forward; the instance first recorded
  * is kept (the fleet ledger's rows are keyed by it). RETURNING gives the
@@ -413,6 +422,8 @@ prepare(struct ledger_db *d, char **cause)
 	    {alert_delivery_sql, offsetof(struct ledger_db, db_alert_delivery)},
 	    {kill_add_sql, offsetof(struct ledger_db, db_kill_add)},
 	    {kill_delete_sql, offsetof(struct ledger_db, db_kill_delete)},
+	    {ext_add_sql, offsetof(struct ledger_db, db_ext_add)},
+	    {ext_revoke_sql, offsetof(struct ledger_db, db_ext_revoke)},
 	    {cursor_sql, offsetof(struct ledger_db, db_cursor)},
 	    {prune_calls_sql, offsetof(struct ledger_db, db_prune_calls)},
 	    {prune_alerts_sql, offsetof(struct ledger_db, db_prune_alerts)},
@@ -455,6 +466,7 @@ db_connect(
 		ledger_schema_fix_checks(d, path, version, cause) != 0) ||
 	    ledger_schema_alerts(d, cause) != 0 ||
 	    ledger_schema_kills(d, cause) != 0 ||
+	    ledger_schema_extensions(d, cause) != 0 ||
 	    ledger_schema_served(d, cause) != 0 ||
 	    ledger_schema_ship(d, path, version, cause) != 0 ||
 	    ledger_schema_routing(d, cause) != 0 ||
@@ -929,6 +941,54 @@ apply_kill(struct ledger_db *d, struct ledger_item *it)
 	return (run_item(d, it, st, rc));
 }
 
+/* A time, or NULL for 0 (none), into buf for binding. */
+static const char *
+opt_time(int64_t ms, char *buf, size_t len)
+{
+	if (ms == 0)
+		return (NULL);
+	ledger_format_time(ms, buf, len);
+	return (buf);
+}
+
+/* Insert a budget extension, or mark one revoked. */
+static int
+apply_extension(struct ledger_db *d, struct ledger_item *it)
+{
+	const struct ledger_extension *x = &it->li_ext;
+	char created[LEDGER_TIME_MAX], start[LEDGER_TIME_MAX],
+	    ends[LEDGER_TIME_MAX], expires[LEDGER_TIME_MAX];
+	sqlite3_stmt *st;
+	int rc = SQLITE_OK;
+
+	if (it->li_op == LEDGER_OP_EXT_REVOKE) {
+		st = d->db_ext_revoke;
+		ledger_format_time(it->li_deleted_ms, created, sizeof(created));
+		BIND(bind_text(st, 1, x->le_id));
+		BIND(bind_text(st, 2, created));
+		return (run_item(d, it, st, rc));
+	}
+	st = d->db_ext_add;
+	ledger_format_time(x->le_created_ms, created, sizeof(created));
+	ledger_format_time(x->le_window_start_ms, start, sizeof(start));
+	BIND(bind_text(st, 1, x->le_id));
+	BIND(bind_text(st, 2, created));
+	BIND(bind_text(st, 3, x->le_policy));
+	BIND(bind_text(st, 4, x->le_scope));
+	BIND(bind_text(st, 5, x->le_key));
+	BIND(bind_text(st, 6, x->le_intent));
+	BIND(bind_text(st, 7, x->le_window));
+	BIND(bind_text(st, 8, start));
+	BIND(bind_text(st, 9, opt_time(x->le_ends_ms, ends, sizeof(ends))));
+	BIND(bind_text(
+	    st, 10, opt_time(x->le_expires_ms, expires, sizeof(expires))));
+	BIND(sqlite3_bind_int64(st, 11, x->le_nusd));
+	BIND(bind_text(st, 12, x->le_reason));
+	BIND(bind_text(st, 13, x->le_by));
+	BIND(bind_text(st, 14, x->le_instance));
+	return (run_item(d, it, st, rc));
+}
+
 /*
  * Move a stream's ship cursor (ledger_ship_done), then, when asked, delete
  * up to LEDGER_PRUNE_MAX rows of calls or alerts that it passed and that
@@ -1026,6 +1086,9 @@ ledger_db_apply(struct ledger_db *d, struct ledger_items *batch)
 		else if (it->li_op == LEDGER_OP_KILL_ADD ||
 		    it->li_op == LEDGER_OP_KILL_DELETE)
 			rc = apply_kill(d, it);
+		else if (it->li_op == LEDGER_OP_EXT_ADD ||
+		    it->li_op == LEDGER_OP_EXT_REVOKE)
+			rc = apply_extension(d, it);
 		else if (it->li_op == LEDGER_OP_SHIP_DONE)
 			rc = apply_ship_done(d, it);
 		else
@@ -1066,6 +1129,8 @@ ledger_db_close(struct ledger_db *d)
 	sqlite3_finalize(d->db_alert_delivery);
 	sqlite3_finalize(d->db_kill_add);
 	sqlite3_finalize(d->db_kill_delete);
+	sqlite3_finalize(d->db_ext_add);
+	sqlite3_finalize(d->db_ext_revoke);
 	sqlite3_finalize(d->db_cursor);
 	sqlite3_finalize(d->db_prune_calls);
 	sqlite3_finalize(d->db_prune_alerts);
@@ -1079,6 +1144,7 @@ ledger_db_close(struct ledger_db *d)
 	d->db_insert = d->db_probe = NULL;
 	d->db_alert = d->db_alert_delivery = NULL;
 	d->db_kill_add = d->db_kill_delete = NULL;
+	d->db_ext_add = d->db_ext_revoke = NULL;
 	if (d->db_conn != NULL) {
 		ledger_db_rollback(d);
 		if (d->db_synchronous != 0 &&

@@ -125,6 +125,10 @@ log_skipped(struct ledger_item *it)
 	else if (it->li_op == LEDGER_OP_KILL_ADD)
 		log_warnx("ledger: %s: a kill with this id exists, not written",
 		    ledger_item_what(it, idbuf, sizeof(idbuf)));
+	else if (it->li_op == LEDGER_OP_EXT_ADD)
+		log_debug(
+		    "ledger: %s: already in the ledger, not written again",
+		    ledger_item_what(it, idbuf, sizeof(idbuf)));
 }
 
 /* The batch committed: answer and free every item. Lock held. */

@@ -134,8 +134,8 @@ affordable(const struct policy_call *c, int64_t lo, int64_t hi, int64_t room)
 static int64_t
 cap_room(const struct admit *a, const struct policy *po, const struct pentry *e)
 {
-	return (
-	    po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) - e->e_reserved);
+	return (pcount_cap(po, e) - pcount_spent(e, a->a_now, NULL) -
+	    e->e_reserved);
 }
 
 /* Room left on e for po: the cap's, and in a fleet the lease's too. */
@@ -385,9 +385,9 @@ tightest(const struct admit *a, const struct pentry *e, int64_t *cap,
 	for (i = 0; i < a->a_n; i++) {
 		po = a->a_pol[i];
 		if (a->a_budget[i] != e || po->po_cap_nusd == -1 ||
-		    po->po_shadow || po->po_cap_nusd >= *cap)
+		    po->po_shadow || pcount_cap(po, e) >= *cap)
 			continue;
-		*cap = po->po_cap_nusd;
+		*cap = pcount_cap(po, e);
 		*pol = po;
 	}
 }
@@ -440,7 +440,7 @@ reserve(struct admit *a, int64_t worst, int64_t tokens)
 		if ((e = a->a_budget[i]) == NULL || po->po_cap_nusd == -1 ||
 		    po->po_shadow)
 			continue;
-		room = po->po_cap_nusd - pcount_spent(e, a->a_now, NULL) -
+		room = pcount_cap(po, e) - pcount_spent(e, a->a_now, NULL) -
 		    e->e_reserved;
 		if (room < best) {
 			best = room;

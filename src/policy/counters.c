@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tollgate/extensions.h"
 #include "tollgate/policy.h"
 #include "tollgate/pricing.h"
 #include "tollgate/util.h"
@@ -219,6 +220,8 @@ pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
 
 	policy_window_at(&po->po_window, t, &start, &reset);
 	e = lookup(pc, policy_budget_key(po, attr, start), create);
+	if (e != NULL)
+		pcount_ext_refresh(e, t);
 	if (e == NULL || e->e_ring != NULL || e->e_reset != 0)
 		return (e);
 	for (a = 0; a < TAG_MAX; a++) {
@@ -238,6 +241,35 @@ pcount_budget_entry(struct policy_counters *pc, const struct policy *po,
 		lease_attach(pc, e);
 	}
 	return (e);
+}
+
+/*
+ * Bring e's extension raise up to date at now: asked of the extensions
+ * list only when it has changed or a raise counted has ended, so a budget
+ * costs one comparison when nothing did.
+ */
+void
+pcount_ext_refresh(struct pentry *e, int64_t now)
+{
+	uint64_t gen = extensions_generation();
+
+	if (e->e_ext_gen == gen && now < e->e_ext_until)
+		return;
+	e->e_ext = extensions_sum(e->e_key, now, &e->e_ext_until);
+	e->e_ext_gen = gen;
+}
+
+/*
+ * po's cap on entry e: hard_cap_usd plus what live extensions add to e's
+ * scope and window (as of e's last refresh), saturating; -1: no cap.
+ */
+int64_t
+pcount_cap(const struct policy *po, const struct pentry *e)
+{
+	if (po->po_cap_nusd == -1)
+		return (-1);
+	return (e != NULL ? pcount_add(po->po_cap_nusd, e->e_ext)
+			  : po->po_cap_nusd);
 }
 
 struct pentry *
@@ -353,11 +385,11 @@ void
 pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
     const char *const *attr, const struct pentry *e, int64_t now)
 {
-	int64_t start, reset;
+	int64_t start, reset, cap = pcount_cap(po, e);
 
 	pcount_scope_fill(sc, po, attr);
 	policy_window_at(&po->po_window, now, &start, &reset);
-	sc->sc_limit = po->po_cap_nusd;
+	sc->sc_limit = cap;
 	sc->sc_spent = pcount_spent(e, now, &reset);
 	sc->sc_reserved = e->e_reserved;
 	sc->sc_window_start = e->e_kind == PE_CALENDAR ? e->e_start : start;
@@ -368,11 +400,10 @@ pcount_scope_budget(struct policy_scope *sc, const struct policy *po,
 	    e->e_rlease != NULL && e->e_rlease->rl_rolling ? e->e_rlease : NULL;
 	/* Capped: a call was refused for want of room that has not grown
 	 * enough since, or nothing is left at all. */
-	sc->sc_capped = po->po_cap_nusd != -1 &&
-	    (po->po_cap_nusd - sc->sc_spent - sc->sc_reserved <= 0 ||
+	sc->sc_capped = cap != -1 &&
+	    (cap - sc->sc_spent - sc->sc_reserved <= 0 ||
 		(e->e_refused_worst > 0 &&
-		    po->po_cap_nusd - sc->sc_spent - sc->sc_reserved <
-			e->e_refused_worst));
+		    cap - sc->sc_spent - sc->sc_reserved < e->e_refused_worst));
 }
 
 /*
@@ -575,12 +606,12 @@ policy_extend(struct policy_reservation *r, const struct policyset *ps,
 				const struct policy *q = &ps->ps_pol[j];
 
 				if (q->po_cap_nusd == -1 || q->po_shadow ||
-				    q->po_cap_nusd >= r->r_cap[r->r_n - 1] ||
+				    pcount_cap(q, e) >= r->r_cap[r->r_n - 1] ||
 				    !policy_matches(q, attr) ||
 				    pcount_budget_entry(
 					r->r_pc, q, attr, r->r_started, 0) != e)
 					continue;
-				r->r_cap[r->r_n - 1] = q->po_cap_nusd;
+				r->r_cap[r->r_n - 1] = pcount_cap(q, e);
 				r->r_pol[r->r_n - 1] = q;
 			}
 		}
@@ -791,6 +822,7 @@ policy_fired_all(const struct policyset *ps, struct policy_counters *pc,
 			    (e->e_kind == PE_CALENDAR &&
 				(e->e_start > now || e->e_reset <= now)))
 				continue;
+			pcount_ext_refresh(e, now);
 			memset(attr, 0, sizeof(attr));
 			for (a = 0; a < TAG_MAX; a++)
 				attr[a] = e->e_per[a];
@@ -857,6 +889,7 @@ policy_each_budget(const struct policyset *ps, struct policy_counters *pc,
 			    (e->e_kind == PE_CALENDAR &&
 				(e->e_start > now || e->e_reset <= now)))
 				continue;
+			pcount_ext_refresh(e, now);
 			memset(attr, 0, sizeof(attr));
 			for (a = 0; a < TAG_MAX; a++)
 				attr[a] = e->e_per[a];

@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/rand.h>
 #include <sqlite3.h>
 
 #include "tollgate/breaker.h"
@@ -178,46 +177,13 @@ kills_json(const struct kill *k)
 	return (o);
 }
 
-/*
- * A string the kills table, a log line and every JSON answer that shows
- * the kill can carry: UTF-8 without control bytes.
- */
-static int
-text_ok(const char *s, size_t max)
-{
-	size_t n = 0;
-
-	for (; s[n] != '\0'; n++) {
-		if ((unsigned char)s[n] < 0x20 || s[n] == 0x7f)
-			return (0);
-		/* C1 controls too: a terminal may obey them (tollgate top). */
-		if ((unsigned char)s[n] == 0xc2 &&
-		    (unsigned char)s[n + 1] >= 0x80 &&
-		    (unsigned char)s[n + 1] <= 0x9f)
-			return (0);
-	}
-	return (n <= max && utf8_valid(s, n));
-}
-
 /* A random id "k_" + 16 hex that no kill in the list has. */
 static void
 kill_new_id(char *buf, size_t len)
 {
-	static const char hex[] = "0123456789abcdef";
-	unsigned char r[8];
-	size_t i;
-
-	do {
-		if (RAND_bytes(r, sizeof(r)) != 1)
-			fatalx("%s: RAND_bytes", __func__);
-		buf[0] = 'k';
-		buf[1] = '_';
-		for (i = 0; i < sizeof(r) && 2 + 2 * i + 2 < len; i++) {
-			buf[2 + 2 * i] = hex[r[i] >> 4];
-			buf[3 + 2 * i] = hex[r[i] & 15];
-		}
-		buf[2 + 2 * i] = '\0';
-	} while (kills_find(buf, INT64_MIN) != NULL);
+	do
+		random_id(buf, len, 'k');
+	while (kills_find(buf, INT64_MIN) != NULL);
 }
 
 /* A breaker's kill while one with the same source and match is live. */
@@ -289,7 +255,7 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		if (match[a] == NULL)
 			continue;
 		any = 1;
-		if (!text_ok(match[a], POLICY_GLOB_MAX)) {
+		if (!utf8_text_ok(match[a], POLICY_GLOB_MAX)) {
 			xasprintf(why,
 			    "match.%s: at most %d bytes of UTF-8, no control "
 			    "characters",
@@ -302,7 +268,7 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		    xstrdup("a kill needs a match on at least one attribute");
 		return (-1);
 	}
-	if (!text_ok(reason, KILL_REASON_MAX)) {
+	if (!utf8_text_ok(reason, KILL_REASON_MAX)) {
 		xasprintf(why,
 		    "reason: at most %d bytes of UTF-8, no control "
 		    "characters",
@@ -310,7 +276,7 @@ kills_add(const char *const *match, const char *reason, const char *source,
 		return (-1);
 	}
 	if (source == NULL || *source == '\0' ||
-	    !text_ok(source, KILL_SOURCE_MAX)) {
+	    !utf8_text_ok(source, KILL_SOURCE_MAX)) {
 		*why = xstrdup("a kill needs a source");
 		return (-1);
 	}
@@ -451,7 +417,7 @@ static const char *
 text_field(const cJSON *it, size_t max)
 {
 	if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
-	    !text_ok(it->valuestring, max))
+	    !utf8_text_ok(it->valuestring, max))
 		return (NULL);
 	return (it->valuestring);
 }

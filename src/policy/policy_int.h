@@ -60,6 +60,12 @@ struct pentry {
 	int64_t e_fired_at[POLICY_THRESHOLDS_MAX * 4]; /* when */
 	size_t e_nfired;
 	int64_t e_refused_worst; /* the last cap refusal's worst case */
+	/* Budgets: what live extensions add to the caps on this key, as of
+	 * extensions generation e_ext_gen, until e_ext_until at the latest
+	 * (pcount_ext_refresh). */
+	int64_t e_ext;
+	uint64_t e_ext_gen;
+	int64_t e_ext_until;
 	char *e_per[TAG_MAX]; /* budgets: the per-tag values, or NULL */
 	struct policy_lease *e_lease; /* calendar budgets in a fleet */
 	struct policy_rate_lease *e_rlease; /* rate entries in a fleet */
@@ -104,6 +110,8 @@ struct pentry *pcount_budget_entry(struct policy_counters *,
 struct pentry *pcount_rate_entry(
     struct policy_counters *, const struct policy *, const char *const *);
 int64_t pcount_spent(const struct pentry *, int64_t, int64_t *);
+void pcount_ext_refresh(struct pentry *, int64_t);
+int64_t pcount_cap(const struct policy *, const struct pentry *);
 int64_t pcount_rate_count(
     const struct pentry *, int, int64_t, int64_t, int64_t *);
 int64_t pcount_token_use(

@@ -21,6 +21,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
+#include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
 
@@ -28,6 +31,39 @@
 
 static const char *attr_names[POLICY_ATTR_MAX] = {"intent", "team", "tenant",
     "agent_class", "environment", "model", "provider"};
+
+/* The name of attribute a ("intent" .. "provider"). */
+const char *
+policy_attr_name(int a)
+{
+	return (a >= 0 && a < POLICY_ATTR_MAX ? attr_names[a] : "?");
+}
+
+/*
+ * A budget scope as the admin API shows it: the policy's per tags with
+ * this scope's values (per[t], NULL or "" for calls without that tag),
+ * then its other match patterns, in attribute order. A new object.
+ */
+cJSON *
+policy_scope_json(const struct policy *po, const char *const *per)
+{
+	cJSON *o;
+	int a;
+
+	if ((o = cJSON_CreateObject()) == NULL)
+		fatalx("%s: cJSON", __func__);
+	for (a = 0; a < POLICY_ATTR_MAX; a++) {
+		if (a < TAG_MAX && po->po_per[a]) {
+			if (cJSON_AddStringToObject(o, attr_names[a],
+				per[a] != NULL ? per[a] : "") == NULL)
+				fatalx("%s: cJSON", __func__);
+		} else if (po->po_match[a] != NULL &&
+		    cJSON_AddStringToObject(
+			o, attr_names[a], po->po_match[a]) == NULL)
+			fatalx("%s: cJSON", __func__);
+	}
+	return (o);
+}
 
 /* Does s match pattern p, where * is any run and ? any one byte? */
 int
