@@ -5,7 +5,9 @@
  * are spread by weight however few there are), a URL or key that got a
  * 429 or would not connect left out until a given time. The state is the
  * process's, keyed by upstream name and URL or key fingerprint, so it
- * outlives a reload that keeps them.
+ * outlives a reload that keeps them. Times are milliseconds of the
+ * monotonic clock (pick_now), so a wall clock stepped back or forward
+ * neither keeps a key out for hours nor lets it back early.
  */
 #ifndef TOLLGATE_PICK_H
 #define TOLLGATE_PICK_H
@@ -27,5 +29,6 @@ void pick_out_url(const struct upstream_conf *, int, int64_t);
 void pick_out_key(const struct upstream_conf *, int, int64_t);
 int64_t pick_ready_at(const struct upstream_conf *, int, int64_t);
 void pick_reset(void);
+int64_t pick_now(void);
 
 #endif

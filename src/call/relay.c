@@ -367,7 +367,7 @@ static void
 relay_pick(struct session *se)
 {
 	const struct upstream_conf *uc;
-	int64_t back, now = wallclock_ms();
+	int64_t back, now = pick_now();
 
 	for (;;) {
 		if (se->se_nchain > 0 &&

@@ -235,7 +235,7 @@ session_retry(struct session *se, int status, const char *error, long ra_ms)
 	const struct upstream_conf *uc = se->se_route.rt_upstream;
 	const char *reason;
 	struct timeval tv;
-	int64_t now = wallclock_ms(), wait = 0, back, out;
+	int64_t now = pick_now(), wait = 0, back, out;
 	int max, next, round, sent, shift;
 
 	if (se->se_nchain == 0 || se->se_closed || se->se_replied ||

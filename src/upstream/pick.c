@@ -41,9 +41,9 @@ struct pstate {
 	enum pick_kind ps_kind;
 	char ps_up[65]; /* the upstream's name */
 	char ps_id[PICK_ID_MAX]; /* its URL, or its key's fingerprint */
-	int64_t ps_until; /* Unix ms: left out until then; 0: healthy */
+	int64_t ps_until; /* pick_now ms: left out until then; 0: healthy */
 	int64_t ps_cw; /* its current weight, for the round robin */
-	int64_t ps_seen; /* Unix ms it was last looked up, to reuse */
+	int64_t ps_seen; /* pick_now ms it was last looked up, to reuse */
 };
 
 static struct pstate pick_state[PICK_STATE_MAX];
@@ -183,7 +183,7 @@ pick_out_url(const struct upstream_conf *uc, int url, int64_t until)
 
 	if (url < 0 || (size_t)url >= uc->uc_nurls)
 		return;
-	ps = state_get(uc, PICK_URL, url, wallclock_ms());
+	ps = state_get(uc, PICK_URL, url, pick_now());
 	if (until > ps->ps_until)
 		ps->ps_until = until;
 }
@@ -196,7 +196,7 @@ pick_out_key(const struct upstream_conf *uc, int key, int64_t until)
 
 	if (key < 0 || (size_t)key >= uc->uc_nkeys)
 		return;
-	ps = state_get(uc, PICK_KEY, key, wallclock_ms());
+	ps = state_get(uc, PICK_KEY, key, pick_now());
 	if (until > ps->ps_until)
 		ps->ps_until = until;
 }
@@ -206,4 +206,11 @@ void
 pick_reset(void)
 {
 	memset(pick_state, 0, sizeof(pick_state));
+}
+
+/* The clock of every time here: monotonic milliseconds. */
+int64_t
+pick_now(void)
+{
+	return ((int64_t)(monotime_us() / 1000));
 }
