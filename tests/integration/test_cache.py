@@ -85,6 +85,17 @@ class CacheTest(ledgerlib.MeterTestCase):
     def forwarded(self, m):
         return len(self.fp.find_requests(m))
 
+    def drain_store(self, tg):
+        """Every store asked for so far is done: the store's thread
+        writes in order, so once a fresh answer asked for after them is
+        served from the cache, whatever came before it is written too (or
+        was never going to be). Adds one entry."""
+        body = tglib.openai_chat(new_marker())
+        self.assertEqual(self.post(tg, body).status, 200)
+        self.assertTrue(tglib.wait_until(lambda: self.post(tg, body).header(
+            "x-tollgate-cache") == "hit", 10, interval=0.05,
+            what="a sentinel answer stored"), "the sentinel was not stored")
+
     # ------------------------------------------------------------------
 
     def test_identical_request_is_answered_from_the_cache(self):
@@ -268,11 +279,11 @@ class CacheTest(ledgerlib.MeterTestCase):
             r = self.post(tg, body, [("Cache-Control", cc)])
             self.assertEqual(r.status, 200, r)
             self.assertEqual(r.header("x-tollgate-cache"), "bypass")
-        time.sleep(0.3)
-        self.assertEqual(self.metric(tg, "tollgate_cache_entries"), 0)
+        self.drain_store(tg)
+        self.assertEqual(self.metric(tg, "tollgate_cache_entries"), 1)
         # Stored by a normal call; still not read by a no-store one.
         self.post(tg, body)
-        self.wait_entries(tg, 1)
+        self.wait_entries(tg, 2)
         r = self.post(tg, body, [("Cache-Control", "no-store")])
         self.assertEqual(r.header("x-tollgate-cache"), "bypass")
         self.assertEqual(self.forwarded(m), 4)
@@ -313,17 +324,18 @@ class CacheTest(ledgerlib.MeterTestCase):
             "x-tollgate-cache"), "miss")
 
     def test_an_answer_too_large_is_not_stored(self):
-        tg = self.start_tg({"max_entry_bytes": 256,
+        tg = self.start_tg({"max_entry_bytes": 1024,
                             "match": {"agent_class": "researcher"}})
         m = new_marker()
         body = tglib.openai_chat(m)
-        r = self.post(tg, body, [("x-fake-events", "40")])
-        self.assertGreater(len(r.body), 256)
-        time.sleep(0.3)
-        self.assertEqual(self.post(tg, body, [("x-fake-events", "40")])
+        r = self.post(tg, body, [("x-fake-events", "200")])
+        self.assertGreater(len(r.body), 1024)
+        # The sentinel, an answer of the default size, fits.
+        self.drain_store(tg)
+        self.assertEqual(self.post(tg, body, [("x-fake-events", "200")])
                          .header("x-tollgate-cache"), "miss")
         self.assertEqual(self.forwarded(m), 2)
-        self.assertEqual(self.metric(tg, "tollgate_cache_entries"), 0)
+        self.assertEqual(self.metric(tg, "tollgate_cache_entries"), 1)
         self.assertRegex(tg.stderr(), r"id=%s reason=ok note=\"not cached: "
                          r"the answer is larger than cache\.max_entry_bytes"
                          % r.header("x-tollgate-request-id"))
@@ -345,7 +357,7 @@ class CacheTest(ledgerlib.MeterTestCase):
             body = tglib.openai_chat(m, stream=stream)
             r = self.post(tg, body, knobs)
             self.assertEqual(r.status, status, (knobs, r))
-            time.sleep(0.2)
+            self.drain_store(tg)
             r2 = self.post(tg, body)
             self.assertEqual(r2.status, 200, r2)
             self.assertEqual(r2.header("x-tollgate-cache"), "miss", knobs)
@@ -370,7 +382,7 @@ class CacheTest(ledgerlib.MeterTestCase):
         kill_id = k.get("id") or k["kill"]["id"]
         st, _ = self.admin_delete(tg, "/v1/kills/%s" % kill_id)
         self.assertIn(st, (200, 204))
-        time.sleep(0.2)
+        self.drain_store(tg)
         r2 = self.post(tg, body, intent)
         self.assertEqual(r2.status, 200, r2)
         self.assertEqual(r2.header("x-tollgate-cache"), "miss")
@@ -478,7 +490,7 @@ class CacheTest(ledgerlib.MeterTestCase):
         self.assertIn(b"\\u0000", evil)
         r1 = self.post(tg, evil)
         self.assertEqual(r1.status, 200, r1)
-        time.sleep(0.3)  # what would be stored is written by now
+        self.drain_store(tg)
         # The body cut at the NUL is not served the first one's answer.
         r2 = self.post(tg, chat("hello M"))
         self.assertEqual(r2.header("x-tollgate-cache"), "miss")
