@@ -241,7 +241,7 @@ budget_cb(const struct policy_scope *sc, void *arg)
 	if (sc->sc_lease != NULL)
 		add_fleet(o, sc, degraded);
 	else if (sc->sc_rlease != NULL)
-		add_fleet_rolling(o, sc, po->po_cap_nusd, degraded);
+		add_fleet_rolling(o, sc, sc->sc_limit, degraded);
 	if ((be->be_key = cJSON_PrintUnformatted(scope)) == NULL)
 		fatalx("%s: cJSON_PrintUnformatted", __func__);
 }
@@ -257,6 +257,7 @@ admin_budgets(void)
 	const struct policy *po;
 	struct policy_scope sc;
 	struct blist bl;
+	const char *none[POLICY_ATTR_MAX] = {NULL};
 	cJSON *doc, *list;
 	int64_t now = wallclock_ms();
 	size_t i, j;
@@ -282,11 +283,8 @@ admin_budgets(void)
 			;
 		if (t < TAG_MAX || j < bl.bl_n)
 			continue;
-		memset(&sc, 0, sizeof(sc));
-		sc.sc_policy = po;
-		sc.sc_limit = po->po_cap_nusd;
-		policy_window_at(
-		    &po->po_window, now, &sc.sc_window_start, &sc.sc_reset_at);
+		/* No counter: zero, and the cap with any extension. */
+		policy_budget(po, enforce_counters(), none, now, &sc);
 		budget_cb(&sc, &bl);
 	}
 	if (bl.bl_n > 0)

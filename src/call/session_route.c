@@ -84,18 +84,17 @@ route_headroom(void *arg)
 		if (po->po_cap_nusd == -1 || po->po_shadow ||
 		    !policy_matches(po, attr))
 			continue;
-		if (po->po_cap_nusd <= 0) {
-			best = 0; /* a cap of 0 has no room at all */
-			continue;
-		}
 		if (peek &&
 		    policy_budget_stale(po, enforce_counters(), attr, now,
 			now - ROUTE_FLEET_FRESH_MS))
 			se->se_route_stale = 1;
-		if (policy_budget(po, enforce_counters(), attr, now, &sc) == -1)
+		/* sc_limit: the cap with the scope's extensions. */
+		if (policy_budget(po, enforce_counters(), attr, now, &sc) ==
+			-1 &&
+		    sc.sc_limit > 0)
 			ppm = 1000000; /* nothing spent in it yet */
 		else if (sc.sc_limit <= 0)
-			ppm = 0;
+			ppm = 0; /* a cap of 0 has no room at all */
 		else {
 			/* A rolling budget's own count is this instance's;
 			 * the fleet's includes it. */

@@ -252,11 +252,14 @@ void
 pcount_ext_refresh(struct pentry *e, int64_t now)
 {
 	uint64_t gen = extensions_generation();
+	int64_t was = e->e_ext;
 
 	if (e->e_ext_gen == gen && now < e->e_ext_until)
 		return;
 	e->e_ext = extensions_sum(e->e_key, now, &e->e_ext_until);
 	e->e_ext_gen = gen;
+	if (e->e_ext != was)
+		lease_cap_moved(e, e->e_ext - was);
 }
 
 /*
@@ -496,7 +499,7 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
     struct policy_scope *sc)
 {
 	struct pentry *e;
-	int64_t need = nusd - r->r_nusd, room, start, reset;
+	int64_t need = nusd - r->r_nusd, room, start, reset, cap;
 	size_t i;
 
 	if (need <= 0)
@@ -505,8 +508,12 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
 		e = r->r_e[i];
 		if (e->e_kind == PE_RATE || r->r_cap[i] == INT64_MAX)
 			continue;
-		room =
-		    r->r_cap[i] - pcount_spent(e, now, &reset) - e->e_reserved;
+		/* The cap in force now: an extension revoked or ended since
+		 * the admission no longer pays for growth. */
+		pcount_ext_refresh(e, now);
+		cap = r->r_pol[i] != NULL ? pcount_cap(r->r_pol[i], e)
+					  : r->r_cap[i];
+		room = cap - pcount_spent(e, now, &reset) - e->e_reserved;
 		if (lease_room(e, now) < room)
 			room = lease_room(e, now); /* a fleet's lease */
 		if (need <= room)
@@ -520,7 +527,7 @@ policy_grow(struct policy_reservation *r, int64_t nusd, int64_t now,
 		if (sc != NULL) {
 			memset(sc, 0, sizeof(*sc));
 			sc->sc_policy = r->r_pol[i];
-			sc->sc_limit = r->r_cap[i];
+			sc->sc_limit = cap;
 			sc->sc_spent = pcount_spent(e, now, &reset);
 			sc->sc_reserved = e->e_reserved;
 			policy_window_at(
@@ -708,12 +715,21 @@ policy_budget(const struct policy *po, struct policy_counters *pc,
     const char *const *attr, int64_t now, struct policy_scope *sc)
 {
 	struct pentry *e;
+	char *key;
+	int64_t until;
 
 	if ((e = pcount_budget_entry(pc, po, attr, now, 0)) == NULL) {
 		pcount_scope_fill(sc, po, attr);
-		sc->sc_limit = po->po_cap_nusd;
 		policy_window_at(&po->po_window, now, &sc->sc_window_start,
 		    &sc->sc_reset_at);
+		/* No counter yet, but an extension may have raised it. */
+		sc->sc_limit = po->po_cap_nusd;
+		if (po->po_cap_nusd != -1) {
+			key = policy_budget_key(po, attr, sc->sc_window_start);
+			sc->sc_limit = pcount_add(
+			    po->po_cap_nusd, extensions_sum(key, now, &until));
+			free(key);
+		}
 		return (-1);
 	}
 	pcount_scope_budget(sc, po, attr, e, now);

@@ -208,8 +208,11 @@ extensions_json(const struct extension *x)
 	cJSON *o, *scope;
 	char usd[40], nusd[24];
 
-	if ((o = cJSON_CreateObject()) == NULL ||
-	    (scope = cJSON_Parse(x->x_scope)) == NULL)
+	if ((o = cJSON_CreateObject()) == NULL)
+		fatalx("%s: cJSON", __func__);
+	/* Checked when it was made, learnt or loaded; never fatal here. */
+	if ((scope = cJSON_Parse(x->x_scope)) == NULL &&
+	    (scope = cJSON_CreateNull()) == NULL)
 		fatalx("%s: cJSON", __func__);
 	usd_format(usd, sizeof(usd), x->x_nusd);
 	snprintf(nusd, sizeof(nusd), "%lld", (long long)x->x_nusd);
@@ -316,6 +319,19 @@ extensions_scope(const struct policy *po, const cJSON *scope,
 			    po->po_name, policy_attr_name(a));
 			return (-1);
 		}
+	}
+	/* A per value the policy's own match refuses names a scope no call
+	 * can have: raising it would do nothing. */
+	for (a = 0; a < TAG_MAX; a++) {
+		if (!po->po_per[a] || po->po_match[a] == NULL ||
+		    policy_glob(po->po_match[a], per[a]))
+			continue;
+		snprintf(param, plen, "scope.%s", policy_attr_name(a));
+		xasprintf(why,
+		    "policy %s only counts %s values matching %s: no call "
+		    "has this scope",
+		    po->po_name, policy_attr_name(a), po->po_match[a]);
+		return (-1);
 	}
 	return (0);
 }
@@ -522,6 +538,51 @@ text_field(const cJSON *o, const char *name, size_t max)
 }
 
 /*
+ * Does x, from the fleet, raise only what one made here could: a key
+ * whose window part is its window and window start, an end no later than
+ * that window's (a rolling one's: one window length after it was made),
+ * an intent only when the scope is per intent? NULL, or what is wrong.
+ */
+static const char *
+ext_bounds(struct extension *x)
+{
+	struct policy_window w;
+	int64_t start, reset;
+	char tail[96];
+	size_t kl, tl;
+
+	if (policy_parse_window(x->x_window, &w) != 0)
+		return ("the window is not one a policy can have");
+	switch (w.pw_kind) {
+	case POLICY_WIN_ROLLING:
+		snprintf(tail, sizeof(tail), "window{rolling:%lldm}@rolling",
+		    (long long)(w.pw_len_ms / MIN_MS));
+		reset = pcount_add(x->x_created_ms, w.pw_len_ms);
+		break;
+	default:
+		policy_window_at(&w, x->x_window_start, &start, &reset);
+		if (start != x->x_window_start)
+			return ("window_start is not the start of a window");
+		snprintf(tail, sizeof(tail), "window{%s}@%lld", x->x_window,
+		    (long long)x->x_window_start);
+		break;
+	}
+	kl = strlen(x->x_key);
+	tl = strlen(tail);
+	if (kl <= tl || strcmp(x->x_key + kl - tl, tail) != 0)
+		return ("the key is not of this window and window start");
+	if (reset != POLICY_NEVER && x->x_ends_ms > reset)
+		return ("ends_at is past the end of the window it raises");
+	if (x->x_intent != NULL &&
+	    (strstr(x->x_key, "per{intent=") == NULL ||
+		!tag_value_ok(x->x_intent, strlen(x->x_intent)))) {
+		free(x->x_intent); /* a match pattern, not a per value */
+		x->x_intent = NULL;
+	}
+	return (NULL);
+}
+
+/*
  * An extension from the JSON the fleet shares (extensions_json). It comes
  * from the network, so it is read strictly: an object of known fields,
  * each once; an id as this file makes them; a positive amount no larger
@@ -593,8 +654,7 @@ extensions_decode(const char *json, size_t len, char **why)
 		goto fail;
 	}
 	it = cJSON_GetObjectItemCaseSensitive(it, "intent");
-	if (cJSON_IsString(it) && it->valuestring[0] != '\0' &&
-	    tag_value_ok(it->valuestring, strlen(it->valuestring)))
+	if (cJSON_IsString(it) && it->valuestring[0] != '\0')
 		x->x_intent = xstrdup(it->valuestring);
 	bad = "window";
 	if ((v = text_field(o, "window", 16)) == NULL) {
@@ -656,6 +716,10 @@ extensions_decode(const char *json, size_t len, char **why)
 	if (time_field(cJSON_GetObjectItemCaseSensitive(o, "ends_at"), 1,
 		&x->x_ends_ms) != 0)
 		goto badtime;
+	if ((err = ext_bounds(x)) != NULL) {
+		bad = "key";
+		goto fail;
+	}
 	cJSON_Delete(o);
 	return (x);
 badtime:
@@ -739,6 +803,20 @@ col_text(sqlite3_stmt *st, int i)
 	return (t != NULL ? (const char *)t : NULL);
 }
 
+/* Is s a JSON object (a scope as the table keeps it)? */
+static int
+json_object(const char *s)
+{
+	cJSON *o;
+	int ok;
+
+	if (s == NULL || (o = cJSON_Parse(s)) == NULL)
+		return (0);
+	ok = cJSON_IsObject(o);
+	cJSON_Delete(o);
+	return (ok);
+}
+
 /* A nullable time column into *ms (POLICY_NEVER for NULL); -1 if bad. */
 static int
 col_time(sqlite3_stmt *st, int i, int64_t *ms)
@@ -793,7 +871,10 @@ extensions_load(sqlite3 *ro, int64_t now, char **cause)
 		    col_time(st, 8, &x->x_ends_ms) != 0 ||
 		    col_time(st, 9, &x->x_expires_ms) != 0 ||
 		    (x->x_nusd = sqlite3_column_int64(st, 10)) <= 0 ||
-		    t[11] == NULL || t[12] == NULL) {
+		    x->x_nusd > EXTENSION_MAX_NUSD || !json_object(t[3]) ||
+		    t[11] == NULL ||
+		    !utf8_text_ok(t[11], EXTENSION_REASON_MAX) ||
+		    t[12] == NULL || !utf8_text_ok(t[12], EXTENSION_BY_MAX)) {
 			log_warnx("extensions: a row of the extensions table "
 				  "cannot be read back; skipped");
 			ext_free(x);

@@ -130,19 +130,23 @@ lease_rate_short(struct pentry *e, int tokens, int64_t want, int64_t now)
 
 /*
  * Call fn(lease, tokens in flight on its entry, arg) for every fleet rate
- * lease of the counters; the fleet's sync pass. Returns how many.
+ * lease of the counters; the fleet's sync pass. A rolling budget's cap is
+ * brought up to date with its extensions first. Returns how many.
  */
 size_t
 policy_rate_leases_each(struct policy_counters *pc,
     void (*fn)(struct policy_rate_lease *, int64_t, void *), void *arg)
 {
 	struct pentry *e;
+	int64_t now = wallclock_ms();
 	size_t i, n = 0;
 
 	for (i = 0; i < pc->pc_size; i++) {
 		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
 			if (e->e_rlease == NULL)
 				continue;
+			if (e->e_rlease->rl_rolling)
+				pcount_ext_refresh(e, now);
 			fn(e->e_rlease, e->e_tok_reserved, arg);
 			n++;
 		}
@@ -240,20 +244,55 @@ lease_note(
 }
 
 /*
+ * The live extensions on e's budget moved its caps by delta (an
+ * extension made, learnt, revoked or ended): the cap the fleet's syncs
+ * send moves with them at once, not at the next admission, since every
+ * policy on the entry moves by the same raise. While Redis does not
+ * answer, the local share shrinks by a cut in full (it was worked out
+ * from the higher cap, and the other instances cannot be asked) and does
+ * not grow with a raise: fail closed until Redis answers again.
+ */
+void
+lease_cap_moved(struct pentry *e, int64_t delta)
+{
+	struct policy_lease *pl = e->e_lease;
+	struct policy_rate_lease *rl = e->e_rlease;
+
+	if (pl != NULL && pl->pl_cap != -1) {
+		pl->pl_cap = pcount_add(pl->pl_cap, delta);
+		if (pl->pl_cap < 0)
+			pl->pl_cap = 0;
+		if (pl->pl_degraded && delta < 0)
+			pl->pl_extra = pl->pl_extra + delta > 0
+			    ? pl->pl_extra + delta
+			    : 0;
+	}
+	if (rl != NULL && rl->rl_rolling && rl->rl_tpm > 0) {
+		rl->rl_tpm = pcount_add(rl->rl_tpm, delta);
+		if (rl->rl_tpm < 1)
+			rl->rl_tpm = 1; /* 0 would read as no limit */
+	}
+}
+
+/*
  * Call fn(lease, worst cases in flight on its entry, arg) for every fleet
- * lease of the counters; the fleet's sync pass. Returns how many.
+ * lease of the counters; the fleet's sync pass. Each cap is brought up to
+ * date with its extensions first (one revoked or ended since the last
+ * call). Returns how many.
  */
 size_t
 policy_leases_each(struct policy_counters *pc,
     void (*fn)(struct policy_lease *, int64_t, void *), void *arg)
 {
 	struct pentry *e;
+	int64_t now = wallclock_ms();
 	size_t i, n = 0;
 
 	for (i = 0; i < pc->pc_size; i++) {
 		for (e = pc->pc_tab[i]; e != NULL; e = e->e_next) {
 			if (e->e_lease == NULL)
 				continue;
+			pcount_ext_refresh(e, now);
 			fn(e->e_lease, e->e_reserved, arg);
 			n++;
 		}

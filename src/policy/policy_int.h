@@ -127,6 +127,7 @@ void lease_attach(struct policy_counters *, struct pentry *);
 int64_t lease_room(const struct pentry *, int64_t);
 int lease_keep(const struct pentry *);
 void lease_settle(struct pentry *, int64_t);
+void lease_cap_moved(struct pentry *, int64_t);
 void lease_note(struct pentry *, int64_t, int64_t, int64_t, int);
 void lease_rate_attach(struct policy_counters *, struct pentry *);
 int lease_rate_short(struct pentry *, int, int64_t, int64_t);

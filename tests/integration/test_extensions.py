@@ -26,6 +26,8 @@ CAP = {"name": "tenant-day", "match": {"team": "t1"}, "per": ["tenant"],
        "window": "day", "hard_cap_usd": "0.05"}
 ALERTS_ONLY = {"name": "watch", "match": {"team": "t2"}, "window": "day",
                "alert_at_usd": ["1"]}
+FLAT = {"name": "flat", "match": {"team": "t3"}, "window": "day",
+        "hard_cap_usd": "0.05"}
 
 
 class ExtensionsTest(ledgerlib.MeterTestCase):
@@ -37,7 +39,7 @@ class ExtensionsTest(ledgerlib.MeterTestCase):
     def start_tg(self, name="tollgate"):
         ex = ledgerlib.metering_extra()
         ex["admin"] = {"listen": "127.0.0.1:0", "token_env": TOKEN_ENV}
-        ex["policies"] = [CAP, ALERTS_ONLY]
+        ex["policies"] = [CAP, ALERTS_ONLY, FLAT]
         tg = self.tollgate(upstreams=ledgerlib.metering_upstreams(
             self.fp.port), extra=ex, name=name, env={TOKEN_ENV: TOKEN})
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
@@ -192,6 +194,20 @@ class ExtensionsTest(ledgerlib.MeterTestCase):
             "expires": "2020-01-01T00:00:00Z"})
         self.assertEqual(r.status, 400, r)
         self.assertEqual(r.json()["parameter"], "expires")
+
+    def test_scope_without_calls_yet(self):
+        # A policy without per: is listed before its first call; raised
+        # then, the listing shows the raise at once.
+        self.start_tg()
+        x = self.extend({"policy": "flat", "usd": "1", "reason": "r",
+                         "by": "b"})
+        st, doc = self.tg.admin_get("/v1/budgets", token=TOKEN)
+        b = [b for b in doc["budgets"] if b["policy"] == "flat"][0]
+        self.assertEqual((b["cap_nusd"], b["extended_nusd"],
+                          b["remaining_nusd"], b["spent_nusd"]),
+                         (1050000000, 1000000000, 1050000000, 0), b)
+        self.assertEqual([e["id"] for e in b["extensions"]], [x["id"]])
+        self.assertEqual(x["scope"], {"team": "t3"})
 
     def test_bad_requests_are_named(self):
         self.start_tg()

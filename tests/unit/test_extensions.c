@@ -292,6 +292,131 @@ test_scope(void **state)
 	policy_free(ps);
 }
 
+/* A call running when its raise is revoked or ends may not grow into it. */
+static void
+test_grow_after_revoke(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_scope sc;
+	struct policy_call acme = mkcall("support", "acme", "m", 60 * CENT);
+	const struct extension *x;
+	char id[24];
+	int k;
+
+	(void)state;
+	ps = load_ok(per_tenant);
+	pc = policy_counters_new();
+	for (k = 0; k < 2; k++) {
+		/* $0.60 spent on a $1 cap: room only with the raise. */
+		x = extend_ok(&ps->ps_pol[0], "acme", 50 * CENT,
+		    k == 0 ? NEVER : T0 + DAY * k + 1000, T0 + DAY * k);
+		snprintf(id, sizeof(id), "%s", x->x_id);
+		assert_int_equal(
+		    spend(ps, pc, &acme, T0 + DAY * k, &pd), POLICY_ALLOW);
+		policy_admit(ps, pc, &acme, T0 + DAY * k + 1, &pd);
+		assert_int_equal(pd.pd_verdict, POLICY_ALLOW);
+		/* It may grow while the raise lasts ... */
+		assert_int_equal(
+		    policy_grow(pd.pd_res, 70 * CENT, T0 + DAY * k + 2, NULL),
+		    0);
+		if (k == 0)
+			assert_int_equal(extensions_revoke(id, T0 + 3), 0);
+		/* ... but not once it is revoked (k 0) or has ended (k 1). */
+		assert_int_equal(
+		    policy_grow(pd.pd_res, 90 * CENT, T0 + DAY * k + 1000, &sc),
+		    -1);
+		assert_int_equal(sc.sc_limit, USD);
+		policy_settle(pd.pd_res, 70 * CENT, 10, T0 + DAY * k + 1000);
+	}
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+/* Two policies naming one scope share its counter: both are raised. */
+static void
+test_shared_scope(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_call acme = mkcall("support", "acme", "m", 60 * CENT);
+	struct policy_scope sc;
+
+	(void)state;
+	ps = load_ok("- name: tight\n  match: { team: support }\n"
+		     "  per: [tenant]\n  window: day\n  hard_cap_usd: 1.00\n"
+		     "- name: loose\n  match: { team: support }\n"
+		     "  per: [tenant]\n  window: day\n  hard_cap_usd: 2.00\n");
+	pc = policy_counters_new();
+	assert_int_equal(spend(ps, pc, &acme, T0, &pd), POLICY_ALLOW);
+	assert_int_equal(spend(ps, pc, &acme, T0, &pd), POLICY_REFUSE);
+	extend_ok(&ps->ps_pol[1], "acme", 50 * CENT, NEVER, T0);
+	/* Raised through loose, tight is raised too: 1.50 and 2.50. */
+	assert_int_equal(spend(ps, pc, &acme, T0 + 1, &pd), POLICY_ALLOW);
+	assert_int_equal(pd.pd_scope.sc_limit, 150 * CENT);
+	policy_budget(&ps->ps_pol[1], pc, acme.pc_attr, T0 + 1, &sc);
+	assert_int_equal(sc.sc_limit, 250 * CENT);
+	assert_int_equal(spend(ps, pc, &acme, T0 + 2, &pd), POLICY_REFUSE);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+/* A rolling window's raise lasts one window length; a total one's, until
+ * revoked; a scope without a counter yet is shown raised. */
+static void
+test_rolling_and_total(void **state)
+{
+	struct policyset *ps;
+	struct policy_counters *pc;
+	struct policy_decision pd;
+	struct policy_scope sc;
+	struct policy_call acme = mkcall("support", "acme", "m", 60 * CENT);
+	const struct extension *x;
+
+	(void)state;
+	ps = load_ok("- name: roll\n  match: { team: support }\n"
+		     "  per: [tenant]\n  window: 2h\n  hard_cap_usd: 1.00\n"
+		     "- name: ever\n  match: { team: sales }\n"
+		     "  window: total\n  hard_cap_usd: 1.00\n");
+	pc = policy_counters_new();
+	x = extend_ok(&ps->ps_pol[0], "acme", 50 * CENT, NEVER, T0);
+	assert_int_equal(x->x_ends_ms, T0 + 2 * 3600 * 1000);
+	assert_string_equal(x->x_window, "2h");
+	assert_non_null(strstr(x->x_key, "@rolling"));
+	/* Shown raised before any call made its counter. */
+	assert_int_equal(
+	    policy_budget(&ps->ps_pol[0], pc, acme.pc_attr, T0, &sc), -1);
+	assert_int_equal(sc.sc_limit, 150 * CENT);
+	assert_int_equal(spend(ps, pc, &acme, T0, &pd), POLICY_ALLOW);
+	assert_int_equal(spend(ps, pc, &acme, T0 + 1, &pd), POLICY_ALLOW);
+	assert_int_equal(spend(ps, pc, &acme, T0 + 2, &pd), POLICY_REFUSE);
+	x = extend_ok(&ps->ps_pol[1], NULL, 50 * CENT, NEVER, T0);
+	assert_int_equal(x->x_ends_ms, NEVER);
+	assert_null(x->x_intent);
+	policy_counters_free(pc);
+	policy_free(ps);
+}
+
+/* A per value its own policy's match refuses names no scope. */
+static void
+test_scope_outside_match(void **state)
+{
+	struct policyset *ps;
+
+	(void)state;
+	ps = load_ok("- name: glob\n  match: { tenant: \"acme*\" }\n"
+		     "  per: [tenant]\n  window: day\n  hard_cap_usd: 1\n");
+	assert_int_equal(
+	    scope_of(&ps->ps_pol[0], "{\"tenant\":\"acme-eu\"}", NULL, NULL),
+	    0);
+	assert_int_equal(scope_of(&ps->ps_pol[0], "{\"tenant\":\"globex\"}",
+			     "scope.tenant", NULL),
+	    -1);
+	policy_free(ps);
+}
+
 /* x as the fleet shares it, printed. */
 static char *
 shared(const struct extension *x)
@@ -371,6 +496,19 @@ test_decode_adopt(void **state)
 	memcpy(strstr(bad, "\"nusd\":") + 7, "-123456789", 10);
 	refused(bad, "nusd");
 	free(bad);
+	/* A key of another window, or an end past the window's: refused. */
+	bad = xstrdup(js);
+	memcpy(strstr(bad, "window{day}@") + 7, "wee", 3);
+	refused(bad, "key");
+	free(bad);
+	bad = xstrdup(js);
+	memcpy(strstr(bad, "\"ends_at\":\"") + 11, "2027", 4);
+	refused(bad, "ends_at is past");
+	free(bad);
+	bad = xstrdup(js);
+	memcpy(strstr(bad, "\"window_start\":\"") + 16 + 11, "2", 1);
+	refused(bad, "window_start");
+	free(bad);
 	free(js);
 	policy_free(ps);
 }
@@ -403,6 +541,24 @@ test_persist(void **state)
 	assert_string_equal(b->x_by, "alice");
 	assert_string_equal(
 	    b->x_scope, "{\"team\":\"support\",\"tenant\":\"\"}");
+	/* A row whose scope is not JSON (a hand edit) is skipped. */
+	{
+		sqlite3 *rw;
+
+		assert_int_equal(sqlite3_open(fx.path, &rw), SQLITE_OK);
+		assert_int_equal(
+		    sqlite3_exec(rw, "UPDATE extensions SET scope = 'not json'",
+			NULL, NULL, NULL),
+		    SQLITE_OK);
+		assert_int_equal(extensions_load(ro, T0 + 2, &cause), 0);
+		assert_int_equal(extensions_count(), 0);
+		assert_int_equal(sqlite3_exec(rw,
+				     "UPDATE extensions SET scope = "
+				     "'{\"team\":\"support\",\"tenant\":\"\"}'",
+				     NULL, NULL, NULL),
+		    SQLITE_OK);
+		sqlite3_close(rw);
+	}
 	/* Ended by the time of the read: not loaded. */
 	assert_int_equal(extensions_load(ro, T0 + 60000, &cause), 0);
 	assert_int_equal(extensions_count(), 0);
@@ -450,6 +606,13 @@ main(void)
 	    cmocka_unit_test_setup_teardown(test_scope, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_decode_adopt, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_persist, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_grow_after_revoke, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_shared_scope, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_rolling_and_total, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+		test_scope_outside_match, setup, teardown),
 	};
 
 	return (cmocka_run_group_tests(tests, NULL, NULL));
