@@ -83,7 +83,7 @@ state_cb(int up, void *arg)
 		lease_back();
 		fleet_beat();
 		fleet_peers_read();
-		fleet_kills_resync();
+		shared_resync();
 		fleet_wake(0);
 		return;
 	}
@@ -216,13 +216,14 @@ fleet_start(
 	fl.f_down_since = fl.f_started; /* until the first connect */
 	fl.f_conn =
 	    rconn_new(base, fl.f_conf, "command", NULL, NULL, state_cb, NULL);
-	snprintf(chan, sizeof(chan), "%skills", fl.f_conf->fc_prefix);
+	snprintf(
+	    chan, sizeof(chan), "%s%s", fl.f_conf->fc_prefix, SHARED_CHANNEL);
 	fl.f_sub = rconn_new(base, fl.f_conf, "subscriber", chan,
-	    fleet_kills_message, fleet_kills_sub_state, NULL);
+	    shared_message, shared_sub_state, NULL);
 	fl.f_tick = event_new(base, -1, EV_PERSIST, tick_cb, NULL);
 	fl.f_pass = event_new(base, -1, 0, pass_cb, NULL);
 	event_add(fl.f_tick, &tv);
-	fleet_kills_start();
+	shared_start();
 	log_info("fleet: instance %s, Redis %s, lease up to $%s per budget "
 		 "scope for %" PRId64 " ms, when down: %s",
 	    fl.f_conf->fc_instance, fl.f_conf->fc_url,
@@ -260,7 +261,7 @@ fleet_stop(struct event_base *base)
 		    wallclock_ms() < until)
 			event_base_loop(base, EVLOOP_ONCE);
 	}
-	fleet_kills_stop();
+	shared_stop();
 	event_free(fl.f_tick);
 	event_free(fl.f_pass);
 	rconn_free(fl.f_sub);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Private to src/fleet/: the Redis connection (redis.c) and the scripts
- * it loads (scripts.c), which fleet.c, lease.c and the fleet's kills and
- * alerts build on. The public contract is include/tollgate/fleet.h.
+ * it loads (scripts.c), which fleet.c, lease.c, the shared lists (kills)
+ * and the alerts build on. The public contract is
+ * include/tollgate/fleet.h.
  */
 #ifndef TOLLGATE_FLEET_INT_H
 #define TOLLGATE_FLEET_INT_H
@@ -25,8 +26,8 @@ struct rconn;
 /* The scripts, by index; RCONN_SCRIPTS_MAX bounds the table. */
 #define FLEET_SCRIPT_LEASE 0
 #define FLEET_SCRIPT_RATE 1
-#define FLEET_SCRIPT_KILL_ADD 2
-#define FLEET_SCRIPT_KILL_LIFT 3
+#define FLEET_SCRIPT_SHARE_ADD 2
+#define FLEET_SCRIPT_SHARE_LIFT 3
 #define RCONN_SCRIPTS_MAX 4
 
 /* A connection's state. */
@@ -57,7 +58,7 @@ struct fleet {
 	struct config *f_cf; /* the configuration it started with */
 	struct policy_counters *f_pc;
 	struct rconn *f_conn; /* commands and scripts */
-	struct rconn *f_sub; /* SUBSCRIBE <prefix>kills */
+	struct rconn *f_sub; /* SUBSCRIBE <prefix>kills (SHARED_CHANNEL) */
 	struct event *f_tick;
 	int f_up; /* f_conn is ready */
 	int64_t f_started;
@@ -109,12 +110,55 @@ void rate_pass(int64_t);
 void rate_leave(int64_t);
 struct cJSON *rate_json(int64_t, struct cJSON *);
 
+/* The lists shared across the fleet (shared.c), by index. */
+#define SHARED_KILLS 0
+#define SHARED_NKINDS 1
+#define SHARED_CHANNEL "kills" /* after the prefix: every list's changes */
+
+/* What a list's learn made of an item from Redis (as kills_adopt says). */
+#define SHARED_NEW 0 /* kept here now */
+#define SHARED_HELD 1 /* live here already */
+#define SHARED_ENDED 2 /* over by now: dropped from the hash */
+#define SHARED_FAILED (-1) /* well formed, but not applied: *why */
+#define SHARED_REFUSED (-2) /* malformed: *why */
+
+/*
+ * One list shared across the fleet: its names and how to reach the list
+ * it mirrors (kills.c). Ids are the list's own: the
+ * prefix (sk_prefix) tells the lists apart on the one channel.
+ */
+struct shared_kind {
+	const char *sk_noun; /* "kill", in log lines */
+	const char *sk_lift; /* "lift": the undoing of one, as a noun */
+	const char *sk_lifted; /* "lifted" */
+	const char *sk_verb; /* "lift" */
+	const char *sk_prefix; /* "k_": every id of the list starts so */
+	const char *sk_list; /* "kills": the hash <prefix>kills */
+	uint64_t *sk_received; /* learnt from the fleet (fl.f_stats) */
+	/* Is id held here and live at now? */
+	int (*sk_live)(const char *, int64_t);
+	/* Lift id here (the fleet did): 0, or -1 if not held. */
+	int (*sk_remove)(const char *, int64_t);
+	/* Check the JSON stored under field id, keep it: SHARED_*. */
+	int (*sk_learn)(const char *, size_t, const char *, size_t, char **);
+	/* The JSON to share for live id (instance: this one), or NULL. */
+	struct cJSON *(*sk_json)(const char *, const char *);
+	/* Call fn(id, arg) for every item live here at now. */
+	void (*sk_each)(void (*)(const char *, void *), void *, int64_t);
+};
+
 /* kills.c */
-void fleet_kills_start(void);
-void fleet_kills_stop(void);
-void fleet_kills_resync(void);
-void fleet_kills_message(const char *, size_t, void *);
-void fleet_kills_sub_state(int, void *);
+extern const struct shared_kind shared_kills;
+
+/* shared.c */
+void shared_start(void);
+void shared_stop(void);
+void shared_resync(void);
+void shared_message(const char *, size_t, void *);
+void shared_sub_state(int, void *);
+void shared_added(int, const char *);
+void shared_lifted(int, const char *);
+int shared_id_check(const char *, const char *, size_t, char **);
 
 /* redis.c */
 struct rconn *rconn_new(struct event_base *, const struct fleet_conf *,

@@ -237,13 +237,14 @@ static const char rate_lua[] =
     "return state(1)\n";
 
 /*
- * FLEET_SCRIPT_KILL_ADD: share a kill. KEYS: the kills hash, the lifted
- * kills zset. ARGV: id, the kill's JSON, the channel, now (Unix ms).
- * Returns 1 when the kill is in the hash and announced; 0 when the fleet
- * lifted this id already (kept in the zset until its time, below): the
- * kill is not brought back, and the caller lifts its own copy.
+ * FLEET_SCRIPT_SHARE_ADD: share an item of a list (a kill; shared.c).
+ * KEYS: the list's hash, its zset of lifted ids. ARGV: id, the item's
+ * JSON, the channel, now (Unix ms). Returns 1 when the item is in the
+ * hash and announced; 0 when the fleet lifted this id already (kept in
+ * the zset until its time, below): the item is not brought back, and
+ * the caller lifts its own copy.
  */
-static const char kill_add_lua[] =
+static const char share_add_lua[] =
     "local h, t, id = KEYS[1], KEYS[2], ARGV[1]\n"
     "redis.call('ZREMRANGEBYSCORE', t, '-inf', ARGV[4])\n"
     "if redis.call('ZSCORE', t, id) then return 0 end\n"
@@ -252,14 +253,14 @@ static const char kill_add_lua[] =
     "return 1\n";
 
 /*
- * FLEET_SCRIPT_KILL_LIFT: lift a kill for the whole fleet. KEYS: the
- * kills hash, the lifted kills zset. ARGV: id, the channel, now (Unix
- * ms), until when the lift is remembered (Unix ms), the most lifts
- * remembered. The id stays in the zset so an instance that was away when
- * it was lifted (and still holds it) lifts it too instead of sharing it
- * again. Returns 1.
+ * FLEET_SCRIPT_SHARE_LIFT: lift an item of a list (a kill lifted) for
+ * the whole fleet. KEYS: the list's hash, its zset of lifted ids. ARGV:
+ * id, the channel, now (Unix ms), until when the lift is remembered
+ * (Unix ms), the most lifts remembered. The id stays in the zset so an
+ * instance that was away when it was lifted (and still holds it) lifts
+ * it too instead of sharing it again. Returns 1.
  */
-static const char kill_lift_lua[] =
+static const char share_lift_lua[] =
     "local h, t, id = KEYS[1], KEYS[2], ARGV[1]\n"
     "redis.call('ZREMRANGEBYSCORE', t, '-inf', ARGV[3])\n"
     "redis.call('HDEL', h, id)\n"
@@ -272,8 +273,8 @@ static const char kill_lift_lua[] =
 static const char *const scripts[RCONN_SCRIPTS_MAX] = {
     [FLEET_SCRIPT_LEASE] = lease_lua,
     [FLEET_SCRIPT_RATE] = rate_lua,
-    [FLEET_SCRIPT_KILL_ADD] = kill_add_lua,
-    [FLEET_SCRIPT_KILL_LIFT] = kill_lift_lua,
+    [FLEET_SCRIPT_SHARE_ADD] = share_add_lua,
+    [FLEET_SCRIPT_SHARE_LIFT] = share_lift_lua,
 };
 
 /* The text of script i, or NULL past the last one. */
