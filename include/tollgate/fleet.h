@@ -3,9 +3,10 @@
  * The fleet: every instance that names the same Redis in fleet: acts as
  * one enforcement domain. Hard caps hold across the fleet by leases (each
  * instance admits against a slice of a cap's remaining room that Redis
- * granted it, and reports what it spent in batches), kills reach every
- * instance, and an alert threshold is sent by one instance only. Without
- * fleet: nothing here runs and every call is what it was on one instance.
+ * granted it, and reports what it spent in batches), kills and budget
+ * extensions reach every instance, and an alert threshold is sent by one
+ * instance only. Without fleet: nothing here runs and every call is what
+ * it was on one instance.
  * See docs/fleet.md (what is guaranteed) and docs/internals/fleet.md.
  *
  * Loop thread only. Sessions, the admin API and the daemon tell the fleet;
@@ -19,6 +20,7 @@
 struct cJSON;
 struct config;
 struct event_base;
+struct extension;
 struct kill;
 struct policy_alert;
 struct policy_counters;
@@ -45,6 +47,7 @@ struct fleet_stats {
 	uint64_t fs_wait_timeouts; /* ... and were refused when time ran out */
 	uint64_t fs_degraded_ms; /* time spent with Redis down */
 	uint64_t fs_kills_in; /* kills learnt from other instances */
+	uint64_t fs_extensions_in; /* budget extensions learnt so */
 	uint64_t fs_alerts_won; /* thresholds this instance was first to */
 	uint64_t fs_alerts_lost; /* thresholds another instance sent */
 	int64_t fs_leased_nusd; /* leases this instance holds now */
@@ -77,5 +80,9 @@ int fleet_cache_on(void);
 /* kills.c */
 void fleet_kill_added(const struct kill *);
 void fleet_kill_lifted(const char *);
+
+/* extensions.c */
+void fleet_extension_added(const struct extension *);
+void fleet_extension_revoked(const char *);
 
 #endif

@@ -18,6 +18,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/extensions.h"
+#include "tollgate/fleet.h"
 #include "tollgate/http.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
@@ -206,6 +207,7 @@ ep_extend(struct admin_req *ar)
 		goto bad;
 	}
 	cJSON_Delete(body);
+	fleet_extension_added(x);
 	/* In force now; the answer says whether the ledger has it too. */
 	admin_reply_recorded(ar, 201, extensions_json(x));
 	return;
@@ -245,5 +247,6 @@ ep_extension_revoke(struct admin_req *ar)
 	doc = extensions_json(x);
 	if (extensions_revoke(id, now) != 0)
 		fatalx("%s: an extension found cannot be revoked", __func__);
+	fleet_extension_revoked(id);
 	admin_reply_recorded(ar, 200, doc);
 }

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Private to src/fleet/: the Redis connection (redis.c) and the scripts
- * it loads (scripts.c), which fleet.c, lease.c, the shared lists (kills)
- * and the alerts build on. The public contract is
+ * it loads (scripts.c), which fleet.c, lease.c, the shared lists (kills,
+ * extensions) and the alerts build on. The public contract is
  * include/tollgate/fleet.h.
  */
 #ifndef TOLLGATE_FLEET_INT_H
@@ -112,7 +112,8 @@ struct cJSON *rate_json(int64_t, struct cJSON *);
 
 /* The lists shared across the fleet (shared.c), by index. */
 #define SHARED_KILLS 0
-#define SHARED_NKINDS 1
+#define SHARED_EXTENSIONS 1
+#define SHARED_NKINDS 2
 #define SHARED_CHANNEL "kills" /* after the prefix: every list's changes */
 
 /* What a list's learn made of an item from Redis (as kills_adopt says). */
@@ -124,7 +125,7 @@ struct cJSON *rate_json(int64_t, struct cJSON *);
 
 /*
  * One list shared across the fleet: its names and how to reach the list
- * it mirrors (kills.c). Ids are the list's own: the
+ * it mirrors (kills.c, extensions.c). Ids are the list's own: the
  * prefix (sk_prefix) tells the lists apart on the one channel.
  */
 struct shared_kind {
@@ -147,8 +148,9 @@ struct shared_kind {
 	void (*sk_each)(void (*)(const char *, void *), void *, int64_t);
 };
 
-/* kills.c */
+/* kills.c, extensions.c */
 extern const struct shared_kind shared_kills;
+extern const struct shared_kind shared_extensions;
 
 /* shared.c */
 void shared_start(void);

@@ -237,12 +237,12 @@ static const char rate_lua[] =
     "return state(1)\n";
 
 /*
- * FLEET_SCRIPT_SHARE_ADD: share an item of a list (a kill; shared.c).
- * KEYS: the list's hash, its zset of lifted ids. ARGV: id, the item's
- * JSON, the channel, now (Unix ms). Returns 1 when the item is in the
- * hash and announced; 0 when the fleet lifted this id already (kept in
- * the zset until its time, below): the item is not brought back, and
- * the caller lifts its own copy.
+ * FLEET_SCRIPT_SHARE_ADD: share an item of a list (a kill, an extension;
+ * shared.c). KEYS: the list's hash, its zset of lifted ids. ARGV: id,
+ * the item's JSON, the channel, now (Unix ms). Returns 1 when the item
+ * is in the hash and announced; 0 when the fleet lifted this id already
+ * (kept in the zset until its time, below): the item is not brought
+ * back, and the caller lifts its own copy.
  */
 static const char share_add_lua[] =
     "local h, t, id = KEYS[1], KEYS[2], ARGV[1]\n"
@@ -253,12 +253,12 @@ static const char share_add_lua[] =
     "return 1\n";
 
 /*
- * FLEET_SCRIPT_SHARE_LIFT: lift an item of a list (a kill lifted) for
- * the whole fleet. KEYS: the list's hash, its zset of lifted ids. ARGV:
- * id, the channel, now (Unix ms), until when the lift is remembered
- * (Unix ms), the most lifts remembered. The id stays in the zset so an
- * instance that was away when it was lifted (and still holds it) lifts
- * it too instead of sharing it again. Returns 1.
+ * FLEET_SCRIPT_SHARE_LIFT: lift an item of a list (a kill lifted, an
+ * extension revoked) for the whole fleet. KEYS: the list's hash, its
+ * zset of lifted ids. ARGV: id, the channel, now (Unix ms), until when
+ * the lift is remembered (Unix ms), the most lifts remembered. The id
+ * stays in the zset so an instance that was away when it was lifted (and
+ * still holds it) lifts it too instead of sharing it again. Returns 1.
  */
 static const char share_lift_lua[] =
     "local h, t, id = KEYS[1], KEYS[2], ARGV[1]\n"

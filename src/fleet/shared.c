@@ -1,17 +1,19 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * Lists shared across the fleet, each described by a small table of
- * operations (struct shared_kind): kills (kills.c). Every item lives in
- * Redis as one field of a hash <prefix><list> (id -> the item's JSON,
- * plus "instance", who made it), and every change is announced on the
- * one channel <prefix>kills ("add <id>", "del <id>"; the id's prefix,
- * "k_" for kills, names the list). Each instance keeps its own list
+ * operations (struct shared_kind): kills (kills.c) and budget extensions
+ * (extensions.c). Every item lives in Redis as one field of a hash
+ * <prefix><list> (id -> the item's JSON, plus "instance", who made it),
+ * and every change is announced on the one channel <prefix>kills ("add
+ * <id>", "del <id>"; the id's prefix, "k_" for kills and "x_" for
+ * extensions, names the list). Each instance keeps its own list
  * (src/policy/) and its own ledger rows; this file keeps the two in
  * step, the same way for every list:
  *
  *   made here    the item is written and announced at once
  *                (FLEET_SCRIPT_SHARE_ADD, atomic).
- *   lifted here  HDEL, announced, and the id is remembered as lifted for
+ *   lifted here  (a kill lifted, an extension revoked) HDEL, announced,
+ *                and the id is remembered as lifted for
  *                SHARED_LIFTED_KEEP_MS in the zset <prefix><list>:lifted
  *                (FLEET_SCRIPT_SHARE_LIFT).
  *   "add <id>"   HGET it, check it as strictly as the admin API checks a
@@ -28,8 +30,9 @@
  *
  * Why a lifted zset rather than "not in the hash means lifted": a Redis
  * that restarts empty would otherwise lift every item at once (failing
- * open for kills), and an instance could not tell an item it made while
- * Redis was down from one lifted elsewhere while it was away.
+ * open for kills, closing every raised budget for extensions), and an
+ * instance could not tell an item it made while Redis was down from one
+ * lifted elsewhere while it was away.
  */
 #include <inttypes.h>
 #include <stdint.h>
@@ -53,9 +56,10 @@
 #define SHARED_ID_MAX 64 /* longer ids in messages are not looked up */
 #define SHARED_DELS_KEPT 256 /* "del <id>" remembered against late HGETs */
 
-/* The lists, by SHARED_KILLS. */
+/* The lists, by SHARED_KILLS and SHARED_EXTENSIONS. */
 static const struct shared_kind *const kinds[SHARED_NKINDS] = {
     [SHARED_KILLS] = &shared_kills,
+    [SHARED_EXTENSIONS] = &shared_extensions,
 };
 
 /* One list's state on this instance (zero without fleet:). */
@@ -193,8 +197,9 @@ lifted_forget(struct shared_list *sl, const char *id)
 static int
 dels_find(const struct shared_list *sl, const char *id)
 {
-	size_t i, n = sl->sl_ndels < SHARED_DELS_KEPT ? sl->sl_ndels
-						      : SHARED_DELS_KEPT;
+	size_t i,
+	    n = sl->sl_ndels < SHARED_DELS_KEPT ? sl->sl_ndels
+						: SHARED_DELS_KEPT;
 
 	for (i = 0; i < n; i++)
 		if (strcmp(sl->sl_dels[i], id) == 0)
@@ -286,8 +291,8 @@ lift_cb(const redisReply *r, const char *err, void *arg)
 		lifted_remember(sa->sa_list, sa->sa_id);
 	} else {
 		lifted_forget(sa->sa_list, sa->sa_id);
-		log_debug("fleet: %s of %s %s shared", sk->sk_lift,
-		    sk->sk_noun, sa->sa_id);
+		log_debug("fleet: %s of %s %s shared", sk->sk_lift, sk->sk_noun,
+		    sa->sa_id);
 	}
 	arg_free(sa);
 }
@@ -408,8 +413,8 @@ shared_id_check(const char *have, const char *id, size_t idlen, char **why)
  * (and is dropped from the hash), -1 when it is refused.
  */
 static int
-item_learn(struct shared_list *sl, const char *id, size_t idlen,
-    const char *js, size_t len)
+item_learn(struct shared_list *sl, const char *id, size_t idlen, const char *js,
+    size_t len)
 {
 	const struct shared_kind *sk = sl->sl_kind;
 	char *why = NULL;
@@ -428,8 +433,8 @@ item_learn(struct shared_list *sl, const char *id, size_t idlen,
 		    id_esc(id, idlen), why);
 		break;
 	default:
-		log_warnx("fleet: %s %s in Redis not applied: %s",
-		    sk->sk_noun, id_esc(id, idlen), why);
+		log_warnx("fleet: %s %s in Redis not applied: %s", sk->sk_noun,
+		    id_esc(id, idlen), why);
 		break;
 	}
 	free(why);
@@ -572,8 +577,8 @@ read_cb(const redisReply *r, const char *err, void *arg)
 		return;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
 		/* A lost connection reconciles again when it is back. */
-		log_warnx("fleet: cannot read the fleet's %ss: %s",
-		    sk->sk_noun, err != NULL ? err : "not an array");
+		log_warnx("fleet: cannot read the fleet's %ss: %s", sk->sk_noun,
+		    err != NULL ? err : "not an array");
 		return;
 	}
 	if ((sl->sl_again || sl->sl_msgs != sl->sl_msgs_at) &&

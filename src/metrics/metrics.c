@@ -979,6 +979,9 @@ render_fleet(struct evbuffer *b, const struct fleet_stats *fs)
 	    fs->fs_unreported_nusd > 0 ? (uint64_t)fs->fs_unreported_nusd : 0);
 	render_scalar(b, "tollgate_fleet_kills_received_total", "counter",
 	    "Kills learnt from other instances of the fleet.", fs->fs_kills_in);
+	render_scalar(b, "tollgate_fleet_extensions_received_total", "counter",
+	    "Budget extensions learnt from other instances of the fleet.",
+	    fs->fs_extensions_in);
 	render_family(b, "tollgate_fleet_alert_claims_total", "counter",
 	    "Alert thresholds claimed in Redis: won (sent from here) or lost "
 	    "(another instance sent it).");

@@ -980,6 +980,7 @@ test_fleet(void **state)
 	fs.fs_wait_timeouts = 1;
 	fs.fs_degraded_ms = 61005;
 	fs.fs_kills_in = 5;
+	fs.fs_extensions_in = 2;
 	fs.fs_alerts_won = 8;
 	fs.fs_alerts_lost = 13;
 	fs.fs_leased_nusd = 1500000000;
@@ -998,6 +999,7 @@ test_fleet(void **state)
 	assert_sample(s, "tollgate_fleet_leased_nusd", "1500000000");
 	assert_sample(s, "tollgate_fleet_unreported_nusd", "250000001");
 	assert_sample(s, "tollgate_fleet_kills_received_total", "5");
+	assert_sample(s, "tollgate_fleet_extensions_received_total", "2");
 	assert_sample(
 	    s, "tollgate_fleet_alert_claims_total{result=\"won\"}", "8");
 	assert_sample(
