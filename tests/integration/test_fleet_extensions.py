@@ -13,13 +13,17 @@ A while Redis does not answer is shared when it does; B restarted with
 Redis flushed keeps its extension (ledger) and shares it again; an
 extension planted in Redis by hand is refused with a warning naming it
 when it is malformed, never applied, and dropped from the hash when it
-has ended. A rolling window's fleet budget is raised the same way.
+has ended. A revocation lowers the cap an instance's lease syncs send
+at once, while its call is still in flight, and with Redis down it
+shrinks the instance's local share. A rolling window's fleet budget is
+raised the same way.
 """
 
 import json
 import os
 import re
 import socket
+import threading
 import time
 
 import sys
@@ -82,6 +86,25 @@ class Subscriber:
         self.c.close()
 
 
+class Caller(threading.Thread):
+    """One call on A in the background, slowed by the fake provider."""
+
+    def __init__(self, test, tg, marker, delay_ms):
+        threading.Thread.__init__(self, daemon=True)
+        self.args = (test, tg, marker, delay_ms)
+        self.status = self.error = self.ended = None
+
+    def run(self):
+        test, tg, marker, delay_ms = self.args
+        try:
+            self.status = test.chat(
+                tg, marker,
+                fake=(("x-fake-delay-ms", str(delay_ms)),)).status
+            self.ended = time.monotonic()
+        except Exception as e:  # noqa: BLE001 - reported by the test
+            self.error = e
+
+
 class FleetExtensionsTest(tglib.TGTestCase):
 
     def setUp(self):
@@ -93,11 +116,11 @@ class FleetExtensionsTest(tglib.TGTestCase):
 
     # -- instances --------------------------------------------------------
 
-    def instance(self, name, policies=None, wait=True):
+    def instance(self, name, policies=None, wait=True, lease="1.00"):
         # wait: a loaded machine (the suite runs tests side by side) can
         # take more than the default 1 s to answer a top-up.
         fleet = {"redis": self.redis.url, "instance": name,
-                 "lease_usd": "1.00", "wait": "5s",
+                 "lease_usd": lease, "wait": "5s",
                  "connect_timeout": "300ms", "command_timeout": "300ms"}
         extra = {"prices": "test-prices.yaml",
                  "policies": policies if policies is not None else policy(),
@@ -185,11 +208,19 @@ class FleetExtensionsTest(tglib.TGTestCase):
             refused[tg.name] = refused[tg.name] + 1 if st == 429 else 0
         return out
 
-    def fleet_lease_caps(self, tg):
-        """The caps this instance's lease syncs send, per budget key."""
+    def fleet(self, tg):
         r = self.admin(tg, "GET", "/v1/fleet")
         self.assertEqual(r.status, 200, r)
-        return [x.get("cap_nusd") for x in r.json().get("leases", [])]
+        return r.json()
+
+    def fleet_lease_caps(self, tg):
+        """The caps this instance's lease syncs send, per budget key."""
+        return [x.get("cap_nusd") for x in self.fleet(tg).get("leases", [])]
+
+    def local_shares(self, tg):
+        """Its local shares of the caps while Redis is down."""
+        return [x["local_share_nusd"] for x in self.fleet(tg)["leases"]
+                if "local_share_nusd" in x]
 
     # -- the tests --------------------------------------------------------
 
@@ -321,8 +352,14 @@ class FleetExtensionsTest(tglib.TGTestCase):
         # One started now learns it from Redis.
         c = self.instance("pod-c")
         self.wait_ext(c, x["id"], timeout=2)
-        self.assertEqual(self.chat(c, new_marker()).status, 200)
-        self.assertEqual(self.budget(c)["cap_nusd"], CAP_NUSD + 30000000)
+        # Its budgets show the raise before any call there, as after.
+        for _ in range(2):
+            bud = self.budget(c)
+            self.assertEqual(bud["cap_nusd"], CAP_NUSD + 30000000, bud)
+            self.assertEqual(bud["extended_nusd"], 30000000, bud)
+            self.assertEqual([e["id"] for e in bud["extensions"]],
+                             [x["id"]])
+            self.assertEqual(self.chat(c, new_marker()).status, 200)
         # Revoked on the restarted B: gone everywhere.
         r = self.admin(b2, "DELETE", "/v1/budgets/extensions/" + x["id"])
         self.assertEqual(r.status, 200, r)
@@ -362,6 +399,10 @@ class FleetExtensionsTest(tglib.TGTestCase):
                                            by="\u0001"), "by: must be"),
             ("x_00000000000000bb", planted("x_00000000000000bb",
                                            reason=""), "reason: must be"),
+            ("x_00000000000000bc", planted(
+                "x_00000000000000bc",
+                key=tmpl["key"].rsplit("@", 1)[0] + "@0"),
+             "key: the key is not of this window and window start"),
         ]
         for xid, doc, why in bad:
             with self.subTest(extension=xid):
@@ -413,6 +454,75 @@ class FleetExtensionsTest(tglib.TGTestCase):
         self.redis.cmd("PUBLISH", CHANNEL, "del " + ok)
         for tg in (a, b):
             self.wait_ext(tg, ok, present=False, timeout=2)
+
+    def test_revocation_lowers_the_cap_the_syncs_send_at_once(self):
+        # A's lease syncs send the cap its last admission saw. A call in
+        # flight on A holds its lease while B revokes the extension: the
+        # syncs meanwhile must ask Redis with the configured cap again,
+        # or Redis would keep granting leases from a raise that is gone.
+        for window in ("day", "24h"):
+            with self.subTest(window=window):
+                self.redis.cmd("FLUSHALL")
+                a = self.instance("pod-a-" + window, policy(window))
+                b = self.instance("pod-b-" + window, policy(window))
+                x = self.extend(b, usd="0.05")
+                self.wait_ext(a, x["id"], timeout=2)
+                slow = Caller(self, a, new_marker(), delay_ms=4000)
+                slow.start()
+                self.assertTrue(tglib.wait_until(
+                    lambda: self.fleet_lease_caps(a) ==
+                    [CAP_NUSD + 50000000], 3),
+                    self.fleet_lease_caps(a))
+                r = self.admin(b, "DELETE",
+                               "/v1/budgets/extensions/" + x["id"])
+                self.assertEqual(r.status, 200, r)
+                self.wait_ext(a, x["id"], present=False, timeout=2)
+                self.assertTrue(tglib.wait_until(
+                    lambda: self.fleet_lease_caps(a) == [CAP_NUSD], 1),
+                    "A still syncs with cap %s after the revocation" %
+                    self.fleet_lease_caps(a))
+                self.assertIsNone(slow.ended, "the call ended too soon")
+                slow.join(30)
+                self.assertEqual(slow.status, 200, slow.error)
+                for tg in (a, b):
+                    self.assertEqual(tg.stop(), 0)
+
+    def test_revocation_while_redis_is_down_shrinks_the_local_share(self):
+        # With Redis down (when_down: local) an instance admits against a
+        # share of the cap's room it worked out from the cap its syncs
+        # sent. An extension revoked on it meanwhile must shrink that
+        # share, or it would go on admitting its part of a raise that is
+        # gone while the others admit theirs.
+        a = self.instance("pod-a", lease="0.01")
+        self.instance("pod-b", lease="0.01")
+        x = self.extend(a, usd="0.05")
+        m = new_marker()
+        self.assertEqual(self.chat(a, m).status, 200)
+        slow = Caller(self, a, m, delay_ms=6000)
+        slow.start()
+        self.assertTrue(tglib.wait_until(
+            lambda: self.fleet_lease_caps(a) == [CAP_NUSD + 50000000], 3))
+        self.redis.pause()
+        try:
+            self.assertTrue(a.wait_log(r"command connection to .* lost",
+                                       5))
+            self.assertTrue(tglib.wait_until(
+                lambda: self.local_shares(a), 2), self.fleet(a))
+            before = self.local_shares(a)[0]
+            self.assertGreater(before, 0, self.fleet(a))
+            r = self.admin(a, "DELETE", "/v1/budgets/extensions/" + x["id"])
+            self.assertEqual(r.status, 200, r)
+            self.assertTrue(tglib.wait_until(
+                lambda: self.local_shares(a) and
+                self.local_shares(a)[0] < before, 1),
+                "the local share stayed %s after the revocation: %s" % (
+                    before, self.fleet(a)))
+            self.assertEqual(self.fleet_lease_caps(a), [CAP_NUSD])
+            self.assertIsNone(slow.ended, "the call ended too soon")
+        finally:
+            self.redis.resume()
+        slow.join(30)
+        self.assertEqual(slow.status, 200, slow.error)
 
     def test_rolling_window_budget_raised_across_the_fleet(self):
         pol = policy(window="24h")
