@@ -263,9 +263,8 @@ lease_cap_moved(struct pentry *e, int64_t delta)
 		if (pl->pl_cap < 0)
 			pl->pl_cap = 0;
 		if (pl->pl_degraded && delta < 0)
-			pl->pl_extra = pl->pl_extra + delta > 0
-			    ? pl->pl_extra + delta
-			    : 0;
+			pl->pl_extra =
+			    pl->pl_extra + delta > 0 ? pl->pl_extra + delta : 0;
 	}
 	if (rl != NULL && rl->rl_rolling && rl->rl_tpm > 0) {
 		rl->rl_tpm = pcount_add(rl->rl_tpm, delta);
@@ -346,7 +345,8 @@ policy_fleet_spent(const struct policy_scope *sc)
  * with attributes attr only from before since (Unix ms), or not at all?
  * Then the budget's entry is made if it has none and marked so that the
  * fleet's next pass asks Redis for it (pl_peek), and 1 is returned. 0
- * when the figure is as recent as since, or no fleet shares budgets.
+ * when the figure is as recent as since, when no fleet shares budgets,
+ * or for a rolling budget whose cap (with its extensions) is 0.
  */
 int
 policy_budget_stale(const struct policy *po, struct policy_counters *pc,
@@ -367,10 +367,15 @@ policy_budget_stale(const struct policy *po, struct policy_counters *pc,
 	if ((rl = e->e_rlease) != NULL && rl->rl_rolling) {
 		if (rl->rl_synced >= since)
 			return (0);
+		/* A cap of 0 has no room whatever the fleet spent: nothing
+		 * to wait for (the pass would never sync it). */
+		if (pcount_cap(po, e) <= 0)
+			return (0);
 		/* The pass syncs only entries with a cap; an admission
-		 * would set it to this one, the entry's policy's. */
-		if (rl->rl_tpm == 0 && po->po_cap_nusd > 0)
-			rl->rl_tpm = po->po_cap_nusd;
+		 * would set it to this one, the entry's policy's with the
+		 * scope's extensions (a cap of 0 may be raised). */
+		if (rl->rl_tpm == 0)
+			rl->rl_tpm = pcount_cap(po, e);
 		rl->rl_peek = 1;
 		return (1);
 	}

@@ -16,7 +16,8 @@ when it is malformed, never applied, and dropped from the hash when it
 has ended. A revocation lowers the cap an instance's lease syncs send
 at once, while its call is still in flight, and with Redis down it
 shrinks the instance's local share. A rolling window's fleet budget is
-raised the same way.
+raised the same way, and a routing rule that reads it before the first
+call there does not wait out fleet.wait.
 """
 
 import json
@@ -116,7 +117,8 @@ class FleetExtensionsTest(tglib.TGTestCase):
 
     # -- instances --------------------------------------------------------
 
-    def instance(self, name, policies=None, wait=True, lease="1.00"):
+    def instance(self, name, policies=None, wait=True, lease="1.00",
+                 routing=None):
         # wait: a loaded machine (the suite runs tests side by side) can
         # take more than the default 1 s to answer a top-up.
         fleet = {"redis": self.redis.url, "instance": name,
@@ -125,6 +127,8 @@ class FleetExtensionsTest(tglib.TGTestCase):
         extra = {"prices": "test-prices.yaml",
                  "policies": policies if policies is not None else policy(),
                  "fleet": fleet}
+        if routing:
+            extra["routing"] = routing
         tg = self.tollgate(upstreams=tglib.std_upstreams(self.fp.port),
                            extra=extra, name=name)
         m = tglib.wait_until(lambda: ADMIN_RE.search(tg.stderr()), 10)
@@ -523,6 +527,34 @@ class FleetExtensionsTest(tglib.TGTestCase):
             self.redis.resume()
         slow.join(30)
         self.assertEqual(slow.status, 200, slow.error)
+
+    def test_routing_reads_a_raised_rolling_budget_at_once(self):
+        # A when_budget_below_percent rule asks the fleet for a rolling
+        # budget's spend before the call's first admission there. The
+        # entry's cap was taken from hard_cap_usd alone: with a cap of 0
+        # raised by an extension it read as no cap, no sync was sent, and
+        # the call waited out fleet.wait for an answer that never came.
+        pol = [{"name": "fleet-cap", "match": {"team": "fleet"},
+                "window": "24h", "hard_cap_usd": "0"}]
+        route = [{"name": "low-budget", "when_budget_below_percent": 50,
+                  "match": {"provider": "openai"}, "max_tokens": 1000}]
+        a = self.instance("pod-a", pol, routing=route)
+        b = self.instance("pod-b", pol, routing=route)
+        # Not raised yet: refused at once (a cap of 0 has no room
+        # whatever the fleet spent; there is nothing to wait for).
+        t0 = time.monotonic()
+        r = self.chat(a, new_marker())
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 429, r)
+        self.assertLess(took, 2.0, "the refusal waited %.1f s" % took)
+        x = self.extend(b, usd="0.05")
+        self.wait_ext(a, x["id"], timeout=2)
+        t0 = time.monotonic()
+        r = self.chat(a, new_marker())
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 200, r)
+        self.assertLess(took, 2.0, "the call waited %.1f s for the "
+                        "fleet's spend (fleet.wait is 5 s)" % took)
 
     def test_rolling_window_budget_raised_across_the_fleet(self):
         pol = policy(window="24h")
