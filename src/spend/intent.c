@@ -6,8 +6,9 @@
  * the kills whose match covers it, newest limit of them in time order,
  * with totals over every row of the intent however many. Read through
  * the calls table's (intent, started_at) index, so it is quick on a
- * ledger of millions of rows; the columns of a call are read by name, so
- * a ledger an older tollgate wrote answers too.
+ * ledger of millions of rows; the columns of a call are read by name, and
+ * a table an older tollgate did not make (alerts, kills) has nothing to
+ * show, so a ledger an older tollgate wrote answers too.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -124,6 +125,31 @@ intent_stmt(sqlite3 *db, const char *sql, const char *intent, int limit)
 		return (NULL);
 	}
 	return (st);
+}
+
+/*
+ * Has db a table called name? 1 or 0, -1 when it cannot tell. A ledger
+ * that no tollgate of this version has opened lacks the tables added
+ * since (they are made at the daemon's open), and tollgate intent reads
+ * such a file as it is.
+ */
+static int
+has_table(sqlite3 *db, const char *name)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(db,
+		"SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		" AND name = ?1",
+		-1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return (-1);
+	}
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return (rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1);
 }
 
 /* An event's JSON object begun in o: {"at":...,"type":"type". */
@@ -297,6 +323,8 @@ read_alerts(
 	char what[1024];
 	int rc, i;
 
+	if ((rc = has_table(db, "alerts")) <= 0)
+		return (rc);
 	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -358,6 +386,8 @@ read_kills(
 	char what[1024];
 	int rc;
 
+	if ((rc = has_table(db, "kills")) <= 0)
+		return (rc);
 	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {

@@ -4,11 +4,13 @@ and tollgate intent ID show its calls (forwarded, refused), its external
 costs, the alerts of its scope and the kills that name it, in time order,
 with totals over every row however many are shown; the same numbers from
 the API and the command, a call not yet written among them, other
-intents never."""
+intents never; and a ledger made before the alerts and kills tables
+answers too."""
 
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -158,6 +160,28 @@ class IntentTest(ledgerlib.MeterTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["events"], [])
         self.assertEqual(r.json()["totals"]["calls"], 0)
+
+    def test_ledger_from_before_the_newer_tables(self):
+        """tollgate intent reads a ledger file as it is: one made before
+        the alerts and kills tables has none of their events and still
+        shows its calls."""
+        self.start_tg()
+        row = self.settled_row(self.chat(INTENT))
+        self.tg.wait_written(token=TOKEN)
+        self.assertEqual(self.tg.stop(), 0)
+        con = sqlite3.connect(self.db)
+        with con:
+            for t in ("alerts", "kills"):
+                con.execute("DROP TABLE " + t)
+        con.close()
+        rc, out, err = self.cli(INTENT, "--format", "json")
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual([e["id"] for e in doc["events"]], [row["id"]])
+        self.assertEqual(doc["totals"]["calls"], 1)
+        rc, out, err = self.cli(INTENT)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("intent inv-7731: 1 calls", out)
 
     def test_a_call_in_flight_is_shown(self):
         self.start_tg()
