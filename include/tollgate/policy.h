@@ -230,6 +230,7 @@ struct cJSON *policy_scope_json(const struct policy *, const char *const *);
 int policy_glob(const char *, const char *);
 int policy_matches(const struct policy *, const char *const *);
 char *policy_scope_key(const struct policy *, const char *const *);
+struct cJSON *policy_scope_key_json(const char *);
 void policy_window_at(
     const struct policy_window *, int64_t, int64_t *, int64_t *);
 void policy_set_local_zone(int);

@@ -14,10 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
 #include "tollgate/alerts.h"
+#include "tollgate/extensions.h"
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/spend.h"
@@ -147,6 +149,62 @@ json_usd(struct spend_out *o, int64_t nusd, int none_below_zero)
 }
 
 /*
+ * The raise an alert's extend request asks for: a tenth of the configured
+ * cap, rounded up to the nano-dollar so a cap of a few nano-dollars still
+ * asks for something, and no more than one extension may add.
+ */
+static int64_t
+extend_nusd(int64_t cap)
+{
+	int64_t n = cap / 10 + (cap % 10 != 0);
+
+	if (n < 1)
+		n = 1;
+	return (n < EXTENSION_MAX_NUSD ? n : EXTENSION_MAX_NUSD);
+}
+
+/*
+ * The "extend" member of a threshold alert of a capped budget: the POST
+ * /v1/budgets/extend request that would raise that budget, with "by" left
+ * empty for whoever approves it to fill in (an empty one is refused, so
+ * replaying the alert never extends anonymously); null for every other
+ * alert. Built from the alert's own facts (policy, scope key, configured
+ * cap, id), which its ledger row keeps too, so GET /v1/alerts shows the
+ * request the webhook got, whatever the configuration has become since.
+ */
+static void
+json_extend(struct spend_out *o, const struct alert *a, const char *id)
+{
+	cJSON *scope;
+	char usd[40], *text, *reason;
+
+	if (a->al_kind == NULL || strcmp(a->al_kind, "threshold") != 0 ||
+	    a->al_policy == NULL || a->al_cap_nusd < 0 || id == NULL ||
+	    (scope = policy_scope_key_json(a->al_scope_key)) == NULL) {
+		ADD(o, "null");
+		return;
+	}
+	if ((text = cJSON_PrintUnformatted(scope)) == NULL)
+		fatalx("%s: cJSON_PrintUnformatted", __func__);
+	cJSON_Delete(scope);
+	usd_format(usd, sizeof(usd), extend_nusd(a->al_cap_nusd));
+	ADD(o,
+	    "{\"method\":\"POST\",\"path\":\"/v1/budgets/extend\","
+	    "\"body\":{\"policy\":");
+	spend_out_json_str(o, a->al_policy);
+	ADD(o, ",\"scope\":");
+	spend_out_add(o, text, strlen(text));
+	ADD(o, ",\"usd\":");
+	spend_out_json_str(o, usd);
+	xasprintf(&reason, "raised after alert %s", id);
+	ADD(o, ",\"reason\":");
+	spend_out_json_str(o, reason);
+	ADD(o, ",\"by\":\"\"}}");
+	free(reason);
+	cJSON_free(text);
+}
+
+/*
  * The JSON body of alert a with id: what a json webhook receives. With a
  * delivery status (GET /v1/alerts) a "delivery" object is added.
  */
@@ -197,6 +255,8 @@ alerts_body_json(const struct alert *a, const char *id, const char *delivery,
 	json_str(o, a->al_message);
 	ADD(o, ",\"fired_at\":");
 	json_time(o, a->al_at_ms);
+	ADD(o, ",\"extend\":");
+	json_extend(o, a, id);
 	if (delivery != NULL) {
 		ADD(o, ",\"delivery\":{\"status\":");
 		spend_out_json_str(o, delivery);

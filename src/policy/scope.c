@@ -10,9 +10,10 @@
  * at parse time, as it matches everything), then the values of the per
  * tags ("tenant=" when the call has none), then the window, rolling ones
  * in minutes so 24h and 1d are one scope. Bytes that would make the key
- * ambiguous are %XX-escaped. Calendar windows are UTC: a day, an ISO week
- * from Monday, a month; the date arithmetic is Howard Hinnant's
- * days_from_civil, in integers, valid for any Gregorian date.
+ * ambiguous are %XX-escaped, so a key reads back into the scope object
+ * it names. Calendar windows are UTC: a day, an ISO week from Monday, a
+ * month; the date arithmetic is Howard Hinnant's days_from_civil, in
+ * integers, valid for any Gregorian date.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -408,4 +409,99 @@ policy_reason_name(enum policy_reason r)
 		return ("concurrency");
 	}
 	return ("?");
+}
+
+/*
+ * One "name=value" list of a scope key, from *p up to its closing '}':
+ * each value, %XX-decoded, into values[] at its attribute's index (one of
+ * the first nattr, each at most once), copies the caller frees; *p is
+ * moved past the '}'. -1 when the list is not one key_base writes.
+ */
+static int
+key_list(const char **p, int nattr, char **values)
+{
+	const char *s = *p;
+	char *v;
+	size_t n, len;
+	int a, hi, lo;
+
+	if (*s == '}') {
+		*p = s + 1;
+		return (0);
+	}
+	for (;;) {
+		for (a = 0; a < nattr; a++) {
+			n = strlen(attr_names[a]);
+			if (strncmp(s, attr_names[a], n) == 0 && s[n] == '=')
+				break;
+		}
+		if (a == nattr || values[a] != NULL)
+			return (-1);
+		s += strlen(attr_names[a]) + 1;
+		len = strcspn(s, ",}");
+		if (s[len] == '\0')
+			return (-1);
+		v = values[a] = xmalloc(len + 1);
+		for (n = 0; len > 0; len--) {
+			if (*s != '%') {
+				v[n++] = *s++;
+				continue;
+			}
+			if (len < 3 ||
+			    (hi = hex_digit((unsigned char)s[1])) < 0 ||
+			    (lo = hex_digit((unsigned char)s[2])) < 0 ||
+			    (hi == 0 && lo == 0))
+				return (-1);
+			v[n++] = (char)(hi * 16 + lo);
+			s += 3;
+			len -= 2;
+		}
+		v[n] = '\0';
+		if (*s++ == '}')
+			break;
+	}
+	*p = s;
+	return (0);
+}
+
+/*
+ * The scope object of the budget whose scope key (or budget key) is key,
+ * as policy_scope_json makes it from the match patterns and per values
+ * the key was made of: what GET /v1/budgets shows for that budget, for
+ * one known only by its key, such as an alert read back from the ledger.
+ * The caller owns it. NULL when key is not a key policy_scope_key makes.
+ */
+cJSON *
+policy_scope_key_json(const char *key)
+{
+	struct policy po;
+	char *match[POLICY_ATTR_MAX], *per[POLICY_ATTR_MAX];
+	const char *p = key;
+	cJSON *o = NULL;
+	int a;
+
+	memset(match, 0, sizeof(match));
+	memset(per, 0, sizeof(per));
+	if (key == NULL || strncmp(p, "match{", 6) != 0)
+		goto out;
+	p += 6;
+	if (key_list(&p, POLICY_ATTR_MAX, match) != 0 ||
+	    strncmp(p, "per{", 4) != 0)
+		goto out;
+	p += 4;
+	if (key_list(&p, TAG_MAX, per) != 0 || strncmp(p, "window{", 7) != 0)
+		goto out;
+	/* A scope is its match patterns and per tags: all the object needs. */
+	memset(&po, 0, sizeof(po));
+	for (a = 0; a < POLICY_ATTR_MAX; a++)
+		po.po_match[a] = match[a];
+	for (a = 0; a < TAG_MAX; a++)
+		po.po_per[a] = per[a] != NULL;
+	o = policy_scope_json(&po, (const char *const *)per);
+out:
+	for (a = 0; a < POLICY_ATTR_MAX; a++) {
+		free(match[a]);
+		free(per[a]);
+	}
+	return (o);
 }

@@ -2,12 +2,15 @@
 /*
  * One intent's timeline, for GET /v1/intents/{id} and tollgate intent ID:
  * every call of the intent (refusals and external costs among them: they
- * are rows of the calls table), the alerts of scopes that name it, and
- * the kills whose match covers it, newest limit of them in time order,
- * with totals over every row of the intent however many. Read through
- * the calls table's (intent, started_at) index, so it is quick on a
- * ledger of millions of rows; the columns of a call are read by name, so
- * a ledger an older tollgate wrote answers too.
+ * are rows of the calls table), the alerts of scopes that name it, the
+ * kills whose match covers it and the budget extensions of its scopes,
+ * newest limit of them in time order, with totals over every row of the
+ * intent however many. Read through the calls table's (intent,
+ * started_at) and the extensions table's (intent, created_at) indexes, so
+ * it is quick on a ledger of millions of rows; the columns of a call are
+ * read by name, and a table an older tollgate did not make (alerts,
+ * kills, extensions) has nothing to show, so a ledger an older tollgate
+ * wrote answers too.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -124,6 +127,31 @@ intent_stmt(sqlite3 *db, const char *sql, const char *intent, int limit)
 		return (NULL);
 	}
 	return (st);
+}
+
+/*
+ * Has db a table called name? 1 or 0, -1 when it cannot tell. A ledger
+ * that no tollgate of this version has opened lacks the tables added
+ * since (they are made at the daemon's open), and tollgate intent reads
+ * such a file as it is.
+ */
+static int
+has_table(sqlite3 *db, const char *name)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (sqlite3_prepare_v2(db,
+		"SELECT 1 FROM sqlite_master WHERE type = 'table'"
+		" AND name = ?1",
+		-1, &st, NULL) != SQLITE_OK ||
+	    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+		sqlite3_finalize(st);
+		return (-1);
+	}
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return (rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1);
 }
 
 /* An event's JSON object begun in o: {"at":...,"type":"type". */
@@ -297,6 +325,8 @@ read_alerts(
 	char what[1024];
 	int rc, i;
 
+	if ((rc = has_table(db, "alerts")) <= 0)
+		return (rc);
 	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -358,6 +388,8 @@ read_kills(
 	char what[1024];
 	int rc;
 
+	if ((rc = has_table(db, "kills")) <= 0)
+		return (rc);
 	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
 		goto fail;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -392,9 +424,89 @@ fail:
 	return (-1);
 }
 
+/*
+ * The budget extensions of the intent's scopes (a policy with per:
+ * [intent]), newest limit, into ev: each as GET /v1/budgets/extensions
+ * shows it, with revoked_at, at the time it was made. Through the
+ * extensions table's (intent, created_at) index.
+ */
+static int
+read_extensions(
+    sqlite3 *db, const char *intent, int limit, int table, struct events *ev)
+{
+	static const char sql[] =
+	    "SELECT created_at, id, policy, json_valid(scope), scope, window,"
+	    " window_start, nusd, reason, granted_by, expires_at, ends_at,"
+	    " budget_key, instance, revoked_at FROM extensions"
+	    " WHERE intent = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2";
+	sqlite3_stmt *st = NULL;
+	struct spend_out o;
+	struct event *e;
+	char what[2048], usd[40];
+	const char *scope;
+	int rc;
+
+	if ((rc = has_table(db, "extensions")) <= 0)
+		return (rc);
+	if ((st = intent_stmt(db, sql, intent, limit)) == NULL)
+		goto fail;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		e = events_add(ev, col(st, 0), col(st, 1));
+		if (table) {
+			usd_format(
+			    usd, sizeof(usd), sqlite3_column_int64(st, 7));
+			snprintf(what, sizeof(what),
+			    "%s raised by $%s by %s: %s%s%s  id=%s",
+			    tcol(st, 2, "-"), usd, tcol(st, 9, "-"),
+			    tcol(st, 8, ""),
+			    col(st, 14) != NULL ? "; revoked " : "",
+			    tcol(st, 14, ""), tcol(st, 1, ""));
+			e->ev_text =
+			    line_text(e->ev_at, "extension", what, 0, 0);
+			continue;
+		}
+		event_open(&o, e, "extension");
+		json_col(&o, st, 1, "id", 0);
+		json_col(&o, st, 2, "policy", 0);
+		/* The scope as made, a JSON object; null if it is not JSON. */
+		scope = sqlite3_column_int(st, 3) == 1 ? col(st, 4) : NULL;
+		spend_out_add(&o, ",\"scope\":", 9);
+		if (scope != NULL)
+			spend_out_add(&o, scope, strlen(scope));
+		else
+			spend_out_add(&o, "null", 4);
+		json_col(&o, st, 5, "window", 0);
+		json_col(&o, st, 6, "window_start", 0);
+		spend_out_add(&o, ",\"usd\":", 7);
+		spend_out_usd(&o, sqlite3_column_int64(st, 7));
+		json_col(&o, st, 7, "nusd", 1);
+		json_col(&o, st, 8, "reason", 0);
+		json_col(&o, st, 9, "by", 0);
+		json_col(&o, st, 0, "created_at", 0);
+		json_col(&o, st, 10, "expires_at", 0);
+		json_col(&o, st, 11, "ends_at", 0);
+		json_col(&o, st, 12, "key", 0);
+		/* As the extension object: an instance only when learnt. */
+		if (col(st, 13) != NULL)
+			json_col(&o, st, 13, "instance", 0);
+		json_col(&o, st, 14, "revoked_at", 0);
+		spend_out_add(&o, "}", 1);
+		e->ev_text = xstrndup(o.so_buf, o.so_len);
+		spend_out_free(&o);
+	}
+	if (rc != SQLITE_DONE)
+		goto fail;
+	sqlite3_finalize(st);
+	return (0);
+fail:
+	sqlite3_finalize(st);
+	return (-1);
+}
+
 /* The totals over every row of the intent. */
 struct totals {
 	int64_t t_calls, t_external, t_refused, t_nusd, t_in, t_out, t_saved;
+	int64_t t_extensions;
 	char t_first[SPEND_TIME_MAX], t_last[SPEND_TIME_MAX];
 };
 
@@ -403,6 +515,7 @@ read_totals(sqlite3 *db, const char *from, const char *intent, struct totals *t)
 {
 	sqlite3_stmt *st = NULL;
 	char *sql;
+	int rc;
 
 	memset(t, 0, sizeof(*t));
 	xasprintf(&sql,
@@ -426,6 +539,18 @@ read_totals(sqlite3 *db, const char *from, const char *intent, struct totals *t)
 	snprintf(t->t_first, sizeof(t->t_first), "%s", tcol(st, 6, ""));
 	snprintf(t->t_last, sizeof(t->t_last), "%s", tcol(st, 7, ""));
 	sqlite3_finalize(st);
+	st = NULL;
+	if ((rc = has_table(db, "extensions")) < 0)
+		goto fail;
+	if (rc == 1) {
+		st = intent_stmt(db,
+		    "SELECT count(*) FROM extensions WHERE intent = ?1", intent,
+		    -1);
+		if (st == NULL || sqlite3_step(st) != SQLITE_ROW)
+			goto fail;
+		t->t_extensions = sqlite3_column_int64(st, 0);
+		sqlite3_finalize(st);
+	}
 	return (0);
 fail:
 	sqlite3_finalize(st);
@@ -451,7 +576,8 @@ spend_intent(sqlite3 *db, const char *calls_from, const char *intent, int limit,
 	if (read_totals(db, from, intent, &t) != 0 ||
 	    read_calls(db, from, intent, limit + 1, table, &ev) != 0 ||
 	    read_alerts(db, intent, limit + 1, table, &ev) != 0 ||
-	    read_kills(db, intent, limit + 1, table, &ev) != 0) {
+	    read_kills(db, intent, limit + 1, table, &ev) != 0 ||
+	    read_extensions(db, intent, limit + 1, table, &ev) != 0) {
 		xasprintf(cause, "intent query: %s", sqlite3_errmsg(db));
 		goto out;
 	}
@@ -462,9 +588,10 @@ spend_intent(sqlite3 *db, const char *calls_from, const char *intent, int limit,
 		spend_out_add(o, "intent ", 7);
 		spend_out_cell(o, intent, -1);
 		spend_out_printf(o,
-		    ": %lld calls, %lld external costs, %lld refused; $",
+		    ": %lld calls, %lld external costs, %lld refused, %lld "
+		    "budget extensions; $",
 		    (long long)t.t_calls, (long long)t.t_external,
-		    (long long)t.t_refused);
+		    (long long)t.t_refused, (long long)t.t_extensions);
 		spend_out_usd(o, t.t_nusd);
 		spend_out_printf(o, " (tokens in %lld, out %lld)\n",
 		    (long long)t.t_in, (long long)t.t_out);
@@ -490,8 +617,10 @@ spend_intent(sqlite3 *db, const char *calls_from, const char *intent, int limit,
 	    (long long)t.t_calls, (long long)t.t_external,
 	    (long long)t.t_refused, (long long)t.t_nusd);
 	spend_out_usd(o, t.t_nusd);
-	spend_out_printf(o, ",\"input_tokens\":%lld,\"output_tokens\":%lld",
-	    (long long)t.t_in, (long long)t.t_out);
+	spend_out_printf(o,
+	    ",\"input_tokens\":%lld,\"output_tokens\":%lld,"
+	    "\"extensions\":%lld",
+	    (long long)t.t_in, (long long)t.t_out, (long long)t.t_extensions);
 	spend_out_add(o, ",\"first_at\":", 12);
 	if (t.t_first[0] != '\0')
 		spend_out_json_str(o, t.t_first);

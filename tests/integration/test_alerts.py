@@ -204,6 +204,14 @@ class AlertsTest(ledgerlib.MeterTestCase):
             "threshold_usd": 40.0, "spent_usd": 41.25, "cap_usd": 50.0,
             "percent_of_cap": 82.5, "message": None,
             "fired_at": "2026-11-28T10:00:00.000Z",
+            # Made from the row: a row written before "extend" has it.
+            "extend": {"method": "POST", "path": "/v1/budgets/extend",
+                       "body": {"policy": "researcher-daily",
+                                "scope": {"tenant": "acme",
+                                          "agent_class": "researcher"},
+                                "usd": "5.000000000",
+                                "reason": "raised after alert a1",
+                                "by": ""}},
             "delivery": {"status": "delivered", "attempts": 2}})
         # Dollars are exact decimals in the text, like cost_usd.
         self.assertIn('"spent_usd":41.250000000', r.body.decode())
@@ -212,10 +220,10 @@ class AlertsTest(ledgerlib.MeterTestCase):
         self.assertEqual((b2["policy"], b2["scope"], b2["window"],
                           b2["reset_at"], b2["cap_usd"],
                           b2["percent_of_cap"], b2["spent_usd"],
-                          b2["message"], b2["delivery"]),
+                          b2["message"], b2["delivery"], b2["extend"]),
                          (None, {}, None, None, None, None, None,
                           "loop: 5 x\nsame",
-                          {"status": "failed", "attempts": 10}))
+                          {"status": "failed", "attempts": 10}, None))
         self.assertIsNone(got[2]["reset_at"])  # total: never resets
         r = self.get(tg, "/v1/alerts?limit=1")
         self.assertEqual([a["id"] for a in r.json()["alerts"]], ["b2"])

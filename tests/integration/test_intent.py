@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """One intent's timeline through the real binary: GET /v1/intents/{id}
 and tollgate intent ID show its calls (forwarded, refused), its external
-costs, the alerts of its scope and the kills that name it, in time order,
-with totals over every row however many are shown; the same numbers from
-the API and the command, a call not yet written among them, other
-intents never."""
+costs, the alerts of its scope, the kills that name it and the budget
+extensions of its scope (then their revocation), in time order, with
+totals over every row however many are shown; the same numbers from the
+API and the command, a call not yet written among them, other intents
+never; and a ledger made before the alerts, kills and extensions tables
+answers too."""
 
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -158,6 +161,97 @@ class IntentTest(ledgerlib.MeterTestCase):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.json()["events"], [])
         self.assertEqual(r.json()["totals"]["calls"], 0)
+
+    def timeline(self, intent=INTENT):
+        """The API's timeline and the command's, which must agree, and
+        the command's table."""
+        self.tg.wait_written(token=TOKEN)
+        r = self.admin("GET", "/v1/intents/" + intent)
+        self.assertEqual(r.status, 200, r)
+        rc, out, err = self.cli(intent, "--format", "json")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(json.loads(out), r.json())
+        rc, table, err = self.cli(intent)
+        self.assertEqual(rc, 0, err)
+        return r.json(), table
+
+    def test_extension_and_its_revocation(self):
+        self.start_tg()
+        self.settled_row(self.chat(INTENT))
+        ask = {"policy": "per-intent", "scope": {"intent": INTENT},
+               "usd": "2.5", "reason": "invoice run needs more",
+               "by": "alice"}
+        r = self.admin("POST", "/v1/budgets/extend", ask)
+        self.assertEqual(r.status, 201, r)
+        x = r.json()
+        # Another intent's scope, extended too, stays out of this one.
+        r = self.admin("POST", "/v1/budgets/extend", dict(
+            ask, scope={"intent": "inv-other"}, by="bob"))
+        self.assertEqual(r.status, 201, r)
+
+        doc, table = self.timeline()
+        self.assertEqual(doc["totals"]["extensions"], 1, doc["totals"])
+        evs = [e for e in doc["events"] if e["type"] == "extension"]
+        self.assertEqual(len(evs), 1, doc["events"])
+        e = evs[0]
+        self.assertEqual(e["at"], x["created_at"])
+        # The extension object as the API answered it, and revoked_at.
+        self.assertEqual(list(e), ["at", "type"] + [
+            k for k in x if k != "recorded"] + ["revoked_at"])
+        self.assertEqual({k: v for k, v in e.items()
+                          if k not in ("at", "type", "revoked_at")},
+                         {k: v for k, v in x.items() if k != "recorded"})
+        self.assertEqual((e["by"], e["reason"], e["nusd"], e["revoked_at"]),
+                         ("alice", "invoice run needs more", 2500000000,
+                          None))
+        self.assertIn("0 refused, 1 budget extensions;", table)
+        line = [ln for ln in table.splitlines() if " extension " in ln]
+        self.assertEqual(len(line), 1, table)
+        self.assertIn("per-intent raised by $2.500000000 by alice: invoice "
+                      "run needs more  id=" + x["id"], line[0])
+        self.assertNotIn("bob", table)
+
+        r = self.admin("DELETE", "/v1/budgets/extensions/" + x["id"])
+        self.assertEqual(r.status, 200, r)
+        doc, table = self.timeline()
+        e = [e for e in doc["events"] if e["type"] == "extension"][0]
+        self.assertRegex(e["revoked_at"] or "",
+                         r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertGreaterEqual(e["revoked_at"], e["created_at"])
+        self.assertEqual(doc["totals"]["extensions"], 1)
+        self.assertIn("by alice: invoice run needs more; revoked " +
+                      e["revoked_at"] + "  id=" + x["id"], table)
+        # The reads go through the (intent, created_at) index.
+        con = sqlite3.connect(self.db)
+        plan = " ".join(str(r[-1]) for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT created_at FROM extensions"
+            " WHERE intent = ? ORDER BY created_at DESC, id DESC LIMIT 9",
+            (INTENT,)))
+        con.close()
+        self.assertIn("USING INDEX", plan)
+
+    def test_ledger_from_before_the_newer_tables(self):
+        """tollgate intent reads a ledger file as it is: one made before
+        the alerts, kills and extensions tables has none of their events
+        and still shows its calls."""
+        self.start_tg()
+        row = self.settled_row(self.chat(INTENT))
+        self.tg.wait_written(token=TOKEN)
+        self.assertEqual(self.tg.stop(), 0)
+        con = sqlite3.connect(self.db)
+        with con:
+            for t in ("alerts", "kills", "extensions"):
+                con.execute("DROP TABLE IF EXISTS " + t)
+        con.close()
+        rc, out, err = self.cli(INTENT, "--format", "json")
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual([e["id"] for e in doc["events"]], [row["id"]])
+        self.assertEqual((doc["totals"]["calls"],
+                          doc["totals"]["extensions"]), (1, 0))
+        rc, out, err = self.cli(INTENT)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("intent inv-7731: 1 calls", out)
 
     def test_a_call_in_flight_is_shown(self):
         self.start_tg()

@@ -105,7 +105,12 @@ test_body_json(void **state)
 	    "\"reset_at\":\"2026-11-29T00:00:00.000Z\","
 	    "\"threshold_usd\":40.000000000,\"spent_usd\":40.500000000,"
 	    "\"cap_usd\":50.000000000,\"percent_of_cap\":81.00,"
-	    "\"message\":null,\"fired_at\":\"2026-11-28T14:23:00.123Z\"}");
+	    "\"message\":null,\"fired_at\":\"2026-11-28T14:23:00.123Z\","
+	    "\"extend\":{\"method\":\"POST\",\"path\":\"/v1/budgets/extend\","
+	    "\"body\":{\"policy\":\"researcher-daily\",\"scope\":{"
+	    "\"tenant\":\"acme\",\"agent_class\":\"researcher\"},"
+	    "\"usd\":\"5.000000000\",\"reason\":\"raised after alert thr-x\","
+	    "\"by\":\"\"}}}");
 	assert_non_null(doc = cJSON_Parse(s));
 	cJSON_Delete(doc);
 	free(s);
@@ -130,11 +135,101 @@ test_body_json(void **state)
 	    "\"spent_usd\":40.500000000,\"cap_usd\":null,"
 	    "\"percent_of_cap\":null,"
 	    "\"message\":\"loop: 5 identical\\nbodies\""));
-	assert_non_null(
-	    strstr(s, ",\"delivery\":{\"status\":\"failed\",\"attempts\":3}}"));
+	assert_non_null(strstr(s,
+	    ",\"extend\":null,\"delivery\":{\"status\":\"failed\","
+	    "\"attempts\":3}}"));
 	assert_non_null(doc = cJSON_Parse(s));
 	cJSON_Delete(doc);
 	free(s);
+}
+
+/* The extend request of a with id, as its JSON body carries it. */
+static cJSON *
+extend_of(const struct alert *a, const char *id, cJSON **doc)
+{
+	struct spend_out o;
+	char *s;
+
+	spend_out_init(&o, ALERTS_BODY_MAX);
+	alerts_body_json(a, id, NULL, 0, &o);
+	s = out_text(&o);
+	assert_non_null(*doc = cJSON_Parse(s));
+	free(s);
+	return (cJSON_GetObjectItemCaseSensitive(*doc, "extend"));
+}
+
+/* The "usd" an alert of a with a cap of cap asks for, or NULL. */
+static char *
+extend_usd(struct alert *a, int64_t cap)
+{
+	cJSON *doc, *x, *usd;
+	char *s = NULL;
+
+	a->al_cap_nusd = cap;
+	x = extend_of(a, "thr-y", &doc);
+	usd = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(x, "body"), "usd");
+	if (cJSON_IsString(usd))
+		s = xstrdup(usd->valuestring);
+	cJSON_Delete(doc);
+	return (s);
+}
+
+/*
+ * Only a threshold of a capped budget carries the request that raises
+ * it: the scope as GET /v1/budgets shows it (per values, "" for calls
+ * without the tag, match patterns), a tenth of the configured cap
+ * rounded up, at most what one extension may add; anything else, or a
+ * scope key that is not one, carries null.
+ */
+static void
+test_body_extend(void **state)
+{
+	struct alert a = sample();
+	cJSON *doc, *x;
+	char *s;
+
+	(void)state;
+	a.al_scope_key = "match{agent_class=r%2Cs,model=gpt-4o*}"
+			 "per{intent=,tenant=a%7Db}window{rolling:60m}";
+	x = extend_of(&a, "thr-z", &doc);
+	assert_non_null(x);
+	assert_non_null(s = cJSON_PrintUnformatted(x));
+	assert_string_equal(s,
+	    "{\"method\":\"POST\",\"path\":\"/v1/budgets/extend\","
+	    "\"body\":{\"policy\":\"researcher-daily\",\"scope\":{"
+	    "\"intent\":\"\",\"tenant\":\"a}b\",\"agent_class\":\"r,s\","
+	    "\"model\":\"gpt-4o*\"},\"usd\":\"5.000000000\","
+	    "\"reason\":\"raised after alert thr-z\",\"by\":\"\"}}");
+	cJSON_free(s);
+	cJSON_Delete(doc);
+
+	s = extend_usd(&a, 5 * USD + 3);
+	assert_string_equal(s, "0.500000001");
+	free(s);
+	s = extend_usd(&a, 0);
+	assert_string_equal(s, "0.000000001");
+	free(s);
+	s = extend_usd(&a, 20000000 * USD);
+	assert_string_equal(s, "1000000.000000000");
+	free(s);
+
+	/* Without a cap, of another kind, or with no key: null. */
+	assert_null(extend_usd(&a, -1));
+	a.al_cap_nusd = 50 * USD;
+	a.al_kind = "kill";
+	x = extend_of(&a, "kill-1", &doc);
+	assert_true(cJSON_IsNull(x));
+	cJSON_Delete(doc);
+	a.al_kind = "threshold";
+	a.al_scope_key = "match{}per{tenant=a}";
+	x = extend_of(&a, "thr-z", &doc);
+	assert_true(cJSON_IsNull(x));
+	cJSON_Delete(doc);
+	a.al_scope_key = NULL;
+	x = extend_of(&a, "thr-z", &doc);
+	assert_true(cJSON_IsNull(x));
+	cJSON_Delete(doc);
 }
 
 static void
@@ -944,6 +1039,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_body_json),
+	    cmocka_unit_test(test_body_extend),
 	    cmocka_unit_test(test_body_slack),
 	    cmocka_unit_test(test_breaker_says_what_tripped),
 	    cmocka_unit_test(test_hmac_vector),

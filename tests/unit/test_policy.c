@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <sqlite3.h>
 
@@ -324,6 +325,88 @@ test_scope_keys(void **state)
 	free(a);
 }
 
+/* A cJSON tree printed, freed; the text is the caller's. */
+static char *
+printed(cJSON *o)
+{
+	char *s;
+
+	assert_non_null(o);
+	assert_non_null(s = cJSON_PrintUnformatted(o));
+	cJSON_Delete(o);
+	return (s);
+}
+
+/*
+ * A budget known only by its key shows the scope GET /v1/budgets shows:
+ * policy_scope_key_json of a policy's key is policy_scope_json of the
+ * policy, escaped bytes, empty per values and match-and-per tags
+ * included; what is not such a key has none.
+ */
+static void
+test_scope_from_key(void **state)
+{
+	static const struct {
+		const char *yaml;
+		const char *team, *tenant;
+		const char *json;
+	} cases[] = {
+	    {"match: {team: support, model: 'gpt-4o*'}\n  per: [tenant]",
+		"support", "acme",
+		"{\"team\":\"support\",\"tenant\":\"acme\","
+		"\"model\":\"gpt-4o*\"}"},
+	    {"per: [intent, tenant]", "x", NULL,
+		"{\"intent\":\"inv-1\",\"tenant\":\"\"}"},
+	    {"match: {tenant: 'a*'}\n  per: [tenant]", "x", "a,b}=%@ c",
+		"{\"tenant\":\"a,b}=%@ c\"}"},
+	    {"match: {agent_class: 'r{e}s,e=a%r@ch'}", "x", "y",
+		"{\"agent_class\":\"r{e}s,e=a%r@ch\"}"},
+	    {"alert_at_usd: 1", "x", "y", "{}"},
+	};
+	static const char *notkeys[] = {"", "match{", "match{}per{}",
+	    "match{}per{tenant=a}", "per{}match{}window{day}",
+	    "match{bogus=1}per{}window{day}",
+	    "match{team=a,team=b}per{}window{day}",
+	    "match{}per{model=x}window{day}", "match{team=a%2}per{}window{day}",
+	    "match{team=a%00}per{}window{day}", "match{team}per{}window{day}"};
+	const char *attr[POLICY_ATTR_MAX] = {NULL};
+	struct policyset *ps;
+	char yaml[256], *key, *a, *b;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < nitems(cases); i++) {
+		snprintf(yaml, sizeof(yaml),
+		    "- name: p\n  %s\n  window: day\n  hard_cap_usd: 5\n",
+		    cases[i].yaml);
+		ps = load_ok(yaml);
+		attr[TAG_INTENT] = "inv-1";
+		attr[TAG_TEAM] = cases[i].team;
+		attr[TAG_TENANT] = cases[i].tenant;
+		attr[POLICY_ATTR_MODEL] = "gpt-4o-mini";
+		key = policy_scope_key(&ps->ps_pol[0], attr);
+		a = printed(policy_scope_key_json(key));
+		b = printed(policy_scope_json(&ps->ps_pol[0], attr));
+		assert_string_equal(a, b);
+		assert_string_equal(a, cases[i].json);
+		free(a);
+		free(b);
+		/* A budget key (a window's start after the '@') too. */
+		xasprintf(&a, "%s@%lld", key, (long long)T0);
+		free(key);
+		key = a;
+		a = printed(policy_scope_key_json(key));
+		assert_string_equal(a, cases[i].json);
+		free(a);
+		free(key);
+		policy_free(ps);
+	}
+	assert_null(policy_scope_key_json(NULL));
+	for (i = 0; i < nitems(notkeys); i++)
+		if (policy_scope_key_json(notkeys[i]) != NULL)
+			fail_msg("a scope from '%s'", notkeys[i]);
+}
+
 static const struct {
 	const char *window;
 	int64_t now, start, reset;
@@ -523,6 +606,7 @@ main(void)
 	    cmocka_unit_test(test_usd),
 	    cmocka_unit_test(test_glob),
 	    cmocka_unit_test(test_scope_keys),
+	    cmocka_unit_test(test_scope_from_key),
 	    cmocka_unit_test(test_windows),
 	    cmocka_unit_test(test_windows_local_zone),
 	    cmocka_unit_test(test_rebuild),
