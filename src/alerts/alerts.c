@@ -521,7 +521,8 @@ alerts_threshold(
 	a.al_reset_at = sc->sc_reset_at;
 	a.al_threshold_nusd = pa->pa_threshold_nusd;
 	a.al_spent_nusd = sc->sc_spent;
-	a.al_cap_nusd = po != NULL ? po->po_cap_nusd : -1;
+	/* The cap in force: the hard cap plus the scope's extensions. */
+	a.al_cap_nusd = po != NULL && po->po_cap_nusd != -1 ? sc->sc_limit : -1;
 	a.al_at_ms = now;
 	alerts_fire(&a);
 	free(key);
