@@ -40,6 +40,8 @@ struct cJSON;
 #define EXTENSION_REASON_MAX 512 /* bytes of a reason */
 #define EXTENSION_BY_MAX 128 /* bytes of who granted it */
 #define EXTENSION_MAX_NUSD 1000000000000000LL /* $1,000,000 each */
+/* How far in the future a shared extension's created_at may be (clocks). */
+#define EXTENSION_SKEW_MS (5 * 60 * 1000LL)
 
 /* One extension; owned by the list. Times are Unix ms. */
 struct extension {

@@ -149,8 +149,8 @@ json_usd(struct spend_out *o, int64_t nusd, int none_below_zero)
 }
 
 /*
- * The raise an alert's extend request asks for: a tenth of the configured
- * cap, rounded up to the nano-dollar so a cap of a few nano-dollars still
+ * The raise an alert's extend request asks for: a tenth of the cap in
+ * force when it fired, rounded up to the nano-dollar so a cap of a few nano-dollars still
  * asks for something, and no more than one extension may add.
  */
 static int64_t
@@ -168,7 +168,7 @@ extend_nusd(int64_t cap)
  * /v1/budgets/extend request that would raise that budget, with "by" left
  * empty for whoever approves it to fill in (an empty one is refused, so
  * replaying the alert never extends anonymously); null for every other
- * alert. Built from the alert's own facts (policy, scope key, configured
+ * alert. Built from the alert's own facts (policy, scope key, cap in force,
  * cap, id), which its ledger row keeps too, so GET /v1/alerts shows the
  * request the webhook got, whatever the configuration has become since.
  */

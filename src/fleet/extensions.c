@@ -7,7 +7,9 @@
  * "instance", who made it); a revocation is remembered in
  * <prefix>extensions:lifted; changes are announced on the kills channel
  * as "add x_..." and "del x_...". An extension learnt from the fleet is
- * checked as strictly as POST /v1/budgets/extend checks a body
+ * checked as strictly as POST /v1/budgets/extend checks a body, and
+ * against itself: its key must be of its window and name its scope, its
+ * end within that window, its creation not in the future
  * (extensions_decode), kept under the same id and in this instance's
  * ledger (extensions_adopt), and never shared back from here: every
  * instance then raises the same budget key by the same amount, and each

@@ -566,15 +566,19 @@ static void
 read_cb(const redisReply *r, const char *err, void *arg)
 {
 	struct shared_list *sl = arg;
-	const struct shared_kind *sk = sl->sl_kind;
+	const struct shared_kind *sk;
 	struct held h = {NULL, 0};
 	const char **seen = NULL;
 	size_t i, nseen = 0, added = 0, shared = 0;
-	uint64_t before = *sk->sk_received;
+	uint64_t before;
 
 	sl->sl_reading = 0;
+	/* Stopped: freeing the connection answers what was pending, after
+	 * shared_stop cleared the lists and their kinds. */
 	if (!sh.sh_on)
 		return;
+	sk = sl->sl_kind;
+	before = *sk->sk_received;
 	if (r == NULL || err != NULL || r->type != REDIS_REPLY_ARRAY) {
 		/* A lost connection reconciles again when it is back. */
 		log_warnx("fleet: cannot read the fleet's %ss: %s", sk->sk_noun,

@@ -573,6 +573,10 @@ ext_bounds(struct extension *x)
 		return ("the key is not of this window and window start");
 	if (reset != POLICY_NEVER && x->x_ends_ms > reset)
 		return ("ends_at is past the end of the window it raises");
+	/* A rolling raise ends a window length after it was made: made in
+	 * the future, it would last as long as it likes. */
+	if (x->x_created_ms > wallclock_ms() + EXTENSION_SKEW_MS)
+		return ("created_at is in the future");
 	if (x->x_intent != NULL &&
 	    (strstr(x->x_key, "per{intent=") == NULL ||
 		!tag_value_ok(x->x_intent, strlen(x->x_intent)))) {
@@ -596,10 +600,10 @@ extensions_decode(const char *json, size_t len, char **why)
 	static const char *const fields[] = {"id", "policy", "scope", "window",
 	    "window_start", "usd", "nusd", "reason", "by", "created_at",
 	    "expires_at", "ends_at", "key", "instance"};
-	const cJSON *it;
+	const cJSON *it, *scope = NULL;
 	const char *v, *err = NULL, *bad = NULL;
 	struct extension *x = NULL;
-	cJSON *o;
+	cJSON *o, *keyscope;
 	char *s;
 	size_t i;
 
@@ -653,6 +657,7 @@ extensions_decode(const char *json, size_t len, char **why)
 		err = "too long";
 		goto fail;
 	}
+	scope = it;
 	it = cJSON_GetObjectItemCaseSensitive(it, "intent");
 	if (cJSON_IsString(it) && it->valuestring[0] != '\0')
 		x->x_intent = xstrdup(it->valuestring);
@@ -720,6 +725,16 @@ extensions_decode(const char *json, size_t len, char **why)
 		bad = "key";
 		goto fail;
 	}
+	/* The budget raised is the key's: the scope shown and audited must
+	 * be the one it names, whatever the sender says. */
+	bad = "scope";
+	if ((keyscope = policy_scope_key_json(x->x_key)) == NULL ||
+	    !cJSON_Compare(keyscope, scope, 1)) {
+		err = "is not the scope the key names";
+		cJSON_Delete(keyscope);
+		goto fail;
+	}
+	cJSON_Delete(keyscope);
 	cJSON_Delete(o);
 	return (x);
 badtime:

@@ -457,6 +457,9 @@ key_list(const char **p, int nattr, char **values)
 			len -= 2;
 		}
 		v[n] = '\0';
+		/* What no key tollgate wrote holds: not text. */
+		if (!utf8_text_ok(v, TAG_VALUE_MAX * 4))
+			return (-1);
 		if (*s++ == '}')
 			break;
 	}

@@ -496,6 +496,16 @@ test_decode_adopt(void **state)
 	memcpy(strstr(bad, "\"nusd\":") + 7, "-123456789", 10);
 	refused(bad, "nusd");
 	free(bad);
+	/* A scope other than the one its key names, or made in the future:
+	 * refused (the key says what is raised). */
+	bad = xstrdup(js);
+	memcpy(strstr(bad, "\"tenant\":\"acme\"") + 10, "acmf", 4);
+	refused(bad, "scope: is not the scope the key names");
+	free(bad);
+	bad = xstrdup(js);
+	memcpy(strstr(bad, "\"created_at\":\"") + 14, "2090", 4);
+	refused(bad, "created_at is in the future");
+	free(bad);
 	/* A key of another window, or an end past the window's: refused. */
 	bad = xstrdup(js);
 	memcpy(strstr(bad, "window{day}@") + 7, "wee", 3);

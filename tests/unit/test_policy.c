@@ -368,7 +368,9 @@ test_scope_from_key(void **state)
 	    "match{bogus=1}per{}window{day}",
 	    "match{team=a,team=b}per{}window{day}",
 	    "match{}per{model=x}window{day}", "match{team=a%2}per{}window{day}",
-	    "match{team=a%00}per{}window{day}", "match{team}per{}window{day}"};
+	    "match{team=a%00}per{}window{day}", "match{team}per{}window{day}",
+	    "match{tenant=%FF%FE}per{}window{day}",
+	    "match{}per{tenant=a%1Bb}window{day}"};
 	const char *attr[POLICY_ATTR_MAX] = {NULL};
 	struct policyset *ps;
 	char yaml[256], *key, *a, *b;
