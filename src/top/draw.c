@@ -121,6 +121,31 @@ reset_text(const char *t, char *buf, size_t len)
 		snprintf(buf, len, "%.10s %.5sZ", t, t + 11);
 }
 
+/*
+ * The end of the text being typed that fits in room columns: the start
+ * gives way ("<" says so), so what is typed last stays in sight.
+ */
+static const char *
+input_tail(const char *s, int room, int *cut)
+{
+	int chars = 0;
+	const char *p;
+
+	for (p = s; *p != '\0'; p++)
+		if (((unsigned char)*p & 0xc0) != 0x80)
+			chars++;
+	*cut = 0;
+	if (room < 1)
+		room = 1;
+	for (; chars > room; chars--) {
+		*cut = 1;
+		s++;
+		while (((unsigned char)*s & 0xc0) == 0x80)
+			s++;
+	}
+	return (s);
+}
+
 /* Draw the whole screen of view v on stdout. */
 void
 top_draw(struct top_view *v)
@@ -128,9 +153,12 @@ top_draw(struct top_view *v)
 	const struct top_snap *s = v->tv_snap;
 	const struct top_budget *tb;
 	char spent[32], cap[32], burn[32], pct[16], reset[32], today[32];
+	char ext[32];
 	char now[16];
 	struct buf f;
-	int rows, used, list, scope_w, i;
+	int rows, used, list, scope_w, i, cut;
+	size_t nexts;
+	const char *tail;
 	size_t k;
 	time_t t = time(NULL);
 	struct tm tm;
@@ -157,18 +185,29 @@ top_draw(struct top_view *v)
 		    (double)s->ts_refused_60s / 60.0,
 		    s->ts_refused_more ? "+" : "", s->ts_nkills);
 		line(&f, v->tv_cols, 0, "%s", "");
-		/* Budgets get what the kills and the two bottom lines leave. */
+		/*
+		 * Extensions take a quarter of the screen at most (up to 1024
+		 * may be live), the last line saying how many are not shown.
+		 */
+		nexts = s->ts_nexts;
+		if (nexts > (size_t)(rows / 4))
+			nexts = rows / 4 > 1 ? (size_t)(rows / 4) : 1;
+		/*
+		 * Budgets get what the kills, the extensions and the two
+		 * bottom lines leave.
+		 */
 		list = rows - 3 - 2 - 1 -
-		    (s->ts_nkills > 0 ? 2 + (int)s->ts_nkills : 0);
+		    (s->ts_nkills > 0 ? 2 + (int)s->ts_nkills : 0) -
+		    (s->ts_nexts > 0 ? 2 + (int)nexts : 0);
 		if (list < 3)
 			list = 3;
-		scope_w = v->tv_cols - 16 - 9 - 12 - 12 - 7 - 12 - 17 - 8;
+		scope_w = v->tv_cols - 16 - 9 - 12 - 12 - 10 - 7 - 12 - 17 - 8;
 		if (scope_w < 12)
 			scope_w = 12;
 		line(&f, v->tv_cols, 0,
-		    "  %-16.16s %-*.*s %-8s %11s %11s %6s %11s %s", "POLICY",
-		    scope_w, scope_w, "SCOPE", "STATE", "SPENT", "CAP", "%CAP",
-		    "BURN/H", "RESET");
+		    "  %-16.16s %-*.*s %-8s %11s %11s %9s %6s %11s %s",
+		    "POLICY", scope_w, scope_w, "SCOPE", "STATE", "SPENT",
+		    "CAP", "EXTENDED", "%CAP", "BURN/H", "RESET");
 		used += 3;
 		if (v->tv_sel < v->tv_top)
 			v->tv_top = v->tv_sel;
@@ -182,14 +221,22 @@ top_draw(struct top_view *v)
 				snprintf(cap, sizeof(cap), "none");
 			else
 				top_usd(tb->tb_cap_nusd, cap, sizeof(cap));
+			/* The cap shown is the effective one; this is its raise. */
+			ext[0] = '\0';
+			if (tb->tb_ext_nusd > 0) {
+				ext[0] = '+';
+				top_usd(
+				    tb->tb_ext_nusd, ext + 1, sizeof(ext) - 1);
+			}
 			top_usd(tb->tb_burn_nusd_h, burn, sizeof(burn));
 			pct_text(tb, pct, sizeof(pct));
 			reset_text(tb->tb_reset, reset, sizeof(reset));
 			line(&f, v->tv_cols, k == v->tv_sel,
-			    "%s %-16.16s %-*.*s %-8.8s %11s %11s %6s %11s %s",
+			    "%s %-16.16s %-*.*s %-8.8s %11s %11s %9s %6s %11s "
+			    "%s",
 			    k == v->tv_sel ? ">" : " ", tb->tb_policy, scope_w,
 			    scope_w, tb->tb_scope, tb->tb_state, spent, cap,
-			    pct, burn, reset);
+			    ext, pct, burn, reset);
 			used++;
 		}
 		if (v->tv_norder == 0) {
@@ -213,6 +260,35 @@ top_draw(struct top_view *v)
 				used++;
 			}
 		}
+		if (s->ts_nexts > 0 && used < rows - 3) {
+			line(&f, v->tv_cols, 0, "%s", "");
+			line(&f, v->tv_cols, 0, "EXTENSIONS");
+			used += 2;
+			for (k = 0; k < s->ts_nexts && used < rows - 2; k++) {
+				if (nexts < s->ts_nexts && k + 1 == nexts) {
+					line(&f, v->tv_cols, 0,
+					    "  ... and %zu more (the dashboard "
+					    "lists them all)",
+					    s->ts_nexts - k);
+					used++;
+					break;
+				}
+				top_usd(
+				    s->ts_exts[k].tx_nusd, ext, sizeof(ext));
+				reset_text(s->ts_exts[k].tx_ends, reset,
+				    sizeof(reset));
+				line(&f, v->tv_cols, 0,
+				    "  %s  +%s  %s %s  by %s  until %s  %s",
+				    s->ts_exts[k].tx_id, ext,
+				    s->ts_exts[k].tx_policy,
+				    s->ts_exts[k].tx_scope, s->ts_exts[k].tx_by,
+				    s->ts_exts[k].tx_ends[0] != '\0'
+					? reset
+					: "revoked",
+				    s->ts_exts[k].tx_reason);
+				used++;
+			}
+		}
 	}
 	/* Blank lines down to the two bottom ones. */
 	buf_add(&f, "\033[J", 3);
@@ -227,8 +303,17 @@ top_draw(struct top_view *v)
 		line(&f, v->tv_cols, 0,
 		    "filter (Enter applies, Esc cancels): %s", v->tv_input);
 		break;
+	case TOP_MODE_EXTEND:
+		buf_addf(&f, "\033[%d;1H", rows);
+		/* The label, ": ", "<", the text and the "_" of the cursor. */
+		tail = input_tail(v->tv_input,
+		    v->tv_cols - (int)strlen(v->tv_prompt) - 4, &cut);
+		line(&f, v->tv_cols, 1, "%s: %s%s_", v->tv_prompt,
+		    cut ? "<" : "", tail);
+		break;
 	case TOP_MODE_KILL:
 	case TOP_MODE_LIFT:
+	case TOP_MODE_EXTEND_ASK:
 		buf_addf(&f, "\033[%d;1H", rows);
 		line(&f, v->tv_cols, 1, "%s [y/N]", v->tv_prompt);
 		break;
@@ -236,7 +321,7 @@ top_draw(struct top_view *v)
 		buf_addf(&f, "\033[%d;1H", rows);
 		line(&f, v->tv_cols, 0,
 		    "up/down j/p select  s sort  / filter  k kill  l lift  "
-		    "q quit");
+		    "e extend  q quit");
 		break;
 	}
 	/* The last line's "\r\n" would scroll the screen: leave it out. */

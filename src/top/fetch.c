@@ -141,6 +141,7 @@ top_snap_free(struct top_snap *s)
 		free(s->ts_budgets[i].tb_policy);
 		free(s->ts_budgets[i].tb_scope);
 		free(s->ts_budgets[i].tb_match);
+		free(s->ts_budgets[i].tb_scope_json);
 		free(s->ts_budgets[i].tb_state);
 		free(s->ts_budgets[i].tb_window);
 		free(s->ts_budgets[i].tb_reset);
@@ -154,7 +155,73 @@ top_snap_free(struct top_snap *s)
 		free(s->ts_kills[i].tk_expires);
 	}
 	free(s->ts_kills);
+	for (i = 0; i < s->ts_nexts; i++) {
+		free(s->ts_exts[i].tx_id);
+		free(s->ts_exts[i].tx_policy);
+		free(s->ts_exts[i].tx_scope);
+		free(s->ts_exts[i].tx_by);
+		free(s->ts_exts[i].tx_reason);
+		free(s->ts_exts[i].tx_created);
+		free(s->ts_exts[i].tx_ends);
+	}
+	free(s->ts_exts);
 	memset(s, 0, sizeof(*s));
+}
+
+static int
+ext_cmp(const void *a, const void *b)
+{
+	const struct top_ext *x = a, *y = b;
+	int c;
+
+	/*
+	 * RFC 3339 UTC times of one format sort as text; two made in one
+	 * millisecond keep the order the API gave them.
+	 */
+	if ((c = strcmp(x->tx_created, y->tx_created)) != 0)
+		return (c);
+	return (x->tx_seq < y->tx_seq ? -1 : x->tx_seq > y->tx_seq);
+}
+
+/*
+ * The live extensions a budget lists, each kept once: every policy that
+ * names the same scope lists the same extension.
+ */
+static void
+read_exts(struct top_snap *s, const cJSON *b)
+{
+	const cJSON *arr, *x, *ends;
+	struct top_ext *tx;
+	const char *id;
+	size_t i;
+
+	arr = cJSON_GetObjectItemCaseSensitive(b, "extensions");
+	cJSON_ArrayForEach(x, arr)
+	{
+		id = str_of(x, "id", NULL);
+		if (id == NULL)
+			continue;
+		for (i = 0; i < s->ts_nexts; i++)
+			if (strcmp(s->ts_exts[i].tx_id, id) == 0)
+				break;
+		if (i < s->ts_nexts)
+			continue;
+		s->ts_exts = xreallocarray(
+		    s->ts_exts, s->ts_nexts + 1, sizeof(*s->ts_exts));
+		tx = &s->ts_exts[s->ts_nexts++];
+		tx->tx_id = xstrdup(id);
+		tx->tx_policy = xstrdup(str_of(x, "policy", ""));
+		tx->tx_scope =
+		    pairs_text(cJSON_GetObjectItemCaseSensitive(x, "scope"));
+		tx->tx_by = xstrdup(str_of(x, "by", ""));
+		tx->tx_reason = xstrdup(str_of(x, "reason", ""));
+		tx->tx_created = xstrdup(str_of(x, "created_at", ""));
+		ends = cJSON_GetObjectItemCaseSensitive(x, "ends_at");
+		tx->tx_ends =
+		    xstrdup(cJSON_IsString(ends) ? ends->valuestring : "");
+		tx->tx_nusd = num_of(x, "nusd", 0);
+		tx->tx_seq = s->ts_nexts - 1;
+	}
 }
 
 static void
@@ -189,13 +256,22 @@ read_budgets(struct top_snap *s, const cJSON *doc)
 		tb->tb_policy = xstrdup(str_of(b, "policy", ""));
 		tb->tb_scope = pairs_text(scope);
 		tb->tb_match = match_json(scope);
+		if ((tb->tb_scope_json = cJSON_PrintUnformatted(scope)) == NULL)
+			tb->tb_scope_json = xstrdup("{}");
 		tb->tb_state = xstrdup(str_of(b, "state", "?"));
 		tb->tb_window = xstrdup(str_of(b, "window", ""));
 		tb->tb_reset = xstrdup(str_of(b, "reset_at", ""));
 		tb->tb_spent_nusd = num_of(b, "spent_nusd", 0);
 		tb->tb_reserved_nusd = num_of(b, "reserved_nusd", 0);
 		tb->tb_cap_nusd = num_of(b, "cap_nusd", -1);
+		/* An older tollgate has no extensions: its cap is configured. */
+		tb->tb_hard_cap_nusd =
+		    num_of(b, "hard_cap_nusd", tb->tb_cap_nusd);
+		tb->tb_ext_nusd = num_of(b, "extended_nusd", 0);
+		read_exts(s, b);
 	}
+	if (s->ts_nexts > 1)
+		qsort(s->ts_exts, s->ts_nexts, sizeof(*s->ts_exts), ext_cmp);
 }
 
 static void

@@ -17,7 +17,9 @@
  *
  * Keys: up/down (or j, n / p) select a budget, s cycles the sort, /
  * filters by a tag value (or policy name), k kills the selected budget's
- * scope and l lifts a kill, each after a y/n question; q quits.
+ * scope and l lifts a kill, each after a y/n question; e extends the
+ * selected budget's cap after asking the amount, reason, who grants it
+ * and an optional expiry, and a y/n question; q quits.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -43,6 +45,29 @@
 
 #define TOP_DEFAULT_CONFIG "/etc/tollgate/tollgate.yaml"
 #define TOP_INPUT_MAX 128
+/* A field of an extension: room for the API's longest reason and more. */
+#define TOP_FIELD_MAX 1024
+
+/* The fields e asks for, in order. */
+enum top_xfield {
+	TOP_XF_USD,
+	TOP_XF_REASON,
+	TOP_XF_BY,
+	TOP_XF_EXPIRES,
+	TOP_XF_MAX,
+};
+
+static const struct {
+	const char *xf_label;
+	const char *xf_key; /* in the request's body */
+	int xf_required;
+} top_xfields[TOP_XF_MAX] = {
+    {"amount in USD to raise the cap by (e.g. 0.10)", "usd", 1},
+    {"reason", "reason", 1},
+    {"granted by", "by", 1},
+    {"expires (empty: when the window ends; or 90s, 10m, 2h, 7d)", "expires",
+	0},
+};
 
 static volatile sig_atomic_t top_signal; /* SIGINT, SIGTERM, SIGHUP */
 static volatile sig_atomic_t top_winch;
@@ -140,10 +165,18 @@ struct top {
 	size_t *t_order;
 	char t_filter[TOP_INPUT_MAX];
 	char t_input[TOP_INPUT_MAX];
-	char t_prompt[512];
+	char t_prompt[1024];
 	char t_message[512];
 	char *t_selkey; /* the selected budget's key, kept across refreshes */
 	char *t_pending; /* the kill body to post, or the kill id to lift */
+	/* The extension being asked for: its budget as e found it. */
+	char *t_xpolicy;
+	char *t_xscope; /* the scope as the API gave it (JSON) */
+	char *t_xscope_text;
+	double t_xcap_nusd; /* the effective cap when e was pressed */
+	int t_xendless; /* a total window: no end but a revocation */
+	int t_xstep; /* the field being typed */
+	char t_xf[TOP_XF_MAX][TOP_FIELD_MAX];
 };
 
 static struct top *sort_top; /* qsort has no argument */
@@ -261,7 +294,7 @@ static void
 action_result(struct top *t, const char *what, int rc, long status,
     const char *body, const char *cause)
 {
-	const cJSON *e;
+	const cJSON *e, *p;
 	cJSON *doc;
 
 	if (rc != 0) {
@@ -275,8 +308,12 @@ action_result(struct top *t, const char *what, int rc, long status,
 	}
 	doc = cJSON_Parse(body);
 	e = cJSON_GetObjectItemCaseSensitive(doc, "error");
-	snprintf(t->t_message, sizeof(t->t_message), "%s refused (%ld): %s",
-	    what, status, cJSON_IsString(e) ? e->valuestring : "no reason");
+	/* A 400 names the field it refused: first, as the text may be cut. */
+	p = cJSON_GetObjectItemCaseSensitive(doc, "parameter");
+	snprintf(t->t_message, sizeof(t->t_message), "%s refused (%ld%s%s): %s",
+	    what, status, cJSON_IsString(p) ? ", parameter " : "",
+	    cJSON_IsString(p) ? p->valuestring : "",
+	    cJSON_IsString(e) ? e->valuestring : "no reason");
 	cJSON_Delete(doc);
 }
 
@@ -308,6 +345,197 @@ do_lift(struct top *t)
 	free(path);
 	free(body);
 	free(cause);
+}
+
+/* The extension posted after y: what the answer says was made. */
+static void
+do_extend(struct top *t)
+{
+	char *body = NULL, *cause = NULL, amount[32], ends[64];
+	const cJSON *id, *nusd, *end, *rec;
+	cJSON *doc;
+	long status;
+	int rc;
+
+	rc = adminc_request(&t->t_client, "POST", "/v1/budgets/extend",
+	    t->t_pending, &body, &status, &cause);
+	if (rc != 0 || status < 200 || status >= 300) {
+		action_result(t, "extend", rc, status, body, cause);
+		goto out;
+	}
+	doc = cJSON_Parse(body);
+	id = cJSON_GetObjectItemCaseSensitive(doc, "id");
+	nusd = cJSON_GetObjectItemCaseSensitive(doc, "nusd");
+	end = cJSON_GetObjectItemCaseSensitive(doc, "ends_at");
+	rec = cJSON_GetObjectItemCaseSensitive(doc, "recorded");
+	top_usd(cJSON_IsNumber(nusd) ? nusd->valuedouble : 0, amount,
+	    sizeof(amount));
+	if (cJSON_IsString(end))
+		snprintf(ends, sizeof(ends), "ends %s", end->valuestring);
+	else
+		snprintf(ends, sizeof(ends), "until revoked");
+	snprintf(t->t_message, sizeof(t->t_message),
+	    "extend: done: %s raises %s by %s, %s%s",
+	    cJSON_IsString(id) ? id->valuestring : "?", t->t_xpolicy, amount,
+	    ends,
+	    cJSON_IsFalse(rec) ? " (in force; the ledger has not recorded it "
+				 "yet)"
+			       : "");
+	cJSON_Delete(doc);
+out:
+	free(body);
+	free(cause);
+}
+
+static void
+extend_clear(struct top *t)
+{
+	free(t->t_xpolicy);
+	free(t->t_xscope);
+	free(t->t_xscope_text);
+	t->t_xpolicy = t->t_xscope = t->t_xscope_text = NULL;
+	memset(t->t_xf, 0, sizeof(t->t_xf));
+	t->t_xstep = 0;
+}
+
+/* The prompt of the field being typed. */
+static void
+extend_prompt(struct top *t)
+{
+	snprintf(t->t_prompt, sizeof(t->t_prompt), "%s",
+	    top_xfields[t->t_xstep].xf_label);
+	t->t_view.tv_input = t->t_xf[t->t_xstep];
+}
+
+/* Is s fit to be typed into a field: no control characters? */
+static int
+field_ok(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return (0);
+	return (1);
+}
+
+/* 'e': start asking for an extension of the selected budget. */
+static void
+ask_extend(struct top *t)
+{
+	const struct top_budget *tb = selected(t);
+	const char *user;
+
+	if (tb == NULL) {
+		snprintf(
+		    t->t_message, sizeof(t->t_message), "no budget selected");
+		return;
+	}
+	if (tb->tb_hard_cap_nusd < 0) {
+		snprintf(t->t_message, sizeof(t->t_message),
+		    "budget %s has no hard cap: nothing to extend",
+		    tb->tb_policy);
+		return;
+	}
+	extend_clear(t);
+	t->t_xpolicy = xstrdup(tb->tb_policy);
+	t->t_xscope = xstrdup(tb->tb_scope_json);
+	t->t_xscope_text = xstrdup(tb->tb_scope);
+	t->t_xcap_nusd = tb->tb_cap_nusd;
+	t->t_xendless = tb->tb_reset[0] == '\0';
+	/* Who grants it: the login name, which the user may change. */
+	user = getenv("USER");
+	if (user != NULL && field_ok(user) &&
+	    strlen(user) < sizeof(t->t_xf[TOP_XF_BY]))
+		snprintf(
+		    t->t_xf[TOP_XF_BY], sizeof(t->t_xf[TOP_XF_BY]), "%s", user);
+	snprintf(t->t_message, sizeof(t->t_message),
+	    "extend %s (%s): Enter goes on, Esc cancels", t->t_xpolicy,
+	    t->t_xscope_text);
+	extend_prompt(t);
+	t->t_view.tv_mode = TOP_MODE_EXTEND;
+}
+
+/* Enter on a field: the next one, or the question once all are typed. */
+static void
+extend_next(struct top *t)
+{
+	char cap[32];
+	cJSON *doc, *scope;
+	int i;
+
+	if (top_xfields[t->t_xstep].xf_required &&
+	    t->t_xf[t->t_xstep][0] == '\0') {
+		snprintf(t->t_message, sizeof(t->t_message),
+		    "%s: required (Esc cancels)",
+		    top_xfields[t->t_xstep].xf_key);
+		return;
+	}
+	if (++t->t_xstep < TOP_XF_MAX) {
+		extend_prompt(t);
+		return;
+	}
+	/* The scope goes back exactly as the API gave it. */
+	if ((doc = cJSON_CreateObject()) == NULL ||
+	    cJSON_AddStringToObject(doc, "policy", t->t_xpolicy) == NULL)
+		fatalx("%s: cJSON", __func__);
+	if ((scope = cJSON_Parse(t->t_xscope)) == NULL)
+		scope = cJSON_CreateObject();
+	if (scope == NULL || !cJSON_AddItemToObject(doc, "scope", scope))
+		fatalx("%s: cJSON", __func__);
+	for (i = 0; i < TOP_XF_MAX; i++)
+		if ((top_xfields[i].xf_required || t->t_xf[i][0] != '\0') &&
+		    cJSON_AddStringToObject(
+			doc, top_xfields[i].xf_key, t->t_xf[i]) == NULL)
+			fatalx("%s: cJSON", __func__);
+	free(t->t_pending);
+	if ((t->t_pending = cJSON_PrintUnformatted(doc)) == NULL)
+		fatalx("%s: cJSON", __func__);
+	cJSON_Delete(doc);
+	top_usd(t->t_xcap_nusd, cap, sizeof(cap));
+	/*
+	 * The budget on the line above, the question on the last: a long
+	 * scope cannot push the question off the screen. Fields longer than
+	 * these are refused by the API anyway.
+	 */
+	snprintf(t->t_message, sizeof(t->t_message), "extend %s (%s)",
+	    t->t_xpolicy, t->t_xscope_text);
+	snprintf(t->t_prompt, sizeof(t->t_prompt),
+	    "raise its cap of %s by $%.32s %s%.40s, granted by %.128s?", cap,
+	    t->t_xf[TOP_XF_USD],
+	    t->t_xf[TOP_XF_EXPIRES][0] != '\0'
+		? "for "
+		: (t->t_xendless ? "until revoked" : "until the window ends"),
+	    t->t_xf[TOP_XF_EXPIRES], t->t_xf[TOP_XF_BY]);
+	t->t_view.tv_mode = TOP_MODE_EXTEND_ASK;
+}
+
+/* One key while a field of the extension is typed. */
+static void
+extend_key(struct top *t, const char *buf, size_t n)
+{
+	char *f = t->t_xf[t->t_xstep];
+	size_t len = strlen(f);
+	char c = buf[0];
+
+	if (c == '\r' || c == '\n')
+		extend_next(t);
+	else if (c == '\033' && n == 1) {
+		extend_clear(t);
+		t->t_view.tv_mode = TOP_MODE_NORMAL;
+		t->t_view.tv_input = t->t_input;
+		snprintf(
+		    t->t_message, sizeof(t->t_message), "extend cancelled");
+	} else if (c == 0x7f || c == '\b') {
+		/* A whole UTF-8 character goes, not the last byte of one. */
+		while (len > 0 && ((unsigned char)f[len - 1] & 0xc0) == 0x80)
+			len--;
+		if (len > 0)
+			len--;
+		f[len] = '\0';
+	} else if ((unsigned char)c >= 0x20 && c != 0x7f && c != '\033' &&
+	    len + n < TOP_FIELD_MAX) {
+		memcpy(f + len, buf, n);
+		f[len + n] = '\0';
+	}
 }
 
 /* 'k': ask whether to kill the selected budget's scope. */
@@ -418,6 +646,23 @@ top_key(struct top *t, const char *buf, size_t n)
 		}
 		return (0);
 	}
+	if (v->tv_mode == TOP_MODE_EXTEND) {
+		extend_key(t, buf, n);
+		return (0);
+	}
+	if (v->tv_mode == TOP_MODE_EXTEND_ASK) {
+		v->tv_mode = TOP_MODE_NORMAL;
+		v->tv_input = t->t_input;
+		if (c == 'y' || c == 'Y') {
+			do_extend(t);
+			extend_clear(t);
+			return (1);
+		}
+		extend_clear(t);
+		snprintf(
+		    t->t_message, sizeof(t->t_message), "extend cancelled");
+		return (0);
+	}
 	if (v->tv_mode == TOP_MODE_KILL || v->tv_mode == TOP_MODE_LIFT) {
 		if (c == 'y' || c == 'Y') {
 			if (v->tv_mode == TOP_MODE_KILL)
@@ -464,7 +709,9 @@ top_key(struct top *t, const char *buf, size_t n)
 	case 'l':
 		ask_lift(t);
 		break;
-	/* Extending a budget will have its key here, beside k and l. */
+	case 'e':
+		ask_extend(t);
+		break;
 	default:
 		break;
 	}
@@ -577,6 +824,7 @@ top_free(struct top *t)
 	free(t->t_order);
 	free(t->t_selkey);
 	free(t->t_pending);
+	extend_clear(t);
 	adminc_free(&t->t_client);
 }
 

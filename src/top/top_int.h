@@ -22,12 +22,15 @@ struct top_budget {
 	char *tb_policy;
 	char *tb_scope; /* "team=alpha agent_class=x", for the screen */
 	char *tb_match; /* the kill match as JSON, or NULL: none usable */
+	char *tb_scope_json; /* the scope as the API gave it, for extending */
 	char *tb_state;
 	char *tb_window;
 	char *tb_reset; /* "2026-11-29T00:00:00Z" or "" */
 	double tb_spent_nusd;
 	double tb_reserved_nusd;
-	double tb_cap_nusd; /* < 0: no cap */
+	double tb_cap_nusd; /* the effective cap; < 0: no cap */
+	double tb_hard_cap_nusd; /* as configured; < 0: no cap */
+	double tb_ext_nusd; /* what live extensions raise it by, or 0 */
 	double tb_burn_nusd_h; /* settled spend per hour over the history */
 };
 
@@ -40,12 +43,27 @@ struct top_kill {
 	char *tk_expires; /* or "never" */
 };
 
+/* One live extension, as a budget of GET /v1/budgets lists it. */
+struct top_ext {
+	char *tx_id;
+	char *tx_policy;
+	char *tx_scope; /* as text */
+	char *tx_by;
+	char *tx_reason;
+	char *tx_created; /* RFC 3339 */
+	char *tx_ends; /* RFC 3339, or "" when it lasts until revoked */
+	double tx_nusd;
+	size_t tx_seq; /* order read: the API lists each scope's oldest first */
+};
+
 /* What one refresh read. */
 struct top_snap {
 	struct top_budget *ts_budgets;
 	size_t ts_nbudgets;
 	struct top_kill *ts_kills;
 	size_t ts_nkills;
+	struct top_ext *ts_exts; /* each live extension once, oldest first */
+	size_t ts_nexts;
 	long ts_inflight;
 	int ts_inflight_more; /* more than one page */
 	long ts_refused_60s; /* refusals recorded in the last minute */
@@ -81,6 +99,8 @@ enum top_mode {
 	TOP_MODE_FILTER, /* typing a filter after '/' */
 	TOP_MODE_KILL, /* y/n: kill the selected budget's scope */
 	TOP_MODE_LIFT, /* y/n: lift a kill */
+	TOP_MODE_EXTEND, /* typing one field of an extension */
+	TOP_MODE_EXTEND_ASK, /* y/n: extend the selected budget */
 };
 
 /* The client: where the admin API is, and its token. */
@@ -101,8 +121,8 @@ struct top_view {
 	enum top_sort tv_sort;
 	enum top_mode tv_mode;
 	const char *tv_filter;
-	const char *tv_input; /* the filter being typed */
-	const char *tv_prompt; /* the y/n question */
+	const char *tv_input; /* the filter or extension field being typed */
+	const char *tv_prompt; /* the y/n question, or the field's name */
 	const char *tv_message; /* the last action's outcome */
 	int tv_rows, tv_cols;
 };

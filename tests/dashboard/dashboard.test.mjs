@@ -3,9 +3,11 @@
 // Chromium, driven by puppeteer-core, against a real tollgate whose
 // upstream is fakeprov (the SDK suite's harness): the page shows the
 // seeded budgets and figures exactly as the ledger has them, a kill made by
-// clicking (and confirming) stops the next call, a hostile tag renders as
+// clicking (and confirming) stops the next call, a capped budget extended
+// through the page lets the next call through and revoking the extension
+// through the page closes it again, a hostile tag or reason renders as
 // text, the page logs no console error and requests nothing but the admin
-// origin. A screenshot is kept in TG_ARTIFACT_DIR (build/test-artifacts).
+// origin. Screenshots are kept in TG_ARTIFACT_DIR (build/test-artifacts).
 //
 // Without Debian's chromium (or CHROMIUM_BIN) the test is skipped, except
 // in CI (CI=true), where it fails.
@@ -30,7 +32,15 @@ const POLICIES = `policies:
     per: [team]
     window: day
     hard_cap_usd: 5
+  - name: ext-tiny
+    match: { agent_class: ${AGENT_CLASS}, team: "ext-*" }
+    per: [tenant]
+    window: day
+    hard_cap_usd: 0.02
 `;
+// A reason typed into the extend form: the extensions table shows it as
+// these characters.
+const HOSTILE_REASON = '<img/src=x/onerror=window.__pwned=2> quarter close';
 
 // Nano-dollars as the page writes them (dashboard.js usd()), computed
 // here with BigInt, independently.
@@ -55,6 +65,19 @@ async function call(s, team, extra = {}, signal = undefined) {
     body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] }),
   });
   return { status: r.status, body: await r.text() };
+}
+
+// The admin API, with the token.
+async function admin(s, method, p) {
+  const r = await fetch(`${s.admin}${p}`, {
+    method, headers: { authorization: `Bearer ${TOKEN}` } });
+  return r.json();
+}
+
+// Replace an input's value by typing, as a user would.
+async function retype(page, sel, text) {
+  await page.$eval(sel, (e) => { e.value = ''; });
+  await page.type(sel, text);
 }
 
 // The rows of a table as arrays of cell texts.
@@ -94,6 +117,8 @@ describe('dashboard', () => {
     const hold = new AbortController();
     const slow = call(s, 'gamma', { 'x-fake-hang': 'headers' }, hold.signal)
         .catch((e) => e);
+    // Let go of it on any way out, so a failed assertion ends the test.
+    t.after(() => hold.abort());
 
     const browser = await puppeteer.launch({
       executablePath: CHROMIUM, headless: true,
@@ -192,8 +217,9 @@ describe('dashboard', () => {
 
     // Kill alpha's budget scope: the button fills the form, the form asks
     // for a confirmation, and only "Confirm" posts the kill.
-    const idx = budgets.findIndex((b) => b[1] === `team=alpha agent_class=${AGENT_CLASS}`);
-    const buttons = await page.$$('#budgets tbody tr td:last-child button');
+    const idx = budgets.findIndex((b) => b[0] === 'team-daily'
+        && b[1] === `team=alpha agent_class=${AGENT_CLASS}`);
+    const buttons = await page.$$('#budgets tbody tr td:last-child button.act-kill');
     await buttons[idx].click();
     assert.equal(await page.$eval('#kill-form input[name=team]', (e) => e.value), 'alpha');
     await page.click('#kill-submit');
@@ -234,6 +260,116 @@ describe('dashboard', () => {
       headers: { authorization: `Bearer ${TOKEN}` } })).json()).kills.length === 0,
     10000, 'the kill to be lifted');
     assert.equal((await call(s, 'alpha')).status, 200);
+
+    // Extensions. ext-tiny's $0.02 cap is spent by one call (about
+    // $0.03): the next is refused with hard_cap.
+    const tenant = { 'x-tollgate-tenant': 'acme' };
+    assert.equal((await call(s, 'ext-a', tenant)).status, 200);
+    const capped = await call(s, 'ext-a', tenant);
+    assert.equal(capped.status, 429, capped.body);
+    assert.match(capped.body, /hard_cap/);
+    const budgetsApi = (await admin(s, 'GET', '/v1/budgets')).budgets;
+    const apiRow = budgetsApi.find((b) => b.policy === 'ext-tiny');
+    assert.ok(apiRow, JSON.stringify(budgetsApi));
+    assert.equal(apiRow.extended_nusd, 0);
+    assert.equal(apiRow.hard_cap_nusd, 20000000);
+    assert.deepEqual(apiRow.extensions, []);
+    assert.deepEqual(Object.keys(apiRow.scope).sort(),
+        ['agent_class', 'team', 'tenant']);
+    const extScope = Object.entries(apiRow.scope)
+        .map(([k, v]) => `${k}=${v}`).join(' ');
+    const extRow = async () => (await tableRows(page, 'budgets')).findIndex(
+        (b) => b[0] === 'ext-tiny' && b[1] === extScope && b[2] === 'capped');
+    await waitFor(async () => (await extRow()) >= 0, 15000,
+        'the ext-tiny row, capped');
+
+    // Extend through the page: the row's button opens the form for that
+    // budget; a bad amount shows the API's 400 with the parameter it names.
+    let i = await extRow();
+    await (await page.$$('#budgets tbody tr'))[i].$eval(
+        'button.act-extend', (b) => b.click());
+    await page.waitForSelector('#extend-form:not([hidden])');
+    assert.equal(await page.$eval('#extend-what', (e) => e.textContent),
+        `ext-tiny (${extScope})`);
+    await page.type('#extend-form input[name=usd]', '0.1.2');
+    await page.type('#extend-form input[name=reason]', HOSTILE_REASON);
+    await page.type('#extend-form input[name=by]', 'alice');
+    await page.click('#extend-submit');
+    await page.waitForSelector('#confirm:not([hidden])');
+    const before = problems.length;
+    await page.click('#confirm-yes');
+    await page.waitForFunction(() => /^usd .*\(parameter: usd\)$/.test(
+        document.getElementById('extend-error').textContent), { timeout: 15000 });
+    // The browser logs the refused request itself; nothing else is logged.
+    await waitFor(() => problems.length > before, 5000, 'the 400 logged');
+    assert.deepEqual(problems.splice(before), ['console: Failed to load '
+        + 'resource: the server responded with a status of 400 (Bad Request)']);
+    assert.deepEqual((await admin(s, 'GET', '/v1/budgets/extensions')).extensions, []);
+
+    // The right amount, confirmed: the cap is raised by $0.10.
+    await retype(page, '#extend-form input[name=usd]', '0.10');
+    await page.click('#extend-submit');
+    await page.waitForSelector('#confirm:not([hidden])');
+    const question = await page.$eval('#confirm-text', (e) => e.textContent);
+    assert.match(question, /ext-tiny/);
+    assert.match(question, /by \$0\.10/);
+    assert.match(question, /granted by alice/);
+    await page.click('#confirm-yes');
+    await waitFor(async () => (await admin(s, 'GET', '/v1/budgets/extensions'))
+        .extensions.length === 1, 10000, 'the extension to be made');
+    const ext = (await admin(s, 'GET', '/v1/budgets/extensions')).extensions[0];
+    assert.equal(ext.policy, 'ext-tiny');
+    assert.deepEqual(ext.scope, apiRow.scope, 'the scope as /v1/budgets gave it');
+    assert.equal(ext.nusd, 100000000);
+    assert.equal(ext.by, 'alice');
+    assert.equal(ext.reason, HOSTILE_REASON);
+    assert.equal(await page.$eval('#extend-form', (e) => e.hidden), true);
+
+    // The next call fits under the raised cap.
+    const through = await call(s, 'ext-a', tenant);
+    assert.equal(through.status, 200, through.body);
+
+    // The page shows the raise on the budget and lists the extension.
+    await page.waitForFunction((id) => [...document.querySelectorAll(
+        '#extensions tbody tr')].some((tr) => tr.cells[0].textContent === id),
+    { timeout: 15000 }, ext.id);
+    const xrow = (await tableRows(page, 'extensions')).find((r) => r[0] === ext.id);
+    assert.deepEqual(xrow.slice(0, 6), [ext.id, 'ext-tiny', extScope, '+$0.10',
+      'alice', HOSTILE_REASON]);
+    // The bar says the configured cap and the raise; the cap column
+    // holds the effective cap.
+    await page.waitForFunction((scope) => [...document.querySelectorAll(
+        '#budgets tbody tr')].some((tr) => tr.cells[1].textContent === scope
+        && tr.cells[4].querySelector('.capnote')),
+    { timeout: 15000 }, extScope);
+    i = (await tableRows(page, 'budgets')).findIndex(
+        (b) => b[0] === 'ext-tiny' && b[1] === extScope);
+    const trs = await page.$$('#budgets tbody tr');
+    assert.equal(await trs[i].$eval('.capnote', (e) => e.textContent),
+        'cap $0.02 + $0.10 extended');
+    assert.equal(await trs[i].$eval('td:nth-child(8)', (e) => e.textContent),
+        '$0.12 (+$0.10)');
+    await page.screenshot({ fullPage: true,
+      path: path.join(process.env.TG_ARTIFACT_DIR || 'test-artifacts',
+          'dashboard-extended.png') });
+
+    // Revoke through the page, after a confirmation: the cap is back at
+    // $0.02, and the next call is refused again.
+    await page.click('#extensions tbody tr td:last-child button.act-revoke');
+    await page.waitForSelector('#confirm:not([hidden])');
+    assert.match(await page.$eval('#confirm-text', (e) => e.textContent),
+        new RegExp(`Revoke extension ${ext.id}`));
+    await page.click('#confirm-yes');
+    await waitFor(async () => (await admin(s, 'GET', '/v1/budgets/extensions'))
+        .extensions.length === 0, 10000, 'the extension to be revoked');
+    const again = await call(s, 'ext-a', tenant);
+    assert.equal(again.status, 429, again.body);
+    assert.match(again.body, /hard_cap/);
+    await page.waitForFunction(() => [...document.querySelectorAll(
+        '#extensions tbody td')].some((td) => td.textContent === 'no live extensions'),
+    { timeout: 15000 });
+    assert.equal(await page.$$eval('img', (im) => im.length), 0);
+    assert.equal(await page.evaluate(() => window.__pwned), undefined);
     hold.abort();
     await slow;
 

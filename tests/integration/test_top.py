@@ -4,8 +4,10 @@ session of fixed size runs `tollgate top --admin URL` against a real
 tollgate and fakeprov; the pane shows the budgets with the ledger's exact
 spend, follows new calls, cycles the sort, filters, kills the selected
 budget's scope after y (checked through the admin API and a refused call)
-and lifts it, redraws on a resize, says "admin API unreachable" when
-tollgate goes away, and q exits 0 with the terminal given back (stty)."""
+and lifts it, extends a capped budget with e (the raised cap on screen, a
+call allowed again), redraws on a resize, says "admin API unreachable"
+when tollgate goes away, and q exits 0 with the terminal given back
+(stty)."""
 
 import json
 import os
@@ -25,7 +27,11 @@ TOKEN = "top-CANARY-4b1e7d2a9c3f8e60"
 TOKEN_ENV = "TG_TEST_ADMIN_TOKEN"
 ADMIN_RE = re.compile(r"admin listening on 127\.0\.0\.1:(\d+)")
 POLICIES = [{"name": "team-daily", "match": {"agent_class": "top-test"},
-             "per": ["team"], "window": "day", "hard_cap_usd": 5}]
+             "per": ["team"], "window": "day", "hard_cap_usd": 5},
+            # One call of 200,000 tokens (about $0.03) spends it all.
+            {"name": "ext-tiny", "match": {"agent_class": "top-test",
+                                           "team": "ext-*"},
+             "per": ["tenant"], "window": "day", "hard_cap_usd": "0.02"}]
 
 
 def usd(nusd):
@@ -85,12 +91,13 @@ class TopTest(ledgerlib.MeterTestCase):
         raw = tglib.build_request(method, path, body, hdrs, host=None)
         return self.call(self.admin_port, method, path, raw=raw)
 
-    def chat(self, team, tokens="100000"):
+    def chat(self, team, tokens="100000", tenant=None):
+        hdrs = [JSON_CT, ("X-Tollgate-Agent-Class", "top-test"),
+                ("X-Tollgate-Team", team), ("X-Fake-Input-Tokens", tokens)]
+        if tenant is not None:
+            hdrs.append(("X-Tollgate-Tenant", tenant))
         r = self.call(self.tg.port, "POST", "/v1/chat/completions",
-                      tglib.openai_chat(ledgerlib.marker("top")), [
-                          JSON_CT, ("X-Tollgate-Agent-Class", "top-test"),
-                          ("X-Tollgate-Team", team),
-                          ("X-Fake-Input-Tokens", tokens)])
+                      tglib.openai_chat(ledgerlib.marker("top")), hdrs)
         if r.status == 200:
             self.settled_row(r)
         return r
@@ -103,6 +110,12 @@ class TopTest(ledgerlib.MeterTestCase):
     def row_of(self, pane, team):
         for line in pane.splitlines():
             if "team=%s " % team in line:
+                return line
+        return None
+
+    def ext_row(self, pane):
+        for line in pane.splitlines():
+            if "ext-tiny" in line and "tenant=acme" in line:
                 return line
         return None
 
@@ -222,6 +235,115 @@ class TopTest(ledgerlib.MeterTestCase):
         self.assertRegex(stty, r"(?<!-)\bicanon\b")
         self.assertRegex(stty, r"(?<!-)\becho\b")
         self.assertNotIn("admin API unreachable", self.pane())
+
+    def test_extend(self):
+        # ext-tiny's $0.02 is spent by one call: the next is refused.
+        self.assertEqual(self.chat("ext-a", "200000", "acme").status, 200)
+        r = self.chat("ext-a", "200000", "acme")
+        self.assertEqual(r.status, 429, r)
+        self.assertEqual(r.json()["tollgate"]["reason"], "hard_cap")
+        status = os.path.join(self.tmp, "top.status")
+        cmd = "%s top --admin http://127.0.0.1:%d; echo $? > %s; sleep 60" % (
+            tglib.TOLLGATE_BIN, self.admin_port, status)
+        # USER is who grants an extension unless it is typed over.
+        self.tmux("new-session", "-d", "-s", "top", "-x", "132", "-y", "30",
+                  "-e", "TOLLGATE_ADMIN_TOKEN=" + TOKEN, "-e", "USER=tester",
+                  cmd)
+        self.wait_pane(lambda p: self.ext_row(p), "ext-tiny's budget")
+        self.keys("/", "ext-tiny", "Enter")
+        pane = self.wait_pane(
+            lambda p: "filter: ext-tiny" in p
+            and any(ln.startswith(">") and "ext-tiny" in ln
+                          and "tenant=acme" in ln and "capped" in ln
+                          for ln in p.splitlines()),
+            "ext-tiny's budget selected, capped")
+        self.assertIn("e extend", pane)
+
+        # e, a few keys, Esc: nothing is asked of the API.
+        self.keys("e")
+        self.wait_pane(lambda p: "amount in USD" in p, "the amount prompt")
+        self.keys("5", "Escape")
+        self.wait_pane(lambda p: "extend cancelled" in p, "extend cancelled")
+
+        # A bad amount: the API's 400, with the field it names, on screen.
+        self.keys("e")
+        self.wait_pane(lambda p: "amount in USD" in p, "the amount prompt")
+        self.keys("0.1.2", "Enter")
+        self.wait_pane(lambda p: "reason: _" in p, "the reason prompt")
+        self.keys("quarter close", "Enter")
+        self.wait_pane(lambda p: "granted by: tester_" in p,
+                       "the granted-by prompt, $USER by default")
+        self.keys("Enter")
+        self.wait_pane(lambda p: "expires (empty" in p, "the expiry prompt")
+        self.keys("Enter")
+        pane = self.wait_pane(lambda p: "[y/N]" in p, "the question")
+        self.assertIn("by $0.1.2", pane)
+        self.assertIn("granted by tester?", pane)
+        self.keys("y")
+        self.wait_pane(lambda p: "extend refused (400, parameter usd): "
+                       "usd " in p, "the 400 on screen")
+        self.assertEqual(self.api("GET", "/v1/budgets/extensions").json(),
+                         {"extensions": []})
+
+        # $0.10 for 2h, granted by bob (typed over the default), after y.
+        self.keys("e")
+        self.wait_pane(lambda p: "amount in USD" in p, "the amount prompt")
+        self.keys("0.10", "Enter")
+        self.wait_pane(lambda p: "reason: _" in p, "the reason prompt")
+        self.keys("quarter close", "Enter")
+        self.wait_pane(lambda p: "granted by: tester_" in p, "granted by")
+        self.keys(*(["BSpace"] * 6))
+        self.keys("bob", "Enter")
+        self.wait_pane(lambda p: "expires (empty" in p, "the expiry prompt")
+        self.keys("2h", "Enter")
+        self.wait_pane(lambda p: "[y/N]" in p, "the question")
+        self.keys("y")
+        pane = self.wait_pane(
+            lambda p: "extend: done" in p and "EXTENSIONS" in p
+            and "+$0.10" in (self.ext_row(p) or ""),
+            "the extension made and shown")
+        exts = self.api("GET", "/v1/budgets/extensions").json()["extensions"]
+        self.assertEqual(len(exts), 1, exts)
+        x = exts[0]
+        self.assertEqual(x["policy"], "ext-tiny")
+        self.assertEqual(x["nusd"], 100000000)
+        self.assertEqual(x["by"], "bob")
+        self.assertEqual(x["reason"], "quarter close")
+        self.assertIsNotNone(x["expires_at"])
+        budget = [b for b in self.api("GET", "/v1/budgets").json()["budgets"]
+                  if b["policy"] == "ext-tiny"][0]
+        self.assertEqual(x["scope"], budget["scope"])
+        self.assertEqual(budget["cap_nusd"], 120000000)
+        # The row: the raised cap and the raise; the list: who and why.
+        row = self.ext_row(pane)
+        self.assertIn("$0.12", row)
+        self.assertIn("+$0.10", row)
+        self.assertIn(x["id"], pane)
+        line = [ln for ln in pane.splitlines() if x["id"] in ln
+                and "by bob" in ln]
+        self.assertTrue(line, pane)
+        self.assertIn("quarter close", line[0])
+
+        # The next call fits under the raised cap.
+        r = self.chat("ext-a", "200000", "acme")
+        self.assertEqual(r.status, 200, r)
+
+        # Many extensions take a quarter of the screen (7 of 30 lines),
+        # the last saying how many more there are; the budget stays.
+        for i in range(8):
+            r = self.api("POST", "/v1/budgets/extend", json.dumps({
+                "policy": "ext-tiny", "scope": budget["scope"],
+                "usd": "0.001", "reason": "more %d" % i, "by": "carol"}
+            ).encode())
+            self.assertEqual(r.status, 201, r)
+        pane = self.wait_pane(lambda p: "... and 3 more" in p,
+                              "the extensions cut to a quarter")
+        self.assertIn("+$0.108", self.ext_row(pane))
+        self.assertEqual(len([ln for ln in pane.splitlines()
+                              if ln.startswith("  x_")]), 6, pane)
+        self.keys("q")
+        self.assertTrue(tglib.wait_until(
+            lambda: os.path.exists(status), 10), self.pane())
 
     def test_config_and_sigint(self):
         # -c FILE: the admin address and token come from its admin:

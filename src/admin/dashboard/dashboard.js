@@ -3,7 +3,8 @@
 // The dashboard's script: asks for the admin token (kept in this tab's
 // sessionStorage, never in the URL), reads the admin API every few seconds
 // and draws budgets, charts, top spenders, kills, calls in flight,
-// refusals and alerts; makes and lifts kills after a confirmation.
+// refusals and alerts; makes and lifts kills, extends budgets and revokes
+// extensions, each after a confirmation.
 //
 // Tag values come from clients. Every value reaches the page through
 // textContent or an attribute set by setAttribute, never as markup: the
@@ -81,6 +82,9 @@
     if (!r.ok) {
       const err = new Error((doc && doc.error) || ('HTTP ' + r.status));
       err.status = r.status;
+      // A 400 names the field it refused: shown beside the message.
+      err.parameter = doc && typeof doc.parameter === 'string'
+        ? doc.parameter : null;
       throw err;
     }
     return doc;
@@ -116,7 +120,21 @@
     return tr;
   }
 
-  // Spent, reserved and the rest of the cap as one bar.
+  // An API error as shown under a form: the message, and the field a 400
+  // named.
+  function errorText(e) {
+    return e.message + (e.parameter ? ' (parameter: ' + e.parameter + ')'
+      : '');
+  }
+
+  // What a budget's cap was raised by: extended_nusd, 0 when none.
+  function raise(b) {
+    const x = Number(b.extended_nusd || 0);
+    return Number.isFinite(x) && x > 0 ? x : 0;
+  }
+
+  // Spent, reserved and the rest of the cap as one bar; an extended cap
+  // (the effective one, cap_nusd) shows where the configured cap ends.
   function bar(b) {
     const s = svg('svg', { class: 'bar', viewBox: '0 0 100 10',
       preserveAspectRatio: 'none', role: 'img' });
@@ -131,15 +149,35 @@
       fill: b.state === 'ok' ? '#1565c0' : '#c62828' }));
     s.appendChild(svg('rect', { x: ws, y: 0, width: wr, height: 10,
       fill: '#90caf9' }));
+    const up = cap ? raise(b) : 0;
+    if (up > 0 && up < whole) {
+      const xc = (whole - up) / whole * 100;
+      s.appendChild(svg('line', { x1: xc, y1: 0, x2: xc, y2: 10,
+        class: 'capline' }));
+    }
     const title = svg('title', {});
     title.textContent = usd(spent) + ' spent, ' + usd(res) + ' reserved' +
-        (cap ? ', cap ' + usd(cap) : ', no cap');
+        (cap ? ', ' + capText(b) : ', no cap');
     s.appendChild(title);
-    return s;
+    if (up === 0) return s;
+    // The raise in words beside the bar, not only in its tooltip.
+    const span = el('span', null, 'barcell');
+    span.appendChild(s);
+    span.appendChild(el('span', capText(b), 'capnote'));
+    return span;
   }
 
-  function button(text, onclick) {
-    const b = el('button', text);
+  // "cap $0.05", or "cap $0.05 + $0.10 extended" when raised.
+  function capText(b) {
+    const up = raise(b);
+    if (up === 0) return 'cap ' + usd(b.cap_nusd);
+    const conf = b.hard_cap_nusd !== undefined && b.hard_cap_nusd !== null
+      ? Number(b.hard_cap_nusd) : Number(b.cap_nusd) - up;
+    return 'cap ' + usd(conf) + ' + ' + usd(up) + ' extended';
+  }
+
+  function button(text, onclick, cls) {
+    const b = el('button', text, cls);
     b.type = 'button';
     b.addEventListener('click', onclick);
     return b;
@@ -161,15 +199,23 @@
       const actions = el('span');
       actions.appendChild(button('Kill scope…', function () {
         prefillKill(scopeMatch(b.scope), 'budget ' + b.policy);
-      }));
-      // Extending a budget goes here, beside kill, once the API has it.
+      }, 'act-kill'));
+      // Only a policy with a hard cap can be extended; the configured cap
+      // says so even when the effective one is raised.
+      const conf = b.hard_cap_nusd !== undefined ? b.hard_cap_nusd
+        : b.cap_nusd;
+      if (conf !== null && conf !== undefined)
+        actions.appendChild(button('Extend…', function () {
+          openExtend(b);
+        }, 'act-extend'));
       rows.push(row([b.policy, scopeText(b.scope),
         { text: b.state + (b.shadow ? ' (shadow)' : ''),
           cls: 'state state-' + b.state },
         b.window, bar(b),
         { text: usd(b.spent_nusd), cls: 'num' },
         { text: usd(b.reserved_nusd), cls: 'num' },
-        { text: b.cap_nusd === null ? 'none' : usd(b.cap_nusd), cls: 'num' },
+        { text: b.cap_nusd === null ? 'none' : usd(b.cap_nusd) +
+            (raise(b) > 0 ? ' (+' + usd(raise(b)) + ')' : ''), cls: 'num' },
         when(b.reset_at), actions]));
     }
     fill($('budgets'), rows, 'no budgets');
@@ -289,6 +335,30 @@
     }), 'no live kills');
   }
 
+  // The live extensions, each with its Revoke… button; an answer the API
+  // could not give leaves the rest of the page as it is.
+  function drawExtensions(doc) {
+    if (doc.error !== undefined) {
+      fill($('extensions'), [], 'not shown: ' + doc.error);
+      return;
+    }
+    fill($('extensions'), doc.extensions.map(function (x) {
+      return row([x.id, x.policy, scopeText(x.scope),
+        { text: '+' + usd(x.nusd), cls: 'num' }, x.by, x.reason,
+        when(x.created_at), x.ends_at ? when(x.ends_at) : 'when revoked',
+        button('Revoke…', function () {
+          confirmThen('Revoke extension ' + x.id + ' (+' + usd(x.nusd) +
+              ' on ' + x.policy + ', ' + scopeText(x.scope) + ', by ' +
+              x.by + ')? The cap goes back down at once.',
+          async function () {
+            await api('DELETE', '/v1/budgets/extensions/' +
+                encodeURIComponent(x.id));
+            $('extend-result').textContent = 'Revoked ' + x.id + '.';
+          }, $('extensions-error'));
+        }, 'act-revoke')]);
+    }), 'no live extensions');
+  }
+
   function drawCalls(inflight, refused) {
     $('sum-inflight').textContent = String(inflight.calls.length) +
         (inflight.next_cursor ? '+' : '');
@@ -321,10 +391,14 @@
     // than every row of a ledger that has no refusal.
     const dayAgo = new Date(now - 86400e3).toISOString();
     try {
-      const [budgets, kills, inflight, refused, alerts, day, hour] =
+      const [budgets, kills, exts, inflight, refused, alerts, day, hour] =
         await Promise.all([
           api('GET', '/v1/budgets'),
           api('GET', '/v1/kills'),
+          api('GET', '/v1/budgets/extensions').catch(function (e) {
+            if (e.status === 401) throw e;
+            return { error: e.message };
+          }),
           api('GET', '/v1/calls?status=in_flight&limit=50'),
           api('GET', '/v1/calls?status=refused&limit=20&from=' + dayAgo),
           api('GET', '/v1/alerts?limit=20'),
@@ -333,6 +407,7 @@
         ]);
       drawBudgets(budgets);
       drawKills(kills);
+      drawExtensions(exts);
       drawCalls(inflight, refused);
       drawAlerts(alerts);
       $('sum-today').textContent = usd(day.total_cost_nusd);
@@ -356,10 +431,11 @@
     }
   }
 
-  // The confirmation step of every action: run act after "Confirm".
+  // The confirmation step of every action: run act after "Confirm"; what
+  // it throws is shown in errEl (the kill form's line by default).
   let pending = null;
-  function confirmThen(text, act) {
-    pending = act;
+  function confirmThen(text, act, errEl) {
+    pending = { act: act, errEl: errEl || $('kill-error') };
     $('confirm-text').textContent = text;
     $('confirm').hidden = false;
     $('confirm-yes').focus();
@@ -398,6 +474,67 @@
     });
   }
 
+  // The budget the extend form is for: its policy and scope exactly as
+  // /v1/budgets gave them, since the API matches the scope field by field.
+  let extendTarget = null;
+
+  function openExtend(b) {
+    const f = $('extend-form');
+    extendTarget = { policy: b.policy, scope: b.scope || {},
+      reset_at: b.reset_at, cap_nusd: b.cap_nusd };
+    $('extend-what').textContent = b.policy + ' (' + scopeText(b.scope) + ')';
+    $('extend-error').textContent = '';
+    $('extend-result').textContent = '';
+    f.hidden = false;
+    f.scrollIntoView();
+    f.elements.usd.focus();
+  }
+
+  function closeExtend() {
+    const f = $('extend-form');
+    extendTarget = null;
+    f.hidden = true;
+    for (const n of ['usd', 'reason', 'expires']) f.elements[n].value = '';
+    $('extend-error').textContent = '';
+  }
+
+  function extendFromForm(ev) {
+    ev.preventDefault();
+    const f = $('extend-form');
+    const target = extendTarget;
+    if (!target) return;
+    const amount = f.elements.usd.value.trim();
+    const expires = f.elements.expires.value.trim();
+    // The API checks every field and names the one it refuses; these
+    // are only the blanks worth catching before a confirmation.
+    const body = { policy: target.policy, scope: target.scope, usd: amount,
+      reason: f.elements.reason.value, by: f.elements.by.value };
+    if (expires !== '') body.expires = expires;
+    $('extend-error').textContent = '';
+    for (const k of ['usd', 'reason', 'by']) {
+      if (body[k] === '') {
+        $('extend-error').textContent = k + ': required';
+        f.elements[k].focus();
+        return;
+      }
+    }
+    const until = body.expires
+      ? 'for ' + body.expires + ' (at most until the window ends)'
+      : (target.reset_at ? 'until the window ends (' + when(target.reset_at) +
+          ')' : 'until revoked');
+    confirmThen('Raise the cap of ' + target.policy + ' (' +
+        scopeText(target.scope) + ') by $' + amount + ', now ' +
+        usd(target.cap_nusd) + ', ' + until + ', granted by ' + body.by +
+        '?', async function () {
+      const x = await api('POST', '/v1/budgets/extend', body);
+      closeExtend();
+      $('extend-result').textContent = 'Extended ' + x.policy + ' (' +
+          scopeText(x.scope) + ') by ' + usd(x.nusd) + ': ' + x.id +
+          (x.ends_at ? ', ends ' + when(x.ends_at) : ', until revoked') +
+          (x.recorded === false ? ' (in force; not yet in the ledger)' : '');
+    }, $('extend-error'));
+  }
+
   function showLogin(why) {
     if (timer) clearInterval(timer);
     timer = null;
@@ -431,20 +568,22 @@
       showLogin('');
     });
     $('kill-form').addEventListener('submit', killFromForm);
+    $('extend-form').addEventListener('submit', extendFromForm);
+    $('extend-cancel').addEventListener('click', closeExtend);
     $('confirm-no').addEventListener('click', function () {
       pending = null;
       $('confirm').hidden = true;
     });
     $('confirm-yes').addEventListener('click', async function () {
-      const act = pending;
+      const p = pending;
       pending = null;
       $('confirm').hidden = true;
-      if (!act) return;
+      if (!p) return;
       try {
-        await act();
-        $('kill-error').textContent = '';
+        await p.act();
+        p.errEl.textContent = '';
       } catch (e) {
-        $('kill-error').textContent = e.message;
+        p.errEl.textContent = errorText(e);
       }
       refresh();
     });
