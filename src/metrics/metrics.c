@@ -1096,7 +1096,8 @@ render_budgets(struct evbuffer *b, const struct metrics_gauges *g)
 		budget_line(b, "tollgate_budget_reserved_nusd",
 		    &g->mg_budgets[i], NULL, g->mg_budgets[i].mb_reserved_nusd);
 	render_family(b, "tollgate_budget_cap_nusd", "gauge",
-	    "Its hard cap, nano-US dollars (scopes with one).");
+	    "The cap in force: its hard cap plus live extensions, nano-US "
+	    "dollars (scopes with one).");
 	for (i = 0; i < g->mg_nbudgets; i++)
 		if (g->mg_budgets[i].mb_cap_nusd >= 0)
 			budget_line(b, "tollgate_budget_cap_nusd",
