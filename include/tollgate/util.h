@@ -33,6 +33,7 @@ int hex_digit(int);
 int utf8_valid(const char *, size_t);
 int utf8_text_ok(const char *, size_t);
 void random_id(char *, size_t, char);
+int random_id_ok(const char *, char);
 size_t utf8_seqlen(const char *, size_t);
 char *utf8_dup(const char *);
 int utf8_copy(char *, size_t, const char *);

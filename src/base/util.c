@@ -193,6 +193,21 @@ random_id(char *buf, size_t len, char kind)
 	buf[2 + 2 * i] = '\0';
 }
 
+/* Is s an id random_id makes for kind: kind, '_' and 16 lower-case hex? */
+int
+random_id_ok(const char *s, char kind)
+{
+	size_t i;
+
+	if (strlen(s) != 18 || s[0] != kind || s[1] != '_')
+		return (0);
+	for (i = 2; i < 18; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') ||
+			(s[i] >= 'a' && s[i] <= 'f')))
+			return (0);
+	return (1);
+}
+
 /*
  * The length (1 to 4) of the well-formed UTF-8 sequence that starts s, of
  * at most len bytes, or 0 when s does not start one: a stray continuation

@@ -756,6 +756,21 @@ ledger_alert_delivery(const char *id, const char *status, int attempts)
 		free(it);
 }
 
+/* Copy s (if any) to *p, move *p past it, and return the copy. */
+static const char *
+item_string(char **p, const char *s)
+{
+	size_t len;
+	char *r = *p;
+
+	if (s == NULL)
+		return (NULL);
+	len = strlen(s) + 1;
+	memcpy(r, s, len);
+	*p += len;
+	return (r);
+}
+
 /*
  * A queued kill operation: the item owns copies of k's strings. NULL when
  * k is not one the table can hold.
@@ -766,8 +781,7 @@ kill_item_new(enum ledger_op op, const struct ledger_kill *k)
 	struct ledger_item *it;
 	const char *src[4] = {
 	    k->lk_id, k->lk_match, k->lk_reason, k->lk_source};
-	const char **dst[4];
-	size_t i, len, total = 0;
+	size_t i, total = 0;
 	char *p;
 
 	if (k->lk_id == NULL || k->lk_id[0] == '\0' ||
@@ -788,19 +802,11 @@ kill_item_new(enum ledger_op op, const struct ledger_kill *k)
 	memset(it, 0, sizeof(*it));
 	it->li_op = op;
 	it->li_kill = *k;
-	dst[0] = &it->li_kill.lk_id;
-	dst[1] = &it->li_kill.lk_match;
-	dst[2] = &it->li_kill.lk_reason;
-	dst[3] = &it->li_kill.lk_source;
 	p = it->li_strings;
-	for (i = 0; i < nitems(src); i++) {
-		if (src[i] == NULL)
-			continue;
-		len = strlen(src[i]) + 1;
-		memcpy(p, src[i], len);
-		*dst[i] = p;
-		p += len;
-	}
+	it->li_kill.lk_id = item_string(&p, k->lk_id);
+	it->li_kill.lk_match = item_string(&p, k->lk_match);
+	it->li_kill.lk_reason = item_string(&p, k->lk_reason);
+	it->li_kill.lk_source = item_string(&p, k->lk_source);
 	return (it);
 }
 
@@ -845,21 +851,6 @@ ledger_kill_delete(const char *id, int64_t now)
 		return (-1);
 	}
 	return (0);
-}
-
-/* Copy s (if any) to *p, move *p past it, and return the copy. */
-static const char *
-item_string(char **p, const char *s)
-{
-	size_t len;
-	char *r = *p;
-
-	if (s == NULL)
-		return (NULL);
-	len = strlen(s) + 1;
-	memcpy(r, s, len);
-	*p += len;
-	return (r);
 }
 
 /*

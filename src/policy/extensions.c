@@ -496,47 +496,6 @@ extensions_revoke(const char *id, int64_t now)
 	return (0);
 }
 
-/* An id as this file makes them: "x_" and 16 lower-case hex. */
-static int
-id_ok(const char *s)
-{
-	size_t i;
-
-	if (strlen(s) != EXTENSION_ID_LEN || s[0] != 'x' || s[1] != '_')
-		return (0);
-	for (i = 2; i < EXTENSION_ID_LEN; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') ||
-			(s[i] >= 'a' && s[i] <= 'f')))
-			return (0);
-	return (1);
-}
-
-/* A time field: RFC 3339 text, or null (POLICY_NEVER) if may_null. */
-static int
-time_field(const cJSON *it, int may_null, int64_t *ms)
-{
-	if (may_null && (it == NULL || cJSON_IsNull(it))) {
-		*ms = POLICY_NEVER;
-		return (0);
-	}
-	if (!cJSON_IsString(it) || strlen(it->valuestring) > 64 ||
-	    spend_parse_time(it->valuestring, 0, ms) != 0)
-		return (-1);
-	return (0);
-}
-
-/* The string of a text field of 1 to max bytes, or NULL. */
-static const char *
-text_field(const cJSON *o, const char *name, size_t max)
-{
-	const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, name);
-
-	if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
-	    !utf8_text_ok(it->valuestring, max))
-		return (NULL);
-	return (it->valuestring);
-}
-
 /*
  * Does x, from the fleet, raise only what one made here could: a key
  * whose window part is its window and window start, an end no later than
@@ -634,13 +593,14 @@ extensions_decode(const char *json, size_t len, char **why)
 	x->x_learnt = 1;
 	bad = "id";
 	it = cJSON_GetObjectItemCaseSensitive(o, "id");
-	if (!cJSON_IsString(it) || !id_ok(it->valuestring)) {
+	if (!cJSON_IsString(it) || !random_id_ok(it->valuestring, 'x')) {
 		err = "must be \"x_\" and 16 lower-case hex digits";
 		goto fail;
 	}
 	snprintf(x->x_id, sizeof(x->x_id), "%s", it->valuestring);
 	bad = "policy";
-	if ((v = text_field(o, "policy", POLICY_NAME_MAX)) == NULL) {
+	if ((v = pfield_text(cJSON_GetObjectItemCaseSensitive(o, "policy"),
+		 POLICY_NAME_MAX)) == NULL) {
 		err = "must be a policy name";
 		goto fail;
 	}
@@ -662,13 +622,15 @@ extensions_decode(const char *json, size_t len, char **why)
 	if (cJSON_IsString(it) && it->valuestring[0] != '\0')
 		x->x_intent = xstrdup(it->valuestring);
 	bad = "window";
-	if ((v = text_field(o, "window", 16)) == NULL) {
+	if ((v = pfield_text(
+		 cJSON_GetObjectItemCaseSensitive(o, "window"), 16)) == NULL) {
 		err = "must be a window name";
 		goto fail;
 	}
 	x->x_window = xstrdup(v);
 	bad = "key";
-	if ((v = text_field(o, "key", 4096)) == NULL) {
+	if ((v = pfield_text(
+		 cJSON_GetObjectItemCaseSensitive(o, "key"), 4096)) == NULL) {
 		err = "must be a budget key";
 		goto fail;
 	}
@@ -683,14 +645,16 @@ extensions_decode(const char *json, size_t len, char **why)
 	}
 	x->x_nusd = (int64_t)it->valuedouble;
 	bad = "reason";
-	if ((v = text_field(o, "reason", EXTENSION_REASON_MAX)) == NULL) {
+	if ((v = pfield_text(cJSON_GetObjectItemCaseSensitive(o, "reason"),
+		 EXTENSION_REASON_MAX)) == NULL) {
 		err = "must be 1 to 512 bytes of UTF-8 without control "
 		      "characters";
 		goto fail;
 	}
 	x->x_reason = xstrdup(v);
 	bad = "by";
-	if ((v = text_field(o, "by", EXTENSION_BY_MAX)) == NULL) {
+	if ((v = pfield_text(cJSON_GetObjectItemCaseSensitive(o, "by"),
+		 EXTENSION_BY_MAX)) == NULL) {
 		err = "must be 1 to 128 bytes of UTF-8 without control "
 		      "characters";
 		goto fail;
@@ -699,26 +663,28 @@ extensions_decode(const char *json, size_t len, char **why)
 	bad = "instance";
 	it = cJSON_GetObjectItemCaseSensitive(o, "instance");
 	if (it != NULL && !cJSON_IsNull(it)) {
-		if ((v = text_field(o, "instance", 160)) == NULL) {
+		if ((v = pfield_text(
+			 cJSON_GetObjectItemCaseSensitive(o, "instance"),
+			 160)) == NULL) {
 			err = "must be 1 to 160 bytes";
 			goto fail;
 		}
 		x->x_origin = xstrdup(v);
 	}
 	bad = "window_start";
-	if (time_field(cJSON_GetObjectItemCaseSensitive(o, "window_start"), 0,
+	if (pfield_time(cJSON_GetObjectItemCaseSensitive(o, "window_start"), 0,
 		&x->x_window_start) != 0)
 		goto badtime;
 	bad = "created_at";
-	if (time_field(cJSON_GetObjectItemCaseSensitive(o, "created_at"), 0,
+	if (pfield_time(cJSON_GetObjectItemCaseSensitive(o, "created_at"), 0,
 		&x->x_created_ms) != 0)
 		goto badtime;
 	bad = "expires_at";
-	if (time_field(cJSON_GetObjectItemCaseSensitive(o, "expires_at"), 1,
+	if (pfield_time(cJSON_GetObjectItemCaseSensitive(o, "expires_at"), 1,
 		&x->x_expires_ms) != 0)
 		goto badtime;
 	bad = "ends_at";
-	if (time_field(cJSON_GetObjectItemCaseSensitive(o, "ends_at"), 1,
+	if (pfield_time(cJSON_GetObjectItemCaseSensitive(o, "ends_at"), 1,
 		&x->x_ends_ms) != 0)
 		goto badtime;
 	if ((err = ext_bounds(x)) != NULL) {
@@ -810,14 +776,6 @@ extensions_adopt(
 	return (0);
 }
 
-static const char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return (t != NULL ? (const char *)t : NULL);
-}
-
 /* Is s a JSON object (a scope as the table keeps it)? */
 static int
 json_object(const char *s)
@@ -836,7 +794,7 @@ json_object(const char *s)
 static int
 col_time(sqlite3_stmt *st, int i, int64_t *ms)
 {
-	const char *t = col_text(st, i);
+	const char *t = pfield_col(st, i);
 
 	*ms = POLICY_NEVER;
 	return (t != NULL ? spend_parse_time(t, 0, ms) : 0);
@@ -876,9 +834,9 @@ extensions_load(sqlite3 *ro, int64_t now, char **cause)
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		for (i = 0; i < 14; i++)
-			t[i] = col_text(st, i);
+			t[i] = pfield_col(st, i);
 		x = xcalloc(1, sizeof(*x));
-		if (t[0] == NULL || !id_ok(t[0]) || t[1] == NULL ||
+		if (t[0] == NULL || !random_id_ok(t[0], 'x') || t[1] == NULL ||
 		    spend_parse_time(t[1], 0, &x->x_created_ms) != 0 ||
 		    t[2] == NULL || t[3] == NULL || t[4] == NULL ||
 		    t[6] == NULL || t[7] == NULL ||

@@ -28,6 +28,8 @@
 #include "tollgate/spend.h"
 #include "tollgate/util.h"
 
+#include "policy_int.h"
+
 static const char *const attr_names[POLICY_ATTR_MAX] = {"intent", "team",
     "tenant", "agent_class", "environment", "model", "provider"};
 
@@ -383,45 +385,6 @@ kills_remove(const char *id, int64_t now)
 	return (0);
 }
 
-/* A kill id as kill_new_id makes them: "k_" and 16 lower-case hex. */
-static int
-id_ok(const char *s)
-{
-	size_t i;
-
-	if (strlen(s) != KILL_ID_LEN || s[0] != 'k' || s[1] != '_')
-		return (0);
-	for (i = 2; i < KILL_ID_LEN; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') ||
-			(s[i] >= 'a' && s[i] <= 'f')))
-			return (0);
-	return (1);
-}
-
-/* A time field: RFC 3339 text, or null (lasts until lifted) if may_null. */
-static int
-time_field(const cJSON *it, int may_null, int64_t *ms)
-{
-	if (may_null && cJSON_IsNull(it)) {
-		*ms = POLICY_NEVER;
-		return (0);
-	}
-	if (!cJSON_IsString(it) || strlen(it->valuestring) > 64 ||
-	    spend_parse_time(it->valuestring, 0, ms) != 0)
-		return (-1);
-	return (0);
-}
-
-/* The string of a text field of 1 to max bytes, or NULL. */
-static const char *
-text_field(const cJSON *it, size_t max)
-{
-	if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
-	    !utf8_text_ok(it->valuestring, max))
-		return (NULL);
-	return (it->valuestring);
-}
-
 /*
  * The match object of a shared kill into k->k_match, as POST /v1/kills
  * reads its own: known attributes, each once, each a pattern of 1 to
@@ -448,7 +411,7 @@ match_decode(struct kill *k, const cJSON *m, char *bad, size_t blen)
 		snprintf(bad, blen, "%s", attr_names[a]);
 		if (k->k_match[a] != NULL)
 			return ("match names an attribute twice");
-		if ((v = text_field(it, POLICY_GLOB_MAX)) == NULL)
+		if ((v = pfield_text(it, POLICY_GLOB_MAX)) == NULL)
 			return ("a match pattern must be a string of 1 to 128 "
 				"bytes of UTF-8 without control characters");
 		k->k_match[a] = xstrdup(v);
@@ -512,7 +475,7 @@ kills_decode(const char *json, size_t len, char **why)
 	k->k_learnt = 1;
 	snprintf(bad, sizeof(bad), "id");
 	it = cJSON_GetObjectItemCaseSensitive(o, "id");
-	if (!cJSON_IsString(it) || !id_ok(it->valuestring)) {
+	if (!cJSON_IsString(it) || !random_id_ok(it->valuestring, 'k')) {
 		err = "id must be \"k_\" and 16 lower-case hex digits";
 		goto fail;
 	}
@@ -532,7 +495,7 @@ kills_decode(const char *json, size_t len, char **why)
 	snprintf(bad, sizeof(bad), "reason");
 	it = cJSON_GetObjectItemCaseSensitive(o, "reason");
 	v = it == NULL || cJSON_IsNull(it) ? "killed"
-					   : text_field(it, KILL_REASON_MAX);
+					   : pfield_text(it, KILL_REASON_MAX);
 	if (v == NULL) {
 		err = "reason must be a string of 1 to 512 bytes of UTF-8 "
 		      "without control characters";
@@ -542,7 +505,7 @@ kills_decode(const char *json, size_t len, char **why)
 	snprintf(bad, sizeof(bad), "source");
 	it = cJSON_GetObjectItemCaseSensitive(o, "source");
 	v = it == NULL || cJSON_IsNull(it) ? "fleet"
-					   : text_field(it, KILL_SOURCE_MAX);
+					   : pfield_text(it, KILL_SOURCE_MAX);
 	if (v == NULL) {
 		err = "source must be a string of 1 to 160 bytes of UTF-8 "
 		      "without control characters";
@@ -552,7 +515,7 @@ kills_decode(const char *json, size_t len, char **why)
 	snprintf(bad, sizeof(bad), "instance");
 	it = cJSON_GetObjectItemCaseSensitive(o, "instance");
 	if (it != NULL && !cJSON_IsNull(it)) {
-		if ((v = text_field(it, KILL_SOURCE_MAX)) == NULL) {
+		if ((v = pfield_text(it, KILL_SOURCE_MAX)) == NULL) {
 			err = "instance must be a string of 1 to 160 bytes";
 			goto fail;
 		}
@@ -561,14 +524,14 @@ kills_decode(const char *json, size_t len, char **why)
 	snprintf(bad, sizeof(bad), "created_at");
 	it = cJSON_GetObjectItemCaseSensitive(o, "created_at");
 	k->k_created_ms = wallclock_ms();
-	if (it != NULL && time_field(it, 0, &k->k_created_ms) != 0) {
+	if (it != NULL && pfield_time(it, 0, &k->k_created_ms) != 0) {
 		err = "created_at must be an RFC 3339 time";
 		goto fail;
 	}
 	snprintf(bad, sizeof(bad), "expires_at");
 	it = cJSON_GetObjectItemCaseSensitive(o, "expires_at");
 	k->k_expires_ms = POLICY_NEVER;
-	if (it != NULL && time_field(it, 1, &k->k_expires_ms) != 0) {
+	if (it != NULL && pfield_time(it, 1, &k->k_expires_ms) != 0) {
 		err = "expires_at must be an RFC 3339 time, or null for a "
 		      "kill that lasts until it is lifted";
 		goto fail;
@@ -729,14 +692,6 @@ fail:
 	return (-1);
 }
 
-static const char *
-col_text(sqlite3_stmt *st, int i)
-{
-	const unsigned char *t = sqlite3_column_text(st, i);
-
-	return (t != NULL ? (const char *)t : NULL);
-}
-
 /*
  * Replace the list by the live kills of the ledger's kills table (not
  * deleted, not expired at now), read on ro, a read-only connection
@@ -769,12 +724,12 @@ kills_load(sqlite3 *ro, int64_t now, char **cause)
 		return (-1);
 	}
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		id = col_text(st, 0);
-		created = col_text(st, 1);
-		expires = col_text(st, 2);
-		match = col_text(st, 3);
-		reason = col_text(st, 4);
-		source = col_text(st, 5);
+		id = pfield_col(st, 0);
+		created = pfield_col(st, 1);
+		expires = pfield_col(st, 2);
+		match = pfield_col(st, 3);
+		reason = pfield_col(st, 4);
+		source = pfield_col(st, 5);
 		k = xcalloc(1, sizeof(*k));
 		k->k_expires_ms = POLICY_NEVER;
 		if (id == NULL || strlen(id) != KILL_ID_LEN ||

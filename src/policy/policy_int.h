@@ -122,6 +122,13 @@ void pcount_scope_budget(struct policy_scope *, const struct policy *,
     const char *const *, const struct pentry *, int64_t);
 void pcount_mark_old(struct policy_counters *);
 
+/* fields.c */
+struct cJSON;
+struct sqlite3_stmt;
+int pfield_time(const struct cJSON *, int, int64_t *);
+const char *pfield_text(const struct cJSON *, size_t);
+const char *pfield_col(struct sqlite3_stmt *, int);
+
 /* lease.c */
 void lease_attach(struct policy_counters *, struct pentry *);
 int64_t lease_room(const struct pentry *, int64_t);
