@@ -772,6 +772,24 @@ item_string(char **p, const char *s)
 }
 
 /*
+ * Queue it, a kill's or an extension's operation (NULL: it could not be
+ * made), with deleted_ms the time of a deletion or revocation (0 for an
+ * add). 0, or -1 when there is no item or the queue refused it.
+ */
+static int
+record_enqueue(struct ledger_item *it, int64_t deleted_ms)
+{
+	if (it == NULL)
+		return (-1);
+	it->li_deleted_ms = deleted_ms;
+	if (ledger_enqueue(ledger, it) != 0) {
+		free(it);
+		return (-1);
+	}
+	return (0);
+}
+
+/*
  * A queued kill operation: the item owns copies of k's strings. NULL when
  * k is not one the table can hold.
  */
@@ -818,17 +836,9 @@ kill_item_new(enum ledger_op op, const struct ledger_kill *k)
 int
 ledger_kill_add(const struct ledger_kill *k)
 {
-	struct ledger_item *it;
-
 	if (ledger == NULL)
 		return (-1);
-	if ((it = kill_item_new(LEDGER_OP_KILL_ADD, k)) == NULL)
-		return (-1);
-	if (ledger_enqueue(ledger, it) != 0) {
-		free(it);
-		return (-1);
-	}
-	return (0);
+	return (record_enqueue(kill_item_new(LEDGER_OP_KILL_ADD, k), 0));
 }
 
 /*
@@ -839,18 +849,10 @@ int
 ledger_kill_delete(const char *id, int64_t now)
 {
 	struct ledger_kill k = {.lk_id = id};
-	struct ledger_item *it;
 
 	if (ledger == NULL)
 		return (-1);
-	if ((it = kill_item_new(LEDGER_OP_KILL_DELETE, &k)) == NULL)
-		return (-1);
-	it->li_deleted_ms = now;
-	if (ledger_enqueue(ledger, it) != 0) {
-		free(it);
-		return (-1);
-	}
-	return (0);
+	return (record_enqueue(kill_item_new(LEDGER_OP_KILL_DELETE, &k), now));
 }
 
 /*
@@ -906,17 +908,9 @@ ext_item_new(enum ledger_op op, const struct ledger_extension *x)
 int
 ledger_extension_add(const struct ledger_extension *x)
 {
-	struct ledger_item *it;
-
 	if (ledger == NULL)
 		return (-1);
-	if ((it = ext_item_new(LEDGER_OP_EXT_ADD, x)) == NULL)
-		return (-1);
-	if (ledger_enqueue(ledger, it) != 0) {
-		free(it);
-		return (-1);
-	}
-	return (0);
+	return (record_enqueue(ext_item_new(LEDGER_OP_EXT_ADD, x), 0));
 }
 
 /*
@@ -927,18 +921,10 @@ int
 ledger_extension_revoke(const char *id, int64_t now)
 {
 	struct ledger_extension x = {.le_id = id};
-	struct ledger_item *it;
 
 	if (ledger == NULL)
 		return (-1);
-	if ((it = ext_item_new(LEDGER_OP_EXT_REVOKE, &x)) == NULL)
-		return (-1);
-	it->li_deleted_ms = now;
-	if (ledger_enqueue(ledger, it) != 0) {
-		free(it);
-		return (-1);
-	}
-	return (0);
+	return (record_enqueue(ext_item_new(LEDGER_OP_EXT_REVOKE, &x), now));
 }
 
 /*
